@@ -1,0 +1,351 @@
+"""Blast percentage, its Wilson interval, and a plain-language reading against thresholds.
+
+The reading is decision support for laboratory staff: it says where the count stands against
+the 5% and 20% blast levels and when the count is too small to say so with confidence.
+
+Example:
+    >>> result = count_blasts(n_blasts=1, n_counted=200)
+    >>> round(result.percent, 1)
+    0.5
+    >>> result.hint is None
+    True
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections import Counter
+from collections.abc import Iterable
+from enum import StrEnum
+from statistics import NormalDist
+
+from leukemia_core.types import BlastCount
+
+INVESTIGATE_PERCENT = 5.0
+"""Blasts in peripheral blood at or above this level call for investigation / hematology review."""
+
+WHO_ACUTE_LEUKEMIA_PERCENT = 20.0
+"""WHO blast threshold for acute leukemia (marrow or blood); needs a hematologist's confirmation."""
+
+THRESHOLDS_PERCENT = (INVESTIGATE_PERCENT, WHO_ACUTE_LEUKEMIA_PERCENT)
+
+MANUAL_DIFFERENTIAL_CELLS = 100
+"""A manual differential counts 100-200 white cells; fewer than this gets a hint."""
+
+_MAX_CELLS_SEARCHED = 1_000_000
+
+
+class CellLabel(StrEnum):
+    """Label of one detected object, as set by the classifier or a reviewer.
+
+    ``BLAST`` and ``NORMAL`` are counted; ``UNCERTAIN`` cells await review and are left out of
+    the denominator until someone labels them; the rest are left out for good.
+    """
+
+    BLAST = "blast"
+    NORMAL = "normal"
+    UNCERTAIN = "uncertain"
+    EXCLUDED = "excluded"
+    NOT_WBC = "not_wbc"
+    BORDER = "border"
+
+
+def _as_count(value: int, name: str) -> int:
+    """Returns ``value`` as a non-negative int, or raises a ValueError naming ``name``."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a whole number of cells, got the boolean {value!r}.")
+    try:
+        number = operator.index(value)
+    except TypeError:
+        raise ValueError(
+            f"{name} must be a whole number of cells, got {value!r} ({type(value).__name__})."
+        ) from None
+    if number < 0:
+        raise ValueError(f"{name} must be 0 or more, got {number}.")
+    return number
+
+
+def _z_score(confidence: float) -> float:
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(
+            f"confidence must be strictly between 0 and 1 (e.g. 0.95), got {confidence!r}."
+        )
+    return NormalDist().inv_cdf(0.5 + confidence / 2.0)
+
+
+def _wilson_bounds(proportion: float, n: float, z: float) -> tuple[float, float]:
+    """Wilson score interval for an observed ``proportion`` of ``n`` trials (n may be any > 0)."""
+    z2 = z * z
+    denominator = 1.0 + z2 / n
+    centre = (proportion + z2 / (2.0 * n)) / denominator
+    half = z / denominator * math.sqrt(proportion * (1.0 - proportion) / n + z2 / (4.0 * n * n))
+    low = 0.0 if proportion <= 0.0 else max(0.0, centre - half)
+    high = 1.0 if proportion >= 1.0 else min(1.0, centre + half)
+    return low, high
+
+
+def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for ``k`` successes out of ``n``, as proportions in ``[0, 1]``.
+
+    Unlike the textbook ``p +/- 1.96 * se`` interval, it stays inside ``[0, 1]`` and behaves at
+    0 and ``n`` successes, which is where blast counts usually are.
+
+    Args:
+        k: Successes (e.g. blasts), ``0 <= k <= n``.
+        n: Trials (e.g. white cells counted), at least 1.
+        confidence: Two-sided confidence level, strictly between 0 and 1.
+
+    Returns:
+        ``(low, high)``; ``low`` is exactly 0.0 when ``k == 0`` and ``high`` exactly 1.0 when
+        ``k == n``.
+
+    Raises:
+        ValueError: ``n`` is 0, ``k`` is outside ``0..n``, or ``confidence`` is outside (0, 1).
+
+    Example:
+        >>> low, high = wilson_interval(5, 100)
+        >>> round(low, 4), round(high, 4)
+        (0.0215, 0.1118)
+    """
+    k = _as_count(k, "k")
+    n = _as_count(n, "n")
+    if n == 0:
+        raise ValueError(
+            "n is 0: no cells were counted, so there is no proportion and no interval; "
+            "count at least one cell."
+        )
+    if k > n:
+        raise ValueError(f"k ({k}) cannot be larger than n ({n}): check the two counts.")
+    return _wilson_bounds(k / n, n, _z_score(confidence))
+
+
+def _straddles(low: float, high: float, threshold: float) -> bool:
+    """True when ``[low, high]`` neither lies wholly below nor wholly at-or-above ``threshold``."""
+    return low < threshold <= high
+
+
+def cells_needed(
+    n_blasts: int, n_counted: int, threshold_percent: float, confidence: float = 0.95
+) -> int | None:
+    """Total cells needed for the interval to clear a threshold if the proportion stays the same.
+
+    Searches the smallest total ``m >= n_counted`` for which the Wilson interval of the current
+    proportion ``n_blasts / n_counted`` over ``m`` cells lies wholly below the threshold or
+    wholly at or above it.
+
+    Args:
+        n_blasts: Blasts counted so far.
+        n_counted: White cells counted so far, at least 1.
+        threshold_percent: Threshold in percent, e.g. :data:`INVESTIGATE_PERCENT`.
+        confidence: Two-sided confidence level.
+
+    Returns:
+        The total number of cells, or None when no count can clear it: the proportion sits
+        exactly on the threshold, or more than a million cells would be needed.
+    """
+    wilson_interval(n_blasts, n_counted, confidence)  # validates the arguments
+    z = _z_score(confidence)
+    proportion = n_blasts / n_counted
+    threshold = threshold_percent / 100.0
+
+    def clears(m: int) -> bool:
+        return not _straddles(*_wilson_bounds(proportion, m, z), threshold)
+
+    if proportion == threshold:
+        return None
+    if clears(n_counted):
+        return n_counted
+    low, high = n_counted, 2 * n_counted
+    while not clears(high):  # the interval shrinks around the proportion as m grows
+        if high > _MAX_CELLS_SEARCHED:
+            return None
+        low, high = high, 2 * high
+    while high - low > 1:  # invariant: clears(high) and not clears(low)
+        middle = (low + high) // 2
+        if clears(middle):
+            high = middle
+        else:
+            low = middle
+    return high
+
+
+def _reading(percent: float, n_blasts: int, n_counted: int) -> str:
+    count = f"{percent:.1f}% blasts ({n_blasts} of {n_counted} white cells counted)"
+    if percent >= WHO_ACUTE_LEUKEMIA_PERCENT:
+        return (
+            f"{count}: at or above the {WHO_ACUTE_LEUKEMIA_PERCENT:.0f}% blast threshold the WHO "
+            "uses for acute leukemia. Refer urgently for hematology review. The 20% criterion "
+            "applies to blood or bone-marrow counts, and acute leukemia must be confirmed by a "
+            "hematologist (morphology and flow cytometry)."
+        )
+    if percent >= INVESTIGATE_PERCENT:
+        return (
+            f"{count}: at or above the {INVESTIGATE_PERCENT:.0f}% level at which blasts in "
+            "peripheral blood call for investigation. Refer for hematology review. Below the "
+            f"{WHO_ACUTE_LEUKEMIA_PERCENT:.0f}% WHO threshold for acute leukemia."
+        )
+    if n_blasts == 0:
+        return (
+            f"{count}: no blasts found; below the {INVESTIGATE_PERCENT:.0f}% level that calls "
+            "for investigation."
+        )
+    return (
+        f"{count}: below the {INVESTIGATE_PERCENT:.0f}% level that calls for investigation. "
+        "Blasts are not normally seen in blood, so review the cells marked as blasts."
+    )
+
+
+def _more_cells_text(n_blasts: int, n_counted: int, threshold: float) -> str:
+    needed = cells_needed(n_blasts, n_counted, threshold)
+    if needed is None:
+        return (
+            f"the estimate sits on the {threshold:.0f}% threshold, so more cells will not settle "
+            "it on their own; ask a hematologist to review"
+        )
+    return (
+        f"at the current proportion about {needed - n_counted} more cells ({needed} in total) "
+        f"would settle the {threshold:.0f}% threshold"
+    )
+
+
+def _review_text(n_blasts: int, n_counted: int, n_uncertain: int) -> str:
+    if n_uncertain == 1:
+        text = "1 uncertain cell awaits review and is left out of the count until labelled."
+    else:
+        text = (
+            f"{n_uncertain} uncertain cells await review and are left out of the count "
+            "until labelled."
+        )
+    total = n_counted + n_uncertain
+    lowest = 100.0 * n_blasts / total
+    highest = 100.0 * (n_blasts + n_uncertain) / total
+    crossed = [t for t in THRESHOLDS_PERCENT if lowest < t <= highest]
+    if crossed:
+        names = " and ".join(f"{t:.0f}%" for t in crossed)
+        text += (
+            f" Depending on them the result lies between {lowest:.1f}% and {highest:.1f}%, "
+            f"across the {names} threshold{'s' if len(crossed) > 1 else ''}."
+        )
+    return text
+
+
+def _hint(
+    n_blasts: int, n_counted: int, low_percent: float, high_percent: float, n_uncertain: int
+) -> str | None:
+    parts = []
+    straddled = [t for t in THRESHOLDS_PERCENT if _straddles(low_percent, high_percent, t)]
+    if straddled:
+        names = " and ".join(f"{t:.0f}%" for t in straddled)
+        details = "; ".join(_more_cells_text(n_blasts, n_counted, t) for t in straddled)
+        parts.append(
+            f"Count more cells: the 95% interval ({low_percent:.1f}% to {high_percent:.1f}%) "
+            f"spans the {names} threshold{'s' if len(straddled) > 1 else ''}; {details}."
+        )
+    if n_counted < MANUAL_DIFFERENTIAL_CELLS:
+        parts.append(
+            f"Only {n_counted} white cells were counted; a manual differential counts 100-200, "
+            f"so count at least {MANUAL_DIFFERENTIAL_CELLS - n_counted} more (add fields)."
+        )
+    if n_uncertain:
+        parts.append(_review_text(n_blasts, n_counted, n_uncertain))
+    return " ".join(parts) or None
+
+
+def count_blasts(
+    n_blasts: int, n_counted: int, n_excluded: int = 0, *, n_uncertain: int = 0
+) -> BlastCount:
+    """Blast percentage with its 95% Wilson interval and a plain-language reading.
+
+    The reading uses the point estimate against :data:`INVESTIGATE_PERCENT` and
+    :data:`WHO_ACUTE_LEUKEMIA_PERCENT`; the hint asks for more cells when the interval spans a
+    threshold (with an estimate of how many) or fewer than 100 cells were counted, and reports
+    uncertain cells awaiting review.
+
+    Args:
+        n_blasts: Cells counted as blasts.
+        n_counted: White cells counted (blasts + normal), the denominator.
+        n_excluded: Cells left out of the denominator (border, not a white cell, excluded).
+        n_uncertain: Cells awaiting review; they are added to ``n_excluded`` of the result and
+            named in the hint, never counted silently.
+
+    Returns:
+        A :class:`BlastCount`; ``percent`` and the interval are None when nothing was counted.
+
+    Raises:
+        ValueError: A count is negative or not a whole number, or ``n_blasts > n_counted``.
+    """
+    n_blasts = _as_count(n_blasts, "n_blasts")
+    n_counted = _as_count(n_counted, "n_counted")
+    n_excluded = _as_count(n_excluded, "n_excluded")
+    n_uncertain = _as_count(n_uncertain, "n_uncertain")
+    if n_blasts > n_counted:
+        raise ValueError(
+            f"n_blasts ({n_blasts}) cannot be larger than n_counted ({n_counted}): the counted "
+            "cells include the blasts."
+        )
+    left_out = n_excluded + n_uncertain
+    if n_counted == 0:
+        return BlastCount(
+            n_blasts=0,
+            n_counted=0,
+            n_excluded=left_out,
+            percent=None,
+            ci_low_percent=None,
+            ci_high_percent=None,
+            interpretation=(
+                "No white cells were counted, so no blast percentage can be given. Check that "
+                "the image is a stained blood smear with white cells in focus, add more fields, "
+                "or review the cells that were left out."
+            ),
+            hint=_review_text(0, 0, n_uncertain) if n_uncertain else None,
+        )
+    low, high = wilson_interval(n_blasts, n_counted)
+    percent = 100.0 * n_blasts / n_counted
+    return BlastCount(
+        n_blasts=n_blasts,
+        n_counted=n_counted,
+        n_excluded=left_out,
+        percent=percent,
+        ci_low_percent=100.0 * low,
+        ci_high_percent=100.0 * high,
+        interpretation=_reading(percent, n_blasts, n_counted),
+        hint=_hint(n_blasts, n_counted, 100.0 * low, 100.0 * high, n_uncertain),
+    )
+
+
+def summarize_labels(labels: Iterable[str]) -> BlastCount:
+    """Counts a list of cell labels (see :class:`CellLabel`) into a :class:`BlastCount`.
+
+    ``blast`` and ``normal`` are counted; ``excluded``, ``not_wbc`` and ``border`` leave the
+    denominator; ``uncertain`` cells also leave it but are named in the hint as awaiting review,
+    the way a lab keeps doubtful cells aside until a second reader decides.
+
+    Args:
+        labels: One label per detected object; strings are matched case-insensitively.
+
+    Raises:
+        ValueError: A label is not in the vocabulary, or a single string was passed.
+
+    Example:
+        >>> summarize_labels(["blast", "normal", "normal", "border", "uncertain"]).n_excluded
+        2
+    """
+    if isinstance(labels, str):
+        raise ValueError(
+            f"labels must be a list of labels, one per cell, got the single string {labels!r}; "
+            f"wrap it in a list: [{labels!r}]."
+        )
+    tally: Counter[CellLabel] = Counter()
+    for label in labels:
+        try:
+            tally[CellLabel(str(label).strip().lower())] += 1
+        except ValueError:
+            valid = ", ".join(member.value for member in CellLabel)
+            raise ValueError(f"Unknown cell label {label!r}; expected one of: {valid}.") from None
+    return count_blasts(
+        n_blasts=tally[CellLabel.BLAST],
+        n_counted=tally[CellLabel.BLAST] + tally[CellLabel.NORMAL],
+        n_excluded=tally[CellLabel.EXCLUDED] + tally[CellLabel.NOT_WBC] + tally[CellLabel.BORDER],
+        n_uncertain=tally[CellLabel.UNCERTAIN],
+    )

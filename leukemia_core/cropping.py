@@ -1,0 +1,129 @@
+"""Per-cell records and crops in the classifier's domain (C-NMC style: cell on black)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from scipy import ndimage as ndi
+
+from leukemia_core.types import Cell, Segmentation
+
+DEFAULT_CROP_SIZE = 300
+CONTEXT_FACTOR = 1.6  # the context crop shows this many cell-box widths around the cell
+
+_OUTLINE_COLOURS = {
+    "cell": (40, 200, 40),
+    "nucleus": (255, 210, 0),
+    "border": (150, 150, 150),
+}
+
+
+def crop_cells(
+    image: np.ndarray,
+    segmentation: Segmentation,
+    *,
+    size: int = DEFAULT_CROP_SIZE,
+    context_size: int = 256,
+) -> list[Cell]:
+    """One :class:`Cell` per segmented white cell, with its crops.
+
+    The classifier crop follows the C-NMC 2019 convention (the domain of most public training
+    data): the cell centred on a square black canvas, everything outside its mask black, scaled
+    so that the cell's longer side fills the square minus a small margin.
+
+    Args:
+        image: ``(H, W, 3)`` RGB uint8 field the segmentation was computed on.
+        segmentation: Result of :func:`leukemia_core.segmentation.segment_wbc`.
+        size: Side of the classifier crop in pixels.
+        context_size: Side of the display crop in pixels.
+
+    Returns:
+        Cells in label order.
+    """
+    if image.shape[:2] != segmentation.cell_labels.shape:
+        raise ValueError(
+            f"image is {image.shape[:2]} but the segmentation is {segmentation.cell_labels.shape}; "
+            "crop the same image that was segmented."
+        )
+    border = set(segmentation.border_cell_ids)
+    cells = []
+    boxes = ndi.find_objects(segmentation.cell_labels)
+    for index, box in enumerate(boxes, start=1):
+        if box is None:
+            continue
+        rows, cols = box
+        cell_mask = segmentation.cell_labels[box] == index
+        nucleus_mask = segmentation.nucleus_labels[box] == index
+        ys, xs = np.nonzero(cell_mask)
+        cells.append(
+            Cell(
+                cell_id=index,
+                bbox=(cols.start, rows.start, cols.stop, rows.stop),
+                centroid=(float(xs.mean() + cols.start), float(ys.mean() + rows.start)),
+                cell_area_px=int(cell_mask.sum()),
+                nucleus_area_px=int(nucleus_mask.sum()),
+                touches_border=index in border,
+                cell_mask=cell_mask,
+                nucleus_mask=nucleus_mask,
+                crop=masked_square_crop(image[box], cell_mask, size),
+                context_crop=context_crop(image, (cols.start, rows.start, cols.stop, rows.stop),
+                                          context_size),
+            )
+        )
+    return cells
+
+
+def masked_square_crop(patch: np.ndarray, mask: np.ndarray, size: int, margin: float = 0.05):
+    """Cell pixels on black, centred in a ``size`` square; the longer side fills 1 - 2*margin."""
+    cell = np.where(mask[..., None], patch, 0).astype(np.uint8)
+    height, width = mask.shape
+    side = max(height, width)
+    canvas = np.zeros((side, side, 3), dtype=np.uint8)
+    top, left = (side - height) // 2, (side - width) // 2
+    canvas[top : top + height, left : left + width] = cell
+    inner = max(1, round(size * (1 - 2 * margin)))
+    interpolation = cv2.INTER_AREA if side > inner else cv2.INTER_LINEAR
+    resized = cv2.resize(canvas, (inner, inner), interpolation=interpolation)
+    out = np.zeros((size, size, 3), dtype=np.uint8)
+    offset = (size - inner) // 2
+    out[offset : offset + inner, offset : offset + inner] = resized
+    return out
+
+
+def context_crop(image: np.ndarray, bbox: tuple[int, int, int, int], size: int) -> np.ndarray:
+    """A square view of the cell and its neighbours, padded with white beyond the field edge."""
+    x0, y0, x1, y1 = bbox
+    side = round(max(x1 - x0, y1 - y0) * CONTEXT_FACTOR)
+    cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
+    top, left = cy - side // 2, cx - side // 2
+    height, width = image.shape[:2]
+    canvas = np.full((side, side, 3), 255, dtype=np.uint8)
+    src_y0, src_x0 = max(0, top), max(0, left)
+    src_y1, src_x1 = min(height, top + side), min(width, left + side)
+    canvas[src_y0 - top : src_y1 - top, src_x0 - left : src_x1 - left] = image[
+        src_y0:src_y1, src_x0:src_x1
+    ]
+    interpolation = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
+    return cv2.resize(canvas, (size, size), interpolation=interpolation)
+
+
+def draw_overlay(
+    image: np.ndarray, segmentation: Segmentation, *, thickness: int | None = None
+) -> np.ndarray:
+    """The field with cell outlines (green; grey when cut by the border), nuclei (yellow) and ids."""
+    out = image.copy()
+    thickness = thickness or max(1, round(max(image.shape[:2]) / 600))
+    border = set(segmentation.border_cell_ids)
+    for labels, kind in ((segmentation.nucleus_labels, "nucleus"), (segmentation.cell_labels, "cell")):
+        for index, box in enumerate(ndi.find_objects(labels), start=1):
+            if box is None:
+                continue
+            mask = (labels[box] == index).astype(np.uint8)
+            contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE,
+                                           offset=(box[1].start, box[0].start))
+            colour = _OUTLINE_COLOURS["border" if index in border and kind == "cell" else kind]
+            cv2.drawContours(out, contours, -1, colour, thickness)
+            if kind == "cell":
+                cv2.putText(out, str(index), (box[1].start, max(12, box[0].start - 4)),
+                            cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thickness + 0.2, colour, thickness)
+    return out

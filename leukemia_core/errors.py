@@ -1,0 +1,62 @@
+"""Typed errors of the core library.
+
+Every message says what arrived and what the user can do about it, so the app can show
+``str(error)`` as it is.
+"""
+
+from __future__ import annotations
+
+
+class LeukemiaCoreError(Exception):
+    """Base class of every error the core library raises on purpose."""
+
+
+class InvalidImageError(LeukemiaCoreError, ValueError):
+    """An input could not be used as an image."""
+
+
+class EmptyFileError(InvalidImageError):
+    """The file has no bytes."""
+
+
+class NotAnImageError(InvalidImageError):
+    """The bytes are not an image format we know (e.g. a PDF or a text file)."""
+
+
+class TruncatedImageError(InvalidImageError):
+    """The image file ends before its pixel data does (an interrupted upload or copy)."""
+
+
+class UnsupportedFormatError(InvalidImageError):
+    """The file is an image, but of a format or mode we do not read."""
+
+
+class ImageTooSmallError(InvalidImageError):
+    """The image is smaller than the minimum side length."""
+
+
+class ImageTooLargeError(InvalidImageError):
+    """The image has more pixels than the configured limit (decompression-bomb guard)."""
+
+
+class SegmentationError(LeukemiaCoreError):
+    """Segmentation could not run on the given input."""
+
+
+class ModelNotFoundError(LeukemiaCoreError, KeyError):
+    """A model or architecture name is not in the registry."""
+
+    def __str__(self) -> str:  # KeyError would add quotes around the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ImageNetWeightsUnavailableError(LeukemiaCoreError):
+    """Pretrained ImageNet weights are neither cached nor downloadable (e.g. no network)."""
+
+
+class WeightsFileError(LeukemiaCoreError):
+    """A weights file is missing, unreadable, or does not fit the architecture."""
+
+
+class UnknownPreprocessingError(LeukemiaCoreError, ValueError):
+    """A preprocessing scheme name is not one we implement."""

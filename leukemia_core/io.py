@@ -1,0 +1,249 @@
+"""Read a smear image from a path, bytes or an upload into RGB uint8, checking it at the boundary.
+
+Refusals are typed :mod:`leukemia_core.errors` whose messages name the file, what arrived and the
+fix. Samples deeper than 8 bits: values <= 255 are kept; else ``0 .. 2**b - 1`` maps to ``0 .. 255``
+for the smallest ``b`` in (10, 12, 14, 16) holding the maximum: true 16-bit data uses the full
+0..65535 range, and 10/12/14-bit camera data stored in 16 bits does not come out nearly black.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+import warnings
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+from leukemia_core import errors
+from leukemia_core.types import LoadedImage
+
+DEFAULT_MAX_PIXELS = 60_000_000
+#: Pillow format names accepted (MPO, the multi-picture JPEG of phone cameras, counts as JPEG).
+SUPPORTED_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "GIF", "WEBP")
+_FORMATS_TEXT = "JPEG, PNG, BMP, TIFF, GIF or WebP"
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", *_TIFF_MAGIC)
+_DEEP_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+_PLAIN_MODES = ("RGB", "RGBX", "L", "1", "P", "CMYK", "YCbCr")
+_DECODE_ERRORS = (OSError, SyntaxError, EOFError, ValueError, IndexError)
+# EXIF orientation -> transpose, as in PIL.ImageOps.exif_transpose; applied after conversion so
+# that 16-bit data read by tifffile or OpenCV is turned upright the same way.
+_T = Image.Transpose
+_UPRIGHT = {2: _T.FLIP_LEFT_RIGHT, 3: _T.ROTATE_180, 4: _T.FLIP_TOP_BOTTOM, 5: _T.TRANSPOSE}
+_UPRIGHT.update({6: _T.ROTATE_270, 7: _T.TRANSVERSE, 8: _T.ROTATE_90})
+# Pillow's bomb guard and truncation switch are process globals; we swap them under this lock.
+_PILLOW_GLOBALS = threading.Lock()
+
+# pixels, format, original mode, (width, height), frames, EXIF orientation
+_Decoded = tuple[np.ndarray, str, str, tuple[int, int], int, int]
+
+
+class MultiFrameImageWarning(UserWarning):
+    """The file holds several frames or pages; only the first was read."""
+
+
+def read_image(
+    source: str | os.PathLike | bytes | bytearray | memoryview | BinaryIO,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    min_side: int = 64,
+    name: str | None = None,
+) -> LoadedImage:
+    """Read the first frame of an image file as ``(H, W, 3)`` RGB uint8, upright per EXIF.
+
+    Args:
+        source: A path, the file's bytes, or a binary file-like object (e.g. Streamlit's
+            ``UploadedFile``; ``getvalue()`` is used when present, else ``read()``).
+        max_pixels: Largest ``width * height`` accepted, checked on the header before decoding.
+        min_side: Smallest accepted width and height, in pixels.
+        name: Name used in messages and in the result; defaults to the file's name.
+
+    Returns:
+        The pixels and what was read. Transparent pixels are composited on white, the colour of
+        a smear's background.
+
+    Raises:
+        errors.InvalidImageError: a subclass (empty, not an image, truncated, unsupported, too
+            small, too large) with a message for the user.
+        FileNotFoundError: ``source`` is a path that does not exist.
+    """
+    data, name = _read_source(source, name)
+    if not data:
+        raise errors.EmptyFileError(
+            f"'{name}' is empty (0 bytes): the upload or copy did not finish. Choose it again."
+        )
+    with _PILLOW_GLOBALS:
+        saved = Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
+        # Our own limit is checked on the header with the caller's max_pixels and wording, so
+        # Pillow's warning/error is off; truncated data must raise instead of being grey-filled.
+        Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = None, False
+        try:
+            arr, fmt, mode, size, n_frames, orientation = _decode(data, name, max_pixels, min_side)
+        finally:
+            Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = saved
+    rgb, notes = _to_rgb(arr, name)
+    if orientation in _UPRIGHT:
+        rgb = np.asarray(Image.fromarray(rgb).transpose(_UPRIGHT[orientation]))
+        notes.append(f"turned upright from EXIF orientation {orientation}")
+    if n_frames > 1:
+        notes.insert(0, f"took the first of {n_frames} {'pages' if fmt == 'TIFF' else 'frames'}")
+        warnings.warn(f"'{name}': {notes[0]}", MultiFrameImageWarning, stacklevel=2)
+    rgb = np.require(rgb, np.uint8, ["C_CONTIGUOUS", "WRITEABLE", "OWNDATA"])  # copy only if needed
+    return LoadedImage(rgb, name, fmt, mode, size, n_frames, notes=tuple(notes))
+
+
+def _read_source(source: object, name: str | None) -> tuple[bytes, str]:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source), name or "<bytes>"
+    if isinstance(source, (str, os.PathLike)):
+        return Path(source).read_bytes(), name or Path(source).name
+    if hasattr(source, "getvalue") or hasattr(source, "read"):
+        data = source.getvalue() if hasattr(source, "getvalue") else source.read()
+        own = getattr(source, "name", None)  # a text-mode file fails in bytes() below: str data
+        return bytes(data), name or (Path(own).name if isinstance(own, str) else "<bytes>")
+    raise TypeError(f"read_image takes a path, bytes or a binary file, not {type(source).__name__}")
+
+
+def _decode(data: bytes, name: str, max_pixels: int, min_side: int) -> _Decoded:
+    try:
+        im = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError as exc:
+        if data.startswith(_TIFF_MAGIC):  # e.g. float RGB: Pillow has no mode for it, tifffile has
+            return _read_tiff(data, name, max_pixels, min_side)
+        if data.startswith(_IMAGE_MAGIC):  # a known signature, but the header is cut or broken
+            raise _damaged(name, data, exc) from exc
+        hint = " A PDF? Export the page as PNG or JPEG." if b"%PDF-" in data[:8] else ""
+        raise errors.NotAnImageError(
+            f"'{name}' is not an image file (it starts with {data[:8]!r}).{hint} "
+            f"Upload a picture of the smear as {_FORMATS_TEXT}."
+        ) from exc
+    except _DECODE_ERRORS as exc:
+        raise _damaged(name, data, exc) from exc
+    with im:
+        fmt = "JPEG" if im.format == "MPO" else str(im.format)
+        if fmt not in SUPPORTED_FORMATS:
+            raise errors.UnsupportedFormatError(
+                f"'{name}' is a {im.format} image ({im.width}x{im.height}), a format this app "
+                f"does not read. Save or export it as {_FORMATS_TEXT}."
+            )
+        _check_size(im.size, name, max_pixels, min_side)
+        if fmt == "TIFF" and _is_deep_colour(im, data):  # Pillow would keep only the high byte
+            return _read_tiff(data, name, max_pixels, min_side)
+        try:
+            # An MPO's extra pictures are previews or depth maps of the same photo, not pages.
+            n_frames = 1 if im.format == "MPO" else getattr(im, "n_frames", 1)
+            orientation = im.getexif().get(0x0112, 1)
+            if _is_deep_colour(im, data):  # the same for PNG, where OpenCV reads all 16 bits
+                import cv2
+
+                arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+                if arr is None:
+                    raise OSError("OpenCV could not decode the 16-bit pixel data")
+                arr = arr[..., [2, 1, 0, 3][: arr.shape[2]]]  # OpenCV gives BGR(A)
+                return arr, fmt, f"{im.mode};16", im.size, n_frames, orientation
+            im.load()
+        except _DECODE_ERRORS as exc:
+            raise _damaged(name, data, exc) from exc
+        if im.mode in _DEEP_GRAY_MODES:
+            arr = np.asarray(im)
+        elif im.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in im.info:
+            arr = _on_white(im)
+        elif im.mode in _PLAIN_MODES:
+            arr = np.asarray(im.convert("RGB"))
+        else:
+            raise errors.UnsupportedFormatError(
+                f"'{name}' has pixel mode {im.mode}, which this app does not read: save it as RGB."
+            )
+        return arr, fmt, im.mode, im.size, n_frames, orientation
+
+
+def _check_size(size: tuple[int, int], name: str, max_pixels: int, min_side: int) -> None:
+    width, height = size
+    if width * height > max_pixels:
+        raise errors.ImageTooLargeError(
+            f"'{name}' is {width}x{height} = {width * height:,} pixels, over the limit of "
+            f"{max_pixels:,}: downscale it, or raise max_pixels if the machine has the memory."
+        )
+    if min(width, height) < min_side:
+        raise errors.ImageTooSmallError(
+            f"'{name}' is {width}x{height} pixels; both sides must be at least {min_side} "
+            "pixels. Use the full-resolution image rather than a thumbnail or a thin crop."
+        )
+
+
+def _is_deep_colour(im: Image.Image, data: bytes) -> bool:
+    if im.format == "TIFF" and im.mode not in _DEEP_GRAY_MODES:
+        bits = im.tag_v2.get(258, 8)
+        return max(bits if isinstance(bits, tuple) else (bits,)) > 8
+    # PNG header: bit depth at byte 24, colour type at byte 25 (2 = RGB, 6 = RGBA)
+    return im.format == "PNG" and data[24] == 16 and data[25] in (2, 6)
+
+
+def _read_tiff(data: bytes, name: str, max_pixels: int, min_side: int) -> _Decoded:
+    """Read page 0 with tifffile (a scikit-image dependency), checking its size before decoding."""
+    import tifffile  # imported here: only TIFFs that Pillow cannot convert faithfully need it
+
+    try:
+        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            page = tif.pages[0]
+            size = (int(page.imagewidth), int(page.imagelength))
+            _check_size(size, name, max_pixels, min_side)
+            arr = page.asarray()
+            orientation = page.tags[274].value if 274 in page.tags else 1
+            mode = f"{page.photometric.name};{page.bitspersample}"
+            n_pages = len(tif.pages)
+    except errors.InvalidImageError:
+        raise
+    except _DECODE_ERRORS as exc:
+        raise _damaged(name, data, exc) from exc
+    if page.planarconfig == 2 and arr.ndim == 3:  # separate planes arrive as (C, H, W)
+        arr = np.moveaxis(arr, 0, -1)
+    return arr, "TIFF", mode, size, n_pages, int(orientation)
+
+
+def _on_white(im: Image.Image) -> np.ndarray:
+    white = Image.new("RGBA", im.size, "white")
+    return np.asarray(Image.alpha_composite(white, im.convert("RGBA")).convert("RGB"))
+
+
+def _to_rgb(arr: np.ndarray, name: str) -> tuple[np.ndarray, list[str]]:
+    """Map samples to uint8 by bit depth (see the module docstring), then to 3 channels."""
+    notes, dtype = [], arr.dtype
+    if dtype.kind not in "biuf":
+        raise errors.UnsupportedFormatError(f"'{name}' stores {dtype} samples; save it as RGB.")
+    top = 255 if dtype in (np.uint8, bool) else arr.max(initial=0)
+    if dtype.kind == "f" or top > 65535:  # floats, or 32-bit integers: no bit depth to go by
+        arr = np.nan_to_num(arr.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        top = float(arr.max(initial=0.0))
+        scale = 255.0 if top <= 1.0 else (1.0 if top <= 255 else 255.0 / top)
+        arr = np.clip(arr * scale + 0.5, 0, 255).astype(np.uint8)
+        notes.append(f"{dtype} samples multiplied by {scale:.4g}")
+    elif top > 255:  # a lookup table keeps memory at the output size
+        bits = next(b for b in (10, 12, 14, 16) if top < 2**b)
+        lut = np.round(np.arange(2**bits) * (255.0 / (2**bits - 1))).astype(np.uint8)
+        arr = lut[np.clip(arr, 0, None)]
+        if bits < 16:
+            notes.append(f"samples fit in {bits} bits: 0..{2**bits - 1} mapped to 0..255")
+    if arr.dtype == bool:  # 1-bit TIFF pages that only tifffile read
+        arr = arr.astype(np.uint8) * 255
+    elif arr.dtype != np.uint8:
+        arr = np.clip(arr, 0, 255).astype(np.uint8)
+    channels = {2: 1, 3: arr.shape[-1]}.get(arr.ndim)
+    if channels == 1:
+        return np.repeat(arr.reshape(arr.shape[:2])[..., None], 3, axis=2), notes
+    if channels in (2, 4):
+        return _on_white(Image.fromarray(arr)), notes
+    if channels != 3:
+        raise errors.UnsupportedFormatError(f"'{name}' has pixel shape {arr.shape}; save as RGB.")
+    return arr, notes
+
+
+def _damaged(name: str, data: bytes, exc: BaseException) -> errors.TruncatedImageError:
+    return errors.TruncatedImageError(
+        f"'{name}' ends before its pixel data does or is damaged ({len(data):,} bytes; decoder "
+        f"said: {exc}). The upload or copy was probably cut off: copy or export it again."
+    )

@@ -1,0 +1,185 @@
+"""Tests of train.splits: properties on random groups, refusals, and the real grouped sets."""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from train.data import LABELS, CellRecord, load_allidb2, load_cnmc
+from train.splits import (
+    SIDES,
+    SplitError,
+    SplitResult,
+    assign_groups,
+    describe,
+    grouped_kfold,
+    grouped_split,
+)
+
+
+def make_records(cells: list[tuple[int, bool]]) -> list[CellRecord]:
+    """One record per (group id, is blast) pair, each with its own path."""
+    return [
+        CellRecord(Path(f"cell_{i}.bmp"), LABELS[0] if blast else LABELS[1], f"g{g}", "fake")
+        for i, (g, blast) in enumerate(cells)
+    ]
+
+
+cells_strategy = st.lists(st.tuples(st.integers(0, 60), st.booleans()), min_size=3, max_size=300)
+groups_strategy = cells_strategy.filter(lambda cells: len({g for g, _ in cells}) >= 3)
+
+
+def side_of_groups(split: SplitResult) -> dict[str, set[str]]:
+    where: dict[str, set[str]] = {}
+    for side, records in split.sides().items():
+        for r in records:
+            where.setdefault(r.group, set()).add(side)
+    return where
+
+
+@settings(max_examples=150, deadline=None)
+@given(cells=groups_strategy, seed=st.integers(0, 2**16), data=st.data())
+def test_split_is_a_grouped_partition_and_deterministic(cells, seed, data):
+    records = make_records(cells)
+    split = grouped_split(records, seed=seed)
+    assert sorted(r.path.name for side in split.sides().values() for r in side) == sorted(
+        r.path.name for r in records
+    )
+    assert all(len(sides) == 1 for sides in side_of_groups(split).values())
+    assert describe(split)["shared_groups"] == []
+    assert all(split.sides()[side] for side in SIDES)  # >= 3 groups: no side is empty
+    assert grouped_split(records, seed=seed) == split
+    shuffled = data.draw(st.permutations(records))
+    again = grouped_split(shuffled, seed=seed)
+    assert {s: {r.path for r in rs} for s, rs in again.sides().items()} == {
+        s: {r.path for r in rs} for s, rs in split.sides().items()
+    }
+
+
+@settings(max_examples=60, deadline=None)
+@given(cells=groups_strategy, seed=st.integers(0, 2**16))
+def test_each_side_gets_both_classes_when_groups_allow(cells, seed):
+    records = make_records(cells)
+    with_class = {label: {r.group for r in records if r.label == label} for label in LABELS}
+    split = grouped_split(records, seed=seed)
+    summary = describe(split)
+    for label, groups in with_class.items():
+        if len(groups) >= len(SIDES):
+            assert all(summary[side][label] > 0 for side in SIDES), (label, summary)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    groups=st.lists(st.lists(st.booleans(), min_size=1, max_size=5), min_size=40, max_size=120),
+    seed=st.integers(0, 2**16),
+    fractions=st.sampled_from([(0.7, 0.1, 0.2), (0.6, 0.2, 0.2), (0.8, 0.0, 0.2)]),
+)
+def test_fractions_are_met_per_class_with_enough_groups(groups, seed, fractions):
+    records = make_records([(g, blast) for g, labels in enumerate(groups) for blast in labels])
+    totals = Counter(r.label for r in records)
+    summary = describe(grouped_split(records, fractions, seed))
+    for label in LABELS:
+        if totals[label] >= 50:
+            for side, target in zip(SIDES, fractions, strict=True):
+                assert abs(summary[side][label] / totals[label] - target) <= 0.06, (label, side)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    cells=cells_strategy.filter(lambda c: len({g for g, _ in c}) >= 5),
+    seed=st.integers(0, 100),
+    k=st.integers(2, 5),
+)
+def test_kfold_tests_partition_the_input(cells, seed, k):
+    records = make_records(cells)
+    folds = grouped_kfold(records, k=k, seed=seed)
+    assert len(folds) == k
+    tested = [r.path for fold in folds for r in fold.test]
+    assert sorted(tested) == sorted(r.path for r in records)
+    for fold in folds:
+        assert fold.test and not fold.val and len(fold.train) + len(fold.test) == len(records)
+        assert not fold.groups("train") & fold.groups("test")
+    assert grouped_kfold(records, k=k, seed=seed) == folds
+
+
+def test_describe_counts_sides_and_flags_shared_groups():
+    records = make_records([(0, True), (0, False), (1, True), (2, False), (3, False)])
+    split = SplitResult(train=tuple(records[:3]), val=(records[3],), test=(records[0],))
+    summary = describe(split)
+    assert summary["train"] == {
+        "n_cells": 3,
+        "blast": 2,
+        "normal": 1,
+        "n_groups": 2,
+        "blast_fraction": pytest.approx(2 / 3),
+    }
+    assert summary["val"]["n_groups"] == 1 and summary["test"]["blast"] == 1
+    assert summary["shared_groups"] == ["g0"]
+
+
+def test_different_seeds_can_give_different_splits():
+    records = make_records([(g, g % 2 == 0) for g in range(30)])
+    splits = {grouped_split(records, seed=s).test for s in range(5)}
+    assert len(splits) > 1
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda r: grouped_split(r[:2]), r"1 group\(s\) cannot fill 3 parts"),
+        (lambda r: grouped_split(r, (0.5, 0.5)), r"Give 3 fractions"),
+        (lambda r: grouped_split(r, (0.7, 0.2, 0.2)), r"sum to 1, got \(0\.7, 0\.2, 0\.2\)"),
+        (lambda r: grouped_split(r, (1.2, -0.1, -0.1)), r"non-negative"),
+        (lambda r: grouped_kfold(r, k=1), r"k >= 2"),
+        (lambda r: grouped_kfold(r, k=5), r"4 group\(s\) cannot fill 5 parts"),
+        (lambda r: assign_groups(r, ()), r"sum to 1"),
+    ],
+)
+def test_refusals(call, match):
+    records = make_records([(0, True), (0, False), (1, True), (2, False), (3, False)])
+    with pytest.raises(SplitError, match=match):
+        call(records)
+
+
+def test_sides_with_zero_share_stay_empty():
+    records = make_records([(g, g % 3 == 0) for g in range(10)])
+    split = grouped_split(records, (0.8, 0.0, 0.2))
+    assert split.val == () and len(split.train) == 8 and len(split.test) == 2
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_real_allidb2_keeps_each_source_field_on_one_side(shared_data, seed):
+    root = shared_data / "all_idb2"
+    with (root / "source_fields.csv").open(newline="") as f:
+        field_of = {row["crop"]: row["idb1_field"] for row in csv.DictReader(f)}
+    table = load_allidb2(root)
+    for split in [grouped_split(table, seed=seed), *grouped_kfold(table, k=5, seed=seed)]:
+        sides_of_field: dict[str, set[str]] = {}
+        for side, records in split.sides().items():
+            for r in records:
+                sides_of_field.setdefault(field_of[r.path.name], set()).add(side)
+        assert len(sides_of_field) == 63
+        assert all(len(sides) == 1 for sides in sides_of_field.values())
+    summary = describe(grouped_split(table, seed=seed))
+    for side, share in zip(SIDES, (0.7, 0.1, 0.2), strict=True):
+        assert summary[side]["blast"] > 0 and summary[side]["normal"] > 0
+        assert abs(summary[side]["n_cells"] / len(table) - share) < 0.05
+
+
+@pytest.mark.data
+def test_real_cnmc_puts_two_subjects_on_each_side(shared_data):
+    summary = describe(grouped_split(load_cnmc(shared_data / "cnmc"), (0.34, 0.33, 0.33)))
+    for side in SIDES:
+        assert summary[side] == {
+            "n_cells": 4,
+            "blast": 2,
+            "normal": 2,
+            "n_groups": 2,
+            "blast_fraction": 0.5,
+        }

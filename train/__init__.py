@@ -1,0 +1,1 @@
+"""Training side of the project: dataset loading, subject-level splits, training, evaluation."""

@@ -1,0 +1,539 @@
+"""Single-cell datasets: C-NMC 2019, ALL-IDB2, one folder per class, and CSV manifests.
+
+Every loader returns a :class:`CellTable` of :class:`CellRecord` rows. Each row has a label
+(``"blast"`` or ``"normal"``) and a *group*: the unit that must never be split between
+training and evaluation (a subject, a smear field, or the file itself when nothing better is
+known). :mod:`train.splits` keeps equal group strings together, even across sources.
+Loaders read the layout only (folder structure and naming scheme), never a list of file names.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image
+
+from leukemia_core.errors import LeukemiaCoreError
+
+BLAST = "blast"
+NORMAL = "normal"
+LABELS = (BLAST, NORMAL)
+FORMATS = ("cnmc", "allidb2", "folders", "manifest")
+IMAGE_SUFFIXES = frozenset({".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff"})
+NORMAL_CELL_TYPES = frozenset(
+    {
+        "neutrophil",
+        "lymphocyte",
+        "monocyte",
+        "eosinophil",
+        "basophil",
+        "ig",
+        "erythroblast",
+        "platelet",
+        "hem",
+        "normal",
+    }
+)
+_CNMC_SUBJECT = re.compile(r"^UID_([A-Za-z]*\d+)_", re.IGNORECASE)
+_CNMC_CLASS_DIRS = {"all": BLAST, "hem": NORMAL}
+_CNMC_LAYOUT = "training_data/fold_<n>/{all,hem}/UID_<subject>_<image>_<cell>_{all,hem}.bmp"
+_IDB2_NAME = re.compile(r"^.+_([01])$")
+_TIFF = (".tif", ".tiff")
+
+
+class DatasetError(LeukemiaCoreError, ValueError):
+    """A dataset folder or manifest cannot be used for training or evaluation."""
+
+
+class DatasetNotFoundError(DatasetError):
+    """The dataset folder or manifest does not exist."""
+
+
+class EmptyDatasetError(DatasetError):
+    """The dataset holds no usable images."""
+
+
+class SingleClassError(DatasetError):
+    """The dataset holds cells of one class only."""
+
+
+class MissingGroupError(DatasetError):
+    """Some cells carry no group (subject or field), so a leak-free split is impossible."""
+
+
+class UnknownClassFolderError(DatasetError):
+    """Class-folder names that cannot be mapped to ``blast``/``normal`` automatically."""
+
+
+class ManifestError(DatasetError):
+    """A CSV manifest has missing columns or bad rows."""
+
+
+class UnreadableFileError(DatasetError):
+    """Image files that PIL cannot decode."""
+
+
+@dataclass(frozen=True)
+class CellRecord:
+    """One single-cell image with its label and its leak-free grouping unit.
+
+    Attributes:
+        path: Image file.
+        label: ``"blast"`` or ``"normal"``.
+        group: Unit that stays on one side of a split (subject, smear field or file).
+        source: Dataset the cell comes from (``"cnmc"``, ``"allidb2"``, a folder name, ...).
+        subset: Part of the source it was found in (``"fold_0"``, a test folder), if any.
+        cell_type: Finer cell type (the class-folder name), for per-type reporting.
+    """
+
+    path: Path
+    label: str
+    group: str
+    source: str
+    subset: str | None = None
+    cell_type: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.label not in LABELS:
+            raise DatasetError(f"Label {self.label!r} of {self.path} is not one of {LABELS}.")
+        if not str(self.group).strip():
+            raise MissingGroupError(f"{self.path} has an empty group; give it a subject id.")
+
+
+@dataclass(frozen=True)
+class CellTable:
+    """Records of a loaded dataset plus human-readable notes about how it was read."""
+
+    records: tuple[CellRecord, ...]
+    notes: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Iterator[CellRecord]:
+        return iter(self.records)
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per cell: path, label, group, source, subset, cell_type."""
+        columns = ["path", "label", "group", "source", "subset", "cell_type"]
+        return pd.DataFrame([asdict(r) for r in self.records], columns=columns)
+
+    @classmethod
+    def concat(cls, *tables: CellTable) -> CellTable:
+        """Join several tables (e.g. C-NMC plus extra normal cells), keeping all notes."""
+        records = tuple(r for t in tables for r in t.records)
+        return cls(records, tuple(n for t in tables for n in t.notes))
+
+
+def _listed(items: Iterable[object], limit: int = 8) -> str:
+    items = [str(i) for i in items]
+    more = f" ... and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+def _existing_dir(root: str | Path) -> Path:
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        kind = "is a file, not a folder" if root.exists() else "does not exist"
+        raise DatasetNotFoundError(f"Dataset folder {root} {kind}; check the path.")
+    return root
+
+
+def _images_in(folder: Path, recursive: bool = False, suffixes=IMAGE_SUFFIXES) -> list[Path]:
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(
+        p
+        for p in found
+        if p.suffix.lower() in suffixes and not p.name.startswith(".") and p.is_file()
+    )
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """Header and rows of a CSV, with lower-cased column names and stripped values."""
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        rows = [
+            {k.strip().lower(): (v or "").strip() for k, v in row.items() if k is not None}
+            for row in reader
+        ]  # cells beyond the header (key None) are ignored
+        return [(c or "").strip().lower() for c in reader.fieldnames or []], rows
+
+
+def _csvs_with_columns(paths: Iterable[Path], *columns: str) -> list[Path]:
+    found = []
+    for path in sorted(paths):
+        try:
+            with path.open(newline="", encoding="utf-8-sig") as f:
+                header = {c.strip().lower() for c in next(csv.reader(f), [])}
+        except (OSError, UnicodeDecodeError, csv.Error):
+            continue
+        found += [path] if set(columns) <= header else []
+    return found
+
+
+def _scan_cnmc(root: Path) -> tuple[list[Path], dict[Path, list[Path]], list[Path]]:
+    """Images in ``all``/``hem`` folders, images of test folders, and labels CSVs under root."""
+    train, tests, csvs = [], {}, []
+    for path in sorted(root.rglob("*")):
+        suffix, folder = path.suffix.lower(), path.parent.name.lower()
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        if suffix == ".csv":
+            csvs.append(path)
+        elif suffix in IMAGE_SUFFIXES and folder in _CNMC_CLASS_DIRS:
+            train.append(path)
+        elif suffix in IMAGE_SUFFIXES and "test" in folder:
+            tests.setdefault(path.parent, []).append(path)
+    return train, tests, _csvs_with_columns(csvs, "new_names", "labels")
+
+
+def _cnmc_test(
+    folder: Path, images: list[Path], label_csvs: list[Path]
+) -> tuple[list[CellRecord], str | None]:
+    names = {p.name for p in images}  # test folders reuse names (1.bmp, ...): match CSV to folder
+    for csv_path in (
+        c
+        for c in label_csvs
+        if c.parent == folder or c.stem.lower().startswith(folder.name.lower())
+    ):
+        by_name = {r["new_names"]: r for r in _read_csv(csv_path)[1] if r.get("new_names") in names}
+        if not by_name:
+            continue
+        records, unlabelled = [], []
+        for path in images:
+            row = by_name.get(path.name, {})
+            if row.get("labels") not in ("0", "1"):
+                unlabelled.append(path.name)
+                continue
+            patient = row.get("patient_id", "")
+            match = _CNMC_SUBJECT.match(patient)
+            group = (match.group(1).upper() if match else patient) or f"{folder.name}/{path.name}"
+            label = BLAST if row["labels"] == "1" else NORMAL
+            records.append(CellRecord(path, label, group, "cnmc", folder.name))
+        if not unlabelled:
+            return records, None
+        return records, f"Skipped {len(unlabelled)} image(s) of {folder.name} with no 0/1 label."
+    note = (
+        f"Skipped {len(images)} unlabelled image(s) in {folder.name}: no labels CSV "
+        "(Patient_ID,new_names,labels) names them (the C-NMC final test set has no public labels)."
+    )
+    return [], note
+
+
+def load_cnmc(root: str | Path) -> CellTable:
+    """Load C-NMC 2019: ``training_data/fold_<n>/{all,hem}/UID_<subject>_..._{all,hem}.bmp``.
+
+    ``root`` may be the dataset root, ``training_data`` or one fold. ``all`` cells are blasts,
+    ``hem`` cells normal; the group is the subject (``"3"``, healthy ``"H11"``). Test folders
+    are read when a CSV with columns ``Patient_ID,new_names,labels`` (1 = ALL) lies in them or
+    is named after them (``<test folder>_labels.csv``); unlabelled ones are skipped with a note.
+    """
+    root = _existing_dir(root)
+    train, tests, label_csvs = _scan_cnmc(root)
+    records, no_subject, mismatched, notes = [], [], [], []
+    for path in train:
+        label, match = _CNMC_CLASS_DIRS[path.parent.name.lower()], _CNMC_SUBJECT.match(path.name)
+        if not match:
+            no_subject.append(path.relative_to(root).as_posix())
+        elif _CNMC_CLASS_DIRS.get(path.stem.lower().rsplit("_", 1)[-1], label) != label:
+            mismatched.append(path.relative_to(root).as_posix())
+        else:
+            subject = match.group(1).upper()
+            records.append(CellRecord(path, label, subject, "cnmc", path.parent.parent.name))
+    if no_subject:
+        raise MissingGroupError(
+            f"{len(no_subject)} file(s) under {root} are not named UID_<subject>_<image>_<cell>_"
+            f"{{all,hem}}.bmp, so their subject is unknown: {_listed(no_subject)}. Rename them "
+            "or list the cells in a CSV manifest (path,label,group)."
+        )
+    if mismatched:
+        raise DatasetError(f"File name and folder disagree on the class: {_listed(mismatched)}.")
+    for folder, images in tests.items():
+        found, note = _cnmc_test(folder, images, label_csvs)
+        records += found
+        notes += [note] if note else []
+    if not records:
+        raise EmptyDatasetError(
+            f"No C-NMC cells under {root}: expected {_CNMC_LAYOUT}. " + " ".join(notes)
+        )
+    return CellTable(tuple(records), tuple(notes))
+
+
+def load_allidb2(root: str | Path) -> CellTable:
+    """Load ALL-IDB2 crops ``images/ImXXX_Y.tif`` (``Y=1`` blast, ``Y=0`` normal).
+
+    The group is the ALL-IDB1 field the crop was cut from, read from a CSV with columns
+    ``crop,idb1_field`` (``source_fields.csv``); without it each crop is its own group.
+    """
+    root = _existing_dir(root)
+    folder = root / "images" if (root / "images").is_dir() else root
+    files = _images_in(folder, suffixes=_TIFF)
+    if not files:
+        raise EmptyDatasetError(f"No ALL-IDB2 crops (ImXXX_Y.tif) in {folder}.")
+    odd = [p.name for p in files if not _IDB2_NAME.match(p.stem)]
+    if odd:
+        raise DatasetError(
+            f"{len(odd)} file(s) in {folder} do not end in _0 or _1 (the "
+            f"ALL-IDB2 label): {_listed(odd)}."
+        )
+    fields_csv = next(iter(_csvs_with_columns(root.glob("*.csv"), "crop", "idb1_field")), None)
+    fields = {}
+    for row in _read_csv(fields_csv)[1] if fields_csv else []:
+        if row.get("idb1_field"):
+            fields[row["crop"]] = fields[Path(row["crop"]).stem] = row["idb1_field"]
+    records, ungrouped, notes = [], [], []
+    for path in files:
+        group = fields.get(path.name) or fields.get(path.stem)
+        if not group:
+            ungrouped.append(path.name)
+        label = BLAST if _IDB2_NAME.match(path.stem).group(1) == "1" else NORMAL
+        records.append(CellRecord(path, label, group or path.name, "allidb2"))
+    if fields_csv is None:
+        notes.append(
+            "No source-field CSV (crop,idb1_field): each crop is its own group, so crops "
+            "cut from one ALL-IDB1 field may fall on both sides of a split."
+        )
+    elif ungrouped:
+        notes.append(
+            f"Crop(s) missing from {fields_csv.name}, each its own group: {_listed(ungrouped)}."
+        )
+    return CellTable(tuple(records), tuple(notes))
+
+
+def default_label(folder_name: str) -> str | None:
+    """Label implied by a class-folder name, or None when it is unknown or ambiguous.
+
+    >>> default_label("lymphoblast"), default_label("Erythroblasts"), default_label("Early")
+    ('blast', 'normal', None)
+    """
+    hits = set()
+    for token in re.split(r"[^a-z0-9]+", folder_name.lower()):
+        if token.endswith("s") and token[:-1] in NORMAL_CELL_TYPES:
+            token = token[:-1]
+        if token in NORMAL_CELL_TYPES:
+            hits.add(NORMAL)
+        elif token and ("blast" in token or token == "all" or token.startswith("leuk")):
+            hits.add(BLAST)
+    return hits.pop() if len(hits) == 1 else None
+
+
+def load_class_folders(
+    root: str | Path, label_map: Mapping[str, str | None] | None = None, source: str | None = None
+) -> CellTable:
+    """Load ``<class>/*.{jpg,png,bmp,tif}``, one folder per cell type; each file is a group.
+
+    Args:
+        root: Folder holding one subfolder per class.
+        label_map: Folder name -> ``"blast"``, ``"normal"`` or None (leave out); folders not
+            named here are labelled by :func:`default_label`.
+        source: Source name of the records; the folder name of ``root`` by default.
+    """
+    root = _existing_dir(root)
+    label_map = dict(label_map or {})
+    folders = {
+        d.name: _images_in(d, recursive=True)
+        for d in sorted(root.iterdir())
+        if d.is_dir() and not d.name.startswith(".")
+    }
+    bad = {k: v for k, v in label_map.items() if k not in folders or v not in (*LABELS, None)}
+    if bad:
+        raise DatasetError(
+            f"label_map entries {bad} name no folder of {root} or no label "
+            f"('blast', 'normal' or None); the folders are: {_listed(folders)}."
+        )
+    folders = {name: files for name, files in folders.items() if files}
+    if not folders:
+        loose = " (images lie directly in it: use one subfolder per class)" * bool(_images_in(root))
+        raise EmptyDatasetError(f"No class subfolders with images in {root}{loose}.")
+    labels = {n: label_map[n] if n in label_map else default_label(n) for n in folders}
+    unknown = [n for n in folders if n not in label_map and labels[n] is None]
+    if unknown:
+        raise UnknownClassFolderError(
+            f"Cannot tell whether folder(s) {_listed(unknown)} in {root} hold blasts or normal "
+            f"cells. Pass label_map with a label for each, e.g. label_map={{{unknown[0]!r}: "
+            "'normal'} ('blast', 'normal', or None to leave a folder out). Recognised: names "
+            f"with 'blast', 'all' or 'leuk' -> blast; {', '.join(sorted(NORMAL_CELL_TYPES))} "
+            "-> normal."
+        )
+    records = tuple(
+        CellRecord(
+            p, labels[name], p.relative_to(root).as_posix(), source or root.name, cell_type=name
+        )
+        for name, files in folders.items()
+        if labels[name]
+        for p in files
+    )
+    notes = [
+        "Class folders carry no subject ids: each file is its own group, so cells of one "
+        "donor may fall on both sides of a split."
+    ]
+    left_out = [n for n in folders if labels[n] is None]
+    notes += [f"Left out folder(s) by label_map: {_listed(left_out)}."] if left_out else []
+    return CellTable(records, tuple(notes))
+
+
+def load_manifest(csv_path: str | Path) -> CellTable:
+    """Load a CSV with columns ``path,label,group`` (optional ``source,subset,cell_type``).
+
+    Relative paths are resolved against the CSV's folder; labels are ``blast``/``normal``.
+    """
+    csv_path = Path(csv_path).expanduser()
+    if not csv_path.is_file():
+        kind = "is a folder, not a CSV file" if csv_path.is_dir() else "does not exist"
+        raise DatasetNotFoundError(f"Manifest {csv_path} {kind}; check the path.")
+    header, rows = _read_csv(csv_path)
+    missing = [c for c in ("path", "label", "group") if c not in header]
+    if missing:
+        raise ManifestError(
+            f"Manifest {csv_path} lacks column(s) {', '.join(missing)} "
+            f"(found: {', '.join(header) or 'none'}); needed: path,label,group."
+        )
+    if not rows:
+        raise EmptyDatasetError(f"Manifest {csv_path} has a header but no rows.")
+    problems: dict[str, list[str]] = {}
+    records = []
+    for line, row in enumerate(rows, start=2):
+        path = csv_path.parent / row["path"] if row["path"] else None  # absolute paths stay
+        label = row["label"].lower()
+        bad = {
+            "file not found": path is None or not path.is_file(),
+            "label not blast/normal": label not in LABELS,
+            "no group": not row["group"],
+        }
+        for kind in (k for k, is_bad in bad.items() if is_bad):
+            value = row["label"] if kind.startswith("label") else row["path"]
+            problems.setdefault(kind, []).append(f"line {line} ({value!r})")
+        if not any(bad.values()):
+            records.append(
+                CellRecord(
+                    path,
+                    label,
+                    row["group"],
+                    row.get("source") or "manifest",
+                    row.get("subset") or None,
+                    row.get("cell_type") or None,
+                )
+            )
+    if problems.keys() == {"no group"}:
+        raise MissingGroupError(
+            f"Rows without a group in {csv_path}: {_listed(problems['no group'])}. Every cell "
+            "needs a group (subject or smear-field id); use the file name if nothing better."
+        )
+    if problems:
+        raise ManifestError(
+            f"Bad rows in {csv_path}: "
+            + "; ".join(f"{kind}: {_listed(where)}" for kind, where in problems.items())
+            + "."
+        )
+    return CellTable(tuple(records))
+
+
+def detect_format(root: str | Path) -> str:
+    """Guess the layout of ``root`` (a folder, or a CSV manifest): one of :data:`FORMATS`."""
+    path = Path(root).expanduser()
+    if path.is_file() and path.suffix.lower() == ".csv":
+        return "manifest"
+    path = _existing_dir(path)
+    if (path / "images").is_dir() and (path / "xyc").is_dir():
+        raise DatasetError(
+            f"{path} looks like ALL-IDB1 (whole smear fields with blast "
+            "centroids), not single cells; crop the cells first."
+        )
+    train, tests, label_csvs = _scan_cnmc(path)
+    if any(_CNMC_SUBJECT.match(p.name) for p in train) or (tests and label_csvs):
+        return "cnmc"
+    tifs = _images_in(path / "images" if (path / "images").is_dir() else path, suffixes=_TIFF)
+    if tifs and all(_IDB2_NAME.match(p.stem) for p in tifs):
+        return "allidb2"
+    if any(d.is_dir() and _images_in(d, recursive=True) for d in path.iterdir()):
+        return "folders"
+    loose = " (images lie directly in it: use one subfolder per class)" * bool(_images_in(path))
+    raise EmptyDatasetError(
+        f"No C-NMC, ALL-IDB2 or class-folder layout in {path}{loose}; or "
+        "pass a CSV manifest (path,label,group)."
+    )
+
+
+def verify_images(records: Iterable[CellRecord]) -> None:
+    """Decode every image fully with PIL; raise :class:`UnreadableFileError` listing failures."""
+    bad = []
+    for record in records:
+        try:
+            with Image.open(record.path) as image:
+                image.load()
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+            bad.append(f"{record.path} ({type(error).__name__}: {error})")
+    if bad:
+        raise UnreadableFileError(
+            f"{len(bad)} image(s) cannot be decoded: {_listed(bad)}. "
+            "Re-copy them or leave them out."
+        )
+
+
+_LOADERS = {
+    "cnmc": load_cnmc,
+    "allidb2": load_allidb2,
+    "folders": load_class_folders,
+    "manifest": load_manifest,
+}
+
+
+def load_dataset(
+    root: str | Path,
+    format: str | None = None,
+    *,
+    label_map: Mapping[str, str | None] | None = None,
+    verify: bool = False,
+    require_both_classes: bool = True,
+) -> CellTable:
+    """Load a dataset of any supported layout (detected when ``format`` is None).
+
+    Args:
+        root: Dataset folder, or a CSV manifest.
+        format: One of :data:`FORMATS`; detected by :func:`detect_format` when None.
+        label_map: Passed to :func:`load_class_folders`.
+        verify: Decode every image with PIL first (:func:`verify_images`).
+        require_both_classes: Raise :class:`SingleClassError` when one class is missing.
+    """
+    fmt = format or detect_format(root)
+    if fmt not in _LOADERS:
+        raise DatasetError(f"Unknown dataset format {fmt!r}; choose one of {', '.join(FORMATS)}.")
+    if label_map is not None and fmt != "folders":
+        raise DatasetError(f"label_map applies to class folders only, not to {fmt!r}.")
+    table = _LOADERS[fmt](root, label_map) if fmt == "folders" else _LOADERS[fmt](root)
+    if not table.records:
+        raise EmptyDatasetError(f"No cells were loaded from {root}.")
+    classes = Counter(r.label for r in table)
+    if require_both_classes and len(classes) < 2:
+        ((label, n),) = classes.items()
+        raise SingleClassError(
+            f"{root} holds only {label} cells ({n}); a classifier needs blast and normal cells. "
+            "Combine it with another set (CellTable.concat) or pass require_both_classes=False."
+        )
+    if verify:
+        verify_images(table)
+    return table
+
+
+def summarize(records: Iterable[CellRecord]) -> dict:
+    """Counts per class, source, cell type and group, and how many groups are pure or mixed."""
+    records = list(records)
+    by_group: dict[str, Counter] = {}
+    for r in records:
+        by_group.setdefault(r.group, Counter())[r.label] += 1
+    purity = Counter("mixed" if len(c) > 1 else f"all_{min(c)}" for c in by_group.values())
+    return {
+        "n_cells": len(records),
+        "n_groups": len(by_group),
+        "per_class": {label: sum(r.label == label for r in records) for label in LABELS},
+        "per_source": dict(Counter(r.source for r in records)),
+        "per_cell_type": dict(Counter(r.cell_type for r in records if r.cell_type)),
+        "per_group": {g: sum(c.values()) for g, c in by_group.items()},
+        "groups_by_class": {k: purity[k] for k in ("all_blast", "all_normal", "mixed")},
+    }

@@ -1,0 +1,1 @@
+"""Evaluation commands: ``python -m train.evaluate {wbc,smears,crops} ...`` print JSON on stdout."""

@@ -1,0 +1,228 @@
+"""Segmentation quality on annotated public datasets (BCCD, ALL-IDB1, ALL-IDB2).
+
+Readers take any folder of the documented layout, never particular file names.
+"""
+
+from __future__ import annotations
+
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from leukemia_core.io import read_image
+from leukemia_core.segmentation import SegmentationParams, segment_wbc
+from leukemia_core.types import Segmentation
+
+Progress = Callable[[int, int, str], None]
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+
+
+@dataclass(frozen=True)
+class Box:
+    """An axis-aligned ground-truth box, ``x1``/``y1`` inclusive as in Pascal VOC."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+
+    def contains(self, x: float, y: float) -> bool:
+        return self.x0 <= x <= self.x1 and self.y0 <= y <= self.y1
+
+
+def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
+    """Dice overlap of two boolean masks; 1.0 when both are empty."""
+    total = prediction.sum() + truth.sum()
+    return 1.0 if total == 0 else float(2.0 * np.logical_and(prediction, truth).sum() / total)
+
+
+def read_voc_boxes(xml_path: Path, name: str = "WBC") -> list[Box]:
+    """Boxes of one class from a Pascal VOC annotation file."""
+    root = ET.parse(xml_path).getroot()
+    boxes = []
+    for obj in root.iter("object"):
+        if (obj.findtext("name") or "").strip() != name:
+            continue
+        bb = obj.find("bndbox")
+        boxes.append(Box(*(float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))))
+    return boxes
+
+
+def read_xyc(path: Path) -> list[tuple[float, float]]:
+    """ALL-IDB1 blast centroids: one ``x<TAB>y`` per line; an empty file means none."""
+    points = []
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 2:
+            points.append((float(parts[0]), float(parts[1])))
+    return points
+
+
+def centroids(segmentation: Segmentation) -> list[tuple[float, float]]:
+    """``(x, y)`` centroid of every cell, in label order."""
+    labels = segmentation.cell_labels
+    n = int(labels.max())
+    if n == 0:
+        return []
+    ys, xs = np.nonzero(labels)
+    ids = labels[ys, xs]
+    counts = np.bincount(ids, minlength=n + 1)[1:]
+    sum_x = np.bincount(ids, weights=xs, minlength=n + 1)[1:]
+    sum_y = np.bincount(ids, weights=ys, minlength=n + 1)[1:]
+    return [(float(sx / c), float(sy / c)) for sx, sy, c in zip(sum_x, sum_y, counts) if c]
+
+
+def match_boxes(points: list[tuple[float, float]], boxes: list[Box]) -> int:
+    """True positives: boxes holding a detected centroid, each box and point used at most once.
+
+    Points are assigned greedily to the smallest containing free box, which maximises matches
+    for the nested or overlapping boxes seen in practice.
+    """
+    free = set(range(len(boxes)))
+    matched = 0
+    for x, y in points:
+        candidates = [i for i in free if boxes[i].contains(x, y)]
+        if candidates:
+            best = min(candidates, key=lambda i: (boxes[i].x1 - boxes[i].x0) * (boxes[i].y1 - boxes[i].y0))
+            free.discard(best)
+            matched += 1
+    return matched
+
+
+def match_points_to_cells(points: list[tuple[float, float]], labels: np.ndarray) -> int:
+    """Points that fall inside a detected cell mask, each cell matched at most once."""
+    used: set[int] = set()
+    height, width = labels.shape
+    for x, y in points:
+        row, col = int(round(y)), int(round(x))
+        if 0 <= row < height and 0 <= col < width:
+            cell = int(labels[row, col])
+            if cell and cell not in used:
+                used.add(cell)
+    return len(used)
+
+
+def _images(folder: Path) -> list[Path]:
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"No images ({', '.join(IMAGE_SUFFIXES)}) in {folder}.")
+    return files
+
+
+def _segment(path: Path, params: SegmentationParams | None) -> tuple[np.ndarray, Segmentation]:
+    rgb = read_image(path).rgb
+    return rgb, segment_wbc(rgb, params)
+
+
+def evaluate_wbc(root: Path, params=None, progress: Progress | None = None) -> dict:
+    """WBC detection and mask quality on a BCCD-layout folder (images/, annotations/, masks/)."""
+    images = _images(root / "images")
+    tp = n_detected = n_truth = 0
+    nucleus_dice, cell_dice = [], []
+    for i, path in enumerate(images):
+        _, seg = _segment(path, params)
+        xml = root / "annotations" / f"{path.stem}.xml"
+        if xml.exists():
+            boxes = read_voc_boxes(xml)
+            points = centroids(seg)
+            tp += match_boxes(points, boxes)
+            n_detected += len(points)
+            n_truth += len(boxes)
+        mask_path = _bccd_mask_path(root, path)
+        if mask_path is not None:
+            truth = np.asarray(Image.open(mask_path).convert("L"))
+            nucleus_dice.append(dice(seg.nucleus_labels > 0, truth > 200))
+            cell_dice.append(dice(seg.cell_labels > 0, truth > 100))
+        if progress:
+            progress(i + 1, len(images), path.name)
+    return {
+        "wbc_precision": tp / n_detected if n_detected else 0.0,
+        "wbc_recall": tp / n_truth if n_truth else 0.0,
+        "nucleus_dice": float(np.mean(nucleus_dice)) if nucleus_dice else None,
+        "cell_dice": float(np.mean(cell_dice)) if cell_dice else None,
+        "n_images": len(images),
+        "n_wbc_boxes": n_truth,
+        "n_detections": n_detected,
+        "n_images_with_masks": len(nucleus_dice),
+    }
+
+
+def _bccd_mask_path(root: Path, image: Path) -> Path | None:
+    """BCCD masks are named ``BloodImage_Mask_XXXXX.png`` for ``BloodImage_XXXXX.jpg``."""
+    folder = root / "masks"
+    for name in (image.stem.replace("Image_", "Image_Mask_"), image.stem, f"{image.stem}_mask"):
+        candidate = folder / f"{name}.png"
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def iter_smears(root: Path, params=None) -> Iterator[tuple[Path, np.ndarray, Segmentation, list, float]]:
+    """Segment every ALL-IDB1 field: yields path, rgb, segmentation, expert points, seconds."""
+    for path in _images(root / "images"):
+        rgb = read_image(path).rgb
+        start = time.perf_counter()
+        seg = segment_wbc(rgb, params)
+        seconds = time.perf_counter() - start
+        xyc = root / "xyc" / f"{path.stem}.xyc"
+        points = read_xyc(xyc) if xyc.exists() else []
+        yield path, rgb, seg, points, seconds
+
+
+def evaluate_smears(root: Path, params=None, progress: Progress | None = None) -> dict:
+    """Blast detection recall and white cells per field on an ALL-IDB1-layout folder."""
+    n_images = len(_images(root / "images"))
+    found = total = 0
+    cells_per_field, seconds = [], []
+    for i, (path, _, seg, points, secs) in enumerate(iter_smears(root, params)):
+        found += match_points_to_cells(points, seg.cell_labels)
+        total += len(points)
+        cells_per_field.append(seg.n_cells)
+        seconds.append(secs)
+        if progress:
+            progress(i + 1, n_images, path.name)
+    return {
+        "blast_detection_recall": found / total if total else None,
+        "n_expert_blasts": total,
+        "wbc_per_field_mean": float(np.mean(cells_per_field)),
+        "n_fields": len(cells_per_field),
+        "seconds_per_field": float(np.median(seconds)),
+    }
+
+
+def evaluate_crops(root: Path, params=None, progress: Progress | None = None) -> dict:
+    """Centre-cell nucleus and whole-cell Dice on an ALL-IDB2-layout folder (images/, masks/)."""
+    images = _images(root / "images")
+    nucleus_dice, cell_dice, missed = [], [], 0
+    for i, path in enumerate(images):
+        mask_path = next((root / "masks").glob(f"{path.stem}.*"), None)
+        if mask_path is None:
+            continue
+        rgb, seg = _segment(path, params)
+        truth = np.asarray(Image.open(mask_path).convert("RGB")).astype(int)
+        truth_nucleus = (truth[..., 0] < 128) & (truth[..., 1] >= 128) & (truth[..., 2] >= 128)
+        truth_cell = truth_nucleus | ((truth[..., 0] < 128) & (truth[..., 1] < 128) & (truth[..., 2] >= 128))
+        cell_id = centre_cell(seg, truth_cell)
+        missed += cell_id == 0
+        nucleus_dice.append(dice(seg.nucleus_labels == cell_id if cell_id else np.zeros_like(truth_nucleus), truth_nucleus))
+        cell_dice.append(dice(seg.cell_labels == cell_id if cell_id else np.zeros_like(truth_cell), truth_cell))
+        if progress:
+            progress(i + 1, len(images), path.name)
+    return {
+        "nucleus_dice": float(np.mean(nucleus_dice)),
+        "cell_dice": float(np.mean(cell_dice)),
+        "n_crops": len(cell_dice),
+        "n_centre_cell_missed": int(missed),
+    }
+
+
+def centre_cell(seg: Segmentation, truth_cell: np.ndarray) -> int:
+    """The detected cell overlapping the annotated centre cell most (0 when none does)."""
+    overlap = np.bincount(seg.cell_labels[truth_cell], minlength=1)
+    overlap[0] = 0
+    return int(overlap.argmax()) if overlap.max() > 0 else 0

@@ -1,0 +1,178 @@
+"""Leak-free splits: every group (subject, smear field, file) lands on exactly one side.
+
+Groups are assigned whole, stratified by class: first each side receives one group of each
+class where the data allow it (so validation and test can measure both sensitivity and
+specificity), then the remaining groups go, largest first, to the side whose per-class
+counts are furthest below their targets. The result depends only on the set of records and
+the seed, not on their order.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from train.data import LABELS, CellRecord, DatasetError
+
+SIDES = ("train", "val", "test")
+
+
+class SplitError(DatasetError):
+    """The records cannot be split as asked (too few groups, bad fractions)."""
+
+
+@dataclass(frozen=True)
+class SplitResult:
+    """Records of each side of a split, in input order.
+
+    Attributes:
+        train: Records to fit the model on.
+        val: Records for early stopping, calibration and threshold choice (may be empty).
+        test: Held-out records for the final, reported evaluation.
+        seed: Seed the assignment was made with.
+    """
+
+    train: tuple[CellRecord, ...]
+    val: tuple[CellRecord, ...]
+    test: tuple[CellRecord, ...]
+    seed: int = 0
+
+    def sides(self) -> dict[str, tuple[CellRecord, ...]]:
+        """``{"train": ..., "val": ..., "test": ...}``."""
+        return {side: getattr(self, side) for side in SIDES}
+
+    def groups(self, side: str) -> set[str]:
+        """Groups found on one side."""
+        return {r.group for r in getattr(self, side)}
+
+
+def _group_counts(records: Sequence[CellRecord]) -> dict[str, tuple[int, ...]]:
+    counts: dict[str, list[int]] = {}
+    for r in records:
+        counts.setdefault(r.group, [0] * len(LABELS))[LABELS.index(r.label)] += 1
+    return {g: tuple(c) for g, c in counts.items()}
+
+
+def assign_groups(
+    records: Iterable[CellRecord], fractions: Sequence[float], seed: int = 0
+) -> dict[str, int]:
+    """Map each group to a part index so that part ``i`` holds about ``fractions[i]`` of each class.
+
+    Args:
+        records: Cells with ``label`` and ``group``.
+        fractions: Non-negative shares summing to 1; parts with share 0 stay empty.
+        seed: Seed of the tie-breaking order.
+
+    Raises:
+        SplitError: On bad fractions, or fewer groups than parts with a positive share.
+    """
+    if not fractions or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
+        raise SplitError(f"Fractions must be non-negative and sum to 1, got {tuple(fractions)}.")
+    counts = _group_counts(list(records))
+    parts = [i for i, f in enumerate(fractions) if f > 0]
+    if len(counts) < len(parts):
+        raise SplitError(
+            f"{len(counts)} group(s) cannot fill {len(parts)} parts: each group (subject or "
+            "field) goes to one side only. Use fewer parts (e.g. fractions=(0.8, 0, 0.2) or a "
+            "smaller k), or add data from more subjects."
+        )
+    order = sorted(counts)
+    random.Random(seed).shuffle(order)
+    totals = [sum(c[k] for c in counts.values()) for k in range(len(LABELS))]
+    held = [[0] * len(LABELS) for _ in fractions]
+    part_of: dict[str, int] = {}
+
+    def put(group: str, part: int) -> None:
+        part_of[group] = part
+        for k, n in enumerate(counts[group]):
+            held[part][k] += n
+
+    # 1. Seed: each part gets one group of each class, smallest groups first, biggest parts
+    #    first, never taking a group that an empty part still needs.
+    by_share = sorted(parts, key=lambda i: -fractions[i])
+    for k in range(len(LABELS)):
+        for part in by_share:
+            free = [g for g in order if g not in part_of]
+            empty = sum(1 for i in parts if not any(held[i]) and i != part)
+            candidates = [g for g in free if counts[g][k]]
+            if held[part][k] or not candidates or (any(held[part]) and len(free) <= empty):
+                continue
+            put(min(candidates, key=lambda g: sum(counts[g])), part)
+    for part in parts:  # a part still empty takes the smallest free group
+        free = [g for g in order if g not in part_of]
+        if not any(held[part]) and free:
+            put(min(free, key=lambda g: sum(counts[g])), part)
+
+    # 2. Greedy: largest groups first, each to the part where it shrinks the squared gap
+    #    between held and target shares, summed over classes.
+    def cost(group: str, part: int) -> float:
+        gain = 0.0
+        for k, n in enumerate(counts[group]):
+            if totals[k]:
+                x, d = n / totals[k], held[part][k] / totals[k] - fractions[part]
+                gain += x * (2 * d + x)
+        return gain
+
+    for group in sorted((g for g in order if g not in part_of), key=lambda g: -sum(counts[g])):
+        put(group, min(parts, key=lambda i: (cost(group, i), -fractions[i], i)))
+    return part_of
+
+
+def grouped_split(
+    records: Iterable[CellRecord], fractions: Sequence[float] = (0.7, 0.1, 0.2), seed: int = 0
+) -> SplitResult:
+    """Split records into train/val/test with every group on exactly one side.
+
+    >>> from pathlib import Path
+    >>> cells = [CellRecord(Path(f"{i}.bmp"), LABELS[i % 2], f"s{i}", "demo") for i in range(20)]
+    >>> split = grouped_split(cells, seed=1)
+    >>> len(split.train), len(split.val), len(split.test)
+    (14, 2, 4)
+    """
+    records = list(records)
+    if len(fractions) != len(SIDES):
+        raise SplitError(f"Give 3 fractions (train, val, test), got {tuple(fractions)}.")
+    part_of = assign_groups(records, fractions, seed)
+    sides = [tuple(r for r in records if part_of[r.group] == i) for i in range(len(SIDES))]
+    return SplitResult(*sides, seed=seed)
+
+
+def grouped_kfold(records: Iterable[CellRecord], k: int = 5, seed: int = 0) -> list[SplitResult]:
+    """K folds of groups; fold ``i`` tests on part ``i`` and trains on the rest (``val`` empty)."""
+    records = list(records)
+    if k < 2:
+        raise SplitError(f"k-fold needs k >= 2, got k={k}.")
+    part_of = assign_groups(records, [1 / k] * k, seed)
+    return [
+        SplitResult(
+            train=tuple(r for r in records if part_of[r.group] != i),
+            val=(),
+            test=tuple(r for r in records if part_of[r.group] == i),
+            seed=seed,
+        )
+        for i in range(k)
+    ]
+
+
+def describe(split: SplitResult) -> dict:
+    """Cells per class, groups and blast share on each side, plus any group found on two sides.
+
+    ``shared_groups`` is empty for every split made here; it is there to check splits read
+    from elsewhere.
+    """
+    summary: dict = {}
+    for side, records in split.sides().items():
+        per_class = {label: sum(r.label == label for r in records) for label in LABELS}
+        summary[side] = {
+            "n_cells": len(records),
+            **per_class,
+            "n_groups": len({r.group for r in records}),
+            "blast_fraction": per_class[LABELS[0]] / len(records) if records else None,
+        }
+    seen: dict[str, set[str]] = {}
+    for side, records in split.sides().items():
+        for r in records:
+            seen.setdefault(r.group, set()).add(side)
+    summary["shared_groups"] = sorted(g for g, sides in seen.items() if len(sides) > 1)
+    return summary
