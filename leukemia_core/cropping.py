@@ -66,8 +66,9 @@ def crop_cells(
                 cell_mask=cell_mask,
                 nucleus_mask=nucleus_mask,
                 crop=masked_square_crop(image[box], cell_mask, size),
-                context_crop=context_crop(image, (cols.start, rows.start, cols.stop, rows.stop),
-                                          context_size),
+                context_crop=context_crop(
+                    image, (cols.start, rows.start, cols.stop, rows.stop), context_size
+                ),
             )
         )
     return cells
@@ -114,16 +115,30 @@ def draw_overlay(
     out = image.copy()
     thickness = thickness or max(1, round(max(image.shape[:2]) / 600))
     border = set(segmentation.border_cell_ids)
-    for labels, kind in ((segmentation.nucleus_labels, "nucleus"), (segmentation.cell_labels, "cell")):
+    for labels, kind in (
+        (segmentation.nucleus_labels, "nucleus"),
+        (segmentation.cell_labels, "cell"),
+    ):
         for index, box in enumerate(ndi.find_objects(labels), start=1):
             if box is None:
                 continue
             mask = (labels[box] == index).astype(np.uint8)
-            contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE,
-                                           offset=(box[1].start, box[0].start))
+            contours, _ = cv2.findContours(
+                mask,
+                cv2.RETR_EXTERNAL,
+                cv2.CHAIN_APPROX_SIMPLE,
+                offset=(box[1].start, box[0].start),
+            )
             colour = _OUTLINE_COLOURS["border" if index in border and kind == "cell" else kind]
             cv2.drawContours(out, contours, -1, colour, thickness)
             if kind == "cell":
-                cv2.putText(out, str(index), (box[1].start, max(12, box[0].start - 4)),
-                            cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thickness + 0.2, colour, thickness)
+                cv2.putText(
+                    out,
+                    str(index),
+                    (box[1].start, max(12, box[0].start - 4)),
+                    cv2.FONT_HERSHEY_SIMPLEX,
+                    0.4 * thickness + 0.2,
+                    colour,
+                    thickness,
+                )
     return out

@@ -27,7 +27,9 @@ from skimage.filters import threshold_otsu
 from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
+from leukemia_core.clumps import split_clump
 from leukemia_core.errors import SegmentationError
+from leukemia_core.scale import estimate_red_cell_diameter, nucleus_score, resize
 from leukemia_core.types import Segmentation
 
 
@@ -52,6 +54,10 @@ class SegmentationParams:
         max_cytoplasm_width: Cytoplasm reaches at most this far beyond the nucleus.
         cytoplasm_blueness: A pixel is cytoplasm when its Lab b* lies this far below the field's
             median b* (see :func:`cytoplasm_score`).
+        split_min_nucleus_fraction: Only cells whose nucleus fills at least this fraction are
+            tried for splitting at full resolution (pressed blasts with scant cytoplasm).
+        clump_split_depth: Like ``split_depth``, for the dark chromatin cores of pressed clumps.
+        min_split_nucleus_area: Each part of a split must keep this much nucleus (red-cell areas).
         border_margin_px: A cell within this many full-resolution pixels of the edge is flagged.
     """
 
@@ -59,17 +65,19 @@ class SegmentationParams:
     working_red_cell_diameter: float = 24.0
     nucleus_threshold: float | None = None
     min_nucleus_score: float = 30.0
-    min_nucleus_area: float = 0.12
-    min_cell_area: float = 0.3
+    min_nucleus_area: float = 0.15
+    min_cell_area: float = 0.2
     lobe_merge_distance: float = 0.12
-    split_depth: float = 0.12
+    split_depth: float = 0.2
     max_cytoplasm_width: float = 0.45
     cytoplasm_blueness: float = 6.0
+    split_min_nucleus_fraction: float = 0.7
+    clump_split_depth: float = 0.2
+    min_split_nucleus_area: float = 0.8
     border_margin_px: int = 2
 
 
 DEFAULT_PARAMS = SegmentationParams()
-_ESTIMATION_SIDE = 640  # px: the coarse view used to estimate the red-cell size
 
 
 def segment_wbc(image: np.ndarray, params: SegmentationParams | None = None) -> Segmentation:
@@ -87,16 +95,20 @@ def segment_wbc(image: np.ndarray, params: SegmentationParams | None = None) -> 
     """
     params = params or DEFAULT_PARAMS
     _check_rgb(image)
-    notes: list[str] = []
     diameter = params.red_cell_diameter_px or estimate_red_cell_diameter(image)
     if diameter is None:
-        diameter = max(image.shape[:2]) / 12.0
-        notes.append(
-            "Could not estimate the red-cell size (no red cells found); assumed a field about "
-            "12 red cells wide. Set SegmentationParams.red_cell_diameter_px if cells are missed."
+        # Without red cells there is no scale and, in practice, no smear: a blank slide, a photo
+        # of something else, or a single-cell crop (which needs no segmentation).
+        empty = np.zeros(image.shape[:2], dtype=np.int32)
+        note = (
+            "No red cells found, so this does not look like a blood smear field (blank slide, "
+            "out of focus, or another kind of image). No white blood cells found. For single-cell "
+            "crops use single-cell mode; for a smear with unusual red cells set "
+            "SegmentationParams.red_cell_diameter_px."
         )
+        return Segmentation(empty, empty.copy(), 0.0, 1.0, (), (note,))
     scale = min(1.0, params.working_red_cell_diameter / diameter)
-    small = _resize(image, scale)
+    small = resize(image, scale)
     d_small = diameter * scale
     nuclei_small, threshold = _detect_nuclei(small, d_small, params)
     cells_small, reference_b = _grow_cells(small, nuclei_small, d_small, params)
@@ -105,10 +117,11 @@ def segment_wbc(image: np.ndarray, params: SegmentationParams | None = None) -> 
     )
     nuclei, cells = _drop_small(nuclei, cells, diameter, params)
     border = _border_ids(cells, params.border_margin_px)
+    notes = ()
     if cells.max() == 0:
-        notes.append(
+        notes = (
             "No white blood cells found. Check that this is a Romanowsky-stained (Wright, Giemsa, "
-            "May-Grunwald) blood smear field with visible white cells."
+            "May-Grunwald) blood smear field with visible white cells.",
         )
     return Segmentation(
         nucleus_labels=nuclei,
@@ -116,47 +129,8 @@ def segment_wbc(image: np.ndarray, params: SegmentationParams | None = None) -> 
         red_cell_diameter_px=float(diameter),
         working_scale=float(scale),
         border_cell_ids=border,
-        notes=tuple(notes),
+        notes=notes,
     )
-
-
-def estimate_red_cell_diameter(image: np.ndarray) -> float | None:
-    """Typical red-cell diameter in pixels, or None when no cells are visible.
-
-    Red cells dominate any smear field, so the median of the largest inscribed-circle radius of
-    each foreground blob is a robust size estimate even when red cells touch in chains.
-    """
-    _check_rgb(image)
-    scale = min(1.0, _ESTIMATION_SIDE / max(image.shape[:2]))
-    small = _resize(image, scale)
-    foreground = _foreground(small)
-    if foreground.mean() < 0.01:
-        return None
-    distance = cv2.distanceTransform(foreground.astype(np.uint8), cv2.DIST_L2, 5)
-    labels, n = ndi.label(foreground)
-    if n == 0:
-        return None
-    radii = np.asarray(ndi.maximum(distance, labels, np.arange(1, n + 1)))
-    areas = np.bincount(labels.ravel())[1:]
-    usable = radii >= 2.0  # specks of a pixel or two say nothing about size
-    if not usable.any():
-        return None
-    radii, areas = radii[usable], areas[usable]
-    # Weight by area so that many tiny specks (platelets, dust) cannot pull the median down.
-    order = np.argsort(radii)
-    cumulative = np.cumsum(areas[order])
-    median_radius = radii[order][np.searchsorted(cumulative, cumulative[-1] / 2)]
-    return float(2.0 * median_radius / scale)
-
-
-def nucleus_score(image: np.ndarray) -> np.ndarray:
-    """Per-pixel nucleus evidence: blue minus green, float32, about 0-255.
-
-    Romanowsky stains make chromatin blue-purple (high blue, very low green); red cells are
-    pink (green slightly below blue at most) and glass is grey.
-    """
-    rgb = image.astype(np.float32)
-    return rgb[..., 2] - rgb[..., 1]
 
 
 def _check_rgb(image: np.ndarray) -> None:
@@ -175,35 +149,6 @@ def _check_rgb(image: np.ndarray) -> None:
         raise SegmentationError(
             f"The image is {image.shape[1]}x{image.shape[0]} px: too small to hold a cell."
         )
-
-
-def _resize(image: np.ndarray, scale: float) -> np.ndarray:
-    if scale >= 0.999:
-        return image
-    height, width = image.shape[:2]
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-
-
-def _background_colour(image: np.ndarray) -> np.ndarray:
-    """Colour of the bare glass: the median of the brightest, least saturated pixels."""
-    rgb = image.reshape(-1, 3).astype(np.float32)
-    brightness = rgb.mean(axis=1) - 0.5 * (rgb.max(axis=1) - rgb.min(axis=1))
-    bright = rgb[brightness >= np.percentile(brightness, 90)]
-    return np.median(bright, axis=0)
-
-
-def _foreground(image: np.ndarray) -> np.ndarray:
-    """Cells (of any kind) versus glass, holes such as red-cell pale centres filled."""
-    background = _background_colour(image)
-    distance = np.linalg.norm(image.astype(np.float32) - background, axis=2)
-    distance = cv2.GaussianBlur(distance, (0, 0), 1.0)
-    if distance.max() - distance.min() < 8:
-        return np.zeros(image.shape[:2], dtype=bool)
-    threshold = max(threshold_otsu(distance), 10.0)
-    mask = distance > threshold
-    mask = ndi.binary_opening(mask, iterations=1)
-    return ndi.binary_fill_holes(mask)
 
 
 def _detect_nuclei(
@@ -243,11 +188,27 @@ def _remove_small(mask: np.ndarray, min_area: float) -> np.ndarray:
 
 
 def _split_touching(mask: np.ndarray, diameter: float, params: SegmentationParams) -> np.ndarray:
-    """Label a nucleus mask, splitting touching nuclei at the necks between them."""
-    distance = ndi.distance_transform_edt(mask)
-    smooth = ndi.gaussian_filter(distance, 1.0)
-    markers, _ = ndi.label(h_maxima(smooth, params.split_depth * diameter))
-    return watershed(-smooth, markers, mask=mask).astype(np.int32)
+    """Label a nucleus mask, splitting touching nuclei at the necks between them.
+
+    Works blob by blob so that the costly h-maxima transform only sees nucleus pixels.
+    """
+    blobs, _n = ndi.label(mask)
+    labels = np.zeros(mask.shape, dtype=np.int32)
+    depth = params.split_depth * diameter
+    next_id = 1
+    for index, box in enumerate(ndi.find_objects(blobs), start=1):
+        box = tuple(slice(max(0, s.start - 1), s.stop + 1) for s in box)
+        blob = blobs[box] == index
+        distance = ndi.gaussian_filter(ndi.distance_transform_edt(blob), 1.0)
+        if distance.max() > 2 * depth:  # big enough to hold two nuclei with a neck between
+            markers, count = ndi.label(h_maxima(distance, depth))
+            parts = watershed(-distance, markers, mask=blob) if count > 1 else blob.astype(np.int32)
+        else:
+            parts, count = blob.astype(np.int32), 1
+        view = labels[box]
+        view[parts > 0] = parts[parts > 0] + next_id - 1
+        next_id += max(1, int(parts.max()))
+    return labels
 
 
 def cytoplasm_score(image: np.ndarray, reference_b: float | None = None) -> np.ndarray:
@@ -291,28 +252,44 @@ def _refine_full_resolution(
     diameter: float,
     params: SegmentationParams,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Upsample each cell's territory and re-threshold nucleus and cytoplasm at full resolution."""
+    """Upsample each cell's territory, re-threshold it at full resolution, split pressed clumps."""
     height, width = image.shape[:2]
     nuclei = np.zeros((height, width), dtype=np.int32)
     cells = np.zeros((height, width), dtype=np.int32)
     smooth = max(1, round(0.04 * diameter))
     disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * smooth + 1, 2 * smooth + 1))
+    red_cell_area = np.pi * diameter**2 / 4
+    next_id = 1
     for index, box in enumerate(ndi.find_objects(cells_small), start=1):
         if box is None:
             continue
         rows, cols = _full_box(box, scale, height, width, pad=2)
         small_rows, small_cols = _small_box(rows, cols, scale, cells_small.shape)
-        territory = _upsample(cells_small[small_rows, small_cols] == index, rows, cols, small_rows,
-                              small_cols, scale)
-        nucleus_hint = _upsample(nuclei_small[small_rows, small_cols] == index, rows, cols,
-                                 small_rows, small_cols, scale)
+        territory = _upsample(
+            cells_small[small_rows, small_cols] == index, rows, cols, small_rows, small_cols, scale
+        )
+        nucleus_hint = _upsample(
+            nuclei_small[small_rows, small_cols] == index, rows, cols, small_rows, small_cols, scale
+        )
         patch = image[rows, cols]
         nucleus = territory & (nucleus_score(patch) > threshold)
         nucleus = _smooth_mask(nucleus | (nucleus_hint & territory), disk)
         cytoplasm = cytoplasm_score(patch, reference_b) > params.cytoplasm_blueness
         cell = (_smooth_mask(territory & (cytoplasm | nucleus), disk) & territory) | nucleus
-        cells[rows, cols][cell] = index
-        nuclei[rows, cols][nucleus] = index
+        parts = [(cell, nucleus)]
+        if nucleus.sum() >= params.split_min_nucleus_fraction * max(1, cell.sum()):
+            parts = split_clump(
+                patch,
+                cell,
+                nucleus,
+                diameter,
+                params.min_split_nucleus_area * red_cell_area,
+                params.clump_split_depth * diameter,
+            )
+        for part_cell, part_nucleus in parts:
+            cells[rows, cols][part_cell] = next_id
+            nuclei[rows, cols][part_nucleus] = next_id
+            next_id += 1
     return nuclei, cells
 
 
@@ -324,8 +301,12 @@ def _smooth_mask(mask: np.ndarray, disk: np.ndarray) -> np.ndarray:
 
 
 def _full_box(box, scale, height, width, pad):
-    rows = slice(max(0, int((box[0].start - pad) / scale)), min(height, int((box[0].stop + pad) / scale) + 1))
-    cols = slice(max(0, int((box[1].start - pad) / scale)), min(width, int((box[1].stop + pad) / scale) + 1))
+    rows = slice(
+        max(0, int((box[0].start - pad) / scale)), min(height, int((box[0].stop + pad) / scale) + 1)
+    )
+    cols = slice(
+        max(0, int((box[1].start - pad) / scale)), min(width, int((box[1].stop + pad) / scale) + 1)
+    )
     return rows, cols
 
 
@@ -348,8 +329,8 @@ def _upsample(mask_small, rows, cols, small_rows, small_cols, scale):
         interpolation=cv2.INTER_LINEAR,
     )
     # Offset between the full box and the upsampled small box (small box starts at a whole pixel).
-    dy = int(round(rows.start - small_rows.start / scale))
-    dx = int(round(cols.start - small_cols.start / scale))
+    dy = round(rows.start - small_rows.start / scale)
+    dx = round(cols.start - small_cols.start / scale)
     h, w = rows.stop - rows.start, cols.stop - cols.start
     out = np.zeros((h, w), dtype=bool)
     view = patch[dy : dy + h, dx : dx + w] > 0.5
@@ -373,8 +354,12 @@ def _drop_small(nuclei, cells, diameter, params):
 def _border_ids(cells: np.ndarray, margin: int) -> tuple[int, ...]:
     margin = max(1, margin)
     edges = np.concatenate(
-        [cells[:margin].ravel(), cells[-margin:].ravel(), cells[:, :margin].ravel(),
-         cells[:, -margin:].ravel()]
+        [
+            cells[:margin].ravel(),
+            cells[-margin:].ravel(),
+            cells[:, :margin].ravel(),
+            cells[:, -margin:].ravel(),
+        ]
     )
     return tuple(int(i) for i in np.unique(edges) if i)
 

@@ -19,7 +19,7 @@ __all__ = [
     "get_architecture",
     "keras_home",
     "keras_imagenet_weights",
-    "lite_cache_dir",
     "list_architectures",
+    "lite_cache_dir",
     "preprocess",
 ]

@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,7 +141,7 @@ def _keras_efficientnet(name: str, application: str) -> Builder:
         model = plain(size, use_imagenet)
         if use_imagenet:
             # With weights="imagenet" Keras inserts an extra Rescaling(1/sqrt(std)) after its
-            # Normalization layer (keras issue tensorflow#49930); with a weights path it does
+            # Normalization layer (tensorflow/tensorflow#49930); with a weights path it does
             # not. Folding that factor into the variance gives the same numbers in the graph
             # that weights=None builds, so a saved classifier reloads into an identical model.
             norm = next(
@@ -156,11 +157,8 @@ def _keras_efficientnet(name: str, application: str) -> Builder:
 
 def _lite(k: int) -> Builder:
     def build(size: int, use_imagenet: bool) -> keras.Model:
-        if not use_imagenet:
-            return lite.efficientnet_lite(k, input_size=size)
-        return lite.efficientnet_lite(
-            k, input_size=size, weights="imagenet", cache_dir=imagenet.lite_cache_dir()
-        )
+        weights = imagenet.lite_imagenet_weights(k) if use_imagenet else None
+        return lite.efficientnet_lite(k, input_size=size, weights=weights)
 
     return build
 
@@ -279,7 +277,9 @@ def build_classifier(
     model = keras.Model(backbone.input, probabilities, name=name)
     if weights_file is not None:
         try:
-            model.load_weights(weights_file)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # Keras warns per layer, then raises: keep one
+                model.load_weights(weights_file)
         except (ValueError, OSError, KeyError) as error:
             raise WeightsFileError(
                 f"{weights_file} does not fit {name} at {size} px with {num_classes} classes: "

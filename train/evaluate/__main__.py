@@ -26,11 +26,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     wbc = commands.add_parser("wbc", help="WBC detection and masks on a BCCD-layout folder")
-    wbc.add_argument("--bccd", type=Path, required=True, help="folder with images/, annotations/, masks/")
+    wbc.add_argument(
+        "--bccd", type=Path, required=True, help="folder with images/, annotations/, masks/"
+    )
     smears = commands.add_parser("smears", help="blast detection on ALL-IDB1-layout fields")
     smears.add_argument("--all-idb1", type=Path, required=True, help="folder with images/ and xyc/")
     crops = commands.add_parser("crops", help="centre-cell masks on ALL-IDB2-layout crops")
-    crops.add_argument("--all-idb2", type=Path, required=True, help="folder with images/ and masks/")
+    crops.add_argument(
+        "--all-idb2", type=Path, required=True, help="folder with images/ and masks/"
+    )
     return parser
 
 
@@ -43,7 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         folder, run = args.all_idb2, seg_eval.evaluate_crops
     if not (folder / "images").is_dir():
-        print(f"error: {folder} has no images/ folder; see --help for the expected layout.", file=sys.stderr)
+        print(
+            f"error: {folder} has no images/ folder; see --help for the expected layout.",
+            file=sys.stderr,
+        )
         return 2
     result = {"command": args.command, "data": str(folder), **run(folder, progress=_progress)}
     print(json.dumps(result, indent=2))

@@ -74,7 +74,9 @@ def centroids(segmentation: Segmentation) -> list[tuple[float, float]]:
     counts = np.bincount(ids, minlength=n + 1)[1:]
     sum_x = np.bincount(ids, weights=xs, minlength=n + 1)[1:]
     sum_y = np.bincount(ids, weights=ys, minlength=n + 1)[1:]
-    return [(float(sx / c), float(sy / c)) for sx, sy, c in zip(sum_x, sum_y, counts) if c]
+    return [
+        (float(sx / c), float(sy / c)) for sx, sy, c in zip(sum_x, sum_y, counts, strict=False) if c
+    ]
 
 
 def match_boxes(points: list[tuple[float, float]], boxes: list[Box]) -> int:
@@ -88,7 +90,9 @@ def match_boxes(points: list[tuple[float, float]], boxes: list[Box]) -> int:
     for x, y in points:
         candidates = [i for i in free if boxes[i].contains(x, y)]
         if candidates:
-            best = min(candidates, key=lambda i: (boxes[i].x1 - boxes[i].x0) * (boxes[i].y1 - boxes[i].y0))
+            best = min(
+                candidates, key=lambda i: (boxes[i].x1 - boxes[i].x0) * (boxes[i].y1 - boxes[i].y0)
+            )
             free.discard(best)
             matched += 1
     return matched
@@ -99,7 +103,7 @@ def match_points_to_cells(points: list[tuple[float, float]], labels: np.ndarray)
     used: set[int] = set()
     height, width = labels.shape
     for x, y in points:
-        row, col = int(round(y)), int(round(x))
+        row, col = round(y), round(x)
         if 0 <= row < height and 0 <= col < width:
             cell = int(labels[row, col])
             if cell and cell not in used:
@@ -162,7 +166,9 @@ def _bccd_mask_path(root: Path, image: Path) -> Path | None:
     return None
 
 
-def iter_smears(root: Path, params=None) -> Iterator[tuple[Path, np.ndarray, Segmentation, list, float]]:
+def iter_smears(
+    root: Path, params=None
+) -> Iterator[tuple[Path, np.ndarray, Segmentation, list, float]]:
     """Segment every ALL-IDB1 field: yields path, rgb, segmentation, expert points, seconds."""
     for path in _images(root / "images"):
         rgb = read_image(path).rgb
@@ -203,14 +209,23 @@ def evaluate_crops(root: Path, params=None, progress: Progress | None = None) ->
         mask_path = next((root / "masks").glob(f"{path.stem}.*"), None)
         if mask_path is None:
             continue
-        rgb, seg = _segment(path, params)
+        _rgb, seg = _segment(path, params)
         truth = np.asarray(Image.open(mask_path).convert("RGB")).astype(int)
         truth_nucleus = (truth[..., 0] < 128) & (truth[..., 1] >= 128) & (truth[..., 2] >= 128)
-        truth_cell = truth_nucleus | ((truth[..., 0] < 128) & (truth[..., 1] < 128) & (truth[..., 2] >= 128))
+        truth_cell = truth_nucleus | (
+            (truth[..., 0] < 128) & (truth[..., 1] < 128) & (truth[..., 2] >= 128)
+        )
         cell_id = centre_cell(seg, truth_cell)
         missed += cell_id == 0
-        nucleus_dice.append(dice(seg.nucleus_labels == cell_id if cell_id else np.zeros_like(truth_nucleus), truth_nucleus))
-        cell_dice.append(dice(seg.cell_labels == cell_id if cell_id else np.zeros_like(truth_cell), truth_cell))
+        nucleus_dice.append(
+            dice(
+                seg.nucleus_labels == cell_id if cell_id else np.zeros_like(truth_nucleus),
+                truth_nucleus,
+            )
+        )
+        cell_dice.append(
+            dice(seg.cell_labels == cell_id if cell_id else np.zeros_like(truth_cell), truth_cell)
+        )
         if progress:
             progress(i + 1, len(images), path.name)
     return {

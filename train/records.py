@@ -1,0 +1,178 @@
+"""Cell records and tables, labels, the dataset errors, image checks and summaries.
+
+The data model that the loaders of :mod:`train.data` and the splits of :mod:`train.splits`
+share; :mod:`train.data` re-exports every public name here, so ``from train.data import
+CellRecord`` keeps working.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image
+
+from leukemia_core.errors import LeukemiaCoreError
+
+BLAST = "blast"
+NORMAL = "normal"
+LABELS = (BLAST, NORMAL)
+NORMAL_CELL_TYPES = frozenset(
+    {
+        "neutrophil",
+        "lymphocyte",
+        "monocyte",
+        "eosinophil",
+        "basophil",
+        "ig",
+        "erythroblast",
+        "platelet",
+        "hem",
+        "normal",
+    }
+)
+
+
+class DatasetError(LeukemiaCoreError, ValueError):
+    """A dataset folder or manifest cannot be used for training or evaluation."""
+
+
+class DatasetNotFoundError(DatasetError):
+    """The dataset folder or manifest does not exist."""
+
+
+class EmptyDatasetError(DatasetError):
+    """The dataset holds no usable images."""
+
+
+class SingleClassError(DatasetError):
+    """The dataset holds cells of one class only."""
+
+
+class MissingGroupError(DatasetError):
+    """Some cells carry no group (subject or field), so a leak-free split is impossible."""
+
+
+class UnknownClassFolderError(DatasetError):
+    """Class-folder names that cannot be mapped to ``blast``/``normal`` automatically."""
+
+
+class ManifestError(DatasetError):
+    """A CSV manifest has missing columns or bad rows."""
+
+
+class UnreadableFileError(DatasetError):
+    """Image files that PIL cannot decode."""
+
+
+@dataclass(frozen=True)
+class CellRecord:
+    """One single-cell image with its label and its leak-free grouping unit.
+
+    Attributes:
+        path: Image file.
+        label: ``"blast"`` or ``"normal"``.
+        group: Unit that stays on one side of a split (subject, smear field or file).
+        source: Dataset the cell comes from (``"cnmc"``, ``"allidb2"``, a folder name, ...).
+        subset: Part of the source it was found in (``"fold_0"``, a test folder), if any.
+        cell_type: Finer cell type (the class-folder name), for per-type reporting.
+    """
+
+    path: Path
+    label: str
+    group: str
+    source: str
+    subset: str | None = None
+    cell_type: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.label not in LABELS:
+            raise DatasetError(f"Label {self.label!r} of {self.path} is not one of {LABELS}.")
+        if not str(self.group).strip():
+            raise MissingGroupError(f"{self.path} has an empty group; give it a subject id.")
+
+
+@dataclass(frozen=True)
+class CellTable:
+    """Records of a loaded dataset plus human-readable notes about how it was read."""
+
+    records: tuple[CellRecord, ...]
+    notes: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Iterator[CellRecord]:
+        return iter(self.records)
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per cell: path, label, group, source, subset, cell_type."""
+        columns = ["path", "label", "group", "source", "subset", "cell_type"]
+        return pd.DataFrame([asdict(r) for r in self.records], columns=columns)
+
+    @classmethod
+    def concat(cls, *tables: CellTable) -> CellTable:
+        """Join several tables (e.g. C-NMC plus extra normal cells), keeping all notes."""
+        records = tuple(r for t in tables for r in t.records)
+        return cls(records, tuple(n for t in tables for n in t.notes))
+
+
+def _listed(items: Iterable[object], limit: int = 8) -> str:
+    items = [str(i) for i in items]
+    more = f" ... and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+def default_label(folder_name: str) -> str | None:
+    """Label implied by a class-folder name, or None when it is unknown or ambiguous.
+
+    >>> default_label("lymphoblast"), default_label("Erythroblasts"), default_label("Early")
+    ('blast', 'normal', None)
+    """
+    hits = set()
+    for token in re.split(r"[^a-z0-9]+", folder_name.lower()):
+        if token.endswith("s") and token[:-1] in NORMAL_CELL_TYPES:
+            token = token[:-1]
+        if token in NORMAL_CELL_TYPES:
+            hits.add(NORMAL)
+        elif token and ("blast" in token or token == "all" or token.startswith("leuk")):
+            hits.add(BLAST)
+    return hits.pop() if len(hits) == 1 else None
+
+
+def verify_images(records: Iterable[CellRecord]) -> None:
+    """Decode every image fully with PIL; raise :class:`UnreadableFileError` listing failures."""
+    bad = []
+    for record in records:
+        try:
+            with Image.open(record.path) as image:
+                image.load()
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+            bad.append(f"{record.path} ({type(error).__name__}: {error})")
+    if bad:
+        raise UnreadableFileError(
+            f"{len(bad)} image(s) cannot be decoded: {_listed(bad)}. "
+            "Re-copy them or leave them out."
+        )
+
+
+def summarize(records: Iterable[CellRecord]) -> dict:
+    """Counts per class, source, cell type and group, and how many groups are pure or mixed."""
+    records = list(records)
+    by_group: dict[str, Counter] = {}
+    for r in records:
+        by_group.setdefault(r.group, Counter())[r.label] += 1
+    purity = Counter("mixed" if len(c) > 1 else f"all_{min(c)}" for c in by_group.values())
+    return {
+        "n_cells": len(records),
+        "n_groups": len(by_group),
+        "per_class": {label: sum(r.label == label for r in records) for label in LABELS},
+        "per_source": dict(Counter(r.source for r in records)),
+        "per_cell_type": dict(Counter(r.cell_type for r in records if r.cell_type)),
+        "per_group": {g: sum(c.values()) for g, c in by_group.items()},
+        "groups_by_class": {k: purity[k] for k in ("all_blast", "all_normal", "mixed")},
+    }
