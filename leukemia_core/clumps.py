@@ -14,6 +14,8 @@ from scipy import ndimage as ndi
 from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
+from leukemia_core.scale import resize
+
 
 def split_clump(
     patch: np.ndarray,
@@ -45,9 +47,9 @@ def split_clump(
     # Forty pixels per red cell resolve the pale lines between pressed cells; more only costs time.
     scale = min(1.0, 40.0 / diameter)
     regions = _split_regions(
-        _rescale(patch, scale),
-        _rescale(cell, scale),
-        _rescale(nucleus, scale),
+        resize(patch, scale),
+        _rescale_mask(cell, scale),
+        _rescale_mask(nucleus, scale),
         diameter * scale,
         min_part_nucleus_area * scale**2,
         depth * scale,
@@ -65,18 +67,17 @@ def split_clump(
     return parts if len(parts) > 1 else [(cell, nucleus)]
 
 
-def _rescale(image: np.ndarray, scale: float) -> np.ndarray:
-    if scale >= 1.0:
-        return image
-    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
-    if image.dtype == bool:
-        return cv2.resize(image.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+def _rescale_mask(mask: np.ndarray, scale: float) -> np.ndarray:
+    """A boolean mask resized like :func:`leukemia_core.scale.resize` resizes its image."""
+    if scale >= 0.999:
+        return mask
+    size = (max(1, round(mask.shape[1] * scale)), max(1, round(mask.shape[0] * scale)))
+    return cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
 
 
 def _split_regions(patch, cell, nucleus, diameter, min_part_nucleus_area, depth):
     """Watershed regions of a clump (labels 1..k, at most 255), or None when it is one cell."""
-    if not nucleus.any() or nucleus.sum() < 2 * min_part_nucleus_area:
+    if not nucleus.any():  # the nucleus can vanish when a thin one is shrunk
         return None
     green = cv2.GaussianBlur(patch[..., 1].astype(np.float32), (0, 0), max(0.5, 0.02 * diameter))
     inside = float(np.median(green[nucleus]))

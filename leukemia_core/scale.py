@@ -36,14 +36,32 @@ def resize(image: np.ndarray, scale: float) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
-def estimate_red_cell_diameter(image: np.ndarray) -> float | None:
-    """Typical red-cell diameter in pixels, or None when no cells are visible.
+def check_rgb(image: np.ndarray, caller: str) -> None:
+    """Raise :class:`SegmentationError` unless ``image`` is an RGB uint8 array of usable size."""
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+        shape = getattr(image, "shape", type(image).__name__)
+        raise SegmentationError(
+            f"{caller} needs an (H, W, 3) RGB array, got {shape}; read files with "
+            "leukemia_core.io.read_image, which converts any mode to RGB."
+        )
+    if image.dtype != np.uint8:
+        raise SegmentationError(
+            f"{caller} needs uint8 pixels, got {image.dtype}; convert with read_image or "
+            "np.clip(x, 0, 255).astype(np.uint8)."
+        )
+    if min(image.shape[:2]) < 8:
+        raise SegmentationError(
+            f"The image is {image.shape[1]}x{image.shape[0]} px: too small to hold a cell."
+        )
 
-    Red cells dominate any smear field, so the median of the largest inscribed-circle radius of
-    each foreground blob is a robust size estimate even when red cells touch in chains.
+
+def estimate_red_cell_diameter(image: np.ndarray) -> float | None:
+    """Typical red-cell diameter in pixels, or None when no red cells are visible.
+
+    Red cells dominate any smear field, so the weighted median of the largest inscribed-circle
+    radius of each red-cell blob is a robust size estimate even when red cells touch in chains.
     """
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.dtype != np.uint8:
-        raise SegmentationError("estimate_red_cell_diameter needs an (H, W, 3) uint8 RGB array.")
+    check_rgb(image, "estimate_red_cell_diameter")
     scale = min(1.0, ESTIMATION_SIDE / max(image.shape[:2]))
     small = resize(image, scale)
     # White cells are not red cells: leave them out of the size statistics.

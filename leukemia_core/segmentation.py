@@ -18,7 +18,7 @@ Stages:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -28,8 +28,7 @@ from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
 from leukemia_core.clumps import split_clump
-from leukemia_core.errors import SegmentationError
-from leukemia_core.scale import estimate_red_cell_diameter, nucleus_score, resize
+from leukemia_core.scale import check_rgb, estimate_red_cell_diameter, nucleus_score, resize
 from leukemia_core.types import Segmentation
 
 
@@ -94,7 +93,7 @@ def segment_wbc(image: np.ndarray, params: SegmentationParams | None = None) -> 
         SegmentationError: The input is not an RGB uint8 image.
     """
     params = params or DEFAULT_PARAMS
-    _check_rgb(image)
+    check_rgb(image, "segment_wbc")
     diameter = params.red_cell_diameter_px or estimate_red_cell_diameter(image)
     if diameter is None:
         # Without red cells there is no scale and, in practice, no smear: a blank slide, a photo
@@ -131,24 +130,6 @@ def segment_wbc(image: np.ndarray, params: SegmentationParams | None = None) -> 
         border_cell_ids=border,
         notes=notes,
     )
-
-
-def _check_rgb(image: np.ndarray) -> None:
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
-        shape = getattr(image, "shape", type(image).__name__)
-        raise SegmentationError(
-            f"segment_wbc needs an (H, W, 3) RGB array, got {shape}; read files with "
-            "leukemia_core.io.read_image, which converts any mode to RGB."
-        )
-    if image.dtype != np.uint8:
-        raise SegmentationError(
-            f"segment_wbc needs uint8 pixels, got {image.dtype}; convert with read_image or "
-            "np.clip(x, 0, 255).astype(np.uint8)."
-        )
-    if min(image.shape[:2]) < 8:
-        raise SegmentationError(
-            f"The image is {image.shape[1]}x{image.shape[0]} px: too small to hold a cell."
-        )
 
 
 def _detect_nuclei(
@@ -192,7 +173,7 @@ def _split_touching(mask: np.ndarray, diameter: float, params: SegmentationParam
 
     Works blob by blob so that the costly h-maxima transform only sees nucleus pixels.
     """
-    blobs, _n = ndi.label(mask)
+    blobs, _ = ndi.label(mask)
     labels = np.zeros(mask.shape, dtype=np.int32)
     depth = params.split_depth * diameter
     next_id = 1
@@ -200,11 +181,11 @@ def _split_touching(mask: np.ndarray, diameter: float, params: SegmentationParam
         box = tuple(slice(max(0, s.start - 1), s.stop + 1) for s in box)
         blob = blobs[box] == index
         distance = ndi.gaussian_filter(ndi.distance_transform_edt(blob), 1.0)
+        parts = blob.astype(np.int32)
         if distance.max() > 2 * depth:  # big enough to hold two nuclei with a neck between
             markers, count = ndi.label(h_maxima(distance, depth))
-            parts = watershed(-distance, markers, mask=blob) if count > 1 else blob.astype(np.int32)
-        else:
-            parts, count = blob.astype(np.int32), 1
+            if count > 1:
+                parts = watershed(-distance, markers, mask=blob)
         view = labels[box]
         view[parts > 0] = parts[parts > 0] + next_id - 1
         next_id += max(1, int(parts.max()))
@@ -362,8 +343,3 @@ def _border_ids(cells: np.ndarray, margin: int) -> tuple[int, ...]:
         ]
     )
     return tuple(int(i) for i in np.unique(edges) if i)
-
-
-def with_overrides(params: SegmentationParams, **changes) -> SegmentationParams:
-    """A copy of ``params`` with some fields changed (validated by the dataclass)."""
-    return replace(params, **changes)

@@ -118,9 +118,8 @@ def _images(folder: Path) -> list[Path]:
     return files
 
 
-def _segment(path: Path, params: SegmentationParams | None) -> tuple[np.ndarray, Segmentation]:
-    rgb = read_image(path).rgb
-    return rgb, segment_wbc(rgb, params)
+def _segment(path: Path, params: SegmentationParams | None) -> Segmentation:
+    return segment_wbc(read_image(path).rgb, params)
 
 
 def evaluate_wbc(root: Path, params=None, progress: Progress | None = None) -> dict:
@@ -129,7 +128,7 @@ def evaluate_wbc(root: Path, params=None, progress: Progress | None = None) -> d
     tp = n_detected = n_truth = 0
     nucleus_dice, cell_dice = [], []
     for i, path in enumerate(images):
-        _, seg = _segment(path, params)
+        seg = _segment(path, params)
         xml = root / "annotations" / f"{path.stem}.xml"
         if xml.exists():
             boxes = read_voc_boxes(xml)
@@ -209,7 +208,7 @@ def evaluate_crops(root: Path, params=None, progress: Progress | None = None) ->
         mask_path = next((root / "masks").glob(f"{path.stem}.*"), None)
         if mask_path is None:
             continue
-        _rgb, seg = _segment(path, params)
+        seg = _segment(path, params)
         truth = np.asarray(Image.open(mask_path).convert("RGB")).astype(int)
         truth_nucleus = (truth[..., 0] < 128) & (truth[..., 1] >= 128) & (truth[..., 2] >= 128)
         truth_cell = truth_nucleus | (
