@@ -27,7 +27,8 @@ from skimage.filters import threshold_otsu
 from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
-from leukemia_core.clumps import split_clump
+from leukemia_core.clumps import merge_halves, split_clump
+from leukemia_core.masks import fill_holes
 from leukemia_core.scale import check_rgb, estimate_red_cell_diameter, nucleus_score, resize
 from leukemia_core.types import Segmentation
 
@@ -53,10 +54,17 @@ class SegmentationParams:
         max_cytoplasm_width: Cytoplasm reaches at most this far beyond the nucleus.
         cytoplasm_blueness: A pixel is cytoplasm when its Lab b* lies this far below the field's
             median b* (see :func:`cytoplasm_score`).
+        merge_max_nucleus_fraction: Touching pieces whose nucleus covers less than this of each
+            are candidates for being one cytoplasm-rich cell (see :func:`clumps.merge_halves`)...
+        merge_max_fraction_gap: ...whose nucleus fractions differ by at most this...
+        merge_min_contact: ...and are joined when their shared border is at least this times the
+            square root of the smaller piece's area.
         split_min_nucleus_fraction: Only cells whose nucleus fills at least this fraction are
             tried for splitting at full resolution (pressed blasts with scant cytoplasm).
         clump_split_depth: Like ``split_depth``, for the dark chromatin cores of pressed clumps.
         min_split_nucleus_area: Each part of a split must keep this much nucleus (red-cell areas).
+        min_border_cell_area: A cell cut by the border must show at least this much area
+            (red-cell areas); smaller slivers are dropped.
         border_margin_px: A cell within this many full-resolution pixels of the edge is flagged.
     """
 
@@ -67,12 +75,16 @@ class SegmentationParams:
     min_nucleus_area: float = 0.15
     min_cell_area: float = 0.2
     lobe_merge_distance: float = 0.12
-    split_depth: float = 0.2
+    split_depth: float = 0.17
     max_cytoplasm_width: float = 0.45
     cytoplasm_blueness: float = 6.0
+    merge_max_nucleus_fraction: float = 0.7
+    merge_max_fraction_gap: float = 0.2
+    merge_min_contact: float = 0.9
     split_min_nucleus_fraction: float = 0.7
     clump_split_depth: float = 0.2
     min_split_nucleus_area: float = 0.8
+    min_border_cell_area: float = 0.5
     border_margin_px: int = 2
 
 
@@ -111,11 +123,16 @@ def segment_wbc(image: np.ndarray, params: SegmentationParams | None = None) -> 
     d_small = diameter * scale
     nuclei_small, threshold = _detect_nuclei(small, d_small, params)
     cells_small, reference_b = _grow_cells(small, nuclei_small, d_small, params)
-    nuclei, cells = _refine_full_resolution(
+    nuclei_small, cells_small = merge_halves(
+        nuclei_small,
+        cells_small,
+        params.merge_max_nucleus_fraction,
+        params.merge_max_fraction_gap,
+        params.merge_min_contact,
+    )
+    nuclei, cells, border = _refine_full_resolution(
         image, nuclei_small, cells_small, scale, threshold, reference_b, diameter, params
     )
-    nuclei, cells = _drop_small(nuclei, cells, diameter, params)
-    border = _border_ids(cells, params.border_margin_px)
     notes = ()
     if cells.max() == 0:
         notes = (
@@ -144,7 +161,7 @@ def _detect_nuclei(
     merge = max(1, round(params.lobe_merge_distance * diameter))
     disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * merge + 1, 2 * merge + 1))
     mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_CLOSE, disk).astype(bool)
-    mask = ndi.binary_fill_holes(mask)
+    mask = fill_holes(mask)
     red_cell_area = np.pi * diameter**2 / 4
     mask = _remove_small(mask, params.min_nucleus_area * red_cell_area)
     return _split_touching(mask, diameter, params), float(threshold)
@@ -232,14 +249,23 @@ def _refine_full_resolution(
     reference_b: float,
     diameter: float,
     params: SegmentationParams,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Upsample each cell's territory, re-threshold it at full resolution, split pressed clumps."""
+) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+    """Upsample each cell's territory, re-threshold it at full resolution, split pressed clumps.
+
+    Parts too small to be white cells (platelets, debris, slivers at the field edge) are dropped
+    here; returns nucleus labels, cell labels and the ids of cells cut by the border.
+    """
     height, width = image.shape[:2]
     nuclei = np.zeros((height, width), dtype=np.int32)
     cells = np.zeros((height, width), dtype=np.int32)
     smooth = max(1, round(0.04 * diameter))
     disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * smooth + 1, 2 * smooth + 1))
     red_cell_area = np.pi * diameter**2 / 4
+    min_cell = params.min_cell_area * red_cell_area
+    min_nucleus = params.min_nucleus_area * red_cell_area
+    min_border_cell = params.min_border_cell_area * red_cell_area
+    margin = max(1, params.border_margin_px)
+    border: list[int] = []
     next_id = 1
     for index, box in enumerate(ndi.find_objects(cells_small), start=1):
         if box is None:
@@ -268,16 +294,37 @@ def _refine_full_resolution(
                 params.clump_split_depth * diameter,
             )
         for part_cell, part_nucleus in parts:
+            area = part_cell.sum()
+            if area < min_cell or part_nucleus.sum() < min_nucleus:
+                continue
+            on_border = _touches_border(part_cell, rows, cols, height, width, margin)
+            # A sliver of a cell at the field edge can be neither classified nor reviewed.
+            if on_border and area < min_border_cell:
+                continue
             cells[rows, cols][part_cell] = next_id
             nuclei[rows, cols][part_nucleus] = next_id
+            if on_border:
+                border.append(next_id)
             next_id += 1
-    return nuclei, cells
+    return nuclei, cells, tuple(border)
+
+
+def _touches_border(mask, rows, cols, height, width, margin) -> bool:
+    """Whether a box-cropped mask comes within ``margin`` pixels of the image edge."""
+    top, left = margin - rows.start, margin - cols.start
+    bottom, right = rows.stop - (height - margin), cols.stop - (width - margin)
+    return bool(
+        (top > 0 and mask[:top].any())
+        or (bottom > 0 and mask[-bottom:].any())
+        or (left > 0 and mask[:, :left].any())
+        or (right > 0 and mask[:, -right:].any())
+    )
 
 
 def _smooth_mask(mask: np.ndarray, disk: np.ndarray) -> np.ndarray:
     """Close small gaps, fill holes and drop thin spurs, as an expert's outline would."""
     mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_CLOSE, disk)
-    mask = ndi.binary_fill_holes(mask).astype(np.uint8)
+    mask = fill_holes(mask).astype(np.uint8)
     return cv2.morphologyEx(mask, cv2.MORPH_OPEN, disk).astype(bool)
 
 
@@ -317,29 +364,3 @@ def _upsample(mask_small, rows, cols, small_rows, small_cols, scale):
     view = patch[dy : dy + h, dx : dx + w] > 0.5
     out[: view.shape[0], : view.shape[1]] = view
     return out
-
-
-def _drop_small(nuclei, cells, diameter, params):
-    red_cell_area = np.pi * diameter**2 / 4
-    areas = np.bincount(cells.ravel())
-    nuclear = np.bincount(nuclei.ravel(), minlength=areas.size)
-    keep = (areas >= params.min_cell_area * red_cell_area) & (
-        nuclear >= params.min_nucleus_area * red_cell_area
-    )
-    keep[0] = False
-    new_ids = np.zeros(areas.size, dtype=np.int32)
-    new_ids[keep] = np.arange(1, keep.sum() + 1)
-    return new_ids[nuclei], new_ids[cells]
-
-
-def _border_ids(cells: np.ndarray, margin: int) -> tuple[int, ...]:
-    margin = max(1, margin)
-    edges = np.concatenate(
-        [
-            cells[:margin].ravel(),
-            cells[-margin:].ravel(),
-            cells[:, :margin].ravel(),
-            cells[:, -margin:].ravel(),
-        ]
-    )
-    return tuple(int(i) for i in np.unique(edges) if i)

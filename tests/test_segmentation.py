@@ -182,44 +182,19 @@ def bccd_quality(shared_data):
 
 @pytest.mark.data
 @pytest.mark.slow
-def test_bccd_detection_recall_and_masks(bccd_quality):
-    assert bccd_quality["wbc_recall"] >= 0.98
-    assert bccd_quality["nucleus_dice"] >= 0.90
-    assert bccd_quality["cell_dice"] >= 0.85
-
-
-@pytest.mark.data
-@pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="below the 0.95 floor (measured 0.912): lobulated granulocytes split, border cells "
-    "the annotators skipped; open item of issue 2",
+@pytest.mark.parametrize(
+    ("figure", "floor"),
+    [("wbc_recall", 0.98), ("wbc_precision", 0.95), ("nucleus_dice", 0.90), ("cell_dice", 0.85)],
 )
-def test_bccd_detection_precision(bccd_quality):
-    assert bccd_quality["wbc_precision"] >= 0.95
-
-
-@pytest.fixture(scope="module")
-def all_idb1_quality(shared_data):
-    return quality.evaluate_smears(shared_data / "all_idb1")
+def test_bccd_quality_floor(bccd_quality, figure, floor):
+    assert bccd_quality[figure] >= floor
 
 
 @pytest.mark.data
 @pytest.mark.slow
-def test_all_idb1_blast_detection_recall_near_floor(all_idb1_quality):
-    # The issue's floor is 0.98 (asserted by the xfail test below); this guards against regression.
-    assert all_idb1_quality["blast_detection_recall"] >= 0.97
-
-
-@pytest.mark.data
-@pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="below the 0.98 floor (measured 0.979, 237/242): pressed blasts still fused; "
-    "open item of issue 2",
-)
-def test_all_idb1_blast_detection_floor(all_idb1_quality):
-    assert all_idb1_quality["blast_detection_recall"] >= 0.98
+def test_all_idb1_blast_detection(shared_data):
+    result = quality.evaluate_smears(shared_data / "all_idb1")
+    assert result["blast_detection_recall"] >= 0.98
 
 
 @pytest.mark.data
