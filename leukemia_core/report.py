@@ -1,0 +1,369 @@
+"""Exports of a stored case: a printable HTML report, a per-cell CSV and a JSON record.
+
+The HTML page is self-contained (inline CSS with a print stylesheet, images as data URIs) so it
+can be saved, mailed or printed as it is. Every string that came from a user or a file is
+escaped. All three exports say what the model labelled and what the reviewer decided.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+from collections import Counter
+from dataclasses import asdict
+from typing import Any
+
+from leukemia_core.counting import CellLabel
+from leukemia_core.store import CaseRecord, CellRecord
+from leukemia_core.types import BlastCount
+
+RESEARCH_USE_STATEMENT = (
+    "Research use only — not for diagnosis. The counts below are decision support for trained "
+    "laboratory staff and must be confirmed by a hematologist."
+)
+CSV_COLUMNS = (
+    "case_id",
+    "version",
+    "sample_id",
+    "field_index",
+    "field_name",
+    "cell_id",
+    "x0",
+    "y0",
+    "x1",
+    "y1",
+    "centroid_x",
+    "centroid_y",
+    "blast_probability",
+    "model_label",
+    "label",
+    "changed_by_reviewer",
+)
+_FLAGGED_LABELS = (CellLabel.BLAST.value, CellLabel.UNCERTAIN.value)
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_CSS = """
+body { font: 14px/1.45 system-ui, sans-serif; color: #111; margin: 2rem auto; max-width: 60rem; }
+h1 { font-size: 1.6rem; margin-bottom: .2rem; } h2 { font-size: 1.2rem; margin-top: 1.8rem;
+  border-bottom: 1px solid #ccc; }
+.ruo { border: 3px solid #b00020; background: #fff4f4; color: #b00020; font-weight: 700;
+  padding: .6rem .9rem; margin: 1rem 0; }
+table { border-collapse: collapse; width: 100%; margin: .5rem 0; }
+th, td { border: 1px solid #ccc; padding: .25rem .45rem; text-align: left; vertical-align: top; }
+th { background: #f2f2f2; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.reading { font-size: .92rem; } .hint { color: #6a4a00; }
+.cells { display: flex; flex-wrap: wrap; gap: .6rem; }
+figure { margin: 0; width: 9.5rem; border: 1px solid #ccc; padding: .3rem; font-size: .8rem; }
+figure img { width: 100%; image-rendering: pixelated; } .changed { border-color: #b00020; }
+.signed { font-size: 1.1rem; font-weight: 700; color: #0b6b2b; }
+.unsigned { font-size: 1.4rem; font-weight: 800; color: #b00020; letter-spacing: .05em; }
+code { font-size: .85rem; word-break: break-all; }
+@media print {
+  body { margin: 0; max-width: none; font-size: 11pt; }
+  h2 { break-after: avoid; } tr, figure, .ruo { break-inside: avoid; }
+  .ruo { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
+  a { color: inherit; text-decoration: none; }
+}
+"""
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _percent(count: BlastCount) -> str:
+    if count.percent is None:
+        return "—"
+    return f"{count.percent:.1f}%"
+
+
+def _interval(count: BlastCount) -> str:
+    if count.ci_low_percent is None or count.ci_high_percent is None:
+        return "—"
+    return f"{count.ci_low_percent:.1f}% – {count.ci_high_percent:.1f}%"
+
+
+def flagged_cells(record: CaseRecord) -> tuple[CellRecord, ...]:
+    """Cells a reader should see: labelled blast or uncertain, or relabelled by the reviewer."""
+    return tuple(c for c in record.cells if c.label in _FLAGGED_LABELS or c.changed_by_reviewer)
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]], numeric: set[int]) -> str:
+    head = "".join(f"<th>{h}</th>" for h in header)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="num">{c}</td>' if i in numeric else f"<td>{c}</td>"
+            for i, c in enumerate(row)
+        )
+        + "</tr>"
+        for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _reading(count: BlastCount) -> str:
+    hint = f'<br><span class="hint">{_e(count.hint)}</span>' if count.hint else ""
+    return f'<span class="reading">{_e(count.interpretation)}{hint}</span>'
+
+
+def _count_row(scope: str, count: BlastCount) -> tuple[str, ...]:
+    return (
+        _e(scope),
+        str(count.n_blasts),
+        str(count.n_counted),
+        str(count.n_excluded),
+        _percent(count),
+        _interval(count),
+        _reading(count),
+    )
+
+
+def _counts_section(record: CaseRecord) -> str:
+    names = {f.field_index: f.name for f in record.fields}
+    rows = [_count_row("Whole sample", record.counts())]
+    rows += [
+        _count_row(f"Field {f.field_index + 1}: {names[f.field_index]}", count)
+        for f, count in zip(record.fields, record.field_counts(), strict=True)
+    ]
+    header = (
+        "Scope",
+        "Blasts",
+        "Cells counted",
+        "Left out",
+        "Blast %",
+        "95% CI (Wilson)",
+        "Reading",
+    )
+    return "<h2>Blast count (reviewed labels)</h2>" + _table(header, rows, {1, 2, 3, 4, 5})
+
+
+def _model_vs_reviewer(record: CaseRecord) -> str:
+    model, reviewer = (
+        Counter(c.model_label for c in record.cells),
+        Counter(c.label for c in record.cells),
+    )
+    rows = [
+        (_e(label.value), str(model[label.value]), str(reviewer[label.value]))
+        for label in CellLabel
+    ]
+    model_count, reviewed = record.model_counts(), record.counts()
+    rows.append(("Blast %", _percent(model_count), _percent(reviewed)))
+    rows.append(("95% CI", _interval(model_count), _interval(reviewed)))
+    n_changed = sum(c.changed_by_reviewer for c in record.cells)
+    return (
+        "<h2>Model versus reviewer</h2>"
+        f"<p>{n_changed} of {len(record.cells)} cells were relabelled by the reviewer.</p>"
+        + _table(("Label", "Model", "Reviewer"), rows, {1, 2})
+    )
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _cells_section(record: CaseRecord, limit: int) -> str:
+    names = {f.field_index: f.name for f in record.fields}
+    flagged = flagged_cells(record)
+    shown = flagged[:limit]
+    figures = []
+    for cell in shown:
+        png = cell.overlay_png or cell.crop_png
+        where = (
+            f"Field {cell.field_index + 1} ({names.get(cell.field_index, '')}), cell {cell.cell_id}"
+        )
+        image = (
+            f'<img src="{_data_uri(png)}" alt="{_e(where)}">' if png else "<p>(no image stored)</p>"
+        )
+        probability = "—" if cell.blast_probability is None else f"{cell.blast_probability:.2f}"
+        change = (
+            f"model: {_e(cell.model_label)} → reviewer: {_e(cell.label)}"
+            if cell.changed_by_reviewer
+            else _e(cell.label)
+        )
+        css = "changed" if cell.changed_by_reviewer else ""
+        figures.append(
+            f'<figure class="{css}">{image}<figcaption>{_e(where)}<br>{change}<br>'
+            f"blast probability {probability}</figcaption></figure>"
+        )
+    more = (
+        f" Showing the first {len(shown)} of {len(flagged)}." if len(shown) < len(flagged) else ""
+    )
+    return (
+        "<h2>Flagged cells</h2><p>Cells labelled blast or uncertain, or relabelled by the "
+        f"reviewer: {len(flagged)}.{more}</p>" + f'<div class="cells">{"".join(figures)}</div>'
+    )
+
+
+def _audit_section(record: CaseRecord) -> str:
+    rows = [
+        (
+            _e(a.at),
+            _e(a.reviewer or "—"),
+            _e(a.action),
+            "" if a.field_index is None else str(a.field_index + 1),
+            "" if a.cell_id is None else str(a.cell_id),
+            _e(a.from_label or ""),
+            _e(a.to_label or ""),
+            _e(a.note),
+        )
+        for a in record.audit
+    ]
+    header = ("Time (UTC)", "Who", "Action", "Field", "Cell", "From", "To", "Note")
+    return "<h2>Audit trail</h2>" + _table(header, rows, set())
+
+
+def _sign_off(record: CaseRecord) -> str:
+    if record.is_signed:
+        text = f"Signed by {_e(record.signed_by)} at {_e(record.signed_at)} (UTC)."
+        return f'<h2>Sign-off</h2><p class="signed">{text}</p>'
+    return '<h2>Sign-off</h2><p class="unsigned">NOT SIGNED — this case has not been reviewed and signed.</p>'
+
+
+def case_report_html(record: CaseRecord, *, flagged_limit: int = 48) -> str:
+    """A self-contained printable HTML report of one case version.
+
+    Args:
+        record: The case, from :meth:`leukemia_core.store.CaseStore.load_case`.
+        flagged_limit: Most flagged cells shown as images (0 shows none); the report says how
+            many were left out.
+
+    Returns:
+        The HTML page as text (UTF-8 declared); print it from a browser for a PDF.
+
+    Raises:
+        ValueError: ``flagged_limit`` is negative or not a whole number.
+    """
+    if isinstance(flagged_limit, bool) or not isinstance(flagged_limit, int) or flagged_limit < 0:
+        raise ValueError(
+            f"flagged_limit must be a whole number of 0 or more, got {flagged_limit!r}."
+        )
+    parent = f" (reopened from {_e(record.parent_id)})" if record.parent_id else ""
+    thresholds = "".join(
+        f"<li>{_e(k)}: <code>{_e(json.dumps(v, ensure_ascii=False))}</code></li>"
+        for k, v in sorted(record.thresholds.items())
+    )
+    meta = [
+        ("Sample id", _e(record.sample_id)),
+        ("Case id", f"<code>{_e(record.case_id)}</code>, version {record.version}{parent}"),
+        ("Status", _e(record.status)),
+        ("Created", f"{_e(record.created_at)} (UTC) by {_e(record.created_by or '—')}"),
+        (
+            "Model",
+            f"{_e(record.model_name)}, checksum <code>{_e(record.model_checksum or '—')}</code>",
+        ),
+        ("Thresholds", f"<ul>{thresholds}</ul>" if thresholds else "—"),
+    ]
+    ruo = f'<p class="ruo">{_e(RESEARCH_USE_STATEMENT)}</p>'
+    body = "".join(
+        [
+            f"<h1>Blast screening report — sample {_e(record.sample_id)}</h1>",
+            ruo,
+            _table(("Item", "Value"), meta, set()),
+            _counts_section(record),
+            _model_vs_reviewer(record),
+            _cells_section(record, flagged_limit),
+            _audit_section(record),
+            _sign_off(record),
+            ruo,
+        ]
+    )
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>Case report {_e(record.sample_id)} v{record.version}</title>"
+        f"<style>{_CSS}</style></head><body>{body}</body></html>\n"
+    )
+
+
+def _csv_text(value: str) -> str:
+    """Keeps spreadsheet programs from running a user string as a formula."""
+    return "'" + value if value.startswith(_FORMULA_START) else value
+
+
+def cells_csv(record: CaseRecord) -> bytes:
+    """One row per cell (columns :data:`CSV_COLUMNS`) as UTF-8 CSV bytes.
+
+    ``changed_by_reviewer`` is ``true`` when the current label differs from the model's; an
+    empty ``blast_probability`` means the cell was not classified. Sample ids and field names
+    starting with ``=``, ``+``, ``-`` or ``@`` get a leading apostrophe so that spreadsheets do
+    not run them as formulas.
+    """
+    names = {f.field_index: f.name for f in record.fields}
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    for c in record.cells:
+        writer.writerow(
+            [
+                record.case_id,
+                record.version,
+                _csv_text(record.sample_id),
+                c.field_index,
+                _csv_text(names.get(c.field_index, "")),
+                c.cell_id,
+                *c.bbox,
+                *c.centroid,
+                "" if c.blast_probability is None else c.blast_probability,
+                c.model_label,
+                c.label,
+                "true" if c.changed_by_reviewer else "false",
+            ]
+        )
+    return buffer.getvalue().encode("utf-8")
+
+
+def case_json(record: CaseRecord) -> str:
+    """The case as JSON text: metadata, counts, fields and cells (no image bytes), audit trail."""
+    cells: list[dict[str, Any]] = []
+    for c in record.cells:
+        cell = {k: v for k, v in asdict(c).items() if k not in ("crop_png", "overlay_png")}
+        cell.update(bbox=list(c.bbox), centroid=list(c.centroid))
+        cell.update(
+            changed_by_reviewer=c.changed_by_reviewer,
+            has_crop=c.crop_png is not None,
+            has_overlay=c.overlay_png is not None,
+        )
+        cells.append(cell)
+    document = {
+        "format": "leukemia-screen case",
+        "research_use_only": RESEARCH_USE_STATEMENT,
+        **{
+            k: getattr(record, k)
+            for k in (
+                "case_id",
+                "version",
+                "parent_id",
+                "sample_id",
+                "status",
+                "created_at",
+                "created_by",
+                "model_name",
+                "model_checksum",
+                "thresholds",
+                "signed_by",
+                "signed_at",
+            )
+        },
+        "counts": asdict(record.counts()),
+        "model_counts": asdict(record.model_counts()),
+        "field_counts": [
+            {"field_index": f.field_index, **asdict(count)}
+            for f, count in zip(record.fields, record.field_counts(), strict=True)
+        ],
+        "fields": [
+            {
+                "field_index": f.field_index,
+                "name": f.name,
+                "width": f.width,
+                "height": f.height,
+                "has_image": f.image_png is not None,
+            }
+            for f in record.fields
+        ],
+        "cells": cells,
+        "audit": [asdict(a) for a in record.audit],
+    }
+    return json.dumps(document, indent=2, ensure_ascii=False)

@@ -1,0 +1,213 @@
+"""Tests of leukemia_core.report: printable HTML, per-cell CSV and JSON exports of a case."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import re
+from dataclasses import asdict
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from leukemia_core.counting import count_blasts
+from leukemia_core.report import (
+    CSV_COLUMNS,
+    RESEARCH_USE_STATEMENT,
+    case_json,
+    case_report_html,
+    cells_csv,
+    flagged_cells,
+)
+from leukemia_core.store import CaseRecord, CaseStore, CellEntry, FieldEntry
+
+SAMPLE_ID = "<script>alert(1)</script>"
+# field 0: 3 blasts, 7 normal, 1 uncertain, 1 border; field 1: 1 blast, 9 normal (model labels)
+FIELD_LABELS = [
+    ["blast"] * 3 + ["normal"] * 7 + ["uncertain", "border"],
+    ["blast"] + ["normal"] * 9,
+]
+
+
+def png(value: int) -> bytes:
+    ok, encoded = cv2.imencode(".png", np.full((5, 5, 3), value, np.uint8))
+    assert ok
+    return encoded.tobytes()
+
+
+def ci_text(n_blasts: int, n_counted: int) -> str:
+    expected = count_blasts(n_blasts, n_counted)
+    return f"{expected.ci_low_percent:.1f}% – {expected.ci_high_percent:.1f}%"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> CaseStore:
+    return CaseStore(tmp_path / "cases.sqlite3")
+
+
+@pytest.fixture
+def case_id(store: CaseStore) -> str:
+    cells = []
+    for f, labels in enumerate(FIELD_LABELS):
+        for i, label in enumerate(labels):
+            probability = None if label == "border" else (0.9 if label == "blast" else 0.1)
+            overlay = png(250) if (f, i) == (0, 0) else None
+            cells.append(
+                CellEntry(
+                    f,
+                    i + 1,
+                    (i, 0, i + 4, 4),
+                    (i + 2.0, 2.0),
+                    probability,
+                    label,
+                    crop_png=png(10 * f + i),
+                    overlay_png=overlay,
+                )
+            )
+    case_id = store.create_case(
+        SAMPLE_ID,
+        [FieldEntry("<b>f0</b>.png", 64, 48), FieldEntry("=HYPERLINK(1)", 64, 48)],
+        cells,
+        model_name="effnet & co",
+        model_checksum="sha256:deadbeef",
+        thresholds={"blast_probability": 0.5, "note": "<i>x</i>"},
+        created_by="pipeline",
+    )
+    # reviewer: field 1 cell 2 normal -> blast, note with markup
+    store.relabel_cell(case_id, 1, 2, "blast", reviewer="Dr. <Eve>", note="<b>nucleoli</b>")
+    return case_id
+
+
+@pytest.fixture
+def record(store: CaseStore, case_id: str) -> CaseRecord:
+    return store.load_case(case_id)
+
+
+def test_html_says_research_use_only_at_top_and_bottom(record: CaseRecord):
+    page = case_report_html(record)
+    statement = "Research use only — not for diagnosis"
+    assert page.count(statement) == 2
+    assert page.index(statement) < page.index("Blast count") < page.rindex(statement)
+    assert page.startswith("<!DOCTYPE html>") and "@media print" in page
+
+
+def test_html_escapes_user_strings(record: CaseRecord):
+    page = case_report_html(record)
+    assert "<script>" not in page and "<Eve>" not in page and "<b>nucleoli" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "Dr. &lt;Eve&gt;" in page and "&lt;b&gt;nucleoli&lt;/b&gt;" in page
+    assert "effnet &amp; co" in page and "sha256:deadbeef" in page
+    assert "&lt;b&gt;f0&lt;/b&gt;.png" in page and "&lt;i&gt;x&lt;/i&gt;" in page
+
+
+def test_html_counts_match_count_blasts(record: CaseRecord):
+    page = case_report_html(record)
+    # reviewed: field 0 3/10 (1 uncertain, 1 border left out), field 1 2/10, sample 5/20
+    for n_blasts, n_counted in ((5, 20), (3, 10), (2, 10)):
+        assert ci_text(n_blasts, n_counted) in page
+        assert f"{100 * n_blasts / n_counted:.1f}%" in page
+    sample = count_blasts(5, 20, 1, n_uncertain=1)
+    assert record.counts() == sample
+    assert sample.interpretation in page  # plain text: nothing to escape
+    assert sample.hint and sample.hint in page
+    # model said 4 of 20
+    assert ci_text(4, 20) in page
+    assert "1 of 22 cells were relabelled by the reviewer" in page
+
+
+def test_html_embeds_flagged_cell_images(record: CaseRecord):
+    page = case_report_html(record)
+    flagged = flagged_cells(record)
+    # 3 blasts + 1 uncertain in field 0; 1 model blast + 1 relabelled in field 1
+    assert [(c.field_index, c.cell_id) for c in flagged] == [
+        (0, 1),
+        (0, 2),
+        (0, 3),
+        (0, 11),
+        (1, 1),
+        (1, 2),
+    ]
+    uris = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(uris) == len(flagged)
+    assert base64.b64decode(uris[0]) == png(250)  # the overlay wins over the crop
+    assert base64.b64decode(uris[1]) == png(1)
+    assert "model: normal → reviewer: blast" in page
+    limited = case_report_html(record, flagged_limit=2)
+    assert limited.count("data:image/png;base64,") == 2
+    assert "Showing the first 2 of 6." in limited
+
+
+def test_html_sign_off(store: CaseStore, case_id: str, record: CaseRecord):
+    assert "NOT SIGNED" in case_report_html(record)
+    store.relabel_cell(case_id, 0, 11, "normal", reviewer="Dr. A")
+    store.sign_case(case_id, reviewer="Dr. Ann Lee")
+    signed = store.load_case(case_id)
+    page = case_report_html(signed)
+    assert "NOT SIGNED" not in page
+    assert f"Signed by Dr. Ann Lee at {signed.signed_at} (UTC)." in page
+    for action in ("created", "relabel", "signed"):
+        assert f"<td>{action}</td>" in page
+
+
+@pytest.mark.parametrize("limit", [-1, 1.5, True])
+def test_html_refuses_bad_flagged_limit(record: CaseRecord, limit):
+    with pytest.raises(ValueError, match="flagged_limit must be a whole number of 0 or more"):
+        case_report_html(record, flagged_limit=limit)
+
+
+def test_csv_has_one_row_per_cell_and_flags_reviewer_changes(record: CaseRecord):
+    data = cells_csv(record)
+    assert isinstance(data, bytes)
+    reader = csv.DictReader(io.StringIO(data.decode("utf-8"), newline=""))
+    assert tuple(reader.fieldnames) == CSV_COLUMNS
+    rows = list(reader)
+    assert len(rows) == len(record.cells) == 22
+    changed = [(r["field_index"], r["cell_id"]) for r in rows if r["changed_by_reviewer"] == "true"]
+    assert changed == [("1", "2")]
+    assert {r["changed_by_reviewer"] for r in rows} == {"true", "false"}
+    row = rows[-9]  # field 1, cell 2
+    assert (row["model_label"], row["label"], row["blast_probability"]) == (
+        "normal",
+        "blast",
+        "0.1",
+    )
+    assert (row["x0"], row["y0"], row["x1"], row["y1"], row["centroid_x"]) == (
+        "1",
+        "0",
+        "5",
+        "4",
+        "3.0",
+    )
+    assert {r["sample_id"] for r in rows} == {SAMPLE_ID}
+    assert {r["case_id"] for r in rows} == {record.case_id} and {r["version"] for r in rows} == {
+        "1"
+    }
+    border = rows[11]
+    assert (border["label"], border["blast_probability"]) == ("border", "")
+    assert row["field_name"] == "'=HYPERLINK(1)"  # not run as a spreadsheet formula
+
+
+def test_json_round_trips(record: CaseRecord):
+    document = json.loads(case_json(record))
+    assert document["research_use_only"] == RESEARCH_USE_STATEMENT
+    assert (document["case_id"], document["version"], document["sample_id"]) == (
+        record.case_id,
+        1,
+        SAMPLE_ID,
+    )
+    assert document["thresholds"] == record.thresholds
+    assert document["counts"] == asdict(record.counts())
+    assert document["model_counts"] == asdict(record.model_counts())
+    assert [f["n_blasts"] for f in document["field_counts"]] == [3, 2]
+    assert len(document["cells"]) == 22
+    assert all("crop_png" not in c and "overlay_png" not in c for c in document["cells"])
+    assert [c["has_overlay"] for c in document["cells"]].count(True) == 1
+    assert [c["cell_id"] for c in document["cells"] if c["changed_by_reviewer"]] == [2]
+    assert document["cells"][0]["bbox"] == [0, 0, 4, 4]
+    assert [a["action"] for a in document["audit"]] == ["created", "relabel"]
+    assert document["audit"][1]["reviewer"] == "Dr. <Eve>"
+    assert document["signed_by"] is None and document["status"] == "open"

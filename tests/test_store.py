@@ -1,0 +1,461 @@
+"""Tests of leukemia_core.store: atomic cases, relabel audit, sign-off, reopen, search, concurrency."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from leukemia_core.counting import summarize_labels
+from leukemia_core.store import (
+    DATABASE_ENV_VAR,
+    SCHEMA_VERSION,
+    CaseInputError,
+    CaseNotFoundError,
+    CaseNotReopenableError,
+    CaseSignedError,
+    CaseStore,
+    CaseStoreError,
+    CellEntry,
+    CellNotFoundError,
+    FieldEntry,
+    SignOffBlockedError,
+    default_database_path,
+)
+
+VALID_LABELS = "blast, normal, uncertain, excluded, not_wbc, border"
+THRESHOLDS = {"blast_probability": 0.5, "uncertain_band": [0.35, 0.65]}
+
+
+def png(value: int, size: int = 6) -> bytes:
+    ok, encoded = cv2.imencode(".png", np.full((size, size, 3), value, np.uint8))
+    assert ok
+    return encoded.tobytes()
+
+
+def cell(field_index: int, cell_id: int, label: str, probability: float | None = 0.5, **kw):
+    box = (10 * cell_id, 5, 10 * cell_id + 8, 13)
+    centre = (10 * cell_id + 4.0, 9.0)
+    return CellEntry(field_index, cell_id, box, centre, probability, label, **kw)
+
+
+def cells_for(labels_by_field: list[list[str]]) -> list[CellEntry]:
+    return [
+        cell(f, i + 1, label, crop_png=png(i))
+        for f, labels in enumerate(labels_by_field)
+        for i, label in enumerate(labels)
+    ]
+
+
+def new_case(store: CaseStore, labels_by_field: list[list[str]], sample_id: str = "S-1") -> str:
+    fields = [FieldEntry(f"field-{f}.png", 64, 48) for f in range(len(labels_by_field))]
+    return store.create_case(
+        sample_id,
+        fields,
+        cells_for(labels_by_field),
+        model_name="cnmc-demo",
+        model_checksum="sha256:abc",
+        thresholds=THRESHOLDS,
+        created_by="pipeline",
+    )
+
+
+def row_counts(path: Path) -> dict[str, int]:
+    with sqlite3.connect(path) as conn:
+        tables = ("cases", "fields", "cells", "audit")
+        return {t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> CaseStore:
+    return CaseStore(tmp_path / "cases.sqlite3")
+
+
+def test_create_and_load_round_trip(store: CaseStore):
+    fields = [FieldEntry("a.png", 64, 48, image_png=png(200, 16)), FieldEntry("b.png", 32, 32)]
+    cells = [
+        cell(0, 1, "blast", 0.93, crop_png=png(1), overlay_png=png(2)),
+        cell(0, 2, "Normal ", 0.04),
+        cell(1, 1, "uncertain", None),
+    ]
+    case_id = store.create_case(
+        "S-42", fields, cells, model_name="m", model_checksum="c", thresholds=THRESHOLDS
+    )
+    record = store.load_case(case_id)
+    assert len(case_id) == 32 and int(case_id, 16) >= 0
+    assert (record.version, record.parent_id, record.status) == (1, None, "open")
+    assert (record.sample_id, record.model_name, record.thresholds) == ("S-42", "m", THRESHOLDS)
+    assert [f.image_png for f in record.fields] == [png(200, 16), None]
+    assert [(c.field_index, c.cell_id, c.label) for c in record.cells] == [
+        (0, 1, "blast"),
+        (0, 2, "normal"),
+        (1, 1, "uncertain"),
+    ]
+    first = record.cells[0]
+    assert (first.bbox, first.centroid, first.blast_probability) == (
+        (10, 5, 18, 13),
+        (14.0, 9.0),
+        0.93,
+    )
+    assert (first.crop_png, first.overlay_png) == (png(1), png(2))
+    assert record.cells[2].blast_probability is None
+    assert all(c.label == c.model_label and not c.changed_by_reviewer for c in record.cells)
+    assert [(a.action, a.reviewer) for a in record.audit] == [("created", "")]
+    assert record.counts() == summarize_labels(["blast", "normal", "uncertain"])
+    assert record.field_counts() == (
+        summarize_labels(["blast", "normal"]),
+        summarize_labels(["uncertain"]),
+    )
+
+
+def test_failure_on_the_last_cell_leaves_no_case(store: CaseStore):
+    cells = [*cells_for([["blast", "normal", "normal"]]), cell(0, 9, "lymphoblast?")]
+    with pytest.raises(
+        CaseInputError,
+        match=f"'lymphoblast\\?' is not a cell label; expected one of: {VALID_LABELS}",
+    ):
+        store.create_case(
+            "S-1", [FieldEntry("a", 9, 9)], cells, model_name="m", model_checksum="", thresholds={}
+        )
+    assert row_counts(store.path) == {"cases": 0, "fields": 0, "cells": 0, "audit": 0}
+    assert store.list_cases() == []
+
+
+@pytest.mark.parametrize(
+    ("sample_id", "fields", "cells", "thresholds", "match"),
+    [
+        ("", 1, [], {}, "sample_id is empty"),
+        ("S", 0, [], {}, "has no fields"),
+        ("S", 1, [], {"t": object()}, "thresholds must be a dict of JSON values"),
+        (
+            "S",
+            1,
+            [cell(1, 1, "blast")],
+            {},
+            r"field_index must be the position of its field, 0 to 0",
+        ),
+        ("S", 1, [cell(0, 1, "blast"), cell(0, 1, "normal")], {}, "already has a cell with id 1"),
+        ("S", 1, [cell(0, 1, "blast", 1.5)], {}, "blast_probability must be between 0 and 1"),
+        ("S", 1, [cell(0, 1, "blast", crop_png=b"GIF89a..")], {}, "crop_png must be PNG bytes"),
+        ("S", 1, [CellEntry(0, 1, (1, 2, 3), (0, 0), 0.1, "blast")], {}, "bbox must be 4 whole"),
+        (
+            "S",
+            1,
+            [CellEntry(0, 1.5, (1, 2, 3, 4), (0, 0), 0.1, "blast")],
+            {},
+            "cell_id must be a whole",
+        ),
+        ("S", 1, ["blast"], {}, "Cell 0 is a str; pass CellEntry objects"),
+    ],
+)
+def test_create_case_refuses_bad_input_and_writes_nothing(
+    store, sample_id, fields, cells, thresholds, match
+):
+    field_list = [FieldEntry("a", 9, 9)] * fields
+    with pytest.raises(CaseInputError, match=match):
+        store.create_case(
+            sample_id, field_list, cells, model_name="m", model_checksum="", thresholds=thresholds
+        )
+    assert row_counts(store.path)["cases"] == 0
+
+
+def test_numpy_integers_are_accepted(store: CaseStore):
+    entry = CellEntry(
+        np.int64(0),
+        np.int32(3),
+        tuple(np.array([1, 2, 5, 6])),
+        (1.5, 2.5),
+        np.float32(0.25),
+        "normal",
+    )
+    case_id = store.create_case(
+        "S",
+        [FieldEntry("a", np.int64(9), 9)],
+        [entry],
+        model_name="m",
+        model_checksum="",
+        thresholds={},
+    )
+    store.relabel_cell(case_id, np.int64(0), np.int64(3), "blast", reviewer="R")
+    assert store.load_case(case_id).cells[0].label == "blast"
+
+
+def test_relabel_records_audit_and_changes_counts(store: CaseStore):
+    case_id = new_case(store, [["blast", "normal", "normal", "normal"]])
+    before = store.load_case(case_id)
+    store.relabel_cell(case_id, 0, 2, " BLAST ", reviewer="  Dr. Ana Ruiz ", note="nucleoli")
+    after = store.load_case(case_id)
+    assert (before.counts().n_blasts, after.counts().n_blasts) == (1, 2)
+    assert after.model_counts() == before.counts()
+    assert [c.changed_by_reviewer for c in after.cells] == [False, True, False, False]
+    entry = after.audit[-1]
+    assert (entry.case_id, entry.version, entry.action, entry.reviewer) == (
+        case_id,
+        1,
+        "relabel",
+        "Dr. Ana Ruiz",
+    )
+    assert (entry.field_index, entry.cell_id, entry.from_label, entry.to_label, entry.note) == (
+        0,
+        2,
+        "normal",
+        "blast",
+        "nucleoli",
+    )
+    when = datetime.fromisoformat(entry.at)
+    assert when.utcoffset() is not None and when.utcoffset().total_seconds() == 0
+    assert abs((datetime.now(UTC) - when).total_seconds()) < 60
+
+
+def test_relabel_to_the_same_label_is_a_no_op(store: CaseStore):
+    case_id = new_case(store, [["blast", "normal"]])
+    store.relabel_cell(case_id, 0, 1, "blast", reviewer="R")
+    assert len(store.load_case(case_id).audit) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "reviewer", "error", "match"),
+    [
+        (("nope", 0, 1, "blast"), "R", CaseNotFoundError, "No case with id 'nope'.*list_cases"),
+        ((None, 0, 99, "blast"), "R", CellNotFoundError, "has no cell 99 in field 0"),
+        ((None, 3, 1, "blast"), "R", CellNotFoundError, "has no cell 1 in field 3"),
+        ((None, 0, 1, "blast"), "  ", CaseInputError, "reviewer name is empty.*enter your name"),
+        ((None, 0, 1, "blast"), None, CaseInputError, "reviewer name is empty"),
+        (
+            (None, 0, 1, "myeloblast"),
+            "R",
+            ValueError,
+            f"'myeloblast' is not a cell label; expected one of: {VALID_LABELS}",
+        ),
+        (
+            (None, "0", 1, "blast"),
+            "R",
+            CaseInputError,
+            "field_index must be a whole number, got '0'",
+        ),
+    ],
+)
+def test_relabel_errors(store, args, reviewer, error, match):
+    case_id = new_case(store, [["normal"]])
+    args = (args[0] or case_id, *args[1:])
+    with pytest.raises(error, match=match):
+        store.relabel_cell(*args, reviewer=reviewer)
+    assert len(store.load_case(case_id).audit) == 1
+
+
+def test_sign_is_blocked_while_cells_are_uncertain(store: CaseStore):
+    case_id = new_case(store, [["blast", "uncertain"], ["uncertain", "normal"]])
+    with pytest.raises(
+        SignOffBlockedError,
+        match="2 cells are still labelled uncertain; they must be reviewed first",
+    ):
+        store.sign_case(case_id, reviewer="R")
+    store.relabel_cell(case_id, 0, 2, "normal", reviewer="R")
+    with pytest.raises(SignOffBlockedError, match="1 cell is still labelled uncertain"):
+        store.sign_case(case_id, reviewer="R")
+    assert store.load_case(case_id).status == "open"
+    store.relabel_cell(case_id, 1, 1, "excluded", reviewer="R")
+    store.sign_case(case_id, reviewer="Dr. Bo")
+    record = store.load_case(case_id)
+    assert (record.status, record.signed_by, record.is_signed) == ("signed", "Dr. Bo", True)
+    assert datetime.fromisoformat(record.signed_at).utcoffset().total_seconds() == 0
+    assert (record.audit[-1].action, record.audit[-1].reviewer) == ("signed", "Dr. Bo")
+
+
+def test_sign_needs_a_reviewer_and_a_case(store: CaseStore):
+    case_id = new_case(store, [["normal"]])
+    with pytest.raises(CaseInputError, match="reviewer name is empty"):
+        store.sign_case(case_id, reviewer="")
+    with pytest.raises(CaseNotFoundError, match="No case with id 'missing'"):
+        store.sign_case("missing", reviewer="R")
+
+
+def test_signed_case_is_frozen(store: CaseStore):
+    case_id = new_case(store, [["blast", "normal"]])
+    store.sign_case(case_id, reviewer="Dr. A")
+    frozen = store.load_case(case_id)
+    with pytest.raises(CaseSignedError, match=r"signed by Dr\. A at .* is frozen; reopen it"):
+        store.relabel_cell(case_id, 0, 1, "normal", reviewer="R")
+    with pytest.raises(CaseSignedError, match="is frozen"):
+        store.sign_case(case_id, reviewer="Dr. A")
+    with sqlite3.connect(store.path) as conn, pytest.raises(sqlite3.IntegrityError, match="signed"):
+        conn.execute("UPDATE cells SET label = 'normal' WHERE case_id = ?", (case_id,))
+    with sqlite3.connect(store.path) as conn, pytest.raises(sqlite3.IntegrityError, match="kept"):
+        conn.execute("DELETE FROM cases WHERE case_id = ?", (case_id,))
+    assert store.load_case(case_id) == frozen
+
+
+def test_reopen_creates_a_new_version_and_keeps_the_signed_one(store: CaseStore):
+    case_id = new_case(store, [["blast", "uncertain"], ["normal"]], sample_id="S-7")
+    store.relabel_cell(case_id, 0, 2, "normal", reviewer="R")
+    store.sign_case(case_id, reviewer="Dr. A")
+    signed = store.load_case(case_id)
+
+    new_id = store.reopen_case(case_id, reviewer="Dr. B")
+    reopened = store.load_case(new_id)
+    assert new_id != case_id
+    assert (reopened.version, reopened.parent_id, reopened.sample_id) == (2, case_id, "S-7")
+    assert (reopened.status, reopened.signed_by, reopened.created_by) == ("open", None, "Dr. B")
+    assert reopened.cells == signed.cells  # labels, model labels and images copied
+    assert reopened.fields == signed.fields
+    assert [(a.action, a.case_id, a.version) for a in reopened.audit] == [("reopened", new_id, 2)]
+    assert case_id in reopened.audit[0].note
+
+    store.relabel_cell(new_id, 0, 1, "normal", reviewer="Dr. B")
+    assert store.load_case(case_id) == signed
+    assert store.load_case(new_id).counts().n_blasts == 0
+
+    with pytest.raises(
+        CaseNotReopenableError, match=f"already reopened as {new_id} \\(version 2\\)"
+    ):
+        store.reopen_case(case_id, reviewer="Dr. C")
+    with pytest.raises(CaseNotReopenableError, match="is not signed"):
+        store.reopen_case(new_id, reviewer="Dr. C")
+    with pytest.raises(CaseNotFoundError):
+        store.reopen_case("0" * 32, reviewer="Dr. C")
+
+
+def test_list_cases_newest_first_with_counts_and_search(store: CaseStore):
+    first = new_case(store, [["blast", "normal", "uncertain", "border"]], sample_id="ALL-2024-001")
+    second = new_case(store, [["normal"], ["blast", "blast"]], sample_id="all-2024-002")
+    third = new_case(store, [["normal"]], sample_id="CTRL_9")
+    listed = store.list_cases()
+    assert [s.case_id for s in listed] == [third, second, first]
+    summary = listed[2]
+    assert (summary.n_cells, summary.n_blasts, summary.n_counted, summary.n_uncertain) == (
+        4,
+        1,
+        2,
+        1,
+    )
+    assert (summary.version, summary.status, summary.sample_id) == (1, "open", "ALL-2024-001")
+    assert [s.case_id for s in store.list_cases("all-2024")] == [second, first]
+    assert [s.case_id for s in store.list_cases(second[:6])] == [second]
+    assert [s.case_id for s in store.list_cases(" 001 ")] == [first]
+    assert [s.case_id for s in store.list_cases("_")] == [third]  # no SQL wildcard
+    assert store.list_cases("%") == []
+    assert [s.case_id for s in store.list_cases(limit=1)] == [third]
+    with pytest.raises(CaseInputError, match="limit must be a whole number of 1 or more, got 0"):
+        store.list_cases(limit=0)
+
+
+def test_two_threads_write_different_cases_without_mixing(store: CaseStore):
+    barrier = threading.Barrier(2)
+    made: dict[str, list[tuple[str, list[str]]]] = {"A": [], "B": []}
+    errors: list[BaseException] = []
+
+    def work(tag: str, label: str) -> None:
+        try:
+            barrier.wait()
+            for i in range(6):
+                labels = [label] * (3 + i)
+                case_id = new_case(store, [labels], sample_id=f"{tag}-{i}")
+                store.relabel_cell(case_id, 0, 1, "excluded", reviewer=tag)
+                made[tag].append((case_id, ["excluded", *labels[1:]]))
+        except BaseException as error:  # reported by the main thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=a) for a in (("A", "blast"), ("B", "normal"))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    for tag, cases in made.items():
+        assert len(cases) == 6
+        for case_id, labels in cases:
+            record = store.load_case(case_id)
+            assert record.sample_id.startswith(f"{tag}-")
+            assert [c.label for c in record.cells] == labels
+            assert [a.reviewer for a in record.audit] == ["pipeline", tag]
+    assert len(store.list_cases()) == 12
+
+
+_WORKER = """
+import sys
+from leukemia_core.store import CaseStore, CellEntry, FieldEntry
+store = CaseStore(sys.argv[1])
+for i in range(5):
+    cells = [CellEntry(0, k, (0, 0, 4, 4), (2.0, 2.0), 0.5, sys.argv[3]) for k in range(1, 4 + i)]
+    case_id = store.create_case(f"{sys.argv[2]}-{i}", [FieldEntry("f", 8, 8)], cells,
+                                model_name="m", model_checksum="", thresholds={})
+    print(case_id)
+"""
+
+
+def test_two_processes_share_one_database(tmp_path: Path):
+    path = tmp_path / "shared.sqlite3"
+    root = Path(__file__).resolve().parents[1]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WORKER, str(path), tag, label],
+            cwd=root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for tag, label in (("P", "blast"), ("Q", "normal"))
+    ]
+    outputs = [proc.communicate(timeout=120) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], outputs
+    store = CaseStore(path)
+    for (out, _), label in zip(outputs, ("blast", "normal"), strict=True):
+        ids = out.split()
+        assert len(ids) == 5
+        for i, case_id in enumerate(ids):
+            assert [c.label for c in store.load_case(case_id).cells] == [label] * (3 + i)
+
+
+def test_database_path_comes_from_the_environment(tmp_path: Path, monkeypatch):
+    target = tmp_path / "deep" / "dir" / "lab.sqlite3"
+    monkeypatch.setenv(DATABASE_ENV_VAR, str(target))
+    assert default_database_path() == target
+    assert target.parent.is_dir()
+    assert CaseStore().path == target and target.is_file()
+
+
+def test_default_database_path_is_under_home(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv(DATABASE_ENV_VAR, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    expected = tmp_path / ".local" / "share" / "leukemia-screen" / "cases.sqlite3"
+    assert default_database_path() == expected
+    assert expected.parent.is_dir()
+
+
+def test_schema_is_versioned_and_in_wal_mode(store: CaseStore):
+    new_case(store, [["blast"]])
+    with sqlite3.connect(store.path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert len(CaseStore(store.path).list_cases()) == 1  # reopening keeps the data
+
+
+def test_refuses_newer_schema_and_non_databases(tmp_path: Path):
+    newer = tmp_path / "newer.sqlite3"
+    with sqlite3.connect(newer) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(CaseStoreError, match="newer than this app's 1; update the app"):
+        CaseStore(newer)
+    junk = tmp_path / "notes.sqlite3"
+    junk.write_text("not a database " * 100)
+    with pytest.raises(
+        CaseStoreError, match=f"Cannot open .*notes.sqlite3 as a case database.*{DATABASE_ENV_VAR}"
+    ):
+        CaseStore(junk)
+
+
+def test_thresholds_are_stored_as_json(store: CaseStore):
+    case_id = new_case(store, [["normal"]])
+    with sqlite3.connect(store.path) as conn:
+        stored = conn.execute(
+            "SELECT thresholds FROM cases WHERE case_id = ?", (case_id,)
+        ).fetchone()[0]
+    assert json.loads(stored) == THRESHOLDS
