@@ -1,8 +1,9 @@
-"""``python -m leukemia_core segment IMAGE... --out DIR``: batch white-cell segmentation.
+"""``python -m leukemia_core {segment,analyze} IMAGE... --out DIR``: batch commands.
 
-For each image it writes the classifier crops (``<stem>/cell_<id>.png``), an overlay PNG and one
-row per cell in ``cells.csv``. Progress goes to stderr; a bad file is reported and skipped.
-Research use only.
+``segment`` writes, for each image, the classifier crops (``<stem>/cell_<id>.png``), an overlay
+PNG and one row per cell in ``cells.csv``. ``analyze`` runs the whole pipeline (segment, crop,
+classify, count) and writes ``cells.csv``, one JSON summary per image and ``summary.json``.
+Progress goes to stderr; a bad file is reported and skipped. Research use only.
 """
 
 from __future__ import annotations
@@ -100,11 +101,43 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_CROP_SIZE,
         help=f"side of the classifier crops in px (default {DEFAULT_CROP_SIZE})",
     )
+    analyze = commands.add_parser("analyze", help="segment, classify and count blasts")
+    analyze.add_argument("images", nargs="+", type=Path, help="smear fields or single-cell images")
+    analyze.add_argument("--out", type=Path, required=True, help="output folder")
+    analyze.add_argument("--model", help="model folder name (default: the active model)")
+    analyze.add_argument(
+        "--single-cells", action="store_true", help="each image shows one cell (a crop)"
+    )
     args = parser.parse_args(argv)
+    if args.command == "analyze":
+        return _analyze(args)
     failures = segment_files(args.images, args.out, args.crop_size)
     print(
         f"wrote {args.out / 'cells.csv'}; {len(args.images) - failures} images segmented, "
         f"{failures} skipped",
+        file=sys.stderr,
+    )
+    return 1 if failures == len(args.images) else 0
+
+
+def _analyze(args) -> int:
+    from leukemia_core.batch import analyze_files  # imports TensorFlow
+    from leukemia_core.classify import Classifier
+    from leukemia_core.models.folder import load_model
+
+    try:
+        classifier = Classifier(load_model(args.model))
+    except LeukemiaCoreError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    failures, summary = analyze_files(
+        args.images, args.out, classifier, single_cells=args.single_cells
+    )
+    count = summary["count"]
+    print(
+        f"{summary['images_analysed']} image(s) analysed with {classifier.model.name}: "
+        f"{count['n_blasts']} blasts of {count['n_counted']} cells counted. "
+        f"{count['interpretation']} Wrote {args.out}. Research use only.",
         file=sys.stderr,
     )
     return 1 if failures == len(args.images) else 0

@@ -60,3 +60,7 @@ class WeightsFileError(LeukemiaCoreError):
 
 class UnknownPreprocessingError(LeukemiaCoreError, ValueError):
     """A preprocessing scheme name is not one we implement."""
+
+
+class ModelIntegrityError(LeukemiaCoreError):
+    """A model folder is incomplete, or its weights do not match the checksum in its config."""

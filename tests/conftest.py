@@ -32,3 +32,31 @@ def shared_data() -> Path:
             f"needs ../shared/data (real datasets); absent in a fresh clone (looked in {path})"
         )
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_models_dir(tmp_path_factory) -> Path:
+    """A models folder holding ``tiny``: a real (untrained, random) 32-px plain CNN model folder.
+
+    Its predictions are whatever the network computes: never fixed numbers.
+    """
+    import keras
+
+    from leukemia_core.models import build_classifier
+    from leukemia_core.models.folder import save_model_folder
+
+    keras.utils.set_random_seed(0)
+    root = tmp_path_factory.mktemp("models")
+    model = build_classifier("simple_cnn", input_size=32, weights=None)
+    config = {
+        "architecture": "simple_cnn",
+        "input_size": 32,
+        "preprocessing": "unit",
+        "class_names": ["blast", "normal"],
+        "calibration": {"temperature": 1.0, "threshold": 0.5, "uncertain_low": 0.45,
+                        "uncertain_high": 0.55},
+        "gradcam_layer": "block4_relu",
+        "training": {"data": "none: random weights, for tests"},
+    }  # fmt: skip
+    save_model_folder(model, "tiny", config, metrics={}, card="# tiny\n", root=root)
+    return root

@@ -176,3 +176,44 @@ def describe(split: SplitResult) -> dict:
             seen.setdefault(r.group, set()).add(side)
     summary["shared_groups"] = sorted(g for g, sides in seen.items() if len(sides) > 1)
     return summary
+
+
+def _source_strata(records: Sequence[CellRecord]) -> dict[str, str]:
+    """Source -> stratum; sources sharing a group (ALL-IDB2 crops of ALL-IDB1 fields) merge."""
+    parent = {r.source: r.source for r in records}
+
+    def root(source: str) -> str:
+        while parent[source] != source:
+            source = parent[source]
+        return source
+
+    first_source: dict[str, str] = {}
+    for r in records:
+        other = first_source.setdefault(r.group, r.source)
+        a, b = root(other), root(r.source)
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    return {source: root(source) for source in parent}
+
+
+def split_per_source(
+    records: Iterable[CellRecord], fractions: Sequence[float] = (0.7, 0.1, 0.2), seed: int = 0
+) -> SplitResult:
+    """:func:`grouped_split` within each source, so every source is on every side.
+
+    Sources that share groups are split together. A source with too few groups to fill every
+    side goes to training whole (its cells are then never on the test side).
+    """
+    records = list(records)
+    strata = _source_strata(records)
+    sides: list[list[CellRecord]] = [[], [], []]
+    for stratum in sorted(set(strata.values())):
+        members = [r for r in records if strata[r.source] == stratum]
+        try:
+            part = grouped_split(members, fractions, seed)
+        except SplitError:
+            sides[0] += members
+            continue
+        for i, side in enumerate(SIDES):
+            sides[i] += getattr(part, side)
+    return SplitResult(*(tuple(s) for s in sides), seed=seed)

@@ -222,6 +222,22 @@ def get_architecture(name: str) -> ArchitectureSpec:
         ) from None
 
 
+def imagenet_weights(name: str) -> Path:
+    """The ImageNet weight file of an architecture, fetched or converted now; fails fast.
+
+    Raises:
+        ImageNetWeightsUnavailableError: With where to put the file, or that none exist.
+    """
+    spec = get_architecture(name)
+    if spec.imagenet_source == "keras":
+        return imagenet.keras_imagenet_weights(name)
+    if spec.imagenet_source == "lite_package":
+        return imagenet.lite_imagenet_weights(int(name[-1]))
+    raise ImageNetWeightsUnavailableError(
+        f"{name} has no ImageNet weights; train it with --weights none (random initialisation)."
+    )
+
+
 def build_classifier(
     name: str,
     *,

@@ -1,5 +1,9 @@
 """``python -m train.evaluate COMMAND ...``: quality figures as one JSON object on stdout.
 
+Segmentation: ``wbc --bccd DIR``, ``smears --all-idb1 DIR``, ``crops --all-idb2 DIR``.
+Classifier (add ``--model NAME``; the active model when omitted for ``cells``/``normals``):
+``cells --data DIR``, ``normals --data DIR``, ``smears --all-idb1 DIR --model NAME``.
+``--held-out`` skips the groups the model was trained or calibrated on (its ``split.csv``).
 Progress goes to stderr, so ``> result.json`` captures only the figures.
 """
 
@@ -10,6 +14,8 @@ import json
 import sys
 from pathlib import Path
 
+from leukemia_core.errors import LeukemiaCoreError
+from train.data import FORMATS, load_dataset
 from train.evaluate import segmentation as seg_eval
 
 
@@ -35,11 +41,50 @@ def build_parser() -> argparse.ArgumentParser:
     crops.add_argument(
         "--all-idb2", type=Path, required=True, help="folder with images/ and masks/"
     )
+    cells = commands.add_parser("cells", help="classifier figures on labelled single cells")
+    normals = commands.add_parser("normals", help="false-blast rate on folders of normal cells")
+    for sub in (cells, normals):
+        sub.add_argument("--data", type=Path, required=True, help="dataset folder or CSV manifest")
+        sub.add_argument("--format", choices=FORMATS, help="layout (detected when omitted)")
+    for sub in (cells, normals, smears):
+        sub.add_argument("--model", help="model folder name (default: the active model)")
+        sub.add_argument("--models-dir", type=Path, help="parent of model folders")
+        sub.add_argument(
+            "--held-out", action="store_true", help="skip groups the model was trained on"
+        )
     return parser
+
+
+def _classifier_run(args) -> dict:
+    from leukemia_core.classify import Classifier  # imports TensorFlow
+    from leukemia_core.models.folder import load_model
+    from train.evaluate import classifier as clf_eval
+
+    classifier = Classifier(load_model(args.model, args.models_dir))
+    seen = clf_eval.seen_groups(classifier.model.path) if args.held_out else None
+    common = {"model": classifier.model.name, "held_out": bool(args.held_out)}
+    if args.command == "smears":
+        figures = clf_eval.evaluate_smears(args.all_idb1, classifier, seen=seen, progress=_progress)
+        return {"command": "smears", "data": str(args.all_idb1), **common, **figures}
+    require_both = args.command == "cells"
+    table = load_dataset(args.data, args.format, require_both_classes=require_both)
+    run = clf_eval.evaluate_cells if args.command == "cells" else clf_eval.evaluate_normals
+    figures = run(table, classifier, seen=seen, progress=_progress)
+    return {"command": args.command, "data": str(args.data), **common, **figures}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("cells", "normals") or getattr(args, "model", None) or getattr(
+        args, "held_out", False
+    ):
+        try:
+            result = _classifier_run(args)
+        except (LeukemiaCoreError, ValueError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        print(json.dumps(result, indent=2))
+        return 0
     if args.command == "wbc":
         folder, run = args.bccd, seg_eval.evaluate_wbc
     elif args.command == "smears":

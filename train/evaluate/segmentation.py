@@ -98,17 +98,22 @@ def match_boxes(points: list[tuple[float, float]], boxes: list[Box]) -> int:
     return matched
 
 
-def match_points_to_cells(points: list[tuple[float, float]], labels: np.ndarray) -> int:
-    """Points that fall inside a detected cell mask, each cell matched at most once."""
-    used: set[int] = set()
+def cells_at_points(points: list[tuple[float, float]], labels: np.ndarray) -> dict[int, int]:
+    """Cell id -> index of the expert point inside it; one point per cell, first come first."""
+    matched: dict[int, int] = {}
     height, width = labels.shape
-    for x, y in points:
+    for index, (x, y) in enumerate(points):
         row, col = round(y), round(x)
         if 0 <= row < height and 0 <= col < width:
             cell = int(labels[row, col])
-            if cell and cell not in used:
-                used.add(cell)
-    return len(used)
+            if cell and cell not in matched:
+                matched[cell] = index
+    return matched
+
+
+def match_points_to_cells(points: list[tuple[float, float]], labels: np.ndarray) -> int:
+    """Points that fall inside a detected cell mask, each cell matched at most once."""
+    return len(cells_at_points(points, labels))
 
 
 def _images(folder: Path) -> list[Path]:

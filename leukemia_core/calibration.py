@@ -1,0 +1,129 @@
+"""Turn classifier logits into calibrated blast probabilities, a decision and an abstention band.
+
+All three are fitted on the validation split and stored in the model's ``config.json``:
+temperature scaling (Guo et al., 2017) divides the logit difference by one scalar fitted by
+maximum likelihood; the decision threshold maximises balanced accuracy; the "uncertain" band is
+the narrowest interval around the threshold outside which the validation error rate drops to
+the target, so doubtful cells go to a reviewer instead of being counted silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+
+BLAST_INDEX = 0  # class order of every model: ("blast", "normal")
+CLASS_NAMES = ("blast", "normal")
+MAX_UNCERTAIN_FRACTION = 0.15  # never send more than this share of validation cells to review
+TARGET_CONFIDENT_ERROR = 0.02
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Calibration stored in a model config.
+
+    Attributes:
+        temperature: Divides the blast-vs-normal logit margin (1.0 = unchanged).
+        threshold: Calibrated blast probability at or above which a cell is called a blast.
+        uncertain_low: Cells with ``uncertain_low <= p < uncertain_high`` are sent to review.
+        uncertain_high: Upper end of the review band.
+    """
+
+    temperature: float = 1.0
+    threshold: float = 0.5
+    uncertain_low: float = 0.5
+    uncertain_high: float = 0.5
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Calibration:
+        return cls(**{k: float(values[k]) for k in asdict(cls()) if k in values})
+
+
+def blast_margin(logits: np.ndarray) -> np.ndarray:
+    """Blast logit minus normal logit, per cell, from ``(N, 2)`` logits."""
+    logits = np.asarray(logits, dtype=np.float64)
+    return logits[:, BLAST_INDEX] - logits[:, 1 - BLAST_INDEX]
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))
+
+
+def blast_probability(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Calibrated blast probability of each cell."""
+    return _sigmoid(blast_margin(logits) / temperature)
+
+
+def fit_temperature(logits: np.ndarray, is_blast: np.ndarray) -> float:
+    """The temperature minimising validation negative log-likelihood (bounded to 0.05-20)."""
+    margin = blast_margin(logits)
+    y = np.asarray(is_blast, dtype=bool)
+
+    def nll(log_t: float) -> float:
+        p = np.clip(_sigmoid(margin / np.exp(log_t)), 1e-12, 1 - 1e-12)
+        return float(-np.mean(np.where(y, np.log(p), np.log1p(-p))))
+
+    result = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
+    return float(np.exp(result.x))
+
+
+def balanced_accuracy(p: np.ndarray, is_blast: np.ndarray, threshold: float) -> float:
+    y = np.asarray(is_blast, dtype=bool)
+    called = np.asarray(p) >= threshold
+    sens = called[y].mean() if y.any() else 1.0
+    spec = (~called[~y]).mean() if (~y).any() else 1.0
+    return float((sens + spec) / 2)
+
+
+def fit_calibration(logits: np.ndarray, is_blast: np.ndarray) -> Calibration:
+    """Temperature, threshold and uncertain band fitted on validation logits and labels."""
+    y = np.asarray(is_blast, dtype=bool)
+    temperature = fit_temperature(logits, y)
+    p = blast_probability(logits, temperature)
+    # Balanced accuracy is flat over wide ranges; among the best thresholds take the one
+    # closest to 0.5 so that calibrated probabilities keep their plain meaning.
+    grid = np.round(np.arange(0.05, 0.951, 0.01), 2)
+    scores = np.array([balanced_accuracy(p, y, t) for t in grid])
+    best = grid[scores >= scores.max() - 1e-9]
+    threshold = float(best[np.argmin(np.abs(best - 0.5))])
+    low, high = _uncertain_band(p, y, threshold)
+    return Calibration(temperature, threshold, low, high)
+
+
+def _uncertain_band(p: np.ndarray, y: np.ndarray, threshold: float) -> tuple[float, float]:
+    """Narrowest band around the threshold leaving <= the target error outside it."""
+    called = p >= threshold
+    for half_width in np.arange(0.0, 0.5, 0.01):
+        low, high = max(0.0, threshold - half_width), min(1.0, threshold + half_width)
+        inside = (p >= low) & (p < high)
+        if inside.mean() > MAX_UNCERTAIN_FRACTION:
+            break
+        outside = ~inside
+        error = (called[outside] != y[outside]).mean() if outside.any() else 0.0
+        if error <= TARGET_CONFIDENT_ERROR:
+            return float(low), float(high)
+    # The target cannot be met within the review budget: use the widest band that fits it.
+    widths = np.arange(0.0, 0.5, 0.01)
+    fits = [w for w in widths if ((p >= threshold - w) & (p < threshold + w)).mean()
+            <= MAX_UNCERTAIN_FRACTION]
+    half_width = float(max(fits)) if fits else 0.0
+    return max(0.0, threshold - half_width), min(1.0, threshold + half_width)
+
+
+def expected_calibration_error(p: np.ndarray, is_blast: np.ndarray, bins: int = 10) -> float:
+    """ECE of the blast probability with equal-width bins (the usual 10-bin definition)."""
+    p = np.asarray(p, dtype=np.float64)
+    y = np.asarray(is_blast, dtype=np.float64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        in_bin = index == b
+        if in_bin.any():
+            total += in_bin.mean() * abs(p[in_bin].mean() - y[in_bin].mean())
+    return float(total)

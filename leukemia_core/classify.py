@@ -1,0 +1,104 @@
+"""Batched blast classification of classifier-domain crops with calibration and abstention."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import cv2
+import keras
+import numpy as np
+
+from leukemia_core.calibration import blast_probability
+from leukemia_core.counting import CellLabel
+from leukemia_core.errors import InvalidImageError
+from leukemia_core.models.architectures import preprocess
+from leukemia_core.models.folder import LoadedModel
+
+DEFAULT_BATCH_SIZE = 32
+
+
+@dataclass(frozen=True)
+class CellPrediction:
+    """What the model says about one cell.
+
+    Attributes:
+        blast_probability: Calibrated probability that the cell is a leukemic blast.
+        label: ``blast``, ``normal`` or ``uncertain`` (inside the model's review band).
+    """
+
+    blast_probability: float
+    label: CellLabel
+
+    @property
+    def uncertain(self) -> bool:
+        return self.label == CellLabel.UNCERTAIN
+
+
+def to_input_size(crops: Sequence[np.ndarray] | np.ndarray, size: int) -> np.ndarray:
+    """Stack crops into ``(N, size, size, 3)`` uint8, resizing those of another size."""
+    out = np.zeros((len(crops), size, size, 3), dtype=np.uint8)
+    for i, crop in enumerate(crops):
+        crop = np.asarray(crop)
+        if crop.dtype != np.uint8 or crop.ndim != 3 or crop.shape[2] != 3:
+            raise InvalidImageError(
+                f"crop {i} is {crop.dtype} of shape {crop.shape}; expected RGB uint8 (H, W, 3) "
+                "as made by cropping.crop_cells or single_cell.single_cell_crop."
+            )
+        if crop.shape[:2] != (size, size):
+            shrink = crop.shape[0] > size
+            crop = cv2.resize(crop, (size, size),
+                              interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)  # fmt: skip
+        out[i] = crop
+    return out
+
+
+class Classifier:
+    """A loaded model ready to label crops; holds no state between calls, so sessions can share it.
+
+    Example:
+        >>> classifier = Classifier(load_model())  # doctest: +SKIP
+        >>> classifier.predict([cell.crop for cell in cells])  # doctest: +SKIP
+    """
+
+    def __init__(self, model: LoadedModel, batch_size: int = DEFAULT_BATCH_SIZE):
+        self.model = model
+        self.batch_size = batch_size
+        keras_model = model.keras_model
+        self._logits = keras.Model(keras_model.input, keras_model.get_layer("logits").output)
+
+    @property
+    def input_size(self) -> int:
+        return self.model.config.input_size
+
+    def logits(
+        self, crops: Sequence[np.ndarray] | np.ndarray,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> np.ndarray:  # fmt: skip
+        """``(N, 2)`` raw logits of crops (any size; resized to the model's input)."""
+        images = to_input_size(crops, self.input_size)
+        out = []
+        for start in range(0, len(images), self.batch_size):
+            batch = preprocess(images[start : start + self.batch_size], self.model.config.preprocessing)
+            out.append(np.asarray(self._logits(batch, training=False)))
+            if progress:
+                progress(min(start + self.batch_size, len(images)), len(images))
+        return np.concatenate(out) if out else np.zeros((0, 2), np.float32)
+
+    def probabilities(self, crops, progress=None) -> np.ndarray:
+        """Calibrated blast probability per crop."""
+        return blast_probability(self.logits(crops, progress), self.model.config.calibration.temperature)
+
+    def predict(self, crops, progress=None) -> list[CellPrediction]:
+        """One :class:`CellPrediction` per crop."""
+        return [label_probability(p, self.model) for p in self.probabilities(crops, progress)]
+
+
+def label_probability(p: float, model: LoadedModel) -> CellPrediction:
+    """The label a calibrated probability gets under the model's threshold and review band."""
+    calibration = model.config.calibration
+    if calibration.uncertain_low <= p < calibration.uncertain_high:
+        label = CellLabel.UNCERTAIN
+    else:
+        label = CellLabel.BLAST if p >= calibration.threshold else CellLabel.NORMAL
+    return CellPrediction(float(p), label)

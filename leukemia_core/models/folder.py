@@ -1,0 +1,224 @@
+"""Model folders: ``models/<name>/`` with weights, ``config.json``, ``metrics.json``, ``card.md``.
+
+A folder is self-describing (as StarDist and MONAI bundles are): the config names the
+architecture, input size, preprocessing scheme, class names, calibration and Grad-CAM layer, so
+nothing about a model lives in constants elsewhere. The weights' SHA-256 is recorded in the config
+and checked before Keras reads the file, which it does in safe mode (no arbitrary code).
+
+The active model is named in ``models/ACTIVE``; without that file the first folder is used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+
+from leukemia_core.calibration import Calibration
+from leukemia_core.errors import ModelIntegrityError, ModelNotFoundError
+
+MODELS_ENV_VAR = "LEUKEMIA_MODELS_DIR"
+WEIGHTS_FILE = "model.keras"
+ACTIVE_FILE = "ACTIVE"
+FORMAT_VERSION = 1
+_REQUIRED = ("architecture", "input_size", "preprocessing", "class_names", "sha256")
+
+
+def models_dir() -> Path:
+    """Folder holding model folders: ``$LEUKEMIA_MODELS_DIR`` or the repository's ``models/``."""
+    configured = os.environ.get(MODELS_ENV_VAR)
+    return Path(configured).expanduser() if configured else Path(__file__).parents[2] / "models"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The parsed ``config.json`` of a model folder."""
+
+    name: str
+    architecture: str
+    input_size: int
+    preprocessing: str
+    class_names: tuple[str, ...]
+    sha256: str
+    calibration: Calibration = field(default_factory=Calibration)
+    gradcam_layer: str | None = None
+    training: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, name: str, values: dict) -> ModelConfig:
+        return cls(
+            name=name,
+            architecture=values["architecture"],
+            input_size=int(values["input_size"]),
+            preprocessing=values["preprocessing"],
+            class_names=tuple(values["class_names"]),
+            sha256=values["sha256"],
+            calibration=Calibration.from_dict(values.get("calibration", {})),
+            gradcam_layer=values.get("gradcam_layer"),
+            training=values.get("training", {}),
+        )
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A verified model folder with its Keras model."""
+
+    config: ModelConfig
+    path: Path
+    keras_model: keras.Model = field(repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def checksum(self) -> str:
+        return self.config.sha256
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _is_model_folder(path: Path) -> bool:
+    return path.is_dir() and (path / "config.json").is_file()
+
+
+def list_models(root: Path | None = None) -> list[str]:
+    """Names of the model folders under ``root`` (see :func:`models_dir`), active one first."""
+    root = root or models_dir()
+    names = sorted(p.name for p in root.iterdir() if _is_model_folder(p)) if root.is_dir() else []
+    active = active_model_name(root, names)
+    return sorted(names, key=lambda n: n != active)
+
+
+def active_model_name(root: Path | None = None, names: list[str] | None = None) -> str | None:
+    """The model named in ``ACTIVE`` if it exists, else the first folder, else None."""
+    root = root or models_dir()
+    if names is None:
+        names = list_models(root)
+    pointer = root / ACTIVE_FILE
+    chosen = pointer.read_text().strip() if pointer.is_file() else ""
+    return chosen if chosen in names else (sorted(names)[0] if names else None)
+
+
+def set_active_model(name: str, root: Path | None = None) -> None:
+    """Make ``name`` the model the app and commands use when none is named (atomic)."""
+    root = root or models_dir()
+    if not _is_model_folder(root / name):
+        raise ModelNotFoundError(_unknown(name, root))
+    _atomic_write(root / ACTIVE_FILE, name + "\n")
+
+
+def _unknown(name: str, root: Path) -> str:
+    names = list_models(root)
+    valid = ", ".join(names) if names else "none (train one with `python -m train fit`)"
+    return f"no model named {name!r} in {root}; valid names: {valid}"
+
+
+def read_config(name: str | None = None, root: Path | None = None) -> ModelConfig:
+    """The config of a model folder, without loading its weights."""
+    root = root or models_dir()
+    name = name or active_model_name(root)
+    if name is None or not _is_model_folder(root / name):
+        raise ModelNotFoundError(_unknown(name or "", root))
+    try:
+        values = json.loads((root / name / "config.json").read_text())
+        missing = [k for k in _REQUIRED if k not in values]
+        if missing:
+            raise KeyError(", ".join(missing))
+        return ModelConfig.from_dict(name, values)
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise ModelIntegrityError(
+            f"{root / name / 'config.json'} is not a valid model config ({error}); restore the "
+            "folder from its source or retrain it."
+        ) from error
+
+
+def load_model(name: str | None = None, root: Path | None = None) -> LoadedModel:
+    """Load and verify a model folder (the active one when ``name`` is None).
+
+    Raises:
+        ModelNotFoundError: No such folder; the message lists the valid names.
+        ModelIntegrityError: Weights missing or not matching the checksum in ``config.json``.
+    """
+    root = root or models_dir()
+    config = read_config(name, root)
+    weights = root / config.name / WEIGHTS_FILE
+    if not weights.is_file():
+        raise ModelIntegrityError(
+            f"model {config.name!r} has no weights file {weights}; the folder is incomplete."
+        )
+    actual = sha256_of(weights)
+    if actual != config.sha256:
+        raise ModelIntegrityError(
+            f"weights of model {config.name!r} ({weights}) do not match the checksum in its "
+            f"config.json (expected sha256 {config.sha256[:12]}..., found {actual[:12]}...): the "
+            "file was changed or damaged. Restore the folder (git checkout models/) or retrain."
+        )
+    model = keras.models.load_model(weights, compile=False, safe_mode=True)
+    return LoadedModel(config, root / config.name, model)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(handle, "w") as stream:
+        stream.write(text)
+    os.replace(tmp, path)
+
+
+def save_model_folder(
+    model: keras.Model,
+    name: str,
+    config: dict,
+    *,
+    metrics: dict | None = None,
+    card: str = "",
+    root: Path | None = None,
+    extra_files: dict[str, str] | None = None,
+) -> Path:
+    """Write a complete model folder atomically; an existing one is kept as ``<name>.previous``.
+
+    Args:
+        model: Trained classifier.
+        name: Folder name.
+        config: Everything of :class:`ModelConfig` but the checksum, plus training details.
+        metrics: Written to ``metrics.json``.
+        card: Markdown model card.
+        root: Parent folder (:func:`models_dir` by default).
+        extra_files: More text files to write into the folder (e.g. ``split.csv``).
+
+    Returns:
+        The folder path.
+    """
+    root = root or models_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
+    try:
+        model.save(staging / WEIGHTS_FILE)
+        values = {"format_version": FORMAT_VERSION, **config, "weights_file": WEIGHTS_FILE,
+                  "sha256": sha256_of(staging / WEIGHTS_FILE)}  # fmt: skip
+        (staging / "config.json").write_text(json.dumps(values, indent=2) + "\n")
+        (staging / "metrics.json").write_text(json.dumps(metrics or {}, indent=2) + "\n")
+        (staging / "card.md").write_text(card)
+        for file_name, text in (extra_files or {}).items():
+            (staging / file_name).write_text(text)
+        target, previous = root / name, root / f"{name}.previous"
+        if target.exists():
+            shutil.rmtree(previous, ignore_errors=True)
+            os.replace(target, previous)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target

@@ -1,0 +1,118 @@
+"""Bring a single-cell image (C-NMC, ALL-IDB2, CellaVision crop, ...) into the classifier domain.
+
+Two kinds of single-cell images exist: cells already cut out on black (the C-NMC 2019
+convention) and crops of a stained field with the cell of interest in the middle and its
+neighbours around it. The first needs only re-centring; the second is segmented like a field and
+the cell in the middle is kept. Either way the result is the same C-NMC-style crop that
+:func:`leukemia_core.cropping.crop_cells` makes for cells found in whole fields, so one classifier
+serves both modes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from leukemia_core.cropping import DEFAULT_CROP_SIZE, masked_square_crop
+from leukemia_core.masks import fill_holes
+from leukemia_core.scale import check_rgb
+from leukemia_core.segmentation import SegmentationParams, segment_wbc
+
+BLACK_LEVEL = 12  # brightest channel value still counted as black background
+MIN_BLACK_FRACTION = 0.25  # a cut-out cell leaves at least this much of its image black
+CENTRE_TOLERANCE = 0.25  # the chosen cell lies within this fraction of the image side of the centre
+
+
+@dataclass(frozen=True)
+class SingleCellCrop:
+    """One cell image in the classifier domain.
+
+    Attributes:
+        crop: ``(size, size, 3)`` uint8, the cell centred on black.
+        cell_mask: Bool mask of the cell in the input image (all True when no cell was found).
+        method: ``"cutout"`` (cell already on black), ``"segmented"`` (centre cell of a
+            segmented crop) or ``"whole_image"`` (nothing found; the image was used as it is).
+        notes: Human-readable warnings.
+    """
+
+    crop: np.ndarray
+    cell_mask: np.ndarray
+    method: str
+    notes: tuple[str, ...] = ()
+
+
+def is_cutout(image: np.ndarray) -> bool:
+    """True for a cell on a black background (the C-NMC convention): black corners and margins."""
+    black = image.max(axis=2) <= BLACK_LEVEL
+    height, width = black.shape
+    corners = [black[0, 0], black[0, width - 1], black[height - 1, 0], black[height - 1, width - 1]]
+    return sum(map(bool, corners)) >= 3 and black.mean() >= MIN_BLACK_FRACTION
+
+
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), 8)
+    if count <= 1:
+        return mask.astype(bool)
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    return labels == largest
+
+
+def _centre_cell_id(cell_labels: np.ndarray, excluded: set[int]) -> int:
+    """The cell under the image centre, else the nearest one within tolerance (0: none)."""
+    height, width = cell_labels.shape
+    under = int(cell_labels[height // 2, width // 2])
+    if under and under not in excluded:
+        return under
+    ids = [i for i in np.unique(cell_labels) if i and i not in excluded]
+    best, best_distance = 0, CENTRE_TOLERANCE * max(height, width)
+    for cell_id in ids:
+        ys, xs = np.nonzero(cell_labels == cell_id)
+        distance = float(np.hypot(xs.mean() - width / 2, ys.mean() - height / 2))
+        if distance < best_distance:
+            best, best_distance = int(cell_id), distance
+    return best
+
+
+def single_cell_crop(
+    image: np.ndarray,
+    *,
+    size: int = DEFAULT_CROP_SIZE,
+    params: SegmentationParams | None = None,
+) -> SingleCellCrop:
+    """The cell in the middle of ``image``, as a C-NMC-style crop.
+
+    Args:
+        image: ``(H, W, 3)`` RGB uint8 image of one cell (with or without neighbours).
+        size: Side of the output crop.
+        params: Segmentation tunables for crops that need segmenting.
+
+    Returns:
+        A :class:`SingleCellCrop`; when no cell can be found the whole image is resized and
+        the note says so, so a user's crop is never dropped silently.
+    """
+    check_rgb(image, "single_cell_crop")
+    if is_cutout(image):
+        mask = fill_holes(_largest_component(image.max(axis=2) > BLACK_LEVEL))
+        return _crop(image, mask, size, "cutout", ())
+    segmentation = segment_wbc(image, params)
+    border = set(segmentation.border_cell_ids)
+    cell_id = _centre_cell_id(segmentation.cell_labels, set())
+    if cell_id:
+        notes = ("the cell in the middle touches the image border",) if cell_id in border else ()
+        return _crop(image, segmentation.cell_labels == cell_id, size, "segmented", notes)
+    note = (
+        "No white cell was found in the middle of this image, so the whole image was classified "
+        "as it is; check that it shows one stained white cell."
+    )
+    whole = np.ones(image.shape[:2], dtype=bool)
+    resized = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+    return SingleCellCrop(resized, whole, "whole_image", (note, *segmentation.notes))
+
+
+def _crop(image, mask, size, method, notes) -> SingleCellCrop:
+    ys, xs = np.nonzero(mask)
+    box = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
+    crop = masked_square_crop(image[box], mask[box], size)
+    return SingleCellCrop(crop, mask, method, tuple(notes))

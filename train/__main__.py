@@ -1,0 +1,158 @@
+"""``python -m train COMMAND``: build a crop bank, train a model folder, re-render its card.
+
+Commands:
+    bank   turn public datasets into classifier-domain crops plus manifest.csv
+    fit    train one architecture on one or more datasets; writes models/<name>/
+    card   re-render models/<name>/card.md from its config.json and metrics.json
+
+Progress goes to stderr. Research use only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from leukemia_core.errors import LeukemiaCoreError
+from leukemia_core.models import list_architectures
+from leukemia_core.models.folder import models_dir
+from train.card import model_card
+from train.cellbank import SOURCES, build_bank
+from train.data import FORMATS, load_dataset
+from train.fit import BALANCING, FitConfig
+from train.records import CellTable
+
+
+class _Bars:
+    """tqdm bars keyed by stage, fed by progress events."""
+
+    def __init__(self):
+        self.bars: dict[str, tqdm] = {}
+
+    def __call__(self, event: dict) -> None:
+        stage, done, total = event["stage"], event.get("done", 0), event.get("total", 0)
+        bar = self.bars.get(stage)
+        if bar is None or bar.total != total or done < bar.n:
+            if bar is not None:
+                bar.close()
+            bar = self.bars[stage] = tqdm(total=total, desc=stage, file=sys.stderr, leave=False)
+        bar.update(done - bar.n)
+        shown = {k: round(v, 4) for k, v in event.items() if k in ("loss", "accuracy",
+                                                                    "val_loss", "val_accuracy")}  # fmt: skip
+        if shown:
+            bar.set_postfix(shown)
+        if stage.endswith("_epoch"):
+            tqdm.write(f"{stage} {done}/{total}: {shown}", file=sys.stderr)
+
+
+def _weights(value: str) -> str | None:
+    return None if value.lower() in ("none", "random") else value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    bank = commands.add_parser("bank", help="classifier-domain crops of public datasets")
+    for kind in SOURCES:
+        bank.add_argument(f"--{kind}", type=Path, help=f"{kind} folder")
+    bank.add_argument("--out", type=Path, required=True, help="output folder")
+    bank.add_argument("--size", type=int, default=300, help="crop side in pixels")
+
+    fit = commands.add_parser("fit", help="train a model folder")
+    fit.add_argument("--data", type=Path, action="append", required=True,
+                     help="dataset folder or CSV manifest; repeat to train on several")  # fmt: skip
+    fit.add_argument("--format", choices=FORMATS, help="layout (detected when omitted)")
+    fit.add_argument("--name", required=True, help="model folder name")
+    fit.add_argument("--models-dir", type=Path, help="parent folder (default: models/)")
+    fit.add_argument("--architecture", default="efficientnet_b3", choices=list_architectures())
+    fit.add_argument("--input-size", type=int)
+    fit.add_argument("--weights", type=_weights, default="imagenet",
+                     help="'imagenet' (default), 'none' for random initialisation, or a "
+                          ".weights.h5 path")  # fmt: skip
+    fit.add_argument("--epochs", type=int, default=15)
+    fit.add_argument("--fine-tune-epochs", type=int, default=0)
+    fit.add_argument("--fine-tune-layers", type=int, default=30)
+    fit.add_argument("--batch-size", type=int, default=40)
+    fit.add_argument("--lr", type=float, default=1e-3)
+    fit.add_argument("--patience", type=int, default=5)
+    fit.add_argument("--balance", choices=BALANCING, default="oversample")
+    fit.add_argument("--no-augment", action="store_true")
+    fit.add_argument("--cached-features", action="store_true",
+                     help="train the head on cached frozen-backbone features (fast on CPU)")  # fmt: skip
+    fit.add_argument("--feature-views", type=int, default=8)
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--fractions", type=float, nargs=3, default=(0.7, 0.1, 0.2),
+                     metavar=("TRAIN", "VAL", "TEST"), help="shares of groups per source")  # fmt: skip
+    fit.add_argument("--checkpoints", type=Path, help="checkpoint folder (re-run to resume)")
+    fit.add_argument("--describe", default="", help="words about the data for the model card")
+
+    card = commands.add_parser("card", help="re-render a model card")
+    card.add_argument("name")
+    card.add_argument("--models-dir", type=Path)
+    return parser
+
+
+def _fit(args) -> int:
+    from train.run import train_model  # imports TensorFlow
+
+    table = CellTable.concat(*(load_dataset(d, args.format) if len(args.data) == 1
+                               else load_dataset(d, args.format, require_both_classes=False)
+                               for d in args.data))  # fmt: skip
+    for note in table.notes:
+        print(f"note: {note}", file=sys.stderr)
+    config = FitConfig(
+        architecture=args.architecture, input_size=args.input_size, weights=args.weights,
+        epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs,
+        fine_tune_layers=args.fine_tune_layers, batch_size=args.batch_size,
+        learning_rate=args.lr, patience=args.patience, balance=args.balance,
+        augment=not args.no_augment, cached_features=args.cached_features,
+        feature_views=args.feature_views, seed=args.seed,
+    )  # fmt: skip
+    if args.weights is None:
+        print(f"note: {args.architecture} starts from random weights (--weights none).",
+              file=sys.stderr)  # fmt: skip
+    result = train_model(table.records, config, args.name, root=args.models_dir,
+                         fractions=tuple(args.fractions), data_description=args.describe,
+                         checkpoint_dir=args.checkpoints, progress=_Bars())  # fmt: skip
+    test = result.metrics["test"]
+    print(json.dumps({"folder": str(result.folder), "test": {k: test[k] for k in (
+        "n", "accuracy", "balanced_accuracy", "weighted_f1", "auroc", "ece")}}, indent=2))  # fmt: skip
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "bank":
+            sources = {k: getattr(args, k) for k in SOURCES if getattr(args, k)}
+            if not sources:
+                print(f"error: name at least one source (--{' --'.join(SOURCES)}).", file=sys.stderr)
+                return 2
+
+            def bar(kind):
+                progress = tqdm(desc=kind, file=sys.stderr)
+                return lambda done, total, name: (setattr(progress, "total", total),
+                                                  progress.update(done - progress.n))  # fmt: skip
+
+            print(build_bank(sources, args.out, size=args.size, progress=bar))
+        elif args.command == "fit":
+            return _fit(args)
+        else:
+            folder = (args.models_dir or models_dir()) / args.name
+            config = json.loads((folder / "config.json").read_text())
+            metrics = json.loads((folder / "metrics.json").read_text())
+            (folder / "card.md").write_text(model_card(args.name, config, metrics))
+    except (LeukemiaCoreError, FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,131 @@
+"""The model card (``card.md``) of a model folder, rendered from its config and metrics."""
+
+from __future__ import annotations
+
+RESEARCH_USE = (
+    "**Research use only.** This model supports, and never replaces, a qualified person "
+    "reviewing every cell. It is not a medical device and must not be used for diagnosis."
+)
+LICENSES = {
+    "allidb1": "ALL-IDB1 (Labati, Piuri, Scotti, ICIP 2011; research use, no redistribution)",
+    "allidb2": "ALL-IDB2 (same source; masks by Loddo & Putzu, MIT)",
+    "cnmc": "C-NMC 2019 (SBILab, IIIT-Delhi / AIIMS; CC BY 3.0)",
+    "pbc": "PBC normal cells (Acevedo et al., Data in Brief 30, 2020; CC BY 4.0)",
+    "bccd": "BCCD (Shenggan/BCCD_Dataset; MIT)",
+    "zheng": "Zheng et al., Micron 107, 2018 (GPL-3.0 repository; Jiangxi Tecom)",
+}
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _with_interval(metrics: dict, key: str) -> str:
+    interval = (metrics.get("intervals") or {}).get(key)
+    text = _fmt(metrics.get(key))
+    return f"{text} ({_fmt(interval[0])}-{_fmt(interval[1])})" if interval else text
+
+
+def _cell_table(rows: dict[str, dict]) -> list[str]:
+    keys = ("accuracy", "balanced_accuracy", "weighted_f1", "sensitivity", "specificity", "auroc")
+    lines = ["| set | n | " + " | ".join(keys) + " | ECE |", "|---" * (len(keys) + 3) + "|"]
+    for name, m in rows.items():
+        cells = [_with_interval(m, k) for k in keys]
+        lines.append(f"| {name} | {m.get('n')} | " + " | ".join(cells) + f" | {_fmt(m.get('ece'))} |")
+    return lines
+
+
+def model_card(name: str, config: dict, metrics: dict) -> str:
+    """Markdown card: intended use, data and licenses, training, evaluation, limits."""
+    training = config.get("training", {})
+    fit = training.get("fit", {})
+    calibration = config.get("calibration", {})
+    sources = sorted((training.get("data_summary") or {}).get("per_source", {}))
+    lines = [
+        f"# Model card: `{name}`",
+        "",
+        RESEARCH_USE,
+        "",
+        "## Intended use",
+        "Pre-classifies white blood cells found in stained peripheral-blood smear images as "
+        "leukemic blast (ALL) or normal, so that a reviewer can confirm or correct every cell "
+        "and the blast percentage can be counted. Cells the model is unsure about are sent to "
+        "review (the uncertain band below) instead of being counted.",
+        "",
+        "## Model",
+        f"- Architecture: `{config.get('architecture')}` at {config.get('input_size')} px, "
+        f"preprocessing `{config.get('preprocessing')}`; initial weights: "
+        f"`{fit.get('weights')}`.",
+        f"- Training: {_training_words(fit)}",
+        f"- Calibration (fitted on the validation split): temperature "
+        f"{_fmt(calibration.get('temperature'))}, decision threshold "
+        f"{_fmt(calibration.get('threshold'), 2)}, uncertain band "
+        f"[{_fmt(calibration.get('uncertain_low'), 2)}, "
+        f"{_fmt(calibration.get('uncertain_high'), 2)}).",
+        f"- Grad-CAM layer: `{config.get('gradcam_layer')}`.",
+        "",
+        "## Data",
+        training.get("data") or "See config.json.",
+        "",
+        *[f"- {LICENSES.get(s, s)}" for s in sources],
+        "",
+        f"Split: {training.get('split', 'n/a')}. No group (subject, smear field block or file) is "
+        "on two sides.",
+        "",
+        "## Evaluation on the held-out test groups",
+        "Figures with 95% bootstrap intervals over groups.",
+        "",
+        *_cell_table({"all test cells": metrics.get("test", {}),
+                      **metrics.get("test_per_source", {})}),
+        "",
+        f"Share of test cells in the uncertain band: {_fmt(metrics.get('test_uncertain_fraction'))}.",
+    ]
+    for title, key in (("Whole fields (ALL-IDB1, held-out fields)", "smears"),
+                       ("Normal cells (false blasts)", "normals"),
+                       ("Comparison", "comparison")):  # fmt: skip
+        if metrics.get(key):
+            lines += ["", f"## {title}", "", _block(metrics[key])]
+    lines += ["", "## Known limits", *[f"- {x}" for x in _limits(sources)], "", RESEARCH_USE, ""]
+    return "\n".join(lines)
+
+
+def _training_words(fit: dict) -> str:
+    if fit.get("cached_features"):
+        phase = (f"frozen backbone, head trained on cached features of {fit.get('feature_views')} "
+                 "augmented views per cell")  # fmt: skip
+    elif fit.get("weights") is None:
+        phase = "all layers from random initialisation"
+    else:
+        phase = "frozen backbone, then the head"
+    tune = fit.get("fine_tune_epochs")
+    tune_words = f", then {tune} fine-tuning epochs of the top {fit.get('fine_tune_layers')} " \
+        "layers" if tune else ""
+    return (f"{phase}{tune_words}; Adamax lr {fit.get('learning_rate')}, batch "
+            f"{fit.get('batch_size')}, up to {fit.get('epochs')} epochs with early stopping "
+            f"(patience {fit.get('patience')}); balancing: {fit.get('balance')}; augmentation: "
+            f"{'on' if fit.get('augment') else 'off'}; seed {fit.get('seed')}.")  # fmt: skip
+
+
+def _block(value) -> str:
+    if isinstance(value, str):
+        return value
+    lines = []
+    for key, item in value.items():
+        if isinstance(item, dict):
+            continue
+        lines.append(f"- {key}: {_fmt(item) if isinstance(item, float) else item}")
+    return "\n".join(lines)
+
+
+def _limits(sources: list[str]) -> list[str]:
+    return [
+        "Blasts in the training data come from ALL-IDB (one lab, two cameras) and a handful of "
+        "C-NMC cells; blasts from other labs, stains or scanners may be scored lower. Check "
+        "per-source figures on your own data before relying on it.",
+        "Normal cells come from several sources; hematogones, reactive lymphocytes and other "
+        "blast mimics are barely represented, so expect false blasts among them.",
+        "Trained on cells cut out by this app's segmentation; cells the segmentation fuses or "
+        "splits are classified as the piece it found.",
+        "ALL-IDB1 fields carry no patient ids; fields were grouped in blocks of four consecutive "
+        "numbers as a proxy, so two blocks may still come from one patient.",
+    ]

@@ -1,0 +1,206 @@
+"""Turn the public datasets into one bank of classifier-domain crops plus a CSV manifest.
+
+Every source goes through the same core pipeline the app uses (segmentation, then the C-NMC-style
+cell-on-black crop), so the classifier is trained on what it will see. What each source gives:
+
+- ALL-IDB1 fields (``images/`` + ``xyc/``): a detected cell holding an expert centroid is a blast;
+  every cell of a healthy ``_0`` field is normal. Unmatched cells of ``_1`` fields are left out:
+  the experts marked blasts only, and those cells are a mix of normal leukocytes, pieces of
+  clumps, debris and probably some unmarked blasts, so neither label would be honest. Cells cut
+  by the border are left out as the app leaves them out of counts. Group: a block of four
+  consecutive field numbers (fields of one patient are numbered consecutively; no patient ids
+  are published), shared with the ALL-IDB2 crops cut from those fields.
+- ALL-IDB2 crops: the centre cell; the label from the file name; grouped with its ALL-IDB1 field.
+- C-NMC 2019: cells are already on black; grouped by subject.
+- Class folders of normal cells (PBC): the centre cell; platelets are left out (not leukocytes).
+- BCCD fields: detected cells inside an expert WBC box, all normal; grouped by field.
+- Zheng et al. crops: too small for the segmenter's scale estimate, so their expert masks cut
+  the cell out; all normal.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from leukemia_core.cropping import DEFAULT_CROP_SIZE, crop_cells, masked_square_crop
+from leukemia_core.io import read_image
+from leukemia_core.segmentation import segment_wbc
+from leukemia_core.single_cell import single_cell_crop
+from train.data import load_allidb2, load_class_folders, load_cnmc
+from train.evaluate.segmentation import cells_at_points, read_voc_boxes, read_xyc
+from train.records import BLAST, NORMAL
+
+MANIFEST_COLUMNS = ("path", "label", "group", "source", "subset", "cell_type")
+IDB1_BLOCK = 4  # consecutive ALL-IDB1 field numbers that form one group
+_IDB1_NAME = re.compile(r"^Im(\d+)_([01])$", re.IGNORECASE)
+
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class BankRow:
+    """One crop of the bank, before it is written."""
+
+    crop: np.ndarray
+    name: str
+    label: str
+    group: str
+    source: str
+    cell_type: str = ""
+
+
+def idb1_group(field_stem: str) -> str:
+    """Group of an ALL-IDB1 field: ``allidb1:b<k>`` for blocks of :data:`IDB1_BLOCK` numbers."""
+    match = _IDB1_NAME.match(field_stem)
+    number = int(match.group(1)) if match else 0
+    return f"allidb1:b{number // IDB1_BLOCK:03d}" if match else f"allidb1:{field_stem}"
+
+
+def bank_group(record) -> str:
+    """Group of a loaded record in the bank's namespace (shared by training and evaluation)."""
+    if record.source == "allidb2":
+        return idb1_group(Path(record.group).stem)
+    return f"{record.source}:{record.group}"
+
+
+def allidb1_rows(root: Path, size: int, progress: Progress | None = None):
+    """Crops of every ALL-IDB1 field (see the module docstring for the labelling rule)."""
+    fields = sorted((root / "images").glob("*.jpg")) + sorted((root / "images").glob("*.tif"))
+    for i, path in enumerate(fields):
+        rgb = read_image(path).rgb
+        seg = segment_wbc(rgb)
+        xyc = root / "xyc" / f"{path.stem}.xyc"
+        blasts = cells_at_points(read_xyc(xyc) if xyc.exists() else [], seg.cell_labels)
+        healthy = path.stem.endswith("_0")
+        for cell in crop_cells(rgb, seg, size=size):
+            if cell.touches_border or not (healthy or cell.cell_id in blasts):
+                continue
+            label = BLAST if cell.cell_id in blasts else NORMAL
+            name = f"{path.stem}_cell{cell.cell_id:03d}"
+            yield BankRow(cell.crop, name, label, idb1_group(path.stem), "allidb1")
+        if progress:
+            progress(i + 1, len(fields), path.name)
+
+
+def _single_cell_rows(table, size, progress, group_of=bank_group):
+    for i, record in enumerate(table.records):
+        crop = single_cell_crop(read_image(record.path).rgb, size=size)
+        if crop.method != "whole_image":
+            yield BankRow(
+                crop.crop,
+                record.path.stem,
+                record.label,
+                group_of(record),
+                record.source,
+                record.cell_type or "",
+            )
+        if progress:
+            progress(i + 1, len(table), record.path.name)
+
+
+def allidb2_rows(root: Path, size: int, progress: Progress | None = None):
+    """Centre cells of ALL-IDB2 crops, grouped with the ALL-IDB1 field they were cut from."""
+    yield from _single_cell_rows(load_allidb2(root), size, progress)
+
+
+def cnmc_rows(root: Path, size: int, progress: Progress | None = None):
+    """C-NMC cells (already on black), grouped by subject."""
+    yield from _single_cell_rows(load_cnmc(root), size, progress)
+
+
+def folder_rows(root: Path, size: int, progress: Progress | None = None):
+    """Centre cells of class folders (PBC layout); platelets are left out."""
+    table = load_class_folders(root, label_map={"platelet": None} if (root / "platelet").is_dir() else None)
+    yield from _single_cell_rows(table, size, progress)
+
+
+def bccd_rows(root: Path, size: int, progress: Progress | None = None):
+    """Detected cells inside BCCD expert WBC boxes; all normal, grouped by field."""
+    fields = sorted((root / "images").glob("*.jpg"))
+    for i, path in enumerate(fields):
+        boxes = read_voc_boxes(root / "annotations" / f"{path.stem}.xml")
+        rgb = read_image(path).rgb
+        for cell in crop_cells(rgb, segment_wbc(rgb), size=size):
+            x, y = cell.centroid
+            if not cell.touches_border and any(b.contains(x, y) for b in boxes):
+                name = f"{path.stem}_cell{cell.cell_id:03d}"
+                yield BankRow(cell.crop, name, NORMAL, f"bccd:{path.stem}", "bccd")
+        if progress:
+            progress(i + 1, len(fields), path.name)
+
+
+def zheng_rows(root: Path, size: int, progress: Progress | None = None):
+    """Zheng et al. crops cut out by their expert masks (nucleus 255, cytoplasm 128); normal."""
+    folder = root / "dataset1" if (root / "dataset1").is_dir() else root
+    images = sorted(folder.glob("*.bmp"))
+    for i, path in enumerate(images):
+        mask_path = path.with_suffix(".png")
+        if mask_path.exists():
+            mask = np.asarray(Image.open(mask_path).convert("L")) > 64
+            if mask.any():
+                rgb = read_image(path).rgb
+                ys, xs = np.nonzero(mask)
+                box = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
+                crop = masked_square_crop(rgb[box], mask[box], size)
+                yield BankRow(crop, path.stem, NORMAL, f"zheng:{path.stem}", "zheng")
+        if progress:
+            progress(i + 1, len(images), path.name)
+
+
+SOURCES = {
+    "allidb1": allidb1_rows,
+    "allidb2": allidb2_rows,
+    "cnmc": cnmc_rows,
+    "pbc": folder_rows,
+    "bccd": bccd_rows,
+    "zheng": zheng_rows,
+}
+
+
+def build_bank(
+    sources: dict[str, Path],
+    out: Path,
+    *,
+    size: int = DEFAULT_CROP_SIZE,
+    progress: Callable[[str], Progress] | None = None,
+) -> Path:
+    """Write every source's crops under ``out/<source>/`` and ``out/manifest.csv``.
+
+    Args:
+        sources: Source kind (a key of :data:`SOURCES`) -> its folder.
+        out: Output folder; the manifest is replaced atomically at the end.
+        size: Crop side in pixels.
+        progress: Called with the source name, returns that source's progress callback.
+
+    Returns:
+        The manifest path (columns :data:`MANIFEST_COLUMNS`, paths relative to ``out``).
+    """
+    unknown = sorted(set(sources) - set(SOURCES))
+    if unknown:
+        raise ValueError(f"Unknown source kind(s) {unknown}; known: {sorted(SOURCES)}.")
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for kind, folder in sources.items():
+        (out / kind).mkdir(exist_ok=True)
+        for row in SOURCES[kind](Path(folder), size, progress(kind) if progress else None):
+            relative = f"{kind}/{row.name}.png"
+            cv2.imwrite(str(out / relative), cv2.cvtColor(row.crop, cv2.COLOR_RGB2BGR))
+            rows.append((relative, row.label, row.group, row.source, kind, row.cell_type))
+    handle, tmp = tempfile.mkstemp(dir=out, suffix=".csv")
+    with os.fdopen(handle, "w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(MANIFEST_COLUMNS)
+        writer.writerows(rows)
+    manifest = out / "manifest.csv"
+    os.replace(tmp, manifest)
+    return manifest

@@ -1,0 +1,154 @@
+"""Classifier figures: single cells, normal-cell folders, and blast counts on whole fields.
+
+``seen_groups`` (the groups a model was trained or calibrated on, from its ``split.csv``) are
+skipped when given, so the same command reports honest held-out figures on the data the model
+came from, and plain figures on anyone else's data.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from leukemia_core.classify import Classifier
+from leukemia_core.counting import wilson_interval
+from leukemia_core.io import read_image
+from leukemia_core.pipeline import analyze_field
+from leukemia_core.single_cell import single_cell_crop
+from train.cellbank import bank_group, idb1_group
+from train.evaluate.metrics import auroc, binary_metrics
+from train.evaluate.segmentation import _images, cells_at_points, read_xyc
+from train.records import BLAST, CellTable
+
+Progress = Callable[[int, int, str], None]
+SPLIT_FILE = "split.csv"
+
+
+def seen_groups(model_folder: Path) -> set[str]:
+    """Groups on the train and val sides of the model's split (empty when it has no split.csv)."""
+    path = Path(model_folder) / SPLIT_FILE
+    if not path.is_file():
+        return set()
+    with open(path, newline="") as stream:
+        return {row["group"] for row in csv.DictReader(stream) if row["side"] != "test"}
+
+
+def _crop_probabilities(records, classifier: Classifier, progress: Progress | None) -> np.ndarray:
+    crops = []
+    for i, record in enumerate(records):
+        crops.append(single_cell_crop(read_image(record.path).rgb, size=classifier.input_size).crop)
+        if progress:
+            progress(i + 1, len(records), record.path.name)
+    return classifier.probabilities(crops)
+
+
+def _keep(table: CellTable, seen: set[str] | None) -> tuple[list, int]:
+    records = [r for r in table.records if not seen or bank_group(r) not in seen]
+    return records, len(table) - len(records)
+
+
+def evaluate_cells(
+    table: CellTable, classifier: Classifier, *, seen: set[str] | None = None,
+    progress: Progress | None = None, n_boot: int = 1000,
+) -> dict:  # fmt: skip
+    """Blast-vs-normal figures on labelled single cells, overall and per source."""
+    records, skipped = _keep(table, seen)
+    if not records:
+        raise ValueError("Every cell belongs to a group the model was trained on; nothing to test.")
+    p = _crop_probabilities(records, classifier, progress)
+    y = np.array([r.label == BLAST for r in records])
+    groups = [bank_group(r) for r in records]
+    calibration = classifier.model.config.calibration
+    result = binary_metrics(y, p, calibration.threshold, groups=groups, n_boot=n_boot)
+    uncertain = (p >= calibration.uncertain_low) & (p < calibration.uncertain_high)
+    result["uncertain_fraction"] = float(uncertain.mean())
+    result["n_skipped_seen_in_training"] = skipped
+    sources = np.array([r.source for r in records])
+    if len(set(sources)) > 1:
+        result["per_source"] = {
+            s: binary_metrics(y[sources == s], p[sources == s], calibration.threshold,
+                              groups=[g for g, m in zip(groups, sources == s, strict=True) if m],
+                              n_boot=n_boot)
+            for s in sorted(set(sources))
+        }
+    return result
+
+
+def evaluate_normals(
+    table: CellTable, classifier: Classifier, *, seen: set[str] | None = None,
+    progress: Progress | None = None,
+) -> dict:  # fmt: skip
+    """False-blast rate on folders of normal cells, overall and per cell type (Wilson 95%)."""
+    records, skipped = _keep(table, seen)
+    records = [r for r in records if r.label != BLAST]
+    if not records:
+        raise ValueError("No normal cells to test (all were blasts or seen in training).")
+    p = _crop_probabilities(records, classifier, progress)
+    called = p >= classifier.model.config.calibration.threshold
+    types = np.array([r.cell_type or r.source for r in records])
+
+    def rate(mask: np.ndarray) -> dict:
+        k, n = int(called[mask].sum()), int(mask.sum())
+        low, high = wilson_interval(k, n)
+        return {"false_blast_rate": k / n, "interval": [low, high], "n": n, "false_blasts": k}
+
+    overall = rate(np.ones(len(records), bool))
+    return {
+        **overall,
+        "per_class": {t: rate(types == t) for t in sorted(set(types))},
+        "n_skipped_seen_in_training": skipped,
+    }
+
+
+def evaluate_smears(
+    root: Path, classifier: Classifier, *, seen: set[str] | None = None,
+    progress: Progress | None = None,
+) -> dict:  # fmt: skip
+    """Blast counting on ALL-IDB1-layout fields against expert centroids.
+
+    Every detected cell (border cells too, since experts marked blasts cut by the edge) is a
+    predicted blast when its calibrated probability reaches the model's threshold; predicted
+    blasts are matched one-to-one to expert centroids inside their masks.
+    """
+    fields = [p for p in _images(root / "images") if not seen or idb1_group(p.stem) not in seen]
+    if not fields:
+        raise ValueError(f"Every field in {root} belongs to a group the model was trained on.")
+    threshold = classifier.model.config.calibration.threshold
+    tp = fp = fn = 0
+    errors, scores, is_all, healthy_blasts = [], [], [], []
+    for i, path in enumerate(fields):
+        analysis = analyze_field(read_image(path).rgb, classifier, name=path.name)
+        xyc = root / "xyc" / f"{path.stem}.xyc"
+        points = read_xyc(xyc) if xyc.exists() else []
+        predicted = [c.cell_id for c in analysis.cells if c.blast_probability >= threshold]
+        blast_labels = np.where(
+            np.isin(analysis.segmentation.cell_labels, predicted), analysis.segmentation.cell_labels, 0
+        )
+        matched = len(cells_at_points(points, blast_labels))
+        tp, fp, fn = tp + matched, fp + len(predicted) - matched, fn + len(points) - matched
+        errors.append(abs(len(predicted) - len(points)))
+        scores.append(len(predicted) / max(1, len(analysis.cells)))
+        is_all.append(path.stem.endswith("_1"))
+        if path.stem.endswith("_0"):
+            healthy_blasts.append(len(predicted))
+        if progress:
+            progress(i + 1, len(fields), path.name)
+    precision = tp / (tp + fp) if tp + fp else None
+    recall = tp / (tp + fn) if tp + fn else None
+    return {
+        "blast_precision": precision,
+        "blast_recall": recall,
+        "blast_f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else None,
+        "count_mae": float(np.mean(errors)),
+        "field_auroc": auroc(np.array(is_all), np.array(scores)),
+        "healthy_false_blasts_per_field": float(np.mean(healthy_blasts)) if healthy_blasts else None,
+        "n_fields": len(fields),
+        "n_all_fields": int(np.sum(is_all)),
+        "n_healthy_fields": len(healthy_blasts),
+        "n_expert_blasts": tp + fn,
+        "n_predicted_blasts": tp + fp,
+        "n_skipped_seen_in_training": len(_images(root / "images")) - len(fields),
+    }

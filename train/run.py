@@ -1,0 +1,138 @@
+"""One complete training run: grouped split, fit, calibration on validation, test figures, folder.
+
+This is what ``python -m train fit`` and the retrain page call.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from leukemia_core.calibration import CLASS_NAMES, blast_probability, fit_calibration
+from leukemia_core.models import get_architecture
+from leukemia_core.models.architectures import imagenet_weights
+from leukemia_core.models.folder import save_model_folder
+from train.card import model_card
+from train.cellbank import bank_group
+from train.evaluate.classifier import SPLIT_FILE
+from train.evaluate.metrics import binary_metrics
+from train.fit import FitConfig, ProgressCallback, fit, labels_of, load_crops, predict_logits
+from train.records import CellRecord, CellTable, summarize
+from train.splits import SIDES, SplitResult, describe, split_per_source
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Where the model went and what it scored."""
+
+    folder: Path
+    metrics: dict
+    config: dict
+
+
+def _per_source(records, y, p, threshold) -> dict:
+    sources = np.array([r.source for r in records])
+    groups = np.array([bank_group(r) for r in records])
+    return {
+        s: binary_metrics(y[sources == s], p[sources == s], threshold, groups=groups[sources == s])
+        for s in sorted(set(sources))
+    }
+
+
+def split_csv(split: SplitResult) -> str:
+    """``group,side`` rows, one per group."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["group", "side"])
+    for side in SIDES:
+        for group in sorted({bank_group(r) for r in getattr(split, side)}):
+            writer.writerow([group, side])
+    return buffer.getvalue()
+
+
+def train_model(
+    records: Sequence[CellRecord],
+    config: FitConfig,
+    name: str,
+    *,
+    root: Path | None = None,
+    fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
+    data_description: str = "",
+    checkpoint_dir: Path | None = None,
+    progress: ProgressCallback | None = None,
+) -> RunResult:
+    """Split by group within each source, train, calibrate, evaluate on test and save the folder.
+
+    Args:
+        records: Labelled cells with groups (any mix of sources).
+        config: Training settings.
+        name: Model folder name.
+        root: Parent of model folders (``models/`` by default).
+        fractions: Train/val/test shares of the groups of each source.
+        data_description: Plain words about the data, for the card.
+        checkpoint_dir: Checkpoints for resuming an interrupted run.
+        progress: Event callback (see :func:`train.fit.fit`).
+    """
+    if config.weights == "imagenet":
+        imagenet_weights(config.architecture)  # fail before hours of loading, not after
+    split = split_per_source(records, fractions, seed=config.seed)
+    if not split.val or not split.test:
+        raise ValueError(
+            "The split left the validation or test side empty; calibration and honest test "
+            "figures need both. Add cells from more subjects or fields."
+        )
+    images = {s: load_crops(getattr(split, s), config.size, progress) for s in SIDES}
+    result = fit(split.train, split.val, config, checkpoint_dir=checkpoint_dir,
+                 progress=progress, images=(images["train"], images["val"]))  # fmt: skip
+    start = time.perf_counter()
+    logits = {s: predict_logits(result.model, images[s], config) for s in ("val", "test")}
+    seconds_per_cell = (time.perf_counter() - start) / max(1, len(split.val) + len(split.test))
+    is_blast = {s: labels_of(getattr(split, s)) == CLASS_NAMES.index("blast") for s in SIDES}
+    calibration = fit_calibration(logits["val"], is_blast["val"])
+    p_test = blast_probability(logits["test"], calibration.temperature)
+    test_groups = [bank_group(r) for r in split.test]
+    metrics = {
+        "test": binary_metrics(is_blast["test"], p_test, calibration.threshold, groups=test_groups),
+        "test_per_source": _per_source(split.test, is_blast["test"], p_test, calibration.threshold),
+        "validation": binary_metrics(
+            is_blast["val"], blast_probability(logits["val"], calibration.temperature),
+            calibration.threshold, n_boot=0),
+        "test_uncertain_fraction": float(
+            ((p_test >= calibration.uncertain_low) & (p_test < calibration.uncertain_high)).mean()
+        ),
+        "split": describe(split),
+        "training_seconds": result.seconds,
+        "cpu_seconds_per_cell_predict": seconds_per_cell,
+        "history": result.history,
+    }
+    spec = get_architecture(config.architecture)
+    folder_config = {
+        "architecture": config.architecture,
+        "input_size": config.size,
+        "preprocessing": spec.preprocessing,
+        "class_names": list(CLASS_NAMES),
+        "calibration": calibration.to_dict(),
+        "gradcam_layer": spec.gradcam_layer,
+        "training": {
+            "fit": config.to_dict(),
+            "data": data_description,
+            "data_summary": summarize(CellTable(tuple(records))),
+            "split": f"grouped per source, fractions {list(fractions)}, seed {config.seed}; "
+                     f"groups per side in {SPLIT_FILE}",
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "machine": f"{platform.machine()} {platform.system()}",
+        },
+    }  # fmt: skip
+    card = model_card(name, folder_config, metrics)
+    folder = save_model_folder(result.model, name, folder_config, metrics=metrics, card=card,
+                               root=root, extra_files={SPLIT_FILE: split_csv(split)})  # fmt: skip
+    return RunResult(folder, metrics, json.loads((folder / "config.json").read_text()))
