@@ -3,8 +3,8 @@
 All three are fitted on the validation split and stored in the model's ``config.json``:
 temperature scaling (Guo et al., 2017) divides the logit difference by one scalar fitted by
 maximum likelihood; the decision threshold maximises balanced accuracy; the "uncertain" band is
-the narrowest interval around the threshold outside which the validation error rate drops to
-the target, so doubtful cells go to a reviewer instead of being counted silently.
+the narrowest interval around the threshold (at least +-0.05) outside which the validation error
+rate drops to the target, so doubtful cells go to a reviewer instead of being counted silently.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from scipy.optimize import minimize_scalar
 BLAST_INDEX = 0  # class order of every model: ("blast", "normal")
 CLASS_NAMES = ("blast", "normal")
 MAX_UNCERTAIN_FRACTION = 0.15  # never send more than this share of validation cells to review
-TARGET_CONFIDENT_ERROR = 0.02
+TARGET_CONFIDENT_ERROR = 0.01
+MIN_HALF_WIDTH = 0.05  # cells this close to the threshold always go to review
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ def fit_calibration(logits: np.ndarray, is_blast: np.ndarray) -> Calibration:
 def _uncertain_band(p: np.ndarray, y: np.ndarray, threshold: float) -> tuple[float, float]:
     """Narrowest band around the threshold leaving <= the target error outside it."""
     called = p >= threshold
-    for half_width in np.arange(0.0, 0.5, 0.01):
+    for half_width in np.arange(MIN_HALF_WIDTH, 0.5, 0.01):
         low, high = max(0.0, threshold - half_width), min(1.0, threshold + half_width)
         inside = (p >= low) & (p < high)
         if inside.mean() > MAX_UNCERTAIN_FRACTION:
@@ -111,7 +112,7 @@ def _uncertain_band(p: np.ndarray, y: np.ndarray, threshold: float) -> tuple[flo
     widths = np.arange(0.0, 0.5, 0.01)
     fits = [w for w in widths if ((p >= threshold - w) & (p < threshold + w)).mean()
             <= MAX_UNCERTAIN_FRACTION]
-    half_width = float(max(fits)) if fits else 0.0
+    half_width = float(max(fits)) if fits else MIN_HALF_WIDTH
     return max(0.0, threshold - half_width), min(1.0, threshold + half_width)
 
 

@@ -43,8 +43,8 @@ def test_threshold_and_band_on_separable_data():
     margin = np.where(y, 4.0, -4.0) + np.random.default_rng(0).normal(0, 0.5, 100)
     calibration = fit_calibration(_logits(margin), y)
     assert 0.3 <= calibration.threshold <= 0.7
-    # Perfectly separable: nothing needs review.
-    assert calibration.uncertain_high - calibration.uncertain_low < 0.05
+    # Perfectly separable: only the minimum band around the threshold is left for review.
+    assert calibration.uncertain_high - calibration.uncertain_low == pytest.approx(0.1)
 
 
 def test_band_catches_overlapping_cells_within_budget():

@@ -22,6 +22,9 @@ def test_allidb2_crops_share_the_group_of_their_field(tmp_path):
     assert bank_group(record) == idb1_group("Im012_1")
     other = CellRecord(tmp_path / "a.jpg", "normal", "neutrophil/a.jpg", "pbc")
     assert bank_group(other) == "pbc:neutrophil/a.jpg"
+    # Records read back from the bank's manifest keep their namespaced group.
+    again = CellRecord(tmp_path / "b.png", "blast", "allidb1:b003", "allidb2")
+    assert bank_group(again) == "allidb1:b003"
 
 
 def test_unknown_source_kind_is_refused(tmp_path):

@@ -4,10 +4,11 @@ Every source goes through the same core pipeline the app uses (segmentation, the
 cell-on-black crop), so the classifier is trained on what it will see. What each source gives:
 
 - ALL-IDB1 fields (``images/`` + ``xyc/``): a detected cell holding an expert centroid is a blast;
-  every cell of a healthy ``_0`` field is normal. Unmatched cells of ``_1`` fields are left out:
-  the experts marked blasts only, and those cells are a mix of normal leukocytes, pieces of
-  clumps, debris and probably some unmarked blasts, so neither label would be honest. Cells cut
-  by the border are left out as the app leaves them out of counts. Group: a block of four
+  every cell of a healthy ``_0`` field is normal. In ``_1`` fields the experts marked every blast,
+  so a cell without a mark is taken as a non-blast (lymphocytes, neutrophils, smudged cells),
+  except when it touches a marked cell: such a piece is most likely the other half of a blast the
+  segmentation split, and is left out. Cells cut by the border are left out as the app leaves
+  them out of counts. Group: a block of four
   consecutive field numbers (fields of one patient are numbered consecutively; no patient ids
   are published), shared with the ALL-IDB2 crops cut from those fields.
 - ALL-IDB2 crops: the centre cell; the label from the file name; grouped with its ALL-IDB1 field.
@@ -67,10 +68,24 @@ def idb1_group(field_stem: str) -> str:
 
 
 def bank_group(record) -> str:
-    """Group of a loaded record in the bank's namespace (shared by training and evaluation)."""
+    """Group of a loaded record in the bank's namespace (shared by training and evaluation).
+
+    Groups that already carry a namespace (``source:...``, as in the bank's own manifest) are
+    kept as they are.
+    """
+    if ":" in str(record.group):
+        return str(record.group)
     if record.source == "allidb2":
         return idb1_group(Path(record.group).stem)
     return f"{record.source}:{record.group}"
+
+
+def _touching(labels: np.ndarray, ids: set[int]) -> set[int]:
+    """Labels of cells that touch any cell in ``ids`` (within 2 px)."""
+    if not ids:
+        return set()
+    grown = cv2.dilate(np.isin(labels, list(ids)).astype(np.uint8), np.ones((5, 5), np.uint8))
+    return set(np.unique(labels[grown.astype(bool)]).tolist()) - {0} - ids
 
 
 def allidb1_rows(root: Path, size: int, progress: Progress | None = None):
@@ -81,9 +96,9 @@ def allidb1_rows(root: Path, size: int, progress: Progress | None = None):
         seg = segment_wbc(rgb)
         xyc = root / "xyc" / f"{path.stem}.xyc"
         blasts = cells_at_points(read_xyc(xyc) if xyc.exists() else [], seg.cell_labels)
-        healthy = path.stem.endswith("_0")
+        near_blast = _touching(seg.cell_labels, set(blasts))
         for cell in crop_cells(rgb, seg, size=size):
-            if cell.touches_border or not (healthy or cell.cell_id in blasts):
+            if cell.touches_border or (cell.cell_id not in blasts and cell.cell_id in near_blast):
                 continue
             label = BLAST if cell.cell_id in blasts else NORMAL
             name = f"{path.stem}_cell{cell.cell_id:03d}"

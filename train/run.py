@@ -125,7 +125,8 @@ def train_model(
         "training": {
             "fit": config.to_dict(),
             "data": data_description,
-            "data_summary": summarize(CellTable(tuple(records))),
+            "data_summary": {k: v for k, v in summarize(CellTable(tuple(records))).items()
+                             if k != "per_group"},  # per-group sides are in split.csv
             "split": f"grouped per source, fractions {list(fractions)}, seed {config.seed}; "
                      f"groups per side in {SPLIT_FILE}",
             "created": datetime.now(UTC).isoformat(timespec="seconds"),

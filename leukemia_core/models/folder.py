@@ -205,7 +205,10 @@ def save_model_folder(
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
     try:
-        model.save(staging / WEIGHTS_FILE)
+        # An uncompiled copy: the optimizer's slots would double the file and are not needed.
+        clean = keras.models.clone_model(model)
+        clean.set_weights(model.get_weights())
+        clean.save(staging / WEIGHTS_FILE)
         values = {"format_version": FORMAT_VERSION, **config, "weights_file": WEIGHTS_FILE,
                   "sha256": sha256_of(staging / WEIGHTS_FILE)}  # fmt: skip
         (staging / "config.json").write_text(json.dumps(values, indent=2) + "\n")
