@@ -9,6 +9,9 @@ from scipy import ndimage as ndi
 from leukemia_core.types import Cell, Segmentation
 
 DEFAULT_CROP_SIZE = 300
+# The classifier crop spans this many red-cell diameters, so cell size stays visible to the
+# classifier (blasts are larger than lymphocytes) whatever the camera's magnification.
+CROP_FIELD_RED_CELLS = 3.0
 CONTEXT_FACTOR = 1.6  # the context crop shows this many cell-box widths around the cell
 
 _OUTLINE_COLOURS = {
@@ -28,8 +31,9 @@ def crop_cells(
     """One :class:`Cell` per segmented white cell, with its crops.
 
     The classifier crop follows the C-NMC 2019 convention (the domain of most public training
-    data): the cell centred on a square black canvas, everything outside its mask black, scaled
-    so that the cell's longer side fills the square minus a small margin.
+    data): the cell centred on a square black canvas, everything outside its mask black, at a
+    fixed physical scale (like C-NMC's fixed magnification): the square spans
+    :data:`CROP_FIELD_RED_CELLS` red-cell diameters; larger cells are shrunk to fit.
 
     Args:
         image: ``(H, W, 3)`` RGB uint8 field the segmentation was computed on.
@@ -46,6 +50,7 @@ def crop_cells(
             "crop the same image that was segmented."
         )
     border = set(segmentation.border_cell_ids)
+    scale = crop_scale(segmentation.red_cell_diameter_px, size)
     cells = []
     boxes = ndi.find_objects(segmentation.cell_labels)
     for index, box in enumerate(boxes, start=1):
@@ -65,7 +70,7 @@ def crop_cells(
                 touches_border=index in border,
                 cell_mask=cell_mask,
                 nucleus_mask=nucleus_mask,
-                crop=masked_square_crop(image[box], cell_mask, size),
+                crop=masked_square_crop(image[box], cell_mask, size, scale=scale),
                 context_crop=context_crop(
                     image, (cols.start, rows.start, cols.stop, rows.stop), context_size
                 ),
@@ -74,15 +79,34 @@ def crop_cells(
     return cells
 
 
-def masked_square_crop(patch: np.ndarray, mask: np.ndarray, size: int, margin: float = 0.05):
-    """Cell pixels on black, centred in a ``size`` square; the longer side fills 1 - 2*margin."""
+def crop_scale(red_cell_diameter_px: float, size: int = DEFAULT_CROP_SIZE) -> float | None:
+    """Crop pixels per field pixel for a field with this red-cell diameter (None if unknown)."""
+    if not red_cell_diameter_px or red_cell_diameter_px <= 0:
+        return None
+    return size / (CROP_FIELD_RED_CELLS * red_cell_diameter_px)
+
+
+def masked_square_crop(
+    patch: np.ndarray, mask: np.ndarray, size: int, margin: float = 0.05, scale: float | None = None
+) -> np.ndarray:
+    """Cell pixels on black, centred in a ``size`` square.
+
+    Args:
+        patch: RGB pixels of the cell's bounding box.
+        mask: Bool cell mask of the same box.
+        size: Side of the output square.
+        margin: Fraction of the side kept free on each edge.
+        scale: Output pixels per input pixel (see :func:`crop_scale`); a cell that would not fit
+            is shrunk to fit. None scales the cell to fill the square.
+    """
     cell = np.where(mask[..., None], patch, 0).astype(np.uint8)
     height, width = mask.shape
     side = max(height, width)
     canvas = np.zeros((side, side, 3), dtype=np.uint8)
     top, left = (side - height) // 2, (side - width) // 2
     canvas[top : top + height, left : left + width] = cell
-    inner = max(1, round(size * (1 - 2 * margin)))
+    fit = max(1, round(size * (1 - 2 * margin)))
+    inner = fit if scale is None else max(1, min(fit, round(side * scale)))
     interpolation = cv2.INTER_AREA if side > inner else cv2.INTER_LINEAR
     resized = cv2.resize(canvas, (inner, inner), interpolation=interpolation)
     out = np.zeros((size, size, 3), dtype=np.uint8)

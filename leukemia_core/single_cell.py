@@ -15,7 +15,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from leukemia_core.cropping import DEFAULT_CROP_SIZE, masked_square_crop
+from leukemia_core.cropping import (
+    CROP_FIELD_RED_CELLS,
+    DEFAULT_CROP_SIZE,
+    crop_scale,
+    masked_square_crop,
+)
 from leukemia_core.masks import fill_holes
 from leukemia_core.scale import check_rgb
 from leukemia_core.segmentation import SegmentationParams, segment_wbc
@@ -23,6 +28,11 @@ from leukemia_core.segmentation import SegmentationParams, segment_wbc
 BLACK_LEVEL = 12  # brightest channel value still counted as black background
 MIN_BLACK_FRACTION = 0.25  # a cut-out cell leaves at least this much of its image black
 CENTRE_TOLERANCE = 0.25  # the chosen cell lies within this fraction of the image side of the centre
+# A cut-out cell shows no red cells to measure, so its frame is taken to span as many red-cell
+# diameters as our own crops do (cropping.CROP_FIELD_RED_CELLS). For C-NMC 2019 (450 px frames
+# at one magnification, lymphoid cells 160-250 px across) that means red cells of 150 px, an
+# assumption that puts their size in line with lymphocytes measured in smears; our own crops
+# pass through unchanged.
 
 
 @dataclass(frozen=True)
@@ -95,13 +105,15 @@ def single_cell_crop(
     check_rgb(image, "single_cell_crop")
     if is_cutout(image):
         mask = fill_holes(_largest_component(image.max(axis=2) > BLACK_LEVEL))
-        return _crop(image, mask, size, "cutout", ())
+        frame_red_cell_px = max(image.shape[:2]) / CROP_FIELD_RED_CELLS
+        return _crop(image, mask, size, "cutout", (), frame_red_cell_px)
     segmentation = segment_wbc(image, params)
     border = set(segmentation.border_cell_ids)
     cell_id = _centre_cell_id(segmentation.cell_labels, set())
     if cell_id:
         notes = ("the cell in the middle touches the image border",) if cell_id in border else ()
-        return _crop(image, segmentation.cell_labels == cell_id, size, "segmented", notes)
+        mask = segmentation.cell_labels == cell_id
+        return _crop(image, mask, size, "segmented", notes, segmentation.red_cell_diameter_px)
     note = (
         "No white cell was found in the middle of this image, so the whole image was classified "
         "as it is; check that it shows one stained white cell."
@@ -111,8 +123,8 @@ def single_cell_crop(
     return SingleCellCrop(resized, whole, "whole_image", (note, *segmentation.notes))
 
 
-def _crop(image, mask, size, method, notes) -> SingleCellCrop:
+def _crop(image, mask, size, method, notes, red_cell_px) -> SingleCellCrop:
     ys, xs = np.nonzero(mask)
     box = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
-    crop = masked_square_crop(image[box], mask[box], size)
+    crop = masked_square_crop(image[box], mask[box], size, scale=crop_scale(red_cell_px, size))
     return SingleCellCrop(crop, mask, method, tuple(notes))

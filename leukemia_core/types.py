@@ -83,7 +83,9 @@ class Cell:
         cell_mask: Bool mask of the cell, cropped to ``bbox``.
         nucleus_mask: Bool mask of the nucleus, cropped to ``bbox``.
         crop: Classifier-domain crop (C-NMC style): the cell centred on a square black canvas,
-            everything outside the cell mask black, ``(size, size, 3)`` uint8.
+            everything outside the cell mask black, at a fixed scale of a few red-cell
+            diameters per side (see :func:`leukemia_core.cropping.crop_cells`),
+            ``(size, size, 3)`` uint8.
         context_crop: Square crop around the cell with its neighbourhood, for display.
     """
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from leukemia_core.cropping import crop_cells, draw_overlay
+from leukemia_core.cropping import CROP_FIELD_RED_CELLS, crop_cells, draw_overlay
 from leukemia_core.errors import SegmentationError
 from leukemia_core.segmentation import SegmentationParams, estimate_red_cell_diameter, segment_wbc
+from leukemia_core.single_cell import single_cell_crop
 from leukemia_core.synthetic import make_smear
 from train.evaluate import segmentation as quality
 
@@ -114,6 +115,30 @@ def test_crops_are_cell_on_black_and_centred():
         assert cell.cell_mask.shape == (cell.bbox[3] - cell.bbox[1], cell.bbox[2] - cell.bbox[0])
     overlay = draw_overlay(smear.image, segmentation)
     assert overlay.shape == smear.image.shape and not np.array_equal(overlay, smear.image)
+
+
+@pytest.mark.parametrize("diameter", [24.0, 40.0, 70.0])
+def test_crops_keep_cell_size_relative_to_red_cells(diameter):
+    """The crop spans CROP_FIELD_RED_CELLS red-cell diameters at any magnification."""
+    smear = make_smear(int(diameter * 20), int(diameter * 26), n_wbc=4, n_touching_pairs=0,
+                       red_cell_diameter_px=diameter, seed=7)  # fmt: skip
+    segmentation = segment_wbc(smear.image)
+    size = 120
+    for cell in crop_cells(smear.image, segmentation, size=size):
+        crop_area = np.count_nonzero(cell.crop.max(axis=2))
+        pixels_per_red_cell = size / CROP_FIELD_RED_CELLS
+        expected = cell.cell_area_px * (pixels_per_red_cell / segmentation.red_cell_diameter_px) ** 2
+        assert crop_area == pytest.approx(expected, rel=0.15)
+
+
+def test_single_cell_crop_of_a_crop_is_the_same_crop():
+    """Cells already in the classifier domain pass through single-cell mode unchanged."""
+    smear = make_smear(480, 640, n_wbc=3, n_touching_pairs=0, seed=4)
+    for cell in crop_cells(smear.image, segment_wbc(smear.image), size=128):
+        again = single_cell_crop(cell.crop, size=128)
+        assert again.method == "cutout"
+        overlap = (again.crop.max(axis=2) > 0) == (cell.crop.max(axis=2) > 0)
+        assert overlap.mean() > 0.97
 
 
 @pytest.mark.parametrize(

@@ -15,8 +15,9 @@ cell-on-black crop), so the classifier is trained on what it will see. What each
 - C-NMC 2019: cells are already on black; grouped by subject.
 - Class folders of normal cells (PBC): the centre cell; platelets are left out (not leukocytes).
 - BCCD fields: detected cells inside an expert WBC box, all normal; grouped by field.
-- Zheng et al. crops: too small for the segmenter's scale estimate, so their expert masks cut
-  the cell out; all normal.
+
+Zheng et al. crops are not used: they are too small to show the red cells that fix a crop's
+scale.
 """
 
 from __future__ import annotations
@@ -31,9 +32,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
 
-from leukemia_core.cropping import DEFAULT_CROP_SIZE, crop_cells, masked_square_crop
+from leukemia_core.cropping import DEFAULT_CROP_SIZE, crop_cells
 from leukemia_core.io import read_image
 from leukemia_core.segmentation import segment_wbc
 from leukemia_core.single_cell import single_cell_crop
@@ -154,31 +154,12 @@ def bccd_rows(root: Path, size: int, progress: Progress | None = None):
             progress(i + 1, len(fields), path.name)
 
 
-def zheng_rows(root: Path, size: int, progress: Progress | None = None):
-    """Zheng et al. crops cut out by their expert masks (nucleus 255, cytoplasm 128); normal."""
-    folder = root / "dataset1" if (root / "dataset1").is_dir() else root
-    images = sorted(folder.glob("*.bmp"))
-    for i, path in enumerate(images):
-        mask_path = path.with_suffix(".png")
-        if mask_path.exists():
-            mask = np.asarray(Image.open(mask_path).convert("L")) > 64
-            if mask.any():
-                rgb = read_image(path).rgb
-                ys, xs = np.nonzero(mask)
-                box = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
-                crop = masked_square_crop(rgb[box], mask[box], size)
-                yield BankRow(crop, path.stem, NORMAL, f"zheng:{path.stem}", "zheng")
-        if progress:
-            progress(i + 1, len(images), path.name)
-
-
 SOURCES = {
     "allidb1": allidb1_rows,
     "allidb2": allidb2_rows,
     "cnmc": cnmc_rows,
     "pbc": folder_rows,
     "bccd": bccd_rows,
-    "zheng": zheng_rows,
 }
 
 

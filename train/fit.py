@@ -347,6 +347,11 @@ def _fit_cached(model, data, config, report, checkpoint_dir=None) -> list[dict]:
     return progress.history
 
 
+def _best_val_loss(history: list[dict]) -> float:
+    losses = [row["val_loss"] for row in history if "val_loss" in row]
+    return min(losses) if losses else float("inf")
+
+
 def fit(
     train: Sequence[CellRecord],
     val: Sequence[CellRecord],
@@ -390,9 +395,15 @@ def fit(
         history = _fit_phase(model, data, config, phase, config.epochs, config.learning_rate,
                              checkpoint_dir, progress)  # fmt: skip
     if config.fine_tune_epochs and pretrained:
+        before, best_before = model.get_weights(), _best_val_loss(history)
         _set_backbone_trainable(model, config.fine_tune_layers)
-        history += _fit_phase(model, data, config, "fine_tune", config.fine_tune_epochs,
-                              config.fine_tune_learning_rate, checkpoint_dir, progress)  # fmt: skip
+        tuned = _fit_phase(model, data, config, "fine_tune", config.fine_tune_epochs,
+                           config.fine_tune_learning_rate, checkpoint_dir, progress)  # fmt: skip
+        history += tuned
+        if _best_val_loss(tuned) >= best_before:
+            # Fine-tuning did not beat the frozen phase on validation: keep the frozen result.
+            model.set_weights(before)
+            history.append({"phase": "fine_tune", "kept": False})
     _set_backbone_trainable(model, None)
     return FitResult(model, config, history, time.perf_counter() - start)
 

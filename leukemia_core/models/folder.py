@@ -206,7 +206,7 @@ def save_model_folder(
     staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
     try:
         # An uncompiled copy: the optimizer's slots would double the file and are not needed.
-        clean = keras.models.clone_model(model)
+        clean = keras.Model.from_config(model.get_config())
         clean.set_weights(model.get_weights())
         clean.save(staging / WEIGHTS_FILE)
         values = {"format_version": FORMAT_VERSION, **config, "weights_file": WEIGHTS_FILE,

@@ -103,15 +103,25 @@ def evaluate_normals(
     }
 
 
+def cells_at_points_all(points, labels: np.ndarray, ids: list[int]) -> set[int]:
+    """Indices of the points that fall inside any of the cells ``ids``."""
+    height, width = labels.shape
+    return {
+        i for i, (x, y) in enumerate(points)
+        if 0 <= round(y) < height and 0 <= round(x) < width and labels[round(y), round(x)] in ids
+    }  # fmt: skip
+
+
 def evaluate_smears(
     root: Path, classifier: Classifier, *, seen: set[str] | None = None,
     progress: Progress | None = None,
 ) -> dict:  # fmt: skip
     """Blast counting on ALL-IDB1-layout fields against expert centroids.
 
-    Every detected cell (border cells too, since experts marked blasts cut by the edge) is a
-    predicted blast when its calibrated probability reaches the model's threshold; predicted
-    blasts are matched one-to-one to expert centroids inside their masks.
+    A detected cell is a predicted blast when its calibrated probability reaches the model's
+    threshold; predicted blasts are matched one-to-one to expert centroids inside their masks.
+    Cells cut by the image border are left out on both sides, as the app leaves them out of
+    counts: they are never predicted blasts, and expert marks inside them are not expected.
     """
     fields = [p for p in _images(root / "images") if not seen or idb1_group(p.stem) not in seen]
     if not fields:
@@ -122,11 +132,13 @@ def evaluate_smears(
     for i, path in enumerate(fields):
         analysis = analyze_field(read_image(path).rgb, classifier, name=path.name)
         xyc = root / "xyc" / f"{path.stem}.xyc"
-        points = read_xyc(xyc) if xyc.exists() else []
-        predicted = [c.cell_id for c in analysis.cells if c.blast_probability >= threshold]
-        blast_labels = np.where(
-            np.isin(analysis.segmentation.cell_labels, predicted), analysis.segmentation.cell_labels, 0
-        )
+        labels = analysis.segmentation.cell_labels
+        border = [c.cell_id for c in analysis.cells if c.cell.touches_border]
+        in_border = cells_at_points_all(read_xyc(xyc) if xyc.exists() else [], labels, border)
+        points = [p for i, p in enumerate(read_xyc(xyc) if xyc.exists() else []) if i not in in_border]
+        predicted = [c.cell_id for c in analysis.cells
+                     if c.blast_probability >= threshold and not c.cell.touches_border]  # fmt: skip
+        blast_labels = np.where(np.isin(labels, predicted), labels, 0)
         matched = len(cells_at_points(points, blast_labels))
         tp, fp, fn = tp + matched, fp + len(predicted) - matched, fn + len(points) - matched
         errors.append(abs(len(predicted) - len(points)))
