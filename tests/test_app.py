@@ -1,116 +1,522 @@
-"""The landing page, driven through streamlit's AppTest by widget key."""
+"""Every page and the main flows, driven through streamlit's AppTest by widget key.
+
+The model is the real tiny CNN of ``conftest.tiny_models_dir`` (random weights), with its
+calibration set from its own outputs on the demo smear so that the demo's cells get every label
+(normal, uncertain, blast): nothing returns fixed numbers. Each test gets its own case database.
+"""
 
 from __future__ import annotations
 
+import csv
 import io
-import re
+import json
+import shutil
+import zlib
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from PIL import Image
+from streamlit.runtime.media_file_manager import MediaFileManager
+from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
+from leukemia_core.classify import Classifier
+from leukemia_core.counting import CellLabel
+from leukemia_core.imaging import prepare_field
+from leukemia_core.models.folder import load_model, read_config, set_active_model
+from leukemia_core.report import RESEARCH_USE_STATEMENT
+from leukemia_core.session import ReviewSession, analyze_sample
+from leukemia_core.store import CaseStore
 from leukemia_core.synthetic import make_demo_smear
-from ui.common import NO_CLASSIFIER_NOTE
+from ui.common import DISCLAIMER
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
-TIMEOUT_S = 120  # one run segments a whole field; generous for 2 shared CPU cores
-FOUND = "White cells found"
-BORDER = "Cut by the border (excluded)"
-IMAGE_TYPES = ("jpg", "jpeg", "png", "tif", "tiff", "bmp")
-CAPTION = re.compile(r"^cell (\d+) · (\d+) px²( · border, excluded)?$")
+TIMEOUT_S = 180  # one run may analyse several fields on 2 shared CPU cores
+REVIEWER = "Dr. A. Reviewer"
+PAGES = ("analyze", "review", "counts", "case", "cases", "report")
 
 
-@pytest.fixture(scope="module")
-def demo_truth() -> tuple[int, int]:
-    """(white cells inside the field, white cells cut by the border) of the demo smear."""
-    smear = make_demo_smear()
-    n_border = len(smear.border_cell_ids)
-    return len(smear.wbcs) - n_border, n_border
+@pytest.fixture(autouse=True)
+def _apptest_runs_the_navigation_script(monkeypatch):
+    """Make AppTest run ``app.py`` (and its ``st.navigation``) on every run, as the server does.
+
+    Streamlit 1.67's AppTest resets ``PagesManager.uses_pages_directory`` before each run and
+    then sets it again because a ``pages/`` folder exists, so from the second run on it runs the
+    page file alone (legacy multipage mode) and the sidebar and navigation vanish. ``streamlit
+    run`` sets the flag to False for good at the first ``st.navigation`` call.
+    """
+    original = PagesManager.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init)
+
+
+def _png(rgb: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")
 def demo_png() -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(make_demo_smear().image).save(buffer, format="PNG")
-    return buffer.getvalue()
+    return _png(make_demo_smear().image)
 
 
-def _run_app() -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT_S)
-    return at.run()
+@pytest.fixture(scope="module")
+def app_models(tiny_models_dir, tmp_path_factory) -> Path:
+    """Models ``tiny`` (calibrated on the demo smear so that it gets every label) and ``tiny-b``."""
+    root = tmp_path_factory.mktemp("app_models")
+    for name in ("tiny", "tiny-b"):
+        shutil.copytree(tiny_models_dir / "tiny", root / name)
+    classifier = Classifier(load_model("tiny", root))
+    field = prepare_field(make_demo_smear().image, "demo.png")
+    session = analyze_sample([field], classifier, sample_id="calibration")
+    p = sorted(c.blast_probability for c in session.cells if c.model_label != CellLabel.BORDER)
+    m = len(p) // 2  # p[:m-1] normal, p[m-1] and p[m] uncertain, p[m+1:] blast
+    calibration = {"temperature": 1.0, "threshold": (p[m - 1] + p[m]) / 2,
+                   "uncertain_low": (p[m - 2] + p[m - 1]) / 2,
+                   "uncertain_high": (p[m] + p[m + 1]) / 2}  # fmt: skip
+    config_path = root / "tiny" / "config.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**config, "calibration": calibration}))
+    set_active_model("tiny", root)
+    return root
 
 
-def _metric(at: AppTest, label: str) -> int:
-    values = [metric.value for metric in at.metric if metric.label == label]
+@pytest.fixture
+def db(app_models, monkeypatch, tmp_path) -> Path:
+    """A fresh case database; the app uses the test models."""
+    monkeypatch.setenv("LEUKEMIA_MODELS_DIR", str(app_models))
+    path = tmp_path / "cases.sqlite3"
+    monkeypatch.setenv("LEUKEMIA_CASE_DB", str(path))
+    return path
+
+
+@pytest.fixture
+def downloads(monkeypatch) -> dict[str, bytes]:
+    """The bytes each download button offers, by file name."""
+    offered: dict[str, bytes] = {}
+    original = MediaFileManager.add
+
+    def add(self, path_or_data, mimetype, coordinates, file_name=None, *args, **kwargs):
+        if file_name:
+            offered[file_name] = path_or_data
+        return original(self, path_or_data, mimetype, coordinates, file_name, *args, **kwargs)
+
+    monkeypatch.setattr(MediaFileManager, "add", add)
+    return offered
+
+
+# ---- helpers --------------------------------------------------------------------------------
+def start() -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT_S).run()
+    assert not at.exception
+    return at
+
+
+def go(at: AppTest, page: str) -> AppTest:
+    at.switch_page(f"pages/{page}.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def metric(at: AppTest, label: str) -> str:
+    values = [m.value for m in at.metric if m.label == label]
     assert len(values) == 1, f"expected one metric {label!r}, got {values}"
-    return int(values[0])
+    return values[0]
 
 
-def _gallery_captions(at: AppTest) -> list[list[str]]:
-    """Captions of each cell gallery (images whose captions all name a cell)."""
-    return [
-        image.captions
-        for image in at.image
-        if image.captions and all(CAPTION.match(caption) for caption in image.captions)
-    ]
+def errors(at: AppTest) -> list[str]:
+    return [e.value for e in at.error]
 
 
-def test_page_renders_with_disclaimer_and_no_results():
-    at = _run_app()
-
-    assert not at.exception
-    assert at.title[0].value == "ALL blast screening — research use only"
-    disclaimer = at.warning[0].value
-    for words in ("Research use only", "not a diagnosis", "reviewed by a qualified person"):
-        assert words in disclaimer
-    assert at.button(key="demo").label == "Try the synthetic demo smear"
-    uploader = at.file_uploader(key="upload")
-    assert uploader.accept_multiple_files
-    assert {t.lstrip(".") for t in uploader.allowed_type} == set(IMAGE_TYPES)
-    assert [info.value for info in at.info] == [NO_CLASSIFIER_NOTE]
-    assert len(at.metric) == 0  # nothing analysed yet
-    assert len(at.error) == 0
+def session_of(at: AppTest) -> ReviewSession:
+    return at.session_state["review_session"]
 
 
-def test_demo_button_counts_the_synthetic_white_cells(demo_truth):
-    n_inside, n_border = demo_truth
-    at = _run_app()
-    at.button(key="demo").click().run()
-
-    assert not at.exception
-    assert len(at.error) == 0
-    assert _metric(at, FOUND) == n_inside
-    assert _metric(at, BORDER) == n_border
-    assert not any("blast" in metric.label.lower() for metric in at.metric)  # no classifier yet
-    galleries = _gallery_captions(at)
-    assert len(galleries) == 2  # cells in context, classifier crops
-    assert galleries[0] == galleries[1]
-    assert len(galleries[0]) == n_inside + n_border
-    matches = [CAPTION.match(caption) for caption in galleries[0]]
-    assert all(matches), galleries[0]
-    assert sum(bool(m.group(3)) for m in matches) == n_border
-
-    at.run()  # a later rerun (any widget) keeps the demo on the page
-    assert _metric(at, FOUND) == n_inside
+def credits(at: AppTest) -> str:
+    (text,) = [c.value for c in at.main.caption if c.value.startswith("Sample ")]
+    return text
 
 
-def test_each_upload_is_analysed_and_a_bad_file_does_not_stop_the_batch(demo_truth, demo_png):
-    n_inside, n_border = demo_truth
-    at = _run_app()
+def relabel_keys(at: AppTest) -> list[str]:
+    return [w.key for w in at.segmented_control if w.key and w.key.startswith("relabel_")]
+
+
+def analyze(at: AppTest, files: list[tuple[str, bytes]]) -> AppTest:
     at.file_uploader(key="upload").set_value(
-        [
-            ("notes.png", b"these are field notes, not pixels", "image/png"),
-            ("empty.jpg", b"", "image/jpeg"),
-            ("field.png", demo_png, "image/png"),
-        ]
+        [(name, data, "image/png") for name, data in files]
     ).run()
+    at.button(key="analyze").click().run()
+    assert not at.exception, at.exception
+    return at
 
+
+def save_case(at: AppTest, sample_id: str | None = None) -> AppTest:
+    at.text_input(key="reviewer").input(REVIEWER).run()
+    go(at, "review")
+    if sample_id:
+        at.text_input(key="review_sample_id").input(sample_id).run()
+    at.button(key="review_save_case").click().run()
+    assert not at.exception and not errors(at), errors(at)
+    return at
+
+
+def relabel(at: AppTest, key: str, label: str) -> AppTest:
+    at.segmented_control(key=key).set_value(label).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def keys_labelled(at: AppTest, label: str) -> list[str]:
+    session = session_of(at)
+    return [
+        f"relabel_{c.field_index}_{c.cell_id}" for c in session.cells
+        if session.labels[c.key] == label
+    ]  # fmt: skip
+
+
+# ---- pages without a sample -----------------------------------------------------------------
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_shows_the_banner_and_a_clear_start(db, page):
+    at = go(start(), page)
+    assert at.warning[0].value == DISCLAIMER
+    assert not errors(at)
+    assert at.title[0].value
+    assert at.text_input(key="reviewer").label == "Reviewer"
+    if page == "analyze":
+        assert at.button(key="try_sample").label == "Try the sample images"
+        assert at.button(key="analyze").disabled  # nothing uploaded yet
+        uploader = at.file_uploader(key="upload")
+        assert uploader.accept_multiple_files
+        assert {t.lstrip(".") for t in uploader.allowed_type} == {"jpg", "jpeg", "png", "tif",
+                                                                  "tiff", "bmp"}  # fmt: skip
+        assert at.selectbox(key="model").options == ["tiny", "tiny-b"]
+        assert len(at.metric) == 0
+    elif page == "cases":
+        assert "No cases saved yet" in at.info[0].value
+    else:
+        assert any("analyze a sample" in i.value or "save the case" in i.value for i in at.info)
+
+
+def test_without_any_model_the_app_says_how_to_get_one_and_still_finds_cells(db, monkeypatch):
+    monkeypatch.setenv("LEUKEMIA_MODELS_DIR", str(db.parent / "no-models-here"))
+    at = start()
+    info = " ".join(i.value for i in at.info)
+    assert "No classifier model is installed" in info and "python -m train fit" in info
+    assert "LEUKEMIA_MODELS_DIR" in info
+    assert "No classifier model installed" in " ".join(w.value for w in at.sidebar.warning)
+    at.button(key="try_sample").click().run()
+    assert not at.exception and not errors(at)
+    session = session_of(at)
+    assert session.model_name is None and len(session.cells) > 0
+    assert metric(at, "Blasts") == "0"
+    assert int(metric(at, "Awaiting review")) == session.n_uncertain > 0
+    go(at, "review")
+    assert at.toggle(key="gradcam_on").disabled
+    assert any("need a classifier model" in c.value for c in at.caption)
+    save_case(at)
+    key = keys_labelled(at, "uncertain")[0]
+    relabel(at, key, "blast")  # the reviewer labels what the machine could not
+    assert metric(at, "Blasts") == "1" and metric(at, "Cells counted") == "1"
+
+
+# ---- analysis -------------------------------------------------------------------------------
+def test_sample_buttons_analyse_bundled_fields_and_cells_with_credits(db):
+    at = start()
+    assert "BCCD" in credits(at) and "MIT" in credits(at)
+    at.button(key="try_sample").click().run()
+    assert not at.exception and not errors(at)
+    session = session_of(at)
+    assert [f.name for f in session.fields] == [
+        "BloodImage_00000.jpg", "BloodImage_00006.jpg", "synthetic-demo-smear.png"]  # fmt: skip
+    assert metric(at, "Images analysed") == "3"
+    assert metric(at, "White cells found") == str(len(session.cells))
+    assert len(session.field_cells(0)) == len(session.field_cells(1)) == 1  # one neutrophil each
+    assert at.dataframe[0].value["Field"].tolist() == [f.name for f in session.fields]
+
+    at.radio(key="mode").set_value("cells").run()
+    assert "C-NMC" in credits(at) and "CC BY 3.0" in credits(at)
+    at.button(key="try_sample").click().run()
+    assert not at.exception and not errors(at)
+    session = session_of(at)
+    assert session.mode == "cells" and len(session.fields) == len(session.cells) == 4
+    assert {f.name for f in session.fields} == {
+        "UID_3_1_1_all.png", "UID_4_1_2_all.png", "UID_H11_1_1_hem.png", "UID_H6_1_1_hem.png"}  # fmt: skip
+    assert metric(at, "White cells found") == "4"
+    go(at, "review")
+    assert len(relabel_keys(at)) == 4
+
+
+def _huge_png_header(side: int = 100_000) -> bytes:
+    ihdr = b"IHDR" + side.to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0])
+    chunk = (13).to_bytes(4, "big") + ihdr + zlib.crc32(ihdr).to_bytes(4, "big")
+    return b"\x89PNG\r\n\x1a\n" + chunk + b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
+
+def test_bad_files_get_clear_messages_and_the_rest_of_the_batch_is_analysed(db, demo_png):
+    n_demo = len(analyze_sample([prepare_field(make_demo_smear().image, "d")], None,
+                                sample_id="x").cells)  # fmt: skip
+    at = start()
+    at.file_uploader(key="upload").set_value([
+        ("notes.png", b"these are field notes, not pixels", "image/png"),
+        ("empty.jpg", b"", "image/jpeg"),
+        ("cut.png", demo_png[: len(demo_png) // 3], "image/png"),
+        ("bomb.png", _huge_png_header(), "image/png"),
+        ("blank.png", _png(np.full((480, 640, 3), 232, np.uint8)), "image/png"),
+        ("field.png", demo_png, "image/png"),
+    ]).run()  # fmt: skip
+    at.text_input(key="field_name_5_field.png").input("Field A (demo)").run()
+    at.button(key="analyze").click().run()
     assert not at.exception
-    assert [header.value for header in at.subheader] == ["notes.png", "empty.jpg", "field.png"]
-    errors = [error.value for error in at.error]
-    assert len(errors) == 2
-    assert "notes.png" in errors[0]
-    assert "empty.jpg" in errors[1]
-    assert _metric(at, FOUND) == n_inside
-    assert _metric(at, BORDER) == n_border
+    messages = errors(at)
+    assert len(messages) == 4
+    for name, words in (("notes.png", "not an image file"), ("empty.jpg", "is empty"),
+                        ("cut.png", "ends before its pixel data"), ("bomb.png", "over the limit")):  # fmt: skip
+        assert any(name in m and words in m for m in messages), (name, messages)
+    assert any("blank.png" in i.value and "No red cells found" in i.value for i in at.info)
+    assert metric(at, "Images analysed") == "2"
+    assert metric(at, "White cells found") == str(n_demo)
+    assert at.dataframe[0].value["Field"].tolist() == ["blank.png", "Field A (demo)"]
+
+
+@pytest.mark.slow
+def test_a_very_large_field_is_downscaled_with_a_note_not_refused(db):
+    demo = make_demo_smear().image
+    big = cv2.resize(demo, None, fx=5, fy=5, interpolation=cv2.INTER_LINEAR)  # 20 megapixels
+    at = start()
+    analyze(at, [("huge.png", _png(big))])
+    assert not errors(at)
+    notes = [i.value for i in at.info if "huge.png" in i.value]
+    assert notes and "downscaled" in notes[0] and "model's scale" in notes[0]
+    session = session_of(at)
+    assert session.fields[0].original_size == (5120, 3840) and session.fields[0].scale < 0.5
+    found = len(analyze_sample([prepare_field(demo, "d")], None, sample_id="x").cells)
+    assert metric(at, "White cells found") == str(found)
+
+
+def test_the_chosen_model_labels_the_sample_and_is_recorded(db, demo_png, app_models):
+    at = start()
+    at.selectbox(key="model").set_value("tiny-b").run()
+    analyze(at, [("field.png", demo_png)])
+    session = session_of(at)
+    assert session.model_name == "tiny-b"
+    assert session.model_checksum == read_config("tiny-b", app_models).sha256
+    assert session.calibration["threshold"] == 0.5  # tiny-b keeps the default calibration
+    save_case(at, sample_id="S-MODEL")
+    record = CaseStore(db).load_case(session_of(at).case_id)
+    assert (record.model_name, record.model_checksum) == ("tiny-b", session.model_checksum)
+    assert record.thresholds["model_calibration"]["threshold"] == 0.5
+
+
+# ---- review, counts, sign-off, reopen, export -----------------------------------------------
+def test_review_reclassify_recount_sign_reopen_and_export(db, demo_png, downloads):
+    at = start()
+    analyze(at, [("field.png", demo_png)])
+    session = session_of(at)
+    n_cells, start_count = len(session.cells), session.count()
+    assert session.n_uncertain == 2  # by the calibration of app_models
+    assert metric(at, "Awaiting review") == "2"
+
+    go(at, "review")
+    assert len(relabel_keys(at)) == n_cells
+    uncertain = keys_labelled(at, "uncertain")
+    assert relabel_keys(at)[:2] == sorted(uncertain, key=relabel_keys(at).index)  # queue first
+    assert at.segmented_control(key=uncertain[0]).disabled  # nothing is recorded before saving
+    assert at.button(key="review_save_case").label == "Save case"
+    at.button(key="review_save_case").click().run()  # no reviewer name yet
+    assert any("Enter your name as reviewer" in e for e in errors(at))
+    assert session_of(at).case_id is None
+
+    save_case(at, sample_id="S-0042")
+    session = session_of(at)
+    assert session.case_id and session.status == "open" and session.sample_id == "S-0042"
+    assert not at.segmented_control(key=uncertain[0]).disabled
+
+    relabel(at, uncertain[0], "blast")  # one click: every count follows
+    assert int(metric(at, "Blasts")) == start_count.n_blasts + 1
+    assert int(metric(at, "Cells counted")) == start_count.n_counted + 1
+    assert metric(at, "Uncertain") == "1"
+    go(at, "counts")
+    assert int(metric(at, "Blasts")) == start_count.n_blasts + 1
+    table = at.dataframe[0].value
+    assert table.loc[0, "Scope"] == "Whole sample"
+    assert table.loc[0, "Blasts"] == start_count.n_blasts + 1
+    assert table.loc[0, "Uncertain"] == 1
+    assert "1 of" in at.main.caption[-1].value  # one cell relabelled by the reviewer
+
+    go(at, "case")
+    at.button(key="sign").click().run()
+    assert any("1 cell is still labelled uncertain" in e for e in errors(at))
+    assert not CaseStore(db).load_case(session.case_id).is_signed
+
+    go(at, "review")
+    relabel(at, uncertain[1], "normal")
+    assert metric(at, "Uncertain") == "0"
+    go(at, "case")
+    at.button(key="sign").click().run()
+    assert not errors(at)
+    assert any(f"Signed by **{REVIEWER}**" in s.value for s in at.success)
+    record = CaseStore(db).load_case(session.case_id)
+    assert record.is_signed and record.signed_by == REVIEWER
+    changes = [(a.action, a.reviewer, a.from_label, a.to_label) for a in record.audit]
+    assert changes == [("created", REVIEWER, None, None),
+                       ("relabel", REVIEWER, "uncertain", "blast"),
+                       ("relabel", REVIEWER, "uncertain", "normal"),
+                       ("signed", REVIEWER, None, None)]  # fmt: skip
+    go(at, "review")
+    assert all(at.segmented_control(key=k).disabled for k in relabel_keys(at))  # frozen
+
+    go(at, "report")
+    assert not errors(at)
+    stem = "S-0042_v1"
+    html = downloads[f"{stem}_report.html"].decode()
+    assert RESEARCH_USE_STATEMENT in html and f"Signed by {REVIEWER}" in html
+    rows = list(csv.DictReader(io.StringIO(downloads[f"{stem}_cells.csv"].decode())))
+    assert len(rows) == n_cells
+    labels = {(int(r["field_index"]), int(r["cell_id"])): r["label"] for r in rows}
+    assert labels == {k: v.value for k, v in session_of(at).labels.items()}
+    assert sum(r["changed_by_reviewer"] == "true" for r in rows) == 2
+    document = json.loads(downloads[f"{stem}_case.json"])
+    assert document["status"] == "signed" and document["counts"]["n_blasts"] == (
+        start_count.n_blasts + 1)  # fmt: skip
+
+    go(at, "case")
+    at.button(key="reopen").click().run()
+    assert not errors(at)
+    reopened = session_of(at)
+    assert reopened.version == 2 and reopened.status == "open" and reopened.case_id != (
+        record.case_id)  # fmt: skip
+    assert CaseStore(db).load_case(record.case_id).is_signed  # the signed version stays
+    go(at, "review")
+    relabel(at, uncertain[0], "normal")
+    assert CaseStore(db).load_case(reopened.case_id).counts().n_blasts == start_count.n_blasts
+
+
+def test_case_list_finds_opens_and_reopens_earlier_cases(db, demo_png):
+    first = start()
+    analyze(first, [("field.png", demo_png)])
+    save_case(first, sample_id="ALPHA-1")
+    alpha = session_of(first)
+    for key in keys_labelled(first, "uncertain"):
+        relabel(first, key, "normal")
+    go(first, "case").button(key="sign").click().run()
+    second = start()
+    second.button(key="try_sample").click().run()
+    save_case(second, sample_id="BETA-2")
+
+    at = go(start(), "cases")
+    assert at.dataframe[0].value["Sample"].tolist() == ["BETA-2", "ALPHA-1"]  # newest first
+    at.text_input(key="case_search").input("alpha").run()
+    assert at.dataframe[0].value["Sample"].tolist() == ["ALPHA-1"]
+    assert at.selectbox(key="case_pick").value == alpha.case_id
+    at.button(key="open_case").click().run()
+    opened = session_of(at)
+    assert opened.case_id == alpha.case_id and opened.is_signed
+    assert opened.count() == session_of(first).count()
+    assert [c.key for c in opened.cells] == [c.key for c in alpha.cells]
+
+    at.text_input(key="reviewer").input("Dr. B").run()
+    at.button(key="reopen_case").click().run()
+    assert not errors(at)
+    reopened = session_of(at)
+    assert reopened.version == 2 and reopened.status == "open"
+    go(at, "review")
+    assert not errors(at)
+    assert not at.segmented_control(key=relabel_keys(at)[0]).disabled
+    go(at, "cases")
+    statuses = dict(zip(at.dataframe[0].value["Version"], at.dataframe[0].value["Status"],
+                        strict=True))  # fmt: skip
+    assert statuses == {2: "open", 1: "signed (reopened)"}
+
+
+def test_two_tabs_never_mix_their_cells(db, demo_png):
+    one, two = start(), start()
+    analyze(one, [("field.png", demo_png)])
+    two.button(key="try_sample").click().run()
+    save_case(one, sample_id="TAB-1")
+    save_case(two, sample_id="TAB-2")
+    before_two = session_of(two).count()
+    relabel(one, keys_labelled(one, "uncertain")[0], "blast")
+    go(two, "counts")
+    assert session_of(two).count() == before_two
+    store = CaseStore(db)
+    cases = {c.sample_id: store.load_case(c.case_id) for c in store.list_cases()}
+    assert len(cases["TAB-1"].cells) == len(session_of(one).cells)
+    assert len(cases["TAB-2"].cells) == len(session_of(two).cells)
+    assert [a.action for a in cases["TAB-2"].audit] == ["created"]
+    assert cases["TAB-2"].counts() == before_two
+
+    # a third tab opens TAB-1: a change made in one tab shows in the other on its next run
+    three = go(start(), "cases")
+    three.text_input(key="case_search").input("TAB-1").run()
+    three.button(key="open_case").click().run()
+    three.text_input(key="reviewer").input("Dr. C").run()
+    go(three, "review")
+    relabel(three, keys_labelled(three, "uncertain")[0], "normal")
+    go(one, "review")
+    assert any("changed in another window" in i.value for i in one.info)
+    assert session_of(one).labels == session_of(three).labels
+    assert session_of(one).n_uncertain == 0
+
+
+def test_a_long_queue_is_paged_and_single_cells_need_no_model(db, monkeypatch):
+    monkeypatch.setenv("LEUKEMIA_MODELS_DIR", str(db.parent / "no-models-here"))
+    cell = (Path(__file__).resolve().parents[1] / "samples/cells/UID_3_1_1_all.png").read_bytes()
+    at = start()
+    at.radio(key="mode").set_value("cells").run()
+    analyze(at, [(f"cell-{i:02d}.png", cell) for i in range(45)])
+    assert metric(at, "White cells found") == "45" and metric(at, "Awaiting review") == "45"
+    go(at, "review")
+    assert len(relabel_keys(at)) == 40  # the first page of the uncertain queue
+    at.number_input(key="page_uncertain").set_value(2).run()
+    assert relabel_keys(at) == [f"relabel_{i}_1" for i in range(40, 45)]
+
+
+# ---- explanations ---------------------------------------------------------------------------
+def test_heatmaps_for_the_whole_gallery_in_one_batched_cached_call(db, monkeypatch):
+    import leukemia_core.explain as explain
+
+    calls = []
+    original = explain.compute_heatmaps
+
+    def counted(model, crops, **kwargs):
+        calls.append((len(crops), kwargs["method"], kwargs.get("score_maps")))
+        return original(model, crops, **kwargs)
+
+    monkeypatch.setattr(explain, "compute_heatmaps", counted)
+    at = start()
+    mirrored = _png(np.ascontiguousarray(make_demo_smear().image[:, ::-1]))  # no cached maps
+    analyze(at, [("heat.png", mirrored)])
+    n_cells = len(session_of(at).cells)
+    go(at, "review")
+
+    def gallery_urls() -> list[str]:
+        return [url for image in at.image if image.captions and "cell" in image.captions[0]
+                for url in image.value]  # fmt: skip
+
+    plain = gallery_urls()
+    assert len(plain) == n_cells
+    at.toggle(key="gradcam_on").set_value(True).run()
+    assert not errors(at)
+    with_maps = gallery_urls()
+    assert len(with_maps) == n_cells and set(with_maps).isdisjoint(plain)
+    at.slider(key="gradcam_opacity").set_value(0.8).run()
+    assert set(gallery_urls()).isdisjoint(with_maps)
+    for method in ("gradcam++", "scorecam"):
+        at.selectbox(key="gradcam_method").set_value(method).run()
+        assert not errors(at) and len(gallery_urls()) == n_cells
+    at.selectbox(key="gradcam_method").set_value("gradcam").run()  # cached: no new call
+    assert calls == [(n_cells, "gradcam", 8), (n_cells, "gradcam++", 8), (n_cells, "scorecam", 8)]
+    go(go(at, "counts"), "review")  # the settings outlive a page switch
+    assert at.toggle(key="gradcam_on").value and at.slider(key="gradcam_opacity").value == 0.8
+
+    save_case(at)  # the record keeps the overlays the reviewer saw
+    record = CaseStore(db).load_case(session_of(at).case_id)
+    assert all(c.overlay_png for c in record.cells)
+    assert len(calls) == 3

@@ -1,0 +1,147 @@
+"""Analyze: upload the images of one sample (or try the samples), pick the model, run."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pandas as pd
+import streamlit as st
+
+from leukemia_core.errors import LeukemiaCoreError
+from leukemia_core.session import MODE_CELLS, MODE_FIELDS, ReviewSession
+from ui import state
+from ui.analysis import run_analysis
+from ui.common import UPLOAD_TYPES, interval_text, percent_text
+from ui.models import available_models, describe, model_config, no_model_help
+from ui.samples import CREDITS, sample_files
+
+MODE_NAMES = {
+    MODE_FIELDS: "Whole fields (smear photographs)",
+    MODE_CELLS: "Single cells (one cell per image)",
+}
+
+st.title("Analyze a sample")
+st.markdown(
+    "Upload the photographs of **one** stained blood smear. The app finds every white cell, "
+    "the model pre-classifies each one as blast or normal, and you review every cell before "
+    "signing, as with a digital-morphology analyser."
+)
+
+mode = st.radio(
+    "What do the images show?",
+    options=list(MODE_NAMES),
+    format_func=MODE_NAMES.get,
+    key="mode",
+    horizontal=True,
+    persist_state="session",
+)
+left, right = st.columns([3, 2], gap="large")
+with right:
+    models = available_models()
+    model_name = None
+    if models:
+        model_name = st.selectbox(
+            "Classifier model",
+            models,
+            key="model",
+            help="The first is the default model.",
+            persist_state="session",
+        )
+        try:
+            st.caption(describe(model_config(model_name)))
+        except LeukemiaCoreError as error:
+            st.error(str(error))
+            model_name = None
+    else:
+        st.info(no_model_help())
+    sample_id = st.text_input(
+        "Sample id (optional)",
+        key="sample_id",
+        placeholder="e.g. the lab's accession number",
+        help="Identifies the specimen in the case record. No patient names are needed.",
+        persist_state="session",
+    )
+with left:
+    uploads = st.file_uploader(
+        "Images of one sample: JPEG, PNG, TIFF or BMP",
+        type=list(UPLOAD_TYPES),
+        accept_multiple_files=True,
+        key="upload",
+        help="Several fields of the same smear add up to one count. Very large images are "
+        "downscaled to the model's scale, with a note.",
+    )
+    names = {}
+    if uploads:
+        with st.expander("Field names (optional)"):
+            for i, uploaded in enumerate(uploads):
+                names[i] = st.text_input(
+                    f"Name of {uploaded.name}", value=uploaded.name,
+                    key=f"field_name_{i}_{uploaded.name}",
+                )  # fmt: skip
+    run_uploads = st.button(
+        "Analyze", key="analyze", type="primary", disabled=not uploads, icon=":material/play_arrow:"
+    )
+    run_samples = st.button("Try the sample images", key="try_sample", icon=":material/science:")
+    st.caption(CREDITS[mode])
+
+files = None
+if run_uploads and uploads:
+    files = [(names.get(i) or f.name, f.getvalue()) for i, f in enumerate(uploads)]
+elif run_samples:
+    files = sample_files(mode)
+if files:
+    sample = sample_id.strip() or f"S-{datetime.now():%Y%m%d-%H%M%S}"
+    try:
+        state.set_current(run_analysis(files, mode=mode, model_name=model_name, sample_id=sample))
+    except LeukemiaCoreError as error:
+        st.error(str(error))
+
+
+def show_results(session: ReviewSession) -> None:
+    st.subheader(f"Sample {session.sample_id}", divider="gray")
+    for failure in session.failures:
+        prefix = "" if failure.name in failure.message else f"{failure.name}: "
+        st.error(f"{prefix}{failure.message}", icon=":material/broken_image:")
+    for field in session.fields:
+        for note in field.notes:
+            st.info(f"**{field.name}**: {note}", icon=":material/info:")
+    count = session.count()
+    cols = st.columns(5)
+    cols[0].metric("Images analysed", len(session.fields))
+    cols[1].metric("White cells found", len(session.cells))
+    cols[2].metric("Blasts", count.n_blasts)
+    cols[3].metric("Blast %", percent_text(count), help="Of the cells counted (blast + normal).")
+    cols[4].metric("Awaiting review", session.n_uncertain, help="Cells the model is unsure of.")
+    if count.percent is None:
+        st.markdown(count.interpretation)
+    else:
+        st.markdown(f"**95% interval (Wilson):** {interval_text(count)}. {count.interpretation}")
+    if count.hint:
+        st.warning(count.hint, icon=":material/rule:")
+    if session.fields and session.mode == MODE_FIELDS:
+        st.dataframe(field_table(session), hide_index=True, width="stretch")
+    if session.cells:
+        st.page_link(
+            "pages/review.py", label="**Next: review every cell**", icon=":material/arrow_forward:"
+        )
+
+
+def field_table(session: ReviewSession) -> pd.DataFrame:
+    rows = []
+    for field, count in zip(session.fields, session.field_counts(), strict=True):
+        rows.append({
+            "Field": field.name,
+            "Cells found": len(session.field_cells(field.index)),
+            "Counted": count.n_counted,
+            "Blasts": count.n_blasts,
+            "Blast %": percent_text(count),
+            "95% CI": interval_text(count),
+            "Size (px)": f"{field.width}×{field.height}",
+            "Seconds": round(sum(field.seconds.values()), 2),
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+session = state.current()
+if session is not None:
+    show_results(session)

@@ -1,0 +1,104 @@
+"""Case: save the sample to the case record, sign it off, reopen a signed case, see the audit."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import streamlit as st
+
+from leukemia_core.errors import LeukemiaCoreError
+from leukemia_core.store import DATABASE_ENV_VAR, default_database_path
+from ui import state
+from ui.common import interval_text, percent_text, show_flashes
+from ui.record import save_form, status_line
+
+st.title("Case record")
+st.caption(
+    f"Cases are kept in `{default_database_path()}` (set `{DATABASE_ENV_VAR}` to use another "
+    "file, e.g. a shared one)."
+)
+session = state.current()
+if session is None:
+    st.info("No case open: analyze a sample, or open an earlier case from the case list.")
+    st.page_link("pages/cases.py", label="Case list", icon=":material/folder_open:")
+    st.stop()
+
+show_flashes()
+if not session.is_saved:
+    status_line(session)
+    save_form(session, prefix="case_")
+    st.stop()
+
+try:
+    state.refresh(session)
+    record = state.case_store().load_case(session.case_id)
+except LeukemiaCoreError as error:
+    st.error(str(error))
+    st.stop()
+
+status_line(session)
+count = record.counts()
+parent = f" (reopened from `{record.parent_id}`)" if record.parent_id else ""
+st.markdown(
+    f"- **Case id:** `{record.case_id}`, version {record.version}{parent}\n"
+    f"- **Created:** {record.created_at} (UTC) by {record.created_by or '—'}\n"
+    f"- **Model:** {record.model_name}, weights sha256 `{record.model_checksum or '—'}`\n"
+    f"- **Fields:** {len(record.fields)}; **cells:** {len(record.cells)}; **counted:** "
+    f"{count.n_counted}; **blasts:** {count.n_blasts} ({percent_text(count)}, 95% CI "
+    f"{interval_text(count)})"
+)
+with st.expander("Thresholds stored with the case"):
+    st.code(json.dumps(record.thresholds, indent=2), language="json")
+
+st.subheader("Sign-off", divider="gray")
+if record.is_signed:
+    st.success(
+        f"Signed by **{record.signed_by}** at {record.signed_at} (UTC). The record is frozen.",
+        icon=":material/verified:",
+    )
+    st.caption("To change it, reopen it: that makes a new version and keeps this one as signed.")
+    if st.button("Reopen as a new version", key="reopen", icon=":material/edit_document:"):
+        try:
+            state.reopen(session)
+            st.rerun()
+        except LeukemiaCoreError as error:
+            st.error(str(error))
+else:
+    if session.n_uncertain:
+        st.warning(
+            f"{session.n_uncertain} cell{'s are' if session.n_uncertain != 1 else ' is'} still "
+            "uncertain: label each one on the Review page before signing.",
+            icon=":material/pending:",
+        )
+    reviewer = state.reviewer()
+    st.markdown(
+        f"Signing as **{reviewer}** confirms that you reviewed every cell; the record is then "
+        "frozen."
+        if reviewer
+        else "Enter your name as reviewer in the sidebar to sign."
+    )
+    if st.button("Sign case", key="sign", type="primary", icon=":material/signature:"):
+        try:
+            state.sign(session)
+            st.rerun()
+        except LeukemiaCoreError as error:
+            st.error(str(error))
+
+st.subheader("Audit trail", divider="gray")
+audit = pd.DataFrame(
+    [
+        {
+            "Time (UTC)": a.at,
+            "Who": a.reviewer or "—",
+            "Action": a.action,
+            "Field": "" if a.field_index is None else a.field_index + 1,
+            "Cell": "" if a.cell_id is None else a.cell_id,
+            "From": a.from_label or "",
+            "To": a.to_label or "",
+            "Note": a.note,
+        }
+        for a in record.audit
+    ]
+)
+st.dataframe(audit.astype(str), hide_index=True, width="stretch")

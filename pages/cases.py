@@ -1,0 +1,72 @@
+"""Case list: find earlier cases by sample id, open one for review, or reopen a signed one."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from leukemia_core.errors import LeukemiaCoreError
+from ui import state
+
+st.title("Case list")
+search = st.text_input(
+    "Find cases", key="case_search", placeholder="part of a sample id, or the start of a case id"
+)
+try:
+    cases = state.case_store().list_cases(search)
+except LeukemiaCoreError as error:
+    st.error(str(error))
+    st.stop()
+if not cases:
+    st.info("No cases found." if search else "No cases saved yet: analyze a sample and save it.")
+    st.stop()
+
+reopened = {c.parent_id for c in cases if c.parent_id}
+rows = [
+    {
+        "Sample": c.sample_id,
+        "Version": c.version,
+        "Status": c.status + (" (reopened)" if c.case_id in reopened else ""),
+        "Created (UTC)": c.created_at[:19].replace("T", " "),
+        "Created by": c.created_by or "—",
+        "Signed by": c.signed_by or "—",
+        "Cells": c.n_cells,
+        "Counted": c.n_counted,
+        "Blasts": c.n_blasts,
+        "Blast %": f"{100 * c.n_blasts / c.n_counted:.1f}%" if c.n_counted else "—",
+        "Uncertain": c.n_uncertain,
+        "Case id": c.case_id,
+    }
+    for c in cases
+]
+st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+by_id = {c.case_id: c for c in cases}
+picked = st.selectbox(
+    "Case",
+    list(by_id),
+    key="case_pick",
+    format_func=lambda i: (
+        f"{by_id[i].sample_id} · version {by_id[i].version} · "
+        f"{by_id[i].status} · {by_id[i].created_at[:16].replace('T', ' ')} · {i[:8]}"
+    ),
+)
+chosen = by_id[picked]
+left, right = st.columns(2)
+if left.button("Open", key="open_case", type="primary", icon=":material/folder_open:"):
+    try:
+        state.open_case(chosen.case_id)
+        st.success(f"Opened sample {chosen.sample_id}, version {chosen.version}.")
+        st.page_link("pages/review.py", label="Review its cells", icon=":material/arrow_forward:")
+    except LeukemiaCoreError as error:
+        st.error(str(error))
+can_reopen = chosen.status == "signed" and chosen.case_id not in reopened
+if can_reopen and right.button(
+    "Reopen as a new version", key="reopen_case", icon=":material/edit_document:"
+):
+    try:
+        session = state.open_case(chosen.case_id)
+        state.reopen(session)
+        st.success(f"Sample {chosen.sample_id} reopened as version {session.version}.")
+        st.page_link("pages/review.py", label="Review its cells", icon=":material/arrow_forward:")
+    except LeukemiaCoreError as error:
+        st.error(str(error))

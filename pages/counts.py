@@ -1,0 +1,85 @@
+"""Counts: blast % with its 95% Wilson interval for the sample and per field; model vs reviewer."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from leukemia_core.counting import INVESTIGATE_PERCENT, WHO_ACUTE_LEUKEMIA_PERCENT, CellLabel
+from leukemia_core.session import MODE_FIELDS, ReviewSession
+from leukemia_core.types import BlastCount
+from ui import state
+from ui.common import LABEL_NAMES, interval_text, percent_text
+from ui.figures import counts_chart, model_vs_reviewer_chart
+from ui.record import status_line
+
+st.title("Blast counts")
+session = state.current()
+if session is None:
+    st.info("No counts yet: analyze a sample first.")
+    st.page_link("pages/analyze.py", label="Analyze a sample", icon=":material/upload:")
+    st.stop()
+
+
+def count_row(scope: str, count: BlastCount, n_uncertain: int) -> dict:
+    return {
+        "Scope": scope,
+        "Cells counted": count.n_counted,
+        "Blasts": count.n_blasts,
+        "Blast %": percent_text(count),
+        "95% CI (Wilson)": interval_text(count),
+        "Uncertain": n_uncertain,
+        "Left out": count.n_excluded - n_uncertain,
+    }
+
+
+def uncertain_in(session: ReviewSession, field_index: int | None) -> int:
+    keys = [c.key for c in session.cells if field_index in (None, c.field_index)]
+    return sum(session.labels[k] == CellLabel.UNCERTAIN for k in keys)
+
+
+status_line(session)
+count = session.count()
+st.caption("From the current labels: the model's calls as corrected by the reviewer.")
+cols = st.columns([1, 1, 1, 1.6])
+cols[0].metric("Cells counted", count.n_counted, help="Blasts plus normal white cells.")
+cols[1].metric("Blasts", count.n_blasts)
+cols[2].metric("Blast %", percent_text(count))
+cols[3].metric("95% CI (Wilson)", interval_text(count))
+if count.percent is not None and count.percent >= WHO_ACUTE_LEUKEMIA_PERCENT:
+    st.error(count.interpretation, icon=":material/priority_high:")
+elif count.percent is not None and count.percent >= INVESTIGATE_PERCENT:
+    st.warning(count.interpretation, icon=":material/warning:")
+else:
+    st.info(count.interpretation, icon=":material/insights:")
+if count.hint:
+    st.warning(count.hint, icon=":material/rule:")
+
+rows = [count_row("Whole sample", count, session.n_uncertain)]
+scopes = [("Whole sample", count)]
+if session.mode == MODE_FIELDS:
+    for field, field_count in zip(session.fields, session.field_counts(), strict=True):
+        name = f"Field {field.index + 1}: {field.name}"
+        rows.append(count_row(name, field_count, uncertain_in(session, field.index)))
+        scopes.append((name, field_count))
+st.subheader("Per field" if session.mode == MODE_FIELDS else "Sample", divider="gray")
+st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+if any(c.percent is not None for _, c in scopes):
+    st.plotly_chart(counts_chart(scopes), key="counts_chart", config={"displaylogo": False})
+    st.caption("Bars: blast %; whiskers: 95% Wilson interval; dashed lines: the 5% and 20% levels.")
+
+st.subheader("What the model said and what the reviewer decided", divider="gray")
+model_count, model_tally, tally = session.model_count(), session.tally(model=True), session.tally()
+table = [
+    {"Label": LABEL_NAMES[label], "Model": model_tally.get(label.value, 0),
+     "Reviewer": tally.get(label.value, 0)}
+    for label in CellLabel
+]  # fmt: skip
+table.append(
+    {"Label": "Blast %", "Model": percent_text(model_count), "Reviewer": percent_text(count)}
+)
+left, right = st.columns([2, 3])
+left.dataframe(pd.DataFrame(table).astype(str), hide_index=True, width="stretch")
+left.caption(f"{session.n_changed} of {len(session.cells)} cells relabelled by the reviewer.")
+right.plotly_chart(model_vs_reviewer_chart(model_tally, tally), key="model_vs_reviewer",
+                   config={"displaylogo": False})  # fmt: skip

@@ -1,0 +1,76 @@
+"""Report: the printable HTML report (and PDF), the CSV and the JSON of the current case."""
+
+from __future__ import annotations
+
+import re
+
+import streamlit as st
+
+from leukemia_core.errors import LeukemiaCoreError
+from leukemia_core.pdf import html_to_pdf, pdf_available
+from leukemia_core.report import case_json, case_report_html, cells_csv
+from ui import state
+from ui.record import status_line
+
+NO_SCRIPTS = '<meta http-equiv="Content-Security-Policy" content="script-src \'none\'">'
+
+st.title("Report")
+session = state.current()
+if session is None or not session.is_saved:
+    st.info(
+        "The report is made from the case record: save the case first (Review or Case page), "
+        "or open a saved case from the case list."
+    )
+    st.page_link("pages/case.py", label="Case record", icon=":material/folder:")
+    st.stop()
+
+try:
+    state.refresh(session)
+    record = state.case_store().load_case(session.case_id)
+except LeukemiaCoreError as error:
+    st.error(str(error))
+    st.stop()
+
+status_line(session)
+if not record.is_signed:
+    st.warning(
+        "This case is not signed: the report says so on every copy. Sign it on the Case page "
+        "once every cell is reviewed.",
+        icon=":material/pending:",
+    )
+stem = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{record.sample_id}_v{record.version}").strip("_")
+html = case_report_html(record)
+cols = st.columns(4)
+cols[0].download_button(
+    "Report (HTML)", html.encode("utf-8"), f"{stem}_report.html", "text/html",
+    key="download_html", icon=":material/description:", on_click="ignore",
+)  # fmt: skip
+cols[1].download_button(
+    "Cells (CSV)", cells_csv(record), f"{stem}_cells.csv", "text/csv",
+    key="download_csv", icon=":material/table:", on_click="ignore",
+)  # fmt: skip
+cols[2].download_button(
+    "Case (JSON)", case_json(record).encode("utf-8"), f"{stem}_case.json", "application/json",
+    key="download_json", icon=":material/data_object:", on_click="ignore",
+)  # fmt: skip
+with cols[3]:
+    pdf_key = f"pdf_{record.case_id}_{len(record.audit)}"
+    if not pdf_available():
+        st.caption("PDF: print the HTML report from your browser (no Chromium here).")
+    elif pdf_key in st.session_state:
+        st.download_button(
+            "Report (PDF)", st.session_state[pdf_key], f"{stem}_report.pdf", "application/pdf",
+            key="download_pdf", icon=":material/picture_as_pdf:", on_click="ignore",
+        )  # fmt: skip
+    elif st.button("Make PDF", key="make_pdf", icon=":material/picture_as_pdf:"):
+        try:
+            with st.spinner("Printing the report to PDF …"):
+                st.session_state[pdf_key] = html_to_pdf(html)
+            st.rerun()
+        except LeukemiaCoreError as error:
+            st.error(str(error))
+
+st.caption("Preview (download the HTML report to print it or keep it):")
+# The report is built by leukemia_core.report with every user string escaped; the preview also
+# forbids scripts outright, so nothing in it can act on the app.
+st.iframe(html.replace("<head>", f"<head>{NO_SCRIPTS}", 1), height=900)

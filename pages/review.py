@@ -1,0 +1,105 @@
+"""Review: the field overview, then every cell by class with Grad-CAM and one-click relabelling."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from leukemia_core.errors import LeukemiaCoreError
+from leukemia_core.session import MODE_FIELDS
+from ui import heatmaps, state
+from ui.common import interval_text, percent_text, show_flashes
+from ui.figures import field_overview
+from ui.gallery import show_gallery
+from ui.record import save_form, status_line
+
+st.title("Review cells")
+session = state.current()
+if session is None:
+    st.info("Nothing to review yet: analyze a sample first.")
+    st.page_link("pages/analyze.py", label="Analyze a sample", icon=":material/upload:")
+    st.stop()
+
+try:
+    if state.refresh(session):
+        st.info("This case was changed in another window; the labels below are the stored ones.")
+except LeukemiaCoreError as error:
+    st.error(str(error))
+show_flashes()
+status_line(session)
+count = session.count()
+cols = st.columns([1, 1, 1, 1.6, 1])
+cols[0].metric("Cells counted", count.n_counted)
+cols[1].metric("Blasts", count.n_blasts)
+cols[2].metric("Blast %", percent_text(count))
+cols[3].metric("95% CI (Wilson)", interval_text(count))
+cols[4].metric("Uncertain", session.n_uncertain)
+
+editable = session.is_saved and not session.is_signed and bool(state.reviewer())
+if not session.is_saved:
+    save_form(session, prefix="review_")
+elif session.is_signed:
+    st.success(
+        f"Signed by {session.signed_by} at {session.signed_at} (UTC); the record is frozen. "
+        "Reopen it as a new version on the Case page to change it."
+    )
+elif not state.reviewer():
+    st.warning("Enter your name as reviewer in the sidebar to reclassify cells.")
+else:
+    st.caption(
+        "Click a label under a cell to reclassify it; every count updates at once and the "
+        "change is recorded with your name."
+    )
+
+if session.mode == MODE_FIELDS and session.fields:
+    st.subheader("Field overview", divider="gray")
+    index = 0
+    if len(session.fields) > 1:
+        index = st.selectbox(
+            "Field", range(len(session.fields)), key="overview_field",
+            format_func=lambda i: f"{i + 1}: {session.fields[i].name}",
+        )  # fmt: skip
+    field = session.fields[index]
+    st.plotly_chart(
+        field_overview(field, session.field_cells(index), session.labels),
+        key="overview",
+        config={"displaylogo": False, "scrollZoom": True},
+    )
+    st.caption("Drag to zoom, double-click to reset; hover a cell number for its probability.")
+
+st.subheader("Explanations", divider="gray")
+reason = heatmaps.unavailable_reason(session)
+c1, c2, c3 = st.columns([2, 2, 3])
+show_maps = c1.toggle(
+    "Show heatmaps", key="gradcam_on", disabled=reason is not None, persist_state="session",
+    help="Where the model looked: warm colours pushed it towards its call.",
+)  # fmt: skip
+method = c2.selectbox(
+    "Method", heatmaps.methods() or tuple(heatmaps.METHOD_NAMES), key="gradcam_method",
+    format_func=lambda m: heatmaps.METHOD_NAMES.get(m, m), disabled=reason is not None,
+    persist_state="session",
+)  # fmt: skip
+opacity = c3.slider(
+    "Heatmap opacity", 0.0, 1.0, heatmaps.DEFAULT_OPACITY, 0.05, key="gradcam_opacity",
+    disabled=reason is not None, persist_state="session",
+)  # fmt: skip
+right_images = {}
+if reason is not None:
+    st.caption(reason)
+    if session.overlays:
+        st.caption("Showing the heatmaps stored with the case.")
+        right_images = dict(session.overlays)
+elif show_maps:
+    try:
+        with st.spinner(f"Computing {heatmaps.METHOD_NAMES.get(method, method)} for "
+                        f"{len(session.cells)} cells …"):  # fmt: skip
+            maps = heatmaps.gallery_heatmaps(session, method)
+        right_images = {
+            key: heatmaps.overlay(session.cell(*key).crop, m, opacity) for key, m in maps.items()
+        }
+    except LeukemiaCoreError as error:
+        st.error(str(error))
+st.caption(
+    "Each card: the cell among its neighbours with its outline, and "
+    + ("where the model looked." if right_images else "the crop the model classified.")
+)
+show_gallery(session, right_images=right_images, editable=editable)

@@ -1,0 +1,255 @@
+"""leukemia_core.session: analysing a sample for review, relabelling, counts, case-record round trip."""
+
+from __future__ import annotations
+
+import io
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from leukemia_core.classify import Classifier
+from leukemia_core.counting import CellLabel, summarize_labels
+from leukemia_core.cropping import crop_cells
+from leukemia_core.imaging import prepare_field, read_for_analysis
+from leukemia_core.models.folder import load_model
+from leukemia_core.segmentation import segment_wbc
+from leukemia_core.session import (
+    MODE_CELLS,
+    NO_MODEL,
+    ImageFailure,
+    ReviewError,
+    ReviewSession,
+    analyze_sample,
+)
+from leukemia_core.store import CaseStore
+from leukemia_core.synthetic import make_demo_smear, make_smear
+
+
+@pytest.fixture(scope="module")
+def classifier(tiny_models_dir):
+    return Classifier(load_model("tiny", tiny_models_dir))
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return make_demo_smear()
+
+
+@pytest.fixture(scope="module")
+def fields(demo):
+    second = make_smear(480, 640, n_wbc=3, n_touching_pairs=0, n_rbc=80, seed=3)
+    return [prepare_field(demo.image, "demo.png"), prepare_field(second.image, "second.png")]
+
+
+@pytest.fixture
+def session(fields, classifier):
+    return analyze_sample(fields, classifier, sample_id="S-1")
+
+
+def test_every_segmented_cell_is_in_the_review_with_the_models_call(session, fields, classifier):
+    assert session.model_name == "tiny" and len(session.model_checksum) == 64
+    assert session.calibration == classifier.model.config.calibration.to_dict()
+    assert [f.name for f in session.fields] == ["demo.png", "second.png"]
+    for field, prepared in zip(session.fields, fields, strict=True):
+        segmentation = segment_wbc(prepared.rgb)
+        cells = session.field_cells(field.index)
+        assert [c.cell_id for c in cells] == list(range(1, segmentation.n_cells + 1))
+        border = {c.cell_id for c in cells if c.model_label == CellLabel.BORDER}
+        assert border == set(segmentation.border_cell_ids)
+    crops = [c.crop for c in session.cells if c.model_label != CellLabel.BORDER]
+    probabilities = classifier.probabilities(crops)
+    inside = [c for c in session.cells if c.model_label != CellLabel.BORDER]
+    assert [c.blast_probability for c in inside] == pytest.approx(list(probabilities), abs=1e-6)
+    for cell in session.cells:
+        assert cell.crop.shape == (300, 300, 3) and cell.view.shape == (192, 192, 3)
+        assert len(cell.outline) >= 4
+
+
+def test_counts_follow_the_labels_and_a_relabel_changes_every_count_at_once(session):
+    labels = [session.labels[c.key] for c in session.cells]
+    assert session.count() == summarize_labels(labels)
+    assert session.model_count() == session.count()
+    assert session.field_counts() == (session.count(0), session.count(1))
+    target = session.field_cells(0)[0]
+    before = session.count()
+    field_before = session.count(0)
+    change = session.relabel(0, target.cell_id, "blast", reviewer=" Dr. A ")
+    assert change.to_label == "blast" and change.reviewer == "Dr. A"
+    assert change.from_label == target.model_label.value
+    after = session.count()
+    newly_counted = target.model_label not in (CellLabel.BLAST, CellLabel.NORMAL)
+    assert after.n_blasts == before.n_blasts + (target.model_label != CellLabel.BLAST)
+    assert after.n_counted == before.n_counted + newly_counted
+    assert session.count(0).n_blasts == field_before.n_blasts + (target.model_label != "blast")
+    assert session.count(1) == summarize_labels(
+        [session.labels[c.key] for c in session.field_cells(1)]
+    )
+    assert session.model_count() == before  # what the model said does not move
+    assert session.relabel(0, target.cell_id, "blast", reviewer="Dr. A") is None  # no-op
+    assert len(session.changes) == 1 and session.n_changed == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "reviewer", "match"),
+    [
+        ((0, 1, "blast"), "", "Enter your name as reviewer"),
+        ((0, 999, "blast"), "A", "no cell 999 in field 0"),
+        ((5, 1, "blast"), "A", "no cell 1 in field 5"),
+        ((0, 1, "lymphoma"), "A", "'lymphoma' is not a cell label; expected one of: blast"),
+    ],
+)
+def test_bad_relabels_say_what_is_wrong(session, args, reviewer, match):
+    with pytest.raises(ReviewError, match=match):
+        session.relabel(*args, reviewer=reviewer)
+
+
+def test_gallery_puts_the_uncertain_queue_first_and_sorts_by_probability(session):
+    for cell in session.field_cells(0)[:2]:
+        session.relabel(*cell.key, "uncertain", reviewer="A")
+    groups = session.groups()
+    assert [g.key for g in groups] == ["uncertain", "blast", "normal", "left_out"]
+    assert sum(len(g.cells) for g in groups) == len(session.cells)
+    for group in groups:
+        p = [c.blast_probability for c in group.cells]
+        assert p == sorted(p, reverse=True)
+    assert len(groups[0].cells) == session.n_uncertain >= 2
+    assert {session.labels[c.key] for c in groups[3].cells} <= {"excluded", "not_wbc", "border"}
+
+
+def test_without_a_model_every_cell_awaits_the_reviewer(fields):
+    session = analyze_sample(fields[:1], None, sample_id="S-2")
+    assert session.model_name is None and not session.has_model
+    assert {c.model_label for c in session.cells} <= {CellLabel.UNCERTAIN, CellLabel.BORDER}
+    assert all(c.blast_probability is None for c in session.cells)
+    assert session.count().n_counted == 0 and session.n_uncertain > 0
+    for cell in session.cells:
+        session.relabel(*cell.key, "normal", reviewer="A")
+    assert session.count().n_counted == len(session.cells) and session.n_uncertain == 0
+
+
+def test_a_failing_image_is_reported_and_the_rest_analysed(fields, classifier):
+    not_rgb = fields[0].__class__(np.zeros((40, 40), np.uint8), "grey.png", (40, 40))
+    earlier = ImageFailure("notes.txt", "'notes.txt' is not an image file")
+    session = analyze_sample([not_rgb, fields[1]], classifier, sample_id="S-3", failures=[earlier])
+    assert [f.name for f in session.failures] == ["notes.txt", "grey.png"]
+    assert "RGB" in session.failures[1].message
+    assert [f.name for f in session.fields] == ["second.png"] and session.fields[0].index == 0
+
+
+def test_a_field_without_cells_is_kept_with_its_note(classifier):
+    blank = prepare_field(np.full((480, 640, 3), 230, np.uint8), "blank.png")
+    session = analyze_sample([blank], classifier, sample_id="S-4")
+    assert session.cells == () and len(session.fields) == 1
+    assert any("No white blood cells found" in note for note in session.fields[0].notes)
+    assert session.count().percent is None
+
+
+def test_single_cell_mode_gives_one_cell_per_image(demo, classifier):
+    segmentation = segment_wbc(demo.image)
+    x0, y0, x1, y1 = next(
+        c.bbox for c in crop_cells(demo.image, segmentation) if not c.touches_border
+    )
+    crop = demo.image[max(0, y0 - 20) : y1 + 20, max(0, x0 - 20) : x1 + 20]
+    cutout = np.zeros((200, 200, 3), np.uint8)
+    cutout[60:140, 60:140] = (120, 60, 170)
+    images = [prepare_field(crop, "context.png"), prepare_field(cutout, "cutout.png")]
+    progress = []
+    session = analyze_sample(
+        images, classifier, sample_id="S-5", mode=MODE_CELLS,
+        progress=lambda *args: progress.append(args),
+    )  # fmt: skip
+    assert session.mode == MODE_CELLS
+    assert [(c.field_index, c.cell_id) for c in session.cells] == [(0, 1), (1, 1)]
+    assert {args[2] for args in progress} >= {"cropping", "classifying", "counting"}
+    assert session.cells[1].bbox == (60, 60, 140, 140)
+
+
+def test_progress_reports_each_image_and_stage(fields, classifier):
+    seen = []
+    analyze_sample(fields, classifier, sample_id="S-6", progress=lambda *a: seen.append(a))
+    assert {(a[0], a[1]) for a in seen} == {(0, 2), (1, 2)}
+    assert [a[2] for a in seen if a[0] == 0][:1] == ["segmenting"]
+    assert {a[2] for a in seen} >= {"segmenting", "cropping", "classifying", "counting"}
+
+
+def test_case_record_round_trip_keeps_cells_labels_and_outlines(session, tmp_path):
+    session.relabel(*session.cells[0].key, "not_wbc", reviewer="A")
+    overlays = {session.cells[1].key: np.full((300, 300, 3), 7, np.uint8)}
+    fields, cells = session.case_entries(overlays)
+    store = CaseStore(tmp_path / "cases.sqlite3")
+    case_id = store.create_case(
+        "S-1", fields, cells, model_name=session.model_name,
+        model_checksum=session.model_checksum, thresholds=session.thresholds(),
+    )  # fmt: skip
+    record = store.load_case(case_id)
+    assert record.thresholds["mode"] == "fields"
+    assert record.thresholds["blast_percent_thresholds"] == [5.0, 20.0]
+    assert record.model_counts() == session.model_count()  # stored labels start as the model's
+    restored = ReviewSession.from_record(record)
+    assert restored.case_id == case_id and restored.status == "open" and restored.version == 1
+    assert [c.key for c in restored.cells] == [c.key for c in session.cells]
+    assert restored.count() == session.model_count()
+    for original, back in zip(session.fields, restored.fields, strict=True):
+        assert np.array_equal(original.image, back.image)
+    for original, back in zip(session.cells, restored.cells, strict=True):
+        assert np.array_equal(original.crop, back.crop)
+        assert back.blast_probability == pytest.approx(original.blast_probability)
+        assert _iou(back.outline, original.outline, original.bbox) > 0.85
+    assert list(restored.overlays) == [session.cells[1].key]
+    # the store's changes come back through apply_record
+    store.relabel_cell(case_id, *session.cells[2].key, "excluded", reviewer="B")
+    restored.apply_record(store.load_case(case_id))
+    assert restored.labels[session.cells[2].key] == CellLabel.EXCLUDED
+    assert [(c.reviewer, c.to_label) for c in restored.changes] == [("B", "excluded")]
+
+
+def _iou(a: np.ndarray, b: np.ndarray, bbox) -> float:
+    """Overlap of two outlines, filled, inside the box."""
+    x0, y0, x1, y1 = bbox
+    masks = []
+    for outline in (a, b):
+        mask = np.zeros((y1 - y0 + 2, x1 - x0 + 2), np.uint8)
+        cv2.fillPoly(mask, [np.round(outline - (x0, y0)).astype(np.int32)], 1)
+        masks.append(mask.astype(bool))
+    return (masks[0] & masks[1]).sum() / (masks[0] | masks[1]).sum()
+
+
+def test_a_session_without_model_is_stored_under_a_plain_name(fields, tmp_path):
+    session = analyze_sample(fields[1:], None, sample_id="S-7")
+    store = CaseStore(tmp_path / "cases.sqlite3")
+    f, c = session.case_entries()
+    case_id = store.create_case("S-7", f, c, model_name=NO_MODEL, model_checksum="",
+                                thresholds=session.thresholds())  # fmt: skip
+    restored = ReviewSession.from_record(store.load_case(case_id))
+    assert restored.model_name is None
+    assert all(cell.blast_probability is None for cell in restored.cells)
+
+
+def test_signed_sessions_are_frozen_and_records_must_match(session, fields, tmp_path):
+    store = CaseStore(tmp_path / "cases.sqlite3")
+    f, c = session.case_entries()
+    case_id = store.create_case("S-1", f, c, model_name="tiny", model_checksum="x",
+                                thresholds={})  # fmt: skip
+    for cell in session.cells:
+        if session.labels[cell.key] == CellLabel.UNCERTAIN:
+            store.relabel_cell(case_id, *cell.key, "normal", reviewer="A")
+    store.sign_case(case_id, reviewer="A")
+    session.apply_record(store.load_case(case_id))
+    assert session.is_signed and session.signed_by == "A"
+    with pytest.raises(ReviewError, match="signed and frozen; reopen"):
+        session.relabel(*session.cells[0].key, "blast", reviewer="A")
+    other = analyze_sample(fields[1:], None, sample_id="S-8")
+    with pytest.raises(ReviewError, match="holds other cells than the sample on screen"):
+        other.apply_record(store.load_case(case_id))
+
+
+def test_read_for_analysis_feeds_the_session(demo, classifier):
+    buffer = io.BytesIO()
+    Image.fromarray(demo.image).save(buffer, format="PNG")
+    prepared = read_for_analysis(buffer.getvalue(), "demo.png", input_size=32)
+    session = analyze_sample([prepared], classifier, sample_id="S-9")
+    assert np.array_equal(session.fields[0].image, demo.image)
+    assert session.fields[0].original_size == (1024, 768)
+    assert session.digest == analyze_sample([prepared], classifier, sample_id="x").digest

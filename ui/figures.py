@@ -1,0 +1,119 @@
+"""Plotly figures: the zoomable field overview and the count charts."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+import plotly.graph_objects as go
+
+from leukemia_core.counting import INVESTIGATE_PERCENT, WHO_ACUTE_LEUKEMIA_PERCENT, CellLabel
+from leukemia_core.imaging import display_copy
+from leukemia_core.session import ReviewCell, ReviewField
+from leukemia_core.types import BlastCount
+from ui.common import LABEL_COLOURS, LABEL_NAMES
+
+OVERVIEW_MAX_SIDE = 1400  # display copy of the field: enough to zoom into a cell, light to send
+
+
+def _jpeg_uri(rgb: np.ndarray) -> str:
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                            [cv2.IMWRITE_JPEG_QUALITY, 88])  # fmt: skip
+    assert ok
+    return "data:image/jpeg;base64," + base64.b64encode(data.tobytes()).decode("ascii")
+
+
+def field_overview(
+    field: ReviewField, cells: Sequence[ReviewCell], labels: dict[tuple[int, int], CellLabel]
+) -> go.Figure:
+    """The field with every cell outlined in the colour of its current label.
+
+    Hovering a cell's number shows its probability and both labels; the axes are field pixels.
+    """
+    shown, scale = display_copy(field.image, OVERVIEW_MAX_SIDE)
+    figure = go.Figure(go.Image(source=_jpeg_uri(shown), dx=1 / scale, dy=1 / scale,
+                                hoverinfo="skip"))  # fmt: skip
+    for label in CellLabel:
+        members = [c for c in cells if labels[c.key] == label]
+        if not members:
+            continue
+        xs: list[float | None] = []
+        ys: list[float | None] = []
+        for cell in members:
+            x0, y0, x1, y1 = cell.bbox
+            outline = cell.outline if len(cell.outline) else np.array(
+                [(x0, y0), (x1, y0), (x1, y1), (x0, y1)], np.float32)  # fmt: skip
+            xs += [*outline[:, 0].tolist(), float(outline[0, 0]), None]
+            ys += [*outline[:, 1].tolist(), float(outline[0, 1]), None]
+        colour = LABEL_COLOURS[label]
+        name = f"{LABEL_NAMES[label]} ({len(members)})"
+        dash = "dot" if label in (CellLabel.BORDER, CellLabel.EXCLUDED, CellLabel.NOT_WBC) else None
+        figure.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=name, legendgroup=label.value,
+                                    line={"color": colour, "width": 2.5, "dash": dash},
+                                    hoverinfo="skip"))  # fmt: skip
+        figure.add_trace(go.Scatter(
+            x=[c.bbox[0] for c in members], y=[c.bbox[1] for c in members],
+            mode="markers+text", text=[str(c.cell_id) for c in members],
+            textposition="middle center", textfont={"color": "white", "size": 12},
+            marker={"color": colour, "size": 22, "line": {"color": "white", "width": 1.5}},
+            legendgroup=label.value, showlegend=False,
+            customdata=[_hover(c, labels[c.key]) for c in members],
+            hovertemplate="%{customdata}<extra></extra>",
+        ))  # fmt: skip
+    figure.update_xaxes(visible=False, range=[0, field.width])
+    figure.update_yaxes(visible=False, range=[field.height, 0], scaleanchor="x")
+    figure.update_layout(
+        margin={"l": 0, "r": 0, "t": 30, "b": 0},
+        height=560,
+        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
+        dragmode="zoom",
+    )
+    return figure
+
+
+def _hover(cell: ReviewCell, label: CellLabel) -> str:
+    p = "—" if cell.blast_probability is None else f"{cell.blast_probability:.2f}"
+    text = f"Cell {cell.cell_id}<br>P(blast) {p}<br>Model: {LABEL_NAMES[cell.model_label]}"
+    if label != cell.model_label:
+        text += f"<br>Reviewer: {LABEL_NAMES[label]}"
+    return text
+
+
+def counts_chart(rows: Sequence[tuple[str, BlastCount]]) -> go.Figure:
+    """Blast % with its 95% Wilson interval per scope, against the 5% and 20% levels."""
+    scopes = [name for name, count in rows if count.percent is not None]
+    counts = [count for _, count in rows if count.percent is not None]
+    percent = [c.percent for c in counts]
+    figure = go.Figure(go.Bar(
+        x=scopes, y=percent, marker_color="#5b3f8c",
+        error_y={"type": "data", "symmetric": False,
+                 "array": [c.ci_high_percent - c.percent for c in counts],
+                 "arrayminus": [c.percent - c.ci_low_percent for c in counts]},
+        customdata=[f"{c.n_blasts} of {c.n_counted} cells; 95% CI {c.ci_low_percent:.1f}–"
+                    f"{c.ci_high_percent:.1f}%" for c in counts],
+        hovertemplate="%{x}: %{y:.1f}% blasts<br>%{customdata}<extra></extra>",
+    ))  # fmt: skip
+    for level, words in ((INVESTIGATE_PERCENT, "investigate"),
+                         (WHO_ACUTE_LEUKEMIA_PERCENT, "WHO acute leukemia")):  # fmt: skip
+        figure.add_hline(y=level, line_dash="dash", line_color="#b00020",
+                         annotation_text=f"{level:.0f}% {words}", annotation_position="top left")  # fmt: skip
+    top = max([WHO_ACUTE_LEUKEMIA_PERCENT + 5, *[c.ci_high_percent + 3 for c in counts]])
+    figure.update_yaxes(title="Blasts (% of counted cells)", range=[0, min(100, top)])
+    figure.update_layout(margin={"l": 0, "r": 0, "t": 20, "b": 0}, height=360, showlegend=False)
+    return figure
+
+
+def model_vs_reviewer_chart(model: dict[str, int], reviewer: dict[str, int]) -> go.Figure:
+    """Cells per label: what the model said next to what the reviewer decided."""
+    names = [LABEL_NAMES[label] for label in CellLabel]
+    figure = go.Figure([
+        go.Bar(name="Model", x=names, y=[model.get(x.value, 0) for x in CellLabel],
+               marker_color="#9e9ac8"),
+        go.Bar(name="Reviewer", x=names, y=[reviewer.get(x.value, 0) for x in CellLabel],
+               marker_color="#5b3f8c"),
+    ])  # fmt: skip
+    figure.update_layout(barmode="group", height=320, margin={"l": 0, "r": 0, "t": 20, "b": 0},
+                         yaxis_title="Cells", legend={"orientation": "h", "y": 1.1})  # fmt: skip
+    return figure

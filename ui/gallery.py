@@ -1,0 +1,138 @@
+"""The cell gallery: every cell by class, most blast-like first, with one-click reclassification.
+
+Each card shows the cell among its neighbours with its mask outline, next to the classifier's
+crop (or its Grad-CAM overlay), and a segmented control keyed ``relabel_<field>_<cell>``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import streamlit as st
+
+from leukemia_core.counting import CellLabel
+from leukemia_core.errors import LeukemiaCoreError
+from leukemia_core.imaging import side_by_side
+from leukemia_core.session import REVIEW_CHOICES, ReviewCell, ReviewSession
+from ui import state
+from ui.common import LABEL_NAMES, flash
+
+PAGE_SIZE = 40
+SHORT_NAMES = {
+    CellLabel.BLAST: "Blast",
+    CellLabel.NORMAL: "Normal",
+    CellLabel.NOT_WBC: "Not WBC",
+    CellLabel.EXCLUDED: "Exclude",
+}
+CHOICES = tuple(label.value for label in REVIEW_CHOICES)
+
+
+def relabel_key(cell: ReviewCell) -> str:
+    return f"{state.RELABEL_PREFIX}{cell.field_index}_{cell.cell_id}"
+
+
+def _shown_value(session: ReviewSession, cell: ReviewCell) -> str | None:
+    label = session.labels[cell.key]
+    return label.value if label.value in CHOICES else None
+
+
+def _on_relabel(field_index: int, cell_id: int) -> None:
+    session = state.current()
+    if session is None:
+        return
+    cell = session.cell(field_index, cell_id)
+    key = relabel_key(cell)
+    chosen = st.session_state.get(key)
+    if chosen is None:  # a second click on the chosen option: keep the label
+        st.session_state[key] = _shown_value(session, cell)
+        return
+    try:
+        state.relabel(session, field_index, cell_id, chosen)
+    except LeukemiaCoreError as error:
+        flash(str(error))
+        st.session_state[key] = _shown_value(session, cell)
+
+
+def _caption(session: ReviewSession, cell: ReviewCell) -> str:
+    p = "—" if cell.blast_probability is None else f"{cell.blast_probability:.2f}"
+    field = session.fields[cell.field_index].name if session.mode == "cells" else (
+        f"field {cell.field_index + 1}")  # fmt: skip
+    text = f"{field} · cell {cell.cell_id} · P(blast) {p}"
+    label = session.labels[cell.key]
+    if label != cell.model_label:
+        text += f" · model: {LABEL_NAMES[cell.model_label]} → {LABEL_NAMES[label]}"
+    else:
+        text += f" · model: {LABEL_NAMES[cell.model_label]}"
+    return text
+
+
+def show_gallery(
+    session: ReviewSession,
+    *,
+    right_images: dict[tuple[int, int], np.ndarray],
+    editable: bool,
+    columns: int = 4,
+) -> None:
+    """Render every gallery section.
+
+    Args:
+        session: The sample under review.
+        right_images: Image shown beside each cell's view (heatmap overlay); the classifier crop
+            for cells not in it.
+        editable: Whether the reclassify controls are enabled.
+        columns: Cards per row on a wide screen.
+    """
+    for group in session.groups():
+        if group.key != "uncertain" and not group.cells:
+            continue
+        title = f"{group.title} ({len(group.cells)})"
+        if group.key == "left_out":
+            container = st.expander(title, expanded=False)
+        else:
+            st.subheader(title, divider="gray")
+            container = st.container()
+        with container:
+            if not group.cells:
+                st.success("No uncertain cells are waiting for review.")
+                continue
+            cells = _page(group.key, group.cells)
+            grid = st.grid(columns, min_column_width=250, border=True)
+            for cell in cells:
+                with grid.cell():
+                    _card(session, cell, right_images.get(cell.key), editable)
+
+
+def _page(group_key: str, cells: tuple[ReviewCell, ...]) -> tuple[ReviewCell, ...]:
+    n_pages = math.ceil(len(cells) / PAGE_SIZE)
+    if n_pages <= 1:
+        return cells
+    page = st.number_input(
+        f"Page (of {n_pages}, {PAGE_SIZE} cells each)", min_value=1, max_value=n_pages, value=1,
+        key=f"page_{group_key}",
+    )  # fmt: skip
+    start = (int(page) - 1) * PAGE_SIZE
+    return cells[start : start + PAGE_SIZE]
+
+
+def _card(
+    session: ReviewSession, cell: ReviewCell, right: np.ndarray | None, editable: bool
+) -> None:
+    st.image(side_by_side([cell.view, cell.crop if right is None else right]),
+             caption=_caption(session, cell), width="stretch")  # fmt: skip
+    key = relabel_key(cell)
+    wanted = _shown_value(session, cell)
+    if st.session_state.get(key, "unset") != wanted:
+        st.session_state[key] = wanted
+    st.segmented_control(
+        "Reclassify",
+        options=CHOICES,
+        format_func=lambda value: SHORT_NAMES[CellLabel(value)],
+        key=key,
+        on_change=_on_relabel,
+        args=cell.key,
+        disabled=not editable,
+        label_visibility="collapsed",
+        width="stretch",
+        wrap=True,
+    )

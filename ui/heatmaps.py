@@ -1,0 +1,91 @@
+"""Grad-CAM-family heatmaps for the whole gallery: one batched call, cached per model and sample.
+
+The heatmaps come from :mod:`leukemia_core.explain`; this module only caches them and draws the
+overlays at the opacity the reviewer picks (cheap, so not cached).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import streamlit as st
+
+from leukemia_core.errors import LeukemiaCoreError
+from leukemia_core.session import ReviewSession
+from ui.models import BATCH_SIZE, get_classifier, model_config
+
+METHOD_NAMES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "scorecam": "Score-CAM"}
+DEFAULT_METHOD = "gradcam"
+DEFAULT_OPACITY = 0.4
+SCORE_MAPS = 8  # Score-CAM with a few activation maps: seconds, not minutes, on a CPU
+
+
+def explain_module():
+    """:mod:`leukemia_core.explain`, or None where this installation lacks it."""
+    try:
+        return importlib.import_module("leukemia_core.explain")
+    except ImportError:
+        return None
+
+
+def methods() -> tuple[str, ...]:
+    module = explain_module()
+    return tuple(getattr(module, "METHODS", METHOD_NAMES)) if module else ()
+
+
+def unavailable_reason(session: ReviewSession) -> str | None:
+    """Why heatmaps cannot be computed for this sample (None when they can)."""
+    if explain_module() is None:
+        return "Heatmaps are not available in this installation (leukemia_core.explain missing)."
+    if not session.has_model:
+        return "Heatmaps need a classifier model; these cells were found by segmentation only."
+    try:
+        config = model_config(session.model_name)
+    except LeukemiaCoreError as error:
+        return f"Model {session.model_name!r} is not available here ({error})."
+    if session.model_checksum and config.sha256 != session.model_checksum:
+        return (
+            f"The installed model {session.model_name!r} has other weights than the one that "
+            "labelled this case, so its heatmaps would not explain these labels."
+        )
+    return None
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _heatmaps(
+    model_name: str, checksum: str, sample_digest: str, method: str, _crops: tuple
+) -> np.ndarray:
+    del checksum, sample_digest  # cache key: the crops are identified by the sample digest
+    model = get_classifier(model_name).model
+    maps = explain_module().compute_heatmaps(
+        model, list(_crops), method=method, score_maps=SCORE_MAPS, batch_size=BATCH_SIZE
+    )
+    return np.rint(np.asarray(maps) * 255).astype(np.uint8)  # a quarter of float32's memory
+
+
+def gallery_heatmaps(session: ReviewSession, method: str) -> dict[tuple[int, int], np.ndarray]:
+    """Heatmap of every cell of the sample as uint8 0-255 (one batched call; cached).
+
+    Raises:
+        LeukemiaCoreError: The model or the explanation failed.
+    """
+    if not session.cells:
+        return {}
+    crops = tuple(c.crop for c in session.cells)
+    maps = _heatmaps(session.model_name, session.model_checksum, session.digest, method, crops)
+    return {cell.key: heatmap for cell, heatmap in zip(session.cells, maps, strict=True)}
+
+
+def overlay(crop: np.ndarray, heatmap: np.ndarray, opacity: float) -> np.ndarray:
+    """The crop with its heatmap (as :func:`gallery_heatmaps` gives it) blended in."""
+    heat = np.asarray(heatmap, np.float32) / 255.0
+    return np.asarray(explain_module().overlay_heatmap(crop, heat, opacity=opacity))
+
+
+def overlays_for_record(session: ReviewSession, method: str, opacity: float) -> dict:
+    """Overlays of every cell to keep in the case record; empty when heatmaps are unavailable."""
+    if unavailable_reason(session) is not None:
+        return {}
+    maps = gallery_heatmaps(session, method)
+    return {key: overlay(session.cell(*key).crop, m, opacity) for key, m in maps.items()}

@@ -1,0 +1,118 @@
+"""The classifier models: listed from the models folder, loaded once per process.
+
+A model is loaded with ``st.cache_resource`` keyed by its name, its weights' checksum and the
+models folder, so a retrained folder is picked up and every session shares one read-only copy.
+:class:`leukemia_core.classify.Classifier` keeps no state between calls, so sharing it is safe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+from leukemia_core.classify import Classifier
+from leukemia_core.errors import LeukemiaCoreError
+from leukemia_core.models.folder import (
+    MODELS_ENV_VAR,
+    ModelConfig,
+    list_models,
+    load_model,
+    models_dir,
+    read_config,
+)
+
+
+def _fewer_malloc_arenas(arenas: int = 2) -> None:
+    """Let glibc's allocator keep at most ``arenas`` arenas (unless ``MALLOC_ARENA_MAX`` is set).
+
+    By default every TensorFlow worker thread gets its own arena and memory freed in one is not
+    reused by another, so the app's peak on the same 2592x1944 field varied from 1.7 to 2.5 GB
+    between runs; with two arenas it stayed at 1.7-1.9 GB (bench/app.py).
+    """
+    if not sys.platform.startswith("linux") or "MALLOC_ARENA_MAX" in os.environ:
+        return
+    with contextlib.suppress(OSError, AttributeError):  # not glibc (e.g. musl): leave it
+        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # -8 is M_ARENA_MAX in glibc's malloc.h
+
+
+_fewer_malloc_arenas()
+
+
+def no_model_help() -> str:
+    """What to do when no model folder exists (shown instead of the model picker)."""
+    return (
+        f"**No classifier model is installed** (looked in `{models_dir()}`). You can still "
+        "analyse images: the app finds and outlines every white cell and you label each one "
+        "yourself, like a manual differential. For blast classification, copy a model folder "
+        "(`<name>/` with `config.json` and `model.keras`, as in this repository's `models/`) "
+        f"into that folder, point the `{MODELS_ENV_VAR}` environment variable at a folder of "
+        "models, or train one with `python -m train fit --data DATASET --name NAME`."
+    )
+
+
+def available_models() -> list[str]:
+    """Model folder names, the active (default) model first."""
+    return list_models()
+
+
+def model_config(name: str) -> ModelConfig:
+    """The config of a model folder (cheap: weights are not read).
+
+    Raises:
+        ModelNotFoundError, ModelIntegrityError: No such folder, or a broken config.
+    """
+    return read_config(name)
+
+
+BATCH_SIZE = 8
+"""Cells per network call in the app. Larger batches are no faster on a CPU, but TensorFlow's
+working memory grows with them: batches of 32 took the app past 3 GB (EfficientNet-Lite0)."""
+
+
+@st.cache_resource(show_spinner="Loading the classifier model …", max_entries=4)
+def _classifier(name: str, checksum: str, root: str) -> Classifier:
+    del checksum  # part of the cache key: a retrained folder is loaded again
+    return Classifier(load_model(name, Path(root)), batch_size=BATCH_SIZE)
+
+
+def get_classifier(name: str) -> Classifier:
+    """The loaded model ``name`` (verified against its checksum; loaded once per process).
+
+    Raises:
+        ModelNotFoundError, ModelIntegrityError: Missing folder or damaged weights.
+    """
+    config = read_config(name)
+    return _classifier(name, config.sha256, str(models_dir()))
+
+
+def describe(config: ModelConfig) -> str:
+    """One line about a model: architecture, input size, decision threshold, review band."""
+    c = config.calibration
+    band = (
+        f"uncertain {c.uncertain_low:.3g}–{c.uncertain_high:.3g}"
+        if c.uncertain_high > c.uncertain_low
+        else "no uncertain band"
+    )
+    return (
+        f"{config.architecture}, {config.input_size} px input, blast at p ≥ {c.threshold:.3g}, "
+        f"{band}; weights sha256 {config.sha256[:12]}…"
+    )
+
+
+def model_status() -> None:
+    """Sidebar: which model is active, or how to get one."""
+    names = available_models()
+    if not names:
+        st.warning("No classifier model installed: cells are found, you label them.")
+        return
+    try:
+        config = model_config(names[0])
+    except LeukemiaCoreError as error:
+        st.error(str(error))
+        return
+    st.caption(f"Default model: **{config.name}**  \n{describe(config)}")

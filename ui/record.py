@@ -1,0 +1,76 @@
+"""Case-record widgets shared by the Review and Case pages: status line and the save form."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from leukemia_core.errors import LeukemiaCoreError
+from leukemia_core.session import ReviewSession
+from ui import heatmaps, state
+from ui.common import flash
+
+STATUS_TEXT = {
+    "unsaved": ":orange-badge[not saved]",
+    "open": ":blue-badge[open: under review]",
+    "signed": ":green-badge[signed]",
+}
+
+
+def status_line(session: ReviewSession) -> None:
+    """Sample id, case version and status as one line."""
+    version = f" · version {session.version}" if session.is_saved else ""
+    st.markdown(f"Sample **{session.sample_id}**{version} {STATUS_TEXT[session.status]}")
+
+
+def save_form(session: ReviewSession, *, prefix: str) -> None:
+    """Sample id and a "Save case" button (keys ``<prefix>sample_id``, ``<prefix>save_case``)."""
+    with st.container(border=True):
+        st.markdown(
+            "**Save the case to start the review.** The case record keeps the images, every "
+            "cell, the model and its thresholds; from then on each reclassification is recorded "
+            "with your name and the time."
+        )
+        sample_key = f"{prefix}sample_id"
+        if sample_key not in st.session_state:
+            st.session_state[sample_key] = session.sample_id
+        left, right = st.columns(2)
+        sample_id = left.text_input(
+            "Sample id", key=sample_key, help="The specimen's identifier; no patient names needed."
+        )
+        name_key = f"{prefix}reviewer"
+        st.session_state[name_key] = state.reviewer()
+        right.text_input(
+            "Your name (reviewer)", key=name_key, placeholder="needed to save",
+            on_change=_copy_name, args=(name_key,),
+            help="Recorded as the case's creator; the same as the Reviewer box in the sidebar.",
+        )  # fmt: skip
+        if st.button("Save case", key=f"{prefix}save_case", type="primary"):
+            _save(session, sample_id, state.reviewer())
+
+
+def _copy_name(key: str) -> None:
+    st.session_state[state.REVIEWER_KEY] = st.session_state.get(key, "")
+
+
+def _save(session: ReviewSession, sample_id: str, name: str) -> None:
+    if not name:
+        st.error("Enter your name as reviewer before saving: the record keeps who created it.")
+        return
+    method = st.session_state.get("gradcam_method", heatmaps.DEFAULT_METHOD)
+    opacity = st.session_state.get("gradcam_opacity", heatmaps.DEFAULT_OPACITY)
+    with st.spinner(f"Saving {len(session.cells)} cells …"):
+        try:  # the record keeps each cell's heatmap overlay for the report, when there is one
+            overlays = heatmaps.overlays_for_record(session, method, opacity)
+        except LeukemiaCoreError as error:
+            overlays = {}
+            flash(f"The case was saved without heatmaps: {error}", "warning")
+        try:
+            case_id = state.save_case(
+                session, sample_id=sample_id, reviewer_name=name, overlays=overlays
+            )
+        except LeukemiaCoreError as error:
+            st.error(str(error))
+            return
+    flash(f"Case saved (id {case_id[:8]}…): reclassify cells below; each change is recorded.",
+          "success")  # fmt: skip
+    st.rerun()
