@@ -81,15 +81,30 @@ def balanced_accuracy(p: np.ndarray, is_blast: np.ndarray, threshold: float) -> 
     return float((sens + spec) / 2)
 
 
-def fit_calibration(logits: np.ndarray, is_blast: np.ndarray) -> Calibration:
-    """Temperature, threshold and uncertain band fitted on validation logits and labels."""
+def fit_calibration(
+    logits: np.ndarray, is_blast: np.ndarray, decide_on: np.ndarray | None = None
+) -> Calibration:
+    """Temperature, threshold and uncertain band fitted on validation logits and labels.
+
+    Args:
+        logits: ``(N, 2)`` validation logits.
+        is_blast: True for blasts.
+        decide_on: Cells the threshold is chosen on (default: all). Pass the cells of sources
+            that hold both classes: normal cells from blast-free sets are easy and would pull
+            the threshold down, where it then calls lymphocytes of leukemic smears blasts.
+    """
     y = np.asarray(is_blast, dtype=bool)
     temperature = fit_temperature(logits, y)
     p = blast_probability(logits, temperature)
+    chosen = np.ones(len(y), bool) if decide_on is None else np.asarray(decide_on, bool)
+    if chosen.any() and y[chosen].any() and (~y[chosen]).any():
+        p_decide, y_decide = p[chosen], y[chosen]
+    else:
+        p_decide, y_decide = p, y
     # Balanced accuracy is flat over wide ranges; among the best thresholds take the one
     # closest to 0.5 so that calibrated probabilities keep their plain meaning.
     grid = np.round(np.arange(0.05, 0.951, 0.01), 2)
-    scores = np.array([balanced_accuracy(p, y, t) for t in grid])
+    scores = np.array([balanced_accuracy(p_decide, y_decide, t) for t in grid])
     best = grid[scores >= scores.max() - 1e-9]
     threshold = float(best[np.argmin(np.abs(best - 0.5))])
     low, high = _uncertain_band(p, y, threshold)

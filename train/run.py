@@ -93,11 +93,30 @@ def train_model(
     images = {s: load_crops(getattr(split, s), config.size, progress) for s in SIDES}
     result = fit(split.train, split.val, config, checkpoint_dir=checkpoint_dir,
                  progress=progress, images=(images["train"], images["val"]))  # fmt: skip
+    return finish_run(result.model, config, split, images, name, root=root, records=records,
+                      fractions=fractions, data_description=data_description,
+                      history=result.history, seconds=result.seconds)  # fmt: skip
+
+
+def mixed_sources(records: Sequence[CellRecord]) -> np.ndarray:
+    """True for cells of sources that hold both classes on this side."""
+    labels: dict[str, set[str]] = {}
+    for r in records:
+        labels.setdefault(r.source, set()).add(r.label)
+    return np.array([len(labels[r.source]) == 2 for r in records])
+
+
+def finish_run(
+    model, config: FitConfig, split: SplitResult, images: dict, name: str, *,
+    root: Path | None, records: Sequence[CellRecord], fractions, data_description: str,
+    history: list[dict], seconds: float,
+) -> RunResult:  # fmt: skip
+    """Calibrate on validation, measure the test side, and write the model folder."""
     start = time.perf_counter()
-    logits = {s: predict_logits(result.model, images[s], config) for s in ("val", "test")}
+    logits = {s: predict_logits(model, images[s], config) for s in ("val", "test")}
     seconds_per_cell = (time.perf_counter() - start) / max(1, len(split.val) + len(split.test))
     is_blast = {s: labels_of(getattr(split, s)) == CLASS_NAMES.index("blast") for s in SIDES}
-    calibration = fit_calibration(logits["val"], is_blast["val"])
+    calibration = fit_calibration(logits["val"], is_blast["val"], mixed_sources(split.val))
     p_test = blast_probability(logits["test"], calibration.temperature)
     test_groups = [bank_group(r) for r in split.test]
     metrics = {
@@ -110,9 +129,9 @@ def train_model(
             ((p_test >= calibration.uncertain_low) & (p_test < calibration.uncertain_high)).mean()
         ),
         "split": describe(split),
-        "training_seconds": result.seconds,
+        "training_seconds": seconds,
         "cpu_seconds_per_cell_predict": seconds_per_cell,
-        "history": result.history,
+        "history": history,
     }
     spec = get_architecture(config.architecture)
     folder_config = {
@@ -129,11 +148,13 @@ def train_model(
                              if k != "per_group"},  # per-group sides are in split.csv
             "split": f"grouped per source, fractions {list(fractions)}, seed {config.seed}; "
                      f"groups per side in {SPLIT_FILE}",
+            "threshold_rule": "balanced accuracy on validation cells of sources holding both "
+                              "classes; temperature on all validation cells",
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine": f"{platform.machine()} {platform.system()}",
         },
     }  # fmt: skip
     card = model_card(name, folder_config, metrics)
-    folder = save_model_folder(result.model, name, folder_config, metrics=metrics, card=card,
+    folder = save_model_folder(model, name, folder_config, metrics=metrics, card=card,
                                root=root, extra_files={SPLIT_FILE: split_csv(split)})  # fmt: skip
     return RunResult(folder, metrics, json.loads((folder / "config.json").read_text()))
