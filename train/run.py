@@ -11,7 +11,7 @@ import json
 import platform
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -84,6 +84,9 @@ def train_model(
     """
     if config.weights == "imagenet":
         imagenet_weights(config.architecture)  # fail before hours of loading, not after
+    # Split on the groups that evaluation uses: an ALL-IDB2 crop joins its field's block, so
+    # two crops of one block can never land on different sides.
+    records = [replace(r, group=bank_group(r)) for r in records]
     split = split_per_source(records, fractions, seed=config.seed)
     if not split.val or not split.test:
         raise ValueError(
