@@ -10,9 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import sys
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -21,20 +19,13 @@ from tqdm import tqdm
 from leukemia_core.classify import Classifier
 from leukemia_core.counting import CellLabel
 from leukemia_core.errors import LeukemiaCoreError
-from leukemia_core.io import read_image
+from leukemia_core.io import read_image, write_text_atomic
 from leukemia_core.pipeline import FieldAnalysis, analyze_field, analyze_single_cells, sample_count
 from leukemia_core.types import BlastCount
 
 RESEARCH_USE = "Research use only; not for diagnosis. Every cell needs review by a qualified person."
 CELL_COLUMNS = ("image", "cell_id", "x0", "y0", "x1", "y1", "blast_probability", "label",
                 "uncertain", "touches_border")  # fmt: skip
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(handle, "w", newline="") as stream:
-        stream.write(text)
-    os.replace(tmp, path)
 
 
 def count_dict(count: BlastCount) -> dict:
@@ -81,12 +72,12 @@ def analyze_files(
                          round(cell.blast_probability, 4), cell.model_label.value,
                          cell.model_label == CellLabel.UNCERTAIN, cell.cell.touches_border))  # fmt: skip
         summary = _image_summary(analysis, classifier.model.name)
-        _write_atomic(out / f"{path.stem}.json", json.dumps(summary, indent=2) + "\n")
+        write_text_atomic(out / f"{path.stem}.json", json.dumps(summary, indent=2) + "\n")
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(CELL_COLUMNS)
     writer.writerows(rows)
-    _write_atomic(out / "cells.csv", buffer.getvalue())
+    write_text_atomic(out / "cells.csv", buffer.getvalue())
     total = {
         "images_analysed": len(analyses),
         "images_failed": failures,
@@ -96,5 +87,5 @@ def analyze_files(
         "count": count_dict(sample_count(analyses)),
         "research_use": RESEARCH_USE,
     }
-    _write_atomic(out / "summary.json", json.dumps(total, indent=2) + "\n")
+    write_text_atomic(out / "summary.json", json.dumps(total, indent=2) + "\n")
     return len(failures), total

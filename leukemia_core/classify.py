@@ -35,16 +35,22 @@ class CellPrediction:
         return self.label == CellLabel.UNCERTAIN
 
 
+def check_crop(crop: np.ndarray, index: int) -> np.ndarray:
+    """``crop`` as an array if it is RGB uint8 ``(H, W, 3)``; else an InvalidImageError."""
+    crop = np.asarray(crop)
+    if crop.dtype != np.uint8 or crop.ndim != 3 or crop.shape[2] != 3:
+        raise InvalidImageError(
+            f"crop {index} is {crop.dtype} of shape {crop.shape}; expected RGB uint8 (H, W, 3) "
+            "as made by cropping.crop_cells or single_cell.single_cell_crop."
+        )
+    return crop
+
+
 def to_input_size(crops: Sequence[np.ndarray] | np.ndarray, size: int) -> np.ndarray:
     """Stack crops into ``(N, size, size, 3)`` uint8, resizing those of another size."""
     out = np.zeros((len(crops), size, size, 3), dtype=np.uint8)
     for i, crop in enumerate(crops):
-        crop = np.asarray(crop)
-        if crop.dtype != np.uint8 or crop.ndim != 3 or crop.shape[2] != 3:
-            raise InvalidImageError(
-                f"crop {i} is {crop.dtype} of shape {crop.shape}; expected RGB uint8 (H, W, 3) "
-                "as made by cropping.crop_cells or single_cell.single_cell_crop."
-            )
+        crop = check_crop(crop, i)
         if crop.shape[:2] != (size, size):
             shrink = crop.shape[0] > size
             crop = cv2.resize(crop, (size, size),

@@ -29,7 +29,7 @@ import cv2
 import keras
 import numpy as np
 
-from leukemia_core.classify import DEFAULT_BATCH_SIZE, to_input_size
+from leukemia_core.classify import DEFAULT_BATCH_SIZE, check_crop, to_input_size
 from leukemia_core.errors import InvalidImageError, ModelIntegrityError
 from leukemia_core.models.architectures import get_architecture, preprocess
 from leukemia_core.models.folder import LoadedModel
@@ -99,15 +99,7 @@ def _gradcam_layer(model: LoadedModel) -> str:
 
 def _crop_size(crops: Sequence[np.ndarray]) -> tuple[int, int]:
     """The one (height, width) all crops share; raises InvalidImageError otherwise."""
-    sizes = []
-    for i, crop in enumerate(crops):
-        crop = np.asarray(crop)
-        if crop.dtype != np.uint8 or crop.ndim != 3 or crop.shape[2] != 3:
-            raise InvalidImageError(
-                f"crop {i} is {crop.dtype} of shape {crop.shape}; expected RGB uint8 (S, S, 3) "
-                "as made by cropping.crop_cells or single_cell.single_cell_crop."
-            )
-        sizes.append(crop.shape[:2])
+    sizes = [check_crop(crop, i).shape[:2] for i, crop in enumerate(crops)]
     if len(set(sizes)) > 1:
         j = next(i for i, size in enumerate(sizes) if size != sizes[0])
         raise InvalidImageError(

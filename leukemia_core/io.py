@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import tempfile
 import threading
 import warnings
 from pathlib import Path
@@ -247,3 +248,20 @@ def _damaged(name: str, data: bytes, exc: BaseException) -> errors.TruncatedImag
         f"'{name}' ends before its pixel data does or is damaged ({len(data):,} bytes; decoder "
         f"said: {exc}). The upload or copy was probably cut off: copy or export it again."
     )
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file in the same folder, then rename.
+
+    Readers see the old file or the whole new one, never a half-written one.
+    """
+    path = Path(path)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "w", newline="") as stream:
+            stream.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -11,7 +11,7 @@ from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.store import DATABASE_ENV_VAR, default_database_path
 from ui import state
 from ui.common import interval_text, percent_text, show_flashes
-from ui.record import save_form, status_line
+from ui.record import current_record, save_form, status_line
 
 st.title("Case record")
 st.caption(
@@ -30,12 +30,7 @@ if not session.is_saved:
     save_form(session, prefix="case_")
     st.stop()
 
-try:
-    state.refresh(session)
-    record = state.case_store().load_case(session.case_id)
-except LeukemiaCoreError as error:
-    st.error(str(error))
-    st.stop()
+record = current_record(session)
 
 status_line(session)
 count = record.counts()

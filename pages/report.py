@@ -10,7 +10,7 @@ from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.pdf import html_to_pdf, pdf_available
 from leukemia_core.report import case_json, case_report_html, cells_csv
 from ui import state
-from ui.record import status_line
+from ui.record import current_record, status_line
 
 NO_SCRIPTS = '<meta http-equiv="Content-Security-Policy" content="script-src \'none\'">'
 
@@ -24,12 +24,7 @@ if session is None or not session.is_saved:
     st.page_link("pages/case.py", label="Case record", icon=":material/folder:")
     st.stop()
 
-try:
-    state.refresh(session)
-    record = state.case_store().load_case(session.case_id)
-except LeukemiaCoreError as error:
-    st.error(str(error))
-    st.stop()
+record = current_record(session)
 
 status_line(session)
 if not record.is_signed:

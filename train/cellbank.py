@@ -23,9 +23,8 @@ scale.
 from __future__ import annotations
 
 import csv
-import os
+import io
 import re
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ import cv2
 import numpy as np
 
 from leukemia_core.cropping import DEFAULT_CROP_SIZE, crop_cells
-from leukemia_core.io import read_image
+from leukemia_core.io import read_image, write_text_atomic
 from leukemia_core.segmentation import segment_wbc
 from leukemia_core.single_cell import single_cell_crop
 from train.data import load_allidb2, load_class_folders, load_cnmc
@@ -192,11 +191,9 @@ def build_bank(
             relative = f"{kind}/{row.name}.png"
             cv2.imwrite(str(out / relative), cv2.cvtColor(row.crop, cv2.COLOR_RGB2BGR))
             rows.append((relative, row.label, row.group, row.source, kind, row.cell_type))
-    handle, tmp = tempfile.mkstemp(dir=out, suffix=".csv")
-    with os.fdopen(handle, "w", newline="") as stream:
-        writer = csv.writer(stream)
-        writer.writerow(MANIFEST_COLUMNS)
-        writer.writerows(rows)
-    manifest = out / "manifest.csv"
-    os.replace(tmp, manifest)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(MANIFEST_COLUMNS)
+    writer.writerows(rows)
+    manifest = write_text_atomic(out / "manifest.csv", buffer.getvalue())
     return manifest

@@ -6,6 +6,7 @@ import streamlit as st
 
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.session import ReviewSession
+from leukemia_core.store import CaseRecord
 from ui import heatmaps, state
 from ui.common import flash
 
@@ -20,6 +21,16 @@ def status_line(session: ReviewSession) -> None:
     """Sample id, case version and status as one line."""
     version = f" · version {session.version}" if session.is_saved else ""
     st.markdown(f"Sample **{session.sample_id}**{version} {STATUS_TEXT[session.status]}")
+
+
+def current_record(session: ReviewSession) -> CaseRecord:
+    """The saved case of this session, freshly read; shows the error and stops the page."""
+    try:
+        state.refresh(session)
+        return state.case_store().load_case(session.case_id)
+    except LeukemiaCoreError as error:
+        st.error(str(error))
+        st.stop()
 
 
 def save_form(session: ReviewSession, *, prefix: str) -> None:

@@ -22,6 +22,7 @@ import keras
 
 from leukemia_core.calibration import Calibration
 from leukemia_core.errors import ModelIntegrityError, ModelNotFoundError
+from leukemia_core.io import write_text_atomic
 
 MODELS_ENV_VAR = "LEUKEMIA_MODELS_DIR"
 WEIGHTS_FILE = "model.keras"
@@ -117,7 +118,7 @@ def set_active_model(name: str, root: Path | None = None) -> None:
     root = root or models_dir()
     if not _is_model_folder(root / name):
         raise ModelNotFoundError(_unknown(name, root))
-    _atomic_write(root / ACTIVE_FILE, name + "\n")
+    write_text_atomic(root / ACTIVE_FILE, name + "\n")
 
 
 def _unknown(name: str, root: Path) -> str:
@@ -168,13 +169,6 @@ def load_model(name: str | None = None, root: Path | None = None) -> LoadedModel
         )
     model = keras.models.load_model(weights, compile=False, safe_mode=True)
     return LoadedModel(config, root / config.name, model)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(handle, "w") as stream:
-        stream.write(text)
-    os.replace(tmp, path)
 
 
 def save_model_folder(

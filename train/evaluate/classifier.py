@@ -17,10 +17,10 @@ from leukemia_core.classify import Classifier
 from leukemia_core.counting import wilson_interval
 from leukemia_core.io import read_image
 from leukemia_core.pipeline import analyze_field
-from leukemia_core.single_cell import single_cell_crop
 from train.cellbank import bank_group, idb1_group
 from train.evaluate.metrics import auroc, binary_metrics
 from train.evaluate.segmentation import _images, cells_at_points, read_xyc
+from train.fit import load_crops
 from train.records import BLAST, CellTable
 
 Progress = Callable[[int, int, str], None]
@@ -37,12 +37,11 @@ def seen_groups(model_folder: Path) -> set[str]:
 
 
 def _crop_probabilities(records, classifier: Classifier, progress: Progress | None) -> np.ndarray:
-    crops = []
-    for i, record in enumerate(records):
-        crops.append(single_cell_crop(read_image(record.path).rgb, size=classifier.input_size).crop)
+    def report(event: dict) -> None:
         if progress:
-            progress(i + 1, len(records), record.path.name)
-    return classifier.probabilities(crops)
+            progress(event["done"], event["total"], "cells")
+
+    return classifier.probabilities(load_crops(records, classifier.input_size, report))
 
 
 def _keep(table: CellTable, seen: set[str] | None) -> tuple[list, int]:
