@@ -29,6 +29,9 @@ navigation = st.navigation(
             st.Page("pages/cases.py", title="Case list", icon=":material/folder_open:"),
             st.Page("pages/report.py", title="Report", icon=":material/description:"),
         ],
+        "Models": [
+            st.Page("pages/retrain.py", title="Retrain & compare", icon=":material/model_training:"),
+        ],
     }
 )
 with st.sidebar:

@@ -131,15 +131,21 @@ def _uncertain_band(p: np.ndarray, y: np.ndarray, threshold: float) -> tuple[flo
     return max(0.0, threshold - half_width), min(1.0, threshold + half_width)
 
 
-def expected_calibration_error(p: np.ndarray, is_blast: np.ndarray, bins: int = 10) -> float:
-    """ECE of the blast probability with equal-width bins (the usual 10-bin definition)."""
+def reliability_bins(p: np.ndarray, is_blast: np.ndarray, bins: int = 10) -> list[dict]:
+    """Equal-width bins of the blast probability: ``n``, mean ``p`` and observed blast share."""
     p = np.asarray(p, dtype=np.float64)
     y = np.asarray(is_blast, dtype=np.float64)
     edges = np.linspace(0.0, 1.0, bins + 1)
     index = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
-    total = 0.0
-    for b in range(bins):
-        in_bin = index == b
-        if in_bin.any():
-            total += in_bin.mean() * abs(p[in_bin].mean() - y[in_bin].mean())
-    return float(total)
+    return [
+        {"low": float(edges[b]), "high": float(edges[b + 1]), "n": int(in_bin.sum()),
+         "mean_p": float(p[in_bin].mean()), "blast_share": float(y[in_bin].mean())}
+        for b in range(bins) if (in_bin := index == b).any()
+    ]  # fmt: skip
+
+
+def expected_calibration_error(p: np.ndarray, is_blast: np.ndarray, bins: int = 10) -> float:
+    """ECE of the blast probability with equal-width bins (the usual 10-bin definition)."""
+    rows = reliability_bins(p, is_blast, bins)
+    n = sum(row["n"] for row in rows)
+    return float(sum(row["n"] / n * abs(row["mean_p"] - row["blast_share"]) for row in rows))

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from streamlit.runtime.media_file_manager import MediaFileManager
 
 _MARKERS = {
     "data": "needs the real datasets in ../shared/data (or $LEUKEMIA_SHARED_DATA)",
@@ -60,3 +61,18 @@ def tiny_models_dir(tmp_path_factory) -> Path:
     }  # fmt: skip
     save_model_folder(model, "tiny", config, metrics={}, card="# tiny\n", root=root)
     return root
+
+
+@pytest.fixture
+def downloads(monkeypatch) -> dict[str, bytes]:
+    """The bytes each download button offers, by file name."""
+    offered: dict[str, bytes] = {}
+    original = MediaFileManager.add
+
+    def add(self, path_or_data, mimetype, coordinates, file_name=None, *args, **kwargs):
+        if file_name:
+            offered[file_name] = path_or_data
+        return original(self, path_or_data, mimetype, coordinates, file_name, *args, **kwargs)
+
+    monkeypatch.setattr(MediaFileManager, "add", add)
+    return offered

@@ -18,7 +18,6 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
-from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
@@ -95,21 +94,6 @@ def db(app_models, monkeypatch, tmp_path) -> Path:
     path = tmp_path / "cases.sqlite3"
     monkeypatch.setenv("LEUKEMIA_CASE_DB", str(path))
     return path
-
-
-@pytest.fixture
-def downloads(monkeypatch) -> dict[str, bytes]:
-    """The bytes each download button offers, by file name."""
-    offered: dict[str, bytes] = {}
-    original = MediaFileManager.add
-
-    def add(self, path_or_data, mimetype, coordinates, file_name=None, *args, **kwargs):
-        if file_name:
-            offered[file_name] = path_or_data
-        return original(self, path_or_data, mimetype, coordinates, file_name, *args, **kwargs)
-
-    monkeypatch.setattr(MediaFileManager, "add", add)
-    return offered
 
 
 # ---- helpers --------------------------------------------------------------------------------

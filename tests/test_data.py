@@ -145,12 +145,13 @@ def test_allidb2_groups_by_source_field(tmp_path):
         "Im004_0.tif": ("normal", "Im004_0.tif"),
     }
     assert len(table.notes) == 1 and "Im004_0.tif" in table.notes[0]
+    assert not table.groups_known  # Im004_0 has no field: it could share one with a crop
 
 
 def test_allidb2_without_fields_groups_by_crop_and_says_so(tmp_path):
     table = load_allidb2(make_allidb2(tmp_path, fields=False))
     assert [r.group for r in table] == [r.path.name for r in table]
-    assert "each crop is its own group" in table.notes[0]
+    assert "each crop is its own group" in table.notes[0] and not table.groups_known
 
 
 # ----------------------------------------------------------------------------- class folders
@@ -195,6 +196,32 @@ def test_class_folders_labels_groups_and_cell_types(tmp_path):
         "lymphocyte/b1.png",
     ]
     assert set(frame["source"]) == {"pbcish"} and "each file is its own group" in table.notes[0]
+    assert not table.groups_known
+
+
+def test_class_folders_group_by_subject_subfolder_across_classes(tmp_path):
+    for name in ["blast/P01/a.png", "blast/P02/day2/b.png", "normal/P01/c.png", "hem/P03/d.bmp"]:
+        write_image(tmp_path / "lab" / name)
+    table = load_class_folders(tmp_path / "lab")
+    assert [(r.path.name, r.label, r.group, r.cell_type) for r in table] == [
+        ("a.png", "blast", "P01", "blast"),
+        ("b.png", "blast", "P02", "blast"),
+        ("d.bmp", "normal", "P03", "hem"),
+        ("c.png", "normal", "P01", "normal"),
+    ]
+    assert table.groups_known and table.notes == (
+        "Grouped by the subfolders of the class folders (<class>/<subject>/): 3 subject(s); "
+        "a subject's cells stay on one side of a split.",
+    )
+
+
+def test_class_folders_with_some_loose_files_say_groups_are_unknown(tmp_path):
+    write_image(tmp_path / "blast" / "P01" / "a.png")
+    write_image(tmp_path / "normal" / "loose.png")
+    table = load_class_folders(tmp_path)
+    assert [r.group for r in table] == ["P01", "normal/loose.png"]
+    assert not table.groups_known
+    assert "1 of 2 file(s) lie directly in a class folder" in table.notes[1]
 
 
 def test_class_folders_label_map_overrides_and_leaves_out(tmp_path):
@@ -249,6 +276,7 @@ def test_load_dataset_dispatches_and_verifies(tmp_path):
     assert len(table) == 9 and table.notes
     both = CellTable.concat(table, load_class_folders(make_folders(tmp_path / "f")))
     assert len(both) == 15 and len(both.notes) == 2
+    assert table.groups_known and not both.groups_known
 
 
 # ----------------------------------------------------------------------------- refusals
@@ -427,7 +455,7 @@ def test_real_allidb2(shared_data):
     assert detect_format(shared_data / "all_idb2") == "allidb2" and not table.notes
     assert summary["n_cells"] == 167 and summary["per_class"] == {"blast": 73, "normal": 94}
     assert summary["n_groups"] == 63 and summary["groups_by_class"]["mixed"] == 0
-    assert summary["per_group"]["Im093_0.jpg"] == 11
+    assert summary["per_group"]["Im093_0.jpg"] == 11 and table.groups_known
 
 
 @pytest.mark.data

@@ -1,9 +1,13 @@
 """``python -m train COMMAND``: build a crop bank, train a model folder, re-render its card.
 
 Commands:
-    bank   turn public datasets into classifier-domain crops plus manifest.csv
-    fit    train one architecture on one or more datasets; writes models/<name>/
-    card   re-render models/<name>/card.md from its config.json and metrics.json
+    bank     turn public datasets into classifier-domain crops plus manifest.csv
+    fit      train one architecture on one or more datasets; writes models/<name>/
+    card     re-render models/<name>/card.md from its config.json and metrics.json
+    inspect  check datasets for training: layout, cells per class and group, problems
+    compare  train several architectures on the same grouped splits and compare them
+    promote  make a compared model the active one (models/<name>/ + models/ACTIVE)
+    worker   run the queued comparison jobs of the Retrain page (started by the app)
 
 Progress goes to stderr. Research use only.
 """
@@ -13,6 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 from tqdm import tqdm
@@ -22,7 +28,8 @@ from leukemia_core.models import list_architectures
 from leukemia_core.models.folder import models_dir
 from train.card import model_card
 from train.cellbank import SOURCES, build_bank
-from train.data import FORMATS, load_dataset
+from train.compare import MISSING_WEIGHTS, PRESETS
+from train.data import FORMATS, DatasetError, load_dataset
 from train.fit import BALANCING, FitConfig
 from train.records import CellTable
 
@@ -95,7 +102,114 @@ def build_parser() -> argparse.ArgumentParser:
     card = commands.add_parser("card", help="re-render a model card")
     card.add_argument("name")
     card.add_argument("--models-dir", type=Path)
+
+    inspect = commands.add_parser("inspect", help="check datasets before training")
+    _data_args(inspect)
+
+    compare = commands.add_parser("compare", help="compare architectures on grouped splits")
+    _data_args(compare)
+    compare.add_argument("--preset", choices=PRESETS, help="architectures and settings to start "
+                         "from: " + "; ".join(f"{k}: {v.title}" for k, v in PRESETS.items()))
+    compare.add_argument("--architectures", nargs="+", choices=list_architectures(),
+                         metavar="NAME", help="registry names (default: the preset's)")
+    for flag, kind in (("--input-size", int), ("--epochs", int), ("--batch-size", int),
+                       ("--fine-tune-epochs", int), ("--fine-tune-layers", int),
+                       ("--feature-views", int), ("--patience", int), ("--folds", int),
+                       ("--seed", int)):
+        compare.add_argument(flag, type=kind)
+    compare.add_argument("--balance", choices=BALANCING)
+    compare.add_argument("--no-augment", dest="augment", action="store_false", default=None)
+    compare.add_argument("--cached-features", dest="cached_features", action="store_true",
+                         default=None, help="frozen backbones, heads on cached features")
+    compare.add_argument("--no-cached-features", dest="cached_features", action="store_false")
+    compare.add_argument("--missing-weights", choices=MISSING_WEIGHTS,
+                         help="architectures without ImageNet weights offline: skip (default) "
+                              "or start from random weights")
+    compare.add_argument("--out", type=Path, help="run folder (default: runs/<timestamp>)")
+    compare.add_argument("--promote", metavar="ARCHITECTURE",
+                         help="afterwards, make this model the active one (needs --name)")
+    compare.add_argument("--name", help="model folder name for --promote")
+    compare.add_argument("--models-dir", type=Path)
+
+    promote = commands.add_parser("promote", help="make a compared model the active one")
+    promote.add_argument("run", type=Path, help="run folder of a finished comparison")
+    promote.add_argument("architecture")
+    promote.add_argument("--name", required=True, help="model folder name")
+    promote.add_argument("--models-dir", type=Path)
+
+    worker = commands.add_parser("worker", help="run queued comparison jobs, then exit")
+    worker.add_argument("--runs", type=Path, help="jobs folder (default: runs/)")
     return parser
+
+
+def _data_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", type=Path, action="append", default=[],
+                        help="dataset folder or CSV manifest; repeat to combine")  # fmt: skip
+    parser.add_argument("--format", choices=FORMATS, help="layout (detected when omitted)")
+    parser.add_argument("--allow-ungrouped", action="store_true",
+                        help="accept cells without subject/field ids (scores may be inflated)")
+    parser.add_argument("--reviewed-cases", nargs="?", const="", metavar="DATABASE",
+                        help="add the signed cells of the case record (default database)")
+
+
+def _data_locations(args) -> list[str]:
+    """The ``--data`` locations, plus the reviewed cases exported next to the run."""
+    locations = [str(d) for d in args.data]
+    if args.reviewed_cases is not None:
+        from leukemia_core.store import CaseStore
+        from train.datasets import export_reviewed_cases
+
+        store = CaseStore(args.reviewed_cases or None)
+        out = (getattr(args, "out", None) or Path(tempfile.mkdtemp())) / "reviewed_cases"
+        export_reviewed_cases(store, out)
+        locations.append(str(out / "manifest.csv"))
+    if not locations:
+        raise DatasetError("Name at least one dataset: --data FOLDER (repeatable) or "
+                           "--reviewed-cases.")  # fmt: skip
+    return locations
+
+
+def _inspect(args) -> int:
+    from train.datasets import DatasetSource, inspect_datasets
+
+    _, summary = inspect_datasets([DatasetSource(d, args.format) for d in _data_locations(args)],
+                                  allow_ungrouped=args.allow_ungrouped)  # fmt: skip
+    values = summary.to_dict()
+    values["groups"] = values["groups"][:20]  # the largest; the page shows them all
+    print(json.dumps(values, indent=2))
+    return 0
+
+
+def _compare(args) -> int:
+    from train.compare import CompareSettings, compare_models, comparison_markdown, promote
+    from train.jobs import JobSpec, load_job_data, runs_dir
+
+    if args.promote and not args.name:
+        raise ValueError("--promote needs --name for the model folder.")
+    overrides = {k: getattr(args, k) for k in (
+        "input_size", "epochs", "batch_size", "fine_tune_epochs", "fine_tune_layers",
+        "feature_views", "patience", "folds", "seed", "balance", "augment", "cached_features",
+        "missing_weights") if getattr(args, k) is not None}  # fmt: skip
+    if args.architectures:
+        overrides["architectures"] = tuple(args.architectures)
+    if args.preset:
+        settings = CompareSettings.from_preset(args.preset, **overrides)
+    elif "architectures" in overrides:
+        settings = CompareSettings(**overrides)
+    else:
+        raise ValueError("Name --architectures or a --preset (" + ", ".join(PRESETS) + ").")
+    out = args.out or runs_dir() / f"cli-{time.strftime('%Y%m%d-%H%M%S')}"
+    args.out = out
+    spec = JobSpec(tuple(_data_locations(args)), settings, args.format, args.allow_ungrouped)
+    records, words = load_job_data(spec)
+    print(f"note: {words}; results go to {out}", file=sys.stderr)
+    comparison = compare_models(records, settings, run_dir=out, data_description=words,
+                                progress=_Bars())  # fmt: skip
+    print(comparison_markdown(comparison.table()))
+    if args.promote:
+        folder = promote(out, args.promote, args.name, root=args.models_dir)
+        print(f"promoted {args.promote} as {folder} (now the active model)")
+    return 0
 
 
 def _fit(args) -> int:
@@ -143,6 +257,19 @@ def main(argv: list[str] | None = None) -> int:
             print(build_bank(sources, args.out, size=args.size, progress=bar))
         elif args.command == "fit":
             return _fit(args)
+        elif args.command == "inspect":
+            return _inspect(args)
+        elif args.command == "compare":
+            return _compare(args)
+        elif args.command == "promote":
+            from train.compare import promote
+
+            folder = promote(args.run, args.architecture, args.name, root=args.models_dir)
+            print(f"promoted {args.architecture} as {folder} (now the active model)")
+        elif args.command == "worker":
+            from train.jobs import run_worker
+
+            print(f"worker ran {run_worker(args.runs)} job(s)", file=sys.stderr)
         else:
             folder = (args.models_dir or models_dir()) / args.name
             config = json.loads((folder / "config.json").read_text())

@@ -56,7 +56,7 @@ def model_card(name: str, config: dict, metrics: dict) -> str:
         f"- Architecture: `{config.get('architecture')}` at {config.get('input_size')} px, "
         f"preprocessing `{config.get('preprocessing')}`; initial weights: "
         f"`{fit.get('weights')}`.",
-        f"- Training: {_training_words(fit)}",
+        f"- Training: {training.get('mode') or _training_words(fit)}",
         f"- Calibration (fitted on the validation split): temperature "
         f"{_fmt(calibration.get('temperature'))}, decision threshold "
         f"{_fmt(calibration.get('threshold'), 2)}, uncertain band "

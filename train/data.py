@@ -177,7 +177,8 @@ def load_allidb2(root: str | Path) -> CellTable:
     """Load ALL-IDB2 crops ``images/ImXXX_Y.tif`` (``Y=1`` blast, ``Y=0`` normal).
 
     The group is the ALL-IDB1 field the crop was cut from, read from a CSV with columns
-    ``crop,idb1_field`` (``source_fields.csv``); without it each crop is its own group.
+    ``crop,idb1_field`` (``source_fields.csv``); without it each crop is its own group and the
+    table says ``groups_known=False``.
     """
     root = _existing_dir(root)
     folder = root / "images" if (root / "images").is_dir() else root
@@ -211,13 +212,18 @@ def load_allidb2(root: str | Path) -> CellTable:
         notes.append(
             f"Crop(s) missing from {fields_csv.name}, each its own group: {_listed(ungrouped)}."
         )
-    return CellTable(tuple(records), tuple(notes))
+    return CellTable(tuple(records), tuple(notes), groups_known=not ungrouped)
 
 
 def load_class_folders(
     root: str | Path, label_map: Mapping[str, str | None] | None = None, source: str | None = None
 ) -> CellTable:
-    """Load ``<class>/*.{jpg,png,bmp,tif}``, one folder per cell type; each file is a group.
+    """Load ``<class>/[<subject>/]*.{jpg,png,bmp,tif}``, one folder per cell type.
+
+    Images in a subfolder of a class folder are grouped by that first subfolder's name, across
+    classes (``blast/P01/a.png`` and ``normal/P01/b.png`` share group ``P01``). An image lying
+    directly in its class folder has no subject id: it is its own group (its path) and the table
+    says ``groups_known=False``.
 
     Args:
         root: Folder holding one subfolder per class.
@@ -252,21 +258,35 @@ def load_class_folders(
             f"with 'blast', 'all' or 'leuk' -> blast; {', '.join(sorted(NORMAL_CELL_TYPES))} "
             "-> normal."
         )
-    records = tuple(
-        CellRecord(
-            p, labels[name], p.relative_to(root).as_posix(), source or root.name, cell_type=name
+    records, loose, subjects = [], 0, set()
+    for name, files in folders.items():
+        for p in files if labels[name] else ():
+            inside = p.relative_to(root / name).parts
+            if len(inside) > 1:  # subjects are shared across classes, so no class prefix
+                group = inside[0]
+                subjects.add(group)
+            else:
+                group, loose = p.relative_to(root).as_posix(), loose + 1
+            records.append(CellRecord(p, labels[name], group, source or root.name, cell_type=name))
+    notes = []
+    if subjects:
+        notes.append(
+            f"Grouped by the subfolders of the class folders (<class>/<subject>/): "
+            f"{len(subjects)} subject(s); a subject's cells stay on one side of a split."
         )
-        for name, files in folders.items()
-        if labels[name]
-        for p in files
-    )
-    notes = [
-        "Class folders carry no subject ids: each file is its own group, so cells of one "
-        "donor may fall on both sides of a split."
-    ]
+    if records and loose == len(records):
+        notes.append(
+            "Class folders carry no subject ids: each file is its own group, so cells of one "
+            "donor may fall on both sides of a split."
+        )
+    elif loose:
+        notes.append(
+            f"{loose} of {len(records)} file(s) lie directly in a class folder, not in a "
+            "<class>/<subject>/ subfolder: each of those is its own group."
+        )
     left_out = [n for n in folders if labels[n] is None]
     notes += [f"Left out folder(s) by label_map: {_listed(left_out)}."] if left_out else []
-    return CellTable(records, tuple(notes))
+    return CellTable(tuple(records), tuple(notes), groups_known=not loose)
 
 
 def load_manifest(csv_path: str | Path) -> CellTable:

@@ -314,6 +314,43 @@ def _cached(path: Path | None, compute) -> np.ndarray:
     return values
 
 
+def train_head(
+    train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray | None, val_y: np.ndarray | None,
+    config: FitConfig, dropout: float, report: ProgressCallback | None = None,
+) -> tuple[list[np.ndarray], list[dict]]:  # fmt: skip
+    """Train the dropout + ``logits`` head on pooled features; returns its weights and history.
+
+    Args:
+        train_x: ``(N, F)`` features of training cells (augmented views as extra rows).
+        train_y: Class index per row.
+        val_x: Validation features for early stopping, or None.
+        val_y: Validation class indices, or None.
+        config: Epochs, batch size, rate, patience, balancing and seed come from here.
+        dropout: Dropout rate of the classifier's head.
+        report: Progress callback.
+    """
+    head = _head_model(train_x.shape[-1], dropout, config.seed)
+    head.compile(optimizer=keras.optimizers.Adamax(config.learning_rate),
+                 loss="sparse_categorical_crossentropy", metrics=["accuracy"])  # fmt: skip
+    order = np.arange(len(train_y))
+    if config.balance == "oversample":
+        order = _balanced_indices(train_y, np.random.default_rng(config.seed))
+    epochs = max(config.epochs, 1)
+    progress = _ProgressCallback(report, "head", epochs, math.ceil(len(order) / config.batch_size))
+    callbacks = [progress]
+    has_val = val_x is not None and len(val_x) > 0
+    if has_val:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            "val_loss", patience=config.patience, restore_best_weights=True))  # fmt: skip
+    head.fit(
+        train_x[order], train_y[order], batch_size=config.batch_size, epochs=epochs,
+        validation_data=(val_x, val_y) if has_val else None, shuffle=True,
+        class_weight=class_weights(train_y) if config.balance == "class_weight" else None,
+        callbacks=callbacks, verbose=0,
+    )  # fmt: skip
+    return head.get_layer("logits").get_weights(), progress.history
+
+
 def _fit_cached(model, data, config, report, checkpoint_dir=None) -> list[dict]:
     """Phase one on cached features; the trained head is copied into ``model``."""
     train_images, train_labels, val_images, val_labels = data
@@ -325,26 +362,10 @@ def _fit_cached(model, data, config, report, checkpoint_dir=None) -> list[dict]:
     train_y = np.tile(train_labels, config.feature_views)
     train_x = train_x.reshape(-1, train_x.shape[-1])
     val_x = backbone_features(model, val_images, config)[0] if len(val_labels) else None
-    head = _head_model(train_x.shape[-1], model.get_layer("head_dropout").rate, config.seed)
-    head.compile(optimizer=keras.optimizers.Adamax(config.learning_rate),
-                 loss="sparse_categorical_crossentropy", metrics=["accuracy"])  # fmt: skip
-    order = np.arange(len(train_y))
-    if config.balance == "oversample":
-        order = _balanced_indices(train_y, np.random.default_rng(config.seed))
-    epochs = max(config.epochs, 1)
-    progress = _ProgressCallback(report, "head", epochs, math.ceil(len(order) / config.batch_size))
-    callbacks = [progress]
-    if val_x is not None:
-        callbacks.append(keras.callbacks.EarlyStopping(
-            "val_loss", patience=config.patience, restore_best_weights=True))  # fmt: skip
-    head.fit(
-        train_x[order], train_y[order], batch_size=config.batch_size, epochs=epochs,
-        validation_data=(val_x, val_labels) if val_x is not None else None, shuffle=True,
-        class_weight=class_weights(train_y) if config.balance == "class_weight" else None,
-        callbacks=callbacks, verbose=0,
-    )  # fmt: skip
-    model.get_layer("logits").set_weights(head.get_layer("logits").get_weights())
-    return progress.history
+    weights, history = train_head(train_x, train_y, val_x, val_labels, config,
+                                  model.get_layer("head_dropout").rate, report)  # fmt: skip
+    model.get_layer("logits").set_weights(weights)
+    return history
 
 
 def _best_val_loss(history: list[dict]) -> float:

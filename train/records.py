@@ -98,10 +98,19 @@ class CellRecord:
 
 @dataclass(frozen=True)
 class CellTable:
-    """Records of a loaded dataset plus human-readable notes about how it was read."""
+    """Records of a loaded dataset plus human-readable notes about how it was read.
+
+    Attributes:
+        records: The cells.
+        notes: How the layout was read, what was skipped.
+        groups_known: False when some cells carry no subject or field id and stand in as
+            their own group (loose class-folder files, ALL-IDB2 crops without their
+            source-field CSV): cells of one donor may then fall on both sides of a split.
+    """
 
     records: tuple[CellRecord, ...]
     notes: tuple[str, ...] = ()
+    groups_known: bool = True
 
     def __len__(self) -> int:
         return len(self.records)
@@ -118,7 +127,8 @@ class CellTable:
     def concat(cls, *tables: CellTable) -> CellTable:
         """Join several tables (e.g. C-NMC plus extra normal cells), keeping all notes."""
         records = tuple(r for t in tables for r in t.records)
-        return cls(records, tuple(n for t in tables for n in t.notes))
+        notes = tuple(n for t in tables for n in t.notes)
+        return cls(records, notes, all(t.groups_known for t in tables))
 
 
 def _listed(items: Iterable[object], limit: int = 8) -> str:

@@ -17,7 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from leukemia_core.calibration import CLASS_NAMES, blast_probability, fit_calibration
+from leukemia_core.calibration import (
+    CLASS_NAMES,
+    Calibration,
+    blast_probability,
+    fit_calibration,
+)
 from leukemia_core.models import get_architecture
 from leukemia_core.models.architectures import imagenet_weights
 from leukemia_core.models.folder import save_model_folder
@@ -109,6 +114,34 @@ def mixed_sources(records: Sequence[CellRecord]) -> np.ndarray:
     return np.array([len(labels[r.source]) == 2 for r in records])
 
 
+def model_folder_config(
+    config: FitConfig, calibration: Calibration, records: Sequence[CellRecord], *,
+    data_description: str, split_words: str, **training_extra,
+) -> dict:  # fmt: skip
+    """The ``config.json`` values of a trained model folder (the checksum is added on saving)."""
+    spec = get_architecture(config.architecture)
+    return {
+        "architecture": config.architecture,
+        "input_size": config.size,
+        "preprocessing": spec.preprocessing,
+        "class_names": list(CLASS_NAMES),
+        "calibration": calibration.to_dict(),
+        "gradcam_layer": spec.gradcam_layer,
+        "training": {
+            "fit": config.to_dict(),
+            "data": data_description,
+            "data_summary": {k: v for k, v in summarize(CellTable(tuple(records))).items()
+                             if k != "per_group"},  # per-group sides are in split.csv
+            "split": split_words,
+            "threshold_rule": "balanced accuracy on validation cells of sources holding both "
+                              "classes; temperature on all validation cells",
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "machine": f"{platform.machine()} {platform.system()}",
+            **training_extra,
+        },
+    }  # fmt: skip
+
+
 def finish_run(
     model, config: FitConfig, split: SplitResult, images: dict, name: str, *,
     root: Path | None, records: Sequence[CellRecord], fractions, data_description: str,
@@ -136,27 +169,11 @@ def finish_run(
         "cpu_seconds_per_cell_predict": seconds_per_cell,
         "history": history,
     }
-    spec = get_architecture(config.architecture)
-    folder_config = {
-        "architecture": config.architecture,
-        "input_size": config.size,
-        "preprocessing": spec.preprocessing,
-        "class_names": list(CLASS_NAMES),
-        "calibration": calibration.to_dict(),
-        "gradcam_layer": spec.gradcam_layer,
-        "training": {
-            "fit": config.to_dict(),
-            "data": data_description,
-            "data_summary": {k: v for k, v in summarize(CellTable(tuple(records))).items()
-                             if k != "per_group"},  # per-group sides are in split.csv
-            "split": f"grouped per source, fractions {list(fractions)}, seed {config.seed}; "
-                     f"groups per side in {SPLIT_FILE}",
-            "threshold_rule": "balanced accuracy on validation cells of sources holding both "
-                              "classes; temperature on all validation cells",
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "machine": f"{platform.machine()} {platform.system()}",
-        },
-    }  # fmt: skip
+    folder_config = model_folder_config(
+        config, calibration, records, data_description=data_description,
+        split_words=f"grouped per source, fractions {list(fractions)}, seed {config.seed}; "
+                    f"groups per side in {SPLIT_FILE}",
+    )  # fmt: skip
     card = model_card(name, folder_config, metrics)
     folder = save_model_folder(model, name, folder_config, metrics=metrics, card=card,
                                root=root, extra_files={SPLIT_FILE: split_csv(split)})  # fmt: skip

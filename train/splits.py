@@ -217,3 +217,33 @@ def split_per_source(
         for i, side in enumerate(SIDES):
             sides[i] += getattr(part, side)
     return SplitResult(*(tuple(s) for s in sides), seed=seed)
+
+
+def folds_per_source(records: Iterable[CellRecord], k: int = 5, seed: int = 0) -> list[SplitResult]:
+    """``k`` grouped folds within each source; every cell is tested exactly once.
+
+    Fold ``i`` tests on part ``i``, validates (early stopping, calibration) on part ``i + 1``
+    (mod ``k``) and trains on the rest. Sources that share groups are split together; a source
+    with fewer than ``k`` groups trains in every fold and is never tested.
+    """
+    if k < 3:
+        raise SplitError(f"Folds with a validation part need k >= 3, got k={k}; use 1 split.")
+    records = list(records)
+    strata = _source_strata(records)
+    part: list[int | None] = [None] * len(records)
+    for stratum in sorted(set(strata.values())):
+        members = [i for i, r in enumerate(records) if strata[r.source] == stratum]
+        try:
+            part_of = assign_groups([records[i] for i in members], [1 / k] * k, seed)
+        except SplitError:
+            continue
+        for i in members:
+            part[i] = part_of[records[i].group]
+    folds = []
+    for fold in range(k):
+        sides: dict[str, list[CellRecord]] = {side: [] for side in SIDES}
+        for record, p in zip(records, part, strict=True):
+            side = "test" if p == fold else "val" if p == (fold + 1) % k else "train"
+            sides[side if p is not None else "train"].append(record)
+        folds.append(SplitResult(*(tuple(sides[s]) for s in SIDES), seed=seed))
+    return folds

@@ -27,6 +27,7 @@ from leukemia_core.io import write_text_atomic
 MODELS_ENV_VAR = "LEUKEMIA_MODELS_DIR"
 WEIGHTS_FILE = "model.keras"
 ACTIVE_FILE = "ACTIVE"
+PREVIOUS = ".previous"  # suffix of the folder a re-saved model's old version is kept in
 FORMAT_VERSION = 1
 _REQUIRED = ("architecture", "input_size", "preprocessing", "class_names", "sha256")
 
@@ -96,9 +97,16 @@ def _is_model_folder(path: Path) -> bool:
 
 
 def list_models(root: Path | None = None) -> list[str]:
-    """Names of the model folders under ``root`` (see :func:`models_dir`), active one first."""
+    """Names of the model folders under ``root`` (see :func:`models_dir`), active one first.
+
+    Kept ``<name>.previous`` folders and hidden staging folders are not listed; a previous
+    folder still loads by its full name, for rolling back.
+    """
     root = root or models_dir()
-    names = sorted(p.name for p in root.iterdir() if _is_model_folder(p)) if root.is_dir() else []
+    names = sorted(
+        p.name for p in root.iterdir()
+        if _is_model_folder(p) and not p.name.startswith(".") and not p.name.endswith(PREVIOUS)
+    ) if root.is_dir() else []  # fmt: skip
     active = active_model_name(root, names)
     return sorted(names, key=lambda n: n != active)
 
@@ -210,7 +218,7 @@ def save_model_folder(
         (staging / "card.md").write_text(card)
         for file_name, text in (extra_files or {}).items():
             (staging / file_name).write_text(text)
-        target, previous = root / name, root / f"{name}.previous"
+        target, previous = root / name, root / f"{name}{PREVIOUS}"
         if target.exists():
             shutil.rmtree(previous, ignore_errors=True)
             os.replace(target, previous)

@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.stats import rankdata
+from scipy.stats import binomtest, rankdata
 
 from leukemia_core.calibration import expected_calibration_error
 
 INTERVAL_METRICS = ("accuracy", "balanced_accuracy", "weighted_f1", "sensitivity",
-                    "specificity", "auroc")  # fmt: skip
+                    "specificity", "auroc", "ece")  # fmt: skip
 
 
 def auroc(is_blast: np.ndarray, p: np.ndarray) -> float | None:
@@ -37,8 +37,8 @@ def _class_scores(tp: int, fp: int, fn: int) -> dict:
     return {"precision": precision, "recall": recall, "f1": f1, "support": tp + fn}
 
 
-def point_metrics(is_blast: np.ndarray, p: np.ndarray, threshold: float) -> dict:
-    """Every figure at one threshold, without intervals."""
+def point_metrics(is_blast: np.ndarray, p: np.ndarray, threshold: float | np.ndarray) -> dict:
+    """Every figure at one threshold (or one per cell), without intervals."""
     y = np.asarray(is_blast, dtype=bool)
     called = np.asarray(p) >= threshold
     tp, fn = int((called & y).sum()), int((~called & y).sum())
@@ -65,7 +65,7 @@ def point_metrics(is_blast: np.ndarray, p: np.ndarray, threshold: float) -> dict
 def binary_metrics(
     is_blast: Sequence[bool] | np.ndarray,
     p: Sequence[float] | np.ndarray,
-    threshold: float = 0.5,
+    threshold: float | np.ndarray = 0.5,
     *,
     groups: Sequence[str] | None = None,
     n_boot: int = 1000,
@@ -76,14 +76,16 @@ def binary_metrics(
     Args:
         is_blast: True for blasts.
         p: Calibrated blast probability per cell.
-        threshold: Decision threshold on ``p``.
+        threshold: Decision threshold on ``p``, or one per cell (pooled out-of-fold
+            predictions of models calibrated per fold).
         groups: Group of each cell; resampled as units when given.
         n_boot: Bootstrap replicates (0 skips intervals).
         seed: Bootstrap seed.
     """
     y, p = np.asarray(is_blast, dtype=bool), np.asarray(p, dtype=np.float64)
-    result = point_metrics(y, p, threshold)
-    result["threshold"] = threshold
+    thresholds = np.broadcast_to(np.asarray(threshold, dtype=np.float64), p.shape)
+    result = point_metrics(y, p, thresholds)
+    result["threshold"] = float(threshold) if np.ndim(threshold) == 0 else "per fold"
     if not n_boot or len(y) < 2:
         return result
     group_ids = np.unique(np.asarray(groups if groups is not None else np.arange(len(y))),
@@ -93,7 +95,7 @@ def binary_metrics(
     samples: dict[str, list[float]] = {k: [] for k in INTERVAL_METRICS}
     for _ in range(n_boot):
         chosen = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
-        replicate = point_metrics(y[chosen], p[chosen], threshold)
+        replicate = point_metrics(y[chosen], p[chosen], thresholds[chosen])
         for k in INTERVAL_METRICS:
             if replicate[k] is not None:
                 samples[k].append(replicate[k])
@@ -104,3 +106,31 @@ def binary_metrics(
     result["interval_unit"] = "group" if groups is not None else "cell"
     result["n_groups"] = len(members)
     return result
+
+
+def roc_points(is_blast: np.ndarray, p: np.ndarray, max_points: int = 200) -> dict:
+    """ROC curve ``{"fpr": [...], "tpr": [...]}`` from (0, 0) to (1, 1), thinned to ``max_points``."""
+    y = np.asarray(is_blast, dtype=bool)
+    p = np.asarray(p, dtype=np.float64)
+    if not y.any() or y.all():
+        return {"fpr": [], "tpr": []}
+    order = np.argsort(-p, kind="stable")
+    y, p = y[order], p[order]
+    last_of_tie = np.r_[np.flatnonzero(np.diff(p)), len(p) - 1]
+    tpr = np.r_[0.0, np.cumsum(y)[last_of_tie] / y.sum()]
+    fpr = np.r_[0.0, np.cumsum(~y)[last_of_tie] / (~y).sum()]
+    keep = np.unique(np.linspace(0, len(fpr) - 1, min(max_points, len(fpr))).round().astype(int))
+    return {"fpr": fpr[keep].tolist(), "tpr": tpr[keep].tolist()}
+
+
+def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict:
+    """Exact McNemar test of two classifiers on the same cells.
+
+    Returns ``a_only`` (cells only A got right), ``b_only`` and the two-sided ``p_value``
+    (binomial on the discordant cells; 1.0 when there are none). Cells of one subject are not
+    independent, so read the p-value as indicative.
+    """
+    a, b = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)
+    a_only, b_only = int((a & ~b).sum()), int((~a & b).sum())
+    p_value = binomtest(a_only, a_only + b_only, 0.5).pvalue if a_only + b_only else 1.0
+    return {"a_only": a_only, "b_only": b_only, "p_value": float(p_value)}

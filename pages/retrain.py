@@ -1,0 +1,323 @@
+"""Retrain & compare: pick labelled cells, compare architectures in the background, promote one.
+
+Training runs in a separate worker process (``train.jobs``): this page only queues jobs, shows
+their progress and results, and promotes a model. Research use only.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import streamlit as st
+
+from leukemia_core.errors import LeukemiaCoreError
+from leukemia_core.models import list_architectures
+from leukemia_core.models.folder import list_models
+from train import jobs
+from train.compare import (
+    MISSING_WEIGHTS,
+    PRESETS,
+    SIZE_BASELINE,
+    TABLE_FILE,
+    CompareSettings,
+    promote,
+)
+from train.datasets import DatasetSource, export_reviewed_cases, extract_zip, inspect_datasets
+from train.fit import BALANCING
+from ui import comparison as view
+from ui import state
+from ui.common import flash, show_flashes
+
+DATASET_KEY = "retrain_dataset"  # {"locations": [...], "allow_ungrouped": bool, "summary": ...}
+CUSTOM = "custom"
+SETTING_KEYS = ("input_size", "epochs", "batch_size", "fine_tune_epochs", "fine_tune_layers",
+                "augment", "balance", "cached_features", "feature_views", "patience", "folds",
+                "seed", "missing_weights")  # fmt: skip
+SOURCES = ("Folder on this server", "Upload a zip", "Reviewed cases")
+
+
+def _apply_preset() -> None:
+    """Fill the settings widgets from the chosen preset (a callback: runs before the widgets)."""
+    name = st.session_state["preset"]
+    if name == CUSTOM:
+        return
+    settings = CompareSettings.from_preset(name)
+    st.session_state["architectures"] = list(settings.architectures)
+    for key in SETTING_KEYS:
+        st.session_state[key] = getattr(settings, key)
+
+
+def _defaults() -> None:
+    if "preset" not in st.session_state:
+        st.session_state["preset"] = "quick_cpu"
+        _apply_preset()
+
+
+def _inspect(locations: list[str], allow_ungrouped: bool) -> None:
+    try:
+        with st.spinner("Reading and checking every image …"):
+            _, summary = inspect_datasets([DatasetSource(x) for x in locations],
+                                          allow_ungrouped=allow_ungrouped)  # fmt: skip
+    except (LeukemiaCoreError, OSError) as error:
+        st.session_state.pop(DATASET_KEY, None)
+        st.error(f"This dataset cannot be used: {error}")
+        return
+    st.session_state[DATASET_KEY] = {"locations": locations, "allow_ungrouped": allow_ungrouped,
+                                     "summary": summary}  # fmt: skip
+
+
+def dataset_section() -> dict | None:
+    st.subheader("1. Labelled cells")
+    source = st.radio("Where are the cells?", SOURCES, key="data_source", horizontal=True)
+    allow = st.checkbox(
+        "Allow cells without subject or field ids", key="allow_ungrouped",
+        help="Then each file is its own group, cells of one donor can be on both sides of the "
+             "split, and the scores will be optimistic. Prefer <class>/<subject>/ folders or a "
+             "manifest with a group column.",
+    )  # fmt: skip
+    if source == SOURCES[0]:
+        text = st.text_area(
+            "Dataset folders or CSV manifests on the server, one per line", key="data_paths",
+            help="C-NMC 2019 layout (training_data/fold_k/{all,hem}), ALL-IDB2, class folders "
+                 "(<class>/[<subject>/]image) or a CSV manifest (path,label,group).",
+        )  # fmt: skip
+        if st.button("Check dataset", key="inspect", icon=":material/fact_check:"):
+            locations = [line.strip() for line in text.splitlines() if line.strip()]
+            if not locations:
+                st.error("Type the path of a dataset folder or manifest first.")
+            else:
+                _inspect(locations, allow)
+    elif source == SOURCES[1]:
+        upload = st.file_uploader("Zip of a dataset folder", type=["zip"], key="data_zip",
+                                  help="Up to the server's upload limit; larger sets: copy them "
+                                       "to the server and pick the folder.")  # fmt: skip
+        if upload is not None and st.button("Unpack and check", key="unpack"):
+            try:
+                folder = extract_zip(upload, jobs.runs_dir() / "uploads")
+            except (LeukemiaCoreError, OSError) as error:
+                st.error(f"The zip was not unpacked: {error}")
+            else:
+                _inspect([str(folder)], allow)
+    else:
+        st.caption("Cells of signed cases, with the labels the reviewer confirmed or corrected; "
+                   "each sample is one group.")  # fmt: skip
+        if st.button("Use reviewed cases", key="use_reviewed"):
+            stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+            out = jobs.runs_dir() / "datasets" / f"reviewed-{stamp}"
+            try:
+                export_reviewed_cases(state.case_store(), out)
+            except (LeukemiaCoreError, OSError) as error:
+                st.error(str(error))
+            else:
+                _inspect([str(out / "manifest.csv")], allow)
+    picked = st.session_state.get(DATASET_KEY)
+    if picked:
+        summary = picked["summary"]
+        cols = st.columns(4)
+        cols[0].metric("Cells", summary.n_cells)
+        cols[1].metric("Blasts", summary.per_class.get("blast", 0))
+        cols[2].metric("Normal", summary.per_class.get("normal", 0))
+        cols[3].metric("Groups", summary.n_groups, help="Subjects, fields or samples; a split "
+                       "keeps each group on one side.")  # fmt: skip
+        st.caption(f"{summary.location} · layout {summary.format} · sources: "
+                   + ", ".join(f"{k} {v}" for k, v in summary.per_source.items()))  # fmt: skip
+        for note in summary.notes:
+            st.info(note)
+        with st.expander(f"Cells per group ({summary.n_groups})"):
+            st.dataframe(summary.group_frame(), hide_index=True, width="stretch")
+    return picked
+
+
+def settings_section(picked: dict | None) -> None:
+    st.subheader("2. Models and training")
+    names = {CUSTOM: "Custom", **{k: p.title for k, p in PRESETS.items()}}
+    preset = st.selectbox("Preset", list(names), key="preset", format_func=names.get,
+                          on_change=_apply_preset)  # fmt: skip
+    if preset != CUSTOM:
+        st.caption(PRESETS[preset].description)
+    architectures = st.multiselect("Architectures", list_architectures(), key="architectures")
+    cols = st.columns(4)
+    cols[0].number_input("Input size (px)", 32, 600, key="input_size")
+    cols[1].number_input("Epochs", 1, 200, key="epochs")
+    cols[2].number_input("Batch size", 1, 512, key="batch_size")
+    cols[3].number_input("Grouped folds", 1, 10, key="folds",
+                         help="1: one 70/10/20 split of groups per source; k ≥ 3: every cell is "
+                              "tested once (test one part, validate on the next).")  # fmt: skip
+    cols = st.columns(5)
+    cols[0].number_input("Fine-tune epochs", 0, 100, key="fine_tune_epochs")
+    cols[1].number_input("Fine-tune depth (layers)", 1, 500, key="fine_tune_layers")
+    cols[2].number_input("Feature views", 1, 16, key="feature_views",
+                         help="Augmented views per cell in cached-feature mode.")  # fmt: skip
+    cols[3].number_input("Early-stopping patience", 1, 1000, key="patience")
+    cols[4].number_input("Seed", 0, 2**31 - 1, key="seed")
+    cols = st.columns(4)
+    cols[0].selectbox("Balancing", BALANCING, key="balance")
+    cols[1].selectbox("Without ImageNet weights offline", MISSING_WEIGHTS, key="missing_weights",
+                      help="skip: the row says why; random: train from random weights, "
+                           "which the row says.")  # fmt: skip
+    cols[2].checkbox("Augmentation", key="augment")
+    cols[3].checkbox("Cached features (frozen, fast)", key="cached_features")
+    try:
+        settings = CompareSettings(architectures=tuple(architectures), **{
+            k: st.session_state[k] for k in SETTING_KEYS})  # fmt: skip
+    except (LeukemiaCoreError, ValueError) as error:
+        st.warning(str(error))
+        return
+    if picked is None:
+        st.info("Check a dataset first (step 1).")
+        return
+    spec = jobs.JobSpec(tuple(picked["locations"]), settings,
+                        allow_ungrouped=picked["allow_ungrouped"], title=names[preset])  # fmt: skip
+    with st.expander("Equivalent command"):
+        st.code(spec.command(jobs.runs_dir() / "<job id>"), language="bash")
+    if st.button("Start comparison", key="start", type="primary", icon=":material/play_arrow:"):
+        job_id = jobs.submit(spec)
+        jobs.ensure_worker()
+        st.session_state["job"] = job_id
+        flash(f"Job {job_id} queued; it runs in the background, even if you leave this page.",
+              "success")  # fmt: skip
+        st.rerun()
+
+
+def _cancel(job_id: str) -> None:
+    jobs.cancel_job(job_id)
+    flash(f"Cancel requested for job {job_id}.", "info")
+
+
+@st.fragment(run_every=2.0)
+def live_status(job_id: str) -> None:
+    """Progress of one job, refreshed every 2 s while it is queued or running."""
+    status = jobs.job_status(job_id)
+    if status.state == jobs.QUEUED:
+        position = jobs.queue_position(job_id, jobs.list_jobs())
+        st.info(f"Queued: position {position}. One job trains at a time on this server.")
+        jobs.ensure_worker()  # e.g. after a server restart
+    elif status.state == jobs.RUNNING:
+        event = status.event
+        st.progress(min(status.overall, 1.0),
+                    text=f"Overall {100 * status.overall:.0f}% · {view.eta_text(status.eta_s)}")
+        if event.get("model"):
+            st.progress(
+                min(1.0, (event.get("model_index", 1) - 1) / max(event.get("n_models", 1), 1)),
+                text=f"Model {event.get('model_index')} of {event.get('n_models')}: "
+                     f"{event.get('model')} · fold {event.get('fold') or '–'} of "
+                     f"{event.get('n_folds')}",
+            )  # fmt: skip
+        stage = event.get("stage", "")
+        done, total = event.get("done", 0), event.get("total") or 1
+        epoch = f"epoch {event['epoch']} of {event['epochs']}, " if "epochs" in event else ""
+        st.progress(min(done / total, 1.0),
+                    text=f"{view.STAGE_NAMES.get(stage, stage)}: {epoch}{done} of {total}")
+        if status.curves:
+            st.plotly_chart(view.curves_figure(status.curves), key=f"live_curves_{job_id}")
+        st.button("Cancel job", key=f"cancel_{job_id}", on_click=_cancel, args=(job_id,),
+                  icon=":material/stop:")  # fmt: skip
+    else:
+        st.rerun()  # finished: redraw the whole page with the results
+
+
+def _promote(job_id: str) -> None:
+    architecture = st.session_state[f"promote_model_{job_id}"]
+    name = st.session_state[f"promote_name_{job_id}"].strip()
+    if not name or name in (".", "..") or "/" in name or name.startswith("."):
+        flash("Give the model folder a plain name (letters, digits, - and _).")
+        return
+    try:
+        folder = promote(jobs.runs_dir() / job_id, architecture, name)
+    except (LeukemiaCoreError, OSError, ValueError) as error:
+        flash(f"Not promoted: {error}")
+        return
+    st.session_state["model"] = name  # the Analyze page's model picker
+    flash(f"{architecture} is now the active model `{name}` ({folder}); the Analyze page uses "
+          "it from now on.", "success")  # fmt: skip
+
+
+def results_section(status: jobs.JobStatus) -> None:
+    results = status.results()
+    rows = results["table"]
+    st.markdown(f"**{results['n_tested']} test cells** of {results['n_cells']}, split "
+                f"{results['split']}; figures with 95% bootstrap intervals over groups. "
+                f"Best by balanced accuracy: **{results['best'] or 'none'}**.")  # fmt: skip
+    st.dataframe(view.table_frame(rows), hide_index=True, width="stretch")
+    st.caption("McNemar p: exact test of each model against the best on the same test cells "
+               "(cells of one subject are not independent: read it as indicative). The "
+               f"`{SIZE_BASELINE}` row uses nothing but the cell's area in its crop: a model "
+               "that does not beat it clearly may have learned only that blasts are larger.")
+    st.download_button("Download the table (CSV)", (status.folder / TABLE_FILE).read_bytes(),
+                       file_name=f"comparison-{status.job_id}.csv", mime="text/csv",
+                       key=f"download_{status.job_id}")  # fmt: skip
+    models = results["models"]
+    charts = st.tabs(["ROC", "Reliability", "Confusion matrices", "Training curves",
+                      "Per source"])  # fmt: skip
+    charts[0].plotly_chart(view.roc_figure(models), key=f"roc_{status.job_id}")
+    charts[1].plotly_chart(view.reliability_figure(models), key=f"rel_{status.job_id}")
+    cols = charts[2].columns(3)
+    for i, (name, values) in enumerate(models.items()):
+        cols[i % 3].plotly_chart(view.confusion_figure(name, values["confusion"]),
+                                 key=f"cm_{status.job_id}_{name}")  # fmt: skip
+    curves = {name: values["history"] for name, values in models.items() if values["history"]}
+    if curves:
+        charts[3].plotly_chart(view.curves_figure(curves), key=f"curves_{status.job_id}")
+    charts[4].dataframe(view.per_source_frame(models), hide_index=True, width="stretch")
+
+    promotable = [r["model"] for r in rows if r["status"] == "done" and r["model"] != SIZE_BASELINE
+                  and (status.folder / "models" / r["model"] / "config.json").is_file()]
+    if not promotable:
+        return
+    st.subheader("Promote a model")
+    st.caption("Writes a complete model folder (the previous one of that name is kept as "
+               "<name>.previous) and makes it the active model of the Analyze page.")
+    cols = st.columns([2, 2, 1])
+    cols[0].selectbox("Model", promotable, key=f"promote_model_{status.job_id}",
+                      index=promotable.index(results["best"]) if results["best"] in promotable
+                      else 0)  # fmt: skip
+    default = f"{st.session_state.get(f'promote_model_{status.job_id}', promotable[0])}-" \
+              f"{status.job_id[:15]}"
+    cols[1].text_input("Model folder name", value=default, key=f"promote_name_{status.job_id}")
+    cols[2].button("Promote", key=f"promote_{status.job_id}", type="primary",
+                   on_click=_promote, args=(status.job_id,))  # fmt: skip
+
+
+def jobs_section() -> None:
+    st.subheader("3. Jobs")
+    all_jobs = jobs.list_jobs()
+    if not all_jobs:
+        st.info("No comparison jobs yet.")
+        return
+    by_id = {j.job_id: j for j in all_jobs}
+    if st.session_state.get("job") not in by_id:
+        st.session_state["job"] = all_jobs[0].job_id
+    job_id = st.selectbox(
+        "Job", list(by_id), key="job",
+        format_func=lambda i: f"{i} · {by_id[i].title or 'custom'} · {by_id[i].state}"
+        + (f" (queue position {jobs.queue_position(i, all_jobs)})"
+           if by_id[i].state == jobs.QUEUED else ""),
+    )  # fmt: skip
+    status = by_id[job_id]
+    with st.expander("Job settings and command"):
+        st.code(status.spec().command(status.folder), language="bash")
+    if status.active:
+        live_status(job_id)
+        if status.state == jobs.QUEUED:
+            st.button("Cancel job", key=f"cancel_queued_{job_id}", on_click=_cancel,
+                      args=(job_id,))  # fmt: skip
+    elif status.state == jobs.DONE:
+        results_section(status)
+    elif status.state == jobs.FAILED:
+        st.error(f"This job failed: {status.error}")
+        if status.message:
+            st.caption(status.message)
+    else:
+        st.info(status.message or "This job was cancelled.")
+
+
+st.title("Retrain & compare models")
+st.caption("Train several architectures on your labelled cells with subject-level (grouped) "
+           "splits, compare them with intervals, and promote one. Research use only: a "
+           "promoted model still needs a reviewer for every cell.")  # fmt: skip
+show_flashes()
+_defaults()
+st.caption(f"Installed models: {', '.join(list_models()) or 'none'}")
+picked = dataset_section()
+settings_section(picked)
+jobs_section()

@@ -1,0 +1,492 @@
+"""Tests of train.datasets: summaries, refusals, safe zip unpacking and reviewed-case export.
+
+Datasets are tiny real images written to ``tmp_path`` (helpers of tests/test_data.py); zips are
+built in memory, the unsafe ones by hand-patching their headers; cases go into a real
+:class:`CaseStore` under ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import stat
+import struct
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_data import make_cnmc, make_folders, write_image, write_text
+
+from leukemia_core.store import CaseStore, CellEntry, FieldEntry
+from train.data import load_dataset, load_manifest, summarize
+from train.datasets import (
+    DatasetSource,
+    DatasetSummary,
+    GroupCount,
+    UnsafeArchiveError,
+    export_reviewed_cases,
+    extract_zip,
+    inspect_dataset,
+    inspect_datasets,
+)
+from train.records import (
+    DatasetError,
+    DatasetNotFoundError,
+    EmptyDatasetError,
+    MissingGroupError,
+    SingleClassError,
+    UnreadableFileError,
+)
+
+
+def make_subjects(root: Path, layout: dict[str, list[str]]) -> Path:
+    """``{"blast/P01": ["a.png"], ...}``: class folders with one subfolder per subject."""
+    for folder, names in layout.items():
+        for name in names:
+            write_image(root / folder / name)
+    return root
+
+
+SUBJECTS = {
+    "blast/P01": ["a.png", "b.png"],
+    "blast/P02": ["c.png"],
+    "normal/P01": ["d.png"],
+    "normal/P03": ["e.png", "f.png", "g.png"],
+}
+
+
+# ----------------------------------------------------------------------------- summaries
+def test_cnmc_summary_counts_per_class_group_and_source(tmp_path):
+    table, summary = inspect_dataset(make_cnmc(tmp_path))
+    assert (summary.location, summary.format) == (str(tmp_path), "cnmc")
+    assert (summary.n_cells, len(table)) == (9, 9)
+    assert summary.per_class == {"blast": 5, "normal": 4}
+    assert summary.per_source == {"cnmc": 9}
+    assert (summary.n_groups, summary.groups_known) == (6, True)
+    frame = summary.group_frame()
+    assert list(frame.columns) == ["group", "source", "blast", "normal", "total"]
+    assert frame.values.tolist() == [
+        ["1", "cnmc", 2, 0, 2],
+        ["57", "cnmc", 2, 0, 2],
+        ["H2", "cnmc", 0, 2, 2],
+        ["2", "cnmc", 1, 0, 1],
+        ["H1", "cnmc", 0, 1, 1],
+        ["H24", "cnmc", 0, 1, 1],
+    ]
+    assert any("unlabelled" in note for note in summary.notes)
+    assert json.loads(json.dumps(summary.to_dict())) == summary.to_dict()
+    assert summary.to_dict()["groups"][0] == {
+        "group": "1",
+        "source": "cnmc",
+        "n_blast": 2,
+        "n_normal": 0,
+    }
+
+
+def test_manifest_summary_joins_sources_that_share_a_group(tmp_path):
+    for name in "abcde":
+        write_image(tmp_path / "cells" / f"{name}.png")
+    csv_path = write_text(
+        tmp_path / "m.csv",
+        "path,label,group,source\ncells/a.png,blast,p1,labA\ncells/b.png,normal,p1,labA\n"
+        "cells/c.png,normal,p2,labB\ncells/d.png,blast,p3,labB\ncells/e.png,normal,p3,labA\n",
+    )
+    _, summary = inspect_dataset(csv_path)
+    assert summary.format == "manifest" and summary.n_cells == 5
+    assert summary.per_class == {"blast": 2, "normal": 3}
+    assert summary.per_source == {"labA": 3, "labB": 2}
+    assert summary.groups == (
+        GroupCount("p1", "labA", 1, 1),
+        GroupCount("p3", "labA, labB", 1, 1),
+        GroupCount("p2", "labB", 0, 1),
+    )
+    assert summary.group_frame()["total"].tolist() == [2, 2, 1]
+
+
+def test_subject_subfolders_give_groups_shared_across_classes(tmp_path):
+    table, summary = inspect_dataset(make_subjects(tmp_path / "lab", SUBJECTS))
+    assert {r.path.name: r.group for r in table} == {
+        "a.png": "P01",
+        "b.png": "P01",
+        "c.png": "P02",
+        "d.png": "P01",
+        "e.png": "P03",
+        "f.png": "P03",
+        "g.png": "P03",
+    }
+    assert summary.groups_known and summary.format == "folders"
+    assert summary.groups == (
+        GroupCount("P01", "lab", 2, 1),
+        GroupCount("P03", "lab", 0, 3),
+        GroupCount("P02", "lab", 1, 0),
+    )
+    assert any("<class>/<subject>/" in note for note in summary.notes)
+
+
+def test_allow_ungrouped_accepts_loose_files_and_says_so(tmp_path):
+    table, summary = inspect_dataset(make_folders(tmp_path), allow_ungrouped=True)
+    assert summary.groups_known is False and not table.groups_known
+    assert summary.n_groups == summary.n_cells == 6
+    assert summary.per_class == {"blast": 2, "normal": 4}
+    assert any("Groups unknown" in n and "optimistic" in n for n in summary.notes)
+
+
+def test_several_locations_need_both_classes_only_in_the_union(tmp_path):
+    blasts = make_subjects(tmp_path / "b", {"Early/P1": ["a.png"], "Early/P2": ["b.png"]})
+    normals = make_subjects(tmp_path / "n", {"lymphocyte/N1": ["c.png"]})
+    _, summary = inspect_datasets(
+        [DatasetSource(blasts, label_map={"Early": "blast"}), str(normals)]
+    )
+    assert summary.per_class == {"blast": 2, "normal": 1}
+    assert summary.per_source == {"b": 2, "n": 1} and summary.format == "folders"
+    assert summary.location == f"{blasts}; {normals}"
+    _, mixed = inspect_datasets([make_cnmc(tmp_path / "c"), normals])
+    assert mixed.format == "cnmc+folders" and mixed.n_groups == 7
+
+
+def test_verify_false_skips_decoding(tmp_path):
+    root = make_subjects(tmp_path, SUBJECTS)
+    (root / "blast" / "P01" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    assert inspect_dataset(root, verify=False)[1].n_cells == 8
+
+
+# ----------------------------------------------------------------------------- refusals
+def _single_class(root: Path) -> Path:
+    return make_subjects(root, {"lymphocyte/H1": ["a.png", "b.png"], "ig/H2": ["c.png"]})
+
+
+def _unreadable(root: Path) -> Path:
+    make_subjects(root, SUBJECTS)
+    (root / "blast" / "P01" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    return root
+
+
+def _idb2_without_fields(root: Path) -> Path:
+    for name in ["Im001_1.tif", "Im003_0.tif"]:
+        write_image(root / "images" / name)
+    return root
+
+
+def _empty(root: Path) -> Path:
+    root.mkdir(exist_ok=True)
+    return root
+
+
+REFUSALS = [
+    (lambda r: r / "nowhere", {}, DatasetNotFoundError, r"nowhere does not exist; check the path"),
+    (_empty, {}, EmptyDatasetError, r"No C-NMC, ALL-IDB2 or class-folder layout"),
+    (
+        _single_class,
+        {},
+        SingleClassError,
+        r"only normal cells \(3\); a classifier needs blast and normal cells\. Add a dataset "
+        r"with blast cells",
+    ),
+    (_unreadable, {}, UnreadableFileError, r"1 image\(s\) cannot be decoded: .*broken\.png"),
+    (
+        make_folders,
+        {},
+        MissingGroupError,
+        r"carry no subject or field id .*both sides of the split and the test scores would be "
+        r"inflated\. Put each subject's cells in <class>/<subject>/ .*CSV manifest .*"
+        r"allow_ungrouped=True",
+    ),
+    (
+        lambda r: make_subjects(r, {**SUBJECTS, "normal": ["loose.png"]}),
+        {},
+        MissingGroupError,
+        r"carry no subject or field id",
+    ),
+    (_idb2_without_fields, {}, MissingGroupError, r"ALL-IDB2 crops without source_fields\.csv"),
+    (make_cnmc, {"format": "imagenet"}, DatasetError, r"Unknown dataset format 'imagenet'"),
+]
+
+
+@pytest.mark.parametrize(("build", "kwargs", "error", "match"), REFUSALS)
+def test_inspect_refusals(tmp_path, build, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        inspect_dataset(build(tmp_path / "set"), **kwargs)
+
+
+def test_union_refusals_name_the_problem(tmp_path):
+    only_normal = _single_class(tmp_path / "a")
+    more_normal = make_subjects(tmp_path / "b", {"neutrophil/H9": ["x.png"]})
+    with pytest.raises(SingleClassError, match=r"a; .*b holds only normal cells \(4\)"):
+        inspect_datasets([only_normal, more_normal])
+    loose = make_folders(tmp_path / "loose")
+    with pytest.raises(MissingGroupError, match=r"Cells in .*loose carry no subject") as caught:
+        inspect_datasets([make_cnmc(tmp_path / "c"), loose])
+    assert str(tmp_path / "c") not in str(caught.value)
+    with pytest.raises(EmptyDatasetError, match="No dataset location was given"):
+        inspect_datasets([])
+
+
+# ----------------------------------------------------------------------------- zip archives
+def zip_bytes(members: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression) as zf:
+        for name, data in members.items():
+            zf.writestr(zipfile.ZipInfo(name), data, compress_type=compression)
+    return buffer.getvalue()
+
+
+def png_bytes(color: tuple[int, int, int] = (200, 100, 150)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def patch_headers(data: bytes, name: bytes, *, flags: int = 0, file_size: int | None = None):
+    """Set flag bits and/or the declared uncompressed size of member ``name`` in both headers."""
+    data = bytearray(data)
+    headers = ((b"PK\x03\x04", 6, 22, 30), (b"PK\x01\x02", 8, 24, 46))  # local, central
+    for signature, flag_at, size_at, name_at in headers:
+        start = data.find(signature)
+        while data[start + name_at : start + name_at + len(name)] != name:
+            start = data.find(signature, start + 1)
+        (old_flags,) = struct.unpack_from("<H", data, start + flag_at)
+        struct.pack_into("<H", data, start + flag_at, old_flags | flags)
+        if file_size is not None:
+            struct.pack_into("<I", data, start + size_at, file_size)
+    return bytes(data)
+
+
+def special_member(name: str, mode: int, payload: bytes = b"target.png") -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr("data/blast/P1/a.png", png_bytes())
+        info = zipfile.ZipInfo(name)
+        info.create_system = 3  # Unix: the mode lives in the high 16 bits
+        info.external_attr = mode << 16
+        zf.writestr(info, payload)
+    return buffer.getvalue()
+
+
+DATASET_ZIP = {
+    "mydata/": b"",
+    "mydata/blast/P01/a.png": png_bytes((220, 60, 60)),
+    "mydata/blast/P02/b.png": png_bytes((210, 70, 70)),
+    "mydata/normal/P03/c.png": png_bytes((90, 90, 200)),
+    "mydata/.DS_Store": b"junk",
+    "__MACOSX/mydata/._a.png": b"junk",
+}
+
+
+def leftovers(dest: Path) -> list[str]:
+    return sorted(p.name for p in dest.rglob("*")) if dest.exists() else []
+
+
+@pytest.mark.parametrize("kind", ["path", "bytes", "upload"])
+def test_good_zip_round_trips_to_its_single_top_folder(tmp_path, kind):
+    data = zip_bytes(DATASET_ZIP)
+    (tmp_path / "My Data.zip").write_bytes(data)
+    upload = io.BytesIO(data)
+    upload.name = "My Data.zip"  # as Streamlit's UploadedFile
+    archive = {"path": tmp_path / "My Data.zip", "bytes": data, "upload": upload}[kind]
+    root = extract_zip(archive, tmp_path / "uploads")
+    assert root.name == "mydata" and root.parent.parent == tmp_path / "uploads"
+    stem = "archive" if kind == "bytes" else "My_Data"
+    assert root.parent.name.startswith(f"{stem}-") and len(root.parent.name) == len(stem) + 9
+    assert [p.name for p in (tmp_path / "uploads").iterdir()] == [root.parent.name]
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    assert files == ["blast/P01/a.png", "blast/P02/b.png", "normal/P03/c.png"]
+    assert not (root.parent / "__MACOSX").exists()
+    assert (root / "blast" / "P01" / "a.png").read_bytes() == DATASET_ZIP["mydata/blast/P01/a.png"]
+    _, summary = inspect_dataset(root)
+    assert summary.per_class == {"blast": 2, "normal": 1} and summary.n_groups == 3
+
+
+def test_zip_without_single_top_folder_returns_the_new_folder(tmp_path):
+    data = zip_bytes({"blast/P1/a.png": png_bytes(), "normal/P2/b.png": png_bytes()})
+    first = extract_zip(data, tmp_path)
+    second = extract_zip(data, tmp_path)  # same archive again: a fresh folder
+    assert first != second and first.parent == second.parent == tmp_path
+    assert sorted(p.name for p in first.iterdir()) == ["blast", "normal"]
+
+
+BOMB = b"\0" * (2 << 20)  # 2 MiB of zeros deflate ~1000-fold
+FIVE = {f"d/{i}.png": png_bytes() for i in range(5)}
+ZIP_REFUSALS = [
+    (zip_bytes({"d/a.png": png_bytes(), "../evil.png": b"x"}), {}, r"'\.\./evil\.png' climbs out"),
+    (zip_bytes({"d/../../evil.png": b"x"}), {}, r"'d/\.\./\.\./evil\.png' climbs out"),
+    (zip_bytes({"d\\..\\..\\evil.png": b"x"}), {}, r"climbs out"),
+    (zip_bytes({"/etc/evil.png": b"x"}), {}, r"'/etc/evil\.png' has an absolute path"),
+    (zip_bytes({"C:/evil.png": b"x"}), {}, r"'C:/evil\.png' has an absolute path"),
+    (special_member("data/link.png", stat.S_IFLNK | 0o777), {}, r"'data/link\.png' is a symbolic"),
+    (special_member("data/fifo", stat.S_IFIFO | 0o644, b""), {}, r"'data/fifo' is a special file"),
+    (zip_bytes(FIVE), {"max_files": 3}, r"5 entries, more than the limit of 3 .*'d/3\.png'"),
+    (
+        zip_bytes({"d/a.png": png_bytes(), "d/zeros.bin": BOMB}),
+        {},
+        r"'d/zeros\.bin' expands \d+-fold",
+    ),
+    (
+        zip_bytes(FIVE),
+        {"max_total_bytes": 200},
+        r"'d/\d\.png' brings the unpacked size past the limit of 200 bytes",
+    ),
+    (
+        patch_headers(
+            zip_bytes({"d/a.png": png_bytes(), "d/zeros.bin": BOMB}), b"d/zeros.bin", file_size=1000
+        ),
+        {},
+        r"'d/zeros\.bin' is corrupt or cannot be unpacked \(Bad CRC-32",
+    ),
+    (patch_headers(zip_bytes(FIVE), b"d/2.png", flags=0x1), {}, r"'d/2\.png' is encrypted"),
+    (
+        zip_bytes({"d/a.png": b"x", "d/a.png/b.png": b"y"}),
+        {},
+        r"'d/a\.png' is both a file and a folder",
+    ),
+    (b"PK\x03\x04 this is not a zip", {}, r"not a zip archive, or is corrupt"),
+    (zip_bytes(FIVE)[:-30], {}, r"not a zip archive, or is corrupt"),
+    (
+        zip_bytes(FIVE),
+        {"max_archive_bytes": 100},
+        r"archive is \d+ bytes, over the limit of 100 bytes",
+    ),
+]
+
+
+@pytest.mark.parametrize(("data", "limits", "match"), ZIP_REFUSALS)
+def test_unsafe_zips_are_refused_and_leave_nothing(tmp_path, data, limits, match):
+    dest = tmp_path / "uploads"
+    with pytest.raises(UnsafeArchiveError, match=match):
+        extract_zip(data, dest, **limits)
+    assert leftovers(dest) == []
+    assert not (tmp_path / "evil.png").exists() and not Path("/etc/evil.png").exists()
+
+
+def test_members_are_counted_while_written_whatever_they_declare(tmp_path, monkeypatch):
+    # zipfile itself stops at the declared size; this stands in for a reader that does not.
+    data = zip_bytes({"d/a.png": png_bytes(), "d/b.png": b"x" * 10})
+    real_open = zipfile.ZipFile.open
+
+    def lying_open(self, info, *args, **kwargs):
+        return io.BytesIO(b"x" * 5000) if info.filename == "d/b.png" else real_open(self, info)
+
+    monkeypatch.setattr(zipfile.ZipFile, "open", lying_open)
+    with pytest.raises(UnsafeArchiveError, match=r"'d/b\.png' unpacks to more than the 10 bytes"):
+        extract_zip(data, tmp_path / "uploads")
+    assert leftovers(tmp_path / "uploads") == []
+
+
+def test_duplicate_members_and_empty_zips_are_refused(tmp_path):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf, pytest.warns(UserWarning, match="Duplicate name"):
+        zf.writestr("d/a.png", b"first")
+        zf.writestr("d/a.png", b"second")
+    with pytest.raises(UnsafeArchiveError, match=r"'d/a\.png' appears twice"):
+        extract_zip(buffer.getvalue(), tmp_path)
+    with pytest.raises(EmptyDatasetError, match="holds no files"):
+        extract_zip(zip_bytes({"d/": b"", "__MACOSX/._x": b"junk"}), tmp_path)
+    assert leftovers(tmp_path) == []
+    with pytest.raises(DatasetNotFoundError, match=r"gone\.zip does not exist"):
+        extract_zip(tmp_path / "gone.zip", tmp_path)
+
+
+# ----------------------------------------------------------------------------- reviewed cases
+def crop(value: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (6, 6), (value, value, value)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def add_case(store: CaseStore, sample_id: str, labels: list[str]) -> str:
+    """One field; cell ``i`` (from 1) has a grey crop of value ``10 * i``, except cell 5."""
+    cells = [
+        CellEntry(0, i, (10 * i, 0, 10 * i + 6, 6), (10 * i + 3.0, 3.0), 0.5, label,
+                  crop_png=None if i == 5 else crop(10 * i))
+        for i, label in enumerate(labels, start=1)
+    ]  # fmt: skip
+    return store.create_case(
+        sample_id,
+        [FieldEntry("field.png", 64, 48)],
+        cells,
+        model_name="tiny",
+        model_checksum="sha256:0",
+        thresholds={},
+    )
+
+
+@pytest.fixture
+def reviewed(tmp_path) -> tuple[CaseStore, str, str]:
+    """S-1 signed (cell 2 relabelled normal -> blast; cell 5 has no crop), S-2 still open."""
+    store = CaseStore(tmp_path / "cases.sqlite3")
+    signed = add_case(store, "S-1", ["blast", "normal", "normal", "not_wbc", "blast", "excluded"])
+    store.relabel_cell(signed, 0, 2, "blast", reviewer="Dr. A")
+    store.sign_case(signed, reviewer="Dr. A")
+    open_case = add_case(store, "S-2", ["blast", "uncertain", "normal"])
+    return store, signed, open_case
+
+
+def test_export_takes_signed_cases_only(tmp_path, reviewed):
+    store, signed, _ = reviewed
+    out = tmp_path / "training" / "reviewed"
+    table = export_reviewed_cases(store, out)
+    got = [(r.path.name, r.label, r.group, r.source, r.subset, r.cell_type) for r in table]
+    assert got == [
+        (f"{signed}_f0_c1.png", "blast", "S-1", "reviewed_cases", signed, "confirmed"),
+        (f"{signed}_f0_c2.png", "blast", "S-1", "reviewed_cases", signed, "corrected"),
+        (f"{signed}_f0_c3.png", "normal", "S-1", "reviewed_cases", signed, "confirmed"),
+    ]
+    for record, value in zip(table, (10, 20, 30), strict=True):
+        with Image.open(record.path) as image:
+            assert np.asarray(image.convert("RGB"))[0, 0].tolist() == [value] * 3
+    assert load_manifest(out / "manifest.csv").records == table.records
+    assert table.notes == (
+        "3 reviewed cell(s) of 1 signed case(s), 1 sample(s); left out 2 cell(s) not labelled "
+        "blast/normal and 1 without a crop image.",
+    )
+    assert sorted(p.name for p in out.parent.iterdir()) == ["reviewed"]
+    assert summarize(table)["per_group"] == {"S-1": 3}
+
+
+def test_export_uses_the_newest_signed_version_of_a_reopened_case(tmp_path, reviewed):
+    store, signed, _ = reviewed
+    reopened = store.reopen_case(signed, reviewer="Dr. B")
+    store.relabel_cell(reopened, 0, 3, "blast", reviewer="Dr. B")
+    out = tmp_path / "reviewed"
+    assert {r.subset for r in export_reviewed_cases(store, out)} == {signed}  # v2 not signed
+    store.sign_case(reopened, reviewer="Dr. B")
+    table = export_reviewed_cases(store, out)  # replaces the earlier export
+    assert [(r.subset, r.path.name[-6:], r.label, r.cell_type) for r in table] == [
+        (reopened, "c1.png", "blast", "confirmed"),
+        (reopened, "c2.png", "blast", "corrected"),
+        (reopened, "c3.png", "blast", "corrected"),
+    ]
+    assert sorted(p.name for p in (out / "cells").iterdir()) == [r.path.name for r in table]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".reviewed")]
+
+
+def test_export_refusals_write_nothing(tmp_path):
+    store = CaseStore(tmp_path / "cases.sqlite3")
+    add_case(store, "S-3", ["blast", "uncertain"])
+    with pytest.raises(
+        EmptyDatasetError,
+        match=r"No signed case with reviewed blast or normal cells .*0 signed case\(s\).*"
+        r"review its cells on the Case page .* and sign the case",
+    ):
+        export_reviewed_cases(store, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+    write_text(tmp_path / "mine" / "notes.txt", "my own files")
+    with pytest.raises(DatasetError, match=r"mine holds files of another kind.*new folder"):
+        export_reviewed_cases(store, tmp_path / "mine")
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
+
+
+# ----------------------------------------------------------------------------- real data
+@pytest.mark.data
+def test_real_allidb2_summary_agrees_with_the_loader(shared_data):
+    table, summary = inspect_dataset(shared_data / "all_idb2")
+    expected = summarize(load_dataset(shared_data / "all_idb2"))
+    assert isinstance(summary, DatasetSummary) and len(table) == expected["n_cells"] == 167
+    assert (summary.n_cells, summary.per_class) == (167, expected["per_class"])
+    assert (summary.n_groups, summary.groups_known) == (expected["n_groups"], True)
+    assert summary.per_source == expected["per_source"] == {"allidb2": 167}
+    frame = summary.group_frame()
+    assert dict(zip(frame["group"], frame["total"], strict=True)) == expected["per_group"]
+    assert frame["total"].is_monotonic_decreasing and not summary.notes

@@ -1,0 +1,315 @@
+"""The Retrain & compare page, its background worker, ``python -m train compare`` and promotion.
+
+Real crops (a slice of ALL-IDB2 from ../shared/data), real training of tiny models (the plain CNN
+at 32 px, EfficientNet-Lite0 heads on cached features), a real worker process that the tests
+kill on purpose. Nothing returns fixed numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import signal
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from streamlit.runtime.pages_manager import PagesManager
+from streamlit.testing.v1 import AppTest
+
+from leukemia_core.models.folder import (
+    active_model_name,
+    list_models,
+    load_model,
+    set_active_model,
+)
+from train import jobs
+from train.__main__ import main as train_cli
+from train.compare import (
+    RESULTS_FILE,
+    SIZE_BASELINE,
+    TABLE_FILE,
+    CompareSettings,
+    promote,
+)
+from train.data import load_allidb2
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = ROOT / "app.py"
+TIMEOUT_S = 240
+N_CELLS = 34
+pytestmark = [pytest.mark.data, pytest.mark.slow]
+
+
+@pytest.fixture(autouse=True)
+def _apptest_runs_the_navigation_script(monkeypatch):
+    """See tests/test_app.py: keep AppTest running ``app.py`` and its ``st.navigation``."""
+    original = PagesManager.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init)
+
+
+@pytest.fixture(scope="module")
+def cells(shared_data, tmp_path_factory) -> Path:
+    """A manifest of every 5th real ALL-IDB2 crop (34 of 166), grouped by their source field."""
+    table = load_allidb2(shared_data / "all_idb2")
+    chosen = [r for i, r in enumerate(sorted(table.records, key=lambda r: r.path.name)) if i % 5 == 0]
+    manifest = tmp_path_factory.mktemp("cells") / "manifest.csv"
+    with manifest.open("w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["path", "label", "group", "source"])
+        writer.writerows([str(r.path), r.label, r.group, r.source] for r in chosen)
+    assert len(chosen) == N_CELLS and {r.label for r in chosen} == {"blast", "normal"}
+    return manifest
+
+
+@pytest.fixture
+def models_root(tiny_models_dir, tmp_path, monkeypatch) -> Path:
+    """A registry holding the tiny model, active; the app, the worker and the CLI use it."""
+    root = tmp_path / "models"
+    shutil.copytree(tiny_models_dir, root)
+    set_active_model("tiny", root)
+    monkeypatch.setenv("LEUKEMIA_MODELS_DIR", str(root))
+    monkeypatch.setenv("LEUKEMIA_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("LEUKEMIA_CASE_DB", str(tmp_path / "cases.sqlite3"))
+    return root
+
+
+def _registry(root: Path) -> dict[str, str]:
+    return {name: (root / name / "config.json").read_text() for name in list_models(root)}
+
+
+def _wait(predicate, what: str, timeout_s: float = TIMEOUT_S):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}; worker log:\n{_log()}")
+
+
+def _log() -> str:
+    log = jobs.runs_dir() / jobs.LOG_FILE
+    return log.read_text()[-3000:] if log.exists() else "(no log)"
+
+
+def _long_job(cells: Path) -> str:
+    """A job that runs for minutes unless stopped: many epochs of the plain CNN."""
+    settings = CompareSettings(("simple_cnn",), input_size=32, epochs=500, batch_size=8,
+                               patience=500, cached_features=False, augment=False)  # fmt: skip
+    return jobs.submit(jobs.JobSpec((str(cells),), settings, title="long"))
+
+
+def _running_batches(job_id: str) -> bool:
+    status = jobs.job_status(job_id)
+    assert status.state in (jobs.QUEUED, jobs.RUNNING), (status.state, status.error, _log())
+    return status.state == jobs.RUNNING and status.event.get("stage") in ("full", "full_epoch")
+
+
+# ---- the CLI and the library ----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def compared(cells, tmp_path_factory) -> Path:
+    """``python -m train compare`` with two real models, 3 grouped folds."""
+    out = tmp_path_factory.mktemp("compare") / "run"
+    code = train_cli(["compare", "--data", str(cells), "--architectures", "simple_cnn",
+                      "efficientnet_lite0", "--input-size", "32", "--epochs", "2",
+                      "--feature-views", "1", "--folds", "3", "--batch-size", "16",
+                      "--out", str(out)])  # fmt: skip
+    assert code == 0
+    return out
+
+
+def test_compare_cli_writes_the_table_with_intervals_and_baseline(compared, capsys):
+    results = json.loads((compared / RESULTS_FILE).read_text())
+    rows = {r["model"]: r for r in results["table"]}
+    assert set(rows) == {"simple_cnn", "efficientnet_lite0", SIZE_BASELINE}
+    assert all(r["status"] == "done" for r in rows.values())
+    assert results["n_tested"] == results["n_cells"] == N_CELLS  # 3 folds: each tested once
+    for row in rows.values():
+        for key in ("accuracy", "balanced_accuracy", "weighted_f1", "sensitivity", "specificity",
+                    "auroc", "ece"):  # fmt: skip
+            assert row[f"{key}_low"] <= row[key] <= row[f"{key}_high"], (row["model"], key)
+    best = [r for r in rows.values() if r.get("best")]
+    assert len(best) == 1 and best[0]["model"] == results["best"] != SIZE_BASELINE
+    others = [r for r in rows.values() if not r.get("best")]
+    assert all(0.0 <= r["mcnemar_vs_best_p"] <= 1.0 for r in others)
+    assert rows["efficientnet_lite0"]["params"] > rows["simple_cnn"]["params"] > 1000
+    assert rows["simple_cnn"]["cells_per_second"] > 0
+    with (compared / TABLE_FILE).open() as stream:
+        assert {r["model"] for r in csv.DictReader(stream)} == set(rows)
+    for name in ("simple_cnn", "efficientnet_lite0"):
+        model = results["models"][name]
+        assert model["roc"]["fpr"][0] == 0.0 and model["roc"]["tpr"][-1] == 1.0
+        assert sum(b["n"] for b in model["reliability"]) == N_CELLS
+        assert sum(model["confusion"].values()) == N_CELLS
+        assert {row["fold"] for row in model["history"]} == {1, 2, 3}
+
+
+def test_every_group_is_tested_in_exactly_one_fold(compared):
+    with (compared / "predictions.csv").open() as stream:
+        rows = list(csv.DictReader(stream))
+    folds_of_group: dict[str, set[str]] = {}
+    for row in rows:
+        folds_of_group.setdefault(row["group"], set()).add(row["fold"])
+    assert len(rows) == N_CELLS and all(len(f) == 1 for f in folds_of_group.values())
+    assert {r["fold"] for r in rows} == {"1", "2", "3"}
+
+
+def test_promote_writes_a_complete_active_folder_and_keeps_the_previous(compared, models_root):
+    before = _registry(models_root)
+    folder = promote(compared, "simple_cnn", "mine", root=models_root)
+    assert active_model_name(models_root) == "mine" and list_models(models_root)[0] == "mine"
+    loaded = load_model("mine", models_root)  # checksum verified
+    assert loaded.config.architecture == "simple_cnn" and loaded.config.input_size == 32
+    card = (folder / "card.md").read_text()
+    assert "Research use only" in card and "comparison" in card and "efficientnet_lite0" in card
+    assert {p.name for p in folder.iterdir()} >= {"model.keras", "config.json", "metrics.json",
+                                                  "card.md", "split.csv"}  # fmt: skip
+    promote(compared, "efficientnet_lite0", "mine", root=models_root)
+    assert (models_root / "mine.previous" / "model.keras").is_file()
+    assert load_model("mine", models_root).config.architecture == "efficientnet_lite0"
+    assert {k: v for k, v in _registry(models_root).items() if k != "mine"} == before
+
+
+@pytest.mark.parametrize("make, expected", [
+    (lambda d: d / "missing", "does not exist"),
+    (lambda d: (d / "empty").mkdir() or d / "empty", "No C-NMC"),
+    (lambda d: _class_folders(d, ("blast",)), "only blast"),
+    (lambda d: _class_folders(d, ("blast", "normal"), corrupt=True), "cannot be decoded"),
+    (lambda d: _class_folders(d, ("blast", "normal"), subjects=False), "no subject or field id"),
+])  # fmt: skip
+def test_bad_datasets_get_a_clear_message_in_the_cli(make, expected, tmp_path, capsys):
+    assert train_cli(["inspect", "--data", str(make(tmp_path))]) == 2
+    assert expected in capsys.readouterr().err
+
+
+def _class_folders(root: Path, classes, *, corrupt=False, subjects=True) -> Path:
+    data = root / "cells"
+    for c in classes:
+        for s in range(2):
+            folder = data / c / f"P{s}" if subjects else data / c
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (16, 16), (120, 60, 160)).save(folder / f"{c}{s}.png")
+    if corrupt:
+        (data / classes[0] / "P0" / "broken.png").write_bytes(b"not a png")
+    return data
+
+
+# ---- the page -------------------------------------------------------------------------------
+def start(page: str = "retrain") -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT_S).run()
+    at.switch_page(f"pages/{page}.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def pick_folder(at: AppTest, path: Path | str) -> AppTest:
+    at.text_area(key="data_paths").input(str(path)).run()
+    at.button(key="inspect").click().run()
+    assert not at.exception, at.exception
+    return at
+
+
+@pytest.mark.parametrize("make, expected", [
+    (lambda d: d / "missing", "does not exist"),
+    (lambda d: _class_folders(d, ("normal",)), "only normal"),
+    (lambda d: _class_folders(d, ("blast", "normal"), corrupt=True), "cannot be decoded"),
+    (lambda d: _class_folders(d, ("blast", "normal"), subjects=False), "no subject or field id"),
+])  # fmt: skip
+def test_bad_datasets_get_a_clear_message_in_the_page(make, expected, models_root, tmp_path):
+    at = pick_folder(start(), make(tmp_path))
+    assert any(expected in e.value for e in at.error), [e.value for e in at.error]
+    assert not at.button(key="start") if "start" in [b.key for b in at.button] else True
+    assert "Check a dataset first" in " ".join(i.value for i in at.info)
+
+
+def test_unsafe_zip_is_refused_in_the_page(models_root):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("../evil.png", b"x")
+    at = start()
+    at.radio(key="data_source").set_value("Upload a zip").run()
+    at.file_uploader(key="data_zip").set_value([("cells.zip", buffer.getvalue(),
+                                                 "application/zip")]).run()  # fmt: skip
+    at.button(key="unpack").click().run()
+    assert any("evil.png" in e.value for e in at.error), [e.value for e in at.error]
+    uploads = jobs.runs_dir() / "uploads"
+    assert not uploads.exists() or not any(uploads.iterdir())
+
+
+def test_pick_train_watch_compare_promote_then_analyze_uses_it(cells, models_root, downloads):
+    at = pick_folder(start(), cells)
+    assert [m.value for m in at.metric if m.label == "Cells"] == [str(N_CELLS)]
+    at.selectbox(key="preset").set_value("custom").run()
+    at.multiselect(key="architectures").set_value(["simple_cnn"]).run()
+    at.number_input(key="input_size").set_value(32).run()
+    at.number_input(key="epochs").set_value(2).run()
+    assert "python -m train compare" in " ".join(c.value for c in at.code)
+    at.button(key="start").click().run()
+    assert not at.exception, at.exception
+    (job,) = jobs.list_jobs()
+    _wait(lambda: jobs.job_status(job.job_id).state in jobs.FINISHED, "the job to finish")
+    assert jobs.job_status(job.job_id).state == jobs.DONE, jobs.job_status(job.job_id).error
+    at.run()
+    table = at.dataframe[-1].value if at.dataframe else None
+    frames = [d.value for d in at.dataframe]
+    table = next(f for f in frames if "Model" in f.columns and "McNemar p vs best" in f.columns)
+    assert {m.rstrip(" ★") for m in table["Model"]} == {"simple_cnn", SIZE_BASELINE}
+    assert "(" in table.loc[0, "Balanced accuracy"]  # the interval
+    assert f"comparison-{job.job_id}.csv" in downloads
+    at.text_input(key=f"promote_name_{job.job_id}").input("lab-model").run()
+    at.button(key=f"promote_{job.job_id}").click().run()
+    assert any("lab-model" in s.value for s in at.success), [e.value for e in at.error]
+    assert active_model_name(models_root) == "lab-model"
+    at.switch_page("pages/analyze.py").run()
+    assert not at.exception, at.exception
+    picker = at.selectbox(key="model")
+    assert picker.value == "lab-model" and "tiny" in picker.options
+    assert "simple_cnn, 32 px" in " ".join(c.value for c in at.caption)
+
+
+def test_killing_the_worker_mid_run_leaves_registry_and_active_model_intact(cells, models_root):
+    before, active = _registry(models_root), active_model_name(models_root)
+    job_id = _long_job(cells)
+    queued = _long_job(cells)
+    assert jobs.ensure_worker() and not jobs.ensure_worker()  # one worker per server
+    _wait(lambda: _running_batches(job_id), "the first job to train")
+    assert jobs.queue_position(queued, jobs.list_jobs()) == 1
+    pid = json.loads((jobs.runs_dir() / job_id / jobs.STATUS_FILE).read_text())["pid"]
+    os.kill(pid, signal.SIGKILL)
+    _wait(lambda: not jobs.worker_alive(), "the worker to die")
+    status = jobs.job_status(job_id)
+    assert status.state == jobs.FAILED and "killed" in status.error
+    assert _registry(models_root) == before and active_model_name(models_root) == active
+    assert load_model(active, models_root).config.name == "tiny"
+    assert not (jobs.runs_dir() / job_id / "models").exists()
+    jobs.cancel_job(queued)  # the queued job never starts
+    assert jobs.job_status(queued).state == jobs.CANCELLED
+    assert not jobs.ensure_worker()  # nothing queued: no worker
+    at = start()
+    at.selectbox(key="job").set_value(job_id).run()
+    assert any("worker process stopped" in e.value for e in at.error)
+
+
+def test_cancel_stops_a_running_job_and_keeps_nothing(cells, models_root):
+    before = _registry(models_root)
+    job_id = _long_job(cells)
+    jobs.ensure_worker()
+    _wait(lambda: _running_batches(job_id), "the job to train")
+    at = start()
+    at.button(key=f"cancel_{job_id}").click().run()
+    _wait(lambda: jobs.job_status(job_id).state in jobs.FINISHED, "the job to stop", 60)
+    status = jobs.job_status(job_id)
+    assert status.state == jobs.CANCELLED and not (status.folder / RESULTS_FILE).exists()
+    assert not (status.folder / "models").exists() and _registry(models_root) == before
+    _wait(lambda: not jobs.worker_alive(), "the worker to exit", 30)

@@ -1,0 +1,681 @@
+"""Train several architectures on the same grouped folds and compare them honestly.
+
+Every model sees exactly the same cells on the same sides, so their out-of-fold predictions can
+be compared cell by cell (McNemar). Splits are grouped within each source (subjects, field
+blocks), never by cell. A size-only baseline (logistic regression on the cell's area in its crop)
+shows whether a model learned more than "blasts are larger".
+
+What ``python -m train compare`` and the Retrain page run. Research use only.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import numpy as np
+
+from leukemia_core.calibration import (
+    BLAST_INDEX,
+    Calibration,
+    blast_probability,
+    fit_calibration,
+    reliability_bins,
+)
+from leukemia_core.errors import ImageNetWeightsUnavailableError
+from leukemia_core.io import write_text_atomic
+from leukemia_core.models import build_classifier, get_architecture, list_architectures
+from leukemia_core.models.architectures import imagenet_weights
+from leukemia_core.models.folder import load_model, save_model_folder, set_active_model
+from train.card import model_card
+from train.cellbank import bank_group
+from train.evaluate.classifier import SPLIT_FILE
+from train.evaluate.metrics import binary_metrics, mcnemar, roc_points
+from train.fit import (
+    BALANCING,
+    FitConfig,
+    ProgressCallback,
+    backbone_features,
+    fit,
+    labels_of,
+    load_crops,
+    predict_logits,
+    train_head,
+)
+from train.records import CellRecord
+from train.run import mixed_sources, model_folder_config, split_csv
+from train.splits import SplitResult, folds_per_source, split_per_source
+
+SIZE_BASELINE = "size_only_baseline"
+MISSING_WEIGHTS = ("skip", "random")
+RESULTS_FILE = "results.json"
+TABLE_FILE = "comparison.csv"
+PREDICTIONS_FILE = "predictions.csv"
+MODELS_SUBDIR = "models"
+TABLE_METRICS = ("accuracy", "balanced_accuracy", "weighted_f1", "sensitivity", "specificity",
+                 "auroc", "ece")  # fmt: skip
+FROZEN_RANDOM_WORDS = ("frozen random backbone (no ImageNet weights offline), head on cached "
+                       "features: a floor, not a transfer-learning result")
+SPEED_CELLS = 64  # cells timed for inference speed, after one warm-up batch
+
+
+class CompareCancelled(Exception):
+    """Raised from the progress callback to stop a comparison between two batches."""
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named set of architectures and settings."""
+
+    title: str
+    description: str
+    architectures: tuple[str, ...]
+    settings: dict = field(default_factory=dict)
+
+
+PRESETS = {
+    "paper_a": Preset(
+        "Source paper A",
+        "EfficientNet-B3 against VGG16, a plain CNN and InceptionV3 at 128 px, with minority "
+        "oversampling, rotation/flip/scale augmentation and fine-tuning of the top layers.",
+        ("efficientnet_b3", "vgg16", "simple_cnn", "inception_v3"),
+        {"input_size": 128, "epochs": 15, "fine_tune_epochs": 10, "cached_features": False},
+    ),
+    "paper_b": Preset(
+        "Source paper B",
+        "Seven frozen ImageNet backbones with global max pooling, dropout 0.5 and a 2-way head; "
+        "Adamax 1e-3, batch 40, up to 15 epochs, early stopping with patience 5, flips.",
+        ("vgg16", "vgg19", "inception_v3", "xception", "efficientnet_b0", "resnet50",
+         "resnet101"),
+        {"input_size": 224, "epochs": 15, "fine_tune_epochs": 0, "cached_features": False},
+    ),
+    "quick_cpu": Preset(
+        "Quick CPU comparison",
+        "Every registry architecture with a frozen backbone at 128 px; the head is trained on "
+        "backbone features computed once (2 views per cell), so a CPU finishes in minutes.",
+        tuple(list_architectures()),
+        {"input_size": 128, "epochs": 15, "fine_tune_epochs": 0, "cached_features": True,
+         "feature_views": 2},
+    ),
+}
+
+
+@dataclass(frozen=True)
+class CompareSettings:
+    """One comparison job: which architectures, and how each is trained and tested.
+
+    Attributes:
+        architectures: Registry names, in the order they are trained.
+        input_size: Square input side for every model (None: each architecture's default).
+        epochs: Epochs of the first phase (head, or whole model from random weights).
+        batch_size: Cells per step.
+        fine_tune_epochs: Epochs unfreezing the top of a pretrained backbone (0: none).
+        fine_tune_layers: Backbone layers unfrozen from the top when fine-tuning.
+        augment: Flips, rotations, scale and colour jitter on training cells.
+        balance: ``"oversample"``, ``"class_weight"`` or ``"none"``.
+        cached_features: Train heads on backbone features computed once (frozen backbones).
+        feature_views: Augmented views per cell in cached-feature mode.
+        patience: Early-stopping patience in epochs, on validation loss.
+        folds: 1 for one 70/10/20 split per source; k >= 3 for grouped k-fold.
+        seed: Seed of the split, the weights and the augmentation.
+        missing_weights: When ImageNet weights cannot be had offline: ``"skip"`` the
+            architecture (its row says why) or start it from ``"random"`` weights (said so).
+    """
+
+    architectures: tuple[str, ...]
+    input_size: int | None = 128
+    epochs: int = 15
+    batch_size: int = 40
+    fine_tune_epochs: int = 0
+    fine_tune_layers: int = 30
+    augment: bool = True
+    balance: str = "oversample"
+    cached_features: bool = True
+    feature_views: int = 2
+    patience: int = 5
+    folds: int = 1
+    seed: int = 0
+    missing_weights: str = "skip"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "architectures", tuple(self.architectures))
+        if not self.architectures:
+            raise ValueError("Choose at least one architecture to compare.")
+        for name in self.architectures:
+            get_architecture(name)  # unknown names fail here, listing the valid ones
+        if len(set(self.architectures)) != len(self.architectures):
+            raise ValueError(f"An architecture is listed twice: {self.architectures}.")
+        if self.folds != 1 and self.folds < 3:
+            raise ValueError(f"folds must be 1 or at least 3 (train/val/test parts), got {self.folds}.")
+        if self.balance not in BALANCING:
+            raise ValueError(f"balance must be one of {BALANCING}, got {self.balance!r}.")
+        if self.missing_weights not in MISSING_WEIGHTS:
+            raise ValueError(f"missing_weights must be one of {MISSING_WEIGHTS}.")
+        if min(self.epochs, self.batch_size, self.feature_views) < 1:
+            raise ValueError("epochs, batch_size and feature_views must be at least 1.")
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> CompareSettings:
+        """The settings of a :data:`PRESETS` entry, with some of them replaced."""
+        if name not in PRESETS:
+            raise ValueError(f"Unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")
+        preset = PRESETS[name]
+        return cls(**{"architectures": preset.architectures, **preset.settings, **overrides})
+
+    @classmethod
+    def from_dict(cls, values: dict) -> CompareSettings:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "architectures": list(self.architectures)}
+
+    def fit_config(self, architecture: str, weights: str | None) -> FitConfig:
+        """The :class:`FitConfig` of one architecture under these settings."""
+        spec = get_architecture(architecture)
+        size = self.input_size
+        if size is not None and size < spec.min_input_size:
+            size = spec.min_input_size
+        return FitConfig(
+            architecture=architecture, input_size=size, weights=weights, epochs=self.epochs,
+            fine_tune_epochs=self.fine_tune_epochs, fine_tune_layers=self.fine_tune_layers,
+            batch_size=self.batch_size, balance=self.balance, augment=self.augment,
+            cached_features=self.cached_features and weights is not None,
+            feature_views=self.feature_views, patience=self.patience, seed=self.seed,
+        )  # fmt: skip
+
+
+def initial_weights(architecture: str, missing: str = "skip") -> tuple[str | None, str, str | None]:
+    """``(weights, init words, skip reason)`` for an architecture, without any download.
+
+    Raises nothing: an architecture whose ImageNet weights cannot be had is skipped with the
+    reason (``missing="skip"``), or starts from random weights, which its row then says.
+    """
+    if get_architecture(architecture).imagenet_source is None:
+        return None, "random (no pretrained weights exist)", None
+    try:
+        imagenet_weights(architecture)
+    except ImageNetWeightsUnavailableError as error:
+        if missing == "random":
+            return None, "random (ImageNet weights unavailable offline)", None
+        return None, "", f"not run: ImageNet weights unavailable offline. {error}"
+    return "imagenet", "ImageNet", None
+
+
+def comparison_splits(records: Sequence[CellRecord], folds: int, seed: int) -> list[SplitResult]:
+    """The grouped splits every model of a comparison shares."""
+    if folds == 1:
+        return [split_per_source(records, (0.7, 0.1, 0.2), seed)]
+    return folds_per_source(records, folds, seed)
+
+
+def cell_area_fraction(crops: np.ndarray) -> np.ndarray:
+    """Share of each crop covered by the cell (non-black pixels): the size-only feature."""
+    return (crops.max(axis=-1) > 4).mean(axis=(1, 2)).astype(np.float64)
+
+
+def _logistic_fit(x: np.ndarray, y: np.ndarray, iterations: int = 50) -> np.ndarray:
+    """Intercept and slope of a class-balanced, lightly ridged logistic regression (Newton)."""
+    design = np.column_stack([np.ones_like(x), x])
+    weights = np.where(y, 0.5 / max(y.mean(), 1e-9), 0.5 / max(1 - y.mean(), 1e-9))
+    beta = np.zeros(2)
+    for _ in range(iterations):
+        p = 1 / (1 + np.exp(-design @ beta))
+        gradient = design.T @ (weights * (p - y)) + 1e-3 * beta
+        hessian = (design * (weights * p * (1 - p))[:, None]).T @ design + 1e-3 * np.eye(2)
+        beta -= np.linalg.solve(hessian, gradient)
+    return beta
+
+
+def _size_logits(beta: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Two-column logits whose softmax blast probability is the logistic output."""
+    z = beta[0] + beta[1] * x
+    logits = np.zeros((len(x), 2), np.float32)
+    logits[:, BLAST_INDEX] = z
+    return logits
+
+
+@dataclass
+class ModelOutcome:
+    """One row of the comparison: pooled out-of-fold predictions and what it took."""
+
+    name: str
+    init: str
+    status: str = "done"  # done, skipped or failed
+    reason: str = ""
+    p: np.ndarray | None = None  # calibrated blast probability per cell (out of fold)
+    thresholds: np.ndarray | None = None  # decision threshold of the fold that tested the cell
+    params: int | None = None
+    training_seconds: float = 0.0
+    cells_per_second: float | None = None
+    history: list[dict] = field(default_factory=list)
+    folder: str | None = None
+
+
+@dataclass
+class Comparison:
+    """Everything a comparison produced; :meth:`write` stores it in a run folder."""
+
+    settings: CompareSettings
+    records: tuple[CellRecord, ...]
+    fold_of: np.ndarray  # fold that tested each cell (-1: never tested)
+    outcomes: list[ModelOutcome]
+    data_description: str = ""
+    seconds: float = 0.0
+
+    def tested(self) -> np.ndarray:
+        return self.fold_of >= 0
+
+    def is_blast(self) -> np.ndarray:
+        return labels_of(self.records) == BLAST_INDEX
+
+    def metrics(self, outcome: ModelOutcome) -> dict:
+        """Pooled test metrics of one model with 95% group-bootstrap intervals."""
+        t = self.tested()
+        groups = [bank_group(r) for r, keep in zip(self.records, t, strict=True) if keep]
+        return binary_metrics(self.is_blast()[t], outcome.p[t], outcome.thresholds[t],
+                              groups=groups, seed=self.settings.seed)  # fmt: skip
+
+    def per_source(self, outcome: ModelOutcome) -> dict:
+        t = self.tested()
+        sources = np.array([r.source for r in self.records])
+        return {
+            s: binary_metrics(self.is_blast()[t & (sources == s)], outcome.p[t & (sources == s)],
+                              outcome.thresholds[t & (sources == s)], n_boot=0)
+            for s in sorted(set(sources[t]))
+        }  # fmt: skip
+
+    def correct(self, outcome: ModelOutcome) -> np.ndarray:
+        t = self.tested()
+        return (outcome.p[t] >= outcome.thresholds[t]) == self.is_blast()[t]
+
+    def best(self) -> ModelOutcome | None:
+        """The finished model (size baseline excluded) with the highest balanced accuracy."""
+        done = [o for o in self.outcomes if o.status == "done" and o.name != SIZE_BASELINE]
+        if not done:
+            return None
+        return max(done, key=lambda o: self.metrics(o)["balanced_accuracy"] or 0.0)
+
+    def table(self) -> list[dict]:
+        """One flat row per model: figures with interval bounds, size, time, speed, McNemar."""
+        best = self.best()
+        rows = []
+        for outcome in self.outcomes:
+            row = {"model": outcome.name, "init": outcome.init, "status": outcome.status,
+                   "note": outcome.reason}  # fmt: skip
+            if outcome.status == "done":
+                m = self.metrics(outcome)
+                row["n_cells"], row["n_groups"] = m["n"], m.get("n_groups")
+                for key in TABLE_METRICS:
+                    low, high = (m.get("intervals") or {}).get(key) or (None, None)
+                    row |= {key: m[key], f"{key}_low": low, f"{key}_high": high}
+                row |= {"params": outcome.params, "training_seconds": outcome.training_seconds,
+                        "cells_per_second": outcome.cells_per_second}  # fmt: skip
+                if best is not None and outcome is not best:
+                    test = mcnemar(self.correct(best), self.correct(outcome))
+                    row |= {"mcnemar_vs_best_p": test["p_value"],
+                            "best_only_right": test["a_only"], "this_only_right": test["b_only"]}
+                row["best"] = outcome is best
+            rows.append(row)
+        return rows
+
+    def to_dict(self) -> dict:
+        """The whole result as JSON-ready values (the run folder's ``results.json``)."""
+        t, y = self.tested(), self.is_blast()
+        best = self.best()
+        models = {}
+        for o in self.outcomes:
+            if o.status != "done":
+                continue
+            m = self.metrics(o)
+            models[o.name] = {
+                "metrics": m,
+                "per_source": self.per_source(o),
+                "roc": roc_points(y[t], o.p[t]),
+                "reliability": reliability_bins(o.p[t], y[t]),
+                "confusion": m["confusion"],
+                "history": o.history,
+                "folder": o.folder,
+            }
+        sources = sorted({r.source for r in self.records})
+        return {
+            "settings": self.settings.to_dict(),
+            "data": self.data_description,
+            "n_cells": len(self.records),
+            "n_tested": int(t.sum()),
+            "per_source_tested": {s: int(sum(k and r.source == s for r, k in
+                                             zip(self.records, t, strict=True)))
+                                  for s in sources},
+            "split": "grouped within each source "
+            + ("(70/10/20 of groups)" if self.settings.folds == 1
+               else f"({self.settings.folds} folds: test one part, validate on the next)"),
+            "best": best.name if best else None,
+            "seconds": self.seconds,
+            "table": self.table(),
+            "models": models,
+        }
+
+    def predictions_csv(self) -> str:
+        """Per cell: path, group, source, label, fold, then each model's probability."""
+        done = [o for o in self.outcomes if o.status == "done"]
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["path", "group", "source", "label", "fold", *(f"p_{o.name}" for o in done),
+                         *(f"threshold_{o.name}" for o in done)])  # fmt: skip
+        for i, r in enumerate(self.records):
+            if self.fold_of[i] < 0:
+                continue
+            writer.writerow([r.path, bank_group(r), r.source, r.label, int(self.fold_of[i]),
+                             *(f"{o.p[i]:.5f}" for o in done),
+                             *(f"{o.thresholds[i]:.4f}" for o in done)])  # fmt: skip
+        return buffer.getvalue()
+
+    def write(self, run_dir: Path) -> Path:
+        """Write ``results.json``, ``comparison.csv`` and ``predictions.csv``, each atomically."""
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(run_dir / PREDICTIONS_FILE, self.predictions_csv())
+        write_text_atomic(run_dir / TABLE_FILE, table_csv(self.table()))
+        write_text_atomic(run_dir / RESULTS_FILE, json.dumps(self.to_dict(), indent=1) + "\n")
+        return run_dir / RESULTS_FILE
+
+
+def table_csv(rows: Sequence[dict]) -> str:
+    """The comparison table as CSV (columns in first-seen order)."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+class _Reporter:
+    """Adds model and fold to every progress event and turns a cancel request into an exception."""
+
+    def __init__(self, progress: ProgressCallback | None, n_models: int, n_folds: int,
+                 cancelled: Callable[[], bool] | None):  # fmt: skip
+        self.progress, self.cancelled = progress, cancelled
+        self.context = {"n_models": n_models, "n_folds": n_folds}
+
+    def at(self, **context) -> ProgressCallback:
+        self.context |= context
+        return self
+
+    def __call__(self, event: dict) -> None:
+        if self.cancelled is not None and self.cancelled():
+            raise CompareCancelled("The comparison was cancelled.")
+        if self.progress is not None:
+            self.progress({**self.context, **event})
+
+
+def _inference_speed(model, crops: np.ndarray, config: FitConfig) -> float:
+    """Cells per second of the full model on up to :data:`SPEED_CELLS` ready crops."""
+    sample = crops[:SPEED_CELLS]
+    predict_logits(model, sample[:8], config)  # warm-up: graph tracing is not inference
+    start = time.perf_counter()
+    predict_logits(model, sample, config)
+    return len(sample) / max(time.perf_counter() - start, 1e-9)
+
+
+def _fold_model(config: FitConfig, split: SplitResult, index: dict, crops, features, report):
+    """Train one fold; returns ``(model, logits_val, logits_test, history, seconds)``."""
+    take = {side: np.array([index[id(r)] for r in getattr(split, side)], dtype=int)
+            for side in ("train", "val", "test")}  # fmt: skip
+    labels = {side: labels_of(getattr(split, side)) for side in take}
+    start = time.perf_counter()
+    if features is not None:
+        model = features["model"]
+        views = features["x"]  # (views, N, F)
+        train_x = views[:, take["train"]].reshape(-1, views.shape[-1])
+        train_y = np.tile(labels["train"], views.shape[0])
+        weights, history = train_head(
+            train_x, train_y, views[0, take["val"]], labels["val"], config,
+            model.get_layer("head_dropout").rate, report)  # fmt: skip
+        model.get_layer("logits").set_weights(weights)
+        kernel, bias = weights
+
+        def logits_of(side):
+            return (views[0, take[side]] @ kernel + bias).astype(np.float32)
+
+        seconds = time.perf_counter() - start
+        return model, logits_of("val"), logits_of("test"), history, seconds
+    result = fit(split.train, split.val, config, progress=report,
+                 images=(crops[take["train"]], crops[take["val"]]))  # fmt: skip
+    logits_val = predict_logits(result.model, crops[take["val"]], config)
+    logits_test = predict_logits(result.model, crops[take["test"]], config)
+    return result.model, logits_val, logits_test, result.history, result.seconds
+
+
+def _run_architecture(
+    name: str, settings: CompareSettings, records, splits, index, crops_by_size, report,
+    staging: Path | None, data_description: str,
+) -> ModelOutcome:  # fmt: skip
+    weights, init, skip = initial_weights(name, settings.missing_weights)
+    if skip:
+        return ModelOutcome(name, init, status="skipped", reason=skip)
+    config = settings.fit_config(name, weights)
+    if config.size not in crops_by_size:
+        crops_by_size[config.size] = load_crops(records, config.size, report.at(model=name))
+    crops = crops_by_size[config.size]
+    outcome = ModelOutcome(name, init, p=np.full(len(records), np.nan),
+                           thresholds=np.full(len(records), np.nan))  # fmt: skip
+    features = None
+    frozen_random = settings.cached_features and weights is None and settings.epochs > 0 \
+        and get_architecture(name).imagenet_source is not None
+    if config.cached_features or frozen_random:
+        start = time.perf_counter()
+        model = build_classifier(name, input_size=config.size, weights=weights)
+        x = backbone_features(model, crops, config, views=settings.feature_views,
+                              progress=report.at(model=name, fold=0))  # fmt: skip
+        features = {"model": model, "x": x}
+        outcome.training_seconds += time.perf_counter() - start
+        if frozen_random:
+            outcome.init = FROZEN_RANDOM_WORDS
+    for fold, split in enumerate(splits):
+        model, logits_val, logits_test, history, seconds = _fold_model(
+            config, split, index, crops, features, report.at(model=name, fold=fold + 1))
+        outcome.training_seconds += seconds
+        outcome.history += [{"fold": fold + 1, **row} for row in history]
+        y_val = labels_of(split.val) == BLAST_INDEX
+        calibration = fit_calibration(logits_val, y_val, mixed_sources(split.val))
+        test_rows = np.array([index[id(r)] for r in split.test], dtype=int)
+        outcome.p[test_rows] = blast_probability(logits_test, calibration.temperature)
+        outcome.thresholds[test_rows] = calibration.threshold
+        if fold == 0:
+            outcome.params = int(model.count_params())
+            outcome.cells_per_second = _inference_speed(model, crops, config)
+            if staging is not None:
+                mode = FROZEN_RANDOM_WORDS if frozen_random else None
+                outcome.folder = str(_stage_model(model, config, calibration, split, records,
+                                                  staging, data_description, init, mode))  # fmt: skip
+    return outcome
+
+
+def _stage_model(model, config: FitConfig, calibration: Calibration, split: SplitResult,
+                 records, staging: Path, data_description: str, init: str,
+                 mode: str | None) -> Path:  # fmt: skip
+    """Write the first fold's model as a complete model folder under the run's ``models/``."""
+    t = [bank_group(r) for r in split.test]
+    folder_config = model_folder_config(
+        config, calibration, records, data_description=data_description, initialisation=init,
+        **({"mode": mode} if mode else {}),
+        split_words=f"grouped per source (the comparison's fold 1), seed {config.seed}; groups "
+                    f"per side in {SPLIT_FILE}",
+    )  # fmt: skip
+    metrics = {"split": {"test_groups": len(set(t)), "test_cells": len(t)}}
+    return save_model_folder(model, config.architecture, folder_config, metrics=metrics,
+                             card="", root=staging / MODELS_SUBDIR,
+                             extra_files={SPLIT_FILE: split_csv(split)})  # fmt: skip
+
+
+def _size_baseline(records, splits, index, crops) -> ModelOutcome:
+    area = cell_area_fraction(crops)
+    outcome = ModelOutcome(SIZE_BASELINE, "logistic regression on cell area", params=2,
+                           p=np.full(len(records), np.nan),
+                           thresholds=np.full(len(records), np.nan))  # fmt: skip
+    start = time.perf_counter()
+    for split in splits:
+        rows = {s: np.array([index[id(r)] for r in getattr(split, s)], dtype=int)
+                for s in ("train", "val", "test")}  # fmt: skip
+        y = {s: labels_of(getattr(split, s)) == BLAST_INDEX for s in rows}
+        mean, std = area[rows["train"]].mean(), area[rows["train"]].std() + 1e-9
+        beta = _logistic_fit((area[rows["train"]] - mean) / std, y["train"].astype(float))
+        logits = {s: _size_logits(beta, (area[rows[s]] - mean) / std) for s in ("val", "test")}
+        calibration = fit_calibration(logits["val"], y["val"], mixed_sources(split.val))
+        outcome.p[rows["test"]] = blast_probability(logits["test"], calibration.temperature)
+        outcome.thresholds[rows["test"]] = calibration.threshold
+    outcome.training_seconds = time.perf_counter() - start
+    return outcome
+
+
+def compare_models(
+    records: Sequence[CellRecord],
+    settings: CompareSettings,
+    *,
+    run_dir: Path | None = None,
+    data_description: str = "",
+    progress: ProgressCallback | None = None,
+    cancelled: Callable[[], bool] | None = None,
+) -> Comparison:
+    """Train every architecture of ``settings`` on the same grouped splits and compare them.
+
+    Args:
+        records: Labelled cells with groups.
+        settings: Architectures and training settings.
+        run_dir: Where results and each model's first-fold folder go (written at the end).
+        data_description: Plain words about the data, for the results and model cards.
+        progress: Receives the training events of :func:`train.fit.fit` plus ``model``,
+            ``fold``, ``n_models`` and ``n_folds``; model starts and ends come as
+            ``{"stage": "model", ...}`` and ``{"stage": "model_done", ...}``.
+        cancelled: Polled before every event; returning True stops the comparison with
+            :class:`CompareCancelled` and writes nothing.
+
+    Returns:
+        The :class:`Comparison`; also written to ``run_dir`` when given.
+    """
+    start = time.perf_counter()
+    records = tuple(replace(r, group=bank_group(r)) for r in records)
+    splits = comparison_splits(records, settings.folds, settings.seed)
+    if not any(s.test for s in splits) or not all(s.val for s in splits):
+        raise ValueError("The grouped split left the validation or test side empty: add cells "
+                         "from more subjects or fields, or use fewer folds.")  # fmt: skip
+    index = {id(r): i for i, r in enumerate(records)}
+    fold_of = np.full(len(records), -1)
+    for fold, split in enumerate(splits):
+        fold_of[[index[id(r)] for r in split.test]] = fold + 1
+    report = _Reporter(progress, len(settings.architectures), len(splits), cancelled)
+    crops_by_size: dict[int, np.ndarray] = {}
+    outcomes = []
+    for i, name in enumerate(settings.architectures):
+        report.at(model=name, model_index=i + 1, fold=0)({"stage": "model", "done": i,
+                                                          "total": len(settings.architectures)})
+        try:
+            outcome = _run_architecture(name, settings, records, splits, index, crops_by_size,
+                                        report, run_dir, data_description)  # fmt: skip
+        except CompareCancelled:
+            raise
+        except Exception as error:  # one architecture failing must not lose the others
+            outcome = ModelOutcome(name, "", status="failed",
+                                   reason=f"{type(error).__name__}: {error}")  # fmt: skip
+        outcomes.append(outcome)
+        report({"stage": "model_done", "done": i + 1, "total": len(settings.architectures),
+                "status": outcome.status})  # fmt: skip
+    size = settings.input_size or 128
+    if size not in crops_by_size:
+        crops_by_size[size] = load_crops(records, size, report)
+    outcomes.append(_size_baseline(records, splits, index, crops_by_size[size]))
+    comparison = Comparison(settings, records, fold_of, outcomes, data_description,
+                            time.perf_counter() - start)  # fmt: skip
+    if run_dir is not None:
+        comparison.write(run_dir)
+        _write_cards(comparison, run_dir)
+    return comparison
+
+
+def comparison_markdown(rows: Sequence[dict]) -> str:
+    """The table as Markdown: figures with 95% intervals, params, time, speed, McNemar p."""
+    keys = ("balanced_accuracy", "weighted_f1", "sensitivity", "specificity", "auroc", "ece")
+    lines = ["| model | init | n | " + " | ".join(keys) + " | params | train s | cells/s | "
+             "McNemar p vs best |", "|---" * (len(keys) + 7) + "|"]  # fmt: skip
+    for row in rows:
+        if row["status"] != "done":
+            note = row["note"].split(". ")[0]  # the first sentence; the CSV holds all of it
+            lines.append(f"| {row['model']} | {row['status']}: {note} |"
+                         + " |" * (len(keys) + 5))  # fmt: skip
+            continue
+        cells = [_with_interval(row, k) for k in keys]
+        p = row.get("mcnemar_vs_best_p")
+        lines.append(
+            f"| {row['model']}{' (best)' * bool(row.get('best'))} | {row['init']} | "
+            f"{row['n_cells']} | " + " | ".join(cells) + f" | {_count(row.get('params'))} | "
+            f"{row['training_seconds']:.0f} | {_num(row.get('cells_per_second'), 1)} | "
+            f"{'-' if p is None else f'{p:.3g}'} |"
+        )
+    return "\n".join(lines)
+
+
+def _num(value, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _count(value) -> str:
+    return "n/a" if value is None else f"{value / 1e6:.1f} M" if value >= 1e5 else str(value)
+
+
+def _with_interval(row: dict, key: str) -> str:
+    low, high = row.get(f"{key}_low"), row.get(f"{key}_high")
+    text = _num(row.get(key))
+    return f"{text} ({_num(low)}-{_num(high)})" if low is not None else text
+
+
+def _write_cards(comparison: Comparison, run_dir: Path) -> None:
+    """Fill each staged model's card and metrics from the comparison."""
+    results = comparison.to_dict()
+    table = comparison_markdown(results["table"])
+    for outcome in comparison.outcomes:
+        if not outcome.folder:
+            continue
+        folder = Path(outcome.folder)
+        config = json.loads((folder / "config.json").read_text())
+        metrics = {
+            "test": results["models"][outcome.name]["metrics"],
+            "test_per_source": results["models"][outcome.name]["per_source"],
+            "training_seconds": outcome.training_seconds,
+            "history": outcome.history,
+            "comparison": (f"Trained in a comparison of {len(comparison.outcomes) - 1} "
+                           f"architecture(s); split {results['split']}. The figures above pool "
+                           "the out-of-fold test predictions of every fold of this recipe; this "
+                           "folder holds the model of fold 1.\n\n" + table),
+        }  # fmt: skip
+        write_text_atomic(folder / "metrics.json", json.dumps(metrics, indent=1) + "\n")
+        write_text_atomic(folder / "card.md", model_card(folder.name, config, metrics))
+
+
+def promote(run_dir: Path, architecture: str, name: str, *, root: Path | None = None) -> Path:
+    """Make a compared model the active one: a complete model folder under ``root``.
+
+    The staged folder is loaded (checksum verified) and written again atomically as
+    ``root/name``; an existing folder of that name is kept as ``name.previous``; ``ACTIVE``
+    then names it, so the Analyze page uses it from its next run without a restart.
+    """
+    staged = Path(run_dir) / MODELS_SUBDIR
+    loaded = load_model(architecture, root=staged)
+    folder = staged / architecture
+    config = json.loads((folder / "config.json").read_text())
+    for key in ("sha256", "weights_file", "format_version"):
+        config.pop(key, None)
+    config["training"]["promoted_from"] = str(Path(run_dir).resolve())
+    metrics = json.loads((folder / "metrics.json").read_text())
+    extra = {SPLIT_FILE: (folder / SPLIT_FILE).read_text()} if (folder / SPLIT_FILE).exists() else {}
+    target = save_model_folder(loaded.keras_model, name, config, metrics=metrics,
+                               card=model_card(name, config, metrics), root=root,
+                               extra_files=extra)  # fmt: skip
+    set_active_model(name, root)
+    return target

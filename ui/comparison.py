@@ -1,0 +1,143 @@
+"""Widgets and plotly figures of the Retrain page: job progress, comparison table and charts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from train.compare import SIZE_BASELINE, TABLE_METRICS
+
+METRIC_NAMES = {
+    "accuracy": "Accuracy",
+    "balanced_accuracy": "Balanced accuracy",
+    "weighted_f1": "Weighted F1",
+    "sensitivity": "Sensitivity (blast)",
+    "specificity": "Specificity (blast)",
+    "auroc": "AUROC",
+    "ece": "ECE",
+}
+STAGE_NAMES = {
+    "loading": "reading and cropping cells",
+    "features": "computing backbone features",
+    "head": "training the head",
+    "head_epoch": "training the head",
+    "frozen": "training (frozen backbone)",
+    "frozen_epoch": "training (frozen backbone)",
+    "full": "training all layers",
+    "full_epoch": "training all layers",
+    "fine_tune": "fine-tuning",
+    "fine_tune_epoch": "fine-tuning",
+    "model": "starting the model",
+    "model_done": "model finished",
+}
+
+
+def eta_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "estimating …"
+    minutes, secs = divmod(int(seconds), 60)
+    return f"about {minutes} min {secs:02d} s left" if minutes else f"about {secs} s left"
+
+
+def _cell(row: dict, key: str) -> str:
+    value, low, high = row.get(key), row.get(f"{key}_low"), row.get(f"{key}_high")
+    if value is None:
+        return "n/a"
+    return f"{value:.3f} ({low:.3f}–{high:.3f})" if low is not None else f"{value:.3f}"
+
+
+def table_frame(rows: Sequence[dict]) -> pd.DataFrame:
+    """The comparison table for display: each figure with its 95% interval."""
+    shown = []
+    for row in rows:
+        item = {"Model": row["model"] + (" ★" if row.get("best") else ""),
+                "Initial weights": row.get("init") or "—"}  # fmt: skip
+        if row["status"] != "done":
+            item["Note"] = f"{row['status']}: {row['note'].split('. ')[0]}"
+            shown.append(item)
+            continue
+        item["Cells"] = row["n_cells"]
+        item |= {METRIC_NAMES[k]: _cell(row, k) for k in TABLE_METRICS}
+        item["Parameters"] = row.get("params")
+        item["Training s"] = round(row["training_seconds"], 1)
+        speed = row.get("cells_per_second")
+        item["Cells/s"] = round(speed, 1) if speed else None
+        p = row.get("mcnemar_vs_best_p")
+        item["McNemar p vs best"] = "—" if p is None else f"{p:.3g}"
+        item["Note"] = "size only: a model must beat this" if row["model"] == SIZE_BASELINE else ""
+        shown.append(item)
+    return pd.DataFrame(shown)
+
+
+def roc_figure(models: dict) -> go.Figure:
+    figure = go.Figure()
+    figure.add_scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance",
+                       line={"dash": "dot", "color": "#999"})  # fmt: skip
+    for name, values in models.items():
+        auc = values["metrics"].get("auroc")
+        label = f"{name} (AUROC {auc:.3f})" if auc is not None else name
+        figure.add_scatter(x=values["roc"]["fpr"], y=values["roc"]["tpr"], mode="lines", name=label)
+    figure.update_layout(title="ROC on out-of-fold test cells", xaxis_title="1 − specificity",
+                         yaxis_title="Sensitivity (blast)", height=420)  # fmt: skip
+    return figure
+
+
+def reliability_figure(models: dict) -> go.Figure:
+    figure = go.Figure()
+    figure.add_scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration",
+                       line={"dash": "dot", "color": "#999"})  # fmt: skip
+    for name, values in models.items():
+        bins = values["reliability"]
+        figure.add_scatter(x=[b["mean_p"] for b in bins], y=[b["blast_share"] for b in bins],
+                           mode="lines+markers", name=name,
+                           text=[f"{b['n']} cells" for b in bins])  # fmt: skip
+    figure.update_layout(title="Reliability (calibrated blast probability)",
+                         xaxis_title="Mean predicted blast probability",
+                         yaxis_title="Observed blast share", height=420)  # fmt: skip
+    return figure
+
+
+def confusion_figure(name: str, confusion: dict) -> go.Figure:
+    z = [[confusion["blast_called_blast"], confusion["blast_called_normal"]],
+         [confusion["normal_called_blast"], confusion["normal_called_normal"]]]  # fmt: skip
+    figure = go.Figure(go.Heatmap(z=z, x=["called blast", "called normal"],
+                                  y=["blast", "normal"], colorscale="Purples", showscale=False,
+                                  text=z, texttemplate="%{text}"))  # fmt: skip
+    figure.update_layout(title=name, height=260, margin={"t": 40, "b": 10},
+                         yaxis={"autorange": "reversed"})  # fmt: skip
+    return figure
+
+
+def curves_figure(curves: dict[str, list[dict]], metric: str = "loss") -> go.Figure:
+    """Training (solid) and validation (dashed) ``metric`` per epoch, one colour per model/fold."""
+    figure = go.Figure()
+    for name, rows in curves.items():
+        runs: dict[tuple, list[dict]] = {}
+        for row in rows:
+            runs.setdefault((row.get("fold"), row.get("phase")), []).append(row)
+        for (fold, phase), points in runs.items():
+            label = f"{name} fold {fold} {phase or ''}".strip()
+            for key, dash in ((metric, "solid"), (f"val_{metric}", "dash")):
+                if any(key in p for p in points):
+                    figure.add_scatter(
+                        x=[p.get("epoch") for p in points if key in p],
+                        y=[p[key] for p in points if key in p], mode="lines+markers",
+                        name=f"{label} {'validation' if key.startswith('val') else 'training'}",
+                        line={"dash": dash},
+                    )  # fmt: skip
+    figure.update_layout(title=f"{metric.capitalize()} per epoch", xaxis_title="Epoch",
+                         yaxis_title=metric, height=380)  # fmt: skip
+    return figure
+
+
+def per_source_frame(models: dict) -> pd.DataFrame:
+    """Balanced accuracy, sensitivity and specificity of every model on each source."""
+    rows = []
+    for name, values in models.items():
+        for source, m in values["per_source"].items():
+            rows.append({"Model": name, "Source": source, "Cells": m["n"],
+                         **{METRIC_NAMES[k]: None if m.get(k) is None else round(m[k], 3)
+                            for k in ("balanced_accuracy", "sensitivity", "specificity")}})  # fmt: skip
+    return pd.DataFrame(rows)
