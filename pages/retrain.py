@@ -23,7 +23,7 @@ from train.compare import (
     promote,
 )
 from train.datasets import DatasetSource, export_reviewed_cases, extract_zip, inspect_datasets
-from train.fit import BALANCING
+from train.fit import AUGMENTATIONS, BALANCING
 from ui import comparison as view
 from ui import state
 from ui.common import flash, show_flashes
@@ -31,7 +31,7 @@ from ui.common import flash, show_flashes
 DATASET_KEY = "retrain_dataset"  # {"locations": [...], "allow_ungrouped": bool, "summary": ...}
 CUSTOM = "custom"
 SETTING_KEYS = ("input_size", "epochs", "batch_size", "fine_tune_epochs", "fine_tune_layers",
-                "augment", "balance", "cached_features", "feature_views", "patience", "folds",
+                "augment", "augmentations", "balance", "cached_features", "feature_views", "patience", "folds",
                 "seed", "missing_weights")  # fmt: skip
 SOURCES = ("Folder on this server", "Upload a zip", "Reviewed cases")
 
@@ -44,7 +44,8 @@ def _apply_preset() -> None:
     settings = CompareSettings.from_preset(name)
     st.session_state["architectures"] = list(settings.architectures)
     for key in SETTING_KEYS:
-        st.session_state[key] = getattr(settings, key)
+        value = getattr(settings, key)
+        st.session_state[key] = list(value) if isinstance(value, tuple) else value
 
 
 def _defaults() -> None:
@@ -157,6 +158,10 @@ def settings_section(picked: dict | None) -> None:
                            "which the row says.")  # fmt: skip
     cols[2].checkbox("Augmentation", key="augment")
     cols[3].checkbox("Cached features (frozen, fast)", key="cached_features")
+    st.multiselect("Augmentations", AUGMENTATIONS, key="augmentations",
+                   disabled=not st.session_state["augment"],
+                   help="hflip/vflip: flips; rotate90: quarter turns; scale: ±10%; colour: "
+                        "brightness, contrast, hue and saturation jitter.")  # fmt: skip
     try:
         settings = CompareSettings(architectures=tuple(architectures), **{
             k: st.session_state[k] for k in SETTING_KEYS})  # fmt: skip

@@ -222,6 +222,7 @@ def pick_folder(at: AppTest, path: Path | str) -> AppTest:
 
 @pytest.mark.parametrize("make, expected", [
     (lambda d: d / "missing", "does not exist"),
+    (lambda d: (d / "empty").mkdir() or d / "empty", "No C-NMC"),
     (lambda d: _class_folders(d, ("normal",)), "only normal"),
     (lambda d: _class_folders(d, ("blast", "normal"), corrupt=True), "cannot be decoded"),
     (lambda d: _class_folders(d, ("blast", "normal"), subjects=False), "no subject or field id"),
@@ -231,6 +232,27 @@ def test_bad_datasets_get_a_clear_message_in_the_page(make, expected, models_roo
     assert any(expected in e.value for e in at.error), [e.value for e in at.error]
     assert not at.button(key="start") if "start" in [b.key for b in at.button] else True
     assert "Check a dataset first" in " ".join(i.value for i in at.info)
+
+
+def test_reviewed_cases_become_a_dataset_grouped_by_sample(models_root):
+    from test_datasets import add_case
+
+    from leukemia_core.store import CaseStore
+
+    at = start()
+    at.radio(key="data_source").set_value("Reviewed cases").run()
+    at.button(key="use_reviewed").click().run()
+    assert any("no signed case" in e.value.lower() for e in at.error), [e.value for e in at.error]
+    store = CaseStore(os.environ["LEUKEMIA_CASE_DB"])
+    for sample in ("S-1", "S-2"):
+        case = add_case(store, sample, ["blast", "normal", "normal", "not_wbc"])
+        store.relabel_cell(case, 0, 2, "blast", reviewer="Dr. A")
+        if sample == "S-1":
+            store.sign_case(case, reviewer="Dr. A")
+    at.button(key="use_reviewed").click().run()
+    assert not at.error, [e.value for e in at.error]
+    values = {m.label: m.value for m in at.metric}
+    assert values == {"Cells": "3", "Blasts": "2", "Normal": "1", "Groups": "1"}
 
 
 def test_unsafe_zip_is_refused_in_the_page(models_root):

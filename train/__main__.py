@@ -30,7 +30,7 @@ from train.card import model_card
 from train.cellbank import SOURCES, build_bank
 from train.compare import MISSING_WEIGHTS, PRESETS
 from train.data import FORMATS, DatasetError, load_dataset
-from train.fit import BALANCING, FitConfig
+from train.fit import AUGMENTATIONS, BALANCING, FitConfig
 from train.records import CellTable
 
 
@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--patience", type=int, default=5)
     fit.add_argument("--balance", choices=BALANCING, default="oversample")
     fit.add_argument("--no-augment", action="store_true")
+    fit.add_argument("--augmentations", nargs="+", choices=AUGMENTATIONS, default=AUGMENTATIONS,
+                     help="which augmentations (default: all)")
     fit.add_argument("--cached-features", action="store_true",
                      help="train the head on cached frozen-backbone features (fast on CPU)")  # fmt: skip
     fit.add_argument("--feature-views", type=int, default=8)
@@ -119,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
         compare.add_argument(flag, type=kind)
     compare.add_argument("--balance", choices=BALANCING)
     compare.add_argument("--no-augment", dest="augment", action="store_false", default=None)
+    compare.add_argument("--augmentations", nargs="+", choices=AUGMENTATIONS,
+                         help="which augmentations (default: the preset's, else all)")
     compare.add_argument("--cached-features", dest="cached_features", action="store_true",
                          default=None, help="frozen backbones, heads on cached features")
     compare.add_argument("--no-cached-features", dest="cached_features", action="store_false")
@@ -189,7 +193,7 @@ def _compare(args) -> int:
     overrides = {k: getattr(args, k) for k in (
         "input_size", "epochs", "batch_size", "fine_tune_epochs", "fine_tune_layers",
         "feature_views", "patience", "folds", "seed", "balance", "augment", "cached_features",
-        "missing_weights") if getattr(args, k) is not None}  # fmt: skip
+        "missing_weights", "augmentations") if getattr(args, k) is not None}  # fmt: skip
     if args.architectures:
         overrides["architectures"] = tuple(args.architectures)
     if args.preset:
@@ -225,7 +229,8 @@ def _fit(args) -> int:
         epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs,
         fine_tune_layers=args.fine_tune_layers, batch_size=args.batch_size,
         learning_rate=args.lr, patience=args.patience, balance=args.balance,
-        augment=not args.no_augment, cached_features=args.cached_features,
+        augment=not args.no_augment, augmentations=tuple(args.augmentations),
+        cached_features=args.cached_features,
         feature_views=args.feature_views, seed=args.seed,
     )  # fmt: skip
     if args.weights is None:

@@ -37,6 +37,7 @@ from train.cellbank import bank_group
 from train.evaluate.classifier import SPLIT_FILE
 from train.evaluate.metrics import binary_metrics, mcnemar, roc_points
 from train.fit import (
+    AUGMENTATIONS,
     BALANCING,
     FitConfig,
     ProgressCallback,
@@ -84,7 +85,8 @@ PRESETS = {
         "EfficientNet-B3 against VGG16, a plain CNN and InceptionV3 at 128 px, with minority "
         "oversampling, rotation/flip/scale augmentation and fine-tuning of the top layers.",
         ("efficientnet_b3", "vgg16", "simple_cnn", "inception_v3"),
-        {"input_size": 128, "epochs": 15, "fine_tune_epochs": 10, "cached_features": False},
+        {"input_size": 128, "epochs": 15, "fine_tune_epochs": 10, "cached_features": False,
+         "augmentations": ("hflip", "vflip", "rotate90", "scale")},
     ),
     "paper_b": Preset(
         "Source paper B",
@@ -92,7 +94,8 @@ PRESETS = {
         "Adamax 1e-3, batch 40, up to 15 epochs, early stopping with patience 5, flips.",
         ("vgg16", "vgg19", "inception_v3", "xception", "efficientnet_b0", "resnet50",
          "resnet101"),
-        {"input_size": 224, "epochs": 15, "fine_tune_epochs": 0, "cached_features": False},
+        {"input_size": 224, "epochs": 15, "fine_tune_epochs": 0, "cached_features": False,
+         "augmentations": ("hflip",)},
     ),
     "quick_cpu": Preset(
         "Quick CPU comparison",
@@ -116,7 +119,8 @@ class CompareSettings:
         batch_size: Cells per step.
         fine_tune_epochs: Epochs unfreezing the top of a pretrained backbone (0: none).
         fine_tune_layers: Backbone layers unfrozen from the top when fine-tuning.
-        augment: Flips, rotations, scale and colour jitter on training cells.
+        augment: Augment training cells at all.
+        augmentations: Which of :data:`train.fit.AUGMENTATIONS` to apply.
         balance: ``"oversample"``, ``"class_weight"`` or ``"none"``.
         cached_features: Train heads on backbone features computed once (frozen backbones).
         feature_views: Augmented views per cell in cached-feature mode.
@@ -134,6 +138,7 @@ class CompareSettings:
     fine_tune_epochs: int = 0
     fine_tune_layers: int = 30
     augment: bool = True
+    augmentations: tuple[str, ...] = AUGMENTATIONS
     balance: str = "oversample"
     cached_features: bool = True
     feature_views: int = 2
@@ -144,6 +149,7 @@ class CompareSettings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "architectures", tuple(self.architectures))
+        object.__setattr__(self, "augmentations", tuple(self.augmentations))
         if not self.architectures:
             raise ValueError("Choose at least one architecture to compare.")
         for name in self.architectures:
@@ -173,7 +179,8 @@ class CompareSettings:
         return cls(**{k: v for k, v in values.items() if k in known})
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "architectures": list(self.architectures)}
+        return {**asdict(self), "architectures": list(self.architectures),
+                "augmentations": list(self.augmentations)}  # fmt: skip
 
     def fit_config(self, architecture: str, weights: str | None) -> FitConfig:
         """The :class:`FitConfig` of one architecture under these settings."""
@@ -185,6 +192,7 @@ class CompareSettings:
             architecture=architecture, input_size=size, weights=weights, epochs=self.epochs,
             fine_tune_epochs=self.fine_tune_epochs, fine_tune_layers=self.fine_tune_layers,
             batch_size=self.batch_size, balance=self.balance, augment=self.augment,
+            augmentations=self.augmentations,
             cached_features=self.cached_features and weights is not None,
             feature_views=self.feature_views, patience=self.patience, seed=self.seed,
         )  # fmt: skip

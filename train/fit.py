@@ -30,6 +30,7 @@ from leukemia_core.single_cell import single_cell_crop
 from train.records import CellRecord
 
 HEAD_LAYERS = ("head_pool", "head_dropout", "logits", "predictions")
+AUGMENTATIONS = ("hflip", "vflip", "rotate90", "scale", "colour")
 BALANCING = ("oversample", "class_weight", "none")
 
 # Progress events: {"stage": ..., "done": int, "total": int, **details}
@@ -52,7 +53,9 @@ class FitConfig:
         fine_tune_learning_rate: Adamax rate of phase two.
         patience: Early-stopping patience on validation loss.
         balance: ``"oversample"`` the minority class, ``"class_weight"`` or ``"none"``.
-        augment: Flips, 90-degree rotations, +-10% scale, brightness/contrast/hue jitter.
+        augment: Augment training cells at all.
+        augmentations: Which of :data:`AUGMENTATIONS` (horizontal and vertical flips,
+            90-degree rotations, +-10% scale, brightness/contrast/hue/saturation jitter).
         cached_features: Train the head on cached backbone features (frozen backbone only).
         feature_views: Augmented views per training cell in cached-feature mode.
         seed: Seed of weights, shuffling and augmentation.
@@ -70,6 +73,7 @@ class FitConfig:
     patience: int = 5
     balance: str = "oversample"
     augment: bool = True
+    augmentations: tuple[str, ...] = AUGMENTATIONS
     cached_features: bool = False
     feature_views: int = 8
     seed: int = 0
@@ -78,6 +82,11 @@ class FitConfig:
         get_architecture(self.architecture)  # unknown names fail here, listing valid ones
         if self.balance not in BALANCING:
             raise ValueError(f"balance must be one of {BALANCING}, got {self.balance!r}")
+        object.__setattr__(self, "augmentations", tuple(self.augmentations))
+        unknown = set(self.augmentations) - set(AUGMENTATIONS)
+        if unknown:
+            raise ValueError(f"Unknown augmentation(s) {sorted(unknown)}; "
+                             f"choose from {AUGMENTATIONS}.")  # fmt: skip
         if self.cached_features and self.weights is None:
             raise ValueError("cached_features needs a pretrained backbone (weights='imagenet').")
 
@@ -116,18 +125,35 @@ def load_crops(
     return out
 
 
-def augment(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """Random flips, 90-degree rotation, +-10% scale and colour jitter; background stays black."""
+def augment(
+    image: tf.Tensor, seed: tf.Tensor, kinds: Sequence[str] = AUGMENTATIONS
+) -> tf.Tensor:
+    """Random flips, 90-degree rotation, +-10% scale and colour jitter; background stays black.
+
+    Args:
+        image: ``(H, W, 3)`` float image in 0..255.
+        seed: Stateless seed pair.
+        kinds: Which of :data:`AUGMENTATIONS` to apply.
+    """
+    unknown = set(kinds) - set(AUGMENTATIONS)
+    if unknown:
+        raise ValueError(f"Unknown augmentation(s) {sorted(unknown)}; choose from {AUGMENTATIONS}.")
     seeds = tf.random.experimental.stateless_split(seed, 8)
     size = tf.shape(image)[0]
-    image = tf.image.stateless_random_flip_left_right(image, seeds[0])
-    image = tf.image.stateless_random_flip_up_down(image, seeds[1])
-    k = tf.random.stateless_uniform([], seeds[2], 0, 4, dtype=tf.int32)
-    image = tf.image.rot90(image, k)
-    zoom = tf.random.stateless_uniform([], seeds[3], 0.9, 1.1)
-    scaled = tf.cast(tf.round(tf.cast(size, tf.float32) * zoom), tf.int32)
-    image = tf.image.resize(image, [scaled, scaled])
-    image = tf.image.resize_with_crop_or_pad(image, size, size)
+    if "hflip" in kinds:
+        image = tf.image.stateless_random_flip_left_right(image, seeds[0])
+    if "vflip" in kinds:
+        image = tf.image.stateless_random_flip_up_down(image, seeds[1])
+    if "rotate90" in kinds:
+        k = tf.random.stateless_uniform([], seeds[2], 0, 4, dtype=tf.int32)
+        image = tf.image.rot90(image, k)
+    if "scale" in kinds:
+        zoom = tf.random.stateless_uniform([], seeds[3], 0.9, 1.1)
+        scaled = tf.cast(tf.round(tf.cast(size, tf.float32) * zoom), tf.int32)
+        image = tf.image.resize(image, [scaled, scaled])
+        image = tf.image.resize_with_crop_or_pad(image, size, size)
+    if "colour" not in kinds:
+        return image
     cell = tf.cast(tf.reduce_max(image, axis=-1, keepdims=True) > 4.0, tf.float32)
     x = image / 255.0
     x = tf.image.stateless_random_brightness(x, 0.08, seeds[4])
@@ -169,7 +195,7 @@ def make_dataset(
     def load(i, seed):
         image = tf.cast(tf.gather(images, i), tf.float32)
         if training and config.augment:
-            image = augment(image, seed)
+            image = augment(image, seed, config.augmentations)
         return scheme(image), tf.gather(labels, i)
 
     return (
@@ -283,7 +309,7 @@ def backbone_features(
         def load(image, seed, augmented=view > 0):
             image = tf.cast(image, tf.float32)
             if augmented:
-                image = tf.round(augment(image, seed))
+                image = tf.round(augment(image, seed, config.augmentations))
             return scheme(image)
 
         batches = (

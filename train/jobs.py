@@ -94,7 +94,8 @@ class JobSpec:
         parts += [f"--epochs {s.epochs}", f"--batch-size {s.batch_size}",
                   f"--fine-tune-epochs {s.fine_tune_epochs}",
                   f"--fine-tune-layers {s.fine_tune_layers}", f"--balance {s.balance}"]  # fmt: skip
-        parts += ["--no-augment"] * (not s.augment)
+        parts += ["--no-augment"] if not s.augment else [
+            "--augmentations " + " ".join(s.augmentations)]
         parts += ["--cached-features" if s.cached_features else "--no-cached-features"]
         parts += [f"--feature-views {s.feature_views}", f"--patience {s.patience}",
                   f"--folds {s.folds}", f"--seed {s.seed}",

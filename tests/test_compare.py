@@ -1,0 +1,188 @@
+"""The parts of a comparison that need no real data: folds, statistics, baseline, job plumbing."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from train import jobs
+from train.__main__ import build_parser
+from train.compare import (
+    PRESETS,
+    CompareSettings,
+    _logistic_fit,
+    cell_area_fraction,
+    comparison_splits,
+    initial_weights,
+)
+from train.evaluate.metrics import auroc, mcnemar, roc_points
+from train.fit import AUGMENTATIONS, augment
+from train.records import CellRecord
+from train.splits import SplitError, folds_per_source
+
+
+def _cells(groups: list[tuple[str, str, int]]) -> list[CellRecord]:
+    """Cells of ``(group, source, n)`` triples; a group's label alternates with its index."""
+    return [
+        CellRecord(Path(f"{g}_{i}.png"), ("blast", "normal")[(k + i) % 2], g, source)
+        for k, (g, source, n) in enumerate(groups)
+        for i in range(n)
+    ]
+
+
+@settings(max_examples=40, deadline=None)
+@given(n_groups=st.integers(6, 30), k=st.integers(3, 6), seed=st.integers(0, 99))
+def test_folds_test_every_cell_once_and_never_split_a_group(n_groups, k, seed):
+    records = _cells([(f"s{i}", "a" if i % 3 else "b", 1 + i % 4) for i in range(n_groups)])
+    folds = folds_per_source(records, k, seed)
+    assert len(folds) == k
+    tested = [r for f in folds for r in f.test]
+    per_source_groups = {s: len({r.group for r in records if r.source == s}) for s in "ab"}
+    expected = [r for r in records if per_source_groups[r.source] >= k]
+    assert sorted(tested, key=str) == sorted(expected, key=str)  # each tested exactly once
+    for fold in folds:
+        sides = [fold.groups(s) for s in ("train", "val", "test")]
+        assert not (sides[0] & sides[1] or sides[0] & sides[2] or sides[1] & sides[2])
+        assert len(fold.train) + len(fold.val) + len(fold.test) == len(records)
+
+
+def test_folds_need_three_parts_and_one_split_is_the_70_10_20_split():
+    records = _cells([(f"s{i}", "a", 2) for i in range(10)])
+    with pytest.raises(SplitError, match="k >= 3"):
+        folds_per_source(records, 2)
+    (split,) = comparison_splits(records, 1, 0)
+    assert len(split.test) and len(split.val) and len(split.train) > len(split.test)
+
+
+def test_mcnemar_counts_discordant_cells_and_is_exact():
+    a = np.array([True] * 10 + [False] * 2 + [True] * 5)
+    b = np.array([False] * 10 + [True] * 2 + [True] * 5)
+    result = mcnemar(a, b)
+    assert (result["a_only"], result["b_only"]) == (10, 2)
+    assert result["p_value"] == pytest.approx(0.0386, abs=1e-3)  # binomial, 12 trials, <= 2
+    assert mcnemar(a, a)["p_value"] == 1.0
+
+
+def test_roc_points_agree_with_the_auroc():
+    rng = np.random.default_rng(0)
+    y = rng.random(300) < 0.4
+    p = np.clip(y * 0.3 + rng.random(300) * 0.7, 0, 1)
+    roc = roc_points(y, p, max_points=10_000)
+    area = np.trapezoid(roc["tpr"], roc["fpr"])
+    assert area == pytest.approx(auroc(y, p), abs=1e-9)
+    assert roc["fpr"][0] == roc["tpr"][0] == 0.0 and roc["fpr"][-1] == roc["tpr"][-1] == 1.0
+    assert len(roc_points(y, p)["fpr"]) <= 200
+
+
+def test_size_baseline_sees_bigger_cells_and_nothing_else():
+    rng = np.random.default_rng(1)
+    crops = np.zeros((200, 32, 32, 3), np.uint8)
+    is_blast = np.arange(200) < 100
+    for i, big in enumerate(is_blast):
+        r = rng.integers(9, 13) if big else rng.integers(5, 9)
+        yy, xx = np.ogrid[:32, :32]
+        crops[i][(yy - 16) ** 2 + (xx - 16) ** 2 <= r * r] = (150, 80, 170)
+    area = cell_area_fraction(crops)
+    assert np.all(area[is_blast].min() > area[~is_blast].max())
+    beta = _logistic_fit((area - area.mean()) / area.std(), is_blast.astype(float))
+    assert beta[1] > 0  # larger -> more likely blast
+    p = 1 / (1 + np.exp(-(beta[0] + beta[1] * (area - area.mean()) / area.std())))
+    assert auroc(is_blast, p) == 1.0
+
+
+def test_only_the_chosen_augmentations_are_applied():
+    image = tf.constant(np.arange(8 * 8 * 3, dtype=np.float32).reshape(8, 8, 3) % 200 + 10)
+    flips = {augment(image, tf.constant([s, 1]), ("hflip",)).numpy().tobytes() for s in range(12)}
+    assert flips == {image.numpy().tobytes(), image.numpy()[:, ::-1].tobytes()}
+    assert np.array_equal(augment(image, tf.constant([3, 4]), ()).numpy(), image.numpy())
+    with pytest.raises(ValueError, match="Unknown augmentation"):
+        augment(image, tf.constant([0, 0]), ("shear",))
+
+
+def test_presets_name_registry_architectures_and_follow_the_papers():
+    assert PRESETS["paper_a"].architectures == ("efficientnet_b3", "vgg16", "simple_cnn",
+                                                "inception_v3")  # fmt: skip
+    assert len(PRESETS["paper_b"].architectures) == 7
+    paper_b = CompareSettings.from_preset("paper_b")
+    assert (paper_b.epochs, paper_b.batch_size, paper_b.patience) == (15, 40, 5)
+    assert paper_b.augmentations == ("hflip",) and not paper_b.cached_features
+    quick = CompareSettings.from_preset("quick_cpu", folds=5)
+    assert quick.input_size == 128 and quick.cached_features and quick.folds == 5
+    assert set(AUGMENTATIONS) == set(quick.augmentations)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"architectures": ()}, "at least one"),
+    ({"architectures": ("vgg16", "vgg16")}, "twice"),
+    ({"architectures": ("alexnet",)}, "valid names"),
+    ({"architectures": ("vgg16",), "folds": 2}, "folds must be 1 or at least 3"),
+    ({"architectures": ("vgg16",), "missing_weights": "download"}, "missing_weights"),
+])  # fmt: skip
+def test_bad_settings_are_refused_with_the_reason(bad, message):
+    with pytest.raises(Exception, match=message):
+        CompareSettings(**bad)
+
+
+def test_architectures_without_offline_weights_are_skipped_or_said_random(monkeypatch):
+    monkeypatch.setenv("LEUKEMIA_OFFLINE", "1")
+    weights, init, skip = initial_weights("vgg16", "skip")
+    if skip is None:
+        pytest.skip("VGG16 ImageNet weights are in this machine's Keras cache")
+    assert weights is None and "ImageNet weights unavailable offline" in skip
+    assert initial_weights("vgg16", "random")[:2] == (None, "random (ImageNet weights "
+                                                              "unavailable offline)")  # fmt: skip
+    assert initial_weights("simple_cnn")[0] is None
+    assert initial_weights("efficientnet_lite0") == ("imagenet", "ImageNet", None)
+
+
+def test_the_page_command_runs_the_same_comparison_in_the_cli(tmp_path):
+    settings = CompareSettings.from_preset("paper_b", epochs=3, folds=4, seed=7, patience=2)
+    spec = jobs.JobSpec((str(tmp_path / "my cells"), "/data/b.csv"), settings, "folders", True)
+    argv = shlex.split(spec.command(tmp_path / "run").replace("\\\n", ""))
+    assert argv[:4] == ["python", "-m", "train", "compare"]
+    args = build_parser().parse_args(argv[3:])
+    assert [str(d) for d in args.data] == list(spec.data) and args.format == "folders"
+    assert args.allow_ungrouped and args.out == tmp_path / "run"
+    parsed = CompareSettings(**{
+        "architectures": tuple(args.architectures), "augmentations": tuple(args.augmentations),
+        **{k: getattr(args, k) for k in ("input_size", "epochs", "batch_size", "fine_tune_epochs",
+                                         "fine_tune_layers", "feature_views", "patience", "folds",
+                                         "seed", "balance", "cached_features", "missing_weights")},
+    })  # fmt: skip
+    assert parsed == settings
+
+
+def test_overall_progress_grows_through_a_model_and_across_models():
+    base = {"n_models": 2, "n_folds": 3, "model_index": 1}
+    events = [
+        {"stage": "model", "done": 0, "total": 2},
+        {"stage": "features", "done": 50, "total": 100, "fold": 0},
+        {"stage": "head", "epoch": 1, "epochs": 10, "done": 5, "total": 10, "fold": 1},
+        {"stage": "head_epoch", "done": 10, "total": 10, "fold": 1},
+        {"stage": "head", "epoch": 5, "epochs": 10, "done": 1, "total": 10, "fold": 3},
+        {"stage": "model_done", "done": 1, "total": 2},
+    ]
+    values = [jobs.overall_fraction({**base, **e}) for e in events]
+    assert values == sorted(values) and values[0] == 0.0 and values[-1] == 0.5
+    assert jobs.overall_fraction({**base, "model_index": 2, "stage": "model_done", "done": 2,
+                                  "total": 2}) == 1.0  # fmt: skip
+
+
+def test_queue_order_is_submission_order_and_cancel_before_start(tmp_path):
+    settings = CompareSettings(("simple_cnn",))
+    ids = [jobs.submit(jobs.JobSpec(("x",), settings, title=f"job {i}"), tmp_path)
+           for i in range(3)]  # fmt: skip
+    listed = jobs.list_jobs(tmp_path)
+    assert [j.job_id for j in listed] == ids[::-1]  # newest first
+    assert [jobs.queue_position(i, listed) for i in ids] == [1, 2, 3]
+    jobs.cancel_job(ids[0], tmp_path)
+    listed = jobs.list_jobs(tmp_path)
+    assert jobs.job_status(ids[0], tmp_path).state == jobs.CANCELLED
+    assert [jobs.queue_position(i, listed) for i in ids] == [None, 1, 2]
+    assert not any(p.name.endswith(".partial") for p in tmp_path.iterdir())
