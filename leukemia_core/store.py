@@ -30,19 +30,31 @@ import sqlite3
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from leukemia_core.counting import CellLabel, summarize_labels
+from leukemia_core.case_record import (
+    STATUS_OPEN,
+    STATUS_SIGNED,
+    AuditEntry,
+    CaseHeader,
+    CaseRecord,
+    CaseSummary,
+    CellEntry,
+    CellRecord,
+    FieldEntry,
+    FieldRecord,
+)
+from leukemia_core.counting import CellLabel
 from leukemia_core.errors import LeukemiaCoreError
-from leukemia_core.types import BlastCount
 
+__all__ = [
+    "STATUS_OPEN", "STATUS_SIGNED", "AuditEntry", "CaseHeader", "CaseRecord", "CaseStore",
+    "CaseSummary", "CellEntry", "CellRecord", "FieldEntry", "FieldRecord",
+]  # the record types live in leukemia_core.case_record
 DATABASE_ENV_VAR = "LEUKEMIA_CASE_DB"
 SCHEMA_VERSION = 1
-STATUS_OPEN = "open"
-STATUS_SIGNED = "signed"
 _BUSY_TIMEOUT_S = 30.0
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _VALID_LABELS = ", ".join(label.value for label in CellLabel)
@@ -112,155 +124,6 @@ class SignOffBlockedError(CaseStoreError):
 
 class CaseNotReopenableError(CaseStoreError):
     """Only a signed case that has not been reopened already can be reopened."""
-
-
-@dataclass(frozen=True)
-class FieldEntry:
-    """One field of view of a sample, as handed to :meth:`CaseStore.create_case`.
-
-    Attributes:
-        name: Display name, e.g. the uploaded file name.
-        width: Width in pixels.
-        height: Height in pixels.
-        image_png: The field as PNG bytes, or None to keep only its cells.
-    """
-
-    name: str
-    width: int
-    height: int
-    image_png: bytes | None = None
-
-
-@dataclass(frozen=True)
-class CellEntry:
-    """One detected cell with the model's label, as handed to :meth:`CaseStore.create_case`.
-
-    Attributes:
-        field_index: Position of its field in the ``fields`` list (0-based).
-        cell_id: Id of the cell within its field (unique per field).
-        bbox: ``(x0, y0, x1, y1)`` in field pixels, ``x1``/``y1`` exclusive.
-        centroid: ``(x, y)`` in field pixels.
-        blast_probability: Calibrated blast probability, or None when not classified.
-        model_label: A :class:`~leukemia_core.counting.CellLabel` value set by the model.
-        crop_png: The cell crop as PNG bytes, or None.
-        overlay_png: The crop with its explanation overlay as PNG bytes, or None.
-    """
-
-    field_index: int
-    cell_id: int
-    bbox: tuple[int, int, int, int]
-    centroid: tuple[float, float]
-    blast_probability: float | None
-    model_label: str
-    crop_png: bytes | None = None
-    overlay_png: bytes | None = None
-
-
-@dataclass(frozen=True)
-class FieldRecord:
-    """A stored field: :class:`FieldEntry` plus its index in the case."""
-
-    field_index: int
-    name: str
-    width: int
-    height: int
-    image_png: bytes | None
-
-
-@dataclass(frozen=True)
-class CellRecord:
-    """A stored cell: what the model said (``model_label``) and the current ``label``."""
-
-    field_index: int
-    cell_id: int
-    bbox: tuple[int, int, int, int]
-    centroid: tuple[float, float]
-    blast_probability: float | None
-    model_label: str
-    label: str
-    crop_png: bytes | None
-    overlay_png: bytes | None
-
-    @property
-    def changed_by_reviewer(self) -> bool:
-        """True when the current label differs from the model's."""
-        return self.label != self.model_label
-
-
-@dataclass(frozen=True)
-class AuditEntry:
-    """One row of the audit trail; ``action`` is created, relabel, signed or reopened."""
-
-    audit_id: int
-    case_id: str
-    version: int
-    action: str
-    reviewer: str
-    at: str
-    field_index: int | None
-    cell_id: int | None
-    from_label: str | None
-    to_label: str | None
-    note: str
-
-
-@dataclass(frozen=True)
-class CaseRecord:
-    """A whole case version as stored: metadata, fields, cells and audit trail."""
-
-    case_id: str
-    version: int
-    parent_id: str | None
-    sample_id: str
-    status: str
-    created_at: str
-    created_by: str
-    model_name: str
-    model_checksum: str
-    thresholds: dict[str, Any]
-    signed_by: str | None
-    signed_at: str | None
-    fields: tuple[FieldRecord, ...]
-    cells: tuple[CellRecord, ...]
-    audit: tuple[AuditEntry, ...]
-
-    @property
-    def is_signed(self) -> bool:
-        return self.status == STATUS_SIGNED
-
-    def counts(self) -> BlastCount:
-        """Blast count of the whole sample from the current (reviewed) labels."""
-        return summarize_labels([cell.label for cell in self.cells])
-
-    def model_counts(self) -> BlastCount:
-        """Blast count of the whole sample from the model's labels, before review."""
-        return summarize_labels([cell.model_label for cell in self.cells])
-
-    def field_counts(self) -> tuple[BlastCount, ...]:
-        """Blast count of each field from the current labels, in field order."""
-        return tuple(
-            summarize_labels([c.label for c in self.cells if c.field_index == f.field_index])
-            for f in self.fields
-        )
-
-
-@dataclass(frozen=True)
-class CaseSummary:
-    """One line of :meth:`CaseStore.list_cases`: metadata and counts of current labels."""
-
-    case_id: str
-    version: int
-    parent_id: str | None
-    sample_id: str
-    status: str
-    created_at: str
-    created_by: str
-    signed_by: str | None
-    signed_at: str | None
-    n_cells: int
-    n_blasts: int
-    n_counted: int
-    n_uncertain: int
 
 
 def default_database_path() -> Path:

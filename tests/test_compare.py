@@ -131,7 +131,7 @@ def test_bad_settings_are_refused_with_the_reason(bad, message):
 
 def test_architectures_without_offline_weights_are_skipped_or_said_random(monkeypatch):
     monkeypatch.setenv("LEUKEMIA_OFFLINE", "1")
-    weights, init, skip = initial_weights("vgg16", "skip")
+    weights, _init, skip = initial_weights("vgg16", "skip")
     if skip is None:
         pytest.skip("VGG16 ImageNet weights are in this machine's Keras cache")
     assert weights is None and "ImageNet weights unavailable offline" in skip

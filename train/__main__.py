@@ -35,25 +35,34 @@ from train.records import CellTable
 
 
 class _Bars:
-    """tqdm bars keyed by stage, fed by progress events."""
+    """Progress events to stderr: tqdm bars on a terminal, plain lines in a log file."""
 
     def __init__(self):
         self.bars: dict[str, tqdm] = {}
+        self.tty = sys.stderr.isatty()
+        self.last_stage = ""
 
     def __call__(self, event: dict) -> None:
         stage, done, total = event["stage"], event.get("done", 0), event.get("total", 0)
+        shown = {k: round(v, 4) for k, v in event.items() if k in ("loss", "accuracy",
+                                                                    "val_loss", "val_accuracy")}  # fmt: skip
+        where = " ".join(f"{k} {event[k]}" for k in ("model", "fold") if event.get(k))
+        if stage.endswith("_epoch") or stage in ("model", "model_done"):
+            line = f"{where} {stage} {done}/{total}: {shown or event.get('status', '')}".strip()
+            (tqdm.write if self.tty else print)(line, file=sys.stderr)
+        if not self.tty:  # a log: one line when a stage starts, none per batch
+            if stage != self.last_stage and not stage.endswith("_epoch"):
+                print(f"{where} {stage} ({total})".strip(), file=sys.stderr)
+            self.last_stage = stage
+            return
         bar = self.bars.get(stage)
         if bar is None or bar.total != total or done < bar.n:
             if bar is not None:
                 bar.close()
             bar = self.bars[stage] = tqdm(total=total, desc=stage, file=sys.stderr, leave=False)
         bar.update(done - bar.n)
-        shown = {k: round(v, 4) for k, v in event.items() if k in ("loss", "accuracy",
-                                                                    "val_loss", "val_accuracy")}  # fmt: skip
         if shown:
             bar.set_postfix(shown)
-        if stage.endswith("_epoch"):
-            tqdm.write(f"{stage} {done}/{total}: {shown}", file=sys.stderr)
 
 
 def _weights(value: str) -> str | None:

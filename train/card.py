@@ -85,6 +85,8 @@ def model_card(name: str, config: dict, metrics: dict) -> str:
                        ("Comparison", "comparison")):  # fmt: skip
         if metrics.get(key):
             lines += ["", f"## {title}", "", _block(metrics[key])]
+    for title, text in (metrics.get("card_sections") or {}).items():  # hand-written, kept
+        lines += ["", f"## {title}", "", text]
     lines += ["", "## Known limits", *[f"- {x}" for x in _limits(sources)], "", RESEARCH_USE, ""]
     return "\n".join(lines)
 
