@@ -19,6 +19,7 @@ import json
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -195,7 +196,7 @@ def _inspect(args) -> int:
 
 def _compare(args) -> int:
     from train.compare import CompareSettings, compare_models, comparison_markdown, promote
-    from train.jobs import JobSpec, load_job_data, runs_dir
+    from train.jobs import JobSpec, load_job_data, record_finished_job, runs_dir
 
     if args.promote and not args.name:
         raise ValueError("--promote needs --name for the model folder.")
@@ -218,6 +219,7 @@ def _compare(args) -> int:
     print(f"note: {words}; results go to {out}", file=sys.stderr)
     comparison = compare_models(records, settings, run_dir=out, data_description=words,
                                 progress=_Bars())  # fmt: skip
+    record_finished_job(out, replace(spec, title="command line"), comparison)
     print(comparison_markdown(comparison.table()))
     if args.promote:
         folder = promote(out, args.promote, args.name, root=args.models_dir)

@@ -167,6 +167,18 @@ def submit(spec: JobSpec, root: Path | None = None) -> str:
     return job_id
 
 
+def record_finished_job(folder: Path, spec: JobSpec, comparison) -> None:
+    """Make a finished command-line comparison a done job, so the page lists and promotes it.
+
+    Written only at the end: a command stopped half-way leaves no job behind.
+    """
+    write_text_atomic(folder / JOB_FILE, json.dumps(spec.to_dict(), indent=1) + "\n")
+    best = comparison.best()
+    _write_status(folder, {"state": DONE, "created": _now(), "finished": _now(), "overall": 1.0,
+                           "title": spec.title, "best": best.name if best else None,
+                           "message": f"Finished in {comparison.seconds:.0f} s."})  # fmt: skip
+
+
 def _status(folder: Path, worker_running: bool) -> JobStatus:
     values = _read_status(folder)
     state = values.get("state", FAILED)
