@@ -7,6 +7,7 @@ their progress and results, and promotes a model. Research use only.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import streamlit as st
 
@@ -16,6 +17,7 @@ from leukemia_core.models.folder import list_models
 from train import jobs
 from train.compare import (
     MISSING_WEIGHTS,
+    MODELS_SUBDIR,
     PRESETS,
     SIZE_BASELINE,
     TABLE_FILE,
@@ -55,6 +57,8 @@ def _defaults() -> None:
 
 
 def _inspect(locations: list[str], allow_ungrouped: bool) -> None:
+    # Absolute paths: the worker process runs from the repository folder, not from here.
+    locations = [str(Path(x).expanduser().resolve()) for x in locations]
     try:
         with st.spinner("Reading and checking every image …"):
             _, summary = inspect_datasets([DatasetSource(x) for x in locations],
@@ -197,6 +201,7 @@ def live_status(job_id: str) -> None:
         position = jobs.queue_position(job_id, jobs.list_jobs())
         st.info(f"Queued: position {position}. One job trains at a time on this server.")
         jobs.ensure_worker()  # e.g. after a server restart
+        st.button("Cancel job", key=f"cancel_queued_{job_id}", on_click=_cancel, args=(job_id,))
     elif status.state == jobs.RUNNING:
         event = status.event
         st.progress(min(status.overall, 1.0),
@@ -221,12 +226,15 @@ def live_status(job_id: str) -> None:
         st.rerun()  # finished: redraw the whole page with the results
 
 
+def _default_name(job_id: str) -> None:
+    """Name the folder after the picked model and the job (a callback of the model picker)."""
+    picked = st.session_state[f"promote_model_{job_id}"]
+    st.session_state[f"promote_name_{job_id}"] = f"{picked}-{job_id[:15]}"
+
+
 def _promote(job_id: str) -> None:
     architecture = st.session_state[f"promote_model_{job_id}"]
     name = st.session_state[f"promote_name_{job_id}"].strip()
-    if not name or name in (".", "..") or "/" in name or name.startswith("."):
-        flash("Give the model folder a plain name (letters, digits, - and _).")
-        return
     try:
         folder = promote(jobs.runs_dir() / job_id, architecture, name)
     except (LeukemiaCoreError, OSError, ValueError) as error:
@@ -266,19 +274,23 @@ def results_section(status: jobs.JobStatus) -> None:
     charts[4].dataframe(view.per_source_frame(models), hide_index=True, width="stretch")
 
     promotable = [r["model"] for r in rows if r["status"] == "done" and r["model"] != SIZE_BASELINE
-                  and (status.folder / "models" / r["model"] / "config.json").is_file()]
+                  and (status.folder / MODELS_SUBDIR / r["model"] / "config.json").is_file()]
     if not promotable:
         return
     st.subheader("Promote a model")
     st.caption("Writes a complete model folder (the previous one of that name is kept as "
                "<name>.previous) and makes it the active model of the Analyze page.")
     cols = st.columns([2, 2, 1])
-    cols[0].selectbox("Model", promotable, key=f"promote_model_{status.job_id}",
-                      index=promotable.index(results["best"]) if results["best"] in promotable
-                      else 0)  # fmt: skip
-    default = f"{st.session_state.get(f'promote_model_{status.job_id}', promotable[0])}-" \
-              f"{status.job_id[:15]}"
-    cols[1].text_input("Model folder name", value=default, key=f"promote_name_{status.job_id}")
+    pick_key, name_key = f"promote_model_{status.job_id}", f"promote_name_{status.job_id}"
+    if pick_key not in st.session_state:
+        st.session_state[pick_key] = results["best"] if results["best"] in promotable \
+            else promotable[0]
+        _default_name(status.job_id)
+    cols[0].selectbox("Model", promotable, key=pick_key, on_change=_default_name,
+                      args=(status.job_id,))  # fmt: skip
+    cols[1].text_input("Model folder name", key=name_key,
+                       help="Letters, digits, - and _; an existing folder of that name is kept "
+                            "as <name>.previous.")  # fmt: skip
     cols[2].button("Promote", key=f"promote_{status.job_id}", type="primary",
                    on_click=_promote, args=(status.job_id,))  # fmt: skip
 
@@ -303,9 +315,6 @@ def jobs_section() -> None:
         st.code(status.spec().command(status.folder), language="bash")
     if status.active:
         live_status(job_id)
-        if status.state == jobs.QUEUED:
-            st.button("Cancel job", key=f"cancel_queued_{job_id}", on_click=_cancel,
-                      args=(job_id,))  # fmt: skip
     elif status.state == jobs.DONE:
         results_section(status)
     elif status.state == jobs.FAILED:
@@ -322,6 +331,7 @@ st.caption("Train several architectures on your labelled cells with subject-leve
            "promoted model still needs a reviewer for every cell.")  # fmt: skip
 show_flashes()
 _defaults()
+jobs.ensure_worker()  # queued jobs need a worker, e.g. after a server restart
 st.caption(f"Installed models: {', '.join(list_models()) or 'none'}")
 picked = dataset_section()
 settings_section(picked)

@@ -11,8 +11,9 @@ import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from leukemia_core.errors import LeukemiaCoreError
 from train import jobs
-from train.__main__ import build_parser
+from train.__main__ import build_parser, settings_from_args
 from train.compare import (
     PRESETS,
     CompareSettings,
@@ -123,9 +124,10 @@ def test_presets_name_registry_architectures_and_follow_the_papers():
     ({"architectures": ("alexnet",)}, "valid names"),
     ({"architectures": ("vgg16",), "folds": 2}, "folds must be 1 or at least 3"),
     ({"architectures": ("vgg16",), "missing_weights": "download"}, "missing_weights"),
+    ({"architectures": ("vgg16",), "fine_tune_epochs": 3}, "cannot train on cached"),
 ])  # fmt: skip
 def test_bad_settings_are_refused_with_the_reason(bad, message):
-    with pytest.raises(Exception, match=message):
+    with pytest.raises((ValueError, LeukemiaCoreError), match=message):
         CompareSettings(**bad)
 
 
@@ -141,21 +143,20 @@ def test_architectures_without_offline_weights_are_skipped_or_said_random(monkey
     assert initial_weights("efficientnet_lite0") == ("imagenet", "ImageNet", None)
 
 
-def test_the_page_command_runs_the_same_comparison_in_the_cli(tmp_path):
-    settings = CompareSettings.from_preset("paper_b", epochs=3, folds=4, seed=7, patience=2)
-    spec = jobs.JobSpec((str(tmp_path / "my cells"), "/data/b.csv"), settings, "folders", True)
+@pytest.mark.parametrize("settings", [
+    CompareSettings.from_preset("paper_b", epochs=3, folds=4, seed=7, patience=2),
+    CompareSettings(("simple_cnn", "efficientnet_lite0"), augment=False, cached_features=False,
+                    balance="class_weight", missing_weights="random", input_size=None),
+    CompareSettings.from_preset("quick_cpu", augmentations=("vflip", "colour")),
+])  # fmt: skip
+def test_the_page_command_runs_the_same_comparison_in_the_cli(settings, tmp_path):
+    spec = jobs.JobSpec((str(tmp_path / "my cells"), "/data/it's.csv"), settings, "folders", True)
     argv = shlex.split(spec.command(tmp_path / "run").replace("\\\n", ""))
     assert argv[:4] == ["python", "-m", "train", "compare"]
     args = build_parser().parse_args(argv[3:])
     assert [str(d) for d in args.data] == list(spec.data) and args.format == "folders"
     assert args.allow_ungrouped and args.out == tmp_path / "run"
-    parsed = CompareSettings(**{
-        "architectures": tuple(args.architectures), "augmentations": tuple(args.augmentations),
-        **{k: getattr(args, k) for k in ("input_size", "epochs", "batch_size", "fine_tune_epochs",
-                                         "fine_tune_layers", "feature_views", "patience", "folds",
-                                         "seed", "balance", "cached_features", "missing_weights")},
-    })  # fmt: skip
-    assert parsed == settings
+    assert settings_from_args(args) == settings
 
 
 def test_overall_progress_grows_through_a_model_and_across_models():
@@ -186,3 +187,13 @@ def test_queue_order_is_submission_order_and_cancel_before_start(tmp_path):
     assert jobs.job_status(ids[0], tmp_path).state == jobs.CANCELLED
     assert [jobs.queue_position(i, listed) for i in ids] == [None, 1, 2]
     assert not any(p.name.endswith(".partial") for p in tmp_path.iterdir())
+
+
+def test_one_worker_per_runs_folder(tmp_path):
+    held = jobs._try_lock(tmp_path)  # another worker, as far as the lock can tell
+    try:
+        assert jobs.worker_alive(tmp_path)
+        assert jobs.run_worker(tmp_path, lock_wait_s=0.3) == 0
+    finally:
+        held.close()
+    assert not jobs.worker_alive(tmp_path)

@@ -66,6 +66,11 @@ class _Bars:
             bar.set_postfix(shown)
 
 
+def _input_size(value: str) -> int:
+    """A side in pixels; ``default`` (0) leaves each architecture at its own size."""
+    return 0 if value == "default" else int(value)
+
+
 def _weights(value: str) -> str | None:
     return None if value.lower() in ("none", "random") else value
 
@@ -124,7 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "from: " + "; ".join(f"{k}: {v.title}" for k, v in PRESETS.items()))
     compare.add_argument("--architectures", nargs="+", choices=list_architectures(),
                          metavar="NAME", help="registry names (default: the preset's)")
-    for flag, kind in (("--input-size", int), ("--epochs", int), ("--batch-size", int),
+    compare.add_argument("--input-size", type=_input_size,
+                         help="pixels, or 'default' for each architecture's own size")
+    for flag, kind in (("--epochs", int), ("--batch-size", int),
                        ("--fine-tune-epochs", int), ("--fine-tune-layers", int),
                        ("--feature-views", int), ("--patience", int), ("--folds", int),
                        ("--seed", int)):
@@ -168,7 +175,7 @@ def _data_args(parser: argparse.ArgumentParser) -> None:
 
 def _data_locations(args) -> list[str]:
     """The ``--data`` locations, plus the reviewed cases exported next to the run."""
-    locations = [str(d) for d in args.data]
+    locations = [str(d.expanduser().resolve()) for d in args.data]  # the worker's cwd differs
     if args.reviewed_cases is not None:
         from leukemia_core.store import CaseStore
         from train.datasets import export_reviewed_cases
@@ -194,24 +201,33 @@ def _inspect(args) -> int:
     return 0
 
 
+def settings_from_args(args: argparse.Namespace):
+    """The :class:`~train.compare.CompareSettings` that ``compare``'s flags ask for."""
+    from dataclasses import fields
+
+    from train.compare import CompareSettings
+
+    overrides = {f.name: getattr(args, f.name) for f in fields(CompareSettings)
+                 if getattr(args, f.name, None) is not None}  # fmt: skip
+    for key in ("architectures", "augmentations"):
+        if key in overrides:
+            overrides[key] = tuple(overrides[key])
+    if overrides.get("input_size") == 0:
+        overrides["input_size"] = None
+    if args.preset:
+        return CompareSettings.from_preset(args.preset, **overrides)
+    if "architectures" in overrides:
+        return CompareSettings(**overrides)
+    raise ValueError("Name --architectures or a --preset (" + ", ".join(PRESETS) + ").")
+
+
 def _compare(args) -> int:
-    from train.compare import CompareSettings, compare_models, comparison_markdown, promote
+    from train.compare import compare_models, comparison_markdown, promote
     from train.jobs import JobSpec, load_job_data, record_finished_job, runs_dir
 
     if args.promote and not args.name:
         raise ValueError("--promote needs --name for the model folder.")
-    overrides = {k: getattr(args, k) for k in (
-        "input_size", "epochs", "batch_size", "fine_tune_epochs", "fine_tune_layers",
-        "feature_views", "patience", "folds", "seed", "balance", "augment", "cached_features",
-        "missing_weights", "augmentations") if getattr(args, k) is not None}  # fmt: skip
-    if args.architectures:
-        overrides["architectures"] = tuple(args.architectures)
-    if args.preset:
-        settings = CompareSettings.from_preset(args.preset, **overrides)
-    elif "architectures" in overrides:
-        settings = CompareSettings(**overrides)
-    else:
-        raise ValueError("Name --architectures or a --preset (" + ", ".join(PRESETS) + ").")
+    settings = settings_from_args(args)
     out = args.out or runs_dir() / f"cli-{time.strftime('%Y%m%d-%H%M%S')}"
     args.out = out
     spec = JobSpec(tuple(_data_locations(args)), settings, args.format, args.allow_ungrouped)

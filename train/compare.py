@@ -31,7 +31,12 @@ from leukemia_core.errors import ImageNetWeightsUnavailableError
 from leukemia_core.io import write_text_atomic
 from leukemia_core.models import build_classifier, get_architecture, list_architectures
 from leukemia_core.models.architectures import imagenet_weights
-from leukemia_core.models.folder import load_model, save_model_folder, set_active_model
+from leukemia_core.models.folder import (
+    check_model_name,
+    load_model,
+    save_model_folder,
+    set_active_model,
+)
 from train.card import model_card
 from train.cellbank import bank_group
 from train.evaluate.classifier import SPLIT_FILE
@@ -100,7 +105,8 @@ PRESETS = {
     "quick_cpu": Preset(
         "Quick CPU comparison",
         "Every registry architecture with a frozen backbone at 128 px; the head is trained on "
-        "backbone features computed once (2 views per cell), so a CPU finishes in minutes.",
+        "backbone features computed once (2 views per cell), so a CPU finishes in minutes; "
+        "the plain CNN has no pretrained weights and is trained whole (most of the time).",
         tuple(list_architectures()),
         {"input_size": 128, "epochs": 15, "fine_tune_epochs": 0, "cached_features": True,
          "feature_views": 2},
@@ -162,6 +168,9 @@ class CompareSettings:
             raise ValueError(f"balance must be one of {BALANCING}, got {self.balance!r}.")
         if self.missing_weights not in MISSING_WEIGHTS:
             raise ValueError(f"missing_weights must be one of {MISSING_WEIGHTS}.")
+        if self.cached_features and self.fine_tune_epochs:
+            raise ValueError("Fine-tuning changes the backbone, so it cannot train on cached "
+                             "features: set fine-tune epochs to 0 or turn cached features off.")
         if min(self.epochs, self.batch_size, self.feature_views) < 1:
             raise ValueError("epochs, batch_size and feature_views must be at least 1.")
 
@@ -275,6 +284,7 @@ class Comparison:
     outcomes: list[ModelOutcome]
     data_description: str = ""
     seconds: float = 0.0
+    _metrics: dict = field(default_factory=dict, repr=False)  # bootstraps are slow: once each
 
     def tested(self) -> np.ndarray:
         return self.fold_of >= 0
@@ -284,10 +294,13 @@ class Comparison:
 
     def metrics(self, outcome: ModelOutcome) -> dict:
         """Pooled test metrics of one model with 95% group-bootstrap intervals."""
-        t = self.tested()
-        groups = [bank_group(r) for r, keep in zip(self.records, t, strict=True) if keep]
-        return binary_metrics(self.is_blast()[t], outcome.p[t], outcome.thresholds[t],
-                              groups=groups, seed=self.settings.seed)  # fmt: skip
+        if outcome.name not in self._metrics:
+            t = self.tested()
+            groups = [bank_group(r) for r, keep in zip(self.records, t, strict=True) if keep]
+            self._metrics[outcome.name] = binary_metrics(
+                self.is_blast()[t], outcome.p[t], outcome.thresholds[t], groups=groups,
+                seed=self.settings.seed)  # fmt: skip
+        return self._metrics[outcome.name]
 
     def per_source(self, outcome: ModelOutcome) -> dict:
         t = self.tested()
@@ -432,10 +445,15 @@ def _inference_speed(model, crops: np.ndarray, config: FitConfig) -> float:
     return len(sample) / max(time.perf_counter() - start, 1e-9)
 
 
+def split_rows(split: SplitResult, index: dict[int, int]) -> dict[str, np.ndarray]:
+    """Row numbers (into the comparison's records) of each side of a split."""
+    return {side: np.array([index[id(r)] for r in getattr(split, side)], dtype=int)
+            for side in ("train", "val", "test")}  # fmt: skip
+
+
 def _fold_model(config: FitConfig, split: SplitResult, index: dict, crops, features, report):
     """Train one fold; returns ``(model, logits_val, logits_test, history, seconds)``."""
-    take = {side: np.array([index[id(r)] for r in getattr(split, side)], dtype=int)
-            for side in ("train", "val", "test")}  # fmt: skip
+    take = split_rows(split, index)
     labels = {side: labels_of(getattr(split, side)) for side in take}
     start = time.perf_counter()
     if features is not None:
@@ -480,7 +498,8 @@ def _run_architecture(
     if config.cached_features or frozen_random:
         start = time.perf_counter()
         model = build_classifier(name, input_size=config.size, weights=weights)
-        x = backbone_features(model, crops, config, views=settings.feature_views,
+        views = settings.feature_views if settings.augment and settings.augmentations else 1
+        x = backbone_features(model, crops, config, views=views,
                               progress=report.at(model=name, fold=0))  # fmt: skip
         features = {"model": model, "x": x}
         outcome.training_seconds += time.perf_counter() - start
@@ -493,7 +512,7 @@ def _run_architecture(
         outcome.history += [{"fold": fold + 1, **row} for row in history]
         y_val = labels_of(split.val) == BLAST_INDEX
         calibration = fit_calibration(logits_val, y_val, mixed_sources(split.val))
-        test_rows = np.array([index[id(r)] for r in split.test], dtype=int)
+        test_rows = split_rows(split, index)["test"]
         outcome.p[test_rows] = blast_probability(logits_test, calibration.temperature)
         outcome.thresholds[test_rows] = calibration.threshold
         if fold == 0:
@@ -530,8 +549,7 @@ def _size_baseline(records, splits, index, crops) -> ModelOutcome:
                            thresholds=np.full(len(records), np.nan))  # fmt: skip
     start = time.perf_counter()
     for split in splits:
-        rows = {s: np.array([index[id(r)] for r in getattr(split, s)], dtype=int)
-                for s in ("train", "val", "test")}  # fmt: skip
+        rows = split_rows(split, index)
         y = {s: labels_of(getattr(split, s)) == BLAST_INDEX for s in rows}
         mean, std = area[rows["train"]].mean(), area[rows["train"]].std() + 1e-9
         beta = _logistic_fit((area[rows["train"]] - mean) / std, y["train"].astype(float))
@@ -673,6 +691,16 @@ def promote(run_dir: Path, architecture: str, name: str, *, root: Path | None = 
     ``root/name``; an existing folder of that name is kept as ``name.previous``; ``ACTIVE``
     then names it, so the Analyze page uses it from its next run without a restart.
     """
+    results_file = Path(run_dir) / RESULTS_FILE
+    if not results_file.is_file():
+        raise ValueError(f"{run_dir} holds no finished comparison ({RESULTS_FILE} is missing): "
+                         "only models of a finished run can be promoted.")
+    rows = {row["model"]: row for row in json.loads(results_file.read_text())["table"]}
+    if rows.get(architecture, {}).get("status") != "done" or architecture == SIZE_BASELINE:
+        done = [m for m, row in rows.items() if row["status"] == "done" and m != SIZE_BASELINE]
+        raise ValueError(f"{architecture!r} did not finish in this run; promotable: "
+                         f"{', '.join(done) or 'none'}.")
+    check_model_name(name)
     staged = Path(run_dir) / MODELS_SUBDIR
     loaded = load_model(architecture, root=staged)
     folder = staged / architecture

@@ -196,7 +196,7 @@ def inspect_datasets(
         tables.append(table)
         formats += [fmt] if fmt not in formats else []
         ungrouped += [] if table.groups_known else [str(source.location)]
-    table = CellTable.concat(*tables)
+    table = _without_duplicates(CellTable.concat(*tables))
     where = "; ".join(str(s.location) for s in sources)
     classes = Counter(r.label for r in table)
     if len(classes) < 2:
@@ -222,6 +222,22 @@ def inspect_datasets(
     if verify:
         verify_images(table)
     return table, summarize_table(table, where, "+".join(formats))
+
+
+def _without_duplicates(table: CellTable) -> CellTable:
+    """Each image file once: two locations naming one file could put it in train and test."""
+    seen: set[Path] = set()
+    kept = []
+    for record in table:
+        path = Path(record.path).resolve()
+        if path not in seen:
+            seen.add(path)
+            kept.append(record)
+    if len(kept) == len(table):
+        return table
+    note = (f"{len(table) - len(kept)} image(s) were named by more than one location; each is "
+            "used once (its first listing).")  # fmt: skip
+    return CellTable(tuple(kept), (*table.notes, note), table.groups_known)
 
 
 def inspect_dataset(

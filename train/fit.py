@@ -355,6 +355,7 @@ def train_head(
         dropout: Dropout rate of the classifier's head.
         report: Progress callback.
     """
+    keras.utils.set_random_seed(config.seed)  # same seed, same head, whatever ran before
     head = _head_model(train_x.shape[-1], dropout, config.seed)
     head.compile(optimizer=keras.optimizers.Adamax(config.learning_rate),
                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])  # fmt: skip

@@ -17,6 +17,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -86,25 +87,21 @@ class JobSpec:
         """The ``python -m train compare`` command line that runs the same comparison."""
         s = self.settings
         parts = ["python -m train compare"]
-        parts += [f"--data {_quote(d)}" for d in self.data]
+        parts += [f"--data {shlex.quote(d)}" for d in self.data]
         parts += [f"--format {self.format}"] * bool(self.format)
         parts += ["--allow-ungrouped"] * self.allow_ungrouped
         parts += ["--architectures " + " ".join(s.architectures)]
-        parts += [f"--input-size {s.input_size}"] * (s.input_size is not None)
+        parts += [f"--input-size {s.input_size or 'default'}"]
         parts += [f"--epochs {s.epochs}", f"--batch-size {s.batch_size}",
                   f"--fine-tune-epochs {s.fine_tune_epochs}",
                   f"--fine-tune-layers {s.fine_tune_layers}", f"--balance {s.balance}"]  # fmt: skip
-        parts += ["--no-augment"] if not s.augment else [
-            "--augmentations " + " ".join(s.augmentations)]
+        parts += ["--no-augment"] * (not s.augment)
+        parts += ["--augmentations " + " ".join(s.augmentations)] * bool(s.augmentations)
         parts += ["--cached-features" if s.cached_features else "--no-cached-features"]
         parts += [f"--feature-views {s.feature_views}", f"--patience {s.patience}",
                   f"--folds {s.folds}", f"--seed {s.seed}",
-                  f"--missing-weights {s.missing_weights}", f"--out {_quote(str(out))}"]  # fmt: skip
+                  f"--missing-weights {s.missing_weights}", f"--out {shlex.quote(str(out))}"]  # fmt: skip
         return " \\\n    ".join(parts)
-
-
-def _quote(text: str) -> str:
-    return f"'{text}'" if any(c in text for c in " \"'$&;|") else text
 
 
 @dataclass(frozen=True)
@@ -207,7 +204,8 @@ def list_jobs(root: Path | None = None) -> list[JobStatus]:
         return []
     alive = worker_alive(root)
     folders = [d for d in root.iterdir() if (d / JOB_FILE).is_file() and not d.name.startswith(".")]
-    return [_status(d, alive) for d in sorted(folders, key=lambda d: d.name, reverse=True)]
+    statuses = [_status(d, alive) for d in folders]
+    return sorted(statuses, key=lambda j: (j.created, j.job_id), reverse=True)
 
 
 def cancel_job(job_id: str, root: Path | None = None) -> None:
@@ -256,7 +254,7 @@ def ensure_worker(root: Path | None = None) -> bool:
     root.mkdir(parents=True, exist_ok=True)
     with open(root / LOG_FILE, "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "train", "worker", "--runs", str(root)],
+            [sys.executable, "-m", "train", "worker", "--runs", str(root.resolve())],
             cwd=Path(__file__).resolve().parents[1], stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True,  # survives the page's reruns
         )  # fmt: skip
@@ -283,7 +281,8 @@ class _StatusWriter:
             row = {k: v for k, v in event.items() if k in ("fold", "phase", "epoch", "loss",
                                                            "accuracy", "val_loss", "val_accuracy")}
             values.setdefault("curves", {}).setdefault(event.get("model", "?"), []).append(row)
-        values["overall"] = overall_fraction(event)
+        # Never backwards: a fine-tuning phase or the baseline restarts its own counters.
+        values["overall"] = max(values.get("overall") or 0.0, overall_fraction(event))
         elapsed = time.monotonic() - self.start
         done = values["overall"]
         values["eta_s"] = elapsed * (1 - done) / done if done > 0.02 else None
@@ -336,12 +335,12 @@ def run_job(folder: Path) -> str:
     """Run one queued job in this process; returns its final state."""
     from train.compare import compare_models  # imports TensorFlow
 
-    spec = JobSpec.from_dict(json.loads((folder / JOB_FILE).read_text()))
     values = {**_read_status(folder), "state": RUNNING, "started": _now(), "pid": os.getpid(),
               "message": "Loading the data."}  # fmt: skip
     _write_status(folder, values)
     writer = _StatusWriter(folder, values)
-    try:
+    try:  # a job file that no longer parses fails this job, not the whole queue
+        spec = JobSpec.from_dict(json.loads((folder / JOB_FILE).read_text()))
         records, words = load_job_data(spec)
         comparison = compare_models(records, spec.settings, run_dir=folder, data_description=words,
                                     progress=writer, cancelled=writer.cancelled)  # fmt: skip
@@ -382,25 +381,36 @@ def run_worker(root: Path | None = None, *, idle_s: float = 2.0, lock_wait_s: fl
     Returns the number of jobs run; 0 at once when another worker holds the lock.
     """
     root = root or runs_dir()
-    deadline = time.monotonic() + lock_wait_s
-    while (lock := _try_lock(root)) is None:  # a page may be peeking at the lock right now
-        if time.monotonic() > deadline:
-            return 0
-        time.sleep(0.2)
-    with contextlib.closing(lock):
-        with contextlib.suppress(OSError):
-            os.nice(5)  # training yields to the app's own requests
-        _mark_orphans(root)
-        ran, idle_since = 0, time.monotonic()
-        while True:
-            folder = _next_queued(root)
-            if folder is None:
-                if time.monotonic() - idle_since > idle_s:
-                    return ran
-                time.sleep(0.2)
-                continue
-            run_job(folder)
-            ran, idle_since = ran + 1, time.monotonic()
+    with contextlib.suppress(OSError):
+        os.nice(5)  # training yields to the app's own requests
+    ran = 0
+    while True:
+        deadline = time.monotonic() + lock_wait_s
+        while (lock := _try_lock(root)) is None:  # a page may be peeking at the lock right now
+            if time.monotonic() > deadline:
+                return ran
+            time.sleep(0.2)
+        with contextlib.closing(lock):
+            _mark_orphans(root)
+            ran += _drain(root, idle_s)
+        # A job queued after the last look but before the lock was dropped found this worker
+        # still alive and started none: take it too.
+        if _next_queued(root) is None:
+            return ran
+
+
+def _drain(root: Path, idle_s: float) -> int:
+    """Run queued jobs until the queue has stayed empty for ``idle_s``; returns how many ran."""
+    ran, idle_since = 0, time.monotonic()
+    while True:
+        folder = _next_queued(root)
+        if folder is None:
+            if time.monotonic() - idle_since > idle_s:
+                return ran
+            time.sleep(0.2)
+            continue
+        run_job(folder)
+        ran, idle_since = ran + 1, time.monotonic()
 
 
 def queue_position(job_id: str, jobs: Sequence[JobStatus]) -> int | None:

@@ -14,7 +14,7 @@ METRIC_NAMES = {
     "balanced_accuracy": "Balanced accuracy",
     "weighted_f1": "Weighted F1",
     "sensitivity": "Sensitivity (blast)",
-    "specificity": "Specificity (blast)",
+    "specificity": "Specificity (normal)",
     "auroc": "AUROC",
     "ece": "ECE",
 }

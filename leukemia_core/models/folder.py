@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -90,6 +91,21 @@ def sha256_of(path: Path) -> str:
         for chunk in iter(lambda: stream.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+def check_model_name(name: str) -> str:
+    """``name`` if it can name a model folder: letters, digits, ``-`` and ``_``, up to 64.
+
+    Raises:
+        ValueError: Otherwise (``ACTIVE`` and the ``.previous`` suffix are taken), saying why.
+    """
+    if not isinstance(name, str) or not _NAME.match(name) or name == ACTIVE_FILE:
+        raise ValueError(f"{name!r} cannot name a model folder: use 1-64 letters, digits, '-' "
+                         f"and '_', starting with a letter or digit (not {ACTIVE_FILE!r}).")
+    return name
 
 
 def _is_model_folder(path: Path) -> bool:
@@ -203,8 +219,13 @@ def save_model_folder(
     Returns:
         The folder path.
     """
+    check_model_name(name)
     root = root or models_dir()
     root.mkdir(parents=True, exist_ok=True)
+    pointer = root / ACTIVE_FILE
+    if pointer.is_file() and pointer.read_text().strip() == f"{name}{PREVIOUS}":
+        raise ValueError(f"{name}{PREVIOUS} is the active model; saving {name} again would "
+                         "delete it. Make another model active first, or use another name.")
     staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
     try:
         # An uncompiled copy: the optimizer's slots would double the file and are not needed.

@@ -49,8 +49,8 @@ def point_metrics(is_blast: np.ndarray, p: np.ndarray, threshold: float | np.nda
     return {
         "n": len(y),
         "accuracy": _ratio(tp + tn, len(y)),
-        "balanced_accuracy": float(np.mean([v for v in (sens, spec) if v is not None]))
-        if (sens is not None or spec is not None) else None,
+        # Undefined with one class only: a lone recall must not pass for a balanced accuracy.
+        "balanced_accuracy": (sens + spec) / 2 if sens is not None and spec is not None else None,
         "weighted_f1": _ratio(sum(weighted), len(y)),
         "sensitivity": sens,
         "specificity": spec,
