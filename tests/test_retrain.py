@@ -183,13 +183,18 @@ def test_promote_writes_a_complete_active_folder_and_keeps_the_previous(compared
     assert {k: v for k, v in _registry(models_root).items() if k != "mine"} == before
 
 
-@pytest.mark.parametrize("make, expected", [
+# Each bad dataset of the issue, and the words its message must contain.
+BAD_DATASETS = [
     (lambda d: d / "missing", "does not exist"),
     (lambda d: (d / "empty").mkdir() or d / "empty", "No C-NMC"),
     (lambda d: _class_folders(d, ("blast",)), "only blast"),
+    (lambda d: _class_folders(d, ("normal",)), "only normal"),
     (lambda d: _class_folders(d, ("blast", "normal"), corrupt=True), "cannot be decoded"),
     (lambda d: _class_folders(d, ("blast", "normal"), subjects=False), "no subject or field id"),
-])  # fmt: skip
+]
+
+
+@pytest.mark.parametrize("make, expected", BAD_DATASETS)
 def test_bad_datasets_get_a_clear_message_in_the_cli(make, expected, tmp_path, capsys):
     assert train_cli(["inspect", "--data", str(make(tmp_path))]) == 2
     assert expected in capsys.readouterr().err
@@ -222,13 +227,7 @@ def pick_folder(at: AppTest, path: Path | str) -> AppTest:
     return at
 
 
-@pytest.mark.parametrize("make, expected", [
-    (lambda d: d / "missing", "does not exist"),
-    (lambda d: (d / "empty").mkdir() or d / "empty", "No C-NMC"),
-    (lambda d: _class_folders(d, ("normal",)), "only normal"),
-    (lambda d: _class_folders(d, ("blast", "normal"), corrupt=True), "cannot be decoded"),
-    (lambda d: _class_folders(d, ("blast", "normal"), subjects=False), "no subject or field id"),
-])  # fmt: skip
+@pytest.mark.parametrize("make, expected", BAD_DATASETS)
 def test_bad_datasets_get_a_clear_message_in_the_page(make, expected, models_root, tmp_path):
     at = pick_folder(start(), make(tmp_path))
     assert any(expected in e.value for e in at.error), [e.value for e in at.error]
