@@ -173,7 +173,9 @@ def _simple_cnn(size: int, use_imagenet: bool) -> keras.Model:
         x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"block{i}_conv")(
             x
         )
-        x = keras.layers.BatchNormalization(name=f"block{i}_bn")(x)
+        # Momentum 0.9, not Keras' 0.99: with a few dozen steps per epoch on small cell sets the
+        # moving statistics otherwise lag so far that inference calls every cell one class.
+        x = keras.layers.BatchNormalization(momentum=0.9, name=f"block{i}_bn")(x)
         x = keras.layers.ReLU(name=f"block{i}_relu")(x)
     return keras.Model(inputs, x, name="simple_cnn")
 
