@@ -18,11 +18,10 @@ st.caption(
     f"Cases are kept in `{default_database_path()}` (set `{DATABASE_ENV_VAR}` to use another "
     "file, e.g. a shared one)."
 )
-session = state.current()
-if session is None:
-    st.info("No case open: analyze a sample, or open an earlier case from the case list.")
-    st.page_link("pages/cases.py", label="Case list", icon=":material/folder_open:")
-    st.stop()
+session = state.require_current(
+    "No case open: analyze a sample, or open an earlier case from the case list.",
+    ("pages/cases.py", "Case list", ":material/folder_open:"),
+)
 
 show_flashes()
 if not session.is_saved:

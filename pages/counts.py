@@ -14,11 +14,7 @@ from ui.figures import counts_chart, model_vs_reviewer_chart
 from ui.record import status_line
 
 st.title("Blast counts")
-session = state.current()
-if session is None:
-    st.info("No counts yet: analyze a sample first.")
-    st.page_link("pages/analyze.py", label="Analyze a sample", icon=":material/upload:")
-    st.stop()
+session = state.require_current("No counts yet: analyze a sample first.")
 
 
 def count_row(scope: str, count: BlastCount, n_uncertain: int) -> dict:

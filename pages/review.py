@@ -13,11 +13,7 @@ from ui.gallery import show_gallery
 from ui.record import save_form, status_line
 
 st.title("Review cells")
-session = state.current()
-if session is None:
-    st.info("Nothing to review yet: analyze a sample first.")
-    st.page_link("pages/analyze.py", label="Analyze a sample", icon=":material/upload:")
-    st.stop()
+session = state.require_current("Nothing to review yet: analyze a sample first.")
 
 try:
     if state.refresh(session):

@@ -26,6 +26,25 @@ def current() -> ReviewSession | None:
     return st.session_state.get(SESSION_KEY)
 
 
+def require_current(
+    message: str,
+    link: tuple[str, str, str] = ("pages/analyze.py", "Analyze a sample", ":material/upload:"),
+) -> ReviewSession:
+    """The sample under review; without one, says ``message``, links on and stops the page.
+
+    Args:
+        message: What is missing and what to do.
+        link: ``(page, label, icon)`` of the page to go to.
+    """
+    session = current()
+    if session is None:
+        st.info(message)
+        page, label, icon = link
+        st.page_link(page, label=label, icon=icon)
+        st.stop()
+    return session
+
+
 def set_current(session: ReviewSession | None) -> None:
     """Make ``session`` the sample under review, forgetting the previous one's widgets."""
     for key in [k for k in st.session_state if str(k).startswith(RELABEL_PREFIX)]:
