@@ -7,7 +7,6 @@ their progress and results, and promotes a model. Research use only.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 
 import streamlit as st
 
@@ -57,8 +56,6 @@ def _defaults() -> None:
 
 
 def _inspect(locations: list[str], allow_ungrouped: bool) -> None:
-    # Absolute paths: the worker process runs from the repository folder, not from here.
-    locations = [str(Path(x).expanduser().resolve()) for x in locations]
     try:
         with st.spinner("Reading and checking every image …"):
             _, summary = inspect_datasets([DatasetSource(x) for x in locations],

@@ -175,7 +175,7 @@ def _data_args(parser: argparse.ArgumentParser) -> None:
 
 def _data_locations(args) -> list[str]:
     """The ``--data`` locations, plus the reviewed cases exported next to the run."""
-    locations = [str(d.expanduser().resolve()) for d in args.data]  # the worker's cwd differs
+    locations = [str(d) for d in args.data]
     if args.reviewed_cases is not None:
         from leukemia_core.store import CaseStore
         from train.datasets import export_reviewed_cases

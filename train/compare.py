@@ -396,13 +396,18 @@ class Comparison:
                              *(f"{o.thresholds[i]:.4f}" for o in done)])  # fmt: skip
         return buffer.getvalue()
 
-    def write(self, run_dir: Path) -> Path:
-        """Write ``results.json``, ``comparison.csv`` and ``predictions.csv``, each atomically."""
+    def write(self, run_dir: Path) -> dict:
+        """Write ``results.json``, ``comparison.csv`` and ``predictions.csv``, each atomically.
+
+        Returns:
+            The results written (:meth:`to_dict`).
+        """
         run_dir.mkdir(parents=True, exist_ok=True)
+        results = self.to_dict()
         write_text_atomic(run_dir / PREDICTIONS_FILE, self.predictions_csv())
-        write_text_atomic(run_dir / TABLE_FILE, table_csv(self.table()))
-        write_text_atomic(run_dir / RESULTS_FILE, json.dumps(self.to_dict(), indent=1) + "\n")
-        return run_dir / RESULTS_FILE
+        write_text_atomic(run_dir / TABLE_FILE, table_csv(results["table"]))
+        write_text_atomic(run_dir / RESULTS_FILE, json.dumps(results, indent=1) + "\n")
+        return results
 
 
 def table_csv(rows: Sequence[dict]) -> str:
@@ -620,8 +625,7 @@ def compare_models(
     comparison = Comparison(settings, records, fold_of, outcomes, data_description,
                             time.perf_counter() - start)  # fmt: skip
     if run_dir is not None:
-        comparison.write(run_dir)
-        _write_cards(comparison, run_dir)
+        _write_cards(comparison, comparison.write(run_dir))
     return comparison
 
 
@@ -661,9 +665,8 @@ def _with_interval(row: dict, key: str) -> str:
     return f"{text} ({_num(low)}-{_num(high)})" if low is not None else text
 
 
-def _write_cards(comparison: Comparison, run_dir: Path) -> None:
-    """Fill each staged model's card and metrics from the comparison."""
-    results = comparison.to_dict()
+def _write_cards(comparison: Comparison, results: dict) -> None:
+    """Fill each staged model's card and metrics from the comparison's written results."""
     table = comparison_markdown(results["table"])
     for outcome in comparison.outcomes:
         if not outcome.folder:

@@ -74,6 +74,11 @@ class JobSpec:
     allow_ungrouped: bool = False
     title: str = ""
 
+    def __post_init__(self) -> None:
+        # Absolute paths: the worker process runs from the repository folder, not the caller's.
+        object.__setattr__(self, "data", tuple(str(Path(d).expanduser().resolve())
+                                               for d in self.data))  # fmt: skip
+
     def to_dict(self) -> dict:
         return {**asdict(self), "data": list(self.data), "settings": self.settings.to_dict()}
 
