@@ -1,6 +1,7 @@
 """``python -m train.evaluate COMMAND ...``: quality figures as one JSON object on stdout.
 
-Segmentation: ``wbc --bccd DIR``, ``smears --all-idb1 DIR``, ``crops --all-idb2 DIR``.
+Segmentation: ``wbc --bccd DIR``, ``smears --all-idb1 DIR``, ``crops --all-idb2 DIR``,
+``fields --all-idb1 DIR --all-idb2 DIR`` (ALL-IDB2 outlines judged in their ALL-IDB1 fields).
 Classifier (add ``--model NAME``; the active model when omitted for ``cells``/``normals``):
 ``cells --data DIR``, ``normals --data DIR``, ``smears --all-idb1 DIR --model NAME``.
 ``--held-out`` skips the groups the model was trained or calibrated on (its ``split.csv``).
@@ -40,6 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
     crops = commands.add_parser("crops", help="centre-cell masks on ALL-IDB2-layout crops")
     crops.add_argument(
         "--all-idb2", type=Path, required=True, help="folder with images/ and masks/"
+    )
+    fields = commands.add_parser(
+        "fields", help="ALL-IDB2 cell outlines judged in the ALL-IDB1 fields they come from"
+    )
+    fields.add_argument("--all-idb1", type=Path, required=True, help="folder with images/")
+    fields.add_argument(
+        "--all-idb2", type=Path, required=True, help="folder with masks/ and source_fields.csv"
     )
     cells = commands.add_parser("cells", help="classifier figures on labelled single cells")
     normals = commands.add_parser("normals", help="false-blast rate on folders of normal cells")
@@ -84,6 +92,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {error}", file=sys.stderr)
             return 2
         print(json.dumps(result, indent=2))
+        return 0
+    if args.command == "fields":
+        result = seg_eval.evaluate_cells_in_fields(args.all_idb1, args.all_idb2, progress=_progress)
+        if not result["n_cells"]:
+            print(
+                f"error: no ALL-IDB2 crop of {args.all_idb2} (source_fields.csv, masks/) points to "
+                f"a field in {args.all_idb1}/images.",
+                file=sys.stderr,
+            )
+            return 2
+        print(json.dumps({"command": "fields", **result}, indent=2))
         return 0
     if args.command == "wbc":
         folder, run = args.bccd, seg_eval.evaluate_wbc
