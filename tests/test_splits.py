@@ -19,6 +19,7 @@ from train.splits import (
     describe,
     grouped_kfold,
     grouped_split,
+    split_from_file,
 )
 
 
@@ -183,3 +184,30 @@ def test_real_cnmc_puts_two_subjects_on_each_side(shared_data):
             "n_groups": 2,
             "blast_fraction": 0.5,
         }
+
+
+def test_split_from_file_reuses_another_models_sides(tmp_path):
+    records = make_records([(g, g % 2 == 0) for g in range(12) for _ in range(3)])
+    first = grouped_split(records, (0.6, 0.2, 0.2), seed=3)
+    path = tmp_path / "split.csv"
+    with open(path, "w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["group", "side"])
+        for side in SIDES:
+            writer.writerows((g, side) for g in sorted(first.groups(side)))
+    again = split_from_file(list(reversed(records)), path)
+    for side in SIDES:
+        assert again.groups(side) == first.groups(side)
+        assert len(getattr(again, side)) == len(getattr(first, side))
+
+
+def test_split_from_file_refuses_groups_it_does_not_know(tmp_path):
+    path = tmp_path / "split.csv"
+    path.write_text("group,side\ng0,train\ng1,test\n")
+    with pytest.raises(SplitError, match=r"1 group\(s\) of the data are not in"):
+        split_from_file(make_records([(0, True), (1, False), (2, True)]), path)
+    path.write_text("group,side\ng0,holdout\n")
+    with pytest.raises(SplitError, match="unknown sides"):
+        split_from_file(make_records([(0, True)]), path)
+    with pytest.raises(SplitError, match="Cannot read the split file"):
+        split_from_file(make_records([(0, True)]), tmp_path / "absent.csv")

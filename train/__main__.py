@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--fractions", type=float, nargs=3, default=(0.7, 0.1, 0.2),
                      metavar=("TRAIN", "VAL", "TEST"), help="shares of groups per source")  # fmt: skip
+    fit.add_argument("--split-from", type=Path, metavar="SPLIT_CSV",
+                     help="re-use another model's split.csv (same groups on each side) instead "
+                          "of --fractions/--seed, to compare two models on the same cells")  # fmt: skip
     fit.add_argument("--checkpoints", type=Path, help="checkpoint folder (re-run to resume)")
     fit.add_argument("--describe", default="", help="words about the data for the model card")
 
@@ -265,7 +268,8 @@ def _fit(args) -> int:
               file=sys.stderr)  # fmt: skip
     result = train_model(table.records, config, args.name, root=args.models_dir,
                          fractions=tuple(args.fractions), data_description=args.describe,
-                         checkpoint_dir=args.checkpoints, progress=_Bars())  # fmt: skip
+                         checkpoint_dir=args.checkpoints, progress=_Bars(),
+                         split_file=args.split_from)  # fmt: skip
     test = result.metrics["test"]
     print(json.dumps({"folder": str(result.folder), "test": {k: test[k] for k in (
         "n", "accuracy", "balanced_accuracy", "weighted_f1", "auroc", "ece")}}, indent=2))  # fmt: skip

@@ -32,7 +32,7 @@ from train.evaluate.classifier import SPLIT_FILE
 from train.evaluate.metrics import binary_metrics
 from train.fit import FitConfig, ProgressCallback, fit, labels_of, load_crops, predict_logits
 from train.records import CellRecord, CellTable, summarize
-from train.splits import SIDES, SplitResult, describe, split_per_source
+from train.splits import SIDES, SplitResult, describe, split_from_file, split_per_source
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,7 @@ def train_model(
     data_description: str = "",
     checkpoint_dir: Path | None = None,
     progress: ProgressCallback | None = None,
+    split_file: Path | None = None,
 ) -> RunResult:
     """Split by group within each source, train, calibrate, evaluate on test and save the folder.
 
@@ -86,13 +87,18 @@ def train_model(
         data_description: Plain words about the data, for the card.
         checkpoint_dir: Checkpoints for resuming an interrupted run.
         progress: Event callback (see :func:`train.fit.fit`).
+        split_file: Re-use the sides of this ``split.csv`` (another model's) instead of
+            splitting anew, so the two models are judged on the same cells.
     """
     if config.weights == "imagenet":
         imagenet_weights(config.architecture)  # fail before hours of loading, not after
     # Split on the groups that evaluation uses: an ALL-IDB2 crop joins its field's block, so
     # two crops of one block can never land on different sides.
     records = [replace(r, group=bank_group(r)) for r in records]
-    split = split_per_source(records, fractions, seed=config.seed)
+    if split_file is None:
+        split = split_per_source(records, fractions, seed=config.seed)
+    else:
+        split = split_from_file(records, split_file)
     if not split.val or not split.test:
         raise ValueError(
             "The split left the validation or test side empty; calibration and honest test "
@@ -103,7 +109,10 @@ def train_model(
                  progress=progress, images=(images["train"], images["val"]))  # fmt: skip
     return finish_run(result.model, config, split, images, name, root=root, records=records,
                       fractions=fractions, data_description=data_description,
-                      history=result.history, seconds=result.seconds)  # fmt: skip
+                      history=result.history, seconds=result.seconds,
+                      split_words=split_file and f"the sides of {Path(split_file).name} re-used "
+                      f"from {Path(split_file).parent.name} (same groups on each side); groups "
+                      f"per side in {SPLIT_FILE}")  # fmt: skip
 
 
 def mixed_sources(records: Sequence[CellRecord]) -> np.ndarray:
@@ -145,7 +154,7 @@ def model_folder_config(
 def finish_run(
     model, config: FitConfig, split: SplitResult, images: dict, name: str, *,
     root: Path | None, records: Sequence[CellRecord], fractions, data_description: str,
-    history: list[dict], seconds: float,
+    history: list[dict], seconds: float, split_words: str | None = None,
 ) -> RunResult:  # fmt: skip
     """Calibrate on validation, measure the test side, and write the model folder."""
     start = time.perf_counter()
@@ -171,8 +180,8 @@ def finish_run(
     }
     folder_config = model_folder_config(
         config, calibration, records, data_description=data_description,
-        split_words=f"grouped per source, fractions {list(fractions)}, seed {config.seed}; "
-                    f"groups per side in {SPLIT_FILE}",
+        split_words=split_words or f"grouped per source, fractions {list(fractions)}, seed "
+                                   f"{config.seed}; groups per side in {SPLIT_FILE}",
     )  # fmt: skip
     card = model_card(name, folder_config, metrics)
     folder = save_model_folder(model, name, folder_config, metrics=metrics, card=card,

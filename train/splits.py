@@ -9,9 +9,11 @@ the seed, not on their order.
 
 from __future__ import annotations
 
+import csv
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from train.data import LABELS, CellRecord, DatasetError
 
@@ -217,6 +219,40 @@ def split_per_source(
         for i, side in enumerate(SIDES):
             sides[i] += getattr(part, side)
     return SplitResult(*(tuple(s) for s in sides), seed=seed)
+
+
+def split_from_file(records: Iterable[CellRecord], path: Path) -> SplitResult:
+    """The sides a ``split.csv`` (columns ``group``, ``side``) gives each record's group.
+
+    Re-using a model's split makes a new model comparable with it: same validation cells for
+    calibration and choice, same held-out groups for the test.
+
+    Raises:
+        SplitError: The file is missing or malformed, or some groups are not in it (they would
+            otherwise land on a side silently).
+    """
+    path = Path(path)
+    try:
+        with open(path, newline="") as stream:
+            side_of = {row["group"]: row["side"] for row in csv.DictReader(stream)}
+    except (OSError, KeyError, csv.Error) as error:
+        raise SplitError(
+            f"Cannot read the split file {path} ({error}); it needs the columns group,side, as "
+            "the split.csv of a model folder has."
+        ) from error
+    bad_sides = sorted(set(side_of.values()) - set(SIDES))
+    if bad_sides:
+        raise SplitError(f"{path} names unknown sides {bad_sides}; use {list(SIDES)}.")
+    records = list(records)
+    missing = sorted({r.group for r in records} - set(side_of))
+    if missing:
+        raise SplitError(
+            f"{len(missing)} group(s) of the data are not in {path} (e.g. {missing[:3]}); a "
+            "split file can only be re-used on the data it was made for."
+        )
+    return SplitResult(
+        *(tuple(r for r in records if side_of[r.group] == side) for side in SIDES), seed=-1
+    )
 
 
 def folds_per_source(records: Iterable[CellRecord], k: int = 5, seed: int = 0) -> list[SplitResult]:
