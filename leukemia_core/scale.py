@@ -17,6 +17,8 @@ from leukemia_core.masks import fill_holes
 ESTIMATION_SIDE = 640  # px: the coarse view used to estimate the red-cell size
 MIN_RADIUS_FRACTION = 0.3  # of the 90th-percentile blob radius (measured on BCCD red-cell boxes)
 STRONG_PURPLE = 60.0  # blue minus green above which a pixel is surely chromatin, never a red cell
+WEAK_PURPLE = 30.0  # pale chromatin and blue cytoplasm of white cells reach this; red cells rarely
+WHITE_CELL_GROWTH = 0.4  # white-cell blobs are grown by this fraction of their radius (cytoplasm)
 
 
 def nucleus_score(image: np.ndarray) -> np.ndarray:
@@ -68,7 +70,12 @@ def estimate_red_cell_diameter(image: np.ndarray) -> float | None:
     small = resize(image, scale)
     # White cells are not red cells: leave them out of the size statistics.
     purple = nucleus_score(small) > STRONG_PURPLE
-    red_cells = foreground(small) & ~ndi.binary_dilation(purple, iterations=2)
+    # Pale chromatin and cytoplasm of white cells must not steer the cells-versus-glass
+    # threshold: in a field crowded with blasts (or a crop around one), Otsu would otherwise
+    # split white cells from everything else and merge red cells with the glass.
+    red_cells = foreground(small, exclude=white_cells(small)) & ~ndi.binary_dilation(
+        purple, iterations=2
+    )
     if red_cells.mean() < 0.01:
         return None
     filled = fill_holes(red_cells)
@@ -92,6 +99,22 @@ def estimate_red_cell_diameter(image: np.ndarray) -> float | None:
     return float(2.0 * _weighted_median(radii[usable], np.sqrt(areas[usable])) / scale)
 
 
+def white_cells(image: np.ndarray) -> np.ndarray:
+    """Pixels of white cells: purple blobs holding surely-chromatin pixels, grown over cytoplasm."""
+    score = nucleus_score(image)
+    labels, count = ndi.label(score > WEAK_PURPLE)
+    if count == 0:
+        return np.zeros(score.shape, bool)
+    chromatin = np.unique(labels[score > STRONG_PURPLE])
+    nuclei = np.isin(labels, chromatin[chromatin > 0])
+    if not nuclei.any():
+        return nuclei
+    distance, (rows, cols) = ndi.distance_transform_edt(~nuclei, return_indices=True)
+    nucleus_labels, _ = ndi.label(nuclei)
+    radius = np.sqrt(np.bincount(nucleus_labels.ravel()) / np.pi)[nucleus_labels[rows, cols]]
+    return distance <= np.maximum(2.0, WHITE_CELL_GROWTH * radius)
+
+
 def _background_colour(image: np.ndarray) -> np.ndarray:
     """Colour of the bare glass: the median of the brightest, least saturated pixels."""
     rgb = image.reshape(-1, 3).astype(np.float32)
@@ -100,17 +123,18 @@ def _background_colour(image: np.ndarray) -> np.ndarray:
     return np.median(bright, axis=0)
 
 
-def foreground(image: np.ndarray) -> np.ndarray:
+def foreground(image: np.ndarray, exclude: np.ndarray | None = None) -> np.ndarray:
     """Cells (of any kind) versus glass, holes such as red-cell pale centres filled.
 
     Red cells absorb green light, so darkness in the green channel separates them from glass.
-    Strongly purple pixels are left out of the threshold search: otherwise, in a field with many
-    blasts, Otsu would split nuclei from everything else instead of cells from glass.
+    Strongly purple pixels, and ``exclude`` (e.g. :func:`white_cells`), are left out of the
+    threshold search: otherwise, in a field with many blasts, Otsu would split nuclei from
+    everything else instead of cells from glass.
     """
     background = _background_colour(image)
     darkness = cv2.GaussianBlur(background[1] - image[..., 1].astype(np.float32), (0, 0), 1.0)
     purple = nucleus_score(image) > STRONG_PURPLE
-    values = darkness[~purple]
+    values = darkness[~(purple if exclude is None else purple | exclude)]
     if values.size < 100 or np.ptp(values) < 8:
         return purple
     threshold = max(float(threshold_otsu(values)), 6.0)

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from leukemia_core.io import read_image
+from leukemia_core.scale import estimate_red_cell_diameter
 from leukemia_core.segmentation import SegmentationParams, segment_wbc
 from leukemia_core.types import Segmentation
 
@@ -278,6 +279,10 @@ def evaluate_cells_in_fields(
     the detected cell that overlaps it most, and whether the cell fell apart into pieces (two or
     more detected cells that each lie mostly inside the expert outline and hold at least a tenth
     of it). A split blast is counted twice, so this is the failure that inflates blast counts.
+
+    The red-cell scale, which sizes every crop, is checked too: the share of fields whose
+    estimate lies within 25% of the median of fields of the same size (one camera, one
+    magnification), and the share of crops whose own estimate lies within 25% of their field's.
     """
     sources = read_source_fields(all_idb2)
     by_field: dict[str, list[tuple[Path, int, int]]] = {}
@@ -286,9 +291,14 @@ def evaluate_cells_in_fields(
             field, x, y = sources[crop.name]
             by_field.setdefault(field, []).append((crop, x, y))
     dices, split, missed = [], 0, 0
+    field_scale, crop_scale = {}, []
     for i, (field, crops) in enumerate(sorted(by_field.items())):
-        labels = _segment(all_idb1 / "images" / field, params).cell_labels
+        segmentation = _segment(all_idb1 / "images" / field, params)
+        labels = segmentation.cell_labels
+        field_scale[field] = (labels.shape, segmentation.red_cell_diameter_px)
         for crop, x, y in crops:
+            own = estimate_red_cell_diameter(read_image(crop).rgb) or 0.0
+            crop_scale.append(own / segmentation.red_cell_diameter_px)
             mask_path = next((all_idb2 / "masks").glob(f"{crop.stem}.*"), None)
             if mask_path is None:
                 continue
@@ -306,7 +316,13 @@ def evaluate_cells_in_fields(
         if progress:
             progress(i + 1, len(by_field), field)
     n = len(dices)
+    camera = {shape: np.median([d for s, d in field_scale.values() if s == shape])
+              for shape, _ in field_scale.values()}  # fmt: skip
     return {
+        "field_scale_within_25pct": _share_within(
+            [d / camera[shape] for shape, d in field_scale.values()], 1.25
+        ),
+        "crop_scale_within_25pct": _share_within(crop_scale, 1.25),
         "cell_dice_in_field": float(np.mean(dices)) if n else None,
         "split_rate": split / n if n else None,
         "n_split": split,
@@ -314,6 +330,14 @@ def evaluate_cells_in_fields(
         "n_cells": n,
         "n_fields": len(by_field),
     }
+
+
+def _share_within(ratios: list[float], factor: float) -> float | None:
+    """Share of ratios within ``1/factor``-``factor`` of 1 (None for no ratios)."""
+    if not ratios:
+        return None
+    ratios = np.asarray(ratios, dtype=float)
+    return float(np.mean((ratios >= 1 / factor) & (ratios <= factor)))
 
 
 def _place(mask: np.ndarray, x: int, y: int, shape: tuple[int, int]) -> np.ndarray:
