@@ -201,11 +201,13 @@ def test_split_from_file_reuses_another_models_sides(tmp_path):
         assert len(getattr(again, side)) == len(getattr(first, side))
 
 
-def test_split_from_file_refuses_groups_it_does_not_know(tmp_path):
+def test_split_from_file_trains_on_groups_it_does_not_know_and_refuses_bad_files(tmp_path):
     path = tmp_path / "split.csv"
-    path.write_text("group,side\ng0,train\ng1,test\n")
-    with pytest.raises(SplitError, match=r"1 group\(s\) of the data are not in"):
-        split_from_file(make_records([(0, True), (1, False), (2, True)]), path)
+    path.write_text("group,side\ng0,val\ng1,test\n")
+    split = split_from_file(make_records([(0, True), (1, False), (2, True)]), path)
+    assert (split.groups("train"), split.groups("val"), split.groups("test")) == (
+        {"g2"}, {"g0"}, {"g1"},
+    )  # fmt: skip
     path.write_text("group,side\ng0,holdout\n")
     with pytest.raises(SplitError, match="unknown sides"):
         split_from_file(make_records([(0, True)]), path)

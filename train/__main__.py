@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--fractions", type=float, nargs=3, default=(0.7, 0.1, 0.2),
                      metavar=("TRAIN", "VAL", "TEST"), help="shares of groups per source")  # fmt: skip
     fit.add_argument("--split-from", type=Path, metavar="SPLIT_CSV",
-                     help="re-use another model's split.csv (same groups on each side) instead "
+                     help="re-use another model's split.csv (same validation and test groups) instead "
                           "of --fractions/--seed, to compare two models on the same cells")  # fmt: skip
     fit.add_argument("--checkpoints", type=Path, help="checkpoint folder (re-run to resume)")
     fit.add_argument("--describe", default="", help="words about the data for the model card")

@@ -111,8 +111,8 @@ def train_model(
                       fractions=fractions, data_description=data_description,
                       history=result.history, seconds=result.seconds,
                       split_words=split_file and f"the sides of {Path(split_file).name} re-used "
-                      f"from {Path(split_file).parent.name} (same groups on each side); groups "
-                      f"per side in {SPLIT_FILE}")  # fmt: skip
+                      f"from {Path(split_file).parent.name} (same validation and test groups; groups "
+                      f"it does not name are trained on); groups per side in {SPLIT_FILE}")  # fmt: skip
 
 
 def mixed_sources(records: Sequence[CellRecord]) -> np.ndarray:

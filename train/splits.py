@@ -225,11 +225,12 @@ def split_from_file(records: Iterable[CellRecord], path: Path) -> SplitResult:
     """The sides a ``split.csv`` (columns ``group``, ``side``) gives each record's group.
 
     Re-using a model's split makes a new model comparable with it: same validation cells for
-    calibration and choice, same held-out groups for the test.
+    calibration and choice, same held-out groups for the test. Groups the file does not name
+    (cells found since, e.g. by a better segmentation) go to training, so that the validation
+    and test sides stay exactly those of the file.
 
     Raises:
-        SplitError: The file is missing or malformed, or some groups are not in it (they would
-            otherwise land on a side silently).
+        SplitError: The file is missing or malformed.
     """
     path = Path(path)
     try:
@@ -244,14 +245,9 @@ def split_from_file(records: Iterable[CellRecord], path: Path) -> SplitResult:
     if bad_sides:
         raise SplitError(f"{path} names unknown sides {bad_sides}; use {list(SIDES)}.")
     records = list(records)
-    missing = sorted({r.group for r in records} - set(side_of))
-    if missing:
-        raise SplitError(
-            f"{len(missing)} group(s) of the data are not in {path} (e.g. {missing[:3]}); a "
-            "split file can only be re-used on the data it was made for."
-        )
     return SplitResult(
-        *(tuple(r for r in records if side_of[r.group] == side) for side in SIDES), seed=-1
+        *(tuple(r for r in records if side_of.get(r.group, "train") == side) for side in SIDES),
+        seed=-1,
     )
 
 
