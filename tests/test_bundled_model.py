@@ -50,9 +50,8 @@ def test_held_out_fields(field_figures):
     assert field_figures["healthy_false_blasts_per_field"] <= 0.3
 
 
-@pytest.mark.xfail(strict=True, reason="measured blast F1 0.885 on the held-out fields (target "
-                   "0.90): false blasts are mostly unmarked blast-like cells of ALL fields")
 def test_held_out_field_blast_f1(field_figures):
+    # 0.885 until the clump splitter stopped cutting round blasts in two (each half a "blast").
     assert field_figures["blast_f1"] >= 0.90
 
 
@@ -66,7 +65,8 @@ def test_held_out_allidb2_crops(bundled, shared_data):
 
 
 @pytest.mark.xfail(strict=True, reason="measured balanced accuracy 0.941 on 34 held-out "
-                   "ALL-IDB2 crops (target 0.95)")
+                   "ALL-IDB2 crops (target 0.95): one blast at p 0.61 (threshold 0.63) and one "
+                   "small lymphocyte called a blast")
 def test_held_out_allidb2_target(bundled, shared_data):
     classifier, seen = bundled
     figures = evaluate_cells(load_allidb2(shared_data / "all_idb2"), classifier, seen=seen, n_boot=0)
