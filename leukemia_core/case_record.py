@@ -5,7 +5,7 @@ Plain frozen dataclasses, no database code; :mod:`leukemia_core.store` re-export
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from leukemia_core.counting import summarize_labels
@@ -69,18 +69,10 @@ class FieldRecord:
 
 
 @dataclass(frozen=True)
-class CellRecord:
-    """A stored cell: what the model said (``model_label``) and the current ``label``."""
+class CellRecord(CellEntry):
+    """A stored cell: :class:`CellEntry` (what the model said) plus the current ``label``."""
 
-    field_index: int
-    cell_id: int
-    bbox: tuple[int, int, int, int]
-    centroid: tuple[float, float]
-    blast_probability: float | None
-    model_label: str
-    label: str
-    crop_png: bytes | None
-    overlay_png: bytes | None
+    label: str = field(kw_only=True)
 
     @property
     def changed_by_reviewer(self) -> bool:
