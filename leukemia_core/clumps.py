@@ -23,8 +23,6 @@ from skimage.segmentation import watershed
 from leukemia_core.masks import fill_holes
 from leukemia_core.scale import resize
 
-DENTED_SOLIDITY = 0.9  # outlines this dented are clumps of several cells (two discs: about 0.85)
-
 
 def merge_halves(
     nuclei: np.ndarray,
@@ -77,7 +75,8 @@ def split_clump(
     diameter: float,
     min_part_nucleus_area: float,
     depth: float,
-    max_solidity: float = 0.95,
+    round_solidity: float = 0.95,
+    dented_solidity: float = 0.9,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Split a nucleus-dense cell into pressed cells along the paler lines between them.
 
@@ -92,17 +91,19 @@ def split_clump(
         diameter: Red-cell diameter in the patch's pixels.
         min_part_nucleus_area: Smallest nucleus a part may keep, in pixels.
         depth: How far (px) a core's distance peak must rise above the neck to count as its own.
-        max_solidity: Cells whose area fills more than this fraction of their convex hull are
+        round_solidity: Cells whose area fills more than this fraction of their convex hull are
             round, hence one cell, and are never split.
+        dented_solidity: Below this, deep dents already say "several cells", so cores need only
+            half of ``depth`` to part them.
 
     Returns:
         ``[(cell_mask, nucleus_mask), ...]``: one entry when the cell is not split.
     """
     roundness = solidity(cell)
-    if nucleus.sum() < 2 * min_part_nucleus_area or roundness > max_solidity:
+    if nucleus.sum() < 2 * min_part_nucleus_area or roundness > round_solidity:
         return [(cell, nucleus)]
-    if roundness < DENTED_SOLIDITY:
-        depth *= 0.5  # deep dents already say "several cells": fainter lines may part them
+    if roundness < dented_solidity:
+        depth *= 0.5
     # Forty pixels per red cell resolve the pale lines between pressed cells; more only costs time.
     scale = min(1.0, 40.0 / diameter)
     regions = _split_regions(

@@ -62,6 +62,10 @@ class SegmentationParams:
         split_min_nucleus_fraction: Only cells whose nucleus fills at least this fraction are
             tried for splitting at full resolution (pressed blasts with scant cytoplasm).
         clump_split_depth: Like ``split_depth``, for the dark chromatin cores of pressed clumps.
+        clump_round_solidity: Cells filling more than this fraction of their convex hull are
+            round, hence one cell, and are never split (pale chromatin is texture, not a border).
+        clump_dented_solidity: Below this the outline is so dented that it holds several cells;
+            chromatin cores then need only half of ``clump_split_depth`` to part them.
         min_split_nucleus_area: Each part of a split must keep this much nucleus (red-cell areas).
         min_border_cell_area: A cell cut by the border must show at least this much area
             (red-cell areas); smaller slivers are dropped.
@@ -83,6 +87,8 @@ class SegmentationParams:
     merge_min_contact: float = 0.9
     split_min_nucleus_fraction: float = 0.7
     clump_split_depth: float = 0.2
+    clump_round_solidity: float = 0.95
+    clump_dented_solidity: float = 0.9  # two touching discs: about 0.85
     min_split_nucleus_area: float = 0.8
     min_border_cell_area: float = 0.5
     border_margin_px: int = 2
@@ -292,6 +298,8 @@ def _refine_full_resolution(
                 diameter,
                 params.min_split_nucleus_area * red_cell_area,
                 params.clump_split_depth * diameter,
+                params.clump_round_solidity,
+                params.clump_dented_solidity,
             )
         for part_cell, part_nucleus in parts:
             area = part_cell.sum()

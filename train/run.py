@@ -96,9 +96,12 @@ def train_model(
     # two crops of one block can never land on different sides.
     records = [replace(r, group=bank_group(r)) for r in records]
     if split_file is None:
-        split = split_per_source(records, fractions, seed=config.seed)
+        split, split_words = split_per_source(records, fractions, seed=config.seed), None
     else:
         split = split_from_file(records, split_file)
+        split_words = (f"the sides of {Path(split_file).name} re-used from "
+                       f"{Path(split_file).parent.name} (same validation and test groups; groups "
+                       f"it does not name are trained on); groups per side in {SPLIT_FILE}")  # fmt: skip
     if not split.val or not split.test:
         raise ValueError(
             "The split left the validation or test side empty; calibration and honest test "
@@ -110,9 +113,7 @@ def train_model(
     return finish_run(result.model, config, split, images, name, root=root, records=records,
                       fractions=fractions, data_description=data_description,
                       history=result.history, seconds=result.seconds,
-                      split_words=split_file and f"the sides of {Path(split_file).name} re-used "
-                      f"from {Path(split_file).parent.name} (same validation and test groups; groups "
-                      f"it does not name are trained on); groups per side in {SPLIT_FILE}")  # fmt: skip
+                      split_words=split_words)  # fmt: skip
 
 
 def mixed_sources(records: Sequence[CellRecord]) -> np.ndarray:

@@ -221,16 +221,11 @@ def split_per_source(
     return SplitResult(*(tuple(s) for s in sides), seed=seed)
 
 
-def split_from_file(records: Iterable[CellRecord], path: Path) -> SplitResult:
-    """The sides a ``split.csv`` (columns ``group``, ``side``) gives each record's group.
-
-    Re-using a model's split makes a new model comparable with it: same validation cells for
-    calibration and choice, same held-out groups for the test. Groups the file does not name
-    (cells found since, e.g. by a better segmentation) go to training, so that the validation
-    and test sides stay exactly those of the file.
+def read_split_file(path: Path) -> dict[str, str]:
+    """Group -> side of a ``split.csv`` (columns ``group``, ``side``), as model folders hold.
 
     Raises:
-        SplitError: The file is missing or malformed.
+        SplitError: The file is missing or malformed, or names a side other than :data:`SIDES`.
     """
     path = Path(path)
     try:
@@ -244,6 +239,21 @@ def split_from_file(records: Iterable[CellRecord], path: Path) -> SplitResult:
     bad_sides = sorted(set(side_of.values()) - set(SIDES))
     if bad_sides:
         raise SplitError(f"{path} names unknown sides {bad_sides}; use {list(SIDES)}.")
+    return side_of
+
+
+def split_from_file(records: Iterable[CellRecord], path: Path) -> SplitResult:
+    """The sides a ``split.csv`` (columns ``group``, ``side``) gives each record's group.
+
+    Re-using a model's split makes a new model comparable with it: same validation cells for
+    calibration and choice, same held-out groups for the test. Groups the file does not name
+    (cells found since, e.g. by a better segmentation) go to training, so that the validation
+    and test sides stay exactly those of the file.
+
+    Raises:
+        SplitError: The file is missing or malformed.
+    """
+    side_of = read_split_file(path)
     records = list(records)
     return SplitResult(
         *(tuple(r for r in records if side_of.get(r.group, "train") == side) for side in SIDES),

@@ -7,7 +7,6 @@ came from, and plain figures on anyone else's data.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from train.evaluate.metrics import auroc, binary_metrics
 from train.evaluate.segmentation import _images, cells_at_points, read_xyc
 from train.fit import load_crops
 from train.records import BLAST, CellTable
+from train.splits import read_split_file
 
 Progress = Callable[[int, int, str], None]
 SPLIT_FILE = "split.csv"
@@ -32,8 +32,7 @@ def seen_groups(model_folder: Path) -> set[str]:
     path = Path(model_folder) / SPLIT_FILE
     if not path.is_file():
         return set()
-    with open(path, newline="") as stream:
-        return {row["group"] for row in csv.DictReader(stream) if row["side"] != "test"}
+    return {group for group, side in read_split_file(path).items() if side != "test"}
 
 
 def _crop_probabilities(records, classifier: Classifier, progress: Progress | None) -> np.ndarray:

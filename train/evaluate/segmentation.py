@@ -216,11 +216,7 @@ def evaluate_crops(root: Path, params=None, progress: Progress | None = None) ->
         if mask_path is None:
             continue
         seg = _segment(path, params)
-        truth = np.asarray(Image.open(mask_path).convert("RGB")).astype(int)
-        truth_nucleus = (truth[..., 0] < 128) & (truth[..., 1] >= 128) & (truth[..., 2] >= 128)
-        truth_cell = truth_nucleus | (
-            (truth[..., 0] < 128) & (truth[..., 1] < 128) & (truth[..., 2] >= 128)
-        )
+        truth_nucleus, truth_cell = _truth_masks(mask_path)
         cell_id = centre_cell(seg, truth_cell)
         missed += cell_id == 0
         nucleus_dice.append(
@@ -296,6 +292,7 @@ def evaluate_cells_in_fields(
         segmentation = _segment(all_idb1 / "images" / field, params)
         labels = segmentation.cell_labels
         field_scale[field] = (labels.shape, segmentation.red_cell_diameter_px)
+        area = np.bincount(labels.ravel(), minlength=labels.max() + 1)
         for crop, x, y in crops:
             own = estimate_red_cell_diameter(read_image(crop).rgb) or 0.0
             crop_scale.append(own / segmentation.red_cell_diameter_px)
@@ -309,7 +306,6 @@ def evaluate_cells_in_fields(
                 missed += 1
                 dices.append(0.0)
                 continue
-            area = np.bincount(labels.ravel(), minlength=labels.max() + 1)
             pieces = (overlap >= 0.5 * np.maximum(area, 1)) & (overlap >= 0.1 * truth.sum())
             split += int(pieces.sum() >= 2)
             dices.append(dice(labels == int(overlap.argmax()), truth))
