@@ -263,3 +263,21 @@ def test_clump_splitter_cuts_dented_clumps_not_round_cells(centres, expected_par
             assert (part & _disc(shape, centre, radius - 4)).sum() >= 0.9 * _disc(
                 shape, centre, radius - 4
             ).sum()
+
+
+def test_fields_command_says_what_is_missing(tmp_path, capsys):
+    from PIL import Image
+
+    from train.evaluate.__main__ import main
+
+    idb1, idb2 = tmp_path / "idb1", tmp_path / "idb2"
+    (idb1 / "images").mkdir(parents=True)
+    args = ["fields", "--all-idb1", str(idb1), "--all-idb2", str(idb2)]
+    assert main(args) == 2
+    assert "has no images/ folder" in capsys.readouterr().err
+    (idb2 / "images").mkdir(parents=True)
+    assert main(args) == 2
+    assert "No images" in capsys.readouterr().err
+    Image.new("RGB", (64, 64), (200, 180, 190)).save(idb2 / "images" / "Im001_1.tif")
+    assert main(args) == 2  # a crop, but no source_fields.csv pointing into idb1
+    assert "no ALL-IDB2 crop" in capsys.readouterr().err

@@ -93,33 +93,41 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(json.dumps(result, indent=2))
         return 0
-    if args.command == "fields":
-        result = seg_eval.evaluate_cells_in_fields(args.all_idb1, args.all_idb2, progress=_progress)
-        if not result["n_cells"]:
-            print(
-                f"error: no ALL-IDB2 crop of {args.all_idb2} (source_fields.csv, masks/) points to "
-                f"a field in {args.all_idb1}/images.",
-                file=sys.stderr,
-            )
-            return 2
-        print(json.dumps({"command": "fields", **result}, indent=2))
-        return 0
-    if args.command == "wbc":
-        folder, run = args.bccd, seg_eval.evaluate_wbc
-    elif args.command == "smears":
-        folder, run = args.all_idb1, seg_eval.evaluate_smears
-    else:
-        folder, run = args.all_idb2, seg_eval.evaluate_crops
-    if not (folder / "images").is_dir():
-        print(
-            f"error: {folder} has no images/ folder; see --help for the expected layout.",
-            file=sys.stderr,
-        )
+    try:
+        result = _segmentation_run(args)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
-    result = {"command": args.command, "data": str(folder), **run(folder, progress=_progress)}
     print(json.dumps(result, indent=2))
     return 0
 
+
+def _segmentation_run(args) -> dict:
+    """Figures of a segmentation command; FileNotFoundError/ValueError say what is missing."""
+    folders = [getattr(args, name) for name in _SEGMENTATION_FOLDERS[args.command]]
+    for folder in folders:
+        if not (folder / "images").is_dir():
+            raise FileNotFoundError(
+                f"{folder} has no images/ folder; see --help for the expected layout."
+            )
+    if args.command == "fields":
+        result = seg_eval.evaluate_cells_in_fields(*folders, progress=_progress)
+        if not result["n_cells"]:
+            raise ValueError(
+                f"no ALL-IDB2 crop of {args.all_idb2} (source_fields.csv, masks/) points to a "
+                f"field in {args.all_idb1}/images."
+            )
+        return {"command": "fields", **result}
+    run = {"wbc": seg_eval.evaluate_wbc, "smears": seg_eval.evaluate_smears,
+           "crops": seg_eval.evaluate_crops}[args.command]  # fmt: skip
+    return {"command": args.command, "data": str(folders[0]), **run(folders[0], progress=_progress)}
+
+
+# The dataset folders (argument names) each segmentation command reads.
+_SEGMENTATION_FOLDERS = {
+    "wbc": ("bccd",), "smears": ("all_idb1",), "crops": ("all_idb2",),
+    "fields": ("all_idb1", "all_idb2"),
+}  # fmt: skip
 
 if __name__ == "__main__":
     raise SystemExit(main())
