@@ -13,7 +13,7 @@ from leukemia_core.calibration import blast_probability
 from leukemia_core.counting import CellLabel
 from leukemia_core.errors import InvalidImageError
 from leukemia_core.models.architectures import preprocess
-from leukemia_core.models.folder import LoadedModel
+from leukemia_core.models.folder import TEST_TIME_VIEWS, LoadedModel
 
 DEFAULT_BATCH_SIZE = 32
 
@@ -59,6 +59,30 @@ def to_input_size(crops: Sequence[np.ndarray] | np.ndarray, size: int) -> np.nda
     return out
 
 
+def dihedral_views(images: np.ndarray, n_views: int) -> list[np.ndarray]:
+    """The first ``n_views`` of the images' quarter turns, then of their mirror images.
+
+    Args:
+        images: ``(N, H, W, C)`` square images.
+        n_views: One of :data:`~leukemia_core.models.folder.TEST_TIME_VIEWS`; view 0 is
+            ``images`` itself.
+    """
+    if n_views not in TEST_TIME_VIEWS:
+        raise ValueError(f"n_views is {n_views}; use one of {TEST_TIME_VIEWS}")
+    views = []
+    for index in range(n_views):
+        mirrored = images[:, :, ::-1] if index >= 4 else images
+        views.append(np.ascontiguousarray(np.rot90(mirrored, index % 4, axes=(1, 2))))
+    return views
+
+
+def view_averaged_logits(
+    predict: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, n_views: int
+) -> np.ndarray:
+    """Mean of ``predict`` over :func:`dihedral_views` of a preprocessed batch."""
+    return np.mean([np.asarray(predict(view)) for view in dihedral_views(batch, n_views)], axis=0)
+
+
 class Classifier:
     """A loaded model ready to label crops; holds no state between calls, so sessions can share it.
 
@@ -81,13 +105,19 @@ class Classifier:
         self, crops: Sequence[np.ndarray] | np.ndarray,
         progress: Callable[[int, int], None] | None = None,
     ) -> np.ndarray:  # fmt: skip
-        """``(N, 2)`` raw logits of crops (any size; resized to the model's input)."""
+        """``(N, 2)`` raw logits of crops (any size; resized to the model's input).
+
+        With ``test_time_views`` > 1 in the model's config, the logits are averaged over the
+        crop's quarter turns (and mirror images), as the model was calibrated.
+        """
         images = to_input_size(crops, self.input_size)
+        config = self.model.config
         out = []
         for start in range(0, len(images), self.batch_size):
-            batch = preprocess(images[start : start + self.batch_size], self.model.config.preprocessing)
+            batch = preprocess(images[start : start + self.batch_size], config.preprocessing)
             # predict_on_batch runs a compiled graph; calling the model eagerly costs up to 2x.
-            out.append(np.asarray(self._logits.predict_on_batch(batch)))
+            out.append(view_averaged_logits(self._logits.predict_on_batch, batch,
+                                            config.test_time_views))  # fmt: skip
             if progress:
                 progress(min(start + self.batch_size, len(images)), len(images))
         return np.concatenate(out) if out else np.zeros((0, 2), np.float32)

@@ -10,6 +10,7 @@ from leukemia_core.classify import Classifier, label_probability
 from leukemia_core.counting import CellLabel
 from leukemia_core.cropping import crop_cells
 from leukemia_core.errors import ModelIntegrityError, ModelNotFoundError
+from leukemia_core.imaging import png_bytes
 from leukemia_core.models.folder import (
     active_model_name,
     list_models,
@@ -20,6 +21,8 @@ from leukemia_core.models.folder import (
 from leukemia_core.pipeline import analyze_field, analyze_single_cells, sample_count
 from leukemia_core.segmentation import segment_wbc
 from leukemia_core.synthetic import make_demo_smear
+from train.fit import load_crops
+from train.records import CellRecord
 
 
 @pytest.fixture
@@ -108,6 +111,48 @@ def test_analyze_single_cells_gives_one_cell_each(models):
     results = analyze_single_cells(images, Classifier(load_model("tiny", models)))
     assert [len(r.cells) for r in results] == [1, 1, 1]
     assert all(r.count.n_counted + r.count.n_excluded == 1 for r in results)
+
+
+def test_training_and_evaluation_see_the_crop_the_app_classifies(models, tmp_path):
+    """A cell with its neighbours (as ALL-IDB2 and PBC crops come) gets the app's probability."""
+    smear = make_demo_smear()
+    height, width = smear.image.shape[:2]
+    centres = [(round(x), round(y)) for x, y in (c.centroid for c in crop_cells(
+        smear.image, segment_wbc(smear.image)))]  # fmt: skip
+    cx, cy = next((x, y) for x, y in centres if 60 <= x < width - 60 and 60 <= y < height - 60)
+    window = np.ascontiguousarray(smear.image[cy - 60 : cy + 60, cx - 60 : cx + 60])
+    path = tmp_path / "cell.png"
+    path.write_bytes(png_bytes(window))
+    classifier = Classifier(load_model("tiny", models))
+    in_app = analyze_single_cells([window], classifier)[0].cells[0].blast_probability
+    record = CellRecord(path=path, label="blast", group="g", source="synthetic")
+    evaluated = classifier.probabilities(load_crops([record], classifier.input_size))[0]
+    assert evaluated == pytest.approx(in_app, abs=1e-6)
+
+
+def test_test_time_views_make_the_answer_independent_of_orientation(models):
+    smear = make_demo_smear()
+    crops = [c.crop for c in crop_cells(smear.image, segment_wbc(smear.image))[:3]]
+    turned, mirrored = [np.rot90(c) for c in crops], [c[:, ::-1] for c in crops]
+    plain = Classifier(load_model("tiny", models))
+    # A random CNN is not symmetric: without views, turning a cell changes its answer.
+    assert not np.allclose(plain.probabilities(crops), plain.probabilities(mirrored), atol=1e-4)
+    path = models / "tiny" / "config.json"
+    values = json.loads(path.read_text())
+    path.write_text(json.dumps({**values, "test_time_views": 8}))
+    averaged = Classifier(load_model("tiny", models))
+    assert averaged.model.config.test_time_views == 8
+    p = averaged.probabilities(crops)
+    np.testing.assert_allclose(p, averaged.probabilities(turned), atol=1e-5)
+    np.testing.assert_allclose(p, averaged.probabilities(mirrored), atol=1e-5)
+    # The average is that of the plain model's logits over the eight views.
+    views = [crops, turned, [np.rot90(c, 2) for c in crops], [np.rot90(c, 3) for c in crops],
+             mirrored] + [[np.rot90(c[:, ::-1], k) for c in crops] for k in (1, 2, 3)]  # fmt: skip
+    mean_logits = np.mean([plain.logits(v) for v in views], axis=0)
+    np.testing.assert_allclose(averaged.logits(crops), mean_logits, rtol=1e-4, atol=1e-5)
+    path.write_text(json.dumps({**values, "test_time_views": 3}))
+    with pytest.raises(ModelIntegrityError, match="test_time_views is 3"):
+        load_model("tiny", models)
 
 
 def test_config_json_records_checksum_and_calibration(models):

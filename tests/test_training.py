@@ -8,6 +8,7 @@ PyPI package) at a small input size, so CI can afford it.
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ from leukemia_core.classify import Classifier
 from leukemia_core.io import read_image
 from leukemia_core.models.folder import load_model
 from leukemia_core.single_cell import single_cell_crop
+from train.__main__ import main as train_cli
 from train.data import load_allidb2, load_class_folders
 from train.fit import FitConfig
 from train.records import CellTable
@@ -107,6 +109,25 @@ def test_analyze_cli_on_a_real_field(trained, shared_data, tmp_path):
     counted = sum(r["label"] in ("blast", "normal") for r in rows)
     assert per_image["count"]["n_counted"] == counted == summary["count"]["n_counted"]
     assert "Research use only" in summary["research_use"]
+
+
+def test_calibrate_refits_on_the_model_s_own_validation_groups(trained, shared_data, tmp_path):
+    result, *_ = trained
+    shutil.copytree(result.folder, tmp_path / "smoke")
+    before = json.loads((tmp_path / "smoke" / "config.json").read_text())
+    code = train_cli(["calibrate", "smoke", "--data", str(shared_data / "all_idb2"),
+                      "--data", str(shared_data / "pbc"), "--test-time-views", "4",
+                      "--models-dir", str(tmp_path)])  # fmt: skip
+    assert code == 0
+    after = json.loads((tmp_path / "smoke" / "config.json").read_text())
+    assert after["sha256"] == before["sha256"] and after["test_time_views"] == 4
+    assert after["calibration"]["temperature"] != before["calibration"]["temperature"]
+    metrics = json.loads((tmp_path / "smoke" / "metrics.json").read_text())
+    # The same validation and test cells as at training time (PBC cells never split are ignored).
+    assert metrics["validation"]["n"] == result.metrics["validation"]["n"]
+    assert metrics["test"]["n"] == result.metrics["test"]["n"]
+    assert load_model("smoke", tmp_path).config.test_time_views == 4
+    assert "4 quarter turns" in (tmp_path / "smoke" / "card.md").read_text()
 
 
 def test_fit_cli_says_where_imagenet_weights_go(shared_data, tmp_path):

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.models import list_architectures
-from leukemia_core.models.folder import models_dir
+from leukemia_core.models.folder import TEST_TIME_VIEWS, models_dir
 from train.card import model_card
 from train.cellbank import SOURCES, build_bank
 from train.compare import MISSING_WEIGHTS, PRESETS
@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--cached-features", action="store_true",
                      help="train the head on cached frozen-backbone features (fast on CPU)")  # fmt: skip
     fit.add_argument("--feature-views", type=int, default=8)
+    fit.add_argument("--test-time-views", type=int, choices=TEST_TIME_VIEWS, default=1,
+                     help="average the logits over 4 quarter turns or 8 turns and mirror images "
+                          "of each cell when classifying (calibrated that way; default 1: none)")  # fmt: skip
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--fractions", type=float, nargs=3, default=(0.7, 0.1, 0.2),
                      metavar=("TRAIN", "VAL", "TEST"), help="shares of groups per source")  # fmt: skip
@@ -118,6 +121,17 @@ def build_parser() -> argparse.ArgumentParser:
                           "of --fractions/--seed, to compare two models on the same cells")  # fmt: skip
     fit.add_argument("--checkpoints", type=Path, help="checkpoint folder (re-run to resume)")
     fit.add_argument("--describe", default="", help="words about the data for the model card")
+
+    calibrate = commands.add_parser(
+        "calibrate", help="re-fit a model's calibration on its own validation groups")
+    calibrate.add_argument("name", help="model folder")
+    calibrate.add_argument("--data", type=Path, action="append", required=True,
+                           help="the data the model was split on (e.g. its crop bank); repeatable")
+    calibrate.add_argument("--format", choices=FORMATS, help="layout (detected when omitted)")
+    calibrate.add_argument("--test-time-views", type=int, choices=TEST_TIME_VIEWS,
+                           help="views averaged when classifying (default: the model's)")
+    calibrate.add_argument("--describe", default="", help="words about the data for the config")
+    calibrate.add_argument("--models-dir", type=Path)
 
     card = commands.add_parser("card", help="re-render a model card")
     card.add_argument("name")
@@ -249,11 +263,7 @@ def _compare(args) -> int:
 def _fit(args) -> int:
     from train.run import train_model  # imports TensorFlow
 
-    table = CellTable.concat(*(load_dataset(d, args.format) if len(args.data) == 1
-                               else load_dataset(d, args.format, require_both_classes=False)
-                               for d in args.data))  # fmt: skip
-    for note in table.notes:
-        print(f"note: {note}", file=sys.stderr)
+    table = _load_tables(args.data, args.format)
     config = FitConfig(
         architecture=args.architecture, input_size=args.input_size, weights=args.weights,
         epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs,
@@ -261,7 +271,7 @@ def _fit(args) -> int:
         learning_rate=args.lr, patience=args.patience, balance=args.balance,
         augment=not args.no_augment, augmentations=tuple(args.augmentations),
         cached_features=args.cached_features,
-        feature_views=args.feature_views, seed=args.seed,
+        feature_views=args.feature_views, test_time_views=args.test_time_views, seed=args.seed,
     )  # fmt: skip
     if args.weights is None:
         print(f"note: {args.architecture} starts from random weights (--weights none).",
@@ -273,6 +283,29 @@ def _fit(args) -> int:
     test = result.metrics["test"]
     print(json.dumps({"folder": str(result.folder), "test": {k: test[k] for k in (
         "n", "accuracy", "balanced_accuracy", "weighted_f1", "auroc", "ece")}}, indent=2))  # fmt: skip
+    return 0
+
+
+def _load_tables(locations: list[Path], layout: str | None) -> CellTable:
+    table = CellTable.concat(*(load_dataset(d, layout) if len(locations) == 1
+                               else load_dataset(d, layout, require_both_classes=False)
+                               for d in locations))  # fmt: skip
+    for note in table.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return table
+
+
+def _calibrate(args) -> int:
+    from train.run import recalibrate  # imports TensorFlow
+
+    table = _load_tables(args.data, args.format)
+    result = recalibrate(args.name, table.records, test_time_views=args.test_time_views,
+                         root=args.models_dir, data_description=args.describe,
+                         progress=_Bars())  # fmt: skip
+    figures = {side: {k: result.metrics[side][k] for k in (
+        "n", "balanced_accuracy", "auroc", "ece")} for side in ("validation", "test")}  # fmt: skip
+    print(json.dumps({"folder": str(result.folder), "calibration": result.config["calibration"],
+                      "test_time_views": result.config["test_time_views"], **figures}, indent=2))  # fmt: skip
     return 0
 
 
@@ -293,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
             print(build_bank(sources, args.out, size=args.size, progress=bar))
         elif args.command == "fit":
             return _fit(args)
+        elif args.command == "calibrate":
+            return _calibrate(args)
         elif args.command == "inspect":
             return _inspect(args)
         elif args.command == "compare":

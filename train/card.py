@@ -35,6 +35,23 @@ def _cell_table(rows: dict[str, dict]) -> list[str]:
     return lines
 
 
+def _views_words(views: int) -> str:
+    if views == 1:
+        return "Each cell is classified once, as cropped."
+    what = "4 quarter turns" if views == 4 else "4 quarter turns and their mirror images"
+    return (f"Test-time views: the logits are averaged over the cell's {what} ({views} forward "
+            "passes) before calibration (a cell has no up or down).")
+
+
+def _recalibrated(training: dict) -> str:
+    done = training.get("recalibrated")
+    if not done:
+        return ""
+    data = f" on {done['data']}" if done.get("data") else ""
+    return (f" Re-fitted {done.get('date', '')[:10]} with `python -m train calibrate`{data} "
+            f"({done.get('n_val')} validation cells; weights unchanged).")
+
+
 def model_card(name: str, config: dict, metrics: dict) -> str:
     """Markdown card: intended use, data and licenses, training, evaluation, limits."""
     training = config.get("training", {})
@@ -61,7 +78,8 @@ def model_card(name: str, config: dict, metrics: dict) -> str:
         f"{_fmt(calibration.get('temperature'))}, decision threshold "
         f"{_fmt(calibration.get('threshold'), 2)}, uncertain band "
         f"[{_fmt(calibration.get('uncertain_low'), 2)}, "
-        f"{_fmt(calibration.get('uncertain_high'), 2)}).",
+        f"{_fmt(calibration.get('uncertain_high'), 2)}).{_recalibrated(training)}",
+        f"- {_views_words(config.get('test_time_views', 1))}",
         f"- Grad-CAM layer: `{config.get('gradcam_layer')}`.",
         "",
         "## Data",

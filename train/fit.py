@@ -23,9 +23,11 @@ import numpy as np
 import tensorflow as tf
 
 from leukemia_core.calibration import CLASS_NAMES
+from leukemia_core.classify import to_input_size, view_averaged_logits
 from leukemia_core.io import read_image
 from leukemia_core.models import build_classifier, get_architecture, preprocess
 from leukemia_core.models.architectures import PREPROCESSING_SCHEMES
+from leukemia_core.models.folder import TEST_TIME_VIEWS
 from leukemia_core.single_cell import single_cell_crop
 from train.records import CellRecord
 
@@ -58,6 +60,8 @@ class FitConfig:
             90-degree rotations, +-10% scale, brightness/contrast/hue/saturation jitter).
         cached_features: Train the head on cached backbone features (frozen backbone only).
         feature_views: Augmented views per training cell in cached-feature mode.
+        test_time_views: Views (quarter turns, then mirror images) whose logits are averaged
+            when the model classifies, from calibration on: 1, 4 or 8.
         seed: Seed of weights, shuffling and augmentation.
     """
 
@@ -76,6 +80,7 @@ class FitConfig:
     augmentations: tuple[str, ...] = AUGMENTATIONS
     cached_features: bool = False
     feature_views: int = 8
+    test_time_views: int = 1
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -87,6 +92,9 @@ class FitConfig:
         if unknown:
             raise ValueError(f"Unknown augmentation(s) {sorted(unknown)}; "
                              f"choose from {AUGMENTATIONS}.")  # fmt: skip
+        if self.test_time_views not in TEST_TIME_VIEWS:
+            raise ValueError(f"test_time_views must be one of {TEST_TIME_VIEWS}, "
+                             f"got {self.test_time_views}")  # fmt: skip
         if self.cached_features and self.weights is None:
             raise ValueError("cached_features needs a pretrained backbone (weights='imagenet').")
 
@@ -116,10 +124,15 @@ def labels_of(records: Sequence[CellRecord]) -> np.ndarray:
 def load_crops(
     records: Sequence[CellRecord], size: int, progress: ProgressCallback | None = None
 ) -> np.ndarray:
-    """Every record's image as a classifier-domain crop, ``(N, size, size, 3)`` uint8."""
+    """Every record's image as the classifier sees it in the app, ``(N, size, size, 3)`` uint8.
+
+    The crop is made at the app's crop size and then resized to ``size``, exactly as
+    ``analyze`` does: cropping straight at ``size`` resamples differently, and the model's
+    answer on a borderline cell can move by 0.1 with the resampling alone.
+    """
     out = np.zeros((len(records), size, size, 3), dtype=np.uint8)
     for i, record in enumerate(records):
-        out[i] = single_cell_crop(read_image(record.path).rgb, size=size).crop
+        out[i] = to_input_size([single_cell_crop(read_image(record.path).rgb).crop], size)[0]
         if progress and (i + 1 == len(records) or i % 50 == 0):
             progress({"stage": "loading", "done": i + 1, "total": len(records)})
     return out
@@ -459,11 +472,14 @@ def fit(
 def predict_logits(
     model: keras.Model, images: np.ndarray, config: FitConfig, batch_size: int = 64
 ) -> np.ndarray:
-    """``(N, 2)`` logits of uint8 crops at ``config.size``."""
+    """``(N, 2)`` logits of uint8 crops at ``config.size``, averaged over its test-time views."""
     logits_model = keras.Model(model.input, model.get_layer("logits").output)
     scheme = get_architecture(config.architecture).preprocessing
+    views = config.test_time_views
     out = [
-        logits_model.predict_on_batch(preprocess(images[i : i + batch_size], scheme))
+        view_averaged_logits(
+            logits_model.predict_on_batch, preprocess(images[i : i + batch_size], scheme), views
+        )
         for i in range(0, len(images), batch_size)
     ]
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 2), np.float32)

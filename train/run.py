@@ -11,7 +11,7 @@ import json
 import platform
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,9 +23,10 @@ from leukemia_core.calibration import (
     blast_probability,
     fit_calibration,
 )
+from leukemia_core.io import write_text_atomic
 from leukemia_core.models import get_architecture
 from leukemia_core.models.architectures import imagenet_weights
-from leukemia_core.models.folder import save_model_folder
+from leukemia_core.models.folder import load_model, save_model_folder
 from train.card import model_card
 from train.cellbank import bank_group
 from train.evaluate.classifier import SPLIT_FILE
@@ -136,6 +137,7 @@ def model_folder_config(
         "preprocessing": spec.preprocessing,
         "class_names": list(CLASS_NAMES),
         "calibration": calibration.to_dict(),
+        "test_time_views": config.test_time_views,
         "gradcam_layer": spec.gradcam_layer,
         "training": {
             "fit": config.to_dict(),
@@ -152,12 +154,9 @@ def model_folder_config(
     }  # fmt: skip
 
 
-def finish_run(
-    model, config: FitConfig, split: SplitResult, images: dict, name: str, *,
-    root: Path | None, records: Sequence[CellRecord], fractions, data_description: str,
-    history: list[dict], seconds: float, split_words: str | None = None,
-) -> RunResult:  # fmt: skip
-    """Calibrate on validation, measure the test side, and write the model folder."""
+def calibrate_and_measure(model, config: FitConfig, split: SplitResult, images: dict
+                          ) -> tuple[Calibration, dict]:  # fmt: skip
+    """Calibration fitted on the validation side, and the figures of both held-out sides."""
     start = time.perf_counter()
     logits = {s: predict_logits(model, images[s], config) for s in ("val", "test")}
     seconds_per_cell = (time.perf_counter() - start) / max(1, len(split.val) + len(split.test))
@@ -175,10 +174,19 @@ def finish_run(
             ((p_test >= calibration.uncertain_low) & (p_test < calibration.uncertain_high)).mean()
         ),
         "split": describe(split),
-        "training_seconds": seconds,
         "cpu_seconds_per_cell_predict": seconds_per_cell,
-        "history": history,
-    }
+    }  # fmt: skip
+    return calibration, metrics
+
+
+def finish_run(
+    model, config: FitConfig, split: SplitResult, images: dict, name: str, *,
+    root: Path | None, records: Sequence[CellRecord], fractions, data_description: str,
+    history: list[dict], seconds: float, split_words: str | None = None,
+) -> RunResult:  # fmt: skip
+    """Calibrate on validation, measure the test side, and write the model folder."""
+    calibration, metrics = calibrate_and_measure(model, config, split, images)
+    metrics.update(training_seconds=seconds, history=history)
     folder_config = model_folder_config(
         config, calibration, records, data_description=data_description,
         split_words=split_words or f"grouped per source, fractions {list(fractions)}, seed "
@@ -188,3 +196,52 @@ def finish_run(
     folder = save_model_folder(model, name, folder_config, metrics=metrics, card=card,
                                root=root, extra_files={SPLIT_FILE: split_csv(split)})  # fmt: skip
     return RunResult(folder, metrics, json.loads((folder / "config.json").read_text()))
+
+
+def recalibrate(
+    name: str, records: Sequence[CellRecord], *, test_time_views: int | None = None,
+    root: Path | None = None, data_description: str = "",
+    progress: ProgressCallback | None = None,
+) -> RunResult:  # fmt: skip
+    """Re-fit a model folder's calibration on its own validation groups; weights stay as they are.
+
+    The cells are read afresh (``records``, e.g. a crop bank made by the current segmentation)
+    and put on the sides the folder's ``split.csv`` gives their groups; cells of groups it does
+    not name are left out. The test side is measured again with the new calibration.
+
+    Args:
+        name: Model folder.
+        records: Labelled cells with groups.
+        test_time_views: Views averaged when classifying (None: keep the folder's).
+        root: Parent of model folders.
+        data_description: Plain words about ``records``, for the config.
+        progress: Event callback for loading the crops.
+    """
+    loaded = load_model(name, root)
+    folder = loaded.path
+    values = json.loads((folder / "config.json").read_text())
+    views = test_time_views or loaded.config.test_time_views
+    known = {f.name for f in fields(FitConfig)}
+    settings = {k: v for k, v in values["training"]["fit"].items() if k in known}
+    config = replace(FitConfig(**settings), test_time_views=views)
+    split = split_from_file([replace(r, group=bank_group(r)) for r in records], folder / SPLIT_FILE)
+    if not split.val or not split.test:
+        raise ValueError(f"None of these cells belong to the validation or test groups of "
+                         f"{folder / SPLIT_FILE}; recalibrate on the data the model was split on.")  # fmt: skip
+    images = {s: load_crops(getattr(split, s), config.size, progress) for s in ("val", "test")}
+    calibration, figures = calibrate_and_measure(loaded.keras_model, config, split, images)
+    values["calibration"] = calibration.to_dict()
+    values["test_time_views"] = views
+    values["training"]["fit"] = config.to_dict()
+    values["training"]["recalibrated"] = {
+        "data": data_description,
+        "n_val": len(split.val),
+        "n_test": len(split.test),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics.update(figures)
+    write_text_atomic(folder / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    write_text_atomic(folder / "config.json", json.dumps(values, indent=2) + "\n")
+    write_text_atomic(folder / "card.md", model_card(name, values, metrics))
+    return RunResult(folder, metrics, values)

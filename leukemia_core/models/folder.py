@@ -31,6 +31,9 @@ ACTIVE_FILE = "ACTIVE"
 PREVIOUS = ".previous"  # suffix of the folder a re-saved model's old version is kept in
 FORMAT_VERSION = 1
 _REQUIRED = ("architecture", "input_size", "preprocessing", "class_names", "sha256")
+# A cell has no up or down: its logits can be averaged over quarter turns (4) and their mirror
+# images (8). 1 classifies the crop as it is.
+TEST_TIME_VIEWS = (1, 4, 8)
 
 
 def models_dir() -> Path:
@@ -52,6 +55,12 @@ class ModelConfig:
     calibration: Calibration = field(default_factory=Calibration)
     gradcam_layer: str | None = None
     training: dict = field(default_factory=dict)
+    test_time_views: int = 1
+
+    def __post_init__(self) -> None:
+        if self.test_time_views not in TEST_TIME_VIEWS:
+            raise ValueError(f"test_time_views is {self.test_time_views}; use one of "
+                             f"{TEST_TIME_VIEWS}")  # fmt: skip
 
     @classmethod
     def from_dict(cls, name: str, values: dict) -> ModelConfig:
@@ -65,6 +74,7 @@ class ModelConfig:
             calibration=Calibration.from_dict(values.get("calibration", {})),
             gradcam_layer=values.get("gradcam_layer"),
             training=values.get("training", {}),
+            test_time_views=int(values.get("test_time_views", 1)),
         )
 
 
