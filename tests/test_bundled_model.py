@@ -64,11 +64,11 @@ def test_held_out_allidb2_crops(bundled, shared_data):
     assert figures["auroc"] >= 0.97
 
 
-@pytest.mark.xfail(strict=True, reason="measured balanced accuracy 0.941 on 34 held-out "
-                   "ALL-IDB2 crops (target 0.95): one blast at p 0.61 (threshold 0.63) and one "
-                   "small lymphocyte called a blast")
 def test_held_out_allidb2_target(bundled, shared_data):
+    # 0.941 before the logits were averaged over the cell's 8 turns and mirror images (and the
+    # calibration re-fitted on validation that way); 34 crops: one cell moves it by 0.03.
     classifier, seen = bundled
+    assert classifier.model.config.test_time_views == 8
     figures = evaluate_cells(load_allidb2(shared_data / "all_idb2"), classifier, seen=seen, n_boot=0)
     assert figures["balanced_accuracy"] >= 0.95
 
