@@ -504,3 +504,21 @@ def test_heatmaps_for_the_whole_gallery_in_one_batched_cached_call(db, monkeypat
     record = CaseStore(db).load_case(session_of(at).case_id)
     assert all(c.overlay_png for c in record.cells)
     assert len(calls) == 3
+
+
+def test_a_recalibrated_model_is_loaded_again(tiny_models_dir, tmp_path, monkeypatch):
+    """`python -m train calibrate` changes config.json, not the weights: the app must notice."""
+    from ui.models import get_classifier
+
+    shutil.copytree(tiny_models_dir / "tiny", tmp_path / "tiny")
+    monkeypatch.setenv("LEUKEMIA_MODELS_DIR", str(tmp_path))
+    first = get_classifier("tiny")
+    assert get_classifier("tiny") is first  # loaded once per process
+    path = tmp_path / "tiny" / "config.json"
+    values = json.loads(path.read_text())
+    values["calibration"]["threshold"] = 0.61
+    path.write_text(json.dumps({**values, "test_time_views": 4}))
+    second = get_classifier("tiny")
+    assert second is not first
+    assert second.model.config.calibration.threshold == 0.61
+    assert second.model.config.test_time_views == 4

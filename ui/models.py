@@ -75,8 +75,8 @@ working memory grows with them: batches of 32 took the app past 3 GB (EfficientN
 
 
 @st.cache_resource(show_spinner="Loading the classifier model …", max_entries=4)
-def _classifier(name: str, checksum: str, root: str) -> Classifier:
-    del checksum  # part of the cache key: a retrained folder is loaded again
+def _classifier(name: str, version: str, root: str) -> Classifier:
+    del version  # part of the cache key: a retrained or recalibrated folder is loaded again
     return Classifier(load_model(name, Path(root)), batch_size=BATCH_SIZE)
 
 
@@ -87,7 +87,8 @@ def get_classifier(name: str) -> Classifier:
         ModelNotFoundError, ModelIntegrityError: Missing folder or damaged weights.
     """
     config = read_config(name)
-    return _classifier(name, config.sha256, str(models_dir()))
+    version = f"{config.sha256} {config.calibration} {config.test_time_views}"
+    return _classifier(name, version, str(models_dir()))
 
 
 def describe(config: ModelConfig) -> str:
@@ -98,8 +99,10 @@ def describe(config: ModelConfig) -> str:
         if c.uncertain_high > c.uncertain_low
         else "no uncertain band"
     )
+    views = config.test_time_views
     return (
-        f"{config.architecture}, {config.input_size} px input, blast at p ≥ {c.threshold:.3g}, "
+        f"{config.architecture}, {config.input_size} px input"
+        f"{f', {views} views per cell' if views > 1 else ''}, blast at p ≥ {c.threshold:.3g}, "
         f"{band}; weights sha256 {config.sha256[:12]}…"
     )
 
