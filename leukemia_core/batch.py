@@ -83,6 +83,7 @@ def analyze_files(
         "images_failed": failures,
         "model": classifier.model.name,
         "model_sha256": classifier.model.checksum,
+        "model_calibration": classifier.model.config.decision_settings(),
         "mode": "single cells" if single_cells else "whole fields",
         "count": count_dict(sample_count(analyses)),
         "research_use": RESEARCH_USE,

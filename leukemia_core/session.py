@@ -185,7 +185,8 @@ class ReviewSession:
         mode: :data:`MODE_FIELDS` or :data:`MODE_CELLS`.
         model_name: Model that labelled the cells; None when cells were only segmented.
         model_checksum: SHA-256 of the model's weights.
-        calibration: The model's threshold and review band (``Calibration.to_dict()``).
+        calibration: The model's threshold, review band and test-time views
+            (``ModelConfig.decision_settings()``).
         fields: Analysed images, in order.
         cells: Every detected cell, in field then cell-id order.
         failures: Images that could not be analysed.
@@ -476,7 +477,7 @@ def analyze_sample(
         mode=mode,
         model_name=model.name if model else None,
         model_checksum=model.checksum if model else "",
-        calibration=model.config.calibration.to_dict() if model else {},
+        calibration=model.config.decision_settings() if model else {},
         fields=tuple(fields),
         cells=tuple(cells),
         failures=(*failures, *failed),

@@ -296,6 +296,7 @@ def test_the_chosen_model_labels_the_sample_and_is_recorded(db, demo_png, app_mo
     record = CaseStore(db).load_case(session_of(at).case_id)
     assert (record.model_name, record.model_checksum) == ("tiny-b", session.model_checksum)
     assert record.thresholds["model_calibration"]["threshold"] == 0.5
+    assert record.thresholds["model_calibration"]["test_time_views"] == 1
 
 
 # ---- review, counts, sign-off, reopen, export -----------------------------------------------

@@ -62,6 +62,10 @@ class ModelConfig:
             raise ValueError(f"test_time_views is {self.test_time_views}; use one of "
                              f"{TEST_TIME_VIEWS}")  # fmt: skip
 
+    def decision_settings(self) -> dict:
+        """What turns the model's logits into labels (calibration, test-time views), as JSON."""
+        return {**self.calibration.to_dict(), "test_time_views": self.test_time_views}
+
     @classmethod
     def from_dict(cls, name: str, values: dict) -> ModelConfig:
         return cls(
