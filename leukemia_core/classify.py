@@ -13,7 +13,7 @@ from leukemia_core.calibration import blast_probability
 from leukemia_core.counting import CellLabel
 from leukemia_core.errors import InvalidImageError
 from leukemia_core.models.architectures import preprocess
-from leukemia_core.models.folder import TEST_TIME_VIEWS, LoadedModel
+from leukemia_core.models.folder import LoadedModel, check_test_time_views
 
 DEFAULT_BATCH_SIZE = 32
 
@@ -59,28 +59,31 @@ def to_input_size(crops: Sequence[np.ndarray] | np.ndarray, size: int) -> np.nda
     return out
 
 
-def dihedral_views(images: np.ndarray, n_views: int) -> list[np.ndarray]:
-    """The first ``n_views`` of the images' quarter turns, then of their mirror images.
+def dihedral_view(images: np.ndarray, index: int) -> np.ndarray:
+    """View ``index`` (0-7) of ``(N, H, W, C)`` square images: 0-3 are quarter turns, 4-7 the
+    same turns of the mirror image."""
+    mirrored = images[:, :, ::-1] if index >= 4 else images
+    return np.ascontiguousarray(np.rot90(mirrored, index % 4, axes=(1, 2)))
 
-    Args:
-        images: ``(N, H, W, C)`` square images.
-        n_views: One of :data:`~leukemia_core.models.folder.TEST_TIME_VIEWS`; view 0 is
-            ``images`` itself.
-    """
-    if n_views not in TEST_TIME_VIEWS:
-        raise ValueError(f"n_views is {n_views}; use one of {TEST_TIME_VIEWS}")
-    views = []
-    for index in range(n_views):
-        mirrored = images[:, :, ::-1] if index >= 4 else images
-        views.append(np.ascontiguousarray(np.rot90(mirrored, index % 4, axes=(1, 2))))
-    return views
+
+def dihedral_views(images: np.ndarray, n_views: int) -> list[np.ndarray]:
+    """The first ``n_views`` (1, 4 or 8) :func:`dihedral_view` of the images."""
+    check_test_time_views(n_views)
+    return [dihedral_view(images, index) for index in range(n_views)]
 
 
 def view_averaged_logits(
     predict: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, n_views: int
 ) -> np.ndarray:
-    """Mean of ``predict`` over :func:`dihedral_views` of a preprocessed batch."""
-    return np.mean([np.asarray(predict(view)) for view in dihedral_views(batch, n_views)], axis=0)
+    """Mean of ``predict`` over the first ``n_views`` dihedral views of a preprocessed batch.
+
+    The views are made one at a time, so a batch never needs more than one extra copy.
+    """
+    check_test_time_views(n_views)
+    total = np.asarray(predict(batch), dtype=np.float64)
+    for index in range(1, n_views):
+        total += np.asarray(predict(dihedral_view(batch, index)), dtype=np.float64)
+    return (total / n_views).astype(np.float32)
 
 
 class Classifier:

@@ -302,6 +302,17 @@ def _calibrate(args) -> int:
     result = recalibrate(args.name, table.records, test_time_views=args.test_time_views,
                          root=args.models_dir, data_description=args.describe,
                          progress=_Bars())  # fmt: skip
+    done = result.config["training"]["recalibrated"]
+    for side, words in (("val", "validation"), ("test", "test")):
+        found = done["coverage"][side]
+        if found["groups"] < found["groups_in_split"]:
+            print(f"note: {found['groups']} of the {found['groups_in_split']} {words} groups of "
+                  f"split.csv are in this data ({found['cells']} cells); the others are left out.",
+                  file=sys.stderr)  # fmt: skip
+    if done["dropped_metrics"]:
+        print(f"note: held-out figures measured with the old calibration were removed from "
+              f"metrics.json ({', '.join(done['dropped_metrics'])}); measure them again with "
+              "python -m train.evaluate ... --held-out.", file=sys.stderr)  # fmt: skip
     figures = {side: {k: result.metrics[side][k] for k in (
         "n", "balanced_accuracy", "auroc", "ece")} for side in ("validation", "test")}  # fmt: skip
     print(json.dumps({"folder": str(result.folder), "calibration": result.config["calibration"],

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+from leukemia_core.io import write_text_atomic
+
 RESEARCH_USE = (
     "**Research use only.** This model supports, and never replaces, a qualified person "
     "reviewing every cell. It is not a medical device and must not be used for diagnosis."
@@ -14,6 +19,28 @@ LICENSES = {
     "bccd": "BCCD (Shenggan/BCCD_Dataset; MIT)",
     "zheng": "Zheng et al., Micron 107, 2018 (GPL-3.0 repository; Jiangxi Tecom)",
 }
+
+
+HELD_OUT_SUFFIX = "_held_out"  # metrics.json keys of held-out single-cell figures
+
+
+def held_out_sections(metrics: dict) -> list[str]:
+    """Keys of ``metrics`` measured on held-out data with the model's current calibration."""
+    return [k for k in metrics if k in ("smears", "normals") or k.endswith(HELD_OUT_SUFFIX)]
+
+
+def record_figures(folder: Path, sections: dict) -> None:
+    """Store held-out figures in a model folder's ``metrics.json`` and re-render its card.
+
+    Args:
+        folder: The model folder.
+        sections: ``metrics.json`` key -> figures (see :func:`held_out_sections`).
+    """
+    config = json.loads((folder / "config.json").read_text())
+    metrics = {**json.loads((folder / "metrics.json").read_text()), **sections}
+    card = model_card(folder.name, config, metrics)  # rendered before anything is written
+    write_text_atomic(folder / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    write_text_atomic(folder / "card.md", card)
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -98,6 +125,10 @@ def model_card(name: str, config: dict, metrics: dict) -> str:
         "",
         f"Share of test cells in the uncertain band: {_fmt(metrics.get('test_uncertain_fraction'))}.",
     ]
+    held_out_cells = [k for k in metrics if k.endswith(HELD_OUT_SUFFIX)]
+    if held_out_cells:
+        lines += ["", "## Held-out single cells", "",
+                  *_cell_table({k[: -len(HELD_OUT_SUFFIX)]: metrics[k] for k in held_out_cells})]  # fmt: skip
     for title, key in (("Whole fields (ALL-IDB1, held-out fields)", "smears"),
                        ("Normal cells (false blasts)", "normals"),
                        ("Comparison", "comparison")):  # fmt: skip

@@ -27,7 +27,7 @@ from leukemia_core.classify import to_input_size, view_averaged_logits
 from leukemia_core.io import read_image
 from leukemia_core.models import build_classifier, get_architecture, preprocess
 from leukemia_core.models.architectures import PREPROCESSING_SCHEMES
-from leukemia_core.models.folder import TEST_TIME_VIEWS
+from leukemia_core.models.folder import check_test_time_views
 from leukemia_core.single_cell import single_cell_crop
 from train.records import CellRecord
 
@@ -92,9 +92,7 @@ class FitConfig:
         if unknown:
             raise ValueError(f"Unknown augmentation(s) {sorted(unknown)}; "
                              f"choose from {AUGMENTATIONS}.")  # fmt: skip
-        if self.test_time_views not in TEST_TIME_VIEWS:
-            raise ValueError(f"test_time_views must be one of {TEST_TIME_VIEWS}, "
-                             f"got {self.test_time_views}")  # fmt: skip
+        check_test_time_views(self.test_time_views)
         if self.cached_features and self.weights is None:
             raise ValueError("cached_features needs a pretrained backbone (weights='imagenet').")
 

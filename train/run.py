@@ -10,8 +10,8 @@ import io
 import json
 import platform
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, fields, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,17 +23,26 @@ from leukemia_core.calibration import (
     blast_probability,
     fit_calibration,
 )
+from leukemia_core.classify import Classifier
 from leukemia_core.io import write_text_atomic
 from leukemia_core.models import get_architecture
 from leukemia_core.models.architectures import imagenet_weights
 from leukemia_core.models.folder import load_model, save_model_folder
-from train.card import model_card
+from train.card import held_out_sections, model_card
 from train.cellbank import bank_group
 from train.evaluate.classifier import SPLIT_FILE
 from train.evaluate.metrics import binary_metrics
 from train.fit import FitConfig, ProgressCallback, fit, labels_of, load_crops, predict_logits
 from train.records import CellRecord, CellTable, summarize
-from train.splits import SIDES, SplitResult, describe, split_from_file, split_per_source
+from train.splits import (
+    SIDES,
+    SplitError,
+    SplitResult,
+    describe,
+    read_split_file,
+    split_from_file,
+    split_per_source,
+)
 
 
 @dataclass(frozen=True)
@@ -154,11 +163,18 @@ def model_folder_config(
     }  # fmt: skip
 
 
-def calibrate_and_measure(model, config: FitConfig, split: SplitResult, images: dict
-                          ) -> tuple[Calibration, dict]:  # fmt: skip
-    """Calibration fitted on the validation side, and the figures of both held-out sides."""
+def calibrate_and_measure(
+    logits_of: Callable[[np.ndarray], np.ndarray], split: SplitResult, images: dict
+) -> tuple[Calibration, dict]:
+    """Calibration fitted on the validation side, and the figures of both held-out sides.
+
+    Args:
+        logits_of: ``(N, 2)`` logits of ready crops, as the model will classify them.
+        split: The sides.
+        images: Crops of the ``val`` and ``test`` sides.
+    """
     start = time.perf_counter()
-    logits = {s: predict_logits(model, images[s], config) for s in ("val", "test")}
+    logits = {s: logits_of(images[s]) for s in ("val", "test")}
     seconds_per_cell = (time.perf_counter() - start) / max(1, len(split.val) + len(split.test))
     is_blast = {s: labels_of(getattr(split, s)) == CLASS_NAMES.index("blast") for s in SIDES}
     calibration = fit_calibration(logits["val"], is_blast["val"], mixed_sources(split.val))
@@ -185,7 +201,9 @@ def finish_run(
     history: list[dict], seconds: float, split_words: str | None = None,
 ) -> RunResult:  # fmt: skip
     """Calibrate on validation, measure the test side, and write the model folder."""
-    calibration, metrics = calibrate_and_measure(model, config, split, images)
+    calibration, metrics = calibrate_and_measure(
+        lambda crops: predict_logits(model, crops, config), split, images
+    )
     metrics.update(training_seconds=seconds, history=history)
     folder_config = model_folder_config(
         config, calibration, records, data_description=data_description,
@@ -207,7 +225,9 @@ def recalibrate(
 
     The cells are read afresh (``records``, e.g. a crop bank made by the current segmentation)
     and put on the sides the folder's ``split.csv`` gives their groups; cells of groups it does
-    not name are left out. The test side is measured again with the new calibration.
+    not name are left out. The logits come from the app's :class:`Classifier`, so calibration
+    and use cannot differ. The test side is measured again; held-out figures stored with the
+    old calibration (:func:`train.card.held_out_sections`) are dropped from ``metrics.json``.
 
     Args:
         name: Model folder.
@@ -216,32 +236,63 @@ def recalibrate(
         root: Parent of model folders.
         data_description: Plain words about ``records``, for the config.
         progress: Event callback for loading the crops.
+
+    Raises:
+        SplitError: The folder has no readable ``split.csv``, or no cell of ``records``
+            belongs to its validation or test groups.
     """
     loaded = load_model(name, root)
     folder = loaded.path
-    values = json.loads((folder / "config.json").read_text())
-    views = test_time_views or loaded.config.test_time_views
-    known = {f.name for f in fields(FitConfig)}
-    settings = {k: v for k, v in values["training"]["fit"].items() if k in known}
-    config = replace(FitConfig(**settings), test_time_views=views)
+    if not (folder / SPLIT_FILE).is_file():
+        raise SplitError(f"{folder} has no {SPLIT_FILE}, so which groups it was validated and "
+                         "tested on is unknown and it cannot be recalibrated; retrain it with "
+                         "python -m train fit.")  # fmt: skip
+    side_of = read_split_file(folder / SPLIT_FILE)
+    views = loaded.config.test_time_views if test_time_views is None else test_time_views
+    classifier = Classifier(replace(loaded, config=replace(loaded.config, test_time_views=views)))
     split = split_from_file([replace(r, group=bank_group(r)) for r in records], folder / SPLIT_FILE)
-    if not split.val or not split.test:
-        raise ValueError(f"None of these cells belong to the validation or test groups of "
-                         f"{folder / SPLIT_FILE}; recalibrate on the data the model was split on.")  # fmt: skip
-    images = {s: load_crops(getattr(split, s), config.size, progress) for s in ("val", "test")}
-    calibration, figures = calibrate_and_measure(loaded.keras_model, config, split, images)
+    coverage = {}
+    for side in ("val", "test"):
+        named = {g for g, s in side_of.items() if s == side}
+        found = {r.group for r in getattr(split, side)}
+        if not found:
+            raise SplitError(
+                f"None of these cells belong to the {side} groups of {folder / SPLIT_FILE} "
+                f"({len(named)} groups, e.g. {sorted(named)[:3]}); recalibrate on the data the "
+                "model was split on (e.g. its crop bank)."
+            )
+        coverage[side] = {"groups": len(found), "groups_in_split": len(named),
+                          "cells": len(getattr(split, side))}  # fmt: skip
+    images = {s: load_crops(getattr(split, s), classifier.input_size, progress)
+              for s in ("val", "test")}  # fmt: skip
+    calibration, figures = calibrate_and_measure(classifier.logits, split, images)
+
+    values = json.loads((folder / "config.json").read_text())
+    previous = {"calibration": values.get("calibration"),
+                "test_time_views": values.get("test_time_views", 1)}  # fmt: skip
     values["calibration"] = calibration.to_dict()
     values["test_time_views"] = views
-    values["training"]["fit"] = config.to_dict()
-    values["training"]["recalibrated"] = {
+    training = values.setdefault("training", {})
+    if isinstance(training.get("fit"), dict):
+        training["fit"]["test_time_views"] = views
+    training["recalibrated"] = {
         "data": data_description,
-        "n_val": len(split.val),
-        "n_test": len(split.test),
+        "n_val": coverage["val"]["cells"],
+        "n_test": coverage["test"]["cells"],
+        "coverage": coverage,
+        "previous": previous,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     metrics = json.loads((folder / "metrics.json").read_text())
+    dropped = held_out_sections(metrics)
+    metrics = {k: v for k, v in metrics.items() if k not in dropped}
     metrics.update(figures)
-    write_text_atomic(folder / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    write_text_atomic(folder / "config.json", json.dumps(values, indent=2) + "\n")
-    write_text_atomic(folder / "card.md", model_card(name, values, metrics))
+    training["recalibrated"]["dropped_metrics"] = dropped
+    texts = {  # all rendered before anything is written; config.json, which the app reads, last
+        "metrics.json": json.dumps(metrics, indent=2) + "\n",
+        "card.md": model_card(name, values, metrics),
+        "config.json": json.dumps(values, indent=2) + "\n",
+    }
+    for file_name, text in texts.items():
+        write_text_atomic(folder / file_name, text)
     return RunResult(folder, metrics, values)

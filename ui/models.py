@@ -1,7 +1,8 @@
 """The classifier models: listed from the models folder, loaded once per process.
 
-A model is loaded with ``st.cache_resource`` keyed by its name, its weights' checksum and the
-models folder, so a retrained folder is picked up and every session shares one read-only copy.
+A model is loaded with ``st.cache_resource`` keyed by its name, its weights' checksum, its
+calibration and test-time views, and the models folder, so a retrained or recalibrated folder is
+picked up and every session shares one read-only copy.
 :class:`leukemia_core.classify.Classifier` keeps no state between calls, so sharing it is safe.
 """
 

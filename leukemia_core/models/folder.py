@@ -36,6 +36,13 @@ _REQUIRED = ("architecture", "input_size", "preprocessing", "class_names", "sha2
 TEST_TIME_VIEWS = (1, 4, 8)
 
 
+def check_test_time_views(value: object) -> int:
+    """``value`` if it is one of :data:`TEST_TIME_VIEWS` (a whole number, not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value not in TEST_TIME_VIEWS:
+        raise ValueError(f"test_time_views is {value!r}; use one of {TEST_TIME_VIEWS}")
+    return value
+
+
 def models_dir() -> Path:
     """Folder holding model folders: ``$LEUKEMIA_MODELS_DIR`` or the repository's ``models/``."""
     configured = os.environ.get(MODELS_ENV_VAR)
@@ -58,9 +65,7 @@ class ModelConfig:
     test_time_views: int = 1
 
     def __post_init__(self) -> None:
-        if self.test_time_views not in TEST_TIME_VIEWS:
-            raise ValueError(f"test_time_views is {self.test_time_views}; use one of "
-                             f"{TEST_TIME_VIEWS}")  # fmt: skip
+        check_test_time_views(self.test_time_views)
 
     def decision_settings(self) -> dict:
         """What turns the model's logits into labels (calibration, test-time views), as JSON."""
@@ -78,7 +83,7 @@ class ModelConfig:
             calibration=Calibration.from_dict(values.get("calibration", {})),
             gradcam_layer=values.get("gradcam_layer"),
             training=values.get("training", {}),
-            test_time_views=int(values.get("test_time_views", 1)),
+            test_time_views=values.get("test_time_views", 1),
         )
 
 

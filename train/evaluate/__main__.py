@@ -4,7 +4,8 @@ Segmentation: ``wbc --bccd DIR``, ``smears --all-idb1 DIR``, ``crops --all-idb2 
 ``fields --all-idb1 DIR --all-idb2 DIR`` (ALL-IDB2 outlines judged in their ALL-IDB1 fields).
 Classifier (add ``--model NAME``; the active model when omitted for ``cells``/``normals``):
 ``cells --data DIR``, ``normals --data DIR``, ``smears --all-idb1 DIR --model NAME``.
-``--held-out`` skips the groups the model was trained or calibrated on (its ``split.csv``).
+``--held-out`` skips the groups the model was trained or calibrated on (its ``split.csv``);
+``--record`` also stores those figures in the model's ``metrics.json`` and card.
 Progress goes to stderr, so ``> result.json`` captures only the figures.
 """
 
@@ -16,6 +17,7 @@ import sys
 from pathlib import Path
 
 from leukemia_core.errors import LeukemiaCoreError
+from train.card import HELD_OUT_SUFFIX, record_figures
 from train.data import FORMATS, load_dataset
 from train.evaluate import segmentation as seg_eval
 
@@ -60,7 +62,24 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--held-out", action="store_true", help="skip groups the model was trained on"
         )
+        sub.add_argument("--record", action="store_true",
+                         help="also store the held-out figures in the model's metrics.json and "
+                              "card (needs --held-out)")  # fmt: skip
     return parser
+
+
+def _record_key(command: str, figures: dict, sources: set[str]) -> tuple[str, dict]:
+    """The ``metrics.json`` key and the figures a model card shows for one command."""
+    if command == "smears":
+        return "smears", figures
+    if command == "normals":
+        flat = {k: v for k, v in figures.items()
+                if k not in ("per_class", "n_skipped_seen_in_training", "false_blasts")}  # fmt: skip
+        for cell_type, values in figures.get("per_class", {}).items():
+            flat[f"false_blast_rate_{cell_type}"] = values["false_blast_rate"]
+        return "normals", flat
+    name = next(iter(sources)) if len(sources) == 1 else "cells"
+    return f"{name}{HELD_OUT_SUFFIX}", figures
 
 
 def _classifier_run(args) -> dict:
@@ -68,17 +87,26 @@ def _classifier_run(args) -> dict:
     from leukemia_core.models.folder import load_model
     from train.evaluate import classifier as clf_eval
 
+    if args.record and not args.held_out:
+        raise ValueError("--record stores held-out figures only: add --held-out, so that no "
+                         "cell the model was trained or calibrated on is counted.")  # fmt: skip
     classifier = Classifier(load_model(args.model, args.models_dir))
     seen = clf_eval.seen_groups(classifier.model.path) if args.held_out else None
     common = {"model": classifier.model.name, "held_out": bool(args.held_out)}
     if args.command == "smears":
         figures = clf_eval.evaluate_smears(args.all_idb1, classifier, seen=seen, progress=_progress)
-        return {"command": "smears", "data": str(args.all_idb1), **common, **figures}
-    require_both = args.command == "cells"
-    table = load_dataset(args.data, args.format, require_both_classes=require_both)
-    run = clf_eval.evaluate_cells if args.command == "cells" else clf_eval.evaluate_normals
-    figures = run(table, classifier, seen=seen, progress=_progress)
-    return {"command": args.command, "data": str(args.data), **common, **figures}
+        data, sources = args.all_idb1, {"allidb1"}
+    else:
+        require_both = args.command == "cells"
+        table = load_dataset(args.data, args.format, require_both_classes=require_both)
+        run = clf_eval.evaluate_cells if args.command == "cells" else clf_eval.evaluate_normals
+        figures = run(table, classifier, seen=seen, progress=_progress)
+        data, sources = args.data, {r.source for r in table.records}
+    if args.record:
+        key, values = _record_key(args.command, figures, sources)
+        record_figures(classifier.model.path, {key: values})
+        print(f"recorded as {key!r} in {classifier.model.path / 'metrics.json'}", file=sys.stderr)
+    return {"command": args.command, "data": str(data), **common, **figures}
 
 
 def main(argv: list[str] | None = None) -> int:
