@@ -133,6 +133,9 @@ def compute_heatmaps(
     does. The CAM of the model's ``gradcam_layer`` for ``class_index``'s logit (softmax
     replaced by the identity) is resized to the crop with bilinear interpolation and scaled
     to [0, 1] per crop, so values compare places within a crop, not crops with each other.
+    The map explains the crop as shown; a model with ``test_time_views`` > 1 averages its
+    probability over turned and mirrored copies, whose maps would be the turned map only when
+    the model is itself symmetric, so they are not computed (that would cost 4-8 times more).
 
     Args:
         model: A loaded classifier; its config gives input size, preprocessing and layer.

@@ -12,7 +12,7 @@ import streamlit as st
 
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.models import list_architectures
-from leukemia_core.models.folder import list_models
+from leukemia_core.models.folder import TEST_TIME_VIEWS, list_models
 from train import jobs
 from train.compare import (
     MISSING_WEIGHTS,
@@ -32,7 +32,8 @@ from ui.common import flash, show_flashes
 DATASET_KEY = "retrain_dataset"  # {"locations": [...], "allow_ungrouped": bool, "summary": ...}
 CUSTOM = "custom"
 SETTING_KEYS = ("input_size", "epochs", "batch_size", "fine_tune_epochs", "fine_tune_layers",
-                "augment", "augmentations", "balance", "cached_features", "feature_views", "patience", "folds",
+                "augment", "augmentations", "balance", "cached_features", "feature_views",
+                "test_time_views", "patience", "folds",
                 "seed", "missing_weights")  # fmt: skip
 SOURCES = ("Folder on this server", "Upload a zip", "Reviewed cases")
 
@@ -152,13 +153,17 @@ def settings_section(picked: dict | None) -> None:
                          help="Augmented views per cell in cached-feature mode.")  # fmt: skip
     cols[3].number_input("Early-stopping patience", 1, 1000, key="patience")
     cols[4].number_input("Seed", 0, 2**31 - 1, key="seed")
-    cols = st.columns(4)
+    cols = st.columns(5)
     cols[0].selectbox("Balancing", BALANCING, key="balance")
     cols[1].selectbox("Without ImageNet weights offline", MISSING_WEIGHTS, key="missing_weights",
                       help="skip: the row says why; random: train from random weights, "
                            "which the row says.")  # fmt: skip
     cols[2].checkbox("Augmentation", key="augment")
     cols[3].checkbox("Cached features (frozen, fast)", key="cached_features")
+    cols[4].selectbox("Test-time views", TEST_TIME_VIEWS, key="test_time_views",
+                      help="Each cell is classified as it is (1), in its 4 quarter turns (4) or "
+                           "also their mirror images (8); the logits are averaged. More views: "
+                           "steadier answers, proportionally slower classification.")  # fmt: skip
     st.multiselect("Augmentations", AUGMENTATIONS, key="augmentations",
                    disabled=not st.session_state["augment"],
                    help="hflip/vflip: flips; rotate90: quarter turns; scale: ±10%; colour: "

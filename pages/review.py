@@ -67,7 +67,8 @@ reason = heatmaps.unavailable_reason(session)
 c1, c2, c3 = st.columns([2, 2, 3])
 show_maps = c1.toggle(
     "Show heatmaps", key="gradcam_on", disabled=reason is not None, persist_state="session",
-    help="Where the model looked: warm colours pushed it towards its call.",
+    help="Where the model looked in the crop as shown: warm colours pushed it towards its "
+    "call. A model that averages over turned copies of each cell shows the upright copy's map.",
 )  # fmt: skip
 method = c2.selectbox(
     "Method", heatmaps.methods() or tuple(heatmaps.METHOD_NAMES), key="gradcam_method",

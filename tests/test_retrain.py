@@ -22,6 +22,8 @@ from PIL import Image
 from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
+from leukemia_core.calibration import BLAST_INDEX, fit_calibration
+from leukemia_core.classify import Classifier
 from leukemia_core.models.folder import (
     active_model_name,
     list_models,
@@ -30,6 +32,7 @@ from leukemia_core.models.folder import (
 )
 from train import jobs
 from train.__main__ import main as train_cli
+from train.cellbank import bank_group
 from train.compare import (
     RESULTS_FILE,
     SIZE_BASELINE,
@@ -37,7 +40,10 @@ from train.compare import (
     CompareSettings,
     promote,
 )
-from train.data import load_allidb2
+from train.data import load_allidb2, load_manifest
+from train.fit import labels_of, load_crops
+from train.run import mixed_sources
+from train.splits import read_split_file
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "app.py"
@@ -125,7 +131,7 @@ def compared(cells, tmp_path_factory) -> Path:
     code = train_cli(["compare", "--data", str(cells), "--architectures", "simple_cnn",
                       "efficientnet_lite0", "--input-size", "32", "--epochs", "2",
                       "--feature-views", "1", "--folds", "3", "--batch-size", "16",
-                      "--out", str(out)])  # fmt: skip
+                      "--test-time-views", "4", "--out", str(out)])  # fmt: skip
     assert code == 0
     return out
 
@@ -167,7 +173,9 @@ def test_every_group_is_tested_in_exactly_one_fold(compared):
     assert {r["fold"] for r in rows} == {"1", "2", "3"}
 
 
-def test_promote_writes_a_complete_active_folder_and_keeps_the_previous(compared, models_root):
+def test_promote_writes_a_complete_active_folder_and_keeps_the_previous(
+    compared, models_root, cells
+):
     before = _registry(models_root)
     folder = promote(compared, "simple_cnn", "mine", root=models_root)
     assert active_model_name(models_root) == "mine" and list_models(models_root)[0] == "mine"
@@ -179,8 +187,17 @@ def test_promote_writes_a_complete_active_folder_and_keeps_the_previous(compared
                                                   "card.md", "split.csv"}  # fmt: skip
     promote(compared, "efficientnet_lite0", "mine", root=models_root)
     assert (models_root / "mine.previous" / "model.keras").is_file()
-    assert load_model("mine", models_root).config.architecture == "efficientnet_lite0"
+    lite = load_model("mine", models_root)
+    assert lite.config.architecture == "efficientnet_lite0"
     assert {k: v for k, v in _registry(models_root).items() if k != "mine"} == before
+    # Its calibration (fitted on cached features of 4 views) is what the app's classifier,
+    # classifying those 4 views, fits on the same validation cells.
+    assert lite.config.test_time_views == 4
+    side_of = read_split_file(folder / "split.csv")
+    val = [r for r in load_manifest(cells).records if side_of.get(bank_group(r)) == "val"]
+    logits = Classifier(lite).logits(load_crops(val, lite.config.input_size))
+    refit = fit_calibration(logits, labels_of(val) == BLAST_INDEX, mixed_sources(val))
+    assert refit.temperature == pytest.approx(lite.config.calibration.temperature, rel=1e-3)
 
 
 # Each bad dataset of the issue, and the words its message must contain.

@@ -153,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
                        ("--feature-views", int), ("--patience", int), ("--folds", int),
                        ("--seed", int)):
         compare.add_argument(flag, type=kind)
+    compare.add_argument("--test-time-views", type=int, choices=TEST_TIME_VIEWS,
+                         help="views whose logits are averaged when classifying (default 1)")
     compare.add_argument("--balance", choices=BALANCING)
     compare.add_argument("--no-augment", dest="augment", action="store_false", default=None)
     compare.add_argument("--augmentations", nargs="+", choices=AUGMENTATIONS,

@@ -27,12 +27,14 @@ from leukemia_core.calibration import (
     fit_calibration,
     reliability_bins,
 )
+from leukemia_core.classify import dihedral_view
 from leukemia_core.errors import ImageNetWeightsUnavailableError
 from leukemia_core.io import write_text_atomic
 from leukemia_core.models import build_classifier, get_architecture, list_architectures
 from leukemia_core.models.architectures import imagenet_weights
 from leukemia_core.models.folder import (
     check_model_name,
+    check_test_time_views,
     load_model,
     save_model_folder,
     set_active_model,
@@ -148,6 +150,7 @@ class CompareSettings:
     balance: str = "oversample"
     cached_features: bool = True
     feature_views: int = 2
+    test_time_views: int = 1
     patience: int = 5
     folds: int = 1
     seed: int = 0
@@ -171,6 +174,7 @@ class CompareSettings:
         if self.cached_features and self.fine_tune_epochs:
             raise ValueError("Fine-tuning changes the backbone, so it cannot train on cached "
                              "features: set fine-tune epochs to 0 or turn cached features off.")
+        check_test_time_views(self.test_time_views)
         if min(self.epochs, self.batch_size, self.feature_views) < 1:
             raise ValueError("epochs, batch_size and feature_views must be at least 1.")
 
@@ -203,7 +207,8 @@ class CompareSettings:
             batch_size=self.batch_size, balance=self.balance, augment=self.augment,
             augmentations=self.augmentations,
             cached_features=self.cached_features and weights is not None,
-            feature_views=self.feature_views, patience=self.patience, seed=self.seed,
+            feature_views=self.feature_views, test_time_views=self.test_time_views,
+            patience=self.patience, seed=self.seed,
         )  # fmt: skip
 
 
@@ -471,9 +476,11 @@ def _fold_model(config: FitConfig, split: SplitResult, index: dict, crops, featu
             model.get_layer("head_dropout").rate, report)  # fmt: skip
         model.get_layer("logits").set_weights(weights)
         kernel, bias = weights
+        test_views = features["test_views"]  # (test-time views, N, F); view 0 is the cell as is
 
         def logits_of(side):
-            return (views[0, take[side]] @ kernel + bias).astype(np.float32)
+            return np.mean([v[take[side]] @ kernel + bias for v in test_views], axis=0,
+                           dtype=np.float64).astype(np.float32)  # fmt: skip
 
         seconds = time.perf_counter() - start
         return model, logits_of("val"), logits_of("test"), history, seconds
@@ -506,7 +513,10 @@ def _run_architecture(
         views = settings.feature_views if settings.augment and settings.augmentations else 1
         x = backbone_features(model, crops, config, views=views,
                               progress=report.at(model=name, fold=0))  # fmt: skip
-        features = {"model": model, "x": x}
+        # Features of the turned and mirrored cells, for test-time views (computed once).
+        turned = [backbone_features(model, dihedral_view(crops, k), config)[0]
+                  for k in range(1, config.test_time_views)]  # fmt: skip
+        features = {"model": model, "x": x, "test_views": np.stack([x[0], *turned])}
         outcome.training_seconds += time.perf_counter() - start
         if frozen_random:
             outcome.init = FROZEN_RANDOM_WORDS

@@ -103,7 +103,8 @@ class JobSpec:
         parts += ["--no-augment"] * (not s.augment)
         parts += ["--augmentations " + " ".join(s.augmentations)] * bool(s.augmentations)
         parts += ["--cached-features" if s.cached_features else "--no-cached-features"]
-        parts += [f"--feature-views {s.feature_views}", f"--patience {s.patience}",
+        parts += [f"--feature-views {s.feature_views}", f"--test-time-views {s.test_time_views}",
+                  f"--patience {s.patience}",
                   f"--folds {s.folds}", f"--seed {s.seed}",
                   f"--missing-weights {s.missing_weights}", f"--out {shlex.quote(str(out))}"]  # fmt: skip
         return " \\\n    ".join(parts)
