@@ -313,8 +313,9 @@ def _calibrate(args) -> int:
                   file=sys.stderr)  # fmt: skip
     if done["dropped_metrics"]:
         print(f"note: held-out figures measured with the old calibration were removed from "
-              f"metrics.json ({', '.join(done['dropped_metrics'])}); measure them again with "
-              "python -m train.evaluate ... --held-out.", file=sys.stderr)  # fmt: skip
+              f"metrics.json ({', '.join(done['dropped_metrics'])}); measure and store them "
+              "again with python -m train.evaluate smears|cells|normals ... --held-out --record.",
+              file=sys.stderr)  # fmt: skip
     figures = {side: {k: result.metrics[side][k] for k in (
         "n", "balanced_accuracy", "auroc", "ece")} for side in ("validation", "test")}  # fmt: skip
     print(json.dumps({"folder": str(result.folder), "calibration": result.config["calibration"],

@@ -164,6 +164,8 @@ def _block(value) -> str:
     for key, item in value.items():
         if isinstance(item, dict):
             continue
+        if isinstance(item, list) and len(item) == 2 and all(isinstance(v, float) for v in item):
+            item = f"{_fmt(item[0])}-{_fmt(item[1])}"  # a 95% interval
         lines.append(f"- {key}: {_fmt(item) if isinstance(item, float) else item}")
     return "\n".join(lines)
 
