@@ -76,7 +76,7 @@ def _recalibrated(training: dict) -> str:
         return ""
     data = f" on {done['data']}" if done.get("data") else ""
     return (f" Re-fitted {done.get('date', '')[:10]} with `python -m train calibrate`{data} "
-            f"({done.get('n_val')} validation cells; weights unchanged).")
+            f"({done['coverage']['val']['cells']} validation cells; weights unchanged).")
 
 
 def model_card(name: str, config: dict, metrics: dict) -> str:

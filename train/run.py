@@ -40,6 +40,7 @@ from train.splits import (
     SplitResult,
     describe,
     read_split_file,
+    split_by_sides,
     split_from_file,
     split_per_source,
 )
@@ -250,7 +251,7 @@ def recalibrate(
     side_of = read_split_file(folder / SPLIT_FILE)
     views = loaded.config.test_time_views if test_time_views is None else test_time_views
     classifier = Classifier(replace(loaded, config=replace(loaded.config, test_time_views=views)))
-    split = split_from_file([replace(r, group=bank_group(r)) for r in records], folder / SPLIT_FILE)
+    split = split_by_sides([replace(r, group=bank_group(r)) for r in records], side_of)
     coverage = {}
     for side in ("val", "test"):
         named = {g for g, s in side_of.items() if s == side}
@@ -277,8 +278,6 @@ def recalibrate(
         training["fit"]["test_time_views"] = views
     training["recalibrated"] = {
         "data": data_description,
-        "n_val": coverage["val"]["cells"],
-        "n_test": coverage["test"]["cells"],
         "coverage": coverage,
         "previous": previous,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -253,7 +253,11 @@ def split_from_file(records: Iterable[CellRecord], path: Path) -> SplitResult:
     Raises:
         SplitError: The file is missing or malformed.
     """
-    side_of = read_split_file(path)
+    return split_by_sides(records, read_split_file(path))
+
+
+def split_by_sides(records: Iterable[CellRecord], side_of: dict[str, str]) -> SplitResult:
+    """Records put on the side ``side_of`` (group -> side) names; unnamed groups go to train."""
     records = list(records)
     return SplitResult(
         *(tuple(r for r in records if side_of.get(r.group, "train") == side) for side in SIDES),

@@ -88,7 +88,7 @@ def get_classifier(name: str) -> Classifier:
         ModelNotFoundError, ModelIntegrityError: Missing folder or damaged weights.
     """
     config = read_config(name)
-    version = f"{config.sha256} {config.calibration} {config.test_time_views}"
+    version = f"{config.sha256} {config.decision_settings()}"
     return _classifier(name, version, str(models_dir()))
 
 
