@@ -146,3 +146,16 @@ def test_calibrate_and_record_commands(models, cells, capsys):
     assert "## Held-out single cells" in (models / "tiny" / "card.md").read_text()
     code = train_cli(["calibrate", "nope", "--data", str(cells), "--models-dir", str(models)])
     assert code == 2 and "valid names: tiny" in capsys.readouterr().err
+
+
+def test_record_starts_a_missing_metrics_file_and_refuses_a_broken_one(models, cells, capsys):
+    command = ["cells", "--data", str(cells), "--model", "tiny", "--models-dir", str(models),
+               "--held-out", "--record"]  # fmt: skip
+    (models / "tiny" / "metrics.json").write_text("{not json")
+    assert evaluate_cli(command) == 2
+    assert "metrics.json is not valid JSON" in capsys.readouterr().err
+    assert (models / "tiny" / "metrics.json").read_text() == "{not json"  # nothing half-written
+    (models / "tiny" / "metrics.json").unlink()
+    assert evaluate_cli(command) == 0
+    metrics = json.loads((models / "tiny" / "metrics.json").read_text())
+    assert list(metrics) == ["synthetic_held_out"]

@@ -37,7 +37,13 @@ def record_figures(folder: Path, sections: dict) -> None:
         sections: ``metrics.json`` key -> figures (see :func:`held_out_sections`).
     """
     config = json.loads((folder / "config.json").read_text())
-    metrics = {**json.loads((folder / "metrics.json").read_text()), **sections}
+    path = folder / "metrics.json"
+    try:
+        stored = json.loads(path.read_text()) if path.is_file() else {}
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); restore it from the model's "
+                         "source, or delete it to start a new one.") from error  # fmt: skip
+    metrics = {**stored, **sections}
     card = model_card(folder.name, config, metrics)  # rendered before anything is written
     write_text_atomic(folder / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     write_text_atomic(folder / "card.md", card)
