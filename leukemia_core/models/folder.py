@@ -222,7 +222,7 @@ def save_model_folder(
     metrics: dict | None = None,
     card: str = "",
     root: Path | None = None,
-    extra_files: dict[str, str] | None = None,
+    extra_files: dict[str, str | bytes] | None = None,
 ) -> Path:
     """Write a complete model folder atomically; an existing one is kept as ``<name>.previous``.
 
@@ -233,7 +233,8 @@ def save_model_folder(
         metrics: Written to ``metrics.json``.
         card: Markdown model card.
         root: Parent folder (:func:`models_dir` by default).
-        extra_files: More text files to write into the folder (e.g. ``split.csv``).
+        extra_files: More files to write into the folder (e.g. ``split.csv``): text, or
+            bytes written as they are.
 
     Returns:
         The folder path.
@@ -256,8 +257,11 @@ def save_model_folder(
         (staging / "config.json").write_text(json.dumps(values, indent=2) + "\n")
         (staging / "metrics.json").write_text(json.dumps(metrics or {}, indent=2) + "\n")
         (staging / "card.md").write_text(card)
-        for file_name, text in (extra_files or {}).items():
-            (staging / file_name).write_text(text)
+        for file_name, content in (extra_files or {}).items():
+            if isinstance(content, bytes):
+                (staging / file_name).write_bytes(content)
+            else:
+                (staging / file_name).write_text(content)
         target, previous = root / name, root / f"{name}{PREVIOUS}"
         if target.exists():
             shutil.rmtree(previous, ignore_errors=True)
