@@ -7,6 +7,8 @@ Commands:
     inspect  check datasets for training: layout, cells per class and group, problems
     compare  train several architectures on the same grouped splits and compare them
     promote  make a compared model the active one (models/<name>/ + models/ACTIVE)
+    adapt    re-fit a model on a lab's signed cells as a new version <name>-site<k>
+    activate make a model folder the active one (models/ACTIVE)
     worker   run the queued comparison jobs of the Retrain page (started by the app)
 
 Progress goes to stderr. Research use only.
@@ -26,7 +28,8 @@ from tqdm import tqdm
 
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.models import list_architectures
-from leukemia_core.models.folder import TEST_TIME_VIEWS, models_dir
+from leukemia_core.models.folder import TEST_TIME_VIEWS, models_dir, set_active_model
+from train.adapt_model import adapt_command, add_adapt_arguments
 from train.card import model_card
 from train.cellbank import SOURCES, build_bank
 from train.compare import MISSING_WEIGHTS, PRESETS
@@ -176,6 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("architecture")
     promote.add_argument("--name", required=True, help="model folder name")
     promote.add_argument("--models-dir", type=Path)
+
+    adapt = commands.add_parser("adapt", help="adapt a model to a lab's signed cells (new version)")
+    add_adapt_arguments(adapt)
+
+    activate = commands.add_parser("activate", help="make a model folder the active one")
+    activate.add_argument("name", help="model folder")
+    activate.add_argument("--models-dir", type=Path)
 
     worker = commands.add_parser("worker", help="run queued comparison jobs, then exit")
     worker.add_argument("--runs", type=Path, help="jobs folder (default: runs/)")
@@ -351,6 +361,11 @@ def main(argv: list[str] | None = None) -> int:
 
             folder = promote(args.run, args.architecture, args.name, root=args.models_dir)
             print(f"promoted {args.architecture} as {folder} (now the active model)")
+        elif args.command == "adapt":
+            return adapt_command(args)
+        elif args.command == "activate":
+            set_active_model(args.name, args.models_dir)
+            print(f"{args.name} is now the active model")
         elif args.command == "worker":
             from train.jobs import run_worker
 

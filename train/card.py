@@ -85,6 +85,45 @@ def _recalibrated(training: dict) -> str:
             f"({done['coverage']['val']['cells']} validation cells; weights unchanged).")
 
 
+ADAPTED_NOTE = " Re-fitted on a lab's own cells (see Adapted to a lab)."
+_ADAPTED_WORDS = {
+    "calibration_only": "temperature, threshold and review band re-fitted; weights unchanged",
+    "offset": "temperature, threshold, review band and the logits' offset re-fitted",
+    "head": "temperature, threshold, review band and the classifier head re-fitted",
+}
+
+
+def _adapted(training: dict) -> list[str]:
+    """The section of a version made by ``python -m train adapt`` (none for other models)."""
+    done = training.get("adapted")
+    if not done:
+        return []
+    counts, check = done["counts"], done["check"]
+    data = f" ({done['data']})" if done.get("data") else ""
+    what = _ADAPTED_WORDS.get(done.get("variant"), done.get("variant"))
+    keys = ("balanced_accuracy", "sensitivity", "specificity", "ece", "confident_miss_rate")
+    rows = [f"| {side} | {check[key]['n']} | " + " | ".join(_fmt(check[key][k]) for k in keys)
+            + " |" for side, key in (("before (base model)", "before"), ("after", "after"))]  # fmt: skip
+    return [
+        "## Adapted to a lab",
+        f"Adapted {done.get('date', '')[:10]} from `{done['base']}` (weights sha256 "
+        f"{done['base_sha256'][:12]}...) with `python -m train adapt` on {counts['cells']} "
+        f"signed cells ({counts['per_class']['blast']} blasts, "
+        f"{counts['per_class']['normal']} normal) of {counts['groups']} samples{data}; "
+        f"{what}. Grouped internal check on these cells (each scored by a fit without its "
+        f"sample; {check['folds']} folds):",
+        "",
+        "| | n | " + " | ".join(keys) + " |",
+        "|---" * (len(keys) + 2) + "|",
+        *rows,
+        "",
+        "Confident miss: a blast below the review band (counted normal without review). This "
+        "version has no held-out test figures of its own: measure it on samples of this lab "
+        "that were not used here before relying on it.",
+        "",
+    ]
+
+
 def model_card(name: str, config: dict, metrics: dict) -> str:
     """Markdown card: intended use, data and licenses, training, evaluation, limits."""
     training = config.get("training", {})
@@ -111,7 +150,8 @@ def model_card(name: str, config: dict, metrics: dict) -> str:
         f"{_fmt(calibration.get('temperature'))}, decision threshold "
         f"{_fmt(calibration.get('threshold'), 2)}, uncertain band "
         f"[{_fmt(calibration.get('uncertain_low'), 2)}, "
-        f"{_fmt(calibration.get('uncertain_high'), 2)}).{_recalibrated(training)}",
+        f"{_fmt(calibration.get('uncertain_high'), 2)}).{_recalibrated(training)}"
+        f"{ADAPTED_NOTE if training.get('adapted') else ''}",
         f"- {_views_words(config.get('test_time_views', 1))}",
         f"- Grad-CAM layer: `{config.get('gradcam_layer')}`.",
         "",
@@ -123,6 +163,7 @@ def model_card(name: str, config: dict, metrics: dict) -> str:
         f"Split: {training.get('split', 'n/a')}. No group (subject, smear field block or file) is "
         "on two sides.",
         "",
+        *_adapted(training),
         "## Evaluation on the held-out test groups",
         "Figures with 95% bootstrap intervals over groups.",
         "",

@@ -1,0 +1,238 @@
+"""Adapt a model folder to a lab's signed cells, as a new model version that must be made active.
+
+:func:`adapt_model` classifies the cells through the app's own :class:`Classifier` (same crops,
+preprocessing and test-time views), takes the pooled features the ``logits`` layer reads, runs
+:func:`train.adapt.adapt_from_arrays` and writes ``<base>-site<k>``: a new folder, never over an
+existing one, with ``models/ACTIVE`` left as it was. This is what ``python -m train adapt`` and
+the Retrain page's "Adapt to this lab" call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from leukemia_core.classify import Classifier
+from leukemia_core.errors import LeukemiaCoreError
+from leukemia_core.io import read_image
+from leukemia_core.models.folder import (
+    ACTIVE_FILE,
+    PREVIOUS,
+    WEIGHTS_FILE,
+    active_model_name,
+    check_model_name,
+    load_model,
+    models_dir,
+    save_model_folder,
+    set_active_model,
+)
+from leukemia_core.single_cell import single_cell_crop
+from leukemia_core.store import CaseStore
+from train.adapt import Adaptation, adapt_from_arrays, check_cells, worse_than_before
+from train.card import model_card
+from train.cellbank import bank_group
+from train.data import FORMATS, load_dataset
+from train.datasets import export_reviewed_cases
+from train.fit import ProgressCallback
+from train.records import BLAST, CellRecord, CellTable
+
+SITE_SUFFIX = re.compile(r"-site\d+$")
+MANAGED_FILES = frozenset({WEIGHTS_FILE, "config.json", "metrics.json", "card.md"})
+_NOT_COPIED = ("format_version", "weights_file", "sha256")  # written afresh on saving
+
+
+class ModelExistsError(LeukemiaCoreError, FileExistsError):
+    """A model folder of the asked name exists already; adaptation never overwrites one."""
+
+
+def next_site_name(base: str, root: Path | None = None) -> str:
+    """``<base>-site<k>`` with the smallest ``k`` no folder (nor kept ``.previous``) uses.
+
+    An adapted model's name loses its ``-site<k>`` first, so adapting ``m-site1`` again gives
+    ``m-site2``.
+
+    >>> next_site_name("lite0_blast_v1", Path("/nonexistent"))
+    'lite0_blast_v1-site1'
+    """
+    root = root or models_dir()
+    stem = SITE_SUFFIX.sub("", base)
+    k = 1
+    while True:
+        suffix = f"-site{k}"
+        name = stem[: 64 - len(suffix)] + suffix
+        if not (root / name).exists() and not (root / f"{name}{PREVIOUS}").exists():
+            return name
+        k += 1
+
+
+def app_crops(records: Sequence[CellRecord], progress: ProgressCallback | None = None) -> list:
+    """Each record's image cut as the app cuts a cell (on black, at the app's crop size)."""
+    crops = []
+    for i, record in enumerate(records):
+        crops.append(single_cell_crop(read_image(record.path).rgb).crop)
+        if progress and (i + 1 == len(records) or i % 50 == 0):
+            progress({"stage": "loading", "done": i + 1, "total": len(records)})
+    return crops
+
+
+def _check_new_name(name: str, root: Path) -> str:
+    check_model_name(name)
+    if (root / name).exists() or (root / f"{name}{PREVIOUS}").exists():
+        raise ModelExistsError(
+            f"A model folder {root / name} exists already; adaptation writes a new version and "
+            "never overwrites one. Choose another name, or leave the name out for the next "
+            "free <base>-site<k>."
+        )
+    return name
+
+
+def _extra_files(folder: Path) -> dict[str, str | bytes]:
+    """The base folder's other files (split.csv, domain.npz, ...), to copy as they are."""
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())
+            if p.is_file() and p.name not in MANAGED_FILES}  # fmt: skip
+
+
+def adapt_model(
+    model_name: str,
+    records: Sequence[CellRecord],
+    *,
+    root: Path | None = None,
+    new_name: str | None = None,
+    min_head_cells: int = 200,
+    seed: int = 0,
+    data_description: str = "",
+    progress: ProgressCallback | None = None,
+) -> Path:
+    """Adapt ``model_name`` to ``records`` (a lab's signed cells) and save it as a new folder.
+
+    Args:
+        model_name: The base model folder; it is read, never changed.
+        records: Labelled cells with groups (samples); e.g. the export of signed cases.
+        root: Parent of model folders (``models/`` by default).
+        new_name: Name of the new folder (default: :func:`next_site_name`).
+        min_head_cells: Re-fit the head from this many cells (see :func:`adapt_from_arrays`).
+        seed: Seed of the internal check's folds.
+        data_description: Words about the cells, for the config and card.
+        progress: Event callback for loading the crops and computing features.
+
+    Returns:
+        The new folder. Its ``config.json`` holds ``training.adapted`` with the base, the cells
+        used, whether the head was re-fitted and the before/after check figures.
+
+    Raises:
+        ModelNotFoundError, ModelIntegrityError: The base model is missing or damaged.
+        ModelExistsError: ``new_name`` is taken.
+        AdaptationError: Too few cells or samples, one class only (nothing is written).
+    """
+    root = root or models_dir()
+    loaded = load_model(model_name, root)
+    name = _check_new_name(new_name or next_site_name(loaded.name, root), root)
+    records = [replace(r, group=bank_group(r)) for r in records]
+    is_blast = np.array([r.label == BLAST for r in records], dtype=bool)
+    groups = np.array([r.group for r in records])
+    check_cells(is_blast, groups)  # before minutes of loading crops
+    crops = app_crops(records, progress)
+    # The app's own classification path: same input preparation and test-time views; the
+    # features are the logits layer's input, averaged over the views as the logits are.
+    outputs = Classifier(loaded).outputs(crops, _classify_progress(progress))
+    kernel, bias = loaded.keras_model.get_layer("logits").get_weights()
+    adaptation = adapt_from_arrays(
+        outputs.features, is_blast, groups, kernel, bias, calibration=loaded.config.calibration,
+        n_views_logits=outputs.logits, min_head_cells=min_head_cells, seed=seed,
+    )  # fmt: skip
+    return _save(loaded, name, adaptation, root, data_description)
+
+
+def _classify_progress(progress: ProgressCallback | None):
+    if progress is None:
+        return None
+    return lambda done, total: progress({"stage": "classify", "done": done, "total": total})
+
+
+def _save(loaded, name: str, adaptation: Adaptation, root: Path, data_description: str) -> Path:
+    """Write the adapted version; ``ACTIVE`` keeps naming the model it named."""
+    base = loaded.path
+    values = json.loads((base / "config.json").read_text())
+    config = {k: v for k, v in values.items() if k not in _NOT_COPIED}
+    config["calibration"] = adaptation.calibration.to_dict()
+    training = config["training"] = dict(config.get("training") or {})
+    training["adapted"] = {
+        "base": loaded.name,
+        "base_sha256": loaded.checksum,
+        "base_calibration": loaded.config.calibration.to_dict(),
+        "data": data_description,
+        **adaptation.to_dict(),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    training["adapted"].pop("calibration")  # the new one is config["calibration"]
+    metrics = {"adaptation_check": adaptation.check}
+    model = keras.Model.from_config(loaded.keras_model.get_config())
+    model.set_weights(loaded.keras_model.get_weights())
+    model.get_layer("logits").set_weights([adaptation.kernel, adaptation.bias])
+    card = model_card(name, config, metrics)
+    if not (root / ACTIVE_FILE).is_file():
+        # Without ACTIVE the first folder by name is the default; the new one must not become it.
+        active = active_model_name(root)
+        if active is not None:
+            set_active_model(active, root)
+    _check_new_name(name, root)  # once more, right before writing
+    return save_model_folder(model, name, config, metrics=metrics, card=card, root=root,
+                             extra_files=_extra_files(base))  # fmt: skip
+
+
+# ------------------------------------------------------------------------- python -m train adapt
+def add_adapt_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``python -m train adapt``."""
+    parser.add_argument("--model", required=True, help="base model folder (read, never changed)")
+    cells = parser.add_mutually_exclusive_group(required=True)
+    cells.add_argument("--reviewed-cases", nargs="?", const="", metavar="DATABASE",
+                       help="the signed cells of the case record (default database)")  # fmt: skip
+    cells.add_argument("--data", type=Path, action="append",
+                       help="a folder or CSV manifest of the lab's labelled cells; repeatable")  # fmt: skip
+    parser.add_argument("--format", choices=FORMATS, help="layout of --data (detected if omitted)")
+    parser.add_argument("--name", help="new model folder (default: <model>-site<k>, next free)")
+    parser.add_argument("--min-head-cells", type=int, default=200,
+                        help="re-fit the head too from this many cells (default 200)")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0, help="seed of the internal check's folds")
+    parser.add_argument("--describe", default="", help="words about the cells for the card")
+    parser.add_argument("--models-dir", type=Path)
+
+
+def adapt_command(args: argparse.Namespace) -> int:
+    """Run ``python -m train adapt``: print the new folder and its before/after as JSON."""
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.reviewed_cases is not None:
+            store = CaseStore(args.reviewed_cases or None)
+            table = export_reviewed_cases(store, Path(tmp) / "reviewed_cases")
+            words = f"signed cases of {store.path}"
+        else:
+            table = CellTable.concat(*(load_dataset(d, args.format, require_both_classes=False)
+                                       for d in args.data))  # fmt: skip
+            words = ", ".join(str(d) for d in args.data)
+        for note in table.notes:
+            print(f"note: {note}", file=sys.stderr)
+        folder = adapt_model(args.model, table.records, root=args.models_dir, new_name=args.name,
+                             min_head_cells=args.min_head_cells, seed=args.seed,
+                             data_description=args.describe or words)  # fmt: skip
+    done = json.loads((folder / "config.json").read_text())["training"]["adapted"]
+    print(json.dumps({"folder": str(folder), "base": done["base"], "counts": done["counts"],
+                      "head_refitted": done["head_refitted"], "before": done["check"]["before"],
+                      "after": done["check"]["after"]}, indent=2))  # fmt: skip
+    worse = worse_than_before(done["check"])
+    if worse:
+        print(f"note: on the grouped check the new version does worse than {done['base']}: "
+              f"{'; '.join(worse)}.", file=sys.stderr)  # fmt: skip
+    print(f"note: {folder.name} is a new version and is not active; check it, then make it the "
+          f"active model with `python -m train activate {folder.name}` (or the Retrain page).",
+          file=sys.stderr)  # fmt: skip
+    return 0
