@@ -27,6 +27,7 @@ from train.datasets import DatasetSource, export_reviewed_cases, extract_zip, in
 from train.fit import AUGMENTATIONS, BALANCING
 from ui import comparison as view
 from ui import state
+from ui.adaptation import adapt_section
 from ui.common import flash, show_flashes
 
 DATASET_KEY = "retrain_dataset"  # {"locations": [...], "allow_ungrouped": bool, "summary": ...}
@@ -338,3 +339,4 @@ st.caption(f"Installed models: {', '.join(list_models()) or 'none'}")
 picked = dataset_section()
 settings_section(picked)
 jobs_section()
+adapt_section()

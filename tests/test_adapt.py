@@ -1,0 +1,385 @@
+"""Site adaptation: the array-level core on synthetic features with a known shift, the new model
+version it writes (never over an existing one, ACTIVE untouched), the CLI and the Retrain page.
+
+The model-level tests use the tiny random CNN and cut-out disc images: its answers are whatever
+the network computes, so they check what is written, not how good it is.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from streamlit.runtime.pages_manager import PagesManager
+from streamlit.testing.v1 import AppTest
+
+from leukemia_core.calibration import Calibration, blast_probability, fit_calibration
+from leukemia_core.classify import Classifier
+from leukemia_core.errors import ModelNotFoundError
+from leukemia_core.imaging import png_bytes
+from leukemia_core.models.folder import (
+    active_model_name,
+    list_models,
+    load_model,
+    set_active_model,
+)
+from leukemia_core.store import CaseStore, CellEntry, FieldEntry
+from train.__main__ import main as train_cli
+from train.adapt import AdaptationError, adapt_from_arrays, figures
+from train.adapt_model import ModelExistsError, adapt_model, next_site_name
+from train.data import load_manifest
+
+APP = Path(__file__).resolve().parents[1] / "app.py"
+F = 32  # synthetic feature width
+
+
+# ---- synthetic features ------------------------------------------------------------------
+def _direction(seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).normal(size=F)
+    return v / np.linalg.norm(v)
+
+
+W = _direction(1)  # what the trained head looks at
+U = _direction(2) - (_direction(2) @ W) * W  # a direction the head ignores
+U /= np.linalg.norm(U)
+KERNEL = np.stack([W, -W], axis=1).astype(np.float32)  # blast-minus-normal margin 2 * W . x
+BIAS = np.zeros(2, np.float32)
+
+
+def _cells(n_groups: int, per_group: int, seed: int, *, offset: float = 0.0, sign=None):
+    """Features of ``n_groups`` samples; even samples are mostly blasts, odd mostly normal.
+
+    ``offset`` moves every cell along ``-W`` (the lab's blasts score lower); ``sign`` is the
+    direction blasts and normal cells differ along (default ``W``, the head's own).
+    """
+    rng = np.random.default_rng(seed)
+    sign = W if sign is None else sign
+    x, y, g = [], [], []
+    for k in range(n_groups):
+        blast = rng.random(per_group) < (0.6 if k % 2 == 0 else 0.1)
+        x.append(rng.normal(size=(per_group, F)) + np.outer(np.where(blast, 1.5, -1.5), sign))
+        y.append(blast)
+        g += [f"s{seed}-{k}"] * per_group
+    return np.concatenate(x) - offset * W, np.concatenate(y), np.array(g)
+
+
+def _source_calibration() -> Calibration:
+    x, y, _ = _cells(20, 30, seed=10)
+    return fit_calibration(x @ KERNEL + BIAS, y)
+
+
+def _held_out(adaptation, calibration, x, y) -> tuple[dict, dict]:
+    before = figures(blast_probability(x @ KERNEL + BIAS, calibration.temperature), y,
+                     calibration.threshold, calibration.uncertain_low)  # fmt: skip
+    new = adaptation.calibration
+    after = figures(blast_probability(x @ adaptation.kernel + adaptation.bias, new.temperature),
+                    y, new.threshold, new.uncertain_low)  # fmt: skip
+    return before, after
+
+
+def test_calibration_only_raises_balanced_accuracy_and_lowers_ece_on_held_out_samples():
+    calibration = _source_calibration()
+    x, y, g = _cells(10, 15, seed=3, offset=1.2)  # the lab's blasts score low
+    adaptation = adapt_from_arrays(x, y, g, KERNEL, BIAS, calibration=calibration,
+                                   variants=("calibration_only",))  # fmt: skip
+    assert adaptation.variant == "calibration_only" and not adaptation.head_refitted
+    assert set(adaptation.check) == {"folds", "cells", "groups", "before", "calibration_only",
+                                     "head", "after"}  # fmt: skip
+    np.testing.assert_array_equal(adaptation.kernel, KERNEL)
+    np.testing.assert_array_equal(adaptation.bias, BIAS)
+    assert adaptation.calibration.threshold < calibration.threshold
+    check = adaptation.check
+    assert check["after"]["balanced_accuracy"] > check["before"]["balanced_accuracy"] + 0.1
+    assert check["after"]["confident_miss_rate"] < check["before"]["confident_miss_rate"]
+    # Samples of the same lab that the adaptation never saw.
+    before, after = _held_out(adaptation, calibration, *_cells(30, 30, seed=4, offset=1.2)[:2])
+    assert before["sensitivity"] < 0.6 < 0.9 < after["sensitivity"]
+    assert after["balanced_accuracy"] > before["balanced_accuracy"] + 0.1
+    assert after["ece"] < before["ece"]
+    assert after["confident_miss_rate"] < 0.05 < 0.2 < before["confident_miss_rate"]
+
+
+def test_an_offset_lab_gets_its_logits_shifted_too_and_calibrated_probabilities():
+    calibration = _source_calibration()
+    x, y, g = _cells(10, 15, seed=3, offset=1.2)  # 150 cells: too few for the head's weights
+    adaptation = adapt_from_arrays(x, y, g, KERNEL, BIAS, calibration=calibration)
+    assert adaptation.variant == "offset" and adaptation.check["head"] is None
+    assert "from 200 cells" in adaptation.decision
+    np.testing.assert_array_equal(adaptation.kernel, KERNEL)  # only the offset moved
+    assert adaptation.bias[0] - adaptation.bias[1] > 0.5
+    assert adaptation.check["offset"]["nll"] < adaptation.check["calibration_only"]["nll"]
+    calibrated = adapt_from_arrays(x, y, g, KERNEL, BIAS, calibration=calibration,
+                                   variants=("calibration_only",))  # fmt: skip
+    test_x, test_y, _ = _cells(30, 30, seed=4, offset=1.2)
+    before, after = _held_out(adaptation, calibration, test_x, test_y)
+    assert after["ece"] < _held_out(calibrated, calibration, test_x, test_y)[1]["ece"] / 2
+    assert after["ece"] < before["ece"] / 2
+    assert after["balanced_accuracy"] > before["balanced_accuracy"] + 0.1
+
+
+def test_the_head_is_refitted_only_with_enough_cells_and_when_it_helps():
+    calibration = _source_calibration()
+    tilted = 0.4 * W + 0.9 * U  # the lab's blasts differ along a direction the head ignores
+    x, y, g = _cells(16, 25, seed=5, offset=0.5, sign=tilted)  # 400 cells
+    few = adapt_from_arrays(x[:150], y[:150], g[:150], KERNEL, BIAS, calibration=calibration)
+    assert few.variant != "head" and few.check["head"] is None
+    capped = adapt_from_arrays(x, y, g, KERNEL, BIAS, calibration=calibration,
+                               min_head_cells=1000)  # fmt: skip
+    assert capped.variant != "head" and capped.check["head"] is None
+    enough = adapt_from_arrays(x, y, g, KERNEL, BIAS, calibration=calibration)
+    assert enough.head_refitted and enough.variant == "head", enough.decision
+    assert enough.check["after"] == enough.check["head"]
+    assert enough.check["head"]["nll"] < enough.check["calibration_only"]["nll"] - 0.01
+    assert not np.allclose(enough.kernel, KERNEL)
+    test_x, test_y, _ = _cells(30, 30, seed=6, offset=0.5, sign=tilted)
+    _, with_head = _held_out(enough, calibration, test_x, test_y)
+    _, without = _held_out(capped, calibration, test_x, test_y)
+    assert with_head["balanced_accuracy"] > without["balanced_accuracy"] + 0.05
+
+
+def test_a_lab_the_model_already_fits_keeps_its_weights():
+    x, y, g = _cells(16, 25, seed=7)  # no shift at all
+    adaptation = adapt_from_arrays(x, y, g, KERNEL, BIAS, calibration=_source_calibration())
+    assert adaptation.check["head"] is not None  # tried, and not worth it
+    assert adaptation.variant == "calibration_only", adaptation.decision
+    np.testing.assert_array_equal(adaptation.kernel, KERNEL)
+    np.testing.assert_array_equal(adaptation.bias, BIAS)
+
+
+def test_groups_never_fall_on_both_sides_of_the_check():
+    x, y, g = _cells(6, 20, seed=8, offset=1.0)
+    adaptation = adapt_from_arrays(x, y, g, KERNEL, BIAS)
+    assert adaptation.check["folds"] == 5 and adaptation.check["cells"] <= len(y)
+    assert adaptation.counts == {"cells": 120, "groups": 6,
+                                 "per_class": {"blast": int(y.sum()), "normal": int((~y).sum())},
+                                 "groups_per_class": adaptation.counts["groups_per_class"]}  # fmt: skip
+
+
+def _bad(name: str):
+    x, y, g = _cells(6, 20, seed=9)
+    if name == "one class":
+        return x, np.ones_like(y), g
+    if name == "too few blasts":
+        keep = ~y | (np.cumsum(y) <= 4)
+        return x[keep], y[keep], g[keep]
+    if name == "one sample":
+        return x, y, np.full(len(y), "only")
+    if name == "pure samples":
+        return x, y, np.where(y, "all-blast", "all-normal")
+    return x, y[:-1], g
+
+
+@pytest.mark.parametrize("case, message", [
+    ("one class", r"0 normal cell\(s\)"),
+    ("too few blasts", r"at least 5 signed blasts .* 4 blast\(s\)"),
+    ("one sample", "at least 2 samples"),
+    ("pure samples", "No grouped check is possible"),
+    ("shapes", "do not fit"),
+])  # fmt: skip
+def test_unusable_cells_get_a_typed_error(case, message):
+    with pytest.raises(AdaptationError, match=message):
+        adapt_from_arrays(*_bad(case), KERNEL, BIAS)
+
+
+def test_features_taken_another_way_are_refused():
+    x, y, g = _cells(6, 20, seed=9)
+    with pytest.raises(AdaptationError, match="differ from the model's logits"):
+        adapt_from_arrays(x, y, g, KERNEL, BIAS, n_views_logits=x @ KERNEL + BIAS + 0.5)
+    with pytest.raises(ValueError, match="unknown"):
+        adapt_from_arrays(x, y, g, KERNEL, BIAS, variants=("everything",))
+
+
+# ---- model folders ------------------------------------------------------------------------
+def _disc(radius: int, colour: tuple[int, int, int], seed: int) -> np.ndarray:
+    """A cell cut out on black (the C-NMC convention), 96 px."""
+    image = np.zeros((96, 96, 3), np.uint8)
+    cv2.circle(image, (48 + seed % 5, 48 - seed % 3), radius, colour, -1)
+    return image
+
+
+def _cell_crop(label: str, i: int) -> np.ndarray:
+    return _disc(34, (120, 60, 170), i) if label == "blast" else _disc(22, (190, 150, 170), i)
+
+
+LABELS = ["blast", "blast", "normal", "normal", "normal"]
+
+
+@pytest.fixture(scope="module")
+def cells(tmp_path_factory) -> Path:
+    """A manifest of 30 cut-out cells of 6 samples (2 blasts and 3 normal cells each)."""
+    folder = tmp_path_factory.mktemp("lab")
+    rows = []
+    for s in range(6):
+        for i, label in enumerate(LABELS):
+            name = f"s{s}_c{i}.png"
+            (folder / name).write_bytes(png_bytes(_cell_crop(label, 5 * s + i)))
+            rows.append({"path": name, "label": label, "group": f"S-{s}", "source": "lab"})
+    with open(folder / "manifest.csv", "w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return folder / "manifest.csv"
+
+
+@pytest.fixture
+def models(tiny_models_dir, tmp_path, monkeypatch) -> Path:
+    """The tiny model, active, with a split.csv, a binary extra file and 4 test-time views."""
+    root = tmp_path / "models"
+    shutil.copytree(tiny_models_dir, root)
+    (root / "tiny" / "split.csv").write_text("group,side\nx:1,train\n")
+    (root / "tiny" / "extra.bin").write_bytes(bytes(range(256)))
+    path = root / "tiny" / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "test_time_views": 4}))
+    set_active_model("tiny", root)
+    monkeypatch.setenv("LEUKEMIA_MODELS_DIR", str(root))
+    monkeypatch.setenv("LEUKEMIA_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("LEUKEMIA_CASE_DB", str(tmp_path / "cases.sqlite3"))
+    return root
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root`` by relative path."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}  # fmt: skip
+
+
+def test_adaptation_writes_new_versions_and_never_overwrites(models, cells):
+    records = load_manifest(cells).records
+    before = _snapshot(models)
+    first = adapt_model("tiny", records, root=models, data_description="lab cells")
+    second = adapt_model("tiny", records, root=models)
+    assert (first.name, second.name) == ("tiny-site1", "tiny-site2")
+    assert next_site_name("tiny-site2", models) == "tiny-site3"
+    after = _snapshot(models)
+    assert {k: v for k, v in after.items() if k in before} == before  # base and ACTIVE as they were
+    assert active_model_name(models) == "tiny"
+    for name in ("split.csv", "extra.bin"):
+        assert (first / name).read_bytes() == (models / "tiny" / name).read_bytes()
+    config = json.loads((first / "config.json").read_text())
+    done = config["training"]["adapted"]
+    base_sha = json.loads((models / "tiny" / "config.json").read_text())["sha256"]
+    assert done["base"] == "tiny" and done["base_sha256"] == base_sha
+    assert done["counts"]["cells"] == 30 and done["counts"]["groups"] == 6
+    assert done["counts"]["per_class"] == {"blast": 12, "normal": 18}
+    assert done["variant"] in ("calibration_only", "offset") and done["data"] == "lab cells"
+    assert done["head_refitted"] is False and done["check"]["head"] is None
+    assert set(done["check"]) >= {"before", "after", "calibration_only", "offset", "folds"}
+    assert config["test_time_views"] == 4
+    assert "## Adapted to a lab" in (first / "card.md").read_text()
+    loaded = load_model("tiny-site1", models)
+    assert loaded.config.calibration.to_dict() == config["calibration"]
+    base = load_model("tiny", models)
+    np.testing.assert_array_equal(loaded.keras_model.get_layer("logits").get_weights()[0],
+                                  base.keras_model.get_layer("logits").get_weights()[0])  # fmt: skip
+    crops = [_cell_crop("blast", 0), _cell_crop("normal", 1), _cell_crop("blast", 7)]
+    shift = Classifier(loaded).logits(crops) - Classifier(base).logits(crops)
+    np.testing.assert_allclose(shift, np.broadcast_to(shift[0], shift.shape), atol=1e-5)
+
+    with pytest.raises(ModelExistsError, match="never overwrites"):
+        adapt_model("tiny", records, root=models, new_name="tiny-site1")
+    with pytest.raises(ModelExistsError, match="never overwrites"):
+        adapt_model("tiny", records, root=models, new_name="tiny")
+    with pytest.raises(ModelNotFoundError, match="valid names"):
+        adapt_model("nope", records, root=models)
+    with pytest.raises(AdaptationError, match="at least 5 signed blasts"):
+        adapt_model("tiny", [r for r in records if r.label == "normal"], root=models)
+    assert _snapshot(models) == after  # refused: nothing written
+
+
+def test_without_active_file_the_default_model_stays_the_default(models, cells):
+    (models / "ACTIVE").unlink()
+    assert active_model_name(models) == "tiny"
+    adapt_model("tiny", load_manifest(cells).records, root=models, new_name="0lab")
+    assert active_model_name(models) == "tiny" and "0lab" in list_models(models)
+
+
+def test_adapt_and_activate_commands(models, cells, capsys):
+    code = train_cli(["adapt", "--model", "tiny", "--data", str(cells),
+                      "--models-dir", str(models)])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    out, err = capsys.readouterr()
+    printed = json.loads(out)
+    assert printed["folder"] == str(models / "tiny-site1") and printed["base"] == "tiny"
+    assert set(printed["before"]) >= {"balanced_accuracy", "ece", "confident_miss_rate"}
+    assert "not active" in err and "python -m train activate tiny-site1" in err
+    assert active_model_name(models) == "tiny"
+    assert train_cli(["activate", "tiny-site1", "--models-dir", str(models)]) == 0
+    assert active_model_name(models) == "tiny-site1"
+
+
+def test_adapt_command_failures_write_nothing(models, cells, tmp_path, capsys):
+    before = _snapshot(models)
+    normal_only = tmp_path / "normal.csv"
+    lines = cells.read_text().splitlines()
+    normal_only.write_text("\n".join([lines[0], *(x for x in lines[1:] if ",normal," in x)]))
+    shutil.copytree(cells.parent, tmp_path / "cells_copy")
+    (tmp_path / "cells_copy" / "normal.csv").write_text(normal_only.read_text())
+    for argv, message in [
+        (["--model", "nope", "--data", str(cells)], "valid names: tiny"),
+        (["--model", "tiny", "--data", str(tmp_path / "cells_copy" / "normal.csv")],
+         "0 blast(s)"),
+        (["--model", "tiny", "--data", str(cells), "--name", "tiny"], "never overwrites"),
+        (["--model", "tiny", "--reviewed-cases", str(tmp_path / "empty.sqlite3")],
+         "No signed case"),
+    ]:  # fmt: skip
+        assert train_cli(["adapt", *argv, "--models-dir", str(models)]) == 2
+        assert message in capsys.readouterr().err
+    assert _snapshot(models) == before
+
+
+# ---- the Retrain page -----------------------------------------------------------------------
+@pytest.fixture
+def _navigation(monkeypatch):
+    """See tests/test_app.py: keep AppTest running ``app.py`` and its ``st.navigation``."""
+    original = PagesManager.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init)
+
+
+def _sign_cases(store: CaseStore, samples: int) -> None:
+    for s in range(samples):
+        cells = [CellEntry(0, i + 1, (10 * i, 0, 10 * i + 96, 96), (10 * i + 48.0, 48.0), 0.5,
+                           label, crop_png=png_bytes(_cell_crop(label, 5 * s + i)))
+                 for i, label in enumerate(LABELS)]  # fmt: skip
+        case = store.create_case(f"S-{s}", [FieldEntry("field.png", 640, 480)], cells,
+                                 model_name="tiny", model_checksum="sha256:0", thresholds={})  # fmt: skip
+        store.sign_case(case, reviewer="Dr. A")
+
+
+def test_adapt_section_of_the_retrain_page(models, _navigation):
+    at = AppTest.from_file(str(APP), default_timeout=240).run()
+    at.switch_page("pages/retrain.py").run()
+    assert not at.exception, at.exception
+    at.button(key="adapt_count").click().run()
+    assert any("No signed case" in e.value for e in at.error), [e.value for e in at.error]
+    _sign_cases(CaseStore(os.environ["LEUKEMIA_CASE_DB"]), 6)
+    at.button(key="adapt_count").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    values = {m.label: m.value for m in at.metric}
+    assert values == {"Cells": "30", "Blasts": "12", "Normal": "18", "Samples": "6"}
+    assert at.text_input(key="adapt_name").value == "tiny-site1"
+    at.button(key="adapt_run").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert (models / "tiny-site1" / "config.json").is_file()
+    assert at.text_input(key="adapt_name").value == "tiny-site2"  # the next one never overwrites
+    assert active_model_name(models) == "tiny"
+    table = at.dataframe[-1].value
+    assert list(table.index) == ["before", "after"] and "balanced accuracy" in table.columns
+    activate = at.button(key="adapt_activate")
+    assert activate.disabled  # until the confirmation is ticked
+    at.checkbox(key="adapt_confirm").check().run()
+    at.button(key="adapt_activate").click().run()
+    assert not at.exception, at.exception
+    assert active_model_name(models) == "tiny-site1"
+    assert any("tiny-site1" in s.value for s in at.success), [s.value for s in at.success]

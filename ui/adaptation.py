@@ -1,0 +1,171 @@
+"""The Retrain page's "Adapt to this lab" section: a lab's signed cells -> a new model version.
+
+The work is :func:`train.adapt_model.adapt_model`; this module gathers the cells, shows what
+was found and what the adaptation changed, and makes the new version active only when asked.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from leukemia_core.errors import LeukemiaCoreError
+from leukemia_core.models.folder import list_models, read_config, set_active_model
+from train import jobs
+from train.adapt import (
+    MIN_HEAD_CELLS_PER_CLASS,
+    AdaptationError,
+    check_cells,
+    worse_than_before,
+)
+from train.adapt_model import adapt_model, next_site_name
+from train.cellbank import bank_group
+from train.data import load_dataset
+from train.datasets import export_reviewed_cases
+from train.records import BLAST, CellTable
+from ui import state
+from ui.common import flash
+
+CELLS_KEY = "adapt_cells"  # {"table": CellTable, "words": str}
+ADAPTED_KEY = "adapt_result"  # name of the version made in this session
+SOURCES = ("Signed cases", "Folder on this server")
+MIN_HEAD_CELLS = 200
+FIGURES = {"balanced_accuracy": "balanced accuracy", "sensitivity": "sensitivity",
+           "specificity": "specificity", "ece": "ECE",
+           "confident_miss_rate": "confident misses"}  # fmt: skip
+
+
+def _gather(source: str, path: str) -> None:
+    """Read the cells into the session, or say why they cannot be used."""
+    try:
+        if source == SOURCES[0]:
+            stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+            store = state.case_store()
+            table = export_reviewed_cases(store, jobs.runs_dir() / "datasets" / f"adapt-{stamp}")
+            words = f"signed cases of {store.path}"
+        else:
+            if not path.strip():
+                st.error("Type the path of a folder or CSV manifest of this lab's cells first.")
+                return
+            table = load_dataset(path.strip(), require_both_classes=False)
+            words = path.strip()
+    except (LeukemiaCoreError, OSError) as error:
+        st.session_state.pop(CELLS_KEY, None)
+        st.error(f"These cells cannot be used: {error}")
+        return
+    st.session_state[CELLS_KEY] = {"table": table, "words": words}
+
+
+def _counts(table: CellTable) -> None:
+    """Cells and samples per class, and whether they are enough."""
+    is_blast = np.array([r.label == BLAST for r in table.records])
+    groups = np.array([bank_group(r) for r in table.records])
+    cols = st.columns(4)
+    cols[0].metric("Cells", len(is_blast))
+    cols[1].metric("Blasts", int(is_blast.sum()))
+    cols[2].metric("Normal", int((~is_blast).sum()))
+    cols[3].metric("Samples", len(set(groups)), help="Each sample (group) stays on one side of "
+                   "the internal check.")  # fmt: skip
+    st.caption(f"Samples with blasts: {len(set(groups[is_blast]))}; with normal cells: "
+               f"{len(set(groups[~is_blast]))}. " + " ".join(table.notes))  # fmt: skip
+    try:
+        check_cells(is_blast, groups)
+    except AdaptationError as error:
+        st.warning(str(error))
+        return
+    fewest = min(is_blast.sum(), (~is_blast).sum())
+    head = len(is_blast) >= MIN_HEAD_CELLS and fewest >= MIN_HEAD_CELLS_PER_CLASS
+    st.caption("Enough cells to try re-fitting the classifier head too." if head else
+               f"The classifier head is re-fitted from {MIN_HEAD_CELLS} cells with "
+               f"{MIN_HEAD_CELLS_PER_CLASS} of each class; with fewer, the calibration and the "
+               "logits' offset only.")  # fmt: skip
+
+
+def _run(base: str, name: str) -> None:
+    picked = st.session_state[CELLS_KEY]
+    try:
+        with st.spinner("Classifying the cells and fitting …"):
+            folder = adapt_model(base, picked["table"].records, new_name=name.strip() or None,
+                                 min_head_cells=MIN_HEAD_CELLS, data_description=picked["words"])  # fmt: skip
+    except (LeukemiaCoreError, OSError, ValueError) as error:
+        st.error(f"Not adapted: {error}")
+        return
+    st.session_state[ADAPTED_KEY] = folder.name
+    del st.session_state["adapt_name"]  # suggest the next free name from now on
+    st.rerun()
+
+
+def _activate(name: str) -> None:
+    try:
+        set_active_model(name)
+    except LeukemiaCoreError as error:
+        flash(f"Not made active: {error}")
+        return
+    st.session_state["model"] = name  # the Analyze page's model picker
+    st.session_state["adapt_confirm"] = False
+    flash(f"`{name}` is now the active model; the Analyze page uses it from now on.", "success")
+
+
+def _result(name: str) -> None:
+    """Before/after figures of the version made here, and its "Make active" button."""
+    try:
+        done = read_config(name).training["adapted"]
+    except (LeukemiaCoreError, KeyError) as error:
+        st.error(f"Model {name!r} cannot be shown: {error}")
+        return
+    check = done["check"]
+    st.markdown(f"**New version `{name}`** from `{done['base']}`: {done['variant']} re-fitted.")
+    frame = pd.DataFrame({what: {label: check[what][key] for key, label in FIGURES.items()}
+                          for what in ("before", "after")}).T  # fmt: skip
+    st.dataframe(frame.round(3))
+    st.caption(f"Grouped internal check on the lab's cells: {check['cells']} cells of "
+               f"{check['groups']} samples, {check['folds']} folds, each sample scored by a fit "
+               f"without it. {done['decision']}. Confident misses: blasts below the review band, "
+               "counted normal without review.")  # fmt: skip
+    worse = worse_than_before(check)
+    if worse:
+        st.warning(f"On the check, the new version does worse than `{done['base']}`: "
+                   f"{'; '.join(worse)}. Keep the current model unless you have reasons the "
+                   "check cannot show (e.g. few samples).")  # fmt: skip
+    confirmed = st.checkbox(f"I checked these figures; make `{name}` the model every new "
+                            "analysis uses.", key="adapt_confirm")  # fmt: skip
+    st.button("Make active", key="adapt_activate", disabled=not confirmed, on_click=_activate,
+              args=(name,), icon=":material/published_with_changes:")  # fmt: skip
+
+
+def adapt_section() -> None:
+    """Pick a base model and this lab's signed cells, adapt, then (separately) make it active."""
+    st.subheader("4. Adapt to this lab")
+    st.caption("Re-fits the temperature, decision threshold and review band (and, when a grouped "
+               "check on these cells says it helps, the logits' offset or, from "
+               f"{MIN_HEAD_CELLS} cells, the classifier head) on this lab's own signed cells. "
+               "The result is a new model version `<model>-site<k>`; the current model stays "
+               "as it is and stays active until you make the new one active.")  # fmt: skip
+    names = list_models()
+    if not names:
+        st.info("No model is installed to adapt.")
+        return
+    base = st.selectbox("Base model", names, key="adapt_base",
+                        on_change=lambda: st.session_state.pop("adapt_name", None))  # fmt: skip
+    source = st.radio("Cells", SOURCES, key="adapt_source", horizontal=True)
+    path = ""
+    if source == SOURCES[1]:
+        path = st.text_input("Folder or CSV manifest on the server (with a group column)",
+                             key="adapt_path")  # fmt: skip
+    if st.button("Count cells", key="adapt_count", icon=":material/fact_check:"):
+        _gather(source, path)
+    picked = st.session_state.get(CELLS_KEY)
+    if picked:
+        _counts(picked["table"])
+        if "adapt_name" not in st.session_state:
+            st.session_state["adapt_name"] = next_site_name(base)
+        st.text_input("New model folder", key="adapt_name",
+                      help="A new folder; an existing one is never overwritten.")  # fmt: skip
+        if st.button("Adapt", key="adapt_run", type="primary", icon=":material/tune:"):
+            _run(base, st.session_state["adapt_name"])
+    adapted = st.session_state.get(ADAPTED_KEY)
+    if adapted:
+        _result(adapted)
