@@ -140,6 +140,15 @@ def _analyze(args) -> int:
         f"{count['interpretation']} Wrote {args.out}. Research use only.",
         file=sys.stderr,
     )
+    domain = summary["domain"]
+    if domain is None:
+        print(f"{classifier.model.name} has no domain reference: no out-of-domain check was made.",
+              file=sys.stderr)  # fmt: skip
+    else:
+        warned = ", ".join(summary["warned_images"])
+        prefix = "WARNING: " if domain["warned"] or warned else ""
+        images = f" Images warned (every cell sent to review): {warned}." if warned else ""
+        print(f"{prefix}{domain['message']}{images}", file=sys.stderr)
     return 1 if failures == len(args.images) else 0
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from leukemia_core.counting import summarize_labels
+from leukemia_core.domain import DomainAssessment
 from leukemia_core.types import BlastCount
 
 STATUS_OPEN = "open"
@@ -24,12 +25,14 @@ class FieldEntry:
         width: Width in pixels.
         height: Height in pixels.
         image_png: The field as PNG bytes, or None to keep only its cells.
+        domain: The field's out-of-domain assessment, or None when none was made.
     """
 
     name: str
     width: int
     height: int
     image_png: bytes | None = None
+    domain: DomainAssessment | None = None
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class CellEntry:
         model_label: A :class:`~leukemia_core.counting.CellLabel` value set by the model.
         crop_png: The cell crop as PNG bytes, or None.
         overlay_png: The crop with its explanation overlay as PNG bytes, or None.
+        domain_score: Distance of the cell to the training cells (about 1 in domain), or None.
     """
 
     field_index: int
@@ -55,6 +59,7 @@ class CellEntry:
     model_label: str
     crop_png: bytes | None = None
     overlay_png: bytes | None = None
+    domain_score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,7 @@ class FieldRecord:
     width: int
     height: int
     image_png: bytes | None
+    domain: DomainAssessment | None = None
 
 
 @dataclass(frozen=True)
@@ -118,7 +124,11 @@ class CaseHeader:
 
 @dataclass(frozen=True)
 class CaseRecord(CaseHeader):
-    """A whole case version as stored: metadata, fields, cells and audit trail."""
+    """A whole case version as stored: metadata, fields, cells and audit trail.
+
+    ``domain`` is the sample's out-of-domain assessment (None for cases analysed without one,
+    including every case stored before the check existed).
+    """
 
     model_name: str
     model_checksum: str
@@ -126,6 +136,7 @@ class CaseRecord(CaseHeader):
     fields: tuple[FieldRecord, ...]
     cells: tuple[CellRecord, ...]
     audit: tuple[AuditEntry, ...]
+    domain: DomainAssessment | None = None
 
     def counts(self) -> BlastCount:
         """Blast count of the whole sample from the current (reviewed) labels."""

@@ -86,6 +86,32 @@ def view_averaged_logits(
     return (total / n_views).astype(np.float32)
 
 
+def view_averaged_outputs(
+    predict: Callable[[np.ndarray], Sequence[np.ndarray]], batch: np.ndarray, n_views: int
+) -> tuple[np.ndarray, ...]:
+    """:func:`view_averaged_logits` for a model with several outputs: each one averaged."""
+    check_test_time_views(n_views)
+    totals = [np.asarray(o, dtype=np.float64) for o in predict(batch)]
+    for index in range(1, n_views):
+        for total, output in zip(totals, predict(dihedral_view(batch, index)), strict=True):
+            total += np.asarray(output, dtype=np.float64)
+    return tuple((total / n_views).astype(np.float32) for total in totals)
+
+
+@dataclass(frozen=True)
+class CellOutputs:
+    """What one forward pass gives per crop.
+
+    Attributes:
+        logits: ``(N, 2)`` raw logits (averaged over the test-time views).
+        features: ``(N, F)`` pooled backbone features (the ``head_pool`` layer), averaged over
+            the same views; the out-of-domain check compares them with the training cells'.
+    """
+
+    logits: np.ndarray
+    features: np.ndarray
+
+
 class Classifier:
     """A loaded model ready to label crops; holds no state between calls, so sessions can share it.
 
@@ -98,7 +124,11 @@ class Classifier:
         self.model = model
         self.batch_size = batch_size
         keras_model = model.keras_model
-        self._logits = keras.Model(keras_model.input, keras_model.get_layer("logits").output)
+        # One pass gives the logits and the pooled features the out-of-domain check needs.
+        self._outputs = keras.Model(
+            keras_model.input,
+            [keras_model.get_layer("logits").output, keras_model.get_layer("head_pool").output],
+        )
 
     @property
     def input_size(self) -> int:
@@ -113,21 +143,35 @@ class Classifier:
         With ``test_time_views`` > 1 in the model's config, the logits are averaged over the
         crop's quarter turns (and mirror images), as the model was calibrated.
         """
+        return self.outputs(crops, progress).logits
+
+    def outputs(
+        self, crops: Sequence[np.ndarray] | np.ndarray,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> CellOutputs:  # fmt: skip
+        """Logits and pooled features from one forward pass per view (see :meth:`logits`)."""
         images = to_input_size(crops, self.input_size)
         config = self.model.config
-        out = []
+        out, features = [], []
         for start in range(0, len(images), self.batch_size):
             batch = preprocess(images[start : start + self.batch_size], config.preprocessing)
             # predict_on_batch runs a compiled graph; calling the model eagerly costs up to 2x.
-            out.append(view_averaged_logits(self._logits.predict_on_batch, batch,
-                                            config.test_time_views))  # fmt: skip
+            logits, pooled = view_averaged_outputs(self._outputs.predict_on_batch, batch,
+                                                   config.test_time_views)  # fmt: skip
+            out.append(logits)
+            features.append(pooled)
             if progress:
                 progress(min(start + self.batch_size, len(images)), len(images))
-        return np.concatenate(out) if out else np.zeros((0, 2), np.float32)
+        if not out:
+            width = self._outputs.outputs[1].shape[-1]
+            return CellOutputs(np.zeros((0, 2), np.float32), np.zeros((0, width), np.float32))
+        return CellOutputs(np.concatenate(out), np.concatenate(features))
 
     def probabilities(self, crops, progress=None) -> np.ndarray:
         """Calibrated blast probability per crop."""
-        return blast_probability(self.logits(crops, progress), self.model.config.calibration.temperature)
+        return blast_probability(
+            self.logits(crops, progress), self.model.config.calibration.temperature
+        )
 
     def predict(self, crops, progress=None) -> list[CellPrediction]:
         """One :class:`CellPrediction` per crop."""

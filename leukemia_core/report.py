@@ -41,6 +41,7 @@ CSV_COLUMNS = (
     "model_label",
     "label",
     "changed_by_reviewer",
+    "domain_score",
 )
 _FLAGGED_LABELS = (CellLabel.BLAST.value, CellLabel.UNCERTAIN.value)
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -57,6 +58,8 @@ th { background: #f2f2f2; } td.num { text-align: right; font-variant-numeric: ta
 .cells { display: flex; flex-wrap: wrap; gap: .6rem; }
 figure { margin: 0; width: 9.5rem; border: 1px solid #ccc; padding: .3rem; font-size: .8rem; }
 figure img { width: 100%; image-rendering: pixelated; } .changed { border-color: #b00020; }
+.domain { border: 2px solid #8a5a00; background: #fff8e6; color: #5a3b00; font-weight: 600;
+  padding: .5rem .8rem; margin: .8rem 0; }
 .signed { font-size: 1.1rem; font-weight: 700; color: #0b6b2b; }
 .unsigned { font-size: 1.4rem; font-weight: 800; color: #b00020; letter-spacing: .05em; }
 code { font-size: .85rem; word-break: break-all; }
@@ -222,6 +225,22 @@ def _sign_off(record: CaseRecord) -> str:
     return '<h2>Sign-off</h2><p class="unsigned">NOT SIGNED — this case has not been reviewed and signed.</p>'
 
 
+def _domain_section(record: CaseRecord) -> str:
+    """The out-of-domain check of the sample and its fields, in plain words."""
+    if record.domain is None:
+        return ("<h2>Out-of-domain check</h2><p>No domain check was made (the model has no "
+                "domain reference, or the case predates the check).</p>")  # fmt: skip
+    css = ' class="domain"' if record.domain.warned else ""
+    warned = [f for f in record.fields if f.domain is not None and f.domain.warned]
+    fields = "".join(
+        f"<li>Field {f.field_index + 1} ({_e(f.name)}): {_e(f.domain.message)}</li>" for f in warned
+    )
+    listed = f"<p>Warned fields (every cell sent to review):</p><ul>{fields}</ul>" if fields else ""
+    return (f"<h2>Out-of-domain check</h2><p{css}>{_e(record.domain.message)}</p>{listed}"
+            "<p>Score: median over the cells of their distance to the training cells (pooled "
+            "features and stain), about 1 for cells like the training data.</p>")  # fmt: skip
+
+
 def case_report_html(record: CaseRecord, *, flagged_limit: int = 48) -> str:
     """A self-contained printable HTML report of one case version.
 
@@ -262,6 +281,7 @@ def case_report_html(record: CaseRecord, *, flagged_limit: int = 48) -> str:
             f"<h1>Blast screening report — sample {_e(record.sample_id)}</h1>",
             ruo,
             _table(("Item", "Value"), meta, set()),
+            _domain_section(record),
             _counts_section(record),
             _model_vs_reviewer(record),
             _cells_section(record, flagged_limit),
@@ -287,7 +307,8 @@ def cells_csv(record: CaseRecord) -> bytes:
     """One row per cell (columns :data:`CSV_COLUMNS`) as UTF-8 CSV bytes.
 
     ``changed_by_reviewer`` is ``true`` when the current label differs from the model's; an
-    empty ``blast_probability`` means the cell was not classified. Sample ids and field names
+    empty ``blast_probability`` means the cell was not classified, an empty ``domain_score``
+    that no out-of-domain check was made. Sample ids and field names
     starting with ``=``, ``+``, ``-`` or ``@`` get a leading apostrophe so that spreadsheets do
     not run them as formulas.
     """
@@ -310,13 +331,18 @@ def cells_csv(record: CaseRecord) -> bytes:
                 c.model_label,
                 c.label,
                 "true" if c.changed_by_reviewer else "false",
+                "" if c.domain_score is None else c.domain_score,
             ]
         )
     return buffer.getvalue().encode("utf-8")
 
 
 def case_json(record: CaseRecord) -> str:
-    """The case as JSON text: metadata, counts, fields and cells (no image bytes), audit trail."""
+    """The case as JSON text: metadata, counts, fields and cells (no image bytes), audit trail.
+
+    ``domain`` (sample) and each field's ``domain`` hold the out-of-domain assessment (score,
+    limit, warned, n_cells, statistic, message) or null; each cell has its ``domain_score``.
+    """
     cells: list[dict[str, Any]] = []
     for c in record.cells:
         cell = {k: v for k, v in asdict(c).items() if k not in ("crop_png", "overlay_png")}
@@ -347,6 +373,7 @@ def case_json(record: CaseRecord) -> str:
                 "signed_at",
             )
         },
+        "domain": None if record.domain is None else record.domain.to_dict(),
         "counts": asdict(record.counts()),
         "model_counts": asdict(record.model_counts()),
         "field_counts": [
@@ -360,6 +387,7 @@ def case_json(record: CaseRecord) -> str:
                 "width": f.width,
                 "height": f.height,
                 "has_image": f.image_png is not None,
+                "domain": None if f.domain is None else f.domain.to_dict(),
             }
             for f in record.fields
         ],

@@ -25,7 +25,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -34,6 +34,7 @@ from leukemia_core.classify import Classifier
 from leukemia_core.counting import INVESTIGATE_PERCENT, WHO_ACUTE_LEUKEMIA_PERCENT, CellLabel
 from leukemia_core.counting import summarize_labels as _summarize
 from leukemia_core.cropping import DEFAULT_CROP_SIZE, crop_cells
+from leukemia_core.domain import DomainAssessment
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.imaging import (
     PreparedImage,
@@ -43,7 +44,7 @@ from leukemia_core.imaging import (
     png_bytes,
     rgb_from_png,
 )
-from leukemia_core.pipeline import analyze_field
+from leukemia_core.pipeline import analyze_field, assess_domain, classify_crops, send_to_review
 from leukemia_core.segmentation import segment_wbc
 from leukemia_core.single_cell import single_cell_crop
 from leukemia_core.store import STATUS_SIGNED, CaseRecord, CellEntry, FieldEntry
@@ -88,6 +89,7 @@ class ReviewField:
         notes: Notes for the user (downscaling, no cells found, ...).
         seconds: Wall time per analysis stage.
         digest: Content hash of ``image`` (for caches keyed by pixels).
+        domain: Out-of-domain assessment of the field's cells (None without a domain check).
     """
 
     index: int
@@ -98,6 +100,7 @@ class ReviewField:
     notes: tuple[str, ...] = ()
     seconds: Mapping[str, float] = field(default_factory=dict)
     digest: str = ""
+    domain: DomainAssessment | None = None
 
     @property
     def width(self) -> int:
@@ -122,6 +125,7 @@ class ReviewCell:
         crop: The classifier's input crop (cell on black), ``(S, S, 3)`` uint8.
         view: The cell among its neighbours with its outline drawn, for display.
         outline: ``(K, 2)`` outline of the cell in field coordinates.
+        domain_score: Distance of the cell to the training cells (about 1 in domain), or None.
     """
 
     field_index: int
@@ -133,6 +137,7 @@ class ReviewCell:
     crop: np.ndarray = field(repr=False)
     view: np.ndarray = field(repr=False)
     outline: np.ndarray = field(repr=False)
+    domain_score: float | None = None
 
     @property
     def key(self) -> tuple[int, int]:
@@ -198,6 +203,8 @@ class ReviewSession:
         signed_by: Who signed (signed cases).
         signed_at: When (UTC).
         overlays: Explanation overlays kept with a stored case, by cell key.
+        domain: Out-of-domain assessment of the whole sample (median over all its cells); None
+            when the model has no domain reference. When warned, every cell went to review.
         token: Random id of this analysis (for cache keys and widget names).
     """
 
@@ -217,6 +224,7 @@ class ReviewSession:
     signed_by: str | None = None
     signed_at: str | None = None
     overlays: dict[tuple[int, int], np.ndarray] = field(default_factory=dict, repr=False)
+    domain: DomainAssessment | None = None
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def __post_init__(self) -> None:
@@ -361,12 +369,13 @@ class ReviewSession:
             overlays: Explanation overlay per cell key (RGB uint8), stored with each cell.
         """
         overlays = overlays or {}
-        fields = [FieldEntry(f.name, f.width, f.height, png_bytes(f.image, 1)) for f in self.fields]
+        fields = [FieldEntry(f.name, f.width, f.height, png_bytes(f.image, 1), f.domain)
+                  for f in self.fields]  # fmt: skip
         cells = [
             CellEntry(
                 c.field_index, c.cell_id, c.bbox, c.centroid, c.blast_probability,
                 c.model_label.value, png_bytes(c.crop),
-                png_bytes(overlays[c.key]) if c.key in overlays else None,
+                png_bytes(overlays[c.key]) if c.key in overlays else None, c.domain_score,
             )
             for c in self.cells
         ]  # fmt: skip
@@ -401,7 +410,7 @@ class ReviewSession:
                 else np.full((f.height, f.width, 3), 235, np.uint8)
             )
             fields.append(ReviewField(f.field_index, f.name, image, (f.width, f.height),
-                                      digest=_digest(image)))  # fmt: skip
+                                      digest=_digest(image), domain=f.domain))  # fmt: skip
         images = {f.index: f.image for f in fields}
         cells, overlays = [], {}
         for c in record.cells:
@@ -415,7 +424,7 @@ class ReviewSession:
             view = cell_view(images[c.field_index], c.bbox, outline)
             cells.append(ReviewCell(c.field_index, c.cell_id, c.bbox, c.centroid,
                                     c.blast_probability, CellLabel(c.model_label), crop, view,
-                                    outline))  # fmt: skip
+                                    outline, c.domain_score))  # fmt: skip
             if c.overlay_png:
                 overlays[(c.field_index, c.cell_id)] = rgb_from_png(c.overlay_png)
         thresholds = record.thresholds
@@ -428,6 +437,7 @@ class ReviewSession:
             fields=tuple(fields),
             cells=tuple(cells),
             overlays=overlays,
+            domain=record.domain,
         )
         session.apply_record(record)
         return session
@@ -471,6 +481,12 @@ def analyze_sample(
         raise ReviewError(f"mode must be one of {MODES}, got {mode!r}.")
     run = _analyze_cells if mode == MODE_CELLS else _analyze_fields
     fields, cells, failed = run(images, classifier, progress)
+    domain = None
+    if classifier is not None:
+        domain = assess_domain(classifier, [c.domain_score for c in cells]
+                               if any(c.domain_score is not None for c in cells) else None)  # fmt: skip
+    if domain is not None and domain.warned:  # the whole sample differs: every cell to review
+        cells = [replace(c, model_label=send_to_review(c.model_label)) for c in cells]
     model = classifier.model if classifier is not None else None
     return ReviewSession(
         sample_id=sample_id,
@@ -481,6 +497,7 @@ def analyze_sample(
         fields=tuple(fields),
         cells=tuple(cells),
         failures=(*failures, *failed),
+        domain=domain,
     )
 
 
@@ -495,32 +512,34 @@ def _analyze_fields(images, classifier, progress):
         try:
             if classifier is not None:
                 analysis = analyze_field(image.rgb, classifier, name=image.name, progress=report)
-                found = [(a.cell, a.blast_probability, a.model_label) for a in analysis.cells]
-                notes, seconds = analysis.notes, analysis.seconds
+                found = [(a.cell, a.blast_probability, a.model_label, a.domain_score)
+                         for a in analysis.cells]  # fmt: skip
+                notes, seconds, domain = analysis.notes, analysis.seconds, analysis.domain
             else:
                 start = time.perf_counter()
                 report("segmenting", 0, 1)
                 segmentation = segment_wbc(image.rgb)
                 report("cropping", 0, 1)
                 found = [
-                    (c, None, CellLabel.BORDER if c.touches_border else CellLabel.UNCERTAIN)
+                    (c, None, CellLabel.BORDER if c.touches_border else CellLabel.UNCERTAIN, None)
                     for c in crop_cells(image.rgb, segmentation)
                 ]
                 notes, seconds = segmentation.notes, {"segmenting": time.perf_counter() - start}
+                domain = None
         except LeukemiaCoreError as error:
             failures.append(ImageFailure(image.name, str(error)))
             continue
         index = len(fields)
         fields.append(ReviewField(index, image.name, image.rgb, image.original_size, image.scale,
-                                  (*image.notes, *notes), seconds, _digest(image.rgb)))  # fmt: skip
-        for cell, probability, label in found:
+                                  (*image.notes, *notes), seconds, _digest(image.rgb), domain))  # fmt: skip
+        for cell, probability, label, score in found:
             x0, y0 = cell.bbox[:2]
             outline = mask_outline(cell.cell_mask, (x0, y0))
             cells.append(ReviewCell(
                 index, cell.cell_id, tuple(int(v) for v in cell.bbox),
                 (float(cell.centroid[0]), float(cell.centroid[1])),
                 None if probability is None else float(probability), CellLabel(label), cell.crop,
-                cell_view(image.rgb, cell.bbox, outline), outline,
+                cell_view(image.rgb, cell.bbox, outline), outline, score,
             ))  # fmt: skip
         report("counting", 1, 1)
     return fields, cells, failures
@@ -536,26 +555,35 @@ def _analyze_cells(images, classifier, progress):
             kept.append(image)
         except LeukemiaCoreError as error:
             failures.append(ImageFailure(image.name, str(error)))
-    predictions = [None] * len(crops)
+    predictions, scores = [None] * len(crops), [None] * len(crops)
     if classifier is not None and crops:
 
         def report(done: int, total: int) -> None:
             if progress:
                 progress(len(images) - 1, len(images), "classifying", done, total)
 
-        predictions = classifier.predict([c.crop for c in crops], report)
+        calls = classify_crops(classifier, [c.crop for c in crops], report)
+        predictions = calls.predictions
+        if calls.domain_scores is not None:
+            scores = [float(s) for s in calls.domain_scores]
     fields, cells = [], []
-    for index, (image, crop, prediction) in enumerate(zip(kept, crops, predictions, strict=True)):
+    for index, (image, crop, prediction, score) in enumerate(
+        zip(kept, crops, predictions, scores, strict=True)
+    ):
         ys, xs = np.nonzero(crop.cell_mask)
         bbox = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
         outline = mask_outline(crop.cell_mask[bbox[1] : bbox[3], bbox[0] : bbox[2]], bbox[:2])
         probability = None if prediction is None else prediction.blast_probability
         label = CellLabel.UNCERTAIN if prediction is None else prediction.label
+        domain = None if score is None else assess_domain(classifier, [score])
+        if domain is not None and domain.warned:
+            label = send_to_review(label)
+        # One cell per image: the sample's warning speaks for all, no note per image.
         fields.append(ReviewField(index, image.name, image.rgb, image.original_size, image.scale,
-                                  (*image.notes, *crop.notes), {}, _digest(image.rgb)))  # fmt: skip
+                                  (*image.notes, *crop.notes), {}, _digest(image.rgb), domain))  # fmt: skip
         cells.append(ReviewCell(index, 1, bbox, (float(xs.mean()), float(ys.mean())), probability,
                                 label, crop.crop, cell_view(image.rgb, bbox, outline, context=1.1),
-                                outline))  # fmt: skip
+                                outline, score))  # fmt: skip
     if progress and images:
         progress(len(images) - 1, len(images), "counting", 1, 1)
     return fields, cells, failures

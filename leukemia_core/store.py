@@ -47,6 +47,7 @@ from leukemia_core.case_record import (
     FieldRecord,
 )
 from leukemia_core.counting import CellLabel
+from leukemia_core.domain import DomainAssessment
 from leukemia_core.errors import LeukemiaCoreError
 
 __all__ = [
@@ -54,7 +55,7 @@ __all__ = [
     "CaseSummary", "CellEntry", "CellRecord", "FieldEntry", "FieldRecord",
 ]  # the record types live in leukemia_core.case_record
 DATABASE_ENV_VAR = "LEUKEMIA_CASE_DB"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _BUSY_TIMEOUT_S = 30.0
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _VALID_LABELS = ", ".join(label.value for label in CellLabel)
@@ -65,18 +66,19 @@ CREATE TABLE IF NOT EXISTS cases (
     parent_id TEXT UNIQUE REFERENCES cases (case_id), sample_id TEXT NOT NULL,
     status TEXT NOT NULL CHECK (status IN ('open', 'signed')),
     created_at TEXT NOT NULL, created_by TEXT NOT NULL, model_name TEXT NOT NULL,
-    model_checksum TEXT NOT NULL, thresholds TEXT NOT NULL, signed_by TEXT, signed_at TEXT);
+    model_checksum TEXT NOT NULL, thresholds TEXT NOT NULL, signed_by TEXT, signed_at TEXT,
+    domain TEXT);
 CREATE INDEX IF NOT EXISTS cases_by_sample ON cases (sample_id);
 CREATE TABLE IF NOT EXISTS fields (
     case_id TEXT NOT NULL REFERENCES cases (case_id), field_index INTEGER NOT NULL,
     name TEXT NOT NULL, width INTEGER NOT NULL, height INTEGER NOT NULL, image_png BLOB,
-    PRIMARY KEY (case_id, field_index));
+    domain TEXT, PRIMARY KEY (case_id, field_index));
 CREATE TABLE IF NOT EXISTS cells (
     case_id TEXT NOT NULL, field_index INTEGER NOT NULL, cell_id INTEGER NOT NULL,
     x0 INTEGER NOT NULL, y0 INTEGER NOT NULL, x1 INTEGER NOT NULL, y1 INTEGER NOT NULL,
     centroid_x REAL NOT NULL, centroid_y REAL NOT NULL, blast_probability REAL,
     model_label TEXT NOT NULL, label TEXT NOT NULL, crop_png BLOB, overlay_png BLOB,
-    PRIMARY KEY (case_id, field_index, cell_id),
+    domain_score REAL, PRIMARY KEY (case_id, field_index, cell_id),
     FOREIGN KEY (case_id, field_index) REFERENCES fields (case_id, field_index));
 CREATE TABLE IF NOT EXISTS audit (
     audit_id INTEGER PRIMARY KEY AUTOINCREMENT, case_id TEXT NOT NULL REFERENCES cases (case_id),
@@ -96,6 +98,32 @@ CREATE TRIGGER IF NOT EXISTS audit_is_append_only BEFORE UPDATE ON audit
 PRAGMA user_version = {SCHEMA_VERSION};
 COMMIT;
 """
+# Statements from each older schema version to the next; a database is brought up to date step
+# by step, each in one transaction, so one written by an earlier release still opens.
+_MIGRATIONS = {
+    # 1 -> 2: the out-of-domain check (sample and field assessments as JSON, a score per cell).
+    1: (
+        "ALTER TABLE cases ADD COLUMN domain TEXT",
+        "ALTER TABLE fields ADD COLUMN domain TEXT",
+        "ALTER TABLE cells ADD COLUMN domain_score REAL",
+    ),
+}
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Runs the missing :data:`_MIGRATIONS`; the version is read again inside each transaction,
+    so two processes opening an old database at once migrate it once."""
+    for version in range(1, SCHEMA_VERSION):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if conn.execute("PRAGMA user_version").fetchone()[0] == version:
+                for statement in _MIGRATIONS[version]:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {version + 1}")
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.execute("COMMIT")
 
 
 class CaseStoreError(LeukemiaCoreError):
@@ -193,7 +221,20 @@ def _field_row(index: int, entry: FieldEntry) -> tuple[Any, ...]:
     size = (_whole(entry.width, f"{where} width"), _whole(entry.height, f"{where} height"))
     if min(size) < 1:
         raise CaseInputError(f"{where} has size {size[0]} x {size[1]}; both must be 1 or more.")
-    return index, str(entry.name), *size, _png(entry.image_png, f"{where} image_png")
+    domain = entry.domain
+    if domain is not None and not isinstance(domain, DomainAssessment):
+        raise CaseInputError(f"{where} domain is a {type(domain).__name__}; pass a "
+                             "DomainAssessment or None.")  # fmt: skip
+    return (index, str(entry.name), *size, _png(entry.image_png, f"{where} image_png"),
+            _domain_json(domain))  # fmt: skip
+
+
+def _domain_json(domain: DomainAssessment | None) -> str | None:
+    return None if domain is None else json.dumps(domain.to_dict(), allow_nan=False)
+
+
+def _domain(text: str | None) -> DomainAssessment | None:
+    return None if text is None else DomainAssessment.from_dict(json.loads(text))
 
 
 def _cell_row(position: int, cell: CellEntry, n_fields: int) -> tuple[Any, ...]:
@@ -224,7 +265,12 @@ def _cell_row(position: int, cell: CellEntry, n_fields: int) -> tuple[Any, ...]:
     images = (_png(cell.crop_png, f"{where} crop_png"), _png(cell.overlay_png, f"{where} overlay"))
     centre = (float(centroid[0]), float(centroid[1]))
     cell_id = _whole(cell.cell_id, f"{where}: cell_id")
-    return (field_index, cell_id, *bbox, *centre, probability, label, label, *images)
+    score = cell.domain_score
+    if score is not None:
+        score = float(score)
+        if not math.isfinite(score) or score < 0:
+            raise CaseInputError(f"{where}: domain_score must be 0 or more or None, got {score}.")
+    return (field_index, cell_id, *bbox, *centre, probability, label, label, *images, score)
 
 
 def _as_dict(row: sqlite3.Row, skip: str = "") -> dict[str, Any]:
@@ -271,8 +317,10 @@ class CaseStore:
                         f"this app's {SCHEMA_VERSION}; update the app or set {DATABASE_ENV_VAR} "
                         "to another file."
                     )
-                if found < SCHEMA_VERSION:
+                if found == 0:
                     conn.executescript(_SCHEMA)
+                elif found < SCHEMA_VERSION:
+                    _migrate(conn)
             finally:
                 conn.close()
         except sqlite3.DatabaseError as error:
@@ -326,10 +374,12 @@ class CaseStore:
         model_checksum: str,
         thresholds: dict[str, Any],
         created_by: str = "",
+        domain: DomainAssessment | None = None,
     ) -> str:
         """Stores a new case (version 1) in one transaction: all of it or nothing.
 
-        Each cell's current label starts as its model label.
+        Each cell's current label starts as its model label. ``domain`` is the sample's
+        out-of-domain assessment (None when none was made).
 
         Returns:
             The new case id (32 hex digits).
@@ -343,6 +393,9 @@ class CaseStore:
             raise CaseInputError("model_checksum and created_by must be text (may be empty).")
         if not fields:
             raise CaseInputError("The case has no fields; add at least one field image.")
+        if domain is not None and not isinstance(domain, DomainAssessment):
+            raise CaseInputError(f"domain is a {type(domain).__name__}; pass a "
+                                 "DomainAssessment or None.")  # fmt: skip
         try:
             thresholds_json = json.dumps(dict(thresholds), sort_keys=True, allow_nan=False)
         except (TypeError, ValueError) as error:
@@ -353,7 +406,8 @@ class CaseStore:
         with self._transaction(write=True) as conn:
             conn.execute(
                 "INSERT INTO cases (case_id, version, sample_id, status, created_at, created_by, "
-                "model_name, model_checksum, thresholds) VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?)",
+                "model_name, model_checksum, thresholds, domain) "
+                "VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     case_id,
                     sample_id,
@@ -363,11 +417,12 @@ class CaseStore:
                     model_name,
                     model_checksum,
                     thresholds_json,
+                    _domain_json(domain),
                 ),
             )
             for index, entry in enumerate(fields):
                 conn.execute(
-                    "INSERT INTO fields VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO fields VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (case_id, *_field_row(index, entry)),
                 )
             seen: set[tuple[int, int]] = set()
@@ -490,8 +545,9 @@ class CaseStore:
                 )
             conn.execute(
                 "INSERT INTO cases (case_id, version, parent_id, sample_id, status, created_at, "
-                "created_by, model_name, model_checksum, thresholds) SELECT ?, version + 1, "
-                "case_id, sample_id, ?, ?, ?, model_name, model_checksum, thresholds "
+                "created_by, model_name, model_checksum, thresholds, domain) SELECT ?, "
+                "version + 1, case_id, sample_id, ?, ?, ?, model_name, model_checksum, "
+                "thresholds, domain "
                 "FROM cases WHERE case_id = ?",
                 (new_id, STATUS_OPEN, _now(), reviewer, old["case_id"]),
             )
@@ -526,11 +582,15 @@ class CaseStore:
             audit = conn.execute(
                 "SELECT * FROM audit WHERE case_id = ? ORDER BY audit_id", key
             ).fetchall()
-        plain = {k: v for k, v in _as_dict(case).items() if k != "thresholds"}
+        plain = {k: v for k, v in _as_dict(case).items() if k not in ("thresholds", "domain")}
         return CaseRecord(
             **plain,
             thresholds=json.loads(case["thresholds"]),
-            fields=tuple(FieldRecord(**_as_dict(f, skip="case_id")) for f in fields),
+            domain=_domain(case["domain"]),
+            fields=tuple(
+                FieldRecord(**{**_as_dict(f, skip="case_id"), "domain": _domain(f["domain"])})
+                for f in fields
+            ),
             cells=tuple(
                 CellRecord(
                     field_index=c["field_index"],
@@ -542,6 +602,7 @@ class CaseStore:
                     label=c["label"],
                     crop_png=c["crop_png"],
                     overlay_png=c["overlay_png"],
+                    domain_score=c["domain_score"],
                 )
                 for c in cells
             ),

@@ -11,7 +11,7 @@ from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.session import MODE_CELLS, MODE_FIELDS, ReviewSession
 from ui import state
 from ui.analysis import run_analysis
-from ui.common import UPLOAD_TYPES, interval_text, percent_text
+from ui.common import UPLOAD_TYPES, domain_warning, interval_text, percent_text
 from ui.models import available_models, describe, model_config, no_model_help
 from ui.samples import CREDITS, sample_files
 
@@ -105,6 +105,7 @@ def show_results(session: ReviewSession) -> None:
     for field in session.fields:
         for note in field.notes:
             st.info(f"**{field.name}**: {note}", icon=":material/info:")
+    domain_warning(session)
     count = session.count()
     cols = st.columns(5)
     cols[0].metric("Images analysed", len(session.fields))
@@ -139,6 +140,9 @@ def field_table(session: ReviewSession) -> pd.DataFrame:
             "Size (px)": f"{field.width}×{field.height}",
             "Seconds": round(sum(field.seconds.values()), 2),
         })  # fmt: skip
+        if field.domain is not None and field.domain.score is not None:
+            rows[-1]["Domain score"] = round(field.domain.score, 2)
+            rows[-1]["Out of domain"] = "yes: review every cell" if field.domain.warned else "no"
     return pd.DataFrame(rows)
 
 

@@ -7,7 +7,7 @@ import streamlit as st
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.session import MODE_FIELDS
 from ui import heatmaps, state
-from ui.common import interval_text, percent_text, show_flashes
+from ui.common import domain_warning, interval_text, percent_text, show_flashes
 from ui.figures import field_overview
 from ui.gallery import show_gallery
 from ui.record import save_form, status_line
@@ -22,6 +22,7 @@ except LeukemiaCoreError as error:
     st.error(str(error))
 show_flashes()
 status_line(session)
+domain_warning(session)
 count = session.count()
 cols = st.columns([1, 1, 1, 1.6, 1])
 cols[0].metric("Cells counted", count.n_counted)

@@ -76,3 +76,44 @@ def downloads(monkeypatch) -> dict[str, bytes]:
 
     monkeypatch.setattr(MediaFileManager, "add", add)
     return offered
+
+
+def synthetic_cell_crops(seeds, stain: str = "wright") -> list[list]:
+    """Crops of the whole white cells of synthetic smears (one list per smear), at the demo
+    smear's scale."""
+    from leukemia_core.cropping import crop_cells
+    from leukemia_core.segmentation import segment_wbc
+    from leukemia_core.synthetic import make_smear
+
+    out = []
+    for seed in seeds:
+        image = make_smear(480, 640, n_wbc=5, n_rbc=120, red_cell_diameter_px=34.0, seed=seed,
+                           stain=stain).image  # fmt: skip
+        out.append([c.crop for c in crop_cells(image, segment_wbc(image)) if not c.touches_border])
+    return out
+
+
+@pytest.fixture(scope="session")
+def ood_models_dir(tiny_models_dir, tmp_path_factory) -> Path:
+    """A models folder holding ``tiny-ood``: the tiny model with a domain reference fitted on
+    Wright-stained synthetic smears (10 for training, 8 validation fields for the limit)."""
+    import shutil
+
+    from leukemia_core.classify import Classifier
+    from leukemia_core.domain import DomainReference, stain_statistics
+    from leukemia_core.models.folder import load_model, write_domain_reference
+
+    root = tmp_path_factory.mktemp("ood_models")
+    shutil.copytree(tiny_models_dir / "tiny", root / "tiny-ood")
+    classifier = Classifier(load_model("tiny-ood", root))
+    train = [c for crops in synthetic_cell_crops(range(100, 110)) for c in crops]
+    fields = synthetic_cell_crops(range(200, 208))
+    val = [c for crops in fields for c in crops]
+    groups = [str(i) for i, crops in enumerate(fields) for _ in crops]
+    reference = DomainReference.fit(
+        classifier.outputs(train).features, stain_statistics(train),
+        val_features=classifier.outputs(val).features, val_stain=stain_statistics(val),
+        val_groups=groups, n_components=8,
+    )  # fmt: skip
+    write_domain_reference("tiny-ood", reference, root=root, data="synthetic Wright smears")
+    return root

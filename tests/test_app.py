@@ -523,3 +523,40 @@ def test_a_recalibrated_model_is_loaded_again(tiny_models_dir, tmp_path, monkeyp
     assert second is not first
     assert second.model.config.calibration.threshold == 0.61
     assert second.model.config.test_time_views == 4
+
+
+# ---- out-of-domain warning ------------------------------------------------------------------
+def test_a_colour_shifted_sample_is_warned_and_sent_to_review_a_normal_one_is_not(
+    ood_models_dir, monkeypatch, tmp_path, demo_png
+):
+    monkeypatch.setenv("LEUKEMIA_MODELS_DIR", str(ood_models_dir))
+    monkeypatch.setenv("LEUKEMIA_CASE_DB", str(tmp_path / "cases.sqlite3"))
+    demo = make_demo_smear().image
+    cast = np.clip(demo * np.array([1.0, 0.8, 0.7]), 0, 255).astype(np.uint8)
+    at = start()
+    assert any("out-of-domain warning above a median score of" in c.value for c in at.caption)
+    analyze(at, [("cast.png", _png(cast))])
+    warnings = [w.value for w in at.warning if "training data" in w.value]
+    assert len(warnings) == 1 and "These cells differ from the training data" in warnings[0]
+    assert "review every cell" in warnings[0]
+    session = session_of(at)
+    assert session.domain.warned and metric(at, "Awaiting review") == str(session.n_uncertain)
+    assert metric(at, "Blasts") == "0" and session.count().n_counted == 0
+    assert at.dataframe[0].value["Out of domain"].tolist() == ["yes: review every cell"]
+    save_case(at)
+    assert any("differ from the training data" in w.value for w in at.warning)  # review page
+    assert CaseStore(tmp_path / "cases.sqlite3").load_case(session.case_id).domain.warned
+
+    at = start()
+    analyze(at, [("field.png", demo_png)])
+    assert not [w.value for w in at.warning if "training data" in w.value]
+    assert any("resemble the training data" in c.value for c in at.caption)
+    assert not session_of(at).domain.warned
+
+
+def test_a_model_without_a_domain_reference_says_so(db, demo_png):
+    at = start()
+    assert any("no out-of-domain check" in c.value for c in at.caption)
+    analyze(at, [("field.png", demo_png)])
+    assert session_of(at).domain is None
+    assert any("no domain reference" in c.value for c in at.caption)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from leukemia_core.counting import summarize_labels
+from leukemia_core.domain import DomainAssessment
 from leukemia_core.store import (
     DATABASE_ENV_VAR,
     SCHEMA_VERSION,
@@ -442,7 +443,7 @@ def test_refuses_newer_schema_and_non_databases(tmp_path: Path):
     newer = tmp_path / "newer.sqlite3"
     with sqlite3.connect(newer) as conn:
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    with pytest.raises(CaseStoreError, match="newer than this app's 1; update the app"):
+    with pytest.raises(CaseStoreError, match=f"newer than this app.s {SCHEMA_VERSION}; update the app"):
         CaseStore(newer)
     junk = tmp_path / "notes.sqlite3"
     junk.write_text("not a database " * 100)
@@ -459,3 +460,106 @@ def test_thresholds_are_stored_as_json(store: CaseStore):
             "SELECT thresholds FROM cases WHERE case_id = ?", (case_id,)
         ).fetchone()[0]
     assert json.loads(stored) == THRESHOLDS
+
+
+# ---- schema migrations ----------------------------------------------------------------------
+# The schema of release 1 (user_version 1), frozen here: a database it wrote must still open.
+_SCHEMA_V1 = """
+BEGIN IMMEDIATE;
+CREATE TABLE IF NOT EXISTS cases (
+    case_id TEXT PRIMARY KEY, version INTEGER NOT NULL CHECK (version >= 1),
+    parent_id TEXT UNIQUE REFERENCES cases (case_id), sample_id TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('open', 'signed')),
+    created_at TEXT NOT NULL, created_by TEXT NOT NULL, model_name TEXT NOT NULL,
+    model_checksum TEXT NOT NULL, thresholds TEXT NOT NULL, signed_by TEXT, signed_at TEXT);
+CREATE INDEX IF NOT EXISTS cases_by_sample ON cases (sample_id);
+CREATE TABLE IF NOT EXISTS fields (
+    case_id TEXT NOT NULL REFERENCES cases (case_id), field_index INTEGER NOT NULL,
+    name TEXT NOT NULL, width INTEGER NOT NULL, height INTEGER NOT NULL, image_png BLOB,
+    PRIMARY KEY (case_id, field_index));
+CREATE TABLE IF NOT EXISTS cells (
+    case_id TEXT NOT NULL, field_index INTEGER NOT NULL, cell_id INTEGER NOT NULL,
+    x0 INTEGER NOT NULL, y0 INTEGER NOT NULL, x1 INTEGER NOT NULL, y1 INTEGER NOT NULL,
+    centroid_x REAL NOT NULL, centroid_y REAL NOT NULL, blast_probability REAL,
+    model_label TEXT NOT NULL, label TEXT NOT NULL, crop_png BLOB, overlay_png BLOB,
+    PRIMARY KEY (case_id, field_index, cell_id),
+    FOREIGN KEY (case_id, field_index) REFERENCES fields (case_id, field_index));
+CREATE TABLE IF NOT EXISTS audit (
+    audit_id INTEGER PRIMARY KEY AUTOINCREMENT, case_id TEXT NOT NULL REFERENCES cases (case_id),
+    version INTEGER NOT NULL, action TEXT NOT NULL, reviewer TEXT NOT NULL, at TEXT NOT NULL,
+    field_index INTEGER, cell_id INTEGER, from_label TEXT, to_label TEXT, note TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS audit_by_case ON audit (case_id);
+CREATE TRIGGER IF NOT EXISTS signed_cells_are_frozen BEFORE UPDATE ON cells
+    WHEN (SELECT status FROM cases WHERE case_id = OLD.case_id) = 'signed'
+    BEGIN SELECT RAISE(ABORT, 'the case is signed; reopen it to change it'); END;
+CREATE TRIGGER IF NOT EXISTS signed_cases_are_frozen BEFORE UPDATE ON cases
+    WHEN OLD.status = 'signed'
+    BEGIN SELECT RAISE(ABORT, 'the case is signed; reopen it to change it'); END;
+CREATE TRIGGER IF NOT EXISTS cases_are_kept BEFORE DELETE ON cases
+    BEGIN SELECT RAISE(ABORT, 'case records are kept, never deleted'); END;
+CREATE TRIGGER IF NOT EXISTS audit_is_append_only BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'audit rows are never changed'); END;
+PRAGMA user_version = 1;
+COMMIT;
+"""
+
+
+def test_a_database_of_the_previous_release_opens_and_gains_the_domain_columns(tmp_path: Path):
+    path = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript(_SCHEMA_V1)
+    conn.executescript(
+        "BEGIN; INSERT INTO cases VALUES ('c1', 1, NULL, 'S-OLD', 'open', '2026-01-01T00:00:00', "
+        "'tech', 'old-model', 'sha', '{}', NULL, NULL); "
+        "INSERT INTO fields VALUES ('c1', 0, 'f.png', 64, 48, NULL); "
+        "INSERT INTO cells VALUES ('c1', 0, 1, 1, 2, 9, 9, 5.0, 5.0, 0.9, 'blast', 'blast', NULL, "
+        "NULL); COMMIT;"
+    )
+    conn.close()
+    store = CaseStore(path)
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert "domain_score" in [r[1] for r in conn.execute("PRAGMA table_info(cells)")]
+    old = store.load_case("c1")
+    assert old.sample_id == "S-OLD" and old.domain is None and old.fields[0].domain is None
+    assert old.cells[0].domain_score is None and old.counts().n_blasts == 1
+    store.relabel_cell("c1", 0, 1, "normal", reviewer="A")  # the migrated case still works
+    assert store.load_case("c1").counts().n_blasts == 0
+    CaseStore(path)  # opening again migrates nothing twice
+    assert len(store.list_cases()) == 1
+    new_case(store, [["blast"]])  # and new cases are stored alongside
+
+
+def test_domain_assessments_and_cell_scores_are_stored_and_kept_on_reopen(store: CaseStore):
+    warned, fine = DomainAssessment(3.2, 1.8, 2), DomainAssessment(1.1, 1.8, 1)
+    fields = [FieldEntry("a.png", 64, 48, domain=warned), FieldEntry("b.png", 64, 48, domain=fine)]
+    cells = [cell(0, 1, "uncertain", domain_score=3.0), cell(0, 2, "uncertain", domain_score=3.4),
+             cell(1, 1, "normal", domain_score=1.1)]  # fmt: skip
+    sample = DomainAssessment(3.0, 1.8, 3)
+    case_id = store.create_case("S-D", fields, cells, model_name="m", model_checksum="",
+                                thresholds={}, domain=sample)  # fmt: skip
+    record = store.load_case(case_id)
+    assert record.domain == sample and record.domain.warned
+    assert [f.domain for f in record.fields] == [warned, fine]
+    assert [c.domain_score for c in record.cells] == [3.0, 3.4, 1.1]
+    for c in record.cells:
+        store.relabel_cell(case_id, c.field_index, c.cell_id, "normal", reviewer="A")
+    store.sign_case(case_id, reviewer="A")
+    reopened = store.load_case(store.reopen_case(case_id, reviewer="A"))
+    assert reopened.domain == sample and [f.domain for f in reopened.fields] == [warned, fine]
+    assert [c.domain_score for c in reopened.cells] == [3.0, 3.4, 1.1]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"domain": {"score": 2}}, "domain is a dict; pass a DomainAssessment"),
+        ({"cells": [cell(0, 1, "normal", domain_score=float("nan"))]}, "domain_score must be"),
+        ({"fields": [FieldEntry("a", 4, 4, domain=2.0)]}, "Field 0 domain is a float"),
+    ],
+)
+def test_bad_domain_values_are_refused(store: CaseStore, kwargs, words):
+    values = {"fields": [FieldEntry("a", 4, 4)], "cells": [], **kwargs}
+    with pytest.raises(CaseInputError, match=words):
+        store.create_case("S", values.pop("fields"), values.pop("cells"), model_name="m",
+                          model_checksum="", thresholds={}, **values)  # fmt: skip

@@ -5,10 +5,15 @@ Only this package and the pages import streamlit; the image work happens in :mod
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import streamlit as st
 
 from leukemia_core.counting import CellLabel
 from leukemia_core.types import BlastCount
+
+if TYPE_CHECKING:
+    from leukemia_core.session import ReviewSession
 
 DISCLAIMER = (
     "**Research use only.** This is decision support for research; it is not a diagnosis. "
@@ -65,3 +70,28 @@ def show_flashes() -> None:
         {"error": st.error, "success": st.success, "info": st.info, "warning": st.warning}[kind](
             message
         )
+
+
+def domain_warning(session: ReviewSession) -> None:
+    """Warn plainly when the sample (or a field) differs from the model's training data.
+
+    Shows nothing for a sample without a model; says so when the model has no domain check.
+    """
+    if not session.has_model:
+        return
+    domain = session.domain
+    if domain is None:
+        st.caption("This model has no domain reference, so no out-of-domain check was made.")
+        return
+    warned = [f for f in session.fields if f.domain is not None and f.domain.warned]
+    if domain.warned:
+        st.warning(domain.message, icon=":material/warning:")
+    if warned and (not domain.warned or len(warned) < len(session.fields)):
+        names = ", ".join(f.name for f in warned)
+        st.warning(
+            f"Out of domain: {names}. These fields' cells differ from the training data; every "
+            "cell of them was sent to review.",
+            icon=":material/warning:",
+        )
+    if not domain.warned and not warned:
+        st.caption(domain.message)

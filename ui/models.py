@@ -93,7 +93,8 @@ def get_classifier(name: str) -> Classifier:
 
 
 def describe(config: ModelConfig) -> str:
-    """One line about a model: architecture, input size, decision threshold, review band."""
+    """One line about a model: architecture, input size, decision threshold, review band and
+    out-of-domain check."""
     c = config.calibration
     band = (
         f"uncertain {c.uncertain_low:.3g}–{c.uncertain_high:.3g}"
@@ -101,10 +102,15 @@ def describe(config: ModelConfig) -> str:
         else "no uncertain band"
     )
     views = config.test_time_views
+    domain = (
+        f"out-of-domain warning above a median score of {config.domain['threshold']:.2f}"
+        if config.domain
+        else "no out-of-domain check"
+    )
     return (
         f"{config.architecture}, {config.input_size} px input"
         f"{f', {views} views per cell' if views > 1 else ''}, blast at p ≥ {c.threshold:.3g}, "
-        f"{band}; weights sha256 {config.sha256[:12]}…"
+        f"{band}, {domain}; weights sha256 {config.sha256[:12]}…"
     )
 
 

@@ -98,6 +98,7 @@ def save_case(
         model_checksum=session.model_checksum,
         thresholds=session.thresholds(),
         created_by=reviewer_name,
+        domain=session.domain,
     )
     session.apply_record(store.load_case(case_id))
     session.overlays = dict(overlays or {})

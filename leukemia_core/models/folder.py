@@ -3,7 +3,9 @@
 A folder is self-describing (as StarDist and MONAI bundles are): the config names the
 architecture, input size, preprocessing scheme, class names, calibration and Grad-CAM layer, so
 nothing about a model lives in constants elsewhere. The weights' SHA-256 is recorded in the config
-and checked before Keras reads the file, which it does in safe mode (no arbitrary code).
+and checked before Keras reads the file, which it does in safe mode (no arbitrary code). An
+optional ``domain.npz`` (:class:`~leukemia_core.domain.DomainReference`, the out-of-domain check)
+is declared and checksummed in the config the same way; folders without one still load.
 
 The active model is named in ``models/ACTIVE``; without that file the first folder is used.
 """
@@ -16,17 +18,19 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import keras
 
 from leukemia_core.calibration import Calibration
+from leukemia_core.domain import STATISTIC, DomainReference, DomainReferenceError
 from leukemia_core.errors import ModelIntegrityError, ModelNotFoundError
 from leukemia_core.io import write_text_atomic
 
 MODELS_ENV_VAR = "LEUKEMIA_MODELS_DIR"
 WEIGHTS_FILE = "model.keras"
+DOMAIN_FILE = "domain.npz"
 ACTIVE_FILE = "ACTIVE"
 PREVIOUS = ".previous"  # suffix of the folder a re-saved model's old version is kept in
 FORMAT_VERSION = 1
@@ -63,13 +67,20 @@ class ModelConfig:
     gradcam_layer: str | None = None
     training: dict = field(default_factory=dict)
     test_time_views: int = 1
+    domain: dict | None = None
 
     def __post_init__(self) -> None:
         check_test_time_views(self.test_time_views)
+        if self.domain is not None:
+            _check_domain_entry(self.domain)
 
     def decision_settings(self) -> dict:
-        """What turns the model's logits into labels (calibration, test-time views), as JSON."""
-        return {**self.calibration.to_dict(), "test_time_views": self.test_time_views}
+        """What turns the model's logits into labels (calibration, test-time views and, when the
+        folder has one, the out-of-domain limit), as JSON."""
+        settings = {**self.calibration.to_dict(), "test_time_views": self.test_time_views}
+        if self.domain is not None:
+            settings["domain"] = {k: self.domain[k] for k in ("threshold", "statistic", "sha256")}
+        return settings
 
     @classmethod
     def from_dict(cls, name: str, values: dict) -> ModelConfig:
@@ -84,7 +95,18 @@ class ModelConfig:
             gradcam_layer=values.get("gradcam_layer"),
             training=values.get("training", {}),
             test_time_views=values.get("test_time_views", 1),
+            domain=values.get("domain"),
         )
+
+
+def _check_domain_entry(entry: object) -> None:
+    """``entry`` is a config's ``domain`` object: file, sha256, threshold, statistic."""
+    keys = ("file", "sha256", "threshold", "statistic")
+    if not isinstance(entry, dict) or any(k not in entry for k in keys):
+        raise ValueError(f"its 'domain' entry is {entry!r}; expected an object with {keys}")
+    if entry["file"] != DOMAIN_FILE or not isinstance(entry["threshold"], int | float):
+        raise ValueError(f"its 'domain' entry names file {entry['file']!r} and threshold "
+                         f"{entry['threshold']!r}; expected {DOMAIN_FILE!r} and a number")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -94,6 +116,7 @@ class LoadedModel:
     config: ModelConfig
     path: Path
     keras_model: keras.Model = field(repr=False)
+    domain: DomainReference | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -122,8 +145,10 @@ def check_model_name(name: str) -> str:
         ValueError: Otherwise (``ACTIVE`` and the ``.previous`` suffix are taken), saying why.
     """
     if not isinstance(name, str) or not _NAME.match(name) or name == ACTIVE_FILE:
-        raise ValueError(f"{name!r} cannot name a model folder: use 1-64 letters, digits, '-' "
-                         f"and '_', starting with a letter or digit (not {ACTIVE_FILE!r}).")
+        raise ValueError(
+            f"{name!r} cannot name a model folder: use 1-64 letters, digits, '-' "
+            f"and '_', starting with a letter or digit (not {ACTIVE_FILE!r})."
+        )
     return name
 
 
@@ -210,8 +235,70 @@ def load_model(name: str | None = None, root: Path | None = None) -> LoadedModel
             f"config.json (expected sha256 {config.sha256[:12]}..., found {actual[:12]}...): the "
             "file was changed or damaged. Restore the folder (git checkout models/) or retrain."
         )
+    domain = _load_domain(config, root / config.name)
     model = keras.models.load_model(weights, compile=False, safe_mode=True)
-    return LoadedModel(config, root / config.name, model)
+    return LoadedModel(config, root / config.name, model, domain)
+
+
+def _load_domain(config: ModelConfig, folder: Path) -> DomainReference | None:
+    """The folder's verified domain reference, its limit the config's threshold; None without."""
+    if config.domain is None:
+        return None
+    path = folder / DOMAIN_FILE
+    fix = f"write it again with `python -m train domain {config.name} --data BANK_MANIFEST`"
+    if not path.is_file():
+        raise ModelIntegrityError(
+            f"model {config.name!r} declares a domain reference {path} that is missing; {fix}, "
+            "or restore the folder."
+        )
+    actual = sha256_of(path)
+    if actual != config.domain["sha256"]:
+        raise ModelIntegrityError(
+            f"the domain reference of model {config.name!r} ({path}) does not match the "
+            f"checksum in its config.json (expected sha256 {config.domain['sha256'][:12]}..., "
+            f"found {actual[:12]}...): the file was changed or damaged. Restore the folder "
+            f"(git checkout models/) or {fix}."
+        )
+    try:
+        reference = DomainReference.load(path)
+    except DomainReferenceError as error:
+        raise ModelIntegrityError(f"model {config.name!r}: {error}") from error
+    return replace(reference, limit=float(config.domain["threshold"]))
+
+
+def write_domain_reference(
+    name: str, reference: DomainReference, *, root: Path | None = None, data: str = ""
+) -> Path:
+    """Add or replace the domain reference of an existing model folder; weights stay as they are.
+
+    The ``.npz`` is written to a temporary file and renamed into place, then ``config.json``
+    is rewritten atomically with the file's checksum and the reference's limit.
+
+    Args:
+        name: Model folder.
+        reference: The fitted reference (its ``limit`` becomes the config's threshold).
+        root: Parent of model folders.
+        data: Plain words about the cells it was fitted on, for the config.
+
+    Returns:
+        The path of ``domain.npz``.
+
+    Raises:
+        ModelNotFoundError, ModelIntegrityError: No such folder, or a broken config.
+    """
+    root = root or models_dir()
+    config = read_config(name, root)
+    folder = root / config.name
+    path = reference.save(folder / DOMAIN_FILE)
+    values = json.loads((folder / "config.json").read_text())
+    values["domain"] = {
+        "file": DOMAIN_FILE, "sha256": sha256_of(path), "threshold": float(reference.limit),
+        "statistic": STATISTIC, "limit_source": reference.limit_source,
+        "n_train_cells": reference.n_train, "n_components": int(reference.components.shape[0]),
+        "data": data,
+    }  # fmt: skip
+    write_text_atomic(folder / "config.json", json.dumps(values, indent=2) + "\n")
+    return path
 
 
 def save_model_folder(
@@ -244,8 +331,10 @@ def save_model_folder(
     root.mkdir(parents=True, exist_ok=True)
     pointer = root / ACTIVE_FILE
     if pointer.is_file() and pointer.read_text().strip() == f"{name}{PREVIOUS}":
-        raise ValueError(f"{name}{PREVIOUS} is the active model; saving {name} again would "
-                         "delete it. Make another model active first, or use another name.")
+        raise ValueError(
+            f"{name}{PREVIOUS} is the active model; saving {name} again would "
+            "delete it. Make another model active first, or use another name."
+        )
     staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
     try:
         # An uncompiled copy: the optimizer's slots would double the file and are not needed.

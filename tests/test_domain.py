@@ -1,0 +1,284 @@
+"""Out-of-domain check: the reference on its own, in model folders, the analysis and exports.
+
+The colour-shift tests use real (tiny, random) networks and synthetic smears: the reference of
+``conftest.ood_models_dir`` is fitted on Wright-stained smears; a strong colour cast or the pale
+stain must raise the score above its limit, the Wright-stained demo smear must not.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+from conftest import synthetic_cell_crops
+
+from leukemia_core.batch import analyze_files
+from leukemia_core.classify import Classifier
+from leukemia_core.counting import CellLabel
+from leukemia_core.domain import (
+    STAIN_NAMES,
+    DomainAssessment,
+    DomainReference,
+    DomainReferenceError,
+    stain_statistics,
+)
+from leukemia_core.errors import ModelIntegrityError
+from leukemia_core.imaging import prepare_field
+from leukemia_core.models.folder import DOMAIN_FILE, load_model, read_config, sha256_of
+from leukemia_core.pipeline import analyze_field, classify_crops
+from leukemia_core.report import case_json, case_report_html, cells_csv
+from leukemia_core.session import analyze_sample
+from leukemia_core.store import CaseStore
+from leukemia_core.synthetic import make_demo_smear, make_smear
+
+F = 32
+
+
+def _cells(rng: np.random.Generator, n: int, shift: float = 0.0, stain_shift: float = 0.0):
+    """``n`` cells of a correlated Gaussian "training distribution" of features and stain."""
+    mixing = np.random.default_rng(1).normal(size=(F, F)) / np.sqrt(F)
+    features = rng.normal(size=(n, F)) @ mixing + shift
+    stain = rng.normal([60, 20, -20, 12, 5, 6], [3, 2, 2, 1, 0.5, 0.5], size=(n, 6))
+    stain[:, 2] += stain_shift
+    return features, stain
+
+
+@pytest.fixture(scope="module")
+def reference() -> DomainReference:
+    rng = np.random.default_rng(0)
+    x, s = _cells(rng, 600)
+    vx, vs = _cells(rng, 300)
+    return DomainReference.fit(x, s, val_features=vx, val_stain=vs,
+                               val_groups=np.repeat(np.arange(15), 20), n_components=16)  # fmt: skip
+
+
+def colour_cast(image: np.ndarray, gains=(1.0, 0.8, 0.7)) -> np.ndarray:
+    """The image under a strong warm colour cast (blue and green damped)."""
+    return np.clip(image * np.asarray(gains), 0, 255).astype(np.uint8)
+
+
+def pale_demo() -> np.ndarray:
+    """The demo smear's layout under the pale stain."""
+    counts = {"n_wbc": 8, "n_touching_pairs": 1, "n_rbc": 300, "n_platelets": 12}
+    return make_smear(768, 1024, red_cell_diameter_px=34.0, border_wbc=True, seed=7,
+                      stain="pale", **counts).image  # fmt: skip
+
+
+# ---- the reference on its own ----------------------------------------------------------------
+def test_scores_are_about_one_in_domain_and_fields_like_the_training_data_pass(reference):
+    rng = np.random.default_rng(5)
+    x, s = _cells(rng, 20 * 40)
+    medians = np.median(reference.cell_scores(x, s).reshape(40, 20), axis=1)
+    assert 0.8 < np.median(medians) < 1.3
+    assert np.mean(medians > reference.limit) <= 0.1
+    assert "validation groups" in reference.limit_source and 1.0 < reference.limit < 2.0
+
+
+@pytest.mark.parametrize(("shift", "stain_shift"), [(0.0, 25.0), (2.5, 0.0)])
+def test_a_shifted_stain_or_shifted_features_warn(reference, shift, stain_shift):
+    rng = np.random.default_rng(6)
+    x, s = _cells(rng, 30, shift=shift, stain_shift=stain_shift)
+    assessment = reference.assess(reference.cell_scores(x, s))
+    assert assessment.warned and assessment.score > reference.limit
+    assert assessment.message == (
+        f"These cells differ from the training data (domain score {assessment.score:.2f}, "
+        f"limit {reference.limit:.2f}); review every cell."
+    )
+    parts = np.median(reference.score_parts(x, s), axis=0)
+    assert parts[2 if stain_shift else 0] > 2.0  # the part that moved says so
+
+
+def test_assessment_is_the_median_and_needs_cells(reference):
+    a = reference.assess([0.5, 0.9, 50.0])  # one odd cell does not warn a field
+    assert (a.score, a.n_cells, a.warned) == (0.9, 3, False)
+    empty = reference.assess([])
+    assert empty.score is None and not empty.warned and "No cells" in empty.message
+    assert DomainAssessment.from_dict(a.to_dict()) == a
+
+
+def test_without_validation_groups_the_limit_comes_from_the_training_cells():
+    x, s = _cells(np.random.default_rng(2), 200)
+    reference = DomainReference.fit(x, s, n_components=8)
+    assert "training cells" in reference.limit_source
+    assert reference.limit == pytest.approx(np.percentile(reference.cell_scores(x, s), 99))
+
+
+def test_npz_round_trip_is_small_and_exact(tmp_path):
+    rng = np.random.default_rng(3)
+    x, s = rng.normal(size=(300, 1280)), rng.normal(size=(300, 6))
+    reference = DomainReference.fit(x, s, n_components=48)
+    path = reference.save(tmp_path / DOMAIN_FILE)
+    assert path.stat().st_size < 2_000_000
+    loaded = DomainReference.load(path)
+    assert loaded.components.shape == (48, 1280) and loaded.limit == reference.limit
+    np.testing.assert_array_equal(
+        loaded.cell_scores(x[:5], s[:5]), reference.cell_scores(x[:5], s[:5])
+    )
+    assert [p.name for p in tmp_path.iterdir()] == [DOMAIN_FILE]  # no temporary file left
+
+
+def test_a_damaged_or_foreign_file_is_refused(tmp_path, reference):
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"not an npz")
+    with pytest.raises(DomainReferenceError, match=r"is not a domain reference.*train domain"):
+        DomainReference.load(junk)
+    other = tmp_path / "other.npz"
+    np.savez(other, feature_mean=np.zeros(3))
+    with pytest.raises(DomainReferenceError, match="is not a domain reference"):
+        DomainReference.load(other)
+
+
+@pytest.mark.parametrize(
+    ("call", "words"),
+    [
+        (lambda r: DomainReference.fit(np.zeros((5, 4)), np.zeros((4, 6))), "same cells"),
+        (lambda r: DomainReference.fit(np.zeros((5, 4)), np.zeros((5, 3))), r"\(N, 6\)"),
+        (lambda r: DomainReference.fit(np.full((5, 4), np.nan), np.zeros((5, 6))), "NaN"),
+        (lambda r: DomainReference.fit(np.eye(5), np.zeros((5, 6)), val_features=np.eye(5)),
+         "together"),
+        (lambda r: r.cell_scores(np.zeros((2, F + 1)), np.zeros((2, 6))), rf"\(N, {F}\)"),
+        (lambda r: stain_statistics([np.zeros((4, 4, 3), np.float32)]), "RGB uint8"),
+    ],
+)  # fmt: skip
+def test_bad_inputs_say_what_arrived(reference, call, words):
+    with pytest.raises(DomainReferenceError, match=words):
+        call(reference)
+
+
+def test_stain_statistics_read_the_cell_pixels_only():
+    small = np.zeros((40, 40, 3), np.uint8)
+    cv2.circle(small, (20, 20), 10, (200, 60, 150), -1)
+    padded = np.zeros((120, 120, 3), np.uint8)
+    padded[40:80, 40:80] = small
+    stats = stain_statistics([small, padded])
+    np.testing.assert_allclose(stats[0], stats[1], atol=1e-4)  # black padding is ignored
+    assert len(STAIN_NAMES) == stats.shape[1] == 6
+    assert stats[0, 1] > 40 and stats[0, 3] < 1e-3  # magenta: a > 0; one colour: no spread
+
+
+# ---- model folders ---------------------------------------------------------------------------
+@pytest.fixture
+def ood_models(ood_models_dir, tmp_path):
+    root = tmp_path / "models"
+    shutil.copytree(ood_models_dir, root)
+    return root
+
+
+def test_the_reference_is_declared_verified_and_leaves_the_weights_alone(
+    ood_models, tiny_models_dir
+):
+    config = read_config("tiny-ood", ood_models)
+    assert (
+        config.domain["file"] == DOMAIN_FILE and config.domain["statistic"] == "median cell score"
+    )
+    assert config.sha256 == read_config("tiny", tiny_models_dir).sha256
+    assert config.domain["sha256"] == sha256_of(ood_models / "tiny-ood" / DOMAIN_FILE)
+    loaded = load_model("tiny-ood", ood_models)
+    assert loaded.domain is not None and loaded.domain.limit == config.domain["threshold"]
+    assert config.decision_settings()["domain"]["threshold"] == config.domain["threshold"]
+    assert load_model("tiny", tiny_models_dir).domain is None  # folders without one still load
+
+
+def test_a_changed_or_missing_reference_fails_with_the_fix(ood_models):
+    path = ood_models / "tiny-ood" / DOMAIN_FILE
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(
+        ModelIntegrityError, match=r"domain reference .* does not match.*train domain"
+    ):
+        load_model("tiny-ood", ood_models)
+    path.unlink()
+    with pytest.raises(ModelIntegrityError, match="missing; write it again"):
+        load_model("tiny-ood", ood_models)
+
+
+# ---- the analysis ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def ood_classifier(ood_models_dir) -> Classifier:
+    return Classifier(load_model("tiny-ood", ood_models_dir))
+
+
+def test_a_colour_shift_raises_the_score_above_the_limit_and_sends_every_cell_to_review(
+    ood_classifier, tiny_models_dir
+):
+    demo = make_demo_smear().image
+    normal = analyze_field(demo, ood_classifier)
+    plain = analyze_field(demo, Classifier(load_model("tiny", tiny_models_dir)))
+    assert not normal.domain.warned and normal.domain.score < normal.domain.limit
+    assert [c.model_label for c in normal.cells] == [c.model_label for c in plain.cells]
+    assert all(c.domain_score is not None for c in normal.cells) and plain.domain is None
+    for shifted in (colour_cast(demo), pale_demo()):
+        result = analyze_field(shifted, ood_classifier)
+        assert result.domain.warned and result.domain.score > result.domain.limit
+        assert len(result.cells) == len(normal.cells)
+        assert {c.model_label for c in result.cells} <= {CellLabel.UNCERTAIN, CellLabel.BORDER}
+        assert result.count.n_counted == 0
+
+
+def test_shifting_the_crops_colour_raises_each_cells_score(ood_classifier):
+    crops = [c for field in synthetic_cell_crops([300, 301]) for c in field]
+    shifted = [colour_cast(c) for c in crops]
+    before = classify_crops(ood_classifier, crops).domain_scores
+    after = classify_crops(ood_classifier, shifted).domain_scores
+    assert np.all(after > before) and np.median(after) > ood_classifier.model.domain.limit
+
+
+def test_the_warning_is_kept_in_the_case_record_and_the_exports(ood_classifier, tmp_path):
+    fields = [prepare_field(make_demo_smear().image, "demo.png"),
+              prepare_field(colour_cast(make_demo_smear().image), "cast.png")]  # fmt: skip
+    session = analyze_sample(fields[1:], ood_classifier, sample_id="S-OOD")
+    assert session.domain.warned and session.n_uncertain == session.tally()["uncertain"] > 0
+    assert session.count().n_counted == 0
+    mixed = analyze_sample(fields, ood_classifier, sample_id="S-MIX")
+    assert [f.domain.warned for f in mixed.fields] == [False, True]
+    assert all(mixed.labels[c.key] in ("uncertain", "border") for c in mixed.field_cells(1))
+
+    store = CaseStore(tmp_path / "cases.sqlite3")
+    entries = session.case_entries()
+    case_id = store.create_case("S-OOD", *entries, model_name="tiny-ood", model_checksum="",
+                                thresholds=session.thresholds(), domain=session.domain)  # fmt: skip
+    record = store.load_case(case_id)
+    assert record.domain == session.domain and record.fields[0].domain == session.fields[0].domain
+    rows = list(csv.DictReader(io.StringIO(cells_csv(record).decode())))
+    assert [float(r["domain_score"]) for r in rows] == pytest.approx(
+        [c.domain_score for c in session.cells])  # fmt: skip
+    document = json.loads(case_json(record))
+    assert document["domain"]["warned"] is True and document["domain"]["limit"] > 1.0
+    assert document["fields"][0]["domain"]["score"] == pytest.approx(session.fields[0].domain.score)
+    assert "differ from the training data" in case_report_html(record)
+    reopened = type(session).from_record(record)
+    assert reopened.domain == session.domain and reopened.cells[0].domain_score is not None
+
+
+def test_the_command_line_writes_and_says_the_warning(
+    ood_classifier, ood_models_dir, tmp_path, capsys, monkeypatch
+):
+    from leukemia_core.__main__ import main
+
+    demo = make_demo_smear().image
+    for name, image in (("demo.png", demo), ("cast.png", colour_cast(demo))):
+        cv2.imwrite(str(tmp_path / name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    failures, summary = analyze_files([tmp_path / "cast.png"], tmp_path / "one", ood_classifier)
+    assert (
+        failures == 0 and summary["domain"]["warned"] and summary["warned_images"] == ["cast.png"]
+    )
+    rows = list(csv.DictReader((tmp_path / "one" / "cells.csv").open()))
+    assert rows and all(float(r["domain_score"]) > 0 for r in rows)
+    assert {r["label"] for r in rows} <= {"uncertain", "border"}
+    image_json = json.loads((tmp_path / "one" / "cast.json").read_text())
+    assert image_json["domain"]["warned"] is True
+
+    monkeypatch.setenv("LEUKEMIA_MODELS_DIR", str(ood_models_dir))
+    code = main(["analyze", str(tmp_path / "demo.png"), "--out", str(tmp_path / "two"),
+                 "--model", "tiny-ood"])  # fmt: skip
+    assert code == 0
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert summary["domain"]["warned"] is False and summary["warned_images"] == []
+    assert "resemble the training data" in capsys.readouterr().err
+
