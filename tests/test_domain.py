@@ -282,3 +282,58 @@ def test_the_command_line_writes_and_says_the_warning(
     assert summary["domain"]["warned"] is False and summary["warned_images"] == []
     assert "resemble the training data" in capsys.readouterr().err
 
+
+# ---- training side ---------------------------------------------------------------------------
+def test_domain_auroc_and_leave_one_source_out_on_cached_arrays():
+    from train.domain import domain_auroc, leave_one_source_out
+
+    assert domain_auroc([1, 2, 3], [4, 5]) == 1.0 and domain_auroc([1, 2], [1, 2]) == 0.5
+    assert domain_auroc([4, 5], [1, 2, 3]) == 0.0
+    rng = np.random.default_rng(4)
+    parts, sources, groups, sides = [], [], [], []
+    for k, (shift, stain_shift) in enumerate([(0, 0), (0.3, 2), (3.0, 25)]):  # c differs
+        x, s = _cells(rng, 240, shift=shift, stain_shift=stain_shift)
+        parts.append((x, s))
+        sources += [f"src{k}"] * 240
+        groups += [f"src{k}:{i // 20}" for i in range(240)]
+        sides += ["train"] * 160 + ["val"] * 40 + ["test"] * 40
+    features = np.concatenate([p[0] for p in parts])
+    stain = np.concatenate([p[1] for p in parts])
+    results = {r.source: r for r in leave_one_source_out(features, stain, sources, groups, sides,
+                                                         n_components=8)}  # fmt: skip
+    assert results["src2"].auroc > 0.95 and results["src2"].warned_out_groups == 1.0
+    assert results["src2"].warned_in_groups <= 0.5 and results["src2"].n_out == 240
+
+
+def test_the_domain_command_fits_on_the_model_split_and_writes_the_folder(
+    ood_models, tmp_path, capsys
+):
+    from train.__main__ import main
+
+    crops = synthetic_cell_crops(range(400, 412))
+    rows, split = ["path,label,group,source"], ["group,side"]
+    for g, field in enumerate(crops):
+        side = "train" if g < 8 else "val"
+        split.append(f"syn:f{g},{side}")
+        for i, crop in enumerate(field):
+            name = f"f{g}_{i}.png"
+            cv2.imwrite(str(tmp_path / name), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+            rows.append(f"{name},{'blast' if i % 2 else 'normal'},f{g},syn")
+    (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
+    folder = ood_models / "tiny-ood"
+    (folder / "split.csv").write_text("\n".join(split) + "\n")
+    weights = sha256_of(folder / "model.keras")
+    code = main(["domain", "tiny-ood", "--data", str(tmp_path / "manifest.csv"), "--components",
+                 "6", "--models-dir", str(ood_models), "--describe", "synthetic"])  # fmt: skip
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["val_groups"] == 4 and printed["train_cells"] == sum(map(len, crops[:8]))
+    config = read_config("tiny-ood", ood_models)
+    assert config.sha256 == weights == sha256_of(folder / "model.keras")
+    assert config.domain["threshold"] == pytest.approx(printed["limit"], abs=1e-4)
+    assert config.domain["n_components"] == 6 and config.domain["data"] == "synthetic"
+    assert load_model("tiny-ood", ood_models).domain.n_train == printed["train_cells"]
+    (folder / "split.csv").write_text("group,side\nother:x,train\nother:y,val\n")
+    assert main(["domain", "tiny-ood", "--data", str(tmp_path / "manifest.csv"),
+                 "--models-dir", str(ood_models)]) == 2  # fmt: skip
+    assert "fit the domain on the data the model was split on" in capsys.readouterr().err

@@ -9,6 +9,7 @@ Commands:
     promote  make a compared model the active one (models/<name>/ + models/ACTIVE)
     adapt    re-fit a model on a lab's signed cells as a new version <name>-site<k>
     activate make a model folder the active one (models/ACTIVE)
+    domain   fit a model folder's out-of-domain reference (domain.npz) on its own split
     worker   run the queued comparison jobs of the Retrain page (started by the app)
 
 Progress goes to stderr. Research use only.
@@ -187,6 +188,19 @@ def build_parser() -> argparse.ArgumentParser:
     activate.add_argument("name", help="model folder")
     activate.add_argument("--models-dir", type=Path)
 
+    domain = commands.add_parser("domain", help="fit a model's out-of-domain reference")
+    domain.add_argument("name", help="model folder (needs its split.csv)")
+    domain.add_argument("--data", type=Path, action="append", required=True,
+                        help="the data the model was split on (e.g. its crop bank); repeatable")
+    domain.add_argument("--format", choices=FORMATS, help="layout (detected when omitted)")
+    domain.add_argument("--max-train-cells", type=int, default=4000,
+                        help="fit on a seeded random subset of the training cells (0: all)")
+    domain.add_argument("--components", type=int, default=48, help="principal components")
+    domain.add_argument("--percentile", type=float, default=99.0,
+                        help="of the validation groups' median scores, sets the limit")
+    domain.add_argument("--describe", default="", help="words about the data for the config")
+    domain.add_argument("--models-dir", type=Path)
+
     worker = commands.add_parser("worker", help="run queued comparison jobs, then exit")
     worker.add_argument("--runs", type=Path, help="jobs folder (default: runs/)")
     return parser
@@ -333,6 +347,21 @@ def _calibrate(args) -> int:
     return 0
 
 
+def _domain(args) -> int:
+    from train.domain import fit_domain  # imports TensorFlow
+
+    table = _load_tables(args.data, args.format)
+    done = fit_domain(args.name, table.records, root=args.models_dir,
+                      max_train_cells=args.max_train_cells or None,
+                      n_components=args.components, percentile=args.percentile,
+                      data_description=args.describe, progress=_Bars())  # fmt: skip
+    print(json.dumps({"file": str(done.path), "limit": round(done.reference.limit, 4),
+                      "limit_source": done.reference.limit_source, "train_cells": done.n_train,
+                      "val_cells": done.n_val, "val_groups": done.n_val_groups,
+                      "val_groups_warned": done.val_warned_groups}, indent=2))  # fmt: skip
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -366,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "activate":
             set_active_model(args.name, args.models_dir)
             print(f"{args.name} is now the active model")
+        elif args.command == "domain":
+            return _domain(args)
         elif args.command == "worker":
             from train.jobs import run_worker
 

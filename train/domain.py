@@ -1,0 +1,242 @@
+"""Fit a model folder's out-of-domain reference, and measure the check leaving one source out.
+
+``python -m train domain NAME --data BANK_MANIFEST`` reads the cells of the folder's
+``split.csv`` train and validation groups, runs them through the app's own
+:class:`~leukemia_core.classify.Classifier` (same crops, views and features as in the app),
+fits a :class:`~leukemia_core.domain.DomainReference` on the training cells with its limit on the
+validation groups, and writes ``domain.npz`` into the folder (weights untouched).
+
+:func:`leave_one_source_out` measures the check on cached per-cell arrays: for each source, a
+reference fitted on the other sources' training cells tells that source's cells from the other
+sources' test cells (AUROC), and counts how many of its groups (fields, subjects) are warned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import rankdata
+
+from leukemia_core.classify import Classifier
+from leukemia_core.domain import (
+    DEFAULT_COMPONENTS,
+    DEFAULT_PERCENTILE,
+    DomainReference,
+    stain_statistics,
+)
+from leukemia_core.io import read_image
+from leukemia_core.models.folder import load_model, write_domain_reference
+from leukemia_core.single_cell import single_cell_crop
+from train.cellbank import bank_group
+from train.evaluate.classifier import SPLIT_FILE
+from train.records import CellRecord
+from train.splits import SplitError, read_split_file, split_by_sides
+
+Progress = Callable[[dict], None]
+CHUNK = 64  # crops held in memory at once (300 x 300 x 3 bytes each)
+
+
+@dataclass(frozen=True)
+class DomainFit:
+    """What :func:`fit_domain` wrote.
+
+    Attributes:
+        path: The ``domain.npz`` written.
+        reference: The fitted reference (its limit is the config's threshold).
+        n_train: Training cells it was fitted on.
+        n_val: Validation cells the limit was fitted on.
+        n_val_groups: Validation groups.
+        val_warned_groups: Validation groups above the limit (about 1% by construction).
+    """
+
+    path: Path
+    reference: DomainReference
+    n_train: int
+    n_val: int
+    n_val_groups: int
+    val_warned_groups: int
+
+
+def cell_inputs(
+    records: Sequence[CellRecord], classifier: Classifier, progress: Progress | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled features ``(N, F)`` and stain statistics ``(N, 6)`` of each record's cell.
+
+    The crop is the app's single-cell crop; the classifier makes its own input from it, as in
+    the app, and the stain statistics are taken from the crop itself.
+    """
+    features, stains = [], []
+    for start in range(0, len(records), CHUNK):
+        crops = [
+            single_cell_crop(read_image(r.path).rgb).crop for r in records[start : start + CHUNK]
+        ]
+        features.append(classifier.outputs(crops).features)
+        stains.append(stain_statistics(crops))
+        if progress:
+            done = min(start + CHUNK, len(records))
+            progress({"stage": "cells", "done": done, "total": len(records)})
+    if not features:
+        return np.zeros((0, 0), np.float32), np.zeros((0, 6), np.float32)
+    return np.concatenate(features), np.concatenate(stains)
+
+
+def _subsample(records: list[CellRecord], limit: int | None, seed: int) -> list[CellRecord]:
+    if limit is None or len(records) <= limit:
+        return records
+    keep = np.sort(np.random.default_rng(seed).choice(len(records), limit, replace=False))
+    return [records[i] for i in keep]
+
+
+def fit_domain(
+    name: str,
+    records: Sequence[CellRecord],
+    *,
+    root: Path | None = None,
+    max_train_cells: int | None = 4000,
+    n_components: int = DEFAULT_COMPONENTS,
+    percentile: float = DEFAULT_PERCENTILE,
+    seed: int = 0,
+    data_description: str = "",
+    progress: Progress | None = None,
+) -> DomainFit:
+    """Fit and write the domain reference of model folder ``name`` from its own split.
+
+    Args:
+        name: Model folder.
+        records: The cells the model was split on (e.g. its crop bank); they go to the sides
+            ``split.csv`` gives their groups; groups it does not name are left out.
+        root: Parent of model folders.
+        max_train_cells: Fit on at most this many training cells (a seeded random subset);
+            None uses all.
+        n_components: Principal components of the features.
+        percentile: Of the validation groups' median scores, sets the limit.
+        seed: For the subset.
+        data_description: Plain words about ``records``, for the config.
+        progress: Event callback (``stage``, ``done``, ``total``).
+
+    Raises:
+        SplitError: No ``split.csv``, or no cell of ``records`` on its train or val side.
+    """
+    loaded = load_model(name, root)
+    split_path = loaded.path / SPLIT_FILE
+    if not split_path.is_file():
+        raise SplitError(f"{loaded.path} has no {SPLIT_FILE}, so its training cells are unknown; "
+                         "retrain it with python -m train fit.")  # fmt: skip
+    side_of = read_split_file(split_path)
+    split = split_by_sides([replace(r, group=bank_group(r)) for r in records], side_of)
+    train = [r for r in split.train if r.group in side_of]  # unnamed groups are not the model's
+    if not train or not split.val:
+        raise SplitError(
+            f"Of these cells, {len(train)} belong to the train groups and {len(split.val)} to the "
+            f"val groups of {split_path}; fit the domain on the data the model was split on (e.g. "
+            "its crop bank)."
+        )
+    train = _subsample(train, max_train_cells, seed)
+    classifier = Classifier(loaded)
+
+    def stage(name: str) -> Progress | None:
+        return (lambda event: progress({**event, "stage": name})) if progress else None
+
+    x_train, s_train = cell_inputs(train, classifier, stage("train cells"))
+    x_val, s_val = cell_inputs(split.val, classifier, stage("validation cells"))
+    groups = [r.group for r in split.val]
+    reference = DomainReference.fit(
+        x_train, s_train, val_features=x_val, val_stain=s_val, val_groups=groups,
+        n_components=n_components, percentile=percentile,
+    )  # fmt: skip
+    path = write_domain_reference(loaded.name, reference, root=root, data=data_description)
+    medians = group_medians(reference.cell_scores(x_val, s_val), groups)
+    return DomainFit(path, reference, len(train), len(split.val), len(medians),
+                     int(sum(m > reference.limit for m in medians.values())))  # fmt: skip
+
+
+def group_medians(scores: np.ndarray, groups: Sequence[str]) -> dict[str, float]:
+    """Median cell score per group (the statistic a field or sample is judged by)."""
+    groups = np.asarray(list(groups))
+    return {str(g): float(np.median(scores[groups == g])) for g in np.unique(groups)}
+
+
+def domain_auroc(in_domain_scores: np.ndarray, out_domain_scores: np.ndarray) -> float:
+    """AUROC of telling out-of-domain from in-domain cells by score (ties count half).
+
+    Example:
+        >>> domain_auroc(np.array([1.0, 1.2, 0.9]), np.array([2.0, 1.1]))
+        0.8333333333333334
+    """
+    negative = np.asarray(in_domain_scores, dtype=np.float64).ravel()
+    positive = np.asarray(out_domain_scores, dtype=np.float64).ravel()
+    if not len(negative) or not len(positive):
+        raise ValueError(f"need scores on both sides, got {len(negative)} in-domain and "
+                         f"{len(positive)} out-of-domain.")  # fmt: skip
+    ranks = rankdata(np.concatenate([negative, positive]))  # ties get their mean rank
+    u = ranks[len(negative) :].sum() - len(positive) * (len(positive) + 1) / 2
+    return float(u / (len(negative) * len(positive)))
+
+
+@dataclass(frozen=True)
+class LeftOutSource:
+    """The check on one source the reference never saw.
+
+    Attributes:
+        source: The left-out source.
+        auroc: Its cells against the other sources' test cells, by cell score.
+        n_out: Its cells.
+        n_in: In-domain test cells.
+        limit: Limit of the reference fitted without it.
+        warned_out_groups: Share of its groups (median score) above the limit.
+        warned_in_groups: Share of the in-domain test groups above the limit.
+    """
+
+    source: str
+    auroc: float
+    n_out: int
+    n_in: int
+    limit: float
+    warned_out_groups: float
+    warned_in_groups: float
+
+
+def leave_one_source_out(
+    features: np.ndarray,
+    stain_stats: np.ndarray,
+    sources: Sequence[str],
+    groups: Sequence[str],
+    sides: Sequence[str],
+    **fit_options,
+) -> list[LeftOutSource]:
+    """For each source: fit on the other sources' ``train`` cells (limit on their ``val``
+    groups), score its cells against the other sources' ``test`` cells.
+
+    Args:
+        features: ``(N, F)`` cached pooled features per cell.
+        stain_stats: ``(N, 6)`` :func:`~leukemia_core.domain.stain_statistics` per cell.
+        sources: Source per cell.
+        groups: Group (field, subject) per cell.
+        sides: ``train``, ``val`` or ``test`` per cell.
+        fit_options: Passed to :meth:`DomainReference.fit` (``n_components``, ...).
+    """
+    sources, groups, sides = (np.asarray(list(v)) for v in (sources, groups, sides))
+    out = []
+    for source in np.unique(sources):
+        other = sources != source
+        train, val, test = (other & (sides == s) for s in ("train", "val", "test"))
+        if not train.sum() or not val.sum() or not test.sum():
+            continue
+        reference = DomainReference.fit(
+            features[train], stain_stats[train], val_features=features[val],
+            val_stain=stain_stats[val], val_groups=groups[val], **fit_options,
+        )  # fmt: skip
+        left = ~other
+        score_in = reference.cell_scores(features[test], stain_stats[test])
+        score_out = reference.cell_scores(features[left], stain_stats[left])
+        medians_in = group_medians(score_in, groups[test]).values()
+        medians_out = group_medians(score_out, groups[left]).values()
+        out.append(LeftOutSource(
+            str(source), domain_auroc(score_in, score_out), int(left.sum()), int(test.sum()),
+            reference.limit, float(np.mean([m > reference.limit for m in medians_out])),
+            float(np.mean([m > reference.limit for m in medians_in])),
+        ))  # fmt: skip
+    return out
