@@ -205,11 +205,24 @@ def _folds(is_blast: np.ndarray, groups: np.ndarray, seed: int) -> np.ndarray:
     return np.array([part_of[g] for g in groups])
 
 
-def _recipe(features, y, kernel, bias, variant: str, pull: float):
-    """The calibration (and ``logits`` layer) one adaptation ``variant`` fits on these cells."""
-    if variant != CALIBRATION_ONLY:
-        kernel, bias = fit_head(features, y, kernel, bias, pull, offset_only=variant == OFFSET)
-    return _fit_calibration(features @ kernel + bias, y), kernel, bias
+def _recipe(x, y, groups, kernel, bias, variant: str, pull: float, seed: int):
+    """The calibration (and ``logits`` layer) one adaptation ``variant`` fits on these cells.
+
+    A re-fitted head separates the cells it was fitted on better than new ones, so its
+    calibration is fitted on cross-fitted logits: each sample's from a head fitted without it.
+    """
+    if variant == CALIBRATION_ONLY:
+        return _fit_calibration(x @ kernel + bias, y), kernel, bias
+    new_kernel, new_bias = fit_head(x, y, kernel, bias, pull, offset_only=variant == OFFSET)
+    logits = x @ new_kernel + new_bias
+    if variant == HEAD:
+        fold = _folds(y, groups, seed)
+        for k in np.unique(fold):
+            fit_on, held = fold != k, fold == k
+            if y[fit_on].any() and not y[fit_on].all():  # else: in-sample logits stay
+                inner_kernel, inner_bias = fit_head(x[fit_on], y[fit_on], kernel, bias, pull)
+                logits[held] = x[held] @ inner_kernel + inner_bias
+    return _fit_calibration(logits, y), new_kernel, new_bias
 
 
 def adapt_from_arrays(
@@ -291,7 +304,8 @@ def adapt_from_arrays(
             continue  # this fold's fitting side holds one class: it cannot fit a threshold
         scored |= test
         for variant in variants:
-            cal, kern, b = _recipe(x[fit_on], y[fit_on], kernel, bias, variant, head_pull)
+            cal, kern, b = _recipe(x[fit_on], y[fit_on], groups[fit_on], kernel, bias, variant,
+                                   head_pull, seed)  # fmt: skip
             out[variant][0, test] = blast_probability(x[test] @ kern + b, cal.temperature)
             out[variant][1:, test] = [[cal.threshold], [cal.uncertain_low]]
     ys = y[scored]
@@ -318,7 +332,8 @@ def adapt_from_arrays(
             f"{counts['per_class'][BLAST]} blasts, {counts['per_class'][NORMAL]} normal)"
         )
     check["after"] = check[variant]
-    new_calibration, new_kernel, new_bias = _recipe(x, y, kernel, bias, variant, head_pull)
+    new_calibration, new_kernel, new_bias = _recipe(x, y, groups, kernel, bias, variant,
+                                                    head_pull, seed)  # fmt: skip
     return Adaptation(new_calibration, new_kernel, new_bias, variant, decision, counts, check)
 
 

@@ -49,6 +49,7 @@ from train.records import BLAST, CellRecord, CellTable
 SITE_SUFFIX = re.compile(r"-site\d+$")
 MANAGED_FILES = frozenset({WEIGHTS_FILE, "config.json", "metrics.json", "card.md"})
 _NOT_COPIED = ("format_version", "weights_file", "sha256")  # written afresh on saving
+CHUNK = 64  # crops held in memory at once (300 x 300 x 3 bytes each)
 
 
 class ModelExistsError(LeukemiaCoreError, FileExistsError):
@@ -75,14 +76,9 @@ def next_site_name(base: str, root: Path | None = None) -> str:
         k += 1
 
 
-def app_crops(records: Sequence[CellRecord], progress: ProgressCallback | None = None) -> list:
+def app_crops(records: Sequence[CellRecord]) -> list[np.ndarray]:
     """Each record's image cut as the app cuts a cell (on black, at the app's crop size)."""
-    crops = []
-    for i, record in enumerate(records):
-        crops.append(single_cell_crop(read_image(record.path).rgb).crop)
-        if progress and (i + 1 == len(records) or i % 50 == 0):
-            progress({"stage": "loading", "done": i + 1, "total": len(records)})
-    return crops
+    return [single_cell_crop(read_image(record.path).rgb).crop for record in records]
 
 
 def _check_new_name(name: str, root: Path) -> str:
@@ -123,7 +119,7 @@ def adapt_model(
         min_head_cells: Re-fit the head from this many cells (see :func:`adapt_from_arrays`).
         seed: Seed of the internal check's folds.
         data_description: Words about the cells, for the config and card.
-        progress: Event callback for loading the crops and computing features.
+        progress: Receives ``{"stage": "classify", "done", "total"}`` events.
 
     Returns:
         The new folder. Its ``config.json`` holds ``training.adapted`` with the base, the cells
@@ -141,22 +137,30 @@ def adapt_model(
     is_blast = np.array([r.label == BLAST for r in records], dtype=bool)
     groups = np.array([r.group for r in records])
     check_cells(is_blast, groups)  # before minutes of loading crops
-    crops = app_crops(records, progress)
-    # The app's own classification path: same input preparation and test-time views; the
-    # features are the logits layer's input, averaged over the views as the logits are.
-    outputs = Classifier(loaded).outputs(crops, _classify_progress(progress))
+    features, logits = _classify(Classifier(loaded), records, progress)
     kernel, bias = loaded.keras_model.get_layer("logits").get_weights()
     adaptation = adapt_from_arrays(
-        outputs.features, is_blast, groups, kernel, bias, calibration=loaded.config.calibration,
-        n_views_logits=outputs.logits, min_head_cells=min_head_cells, seed=seed,
+        features, is_blast, groups, kernel, bias, calibration=loaded.config.calibration,
+        n_views_logits=logits, min_head_cells=min_head_cells, seed=seed,
     )  # fmt: skip
     return _save(loaded, name, adaptation, root, data_description)
 
 
-def _classify_progress(progress: ProgressCallback | None):
-    if progress is None:
-        return None
-    return lambda done, total: progress({"stage": "classify", "done": done, "total": total})
+def _classify(
+    classifier: Classifier, records: Sequence[CellRecord], progress: ProgressCallback | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled features and logits of the records on the app's own classification path (same
+    crops, input preparation and test-time views; the features are the logits layer's input,
+    averaged over the views as the logits are), :data:`CHUNK` crops in memory at a time."""
+    features, logits = [], []
+    for start in range(0, len(records), CHUNK):
+        outputs = classifier.outputs(app_crops(records[start : start + CHUNK]))
+        features.append(outputs.features)
+        logits.append(outputs.logits)
+        if progress:
+            done = min(start + CHUNK, len(records))
+            progress({"stage": "classify", "done": done, "total": len(records)})
+    return np.concatenate(features), np.concatenate(logits)
 
 
 def _save(loaded, name: str, adaptation: Adaptation, root: Path, data_description: str) -> Path:
@@ -208,6 +212,10 @@ def add_adapt_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models-dir", type=Path)
 
 
+def _report(event: dict) -> None:
+    print(f"classified {event['done']} of {event['total']} cells", file=sys.stderr)
+
+
 def adapt_command(args: argparse.Namespace) -> int:
     """Run ``python -m train adapt``: print the new folder and its before/after as JSON."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -223,7 +231,7 @@ def adapt_command(args: argparse.Namespace) -> int:
             print(f"note: {note}", file=sys.stderr)
         folder = adapt_model(args.model, table.records, root=args.models_dir, new_name=args.name,
                              min_head_cells=args.min_head_cells, seed=args.seed,
-                             data_description=args.describe or words)  # fmt: skip
+                             data_description=args.describe or words, progress=_report)  # fmt: skip
     done = json.loads((folder / "config.json").read_text())["training"]["adapted"]
     print(json.dumps({"folder": str(folder), "base": done["base"], "counts": done["counts"],
                       "head_refitted": done["head_refitted"], "before": done["check"]["before"],

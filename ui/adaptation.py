@@ -86,11 +86,18 @@ def _counts(table: CellTable) -> None:
 
 def _run(base: str, name: str) -> None:
     picked = st.session_state[CELLS_KEY]
+    bar = st.progress(0.0, text="Classifying the cells …")
+
+    def report(event: dict) -> None:
+        done, total = event["done"], max(event["total"], 1)
+        bar.progress(done / total, text=f"Classified {done} of {total} cells; then fitting")
+
     try:
-        with st.spinner("Classifying the cells and fitting …"):
-            folder = adapt_model(base, picked["table"].records, new_name=name.strip() or None,
-                                 min_head_cells=MIN_HEAD_CELLS, data_description=picked["words"])  # fmt: skip
+        folder = adapt_model(base, picked["table"].records, new_name=name.strip() or None,
+                             min_head_cells=MIN_HEAD_CELLS, data_description=picked["words"],
+                             progress=report)  # fmt: skip
     except (LeukemiaCoreError, OSError, ValueError) as error:
+        bar.empty()
         st.error(f"Not adapted: {error}")
         return
     st.session_state[ADAPTED_KEY] = folder.name
