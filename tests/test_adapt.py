@@ -32,7 +32,7 @@ from leukemia_core.models.folder import (
 )
 from leukemia_core.store import CaseStore, CellEntry, FieldEntry
 from train.__main__ import main as train_cli
-from train.adapt import AdaptationError, adapt_from_arrays, figures
+from train.adapt import AdaptationError, adapt_from_arrays, adaptation_split, figures
 from train.adapt_model import ModelExistsError, adapt_model, next_site_name
 from train.data import load_manifest
 
@@ -160,6 +160,17 @@ def test_groups_never_fall_on_both_sides_of_the_check():
     assert adaptation.counts == {"cells": 120, "groups": 6,
                                  "per_class": {"blast": int(y.sum()), "normal": int((~y).sum())},
                                  "groups_per_class": adaptation.counts["groups_per_class"]}  # fmt: skip
+
+
+@pytest.mark.parametrize("n_cells", [50, 200])
+def test_adaptation_split_takes_cells_of_several_samples_and_tests_on_the_others(n_cells):
+    _, y, g = _cells(40, 30, seed=11)
+    adapt, test = adaptation_split(y, g, n_cells, seed=3)
+    assert adapt.sum() == n_cells and y[adapt].sum() >= 5 and (~y[adapt]).sum() >= 5
+    assert not set(g[adapt]) & set(g[test])  # no sample on both sides
+    assert len(set(g[adapt])) >= 8 and test.sum() >= len(y) - 30 * len(set(g[adapt]))
+    again = adaptation_split(y, g, n_cells, seed=3)
+    assert (again[0] == adapt).all() and (again[1] == test).all()
 
 
 def _bad(name: str):
