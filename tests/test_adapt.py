@@ -22,6 +22,7 @@ from streamlit.testing.v1 import AppTest
 
 from leukemia_core.calibration import Calibration, blast_probability, fit_calibration
 from leukemia_core.classify import Classifier
+from leukemia_core.domain import DomainReference
 from leukemia_core.errors import ModelNotFoundError
 from leukemia_core.imaging import png_bytes
 from leukemia_core.models.folder import (
@@ -29,6 +30,7 @@ from leukemia_core.models.folder import (
     list_models,
     load_model,
     set_active_model,
+    write_domain_reference,
 )
 from leukemia_core.store import CaseStore, CellEntry, FieldEntry
 from train.__main__ import main as train_cli
@@ -302,6 +304,19 @@ def test_adaptation_writes_new_versions_and_never_overwrites(models, cells):
     with pytest.raises(AdaptationError, match="at least 5 signed blasts"):
         adapt_model("tiny", [r for r in records if r.label == "normal"], root=models)
     assert _snapshot(models) == after  # refused: nothing written
+
+
+def test_the_domain_reference_comes_along(models, cells):
+    width = load_model("tiny", models).keras_model.get_layer("head_pool").output.shape[-1]
+    rng = np.random.default_rng(0)
+    reference = DomainReference.fit(rng.normal(size=(60, width)), rng.normal(size=(60, 6)),
+                                    n_components=4)  # fmt: skip
+    write_domain_reference("tiny", reference, root=models, data="random, for tests")
+    folder = adapt_model("tiny", load_manifest(cells).records, root=models)
+    assert (folder / "domain.npz").read_bytes() == (models / "tiny" / "domain.npz").read_bytes()
+    base = json.loads((models / "tiny" / "config.json").read_text())
+    assert json.loads((folder / "config.json").read_text())["domain"] == base["domain"]
+    assert load_model(folder.name, models).domain is not None  # declared, checksummed, loaded
 
 
 def test_without_active_file_the_default_model_stays_the_default(models, cells):
