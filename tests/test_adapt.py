@@ -29,6 +29,7 @@ from leukemia_core.models.folder import (
     active_model_name,
     list_models,
     load_model,
+    read_config,
     set_active_model,
     write_domain_reference,
 )
@@ -338,6 +339,19 @@ def test_adapt_and_activate_commands(models, cells, capsys):
     assert active_model_name(models) == "tiny"
     assert train_cli(["activate", "tiny-site1", "--models-dir", str(models)]) == 0
     assert active_model_name(models) == "tiny-site1"
+
+
+def test_adapt_command_on_the_signed_cases(models, tmp_path, capsys):
+    database = tmp_path / "lab.sqlite3"
+    _sign_cases(CaseStore(database), 6)
+    code = train_cli(["adapt", "--model", "tiny", "--reviewed-cases", str(database),
+                      "--name", "tiny-lab", "--models-dir", str(models)])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["folder"] == str(models / "tiny-lab")
+    assert printed["counts"]["cells"] == 30 and printed["counts"]["groups"] == 6
+    done = read_config("tiny-lab", models).training["adapted"]
+    assert done["data"] == f"signed cases of {database}"
 
 
 def test_adapt_command_failures_write_nothing(models, cells, tmp_path, capsys):
