@@ -44,6 +44,11 @@ ADAPTATION_SOURCE = "this lab"  # every adaptation cell counts as one source for
 # also the head's weights (with enough cells).
 CALIBRATION_ONLY, OFFSET, HEAD = "calibration_only", "offset", "head"
 VARIANTS = (CALIBRATION_ONLY, OFFSET, HEAD)
+VARIANT_WORDS = {
+    CALIBRATION_ONLY: "temperature, threshold and review band re-fitted; weights unchanged",
+    OFFSET: "temperature, threshold, review band and the logits' offset re-fitted",
+    HEAD: "temperature, threshold, review band and the classifier head re-fitted",
+}
 
 
 class AdaptationError(DatasetError):

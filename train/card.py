@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from leukemia_core.io import write_text_atomic
+from train.adapt import VARIANT_WORDS
 
 RESEARCH_USE = (
     "**Research use only.** This model supports, and never replaces, a qualified person "
@@ -86,11 +87,6 @@ def _recalibrated(training: dict) -> str:
 
 
 ADAPTED_NOTE = " Re-fitted on a lab's own cells (see Adapted to a lab)."
-_ADAPTED_WORDS = {
-    "calibration_only": "temperature, threshold and review band re-fitted; weights unchanged",
-    "offset": "temperature, threshold, review band and the logits' offset re-fitted",
-    "head": "temperature, threshold, review band and the classifier head re-fitted",
-}
 
 
 def _adapted(training: dict) -> list[str]:
@@ -100,7 +96,7 @@ def _adapted(training: dict) -> list[str]:
         return []
     counts, check = done["counts"], done["check"]
     data = f" ({done['data']})" if done.get("data") else ""
-    what = _ADAPTED_WORDS.get(done.get("variant"), done.get("variant"))
+    what = VARIANT_WORDS.get(done.get("variant"), done.get("variant"))
     keys = ("balanced_accuracy", "sensitivity", "specificity", "ece", "confident_miss_rate")
     rows = [f"| {side} | {check[key]['n']} | " + " | ".join(_fmt(check[key][k]) for k in keys)
             + " |" for side, key in (("before (base model)", "before"), ("after", "after"))]  # fmt: skip

@@ -17,6 +17,7 @@ from leukemia_core.models.folder import list_models, read_config, set_active_mod
 from train import jobs
 from train.adapt import (
     MIN_HEAD_CELLS_PER_CLASS,
+    VARIANT_WORDS,
     AdaptationError,
     check_cells,
     worse_than_before,
@@ -124,7 +125,8 @@ def _result(name: str) -> None:
         st.error(f"Model {name!r} cannot be shown: {error}")
         return
     check = done["check"]
-    st.markdown(f"**New version `{name}`** from `{done['base']}`: {done['variant']} re-fitted.")
+    words = VARIANT_WORDS.get(done["variant"], done["variant"])
+    st.markdown(f"**New version `{name}`** from `{done['base']}`: {words}.")
     frame = pd.DataFrame({what: {label: check[what][key] for key, label in FIGURES.items()}
                           for what in ("before", "after")}).T  # fmt: skip
     st.dataframe(frame.round(3))
