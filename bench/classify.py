@@ -30,10 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 
-from leukemia_core.classify import Classifier, dihedral_views, to_input_size
+from leukemia_core.classify import Classifier, dihedral_views
 from leukemia_core.cropping import crop_cells
-from leukemia_core.models import preprocess
 from leukemia_core.models.folder import load_model
+from leukemia_core.models.inputs import model_inputs
 from leukemia_core.segmentation import segment_wbc
 from leukemia_core.synthetic import make_demo_smear
 
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     classifier = Classifier(load_model(args.model))
     batch = crops(args.cells)
     config = classifier.model.config
-    plain = preprocess(to_input_size(batch, config.input_size), config.preprocessing)
+    plain = model_inputs(batch, config.input_spec)  # the model's declared input path
     ready = np.concatenate(dihedral_views(plain, config.test_time_views))
     keras_model = classifier.model.keras_model
     pipeline = median_seconds(lambda: classifier.probabilities(batch), args.repeats)
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "model": config.name,
         "architecture": config.architecture,
-        "input_size": config.input_size,
+        "input": config.input_spec.to_dict(),
         "test_time_views": config.test_time_views,
         "cells": args.cells,
         "batch_size": classifier.batch_size,

@@ -2,9 +2,13 @@
 
 All three are fitted on the validation split and stored in the model's ``config.json``:
 temperature scaling (Guo et al., 2017) divides the logit difference by one scalar fitted by
-maximum likelihood; the decision threshold maximises balanced accuracy; the "uncertain" band is
-the narrowest interval around the threshold (at least +-0.05) outside which the validation error
-rate drops to the target, so doubtful cells go to a reviewer instead of being counted silently.
+maximum likelihood. The decision threshold is sensitivity-first when the sources of the cells
+are given: the highest threshold at which every source with enough blasts keeps a blast
+sensitivity of at least :data:`MIN_SENSITIVITY` (a missed blast is the worst error of a
+screening tool); otherwise it maximises balanced accuracy. The "uncertain" band around it is
+set so that blasts below it (confident misses) stay under :data:`TARGET_CONFIDENT_ERROR` of the
+blasts and confident false blasts under that share of the normal cells, within a review budget;
+doubtful cells go to a reviewer instead of being counted silently.
 """
 
 from __future__ import annotations
@@ -16,9 +20,21 @@ from scipy.optimize import minimize_scalar
 
 BLAST_INDEX = 0  # class order of every model: ("blast", "normal")
 CLASS_NAMES = ("blast", "normal")
-MAX_UNCERTAIN_FRACTION = 0.15  # never send more than this share of validation cells to review
+MAX_UNCERTAIN_FRACTION = 0.15  # balanced-accuracy rule: share of validation cells for review
+SENSITIVITY_FIRST_REVIEW_BUDGET = 0.25  # sensitivity-first rule: misses cost more than reviews
 TARGET_CONFIDENT_ERROR = 0.01
 MIN_HALF_WIDTH = 0.05  # cells this close to the threshold always go to review
+MIN_SENSITIVITY = 0.95  # blast sensitivity on validation, in every source with blasts
+MIN_SOURCE_BLASTS = 10  # sources with fewer validation blasts are judged pooled
+THRESHOLD_RULES = {
+    "balanced_accuracy": "balanced accuracy on validation cells of sources holding both "
+    "classes; temperature on all validation cells",
+    "sensitivity_first": f"highest threshold keeping blast sensitivity >= {MIN_SENSITIVITY} on "
+    f"the validation cells of every source with >= {MIN_SOURCE_BLASTS} blasts (smaller ones "
+    "pooled); review band keeping confident misses and confident false blasts <= "
+    f"{TARGET_CONFIDENT_ERROR:.0%} each within a {SENSITIVITY_FIRST_REVIEW_BUDGET:.0%} review "
+    "budget; temperature on all validation cells",
+}
 
 
 @dataclass(frozen=True)
@@ -82,20 +98,30 @@ def balanced_accuracy(p: np.ndarray, is_blast: np.ndarray, threshold: float) -> 
 
 
 def fit_calibration(
-    logits: np.ndarray, is_blast: np.ndarray, decide_on: np.ndarray | None = None
+    logits: np.ndarray,
+    is_blast: np.ndarray,
+    decide_on: np.ndarray | None = None,
+    *,
+    sources: np.ndarray | None = None,
 ) -> Calibration:
     """Temperature, threshold and uncertain band fitted on validation logits and labels.
 
     Args:
         logits: ``(N, 2)`` validation logits.
         is_blast: True for blasts.
-        decide_on: Cells the threshold is chosen on (default: all). Pass the cells of sources
-            that hold both classes: normal cells from blast-free sets are easy and would pull
-            the threshold down, where it then calls lymphocytes of leukemic smears blasts.
+        decide_on: Cells the balanced-accuracy threshold is chosen on (default: all). Pass the
+            cells of sources that hold both classes: normal cells from blast-free sets are easy
+            and would pull the threshold down.
+        sources: Source of each cell. When given, the threshold is sensitivity-first (see the
+            module docstring and :data:`THRESHOLD_RULES`).
     """
     y = np.asarray(is_blast, dtype=bool)
     temperature = fit_temperature(logits, y)
     p = blast_probability(logits, temperature)
+    if sources is not None and y.any():
+        threshold = sensitivity_first_threshold(p, y, np.asarray(sources))
+        low, high = _review_band(p, y, threshold)
+        return Calibration(temperature, threshold, low, high)
     chosen = np.ones(len(y), bool) if decide_on is None else np.asarray(decide_on, bool)
     if chosen.any() and y[chosen].any() and (~y[chosen]).any():
         p_decide, y_decide = p[chosen], y[chosen]
@@ -109,6 +135,52 @@ def fit_calibration(
     threshold = float(best[np.argmin(np.abs(best - 0.5))])
     low, high = _uncertain_band(p, y, threshold)
     return Calibration(temperature, threshold, low, high)
+
+
+def sensitivity_first_threshold(p: np.ndarray, is_blast: np.ndarray, sources: np.ndarray) -> float:
+    """Highest grid threshold (0.05-0.95) with blast sensitivity >= :data:`MIN_SENSITIVITY` in
+    every source holding >= :data:`MIN_SOURCE_BLASTS` blasts, the smaller ones pooled.
+
+    >>> p = np.array([0.9, 0.8, 0.3, 0.1]); y = np.array([1, 1, 1, 0], bool)
+    >>> sensitivity_first_threshold(p, y, np.array(["a"] * 4))
+    0.3
+    """
+    y = np.asarray(is_blast, bool)
+    blasts_per_source = {s: int((y & (sources == s)).sum()) for s in np.unique(sources)}
+    small = [s for s, n in blasts_per_source.items() if 0 < n < MIN_SOURCE_BLASTS]
+    judged = [sources == s for s, n in blasts_per_source.items() if n >= MIN_SOURCE_BLASTS]
+    if small:
+        judged.append(np.isin(sources, small))
+    grid = np.round(np.arange(0.05, 0.951, 0.01), 2)
+    ok = [t for t in grid if all((p[y & m] >= t).mean() >= MIN_SENSITIVITY for m in judged)]
+    return float(max(ok)) if ok else float(grid[0])
+
+
+def _review_band(p: np.ndarray, y: np.ndarray, threshold: float) -> tuple[float, float]:
+    """Band around a sensitivity-first threshold: confident misses first, then false blasts.
+
+    The low end is put under all but :data:`TARGET_CONFIDENT_ERROR` of the validation blasts,
+    the high end over all but that share of the normal cells; when more than
+    :data:`SENSITIVITY_FIRST_REVIEW_BUDGET` of the cells would fall inside, the high end gives
+    way first (a false blast is seen by the reviewer anyway; a confident miss is not).
+    """
+    grid = np.round(np.arange(0.0, 1.001, 0.01), 2)
+    blasts, normals = p[y], p[~y]
+    low_ok = [v for v in grid if v <= threshold - MIN_HALF_WIDTH
+              and (blasts < v).mean() <= TARGET_CONFIDENT_ERROR]  # fmt: skip
+    low = float(max(low_ok)) if low_ok else 0.0
+    high_ok = [v for v in grid if v >= threshold + MIN_HALF_WIDTH
+               and (not len(normals) or (normals >= v).mean() <= TARGET_CONFIDENT_ERROR)]  # fmt: skip
+    high = float(min(high_ok)) if high_ok else 1.0
+
+    def inside(lo: float, hi: float) -> float:
+        return float(((p >= lo) & (p < hi)).mean())
+
+    while inside(low, high) > SENSITIVITY_FIRST_REVIEW_BUDGET and high > threshold + MIN_HALF_WIDTH:
+        high = round(high - 0.01, 2)
+    while inside(low, high) > SENSITIVITY_FIRST_REVIEW_BUDGET and low < threshold - MIN_HALF_WIDTH:
+        low = round(low + 0.01, 2)
+    return low, max(high, round(threshold + MIN_HALF_WIDTH, 2))
 
 
 def _uncertain_band(p: np.ndarray, y: np.ndarray, threshold: float) -> tuple[float, float]:
@@ -125,8 +197,11 @@ def _uncertain_band(p: np.ndarray, y: np.ndarray, threshold: float) -> tuple[flo
             return float(low), float(high)
     # The target cannot be met within the review budget: use the widest band that fits it.
     widths = np.arange(0.0, 0.5, 0.01)
-    fits = [w for w in widths if ((p >= threshold - w) & (p < threshold + w)).mean()
-            <= MAX_UNCERTAIN_FRACTION]
+    fits = [
+        w
+        for w in widths
+        if ((p >= threshold - w) & (p < threshold + w)).mean() <= MAX_UNCERTAIN_FRACTION
+    ]
     half_width = float(max(fits)) if fits else MIN_HALF_WIDTH
     return max(0.0, threshold - half_width), min(1.0, threshold + half_width)
 

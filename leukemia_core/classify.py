@@ -5,15 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import cv2
 import keras
 import numpy as np
 
 from leukemia_core.calibration import blast_probability
 from leukemia_core.counting import CellLabel
-from leukemia_core.errors import InvalidImageError
-from leukemia_core.models.architectures import preprocess
 from leukemia_core.models.folder import LoadedModel, check_test_time_views
+from leukemia_core.models.inputs import model_inputs
 
 DEFAULT_BATCH_SIZE = 32
 
@@ -33,30 +31,6 @@ class CellPrediction:
     @property
     def uncertain(self) -> bool:
         return self.label == CellLabel.UNCERTAIN
-
-
-def check_crop(crop: np.ndarray, index: int) -> np.ndarray:
-    """``crop`` as an array if it is RGB uint8 ``(H, W, 3)``; else an InvalidImageError."""
-    crop = np.asarray(crop)
-    if crop.dtype != np.uint8 or crop.ndim != 3 or crop.shape[2] != 3:
-        raise InvalidImageError(
-            f"crop {index} is {crop.dtype} of shape {crop.shape}; expected RGB uint8 (H, W, 3) "
-            "as made by cropping.crop_cells or single_cell.single_cell_crop."
-        )
-    return crop
-
-
-def to_input_size(crops: Sequence[np.ndarray] | np.ndarray, size: int) -> np.ndarray:
-    """Stack crops into ``(N, size, size, 3)`` uint8, resizing those of another size."""
-    out = np.zeros((len(crops), size, size, 3), dtype=np.uint8)
-    for i, crop in enumerate(crops):
-        crop = check_crop(crop, i)
-        if crop.shape[:2] != (size, size):
-            shrink = crop.shape[0] > size
-            crop = cv2.resize(crop, (size, size),
-                              interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)  # fmt: skip
-        out[i] = crop
-    return out
 
 
 def dihedral_view(images: np.ndarray, index: int) -> np.ndarray:
@@ -150,18 +124,17 @@ class Classifier:
         progress: Callable[[int, int], None] | None = None,
     ) -> CellOutputs:  # fmt: skip
         """Logits and pooled features from one forward pass per view (see :meth:`logits`)."""
-        images = to_input_size(crops, self.input_size)
         config = self.model.config
         out, features = [], []
-        for start in range(0, len(images), self.batch_size):
-            batch = preprocess(images[start : start + self.batch_size], config.preprocessing)
+        for start in range(0, len(crops), self.batch_size):
+            batch = model_inputs(crops[start : start + self.batch_size], config.input_spec)
             # predict_on_batch runs a compiled graph; calling the model eagerly costs up to 2x.
             logits, pooled = view_averaged_outputs(self._outputs.predict_on_batch, batch,
                                                    config.test_time_views)  # fmt: skip
             out.append(logits)
             features.append(pooled)
             if progress:
-                progress(min(start + self.batch_size, len(images)), len(images))
+                progress(min(start + self.batch_size, len(crops)), len(crops))
         if not out:
             width = self._outputs.outputs[1].shape[-1]
             return CellOutputs(np.zeros((0, 2), np.float32), np.zeros((0, width), np.float32))

@@ -29,10 +29,11 @@ import cv2
 import keras
 import numpy as np
 
-from leukemia_core.classify import DEFAULT_BATCH_SIZE, check_crop, to_input_size
+from leukemia_core.classify import DEFAULT_BATCH_SIZE
 from leukemia_core.errors import InvalidImageError, ModelIntegrityError
-from leukemia_core.models.architectures import get_architecture, preprocess
+from leukemia_core.models.architectures import get_architecture
 from leukemia_core.models.folder import LoadedModel
+from leukemia_core.models.inputs import check_crop, model_inputs
 
 with warnings.catch_warnings():  # tf-keras-vis imports zoom from a deprecated scipy module
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -183,10 +184,9 @@ def compute_heatmaps(
         channels = model.keras_model.get_layer(layer).output.shape[-1]
         options.update(max_N=min(score_maps, channels), batch_size=batch_size)
         step = 1
-    images = to_input_size(crops, input_size)
-    heatmaps = np.zeros((len(images), *size), np.float32)
-    for start in range(0, len(images), step):
-        batch = preprocess(images[start : start + step], model.config.preprocessing)
+    heatmaps = np.zeros((len(crops), *size), np.float32)
+    for start in range(0, len(crops), step):
+        batch = model_inputs(crops[start : start + step], model.config.input_spec)
         score = CategoricalScore([class_index] * len(batch))
         cams = np.asarray(visualiser(score, batch, **options), np.float32)
         for offset, cam in enumerate(cams):

@@ -11,6 +11,7 @@ from leukemia_core.counting import CellLabel
 from leukemia_core.cropping import crop_cells
 from leukemia_core.errors import ModelIntegrityError, ModelNotFoundError
 from leukemia_core.imaging import png_bytes
+from leukemia_core.models import preprocess
 from leukemia_core.models.folder import (
     active_model_name,
     list_models,
@@ -18,10 +19,11 @@ from leukemia_core.models.folder import (
     read_config,
     set_active_model,
 )
+from leukemia_core.models.inputs import model_inputs
 from leukemia_core.pipeline import analyze_field, analyze_single_cells, sample_count
 from leukemia_core.segmentation import segment_wbc
 from leukemia_core.synthetic import make_demo_smear
-from train.fit import load_crops
+from train.fit import app_crop, load_crops
 from train.records import CellRecord
 
 
@@ -126,8 +128,15 @@ def test_training_and_evaluation_see_the_crop_the_app_classifies(models, tmp_pat
     classifier = Classifier(load_model("tiny", models))
     in_app = analyze_single_cells([window], classifier)[0].cells[0].blast_probability
     record = CellRecord(path=path, label="blast", group="g", source="synthetic")
-    evaluated = classifier.probabilities(load_crops([record], classifier.input_size))[0]
+    evaluated = classifier.probabilities([app_crop(record)])[0]
     assert evaluated == pytest.approx(in_app, abs=1e-6)
+    # Training's ready crops, preprocessed, are the classifier's input too (one input path).
+    ready = load_crops([record], classifier.model.config.input_spec)
+    trained_on = classifier.model.keras_model.predict_on_batch(
+        preprocess(ready, classifier.model.config.preprocessing))  # fmt: skip
+    direct = classifier.model.keras_model.predict_on_batch(
+        model_inputs([app_crop(record)], classifier.model.config.input_spec))  # fmt: skip
+    assert np.allclose(trained_on, direct, atol=1e-6)
 
 
 def test_test_time_views_make_the_answer_independent_of_orientation(models):

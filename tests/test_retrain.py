@@ -41,7 +41,7 @@ from train.compare import (
     promote,
 )
 from train.data import load_allidb2, load_manifest
-from train.fit import labels_of, load_crops
+from train.fit import app_crop, labels_of
 from train.run import mixed_sources
 from train.splits import read_split_file
 
@@ -195,7 +195,7 @@ def test_promote_writes_a_complete_active_folder_and_keeps_the_previous(
     assert lite.config.test_time_views == 4
     side_of = read_split_file(folder / "split.csv")
     val = [r for r in load_manifest(cells).records if side_of.get(bank_group(r)) == "val"]
-    logits = Classifier(lite).logits(load_crops(val, lite.config.input_size))
+    logits = Classifier(lite).logits([app_crop(r) for r in val])
     refit = fit_calibration(logits, labels_of(val) == BLAST_INDEX, mixed_sources(val))
     assert refit.temperature == pytest.approx(lite.config.calibration.temperature, rel=1e-3)
 

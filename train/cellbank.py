@@ -13,7 +13,11 @@ cell-on-black crop), so the classifier is trained on what it will see. What each
   are published), shared with the ALL-IDB2 crops cut from those fields.
 - ALL-IDB2 crops: the centre cell; the label from the file name; grouped with its ALL-IDB1 field.
 - C-NMC 2019: cells are already on black; grouped by subject.
-- Class folders of normal cells (PBC): the centre cell; platelets are left out (not leukocytes).
+- Class folders (PBC: normal cell types; deepapl: ``blast`` plus normal types, one sub-folder
+  per patient): the centre cell; platelets are left out (not leukocytes). Grouped by patient
+  folder where there is one, else by file. The deepapl blasts (myeloid, from another lab's
+  CellaVision) are what stops "CellaVision look = normal" from being learnable: PBC alone gives
+  that instrument's crops as one class only.
 - BCCD fields: detected cells inside an expert WBC box, all normal; grouped by field.
 
 Zheng et al. crops are not used: they are too small to show the red cells that fix a crop's
@@ -33,6 +37,7 @@ import cv2
 import numpy as np
 
 from leukemia_core.cropping import DEFAULT_CROP_SIZE, crop_cells
+from leukemia_core.errors import InvalidImageError
 from leukemia_core.io import read_image, write_text_atomic
 from leukemia_core.segmentation import segment_wbc
 from leukemia_core.single_cell import single_cell_crop
@@ -41,6 +46,7 @@ from train.evaluate.segmentation import cells_at_points, read_voc_boxes, read_xy
 from train.records import BLAST, NORMAL
 
 MANIFEST_COLUMNS = ("path", "label", "group", "source", "subset", "cell_type")
+SKIPPED_FILE = "skipped.csv"  # unreadable source images, with the reader's message
 IDB1_BLOCK = 4  # consecutive ALL-IDB1 field numbers that form one group
 _IDB1_NAME = re.compile(r"^Im(\d+)_([01])$", re.IGNORECASE)
 
@@ -57,6 +63,14 @@ class BankRow:
     group: str
     source: str
     cell_type: str = ""
+
+
+@dataclass(frozen=True)
+class SkippedImage:
+    """A source image that could not be read; the bank goes on without it."""
+
+    path: Path
+    reason: str
 
 
 def idb1_group(field_stem: str) -> str:
@@ -108,7 +122,11 @@ def allidb1_rows(root: Path, size: int, progress: Progress | None = None):
 
 def _single_cell_rows(table, size, progress, group_of=bank_group):
     for i, record in enumerate(table.records):
-        crop = single_cell_crop(read_image(record.path).rgb, size=size)
+        try:
+            crop = single_cell_crop(read_image(record.path).rgb, size=size)
+        except InvalidImageError as error:  # one damaged file must not stop a 2,000-cell bank
+            yield SkippedImage(record.path, str(error))
+            continue
         if crop.method != "whole_image":
             yield BankRow(
                 crop.crop,
@@ -133,8 +151,10 @@ def cnmc_rows(root: Path, size: int, progress: Progress | None = None):
 
 
 def folder_rows(root: Path, size: int, progress: Progress | None = None):
-    """Centre cells of class folders (PBC layout); platelets are left out."""
-    table = load_class_folders(root, label_map={"platelet": None} if (root / "platelet").is_dir() else None)
+    """Centre cells of class folders (PBC or deepapl layout); platelets are left out."""
+    table = load_class_folders(
+        root, label_map={"platelet": None} if (root / "platelet").is_dir() else None
+    )
     yield from _single_cell_rows(table, size, progress)
 
 
@@ -158,6 +178,7 @@ SOURCES = {
     "allidb2": allidb2_rows,
     "cnmc": cnmc_rows,
     "pbc": folder_rows,
+    "deepapl": folder_rows,
     "bccd": bccd_rows,
 }
 
@@ -179,15 +200,19 @@ def build_bank(
 
     Returns:
         The manifest path (columns :data:`MANIFEST_COLUMNS`, paths relative to ``out``).
+        Unreadable source images are left out and listed in :data:`SKIPPED_FILE` beside it.
     """
     unknown = sorted(set(sources) - set(SOURCES))
     if unknown:
         raise ValueError(f"Unknown source kind(s) {unknown}; known: {sorted(SOURCES)}.")
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, skipped = [], []
     for kind, folder in sources.items():
         (out / kind).mkdir(exist_ok=True)
         for row in SOURCES[kind](Path(folder), size, progress(kind) if progress else None):
+            if isinstance(row, SkippedImage):
+                skipped.append((str(row.path), row.reason))
+                continue
             relative = f"{kind}/{row.name}.png"
             cv2.imwrite(str(out / relative), cv2.cvtColor(row.crop, cv2.COLOR_RGB2BGR))
             rows.append((relative, row.label, row.group, row.source, kind, row.cell_type))
@@ -195,5 +220,7 @@ def build_bank(
     writer = csv.writer(buffer)
     writer.writerow(MANIFEST_COLUMNS)
     writer.writerows(rows)
-    manifest = write_text_atomic(out / "manifest.csv", buffer.getvalue())
-    return manifest
+    skipped_text = io.StringIO()
+    csv.writer(skipped_text).writerows([("path", "reason"), *skipped])
+    write_text_atomic(out / SKIPPED_FILE, skipped_text.getvalue())
+    return write_text_atomic(out / "manifest.csv", buffer.getvalue())

@@ -23,17 +23,24 @@ import numpy as np
 import tensorflow as tf
 
 from leukemia_core.calibration import CLASS_NAMES
-from leukemia_core.classify import to_input_size, view_averaged_logits
+from leukemia_core.classify import view_averaged_logits
 from leukemia_core.io import read_image
 from leukemia_core.models import build_classifier, get_architecture, preprocess
 from leukemia_core.models.architectures import PREPROCESSING_SCHEMES
 from leukemia_core.models.folder import check_test_time_views
+from leukemia_core.models.inputs import STAIN_NORMALISATIONS, InputSpec, ready_crops
 from leukemia_core.single_cell import single_cell_crop
 from train.records import CellRecord
 
 HEAD_LAYERS = ("head_pool", "head_dropout", "logits", "predictions")
 AUGMENTATIONS = ("hflip", "vflip", "rotate90", "scale", "colour")
-BALANCING = ("oversample", "class_weight", "none")
+# Scanner and stain robustness (LOSO-chosen recipes): strong stain jitter in HED space, wider
+# hue/saturation/brightness/contrast, defocus blur and JPEG re-compression.
+ROBUST_AUGMENTATIONS = ("stain", "blur", "jpeg")
+ALL_AUGMENTATIONS = AUGMENTATIONS + ROBUST_AUGMENTATIONS
+# "source_class" oversamples every (source, class) stratum to the largest one, so that no
+# source is one class in effect (a source giving only normal cells teaches "this look = normal").
+BALANCING = ("oversample", "source_class", "class_weight", "none")
 
 # Progress events: {"stage": ..., "done": int, "total": int, **details}
 ProgressCallback = Callable[[dict], None]
@@ -56,8 +63,13 @@ class FitConfig:
         patience: Early-stopping patience on validation loss.
         balance: ``"oversample"`` the minority class, ``"class_weight"`` or ``"none"``.
         augment: Augment training cells at all.
-        augmentations: Which of :data:`AUGMENTATIONS` (horizontal and vertical flips,
-            90-degree rotations, +-10% scale, brightness/contrast/hue/saturation jitter).
+        augmentations: Which of :data:`ALL_AUGMENTATIONS` (horizontal and vertical flips,
+            90-degree rotations, +-10% scale, mild colour jitter; ``stain``, ``blur`` and
+            ``jpeg`` for scanner and stain robustness).
+        stain_normalisation: Step of the model-input path (see
+            :mod:`leukemia_core.models.inputs`); stored in the model folder.
+        threshold_rule: How calibration picks the threshold (a key of
+            :data:`leukemia_core.calibration.THRESHOLD_RULES`).
         cached_features: Train the head on cached backbone features (frozen backbone only).
         feature_views: Augmented views per training cell in cached-feature mode.
         test_time_views: Views (quarter turns, then mirror images) whose logits are averaged
@@ -81,17 +93,22 @@ class FitConfig:
     cached_features: bool = False
     feature_views: int = 8
     test_time_views: int = 1
+    stain_normalisation: str = "none"
+    threshold_rule: str = "sensitivity_first"
     seed: int = 0
 
     def __post_init__(self) -> None:
         get_architecture(self.architecture)  # unknown names fail here, listing valid ones
+        if self.stain_normalisation not in STAIN_NORMALISATIONS:
+            raise ValueError(f"stain_normalisation must be one of {tuple(STAIN_NORMALISATIONS)}, "
+                             f"got {self.stain_normalisation!r}")  # fmt: skip
         if self.balance not in BALANCING:
             raise ValueError(f"balance must be one of {BALANCING}, got {self.balance!r}")
         object.__setattr__(self, "augmentations", tuple(self.augmentations))
-        unknown = set(self.augmentations) - set(AUGMENTATIONS)
+        unknown = set(self.augmentations) - set(ALL_AUGMENTATIONS)
         if unknown:
             raise ValueError(f"Unknown augmentation(s) {sorted(unknown)}; "
-                             f"choose from {AUGMENTATIONS}.")  # fmt: skip
+                             f"choose from {ALL_AUGMENTATIONS}.")  # fmt: skip
         check_test_time_views(self.test_time_views)
         if self.cached_features and self.weights is None:
             raise ValueError("cached_features needs a pretrained backbone (weights='imagenet').")
@@ -99,6 +116,12 @@ class FitConfig:
     @property
     def size(self) -> int:
         return self.input_size or get_architecture(self.architecture).default_input_size
+
+    @property
+    def input_spec(self) -> InputSpec:
+        """The model-input path the trained folder will declare."""
+        preprocessing = get_architecture(self.architecture).preprocessing
+        return InputSpec(self.size, preprocessing, self.stain_normalisation)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -120,36 +143,68 @@ def labels_of(records: Sequence[CellRecord]) -> np.ndarray:
 
 
 def load_crops(
-    records: Sequence[CellRecord], size: int, progress: ProgressCallback | None = None
+    records: Sequence[CellRecord], spec: InputSpec, progress: ProgressCallback | None = None
 ) -> np.ndarray:
-    """Every record's image as the classifier sees it in the app, ``(N, size, size, 3)`` uint8.
+    """Every record as the model sees it in the app, up to preprocessing: ``(N, S, S, 3)`` uint8.
 
-    The crop is made at the app's crop size and then resized to ``size``, exactly as
-    ``analyze`` does: cropping straight at ``size`` resamples differently, and the model's
-    answer on a borderline cell can move by 0.1 with the resampling alone.
+    Each image is cut at the app's crop size (cell on black) and then goes through the model's
+    declared input path (:func:`leukemia_core.models.inputs.ready_crops`), exactly as
+    ``analyze`` does: cropping straight at the input size resamples differently, and the
+    model's answer on a borderline cell can move by 0.1 with the resampling alone.
     """
-    out = np.zeros((len(records), size, size, 3), dtype=np.uint8)
+    out = np.zeros((len(records), spec.input_size, spec.input_size, 3), dtype=np.uint8)
     for i, record in enumerate(records):
-        out[i] = to_input_size([single_cell_crop(read_image(record.path).rgb).crop], size)[0]
+        out[i] = ready_crops([app_crop(record)], spec)[0]
         if progress and (i + 1 == len(records) or i % 50 == 0):
             progress({"stage": "loading", "done": i + 1, "total": len(records)})
     return out
 
 
-def augment(
-    image: tf.Tensor, seed: tf.Tensor, kinds: Sequence[str] = AUGMENTATIONS
-) -> tf.Tensor:
-    """Random flips, 90-degree rotation, +-10% scale and colour jitter; background stays black.
+def app_crop(record: CellRecord) -> np.ndarray:
+    """The record's image as the app crops it (cell on black, at the app's crop size)."""
+    return single_cell_crop(read_image(record.path).rgb).crop
+
+
+# Haematoxylin, eosin and DAB optical-density vectors (Ruifrok & Johnston; skimage's
+# ``rgb_from_hed``): stain jitter rescales each stain's amount, as another lab's staining would.
+_RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], np.float32)
+_HED_FROM_RGB = np.linalg.inv(_RGB_FROM_HED).astype(np.float32)
+
+
+def _stain_jitter(x: tf.Tensor, seeds) -> tf.Tensor:
+    """Per-stain scale (0.75-1.25) and shift (+-0.05 OD) in HED space; x in 0..1."""
+    od = -tf.math.log((x * 255.0 + 1.0) / 256.0)
+    hed = tf.tensordot(od, _HED_FROM_RGB, 1)
+    alpha = tf.random.stateless_uniform([3], seeds[0], 0.75, 1.25)
+    beta = tf.random.stateless_uniform([3], seeds[1], -0.05, 0.05)
+    od = tf.tensordot(hed * alpha + beta, _RGB_FROM_HED, 1)
+    return (tf.exp(-od) * 256.0 - 1.0) / 255.0
+
+
+def _blur(image: tf.Tensor, seed, size) -> tf.Tensor:
+    """Defocus and lower optical resolution: down to 45-100% of the side and back up."""
+    factor = tf.random.stateless_uniform([], seed, 0.45, 1.0)
+    small = tf.cast(tf.round(tf.cast(size, tf.float32) * factor), tf.int32)
+    return tf.image.resize(tf.image.resize(image, [small, small], antialias=True), [size, size])
+
+
+def augment(image: tf.Tensor, seed: tf.Tensor, kinds: Sequence[str] = AUGMENTATIONS) -> tf.Tensor:
+    """Random flips, 90-degree rotation, scale, blur, colour/stain jitter and JPEG artefacts.
+
+    The background stays black. ``colour`` alone is a mild jitter; with ``stain`` the jitter
+    is strong (HED stain amounts, hue +-0.08, saturation 0.6-1.4, brightness +-0.15, contrast
+    0.7-1.3), as between labs and scanners.
 
     Args:
         image: ``(H, W, 3)`` float image in 0..255.
         seed: Stateless seed pair.
-        kinds: Which of :data:`AUGMENTATIONS` to apply.
+        kinds: Which of :data:`ALL_AUGMENTATIONS` to apply.
     """
-    unknown = set(kinds) - set(AUGMENTATIONS)
+    unknown = set(kinds) - set(ALL_AUGMENTATIONS)
     if unknown:
-        raise ValueError(f"Unknown augmentation(s) {sorted(unknown)}; choose from {AUGMENTATIONS}.")
-    seeds = tf.random.experimental.stateless_split(seed, 8)
+        raise ValueError(f"Unknown augmentation(s) {sorted(unknown)}; choose from "
+                         f"{ALL_AUGMENTATIONS}.")  # fmt: skip
+    seeds = tf.random.experimental.stateless_split(seed, 14)
     size = tf.shape(image)[0]
     if "hflip" in kinds:
         image = tf.image.stateless_random_flip_left_right(image, seeds[0])
@@ -163,23 +218,43 @@ def augment(
         scaled = tf.cast(tf.round(tf.cast(size, tf.float32) * zoom), tf.int32)
         image = tf.image.resize(image, [scaled, scaled])
         image = tf.image.resize_with_crop_or_pad(image, size, size)
-    if "colour" not in kinds:
-        return image
     cell = tf.cast(tf.reduce_max(image, axis=-1, keepdims=True) > 4.0, tf.float32)
+    if "blur" in kinds:
+        image = _blur(image, seeds[8], size)
     x = image / 255.0
-    x = tf.image.stateless_random_brightness(x, 0.08, seeds[4])
-    x = tf.image.stateless_random_contrast(x, 0.85, 1.15, seeds[5])
-    x = tf.image.stateless_random_hue(x, 0.03, seeds[6])
-    x = tf.image.stateless_random_saturation(x, 0.85, 1.15, seeds[7])
-    return tf.clip_by_value(x, 0.0, 1.0) * 255.0 * cell
+    strong = "stain" in kinds
+    if strong:
+        x = _stain_jitter(x, seeds[9:11])
+    if "colour" in kinds or strong:
+        x = tf.image.stateless_random_brightness(x, 0.15 if strong else 0.08, seeds[4])
+        x = tf.image.stateless_random_contrast(x, *((0.7, 1.3) if strong else (0.85, 1.15)),
+                                               seeds[5])  # fmt: skip
+        x = tf.image.stateless_random_hue(x, 0.08 if strong else 0.03, seeds[6])
+        x = tf.image.stateless_random_saturation(x, *((0.6, 1.4) if strong else (0.85, 1.15)),
+                                                 seeds[7])  # fmt: skip
+    x = tf.clip_by_value(x, 0.0, 1.0)
+    if "jpeg" in kinds:
+        x = tf.image.stateless_random_jpeg_quality(x, 40, 95, seeds[11])
+    return x * 255.0 * cell
 
 
-def _balanced_indices(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Every index once plus random repeats of the smaller classes up to the largest class."""
-    groups = [np.flatnonzero(labels == k) for k in range(len(CLASS_NAMES))]
+def _balanced_indices(strata: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Every index once plus random repeats of the smaller strata up to the largest one.
+
+    ``strata`` is the class index per cell (``oversample``) or a ``source/class`` key
+    (``source_class``).
+    """
+    groups = [np.flatnonzero(strata == k) for k in np.unique(strata)]
     largest = max(len(g) for g in groups)
     extra = [rng.choice(g, largest - len(g)) for g in groups if 0 < len(g) < largest]
-    return rng.permutation(np.concatenate([np.arange(len(labels)), *extra]))
+    return rng.permutation(np.concatenate([np.arange(len(strata)), *extra]))
+
+
+def balancing_strata(labels: np.ndarray, sources: Sequence[str] | None, balance: str) -> np.ndarray:
+    """What :func:`_balanced_indices` equalises under a ``balance`` setting."""
+    if balance == "source_class" and sources is not None:
+        return np.array([f"{s}/{y}" for s, y in zip(sources, labels, strict=True)])
+    return np.asarray(labels)
 
 
 def class_weights(labels: np.ndarray) -> dict[int, float]:
@@ -189,13 +264,19 @@ def class_weights(labels: np.ndarray) -> dict[int, float]:
 
 
 def make_dataset(
-    images: np.ndarray, labels: np.ndarray, config: FitConfig, *, training: bool
-) -> tf.data.Dataset:
-    """Batches of preprocessed images; training data is balanced, shuffled, augmented, endless."""
+    images: np.ndarray, labels: np.ndarray, config: FitConfig, *, training: bool,
+    strata: np.ndarray | None = None,
+) -> tf.data.Dataset:  # fmt: skip
+    """Batches of preprocessed images; training data is balanced, shuffled, augmented, endless.
+
+    ``strata`` (see :func:`balancing_strata`) is what oversampling equalises; the class by
+    default.
+    """
     scheme = PREPROCESSING_SCHEMES[get_architecture(config.architecture).preprocessing]
     order = np.arange(len(labels))
-    if training and config.balance == "oversample":
-        order = _balanced_indices(labels, np.random.default_rng(config.seed))
+    if training and config.balance in ("oversample", "source_class"):
+        strata = labels if strata is None else strata
+        order = _balanced_indices(strata, np.random.default_rng(config.seed))
     indices = tf.data.Dataset.from_tensor_slices(order)
     if training:
         indices = indices.shuffle(len(order), seed=config.seed).repeat()
@@ -217,11 +298,12 @@ def make_dataset(
     )
 
 
-def steps_per_epoch(labels: np.ndarray, config: FitConfig) -> int:
+def steps_per_epoch(labels: np.ndarray, config: FitConfig, strata: np.ndarray | None = None) -> int:
     """Batches in one pass over the (balanced) training cells."""
     n = len(labels)
-    if config.balance == "oversample":
-        n = len(CLASS_NAMES) * int(np.bincount(labels, minlength=len(CLASS_NAMES)).max())
+    if config.balance in ("oversample", "source_class"):
+        _, counts = np.unique(labels if strata is None else strata, return_counts=True)
+        n = len(counts) * int(counts.max())
     return math.ceil(n / config.batch_size)
 
 
@@ -260,14 +342,14 @@ def _set_backbone_trainable(model: keras.Model, top_layers: int | None) -> None:
 
 
 def _fit_phase(model, data, config, phase, epochs, rate, checkpoint_dir, report) -> list[dict]:
-    train_images, train_labels, val_images, val_labels = data
+    train_images, train_labels, val_images, val_labels, strata = data
     model.compile(
         optimizer=keras.optimizers.Adamax(rate),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
         jit_compile=bool(tf.config.list_physical_devices("GPU")),
     )
-    steps = steps_per_epoch(train_labels, config)
+    steps = steps_per_epoch(train_labels, config, strata)
     progress = _ProgressCallback(report, phase, epochs, steps)
     callbacks = [progress]
     has_val = len(val_labels) > 0
@@ -286,11 +368,12 @@ def _fit_phase(model, data, config, phase, epochs, rate, checkpoint_dir, report)
             ),
         ]
     model.fit(
-        make_dataset(train_images, train_labels, config, training=True),
+        make_dataset(train_images, train_labels, config, training=True, strata=strata),
         steps_per_epoch=steps,
         epochs=epochs,
         validation_data=make_dataset(val_images, val_labels, config, training=False)
-        if has_val else None,
+        if has_val
+        else None,
         class_weight=class_weights(train_labels) if config.balance == "class_weight" else None,
         callbacks=callbacks,
         verbose=0,
@@ -354,6 +437,7 @@ def _cached(path: Path | None, compute) -> np.ndarray:
 def train_head(
     train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray | None, val_y: np.ndarray | None,
     config: FitConfig, dropout: float, report: ProgressCallback | None = None,
+    strata: np.ndarray | None = None,
 ) -> tuple[list[np.ndarray], list[dict]]:  # fmt: skip
     """Train the dropout + ``logits`` head on pooled features; returns its weights and history.
 
@@ -365,14 +449,17 @@ def train_head(
         config: Epochs, batch size, rate, patience, balancing and seed come from here.
         dropout: Dropout rate of the classifier's head.
         report: Progress callback.
+        strata: What oversampling equalises per row (:func:`balancing_strata`); the class
+            when None.
     """
     keras.utils.set_random_seed(config.seed)  # same seed, same head, whatever ran before
     head = _head_model(train_x.shape[-1], dropout, config.seed)
     head.compile(optimizer=keras.optimizers.Adamax(config.learning_rate),
                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])  # fmt: skip
     order = np.arange(len(train_y))
-    if config.balance == "oversample":
-        order = _balanced_indices(train_y, np.random.default_rng(config.seed))
+    if config.balance in ("oversample", "source_class"):
+        strata = train_y if strata is None else strata
+        order = _balanced_indices(strata, np.random.default_rng(config.seed))
     epochs = max(config.epochs, 1)
     progress = _ProgressCallback(report, "head", epochs, math.ceil(len(order) / config.batch_size))
     callbacks = [progress]
@@ -391,17 +478,21 @@ def train_head(
 
 def _fit_cached(model, data, config, report, checkpoint_dir=None) -> list[dict]:
     """Phase one on cached features; the trained head is copied into ``model``."""
-    train_images, train_labels, val_images, val_labels = data
-    key = (f"{config.architecture}_{config.size}_{config.seed}_"
+    train_images, train_labels, val_images, val_labels, strata = data
+    recipe = zlib.crc32(f"{sorted(config.augmentations)} {config.stain_normalisation}".encode())
+    key = (f"{config.architecture}_{config.size}_{config.seed}_{recipe:08x}_"
            f"{zlib.crc32(train_images[:, ::16, ::16].tobytes()):08x}")  # fmt: skip
-    cache = checkpoint_dir / f"features_{key}_v{config.feature_views}.npy" if checkpoint_dir else None
+    cache = (
+        checkpoint_dir / f"features_{key}_v{config.feature_views}.npy" if checkpoint_dir else None
+    )
     train_x = _cached(cache, lambda: backbone_features(
         model, train_images, config, views=config.feature_views, progress=report))  # fmt: skip
     train_y = np.tile(train_labels, config.feature_views)
     train_x = train_x.reshape(-1, train_x.shape[-1])
     val_x = backbone_features(model, val_images, config)[0] if len(val_labels) else None
-    weights, history = train_head(train_x, train_y, val_x, val_labels, config,
-                                  model.get_layer("head_dropout").rate, report)  # fmt: skip
+    weights, history = train_head(
+        train_x, train_y, val_x, val_labels, config, model.get_layer("head_dropout").rate,
+        report, strata=None if strata is None else np.tile(strata, config.feature_views))  # fmt: skip
     model.get_layer("logits").set_weights(weights)
     return history
 
@@ -442,8 +533,11 @@ def fit(
     if tf.config.list_physical_devices("GPU"):
         keras.mixed_precision.set_global_policy("mixed_float16")
     if images is None:
-        images = (load_crops(train, config.size, progress), load_crops(val, config.size, progress))
-    data = (images[0], labels_of(train), images[1], labels_of(val))
+        images = (load_crops(train, config.input_spec, progress),
+                  load_crops(val, config.input_spec, progress))  # fmt: skip
+    train_labels = labels_of(train)
+    strata = balancing_strata(train_labels, [r.source for r in train], config.balance)
+    data = (images[0], train_labels, images[1], labels_of(val), strata)
     model = build_classifier(config.architecture, input_size=config.size, weights=config.weights)
     pretrained = config.weights is not None
     if config.cached_features:

@@ -19,6 +19,7 @@ import numpy as np
 
 from leukemia_core.calibration import (
     CLASS_NAMES,
+    THRESHOLD_RULES,
     Calibration,
     blast_probability,
     fit_calibration,
@@ -32,7 +33,15 @@ from train.card import held_out_sections, model_card
 from train.cellbank import bank_group
 from train.evaluate.classifier import SPLIT_FILE
 from train.evaluate.metrics import binary_metrics
-from train.fit import FitConfig, ProgressCallback, fit, labels_of, load_crops, predict_logits
+from train.fit import (
+    FitConfig,
+    ProgressCallback,
+    app_crop,
+    fit,
+    labels_of,
+    load_crops,
+    predict_logits,
+)
 from train.records import CellRecord, CellTable, summarize
 from train.splits import (
     SIDES,
@@ -55,12 +64,13 @@ class RunResult:
     config: dict
 
 
-def _per_source(records, y, p, threshold) -> dict:
+def _per_source(records, y, p, threshold, review_low=None) -> dict:
     sources = np.array([r.source for r in records])
     groups = np.array([bank_group(r) for r in records])
     return {
-        s: binary_metrics(y[sources == s], p[sources == s], threshold, groups=groups[sources == s])
+        s: binary_metrics(y[m], p[m], threshold, groups=groups[m], review_low=review_low)
         for s in sorted(set(sources))
+        if (m := sources == s).any()
     }
 
 
@@ -118,7 +128,7 @@ def train_model(
             "The split left the validation or test side empty; calibration and honest test "
             "figures need both. Add cells from more subjects or fields."
         )
-    images = {s: load_crops(getattr(split, s), config.size, progress) for s in SIDES}
+    images = {s: load_crops(getattr(split, s), config.input_spec, progress) for s in SIDES}
     result = fit(split.train, split.val, config, checkpoint_dir=checkpoint_dir,
                  progress=progress, images=(images["train"], images["val"]))  # fmt: skip
     return finish_run(result.model, config, split, images, name, root=root, records=records,
@@ -135,6 +145,18 @@ def mixed_sources(records: Sequence[CellRecord]) -> np.ndarray:
     return np.array([len(labels[r.source]) == 2 for r in records])
 
 
+def calibrate_cells(
+    logits: np.ndarray, records: Sequence[CellRecord], rule: str = "sensitivity_first"
+) -> Calibration:
+    """Calibration fitted on these (validation) cells under a threshold rule
+    (:data:`leukemia_core.calibration.THRESHOLD_RULES`)."""
+    if rule not in THRESHOLD_RULES:
+        raise ValueError(f"threshold rule must be one of {tuple(THRESHOLD_RULES)}, got {rule!r}.")
+    y = labels_of(records) == CLASS_NAMES.index("blast")
+    sources = np.array([r.source for r in records]) if rule == "sensitivity_first" else None
+    return fit_calibration(logits, y, mixed_sources(records), sources=sources)
+
+
 def model_folder_config(
     config: FitConfig, calibration: Calibration, records: Sequence[CellRecord], *,
     data_description: str, split_words: str, **training_extra,
@@ -145,6 +167,7 @@ def model_folder_config(
         "architecture": config.architecture,
         "input_size": config.size,
         "preprocessing": spec.preprocessing,
+        "stain_normalisation": config.stain_normalisation,
         "class_names": list(CLASS_NAMES),
         "calibration": calibration.to_dict(),
         "test_time_views": config.test_time_views,
@@ -155,8 +178,7 @@ def model_folder_config(
             "data_summary": {k: v for k, v in summarize(CellTable(tuple(records))).items()
                              if k != "per_group"},  # per-group sides are in split.csv
             "split": split_words,
-            "threshold_rule": "balanced accuracy on validation cells of sources holding both "
-                              "classes; temperature on all validation cells",
+            "threshold_rule": THRESHOLD_RULES[config.threshold_rule],
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine": f"{platform.machine()} {platform.system()}",
             **training_extra,
@@ -165,25 +187,30 @@ def model_folder_config(
 
 
 def calibrate_and_measure(
-    logits_of: Callable[[np.ndarray], np.ndarray], split: SplitResult, images: dict
-) -> tuple[Calibration, dict]:
+    logits_of: Callable[[np.ndarray], np.ndarray], split: SplitResult, images: dict,
+    rule: str = "sensitivity_first",
+) -> tuple[Calibration, dict]:  # fmt: skip
     """Calibration fitted on the validation side, and the figures of both held-out sides.
 
     Args:
         logits_of: ``(N, 2)`` logits of ready crops, as the model will classify them.
         split: The sides.
         images: Crops of the ``val`` and ``test`` sides.
+        rule: Threshold rule (:data:`leukemia_core.calibration.THRESHOLD_RULES`).
     """
     start = time.perf_counter()
     logits = {s: logits_of(images[s]) for s in ("val", "test")}
     seconds_per_cell = (time.perf_counter() - start) / max(1, len(split.val) + len(split.test))
     is_blast = {s: labels_of(getattr(split, s)) == CLASS_NAMES.index("blast") for s in SIDES}
-    calibration = fit_calibration(logits["val"], is_blast["val"], mixed_sources(split.val))
+    calibration = calibrate_cells(logits["val"], split.val, rule)
     p_test = blast_probability(logits["test"], calibration.temperature)
     test_groups = [bank_group(r) for r in split.test]
+    low = calibration.uncertain_low
     metrics = {
-        "test": binary_metrics(is_blast["test"], p_test, calibration.threshold, groups=test_groups),
-        "test_per_source": _per_source(split.test, is_blast["test"], p_test, calibration.threshold),
+        "test": binary_metrics(is_blast["test"], p_test, calibration.threshold, groups=test_groups,
+                               review_low=low),
+        "test_per_source": _per_source(split.test, is_blast["test"], p_test, calibration.threshold,
+                                       low),
         "validation": binary_metrics(
             is_blast["val"], blast_probability(logits["val"], calibration.temperature),
             calibration.threshold, n_boot=0),
@@ -203,7 +230,7 @@ def finish_run(
 ) -> RunResult:  # fmt: skip
     """Calibrate on validation, measure the test side, and write the model folder."""
     calibration, metrics = calibrate_and_measure(
-        lambda crops: predict_logits(model, crops, config), split, images
+        lambda crops: predict_logits(model, crops, config), split, images, config.threshold_rule
     )
     metrics.update(training_seconds=seconds, history=history)
     folder_config = model_folder_config(
@@ -264,15 +291,17 @@ def recalibrate(
             )
         coverage[side] = {"groups": len(found), "groups_in_split": len(named),
                           "cells": len(getattr(split, side))}  # fmt: skip
-    images = {s: load_crops(getattr(split, s), classifier.input_size, progress)
-              for s in ("val", "test")}  # fmt: skip
-    calibration, figures = calibrate_and_measure(classifier.logits, split, images)
+    # Crops as the app cuts them: the classifier applies the model's own input path.
+    images = {s: [app_crop(r) for r in getattr(split, s)] for s in ("val", "test")}
+    rule = (loaded.config.training.get("fit") or {}).get("threshold_rule", "sensitivity_first")
+    calibration, figures = calibrate_and_measure(classifier.logits, split, images, rule)
 
     values = json.loads((folder / "config.json").read_text())
     previous = {"calibration": values.get("calibration"),
                 "test_time_views": values.get("test_time_views", 1)}  # fmt: skip
     values["calibration"] = calibration.to_dict()
     values["test_time_views"] = views
+    values.setdefault("training", {})["threshold_rule"] = THRESHOLD_RULES[rule]
     training = values.setdefault("training", {})
     if isinstance(training.get("fit"), dict):
         training["fit"]["test_time_views"] = views

@@ -27,6 +27,7 @@ from leukemia_core.calibration import Calibration
 from leukemia_core.domain import STATISTIC, DomainReference, DomainReferenceError
 from leukemia_core.errors import ModelIntegrityError, ModelNotFoundError
 from leukemia_core.io import write_text_atomic
+from leukemia_core.models.inputs import InputSpec
 
 MODELS_ENV_VAR = "LEUKEMIA_MODELS_DIR"
 WEIGHTS_FILE = "model.keras"
@@ -68,16 +69,24 @@ class ModelConfig:
     training: dict = field(default_factory=dict)
     test_time_views: int = 1
     domain: dict | None = None
+    stain_normalisation: str = "none"
 
     def __post_init__(self) -> None:
         check_test_time_views(self.test_time_views)
         if self.domain is not None:
             _check_domain_entry(self.domain)
+        self.input_spec  # noqa: B018 (validates size, preprocessing and stain normalisation)
+
+    @property
+    def input_spec(self) -> InputSpec:
+        """The crop -> model-input path this model was trained with."""
+        return InputSpec(self.input_size, self.preprocessing, self.stain_normalisation)
 
     def decision_settings(self) -> dict:
         """What turns the model's logits into labels (calibration, test-time views and, when the
         folder has one, the out-of-domain limit), as JSON."""
-        settings = {**self.calibration.to_dict(), "test_time_views": self.test_time_views}
+        settings = {**self.calibration.to_dict(), "test_time_views": self.test_time_views,
+                    "stain_normalisation": self.stain_normalisation}  # fmt: skip
         if self.domain is not None:
             settings["domain"] = {k: self.domain[k] for k in ("threshold", "statistic", "sha256")}
         return settings
@@ -96,6 +105,8 @@ class ModelConfig:
             training=values.get("training", {}),
             test_time_views=values.get("test_time_views", 1),
             domain=values.get("domain"),
+            # Folders written before the stain step existed classified raw crops.
+            stain_normalisation=values.get("stain_normalisation", "none"),
         )
 
 

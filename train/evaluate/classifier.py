@@ -14,12 +14,13 @@ import numpy as np
 
 from leukemia_core.classify import Classifier
 from leukemia_core.counting import wilson_interval
+from leukemia_core.errors import InvalidImageError
 from leukemia_core.io import read_image
 from leukemia_core.pipeline import analyze_field
 from train.cellbank import bank_group, idb1_group
 from train.evaluate.metrics import auroc, binary_metrics
 from train.evaluate.segmentation import _images, cells_at_points, read_xyc
-from train.fit import load_crops
+from train.fit import app_crop
 from train.records import BLAST, CellTable
 from train.splits import read_split_file
 
@@ -35,12 +36,23 @@ def seen_groups(model_folder: Path) -> set[str]:
     return {group for group, side in read_split_file(path).items() if side != "test"}
 
 
-def _crop_probabilities(records, classifier: Classifier, progress: Progress | None) -> np.ndarray:
-    def report(event: dict) -> None:
+def _crop_probabilities(records, classifier: Classifier, progress: Progress | None):
+    """The app's probability of each readable record, its crop through the model's own input
+    path; returns ``(p, readable records, unreadable files with the reader's message)``."""
+    out, kept, unreadable, chunk = [], [], [], 256  # app-size crops are large: a chunk at a time
+    for start in range(0, len(records), chunk):
+        crops = []
+        for record in records[start : start + chunk]:
+            try:
+                crops.append(app_crop(record))
+            except InvalidImageError as error:  # a damaged file is reported, not fatal
+                unreadable.append(f"{record.path}: {error}")
+                continue
+            kept.append(record)
+        out.append(classifier.probabilities(crops))
         if progress:
-            progress(event["done"], event["total"], "cells")
-
-    return classifier.probabilities(load_crops(records, classifier.input_size, report))
+            progress(min(start + chunk, len(records)), len(records), "cells")
+    return (np.concatenate(out) if out else np.zeros(0)), kept, unreadable
 
 
 def _keep(table: CellTable, seen: set[str] | None) -> tuple[list, int]:
@@ -56,20 +68,28 @@ def evaluate_cells(
     records, skipped = _keep(table, seen)
     if not records:
         raise ValueError("Every cell belongs to a group the model was trained on; nothing to test.")
-    p = _crop_probabilities(records, classifier, progress)
+    p, records, unreadable = _crop_probabilities(records, classifier, progress)
     y = np.array([r.label == BLAST for r in records])
     groups = [bank_group(r) for r in records]
     calibration = classifier.model.config.calibration
-    result = binary_metrics(y, p, calibration.threshold, groups=groups, n_boot=n_boot)
+    low = calibration.uncertain_low  # a blast below the review band is a confident miss
+    result = binary_metrics(y, p, calibration.threshold, groups=groups, n_boot=n_boot,
+                            review_low=low)  # fmt: skip
     uncertain = (p >= calibration.uncertain_low) & (p < calibration.uncertain_high)
     result["uncertain_fraction"] = float(uncertain.mean())
     result["n_skipped_seen_in_training"] = skipped
+    result["unreadable_files"] = unreadable
     sources = np.array([r.source for r in records])
     if len(set(sources)) > 1:
         result["per_source"] = {
-            s: binary_metrics(y[sources == s], p[sources == s], calibration.threshold,
-                              groups=[g for g, m in zip(groups, sources == s, strict=True) if m],
-                              n_boot=n_boot)
+            s: binary_metrics(
+                y[sources == s],
+                p[sources == s],
+                calibration.threshold,
+                groups=[g for g, m in zip(groups, sources == s, strict=True) if m],
+                n_boot=n_boot,
+                review_low=low,
+            )
             for s in sorted(set(sources))
         }
     return result
@@ -84,7 +104,7 @@ def evaluate_normals(
     records = [r for r in records if r.label != BLAST]
     if not records:
         raise ValueError("No normal cells to test (all were blasts or seen in training).")
-    p = _crop_probabilities(records, classifier, progress)
+    p, records, unreadable = _crop_probabilities(records, classifier, progress)
     called = p >= classifier.model.config.calibration.threshold
     types = np.array([r.cell_type or r.source for r in records])
 
@@ -98,6 +118,7 @@ def evaluate_normals(
         **overall,
         "per_class": {t: rate(types == t) for t in sorted(set(types))},
         "n_skipped_seen_in_training": skipped,
+        "unreadable_files": unreadable,
     }
 
 
@@ -125,7 +146,9 @@ def evaluate_smears(
     if not fields:
         raise ValueError(f"Every field in {root} belongs to a group the model was trained on.")
     threshold = classifier.model.config.calibration.threshold
+    review_low = classifier.model.config.calibration.uncertain_low
     tp = fp = fn = 0
+    confident_misses = unsegmented = 0
     errors, scores, is_all, healthy_blasts = [], [], [], []
     for i, path in enumerate(fields):
         analysis = analyze_field(read_image(path).rgb, classifier, name=path.name)
@@ -133,9 +156,18 @@ def evaluate_smears(
         labels = analysis.segmentation.cell_labels
         border = [c.cell_id for c in analysis.cells if c.cell.touches_border]
         in_border = cells_at_points_all(read_xyc(xyc) if xyc.exists() else [], labels, border)
-        points = [p for i, p in enumerate(read_xyc(xyc) if xyc.exists() else []) if i not in in_border]
+        points = [
+            p for i, p in enumerate(read_xyc(xyc) if xyc.exists() else []) if i not in in_border
+        ]
         predicted = [c.cell_id for c in analysis.cells
                      if c.blast_probability >= threshold and not c.cell.touches_border]  # fmt: skip
+        p_of = {c.cell_id: c.blast_probability for c in analysis.cells}
+        for x, y in points:
+            cell_id = int(
+                labels[min(round(y), labels.shape[0] - 1), min(round(x), labels.shape[1] - 1)]
+            )
+            unsegmented += cell_id == 0
+            confident_misses += cell_id != 0 and p_of.get(cell_id, 1.0) < review_low
         blast_labels = np.where(np.isin(labels, predicted), labels, 0)
         matched = len(cells_at_points(points, blast_labels))
         tp, fp, fn = tp + matched, fp + len(predicted) - matched, fn + len(points) - matched
@@ -154,10 +186,17 @@ def evaluate_smears(
         "blast_f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else None,
         "count_mae": float(np.mean(errors)),
         "field_auroc": auroc(np.array(is_all), np.array(scores)),
-        "healthy_false_blasts_per_field": float(np.mean(healthy_blasts)) if healthy_blasts else None,
+        "healthy_false_blasts_per_field": float(np.mean(healthy_blasts))
+        if healthy_blasts
+        else None,
         "n_fields": len(fields),
         "n_all_fields": int(np.sum(is_all)),
         "n_healthy_fields": len(healthy_blasts),
+        # Expert blasts inside a cell the model scored below its review band, over all expert
+        # blasts: missed without a reviewer ever being asked (blasts no cell holds are counted
+        # in blast_recall, as segmentation misses).
+        "confident_miss_rate": confident_misses / (tp + fn) if tp + fn else None,
+        "n_expert_blasts_not_segmented": unsegmented,
         "n_expert_blasts": tp + fn,
         "n_predicted_blasts": tp + fp,
         "n_skipped_seen_in_training": len(_images(root / "images")) - len(fields),
