@@ -10,21 +10,24 @@ from datetime import UTC, datetime
 
 import streamlit as st
 
+from leukemia_core.calibration import THRESHOLD_RULES
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.models import list_architectures
 from leukemia_core.models.folder import TEST_TIME_VIEWS, list_models
+from leukemia_core.models.inputs import STAIN_NORMALISATIONS
 from train import jobs
 from train.compare import (
     MISSING_WEIGHTS,
     MODELS_SUBDIR,
     PRESETS,
+    PROTOCOLS,
     SIZE_BASELINE,
     TABLE_FILE,
     CompareSettings,
     promote,
 )
 from train.datasets import DatasetSource, export_reviewed_cases, extract_zip, inspect_datasets
-from train.fit import AUGMENTATIONS, BALANCING
+from train.fit import ALL_AUGMENTATIONS, BALANCING
 from ui import comparison as view
 from ui import state
 from ui.adaptation import adapt_section
@@ -34,8 +37,8 @@ DATASET_KEY = "retrain_dataset"  # {"locations": [...], "allow_ungrouped": bool,
 CUSTOM = "custom"
 SETTING_KEYS = ("input_size", "epochs", "batch_size", "fine_tune_epochs", "fine_tune_layers",
                 "augment", "augmentations", "balance", "cached_features", "feature_views",
-                "test_time_views", "patience", "folds",
-                "seed", "missing_weights")  # fmt: skip
+                "test_time_views", "patience", "folds", "seed", "missing_weights", "protocol",
+                "stain_normalisation", "threshold_rule")  # fmt: skip
 SOURCES = ("Folder on this server", "Upload a zip", "Reviewed cases")
 
 
@@ -165,10 +168,26 @@ def settings_section(picked: dict | None) -> None:
                       help="Each cell is classified as it is (1), in its 4 quarter turns (4) or "
                            "also their mirror images (8); the logits are averaged. More views: "
                            "steadier answers, proportionally slower classification.")  # fmt: skip
-    st.multiselect("Augmentations", AUGMENTATIONS, key="augmentations",
+    st.multiselect("Augmentations", ALL_AUGMENTATIONS, key="augmentations",
                    disabled=not st.session_state["augment"],
                    help="hflip/vflip: flips; rotate90: quarter turns; scale: ±10%; colour: "
-                        "brightness, contrast, hue and saturation jitter.")  # fmt: skip
+                        "mild brightness, contrast, hue and saturation jitter; stain: strong "
+                        "stain (HED) and colour jitter, as between labs; blur: defocus and "
+                        "lower resolution; jpeg: compression artefacts.")  # fmt: skip
+    cols = st.columns(3)
+    cols[0].selectbox("Evaluation protocol", PROTOCOLS, key="protocol",
+                      format_func=lambda p: {"grouped": "Grouped (all sources on every side)",
+                                             "leave_one_source_out": "Leave one source out"}[p],
+                      help="Leave one source out tests each dataset with models that never saw "
+                           "it: how a new lab's cells are met. Choose recipes by it; its "
+                           "models are not promotable (each lacks one source).")  # fmt: skip
+    cols[1].selectbox("Stain normalisation", list(STAIN_NORMALISATIONS),
+                      key="stain_normalisation",
+                      help="none; grey: luminance only; cell_lab: the cell's colours mapped to "
+                           "a reference (Reinhard, on the cell pixels).")  # fmt: skip
+    cols[2].selectbox("Threshold rule", list(THRESHOLD_RULES), key="threshold_rule",
+                      help="sensitivity_first: blast sensitivity >= 0.95 on validation in every "
+                           "source with blasts; balanced_accuracy: the older rule.")  # fmt: skip
     try:
         settings = CompareSettings(architectures=tuple(architectures), **{
             k: st.session_state[k] for k in SETTING_KEYS})  # fmt: skip

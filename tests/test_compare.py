@@ -57,7 +57,8 @@ def test_folds_need_three_parts_and_one_split_is_the_70_10_20_split():
     records = _cells([(f"s{i}", "a", 2) for i in range(10)])
     with pytest.raises(SplitError, match="k >= 3"):
         folds_per_source(records, 2)
-    (split,) = comparison_splits(records, 1, 0)
+    ((name, split),) = comparison_splits(records, 1, 0)
+    assert name == "1"
     assert len(split.test) and len(split.val) and len(split.train) > len(split.test)
 
 

@@ -27,15 +27,17 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from leukemia_core.calibration import THRESHOLD_RULES
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.models import list_architectures
 from leukemia_core.models.folder import TEST_TIME_VIEWS, models_dir, set_active_model
+from leukemia_core.models.inputs import STAIN_NORMALISATIONS
 from train.adapt_model import adapt_command, add_adapt_arguments
 from train.card import model_card
-from train.cellbank import SOURCES, build_bank
-from train.compare import MISSING_WEIGHTS, PRESETS
+from train.cellbank import SKIPPED_FILE, SOURCES, build_bank
+from train.compare import MISSING_WEIGHTS, PRESETS, PROTOCOLS
 from train.data import FORMATS, DatasetError, load_dataset
-from train.fit import AUGMENTATIONS, BALANCING, FitConfig
+from train.fit import ALL_AUGMENTATIONS, AUGMENTATIONS, BALANCING, FitConfig
 from train.records import CellTable
 
 
@@ -109,7 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--patience", type=int, default=5)
     fit.add_argument("--balance", choices=BALANCING, default="oversample")
     fit.add_argument("--no-augment", action="store_true")
-    fit.add_argument("--augmentations", nargs="+", choices=AUGMENTATIONS, default=AUGMENTATIONS,
+    fit.add_argument("--stain-normalisation", choices=list(STAIN_NORMALISATIONS), default="none")
+    fit.add_argument("--threshold-rule", choices=list(THRESHOLD_RULES),
+                     default="sensitivity_first")
+    fit.add_argument("--augmentations", nargs="+", choices=ALL_AUGMENTATIONS, default=AUGMENTATIONS,
                      help="which augmentations (default: all)")
     fit.add_argument("--cached-features", action="store_true",
                      help="train the head on cached frozen-backbone features (fast on CPU)")  # fmt: skip
@@ -161,8 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
                          help="views whose logits are averaged when classifying (default 1)")
     compare.add_argument("--balance", choices=BALANCING)
     compare.add_argument("--no-augment", dest="augment", action="store_false", default=None)
-    compare.add_argument("--augmentations", nargs="+", choices=AUGMENTATIONS,
-                         help="which augmentations (default: the preset's, else all)")
+    compare.add_argument("--augmentations", nargs="+", choices=ALL_AUGMENTATIONS,
+                         help="which augmentations (default: the preset's, else the basic five)")
+    compare.add_argument("--protocol", choices=PROTOCOLS, type=lambda v: v.replace("-", "_"),
+                         help="grouped (default): every source on every side; "
+                              "leave-one-source-out: each source tested by models that never "
+                              "saw it (choose recipes by this)")
+    compare.add_argument("--stain-normalisation", choices=list(STAIN_NORMALISATIONS))
+    compare.add_argument("--threshold-rule", choices=list(THRESHOLD_RULES))
     compare.add_argument("--cached-features", dest="cached_features", action="store_true",
                          default=None, help="frozen backbones, heads on cached features")
     compare.add_argument("--no-cached-features", dest="cached_features", action="store_false")
@@ -195,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     domain.add_argument("--format", choices=FORMATS, help="layout (detected when omitted)")
     domain.add_argument("--max-train-cells", type=int, default=4000,
                         help="fit on a seeded random subset of the training cells (0: all)")
-    domain.add_argument("--components", type=int, default=48, help="principal components")
+    domain.add_argument("--components", type=int, default=64,
+                        help="principal components of the features")
     domain.add_argument("--percentile", type=float, default=99.0,
                         help="of the validation groups' median scores, sets the limit")
     domain.add_argument("--describe", default="", help="words about the data for the config")
@@ -265,7 +277,7 @@ def settings_from_args(args: argparse.Namespace):
 
 
 def _compare(args) -> int:
-    from train.compare import compare_models, comparison_markdown, promote
+    from train.compare import compare_models, comparison_markdown, per_source_markdown, promote
     from train.jobs import JobSpec, load_job_data, record_finished_job, runs_dir
 
     if args.promote and not args.name:
@@ -280,6 +292,14 @@ def _compare(args) -> int:
                                 progress=_Bars())  # fmt: skip
     record_finished_job(out, replace(spec, title="command line"), comparison)
     print(comparison_markdown(comparison.table()))
+    if settings.protocol == "leave_one_source_out":
+        from train.loso import extras_markdown
+
+        print("\n" + per_source_markdown(comparison))
+        for outcome in comparison.outcomes:
+            if outcome.loso:
+                print(f"\n{outcome.name}: out-of-domain score and site adaptation\n")
+                print(extras_markdown(outcome.loso))
     if args.promote:
         folder = promote(out, args.promote, args.name, root=args.models_dir)
         print(f"promoted {args.promote} as {folder} (now the active model)")
@@ -298,6 +318,7 @@ def _fit(args) -> int:
         augment=not args.no_augment, augmentations=tuple(args.augmentations),
         cached_features=args.cached_features,
         feature_views=args.feature_views, test_time_views=args.test_time_views, seed=args.seed,
+        stain_normalisation=args.stain_normalisation, threshold_rule=args.threshold_rule,
     )  # fmt: skip
     if args.weights is None:
         print(f"note: {args.architecture} starts from random weights (--weights none).",
@@ -376,7 +397,12 @@ def main(argv: list[str] | None = None) -> int:
                 return lambda done, total, name: (setattr(progress, "total", total),
                                                   progress.update(done - progress.n))  # fmt: skip
 
-            print(build_bank(sources, args.out, size=args.size, progress=bar))
+            manifest = build_bank(sources, args.out, size=args.size, progress=bar)
+            skipped = (manifest.parent / SKIPPED_FILE).read_text().splitlines()[1:]
+            if skipped:
+                print(f"left out {len(skipped)} unreadable image(s); see "
+                      f"{manifest.parent / SKIPPED_FILE}", file=sys.stderr)
+            print(manifest)
         elif args.command == "fit":
             return _fit(args)
         elif args.command == "calibrate":

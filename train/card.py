@@ -19,6 +19,8 @@ LICENSES = {
     "pbc": "PBC normal cells (Acevedo et al., Data in Brief 30, 2020; CC BY 4.0)",
     "bccd": "BCCD (Shenggan/BCCD_Dataset; MIT)",
     "zheng": "Zheng et al., Micron 107, 2018 (GPL-3.0 repository; Jiangxi Tecom)",
+    "deepapl": "deepapl CellaVision cells (Sidhom et al., npj Precision Oncology 5, 38, 2021; "
+    "Johns Hopkins, no open licence: research use only, never redistributed)",
 }
 
 
@@ -62,10 +64,12 @@ def _with_interval(metrics: dict, key: str) -> str:
 
 def _cell_table(rows: dict[str, dict]) -> list[str]:
     keys = ("accuracy", "balanced_accuracy", "weighted_f1", "sensitivity", "specificity", "auroc")
-    lines = ["| set | n | " + " | ".join(keys) + " | ECE |", "|---" * (len(keys) + 3) + "|"]
+    lines = ["| set | n | " + " | ".join(keys) + " | ECE | confident misses |",
+             "|---" * (len(keys) + 4) + "|"]  # fmt: skip
     for name, m in rows.items():
         cells = [_with_interval(m, k) for k in keys]
-        lines.append(f"| {name} | {m.get('n')} | " + " | ".join(cells) + f" | {_fmt(m.get('ece'))} |")
+        lines.append(f"| {name} | {m.get('n')} | " + " | ".join(cells)
+                     + f" | {_fmt(m.get('ece'))} | {_with_interval(m, 'confident_miss_rate')} |")  # fmt: skip
     return lines
 
 
@@ -214,10 +218,15 @@ def _block(value) -> str:
 
 
 def _limits(sources: list[str]) -> list[str]:
+    blasts = ("Blasts in the training data come from ALL-IDB (lymphoblasts; one lab, two "
+              "cameras), deepapl (myeloid blasts of AML/APL patients; another lab's CellaVision) "
+              "and a handful of C-NMC cells" if "deepapl" in sources else
+              "Blasts in the training data come from ALL-IDB (one lab, two cameras) and a "
+              "handful of C-NMC cells")  # fmt: skip
     return [
-        "Blasts in the training data come from ALL-IDB (one lab, two cameras) and a handful of "
-        "C-NMC cells; blasts from other labs, stains or scanners may be scored lower. Check "
-        "per-source figures on your own data before relying on it.",
+        f"{blasts}; blasts from other labs, stains or scanners may be scored lower. Check "
+        "per-source figures (and the leave-one-source-out table, where there is one) on your "
+        "own data before relying on it.",
         "Normal cells come from several sources; hematogones, reactive lymphocytes and other "
         "blast mimics are barely represented, so expect false blasts among them.",
         "Trained on cells cut out by this app's segmentation; cells the segmentation fuses or "

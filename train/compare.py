@@ -22,12 +22,13 @@ import numpy as np
 
 from leukemia_core.calibration import (
     BLAST_INDEX,
+    THRESHOLD_RULES,
     Calibration,
     blast_probability,
-    fit_calibration,
     reliability_bins,
 )
 from leukemia_core.classify import dihedral_view
+from leukemia_core.domain import stain_statistics
 from leukemia_core.errors import ImageNetWeightsUnavailableError
 from leukemia_core.io import write_text_atomic
 from leukemia_core.models import build_classifier, get_architecture, list_architectures
@@ -39,6 +40,7 @@ from leukemia_core.models.folder import (
     save_model_folder,
     set_active_model,
 )
+from leukemia_core.models.inputs import InputSpec
 from train.card import model_card
 from train.cellbank import bank_group
 from train.evaluate.classifier import SPLIT_FILE
@@ -49,17 +51,28 @@ from train.fit import (
     FitConfig,
     ProgressCallback,
     backbone_features,
+    balancing_strata,
     fit,
     labels_of,
     load_crops,
     predict_logits,
     train_head,
 )
+from train.loso import adaptation_check, domain_check
 from train.records import CellRecord
-from train.run import mixed_sources, model_folder_config, split_csv
-from train.splits import SplitResult, folds_per_source, split_per_source
+from train.run import calibrate_cells, model_folder_config, split_csv
+from train.splits import (
+    SplitResult,
+    folds_per_source,
+    leave_one_source_out,
+    loso_units,
+    split_per_source,
+)
 
 SIZE_BASELINE = "size_only_baseline"
+# "grouped": groups of every source on every side (in-distribution); "leave_one_source_out":
+# each source is tested by a model that never saw it (how a new lab's cells are met).
+PROTOCOLS = ("grouped", "leave_one_source_out")
 MISSING_WEIGHTS = ("skip", "random")
 RESULTS_FILE = "results.json"
 TABLE_FILE = "comparison.csv"
@@ -67,8 +80,10 @@ PREDICTIONS_FILE = "predictions.csv"
 MODELS_SUBDIR = "models"
 TABLE_METRICS = ("accuracy", "balanced_accuracy", "weighted_f1", "sensitivity", "specificity",
                  "auroc", "ece")  # fmt: skip
-FROZEN_RANDOM_WORDS = ("frozen random backbone (no ImageNet weights offline), head on cached "
-                       "features: a floor, not a transfer-learning result")
+FROZEN_RANDOM_WORDS = (
+    "frozen random backbone (no ImageNet weights offline), head on cached "
+    "features: a floor, not a transfer-learning result"
+)
 SPEED_CELLS = 64  # cells timed for inference speed, after one warm-up batch
 
 
@@ -92,17 +107,26 @@ PRESETS = {
         "EfficientNet-B3 against VGG16, a plain CNN and InceptionV3 at 128 px, with minority "
         "oversampling, rotation/flip/scale augmentation and fine-tuning of the top layers.",
         ("efficientnet_b3", "vgg16", "simple_cnn", "inception_v3"),
-        {"input_size": 128, "epochs": 15, "fine_tune_epochs": 10, "cached_features": False,
-         "augmentations": ("hflip", "vflip", "rotate90", "scale")},
+        {
+            "input_size": 128,
+            "epochs": 15,
+            "fine_tune_epochs": 10,
+            "cached_features": False,
+            "augmentations": ("hflip", "vflip", "rotate90", "scale"),
+        },
     ),
     "paper_b": Preset(
         "Source paper B",
         "Seven frozen ImageNet backbones with global max pooling, dropout 0.5 and a 2-way head; "
         "Adamax 1e-3, batch 40, up to 15 epochs, early stopping with patience 5, flips.",
-        ("vgg16", "vgg19", "inception_v3", "xception", "efficientnet_b0", "resnet50",
-         "resnet101"),
-        {"input_size": 224, "epochs": 15, "fine_tune_epochs": 0, "cached_features": False,
-         "augmentations": ("hflip",)},
+        ("vgg16", "vgg19", "inception_v3", "xception", "efficientnet_b0", "resnet50", "resnet101"),
+        {
+            "input_size": 224,
+            "epochs": 15,
+            "fine_tune_epochs": 0,
+            "cached_features": False,
+            "augmentations": ("hflip",),
+        },
     ),
     "quick_cpu": Preset(
         "Quick CPU comparison",
@@ -110,8 +134,13 @@ PRESETS = {
         "backbone features computed once (2 views per cell), so a CPU finishes in minutes; "
         "the plain CNN has no pretrained weights and is trained whole (most of the time).",
         tuple(list_architectures()),
-        {"input_size": 128, "epochs": 15, "fine_tune_epochs": 0, "cached_features": True,
-         "feature_views": 2},
+        {
+            "input_size": 128,
+            "epochs": 15,
+            "fine_tune_epochs": 0,
+            "cached_features": True,
+            "feature_views": 2,
+        },
     ),
 }
 
@@ -137,6 +166,9 @@ class CompareSettings:
         seed: Seed of the split, the weights and the augmentation.
         missing_weights: When ImageNet weights cannot be had offline: ``"skip"`` the
             architecture (its row says why) or start it from ``"random"`` weights (said so).
+        protocol: One of :data:`PROTOCOLS`; ``leave_one_source_out`` ignores ``folds``.
+        stain_normalisation: Step of the model-input path (``none``, ``grey``, ``cell_lab``).
+        threshold_rule: A key of :data:`leukemia_core.calibration.THRESHOLD_RULES`.
     """
 
     architectures: tuple[str, ...]
@@ -155,8 +187,16 @@ class CompareSettings:
     folds: int = 1
     seed: int = 0
     missing_weights: str = "skip"
+    protocol: str = "grouped"
+    stain_normalisation: str = "none"
+    threshold_rule: str = "sensitivity_first"
 
     def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}.")
+        if self.threshold_rule not in THRESHOLD_RULES:
+            raise ValueError(f"threshold_rule must be one of {tuple(THRESHOLD_RULES)}, got "
+                             f"{self.threshold_rule!r}.")  # fmt: skip
         object.__setattr__(self, "architectures", tuple(self.architectures))
         object.__setattr__(self, "augmentations", tuple(self.augmentations))
         if not self.architectures:
@@ -166,14 +206,18 @@ class CompareSettings:
         if len(set(self.architectures)) != len(self.architectures):
             raise ValueError(f"An architecture is listed twice: {self.architectures}.")
         if self.folds != 1 and self.folds < 3:
-            raise ValueError(f"folds must be 1 or at least 3 (train/val/test parts), got {self.folds}.")
+            raise ValueError(
+                f"folds must be 1 or at least 3 (train/val/test parts), got {self.folds}."
+            )
         if self.balance not in BALANCING:
             raise ValueError(f"balance must be one of {BALANCING}, got {self.balance!r}.")
         if self.missing_weights not in MISSING_WEIGHTS:
             raise ValueError(f"missing_weights must be one of {MISSING_WEIGHTS}.")
         if self.cached_features and self.fine_tune_epochs:
-            raise ValueError("Fine-tuning changes the backbone, so it cannot train on cached "
-                             "features: set fine-tune epochs to 0 or turn cached features off.")
+            raise ValueError(
+                "Fine-tuning changes the backbone, so it cannot train on cached "
+                "features: set fine-tune epochs to 0 or turn cached features off."
+            )
         check_test_time_views(self.test_time_views)
         if min(self.epochs, self.batch_size, self.feature_views) < 1:
             raise ValueError("epochs, batch_size and feature_views must be at least 1.")
@@ -208,7 +252,8 @@ class CompareSettings:
             augmentations=self.augmentations,
             cached_features=self.cached_features and weights is not None,
             feature_views=self.feature_views, test_time_views=self.test_time_views,
-            patience=self.patience, seed=self.seed,
+            patience=self.patience, seed=self.seed, stain_normalisation=self.stain_normalisation,
+            threshold_rule=self.threshold_rule,
         )  # fmt: skip
 
 
@@ -229,11 +274,20 @@ def initial_weights(architecture: str, missing: str = "skip") -> tuple[str | Non
     return "imagenet", "ImageNet", None
 
 
-def comparison_splits(records: Sequence[CellRecord], folds: int, seed: int) -> list[SplitResult]:
-    """The grouped splits every model of a comparison shares."""
+def comparison_splits(
+    records: Sequence[CellRecord], folds: int, seed: int, protocol: str = "grouped"
+) -> list[tuple[str, SplitResult]]:
+    """The named splits every model of a comparison shares (fold numbers, or left-out sources)."""
+    if protocol == "leave_one_source_out":
+        return leave_one_source_out(records, 0.2, seed)
     if folds == 1:
-        return [split_per_source(records, (0.7, 0.1, 0.2), seed)]
-    return folds_per_source(records, folds, seed)
+        return [("1", split_per_source(records, (0.7, 0.1, 0.2), seed))]
+    return [(str(k + 1), split) for k, split in enumerate(folds_per_source(records, folds, seed))]
+
+
+def calibrate_fold(settings: CompareSettings, logits_val: np.ndarray, val) -> Calibration:
+    """One fold's calibration on its validation cells, under the settings' threshold rule."""
+    return calibrate_cells(logits_val, val, settings.threshold_rule)
 
 
 def cell_area_fraction(crops: np.ndarray) -> np.ndarray:
@@ -272,6 +326,8 @@ class ModelOutcome:
     reason: str = ""
     p: np.ndarray | None = None  # calibrated blast probability per cell (out of fold)
     thresholds: np.ndarray | None = None  # decision threshold of the fold that tested the cell
+    review_low: np.ndarray | None = None  # lower end of that fold's review band
+    loso: dict = field(default_factory=dict)  # left-out source -> domain and adaptation checks
     params: int | None = None
     training_seconds: float = 0.0
     cells_per_second: float | None = None
@@ -289,6 +345,7 @@ class Comparison:
     outcomes: list[ModelOutcome]
     data_description: str = ""
     seconds: float = 0.0
+    fold_names: tuple[str, ...] = ()  # per fold: its number, or the source it leaves out
     _metrics: dict = field(default_factory=dict, repr=False)  # bootstraps are slow: once each
 
     def tested(self) -> np.ndarray:
@@ -304,17 +361,30 @@ class Comparison:
             groups = [bank_group(r) for r, keep in zip(self.records, t, strict=True) if keep]
             self._metrics[outcome.name] = binary_metrics(
                 self.is_blast()[t], outcome.p[t], outcome.thresholds[t], groups=groups,
-                seed=self.settings.seed)  # fmt: skip
+                seed=self.settings.seed, review_low=outcome.review_low[t])  # fmt: skip
         return self._metrics[outcome.name]
 
+    def source_units(self) -> np.ndarray:
+        """Per cell, the unit figures are reported by: the left-out unit under LOSO (ALL-IDB1
+        and ALL-IDB2 together, as they share fields), else the source."""
+        if self.settings.protocol == "leave_one_source_out":
+            unit_of = loso_units(self.records)
+            return np.array([unit_of[r.source] for r in self.records])
+        return np.array([r.source for r in self.records])
+
     def per_source(self, outcome: ModelOutcome) -> dict:
-        t = self.tested()
-        sources = np.array([r.source for r in self.records])
-        return {
-            s: binary_metrics(self.is_blast()[t & (sources == s)], outcome.p[t & (sources == s)],
-                              outcome.thresholds[t & (sources == s)], n_boot=0)
-            for s in sorted(set(sources[t]))
-        }  # fmt: skip
+        """Figures per source unit with 95% intervals by group (patient, field block)."""
+        key = f"{outcome.name}/per_source"
+        if key not in self._metrics:
+            t, units = self.tested(), self.source_units()
+            groups = np.array([bank_group(r) for r in self.records])
+            self._metrics[key] = {
+                s: binary_metrics(self.is_blast()[m], outcome.p[m], outcome.thresholds[m],
+                                  groups=groups[m], seed=self.settings.seed,
+                                  review_low=outcome.review_low[m])
+                for s in sorted(set(units[t])) if (m := t & (units == s)).any()
+            }  # fmt: skip
+        return self._metrics[key]
 
     def correct(self, outcome: ModelOutcome) -> np.ndarray:
         t = self.tested()
@@ -344,8 +414,11 @@ class Comparison:
                         "cells_per_second": outcome.cells_per_second}  # fmt: skip
                 if best is not None and outcome is not best:
                     test = mcnemar(self.correct(best), self.correct(outcome))
-                    row |= {"mcnemar_vs_best_p": test["p_value"],
-                            "best_only_right": test["a_only"], "this_only_right": test["b_only"]}
+                    row |= {
+                        "mcnemar_vs_best_p": test["p_value"],
+                        "best_only_right": test["a_only"],
+                        "this_only_right": test["b_only"],
+                    }
                 row["best"] = outcome is best
             rows.append(row)
         return rows
@@ -367,6 +440,7 @@ class Comparison:
                 "confusion": m["confusion"],
                 "history": o.history,
                 "folder": o.folder,
+                "loso_extras": o.loso,
             }
         sources = sorted({r.source for r in self.records})
         return {
@@ -374,17 +448,26 @@ class Comparison:
             "data": self.data_description,
             "n_cells": len(self.records),
             "n_tested": int(t.sum()),
-            "per_source_tested": {s: int(sum(k and r.source == s for r, k in
-                                             zip(self.records, t, strict=True)))
-                                  for s in sources},
-            "split": "grouped within each source "
-            + ("(70/10/20 of groups)" if self.settings.folds == 1
-               else f"({self.settings.folds} folds: test one part, validate on the next)"),
+            "per_source_tested": {
+                s: int(sum(k and r.source == s for r, k in zip(self.records, t, strict=True)))
+                for s in sources
+            },
+            "protocol": self.settings.protocol,
+            "folds": list(self.fold_names),
+            "split": self.split_words(),
             "best": best.name if best else None,
             "seconds": self.seconds,
             "table": self.table(),
             "models": models,
         }
+
+    def split_words(self) -> str:
+        if self.settings.protocol == "leave_one_source_out":
+            return ("leave one source out: each source (ALL-IDB1 with ALL-IDB2) tested by a model "
+                    "trained on the others, validated on 20% of the others' groups")  # fmt: skip
+        return "grouped within each source " + (
+            "(70/10/20 of groups)" if self.settings.folds == 1
+            else f"({self.settings.folds} folds: test one part, validate on the next)")  # fmt: skip
 
     def predictions_csv(self) -> str:
         """Per cell: path, group, source, label, fold, then each model's probability."""
@@ -471,9 +554,11 @@ def _fold_model(config: FitConfig, split: SplitResult, index: dict, crops, featu
         views = features["x"]  # (views, N, F)
         train_x = views[:, take["train"]].reshape(-1, views.shape[-1])
         train_y = np.tile(labels["train"], views.shape[0])
+        sources = [r.source for r in split.train]
+        strata = np.tile(balancing_strata(labels["train"], sources, config.balance), views.shape[0])
         weights, history = train_head(
             train_x, train_y, views[0, take["val"]], labels["val"], config,
-            model.get_layer("head_dropout").rate, report)  # fmt: skip
+            model.get_layer("head_dropout").rate, report, strata=strata)  # fmt: skip
         model.get_layer("logits").set_weights(weights)
         kernel, bias = weights
         test_views = features["test_views"]  # (test-time views, N, F); view 0 is the cell as is
@@ -499,14 +584,20 @@ def _run_architecture(
     if skip:
         return ModelOutcome(name, init, status="skipped", reason=skip)
     config = settings.fit_config(name, weights)
-    if config.size not in crops_by_size:
-        crops_by_size[config.size] = load_crops(records, config.size, report.at(model=name))
-    crops = crops_by_size[config.size]
+    if config.input_spec not in crops_by_size:
+        crops_by_size[config.input_spec] = load_crops(records, config.input_spec,
+                                                      report.at(model=name))  # fmt: skip
+    crops = crops_by_size[config.input_spec]
     outcome = ModelOutcome(name, init, p=np.full(len(records), np.nan),
-                           thresholds=np.full(len(records), np.nan))  # fmt: skip
+                           thresholds=np.full(len(records), np.nan),
+                           review_low=np.full(len(records), np.nan))  # fmt: skip
     features = None
-    frozen_random = settings.cached_features and weights is None and settings.epochs > 0 \
+    frozen_random = (
+        settings.cached_features
+        and weights is None
+        and settings.epochs > 0
         and get_architecture(name).imagenet_source is not None
+    )
     if config.cached_features or frozen_random:
         start = time.perf_counter()
         model = build_classifier(name, input_size=config.size, weights=weights)
@@ -516,28 +607,58 @@ def _run_architecture(
         # Features of the turned and mirrored cells, for test-time views (computed once).
         turned = [backbone_features(model, dihedral_view(crops, k), config)[0]
                   for k in range(1, config.test_time_views)]  # fmt: skip
-        features = {"model": model, "x": x, "test_views": np.stack([x[0], *turned])}
+        features = {"model": model, "x": x, "test_views": np.stack([x[0], *turned]),
+                    "crops": crops}  # fmt: skip
         outcome.training_seconds += time.perf_counter() - start
         if frozen_random:
             outcome.init = FROZEN_RANDOM_WORDS
-    for fold, split in enumerate(splits):
+    for fold, (fold_name, split) in enumerate(splits):
         model, logits_val, logits_test, history, seconds = _fold_model(
-            config, split, index, crops, features, report.at(model=name, fold=fold + 1))
+            config, split, index, crops, features, report.at(model=name, fold=fold + 1)
+        )
         outcome.training_seconds += seconds
-        outcome.history += [{"fold": fold + 1, **row} for row in history]
-        y_val = labels_of(split.val) == BLAST_INDEX
-        calibration = fit_calibration(logits_val, y_val, mixed_sources(split.val))
+        left_out = {"left_out": fold_name} if settings.protocol != "grouped" else {}
+        outcome.history += [{"fold": fold + 1, **left_out, **row} for row in history]
+        calibration = calibrate_fold(settings, logits_val, split.val)
         test_rows = split_rows(split, index)["test"]
         outcome.p[test_rows] = blast_probability(logits_test, calibration.temperature)
         outcome.thresholds[test_rows] = calibration.threshold
+        outcome.review_low[test_rows] = calibration.uncertain_low
+        if settings.protocol == "leave_one_source_out" and features is not None:
+            outcome.loso[fold_name] = _loso_extras(features, split_rows(split, index), records,
+                                                   model, calibration)  # fmt: skip
         if fold == 0:
             outcome.params = int(model.count_params())
             outcome.cells_per_second = _inference_speed(model, crops, config)
-            if staging is not None:
+            # A LOSO fold's model never saw one source: it measures a recipe, it is no candidate.
+            if staging is not None and settings.protocol == "grouped":
                 mode = FROZEN_RANDOM_WORDS if frozen_random else None
                 outcome.folder = str(_stage_model(model, config, calibration, split, records,
                                                   staging, data_description, init, mode))  # fmt: skip
     return outcome
+
+
+def _loso_extras(features: dict, take: dict, records, model, calibration: Calibration) -> dict:
+    """Domain score and adaptation checks of one left-out source (see :mod:`train.loso`)."""
+    if "stain" not in features:
+        features["stain"] = stain_statistics(features["crops"])
+    plain, averaged, stain = (
+        features["x"][0],
+        features["test_views"].mean(axis=0),
+        features["stain"],
+    )
+    groups = np.array([bank_group(r) for r in records])
+    is_blast = labels_of(records) == BLAST_INDEX
+    t = take["test"]
+    kernel, bias = model.get_layer("logits").get_weights()
+    return {
+        "domain": domain_check(
+            (plain[take["train"]], stain[take["train"]]),
+            (plain[take["val"]], stain[take["val"]], groups[take["val"]]),
+            (plain[t], stain[t], groups[t])),
+        "adaptation": adaptation_check(averaged[t], is_blast[t], groups[t], (kernel, bias),
+                                       calibration),
+    }  # fmt: skip
 
 
 def _stage_model(model, config: FitConfig, calibration: Calibration, split: SplitResult,
@@ -557,21 +678,23 @@ def _stage_model(model, config: FitConfig, calibration: Calibration, split: Spli
                              extra_files={SPLIT_FILE: split_csv(split)})  # fmt: skip
 
 
-def _size_baseline(records, splits, index, crops) -> ModelOutcome:
+def _size_baseline(settings, records, splits, index, crops) -> ModelOutcome:
     area = cell_area_fraction(crops)
     outcome = ModelOutcome(SIZE_BASELINE, "logistic regression on cell area", params=2,
                            p=np.full(len(records), np.nan),
-                           thresholds=np.full(len(records), np.nan))  # fmt: skip
+                           thresholds=np.full(len(records), np.nan),
+                           review_low=np.full(len(records), np.nan))  # fmt: skip
     start = time.perf_counter()
-    for split in splits:
+    for _, split in splits:
         rows = split_rows(split, index)
         y = {s: labels_of(getattr(split, s)) == BLAST_INDEX for s in rows}
         mean, std = area[rows["train"]].mean(), area[rows["train"]].std() + 1e-9
         beta = _logistic_fit((area[rows["train"]] - mean) / std, y["train"].astype(float))
         logits = {s: _size_logits(beta, (area[rows[s]] - mean) / std) for s in ("val", "test")}
-        calibration = fit_calibration(logits["val"], y["val"], mixed_sources(split.val))
+        calibration = calibrate_fold(settings, logits["val"], split.val)
         outcome.p[rows["test"]] = blast_probability(logits["test"], calibration.temperature)
         outcome.thresholds[rows["test"]] = calibration.threshold
+        outcome.review_low[rows["test"]] = calibration.uncertain_low
     outcome.training_seconds = time.perf_counter() - start
     return outcome
 
@@ -603,20 +726,21 @@ def compare_models(
     """
     start = time.perf_counter()
     records = tuple(replace(r, group=bank_group(r)) for r in records)
-    splits = comparison_splits(records, settings.folds, settings.seed)
-    if not any(s.test for s in splits) or not all(s.val for s in splits):
+    splits = comparison_splits(records, settings.folds, settings.seed, settings.protocol)
+    if not any(s.test for _, s in splits) or not all(s.val for _, s in splits):
         raise ValueError("The grouped split left the validation or test side empty: add cells "
                          "from more subjects or fields, or use fewer folds.")  # fmt: skip
     index = {id(r): i for i, r in enumerate(records)}
     fold_of = np.full(len(records), -1)
-    for fold, split in enumerate(splits):
+    for fold, (_, split) in enumerate(splits):
         fold_of[[index[id(r)] for r in split.test]] = fold + 1
     report = _Reporter(progress, len(settings.architectures), len(splits), cancelled)
-    crops_by_size: dict[int, np.ndarray] = {}
+    crops_by_size: dict = {}  # InputSpec -> ready crops
     outcomes = []
     for i, name in enumerate(settings.architectures):
-        report.at(model=name, model_index=i + 1, fold=0)({"stage": "model", "done": i,
-                                                          "total": len(settings.architectures)})
+        report.at(model=name, model_index=i + 1, fold=0)(
+            {"stage": "model", "done": i, "total": len(settings.architectures)}
+        )
         try:
             outcome = _run_architecture(name, settings, records, splits, index, crops_by_size,
                                         report, run_dir, data_description)  # fmt: skip
@@ -628,12 +752,13 @@ def compare_models(
         outcomes.append(outcome)
         report({"stage": "model_done", "done": i + 1, "total": len(settings.architectures),
                 "status": outcome.status})  # fmt: skip
-    size = settings.input_size or 128
-    if size not in crops_by_size:
-        crops_by_size[size] = load_crops(records, size, report)
-    outcomes.append(_size_baseline(records, splits, index, crops_by_size[size]))
+    spec = next(iter(crops_by_size), None) or InputSpec(settings.input_size or 128, "unit")
+    if spec not in crops_by_size:
+        crops_by_size[spec] = load_crops(records, spec, report)
+    outcomes.append(_size_baseline(settings, records, splits, index, crops_by_size[spec]))
     comparison = Comparison(settings, records, fold_of, outcomes, data_description,
-                            time.perf_counter() - start)  # fmt: skip
+                            time.perf_counter() - start,
+                            fold_names=tuple(name for name, _ in splits))  # fmt: skip
     if run_dir is not None:
         _write_cards(comparison, comparison.write(run_dir))
     return comparison
@@ -658,6 +783,38 @@ def comparison_markdown(rows: Sequence[dict]) -> str:
             f"{row['training_seconds']:.0f} | {_num(row.get('cells_per_second'), 1)} | "
             f"{'-' if p is None else f'{p:.3g}'} |"
         )
+    return "\n".join(lines)
+
+
+SOURCE_COLUMNS = ("sensitivity", "specificity", "auroc", "ece", "confident_miss_rate")
+
+
+def per_source_markdown(comparison: Comparison) -> str:
+    """Per model and source unit (left out, under LOSO): figures with 95% group intervals.
+
+    Sources with one class report what they can (a normal-only source: specificity);
+    ``sens@spec0.90`` is the ROC's best sensitivity at specificity >= 0.90.
+    """
+    lines = ["| model | source | cells (blasts) | groups | " + " | ".join(SOURCE_COLUMNS)
+             + " | sens@spec0.90 |", "|---" * (len(SOURCE_COLUMNS) + 5) + "|"]  # fmt: skip
+    for outcome in comparison.outcomes:
+        if outcome.status != "done":
+            continue
+        for source, m in comparison.per_source(outcome).items():
+            blasts = m["confusion"]["blast_called_blast"] + m["confusion"]["blast_called_normal"]
+            row = {k: m.get(k) for k in SOURCE_COLUMNS}
+            row |= {
+                f"{k}_low": (m.get("intervals") or {}).get(k, [None, None])[0]
+                if (m.get("intervals") or {}).get(k)
+                else None
+                for k in SOURCE_COLUMNS
+            }
+            row |= {f"{k}_high": (m.get("intervals") or {}).get(k)[1]
+                    if (m.get("intervals") or {}).get(k) else None for k in SOURCE_COLUMNS}  # fmt: skip
+            cells = [_with_interval(row, k) for k in SOURCE_COLUMNS]
+            lines.append(f"| {outcome.name} | {source} | {m['n']} ({blasts}) | "
+                         f"{m.get('n_groups', '-')} | " + " | ".join(cells)
+                         + f" | {_num(m.get('sensitivity_at_specificity_90'))} |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -706,13 +863,16 @@ def promote(run_dir: Path, architecture: str, name: str, *, root: Path | None = 
     """
     results_file = Path(run_dir) / RESULTS_FILE
     if not results_file.is_file():
-        raise ValueError(f"{run_dir} holds no finished comparison ({RESULTS_FILE} is missing): "
-                         "only models of a finished run can be promoted.")
+        raise ValueError(
+            f"{run_dir} holds no finished comparison ({RESULTS_FILE} is missing): "
+            "only models of a finished run can be promoted."
+        )
     rows = {row["model"]: row for row in json.loads(results_file.read_text())["table"]}
     if rows.get(architecture, {}).get("status") != "done" or architecture == SIZE_BASELINE:
         done = [m for m, row in rows.items() if row["status"] == "done" and m != SIZE_BASELINE]
-        raise ValueError(f"{architecture!r} did not finish in this run; promotable: "
-                         f"{', '.join(done) or 'none'}.")
+        raise ValueError(
+            f"{architecture!r} did not finish in this run; promotable: {', '.join(done) or 'none'}."
+        )
     check_model_name(name)
     staged = Path(run_dir) / MODELS_SUBDIR
     loaded = load_model(architecture, root=staged)
@@ -722,7 +882,9 @@ def promote(run_dir: Path, architecture: str, name: str, *, root: Path | None = 
         config.pop(key, None)
     config["training"]["promoted_from"] = str(Path(run_dir).resolve())
     metrics = json.loads((folder / "metrics.json").read_text())
-    extra = {SPLIT_FILE: (folder / SPLIT_FILE).read_text()} if (folder / SPLIT_FILE).exists() else {}
+    extra = (
+        {SPLIT_FILE: (folder / SPLIT_FILE).read_text()} if (folder / SPLIT_FILE).exists() else {}
+    )
     target = save_model_folder(loaded.keras_model, name, config, metrics=metrics,
                                card=model_card(name, config, metrics), root=root,
                                extra_files=extra)  # fmt: skip

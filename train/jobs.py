@@ -106,7 +106,10 @@ class JobSpec:
         parts += [f"--feature-views {s.feature_views}", f"--test-time-views {s.test_time_views}",
                   f"--patience {s.patience}",
                   f"--folds {s.folds}", f"--seed {s.seed}",
-                  f"--missing-weights {s.missing_weights}", f"--out {shlex.quote(str(out))}"]  # fmt: skip
+                  f"--missing-weights {s.missing_weights}",
+                  f"--protocol {s.protocol.replace('_', '-')}",
+                  f"--stain-normalisation {s.stain_normalisation}",
+                  f"--threshold-rule {s.threshold_rule}", f"--out {shlex.quote(str(out))}"]  # fmt: skip
         return " \\\n    ".join(parts)
 
 

@@ -293,3 +293,45 @@ def folds_per_source(records: Iterable[CellRecord], k: int = 5, seed: int = 0) -
             sides[side if p is not None else "train"].append(record)
         folds.append(SplitResult(*(tuple(sides[s]) for s in SIDES), seed=seed))
     return folds
+
+
+def loso_units(records: Iterable[CellRecord]) -> dict[str, str]:
+    """Source -> the unit it is left out with: sources sharing a group (ALL-IDB2 crops of
+    ALL-IDB1 fields) are one unit, named by their sources joined with ``+``."""
+    strata = _source_strata(list(records))
+    members: dict[str, list[str]] = {}
+    for source, root in strata.items():
+        members.setdefault(root, []).append(source)
+    return {s: "+".join(sorted(members[root])) for s, root in strata.items()}
+
+
+def leave_one_source_out(
+    records: Iterable[CellRecord], val_fraction: float = 0.2, seed: int = 0
+) -> list[tuple[str, SplitResult]]:
+    """One split per source unit: test on all of its cells, train and validate on the others.
+
+    Validation takes ``val_fraction`` of the groups of every other source (grouped within each
+    source, as :func:`split_per_source`), so the threshold is fitted on sources the model was
+    trained on and the left-out source is seen by nothing but the test. No group and no source
+    is ever on two sides.
+
+    Raises:
+        SplitError: Fewer than two source units, or a bad fraction.
+    """
+    if not 0 < val_fraction < 1:
+        raise SplitError(f"val_fraction must lie between 0 and 1, got {val_fraction}.")
+    records = list(records)
+    unit_of = loso_units(records)
+    units = sorted(set(unit_of.values()))
+    if len(units) < 2:
+        raise SplitError(
+            f"Leave-one-source-out needs cells of at least two sources; these come from "
+            f"{units or 'none'}. Add another dataset, or use the grouped protocol."
+        )
+    splits = []
+    for unit in units:
+        rest = [r for r in records if unit_of[r.source] != unit]
+        inner = split_per_source(rest, (1 - val_fraction, val_fraction, 0.0), seed)
+        test = tuple(r for r in records if unit_of[r.source] == unit)
+        splits.append((unit, SplitResult(inner.train, inner.val, test, seed=seed)))
+    return splits

@@ -17,6 +17,8 @@ METRIC_NAMES = {
     "specificity": "Specificity (normal)",
     "auroc": "AUROC",
     "ece": "ECE",
+    "confident_miss_rate": "Confident misses (blasts below review)",
+    "sensitivity_at_specificity_90": "Sensitivity at specificity 0.90",
 }
 STAGE_NAMES = {
     "loading": "reading and cropping cells",
@@ -133,11 +135,22 @@ def curves_figure(curves: dict[str, list[dict]], metric: str = "loss") -> go.Fig
 
 
 def per_source_frame(models: dict) -> pd.DataFrame:
-    """Balanced accuracy, sensitivity and specificity of every model on each source."""
+    """Every model's figures on each source (under LOSO: the source it never saw), with 95%
+    intervals by group where the run computed them."""
     rows = []
     for name, values in models.items():
         for source, m in values["per_source"].items():
-            rows.append({"Model": name, "Source": source, "Cells": m["n"],
-                         **{METRIC_NAMES[k]: None if m.get(k) is None else round(m[k], 3)
-                            for k in ("balanced_accuracy", "sensitivity", "specificity")}})  # fmt: skip
+            row = {"Model": name, "Source": source, "Cells": m["n"],
+                   "Groups": m.get("n_groups")}  # fmt: skip
+            for key in ("balanced_accuracy", "sensitivity", "specificity", "auroc",
+                        "confident_miss_rate", "sensitivity_at_specificity_90"):  # fmt: skip
+                row[METRIC_NAMES.get(key, key)] = _with_interval(m, key)
+            rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _with_interval(m: dict, key: str) -> str:
+    value, interval = m.get(key), (m.get("intervals") or {}).get(key)
+    if value is None:
+        return "–"
+    return f"{value:.3f}" + (f" ({interval[0]:.2f}–{interval[1]:.2f})" if interval else "")

@@ -14,7 +14,8 @@ from scipy.stats import binomtest, rankdata
 from leukemia_core.calibration import expected_calibration_error
 
 INTERVAL_METRICS = ("accuracy", "balanced_accuracy", "weighted_f1", "sensitivity",
-                    "specificity", "auroc", "ece")  # fmt: skip
+                    "specificity", "auroc", "ece", "confident_miss_rate")  # fmt: skip
+SCREENING_SPECIFICITY = 0.90  # operating point for "sensitivity at specificity" (ROC)
 
 
 def auroc(is_blast: np.ndarray, p: np.ndarray) -> float | None:
@@ -37,8 +38,30 @@ def _class_scores(tp: int, fp: int, fn: int) -> dict:
     return {"precision": precision, "recall": recall, "f1": f1, "support": tp + fn}
 
 
-def point_metrics(is_blast: np.ndarray, p: np.ndarray, threshold: float | np.ndarray) -> dict:
-    """Every figure at one threshold (or one per cell), without intervals."""
+def sensitivity_at_specificity(
+    is_blast: np.ndarray, p: np.ndarray, specificity: float = SCREENING_SPECIFICITY
+) -> float | None:
+    """Best blast sensitivity of any threshold whose specificity is >= ``specificity`` (ROC)."""
+    y, p = np.asarray(is_blast, dtype=bool), np.asarray(p, dtype=np.float64)
+    if not y.any() or y.all():
+        return None
+    # The lowest threshold keeping specificity: just above the allowed share of top normals.
+    normals = np.sort(p[~y])
+    allowed = int(np.floor((1 - specificity) * len(normals) + 1e-9))
+    cut = normals[len(normals) - allowed - 1] if allowed < len(normals) else -np.inf
+    return float((p[y] > cut).mean())
+
+
+def point_metrics(
+    is_blast: np.ndarray, p: np.ndarray, threshold: float | np.ndarray,
+    review_low: float | np.ndarray | None = None,
+) -> dict:  # fmt: skip
+    """Every figure at one threshold (or one per cell), without intervals.
+
+    ``review_low`` (the lower end of the review band, one or per cell) gives
+    ``confident_miss_rate``: blasts below the band, which no reviewer is asked to look at, over
+    all blasts.
+    """
     y = np.asarray(is_blast, dtype=bool)
     called = np.asarray(p) >= threshold
     tp, fn = int((called & y).sum()), int((~called & y).sum())
@@ -56,6 +79,9 @@ def point_metrics(is_blast: np.ndarray, p: np.ndarray, threshold: float | np.nda
         "specificity": spec,
         "auroc": auroc(y, p),
         "ece": expected_calibration_error(p, y) if len(y) else None,
+        "confident_miss_rate": None if review_low is None or not y.any()
+        else float((np.asarray(p) < review_low)[y].mean()),
+        "sensitivity_at_specificity_90": sensitivity_at_specificity(y, p),
         "per_class": {"blast": blast, "normal": normal},
         "confusion": {"blast_called_blast": tp, "blast_called_normal": fn,
                       "normal_called_blast": fp, "normal_called_normal": tn},
@@ -70,6 +96,7 @@ def binary_metrics(
     groups: Sequence[str] | None = None,
     n_boot: int = 1000,
     seed: int = 0,
+    review_low: float | np.ndarray | None = None,
 ) -> dict:
     """Point figures plus ``intervals``: 95% percentile bootstrap over groups (or cells).
 
@@ -81,10 +108,14 @@ def binary_metrics(
         groups: Group of each cell; resampled as units when given.
         n_boot: Bootstrap replicates (0 skips intervals).
         seed: Bootstrap seed.
+        review_low: Lower end of the review band (one, or one per cell) for
+            ``confident_miss_rate``.
     """
     y, p = np.asarray(is_blast, dtype=bool), np.asarray(p, dtype=np.float64)
     thresholds = np.broadcast_to(np.asarray(threshold, dtype=np.float64), p.shape)
-    result = point_metrics(y, p, thresholds)
+    lows = None if review_low is None else np.broadcast_to(
+        np.asarray(review_low, dtype=np.float64), p.shape)  # fmt: skip
+    result = point_metrics(y, p, thresholds, lows)
     result["threshold"] = float(threshold) if np.ndim(threshold) == 0 else "per fold"
     if not n_boot or len(y) < 2:
         return result
@@ -95,7 +126,8 @@ def binary_metrics(
     samples: dict[str, list[float]] = {k: [] for k in INTERVAL_METRICS}
     for _ in range(n_boot):
         chosen = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
-        replicate = point_metrics(y[chosen], p[chosen], thresholds[chosen])
+        replicate = point_metrics(y[chosen], p[chosen], thresholds[chosen],
+                                  None if lows is None else lows[chosen])  # fmt: skip
         for k in INTERVAL_METRICS:
             if replicate[k] is not None:
                 samples[k].append(replicate[k])

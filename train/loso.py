@@ -1,0 +1,181 @@
+"""What a leave-one-source-out fold says beyond classification.
+
+For every left-out source, on the fold's cached features:
+
+- **Out-of-domain score**: a :class:`~leukemia_core.domain.DomainReference` fitted on the
+  training sources; how well its scores tell the left-out source's cells (and samples) from
+  in-domain cells the reference never saw (the fold's validation side), and how many of the
+  left-out source's samples it warns.
+- **Site adaptation**: the left-out source's groups are drawn until 50 (or 200) cells are
+  reached; :func:`train.adapt.adapt_from_arrays` adapts the fold's model on them, and the
+  source's *other* groups are classified before and after.
+
+``python -m train compare --protocol leave-one-source-out`` runs both for cached-feature models.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from leukemia_core.calibration import Calibration, blast_probability
+from leukemia_core.domain import DomainReference
+from train.adapt import AdaptationError, adapt_from_arrays
+from train.evaluate.metrics import auroc, point_metrics
+
+ADAPTATION_SIZES = (50, 200)
+ADAPTATION_DRAWS = 3  # random draws of adaptation groups per size; figures are their mean
+_FIGURES = ("balanced_accuracy", "sensitivity", "specificity", "ece", "confident_miss_rate")
+
+
+def _group_medians(scores: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    return np.array([np.median(scores[groups == g]) for g in np.unique(groups)])
+
+
+def domain_check(
+    train: tuple[np.ndarray, np.ndarray],
+    in_domain: tuple[np.ndarray, np.ndarray, np.ndarray],
+    left_out: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> dict:
+    """AUROC of the domain score for left-out vs in-domain cells and samples.
+
+    Args:
+        train: ``(features, stain statistics)`` of the training cells.
+        in_domain: ``(features, stain, groups)`` of in-domain cells not fitted on; half of
+            their groups set the warning limit, the other half are scored.
+        left_out: ``(features, stain, groups)`` of the left-out source.
+    """
+    x_in, stain_in, groups_in = in_domain
+    names = np.unique(groups_in)
+    rng = np.random.default_rng(0)
+    limit_groups = set(rng.permutation(names)[: len(names) // 2])
+    for_limit = np.isin(groups_in, list(limit_groups))
+    reference = DomainReference.fit(
+        *train, val_features=x_in[for_limit], val_stain=stain_in[for_limit],
+        val_groups=groups_in[for_limit])  # fmt: skip
+    s_in = reference.cell_scores(x_in[~for_limit], stain_in[~for_limit])
+    s_out = reference.cell_scores(left_out[0], left_out[1])
+    m_in = _group_medians(s_in, groups_in[~for_limit])
+    m_out = _group_medians(s_out, left_out[2])
+    is_out = np.r_[np.zeros(len(s_in), bool), np.ones(len(s_out), bool)]
+    group_out = np.r_[np.zeros(len(m_in), bool), np.ones(len(m_out), bool)]
+    return {
+        "cell_auroc": auroc(is_out, np.r_[s_in, s_out]),
+        "sample_auroc": auroc(group_out, np.r_[m_in, m_out]),
+        "left_out_samples_warned": float((m_out > reference.limit).mean()),
+        "in_domain_samples_warned": float((m_in > reference.limit).mean()),
+        "limit": reference.limit,
+        "n_cells": [len(s_in), len(s_out)],
+        "n_samples": [len(m_in), len(m_out)],
+    }
+
+
+def _figures(p: np.ndarray, y: np.ndarray, calibration: Calibration) -> dict:
+    m = point_metrics(y, p, calibration.threshold, calibration.uncertain_low)
+    return {k: m[k] for k in _FIGURES}
+
+
+def adaptation_check(
+    features: np.ndarray,
+    is_blast: np.ndarray,
+    groups: np.ndarray,
+    head: tuple[np.ndarray, np.ndarray],
+    calibration: Calibration,
+    *,
+    sizes: tuple[int, ...] = ADAPTATION_SIZES,
+    draws: int = ADAPTATION_DRAWS,
+    seed: int = 0,
+) -> dict:
+    """Figures on the source's other groups before and after adapting on ``size`` of its cells.
+
+    Args:
+        features: ``(N, F)`` view-averaged features of the left-out source's cells.
+        is_blast: Their labels.
+        groups: Their samples; adaptation and test groups never overlap.
+        head: The fold model's ``(kernel, bias)``.
+        calibration: The fold model's calibration.
+    """
+    kernel, bias = head
+    y = np.asarray(is_blast, bool)
+    if y.all() or not y.any():
+        return {"skipped": "one class only: adaptation needs blasts and normal cells"}
+    names = np.unique(groups)
+    result = {}
+    for size in sizes:
+        runs, failures = [], []
+        for draw in range(draws):
+            order = np.random.default_rng(seed + 1000 * size + draw).permutation(names)
+            counts = np.cumsum([np.sum(groups == g) for g in order])
+            chosen = order[: int(np.searchsorted(counts, size)) + 1]
+            fit_rows = np.isin(groups, chosen)
+            if fit_rows.all() or not y[~fit_rows].any() or y[~fit_rows].all():
+                failures.append("the rest holds one class only")
+                continue
+            try:
+                adapted = adapt_from_arrays(features[fit_rows], y[fit_rows], groups[fit_rows],
+                                            kernel, bias, calibration=calibration,
+                                            seed=seed + draw)  # fmt: skip
+            except AdaptationError as error:
+                failures.append(str(error))
+                continue
+            rest = features[~fit_rows]
+            before = blast_probability(rest @ kernel + bias, calibration.temperature)
+            after = blast_probability(rest @ adapted.kernel + adapted.bias,
+                                      adapted.calibration.temperature)  # fmt: skip
+            runs.append({"cells": int(fit_rows.sum()), "test_cells": int((~fit_rows).sum()),
+                         "variant": adapted.variant,
+                         "before": _figures(before, y[~fit_rows], calibration),
+                         "after": _figures(after, y[~fit_rows], adapted.calibration)})  # fmt: skip
+        result[str(size)] = _mean_of(runs) | {"draws": len(runs), "failures": failures}
+    return result
+
+
+def _mean_of(runs: list[dict]) -> dict:
+    if not runs:
+        return {}
+
+    def mean(side: str, key: str):
+        values = [r[side][key] for r in runs if r[side][key] is not None]
+        return float(np.mean(values)) if values else None
+
+    return {
+        "cells": float(np.mean([r["cells"] for r in runs])),
+        "test_cells": float(np.mean([r["test_cells"] for r in runs])),
+        "variants": [r["variant"] for r in runs],
+        **{side: {k: mean(side, k) for k in _FIGURES} for side in ("before", "after")},
+    }
+
+
+def extras_markdown(extras: dict) -> str:
+    """The domain-score and adaptation figures per left-out source, as Markdown tables."""
+    lines = ["| left out | domain AUROC, cells | domain AUROC, samples | its samples warned | "
+             "in-domain samples warned |", "|---|---|---|---|---|"]  # fmt: skip
+    for source, values in extras.items():
+        d = values.get("domain") or {}
+        lines.append(f"| {source} | {_n(d.get('cell_auroc'))} | {_n(d.get('sample_auroc'))} | "
+                     f"{_n(d.get('left_out_samples_warned'))} | "
+                     f"{_n(d.get('in_domain_samples_warned'))} |")  # fmt: skip
+    lines += ["", "| left out | adaptation cells | balanced accuracy before -> after | ECE before "
+              "-> after | confident misses before -> after | variants |",
+              "|---|---|---|---|---|---|"]  # fmt: skip
+    for source, values in extras.items():
+        adaptation = values.get("adaptation") or {}
+        if "skipped" in adaptation:
+            lines.append(f"| {source} | - | not measured: {adaptation['skipped']} | | | |")
+            continue
+        for size, a in adaptation.items():
+            if "before" not in a:
+                lines.append(f"| {source} | {size} | not measured: "
+                             f"{'; '.join(a.get('failures', [])) or 'no draw'} | | | |")  # fmt: skip
+                continue
+            b, f = a["before"], a["after"]
+            lines.append(
+                f"| {source} | {size} ({a['draws']} draws, {a['test_cells']:.0f} test cells) | "
+                f"{_n(b['balanced_accuracy'])} -> {_n(f['balanced_accuracy'])} | "
+                f"{_n(b['ece'])} -> {_n(f['ece'])} | {_n(b['confident_miss_rate'])} -> "
+                f"{_n(f['confident_miss_rate'])} | {', '.join(sorted(set(a['variants'])))} |"
+            )
+    return "\n".join(lines)
+
+
+def _n(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
