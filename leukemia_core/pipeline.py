@@ -181,7 +181,11 @@ def analyze_single_cells(
     params: SegmentationParams | None = None,
     progress: Progress | None = None,
 ) -> list[FieldAnalysis]:
-    """Classify single-cell images (one cell each); each becomes a one-cell analysis."""
+    """Classify single-cell images (one cell each); each becomes a one-cell analysis.
+
+    Each cell gets its domain score, but no image its own assessment (the median of one cell
+    is too noisy for a limit fitted on fields); :func:`review_warned_sample` judges the set.
+    """
     names = list(names or [f"cell {i + 1}" for i in range(len(images))])
     crops = []
     for i, image in enumerate(images):
@@ -200,13 +204,11 @@ def analyze_single_cells(
         mask = crop.cell_mask[box[1] : box[3], box[0] : box[2]]
         cell = Cell(1, box, (float(xs.mean()), float(ys.mean())), int(mask.sum()), 0, False,
                     mask, np.zeros_like(mask), crop.crop, crop.crop)  # fmt: skip
-        domain = assess_domain(classifier, None if score is None else [score])
-        label = prediction.label
-        label = send_to_review(label) if domain is not None and domain.warned else label
-        analyzed = (AnalyzedCell(cell, prediction.blast_probability, label,
+        # No assessment per one-cell image: review_warned_sample judges the set of them.
+        analyzed = (AnalyzedCell(cell, prediction.blast_probability, prediction.label,
                                  None if score is None else float(score)),)  # fmt: skip
         out.append(FieldAnalysis(name, image, None, analyzed,
-                                 summarize_labels(_labels(analyzed)), crop.notes, domain=domain))  # fmt: skip
+                                 summarize_labels(_labels(analyzed)), crop.notes))  # fmt: skip
     return out
 
 

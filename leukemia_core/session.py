@@ -575,12 +575,10 @@ def _analyze_cells(images, classifier, progress):
         outline = mask_outline(crop.cell_mask[bbox[1] : bbox[3], bbox[0] : bbox[2]], bbox[:2])
         probability = None if prediction is None else prediction.blast_probability
         label = CellLabel.UNCERTAIN if prediction is None else prediction.label
-        domain = None if score is None else assess_domain(classifier, [score])
-        if domain is not None and domain.warned:
-            label = send_to_review(label)
-        # One cell per image: the sample's warning speaks for all, no note per image.
+        # One cell per image: no field assessment (a median of one cell is too noisy for the
+        # limit); the sample's, over all its cells, decides (analyze_sample).
         fields.append(ReviewField(index, image.name, image.rgb, image.original_size, image.scale,
-                                  (*image.notes, *crop.notes), {}, _digest(image.rgb), domain))  # fmt: skip
+                                  (*image.notes, *crop.notes), {}, _digest(image.rgb)))  # fmt: skip
         cells.append(ReviewCell(index, 1, bbox, (float(xs.mean()), float(ys.mean())), probability,
                                 label, crop.crop, cell_view(image.rgb, bbox, outline, context=1.1),
                                 outline, score))  # fmt: skip

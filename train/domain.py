@@ -25,6 +25,7 @@ from leukemia_core.domain import (
     DEFAULT_COMPONENTS,
     DEFAULT_PERCENTILE,
     DomainReference,
+    pool_small_groups,
     stain_statistics,
 )
 from leukemia_core.io import read_image
@@ -148,7 +149,7 @@ def fit_domain(
         n_components=n_components, percentile=percentile,
     )  # fmt: skip
     path = write_domain_reference(loaded.name, reference, root=root, data=data_description)
-    medians = group_medians(reference.cell_scores(x_val, s_val), groups)
+    medians = group_medians(reference.cell_scores(x_val, s_val), pool_small_groups(groups))
     return DomainFit(path, reference, len(train), len(split.val), len(medians),
                      int(sum(m > reference.limit for m in medians.values())))  # fmt: skip
 
@@ -186,7 +187,8 @@ class LeftOutSource:
         n_out: Its cells.
         n_in: In-domain test cells.
         limit: Limit of the reference fitted without it.
-        warned_out_groups: Share of its groups (median score) above the limit.
+        warned_out_groups: Share of its groups (median score; groups of fewer than
+            :data:`~leukemia_core.domain.MIN_GROUP_CELLS` cells pooled) above the limit.
         warned_in_groups: Share of the in-domain test groups above the limit.
     """
 
@@ -232,8 +234,8 @@ def leave_one_source_out(
         left = ~other
         score_in = reference.cell_scores(features[test], stain_stats[test])
         score_out = reference.cell_scores(features[left], stain_stats[left])
-        medians_in = group_medians(score_in, groups[test]).values()
-        medians_out = group_medians(score_out, groups[left]).values()
+        medians_in = group_medians(score_in, pool_small_groups(groups[test])).values()
+        medians_out = group_medians(score_out, pool_small_groups(groups[left])).values()
         out.append(LeftOutSource(
             str(source), domain_auroc(score_in, score_out), int(left.sum()), int(test.sum()),
             reference.limit, float(np.mean([m > reference.limit for m in medians_out])),

@@ -306,6 +306,7 @@ def write_domain_reference(
         "file": DOMAIN_FILE, "sha256": sha256_of(path), "threshold": float(reference.limit),
         "statistic": STATISTIC, "limit_source": reference.limit_source,
         "n_train_cells": reference.n_train, "n_components": int(reference.components.shape[0]),
+        "bank_cells": int(reference.feature_bank.shape[0]), "neighbours": reference.neighbours,
         "data": data,
     }  # fmt: skip
     write_text_atomic(folder / "config.json", json.dumps(values, indent=2) + "\n")
