@@ -607,8 +607,14 @@ def _run_architecture(
         # Features of the turned and mirrored cells, for test-time views (computed once).
         turned = [backbone_features(model, dihedral_view(crops, k), config)[0]
                   for k in range(1, config.test_time_views)]  # fmt: skip
-        features = {"model": model, "x": x, "test_views": np.stack([x[0], *turned]),
-                    "crops": crops}  # fmt: skip
+        features = {"model": model, "x": x, "test_views": np.stack([x[0], *turned])}
+        if settings.protocol == "leave_one_source_out":
+            # The domain score's stain part reads the cells' own colours, before normalisation.
+            raw = config.input_spec if config.stain_normalisation == "none" else replace(
+                config.input_spec, stain_normalisation="none")  # fmt: skip
+            features["stain"] = stain_statistics(
+                crops if raw == config.input_spec else load_crops(records, raw, report)
+            )
         outcome.training_seconds += time.perf_counter() - start
         if frozen_random:
             outcome.init = FROZEN_RANDOM_WORDS
@@ -640,8 +646,6 @@ def _run_architecture(
 
 def _loso_extras(features: dict, take: dict, records, model, calibration: Calibration) -> dict:
     """Domain score and adaptation checks of one left-out source (see :mod:`train.loso`)."""
-    if "stain" not in features:
-        features["stain"] = stain_statistics(features["crops"])
     plain, averaged, stain = (
         features["x"][0],
         features["test_views"].mean(axis=0),

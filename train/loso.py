@@ -6,9 +6,10 @@ For every left-out source, on the fold's cached features:
   training sources; how well its scores tell the left-out source's cells (and samples) from
   in-domain cells the reference never saw (the fold's validation side), and how many of the
   left-out source's samples it warns.
-- **Site adaptation**: the left-out source's groups are drawn until 50 (or 200) cells are
-  reached; :func:`train.adapt.adapt_from_arrays` adapts the fold's model on them, and the
-  source's *other* groups are classified before and after.
+- **Site adaptation**: 50 (or 200) cells of the left-out source, a few from each of several
+  of its groups (:func:`train.adapt.adaptation_split`), adapt the fold's model
+  (:func:`train.adapt.adapt_from_arrays`); the source's *other* groups are classified before
+  and after.
 
 ``python -m train compare --protocol leave-one-source-out`` runs both for cached-feature models.
 """
@@ -19,7 +20,7 @@ import numpy as np
 
 from leukemia_core.calibration import Calibration, blast_probability
 from leukemia_core.domain import DomainReference
-from train.adapt import AdaptationError, adapt_from_arrays
+from train.adapt import AdaptationError, adapt_from_arrays, adaptation_split
 from train.evaluate.metrics import auroc, point_metrics
 
 ADAPTATION_SIZES = (50, 200)
@@ -98,16 +99,14 @@ def adaptation_check(
     y = np.asarray(is_blast, bool)
     if y.all() or not y.any():
         return {"skipped": "one class only: adaptation needs blasts and normal cells"}
-    names = np.unique(groups)
     result = {}
     for size in sizes:
         runs, failures = [], []
         for draw in range(draws):
-            order = np.random.default_rng(seed + 1000 * size + draw).permutation(names)
-            counts = np.cumsum([np.sum(groups == g) for g in order])
-            chosen = order[: int(np.searchsorted(counts, size)) + 1]
-            fit_rows = np.isin(groups, chosen)
-            if fit_rows.all() or not y[~fit_rows].any() or y[~fit_rows].all():
+            # As signed cases would: a few cells of each of several samples, never a sample on
+            # both sides.
+            fit_rows, test_rows = adaptation_split(y, groups, size, seed=seed + 1000 * size + draw)
+            if not test_rows.any() or not y[test_rows].any() or y[test_rows].all():
                 failures.append("the rest holds one class only")
                 continue
             try:
@@ -117,14 +116,14 @@ def adaptation_check(
             except AdaptationError as error:
                 failures.append(str(error))
                 continue
-            rest = features[~fit_rows]
+            rest = features[test_rows]
             before = blast_probability(rest @ kernel + bias, calibration.temperature)
             after = blast_probability(rest @ adapted.kernel + adapted.bias,
                                       adapted.calibration.temperature)  # fmt: skip
-            runs.append({"cells": int(fit_rows.sum()), "test_cells": int((~fit_rows).sum()),
+            runs.append({"cells": int(fit_rows.sum()), "test_cells": int(test_rows.sum()),
                          "variant": adapted.variant,
-                         "before": _figures(before, y[~fit_rows], calibration),
-                         "after": _figures(after, y[~fit_rows], adapted.calibration)})  # fmt: skip
+                         "before": _figures(before, y[test_rows], calibration),
+                         "after": _figures(after, y[test_rows], adapted.calibration)})  # fmt: skip
         result[str(size)] = _mean_of(runs) | {"draws": len(runs), "failures": failures}
     return result
 
