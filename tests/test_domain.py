@@ -292,25 +292,23 @@ def test_the_command_line_writes_and_says_the_warning(
 
 
 # ---- training side ---------------------------------------------------------------------------
-def test_domain_auroc_and_leave_one_source_out_on_cached_arrays():
-    from train.domain import domain_auroc, leave_one_source_out
+def test_loso_domain_check_tells_a_shifted_source_on_cached_arrays():
+    from train.loso import domain_check
 
-    assert domain_auroc([1, 2, 3], [4, 5]) == 1.0 and domain_auroc([1, 2], [1, 2]) == 0.5
-    assert domain_auroc([4, 5], [1, 2, 3]) == 0.0
     rng = np.random.default_rng(4)
-    parts, sources, groups, sides = [], [], [], []
-    for k, (shift, stain_shift) in enumerate([(0, 0), (0.3, 2), (3.0, 25)]):  # c differs
-        x, s = _cells(rng, 240, shift=shift, stain_shift=stain_shift)
-        parts.append((x, s))
-        sources += [f"src{k}"] * 240
-        groups += [f"src{k}:{i // 20}" for i in range(240)]
-        sides += ["train"] * 160 + ["val"] * 40 + ["test"] * 40
-    features = np.concatenate([p[0] for p in parts])
-    stain = np.concatenate([p[1] for p in parts])
-    results = {r.source: r for r in leave_one_source_out(features, stain, sources, groups, sides,
-                                                         n_components=8)}  # fmt: skip
-    assert results["src2"].auroc > 0.95 and results["src2"].warned_out_groups == 1.0
-    assert results["src2"].warned_in_groups <= 0.5 and results["src2"].n_out == 240
+    parts = [_cells(rng, 240, shift=shift, stain_shift=stain)
+             for shift, stain in [(0, 0), (0.3, 2), (3.0, 25)]]  # fmt: skip
+    groups = np.array([f"g{i // 20}" for i in range(240)])
+    train = (np.concatenate([parts[0][0][:160], parts[1][0][:160]]),
+             np.concatenate([parts[0][1][:160], parts[1][1][:160]]))  # fmt: skip
+    in_domain = (np.concatenate([parts[0][0][160:], parts[1][0][160:]]),
+                 np.concatenate([parts[0][1][160:], parts[1][1][160:]]),
+                 np.concatenate([np.char.add("a", groups[160:]), np.char.add("b", groups[160:])]))  # fmt: skip
+    shifted = domain_check(train, in_domain, (*parts[2], groups))
+    assert shifted["cell_auroc"] > 0.95 and shifted["left_out_samples_warned"] == 1.0
+    assert shifted["in_domain_samples_warned"] <= 0.5
+    same = domain_check(train, in_domain, (parts[0][0][:80], parts[0][1][:80], groups[:80]))
+    assert same["cell_auroc"] < 0.75  # cells like the training ones are not told apart
 
 
 def test_the_domain_command_fits_on_the_model_split_and_writes_the_folder(

@@ -6,9 +6,8 @@
 fits a :class:`~leukemia_core.domain.DomainReference` on the training cells with its limit on the
 validation groups, and writes ``domain.npz`` into the folder (weights untouched).
 
-:func:`leave_one_source_out` measures the check on cached per-cell arrays: for each source, a
-reference fitted on the other sources' training cells tells that source's cells from the other
-sources' test cells (AUROC), and counts how many of its groups (fields, subjects) are warned.
+:func:`train.loso.domain_check` measures the check leaving one source out (run by
+``python -m train compare --protocol leave-one-source-out``).
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import rankdata
 
 from leukemia_core.classify import Classifier
 from leukemia_core.domain import (
@@ -158,87 +156,3 @@ def group_medians(scores: np.ndarray, groups: Sequence[str]) -> dict[str, float]
     """Median cell score per group (the statistic a field or sample is judged by)."""
     groups = np.asarray(list(groups))
     return {str(g): float(np.median(scores[groups == g])) for g in np.unique(groups)}
-
-
-def domain_auroc(in_domain_scores: np.ndarray, out_domain_scores: np.ndarray) -> float:
-    """AUROC of telling out-of-domain from in-domain cells by score (ties count half).
-
-    Example:
-        >>> domain_auroc(np.array([1.0, 1.2, 0.9]), np.array([2.0, 1.1]))
-        0.8333333333333334
-    """
-    negative = np.asarray(in_domain_scores, dtype=np.float64).ravel()
-    positive = np.asarray(out_domain_scores, dtype=np.float64).ravel()
-    if not len(negative) or not len(positive):
-        raise ValueError(f"need scores on both sides, got {len(negative)} in-domain and "
-                         f"{len(positive)} out-of-domain.")  # fmt: skip
-    ranks = rankdata(np.concatenate([negative, positive]))  # ties get their mean rank
-    u = ranks[len(negative) :].sum() - len(positive) * (len(positive) + 1) / 2
-    return float(u / (len(negative) * len(positive)))
-
-
-@dataclass(frozen=True)
-class LeftOutSource:
-    """The check on one source the reference never saw.
-
-    Attributes:
-        source: The left-out source.
-        auroc: Its cells against the other sources' test cells, by cell score.
-        n_out: Its cells.
-        n_in: In-domain test cells.
-        limit: Limit of the reference fitted without it.
-        warned_out_groups: Share of its groups (median score; groups of fewer than
-            :data:`~leukemia_core.domain.MIN_GROUP_CELLS` cells pooled) above the limit.
-        warned_in_groups: Share of the in-domain test groups above the limit.
-    """
-
-    source: str
-    auroc: float
-    n_out: int
-    n_in: int
-    limit: float
-    warned_out_groups: float
-    warned_in_groups: float
-
-
-def leave_one_source_out(
-    features: np.ndarray,
-    stain_stats: np.ndarray,
-    sources: Sequence[str],
-    groups: Sequence[str],
-    sides: Sequence[str],
-    **fit_options,
-) -> list[LeftOutSource]:
-    """For each source: fit on the other sources' ``train`` cells (limit on their ``val``
-    groups), score its cells against the other sources' ``test`` cells.
-
-    Args:
-        features: ``(N, F)`` cached pooled features per cell.
-        stain_stats: ``(N, 6)`` :func:`~leukemia_core.domain.stain_statistics` per cell.
-        sources: Source per cell.
-        groups: Group (field, subject) per cell.
-        sides: ``train``, ``val`` or ``test`` per cell.
-        fit_options: Passed to :meth:`DomainReference.fit` (``n_components``, ...).
-    """
-    sources, groups, sides = (np.asarray(list(v)) for v in (sources, groups, sides))
-    out = []
-    for source in np.unique(sources):
-        other = sources != source
-        train, val, test = (other & (sides == s) for s in ("train", "val", "test"))
-        if not train.sum() or not val.sum() or not test.sum():
-            continue
-        reference = DomainReference.fit(
-            features[train], stain_stats[train], val_features=features[val],
-            val_stain=stain_stats[val], val_groups=groups[val], **fit_options,
-        )  # fmt: skip
-        left = ~other
-        score_in = reference.cell_scores(features[test], stain_stats[test])
-        score_out = reference.cell_scores(features[left], stain_stats[left])
-        medians_in = group_medians(score_in, pool_small_groups(groups[test])).values()
-        medians_out = group_medians(score_out, pool_small_groups(groups[left])).values()
-        out.append(LeftOutSource(
-            str(source), domain_auroc(score_in, score_out), int(left.sum()), int(test.sum()),
-            reference.limit, float(np.mean([m > reference.limit for m in medians_out])),
-            float(np.mean([m > reference.limit for m in medians_in])),
-        ))  # fmt: skip
-    return out

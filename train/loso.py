@@ -19,8 +19,9 @@ from __future__ import annotations
 import numpy as np
 
 from leukemia_core.calibration import Calibration, blast_probability
-from leukemia_core.domain import DomainReference
+from leukemia_core.domain import DomainReference, pool_small_groups
 from train.adapt import AdaptationError, adapt_from_arrays, adaptation_split
+from train.domain import group_medians
 from train.evaluate.metrics import auroc, point_metrics
 
 ADAPTATION_SIZES = (50, 200)
@@ -28,8 +29,9 @@ ADAPTATION_DRAWS = 3  # random draws of adaptation groups per size; figures are 
 _FIGURES = ("balanced_accuracy", "sensitivity", "specificity", "ece", "confident_miss_rate")
 
 
-def _group_medians(scores: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    return np.array([np.median(scores[groups == g]) for g in np.unique(groups)])
+def _sample_medians(scores: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Median score per sample; one-cell groups (PBC files) are pooled into pseudo-fields."""
+    return np.array(list(group_medians(scores, pool_small_groups(groups)).values()))
 
 
 def domain_check(
@@ -55,8 +57,8 @@ def domain_check(
         val_groups=groups_in[for_limit])  # fmt: skip
     s_in = reference.cell_scores(x_in[~for_limit], stain_in[~for_limit])
     s_out = reference.cell_scores(left_out[0], left_out[1])
-    m_in = _group_medians(s_in, groups_in[~for_limit])
-    m_out = _group_medians(s_out, left_out[2])
+    m_in = _sample_medians(s_in, groups_in[~for_limit])
+    m_out = _sample_medians(s_out, left_out[2])
     is_out = np.r_[np.zeros(len(s_in), bool), np.ones(len(s_out), bool)]
     group_out = np.r_[np.zeros(len(m_in), bool), np.ones(len(m_out), bool)]
     return {
