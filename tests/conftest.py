@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from streamlit.runtime.media_file_manager import MediaFileManager
+from streamlit.runtime.pages_manager import PagesManager
 
 _MARKERS = {
     "data": "needs the real datasets in ../shared/data (or $LEUKEMIA_SHARED_DATA)",
@@ -117,3 +118,21 @@ def ood_models_dir(tiny_models_dir, tmp_path_factory) -> Path:
     )  # fmt: skip
     write_domain_reference("tiny-ood", reference, root=root, data="synthetic Wright smears")
     return root
+
+
+@pytest.fixture
+def apptest_navigation(monkeypatch):
+    """Make AppTest run ``app.py`` (and its ``st.navigation``) on every run, as the server does.
+
+    Streamlit 1.67's AppTest resets ``PagesManager.uses_pages_directory`` before each run and
+    then sets it again because a ``pages/`` folder exists, so from the second run on it runs the
+    page file alone (legacy multipage mode) and the sidebar and navigation vanish. ``streamlit
+    run`` sets the flag to False for good at the first ``st.navigation`` call.
+    """
+    original = PagesManager.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init)

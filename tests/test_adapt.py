@@ -17,7 +17,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
 from leukemia_core.calibration import Calibration, blast_probability, fit_calibration
@@ -375,16 +374,6 @@ def test_adapt_command_failures_write_nothing(models, cells, tmp_path, capsys):
 
 
 # ---- the Retrain page -----------------------------------------------------------------------
-@pytest.fixture
-def _navigation(monkeypatch):
-    """See tests/test_app.py: keep AppTest running ``app.py`` and its ``st.navigation``."""
-    original = PagesManager.__init__
-
-    def init(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
 
 
 def _sign_cases(store: CaseStore, samples: int) -> None:
@@ -397,7 +386,7 @@ def _sign_cases(store: CaseStore, samples: int) -> None:
         store.sign_case(case, reviewer="Dr. A")
 
 
-def test_adapt_section_of_the_retrain_page(models, _navigation):
+def test_adapt_section_of_the_retrain_page(models, apptest_navigation):
     at = AppTest.from_file(str(APP), default_timeout=240).run()
     at.switch_page("pages/retrain.py").run()
     assert not at.exception, at.exception

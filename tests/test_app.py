@@ -18,7 +18,6 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
-from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
 from leukemia_core.classify import Classifier
@@ -38,21 +37,8 @@ PAGES = ("analyze", "review", "counts", "case", "cases", "report")
 
 
 @pytest.fixture(autouse=True)
-def _apptest_runs_the_navigation_script(monkeypatch):
-    """Make AppTest run ``app.py`` (and its ``st.navigation``) on every run, as the server does.
-
-    Streamlit 1.67's AppTest resets ``PagesManager.uses_pages_directory`` before each run and
-    then sets it again because a ``pages/`` folder exists, so from the second run on it runs the
-    page file alone (legacy multipage mode) and the sidebar and navigation vanish. ``streamlit
-    run`` sets the flag to False for good at the first ``st.navigation`` call.
-    """
-    original = PagesManager.__init__
-
-    def init(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
+def _apptest_runs_the_navigation_script(apptest_navigation):
+    """Every page test here runs the app's navigation (see conftest.apptest_navigation)."""
 
 
 def _png(rgb: np.ndarray) -> bytes:

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
 from leukemia_core.calibration import BLAST_INDEX, fit_calibration
@@ -53,22 +52,17 @@ pytestmark = [pytest.mark.data, pytest.mark.slow]
 
 
 @pytest.fixture(autouse=True)
-def _apptest_runs_the_navigation_script(monkeypatch):
-    """See tests/test_app.py: keep AppTest running ``app.py`` and its ``st.navigation``."""
-    original = PagesManager.__init__
-
-    def init(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
+def _apptest_runs_the_navigation_script(apptest_navigation):
+    """Every page test here runs the app's navigation (see conftest.apptest_navigation)."""
 
 
 @pytest.fixture(scope="module")
 def cells(shared_data, tmp_path_factory) -> Path:
     """A manifest of every 5th real ALL-IDB2 crop (34 of 166), grouped by their source field."""
     table = load_allidb2(shared_data / "all_idb2")
-    chosen = [r for i, r in enumerate(sorted(table.records, key=lambda r: r.path.name)) if i % 5 == 0]
+    chosen = [
+        r for i, r in enumerate(sorted(table.records, key=lambda r: r.path.name)) if i % 5 == 0
+    ]
     manifest = tmp_path_factory.mktemp("cells") / "manifest.csv"
     with manifest.open("w", newline="") as stream:
         writer = csv.writer(stream)
@@ -143,8 +137,14 @@ def test_compare_cli_writes_the_table_with_intervals_and_baseline(compared, caps
     assert all(r["status"] == "done" for r in rows.values())
     assert results["n_tested"] == results["n_cells"] == N_CELLS  # 3 folds: each tested once
     for row in rows.values():
-        for key in ("accuracy", "balanced_accuracy", "weighted_f1", "sensitivity", "specificity",
-                    "auroc"):  # fmt: skip  (bootstrap ECE is biased upward: no such promise)
+        for key in (
+            "accuracy",
+            "balanced_accuracy",
+            "weighted_f1",
+            "sensitivity",
+            "specificity",
+            "auroc",
+        ):  # fmt: skip  (bootstrap ECE is biased upward: no such promise)
             assert row[f"{key}_low"] <= row[key] <= row[f"{key}_high"], (row["model"], key)
         assert 0 <= row["ece_low"] <= row["ece_high"] <= 1
     best = [r for r in rows.values() if r.get("best")]
