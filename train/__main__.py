@@ -112,10 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--balance", choices=BALANCING, default="oversample")
     fit.add_argument("--no-augment", action="store_true")
     fit.add_argument("--stain-normalisation", choices=list(STAIN_NORMALISATIONS), default="none")
-    fit.add_argument("--threshold-rule", choices=list(THRESHOLD_RULES),
-                     default="sensitivity_first")
-    fit.add_argument("--augmentations", nargs="+", choices=ALL_AUGMENTATIONS, default=AUGMENTATIONS,
-                     help="which augmentations (default: all)")
+    fit.add_argument("--threshold-rule", choices=list(THRESHOLD_RULES), default="sensitivity_first")
+    fit.add_argument(
+        "--augmentations",
+        nargs="+",
+        choices=ALL_AUGMENTATIONS,
+        default=AUGMENTATIONS,
+        help="which augmentations (default: all)",
+    )
     fit.add_argument("--cached-features", action="store_true",
                      help="train the head on cached frozen-backbone features (fast on CPU)")  # fmt: skip
     fit.add_argument("--feature-views", type=int, default=8)
@@ -132,13 +136,23 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--describe", default="", help="words about the data for the model card")
 
     calibrate = commands.add_parser(
-        "calibrate", help="re-fit a model's calibration on its own validation groups")
+        "calibrate", help="re-fit a model's calibration on its own validation groups"
+    )
     calibrate.add_argument("name", help="model folder")
-    calibrate.add_argument("--data", type=Path, action="append", required=True,
-                           help="the data the model was split on (e.g. its crop bank); repeatable")
+    calibrate.add_argument(
+        "--data",
+        type=Path,
+        action="append",
+        required=True,
+        help="the data the model was split on (e.g. its crop bank); repeatable",
+    )
     calibrate.add_argument("--format", choices=FORMATS, help="layout (detected when omitted)")
-    calibrate.add_argument("--test-time-views", type=int, choices=TEST_TIME_VIEWS,
-                           help="views averaged when classifying (default: the model's)")
+    calibrate.add_argument(
+        "--test-time-views",
+        type=int,
+        choices=TEST_TIME_VIEWS,
+        help="views averaged when classifying (default: the model's)",
+    )
     calibrate.add_argument("--describe", default="", help="words about the data for the config")
     calibrate.add_argument("--models-dir", type=Path)
 
@@ -151,38 +165,79 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare = commands.add_parser("compare", help="compare architectures on grouped splits")
     _data_args(compare)
-    compare.add_argument("--preset", choices=PRESETS, help="architectures and settings to start "
-                         "from: " + "; ".join(f"{k}: {v.title}" for k, v in PRESETS.items()))
-    compare.add_argument("--architectures", nargs="+", choices=list_architectures(),
-                         metavar="NAME", help="registry names (default: the preset's)")
-    compare.add_argument("--input-size", type=_input_size,
-                         help="pixels, or 'default' for each architecture's own size")
-    for flag, kind in (("--epochs", int), ("--batch-size", int),
-                       ("--fine-tune-epochs", int), ("--fine-tune-layers", int),
-                       ("--feature-views", int), ("--patience", int), ("--folds", int),
-                       ("--seed", int)):
+    compare.add_argument(
+        "--preset",
+        choices=PRESETS,
+        help="architectures and settings to start "
+        "from: " + "; ".join(f"{k}: {v.title}" for k, v in PRESETS.items()),
+    )
+    compare.add_argument(
+        "--architectures",
+        nargs="+",
+        choices=list_architectures(),
+        metavar="NAME",
+        help="registry names (default: the preset's)",
+    )
+    compare.add_argument(
+        "--input-size",
+        type=_input_size,
+        help="pixels, or 'default' for each architecture's own size",
+    )
+    for flag, kind in (
+        ("--epochs", int),
+        ("--batch-size", int),
+        ("--fine-tune-epochs", int),
+        ("--fine-tune-layers", int),
+        ("--feature-views", int),
+        ("--patience", int),
+        ("--folds", int),
+        ("--seed", int),
+    ):
         compare.add_argument(flag, type=kind)
-    compare.add_argument("--test-time-views", type=int, choices=TEST_TIME_VIEWS,
-                         help="views whose logits are averaged when classifying (default 1)")
+    compare.add_argument(
+        "--test-time-views",
+        type=int,
+        choices=TEST_TIME_VIEWS,
+        help="views whose logits are averaged when classifying (default 1)",
+    )
     compare.add_argument("--balance", choices=BALANCING)
     compare.add_argument("--no-augment", dest="augment", action="store_false", default=None)
-    compare.add_argument("--augmentations", nargs="+", choices=ALL_AUGMENTATIONS,
-                         help="which augmentations (default: the preset's, else the basic five)")
-    compare.add_argument("--protocol", choices=PROTOCOLS, type=lambda v: v.replace("-", "_"),
-                         help="grouped (default): every source on every side; "
-                              "leave-one-source-out: each source tested by models that never "
-                              "saw it (choose recipes by this)")
+    compare.add_argument(
+        "--augmentations",
+        nargs="+",
+        choices=ALL_AUGMENTATIONS,
+        help="which augmentations (default: the preset's, else the basic five)",
+    )
+    compare.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        type=lambda v: v.replace("-", "_"),
+        help="grouped (default): every source on every side; "
+        "leave-one-source-out: each source tested by models that never "
+        "saw it (choose recipes by this)",
+    )
     compare.add_argument("--stain-normalisation", choices=list(STAIN_NORMALISATIONS))
     compare.add_argument("--threshold-rule", choices=list(THRESHOLD_RULES))
-    compare.add_argument("--cached-features", dest="cached_features", action="store_true",
-                         default=None, help="frozen backbones, heads on cached features")
+    compare.add_argument(
+        "--cached-features",
+        dest="cached_features",
+        action="store_true",
+        default=None,
+        help="frozen backbones, heads on cached features",
+    )
     compare.add_argument("--no-cached-features", dest="cached_features", action="store_false")
-    compare.add_argument("--missing-weights", choices=MISSING_WEIGHTS,
-                         help="architectures without ImageNet weights offline: skip (default) "
-                              "or start from random weights")
+    compare.add_argument(
+        "--missing-weights",
+        choices=MISSING_WEIGHTS,
+        help="architectures without ImageNet weights offline: skip (default) "
+        "or start from random weights",
+    )
     compare.add_argument("--out", type=Path, help="run folder (default: runs/<timestamp>)")
-    compare.add_argument("--promote", metavar="ARCHITECTURE",
-                         help="afterwards, make this model the active one (needs --name)")
+    compare.add_argument(
+        "--promote",
+        metavar="ARCHITECTURE",
+        help="afterwards, make this model the active one (needs --name)",
+    )
     compare.add_argument("--name", help="model folder name for --promote")
     compare.add_argument("--models-dir", type=Path)
 
@@ -201,15 +256,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     domain = commands.add_parser("domain", help="fit a model's out-of-domain reference")
     domain.add_argument("name", help="model folder (needs its split.csv)")
-    domain.add_argument("--data", type=Path, action="append", required=True,
-                        help="the data the model was split on (e.g. its crop bank); repeatable")
+    domain.add_argument(
+        "--data",
+        type=Path,
+        action="append",
+        required=True,
+        help="the data the model was split on (e.g. its crop bank); repeatable",
+    )
     domain.add_argument("--format", choices=FORMATS, help="layout (detected when omitted)")
-    domain.add_argument("--max-train-cells", type=int, default=4000,
-                        help="fit on a seeded random subset of the training cells (0: all)")
-    domain.add_argument("--components", type=int, default=64,
-                        help="principal components of the features")
-    domain.add_argument("--percentile", type=float, default=99.0,
-                        help="of the validation groups' median scores, sets the limit")
+    domain.add_argument(
+        "--max-train-cells",
+        type=int,
+        default=4000,
+        help="fit on a seeded random subset of the training cells (0: all)",
+    )
+    domain.add_argument(
+        "--components", type=int, default=64, help="principal components of the features"
+    )
+    domain.add_argument(
+        "--percentile",
+        type=float,
+        default=99.0,
+        help="of the validation groups' median scores, sets the limit",
+    )
     domain.add_argument("--describe", default="", help="words about the data for the config")
     domain.add_argument("--models-dir", type=Path)
 
@@ -222,10 +291,18 @@ def _data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, action="append", default=[],
                         help="dataset folder or CSV manifest; repeat to combine")  # fmt: skip
     parser.add_argument("--format", choices=FORMATS, help="layout (detected when omitted)")
-    parser.add_argument("--allow-ungrouped", action="store_true",
-                        help="accept cells without subject/field ids (scores may be inflated)")
-    parser.add_argument("--reviewed-cases", nargs="?", const="", metavar="DATABASE",
-                        help="add the signed cells of the case record (default database)")
+    parser.add_argument(
+        "--allow-ungrouped",
+        action="store_true",
+        help="accept cells without subject/field ids (scores may be inflated)",
+    )
+    parser.add_argument(
+        "--reviewed-cases",
+        nargs="?",
+        const="",
+        metavar="DATABASE",
+        help="add the signed cells of the case record (default database)",
+    )
 
 
 def _data_locations(args) -> list[str]:
@@ -277,7 +354,8 @@ def settings_from_args(args: argparse.Namespace):
 
 
 def _compare(args) -> int:
-    from train.compare import compare_models, comparison_markdown, per_source_markdown, promote
+    from train.compare import compare_models, promote
+    from train.compare_tables import comparison_markdown, per_source_markdown
     from train.jobs import JobSpec, load_job_data, record_finished_job, runs_dir
 
     if args.promote and not args.name:
@@ -295,7 +373,8 @@ def _compare(args) -> int:
     if settings.protocol == "leave_one_source_out":
         from train.loso import extras_markdown
 
-        print("\n" + per_source_markdown(comparison))
+        done = [o for o in comparison.outcomes if o.status == "done"]
+        print("\n" + per_source_markdown({o.name: comparison.per_source(o) for o in done}))
         for outcome in comparison.outcomes:
             if outcome.loso:
                 print(f"\n{outcome.name}: out-of-domain score and site adaptation\n")
@@ -389,7 +468,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "bank":
             sources = {k: getattr(args, k) for k in SOURCES if getattr(args, k)}
             if not sources:
-                print(f"error: name at least one source (--{' --'.join(SOURCES)}).", file=sys.stderr)
+                print(
+                    f"error: name at least one source (--{' --'.join(SOURCES)}).", file=sys.stderr
+                )
                 return 2
 
             def bar(kind):
@@ -400,8 +481,11 @@ def main(argv: list[str] | None = None) -> int:
             manifest = build_bank(sources, args.out, size=args.size, progress=bar)
             skipped = (manifest.parent / SKIPPED_FILE).read_text().splitlines()[1:]
             if skipped:
-                print(f"left out {len(skipped)} unreadable image(s); see "
-                      f"{manifest.parent / SKIPPED_FILE}", file=sys.stderr)
+                print(
+                    f"left out {len(skipped)} unreadable image(s); see "
+                    f"{manifest.parent / SKIPPED_FILE}",
+                    file=sys.stderr,
+                )
             print(manifest)
         elif args.command == "fit":
             return _fit(args)

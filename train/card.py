@@ -7,6 +7,7 @@ from pathlib import Path
 
 from leukemia_core.io import write_text_atomic
 from train.adapt import VARIANT_WORDS
+from train.compare_tables import interval_text
 
 RESEARCH_USE = (
     "**Research use only.** This model supports, and never replaces, a qualified person "
@@ -56,20 +57,14 @@ def _fmt(value, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def _with_interval(metrics: dict, key: str) -> str:
-    interval = (metrics.get("intervals") or {}).get(key)
-    text = _fmt(metrics.get(key))
-    return f"{text} ({_fmt(interval[0])}-{_fmt(interval[1])})" if interval else text
-
-
 def _cell_table(rows: dict[str, dict]) -> list[str]:
     keys = ("accuracy", "balanced_accuracy", "weighted_f1", "sensitivity", "specificity", "auroc")
     lines = ["| set | n | " + " | ".join(keys) + " | ECE | confident misses |",
              "|---" * (len(keys) + 4) + "|"]  # fmt: skip
     for name, m in rows.items():
-        cells = [_with_interval(m, k) for k in keys]
+        cells = [interval_text(m, k) for k in keys]
         lines.append(f"| {name} | {m.get('n')} | " + " | ".join(cells)
-                     + f" | {_fmt(m.get('ece'))} | {_with_interval(m, 'confident_miss_rate')} |")  # fmt: skip
+                     + f" | {_fmt(m.get('ece'))} | {interval_text(m, 'confident_miss_rate')} |")  # fmt: skip
     return lines
 
 
@@ -77,8 +72,10 @@ def _views_words(views: int) -> str:
     if views == 1:
         return "Each cell is classified once, as cropped."
     what = "4 quarter turns" if views == 4 else "4 quarter turns and their mirror images"
-    return (f"Test-time views: the logits are averaged over the cell's {what} ({views} forward "
-            "passes) before calibration (a cell has no up or down).")
+    return (
+        f"Test-time views: the logits are averaged over the cell's {what} ({views} forward "
+        "passes) before calibration (a cell has no up or down)."
+    )
 
 
 def _recalibrated(training: dict) -> str:
@@ -86,8 +83,10 @@ def _recalibrated(training: dict) -> str:
     if not done:
         return ""
     data = f" on {done['data']}" if done.get("data") else ""
-    return (f" Re-fitted {done.get('date', '')[:10]} with `python -m train calibrate`{data} "
-            f"({done['coverage']['val']['cells']} validation cells; weights unchanged).")
+    return (
+        f" Re-fitted {done.get('date', '')[:10]} with `python -m train calibrate`{data} "
+        f"({done['coverage']['val']['cells']} validation cells; weights unchanged)."
+    )
 
 
 ADAPTED_NOTE = " Re-fitted on a lab's own cells (see Adapted to a lab)."
@@ -167,8 +166,9 @@ def model_card(name: str, config: dict, metrics: dict) -> str:
         "## Evaluation on the held-out test groups",
         "Figures with 95% bootstrap intervals over groups.",
         "",
-        *_cell_table({"all test cells": metrics.get("test", {}),
-                      **metrics.get("test_per_source", {})}),
+        *_cell_table(
+            {"all test cells": metrics.get("test", {}), **metrics.get("test_per_source", {})}
+        ),
         "",
         f"Share of test cells in the uncertain band: {_fmt(metrics.get('test_uncertain_fraction'))}.",
     ]
@@ -196,8 +196,11 @@ def _training_words(fit: dict) -> str:
     else:
         phase = "frozen backbone, then the head"
     tune = fit.get("fine_tune_epochs")
-    tune_words = f", then {tune} fine-tuning epochs of the top {fit.get('fine_tune_layers')} " \
-        "layers" if tune else ""
+    tune_words = (
+        f", then {tune} fine-tuning epochs of the top {fit.get('fine_tune_layers')} layers"
+        if tune
+        else ""
+    )
     return (f"{phase}{tune_words}; Adamax lr {fit.get('learning_rate')}, batch "
             f"{fit.get('batch_size')}, up to {fit.get('epochs')} epochs with early stopping "
             f"(patience {fit.get('patience')}); balancing: {fit.get('balance')}; augmentation: "

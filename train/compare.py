@@ -43,6 +43,7 @@ from leukemia_core.models.folder import (
 from leukemia_core.models.inputs import InputSpec
 from train.card import model_card
 from train.cellbank import bank_group
+from train.compare_tables import comparison_markdown, table_csv
 from train.evaluate.classifier import SPLIT_FILE
 from train.evaluate.metrics import binary_metrics, mcnemar, roc_points
 from train.fit import (
@@ -498,18 +499,6 @@ class Comparison:
         return results
 
 
-def table_csv(rows: Sequence[dict]) -> str:
-    """The comparison table as CSV (columns in first-seen order)."""
-    columns: list[str] = []
-    for row in rows:
-        columns += [k for k in row if k not in columns]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, columns)
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
 class _Reporter:
     """Adds model and fold to every progress event and turns a cancel request into an exception."""
 
@@ -766,74 +755,6 @@ def compare_models(
     if run_dir is not None:
         _write_cards(comparison, comparison.write(run_dir))
     return comparison
-
-
-def comparison_markdown(rows: Sequence[dict]) -> str:
-    """The table as Markdown: figures with 95% intervals, params, time, speed, McNemar p."""
-    keys = ("balanced_accuracy", "weighted_f1", "sensitivity", "specificity", "auroc", "ece")
-    lines = ["| model | init | n | " + " | ".join(keys) + " | params | train s | cells/s | "
-             "McNemar p vs best |", "|---" * (len(keys) + 7) + "|"]  # fmt: skip
-    for row in rows:
-        if row["status"] != "done":
-            note = row["note"].split(". ")[0]  # the first sentence; the CSV holds all of it
-            lines.append(f"| {row['model']} | {row['status']}: {note} |"
-                         + " |" * (len(keys) + 5))  # fmt: skip
-            continue
-        cells = [_with_interval(row, k) for k in keys]
-        p = row.get("mcnemar_vs_best_p")
-        lines.append(
-            f"| {row['model']}{' (best)' * bool(row.get('best'))} | {row['init']} | "
-            f"{row['n_cells']} | " + " | ".join(cells) + f" | {_count(row.get('params'))} | "
-            f"{row['training_seconds']:.0f} | {_num(row.get('cells_per_second'), 1)} | "
-            f"{'-' if p is None else f'{p:.3g}'} |"
-        )
-    return "\n".join(lines)
-
-
-SOURCE_COLUMNS = ("sensitivity", "specificity", "auroc", "ece", "confident_miss_rate")
-
-
-def per_source_markdown(comparison: Comparison) -> str:
-    """Per model and source unit (left out, under LOSO): figures with 95% group intervals.
-
-    Sources with one class report what they can (a normal-only source: specificity);
-    ``sens@spec0.90`` is the ROC's best sensitivity at specificity >= 0.90.
-    """
-    lines = ["| model | source | cells (blasts) | groups | " + " | ".join(SOURCE_COLUMNS)
-             + " | sens@spec0.90 |", "|---" * (len(SOURCE_COLUMNS) + 5) + "|"]  # fmt: skip
-    for outcome in comparison.outcomes:
-        if outcome.status != "done":
-            continue
-        for source, m in comparison.per_source(outcome).items():
-            blasts = m["confusion"]["blast_called_blast"] + m["confusion"]["blast_called_normal"]
-            row = {k: m.get(k) for k in SOURCE_COLUMNS}
-            row |= {
-                f"{k}_low": (m.get("intervals") or {}).get(k, [None, None])[0]
-                if (m.get("intervals") or {}).get(k)
-                else None
-                for k in SOURCE_COLUMNS
-            }
-            row |= {f"{k}_high": (m.get("intervals") or {}).get(k)[1]
-                    if (m.get("intervals") or {}).get(k) else None for k in SOURCE_COLUMNS}  # fmt: skip
-            cells = [_with_interval(row, k) for k in SOURCE_COLUMNS]
-            lines.append(f"| {outcome.name} | {source} | {m['n']} ({blasts}) | "
-                         f"{m.get('n_groups', '-')} | " + " | ".join(cells)
-                         + f" | {_num(m.get('sensitivity_at_specificity_90'))} |")  # fmt: skip
-    return "\n".join(lines)
-
-
-def _num(value, digits: int = 3) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
-def _count(value) -> str:
-    return "n/a" if value is None else f"{value / 1e6:.1f} M" if value >= 1e5 else str(value)
-
-
-def _with_interval(row: dict, key: str) -> str:
-    low, high = row.get(f"{key}_low"), row.get(f"{key}_high")
-    text = _num(row.get(key))
-    return f"{text} ({_num(low)}-{_num(high)})" if low is not None else text
 
 
 def _write_cards(comparison: Comparison, results: dict) -> None:

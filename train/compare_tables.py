@@ -1,0 +1,85 @@
+"""The comparison's tables as text: CSV of the flat rows, Markdown with 95% intervals."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+
+SOURCE_COLUMNS = ("sensitivity", "specificity", "auroc", "ece", "confident_miss_rate")
+
+
+def table_csv(rows: Sequence[dict]) -> str:
+    """The comparison table as CSV (columns in first-seen order)."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def comparison_markdown(rows: Sequence[dict]) -> str:
+    """The table as Markdown: figures with 95% intervals, params, time, speed, McNemar p."""
+    keys = ("balanced_accuracy", "weighted_f1", "sensitivity", "specificity", "auroc", "ece")
+    lines = ["| model | init | n | " + " | ".join(keys) + " | params | train s | cells/s | "
+             "McNemar p vs best |", "|---" * (len(keys) + 7) + "|"]  # fmt: skip
+    for row in rows:
+        if row["status"] != "done":
+            note = row["note"].split(". ")[0]  # the first sentence; the CSV holds all of it
+            lines.append(f"| {row['model']} | {row['status']}: {note} |"
+                         + " |" * (len(keys) + 5))  # fmt: skip
+            continue
+        cells = [_with_interval(row, k) for k in keys]
+        p = row.get("mcnemar_vs_best_p")
+        lines.append(
+            f"| {row['model']}{' (best)' * bool(row.get('best'))} | {row['init']} | "
+            f"{row['n_cells']} | " + " | ".join(cells) + f" | {_count(row.get('params'))} | "
+            f"{row['training_seconds']:.0f} | {_num(row.get('cells_per_second'), 1)} | "
+            f"{'-' if p is None else f'{p:.3g}'} |"
+        )
+    return "\n".join(lines)
+
+
+def per_source_markdown(per_source: dict[str, dict[str, dict]]) -> str:
+    """Per model and source unit (left out, under LOSO): figures with 95% group intervals.
+
+    Args:
+        per_source: Model -> source -> :func:`train.evaluate.metrics.binary_metrics` result.
+
+    Sources with one class report what they can (a normal-only source: specificity);
+    ``sens@spec0.90`` is the ROC's best sensitivity at specificity >= 0.90.
+    """
+    lines = ["| model | source | cells (blasts) | groups | " + " | ".join(SOURCE_COLUMNS)
+             + " | sens@spec0.90 |", "|---" * (len(SOURCE_COLUMNS) + 5) + "|"]  # fmt: skip
+    for model, sources in per_source.items():
+        for source, m in sources.items():
+            blasts = m["confusion"]["blast_called_blast"] + m["confusion"]["blast_called_normal"]
+            cells = [interval_text(m, k) for k in SOURCE_COLUMNS]
+            lines.append(f"| {model} | {source} | {m['n']} ({blasts}) | "
+                         f"{m.get('n_groups', '-')} | " + " | ".join(cells)
+                         + f" | {_num(m.get('sensitivity_at_specificity_90'))} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def interval_text(metrics: dict, key: str) -> str:
+    """``value (low-high)`` of a figure of a metrics dict with ``intervals``, or the value."""
+    interval = (metrics.get("intervals") or {}).get(key)
+    text = _num(metrics.get(key))
+    return f"{text} ({_num(interval[0])}-{_num(interval[1])})" if interval else text
+
+
+def _num(value, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _count(value) -> str:
+    return "n/a" if value is None else f"{value / 1e6:.1f} M" if value >= 1e5 else str(value)
+
+
+def _with_interval(row: dict, key: str) -> str:
+    low, high = row.get(f"{key}_low"), row.get(f"{key}_high")
+    text = _num(row.get(key))
+    return f"{text} ({_num(low)}-{_num(high)})" if low is not None else text
