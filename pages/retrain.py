@@ -16,7 +16,8 @@ from leukemia_core.models import list_architectures
 from leukemia_core.models.folder import TEST_TIME_VIEWS, list_models
 from leukemia_core.models.inputs import STAIN_NORMALISATIONS
 from train import jobs
-from train.compare import (
+from train.compare import promote
+from train.compare_settings import (
     MISSING_WEIGHTS,
     MODELS_SUBDIR,
     PRESETS,
@@ -24,7 +25,6 @@ from train.compare import (
     SIZE_BASELINE,
     TABLE_FILE,
     CompareSettings,
-    promote,
 )
 from train.datasets import DatasetSource, export_reviewed_cases, extract_zip, inspect_datasets
 from train.fit import ALL_AUGMENTATIONS, BALANCING

@@ -26,7 +26,8 @@ from leukemia_core.models.inputs import (
     ready_crops,
 )
 from leukemia_core.synthetic import make_demo_smear
-from train.compare import CompareSettings, comparison_splits
+from train.compare import comparison_splits
+from train.compare_settings import CompareSettings
 from train.evaluate.metrics import binary_metrics, sensitivity_at_specificity
 from train.fit import ALL_AUGMENTATIONS, _balanced_indices, augment, balancing_strata
 from train.records import CellRecord

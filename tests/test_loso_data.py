@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from train.__main__ import main as train_cli
-from train.compare import MODELS_SUBDIR, RESULTS_FILE
+from train.compare_settings import MODELS_SUBDIR, RESULTS_FILE
 from train.data import load_allidb2, load_class_folders
 
 pytestmark = [pytest.mark.data, pytest.mark.slow]

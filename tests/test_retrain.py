@@ -32,13 +32,8 @@ from leukemia_core.models.folder import (
 from train import jobs
 from train.__main__ import main as train_cli
 from train.cellbank import bank_group
-from train.compare import (
-    RESULTS_FILE,
-    SIZE_BASELINE,
-    TABLE_FILE,
-    CompareSettings,
-    promote,
-)
+from train.compare import promote
+from train.compare_settings import RESULTS_FILE, SIZE_BASELINE, TABLE_FILE, CompareSettings
 from train.data import load_allidb2, load_manifest
 from train.fit import app_crop, labels_of
 from train.run import mixed_sources

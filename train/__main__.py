@@ -35,7 +35,7 @@ from leukemia_core.models.inputs import STAIN_NORMALISATIONS
 from train.adapt_model import adapt_command, add_adapt_arguments
 from train.card import model_card
 from train.cellbank import SKIPPED_FILE, SOURCES, build_bank
-from train.compare import MISSING_WEIGHTS, PRESETS, PROTOCOLS
+from train.compare_settings import MISSING_WEIGHTS, PRESETS, PROTOCOLS
 from train.data import FORMATS, DatasetError, load_dataset
 from train.fit import ALL_AUGMENTATIONS, AUGMENTATIONS, BALANCING, FitConfig
 from train.records import CellTable
@@ -334,10 +334,10 @@ def _inspect(args) -> int:
 
 
 def settings_from_args(args: argparse.Namespace):
-    """The :class:`~train.compare.CompareSettings` that ``compare``'s flags ask for."""
+    """The :class:`~train.compare_settings.CompareSettings` that ``compare``'s flags ask for."""
     from dataclasses import fields
 
-    from train.compare import CompareSettings
+    from train.compare_settings import CompareSettings
 
     overrides = {f.name: getattr(args, f.name) for f in fields(CompareSettings)
                  if getattr(args, f.name, None) is not None}  # fmt: skip

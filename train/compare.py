@@ -10,32 +10,25 @@ What ``python -m train compare`` and the Retrain page run. Research use only.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from leukemia_core.calibration import (
     BLAST_INDEX,
-    THRESHOLD_RULES,
     Calibration,
     blast_probability,
-    reliability_bins,
 )
 from leukemia_core.classify import dihedral_view
 from leukemia_core.domain import stain_statistics
-from leukemia_core.errors import ImageNetWeightsUnavailableError
 from leukemia_core.io import write_text_atomic
-from leukemia_core.models import build_classifier, get_architecture, list_architectures
-from leukemia_core.models.architectures import imagenet_weights
+from leukemia_core.models import build_classifier, get_architecture
 from leukemia_core.models.folder import (
     check_model_name,
-    check_test_time_views,
     load_model,
     save_model_folder,
     set_active_model,
@@ -43,12 +36,20 @@ from leukemia_core.models.folder import (
 from leukemia_core.models.inputs import InputSpec
 from train.card import model_card
 from train.cellbank import bank_group
-from train.compare_tables import comparison_markdown, table_csv
+from train.compare_settings import (
+    FROZEN_RANDOM_WORDS,
+    MODELS_SUBDIR,
+    RESULTS_FILE,
+    SIZE_BASELINE,
+    SPEED_CELLS,
+    CompareCancelled,
+    CompareSettings,
+    initial_weights,
+)
+from train.compare_tables import comparison_markdown
+from train.comparison import Comparison, ModelOutcome
 from train.evaluate.classifier import SPLIT_FILE
-from train.evaluate.metrics import binary_metrics, mcnemar, roc_points
 from train.fit import (
-    AUGMENTATIONS,
-    BALANCING,
     FitConfig,
     ProgressCallback,
     backbone_features,
@@ -66,213 +67,8 @@ from train.splits import (
     SplitResult,
     folds_per_source,
     leave_one_source_out,
-    loso_units,
     split_per_source,
 )
-
-SIZE_BASELINE = "size_only_baseline"
-# "grouped": groups of every source on every side (in-distribution); "leave_one_source_out":
-# each source is tested by a model that never saw it (how a new lab's cells are met).
-PROTOCOLS = ("grouped", "leave_one_source_out")
-MISSING_WEIGHTS = ("skip", "random")
-RESULTS_FILE = "results.json"
-TABLE_FILE = "comparison.csv"
-PREDICTIONS_FILE = "predictions.csv"
-MODELS_SUBDIR = "models"
-TABLE_METRICS = ("accuracy", "balanced_accuracy", "weighted_f1", "sensitivity", "specificity",
-                 "auroc", "ece")  # fmt: skip
-FROZEN_RANDOM_WORDS = (
-    "frozen random backbone (no ImageNet weights offline), head on cached "
-    "features: a floor, not a transfer-learning result"
-)
-SPEED_CELLS = 64  # cells timed for inference speed, after one warm-up batch
-
-
-class CompareCancelled(Exception):
-    """Raised from the progress callback to stop a comparison between two batches."""
-
-
-@dataclass(frozen=True)
-class Preset:
-    """A named set of architectures and settings."""
-
-    title: str
-    description: str
-    architectures: tuple[str, ...]
-    settings: dict = field(default_factory=dict)
-
-
-PRESETS = {
-    "paper_a": Preset(
-        "Source paper A",
-        "EfficientNet-B3 against VGG16, a plain CNN and InceptionV3 at 128 px, with minority "
-        "oversampling, rotation/flip/scale augmentation and fine-tuning of the top layers.",
-        ("efficientnet_b3", "vgg16", "simple_cnn", "inception_v3"),
-        {
-            "input_size": 128,
-            "epochs": 15,
-            "fine_tune_epochs": 10,
-            "cached_features": False,
-            "augmentations": ("hflip", "vflip", "rotate90", "scale"),
-        },
-    ),
-    "paper_b": Preset(
-        "Source paper B",
-        "Seven frozen ImageNet backbones with global max pooling, dropout 0.5 and a 2-way head; "
-        "Adamax 1e-3, batch 40, up to 15 epochs, early stopping with patience 5, flips.",
-        ("vgg16", "vgg19", "inception_v3", "xception", "efficientnet_b0", "resnet50", "resnet101"),
-        {
-            "input_size": 224,
-            "epochs": 15,
-            "fine_tune_epochs": 0,
-            "cached_features": False,
-            "augmentations": ("hflip",),
-        },
-    ),
-    "quick_cpu": Preset(
-        "Quick CPU comparison",
-        "Every registry architecture with a frozen backbone at 128 px; the head is trained on "
-        "backbone features computed once (2 views per cell), so a CPU finishes in minutes; "
-        "the plain CNN has no pretrained weights and is trained whole (most of the time).",
-        tuple(list_architectures()),
-        {
-            "input_size": 128,
-            "epochs": 15,
-            "fine_tune_epochs": 0,
-            "cached_features": True,
-            "feature_views": 2,
-        },
-    ),
-}
-
-
-@dataclass(frozen=True)
-class CompareSettings:
-    """One comparison job: which architectures, and how each is trained and tested.
-
-    Attributes:
-        architectures: Registry names, in the order they are trained.
-        input_size: Square input side for every model (None: each architecture's default).
-        epochs: Epochs of the first phase (head, or whole model from random weights).
-        batch_size: Cells per step.
-        fine_tune_epochs: Epochs unfreezing the top of a pretrained backbone (0: none).
-        fine_tune_layers: Backbone layers unfrozen from the top when fine-tuning.
-        augment: Augment training cells at all.
-        augmentations: Which of :data:`train.fit.AUGMENTATIONS` to apply.
-        balance: ``"oversample"``, ``"class_weight"`` or ``"none"``.
-        cached_features: Train heads on backbone features computed once (frozen backbones).
-        feature_views: Augmented views per cell in cached-feature mode.
-        patience: Early-stopping patience in epochs, on validation loss.
-        folds: 1 for one 70/10/20 split per source; k >= 3 for grouped k-fold.
-        seed: Seed of the split, the weights and the augmentation.
-        missing_weights: When ImageNet weights cannot be had offline: ``"skip"`` the
-            architecture (its row says why) or start it from ``"random"`` weights (said so).
-        protocol: One of :data:`PROTOCOLS`; ``leave_one_source_out`` ignores ``folds``.
-        stain_normalisation: Step of the model-input path (``none``, ``grey``, ``cell_lab``).
-        threshold_rule: A key of :data:`leukemia_core.calibration.THRESHOLD_RULES`.
-    """
-
-    architectures: tuple[str, ...]
-    input_size: int | None = 128
-    epochs: int = 15
-    batch_size: int = 40
-    fine_tune_epochs: int = 0
-    fine_tune_layers: int = 30
-    augment: bool = True
-    augmentations: tuple[str, ...] = AUGMENTATIONS
-    balance: str = "oversample"
-    cached_features: bool = True
-    feature_views: int = 2
-    test_time_views: int = 1
-    patience: int = 5
-    folds: int = 1
-    seed: int = 0
-    missing_weights: str = "skip"
-    protocol: str = "grouped"
-    stain_normalisation: str = "none"
-    threshold_rule: str = "sensitivity_first"
-
-    def __post_init__(self) -> None:
-        if self.protocol not in PROTOCOLS:
-            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}.")
-        if self.threshold_rule not in THRESHOLD_RULES:
-            raise ValueError(f"threshold_rule must be one of {tuple(THRESHOLD_RULES)}, got "
-                             f"{self.threshold_rule!r}.")  # fmt: skip
-        object.__setattr__(self, "architectures", tuple(self.architectures))
-        object.__setattr__(self, "augmentations", tuple(self.augmentations))
-        if not self.architectures:
-            raise ValueError("Choose at least one architecture to compare.")
-        for name in self.architectures:
-            get_architecture(name)  # unknown names fail here, listing the valid ones
-        if len(set(self.architectures)) != len(self.architectures):
-            raise ValueError(f"An architecture is listed twice: {self.architectures}.")
-        if self.folds != 1 and self.folds < 3:
-            raise ValueError(
-                f"folds must be 1 or at least 3 (train/val/test parts), got {self.folds}."
-            )
-        if self.balance not in BALANCING:
-            raise ValueError(f"balance must be one of {BALANCING}, got {self.balance!r}.")
-        if self.missing_weights not in MISSING_WEIGHTS:
-            raise ValueError(f"missing_weights must be one of {MISSING_WEIGHTS}.")
-        if self.cached_features and self.fine_tune_epochs:
-            raise ValueError(
-                "Fine-tuning changes the backbone, so it cannot train on cached "
-                "features: set fine-tune epochs to 0 or turn cached features off."
-            )
-        check_test_time_views(self.test_time_views)
-        if min(self.epochs, self.batch_size, self.feature_views) < 1:
-            raise ValueError("epochs, batch_size and feature_views must be at least 1.")
-
-    @classmethod
-    def from_preset(cls, name: str, **overrides) -> CompareSettings:
-        """The settings of a :data:`PRESETS` entry, with some of them replaced."""
-        if name not in PRESETS:
-            raise ValueError(f"Unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")
-        preset = PRESETS[name]
-        return cls(**{"architectures": preset.architectures, **preset.settings, **overrides})
-
-    @classmethod
-    def from_dict(cls, values: dict) -> CompareSettings:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "architectures": list(self.architectures),
-                "augmentations": list(self.augmentations)}  # fmt: skip
-
-    def fit_config(self, architecture: str, weights: str | None) -> FitConfig:
-        """The :class:`FitConfig` of one architecture under these settings."""
-        spec = get_architecture(architecture)
-        size = self.input_size
-        if size is not None and size < spec.min_input_size:
-            size = spec.min_input_size
-        return FitConfig(
-            architecture=architecture, input_size=size, weights=weights, epochs=self.epochs,
-            fine_tune_epochs=self.fine_tune_epochs, fine_tune_layers=self.fine_tune_layers,
-            batch_size=self.batch_size, balance=self.balance, augment=self.augment,
-            augmentations=self.augmentations,
-            cached_features=self.cached_features and weights is not None,
-            feature_views=self.feature_views, test_time_views=self.test_time_views,
-            patience=self.patience, seed=self.seed, stain_normalisation=self.stain_normalisation,
-            threshold_rule=self.threshold_rule,
-        )  # fmt: skip
-
-
-def initial_weights(architecture: str, missing: str = "skip") -> tuple[str | None, str, str | None]:
-    """``(weights, init words, skip reason)`` for an architecture, without any download.
-
-    Raises nothing: an architecture whose ImageNet weights cannot be had is skipped with the
-    reason (``missing="skip"``), or starts from random weights, which its row then says.
-    """
-    if get_architecture(architecture).imagenet_source is None:
-        return None, "random (no pretrained weights exist)", None
-    try:
-        imagenet_weights(architecture)
-    except ImageNetWeightsUnavailableError as error:
-        if missing == "random":
-            return None, "random (ImageNet weights unavailable offline)", None
-        return None, "", f"not run: ImageNet weights unavailable offline. {error}"
-    return "imagenet", "ImageNet", None
 
 
 def comparison_splits(
@@ -315,188 +111,6 @@ def _size_logits(beta: np.ndarray, x: np.ndarray) -> np.ndarray:
     logits = np.zeros((len(x), 2), np.float32)
     logits[:, BLAST_INDEX] = z
     return logits
-
-
-@dataclass
-class ModelOutcome:
-    """One row of the comparison: pooled out-of-fold predictions and what it took."""
-
-    name: str
-    init: str
-    status: str = "done"  # done, skipped or failed
-    reason: str = ""
-    p: np.ndarray | None = None  # calibrated blast probability per cell (out of fold)
-    thresholds: np.ndarray | None = None  # decision threshold of the fold that tested the cell
-    review_low: np.ndarray | None = None  # lower end of that fold's review band
-    loso: dict = field(default_factory=dict)  # left-out source -> domain and adaptation checks
-    params: int | None = None
-    training_seconds: float = 0.0
-    cells_per_second: float | None = None
-    history: list[dict] = field(default_factory=list)
-    folder: str | None = None
-
-
-@dataclass
-class Comparison:
-    """Everything a comparison produced; :meth:`write` stores it in a run folder."""
-
-    settings: CompareSettings
-    records: tuple[CellRecord, ...]
-    fold_of: np.ndarray  # fold that tested each cell (-1: never tested)
-    outcomes: list[ModelOutcome]
-    data_description: str = ""
-    seconds: float = 0.0
-    fold_names: tuple[str, ...] = ()  # per fold: its number, or the source it leaves out
-    _metrics: dict = field(default_factory=dict, repr=False)  # bootstraps are slow: once each
-
-    def tested(self) -> np.ndarray:
-        return self.fold_of >= 0
-
-    def is_blast(self) -> np.ndarray:
-        return labels_of(self.records) == BLAST_INDEX
-
-    def metrics(self, outcome: ModelOutcome) -> dict:
-        """Pooled test metrics of one model with 95% group-bootstrap intervals."""
-        if outcome.name not in self._metrics:
-            t = self.tested()
-            groups = [bank_group(r) for r, keep in zip(self.records, t, strict=True) if keep]
-            self._metrics[outcome.name] = binary_metrics(
-                self.is_blast()[t], outcome.p[t], outcome.thresholds[t], groups=groups,
-                seed=self.settings.seed, review_low=outcome.review_low[t])  # fmt: skip
-        return self._metrics[outcome.name]
-
-    def source_units(self) -> np.ndarray:
-        """Per cell, the unit figures are reported by: the left-out unit under LOSO (ALL-IDB1
-        and ALL-IDB2 together, as they share fields), else the source."""
-        if self.settings.protocol == "leave_one_source_out":
-            unit_of = loso_units(self.records)
-            return np.array([unit_of[r.source] for r in self.records])
-        return np.array([r.source for r in self.records])
-
-    def per_source(self, outcome: ModelOutcome) -> dict:
-        """Figures per source unit with 95% intervals by group (patient, field block)."""
-        key = f"{outcome.name}/per_source"
-        if key not in self._metrics:
-            t, units = self.tested(), self.source_units()
-            groups = np.array([bank_group(r) for r in self.records])
-            self._metrics[key] = {
-                s: binary_metrics(self.is_blast()[m], outcome.p[m], outcome.thresholds[m],
-                                  groups=groups[m], seed=self.settings.seed,
-                                  review_low=outcome.review_low[m])
-                for s in sorted(set(units[t])) if (m := t & (units == s)).any()
-            }  # fmt: skip
-        return self._metrics[key]
-
-    def correct(self, outcome: ModelOutcome) -> np.ndarray:
-        t = self.tested()
-        return (outcome.p[t] >= outcome.thresholds[t]) == self.is_blast()[t]
-
-    def best(self) -> ModelOutcome | None:
-        """The finished model (size baseline excluded) with the highest balanced accuracy."""
-        done = [o for o in self.outcomes if o.status == "done" and o.name != SIZE_BASELINE]
-        if not done:
-            return None
-        return max(done, key=lambda o: self.metrics(o)["balanced_accuracy"] or 0.0)
-
-    def table(self) -> list[dict]:
-        """One flat row per model: figures with interval bounds, size, time, speed, McNemar."""
-        best = self.best()
-        rows = []
-        for outcome in self.outcomes:
-            row = {"model": outcome.name, "init": outcome.init, "status": outcome.status,
-                   "note": outcome.reason}  # fmt: skip
-            if outcome.status == "done":
-                m = self.metrics(outcome)
-                row["n_cells"], row["n_groups"] = m["n"], m.get("n_groups")
-                for key in TABLE_METRICS:
-                    low, high = (m.get("intervals") or {}).get(key) or (None, None)
-                    row |= {key: m[key], f"{key}_low": low, f"{key}_high": high}
-                row |= {"params": outcome.params, "training_seconds": outcome.training_seconds,
-                        "cells_per_second": outcome.cells_per_second}  # fmt: skip
-                if best is not None and outcome is not best:
-                    test = mcnemar(self.correct(best), self.correct(outcome))
-                    row |= {
-                        "mcnemar_vs_best_p": test["p_value"],
-                        "best_only_right": test["a_only"],
-                        "this_only_right": test["b_only"],
-                    }
-                row["best"] = outcome is best
-            rows.append(row)
-        return rows
-
-    def to_dict(self) -> dict:
-        """The whole result as JSON-ready values (the run folder's ``results.json``)."""
-        t, y = self.tested(), self.is_blast()
-        best = self.best()
-        models = {}
-        for o in self.outcomes:
-            if o.status != "done":
-                continue
-            m = self.metrics(o)
-            models[o.name] = {
-                "metrics": m,
-                "per_source": self.per_source(o),
-                "roc": roc_points(y[t], o.p[t]),
-                "reliability": reliability_bins(o.p[t], y[t]),
-                "confusion": m["confusion"],
-                "history": o.history,
-                "folder": o.folder,
-                "loso_extras": o.loso,
-            }
-        sources = sorted({r.source for r in self.records})
-        return {
-            "settings": self.settings.to_dict(),
-            "data": self.data_description,
-            "n_cells": len(self.records),
-            "n_tested": int(t.sum()),
-            "per_source_tested": {
-                s: int(sum(k and r.source == s for r, k in zip(self.records, t, strict=True)))
-                for s in sources
-            },
-            "protocol": self.settings.protocol,
-            "folds": list(self.fold_names),
-            "split": self.split_words(),
-            "best": best.name if best else None,
-            "seconds": self.seconds,
-            "table": self.table(),
-            "models": models,
-        }
-
-    def split_words(self) -> str:
-        if self.settings.protocol == "leave_one_source_out":
-            return ("leave one source out: each source (ALL-IDB1 with ALL-IDB2) tested by a model "
-                    "trained on the others, validated on 20% of the others' groups")  # fmt: skip
-        return "grouped within each source " + (
-            "(70/10/20 of groups)" if self.settings.folds == 1
-            else f"({self.settings.folds} folds: test one part, validate on the next)")  # fmt: skip
-
-    def predictions_csv(self) -> str:
-        """Per cell: path, group, source, label, fold, then each model's probability."""
-        done = [o for o in self.outcomes if o.status == "done"]
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(["path", "group", "source", "label", "fold", *(f"p_{o.name}" for o in done),
-                         *(f"threshold_{o.name}" for o in done)])  # fmt: skip
-        for i, r in enumerate(self.records):
-            if self.fold_of[i] < 0:
-                continue
-            writer.writerow([r.path, bank_group(r), r.source, r.label, int(self.fold_of[i]),
-                             *(f"{o.p[i]:.5f}" for o in done),
-                             *(f"{o.thresholds[i]:.4f}" for o in done)])  # fmt: skip
-        return buffer.getvalue()
-
-    def write(self, run_dir: Path) -> dict:
-        """Write ``results.json``, ``comparison.csv`` and ``predictions.csv``, each atomically.
-
-        Returns:
-            The results written (:meth:`to_dict`).
-        """
-        run_dir.mkdir(parents=True, exist_ok=True)
-        results = self.to_dict()
-        write_text_atomic(run_dir / PREDICTIONS_FILE, self.predictions_csv())
-        write_text_atomic(run_dir / TABLE_FILE, table_csv(results["table"]))
-        write_text_atomic(run_dir / RESULTS_FILE, json.dumps(results, indent=1) + "\n")
-        return results
 
 
 class _Reporter:

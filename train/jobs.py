@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from leukemia_core.io import write_text_atomic
-from train.compare import MODELS_SUBDIR, RESULTS_FILE, CompareCancelled, CompareSettings
+from train.compare_settings import MODELS_SUBDIR, RESULTS_FILE, CompareCancelled, CompareSettings
 
 RUNS_ENV_VAR = "LEUKEMIA_RUNS_DIR"
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"

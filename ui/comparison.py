@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import pandas as pd
 import plotly.graph_objects as go
 
-from train.compare import SIZE_BASELINE, TABLE_METRICS
+from train.compare_settings import SIZE_BASELINE, TABLE_METRICS
 
 METRIC_NAMES = {
     "accuracy": "Accuracy",
