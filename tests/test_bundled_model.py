@@ -18,7 +18,7 @@ from train.evaluate.classifier import evaluate_cells, evaluate_normals, evaluate
 from train.records import CellTable
 
 pytestmark = [pytest.mark.data, pytest.mark.slow]
-NOT_YET = "lite0_blast_v2 (frozen Lite0, sensitivity-first threshold 0.12) measured {}"
+NOT_YET = "lite0_blast_v2 (frozen Lite0, sensitivity-first threshold 0.13) measured {}"
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_held_out_fields_find_every_blast(field_figures):
     assert field_figures["count_mae"] <= 1.5
 
 
-@pytest.mark.xfail(strict=True, reason=NOT_YET.format("blast F1 0.702, field AUROC 0.884"))
+@pytest.mark.xfail(strict=True, reason=NOT_YET.format("blast F1 0.714, field AUROC 0.884"))
 def test_held_out_fields_target(field_figures):
     assert field_figures["blast_f1"] >= 0.92
     assert field_figures["field_auroc"] >= 0.99
@@ -94,7 +94,7 @@ def test_held_out_deepapl_patients(deepapl_figures):
     assert deepapl_figures["ece"] <= 0.05
 
 
-@pytest.mark.xfail(strict=True, reason=NOT_YET.format("specificity 0.796"))
+@pytest.mark.xfail(strict=True, reason=NOT_YET.format("specificity 0.812"))
 def test_held_out_deepapl_target(deepapl_figures):
     assert deepapl_figures["specificity"] >= 0.95
 
