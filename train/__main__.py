@@ -81,6 +81,13 @@ def _weights(value: str) -> str | None:
     return None if value.lower() in ("none", "random") else value
 
 
+def _split_data_args(parser: argparse.ArgumentParser) -> None:
+    """``--data``/``--format`` of the commands that re-read a model's own split (its crop bank)."""
+    parser.add_argument("--data", type=Path, action="append", required=True,
+                        help="the data the model was split on (e.g. its crop bank); repeatable")  # fmt: skip
+    parser.add_argument("--format", choices=FORMATS, help="layout (detected when omitted)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -139,14 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
         "calibrate", help="re-fit a model's calibration on its own validation groups"
     )
     calibrate.add_argument("name", help="model folder")
-    calibrate.add_argument(
-        "--data",
-        type=Path,
-        action="append",
-        required=True,
-        help="the data the model was split on (e.g. its crop bank); repeatable",
-    )
-    calibrate.add_argument("--format", choices=FORMATS, help="layout (detected when omitted)")
+    _split_data_args(calibrate)
     calibrate.add_argument(
         "--test-time-views",
         type=int,
@@ -256,14 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     domain = commands.add_parser("domain", help="fit a model's out-of-domain reference")
     domain.add_argument("name", help="model folder (needs its split.csv)")
-    domain.add_argument(
-        "--data",
-        type=Path,
-        action="append",
-        required=True,
-        help="the data the model was split on (e.g. its crop bank); repeatable",
-    )
-    domain.add_argument("--format", choices=FORMATS, help="layout (detected when omitted)")
+    _split_data_args(domain)
     domain.add_argument(
         "--max-train-cells",
         type=int,
