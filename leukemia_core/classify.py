@@ -53,17 +53,16 @@ def view_averaged_logits(
 
     The views are made one at a time, so a batch never needs more than one extra copy.
     """
-    check_test_time_views(n_views)
-    total = np.asarray(predict(batch), dtype=np.float64)
-    for index in range(1, n_views):
-        total += np.asarray(predict(dihedral_view(batch, index)), dtype=np.float64)
-    return (total / n_views).astype(np.float32)
+    return view_averaged_outputs(lambda views: (predict(views),), batch, n_views)[0]
 
 
 def view_averaged_outputs(
     predict: Callable[[np.ndarray], Sequence[np.ndarray]], batch: np.ndarray, n_views: int
 ) -> tuple[np.ndarray, ...]:
-    """:func:`view_averaged_logits` for a model with several outputs: each one averaged."""
+    """The mean of each of a multi-output ``predict`` over the first ``n_views`` dihedral views.
+
+    The views are made one at a time, so a batch never needs more than one extra copy.
+    """
     check_test_time_views(n_views)
     totals = [np.asarray(o, dtype=np.float64) for o in predict(batch)]
     for index in range(1, n_views):

@@ -25,9 +25,9 @@ from leukemia_core.calibration import (
     BLAST_INDEX,
     Calibration,
     blast_probability,
-    expected_calibration_error,
     fit_calibration,
 )
+from train.evaluate.metrics import point_metrics
 from train.records import BLAST, NORMAL, CellRecord, DatasetError
 from train.splits import assign_groups
 
@@ -35,6 +35,8 @@ MIN_CELLS_PER_CLASS = 5  # fewer blasts or normal cells than this: nothing to fi
 MIN_GROUPS = 2  # the internal check needs at least two samples
 MIN_HEAD_CELLS_PER_CLASS = 20  # the head is re-fitted only with this many of each class too
 CHECK_FOLDS = 5
+# The check's figures (train.evaluate.metrics.point_metrics keys)
+FIGURES = ("n", "balanced_accuracy", "sensitivity", "specificity", "ece", "confident_miss_rate")
 HEAD_PULL = 1.0  # L2 pull toward the current head, in units of the features' mean variance
 HEAD_ACCURACY_SLACK = 0.01  # a lower log-loss may cost this much balanced accuracy
 MIN_LOGLOSS_GAIN = 0.01  # a larger change must lower the check's log-loss by this much
@@ -192,13 +194,10 @@ def figures(p: np.ndarray, is_blast: np.ndarray, threshold, uncertain_low) -> di
         uncertain_low: Lower end of the review band, or one per cell; a blast below it is a
             confident miss (counted normal without review).
     """
-    p, y = np.asarray(p, np.float64), np.asarray(is_blast, bool)
-    called = p >= np.broadcast_to(threshold, p.shape)
-    sensitivity, specificity = float(called[y].mean()), float((~called[~y]).mean())
-    missed = p[y] < np.broadcast_to(uncertain_low, p.shape)[y]
-    return {"n": len(y), "balanced_accuracy": (sensitivity + specificity) / 2,
-            "sensitivity": sensitivity, "specificity": specificity,
-            "ece": expected_calibration_error(p, y), "confident_miss_rate": float(missed.mean())}  # fmt: skip
+    p = np.asarray(p, np.float64)
+    m = point_metrics(is_blast, p, np.broadcast_to(threshold, p.shape),
+                      np.broadcast_to(uncertain_low, p.shape))  # fmt: skip
+    return {k: m[k] for k in FIGURES}
 
 
 def _folds(is_blast: np.ndarray, groups: np.ndarray, seed: int) -> np.ndarray:

@@ -82,11 +82,6 @@ def comparison_splits(
     return [(str(k + 1), split) for k, split in enumerate(folds_per_source(records, folds, seed))]
 
 
-def calibrate_fold(settings: CompareSettings, logits_val: np.ndarray, val) -> Calibration:
-    """One fold's calibration on its validation cells, under the settings' threshold rule."""
-    return calibrate_cells(logits_val, val, settings.threshold_rule)
-
-
 def cell_area_fraction(crops: np.ndarray) -> np.ndarray:
     """Share of each crop covered by the cell (non-black pixels): the size-only feature."""
     return (crops.max(axis=-1) > 4).mean(axis=(1, 2)).astype(np.float64)
@@ -212,12 +207,16 @@ def _run_architecture(
                   for k in range(1, config.test_time_views)]  # fmt: skip
         features = {"model": model, "x": x, "test_views": np.stack([x[0], *turned])}
         if settings.protocol == "leave_one_source_out":
-            # The domain score's stain part reads the cells' own colours, before normalisation.
-            raw = config.input_spec if config.stain_normalisation == "none" else replace(
-                config.input_spec, stain_normalisation="none")  # fmt: skip
-            features["stain"] = stain_statistics(
-                crops if raw == config.input_spec else load_crops(records, raw, report)
-            )
+            # Per-cell arrays every left-out source's checks read, made once. The domain
+            # score's stain part reads the cells' own colours, before any stain step.
+            raw = replace(config.input_spec, stain_normalisation="none")
+            features |= {
+                "stain": stain_statistics(
+                    crops if raw == config.input_spec else load_crops(records, raw, report)),
+                "averaged": features["test_views"].mean(axis=0),
+                "groups": np.array([r.group for r in records]),  # bank groups (see compare_models)
+                "is_blast": labels_of(records) == BLAST_INDEX,
+            }  # fmt: skip
         outcome.training_seconds += time.perf_counter() - start
         if frozen_random:
             outcome.init = FROZEN_RANDOM_WORDS
@@ -228,14 +227,14 @@ def _run_architecture(
         outcome.training_seconds += seconds
         left_out = {"left_out": fold_name} if settings.protocol != "grouped" else {}
         outcome.history += [{"fold": fold + 1, **left_out, **row} for row in history]
-        calibration = calibrate_fold(settings, logits_val, split.val)
-        test_rows = split_rows(split, index)["test"]
+        calibration = calibrate_cells(logits_val, split.val, settings.threshold_rule)
+        take = split_rows(split, index)
+        test_rows = take["test"]
         outcome.p[test_rows] = blast_probability(logits_test, calibration.temperature)
         outcome.thresholds[test_rows] = calibration.threshold
         outcome.review_low[test_rows] = calibration.uncertain_low
         if settings.protocol == "leave_one_source_out" and features is not None:
-            outcome.loso[fold_name] = _loso_extras(features, split_rows(split, index), records,
-                                                   model, calibration)  # fmt: skip
+            outcome.loso[fold_name] = _loso_extras(features, take, model, calibration)
         if fold == 0:
             outcome.params = int(model.count_params())
             outcome.cells_per_second = _inference_speed(model, crops, config)
@@ -247,16 +246,10 @@ def _run_architecture(
     return outcome
 
 
-def _loso_extras(features: dict, take: dict, records, model, calibration: Calibration) -> dict:
+def _loso_extras(features: dict, take: dict, model, calibration: Calibration) -> dict:
     """Domain score and adaptation checks of one left-out source (see :mod:`train.loso`)."""
-    plain, averaged, stain = (
-        features["x"][0],
-        features["test_views"].mean(axis=0),
-        features["stain"],
-    )
-    groups = np.array([bank_group(r) for r in records])
-    is_blast = labels_of(records) == BLAST_INDEX
-    t = take["test"]
+    plain, averaged, stain = features["x"][0], features["averaged"], features["stain"]
+    groups, is_blast, t = features["groups"], features["is_blast"], take["test"]
     kernel, bias = model.get_layer("logits").get_weights()
     return {
         "domain": domain_check(
@@ -298,7 +291,7 @@ def _size_baseline(settings, records, splits, index, crops) -> ModelOutcome:
         mean, std = area[rows["train"]].mean(), area[rows["train"]].std() + 1e-9
         beta = _logistic_fit((area[rows["train"]] - mean) / std, y["train"].astype(float))
         logits = {s: _size_logits(beta, (area[rows[s]] - mean) / std) for s in ("val", "test")}
-        calibration = calibrate_fold(settings, logits["val"], split.val)
+        calibration = calibrate_cells(logits["val"], split.val, settings.threshold_rule)
         outcome.p[rows["test"]] = blast_probability(logits["test"], calibration.temperature)
         outcome.thresholds[rows["test"]] = calibration.threshold
         outcome.review_low[rows["test"]] = calibration.uncertain_low

@@ -20,13 +20,12 @@ import numpy as np
 
 from leukemia_core.calibration import Calibration, blast_probability
 from leukemia_core.domain import DomainReference, pool_small_groups
-from train.adapt import AdaptationError, adapt_from_arrays, adaptation_split
+from train.adapt import FIGURES, AdaptationError, adapt_from_arrays, adaptation_split, figures
 from train.domain import group_medians
-from train.evaluate.metrics import auroc, point_metrics
+from train.evaluate.metrics import auroc
 
 ADAPTATION_SIZES = (50, 200)
 ADAPTATION_DRAWS = 3  # random draws of adaptation groups per size; figures are their mean
-_FIGURES = ("balanced_accuracy", "sensitivity", "specificity", "ece", "confident_miss_rate")
 
 
 def _sample_medians(scores: np.ndarray, groups: np.ndarray) -> np.ndarray:
@@ -70,11 +69,6 @@ def domain_check(
         "n_cells": [len(s_in), len(s_out)],
         "n_samples": [len(m_in), len(m_out)],
     }
-
-
-def _figures(p: np.ndarray, y: np.ndarray, calibration: Calibration) -> dict:
-    m = point_metrics(y, p, calibration.threshold, calibration.uncertain_low)
-    return {k: m[k] for k in _FIGURES}
 
 
 def adaptation_check(
@@ -124,8 +118,9 @@ def adaptation_check(
                                       adapted.calibration.temperature)  # fmt: skip
             runs.append({"cells": int(fit_rows.sum()), "test_cells": int(test_rows.sum()),
                          "variant": adapted.variant,
-                         "before": _figures(before, y[test_rows], calibration),
-                         "after": _figures(after, y[test_rows], adapted.calibration)})  # fmt: skip
+                         "before": figures(before, y[test_rows], calibration.threshold, calibration.uncertain_low),
+                         "after": figures(after, y[test_rows], adapted.calibration.threshold,
+                                          adapted.calibration.uncertain_low)})  # fmt: skip
         result[str(size)] = _mean_of(runs) | {"draws": len(runs), "failures": failures}
     return result
 
@@ -142,7 +137,7 @@ def _mean_of(runs: list[dict]) -> dict:
         "cells": float(np.mean([r["cells"] for r in runs])),
         "test_cells": float(np.mean([r["test_cells"] for r in runs])),
         "variants": [r["variant"] for r in runs],
-        **{side: {k: mean(side, k) for k in _FIGURES} for side in ("before", "after")},
+        **{side: {k: mean(side, k) for k in FIGURES} for side in ("before", "after")},
     }
 
 

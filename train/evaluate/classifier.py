@@ -161,13 +161,10 @@ def evaluate_smears(
         ]
         predicted = [c.cell_id for c in analysis.cells
                      if c.blast_probability >= threshold and not c.cell.touches_border]  # fmt: skip
-        p_of = {c.cell_id: c.blast_probability for c in analysis.cells}
-        for x, y in points:
-            cell_id = int(
-                labels[min(round(y), labels.shape[0] - 1), min(round(x), labels.shape[1] - 1)]
-            )
-            unsegmented += cell_id == 0
-            confident_misses += cell_id != 0 and p_of.get(cell_id, 1.0) < review_low
+        below_band = [c.cell_id for c in analysis.cells if c.blast_probability < review_low]
+        confident_misses += len(cells_at_points_all(points, labels, below_band))
+        segmented = np.unique(labels[labels > 0]).tolist()
+        unsegmented += len(points) - len(cells_at_points_all(points, labels, segmented))
         blast_labels = np.where(np.isin(labels, predicted), labels, 0)
         matched = len(cells_at_points(points, blast_labels))
         tp, fp, fn = tp + matched, fp + len(predicted) - matched, fn + len(points) - matched
