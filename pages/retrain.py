@@ -176,9 +176,10 @@ def settings_section(picked: dict | None) -> None:
                         "lower resolution; jpeg: compression artefacts.")  # fmt: skip
     cols = st.columns(3)
     cols[0].selectbox("Evaluation protocol", PROTOCOLS, key="protocol",
-                      format_func=lambda p: {"grouped": "Grouped (all sources on every side)",
+                      format_func=lambda p: {"grouped": "Grouped",
                                              "leave_one_source_out": "Leave one source out"}[p],
-                      help="Leave one source out tests each dataset with models that never saw "
+                      help="Grouped: every source on every side. Leave one source out tests each "
+                           "dataset with models that never saw "
                            "it: how a new lab's cells are met. Choose recipes by it; its "
                            "models are not promotable (each lacks one source).")  # fmt: skip
     cols[1].selectbox("Stain normalisation", list(STAIN_NORMALISATIONS),
