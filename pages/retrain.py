@@ -16,6 +16,7 @@ from leukemia_core.models import list_architectures
 from leukemia_core.models.folder import TEST_TIME_VIEWS, list_models
 from leukemia_core.models.inputs import STAIN_NORMALISATIONS
 from train import jobs
+from train.archives import extract_zip
 from train.compare import promote
 from train.compare_settings import (
     MISSING_WEIGHTS,
@@ -26,8 +27,9 @@ from train.compare_settings import (
     TABLE_FILE,
     CompareSettings,
 )
-from train.datasets import DatasetSource, export_reviewed_cases, extract_zip, inspect_datasets
 from train.fit import ALL_AUGMENTATIONS, BALANCING
+from train.inspection import DatasetSource, inspect_datasets
+from train.reviewed_cases import export_reviewed_cases
 from ui import comparison as view
 from ui import state
 from ui.adaptation import adapt_section

@@ -1,4 +1,5 @@
-"""Tests of train.datasets: summaries, refusals, safe zip unpacking and reviewed-case export.
+"""Tests of dataset picking: summaries and refusals (train.inspection), safe zip unpacking
+(train.archives) and reviewed-case export (train.reviewed_cases).
 
 Datasets are tiny real images written to ``tmp_path`` (helpers of tests/test_data.py); zips are
 built in memory, the unsafe ones by hand-patching their headers; cases go into a real
@@ -20,14 +21,12 @@ from PIL import Image
 from test_data import make_cnmc, make_folders, write_image, write_text
 
 from leukemia_core.store import CaseStore, CellEntry, FieldEntry
+from train.archives import UnsafeArchiveError, extract_zip
 from train.data import load_dataset, load_manifest, summarize
-from train.datasets import (
+from train.inspection import (
     DatasetSource,
     DatasetSummary,
     GroupCount,
-    UnsafeArchiveError,
-    export_reviewed_cases,
-    extract_zip,
     inspect_dataset,
     inspect_datasets,
 )
@@ -39,6 +38,7 @@ from train.records import (
     SingleClassError,
     UnreadableFileError,
 )
+from train.reviewed_cases import export_reviewed_cases
 
 
 def make_subjects(root: Path, layout: dict[str, list[str]]) -> Path:

@@ -303,7 +303,7 @@ def _data_locations(args) -> list[str]:
     locations = [str(d) for d in args.data]
     if args.reviewed_cases is not None:
         from leukemia_core.store import CaseStore
-        from train.datasets import export_reviewed_cases
+        from train.reviewed_cases import export_reviewed_cases
 
         store = CaseStore(args.reviewed_cases or None)
         out = (getattr(args, "out", None) or Path(tempfile.mkdtemp())) / "reviewed_cases"
@@ -316,7 +316,7 @@ def _data_locations(args) -> list[str]:
 
 
 def _inspect(args) -> int:
-    from train.datasets import DatasetSource, inspect_datasets
+    from train.inspection import DatasetSource, inspect_datasets
 
     _, summary = inspect_datasets([DatasetSource(d, args.format) for d in _data_locations(args)],
                                   allow_ungrouped=args.allow_ungrouped)  # fmt: skip

@@ -42,9 +42,9 @@ from train.adapt import Adaptation, adapt_from_arrays, check_cells, worse_than_b
 from train.card import model_card
 from train.cellbank import bank_group
 from train.data import FORMATS, load_dataset
-from train.datasets import export_reviewed_cases
 from train.fit import ProgressCallback
 from train.records import BLAST, CellRecord, CellTable
+from train.reviewed_cases import export_reviewed_cases
 
 SITE_SUFFIX = re.compile(r"-site\d+$")
 MANAGED_FILES = frozenset({WEIGHTS_FILE, "config.json", "metrics.json", "card.md"})

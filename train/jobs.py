@@ -61,7 +61,7 @@ class JobSpec:
     """What to compare on which data.
 
     Attributes:
-        data: Dataset folders or CSV manifests (see :mod:`train.datasets`).
+        data: Dataset folders or CSV manifests (see :mod:`train.inspection`).
         settings: The comparison's settings.
         format: Layout of every dataset (detected when None).
         allow_ungrouped: Accept cells without subject or field ids (each its own group).
@@ -330,7 +330,7 @@ def overall_fraction(event: dict) -> float:
 
 def load_job_data(spec: JobSpec):
     """``(records, words about them)`` of a job's datasets, with the picker's checks."""
-    from train.datasets import DatasetSource, inspect_datasets
+    from train.inspection import DatasetSource, inspect_datasets
 
     table, summary = inspect_datasets([DatasetSource(d, spec.format) for d in spec.data],
                                       verify=False, allow_ungrouped=spec.allow_ungrouped)  # fmt: skip

@@ -25,8 +25,8 @@ from train.adapt import (
 from train.adapt_model import adapt_model, next_site_name
 from train.cellbank import bank_group
 from train.data import load_dataset
-from train.datasets import export_reviewed_cases
 from train.records import BLAST, CellTable
+from train.reviewed_cases import export_reviewed_cases
 from ui import state
 from ui.common import flash
 

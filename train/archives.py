@@ -1,0 +1,257 @@
+"""Unpack an uploaded dataset zip safely: every member checked before anything is written."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import secrets
+import shutil
+import stat
+import tempfile
+import zipfile
+import zlib
+from pathlib import Path
+from typing import BinaryIO, NoReturn
+
+from train.records import DatasetError, DatasetNotFoundError, EmptyDatasetError
+
+MiB = 1 << 20
+GiB = 1 << 30
+_RATIO_FLOOR_BYTES = MiB  # a member expanding to less cannot be a bomb, whatever its ratio
+_CHUNK = MiB
+_JUNK_DIRS = frozenset({"__MACOSX"})
+_JUNK_FILES = frozenset({".DS_Store"})
+
+
+class UnsafeArchiveError(DatasetError):
+    """An uploaded archive is not a zip, is corrupt, or holds a member that is unsafe to unpack."""
+
+
+def extract_zip(
+    archive: str | os.PathLike[str] | bytes | BinaryIO,
+    dest_root: Path,
+    *,
+    max_archive_bytes: int = 500 * MiB,
+    max_total_bytes: int = 4 * GiB,
+    max_files: int = 100_000,
+    max_ratio: float = 200,
+) -> Path:
+    """Unpack a zip into a new folder under ``dest_root``, refusing anything unsafe.
+
+    Every member is checked before anything is written; sizes are checked again while
+    writing, since declared sizes can lie. The archive goes to a hidden temporary folder that
+    is renamed to ``dest_root/<stem>-<random hex>`` at the end, and removed on any failure.
+    ``__MACOSX/`` and ``.DS_Store`` entries are skipped.
+
+    Args:
+        archive: Path, bytes, or a binary file-like (e.g. Streamlit's ``UploadedFile``).
+        dest_root: Folder that receives the unpacked folder (created if missing).
+        max_archive_bytes: Largest archive accepted.
+        max_total_bytes: Most bytes written in all.
+        max_files: Most entries (files and folders) in the archive.
+        max_ratio: Highest uncompressed/compressed size of a member of 1 MiB or more.
+
+    Returns:
+        The single top-level folder of the archive if it has exactly one, else the new folder.
+
+    Raises:
+        UnsafeArchiveError: Not a zip or corrupt; too large; too many members; a member with an
+            absolute path, drive letter or ``..``; a symlink or other special file; an
+            encrypted member; a zip bomb (size or ratio over the limits); clashing names.
+        EmptyDatasetError: The archive holds no files.
+        DatasetNotFoundError: ``archive`` is a path that does not exist.
+    """
+    name, source = _open_archive(archive, max_archive_bytes)
+    try:
+        zf = zipfile.ZipFile(source)
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError) as error:
+        raise UnsafeArchiveError(
+            f"{name} is not a zip archive, or is corrupt ({error}); upload a .zip of the "
+            "dataset folder."
+        ) from None
+    with zf:
+        members = _checked_members(name, zf.infolist(), max_files, max_total_bytes, max_ratio)
+        dest_root = Path(dest_root)
+        dest_root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=dest_root, prefix=".extract-"))
+        try:
+            _write_members(name, zf, members, tmp, max_total_bytes)
+            top = list(tmp.iterdir())
+            single = top[0].name if len(top) == 1 and top[0].is_dir() else None
+            final = _rename_fresh(tmp, dest_root, _safe_stem(archive))
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return final / single if single else final
+
+
+def _open_archive(archive: object, max_bytes: int) -> tuple[str, Path | BinaryIO]:
+    """Display name and the path or seekable stream of the archive; refuses one over max_bytes."""
+    if isinstance(archive, str | os.PathLike):
+        path = Path(archive).expanduser()
+        if not path.is_file():
+            kind = "is a folder, not a zip file" if path.is_dir() else "does not exist"
+            raise DatasetNotFoundError(f"Archive {path} {kind}; check the path.")
+        _check_archive_size(str(path), path.stat().st_size, max_bytes)
+        return str(path), path
+    if isinstance(archive, bytes | bytearray | memoryview):
+        name, stream = "The uploaded archive", io.BytesIO(bytes(archive))
+    elif hasattr(archive, "read"):
+        name = str(getattr(archive, "name", "") or "The uploaded archive")
+        seekable = getattr(archive, "seekable", lambda: False)()
+        # A non-seekable stream is read into memory, at most one byte past the limit.
+        stream = archive if seekable else io.BytesIO(archive.read(max_bytes + 1))
+        stream.seek(0)
+    else:
+        raise TypeError(
+            f"archive must be a path, bytes or a binary file-like, got {type(archive).__name__}."
+        )
+    size = stream.seek(0, io.SEEK_END)
+    stream.seek(0)
+    _check_archive_size(name, size, max_bytes)
+    return name, stream
+
+
+def _check_archive_size(name: str, size: int, max_bytes: int) -> None:
+    if size > max_bytes:
+        raise UnsafeArchiveError(
+            f"{name} is {_bytes(size)}, over the limit of {_bytes(max_bytes)}; split "
+            "the dataset into smaller zips or put the folder on the server and give its path."
+        )
+
+
+def _member_parts(info: zipfile.ZipInfo) -> tuple[str, ...]:
+    return tuple(p for p in info.filename.replace("\\", "/").split("/") if p not in ("", "."))
+
+
+def _is_junk(parts: tuple[str, ...]) -> bool:
+    return bool(parts) and (parts[0] in _JUNK_DIRS or parts[-1] in _JUNK_FILES)
+
+
+def _checked_members(
+    name: str,
+    infos: list[zipfile.ZipInfo],
+    max_files: int,
+    max_total_bytes: int,
+    max_ratio: float,
+) -> list[tuple[zipfile.ZipInfo, tuple[str, ...]]]:
+    """Members to write with their path parts; refuses the archive on the first unsafe one."""
+    if len(infos) > max_files:
+        raise UnsafeArchiveError(
+            f"{name} holds {len(infos)} entries, more than the limit of {max_files} (from "
+            f"member {infos[max_files].filename!r} on); split the dataset into smaller zips."
+        )
+    files: dict[tuple[str, ...], str] = {}
+    folders: set[tuple[str, ...]] = set()
+    total, members = 0, []
+    for info in infos:
+        member, parts = info.filename, _member_parts(info)
+        if member.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", member):
+            _refuse(name, member, "has an absolute path")
+        if ".." in parts:
+            _refuse(name, member, "climbs out of the archive folder ('..' in its path)")
+        kind = stat.S_IFMT(info.external_attr >> 16)
+        if stat.S_ISLNK(info.external_attr >> 16):
+            _refuse(name, member, "is a symbolic link")
+        if kind and kind not in (stat.S_IFREG, stat.S_IFDIR):
+            _refuse(name, member, f"is a special file (mode {oct(kind)}), not a regular file")
+        if info.flag_bits & 0x1:
+            _refuse(name, member, "is encrypted; zip it again without a password")
+        ratio = info.file_size / max(info.compress_size, 1)
+        if info.file_size >= _RATIO_FLOOR_BYTES and ratio > max_ratio:
+            _refuse(
+                name,
+                member,
+                f"expands {ratio:.0f}-fold ({info.compress_size} -> {info.file_size} bytes), "
+                f"over the limit of {max_ratio:g} (a zip bomb?)",
+            )
+        total += info.file_size
+        if total > max_total_bytes:
+            _refuse(
+                name,
+                member,
+                f"brings the unpacked size past the limit of {_bytes(max_total_bytes)}",
+            )
+        if not parts or _is_junk(parts):
+            continue
+        if info.is_dir():
+            folders.add(parts)
+        elif parts in files:
+            _refuse(name, member, "appears twice")
+        else:
+            files[parts] = member
+        folders.update(parts[:i] for i in range(1, len(parts)))
+        members.append((info, parts))
+    for parts in files.keys() & folders:
+        _refuse(name, files[parts], "is both a file and a folder")
+    return members
+
+
+def _write_members(
+    name: str,
+    zf: zipfile.ZipFile,
+    members: list[tuple[zipfile.ZipInfo, tuple[str, ...]]],
+    tmp: Path,
+    max_total_bytes: int,
+) -> None:
+    written, n_files = 0, 0
+    for info, parts in members:
+        target = tmp.joinpath(*parts)
+        if info.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        size = 0
+        try:
+            with zf.open(info) as source, target.open("xb") as sink:
+                while chunk := source.read(_CHUNK):
+                    size += len(chunk)
+                    written += len(chunk)
+                    # zipfile stops at the declared size today; count anyway, never trust it.
+                    if size > info.file_size:
+                        why = f"unpacks to more than the {info.file_size} bytes it declares"
+                        _refuse(name, info.filename, why)
+                    if written > max_total_bytes:
+                        why = (
+                            f"brings the unpacked size past the limit of {_bytes(max_total_bytes)}"
+                        )
+                        _refuse(name, info.filename, why)
+                    sink.write(chunk)
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as error:
+            _refuse(name, info.filename, f"is corrupt or cannot be unpacked ({error})")
+        n_files += 1
+    if not n_files:
+        raise EmptyDatasetError(f"{name} holds no files; zip the dataset folder itself.")
+
+
+def _refuse(name: str, member: str, why: str) -> NoReturn:
+    raise UnsafeArchiveError(
+        f"{name}: member {member!r} {why}. Nothing was unpacked; zip the dataset folder "
+        "again with plain files and relative paths."
+    )
+
+
+def _bytes(n: int) -> str:
+    """``1536`` -> ``"1.5 KiB"``."""
+    for unit in ("bytes", "KiB", "MiB"):
+        if n < 1024:
+            return f"{n:.1f} {unit}" if unit != "bytes" else f"{n} bytes"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def _safe_stem(archive: object) -> str:
+    """Folder-name-safe stem of the archive's file name; ``"archive"`` for bare bytes."""
+    name = archive if isinstance(archive, str | os.PathLike) else getattr(archive, "name", "")
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(str(name or "")).stem).strip("._-")
+    return stem[:60] or "archive"
+
+
+def _rename_fresh(tmp: Path, dest_root: Path, stem: str) -> Path:
+    """Rename ``tmp`` to a new ``dest_root/<stem>-<hex>`` (never onto an existing folder)."""
+    while True:
+        final = dest_root / f"{stem}-{secrets.token_hex(4)}"
+        if not final.exists():  # rename would replace an empty folder: make sure there is none
+            os.rename(tmp, final)
+            return final

@@ -1,0 +1,230 @@
+"""Inspect picked datasets before training: load, check for leaks, describe.
+
+The library behind the "Retrain & compare" page's data step. :func:`inspect_datasets` loads
+folders (or CSV manifests) with :func:`train.data.load_dataset`, checks that together they can
+train a leak-free model and describes them as a :class:`DatasetSummary`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from train.data import detect_format, load_dataset
+from train.records import (
+    BLAST,
+    LABELS,
+    NORMAL,
+    CellTable,
+    EmptyDatasetError,
+    MissingGroupError,
+    SingleClassError,
+    _listed,
+    verify_images,
+)
+
+_UNGROUPED_FIX = (
+    "Put each subject's cells in <class>/<subject>/ subfolders, or give a CSV manifest with "
+    "columns path,label,group, or allow ungrouped data explicitly (allow_ungrouped=True) and "
+    "read the scores as optimistic."
+)
+
+
+@dataclass(frozen=True)
+class GroupCount:
+    """Cells of one group (subject, smear field, sample or file) per class."""
+
+    group: str
+    source: str
+    n_blast: int
+    n_normal: int
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    """What a picked dataset holds, for the page to show before training.
+
+    Attributes:
+        location: The folder(s) or manifest(s) read.
+        format: Layout read (one of :data:`train.data.FORMATS`; ``+``-joined for several).
+        n_cells: Number of cells.
+        per_class: Cells per label, ``{"blast": n, "normal": n}``.
+        n_groups: Distinct groups; a split keeps each whole on one side.
+        groups_known: False when some cells are their own group for lack of a subject id.
+        per_source: Cells per source.
+        groups: Per-group counts, largest first; sources sharing a group are comma-joined.
+        notes: How the data were read and what to keep in mind.
+    """
+
+    location: str
+    format: str
+    n_cells: int
+    per_class: dict[str, int]
+    n_groups: int
+    groups_known: bool
+    per_source: dict[str, int]
+    groups: tuple[GroupCount, ...]
+    notes: tuple[str, ...] = ()
+
+    def group_frame(self) -> pd.DataFrame:
+        """One row per group: group, source, blast, normal, total; largest first."""
+        frame = pd.DataFrame(
+            [(g.group, g.source, g.n_blast, g.n_normal) for g in self.groups],
+            columns=["group", "source", "blast", "normal"],
+        )
+        frame["total"] = frame["blast"] + frame["normal"]
+        frame = frame.sort_values(["total", "group"], ascending=[False, True], kind="stable")
+        return frame.reset_index(drop=True)
+
+    def to_dict(self) -> dict:
+        """Plain JSON-serialisable form (lists instead of tuples)."""
+        plain = asdict(self)
+        plain["groups"] = [asdict(g) for g in self.groups]
+        plain["notes"] = list(self.notes)
+        return plain
+
+
+def summarize_table(table: CellTable, location: str, format: str) -> DatasetSummary:
+    """Describe a loaded table as a :class:`DatasetSummary`."""
+    counts: dict[str, Counter] = {}
+    sources: dict[str, set[str]] = {}
+    for r in table:
+        counts.setdefault(r.group, Counter())[r.label] += 1
+        sources.setdefault(r.group, set()).add(r.source)
+    groups = sorted(
+        (
+            GroupCount(g, ", ".join(sorted(sources[g])), c[BLAST], c[NORMAL])
+            for g, c in counts.items()
+        ),
+        key=lambda g: (-(g.n_blast + g.n_normal), g.group),
+    )
+    return DatasetSummary(
+        location=location,
+        format=format,
+        n_cells=len(table),
+        per_class={label: sum(r.label == label for r in table) for label in LABELS},
+        n_groups=len(counts),
+        groups_known=table.groups_known,
+        per_source=dict(Counter(r.source for r in table)),
+        groups=tuple(groups),
+        notes=table.notes,
+    )
+
+
+@dataclass(frozen=True)
+class DatasetSource:
+    """One location to read, with its own layout and class-folder labels.
+
+    Attributes:
+        location: Dataset folder, or a CSV manifest.
+        format: One of :data:`train.data.FORMATS`; detected when None.
+        label_map: Class-folder name -> ``"blast"``, ``"normal"`` or None (folders only).
+    """
+
+    location: str | os.PathLike[str]
+    format: str | None = None
+    label_map: Mapping[str, str | None] | None = None
+
+
+def inspect_datasets(
+    locations: Sequence[str | os.PathLike[str] | DatasetSource],
+    *,
+    verify: bool = True,
+    allow_ungrouped: bool = False,
+) -> tuple[CellTable, DatasetSummary]:
+    """Load several datasets as one; both classes are needed in the union only.
+
+    Args:
+        locations: Folders or manifests (layout detected), or :class:`DatasetSource` items.
+        verify: Decode every image with PIL (:func:`train.records.verify_images`).
+        allow_ungrouped: Accept cells without a subject or field id (each its own group);
+            the summary then says ``groups_known=False`` and notes the risk.
+
+    Raises:
+        DatasetNotFoundError: A location does not exist.
+        EmptyDatasetError: No locations, or a location holds no usable images.
+        SingleClassError: The union holds blast or normal cells only.
+        MissingGroupError: Some cells have no group and ``allow_ungrouped`` is False.
+        UnreadableFileError: Some images cannot be decoded (``verify=True``).
+        DatasetError: Any other problem of a layout (see :mod:`train.data`).
+    """
+    sources = [s if isinstance(s, DatasetSource) else DatasetSource(s) for s in locations]
+    if not sources:
+        raise EmptyDatasetError("No dataset location was given; pick at least one folder.")
+    tables, formats, ungrouped = [], [], []
+    for source in sources:
+        fmt = source.format or detect_format(source.location)
+        table = load_dataset(
+            source.location, fmt, label_map=source.label_map, require_both_classes=False
+        )
+        tables.append(table)
+        formats += [fmt] if fmt not in formats else []
+        ungrouped += [] if table.groups_known else [str(source.location)]
+    table = _without_duplicates(CellTable.concat(*tables))
+    where = "; ".join(str(s.location) for s in sources)
+    classes = Counter(r.label for r in table)
+    if len(classes) < 2:
+        ((label, n),) = classes.items()
+        other = NORMAL if label == BLAST else BLAST
+        raise SingleClassError(
+            f"{where} holds only {label} cells ({n}); a classifier needs blast and normal "
+            f"cells. Add a dataset with {other} cells (several locations can be combined)."
+        )
+    if ungrouped and not allow_ungrouped:
+        raise MissingGroupError(
+            f"Cells in {_listed(ungrouped)} carry no subject or field id (images directly in "
+            "the class folders, or ALL-IDB2 crops without source_fields.csv), so each file "
+            "would be its own group: cells of one donor could land on both sides of the split "
+            f"and the test scores would be inflated. {_UNGROUPED_FIX}"
+        )
+    if ungrouped:
+        note = (
+            f"Groups unknown for {_listed(ungrouped)} (allowed): cells of one donor may be on "
+            "both sides of the split, so test scores are likely optimistic."
+        )
+        table = CellTable(table.records, (*table.notes, note), table.groups_known)
+    if verify:
+        verify_images(table)
+    return table, summarize_table(table, where, "+".join(formats))
+
+
+def _without_duplicates(table: CellTable) -> CellTable:
+    """Each image file once: two locations naming one file could put it in train and test."""
+    seen: set[Path] = set()
+    kept = []
+    for record in table:
+        path = Path(record.path).resolve()
+        if path not in seen:
+            seen.add(path)
+            kept.append(record)
+    if len(kept) == len(table):
+        return table
+    note = (f"{len(table) - len(kept)} image(s) were named by more than one location; each is "
+            "used once (its first listing).")  # fmt: skip
+    return CellTable(tuple(kept), (*table.notes, note), table.groups_known)
+
+
+def inspect_dataset(
+    location: str | os.PathLike[str],
+    format: str | None = None,
+    *,
+    verify: bool = True,
+    allow_ungrouped: bool = False,
+    label_map: Mapping[str, str | None] | None = None,
+) -> tuple[CellTable, DatasetSummary]:
+    """Load one dataset folder (or CSV manifest), check it can train a model, and describe it.
+
+    Same checks and errors as :func:`inspect_datasets`.
+
+    Example:
+        >>> table, summary = inspect_dataset("../shared/data/cnmc")  # doctest: +SKIP
+        >>> summary.per_class, summary.n_groups  # doctest: +SKIP
+        ({'blast': 6, 'normal': 6}, 6)
+    """
+    source = DatasetSource(location, format, label_map)
+    return inspect_datasets([source], verify=verify, allow_ungrouped=allow_ungrouped)

@@ -1,0 +1,141 @@
+"""Signed cases of the case record as a manifest dataset, so corrections become training data."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+from leukemia_core.imaging import png_bytes
+from leukemia_core.store import STATUS_SIGNED, CaseStore, CaseSummary
+from train.records import LABELS, CellRecord, CellTable, DatasetError, EmptyDatasetError
+
+REVIEWED_SOURCE = "reviewed_cases"
+MANIFEST_COLUMNS = ("path", "label", "group", "source", "subset", "cell_type")
+
+
+def export_reviewed_cases(store: CaseStore, out_dir: Path) -> CellTable:
+    """Write the reviewed blast/normal cells of signed cases as a manifest dataset.
+
+    Takes the newest signed version of each case lineage (reopening creates a version whose
+    ``parent_id`` is the old one); a signed case confirms every label. Each cell labelled
+    blast or normal with a crop becomes ``out_dir/cells/<case>_f<field>_c<cell>.png`` and a
+    row of ``out_dir/manifest.csv`` (columns :data:`MANIFEST_COLUMNS`): group = the sample id
+    (a sample stays on one side of a split), source ``"reviewed_cases"``, subset = case id,
+    cell_type ``"corrected"`` where the reviewer changed the model's label, else
+    ``"confirmed"``. Everything is written to a temporary folder and renamed into place; an
+    earlier export in ``out_dir`` is replaced.
+
+    Raises:
+        EmptyDatasetError: No signed case holds reviewed blast or normal cells with crops.
+        DatasetError: ``out_dir`` holds files that are not an earlier export.
+    """
+    out_dir = Path(out_dir).expanduser()
+    _check_export_target(out_dir)
+    chosen = _newest_signed(store)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+    try:
+        rows, skipped = [], Counter()
+        for summary in chosen:
+            case = store.load_case(summary.case_id)
+            for cell in case.cells:
+                if cell.label not in LABELS:
+                    skipped["other"] += 1
+                    continue
+                if cell.crop is None:
+                    skipped["no_crop"] += 1
+                    continue
+                relative = f"cells/{case.case_id}_f{cell.field_index}_c{cell.cell_id}.png"
+                (tmp / relative).parent.mkdir(exist_ok=True)
+                (tmp / relative).write_bytes(png_bytes(cell.crop))
+                kind = "corrected" if cell.changed_by_reviewer else "confirmed"
+                rows.append((relative, cell.label, case.sample_id, case.case_id, kind))
+        if not rows:
+            raise EmptyDatasetError(
+                f"No signed case with reviewed blast or normal cells (with crop images) in "
+                f"{store.path}: {len(chosen)} signed case(s) to read. To get some, analyze a "
+                "smear, review its cells on the Case page (relabel what the model got wrong) "
+                "and sign the case; then export again."
+            )
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
+        writer.writerow(MANIFEST_COLUMNS)
+        writer.writerows(
+            (p, label, g, REVIEWED_SOURCE, case_id, kind) for p, label, g, case_id, kind in rows
+        )
+        (tmp / "manifest.csv").write_text(text.getvalue(), encoding="utf-8")
+        _move_into_place(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    records = tuple(
+        CellRecord(out_dir / p, label, g, REVIEWED_SOURCE, case_id, kind)
+        for p, label, g, case_id, kind in rows
+    )
+    n_samples = len({r.group for r in records})
+    note = (
+        f"{len(records)} reviewed cell(s) of {len(chosen)} signed case(s), {n_samples} "
+        f"sample(s); left out {skipped['other']} cell(s) not labelled blast/normal and "
+        f"{skipped['no_crop']} without a crop image."
+    )
+    return CellTable(records, (note,))
+
+
+def _newest_signed(store: CaseStore) -> list[CaseSummary]:
+    """The newest signed version of each case lineage, in (sample, creation) order."""
+    cases = {c.case_id: c for c in store.list_cases(limit=sys.maxsize)}
+
+    def lineage(case_id: str) -> str:
+        while cases[case_id].parent_id in cases:
+            case_id = cases[case_id].parent_id
+        return case_id
+
+    newest: dict[str, CaseSummary] = {}
+    for case in cases.values():
+        if case.status == STATUS_SIGNED:
+            root = lineage(case.case_id)
+            if root not in newest or case.version > newest[root].version:
+                newest[root] = case
+    return sorted(newest.values(), key=lambda c: (c.sample_id, c.created_at, c.case_id))
+
+
+def _is_export(folder: Path) -> bool:
+    entries = {p.name for p in folder.iterdir()}
+    if not entries:
+        return True
+    if "manifest.csv" not in entries or not entries <= {"manifest.csv", "cells"}:
+        return False
+    with (folder / "manifest.csv").open(newline="", encoding="utf-8") as f:
+        return tuple(next(csv.reader(f), ())) == MANIFEST_COLUMNS
+
+
+def _check_export_target(out_dir: Path) -> None:
+    if out_dir.exists() and not (out_dir.is_dir() and _is_export(out_dir)):
+        found = "is a file" if not out_dir.is_dir() else "holds files of another kind"
+        raise DatasetError(
+            f"Export folder {out_dir} {found}; only an empty folder or an earlier export of "
+            "reviewed cases (manifest.csv + cells/) is replaced. Choose a new folder."
+        )
+
+
+def _move_into_place(tmp: Path, out_dir: Path) -> None:
+    """Rename ``tmp`` to ``out_dir``, swapping out an earlier export as a whole."""
+    old = None
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{secrets.token_hex(4)}")
+        os.rename(out_dir, old)
+    try:
+        os.rename(tmp, out_dir)
+    except BaseException:
+        if old is not None:
+            os.rename(old, out_dir)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
