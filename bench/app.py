@@ -99,14 +99,15 @@ def time_pipeline(model: str | None, name: str, data: bytes, repeats: int):
     from leukemia_core.classify import Classifier
     from leukemia_core.imaging import read_for_analysis
     from leukemia_core.models.folder import load_model
-    from leukemia_core.session import analyze_sample
+    from leukemia_core.pipeline import analyze
+    from leukemia_core.review import Review
     from ui.models import BATCH_SIZE
 
     classifier = Classifier(load_model(model), batch_size=BATCH_SIZE)  # as the app loads it
 
     def run():
         prepared = read_for_analysis(data, name, input_size=classifier.input_size)
-        session = analyze_sample([prepared], classifier, sample_id="bench")
+        session = Review(analyze([prepared], classifier), sample_id="bench")
         session.count()
         return session
 

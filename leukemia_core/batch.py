@@ -21,15 +21,10 @@ from tqdm import tqdm
 from leukemia_core.classify import Classifier
 from leukemia_core.counting import CellLabel
 from leukemia_core.errors import LeukemiaCoreError
+from leukemia_core.imaging import PreparedImage
 from leukemia_core.io import read_image, write_text_atomic
-from leukemia_core.pipeline import (
-    FieldAnalysis,
-    analyze_field,
-    analyze_single_cells,
-    review_warned_sample,
-    sample_count,
-)
-from leukemia_core.types import BlastCount
+from leukemia_core.pipeline import MODE_CELLS, MODE_FIELDS, Analysis, ImageFailure, analyze
+from leukemia_core.types import BlastCount, Field
 
 RESEARCH_USE = "Research use only; not for diagnosis. Every cell needs review by a qualified person."
 CELL_COLUMNS = ("image", "cell_id", "x0", "y0", "x1", "y1", "blast_probability", "label",
@@ -41,17 +36,18 @@ def count_dict(count: BlastCount) -> dict:
     return asdict(count)
 
 
-def _image_summary(analysis: FieldAnalysis, model: str) -> dict:
-    labels = [c.model_label for c in analysis.cells]
+def _image_summary(analysis: Analysis, field: Field) -> dict:
+    cells = analysis.field_cells(field.index)
+    labels = [c.model_label for c in cells]
     return {
-        "image": analysis.name,
-        "model": model,
-        "cells_found": len(analysis.cells),
+        "image": field.name,
+        "model": analysis.model_name,
+        "cells_found": len(cells),
         "uncertain": labels.count(CellLabel.UNCERTAIN),
         "border": labels.count(CellLabel.BORDER),
-        "count": count_dict(analysis.count),
-        "notes": list(analysis.notes),
-        "domain": None if analysis.domain is None else analysis.domain.to_dict(),
+        "count": count_dict(analysis.count(field.index)),
+        "notes": list(field.notes),
+        "domain": None if field.domain is None else field.domain.to_dict(),
         "research_use": RESEARCH_USE,
     }
 
@@ -61,50 +57,55 @@ def analyze_files(
 ) -> tuple[int, dict]:
     """Analyse every image into ``out``; returns (number of failed images, set summary)."""
     out.mkdir(parents=True, exist_ok=True)
-    analyses, failures, rows, stems = [], [], [], []
-    for path in tqdm(paths, desc="analysing", unit="image", file=sys.stderr):
+    images, failures, stems = [], [], {}
+    for path in paths:
         try:
-            rgb = read_image(path).rgb
-            if single_cells:
-                analysis = analyze_single_cells([rgb], classifier, names=[path.name])[0]
-            else:
-                analysis = analyze_field(rgb, classifier, name=path.name)
+            loaded = read_image(path)
         except (LeukemiaCoreError, OSError) as error:
-            tqdm.write(f"skipped {path}: {error}", file=sys.stderr)
-            failures.append({"image": str(path), "error": str(error)})
+            failures.append(ImageFailure(str(path), str(error)))
             continue
-        analyses.append(analysis)
-        stems.append(path.stem)
-        for note in analysis.notes:
-            tqdm.write(f"{path.name}: {note}", file=sys.stderr)
-        if analysis.domain is not None and analysis.domain.warned:
-            tqdm.write(f"{path.name}: WARNING: {analysis.domain.message}", file=sys.stderr)
-    analyses, domain = review_warned_sample(analyses, classifier)
-    for analysis, stem in zip(analyses, stems, strict=True):
-        for cell in analysis.cells:
+        images.append(PreparedImage(loaded.rgb, path.name, (loaded.width, loaded.height)))
+        stems[path.name] = path.stem
+    with tqdm(total=len(images), desc="analysing", unit="image", file=sys.stderr) as bar:
+
+        def progress(index: int, total: int, stage: str, done: int, of: int) -> None:
+            bar.n = index + (stage == "counting")
+            bar.refresh()
+
+        analysis = analyze(images, classifier, mode=MODE_CELLS if single_cells else MODE_FIELDS,
+                           failures=failures, progress=progress)  # fmt: skip
+    for failure in analysis.failures:
+        tqdm.write(f"skipped {failure.name}: {failure.message}", file=sys.stderr)
+    rows = []
+    for field in analysis.fields:
+        for note in field.notes:
+            tqdm.write(f"{field.name}: {note}", file=sys.stderr)
+        if field.domain is not None and field.domain.warned:
+            tqdm.write(f"{field.name}: WARNING: {field.domain.message}", file=sys.stderr)
+        for cell in analysis.field_cells(field.index):
             score = "" if cell.domain_score is None else round(cell.domain_score, 4)
-            rows.append((analysis.name, cell.cell_id, *cell.cell.bbox,
-                         round(cell.blast_probability, 4), cell.model_label.value,
-                         cell.model_label == CellLabel.UNCERTAIN, cell.cell.touches_border,
-                         score))  # fmt: skip
-        summary = _image_summary(analysis, classifier.model.name)
-        write_text_atomic(out / f"{stem}.json", json.dumps(summary, indent=2) + "\n")
+            rows.append((field.name, cell.cell_id, *cell.bbox, round(cell.blast_probability, 4),
+                         cell.model_label.value, cell.model_label == CellLabel.UNCERTAIN,
+                         cell.touches_border, score))  # fmt: skip
+        summary = _image_summary(analysis, field)
+        write_text_atomic(out / f"{stems[field.name]}.json", json.dumps(summary, indent=2) + "\n")
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(CELL_COLUMNS)
     writer.writerows(rows)
     write_text_atomic(out / "cells.csv", buffer.getvalue())
+    domain = analysis.domain
     total = {
-        "images_analysed": len(analyses),
-        "images_failed": failures,
+        "images_analysed": len(analysis.fields),
+        "images_failed": [{"image": f.name, "error": f.message} for f in analysis.failures],
         "model": classifier.model.name,
         "model_sha256": classifier.model.checksum,
         "model_calibration": classifier.model.config.decision_settings(),
         "mode": "single cells" if single_cells else "whole fields",
-        "count": count_dict(sample_count(analyses)),
+        "count": count_dict(analysis.count()),
         "domain": None if domain is None else domain.to_dict(),
-        "warned_images": [a.name for a in analyses if a.domain is not None and a.domain.warned],
+        "warned_images": [f.name for f in analysis.fields if f.domain is not None and f.domain.warned],
         "research_use": RESEARCH_USE,
     }
     write_text_atomic(out / "summary.json", json.dumps(total, indent=2) + "\n")
-    return len(failures), total
+    return len(analysis.failures), total

@@ -1,94 +1,31 @@
-"""The case record's data: what goes into :class:`~leukemia_core.store.CaseStore` and comes out.
+"""The case record's data: what :class:`~leukemia_core.store.CaseStore` gives back.
 
-Plain frozen dataclasses, no database code; :mod:`leukemia_core.store` re-exports every name.
+A case holds the core's own :class:`~leukemia_core.types.Field` and
+:class:`~leukemia_core.types.Cell` (the store saves exactly those) plus its version, sign-off and
+audit trail. Plain frozen dataclasses, no database code.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from leukemia_core.counting import summarize_labels
 from leukemia_core.domain import DomainAssessment
-from leukemia_core.types import BlastCount
+from leukemia_core.types import BlastCount, Cell, CellLabel, Field
 
 STATUS_OPEN = "open"
 STATUS_SIGNED = "signed"
 
 
 @dataclass(frozen=True)
-class FieldEntry:
-    """One field of view of a sample, as handed to :meth:`CaseStore.create_case`.
-
-    Attributes:
-        name: Display name, e.g. the uploaded file name.
-        width: Width in pixels.
-        height: Height in pixels.
-        image_png: The field as PNG bytes, or None to keep only its cells.
-        domain: The field's out-of-domain assessment, or None when none was made.
-    """
-
-    name: str
-    width: int
-    height: int
-    image_png: bytes | None = None
-    domain: DomainAssessment | None = None
-
-
-@dataclass(frozen=True)
-class CellEntry:
-    """One detected cell with the model's label, as handed to :meth:`CaseStore.create_case`.
-
-    Attributes:
-        field_index: Position of its field in the ``fields`` list (0-based).
-        cell_id: Id of the cell within its field (unique per field).
-        bbox: ``(x0, y0, x1, y1)`` in field pixels, ``x1``/``y1`` exclusive.
-        centroid: ``(x, y)`` in field pixels.
-        blast_probability: Calibrated blast probability, or None when not classified.
-        model_label: A :class:`~leukemia_core.counting.CellLabel` value set by the model.
-        crop_png: The cell crop as PNG bytes, or None.
-        overlay_png: The crop with its explanation overlay as PNG bytes, or None.
-        domain_score: Distance of the cell to the training cells (about 1 in domain), or None.
-    """
-
-    field_index: int
-    cell_id: int
-    bbox: tuple[int, int, int, int]
-    centroid: tuple[float, float]
-    blast_probability: float | None
-    model_label: str
-    crop_png: bytes | None = None
-    overlay_png: bytes | None = None
-    domain_score: float | None = None
-
-
-@dataclass(frozen=True)
-class FieldRecord:
-    """A stored field: :class:`FieldEntry` plus its index in the case."""
-
-    field_index: int
-    name: str
-    width: int
-    height: int
-    image_png: bytes | None
-    domain: DomainAssessment | None = None
-
-
-@dataclass(frozen=True)
-class CellRecord(CellEntry):
-    """A stored cell: :class:`CellEntry` (what the model said) plus the current ``label``."""
-
-    label: str = field(kw_only=True)
-
-    @property
-    def changed_by_reviewer(self) -> bool:
-        """True when the current label differs from the model's."""
-        return self.label != self.model_label
-
-
-@dataclass(frozen=True)
 class AuditEntry:
-    """One row of the audit trail; ``action`` is created, relabel, signed or reopened."""
+    """One row of the audit trail.
+
+    ``action`` is created, relabel (``from_label`` -> ``to_label``), reviewed (the reviewer
+    accepted the cell's label), edit (another reviewer-editable attribute; the note says which),
+    signed or reopened.
+    """
 
     audit_id: int
     case_id: str
@@ -123,6 +60,23 @@ class CaseHeader:
 
 
 @dataclass(frozen=True)
+class CaseState(CaseHeader):
+    """What a review needs to follow a stored case: status, labels, reviewed cells, audit.
+
+    Read without any image, so checking a case for changes made elsewhere costs little.
+    """
+
+    labels: dict[tuple[int, int], CellLabel]
+    reviewed: frozenset[tuple[int, int]]
+    audit: tuple[AuditEntry, ...]
+
+    @property
+    def token(self) -> int:
+        """The last audit id: any change to the case adds an audit row, so this names a state."""
+        return self.audit[-1].audit_id if self.audit else 0
+
+
+@dataclass(frozen=True)
 class CaseRecord(CaseHeader):
     """A whole case version as stored: metadata, fields, cells and audit trail.
 
@@ -133,10 +87,15 @@ class CaseRecord(CaseHeader):
     model_name: str
     model_checksum: str
     thresholds: dict[str, Any]
-    fields: tuple[FieldRecord, ...]
-    cells: tuple[CellRecord, ...]
+    fields: tuple[Field, ...]
+    cells: tuple[Cell, ...]
     audit: tuple[AuditEntry, ...]
     domain: DomainAssessment | None = None
+
+    @property
+    def token(self) -> int:
+        """The last audit id (see :attr:`CaseState.token`)."""
+        return self.audit[-1].audit_id if self.audit else 0
 
     def counts(self) -> BlastCount:
         """Blast count of the whole sample from the current (reviewed) labels."""
@@ -149,7 +108,7 @@ class CaseRecord(CaseHeader):
     def field_counts(self) -> tuple[BlastCount, ...]:
         """Blast count of each field from the current labels, in field order."""
         return tuple(
-            summarize_labels([c.label for c in self.cells if c.field_index == f.field_index])
+            summarize_labels([c.label for c in self.cells if c.field_index == f.index])
             for f in self.fields
         )
 

@@ -90,7 +90,7 @@ class Classifier:
 
     Example:
         >>> classifier = Classifier(load_model())  # doctest: +SKIP
-        >>> classifier.predict([cell.crop for cell in cells])  # doctest: +SKIP
+        >>> classifier.probabilities([cell.crop for cell in cells])  # doctest: +SKIP
     """
 
     def __init__(self, model: LoadedModel, batch_size: int = DEFAULT_BATCH_SIZE):
@@ -145,9 +145,6 @@ class Classifier:
             self.logits(crops, progress), self.model.config.calibration.temperature
         )
 
-    def predict(self, crops, progress=None) -> list[CellPrediction]:
-        """One :class:`CellPrediction` per crop."""
-        return [label_probability(p, self.model) for p in self.probabilities(crops, progress)]
 
 
 def label_probability(p: float, model: LoadedModel) -> CellPrediction:

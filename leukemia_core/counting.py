@@ -17,10 +17,9 @@ import math
 import operator
 from collections import Counter
 from collections.abc import Iterable
-from enum import StrEnum
 from statistics import NormalDist
 
-from leukemia_core.types import BlastCount
+from leukemia_core.types import BlastCount, CellLabel
 
 INVESTIGATE_PERCENT = 5.0
 """Blasts in peripheral blood at or above this level call for investigation / hematology review."""
@@ -34,21 +33,6 @@ MANUAL_DIFFERENTIAL_CELLS = 100
 """A manual differential counts 100-200 white cells; fewer than this gets a hint."""
 
 _MAX_CELLS_SEARCHED = 1_000_000
-
-
-class CellLabel(StrEnum):
-    """Label of one detected object, as set by the classifier or a reviewer.
-
-    ``BLAST`` and ``NORMAL`` are counted; ``UNCERTAIN`` cells await review and are left out of
-    the denominator until someone labels them; the rest are left out for good.
-    """
-
-    BLAST = "blast"
-    NORMAL = "normal"
-    UNCERTAIN = "uncertain"
-    EXCLUDED = "excluded"
-    NOT_WBC = "not_wbc"
-    BORDER = "border"
 
 
 def _as_count(value: int, name: str) -> int:

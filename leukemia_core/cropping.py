@@ -6,13 +6,13 @@ import cv2
 import numpy as np
 from scipy import ndimage as ndi
 
-from leukemia_core.types import Cell, Segmentation
+from leukemia_core.imaging import mask_outline
+from leukemia_core.types import Cell, CellLabel, Segmentation
 
 DEFAULT_CROP_SIZE = 300
 # The classifier crop spans this many red-cell diameters, so cell size stays visible to the
 # classifier (blasts are larger than lymphocytes) whatever the camera's magnification.
 CROP_FIELD_RED_CELLS = 3.0
-CONTEXT_FACTOR = 1.6  # the context crop shows this many cell-box widths around the cell
 
 _OUTLINE_COLOURS = {
     "cell": (40, 200, 40),
@@ -26,7 +26,6 @@ def crop_cells(
     segmentation: Segmentation,
     *,
     size: int = DEFAULT_CROP_SIZE,
-    context_size: int = 256,
 ) -> list[Cell]:
     """One :class:`Cell` per segmented white cell, with its crops.
 
@@ -39,10 +38,10 @@ def crop_cells(
         image: ``(H, W, 3)`` RGB uint8 field the segmentation was computed on.
         segmentation: Result of :func:`leukemia_core.segmentation.segment_wbc`.
         size: Side of the classifier crop in pixels.
-        context_size: Side of the display crop in pixels.
 
     Returns:
-        Cells in label order.
+        Cells in label order, not yet labelled (``border`` when cut by the image edge, else
+        ``uncertain``); field index 0.
     """
     if image.shape[:2] != segmentation.cell_labels.shape:
         raise ValueError(
@@ -58,22 +57,19 @@ def crop_cells(
             continue
         rows, cols = box
         cell_mask = segmentation.cell_labels[box] == index
-        nucleus_mask = segmentation.nucleus_labels[box] == index
         ys, xs = np.nonzero(cell_mask)
+        bbox = (cols.start, rows.start, cols.stop, rows.stop)
         cells.append(
             Cell(
                 cell_id=index,
-                bbox=(cols.start, rows.start, cols.stop, rows.stop),
+                bbox=bbox,
                 centroid=(float(xs.mean() + cols.start), float(ys.mean() + rows.start)),
-                cell_area_px=int(cell_mask.sum()),
-                nucleus_area_px=int(nucleus_mask.sum()),
-                touches_border=index in border,
-                cell_mask=cell_mask,
-                nucleus_mask=nucleus_mask,
+                outline=mask_outline(cell_mask, bbox[:2]),
                 crop=masked_square_crop(image[box], cell_mask, size, scale=scale),
-                context_crop=context_crop(
-                    image, (cols.start, rows.start, cols.stop, rows.stop), context_size
-                ),
+                cell_area_px=int(cell_mask.sum()),
+                nucleus_area_px=int((segmentation.nucleus_labels[box] == index).sum()),
+                touches_border=index in border,
+                model_label=CellLabel.BORDER if index in border else CellLabel.UNCERTAIN,
             )
         )
     return cells
@@ -113,23 +109,6 @@ def masked_square_crop(
     offset = (size - inner) // 2
     out[offset : offset + inner, offset : offset + inner] = resized
     return out
-
-
-def context_crop(image: np.ndarray, bbox: tuple[int, int, int, int], size: int) -> np.ndarray:
-    """A square view of the cell and its neighbours, padded with white beyond the field edge."""
-    x0, y0, x1, y1 = bbox
-    side = round(max(x1 - x0, y1 - y0) * CONTEXT_FACTOR)
-    cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
-    top, left = cy - side // 2, cx - side // 2
-    height, width = image.shape[:2]
-    canvas = np.full((side, side, 3), 255, dtype=np.uint8)
-    src_y0, src_x0 = max(0, top), max(0, left)
-    src_y1, src_x1 = min(height, top + side), min(width, left + side)
-    canvas[src_y0 - top : src_y1 - top, src_x0 - left : src_x1 - left] = image[
-        src_y0:src_y1, src_x0:src_x1
-    ]
-    interpolation = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
-    return cv2.resize(canvas, (size, size), interpolation=interpolation)
 
 
 def draw_overlay(

@@ -228,29 +228,6 @@ def mask_outline(mask: np.ndarray, offset: tuple[int, int] = (0, 0)) -> np.ndarr
     return simple + np.asarray(offset, np.float32)
 
 
-def mask_from_crop(crop: np.ndarray, bbox: tuple[int, int, int, int]) -> np.ndarray:
-    """The cell mask (cropped to ``bbox``) recovered from a stored classifier crop.
-
-    Undoes :func:`leukemia_core.cropping.masked_square_crop`: the cell's pixels are the
-    non-black ones; the box's longer side spans the crop's non-black extent (whatever scale the
-    crop was made at), centred in the crop. Used for cases read back from the case record, which
-    keeps the crop and the box but not the mask.
-    """
-    x0, y0, x1, y1 = bbox
-    width, height = x1 - x0, y1 - y0
-    side, size = max(width, height), crop.shape[0]
-    cell = crop.max(axis=2) > 0
-    ys, xs = np.nonzero(cell)
-    if not len(xs):
-        return np.zeros((height, width), bool)
-    inner = max(xs.max() - xs.min(), ys.max() - ys.min()) + 1
-    offset = (size - inner) // 2
-    inside = cell[offset : offset + inner, offset : offset + inner]
-    square = cv2.resize(inside.astype(np.uint8), (side, side), interpolation=cv2.INTER_NEAREST)
-    top, left = (side - height) // 2, (side - width) // 2
-    return square[top : top + height, left : left + width].astype(bool)
-
-
 def cell_view(
     image: np.ndarray,
     bbox: tuple[int, int, int, int],
@@ -313,7 +290,6 @@ __all__ = [
     "PreparedImage",
     "cell_view",
     "display_copy",
-    "mask_from_crop",
     "mask_outline",
     "png_bytes",
     "prepare_field",

@@ -1,243 +1,232 @@
-"""The whole analysis in named stages: segment -> crop -> classify -> count.
+"""The one analysis entry point: images -> cells -> labels -> counts (:func:`analyze`).
 
-When the model folder has a domain reference, classifying also scores how far each cell is from
-the training data (:mod:`leukemia_core.domain`, same forward pass); a field whose median cell
-score is above the limit is warned and every one of its cells goes to review (``uncertain``).
+Fields are segmented (:func:`leukemia_core.segmentation.segment_wbc`) and every white cell is
+cropped (:func:`leukemia_core.cropping.crop_cells`); single-cell images give one cell each. A
+labeller (:mod:`leukemia_core.labellers`) then labels the crops: the model, or nobody when no
+model is loaded (every cell starts ``uncertain`` for the reviewer). When the model has a domain
+reference, a field whose median cell score is above the limit is warned and its cells go to
+review, and so does every cell of a sample whose median is above it.
 
-Long work reports progress through a callback ``progress(stage, done, total)``; the core never
-sees a UI object.
+Long work reports progress through ``progress(image_index, n_images, stage, done, total)``; the
+core never sees a UI object.
+
+Example:
+    >>> from leukemia_core.imaging import prepare_field
+    >>> from leukemia_core.synthetic import make_demo_smear
+    >>> analysis = analyze([prepare_field(make_demo_smear().image, "demo.png")], None)
+    >>> analysis.count().n_counted, len(analysis.cells) > 0
+    (0, True)
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from leukemia_core.calibration import blast_probability
-from leukemia_core.classify import CellPrediction, Classifier, label_probability
-from leukemia_core.counting import CellLabel, summarize_labels
+from leukemia_core.classify import Classifier
+from leukemia_core.counting import summarize_labels
 from leukemia_core.cropping import DEFAULT_CROP_SIZE, crop_cells
-from leukemia_core.domain import DomainAssessment, stain_statistics
+from leukemia_core.domain import DomainAssessment
+from leukemia_core.errors import LeukemiaCoreError
+from leukemia_core.imaging import PreparedImage, mask_outline
+from leukemia_core.labellers import NO_MODEL, CropCalls, Labeller, labeller_for, send_to_review
 from leukemia_core.segmentation import SegmentationParams, segment_wbc
 from leukemia_core.single_cell import single_cell_crop
-from leukemia_core.types import BlastCount, Cell, Segmentation
+from leukemia_core.types import BlastCount, Cell, Field
 
-Progress = Callable[[str, int, int], None]
-STAGES = ("segmenting", "cropping", "classifying", "counting")
+MODE_FIELDS = "fields"
+MODE_CELLS = "cells"
+MODES = (MODE_FIELDS, MODE_CELLS)
+
+# progress(image_index, n_images, stage, done, total)
+Progress = Callable[[int, int, str, int, int], None]
 
 
-@dataclass(frozen=True)
-class AnalyzedCell:
-    """A detected cell with the model's call.
-
-    Attributes:
-        cell: Geometry, masks and crops.
-        blast_probability: Calibrated probability of a blast (also given for border cells).
-        model_label: ``blast``/``normal``/``uncertain``, or ``border`` for cells cut by the edge
-            (shown, never counted).
-        domain_score: Distance to the training cells (about 1 in domain); None when the model
-            has no domain reference.
-    """
-
-    cell: Cell
-    blast_probability: float
-    model_label: CellLabel
-    domain_score: float | None = None
-
-    @property
-    def cell_id(self) -> int:
-        return self.cell.cell_id
+class AnalysisError(LeukemiaCoreError, ValueError):
+    """The analysis cannot run as asked (unknown mode, ...)."""
 
 
 @dataclass(frozen=True)
-class FieldAnalysis:
-    """Everything found in one image.
-
-    Attributes:
-        name: File or field name.
-        image: The analysed RGB image.
-        segmentation: Label images (None in single-cell mode).
-        cells: Analysed cells in label order.
-        count: Blast count of this image from the model's labels.
-        notes: Warnings for the user (scale, no cells, ...).
-        seconds: Wall time per stage.
-        domain: Median domain score of the cells against the model's limit; None when the
-            model has no domain reference. When warned, every cell was sent to review.
-    """
+class ImageFailure:
+    """An image of the batch that could not be analysed, and why (a message for the user)."""
 
     name: str
-    image: np.ndarray = field(repr=False)
-    segmentation: Segmentation | None
-    cells: tuple[AnalyzedCell, ...]
-    count: BlastCount
-    notes: tuple[str, ...] = ()
-    seconds: dict[str, float] = field(default_factory=dict)
-    domain: DomainAssessment | None = None
+    message: str
 
 
 @dataclass(frozen=True)
-class CropCalls:
-    """The model's calls on a list of crops.
+class Analysis:
+    """Everything found in the images of one sample.
 
     Attributes:
-        predictions: Probability and label per crop.
-        domain_scores: ``(N,)`` domain score per crop; None without a domain reference.
+        mode: :data:`MODE_FIELDS` (smear fields, segmented) or :data:`MODE_CELLS` (one cell per
+            image).
+        fields: Analysed images, in order.
+        cells: Every detected cell, in field then cell-id order (labels are the model's).
+        failures: Images that could not be analysed.
+        domain: Out-of-domain assessment of the whole sample (median over all its cells); None
+            without a domain reference. When warned, every cell went to review.
+        model_name: Model that labelled the cells; :data:`NO_MODEL` when none did.
+        model_checksum: SHA-256 of the model's weights ('' without a model).
+        calibration: The model's threshold, review band and test-time views.
     """
 
-    predictions: list[CellPrediction]
-    domain_scores: np.ndarray | None
+    mode: str
+    fields: tuple[Field, ...]
+    cells: tuple[Cell, ...]
+    failures: tuple[ImageFailure, ...] = ()
+    domain: DomainAssessment | None = None
+    model_name: str = NO_MODEL
+    model_checksum: str = ""
+    calibration: dict = field(default_factory=dict)
+
+    @property
+    def has_model(self) -> bool:
+        return self.model_name != NO_MODEL
+
+    def field_cells(self, field_index: int) -> tuple[Cell, ...]:
+        return tuple(c for c in self.cells if c.field_index == field_index)
+
+    def count(self, field_index: int | None = None) -> BlastCount:
+        """Blast count of one field or (None) the whole sample, from the cells' labels."""
+        cells = self.cells if field_index is None else self.field_cells(field_index)
+        return summarize_labels([c.label for c in cells])
 
 
-def classify_crops(
-    classifier: Classifier, crops: Sequence[np.ndarray],
-    progress: Callable[[int, int], None] | None = None,
-) -> CropCalls:  # fmt: skip
-    """Label crops and, when the model has a domain reference, score their domain (one pass)."""
-    outputs = classifier.outputs(crops, progress)
-    model = classifier.model
-    probabilities = blast_probability(outputs.logits, model.config.calibration.temperature)
-    predictions = [label_probability(p, model) for p in probabilities]
-    scores = None
-    if model.domain is not None:
-        scores = model.domain.cell_scores(outputs.features, stain_statistics(crops))
-    return CropCalls(predictions, scores)
-
-
-def assess_domain(
-    classifier: Classifier, scores: Sequence[float | None] | np.ndarray | None
-) -> DomainAssessment | None:
-    """The median of the cells' domain scores against the model's limit (None without one)."""
-    reference = classifier.model.domain
-    if reference is None or scores is None:
-        return None
-    return reference.assess([s for s in scores if s is not None])
-
-
-def send_to_review(label: CellLabel) -> CellLabel:
-    """The label a cell of a warned field gets: ``uncertain``, except border cells (never counted)."""
-    return label if label == CellLabel.BORDER else CellLabel.UNCERTAIN
-
-
-def _labels(cells: Iterable[AnalyzedCell]) -> list[str]:
-    return [c.model_label for c in cells]
-
-
-def analyze_field(
-    image: np.ndarray,
-    classifier: Classifier,
+def analyze(
+    images: Sequence[PreparedImage | np.ndarray],
+    classifier: Classifier | Labeller | None,
     *,
-    name: str = "",
+    mode: str = MODE_FIELDS,
+    names: Sequence[str] | None = None,
+    failures: Sequence[ImageFailure] = (),
     params: SegmentationParams | None = None,
     crop_size: int = DEFAULT_CROP_SIZE,
+    keep_segmentation: bool = False,
     progress: Progress | None = None,
-) -> FieldAnalysis:
-    """Segment a smear field, classify every white cell and count blasts.
+) -> Analysis:
+    """Analyse the images of one sample.
+
+    An image the core rejects (a :class:`LeukemiaCoreError`) becomes an :class:`ImageFailure`
+    and the rest of the batch goes on.
 
     Args:
-        image: ``(H, W, 3)`` RGB uint8 field.
-        classifier: A loaded model.
-        name: Shown in results and exports.
+        images: Prepared images (see :func:`leukemia_core.imaging.read_for_analysis`) or RGB
+            uint8 arrays.
+        classifier: The model (or a labeller); None finds and outlines cells only.
+        mode: :data:`MODE_FIELDS` or :data:`MODE_CELLS`.
+        names: Names of array images (default ``image 1``, ...).
+        failures: Images that already failed to read, kept in the result.
         params: Segmentation tunables.
-        crop_size: Side of the stored classifier-domain crops.
-        progress: ``progress(stage, done, total)``.
+        crop_size: Side of the classifier-domain crops.
+        keep_segmentation: Keep each field's label images (for evaluation against experts).
+        progress: ``progress(image_index, n_images, stage, done, total)``.
     """
-    seconds = {}
-    start = time.perf_counter()
-    _report(progress, "segmenting", 0, 1)
-    segmentation = segment_wbc(image, params)
-    seconds["segmenting"] = time.perf_counter() - start
-    _report(progress, "cropping", 0, 1)
-    start = time.perf_counter()
-    cells = crop_cells(image, segmentation, size=crop_size)
-    seconds["cropping"] = time.perf_counter() - start
-    start = time.perf_counter()
-    calls = classify_crops(
-        classifier, [c.crop for c in cells], lambda d, t: _report(progress, "classifying", d, t)
-    )
-    scores = [None] * len(cells) if calls.domain_scores is None else calls.domain_scores
-    domain = assess_domain(classifier, calls.domain_scores)
-    seconds["classifying"] = time.perf_counter() - start
-    analyzed = []
-    for c, p, score in zip(cells, calls.predictions, scores, strict=True):
-        label = CellLabel.BORDER if c.touches_border else p.label
-        label = send_to_review(label) if domain is not None and domain.warned else label
-        analyzed.append(AnalyzedCell(c, p.blast_probability, label,
-                                     None if score is None else float(score)))  # fmt: skip
-    _report(progress, "counting", 1, 1)
-    return FieldAnalysis(
-        name, image, segmentation, tuple(analyzed), summarize_labels(_labels(analyzed)),
-        segmentation.notes, seconds, domain,
-    )  # fmt: skip
+    if mode not in MODES:
+        raise AnalysisError(f"mode must be one of {MODES}, got {mode!r}.")
+    labeller = labeller_for(classifier)
+    prepared = [_prepared(image, i, names) for i, image in enumerate(images)]
+    run = _cells_mode if mode == MODE_CELLS else _fields_mode
+    fields, cells, failed = run(prepared, labeller, params, crop_size, keep_segmentation, progress)
+    domain = labeller.assess([c.domain_score for c in cells])
+    if domain is not None and domain.warned:  # the whole sample differs: every cell to review
+        cells = [_to_review(c) for c in cells]
+    return Analysis(mode, tuple(fields), tuple(cells), (*failures, *failed), domain,
+                    labeller.name, labeller.checksum, labeller.decision_settings())  # fmt: skip
 
 
-def analyze_single_cells(
-    images: Sequence[np.ndarray],
-    classifier: Classifier,
-    *,
-    names: Sequence[str] | None = None,
-    params: SegmentationParams | None = None,
-    progress: Progress | None = None,
-) -> list[FieldAnalysis]:
-    """Classify single-cell images (one cell each); each becomes a one-cell analysis.
+def _prepared(image: PreparedImage | np.ndarray, index: int, names) -> PreparedImage:
+    if isinstance(image, PreparedImage):
+        return image
+    rgb = np.asarray(image)
+    name = names[index] if names is not None else f"image {index + 1}"
+    return PreparedImage(rgb, name, (int(rgb.shape[1]), int(rgb.shape[0])))
 
-    Each cell gets its domain score, but no image its own assessment (the median of one cell
-    is too noisy for a limit fitted on fields); :func:`review_warned_sample` judges the set.
-    """
-    names = list(names or [f"cell {i + 1}" for i in range(len(images))])
-    crops = []
+
+def _labelled(cell: Cell, calls: CropCalls, i: int, field_index: int) -> Cell:
+    prediction = calls.predictions[i]
+    score = None if calls.domain_scores is None else float(calls.domain_scores[i])
+    label = cell.model_label
+    if prediction is not None and label != "border":
+        label = prediction.label
+    probability = None if prediction is None else prediction.blast_probability
+    return replace(cell, field_index=field_index, blast_probability=probability,
+                   model_label=label, label=label, domain_score=score)  # fmt: skip
+
+
+def _to_review(cell: Cell) -> Cell:
+    label = send_to_review(cell.model_label)
+    return replace(cell, model_label=label, label=label)
+
+
+def _fields_mode(images, labeller, params, crop_size, keep_segmentation, progress):
+    fields, cells, failures = [], [], []
     for i, image in enumerate(images):
-        crops.append(single_cell_crop(image, params=params))
-        _report(progress, "cropping", i + 1, len(images))
-    calls = classify_crops(
-        classifier, [c.crop for c in crops], lambda d, t: _report(progress, "classifying", d, t)
-    )
-    scores = [None] * len(crops) if calls.domain_scores is None else calls.domain_scores
-    out = []
-    for image, name, crop, prediction, score in zip(
-        images, names, crops, calls.predictions, scores, strict=True
-    ):
+
+        def report(stage: str, done: int, total: int, i: int = i) -> None:
+            if progress:
+                progress(i, len(images), stage, done, total)
+
+        seconds = {}
+        try:
+            start = time.perf_counter()
+            report("segmenting", 0, 1)
+            segmentation = segment_wbc(image.rgb, params)
+            seconds["segmenting"] = time.perf_counter() - start
+            report("cropping", 0, 1)
+            start = time.perf_counter()
+            found = crop_cells(image.rgb, segmentation, size=crop_size)
+            seconds["cropping"] = time.perf_counter() - start
+            start = time.perf_counter()
+            calls = labeller.label([c.crop for c in found],
+                                   lambda d, t: report("classifying", d, t))  # fmt: skip
+            seconds["classifying"] = time.perf_counter() - start
+        except LeukemiaCoreError as error:
+            failures.append(ImageFailure(image.name, str(error)))
+            continue
+        index = len(fields)
+        labelled = [_labelled(c, calls, k, index) for k, c in enumerate(found)]
+        domain = labeller.assess([c.domain_score for c in labelled])
+        if domain is not None and domain.warned:
+            labelled = [_to_review(c) for c in labelled]
+        cells += labelled
+        fields.append(Field(index, image.name, image.rgb, image.original_size, image.scale,
+                            (*image.notes, *segmentation.notes), seconds, domain,
+                            segmentation if keep_segmentation else None))  # fmt: skip
+        report("counting", 1, 1)
+    return fields, cells, failures
+
+
+def _cells_mode(images, labeller, params, crop_size, keep_segmentation, progress):
+    crops, kept, failures = [], [], []
+    for i, image in enumerate(images):
+        if progress:
+            progress(i, len(images), "cropping", i, len(images))
+        try:
+            crops.append(single_cell_crop(image.rgb, size=crop_size, params=params))
+            kept.append(image)
+        except LeukemiaCoreError as error:
+            failures.append(ImageFailure(image.name, str(error)))
+
+    def report(done: int, total: int) -> None:
+        if progress:
+            progress(len(images) - 1, len(images), "classifying", done, total)
+
+    calls = labeller.label([c.crop for c in crops], report)
+    fields, cells = [], []
+    for index, (image, crop) in enumerate(zip(kept, crops, strict=True)):
         ys, xs = np.nonzero(crop.cell_mask)
-        box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
-        mask = crop.cell_mask[box[1] : box[3], box[0] : box[2]]
-        cell = Cell(1, box, (float(xs.mean()), float(ys.mean())), int(mask.sum()), 0, False,
-                    mask, np.zeros_like(mask), crop.crop, crop.crop)  # fmt: skip
-        # No assessment per one-cell image: review_warned_sample judges the set of them.
-        analyzed = (AnalyzedCell(cell, prediction.blast_probability, prediction.label,
-                                 None if score is None else float(score)),)  # fmt: skip
-        out.append(FieldAnalysis(name, image, None, analyzed,
-                                 summarize_labels(_labels(analyzed)), crop.notes))  # fmt: skip
-    return out
-
-
-def sample_count(analyses: Iterable[FieldAnalysis]) -> BlastCount:
-    """Blast count over all images of one sample (model labels)."""
-    return summarize_labels([label for a in analyses for label in _labels(a.cells)])
-
-
-def review_warned_sample(
-    analyses: Sequence[FieldAnalysis], classifier: Classifier
-) -> tuple[list[FieldAnalysis], DomainAssessment | None]:
-    """The sample's domain assessment (median over all its cells); when warned, every cell of
-    every field goes to review.
-
-    Returns:
-        The analyses (relabelled when the sample is warned) and the sample assessment (None
-        without a domain reference).
-    """
-    scores = [c.domain_score for a in analyses for c in a.cells]
-    domain = assess_domain(classifier, scores if any(s is not None for s in scores) else None)
-    if domain is None or not domain.warned:
-        return list(analyses), domain
-    out = []
-    for a in analyses:
-        cells = tuple(replace(c, model_label=send_to_review(c.model_label)) for c in a.cells)
-        out.append(replace(a, cells=cells, count=summarize_labels(_labels(cells))))
-    return out, domain
-
-
-def _report(progress: Progress | None, stage: str, done: int, total: int) -> None:
-    if progress:
-        progress(stage, done, total)
+        bbox = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+        cell = Cell(1, bbox, (float(xs.mean()), float(ys.mean())), mask_outline(crop.cell_mask),
+                    crop.crop, cell_area_px=len(xs))  # fmt: skip
+        cells.append(_labelled(cell, calls, index, index))
+        # One cell per image: no field assessment (a median of one cell is too noisy for the
+        # limit); the sample's, over all its cells, decides (analyze).
+        fields.append(Field(index, image.name, image.rgb, image.original_size, image.scale,
+                            (*image.notes, *crop.notes)))  # fmt: skip
+    if progress and images:
+        progress(len(images) - 1, len(images), "counting", 1, 1)
+    return fields, cells, failures

@@ -16,9 +16,12 @@ from collections import Counter
 from dataclasses import asdict
 from typing import Any
 
+import numpy as np
+
 from leukemia_core.counting import CellLabel
-from leukemia_core.store import CaseRecord, CellRecord
-from leukemia_core.types import BlastCount
+from leukemia_core.imaging import png_bytes
+from leukemia_core.store import CaseRecord
+from leukemia_core.types import BlastCount, Cell
 
 RESEARCH_USE_STATEMENT = (
     "Research use only — not for diagnosis. The counts below are decision support for trained "
@@ -88,7 +91,7 @@ def _interval(count: BlastCount) -> str:
     return f"{count.ci_low_percent:.1f}% – {count.ci_high_percent:.1f}%"
 
 
-def flagged_cells(record: CaseRecord) -> tuple[CellRecord, ...]:
+def flagged_cells(record: CaseRecord) -> tuple[Cell, ...]:
     """Cells a reader should see: labelled blast or uncertain, or relabelled by the reviewer."""
     return tuple(c for c in record.cells if c.label in _FLAGGED_LABELS or c.changed_by_reviewer)
 
@@ -125,10 +128,10 @@ def _count_row(scope: str, count: BlastCount) -> tuple[str, ...]:
 
 
 def _counts_section(record: CaseRecord) -> str:
-    names = {f.field_index: f.name for f in record.fields}
+    names = {f.index: f.name for f in record.fields}
     rows = [_count_row("Whole sample", record.counts())]
     rows += [
-        _count_row(f"Field {f.field_index + 1}: {names[f.field_index]}", count)
+        _count_row(f"Field {f.index + 1}: {names[f.index]}", count)
         for f, count in zip(record.fields, record.field_counts(), strict=True)
     ]
     header = (
@@ -168,12 +171,13 @@ def _data_uri(png: bytes) -> str:
 
 
 def _cells_section(record: CaseRecord, limit: int) -> str:
-    names = {f.field_index: f.name for f in record.fields}
+    names = {f.index: f.name for f in record.fields}
     flagged = flagged_cells(record)
     shown = flagged[:limit]
     figures = []
     for cell in shown:
-        png = cell.overlay_png or cell.crop_png
+        shown_image = cell.overlay if cell.overlay is not None else cell.crop
+        png = None if shown_image is None else png_bytes(shown_image)
         where = (
             f"Field {cell.field_index + 1} ({names.get(cell.field_index, '')}), cell {cell.cell_id}"
         )
@@ -233,7 +237,7 @@ def _domain_section(record: CaseRecord) -> str:
     css = ' class="domain"' if record.domain.warned else ""
     warned = [f for f in record.fields if f.domain is not None and f.domain.warned]
     fields = "".join(
-        f"<li>Field {f.field_index + 1} ({_e(f.name)}): {_e(f.domain.message)}</li>" for f in warned
+        f"<li>Field {f.index + 1} ({_e(f.name)}): {_e(f.domain.message)}</li>" for f in warned
     )
     listed = f"<p>Warned fields (every cell sent to review):</p><ul>{fields}</ul>" if fields else ""
     return (f"<h2>Out-of-domain check</h2><p{css}>{_e(record.domain.message)}</p>{listed}"
@@ -312,7 +316,7 @@ def cells_csv(record: CaseRecord) -> bytes:
     starting with ``=``, ``+``, ``-`` or ``@`` get a leading apostrophe so that spreadsheets do
     not run them as formulas.
     """
-    names = {f.field_index: f.name for f in record.fields}
+    names = {f.index: f.name for f in record.fields}
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer)
     writer.writerow(CSV_COLUMNS)
@@ -337,6 +341,11 @@ def cells_csv(record: CaseRecord) -> bytes:
     return buffer.getvalue().encode("utf-8")
 
 
+_JSON_CELL_KEYS = ("field_index", "cell_id", "blast_probability", "model_label", "label",
+                   "reviewed", "domain_score", "cell_area_px", "nucleus_area_px",
+                   "touches_border")  # fmt: skip
+
+
 def case_json(record: CaseRecord) -> str:
     """The case as JSON text: metadata, counts, fields and cells (no image bytes), audit trail.
 
@@ -345,12 +354,13 @@ def case_json(record: CaseRecord) -> str:
     """
     cells: list[dict[str, Any]] = []
     for c in record.cells:
-        cell = {k: v for k, v in asdict(c).items() if k not in ("crop_png", "overlay_png")}
+        cell = {k: getattr(c, k) for k in _JSON_CELL_KEYS}
         cell.update(bbox=list(c.bbox), centroid=list(c.centroid))
         cell.update(
+            outline=np.round(c.outline).astype(int).tolist(),
             changed_by_reviewer=c.changed_by_reviewer,
-            has_crop=c.crop_png is not None,
-            has_overlay=c.overlay_png is not None,
+            has_crop=c.crop is not None,
+            has_overlay=c.overlay is not None,
         )
         cells.append(cell)
     document = {
@@ -377,16 +387,15 @@ def case_json(record: CaseRecord) -> str:
         "counts": asdict(record.counts()),
         "model_counts": asdict(record.model_counts()),
         "field_counts": [
-            {"field_index": f.field_index, **asdict(count)}
+            {"field_index": f.index, **asdict(count)}
             for f, count in zip(record.fields, record.field_counts(), strict=True)
         ],
         "fields": [
             {
-                "field_index": f.field_index,
+                "field_index": f.index,
                 "name": f.name,
                 "width": f.width,
                 "height": f.height,
-                "has_image": f.image_png is not None,
                 "domain": None if f.domain is None else f.domain.to_dict(),
             }
             for f in record.fields

@@ -7,9 +7,16 @@ points are ``(x, y)``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
+from functools import cached_property
 
+import cv2
 import numpy as np
+
+from leukemia_core.domain import DomainAssessment
 
 
 @dataclass(frozen=True)
@@ -69,41 +76,182 @@ class Segmentation:
         return int(self.cell_labels.max()) if self.cell_labels.size else 0
 
 
+def _equal_records(a: object, b: object) -> bool:
+    """Field-by-field equality of two dataclasses of one type, arrays compared by value."""
+    if type(a) is not type(b):
+        return NotImplemented
+    for spec in fields(a):
+        x, y = getattr(a, spec.name), getattr(b, spec.name)
+        if isinstance(x, np.ndarray) or isinstance(y, np.ndarray):
+            if not (isinstance(x, np.ndarray) and isinstance(y, np.ndarray)):
+                return False
+            if x.shape != y.shape or not np.array_equal(x, y):
+                return False
+        elif x != y:
+            return False
+    return True
+
+
+class CellLabel(StrEnum):
+    """Label of one detected object, as set by the classifier or a reviewer.
+
+    ``BLAST`` and ``NORMAL`` are counted; ``UNCERTAIN`` cells await review and are left out of
+    the denominator until someone labels them; the rest are left out for good.
+    """
+
+    BLAST = "blast"
+    NORMAL = "normal"
+    UNCERTAIN = "uncertain"
+    EXCLUDED = "excluded"
+    NOT_WBC = "not_wbc"
+    BORDER = "border"
+
+
+def as_label(value: object) -> CellLabel:
+    """A :class:`CellLabel` from its value in any case and spacing.
+
+    Raises:
+        ValueError: Not a cell label (the message lists the valid ones).
+    """
+    try:
+        return CellLabel(str(value).strip().lower())
+    except ValueError:
+        valid = ", ".join(label.value for label in CellLabel)
+        raise ValueError(f"{value!r} is not a cell label; expected one of: {valid}.") from None
+
+
+REVIEWER_EDITABLE = frozenset({"label", "reviewed"})
+"""Cell attributes a reviewer may change (each change is audited); the rest are the machine's."""
+
+
 @dataclass(frozen=True)
 class Cell:
-    """One detected white cell and its crops.
+    """One white cell, from segmentation through the model's call and the review to the record.
+
+    The same object is made by :func:`leukemia_core.cropping.crop_cells`, labelled by the
+    pipeline, changed (as a copy) by the review workflow and stored as it is by the case store.
 
     Attributes:
-        cell_id: Label of the cell in :attr:`Segmentation.cell_labels` (1-based).
+        cell_id: Id within its field (the segmentation label, 1-based).
         bbox: ``(x0, y0, x1, y1)`` of the whole cell in the field, ``x1``/``y1`` exclusive.
         centroid: ``(x, y)`` centroid of the whole-cell mask in the field.
+        outline: ``(K, 2)`` float32 ``(x, y)`` polygon of the cell in field coordinates (see
+            :func:`leukemia_core.imaging.mask_outline`); :meth:`mask` rasterises it.
+        crop: Classifier-domain crop (C-NMC style): the cell centred on a square black canvas,
+            everything outside its mask black, at a fixed scale of a few red-cell diameters per
+            side (see :func:`leukemia_core.cropping.crop_cells`), ``(S, S, 3)`` uint8; None when
+            not kept (cases stored without crops).
+        field_index: Position of its field in the sample (0-based).
         cell_area_px: Whole-cell area in field pixels.
         nucleus_area_px: Nucleus area in field pixels.
-        touches_border: True when the cell is cut by the image border (excluded from counts).
-        cell_mask: Bool mask of the cell, cropped to ``bbox``.
-        nucleus_mask: Bool mask of the nucleus, cropped to ``bbox``.
-        crop: Classifier-domain crop (C-NMC style): the cell centred on a square black canvas,
-            everything outside the cell mask black, at a fixed scale of a few red-cell
-            diameters per side (see :func:`leukemia_core.cropping.crop_cells`),
-            ``(size, size, 3)`` uint8.
-        context_crop: Square crop around the cell with its neighbourhood, for display.
+        touches_border: Cut by the image border (labelled ``border``: shown, never counted).
+        blast_probability: Calibrated probability of a blast; None when no model labelled it.
+        model_label: What the machine said.
+        label: The current label (the reviewer's decision; the model's until changed).
+        reviewed: True once a reviewer relabelled the cell or accepted its label.
+        domain_score: Distance to the model's training cells (about 1 in domain), or None.
+        overlay: Explanation overlay (RGB uint8) kept with the case, or None.
     """
 
     cell_id: int
     bbox: tuple[int, int, int, int]
     centroid: tuple[float, float]
-    cell_area_px: int
-    nucleus_area_px: int
-    touches_border: bool
-    cell_mask: np.ndarray = field(repr=False)
-    nucleus_mask: np.ndarray = field(repr=False)
-    crop: np.ndarray = field(repr=False)
-    context_crop: np.ndarray = field(repr=False)
+    outline: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32), repr=False)
+    crop: np.ndarray | None = field(default=None, repr=False)
+    field_index: int = 0
+    cell_area_px: int = 0
+    nucleus_area_px: int = 0
+    touches_border: bool = False
+    blast_probability: float | None = None
+    model_label: CellLabel = CellLabel.UNCERTAIN
+    label: CellLabel | None = None
+    reviewed: bool = False
+    domain_score: float | None = None
+    overlay: np.ndarray | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        # Frozen: normalise through object.__setattr__ (labels may arrive as plain strings).
+        object.__setattr__(self, "model_label", as_label(self.model_label))
+        label = self.model_label if self.label is None else as_label(self.label)
+        object.__setattr__(self, "label", label)
+
+    def __eq__(self, other: object) -> bool:
+        return _equal_records(self, other)
+
+    __hash__ = None  # holds arrays: compared by value, never hashed
+
+    @property
+    def key(self) -> tuple[int, int]:
+        """``(field_index, cell_id)``: unique within a sample."""
+        return (self.field_index, self.cell_id)
+
+    @property
+    def changed_by_reviewer(self) -> bool:
+        """True when the current label differs from the model's."""
+        return self.label != self.model_label
 
     @property
     def nucleus_cytoplasm_ratio(self) -> float:
         """Nucleus area over whole-cell area (blasts are typically > 0.7)."""
         return self.nucleus_area_px / self.cell_area_px if self.cell_area_px else 0.0
+
+    def mask(self) -> np.ndarray:
+        """Bool mask of the cell cropped to :attr:`bbox`, filled from its outline."""
+        x0, y0, x1, y1 = self.bbox
+        mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        if len(self.outline):
+            points = np.round(np.asarray(self.outline) - (x0, y0)).astype(np.int32)
+            cv2.fillPoly(mask, [points.reshape(-1, 1, 2)], 1)
+        return mask.astype(bool)
+
+
+@dataclass(frozen=True)
+class Field:
+    """One analysed image of a sample (a smear field, or one single-cell image).
+
+    Attributes:
+        index: Position in the sample (0-based), the ``field_index`` of its cells.
+        name: Shown to the user (the file name unless renamed).
+        image: The analysed RGB pixels (downscaled when the file was very large).
+        original_size: ``(width, height)`` of the file; the image's own size when not given.
+        scale: Analysed pixels per original pixel.
+        notes: Notes for the user (downscaling, no cells found, ...).
+        seconds: Wall time per analysis stage.
+        domain: Out-of-domain assessment of the field's cells (None without a domain check).
+        segmentation: The label images, kept only when asked for (evaluation); None otherwise.
+    """
+
+    index: int
+    name: str
+    image: np.ndarray = field(repr=False)
+    original_size: tuple[int, int] | None = None
+    scale: float = 1.0
+    notes: tuple[str, ...] = ()
+    seconds: Mapping[str, float] = field(default_factory=dict)
+    domain: DomainAssessment | None = None
+    segmentation: Segmentation | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.original_size is None:
+            object.__setattr__(self, "original_size", (self.width, self.height))
+
+    def __eq__(self, other: object) -> bool:
+        return _equal_records(self, other)
+
+    __hash__ = None  # holds arrays: compared by value, never hashed
+
+    @property
+    def width(self) -> int:
+        return int(self.image.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.image.shape[0])
+
+    @cached_property
+    def digest(self) -> str:
+        """Content hash of the pixels (for caches keyed by the image)."""
+        return hashlib.blake2b(np.ascontiguousarray(self.image).data, digest_size=12).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ import pandas as pd
 import streamlit as st
 
 from leukemia_core.errors import LeukemiaCoreError
-from leukemia_core.session import MODE_CELLS, MODE_FIELDS, ReviewSession
+from leukemia_core.pipeline import MODE_CELLS, MODE_FIELDS
+from leukemia_core.review import Review
 from ui import state
 from ui.analysis import run_analysis
 from ui.common import UPLOAD_TYPES, domain_warning, interval_text, percent_text
@@ -97,7 +98,7 @@ if files:
         st.error(str(error))
 
 
-def show_results(session: ReviewSession) -> None:
+def show_results(session: Review) -> None:
     st.subheader(f"Sample {session.sample_id}", divider="gray")
     for failure in session.failures:
         prefix = "" if failure.name in failure.message else f"{failure.name}: "
@@ -127,7 +128,7 @@ def show_results(session: ReviewSession) -> None:
         )
 
 
-def field_table(session: ReviewSession) -> pd.DataFrame:
+def field_table(session: Review) -> pd.DataFrame:
     rows = []
     for field, count in zip(session.fields, session.field_counts(), strict=True):
         rows.append({

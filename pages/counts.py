@@ -6,7 +6,8 @@ import pandas as pd
 import streamlit as st
 
 from leukemia_core.counting import INVESTIGATE_PERCENT, WHO_ACUTE_LEUKEMIA_PERCENT, CellLabel
-from leukemia_core.session import MODE_FIELDS, ReviewSession
+from leukemia_core.pipeline import MODE_FIELDS
+from leukemia_core.review import Review
 from leukemia_core.types import BlastCount
 from ui import state
 from ui.common import LABEL_NAMES, interval_text, percent_text
@@ -29,9 +30,9 @@ def count_row(scope: str, count: BlastCount, n_uncertain: int) -> dict:
     }
 
 
-def uncertain_in(session: ReviewSession, field_index: int | None) -> int:
-    keys = [c.key for c in session.cells if field_index in (None, c.field_index)]
-    return sum(session.labels[k] == CellLabel.UNCERTAIN for k in keys)
+def uncertain_in(session: Review, field_index: int | None) -> int:
+    cells = session.cells if field_index is None else session.field_cells(field_index)
+    return sum(c.label == CellLabel.UNCERTAIN for c in cells)
 
 
 status_line(session)

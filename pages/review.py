@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from leukemia_core.errors import LeukemiaCoreError
-from leukemia_core.session import MODE_FIELDS
+from leukemia_core.pipeline import MODE_FIELDS
 from ui import heatmaps, state
 from ui.common import domain_warning, interval_text, percent_text, show_flashes
 from ui.figures import field_overview
@@ -57,7 +57,7 @@ if session.mode == MODE_FIELDS and session.fields:
         )  # fmt: skip
     field = session.fields[index]
     st.plotly_chart(
-        field_overview(field, session.field_cells(index), session.labels),
+        field_overview(field, session.field_cells(index)),
         key="overview",
         config={"displaylogo": False, "scrollZoom": True},
     )
@@ -83,9 +83,10 @@ opacity = c3.slider(
 right_images = {}
 if reason is not None:
     st.caption(reason)
-    if session.overlays:
+    stored = {c.key: c.overlay for c in session.cells if c.overlay is not None}
+    if stored:
         st.caption("Showing the heatmaps stored with the case.")
-        right_images = dict(session.overlays)
+        right_images = stored
 elif show_maps:
     try:
         with st.spinner(f"Computing {heatmaps.METHOD_NAMES.get(method, method)} for "

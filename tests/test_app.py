@@ -20,12 +20,13 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from leukemia_core import pipeline
 from leukemia_core.classify import Classifier
 from leukemia_core.counting import CellLabel
 from leukemia_core.imaging import prepare_field
 from leukemia_core.models.folder import load_model, read_config, set_active_model
 from leukemia_core.report import RESEARCH_USE_STATEMENT
-from leukemia_core.session import ReviewSession, analyze_sample
+from leukemia_core.review import Review
 from leukemia_core.store import CaseStore
 from leukemia_core.synthetic import make_demo_smear
 from ui.common import DISCLAIMER
@@ -105,7 +106,11 @@ def errors(at: AppTest) -> list[str]:
     return [e.value for e in at.error]
 
 
-def session_of(at: AppTest) -> ReviewSession:
+def analyze_sample(images, classifier, *, sample_id: str) -> Review:
+    return Review(pipeline.analyze(images, classifier), sample_id=sample_id)
+
+
+def session_of(at: AppTest) -> Review:
     return at.session_state["review_session"]
 
 
@@ -147,7 +152,7 @@ def keys_labelled(at: AppTest, label: str) -> list[str]:
     session = session_of(at)
     return [
         f"relabel_{c.field_index}_{c.cell_id}" for c in session.cells
-        if session.labels[c.key] == label
+        if c.label == label
     ]  # fmt: skip
 
 
@@ -351,7 +356,7 @@ def test_review_reclassify_recount_sign_reopen_and_export(db, demo_png, download
     rows = list(csv.DictReader(io.StringIO(downloads[f"{stem}_cells.csv"].decode())))
     assert len(rows) == n_cells
     labels = {(int(r["field_index"]), int(r["cell_id"])): r["label"] for r in rows}
-    assert labels == {k: v.value for k, v in session_of(at).labels.items()}
+    assert labels == {c.key: c.label.value for c in session_of(at).cells}
     assert sum(r["changed_by_reviewer"] == "true" for r in rows) == 2
     document = json.loads(downloads[f"{stem}_case.json"])
     assert document["status"] == "signed" and document["counts"]["n_blasts"] == (
@@ -432,7 +437,7 @@ def test_two_tabs_never_mix_their_cells(db, demo_png):
     relabel(three, keys_labelled(three, "uncertain")[0], "normal")
     go(one, "review")
     assert any("changed in another window" in i.value for i in one.info)
-    assert session_of(one).labels == session_of(three).labels
+    assert [c.label for c in session_of(one).cells] == [c.label for c in session_of(three).cells]
     assert session_of(one).n_uncertain == 0
 
 
@@ -489,7 +494,7 @@ def test_heatmaps_for_the_whole_gallery_in_one_batched_cached_call(db, monkeypat
 
     save_case(at)  # the record keeps the overlays the reviewer saw
     record = CaseStore(db).load_case(session_of(at).case_id)
-    assert all(c.overlay_png for c in record.cells)
+    assert all(c.overlay is not None for c in record.cells)
     assert len(calls) == 3
 
 

@@ -1,8 +1,10 @@
-"""leukemia_core.session: analysing a sample for review, relabelling, counts, case-record round trip."""
+"""leukemia_core.review: a sample analysed for review, the workflow (save, relabel, accept, sign,
+reopen, refresh), counts and the case-record round trip."""
 
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -12,18 +14,14 @@ from PIL import Image
 from leukemia_core.classify import Classifier
 from leukemia_core.counting import CellLabel, summarize_labels
 from leukemia_core.cropping import crop_cells
+from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.imaging import prepare_field, read_for_analysis
+from leukemia_core.labellers import NO_MODEL
 from leukemia_core.models.folder import load_model
+from leukemia_core.pipeline import MODE_CELLS, ImageFailure, analyze
+from leukemia_core.review import Review, ReviewError
 from leukemia_core.segmentation import segment_wbc
-from leukemia_core.session import (
-    MODE_CELLS,
-    NO_MODEL,
-    ImageFailure,
-    ReviewError,
-    ReviewSession,
-    analyze_sample,
-)
-from leukemia_core.store import CaseStore
+from leukemia_core.store import CaseSignedError, CaseStore, SignOffBlockedError
 from leukemia_core.synthetic import make_demo_smear, make_smear
 
 
@@ -43,9 +41,24 @@ def fields(demo):
     return [prepare_field(demo.image, "demo.png"), prepare_field(second.image, "second.png")]
 
 
+def analyze_sample(images, classifier, *, sample_id, **kwargs) -> Review:
+    return Review(analyze(images, classifier, **kwargs), sample_id=sample_id)
+
+
+@pytest.fixture
+def store(tmp_path):
+    return CaseStore(tmp_path / "cases.sqlite3")
+
+
 @pytest.fixture
 def session(fields, classifier):
     return analyze_sample(fields, classifier, sample_id="S-1")
+
+
+@pytest.fixture
+def saved(session, store):
+    session.save(store, reviewer="Tech")
+    return session
 
 
 def test_every_segmented_cell_is_in_the_review_with_the_models_call(session, fields, classifier):
@@ -64,51 +77,66 @@ def test_every_segmented_cell_is_in_the_review_with_the_models_call(session, fie
     inside = [c for c in session.cells if c.model_label != CellLabel.BORDER]
     assert [c.blast_probability for c in inside] == pytest.approx(list(probabilities), abs=1e-6)
     for cell in session.cells:
-        assert cell.crop.shape == (300, 300, 3) and cell.view.shape == (192, 192, 3)
+        assert cell.crop.shape == (300, 300, 3) and session.view(cell).shape == (192, 192, 3)
         assert len(cell.outline) >= 4
 
 
-def test_counts_follow_the_labels_and_a_relabel_changes_every_count_at_once(session):
-    labels = [session.labels[c.key] for c in session.cells]
+def test_counts_follow_the_labels_and_a_relabel_changes_every_count_at_once(saved, store):
+    session = saved
+    labels = [c.label for c in session.cells]
     assert session.count() == summarize_labels(labels)
     assert session.model_count() == session.count()
     assert session.field_counts() == (session.count(0), session.count(1))
     target = session.field_cells(0)[0]
     before = session.count()
     field_before = session.count(0)
-    change = session.relabel(0, target.cell_id, "blast", reviewer=" Dr. A ")
+    assert session.relabel(store, 0, target.cell_id, "blast", reviewer=" Dr. A ")
+    change = store.load_case(session.case_id).audit[-1]
     assert change.to_label == "blast" and change.reviewer == "Dr. A"
     assert change.from_label == target.model_label.value
+    assert session.cell(*target.key).reviewed and session.audit_token == change.audit_id
     after = session.count()
     newly_counted = target.model_label not in (CellLabel.BLAST, CellLabel.NORMAL)
     assert after.n_blasts == before.n_blasts + (target.model_label != CellLabel.BLAST)
     assert after.n_counted == before.n_counted + newly_counted
     assert session.count(0).n_blasts == field_before.n_blasts + (target.model_label != "blast")
-    assert session.count(1) == summarize_labels(
-        [session.labels[c.key] for c in session.field_cells(1)]
-    )
+    assert session.count(1) == summarize_labels([c.label for c in session.field_cells(1)])
     assert session.model_count() == before  # what the model said does not move
-    assert session.relabel(0, target.cell_id, "blast", reviewer="Dr. A") is None  # no-op
-    assert len(session.changes) == 1 and session.n_changed == 1
+    assert not session.relabel(store, 0, target.cell_id, "blast", reviewer="Dr. A")  # no-op
+    relabels = [a for a in store.load_case(session.case_id).audit if a.action == "relabel"]
+    assert len(relabels) == 1 and session.n_changed == 1
 
 
 @pytest.mark.parametrize(
     ("args", "reviewer", "match"),
     [
-        ((0, 1, "blast"), "", "Enter your name as reviewer"),
+        ((0, 1, "blast"), "", "reviewer name is empty.*enter your name"),
         ((0, 999, "blast"), "A", "no cell 999 in field 0"),
         ((5, 1, "blast"), "A", "no cell 1 in field 5"),
-        ((0, 1, "lymphoma"), "A", "'lymphoma' is not a cell label; expected one of: blast"),
+        ((0, 1, "lymphoma"), "A", "'lymphoma' is not a label a reviewer gives; choose one of: "
+                                  "blast"),
+        ((0, 1, "uncertain"), "A", "uncertain and border come only from the machine"),
     ],
 )
-def test_bad_relabels_say_what_is_wrong(session, args, reviewer, match):
-    with pytest.raises(ReviewError, match=match):
-        session.relabel(*args, reviewer=reviewer)
+def test_bad_relabels_say_what_is_wrong_and_write_nothing(saved, store, args, reviewer, match):
+    token = saved.audit_token
+    with pytest.raises(LeukemiaCoreError, match=match):
+        saved.relabel(store, *args, reviewer=reviewer)
+    assert store.last_audit_id(saved.case_id) == token
 
 
-def test_gallery_puts_the_uncertain_queue_first_and_sorts_by_probability(session):
-    for cell in session.field_cells(0)[:2]:
-        session.relabel(*cell.key, "uncertain", reviewer="A")
+def test_nothing_is_relabelled_before_the_case_is_saved(session, store):
+    with pytest.raises(ReviewError, match="Save the case first"):
+        session.relabel(store, *session.cells[0].key, "blast", reviewer="A")
+    assert session.count() == session.model_count() and store.list_cases() == []
+
+
+def test_gallery_puts_the_uncertain_queue_first_and_sorts_by_probability(classifier, fields):
+    analysis = analyze(fields, classifier)
+    cells = list(analysis.cells)
+    for i in (0, 1):  # the machine sends these two to review
+        cells[i] = replace(cells[i], model_label="uncertain", label="uncertain")
+    session = Review(replace(analysis, cells=tuple(cells)), sample_id="S-1")
     groups = session.groups()
     assert [g.key for g in groups] == ["uncertain", "blast", "normal", "left_out"]
     assert sum(len(g.cells) for g in groups) == len(session.cells)
@@ -116,17 +144,18 @@ def test_gallery_puts_the_uncertain_queue_first_and_sorts_by_probability(session
         p = [c.blast_probability for c in group.cells]
         assert p == sorted(p, reverse=True)
     assert len(groups[0].cells) == session.n_uncertain >= 2
-    assert {session.labels[c.key] for c in groups[3].cells} <= {"excluded", "not_wbc", "border"}
+    assert {c.label for c in groups[3].cells} <= {"excluded", "not_wbc", "border"}
 
 
-def test_without_a_model_every_cell_awaits_the_reviewer(fields):
+def test_without_a_model_every_cell_awaits_the_reviewer(fields, store):
     session = analyze_sample(fields[:1], None, sample_id="S-2")
     assert session.model_name is None and not session.has_model
     assert {c.model_label for c in session.cells} <= {CellLabel.UNCERTAIN, CellLabel.BORDER}
     assert all(c.blast_probability is None for c in session.cells)
     assert session.count().n_counted == 0 and session.n_uncertain > 0
+    session.save(store, reviewer="A")
     for cell in session.cells:
-        session.relabel(*cell.key, "normal", reviewer="A")
+        session.relabel(store, *cell.key, "normal", reviewer="A")
     assert session.count().n_counted == len(session.cells) and session.n_uncertain == 0
 
 
@@ -175,35 +204,54 @@ def test_progress_reports_each_image_and_stage(fields, classifier):
     assert {a[2] for a in seen} >= {"segmenting", "cropping", "classifying", "counting"}
 
 
-def test_case_record_round_trip_keeps_cells_labels_and_outlines(session, tmp_path):
-    session.relabel(*session.cells[0].key, "not_wbc", reviewer="A")
+def test_case_record_round_trip_keeps_cells_labels_and_outlines(session, store):
     overlays = {session.cells[1].key: np.full((300, 300, 3), 7, np.uint8)}
-    fields, cells = session.case_entries(overlays)
-    store = CaseStore(tmp_path / "cases.sqlite3")
-    case_id = store.create_case(
-        "S-1", fields, cells, model_name=session.model_name,
-        model_checksum=session.model_checksum, thresholds=session.thresholds(),
-    )  # fmt: skip
+    case_id = session.save(store, reviewer="A", overlays=overlays)
+    session.relabel(store, *session.cells[0].key, "not_wbc", reviewer="A")
     record = store.load_case(case_id)
     assert record.thresholds["mode"] == "fields"
     assert record.thresholds["blast_percent_thresholds"] == [5.0, 20.0]
     assert record.model_counts() == session.model_count()  # stored labels start as the model's
-    restored = ReviewSession.from_record(record)
+    restored = Review.from_record(record)
     assert restored.case_id == case_id and restored.status == "open" and restored.version == 1
     assert [c.key for c in restored.cells] == [c.key for c in session.cells]
-    assert restored.count() == session.model_count()
+    assert restored.count() == session.count()
     for original, back in zip(session.fields, restored.fields, strict=True):
         assert np.array_equal(original.image, back.image)
     for original, back in zip(session.cells, restored.cells, strict=True):
         assert np.array_equal(original.crop, back.crop)
         assert back.blast_probability == pytest.approx(original.blast_probability)
         assert _iou(back.outline, original.outline, original.bbox) > 0.85
-    assert list(restored.overlays) == [session.cells[1].key]
-    # the store's changes come back through apply_record
+        assert (back.label, back.reviewed) == (original.label, original.reviewed)
+    assert [c.key for c in restored.cells if c.overlay is not None] == [session.cells[1].key]
+    # a change made elsewhere (another tab) is taken by refresh, by the exact audit token
+    assert not restored.refresh(store)
     store.relabel_cell(case_id, *session.cells[2].key, "excluded", reviewer="B")
-    restored.apply_record(store.load_case(case_id))
-    assert restored.labels[session.cells[2].key] == CellLabel.EXCLUDED
-    assert [(c.reviewer, c.to_label) for c in restored.changes] == [("B", "excluded")]
+    assert restored.refresh(store) and session.refresh(store)
+    assert restored.cell(*session.cells[2].key).label == CellLabel.EXCLUDED
+    assert session.cell(*session.cells[2].key).label == CellLabel.EXCLUDED
+
+
+def test_two_changes_that_cancel_out_elsewhere_are_still_seen(saved, store):
+    """Counts alone would miss this (the old check): the token is the last audit id."""
+    first, second = saved.cells[:2]
+    saved.relabel(store, *first.key, "blast", reviewer="A")
+    saved.relabel(store, *second.key, "normal", reviewer="A")
+    counts = saved.count()
+    # another tab swaps the two: every count stays the same, the labels do not
+    store.relabel_cell(saved.case_id, *first.key, "normal", reviewer="B")
+    store.relabel_cell(saved.case_id, *second.key, "blast", reviewer="B")
+    assert saved.refresh(store)
+    assert (saved.cell(*first.key).label, saved.cell(*second.key).label) == ("normal", "blast")
+    assert saved.count() == counts and not saved.refresh(store)
+
+
+def test_accepting_cells_marks_them_reviewed(saved, store):
+    keys = [c.key for c in saved.cells[:3]]
+    assert saved.n_unreviewed == len(saved.cells)
+    assert saved.accept(store, keys, reviewer="A") == 3
+    assert saved.accept(store, keys, reviewer="A") == 0
+    assert saved.n_unreviewed == len(saved.cells) - 3 and saved.count() == saved.model_count()
 
 
 def _iou(a: np.ndarray, b: np.ndarray, bbox) -> float:
@@ -217,33 +265,34 @@ def _iou(a: np.ndarray, b: np.ndarray, bbox) -> float:
     return (masks[0] & masks[1]).sum() / (masks[0] | masks[1]).sum()
 
 
-def test_a_session_without_model_is_stored_under_a_plain_name(fields, tmp_path):
+def test_a_session_without_model_is_stored_under_a_plain_name(fields, store):
     session = analyze_sample(fields[1:], None, sample_id="S-7")
-    store = CaseStore(tmp_path / "cases.sqlite3")
-    f, c = session.case_entries()
-    case_id = store.create_case("S-7", f, c, model_name=NO_MODEL, model_checksum="",
-                                thresholds=session.thresholds())  # fmt: skip
-    restored = ReviewSession.from_record(store.load_case(case_id))
+    case_id = session.save(store, reviewer="A")
+    assert store.load_case(case_id).model_name == NO_MODEL
+    restored = Review.open(store, case_id)
     assert restored.model_name is None
     assert all(cell.blast_probability is None for cell in restored.cells)
 
 
-def test_signed_sessions_are_frozen_and_records_must_match(session, fields, tmp_path):
-    store = CaseStore(tmp_path / "cases.sqlite3")
-    f, c = session.case_entries()
-    case_id = store.create_case("S-1", f, c, model_name="tiny", model_checksum="x",
-                                thresholds={})  # fmt: skip
+def test_signed_sessions_are_frozen_and_records_must_match(session, fields, store):
+    case_id = session.save(store, reviewer="A")
+    with pytest.raises(SignOffBlockedError):
+        session.sign(store, reviewer="A")
     for cell in session.cells:
-        if session.labels[cell.key] == CellLabel.UNCERTAIN:
-            store.relabel_cell(case_id, *cell.key, "normal", reviewer="A")
-    store.sign_case(case_id, reviewer="A")
-    session.apply_record(store.load_case(case_id))
+        if cell.label == CellLabel.UNCERTAIN:
+            session.relabel(store, *cell.key, "normal", reviewer="A")
+    session.sign(store, reviewer="A")
     assert session.is_signed and session.signed_by == "A"
-    with pytest.raises(ReviewError, match="signed and frozen; reopen"):
-        session.relabel(*session.cells[0].key, "blast", reviewer="A")
+    with pytest.raises(CaseSignedError, match="is frozen; reopen"):
+        session.relabel(store, *session.cells[0].key, "blast", reviewer="A")
+    new_id = session.reopen(store, reviewer="B")
+    assert (session.case_id, session.version, session.status) == (new_id, 2, "open")
+    assert session.relabel(store, *session.cells[0].key, "blast", reviewer="B")
+    assert Review.open(store, case_id).is_signed  # the signed version is unchanged
     other = analyze_sample(fields[1:], None, sample_id="S-8")
+    other.case_id = case_id
     with pytest.raises(ReviewError, match="holds other cells than the sample on screen"):
-        other.apply_record(store.load_case(case_id))
+        other.refresh(store)
 
 
 def test_read_for_analysis_feeds_the_session(demo, classifier):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -10,12 +12,12 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
 from leukemia_core.counting import summarize_labels
 from leukemia_core.domain import DomainAssessment
+from leukemia_core.imaging import png_bytes, rgb_from_png
 from leukemia_core.store import (
     DATABASE_ENV_VAR,
     SCHEMA_VERSION,
@@ -25,9 +27,9 @@ from leukemia_core.store import (
     CaseSignedError,
     CaseStore,
     CaseStoreError,
-    CellEntry,
+    Cell,
     CellNotFoundError,
-    FieldEntry,
+    Field,
     SignOffBlockedError,
     default_database_path,
 )
@@ -36,28 +38,32 @@ VALID_LABELS = "blast, normal, uncertain, excluded, not_wbc, border"
 THRESHOLDS = {"blast_probability": 0.5, "uncertain_band": [0.35, 0.65]}
 
 
-def png(value: int, size: int = 6) -> bytes:
-    ok, encoded = cv2.imencode(".png", np.full((size, size, 3), value, np.uint8))
-    assert ok
-    return encoded.tobytes()
+def img(value: int, size: int = 6) -> np.ndarray:
+    return np.full((size, size, 3), value, np.uint8)
+
+
+def field(name: str, width: int = 64, height: int = 48, value: int = 0, **kw) -> Field:
+    return Field(0, name, np.full((height, width, 3), value, np.uint8), **kw)
 
 
 def cell(field_index: int, cell_id: int, label: str, probability: float | None = 0.5, **kw):
     box = (10 * cell_id, 5, 10 * cell_id + 8, 13)
     centre = (10 * cell_id + 4.0, 9.0)
-    return CellEntry(field_index, cell_id, box, centre, probability, label, **kw)
+    outline = np.array([box[:2], (box[2] - 1, box[1]), (box[2] - 1, box[3] - 1)], np.float32)
+    return Cell(cell_id, box, centre, kw.pop("outline", outline), field_index=field_index,
+                blast_probability=probability, model_label=label, **kw)  # fmt: skip
 
 
-def cells_for(labels_by_field: list[list[str]]) -> list[CellEntry]:
+def cells_for(labels_by_field: list[list[str]]) -> list[Cell]:
     return [
-        cell(f, i + 1, label, crop_png=png(i))
+        cell(f, i + 1, label, crop=img(i))
         for f, labels in enumerate(labels_by_field)
         for i, label in enumerate(labels)
     ]
 
 
 def new_case(store: CaseStore, labels_by_field: list[list[str]], sample_id: str = "S-1") -> str:
-    fields = [FieldEntry(f"field-{f}.png", 64, 48) for f in range(len(labels_by_field))]
+    fields = [field(f"field-{f}.png") for f in range(len(labels_by_field))]
     return store.create_case(
         sample_id,
         fields,
@@ -81,20 +87,23 @@ def store(tmp_path: Path) -> CaseStore:
 
 
 def test_create_and_load_round_trip(store: CaseStore):
-    fields = [FieldEntry("a.png", 64, 48, image_png=png(200, 16)), FieldEntry("b.png", 32, 32)]
+    fields = [field("a.png", 16, 16, 200), field("b.png", 32, 32)]
     cells = [
-        cell(0, 1, "blast", 0.93, crop_png=png(1), overlay_png=png(2)),
+        cell(0, 1, "blast", 0.93, crop=img(1), overlay=img(2), reviewed=True, cell_area_px=40),
         cell(0, 2, "Normal ", 0.04),
-        cell(1, 1, "uncertain", None),
+        cell(1, 1, "uncertain", None, touches_border=True, nucleus_area_px=7),
     ]
     case_id = store.create_case(
-        "S-42", fields, cells, model_name="m", model_checksum="c", thresholds=THRESHOLDS
-    )
+        "S-42", fields, cells, model_name="m", model_checksum="c", thresholds=THRESHOLDS,
+        created_by="tech",
+    )  # fmt: skip
     record = store.load_case(case_id)
     assert len(case_id) == 32 and int(case_id, 16) >= 0
     assert (record.version, record.parent_id, record.status) == (1, None, "open")
     assert (record.sample_id, record.model_name, record.thresholds) == ("S-42", "m", THRESHOLDS)
-    assert [f.image_png for f in record.fields] == [png(200, 16), None]
+    assert [f.index for f in record.fields] == [0, 1]
+    assert [f.image.tolist() for f in record.fields] == [img(200, 16).tolist(), img(0, 32).tolist()]
+    assert list(record.cells) == cells  # every attribute (outline, images, flags) as stored
     assert [(c.field_index, c.cell_id, c.label) for c in record.cells] == [
         (0, 1, "blast"),
         (0, 2, "normal"),
@@ -106,10 +115,10 @@ def test_create_and_load_round_trip(store: CaseStore):
         (14.0, 9.0),
         0.93,
     )
-    assert (first.crop_png, first.overlay_png) == (png(1), png(2))
+    assert np.array_equal(first.crop, img(1)) and np.array_equal(first.overlay, img(2))
     assert record.cells[2].blast_probability is None
     assert all(c.label == c.model_label and not c.changed_by_reviewer for c in record.cells)
-    assert [(a.action, a.reviewer) for a in record.audit] == [("created", "")]
+    assert [(a.action, a.reviewer) for a in record.audit] == [("created", "tech")]
     assert record.counts() == summarize_labels(["blast", "normal", "uncertain"])
     assert record.field_counts() == (
         summarize_labels(["blast", "normal"]),
@@ -118,14 +127,16 @@ def test_create_and_load_round_trip(store: CaseStore):
 
 
 def test_failure_on_the_last_cell_leaves_no_case(store: CaseStore):
-    cells = [*cells_for([["blast", "normal", "normal"]]), cell(0, 9, "lymphoblast?")]
     with pytest.raises(
-        CaseInputError,
-        match=f"'lymphoblast\\?' is not a cell label; expected one of: {VALID_LABELS}",
+        ValueError, match=f"'lymphoblast\\?' is not a cell label; expected one of: {VALID_LABELS}"
     ):
+        cell(0, 9, "lymphoblast?")  # a cell cannot even hold an unknown label
+    cells = [*cells_for([["blast", "normal", "normal"]]), cell(0, 9, "normal", 1.5)]
+    with pytest.raises(CaseInputError, match="blast_probability must be between 0 and 1"):
         store.create_case(
-            "S-1", [FieldEntry("a", 9, 9)], cells, model_name="m", model_checksum="", thresholds={}
-        )
+            "S-1", [field("a", 9, 9)], cells, model_name="m", model_checksum="", thresholds={},
+            created_by="tech",
+        )  # fmt: skip
     assert row_counts(store.path) == {"cases": 0, "fields": 0, "cells": 0, "audit": 0}
     assert store.list_cases() == []
 
@@ -145,45 +156,48 @@ def test_failure_on_the_last_cell_leaves_no_case(store: CaseStore):
         ),
         ("S", 1, [cell(0, 1, "blast"), cell(0, 1, "normal")], {}, "already has a cell with id 1"),
         ("S", 1, [cell(0, 1, "blast", 1.5)], {}, "blast_probability must be between 0 and 1"),
-        ("S", 1, [cell(0, 1, "blast", crop_png=b"GIF89a..")], {}, "crop_png must be PNG bytes"),
-        ("S", 1, [CellEntry(0, 1, (1, 2, 3), (0, 0), 0.1, "blast")], {}, "bbox must be 4 whole"),
+        ("S", 1, [cell(0, 1, "blast", crop=np.zeros((4, 4)))], {}, "crop must be an \\(H, W, 3\\)"),
+        ("S", 1, [Cell(1, (1, 2, 3), (0, 0), model_label="blast")], {}, "bbox must be 4 whole"),
         (
             "S",
             1,
-            [CellEntry(0, 1.5, (1, 2, 3, 4), (0, 0), 0.1, "blast")],
+            [Cell(1.5, (1, 2, 3, 4), (0, 0), model_label="blast")],
             {},
             "cell_id must be a whole",
         ),
-        ("S", 1, ["blast"], {}, "Cell 0 is a str; pass CellEntry objects"),
+        ("S", 1, ["blast"], {}, "Cell 0 is a str; pass Cell objects"),
     ],
 )
 def test_create_case_refuses_bad_input_and_writes_nothing(
     store, sample_id, fields, cells, thresholds, match
 ):
-    field_list = [FieldEntry("a", 9, 9)] * fields
+    field_list = [field("a", 9, 9)] * fields
     with pytest.raises(CaseInputError, match=match):
         store.create_case(
-            sample_id, field_list, cells, model_name="m", model_checksum="", thresholds=thresholds
-        )
+            sample_id, field_list, cells, model_name="m", model_checksum="", thresholds=thresholds,
+            created_by="tech",
+        )  # fmt: skip
     assert row_counts(store.path)["cases"] == 0
 
 
 def test_numpy_integers_are_accepted(store: CaseStore):
-    entry = CellEntry(
-        np.int64(0),
+    entry = Cell(
         np.int32(3),
         tuple(np.array([1, 2, 5, 6])),
         (1.5, 2.5),
-        np.float32(0.25),
-        "normal",
+        field_index=np.int64(0),
+        blast_probability=np.float32(0.25),
+        model_label="normal",
+        cell_area_px=np.int64(12),
     )
     case_id = store.create_case(
         "S",
-        [FieldEntry("a", np.int64(9), 9)],
+        [field("a", 9, 9)],
         [entry],
         model_name="m",
         model_checksum="",
         thresholds={},
+        created_by="tech",
     )
     store.relabel_cell(case_id, np.int64(0), np.int64(3), "blast", reviewer="R")
     assert store.load_case(case_id).cells[0].label == "blast"
@@ -382,12 +396,15 @@ def test_two_threads_write_different_cases_without_mixing(store: CaseStore):
 
 _WORKER = """
 import sys
-from leukemia_core.store import CaseStore, CellEntry, FieldEntry
+import numpy as np
+from leukemia_core.store import CaseStore, Cell, Field
 store = CaseStore(sys.argv[1])
 for i in range(5):
-    cells = [CellEntry(0, k, (0, 0, 4, 4), (2.0, 2.0), 0.5, sys.argv[3]) for k in range(1, 4 + i)]
-    case_id = store.create_case(f"{sys.argv[2]}-{i}", [FieldEntry("f", 8, 8)], cells,
-                                model_name="m", model_checksum="", thresholds={})
+    cells = [Cell(k, (0, 0, 4, 4), (2.0, 2.0), blast_probability=0.5, model_label=sys.argv[3])
+             for k in range(1, 4 + i)]
+    case_id = store.create_case(f"{sys.argv[2]}-{i}", [Field(0, "f", np.zeros((8, 8, 3), np.uint8))],
+                                cells, model_name="m", model_checksum="", thresholds={},
+                                created_by="tech")
     print(case_id)
 """
 
@@ -518,8 +535,9 @@ def test_a_database_of_the_previous_release_opens_and_gains_the_domain_columns(t
     conn.close()
     store = CaseStore(path)
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
-        assert "domain_score" in [r[1] for r in conn.execute("PRAGMA table_info(cells)")]
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        columns = [r[1] for r in conn.execute("PRAGMA table_info(cells)")]
+        assert {"domain_score", "outline", "reviewed"} <= set(columns)
     old = store.load_case("c1")
     assert old.sample_id == "S-OLD" and old.domain is None and old.fields[0].domain is None
     assert old.cells[0].domain_score is None and old.counts().n_blasts == 1
@@ -532,12 +550,12 @@ def test_a_database_of_the_previous_release_opens_and_gains_the_domain_columns(t
 
 def test_domain_assessments_and_cell_scores_are_stored_and_kept_on_reopen(store: CaseStore):
     warned, fine = DomainAssessment(3.2, 1.8, 2), DomainAssessment(1.1, 1.8, 1)
-    fields = [FieldEntry("a.png", 64, 48, domain=warned), FieldEntry("b.png", 64, 48, domain=fine)]
+    fields = [field("a.png", domain=warned), field("b.png", domain=fine)]
     cells = [cell(0, 1, "uncertain", domain_score=3.0), cell(0, 2, "uncertain", domain_score=3.4),
              cell(1, 1, "normal", domain_score=1.1)]  # fmt: skip
     sample = DomainAssessment(3.0, 1.8, 3)
     case_id = store.create_case("S-D", fields, cells, model_name="m", model_checksum="",
-                                thresholds={}, domain=sample)  # fmt: skip
+                                thresholds={}, domain=sample, created_by="tech")  # fmt: skip
     record = store.load_case(case_id)
     assert record.domain == sample and record.domain.warned
     assert [f.domain for f in record.fields] == [warned, fine]
@@ -555,11 +573,94 @@ def test_domain_assessments_and_cell_scores_are_stored_and_kept_on_reopen(store:
     [
         ({"domain": {"score": 2}}, "domain is a dict; pass a DomainAssessment"),
         ({"cells": [cell(0, 1, "normal", domain_score=float("nan"))]}, "domain_score must be"),
-        ({"fields": [FieldEntry("a", 4, 4, domain=2.0)]}, "Field 0 domain is a float"),
+        ({"fields": [field("a", 4, 4, domain=2.0)]}, "Field 0 domain is a float"),
     ],
 )
 def test_bad_domain_values_are_refused(store: CaseStore, kwargs, words):
-    values = {"fields": [FieldEntry("a", 4, 4)], "cells": [], **kwargs}
+    values = {"fields": [field("a", 4, 4)], "cells": [], **kwargs}
     with pytest.raises(CaseInputError, match=words):
         store.create_case("S", values.pop("fields"), values.pop("cells"), model_name="m",
-                          model_checksum="", thresholds={}, **values)  # fmt: skip
+                          model_checksum="", thresholds={}, created_by="tech", **values)  # fmt: skip
+
+
+# ---- the database of the release before the one-cell model (schema 2) ----------------------
+# tests/fixtures/cases_release2.sqlite3 was written by that release (commit f004996): a case
+# with 5 cells relabelled, signed, reopened as version 2 and relabelled again; the JSON beside
+# it is what that release's load_case returned (image bytes as SHA-256).
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _png_digest(image: np.ndarray | None) -> str | None:
+    if image is None:
+        return None
+    return hashlib.sha256(png_bytes(image)).hexdigest()
+
+
+def test_a_database_of_release_2_migrates_without_loss(tmp_path: Path):
+    path = tmp_path / "release2.sqlite3"
+    shutil.copy(FIXTURES / "cases_release2.sqlite3", path)
+    expected = json.loads((FIXTURES / "cases_release2.json").read_text())
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    store = CaseStore(path)
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert sorted(s.case_id for s in store.list_cases()) == sorted(expected)
+    for case_id, old in expected.items():
+        record = store.load_case(case_id)
+        assert {k: getattr(record, k) for k in old["header"]} == old["header"]
+        assert record.thresholds == old["thresholds"]
+        assert (None if record.domain is None else record.domain.to_dict()) == old["domain"]
+        assert [a.__dict__ for a in record.audit] == old["audit"]  # the trail, row for row
+        fields = [{"field_index": f.index, "name": f.name, "width": f.width, "height": f.height,
+                   "image_png": hashlib.sha256(png_bytes(f.image, 1)).hexdigest(),
+                   "domain": None if f.domain is None else f.domain.to_dict()}
+                  for f in record.fields]  # fmt: skip
+        assert [f["image_png"] is not None for f in old["fields"]] == [True] * len(fields)
+        assert [{**f, "image_png": None} for f in fields] == [
+            {**f, "image_png": None} for f in old["fields"]
+        ]
+        assert all(f.image.shape == (f.height, f.width, 3) for f in record.fields)
+        cells = [{"field_index": c.field_index, "cell_id": c.cell_id, "bbox": list(c.bbox),
+                  "centroid": list(c.centroid), "blast_probability": c.blast_probability,
+                  "model_label": c.model_label.value, "label": c.label.value,
+                  "domain_score": c.domain_score} for c in record.cells]  # fmt: skip
+        assert cells == [{k: v for k, v in c.items() if not k.endswith("_png")}
+                         for c in old["cells"]]  # fmt: skip
+        for c, o in zip(record.cells, old["cells"], strict=True):
+            assert (c.crop is None) == (o["crop_png"] is None)
+            assert (c.overlay is None) == (o["overlay_png"] is None)
+            # Outlines come from the stored crops: inside the box, about the cell's size.
+            x0, y0, x1, y1 = c.bbox
+            assert len(c.outline) >= 4 and c.outline[:, 0].min() >= x0 and c.outline[:, 1].max() <= y1
+            assert 0.4 < c.mask().sum() / ((x1 - x0) * (y1 - y0)) <= 1.0
+            assert c.reviewed  # every cell was relabelled (and the first version signed)
+    # Decoded images are the stored ones: re-encoding the crop gives identical pixels.
+    first = store.load_case(next(iter(expected))).cells[0]
+    assert np.array_equal(rgb_from_png(png_bytes(first.crop)), first.crop)
+    # The migrated cases keep working: the open version takes a change, the signed one refuses.
+    open_id = next(k for k, v in expected.items() if v["header"]["status"] == "open")
+    signed_id = next(k for k, v in expected.items() if v["header"]["status"] == "signed")
+    assert store.relabel_cell(open_id, 0, 2, "blast", reviewer="D. Reviewer") is not None
+    with pytest.raises(CaseSignedError):
+        store.relabel_cell(signed_id, 0, 2, "blast", reviewer="D. Reviewer")
+    with sqlite3.connect(path) as conn, pytest.raises(sqlite3.IntegrityError, match="signed"):
+        conn.execute("UPDATE cells SET label = 'normal' WHERE case_id = ?", (signed_id,))
+    CaseStore(path)  # opening again migrates nothing twice
+    assert len(store.load_case(open_id).audit) == len(expected[open_id]["audit"]) + 1
+
+
+def test_reviewer_edits_and_the_state_token(store: CaseStore):
+    case_id = new_case(store, [["blast", "normal", "uncertain"]])
+    state = store.case_state(case_id)
+    assert state.token == store.last_audit_id(case_id) > 0 and state.reviewed == frozenset()
+    assert store.mark_reviewed(case_id, [(0, 1), (0, 2)], reviewer="R") != []
+    assert store.mark_reviewed(case_id, [(0, 1)], reviewer="R") == []  # already reviewed
+    audit_id = store.relabel_cell(case_id, 0, 3, "normal", reviewer="R")
+    state = store.case_state(case_id)
+    assert state.token == audit_id == store.last_audit_id(case_id)
+    assert state.reviewed == {(0, 1), (0, 2), (0, 3)} and state.labels[(0, 3)] == "normal"
+    assert [a.action for a in state.audit] == ["created", "reviewed", "reviewed", "relabel"]
+    with pytest.raises(CaseInputError, match="the other attributes are the machine's"):
+        store.edit_cell(case_id, 0, 1, reviewer="R", blast_probability=0.1)
+    assert store.case_state(case_id).token == audit_id  # nothing written

@@ -8,7 +8,8 @@ import streamlit as st
 
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.imaging import read_for_analysis
-from leukemia_core.session import ImageFailure, ReviewSession, analyze_sample
+from leukemia_core.pipeline import ImageFailure, analyze
+from leukemia_core.review import Review
 from ui.models import get_classifier
 
 STAGE_TEXT = {
@@ -25,7 +26,7 @@ def run_analysis(
     mode: str,
     model_name: str | None,
     sample_id: str,
-) -> ReviewSession:
+) -> Review:
     """Read and analyse ``files`` (``(name, bytes)``) of one sample; bad files become failures.
 
     Raises:
@@ -52,9 +53,8 @@ def run_analysis(
         )
         stage.progress(min(1.0, fraction), text=f"Stage: {STAGE_TEXT.get(name, name)}")
 
-    session = analyze_sample(
-        prepared, classifier, sample_id=sample_id, mode=mode, failures=failures, progress=progress
-    )
+    analysis = analyze(prepared, classifier, mode=mode, failures=failures, progress=progress)
+    session = Review(analysis, sample_id=sample_id)
     overall.empty()
     stage.empty()
     return session

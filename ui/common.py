@@ -13,7 +13,7 @@ from leukemia_core.counting import CellLabel
 from leukemia_core.types import BlastCount
 
 if TYPE_CHECKING:
-    from leukemia_core.session import ReviewSession
+    from leukemia_core.review import Review
 
 DISCLAIMER = (
     "**Research use only.** This is decision support for research; it is not a diagnosis. "
@@ -72,7 +72,7 @@ def show_flashes() -> None:
         )
 
 
-def domain_warning(session: ReviewSession) -> None:
+def domain_warning(session: Review) -> None:
     """Warn plainly when the sample (or a field) differs from the model's training data.
 
     Shows nothing for a sample without a model; says so when the model has no domain check.

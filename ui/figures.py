@@ -11,8 +11,7 @@ import plotly.graph_objects as go
 
 from leukemia_core.counting import INVESTIGATE_PERCENT, WHO_ACUTE_LEUKEMIA_PERCENT, CellLabel
 from leukemia_core.imaging import display_copy
-from leukemia_core.session import ReviewCell, ReviewField
-from leukemia_core.types import BlastCount
+from leukemia_core.types import BlastCount, Cell, Field
 from ui.common import LABEL_COLOURS, LABEL_NAMES
 
 OVERVIEW_MAX_SIDE = 1400  # display copy of the field: enough to zoom into a cell, light to send
@@ -25,9 +24,7 @@ def _jpeg_uri(rgb: np.ndarray) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(data.tobytes()).decode("ascii")
 
 
-def field_overview(
-    field: ReviewField, cells: Sequence[ReviewCell], labels: dict[tuple[int, int], CellLabel]
-) -> go.Figure:
+def field_overview(field: Field, cells: Sequence[Cell]) -> go.Figure:
     """The field with every cell outlined in the colour of its current label.
 
     Hovering a cell's number shows its probability and both labels; the axes are field pixels.
@@ -36,7 +33,7 @@ def field_overview(
     figure = go.Figure(go.Image(source=_jpeg_uri(shown), dx=1 / scale, dy=1 / scale,
                                 hoverinfo="skip"))  # fmt: skip
     for label in CellLabel:
-        members = [c for c in cells if labels[c.key] == label]
+        members = [c for c in cells if c.label == label]
         if not members:
             continue
         xs: list[float | None] = []
@@ -59,7 +56,7 @@ def field_overview(
             textposition="middle center", textfont={"color": "white", "size": 12},
             marker={"color": colour, "size": 22, "line": {"color": "white", "width": 1.5}},
             legendgroup=label.value, showlegend=False,
-            customdata=[_hover(c, labels[c.key]) for c in members],
+            customdata=[_hover(c) for c in members],
             hovertemplate="%{customdata}<extra></extra>",
         ))  # fmt: skip
     figure.update_xaxes(visible=False, range=[0, field.width])
@@ -73,7 +70,8 @@ def field_overview(
     return figure
 
 
-def _hover(cell: ReviewCell, label: CellLabel) -> str:
+def _hover(cell: Cell) -> str:
+    label = cell.label
     p = "—" if cell.blast_probability is None else f"{cell.blast_probability:.2f}"
     text = f"Cell {cell.cell_id}<br>P(blast) {p}<br>Model: {LABEL_NAMES[cell.model_label]}"
     if label != cell.model_label:

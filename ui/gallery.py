@@ -14,11 +14,13 @@ import streamlit as st
 from leukemia_core.counting import CellLabel
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.imaging import side_by_side
-from leukemia_core.session import REVIEW_CHOICES, ReviewCell, ReviewSession
+from leukemia_core.review import REVIEW_CHOICES, Review
+from leukemia_core.types import Cell
 from ui import state
 from ui.common import LABEL_NAMES, flash
 
 PAGE_SIZE = 40
+_NO_CROP = np.zeros((8, 8, 3), np.uint8)  # cases stored without crops
 SHORT_NAMES = {
     CellLabel.BLAST: "Blast",
     CellLabel.NORMAL: "Normal",
@@ -28,12 +30,12 @@ SHORT_NAMES = {
 CHOICES = tuple(label.value for label in REVIEW_CHOICES)
 
 
-def relabel_key(cell: ReviewCell) -> str:
+def relabel_key(cell: Cell) -> str:
     return f"{state.RELABEL_PREFIX}{cell.field_index}_{cell.cell_id}"
 
 
-def _shown_value(session: ReviewSession, cell: ReviewCell) -> str | None:
-    label = session.labels[cell.key]
+def _shown_value(session: Review, cell: Cell) -> str | None:
+    label = session.cell(*cell.key).label
     return label.value if label.value in CHOICES else None
 
 
@@ -54,12 +56,12 @@ def _on_relabel(field_index: int, cell_id: int) -> None:
         st.session_state[key] = _shown_value(session, cell)
 
 
-def _caption(session: ReviewSession, cell: ReviewCell) -> str:
+def _caption(session: Review, cell: Cell) -> str:
     p = "—" if cell.blast_probability is None else f"{cell.blast_probability:.2f}"
     field = session.fields[cell.field_index].name if session.mode == "cells" else (
         f"field {cell.field_index + 1}")  # fmt: skip
     text = f"{field} · cell {cell.cell_id} · P(blast) {p}"
-    label = session.labels[cell.key]
+    label = cell.label
     if label != cell.model_label:
         text += f" · model: {LABEL_NAMES[cell.model_label]} → {LABEL_NAMES[label]}"
     else:
@@ -68,7 +70,7 @@ def _caption(session: ReviewSession, cell: ReviewCell) -> str:
 
 
 def show_gallery(
-    session: ReviewSession,
+    session: Review,
     *,
     right_images: dict[tuple[int, int], np.ndarray],
     editable: bool,
@@ -103,7 +105,7 @@ def show_gallery(
                     _card(session, cell, right_images.get(cell.key), editable)
 
 
-def _page(group_key: str, cells: tuple[ReviewCell, ...]) -> tuple[ReviewCell, ...]:
+def _page(group_key: str, cells: tuple[Cell, ...]) -> tuple[Cell, ...]:
     n_pages = math.ceil(len(cells) / PAGE_SIZE)
     if n_pages <= 1:
         return cells
@@ -116,9 +118,10 @@ def _page(group_key: str, cells: tuple[ReviewCell, ...]) -> tuple[ReviewCell, ..
 
 
 def _card(
-    session: ReviewSession, cell: ReviewCell, right: np.ndarray | None, editable: bool
+    session: Review, cell: Cell, right: np.ndarray | None, editable: bool
 ) -> None:
-    st.image(side_by_side([cell.view, cell.crop if right is None else right]),
+    shown = right if right is not None else cell.crop if cell.crop is not None else _NO_CROP
+    st.image(side_by_side([session.view(cell), shown]),
              caption=_caption(session, cell), width="stretch")  # fmt: skip
     key = relabel_key(cell)
     wanted = _shown_value(session, cell)

@@ -12,7 +12,7 @@ import numpy as np
 import streamlit as st
 
 from leukemia_core.errors import LeukemiaCoreError
-from leukemia_core.session import ReviewSession
+from leukemia_core.review import Review
 from ui.models import BATCH_SIZE, get_classifier, model_config
 
 METHOD_NAMES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "scorecam": "Score-CAM"}
@@ -34,7 +34,7 @@ def methods() -> tuple[str, ...]:
     return tuple(getattr(module, "METHODS", METHOD_NAMES)) if module else ()
 
 
-def unavailable_reason(session: ReviewSession) -> str | None:
+def unavailable_reason(session: Review) -> str | None:
     """Why heatmaps cannot be computed for this sample (None when they can)."""
     if explain_module() is None:
         return "Heatmaps are not available in this installation (leukemia_core.explain missing)."
@@ -64,17 +64,18 @@ def _heatmaps(
     return np.rint(np.asarray(maps) * 255).astype(np.uint8)  # a quarter of float32's memory
 
 
-def gallery_heatmaps(session: ReviewSession, method: str) -> dict[tuple[int, int], np.ndarray]:
+def gallery_heatmaps(session: Review, method: str) -> dict[tuple[int, int], np.ndarray]:
     """Heatmap of every cell of the sample as uint8 0-255 (one batched call; cached).
 
     Raises:
         LeukemiaCoreError: The model or the explanation failed.
     """
-    if not session.cells:
+    cells = [c for c in session.cells if c.crop is not None]
+    if not cells:
         return {}
-    crops = tuple(c.crop for c in session.cells)
+    crops = tuple(c.crop for c in cells)
     maps = _heatmaps(session.model_name, session.model_checksum, session.digest, method, crops)
-    return {cell.key: heatmap for cell, heatmap in zip(session.cells, maps, strict=True)}
+    return {cell.key: heatmap for cell, heatmap in zip(cells, maps, strict=True)}
 
 
 def overlay(crop: np.ndarray, heatmap: np.ndarray, opacity: float) -> np.ndarray:
@@ -83,7 +84,7 @@ def overlay(crop: np.ndarray, heatmap: np.ndarray, opacity: float) -> np.ndarray
     return np.asarray(explain_module().overlay_heatmap(crop, heat, opacity=opacity))
 
 
-def overlays_for_record(session: ReviewSession, method: str, opacity: float) -> dict:
+def overlays_for_record(session: Review, method: str, opacity: float) -> dict:
     """Overlays of every cell to keep in the case record; empty when heatmaps are unavailable."""
     if unavailable_reason(session) is not None:
         return {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from leukemia_core.errors import LeukemiaCoreError
-from leukemia_core.session import ReviewSession
+from leukemia_core.review import Review
 from leukemia_core.store import CaseRecord
 from ui import heatmaps, state
 from ui.common import flash
@@ -17,13 +17,13 @@ STATUS_TEXT = {
 }
 
 
-def status_line(session: ReviewSession) -> None:
+def status_line(session: Review) -> None:
     """Sample id, case version and status as one line."""
     version = f" · version {session.version}" if session.is_saved else ""
     st.markdown(f"Sample **{session.sample_id}**{version} {STATUS_TEXT[session.status]}")
 
 
-def current_record(session: ReviewSession) -> CaseRecord:
+def current_record(session: Review) -> CaseRecord:
     """The saved case of this session, freshly read; shows the error and stops the page."""
     try:
         state.refresh(session)
@@ -33,7 +33,7 @@ def current_record(session: ReviewSession) -> CaseRecord:
         st.stop()
 
 
-def save_form(session: ReviewSession, *, prefix: str) -> None:
+def save_form(session: Review, *, prefix: str) -> None:
     """Sample id and a "Save case" button (keys ``<prefix>sample_id``, ``<prefix>save_case``)."""
     with st.container(border=True):
         st.markdown(
@@ -63,7 +63,7 @@ def _copy_name(key: str) -> None:
     st.session_state[state.REVIEWER_KEY] = st.session_state.get(key, "")
 
 
-def _save(session: ReviewSession, sample_id: str, name: str) -> None:
+def _save(session: Review, sample_id: str, name: str) -> None:
     if not name:
         st.error("Enter your name as reviewer before saving: the record keeps who created it.")
         return

@@ -7,7 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from leukemia_core.imaging import png_bytes
-from leukemia_core.session import MODE_CELLS, MODE_FIELDS
+from leukemia_core.pipeline import MODE_CELLS, MODE_FIELDS
 from leukemia_core.synthetic import make_demo_smear
 
 SAMPLES_DIR = Path(__file__).resolve().parents[1] / "samples"

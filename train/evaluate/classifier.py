@@ -16,7 +16,7 @@ from leukemia_core.classify import Classifier
 from leukemia_core.counting import wilson_interval
 from leukemia_core.errors import InvalidImageError
 from leukemia_core.io import read_image
-from leukemia_core.pipeline import analyze_field
+from leukemia_core.pipeline import analyze
 from train.cellbank import bank_group, idb1_group
 from train.evaluate.metrics import auroc, binary_metrics
 from train.evaluate.segmentation import _images, cells_at_points, read_xyc
@@ -151,16 +151,17 @@ def evaluate_smears(
     confident_misses = unsegmented = 0
     errors, scores, is_all, healthy_blasts = [], [], [], []
     for i, path in enumerate(fields):
-        analysis = analyze_field(read_image(path).rgb, classifier, name=path.name)
+        analysis = analyze([read_image(path).rgb], classifier, names=[path.name],
+                           keep_segmentation=True)  # fmt: skip
         xyc = root / "xyc" / f"{path.stem}.xyc"
-        labels = analysis.segmentation.cell_labels
-        border = [c.cell_id for c in analysis.cells if c.cell.touches_border]
+        labels = analysis.fields[0].segmentation.cell_labels
+        border = [c.cell_id for c in analysis.cells if c.touches_border]
         in_border = cells_at_points_all(read_xyc(xyc) if xyc.exists() else [], labels, border)
         points = [
             p for i, p in enumerate(read_xyc(xyc) if xyc.exists() else []) if i not in in_border
         ]
         predicted = [c.cell_id for c in analysis.cells
-                     if c.blast_probability >= threshold and not c.cell.touches_border]  # fmt: skip
+                     if c.blast_probability >= threshold and not c.touches_border]  # fmt: skip
         below_band = [c.cell_id for c in analysis.cells if c.blast_probability < review_low]
         confident_misses += len(cells_at_points_all(points, labels, below_band))
         segmented = np.unique(labels[labels > 0]).tolist()

@@ -1,0 +1,395 @@
+"""The review of one sample: the one workflow from an analysis to a signed case record.
+
+A :class:`Review` starts from :func:`leukemia_core.pipeline.analyze` (or a stored case) and owns
+the order of the work: save the case, relabel or accept cells, sign, reopen. Every change goes
+to the case record first (:class:`~leukemia_core.store.CaseStore`, which keeps the record whole
+and refuses what it forbids: signed cases, empty reviewer names, sign-off with uncertain cells)
+and is then read back, so the screen never runs ahead of the record. A review follows changes
+made elsewhere (another tab) by an exact token: the case's last audit id.
+
+Labels live on the cells (:class:`~leukemia_core.types.Cell`); every count is recomputed from
+them with :func:`leukemia_core.counting.summarize_labels`, so nothing can drift out of step.
+
+Example:
+    >>> import pathlib, tempfile
+    >>> from leukemia_core.pipeline import analyze
+    >>> from leukemia_core.store import CaseStore
+    >>> from leukemia_core.synthetic import make_demo_smear
+    >>> review = Review(analyze([make_demo_smear().image], None), sample_id="S-1")
+    >>> store = CaseStore(pathlib.Path(tempfile.mkdtemp()) / "cases.sqlite3")
+    >>> case_id = review.save(store, reviewer="A. Reviewer")
+    >>> cell = review.cells[1]
+    >>> review.relabel(store, *cell.key, "blast", reviewer="A. Reviewer")
+    True
+    >>> review.count().n_blasts, review.cell(*cell.key).reviewed
+    (1, True)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from leukemia_core.case_record import STATUS_SIGNED, CaseRecord, CaseState
+from leukemia_core.counting import INVESTIGATE_PERCENT, WHO_ACUTE_LEUKEMIA_PERCENT
+from leukemia_core.counting import summarize_labels as _summarize
+from leukemia_core.errors import LeukemiaCoreError
+from leukemia_core.imaging import cell_view
+from leukemia_core.labellers import NO_MODEL
+from leukemia_core.pipeline import MODE_CELLS, MODE_FIELDS, Analysis
+from leukemia_core.store import CaseStore
+from leukemia_core.types import BlastCount, Cell, CellLabel
+
+STATUS_UNSAVED = "unsaved"
+REVIEW_CHOICES = (CellLabel.BLAST, CellLabel.NORMAL, CellLabel.NOT_WBC, CellLabel.EXCLUDED)
+"""Labels a reviewer gives (uncertain and border come only from the machine)."""
+
+LEFT_OUT = (CellLabel.EXCLUDED, CellLabel.NOT_WBC, CellLabel.BORDER)
+
+
+class ReviewError(LeukemiaCoreError, ValueError):
+    """A review action cannot be done as asked (not saved yet, unknown cell, machine label)."""
+
+
+@dataclass(frozen=True)
+class CellGroup:
+    """Cells of one gallery section, most blast-like first."""
+
+    key: str
+    title: str
+    cells: tuple[Cell, ...]
+
+
+class Review:
+    """A sample under review (mutable: labels change as the reviewer works).
+
+    Attributes:
+        analysis: What the pipeline found (fields, failures, the model's calls).
+        sample_id: Specimen identifier (no patient names needed).
+        case_id: Id in the case record once saved.
+        version: Case version (1 for a new case; reopening adds one).
+        status: ``unsaved``, ``open`` or ``signed``.
+        signed_by: Who signed (signed cases).
+        signed_at: When (UTC).
+        audit_token: The case's last audit id as last read (0 before saving).
+        token: Random id of this review (for cache keys and widget names).
+    """
+
+    def __init__(self, analysis: Analysis, *, sample_id: str) -> None:
+        self.analysis = analysis
+        self.sample_id = sample_id
+        self.case_id: str | None = None
+        self.version = 0
+        self.status = STATUS_UNSAVED
+        self.signed_by: str | None = None
+        self.signed_at: str | None = None
+        self.audit_token = 0
+        self.token = uuid.uuid4().hex
+        self._cells = {cell.key: cell for cell in analysis.cells}
+        self._views: dict[tuple[int, int], np.ndarray] = {}
+
+    # ---- what was analysed -----------------------------------------------------------------
+    @property
+    def mode(self) -> str:
+        return self.analysis.mode
+
+    @property
+    def fields(self):
+        return self.analysis.fields
+
+    @property
+    def failures(self):
+        return self.analysis.failures
+
+    @property
+    def domain(self):
+        return self.analysis.domain
+
+    @property
+    def has_model(self) -> bool:
+        return self.analysis.has_model
+
+    @property
+    def model_name(self) -> str | None:
+        """The model that labelled the cells; None when cells were only segmented."""
+        return self.analysis.model_name if self.has_model else None
+
+    @property
+    def model_checksum(self) -> str:
+        return self.analysis.model_checksum
+
+    @property
+    def calibration(self) -> dict:
+        return self.analysis.calibration
+
+    @property
+    def cells(self) -> tuple[Cell, ...]:
+        """Every cell with its current label, in field then cell-id order."""
+        return tuple(self._cells.values())
+
+    # ---- lookups ----------------------------------------------------------------------------
+    def cell(self, field_index: int, cell_id: int) -> Cell:
+        """The cell with this key.
+
+        Raises:
+            ReviewError: No such cell in this sample.
+        """
+        try:
+            return self._cells[(int(field_index), int(cell_id))]
+        except (KeyError, TypeError, ValueError):
+            raise ReviewError(
+                f"This sample has no cell {cell_id!r} in field {field_index!r}; pick a cell "
+                "shown in the gallery."
+            ) from None
+
+    def field_cells(self, field_index: int) -> tuple[Cell, ...]:
+        return tuple(c for c in self._cells.values() if c.field_index == field_index)
+
+    def view(self, cell: Cell) -> np.ndarray:
+        """The cell among its neighbours with its outline drawn, for display (cached)."""
+        if cell.key not in self._views:
+            context = 1.1 if self.mode == MODE_CELLS else 1.5
+            image = self.fields[cell.field_index].image
+            self._views[cell.key] = cell_view(image, cell.bbox, cell.outline, context=context)
+        return self._views[cell.key]
+
+    @property
+    def is_saved(self) -> bool:
+        return self.case_id is not None
+
+    @property
+    def is_signed(self) -> bool:
+        return self.status == STATUS_SIGNED
+
+    @property
+    def n_uncertain(self) -> int:
+        return sum(c.label == CellLabel.UNCERTAIN for c in self._cells.values())
+
+    @property
+    def n_unreviewed(self) -> int:
+        """Cells no reviewer has relabelled or accepted yet."""
+        return sum(not c.reviewed for c in self._cells.values())
+
+    @property
+    def n_changed(self) -> int:
+        """Cells whose current label differs from the machine's."""
+        return sum(c.changed_by_reviewer for c in self._cells.values())
+
+    @property
+    def digest(self) -> str:
+        """Content hash of all fields and cell boxes (cache key of the gallery's heatmaps)."""
+        parts = [f.digest for f in self.fields] + [f"{c.key}{c.bbox}" for c in self.cells]
+        return hashlib.blake2b("|".join(parts).encode(), digest_size=12).hexdigest()
+
+    # ---- counts ------------------------------------------------------------------------------
+    def count(self, field_index: int | None = None) -> BlastCount:
+        """Blast count from the current labels, of one field or (None) the whole sample."""
+        return _summarize([c.label for c in self._scope(field_index)])
+
+    def model_count(self, field_index: int | None = None) -> BlastCount:
+        """Blast count from the machine's labels, before review."""
+        return _summarize([c.model_label for c in self._scope(field_index)])
+
+    def field_counts(self) -> tuple[BlastCount, ...]:
+        return tuple(self.count(f.index) for f in self.fields)
+
+    def tally(self, *, model: bool = False) -> Counter[str]:
+        """Cells per label (current labels, or the machine's with ``model=True``)."""
+        return Counter((c.model_label if model else c.label).value for c in self.cells)
+
+    def _scope(self, field_index: int | None) -> tuple[Cell, ...]:
+        return self.cells if field_index is None else self.field_cells(field_index)
+
+    def groups(self) -> tuple[CellGroup, ...]:
+        """Gallery sections: the uncertain queue first, then blasts, normal cells, left out.
+
+        Within a section cells are sorted by blast probability, highest first.
+        """
+
+        def order(cell: Cell) -> tuple[float, int, int]:
+            p = -1.0 if cell.blast_probability is None else cell.blast_probability
+            return (-p, cell.field_index, cell.cell_id)
+
+        sections = (
+            ("uncertain", "Uncertain: review these first", (CellLabel.UNCERTAIN,)),
+            ("blast", "Blasts", (CellLabel.BLAST,)),
+            ("normal", "Normal white cells", (CellLabel.NORMAL,)),
+            ("left_out", "Left out of the count", LEFT_OUT),
+        )
+        return tuple(
+            CellGroup(key, title, tuple(sorted(
+                (c for c in self.cells if c.label in labels), key=order)))
+            for key, title, labels in sections
+        )  # fmt: skip
+
+    def thresholds(self) -> dict:
+        """What decided the labels, stored with the case (JSON values only)."""
+        return {
+            "model_calibration": dict(self.calibration),
+            "blast_percent_thresholds": [INVESTIGATE_PERCENT, WHO_ACUTE_LEUKEMIA_PERCENT],
+            "mode": self.mode,
+        }
+
+    # ---- the workflow: record first, then the screen ----------------------------------------
+    def save(
+        self,
+        store: CaseStore,
+        *,
+        reviewer: str,
+        sample_id: str | None = None,
+        overlays: Mapping[tuple[int, int], np.ndarray] | None = None,
+    ) -> str:
+        """Store the sample as a new case in one transaction; later changes are recorded in it.
+
+        Args:
+            store: The case record.
+            reviewer: Who saves (recorded as the case's creator).
+            sample_id: Specimen identifier (default: the review's).
+            overlays: Explanation overlay per cell key, kept with each cell.
+
+        Raises:
+            ReviewError: Already saved.
+            CaseStoreError: The record refused it (empty reviewer or sample id, ...).
+        """
+        if self.is_saved:
+            raise ReviewError(f"This sample is already saved as case {self.case_id}.")
+        overlays = overlays or {}
+        cells = [replace(c, overlay=overlays[c.key]) if c.key in overlays else c
+                 for c in self.cells]  # fmt: skip
+        case_id = store.create_case(
+            self.sample_id if sample_id is None else sample_id, self.fields, cells,
+            model_name=self.analysis.model_name, model_checksum=self.model_checksum,
+            thresholds=self.thresholds(), created_by=reviewer, domain=self.domain,
+        )  # fmt: skip
+        self._cells = {c.key: c for c in cells}
+        self.case_id = case_id
+        self._follow(store.case_state(case_id))
+        return case_id
+
+    def relabel(
+        self, store: CaseStore, field_index: int, cell_id: int, label: str | CellLabel, *,
+        reviewer: str, note: str = "review gallery",
+    ) -> bool:  # fmt: skip
+        """Reclassify one cell (which marks it reviewed); False when it already had the label.
+
+        Raises:
+            ReviewError: Not saved, unknown cell, or a label only the machine gives.
+            CaseStoreError: The record refused it (signed case, empty reviewer name, ...).
+        """
+        self._require_saved("every reclassification is recorded in it")
+        cell = self.cell(field_index, cell_id)
+        chosen = _reviewer_label(label)
+        ids = store.edit_cell(self.case_id, *cell.key, reviewer=reviewer, note=note, label=chosen)
+        self.refresh(store)
+        return bool(ids) and self.cell(*cell.key).label == chosen
+
+    def accept(
+        self, store: CaseStore, keys: Iterable[tuple[int, int]], *, reviewer: str,
+        note: str = "accepted as labelled",
+    ) -> int:  # fmt: skip
+        """Mark cells reviewed with their current labels; returns how many were newly marked."""
+        self._require_saved("every review is recorded in it")
+        keys = [self.cell(*key).key for key in keys]
+        ids = store.mark_reviewed(self.case_id, keys, reviewer=reviewer, note=note)
+        self.refresh(store)
+        return len(ids)
+
+    def sign(self, store: CaseStore, *, reviewer: str) -> None:
+        """Sign and freeze the case.
+
+        Raises:
+            ReviewError: Not saved.
+            SignOffBlockedError: Cells are still uncertain.
+            CaseStoreError: Already signed, no reviewer name, or another refusal of the record.
+        """
+        self._require_saved("the signature is recorded in it")
+        store.sign_case(self.case_id, reviewer=reviewer)
+        self.refresh(store)
+
+    def reopen(self, store: CaseStore, *, reviewer: str) -> str:
+        """Reopen a signed case as a new version, which becomes the one under review."""
+        self._require_saved("reopening makes a new version of it")
+        new_id = store.reopen_case(self.case_id, reviewer=reviewer)
+        self.case_id = new_id
+        self._follow(store.case_state(new_id))
+        return new_id
+
+    def refresh(self, store: CaseStore) -> bool:
+        """Take any change made to the saved case elsewhere; True when something changed.
+
+        Costs one small query when nothing changed (the case's last audit id is compared).
+        """
+        if not self.is_saved or store.last_audit_id(self.case_id) == self.audit_token:
+            return False
+        before = self._state()
+        self._follow(store.case_state(self.case_id))
+        return self._state() != before
+
+    @classmethod
+    def from_record(cls, record: CaseRecord) -> Review:
+        """The review of a stored case (images and cells as stored)."""
+        thresholds = record.thresholds
+        analysis = Analysis(
+            thresholds.get("mode", MODE_FIELDS), record.fields, record.cells, (), record.domain,
+            record.model_name, record.model_checksum,
+            dict(thresholds.get("model_calibration", {})),
+        )  # fmt: skip
+        review = cls(analysis, sample_id=record.sample_id)
+        review.case_id = record.case_id
+        review._follow(record)
+        return review
+
+    @classmethod
+    def open(cls, store: CaseStore, case_id: str) -> Review:
+        return cls.from_record(store.load_case(case_id))
+
+    # ---- internals ---------------------------------------------------------------------------
+    def _require_saved(self, why: str) -> None:
+        if not self.is_saved:
+            raise ReviewError(f"Save the case first: {why}.")
+
+    def _state(self) -> tuple:
+        return (self.status, self.version, tuple((c.label, c.reviewed) for c in self.cells))
+
+    def _follow(self, state: CaseState | CaseRecord) -> None:
+        """Take the record's status, version and labels (the record is the truth)."""
+        if isinstance(state, CaseRecord):
+            labels = {c.key: c.label for c in state.cells}
+            reviewed = {c.key for c in state.cells if c.reviewed}
+        else:
+            labels, reviewed = state.labels, state.reviewed
+        if set(labels) != set(self._cells):
+            raise ReviewError(
+                f"Case {state.case_id} holds other cells than the sample on screen; open it "
+                "from the case list instead."
+            )
+        for key, cell in self._cells.items():
+            is_reviewed = key in reviewed
+            if cell.label != labels[key] or cell.reviewed != is_reviewed:
+                self._cells[key] = replace(cell, label=labels[key], reviewed=is_reviewed)
+        self.case_id, self.version, self.status = state.case_id, state.version, state.status
+        self.sample_id = state.sample_id
+        self.signed_by, self.signed_at = state.signed_by, state.signed_at
+        self.audit_token = state.token
+
+
+def _reviewer_label(value: object) -> CellLabel:
+    try:
+        label = CellLabel(str(value).strip().lower())
+    except ValueError:
+        label = None
+    if label not in REVIEW_CHOICES:
+        valid = ", ".join(choice.value for choice in REVIEW_CHOICES)
+        raise ReviewError(
+            f"{value!r} is not a label a reviewer gives; choose one of: {valid} (uncertain and "
+            "border come only from the machine)."
+        )
+    return label
+
+
+__all__ = ["LEFT_OUT", "NO_MODEL", "REVIEW_CHOICES", "CellGroup", "Review", "ReviewError"]

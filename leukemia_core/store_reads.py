@@ -1,0 +1,116 @@
+"""Reading the case database: whole cases, their state without images, the case list.
+
+:class:`CaseReads` is the read half of :class:`leukemia_core.store.CaseStore` (which adds the
+connection handling and the writes); every read is one short transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import AbstractContextManager
+from typing import Any
+
+from leukemia_core.case_record import AuditEntry, CaseRecord, CaseState, CaseSummary
+from leukemia_core.store_rows import CaseInputError, cell_from_row, domain_from_json, field_from_row
+from leukemia_core.types import CellLabel
+
+HEADER_COLUMNS = ("case_id", "version", "parent_id", "sample_id", "status", "created_at",
+                  "created_by", "signed_by", "signed_at")  # fmt: skip
+
+
+def as_dict(row: sqlite3.Row, skip: str = "") -> dict[str, Any]:
+    return {key: row[key] for key in row.keys() if key != skip}  # noqa: SIM118 (Row is no dict)
+
+
+class CaseReads:
+    """Reads of the case database (mixed into :class:`~leukemia_core.store.CaseStore`)."""
+
+    def _transaction(self, *, write: bool) -> AbstractContextManager[sqlite3.Connection]:
+        raise NotImplementedError  # provided by CaseStore
+
+    def _case(self, conn: sqlite3.Connection, case_id: object, *, open_only: bool) -> sqlite3.Row:
+        raise NotImplementedError  # provided by CaseStore
+
+    def load_case(self, case_id: str) -> CaseRecord:
+        """The whole case version, with its images and audit trail.
+
+        Raises:
+            CaseNotFoundError: No such case.
+        """
+        with self._transaction(write=False) as conn:
+            case = self._case(conn, case_id, open_only=False)
+            key = (case["case_id"],)
+            fields = conn.execute(
+                "SELECT * FROM fields WHERE case_id = ? ORDER BY field_index", key
+            ).fetchall()
+            cells = conn.execute(
+                "SELECT * FROM cells WHERE case_id = ? ORDER BY field_index, cell_id", key
+            ).fetchall()
+            audit = self._audit_rows(conn, case["case_id"])
+        plain = {k: v for k, v in as_dict(case).items() if k not in ("thresholds", "domain")}
+        return CaseRecord(
+            **plain,
+            thresholds=json.loads(case["thresholds"]),
+            domain=domain_from_json(case["domain"]),
+            fields=tuple(field_from_row(f) for f in fields),
+            cells=tuple(cell_from_row(c) for c in cells),
+            audit=audit,
+        )
+
+    def case_state(self, case_id: str) -> CaseState:
+        """Status, current labels, reviewed cells and audit trail of a case (no images).
+
+        Raises:
+            CaseNotFoundError: No such case.
+        """
+        with self._transaction(write=False) as conn:
+            case = self._case(conn, case_id, open_only=False)
+            cells = conn.execute(
+                "SELECT field_index, cell_id, label, reviewed FROM cells WHERE case_id = ?",
+                (case["case_id"],),
+            ).fetchall()
+            audit = self._audit_rows(conn, case["case_id"])
+        return CaseState(
+            **{k: case[k] for k in HEADER_COLUMNS},
+            labels={(c["field_index"], c["cell_id"]): CellLabel(c["label"]) for c in cells},
+            reviewed=frozenset((c["field_index"], c["cell_id"]) for c in cells if c["reviewed"]),
+            audit=audit,
+        )
+
+    def last_audit_id(self, case_id: str) -> int:
+        """The newest audit id of a case: it changes with every change to the case (0: none)."""
+        with self._transaction(write=False) as conn:
+            row = conn.execute(
+                "SELECT MAX(audit_id) FROM audit WHERE case_id = ?", (str(case_id),)
+            ).fetchone()
+        return int(row[0] or 0)
+
+    @staticmethod
+    def _audit_rows(conn: sqlite3.Connection, case_id: str) -> tuple[AuditEntry, ...]:
+        rows = conn.execute("SELECT * FROM audit WHERE case_id = ? ORDER BY audit_id", (case_id,))
+        return tuple(AuditEntry(**as_dict(a)) for a in rows.fetchall())
+
+    def list_cases(self, search: str = "", limit: int = 200) -> list[CaseSummary]:
+        """Case versions, newest first, with counts of their current labels.
+
+        Args:
+            search: Matches part of the sample id (case-insensitive) or the start of a case id.
+            limit: Most rows returned, at least 1.
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise CaseInputError(f"limit must be a whole number of 1 or more, got {limit!r}.")
+        escaped = str(search).strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        with self._transaction(write=False) as conn:
+            rows = conn.execute(
+                "SELECT c.case_id, c.version, c.parent_id, c.sample_id, c.status, c.created_at, "
+                "c.created_by, c.signed_by, c.signed_at, COUNT(x.cell_id) AS n_cells, "
+                "COALESCE(SUM(x.label = 'blast'), 0) AS n_blasts, "
+                "COALESCE(SUM(x.label IN ('blast', 'normal')), 0) AS n_counted, "
+                "COALESCE(SUM(x.label = 'uncertain'), 0) AS n_uncertain "
+                "FROM cases AS c LEFT JOIN cells AS x ON x.case_id = c.case_id "
+                "WHERE c.sample_id LIKE ? ESCAPE '\\' OR c.case_id LIKE ? ESCAPE '\\' "
+                "GROUP BY c.case_id ORDER BY c.created_at DESC, c.rowid DESC LIMIT ?",
+                (f"%{escaped}%", f"{escaped.lower()}%", limit),
+            ).fetchall()
+        return [CaseSummary(**as_dict(row)) for row in rows]

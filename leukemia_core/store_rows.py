@@ -1,0 +1,195 @@
+"""Rows of the case database from and to the core's :class:`Field` and :class:`Cell`; its errors.
+
+A cell column holds the cell attribute of the same name; only attributes that are no plain value
+(box, centroid, outline, images, labels) have a codec here, so a new plain attribute of
+:class:`~leukemia_core.types.Cell` needs only its column (a migration in
+:mod:`leukemia_core.store_schema`). Every value is checked on the way in: a case is stored
+whole or not at all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import operator
+import sqlite3
+from typing import Any
+
+import numpy as np
+
+from leukemia_core.domain import DomainAssessment
+from leukemia_core.errors import LeukemiaCoreError
+from leukemia_core.imaging import png_bytes, rgb_from_png
+from leukemia_core.store_schema import outline_from_json, outline_json
+from leukemia_core.types import Cell, CellLabel, Field
+
+_VALID_LABELS = ", ".join(label.value for label in CellLabel)
+_EMPTY_FIELD_GREY = 235  # shown for a field stored without its image
+_CELL_SPECIAL = {"field_index", "cell_id", "bbox", "centroid", "outline", "crop", "overlay",
+                 "model_label", "label"}  # fmt: skip
+
+
+class CaseStoreError(LeukemiaCoreError):
+    """The case record could not be read or changed as asked."""
+
+
+class CaseInputError(CaseStoreError, ValueError):
+    """An argument (label, reviewer name, field, cell, ...) cannot be stored as given."""
+
+
+class CaseNotFoundError(CaseStoreError, LookupError):
+    """No case with the given id is in the database."""
+
+
+class CellNotFoundError(CaseStoreError, LookupError):
+    """The case has no cell with the given field index and cell id."""
+
+
+class CaseSignedError(CaseStoreError):
+    """The case is signed and therefore frozen; reopen it to change it."""
+
+
+class SignOffBlockedError(CaseStoreError):
+    """The case cannot be signed yet (cells still labelled uncertain)."""
+
+
+class CaseNotReopenableError(CaseStoreError):
+    """Only a signed case that has not been reopened already can be reopened."""
+
+
+def whole(value: object, what: str) -> int:
+    try:
+        if not isinstance(value, bool):
+            return operator.index(value)
+    except TypeError:
+        pass
+    raise CaseInputError(f"{what} must be a whole number, got {value!r} ({type(value).__name__}).")
+
+
+def label_value(value: object, what: str) -> str:
+    try:
+        return CellLabel(str(value).strip().lower()).value
+    except ValueError:
+        raise CaseInputError(
+            f"{what} {value!r} is not a cell label; expected one of: {_VALID_LABELS}."
+        ) from None
+
+
+def text(value: object, what: str, fix: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise CaseInputError(f"{what} is empty or not text (got {value!r}); {fix}.")
+    return value.strip()
+
+
+def domain_json(domain: DomainAssessment | None, where: str = "domain") -> str | None:
+    if domain is not None and not isinstance(domain, DomainAssessment):
+        raise CaseInputError(f"{where} is a {type(domain).__name__}; pass a DomainAssessment "
+                             "or None.")  # fmt: skip
+    return None if domain is None else json.dumps(domain.to_dict(), allow_nan=False)
+
+
+def domain_from_json(value: str | None) -> DomainAssessment | None:
+    return None if value is None else DomainAssessment.from_dict(json.loads(value))
+
+
+def _image_png(image: object, where: str) -> bytes | None:
+    if image is None:
+        return None
+    array = np.asarray(image)
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3 or 0 in array.shape:
+        raise CaseInputError(
+            f"{where} must be an (H, W, 3) uint8 RGB array or None, got "
+            f"{array.dtype} {array.shape}."
+        )
+    return png_bytes(array)
+
+
+def field_row(index: int, entry: Field) -> dict[str, Any]:
+    """The ``fields`` row of one field (its position in the case is its index)."""
+    where = f"Field {index}"
+    if not isinstance(entry, Field):
+        raise CaseInputError(f"{where} is a {type(entry).__name__}; pass Field objects.")
+    return {"field_index": index, "name": str(entry.name), "width": entry.width,
+            "height": entry.height, "image_png": _image_png(entry.image, f"{where} image"),
+            "domain": domain_json(entry.domain, f"{where} domain")}  # fmt: skip
+
+
+def field_from_row(row: sqlite3.Row) -> Field:
+    if row["image_png"]:
+        image = rgb_from_png(row["image_png"])
+    else:
+        image = np.full((row["height"], row["width"], 3), _EMPTY_FIELD_GREY, np.uint8)
+    return Field(row["field_index"], row["name"], image, (row["width"], row["height"]),
+                 domain=domain_from_json(row["domain"]))  # fmt: skip
+
+
+def cell_row(position: int, cell: Cell, n_fields: int) -> dict[str, Any]:
+    """The ``cells`` row of one cell (without ``case_id``), every value checked."""
+    where = f"Cell {position}"
+    if not isinstance(cell, Cell):
+        raise CaseInputError(f"{where} is a {type(cell).__name__}; pass Cell objects.")
+    where = f"Cell {position} (field {cell.field_index!r}, cell id {cell.cell_id!r})"
+    field_index = whole(cell.field_index, f"{where}: field_index")
+    if not 0 <= field_index < n_fields:
+        raise CaseInputError(
+            f"{where}: field_index must be the position of its field, 0 to {n_fields - 1}."
+        )
+    bbox, centroid = tuple(cell.bbox), tuple(cell.centroid)
+    if len(bbox) != 4 or len(centroid) != 2:
+        raise CaseInputError(
+            f"{where}: bbox must be 4 whole numbers (x0, y0, x1, y1) and centroid 2 numbers "
+            f"(x, y), got {cell.bbox!r} and {cell.centroid!r}."
+        )
+    x0, y0, x1, y1 = (whole(v, f"{where}: bbox value") for v in bbox)
+    row = {"field_index": field_index, "cell_id": whole(cell.cell_id, f"{where}: cell_id"),
+           "x0": x0, "y0": y0, "x1": x1, "y1": y1,
+           "centroid_x": float(centroid[0]), "centroid_y": float(centroid[1]),
+           "outline": outline_json(cell.outline),
+           "crop_png": _image_png(cell.crop, f"{where} crop"),
+           "overlay_png": _image_png(cell.overlay, f"{where} overlay"),
+           "model_label": label_value(cell.model_label, f"{where}: model_label"),
+           "label": label_value(cell.label, f"{where}: label")}  # fmt: skip
+    for spec in dataclasses.fields(Cell):
+        if spec.name not in _CELL_SPECIAL:
+            row[spec.name] = _plain(getattr(cell, spec.name), spec.name, where)
+    return row
+
+
+def _plain(value: Any, name: str, where: str) -> Any:
+    """A plain cell attribute as an SQLite value, with the range checks the record relies on."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool | np.bool_):
+        return int(value)
+    number = int(value) if isinstance(value, int | np.integer) else float(value)
+    if not math.isfinite(number):
+        raise CaseInputError(f"{where}: {name} must be a finite number or None, got {number}.")
+    if name == "blast_probability" and not 0.0 <= number <= 1.0:
+        raise CaseInputError(f"{where}: blast_probability must be between 0 and 1 or None, "
+                             f"got {number}.")  # fmt: skip
+    if name == "domain_score" and number < 0:
+        raise CaseInputError(f"{where}: domain_score must be 0 or more or None, got {number}.")
+    return number
+
+
+def cell_from_row(row: sqlite3.Row) -> Cell:
+    """The :class:`Cell` a ``cells`` row holds."""
+    plain = {}
+    for spec in dataclasses.fields(Cell):
+        if spec.name not in _CELL_SPECIAL:
+            value = row[spec.name]
+            plain[spec.name] = bool(value) if spec.type in ("bool", bool) else value
+    crop, overlay = row["crop_png"], row["overlay_png"]
+    return Cell(
+        cell_id=row["cell_id"],
+        bbox=(row["x0"], row["y0"], row["x1"], row["y1"]),
+        centroid=(row["centroid_x"], row["centroid_y"]),
+        outline=outline_from_json(row["outline"]),
+        crop=rgb_from_png(crop) if crop else None,
+        overlay=rgb_from_png(overlay) if overlay else None,
+        field_index=row["field_index"],
+        model_label=CellLabel(row["model_label"]),
+        label=CellLabel(row["label"]),
+        **plain,
+    )

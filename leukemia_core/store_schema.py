@@ -1,0 +1,177 @@
+"""The case database's schema and its versioned migrations.
+
+A new database gets the schema of release 1 and then every migration in order, so the path a
+lab's database takes on upgrade is the one every new database takes too. Each migration is a
+function from version ``N`` to ``N + 1`` run in one transaction; the version is read again inside
+it, so two processes opening an old database at once migrate it once.
+
+To add a column: write ``_vN_to_vN1`` below, add it to :data:`MIGRATIONS`; the store reads and
+writes cell columns by the names of :class:`leukemia_core.types.Cell`'s attributes.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+
+from leukemia_core.imaging import mask_outline
+
+_RELEASE_1 = """
+CREATE TABLE cases (
+    case_id TEXT PRIMARY KEY, version INTEGER NOT NULL CHECK (version >= 1),
+    parent_id TEXT UNIQUE REFERENCES cases (case_id), sample_id TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('open', 'signed')),
+    created_at TEXT NOT NULL, created_by TEXT NOT NULL, model_name TEXT NOT NULL,
+    model_checksum TEXT NOT NULL, thresholds TEXT NOT NULL, signed_by TEXT, signed_at TEXT);
+CREATE INDEX cases_by_sample ON cases (sample_id);
+CREATE TABLE fields (
+    case_id TEXT NOT NULL REFERENCES cases (case_id), field_index INTEGER NOT NULL,
+    name TEXT NOT NULL, width INTEGER NOT NULL, height INTEGER NOT NULL, image_png BLOB,
+    PRIMARY KEY (case_id, field_index));
+CREATE TABLE cells (
+    case_id TEXT NOT NULL, field_index INTEGER NOT NULL, cell_id INTEGER NOT NULL,
+    x0 INTEGER NOT NULL, y0 INTEGER NOT NULL, x1 INTEGER NOT NULL, y1 INTEGER NOT NULL,
+    centroid_x REAL NOT NULL, centroid_y REAL NOT NULL, blast_probability REAL,
+    model_label TEXT NOT NULL, label TEXT NOT NULL, crop_png BLOB, overlay_png BLOB,
+    PRIMARY KEY (case_id, field_index, cell_id),
+    FOREIGN KEY (case_id, field_index) REFERENCES fields (case_id, field_index));
+CREATE TABLE audit (
+    audit_id INTEGER PRIMARY KEY AUTOINCREMENT, case_id TEXT NOT NULL REFERENCES cases (case_id),
+    version INTEGER NOT NULL, action TEXT NOT NULL, reviewer TEXT NOT NULL, at TEXT NOT NULL,
+    field_index INTEGER, cell_id INTEGER, from_label TEXT, to_label TEXT, note TEXT NOT NULL);
+CREATE INDEX audit_by_case ON audit (case_id);
+CREATE TRIGGER cases_are_kept BEFORE DELETE ON cases
+    BEGIN SELECT RAISE(ABORT, 'case records are kept, never deleted'); END;
+CREATE TRIGGER audit_is_append_only BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'audit rows are never changed'); END;
+"""
+_FREEZE_SIGNED = """
+CREATE TRIGGER signed_cells_are_frozen BEFORE UPDATE ON cells
+    WHEN (SELECT status FROM cases WHERE case_id = OLD.case_id) = 'signed'
+    BEGIN SELECT RAISE(ABORT, 'the case is signed; reopen it to change it'); END;
+CREATE TRIGGER signed_cases_are_frozen BEFORE UPDATE ON cases
+    WHEN OLD.status = 'signed'
+    BEGIN SELECT RAISE(ABORT, 'the case is signed; reopen it to change it'); END;
+"""
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of a script (triggers hold ';' inside BEGIN ... END)."""
+    out, current = [], ""
+    for line in script.strip().splitlines():
+        current += line + "\n"
+        if sqlite3.complete_statement(current):
+            out.append(current.strip())
+            current = ""
+    return out
+
+
+def _v0_to_v1(conn: sqlite3.Connection) -> None:
+    """The schema of release 1: cases, fields, cells, an append-only audit trail."""
+    for statement in _statements(_RELEASE_1 + _FREEZE_SIGNED):
+        conn.execute(statement)
+
+
+def _v1_to_v2(conn: sqlite3.Connection) -> None:
+    """The out-of-domain check: sample and field assessments as JSON, a score per cell."""
+    conn.execute("ALTER TABLE cases ADD COLUMN domain TEXT")
+    conn.execute("ALTER TABLE fields ADD COLUMN domain TEXT")
+    conn.execute("ALTER TABLE cells ADD COLUMN domain_score REAL")
+
+
+def _v2_to_v3(conn: sqlite3.Connection) -> None:
+    """One cell model: the outline, the reviewed flag and the cell's measurements are stored.
+
+    Older cells get the outline their stored crop implies (the crop is the cell on black at a
+    known box), and count as reviewed when a reviewer changed them or the case was signed.
+    """
+    for statement in (
+        "ALTER TABLE cells ADD COLUMN outline TEXT NOT NULL DEFAULT '[]'",
+        "ALTER TABLE cells ADD COLUMN reviewed INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE cells ADD COLUMN cell_area_px INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE cells ADD COLUMN nucleus_area_px INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE cells ADD COLUMN touches_border INTEGER NOT NULL DEFAULT 0",
+        # Signed versions are frozen by triggers; lift them for this one-time fill.
+        "DROP TRIGGER signed_cells_are_frozen",
+        "DROP TRIGGER signed_cases_are_frozen",
+    ):
+        conn.execute(statement)
+    rows = conn.execute(
+        "SELECT x.rowid, x.x0, x.y0, x.x1, x.y1, x.crop_png, x.label, x.model_label, c.status "
+        "FROM cells AS x JOIN cases AS c ON c.case_id = x.case_id"
+    ).fetchall()
+    for rowid, x0, y0, x1, y1, crop_png, label, model_label, status in rows:
+        outline = _outline_from_crop(crop_png, (x0, y0, x1, y1))
+        reviewed = int(label != model_label or status == "signed")
+        conn.execute(
+            "UPDATE cells SET outline = ?, reviewed = ?, cell_area_px = ?, "
+            "touches_border = (model_label = 'border') WHERE rowid = ?",
+            (outline_json(outline), reviewed, _area(outline), rowid),
+        )
+    for statement in _statements(_FREEZE_SIGNED):
+        conn.execute(statement)
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    0: _v0_to_v1,
+    1: _v1_to_v2,
+    2: _v2_to_v3,
+}
+"""``MIGRATIONS[n]`` brings a database from version ``n`` to ``n + 1``."""
+
+SCHEMA_VERSION = max(MIGRATIONS) + 1
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Brings the database on ``conn`` (autocommit mode) to :data:`SCHEMA_VERSION`."""
+    for version in range(SCHEMA_VERSION):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if conn.execute("PRAGMA user_version").fetchone()[0] == version:
+                MIGRATIONS[version](conn)
+                conn.execute(f"PRAGMA user_version = {version + 1}")
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.execute("COMMIT")
+
+
+def outline_json(outline: np.ndarray) -> str:
+    """An outline as compact JSON ``[[x, y], ...]`` (whole pixels; outlines are pixel contours)."""
+    points = np.round(np.asarray(outline, np.float64).reshape(-1, 2)).astype(int)
+    return json.dumps(points.tolist(), separators=(",", ":"))
+
+
+def outline_from_json(text: str) -> np.ndarray:
+    return np.asarray(json.loads(text), np.float32).reshape(-1, 2)
+
+
+def _area(outline: np.ndarray) -> int:
+    if len(outline) < 3:
+        return 0
+    return round(cv2.contourArea(outline.astype(np.float32).reshape(-1, 1, 2)))
+
+
+def _outline_from_crop(crop_png: bytes | None, bbox: tuple[int, int, int, int]) -> np.ndarray:
+    """The outline a stored crop implies: the cell's pixels are the non-black ones, and the box's
+    longer side spans their extent, centred (as :func:`cropping.masked_square_crop` made it)."""
+    x0, y0, x1, y1 = bbox
+    width, height = x1 - x0, y1 - y0
+    crop = None if not crop_png else cv2.imdecode(np.frombuffer(crop_png, np.uint8), 1)
+    if crop is None or width < 1 or height < 1:
+        return np.zeros((0, 2), np.float32)
+    cell = crop.max(axis=2) > 0
+    ys, xs = np.nonzero(cell)
+    if not len(xs):
+        return np.zeros((0, 2), np.float32)
+    inner = max(xs.max() - xs.min(), ys.max() - ys.min()) + 1
+    offset = (crop.shape[0] - inner) // 2
+    inside = cell[offset : offset + inner, offset : offset + inner].astype(np.uint8)
+    side = max(width, height)
+    square = cv2.resize(inside, (side, side), interpolation=cv2.INTER_NEAREST)
+    top, left = (side - height) // 2, (side - width) // 2
+    return mask_outline(square[top : top + height, left : left + width], (x0, y0))
