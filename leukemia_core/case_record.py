@@ -61,14 +61,23 @@ class CaseHeader:
 
 @dataclass(frozen=True)
 class CaseState(CaseHeader):
-    """What a review needs to follow a stored case: status, labels, reviewed cells, audit.
+    """What a review needs to follow a stored case: status, what reviewers set, audit trail.
 
-    Read without any image, so checking a case for changes made elsewhere costs little.
+    ``edits`` holds, per cell key, the value of every reviewer-editable attribute
+    (``types.REVIEWER_EDITABLE``: the label, the reviewed flag, ...). Read without any image, so
+    checking a case for changes made elsewhere costs little.
     """
 
-    labels: dict[tuple[int, int], CellLabel]
-    reviewed: frozenset[tuple[int, int]]
+    edits: dict[tuple[int, int], dict[str, Any]]
     audit: tuple[AuditEntry, ...]
+
+    @property
+    def labels(self) -> dict[tuple[int, int], CellLabel]:
+        return {key: values["label"] for key, values in self.edits.items()}
+
+    @property
+    def reviewed(self) -> frozenset[tuple[int, int]]:
+        return frozenset(key for key, values in self.edits.items() if values["reviewed"])
 
     @property
     def token(self) -> int:

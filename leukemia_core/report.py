@@ -13,7 +13,7 @@ import html
 import io
 import json
 from collections import Counter
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from typing import Any
 
 import numpy as np
@@ -341,9 +341,7 @@ def cells_csv(record: CaseRecord) -> bytes:
     return buffer.getvalue().encode("utf-8")
 
 
-_JSON_CELL_KEYS = ("field_index", "cell_id", "blast_probability", "model_label", "label",
-                   "reviewed", "domain_score", "cell_area_px", "nucleus_area_px",
-                   "touches_border")  # fmt: skip
+_JSON_CELL_SKIP = ("bbox", "centroid", "outline", "crop", "overlay")  # written apart or as flags
 
 
 def case_json(record: CaseRecord) -> str:
@@ -354,7 +352,7 @@ def case_json(record: CaseRecord) -> str:
     """
     cells: list[dict[str, Any]] = []
     for c in record.cells:
-        cell = {k: getattr(c, k) for k in _JSON_CELL_KEYS}
+        cell = {f.name: getattr(c, f.name) for f in fields(c) if f.name not in _JSON_CELL_SKIP}
         cell.update(bbox=list(c.bbox), centroid=list(c.centroid))
         cell.update(
             outline=np.round(c.outline).astype(int).tolist(),

@@ -43,7 +43,7 @@ from leukemia_core.imaging import cell_view
 from leukemia_core.labellers import NO_MODEL
 from leukemia_core.pipeline import MODE_CELLS, MODE_FIELDS, Analysis
 from leukemia_core.store import CaseStore
-from leukemia_core.types import BlastCount, Cell, CellLabel
+from leukemia_core.types import REVIEWER_EDITABLE, BlastCount, Cell, CellLabel
 
 STATUS_UNSAVED = "unsaved"
 REVIEW_CHOICES = (CellLabel.BLAST, CellLabel.NORMAL, CellLabel.NOT_WBC, CellLabel.EXCLUDED)
@@ -281,12 +281,23 @@ class Review:
             ReviewError: Not saved, unknown cell, or a label only the machine gives.
             CaseStoreError: The record refused it (signed case, empty reviewer name, ...).
         """
-        self._require_saved("every reclassification is recorded in it")
-        cell = self.cell(field_index, cell_id)
         chosen = _reviewer_label(label)
-        ids = store.edit_cell(self.case_id, *cell.key, reviewer=reviewer, note=note, label=chosen)
+        changed = self.edit(store, field_index, cell_id, reviewer=reviewer, note=note, label=chosen)
+        return changed and self.cell(field_index, cell_id).label == chosen
+
+    def edit(
+        self, store: CaseStore, field_index: int, cell_id: int, *, reviewer: str,
+        note: str = "", **changes: object,
+    ) -> bool:  # fmt: skip
+        """Change reviewer-editable attributes of one cell (``types.REVIEWER_EDITABLE``), each
+        change audited; True when something was written."""
+        self._require_saved("every change is recorded in it")
+        cell = self.cell(field_index, cell_id)
+        if "label" in changes:
+            changes["label"] = _reviewer_label(changes["label"])
+        ids = store.edit_cell(self.case_id, *cell.key, reviewer=reviewer, note=note, **changes)
         self.refresh(store)
-        return bool(ids) and self.cell(*cell.key).label == chosen
+        return bool(ids)
 
     def accept(
         self, store: CaseStore, keys: Iterable[tuple[int, int]], *, reviewer: str,
@@ -354,24 +365,24 @@ class Review:
             raise ReviewError(f"Save the case first: {why}.")
 
     def _state(self) -> tuple:
-        return (self.status, self.version, tuple((c.label, c.reviewed) for c in self.cells))
+        edits = tuple(tuple(getattr(c, name) for name in sorted(REVIEWER_EDITABLE))
+                      for c in self.cells)  # fmt: skip
+        return (self.status, self.version, edits)
 
     def _follow(self, state: CaseState | CaseRecord) -> None:
-        """Take the record's status, version and labels (the record is the truth)."""
+        """Take the record's status, version and reviewers' edits (the record is the truth)."""
         if isinstance(state, CaseRecord):
-            labels = {c.key: c.label for c in state.cells}
-            reviewed = {c.key for c in state.cells if c.reviewed}
+            edits = {c.key: {n: getattr(c, n) for n in REVIEWER_EDITABLE} for c in state.cells}
         else:
-            labels, reviewed = state.labels, state.reviewed
-        if set(labels) != set(self._cells):
+            edits = state.edits
+        if set(edits) != set(self._cells):
             raise ReviewError(
                 f"Case {state.case_id} holds other cells than the sample on screen; open it "
                 "from the case list instead."
             )
         for key, cell in self._cells.items():
-            is_reviewed = key in reviewed
-            if cell.label != labels[key] or cell.reviewed != is_reviewed:
-                self._cells[key] = replace(cell, label=labels[key], reviewed=is_reviewed)
+            if any(getattr(cell, name) != value for name, value in edits[key].items()):
+                self._cells[key] = replace(cell, **edits[key])
         self.case_id, self.version, self.status = state.case_id, state.version, state.status
         self.sample_id = state.sample_id
         self.signed_by, self.signed_at = state.signed_by, state.signed_at

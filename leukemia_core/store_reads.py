@@ -13,7 +13,7 @@ from typing import Any
 
 from leukemia_core.case_record import AuditEntry, CaseRecord, CaseState, CaseSummary
 from leukemia_core.store_rows import CaseInputError, cell_from_row, domain_from_json, field_from_row
-from leukemia_core.types import CellLabel
+from leukemia_core.types import REVIEWER_EDITABLE, CellLabel
 
 HEADER_COLUMNS = ("case_id", "version", "parent_id", "sample_id", "status", "created_at",
                   "created_by", "signed_by", "signed_at")  # fmt: skip
@@ -59,24 +59,25 @@ class CaseReads:
         )
 
     def case_state(self, case_id: str) -> CaseState:
-        """Status, current labels, reviewed cells and audit trail of a case (no images).
+        """Status, reviewer-editable cell attributes and audit trail of a case (no images).
 
         Raises:
-            CaseNotFoundError: No such case.
+            CaseNotFoundError: No case with this id.
         """
+        editable = sorted(REVIEWER_EDITABLE)
         with self._transaction(write=False) as conn:
             case = self._case(conn, case_id, open_only=False)
             cells = conn.execute(
-                "SELECT field_index, cell_id, label, reviewed FROM cells WHERE case_id = ?",
+                f"SELECT field_index, cell_id, {', '.join(editable)} FROM cells WHERE case_id = ?",
                 (case["case_id"],),
             ).fetchall()
             audit = self._audit_rows(conn, case["case_id"])
-        return CaseState(
-            **{k: case[k] for k in HEADER_COLUMNS},
-            labels={(c["field_index"], c["cell_id"]): CellLabel(c["label"]) for c in cells},
-            reviewed=frozenset((c["field_index"], c["cell_id"]) for c in cells if c["reviewed"]),
-            audit=audit,
-        )
+        edits = {}
+        for c in cells:
+            values = {name: c[name] for name in editable}
+            values.update(label=CellLabel(values["label"]), reviewed=bool(values["reviewed"]))
+            edits[(c["field_index"], c["cell_id"])] = values
+        return CaseState(**{k: case[k] for k in HEADER_COLUMNS}, edits=edits, audit=audit)
 
     def last_audit_id(self, case_id: str) -> int:
         """The newest audit id of a case: it changes with every change to the case (0: none)."""
