@@ -17,6 +17,8 @@ from leukemia_core.models.folder import TEST_TIME_VIEWS, list_models
 from leukemia_core.models.inputs import STAIN_NORMALISATIONS
 from train import jobs
 from train.archives import extract_zip
+from train.augmentation import ALL_AUGMENTATIONS
+from train.batches import BALANCING
 from train.compare import promote
 from train.compare_settings import (
     MISSING_WEIGHTS,
@@ -27,7 +29,6 @@ from train.compare_settings import (
     TABLE_FILE,
     CompareSettings,
 )
-from train.fit import ALL_AUGMENTATIONS, BALANCING
 from train.inspection import DatasetSource, inspect_datasets
 from train.reviewed_cases import export_reviewed_cases
 from ui import comparison as view

@@ -26,10 +26,11 @@ from leukemia_core.models.inputs import (
     ready_crops,
 )
 from leukemia_core.synthetic import make_demo_smear
+from train.augmentation import ALL_AUGMENTATIONS, augment
+from train.batches import balanced_indices, balancing_strata
 from train.compare import comparison_splits
 from train.compare_settings import CompareSettings
 from train.evaluate.metrics import binary_metrics, sensitivity_at_specificity
-from train.fit import ALL_AUGMENTATIONS, _balanced_indices, augment, balancing_strata
 from train.records import CellRecord
 from train.splits import SplitError, leave_one_source_out, loso_units
 
@@ -175,7 +176,7 @@ def test_source_class_balancing_evens_out_every_source_and_class():
     labels = np.array([0] * 10 + [1] * 90 + [1] * 300)
     sources = ["a"] * 100 + ["pbc"] * 300
     strata = balancing_strata(labels, sources, "source_class")
-    order = _balanced_indices(strata, np.random.default_rng(0))
+    order = balanced_indices(strata, np.random.default_rng(0))
     keys, counts = np.unique(strata[order], return_counts=True)
     assert list(keys) == ["a/0", "a/1", "pbc/1"] and set(counts) == {300}
     assert set(order) == set(range(len(labels)))  # every cell at least once

@@ -33,11 +33,13 @@ from leukemia_core.models import list_architectures
 from leukemia_core.models.folder import TEST_TIME_VIEWS, models_dir, set_active_model
 from leukemia_core.models.inputs import STAIN_NORMALISATIONS
 from train.adapt_model import adapt_command, add_adapt_arguments
+from train.augmentation import ALL_AUGMENTATIONS, AUGMENTATIONS
+from train.batches import BALANCING
 from train.card import model_card
 from train.cellbank import SKIPPED_FILE, SOURCES, build_bank
 from train.compare_settings import MISSING_WEIGHTS, PRESETS, PROTOCOLS
 from train.data import FORMATS, DatasetError, load_dataset
-from train.fit import ALL_AUGMENTATIONS, AUGMENTATIONS, BALANCING, FitConfig
+from train.fit import FitConfig
 from train.records import CellTable
 
 

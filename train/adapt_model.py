@@ -42,7 +42,7 @@ from train.adapt import Adaptation, adapt_from_arrays, check_cells, worse_than_b
 from train.card import model_card
 from train.cellbank import bank_group
 from train.data import FORMATS, load_dataset
-from train.fit import ProgressCallback
+from train.progress import ProgressCallback
 from train.records import BLAST, CellRecord, CellTable
 from train.reviewed_cases import export_reviewed_cases
 

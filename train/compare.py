@@ -34,6 +34,7 @@ from leukemia_core.models.folder import (
     set_active_model,
 )
 from leukemia_core.models.inputs import InputSpec
+from train.batches import balancing_strata
 from train.card import model_card
 from train.cellbank import bank_group
 from train.compare_settings import (
@@ -49,18 +50,10 @@ from train.compare_settings import (
 from train.compare_tables import comparison_markdown
 from train.comparison import Comparison, ModelOutcome
 from train.evaluate.classifier import SPLIT_FILE
-from train.fit import (
-    FitConfig,
-    ProgressCallback,
-    backbone_features,
-    balancing_strata,
-    fit,
-    labels_of,
-    load_crops,
-    predict_logits,
-    train_head,
-)
+from train.fit import FitConfig, fit, labels_of, load_crops, predict_logits
+from train.head import backbone_features, train_head
 from train.loso import adaptation_check, domain_check
+from train.progress import ProgressCallback
 from train.records import CellRecord
 from train.run import calibrate_cells, model_folder_config, split_csv
 from train.splits import (

@@ -13,7 +13,9 @@ from leukemia_core.errors import ImageNetWeightsUnavailableError
 from leukemia_core.models import get_architecture, list_architectures
 from leukemia_core.models.architectures import imagenet_weights
 from leukemia_core.models.folder import check_test_time_views
-from train.fit import AUGMENTATIONS, BALANCING, FitConfig
+from train.augmentation import AUGMENTATIONS
+from train.batches import BALANCING
+from train.fit import FitConfig
 
 SIZE_BASELINE = "size_only_baseline"
 # "grouped": groups of every source on every side (in-distribution); "leave_one_source_out":
@@ -103,7 +105,7 @@ class CompareSettings:
         fine_tune_epochs: Epochs unfreezing the top of a pretrained backbone (0: none).
         fine_tune_layers: Backbone layers unfrozen from the top when fine-tuning.
         augment: Augment training cells at all.
-        augmentations: Which of :data:`train.fit.AUGMENTATIONS` to apply.
+        augmentations: Which of :data:`train.augmentation.AUGMENTATIONS` to apply.
         balance: ``"oversample"``, ``"class_weight"`` or ``"none"``.
         cached_features: Train heads on backbone features computed once (frozen backbones).
         feature_views: Augmented views per cell in cached-feature mode.

@@ -7,14 +7,13 @@ backbone at a lower rate. Every crop is first brought into the classifier domain
 :func:`leukemia_core.single_cell.single_cell_crop`, exactly as at inference.
 
 ``cached_features=True`` trains the head on backbone features computed once (a few augmented
-views per training cell), which gives the frozen phase's result in minutes on a CPU.
+views per training cell; :mod:`train.head`), which gives the frozen phase's result in minutes on
+a CPU. Augmentation is :mod:`train.augmentation`, balancing and batches :mod:`train.batches`.
 """
 
 from __future__ import annotations
 
-import math
-import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,24 +25,16 @@ from leukemia_core.calibration import CLASS_NAMES
 from leukemia_core.classify import view_averaged_logits
 from leukemia_core.io import read_image
 from leukemia_core.models import build_classifier, get_architecture, preprocess
-from leukemia_core.models.architectures import PREPROCESSING_SCHEMES
 from leukemia_core.models.folder import check_test_time_views
 from leukemia_core.models.inputs import STAIN_NORMALISATIONS, InputSpec, ready_crops
 from leukemia_core.single_cell import single_cell_crop
+from train.augmentation import ALL_AUGMENTATIONS, AUGMENTATIONS
+from train.batches import BALANCING, balancing_strata, class_weights, make_dataset, steps_per_epoch
+from train.head import fit_cached
+from train.progress import EpochProgress, ProgressCallback
 from train.records import CellRecord
 
 HEAD_LAYERS = ("head_pool", "head_dropout", "logits", "predictions")
-AUGMENTATIONS = ("hflip", "vflip", "rotate90", "scale", "colour")
-# Scanner and stain robustness (LOSO-chosen recipes): strong stain jitter in HED space, wider
-# hue/saturation/brightness/contrast, defocus blur and JPEG re-compression.
-ROBUST_AUGMENTATIONS = ("stain", "blur", "jpeg")
-ALL_AUGMENTATIONS = AUGMENTATIONS + ROBUST_AUGMENTATIONS
-# "source_class" oversamples every (source, class) stratum to the largest one, so that no
-# source is one class in effect (a source giving only normal cells teaches "this look = normal").
-BALANCING = ("oversample", "source_class", "class_weight", "none")
-
-# Progress events: {"stage": ..., "done": int, "total": int, **details}
-ProgressCallback = Callable[[dict], None]
 
 
 @dataclass(frozen=True)
@@ -63,9 +54,9 @@ class FitConfig:
         patience: Early-stopping patience on validation loss.
         balance: ``"oversample"`` the minority class, ``"class_weight"`` or ``"none"``.
         augment: Augment training cells at all.
-        augmentations: Which of :data:`ALL_AUGMENTATIONS` (horizontal and vertical flips,
-            90-degree rotations, +-10% scale, mild colour jitter; ``stain``, ``blur`` and
-            ``jpeg`` for scanner and stain robustness).
+        augmentations: Which of :data:`train.augmentation.ALL_AUGMENTATIONS` (horizontal
+            and vertical flips, 90-degree rotations, +-10% scale, mild colour jitter;
+            ``stain``, ``blur`` and ``jpeg`` for scanner and stain robustness).
         stain_normalisation: Step of the model-input path (see
             :mod:`leukemia_core.models.inputs`); stored in the model folder.
         threshold_rule: How calibration picks the threshold (a key of
@@ -165,171 +156,6 @@ def app_crop(record: CellRecord) -> np.ndarray:
     return single_cell_crop(read_image(record.path).rgb).crop
 
 
-# Haematoxylin, eosin and DAB optical-density vectors (Ruifrok & Johnston; skimage's
-# ``rgb_from_hed``): stain jitter rescales each stain's amount, as another lab's staining would.
-_RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], np.float32)
-_HED_FROM_RGB = np.linalg.inv(_RGB_FROM_HED).astype(np.float32)
-
-
-def _stain_jitter(x: tf.Tensor, seeds) -> tf.Tensor:
-    """Per-stain scale (0.75-1.25) and shift (+-0.05 OD) in HED space; x in 0..1."""
-    od = -tf.math.log((x * 255.0 + 1.0) / 256.0)
-    hed = tf.tensordot(od, _HED_FROM_RGB, 1)
-    alpha = tf.random.stateless_uniform([3], seeds[0], 0.75, 1.25)
-    beta = tf.random.stateless_uniform([3], seeds[1], -0.05, 0.05)
-    od = tf.tensordot(hed * alpha + beta, _RGB_FROM_HED, 1)
-    return (tf.exp(-od) * 256.0 - 1.0) / 255.0
-
-
-def _blur(image: tf.Tensor, seed, size) -> tf.Tensor:
-    """Defocus and lower optical resolution: down to 45-100% of the side and back up."""
-    factor = tf.random.stateless_uniform([], seed, 0.45, 1.0)
-    small = tf.cast(tf.round(tf.cast(size, tf.float32) * factor), tf.int32)
-    return tf.image.resize(tf.image.resize(image, [small, small], antialias=True), [size, size])
-
-
-def augment(image: tf.Tensor, seed: tf.Tensor, kinds: Sequence[str] = AUGMENTATIONS) -> tf.Tensor:
-    """Random flips, 90-degree rotation, scale, blur, colour/stain jitter and JPEG artefacts.
-
-    The background stays black. ``colour`` alone is a mild jitter; with ``stain`` the jitter
-    is strong (HED stain amounts, hue +-0.08, saturation 0.6-1.4, brightness +-0.15, contrast
-    0.7-1.3), as between labs and scanners.
-
-    Args:
-        image: ``(H, W, 3)`` float image in 0..255.
-        seed: Stateless seed pair.
-        kinds: Which of :data:`ALL_AUGMENTATIONS` to apply.
-    """
-    unknown = set(kinds) - set(ALL_AUGMENTATIONS)
-    if unknown:
-        raise ValueError(f"Unknown augmentation(s) {sorted(unknown)}; choose from "
-                         f"{ALL_AUGMENTATIONS}.")  # fmt: skip
-    seeds = tf.random.experimental.stateless_split(seed, 14)
-    size = tf.shape(image)[0]
-    if "hflip" in kinds:
-        image = tf.image.stateless_random_flip_left_right(image, seeds[0])
-    if "vflip" in kinds:
-        image = tf.image.stateless_random_flip_up_down(image, seeds[1])
-    if "rotate90" in kinds:
-        k = tf.random.stateless_uniform([], seeds[2], 0, 4, dtype=tf.int32)
-        image = tf.image.rot90(image, k)
-    if "scale" in kinds:
-        zoom = tf.random.stateless_uniform([], seeds[3], 0.9, 1.1)
-        scaled = tf.cast(tf.round(tf.cast(size, tf.float32) * zoom), tf.int32)
-        image = tf.image.resize(image, [scaled, scaled])
-        image = tf.image.resize_with_crop_or_pad(image, size, size)
-    cell = tf.cast(tf.reduce_max(image, axis=-1, keepdims=True) > 4.0, tf.float32)
-    if "blur" in kinds:
-        image = _blur(image, seeds[8], size)
-    x = image / 255.0
-    strong = "stain" in kinds
-    if strong:
-        x = _stain_jitter(x, seeds[9:11])
-    if "colour" in kinds or strong:
-        x = tf.image.stateless_random_brightness(x, 0.15 if strong else 0.08, seeds[4])
-        x = tf.image.stateless_random_contrast(x, *((0.7, 1.3) if strong else (0.85, 1.15)),
-                                               seeds[5])  # fmt: skip
-        x = tf.image.stateless_random_hue(x, 0.08 if strong else 0.03, seeds[6])
-        x = tf.image.stateless_random_saturation(x, *((0.6, 1.4) if strong else (0.85, 1.15)),
-                                                 seeds[7])  # fmt: skip
-    x = tf.clip_by_value(x, 0.0, 1.0)
-    if "jpeg" in kinds:
-        x = tf.image.stateless_random_jpeg_quality(x, 40, 95, seeds[11])
-    return x * 255.0 * cell
-
-
-def _balanced_indices(strata: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Every index once plus random repeats of the smaller strata up to the largest one.
-
-    ``strata`` is the class index per cell (``oversample``) or a ``source/class`` key
-    (``source_class``).
-    """
-    groups = [np.flatnonzero(strata == k) for k in np.unique(strata)]
-    largest = max(len(g) for g in groups)
-    extra = [rng.choice(g, largest - len(g)) for g in groups if 0 < len(g) < largest]
-    return rng.permutation(np.concatenate([np.arange(len(strata)), *extra]))
-
-
-def balancing_strata(labels: np.ndarray, sources: Sequence[str] | None, balance: str) -> np.ndarray:
-    """What :func:`_balanced_indices` equalises under a ``balance`` setting."""
-    if balance == "source_class" and sources is not None:
-        return np.array([f"{s}/{y}" for s, y in zip(sources, labels, strict=True)])
-    return np.asarray(labels)
-
-
-def class_weights(labels: np.ndarray) -> dict[int, float]:
-    """Inverse-frequency weights, normalised to a mean of 1 per cell."""
-    counts = np.bincount(labels, minlength=len(CLASS_NAMES))
-    return {k: float(len(labels) / (len(counts) * c)) for k, c in enumerate(counts) if c}
-
-
-def make_dataset(
-    images: np.ndarray, labels: np.ndarray, config: FitConfig, *, training: bool,
-    strata: np.ndarray | None = None,
-) -> tf.data.Dataset:  # fmt: skip
-    """Batches of preprocessed images; training data is balanced, shuffled, augmented, endless.
-
-    ``strata`` (see :func:`balancing_strata`) is what oversampling equalises; the class by
-    default.
-    """
-    scheme = PREPROCESSING_SCHEMES[get_architecture(config.architecture).preprocessing]
-    order = np.arange(len(labels))
-    if training and config.balance in ("oversample", "source_class"):
-        strata = labels if strata is None else strata
-        order = _balanced_indices(strata, np.random.default_rng(config.seed))
-    indices = tf.data.Dataset.from_tensor_slices(order)
-    if training:
-        indices = indices.shuffle(len(order), seed=config.seed).repeat()
-    # Independent augmentation seeds for every element of every epoch.
-    seeds = tf.data.Dataset.random(seed=config.seed).batch(2)
-    images, labels = tf.constant(images), tf.constant(labels)
-
-    def load(i, seed):
-        image = tf.cast(tf.gather(images, i), tf.float32)
-        if training and config.augment:
-            image = augment(image, seed, config.augmentations)
-        return scheme(image), tf.gather(labels, i)
-
-    return (
-        tf.data.Dataset.zip(indices, seeds)
-        .map(load, num_parallel_calls=tf.data.AUTOTUNE)
-        .batch(config.batch_size)
-        .prefetch(tf.data.AUTOTUNE)
-    )
-
-
-def steps_per_epoch(labels: np.ndarray, config: FitConfig, strata: np.ndarray | None = None) -> int:
-    """Batches in one pass over the (balanced) training cells."""
-    n = len(labels)
-    if config.balance in ("oversample", "source_class"):
-        _, counts = np.unique(labels if strata is None else strata, return_counts=True)
-        n = len(counts) * int(counts.max())
-    return math.ceil(n / config.batch_size)
-
-
-class _ProgressCallback(keras.callbacks.Callback):
-    def __init__(self, report: ProgressCallback | None, phase: str, epochs: int, steps: int):
-        super().__init__()
-        self.report, self.phase, self.epochs, self.steps = report, phase, epochs, steps
-        self.epoch = 0
-        self.history: list[dict] = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.report:
-            self.report({"stage": self.phase, "epoch": self.epoch + 1, "epochs": self.epochs,
-                         "done": batch + 1, "total": self.steps, **(logs or {})})  # fmt: skip
-
-    def on_epoch_end(self, epoch, logs=None):
-        row = {"phase": self.phase, "epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}}
-        self.history.append(row)
-        if self.report:
-            self.report({"stage": f"{self.phase}_epoch", "done": epoch + 1,
-                         "total": self.epochs, **row})  # fmt: skip
-
-
 def _set_backbone_trainable(model: keras.Model, top_layers: int | None) -> None:
     """Freeze the backbone (top_layers=0), unfreeze its top layers, or all (None)."""
     backbone = [layer for layer in model.layers if layer.name not in HEAD_LAYERS]
@@ -350,7 +176,7 @@ def _fit_phase(model, data, config, phase, epochs, rate, checkpoint_dir, report)
         jit_compile=bool(tf.config.list_physical_devices("GPU")),
     )
     steps = steps_per_epoch(train_labels, config, strata)
-    progress = _ProgressCallback(report, phase, epochs, steps)
+    progress = EpochProgress(report, phase, epochs, steps)
     callbacks = [progress]
     has_val = len(val_labels) > 0
     if has_val:
@@ -379,122 +205,6 @@ def _fit_phase(model, data, config, phase, epochs, rate, checkpoint_dir, report)
         verbose=0,
     )
     return progress.history
-
-
-def _head_model(features: int, dropout: float, seed: int) -> keras.Model:
-    """Dropout + Dense ``logits`` + softmax: the classifier head alone, for cached features."""
-    inputs = keras.Input((features,))
-    x = keras.layers.Dropout(dropout, seed=seed)(inputs)
-    logits = keras.layers.Dense(len(CLASS_NAMES), name="logits")(x)
-    return keras.Model(inputs, keras.layers.Softmax()(logits))
-
-
-def backbone_features(
-    model: keras.Model, images: np.ndarray, config: FitConfig, *, views: int = 1,
-    progress: ProgressCallback | None = None,
-) -> np.ndarray:  # fmt: skip
-    """Pooled backbone features ``(views, N, F)``; view 0 is the plain image, others augmented."""
-    extractor = keras.Model(model.input, model.get_layer("head_pool").output)
-    scheme = PREPROCESSING_SCHEMES[get_architecture(config.architecture).preprocessing]
-    out = []
-    for view in range(views):
-        seeds = tf.data.Dataset.random(seed=config.seed * 1000 + view).batch(2)
-
-        def load(image, seed, augmented=view > 0):
-            image = tf.cast(image, tf.float32)
-            if augmented:
-                image = tf.round(augment(image, seed, config.augmentations))
-            return scheme(image)
-
-        batches = (
-            tf.data.Dataset.zip(tf.data.Dataset.from_tensor_slices(images), seeds)
-            .map(load, num_parallel_calls=tf.data.AUTOTUNE)
-            .batch(config.batch_size)
-            .prefetch(tf.data.AUTOTUNE)
-        )
-        view_out = []
-        for batch in batches:
-            view_out.append(extractor.predict_on_batch(batch))
-            if progress:
-                done = view * len(images) + sum(len(v) for v in view_out)
-                progress({"stage": "features", "done": done, "total": views * len(images)})
-        out.append(np.concatenate(view_out))
-    return np.stack(out)
-
-
-def _cached(path: Path | None, compute) -> np.ndarray:
-    """``compute()``, stored in ``path`` (an .npy file) and read back on a re-run."""
-    if path is not None and path.is_file():
-        return np.load(path)
-    values = compute()
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.save(path.with_suffix(".partial.npy"), values)
-        Path(path.with_suffix(".partial.npy")).replace(path)
-    return values
-
-
-def train_head(
-    train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray | None, val_y: np.ndarray | None,
-    config: FitConfig, dropout: float, report: ProgressCallback | None = None,
-    strata: np.ndarray | None = None,
-) -> tuple[list[np.ndarray], list[dict]]:  # fmt: skip
-    """Train the dropout + ``logits`` head on pooled features; returns its weights and history.
-
-    Args:
-        train_x: ``(N, F)`` features of training cells (augmented views as extra rows).
-        train_y: Class index per row.
-        val_x: Validation features for early stopping, or None.
-        val_y: Validation class indices, or None.
-        config: Epochs, batch size, rate, patience, balancing and seed come from here.
-        dropout: Dropout rate of the classifier's head.
-        report: Progress callback.
-        strata: What oversampling equalises per row (:func:`balancing_strata`); the class
-            when None.
-    """
-    keras.utils.set_random_seed(config.seed)  # same seed, same head, whatever ran before
-    head = _head_model(train_x.shape[-1], dropout, config.seed)
-    head.compile(optimizer=keras.optimizers.Adamax(config.learning_rate),
-                 loss="sparse_categorical_crossentropy", metrics=["accuracy"])  # fmt: skip
-    order = np.arange(len(train_y))
-    if config.balance in ("oversample", "source_class"):
-        strata = train_y if strata is None else strata
-        order = _balanced_indices(strata, np.random.default_rng(config.seed))
-    epochs = max(config.epochs, 1)
-    progress = _ProgressCallback(report, "head", epochs, math.ceil(len(order) / config.batch_size))
-    callbacks = [progress]
-    has_val = val_x is not None and len(val_x) > 0
-    if has_val:
-        callbacks.append(keras.callbacks.EarlyStopping(
-            "val_loss", patience=config.patience, restore_best_weights=True))  # fmt: skip
-    head.fit(
-        train_x[order], train_y[order], batch_size=config.batch_size, epochs=epochs,
-        validation_data=(val_x, val_y) if has_val else None, shuffle=True,
-        class_weight=class_weights(train_y) if config.balance == "class_weight" else None,
-        callbacks=callbacks, verbose=0,
-    )  # fmt: skip
-    return head.get_layer("logits").get_weights(), progress.history
-
-
-def _fit_cached(model, data, config, report, checkpoint_dir=None) -> list[dict]:
-    """Phase one on cached features; the trained head is copied into ``model``."""
-    train_images, train_labels, val_images, val_labels, strata = data
-    recipe = zlib.crc32(f"{sorted(config.augmentations)} {config.stain_normalisation}".encode())
-    key = (f"{config.architecture}_{config.size}_{config.seed}_{recipe:08x}_"
-           f"{zlib.crc32(train_images[:, ::16, ::16].tobytes()):08x}")  # fmt: skip
-    cache = (
-        checkpoint_dir / f"features_{key}_v{config.feature_views}.npy" if checkpoint_dir else None
-    )
-    train_x = _cached(cache, lambda: backbone_features(
-        model, train_images, config, views=config.feature_views, progress=report))  # fmt: skip
-    train_y = np.tile(train_labels, config.feature_views)
-    train_x = train_x.reshape(-1, train_x.shape[-1])
-    val_x = backbone_features(model, val_images, config)[0] if len(val_labels) else None
-    weights, history = train_head(
-        train_x, train_y, val_x, val_labels, config, model.get_layer("head_dropout").rate,
-        report, strata=None if strata is None else np.tile(strata, config.feature_views))  # fmt: skip
-    model.get_layer("logits").set_weights(weights)
-    return history
 
 
 def _best_val_loss(history: list[dict]) -> float:
@@ -541,7 +251,7 @@ def fit(
     model = build_classifier(config.architecture, input_size=config.size, weights=config.weights)
     pretrained = config.weights is not None
     if config.cached_features:
-        history = _fit_cached(model, data, config, progress, checkpoint_dir)
+        history = fit_cached(model, data, config, progress, checkpoint_dir)
     else:
         _set_backbone_trainable(model, 0 if pretrained else None)
         phase = "frozen" if pretrained else "full"

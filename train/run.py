@@ -33,15 +33,8 @@ from train.card import held_out_sections, model_card
 from train.cellbank import bank_group
 from train.evaluate.classifier import SPLIT_FILE
 from train.evaluate.metrics import binary_metrics
-from train.fit import (
-    FitConfig,
-    ProgressCallback,
-    app_crop,
-    fit,
-    labels_of,
-    load_crops,
-    predict_logits,
-)
+from train.fit import FitConfig, app_crop, fit, labels_of, load_crops, predict_logits
+from train.progress import ProgressCallback
 from train.records import CellRecord, CellTable, summarize
 from train.splits import (
     SIDES,
