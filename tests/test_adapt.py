@@ -32,7 +32,8 @@ from leukemia_core.models.folder import (
     set_active_model,
     write_domain_reference,
 )
-from leukemia_core.store import CaseStore, CellEntry, FieldEntry
+from leukemia_core.store import CaseStore
+from leukemia_core.types import Cell, Field
 from train.__main__ import main as train_cli
 from train.adapt import AdaptationError, adapt_from_arrays, adaptation_split, figures
 from train.adapt_model import ModelExistsError, adapt_model, next_site_name
@@ -378,11 +379,12 @@ def test_adapt_command_failures_write_nothing(models, cells, tmp_path, capsys):
 
 def _sign_cases(store: CaseStore, samples: int) -> None:
     for s in range(samples):
-        cells = [CellEntry(0, i + 1, (10 * i, 0, 10 * i + 96, 96), (10 * i + 48.0, 48.0), 0.5,
-                           label, crop_png=png_bytes(_cell_crop(label, 5 * s + i)))
+        cells = [Cell(i + 1, (10 * i, 0, 10 * i + 96, 96), (10 * i + 48.0, 48.0),
+                      crop=_cell_crop(label, 5 * s + i), blast_probability=0.5, model_label=label)
                  for i, label in enumerate(LABELS)]  # fmt: skip
-        case = store.create_case(f"S-{s}", [FieldEntry("field.png", 640, 480)], cells,
-                                 model_name="tiny", model_checksum="sha256:0", thresholds={})  # fmt: skip
+        field = Field(0, "field.png", np.zeros((480, 640, 3), np.uint8))
+        case = store.create_case(f"S-{s}", [field], cells, model_name="tiny",
+                                 model_checksum="sha256:0", thresholds={}, created_by="Dr. A")  # fmt: skip
         store.sign_case(case, reviewer="Dr. A")
 
 

@@ -20,7 +20,8 @@ import pytest
 from PIL import Image
 from test_data import make_cnmc, make_folders, write_image, write_text
 
-from leukemia_core.store import CaseStore, CellEntry, FieldEntry
+from leukemia_core.store import CaseStore
+from leukemia_core.types import Cell, Field
 from train.archives import UnsafeArchiveError, extract_zip
 from train.data import load_dataset, load_manifest, summarize
 from train.inspection import (
@@ -388,26 +389,25 @@ def test_duplicate_members_and_empty_zips_are_refused(tmp_path):
 
 
 # ----------------------------------------------------------------------------- reviewed cases
-def crop(value: int) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (6, 6), (value, value, value)).save(buffer, format="PNG")
-    return buffer.getvalue()
+def crop(value: int) -> np.ndarray:
+    return np.full((6, 6, 3), value, np.uint8)
 
 
 def add_case(store: CaseStore, sample_id: str, labels: list[str]) -> str:
     """One field; cell ``i`` (from 1) has a grey crop of value ``10 * i``, except cell 5."""
     cells = [
-        CellEntry(0, i, (10 * i, 0, 10 * i + 6, 6), (10 * i + 3.0, 3.0), 0.5, label,
-                  crop_png=None if i == 5 else crop(10 * i))
+        Cell(i, (10 * i, 0, 10 * i + 6, 6), (10 * i + 3.0, 3.0),
+             crop=None if i == 5 else crop(10 * i), blast_probability=0.5, model_label=label)
         for i, label in enumerate(labels, start=1)
     ]  # fmt: skip
     return store.create_case(
         sample_id,
-        [FieldEntry("field.png", 64, 48)],
+        [Field(0, "field.png", np.zeros((48, 64, 3), np.uint8))],
         cells,
         model_name="tiny",
         model_checksum="sha256:0",
         thresholds={},
+        created_by="Dr. A",
     )
 
 

@@ -30,10 +30,11 @@ from leukemia_core.domain import (
 )
 from leukemia_core.errors import ModelIntegrityError
 from leukemia_core.imaging import prepare_field
+from leukemia_core.labellers import ModelLabeller
 from leukemia_core.models.folder import DOMAIN_FILE, load_model, read_config, sha256_of
-from leukemia_core.pipeline import analyze_field, classify_crops
+from leukemia_core.pipeline import MODE_CELLS, analyze
 from leukemia_core.report import case_json, case_report_html, cells_csv
-from leukemia_core.session import analyze_sample
+from leukemia_core.review import Review
 from leukemia_core.store import CaseStore
 from leukemia_core.synthetic import make_demo_smear, make_smear
 
@@ -216,41 +217,45 @@ def test_a_colour_shift_raises_the_score_above_the_limit_and_sends_every_cell_to
     ood_classifier, tiny_models_dir
 ):
     demo = make_demo_smear().image
-    normal = analyze_field(demo, ood_classifier)
-    plain = analyze_field(demo, Classifier(load_model("tiny", tiny_models_dir)))
-    assert not normal.domain.warned and normal.domain.score < normal.domain.limit
+    normal = analyze([demo], ood_classifier)
+    plain = analyze([demo], Classifier(load_model("tiny", tiny_models_dir)))
+    domain = normal.fields[0].domain
+    assert not domain.warned and domain.score < domain.limit
     assert [c.model_label for c in normal.cells] == [c.model_label for c in plain.cells]
-    assert all(c.domain_score is not None for c in normal.cells) and plain.domain is None
+    assert all(c.domain_score is not None for c in normal.cells)
+    assert plain.fields[0].domain is None
     for shifted in (colour_cast(demo), pale_demo()):
-        result = analyze_field(shifted, ood_classifier)
-        assert result.domain.warned and result.domain.score > result.domain.limit
+        result = analyze([shifted], ood_classifier)
+        domain = result.fields[0].domain
+        assert domain.warned and domain.score > domain.limit
         assert len(result.cells) == len(normal.cells)
         assert {c.model_label for c in result.cells} <= {CellLabel.UNCERTAIN, CellLabel.BORDER}
-        assert result.count.n_counted == 0
+        assert result.count().n_counted == 0
 
 
 def test_shifting_the_crops_colour_raises_each_cells_score(ood_classifier):
     crops = [c for field in synthetic_cell_crops([300, 301]) for c in field]
     shifted = [colour_cast(c) for c in crops]
-    before = classify_crops(ood_classifier, crops).domain_scores
-    after = classify_crops(ood_classifier, shifted).domain_scores
+    labeller = ModelLabeller(ood_classifier)
+    before = labeller.label(crops).domain_scores
+    after = labeller.label(shifted).domain_scores
     assert np.all(after > before) and np.median(after) > ood_classifier.model.domain.limit
 
 
 def test_the_warning_is_kept_in_the_case_record_and_the_exports(ood_classifier, tmp_path):
     fields = [prepare_field(make_demo_smear().image, "demo.png"),
               prepare_field(colour_cast(make_demo_smear().image), "cast.png")]  # fmt: skip
-    session = analyze_sample(fields[1:], ood_classifier, sample_id="S-OOD")
+    session = Review(analyze(fields[1:], ood_classifier), sample_id="S-OOD")
     assert session.domain.warned and session.n_uncertain == session.tally()["uncertain"] > 0
     assert session.count().n_counted == 0
-    mixed = analyze_sample(fields, ood_classifier, sample_id="S-MIX")
+    mixed = Review(analyze(fields, ood_classifier), sample_id="S-MIX")
     assert [f.domain.warned for f in mixed.fields] == [False, True]
-    assert all(mixed.labels[c.key] in ("uncertain", "border") for c in mixed.field_cells(1))
+    assert all(c.label in ("uncertain", "border") for c in mixed.field_cells(1))
 
     store = CaseStore(tmp_path / "cases.sqlite3")
-    entries = session.case_entries()
-    case_id = store.create_case("S-OOD", *entries, model_name="tiny-ood", model_checksum="",
-                                thresholds=session.thresholds(), domain=session.domain)  # fmt: skip
+    case_id = store.create_case("S-OOD", session.fields, session.cells, model_name="tiny-ood",
+                                model_checksum="", thresholds=session.thresholds(),
+                                created_by="A. Reviewer", domain=session.domain)  # fmt: skip
     record = store.load_case(case_id)
     assert record.domain == session.domain and record.fields[0].domain == session.fields[0].domain
     rows = list(csv.DictReader(io.StringIO(cells_csv(record).decode())))
@@ -348,17 +353,15 @@ def test_the_domain_command_fits_on_the_model_split_and_writes_the_folder(
 
 
 def test_single_cell_images_are_judged_as_one_sample(ood_classifier, tiny_models_dir):
-    from leukemia_core.session import MODE_CELLS
-
     plain = Classifier(load_model("tiny", tiny_models_dir))
     crops = [c for field in synthetic_cell_crops([310, 311]) for c in field]
     for images, warned in ((crops, False), ([colour_cast(c) for c in crops], True)):
         prepared = [prepare_field(image, f"cell {i}.png") for i, image in enumerate(images)]
-        session = analyze_sample(prepared, ood_classifier, sample_id="S-C", mode=MODE_CELLS)
+        session = Review(analyze(prepared, ood_classifier, mode=MODE_CELLS), sample_id="S-C")
         assert session.domain.warned is warned and session.domain.n_cells == len(crops)
         assert all(f.domain is None for f in session.fields)  # one cell: no field verdict
         assert all(c.domain_score is not None for c in session.cells)
-        unchecked = analyze_sample(prepared, plain, sample_id="S-C", mode=MODE_CELLS)
+        unchecked = Review(analyze(prepared, plain, mode=MODE_CELLS), sample_id="S-C")
         expected = (
             ["uncertain"] * len(crops) if warned else [c.model_label for c in unchecked.cells]
         )

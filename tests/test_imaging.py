@@ -16,7 +16,6 @@ from leukemia_core.imaging import (
     ANALYSIS_MAX_PIXELS,
     cell_view,
     display_copy,
-    mask_from_crop,
     mask_outline,
     png_bytes,
     prepare_field,
@@ -110,29 +109,29 @@ def test_png_round_trip_is_lossless(demo):
         rgb_from_png(b"not a png")
 
 
-def test_outline_follows_the_mask_and_the_crop_gives_the_mask_back(demo):
+def test_outline_follows_the_mask_and_the_cell_gives_the_mask_back(demo):
     segmentation = segment_wbc(demo.image)
     cells = crop_cells(demo.image, segmentation)
     assert cells
     for cell in cells:
-        outline = mask_outline(cell.cell_mask, cell.bbox[:2])
         x0, y0, x1, y1 = cell.bbox
+        truth = segmentation.cell_labels[y0:y1, x0:x1] == cell.cell_id
+        outline = mask_outline(truth, cell.bbox[:2])
         assert outline.shape[1] == 2 and len(outline) >= 4
         assert outline[:, 0].min() >= x0 and outline[:, 0].max() <= x1 - 1
         assert outline[:, 1].min() >= y0 and outline[:, 1].max() <= y1 - 1
-        recovered = mask_from_crop(cell.crop, cell.bbox)
-        assert recovered.shape == cell.cell_mask.shape
-        union = (recovered | cell.cell_mask).sum()
-        assert (recovered & cell.cell_mask).sum() / union > 0.9  # IoU after a 300-px round trip
+        recovered = cell.mask()
+        assert recovered.shape == truth.shape
+        union = (recovered | truth).sum()
+        assert (recovered & truth).sum() / union > 0.9  # IoU after the outline round trip
     assert mask_outline(np.zeros((5, 5), bool)).shape == (0, 2)
 
 
 def test_cell_view_draws_the_outline_on_the_neighbourhood(demo):
     segmentation = segment_wbc(demo.image)
     cell = crop_cells(demo.image, segmentation)[0]
-    outline = mask_outline(cell.cell_mask, cell.bbox[:2])
     plain = cell_view(demo.image, cell.bbox, np.zeros((0, 2), np.float32), size=128)
-    drawn = cell_view(demo.image, cell.bbox, outline, size=128)
+    drawn = cell_view(demo.image, cell.bbox, cell.outline, size=128)
     assert plain.shape == drawn.shape == (128, 128, 3)
     changed = np.any(plain != drawn, axis=2)
     assert 0.02 < changed.mean() < 0.4  # a line, not a fill

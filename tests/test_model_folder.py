@@ -20,7 +20,7 @@ from leukemia_core.models.folder import (
     set_active_model,
 )
 from leukemia_core.models.inputs import model_inputs
-from leukemia_core.pipeline import analyze_field, analyze_single_cells, sample_count
+from leukemia_core.pipeline import MODE_CELLS, analyze
 from leukemia_core.segmentation import segment_wbc
 from leukemia_core.synthetic import make_demo_smear
 from train.fit import app_crop, load_crops
@@ -97,22 +97,26 @@ def test_labels_follow_threshold_and_band(models):
 
 def test_analyze_field_counts_what_it_labels(models):
     smear = make_demo_smear()
-    analysis = analyze_field(smear.image, Classifier(load_model("tiny", models)), name="demo")
+    classifier = Classifier(load_model("tiny", models))
+    analysis = analyze([smear.image], classifier, names=["demo"])
     assert len(analysis.cells) == len(crop_cells(smear.image, segment_wbc(smear.image))) == 9
     labels = [c.model_label for c in analysis.cells]
     assert labels.count(CellLabel.BORDER) == 1  # the demo smear has one cell cut by the edge
-    assert analysis.count.n_blasts == labels.count(CellLabel.BLAST)
-    assert analysis.count.n_counted == labels.count(CellLabel.BLAST) + labels.count(CellLabel.NORMAL)
-    assert sample_count([analysis, analysis]).n_counted == 2 * analysis.count.n_counted
+    count = analysis.count(0)
+    assert count.n_blasts == labels.count(CellLabel.BLAST)
+    assert count.n_counted == labels.count(CellLabel.BLAST) + labels.count(CellLabel.NORMAL)
+    twice = analyze([smear.image, smear.image], classifier, names=["demo", "again"])
+    assert twice.count().n_counted == 2 * count.n_counted
 
 
 def test_analyze_single_cells_gives_one_cell_each(models):
     smear = make_demo_smear()
     cells = crop_cells(smear.image, segment_wbc(smear.image))
     images = [c.crop for c in cells[:3]]  # cut-outs on black, as C-NMC cells are
-    results = analyze_single_cells(images, Classifier(load_model("tiny", models)))
-    assert [len(r.cells) for r in results] == [1, 1, 1]
-    assert all(r.count.n_counted + r.count.n_excluded == 1 for r in results)
+    results = analyze(images, Classifier(load_model("tiny", models)), mode=MODE_CELLS)
+    assert [len(results.field_cells(f.index)) for f in results.fields] == [1, 1, 1]
+    counts = [results.count(f.index) for f in results.fields]
+    assert all(c.n_counted + c.n_excluded == 1 for c in counts)
 
 
 def test_training_and_evaluation_see_the_crop_the_app_classifies(models, tmp_path):
@@ -126,7 +130,7 @@ def test_training_and_evaluation_see_the_crop_the_app_classifies(models, tmp_pat
     path = tmp_path / "cell.png"
     path.write_bytes(png_bytes(window))
     classifier = Classifier(load_model("tiny", models))
-    in_app = analyze_single_cells([window], classifier)[0].cells[0].blast_probability
+    in_app = analyze([window], classifier, mode=MODE_CELLS).cells[0].blast_probability
     record = CellRecord(path=path, label="blast", group="g", source="synthetic")
     evaluated = classifier.probabilities([app_crop(record)])[0]
     assert evaluated == pytest.approx(in_app, abs=1e-6)

@@ -10,11 +10,11 @@ import re
 from dataclasses import asdict
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
 from leukemia_core.counting import count_blasts
+from leukemia_core.imaging import rgb_from_png
 from leukemia_core.report import (
     CSV_COLUMNS,
     RESEARCH_USE_STATEMENT,
@@ -23,7 +23,8 @@ from leukemia_core.report import (
     cells_csv,
     flagged_cells,
 )
-from leukemia_core.store import CaseRecord, CaseStore, CellEntry, FieldEntry
+from leukemia_core.store import CaseRecord, CaseStore
+from leukemia_core.types import Cell, Field
 
 SAMPLE_ID = "<script>alert(1)</script>"
 # field 0: 3 blasts, 7 normal, 1 uncertain, 1 border; field 1: 1 blast, 9 normal (model labels)
@@ -33,10 +34,8 @@ FIELD_LABELS = [
 ]
 
 
-def png(value: int) -> bytes:
-    ok, encoded = cv2.imencode(".png", np.full((5, 5, 3), value, np.uint8))
-    assert ok
-    return encoded.tobytes()
+def pixels(value: int) -> np.ndarray:
+    return np.full((5, 5, 3), value, np.uint8)
 
 
 def ci_text(n_blasts: int, n_counted: int) -> str:
@@ -55,22 +54,23 @@ def case_id(store: CaseStore) -> str:
     for f, labels in enumerate(FIELD_LABELS):
         for i, label in enumerate(labels):
             probability = None if label == "border" else (0.9 if label == "blast" else 0.1)
-            overlay = png(250) if (f, i) == (0, 0) else None
+            overlay = pixels(250) if (f, i) == (0, 0) else None
             cells.append(
-                CellEntry(
-                    f,
+                Cell(
                     i + 1,
                     (i, 0, i + 4, 4),
                     (i + 2.0, 2.0),
-                    probability,
-                    label,
-                    crop_png=png(10 * f + i),
-                    overlay_png=overlay,
+                    crop=pixels(10 * f + i),
+                    field_index=f,
+                    blast_probability=probability,
+                    model_label=label,
+                    overlay=overlay,
                 )
             )
+    image = np.zeros((48, 64, 3), np.uint8)
     case_id = store.create_case(
         SAMPLE_ID,
-        [FieldEntry("<b>f0</b>.png", 64, 48), FieldEntry("=HYPERLINK(1)", 64, 48)],
+        [Field(0, "<b>f0</b>.png", image), Field(1, "=HYPERLINK(1)", image)],
         cells,
         model_name="effnet & co",
         model_checksum="sha256:deadbeef",
@@ -133,8 +133,9 @@ def test_html_embeds_flagged_cell_images(record: CaseRecord):
     ]
     uris = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert len(uris) == len(flagged)
-    assert base64.b64decode(uris[0]) == png(250)  # the overlay wins over the crop
-    assert base64.b64decode(uris[1]) == png(1)
+    embedded = [rgb_from_png(base64.b64decode(uri)) for uri in uris[:2]]
+    np.testing.assert_array_equal(embedded[0], pixels(250))  # the overlay wins over the crop
+    np.testing.assert_array_equal(embedded[1], pixels(1))
     assert "model: normal → reviewer: blast" in page
     limited = case_report_html(record, flagged_limit=2)
     assert limited.count("data:image/png;base64,") == 2

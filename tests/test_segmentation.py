@@ -92,15 +92,15 @@ def test_masks_match_ground_truth():
 def test_crops_are_cell_on_black_and_centred():
     smear = make_smear(480, 640, n_wbc=3, n_touching_pairs=0, seed=4)
     segmentation = segment_wbc(smear.image)
-    cells = crop_cells(smear.image, segmentation, size=128, context_size=96)
+    cells = crop_cells(smear.image, segmentation, size=128)
     assert [c.cell_id for c in cells] == list(range(1, segmentation.n_cells + 1))
     for cell in cells:
-        assert cell.crop.shape == (128, 128, 3) and cell.context_crop.shape == (96, 96, 3)
+        assert cell.crop.shape == (128, 128, 3)
         assert cell.crop[:4].max() == 0 and cell.crop[:, :4].max() == 0  # black margin
         ys, xs = np.nonzero(cell.crop.max(axis=2))
         assert abs(xs.mean() - 64) < 12 and abs(ys.mean() - 64) < 12
         assert 0 < cell.nucleus_area_px < cell.cell_area_px
-        assert cell.cell_mask.shape == (cell.bbox[3] - cell.bbox[1], cell.bbox[2] - cell.bbox[0])
+        assert cell.mask().shape == (cell.bbox[3] - cell.bbox[1], cell.bbox[2] - cell.bbox[0])
     overlay = draw_overlay(smear.image, segmentation)
     assert overlay.shape == smear.image.shape and not np.array_equal(overlay, smear.image)
 
@@ -115,7 +115,9 @@ def test_crops_keep_cell_size_relative_to_red_cells(diameter):
     for cell in crop_cells(smear.image, segmentation, size=size):
         crop_area = np.count_nonzero(cell.crop.max(axis=2))
         pixels_per_red_cell = size / CROP_FIELD_RED_CELLS
-        expected = cell.cell_area_px * (pixels_per_red_cell / segmentation.red_cell_diameter_px) ** 2
+        expected = (
+            cell.cell_area_px * (pixels_per_red_cell / segmentation.red_cell_diameter_px) ** 2
+        )
         assert crop_area == pytest.approx(expected, rel=0.15)
 
 
