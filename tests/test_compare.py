@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 
 from leukemia_core.errors import LeukemiaCoreError
 from train import jobs
-from train.__main__ import build_parser, settings_from_args
+from train.__main__ import build_parser
 from train.augmentation import AUGMENTATIONS, augment
+from train.cli_compare import settings_from_args
 from train.compare import _logistic_fit, cell_area_fraction, comparison_splits
 from train.compare_settings import PRESETS, CompareSettings, initial_weights
 from train.evaluate.metrics import auroc, mcnemar, roc_points
