@@ -35,8 +35,11 @@ from leukemia_core.models.architectures import get_architecture
 from leukemia_core.models.folder import LoadedModel
 from leukemia_core.models.inputs import check_crop, model_inputs
 
-with warnings.catch_warnings():  # tf-keras-vis imports zoom from a deprecated scipy module
-    warnings.simplefilter("ignore", DeprecationWarning)
+with warnings.catch_warnings():  # tf-keras-vis 0.8 imports zoom from a deprecated scipy module
+    warnings.filterwarnings(
+        "ignore", "Please import `zoom` from the `scipy.ndimage` namespace", DeprecationWarning,
+        r"tf_keras_vis\.",
+    )  # fmt: skip
     from tf_keras_vis import ModelVisualization
     from tf_keras_vis.gradcam import Gradcam
     from tf_keras_vis.gradcam_plus_plus import GradcamPlusPlus

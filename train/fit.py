@@ -202,6 +202,7 @@ def _fit_phase(model, data, config, phase, epochs, rate, checkpoint_dir, report)
         else None,
         class_weight=class_weights(train_labels) if config.balance == "class_weight" else None,
         callbacks=callbacks,
+        shuffle=False,  # make_dataset shuffles; Keras ignores (and warns about) it for a Dataset
         verbose=0,
     )
     return progress.history
