@@ -8,7 +8,7 @@ from PIL import Image
 
 from train.cellbank import bank_group, build_bank, idb1_group
 from train.data import load_allidb2, load_manifest
-from train.records import CellRecord
+from train.records import LabelledCrop
 
 
 def test_idb1_groups_are_blocks_of_consecutive_fields():
@@ -18,12 +18,12 @@ def test_idb1_groups_are_blocks_of_consecutive_fields():
 
 
 def test_allidb2_crops_share_the_group_of_their_field(tmp_path):
-    record = CellRecord(tmp_path / "Im035_1.tif", "blast", "Im012_1.jpg", "allidb2")
+    record = LabelledCrop(tmp_path / "Im035_1.tif", "blast", "Im012_1.jpg", "allidb2")
     assert bank_group(record) == idb1_group("Im012_1")
-    other = CellRecord(tmp_path / "a.jpg", "normal", "neutrophil/a.jpg", "pbc")
+    other = LabelledCrop(tmp_path / "a.jpg", "normal", "neutrophil/a.jpg", "pbc")
     assert bank_group(other) == "pbc:neutrophil/a.jpg"
     # Records read back from the bank's manifest keep their namespaced group.
-    again = CellRecord(tmp_path / "b.png", "blast", "allidb1:b003", "allidb2")
+    again = LabelledCrop(tmp_path / "b.png", "blast", "allidb1:b003", "allidb2")
     assert bank_group(again) == "allidb1:b003"
 
 

@@ -19,14 +19,14 @@ from train.cli_compare import settings_from_args
 from train.compare import _logistic_fit, cell_area_fraction, comparison_splits
 from train.compare_settings import PRESETS, CompareSettings, initial_weights
 from train.evaluate.metrics import auroc, mcnemar, roc_points
-from train.records import CellRecord
+from train.records import LabelledCrop
 from train.splits import SplitError, folds_per_source
 
 
-def _cells(groups: list[tuple[str, str, int]]) -> list[CellRecord]:
+def _cells(groups: list[tuple[str, str, int]]) -> list[LabelledCrop]:
     """Cells of ``(group, source, n)`` triples; a group's label alternates with its index."""
     return [
-        CellRecord(Path(f"{g}_{i}.png"), ("blast", "normal")[(k + i) % 2], g, source)
+        LabelledCrop(Path(f"{g}_{i}.png"), ("blast", "normal")[(k + i) % 2], g, source)
         for k, (g, source, n) in enumerate(groups)
         for i in range(n)
     ]

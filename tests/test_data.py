@@ -432,9 +432,9 @@ def test_errors_are_typed_core_errors():
     assert issubclass(data.DatasetError, LeukemiaCoreError)
     assert issubclass(data.DatasetError, ValueError)
     with pytest.raises(DatasetError, match="not one of"):
-        data.CellRecord(Path("a.bmp"), "Blast", "g", "x")
+        data.LabelledCrop(Path("a.bmp"), "Blast", "g", "x")
     with pytest.raises(MissingGroupError, match="empty group"):
-        data.CellRecord(Path("a.bmp"), "blast", " ", "x")
+        data.LabelledCrop(Path("a.bmp"), "blast", " ", "x")
 
 
 # ----------------------------------------------------------------------------- real data

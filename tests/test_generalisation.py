@@ -31,14 +31,14 @@ from train.batches import balanced_indices, balancing_strata
 from train.compare import comparison_splits
 from train.compare_settings import CompareSettings
 from train.evaluate.metrics import binary_metrics, sensitivity_at_specificity
-from train.records import CellRecord
+from train.records import LabelledCrop
 from train.splits import SplitError, leave_one_source_out, loso_units
 
 
-def _cells(groups: list[tuple[str, str, int]]) -> list[CellRecord]:
+def _cells(groups: list[tuple[str, str, int]]) -> list[LabelledCrop]:
     """Cells of ``(group, source, n)``; labels alternate within a group."""
     return [
-        CellRecord(Path(f"{g}_{i}.png"), ("blast", "normal")[(k + i) % 2], g, source)
+        LabelledCrop(Path(f"{g}_{i}.png"), ("blast", "normal")[(k + i) % 2], g, source)
         for k, (g, source, n) in enumerate(groups)
         for i in range(n)
     ]
@@ -50,7 +50,7 @@ def test_loso_never_puts_a_source_or_a_group_on_two_sides(n_groups, seed):
     sources = ["allidb1", "deepapl", "pbc", "bccd"]
     records = _cells([(f"g{i}", sources[i % 4], 1 + i % 3) for i in range(n_groups)])
     # An ALL-IDB2 crop shares its field's group: the two sources must leave together.
-    records += [CellRecord(Path(f"crop{i}.tif"), "blast", "g0", "allidb2") for i in range(2)]
+    records += [LabelledCrop(Path(f"crop{i}.tif"), "blast", "g0", "allidb2") for i in range(2)]
     splits = leave_one_source_out(records, 0.2, seed)
     assert [name for name, _ in splits] == ["allidb1+allidb2", "bccd", "deepapl", "pbc"]
     tested = []

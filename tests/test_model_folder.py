@@ -24,7 +24,7 @@ from leukemia_core.pipeline import MODE_CELLS, analyze
 from leukemia_core.segmentation import segment_wbc
 from leukemia_core.synthetic import make_demo_smear
 from train.fit import app_crop, load_crops
-from train.records import CellRecord
+from train.records import LabelledCrop
 
 
 @pytest.fixture
@@ -131,7 +131,7 @@ def test_training_and_evaluation_see_the_crop_the_app_classifies(models, tmp_pat
     path.write_bytes(png_bytes(window))
     classifier = Classifier(load_model("tiny", models))
     in_app = analyze([window], classifier, mode=MODE_CELLS).cells[0].blast_probability
-    record = CellRecord(path=path, label="blast", group="g", source="synthetic")
+    record = LabelledCrop(path=path, label="blast", group="g", source="synthetic")
     evaluated = classifier.probabilities([app_crop(record)])[0]
     assert evaluated == pytest.approx(in_app, abs=1e-6)
     # Training's ready crops, preprocessed, are the classifier's input too (one input path).

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from train.data import LABELS, CellRecord, load_allidb2, load_cnmc
+from train.data import LABELS, LabelledCrop, load_allidb2, load_cnmc
 from train.splits import (
     SIDES,
     SplitError,
@@ -23,10 +23,10 @@ from train.splits import (
 )
 
 
-def make_records(cells: list[tuple[int, bool]]) -> list[CellRecord]:
+def make_records(cells: list[tuple[int, bool]]) -> list[LabelledCrop]:
     """One record per (group id, is blast) pair, each with its own path."""
     return [
-        CellRecord(Path(f"cell_{i}.bmp"), LABELS[0] if blast else LABELS[1], f"g{g}", "fake")
+        LabelledCrop(Path(f"cell_{i}.bmp"), LABELS[0] if blast else LABELS[1], f"g{g}", "fake")
         for i, (g, blast) in enumerate(cells)
     ]
 

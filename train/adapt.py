@@ -28,7 +28,7 @@ from leukemia_core.calibration import (
     fit_calibration,
 )
 from train.evaluate.metrics import point_metrics
-from train.records import BLAST, NORMAL, CellRecord, DatasetError
+from train.records import BLAST, NORMAL, DatasetError, LabelledCrop
 from train.splits import assign_groups
 
 MIN_CELLS_PER_CLASS = 5  # fewer blasts or normal cells than this: nothing to fit on
@@ -203,7 +203,7 @@ def figures(p: np.ndarray, is_blast: np.ndarray, threshold, uncertain_low) -> di
 def _folds(is_blast: np.ndarray, groups: np.ndarray, seed: int) -> np.ndarray:
     """Fold index per cell: groups shared out over up to :data:`CHECK_FOLDS` parts by class."""
     k = min(CHECK_FOLDS, len(set(groups)))
-    cells = [CellRecord(Path("."), BLAST if b else NORMAL, g, ADAPTATION_SOURCE)
+    cells = [LabelledCrop(Path("."), BLAST if b else NORMAL, g, ADAPTATION_SOURCE)
              for b, g in zip(is_blast, groups, strict=True)]  # fmt: skip
     part_of = assign_groups(cells, [1 / k] * k, seed)
     return np.array([part_of[g] for g in groups])

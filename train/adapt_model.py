@@ -43,7 +43,7 @@ from train.card import model_card
 from train.cellbank import bank_group
 from train.data import FORMATS, load_dataset
 from train.progress import ProgressCallback
-from train.records import BLAST, CellRecord, CellTable
+from train.records import BLAST, CellTable, LabelledCrop
 from train.reviewed_cases import export_reviewed_cases
 
 SITE_SUFFIX = re.compile(r"-site\d+$")
@@ -76,7 +76,7 @@ def next_site_name(base: str, root: Path | None = None) -> str:
         k += 1
 
 
-def app_crops(records: Sequence[CellRecord]) -> list[np.ndarray]:
+def app_crops(records: Sequence[LabelledCrop]) -> list[np.ndarray]:
     """Each record's image cut as the app cuts a cell (on black, at the app's crop size)."""
     return [single_cell_crop(read_image(record.path).rgb).crop for record in records]
 
@@ -100,7 +100,7 @@ def _extra_files(folder: Path) -> dict[str, str | bytes]:
 
 def adapt_model(
     model_name: str,
-    records: Sequence[CellRecord],
+    records: Sequence[LabelledCrop],
     *,
     root: Path | None = None,
     new_name: str | None = None,
@@ -147,7 +147,7 @@ def adapt_model(
 
 
 def _classify(
-    classifier: Classifier, records: Sequence[CellRecord], progress: ProgressCallback | None
+    classifier: Classifier, records: Sequence[LabelledCrop], progress: ProgressCallback | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pooled features and logits of the records on the app's own classification path (same
     crops, input preparation and test-time views; the features are the logits layer's input,

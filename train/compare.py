@@ -54,7 +54,7 @@ from train.fit import FitConfig, fit, labels_of, load_crops, predict_logits
 from train.head import backbone_features, train_head
 from train.loso import adaptation_check, domain_check
 from train.progress import ProgressCallback
-from train.records import CellRecord
+from train.records import LabelledCrop
 from train.run import calibrate_cells, model_folder_config, split_csv
 from train.splits import (
     SplitResult,
@@ -65,7 +65,7 @@ from train.splits import (
 
 
 def comparison_splits(
-    records: Sequence[CellRecord], folds: int, seed: int, protocol: str = "grouped"
+    records: Sequence[LabelledCrop], folds: int, seed: int, protocol: str = "grouped"
 ) -> list[tuple[str, SplitResult]]:
     """The named splits every model of a comparison shares (fold numbers, or left-out sources)."""
     if protocol == "leave_one_source_out":
@@ -293,7 +293,7 @@ def _size_baseline(settings, records, splits, index, crops) -> ModelOutcome:
 
 
 def compare_models(
-    records: Sequence[CellRecord],
+    records: Sequence[LabelledCrop],
     settings: CompareSettings,
     *,
     run_dir: Path | None = None,

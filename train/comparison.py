@@ -25,7 +25,7 @@ from train.compare_settings import (
 from train.compare_tables import table_csv
 from train.evaluate.metrics import binary_metrics, mcnemar, roc_points
 from train.fit import labels_of
-from train.records import CellRecord
+from train.records import LabelledCrop
 from train.splits import loso_units
 
 
@@ -53,7 +53,7 @@ class Comparison:
     """Everything a comparison produced; :meth:`write` stores it in a run folder."""
 
     settings: CompareSettings
-    records: tuple[CellRecord, ...]
+    records: tuple[LabelledCrop, ...]
     fold_of: np.ndarray  # fold that tested each cell (-1: never tested)
     outcomes: list[ModelOutcome]
     data_description: str = ""

@@ -1,6 +1,6 @@
 """Single-cell datasets: C-NMC 2019, ALL-IDB2, one folder per class, and CSV manifests.
 
-Every loader returns a :class:`CellTable` of :class:`CellRecord` rows. Each row has a label
+Every loader returns a :class:`CellTable` of :class:`LabelledCrop` rows. Each row has a label
 (``"blast"`` or ``"normal"``) and a *group*: the unit that must never be split between
 training and evaluation (a subject, a smear field, or the file itself when nothing better is
 known). :mod:`train.splits` keeps equal group strings together, even across sources.
@@ -20,11 +20,11 @@ from train.records import (
     LABELS,
     NORMAL,
     NORMAL_CELL_TYPES,
-    CellRecord,
     CellTable,
     DatasetError,
     DatasetNotFoundError,
     EmptyDatasetError,
+    LabelledCrop,
     ManifestError,
     MissingGroupError,
     SingleClassError,
@@ -103,7 +103,7 @@ def _scan_cnmc(root: Path) -> tuple[list[Path], dict[Path, list[Path]], list[Pat
 
 def _cnmc_test(
     folder: Path, images: list[Path], label_csvs: list[Path]
-) -> tuple[list[CellRecord], str | None]:
+) -> tuple[list[LabelledCrop], str | None]:
     names = {p.name for p in images}  # test folders reuse names (1.bmp, ...): match CSV to folder
     for csv_path in (
         c
@@ -123,7 +123,7 @@ def _cnmc_test(
             match = _CNMC_SUBJECT.match(patient)
             group = (match.group(1).upper() if match else patient) or f"{folder.name}/{path.name}"
             label = BLAST if row["labels"] == "1" else NORMAL
-            records.append(CellRecord(path, label, group, "cnmc", folder.name))
+            records.append(LabelledCrop(path, label, group, "cnmc", folder.name))
         if not unlabelled:
             return records, None
         return records, f"Skipped {len(unlabelled)} image(s) of {folder.name} with no 0/1 label."
@@ -153,7 +153,7 @@ def load_cnmc(root: str | Path) -> CellTable:
             mismatched.append(path.relative_to(root).as_posix())
         else:
             subject = match.group(1).upper()
-            records.append(CellRecord(path, label, subject, "cnmc", path.parent.parent.name))
+            records.append(LabelledCrop(path, label, subject, "cnmc", path.parent.parent.name))
     if no_subject:
         raise MissingGroupError(
             f"{len(no_subject)} file(s) under {root} are not named UID_<subject>_<image>_<cell>_"
@@ -202,7 +202,7 @@ def load_allidb2(root: str | Path) -> CellTable:
         if not group:
             ungrouped.append(path.name)
         label = BLAST if _IDB2_NAME.match(path.stem).group(1) == "1" else NORMAL
-        records.append(CellRecord(path, label, group or path.name, "allidb2"))
+        records.append(LabelledCrop(path, label, group or path.name, "allidb2"))
     if fields_csv is None:
         notes.append(
             "No source-field CSV (crop,idb1_field): each crop is its own group, so crops "
@@ -267,7 +267,9 @@ def load_class_folders(
                 subjects.add(group)
             else:
                 group, loose = p.relative_to(root).as_posix(), loose + 1
-            records.append(CellRecord(p, labels[name], group, source or root.name, cell_type=name))
+            records.append(
+                LabelledCrop(p, labels[name], group, source or root.name, cell_type=name)
+            )
     notes = []
     if subjects:
         notes.append(
@@ -322,7 +324,7 @@ def load_manifest(csv_path: str | Path) -> CellTable:
             problems.setdefault(kind, []).append(f"line {line} ({value!r})")
         if not any(bad.values()):
             records.append(
-                CellRecord(
+                LabelledCrop(
                     path,
                     label,
                     row["group"],

@@ -31,7 +31,7 @@ from leukemia_core.models.folder import load_model, write_domain_reference
 from leukemia_core.single_cell import single_cell_crop
 from train.cellbank import bank_group
 from train.evaluate.classifier import SPLIT_FILE
-from train.records import CellRecord
+from train.records import LabelledCrop
 from train.splits import SplitError, read_split_file, split_by_sides
 
 Progress = Callable[[dict], None]
@@ -60,7 +60,7 @@ class DomainFit:
 
 
 def cell_inputs(
-    records: Sequence[CellRecord], classifier: Classifier, progress: Progress | None = None
+    records: Sequence[LabelledCrop], classifier: Classifier, progress: Progress | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pooled features ``(N, F)`` and stain statistics ``(N, 6)`` of each record's cell.
 
@@ -82,7 +82,7 @@ def cell_inputs(
     return np.concatenate(features), np.concatenate(stains)
 
 
-def _subsample(records: list[CellRecord], limit: int | None, seed: int) -> list[CellRecord]:
+def _subsample(records: list[LabelledCrop], limit: int | None, seed: int) -> list[LabelledCrop]:
     if limit is None or len(records) <= limit:
         return records
     keep = np.sort(np.random.default_rng(seed).choice(len(records), limit, replace=False))
@@ -91,7 +91,7 @@ def _subsample(records: list[CellRecord], limit: int | None, seed: int) -> list[
 
 def fit_domain(
     name: str,
-    records: Sequence[CellRecord],
+    records: Sequence[LabelledCrop],
     *,
     root: Path | None = None,
     max_train_cells: int | None = 4000,

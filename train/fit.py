@@ -32,7 +32,7 @@ from train.augmentation import ALL_AUGMENTATIONS, AUGMENTATIONS
 from train.batches import BALANCING, balancing_strata, class_weights, make_dataset, steps_per_epoch
 from train.head import fit_cached
 from train.progress import EpochProgress, ProgressCallback
-from train.records import CellRecord
+from train.records import LabelledCrop
 
 HEAD_LAYERS = ("head_pool", "head_dropout", "logits", "predictions")
 
@@ -128,13 +128,13 @@ class FitResult:
     seconds: float = 0.0
 
 
-def labels_of(records: Sequence[CellRecord]) -> np.ndarray:
+def labels_of(records: Sequence[LabelledCrop]) -> np.ndarray:
     """Class index per record in :data:`CLASS_NAMES` order (blast = 0)."""
     return np.array([CLASS_NAMES.index(r.label) for r in records], dtype=np.int32)
 
 
 def load_crops(
-    records: Sequence[CellRecord], spec: InputSpec, progress: ProgressCallback | None = None
+    records: Sequence[LabelledCrop], spec: InputSpec, progress: ProgressCallback | None = None
 ) -> np.ndarray:
     """Every record as the model sees it in the app, up to preprocessing: ``(N, S, S, 3)`` uint8.
 
@@ -151,7 +151,7 @@ def load_crops(
     return out
 
 
-def app_crop(record: CellRecord) -> np.ndarray:
+def app_crop(record: LabelledCrop) -> np.ndarray:
     """The record's image as the app crops it (cell on black, at the app's crop size)."""
     return single_cell_crop(read_image(record.path).rgb).crop
 
@@ -214,8 +214,8 @@ def _best_val_loss(history: list[dict]) -> float:
 
 
 def fit(
-    train: Sequence[CellRecord],
-    val: Sequence[CellRecord],
+    train: Sequence[LabelledCrop],
+    val: Sequence[LabelledCrop],
     config: FitConfig,
     *,
     checkpoint_dir: Path | None = None,

@@ -1,8 +1,8 @@
-"""Cell records and tables, labels, the dataset errors, image checks and summaries.
+"""Labelled crops and their tables, labels, the dataset errors, image checks and summaries.
 
 The data model that the loaders of :mod:`train.data` and the splits of :mod:`train.splits`
 share; :mod:`train.data` re-exports every public name here, so ``from train.data import
-CellRecord`` keeps working.
+LabelledCrop`` keeps working.
 """
 
 from __future__ import annotations
@@ -70,8 +70,11 @@ class UnreadableFileError(DatasetError):
 
 
 @dataclass(frozen=True)
-class CellRecord:
-    """One single-cell image with its label and its leak-free grouping unit.
+class LabelledCrop:
+    """One single-cell image file (a crop) with its label and its leak-free grouping unit.
+
+    Training and evaluation data, read from disk; the app's detected cell is
+    :class:`leukemia_core.types.Cell`.
 
     Attributes:
         path: Image file.
@@ -108,14 +111,14 @@ class CellTable:
             source-field CSV): cells of one donor may then fall on both sides of a split.
     """
 
-    records: tuple[CellRecord, ...]
+    records: tuple[LabelledCrop, ...]
     notes: tuple[str, ...] = ()
     groups_known: bool = True
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def __iter__(self) -> Iterator[CellRecord]:
+    def __iter__(self) -> Iterator[LabelledCrop]:
         return iter(self.records)
 
     def to_frame(self) -> pd.DataFrame:
@@ -154,7 +157,7 @@ def default_label(folder_name: str) -> str | None:
     return hits.pop() if len(hits) == 1 else None
 
 
-def verify_images(records: Iterable[CellRecord]) -> None:
+def verify_images(records: Iterable[LabelledCrop]) -> None:
     """Decode every image fully with PIL; raise :class:`UnreadableFileError` listing failures."""
     bad = []
     for record in records:
@@ -170,7 +173,7 @@ def verify_images(records: Iterable[CellRecord]) -> None:
         )
 
 
-def summarize(records: Iterable[CellRecord]) -> dict:
+def summarize(records: Iterable[LabelledCrop]) -> dict:
     """Counts per class, source, cell type and group, and how many groups are pure or mixed."""
     records = list(records)
     by_group: dict[str, Counter] = {}

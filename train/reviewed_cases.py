@@ -14,7 +14,7 @@ from pathlib import Path
 
 from leukemia_core.imaging import png_bytes
 from leukemia_core.store import STATUS_SIGNED, CaseStore, CaseSummary
-from train.records import LABELS, CellRecord, CellTable, DatasetError, EmptyDatasetError
+from train.records import LABELS, CellTable, DatasetError, EmptyDatasetError, LabelledCrop
 
 REVIEWED_SOURCE = "reviewed_cases"
 MANIFEST_COLUMNS = ("path", "label", "group", "source", "subset", "cell_type")
@@ -76,7 +76,7 @@ def export_reviewed_cases(store: CaseStore, out_dir: Path) -> CellTable:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     records = tuple(
-        CellRecord(out_dir / p, label, g, REVIEWED_SOURCE, case_id, kind)
+        LabelledCrop(out_dir / p, label, g, REVIEWED_SOURCE, case_id, kind)
         for p, label, g, case_id, kind in rows
     )
     n_samples = len({r.group for r in records})

@@ -35,7 +35,7 @@ from train.evaluate.classifier import SPLIT_FILE
 from train.evaluate.metrics import binary_metrics
 from train.fit import FitConfig, app_crop, fit, labels_of, load_crops, predict_logits
 from train.progress import ProgressCallback
-from train.records import CellRecord, CellTable, summarize
+from train.records import CellTable, LabelledCrop, summarize
 from train.splits import (
     SIDES,
     SplitError,
@@ -79,7 +79,7 @@ def split_csv(split: SplitResult) -> str:
 
 
 def train_model(
-    records: Sequence[CellRecord],
+    records: Sequence[LabelledCrop],
     config: FitConfig,
     name: str,
     *,
@@ -130,7 +130,7 @@ def train_model(
                       split_words=split_words)  # fmt: skip
 
 
-def mixed_sources(records: Sequence[CellRecord]) -> np.ndarray:
+def mixed_sources(records: Sequence[LabelledCrop]) -> np.ndarray:
     """True for cells of sources that hold both classes on this side."""
     labels: dict[str, set[str]] = {}
     for r in records:
@@ -139,7 +139,7 @@ def mixed_sources(records: Sequence[CellRecord]) -> np.ndarray:
 
 
 def calibrate_cells(
-    logits: np.ndarray, records: Sequence[CellRecord], rule: str = "sensitivity_first"
+    logits: np.ndarray, records: Sequence[LabelledCrop], rule: str = "sensitivity_first"
 ) -> Calibration:
     """Calibration fitted on these (validation) cells under a threshold rule
     (:data:`leukemia_core.calibration.THRESHOLD_RULES`)."""
@@ -151,7 +151,7 @@ def calibrate_cells(
 
 
 def model_folder_config(
-    config: FitConfig, calibration: Calibration, records: Sequence[CellRecord], *,
+    config: FitConfig, calibration: Calibration, records: Sequence[LabelledCrop], *,
     data_description: str, split_words: str, **training_extra,
 ) -> dict:  # fmt: skip
     """The ``config.json`` values of a trained model folder (the checksum is added on saving)."""
@@ -218,7 +218,7 @@ def calibrate_and_measure(
 
 def finish_run(
     model, config: FitConfig, split: SplitResult, images: dict, name: str, *,
-    root: Path | None, records: Sequence[CellRecord], fractions, data_description: str,
+    root: Path | None, records: Sequence[LabelledCrop], fractions, data_description: str,
     history: list[dict], seconds: float, split_words: str | None = None,
 ) -> RunResult:  # fmt: skip
     """Calibrate on validation, measure the test side, and write the model folder."""
@@ -238,7 +238,7 @@ def finish_run(
 
 
 def recalibrate(
-    name: str, records: Sequence[CellRecord], *, test_time_views: int | None = None,
+    name: str, records: Sequence[LabelledCrop], *, test_time_views: int | None = None,
     root: Path | None = None, data_description: str = "",
     progress: ProgressCallback | None = None,
 ) -> RunResult:  # fmt: skip

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from train.data import LABELS, CellRecord, DatasetError
+from train.data import LABELS, DatasetError, LabelledCrop
 
 SIDES = ("train", "val", "test")
 
@@ -35,12 +35,12 @@ class SplitResult:
         seed: Seed the assignment was made with.
     """
 
-    train: tuple[CellRecord, ...]
-    val: tuple[CellRecord, ...]
-    test: tuple[CellRecord, ...]
+    train: tuple[LabelledCrop, ...]
+    val: tuple[LabelledCrop, ...]
+    test: tuple[LabelledCrop, ...]
     seed: int = 0
 
-    def sides(self) -> dict[str, tuple[CellRecord, ...]]:
+    def sides(self) -> dict[str, tuple[LabelledCrop, ...]]:
         """``{"train": ..., "val": ..., "test": ...}``."""
         return {side: getattr(self, side) for side in SIDES}
 
@@ -49,7 +49,7 @@ class SplitResult:
         return {r.group for r in getattr(self, side)}
 
 
-def _group_counts(records: Sequence[CellRecord]) -> dict[str, tuple[int, ...]]:
+def _group_counts(records: Sequence[LabelledCrop]) -> dict[str, tuple[int, ...]]:
     counts: dict[str, list[int]] = {}
     for r in records:
         counts.setdefault(r.group, [0] * len(LABELS))[LABELS.index(r.label)] += 1
@@ -57,7 +57,7 @@ def _group_counts(records: Sequence[CellRecord]) -> dict[str, tuple[int, ...]]:
 
 
 def assign_groups(
-    records: Iterable[CellRecord], fractions: Sequence[float], seed: int = 0
+    records: Iterable[LabelledCrop], fractions: Sequence[float], seed: int = 0
 ) -> dict[str, int]:
     """Map each group to a part index so that part ``i`` holds about ``fractions[i]`` of each class.
 
@@ -122,12 +122,12 @@ def assign_groups(
 
 
 def grouped_split(
-    records: Iterable[CellRecord], fractions: Sequence[float] = (0.7, 0.1, 0.2), seed: int = 0
+    records: Iterable[LabelledCrop], fractions: Sequence[float] = (0.7, 0.1, 0.2), seed: int = 0
 ) -> SplitResult:
     """Split records into train/val/test with every group on exactly one side.
 
     >>> from pathlib import Path
-    >>> cells = [CellRecord(Path(f"{i}.bmp"), LABELS[i % 2], f"s{i}", "demo") for i in range(20)]
+    >>> cells = [LabelledCrop(Path(f"{i}.bmp"), LABELS[i % 2], f"s{i}", "demo") for i in range(20)]
     >>> split = grouped_split(cells, seed=1)
     >>> len(split.train), len(split.val), len(split.test)
     (14, 2, 4)
@@ -140,7 +140,7 @@ def grouped_split(
     return SplitResult(*sides, seed=seed)
 
 
-def grouped_kfold(records: Iterable[CellRecord], k: int = 5, seed: int = 0) -> list[SplitResult]:
+def grouped_kfold(records: Iterable[LabelledCrop], k: int = 5, seed: int = 0) -> list[SplitResult]:
     """K folds of groups; fold ``i`` tests on part ``i`` and trains on the rest (``val`` empty)."""
     records = list(records)
     if k < 2:
@@ -180,7 +180,7 @@ def describe(split: SplitResult) -> dict:
     return summary
 
 
-def _source_strata(records: Sequence[CellRecord]) -> dict[str, str]:
+def _source_strata(records: Sequence[LabelledCrop]) -> dict[str, str]:
     """Source -> stratum; sources sharing a group (ALL-IDB2 crops of ALL-IDB1 fields) merge."""
     parent = {r.source: r.source for r in records}
 
@@ -199,7 +199,7 @@ def _source_strata(records: Sequence[CellRecord]) -> dict[str, str]:
 
 
 def split_per_source(
-    records: Iterable[CellRecord], fractions: Sequence[float] = (0.7, 0.1, 0.2), seed: int = 0
+    records: Iterable[LabelledCrop], fractions: Sequence[float] = (0.7, 0.1, 0.2), seed: int = 0
 ) -> SplitResult:
     """:func:`grouped_split` within each source, so every source is on every side.
 
@@ -208,7 +208,7 @@ def split_per_source(
     """
     records = list(records)
     strata = _source_strata(records)
-    sides: list[list[CellRecord]] = [[], [], []]
+    sides: list[list[LabelledCrop]] = [[], [], []]
     for stratum in sorted(set(strata.values())):
         members = [r for r in records if strata[r.source] == stratum]
         try:
@@ -242,7 +242,7 @@ def read_split_file(path: Path) -> dict[str, str]:
     return side_of
 
 
-def split_from_file(records: Iterable[CellRecord], path: Path) -> SplitResult:
+def split_from_file(records: Iterable[LabelledCrop], path: Path) -> SplitResult:
     """The sides a ``split.csv`` (columns ``group``, ``side``) gives each record's group.
 
     Re-using a model's split makes a new model comparable with it: same validation cells for
@@ -256,7 +256,7 @@ def split_from_file(records: Iterable[CellRecord], path: Path) -> SplitResult:
     return split_by_sides(records, read_split_file(path))
 
 
-def split_by_sides(records: Iterable[CellRecord], side_of: dict[str, str]) -> SplitResult:
+def split_by_sides(records: Iterable[LabelledCrop], side_of: dict[str, str]) -> SplitResult:
     """Records put on the side ``side_of`` (group -> side) names; unnamed groups go to train."""
     records = list(records)
     return SplitResult(
@@ -265,7 +265,9 @@ def split_by_sides(records: Iterable[CellRecord], side_of: dict[str, str]) -> Sp
     )
 
 
-def folds_per_source(records: Iterable[CellRecord], k: int = 5, seed: int = 0) -> list[SplitResult]:
+def folds_per_source(
+    records: Iterable[LabelledCrop], k: int = 5, seed: int = 0
+) -> list[SplitResult]:
     """``k`` grouped folds within each source; every cell is tested exactly once.
 
     Fold ``i`` tests on part ``i``, validates (early stopping, calibration) on part ``i + 1``
@@ -287,7 +289,7 @@ def folds_per_source(records: Iterable[CellRecord], k: int = 5, seed: int = 0) -
             part[i] = part_of[records[i].group]
     folds = []
     for fold in range(k):
-        sides: dict[str, list[CellRecord]] = {side: [] for side in SIDES}
+        sides: dict[str, list[LabelledCrop]] = {side: [] for side in SIDES}
         for record, p in zip(records, part, strict=True):
             side = "test" if p == fold else "val" if p == (fold + 1) % k else "train"
             sides[side if p is not None else "train"].append(record)
@@ -295,7 +297,7 @@ def folds_per_source(records: Iterable[CellRecord], k: int = 5, seed: int = 0) -
     return folds
 
 
-def loso_units(records: Iterable[CellRecord]) -> dict[str, str]:
+def loso_units(records: Iterable[LabelledCrop]) -> dict[str, str]:
     """Source -> the unit it is left out with: sources sharing a group (ALL-IDB2 crops of
     ALL-IDB1 fields) are one unit, named by their sources joined with ``+``."""
     strata = _source_strata(list(records))
@@ -306,7 +308,7 @@ def loso_units(records: Iterable[CellRecord]) -> dict[str, str]:
 
 
 def leave_one_source_out(
-    records: Iterable[CellRecord], val_fraction: float = 0.2, seed: int = 0
+    records: Iterable[LabelledCrop], val_fraction: float = 0.2, seed: int = 0
 ) -> list[tuple[str, SplitResult]]:
     """One split per source unit: test on all of its cells, train and validate on the others.
 
