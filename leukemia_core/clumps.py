@@ -21,7 +21,7 @@ from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
 from leukemia_core.masks import fill_holes
-from leukemia_core.scale import resize
+from leukemia_core.resampling import resize, resize_mask
 
 
 def merge_halves(
@@ -108,8 +108,8 @@ def split_clump(
     scale = min(1.0, 40.0 / diameter)
     regions = _split_regions(
         resize(patch, scale),
-        _rescale_mask(cell, scale),
-        _rescale_mask(nucleus, scale),
+        resize_mask(cell, scale),
+        resize_mask(nucleus, scale),
         diameter * scale,
         min_part_nucleus_area * scale**2,
         depth * scale,
@@ -137,14 +137,6 @@ def solidity(mask: np.ndarray) -> float:
     # The hull through pixel centres falls short of the pixels' area by half a pixel all round.
     hull_area = cv2.contourArea(hull) + 0.5 * cv2.arcLength(hull, True) + 1.0
     return min(1.0, float(stats[largest, cv2.CC_STAT_AREA]) / hull_area)
-
-
-def _rescale_mask(mask: np.ndarray, scale: float) -> np.ndarray:
-    """A boolean mask resized like :func:`leukemia_core.scale.resize` resizes its image."""
-    if scale >= 0.999:
-        return mask
-    size = (max(1, round(mask.shape[1] * scale)), max(1, round(mask.shape[0] * scale)))
-    return cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
 
 
 def _split_regions(patch, cell, nucleus, diameter, min_part_nucleus_area, depth):

@@ -1,7 +1,8 @@
-"""Image scale from the image itself: the typical red-cell diameter, and cells versus glass.
+"""Image scale from the image itself: the typical red-cell diameter.
 
 Red cells are the one object of near-constant size in every blood smear (about 7.5 µm), so their
-diameter in pixels is the ruler for every size threshold of the segmentation.
+diameter in pixels is the ruler for every size threshold of the segmentation. Also the RGB
+uint8 check the segmentation stages start with (:func:`check_rgb`).
 """
 
 from __future__ import annotations
@@ -9,35 +10,14 @@ from __future__ import annotations
 import cv2
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.filters import threshold_otsu
 
+from leukemia_core.colour import STRONG_PURPLE, foreground, nucleus_score, white_cells
 from leukemia_core.errors import SegmentationError
 from leukemia_core.masks import fill_holes
+from leukemia_core.resampling import resize
 
 ESTIMATION_SIDE = 640  # px: the coarse view used to estimate the red-cell size
 MIN_RADIUS_FRACTION = 0.3  # of the 90th-percentile blob radius (measured on BCCD red-cell boxes)
-STRONG_PURPLE = 60.0  # blue minus green above which a pixel is surely chromatin, never a red cell
-WEAK_PURPLE = 30.0  # pale chromatin and blue cytoplasm of white cells reach this; red cells rarely
-WHITE_CELL_GROWTH = 0.4  # white-cell blobs are grown by this fraction of their radius (cytoplasm)
-
-
-def nucleus_score(image: np.ndarray) -> np.ndarray:
-    """Per-pixel nucleus evidence: blue minus green, float32, about 0-255.
-
-    Romanowsky stains make chromatin blue-purple (high blue, very low green); red cells are
-    pink (green slightly below blue at most) and glass is grey.
-    """
-    rgb = image.astype(np.float32)
-    return rgb[..., 2] - rgb[..., 1]
-
-
-def resize(image: np.ndarray, scale: float) -> np.ndarray:
-    """Resize by ``scale`` with area averaging; ``scale >= 1`` returns the image itself."""
-    if scale >= 0.999:
-        return image
-    height, width = image.shape[:2]
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
 def check_rgb(image: np.ndarray, caller: str) -> None:
@@ -97,50 +77,6 @@ def estimate_red_cell_diameter(image: np.ndarray) -> float | None:
     if whole.sum() >= 3:
         usable = whole
     return float(2.0 * _weighted_median(radii[usable], np.sqrt(areas[usable])) / scale)
-
-
-def white_cells(image: np.ndarray) -> np.ndarray:
-    """Pixels of white cells: purple blobs holding surely-chromatin pixels, grown over cytoplasm."""
-    score = nucleus_score(image)
-    labels, count = ndi.label(score > WEAK_PURPLE)
-    if count == 0:
-        return np.zeros(score.shape, bool)
-    chromatin = np.unique(labels[score > STRONG_PURPLE])
-    nuclei = np.isin(labels, chromatin[chromatin > 0])
-    if not nuclei.any():
-        return nuclei
-    distance, (rows, cols) = ndi.distance_transform_edt(~nuclei, return_indices=True)
-    nucleus_labels, _ = ndi.label(nuclei)
-    radius = np.sqrt(np.bincount(nucleus_labels.ravel()) / np.pi)[nucleus_labels[rows, cols]]
-    return distance <= np.maximum(2.0, WHITE_CELL_GROWTH * radius)
-
-
-def _background_colour(image: np.ndarray) -> np.ndarray:
-    """Colour of the bare glass: the median of the brightest, least saturated pixels."""
-    rgb = image.reshape(-1, 3).astype(np.float32)
-    brightness = rgb.mean(axis=1) - 0.5 * (rgb.max(axis=1) - rgb.min(axis=1))
-    bright = rgb[brightness >= np.percentile(brightness, 90)]
-    return np.median(bright, axis=0)
-
-
-def foreground(image: np.ndarray, exclude: np.ndarray | None = None) -> np.ndarray:
-    """Cells (of any kind) versus glass, holes such as red-cell pale centres filled.
-
-    Red cells absorb green light, so darkness in the green channel separates them from glass.
-    Strongly purple pixels, and ``exclude`` (e.g. :func:`white_cells`), are left out of the
-    threshold search: otherwise, in a field with many blasts, Otsu would split nuclei from
-    everything else instead of cells from glass.
-    """
-    background = _background_colour(image)
-    darkness = cv2.GaussianBlur(background[1] - image[..., 1].astype(np.float32), (0, 0), 1.0)
-    purple = nucleus_score(image) > STRONG_PURPLE
-    values = darkness[~(purple if exclude is None else purple | exclude)]
-    if values.size < 100 or np.ptp(values) < 8:
-        return purple
-    threshold = max(float(threshold_otsu(values)), 6.0)
-    mask = (darkness > threshold) | purple
-    mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-    return fill_holes(mask)
 
 
 def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:

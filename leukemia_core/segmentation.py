@@ -28,8 +28,10 @@ from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
 from leukemia_core.clumps import merge_halves, split_clump
+from leukemia_core.colour import nucleus_score
 from leukemia_core.masks import fill_holes
-from leukemia_core.scale import check_rgb, estimate_red_cell_diameter, nucleus_score, resize
+from leukemia_core.resampling import resize
+from leukemia_core.scale import check_rgb, estimate_red_cell_diameter
 from leukemia_core.types import Segmentation
 
 
