@@ -44,11 +44,6 @@ def research_use_banner() -> None:
     st.warning(DISCLAIMER, icon=":material/science:")
 
 
-def label_name(label: str) -> str:
-    """Human name of a cell label (``not_wbc`` -> ``Not a white cell``)."""
-    return LABEL_NAMES.get(CellLabel(label), str(label))
-
-
 def percent_text(count: BlastCount) -> str:
     return "—" if count.percent is None else f"{count.percent:.1f}%"
 

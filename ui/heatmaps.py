@@ -6,11 +6,10 @@ overlays at the opacity the reviewer picks (cheap, so not cached).
 
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 import streamlit as st
 
+from leukemia_core import explain
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.review import Review
 from ui.models import BATCH_SIZE, get_classifier, model_config
@@ -21,23 +20,13 @@ DEFAULT_OPACITY = 0.4
 SCORE_MAPS = 8  # Score-CAM with a few activation maps: seconds, not minutes, on a CPU
 
 
-def explain_module():
-    """:mod:`leukemia_core.explain`, or None where this installation lacks it."""
-    try:
-        return importlib.import_module("leukemia_core.explain")
-    except ImportError:
-        return None
-
-
 def methods() -> tuple[str, ...]:
-    module = explain_module()
-    return tuple(getattr(module, "METHODS", METHOD_NAMES)) if module else ()
+    """Heatmap methods of :mod:`leukemia_core.explain`, in its order."""
+    return tuple(explain.METHODS)
 
 
 def unavailable_reason(session: Review) -> str | None:
     """Why heatmaps cannot be computed for this sample (None when they can)."""
-    if explain_module() is None:
-        return "Heatmaps are not available in this installation (leukemia_core.explain missing)."
     if not session.has_model:
         return "Heatmaps need a classifier model; these cells were found by segmentation only."
     try:
@@ -58,7 +47,7 @@ def _heatmaps(
 ) -> np.ndarray:
     del checksum, sample_digest  # cache key: the crops are identified by the sample digest
     model = get_classifier(model_name).model
-    maps = explain_module().compute_heatmaps(
+    maps = explain.compute_heatmaps(
         model, list(_crops), method=method, score_maps=SCORE_MAPS, batch_size=BATCH_SIZE
     )
     return np.rint(np.asarray(maps) * 255).astype(np.uint8)  # a quarter of float32's memory
@@ -81,7 +70,7 @@ def gallery_heatmaps(session: Review, method: str) -> dict[tuple[int, int], np.n
 def overlay(crop: np.ndarray, heatmap: np.ndarray, opacity: float) -> np.ndarray:
     """The crop with its heatmap (as :func:`gallery_heatmaps` gives it) blended in."""
     heat = np.asarray(heatmap, np.float32) / 255.0
-    return np.asarray(explain_module().overlay_heatmap(crop, heat, opacity=opacity))
+    return np.asarray(explain.overlay_heatmap(crop, heat, opacity=opacity))
 
 
 def overlays_for_record(session: Review, method: str, opacity: float) -> dict:
