@@ -43,6 +43,10 @@ class SegmentationError(LeukemiaCoreError):
     """Segmentation could not run on the given input."""
 
 
+class NoCellError(SegmentationError):
+    """A single-cell image shows no cell at all (black or nearly black)."""
+
+
 class ModelNotFoundError(LeukemiaCoreError, KeyError):
     """A model or architecture name is not in the registry."""
 

@@ -21,12 +21,15 @@ from leukemia_core.cropping import (
     crop_scale,
     masked_square_crop,
 )
+from leukemia_core.errors import NoCellError
 from leukemia_core.masks import fill_holes
 from leukemia_core.scale import check_rgb
 from leukemia_core.segmentation import SegmentationParams, segment_wbc
 
 BLACK_LEVEL = 12  # brightest channel value still counted as black background
 MIN_BLACK_FRACTION = 0.25  # a cut-out cell leaves at least this much of its image black
+NEAR_BLACK_LEVEL = 32  # an image whose 99th percentile of the brightest channel is below: no cell
+MIN_CELL_FRACTION = 0.005  # a cut-out cell covers at least this much of its image
 CENTRE_TOLERANCE = 0.25  # the chosen cell lies within this fraction of the image side of the centre
 # A cut-out cell shows no red cells to measure, so its frame is taken to span as many red-cell
 # diameters as our own crops do (cropping.CROP_FIELD_RED_CELLS). For C-NMC 2019 (450 px frames
@@ -101,10 +104,28 @@ def single_cell_crop(
     Returns:
         A :class:`SingleCellCrop`; when no cell can be found the whole image is resized and
         the note says so, so a user's crop is never dropped silently.
+
+    Raises:
+        NoCellError: The image is black or nearly black, or shows only specks on black: there
+            is nothing to classify.
     """
     check_rgb(image, "single_cell_crop")
+    brightest = image.max(axis=2)
+    level = float(np.percentile(brightest, 99))
+    if level < NEAR_BLACK_LEVEL:
+        raise NoCellError(
+            f"this image is black or nearly black (99% of its pixels at or below {level:.0f} of "
+            f"255, brightest {int(brightest.max())}): there is no cell to classify. Check the "
+            "file and the exposure; a cut-out cell must show the stained cell on black."
+        )
     if is_cutout(image):
-        mask = fill_holes(_largest_component(image.max(axis=2) > BLACK_LEVEL))
+        mask = fill_holes(_largest_component(brightest > BLACK_LEVEL))
+        if mask.sum() < MIN_CELL_FRACTION * mask.size:
+            raise NoCellError(
+                f"this image is black but for specks (the largest covers {int(mask.sum())} "
+                f"pixels, {mask.mean():.2%} of the image): there is no cell to classify. Check "
+                "the file; a cut-out cell must show the stained cell on black."
+            )
         frame_red_cell_px = max(image.shape[:2]) / CROP_FIELD_RED_CELLS
         return _crop(image, mask, size, "cutout", (), frame_red_cell_px)
     segmentation = segment_wbc(image, params)
