@@ -32,7 +32,7 @@ def comparison_markdown(rows: Sequence[dict]) -> str:
             lines.append(f"| {row['model']} | {row['status']}: {note} |"
                          + " |" * (len(keys) + 5))  # fmt: skip
             continue
-        cells = [_with_interval(row, k) for k in keys]
+        cells = [row_interval_text(row, k) for k in keys]
         p = row.get("mcnemar_vs_best_p")
         lines.append(
             f"| {row['model']}{' (best)' * bool(row.get('best'))} | {row['init']} | "
@@ -64,11 +64,20 @@ def per_source_markdown(per_source: dict[str, dict[str, dict]]) -> str:
     return "\n".join(lines)
 
 
-def interval_text(metrics: dict, key: str) -> str:
+def interval_text(metrics: dict, key: str, dash: str = "-") -> str:
     """``value (low-high)`` of a figure of a metrics dict with ``intervals``, or the value."""
-    interval = (metrics.get("intervals") or {}).get(key)
-    text = _num(metrics.get(key))
-    return f"{text} ({_num(interval[0])}-{_num(interval[1])})" if interval else text
+    return _figure(metrics.get(key), (metrics.get("intervals") or {}).get(key), dash)
+
+
+def row_interval_text(row: dict, key: str, dash: str = "-") -> str:
+    """``value (low-high)`` of a figure of a flat table row (``<key>_low``, ``<key>_high``)."""
+    low = row.get(f"{key}_low")
+    return _figure(row.get(key), None if low is None else (low, row.get(f"{key}_high")), dash)
+
+
+def _figure(value, interval, dash: str) -> str:
+    text = _num(value)
+    return f"{text} ({_num(interval[0])}{dash}{_num(interval[1])})" if interval else text
 
 
 def _num(value, digits: int = 3) -> str:
@@ -77,9 +86,3 @@ def _num(value, digits: int = 3) -> str:
 
 def _count(value) -> str:
     return "n/a" if value is None else f"{value / 1e6:.1f} M" if value >= 1e5 else str(value)
-
-
-def _with_interval(row: dict, key: str) -> str:
-    low, high = row.get(f"{key}_low"), row.get(f"{key}_high")
-    text = _num(row.get(key))
-    return f"{text} ({_num(low)}-{_num(high)})" if low is not None else text

@@ -8,6 +8,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from train.compare_settings import SIZE_BASELINE, TABLE_METRICS
+from train.compare_tables import interval_text, row_interval_text
 
 METRIC_NAMES = {
     "accuracy": "Accuracy",
@@ -43,13 +44,6 @@ def eta_text(seconds: float | None) -> str:
     return f"about {minutes} min {secs:02d} s left" if minutes else f"about {secs} s left"
 
 
-def _cell(row: dict, key: str) -> str:
-    value, low, high = row.get(key), row.get(f"{key}_low"), row.get(f"{key}_high")
-    if value is None:
-        return "n/a"
-    return f"{value:.3f} ({low:.3f}–{high:.3f})" if low is not None else f"{value:.3f}"
-
-
 def table_frame(rows: Sequence[dict]) -> pd.DataFrame:
     """The comparison table for display: each figure with its 95% interval."""
     shown = []
@@ -61,7 +55,7 @@ def table_frame(rows: Sequence[dict]) -> pd.DataFrame:
             shown.append(item)
             continue
         item["Cells"] = row["n_cells"]
-        item |= {METRIC_NAMES[k]: _cell(row, k) for k in TABLE_METRICS}
+        item |= {METRIC_NAMES[k]: row_interval_text(row, k, dash="–") for k in TABLE_METRICS}
         item["Parameters"] = row.get("params")
         item["Training s"] = round(row["training_seconds"], 1)
         speed = row.get("cells_per_second")
@@ -144,13 +138,6 @@ def per_source_frame(models: dict) -> pd.DataFrame:
                    "Groups": m.get("n_groups")}  # fmt: skip
             for key in ("balanced_accuracy", "sensitivity", "specificity", "auroc",
                         "confident_miss_rate", "sensitivity_at_specificity_90"):  # fmt: skip
-                row[METRIC_NAMES.get(key, key)] = _with_interval(m, key)
+                row[METRIC_NAMES.get(key, key)] = interval_text(m, key, dash="–")
             rows.append(row)
     return pd.DataFrame(rows)
-
-
-def _with_interval(m: dict, key: str) -> str:
-    value, interval = m.get(key), (m.get("intervals") or {}).get(key)
-    if value is None:
-        return "–"
-    return f"{value:.3f}" + (f" ({interval[0]:.2f}–{interval[1]:.2f})" if interval else "")
