@@ -146,6 +146,27 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _verify_file(path: Path, expected: str, missing: str, changed: str, fix: str) -> None:
+    """Raise :class:`ModelIntegrityError` unless ``path`` exists with the sha256 ``expected``.
+
+    Args:
+        path: A file of a model folder.
+        expected: Its checksum as ``config.json`` declares it.
+        missing: The whole message when the file is absent.
+        changed: The start of the mismatch message, up to "match the checksum".
+        fix: What to do besides restoring the folder.
+    """
+    if not path.is_file():
+        raise ModelIntegrityError(missing)
+    actual = sha256_of(path)
+    if actual != expected:
+        raise ModelIntegrityError(
+            f"{changed} match the checksum in its config.json (expected sha256 {expected[:12]}..., "
+            f"found {actual[:12]}...): the file was changed or damaged. Restore the folder "
+            f"(git checkout models/) or {fix}."
+        )
+
+
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
@@ -235,17 +256,13 @@ def load_model(name: str | None = None, root: Path | None = None) -> LoadedModel
     root = root or models_dir()
     config = read_config(name, root)
     weights = root / config.name / WEIGHTS_FILE
-    if not weights.is_file():
-        raise ModelIntegrityError(
-            f"model {config.name!r} has no weights file {weights}; the folder is incomplete."
-        )
-    actual = sha256_of(weights)
-    if actual != config.sha256:
-        raise ModelIntegrityError(
-            f"weights of model {config.name!r} ({weights}) do not match the checksum in its "
-            f"config.json (expected sha256 {config.sha256[:12]}..., found {actual[:12]}...): the "
-            "file was changed or damaged. Restore the folder (git checkout models/) or retrain."
-        )
+    _verify_file(
+        weights,
+        config.sha256,
+        missing=f"model {config.name!r} has no weights file {weights}; the folder is incomplete.",
+        changed=f"weights of model {config.name!r} ({weights}) do not",
+        fix="retrain",
+    )
     domain = _load_domain(config, root / config.name)
     model = keras.models.load_model(weights, compile=False, safe_mode=True)
     return LoadedModel(config, root / config.name, model, domain)
@@ -257,19 +274,14 @@ def _load_domain(config: ModelConfig, folder: Path) -> DomainReference | None:
         return None
     path = folder / DOMAIN_FILE
     fix = f"write it again with `python -m train domain {config.name} --data BANK_MANIFEST`"
-    if not path.is_file():
-        raise ModelIntegrityError(
-            f"model {config.name!r} declares a domain reference {path} that is missing; {fix}, "
-            "or restore the folder."
-        )
-    actual = sha256_of(path)
-    if actual != config.domain["sha256"]:
-        raise ModelIntegrityError(
-            f"the domain reference of model {config.name!r} ({path}) does not match the "
-            f"checksum in its config.json (expected sha256 {config.domain['sha256'][:12]}..., "
-            f"found {actual[:12]}...): the file was changed or damaged. Restore the folder "
-            f"(git checkout models/) or {fix}."
-        )
+    _verify_file(
+        path,
+        config.domain["sha256"],
+        missing=f"model {config.name!r} declares a domain reference {path} that is missing; "
+        f"{fix}, or restore the folder.",
+        changed=f"the domain reference of model {config.name!r} ({path}) does not",
+        fix=fix,
+    )
     try:
         reference = DomainReference.load(path)
     except DomainReferenceError as error:
