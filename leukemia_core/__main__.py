@@ -16,9 +16,15 @@ from pathlib import Path
 import cv2
 from tqdm import tqdm
 
-from leukemia_core.cropping import DEFAULT_CROP_SIZE, crop_cells, draw_overlay
-from leukemia_core.errors import LeukemiaCoreError
-from leukemia_core.io import read_image
+from leukemia_core.cropping import (
+    CROP_SIZE_RANGE,
+    DEFAULT_CROP_SIZE,
+    check_crop_size,
+    crop_cells,
+    draw_overlay,
+)
+from leukemia_core.errors import LeukemiaCoreError, SettingError
+from leukemia_core.io import prepare_output_folder, read_image
 from leukemia_core.segmentation import segment_wbc
 
 CSV_COLUMNS = (
@@ -85,6 +91,32 @@ def segment_files(paths: list[Path], out: Path, crop_size: int = DEFAULT_CROP_SI
     return failures
 
 
+def _crop_size(text: str) -> int:
+    """``--crop-size``: a whole number within :data:`CROP_SIZE_RANGE` (argparse says why not)."""
+    try:
+        value: object = int(text)
+    except ValueError:
+        value = text
+    try:
+        return check_crop_size(value)
+    except SettingError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _folder(text: str) -> Path:
+    """``--out``: a folder name; empty is refused (Path('') would be the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "is empty; name the output folder, e.g. --out results (or --out . for this one)"
+        )
+    return Path(text)
+
+
+def _error(error: Exception) -> int:
+    print(f"error: {error}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m leukemia_core",
@@ -94,16 +126,17 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     segment = commands.add_parser("segment", help="find white cells and write crops, CSV, overlays")
     segment.add_argument("images", nargs="+", type=Path, help="smear field images")
-    segment.add_argument("--out", type=Path, required=True, help="output folder")
+    segment.add_argument("--out", type=_folder, required=True, help="output folder")
     segment.add_argument(
         "--crop-size",
-        type=int,
+        type=_crop_size,
         default=DEFAULT_CROP_SIZE,
-        help=f"side of the classifier crops in px (default {DEFAULT_CROP_SIZE})",
+        help=f"side of the classifier crops in px, {CROP_SIZE_RANGE[0]} to {CROP_SIZE_RANGE[1]} "
+        f"(default {DEFAULT_CROP_SIZE})",
     )
     analyze = commands.add_parser("analyze", help="segment, classify and count blasts")
     analyze.add_argument("images", nargs="+", type=Path, help="smear fields or single-cell images")
-    analyze.add_argument("--out", type=Path, required=True, help="output folder")
+    analyze.add_argument("--out", type=_folder, required=True, help="output folder")
     analyze.add_argument("--model", help="model folder name (default: the active model)")
     analyze.add_argument(
         "--single-cells", action="store_true", help="each image shows one cell (a crop)"
@@ -111,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "analyze":
         return _analyze(args)
+    try:
+        prepare_output_folder(args.out)
+    except LeukemiaCoreError as error:
+        return _error(error)
     failures = segment_files(args.images, args.out, args.crop_size)
     print(
         f"wrote {args.out / 'cells.csv'}; {len(args.images) - failures} images segmented, "
@@ -126,10 +163,10 @@ def _analyze(args) -> int:
     from leukemia_core.models.folder import load_model
 
     try:
+        prepare_output_folder(args.out)
         classifier = Classifier(load_model(args.model))
     except LeukemiaCoreError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return _error(error)
     failures, summary = analyze_files(
         args.images, args.out, classifier, single_cells=args.single_cells
     )

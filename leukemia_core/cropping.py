@@ -6,10 +6,12 @@ import cv2
 import numpy as np
 from scipy import ndimage as ndi
 
+from leukemia_core.errors import SettingError
 from leukemia_core.imaging import mask_outline
 from leukemia_core.types import Cell, CellLabel, Segmentation
 
 DEFAULT_CROP_SIZE = 300
+CROP_SIZE_RANGE = (32, 1024)  # smallest and largest side of a classifier crop, in px
 # The classifier crop spans this many red-cell diameters, so cell size stays visible to the
 # classifier (blasts are larger than lymphocytes) whatever the camera's magnification.
 CROP_FIELD_RED_CELLS = 3.0
@@ -19,6 +21,21 @@ _OUTLINE_COLOURS = {
     "nucleus": (255, 210, 0),
     "border": (150, 150, 150),
 }
+
+
+def check_crop_size(size: object) -> int:
+    """``size`` if it is a whole number within :data:`CROP_SIZE_RANGE`.
+
+    Raises:
+        SettingError: Otherwise, saying what arrived and the range.
+    """
+    low, high = CROP_SIZE_RANGE
+    if isinstance(size, bool) or not isinstance(size, int | np.integer) or not low <= size <= high:
+        raise SettingError(
+            f"crop size is {size!r}; use a whole number of pixels from {low} to {high} "
+            f"(default {DEFAULT_CROP_SIZE})."
+        )
+    return int(size)
 
 
 def crop_cells(
@@ -42,7 +59,11 @@ def crop_cells(
     Returns:
         Cells in label order, not yet labelled (``border`` when cut by the image edge, else
         ``uncertain``); field index 0.
+
+    Raises:
+        SettingError: ``size`` is outside :data:`CROP_SIZE_RANGE`.
     """
+    size = check_crop_size(size)
     if image.shape[:2] != segmentation.cell_labels.shape:
         raise ValueError(
             f"image is {image.shape[:2]} but the segmentation is {segmentation.cell_labels.shape}; "

@@ -39,6 +39,14 @@ class ImageTooLargeError(InvalidImageError):
     """The image has more pixels than the configured limit (decompression-bomb guard)."""
 
 
+class SettingError(LeukemiaCoreError, ValueError):
+    """A setting (crop size, ...) is outside the range the library supports."""
+
+
+class OutputFolderError(LeukemiaCoreError):
+    """An output folder cannot be used: not a folder, under a file, or not writable."""
+
+
 class SegmentationError(LeukemiaCoreError):
     """Segmentation could not run on the given input."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import tempfile
 import threading
 import warnings
@@ -23,6 +24,8 @@ from leukemia_core import errors
 from leukemia_core.types import LoadedImage
 
 DEFAULT_MAX_PIXELS = 60_000_000
+DEFAULT_MAX_BYTES = 1 << 30
+"""Largest file read (1 GiB: an uncompressed 60-megapixel 16-bit RGB TIFF has 360 MB)."""
 #: Pillow format names accepted (MPO, the multi-picture JPEG of phone cameras, counts as JPEG).
 SUPPORTED_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "GIF", "WEBP")
 _FORMATS_TEXT = "JPEG, PNG, BMP, TIFF, GIF or WebP"
@@ -53,6 +56,7 @@ def read_image(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     min_side: int = 64,
     name: str | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> LoadedImage:
     """Read the first frame of an image file as ``(H, W, 3)`` RGB uint8, upright per EXIF.
 
@@ -62,17 +66,19 @@ def read_image(
         max_pixels: Largest ``width * height`` accepted, checked on the header before decoding.
         min_side: Smallest accepted width and height, in pixels.
         name: Name used in messages and in the result; defaults to the file's name.
+        max_bytes: Largest file read; a path that is not a regular file (a folder, a device
+            such as ``/dev/zero``, a pipe) is refused before it is opened.
 
     Returns:
         The pixels and what was read. Transparent pixels are composited on white, the colour of
         a smear's background.
 
     Raises:
-        errors.InvalidImageError: a subclass (empty, not an image, truncated, unsupported, too
-            small, too large) with a message for the user.
+        errors.InvalidImageError: a subclass (empty, not an image, not a regular file,
+            truncated, unsupported, too small, too large) with a message for the user.
         FileNotFoundError: ``source`` is a path that does not exist.
     """
-    data, name = _read_source(source, name)
+    data, name = _read_source(source, name, max_bytes)
     if not data:
         raise errors.EmptyFileError(
             f"'{name}' is empty (0 bytes): the upload or copy did not finish. Choose it again."
@@ -97,16 +103,44 @@ def read_image(
     return LoadedImage(rgb, name, fmt, mode, size, n_frames, notes=tuple(notes))
 
 
-def _read_source(source: object, name: str | None) -> tuple[bytes, str]:
+def _read_source(source: object, name: str | None, max_bytes: int) -> tuple[bytes, str]:
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return bytes(source), name or "<bytes>"
-    if isinstance(source, (str, os.PathLike)):
-        return Path(source).read_bytes(), name or Path(source).name
-    if hasattr(source, "getvalue") or hasattr(source, "read"):
-        data = source.getvalue() if hasattr(source, "getvalue") else source.read()
+        data, name = bytes(source), name or "<bytes>"
+    elif isinstance(source, (str, os.PathLike)):
+        name = name or Path(source).name
+        data = _read_path(Path(source), name, max_bytes)
+    elif hasattr(source, "getvalue") or hasattr(source, "read"):
+        data = source.getvalue() if hasattr(source, "getvalue") else source.read(max_bytes + 1)
         own = getattr(source, "name", None)  # a text-mode file fails in bytes() below: str data
-        return bytes(data), name or (Path(own).name if isinstance(own, str) else "<bytes>")
-    raise TypeError(f"read_image takes a path, bytes or a binary file, not {type(source).__name__}")
+        data, name = bytes(data), name or (Path(own).name if isinstance(own, str) else "<bytes>")
+    else:
+        raise TypeError(
+            f"read_image takes a path, bytes or a binary file, not {type(source).__name__}"
+        )
+    if len(data) > max_bytes:
+        raise _too_many_bytes(name, f"over {len(data) - 1:,}", max_bytes)
+    return data, name
+
+
+def _read_path(path: Path, name: str, max_bytes: int) -> bytes:
+    """The bytes of a regular file of at most ``max_bytes`` (checked before and while reading)."""
+    mode = path.stat().st_mode
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a device, pipe or socket"
+        raise errors.NotAnImageError(
+            f"'{name}' is {kind}, not an image file; give the path of a picture file."
+        )
+    if path.stat().st_size > max_bytes:
+        raise _too_many_bytes(name, f"{path.stat().st_size:,}", max_bytes)
+    with path.open("rb") as stream:  # a file that grows while read stops one byte past the limit
+        return stream.read(max_bytes + 1)
+
+
+def _too_many_bytes(name: str, size: str, max_bytes: int) -> errors.ImageTooLargeError:
+    return errors.ImageTooLargeError(
+        f"'{name}' is {size} bytes, over the limit of {max_bytes:,} bytes for one image: "
+        "export it smaller (e.g. as JPEG) or cut it into fields."
+    )
 
 
 def _decode(data: bytes, name: str, max_pixels: int, min_side: int) -> _Decoded:
@@ -248,6 +282,36 @@ def _damaged(name: str, data: bytes, exc: BaseException) -> errors.TruncatedImag
         f"'{name}' ends before its pixel data does or is damaged ({len(data):,} bytes; decoder "
         f"said: {exc}). The upload or copy was probably cut off: copy or export it again."
     )
+
+
+def prepare_output_folder(path: str | os.PathLike) -> Path:
+    """Create the folder ``path`` (with its parents) if missing and check a file can be written.
+
+    Raises:
+        errors.OutputFolderError: ``path`` is empty, is a file, lies under a file, or cannot be
+            written to; the message says which and what to do.
+    """
+    if not str(path).strip():
+        raise errors.OutputFolderError(
+            "the output folder is empty; name one, e.g. results (or . for the current folder)."
+        )
+    path = Path(path)
+    blocking = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        where = "is a file" if blocking == path else f"lies under the file {blocking}"
+        raise errors.OutputFolderError(
+            f"the output folder {path} {where}; name a new or an existing folder."
+        )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise errors.OutputFolderError(
+            f"cannot write into the output folder {path} ({error.strerror or error}); choose a "
+            "folder you may write to."
+        ) from error
+    return path
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

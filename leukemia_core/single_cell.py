@@ -18,6 +18,7 @@ import numpy as np
 from leukemia_core.cropping import (
     CROP_FIELD_RED_CELLS,
     DEFAULT_CROP_SIZE,
+    check_crop_size,
     crop_scale,
     masked_square_crop,
 )
@@ -108,7 +109,9 @@ def single_cell_crop(
     Raises:
         NoCellError: The image is black or nearly black, or shows only specks on black: there
             is nothing to classify.
+        SettingError: ``size`` is outside :data:`~leukemia_core.cropping.CROP_SIZE_RANGE`.
     """
+    size = check_crop_size(size)
     check_rgb(image, "single_cell_crop")
     brightest = image.max(axis=2)
     level = float(np.percentile(brightest, 99))

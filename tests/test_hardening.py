@@ -6,7 +6,13 @@ Each test feeds one kind of bad input and checks the clear message (a typed erro
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import os
+import re
+import shutil
+import zipfile
 from pathlib import Path
 
 import cv2
@@ -14,10 +20,22 @@ import numpy as np
 import pytest
 
 from leukemia_core.__main__ import main as cli
-from leukemia_core.errors import LeukemiaCoreError, NoCellError
+from leukemia_core.cropping import crop_cells
+from leukemia_core.errors import (
+    ImageTooLargeError,
+    LeukemiaCoreError,
+    NoCellError,
+    NotAnImageError,
+    SettingError,
+    WeightsFileError,
+)
 from leukemia_core.imaging import PreparedImage
+from leukemia_core.io import read_image
+from leukemia_core.models.folder import WEIGHTS_FILE, load_model
 from leukemia_core.pipeline import MODE_CELLS, analyze
+from leukemia_core.segmentation import segment_wbc
 from leukemia_core.single_cell import single_cell_crop
+from leukemia_core.synthetic import make_demo_smear
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 CELL = SAMPLES / "cells" / "UID_3_1_1_all.png"
@@ -83,3 +101,145 @@ def test_the_command_line_skips_a_black_single_cell_image(tiny_env, tmp_path, ca
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["images_analysed"] == 1
     assert [f["image"] for f in summary["images_failed"]] == ["black.png"]
+
+
+# ---- 2. command-line arguments: --out, --crop-size, special files, unsafe models -------------
+def _folder_with_weights(tiny_models_dir: Path, root: Path, name: str, weights: bytes) -> Path:
+    """A copy of the tiny model whose weights file is ``weights`` (its checksum updated)."""
+    shutil.copytree(tiny_models_dir / "tiny", root / name)
+    (root / name / WEIGHTS_FILE).write_bytes(weights)
+    path = root / name / "config.json"
+    values = json.loads(path.read_text())
+    values["sha256"] = hashlib.sha256(weights).hexdigest()
+    path.write_text(json.dumps(values))
+    return root / name
+
+
+def _lambda_model_bytes(tmp_path: Path) -> bytes:
+    import keras
+
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Lambda(lambda t: t * 2.0)(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="logits")(x))
+    model.save(tmp_path / "lambda.keras")
+    return (tmp_path / "lambda.keras").read_bytes()
+
+
+@pytest.fixture
+def field_png(tmp_path) -> Path:
+    return _write(tmp_path / "in" / "field.png", make_demo_smear().image)
+
+
+@pytest.mark.parametrize("command", ["segment", "analyze"])
+@pytest.mark.parametrize(
+    ("out", "words"),
+    [
+        ("", "argument --out: is empty; name the output folder"),
+        ("   ", "argument --out: is empty"),
+        ("{tmp}/taken.txt", r"error: the output folder .*taken\.txt is a file"),
+        ("{tmp}/taken.txt/sub/dir", r"error: the output folder .* lies under the file .*taken\.txt"),
+    ],
+)  # fmt: skip
+def test_a_bad_out_folder_is_an_error_line_and_exit_code_2(
+    tiny_env, field_png, tmp_path, capsys, monkeypatch, command, out, words
+):
+    (tmp_path / "taken.txt").write_text("keep me")
+    monkeypatch.chdir(tmp_path / "in")
+    code = None
+    try:
+        code = cli([command, str(field_png), "--out", out.format(tmp=tmp_path)])
+    except SystemExit as exit_:  # argparse refuses the argument itself
+        code = exit_.code
+    err = capsys.readouterr().err
+    assert code == 2 and re.search(words, err), err
+    assert "Traceback" not in err
+    assert (tmp_path / "taken.txt").read_text() == "keep me"
+    assert sorted(p.name for p in (tmp_path / "in").iterdir()) == ["field.png"]
+
+
+@pytest.mark.skipif(not Path("/sys/kernel").is_dir(), reason="needs Linux sysfs")
+def test_an_unwritable_out_folder_is_an_error_line(field_png, capsys):
+    code = cli(["segment", str(field_png), "--out", "/sys/kernel"])
+    err = capsys.readouterr().err
+    assert code == 2 and "error: cannot write into the output folder /sys/kernel" in err
+
+
+@pytest.mark.parametrize("size", ["0", "-5", "100000", "31", "1025", "12.5", "big"])
+def test_crop_size_is_bounded(field_png, tmp_path, capsys, size):
+    with pytest.raises(SystemExit) as exit_:
+        cli(["segment", str(field_png), "--out", str(tmp_path / "out"), "--crop-size", size])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert f"argument --crop-size: crop size is {size!r}" in err or (
+        f"argument --crop-size: crop size is {size}" in err
+    ), err
+    assert "from 32 to 1024" in err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("size", [32, 1024])
+def test_crop_size_limits_are_accepted(size):
+    smear = make_demo_smear()
+    cells = crop_cells(smear.image, segment_wbc(smear.image), size=size)
+    assert cells and cells[0].crop.shape == (size, size, 3)
+    assert single_cell_crop(_cell_rgb(), size=size).crop.shape == (size, size, 3)
+    for bad in (0, 31, 1025, 100_000, True, 64.0):
+        with pytest.raises(SettingError, match="use a whole number of pixels from 32 to 1024"):
+            crop_cells(smear.image, segment_wbc(smear.image), size=bad)
+        with pytest.raises(SettingError, match="crop size is"):
+            single_cell_crop(_cell_rgb(), size=bad)
+
+
+@pytest.mark.parametrize("special", ["/dev/zero", "/dev/null", "{tmp}/in", "{tmp}/fifo"])
+def test_special_files_are_refused_without_reading_them(field_png, tmp_path, capsys, special):
+    os.mkfifo(tmp_path / "fifo")  # opening it would wait for a writer forever
+    special = special.format(tmp=tmp_path)
+    if not Path(special).exists():
+        pytest.skip(f"{special} is absent")
+    with pytest.raises(NotAnImageError, match=r"is a (folder|device, pipe or socket), not an image"):
+        read_image(special)
+    code = cli(["segment", special, str(field_png), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 0 and f"skipped {special}:" in err and "not an image file" in err
+    assert "1 images segmented, 1 skipped" in err
+
+
+def test_files_over_the_byte_limit_are_refused(tmp_path, field_png):
+    size = field_png.stat().st_size
+    with pytest.raises(ImageTooLargeError, match=f"is {size:,} bytes, over the limit of 1,000"):
+        read_image(field_png, max_bytes=1000)
+    with (
+        field_png.open("rb") as stream,
+        pytest.raises(ImageTooLargeError, match="over 1,000 bytes, over the limit of 1,000"),
+    ):
+        read_image(stream, max_bytes=1000)
+    assert read_image(field_png, max_bytes=size).rgb.shape == make_demo_smear().image.shape
+
+
+@pytest.mark.parametrize(
+    ("weights", "words"),
+    [
+        ("lambda", r"cannot be loaded safely .*Requested the deserialization of a `Lambda` layer"),
+        (b"not a zip file at all" * 20, r"is not a Keras \.keras file \(not a zip archive\)"),
+        ("empty zip", "cannot be loaded safely .*There is no item named 'config.json'"),
+    ],
+)
+def test_an_unsafe_or_broken_weights_file_is_a_typed_error_and_an_error_line(
+    tiny_models_dir, tmp_path, field_png, capsys, monkeypatch, weights, words
+):
+    if weights == "lambda":
+        weights = _lambda_model_bytes(tmp_path)
+    elif weights == "empty zip":
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.writestr("other.txt", "x")
+        weights = buffer.getvalue()
+    root = tmp_path / "models"
+    _folder_with_weights(tiny_models_dir, root, "bad", weights)
+    with pytest.raises(WeightsFileError, match=f"model 'bad' {words}"):
+        load_model("bad", root)
+    monkeypatch.setenv("LEUKEMIA_MODELS_DIR", str(root))
+    code = cli(["analyze", str(field_png), "--model", "bad", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "error: the weights file model.keras of model 'bad'" in err
+    assert "Traceback" not in err and str(root) not in err

@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import tempfile
+import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -25,7 +26,7 @@ import keras
 
 from leukemia_core.calibration import Calibration
 from leukemia_core.domain import STATISTIC, DomainReference, DomainReferenceError
-from leukemia_core.errors import ModelIntegrityError, ModelNotFoundError
+from leukemia_core.errors import ModelIntegrityError, ModelNotFoundError, WeightsFileError
 from leukemia_core.io import write_text_atomic
 from leukemia_core.models.inputs import InputSpec
 
@@ -252,6 +253,8 @@ def load_model(name: str | None = None, root: Path | None = None) -> LoadedModel
     Raises:
         ModelNotFoundError: No such folder; the message lists the valid names.
         ModelIntegrityError: Weights missing or not matching the checksum in ``config.json``.
+        WeightsFileError: Keras refuses the weights file (not a ``.keras`` zip, or it holds
+            code such as a Lambda layer, which safe mode does not run).
     """
     root = root or models_dir()
     config = read_config(name, root)
@@ -264,8 +267,30 @@ def load_model(name: str | None = None, root: Path | None = None) -> LoadedModel
         fix="retrain",
     )
     domain = _load_domain(config, root / config.name)
-    model = keras.models.load_model(weights, compile=False, safe_mode=True)
+    model = _load_keras(weights, config.name)
     return LoadedModel(config, root / config.name, model, domain)
+
+
+_KERAS_LOAD_ERRORS = (ValueError, TypeError, KeyError, AttributeError, RuntimeError, OSError,
+                      zipfile.BadZipFile)  # fmt: skip
+
+
+def _load_keras(path: Path, name: str) -> keras.Model:
+    """The Keras model of ``path`` read in safe mode; a typed error when Keras refuses it."""
+    if not zipfile.is_zipfile(path):
+        raise WeightsFileError(
+            f"the weights file {path.name} of model {name!r} is not a Keras .keras file (not a "
+            "zip archive); restore the folder from its source or retrain the model."
+        )
+    try:
+        return keras.models.load_model(path, compile=False, safe_mode=True)
+    except _KERAS_LOAD_ERRORS as error:
+        said = str(error).strip("'\"").split(". ")[0].replace(str(path), path.name)[:300]
+        raise WeightsFileError(
+            f"the weights file {path.name} of model {name!r} cannot be loaded safely (Keras: "
+            f"{said}). It must be a Keras .keras file without code (Lambda layers and custom "
+            "objects are refused); restore the folder from its source or retrain the model."
+        ) from error
 
 
 def _load_domain(config: ModelConfig, folder: Path) -> DomainReference | None:
