@@ -24,9 +24,10 @@ from leukemia_core.cropping import (
     draw_overlay,
 )
 from leukemia_core.errors import LeukemiaCoreError, SettingError
-from leukemia_core.io import prepare_output_folder, read_image
+from leukemia_core.io import output_stems, prepare_output_folder, read_image, renamed_note
 from leukemia_core.segmentation import segment_wbc
 
+CSV_FILE = "cells.csv"
 CSV_COLUMNS = (
     "image",
     "cell_id",
@@ -45,11 +46,20 @@ CSV_COLUMNS = (
 
 
 def segment_files(paths: list[Path], out: Path, crop_size: int = DEFAULT_CROP_SIZE) -> int:
-    """Segment each image into ``out``; returns the number of images that failed."""
+    """Segment each image into ``out``; returns the number of images that failed.
+
+    Outputs are named after each file's stem, made unique (:func:`~leukemia_core.io.output_stems`)
+    when two inputs share a name.
+    """
     out.mkdir(parents=True, exist_ok=True)
     failures = 0
     rows = []
-    for path in tqdm(paths, desc="segmenting", unit="image", file=sys.stderr):
+    stems = output_stems(paths, reserved=[CSV_FILE])
+    bar = tqdm(zip(paths, stems, strict=True), total=len(paths), desc="segmenting", unit="image",
+               file=sys.stderr)  # fmt: skip
+    for path, stem in bar:
+        if note := renamed_note(path, stem):
+            tqdm.write(note, file=sys.stderr)
         try:
             rgb = read_image(path).rgb
         except (LeukemiaCoreError, OSError) as error:
@@ -59,14 +69,14 @@ def segment_files(paths: list[Path], out: Path, crop_size: int = DEFAULT_CROP_SI
         segmentation = segment_wbc(rgb)
         for note in segmentation.notes:
             tqdm.write(f"{path.name}: {note}", file=sys.stderr)
-        folder = out / path.stem
+        folder = out / stem
         folder.mkdir(exist_ok=True)
         for cell in crop_cells(rgb, segmentation, size=crop_size):
             crop_path = folder / f"cell_{cell.cell_id:03d}.png"
             cv2.imwrite(str(crop_path), cv2.cvtColor(cell.crop, cv2.COLOR_RGB2BGR))
             rows.append(
                 (
-                    path.name,
+                    f"{stem}{path.suffix}",
                     cell.cell_id,
                     *cell.bbox,
                     round(cell.centroid[0], 1),
@@ -79,9 +89,9 @@ def segment_files(paths: list[Path], out: Path, crop_size: int = DEFAULT_CROP_SI
                 )
             )
         overlay = draw_overlay(rgb, segmentation)
-        cv2.imwrite(str(out / f"{path.stem}_overlay.png"), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(out / f"{stem}_overlay.png"), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
     # Written last and atomically, so an interrupted run never leaves a half-written table.
-    table = out / "cells.csv"
+    table = out / CSV_FILE
     partial = table.with_suffix(".csv.partial")
     with partial.open("w", newline="") as handle:
         writer = csv.writer(handle)

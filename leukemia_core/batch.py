@@ -22,11 +22,14 @@ from leukemia_core.classify import Classifier
 from leukemia_core.counting import CellLabel
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.imaging import PreparedImage
-from leukemia_core.io import read_image, write_text_atomic
+from leukemia_core.io import output_stems, read_image, renamed_note, write_text_atomic
 from leukemia_core.pipeline import MODE_CELLS, MODE_FIELDS, Analysis, ImageFailure, analyze
 from leukemia_core.types import BlastCount, Field
 
-RESEARCH_USE = "Research use only; not for diagnosis. Every cell needs review by a qualified person."
+SUMMARY_FILE = "summary.json"
+RESEARCH_USE = (
+    "Research use only; not for diagnosis. Every cell needs review by a qualified person."
+)
 CELL_COLUMNS = ("image", "cell_id", "x0", "y0", "x1", "y1", "blast_probability", "label",
                 "uncertain", "touches_border", "domain_score")  # fmt: skip
 
@@ -55,17 +58,25 @@ def _image_summary(analysis: Analysis, field: Field) -> dict:
 def analyze_files(
     paths: list[Path], out: Path, classifier: Classifier, *, single_cells: bool = False
 ) -> tuple[int, dict]:
-    """Analyse every image into ``out``; returns (number of failed images, set summary)."""
+    """Analyse every image into ``out``; returns (number of failed images, set summary).
+
+    Outputs are named after each file's stem, made unique (:func:`~leukemia_core.io.output_stems`)
+    when two inputs share a name; the image JSON names the file it came from.
+    """
     out.mkdir(parents=True, exist_ok=True)
-    images, failures, stems = [], [], {}
-    for path in paths:
+    images, failures, stems, files = [], [], {}, {}
+    reserved = [Path(SUMMARY_FILE).stem]
+    for path, stem in zip(paths, output_stems(paths, reserved=reserved), strict=True):
+        if note := renamed_note(path, stem):
+            tqdm.write(note, file=sys.stderr)
+        name = f"{stem}{path.suffix}"
         try:
             loaded = read_image(path)
         except (LeukemiaCoreError, OSError) as error:
             failures.append(ImageFailure(str(path), str(error)))
             continue
-        images.append(PreparedImage(loaded.rgb, path.name, (loaded.width, loaded.height)))
-        stems[path.name] = path.stem
+        images.append(PreparedImage(loaded.rgb, name, (loaded.width, loaded.height)))
+        stems[name], files[name] = stem, str(path)
     with tqdm(total=len(images), desc="analysing", unit="image", file=sys.stderr) as bar:
 
         def progress(index: int, total: int, stage: str, done: int, of: int) -> None:
@@ -87,7 +98,7 @@ def analyze_files(
             rows.append((field.name, cell.cell_id, *cell.bbox, round(cell.blast_probability, 4),
                          cell.model_label.value, cell.model_label == CellLabel.UNCERTAIN,
                          cell.touches_border, score))  # fmt: skip
-        summary = _image_summary(analysis, field)
+        summary = {**_image_summary(analysis, field), "file": files[field.name]}
         write_text_atomic(out / f"{stems[field.name]}.json", json.dumps(summary, indent=2) + "\n")
     buffer = io.StringIO()
     writer = csv.writer(buffer)
@@ -104,8 +115,10 @@ def analyze_files(
         "mode": "single cells" if single_cells else "whole fields",
         "count": count_dict(analysis.count()),
         "domain": None if domain is None else domain.to_dict(),
-        "warned_images": [f.name for f in analysis.fields if f.domain is not None and f.domain.warned],
+        "warned_images": [
+            f.name for f in analysis.fields if f.domain is not None and f.domain.warned
+        ],
         "research_use": RESEARCH_USE,
     }
-    write_text_atomic(out / "summary.json", json.dumps(total, indent=2) + "\n")
+    write_text_atomic(out / SUMMARY_FILE, json.dumps(total, indent=2) + "\n")
     return len(analysis.failures), total

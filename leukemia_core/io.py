@@ -14,6 +14,7 @@ import stat
 import tempfile
 import threading
 import warnings
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -312,6 +313,44 @@ def prepare_output_folder(path: str | os.PathLike) -> Path:
             "folder you may write to."
         ) from error
     return path
+
+
+def output_stems(paths: Sequence[Path], reserved: Iterable[str] = ()) -> list[str]:
+    """One output name stem per input, unique regardless of case.
+
+    The first input of a stem keeps it; a later one of the same stem (the same file name in
+    another folder) gets ``-2``, ``-3``, ... , as does an input whose stem is ``reserved`` (the
+    name of a file the command writes itself).
+
+    >>> output_stems([Path("a/x.png"), Path("b/x.png"), Path("c/x-2.jpg"), Path("summary.png")],
+    ...              reserved=["summary"])
+    ['x', 'x-3', 'x-2', 'summary-2']
+    """
+    blocked = {r.casefold() for r in reserved}
+    first: dict[str, int] = {}
+    for index, path in enumerate(paths):
+        first.setdefault(path.stem.casefold(), index)
+    taken = blocked | first.keys()
+    stems = []
+    for index, path in enumerate(paths):
+        key = path.stem.casefold()
+        if first[key] == index and key not in blocked:
+            stems.append(path.stem)
+            continue
+        number = 2
+        while f"{key}-{number}" in taken:
+            number += 1
+        taken.add(f"{key}-{number}")
+        stems.append(f"{path.stem}-{number}")
+    return stems
+
+
+def renamed_note(path: Path, stem: str) -> str | None:
+    """What to tell the user when ``path``'s outputs are named ``stem`` (None: its own stem)."""
+    if stem == path.stem:
+        return None
+    return (f"{path}: another input (or an output of this command) has the same name, so its "
+            f"outputs are named {stem} and it is {stem}{path.suffix} in the tables")  # fmt: skip
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

@@ -6,6 +6,7 @@ Each test feeds one kind of bad input and checks the clear message (a typed erro
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import json
@@ -30,7 +31,7 @@ from leukemia_core.errors import (
     WeightsFileError,
 )
 from leukemia_core.imaging import PreparedImage
-from leukemia_core.io import read_image
+from leukemia_core.io import output_stems, read_image
 from leukemia_core.models.folder import WEIGHTS_FILE, load_model
 from leukemia_core.pipeline import MODE_CELLS, analyze
 from leukemia_core.segmentation import segment_wbc
@@ -196,7 +197,9 @@ def test_special_files_are_refused_without_reading_them(field_png, tmp_path, cap
     special = special.format(tmp=tmp_path)
     if not Path(special).exists():
         pytest.skip(f"{special} is absent")
-    with pytest.raises(NotAnImageError, match=r"is a (folder|device, pipe or socket), not an image"):
+    with pytest.raises(
+        NotAnImageError, match=r"is a (folder|device, pipe or socket), not an image"
+    ):
         read_image(special)
     code = cli(["segment", special, str(field_png), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
@@ -243,3 +246,54 @@ def test_an_unsafe_or_broken_weights_file_is_a_typed_error_and_an_error_line(
     err = capsys.readouterr().err
     assert code == 2 and "error: the weights file model.keras of model 'bad'" in err
     assert "Traceback" not in err and str(root) not in err
+
+
+# ---- 3. inputs with the same file name in different folders -----------------------------------
+@pytest.fixture
+def same_names(tmp_path) -> list[Path]:
+    """Two different fields both named field.png, and one named summary.png."""
+    demo = make_demo_smear().image
+    return [_write(tmp_path / "a" / "field.png", demo),
+            _write(tmp_path / "b" / "field.png", np.ascontiguousarray(demo[::-1])),
+            _write(tmp_path / "c" / "summary.png", np.ascontiguousarray(demo[:, ::-1]))]  # fmt: skip
+
+
+def test_segment_gives_inputs_of_the_same_name_their_own_outputs(same_names, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli(["segment", *map(str, same_names), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert f"{same_names[1]}: another input (or an output of this command) has the same " in err
+    assert "its outputs are named field-2 and it is field-2.png in the tables" in err
+    overlays = {p.name for p in out.glob("*_overlay.png")}
+    assert overlays == {"field_overlay.png", "field-2_overlay.png", "summary_overlay.png"}
+    rows = list(csv.DictReader((out / "cells.csv").open()))
+    assert {r["image"] for r in rows} == {"field.png", "field-2.png", "summary.png"}
+    for row in rows:  # every crop row points at its own image's folder, and the crop exists
+        assert row["crop_path"].startswith(Path(row["image"]).stem + "/")
+        assert (out / row["crop_path"]).is_file()
+    first, second = (cv2.imread(str(out / f"{s}_overlay.png")) for s in ("field", "field-2"))
+    assert not np.array_equal(first, second)  # the second did not overwrite the first
+
+
+def test_analyze_gives_inputs_of_the_same_name_their_own_json(tiny_env, same_names, tmp_path,
+                                                                capsys):  # fmt: skip
+    out = tmp_path / "out"
+    assert cli(["analyze", *map(str, same_names), "--model", "tiny", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "its outputs are named field-2" in err and "its outputs are named summary-2" in err
+    assert {p.name for p in out.glob("*.json")} == {"field.json", "field-2.json",
+                                                    "summary-2.json", "summary.json"}  # fmt: skip
+    for stem, source in (("field", same_names[0]), ("field-2", same_names[1]),
+                         ("summary-2", same_names[2])):  # fmt: skip
+        image = json.loads((out / f"{stem}.json").read_text())
+        assert image["image"] == f"{stem}.png" and image["file"] == str(source)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["images_analysed"] == 3 and summary["images_failed"] == []
+    rows = list(csv.DictReader((out / "cells.csv").open()))
+    assert {r["image"] for r in rows} == {"field.png", "field-2.png", "summary-2.png"}
+
+
+def test_output_stems_are_unique_regardless_of_case():
+    paths = [Path("a/X.png"), Path("b/x.PNG"), Path("c/x-2.png"), Path("d/cells.csv.png")]
+    assert output_stems(paths, reserved=["cells.csv"]) == ["X", "x-3", "x-2", "cells.csv-2"]
+    assert output_stems([Path("a/x.png"), Path("a/x.png")]) == ["x", "x-2"]
