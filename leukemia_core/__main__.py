@@ -61,14 +61,15 @@ def segment_files(paths: list[Path], out: Path, crop_size: int = DEFAULT_CROP_SI
         if note := renamed_note(path, stem):
             tqdm.write(note, file=sys.stderr)
         try:
-            rgb = read_image(path).rgb
+            loaded = read_image(path)
         except (LeukemiaCoreError, OSError) as error:
             tqdm.write(f"skipped {path}: {error}", file=sys.stderr)
             failures += 1
             continue
+        rgb = loaded.rgb
         segmentation = segment_wbc(rgb)
-        for note in segmentation.notes:
-            tqdm.write(f"{path.name}: {note}", file=sys.stderr)
+        for note in (*loaded.notes, *segmentation.notes):
+            tqdm.write(f"{stem}{path.suffix}: {note}", file=sys.stderr)
         folder = out / stem
         folder.mkdir(exist_ok=True)
         for cell in crop_cells(rgb, segmentation, size=crop_size):

@@ -75,7 +75,8 @@ def analyze_files(
         except (LeukemiaCoreError, OSError) as error:
             failures.append(ImageFailure(str(path), str(error)))
             continue
-        images.append(PreparedImage(loaded.rgb, name, (loaded.width, loaded.height)))
+        size = (loaded.width, loaded.height)
+        images.append(PreparedImage(loaded.rgb, name, size, notes=loaded.notes))
         stems[name], files[name] = stem, str(path)
     with tqdm(total=len(images), desc="analysing", unit="image", file=sys.stderr) as bar:
 

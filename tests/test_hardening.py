@@ -19,6 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import tifffile
+from PIL import Image
 
 from leukemia_core.__main__ import main as cli
 from leukemia_core.cropping import crop_cells
@@ -30,8 +32,8 @@ from leukemia_core.errors import (
     SettingError,
     WeightsFileError,
 )
-from leukemia_core.imaging import PreparedImage
-from leukemia_core.io import output_stems, read_image
+from leukemia_core.imaging import PreparedImage, read_for_analysis
+from leukemia_core.io import jpeg_damage, output_stems, read_image
 from leukemia_core.models.folder import WEIGHTS_FILE, load_model
 from leukemia_core.pipeline import MODE_CELLS, analyze
 from leukemia_core.segmentation import segment_wbc
@@ -297,3 +299,94 @@ def test_output_stems_are_unique_regardless_of_case():
     paths = [Path("a/X.png"), Path("b/x.PNG"), Path("c/x-2.png"), Path("d/cells.csv.png")]
     assert output_stems(paths, reserved=["cells.csv"]) == ["X", "x-3", "x-2", "cells.csv-2"]
     assert output_stems([Path("a/x.png"), Path("a/x.png")]) == ["x", "x-2"]
+
+
+# ---- 4. damaged pixel data: corrupt JPEG data, NaN in a float TIFF ------------------------------
+def _jpeg(rgb: np.ndarray, **params) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, "JPEG", quality=90, **params)
+    return buffer.getvalue()
+
+
+def _corrupt_jpeg_pillow_reads() -> bytes:
+    """The demo smear as JPEG with 2 kB overwritten mid-file, a copy Pillow decodes silently."""
+    data = _jpeg(make_demo_smear().image)
+    for seed in range(50):
+        damaged = bytearray(data)
+        middle = len(damaged) // 2
+        damaged[middle : middle + 2048] = np.random.default_rng(seed).bytes(2048)
+        try:
+            with Image.open(io.BytesIO(damaged)) as im:
+                im.load()
+        except OSError:
+            continue  # Pillow noticed this one itself
+        return bytes(damaged)
+    raise AssertionError("no silently decoded corruption found")
+
+
+def test_corrupt_jpeg_data_is_noted_as_damaged():
+    damaged = _corrupt_jpeg_pillow_reads()
+    loaded = read_image(damaged, name="field.jpg")
+    good = read_image(_jpeg(make_demo_smear().image)).rgb
+    assert (np.abs(loaded.rgb.astype(int) - good).max(axis=2) > 40).mean() > 0.05  # visibly wrong
+    assert loaded.notes[0].startswith("damaged image: results unreliable: the JPEG data is corrupt")
+    prepared = read_for_analysis(damaged, "field.jpg")  # the app's path: notes become field notes
+    assert analyze([prepared], None).fields[0].notes[0] == loaded.notes[0]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{}, {"progressive": True}, {"optimize": True}, {"restart_marker_blocks": 3},
+     {"restart_marker_rows": 1, "progressive": True}, {"subsampling": 0}],
+)  # fmt: skip
+def test_sound_jpegs_get_no_damage_note(params):
+    data = _jpeg(make_demo_smear().image, **params)
+    assert jpeg_damage(data) is None
+    assert not any("damaged" in note for note in read_image(data).notes)
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        (bytes.fromhex("ffd8 ffda0002 12ff0034ffd056 ffd9"), None),
+        (bytes.fromhex("ffd8 ffda0002 12ffd156 ffd9"), "restart markers out of order at byte 7"),
+        (bytes.fromhex("ffd8 ffda0002 12ff4556 ffd9"), "an unexpected marker 0xFF45 at byte 7"),
+        (bytes.fromhex("ffd8 ffdb0010 12"), "a segment running past the end of the file at byte 2"),
+        (bytes.fromhex("ffd8 ffda0002 1234"), "the file ends inside the image data"),
+        (bytes.fromhex("ffd8 ffda0002 12ffc40002 34"), "bytes outside any segment at byte 11"),
+        (bytes.fromhex("ffd8 fffe0003 00"), "the file ends before its end marker"),
+    ],
+)
+def test_jpeg_structure_checks(data, words):
+    assert jpeg_damage(data) == words
+
+
+def test_nan_in_a_float_tiff_is_noted_as_damaged():
+    pixels = np.full((80, 100, 3), 0.5, np.float32)
+    pixels[:10, :20] = np.nan
+    pixels[40, 40] = np.inf
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, pixels, photometric="rgb")
+    loaded = read_image(buffer.getvalue(), name="stack.tif")
+    assert loaded.rgb[0, 0].tolist() == [0, 0, 0] and loaded.rgb[50, 50].tolist() == [128] * 3
+    assert ("damaged image: results unreliable: 603 of its 24,000 samples are not numbers (NaN) "
+            "or infinite and were set to 0") in loaded.notes  # fmt: skip
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, np.full((80, 100, 3), 0.5, np.float32), photometric="rgb")
+    assert not any("damaged" in note for note in read_image(buffer.getvalue()).notes)
+
+
+def test_the_command_line_says_which_images_are_damaged(tiny_env, tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "bad.jpg").write_bytes(_corrupt_jpeg_pillow_reads())
+    good = _write(tmp_path / "in" / "good.png", make_demo_smear().image)
+    bad = tmp_path / "in" / "bad.jpg"
+    assert cli(["segment", str(bad), str(good), "--out", str(tmp_path / "seg")]) == 0
+    assert "bad.jpg: damaged image: results unreliable" in capsys.readouterr().err
+    assert cli(["analyze", str(bad), str(good), "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert "bad.jpg: damaged image: results unreliable" in err
+    assert "good.png: damaged" not in err
+    notes = json.loads((tmp_path / "out" / "bad.json").read_text())["notes"]
+    assert notes[0].startswith("damaged image: results unreliable: the JPEG data is corrupt")
+    assert json.loads((tmp_path / "out" / "good.json").read_text())["notes"] == []
