@@ -24,7 +24,13 @@ from leukemia_core.cropping import (
     draw_overlay,
 )
 from leukemia_core.errors import LeukemiaCoreError, SettingError
-from leukemia_core.io import output_stems, prepare_output_folder, read_image, renamed_note
+from leukemia_core.io import (
+    output_stems,
+    prepare_output_folder,
+    read_image,
+    renamed_note,
+    spreadsheet_text,
+)
 from leukemia_core.segmentation import segment_wbc
 
 CSV_FILE = "cells.csv"
@@ -49,7 +55,8 @@ def segment_files(paths: list[Path], out: Path, crop_size: int = DEFAULT_CROP_SI
     """Segment each image into ``out``; returns the number of images that failed.
 
     Outputs are named after each file's stem, made unique (:func:`~leukemia_core.io.output_stems`)
-    when two inputs share a name.
+    when two inputs share a name. In ``cells.csv`` a name or crop path that starts like a
+    spreadsheet formula gets a leading apostrophe.
     """
     out.mkdir(parents=True, exist_ok=True)
     failures = 0
@@ -77,7 +84,7 @@ def segment_files(paths: list[Path], out: Path, crop_size: int = DEFAULT_CROP_SI
             cv2.imwrite(str(crop_path), cv2.cvtColor(cell.crop, cv2.COLOR_RGB2BGR))
             rows.append(
                 (
-                    f"{stem}{path.suffix}",
+                    spreadsheet_text(f"{stem}{path.suffix}"),
                     cell.cell_id,
                     *cell.bbox,
                     round(cell.centroid[0], 1),
@@ -86,7 +93,7 @@ def segment_files(paths: list[Path], out: Path, crop_size: int = DEFAULT_CROP_SI
                     cell.nucleus_area_px,
                     round(cell.nucleus_cytoplasm_ratio, 3),
                     cell.touches_border,
-                    crop_path.relative_to(out).as_posix(),
+                    spreadsheet_text(crop_path.relative_to(out).as_posix()),
                 )
             )
         overlay = draw_overlay(rgb, segmentation)

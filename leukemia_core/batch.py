@@ -22,7 +22,13 @@ from leukemia_core.classify import Classifier
 from leukemia_core.counting import CellLabel
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.imaging import PreparedImage
-from leukemia_core.io import output_stems, read_image, renamed_note, write_text_atomic
+from leukemia_core.io import (
+    output_stems,
+    read_image,
+    renamed_note,
+    spreadsheet_text,
+    write_text_atomic,
+)
 from leukemia_core.pipeline import MODE_CELLS, MODE_FIELDS, Analysis, ImageFailure, analyze
 from leukemia_core.types import BlastCount, Field
 
@@ -61,7 +67,8 @@ def analyze_files(
     """Analyse every image into ``out``; returns (number of failed images, set summary).
 
     Outputs are named after each file's stem, made unique (:func:`~leukemia_core.io.output_stems`)
-    when two inputs share a name; the image JSON names the file it came from.
+    when two inputs share a name; the image JSON names the file it came from. In ``cells.csv``
+    an image name that starts like a spreadsheet formula gets a leading apostrophe.
     """
     out.mkdir(parents=True, exist_ok=True)
     images, failures, stems, files = [], [], {}, {}
@@ -96,7 +103,7 @@ def analyze_files(
             tqdm.write(f"{field.name}: WARNING: {field.domain.message}", file=sys.stderr)
         for cell in analysis.field_cells(field.index):
             score = "" if cell.domain_score is None else round(cell.domain_score, 4)
-            rows.append((field.name, cell.cell_id, *cell.bbox, round(cell.blast_probability, 4),
+            rows.append((spreadsheet_text(field.name), cell.cell_id, *cell.bbox, round(cell.blast_probability, 4),
                          cell.model_label.value, cell.model_label == CellLabel.UNCERTAIN,
                          cell.touches_border, score))  # fmt: skip
         summary = {**_image_summary(analysis, field), "file": files[field.name]}

@@ -35,6 +35,7 @@ _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", *_T
 _DEEP_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 _PLAIN_MODES = ("RGB", "RGBX", "L", "1", "P", "CMYK", "YCbCr")
 _DECODE_ERRORS = (OSError, SyntaxError, EOFError, ValueError, IndexError)
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 DAMAGED = "damaged image: results unreliable"
 """How a note about pixels that were decoded from damaged data starts."""
 # EXIF orientation -> transpose, as in PIL.ImageOps.exif_transpose; applied after conversion so
@@ -423,6 +424,16 @@ def renamed_note(path: Path, stem: str) -> str | None:
         return None
     return (f"{path}: another input (or an output of this command) has the same name, so its "
             f"outputs are named {stem} and it is {stem}{path.suffix} in the tables")  # fmt: skip
+
+
+def spreadsheet_text(value: str) -> str:
+    """``value`` for a CSV cell: a leading apostrophe when it starts like a formula (``=``,
+    ``+``, ``-``, ``@``, tab or carriage return), so spreadsheets show it instead of running it.
+
+    >>> spreadsheet_text("=HYPERLINK(1).png"), spreadsheet_text("field 1.png")
+    ("'=HYPERLINK(1).png", 'field 1.png')
+    """
+    return "'" + value if value.startswith(_FORMULA_START) else value
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

@@ -20,6 +20,7 @@ import numpy as np
 
 from leukemia_core.counting import CellLabel
 from leukemia_core.imaging import png_bytes
+from leukemia_core.io import spreadsheet_text
 from leukemia_core.store import CaseRecord
 from leukemia_core.types import BlastCount, Cell
 
@@ -47,7 +48,6 @@ CSV_COLUMNS = (
     "domain_score",
 )
 _FLAGGED_LABELS = (CellLabel.BLAST.value, CellLabel.UNCERTAIN.value)
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _CSS = """
 body { font: 14px/1.45 system-ui, sans-serif; color: #111; margin: 2rem auto; max-width: 60rem; }
 h1 { font-size: 1.6rem; margin-bottom: .2rem; } h2 { font-size: 1.2rem; margin-top: 1.8rem;
@@ -302,11 +302,6 @@ def case_report_html(record: CaseRecord, *, flagged_limit: int = 48) -> str:
     )
 
 
-def _csv_text(value: str) -> str:
-    """Keeps spreadsheet programs from running a user string as a formula."""
-    return "'" + value if value.startswith(_FORMULA_START) else value
-
-
 def cells_csv(record: CaseRecord) -> bytes:
     """One row per cell (columns :data:`CSV_COLUMNS`) as UTF-8 CSV bytes.
 
@@ -325,9 +320,9 @@ def cells_csv(record: CaseRecord) -> bytes:
             [
                 record.case_id,
                 record.version,
-                _csv_text(record.sample_id),
+                spreadsheet_text(record.sample_id),
                 c.field_index,
-                _csv_text(names.get(c.field_index, "")),
+                spreadsheet_text(names.get(c.field_index, "")),
                 c.cell_id,
                 *c.bbox,
                 *c.centroid,

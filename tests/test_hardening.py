@@ -33,7 +33,7 @@ from leukemia_core.errors import (
     WeightsFileError,
 )
 from leukemia_core.imaging import PreparedImage, read_for_analysis
-from leukemia_core.io import jpeg_damage, output_stems, read_image
+from leukemia_core.io import jpeg_damage, output_stems, read_image, spreadsheet_text
 from leukemia_core.models.folder import WEIGHTS_FILE, load_model
 from leukemia_core.pipeline import MODE_CELLS, analyze
 from leukemia_core.segmentation import segment_wbc
@@ -390,3 +390,28 @@ def test_the_command_line_says_which_images_are_damaged(tiny_env, tmp_path, caps
     notes = json.loads((tmp_path / "out" / "bad.json").read_text())["notes"]
     assert notes[0].startswith("damaged image: results unreliable: the JPEG data is corrupt")
     assert json.loads((tmp_path / "out" / "good.json").read_text())["notes"] == []
+
+
+# ---- 5. formula-like image names in the command line's cells.csv ------------------------------
+FORMULA_NAME = '=HYPERLINK("http:x","y").png'
+
+
+def test_formula_like_names_are_text_in_the_command_lines_csv(tiny_env, tmp_path):
+    path = _write(tmp_path / "in" / FORMULA_NAME, make_demo_smear().image)
+    assert cli(["segment", str(path), "--out", str(tmp_path / "seg")]) == 0
+    rows = list(csv.DictReader((tmp_path / "seg" / "cells.csv").open()))
+    assert rows and {r["image"] for r in rows} == {"'" + FORMULA_NAME}
+    assert all(r["crop_path"].startswith("'=HYPERLINK(") for r in rows)
+    assert (tmp_path / "seg" / rows[0]["crop_path"][1:]).is_file()
+    assert cli(["analyze", str(path), "--out", str(tmp_path / "out")]) == 0
+    rows = list(csv.DictReader((tmp_path / "out" / "cells.csv").open()))
+    assert rows and {r["image"] for r in rows} == {"'" + FORMULA_NAME}
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("=1+1", "'=1+1"), ("+1", "'+1"), ("-1", "'-1"), ("@SUM(A1)", "'@SUM(A1)"),
+     ("\tx", "'\tx"), ("\rx", "'\rx"), ("field 1.png", "field 1.png"), ("", "")],
+)  # fmt: skip
+def test_spreadsheet_text(value, expected):
+    assert spreadsheet_text(value) == expected
