@@ -1,4 +1,4 @@
-"""ALL blast screening (research use only): navigation, disclaimer, reviewer and model status.
+"""ALL blast screening (research use only): login, navigation by role, disclaimer, model status.
 
 Run with ``streamlit run app.py``. Each page lives in ``pages/``; the image work in
 ``leukemia_core``. This file holds no image logic.
@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ui import state
+from leukemia_core.accounts import Permission
+from ui import auth, state
 from ui.common import research_use_banner
 from ui.models import model_status
 
@@ -17,31 +18,33 @@ st.set_page_config(
     page_icon=":material/biotech:",
     layout="wide",
 )
-navigation = st.navigation(
-    {
-        "Sample": [
-            st.Page("pages/analyze.py", title="Analyze", icon=":material/upload:", default=True),
-            st.Page("pages/review.py", title="Review cells", icon=":material/grid_view:"),
-            st.Page("pages/counts.py", title="Counts", icon=":material/percent:"),
-        ],
-        "Record": [
-            st.Page("pages/case.py", title="Case & sign-off", icon=":material/verified:"),
-            st.Page("pages/cases.py", title="Case list", icon=":material/folder_open:"),
-            st.Page("pages/report.py", title="Report", icon=":material/description:"),
-        ],
-        "Models": [
-            st.Page("pages/retrain.py", title="Retrain & compare", icon=":material/model_training:"),
-        ],
-    }
-)
+user = auth.gate()  # no page, no case data, no button before a login
+sections = {
+    "Sample": [
+        st.Page("pages/analyze.py", title="Analyze", icon=":material/upload:", default=True),
+        st.Page("pages/review.py", title="Review cells", icon=":material/grid_view:"),
+        st.Page("pages/counts.py", title="Counts", icon=":material/percent:"),
+    ],
+    "Record": [
+        st.Page("pages/case.py", title="Case & sign-off", icon=":material/verified:"),
+        st.Page("pages/cases.py", title="Case list", icon=":material/folder_open:"),
+        st.Page("pages/report.py", title="Report", icon=":material/description:"),
+    ],
+}
+if not user.can(Permission.ANALYZE):  # e.g. an account that only manages accounts
+    sections = {}
+if user.can(Permission.MANAGE_MODELS):
+    sections["Models"] = [
+        st.Page("pages/retrain.py", title="Retrain & compare", icon=":material/model_training:")
+    ]
+if user.can(Permission.MANAGE_USERS):
+    sections["Admin"] = [
+        st.Page("pages/accounts.py", title="Accounts", icon=":material/group:"),
+    ]
+navigation = st.navigation(sections)
 with st.sidebar:
     st.markdown("**ALL blast screening**  \n:red[Research use only]")
-    st.text_input(
-        "Reviewer",
-        key=state.REVIEWER_KEY,
-        placeholder="Your name",
-        help="Needed to save, reclassify and sign; recorded with every change.",
-    )
+    auth.sidebar()
     session = state.current()
     if session is not None:
         st.caption(

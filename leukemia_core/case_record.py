@@ -90,7 +90,8 @@ class CaseRecord(CaseHeader):
     """A whole case version as stored: metadata, fields, cells and audit trail.
 
     ``domain`` is the sample's out-of-domain assessment (None for cases analysed without one,
-    including every case stored before the check existed).
+    including every case stored before the check existed). ``altered`` lists what the audit hash
+    chain says was changed outside the app (empty for an intact record).
     """
 
     model_name: str
@@ -100,6 +101,7 @@ class CaseRecord(CaseHeader):
     cells: tuple[Cell, ...]
     audit: tuple[AuditEntry, ...]
     domain: DomainAssessment | None = None
+    altered: tuple[str, ...] = ()
 
     @property
     def token(self) -> int:

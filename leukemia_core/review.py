@@ -12,14 +12,16 @@ them with :func:`leukemia_core.counting.summarize_labels`, so nothing can drift 
 
 Example:
     >>> import pathlib, tempfile
+    >>> from leukemia_core.accounts import Role, User
     >>> from leukemia_core.pipeline import analyze
     >>> from leukemia_core.store import CaseStore
     >>> from leukemia_core.synthetic import make_demo_smear
     >>> review = Review(analyze([make_demo_smear().image], None), sample_id="S-1")
     >>> store = CaseStore(pathlib.Path(tempfile.mkdtemp()) / "cases.sqlite3")
-    >>> case_id = review.save(store, reviewer="A. Reviewer")
+    >>> ana = User("A. Reviewer", frozenset({Role.REVIEWER}))
+    >>> case_id = review.save(store, user=ana)
     >>> cell = review.cells[1]
-    >>> review.relabel(store, *cell.key, "blast", reviewer="A. Reviewer")
+    >>> review.relabel(store, *cell.key, "blast", user=ana)
     True
     >>> review.count().n_blasts, review.cell(*cell.key).reviewed
     (1, True)
@@ -35,6 +37,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from leukemia_core.accounts import Permission, User, require
 from leukemia_core.case_record import STATUS_SIGNED, CaseRecord, CaseState
 from leukemia_core.counting import INVESTIGATE_PERCENT, WHO_ACUTE_LEUKEMIA_PERCENT
 from leukemia_core.counting import summarize_labels as _summarize
@@ -89,6 +92,7 @@ class Review:
         self.signed_by: str | None = None
         self.signed_at: str | None = None
         self.audit_token = 0
+        self.altered: tuple[str, ...] = ()  # what the audit chain says changed outside the app
         self.token = uuid.uuid4().hex
         self._cells = {cell.key: cell for cell in analysis.cells}
         self._views: dict[tuple[int, int], np.ndarray] = {}
@@ -240,7 +244,7 @@ class Review:
         self,
         store: CaseStore,
         *,
-        reviewer: str,
+        user: User,
         sample_id: str | None = None,
         overlays: Mapping[tuple[int, int], np.ndarray] | None = None,
     ) -> str:
@@ -248,14 +252,16 @@ class Review:
 
         Args:
             store: The case record.
-            reviewer: Who saves (recorded as the case's creator).
+            user: Who saves (recorded as the case's creator); needs the review permission.
             sample_id: Specimen identifier (default: the review's).
             overlays: Explanation overlay per cell key, kept with each cell.
 
         Raises:
+            PermissionDeniedError: The account may not review.
             ReviewError: Already saved.
-            CaseStoreError: The record refused it (empty reviewer or sample id, ...).
+            CaseStoreError: The record refused it (empty sample id, ...).
         """
+        require(user, Permission.REVIEW)
         if self.is_saved:
             raise ReviewError(f"This sample is already saved as case {self.case_id}.")
         overlays = overlays or {}
@@ -264,7 +270,7 @@ class Review:
         case_id = store.create_case(
             self.sample_id if sample_id is None else sample_id, self.fields, cells,
             model_name=self.analysis.model_name, model_checksum=self.model_checksum,
-            thresholds=self.thresholds(), created_by=reviewer, domain=self.domain,
+            thresholds=self.thresholds(), created_by=user.name, domain=self.domain,
         )  # fmt: skip
         self._cells = {c.key: c for c in cells}
         self.case_id = case_id
@@ -273,59 +279,65 @@ class Review:
 
     def relabel(
         self, store: CaseStore, field_index: int, cell_id: int, label: str | CellLabel, *,
-        reviewer: str, note: str = "review gallery",
+        user: User, note: str = "review gallery",
     ) -> bool:  # fmt: skip
         """Reclassify one cell (which marks it reviewed); False when it already had the label.
 
         Raises:
+            PermissionDeniedError: The account may not review.
             ReviewError: Not saved, unknown cell, or a label only the machine gives.
-            CaseStoreError: The record refused it (signed case, empty reviewer name, ...).
+            CaseStoreError: The record refused it (signed case, ...).
         """
         chosen = _reviewer_label(label)
-        changed = self.edit(store, field_index, cell_id, reviewer=reviewer, note=note, label=chosen)
+        changed = self.edit(store, field_index, cell_id, user=user, note=note, label=chosen)
         return changed and self.cell(field_index, cell_id).label == chosen
 
     def edit(
-        self, store: CaseStore, field_index: int, cell_id: int, *, reviewer: str,
+        self, store: CaseStore, field_index: int, cell_id: int, *, user: User,
         note: str = "", **changes: object,
     ) -> bool:  # fmt: skip
         """Change reviewer-editable attributes of one cell (``types.REVIEWER_EDITABLE``), each
         change audited; True when something was written."""
+        require(user, Permission.REVIEW)
         self._require_saved("every change is recorded in it")
         cell = self.cell(field_index, cell_id)
         if "label" in changes:
             changes["label"] = _reviewer_label(changes["label"])
-        ids = store.edit_cell(self.case_id, *cell.key, reviewer=reviewer, note=note, **changes)
+        ids = store.edit_cell(self.case_id, *cell.key, reviewer=user.name, note=note, **changes)
         self.refresh(store)
         return bool(ids)
 
     def accept(
-        self, store: CaseStore, keys: Iterable[tuple[int, int]], *, reviewer: str,
+        self, store: CaseStore, keys: Iterable[tuple[int, int]], *, user: User,
         note: str = "accepted as labelled",
     ) -> int:  # fmt: skip
         """Mark cells reviewed with their current labels; returns how many were newly marked."""
+        require(user, Permission.REVIEW)
         self._require_saved("every review is recorded in it")
         keys = [self.cell(*key).key for key in keys]
-        ids = store.mark_reviewed(self.case_id, keys, reviewer=reviewer, note=note)
+        ids = store.mark_reviewed(self.case_id, keys, reviewer=user.name, note=note)
         self.refresh(store)
         return len(ids)
 
-    def sign(self, store: CaseStore, *, reviewer: str) -> None:
+    def sign(self, store: CaseStore, *, user: User) -> None:
         """Sign and freeze the case.
 
         Raises:
+            PermissionDeniedError: The account may not sign.
             ReviewError: Not saved.
             SignOffBlockedError: Cells are still uncertain.
             CaseStoreError: Already signed, no reviewer name, or another refusal of the record.
         """
+        require(user, Permission.SIGN)
         self._require_saved("the signature is recorded in it")
-        store.sign_case(self.case_id, reviewer=reviewer)
+        store.sign_case(self.case_id, reviewer=user.name)
         self.refresh(store)
 
-    def reopen(self, store: CaseStore, *, reviewer: str) -> str:
+    def reopen(self, store: CaseStore, *, user: User) -> str:
         """Reopen a signed case as a new version, which becomes the one under review."""
+        require(user, Permission.SIGN)
         self._require_saved("reopening makes a new version of it")
-        new_id = store.reopen_case(self.case_id, reviewer=reviewer)
+        new_id = store.reopen_case(self.case_id, reviewer=user.name)
         self.case_id = new_id
         self._follow(store.case_state(new_id))
         return new_id
@@ -352,6 +364,7 @@ class Review:
         )  # fmt: skip
         review = cls(analysis, sample_id=record.sample_id)
         review.case_id = record.case_id
+        review.altered = record.altered
         review._follow(record)
         return review
 

@@ -64,7 +64,13 @@ from leukemia_core.store_rows import (
     text,
     whole,
 )
-from leukemia_core.store_schema import SCHEMA_VERSION, migrate
+from leukemia_core.store_schema import (
+    AUDIT_CHAINED,
+    SCHEMA_VERSION,
+    case_digest,
+    chain_hash,
+    migrate,
+)
 from leukemia_core.types import REVIEWER_EDITABLE, Cell, CellLabel, Field
 
 __all__ = [
@@ -108,14 +114,21 @@ def _insert(conn: sqlite3.Connection, table: str, row: dict[str, Any]) -> None:
 def _audit(
     conn: sqlite3.Connection, case: sqlite3.Row, action: str, who: str, note: str, *cell: Any
 ) -> int:
-    """Appends an audit row and returns its id; ``cell`` is ``(field_index, cell_id, from_label,
-    to_label)``."""
-    cursor = conn.execute(
-        "INSERT INTO audit (case_id, version, action, reviewer, at, note, field_index, cell_id, "
-        "from_label, to_label) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (case["case_id"], case["version"], action, who, _now(), note, *(cell or (None,) * 4)),
-    )
-    return int(cursor.lastrowid)
+    """Appends an audit row, chained to the case's previous one, and returns its id; ``cell`` is
+    ``(field_index, cell_id, from_label, to_label)``. Runs inside the caller's write transaction
+    (BEGIN IMMEDIATE), so the next id is this row's."""
+    (last_id,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence "
+                              "WHERE name = 'audit'").fetchone()  # fmt: skip
+    row = dict(zip(AUDIT_CHAINED, (last_id + 1, case["case_id"], case["version"], action, who,
+                                   _now(), *(cell or (None,) * 4), note), strict=True))  # fmt: skip
+    previous = conn.execute(
+        "SELECT chain FROM audit WHERE case_id = ? ORDER BY audit_id DESC LIMIT 1",
+        (case["case_id"],),
+    ).fetchone()
+    row["state"] = case_digest(conn, case["case_id"])
+    row["chain"] = chain_hash(previous["chain"] if previous else "", row, row["state"])
+    _insert(conn, "audit", row)
+    return row["audit_id"]
 
 
 class CaseStore(CaseReads):
@@ -334,22 +347,23 @@ class CaseStore(CaseReads):
                 changes["reviewed"] = True
         if "reviewed" in changes:
             changes["reviewed"] = int(bool(changes["reviewed"]))
-        ids = []
+        entries = []  # every update first, then the audit rows (each records the state after)
         for name, value in changes.items():
             if row[name] == value:
                 continue
             conn.execute(f"UPDATE cells SET {name} = ? WHERE case_id = ? AND field_index = ? "
                          "AND cell_id = ?", (value, *key))  # fmt: skip
             if name == "label":
-                cell = (field_index, cell_id, row["label"], value)
-                ids.append(_audit(conn, case, "relabel", reviewer, str(note), *cell))
+                entries.append(("relabel", str(note), row["label"], value))
             elif name == "reviewed" and "label" not in changes:
-                cell = (field_index, cell_id, row["label"], row["label"])
-                ids.append(_audit(conn, case, "reviewed", reviewer, str(note), *cell))
+                entries.append(("reviewed", str(note), row["label"], row["label"]))
             elif name != "reviewed":
                 what = f"{name}: {row[name]!r} -> {value!r}" + (f"; {note}" if note else "")
-                ids.append(_audit(conn, case, "edit", reviewer, what, field_index, cell_id,
-                                  None, None))  # fmt: skip
+                entries.append(("edit", what, None, None))
+        ids = []
+        for action, words, before, after in entries:
+            ids.append(_audit(conn, case, action, reviewer, words, field_index, cell_id, before,
+                              after))  # fmt: skip
         return ids
 
     def sign_case(self, case_id: str, *, reviewer: str) -> None:

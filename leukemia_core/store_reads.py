@@ -13,6 +13,7 @@ from typing import Any
 
 from leukemia_core.case_record import AuditEntry, CaseRecord, CaseState, CaseSummary
 from leukemia_core.store_rows import CaseInputError, cell_from_row, domain_from_json, field_from_row
+from leukemia_core.store_schema import AUDIT_CHAINED, case_digest, chain_hash
 from leukemia_core.types import REVIEWER_EDITABLE, CellLabel
 
 HEADER_COLUMNS = ("case_id", "version", "parent_id", "sample_id", "status", "created_at",
@@ -48,6 +49,7 @@ class CaseReads:
                 "SELECT * FROM cells WHERE case_id = ? ORDER BY field_index, cell_id", key
             ).fetchall()
             audit = self._audit_rows(conn, case["case_id"])
+            altered = self._alterations(conn, case["case_id"])
         plain = {k: v for k, v in as_dict(case).items() if k not in ("thresholds", "domain")}
         return CaseRecord(
             **plain,
@@ -56,6 +58,7 @@ class CaseReads:
             fields=tuple(field_from_row(f) for f in fields),
             cells=tuple(cell_from_row(c) for c in cells),
             audit=audit,
+            altered=altered,
         )
 
     def case_state(self, case_id: str) -> CaseState:
@@ -90,7 +93,30 @@ class CaseReads:
     @staticmethod
     def _audit_rows(conn: sqlite3.Connection, case_id: str) -> tuple[AuditEntry, ...]:
         rows = conn.execute("SELECT * FROM audit WHERE case_id = ? ORDER BY audit_id", (case_id,))
-        return tuple(AuditEntry(**as_dict(a)) for a in rows.fetchall())
+        return tuple(AuditEntry(**{k: a[k] for k in AUDIT_CHAINED}) for a in rows.fetchall())
+
+    @staticmethod
+    def _alterations(conn: sqlite3.Connection, case_id: str) -> tuple[str, ...]:
+        """What the audit chain says was changed outside the app (empty when nothing was)."""
+        rows = conn.execute(
+            "SELECT * FROM audit WHERE case_id = ? ORDER BY audit_id", (case_id,)
+        ).fetchall()
+        problems, previous = [], ""
+        for row in rows:
+            values = dict(row)
+            if chain_hash(previous, values, values["state"]) != values["chain"]:
+                problems.append(
+                    f"audit row {values['audit_id']} ({values['action']} by "
+                    f"{values['reviewer']}) does not follow the row before it: a row was "
+                    "changed or removed"
+                )
+            previous = values["chain"]
+        if not rows:
+            problems.append("the case has no audit trail")
+        elif rows[-1]["state"] != case_digest(conn, case_id):
+            problems.append("the case's labels or details differ from what its last audit row "
+                            "recorded: they were changed without an audit row")  # fmt: skip
+        return tuple(problems)
 
     def list_cases(self, search: str = "", limit: int = 200) -> list[CaseSummary]:
         """Case versions, newest first, with counts of their current labels.

@@ -11,6 +11,7 @@ writes cell columns by the names of :class:`leukemia_core.types.Cell`'s attribut
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from collections.abc import Callable
@@ -116,10 +117,74 @@ def _v2_to_v3(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+_ACCOUNTS = """
+CREATE TABLE users (
+    name TEXT PRIMARY KEY, password_hash TEXT NOT NULL, roles TEXT NOT NULL,
+    created_at TEXT NOT NULL, created_by TEXT NOT NULL, disabled INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE account_events (
+    event_id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, user_name TEXT NOT NULL,
+    event TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '');
+CREATE INDEX account_events_by_user ON account_events (user_name, at);
+CREATE TABLE model_events (
+    event_id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, user_name TEXT NOT NULL,
+    action TEXT NOT NULL, from_model TEXT, to_model TEXT, note TEXT NOT NULL DEFAULT '');
+CREATE TRIGGER account_events_are_kept BEFORE DELETE ON account_events
+    BEGIN SELECT RAISE(ABORT, 'account events are kept, never deleted'); END;
+CREATE TRIGGER account_events_are_append_only BEFORE UPDATE ON account_events
+    BEGIN SELECT RAISE(ABORT, 'account events are never changed'); END;
+CREATE TRIGGER model_events_are_kept BEFORE DELETE ON model_events
+    BEGIN SELECT RAISE(ABORT, 'model events are kept, never deleted'); END;
+CREATE TRIGGER model_events_are_append_only BEFORE UPDATE ON model_events
+    BEGIN SELECT RAISE(ABORT, 'model events are never changed'); END;
+CREATE TRIGGER audit_is_kept BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'audit rows are kept, never deleted'); END;
+CREATE TRIGGER signed_cells_are_kept BEFORE DELETE ON cells
+    WHEN (SELECT status FROM cases WHERE case_id = OLD.case_id) = 'signed'
+    BEGIN SELECT RAISE(ABORT, 'the case is signed; reopen it to change it'); END;
+CREATE TRIGGER signed_fields_are_frozen BEFORE UPDATE ON fields
+    WHEN (SELECT status FROM cases WHERE case_id = OLD.case_id) = 'signed'
+    BEGIN SELECT RAISE(ABORT, 'the case is signed; reopen it to change it'); END;
+CREATE TRIGGER signed_fields_are_kept BEFORE DELETE ON fields
+    WHEN (SELECT status FROM cases WHERE case_id = OLD.case_id) = 'signed'
+    BEGIN SELECT RAISE(ABORT, 'the case is signed; reopen it to change it'); END;
+"""
+
+
+def _v3_to_v4(conn: sqlite3.Connection) -> None:
+    """Accounts, their login events and model changes; audit rows chained by hash.
+
+    Each audit row gets ``state`` (a digest of its case after the action) and ``chain`` (a hash
+    over the previous row's chain, the row and its state), so a change made outside the app (a
+    deleted or edited audit row, a cell changed without one) shows when the case is opened.
+    Rows written before this version are chained as they stand at the migration.
+    """
+    for statement in _statements(_ACCOUNTS):
+        conn.execute(statement)
+    conn.execute("ALTER TABLE audit ADD COLUMN state TEXT NOT NULL DEFAULT ''")
+    conn.execute("ALTER TABLE audit ADD COLUMN chain TEXT NOT NULL DEFAULT ''")
+    conn.execute("DROP TRIGGER audit_is_append_only")
+    for (case_id,) in conn.execute("SELECT case_id FROM cases").fetchall():
+        state, previous = case_digest(conn, case_id), ""
+        rows = conn.execute(
+            "SELECT * FROM audit WHERE case_id = ? ORDER BY audit_id", (case_id,)
+        ).fetchall()
+        for row in rows:
+            values = dict(zip([d[0] for d in conn.execute("SELECT * FROM audit LIMIT 0").description],
+                              row, strict=True))  # fmt: skip
+            previous = chain_hash(previous, values, state)
+            conn.execute("UPDATE audit SET state = ?, chain = ? WHERE audit_id = ?",
+                         (state, previous, values["audit_id"]))  # fmt: skip
+    conn.execute(
+        "CREATE TRIGGER audit_is_append_only BEFORE UPDATE ON audit "
+        "BEGIN SELECT RAISE(ABORT, 'audit rows are never changed'); END"
+    )
+
+
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     0: _v0_to_v1,
     1: _v1_to_v2,
     2: _v2_to_v3,
+    3: _v3_to_v4,
 }
 """``MIGRATIONS[n]`` brings a database from version ``n`` to ``n + 1``."""
 
@@ -175,3 +240,31 @@ def _outline_from_crop(crop_png: bytes | None, bbox: tuple[int, int, int, int]) 
     square = cv2.resize(inside, (side, side), interpolation=cv2.INTER_NEAREST)
     top, left = (side - height) // 2, (side - width) // 2
     return mask_outline(square[top : top + height, left : left + width], (x0, y0))
+
+
+AUDIT_CHAINED = ("audit_id", "case_id", "version", "action", "reviewer", "at", "field_index",
+                 "cell_id", "from_label", "to_label", "note")  # fmt: skip
+"""The audit columns the hash chain covers (``state`` and ``chain`` are the chain itself)."""
+
+
+def case_digest(conn: sqlite3.Connection, case_id: str) -> str:
+    """SHA-256 of what a case says: its header and every cell's labels and review flags."""
+    case = conn.execute(
+        "SELECT case_id, version, parent_id, sample_id, status, created_by, signed_by, signed_at, "
+        "model_name, model_checksum, thresholds FROM cases WHERE case_id = ?", (case_id,)
+    ).fetchone()  # fmt: skip
+    columns = [r[1] for r in conn.execute("PRAGMA table_info(cells)")]
+    said = [c for c in columns if c not in ("case_id", "crop_png", "overlay_png")]
+    cells = conn.execute(
+        f"SELECT {', '.join(said)} FROM cells WHERE case_id = ? ORDER BY field_index, cell_id",
+        (case_id,),
+    ).fetchall()
+    text = json.dumps([list(case or ()), [list(c) for c in cells]], separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def chain_hash(previous: str, row: dict, state: str) -> str:
+    """The chain value of an audit row after ``previous`` (``''`` for a case's first row)."""
+    values = [row[name] for name in AUDIT_CHAINED]
+    text = json.dumps([previous, values, state], separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -7,10 +7,11 @@ from datetime import datetime
 import pandas as pd
 import streamlit as st
 
+from leukemia_core.accounts import Permission
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.pipeline import MODE_CELLS, MODE_FIELDS
 from leukemia_core.review import Review
-from ui import state
+from ui import auth, state
 from ui.analysis import run_analysis
 from ui.common import UPLOAD_TYPES, domain_warning, interval_text, percent_text
 from ui.models import available_models, describe, model_config, no_model_help
@@ -21,6 +22,7 @@ MODE_NAMES = {
     MODE_CELLS: "Single cells (one cell per image)",
 }
 
+auth.require(Permission.ANALYZE)
 st.title("Analyze a sample")
 st.markdown(
     "Upload the photographs of **one** stained blood smear. The app finds every white cell, "

@@ -7,17 +7,20 @@ import json
 import pandas as pd
 import streamlit as st
 
+from leukemia_core.accounts import Permission
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.store import DATABASE_ENV_VAR, default_database_path
-from ui import state
+from ui import auth, state
 from ui.common import interval_text, percent_text, show_flashes
 from ui.record import current_record, save_form, status_line
 
+account = auth.require(Permission.ANALYZE)
 st.title("Case record")
-st.caption(
-    f"Cases are kept in `{default_database_path()}` (set `{DATABASE_ENV_VAR}` to use another "
-    "file, e.g. a shared one)."
-)
+if account.can(Permission.MANAGE_USERS):  # server paths only for admins
+    st.caption(
+        f"Cases are kept in `{default_database_path()}` (set `{DATABASE_ENV_VAR}` to use another "
+        "file, e.g. a shared one)."
+    )
 session = state.require_current(
     "No case open: analyze a sample, or open an earlier case from the case list.",
     ("pages/cases.py", "Case list", ":material/folder_open:"),
@@ -52,7 +55,8 @@ if record.is_signed:
         icon=":material/verified:",
     )
     st.caption("To change it, reopen it: that makes a new version and keeps this one as signed.")
-    if st.button("Reopen as a new version", key="reopen", icon=":material/edit_document:"):
+    if st.button("Reopen as a new version", key="reopen", icon=":material/edit_document:",
+                 disabled=not auth.user().can(Permission.SIGN)):  # fmt: skip
         try:
             state.reopen(session)
             st.rerun()
@@ -65,14 +69,15 @@ else:
             "uncertain: label each one on the Review page before signing.",
             icon=":material/pending:",
         )
-    reviewer = state.reviewer()
+    may_sign = account.can(Permission.SIGN)
     st.markdown(
-        f"Signing as **{reviewer}** confirms that you reviewed every cell; the record is then "
-        "frozen."
-        if reviewer
-        else "Enter your name as reviewer in the sidebar to sign."
+        f"Signing as **{account.name}** confirms that you reviewed every cell; the record is "
+        "then frozen."
+        if may_sign
+        else f"Your account ({account.name}) may review but not sign: a signer signs."
     )
-    if st.button("Sign case", key="sign", type="primary", icon=":material/signature:"):
+    if st.button("Sign case", key="sign", type="primary", icon=":material/signature:",
+                 disabled=not may_sign):  # fmt: skip
         try:
             state.sign(session)
             st.rerun()

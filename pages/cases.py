@@ -5,9 +5,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from leukemia_core.accounts import Permission
 from leukemia_core.errors import LeukemiaCoreError
-from ui import state
+from ui import auth, state
 
+auth.require(Permission.ANALYZE)
 st.title("Case list")
 search = st.text_input(
     "Find cases", key="case_search", placeholder="part of a sample id, or the start of a case id"

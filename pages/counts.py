@@ -5,15 +5,17 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from leukemia_core.accounts import Permission
 from leukemia_core.counting import INVESTIGATE_PERCENT, WHO_ACUTE_LEUKEMIA_PERCENT, CellLabel
 from leukemia_core.pipeline import MODE_FIELDS
 from leukemia_core.review import Review
 from leukemia_core.types import BlastCount
-from ui import state
+from ui import auth, state
 from ui.common import LABEL_NAMES, interval_text, percent_text
 from ui.figures import counts_chart, model_vs_reviewer_chart
 from ui.record import status_line
 
+auth.require(Permission.ANALYZE)
 st.title("Blast counts")
 session = state.require_current("No counts yet: analyze a sample first.")
 

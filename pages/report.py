@@ -6,14 +6,16 @@ import re
 
 import streamlit as st
 
+from leukemia_core.accounts import Permission
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.pdf import html_to_pdf, pdf_available
 from leukemia_core.report import case_json, case_report_html, cells_csv
-from ui import state
+from ui import auth, state
 from ui.record import current_record, status_line
 
 NO_SCRIPTS = '<meta http-equiv="Content-Security-Policy" content="script-src \'none\'">'
 
+auth.require(Permission.ANALYZE)
 st.title("Report")
 session = state.current()
 if session is None or not session.is_saved:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import streamlit as st
 
+from leukemia_core.accounts import Permission
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.pipeline import MODE_FIELDS
-from ui import heatmaps, state
+from ui import auth, heatmaps, state
 from ui.common import domain_warning, interval_text, percent_text, show_flashes
 from ui.figures import field_overview
 from ui.gallery import show_gallery
 from ui.record import save_form, status_line
 
+auth.require(Permission.ANALYZE)
 st.title("Review cells")
 session = state.require_current("Nothing to review yet: analyze a sample first.")
 
@@ -31,7 +33,8 @@ cols[2].metric("Blast %", percent_text(count))
 cols[3].metric("95% CI (Wilson)", interval_text(count))
 cols[4].metric("Uncertain", session.n_uncertain)
 
-editable = session.is_saved and not session.is_signed and bool(state.reviewer())
+can_review = auth.user().can(Permission.REVIEW)
+editable = session.is_saved and not session.is_signed and can_review
 if not session.is_saved:
     save_form(session, prefix="review_")
 elif session.is_signed:
@@ -39,8 +42,8 @@ elif session.is_signed:
         f"Signed by {session.signed_by} at {session.signed_at} (UTC); the record is frozen. "
         "Reopen it as a new version on the Case page to change it."
     )
-elif not state.reviewer():
-    st.warning("Enter your name as reviewer in the sidebar to reclassify cells.")
+elif not can_review:
+    st.info("Your account may look at this case but not reclassify cells (reviewer role).")
 else:
     st.caption(
         "Click a label under a cell to reclassify it; every count updates at once and the "

@@ -136,3 +136,42 @@ def apptest_navigation(monkeypatch):
         PagesManager.uses_pages_directory = False
 
     monkeypatch.setattr(PagesManager, "__init__", init)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _case_database_under_tmp(tmp_path_factory):
+    """Nothing a test does (model changes record who made them) touches the user's database;
+    tests that need their own set ``LEUKEMIA_CASE_DB`` again (monkeypatch)."""
+    before = os.environ.get("LEUKEMIA_CASE_DB")
+    os.environ["LEUKEMIA_CASE_DB"] = str(tmp_path_factory.mktemp("casedb") / "cases.sqlite3")
+    yield
+    if before is None:
+        os.environ.pop("LEUKEMIA_CASE_DB", None)
+    else:
+        os.environ["LEUKEMIA_CASE_DB"] = before
+
+
+TEST_PASSWORD = "test password 123"
+
+
+def make_user(name: str = "Dr. A. Reviewer", roles=("signer",)):
+    """An account in the current case database (created once) and its User."""
+    from leukemia_core.accounts import AccountInputError, Accounts, User, parse_roles
+
+    accounts = Accounts()
+    try:
+        accounts.add_user(name, TEST_PASSWORD, roles)
+    except AccountInputError:  # exists already (same test, second call)
+        accounts.set_roles(name, roles)
+    return User(name, parse_roles(roles))
+
+
+def log_in(at, name: str = "Dr. A. Reviewer", roles=("signer",)):
+    """Make ``at`` (an AppTest, before or between runs) logged in as this account."""
+    from datetime import UTC, datetime
+
+    from leukemia_core.accounts import LoginSession
+
+    now = datetime.now(UTC)
+    at.session_state["login"] = LoginSession(make_user(name, roles), now, now)
+    return at

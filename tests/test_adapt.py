@@ -17,8 +17,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import log_in
 from streamlit.testing.v1 import AppTest
 
+from leukemia_core.accounts import User
 from leukemia_core.calibration import Calibration, blast_probability, fit_calibration
 from leukemia_core.classify import Classifier
 from leukemia_core.domain import DomainReference
@@ -30,6 +32,7 @@ from leukemia_core.models.folder import (
     load_model,
     read_config,
     set_active_model,
+    write_config,
     write_domain_reference,
 )
 from leukemia_core.store import CaseStore
@@ -250,8 +253,8 @@ def models(tiny_models_dir, tmp_path, monkeypatch) -> Path:
     (root / "tiny" / "split.csv").write_text("group,side\nx:1,train\n")
     (root / "tiny" / "extra.bin").write_bytes(bytes(range(256)))
     path = root / "tiny" / "config.json"
-    path.write_text(json.dumps({**json.loads(path.read_text()), "test_time_views": 4}))
-    set_active_model("tiny", root)
+    write_config(root / "tiny", {**json.loads(path.read_text()), "test_time_views": 4})
+    set_active_model("tiny", root, user=User.shell())
     monkeypatch.setenv("LEUKEMIA_MODELS_DIR", str(root))
     monkeypatch.setenv("LEUKEMIA_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("LEUKEMIA_CASE_DB", str(tmp_path / "cases.sqlite3"))
@@ -267,8 +270,8 @@ def _snapshot(root: Path) -> dict[str, str]:
 def test_adaptation_writes_new_versions_and_never_overwrites(models, cells):
     records = load_manifest(cells).records
     before = _snapshot(models)
-    first = adapt_model("tiny", records, root=models, data_description="lab cells")
-    second = adapt_model("tiny", records, root=models)
+    first = adapt_model("tiny", records, user=User.shell(), root=models, data_description="lab cells")
+    second = adapt_model("tiny", records, user=User.shell(), root=models)
     assert (first.name, second.name) == ("tiny-site1", "tiny-site2")
     assert next_site_name("tiny-site2", models) == "tiny-site3"
     after = _snapshot(models)
@@ -297,13 +300,13 @@ def test_adaptation_writes_new_versions_and_never_overwrites(models, cells):
     np.testing.assert_allclose(shift, np.broadcast_to(shift[0], shift.shape), atol=1e-5)
 
     with pytest.raises(ModelExistsError, match="never overwrites"):
-        adapt_model("tiny", records, root=models, new_name="tiny-site1")
+        adapt_model("tiny", records, user=User.shell(), root=models, new_name="tiny-site1")
     with pytest.raises(ModelExistsError, match="never overwrites"):
-        adapt_model("tiny", records, root=models, new_name="tiny")
+        adapt_model("tiny", records, user=User.shell(), root=models, new_name="tiny")
     with pytest.raises(ModelNotFoundError, match="valid names"):
-        adapt_model("nope", records, root=models)
+        adapt_model("nope", records, user=User.shell(), root=models)
     with pytest.raises(AdaptationError, match="at least 5 signed blasts"):
-        adapt_model("tiny", [r for r in records if r.label == "normal"], root=models)
+        adapt_model("tiny", [r for r in records if r.label == "normal"], user=User.shell(), root=models)
     assert _snapshot(models) == after  # refused: nothing written
 
 
@@ -313,7 +316,7 @@ def test_the_domain_reference_comes_along(models, cells):
     reference = DomainReference.fit(rng.normal(size=(60, width)), rng.normal(size=(60, 6)),
                                     n_components=4)  # fmt: skip
     write_domain_reference("tiny", reference, root=models, data="random, for tests")
-    folder = adapt_model("tiny", load_manifest(cells).records, root=models)
+    folder = adapt_model("tiny", load_manifest(cells).records, user=User.shell(), root=models)
     assert (folder / "domain.npz").read_bytes() == (models / "tiny" / "domain.npz").read_bytes()
     base = json.loads((models / "tiny" / "config.json").read_text())
     assert json.loads((folder / "config.json").read_text())["domain"] == base["domain"]
@@ -323,7 +326,7 @@ def test_the_domain_reference_comes_along(models, cells):
 def test_without_active_file_the_default_model_stays_the_default(models, cells):
     (models / "ACTIVE").unlink()
     assert active_model_name(models) == "tiny"
-    adapt_model("tiny", load_manifest(cells).records, root=models, new_name="0lab")
+    adapt_model("tiny", load_manifest(cells).records, user=User.shell(), root=models, new_name="0lab")
     assert active_model_name(models) == "tiny" and "0lab" in list_models(models)
 
 
@@ -389,7 +392,8 @@ def _sign_cases(store: CaseStore, samples: int) -> None:
 
 
 def test_adapt_section_of_the_retrain_page(models, apptest_navigation):
-    at = AppTest.from_file(str(APP), default_timeout=240).run()
+    at = log_in(AppTest.from_file(str(APP), default_timeout=240), "Dr. M",
+                ("model_admin",)).run()
     at.switch_page("pages/retrain.py").run()
     assert not at.exception, at.exception
     at.button(key="adapt_count").click().run()

@@ -17,14 +17,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import log_in
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from leukemia_core import pipeline
+from leukemia_core.accounts import User
 from leukemia_core.classify import Classifier
 from leukemia_core.counting import CellLabel
 from leukemia_core.imaging import prepare_field
-from leukemia_core.models.folder import load_model, read_config, set_active_model
+from leukemia_core.models.folder import load_model, read_config, set_active_model, write_config
 from leukemia_core.report import RESEARCH_USE_STATEMENT
 from leukemia_core.review import Review
 from leukemia_core.store import CaseStore
@@ -69,8 +71,8 @@ def app_models(tiny_models_dir, tmp_path_factory) -> Path:
                    "uncertain_high": (p[m] + p[m + 1]) / 2}  # fmt: skip
     config_path = root / "tiny" / "config.json"
     config = json.loads(config_path.read_text())
-    config_path.write_text(json.dumps({**config, "calibration": calibration}))
-    set_active_model("tiny", root)
+    write_config(root / "tiny", {**config, "calibration": calibration})
+    set_active_model("tiny", root, user=User.shell())
     return root
 
 
@@ -84,8 +86,9 @@ def db(app_models, monkeypatch, tmp_path) -> Path:
 
 
 # ---- helpers --------------------------------------------------------------------------------
-def start() -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT_S).run()
+def start(name: str = REVIEWER, roles=("signer",)) -> AppTest:
+    """The app in a new tab, logged in as this account (see conftest.log_in)."""
+    at = log_in(AppTest.from_file(str(APP), default_timeout=TIMEOUT_S), name, roles).run()
     assert not at.exception
     return at
 
@@ -133,7 +136,6 @@ def analyze(at: AppTest, files: list[tuple[str, bytes]]) -> AppTest:
 
 
 def save_case(at: AppTest, sample_id: str | None = None) -> AppTest:
-    at.text_input(key="reviewer").input(REVIEWER).run()
     go(at, "review")
     if sample_id:
         at.text_input(key="review_sample_id").input(sample_id).run()
@@ -163,7 +165,7 @@ def test_every_page_shows_the_banner_and_a_clear_start(db, page):
     assert at.warning[0].value == DISCLAIMER
     assert not errors(at)
     assert at.title[0].value
-    assert at.text_input(key="reviewer").label == "Reviewer"
+    assert any(f"Logged in as **{REVIEWER}**" in m.value for m in at.sidebar.markdown)
     if page == "analyze":
         assert at.button(key="try_sample").label == "Try the sample images"
         assert at.button(key="analyze").disabled  # nothing uploaded yet
@@ -305,8 +307,7 @@ def test_review_reclassify_recount_sign_reopen_and_export(db, demo_png, download
     assert relabel_keys(at)[:2] == sorted(uncertain, key=relabel_keys(at).index)  # queue first
     assert at.segmented_control(key=uncertain[0]).disabled  # nothing is recorded before saving
     assert at.button(key="review_save_case").label == "Save case"
-    at.button(key="review_save_case").click().run()  # no reviewer name yet
-    assert any("Enter your name as reviewer" in e for e in errors(at))
+    assert any(f"Saved as **{REVIEWER}**" in c.value for c in at.main.caption)  # the account
     assert session_of(at).case_id is None
 
     save_case(at, sample_id="S-0042")
@@ -386,7 +387,7 @@ def test_case_list_finds_opens_and_reopens_earlier_cases(db, demo_png):
     second.button(key="try_sample").click().run()
     save_case(second, sample_id="BETA-2")
 
-    at = go(start(), "cases")
+    at = go(start("Dr. B"), "cases")
     assert at.dataframe[0].value["Sample"].tolist() == ["BETA-2", "ALPHA-1"]  # newest first
     at.text_input(key="case_search").input("alpha").run()
     assert at.dataframe[0].value["Sample"].tolist() == ["ALPHA-1"]
@@ -397,7 +398,6 @@ def test_case_list_finds_opens_and_reopens_earlier_cases(db, demo_png):
     assert opened.count() == session_of(first).count()
     assert [c.key for c in opened.cells] == [c.key for c in alpha.cells]
 
-    at.text_input(key="reviewer").input("Dr. B").run()
     at.button(key="reopen_case").click().run()
     assert not errors(at)
     reopened = session_of(at)
@@ -429,10 +429,9 @@ def test_two_tabs_never_mix_their_cells(db, demo_png):
     assert cases["TAB-2"].counts() == before_two
 
     # a third tab opens TAB-1: a change made in one tab shows in the other on its next run
-    three = go(start(), "cases")
+    three = go(start("Dr. C"), "cases")
     three.text_input(key="case_search").input("TAB-1").run()
     three.button(key="open_case").click().run()
-    three.text_input(key="reviewer").input("Dr. C").run()
     go(three, "review")
     relabel(three, keys_labelled(three, "uncertain")[0], "normal")
     go(one, "review")
@@ -509,7 +508,7 @@ def test_a_recalibrated_model_is_loaded_again(tiny_models_dir, tmp_path, monkeyp
     path = tmp_path / "tiny" / "config.json"
     values = json.loads(path.read_text())
     values["calibration"]["threshold"] = 0.61
-    path.write_text(json.dumps({**values, "test_time_views": 4}))
+    write_config(tmp_path / "tiny", {**values, "test_time_views": 4})
     second = get_classifier("tiny")
     assert second is not first
     assert second.model.config.calibration.threshold == 0.61
@@ -551,3 +550,16 @@ def test_a_model_without_a_domain_reference_says_so(db, demo_png):
     analyze(at, [("field.png", demo_png)])
     assert session_of(at).domain is None
     assert any("no domain reference" in c.value for c in at.caption)
+
+
+def test_a_reviewer_saves_and_relabels_but_the_sign_button_is_a_signers(db, demo_png):
+    at = start("R. Eviewer", ("reviewer",))
+    analyze(at, [("field.png", demo_png)])
+    save_case(at, sample_id="ROLE-1")
+    for key in keys_labelled(at, "uncertain"):
+        relabel(at, key, "normal")
+    go(at, "case")
+    assert at.button(key="sign").disabled
+    assert any("may review but not sign" in m.value for m in at.main.markdown)
+    record = CaseStore(db).load_case(session_of(at).case_id)
+    assert {a.reviewer for a in record.audit} == {"R. Eviewer"} and not record.is_signed

@@ -21,12 +21,14 @@ from pathlib import Path
 
 import pytest
 
+from leukemia_core.accounts import Accounts
 from leukemia_core.models.folder import list_models, models_dir
 from leukemia_core.pdf import chromium_path
 
 ROOT = Path(__file__).resolve().parents[1]
 FIELD = "all_idb1/images/Im051_1.jpg"
 REVIEWER = "Dr. Browser Test"
+PASSWORD = "browser test password"
 
 pytestmark = [pytest.mark.browser, pytest.mark.data, pytest.mark.slow]
 
@@ -57,10 +59,18 @@ def output_dir() -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(tiny_models_dir, tmp_path_factory):
+def server_db(tmp_path_factory) -> Path:
+    """The server's case database, with the test's signer account."""
+    path = tmp_path_factory.mktemp("db") / "cases.sqlite3"
+    Accounts(path).add_user(REVIEWER, PASSWORD, ["signer"])
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(tiny_models_dir, tmp_path_factory, server_db):
     """``streamlit run app.py`` on a free port; yields its URL."""
     port = _free_port()
-    env = {**os.environ, "LEUKEMIA_CASE_DB": str(tmp_path_factory.mktemp("db") / "cases.sqlite3"),
+    env = {**os.environ, "LEUKEMIA_CASE_DB": str(server_db),
            "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false", "TF_CPP_MIN_LOG_LEVEL": "2"}  # fmt: skip
     if not list_models(models_dir()):
         env["LEUKEMIA_MODELS_DIR"] = str(tiny_models_dir)
@@ -111,7 +121,7 @@ def _metric(page, label: str) -> str:
 
 
 def test_upload_review_reclassify_and_download_in_a_real_browser(
-    shared_data, chromium, server, output_dir
+    shared_data, chromium, server, server_db, output_dir
 ):
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     field = shared_data / FIELD
@@ -121,6 +131,12 @@ def test_upload_review_reclassify_and_download_in_a_real_browser(
         browser = playwright.chromium.launch(executable_path=chromium, headless=True)
         page = browser.new_page(viewport={"width": 1400, "height": 1800}, accept_downloads=True)
         page.goto(server)
+        page.wait_for_selector("text=Log in", timeout=120_000)  # nothing else without a login
+        _idle(page)
+        assert page.locator("[data-testid=stFileUploader]").count() == 0
+        page.get_by_role("textbox", name="Account name").fill(REVIEWER)
+        page.get_by_role("textbox", name="Password").fill(PASSWORD)
+        page.get_by_role("button", name="Log in").click()
         page.wait_for_selector("text=Analyze a sample", timeout=120_000)
         _idle(page)
 
@@ -142,9 +158,6 @@ def test_upload_review_reclassify_and_download_in_a_real_browser(
         controls = page.locator("[data-testid=stButtonGroup]")
         assert controls.count() == n_cells
         assert page.locator("[data-testid=stImage] img").count() >= n_cells
-        page.get_by_role("textbox", name="Your name (reviewer)").fill(REVIEWER)
-        page.keyboard.press("Enter")
-        _idle(page)
         page.get_by_role("button", name="Save case").click()
         page.wait_for_selector("text=open: under review", timeout=60_000)
         _idle(page, 1500)
@@ -174,5 +187,31 @@ def test_upload_review_reclassify_and_download_in_a_real_browser(
             r["label"] == "blast" for r in rows if r["model_label"] == "border"
         )
         page.screenshot(path=str(output_dir / "3-report.png"))
+
+        # Review the rest of the uncertain queue (it comes first), sign as the logged-in signer,
+        # then log out
+        page.locator("[data-testid=stSidebarNav]").get_by_text("Review cells", exact=True).click()
+        try:
+            page.wait_for_selector("[data-testid=stButtonGroup]", timeout=60_000)
+        except Exception:
+            page.screenshot(path=str(output_dir / "debug-back.png"))
+            raise
+        _idle(page, 1500)
+        while int(_metric(page, "Uncertain")) > 0:
+            controls.first.get_by_role("radio", name="Normal").click()
+            _idle(page, 1200)
+        page.locator("[data-testid=stSidebarNav]").get_by_text("Case & sign-off", exact=True).click()
+        page.wait_for_selector("text=Sign-off", timeout=60_000)
+        _idle(page)
+        page.get_by_role("button", name="Sign case").click()
+        page.wait_for_selector(f"text=Signed by {REVIEWER}", timeout=60_000)
+        _idle(page)
+        page.screenshot(path=str(output_dir / "4-signed.png"))
+        page.get_by_role("button", name="Log out").click()
+        page.wait_for_selector("text=Log in", timeout=60_000)
+        _idle(page)
+        assert page.locator("[data-testid=stSidebarNav]").count() == 0
         browser.close()
+    events = [(e["user_name"], e["event"]) for e in Accounts(server_db).events()]
+    assert events[:2] == [(REVIEWER, "logout"), (REVIEWER, "login")]
     assert (output_dir / "2-review.png").stat().st_size > 10_000

@@ -18,9 +18,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import log_in
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from leukemia_core.accounts import Accounts, User
 from leukemia_core.calibration import BLAST_INDEX, fit_calibration
 from leukemia_core.classify import Classifier
 from leukemia_core.models.folder import (
@@ -72,7 +74,7 @@ def models_root(tiny_models_dir, tmp_path, monkeypatch) -> Path:
     """A registry holding the tiny model, active; the app, the worker and the CLI use it."""
     root = tmp_path / "models"
     shutil.copytree(tiny_models_dir, root)
-    set_active_model("tiny", root)
+    set_active_model("tiny", root, user=User.shell())
     monkeypatch.setenv("LEUKEMIA_MODELS_DIR", str(root))
     monkeypatch.setenv("LEUKEMIA_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("LEUKEMIA_CASE_DB", str(tmp_path / "cases.sqlite3"))
@@ -172,7 +174,7 @@ def test_promote_writes_a_complete_active_folder_and_keeps_the_previous(
     compared, models_root, cells
 ):
     before = _registry(models_root)
-    folder = promote(compared, "simple_cnn", "mine", root=models_root)
+    folder = promote(compared, "simple_cnn", "mine", root=models_root, user=User.shell())
     assert active_model_name(models_root) == "mine" and list_models(models_root)[0] == "mine"
     loaded = load_model("mine", models_root)  # checksum verified
     assert loaded.config.architecture == "simple_cnn" and loaded.config.input_size == 32
@@ -180,7 +182,7 @@ def test_promote_writes_a_complete_active_folder_and_keeps_the_previous(
     assert "Research use only" in card and "comparison" in card and "efficientnet_lite0" in card
     assert {p.name for p in folder.iterdir()} >= {"model.keras", "config.json", "metrics.json",
                                                   "card.md", "split.csv"}  # fmt: skip
-    promote(compared, "efficientnet_lite0", "mine", root=models_root)
+    promote(compared, "efficientnet_lite0", "mine", root=models_root, user=User.shell())
     assert (models_root / "mine.previous" / "model.keras").is_file()
     lite = load_model("mine", models_root)
     assert lite.config.architecture == "efficientnet_lite0"
@@ -225,8 +227,8 @@ def _class_folders(root: Path, classes, *, corrupt=False, subjects=True) -> Path
 
 
 # ---- the page -------------------------------------------------------------------------------
-def start(page: str = "retrain") -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT_S).run()
+def start(page: str = "retrain", roles=("model_admin",)) -> AppTest:
+    at = log_in(AppTest.from_file(str(APP), default_timeout=TIMEOUT_S), "Dr. M", roles).run()
     at.switch_page(f"pages/{page}.py").run()
     assert not at.exception, at.exception
     return at
@@ -305,6 +307,9 @@ def test_pick_train_watch_compare_promote_then_analyze_uses_it(cells, models_roo
     at.button(key=f"promote_{job.job_id}").click().run()
     assert any("lab-model" in s.value for s in at.success), [e.value for e in at.error]
     assert active_model_name(models_root) == "lab-model"
+    change = Accounts().model_changes(1)[0]  # who promoted what, from which model
+    assert (change["user_name"], change["action"], change["to_model"]) == ("Dr. M", "promote",
+                                                                          "lab-model")  # fmt: skip
     at.switch_page("pages/analyze.py").run()
     assert not at.exception, at.exception
     picker = at.selectbox(key="model")
@@ -329,7 +334,7 @@ def test_killing_the_worker_mid_run_leaves_registry_and_active_model_intact(cell
     assert _registry(models_root) == before and active_model_name(models_root) == active
     assert load_model(active, models_root).config.name == "tiny"
     with pytest.raises(ValueError, match="no finished comparison"):
-        promote(folder, "efficientnet_lite0", "half", root=models_root)
+        promote(folder, "efficientnet_lite0", "half", root=models_root, user=User.shell())
     jobs.cancel_job(queued)  # the queued job never starts
     assert jobs.job_status(queued).state == jobs.CANCELLED
     assert not jobs.ensure_worker()  # nothing queued: no worker

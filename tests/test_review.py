@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from leukemia_core.accounts import PermissionDeniedError, User, parse_roles
 from leukemia_core.classify import Classifier
 from leukemia_core.counting import CellLabel, summarize_labels
 from leukemia_core.cropping import crop_cells
@@ -41,6 +42,10 @@ def fields(demo):
     return [prepare_field(demo.image, "demo.png"), prepare_field(second.image, "second.png")]
 
 
+def account(name: str, roles=("signer",)) -> User:
+    return User(name.strip(), parse_roles(roles))
+
+
 def analyze_sample(images, classifier, *, sample_id, **kwargs) -> Review:
     return Review(analyze(images, classifier, **kwargs), sample_id=sample_id)
 
@@ -57,7 +62,7 @@ def session(fields, classifier):
 
 @pytest.fixture
 def saved(session, store):
-    session.save(store, reviewer="Tech")
+    session.save(store, user=account("Tech"))
     return session
 
 
@@ -90,7 +95,7 @@ def test_counts_follow_the_labels_and_a_relabel_changes_every_count_at_once(save
     target = session.field_cells(0)[0]
     before = session.count()
     field_before = session.count(0)
-    assert session.relabel(store, 0, target.cell_id, "blast", reviewer=" Dr. A ")
+    assert session.relabel(store, 0, target.cell_id, "blast", user=account(" Dr. A "))
     change = store.load_case(session.case_id).audit[-1]
     assert change.to_label == "blast" and change.reviewer == "Dr. A"
     assert change.from_label == target.model_label.value
@@ -102,7 +107,7 @@ def test_counts_follow_the_labels_and_a_relabel_changes_every_count_at_once(save
     assert session.count(0).n_blasts == field_before.n_blasts + (target.model_label != "blast")
     assert session.count(1) == summarize_labels([c.label for c in session.field_cells(1)])
     assert session.model_count() == before  # what the model said does not move
-    assert not session.relabel(store, 0, target.cell_id, "blast", reviewer="Dr. A")  # no-op
+    assert not session.relabel(store, 0, target.cell_id, "blast", user=account("Dr. A"))  # no-op
     relabels = [a for a in store.load_case(session.case_id).audit if a.action == "relabel"]
     assert len(relabels) == 1 and session.n_changed == 1
 
@@ -110,7 +115,8 @@ def test_counts_follow_the_labels_and_a_relabel_changes_every_count_at_once(save
 @pytest.mark.parametrize(
     ("args", "reviewer", "match"),
     [
-        ((0, 1, "blast"), "", "reviewer name is empty.*enter your name"),
+        ((0, 1, "blast"), "A as text", "Only a logged-in account may review"),
+        ((0, 1, "blast"), "Dr. M", "Dr. M \\(model_admin\\) may not review.*needs the reviewer"),
         ((0, 999, "blast"), "A", "no cell 999 in field 0"),
         ((5, 1, "blast"), "A", "no cell 1 in field 5"),
         ((0, 1, "lymphoma"), "A", "'lymphoma' is not a label a reviewer gives; choose one of: "
@@ -120,14 +126,30 @@ def test_counts_follow_the_labels_and_a_relabel_changes_every_count_at_once(save
 )
 def test_bad_relabels_say_what_is_wrong_and_write_nothing(saved, store, args, reviewer, match):
     token = saved.audit_token
+    user = {"A as text": "A", "Dr. M": account("Dr. M", ("model_admin",))}.get(reviewer)
     with pytest.raises(LeukemiaCoreError, match=match):
-        saved.relabel(store, *args, reviewer=reviewer)
+        saved.relabel(store, *args, user=user or account(reviewer))
     assert store.last_audit_id(saved.case_id) == token
+
+
+def test_only_signers_sign_and_reopen(session, store):
+    reviewer = account("R. Eviewer", ("reviewer",))
+    session.save(store, user=reviewer)
+    for cell in session.cells:
+        if cell.label == CellLabel.UNCERTAIN:
+            session.relabel(store, *cell.key, "normal", user=reviewer)
+    with pytest.raises(PermissionDeniedError, match="may not sign and reopen cases"):
+        session.sign(store, user=reviewer)
+    assert not session.is_signed and store.load_case(session.case_id).status == "open"
+    session.sign(store, user=account("S. Igner"))
+    assert session.signed_by == "S. Igner"
+    with pytest.raises(PermissionDeniedError):
+        session.reopen(store, user=reviewer)
 
 
 def test_nothing_is_relabelled_before_the_case_is_saved(session, store):
     with pytest.raises(ReviewError, match="Save the case first"):
-        session.relabel(store, *session.cells[0].key, "blast", reviewer="A")
+        session.relabel(store, *session.cells[0].key, "blast", user=account("A"))
     assert session.count() == session.model_count() and store.list_cases() == []
 
 
@@ -153,9 +175,9 @@ def test_without_a_model_every_cell_awaits_the_reviewer(fields, store):
     assert {c.model_label for c in session.cells} <= {CellLabel.UNCERTAIN, CellLabel.BORDER}
     assert all(c.blast_probability is None for c in session.cells)
     assert session.count().n_counted == 0 and session.n_uncertain > 0
-    session.save(store, reviewer="A")
+    session.save(store, user=account("A"))
     for cell in session.cells:
-        session.relabel(store, *cell.key, "normal", reviewer="A")
+        session.relabel(store, *cell.key, "normal", user=account("A"))
     assert session.count().n_counted == len(session.cells) and session.n_uncertain == 0
 
 
@@ -206,8 +228,8 @@ def test_progress_reports_each_image_and_stage(fields, classifier):
 
 def test_case_record_round_trip_keeps_cells_labels_and_outlines(session, store):
     overlays = {session.cells[1].key: np.full((300, 300, 3), 7, np.uint8)}
-    case_id = session.save(store, reviewer="A", overlays=overlays)
-    session.relabel(store, *session.cells[0].key, "not_wbc", reviewer="A")
+    case_id = session.save(store, user=account("A"), overlays=overlays)
+    session.relabel(store, *session.cells[0].key, "not_wbc", user=account("A"))
     record = store.load_case(case_id)
     assert record.thresholds["mode"] == "fields"
     assert record.thresholds["blast_percent_thresholds"] == [5.0, 20.0]
@@ -235,8 +257,8 @@ def test_case_record_round_trip_keeps_cells_labels_and_outlines(session, store):
 def test_two_changes_that_cancel_out_elsewhere_are_still_seen(saved, store):
     """Counts alone would miss this (the old check): the token is the last audit id."""
     first, second = saved.cells[:2]
-    saved.relabel(store, *first.key, "blast", reviewer="A")
-    saved.relabel(store, *second.key, "normal", reviewer="A")
+    saved.relabel(store, *first.key, "blast", user=account("A"))
+    saved.relabel(store, *second.key, "normal", user=account("A"))
     counts = saved.count()
     # another tab swaps the two: every count stays the same, the labels do not
     store.relabel_cell(saved.case_id, *first.key, "normal", reviewer="B")
@@ -249,8 +271,8 @@ def test_two_changes_that_cancel_out_elsewhere_are_still_seen(saved, store):
 def test_accepting_cells_marks_them_reviewed(saved, store):
     keys = [c.key for c in saved.cells[:3]]
     assert saved.n_unreviewed == len(saved.cells)
-    assert saved.accept(store, keys, reviewer="A") == 3
-    assert saved.accept(store, keys, reviewer="A") == 0
+    assert saved.accept(store, keys, user=account("A")) == 3
+    assert saved.accept(store, keys, user=account("A")) == 0
     assert saved.n_unreviewed == len(saved.cells) - 3 and saved.count() == saved.model_count()
 
 
@@ -267,7 +289,7 @@ def _iou(a: np.ndarray, b: np.ndarray, bbox) -> float:
 
 def test_a_session_without_model_is_stored_under_a_plain_name(fields, store):
     session = analyze_sample(fields[1:], None, sample_id="S-7")
-    case_id = session.save(store, reviewer="A")
+    case_id = session.save(store, user=account("A"))
     assert store.load_case(case_id).model_name == NO_MODEL
     restored = Review.open(store, case_id)
     assert restored.model_name is None
@@ -275,19 +297,19 @@ def test_a_session_without_model_is_stored_under_a_plain_name(fields, store):
 
 
 def test_signed_sessions_are_frozen_and_records_must_match(session, fields, store):
-    case_id = session.save(store, reviewer="A")
+    case_id = session.save(store, user=account("A"))
     with pytest.raises(SignOffBlockedError):
-        session.sign(store, reviewer="A")
+        session.sign(store, user=account("A"))
     for cell in session.cells:
         if cell.label == CellLabel.UNCERTAIN:
-            session.relabel(store, *cell.key, "normal", reviewer="A")
-    session.sign(store, reviewer="A")
+            session.relabel(store, *cell.key, "normal", user=account("A"))
+    session.sign(store, user=account("A"))
     assert session.is_signed and session.signed_by == "A"
     with pytest.raises(CaseSignedError, match="is frozen; reopen"):
-        session.relabel(store, *session.cells[0].key, "blast", reviewer="A")
-    new_id = session.reopen(store, reviewer="B")
+        session.relabel(store, *session.cells[0].key, "blast", user=account("A"))
+    new_id = session.reopen(store, user=account("B"))
     assert (session.case_id, session.version, session.status) == (new_id, 2, "open")
-    assert session.relabel(store, *session.cells[0].key, "blast", reviewer="B")
+    assert session.relabel(store, *session.cells[0].key, "blast", user=account("B"))
     assert Review.open(store, case_id).is_signed  # the signed version is unchanged
     other = analyze_sample(fields[1:], None, sample_id="S-8")
     other.case_id = case_id

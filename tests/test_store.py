@@ -535,7 +535,7 @@ def test_a_database_of_the_previous_release_opens_and_gains_the_domain_columns(t
     conn.close()
     store = CaseStore(path)
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION >= 3
         columns = [r[1] for r in conn.execute("PRAGMA table_info(cells)")]
         assert {"domain_score", "outline", "reviewed"} <= set(columns)
     old = store.load_case("c1")
@@ -648,6 +648,7 @@ def test_a_database_of_release_2_migrates_without_loss(tmp_path: Path):
         conn.execute("UPDATE cells SET label = 'normal' WHERE case_id = ?", (signed_id,))
     CaseStore(path)  # opening again migrates nothing twice
     assert len(store.load_case(open_id).audit) == len(expected[open_id]["audit"]) + 1
+    assert [store.load_case(k).altered for k in expected] == [(), ()]  # chained as migrated
 
 
 def test_reviewer_edits_and_the_state_token(store: CaseStore):
@@ -664,3 +665,32 @@ def test_reviewer_edits_and_the_state_token(store: CaseStore):
     with pytest.raises(CaseInputError, match="the other attributes are the machine's"):
         store.edit_cell(case_id, 0, 1, reviewer="R", blast_probability=0.1)
     assert store.case_state(case_id).token == audit_id  # nothing written
+
+
+def test_changes_made_outside_the_app_are_refused_or_shown(store: CaseStore):
+    case_id = new_case(store, [["blast", "normal", "normal"]])
+    store.relabel_cell(case_id, 0, 2, "blast", reviewer="R")
+    assert store.load_case(case_id).altered == ()
+    signed_id = new_case(store, [["normal"]], sample_id="S-2")
+    store.sign_case(signed_id, reviewer="R")
+    with sqlite3.connect(store.path) as conn:
+        for statement in ("DELETE FROM audit WHERE case_id = ?",
+                          "DELETE FROM cells WHERE case_id = ?",
+                          "UPDATE fields SET name = 'x' WHERE case_id = ?"):  # fmt: skip
+            with pytest.raises(sqlite3.IntegrityError, match=r"kept|signed"):
+                conn.execute(statement, (signed_id,))
+    # Someone with the file drops the guards and edits: the chain shows it on open.
+    with sqlite3.connect(store.path) as conn:
+        conn.execute("DROP TRIGGER signed_cells_are_frozen")
+        conn.execute("UPDATE cells SET label = 'blast' WHERE case_id = ?", (signed_id,))
+        conn.execute("UPDATE cells SET label = 'normal' WHERE case_id = ? AND cell_id = 1",
+                     (case_id,))  # fmt: skip
+    assert any("without an audit row" in p for p in store.load_case(signed_id).altered)
+    assert any("without an audit row" in p for p in store.load_case(case_id).altered)
+    with sqlite3.connect(store.path) as conn:
+        conn.execute("DROP TRIGGER audit_is_kept")
+        first = conn.execute("SELECT MIN(audit_id) FROM audit WHERE case_id = ?",
+                             (case_id,)).fetchone()[0]  # fmt: skip
+        conn.execute("DELETE FROM audit WHERE audit_id = ?", (first,))
+    altered = store.load_case(case_id).altered
+    assert any("does not follow the row before it" in p for p in altered)

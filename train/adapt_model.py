@@ -22,6 +22,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from leukemia_core.accounts import Accounts, Permission, User, require
 from leukemia_core.classify import Classifier
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.io import read_image
@@ -108,6 +109,7 @@ def adapt_model(
     seed: int = 0,
     data_description: str = "",
     progress: ProgressCallback | None = None,
+    user: User,
 ) -> Path:
     """Adapt ``model_name`` to ``records`` (a lab's signed cells) and save it as a new folder.
 
@@ -120,6 +122,7 @@ def adapt_model(
         seed: Seed of the internal check's folds.
         data_description: Words about the cells, for the config and card.
         progress: Receives ``{"stage": "classify", "done", "total"}`` events.
+        user: Who adapts (needs the model_admin role; recorded with the new model).
 
     Returns:
         The new folder. Its ``config.json`` holds ``training.adapted`` with the base, the cells
@@ -129,7 +132,9 @@ def adapt_model(
         ModelNotFoundError, ModelIntegrityError: The base model is missing or damaged.
         ModelExistsError: ``new_name`` is taken.
         AdaptationError: Too few cells or samples, one class only (nothing is written).
+        PermissionDeniedError: The account may not manage models.
     """
+    require(user, Permission.MANAGE_MODELS)
     root = root or models_dir()
     loaded = load_model(model_name, root)
     name = _check_new_name(new_name or next_site_name(loaded.name, root), root)
@@ -143,7 +148,7 @@ def adapt_model(
         features, is_blast, groups, kernel, bias, calibration=loaded.config.calibration,
         n_views_logits=logits, min_head_cells=min_head_cells, seed=seed,
     )  # fmt: skip
-    return _save(loaded, name, adaptation, root, data_description)
+    return _save(loaded, name, adaptation, root, data_description, user)
 
 
 def _classify(
@@ -163,7 +168,9 @@ def _classify(
     return np.concatenate(features), np.concatenate(logits)
 
 
-def _save(loaded, name: str, adaptation: Adaptation, root: Path, data_description: str) -> Path:
+def _save(
+    loaded, name: str, adaptation: Adaptation, root: Path, data_description: str, user: User
+) -> Path:
     """Write the adapted version; ``ACTIVE`` keeps naming the model it named."""
     base = loaded.path
     values = json.loads((base / "config.json").read_text())
@@ -188,10 +195,12 @@ def _save(loaded, name: str, adaptation: Adaptation, root: Path, data_descriptio
         # Without ACTIVE the first folder by name is the default; the new one must not become it.
         active = active_model_name(root)
         if active is not None:
-            set_active_model(active, root)
+            set_active_model(active, root, user=user, action="keep default")
     _check_new_name(name, root)  # once more, right before writing
-    return save_model_folder(model, name, config, metrics=metrics, card=card, root=root,
-                             extra_files=_extra_files(base))  # fmt: skip
+    folder = save_model_folder(model, name, config, metrics=metrics, card=card, root=root,
+                               extra_files=_extra_files(base))  # fmt: skip
+    Accounts().record_model_change(user, "adapt", loaded.name, name, note=data_description)
+    return folder
 
 
 # ------------------------------------------------------------------------- python -m train adapt
@@ -230,6 +239,7 @@ def adapt_command(args: argparse.Namespace) -> int:
         for note in table.notes:
             print(f"note: {note}", file=sys.stderr)
         folder = adapt_model(args.model, table.records, root=args.models_dir, new_name=args.name,
+                             user=User.shell(),
                              min_head_cells=args.min_head_cells, seed=args.seed,
                              data_description=args.describe or words, progress=_report)  # fmt: skip
     done = json.loads((folder / "config.json").read_text())["training"]["adapted"]

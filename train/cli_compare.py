@@ -14,6 +14,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from leukemia_core.accounts import User
 from leukemia_core.calibration import THRESHOLD_RULES
 from leukemia_core.models import list_architectures
 from leukemia_core.models.folder import TEST_TIME_VIEWS
@@ -206,6 +207,6 @@ def compare_command(args: argparse.Namespace) -> int:
                 print(f"\n{outcome.name}: out-of-domain score and site adaptation\n")
                 print(extras_markdown(outcome.loso))
     if args.promote:
-        folder = promote(out, args.promote, args.name, root=args.models_dir)
+        folder = promote(out, args.promote, args.name, root=args.models_dir, user=User.shell())
         print(f"promoted {args.promote} as {folder} (now the active model)")
     return 0

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from leukemia_core.accounts import Permission, User, require
 from leukemia_core.calibration import (
     BLAST_INDEX,
     Calibration,
@@ -379,13 +380,17 @@ def _write_cards(comparison: Comparison, results: dict) -> None:
         write_text_atomic(folder / "card.md", model_card(folder.name, config, metrics))
 
 
-def promote(run_dir: Path, architecture: str, name: str, *, root: Path | None = None) -> Path:
+def promote(
+    run_dir: Path, architecture: str, name: str, *, user: User, root: Path | None = None
+) -> Path:
     """Make a compared model the active one: a complete model folder under ``root``.
 
     The staged folder is loaded (checksum verified) and written again atomically as
     ``root/name``; an existing folder of that name is kept as ``name.previous``; ``ACTIVE``
-    then names it, so the Analyze page uses it from its next run without a restart.
+    then names it, so the Analyze page uses it from its next run without a restart. Needs an
+    account allowed to manage models; recorded with who and when.
     """
+    require(user, Permission.MANAGE_MODELS)
     results_file = Path(run_dir) / RESULTS_FILE
     if not results_file.is_file():
         raise ValueError(
@@ -413,5 +418,5 @@ def promote(run_dir: Path, architecture: str, name: str, *, root: Path | None = 
     target = save_model_folder(loaded.keras_model, name, config, metrics=metrics,
                                card=model_card(name, config, metrics), root=root,
                                extra_files=extra)  # fmt: skip
-    set_active_model(name, root)
+    set_active_model(name, root, user=user, action="promote")
     return target

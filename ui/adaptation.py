@@ -27,7 +27,7 @@ from train.cellbank import bank_group
 from train.data import load_dataset
 from train.records import BLAST, CellTable
 from train.reviewed_cases import export_reviewed_cases
-from ui import state
+from ui import auth, state
 from ui.common import flash
 
 CELLS_KEY = "adapt_cells"  # {"table": CellTable, "words": str}
@@ -95,6 +95,7 @@ def _run(base: str, name: str) -> None:
 
     try:
         folder = adapt_model(base, picked["table"].records, new_name=name.strip() or None,
+                             user=auth.user(),
                              min_head_cells=MIN_HEAD_CELLS, data_description=picked["words"],
                              progress=report)  # fmt: skip
     except (LeukemiaCoreError, OSError, ValueError) as error:
@@ -108,7 +109,7 @@ def _run(base: str, name: str) -> None:
 
 def _activate(name: str) -> None:
     try:
-        set_active_model(name)
+        set_active_model(name, user=auth.user())
     except LeukemiaCoreError as error:
         flash(f"Not made active: {error}")
         return

@@ -21,13 +21,21 @@ def status_line(session: Review) -> None:
     """Sample id, case version and status as one line."""
     version = f" · version {session.version}" if session.is_saved else ""
     st.markdown(f"Sample **{session.sample_id}**{version} {STATUS_TEXT[session.status]}")
+    if session.altered:
+        st.error(
+            "This record was altered outside the app: " + "; ".join(session.altered) + ". Do "
+            "not rely on it; ask the administrator to restore the database from a backup.",
+            icon=":material/gpp_bad:",
+        )
 
 
 def current_record(session: Review) -> CaseRecord:
     """The saved case of this session, freshly read; shows the error and stops the page."""
     try:
         state.refresh(session)
-        return state.case_store().load_case(session.case_id)
+        record = state.case_store().load_case(session.case_id)
+        session.altered = record.altered  # checked again on every read of the whole record
+        return record
     except LeukemiaCoreError as error:
         st.error(str(error))
         st.stop()
@@ -44,29 +52,15 @@ def save_form(session: Review, *, prefix: str) -> None:
         sample_key = f"{prefix}sample_id"
         if sample_key not in st.session_state:
             st.session_state[sample_key] = session.sample_id
-        left, right = st.columns(2)
-        sample_id = left.text_input(
+        sample_id = st.text_input(
             "Sample id", key=sample_key, help="The specimen's identifier; no patient names needed."
         )
-        name_key = f"{prefix}reviewer"
-        st.session_state[name_key] = state.reviewer()
-        right.text_input(
-            "Your name (reviewer)", key=name_key, placeholder="needed to save",
-            on_change=_copy_name, args=(name_key,),
-            help="Recorded as the case's creator; the same as the Reviewer box in the sidebar.",
-        )  # fmt: skip
+        st.caption(f"Saved as **{state.reviewer()}** (recorded as the case's creator).")
         if st.button("Save case", key=f"{prefix}save_case", type="primary"):
-            _save(session, sample_id, state.reviewer())
+            _save(session, sample_id)
 
 
-def _copy_name(key: str) -> None:
-    st.session_state[state.REVIEWER_KEY] = st.session_state.get(key, "")
-
-
-def _save(session: Review, sample_id: str, name: str) -> None:
-    if not name:
-        st.error("Enter your name as reviewer before saving: the record keeps who created it.")
-        return
+def _save(session: Review, sample_id: str) -> None:
     method = st.session_state.get("gradcam_method", heatmaps.DEFAULT_METHOD)
     opacity = st.session_state.get("gradcam_opacity", heatmaps.DEFAULT_OPACITY)
     with st.spinner(f"Saving {len(session.cells)} cells …"):
@@ -76,9 +70,7 @@ def _save(session: Review, sample_id: str, name: str) -> None:
             overlays = {}
             flash(f"The case was saved without heatmaps: {error}", "warning")
         try:
-            case_id = state.save_case(
-                session, sample_id=sample_id, reviewer_name=name, overlays=overlays
-            )
+            case_id = state.save_case(session, sample_id=sample_id, overlays=overlays)
         except LeukemiaCoreError as error:
             st.error(str(error))
             return

@@ -15,9 +15,9 @@ import streamlit as st
 
 from leukemia_core.review import Review
 from leukemia_core.store import CaseStore, default_database_path
+from ui import auth
 
 SESSION_KEY = "review_session"
-REVIEWER_KEY = "reviewer"
 RELABEL_PREFIX = "relabel_"
 
 
@@ -53,8 +53,8 @@ def set_current(session: Review | None) -> None:
 
 
 def reviewer() -> str:
-    """The reviewer's name from the sidebar ('' when not entered)."""
-    return str(st.session_state.get(REVIEWER_KEY) or "").strip()
+    """The logged-in account's name (recorded with every change)."""
+    return auth.user().name
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
@@ -75,27 +75,25 @@ def save_case(
     session: Review,
     *,
     sample_id: str,
-    reviewer_name: str,
     overlays: Mapping[tuple[int, int], np.ndarray] | None = None,
 ) -> str:
     """Store the sample as a new case (see :meth:`Review.save`)."""
-    return session.save(case_store(), reviewer=reviewer_name, sample_id=sample_id,
-                        overlays=overlays)  # fmt: skip
+    return session.save(case_store(), user=auth.user(), sample_id=sample_id, overlays=overlays)
 
 
 def relabel(session: Review, field_index: int, cell_id: int, label: str) -> None:
-    """Reclassify one cell as the sidebar's reviewer (see :meth:`Review.relabel`)."""
-    session.relabel(case_store(), field_index, cell_id, label, reviewer=reviewer())
+    """Reclassify one cell as the logged-in account (see :meth:`Review.relabel`)."""
+    session.relabel(case_store(), field_index, cell_id, label, user=auth.user())
 
 
 def sign(session: Review) -> None:
-    """Sign and freeze the case as the sidebar's reviewer (see :meth:`Review.sign`)."""
-    session.sign(case_store(), reviewer=reviewer())
+    """Sign and freeze the case as the logged-in account (see :meth:`Review.sign`)."""
+    session.sign(case_store(), user=auth.user())
 
 
 def reopen(session: Review) -> str:
     """Reopen a signed case as a new version, which becomes the one under review."""
-    return session.reopen(case_store(), reviewer=reviewer())
+    return session.reopen(case_store(), user=auth.user())
 
 
 def open_case(case_id: str) -> Review:

@@ -1,0 +1,385 @@
+"""Accounts, roles and logins, kept in the case database (no extra server).
+
+Passwords are stored only as argon2id hashes. A name that fails :data:`LOCKOUT_FAILURES` times
+within :data:`LOCKOUT_WINDOW` is locked until the window has passed; every login, failure,
+lockout, logout and idle timeout is an ``account_events`` row (time and user name, never a
+password). Roles say what an account may do; the core workflow asks :meth:`User.require`
+before acting, so a page that forgot a check still cannot sign or promote.
+
+Example:
+    >>> import pathlib, tempfile
+    >>> accounts = Accounts(pathlib.Path(tempfile.mkdtemp()) / "cases.sqlite3")
+    >>> accounts.add_user("ana", "correct horse battery", [Role.SIGNER])
+    >>> user = accounts.authenticate("ana", "correct horse battery")
+    >>> user.can(Permission.SIGN), user.can(Permission.MANAGE_MODELS)
+    (True, False)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from leukemia_core.errors import LeukemiaCoreError
+from leukemia_core.store import CaseStore
+
+LOCKOUT_FAILURES = 5
+LOCKOUT_WINDOW = timedelta(minutes=15)
+IDLE_TIMEOUT_ENV_VAR = "LEUKEMIA_IDLE_TIMEOUT_MINUTES"
+DEFAULT_IDLE_TIMEOUT = timedelta(minutes=30)
+MIN_PASSWORD_LENGTH = 10
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}$")
+_HASHER = PasswordHasher()
+
+
+class Role(StrEnum):
+    """What an account is for; an account may hold several."""
+
+    REVIEWER = "reviewer"  # analyze, review, relabel
+    SIGNER = "signer"  # also sign and reopen
+    MODEL_ADMIN = "model_admin"  # retrain and compare, promote, adapt, choose the active model
+    ADMIN = "admin"  # accounts
+
+
+class Permission(StrEnum):
+    ANALYZE = "analyze samples"
+    REVIEW = "review and relabel cells"
+    SIGN = "sign and reopen cases"
+    MANAGE_MODELS = "retrain, promote, adapt or activate models"
+    MANAGE_USERS = "manage accounts"
+
+
+ROLE_PERMISSIONS = {
+    Role.REVIEWER: frozenset({Permission.ANALYZE, Permission.REVIEW}),
+    Role.SIGNER: frozenset({Permission.ANALYZE, Permission.REVIEW, Permission.SIGN}),
+    Role.MODEL_ADMIN: frozenset({Permission.ANALYZE, Permission.MANAGE_MODELS}),
+    Role.ADMIN: frozenset({Permission.MANAGE_USERS}),
+}
+_NEEDED_ROLE = {Permission.ANALYZE: Role.REVIEWER, Permission.REVIEW: Role.REVIEWER,
+                Permission.SIGN: Role.SIGNER, Permission.MANAGE_MODELS: Role.MODEL_ADMIN,
+                Permission.MANAGE_USERS: Role.ADMIN}  # fmt: skip
+
+
+class AccountError(LeukemiaCoreError):
+    """An account action was refused (see the subclasses)."""
+
+
+class AccountInputError(AccountError, ValueError):
+    """A name, password or role cannot be used as given."""
+
+
+class LoginError(AccountError):
+    """The name or password is wrong (deliberately not saying which)."""
+
+
+class AccountLockedError(LoginError):
+    """Too many failed logins for this name; try again later."""
+
+
+class SessionExpiredError(AccountError):
+    """The login was idle for longer than the timeout."""
+
+
+class PermissionDeniedError(AccountError, PermissionError):
+    """The account lacks the role an action needs."""
+
+
+@dataclass(frozen=True)
+class User:
+    """A logged-in account (or, for the command line, the shell user: see :meth:`shell`)."""
+
+    name: str
+    roles: frozenset[Role]
+
+    def can(self, permission: Permission) -> bool:
+        return any(permission in ROLE_PERMISSIONS[role] for role in self.roles)
+
+    def require(self, permission: Permission) -> None:
+        """Raises :class:`PermissionDeniedError` unless the account may do this."""
+        if not self.can(permission):
+            roles = ", ".join(sorted(self.roles)) or "no role"
+            raise PermissionDeniedError(
+                f"{self.name} ({roles}) may not {permission.value}: that needs the "
+                f"{_NEEDED_ROLE[permission].value} role; ask an admin."
+            )
+
+    @classmethod
+    def shell(cls) -> User:
+        """Whoever runs the command-line tools on the server (has the server's files anyway)."""
+        name = os.environ.get("USER") or os.environ.get("USERNAME") or "shell"
+        return cls(f"shell:{name}", frozenset(Role))
+
+
+def require(user: object, permission: Permission) -> User:
+    """``user`` when it is an account allowed to do this; else :class:`PermissionDeniedError`."""
+    if not isinstance(user, User):
+        raise PermissionDeniedError(
+            f"Only a logged-in account may {permission.value}; got {user!r} "
+            f"({type(user).__name__}): pass the accounts.User of whoever acts."
+        )
+    user.require(permission)
+    return user
+
+
+@dataclass(frozen=True)
+class AccountRow:
+    """One account as listed for admins (no hash)."""
+
+    name: str
+    roles: frozenset[Role]
+    created_at: str
+    created_by: str
+    disabled: bool
+
+
+@dataclass
+class LoginSession:
+    """One browser login: who, since when, and when it was last used."""
+
+    user: User
+    started: datetime
+    last_seen: datetime
+
+    def touch(self, now: datetime | None = None, timeout: timedelta | None = None) -> None:
+        """Mark use now; raises :class:`SessionExpiredError` when idle longer than ``timeout``."""
+        now = now or datetime.now(UTC)
+        timeout = timeout or idle_timeout()
+        if now - self.last_seen > timeout:
+            minutes = round(timeout.total_seconds() / 60)
+            raise SessionExpiredError(
+                f"You were logged out after {minutes} minutes without activity; log in again."
+            )
+        self.last_seen = now
+
+
+def idle_timeout() -> timedelta:
+    """``$LEUKEMIA_IDLE_TIMEOUT_MINUTES`` (default 30)."""
+    value = os.environ.get(IDLE_TIMEOUT_ENV_VAR, "").strip()
+    if not value:
+        return DEFAULT_IDLE_TIMEOUT
+    try:
+        minutes = float(value)
+    except ValueError:
+        minutes = -1.0
+    if not 1 <= minutes <= 24 * 60:
+        raise AccountInputError(
+            f"{IDLE_TIMEOUT_ENV_VAR}={value!r} is not a number of minutes from 1 to 1440."
+        )
+    return timedelta(minutes=minutes)
+
+
+def parse_roles(values: Iterable[str | Role]) -> frozenset[Role]:
+    roles = set()
+    for value in values:
+        try:
+            roles.add(Role(str(value).strip().lower()))
+        except ValueError:
+            valid = ", ".join(r.value for r in Role)
+            raise AccountInputError(f"{value!r} is not a role; choose from: {valid}.") from None
+    if not roles:
+        raise AccountInputError("Give the account at least one role.")
+    return frozenset(roles)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Accounts:
+    """Accounts and login events in the case database at ``path`` (see :class:`CaseStore`)."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = CaseStore(path).path  # creates or migrates the database
+
+    @contextmanager
+    def _transaction(self, *, write: bool) -> Iterator[sqlite3.Connection]:
+        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        try:
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                yield conn
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+    def has_users(self) -> bool:
+        with self._transaction(write=False) as conn:
+            return conn.execute("SELECT COUNT(*) FROM users").fetchone()[0] > 0
+
+    def add_user(
+        self, name: str, password: str, roles: Iterable[str | Role], *, by: User | None = None
+    ) -> None:
+        """Create an account; ``by`` must be an admin (None: the server's shell)."""
+        actor = by or User.shell()
+        actor.require(Permission.MANAGE_USERS)
+        name, roles = _check_name(name), parse_roles(roles)
+        hashed = _HASHER.hash(_check_password(password))
+        with self._transaction(write=True) as conn:
+            if conn.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
+                raise AccountInputError(f"An account named {name!r} exists already.")
+            conn.execute(
+                "INSERT INTO users (name, password_hash, roles, created_at, created_by) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (name, hashed, ",".join(sorted(roles)), _now().isoformat(), actor.name),
+            )
+            _event(conn, name, "created", f"by {actor.name}; roles {', '.join(sorted(roles))}")
+
+    def set_roles(self, name: str, roles: Iterable[str | Role], *, by: User | None = None) -> None:
+        actor = by or User.shell()
+        actor.require(Permission.MANAGE_USERS)
+        roles = parse_roles(roles)
+        with self._transaction(write=True) as conn:
+            self._row(conn, name)
+            conn.execute("UPDATE users SET roles = ? WHERE name = ?", (",".join(sorted(roles)), name))
+            _event(conn, name, "roles", f"by {actor.name}: {', '.join(sorted(roles))}")
+
+    def set_password(self, name: str, password: str, *, by: User | None = None) -> None:
+        """Set a password: an admin for anyone, an account for itself."""
+        actor = by or User.shell()
+        if actor.name != name:
+            actor.require(Permission.MANAGE_USERS)
+        hashed = _HASHER.hash(_check_password(password))
+        with self._transaction(write=True) as conn:
+            self._row(conn, name)
+            conn.execute("UPDATE users SET password_hash = ? WHERE name = ?", (hashed, name))
+            _event(conn, name, "password", f"set by {actor.name}")
+
+    def set_disabled(self, name: str, disabled: bool, *, by: User | None = None) -> None:
+        actor = by or User.shell()
+        actor.require(Permission.MANAGE_USERS)
+        with self._transaction(write=True) as conn:
+            self._row(conn, name)
+            conn.execute("UPDATE users SET disabled = ? WHERE name = ?", (int(disabled), name))
+            _event(conn, name, "disabled" if disabled else "enabled", f"by {actor.name}")
+
+    def list_users(self) -> list[AccountRow]:
+        with self._transaction(write=False) as conn:
+            rows = conn.execute("SELECT * FROM users ORDER BY name").fetchall()
+        return [AccountRow(r["name"], parse_roles(r["roles"].split(",")), r["created_at"],
+                           r["created_by"], bool(r["disabled"])) for r in rows]  # fmt: skip
+
+    def authenticate(self, name: str, password: str, *, now: datetime | None = None) -> User:
+        """The account, when the password is right and the name neither locked nor disabled.
+
+        Raises:
+            AccountLockedError: :data:`LOCKOUT_FAILURES` failures within the window.
+            LoginError: Wrong name or password, or a disabled account (one message for all).
+        """
+        now = now or _now()
+        name = str(name or "").strip()
+        with self._transaction(write=True) as conn:
+            since = (now - LOCKOUT_WINDOW).isoformat()
+            failures = conn.execute(
+                "SELECT COUNT(*) FROM account_events WHERE user_name = ? AND event = "
+                "'login_failed' AND at > ? AND at > COALESCE((SELECT MAX(at) FROM "
+                "account_events WHERE user_name = ? AND event = 'login'), '')",
+                (name, since, name),
+            ).fetchone()[0]
+            locked = failures >= LOCKOUT_FAILURES
+            if locked:
+                _event(conn, name, "locked", "login refused while locked", at=now)
+        if locked:  # raised after the commit, so the lockout itself is recorded
+            minutes = round(LOCKOUT_WINDOW.total_seconds() / 60)
+            raise AccountLockedError(
+                f"Too many failed logins for {name!r}: try again in {minutes} minutes, or "
+                "ask an admin to reset the password."
+            )
+        with self._transaction(write=True) as conn:
+            row = conn.execute("SELECT * FROM users WHERE name = ?", (name,)).fetchone()
+            user = None
+            if row is not None and not row["disabled"]:
+                try:
+                    _HASHER.verify(row["password_hash"], str(password or ""))
+                    user = User(name, parse_roles(row["roles"].split(",")))
+                except (VerificationError, InvalidHashError):
+                    user = None
+            if user is None:
+                _event(conn, name, "login_failed", "", at=now)
+        if user is None:  # the failure is stored before the refusal is raised
+            raise LoginError("The name or password is wrong (or the account is disabled).")
+        with self._transaction(write=True) as conn:
+            _event(conn, name, "login", "", at=now)
+            if _HASHER.check_needs_rehash(row["password_hash"]):
+                conn.execute("UPDATE users SET password_hash = ? WHERE name = ?",
+                             (_HASHER.hash(password), name))  # fmt: skip
+        return user
+
+    def record(self, name: str, event: str, detail: str = "") -> None:
+        """Record ``logout`` or ``timeout`` (or another account event) for ``name``."""
+        with self._transaction(write=True) as conn:
+            _event(conn, name, event, detail)
+
+    def events(self, limit: int = 200) -> list[dict]:
+        with self._transaction(write=False) as conn:
+            rows = conn.execute(
+                "SELECT at, user_name, event, detail FROM account_events "
+                "ORDER BY event_id DESC LIMIT ?", (int(limit),)
+            ).fetchall()  # fmt: skip
+        return [dict(r) for r in rows]
+
+    def record_model_change(
+        self, user: User, action: str, from_model: str | None, to_model: str | None,
+        note: str = "",
+    ) -> None:  # fmt: skip
+        """Record who changed which model, when (promote, activate, adapt, ...)."""
+        require(user, Permission.MANAGE_MODELS)
+        with self._transaction(write=True) as conn:
+            conn.execute(
+                "INSERT INTO model_events (at, user_name, action, from_model, to_model, note) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (_now().isoformat(), user.name, action, from_model, to_model, note),
+            )
+
+    def model_changes(self, limit: int = 200) -> list[dict]:
+        with self._transaction(write=False) as conn:
+            rows = conn.execute(
+                "SELECT at, user_name, action, from_model, to_model, note FROM model_events "
+                "ORDER BY event_id DESC LIMIT ?", (int(limit),)
+            ).fetchall()  # fmt: skip
+        return [dict(r) for r in rows]
+
+    def _row(self, conn: sqlite3.Connection, name: str) -> sqlite3.Row:
+        row = conn.execute("SELECT * FROM users WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise AccountInputError(f"No account named {name!r}; see `users list`.")
+        return row
+
+
+def _event(
+    conn: sqlite3.Connection, name: str, event: str, detail: str, at: datetime | None = None
+) -> None:
+    conn.execute(
+        "INSERT INTO account_events (at, user_name, event, detail) VALUES (?, ?, ?, ?)",
+        ((at or _now()).isoformat(), name, event, detail),
+    )
+
+
+def _check_name(name: object) -> str:
+    text = str(name or "").strip()
+    if not _NAME.match(text):
+        raise AccountInputError(
+            f"{name!r} cannot be an account name: use 1-64 letters, digits, spaces or . _ @ -, "
+            "starting with a letter or digit."
+        )
+    return text
+
+
+def _check_password(password: object) -> str:
+    if not isinstance(password, str) or len(password) < MIN_PASSWORD_LENGTH:
+        raise AccountInputError(
+            f"The password must have at least {MIN_PASSWORD_LENGTH} characters."
+        )
+    return password

@@ -1,0 +1,70 @@
+"""``python -m leukemia_core users ...``: accounts from the server's shell.
+
+Passwords are asked for at the terminal (twice, not echoed) or read from standard input with
+``--password-stdin`` (for scripts); they never appear on the command line or in logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+
+from leukemia_core.accounts import AccountError, Accounts, Role
+
+ROLE_CHOICES = [r.value for r in Role]
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    users = commands.add_parser("users", help="create and manage accounts (see README)")
+    actions = users.add_subparsers(dest="action", required=True)
+    add = actions.add_parser("add", help="create an account (password prompted)")
+    add.add_argument("name")
+    add.add_argument("--role", action="append", required=True, choices=ROLE_CHOICES,
+                     help="repeat for several roles")  # fmt: skip
+    add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    roles = actions.add_parser("roles", help="set an account's roles")
+    roles.add_argument("name")
+    roles.add_argument("--role", action="append", required=True, choices=ROLE_CHOICES)
+    password = actions.add_parser("password", help="set an account's password (prompted)")
+    password.add_argument("name")
+    password.add_argument("--password-stdin", action="store_true")
+    for action, words in (("disable", "stop an account from logging in"),
+                          ("enable", "let a disabled account log in again")):  # fmt: skip
+        actions.add_parser(action, help=words).add_argument("name")
+    actions.add_parser("list", help="list accounts and their roles")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run one ``users`` action; ``error: ...`` and exit code 2 on a refusal."""
+    try:
+        accounts = Accounts()
+        if args.action == "add":
+            accounts.add_user(args.name, _password(args.password_stdin), args.role)
+            print(f"account {args.name!r} created with roles {', '.join(sorted(set(args.role)))}")
+        elif args.action == "roles":
+            accounts.set_roles(args.name, args.role)
+            print(f"account {args.name!r} now has roles {', '.join(sorted(set(args.role)))}")
+        elif args.action == "password":
+            accounts.set_password(args.name, _password(args.password_stdin))
+            print(f"password of {args.name!r} changed")
+        elif args.action in ("disable", "enable"):
+            accounts.set_disabled(args.name, args.action == "disable")
+            print(f"account {args.name!r} {args.action}d")
+        else:
+            for user in accounts.list_users():
+                state = " (disabled)" if user.disabled else ""
+                print(f"{user.name}\t{', '.join(sorted(user.roles))}{state}")
+        return 0
+    except (AccountError, EOFError, KeyboardInterrupt) as error:
+        print(f"error: {error or 'cancelled'}", file=sys.stderr)
+        return 2
+
+
+def _password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("Password: ")
+    if first != getpass.getpass("Password again: "):
+        raise AccountError("The two passwords differ; nothing was changed.")
+    return first

@@ -1,0 +1,76 @@
+"""Accounts (admins only): who may use the app and in which role, logins and model changes."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from leukemia_core.accounts import Permission, Role
+from leukemia_core.errors import LeukemiaCoreError
+from ui import auth
+
+admin = auth.require(Permission.MANAGE_USERS)
+st.title("Accounts")
+accounts = auth.accounts()
+ROLE_HELP = (
+    "reviewer: analyze, review and relabel · signer: also sign and reopen · model_admin: "
+    "retrain, promote, adapt and choose the active model · admin: accounts"
+)
+
+users = accounts.list_users()
+rows = [
+    {"Account": u.name, "Roles": ", ".join(sorted(u.roles)), "Disabled": u.disabled,
+     "Created (UTC)": u.created_at[:16].replace("T", " "), "By": u.created_by}
+    for u in users
+]  # fmt: skip
+st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+
+left, right = st.columns(2)
+with left.form("add_account", clear_on_submit=True):
+    st.subheader("Add an account")
+    name = st.text_input("Account name", key="new_name")
+    roles = st.multiselect("Roles", [r.value for r in Role], default=["reviewer"], help=ROLE_HELP)
+    first = st.text_input("Password", type="password", key="new_password")
+    second = st.text_input("Password again", type="password", key="new_password_again")
+    if st.form_submit_button("Add account", type="primary"):
+        try:
+            if first != second:
+                raise ValueError("The two passwords differ; type the same one twice.")
+            accounts.add_user(name, first, roles, by=admin)
+            st.success(f"Account {name!r} added.")
+        except (LeukemiaCoreError, ValueError) as error:
+            st.error(str(error))
+
+with right.form("change_account"):
+    st.subheader("Change an account")
+    names = [u.name for u in users]
+    chosen = st.selectbox("Account", names, key="change_name")
+    current = next((u for u in users if u.name == chosen), None)
+    new_roles = st.multiselect("Roles", [r.value for r in Role], key="change_roles",
+                               default=sorted(current.roles) if current else [], help=ROLE_HELP)  # fmt: skip
+    new_password = st.text_input("New password (leave empty to keep)", type="password",
+                                 key="change_password")  # fmt: skip
+    disabled = st.checkbox("Disabled (cannot log in)", value=bool(current and current.disabled),
+                           key="change_disabled")  # fmt: skip
+    if st.form_submit_button("Save changes") and current is not None:
+        try:
+            if set(new_roles) != set(current.roles):
+                accounts.set_roles(chosen, new_roles, by=admin)
+            if new_password:
+                accounts.set_password(chosen, new_password, by=admin)
+            if disabled != current.disabled:
+                if chosen == admin.name and disabled:
+                    raise ValueError("You cannot disable your own account.")
+                accounts.set_disabled(chosen, disabled, by=admin)
+            st.success(f"Account {chosen!r} saved.")
+        except (LeukemiaCoreError, ValueError) as error:
+            st.error(str(error))
+
+st.subheader("Logins and account changes", divider="gray")
+st.dataframe(pd.DataFrame(accounts.events(200)).astype(str), hide_index=True, width="stretch")
+st.subheader("Model changes", divider="gray")
+changes = accounts.model_changes(200)
+if changes:
+    st.dataframe(pd.DataFrame(changes).astype(str), hide_index=True, width="stretch")
+else:
+    st.caption("No model was promoted, adapted or activated from this app or its commands yet.")

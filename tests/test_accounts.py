@@ -1,0 +1,206 @@
+"""Accounts, roles and logins: leukemia_core.accounts, the CLI and the app's gate (issue 16)."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from conftest import TEST_PASSWORD, log_in, make_user
+from streamlit.testing.v1 import AppTest
+
+from leukemia_core.accounts import (
+    LOCKOUT_FAILURES,
+    AccountInputError,
+    AccountLockedError,
+    Accounts,
+    LoginError,
+    LoginSession,
+    Permission,
+    PermissionDeniedError,
+    Role,
+    SessionExpiredError,
+    User,
+)
+from leukemia_core.models.folder import set_active_model
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = ROOT / "app.py"
+PAGES = ("analyze", "review", "counts", "case", "cases", "report", "retrain", "accounts")
+
+
+@pytest.fixture
+def db(tmp_path, monkeypatch) -> Path:
+    path = tmp_path / "cases.sqlite3"
+    monkeypatch.setenv("LEUKEMIA_CASE_DB", str(path))
+    return path
+
+
+def test_passwords_are_stored_only_as_argon2_hashes(db):
+    Accounts().add_user("ana", "a long secret 1", ["signer"])
+    with sqlite3.connect(db) as conn:
+        dump = "\n".join(conn.iterdump())
+        (stored,) = conn.execute("SELECT password_hash FROM users").fetchone()
+    assert "a long secret 1" not in dump and stored.startswith("$argon2id$")
+    assert Accounts().authenticate("ana", "a long secret 1") == User("ana", frozenset({Role.SIGNER}))
+    with pytest.raises(AccountInputError, match="at least 10 characters"):
+        Accounts().add_user("bo", "short", ["reviewer"])
+    with pytest.raises(AccountInputError, match="not a role"):
+        Accounts().add_user("bo", "long enough pw", ["superuser"])
+    with pytest.raises(AccountInputError, match="exists already"):
+        Accounts().add_user("ana", "a long secret 2", ["reviewer"])
+
+
+def test_lockout_after_five_failures_in_fifteen_minutes(db):
+    accounts = Accounts()
+    accounts.add_user("ana", "a long secret 1", ["reviewer"])
+    start = datetime.now(UTC)
+    for i in range(LOCKOUT_FAILURES):
+        with pytest.raises(LoginError, match="name or password is wrong") as caught:
+            accounts.authenticate("ana", "wrong password", now=start + timedelta(seconds=i))
+        assert not isinstance(caught.value, AccountLockedError)
+    with pytest.raises(AccountLockedError, match="Too many failed logins"):  # even the right one
+        accounts.authenticate("ana", "a long secret 1", now=start + timedelta(minutes=1))
+    later = start + timedelta(minutes=16)
+    assert accounts.authenticate("ana", "a long secret 1", now=later).name == "ana"
+    events = [(e["user_name"], e["event"]) for e in accounts.events()]
+    assert events[:2] == [("ana", "login"), ("ana", "locked")]
+    assert events.count(("ana", "login_failed")) == LOCKOUT_FAILURES
+    assert all("secret" not in str(e) for e in accounts.events())
+
+
+def test_disabled_accounts_and_unknown_names_get_the_same_refusal(db):
+    accounts = Accounts()
+    accounts.add_user("ana", "a long secret 1", ["reviewer"])
+    accounts.set_disabled("ana", True)
+    for name in ("ana", "nobody"):
+        with pytest.raises(LoginError, match="name or password is wrong"):
+            accounts.authenticate(name, "a long secret 1")
+
+
+def test_idle_timeout(monkeypatch):
+    now = datetime.now(UTC)
+    login = LoginSession(User("ana", frozenset({Role.REVIEWER})), now, now)
+    login.touch(now + timedelta(minutes=29))
+    with pytest.raises(SessionExpiredError, match="after 30 minutes without activity"):
+        login.touch(now + timedelta(minutes=60))
+    monkeypatch.setenv("LEUKEMIA_IDLE_TIMEOUT_MINUTES", "5")
+    with pytest.raises(SessionExpiredError, match="after 5 minutes"):
+        LoginSession(login.user, now, now).touch(now + timedelta(minutes=6))
+    monkeypatch.setenv("LEUKEMIA_IDLE_TIMEOUT_MINUTES", "0")
+    with pytest.raises(AccountInputError, match="1 to 1440"):
+        LoginSession(login.user, now, now).touch(now)
+
+
+def test_roles_are_checked_in_the_core(db, tiny_models_dir, tmp_path):
+    reviewer = User("rev", frozenset({Role.REVIEWER}))
+    assert reviewer.can(Permission.REVIEW) and not reviewer.can(Permission.SIGN)
+    with pytest.raises(PermissionDeniedError, match="needs the model_admin role"):
+        set_active_model("tiny", tiny_models_dir, user=reviewer)
+    with pytest.raises(PermissionDeniedError, match="needs the admin role"):
+        Accounts().add_user("x", "long enough pw", ["reviewer"], by=reviewer)
+    admin = User("boss", frozenset({Role.MODEL_ADMIN}))
+    set_active_model("tiny", tiny_models_dir, user=admin)
+    change = Accounts().model_changes(1)[0]
+    assert (change["user_name"], change["action"], change["to_model"]) == ("boss", "activate",
+                                                                          "tiny")  # fmt: skip
+
+
+def test_users_cli_prompts_no_password_on_the_command_line(db):
+    env = {**os.environ, "LEUKEMIA_CASE_DB": str(db)}
+    run = subprocess.run(
+        [sys.executable, "-m", "leukemia_core", "users", "add", "admin", "--role", "admin",
+         "--role", "signer", "--password-stdin"],
+        input="an admin password\n", capture_output=True, text=True, env=env, cwd=ROOT,
+        timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert Accounts().authenticate("admin", "an admin password").can(Permission.MANAGE_USERS)
+    bad = subprocess.run([sys.executable, "-m", "leukemia_core", "users", "roles", "nobody",
+                          "--role", "signer"], capture_output=True, text=True, env=env, cwd=ROOT,
+                         timeout=120)  # fmt: skip
+    assert bad.returncode == 2 and "error: No account named 'nobody'" in bad.stderr
+
+
+# ---- the app's gate ---------------------------------------------------------------------------
+def _app(apptest_navigation) -> AppTest:
+    return AppTest.from_file(str(APP), default_timeout=120)
+
+
+def test_first_start_shows_only_how_to_create_the_first_admin(db, apptest_navigation):
+    at = _app(apptest_navigation).run()
+    assert not at.exception
+    assert at.title[0].value == "No accounts yet"
+    assert "users add admin --role admin" in at.info[0].value
+    assert len(at.button) == 0 and len(at.text_input) == 0 and len(at.file_uploader) == 0
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_without_login_every_page_shows_only_the_login_form(db, apptest_navigation, page):
+    make_user("ana", ("signer",))
+    at = _app(apptest_navigation).run()
+    at.switch_page(f"pages/{page}.py").run()
+    assert not at.exception
+    assert [t.value for t in at.title] == ["Log in"]
+    assert [w.label for w in at.text_input] == ["Account name", "Password"]
+    assert len(at.file_uploader) == 0 and len(at.dataframe) == 0 and len(at.metric) == 0
+    assert [b.label for b in at.button] == ["Log in"]  # the form's submit button only
+
+
+def test_login_form_logout_and_a_wrong_password(db, apptest_navigation):
+    make_user("ana", ("reviewer",))
+    at = _app(apptest_navigation).run()
+    at.text_input(key="login_name").input("ana")
+    at.text_input(key="login_password").input("wrong password!")
+    at.button[0].click().run()
+    assert any("name or password is wrong" in e.value for e in at.error)
+    at.text_input(key="login_name").input("ana")
+    at.text_input(key="login_password").input(TEST_PASSWORD)
+    at.button[0].click().run()
+    assert not at.exception and at.title[0].value == "Analyze a sample"
+    assert any("Logged in as **ana**" in m.value for m in at.sidebar.markdown)
+    at.button(key="logout").click().run()
+    assert [t.value for t in at.title] == ["Log in"]
+    events = [(e["user_name"], e["event"]) for e in Accounts().events()]
+    assert events[:3] == [("ana", "logout"), ("ana", "login"), ("ana", "login_failed")]
+
+
+def test_a_reviewer_cannot_sign_or_open_retrain(db, apptest_navigation):
+    at = log_in(_app(apptest_navigation), "rev", ("reviewer",)).run()
+    for page in ("retrain", "accounts"):  # not in the reviewer's navigation at all
+        with pytest.raises(ValueError, match="Could not find a navigation page"):
+            at.switch_page(f"pages/{page}.py")
+    # and the pages themselves refuse, were one reached another way
+    for page, words in (("retrain", "may not retrain, promote"), ("accounts", "may not manage")):
+        alone = log_in(AppTest.from_file(str(ROOT / "pages" / f"{page}.py")), "rev",
+                       ("reviewer",)).run()  # fmt: skip
+        assert any(words in e.value for e in alone.error)
+        assert len(alone.text_area) == 0 and len(alone.dataframe) == 0
+    at.switch_page("pages/case.py").run()
+    assert not at.exception  # no case yet: nothing to sign, but the page is open to reviewers
+
+
+def test_an_admin_adds_an_account_on_the_accounts_page(db, apptest_navigation):
+    at = log_in(_app(apptest_navigation), "boss", ("admin",)).run()
+    at.switch_page("pages/accounts.py").run()
+    assert not at.exception and at.title[0].value == "Accounts"
+    at.text_input(key="new_name").input("newbie")
+    at.text_input(key="new_password").input("newbie password")
+    at.text_input(key="new_password_again").input("newbie password")
+    next(b for b in at.button if b.label == "Add account").click().run()
+    assert any("newbie" in s.value for s in at.success), [e.value for e in at.error]
+    assert Accounts().authenticate("newbie", "newbie password").roles == {Role.REVIEWER}
+
+
+def test_an_idle_login_is_ended(db, apptest_navigation):
+    at = log_in(_app(apptest_navigation), "ana", ("reviewer",))
+    login = at.session_state["login"]
+    login.last_seen = login.last_seen - timedelta(hours=2)
+    at.run()
+    assert any("without activity" in w.value for w in at.warning)
+    assert [t.value for t in at.title] == ["Log in"]
+    assert Accounts().events(1)[0]["event"] == "timeout"

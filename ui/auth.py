@@ -1,0 +1,133 @@
+"""Login, logout and role checks of the app (the accounts themselves: :mod:`leukemia_core.accounts`).
+
+:func:`gate` runs before any page: without accounts it shows only how to create the first one,
+without a login only the login form, and a login idle for longer than the timeout is ended.
+Pages call :func:`require` for what they need; the core checks the same roles again.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import streamlit as st
+
+from leukemia_core.accounts import (
+    AccountError,
+    Accounts,
+    LoginSession,
+    Permission,
+    SessionExpiredError,
+    User,
+)
+from leukemia_core.store import default_database_path
+
+LOGIN_KEY = "login"
+FIRST_ADMIN_COMMAND = (
+    "python -m leukemia_core users add admin --role admin --role signer --role model_admin"
+)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _accounts(path: str) -> Accounts:
+    return Accounts(path)
+
+
+def accounts() -> Accounts:
+    """The accounts of the case database (``$LEUKEMIA_CASE_DB``)."""
+    return _accounts(str(default_database_path()))
+
+
+def current_user() -> User | None:
+    login = st.session_state.get(LOGIN_KEY)
+    return login.user if isinstance(login, LoginSession) else None
+
+
+def user() -> User:
+    """The logged-in account (the gate guarantees one on every page)."""
+    found = current_user()
+    if found is None:
+        st.stop()
+    return found
+
+
+def gate() -> User:
+    """The logged-in account; otherwise shows the first-start message or the login form and
+    stops the page."""
+    if not accounts().has_users():
+        _only_this_page()
+        st.title("No accounts yet")
+        st.info(
+            "This app needs an account for everyone who uses it. On the server, in the app's "
+            f"folder, create the first administrator:\n\n```\n{FIRST_ADMIN_COMMAND}\n```\n\n"
+            "It asks for a password. Then reload this page and log in; administrators add the "
+            "other accounts on the Accounts page."
+        )
+        st.stop()
+    login = st.session_state.get(LOGIN_KEY)
+    if isinstance(login, LoginSession):
+        try:
+            login.touch()
+            return login.user
+        except SessionExpiredError as error:
+            accounts().record(login.user.name, "timeout", str(error))
+            _forget_session()
+            st.warning(str(error))
+    _only_this_page()
+    _login_form()
+    st.stop()
+
+
+def _only_this_page() -> None:
+    """Replace the app's navigation (which the browser keeps from an earlier run) by none."""
+    st.navigation([st.Page(lambda: None, title="Log in", url_path="login")], position="hidden")
+
+
+def _login_form() -> None:
+    st.title("Log in")
+    with st.form("login_form"):
+        name = st.text_input("Account name", key="login_name", autocomplete="username")
+        password = st.text_input("Password", type="password", key="login_password",
+                                 autocomplete="current-password")  # fmt: skip
+        submitted = st.form_submit_button("Log in", type="primary")
+    if submitted:
+        try:
+            found = accounts().authenticate(name, password)
+        except AccountError as error:
+            st.error(str(error))
+            return
+        now = datetime.now(UTC)
+        st.session_state[LOGIN_KEY] = LoginSession(found, now, now)
+        st.session_state.pop("login_password", None)
+        st.rerun()
+
+
+def logout() -> None:
+    """End the login (recorded) and forget this tab's sample."""
+    found = current_user()
+    if found is not None:
+        accounts().record(found.name, "logout")
+    _forget_session()
+
+
+def _forget_session() -> None:
+    for key in list(st.session_state):
+        del st.session_state[key]
+
+
+def require(permission: Permission) -> User:
+    """The account when it may do this; else says which role is needed and stops the page."""
+    found = user()
+    if not found.can(permission):
+        roles = ", ".join(sorted(found.roles))
+        st.error(f"Your account ({found.name}: {roles}) may not {permission.value}; ask an admin.")
+        st.stop()
+    return found
+
+
+def sidebar() -> None:
+    """Who is logged in, and the logout button."""
+    found = user()
+    st.markdown(f"Logged in as **{found.name}**  \n{', '.join(sorted(found.roles))}")
+    if st.button("Log out", key="logout", icon=":material/logout:"):
+        logout()
+        st.rerun()
