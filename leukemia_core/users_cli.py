@@ -33,12 +33,15 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                           ("enable", "let a disabled account log in again")):  # fmt: skip
         actions.add_parser(action, help=words).add_argument("name")
     actions.add_parser("list", help="list accounts and their roles")
+    actions.add_parser("init", help="on first start: ask for the first administrator's password")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run one ``users`` action; ``error: ...`` and exit code 2 on a refusal."""
     try:
         accounts = Accounts()
+        if args.action == "init":
+            return _init(accounts)
         if args.action == "add":
             accounts.add_user(args.name, _password(args.password_stdin), args.role)
             print(f"account {args.name!r} created with roles {', '.join(sorted(set(args.role)))}")
@@ -59,6 +62,23 @@ def run(args: argparse.Namespace) -> int:
     except (AccountError, EOFError, KeyboardInterrupt) as error:
         print(f"error: {error or 'cancelled'}", file=sys.stderr)
         return 2
+
+
+def _init(accounts: Accounts) -> int:
+    """Create the first administrator (all roles) when there is no account; else do nothing."""
+    if accounts.has_users():
+        return 0
+    roles = [Role.ADMIN, Role.SIGNER, Role.MODEL_ADMIN]
+    if not sys.stdin.isatty():
+        print("No accounts yet. Create the first administrator with:\n  python -m leukemia_core "
+              "users add admin " + " ".join(f"--role {r.value}" for r in roles), file=sys.stderr)
+        return 0
+    print("First start: create the administrator account (it may analyze, review, sign, manage "
+          "models and add the other accounts).")  # fmt: skip
+    name = input("Administrator name [admin]: ").strip() or "admin"
+    accounts.add_user(name, _password(False), roles)
+    print(f"account {name!r} created; log in with it in the browser")
+    return 0
 
 
 def _password(from_stdin: bool) -> str:

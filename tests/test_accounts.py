@@ -6,6 +6,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -204,3 +205,40 @@ def test_an_idle_login_is_ended(db, apptest_navigation):
     assert any("without activity" in w.value for w in at.warning)
     assert [t.value for t in at.title] == ["Log in"]
     assert Accounts().events(1)[0]["event"] == "timeout"
+
+
+def test_users_init_on_first_start(db):
+    env = {**os.environ, "LEUKEMIA_CASE_DB": str(db)}
+    command = [sys.executable, "-m", "leukemia_core", "users", "init"]
+    first = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                           env=env, cwd=ROOT, timeout=120)  # fmt: skip
+    assert first.returncode == 0 and "users add admin --role admin" in first.stderr
+    assert not Accounts().has_users()  # without a terminal it only says how
+    make_user("ana", ("admin",))
+    again = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                           env=env, cwd=ROOT, timeout=120)  # fmt: skip
+    assert again.returncode == 0 and again.stderr == ""  # accounts exist: nothing to do
+
+
+def test_users_init_asks_for_the_first_admin_at_a_terminal(db):
+    """What the README's first command does on a fresh machine (the password is not echoed)."""
+    pty = pytest.importorskip("pty", reason="needs a POSIX terminal")
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the command, at a terminal
+        os.environ["LEUKEMIA_CASE_DB"] = str(db)
+        os.execv(sys.executable, [sys.executable, "-m", "leukemia_core", "users", "init"])
+    seen = b""
+    for prompt, answer in ((b"name [admin]:", b"\n"), (b"Password: ", b"first admin pw\n"),
+                           (b"again: ", b"first admin pw\n"), (b"log in with it", b"")):  # fmt: skip
+        deadline = time.monotonic() + 120
+        while prompt not in seen and time.monotonic() < deadline:
+            try:
+                seen += os.read(fd, 1024)
+            except OSError:
+                break
+        assert prompt in seen, seen.decode(errors="replace")
+        os.write(fd, answer)
+    os.waitpid(pid, 0)
+    assert b"first admin pw" not in seen
+    admin = Accounts().authenticate("admin", "first admin pw")
+    assert admin.roles == {Role.ADMIN, Role.SIGNER, Role.MODEL_ADMIN}
