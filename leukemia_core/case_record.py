@@ -7,7 +7,7 @@ audit trail. Plain frozen dataclasses, no database code.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from leukemia_core.counting import summarize_labels
@@ -53,10 +53,17 @@ class CaseHeader:
     created_by: str
     signed_by: str | None
     signed_at: str | None
+    first_signed_by: str | None = field(default=None, kw_only=True)
+    first_signed_at: str | None = field(default=None, kw_only=True)
 
     @property
     def is_signed(self) -> bool:
         return self.status == STATUS_SIGNED
+
+    @property
+    def awaits_second_signature(self) -> bool:
+        """Signed once where the lab's rule asks for two signers (see ``Review.sign``)."""
+        return not self.is_signed and self.first_signed_by is not None
 
 
 @dataclass(frozen=True)

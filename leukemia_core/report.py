@@ -223,9 +223,16 @@ def _audit_section(record: CaseRecord) -> str:
 
 
 def _sign_off(record: CaseRecord) -> str:
+    first = ""
+    if record.first_signed_by:
+        first = (f" First signed by {_e(record.first_signed_by)} at "
+                 f"{_e(record.first_signed_at)} (UTC); two signers were required.")  # fmt: skip
     if record.is_signed:
-        text = f"Signed by {_e(record.signed_by)} at {_e(record.signed_at)} (UTC)."
+        text = f"Signed by {_e(record.signed_by)} at {_e(record.signed_at)} (UTC).{first}"
         return f'<h2>Sign-off</h2><p class="signed">{text}</p>'
+    if first:
+        return (f'<h2>Sign-off</h2><p class="unsigned">NOT SIGNED YET — awaiting the second '
+                f"signer.{first}</p>")  # fmt: skip
     return '<h2>Sign-off</h2><p class="unsigned">NOT SIGNED — this case has not been reviewed and signed.</p>'
 
 

@@ -30,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import os
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -49,6 +50,7 @@ from leukemia_core.store import CaseStore
 from leukemia_core.types import REVIEWER_EDITABLE, BlastCount, Cell, CellLabel
 
 STATUS_UNSAVED = "unsaved"
+SECOND_SIGNER_ENV_VAR = "LEUKEMIA_SECOND_SIGNER_AT_PERCENT"
 REVIEW_CHOICES = (CellLabel.BLAST, CellLabel.NORMAL, CellLabel.NOT_WBC, CellLabel.EXCLUDED)
 """Labels a reviewer gives (uncertain and border come only from the machine)."""
 
@@ -91,6 +93,7 @@ class Review:
         self.status = STATUS_UNSAVED
         self.signed_by: str | None = None
         self.signed_at: str | None = None
+        self.first_signed_by: str | None = None  # where the lab's rule asks for two signers
         self.audit_token = 0
         self.altered: tuple[str, ...] = ()  # what the audit chain says changed outside the app
         self.token = uuid.uuid4().hex
@@ -319,8 +322,12 @@ class Review:
         self.refresh(store)
         return len(ids)
 
-    def sign(self, store: CaseStore, *, user: User) -> None:
-        """Sign and freeze the case.
+    def sign(self, store: CaseStore, *, user: User) -> bool:
+        """Sign the case; True when it is now signed and frozen.
+
+        Where the lab asks for a second signer above a blast level
+        (``$LEUKEMIA_SECOND_SIGNER_AT_PERCENT``, e.g. 5 or 20), a case at or above it needs the
+        signatures of two accounts: the first is recorded and the case stays open (False).
 
         Raises:
             PermissionDeniedError: The account may not sign.
@@ -330,8 +337,10 @@ class Review:
         """
         require(user, Permission.SIGN)
         self._require_saved("the signature is recorded in it")
-        store.sign_case(self.case_id, reviewer=user.name)
+        signed = store.sign_case(self.case_id, reviewer=user.name,
+                                 second_signer_at_percent=second_signer_at_percent())  # fmt: skip
         self.refresh(store)
+        return signed
 
     def reopen(self, store: CaseStore, *, user: User) -> str:
         """Reopen a signed case as a new version, which becomes the one under review."""
@@ -380,7 +389,7 @@ class Review:
     def _state(self) -> tuple:
         edits = tuple(tuple(getattr(c, name) for name in sorted(REVIEWER_EDITABLE))
                       for c in self.cells)  # fmt: skip
-        return (self.status, self.version, edits)
+        return (self.status, self.version, self.first_signed_by, edits)
 
     def _follow(self, state: CaseState | CaseRecord) -> None:
         """Take the record's status, version and reviewers' edits (the record is the truth)."""
@@ -399,7 +408,25 @@ class Review:
         self.case_id, self.version, self.status = state.case_id, state.version, state.status
         self.sample_id = state.sample_id
         self.signed_by, self.signed_at = state.signed_by, state.signed_at
+        self.first_signed_by = state.first_signed_by
         self.audit_token = state.token
+
+
+def second_signer_at_percent() -> float | None:
+    """The lab's blast level (percent) from which two signers must sign; None when not asked."""
+    value = os.environ.get(SECOND_SIGNER_ENV_VAR, "").strip()
+    if not value:
+        return None
+    try:
+        percent = float(value)
+    except ValueError:
+        percent = -1.0
+    if not 0 <= percent <= 100:
+        raise ReviewError(
+            f"{SECOND_SIGNER_ENV_VAR}={value!r} is not a blast percentage from 0 to 100 (e.g. 5 "
+            "or 20); unset it to need one signer only."
+        )
+    return percent
 
 
 def _reviewer_label(value: object) -> CellLabel:

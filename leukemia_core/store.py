@@ -34,7 +34,6 @@ import sqlite3
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -57,21 +56,23 @@ from leukemia_core.store_rows import (
     CaseStoreError,
     CellNotFoundError,
     SignOffBlockedError,
+    audit,
     cell_row,
     domain_json,
     field_row,
+    insert,
     label_value,
+    now,
+    reviewer_name,
     text,
     whole,
 )
 from leukemia_core.store_schema import (
-    AUDIT_CHAINED,
     SCHEMA_VERSION,
-    case_digest,
-    chain_hash,
     migrate,
 )
-from leukemia_core.types import REVIEWER_EDITABLE, Cell, CellLabel, Field
+from leukemia_core.store_signoff import CaseSignoff
+from leukemia_core.types import REVIEWER_EDITABLE, Cell, Field
 
 __all__ = [
     "SCHEMA_VERSION", "STATUS_OPEN", "STATUS_SIGNED", "AuditEntry", "CaseHeader", "CaseInputError",
@@ -97,41 +98,7 @@ def default_database_path() -> Path:
     return path
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")
-
-
-def _reviewer(value: object) -> str:
-    return text(value, "The reviewer name", "enter your name so the audit trail records who did it")
-
-
-def _insert(conn: sqlite3.Connection, table: str, row: dict[str, Any]) -> None:
-    names = ", ".join(row)
-    conn.execute(f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(row))})",
-                 tuple(row.values()))  # fmt: skip
-
-
-def _audit(
-    conn: sqlite3.Connection, case: sqlite3.Row, action: str, who: str, note: str, *cell: Any
-) -> int:
-    """Appends an audit row, chained to the case's previous one, and returns its id; ``cell`` is
-    ``(field_index, cell_id, from_label, to_label)``. Runs inside the caller's write transaction
-    (BEGIN IMMEDIATE), so the next id is this row's."""
-    (last_id,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence "
-                              "WHERE name = 'audit'").fetchone()  # fmt: skip
-    row = dict(zip(AUDIT_CHAINED, (last_id + 1, case["case_id"], case["version"], action, who,
-                                   _now(), *(cell or (None,) * 4), note), strict=True))  # fmt: skip
-    previous = conn.execute(
-        "SELECT chain FROM audit WHERE case_id = ? ORDER BY audit_id DESC LIMIT 1",
-        (case["case_id"],),
-    ).fetchone()
-    row["state"] = case_digest(conn, case["case_id"])
-    row["chain"] = chain_hash(previous["chain"] if previous else "", row, row["state"])
-    _insert(conn, "audit", row)
-    return row["audit_id"]
-
-
-class CaseStore(CaseReads):
+class CaseStore(CaseReads, CaseSignoff):
     """The case database; every method is one short transaction, safe across threads/processes.
 
     Args:
@@ -231,7 +198,7 @@ class CaseStore(CaseReads):
         """
         sample_id = text(sample_id, "sample_id", "enter the sample (specimen) identifier")
         model_name = text(model_name, "model_name", "pass the name of the model that labelled")
-        created_by = _reviewer(created_by)
+        created_by = reviewer_name(created_by)
         if not isinstance(model_checksum, str):
             raise CaseInputError("model_checksum must be text (may be empty).")
         if not fields:
@@ -243,7 +210,7 @@ class CaseStore(CaseReads):
                 f"thresholds must be a dict of JSON values, got {thresholds!r} ({error})."
             ) from None
         case = {"case_id": uuid.uuid4().hex, "version": 1, "sample_id": sample_id,
-                "status": STATUS_OPEN, "created_at": _now(), "created_by": created_by,
+                "status": STATUS_OPEN, "created_at": now(), "created_by": created_by,
                 "model_name": model_name, "model_checksum": model_checksum,
                 "thresholds": thresholds_json, "domain": domain_json(domain)}  # fmt: skip
         field_rows = [field_row(index, entry) for index, entry in enumerate(fields)]
@@ -260,14 +227,14 @@ class CaseStore(CaseReads):
             cell_rows.append(row)
         case_id = case["case_id"]
         with self._transaction(write=True) as conn:
-            _insert(conn, "cases", case)
+            insert(conn, "cases", case)
             for row in field_rows:
-                _insert(conn, "fields", {"case_id": case_id, **row})
+                insert(conn, "fields", {"case_id": case_id, **row})
             for row in cell_rows:
-                _insert(conn, "cells", {"case_id": case_id, **row})
+                insert(conn, "cells", {"case_id": case_id, **row})
             stored = self._case(conn, case_id, open_only=True)
             note = f"{len(seen)} cells in {len(fields)} fields labelled by {model_name}"
-            _audit(conn, stored, "created", created_by, note)
+            audit(conn, stored, "created", created_by, note)
         return case_id
 
     def relabel_cell(
@@ -296,7 +263,7 @@ class CaseStore(CaseReads):
 
         Cells already reviewed are left as they are. Returns the new audit ids.
         """
-        reviewer = _reviewer(reviewer)
+        reviewer = reviewer_name(reviewer)
         keys = [(whole(f, "field_index"), whole(c, "cell_id")) for f, c in keys]
         ids = []
         with self._transaction(write=True) as conn:
@@ -319,7 +286,7 @@ class CaseStore(CaseReads):
         Returns:
             The new audit ids.
         """
-        reviewer = _reviewer(reviewer)
+        reviewer = reviewer_name(reviewer)
         field_index, cell_id = whole(field_index, "field_index"), whole(cell_id, "cell_id")
         unknown = sorted(set(changes) - REVIEWER_EDITABLE)
         if unknown or not changes:
@@ -360,90 +327,13 @@ class CaseStore(CaseReads):
             elif name != "reviewed":
                 what = f"{name}: {row[name]!r} -> {value!r}" + (f"; {note}" if note else "")
                 entries.append(("edit", what, None, None))
+        if entries and case["first_signed_by"] is not None:  # a change voids the first signature
+            conn.execute("UPDATE cases SET first_signed_by = NULL, first_signed_at = NULL "
+                         "WHERE case_id = ?", (case["case_id"],))  # fmt: skip
+            entries.append(("first signature withdrawn", f"by the change of cell {cell_id}",
+                            None, None))  # fmt: skip
         ids = []
         for action, words, before, after in entries:
-            ids.append(_audit(conn, case, action, reviewer, words, field_index, cell_id, before,
+            ids.append(audit(conn, case, action, reviewer, words, field_index, cell_id, before,
                               after))  # fmt: skip
         return ids
-
-    def sign_case(self, case_id: str, *, reviewer: str) -> None:
-        """Signs and freezes the case.
-
-        Raises:
-            CaseInputError: Empty reviewer name.
-            CaseNotFoundError: No such case.
-            CaseSignedError: Already signed.
-            SignOffBlockedError: Cells are still labelled uncertain.
-        """
-        reviewer = _reviewer(reviewer)
-        with self._transaction(write=True) as conn:
-            case = self._case(conn, case_id, open_only=True)
-            (n_uncertain,) = conn.execute(
-                "SELECT COUNT(*) FROM cells WHERE case_id = ? AND label = ?",
-                (case["case_id"], CellLabel.UNCERTAIN.value),
-            ).fetchone()
-            if n_uncertain:
-                cells = "cell is" if n_uncertain == 1 else "cells are"
-                raise SignOffBlockedError(
-                    f"Cannot sign case {case['case_id']}: {n_uncertain} {cells} still labelled "
-                    "uncertain; they must be reviewed first (label each as blast, normal, "
-                    "excluded, not_wbc or border)."
-                )
-            now = _now()
-            conn.execute(
-                "UPDATE cases SET status = ?, signed_by = ?, signed_at = ? WHERE case_id = ?",
-                (STATUS_SIGNED, reviewer, now, case["case_id"]),
-            )
-            _audit(conn, case, "signed", reviewer, f"signed at {now}")
-
-    def reopen_case(self, case_id: str, *, reviewer: str) -> str:
-        """Copies a signed case into a new open version (same sample, version + 1).
-
-        The new version keeps each cell's model label and current label; the signed original
-        stays unchanged.
-
-        Returns:
-            The id of the new version.
-
-        Raises:
-            CaseInputError: Empty reviewer name.
-            CaseNotFoundError: No such case.
-            CaseNotReopenableError: The case is not signed, or was already reopened.
-        """
-        reviewer = _reviewer(reviewer)
-        new_id = uuid.uuid4().hex
-        with self._transaction(write=True) as conn:
-            old = self._case(conn, case_id, open_only=False)
-            if old["status"] != STATUS_SIGNED:
-                raise CaseNotReopenableError(
-                    f"Case {old['case_id']} is not signed, so it can still be changed as it "
-                    "is; only signed cases are reopened."
-                )
-            child = conn.execute(
-                "SELECT case_id, version FROM cases WHERE parent_id = ?", (old["case_id"],)
-            ).fetchone()
-            if child is not None:
-                raise CaseNotReopenableError(
-                    f"Case {old['case_id']} was already reopened as {child['case_id']} (version "
-                    f"{child['version']}); open the latest version instead."
-                )
-            conn.execute(
-                "INSERT INTO cases (case_id, version, parent_id, sample_id, status, created_at, "
-                "created_by, model_name, model_checksum, thresholds, domain) SELECT ?, "
-                "version + 1, case_id, sample_id, ?, ?, ?, model_name, model_checksum, "
-                "thresholds, domain "
-                "FROM cases WHERE case_id = ?",
-                (new_id, STATUS_OPEN, _now(), reviewer, old["case_id"]),
-            )
-            for table in ("fields", "cells"):
-                columns = [r["name"] for r in conn.execute(f"PRAGMA table_info({table})")][1:]
-                names = ", ".join(columns)
-                conn.execute(
-                    f"INSERT INTO {table} (case_id, {names}) SELECT ?, {names} FROM {table} "
-                    "WHERE case_id = ?",
-                    (new_id, old["case_id"]),
-                )
-            new = self._case(conn, new_id, open_only=True)
-            note = f"reopened from case {old['case_id']} (version {old['version']})"
-            _audit(conn, new, "reopened", reviewer, note)
-        return new_id

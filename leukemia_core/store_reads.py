@@ -17,7 +17,8 @@ from leukemia_core.store_schema import AUDIT_CHAINED, case_digest, chain_hash
 from leukemia_core.types import REVIEWER_EDITABLE, CellLabel
 
 HEADER_COLUMNS = ("case_id", "version", "parent_id", "sample_id", "status", "created_at",
-                  "created_by", "signed_by", "signed_at")  # fmt: skip
+                  "created_by", "signed_by", "signed_at", "first_signed_by",
+                  "first_signed_at")  # fmt: skip
 
 
 def as_dict(row: sqlite3.Row, skip: str = "") -> dict[str, Any]:
@@ -131,7 +132,8 @@ class CaseReads:
         with self._transaction(write=False) as conn:
             rows = conn.execute(
                 "SELECT c.case_id, c.version, c.parent_id, c.sample_id, c.status, c.created_at, "
-                "c.created_by, c.signed_by, c.signed_at, COUNT(x.cell_id) AS n_cells, "
+                "c.created_by, c.signed_by, c.signed_at, c.first_signed_by, c.first_signed_at, "
+                "COUNT(x.cell_id) AS n_cells, "
                 "COALESCE(SUM(x.label = 'blast'), 0) AS n_blasts, "
                 "COALESCE(SUM(x.label IN ('blast', 'normal')), 0) AS n_counted, "
                 "COALESCE(SUM(x.label = 'uncertain'), 0) AS n_uncertain "

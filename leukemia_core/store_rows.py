@@ -14,6 +14,7 @@ import json
 import math
 import operator
 import sqlite3
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,13 @@ import numpy as np
 from leukemia_core.domain import DomainAssessment
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.imaging import png_bytes, rgb_from_png
-from leukemia_core.store_schema import outline_from_json, outline_json
+from leukemia_core.store_schema import (
+    AUDIT_CHAINED,
+    case_digest,
+    chain_hash,
+    outline_from_json,
+    outline_json,
+)
 from leukemia_core.types import Cell, CellLabel, Field
 
 _VALID_LABELS = ", ".join(label.value for label in CellLabel)
@@ -193,3 +200,38 @@ def cell_from_row(row: sqlite3.Row) -> Cell:
         label=CellLabel(row["label"]),
         **plain,
     )
+
+
+# ---- writing rows: time stamps, names and the chained audit trail ---------------------------
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def reviewer_name(value: object) -> str:
+    return text(value, "The reviewer name", "enter your name so the audit trail records who did it")
+
+
+def insert(conn: sqlite3.Connection, table: str, row: dict[str, Any]) -> None:
+    names = ", ".join(row)
+    conn.execute(f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(row))})",
+                 tuple(row.values()))  # fmt: skip
+
+
+def audit(
+    conn: sqlite3.Connection, case: sqlite3.Row, action: str, who: str, note: str, *cell: Any
+) -> int:
+    """Appends an audit row, chained to the case's previous one, and returns its id; ``cell`` is
+    ``(field_index, cell_id, from_label, to_label)``. Runs inside the caller's write transaction
+    (BEGIN IMMEDIATE), so the next id is this row's."""
+    (last_id,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence "
+                              "WHERE name = 'audit'").fetchone()  # fmt: skip
+    row = dict(zip(AUDIT_CHAINED, (last_id + 1, case["case_id"], case["version"], action, who,
+                                   now(), *(cell or (None,) * 4), note), strict=True))  # fmt: skip
+    previous = conn.execute(
+        "SELECT chain FROM audit WHERE case_id = ? ORDER BY audit_id DESC LIMIT 1",
+        (case["case_id"],),
+    ).fetchone()
+    row["state"] = case_digest(conn, case["case_id"])
+    row["chain"] = chain_hash(previous["chain"] if previous else "", row, row["state"])
+    insert(conn, "audit", row)
+    return row["audit_id"]

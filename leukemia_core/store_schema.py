@@ -151,7 +151,7 @@ CREATE TRIGGER signed_fields_are_kept BEFORE DELETE ON fields
 
 
 def _v3_to_v4(conn: sqlite3.Connection) -> None:
-    """Accounts, their login events and model changes; audit rows chained by hash.
+    """Accounts, their login events and model changes; a first signature; audit rows chained.
 
     Each audit row gets ``state`` (a digest of its case after the action) and ``chain`` (a hash
     over the previous row's chain, the row and its state), so a change made outside the app (a
@@ -160,6 +160,9 @@ def _v3_to_v4(conn: sqlite3.Connection) -> None:
     """
     for statement in _statements(_ACCOUNTS):
         conn.execute(statement)
+    # A lab may ask for a second signer above a blast level: the first signature is kept here.
+    conn.execute("ALTER TABLE cases ADD COLUMN first_signed_by TEXT")
+    conn.execute("ALTER TABLE cases ADD COLUMN first_signed_at TEXT")
     conn.execute("ALTER TABLE audit ADD COLUMN state TEXT NOT NULL DEFAULT ''")
     conn.execute("ALTER TABLE audit ADD COLUMN chain TEXT NOT NULL DEFAULT ''")
     conn.execute("DROP TRIGGER audit_is_append_only")

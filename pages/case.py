@@ -70,6 +70,13 @@ else:
             icon=":material/pending:",
         )
     may_sign = account.can(Permission.SIGN)
+    if session.first_signed_by:
+        st.info(
+            f"Signed once by **{session.first_signed_by}**: at this blast level the lab asks for "
+            "a second signer, another account. A change to any cell withdraws the first "
+            "signature.",
+            icon=":material/group:",
+        )
     st.markdown(
         f"Signing as **{account.name}** confirms that you reviewed every cell; the record is "
         "then frozen."
@@ -77,7 +84,7 @@ else:
         else f"Your account ({account.name}) may review but not sign: a signer signs."
     )
     if st.button("Sign case", key="sign", type="primary", icon=":material/signature:",
-                 disabled=not may_sign):  # fmt: skip
+                 disabled=not may_sign or session.first_signed_by == account.name):  # fmt: skip
         try:
             state.sign(session)
             st.rerun()

@@ -20,6 +20,7 @@ from leukemia_core.imaging import prepare_field, read_for_analysis
 from leukemia_core.labellers import NO_MODEL
 from leukemia_core.models.folder import load_model
 from leukemia_core.pipeline import MODE_CELLS, ImageFailure, analyze
+from leukemia_core.report import case_report_html
 from leukemia_core.review import Review, ReviewError
 from leukemia_core.segmentation import segment_wbc
 from leukemia_core.store import CaseSignedError, CaseStore, SignOffBlockedError
@@ -325,3 +326,40 @@ def test_read_for_analysis_feeds_the_session(demo, classifier):
     assert np.array_equal(session.fields[0].image, demo.image)
     assert session.fields[0].original_size == (1024, 768)
     assert session.digest == analyze_sample([prepared], classifier, sample_id="x").digest
+
+
+def test_a_lab_can_ask_for_a_second_signer_above_a_blast_level(session, store, monkeypatch):
+    monkeypatch.setenv("LEUKEMIA_SECOND_SIGNER_AT_PERCENT", "5")
+    first, second = account("S. One"), account("S. Two")
+    session.save(store, user=first)
+    for cell in session.cells:
+        if cell.label in (CellLabel.UNCERTAIN, CellLabel.NORMAL):
+            session.relabel(store, *cell.key, "blast", user=first)
+    assert session.count().percent >= 5
+    assert session.sign(store, user=first) is False  # recorded, not frozen
+    assert (session.status, session.first_signed_by) == ("open", "S. One")
+    with pytest.raises(SignOffBlockedError, match="another signer must sign it"):
+        session.sign(store, user=first)
+    assert session.sign(store, user=second) is True and session.signed_by == "S. Two"
+    record = store.load_case(session.case_id)
+    assert (record.first_signed_by, record.signed_by, record.is_signed) == ("S. One", "S. Two",
+                                                                            True)  # fmt: skip
+    assert [a.action for a in record.audit][-2:] == ["first signature", "signed"]
+    assert "First signed by S. One" in case_report_html(record)
+
+
+def test_a_change_after_the_first_signature_withdraws_it(session, store, monkeypatch):
+    monkeypatch.setenv("LEUKEMIA_SECOND_SIGNER_AT_PERCENT", "0")
+    signer = account("S. One")
+    session.save(store, user=signer)
+    for cell in session.cells:
+        if cell.label == CellLabel.UNCERTAIN:
+            session.relabel(store, *cell.key, "blast", user=signer)
+    assert not session.sign(store, user=signer)
+    cell = next(c for c in session.cells if c.label == CellLabel.BLAST)
+    session.relabel(store, *cell.key, "normal", user=account("R. Two"))
+    assert session.first_signed_by is None and not session.is_signed
+    assert store.load_case(session.case_id).audit[-1].action == "first signature withdrawn"
+    monkeypatch.setenv("LEUKEMIA_SECOND_SIGNER_AT_PERCENT", "101")
+    with pytest.raises(ReviewError, match="not a blast percentage from 0 to 100"):
+        session.sign(store, user=signer)

@@ -1,0 +1,137 @@
+"""Signing and reopening cases (mixed into :class:`~leukemia_core.store.CaseStore`).
+
+A signed case is frozen; a lab may ask for two signers above a blast level (see
+:meth:`CaseSignoff.sign_case`); reopening copies a signed case into a new open version.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from contextlib import AbstractContextManager
+
+from leukemia_core.case_record import STATUS_OPEN, STATUS_SIGNED
+from leukemia_core.store_rows import (
+    CaseNotReopenableError,
+    SignOffBlockedError,
+    audit,
+    now,
+    reviewer_name,
+)
+from leukemia_core.types import CellLabel
+
+
+class CaseSignoff:
+    """Sign-off of the case database (mixed into :class:`~leukemia_core.store.CaseStore`)."""
+
+    def _transaction(self, *, write: bool) -> AbstractContextManager[sqlite3.Connection]:
+        raise NotImplementedError  # provided by CaseStore
+
+    def _case(self, conn: sqlite3.Connection, case_id: object, *, open_only: bool) -> sqlite3.Row:
+        raise NotImplementedError  # provided by CaseStore
+
+    def sign_case(
+        self, case_id: str, *, reviewer: str, second_signer_at_percent: float | None = None
+    ) -> bool:
+        """Signs the case; returns True when it is now signed and frozen.
+
+        With ``second_signer_at_percent`` (a lab's rule) a case whose blast percentage reaches
+        it needs two signers: the first signature is recorded and the case stays open (False);
+        another account's signature then freezes it. A relabel in between withdraws the first.
+
+        Raises:
+            CaseInputError: Empty reviewer name.
+            CaseNotFoundError: No such case.
+            CaseSignedError: Already signed.
+            SignOffBlockedError: Cells are still uncertain, or the second signer is the first.
+        """
+        reviewer = reviewer_name(reviewer)
+        with self._transaction(write=True) as conn:
+            case = self._case(conn, case_id, open_only=True)
+            counts = dict(conn.execute(
+                "SELECT label, COUNT(*) FROM cells WHERE case_id = ? GROUP BY label",
+                (case["case_id"],),
+            ).fetchall())  # fmt: skip
+            n_uncertain = counts.get(CellLabel.UNCERTAIN.value, 0)
+            if n_uncertain:
+                cells = "cell is" if n_uncertain == 1 else "cells are"
+                raise SignOffBlockedError(
+                    f"Cannot sign case {case['case_id']}: {n_uncertain} {cells} still labelled "
+                    "uncertain; they must be reviewed first (label each as blast, normal, "
+                    "excluded, not_wbc or border)."
+                )
+            blasts, counted = counts.get("blast", 0), counts.get("blast", 0) + counts.get("normal", 0)
+            percent = 100.0 * blasts / counted if counted else 0.0
+            at = now()
+            if second_signer_at_percent is not None and percent >= second_signer_at_percent:
+                first = case["first_signed_by"]
+                if first is None:
+                    conn.execute("UPDATE cases SET first_signed_by = ?, first_signed_at = ? "
+                                 "WHERE case_id = ?", (reviewer, at, case["case_id"]))  # fmt: skip
+                    audit(conn, case, "first signature", reviewer,
+                           f"blasts {percent:.1f}% >= {second_signer_at_percent:g}%: a second "
+                           "signer must sign too")  # fmt: skip
+                    return False
+                if first == reviewer:
+                    raise SignOffBlockedError(
+                        f"{reviewer} signed this case first; blasts are {percent:.1f}% (at or "
+                        f"above {second_signer_at_percent:g}%), so another signer must sign it."
+                    )
+            conn.execute(
+                "UPDATE cases SET status = ?, signed_by = ?, signed_at = ? WHERE case_id = ?",
+                (STATUS_SIGNED, reviewer, at, case["case_id"]),
+            )
+            audit(conn, case, "signed", reviewer, f"signed at {at}")
+        return True
+
+    def reopen_case(self, case_id: str, *, reviewer: str) -> str:
+        """Copies a signed case into a new open version (same sample, version + 1).
+
+        The new version keeps each cell's model label and current label; the signed original
+        stays unchanged.
+
+        Returns:
+            The id of the new version.
+
+        Raises:
+            CaseInputError: Empty reviewer name.
+            CaseNotFoundError: No such case.
+            CaseNotReopenableError: The case is not signed, or was already reopened.
+        """
+        reviewer = reviewer_name(reviewer)
+        new_id = uuid.uuid4().hex
+        with self._transaction(write=True) as conn:
+            old = self._case(conn, case_id, open_only=False)
+            if old["status"] != STATUS_SIGNED:
+                raise CaseNotReopenableError(
+                    f"Case {old['case_id']} is not signed, so it can still be changed as it "
+                    "is; only signed cases are reopened."
+                )
+            child = conn.execute(
+                "SELECT case_id, version FROM cases WHERE parent_id = ?", (old["case_id"],)
+            ).fetchone()
+            if child is not None:
+                raise CaseNotReopenableError(
+                    f"Case {old['case_id']} was already reopened as {child['case_id']} (version "
+                    f"{child['version']}); open the latest version instead."
+                )
+            conn.execute(
+                "INSERT INTO cases (case_id, version, parent_id, sample_id, status, created_at, "
+                "created_by, model_name, model_checksum, thresholds, domain) SELECT ?, "
+                "version + 1, case_id, sample_id, ?, ?, ?, model_name, model_checksum, "
+                "thresholds, domain "
+                "FROM cases WHERE case_id = ?",
+                (new_id, STATUS_OPEN, now(), reviewer, old["case_id"]),
+            )
+            for table in ("fields", "cells"):
+                columns = [r["name"] for r in conn.execute(f"PRAGMA table_info({table})")][1:]
+                names = ", ".join(columns)
+                conn.execute(
+                    f"INSERT INTO {table} (case_id, {names}) SELECT ?, {names} FROM {table} "
+                    "WHERE case_id = ?",
+                    (new_id, old["case_id"]),
+                )
+            new = self._case(conn, new_id, open_only=True)
+            note = f"reopened from case {old['case_id']} (version {old['version']})"
+            audit(conn, new, "reopened", reviewer, note)
+        return new_id
