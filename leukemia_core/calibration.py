@@ -13,6 +13,7 @@ doubtful cells go to a reviewer instead of being counted silently.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -23,6 +24,7 @@ CLASS_NAMES = ("blast", "normal")
 MAX_UNCERTAIN_FRACTION = 0.15  # balanced-accuracy rule: share of validation cells for review
 SENSITIVITY_FIRST_REVIEW_BUDGET = 0.25  # sensitivity-first rule: misses cost more than reviews
 TARGET_CONFIDENT_ERROR = 0.01
+TEMPERATURE_RANGE = (0.01, 100.0)  # fit_temperature searches 0.05-20
 MIN_HALF_WIDTH = 0.05  # cells this close to the threshold always go to review
 MIN_SENSITIVITY = 0.95  # blast sensitivity on validation, in every source with blasts
 MIN_SOURCE_BLASTS = 10  # sources with fewer validation blasts are judged pooled
@@ -53,12 +55,42 @@ class Calibration:
     uncertain_low: float = 0.5
     uncertain_high: float = 0.5
 
+    def __post_init__(self) -> None:
+        """Each value in its range (a ValueError names the field): a temperature of 0 or less
+        or NaN would silence or invert every call, a threshold outside (0, 1) fix it."""
+        for key, value in asdict(self).items():
+            if isinstance(value, bool) or not isinstance(value, int | float | np.floating):
+                raise ValueError(f"calibration.{key} is {value!r}; expected a number")
+            if not math.isfinite(value):
+                raise ValueError(f"calibration.{key} is {value!r}; expected a finite number")
+        low, high = TEMPERATURE_RANGE
+        if not low <= self.temperature <= high:
+            raise ValueError(f"calibration.temperature is {self.temperature!r}; use a number "
+                             f"from {low} to {high:g} (it divides the logit margin)")  # fmt: skip
+        if not 0 < self.threshold < 1:
+            raise ValueError(f"calibration.threshold is {self.threshold!r}; use a probability "
+                             "between 0 and 1")  # fmt: skip
+        if not 0 <= self.uncertain_low <= self.threshold <= self.uncertain_high <= 1:
+            raise ValueError(
+                f"calibration review band is uncertain_low {self.uncertain_low!r} to "
+                f"uncertain_high {self.uncertain_high!r} around threshold {self.threshold!r}; it "
+                "needs 0 <= uncertain_low <= threshold <= uncertain_high <= 1"
+            )
+
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict) -> Calibration:
-        return cls(**{k: float(values[k]) for k in asdict(cls()) if k in values})
+        """From a config's ``calibration`` object; missing keys keep their defaults."""
+        numbers = {}
+        for key in asdict(cls()):
+            if key in values:
+                value = values[key]
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    raise ValueError(f"calibration.{key} is {value!r}; expected a number")
+                numbers[key] = float(value)
+        return cls(**numbers)
 
 
 def blast_margin(logits: np.ndarray) -> np.ndarray:

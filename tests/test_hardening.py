@@ -24,9 +24,12 @@ from PIL import Image
 
 from leukemia_core.__main__ import main as cli
 from leukemia_core.cropping import crop_cells
+from leukemia_core.domain import DomainReference
 from leukemia_core.errors import (
     ImageTooLargeError,
     LeukemiaCoreError,
+    ModelIntegrityError,
+    ModelNotFoundError,
     NoCellError,
     NotAnImageError,
     SettingError,
@@ -34,13 +37,24 @@ from leukemia_core.errors import (
 )
 from leukemia_core.imaging import PreparedImage, read_for_analysis
 from leukemia_core.io import jpeg_damage, output_stems, read_image, spreadsheet_text
-from leukemia_core.models.folder import WEIGHTS_FILE, load_model
+from leukemia_core.models.folder import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    config_checksum,
+    list_models,
+    load_model,
+    read_config,
+    write_config,
+    write_domain_reference,
+)
 from leukemia_core.pipeline import MODE_CELLS, analyze
 from leukemia_core.segmentation import segment_wbc
 from leukemia_core.single_cell import single_cell_crop
 from leukemia_core.synthetic import make_demo_smear
+from train.__main__ import main as train_cli
 
-SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "samples"
 CELL = SAMPLES / "cells" / "UID_3_1_1_all.png"
 
 
@@ -111,10 +125,8 @@ def _folder_with_weights(tiny_models_dir: Path, root: Path, name: str, weights: 
     """A copy of the tiny model whose weights file is ``weights`` (its checksum updated)."""
     shutil.copytree(tiny_models_dir / "tiny", root / name)
     (root / name / WEIGHTS_FILE).write_bytes(weights)
-    path = root / name / "config.json"
-    values = json.loads(path.read_text())
-    values["sha256"] = hashlib.sha256(weights).hexdigest()
-    path.write_text(json.dumps(values))
+    values = json.loads((root / name / CONFIG_FILE).read_text())
+    write_config(root / name, {**values, "sha256": hashlib.sha256(weights).hexdigest()})
     return root / name
 
 
@@ -415,3 +427,143 @@ def test_formula_like_names_are_text_in_the_command_lines_csv(tiny_env, tmp_path
 )  # fmt: skip
 def test_spreadsheet_text(value, expected):
     assert spreadsheet_text(value) == expected
+
+
+# ---- 6. model folders: names, config ranges, config checksum ------------------------------------
+@pytest.fixture
+def models(tiny_models_dir, tmp_path) -> Path:
+    """A models folder with a copy of the tiny model, and a model folder outside it."""
+    root = tmp_path / "models"
+    shutil.copytree(tiny_models_dir, root)
+    shutil.copytree(tiny_models_dir / "tiny", tmp_path / "elsewhere" / "outside")
+    return root
+
+
+def _config(root: Path, name: str = "tiny") -> dict:
+    return json.loads((root / name / CONFIG_FILE).read_text())
+
+
+@pytest.mark.parametrize("name", ["../elsewhere/outside", "..", ".", "../../../..", "tiny/",
+                                  "{tmp}/elsewhere/outside", "/etc", ".hidden", "tiny\\x"])  # fmt: skip
+def test_model_names_cannot_lead_out_of_the_models_folder(models, tmp_path, name, capsys):
+    name = name.format(tmp=tmp_path)
+    for call in (load_model, read_config):
+        with pytest.raises(ModelNotFoundError, match=r"(is not a model name|no model named).*tiny"):
+            call(name, models)
+    assert train_cli(["activate", name, "--models-dir", str(models)]) == 2
+    assert "error: " in capsys.readouterr().err
+    assert not (models / "ACTIVE").exists() or (models / "ACTIVE").read_text() == "tiny\n"
+
+
+def test_a_link_to_a_model_outside_is_not_listed_or_loaded(models, tmp_path):
+    (models / "linked").symlink_to(tmp_path / "elsewhere" / "outside")
+    assert list_models(models) == ["tiny"]
+    with pytest.raises(ModelNotFoundError, match="'linked' is a link to a folder outside"):
+        load_model("linked", models)
+
+
+def test_the_command_line_refuses_a_model_path(models, tmp_path, field_png, capsys, monkeypatch):
+    monkeypatch.setenv("LEUKEMIA_MODELS_DIR", str(models))
+    outside = str(tmp_path / "elsewhere" / "outside")
+    for name in (outside, "../elsewhere/outside"):
+        code = cli(["analyze", str(field_png), "--model", name, "--out", str(tmp_path / "out")])
+        err = capsys.readouterr().err
+        assert code == 2 and "error: " in err and "is not a model name" in err
+
+
+BAD_VALUES = [
+    ({"calibration": {"temperature": -1.0}}, r"calibration\.temperature is -1\.0; use a number"),
+    ({"calibration": {"temperature": 0.0}}, r"calibration\.temperature is 0\.0"),
+    ({"calibration": {"temperature": float("nan")}}, r"calibration\.temperature is nan; expected a finite"),
+    ({"calibration": {"temperature": "1.0"}}, r"calibration\.temperature is '1\.0'; expected a number"),
+    ({"calibration": {"threshold": 2.0}}, r"calibration\.threshold is 2\.0; use a probability"),
+    ({"calibration": {"threshold": 0.0}}, r"calibration\.threshold is 0\.0"),
+    ({"calibration": {"uncertain_low": 0.6, "uncertain_high": 0.4}}, "review band is uncertain_low 0.6"),
+    ({"calibration": {"uncertain_high": 0.3}}, "review band is .* uncertain_high 0.3"),
+    ({"calibration": {"uncertain_high": 1.5}}, "review band"),
+    ({"calibration": 0.5}, "calibration is 0.5; expected an object"),
+    ({"input_size": 20000}, "input_size is 20000; use a whole number from 32 to 1024"),
+    ({"input_size": 8}, "input_size is 8"),
+    ({"input_size": "224"}, "input_size is '224'"),
+    ({"input_size": True}, "input_size is True"),
+    ({"class_names": ["normal", "blast"]}, r"class_names is \['normal', 'blast'\]"),
+    ({"architecture": "nope"}, "architecture is 'nope'; use one of"),
+    ({"sha256": "abc"}, "sha256 is 'abc'; expected 64 hexadecimal digits"),
+    ({"format_version": 2}, "format_version is 2; this version reads 1 to 1"),
+    ({"weights_file": "other.keras"}, "weights_file is 'other.keras'"),
+    ({"test_time_views": 3}, "test_time_views is 3"),
+    ({"gradcam_layer": 7}, "gradcam_layer is 7"),
+    ({"preprocessing": "magic"}, "preprocessing is 'magic'"),
+    ({"domain": {"file": "domain.npz", "sha256": "0" * 64, "threshold": -1.0,
+                 "statistic": "median cell score"}}, r"domain\.threshold is -1\.0"),
+    ({"domain": {"file": "domain.npz", "sha256": "0" * 64, "threshold": float("inf"),
+                 "statistic": "median cell score"}}, r"domain\.threshold is inf"),
+]  # fmt: skip
+
+
+def _with(values: dict, change: dict) -> dict:
+    out = json.loads(json.dumps(values))
+    for key, value in change.items():
+        out[key] = {**out[key], **value} if isinstance(value, dict) and key in out else value
+    return out
+
+
+@pytest.mark.parametrize(("change", "words"), BAD_VALUES)
+def test_every_config_value_is_checked_on_load_even_with_a_matching_checksum(models, change,
+                                                                            words):  # fmt: skip
+    bad = _with(_config(models), change)
+    bad["config_sha256"] = config_checksum(bad)  # as if sealed: the range check still refuses it
+    text = json.dumps(bad)
+    (models / "tiny" / CONFIG_FILE).write_text(text)
+    message = rf"config\.json of model 'tiny' is not a valid model config: .*{words}"
+    with pytest.raises(ModelIntegrityError, match=message):
+        load_model("tiny", models)
+    with pytest.raises(ModelIntegrityError, match=words):  # and no writer writes it
+        write_config(models / "tiny", bad)
+    assert (models / "tiny" / CONFIG_FILE).read_text() == text
+
+
+def test_a_changed_config_is_refused_by_its_checksum(models, capsys):
+    values = _config(models)
+    assert values["config_sha256"] == config_checksum(values)
+    path = models / "tiny" / CONFIG_FILE
+    path.write_text(json.dumps(values, indent=4))  # re-indented: the same values, still loads
+    assert load_model("tiny", models).config.calibration.threshold == 0.5
+    path.write_text(json.dumps(_with(values, {"calibration": {"threshold": 0.52}})))
+    for call in (load_model, read_config):
+        with pytest.raises(ModelIntegrityError, match="does not match its config_sha256: it was "
+                           r"changed after it was written\. .*python -m train seal tiny"):  # fmt: skip
+            call("tiny", models)
+    del values["config_sha256"]
+    path.write_text(json.dumps(values))
+    with pytest.raises(ModelIntegrityError, match="has no config_sha256"):
+        load_model("tiny", models)
+    assert train_cli(["seal", "tiny", "--models-dir", str(models)]) == 0
+    assert "tiny: config.json checked and sealed" in capsys.readouterr().out
+    assert load_model("tiny", models).config.calibration.threshold == 0.5
+
+
+def test_every_writer_of_a_config_writes_its_checksum(models):
+    values = _config(models)
+    assert values["config_sha256"] == config_checksum(values)  # save_model_folder
+    rng = np.random.default_rng(0)
+    width = int(load_model("tiny", models).keras_model.get_layer("logits").input.shape[-1])
+    reference = DomainReference.fit(rng.normal(size=(40, width)), rng.normal(size=(40, 6)),
+                                    n_components=4)  # fmt: skip
+    write_domain_reference("tiny", reference, root=models)
+    values = _config(models)
+    assert values["domain"] and values["config_sha256"] == config_checksum(values)
+    assert load_model("tiny", models).domain is not None
+
+
+@pytest.mark.parametrize("name", ["lite0_blast_v1", "lite0_blast_v2"])
+def test_the_bundled_models_are_sealed_and_keep_their_calibration(name):
+    config = read_config(name, REPO / "models")
+    values = json.loads((REPO / "models" / name / CONFIG_FILE).read_text())
+    assert values["config_sha256"] == config_checksum(values)
+    assert config.calibration.to_dict() == values["calibration"]
+    expected = {"lite0_blast_v1": (0.66, 0.4, 0.92, 8), "lite0_blast_v2": (0.13, 0.02, 0.39, 4)}
+    c = config.calibration
+    assert (c.threshold, c.uncertain_low, c.uncertain_high, config.test_time_views) == expected[
+        name
+    ]

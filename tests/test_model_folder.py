@@ -18,6 +18,7 @@ from leukemia_core.models.folder import (
     load_model,
     read_config,
     set_active_model,
+    write_config,
 )
 from leukemia_core.models.inputs import model_inputs
 from leukemia_core.pipeline import MODE_CELLS, analyze
@@ -152,7 +153,7 @@ def test_test_time_views_make_the_answer_independent_of_orientation(models):
     assert not np.allclose(plain.probabilities(crops), plain.probabilities(mirrored), atol=1e-4)
     path = models / "tiny" / "config.json"
     values = json.loads(path.read_text())
-    path.write_text(json.dumps({**values, "test_time_views": 8}))
+    write_config(models / "tiny", {**values, "test_time_views": 8})
     averaged = Classifier(load_model("tiny", models))
     assert averaged.model.config.test_time_views == 8
     p = averaged.probabilities(crops)

@@ -11,7 +11,7 @@ from leukemia_core.classify import Classifier
 from leukemia_core.cropping import crop_cells
 from leukemia_core.errors import ModelIntegrityError
 from leukemia_core.imaging import png_bytes
-from leukemia_core.models.folder import load_model
+from leukemia_core.models.folder import load_model, write_config
 from leukemia_core.segmentation import segment_wbc
 from leukemia_core.synthetic import make_smear
 from train.__main__ import main as train_cli
@@ -64,7 +64,7 @@ def test_four_views_are_the_quarter_turns(models):
     crops = [np.asarray(np.random.default_rng(i).integers(0, 255, (40, 40, 3)), np.uint8)
              for i in range(3)]  # fmt: skip
     path = models / "tiny" / "config.json"
-    path.write_text(json.dumps({**json.loads(path.read_text()), "test_time_views": 4}))
+    write_config(models / "tiny", {**json.loads(path.read_text()), "test_time_views": 4})
     classifier = Classifier(load_model("tiny", models))
     p = classifier.probabilities(crops)
     np.testing.assert_allclose(p, classifier.probabilities([np.rot90(c, 3) for c in crops]),
@@ -88,7 +88,7 @@ def test_training_calibrates_with_the_views_the_app_classifies_with(models):
     crops = np.asarray(np.random.default_rng(0).integers(0, 255, (5, 32, 32, 3)), np.uint8)
     config = FitConfig(architecture="simple_cnn", input_size=32, weights=None, test_time_views=8)
     path = models / "tiny" / "config.json"
-    path.write_text(json.dumps({**json.loads(path.read_text()), "test_time_views": 8}))
+    write_config(models / "tiny", {**json.loads(path.read_text()), "test_time_views": 8})
     in_app = Classifier(load_model("tiny", models)).logits(list(crops))
     np.testing.assert_allclose(predict_logits(loaded.keras_model, crops, config), in_app,
                                rtol=1e-5, atol=1e-6)  # fmt: skip

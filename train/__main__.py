@@ -10,6 +10,7 @@ Commands:
     adapt    re-fit a model on a lab's signed cells as a new version <name>-site<k>
     activate make a model folder the active one (models/ACTIVE)
     domain   fit a model folder's out-of-domain reference (domain.npz) on its own split
+    seal     check a model folder's config.json and write its checksum (config_sha256)
     worker   run the queued comparison jobs of the Retrain page (started by the app)
 
 Progress goes to stderr. Research use only.
@@ -25,7 +26,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from leukemia_core.errors import LeukemiaCoreError
-from leukemia_core.models.folder import models_dir, set_active_model
+from leukemia_core.models.folder import models_dir, read_config, seal_config, set_active_model
 from train.adapt_model import adapt_command, add_adapt_arguments
 from train.card import model_card
 from train.cellbank import SKIPPED_FILE, SOURCES, build_bank
@@ -82,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     activate.add_argument("name", help="model folder")
     activate.add_argument("--models-dir", type=Path)
 
+    seal = commands.add_parser("seal", help="check a model's config.json and write its checksum")
+    seal.add_argument("name", help="model folder, after a person checked its config.json")
+    seal.add_argument("--models-dir", type=Path)
+
     add_domain_arguments(
         commands.add_parser("domain", help="fit a model's out-of-domain reference")
     )
@@ -136,12 +141,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.name} is now the active model")
         elif args.command == "domain":
             return domain_command(args)
+        elif args.command == "seal":
+            seal_config(args.name, args.models_dir)
+            print(f"{args.name}: config.json checked and sealed (config_sha256 written)")
         elif args.command == "worker":
             from train.jobs import run_worker
 
             print(f"worker ran {run_worker(args.runs)} job(s)", file=sys.stderr)
         else:
-            folder = (args.models_dir or models_dir()) / args.name
+            root = args.models_dir or models_dir()
+            folder = root / read_config(args.name, root).name  # a model name, never a path
             config = json.loads((folder / "config.json").read_text())
             metrics = json.loads((folder / "metrics.json").read_text())
             (folder / "card.md").write_text(model_card(args.name, config, metrics))

@@ -28,7 +28,7 @@ from leukemia_core.classify import Classifier
 from leukemia_core.io import write_text_atomic
 from leukemia_core.models import get_architecture
 from leukemia_core.models.architectures import imagenet_weights
-from leukemia_core.models.folder import load_model, save_model_folder
+from leukemia_core.models.folder import CONFIG_FILE, load_model, save_model_folder, write_config
 from train.card import held_out_sections, model_card
 from train.cellbank import bank_group
 from train.evaluate.classifier import SPLIT_FILE
@@ -312,8 +312,8 @@ def recalibrate(
     texts = {  # all rendered before anything is written; config.json, which the app reads, last
         "metrics.json": json.dumps(metrics, indent=2) + "\n",
         "card.md": model_card(name, values, metrics),
-        "config.json": json.dumps(values, indent=2) + "\n",
     }
     for file_name, text in texts.items():
         write_text_atomic(folder / file_name, text)
-    return RunResult(folder, metrics, values)
+    write_config(folder, values)
+    return RunResult(folder, metrics, json.loads((folder / CONFIG_FILE).read_text()))

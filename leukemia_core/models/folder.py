@@ -6,6 +6,13 @@ nothing about a model lives in constants elsewhere. The weights' SHA-256 is reco
 and checked before Keras reads the file, which it does in safe mode (no arbitrary code). An
 optional ``domain.npz`` (:class:`~leukemia_core.domain.DomainReference`, the out-of-domain check)
 is declared and checksummed in the config the same way; folders without one still load.
+The config itself is covered by ``config_sha256`` (:func:`config_checksum`), written by
+:func:`write_config`, which every writer of a ``config.json`` calls, and every value is checked
+against its range on reading, so a hand-edited config (a negative temperature, a threshold of 2)
+is refused with the field named instead of silently changing every call.
+
+Model names are folder names directly inside the models folder; a name that would lead
+elsewhere (``../..``, an absolute path, a link pointing out) is refused.
 
 The active model is named in ``models/ACTIVE``; without that file the first folder is used.
 """
@@ -14,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -24,14 +32,17 @@ from pathlib import Path
 
 import keras
 
-from leukemia_core.calibration import Calibration
+from leukemia_core.calibration import CLASS_NAMES, Calibration
 from leukemia_core.domain import STATISTIC, DomainReference, DomainReferenceError
 from leukemia_core.errors import ModelIntegrityError, ModelNotFoundError, WeightsFileError
 from leukemia_core.io import write_text_atomic
+from leukemia_core.models.architectures import ARCHITECTURES
 from leukemia_core.models.inputs import InputSpec
 
 MODELS_ENV_VAR = "LEUKEMIA_MODELS_DIR"
 WEIGHTS_FILE = "model.keras"
+CONFIG_FILE = "config.json"
+CONFIG_CHECKSUM = "config_sha256"  # the key of the config's own checksum in config.json
 DOMAIN_FILE = "domain.npz"
 ACTIVE_FILE = "ACTIVE"
 PREVIOUS = ".previous"  # suffix of the folder a re-saved model's old version is kept in
@@ -73,6 +84,21 @@ class ModelConfig:
     stain_normalisation: str = "none"
 
     def __post_init__(self) -> None:
+        """Every field in its range; a ValueError names the field, what it is and what fits."""
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture is {self.architecture!r}; use one of "
+                             f"{', '.join(ARCHITECTURES)}")  # fmt: skip
+        if tuple(self.class_names) != CLASS_NAMES:
+            raise ValueError(f"class_names is {list(self.class_names)!r}; every model here "
+                             f"classifies {list(CLASS_NAMES)!r}, in that order")  # fmt: skip
+        if not isinstance(self.sha256, str) or not _SHA256.match(self.sha256):
+            raise ValueError(f"sha256 is {self.sha256!r}; expected 64 hexadecimal digits")
+        if not isinstance(self.calibration, Calibration):
+            raise ValueError(f"calibration is {self.calibration!r}; expected an object")
+        if self.gradcam_layer is not None and not isinstance(self.gradcam_layer, str):
+            raise ValueError(f"gradcam_layer is {self.gradcam_layer!r}; expected a layer name")
+        if not isinstance(self.training, dict):
+            raise ValueError(f"training is {self.training!r}; expected an object")
         check_test_time_views(self.test_time_views)
         if self.domain is not None:
             _check_domain_entry(self.domain)
@@ -97,11 +123,13 @@ class ModelConfig:
         return cls(
             name=name,
             architecture=values["architecture"],
-            input_size=int(values["input_size"]),
+            input_size=values["input_size"],
             preprocessing=values["preprocessing"],
             class_names=tuple(values["class_names"]),
             sha256=values["sha256"],
-            calibration=Calibration.from_dict(values.get("calibration", {})),
+            calibration=Calibration.from_dict(
+                _object(values.get("calibration", {}), "calibration")
+            ),
             gradcam_layer=values.get("gradcam_layer"),
             training=values.get("training", {}),
             test_time_views=values.get("test_time_views", 1),
@@ -109,6 +137,15 @@ class ModelConfig:
             # Folders written before the stain step existed classified raw crops.
             stain_normalisation=values.get("stain_normalisation", "none"),
         )
+
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _object(value: object, key: str) -> dict:
+    if not isinstance(value, dict):
+        raise ValueError(f"{key} is {value!r}; expected an object")
+    return value
 
 
 def _check_domain_entry(entry: object) -> None:
@@ -119,6 +156,12 @@ def _check_domain_entry(entry: object) -> None:
     if entry["file"] != DOMAIN_FILE or not isinstance(entry["threshold"], int | float):
         raise ValueError(f"its 'domain' entry names file {entry['file']!r} and threshold "
                          f"{entry['threshold']!r}; expected {DOMAIN_FILE!r} and a number")  # fmt: skip
+    threshold = entry["threshold"]
+    if isinstance(threshold, bool) or not math.isfinite(threshold) or threshold <= 0:
+        raise ValueError(f"domain.threshold is {threshold!r}; use a positive number (the median "
+                         "cell score above which a field is warned, about 1 in domain)")  # fmt: skip
+    if not isinstance(entry["sha256"], str) or not _SHA256.match(entry["sha256"]):
+        raise ValueError(f"domain.sha256 is {entry['sha256']!r}; expected 64 hexadecimal digits")
 
 
 @dataclass(frozen=True)
@@ -186,7 +229,37 @@ def check_model_name(name: str) -> str:
 
 
 def _is_model_folder(path: Path) -> bool:
-    return path.is_dir() and (path / "config.json").is_file()
+    return path.is_dir() and (path / CONFIG_FILE).is_file()
+
+
+def _inside(folder: Path, root: Path) -> bool:
+    """``folder`` lies directly in ``root`` once links are resolved."""
+    return folder.resolve().parent == root.resolve()
+
+
+def _model_folder(name: object, root: Path) -> Path:
+    """The folder of model ``name``: a folder name directly in ``root``, never a path.
+
+    Raises:
+        ModelNotFoundError: ``name`` is not a plain folder name (``..``, an absolute path, a
+            hidden staging folder), no model folder has it, or it is a link pointing out of
+            ``root``; the message lists the valid names.
+    """
+    plain = isinstance(name, str) and name not in ("", ".", "..") and not name.startswith(".")
+    if not plain or any(c in name for c in "/\\\0"):
+        raise ModelNotFoundError(
+            f"{name!r} is not a model name: a model is named by its folder in the models "
+            f"folder, not by a path; valid names: {_valid_names(root)}"
+        )
+    folder = root / name
+    if not _is_model_folder(folder):
+        raise ModelNotFoundError(_unknown(name, root))
+    if not _inside(folder, root):
+        raise ModelNotFoundError(
+            f"model folder {name!r} is a link to a folder outside the models folder, which is "
+            f"not read; copy the model folder in instead. Valid names: {_valid_names(root)}"
+        )
+    return folder
 
 
 def list_models(root: Path | None = None) -> list[str]:
@@ -199,6 +272,7 @@ def list_models(root: Path | None = None) -> list[str]:
     names = sorted(
         p.name for p in root.iterdir()
         if _is_model_folder(p) and not p.name.startswith(".") and not p.name.endswith(PREVIOUS)
+        and _inside(p, root)
     ) if root.is_dir() else []  # fmt: skip
     active = active_model_name(root, names)
     return sorted(names, key=lambda n: n != active)
@@ -217,34 +291,109 @@ def active_model_name(root: Path | None = None, names: list[str] | None = None) 
 def set_active_model(name: str, root: Path | None = None) -> None:
     """Make ``name`` the model the app and commands use when none is named (atomic)."""
     root = root or models_dir()
-    if not _is_model_folder(root / name):
-        raise ModelNotFoundError(_unknown(name, root))
+    _model_folder(name, root)
     write_text_atomic(root / ACTIVE_FILE, name + "\n")
 
 
-def _unknown(name: str, root: Path) -> str:
+def _valid_names(root: Path) -> str:
     names = list_models(root)
-    valid = ", ".join(names) if names else "none (train one with `python -m train fit`)"
-    return f"no model named {name!r} in {root}; valid names: {valid}"
+    return ", ".join(names) if names else "none (train one with `python -m train fit`)"
 
 
-def read_config(name: str | None = None, root: Path | None = None) -> ModelConfig:
-    """The config of a model folder, without loading its weights."""
+def _unknown(name: str, root: Path) -> str:
+    return f"no model named {name!r} in {root}; valid names: {_valid_names(root)}"
+
+
+def config_checksum(values: dict) -> str:
+    """SHA-256 of a config's values other than :data:`CONFIG_CHECKSUM`, as canonical JSON
+    (sorted keys, no spaces), so re-indenting the file does not change it but any value does."""
+    body = {k: v for k, v in values.items() if k != CONFIG_CHECKSUM}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _parse(name: str, values: object) -> ModelConfig:
+    """The checked config (ValueError naming the field that is missing or out of range)."""
+    values = _object(values, "the config")
+    missing = [k for k in _REQUIRED if k not in values]
+    if missing:
+        raise ValueError(f"it lacks {', '.join(missing)}")
+    version = values.get("format_version", FORMAT_VERSION)
+    if isinstance(version, bool) or version not in range(1, FORMAT_VERSION + 1):
+        raise ValueError(f"format_version is {version!r}; this version reads 1 to {FORMAT_VERSION}")
+    if values.get("weights_file", WEIGHTS_FILE) != WEIGHTS_FILE:
+        raise ValueError(f"weights_file is {values['weights_file']!r}; expected {WEIGHTS_FILE!r}")
+    return ModelConfig.from_dict(name, values)
+
+
+def write_config(folder: Path, values: dict, *, name: str | None = None) -> Path:
+    """Check ``values`` and write them as ``folder/config.json`` with their checksum (atomic).
+
+    Every writer of a model's config goes through here, so the config it writes loads.
+
+    Raises:
+        ModelIntegrityError: A value is missing or out of range (named); nothing is written.
+    """
+    name = name or folder.name
+    try:
+        _parse(name, values)
+    except (KeyError, TypeError, ValueError) as error:
+        raise ModelIntegrityError(f"not writing config.json of model {name!r}: {error}") from error
+    body = {k: v for k, v in values.items() if k != CONFIG_CHECKSUM}
+    text = json.dumps({**body, CONFIG_CHECKSUM: config_checksum(body)}, indent=2) + "\n"
+    return write_text_atomic(folder / CONFIG_FILE, text)
+
+
+def seal_config(name: str, root: Path | None = None) -> Path:
+    """Check a model folder's config and write its :data:`CONFIG_CHECKSUM` (for folders written
+    before configs were checksummed, after a person has checked the values).
+
+    Raises:
+        ModelNotFoundError, ModelIntegrityError: No such folder, or a value out of range.
+    """
+    root = root or models_dir()
+    config = read_config(name, root, verify=False)
+    folder = root / config.name
+    return write_config(folder, json.loads((folder / CONFIG_FILE).read_text()))
+
+
+def read_config(
+    name: str | None = None, root: Path | None = None, *, verify: bool = True
+) -> ModelConfig:
+    """The checked config of a model folder, without loading its weights.
+
+    Args:
+        name: Model folder (the active one when None).
+        root: Parent of model folders.
+        verify: Check the config's own checksum (only :func:`seal_config` skips it).
+
+    Raises:
+        ModelNotFoundError: No such folder, or a name that is not a plain folder name.
+        ModelIntegrityError: Not JSON, a value missing or out of range (the field is named),
+            or the values do not match the config's checksum.
+    """
     root = root or models_dir()
     name = name or active_model_name(root)
-    if name is None or not _is_model_folder(root / name):
-        raise ModelNotFoundError(_unknown(name or "", root))
+    if name is None:
+        raise ModelNotFoundError(_unknown("", root))
+    path = _model_folder(name, root) / CONFIG_FILE
+    fix = "Restore the folder from its source or retrain it."
     try:
-        values = json.loads((root / name / "config.json").read_text())
-        missing = [k for k in _REQUIRED if k not in values]
-        if missing:
-            raise KeyError(", ".join(missing))
-        return ModelConfig.from_dict(name, values)
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        values = json.loads(path.read_text())
+        config = _parse(name, values)
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         raise ModelIntegrityError(
-            f"{root / name / 'config.json'} is not a valid model config ({error}); restore the "
-            "folder from its source or retrain it."
+            f"config.json of model {name!r} is not a valid model config: {error}. {fix}"
         ) from error
+    if verify and values.get(CONFIG_CHECKSUM) != config_checksum(values):
+        why = ("has no config_sha256 (it was written before configs were checksummed)"
+               if CONFIG_CHECKSUM not in values else
+               "does not match its config_sha256: it was changed after it was written")  # fmt: skip
+        raise ModelIntegrityError(
+            f"config.json of model {name!r} {why}. {fix} If the values are known to be right, "
+            f"seal it with `python -m train seal {name}`."
+        )
+    return config
 
 
 def load_model(name: str | None = None, root: Path | None = None) -> LoadedModel:
@@ -338,7 +487,7 @@ def write_domain_reference(
     config = read_config(name, root)
     folder = root / config.name
     path = reference.save(folder / DOMAIN_FILE)
-    values = json.loads((folder / "config.json").read_text())
+    values = json.loads((folder / CONFIG_FILE).read_text())
     values["domain"] = {
         "file": DOMAIN_FILE, "sha256": sha256_of(path), "threshold": float(reference.limit),
         "statistic": STATISTIC, "limit_source": reference.limit_source,
@@ -346,7 +495,7 @@ def write_domain_reference(
         "bank_cells": int(reference.feature_bank.shape[0]), "neighbours": reference.neighbours,
         "data": data,
     }  # fmt: skip
-    write_text_atomic(folder / "config.json", json.dumps(values, indent=2) + "\n")
+    write_config(folder, values)
     return path
 
 
@@ -392,7 +541,7 @@ def save_model_folder(
         clean.save(staging / WEIGHTS_FILE)
         values = {"format_version": FORMAT_VERSION, **config, "weights_file": WEIGHTS_FILE,
                   "sha256": sha256_of(staging / WEIGHTS_FILE)}  # fmt: skip
-        (staging / "config.json").write_text(json.dumps(values, indent=2) + "\n")
+        write_config(staging, values, name=name)
         (staging / "metrics.json").write_text(json.dumps(metrics or {}, indent=2) + "\n")
         (staging / "card.md").write_text(card)
         for file_name, content in (extra_files or {}).items():

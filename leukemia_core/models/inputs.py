@@ -23,6 +23,7 @@ from leukemia_core.models.architectures import PREPROCESSING_SCHEMES, preprocess
 REFERENCE_LAB_MEAN = (111.0, 157.0, 101.0)
 REFERENCE_LAB_STD = (35.0, 12.0, 16.0)
 BLACK = 4  # pixels at or below this in every channel are the crop's background
+INPUT_SIZE_RANGE = (32, 1024)  # smallest and largest model input side, in px
 
 
 def _none(crop: np.ndarray) -> np.ndarray:
@@ -88,12 +89,15 @@ class InputSpec:
                 f"preprocessing is {self.preprocessing!r}; use one of "
                 f"{', '.join(PREPROCESSING_SCHEMES)}."
             )
+        low, high = INPUT_SIZE_RANGE
         if (
             isinstance(self.input_size, bool)
             or not isinstance(self.input_size, int)
-            or (self.input_size < 16)
+            or not low <= self.input_size <= high
         ):
-            raise ValueError(f"input_size is {self.input_size!r}; use a whole number >= 16.")
+            raise ValueError(
+                f"input_size is {self.input_size!r}; use a whole number from {low} to {high}."
+            )
 
     def to_dict(self) -> dict:
         return {"input_size": self.input_size, "preprocessing": self.preprocessing,
