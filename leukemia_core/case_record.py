@@ -115,6 +115,11 @@ class CaseRecord(CaseHeader):
         """The last audit id (see :attr:`CaseState.token`)."""
         return self.audit[-1].audit_id if self.audit else 0
 
+    @property
+    def n_unreviewed(self) -> int:
+        """Cells no reviewer has relabelled or accepted (border cells need no review)."""
+        return sum(not c.reviewed and c.label != CellLabel.BORDER for c in self.cells)
+
     def counts(self) -> BlastCount:
         """Blast count of the whole sample from the current (reviewed) labels."""
         return summarize_labels([cell.label for cell in self.cells])

@@ -159,14 +159,13 @@ def _reading(percent: float, n_blasts: int, n_counted: int) -> str:
     if percent >= WHO_ACUTE_LEUKEMIA_PERCENT:
         return (
             f"{count}: at or above the {WHO_ACUTE_LEUKEMIA_PERCENT:.0f}% blast threshold the WHO "
-            "uses for acute leukemia. Refer urgently for hematology review. The 20% criterion "
-            "applies to blood or bone-marrow counts, and acute leukemia must be confirmed by a "
-            "hematologist (morphology and flow cytometry)."
+            "uses for acute leukemia (blood or bone-marrow counts). A screening count, not a "
+            "diagnosis: confirm by morphology of the smear and flow cytometry."
         )
     if percent >= INVESTIGATE_PERCENT:
         return (
             f"{count}: at or above the {INVESTIGATE_PERCENT:.0f}% level at which blasts in "
-            "peripheral blood call for investigation. Refer for hematology review. Below the "
+            "peripheral blood call for investigation (smear review, flow cytometry). Below the "
             f"{WHO_ACUTE_LEUKEMIA_PERCENT:.0f}% WHO threshold for acute leukemia."
         )
     if n_blasts == 0:
@@ -332,4 +331,18 @@ def summarize_labels(labels: Iterable[str]) -> BlastCount:
         n_counted=tally[CellLabel.BLAST] + tally[CellLabel.NORMAL],
         n_excluded=tally[CellLabel.EXCLUDED] + tally[CellLabel.NOT_WBC] + tally[CellLabel.BORDER],
         n_uncertain=tally[CellLabel.UNCERTAIN],
+    )
+
+
+def provisional_text(n_unreviewed: int, n_cells: int) -> str | None:
+    """"Provisional: ..." while cells wait for a reviewer; None once every cell is reviewed.
+
+    Cells cut by the image border are never counted and need no review.
+    """
+    if n_unreviewed <= 0:
+        return None
+    cells = "cell has" if n_unreviewed == 1 else "cells have"
+    return (
+        f"Provisional: {n_unreviewed} of {n_cells} {cells} not been reviewed yet, so these "
+        "counts and their reading may change."
     )

@@ -40,7 +40,11 @@ import numpy as np
 
 from leukemia_core.accounts import Permission, User, require
 from leukemia_core.case_record import STATUS_SIGNED, CaseRecord, CaseState
-from leukemia_core.counting import INVESTIGATE_PERCENT, WHO_ACUTE_LEUKEMIA_PERCENT
+from leukemia_core.counting import (
+    INVESTIGATE_PERCENT,
+    WHO_ACUTE_LEUKEMIA_PERCENT,
+    provisional_text,
+)
 from leukemia_core.counting import summarize_labels as _summarize
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.imaging import cell_view
@@ -179,8 +183,13 @@ class Review:
 
     @property
     def n_unreviewed(self) -> int:
-        """Cells no reviewer has relabelled or accepted yet."""
-        return sum(not c.reviewed for c in self._cells.values())
+        """Cells no reviewer has relabelled or accepted yet (border cells need no review)."""
+        return sum(not c.reviewed and c.label != CellLabel.BORDER for c in self._cells.values())
+
+    @property
+    def provisional(self) -> str | None:
+        """What the counts are worth while cells wait for review (None once all are reviewed)."""
+        return provisional_text(self.n_unreviewed, len(self._cells))
 
     @property
     def n_changed(self) -> int:

@@ -43,7 +43,8 @@ class CaseSignoff:
             CaseInputError: Empty reviewer name.
             CaseNotFoundError: No such case.
             CaseSignedError: Already signed.
-            SignOffBlockedError: Cells are still uncertain, or the second signer is the first.
+            SignOffBlockedError: Cells are still uncertain or not reviewed (cells cut by the
+                border, never counted, need no review), or the second signer is the first.
         """
         reviewer = reviewer_name(reviewer)
         with self._transaction(write=True) as conn:
@@ -59,6 +60,16 @@ class CaseSignoff:
                     f"Cannot sign case {case['case_id']}: {n_uncertain} {cells} still labelled "
                     "uncertain; they must be reviewed first (label each as blast, normal, "
                     "excluded, not_wbc or border)."
+                )
+            (n_unreviewed,) = conn.execute(
+                "SELECT COUNT(*) FROM cells WHERE case_id = ? AND reviewed = 0 AND label != ?",
+                (case["case_id"], CellLabel.BORDER.value),
+            ).fetchone()
+            if n_unreviewed:
+                cells = "cell has" if n_unreviewed == 1 else "cells have"
+                raise SignOffBlockedError(
+                    f"Cannot sign case {case['case_id']}: {n_unreviewed} {cells} not been "
+                    "reviewed yet; relabel each or accept the model's call for it (Review page)."
                 )
             blasts, counted = counts.get("blast", 0), counts.get("blast", 0) + counts.get("normal", 0)
             percent = 100.0 * blasts / counted if counted else 0.0

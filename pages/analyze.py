@@ -13,7 +13,13 @@ from leukemia_core.pipeline import MODE_CELLS, MODE_FIELDS
 from leukemia_core.review import Review
 from ui import auth, state
 from ui.analysis import run_analysis
-from ui.common import UPLOAD_TYPES, domain_warning, interval_text, percent_text
+from ui.common import (
+    UPLOAD_TYPES,
+    domain_warning,
+    interval_text,
+    percent_text,
+    provisional_note,
+)
 from ui.models import available_models, describe, model_config, no_model_help
 from ui.samples import CREDITS, sample_files
 
@@ -116,6 +122,7 @@ def show_results(session: Review) -> None:
     cols[2].metric("Blasts", count.n_blasts)
     cols[3].metric("Blast %", percent_text(count), help="Of the cells counted (blast + normal).")
     cols[4].metric("Awaiting review", session.n_uncertain, help="Cells the model is unsure of.")
+    provisional_note(session)
     if count.percent is None:
         st.markdown(count.interpretation)
     else:

@@ -69,6 +69,13 @@ else:
             "uncertain: label each one on the Review page before signing.",
             icon=":material/pending:",
         )
+    if session.n_unreviewed:
+        st.warning(
+            f"{session.n_unreviewed} cell{'s have' if session.n_unreviewed != 1 else ' has'} not "
+            "been reviewed yet: relabel each or accept its label on the Review page before "
+            "signing.",
+            icon=":material/pending:",
+        )
     may_sign = account.can(Permission.SIGN)
     if session.first_signed_by:
         st.info(

@@ -11,7 +11,7 @@ from leukemia_core.pipeline import MODE_FIELDS
 from leukemia_core.review import Review
 from leukemia_core.types import BlastCount
 from ui import auth, state
-from ui.common import LABEL_NAMES, interval_text, percent_text
+from ui.common import LABEL_NAMES, interval_text, percent_text, provisional_note
 from ui.figures import counts_chart, model_vs_reviewer_chart
 from ui.record import status_line
 
@@ -45,7 +45,9 @@ cols[0].metric("Cells counted", count.n_counted, help="Blasts plus normal white 
 cols[1].metric("Blasts", count.n_blasts)
 cols[2].metric("Blast %", percent_text(count))
 cols[3].metric("95% CI (Wilson)", interval_text(count))
-if count.percent is not None and count.percent >= WHO_ACUTE_LEUKEMIA_PERCENT:
+if provisional_note(session):  # no alarm colours before every cell is reviewed
+    st.info(count.interpretation, icon=":material/insights:")
+elif count.percent is not None and count.percent >= WHO_ACUTE_LEUKEMIA_PERCENT:
     st.error(count.interpretation, icon=":material/priority_high:")
 elif count.percent is not None and count.percent >= INVESTIGATE_PERCENT:
     st.warning(count.interpretation, icon=":material/warning:")

@@ -8,7 +8,13 @@ from leukemia_core.accounts import Permission
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.pipeline import MODE_FIELDS
 from ui import auth, heatmaps, state
-from ui.common import domain_warning, interval_text, percent_text, show_flashes
+from ui.common import (
+    domain_warning,
+    interval_text,
+    percent_text,
+    provisional_note,
+    show_flashes,
+)
 from ui.figures import field_overview
 from ui.gallery import show_gallery
 from ui.record import save_form, status_line
@@ -32,6 +38,7 @@ cols[1].metric("Blasts", count.n_blasts)
 cols[2].metric("Blast %", percent_text(count))
 cols[3].metric("95% CI (Wilson)", interval_text(count))
 cols[4].metric("Uncertain", session.n_uncertain)
+provisional_note(session)
 
 can_review = auth.user().can(Permission.REVIEW)
 editable = session.is_saved and not session.is_signed and can_review

@@ -383,7 +383,8 @@ def test_adapt_command_failures_write_nothing(models, cells, tmp_path, capsys):
 def _sign_cases(store: CaseStore, samples: int) -> None:
     for s in range(samples):
         cells = [Cell(i + 1, (10 * i, 0, 10 * i + 96, 96), (10 * i + 48.0, 48.0),
-                      crop=_cell_crop(label, 5 * s + i), blast_probability=0.5, model_label=label)
+                      crop=_cell_crop(label, 5 * s + i), blast_probability=0.5, model_label=label,
+                      reviewed=True)
                  for i, label in enumerate(LABELS)]  # fmt: skip
         field = Field(0, "field.png", np.zeros((480, 640, 3), np.uint8))
         case = store.create_case(f"S-{s}", [field], cells, model_name="tiny",

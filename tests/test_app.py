@@ -144,6 +144,16 @@ def save_case(at: AppTest, sample_id: str | None = None) -> AppTest:
     return at
 
 
+def accept_all(at: AppTest) -> AppTest:
+    """Click every "Accept the label of ..." button of the Review page (what a reviewer does
+    after looking at each cell)."""
+    go(at, "review")
+    for key in [b.key for b in at.button if b.key and b.key.startswith("accept_")]:
+        at.button(key=key).click().run()
+        assert not at.exception and not errors(at), errors(at)
+    return at
+
+
 def relabel(at: AppTest, key: str, label: str) -> AppTest:
     at.segmented_control(key=key).set_value(label).run()
     assert not at.exception, at.exception
@@ -335,13 +345,26 @@ def test_review_reclassify_recount_sign_reopen_and_export(db, demo_png, download
     go(at, "review")
     relabel(at, uncertain[1], "normal")
     assert metric(at, "Uncertain") == "0"
+    go(at, "counts")  # every cell labelled, but not every one reviewed: still provisional
+    assert any(i.value.startswith("Provisional: ") for i in at.info) and not at.error
+    go(at, "case")
+    at.button(key="sign").click().run()
+    assert any("have not been reviewed yet" in e for e in errors(at))
+    assert not CaseStore(db).load_case(session.case_id).is_signed
+    accept_all(at)
+    assert not any("not reviewed yet" in c.value for c in at.main.caption)
+    go(at, "counts")
+    assert not any(i.value.startswith("Provisional: ") for i in at.info)
     go(at, "case")
     at.button(key="sign").click().run()
     assert not errors(at)
     assert any(f"Signed by **{REVIEWER}**" in s.value for s in at.success)
     record = CaseStore(db).load_case(session.case_id)
     assert record.is_signed and record.signed_by == REVIEWER
-    changes = [(a.action, a.reviewer, a.from_label, a.to_label) for a in record.audit]
+    changes = [(a.action, a.reviewer, a.from_label, a.to_label) for a in record.audit
+               if a.action != "reviewed"]  # fmt: skip
+    accepted = [a for a in record.audit if a.action == "reviewed"]
+    assert len(accepted) == n_cells - 2 - len([c for c in record.cells if c.label == "border"])
     assert changes == [("created", REVIEWER, None, None),
                        ("relabel", REVIEWER, "uncertain", "blast"),
                        ("relabel", REVIEWER, "uncertain", "normal"),
@@ -382,7 +405,9 @@ def test_case_list_finds_opens_and_reopens_earlier_cases(db, demo_png):
     alpha = session_of(first)
     for key in keys_labelled(first, "uncertain"):
         relabel(first, key, "normal")
+    accept_all(first)
     go(first, "case").button(key="sign").click().run()
+    assert session_of(first).is_signed
     second = start()
     second.button(key="try_sample").click().run()
     save_case(second, sample_id="BETA-2")

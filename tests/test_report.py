@@ -65,6 +65,7 @@ def case_id(store: CaseStore) -> str:
                     blast_probability=probability,
                     model_label=label,
                     overlay=overlay,
+                    reviewed=True,
                 )
             )
     image = np.zeros((48, 64, 3), np.uint8)

@@ -139,6 +139,7 @@ def test_only_signers_sign_and_reopen(session, store):
     for cell in session.cells:
         if cell.label == CellLabel.UNCERTAIN:
             session.relabel(store, *cell.key, "normal", user=reviewer)
+    session.accept(store, [c.key for c in session.cells], user=reviewer)
     with pytest.raises(PermissionDeniedError, match="may not sign and reopen cases"):
         session.sign(store, user=reviewer)
     assert not session.is_signed and store.load_case(session.case_id).status == "open"
@@ -304,6 +305,7 @@ def test_signed_sessions_are_frozen_and_records_must_match(session, fields, stor
     for cell in session.cells:
         if cell.label == CellLabel.UNCERTAIN:
             session.relabel(store, *cell.key, "normal", user=account("A"))
+    session.accept(store, [c.key for c in session.cells], user=account("A"))
     session.sign(store, user=account("A"))
     assert session.is_signed and session.signed_by == "A"
     with pytest.raises(CaseSignedError, match="is frozen; reopen"):
@@ -336,6 +338,7 @@ def test_a_lab_can_ask_for_a_second_signer_above_a_blast_level(session, store, m
         if cell.label in (CellLabel.UNCERTAIN, CellLabel.NORMAL):
             session.relabel(store, *cell.key, "blast", user=first)
     assert session.count().percent >= 5
+    session.accept(store, [c.key for c in session.cells], user=first)
     assert session.sign(store, user=first) is False  # recorded, not frozen
     assert (session.status, session.first_signed_by) == ("open", "S. One")
     with pytest.raises(SignOffBlockedError, match="another signer must sign it"):
@@ -355,6 +358,7 @@ def test_a_change_after_the_first_signature_withdraws_it(session, store, monkeyp
     for cell in session.cells:
         if cell.label == CellLabel.UNCERTAIN:
             session.relabel(store, *cell.key, "blast", user=signer)
+    session.accept(store, [c.key for c in session.cells], user=signer)
     assert not session.sign(store, user=signer)
     cell = next(c for c in session.cells if c.label == CellLabel.BLAST)
     session.relabel(store, *cell.key, "normal", user=account("R. Two"))

@@ -54,20 +54,23 @@ def cell(field_index: int, cell_id: int, label: str, probability: float | None =
                 blast_probability=probability, model_label=label, **kw)  # fmt: skip
 
 
-def cells_for(labels_by_field: list[list[str]]) -> list[Cell]:
+def cells_for(labels_by_field: list[list[str]], reviewed: bool = True) -> list[Cell]:
+    """Cells already reviewed (accepted) unless asked otherwise: most tests are not about that."""
     return [
-        cell(f, i + 1, label, crop=img(i))
+        cell(f, i + 1, label, crop=img(i), reviewed=reviewed)
         for f, labels in enumerate(labels_by_field)
         for i, label in enumerate(labels)
     ]
 
 
-def new_case(store: CaseStore, labels_by_field: list[list[str]], sample_id: str = "S-1") -> str:
+def new_case(
+    store: CaseStore, labels_by_field: list[list[str]], sample_id: str = "S-1", reviewed=True
+) -> str:
     fields = [field(f"field-{f}.png") for f in range(len(labels_by_field))]
     return store.create_case(
         sample_id,
         fields,
-        cells_for(labels_by_field),
+        cells_for(labels_by_field, reviewed),
         model_name="cnmc-demo",
         model_checksum="sha256:abc",
         thresholds=THRESHOLDS,
@@ -562,6 +565,7 @@ def test_domain_assessments_and_cell_scores_are_stored_and_kept_on_reopen(store:
     assert [c.domain_score for c in record.cells] == [3.0, 3.4, 1.1]
     for c in record.cells:
         store.relabel_cell(case_id, c.field_index, c.cell_id, "normal", reviewer="A")
+    store.mark_reviewed(case_id, [c.key for c in record.cells], reviewer="A")
     store.sign_case(case_id, reviewer="A")
     reopened = store.load_case(store.reopen_case(case_id, reviewer="A"))
     assert reopened.domain == sample and [f.domain for f in reopened.fields] == [warned, fine]
@@ -652,7 +656,7 @@ def test_a_database_of_release_2_migrates_without_loss(tmp_path: Path):
 
 
 def test_reviewer_edits_and_the_state_token(store: CaseStore):
-    case_id = new_case(store, [["blast", "normal", "uncertain"]])
+    case_id = new_case(store, [["blast", "normal", "uncertain"]], reviewed=False)
     state = store.case_state(case_id)
     assert state.token == store.last_audit_id(case_id) > 0 and state.reviewed == frozenset()
     assert store.mark_reviewed(case_id, [(0, 1), (0, 2)], reviewer="R") != []
@@ -694,3 +698,14 @@ def test_changes_made_outside_the_app_are_refused_or_shown(store: CaseStore):
         conn.execute("DELETE FROM audit WHERE audit_id = ?", (first,))
     altered = store.load_case(case_id).altered
     assert any("does not follow the row before it" in p for p in altered)
+
+
+def test_sign_is_refused_until_every_counted_cell_is_reviewed(store: CaseStore):
+    case_id = new_case(store, [["blast", "normal", "border"]], reviewed=False)
+    with pytest.raises(SignOffBlockedError, match="2 cells have not been reviewed yet"):
+        store.sign_case(case_id, reviewer="R")
+    store.relabel_cell(case_id, 0, 1, "normal", reviewer="R")  # a relabel is a review
+    with pytest.raises(SignOffBlockedError, match="1 cell has not been reviewed yet"):
+        store.sign_case(case_id, reviewer="R")
+    store.mark_reviewed(case_id, [(0, 2)], reviewer="R")  # accepting the model's call counts
+    assert store.sign_case(case_id, reviewer="R")  # the border cell is never counted

@@ -67,6 +67,14 @@ def show_flashes() -> None:
         )
 
 
+def provisional_note(session: Review) -> bool:
+    """Say that the counts are provisional while cells wait for review; True when they are."""
+    text = session.provisional
+    if text:
+        st.info(text, icon=":material/hourglass_top:")
+    return text is not None
+
+
 def domain_warning(session: Review) -> None:
     """Warn plainly when the sample (or a field) differs from the model's training data.
 

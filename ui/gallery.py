@@ -66,7 +66,20 @@ def _caption(session: Review, cell: Cell) -> str:
         text += f" · model: {LABEL_NAMES[cell.model_label]} → {LABEL_NAMES[label]}"
     else:
         text += f" · model: {LABEL_NAMES[cell.model_label]}"
+    if label != CellLabel.BORDER:
+        text += " · ✓ reviewed" if cell.reviewed else " · not reviewed yet"
     return text
+
+
+def _on_accept(keys: tuple[tuple[int, int], ...]) -> None:
+    session = state.current()
+    if session is None:
+        return
+    try:
+        n = state.accept(session, list(keys))
+        flash(f"Accepted the label of {n} cell{'s' if n != 1 else ''}.", "success")
+    except LeukemiaCoreError as error:
+        flash(str(error))
 
 
 def show_gallery(
@@ -99,6 +112,17 @@ def show_gallery(
                 st.success("No uncertain cells are waiting for review.")
                 continue
             cells = _page(group.key, group.cells)
+            open_keys = tuple(c.key for c in cells
+                              if not c.reviewed and c.label not in (CellLabel.UNCERTAIN,
+                                                                    CellLabel.BORDER))  # fmt: skip
+            if open_keys:
+                st.button(
+                    f"Accept the label of the {len(open_keys)} unreviewed cell"
+                    f"{'s' if len(open_keys) != 1 else ''} shown here",
+                    key=f"accept_{group.key}", on_click=_on_accept, args=(open_keys,),
+                    disabled=not editable, icon=":material/done_all:",
+                    help="Counts as reviewing them: do it after looking at each one.",
+                )  # fmt: skip
             grid = st.grid(columns, min_column_width=250, border=True)
             for cell in cells:
                 with grid.cell():

@@ -86,6 +86,12 @@ def relabel(session: Review, field_index: int, cell_id: int, label: str) -> None
     session.relabel(case_store(), field_index, cell_id, label, user=auth.user())
 
 
+def accept(session: Review, keys: list[tuple[int, int]]) -> int:
+    """Accept the current label of these cells as the logged-in account (see
+    :meth:`Review.accept`); returns how many were newly marked reviewed."""
+    return session.accept(case_store(), keys, user=auth.user())
+
+
 def sign(session: Review) -> None:
     """Sign and freeze the case as the logged-in account (see :meth:`Review.sign`)."""
     session.sign(case_store(), user=auth.user())
