@@ -10,9 +10,9 @@ one, else the tiny test model.
 from __future__ import annotations
 
 import csv
-import re
 import io
 import os
+import re
 import socket
 import subprocess
 import sys
