@@ -29,6 +29,7 @@ from train.compare_settings import (
     TABLE_FILE,
     CompareSettings,
 )
+from train.data_roots import NOT_CONFIGURED, data_roots, resolve_under_roots
 from train.inspection import DatasetSource, inspect_datasets
 from train.reviewed_cases import export_reviewed_cases
 from ui import comparison as view
@@ -63,17 +64,42 @@ def _defaults() -> None:
         _apply_preset()
 
 
-def _inspect(locations: list[str], allow_ungrouped: bool) -> None:
+def _inspect(locations: list[str], allow_ungrouped: bool, roots: tuple | None = None) -> None:
+    """Check the picked locations; typed server paths (``roots`` given) only under the roots."""
     try:
+        if roots is not None:  # the job's worker reads exactly the folders checked here
+            locations = [str(resolve_under_roots(x, roots)) for x in locations]
         with st.spinner("Reading and checking every image …"):
             _, summary = inspect_datasets([DatasetSource(x) for x in locations],
-                                          allow_ungrouped=allow_ungrouped)  # fmt: skip
+                                          allow_ungrouped=allow_ungrouped,
+                                          roots=roots)  # fmt: skip
     except (LeukemiaCoreError, OSError) as error:
         st.session_state.pop(DATASET_KEY, None)
         st.error(f"This dataset cannot be used: {error}")
         return
     st.session_state[DATASET_KEY] = {"locations": locations, "allow_ungrouped": allow_ungrouped,
                                      "summary": summary}  # fmt: skip
+
+
+def _server_folders(allow_ungrouped: bool) -> None:
+    """Typed dataset paths, read only under the data roots (none configured: say how)."""
+    roots = data_roots()
+    if not roots:
+        st.info(NOT_CONFIGURED)
+        return
+    text = st.text_area(
+        "Dataset folders or CSV manifests on the server, one per line, relative to a data root",
+        key="data_paths",
+        help="Only folders under the data roots the administrator set (LEUKEMIA_DATA_ROOTS) "
+             "can be read. C-NMC 2019 layout (training_data/fold_k/{all,hem}), ALL-IDB2, class "
+             "folders (<class>/[<subject>/]image) or a CSV manifest (path,label,group).",
+    )  # fmt: skip
+    if st.button("Check dataset", key="inspect", icon=":material/fact_check:"):
+        locations = [line.strip() for line in text.splitlines() if line.strip()]
+        if not locations:
+            st.error("Type the path of a dataset folder or manifest first.")
+        else:
+            _inspect(locations, allow_ungrouped, roots)
 
 
 def dataset_section() -> dict | None:
@@ -86,17 +112,7 @@ def dataset_section() -> dict | None:
              "manifest with a group column.",
     )  # fmt: skip
     if source == SOURCES[0]:
-        text = st.text_area(
-            "Dataset folders or CSV manifests on the server, one per line", key="data_paths",
-            help="C-NMC 2019 layout (training_data/fold_k/{all,hem}), ALL-IDB2, class folders "
-                 "(<class>/[<subject>/]image) or a CSV manifest (path,label,group).",
-        )  # fmt: skip
-        if st.button("Check dataset", key="inspect", icon=":material/fact_check:"):
-            locations = [line.strip() for line in text.splitlines() if line.strip()]
-            if not locations:
-                st.error("Type the path of a dataset folder or manifest first.")
-            else:
-                _inspect(locations, allow)
+        _server_folders(allow)
     elif source == SOURCES[1]:
         upload = st.file_uploader("Zip of a dataset folder", type=["zip"], key="data_zip",
                                   help="Up to the server's upload limit; larger sets: copy them "

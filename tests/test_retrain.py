@@ -78,6 +78,7 @@ def models_root(tiny_models_dir, tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("LEUKEMIA_MODELS_DIR", str(root))
     monkeypatch.setenv("LEUKEMIA_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("LEUKEMIA_CASE_DB", str(tmp_path / "cases.sqlite3"))
+    monkeypatch.setenv("LEUKEMIA_DATA_ROOTS", str(tmp_path))  # the page reads only under it
     return root
 
 
@@ -284,7 +285,12 @@ def test_unsafe_zip_is_refused_in_the_page(models_root):
     assert not uploads.exists() or not any(uploads.iterdir())
 
 
-def test_pick_train_watch_compare_promote_then_analyze_uses_it(cells, models_root, downloads):
+def test_pick_train_watch_compare_promote_then_analyze_uses_it(
+    cells, models_root, downloads, shared_data, monkeypatch
+):
+    # The manifest's folder and the real crops it names, as the page reads only under its roots.
+    monkeypatch.setenv("LEUKEMIA_DATA_ROOTS", os.pathsep.join([str(cells.parent),
+                                                               str(shared_data)]))  # fmt: skip
     at = pick_folder(start(), cells)
     assert [m.value for m in at.metric if m.label == "Cells"] == [str(N_CELLS)]
     at.selectbox(key="preset").set_value("custom").run()

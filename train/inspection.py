@@ -2,7 +2,8 @@
 
 The library behind the "Retrain & compare" page's data step. :func:`inspect_datasets` loads
 folders (or CSV manifests) with :func:`train.data.load_dataset`, checks that together they can
-train a leak-free model and describes them as a :class:`DatasetSummary`.
+train a leak-free model and describes them as a :class:`DatasetSummary`. Given data roots (the
+app does; the command line does not), it reads only under them (:mod:`train.data_roots`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,12 @@ from pathlib import Path
 import pandas as pd
 
 from train.data import detect_format, load_dataset
+from train.data_roots import (
+    load_under_roots,
+    relative_messages,
+    relative_name,
+    resolve_under_roots,
+)
 from train.records import (
     BLAST,
     LABELS,
@@ -136,6 +143,7 @@ def inspect_datasets(
     *,
     verify: bool = True,
     allow_ungrouped: bool = False,
+    roots: Sequence[str | os.PathLike[str]] | None = None,
 ) -> tuple[CellTable, DatasetSummary]:
     """Load several datasets as one; both classes are needed in the union only.
 
@@ -144,8 +152,13 @@ def inspect_datasets(
         verify: Decode every image with PIL (:func:`train.records.verify_images`).
         allow_ungrouped: Accept cells without a subject or field id (each its own group);
             the summary then says ``groups_known=False`` and notes the risk.
+        roots: Read only under these data roots (:func:`train.data_roots.load_under_roots`):
+            locations may be relative to a root, and the summary and every message name
+            paths relative to their root. None (the command line): any readable path.
 
     Raises:
+        NoDataRootsError, OutsideDataRootsError: ``roots`` is given and empty, or a location
+            or one of its images lies outside them.
         DatasetNotFoundError: A location does not exist.
         EmptyDatasetError: No locations, or a location holds no usable images.
         SingleClassError: The union holds blast or normal cells only.
@@ -156,17 +169,34 @@ def inspect_datasets(
     sources = [s if isinstance(s, DatasetSource) else DatasetSource(s) for s in locations]
     if not sources:
         raise EmptyDatasetError("No dataset location was given; pick at least one folder.")
-    tables, formats, ungrouped = [], [], []
+    if roots is None:
+        return _inspect(sources, verify, allow_ungrouped, None)
+    with relative_messages(roots):
+        return _inspect(sources, verify, allow_ungrouped, roots)
+
+
+def _inspect(
+    sources: Sequence[DatasetSource],
+    verify: bool,
+    allow_ungrouped: bool,
+    roots: Sequence[str | os.PathLike[str]] | None,
+) -> tuple[CellTable, DatasetSummary]:
+    tables, formats, ungrouped, names = [], [], [], []
     for source in sources:
-        fmt = source.format or detect_format(source.location)
-        table = load_dataset(
-            source.location, fmt, label_map=source.label_map, require_both_classes=False
-        )
+        options = {"label_map": source.label_map, "require_both_classes": False}
+        if roots is None:
+            fmt = source.format or detect_format(source.location)
+            table = load_dataset(source.location, fmt, **options)
+            names.append(str(source.location))
+        else:
+            path = resolve_under_roots(source.location, roots)
+            table, fmt = load_under_roots(path, roots, source.format, **options)
+            names.append(relative_name(path, roots))
         tables.append(table)
         formats += [fmt] if fmt not in formats else []
-        ungrouped += [] if table.groups_known else [str(source.location)]
+        ungrouped += [] if table.groups_known else [names[-1]]
     table = _without_duplicates(CellTable.concat(*tables))
-    where = "; ".join(str(s.location) for s in sources)
+    where = "; ".join(names)
     classes = Counter(r.label for r in table)
     if len(classes) < 2:
         ((label, n),) = classes.items()

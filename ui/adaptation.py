@@ -24,7 +24,13 @@ from train.adapt import (
 )
 from train.adapt_model import adapt_model, next_site_name
 from train.cellbank import bank_group
-from train.data import load_dataset
+from train.data_roots import (
+    NOT_CONFIGURED,
+    data_roots,
+    load_under_roots,
+    relative_name,
+    resolve_under_roots,
+)
 from train.records import BLAST, CellTable
 from train.reviewed_cases import export_reviewed_cases
 from ui import auth, state
@@ -47,12 +53,10 @@ def _gather(source: str, path: str) -> None:
             store = state.case_store()
             table = export_reviewed_cases(store, jobs.runs_dir() / "datasets" / f"adapt-{stamp}")
             words = f"signed cases of {store.path}"
-        else:
-            if not path.strip():
-                st.error("Type the path of a folder or CSV manifest of this lab's cells first.")
-                return
-            table = load_dataset(path.strip(), require_both_classes=False)
-            words = path.strip()
+        else:  # a typed server path: only under the data roots
+            roots = data_roots()
+            table, _ = load_under_roots(path, roots, require_both_classes=False)
+            words = relative_name(resolve_under_roots(path, roots), roots)
     except (LeukemiaCoreError, OSError) as error:
         st.session_state.pop(CELLS_KEY, None)
         st.error(f"These cells cannot be used: {error}")
@@ -162,9 +166,13 @@ def adapt_section() -> None:
                         on_change=lambda: st.session_state.pop("adapt_name", None))  # fmt: skip
     source = st.radio("Cells", SOURCES, key="adapt_source", horizontal=True)
     path = ""
-    if source == SOURCES[1]:
-        path = st.text_input("Folder or CSV manifest on the server (with a group column)",
-                             key="adapt_path")  # fmt: skip
+    if source == SOURCES[1] and not data_roots():
+        st.info(NOT_CONFIGURED)
+    elif source == SOURCES[1]:
+        path = st.text_input("Folder or CSV manifest on the server (with a group column), "
+                             "relative to a data root", key="adapt_path",
+                             help="Only folders under the data roots the administrator set "
+                                  "(LEUKEMIA_DATA_ROOTS) can be read.")  # fmt: skip
     if st.button("Count cells", key="adapt_count", icon=":material/fact_check:"):
         _gather(source, path)
     picked = st.session_state.get(CELLS_KEY)
