@@ -7,12 +7,14 @@ Each test feeds one kind of bad input and checks the clear message (a typed erro
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import io
 import json
 import os
 import re
 import shutil
+import time
 import zipfile
 from pathlib import Path
 
@@ -52,6 +54,7 @@ from leukemia_core.segmentation import segment_wbc
 from leukemia_core.single_cell import single_cell_crop
 from leukemia_core.synthetic import make_demo_smear
 from train.__main__ import main as train_cli
+from train.archives import UnsafeArchiveError, extract_zip
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples"
@@ -567,3 +570,92 @@ def test_the_bundled_models_are_sealed_and_keep_their_calibration(name):
     assert (c.threshold, c.uncertain_low, c.uncertain_high, config.test_time_views) == expected[
         name
     ]
+
+
+# ---- 7. zip import: the whole archive's ratio, one unpack per archive, long names -------------
+def _zip(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def _png_bytes(value: int = 120) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((8, 8, 3), value, np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_many_members_under_the_per_member_floor_cannot_make_a_bomb(tmp_path):
+    # Each member stays under the 1 MiB floor of the per-member ratio check.
+    data = _zip({f"d/{i:02d}.bin": bytes(1_000_000) for i in range(40)})
+    assert len(data) < 100_000
+    with pytest.raises(UnsafeArchiveError, match=r"expands \d+-fold in all .* 40 members\), over"):
+        extract_zip(data, tmp_path / "uploads")
+    assert not any((tmp_path / "uploads").rglob("*"))
+    # A real dataset (already compressed images) is far under the limit.
+    assert extract_zip(_zip({f"d/blast/P{i}/a.png": _png_bytes(i) for i in range(30)}),
+                       tmp_path / "uploads").name == "d"  # fmt: skip
+
+
+def test_unpacking_the_same_archive_again_reuses_its_folder(tmp_path):
+    dest = tmp_path / "uploads"
+    data = _zip({"set/blast/P1/a.png": _png_bytes(), "set/normal/P2/b.png": _png_bytes(200)})
+    first = extract_zip(data, dest)
+    upload = io.BytesIO(data)
+    upload.name = "renamed.zip"
+    assert extract_zip(data, dest) == first == extract_zip(upload, dest)
+    assert len(list(dest.iterdir())) == 1 and first.parent.name.endswith(
+        hashlib.sha256(data).hexdigest()[:16]
+    )
+    other = extract_zip(_zip({"set/blast/P1/a.png": _png_bytes(90)}), dest)
+    assert other != first and len(list(dest.iterdir())) == 2
+
+
+def test_old_unpacked_uploads_are_removed_and_others_left_alone(tmp_path):
+    dest = tmp_path / "uploads"
+    old_data = _zip({"old/blast/P1/a.png": _png_bytes(10)})
+    old = extract_zip(old_data, dest).parent
+    used = extract_zip(_zip({"used/blast/P1/a.png": _png_bytes(20)}), dest).parent
+    crashed = dest / ".extract-abc123"
+    crashed.mkdir()
+    unrelated = dest / "notes-from-admin"
+    unrelated.mkdir()
+    long_ago = time.time() - 8 * 86400
+    for folder in (old, used, crashed, unrelated):
+        os.utime(folder, (long_ago, long_ago))
+    assert extract_zip(_zip({"used/blast/P1/a.png": _png_bytes(20)}), dest).parent == used
+    assert used.stat().st_mtime > long_ago  # reused: kept and its time renewed
+    new = extract_zip(_zip({"new/blast/P1/a.png": _png_bytes(30)}), dest).parent
+    assert sorted(p.name for p in dest.iterdir()) == sorted(
+        [used.name, new.name, "notes-from-admin"]
+    )
+    assert not old.exists() and not crashed.exists()
+
+
+@pytest.mark.parametrize(
+    ("member", "words"),
+    [
+        ("d/" + "x" * 300 + ".png", r"has a name of 304 bytes \('x{40}\.\.\.'\), over the 255"),
+        ("/".join(["d" * 200] * 6) + "/a.png", "has a path over 1024 bytes long"),
+    ],
+)
+def test_a_too_long_member_name_is_a_typed_error(tmp_path, member, words):
+    with pytest.raises(UnsafeArchiveError, match=words):
+        extract_zip(_zip({"d/a.png": _png_bytes(), member: _png_bytes()}), tmp_path / "uploads")
+    assert not any((tmp_path / "uploads").rglob("*"))
+
+
+def test_a_member_that_cannot_be_written_is_a_typed_error(tmp_path, monkeypatch):
+    real_open = Path.open
+
+    def full_disk(self, mode="r", *args, **kwargs):
+        if mode == "xb":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(self, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", full_disk)
+    with pytest.raises(UnsafeArchiveError, match=r"'d/a\.png' cannot be written here \(No space"):
+        extract_zip(_zip({"d/a.png": _png_bytes()}), tmp_path / "uploads")
+    assert not any((tmp_path / "uploads").rglob("*"))

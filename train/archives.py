@@ -1,14 +1,20 @@
-"""Unpack an uploaded dataset zip safely: every member checked before anything is written."""
+"""Unpack an uploaded dataset zip safely: every member checked before anything is written.
+
+An archive is unpacked once: its folder is named after the SHA-256 of its bytes, so unpacking the
+same archive again returns the folder already there, and unpacked folders not used for
+:data:`KEEP_UNPACKED_DAYS` days are removed when the next archive is unpacked.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import re
-import secrets
 import shutil
 import stat
 import tempfile
+import time
 import zipfile
 import zlib
 from pathlib import Path
@@ -20,6 +26,12 @@ MiB = 1 << 20
 GiB = 1 << 30
 _RATIO_FLOOR_BYTES = MiB  # a member expanding to less cannot be a bomb, whatever its ratio
 _CHUNK = MiB
+MAX_NAME_BYTES = 255  # longest file or folder name most file systems take
+MAX_PATH_BYTES = 1024  # longest member path unpacked
+KEEP_UNPACKED_DAYS = 7.0
+_DIGEST_CHARS = 16  # of the archive's SHA-256 in its folder's name
+_STALE_EXTRACT_S = 24 * 3600  # a hidden .extract-* folder this old is left from a crash
+_UNPACKED = re.compile(rf"^[A-Za-z0-9._-]+-[0-9a-f]{{{_DIGEST_CHARS}}}$")  # <stem>-<digest>
 _JUNK_DIRS = frozenset({"__MACOSX"})
 _JUNK_FILES = frozenset({".DS_Store"})
 
@@ -36,12 +48,15 @@ def extract_zip(
     max_total_bytes: int = 4 * GiB,
     max_files: int = 100_000,
     max_ratio: float = 200,
+    keep_days: float = KEEP_UNPACKED_DAYS,
 ) -> Path:
-    """Unpack a zip into a new folder under ``dest_root``, refusing anything unsafe.
+    """Unpack a zip into a folder under ``dest_root``, refusing anything unsafe.
 
     Every member is checked before anything is written; sizes are checked again while
     writing, since declared sizes can lie. The archive goes to a hidden temporary folder that
-    is renamed to ``dest_root/<stem>-<random hex>`` at the end, and removed on any failure.
+    is renamed to ``dest_root/<stem>-<first 16 hex digits of its SHA-256>`` at the end, and
+    removed on any failure. The same archive unpacked again returns that folder (its time is
+    renewed); folders under ``dest_root`` unused for ``keep_days`` are removed first.
     ``__MACOSX/`` and ``.DS_Store`` entries are skipped.
 
     Args:
@@ -50,7 +65,9 @@ def extract_zip(
         max_archive_bytes: Largest archive accepted.
         max_total_bytes: Most bytes written in all.
         max_files: Most entries (files and folders) in the archive.
-        max_ratio: Highest uncompressed/compressed size of a member of 1 MiB or more.
+        max_ratio: Highest uncompressed/compressed size of a member of 1 MiB or more, and of
+            the whole archive once it unpacks to 1 MiB or more.
+        keep_days: Unpacked folders unused this long are removed.
 
     Returns:
         The single top-level folder of the archive if it has exactly one, else the new folder.
@@ -58,11 +75,19 @@ def extract_zip(
     Raises:
         UnsafeArchiveError: Not a zip or corrupt; too large; too many members; a member with an
             absolute path, drive letter or ``..``; a symlink or other special file; an
-            encrypted member; a zip bomb (size or ratio over the limits); clashing names.
+            encrypted member; a zip bomb (size or ratio over the limits, per member or in all);
+            clashing names; a name too long for the file system; a member that cannot be
+            written.
         EmptyDatasetError: The archive holds no files.
         DatasetNotFoundError: ``archive`` is a path that does not exist.
     """
-    name, source = _open_archive(archive, max_archive_bytes)
+    name, source, size = _open_archive(archive, max_archive_bytes)
+    digest = _sha256(source)[:_DIGEST_CHARS]
+    dest_root = Path(dest_root)
+    remove_old_unpacked(dest_root, keep_days * 86400, keep=digest)
+    done = _unpacked(dest_root, digest)
+    if done is not None:
+        return _top(done)
     try:
         zf = zipfile.ZipFile(source)
     except (zipfile.BadZipFile, zlib.error, EOFError, ValueError) as error:
@@ -71,30 +96,104 @@ def extract_zip(
             "dataset folder."
         ) from None
     with zf:
-        members = _checked_members(name, zf.infolist(), max_files, max_total_bytes, max_ratio)
-        dest_root = Path(dest_root)
+        infos = zf.infolist()
+        members = _checked_members(name, infos, max_files, max_total_bytes, max_ratio)
+        _check_total_ratio(name, infos, size, max_ratio)
         dest_root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=dest_root, prefix=".extract-"))
         try:
             _write_members(name, zf, members, tmp, max_total_bytes)
-            top = list(tmp.iterdir())
-            single = top[0].name if len(top) == 1 and top[0].is_dir() else None
-            final = _rename_fresh(tmp, dest_root, _safe_stem(archive))
+            final = _rename(tmp, dest_root / f"{_safe_stem(archive)}-{digest}", digest)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-    return final / single if single else final
+    return _top(final)
 
 
-def _open_archive(archive: object, max_bytes: int) -> tuple[str, Path | BinaryIO]:
-    """Display name and the path or seekable stream of the archive; refuses one over max_bytes."""
+def remove_old_unpacked(dest_root: Path, max_age_s: float, *, keep: str = "") -> list[str]:
+    """Remove the unpacked folders (``<stem>-<digest>``) under ``dest_root`` not used for
+    ``max_age_s`` seconds, and hidden ``.extract-*`` folders left by a crash a day ago, except
+    the one of digest ``keep``; anything else there is left alone.
+
+    Returns:
+        The names removed.
+    """
+    if not dest_root.is_dir():
+        return []
+    now, removed = time.time(), []
+    for folder in dest_root.iterdir():
+        hidden = folder.name.startswith(".extract-")
+        if (
+            folder.is_symlink()
+            or not folder.is_dir()
+            or not (hidden or _UNPACKED.match(folder.name))
+        ):
+            continue
+        age = now - folder.stat().st_mtime
+        if (keep and folder.name.endswith(f"-{keep}")) or age < (
+            _STALE_EXTRACT_S if hidden else max_age_s
+        ):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder.name)
+    return removed
+
+
+def _sha256(source: Path | BinaryIO) -> str:
+    digest = hashlib.sha256()
+    stream = source.open("rb") if isinstance(source, Path) else source
+    try:
+        stream.seek(0)
+        while chunk := stream.read(_CHUNK):
+            digest.update(chunk)
+    finally:
+        if isinstance(source, Path):
+            stream.close()
+        else:
+            stream.seek(0)
+    return digest.hexdigest()
+
+
+def _unpacked(dest_root: Path, digest: str) -> Path | None:
+    """The folder this archive was unpacked to before (its time renewed), or None."""
+    if not dest_root.is_dir():
+        return None
+    for folder in sorted(dest_root.glob(f"*-{digest}")):
+        if folder.is_dir() and not folder.is_symlink() and not folder.name.startswith("."):
+            os.utime(folder)
+            return folder
+    return None
+
+
+def _top(folder: Path) -> Path:
+    """The single top-level folder of an unpacked archive if it has exactly one, else itself."""
+    top = list(folder.iterdir())
+    return top[0] if len(top) == 1 and top[0].is_dir() else folder
+
+
+def _check_total_ratio(name: str, infos: list[zipfile.ZipInfo], size: int, max_ratio: float):
+    """Refuse an archive whose members together expand more than ``max_ratio``-fold (many
+    members each just under the per-member floor would otherwise pass)."""
+    total = sum(info.file_size for info in infos)
+    ratio = total / max(size, 1)
+    if total >= _RATIO_FLOOR_BYTES and ratio > max_ratio:
+        raise UnsafeArchiveError(
+            f"{name} expands {ratio:.0f}-fold in all ({_bytes(size)} -> {_bytes(total)} in "
+            f"{len(infos)} members), over the limit of {max_ratio:g} (a zip bomb?). Nothing "
+            "was unpacked; zip the dataset's image files as they are."
+        )
+
+
+def _open_archive(archive: object, max_bytes: int) -> tuple[str, Path | BinaryIO, int]:
+    """Display name, the path or seekable stream of the archive, and its size; refuses one over
+    max_bytes."""
     if isinstance(archive, str | os.PathLike):
         path = Path(archive).expanduser()
         if not path.is_file():
             kind = "is a folder, not a zip file" if path.is_dir() else "does not exist"
             raise DatasetNotFoundError(f"Archive {path} {kind}; check the path.")
         _check_archive_size(str(path), path.stat().st_size, max_bytes)
-        return str(path), path
+        return str(path), path, path.stat().st_size
     if isinstance(archive, bytes | bytearray | memoryview):
         name, stream = "The uploaded archive", io.BytesIO(bytes(archive))
     elif hasattr(archive, "read"):
@@ -110,7 +209,7 @@ def _open_archive(archive: object, max_bytes: int) -> tuple[str, Path | BinaryIO
     size = stream.seek(0, io.SEEK_END)
     stream.seek(0)
     _check_archive_size(name, size, max_bytes)
-    return name, stream
+    return name, stream, size
 
 
 def _check_archive_size(name: str, size: int, max_bytes: int) -> None:
@@ -158,6 +257,12 @@ def _checked_members(
             _refuse(name, member, f"is a special file (mode {oct(kind)}), not a regular file")
         if info.flag_bits & 0x1:
             _refuse(name, member, "is encrypted; zip it again without a password")
+        longest = max(parts, key=lambda p: len(p.encode()), default="")
+        if len(longest.encode()) > MAX_NAME_BYTES:
+            _refuse(name, member, f"has a name of {len(longest.encode())} bytes ('{longest[:40]}"
+                                  f"...'), over the {MAX_NAME_BYTES} a file system takes")  # fmt: skip
+        if len("/".join(parts).encode()) > MAX_PATH_BYTES:
+            _refuse(name, member, f"has a path over {MAX_PATH_BYTES} bytes long")
         ratio = info.file_size / max(info.compress_size, 1)
         if info.file_size >= _RATIO_FLOOR_BYTES and ratio > max_ratio:
             _refuse(
@@ -220,6 +325,8 @@ def _write_members(
                     sink.write(chunk)
         except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as error:
             _refuse(name, info.filename, f"is corrupt or cannot be unpacked ({error})")
+        except OSError as error:  # e.g. a name this file system refuses, or a full disk
+            _refuse(name, info.filename, f"cannot be written here ({error.strerror or error})")
         n_files += 1
     if not n_files:
         raise EmptyDatasetError(f"{name} holds no files; zip the dataset folder itself.")
@@ -248,10 +355,17 @@ def _safe_stem(archive: object) -> str:
     return stem[:60] or "archive"
 
 
-def _rename_fresh(tmp: Path, dest_root: Path, stem: str) -> Path:
-    """Rename ``tmp`` to a new ``dest_root/<stem>-<hex>`` (never onto an existing folder)."""
-    while True:
-        final = dest_root / f"{stem}-{secrets.token_hex(4)}"
-        if not final.exists():  # rename would replace an empty folder: make sure there is none
-            os.rename(tmp, final)
-            return final
+def _rename(tmp: Path, final: Path, digest: str) -> Path:
+    """Rename ``tmp`` to ``final``; when the same archive was unpacked meanwhile (another
+    session), that folder is used and ``tmp`` removed."""
+    try:
+        if final.exists():  # rename would replace an empty folder: make sure there is none
+            raise FileExistsError(final)
+        os.rename(tmp, final)
+        return final
+    except OSError:
+        done = _unpacked(final.parent, digest)
+        if done is None:
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+        return done
