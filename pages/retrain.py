@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 import streamlit as st
 
+from leukemia_core.accounts import Permission
 from leukemia_core.calibration import THRESHOLD_RULES
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.models import list_architectures
@@ -32,8 +33,8 @@ from train.compare_settings import (
 from train.data_roots import NOT_CONFIGURED, data_roots, resolve_under_roots
 from train.inspection import DatasetSource, inspect_datasets
 from train.reviewed_cases import export_reviewed_cases
+from ui import auth, state
 from ui import comparison as view
-from ui import state
 from ui.adaptation import adapt_section
 from ui.common import flash, show_flashes
 
@@ -278,7 +279,7 @@ def _promote(job_id: str) -> None:
     architecture = st.session_state[f"promote_model_{job_id}"]
     name = st.session_state[f"promote_name_{job_id}"].strip()
     try:
-        folder = promote(jobs.runs_dir() / job_id, architecture, name)
+        folder = promote(jobs.runs_dir() / job_id, architecture, name, user=auth.user())
     except (LeukemiaCoreError, OSError, ValueError) as error:
         flash(f"Not promoted: {error}")
         return
@@ -367,6 +368,7 @@ def jobs_section() -> None:
         st.info(status.message or "This job was cancelled.")
 
 
+auth.require(Permission.MANAGE_MODELS)
 st.title("Retrain & compare models")
 st.caption("Train several architectures on your labelled cells with subject-level (grouped) "
            "splits, compare them with intervals, and promote one. Research use only: a "

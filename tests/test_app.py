@@ -588,3 +588,20 @@ def test_a_reviewer_saves_and_relabels_but_the_sign_button_is_a_signers(db, demo
     assert any("may review but not sign" in m.value for m in at.main.markdown)
     record = CaseStore(db).load_case(session_of(at).case_id)
     assert {a.reviewer for a in record.audit} == {"R. Eviewer"} and not record.is_signed
+
+
+def test_a_reload_brings_the_open_case_back(db, demo_png):
+    at = start()
+    analyze(at, [("field.png", demo_png)])
+    assert "case" not in at.query_params  # nothing saved yet
+    save_case(at, sample_id="RELOAD-1")
+    case_id = session_of(at).case_id
+    assert at.query_params["case"] in (case_id, [case_id])
+    # a reload is a new browser session with the same address (and a new login)
+    again = log_in(AppTest.from_file(str(APP), default_timeout=TIMEOUT_S), REVIEWER, ("signer",))
+    again.query_params["case"] = case_id
+    again.run()
+    assert not again.exception
+    assert session_of(again).case_id == case_id and session_of(again).sample_id == "RELOAD-1"
+    go(again, "review")
+    assert len(relabel_keys(again)) == len(session_of(at).cells)

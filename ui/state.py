@@ -13,6 +13,7 @@ from collections.abc import Mapping
 import numpy as np
 import streamlit as st
 
+from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.review import Review
 from leukemia_core.store import CaseStore, default_database_path
 from ui import auth
@@ -21,9 +22,32 @@ SESSION_KEY = "review_session"
 RELABEL_PREFIX = "relabel_"
 
 
+CASE_PARAM = "case"  # the open case's id in the page address, so a reload brings it back
+
+
 def current() -> Review | None:
-    """The sample under review in this tab, or None."""
-    return st.session_state.get(SESSION_KEY)
+    """The sample under review in this tab, or None.
+
+    After a reload (a new browser session) the saved case named in the address is opened
+    again from the case record.
+    """
+    session = st.session_state.get(SESSION_KEY)
+    case_id = st.query_params.get(CASE_PARAM)
+    if session is None and case_id and auth.current_user() is not None:
+        try:
+            session = Review.open(case_store(), case_id)
+            st.session_state[SESSION_KEY] = session
+        except LeukemiaCoreError:
+            del st.query_params[CASE_PARAM]  # a case that is gone (or another database)
+    return session
+
+
+def remember(session: Review | None) -> None:
+    """Put the saved case's id in the page address (or take it out)."""
+    if session is not None and session.is_saved:
+        st.query_params[CASE_PARAM] = session.case_id
+    elif CASE_PARAM in st.query_params:
+        del st.query_params[CASE_PARAM]
 
 
 def require_current(
@@ -50,6 +74,7 @@ def set_current(session: Review | None) -> None:
     for key in [k for k in st.session_state if str(k).startswith(RELABEL_PREFIX)]:
         del st.session_state[key]
     st.session_state[SESSION_KEY] = session
+    remember(session)
 
 
 def reviewer() -> str:
@@ -78,7 +103,9 @@ def save_case(
     overlays: Mapping[tuple[int, int], np.ndarray] | None = None,
 ) -> str:
     """Store the sample as a new case (see :meth:`Review.save`)."""
-    return session.save(case_store(), user=auth.user(), sample_id=sample_id, overlays=overlays)
+    case_id = session.save(case_store(), user=auth.user(), sample_id=sample_id, overlays=overlays)
+    remember(session)
+    return case_id
 
 
 def relabel(session: Review, field_index: int, cell_id: int, label: str) -> None:
@@ -99,7 +126,9 @@ def sign(session: Review) -> None:
 
 def reopen(session: Review) -> str:
     """Reopen a signed case as a new version, which becomes the one under review."""
-    return session.reopen(case_store(), user=auth.user())
+    new_id = session.reopen(case_store(), user=auth.user())
+    remember(session)
+    return new_id
 
 
 def open_case(case_id: str) -> Review:
