@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 from tqdm import tqdm
 
+from leukemia_core import users_cli
 from leukemia_core.cropping import (
     CROP_SIZE_RANGE,
     DEFAULT_CROP_SIZE,
@@ -159,9 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     analyze.add_argument(
         "--single-cells", action="store_true", help="each image shows one cell (a crop)"
     )
+    users_cli.add_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "analyze":
         return _analyze(args)
+    if args.command == "users":
+        return users_cli.run(args)
     try:
         prepare_output_folder(args.out)
     except LeukemiaCoreError as error:

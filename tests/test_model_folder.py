@@ -6,6 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
+from leukemia_core.accounts import User
 from leukemia_core.classify import Classifier, label_probability
 from leukemia_core.counting import CellLabel
 from leukemia_core.cropping import crop_cells
@@ -70,11 +71,11 @@ def test_unknown_name_lists_the_valid_ones(models):
 def test_active_model_pointer(models):
     shutil.copytree(models / "tiny", models / "another")
     assert list_models(models) == ["another", "tiny"]
-    set_active_model("tiny", models)
+    set_active_model("tiny", models, user=User.shell())
     assert active_model_name(models) == "tiny" and list_models(models)[0] == "tiny"
     assert load_model(root=models).name == "tiny"
     with pytest.raises(ModelNotFoundError):
-        set_active_model("missing", models)
+        set_active_model("missing", models, user=User.shell())
 
 
 def test_classifier_is_deterministic_and_resizes(models):

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from leukemia_core.accounts import User
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.models.folder import models_dir, read_config, seal_config, set_active_model
 from train.adapt_model import adapt_command, add_adapt_arguments
@@ -132,12 +133,13 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "promote":
             from train.compare import promote
 
-            folder = promote(args.run, args.architecture, args.name, root=args.models_dir)
+            folder = promote(args.run, args.architecture, args.name, root=args.models_dir,
+                             user=User.shell())
             print(f"promoted {args.architecture} as {folder} (now the active model)")
         elif args.command == "adapt":
             return adapt_command(args)
         elif args.command == "activate":
-            set_active_model(args.name, args.models_dir)
+            set_active_model(args.name, args.models_dir, user=User.shell())
             print(f"{args.name} is now the active model")
         elif args.command == "domain":
             return domain_command(args)

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import keras
 
+from leukemia_core.accounts import Accounts, Permission, User, require
 from leukemia_core.calibration import CLASS_NAMES, Calibration
 from leukemia_core.domain import STATISTIC, DomainReference, DomainReferenceError
 from leukemia_core.errors import ModelIntegrityError, ModelNotFoundError, WeightsFileError
@@ -288,11 +289,20 @@ def active_model_name(root: Path | None = None, names: list[str] | None = None) 
     return chosen if chosen in names else (sorted(names)[0] if names else None)
 
 
-def set_active_model(name: str, root: Path | None = None) -> None:
-    """Make ``name`` the model the app and commands use when none is named (atomic)."""
+def set_active_model(
+    name: str, root: Path | None = None, *, user: User, action: str = "activate"
+) -> None:
+    """Make ``name`` the model the app and commands use when none is named (atomic).
+
+    Needs an account allowed to manage models; the change is recorded with who and when
+    (``model_events`` of the case database).
+    """
+    require(user, Permission.MANAGE_MODELS)
     root = root or models_dir()
     _model_folder(name, root)
+    previous = active_model_name(root)
     write_text_atomic(root / ACTIVE_FILE, name + "\n")
+    Accounts().record_model_change(user, action, previous, name, note=f"models folder {root.name}")
 
 
 def _valid_names(root: Path) -> str:
