@@ -180,14 +180,15 @@ def _cells_section(record: CaseRecord, limit: int) -> str:
     shown = flagged[:limit]
     figures = []
     for cell in shown:
-        shown_image = cell.overlay if cell.overlay is not None else cell.crop
-        png = None if shown_image is None else png_bytes(shown_image)
         where = (
             f"Field {cell.field_index + 1} ({names.get(cell.field_index, '')}), cell {cell.cell_id}"
         )
-        image = (
-            f'<img src="{_data_uri(png)}" alt="{_e(where)}">' if png else "<p>(no image stored)</p>"
-        )
+        images = [
+            f'<img src="{_data_uri(png_bytes(image))}" alt="{_e(where)}{what}">'
+            for image, what in ((cell.crop, ""), (cell.overlay, ": where the model looked"))
+            if image is not None
+        ]
+        image = "".join(images) if images else "<p>(no image stored)</p>"
         probability = "—" if cell.blast_probability is None else f"{cell.blast_probability:.2f}"
         change = (
             f"model: {_e(cell.model_label)} → reviewer: {_e(cell.label)}"
@@ -256,6 +257,41 @@ def _domain_section(record: CaseRecord) -> str:
             "features and stain), about 1 for cells like the training data.</p>")  # fmt: skip
 
 
+def _minute(timestamp: str | None) -> str:
+    """``2026-12-04T23:40:28.75+00:00`` as ``2026-12-04 23:40 UTC``."""
+    return "—" if not timestamp else f"{_e(timestamp[:16].replace('T', ' '))} UTC"
+
+
+def _reviewers(record: CaseRecord) -> list[str]:
+    actions = ("relabel", "reviewed", "edit")
+    return sorted({a.reviewer for a in record.audit if a.action in actions and a.reviewer})
+
+
+def _decision_words(thresholds: dict) -> str:
+    """The stored decision settings in words (no raw JSON in a report)."""
+    model = thresholds.get("model_calibration") or {}
+    if not model:
+        return "no model: every cell was labelled by the reviewer"
+    parts = []
+    if "threshold" in model:
+        parts.append(f"blast when the calibrated probability is at least {model['threshold']:.2f}")
+    if "uncertain_low" in model and "uncertain_high" in model:
+        parts.append(f"sent to review between {model['uncertain_low']:.2f} and "
+                     f"{model['uncertain_high']:.2f}")  # fmt: skip
+    views = model.get("test_time_views")
+    if views and views > 1:
+        parts.append(f"each cell classified in {views} orientations, averaged")
+    domain = model.get("domain") or {}
+    if "threshold" in domain:
+        parts.append(f"a field or sample whose cells differ from the training data (median "
+                     f"domain score above {domain['threshold']:.2f}) sent to review")  # fmt: skip
+    levels = thresholds.get("blast_percent_thresholds")
+    if levels:
+        parts.append("counts read against the " + " and ".join(f"{v:g}%" for v in levels)
+                     + " blast levels")  # fmt: skip
+    return "; ".join(parts) + "."
+
+
 def case_report_html(record: CaseRecord, *, flagged_limit: int = 48) -> str:
     """A self-contained printable HTML report of one case version.
 
@@ -275,21 +311,16 @@ def case_report_html(record: CaseRecord, *, flagged_limit: int = 48) -> str:
             f"flagged_limit must be a whole number of 0 or more, got {flagged_limit!r}."
         )
     parent = f" (reopened from {_e(record.parent_id)})" if record.parent_id else ""
-    thresholds = "".join(
-        f"<li>{_e(k)}: <code>{_e(json.dumps(v, ensure_ascii=False))}</code></li>"
-        for k, v in sorted(record.thresholds.items())
-    )
     meta = [
         ("Sample id", _e(record.sample_id)),
-        ("Case id", f"<code>{_e(record.case_id)}</code>, version {record.version}{parent}"),
-        ("Status", _e(record.status)),
-        ("Created", f"{_e(record.created_at)} (UTC) by {_e(record.created_by or '—')}"),
-        (
-            "Model",
-            f"{_e(record.model_name)}, checksum <code>{_e(record.model_checksum or '—')}</code>",
-        ),
-        ("Thresholds", f"<ul>{thresholds}</ul>" if thresholds else "—"),
-    ]
+        ("Case", f"version {record.version}{parent}; status {_e(record.status)}"),
+        ("Created", f"{_minute(record.created_at)} by {_e(record.created_by or '—')}"),
+        ("Reviewed by", _e(", ".join(_reviewers(record)) or "—")),
+        ("Model", _e(record.model_name)),
+        ("How cells were labelled", _e(_decision_words(record.thresholds))),
+        ("Details", f"case id <code>{_e(record.case_id)}</code>; model weights "
+                    f"<code>{_e(record.model_checksum or '—')}</code>"),
+    ]  # fmt: skip
     ruo = f'<p class="ruo">{_e(RESEARCH_USE_STATEMENT)}</p>'
     body = "".join(
         [

@@ -102,7 +102,7 @@ def test_html_escapes_user_strings(record: CaseRecord):
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "Dr. &lt;Eve&gt;" in page and "&lt;b&gt;nucleoli&lt;/b&gt;" in page
     assert "effnet &amp; co" in page and "sha256:deadbeef" in page
-    assert "&lt;b&gt;f0&lt;/b&gt;.png" in page and "&lt;i&gt;x&lt;/i&gt;" in page
+    assert "&lt;b&gt;f0&lt;/b&gt;.png" in page and "<i>x</i>" not in page
 
 
 def test_html_counts_match_count_blasts(record: CaseRecord):
@@ -133,13 +133,17 @@ def test_html_embeds_flagged_cell_images(record: CaseRecord):
         (1, 2),
     ]
     uris = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
-    assert len(uris) == len(flagged)
-    embedded = [rgb_from_png(base64.b64decode(uri)) for uri in uris[:2]]
-    np.testing.assert_array_equal(embedded[0], pixels(250))  # the overlay wins over the crop
-    np.testing.assert_array_equal(embedded[1], pixels(1))
+    # every flagged cell as its crop; the one with a heatmap overlay shows it beside the crop
+    assert len(uris) == len(flagged) + 1
+    embedded = [rgb_from_png(base64.b64decode(uri)) for uri in uris[:3]]
+    np.testing.assert_array_equal(embedded[0], pixels(0))  # cell (0, 1): the crop ...
+    np.testing.assert_array_equal(embedded[1], pixels(250))  # ... and its overlay beside it
+    np.testing.assert_array_equal(embedded[2], pixels(1))
     assert "model: normal → reviewer: blast" in page
+    assert "{" not in page.split("<body>")[1]  # no raw JSON: the settings in words
+    assert "blast when the calibrated probability is at least" in page or "no model" in page
     limited = case_report_html(record, flagged_limit=2)
-    assert limited.count("data:image/png;base64,") == 2
+    assert limited.count("data:image/png;base64,") == 3
     assert "Showing the first 2 of 6." in limited
 
 
