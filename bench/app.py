@@ -11,6 +11,8 @@ size; the model to the active one (``$LEUKEMIA_MODELS_DIR`` picks another models
   classify, count) without Streamlit, median of N.
 - ``heatmaps_s``: :func:`leukemia_core.explain.compute_heatmaps` on all cells of the field in
   one batched call, per method, median of N after a warm-up call.
+- ``label_action_s``: one relabel click on the Review page of the saved case until the page has
+  rerun (record written, counts and gallery redrawn), median of 10 cells (AppTest).
 - ``app_peak_rss_mb``: peak resident memory of a fresh process running the app (AppTest) with
   the model loaded: analysis of the field, then the Review page with Grad-CAM heatmaps on.
 """
@@ -18,6 +20,7 @@ size; the model to the active one (``$LEUKEMIA_MODELS_DIR`` picks another models
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -37,7 +40,8 @@ from leukemia_core.imaging import png_bytes  # noqa: E402
 from leukemia_core.synthetic import make_smear  # noqa: E402
 
 DEFAULT_FIELD = ROOT.parent / "shared" / "data" / "all_idb1" / "images" / "Im051_1.jpg"
-TARGETS = {"upload_to_counts_s": 5.0, "gradcam_s": 4.0, "app_peak_rss_mb": 2560.0}
+TARGETS = {"upload_to_counts_s": 5.0, "gradcam_s": 4.0, "app_peak_rss_mb": 2560.0,
+           "label_action_s": 0.5}  # fmt: skip
 
 
 def field_bytes(path: Path | None) -> tuple[str, bytes]:
@@ -63,10 +67,20 @@ def _navigation_for_apptest() -> None:
 
 
 def _app(model: str | None):
+    """The app, logged in as a signer of the bench's own case database."""
+    from datetime import UTC, datetime
+
     from streamlit.testing.v1 import AppTest
 
+    from leukemia_core.accounts import AccountInputError, Accounts, LoginSession, User
+
     _navigation_for_apptest()
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600).run()
+    with contextlib.suppress(AccountInputError):  # a second app in the same run
+        Accounts().add_user("bench", "bench password", ["signer"])
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
+    now = datetime.now(UTC)
+    at.session_state["login"] = LoginSession(User("bench", frozenset({"signer"})), now, now)
+    at.run()
     if model:
         at.selectbox(key="model").set_value(model).run()
     return at
@@ -83,16 +97,36 @@ def _upload_and_analyze(at, name: str, data: bytes) -> float:
     return seconds
 
 
-def time_app(model: str | None, name: str, data: bytes, repeats: int) -> tuple[list[float], dict]:
+def time_app(
+    model: str | None, name: str, data: bytes, repeats: int
+) -> tuple[list[float], dict, list[float]]:
     at = _app(model)
     _upload_and_analyze(at, name, data)  # warm-up: loads the model
     seconds = [_upload_and_analyze(at, name, data) for _ in range(repeats)]
+    label_seconds = _time_labels(at)
     session = at.session_state["review_session"]
     count = session.count()
     found = {"cells": len(session.cells), "counted": count.n_counted, "blasts": count.n_blasts,
              "uncertain": session.n_uncertain, "model": session.model_name,
              "field_px": [session.fields[0].width, session.fields[0].height]}  # fmt: skip
-    return seconds, found
+    return seconds, found, label_seconds
+
+
+def _time_labels(at, n: int = 10) -> list[float]:
+    """Seconds per label action on the Review page of the saved case: one click on a card's
+    control until the page has rerun (record written, counts and gallery redrawn)."""
+    at.switch_page("pages/review.py").run()
+    at.button(key="review_save_case").click().run()
+    keys = [w.key for w in at.segmented_control if w.key and w.key.startswith("relabel_")][:n]
+    times = []
+    for i, key in enumerate(keys):
+        label = "normal" if i % 2 else "blast"
+        start = time.perf_counter()
+        at.segmented_control(key=key).set_value(label).run()
+        times.append(time.perf_counter() - start)
+        if at.exception or at.error:
+            raise SystemExit(f"the app failed: {[e.value for e in [*at.exception, *at.error]]}")
+    return times
 
 
 def time_pipeline(model: str | None, name: str, data: bytes, repeats: int):
@@ -185,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         name, data = field_bytes(args.field)
         pipeline, stages, classifier, session = time_pipeline(model, name, data, args.repeats)
         heatmaps = time_heatmaps(classifier, session, args.repeats)
-        app_seconds, found = time_app(model, name, data, args.repeats)
+        app_seconds, found, label_seconds = time_app(model, name, data, args.repeats)
         rss = child_peak_rss(model, args.field)
     result = {
         "field": name,
@@ -198,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         "found": found,
         "upload_to_counts_s": round(statistics.median(app_seconds), 3),
         "upload_to_counts_runs_s": [round(s, 3) for s in app_seconds],
+        "label_action_s": round(statistics.median(label_seconds), 3),
+        "label_action_max_s": round(max(label_seconds), 3),
         "pipeline_s": round(statistics.median(pipeline), 3),
         "stages_s": stages,
         "heatmaps_s": heatmaps,
@@ -210,10 +246,12 @@ def main(argv: list[str] | None = None) -> int:
         "upload_to_counts": result["upload_to_counts_s"] <= TARGETS["upload_to_counts_s"],
         "gradcam": heatmaps["gradcam"] <= TARGETS["gradcam_s"],
         "memory": result["app_peak_rss_mb"] <= TARGETS["app_peak_rss_mb"],
+        "label_action": result["label_action_s"] <= TARGETS["label_action_s"],
     }
     print(json.dumps(result, indent=2))
     print(
-        f"{name} with {model}: upload→counts {result['upload_to_counts_s']:.2f} s "
+        f"{name} with {model}: upload→counts {result['upload_to_counts_s']:.2f} s, one label "
+        f"{result['label_action_s']:.2f} s "
         f"(pipeline {result['pipeline_s']:.2f} s), Grad-CAM {heatmaps['gradcam']:.2f} s for "
         f"{len(session.cells)} cells, app peak RSS {rss:.0f} MB",
         file=sys.stderr,

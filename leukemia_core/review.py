@@ -51,12 +51,18 @@ from leukemia_core.imaging import cell_view
 from leukemia_core.labellers import NO_MODEL
 from leukemia_core.pipeline import MODE_CELLS, MODE_FIELDS, Analysis
 from leukemia_core.store import CaseStore
-from leukemia_core.types import REVIEWER_EDITABLE, BlastCount, Cell, CellLabel
+from leukemia_core.types import (
+    REVIEWER_EDITABLE,
+    BlastCount,
+    Cell,
+    CellLabel,
+)
 
 STATUS_UNSAVED = "unsaved"
 SECOND_SIGNER_ENV_VAR = "LEUKEMIA_SECOND_SIGNER_AT_PERCENT"
 REVIEW_CHOICES = (CellLabel.BLAST, CellLabel.NORMAL, CellLabel.NOT_WBC, CellLabel.EXCLUDED)
-"""Labels a reviewer gives (uncertain and border come only from the machine)."""
+"""Labels a reviewer gives, in gallery order: all but ``types.MACHINE_ONLY_LABELS``, which the
+store refuses."""
 
 LEFT_OUT = (CellLabel.EXCLUDED, CellLabel.NOT_WBC, CellLabel.BORDER)
 
@@ -297,12 +303,12 @@ class Review:
 
         Raises:
             PermissionDeniedError: The account may not review.
-            ReviewError: Not saved, unknown cell, or a label only the machine gives.
-            CaseStoreError: The record refused it (signed case, ...).
+            ReviewError: Not saved, or an unknown cell.
+            CaseStoreError: The record refused it (signed case, a label only the machine
+                gives, ...).
         """
-        chosen = _reviewer_label(label)
-        changed = self.edit(store, field_index, cell_id, user=user, note=note, label=chosen)
-        return changed and self.cell(field_index, cell_id).label == chosen
+        changed = self.edit(store, field_index, cell_id, user=user, note=note, label=label)
+        return changed and self.cell(field_index, cell_id).label == str(label).strip().lower()
 
     def edit(
         self, store: CaseStore, field_index: int, cell_id: int, *, user: User,
@@ -313,8 +319,6 @@ class Review:
         require(user, Permission.REVIEW)
         self._require_saved("every change is recorded in it")
         cell = self.cell(field_index, cell_id)
-        if "label" in changes:
-            changes["label"] = _reviewer_label(changes["label"])
         ids = store.edit_cell(self.case_id, *cell.key, reviewer=user.name, note=note, **changes)
         self.refresh(store)
         return bool(ids)
@@ -436,20 +440,6 @@ def second_signer_at_percent() -> float | None:
             "or 20); unset it to need one signer only."
         )
     return percent
-
-
-def _reviewer_label(value: object) -> CellLabel:
-    try:
-        label = CellLabel(str(value).strip().lower())
-    except ValueError:
-        label = None
-    if label not in REVIEW_CHOICES:
-        valid = ", ".join(choice.value for choice in REVIEW_CHOICES)
-        raise ReviewError(
-            f"{value!r} is not a label a reviewer gives; choose one of: {valid} (uncertain and "
-            "border come only from the machine)."
-        )
-    return label
 
 
 __all__ = ["LEFT_OUT", "NO_MODEL", "REVIEW_CHOICES", "CellGroup", "Review", "ReviewError"]

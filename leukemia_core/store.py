@@ -72,7 +72,7 @@ from leukemia_core.store_schema import (
     migrate,
 )
 from leukemia_core.store_signoff import CaseSignoff
-from leukemia_core.types import REVIEWER_EDITABLE, Cell, Field
+from leukemia_core.types import MACHINE_ONLY_LABELS, REVIEWER_EDITABLE, Cell, Field
 
 __all__ = [
     "SCHEMA_VERSION", "STATUS_OPEN", "STATUS_SIGNED", "AuditEntry", "CaseHeader", "CaseInputError",
@@ -310,6 +310,11 @@ class CaseStore(CaseReads, CaseSignoff):
             )
         if "label" in changes:
             changes = {**changes, "label": label_value(changes["label"], "new_label")}
+            if changes["label"] in MACHINE_ONLY_LABELS:
+                raise CaseInputError(
+                    f"{changes['label']!r} is set only by the machine; a reviewer labels a cell "
+                    "blast, normal, not_wbc or excluded."
+                )
             if changes["label"] != row["label"]:
                 changes["reviewed"] = True
         if "reviewed" in changes:

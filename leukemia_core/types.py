@@ -120,6 +120,9 @@ def as_label(value: object) -> CellLabel:
         raise ValueError(f"{value!r} is not a cell label; expected one of: {valid}.") from None
 
 
+MACHINE_ONLY_LABELS = frozenset({CellLabel.UNCERTAIN, CellLabel.BORDER})
+"""Labels only the machine gives: a reviewer decides, and border cells are never counted."""
+
 REVIEWER_EDITABLE = frozenset({"label", "reviewed"})
 """Cell attributes a reviewer may change (each change is audited); the rest are the machine's."""
 

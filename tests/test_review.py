@@ -120,9 +120,9 @@ def test_counts_follow_the_labels_and_a_relabel_changes_every_count_at_once(save
         ((0, 1, "blast"), "Dr. M", "Dr. M \\(model_admin\\) may not review.*needs the reviewer"),
         ((0, 999, "blast"), "A", "no cell 999 in field 0"),
         ((5, 1, "blast"), "A", "no cell 1 in field 5"),
-        ((0, 1, "lymphoma"), "A", "'lymphoma' is not a label a reviewer gives; choose one of: "
-                                  "blast"),
-        ((0, 1, "uncertain"), "A", "uncertain and border come only from the machine"),
+        ((0, 1, "lymphoma"), "A", "'lymphoma' is not a cell label; expected one of: blast"),
+        ((0, 1, "uncertain"), "A", "'uncertain' is set only by the machine"),
+        ((0, 1, "Border "), "A", "'border' is set only by the machine"),
     ],
 )
 def test_bad_relabels_say_what_is_wrong_and_write_nothing(saved, store, args, reviewer, match):
@@ -271,11 +271,14 @@ def test_two_changes_that_cancel_out_elsewhere_are_still_seen(saved, store):
 
 
 def test_accepting_cells_marks_them_reviewed(saved, store):
-    keys = [c.key for c in saved.cells[:3]]
-    assert saved.n_unreviewed == len(saved.cells)
+    counted = [c for c in saved.cells if c.label != CellLabel.BORDER]  # border: never reviewed
+    keys = [c.key for c in counted[:3]]
+    assert saved.n_unreviewed == len(counted) and saved.provisional.startswith("Provisional:")
     assert saved.accept(store, keys, user=account("A")) == 3
     assert saved.accept(store, keys, user=account("A")) == 0
-    assert saved.n_unreviewed == len(saved.cells) - 3 and saved.count() == saved.model_count()
+    assert saved.n_unreviewed == len(counted) - 3 and saved.count() == saved.model_count()
+    saved.accept(store, [c.key for c in counted], user=account("A"))
+    assert saved.n_unreviewed == 0 and saved.provisional is None
 
 
 def _iou(a: np.ndarray, b: np.ndarray, bbox) -> float:
