@@ -14,7 +14,7 @@ from leukemia_core.accounts import Permission
 from leukemia_core.calibration import THRESHOLD_RULES
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.models import list_architectures
-from leukemia_core.models.folder import TEST_TIME_VIEWS, list_models
+from leukemia_core.models.folder import TEST_TIME_VIEWS, list_models, models_dir
 from leukemia_core.models.inputs import STAIN_NORMALISATIONS
 from train import jobs
 from train.archives import extract_zip
@@ -30,7 +30,7 @@ from train.compare_settings import (
     TABLE_FILE,
     CompareSettings,
 )
-from train.data_roots import NOT_CONFIGURED, data_roots, resolve_under_roots
+from train.data_roots import NOT_CONFIGURED, data_roots, resolve_under_roots, shorten
 from train.inspection import DatasetSource, inspect_datasets
 from train.reviewed_cases import export_reviewed_cases
 from ui import auth, state
@@ -63,6 +63,18 @@ def _defaults() -> None:
     if "preset" not in st.session_state:
         st.session_state["preset"] = "quick_cpu"
         _apply_preset()
+
+
+def _shown(text: str) -> str:
+    """``text`` with the server's folders (jobs and uploads, models, data roots) replaced by
+    names relative to them, for messages on the page."""
+    return shorten(text, (jobs.runs_dir(), models_dir(), *data_roots()))
+
+
+def _details(text: str) -> None:
+    """The full text, server paths and all, folded away for the administrator."""
+    with st.expander("Details for the administrator"):
+        st.code(text, language=None)
 
 
 def _inspect(locations: list[str], allow_ungrouped: bool, roots: tuple | None = None) -> None:
@@ -119,12 +131,13 @@ def dataset_section() -> dict | None:
                                   help="Up to the server's upload limit; larger sets: copy them "
                                        "to the server and pick the folder.")  # fmt: skip
         if upload is not None and st.button("Unpack and check", key="unpack"):
+            uploads = jobs.runs_dir() / "uploads"
             try:
-                folder = extract_zip(upload, jobs.runs_dir() / "uploads")
+                folder = extract_zip(upload, uploads)
             except (LeukemiaCoreError, OSError) as error:
-                st.error(f"The zip was not unpacked: {error}")
-            else:
-                _inspect([str(folder)], allow)
+                st.error(f"The zip was not unpacked: {_shown(str(error))}")
+            else:  # named relative to the uploads folder, like server folders to their root
+                _inspect([str(folder)], allow, (uploads,))
     else:
         st.caption("Cells of signed cases, with the labels the reviewer confirmed or corrected; "
                    "each sample is one group.")  # fmt: skip
@@ -134,9 +147,9 @@ def dataset_section() -> dict | None:
             try:
                 export_reviewed_cases(state.case_store(), out)
             except (LeukemiaCoreError, OSError) as error:
-                st.error(str(error))
+                st.error(_shown(str(error)))
             else:
-                _inspect([str(out / "manifest.csv")], allow)
+                _inspect([str(out / "manifest.csv")], allow, (out.parent,))
     picked = st.session_state.get(DATASET_KEY)
     if picked:
         summary = picked["summary"]
@@ -279,13 +292,13 @@ def _promote(job_id: str) -> None:
     architecture = st.session_state[f"promote_model_{job_id}"]
     name = st.session_state[f"promote_name_{job_id}"].strip()
     try:
-        folder = promote(jobs.runs_dir() / job_id, architecture, name, user=auth.user())
+        promote(jobs.runs_dir() / job_id, architecture, name, user=auth.user())
     except (LeukemiaCoreError, OSError, ValueError) as error:
-        flash(f"Not promoted: {error}")
+        flash(f"Not promoted: {_shown(str(error))}")
         return
     st.session_state["model"] = name  # the Analyze page's model picker
-    flash(f"{architecture} is now the active model `{name}` ({folder}); the Analyze page uses "
-          "it from now on.", "success")  # fmt: skip
+    flash(f"{architecture} is now the active model `{name}`; the Analyze page uses it from now "
+          "on.", "success")  # fmt: skip
 
 
 def results_section(status: jobs.JobStatus) -> None:
@@ -361,9 +374,10 @@ def jobs_section() -> None:
     elif status.state == jobs.DONE:
         results_section(status)
     elif status.state == jobs.FAILED:
-        st.error(f"This job failed: {status.error}")
+        st.error(f"This job failed: {_shown(status.error or '')}")
         if status.message:
-            st.caption(status.message)
+            st.caption(_shown(status.message))
+        _details(f"{status.error}\n{status.message}")
     else:
         st.info(status.message or "This job was cancelled.")
 

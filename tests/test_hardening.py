@@ -123,6 +123,26 @@ def test_the_command_line_skips_a_black_single_cell_image(tiny_env, tmp_path, ca
     assert [f["image"] for f in summary["images_failed"]] == ["black.png"]
 
 
+def test_the_analyze_page_reports_a_black_single_cell_image_and_analyses_the_rest(
+    tiny_env, tmp_path, monkeypatch, apptest_navigation
+):
+    from conftest import log_in
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("LEUKEMIA_CASE_DB", str(tmp_path / "cases.sqlite3"))
+    at = log_in(AppTest.from_file(str(REPO / "app.py"), default_timeout=120)).run()
+    at.radio(key="mode").set_value("cells").run()
+    black = cv2.imencode(".png", np.zeros((120, 120, 3), np.uint8))[1].tobytes()
+    files = [("black.png", black, "image/png"), ("cell.png", CELL.read_bytes(), "image/png")]
+    at.file_uploader(key="upload").set_value(files).run()
+    at.button(key="analyze").click().run()
+    assert not at.exception, at.exception
+    errors = [e.value for e in at.error]
+    assert any("black.png" in e and "black or nearly black" in e for e in errors), errors
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Images analysed"] == "1" and metrics["White cells found"] == "1"
+
+
 # ---- 2. command-line arguments: --out, --crop-size, special files, unsafe models -------------
 def _folder_with_weights(tiny_models_dir: Path, root: Path, name: str, weights: bytes) -> Path:
     """A copy of the tiny model whose weights file is ``weights`` (its checksum updated)."""
@@ -659,3 +679,135 @@ def test_a_member_that_cannot_be_written_is_a_typed_error(tmp_path, monkeypatch)
     with pytest.raises(UnsafeArchiveError, match=r"'d/a\.png' cannot be written here \(No space"):
         extract_zip(_zip({"d/a.png": _png_bytes()}), tmp_path / "uploads")
     assert not any((tmp_path / "uploads").rglob("*"))
+
+
+# ---- 8. server paths: names relative to a configured root in what users see -------------------
+def _model_messages(root: Path, tmp_path: Path) -> list[str]:
+    """The messages of every way a model folder can fail to load."""
+    messages = []
+
+    def attempt(name: str = "tiny") -> None:
+        with pytest.raises(LeukemiaCoreError) as caught:
+            load_model(name, root)
+        messages.append(str(caught.value))
+
+    attempt("nope")  # no such model
+    weights = (root / "tiny" / WEIGHTS_FILE).read_bytes()
+    (root / "tiny" / WEIGHTS_FILE).write_bytes(weights + b"changed")
+    attempt()  # changed weights
+    (root / "tiny" / WEIGHTS_FILE).unlink()
+    attempt()  # missing weights
+    (root / "tiny" / WEIGHTS_FILE).write_bytes(weights)
+    values = _config(root)
+    entry = {"file": "domain.npz", "sha256": "0" * 64, "threshold": 1.5, "statistic": "median"}
+    write_config(root / "tiny", {**values, "domain": entry})
+    attempt()  # missing domain reference
+    (root / "tiny" / "domain.npz").write_bytes(b"not an npz")
+    attempt()  # changed domain reference
+    digest = hashlib.sha256(b"not an npz").hexdigest()
+    write_config(root / "tiny", {**values, "domain": {**entry, "sha256": digest}})
+    attempt()  # unreadable domain reference
+    (root / "tiny" / CONFIG_FILE).write_text("{not json")
+    attempt()  # broken config
+    return messages
+
+
+def test_model_folder_messages_name_models_and_files_not_server_folders(models, tmp_path):
+    messages = _model_messages(models, tmp_path)
+    assert len(messages) == 7
+    for message in messages:
+        assert str(tmp_path) not in message and str(models) not in message, message
+    assert "no model named 'nope' in the models folder" in messages[0]
+    assert "weights of model 'tiny' (model.keras) do not match" in messages[1]
+    assert "model 'tiny' has no weights file model.keras" in messages[2]
+    assert "declares a domain reference domain.npz that is missing" in messages[3]
+    assert "the domain reference domain.npz of model 'tiny' does not match" in messages[4]
+    assert messages[5].startswith("model 'tiny': domain.npz is not a domain reference")
+
+
+def test_no_model_help_names_no_server_folder(tmp_path, monkeypatch):
+    from ui.models import no_model_help
+
+    monkeypatch.setenv("LEUKEMIA_MODELS_DIR", str(tmp_path / "secret-models"))
+    text = no_model_help()
+    assert "No classifier model is installed" in text and "LEUKEMIA_MODELS_DIR" in text
+    assert str(tmp_path) not in text
+
+
+def test_reviewed_case_and_recalibration_messages_name_no_server_folder(models, tmp_path):
+    from leukemia_core.store import CaseStore
+    from train.records import DatasetError
+    from train.reviewed_cases import export_reviewed_cases
+    from train.run import recalibrate
+    from train.splits import SplitError
+
+    store = CaseStore(tmp_path / "private" / "cases.sqlite3")
+    with pytest.raises(
+        DatasetError, match=r"in the case database cases\.sqlite3: 0 signed"
+    ) as caught:
+        export_reviewed_cases(store, tmp_path / "out")
+    assert str(tmp_path) not in str(caught.value)
+    with pytest.raises(SplitError, match=r"model 'tiny' has no split\.csv") as caught:
+        recalibrate("tiny", [], root=models)
+    assert str(tmp_path) not in str(caught.value)
+
+
+@pytest.fixture
+def retrain_page(models, tmp_path, monkeypatch, apptest_navigation):
+    """The Retrain page as a model admin, with its jobs, models and cases under tmp_path."""
+    from conftest import log_in
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("LEUKEMIA_MODELS_DIR", str(models))
+    monkeypatch.setenv("LEUKEMIA_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("LEUKEMIA_CASE_DB", str(tmp_path / "cases.sqlite3"))
+    monkeypatch.delenv("LEUKEMIA_DATA_ROOTS", raising=False)
+    at = log_in(AppTest.from_file(str(REPO / "app.py"), default_timeout=120), "Dr. M",
+                ("model_admin",)).run()  # fmt: skip
+    at.switch_page("pages/retrain.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _shown_texts(at) -> list[str]:
+    return [e.value for e in (*at.error, *at.warning, *at.info, *at.success, *at.caption,
+                              *at.markdown)]  # fmt: skip
+
+
+def test_the_retrain_page_names_uploads_relative_to_their_folder(retrain_page, tmp_path):
+    at = retrain_page
+    at.radio(key="data_source").set_value("Upload a zip").run()
+    data = _zip({"mine/blast/P1/notes.txt": b"no images here"})
+    at.file_uploader(key="data_zip").set_value([("mine.zip", data, "application/zip")]).run()
+    at.button(key="unpack").click().run()
+    assert not at.exception, at.exception
+    errors = [e.value for e in at.error]
+    assert errors and "This dataset cannot be used" in errors[0] and "mine" in errors[0], errors
+    assert not [t for t in _shown_texts(at) if str(tmp_path) in t]
+
+
+def test_the_retrain_page_shows_a_failed_job_without_server_folders(retrain_page, tmp_path,
+                                                                    monkeypatch):  # fmt: skip
+    from train import jobs
+    from train.compare_settings import CompareSettings
+
+    (tmp_path / "data").mkdir()
+    monkeypatch.setenv("LEUKEMIA_DATA_ROOTS", str(tmp_path / "data"))  # the job's data
+    runs = tmp_path / "runs"
+    spec = jobs.JobSpec((str(tmp_path / "data" / "manifest.csv"),),
+                        CompareSettings(("simple_cnn",), input_size=32), title="t")  # fmt: skip
+    job_id = jobs.submit(spec, runs)
+    folder = runs / job_id
+    jobs._write_status(folder, {
+        "state": jobs.FAILED, "title": "t", "created": "2026-01-01T00:00:00+00:00",
+        "error": f"DatasetError: {tmp_path / 'data' / 'a.png'} cannot be read",
+        "message": f"Failed; the traceback is in {folder / jobs.ERROR_FILE}.",
+    })  # fmt: skip
+    at = retrain_page.run()
+    assert not at.exception, at.exception
+    (error,) = [e.value for e in at.error if "This job failed" in e.value]
+    assert "DatasetError: a.png cannot be read" in error and str(tmp_path) not in error
+    assert any(f"{job_id}/error.txt" in c.value for c in at.caption)
+    assert not [t for t in _shown_texts(at) if str(runs) in t]
+    details = [x for x in at.expander if x.label == "Details for the administrator"]
+    assert details and str(folder / jobs.ERROR_FILE) in details[0].code[0].value

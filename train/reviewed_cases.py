@@ -59,10 +59,10 @@ def export_reviewed_cases(store: CaseStore, out_dir: Path) -> CellTable:
                 rows.append((relative, cell.label, case.sample_id, case.case_id, kind))
         if not rows:
             raise EmptyDatasetError(
-                f"No signed case with reviewed blast or normal cells (with crop images) in "
-                f"{store.path}: {len(chosen)} signed case(s) to read. To get some, analyze a "
-                "smear, review its cells on the Case page (relabel what the model got wrong) "
-                "and sign the case; then export again."
+                f"No signed case with reviewed blast or normal cells (with crop images) in the "
+                f"case database {store.path.name}: {len(chosen)} signed case(s) to read. To get "
+                "some, analyze a smear, review its cells on the Case page (relabel what the "
+                "model got wrong) and sign the case; then export again."
             )
         text = io.StringIO()
         writer = csv.writer(text, lineterminator="\n")

@@ -265,9 +265,9 @@ def recalibrate(
     loaded = load_model(name, root)
     folder = loaded.path
     if not (folder / SPLIT_FILE).is_file():
-        raise SplitError(f"{folder} has no {SPLIT_FILE}, so which groups it was validated and "
-                         "tested on is unknown and it cannot be recalibrated; retrain it with "
-                         "python -m train fit.")  # fmt: skip
+        raise SplitError(f"model {name!r} has no {SPLIT_FILE}, so which groups it was validated "
+                         "and tested on is unknown and it cannot be recalibrated; retrain it "
+                         "with python -m train fit.")  # fmt: skip
     side_of = read_split_file(folder / SPLIT_FILE)
     views = loaded.config.test_time_views if test_time_views is None else test_time_views
     classifier = Classifier(replace(loaded, config=replace(loaded.config, test_time_views=views)))
@@ -278,7 +278,7 @@ def recalibrate(
         found = {r.group for r in getattr(split, side)}
         if not found:
             raise SplitError(
-                f"None of these cells belong to the {side} groups of {folder / SPLIT_FILE} "
+                f"None of these cells belong to the {side} groups of {name}/{SPLIT_FILE} "
                 f"({len(named)} groups, e.g. {sorted(named)[:3]}); recalibrate on the data the "
                 "model was split on (e.g. its crop bank)."
             )

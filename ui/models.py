@@ -47,12 +47,12 @@ _fewer_malloc_arenas()
 def no_model_help() -> str:
     """What to do when no model folder exists (shown instead of the model picker)."""
     return (
-        f"**No classifier model is installed** (looked in `{models_dir()}`). You can still "
+        "**No classifier model is installed** (looked in the models folder: `models/` beside "
+        f"the app, or the folder the `{MODELS_ENV_VAR}` setting names). You can still "
         "analyse images: the app finds and outlines every white cell and you label each one "
         "yourself, like a manual differential. For blast classification, copy a model folder "
         "(`<name>/` with `config.json` and `model.keras`, as in this repository's `models/`) "
-        f"into that folder, point the `{MODELS_ENV_VAR}` environment variable at a folder of "
-        "models, or train one with `python -m train fit --data DATASET --name NAME`."
+        "into that folder, or train one with `python -m train fit --data DATASET --name NAME`."
     )
 
 

@@ -15,6 +15,7 @@ Model names are folder names directly inside the models folder; a name that woul
 elsewhere (``../..``, an absolute path, a link pointing out) is refused.
 
 The active model is named in ``models/ACTIVE``; without that file the first folder is used.
+Messages name a model and its files, never the server's folders (shown to every app user).
 """
 
 from __future__ import annotations
@@ -311,7 +312,7 @@ def _valid_names(root: Path) -> str:
 
 
 def _unknown(name: str, root: Path) -> str:
-    return f"no model named {name!r} in {root}; valid names: {_valid_names(root)}"
+    return f"no model named {name!r} in the models folder; valid names: {_valid_names(root)}"
 
 
 def config_checksum(values: dict) -> str:
@@ -421,8 +422,9 @@ def load_model(name: str | None = None, root: Path | None = None) -> LoadedModel
     _verify_file(
         weights,
         config.sha256,
-        missing=f"model {config.name!r} has no weights file {weights}; the folder is incomplete.",
-        changed=f"weights of model {config.name!r} ({weights}) do not",
+        missing=f"model {config.name!r} has no weights file {WEIGHTS_FILE}; the folder is "
+        "incomplete.",
+        changed=f"weights of model {config.name!r} ({WEIGHTS_FILE}) do not",
         fix="retrain",
     )
     domain = _load_domain(config, root / config.name)
@@ -461,15 +463,16 @@ def _load_domain(config: ModelConfig, folder: Path) -> DomainReference | None:
     _verify_file(
         path,
         config.domain["sha256"],
-        missing=f"model {config.name!r} declares a domain reference {path} that is missing; "
-        f"{fix}, or restore the folder.",
-        changed=f"the domain reference of model {config.name!r} ({path}) does not",
+        missing=f"model {config.name!r} declares a domain reference {DOMAIN_FILE} that is "
+        f"missing; {fix}, or restore the folder.",
+        changed=f"the domain reference {DOMAIN_FILE} of model {config.name!r} does not",
         fix=fix,
     )
     try:
         reference = DomainReference.load(path)
     except DomainReferenceError as error:
-        raise ModelIntegrityError(f"model {config.name!r}: {error}") from error
+        said = str(error).replace(str(path), DOMAIN_FILE)  # the file's name, not its path
+        raise ModelIntegrityError(f"model {config.name!r}: {said}") from error
     return replace(reference, limit=float(config.domain["threshold"]))
 
 
