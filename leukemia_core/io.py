@@ -130,14 +130,14 @@ def _read_source(source: object, name: str | None, max_bytes: int) -> tuple[byte
 
 def _read_path(path: Path, name: str, max_bytes: int) -> bytes:
     """The bytes of a regular file of at most ``max_bytes`` (checked before and while reading)."""
-    mode = path.stat().st_mode
-    if not stat.S_ISREG(mode):
-        kind = "a folder" if stat.S_ISDIR(mode) else "a device, pipe or socket"
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a folder" if stat.S_ISDIR(info.st_mode) else "a device, pipe or socket"
         raise errors.NotAnImageError(
             f"'{name}' is {kind}, not an image file; give the path of a picture file."
         )
-    if path.stat().st_size > max_bytes:
-        raise _too_many_bytes(name, f"{path.stat().st_size:,}", max_bytes)
+    if info.st_size > max_bytes:
+        raise _too_many_bytes(name, f"{info.st_size:,}", max_bytes)
     with path.open("rb") as stream:  # a file that grows while read stops one byte past the limit
         return stream.read(max_bytes + 1)
 

@@ -123,16 +123,10 @@ def remove_old_unpacked(dest_root: Path, max_age_s: float, *, keep: str = "") ->
     now, removed = time.time(), []
     for folder in dest_root.iterdir():
         hidden = folder.name.startswith(".extract-")
-        if (
-            folder.is_symlink()
-            or not folder.is_dir()
-            or not (hidden or _UNPACKED.match(folder.name))
-        ):
+        ours = hidden or (_UNPACKED.match(folder.name) and not folder.name.endswith(f"-{keep}"))
+        if not ours or folder.is_symlink() or not folder.is_dir():
             continue
-        age = now - folder.stat().st_mtime
-        if (keep and folder.name.endswith(f"-{keep}")) or age < (
-            _STALE_EXTRACT_S if hidden else max_age_s
-        ):
+        if now - folder.stat().st_mtime < (_STALE_EXTRACT_S if hidden else max_age_s):
             continue
         shutil.rmtree(folder, ignore_errors=True)
         removed.append(folder.name)
@@ -171,7 +165,9 @@ def _top(folder: Path) -> Path:
     return top[0] if len(top) == 1 and top[0].is_dir() else folder
 
 
-def _check_total_ratio(name: str, infos: list[zipfile.ZipInfo], size: int, max_ratio: float):
+def _check_total_ratio(
+    name: str, infos: list[zipfile.ZipInfo], size: int, max_ratio: float
+) -> None:
     """Refuse an archive whose members together expand more than ``max_ratio``-fold (many
     members each just under the per-member floor would otherwise pass)."""
     total = sum(info.file_size for info in infos)
