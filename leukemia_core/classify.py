@@ -10,7 +10,8 @@ import numpy as np
 
 from leukemia_core.calibration import blast_probability
 from leukemia_core.counting import CellLabel
-from leukemia_core.models.folder import LoadedModel, check_test_time_views
+from leukemia_core.models.config import check_test_time_views
+from leukemia_core.models.folder import LoadedModel
 from leukemia_core.models.inputs import model_inputs
 
 DEFAULT_BATCH_SIZE = 32

@@ -14,7 +14,8 @@ from leukemia_core.accounts import Permission
 from leukemia_core.calibration import THRESHOLD_RULES
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.models import list_architectures
-from leukemia_core.models.folder import TEST_TIME_VIEWS, list_models, models_dir
+from leukemia_core.models.config import TEST_TIME_VIEWS
+from leukemia_core.models.folder import list_models, models_dir
 from leukemia_core.models.inputs import STAIN_NORMALISATIONS
 from train import jobs
 from train.archives import extract_zip

@@ -12,7 +12,8 @@ from leukemia_core.calibration import Calibration
 from leukemia_core.errors import InvalidImageError, ModelIntegrityError
 from leukemia_core.explain import METHODS, compute_heatmaps, overlay_heatmap
 from leukemia_core.models import preprocess
-from leukemia_core.models.folder import LoadedModel, ModelConfig, load_model
+from leukemia_core.models.config import ModelConfig
+from leukemia_core.models.folder import LoadedModel, load_model
 
 
 @pytest.fixture(scope="module")

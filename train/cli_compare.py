@@ -17,7 +17,7 @@ from pathlib import Path
 from leukemia_core.accounts import User
 from leukemia_core.calibration import THRESHOLD_RULES
 from leukemia_core.models import list_architectures
-from leukemia_core.models.folder import TEST_TIME_VIEWS
+from leukemia_core.models.config import TEST_TIME_VIEWS
 from leukemia_core.models.inputs import STAIN_NORMALISATIONS
 from train.augmentation import ALL_AUGMENTATIONS
 from train.batches import BALANCING

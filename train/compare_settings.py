@@ -12,7 +12,7 @@ from leukemia_core.calibration import THRESHOLD_RULES
 from leukemia_core.errors import ImageNetWeightsUnavailableError
 from leukemia_core.models import get_architecture, list_architectures
 from leukemia_core.models.architectures import imagenet_weights
-from leukemia_core.models.folder import check_test_time_views
+from leukemia_core.models.config import check_test_time_views
 from train.augmentation import AUGMENTATIONS
 from train.batches import BALANCING
 from train.fit import FitConfig

@@ -25,7 +25,7 @@ from leukemia_core.calibration import CLASS_NAMES
 from leukemia_core.classify import view_averaged_logits
 from leukemia_core.io import read_image
 from leukemia_core.models import build_classifier, get_architecture, preprocess
-from leukemia_core.models.folder import check_test_time_views
+from leukemia_core.models.config import check_test_time_views
 from leukemia_core.models.inputs import STAIN_NORMALISATIONS, InputSpec, ready_crops
 from leukemia_core.single_cell import single_cell_crop
 from train.augmentation import ALL_AUGMENTATIONS, AUGMENTATIONS

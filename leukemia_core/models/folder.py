@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import re
 import shutil
@@ -34,136 +33,27 @@ from pathlib import Path
 import keras
 
 from leukemia_core.accounts import Accounts, Permission, User, require
-from leukemia_core.calibration import CLASS_NAMES, Calibration
 from leukemia_core.domain import STATISTIC, DomainReference, DomainReferenceError
 from leukemia_core.errors import ModelIntegrityError, ModelNotFoundError, WeightsFileError
 from leukemia_core.io import write_text_atomic
-from leukemia_core.models.architectures import ARCHITECTURES
-from leukemia_core.models.inputs import InputSpec
+from leukemia_core.models.config import (
+    CONFIG_CHECKSUM,
+    DOMAIN_FILE,
+    FORMAT_VERSION,
+    WEIGHTS_FILE,
+    ModelConfig,
+    config_checksum,
+    parse_config,
+)
 
 MODELS_ENV_VAR = "LEUKEMIA_MODELS_DIR"
-WEIGHTS_FILE = "model.keras"
 CONFIG_FILE = "config.json"
-CONFIG_CHECKSUM = "config_sha256"  # the key of the config's own checksum in config.json
-DOMAIN_FILE = "domain.npz"
 ACTIVE_FILE = "ACTIVE"
 PREVIOUS = ".previous"  # suffix of the folder a re-saved model's old version is kept in
-FORMAT_VERSION = 1
-_REQUIRED = ("architecture", "input_size", "preprocessing", "class_names", "sha256")
-# A cell has no up or down: its logits can be averaged over quarter turns (4) and their mirror
-# images (8). 1 classifies the crop as it is.
-TEST_TIME_VIEWS = (1, 4, 8)
-
-
-def check_test_time_views(value: object) -> int:
-    """``value`` if it is one of :data:`TEST_TIME_VIEWS` (a whole number, not a bool)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value not in TEST_TIME_VIEWS:
-        raise ValueError(f"test_time_views is {value!r}; use one of {TEST_TIME_VIEWS}")
-    return value
-
-
 def models_dir() -> Path:
     """Folder holding model folders: ``$LEUKEMIA_MODELS_DIR`` or the repository's ``models/``."""
     configured = os.environ.get(MODELS_ENV_VAR)
     return Path(configured).expanduser() if configured else Path(__file__).parents[2] / "models"
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """The parsed ``config.json`` of a model folder."""
-
-    name: str
-    architecture: str
-    input_size: int
-    preprocessing: str
-    class_names: tuple[str, ...]
-    sha256: str
-    calibration: Calibration = field(default_factory=Calibration)
-    gradcam_layer: str | None = None
-    training: dict = field(default_factory=dict)
-    test_time_views: int = 1
-    domain: dict | None = None
-    stain_normalisation: str = "none"
-
-    def __post_init__(self) -> None:
-        """Every field in its range; a ValueError names the field, what it is and what fits."""
-        if self.architecture not in ARCHITECTURES:
-            raise ValueError(f"architecture is {self.architecture!r}; use one of "
-                             f"{', '.join(ARCHITECTURES)}")  # fmt: skip
-        if tuple(self.class_names) != CLASS_NAMES:
-            raise ValueError(f"class_names is {list(self.class_names)!r}; every model here "
-                             f"classifies {list(CLASS_NAMES)!r}, in that order")  # fmt: skip
-        if not isinstance(self.sha256, str) or not _SHA256.match(self.sha256):
-            raise ValueError(f"sha256 is {self.sha256!r}; expected 64 hexadecimal digits")
-        if not isinstance(self.calibration, Calibration):
-            raise ValueError(f"calibration is {self.calibration!r}; expected an object")
-        if self.gradcam_layer is not None and not isinstance(self.gradcam_layer, str):
-            raise ValueError(f"gradcam_layer is {self.gradcam_layer!r}; expected a layer name")
-        if not isinstance(self.training, dict):
-            raise ValueError(f"training is {self.training!r}; expected an object")
-        check_test_time_views(self.test_time_views)
-        if self.domain is not None:
-            _check_domain_entry(self.domain)
-        self.input_spec  # noqa: B018 (validates size, preprocessing and stain normalisation)
-
-    @property
-    def input_spec(self) -> InputSpec:
-        """The crop -> model-input path this model was trained with."""
-        return InputSpec(self.input_size, self.preprocessing, self.stain_normalisation)
-
-    def decision_settings(self) -> dict:
-        """What turns the model's logits into labels (calibration, test-time views and, when the
-        folder has one, the out-of-domain limit), as JSON."""
-        settings = {**self.calibration.to_dict(), "test_time_views": self.test_time_views,
-                    "stain_normalisation": self.stain_normalisation}  # fmt: skip
-        if self.domain is not None:
-            settings["domain"] = {k: self.domain[k] for k in ("threshold", "statistic", "sha256")}
-        return settings
-
-    @classmethod
-    def from_dict(cls, name: str, values: dict) -> ModelConfig:
-        return cls(
-            name=name,
-            architecture=values["architecture"],
-            input_size=values["input_size"],
-            preprocessing=values["preprocessing"],
-            class_names=tuple(values["class_names"]),
-            sha256=values["sha256"],
-            calibration=Calibration.from_dict(
-                _object(values.get("calibration", {}), "calibration")
-            ),
-            gradcam_layer=values.get("gradcam_layer"),
-            training=values.get("training", {}),
-            test_time_views=values.get("test_time_views", 1),
-            domain=values.get("domain"),
-            # Folders written before the stain step existed classified raw crops.
-            stain_normalisation=values.get("stain_normalisation", "none"),
-        )
-
-
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-
-
-def _object(value: object, key: str) -> dict:
-    if not isinstance(value, dict):
-        raise ValueError(f"{key} is {value!r}; expected an object")
-    return value
-
-
-def _check_domain_entry(entry: object) -> None:
-    """``entry`` is a config's ``domain`` object: file, sha256, threshold, statistic."""
-    keys = ("file", "sha256", "threshold", "statistic")
-    if not isinstance(entry, dict) or any(k not in entry for k in keys):
-        raise ValueError(f"its 'domain' entry is {entry!r}; expected an object with {keys}")
-    if entry["file"] != DOMAIN_FILE or not isinstance(entry["threshold"], int | float):
-        raise ValueError(f"its 'domain' entry names file {entry['file']!r} and threshold "
-                         f"{entry['threshold']!r}; expected {DOMAIN_FILE!r} and a number")  # fmt: skip
-    threshold = entry["threshold"]
-    if isinstance(threshold, bool) or not math.isfinite(threshold) or threshold <= 0:
-        raise ValueError(f"domain.threshold is {threshold!r}; use a positive number (the median "
-                         "cell score above which a field is warned, about 1 in domain)")  # fmt: skip
-    if not isinstance(entry["sha256"], str) or not _SHA256.match(entry["sha256"]):
-        raise ValueError(f"domain.sha256 is {entry['sha256']!r}; expected 64 hexadecimal digits")
 
 
 @dataclass(frozen=True)
@@ -315,28 +205,6 @@ def _unknown(name: str, root: Path) -> str:
     return f"no model named {name!r} in the models folder; valid names: {_valid_names(root)}"
 
 
-def config_checksum(values: dict) -> str:
-    """SHA-256 of a config's values other than :data:`CONFIG_CHECKSUM`, as canonical JSON
-    (sorted keys, no spaces), so re-indenting the file does not change it but any value does."""
-    body = {k: v for k, v in values.items() if k != CONFIG_CHECKSUM}
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def _parse(name: str, values: object) -> ModelConfig:
-    """The checked config (ValueError naming the field that is missing or out of range)."""
-    values = _object(values, "the config")
-    missing = [k for k in _REQUIRED if k not in values]
-    if missing:
-        raise ValueError(f"it lacks {', '.join(missing)}")
-    version = values.get("format_version", FORMAT_VERSION)
-    if isinstance(version, bool) or version not in range(1, FORMAT_VERSION + 1):
-        raise ValueError(f"format_version is {version!r}; this version reads 1 to {FORMAT_VERSION}")
-    if values.get("weights_file", WEIGHTS_FILE) != WEIGHTS_FILE:
-        raise ValueError(f"weights_file is {values['weights_file']!r}; expected {WEIGHTS_FILE!r}")
-    return ModelConfig.from_dict(name, values)
-
-
 def write_config(folder: Path, values: dict, *, name: str | None = None) -> Path:
     """Check ``values`` and write them as ``folder/config.json`` with their checksum (atomic).
 
@@ -347,7 +215,7 @@ def write_config(folder: Path, values: dict, *, name: str | None = None) -> Path
     """
     name = name or folder.name
     try:
-        _parse(name, values)
+        parse_config(name, values)
     except (KeyError, TypeError, ValueError) as error:
         raise ModelIntegrityError(f"not writing config.json of model {name!r}: {error}") from error
     body = {k: v for k, v in values.items() if k != CONFIG_CHECKSUM}
@@ -391,7 +259,7 @@ def read_config(
     fix = "Restore the folder from its source or retrain it."
     try:
         values = json.loads(path.read_text())
-        config = _parse(name, values)
+        config = parse_config(name, values)
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         raise ModelIntegrityError(
             f"config.json of model {name!r} is not a valid model config: {error}. {fix}"
