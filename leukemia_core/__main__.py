@@ -25,10 +25,10 @@ from leukemia_core.cropping import (
     draw_overlay,
 )
 from leukemia_core.errors import LeukemiaCoreError, SettingError
-from leukemia_core.io import (
+from leukemia_core.io import read_image
+from leukemia_core.outputs import (
     output_stems,
     prepare_output_folder,
-    read_image,
     renamed_note,
     spreadsheet_text,
 )
@@ -55,7 +55,7 @@ CSV_COLUMNS = (
 def segment_files(paths: list[Path], out: Path, crop_size: int = DEFAULT_CROP_SIZE) -> int:
     """Segment each image into ``out``; returns the number of images that failed.
 
-    Outputs are named after each file's stem, made unique (:func:`~leukemia_core.io.output_stems`)
+    Outputs are named after each file's stem, made unique (:func:`~leukemia_core.outputs.output_stems`)
     when two inputs share a name. In ``cells.csv`` a name or crop path that starts like a
     spreadsheet formula gets a leading apostrophe.
     """

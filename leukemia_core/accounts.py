@@ -243,7 +243,9 @@ class Accounts:
         roles = parse_roles(roles)
         with self._transaction(write=True) as conn:
             self._row(conn, name)
-            conn.execute("UPDATE users SET roles = ? WHERE name = ?", (",".join(sorted(roles)), name))
+            conn.execute(
+                "UPDATE users SET roles = ? WHERE name = ?", (",".join(sorted(roles)), name)
+            )
             _event(conn, name, "roles", f"by {actor.name}: {', '.join(sorted(roles))}")
 
     def set_password(self, name: str, password: str, *, by: User | None = None) -> None:

@@ -22,13 +22,8 @@ from leukemia_core.classify import Classifier
 from leukemia_core.counting import CellLabel
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.imaging import PreparedImage
-from leukemia_core.io import (
-    output_stems,
-    read_image,
-    renamed_note,
-    spreadsheet_text,
-    write_text_atomic,
-)
+from leukemia_core.io import read_image
+from leukemia_core.outputs import output_stems, renamed_note, spreadsheet_text, write_text_atomic
 from leukemia_core.pipeline import MODE_CELLS, MODE_FIELDS, Analysis, ImageFailure, analyze
 from leukemia_core.types import BlastCount, Field
 
@@ -66,7 +61,7 @@ def analyze_files(
 ) -> tuple[int, dict]:
     """Analyse every image into ``out``; returns (number of failed images, set summary).
 
-    Outputs are named after each file's stem, made unique (:func:`~leukemia_core.io.output_stems`)
+    Outputs are named after each file's stem, made unique (:func:`~leukemia_core.outputs.output_stems`)
     when two inputs share a name; the image JSON names the file it came from. In ``cells.csv``
     an image name that starts like a spreadsheet formula gets a leading apostrophe.
     """

@@ -147,7 +147,6 @@ class Classifier:
         )
 
 
-
 def label_probability(p: float, model: LoadedModel) -> CellPrediction:
     """The label a calibrated probability gets under the model's threshold and review band."""
     calibration = model.config.calibration

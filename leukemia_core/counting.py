@@ -335,7 +335,7 @@ def summarize_labels(labels: Iterable[str]) -> BlastCount:
 
 
 def provisional_text(n_unreviewed: int, n_cells: int) -> str | None:
-    """"Provisional: ..." while cells wait for a reviewer; None once every cell is reviewed.
+    """ "Provisional: ..." while cells wait for a reviewer; None once every cell is reviewed.
 
     Cells cut by the image border are never counted and need no review.
     """

@@ -11,10 +11,8 @@ from __future__ import annotations
 import io
 import os
 import stat
-import tempfile
 import threading
 import warnings
-from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -35,7 +33,6 @@ _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", *_T
 _DEEP_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 _PLAIN_MODES = ("RGB", "RGBX", "L", "1", "P", "CMYK", "YCbCr")
 _DECODE_ERRORS = (OSError, SyntaxError, EOFError, ValueError, IndexError)
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 DAMAGED = "damaged image: results unreliable"
 """How a note about pixels that were decoded from damaged data starts."""
 # EXIF orientation -> transpose, as in PIL.ImageOps.exif_transpose; applied after conversion so
@@ -356,98 +353,3 @@ def _damaged(name: str, data: bytes, exc: BaseException) -> errors.TruncatedImag
         f"'{name}' ends before its pixel data does or is damaged ({len(data):,} bytes; decoder "
         f"said: {exc}). The upload or copy was probably cut off: copy or export it again."
     )
-
-
-def prepare_output_folder(path: str | os.PathLike) -> Path:
-    """Create the folder ``path`` (with its parents) if missing and check a file can be written.
-
-    Raises:
-        errors.OutputFolderError: ``path`` is empty, is a file, lies under a file, or cannot be
-            written to; the message says which and what to do.
-    """
-    if not str(path).strip():
-        raise errors.OutputFolderError(
-            "the output folder is empty; name one, e.g. results (or . for the current folder)."
-        )
-    path = Path(path)
-    blocking = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
-    if blocking is not None:
-        where = "is a file" if blocking == path else f"lies under the file {blocking}"
-        raise errors.OutputFolderError(
-            f"the output folder {path} {where}; name a new or an existing folder."
-        )
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as error:
-        raise errors.OutputFolderError(
-            f"cannot write into the output folder {path} ({error.strerror or error}); choose a "
-            "folder you may write to."
-        ) from error
-    return path
-
-
-def output_stems(paths: Sequence[Path], reserved: Iterable[str] = ()) -> list[str]:
-    """One output name stem per input, unique regardless of case.
-
-    The first input of a stem keeps it; a later one of the same stem (the same file name in
-    another folder) gets ``-2``, ``-3``, ... , as does an input whose stem is ``reserved`` (the
-    name of a file the command writes itself).
-
-    >>> output_stems([Path("a/x.png"), Path("b/x.png"), Path("c/x-2.jpg"), Path("summary.png")],
-    ...              reserved=["summary"])
-    ['x', 'x-3', 'x-2', 'summary-2']
-    """
-    blocked = {r.casefold() for r in reserved}
-    first: dict[str, int] = {}
-    for index, path in enumerate(paths):
-        first.setdefault(path.stem.casefold(), index)
-    taken = blocked | first.keys()
-    stems = []
-    for index, path in enumerate(paths):
-        key = path.stem.casefold()
-        if first[key] == index and key not in blocked:
-            stems.append(path.stem)
-            continue
-        number = 2
-        while f"{key}-{number}" in taken:
-            number += 1
-        taken.add(f"{key}-{number}")
-        stems.append(f"{path.stem}-{number}")
-    return stems
-
-
-def renamed_note(path: Path, stem: str) -> str | None:
-    """What to tell the user when ``path``'s outputs are named ``stem`` (None: its own stem)."""
-    if stem == path.stem:
-        return None
-    return (f"{path}: another input (or an output of this command) has the same name, so its "
-            f"outputs are named {stem} and it is {stem}{path.suffix} in the tables")  # fmt: skip
-
-
-def spreadsheet_text(value: str) -> str:
-    """``value`` for a CSV cell: a leading apostrophe when it starts like a formula (``=``,
-    ``+``, ``-``, ``@``, tab or carriage return), so spreadsheets show it instead of running it.
-
-    >>> spreadsheet_text("=HYPERLINK(1).png"), spreadsheet_text("field 1.png")
-    ("'=HYPERLINK(1).png", 'field 1.png')
-    """
-    return "'" + value if value.startswith(_FORMULA_START) else value
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same folder, then rename.
-
-    Readers see the old file or the whole new one, never a half-written one.
-    """
-    path = Path(path)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "w", newline="") as stream:
-            stream.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

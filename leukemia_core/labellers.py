@@ -44,7 +44,9 @@ class Labeller(Protocol):
 
     def decision_settings(self) -> dict: ...
 
-    def label(self, crops: Sequence[np.ndarray], progress: CropProgress | None = None) -> CropCalls: ...
+    def label(
+        self, crops: Sequence[np.ndarray], progress: CropProgress | None = None
+    ) -> CropCalls: ...
 
     def assess(self, scores: Sequence[float | None]) -> DomainAssessment | None: ...
 
@@ -64,7 +66,9 @@ class ModelLabeller:
         model = self.classifier.model
         outputs = self.classifier.outputs(crops, progress)
         probabilities = blast_probability(outputs.logits, model.config.calibration.temperature)
-        predictions: list[CellPrediction | None] = [label_probability(p, model) for p in probabilities]
+        predictions: list[CellPrediction | None] = [
+            label_probability(p, model) for p in probabilities
+        ]
         scores = None
         if model.domain is not None and len(crops):
             scores = model.domain.cell_scores(outputs.features, stain_statistics(crops))

@@ -20,7 +20,7 @@ import numpy as np
 
 from leukemia_core.counting import CellLabel, provisional_text
 from leukemia_core.imaging import png_bytes
-from leukemia_core.io import spreadsheet_text
+from leukemia_core.outputs import spreadsheet_text
 from leukemia_core.store import CaseRecord
 from leukemia_core.types import BlastCount, Cell
 
@@ -145,9 +145,7 @@ def _counts_section(record: CaseRecord) -> str:
     )
     provisional = provisional_text(record.n_unreviewed, len(record.cells))
     note = f'<p class="unsigned">{_e(provisional)}</p>' if provisional else ""
-    return (
-        "<h2>Blast count (reviewed labels)</h2>" + note + _table(header, rows, {1, 2, 3, 4, 5})
-    )
+    return "<h2>Blast count (reviewed labels)</h2>" + note + _table(header, rows, {1, 2, 3, 4, 5})
 
 
 def _model_vs_reviewer(record: CaseRecord) -> str:

@@ -75,9 +75,23 @@ from leukemia_core.store_signoff import CaseSignoff
 from leukemia_core.types import MACHINE_ONLY_LABELS, REVIEWER_EDITABLE, Cell, Field
 
 __all__ = [
-    "SCHEMA_VERSION", "STATUS_OPEN", "STATUS_SIGNED", "AuditEntry", "CaseHeader", "CaseInputError",
-    "CaseNotFoundError", "CaseNotReopenableError", "CaseRecord", "CaseSignedError", "CaseState",
-    "CaseStore", "CaseStoreError", "CaseSummary", "Cell", "CellNotFoundError", "Field",
+    "SCHEMA_VERSION",
+    "STATUS_OPEN",
+    "STATUS_SIGNED",
+    "AuditEntry",
+    "CaseHeader",
+    "CaseInputError",
+    "CaseNotFoundError",
+    "CaseNotReopenableError",
+    "CaseRecord",
+    "CaseSignedError",
+    "CaseState",
+    "CaseStore",
+    "CaseStoreError",
+    "CaseSummary",
+    "Cell",
+    "CellNotFoundError",
+    "Field",
     "SignOffBlockedError",
 ]  # the record types live in leukemia_core.case_record, rows in leukemia_core.store_rows
 DATABASE_ENV_VAR = "LEUKEMIA_CASE_DB"

@@ -71,7 +71,10 @@ class CaseSignoff:
                     f"Cannot sign case {case['case_id']}: {n_unreviewed} {cells} not been "
                     "reviewed yet; relabel each or accept the model's call for it (Review page)."
                 )
-            blasts, counted = counts.get("blast", 0), counts.get("blast", 0) + counts.get("normal", 0)
+            blasts, counted = (
+                counts.get("blast", 0),
+                counts.get("blast", 0) + counts.get("normal", 0),
+            )
             percent = 100.0 * blasts / counted if counted else 0.0
             at = now()
             if second_signer_at_percent is not None and percent >= second_signer_at_percent:

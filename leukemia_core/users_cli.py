@@ -70,8 +70,11 @@ def _init(accounts: Accounts) -> int:
         return 0
     roles = [Role.ADMIN, Role.SIGNER, Role.MODEL_ADMIN]
     if not sys.stdin.isatty():
-        print("No accounts yet. Create the first administrator with:\n  python -m leukemia_core "
-              "users add admin " + " ".join(f"--role {r.value}" for r in roles), file=sys.stderr)
+        print(
+            "No accounts yet. Create the first administrator with:\n  python -m leukemia_core "
+            "users add admin " + " ".join(f"--role {r.value}" for r in roles),
+            file=sys.stderr,
+        )
         return 0
     print("First start: create the administrator account (it may analyze, review, sign, manage "
           "models and add the other accounts).")  # fmt: skip

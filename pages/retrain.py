@@ -261,8 +261,10 @@ def live_status(job_id: str) -> None:
         st.button("Cancel job", key=f"cancel_queued_{job_id}", on_click=_cancel, args=(job_id,))
     elif status.state == jobs.RUNNING:
         event = status.event
-        st.progress(min(status.overall, 1.0),
-                    text=f"Overall {100 * status.overall:.0f}% · {view.eta_text(status.eta_s)}")
+        st.progress(
+            min(status.overall, 1.0),
+            text=f"Overall {100 * status.overall:.0f}% · {view.eta_text(status.eta_s)}",
+        )
         if event.get("model"):
             st.progress(
                 min(1.0, (event.get("model_index", 1) - 1) / max(event.get("n_models", 1), 1)),
@@ -273,8 +275,10 @@ def live_status(job_id: str) -> None:
         stage = event.get("stage", "")
         done, total = event.get("done", 0), event.get("total") or 1
         epoch = f"epoch {event['epoch']} of {event['epochs']}, " if "epochs" in event else ""
-        st.progress(min(done / total, 1.0),
-                    text=f"{view.STAGE_NAMES.get(stage, stage)}: {epoch}{done} of {total}")
+        st.progress(
+            min(done / total, 1.0),
+            text=f"{view.STAGE_NAMES.get(stage, stage)}: {epoch}{done} of {total}",
+        )
         if status.curves:
             st.plotly_chart(view.curves_figure(status.curves), key=f"live_curves_{job_id}")
         st.button("Cancel job", key=f"cancel_{job_id}", on_click=_cancel, args=(job_id,),
@@ -309,10 +313,12 @@ def results_section(status: jobs.JobStatus) -> None:
                 f"{results['split']}; figures with 95% bootstrap intervals over groups. "
                 f"Best by balanced accuracy: **{results['best'] or 'none'}**.")  # fmt: skip
     st.dataframe(view.table_frame(rows), hide_index=True, width="stretch")
-    st.caption("McNemar p: exact test of each model against the best on the same test cells "
-               "(cells of one subject are not independent: read it as indicative). The "
-               f"`{SIZE_BASELINE}` row uses nothing but the cell's area in its crop: a model "
-               "that does not beat it clearly may have learned only that blasts are larger.")
+    st.caption(
+        "McNemar p: exact test of each model against the best on the same test cells "
+        "(cells of one subject are not independent: read it as indicative). The "
+        f"`{SIZE_BASELINE}` row uses nothing but the cell's area in its crop: a model "
+        "that does not beat it clearly may have learned only that blasts are larger."
+    )
     st.download_button("Download the table (CSV)", (status.folder / TABLE_FILE).read_bytes(),
                        file_name=f"comparison-{status.job_id}.csv", mime="text/csv",
                        key=f"download_{status.job_id}")  # fmt: skip
@@ -330,18 +336,26 @@ def results_section(status: jobs.JobStatus) -> None:
         charts[3].plotly_chart(view.curves_figure(curves), key=f"curves_{status.job_id}")
     charts[4].dataframe(view.per_source_frame(models), hide_index=True, width="stretch")
 
-    promotable = [r["model"] for r in rows if r["status"] == "done" and r["model"] != SIZE_BASELINE
-                  and (status.folder / MODELS_SUBDIR / r["model"] / "config.json").is_file()]
+    promotable = [
+        r["model"]
+        for r in rows
+        if r["status"] == "done"
+        and r["model"] != SIZE_BASELINE
+        and (status.folder / MODELS_SUBDIR / r["model"] / "config.json").is_file()
+    ]
     if not promotable:
         return
     st.subheader("Promote a model")
-    st.caption("Writes a complete model folder (the previous one of that name is kept as "
-               "<name>.previous) and makes it the active model of the Analyze page.")
+    st.caption(
+        "Writes a complete model folder (the previous one of that name is kept as "
+        "<name>.previous) and makes it the active model of the Analyze page."
+    )
     cols = st.columns([2, 2, 1])
     pick_key, name_key = f"promote_model_{status.job_id}", f"promote_name_{status.job_id}"
     if pick_key not in st.session_state:
-        st.session_state[pick_key] = results["best"] if results["best"] in promotable \
-            else promotable[0]
+        st.session_state[pick_key] = (
+            results["best"] if results["best"] in promotable else promotable[0]
+        )
         _default_name(status.job_id)
     cols[0].selectbox("Model", promotable, key=pick_key, on_change=_default_name,
                       args=(status.job_id,))  # fmt: skip

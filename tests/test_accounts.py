@@ -47,7 +47,9 @@ def test_passwords_are_stored_only_as_argon2_hashes(db):
         dump = "\n".join(conn.iterdump())
         (stored,) = conn.execute("SELECT password_hash FROM users").fetchone()
     assert "a long secret 1" not in dump and stored.startswith("$argon2id$")
-    assert Accounts().authenticate("ana", "a long secret 1") == User("ana", frozenset({Role.SIGNER}))
+    assert Accounts().authenticate("ana", "a long secret 1") == User(
+        "ana", frozenset({Role.SIGNER})
+    )
     with pytest.raises(AccountInputError, match="at least 10 characters"):
         Accounts().add_user("bo", "short", ["reviewer"])
     with pytest.raises(AccountInputError, match="not a role"):

@@ -270,7 +270,9 @@ def _snapshot(root: Path) -> dict[str, str]:
 def test_adaptation_writes_new_versions_and_never_overwrites(models, cells):
     records = load_manifest(cells).records
     before = _snapshot(models)
-    first = adapt_model("tiny", records, user=User.shell(), root=models, data_description="lab cells")
+    first = adapt_model(
+        "tiny", records, user=User.shell(), root=models, data_description="lab cells"
+    )
     second = adapt_model("tiny", records, user=User.shell(), root=models)
     assert (first.name, second.name) == ("tiny-site1", "tiny-site2")
     assert next_site_name("tiny-site2", models) == "tiny-site3"
@@ -306,7 +308,9 @@ def test_adaptation_writes_new_versions_and_never_overwrites(models, cells):
     with pytest.raises(ModelNotFoundError, match="valid names"):
         adapt_model("nope", records, user=User.shell(), root=models)
     with pytest.raises(AdaptationError, match="at least 5 signed blasts"):
-        adapt_model("tiny", [r for r in records if r.label == "normal"], user=User.shell(), root=models)
+        adapt_model(
+            "tiny", [r for r in records if r.label == "normal"], user=User.shell(), root=models
+        )
     assert _snapshot(models) == after  # refused: nothing written
 
 
@@ -326,7 +330,9 @@ def test_the_domain_reference_comes_along(models, cells):
 def test_without_active_file_the_default_model_stays_the_default(models, cells):
     (models / "ACTIVE").unlink()
     assert active_model_name(models) == "tiny"
-    adapt_model("tiny", load_manifest(cells).records, user=User.shell(), root=models, new_name="0lab")
+    adapt_model(
+        "tiny", load_manifest(cells).records, user=User.shell(), root=models, new_name="0lab"
+    )
     assert active_model_name(models) == "tiny" and "0lab" in list_models(models)
 
 
@@ -393,8 +399,7 @@ def _sign_cases(store: CaseStore, samples: int) -> None:
 
 
 def test_adapt_section_of_the_retrain_page(models, apptest_navigation):
-    at = log_in(AppTest.from_file(str(APP), default_timeout=240), "Dr. M",
-                ("model_admin",)).run()
+    at = log_in(AppTest.from_file(str(APP), default_timeout=240), "Dr. M", ("model_admin",)).run()
     at.switch_page("pages/retrain.py").run()
     assert not at.exception, at.exception
     at.button(key="adapt_count").click().run()

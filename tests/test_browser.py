@@ -205,7 +205,9 @@ def test_upload_review_reclassify_and_download_in_a_real_browser(
         while accept.count():  # after looking at them: accept the model's call for the rest
             accept.first.click()
             _idle(page, 1200)
-        page.locator("[data-testid=stSidebarNav]").get_by_text("Case & sign-off", exact=True).click()
+        page.locator("[data-testid=stSidebarNav]").get_by_text(
+            "Case & sign-off", exact=True
+        ).click()
         page.wait_for_selector("text=Sign-off", timeout=60_000)
         _idle(page)
         page.get_by_role("button", name="Sign case").click()

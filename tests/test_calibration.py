@@ -34,7 +34,9 @@ def test_temperature_recovers_the_overconfidence_factor():
 def test_calibration_lowers_ece():
     logits, y = _overconfident(temperature=3.0, seed=1)
     raw = expected_calibration_error(blast_probability(logits), y)
-    calibrated = expected_calibration_error(blast_probability(logits, fit_temperature(logits, y)), y)
+    calibrated = expected_calibration_error(
+        blast_probability(logits, fit_temperature(logits, y)), y
+    )
     assert raw > 0.08 and calibrated < 0.03
 
 
@@ -78,8 +80,12 @@ def test_binary_metrics_on_a_known_confusion():
     y = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0], bool)
     p = np.array([0.9, 0.8, 0.7, 0.2, 0.6, 0.1, 0.1, 0.1, 0.1, 0.1])
     m = binary_metrics(y, p, 0.5, groups=list("aabbccddee"), n_boot=200)
-    assert m["confusion"] == {"blast_called_blast": 3, "blast_called_normal": 1,
-                              "normal_called_blast": 1, "normal_called_normal": 5}
+    assert m["confusion"] == {
+        "blast_called_blast": 3,
+        "blast_called_normal": 1,
+        "normal_called_blast": 1,
+        "normal_called_normal": 5,
+    }
     assert m["sensitivity"] == pytest.approx(0.75)
     assert m["specificity"] == pytest.approx(5 / 6)
     assert m["accuracy"] == pytest.approx(0.8)

@@ -49,4 +49,11 @@ def test_bank_from_real_sets(shared_data, tmp_path):
     crop = np.asarray(Image.open(by_source["allidb2"][0].path))
     assert crop.shape == (96, 96, 3) and crop[0, 0].max() == 0  # cell on black
     with open(manifest, newline="") as stream:
-        assert next(csv.reader(stream)) == ["path", "label", "group", "source", "subset", "cell_type"]
+        assert next(csv.reader(stream)) == [
+            "path",
+            "label",
+            "group",
+            "source",
+            "subset",
+            "cell_type",
+        ]

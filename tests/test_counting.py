@@ -117,8 +117,11 @@ def test_wilson_errors(args, match):
         (5, ["5.0% blasts", "at or above the 5% level", "call for investigation"], ["Refer"]),
         (12, ["12.0%", "call for investigation", "Below the 20% WHO threshold"], ["Refer"]),
         (20, ["20.0%", "at or above the 20% blast threshold the WHO", "flow cytometry"], ["Below"]),
-        (35, ["35.0%", "WHO uses for acute leukemia", "not a diagnosis", "bone-marrow"],
-         ["Below", "Refer"]),
+        (
+            35,
+            ["35.0%", "WHO uses for acute leukemia", "not a diagnosis", "bone-marrow"],
+            ["Below", "Refer"],
+        ),
     ],
 )
 def test_interpretation_wording(n_blasts, present, absent):

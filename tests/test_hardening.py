@@ -38,7 +38,7 @@ from leukemia_core.errors import (
     WeightsFileError,
 )
 from leukemia_core.imaging import PreparedImage, read_for_analysis
-from leukemia_core.io import jpeg_damage, output_stems, read_image, spreadsheet_text
+from leukemia_core.io import jpeg_damage, read_image
 from leukemia_core.models.folder import (
     CONFIG_FILE,
     WEIGHTS_FILE,
@@ -49,6 +49,7 @@ from leukemia_core.models.folder import (
     write_config,
     write_domain_reference,
 )
+from leukemia_core.outputs import output_stems, spreadsheet_text
 from leukemia_core.pipeline import MODE_CELLS, analyze
 from leukemia_core.segmentation import segment_wbc
 from leukemia_core.single_cell import single_cell_crop

@@ -70,7 +70,10 @@ def saved(session, store):
 def test_every_segmented_cell_is_in_the_review_with_the_models_call(session, fields, classifier):
     assert session.model_name == "tiny" and len(session.model_checksum) == 64
     assert session.calibration == classifier.model.config.decision_settings()
-    assert session.calibration["test_time_views"] == 1 and session.calibration["stain_normalisation"] == "none"
+    assert (
+        session.calibration["test_time_views"] == 1
+        and session.calibration["stain_normalisation"] == "none"
+    )
     assert [f.name for f in session.fields] == ["demo.png", "second.png"]
     for field, prepared in zip(session.fields, fields, strict=True):
         segmentation = segment_wbc(prepared.rgb)

@@ -463,7 +463,9 @@ def test_refuses_newer_schema_and_non_databases(tmp_path: Path):
     newer = tmp_path / "newer.sqlite3"
     with sqlite3.connect(newer) as conn:
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    with pytest.raises(CaseStoreError, match=f"newer than this app.s {SCHEMA_VERSION}; update the app"):
+    with pytest.raises(
+        CaseStoreError, match=f"newer than this app.s {SCHEMA_VERSION}; update the app"
+    ):
         CaseStore(newer)
     junk = tmp_path / "notes.sqlite3"
     junk.write_text("not a database " * 100)
@@ -636,7 +638,9 @@ def test_a_database_of_release_2_migrates_without_loss(tmp_path: Path):
             assert (c.overlay is None) == (o["overlay_png"] is None)
             # Outlines come from the stored crops: inside the box, about the cell's size.
             x0, y0, x1, y1 = c.bbox
-            assert len(c.outline) >= 4 and c.outline[:, 0].min() >= x0 and c.outline[:, 1].max() <= y1
+            assert (
+                len(c.outline) >= 4 and c.outline[:, 0].min() >= x0 and c.outline[:, 1].max() <= y1
+            )
             assert 0.4 < c.mask().sum() / ((x1 - x0) * (y1 - y0)) <= 1.0
             assert c.reviewed  # every cell was relabelled (and the first version signed)
     # Decoded images are the stored ones: re-encoding the crop gives identical pixels.

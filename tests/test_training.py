@@ -48,7 +48,12 @@ def trained(shared_data, tmp_path_factory):
 def test_training_writes_a_complete_folder(trained):
     result, _root, events, _records = trained
     assert {p.name for p in result.folder.iterdir()} >= {
-        "model.keras", "config.json", "metrics.json", "card.md", "split.csv"}
+        "model.keras",
+        "config.json",
+        "metrics.json",
+        "card.md",
+        "split.csv",
+    }
     config = json.loads((result.folder / "config.json").read_text())
     assert config["architecture"] == "efficientnet_lite0" and config["input_size"] == 96
     assert config["training"]["fit"]["epochs"] == 1
@@ -139,5 +144,9 @@ def test_fit_cli_says_where_imagenet_weights_go(shared_data, tmp_path):
         env={**os.environ, "LEUKEMIA_OFFLINE": "1", "KERAS_HOME": str(tmp_path / "keras")},
     )  # fmt: skip
     assert run.returncode == 2
-    assert "vgg16" in run.stderr and "--weights" in run.stderr and str(tmp_path / "keras") in run.stderr
+    assert (
+        "vgg16" in run.stderr
+        and "--weights" in run.stderr
+        and str(tmp_path / "keras") in run.stderr
+    )
     assert not (tmp_path / "x").exists()

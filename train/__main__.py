@@ -133,8 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "promote":
             from train.compare import promote
 
-            folder = promote(args.run, args.architecture, args.name, root=args.models_dir,
-                             user=User.shell())
+            folder = promote(
+                args.run, args.architecture, args.name, root=args.models_dir, user=User.shell()
+            )
             print(f"promoted {args.architecture} as {folder} (now the active model)")
         elif args.command == "adapt":
             return adapt_command(args)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from leukemia_core.io import write_text_atomic
+from leukemia_core.outputs import write_text_atomic
 from train.adapt import VARIANT_WORDS
 from train.compare_tables import interval_text
 

@@ -38,7 +38,8 @@ import numpy as np
 
 from leukemia_core.cropping import DEFAULT_CROP_SIZE, crop_cells
 from leukemia_core.errors import InvalidImageError
-from leukemia_core.io import read_image, write_text_atomic
+from leukemia_core.io import read_image
+from leukemia_core.outputs import write_text_atomic
 from leukemia_core.segmentation import segment_wbc
 from leukemia_core.single_cell import single_cell_crop
 from train.data import load_allidb2, load_class_folders, load_cnmc

@@ -26,7 +26,6 @@ from leukemia_core.calibration import (
 )
 from leukemia_core.classify import dihedral_view
 from leukemia_core.domain import stain_statistics
-from leukemia_core.io import write_text_atomic
 from leukemia_core.models import build_classifier, get_architecture
 from leukemia_core.models.folder import (
     check_model_name,
@@ -35,6 +34,7 @@ from leukemia_core.models.folder import (
     set_active_model,
 )
 from leukemia_core.models.inputs import InputSpec
+from leukemia_core.outputs import write_text_atomic
 from train.batches import balancing_strata
 from train.card import model_card
 from train.cellbank import bank_group

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from leukemia_core.calibration import BLAST_INDEX, reliability_bins
-from leukemia_core.io import write_text_atomic
+from leukemia_core.outputs import write_text_atomic
 from train.cellbank import bank_group
 from train.compare_settings import (
     PREDICTIONS_FILE,

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from leukemia_core.io import write_text_atomic
+from leukemia_core.outputs import write_text_atomic
 from train.compare_settings import MODELS_SUBDIR, RESULTS_FILE, CompareCancelled, CompareSettings
 
 RUNS_ENV_VAR = "LEUKEMIA_RUNS_DIR"
@@ -287,8 +287,11 @@ class _StatusWriter:
         values = self.values
         values["event"] = {k: v for k, v in event.items() if isinstance(v, int | float | str)}
         if stage.endswith("_epoch"):
-            row = {k: v for k, v in event.items() if k in ("fold", "phase", "epoch", "loss",
-                                                           "accuracy", "val_loss", "val_accuracy")}
+            row = {
+                k: v
+                for k, v in event.items()
+                if k in ("fold", "phase", "epoch", "loss", "accuracy", "val_loss", "val_accuracy")
+            }
             values.setdefault("curves", {}).setdefault(event.get("model", "?"), []).append(row)
         # Never backwards: a fine-tuning phase or the baseline restarts its own counters.
         values["overall"] = max(values.get("overall") or 0.0, overall_fraction(event))
@@ -296,8 +299,11 @@ class _StatusWriter:
         done = values["overall"]
         values["eta_s"] = elapsed * (1 - done) / done if done > 0.02 else None
         now = time.monotonic()
-        if now - self.last_write >= _WRITE_EVERY_S or stage in ("model", "model_done") \
-                or stage.endswith("_epoch"):
+        if (
+            now - self.last_write >= _WRITE_EVERY_S
+            or stage in ("model", "model_done")
+            or stage.endswith("_epoch")
+        ):
             values["heartbeat"] = _now()
             _write_status(self.folder, values)
             self.last_write = now

@@ -48,8 +48,10 @@ def table_frame(rows: Sequence[dict]) -> pd.DataFrame:
     """The comparison table for display: each figure with its 95% interval."""
     shown = []
     for row in rows:
-        item = {"Model": row["model"] + (" ★" if row.get("best") else ""),
-                "Initial weights": (row.get("init") or "—").split(",")[0]}  # the CSV has it all
+        item = {
+            "Model": row["model"] + (" ★" if row.get("best") else ""),
+            "Initial weights": (row.get("init") or "—").split(",")[0],
+        }  # the CSV has it all
         if row["status"] != "done":
             item["Note"] = f"{row['status']}: {row['note'].split('. ')[0]}"
             shown.append(item)

@@ -141,9 +141,7 @@ def _page(group_key: str, cells: tuple[Cell, ...]) -> tuple[Cell, ...]:
     return cells[start : start + PAGE_SIZE]
 
 
-def _card(
-    session: Review, cell: Cell, right: np.ndarray | None, editable: bool
-) -> None:
+def _card(session: Review, cell: Cell, right: np.ndarray | None, editable: bool) -> None:
     shown = right if right is not None else cell.crop if cell.crop is not None else _NO_CROP
     st.image(side_by_side([session.view(cell), shown]),
              caption=_caption(session, cell), width="stretch")  # fmt: skip

@@ -153,5 +153,3 @@ def parse_config(name: str, values: object) -> ModelConfig:
     if values.get("weights_file", WEIGHTS_FILE) != WEIGHTS_FILE:
         raise ValueError(f"weights_file is {values['weights_file']!r}; expected {WEIGHTS_FILE!r}")
     return ModelConfig.from_dict(name, values)
-
-

@@ -35,7 +35,6 @@ import keras
 from leukemia_core.accounts import Accounts, Permission, User, require
 from leukemia_core.domain import STATISTIC, DomainReference, DomainReferenceError
 from leukemia_core.errors import ModelIntegrityError, ModelNotFoundError, WeightsFileError
-from leukemia_core.io import write_text_atomic
 from leukemia_core.models.config import (
     CONFIG_CHECKSUM,
     DOMAIN_FILE,
@@ -45,11 +44,14 @@ from leukemia_core.models.config import (
     config_checksum,
     parse_config,
 )
+from leukemia_core.outputs import write_text_atomic
 
 MODELS_ENV_VAR = "LEUKEMIA_MODELS_DIR"
 CONFIG_FILE = "config.json"
 ACTIVE_FILE = "ACTIVE"
 PREVIOUS = ".previous"  # suffix of the folder a re-saved model's old version is kept in
+
+
 def models_dir() -> Path:
     """Folder holding model folders: ``$LEUKEMIA_MODELS_DIR`` or the repository's ``models/``."""
     configured = os.environ.get(MODELS_ENV_VAR)

@@ -111,8 +111,10 @@ def _classifier_run(args) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command in ("cells", "normals") or getattr(args, "model", None) or getattr(
-        args, "held_out", False
+    if (
+        args.command in ("cells", "normals")
+        or getattr(args, "model", None)
+        or getattr(args, "held_out", False)
     ):
         try:
             result = _classifier_run(args)
