@@ -20,8 +20,8 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -30,6 +30,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from leukemia_core.errors import LeukemiaCoreError
+from leukemia_core.runtime import setting_number
 from leukemia_core.store import CaseStore
 
 LOCKOUT_FAILURES = 5
@@ -163,18 +164,11 @@ class LoginSession:
 
 def idle_timeout() -> timedelta:
     """``$LEUKEMIA_IDLE_TIMEOUT_MINUTES`` (default 30)."""
-    value = os.environ.get(IDLE_TIMEOUT_ENV_VAR, "").strip()
-    if not value:
-        return DEFAULT_IDLE_TIMEOUT
     try:
-        minutes = float(value)
-    except ValueError:
-        minutes = -1.0
-    if not 1 <= minutes <= 24 * 60:
-        raise AccountInputError(
-            f"{IDLE_TIMEOUT_ENV_VAR}={value!r} is not a number of minutes from 1 to 1440."
-        )
-    return timedelta(minutes=minutes)
+        minutes = setting_number(IDLE_TIMEOUT_ENV_VAR, 1, 24 * 60, "a number of minutes")
+    except ValueError as error:
+        raise AccountInputError(str(error)) from None
+    return DEFAULT_IDLE_TIMEOUT if minutes is None else timedelta(minutes=minutes)
 
 
 def parse_roles(values: Iterable[str | Role]) -> frozenset[Role]:
@@ -198,22 +192,11 @@ class Accounts:
     """Accounts and login events in the case database at ``path`` (see :class:`CaseStore`)."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
-        self.path = CaseStore(path).path  # creates or migrates the database
+        self._store = CaseStore(path)  # creates or migrates the database
+        self.path = self._store.path
 
-    @contextmanager
-    def _transaction(self, *, write: bool) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        try:
-            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            try:
-                yield conn
-            except BaseException:
-                conn.rollback()
-                raise
-            conn.execute("COMMIT")
-        finally:
-            conn.close()
+    def _transaction(self, *, write: bool) -> AbstractContextManager[sqlite3.Connection]:
+        return self._store._transaction(write=write)  # one short transaction, as the store's
 
     def has_users(self) -> bool:
         with self._transaction(write=False) as conn:

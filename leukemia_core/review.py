@@ -30,7 +30,6 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import os
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -50,6 +49,7 @@ from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.imaging import cell_view
 from leukemia_core.labellers import NO_MODEL
 from leukemia_core.pipeline import MODE_CELLS, MODE_FIELDS, Analysis
+from leukemia_core.runtime import setting_number
 from leukemia_core.store import CaseStore
 from leukemia_core.types import (
     REVIEWER_EDITABLE,
@@ -427,19 +427,10 @@ class Review:
 
 def second_signer_at_percent() -> float | None:
     """The lab's blast level (percent) from which two signers must sign; None when not asked."""
-    value = os.environ.get(SECOND_SIGNER_ENV_VAR, "").strip()
-    if not value:
-        return None
     try:
-        percent = float(value)
-    except ValueError:
-        percent = -1.0
-    if not 0 <= percent <= 100:
-        raise ReviewError(
-            f"{SECOND_SIGNER_ENV_VAR}={value!r} is not a blast percentage from 0 to 100 (e.g. 5 "
-            "or 20); unset it to need one signer only."
-        )
-    return percent
+        return setting_number(SECOND_SIGNER_ENV_VAR, 0, 100, "a blast percentage")
+    except ValueError as error:
+        raise ReviewError(f"{error}; unset it to need one signer only.") from None
 
 
 __all__ = ["LEFT_OUT", "NO_MODEL", "REVIEW_CHOICES", "CellGroup", "Review", "ReviewError"]

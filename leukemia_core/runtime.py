@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import importlib.abc
+import math
 import os
 import re
 import sys
@@ -220,3 +221,21 @@ class _QuietLoader(importlib.abc.Loader):
 
     def __getattr__(self, name: str):
         return getattr(self._loader, name)
+
+
+def setting_number(name: str, low: float, high: float, what: str) -> float | None:
+    """The number in environment variable ``name`` (None when unset or empty).
+
+    Raises:
+        ValueError: Not a number from ``low`` to ``high`` (the message names the variable).
+    """
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not low <= number <= high:
+        raise ValueError(f"{name}={value!r} is not {what} from {low:g} to {high:g}")
+    return number
