@@ -237,6 +237,7 @@ def cell_view(
     *,
     size: int = VIEW_SIZE,
     context: float = 1.5,
+    colour: tuple[int, int, int] = OUTLINE_RGB,
 ) -> np.ndarray:
     """A square view of a cell and its neighbours with the cell's outline drawn.
 
@@ -247,6 +248,7 @@ def cell_view(
             nothing.
         size: Side of the view in pixels.
         context: The view spans this many box widths.
+        colour: RGB of the outline (e.g. the colour of the cell's label).
     """
     x0, y0, x1, y1 = bbox
     side = max(8, round(max(x1 - x0, y1 - y0) * context))
@@ -261,7 +263,7 @@ def cell_view(
     )
     if len(outline):
         points = np.round((outline - (left, top)) * factor).astype(np.int32)
-        cv2.polylines(view, [points.reshape(-1, 1, 2)], True, OUTLINE_RGB, 2, cv2.LINE_AA)
+        cv2.polylines(view, [points.reshape(-1, 1, 2)], True, colour, 2, cv2.LINE_AA)
     return view
 
 

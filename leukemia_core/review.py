@@ -108,7 +108,7 @@ class Review:
         self.altered: tuple[str, ...] = ()  # what the audit chain says changed outside the app
         self.token = uuid.uuid4().hex
         self._cells = {cell.key: cell for cell in analysis.cells}
-        self._views: dict[tuple[int, int], np.ndarray] = {}
+        self._views: dict[tuple, np.ndarray] = {}
 
     # ---- what was analysed -----------------------------------------------------------------
     @property
@@ -167,13 +167,16 @@ class Review:
     def field_cells(self, field_index: int) -> tuple[Cell, ...]:
         return tuple(c for c in self._cells.values() if c.field_index == field_index)
 
-    def view(self, cell: Cell) -> np.ndarray:
-        """The cell among its neighbours with its outline drawn, for display (cached)."""
-        if cell.key not in self._views:
+    def view(self, cell: Cell, colour: tuple[int, int, int] | None = None) -> np.ndarray:
+        """The cell among its neighbours with its outline drawn (in ``colour``, e.g. its
+        label's), for display; cached."""
+        key = (cell.key, colour)
+        if key not in self._views:
             context = 1.1 if self.mode == MODE_CELLS else 1.5
             image = self.fields[cell.field_index].image
-            self._views[cell.key] = cell_view(image, cell.bbox, cell.outline, context=context)
-        return self._views[cell.key]
+            extra = {} if colour is None else {"colour": colour}
+            self._views[key] = cell_view(image, cell.bbox, cell.outline, context=context, **extra)
+        return self._views[key]
 
     @property
     def is_saved(self) -> bool:

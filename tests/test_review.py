@@ -373,3 +373,11 @@ def test_a_change_after_the_first_signature_withdraws_it(session, store, monkeyp
     monkeypatch.setenv("LEUKEMIA_SECOND_SIGNER_AT_PERCENT", "101")
     with pytest.raises(ReviewError, match="not a blast percentage from 0 to 100"):
         session.sign(store, user=signer)
+
+
+def test_the_cell_view_outline_takes_the_colour_asked_for(session):
+    cell = next(c for c in session.cells if len(c.outline))
+    red, green = session.view(cell, (200, 0, 0)), session.view(cell)
+    assert red.shape == green.shape == (192, 192, 3)
+    is_red = (red[..., 0] == 200) & (red[..., 1] == 0) & (red[..., 2] == 0)
+    assert is_red.sum() > 50 and not np.array_equal(red, green)
