@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -112,6 +113,19 @@ def default_database_path() -> Path:
     return path
 
 
+def _use_wal(conn: sqlite3.Connection) -> None:
+    """Switch a new database to WAL; two processes creating it at once may see it locked for a
+    moment (the switch takes no busy handler), so wait as a write would."""
+    deadline = time.monotonic() + _BUSY_TIMEOUT_S
+    while conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class CaseStore(CaseReads, CaseSignoff):
     """The case database; every method is one short transaction, safe across threads/processes.
 
@@ -133,7 +147,7 @@ class CaseStore(CaseReads, CaseSignoff):
         try:
             conn = self._connect()
             try:
-                conn.execute("PRAGMA journal_mode = WAL")
+                _use_wal(conn)
                 found = conn.execute("PRAGMA user_version").fetchone()[0]
                 if found > SCHEMA_VERSION:
                     raise CaseStoreError(

@@ -102,6 +102,7 @@ if files:
     sample = sample_id.strip() or f"S-{datetime.now():%Y%m%d-%H%M%S}"
     try:
         state.set_current(run_analysis(files, mode=mode, model_name=model_name, sample_id=sample))
+        st.rerun()  # so the sidebar, drawn before this page, shows the new sample too
     except LeukemiaCoreError as error:
         st.error(str(error))
 

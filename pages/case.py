@@ -36,16 +36,21 @@ record = current_record(session)
 
 status_line(session)
 count = record.counts()
-parent = f" (reopened from `{record.parent_id}`)" if record.parent_id else ""
+parent = " (reopened from the signed version before it)" if record.parent_id else ""
 st.markdown(
-    f"- **Case id:** `{record.case_id}`, version {record.version}{parent}\n"
-    f"- **Created:** {record.created_at} (UTC) by {record.created_by or '—'}\n"
-    f"- **Model:** {record.model_name}, weights sha256 `{record.model_checksum or '—'}`\n"
+    f"- **Case:** {record.case_id[:8]}, version {record.version}{parent}\n"
+    f"- **Created:** {record.created_at[:16].replace('T', ' ')} UTC by "
+    f"{record.created_by or '—'}\n"
+    f"- **Model:** {record.model_name}\n"
     f"- **Fields:** {len(record.fields)}; **cells:** {len(record.cells)}; **counted:** "
     f"{count.n_counted}; **blasts:** {count.n_blasts} ({percent_text(count)}, 95% CI "
     f"{interval_text(count)})"
 )
-with st.expander("Thresholds stored with the case"):
+with st.expander("Details: identifiers, checksums and thresholds"):
+    st.markdown(
+        f"Case id `{record.case_id}`" + (f", reopened from `{record.parent_id}`" if parent else "")
+        + f"; model weights sha256 `{record.model_checksum or '—'}`"
+    )  # fmt: skip
     st.code(json.dumps(record.thresholds, indent=2), language="json")
 
 st.subheader("Sign-off", divider="gray")

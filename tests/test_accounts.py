@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -100,6 +101,9 @@ def test_idle_timeout(monkeypatch):
 
 
 def test_roles_are_checked_in_the_core(db, tiny_models_dir, tmp_path):
+    models = tmp_path / "models"  # a copy: ACTIVE is written into it
+    shutil.copytree(tiny_models_dir / "tiny", models / "tiny")
+    tiny_models_dir = models
     reviewer = User("rev", frozenset({Role.REVIEWER}))
     assert reviewer.can(Permission.REVIEW) and not reviewer.can(Permission.SIGN)
     with pytest.raises(PermissionDeniedError, match="needs the model_admin role"):
