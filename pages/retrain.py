@@ -21,7 +21,7 @@ from train import jobs
 from train.archives import extract_zip
 from train.augmentation import ALL_AUGMENTATIONS
 from train.batches import BALANCING
-from train.compare import promote
+from train.compare import planned_splits, promote
 from train.compare_settings import (
     MISSING_WEIGHTS,
     MODELS_SUBDIR,
@@ -84,7 +84,7 @@ def _inspect(locations: list[str], allow_ungrouped: bool, roots: tuple | None = 
         if roots is not None:  # the job's worker reads exactly the folders checked here
             locations = [str(resolve_under_roots(x, roots)) for x in locations]
         with st.spinner("Reading and checking every image …"):
-            _, summary = inspect_datasets([DatasetSource(x) for x in locations],
+            table, summary = inspect_datasets([DatasetSource(x) for x in locations],
                                           allow_ungrouped=allow_ungrouped,
                                           roots=roots)  # fmt: skip
     except (LeukemiaCoreError, OSError) as error:
@@ -92,7 +92,7 @@ def _inspect(locations: list[str], allow_ungrouped: bool, roots: tuple | None = 
         st.error(f"This dataset cannot be used: {error}")
         return
     st.session_state[DATASET_KEY] = {"locations": locations, "allow_ungrouped": allow_ungrouped,
-                                     "summary": summary}  # fmt: skip
+                                     "summary": summary, "records": table.records}  # fmt: skip
 
 
 def _server_folders(allow_ungrouped: bool) -> None:
@@ -236,7 +236,14 @@ def settings_section(picked: dict | None) -> None:
                         allow_ungrouped=picked["allow_ungrouped"], title=names[preset])  # fmt: skip
     with st.expander("Equivalent command"):
         st.code(spec.command(jobs.runs_dir() / "<job id>"), language="bash")
-    if st.button("Start comparison", key="start", type="primary", icon=":material/play_arrow:"):
+    try:  # the job's own splits, made now: what cannot run is refused before it is queued
+        planned_splits(picked["records"], settings)
+        problem = None
+    except (LeukemiaCoreError, ValueError) as error:
+        problem = str(error)
+        st.error(f"This comparison cannot run on these cells: {problem}")
+    if st.button("Start comparison", key="start", type="primary", icon=":material/play_arrow:",
+                 disabled=problem is not None):  # fmt: skip
         job_id = jobs.submit(spec)
         jobs.ensure_worker()
         st.session_state["job"] = job_id
@@ -251,9 +258,13 @@ def _cancel(job_id: str) -> None:
 
 
 @st.fragment(run_every=2.0)
-def live_status(job_id: str) -> None:
-    """Progress of one job, refreshed every 2 s while it is queued or running."""
+def live_status(job_id: str, shown_state: str) -> None:
+    """Progress of one job, refreshed every 2 s while it is queued or running; when its state
+    changes (queued -> running -> done/failed/cancelled) the whole page is drawn again, so the
+    job list never shows a state the job has left."""
     status = jobs.job_status(job_id)
+    if status.state != shown_state:
+        st.rerun()
     if status.state == jobs.QUEUED:
         position = jobs.queue_position(job_id, jobs.list_jobs())
         st.info(f"Queued: position {position}. One job trains at a time on this server.")
@@ -385,7 +396,7 @@ def jobs_section() -> None:
     with st.expander("Job settings and command"):
         st.code(status.spec().command(status.folder), language="bash")
     if status.active:
-        live_status(job_id)
+        live_status(job_id, status.state)
     elif status.state == jobs.DONE:
         results_section(status)
     elif status.state == jobs.FAILED:

@@ -365,3 +365,20 @@ def test_cancel_stops_a_running_job_and_keeps_nothing(cells, models_root):
     assert status.state == jobs.CANCELLED and not (status.folder / RESULTS_FILE).exists()
     assert not (status.folder / "models").exists() and _registry(models_root) == before
     _wait(lambda: not jobs.worker_alive(), "the worker to exit", 30)
+
+
+def test_a_one_group_dataset_is_refused_before_it_is_queued(models_root, tmp_path):
+    data = tmp_path / "cells"
+    for c in ("blast", "normal"):  # both classes, but every cell from one subject
+        folder = data / c / "P0"
+        folder.mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (16, 16), (120, 60 + 10 * i, 160)).save(folder / f"{c}{i}.png")
+    at = pick_folder(start(), data)
+    assert not any("cannot be used" in e.value for e in at.error)  # the dataset itself reads
+    queued = len(jobs.list_jobs())
+    assert any("cannot run on these cells" in e.value for e in at.error), [
+        e.value for e in at.error
+    ]
+    assert at.button(key="start").disabled
+    assert len(jobs.list_jobs()) == queued  # nothing was queued

@@ -76,6 +76,27 @@ def comparison_splits(
     return [(str(k + 1), split) for k, split in enumerate(folds_per_source(records, folds, seed))]
 
 
+def planned_splits(
+    records: Sequence[LabelledCrop], settings: CompareSettings
+) -> tuple[tuple[LabelledCrop, ...], list[tuple[str, SplitResult]]]:
+    """The records (grouped as the cell bank groups them) and the comparison's splits.
+
+    Raises:
+        ValueError: A split would leave its validation or test side empty (too few groups);
+            the Retrain page calls this before queueing, so such a job is never started.
+    """
+    records = tuple(replace(r, group=bank_group(r)) for r in records)
+    splits = comparison_splits(records, settings.folds, settings.seed, settings.protocol)
+    if not any(s.test for _, s in splits) or not all(s.val for _, s in splits):
+        n_groups = len({r.group for r in records})
+        fix = "add cells from more subjects or fields"
+        if settings.folds > 1 and settings.protocol != "leave_one_source_out":
+            fix += f", or use fewer folds than {settings.folds}"
+        raise ValueError(f"The cells come from {n_groups} group(s), too few for a grouped split "
+                         f"with validation and test sides: {fix}.")  # fmt: skip
+    return records, splits
+
+
 def cell_area_fraction(crops: np.ndarray) -> np.ndarray:
     """Share of each crop covered by the cell (non-black pixels): the size-only feature."""
     return (crops.max(axis=-1) > 4).mean(axis=(1, 2)).astype(np.float64)
@@ -319,11 +340,7 @@ def compare_models(
         The :class:`Comparison`; also written to ``run_dir`` when given.
     """
     start = time.perf_counter()
-    records = tuple(replace(r, group=bank_group(r)) for r in records)
-    splits = comparison_splits(records, settings.folds, settings.seed, settings.protocol)
-    if not any(s.test for _, s in splits) or not all(s.val for _, s in splits):
-        raise ValueError("The grouped split left the validation or test side empty: add cells "
-                         "from more subjects or fields, or use fewer folds.")  # fmt: skip
+    records, splits = planned_splits(records, settings)
     index = {id(r): i for i, r in enumerate(records)}
     fold_of = np.full(len(records), -1)
     for fold, (_, split) in enumerate(splits):
