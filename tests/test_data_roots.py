@@ -234,7 +234,8 @@ def test_the_page_refuses_paths_outside_the_roots_and_inspects_nothing(app_env):
         assert "Check a dataset first" in " ".join(i.value for i in at.info)
         assert str(app_env["outside"]) not in " ".join(errors).replace(typed, "")
     _check(at, "cells")  # a folder under the root, named relative to it
-    assert not at.error, [e.value for e in at.error]
+    refusals = [e.value for e in at.error if "too few for a grouped split" not in e.value]
+    assert not refusals, refusals  # read (its 2 subjects are too few to train on, said apart)
     assert {m.label: m.value for m in at.metric}["Cells"] == "4"
     assert at.session_state["retrain_dataset"]["locations"] == [
         str(app_env["root"].resolve() / "cells")  # the job's worker reads what was checked
