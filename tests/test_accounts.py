@@ -29,6 +29,7 @@ from leukemia_core.accounts import (
     User,
 )
 from leukemia_core.models.folder import set_active_model
+from train.compare import promote
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "app.py"
@@ -110,6 +111,8 @@ def test_roles_are_checked_in_the_core(db, tiny_models_dir, tmp_path):
         set_active_model("tiny", tiny_models_dir, user=reviewer)
     with pytest.raises(PermissionDeniedError, match="needs the admin role"):
         Accounts().add_user("x", "long enough pw", ["reviewer"], by=reviewer)
+    with pytest.raises(PermissionDeniedError, match="may not retrain, promote"):
+        promote(tmp_path / "no-run", "simple_cnn", "mine", user=reviewer, root=tiny_models_dir)
     admin = User("boss", frozenset({Role.MODEL_ADMIN}))
     set_active_model("tiny", tiny_models_dir, user=admin)
     change = Accounts().model_changes(1)[0]
