@@ -109,6 +109,7 @@ class CaseRecord(CaseHeader):
     audit: tuple[AuditEntry, ...]
     domain: DomainAssessment | None = None
     altered: tuple[str, ...] = ()
+    comment: str = ""
 
     @property
     def token(self) -> int:

@@ -316,6 +316,7 @@ def case_report_html(record: CaseRecord, *, flagged_limit: int = 48) -> str:
         ("Reviewed by", _e(", ".join(_reviewers(record)) or "—")),
         ("Model", _e(record.model_name)),
         ("How cells were labelled", _e(_decision_words(record.thresholds))),
+        ("Comment", _e(record.comment) if record.comment else "—"),
         ("Details", f"case id <code>{_e(record.case_id)}</code>; model weights "
                     f"<code>{_e(record.model_checksum or '—')}</code>"),
     ]  # fmt: skip

@@ -338,6 +338,14 @@ class Review:
         self.refresh(store)
         return len(ids)
 
+    def set_comment(self, store: CaseStore, comment: str, *, user: User) -> bool:
+        """Set the case's free-text comment for the report; True when it changed."""
+        require(user, Permission.REVIEW)
+        self._require_saved("the comment is kept in it")
+        changed = store.set_case_comment(self.case_id, comment, reviewer=user.name)
+        self.refresh(store)
+        return changed is not None
+
     def sign(self, store: CaseStore, *, user: User) -> bool:
         """Sign the case; True when it is now signed and frozen.
 

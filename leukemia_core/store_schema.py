@@ -163,6 +163,7 @@ def _v3_to_v4(conn: sqlite3.Connection) -> None:
     # A lab may ask for a second signer above a blast level: the first signature is kept here.
     conn.execute("ALTER TABLE cases ADD COLUMN first_signed_by TEXT")
     conn.execute("ALTER TABLE cases ADD COLUMN first_signed_at TEXT")
+    conn.execute("ALTER TABLE cases ADD COLUMN comment TEXT NOT NULL DEFAULT ''")  # for the report
     conn.execute("ALTER TABLE audit ADD COLUMN state TEXT NOT NULL DEFAULT ''")
     conn.execute("ALTER TABLE audit ADD COLUMN chain TEXT NOT NULL DEFAULT ''")
     conn.execute("DROP TRIGGER audit_is_append_only")
@@ -254,7 +255,7 @@ def case_digest(conn: sqlite3.Connection, case_id: str) -> str:
     """SHA-256 of what a case says: its header and every cell's labels and review flags."""
     case = conn.execute(
         "SELECT case_id, version, parent_id, sample_id, status, created_by, signed_by, signed_at, "
-        "model_name, model_checksum, thresholds FROM cases WHERE case_id = ?", (case_id,)
+        "model_name, model_checksum, thresholds, comment FROM cases WHERE case_id = ?", (case_id,)
     ).fetchone()  # fmt: skip
     columns = [r[1] for r in conn.execute("PRAGMA table_info(cells)")]
     said = [c for c in columns if c not in ("case_id", "crop_png", "overlay_png")]

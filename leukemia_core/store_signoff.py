@@ -12,6 +12,7 @@ from contextlib import AbstractContextManager
 
 from leukemia_core.case_record import STATUS_OPEN, STATUS_SIGNED
 from leukemia_core.store_rows import (
+    CaseInputError,
     CaseNotReopenableError,
     SignOffBlockedError,
     audit,
@@ -19,6 +20,8 @@ from leukemia_core.store_rows import (
     reviewer_name,
 )
 from leukemia_core.types import CellLabel
+
+MAX_COMMENT = 4000
 
 
 class CaseSignoff:
@@ -98,6 +101,25 @@ class CaseSignoff:
             audit(conn, case, "signed", reviewer, f"signed at {at}")
         return True
 
+    def set_case_comment(self, case_id: str, comment: str, *, reviewer: str) -> int | None:
+        """Set the case's free-text comment (shown in the report); None when unchanged.
+
+        Raises:
+            CaseSignedError: The case is signed.
+        """
+        reviewer = reviewer_name(reviewer)
+        comment = str(comment or "").strip()
+        if len(comment) > MAX_COMMENT:
+            raise CaseInputError(f"The comment has {len(comment)} characters; keep it under "
+                                 f"{MAX_COMMENT}.")  # fmt: skip
+        with self._transaction(write=True) as conn:
+            case = self._case(conn, case_id, open_only=True)
+            if case["comment"] == comment:
+                return None
+            conn.execute("UPDATE cases SET comment = ? WHERE case_id = ?",
+                         (comment, case["case_id"]))  # fmt: skip
+            return audit(conn, case, "comment", reviewer, comment[:200])
+
     def reopen_case(self, case_id: str, *, reviewer: str) -> str:
         """Copies a signed case into a new open version (same sample, version + 1).
 
@@ -131,9 +153,9 @@ class CaseSignoff:
                 )
             conn.execute(
                 "INSERT INTO cases (case_id, version, parent_id, sample_id, status, created_at, "
-                "created_by, model_name, model_checksum, thresholds, domain) SELECT ?, "
+                "created_by, model_name, model_checksum, thresholds, domain, comment) SELECT ?, "
                 "version + 1, case_id, sample_id, ?, ?, ?, model_name, model_checksum, "
-                "thresholds, domain "
+                "thresholds, domain, comment "
                 "FROM cases WHERE case_id = ?",
                 (new_id, STATUS_OPEN, now(), reviewer, old["case_id"]),
             )

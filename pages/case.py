@@ -53,6 +53,20 @@ with st.expander("Details: identifiers, checksums and thresholds"):
     )  # fmt: skip
     st.code(json.dumps(record.thresholds, indent=2), language="json")
 
+st.subheader("Comment for the report", divider="gray")
+comment = st.text_area(
+    "Comment", value=record.comment, key=f"case_comment_{record.case_id}", max_chars=4000,
+    disabled=record.is_signed or not account.can(Permission.REVIEW),
+    label_visibility="collapsed", placeholder="e.g. morphology notes, what to repeat",
+)  # fmt: skip
+changed = not record.is_signed and comment != record.comment
+if changed and st.button("Save comment", key="save_comment", icon=":material/save:"):
+    try:
+        state.set_comment(session, comment)
+        st.rerun()
+    except LeukemiaCoreError as error:
+        st.error(str(error))
+
 st.subheader("Sign-off", divider="gray")
 if record.is_signed:
     st.success(

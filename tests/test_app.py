@@ -605,3 +605,17 @@ def test_a_reload_brings_the_open_case_back(db, demo_png):
     assert session_of(again).case_id == case_id and session_of(again).sample_id == "RELOAD-1"
     go(again, "review")
     assert len(relabel_keys(again)) == len(session_of(at).cells)
+
+
+def test_a_comment_written_on_the_case_page_reaches_the_report(db, demo_png, downloads):
+    at = start()
+    analyze(at, [("field.png", demo_png)])
+    save_case(at, sample_id="NOTE-1")
+    go(at, "case")
+    key = f"case_comment_{session_of(at).case_id}"
+    at.text_area(key=key).input("Repeat with a fresh smear").run()
+    at.button(key="save_comment").click().run()
+    assert not errors(at)
+    assert CaseStore(db).load_case(session_of(at).case_id).comment == "Repeat with a fresh smear"
+    go(at, "report")
+    assert "Repeat with a fresh smear" in downloads["NOTE-1_v1_report.html"].decode()

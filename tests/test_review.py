@@ -381,3 +381,23 @@ def test_the_cell_view_outline_takes_the_colour_asked_for(session):
     assert red.shape == green.shape == (192, 192, 3)
     is_red = (red[..., 0] == 200) & (red[..., 1] == 0) & (red[..., 2] == 0)
     assert is_red.sum() > 50 and not np.array_equal(red, green)
+
+
+def test_a_comment_is_kept_for_the_report_and_frozen_with_the_case(saved, store):
+    user = account("A")
+    assert saved.set_comment(store, "  Nucleoli in <b>most</b> blasts  ", user=user)
+    assert not saved.set_comment(store, "Nucleoli in <b>most</b> blasts", user=user)  # unchanged
+    record = store.load_case(saved.case_id)
+    assert record.comment == "Nucleoli in <b>most</b> blasts" and record.altered == ()
+    assert record.audit[-1].action == "comment"
+    page = case_report_html(record)
+    assert "Nucleoli in &lt;b&gt;most&lt;/b&gt; blasts" in page and "<b>most" not in page
+    saved.accept(store, [c.key for c in saved.cells], user=user)
+    for cell in saved.cells:
+        if cell.label == CellLabel.UNCERTAIN:
+            saved.relabel(store, *cell.key, "normal", user=user)
+    saved.sign(store, user=user)
+    with pytest.raises(CaseSignedError):
+        saved.set_comment(store, "changed after signing", user=user)
+    reopened = store.load_case(saved.reopen(store, user=user))
+    assert reopened.comment == "Nucleoli in <b>most</b> blasts"  # the new version keeps it

@@ -119,6 +119,11 @@ def accept(session: Review, keys: list[tuple[int, int]]) -> int:
     return session.accept(case_store(), keys, user=auth.user())
 
 
+def set_comment(session: Review, comment: str) -> bool:
+    """Keep the case's comment for the report, as the logged-in account."""
+    return session.set_comment(case_store(), comment, user=auth.user())
+
+
 def sign(session: Review) -> None:
     """Sign and freeze the case as the logged-in account (see :meth:`Review.sign`)."""
     session.sign(case_store(), user=auth.user())
