@@ -590,7 +590,9 @@ def test_a_reviewer_saves_and_relabels_but_the_sign_button_is_a_signers(db, demo
     assert {a.reviewer for a in record.audit} == {"R. Eviewer"} and not record.is_signed
 
 
-def test_a_reload_brings_the_open_case_back(db, demo_png):
+def test_a_reload_brings_the_open_case_back_and_a_comment_reaches_the_report(
+    db, demo_png, downloads
+):
     at = start()
     analyze(at, [("field.png", demo_png)])
     assert "case" not in at.query_params  # nothing saved yet
@@ -605,17 +607,11 @@ def test_a_reload_brings_the_open_case_back(db, demo_png):
     assert session_of(again).case_id == case_id and session_of(again).sample_id == "RELOAD-1"
     go(again, "review")
     assert len(relabel_keys(again)) == len(session_of(at).cells)
-
-
-def test_a_comment_written_on_the_case_page_reaches_the_report(db, demo_png, downloads):
-    at = start()
-    analyze(at, [("field.png", demo_png)])
-    save_case(at, sample_id="NOTE-1")
-    go(at, "case")
-    key = f"case_comment_{session_of(at).case_id}"
-    at.text_area(key=key).input("Repeat with a fresh smear").run()
-    at.button(key="save_comment").click().run()
-    assert not errors(at)
-    assert CaseStore(db).load_case(session_of(at).case_id).comment == "Repeat with a fresh smear"
-    go(at, "report")
-    assert "Repeat with a fresh smear" in downloads["NOTE-1_v1_report.html"].decode()
+    # the reopened case takes a comment on the Case page, and the report shows it
+    go(again, "case")
+    again.text_area(key=f"case_comment_{case_id}").input("Repeat with a fresh smear").run()
+    again.button(key="save_comment").click().run()
+    assert not errors(again)
+    assert CaseStore(db).load_case(case_id).comment == "Repeat with a fresh smear"
+    go(again, "report")
+    assert "Repeat with a fresh smear" in downloads["RELOAD-1_v1_report.html"].decode()

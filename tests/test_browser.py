@@ -200,11 +200,11 @@ def test_upload_review_reclassify_and_download_in_a_real_browser(
         _idle(page, 1500)
         while int(_metric(page, "Uncertain")) > 0:
             controls.first.get_by_role("radio", name="Normal").click()
-            _idle(page, 1200)
+            _idle(page, 400)
         accept = page.get_by_role("button", name=re.compile("^Accept the label of"))
         while accept.count():  # after looking at them: accept the model's call for the rest
             accept.first.click()
-            _idle(page, 1200)
+            _idle(page, 400)
         page.locator("[data-testid=stSidebarNav]").get_by_text(
             "Case & sign-off", exact=True
         ).click()
