@@ -119,7 +119,7 @@ class CaseRecord(CaseHeader):
     @property
     def n_unreviewed(self) -> int:
         """Cells no reviewer has relabelled or accepted (border cells need no review)."""
-        return sum(not c.reviewed and c.label != CellLabel.BORDER for c in self.cells)
+        return sum(c.awaits_review for c in self.cells)
 
     def counts(self) -> BlastCount:
         """Blast count of the whole sample from the current (reviewed) labels."""

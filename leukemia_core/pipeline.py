@@ -35,7 +35,7 @@ from leukemia_core.imaging import PreparedImage, mask_outline
 from leukemia_core.labellers import NO_MODEL, CropCalls, Labeller, labeller_for, send_to_review
 from leukemia_core.segmentation import SegmentationParams, segment_wbc
 from leukemia_core.single_cell import single_cell_crop
-from leukemia_core.types import BlastCount, Cell, Field
+from leukemia_core.types import BlastCount, Cell, CellLabel, Field
 
 MODE_FIELDS = "fields"
 MODE_CELLS = "cells"
@@ -150,7 +150,7 @@ def _labelled(cell: Cell, calls: CropCalls, i: int, field_index: int) -> Cell:
     prediction = calls.predictions[i]
     score = None if calls.domain_scores is None else float(calls.domain_scores[i])
     label = cell.model_label
-    if prediction is not None and label != "border":
+    if prediction is not None and label != CellLabel.BORDER:
         label = prediction.label
     probability = None if prediction is None else prediction.blast_probability
     return replace(cell, field_index=field_index, blast_probability=probability,

@@ -193,7 +193,7 @@ class Review:
     @property
     def n_unreviewed(self) -> int:
         """Cells no reviewer has relabelled or accepted yet (border cells need no review)."""
-        return sum(not c.reviewed and c.label != CellLabel.BORDER for c in self._cells.values())
+        return sum(c.awaits_review for c in self._cells.values())
 
     @property
     def provisional(self) -> str | None:

@@ -189,6 +189,12 @@ class Cell:
         return (self.field_index, self.cell_id)
 
     @property
+    def awaits_review(self) -> bool:
+        """Not yet relabelled or accepted by a reviewer (border cells are never counted, so they
+        need no review; the store's sign-off applies the same rule)."""
+        return not self.reviewed and self.label != CellLabel.BORDER
+
+    @property
     def changed_by_reviewer(self) -> bool:
         """True when the current label differs from the model's."""
         return self.label != self.model_label
