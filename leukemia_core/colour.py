@@ -46,7 +46,7 @@ def white_cells(image: np.ndarray) -> np.ndarray:
     return distance <= np.maximum(2.0, WHITE_CELL_GROWTH * radius)
 
 
-def _background_colour(image: np.ndarray) -> np.ndarray:
+def background_colour(image: np.ndarray) -> np.ndarray:
     """Colour of the bare glass: the median of the brightest, least saturated pixels."""
     rgb = image.reshape(-1, 3).astype(np.float32)
     brightness = rgb.mean(axis=1) - 0.5 * (rgb.max(axis=1) - rgb.min(axis=1))
@@ -62,7 +62,7 @@ def foreground(image: np.ndarray, exclude: np.ndarray | None = None) -> np.ndarr
     threshold search: otherwise, in a field with many blasts, Otsu would split nuclei from
     everything else instead of cells from glass.
     """
-    background = _background_colour(image)
+    background = background_colour(image)
     darkness = cv2.GaussianBlur(background[1] - image[..., 1].astype(np.float32), (0, 0), 1.0)
     purple = nucleus_score(image) > STRONG_PURPLE
     values = darkness[~(purple if exclude is None else purple | exclude)]

@@ -17,6 +17,7 @@ from leukemia_core.masks import fill_holes
 from leukemia_core.resampling import resize
 
 ESTIMATION_SIDE = 640  # px: the coarse view used to estimate the red-cell size
+PEAK_FOOTPRINT = 15  # px at ESTIMATION_SIDE: about a third of a typical red cell there
 MIN_RADIUS_FRACTION = 0.3  # of the 90th-percentile blob radius (measured on BCCD red-cell boxes)
 
 
@@ -45,6 +46,17 @@ def estimate_red_cell_diameter(image: np.ndarray) -> float | None:
     Red cells dominate any smear field, so the weighted median of the largest inscribed-circle
     radius of each red-cell blob is a robust size estimate even when red cells touch in chains.
     """
+    return estimate_red_cell_diameters(image)[0]
+
+
+def estimate_red_cell_diameters(image: np.ndarray) -> tuple[float | None, float | None]:
+    """The typical red-cell diameter (see :func:`estimate_red_cell_diameter`) and a low one.
+
+    The low estimate is the median radius at distance-transform peaks: every red cell counts
+    once, so overlapping red cells that merge into large blobs (thick areas, high
+    magnification) cannot inflate it, while it tends to read small where cells overlap. A size
+    floor meant never to remove a white cell uses the lower of the two.
+    """
     check_rgb(image, "estimate_red_cell_diameter")
     scale = min(1.0, ESTIMATION_SIDE / max(image.shape[:2]))
     small = resize(image, scale)
@@ -57,12 +69,20 @@ def estimate_red_cell_diameter(image: np.ndarray) -> float | None:
         purple, iterations=2
     )
     if red_cells.mean() < 0.01:
-        return None
+        return None, None
     filled = fill_holes(red_cells)
     labels, n = ndi.label(filled)
     if n < 3:
-        return None
+        return None, None
     distance = cv2.distanceTransform(filled.astype(np.uint8), cv2.DIST_L2, 5)
+    typical = _inscribed_circle_diameter(distance, labels, n)
+    if typical is None:
+        return None, None
+    low = _peak_diameter(distance)
+    return typical / scale, min(typical, low if low is not None else typical) / scale
+
+
+def _inscribed_circle_diameter(distance, labels, n) -> float | None:
     # The largest inscribed circle of each blob is about one red-cell radius even for chains
     # of touching cells. Weighting by the square root of blob area lets specks (platelets, dust)
     # count less without letting a few large clumps decide (measured on BCCD red-cell boxes).
@@ -76,7 +96,18 @@ def estimate_red_cell_diameter(image: np.ndarray) -> float | None:
     whole = usable & (radii >= MIN_RADIUS_FRACTION * np.percentile(radii[usable], 90))
     if whole.sum() >= 3:
         usable = whole
-    return float(2.0 * _weighted_median(radii[usable], np.sqrt(areas[usable])) / scale)
+    return float(2.0 * _weighted_median(radii[usable], np.sqrt(areas[usable])))
+
+
+def _peak_diameter(distance: np.ndarray) -> float | None:
+    """Median diameter at local maxima of the distance transform (one per red cell)."""
+    peaks = (distance == ndi.maximum_filter(distance, size=PEAK_FOOTPRINT)) & (distance >= 2.0)
+    labels, n = ndi.label(peaks)
+    if n < 3:
+        return None
+    radii = np.asarray(ndi.maximum(distance, labels, np.arange(1, n + 1)))
+    radii = radii[radii >= MIN_RADIUS_FRACTION * np.percentile(radii, 90)]
+    return float(2.0 * np.median(radii))
 
 
 def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:

@@ -1,6 +1,8 @@
 """Find white blood cells in a stained blood-smear field.
 
-The pipeline is scale-aware: it first estimates the typical red-cell diameter from the image itself,
+The field is first brought to the reference stain (:mod:`leukemia_core.stain`: white glass,
+reference red-cell colour), so that one colour rule serves every microscope. The pipeline is
+scale-aware: it then estimates the typical red-cell diameter from the image itself,
 resizes the field so that red cells are :attr:`SegmentationParams.working_red_cell_diameter` pixels
 wide, detects nuclei and whole cells there, and finally refines each cell's masks at full
 resolution inside its own bounding box. Every size threshold is a multiple of the red-cell diameter,
@@ -31,7 +33,8 @@ from leukemia_core.clumps import merge_halves, split_clump
 from leukemia_core.colour import nucleus_score
 from leukemia_core.masks import fill_holes
 from leukemia_core.resampling import resize
-from leukemia_core.scale import check_rgb, estimate_red_cell_diameter
+from leukemia_core.scale import check_rgb, estimate_red_cell_diameters
+from leukemia_core.stain import REFERENCE_RED_CELL_OD, estimate_stain, normalise_stain
 from leukemia_core.types import Segmentation
 
 
@@ -49,7 +52,10 @@ class SegmentationParams:
             white cells from turning its most purple red cells into "nuclei".
         min_nucleus_area: Smallest nucleus (after merging lobes) kept, in red-cell areas;
             platelets are about 0.05-0.1.
-        min_cell_area: Smallest whole cell kept, in red-cell areas.
+        min_cell_area: Smallest whole cell kept, in red-cell areas of the *lower* red-cell
+            size estimate (:func:`scale.estimate_red_cell_diameters`), so that a scale read
+            too large (overlapping red cells) never removes a white cell. Giant platelets and
+            platelet clumps, which take the nucleus colour, are smaller.
         lobe_merge_distance: Nucleus fragments closer than this belong to one cell.
         split_depth: Two touching nuclei are split when their distance-transform peaks stand
             this much (in red-cell diameters) above the neck between them.
@@ -72,6 +78,8 @@ class SegmentationParams:
         min_border_cell_area: A cell cut by the border must show at least this much area
             (red-cell areas); smaller slivers are dropped.
         border_margin_px: A cell within this many full-resolution pixels of the edge is flagged.
+        normalise_stain: Bring the field to the reference stain before detection.
+        reference_red_cell_od: The red-cell optical density (R, G, B) of the reference stain.
     """
 
     red_cell_diameter_px: float | None = None
@@ -79,7 +87,7 @@ class SegmentationParams:
     nucleus_threshold: float | None = None
     min_nucleus_score: float = 30.0
     min_nucleus_area: float = 0.15
-    min_cell_area: float = 0.2
+    min_cell_area: float = 0.4
     lobe_merge_distance: float = 0.12
     split_depth: float = 0.17
     max_cytoplasm_width: float = 0.45
@@ -94,6 +102,8 @@ class SegmentationParams:
     min_split_nucleus_area: float = 0.8
     min_border_cell_area: float = 0.5
     border_margin_px: int = 2
+    normalise_stain: bool = True
+    reference_red_cell_od: tuple[float, float, float] = REFERENCE_RED_CELL_OD
 
 
 DEFAULT_PARAMS = SegmentationParams()
@@ -114,7 +124,12 @@ def segment_wbc(image: np.ndarray, params: SegmentationParams | None = None) -> 
     """
     params = params or DEFAULT_PARAMS
     check_rgb(image, "segment_wbc")
-    diameter = params.red_cell_diameter_px or estimate_red_cell_diameter(image)
+    stain = estimate_stain(image, params.reference_red_cell_od)
+    if params.normalise_stain:
+        image = normalise_stain(image, stain)
+    diameter = low_diameter = params.red_cell_diameter_px
+    if diameter is None:
+        diameter, low_diameter = estimate_red_cell_diameters(image)
     if diameter is None:
         # Without red cells there is no scale and, in practice, no smear: a blank slide, a photo
         # of something else, or a single-cell crop (which needs no segmentation).
@@ -125,7 +140,7 @@ def segment_wbc(image: np.ndarray, params: SegmentationParams | None = None) -> 
             "crops use single-cell mode; for a smear with unusual red cells set "
             "SegmentationParams.red_cell_diameter_px."
         )
-        return Segmentation(empty, empty.copy(), 0.0, 1.0, (), (note,))
+        return Segmentation(empty, empty.copy(), 0.0, 1.0, (), (note,), stain)
     scale = min(1.0, params.working_red_cell_diameter / diameter)
     small = resize(image, scale)
     d_small = diameter * scale
@@ -139,7 +154,15 @@ def segment_wbc(image: np.ndarray, params: SegmentationParams | None = None) -> 
         params.merge_min_contact,
     )
     nuclei, cells, border = _refine_full_resolution(
-        image, nuclei_small, cells_small, scale, threshold, reference_b, diameter, params
+        image,
+        nuclei_small,
+        cells_small,
+        scale,
+        threshold,
+        reference_b,
+        diameter,
+        params,
+        min_cell_px=params.min_cell_area * np.pi * low_diameter**2 / 4,
     )
     notes = ()
     if cells.max() == 0:
@@ -154,6 +177,7 @@ def segment_wbc(image: np.ndarray, params: SegmentationParams | None = None) -> 
         working_scale=float(scale),
         border_cell_ids=border,
         notes=notes,
+        stain=stain,
     )
 
 
@@ -257,6 +281,7 @@ def _refine_full_resolution(
     reference_b: float,
     diameter: float,
     params: SegmentationParams,
+    min_cell_px: float,
 ) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
     """Upsample each cell's territory, re-threshold it at full resolution, split pressed clumps.
 
@@ -269,7 +294,6 @@ def _refine_full_resolution(
     smooth = max(1, round(0.04 * diameter))
     disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * smooth + 1, 2 * smooth + 1))
     red_cell_area = np.pi * diameter**2 / 4
-    min_cell = params.min_cell_area * red_cell_area
     min_nucleus = params.min_nucleus_area * red_cell_area
     min_border_cell = params.min_border_cell_area * red_cell_area
     margin = max(1, params.border_margin_px)
@@ -305,7 +329,7 @@ def _refine_full_resolution(
             )
         for part_cell, part_nucleus in parts:
             area = part_cell.sum()
-            if area < min_cell or part_nucleus.sum() < min_nucleus:
+            if area < min_cell_px or part_nucleus.sum() < min_nucleus:
                 continue
             on_border = _touches_border(part_cell, rows, cols, height, width, margin)
             # A sliver of a cell at the field edge can be neither classified nor reviewed.

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from leukemia_core.domain import DomainAssessment
+from leukemia_core.stain import StainEstimate
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class Segmentation:
         working_scale: Factor the field was resized by for detection (1.0 = full resolution).
         border_cell_ids: Ids of cells cut by the image border.
         notes: Human-readable warnings (e.g. "no white cells found").
+        stain: The field's glass and red-cell colour (:class:`leukemia_core.stain.StainEstimate`).
     """
 
     nucleus_labels: np.ndarray
@@ -70,6 +72,7 @@ class Segmentation:
     working_scale: float
     border_cell_ids: tuple[int, ...] = ()
     notes: tuple[str, ...] = ()
+    stain: StainEstimate | None = None
 
     @property
     def n_cells(self) -> int:

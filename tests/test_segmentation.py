@@ -8,7 +8,8 @@ import pytest
 from leukemia_core.clumps import split_clump
 from leukemia_core.cropping import CROP_FIELD_RED_CELLS, crop_cells, draw_overlay
 from leukemia_core.errors import SegmentationError
-from leukemia_core.segmentation import SegmentationParams, estimate_red_cell_diameter, segment_wbc
+from leukemia_core.scale import estimate_red_cell_diameter
+from leukemia_core.segmentation import SegmentationParams, segment_wbc
 from leukemia_core.single_cell import single_cell_crop
 from leukemia_core.synthetic import make_smear
 from train.evaluate import segmentation as quality

@@ -1,7 +1,9 @@
 """``python -m train.evaluate COMMAND ...``: quality figures as one JSON object on stdout.
 
 Segmentation: ``wbc --bccd DIR``, ``smears --all-idb1 DIR``, ``crops --all-idb2 DIR``,
-``fields --all-idb1 DIR --all-idb2 DIR`` (ALL-IDB2 outlines judged in their ALL-IDB1 fields).
+``fields --all-idb1 DIR --all-idb2 DIR`` (ALL-IDB2 outlines judged in their ALL-IDB1 fields);
+``wbc``/``smears`` take ``--misses FILE.csv`` (each missed expert cell and false detection);
+``lodo --bccd DIR --deepbionet DIR --all-idb1 DIR --all-idb2 DIR`` (leave-one-dataset-out).
 Classifier (add ``--model NAME``; the active model when omitted for ``cells``/``normals``):
 ``cells --data DIR``, ``normals --data DIR``, ``smears --all-idb1 DIR --model NAME``.
 ``--held-out`` skips the groups the model was trained or calibrated on (its ``split.csv``);
@@ -40,6 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     smears = commands.add_parser("smears", help="blast detection on ALL-IDB1-layout fields")
     smears.add_argument("--all-idb1", type=Path, required=True, help="folder with images/ and xyc/")
+    for sub in (wbc, smears):
+        sub.add_argument("--misses", type=Path,
+                         help="also write each missed expert cell and false detection to this CSV")  # fmt: skip
+    lodo = commands.add_parser(
+        "lodo", help="segmentation figures with each dataset left out of the stain reference"
+    )
+    for name in ("bccd", "deepbionet", "all-idb1", "all-idb2"):
+        lodo.add_argument(f"--{name}", type=Path, help=f"{name} folder (BCCD / ALL-IDB layout)")
     crops = commands.add_parser("crops", help="centre-cell masks on ALL-IDB2-layout crops")
     crops.add_argument(
         "--all-idb2", type=Path, required=True, help="folder with images/ and masks/"
@@ -134,12 +144,20 @@ def main(argv: list[str] | None = None) -> int:
 
 def _segmentation_run(args) -> dict:
     """Figures of a segmentation command; FileNotFoundError/ValueError say what is missing."""
-    folders = [getattr(args, name) for name in _SEGMENTATION_FOLDERS[args.command]]
+    names = _SEGMENTATION_FOLDERS.get(args.command)
+    if args.command == "lodo":
+        names = [n for n in _LODO_NAMES if getattr(args, n.replace("-", "_"))]
+    folders = [getattr(args, name.replace("-", "_")) for name in names]
     for folder in folders:
         if not (folder / "images").is_dir():
             raise FileNotFoundError(
                 f"{folder} has no images/ folder; see --help for the expected layout."
             )
+    if args.command == "lodo":
+        from train.evaluate.lodo import leave_one_dataset_out
+
+        return {"command": "lodo", **leave_one_dataset_out(dict(zip(
+            [n.replace("-", "_") for n in _LODO_NAMES], folders, strict=True)), _progress)}  # fmt: skip
     if args.command == "fields":
         result = seg_eval.evaluate_cells_in_fields(*folders, progress=_progress)
         if not result["n_cells"]:
@@ -150,7 +168,17 @@ def _segmentation_run(args) -> dict:
         return {"command": "fields", **result}
     run = {"wbc": seg_eval.evaluate_wbc, "smears": seg_eval.evaluate_smears,
            "crops": seg_eval.evaluate_crops}[args.command]  # fmt: skip
-    return {"command": args.command, "data": str(folders[0]), **run(folders[0], progress=_progress)}
+    outcomes = [] if getattr(args, "misses", None) else None
+    result = run(
+        folders[0], progress=_progress, **({} if outcomes is None else {"outcomes": outcomes})
+    )
+    if outcomes is not None:
+        from train.evaluate.detections import write_outcomes
+
+        write_outcomes(args.misses, outcomes)
+        print(f"{len(outcomes)} misses and false detections written to {args.misses}",
+              file=sys.stderr)  # fmt: skip
+    return {"command": args.command, "data": str(folders[0]), **result}
 
 
 # The dataset folders (argument names) each segmentation command reads.
@@ -158,6 +186,7 @@ _SEGMENTATION_FOLDERS = {
     "wbc": ("bccd",), "smears": ("all_idb1",), "crops": ("all_idb2",),
     "fields": ("all_idb1", "all_idb2"),
 }  # fmt: skip
+_LODO_NAMES = ("bccd", "deepbionet", "all-idb1", "all-idb2")
 
 if __name__ == "__main__":
     raise SystemExit(main())

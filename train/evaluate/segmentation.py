@@ -19,6 +19,7 @@ from leukemia_core.io import read_image
 from leukemia_core.scale import estimate_red_cell_diameter
 from leukemia_core.segmentation import SegmentationParams, segment_wbc
 from leukemia_core.types import Segmentation
+from train.evaluate import detections
 
 Progress = Callable[[int, int, str], None]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
@@ -81,23 +82,37 @@ def centroids(segmentation: Segmentation) -> list[tuple[float, float]]:
     ]
 
 
-def match_boxes(points: list[tuple[float, float]], boxes: list[Box]) -> int:
-    """True positives: boxes holding a detected centroid, each box and point used at most once.
+def assign_boxes(points: list[tuple[float, float]], boxes: list[Box]) -> dict[int, int]:
+    """Point index -> box index; each box and point used at most once.
 
     Points are assigned greedily to the smallest containing free box, which maximises matches
     for the nested or overlapping boxes seen in practice.
     """
     free = set(range(len(boxes)))
-    matched = 0
-    for x, y in points:
+    assigned = {}
+    for index, (x, y) in enumerate(points):
         candidates = [i for i in free if boxes[i].contains(x, y)]
         if candidates:
             best = min(
                 candidates, key=lambda i: (boxes[i].x1 - boxes[i].x0) * (boxes[i].y1 - boxes[i].y0)
             )
             free.discard(best)
-            matched += 1
-    return matched
+            assigned[index] = best
+    return assigned
+
+
+def match_boxes(points: list[tuple[float, float]], boxes: list[Box]) -> int:
+    """True positives: boxes holding a detected centroid (see :func:`assign_boxes`)."""
+    return len(assign_boxes(points, boxes))
+
+
+def labels_swapped(wbc: list[Box], rbc: list[Box]) -> bool:
+    """Whether a field's annotation calls its red cells white cells.
+
+    Normal blood holds hundreds of red cells per white cell, so more WBC than RBC boxes (and
+    more than a handful) can only be a label swap; such fields are left out and listed.
+    """
+    return len(wbc) > max(5, len(rbc))
 
 
 def cells_at_points(points: list[tuple[float, float]], labels: np.ndarray) -> dict[int, int]:
@@ -129,20 +144,34 @@ def _segment(path: Path, params: SegmentationParams | None) -> Segmentation:
     return segment_wbc(read_image(path).rgb, params)
 
 
-def evaluate_wbc(root: Path, params=None, progress: Progress | None = None) -> dict:
-    """WBC detection and mask quality on a BCCD-layout folder (images/, annotations/, masks/)."""
+def evaluate_wbc(
+    root: Path, params=None, progress: Progress | None = None, outcomes: list | None = None
+) -> dict:
+    """WBC detection and mask quality on a BCCD-layout folder (images/, annotations/, masks/).
+
+    Fields whose annotation swaps red and white cells (:func:`labels_swapped`) are skipped and
+    listed. ``outcomes``, when given, receives a :class:`detections.Outcome` per missed box and
+    per false detection.
+    """
     images = _images(root / "images")
     tp = n_detected = n_truth = 0
-    nucleus_dice, cell_dice = [], []
+    nucleus_dice, cell_dice, swapped = [], [], []
     for i, path in enumerate(images):
-        seg = _segment(path, params)
         xml = root / "annotations" / f"{path.stem}.xml"
-        if xml.exists():
-            boxes = read_voc_boxes(xml)
+        boxes = read_voc_boxes(xml) if xml.exists() else None
+        if boxes and labels_swapped(boxes, read_voc_boxes(xml, "RBC")):
+            swapped.append(path.name)
+            continue
+        seg = _segment(path, params)
+        if boxes is not None:
             points = centroids(seg)
-            tp += match_boxes(points, boxes)
+            assigned = assign_boxes(points, boxes)
+            tp += len(assigned)
             n_detected += len(points)
             n_truth += len(boxes)
+            if outcomes is not None:
+                outcomes += detections.box_outcomes(root.name, path.name, seg, points, boxes,
+                                                    assigned)  # fmt: skip
         mask_path = _bccd_mask_path(root, path)
         if mask_path is not None:
             truth = np.asarray(Image.open(mask_path).convert("L"))
@@ -155,10 +184,11 @@ def evaluate_wbc(root: Path, params=None, progress: Progress | None = None) -> d
         "wbc_recall": tp / n_truth if n_truth else 0.0,
         "nucleus_dice": float(np.mean(nucleus_dice)) if nucleus_dice else None,
         "cell_dice": float(np.mean(cell_dice)) if cell_dice else None,
-        "n_images": len(images),
+        "n_images": len(images) - len(swapped),
         "n_wbc_boxes": n_truth,
         "n_detections": n_detected,
         "n_images_with_masks": len(nucleus_dice),
+        "fields_with_swapped_labels": swapped,
     }
 
 
@@ -186,14 +216,21 @@ def iter_smears(
         yield path, rgb, seg, points, seconds
 
 
-def evaluate_smears(root: Path, params=None, progress: Progress | None = None) -> dict:
-    """Blast detection recall and white cells per field on an ALL-IDB1-layout folder."""
+def evaluate_smears(
+    root: Path, params=None, progress: Progress | None = None, outcomes: list | None = None
+) -> dict:
+    """Blast detection recall and white cells per field on an ALL-IDB1-layout folder.
+
+    ``outcomes``, when given, receives a :class:`detections.Outcome` per missed expert blast.
+    """
     n_images = len(_images(root / "images"))
     found = total = 0
     cells_per_field, seconds = [], []
     for i, (path, _, seg, points, secs) in enumerate(iter_smears(root, params)):
         found += match_points_to_cells(points, seg.cell_labels)
         total += len(points)
+        if outcomes is not None:
+            outcomes += detections.point_outcomes(root.name, path.name, seg, points)
         cells_per_field.append(seg.n_cells)
         seconds.append(secs)
         if progress:

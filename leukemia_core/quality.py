@@ -1,0 +1,166 @@
+"""Field quality checks: is this field fit to be counted?
+
+Each check measures one thing a hematologist looks at before trusting a field, in units that do
+not depend on the microscope (red-cell diameters, the reference stain):
+
+- focus: the width of red-cell edges (a blurred edge is wide), in red-cell diameters;
+- stain: red-cell optical density against the reference stain (over- or under-stained), and the
+  colour cast (how far the red cells' hue is from the reference);
+- magnification: the red-cell diameter in pixels, against the range the tool was built for;
+- white cells: too many per red cell means red cells were taken for white cells;
+- thick area: cells cover nearly all the glass, red cells overlap and white cells hide.
+
+A field with any warning has its cells sent to review (:func:`leukemia_core.pipeline.analyze`).
+The limits were set on the development datasets; ``python bench/quality.py`` measures how often
+each check fires on clean and degraded real fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from leukemia_core.colour import foreground, nucleus_score
+from leukemia_core.resampling import resize
+from leukemia_core.stain import normalise_stain
+from leukemia_core.types import Segmentation
+
+WORKING_RED_CELL_DIAMETER = 24.0  # px: the view edges are measured on
+FOCUS = "focus"
+STAIN = "stain"
+COLOUR_CAST = "colour cast"
+MAGNIFICATION = "magnification"
+WHITE_CELLS = "white cells"
+THICK_AREA = "thick area"
+
+
+@dataclass(frozen=True)
+class QualityLimits:
+    """Where each check starts to warn.
+
+    Attributes:
+        max_edge_blur: Red-cell edge width (Gaussian sigma) in red-cell diameters; sharp fields
+            of the development datasets measure 0.04-0.08.
+        density_range: Red-cell optical density relative to the reference stain.
+        max_colour_cast: Spread of the per-channel stain gains, in powers of two (1 = one
+            channel needs twice the correction of another); development fields reach 1.4.
+        max_glass_tint: log2 of the glass's brightest over its dimmest channel (white
+            balance); development fields reach 0.1, the bluish microscope 0.7.
+        red_cell_diameter_range: Red-cell diameters (input pixels) the segmentation supports.
+        max_white_cells_per_red_cell: White cells per red-cell area of glass.
+        max_cover: Share of the field covered by cells.
+    """
+
+    max_edge_blur: float = 0.10
+    density_range: tuple[float, float] = (0.4, 3.5)
+    max_colour_cast: float = 2.0
+    max_glass_tint: float = 1.0
+    red_cell_diameter_range: tuple[float, float] = (12.0, 250.0)
+    max_white_cells_per_red_cell: float = 0.1
+    max_cover: float = 0.9
+
+
+DEFAULT_LIMITS = QualityLimits()
+
+
+@dataclass(frozen=True)
+class QualityWarning:
+    """One failed check: which, its measured value, the limit, and what it means for the user."""
+
+    check: str
+    value: float
+    limit: float
+    message: str
+
+
+def check_field(
+    image: np.ndarray, segmentation: Segmentation, limits: QualityLimits = DEFAULT_LIMITS
+) -> tuple[QualityWarning, ...]:
+    """Every check that fails on one segmented field (empty when the field looks fit)."""
+    diameter = segmentation.red_cell_diameter_px
+    if diameter <= 0:
+        return ()  # no red cells: the segmentation's note already says this is no smear field
+    warnings = []
+    low, high = limits.red_cell_diameter_range
+    if not low <= diameter <= high:
+        warnings.append(QualityWarning(MAGNIFICATION, diameter, low if diameter < low else high,
+            f"Magnification outside the supported range: red cells are {diameter:.0f} px wide "
+            f"(supported {low:.0f}-{high:.0f} px). Use a 40x-100x objective or resize the image; "
+            "cell sizes and the counts may be wrong."))  # fmt: skip
+    stain = segmentation.stain
+    view = image if stain is None else normalise_stain(image, stain)
+    scale = min(1.0, WORKING_RED_CELL_DIAMETER / diameter)
+    small = resize(view, scale)
+    cells = foreground(small)
+    blur = edge_blur(small, cells, diameter * scale)
+    if blur is not None and blur > limits.max_edge_blur:
+        warnings.append(QualityWarning(FOCUS, blur, limits.max_edge_blur,
+            "Out of focus: cell edges are blurred, so white cells may be missed or merged. "
+            "Refocus and capture the field again."))  # fmt: skip
+    warnings += _stain_warnings(stain, limits)
+    cover = float(cells.mean())
+    if cover > limits.max_cover:
+        warnings.append(QualityWarning(THICK_AREA, cover, limits.max_cover,
+            f"Thick area: cells cover {cover:.0%} of the field and overlap, so white cells can "
+            "hide under red cells. Move to the thinner monolayer near the feathered edge."))  # fmt: skip
+    red_cell_areas = image.shape[0] * image.shape[1] / (np.pi * diameter**2 / 4)
+    density = segmentation.n_cells / max(red_cell_areas, 1.0)
+    if density > limits.max_white_cells_per_red_cell:
+        warnings.append(QualityWarning(WHITE_CELLS, density, limits.max_white_cells_per_red_cell,
+            f"{segmentation.n_cells} white cells found, far more than blood holds per red cell: "
+            "red cells or debris were probably taken for white cells (unusual stain or "
+            "lighting). Check the outlines before trusting the count."))  # fmt: skip
+    return tuple(warnings)
+
+
+def edge_blur(image: np.ndarray, cells: np.ndarray, diameter: float) -> float | None:
+    """Width (Gaussian sigma) of red-cell edges in red-cell diameters; None without edges.
+
+    A step of height ``h`` blurred by ``sigma`` has its steepest gradient ``h / (sigma *
+    sqrt(2 pi))`` where it crosses mid-level, which is where the cells-versus-glass threshold
+    puts the outline. So ``sigma`` follows from the contrast and the gradient on the outline,
+    whatever the stain or exposure. White-cell edges are left out (they are not steps).
+    """
+    green = cv2.GaussianBlur(image[..., 1].astype(np.float32), (0, 0), 0.5)
+    if cells.all() or not cells.any():
+        return None
+    contrast = abs(float(np.median(green[~cells]) - np.median(green[cells])))
+    inner = cv2.erode(cells.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    purple = cv2.dilate((nucleus_score(image) > 30).astype(np.uint8), np.ones((5, 5), np.uint8))
+    outline = cells & ~inner & ~purple.astype(bool)
+    if outline.sum() < 50 or contrast < 5:
+        return None
+    gx = cv2.Sobel(green, cv2.CV_32F, 1, 0, ksize=3) / 8
+    gy = cv2.Sobel(green, cv2.CV_32F, 0, 1, ksize=3) / 8
+    steepest = float(np.median(np.hypot(gx, gy)[outline]))
+    return contrast / (np.sqrt(2 * np.pi) * max(steepest, 1e-3)) / diameter
+
+
+def _stain_warnings(stain, limits: QualityLimits) -> list[QualityWarning]:
+    if stain is None:
+        return []
+    out = []
+    low, high = limits.density_range
+    if stain.density_ratio is not None and not low <= stain.density_ratio <= high:
+        word = "Under-stained or overexposed" if stain.density_ratio < low else "Over-stained"
+        out.append(QualityWarning(STAIN, stain.density_ratio, low if stain.density_ratio < low
+            else high, f"{word}: red cells are {stain.density_ratio:.1f} times as dense as the "
+            "reference stain. Check staining and exposure; the classifier may misjudge cells."))  # fmt: skip
+    if stain.glass_tint > limits.max_glass_tint:
+        out.append(QualityWarning(COLOUR_CAST, stain.glass_tint, limits.max_glass_tint,
+            "Tinted light: the bare glass is not white (lamp, filter or white balance), so the "
+            "classifier sees other colours than it learned. Set the camera's white balance on "
+            "bare glass."))  # fmt: skip
+    elif stain.colour_cast > limits.max_colour_cast:
+        out.append(QualityWarning(COLOUR_CAST, stain.colour_cast, limits.max_colour_cast,
+            "Strong colour cast (lamp, filter or white balance): colours differ from the stain "
+            "the classifier learned, so its calls are less reliable. Set the camera's white "
+            "balance on bare glass."))  # fmt: skip
+    return out
+
+
+def quality_messages(warnings: tuple[QualityWarning, ...]) -> tuple[str, ...]:
+    """The user-facing sentences of a field's warnings."""
+    return tuple(w.message for w in warnings)

@@ -1,0 +1,121 @@
+"""Stain and illumination of a smear field, and its normalisation to the reference stain.
+
+Microscopes and stains differ: a bluish lamp makes red cells look as blue as chromatin, a greenish
+camera hides purple nuclei. Two facts hold on every Romanowsky-stained field and give a ruler:
+the bare glass is colourless, and red cells are the most common object. So the field is first
+white-balanced on its glass, then each channel's optical density (Beer-Lambert) is scaled so that
+the red cells get the reference red-cell density (:data:`REFERENCE_RED_CELL_OD`). Segmentation
+runs on the normalised field; the classifier keeps the original pixels.
+
+The same estimate is the evidence for the stain checks of :mod:`leukemia_core.quality`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from leukemia_core.colour import (
+    STRONG_PURPLE,
+    background_colour,
+    foreground,
+    nucleus_score,
+    white_cells,
+)
+from leukemia_core.resampling import resize
+
+# Median optical density (R, G, B; log10) of red cells on the development fields (BCCD and
+# ALL-IDB1/2, each dataset weighted equally), measured by `python -m train.evaluate stain`.
+REFERENCE_RED_CELL_OD = (0.065, 0.115, 0.085)
+ESTIMATION_SIDE = 640  # px: the coarse view the estimate is made on
+MIN_RED_CELL_PIXELS = 100  # fewer red-cell pixels give no trustworthy density: white balance only
+# Per-channel density gains are kept within these bounds (x0.1 to x5): beyond, the estimate is
+# more likely wrong (no red cells, a crop filled by one cell) than the stain that far off.
+GAIN_LIMITS = (0.1, 5.0)
+# Haemoglobin and eosin absorb green light most: red cells of every development and test set
+# absorb green at least 0.87 times as much as blue (crops of one cell: 0.59). An estimate below
+# this did not find red cells (a crop filled by one cell, or no smear): white balance only.
+MIN_GREEN_TO_BLUE_DENSITY = 0.75
+
+
+@dataclass(frozen=True)
+class StainEstimate:
+    """What the field's glass and red cells look like, and the correction that follows.
+
+    Attributes:
+        glass_rgb: Colour of the bare glass (0-255 per channel).
+        red_cell_od: Median optical density of red-cell pixels after white balance, or None
+            when too few red cells were found.
+        gains: Per-channel optical-density gains that map ``red_cell_od`` onto the reference.
+    """
+
+    glass_rgb: tuple[float, float, float]
+    red_cell_od: tuple[float, float, float] | None
+    gains: tuple[float, float, float]
+
+    @property
+    def colour_cast(self) -> float:
+        """How far the red cells' hue is from the reference: the spread of log2 gains."""
+        logs = np.log2(self.gains)
+        return float(logs.max() - logs.min())
+
+    @property
+    def glass_tint(self) -> float:
+        """How far the glass is from white: log2 of its brightest over its dimmest channel."""
+        return float(np.log2(max(self.glass_rgb) / max(min(self.glass_rgb), 1.0)))
+
+    @property
+    def density_ratio(self) -> float | None:
+        """Red-cell optical density over the reference's (1 = as dense as the reference)."""
+        if self.red_cell_od is None:
+            return None
+        return float(sum(self.red_cell_od) / sum(REFERENCE_RED_CELL_OD))
+
+
+def estimate_stain(
+    image: np.ndarray, reference_od: tuple[float, float, float] = REFERENCE_RED_CELL_OD
+) -> StainEstimate:
+    """Glass colour, red-cell density and the gains that normalise them (see module docstring)."""
+    small = resize(image, min(1.0, ESTIMATION_SIDE / max(image.shape[:2])))
+    glass = np.clip(background_colour(small), 1.0, 255.0)
+    white = _apply(small, glass, np.ones(3))
+    # Purple (white-cell) pixels are found on the white-balanced view: on the raw one a bluish
+    # lamp makes every red cell "purple".
+    purple = nucleus_score(white) > STRONG_PURPLE
+    red = foreground(white, exclude=white_cells(white)) & ~ndi.binary_dilation(purple, iterations=2)
+    if red.sum() < MIN_RED_CELL_PIXELS:
+        return StainEstimate(_triple(glass), None, (1.0, 1.0, 1.0))
+    target = float(glass.mean())
+    density = -np.log10(np.clip(white[red].astype(np.float32), 1.0, None) / target)
+    red_od = np.clip(np.median(density, axis=0), 1e-3, None)
+    if red_od[1] < MIN_GREEN_TO_BLUE_DENSITY * red_od[2]:
+        return StainEstimate(_triple(glass), None, (1.0, 1.0, 1.0))
+    gains = np.clip(np.asarray(reference_od) / red_od, *GAIN_LIMITS)
+    return StainEstimate(_triple(glass), _triple(red_od), _triple(gains))
+
+
+def normalise_stain(image: np.ndarray, estimate: StainEstimate) -> np.ndarray:
+    """The field with white glass and reference-stained red cells, uint8 RGB."""
+    return _apply(image, np.asarray(estimate.glass_rgb), np.asarray(estimate.gains))
+
+
+def _apply(image: np.ndarray, glass: np.ndarray, gains: np.ndarray) -> np.ndarray:
+    """Per-channel lookup: white-balance on ``glass``, then scale optical density by ``gains``.
+
+    The glass keeps its mean brightness, so the intensity thresholds of the segmentation keep
+    their meaning.
+    """
+    target = float(glass.mean())
+    values = np.arange(256, dtype=np.float32)
+    out = np.empty_like(image)
+    for channel in range(3):
+        density = -np.log10(np.clip(values, 1.0, None) / glass[channel])
+        table = np.clip(target * 10.0 ** (-gains[channel] * density), 0, 255)
+        out[..., channel] = table.astype(np.uint8)[image[..., channel]]
+    return out
+
+
+def _triple(values) -> tuple[float, float, float]:
+    return tuple(round(float(v), 4) for v in values)

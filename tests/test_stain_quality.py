@@ -1,0 +1,86 @@
+"""Stain normalisation and field quality checks, on synthetic fields with known white cells."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from leukemia_core.quality import COLOUR_CAST, FOCUS, MAGNIFICATION, check_field
+from leukemia_core.segmentation import SegmentationParams, segment_wbc
+from leukemia_core.stain import REFERENCE_RED_CELL_OD, estimate_stain
+from leukemia_core.synthetic import make_smear
+
+
+def _assert_one_detection_per_wbc(smear, segmentation) -> None:
+    """Each true white cell has exactly one detected cell within 0.4 red-cell diameters."""
+    labels = segmentation.cell_labels
+    detected = [np.argwhere(labels == k).mean(axis=0)[::-1] for k in range(1, labels.max() + 1)]
+    assert len(detected) == len(smear.wbcs), (len(detected), len(smear.wbcs))
+    for cell in smear.wbcs:
+        near = [
+            p for p in detected if np.hypot(*(p - cell.center)) < 0.4 * smear.red_cell_diameter_px
+        ]
+        assert len(near) == 1, (cell, near)
+
+
+def _other_microscope(image: np.ndarray, density_gains, lamp) -> np.ndarray:
+    """The same field under another stain and lamp: optical density scaled per channel against
+    the glass (Beer-Lambert), then a lamp tint multiplied in."""
+    glass = np.percentile(image.reshape(-1, 3), 99, axis=0).astype(np.float32)
+    density = -np.log10(np.clip(image.astype(np.float32), 1, None) / glass)
+    restained = glass * 10.0 ** (-density * np.asarray(density_gains, np.float32))
+    return np.clip(restained * np.asarray(lamp, np.float32), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def smear():
+    return make_smear(480, 640, n_wbc=4, n_touching_pairs=0, n_rbc=70, seed=3)
+
+
+# A bluish field as on the other microscope of issue 17: red cells absorb red light instead of
+# green, under a cyan lamp; and a greenish, dim camera.
+BLUE_FIELD = ((2.5, 1.2, 0.5), (0.6, 0.9, 1.1))
+GREEN_FIELD = ((0.8, 1.6, 0.6), (0.85, 1.0, 0.7))
+
+
+@pytest.mark.parametrize("look", [BLUE_FIELD, GREEN_FIELD], ids=["blue", "green"])
+def test_another_microscopes_colours_find_the_same_white_cells(smear, look):
+    shifted = _other_microscope(smear.image, *look)
+    _assert_one_detection_per_wbc(smear, segment_wbc(shifted))
+
+
+def test_without_normalisation_the_blue_field_goes_wrong(smear):
+    """The check above can fail: the raw rule misreads the blue field."""
+    shifted = _other_microscope(smear.image, *BLUE_FIELD)
+    raw = segment_wbc(shifted, SegmentationParams(normalise_stain=False))
+    assert raw.n_cells == 0  # blue-minus-green sees no purple under the bluish lamp
+
+
+def test_stain_estimate_of_a_reference_field_needs_little_correction(smear):
+    estimate = estimate_stain(smear.image, reference_od=estimate_stain(smear.image).red_cell_od)
+    assert estimate.gains == pytest.approx((1.0, 1.0, 1.0), abs=0.01)
+    blue = estimate_stain(_other_microscope(smear.image, *BLUE_FIELD))
+    assert blue.gains[0] < 0.6 and blue.colour_cast > 1.0  # red density is brought down
+    assert len(REFERENCE_RED_CELL_OD) == 3
+
+
+def test_a_clean_field_passes_every_check(smear):
+    assert check_field(smear.image, segment_wbc(smear.image)) == ()
+
+
+def test_a_blurred_field_is_out_of_focus(smear):
+    blurred = cv2.GaussianBlur(smear.image, (0, 0), 0.2 * smear.red_cell_diameter_px)
+    warnings = check_field(blurred, segment_wbc(blurred))
+    assert FOCUS in {w.check for w in warnings}
+    assert "Out of focus" in next(w.message for w in warnings if w.check == FOCUS)
+
+
+def test_a_thumbnail_is_outside_the_supported_magnification(smear):
+    small = cv2.resize(smear.image, None, fx=0.25, fy=0.25, interpolation=cv2.INTER_AREA)
+    assert MAGNIFICATION in {w.check for w in check_field(small, segment_wbc(small))}
+
+
+def test_a_tinted_lamp_is_a_colour_cast(smear):
+    tinted = np.clip(smear.image * np.array([0.35, 0.8, 1.0]), 0, 255).astype(np.uint8)
+    assert COLOUR_CAST in {w.check for w in check_field(tinted, segment_wbc(tinted))}
