@@ -3,8 +3,8 @@
 Usage: ``python bench/quality.py [--all-idb1 DIR] [--deepbionet DIR] [--per-set N]``.
 
 Takes ``N`` fields of each annotated set (ALL-IDB1 blast fields: expert blast centroids;
-deepbionet: white-cell boxes), evenly spread, none of them used to set the limits (those were
-set on BCCD and on other ALL-IDB1 fields). Each field is degraded synthetically at several
+deepbionet: white-cell boxes), evenly spread, none of them used to set the limits
+(:func:`calibration_field`). Each field is degraded synthetically at several
 strengths (blur in red-cell diameters, JPEG quality, colour cast, rescaling); for each
 degradation the script prints the detection recall against the clean fields and the share of
 fields that get any quality warning. A degradation that cuts recall by more than 5 points
@@ -65,25 +65,33 @@ def degradations(rgb: np.ndarray, diameter: float) -> dict[str, np.ndarray]:
     return out
 
 
+def calibration_field(index: int) -> bool:
+    """Whether the field at this position of its sorted folder helped set the limits (every
+    3rd, and every 4th from the second, ALL-IDB1 field; every 10th, and every 15th from the
+    sixth, BCCD or deepbionet field): such fields are never benched."""
+    return index % 3 == 0 or index % 4 == 1 or index % 10 == 0 or index % 15 == 5
+
+
 def fields(all_idb1: Path, deepbionet: Path, per_set: int):
     """``(name, rgb, truth)``: truth is ("points", [...]) or ("boxes", [...]) in field pixels."""
-    blast_fields = [p for p in sorted((all_idb1 / "images").iterdir())
-                    if read_xyc(all_idb1 / "xyc" / f"{p.stem}.xyc")]  # fmt: skip
-    # Offset 3: the limits were set on every 7th field from the first.
-    for path in blast_fields[3 :: max(1, len(blast_fields) // per_set)][:per_set]:
-        yield (
-            path.name,
-            read_image(path).rgb,
-            ("points", read_xyc(all_idb1 / "xyc" / f"{path.stem}.xyc")),
-        )
+    blast_fields = []
+    for index, path in enumerate(sorted((all_idb1 / "images").iterdir())):
+        points = read_xyc(all_idb1 / "xyc" / f"{path.stem}.xyc")
+        if points and not calibration_field(index):
+            blast_fields.append((path, ("points", points)))
     boxed = []
-    for path in sorted((deepbionet / "images").iterdir()):
+    for index, path in enumerate(sorted((deepbionet / "images").iterdir())):
         xml = deepbionet / "annotations" / f"{path.stem}.xml"
         boxes = read_voc_boxes(xml)
-        if boxes and not labels_swapped(boxes, read_voc_boxes(xml, "RBC")):
-            boxed.append((path, boxes))
-    for path, boxes in boxed[7 :: max(1, len(boxed) // per_set)][:per_set]:
-        yield path.name, read_image(path).rgb, ("boxes", boxes)
+        if (
+            boxes
+            and not calibration_field(index)
+            and not labels_swapped(boxes, read_voc_boxes(xml, "RBC"))
+        ):
+            boxed.append((path, ("boxes", boxes)))
+    for chosen in (blast_fields, boxed):
+        for path, truth in chosen[:: max(1, len(chosen) // per_set)][:per_set]:
+            yield path.name, read_image(path).rgb, truth
 
 
 def found(segmentation, truth, factor: float) -> int:

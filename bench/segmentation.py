@@ -1,4 +1,4 @@
-"""Speed and memory of segmentation + cropping; prints JSON and a one-line summary.
+"""Speed and memory of segmentation + quality checks + cropping; prints JSON and a summary.
 
 Usage: ``python bench/segmentation.py [--field PATH] [--bccd DIR] [--repeats N]``. Without
 ``--field`` it uses a synthetic 2592x1944 field (the ALL-IDB1 camera size). Each timing runs in
@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from leukemia_core.cropping import crop_cells
 from leukemia_core.io import read_image
+from leukemia_core.quality import check_field
 from leukemia_core.segmentation import segment_wbc
 from leukemia_core.synthetic import make_smear
 
@@ -34,12 +35,19 @@ def load_field(path: Path | None):
     return smear.image, "synthetic 2592x1944"
 
 
+def process(rgb) -> None:
+    """What the pipeline does to a field before classification."""
+    segmentation = segment_wbc(rgb)
+    check_field(rgb, segmentation)
+    crop_cells(rgb, segmentation)
+
+
 def time_field(rgb, repeats: int) -> list[float]:
-    segment_wbc(rgb)  # warm-up: first calls pay for lazy imports and allocations
+    process(rgb)  # warm-up: first calls pay for lazy imports and allocations
     seconds = []
     for _ in range(repeats):
         start = time.perf_counter()
-        crop_cells(rgb, segment_wbc(rgb))
+        process(rgb)
         seconds.append(time.perf_counter() - start)
     return seconds
 
@@ -52,11 +60,10 @@ def peak_memory_mb(field: Path | None) -> float:
     code = (
         "import resource, sys; sys.path.insert(0, sys.argv[1]);"
         "from bench.segmentation import load_field;"
-        "from leukemia_core.segmentation import segment_wbc;"
-        "from leukemia_core.cropping import crop_cells;"
+        "from bench.segmentation import process;"
         "import pathlib; p = sys.argv[2];"
         "rgb, _ = load_field(pathlib.Path(p) if p else None);"
-        "crop_cells(rgb, segment_wbc(rgb));"
+        "process(rgb);"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
     )
     root = str(Path(__file__).resolve().parents[1])
@@ -92,13 +99,13 @@ def main() -> int:
         for path in fields:
             image = read_image(path).rgb
             start = time.perf_counter()
-            crop_cells(image, segment_wbc(image))
+            process(image)
             per_field.append(time.perf_counter() - start)
         result["bccd_seconds_per_field_median"] = round(statistics.median(per_field), 3)
         result["bccd_fields_timed"] = len(per_field)
     print(json.dumps(result, indent=2))
     print(
-        f"segmentation+cropping {result['size']}: {result['seconds_median']} s median, "
+        f"segmentation+quality+cropping {result['size']}: {result['seconds_median']} s median, "
         f"peak RSS {result['peak_memory_mb']} MB",
         file=sys.stderr,
     )

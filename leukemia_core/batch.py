@@ -32,7 +32,7 @@ RESEARCH_USE = (
     "Research use only; not for diagnosis. Every cell needs review by a qualified person."
 )
 CELL_COLUMNS = ("image", "cell_id", "x0", "y0", "x1", "y1", "blast_probability", "label",
-                "uncertain", "touches_border", "domain_score")  # fmt: skip
+                "uncertain", "touches_border", "domain_score", "field_warnings")  # fmt: skip
 
 
 def count_dict(count: BlastCount) -> dict:
@@ -51,6 +51,7 @@ def _image_summary(analysis: Analysis, field: Field) -> dict:
         "border": labels.count(CellLabel.BORDER),
         "count": count_dict(analysis.count(field.index)),
         "notes": list(field.notes),
+        "quality_warnings": [asdict(w) for w in field.quality],
         "domain": None if field.domain is None else field.domain.to_dict(),
         "research_use": RESEARCH_USE,
     }
@@ -96,11 +97,14 @@ def analyze_files(
             tqdm.write(f"{field.name}: {note}", file=sys.stderr)
         if field.domain is not None and field.domain.warned:
             tqdm.write(f"{field.name}: WARNING: {field.domain.message}", file=sys.stderr)
+        for warning in field.quality:
+            tqdm.write(f"{field.name}: WARNING: {warning.message}", file=sys.stderr)
+        warned = "; ".join(w.check for w in field.quality)
         for cell in analysis.field_cells(field.index):
             score = "" if cell.domain_score is None else round(cell.domain_score, 4)
             rows.append((spreadsheet_text(field.name), cell.cell_id, *cell.bbox, round(cell.blast_probability, 4),
                          cell.model_label.value, cell.model_label == CellLabel.UNCERTAIN,
-                         cell.touches_border, score))  # fmt: skip
+                         cell.touches_border, score, warned))  # fmt: skip
         summary = {**_image_summary(analysis, field), "file": files[field.name]}
         write_text_atomic(out / f"{stems[field.name]}.json", json.dumps(summary, indent=2) + "\n")
     buffer = io.StringIO()
@@ -121,6 +125,7 @@ def analyze_files(
         "warned_images": [
             f.name for f in analysis.fields if f.domain is not None and f.domain.warned
         ],
+        "quality_warned_images": [f.name for f in analysis.fields if f.quality],
         "research_use": RESEARCH_USE,
     }
     write_text_atomic(out / SUMMARY_FILE, json.dumps(total, indent=2) + "\n")

@@ -98,7 +98,8 @@ class CaseRecord(CaseHeader):
 
     ``domain`` is the sample's out-of-domain assessment (None for cases analysed without one,
     including every case stored before the check existed). ``altered`` lists what the audit hash
-    chain says was changed outside the app (empty for an intact record).
+    chain says was changed outside the app (empty for an intact record). ``cells`` are the live
+    cells; ``replaced`` those a reviewer split or merged into others (kept for the audit trail).
     """
 
     model_name: str
@@ -110,6 +111,7 @@ class CaseRecord(CaseHeader):
     domain: DomainAssessment | None = None
     altered: tuple[str, ...] = ()
     comment: str = ""
+    replaced: tuple[Cell, ...] = ()
 
     @property
     def token(self) -> int:

@@ -33,6 +33,7 @@ from leukemia_core.domain import DomainAssessment
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.imaging import PreparedImage, mask_outline
 from leukemia_core.labellers import NO_MODEL, CropCalls, Labeller, labeller_for, send_to_review
+from leukemia_core.quality import check_field
 from leukemia_core.segmentation import SegmentationParams, segment_wbc
 from leukemia_core.single_cell import single_cell_crop
 from leukemia_core.types import BlastCount, Cell, CellLabel, Field
@@ -146,6 +147,14 @@ def _prepared(image: PreparedImage | np.ndarray, index: int, names) -> PreparedI
     return PreparedImage(rgb, name, (int(rgb.shape[1]), int(rgb.shape[0])))
 
 
+def label_cells(
+    found: Sequence[Cell], labeller: Labeller, field_index: int, progress=None
+) -> list[Cell]:
+    """The model's call (or none) on each found cell, placed in field ``field_index``."""
+    calls = labeller.label([c.crop for c in found], progress)
+    return [_labelled(c, calls, k, field_index) for k, c in enumerate(found)]
+
+
 def _labelled(cell: Cell, calls: CropCalls, i: int, field_index: int) -> Cell:
     prediction = calls.predictions[i]
     score = None if calls.domain_scores is None else float(calls.domain_scores[i])
@@ -175,27 +184,29 @@ def _fields_mode(images, labeller, params, crop_size, keep_segmentation, progres
             start = time.perf_counter()
             report("segmenting", 0, 1)
             segmentation = segment_wbc(image.rgb, params)
+            quality = check_field(image.rgb, segmentation)
             seconds["segmenting"] = time.perf_counter() - start
             report("cropping", 0, 1)
             start = time.perf_counter()
             found = crop_cells(image.rgb, segmentation, size=crop_size)
             seconds["cropping"] = time.perf_counter() - start
             start = time.perf_counter()
-            calls = labeller.label([c.crop for c in found],
+            labelled = label_cells(found, labeller, len(fields),
                                    lambda d, t: report("classifying", d, t))  # fmt: skip
             seconds["classifying"] = time.perf_counter() - start
         except LeukemiaCoreError as error:
             failures.append(ImageFailure(image.name, str(error)))
             continue
         index = len(fields)
-        labelled = [_labelled(c, calls, k, index) for k, c in enumerate(found)]
         domain = labeller.assess([c.domain_score for c in labelled])
-        if domain is not None and domain.warned:
+        # Cells of a field that fails a quality check, or looks unlike the training data, are
+        # not trusted to the model's confident calls: a reviewer sees every one.
+        if quality or (domain is not None and domain.warned):
             labelled = [_to_review(c) for c in labelled]
         cells += labelled
         fields.append(Field(index, image.name, image.rgb, image.original_size, image.scale,
                             (*image.notes, *segmentation.notes), seconds, domain,
-                            segmentation if keep_segmentation else None))  # fmt: skip
+                            segmentation if keep_segmentation else None, quality))  # fmt: skip
         report("counting", 1, 1)
     return fields, cells, failures
 

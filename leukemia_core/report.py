@@ -156,6 +156,7 @@ def _model_vs_reviewer(record: CaseRecord) -> str:
     rows = [
         (_e(label.value), str(model[label.value]), str(reviewer[label.value]))
         for label in CellLabel
+        if label != CellLabel.REPLACED
     ]
     model_count, reviewed = record.model_counts(), record.counts()
     rows.append(("Blast %", _percent(model_count), _percent(reviewed)))

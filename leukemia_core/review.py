@@ -14,7 +14,8 @@ Example:
     >>> import pathlib, tempfile
     >>> from leukemia_core.accounts import Role, User
     >>> from leukemia_core.pipeline import analyze
-    >>> from leukemia_core.store import CaseStore
+    >>> from leukemia_core.reshape import ReviewReshape, live
+from leukemia_core.store import CaseStore
     >>> from leukemia_core.synthetic import make_demo_smear
     >>> review = Review(analyze([make_demo_smear().image], None), sample_id="S-1")
     >>> store = CaseStore(pathlib.Path(tempfile.mkdtemp()) / "cases.sqlite3")
@@ -49,6 +50,7 @@ from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.imaging import cell_view
 from leukemia_core.labellers import NO_MODEL
 from leukemia_core.pipeline import MODE_CELLS, MODE_FIELDS, Analysis
+from leukemia_core.reshape import ReviewReshape, live
 from leukemia_core.runtime import setting_number
 from leukemia_core.store import CaseStore
 from leukemia_core.types import (
@@ -80,7 +82,7 @@ class CellGroup:
     cells: tuple[Cell, ...]
 
 
-class Review:
+class Review(ReviewReshape):
     """A sample under review (mutable: labels change as the reviewer works).
 
     Attributes:
@@ -146,8 +148,9 @@ class Review:
 
     @property
     def cells(self) -> tuple[Cell, ...]:
-        """Every cell with its current label, in field then cell-id order."""
-        return tuple(self._cells.values())
+        """Every cell with its current label, in field then cell-id order (cells replaced by a
+        split or merge are kept in the record only)."""
+        return live(sorted(self._cells.values(), key=lambda c: c.key))
 
     # ---- lookups ----------------------------------------------------------------------------
     def cell(self, field_index: int, cell_id: int) -> Cell:
@@ -165,7 +168,7 @@ class Review:
             ) from None
 
     def field_cells(self, field_index: int) -> tuple[Cell, ...]:
-        return tuple(c for c in self._cells.values() if c.field_index == field_index)
+        return tuple(c for c in self.cells if c.field_index == field_index)
 
     def view(self, cell: Cell, colour: tuple[int, int, int] | None = None) -> np.ndarray:
         """The cell among its neighbours with its outline drawn (in ``colour``, e.g. its
@@ -198,12 +201,12 @@ class Review:
     @property
     def provisional(self) -> str | None:
         """What the counts are worth while cells wait for review (None once all are reviewed)."""
-        return provisional_text(self.n_unreviewed, len(self._cells))
+        return provisional_text(self.n_unreviewed, len(self.cells))
 
     @property
     def n_changed(self) -> int:
         """Cells whose current label differs from the machine's."""
-        return sum(c.changed_by_reviewer for c in self._cells.values())
+        return sum(c.changed_by_reviewer for c in self.cells)
 
     @property
     def digest(self) -> str:
@@ -383,7 +386,11 @@ class Review:
         if not self.is_saved or store.last_audit_id(self.case_id) == self.audit_token:
             return False
         before = self._state()
-        self._follow(store.case_state(self.case_id))
+        state = store.case_state(self.case_id)
+        if set(state.edits) != set(self._cells):  # cells split or merged elsewhere
+            self._reload(store)
+        else:
+            self._follow(state)
         return self._state() != before
 
     @classmethod
@@ -396,6 +403,7 @@ class Review:
             dict(thresholds.get("model_calibration", {})),
         )  # fmt: skip
         review = cls(analysis, sample_id=record.sample_id)
+        review._cells.update({c.key: c for c in record.replaced})
         review.case_id = record.case_id
         review.altered = record.altered
         review._follow(record)
@@ -410,6 +418,20 @@ class Review:
         if not self.is_saved:
             raise ReviewError(f"Save the case first: {why}.")
 
+    def _reload(self, store: CaseStore) -> None:
+        """Take the whole stored case: cells were split or merged (here or elsewhere)."""
+        record = store.load_case(self.case_id)
+        if [(f.name, f.width, f.height) for f in record.fields] != [
+            (f.name, f.width, f.height) for f in self.fields
+        ]:
+            raise ReviewError(
+                f"Case {record.case_id} holds other cells than the sample on screen; open it "
+                "from the case list instead."
+            )
+        self._cells = {c.key: c for c in (*record.cells, *record.replaced)}
+        self._views.clear()
+        self._follow(record)
+
     def _state(self) -> tuple:
         edits = tuple(tuple(getattr(c, name) for name in sorted(REVIEWER_EDITABLE))
                       for c in self.cells)  # fmt: skip
@@ -418,7 +440,8 @@ class Review:
     def _follow(self, state: CaseState | CaseRecord) -> None:
         """Take the record's status, version and reviewers' edits (the record is the truth)."""
         if isinstance(state, CaseRecord):
-            edits = {c.key: {n: getattr(c, n) for n in REVIEWER_EDITABLE} for c in state.cells}
+            edits = {c.key: {n: getattr(c, n) for n in REVIEWER_EDITABLE}
+                     for c in (*state.cells, *state.replaced)}  # fmt: skip
         else:
             edits = state.edits
         if set(edits) != set(self._cells):

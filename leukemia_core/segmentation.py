@@ -178,7 +178,18 @@ def segment_wbc(image: np.ndarray, params: SegmentationParams | None = None) -> 
         border_cell_ids=border,
         notes=notes,
         stain=stain,
+        low_red_cell_diameter_px=float(low_diameter),
     )
+
+
+def field_red_cell_diameter(image: np.ndarray, params: SegmentationParams | None = None) -> float:
+    """The red-cell diameter :func:`segment_wbc` uses for this field (0.0 without red cells)."""
+    params = params or DEFAULT_PARAMS
+    if params.red_cell_diameter_px:
+        return float(params.red_cell_diameter_px)
+    if params.normalise_stain:
+        image = normalise_stain(image, estimate_stain(image, params.reference_red_cell_od))
+    return float(estimate_red_cell_diameters(image)[0] or 0.0)
 
 
 def _detect_nuclei(

@@ -26,9 +26,10 @@ from leukemia_core.colour import (
 )
 from leukemia_core.resampling import resize
 
-# Median optical density (R, G, B; log10) of red cells on the development fields (BCCD and
-# ALL-IDB1/2, each dataset weighted equally), measured by `python -m train.evaluate stain`.
-REFERENCE_RED_CELL_OD = (0.065, 0.115, 0.085)
+# Median optical density (R, G, B; log10) of red cells: the median of the medians of BCCD,
+# ALL-IDB1, ALL-IDB2 and deepbionet (40 fields each), measured by `python -m train.evaluate lodo`
+# ("reference_in_sample"), which also reports every figure with each dataset left out of it.
+REFERENCE_RED_CELL_OD = (0.0605, 0.1203, 0.1014)
 ESTIMATION_SIDE = 640  # px: the coarse view the estimate is made on
 MIN_RED_CELL_PIXELS = 100  # fewer red-cell pixels give no trustworthy density: white balance only
 # Per-channel density gains are kept within these bounds (x0.1 to x5): beyond, the estimate is

@@ -49,6 +49,7 @@ from leukemia_core.case_record import (
 )
 from leukemia_core.domain import DomainAssessment
 from leukemia_core.store_reads import CaseReads
+from leukemia_core.store_reshape import CaseReshape
 from leukemia_core.store_rows import (
     CaseInputError,
     CaseNotFoundError,
@@ -73,7 +74,7 @@ from leukemia_core.store_schema import (
     migrate,
 )
 from leukemia_core.store_signoff import CaseSignoff
-from leukemia_core.types import MACHINE_ONLY_LABELS, REVIEWER_EDITABLE, Cell, Field
+from leukemia_core.types import MACHINE_ONLY_LABELS, REVIEWER_EDITABLE, Cell, CellLabel, Field
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -126,7 +127,7 @@ def _use_wal(conn: sqlite3.Connection) -> None:
             time.sleep(0.05)
 
 
-class CaseStore(CaseReads, CaseSignoff):
+class CaseStore(CaseReads, CaseSignoff, CaseReshape):
     """The case database; every method is one short transaction, safe across threads/processes.
 
     Args:
@@ -335,6 +336,11 @@ class CaseStore(CaseReads, CaseSignoff):
             raise CellNotFoundError(
                 f"Case {case['case_id']} has no cell {cell_id!r} in field {field_index!r}; "
                 "use the field index and cell id shown in the case."
+            )
+        if row["label"] == CellLabel.REPLACED:
+            raise CaseInputError(
+                f"Cell {cell_id} of field {field_index} was split or merged into other cells; "
+                "undo that on the Review page to change it again."
             )
         if "label" in changes:
             changes = {**changes, "label": label_value(changes["label"], "new_label")}

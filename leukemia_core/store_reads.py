@@ -52,12 +52,14 @@ class CaseReads:
             audit = self._audit_rows(conn, case["case_id"])
             altered = self._alterations(conn, case["case_id"])
         plain = {k: v for k, v in as_dict(case).items() if k not in ("thresholds", "domain")}
+        cells = [cell_from_row(c) for c in cells]
         return CaseRecord(
             **plain,
             thresholds=json.loads(case["thresholds"]),
             domain=domain_from_json(case["domain"]),
             fields=tuple(field_from_row(f) for f in fields),
-            cells=tuple(cell_from_row(c) for c in cells),
+            cells=tuple(c for c in cells if c.label != CellLabel.REPLACED),
+            replaced=tuple(c for c in cells if c.label == CellLabel.REPLACED),
             audit=audit,
             altered=altered,
         )
@@ -133,7 +135,7 @@ class CaseReads:
             rows = conn.execute(
                 "SELECT c.case_id, c.version, c.parent_id, c.sample_id, c.status, c.created_at, "
                 "c.created_by, c.signed_by, c.signed_at, c.first_signed_by, c.first_signed_at, "
-                "COUNT(x.cell_id) AS n_cells, "
+                "COALESCE(SUM(x.label != 'replaced'), 0) AS n_cells, "
                 "COALESCE(SUM(x.label = 'blast'), 0) AS n_blasts, "
                 "COALESCE(SUM(x.label IN ('blast', 'normal')), 0) AS n_counted, "
                 "COALESCE(SUM(x.label = 'uncertain'), 0) AS n_uncertain "

@@ -22,6 +22,7 @@ import numpy as np
 from leukemia_core.domain import DomainAssessment
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.imaging import png_bytes, rgb_from_png
+from leukemia_core.quality import QualityWarning
 from leukemia_core.store_schema import (
     AUDIT_CHAINED,
     case_digest,
@@ -119,7 +120,8 @@ def field_row(index: int, entry: Field) -> dict[str, Any]:
         raise CaseInputError(f"{where} is a {type(entry).__name__}; pass Field objects.")
     return {"field_index": index, "name": str(entry.name), "width": entry.width,
             "height": entry.height, "image_png": _image_png(entry.image, f"{where} image"),
-            "domain": domain_json(entry.domain, f"{where} domain")}  # fmt: skip
+            "domain": domain_json(entry.domain, f"{where} domain"),
+            "quality": json.dumps([dataclasses.asdict(w) for w in entry.quality])}  # fmt: skip
 
 
 def field_from_row(row: sqlite3.Row) -> Field:
@@ -127,8 +129,9 @@ def field_from_row(row: sqlite3.Row) -> Field:
         image = rgb_from_png(row["image_png"])
     else:
         image = np.full((row["height"], row["width"], 3), _EMPTY_FIELD_GREY, np.uint8)
+    quality = tuple(QualityWarning(**w) for w in json.loads(row["quality"]))
     return Field(row["field_index"], row["name"], image, (row["width"], row["height"]),
-                 domain=domain_from_json(row["domain"]))  # fmt: skip
+                 domain=domain_from_json(row["domain"]), quality=quality)  # fmt: skip
 
 
 def cell_row(position: int, cell: Cell, n_fields: int) -> dict[str, Any]:

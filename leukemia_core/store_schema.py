@@ -15,6 +15,7 @@ import hashlib
 import json
 import sqlite3
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import cv2
 import numpy as np
@@ -184,11 +185,35 @@ def _v3_to_v4(conn: sqlite3.Connection) -> None:
     )
 
 
+def _v4_to_v5(conn: sqlite3.Connection) -> None:
+    """Field quality warnings (JSON list), and the origin of cells a reviewer split or merged.
+
+    The new cell column enters every case's digest, so each case gets one chained audit row
+    saying so: its earlier rows still verify, and the digest after the upgrade is recorded.
+    """
+    conn.execute("ALTER TABLE fields ADD COLUMN quality TEXT NOT NULL DEFAULT '[]'")
+    conn.execute("ALTER TABLE cells ADD COLUMN origin TEXT NOT NULL DEFAULT ''")
+    at = datetime.now(UTC).isoformat(timespec="microseconds")
+    for case_id, version in conn.execute("SELECT case_id, version FROM cases").fetchall():
+        last = conn.execute("SELECT chain FROM audit WHERE case_id = ? ORDER BY audit_id DESC "
+                            "LIMIT 1", (case_id,)).fetchone()  # fmt: skip
+        (next_id,) = conn.execute("SELECT COALESCE(MAX(audit_id), 0) + 1 FROM audit").fetchone()
+        row = dict(zip(AUDIT_CHAINED, (next_id, case_id, version, "schema upgraded", "system",
+                                       at, None, None, None, None,
+                                       "database schema 5: cell origins (split and merge) and "
+                                       "field quality warnings"), strict=True))  # fmt: skip
+        row["state"] = case_digest(conn, case_id)
+        row["chain"] = chain_hash(last[0] if last else "", row, row["state"])
+        conn.execute(f"INSERT INTO audit ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                     tuple(row.values()))  # fmt: skip
+
+
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     0: _v0_to_v1,
     1: _v1_to_v2,
     2: _v2_to_v3,
     3: _v3_to_v4,
+    4: _v4_to_v5,
 }
 """``MIGRATIONS[n]`` brings a database from version ``n`` to ``n + 1``."""
 

@@ -65,8 +65,9 @@ class CaseSignoff:
                     "excluded, not_wbc or border)."
                 )
             (n_unreviewed,) = conn.execute(
-                "SELECT COUNT(*) FROM cells WHERE case_id = ? AND reviewed = 0 AND label != ?",
-                (case["case_id"], CellLabel.BORDER.value),
+                "SELECT COUNT(*) FROM cells WHERE case_id = ? AND reviewed = 0 "
+                "AND label NOT IN (?, ?)",
+                (case["case_id"], CellLabel.BORDER.value, CellLabel.REPLACED.value),
             ).fetchone()
             if n_unreviewed:
                 cells = "cell has" if n_unreviewed == 1 else "cells have"

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from leukemia_core.domain import DomainAssessment
+from leukemia_core.quality import QualityWarning
 from leukemia_core.stain import StainEstimate
 
 
@@ -64,6 +65,9 @@ class Segmentation:
         border_cell_ids: Ids of cells cut by the image border.
         notes: Human-readable warnings (e.g. "no white cells found").
         stain: The field's glass and red-cell colour (:class:`leukemia_core.stain.StainEstimate`).
+        low_red_cell_diameter_px: The lower red-cell size estimate (see
+            :func:`leukemia_core.scale.estimate_red_cell_diameters`); blur and overlapping red
+            cells inflate it less than ``red_cell_diameter_px``.
     """
 
     nucleus_labels: np.ndarray
@@ -73,6 +77,7 @@ class Segmentation:
     border_cell_ids: tuple[int, ...] = ()
     notes: tuple[str, ...] = ()
     stain: StainEstimate | None = None
+    low_red_cell_diameter_px: float = 0.0
 
     @property
     def n_cells(self) -> int:
@@ -99,7 +104,9 @@ class CellLabel(StrEnum):
     """Label of one detected object, as set by the classifier or a reviewer.
 
     ``BLAST`` and ``NORMAL`` are counted; ``UNCERTAIN`` cells await review and are left out of
-    the denominator until someone labels them; the rest are left out for good.
+    the denominator until someone labels them; the rest are left out for good. ``REPLACED``
+    marks a cell a reviewer split or merged into new cells: kept for the audit trail, never
+    shown or counted.
     """
 
     BLAST = "blast"
@@ -108,6 +115,7 @@ class CellLabel(StrEnum):
     EXCLUDED = "excluded"
     NOT_WBC = "not_wbc"
     BORDER = "border"
+    REPLACED = "replaced"
 
 
 def as_label(value: object) -> CellLabel:
@@ -123,8 +131,9 @@ def as_label(value: object) -> CellLabel:
         raise ValueError(f"{value!r} is not a cell label; expected one of: {valid}.") from None
 
 
-MACHINE_ONLY_LABELS = frozenset({CellLabel.UNCERTAIN, CellLabel.BORDER})
-"""Labels only the machine gives: a reviewer decides, and border cells are never counted."""
+MACHINE_ONLY_LABELS = frozenset({CellLabel.UNCERTAIN, CellLabel.BORDER, CellLabel.REPLACED})
+"""Labels only the machine gives: a reviewer decides, border cells are never counted, and
+replaced cells change only by a split, merge or undo (:mod:`leukemia_core.reshape`)."""
 
 REVIEWER_EDITABLE = frozenset({"label", "reviewed"})
 """Cell attributes a reviewer may change (each change is audited); the rest are the machine's."""
@@ -157,6 +166,8 @@ class Cell:
         reviewed: True once a reviewer relabelled the cell or accepted its label.
         domain_score: Distance to the model's training cells (about 1 in domain), or None.
         overlay: Explanation overlay (RGB uint8) kept with the case, or None.
+        origin: How a reviewer made this cell (``split of 5``, ``merge of 3+4``); empty for
+            the segmentation's cells.
     """
 
     cell_id: int
@@ -174,6 +185,7 @@ class Cell:
     reviewed: bool = False
     domain_score: float | None = None
     overlay: np.ndarray | None = field(default=None, repr=False)
+    origin: str = ""
 
     def __post_init__(self) -> None:
         # Frozen: normalise through object.__setattr__ (labels may arrive as plain strings).
@@ -195,7 +207,7 @@ class Cell:
     def awaits_review(self) -> bool:
         """Not yet relabelled or accepted by a reviewer (border cells are never counted, so they
         need no review; the store's sign-off applies the same rule)."""
-        return not self.reviewed and self.label != CellLabel.BORDER
+        return not self.reviewed and self.label not in (CellLabel.BORDER, CellLabel.REPLACED)
 
     @property
     def changed_by_reviewer(self) -> bool:
@@ -231,6 +243,7 @@ class Field:
         seconds: Wall time per analysis stage.
         domain: Out-of-domain assessment of the field's cells (None without a domain check).
         segmentation: The label images, kept only when asked for (evaluation); None otherwise.
+        quality: Failed field quality checks (:func:`leukemia_core.quality.check_field`).
     """
 
     index: int
@@ -242,6 +255,7 @@ class Field:
     seconds: Mapping[str, float] = field(default_factory=dict)
     domain: DomainAssessment | None = None
     segmentation: Segmentation | None = field(default=None, repr=False)
+    quality: tuple[QualityWarning, ...] = ()
 
     def __post_init__(self) -> None:
         if self.original_size is None:

@@ -19,6 +19,7 @@ from ui.common import (
     interval_text,
     percent_text,
     provisional_note,
+    quality_warnings,
 )
 from ui.models import available_models, describe, model_config, no_model_help
 from ui.samples import CREDITS, sample_files
@@ -115,6 +116,7 @@ def show_results(session: Review) -> None:
     for field in session.fields:
         for note in field.notes:
             st.info(f"**{field.name}**: {note}", icon=":material/info:")
+    quality_warnings(session)
     domain_warning(session)
     count = session.count()
     cols = st.columns(5)

@@ -74,7 +74,7 @@ model_count, model_tally, tally = session.model_count(), session.tally(model=Tru
 table = [
     {"Label": LABEL_NAMES[label], "Model": model_tally.get(label.value, 0),
      "Reviewer": tally.get(label.value, 0)}
-    for label in CellLabel
+    for label in LABEL_NAMES
 ]  # fmt: skip
 table.append(
     {"Label": "Blast %", "Model": percent_text(model_count), "Reviewer": percent_text(count)}

@@ -13,10 +13,12 @@ from ui.common import (
     interval_text,
     percent_text,
     provisional_note,
+    quality_warnings,
     show_flashes,
 )
 from ui.figures import field_overview
 from ui.gallery import show_gallery
+from ui.outline_editor import show_outline_editor
 from ui.record import save_form, status_line
 
 auth.require(Permission.ANALYZE)
@@ -30,6 +32,7 @@ except LeukemiaCoreError as error:
     st.error(str(error))
 show_flashes()
 status_line(session)
+quality_warnings(session)
 domain_warning(session)
 count = session.count()
 cols = st.columns([1, 1, 1, 1.6, 1])
@@ -72,6 +75,7 @@ if session.mode == MODE_FIELDS and session.fields:
         config={"displaylogo": False, "scrollZoom": True},
     )
     st.caption("Drag to zoom, double-click to reset; hover a cell number for its probability.")
+    show_outline_editor(session, index, editable)
 
 st.subheader("Explanations", divider="gray")
 reason = heatmaps.unavailable_reason(session)

@@ -615,3 +615,51 @@ def test_a_reload_brings_the_open_case_back_and_a_comment_reaches_the_report(
     assert CaseStore(db).load_case(case_id).comment == "Repeat with a fresh smear"
     go(again, "report")
     assert "Repeat with a fresh smear" in downloads["RELOAD-1_v1_report.html"].decode()
+
+
+@pytest.mark.data
+def test_split_a_fused_clump_of_a_real_field_undo_and_a_signed_case_refuses(db, shared_data):
+    """ALL-IDB1 Im013_1: three pressed expert blasts, (976, 549), (934, 467) and (842, 505),
+    outlined as one cell."""
+    at = start()
+    field = shared_data / "all_idb1" / "images" / "Im013_1.jpg"
+    analyze(at, [(field.name, field.read_bytes())])
+    save_case(at, sample_id="IDB-13")
+    session = session_of(at)
+    (clump,) = [c for c in session.cells if c.bbox[0] <= 976 < c.bbox[2]
+                and c.bbox[1] <= 549 < c.bbox[3]
+                and c.mask()[549 - c.bbox[1], 976 - c.bbox[0]]]  # fmt: skip
+    n_before = len(session.cells)
+
+    def shown(at: AppTest) -> int:
+        return int(metric(at, "Cells counted")) + int(metric(at, "Uncertain"))
+
+    before = shown(at)
+    at.selectbox(key="outline_cell_0").set_value(clump.cell_id).run()
+    at.selectbox(key="outline_action_0").set_value("Split into 3 cells").run()
+    at.button(key="outline_apply_0").click().run()
+    assert not at.exception and not errors(at), errors(at)
+    session = session_of(at)
+    pieces = [c for c in session.cells if c.origin == f"split of {clump.cell_id}"]
+    assert len(pieces) == 3 and len(session.cells) == n_before + 2
+    assert any(f"Cell {clump.cell_id} split into cells" in s.value for s in at.success)
+    assert all(c.blast_probability is not None for c in pieces)  # classified like the others
+    # The pieces enter the count (or the review queue) at once: two more cells in the tally.
+    assert shown(at) == before + 2
+    go(at, "case")
+    (trail,) = at.dataframe
+    assert "split" in trail.value.to_string()
+    go(at, "review")
+    at.selectbox(key="outline_cell_0").set_value(pieces[0].cell_id).run()
+    at.selectbox(key="outline_action_0").set_value("Undo the split or merge that made it").run()
+    at.button(key="outline_apply_0").click().run()
+    assert not errors(at) and len(session_of(at).cells) == n_before
+    assert session_of(at).cell(*clump.key).label != "replaced"
+    accept_all(at)
+    for key in keys_labelled(at, "uncertain"):
+        relabel(at, key, "normal")
+    go(at, "case")
+    at.button(key="sign").click().run()
+    assert session_of(at).is_signed, errors(at)
+    go(at, "review")
+    assert at.button(key="outline_apply_0").disabled  # a signed case refuses it

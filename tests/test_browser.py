@@ -23,8 +23,11 @@ from pathlib import Path
 import pytest
 
 from leukemia_core.accounts import Accounts
+from leukemia_core.io import read_image
 from leukemia_core.models.folder import list_models, models_dir
 from leukemia_core.pdf import chromium_path
+from leukemia_core.pipeline import analyze
+from leukemia_core.store import CaseStore
 
 ROOT = Path(__file__).resolve().parents[1]
 FIELD = "all_idb1/images/Im051_1.jpg"
@@ -121,6 +124,43 @@ def _metric(page, label: str) -> str:
     return card.first.locator("[data-testid=stMetricValue]").inner_text().strip()
 
 
+def _choose(page, label: str, option: str) -> None:
+    page.get_by_role("combobox", name=label).click()
+    page.get_by_role("option", name=option, exact=True).click()
+    _idle(page, 500)
+
+
+def _split_and_undo_the_fused_clump(page, field: Path, server_db: Path, output_dir: Path) -> None:
+    """Im051_1 holds two expert blasts, (905, 380) and (1004, 425), outlined as one cell: split
+    it in two on the Review page, see the tally grow and the audit row, then undo."""
+    analysis = analyze([read_image(field).rgb], None)  # the same segmentation as the server's
+    (clump,) = [c for c in analysis.cells if c.bbox[0] <= 905 < c.bbox[2]
+                and c.bbox[1] <= 380 < c.bbox[3] and c.mask()[380 - c.bbox[1], 905 - c.bbox[0]]]  # fmt: skip
+    before = int(_metric(page, "Cells counted")) + int(_metric(page, "Uncertain"))
+    page.get_by_text("Correct an outline").click()
+    _idle(page, 500)
+    _choose(page, "Cell", f"cell {clump.cell_id}")
+    _choose(page, "Action", "Split into 2 cells")
+    page.get_by_role("button", name="Apply").click()
+    page.wait_for_selector(f"text=Cell {clump.cell_id} split into cells", timeout=120_000)
+    _idle(page, 1500)
+    assert int(_metric(page, "Cells counted")) + int(_metric(page, "Uncertain")) == before + 1
+    page.screenshot(path=str(output_dir / "2a-split.png"))
+    (case,) = CaseStore(server_db).list_cases()
+    record = CaseStore(server_db).load_case(case.case_id)
+    split = [a for a in record.audit if a.action == "split"]
+    assert len(split) == 3 and split[0].reviewer == REVIEWER
+    piece = next(c for c in record.cells if c.origin == f"split of {clump.cell_id}")
+    _choose(page, "Cell", f"cell {piece.cell_id}")
+    _choose(page, "Action", "Undo the split or merge that made it")
+    page.get_by_role("button", name="Apply").click()
+    page.wait_for_selector("text=Undone", timeout=60_000)
+    _idle(page, 1500)
+    assert int(_metric(page, "Cells counted")) + int(_metric(page, "Uncertain")) == before
+    page.get_by_text("Correct an outline").click()  # close it again
+    _idle(page, 500)
+
+
 def test_upload_review_reclassify_and_download_in_a_real_browser(
     shared_data, chromium, server, server_db, output_dir
 ):
@@ -162,6 +202,8 @@ def test_upload_review_reclassify_and_download_in_a_real_browser(
         page.get_by_role("button", name="Save case").click()
         page.wait_for_selector("text=open: under review", timeout=60_000)
         _idle(page, 1500)
+        _split_and_undo_the_fused_clump(page, field, server_db, output_dir)
+        assert controls.count() == n_cells
         blasts_before = int(_metric(page, "Blasts"))
         first = controls.first
         was_blast = first.get_by_role("radio", name="Blast").get_attribute("aria-checked")
@@ -214,6 +256,12 @@ def test_upload_review_reclassify_and_download_in_a_real_browser(
         page.wait_for_selector(f"text=Signed by {REVIEWER}", timeout=60_000)
         _idle(page)
         page.screenshot(path=str(output_dir / "4-signed.png"))
+        page.locator("[data-testid=stSidebarNav]").get_by_text("Review cells", exact=True).click()
+        page.wait_for_selector("text=Correct an outline", timeout=60_000)
+        _idle(page)
+        page.get_by_text("Correct an outline").click()
+        _idle(page, 500)
+        assert page.get_by_role("button", name="Apply").is_disabled()  # a signed case refuses
         page.get_by_role("button", name="Log out").click()
         page.wait_for_selector("text=Log in", timeout=60_000)
         _idle(page)

@@ -75,6 +75,14 @@ def provisional_note(session: Review) -> bool:
     return text is not None
 
 
+def quality_warnings(session: Review) -> None:
+    """One warning per field quality check that failed (their cells were sent to review)."""
+    for field in session.fields:
+        for warning in field.quality:
+            st.warning(f"**{field.name}**: {warning.message} Every cell of this field was sent "
+                       "to review.", icon=":material/warning:")  # fmt: skip
+
+
 def domain_warning(session: Review) -> None:
     """Warn plainly when the sample (or a field) differs from the model's training data.
 

@@ -119,6 +119,32 @@ def accept(session: Review, keys: list[tuple[int, int]]) -> int:
     return session.accept(case_store(), keys, user=auth.user())
 
 
+def split(session: Review, field_index: int, cell_id: int, parts: int) -> tuple:
+    """Split one cell into ``parts`` cells, classified by the case's model (see
+    :meth:`Review.split`)."""
+    return session.split(case_store(), field_index, cell_id, user=auth.user(),
+                         labeller=_labeller(session), parts=parts)  # fmt: skip
+
+
+def merge(session: Review, keys: list[tuple[int, int]]):
+    """Merge touching cells of one field into one (see :meth:`Review.merge`)."""
+    return session.merge(case_store(), keys, user=auth.user(), labeller=_labeller(session))
+
+
+def undo_reshape(session: Review, field_index: int, cell_id: int) -> None:
+    """Undo the split or merge that made this cell."""
+    session.undo_reshape(case_store(), field_index, cell_id, user=auth.user())
+
+
+def _labeller(session: Review):
+    """The case's model for new cells (None for a case analysed without one)."""
+    if not session.has_model:
+        return None
+    from ui.models import get_classifier  # imports TensorFlow only when a split needs it
+
+    return get_classifier(session.model_name)
+
+
 def set_comment(session: Review, comment: str) -> bool:
     """Keep the case's comment for the report, as the logged-in account."""
     return session.set_comment(case_store(), comment, user=auth.user())

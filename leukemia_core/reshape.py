@@ -1,0 +1,209 @@
+"""Split and merge in review: a reviewer corrects how cells were outlined.
+
+A clump of pressed blasts outlined as one cell is split into ``N`` (a watershed from ``N``
+centres) or along a line the reviewer gives; two pieces of one cell are merged. The new cells
+are cropped and classified exactly like the segmentation's (:func:`cropping.crop_cells`,
+:func:`pipeline.label_cells`), await review, and replace the old ones in the case record
+(:meth:`store_reshape.CaseReshape.reshape_cells`); undo brings the old ones back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+
+import cv2
+import numpy as np
+from scipy import ndimage as ndi
+from skimage.segmentation import watershed
+
+from leukemia_core.accounts import Permission, User, require
+from leukemia_core.colour import nucleus_score
+from leukemia_core.cropping import DEFAULT_CROP_SIZE, crop_cells
+from leukemia_core.errors import LeukemiaCoreError
+from leukemia_core.labellers import Labeller, labeller_for
+from leukemia_core.pipeline import label_cells
+from leukemia_core.segmentation import field_red_cell_diameter
+from leukemia_core.types import Cell, CellLabel, Segmentation
+
+MAX_PARTS = 6
+SPLIT_PREFIX, MERGE_PREFIX = "split of ", "merge of "
+
+
+class ReshapeError(LeukemiaCoreError, ValueError):
+    """A split or merge cannot be done as asked (too small, not touching, other fields)."""
+
+
+def split_masks(
+    mask: np.ndarray, parts: int = 2, line: tuple[tuple[float, float], ...] | None = None
+) -> list[np.ndarray]:
+    """A cell mask cut into ``parts`` pieces, or in two along ``line`` (mask coordinates).
+
+    Without a line, the ``parts`` centres come from k-means on the cell's pixels and the
+    borders from a watershed on the distance to the edge, so cuts follow the necks between
+    pressed cells.
+    """
+    if line is not None:
+        (x0, y0), (x1, y1) = line
+        ys, xs = np.nonzero(mask)
+        side = (x1 - x0) * (ys - y0) - (y1 - y0) * (xs - x0)
+        pieces = [np.zeros_like(mask) for _ in range(2)]
+        pieces[0][ys[side < 0], xs[side < 0]] = True
+        pieces[1][ys[side >= 0], xs[side >= 0]] = True
+        return _largest_components(pieces)
+    if not 2 <= parts <= MAX_PARTS:
+        raise ReshapeError(f"Split into 2 to {MAX_PARTS} cells, not {parts}.")
+    ys, xs = np.nonzero(mask)
+    if len(xs) < 20 * parts:
+        raise ReshapeError("This cell is too small to split.")
+    points = np.column_stack([xs, ys]).astype(np.float32)
+    criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 50, 0.5)
+    cv2.setRNGSeed(0)  # the same click gives the same split
+    _, assigned, _ = cv2.kmeans(points, parts, None, criteria, 5, cv2.KMEANS_PP_CENTERS)
+    markers = np.zeros(mask.shape, np.int32)
+    markers[ys, xs] = assigned.ravel() + 1
+    distance = ndi.distance_transform_edt(mask)
+    # Seeds are each cluster's core (its innermost half); the watershed decides the rest.
+    cores = np.zeros_like(markers)
+    for k in range(1, parts + 1):
+        inside = markers == k
+        cores[inside & (distance >= np.median(distance[inside]))] = k
+    labels = watershed(-distance, cores, mask=mask)
+    return _largest_components([labels == k for k in range(1, parts + 1)])
+
+
+def merge_masks(masks: Sequence[np.ndarray]) -> np.ndarray:
+    """One mask from touching pieces (gaps of a pixel or two closed)."""
+    union = np.logical_or.reduce(list(masks))
+    closed = cv2.morphologyEx(union.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
+    merged = ndi.binary_fill_holes(closed.astype(bool) | union)
+    if ndi.label(merged)[1] != 1:
+        raise ReshapeError("These cells do not touch: merge only pieces of one cell.")
+    return merged
+
+
+def new_cells(
+    image: np.ndarray,
+    masks: Sequence[np.ndarray],
+    *,
+    first_id: int,
+    field_index: int,
+    labeller: Labeller,
+    origin: str,
+    crop_size: int = DEFAULT_CROP_SIZE,
+) -> list[Cell]:
+    """Cells for full-field masks, cropped and classified like the segmentation's cells."""
+    cell_labels = np.zeros(image.shape[:2], np.int32)
+    for k, mask in enumerate(masks):
+        cell_labels[mask] = first_id + k
+    score = nucleus_score(image)
+    nuclei = np.where(score > _nucleus_level(score, cell_labels > 0), cell_labels, 0)
+    border = tuple(first_id + k for k, m in enumerate(masks) if _on_border(m))
+    segmentation = Segmentation(nuclei.astype(np.int32), cell_labels,
+                                field_red_cell_diameter(image), 1.0, border)  # fmt: skip
+    found = [c for c in crop_cells(image, segmentation, size=crop_size) if c.cell_id >= first_id]
+    cells = label_cells(found, labeller_for(labeller), field_index)
+    return [replace(c, origin=origin) for c in cells]
+
+
+def _nucleus_level(score: np.ndarray, inside: np.ndarray) -> float:
+    values = score[inside]
+    return max(30.0, float(np.percentile(values, 40))) if values.size else 30.0
+
+
+def _on_border(mask: np.ndarray) -> bool:
+    return bool(mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
+
+
+def _largest_components(pieces: list[np.ndarray]) -> list[np.ndarray]:
+    """Each piece reduced to its largest connected part; empty pieces refused."""
+    out = []
+    for piece in pieces:
+        labels, n = ndi.label(piece)
+        if n == 0:
+            raise ReshapeError("The cut leaves an empty piece: draw the line across the cell.")
+        sizes = np.bincount(labels.ravel())
+        sizes[0] = 0
+        out.append(labels == int(sizes.argmax()))
+    return out
+
+
+class ReviewReshape:
+    """Split, merge and undo on :class:`leukemia_core.review.Review` (mixed in)."""
+
+    def split(
+        self, store, field_index: int, cell_id: int, *, user: User, labeller=None,
+        parts: int = 2, line=None, crop_size: int = DEFAULT_CROP_SIZE,
+    ) -> tuple[Cell, ...]:  # fmt: skip
+        """Replace one cell by ``parts`` cells (or two, cut along ``line`` in field pixels)."""
+        require(user, Permission.REVIEW)
+        self._require_saved("the split is recorded in it")
+        cell = self.cell(field_index, cell_id)
+        x0, y0 = cell.bbox[:2]
+        local = None if line is None else tuple((x - x0, y - y0) for x, y in line)
+        pieces = split_masks(cell.mask(), parts, local)
+        masks = [self._field_mask(cell, piece) for piece in pieces]
+        made = new_cells(self.fields[field_index].image, masks, first_id=self._next_id(field_index),
+                         field_index=field_index, labeller=labeller,
+                         origin=f"{SPLIT_PREFIX}{cell_id}", crop_size=crop_size)  # fmt: skip
+        note = f"cell {cell_id} split into cells {', '.join(str(c.cell_id) for c in made)}"
+        store.reshape_cells(self.case_id, retire=[cell.key], add=made, reviewer=user.name,
+                            action="split", note=note)  # fmt: skip
+        self._reload(store)
+        return tuple(self.cell(*c.key) for c in made)
+
+    def merge(
+        self, store, keys: Iterable[tuple[int, int]], *, user: User, labeller=None,
+        crop_size: int = DEFAULT_CROP_SIZE,
+    ) -> Cell:  # fmt: skip
+        """Replace two or more touching cells of one field by one cell."""
+        require(user, Permission.REVIEW)
+        self._require_saved("the merge is recorded in it")
+        cells = [self.cell(*key) for key in keys]
+        if len(cells) < 2 or len({c.field_index for c in cells}) != 1:
+            raise ReshapeError("Merge needs two or more cells of the same field.")
+        field_index = cells[0].field_index
+        merged = merge_masks([self._field_mask(c, c.mask()) for c in cells])
+        ids = "+".join(str(c.cell_id) for c in cells)
+        (made,) = new_cells(self.fields[field_index].image, [merged],
+                            first_id=self._next_id(field_index), field_index=field_index,
+                            labeller=labeller, origin=f"{MERGE_PREFIX}{ids}",
+                            crop_size=crop_size)  # fmt: skip
+        store.reshape_cells(self.case_id, retire=[c.key for c in cells], add=[made],
+                            reviewer=user.name, action="merge",
+                            note=f"cells {ids.replace('+', ', ')} merged into cell {made.cell_id}")  # fmt: skip
+        self._reload(store)
+        return self.cell(*made.key)
+
+    def undo_reshape(self, store, field_index: int, cell_id: int, *, user: User) -> None:
+        """Undo the split or merge that made this cell: its pieces go, the old cells return."""
+        require(user, Permission.REVIEW)
+        self._require_saved("the undo is recorded in it")
+        cell = self.cell(field_index, cell_id)
+        if not cell.origin:
+            raise ReshapeError(f"Cell {cell_id} was found by the segmentation: nothing to undo.")
+        siblings = [c.key for c in self.cells
+                    if c.field_index == field_index and c.origin == cell.origin]  # fmt: skip
+        words = cell.origin.removeprefix(SPLIT_PREFIX).removeprefix(MERGE_PREFIX)
+        originals = [(field_index, int(i)) for i in words.split("+")]
+        action = "undo split" if cell.origin.startswith(SPLIT_PREFIX) else "undo merge"
+        store.reshape_cells(self.case_id, retire=siblings, revive=originals, reviewer=user.name,
+                            action=action, note=f"{cell.origin} undone")  # fmt: skip
+        self._reload(store)
+
+    # ---- helpers -----------------------------------------------------------------------------
+    def _field_mask(self, cell: Cell, local: np.ndarray) -> np.ndarray:
+        image = self.fields[cell.field_index].image
+        mask = np.zeros(image.shape[:2], bool)
+        x0, y0, x1, y1 = cell.bbox
+        mask[y0:y1, x0:x1] = local
+        return mask
+
+    def _next_id(self, field_index: int) -> int:
+        ids = [key[1] for key in self._cells if key[0] == field_index]
+        return max(ids, default=0) + 1
+
+
+def live(cells: Iterable[Cell]) -> tuple[Cell, ...]:
+    """The cells that are shown and counted (not replaced by a split or merge)."""
+    return tuple(c for c in cells if c.label != CellLabel.REPLACED)

@@ -1,0 +1,98 @@
+"""Splitting and merging cells in a stored case (mixed into :class:`~leukemia_core.store.CaseStore`).
+
+A reviewer who finds two cells outlined as one (or one cell cut in two) replaces them: the old
+cells keep their rows, labelled ``replaced`` (never shown or counted), and the new cells are
+added with their own ids. Undo is the same operation the other way round. Every step is one
+transaction with one audit row per cell it touches, so the trail says who split what into what.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
+
+from leukemia_core.store_rows import CaseInputError, audit, cell_row, insert, reviewer_name, whole
+from leukemia_core.types import Cell, CellLabel
+
+
+class CaseReshape:
+    """Split, merge and undo in the case database."""
+
+    def _transaction(self, *, write: bool) -> AbstractContextManager[sqlite3.Connection]:
+        raise NotImplementedError  # provided by CaseStore
+
+    def _case(self, conn: sqlite3.Connection, case_id: object, *, open_only: bool) -> sqlite3.Row:
+        raise NotImplementedError  # provided by CaseStore
+
+    def reshape_cells(
+        self, case_id: str, *, retire: Iterable[tuple[int, int]], add: Sequence[Cell] = (),
+        revive: Iterable[tuple[int, int]] = (), reviewer: str, action: str, note: str,
+    ) -> list[int]:  # fmt: skip
+        """Replace cells by new ones in one transaction; returns the audit ids.
+
+        Args:
+            retire: Keys of live cells that become ``replaced``.
+            add: New cells (ids not used in their field yet), stored as they are.
+            revive: Keys of ``replaced`` cells brought back (undo): they get the model's
+                label again and await review.
+            reviewer: Who did it.
+            action: The audit action (``split``, ``merge``, ``undo split``...).
+            note: What happened, in words.
+
+        Raises:
+            CaseSignedError: The case is signed.
+            CaseInputError: A key is unknown, a retired cell is not live, a revived one not
+                replaced, or a new cell's id is taken.
+        """
+        reviewer = reviewer_name(reviewer)
+        retire = [(whole(f, "field_index"), whole(c, "cell_id")) for f, c in retire]
+        revive = [(whole(f, "field_index"), whole(c, "cell_id")) for f, c in revive]
+        with self._transaction(write=True) as conn:
+            case = self._case(conn, case_id, open_only=True)
+            n_fields = conn.execute(
+                "SELECT COUNT(*) FROM fields WHERE case_id = ?", (case["case_id"],)
+            ).fetchone()[0]
+            rows = [cell_row(i, cell, n_fields) for i, cell in enumerate(add)]
+            updates = []
+            for key in retire:
+                label = self._label(conn, case, key)
+                if label == CellLabel.REPLACED:
+                    raise CaseInputError(f"Cell {key[1]} of field {key[0]} is already replaced.")
+                updates.append((key, label, CellLabel.REPLACED.value, "label = ?"))
+            for key in revive:
+                if self._label(conn, case, key) != CellLabel.REPLACED:
+                    raise CaseInputError(f"Cell {key[1]} of field {key[0]} is not replaced.")
+                updates.append((key, CellLabel.REPLACED.value, None,
+                                "label = model_label, reviewed = 0"))  # fmt: skip
+            for row in rows:
+                if self._label(conn, case, (row["field_index"], row["cell_id"]), missing=True):
+                    raise CaseInputError(
+                        f"Field {row['field_index']} already has a cell {row['cell_id']}."
+                    )
+                insert(conn, "cells", {"case_id": case["case_id"], **row})
+            for key, _, to_label, assignment in updates:
+                values = (to_label,) if to_label else ()
+                conn.execute(f"UPDATE cells SET {assignment} WHERE case_id = ? AND field_index = ? "
+                             "AND cell_id = ?", (*values, case["case_id"], *key))  # fmt: skip
+            if case["first_signed_by"] is not None:  # any change voids a first signature
+                conn.execute("UPDATE cases SET first_signed_by = NULL, first_signed_at = NULL "
+                             "WHERE case_id = ?", (case["case_id"],))  # fmt: skip
+            ids = []
+            for key, before, _, _ in updates:
+                after = self._label(conn, case, key)
+                ids.append(audit(conn, case, action, reviewer, note, *key, before, after))
+            for row in rows:
+                ids.append(audit(conn, case, action, reviewer, note, row["field_index"],
+                                 row["cell_id"], None, row["label"]))  # fmt: skip
+        return ids
+
+    @staticmethod
+    def _label(conn, case, key, *, missing: bool = False) -> str | None:
+        row = conn.execute(
+            "SELECT label FROM cells WHERE case_id = ? AND field_index = ? AND cell_id = ?",
+            (case["case_id"], *key),
+        ).fetchone()
+        if row is None and not missing:
+            raise CaseInputError(f"Case {case['case_id']} has no cell {key[1]} in field {key[0]}.")
+        return None if row is None else row["label"]

@@ -1,0 +1,105 @@
+"""Split and merge in review: real fused clumps, counts, audit trail, undo, signed cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from leukemia_core.accounts import Role, User
+from leukemia_core.io import read_image
+from leukemia_core.pipeline import analyze
+from leukemia_core.reshape import ReshapeError, merge_masks, split_masks
+from leukemia_core.review import Review
+from leukemia_core.store import CaseStore
+from leukemia_core.store_rows import CaseSignedError
+from leukemia_core.types import CellLabel
+from train.evaluate.segmentation import read_xyc
+
+ANA = User("Ana Reviewer", frozenset({Role.REVIEWER, Role.SIGNER}))
+
+
+def _discs(centres, radius=24, shape=(100, 140)):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return np.logical_or.reduce([(yy - y) ** 2 + (xx - x) ** 2 <= radius**2 for x, y in centres])
+
+
+def test_split_into_two_cuts_at_the_neck_of_two_pressed_cells():
+    clump = _discs([(45, 50), (90, 50)])
+    left, right = sorted(split_masks(clump, 2), key=lambda m: np.nonzero(m)[1].mean())
+    assert left[50, 45] and right[50, 90] and not (left & right).any()
+    assert (left | right).sum() == clump.sum()
+    neck = np.nonzero(left[50])[0].max()
+    assert 60 <= neck <= 75  # the cut runs through the neck, not through a cell
+
+
+def test_split_along_a_line_and_merge_back():
+    clump = _discs([(45, 50), (90, 50)])
+    a, b = split_masks(clump, line=((67, 0), (67, 99)))
+    assert a.sum() + b.sum() == clump.sum()
+    merged = merge_masks([a, b])
+    assert merged[clump].all() and (merged & ~clump).sum() < 0.02 * clump.sum()
+    with pytest.raises(ReshapeError, match="do not touch"):
+        merge_masks([_discs([(30, 50)], 10), _discs([(110, 50)], 10)])
+    with pytest.raises(ReshapeError, match="2 to"):
+        split_masks(clump, 9)
+
+
+@pytest.fixture
+def fused(shared_data, tmp_path):
+    """ALL-IDB1 Im013_1: expert blasts the segmentation outlines as one cell."""
+    folder = shared_data / "all_idb1"
+    review = Review(analyze([read_image(folder / "images" / "Im013_1.jpg").rgb], None),
+                    sample_id="IDB-13")  # fmt: skip
+    store = CaseStore(tmp_path / "cases.sqlite3")
+    review.save(store, user=ANA)
+    points = read_xyc(folder / "xyc" / "Im013_1.xyc")
+    return review, store, points
+
+
+def _holder(review, x, y):
+    for cell in review.cells:
+        x0, y0, x1, y1 = cell.bbox
+        if x0 <= x < x1 and y0 <= y < y1 and cell.mask()[int(y) - y0, int(x) - x0]:
+            return cell
+    return None
+
+
+@pytest.mark.data
+def test_splitting_a_fused_clump_of_a_real_field(fused):
+    review, store, points = fused
+    clump = _holder(review, 976, 549)
+    inside = [p for p in points if _holder(review, *p) is clump]
+    assert len(inside) >= 2  # pressed blasts, one outline: the failure split exists for
+    n_before = len(review.cells)
+    pieces = review.split(store, *clump.key, user=ANA, parts=len(inside))
+    assert len(review.cells) == n_before + len(inside) - 1
+    assert {_holder(review, *p).key for p in inside} == {c.key for c in pieces}
+    assert all(c.origin == f"split of {clump.cell_id}" and c.awaits_review for c in pieces)
+    record = store.load_case(review.case_id)
+    assert record.altered == ()
+    last = record.audit[-(len(inside) + 1) :]
+    assert [a.action for a in last] == ["split"] * (len(inside) + 1)
+    assert last[0].to_label == CellLabel.REPLACED and "split into cells" in last[0].note
+    # Counts follow: the replaced cell is neither counted nor left to review.
+    assert review.n_unreviewed == sum(c.label != CellLabel.BORDER for c in review.cells)
+    review.undo_reshape(store, *pieces[0].key, user=ANA)
+    assert len(review.cells) == n_before and _holder(review, 976, 549).key == clump.key
+    assert store.load_case(review.case_id).audit[-1].action == "undo split"
+
+
+@pytest.mark.data
+def test_merge_and_a_signed_case_refuses_both(fused):
+    review, store, _ = fused
+    clump = _holder(review, 976, 549)
+    a, b = review.split(store, *clump.key, user=ANA, parts=2)
+    merged = review.merge(store, [a.key, b.key], user=ANA)
+    assert merged.origin == f"merge of {a.cell_id}+{b.cell_id}"
+    assert merged.cell_area_px == pytest.approx(clump.cell_area_px, rel=0.05)
+    for cell in review.cells:
+        if cell.label != CellLabel.BORDER:
+            review.relabel(store, *cell.key, "normal", user=ANA)
+    assert review.sign(store, user=ANA)
+    with pytest.raises(CaseSignedError):
+        review.split(store, *merged.key, user=ANA, parts=2)
+    with pytest.raises(CaseSignedError):
+        review.undo_reshape(store, *merged.key, user=ANA)

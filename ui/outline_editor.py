@@ -1,0 +1,63 @@
+"""Correct an outline on the Review page: split a clump, merge two pieces, undo.
+
+Thin: it gathers the choice and hands it to :class:`leukemia_core.review.Review` through
+:mod:`ui.state`; the core crops, classifies, records and audits the new cells.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from leukemia_core.errors import LeukemiaCoreError
+from leukemia_core.review import Review
+from ui import state
+from ui.common import flash
+
+SPLIT_CHOICES = {"Split into 2 cells": 2, "Split into 3 cells": 3, "Split into 4 cells": 4}
+MERGE, UNDO = "Merge with another cell", "Undo the split or merge that made it"
+
+
+def show_outline_editor(session: Review, field_index: int, editable: bool) -> None:
+    """Pick a cell of the field shown above and split it, merge it, or undo its split/merge."""
+    cells = [c for c in session.field_cells(field_index)]
+    if not cells:
+        return
+    with st.expander("Correct an outline (split a clump, merge two pieces)"):
+        st.caption("Cell numbers are those in the field view above. New cells are classified "
+                   "by the case's model, await review, and the change is recorded with your "
+                   "name; undo brings the old cell back.")  # fmt: skip
+        ids = [c.cell_id for c in cells]
+        left, middle, right = st.columns([1, 2, 1])
+        cell_id = left.selectbox("Cell", ids, key=f"outline_cell_{field_index}",
+                                 format_func=lambda i: f"cell {i}", disabled=not editable)  # fmt: skip
+        cell = session.cell(field_index, cell_id)
+        actions = [*SPLIT_CHOICES, MERGE] + ([UNDO] if cell.origin else [])
+        action = middle.selectbox("Action", actions, key=f"outline_action_{field_index}",
+                                  disabled=not editable)  # fmt: skip
+        other = None
+        if action == MERGE:
+            others = [i for i in ids if i != cell_id]
+            other = right.selectbox("With", others, key=f"outline_other_{field_index}",
+                                    format_func=lambda i: f"cell {i}", disabled=not editable)  # fmt: skip
+        if st.button("Apply", key=f"outline_apply_{field_index}", disabled=not editable,
+                     icon=":material/content_cut:"):  # fmt: skip
+            _apply(session, field_index, cell_id, action, other)
+
+
+def _apply(session: Review, field_index: int, cell_id: int, action: str, other) -> None:
+    try:
+        if action in SPLIT_CHOICES:
+            made = state.split(session, field_index, cell_id, SPLIT_CHOICES[action])
+            words = ", ".join(str(c.cell_id) for c in made)
+            flash(f"Cell {cell_id} split into cells {words}; review each.", "success")
+        elif action == MERGE:
+            if other is None:
+                raise LeukemiaCoreError("Pick the cell to merge with.")
+            made = state.merge(session, [(field_index, cell_id), (field_index, other)])
+            flash(f"Cells {cell_id} and {other} merged into cell {made.cell_id}.", "success")
+        else:
+            state.undo_reshape(session, field_index, cell_id)
+            flash(f"Undone: {cell_id} and the cells made with it are gone again.", "success")
+    except LeukemiaCoreError as error:
+        flash(str(error))
+    st.rerun()
