@@ -48,7 +48,9 @@ def white_cells(image: np.ndarray) -> np.ndarray:
 
 def background_colour(image: np.ndarray) -> np.ndarray:
     """Colour of the bare glass: the median of the brightest, least saturated pixels."""
-    rgb = image.reshape(-1, 3).astype(np.float32)
+    # A quarter of the pixels of a large view gives the same percentiles, four times faster.
+    step = 2 if image.shape[0] * image.shape[1] > 250_000 else 1
+    rgb = image[::step, ::step].reshape(-1, 3).astype(np.float32)
     brightness = rgb.mean(axis=1) - 0.5 * (rgb.max(axis=1) - rgb.min(axis=1))
     bright = rgb[brightness >= np.percentile(brightness, 90)]
     return np.median(bright, axis=0)

@@ -8,7 +8,8 @@ not depend on the microscope (red-cell diameters, the reference stain):
   colour cast (how far the red cells' hue is from the reference);
 - magnification: the red-cell diameter in pixels, against the range the tool was built for;
 - white cells: too many per red cell means red cells were taken for white cells;
-- thick area: cells cover nearly all the glass, red cells overlap and white cells hide.
+- thick area: cells cover nearly all the glass, red cells overlap and white cells hide;
+- red cells: none could be made out (badly out of focus, blank, not a smear).
 
 A field with any warning has its cells sent to review (:func:`leukemia_core.pipeline.analyze`).
 The limits were set on the development datasets; ``python bench/quality.py`` measures how often
@@ -37,6 +38,7 @@ COLOUR_CAST = "colour cast"
 MAGNIFICATION = "magnification"
 WHITE_CELLS = "white cells"
 THICK_AREA = "thick area"
+NO_RED_CELLS = "red cells"
 
 
 @dataclass(frozen=True)
@@ -83,8 +85,10 @@ def check_field(
 ) -> tuple[QualityWarning, ...]:
     """Every check that fails on one segmented field (empty when the field looks fit)."""
     diameter = segmentation.red_cell_diameter_px
-    if diameter <= 0:
-        return ()  # no red cells: the segmentation's note already says this is no smear field
+    if diameter <= 0:  # heavy blur, a blank slide or no smear at all: nothing to measure by
+        return (QualityWarning(NO_RED_CELLS, 0.0, 0.0,
+            "No red cells could be made out: the field is badly out of focus, blank, or not a "
+            "blood smear. Nothing in it can be counted reliably; capture it again."),)  # fmt: skip
     warnings = []
     low, high = limits.red_cell_diameter_range
     if not low <= diameter <= high:
@@ -93,12 +97,13 @@ def check_field(
             f"(supported {low:.0f}-{high:.0f} px). Use a 40x-100x objective or resize the image; "
             "cell sizes and the counts may be wrong."))  # fmt: skip
     stain = segmentation.stain
-    view = image if stain is None else normalise_stain(image, stain)
     # Blur merges red cells, which inflates the usual size estimate and would hide the blur
     # itself; the lower estimate holds better (bench/quality.py).
     ruler = segmentation.low_red_cell_diameter_px or diameter
     scale = min(1.0, WORKING_RED_CELL_DIAMETER / ruler)
-    small = resize(view, scale)
+    small = resize(image, scale)
+    if stain is not None:
+        small = normalise_stain(small, stain)
     cells = foreground(small)
     blur = edge_blur(small, cells, ruler * scale)
     if blur is not None and blur > limits.max_edge_blur:

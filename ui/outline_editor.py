@@ -22,7 +22,8 @@ def show_outline_editor(session: Review, field_index: int, editable: bool) -> No
     cells = [c for c in session.field_cells(field_index)]
     if not cells:
         return
-    with st.expander("Correct an outline (split a clump, merge two pieces)"):
+    with st.container(border=True):
+        st.markdown("**Correct an outline** (split a clump, merge two pieces)")
         st.caption("Cell numbers are those in the field view above. New cells are classified "
                    "by the case's model, await review, and the change is recorded with your "
                    "name; undo brings the old cell back.")  # fmt: skip
