@@ -66,6 +66,7 @@ figure img { width: 100%; image-rendering: pixelated; } .changed { border-color:
 .signed { font-size: 1.1rem; font-weight: 700; color: #0b6b2b; }
 .unsigned { font-size: 1.4rem; font-weight: 800; color: #b00020; letter-spacing: .05em; }
 code { font-size: .85rem; word-break: break-all; }
+@page { size: A4; margin: 14mm 12mm; }
 @media print {
   body { margin: 0; max-width: none; font-size: 11pt; }
   h2 { break-after: avoid; } tr, figure, .ruo { break-inside: avoid; }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 
 from leukemia_core.pdf import CHROMIUM_ENV_VAR, PdfUnavailableError, chromium_path, html_to_pdf
@@ -33,3 +35,38 @@ def test_the_report_prints_to_a_pdf(monkeypatch):
     pdf = html_to_pdf(html + "<p>" + "blast " * 2000 + "</p></body></html>")
     assert pdf.startswith(b"%PDF-") and b"%%EOF" in pdf[-1024:]
     assert pdf.count(b"/Type /Page\n") + pdf.count(b"/Type/Page") >= 1
+
+
+def test_the_case_report_pdf_is_a4_and_holds_the_flagged_cells_crops(monkeypatch, tmp_path):
+    """Issue 13: the filed report shows the cells, not only heatmaps, on A4 pages."""
+    pypdf = pytest.importorskip("pypdf", reason="pypdf is a dev requirement")
+    monkeypatch.delenv(CHROMIUM_ENV_VAR, raising=False)
+    if chromium_path() is None:
+        pytest.skip("no Chromium installed (apt-get install chromium); the PDF export is optional")
+    from leukemia_core.accounts import Role, User
+    from leukemia_core.pipeline import analyze
+    from leukemia_core.report import case_report_html, flagged_cells
+    from leukemia_core.review import Review
+    from leukemia_core.store import CaseStore
+    from leukemia_core.synthetic import make_demo_smear
+
+    review = Review(analyze([make_demo_smear().image], None), sample_id="PDF-7")
+    store = CaseStore(tmp_path / "cases.sqlite3")
+    ana = User("Ana Reviewer", frozenset({Role.REVIEWER}))
+    review.save(store, user=ana)
+    first, second, *rest = [c for c in review.cells if c.label != "border"]
+    review.relabel(store, *first.key, "blast", user=ana)
+    review.relabel(store, *second.key, "normal", user=ana)  # relabelled: shown too
+    for cell in rest:
+        review.relabel(store, *cell.key, "normal", user=ana)
+    record = store.load_case(review.case_id)
+    flagged = flagged_cells(record)
+    assert len(flagged) >= 2
+    document = pypdf.PdfReader(io.BytesIO(html_to_pdf(case_report_html(record))))
+    width, height = (float(v) for v in document.pages[0].mediabox[2:])
+    assert (round(width), round(height)) == (595, 842)  # A4 in points
+    text = " ".join(page.extract_text() for page in document.pages)
+    assert "PDF-7" in text and "Research use only" in text
+    assert f"cell {first.cell_id}" in text and "reviewer: normal" in text.replace("\n", " ")
+    images = sum(len(page.images) for page in document.pages)
+    assert images >= len(flagged)  # one crop per flagged cell (heatmaps only where stored)
