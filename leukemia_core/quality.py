@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from leukemia_core.colour import foreground, nucleus_score
+from leukemia_core.colour import WEAK_PURPLE, foreground, nucleus_score
 from leukemia_core.resampling import resize
 from leukemia_core.stain import normalise_stain
 
@@ -139,7 +139,9 @@ def edge_blur(image: np.ndarray, cells: np.ndarray, diameter: float) -> float | 
         return None
     contrast = abs(float(np.median(green[~cells]) - np.median(green[cells])))
     inner = cv2.erode(cells.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-    purple = cv2.dilate((nucleus_score(image) > 30).astype(np.uint8), np.ones((5, 5), np.uint8))
+    purple = cv2.dilate(
+        (nucleus_score(image) > WEAK_PURPLE).astype(np.uint8), np.ones((5, 5), np.uint8)
+    )
     outline = cells & ~inner & ~purple.astype(bool)
     if outline.sum() < 50 or contrast < 5:
         return None
@@ -170,8 +172,3 @@ def _stain_warnings(stain, limits: QualityLimits) -> list[QualityWarning]:
             "the classifier learned, so its calls are less reliable. Set the camera's white "
             "balance on bare glass."))  # fmt: skip
     return out
-
-
-def quality_messages(warnings: tuple[QualityWarning, ...]) -> tuple[str, ...]:
-    """The user-facing sentences of a field's warnings."""
-    return tuple(w.message for w in warnings)

@@ -23,8 +23,8 @@ from leukemia_core.cropping import DEFAULT_CROP_SIZE, crop_cells
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.labellers import Labeller, labeller_for
 from leukemia_core.pipeline import label_cells
-from leukemia_core.segmentation import field_red_cell_diameter
-from leukemia_core.types import Cell, CellLabel, Segmentation
+from leukemia_core.segmentation import DEFAULT_PARAMS, field_red_cell_diameter
+from leukemia_core.types import Cell, Segmentation
 
 MAX_PARTS = 6
 SPLIT_PREFIX, MERGE_PREFIX = "split of ", "merge of "
@@ -107,8 +107,10 @@ def new_cells(
 
 
 def _nucleus_level(score: np.ndarray, inside: np.ndarray) -> float:
+    """Nucleus threshold inside new cells, never below the segmentation's own floor."""
+    floor = DEFAULT_PARAMS.min_nucleus_score
     values = score[inside]
-    return max(30.0, float(np.percentile(values, 40))) if values.size else 30.0
+    return max(floor, float(np.percentile(values, 40))) if values.size else floor
 
 
 def _on_border(mask: np.ndarray) -> bool:
@@ -202,8 +204,3 @@ class ReviewReshape:
     def _next_id(self, field_index: int) -> int:
         ids = [key[1] for key in self._cells if key[0] == field_index]
         return max(ids, default=0) + 1
-
-
-def live(cells: Iterable[Cell]) -> tuple[Cell, ...]:
-    """The cells that are shown and counted (not replaced by a split or merge)."""
-    return tuple(c for c in cells if c.label != CellLabel.REPLACED)

@@ -14,8 +14,7 @@ Example:
     >>> import pathlib, tempfile
     >>> from leukemia_core.accounts import Role, User
     >>> from leukemia_core.pipeline import analyze
-    >>> from leukemia_core.reshape import ReviewReshape, live
-from leukemia_core.store import CaseStore
+    >>> from leukemia_core.store import CaseStore
     >>> from leukemia_core.synthetic import make_demo_smear
     >>> review = Review(analyze([make_demo_smear().image], None), sample_id="S-1")
     >>> store = CaseStore(pathlib.Path(tempfile.mkdtemp()) / "cases.sqlite3")
@@ -50,7 +49,7 @@ from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.imaging import cell_view
 from leukemia_core.labellers import NO_MODEL
 from leukemia_core.pipeline import MODE_CELLS, MODE_FIELDS, Analysis
-from leukemia_core.reshape import ReviewReshape, live
+from leukemia_core.reshape import ReviewReshape
 from leukemia_core.runtime import setting_number
 from leukemia_core.store import CaseStore
 from leukemia_core.types import (
@@ -58,6 +57,7 @@ from leukemia_core.types import (
     BlastCount,
     Cell,
     CellLabel,
+    live,
 )
 
 STATUS_UNSAVED = "unsaved"
@@ -109,7 +109,7 @@ class Review(ReviewReshape):
         self.audit_token = 0
         self.altered: tuple[str, ...] = ()  # what the audit chain says changed outside the app
         self.token = uuid.uuid4().hex
-        self._cells = {cell.key: cell for cell in analysis.cells}
+        self._cells = _by_key(analysis.cells)
         self._views: dict[tuple, np.ndarray] = {}
 
     # ---- what was analysed -----------------------------------------------------------------
@@ -150,7 +150,7 @@ class Review(ReviewReshape):
     def cells(self) -> tuple[Cell, ...]:
         """Every cell with its current label, in field then cell-id order (cells replaced by a
         split or merge are kept in the record only)."""
-        return live(sorted(self._cells.values(), key=lambda c: c.key))
+        return live(self._cells.values())
 
     # ---- lookups ----------------------------------------------------------------------------
     def cell(self, field_index: int, cell_id: int) -> Cell:
@@ -403,7 +403,7 @@ class Review(ReviewReshape):
             dict(thresholds.get("model_calibration", {})),
         )  # fmt: skip
         review = cls(analysis, sample_id=record.sample_id)
-        review._cells.update({c.key: c for c in record.replaced})
+        review._cells = _by_key((*record.cells, *record.replaced))
         review.case_id = record.case_id
         review.altered = record.altered
         review._follow(record)
@@ -428,7 +428,7 @@ class Review(ReviewReshape):
                 f"Case {record.case_id} holds other cells than the sample on screen; open it "
                 "from the case list instead."
             )
-        self._cells = {c.key: c for c in (*record.cells, *record.replaced)}
+        self._cells = _by_key((*record.cells, *record.replaced))
         self._views.clear()
         self._follow(record)
 
@@ -457,6 +457,11 @@ class Review(ReviewReshape):
         self.signed_by, self.signed_at = state.signed_by, state.signed_at
         self.first_signed_by = state.first_signed_by
         self.audit_token = state.token
+
+
+def _by_key(cells: Iterable[Cell]) -> dict[tuple[int, int], Cell]:
+    """Cells by key, in field then cell-id order (the order every view shows them in)."""
+    return {c.key: c for c in sorted(cells, key=lambda c: c.key)}
 
 
 def second_signer_at_percent() -> float | None:

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 from scipy import ndimage as ndi
 
-from leukemia_core.colour import STRONG_PURPLE, foreground, nucleus_score, white_cells
+from leukemia_core.colour import red_cell_pixels
 from leukemia_core.errors import SegmentationError
 from leukemia_core.masks import fill_holes
 from leukemia_core.resampling import resize
@@ -59,15 +59,8 @@ def estimate_red_cell_diameters(image: np.ndarray) -> tuple[float | None, float 
     """
     check_rgb(image, "estimate_red_cell_diameter")
     scale = min(1.0, ESTIMATION_SIDE / max(image.shape[:2]))
-    small = resize(image, scale)
     # White cells are not red cells: leave them out of the size statistics.
-    purple = nucleus_score(small) > STRONG_PURPLE
-    # Pale chromatin and cytoplasm of white cells must not steer the cells-versus-glass
-    # threshold: in a field crowded with blasts (or a crop around one), Otsu would otherwise
-    # split white cells from everything else and merge red cells with the glass.
-    red_cells = foreground(small, exclude=white_cells(small)) & ~ndi.binary_dilation(
-        purple, iterations=2
-    )
+    red_cells = red_cell_pixels(resize(image, scale))
     if red_cells.mean() < 0.01:
         return None, None
     filled = fill_holes(red_cells)

@@ -124,12 +124,7 @@ def segment_wbc(image: np.ndarray, params: SegmentationParams | None = None) -> 
     """
     params = params or DEFAULT_PARAMS
     check_rgb(image, "segment_wbc")
-    stain = estimate_stain(image, params.reference_red_cell_od)
-    if params.normalise_stain:
-        image = normalise_stain(image, stain)
-    diameter = low_diameter = params.red_cell_diameter_px
-    if diameter is None:
-        diameter, low_diameter = estimate_red_cell_diameters(image)
+    stain, image, diameter, low_diameter = _stain_and_scale(image, params)
     if diameter is None:
         # Without red cells there is no scale and, in practice, no smear: a blank slide, a photo
         # of something else, or a single-cell crop (which needs no segmentation).
@@ -184,12 +179,18 @@ def segment_wbc(image: np.ndarray, params: SegmentationParams | None = None) -> 
 
 def field_red_cell_diameter(image: np.ndarray, params: SegmentationParams | None = None) -> float:
     """The red-cell diameter :func:`segment_wbc` uses for this field (0.0 without red cells)."""
-    params = params or DEFAULT_PARAMS
-    if params.red_cell_diameter_px:
-        return float(params.red_cell_diameter_px)
+    return float(_stain_and_scale(image, params or DEFAULT_PARAMS)[2] or 0.0)
+
+
+def _stain_and_scale(image: np.ndarray, params: SegmentationParams):
+    """The field's stain estimate, the field as segmented (normalised when asked), and its
+    typical and low red-cell diameters (both None without red cells)."""
+    stain = estimate_stain(image, params.reference_red_cell_od)
     if params.normalise_stain:
-        image = normalise_stain(image, estimate_stain(image, params.reference_red_cell_od))
-    return float(estimate_red_cell_diameters(image)[0] or 0.0)
+        image = normalise_stain(image, stain)
+    if params.red_cell_diameter_px:
+        return stain, image, params.red_cell_diameter_px, params.red_cell_diameter_px
+    return stain, image, *estimate_red_cell_diameters(image)
 
 
 def _detect_nuclei(

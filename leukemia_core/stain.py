@@ -16,22 +16,15 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from scipy import ndimage as ndi
 
-from leukemia_core.colour import (
-    STRONG_PURPLE,
-    background_colour,
-    foreground,
-    nucleus_score,
-    white_cells,
-)
+from leukemia_core.colour import background_colour, red_cell_pixels
 from leukemia_core.resampling import resize
+from leukemia_core.scale import ESTIMATION_SIDE
 
 # Median optical density (R, G, B; log10) of red cells: the median of the medians of BCCD,
 # ALL-IDB1, ALL-IDB2 and deepbionet (40 fields each), measured by `python -m train.evaluate lodo`
 # ("reference_in_sample"), which also reports every figure with each dataset left out of it.
 REFERENCE_RED_CELL_OD = (0.0607, 0.1203, 0.1014)
-ESTIMATION_SIDE = 640  # px: the coarse view the estimate is made on
 MIN_RED_CELL_PIXELS = 100  # fewer red-cell pixels give no trustworthy density: white balance only
 # Per-channel density gains are kept within these bounds (x0.1 to x5): beyond, the estimate is
 # more likely wrong (no red cells, a crop filled by one cell) than the stain that far off.
@@ -83,10 +76,9 @@ def estimate_stain(
     small = resize(image, min(1.0, ESTIMATION_SIDE / max(image.shape[:2])))
     glass = np.clip(background_colour(small), 1.0, 255.0)
     white = _apply(small, glass, np.ones(3))
-    # Purple (white-cell) pixels are found on the white-balanced view: on the raw one a bluish
+    # Red cells are told from white ones on the white-balanced view: on the raw one a bluish
     # lamp makes every red cell "purple".
-    purple = nucleus_score(white) > STRONG_PURPLE
-    red = foreground(white, exclude=white_cells(white)) & ~ndi.binary_dilation(purple, iterations=2)
+    red = red_cell_pixels(white)
     if red.sum() < MIN_RED_CELL_PIXELS:
         return StainEstimate(_triple(glass), None, (1.0, 1.0, 1.0))
     target = float(glass.mean())

@@ -14,7 +14,7 @@ from typing import Any
 from leukemia_core.case_record import AuditEntry, CaseRecord, CaseState, CaseSummary
 from leukemia_core.store_rows import CaseInputError, cell_from_row, domain_from_json, field_from_row
 from leukemia_core.store_schema import AUDIT_CHAINED, case_digest, chain_hash
-from leukemia_core.types import REVIEWER_EDITABLE, CellLabel
+from leukemia_core.types import REVIEWER_EDITABLE, CellLabel, live
 
 HEADER_COLUMNS = ("case_id", "version", "parent_id", "sample_id", "status", "created_at",
                   "created_by", "signed_by", "signed_at", "first_signed_by",
@@ -58,7 +58,7 @@ class CaseReads:
             thresholds=json.loads(case["thresholds"]),
             domain=domain_from_json(case["domain"]),
             fields=tuple(field_from_row(f) for f in fields),
-            cells=tuple(c for c in cells if c.label != CellLabel.REPLACED),
+            cells=live(cells),
             replaced=tuple(c for c in cells if c.label == CellLabel.REPLACED),
             audit=audit,
             altered=altered,

@@ -8,7 +8,7 @@ points are ``(x, y)``.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from functools import cached_property
@@ -227,6 +227,11 @@ class Cell:
             points = np.round(np.asarray(self.outline) - (x0, y0)).astype(np.int32)
             cv2.fillPoly(mask, [points.reshape(-1, 1, 2)], 1)
         return mask.astype(bool)
+
+
+def live(cells: Iterable[Cell]) -> tuple[Cell, ...]:
+    """The cells that are shown and counted (not replaced by a split or merge)."""
+    return tuple(c for c in cells if c.label != CellLabel.REPLACED)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ MERGE, UNDO = "Merge with another cell", "Undo the split or merge that made it"
 
 def show_outline_editor(session: Review, field_index: int, editable: bool) -> None:
     """Pick a cell of the field shown above and split it, merge it, or undo its split/merge."""
-    cells = [c for c in session.field_cells(field_index)]
+    cells = session.field_cells(field_index)
     if not cells:
         return
     with st.container(border=True):

@@ -48,8 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     lodo = commands.add_parser(
         "lodo", help="segmentation figures with each dataset left out of the stain reference"
     )
-    for name in ("bccd", "deepbionet", "all-idb1", "all-idb2"):
-        lodo.add_argument(f"--{name}", type=Path, help=f"{name} folder (BCCD / ALL-IDB layout)")
+    for name in _LODO_NAMES:
+        lodo.add_argument(f"--{name.replace('_', '-')}", type=Path,
+                          help=f"{name} folder (BCCD / ALL-IDB layout)")  # fmt: skip
     crops = commands.add_parser("crops", help="centre-cell masks on ALL-IDB2-layout crops")
     crops.add_argument(
         "--all-idb2", type=Path, required=True, help="folder with images/ and masks/"
@@ -146,8 +147,8 @@ def _segmentation_run(args) -> dict:
     """Figures of a segmentation command; FileNotFoundError/ValueError say what is missing."""
     names = _SEGMENTATION_FOLDERS.get(args.command)
     if args.command == "lodo":
-        names = [n for n in _LODO_NAMES if getattr(args, n.replace("-", "_"))]
-    folders = [getattr(args, name.replace("-", "_")) for name in names]
+        names = [name for name in _LODO_NAMES if getattr(args, name)]
+    folders = [getattr(args, name) for name in names]
     for folder in folders:
         if not (folder / "images").is_dir():
             raise FileNotFoundError(
@@ -156,8 +157,8 @@ def _segmentation_run(args) -> dict:
     if args.command == "lodo":
         from train.evaluate.lodo import leave_one_dataset_out
 
-        return {"command": "lodo", **leave_one_dataset_out(dict(zip(
-            [n.replace("-", "_") for n in _LODO_NAMES], folders, strict=True)), _progress)}  # fmt: skip
+        datasets = dict(zip(names, folders, strict=True))
+        return {"command": "lodo", **leave_one_dataset_out(datasets, _progress)}
     if args.command == "fields":
         result = seg_eval.evaluate_cells_in_fields(*folders, progress=_progress)
         if not result["n_cells"]:
@@ -186,7 +187,7 @@ _SEGMENTATION_FOLDERS = {
     "wbc": ("bccd",), "smears": ("all_idb1",), "crops": ("all_idb2",),
     "fields": ("all_idb1", "all_idb2"),
 }  # fmt: skip
-_LODO_NAMES = ("bccd", "deepbionet", "all-idb1", "all-idb2")
+_LODO_NAMES = ("bccd", "deepbionet", "all_idb1", "all_idb2")  # the kinds train.evaluate.lodo knows
 
 if __name__ == "__main__":
     raise SystemExit(main())
