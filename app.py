@@ -13,10 +13,13 @@ from ui import auth, state
 from ui.common import research_use_banner
 from ui.models import model_status
 
+SIDEBAR_WIDTH_PX = 240  # narrow enough to leave a 800 px screen room to review (auto-hides on phones)
+
 st.set_page_config(
     page_title="ALL blast screening (research use only)",
     page_icon=":material/biotech:",
     layout="wide",
+    initial_sidebar_state=SIDEBAR_WIDTH_PX,
 )
 user = auth.gate()  # no page, no case data, no button before a login
 sections = {

@@ -33,7 +33,7 @@ import hashlib
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 
@@ -46,10 +46,11 @@ from leukemia_core.counting import (
 )
 from leukemia_core.counting import summarize_labels as _summarize
 from leukemia_core.errors import LeukemiaCoreError
-from leukemia_core.imaging import cell_view
+from leukemia_core.imaging import VIEW_SIZE, cell_view
 from leukemia_core.labellers import NO_MODEL
 from leukemia_core.pipeline import MODE_CELLS, MODE_FIELDS, Analysis
 from leukemia_core.reshape import ReviewReshape
+from leukemia_core.review_queue import CellGroup, gallery_groups, next_to_review, review_queue
 from leukemia_core.runtime import setting_number
 from leukemia_core.store import CaseStore
 from leukemia_core.types import (
@@ -66,20 +67,9 @@ REVIEW_CHOICES = (CellLabel.BLAST, CellLabel.NORMAL, CellLabel.NOT_WBC, CellLabe
 """Labels a reviewer gives, in gallery order: all but ``types.MACHINE_ONLY_LABELS``, which the
 store refuses."""
 
-LEFT_OUT = (CellLabel.EXCLUDED, CellLabel.NOT_WBC, CellLabel.BORDER)
-
 
 class ReviewError(LeukemiaCoreError, ValueError):
     """A review action cannot be done as asked (not saved yet, unknown cell, machine label)."""
-
-
-@dataclass(frozen=True)
-class CellGroup:
-    """Cells of one gallery section, most blast-like first."""
-
-    key: str
-    title: str
-    cells: tuple[Cell, ...]
 
 
 class Review(ReviewReshape):
@@ -170,15 +160,18 @@ class Review(ReviewReshape):
     def field_cells(self, field_index: int) -> tuple[Cell, ...]:
         return tuple(c for c in self.cells if c.field_index == field_index)
 
-    def view(self, cell: Cell, colour: tuple[int, int, int] | None = None) -> np.ndarray:
+    def view(
+        self, cell: Cell, colour: tuple[int, int, int] | None = None, size: int = VIEW_SIZE
+    ) -> np.ndarray:
         """The cell among its neighbours with its outline drawn (in ``colour``, e.g. its
-        label's), for display; cached."""
-        key = (cell.key, colour)
+        label's), ``size`` pixels square, for display; cached."""
+        key = (cell.key, cell.bbox, colour, size)
         if key not in self._views:
             context = 1.1 if self.mode == MODE_CELLS else 1.5
             image = self.fields[cell.field_index].image
             extra = {} if colour is None else {"colour": colour}
-            self._views[key] = cell_view(image, cell.bbox, cell.outline, context=context, **extra)
+            self._views[key] = cell_view(image, cell.bbox, cell.outline, context=context,
+                                         size=size, **extra)  # fmt: skip
         return self._views[key]
 
     @property
@@ -234,26 +227,18 @@ class Review(ReviewReshape):
         return self.cells if field_index is None else self.field_cells(field_index)
 
     def groups(self) -> tuple[CellGroup, ...]:
-        """Gallery sections: the uncertain queue first, then blasts, normal cells, left out.
+        """Gallery sections by the model's call: uncertain first, then blasts, normal cells,
+        left out; most blast-like first (see :mod:`leukemia_core.review_queue`)."""
+        return gallery_groups(self.cells)
 
-        Within a section cells are sorted by blast probability, highest first.
-        """
+    def queue(self) -> tuple[tuple[int, int], ...]:
+        """Keys of the cells to review one by one, in gallery order (no border cells)."""
+        return review_queue(self.cells)
 
-        def order(cell: Cell) -> tuple[float, int, int]:
-            p = -1.0 if cell.blast_probability is None else cell.blast_probability
-            return (-p, cell.field_index, cell.cell_id)
-
-        sections = (
-            ("uncertain", "Uncertain: review these first", (CellLabel.UNCERTAIN,)),
-            ("blast", "Blasts", (CellLabel.BLAST,)),
-            ("normal", "Normal white cells", (CellLabel.NORMAL,)),
-            ("left_out", "Left out of the count", LEFT_OUT),
-        )
-        return tuple(
-            CellGroup(key, title, tuple(sorted(
-                (c for c in self.cells if c.label in labels), key=order)))
-            for key, title, labels in sections
-        )  # fmt: skip
+    def next_to_review(self, after: tuple[int, int] | None = None) -> tuple[int, int] | None:
+        """The next cell after ``after`` in the queue still waiting for review (None: done)."""
+        waiting = [c.key for c in self.cells if c.awaits_review]
+        return next_to_review(self.queue(), waiting, after)
 
     def thresholds(self) -> dict:
         """What decided the labels, stored with the case (JSON values only)."""
@@ -340,6 +325,26 @@ class Review(ReviewReshape):
         ids = store.mark_reviewed(self.case_id, keys, reviewer=user.name, note=note)
         self.refresh(store)
         return len(ids)
+
+    def decide(
+        self, store: CaseStore, field_index: int, cell_id: int, label: str | None = None, *,
+        user: User, note: str = "reviewed cell by cell",
+    ) -> bool:  # fmt: skip
+        """Review one cell: give it ``label``, or accept its current label (``label`` None or
+        the same); True when something was written.
+
+        Raises:
+            ReviewError: Accepting an uncertain cell (it needs a call), or an unknown cell.
+        """
+        cell = self.cell(field_index, cell_id)
+        if label is None or str(label).strip().lower() == cell.label:
+            if cell.label == CellLabel.UNCERTAIN:
+                raise ReviewError(
+                    f"Cell {cell_id} is uncertain, so there is no call to accept: label it blast "
+                    "or normal (or not a white cell, or exclude it)."
+                )
+            return self.accept(store, [cell.key], user=user, note=note) > 0
+        return self.relabel(store, field_index, cell_id, label, user=user, note=note)
 
     def set_comment(self, store: CaseStore, comment: str, *, user: User) -> bool:
         """Set the case's free-text comment for the report; True when it changed."""
@@ -472,4 +477,4 @@ def second_signer_at_percent() -> float | None:
         raise ReviewError(f"{error}; unset it to need one signer only.") from None
 
 
-__all__ = ["LEFT_OUT", "NO_MODEL", "REVIEW_CHOICES", "CellGroup", "Review", "ReviewError"]
+__all__ = ["NO_MODEL", "REVIEW_CHOICES", "CellGroup", "Review", "ReviewError"]

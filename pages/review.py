@@ -1,4 +1,5 @@
-"""Review: the field overview, then every cell by class with Grad-CAM and one-click relabelling."""
+"""Review: every cell, one at a time from the keyboard beside its field, or as a gallery by the
+model's call; Grad-CAM, relabelling, and outline corrections (split, merge)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from ui.figures import field_overview
 from ui.gallery import show_gallery
 from ui.outline_editor import show_outline_editor
 from ui.record import save_form, status_line
+from ui.workspace import GALLERY, ONE_BY_ONE, VIEW_KEY, current_cell, show_workspace
 
 auth.require(Permission.ANALYZE)
 st.title("Review cells")
@@ -56,30 +58,16 @@ elif not can_review:
     st.info("Your account may look at this case but not reclassify cells (reviewer role).")
 else:
     st.caption(
-        "Click a label under a cell to reclassify it; every count updates at once and the "
-        "change is recorded with your name."
+        "Give each cell its label (keys or buttons, one cell at a time, or under each card in "
+        "the gallery); every count updates at once and the change is recorded with your name."
     )
 
-if session.mode == MODE_FIELDS and session.fields:
-    st.subheader("Field overview", divider="gray")
-    index = 0
-    if len(session.fields) > 1:
-        index = st.selectbox(
-            "Field", range(len(session.fields)), key="overview_field",
-            format_func=lambda i: f"{i + 1}: {session.fields[i].name}",
-        )  # fmt: skip
-    field = session.fields[index]
-    st.plotly_chart(
-        field_overview(field, session.field_cells(index)),
-        key="overview",
-        config={"displaylogo": False, "scrollZoom": True},
-    )
-    st.caption("Drag to zoom, double-click to reset; hover a cell number for its probability.")
-    show_outline_editor(session, index, editable)
-
-st.subheader("Explanations", divider="gray")
 reason = heatmaps.unavailable_reason(session)
-c1, c2, c3 = st.columns([2, 2, 3])
+c0, c1, c2, c3 = st.columns([3, 2, 2, 2], vertical_alignment="center")
+view = c0.radio(
+    "Review", (ONE_BY_ONE, GALLERY), key=VIEW_KEY, persist_state="session",
+    label_visibility="collapsed",
+)  # fmt: skip
 show_maps = c1.toggle(
     "Show heatmaps", key="gradcam_on", disabled=reason is not None, persist_state="session",
     help="Where the model looked in the crop as shown: warm colours pushed it towards its "
@@ -111,8 +99,33 @@ elif show_maps:
         }
     except LeukemiaCoreError as error:
         st.error(str(error))
-st.caption(
-    "Each card: the cell among its neighbours with its outline, and "
-    + ("where the model looked." if right_images else "the crop the model classified.")
-)
-show_gallery(session, right_images=right_images, editable=editable)
+
+field_index = opened_id = None
+if view == ONE_BY_ONE:
+    opened = current_cell(session)
+    heatmap = None if opened is None else right_images.get(opened.key)
+    cell = show_workspace(session, heatmap=heatmap, editable=editable)
+    if cell is not None and session.mode == MODE_FIELDS:
+        field_index, opened_id = cell.key
+else:
+    if session.mode == MODE_FIELDS and session.fields:
+        st.subheader("Field overview", divider="gray")
+        field_index = 0
+        if len(session.fields) > 1:
+            field_index = st.selectbox(
+                "Field", range(len(session.fields)), key="overview_field",
+                format_func=lambda i: f"{i + 1}: {session.fields[i].name}",
+            )  # fmt: skip
+        st.plotly_chart(
+            field_overview(session.fields[field_index], session.field_cells(field_index)),
+            key="overview", config={"displaylogo": False, "scrollZoom": False},
+        )  # fmt: skip
+        st.caption("Drag to zoom, double-click to reset; hover a cell number for its "
+                   "probability.")  # fmt: skip
+    st.caption(
+        "Each card: the cell among its neighbours with its outline, and "
+        + ("where the model looked." if right_images else "the crop the model classified.")
+    )
+    show_gallery(session, right_images=right_images, editable=editable)
+if field_index is not None:
+    show_outline_editor(session, field_index, editable, opened_id)

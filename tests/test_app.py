@@ -32,6 +32,7 @@ from leukemia_core.review import Review
 from leukemia_core.store import CaseStore
 from leukemia_core.synthetic import make_demo_smear
 from ui.common import DISCLAIMER
+from ui.workspace import CURRENT_KEY, GALLERY, ONE_BY_ONE, VIEW_KEY
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
 TIMEOUT_S = 180  # one run may analyse several fields on 2 shared CPU cores
@@ -93,9 +94,14 @@ def start(name: str = REVIEWER, roles=("signer",)) -> AppTest:
     return at
 
 
-def go(at: AppTest, page: str) -> AppTest:
+def go(at: AppTest, page: str, *, view: str = GALLERY) -> AppTest:
+    """Switch to ``page`` (on Review, to ``view``: the gallery unless asked)."""
     at.switch_page(f"pages/{page}.py").run()
     assert not at.exception, at.exception
+    views = [r for r in at.radio if r.key == VIEW_KEY]  # none before a sample is analysed
+    if page == "review" and views and views[0].value != view:
+        views[0].set_value(view).run()
+        assert not at.exception, at.exception
     return at
 
 
@@ -398,6 +404,52 @@ def test_review_reclassify_recount_sign_reopen_and_export(db, demo_png, download
     assert CaseStore(db).load_case(reopened.case_id).counts().n_blasts == start_count.n_blasts
 
 
+def test_one_cell_at_a_time_labels_accepts_moves_on_and_never_reshuffles(db, demo_png):
+    """The keyboard workspace (issue 13): its buttons carry B/N/W/X/Space/arrows; a decision
+    moves on to the next cell waiting for review; the queue keeps its order throughout."""
+    at = start()
+    analyze(at, [("field.png", demo_png)])
+    go(at, "review", view=ONE_BY_ONE)
+    shortcuts = {b.key: b.proto.shortcut for b in at.button if b.key and b.key.startswith(
+        ("decide_", "workspace_"))}  # fmt: skip
+    assert shortcuts == {"decide_blast": "b", "decide_normal": "n", "decide_not_wbc": "w",
+                         "decide_excluded": "x", "decide_accept": "space",
+                         "workspace_previous": "left", "workspace_next": "right"}  # fmt: skip
+    assert at.button(key="decide_blast").disabled  # nothing is recorded before saving
+    save_case(at, sample_id="S-KEYS")
+    go(at, "review", view=ONE_BY_ONE)
+    session = session_of(at)
+    queue = session.queue()
+    first = at.session_state[CURRENT_KEY]
+    assert first == queue[0] and session.cell(*first).label == "uncertain"  # uncertain first
+    assert at.button(key="decide_accept").disabled  # an uncertain cell needs a call
+    at.button(key="decide_blast").click().run()
+    assert session.cell(*first).label == "blast" and session.cell(*first).reviewed
+    assert at.session_state[CURRENT_KEY] == queue[1]  # moved on
+    at.button(key="workspace_previous").click().run()
+    assert at.session_state[CURRENT_KEY] == first
+    at.button(key="workspace_next").click().run()
+    reviewed = 1
+    while session.n_unreviewed:
+        cell = session.cell(*at.session_state[CURRENT_KEY])
+        assert not cell.reviewed
+        decision = "decide_normal" if cell.label == "uncertain" else "decide_accept"
+        at.button(key=decision).click().run()
+        assert not at.exception and not errors(at), errors(at)
+        assert session.cell(*cell.key).reviewed and session.queue() == queue
+        reviewed += 1
+    assert reviewed == len(queue) and metric(at, "Uncertain") == "0"
+    assert at.session_state[CURRENT_KEY] == cell.key  # nothing left: it stays
+    assert not any(i.value.startswith("Provisional: ") for i in at.info)
+    record = CaseStore(db).load_case(session.case_id)
+    assert [a.action for a in record.audit].count("reviewed") == len(queue) - 2
+    assert [(a.from_label, a.to_label) for a in record.audit if a.action == "relabel"] == [
+        ("uncertain", "blast"), ("uncertain", "normal")]  # fmt: skip
+    go(at, "case")
+    at.button(key="sign").click().run()
+    assert not errors(at) and CaseStore(db).load_case(session.case_id).is_signed
+
+
 def test_case_list_finds_opens_and_reopens_earlier_cases(db, demo_png):
     first = start()
     analyze(first, [("field.png", demo_png)])
@@ -635,7 +687,11 @@ def test_split_a_fused_clump_of_a_real_field_undo_and_a_signed_case_refuses(db, 
         return int(metric(at, "Cells counted")) + int(metric(at, "Uncertain"))
 
     before = shown(at)
-    at.selectbox(key="outline_cell_0").set_value(clump.cell_id).run()
+    go(at, "review", view=ONE_BY_ONE)
+    at.session_state[CURRENT_KEY] = clump.key  # as a click on its number in the field view does
+    at.run()
+    (picked,) = [b for b in at.selectbox if str(b.key).startswith("outline_cell_0_")]
+    assert picked.value == clump.cell_id  # the outline editor starts at the open cell
     at.selectbox(key="outline_action_0").set_value("Split into 3 cells").run()
     at.button(key="outline_apply_0").click().run()
     assert not at.exception and not errors(at), errors(at)
@@ -650,7 +706,8 @@ def test_split_a_fused_clump_of_a_real_field_undo_and_a_signed_case_refuses(db, 
     (trail,) = at.dataframe
     assert "split" in trail.value.to_string()
     go(at, "review")
-    at.selectbox(key="outline_cell_0").set_value(pieces[0].cell_id).run()
+    (picked,) = [b for b in at.selectbox if str(b.key).startswith("outline_cell_0_")]
+    picked.set_value(pieces[0].cell_id).run()
     at.selectbox(key="outline_action_0").set_value("Undo the split or merge that made it").run()
     at.button(key="outline_apply_0").click().run()
     assert not errors(at) and len(session_of(at).cells) == n_before

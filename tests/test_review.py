@@ -172,6 +172,45 @@ def test_gallery_puts_the_uncertain_queue_first_and_sorts_by_probability(classif
         assert p == sorted(p, reverse=True)
     assert len(groups[0].cells) == session.n_uncertain >= 2
     assert {c.label for c in groups[3].cells} <= {"excluded", "not_wbc", "border"}
+    queue = session.queue()
+    assert queue == tuple(c.key for g in groups for c in g.cells if c.label != "border")
+    n = len(groups[0].cells)
+    assert queue[:n] == tuple(c.key for c in groups[0].cells)  # uncertain first
+
+
+def test_cell_by_cell_decisions_keep_every_cell_in_its_place(classifier, fields, store):
+    """A relabelled cell stays in its gallery section and queue place (the model's call), so the
+    next cell never moves under the pointer; a decision is a relabel or an acceptance."""
+    analysis = analyze(fields, classifier)
+    calls = ("uncertain", "blast", "normal")  # the tiny model's calls, spread over the labels
+    cells = tuple(c if c.label == "border" else replace(c, model_label=calls[i % 3],
+                                                        label=calls[i % 3])
+                  for i, c in enumerate(analysis.cells))  # fmt: skip
+    saved = Review(replace(analysis, cells=cells), sample_id="S-1")
+    ana = account("Ana")
+    saved.save(store, user=ana)
+    queue, sections = saved.queue(), [[c.key for c in g.cells] for g in saved.groups()]
+    uncertain = [k for k in queue if saved.cell(*k).label == "uncertain"]
+    counted = [k for k in queue if saved.cell(*k).label in ("blast", "normal")]
+    with pytest.raises(ReviewError, match="uncertain, so there is no call to accept"):
+        saved.decide(store, *uncertain[0], user=ana)
+    assert saved.decide(store, *uncertain[0], "blast", user=ana)
+    first = counted[0]
+    other = "normal" if saved.cell(*first).label == "blast" else "blast"
+    assert saved.decide(store, *first, other, user=ana)  # relabel
+    assert saved.queue() == queue
+    assert [[c.key for c in g.cells] for g in saved.groups()] == sections
+    second = counted[1]
+    assert saved.decide(store, *second, saved.cell(*second).label, user=ana)  # same: accept
+    assert not saved.decide(store, *second, user=ana)  # already reviewed: nothing written
+    assert saved.next_to_review(after=second) not in (first, second, *uncertain[:1])
+    actions = [(a.action, a.cell_id) for a in store.load_case(saved.case_id).audit[1:]]
+    assert actions == [("relabel", uncertain[0][1]), ("relabel", first[1]),
+                       ("reviewed", second[1])]
+    for key in queue:
+        if saved.cell(*key).awaits_review:
+            saved.decide(store, *key, "normal", user=ana)
+    assert saved.n_unreviewed == 0 and saved.next_to_review() is None
 
 
 def test_without_a_model_every_cell_awaits_the_reviewer(fields, store):

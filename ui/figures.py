@@ -14,6 +14,7 @@ from leukemia_core.imaging import display_copy
 from leukemia_core.types import BlastCount, Cell, Field
 from ui.common import LABEL_COLOURS, LABEL_NAMES
 
+CURRENT_CELL_COLOUR = "#1565c0"  # the cell open in the workspace: a colour no label uses
 OVERVIEW_MAX_SIDE = 1400  # display copy of the field: enough to zoom into a cell, light to send
 
 
@@ -24,10 +25,14 @@ def _jpeg_uri(rgb: np.ndarray) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(data.tobytes()).decode("ascii")
 
 
-def field_overview(field: Field, cells: Sequence[Cell]) -> go.Figure:
+def field_overview(
+    field: Field, cells: Sequence[Cell], current: tuple[int, int] | None = None
+) -> go.Figure:
     """The field with every cell outlined in the colour of its current label.
 
-    Hovering a cell's number shows its probability and both labels; the axes are field pixels.
+    Hovering a cell's number shows its probability and both labels; each number's customdata
+    is ``(field_index, cell_id, hover text)``, so a click can open the cell; ``current`` is
+    ringed. The axes are field pixels.
     """
     shown, scale = display_copy(field.image, OVERVIEW_MAX_SIDE)
     figure = go.Figure(go.Image(source=_jpeg_uri(shown), dx=1 / scale, dy=1 / scale,
@@ -56,9 +61,15 @@ def field_overview(field: Field, cells: Sequence[Cell]) -> go.Figure:
             textposition="middle center", textfont={"color": "white", "size": 12},
             marker={"color": colour, "size": 22, "line": {"color": "white", "width": 1.5}},
             legendgroup=label.value, showlegend=False,
-            customdata=[_hover(c) for c in members],
-            hovertemplate="%{customdata}<extra></extra>",
+            customdata=[[c.field_index, c.cell_id, _hover(c)] for c in members],
+            hovertemplate="%{customdata[2]}<extra></extra>",
         ))  # fmt: skip
+    chosen = [c for c in cells if c.key == current]
+    if chosen:
+        x0, y0, x1, y1 = chosen[0].bbox
+        pad = 0.15 * max(x1 - x0, y1 - y0)
+        figure.add_shape(type="rect", x0=x0 - pad, y0=y0 - pad, x1=x1 + pad, y1=y1 + pad,
+                         line={"color": CURRENT_CELL_COLOUR, "width": 3})  # fmt: skip
     figure.update_xaxes(visible=False, range=[0, field.width])
     figure.update_yaxes(visible=False, range=[field.height, 0], scaleanchor="x")
     figure.update_layout(

@@ -17,8 +17,11 @@ SPLIT_CHOICES = {"Split into 2 cells": 2, "Split into 3 cells": 3, "Split into 4
 MERGE, UNDO = "Merge with another cell", "Undo the split or merge that made it"
 
 
-def show_outline_editor(session: Review, field_index: int, editable: bool) -> None:
-    """Pick a cell of the field shown above and split it, merge it, or undo its split/merge."""
+def show_outline_editor(
+    session: Review, field_index: int, editable: bool, cell_id: int | None = None
+) -> None:
+    """Pick a cell of the field shown above (``cell_id`` first: the cell open for review) and
+    split it, merge it, or undo its split/merge."""
     cells = session.field_cells(field_index)
     if not cells:
         return
@@ -29,8 +32,10 @@ def show_outline_editor(session: Review, field_index: int, editable: bool) -> No
                    "name; undo brings the old cell back.")  # fmt: skip
         ids = [c.cell_id for c in cells]
         left, middle, right = st.columns([1, 2, 1])
-        cell_id = left.selectbox("Cell", ids, key=f"outline_cell_{field_index}",
-                                 format_func=lambda i: f"cell {i}", disabled=not editable)  # fmt: skip
+        first = ids.index(cell_id) if cell_id in ids else 0
+        cell_id = left.selectbox("Cell", ids, index=first, format_func=lambda i: f"cell {i}",
+                                 key=f"outline_cell_{field_index}_{ids[first]}",
+                                 disabled=not editable)  # fmt: skip
         cell = session.cell(field_index, cell_id)
         actions = [*SPLIT_CHOICES, MERGE] + ([UNDO] if cell.origin else [])
         action = middle.selectbox("Action", actions, key=f"outline_action_{field_index}",

@@ -113,6 +113,12 @@ def relabel(session: Review, field_index: int, cell_id: int, label: str) -> None
     session.relabel(case_store(), field_index, cell_id, label, user=auth.user())
 
 
+def decide(session: Review, key: tuple[int, int], label: str | None) -> bool:
+    """Review one cell as the logged-in account: give it ``label`` or (None) accept its label
+    (see :meth:`Review.decide`)."""
+    return session.decide(case_store(), *key, label, user=auth.user())
+
+
 def accept(session: Review, keys: list[tuple[int, int]]) -> int:
     """Accept the current label of these cells as the logged-in account (see
     :meth:`Review.accept`); returns how many were newly marked reviewed."""

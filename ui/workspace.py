@@ -1,0 +1,145 @@
+"""Cell by cell: one cell large beside its field, reviewed from the keyboard.
+
+B blast, N normal, W not a white cell, X exclude, Space accepts the current label; a decision
+moves on to the next cell still waiting for review. Left and Right step through the queue
+(:meth:`leukemia_core.review.Review.queue`, which follows the model's call, so it never
+reshuffles). Clicking a cell's number in the field view opens that cell. The buttons carry the
+shortcuts (Streamlit's own ``shortcut``), so the keys work wherever the page has focus except
+in a text box, and the controls stay where they are from one cell to the next.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from leukemia_core.counting import CellLabel
+from leukemia_core.errors import LeukemiaCoreError
+from leukemia_core.imaging import side_by_side
+from leukemia_core.review import Review
+from leukemia_core.review_queue import step
+from leukemia_core.types import Cell
+from ui import state
+from ui.common import LABEL_COLOURS, LABEL_NAMES, flash
+from ui.figures import field_overview
+
+CURRENT_KEY = "workspace_cell"
+VIEW_KEY = "review_view"
+ONE_BY_ONE, GALLERY = "One cell at a time (keyboard)", "Gallery"  # the Review page's views
+LARGE_SIDE = 400  # the cell view's side on screen: a 2592x1944 field's cell at about 2x
+CELL_PANEL_PX = 460  # the cell and its controls; the field view takes the rest, or goes below
+DECISIONS = (
+    (CellLabel.BLAST, "Blast", "B"),
+    (CellLabel.NORMAL, "Normal", "N"),
+    (CellLabel.NOT_WBC, "Not a white cell", "W"),
+    (CellLabel.EXCLUDED, "Exclude", "X"),
+)
+
+
+def current_cell(session: Review) -> Cell | None:
+    """The cell open in the workspace: the one last opened, else the first waiting for review."""
+    queue = session.queue()
+    key = st.session_state.get(CURRENT_KEY)
+    if key not in queue:
+        key = session.next_to_review() or step(queue, None, 0)
+        st.session_state[CURRENT_KEY] = key
+    return None if key is None else session.cell(*key)
+
+
+def _on_decide(label: str | None) -> None:
+    session = state.current()
+    key = st.session_state.get(CURRENT_KEY)
+    if session is None or key is None:
+        return
+    try:
+        state.decide(session, key, label)
+        st.session_state[CURRENT_KEY] = session.next_to_review(after=key) or key
+    except LeukemiaCoreError as error:
+        flash(str(error))
+
+
+def _on_step(offset: int) -> None:
+    session = state.current()
+    if session is not None:
+        st.session_state[CURRENT_KEY] = step(session.queue(), st.session_state.get(CURRENT_KEY),
+                                             offset)  # fmt: skip
+
+
+def _on_field_click(chart_key: str) -> None:
+    event = st.session_state.get(chart_key)
+    points = [] if event is None else event.selection.points
+    for point in points:
+        data = point.get("customdata")
+        if isinstance(data, list) and len(data) >= 2:  # a cell's number, not an outline
+            st.session_state[CURRENT_KEY] = (int(data[0]), int(data[1]))
+            return
+
+
+def _describe(session: Review, cell: Cell) -> str:
+    p = "—" if cell.blast_probability is None else f"{cell.blast_probability:.2f}"
+    where = session.fields[cell.field_index].name
+    text = f"**Cell {cell.cell_id}** of {where} · P(blast) {p} · model: "
+    text += LABEL_NAMES[cell.model_label]
+    if cell.label != cell.model_label:
+        text += f" · now: **{LABEL_NAMES[cell.label]}**"
+    return text + (" · ✓ reviewed" if cell.reviewed else " · not reviewed yet")
+
+
+def show_workspace(session: Review, *, heatmap: np.ndarray | None, editable: bool) -> Cell | None:
+    """One cell large (view with outline, and its heatmap or crop) with the keyboard controls,
+    beside the field view; returns the open cell."""
+    cell = current_cell(session)
+    if cell is None:
+        st.info("No cells to review: every cell found was cut by the image border.")
+        return None
+    queue = session.queue()
+    position = queue.index(cell.key) + 1
+    st.caption(
+        f"{position} of {len(queue)} cells to review · {session.n_unreviewed} not reviewed yet · keys: "
+        "**B** blast, **N** normal, **W** not a white cell, **X** exclude, **Space** accept, "
+        "**←/→** previous/next"
+    )
+    row = st.container(horizontal=True, wrap=True, gap="medium")  # the field wraps below
+    left, right = row.container(width=CELL_PANEL_PX), row.container(width="stretch")
+    with left:
+        colour = tuple(int(LABEL_COLOURS[cell.label][i : i + 2], 16) for i in (1, 3, 5))
+        second = heatmap if heatmap is not None else cell.crop
+        images = [session.view(cell, colour, LARGE_SIDE)]
+        if second is not None:
+            images.append(second)
+        st.image(side_by_side(images, LARGE_SIDE), width="stretch",
+                 caption="The cell among its neighbours, and "
+                 + ("where the model looked." if heatmap is not None else "the model's crop."))  # fmt: skip
+        st.markdown(_describe(session, cell))
+        _controls(cell, editable)
+    with right:
+        field = session.fields[cell.field_index]
+        chart_key = f"workspace_field_{cell.field_index}_{cell.cell_id}"  # new key: no old pick
+        st.plotly_chart(
+            field_overview(field, session.field_cells(cell.field_index), cell.key),
+            key=chart_key, on_select=lambda: _on_field_click(chart_key),
+            selection_mode="points", config={"displaylogo": False, "scrollZoom": False},
+        )  # fmt: skip
+        st.caption(f"{field.name}: click a cell's number to open it; drag to zoom, "
+                   "double-click to reset.")  # fmt: skip
+    return cell
+
+
+def _controls(cell: Cell, editable: bool) -> None:
+    row = st.container(horizontal=True, gap="small")
+    for label, words, key in DECISIONS:
+        row.button(
+            words, key=f"decide_{label.value}", shortcut=key, on_click=_on_decide,
+            args=(label.value,), disabled=not editable,
+            type="primary" if cell.label == label else "secondary",
+        )  # fmt: skip
+    row.button(
+        "Accept", key="decide_accept", shortcut="Space", on_click=_on_decide, args=(None,),
+        disabled=not editable or cell.label == CellLabel.UNCERTAIN, icon=":material/done:",
+        help="Keep the current label: counts as reviewing this cell.",
+    )  # fmt: skip
+    row = st.container(horizontal=True, gap="small")
+    row.button("Previous", key="workspace_previous", shortcut="Left", on_click=_on_step,
+               args=(-1,), icon=":material/arrow_back:")  # fmt: skip
+    row.button("Next", key="workspace_next", shortcut="Right", on_click=_on_step, args=(1,),
+               icon=":material/arrow_forward:")  # fmt: skip
