@@ -13,7 +13,7 @@ from ui import auth, state
 from ui.common import research_use_banner
 from ui.models import model_status
 
-SIDEBAR_WIDTH_PX = 240  # narrow enough to leave a 800 px screen room to review (auto-hides on phones)
+SIDEBAR_WIDTH_PX = 240  # leaves an 800 px screen room to review (hidden on phones)
 
 st.set_page_config(
     page_title="ALL blast screening (research use only)",

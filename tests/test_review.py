@@ -205,8 +205,8 @@ def test_cell_by_cell_decisions_keep_every_cell_in_its_place(classifier, fields,
     assert not saved.decide(store, *second, user=ana)  # already reviewed: nothing written
     assert saved.next_to_review(after=second) not in (first, second, *uncertain[:1])
     actions = [(a.action, a.cell_id) for a in store.load_case(saved.case_id).audit[1:]]
-    assert actions == [("relabel", uncertain[0][1]), ("relabel", first[1]),
-                       ("reviewed", second[1])]
+    expected = [("relabel", uncertain[0][1]), ("relabel", first[1]), ("reviewed", second[1])]
+    assert actions == expected
     for key in queue:
         if saved.cell(*key).awaits_review:
             saved.decide(store, *key, "normal", user=ana)
