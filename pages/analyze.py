@@ -17,6 +17,7 @@ from ui.common import (
     UPLOAD_TYPES,
     domain_warning,
     interval_text,
+    metric_row,
     percent_text,
     provisional_note,
     quality_warnings,
@@ -119,12 +120,13 @@ def show_results(session: Review) -> None:
     quality_warnings(session)
     domain_warning(session)
     count = session.count()
-    cols = st.columns(5)
-    cols[0].metric("Images analysed", len(session.fields))
-    cols[1].metric("White cells found", len(session.cells))
-    cols[2].metric("Blasts", count.n_blasts)
-    cols[3].metric("Blast %", percent_text(count), help="Of the cells counted (blast + normal).")
-    cols[4].metric("Awaiting review", session.n_uncertain, help="Cells the model is unsure of.")
+    metric_row(
+        ("Images analysed", len(session.fields)),
+        ("White cells found", len(session.cells)),
+        ("Blasts", count.n_blasts),
+        ("Blast %", percent_text(count), "Of the cells counted (blast + normal)."),
+        ("Awaiting review", session.n_uncertain, "Cells the model is unsure of."),
+    )
     provisional_note(session)
     if count.percent is None:
         st.markdown(count.interpretation)

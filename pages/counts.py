@@ -11,7 +11,7 @@ from leukemia_core.pipeline import MODE_FIELDS
 from leukemia_core.review import Review
 from leukemia_core.types import BlastCount
 from ui import auth, state
-from ui.common import LABEL_NAMES, interval_text, percent_text, provisional_note
+from ui.common import LABEL_NAMES, interval_text, metric_row, percent_text, provisional_note
 from ui.figures import counts_chart, model_vs_reviewer_chart
 from ui.record import status_line
 
@@ -40,11 +40,12 @@ def uncertain_in(session: Review, field_index: int | None) -> int:
 status_line(session)
 count = session.count()
 st.caption("From the current labels: the model's calls as corrected by the reviewer.")
-cols = st.columns([1, 1, 1, 1.6])
-cols[0].metric("Cells counted", count.n_counted, help="Blasts plus normal white cells.")
-cols[1].metric("Blasts", count.n_blasts)
-cols[2].metric("Blast %", percent_text(count))
-cols[3].metric("95% CI (Wilson)", interval_text(count))
+metric_row(
+    ("Cells counted", count.n_counted, "Blasts plus normal white cells."),
+    ("Blasts", count.n_blasts),
+    ("Blast %", percent_text(count)),
+    ("95% CI (Wilson)", interval_text(count)),
+)
 if provisional_note(session):  # no alarm colours before every cell is reviewed
     st.info(count.interpretation, icon=":material/insights:")
 elif count.percent is not None and count.percent >= WHO_ACUTE_LEUKEMIA_PERCENT:

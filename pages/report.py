@@ -37,20 +37,20 @@ if not record.is_signed:
     )
 stem = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{record.sample_id}_v{record.version}").strip("_")
 html = case_report_html(record)
-cols = st.columns(4)
-cols[0].download_button(
+row = st.container(horizontal=True, wrap=True)  # buttons wrap on a narrow screen, never cut
+row.download_button(
     "Report (HTML)", html.encode("utf-8"), f"{stem}_report.html", "text/html",
     key="download_html", icon=":material/description:", on_click="ignore",
 )  # fmt: skip
-cols[1].download_button(
+row.download_button(
     "Cells (CSV)", cells_csv(record), f"{stem}_cells.csv", "text/csv",
     key="download_csv", icon=":material/table:", on_click="ignore",
 )  # fmt: skip
-cols[2].download_button(
+row.download_button(
     "Case (JSON)", case_json(record).encode("utf-8"), f"{stem}_case.json", "application/json",
     key="download_json", icon=":material/data_object:", on_click="ignore",
 )  # fmt: skip
-with cols[3]:
+with row:
     pdf_key = f"pdf_{record.case_id}_{len(record.audit)}"
     if not pdf_available():
         st.caption("PDF: print the HTML report from your browser (no Chromium here).")

@@ -12,6 +12,7 @@ from ui import auth, heatmaps, state
 from ui.common import (
     domain_warning,
     interval_text,
+    metric_row,
     percent_text,
     provisional_note,
     quality_warnings,
@@ -37,12 +38,13 @@ status_line(session)
 quality_warnings(session)
 domain_warning(session)
 count = session.count()
-cols = st.columns([1, 1, 1, 1.6, 1])
-cols[0].metric("Cells counted", count.n_counted)
-cols[1].metric("Blasts", count.n_blasts)
-cols[2].metric("Blast %", percent_text(count))
-cols[3].metric("95% CI (Wilson)", interval_text(count))
-cols[4].metric("Uncertain", session.n_uncertain)
+metric_row(
+    ("Cells counted", count.n_counted),
+    ("Blasts", count.n_blasts),
+    ("Blast %", percent_text(count)),
+    ("95% CI (Wilson)", interval_text(count)),
+    ("Uncertain", session.n_uncertain),
+)
 provisional_note(session)
 
 can_review = auth.user().can(Permission.REVIEW)

@@ -1,4 +1,5 @@
-"""The app in a real browser: upload an ALL-IDB1 field, review, reclassify, download the CSV.
+"""The app in a real browser: upload an ALL-IDB1 field, review every cell by keyboard, sign, and
+download the CSV and the PDF report (issue 13), at 1440 and 800 px.
 
 Runs ``streamlit run app.py`` on a free loopback port and drives Debian's Chromium through
 Playwright from PyPI (``executable_path``; never ``playwright install``). Skips with the reason
@@ -27,6 +28,7 @@ from leukemia_core.io import read_image
 from leukemia_core.models.folder import list_models, models_dir
 from leukemia_core.pdf import chromium_path
 from leukemia_core.pipeline import analyze
+from leukemia_core.report import flagged_cells
 from leukemia_core.store import CaseStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,6 +132,7 @@ def _choose(page, label: str, option: str) -> None:
         has=page.locator("[data-testid=stWidgetLabel]").get_by_text(label, exact=True)
     )
     box.first.locator("input").click()
+    box.first.locator("input").fill(option)  # the list shows a few options at a time: filter
     page.get_by_role("option", name=option, exact=True).click()
     _idle(page, 500)
 
@@ -161,16 +164,79 @@ def _split_and_undo_the_fused_clump(page, field: Path, server_db: Path, output_d
     assert int(_metric(page, "Cells counted")) + int(_metric(page, "Uncertain")) == before
 
 
-def test_upload_review_reclassify_and_download_in_a_real_browser(
+def _unreviewed(page) -> int:
+    caption = page.get_by_text(re.compile(r"cells to review · \d+ not reviewed yet")).first
+    return int(re.search(r"(\d+) not reviewed yet", caption.inner_text()).group(1))
+
+
+def _position(page) -> tuple[int, int]:
+    caption = page.get_by_text(re.compile(r"\d+ of \d+ cells to review")).first.inner_text()
+    position, total = re.search(r"(\d+) of (\d+) cells to review", caption).groups()
+    return int(position), int(total)
+
+
+def _open_cell(page) -> tuple[int, str]:
+    """The workspace's open cell: its id and the model's call."""
+    line = page.get_by_text(re.compile(r"P\(blast\) .* · model: ")).first.inner_text()
+    return int(re.search(r"Cell (\d+)", line).group(1)), re.search(r"model: (\w+)", line).group(1)
+
+
+def _press(page, key: str) -> None:
+    page.evaluate("document.activeElement && document.activeElement.blur()")
+    page.keyboard.press(key)
+    _idle(page, 300)
+
+
+def _review_by_keyboard(page, output_dir: Path) -> dict[int, str]:
+    """Review every cell from the keyboard only; returns the cells relabelled and to what."""
+    relabelled: dict[int, str] = {}
+    done = 0
+    while (waiting := _unreviewed(page)) > 0:
+        cell_id, call = _open_cell(page)
+        if done == 2:  # step away and back: the arrows move through the queue
+            away, back = "ArrowRight", "ArrowLeft"
+            if _position(page)[0] == _position(page)[1]:  # the last cell: step back first
+                away, back = back, away
+            _press(page, away)
+            assert _open_cell(page)[0] != cell_id
+            _press(page, back)
+            assert _open_cell(page)[0] == cell_id
+        if call == "Uncertain":
+            key, relabelled[cell_id] = "n", "normal"
+        elif done == 1:  # one change of the model's call
+            key, relabelled[cell_id] = ("n", "normal") if call == "Blast" else ("b", "blast")
+        else:
+            key = "Space"  # accept the model's call
+        _press(page, key)
+        assert _unreviewed(page) == waiting - 1, f"{key} on cell {cell_id} reviewed nothing"
+        done += 1
+        if done == 3:
+            page.screenshot(path=str(output_dir / "2-review-keyboard-1440.png"))
+    assert done >= 10  # issue 13: at least ten cells reviewed by keyboard only
+    return relabelled
+
+
+def _no_overflow(page) -> None:
+    """Nothing wider than the window, and no metric value or button label cut short."""
+    assert page.evaluate("document.documentElement.scrollWidth") <= page.viewport_size["width"]
+    cut = page.evaluate("""() => [...document.querySelectorAll(
+        '[data-testid=stMetricValue], [data-testid=stMetricValue] *, ' +
+        '[data-testid=stMain] button, [data-testid=stMain] button *')]
+        .filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.innerText)""")
+    assert cut == [], f"cut at this width: {cut}"
+
+
+def test_upload_review_by_keyboard_sign_and_download_the_pdf_in_a_real_browser(
     shared_data, chromium, server, server_db, output_dir
 ):
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    pypdf = pytest.importorskip("pypdf", reason="pypdf is a dev requirement")
     field = shared_data / FIELD
     if not field.is_file():
         pytest.skip(f"{field} is absent")
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, headless=True)
-        page = browser.new_page(viewport={"width": 1400, "height": 1800}, accept_downloads=True)
+        page = browser.new_page(viewport={"width": 1440, "height": 900}, accept_downloads=True)
         page.goto(server)
         page.wait_for_selector("text=Log in", timeout=120_000)  # nothing else without a login
         _idle(page)
@@ -188,65 +254,67 @@ def test_upload_review_reclassify_and_download_in_a_real_browser(
         page.wait_for_selector("text=White cells found", timeout=180_000)
         _idle(page)
         n_cells = int(_metric(page, "White cells found"))
-        assert n_cells >= 3
+        assert n_cells >= 10
         assert _metric(page, "Blasts").isdigit()
-        page.screenshot(path=str(output_dir / "1-analyze.png"))
+        page.screenshot(path=str(output_dir / "1-analyze-1440.png"))
+        page.set_viewport_size({"width": 800, "height": 900})
+        _idle(page, 1000)
+        page.screenshot(path=str(output_dir / "1-analyze-800.png"))
+        _no_overflow(page)
+        page.set_viewport_size({"width": 1440, "height": 900})
 
-        # Review: the gallery shows every cell; save the case, then reclassify one cell
+        # Review: save the case, correct an outline, then every cell from the keyboard
         page.get_by_role("link", name="Review every cell").click()
-        page.wait_for_selector("[data-testid=stButtonGroup]", timeout=120_000)
-        _idle(page, 2000)
-        controls = page.locator("[data-testid=stButtonGroup]")
-        assert controls.count() == n_cells
-        assert page.locator("[data-testid=stImage] img").count() >= n_cells
+        page.wait_for_selector("text=previous/next", timeout=120_000)
+        _idle(page, 1500)
         page.get_by_role("button", name="Save case").click()
         page.wait_for_selector("text=open: under review", timeout=60_000)
         _idle(page, 1500)
         _split_and_undo_the_fused_clump(page, field, server_db, output_dir)
-        assert controls.count() == n_cells
-        blasts_before = int(_metric(page, "Blasts"))
-        first = controls.first
-        was_blast = first.get_by_role("radio", name="Blast").get_attribute("aria-checked")
-        new_label = "Normal" if was_blast == "true" else "Blast"
-        first.get_by_role("radio", name=new_label).click()
+        # A click on a cell's number in the field view opens that cell
+        chart = page.locator("[data-testid=stPlotlyChart] .scatterlayer")
+        texts = chart.locator(".textpoint text").evaluate_all("els => els.map(e => e.textContent)")
+        numbers = [int(t) for t in texts]
+        opened = _open_cell(page)[0]
+        target = next(i for i, number in enumerate(numbers) if number != opened)
+        chart.locator(".points path").nth(target).click(force=True)
+        _idle(page, 1000)
+        assert _open_cell(page)[0] == numbers[target]
+        relabelled = _review_by_keyboard(page, output_dir)
+        assert int(_metric(page, "Uncertain")) == 0
+        assert page.get_by_text(re.compile("^Provisional: ")).count() == 0
+        (case,) = CaseStore(server_db).list_cases()
+        record = CaseStore(server_db).load_case(case.case_id)
+        reviews = [a for a in record.audit if a.action in ("reviewed", "relabel")]
+        assert len(reviews) >= 10 and {a.reviewer for a in reviews} == {REVIEWER}
+        assert {c.cell_id: c.label for c in record.cells if c.changed_by_reviewer} == relabelled
+        page.set_viewport_size({"width": 800, "height": 900})
+        _idle(page, 1000)
+        page.get_by_text("previous/next").evaluate("e => e.scrollIntoView({block: 'start'})")
+        _idle(page, 500)
+        page.screenshot(path=str(output_dir / "2-review-keyboard-800.png"))
+        _no_overflow(page)
+        page.set_viewport_size({"width": 1440, "height": 900})
+        page.get_by_text("Gallery", exact=True).click()  # the gallery: one card per cell
+        page.wait_for_selector("[data-testid=stButtonGroup]", timeout=60_000)
         _idle(page, 1500)
-        blasts_after = int(_metric(page, "Blasts"))
-        assert blasts_after == blasts_before + (1 if new_label == "Blast" else -1)
-        page.screenshot(path=str(output_dir / "2-review.png"))
+        assert page.locator("[data-testid=stButtonGroup]").count() == n_cells
+        assert page.get_by_text("not reviewed yet").count() == 0
 
-        # Report: download the CSV and check it
+        # Report: the CSV holds every cell with the reviewer's changes
         page.locator("[data-testid=stSidebarNav]").get_by_text("Report", exact=True).click()
         page.wait_for_selector("text=Cells (CSV)", timeout=60_000)
         _idle(page, 1500)
         with page.expect_download() as download:
             page.get_by_role("button", name="Cells (CSV)").click()
-        text = Path(download.value.path()).read_text(encoding="utf-8")
-        rows = list(csv.DictReader(io.StringIO(text)))
-        assert len(rows) == n_cells
-        assert {r["field_name"] for r in rows} == {field.name}
-        changed = [r for r in rows if r["changed_by_reviewer"] == "true"]
-        assert len(changed) == 1 and changed[0]["label"] == new_label.lower()
-        assert sum(r["label"] == "blast" for r in rows) == blasts_after + sum(
-            r["label"] == "blast" for r in rows if r["model_label"] == "border"
-        )
-        page.screenshot(path=str(output_dir / "3-report.png"))
+        rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text("utf-8"))))
+        assert len(rows) == n_cells and {r["field_name"] for r in rows} == {field.name}
+        changed = {
+            int(r["cell_id"]): r["label"] for r in rows if r["changed_by_reviewer"] == "true"
+        }
+        assert changed == relabelled
 
-        # Review the rest of the uncertain queue (it comes first), sign as the logged-in signer,
-        # then log out
-        page.locator("[data-testid=stSidebarNav]").get_by_text("Review cells", exact=True).click()
-        try:
-            page.wait_for_selector("[data-testid=stButtonGroup]", timeout=60_000)
-        except Exception:
-            page.screenshot(path=str(output_dir / "debug-back.png"))
-            raise
-        _idle(page, 1500)
-        while int(_metric(page, "Uncertain")) > 0:
-            controls.first.get_by_role("radio", name="Normal").click()
-            _idle(page, 400)
-        accept = page.get_by_role("button", name=re.compile("^Accept the label of"))
-        while accept.count():  # after looking at them: accept the model's call for the rest
-            accept.first.click()
-            _idle(page, 400)
+        # Sign as the logged-in signer, then download the PDF report and read it
         page.locator("[data-testid=stSidebarNav]").get_by_text(
             "Case & sign-off", exact=True
         ).click()
@@ -255,11 +323,40 @@ def test_upload_review_reclassify_and_download_in_a_real_browser(
         page.get_by_role("button", name="Sign case").click()
         page.wait_for_selector(f"text=Signed by {REVIEWER}", timeout=60_000)
         _idle(page)
-        page.screenshot(path=str(output_dir / "4-signed.png"))
+        page.screenshot(path=str(output_dir / "3-signed-1440.png"))
+        page.locator("[data-testid=stSidebarNav]").get_by_text("Report", exact=True).click()
+        page.wait_for_selector("text=Make PDF", timeout=60_000)
+        _idle(page)
+        page.get_by_role("button", name="Make PDF").click()
+        page.wait_for_selector("text=Report (PDF)", timeout=120_000)
+        _idle(page)
+        with page.expect_download() as download:
+            page.get_by_role("button", name="Report (PDF)").click()
+        document = pypdf.PdfReader(download.value.path())
+        record = CaseStore(server_db).load_case(case.case_id)
+        width, height = (float(v) for v in document.pages[0].mediabox[2:])
+        assert (round(width), round(height)) == (595, 842)  # A4
+        text = " ".join(p.extract_text() for p in document.pages).replace("\n", " ")
+        assert record.sample_id in text and "Research use only" in text and REVIEWER in text
+        flagged = flagged_cells(record)
+        assert flagged and sum(len(p.images) for p in document.pages) >= len(flagged)
+        page.screenshot(path=str(output_dir / "4-report-1440.png"))
+        page.set_viewport_size({"width": 800, "height": 900})
+        _idle(page, 1000)
+        page.screenshot(path=str(output_dir / "4-report-800.png"))
+        _no_overflow(page)
+        page.locator("[data-testid=stSidebarNav]").get_by_text("Counts", exact=True).click()
+        page.wait_for_selector("text=Blast %", timeout=60_000)
+        _idle(page)
+        page.screenshot(path=str(output_dir / "5-counts-800.png"))
+        _no_overflow(page)
+        page.set_viewport_size({"width": 1440, "height": 900})
+
+        # A signed case refuses changes; log out
         page.locator("[data-testid=stSidebarNav]").get_by_text("Review cells", exact=True).click()
         page.wait_for_selector("text=Correct an outline", timeout=60_000)
         _idle(page)
-        assert page.get_by_role("button", name="Apply").is_disabled()  # a signed case refuses
+        assert page.get_by_role("button", name="Apply").is_disabled()
         page.get_by_role("button", name="Log out").click()
         page.wait_for_selector("text=Log in", timeout=60_000)
         _idle(page)
@@ -267,4 +364,4 @@ def test_upload_review_reclassify_and_download_in_a_real_browser(
         browser.close()
     events = [(e["user_name"], e["event"]) for e in Accounts(server_db).events()]
     assert events[:2] == [(REVIEWER, "logout"), (REVIEWER, "login")]
-    assert (output_dir / "2-review.png").stat().st_size > 10_000
+    assert (output_dir / "2-review-keyboard-1440.png").stat().st_size > 10_000

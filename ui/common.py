@@ -54,6 +54,15 @@ def interval_text(count: BlastCount) -> str:
     return f"{count.ci_low_percent:.1f}–{count.ci_high_percent:.1f}%"
 
 
+def metric_row(*metrics: tuple) -> None:
+    """Metrics side by side, each as wide as its value, wrapping onto the next line on a narrow
+    screen instead of being cut short. Each metric is ``(label, value)`` or ``(label, value,
+    help)``."""
+    row = st.container(horizontal=True, wrap=True, horizontal_alignment="distribute")
+    for label, value, *help_text in metrics:
+        row.metric(label, value, help=help_text[0] if help_text else None, width="content")
+
+
 def flash(message: str, kind: str = "error") -> None:
     """Keep a message for the next run of the page (for callbacks, which cannot render)."""
     st.session_state.setdefault(_FLASH_KEY, []).append((kind, message))

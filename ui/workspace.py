@@ -94,6 +94,9 @@ def show_workspace(session: Review, *, heatmap: np.ndarray | None, editable: boo
         return None
     queue = session.queue()
     position = queue.index(cell.key) + 1
+    if not session.n_unreviewed and not session.is_signed:
+        st.success("Every cell is reviewed: the counts are final once the case is signed.")
+        st.page_link("pages/case.py", label="Sign the case", icon=":material/verified:")
     st.caption(
         f"{position} of {len(queue)} cells to review · {session.n_unreviewed} not reviewed yet · keys: "
         "**B** blast, **N** normal, **W** not a white cell, **X** exclude, **Space** accept, "
