@@ -11,8 +11,9 @@ size; the model to the active one (``$LEUKEMIA_MODELS_DIR`` picks another models
   classify, count) without Streamlit, median of N.
 - ``heatmaps_s``: :func:`leukemia_core.explain.compute_heatmaps` on all cells of the field in
   one batched call, per method, median of N after a warm-up call.
-- ``label_action_s``: one relabel click on the Review page of the saved case until the page has
-  rerun (record written, counts and gallery redrawn), median of 10 cells (AppTest).
+- ``label_action_s``: one label key (its button) in the cell-by-cell view of the saved case
+  until the page has rerun (record written, counts, cell and field redrawn, next cell opened),
+  median of 10 cells (AppTest); ``gallery_label_action_s`` the same for a gallery card's control.
 - ``app_peak_rss_mb``: peak resident memory of a fresh process running the app (AppTest) with
   the model loaded: analysis of the field, then the Review page with Grad-CAM heatmaps on.
 """
@@ -99,7 +100,7 @@ def _upload_and_analyze(at, name: str, data: bytes) -> float:
 
 def time_app(
     model: str | None, name: str, data: bytes, repeats: int
-) -> tuple[list[float], dict, list[float]]:
+) -> tuple[list[float], dict, dict[str, list[float]]]:
     at = _app(model)
     _upload_and_analyze(at, name, data)  # warm-up: loads the model
     seconds = [_upload_and_analyze(at, name, data) for _ in range(repeats)]
@@ -112,21 +113,37 @@ def time_app(
     return seconds, found, label_seconds
 
 
-def _time_labels(at, n: int = 10) -> list[float]:
-    """Seconds per label action on the Review page of the saved case: one click on a card's
-    control until the page has rerun (record written, counts and gallery redrawn)."""
+def _time_labels(at, n: int = 10) -> dict[str, list[float]]:
+    """Seconds per label action on the Review page of the saved case, until the page has rerun
+    (record written, counts redrawn): ``one_by_one``, a key's button in the cell-by-cell view
+    (the cell and its field redrawn, the next cell opened); ``gallery``, a card's control (every
+    card redrawn)."""
+    from ui.workspace import GALLERY, ONE_BY_ONE, VIEW_KEY
+
     at.switch_page("pages/review.py").run()
     at.button(key="review_save_case").click().run()
+    times: dict[str, list[float]] = {"one_by_one": [], "gallery": []}
+    at.radio(key=VIEW_KEY).set_value(ONE_BY_ONE).run()
+    for i in range(n):
+        key = "decide_normal" if i % 2 else "decide_blast"
+        start = time.perf_counter()
+        at.button(key=key).click().run()
+        times["one_by_one"].append(time.perf_counter() - start)
+        _check(at)
+    at.radio(key=VIEW_KEY).set_value(GALLERY).run()
     keys = [w.key for w in at.segmented_control if w.key and w.key.startswith("relabel_")][:n]
-    times = []
     for i, key in enumerate(keys):
-        label = "normal" if i % 2 else "blast"
+        label = "blast" if i % 2 else "normal"
         start = time.perf_counter()
         at.segmented_control(key=key).set_value(label).run()
-        times.append(time.perf_counter() - start)
-        if at.exception or at.error:
-            raise SystemExit(f"the app failed: {[e.value for e in [*at.exception, *at.error]]}")
+        times["gallery"].append(time.perf_counter() - start)
+        _check(at)
     return times
+
+
+def _check(at) -> None:
+    if at.exception or at.error:
+        raise SystemExit(f"the app failed: {[e.value for e in [*at.exception, *at.error]]}")
 
 
 def time_pipeline(model: str | None, name: str, data: bytes, repeats: int):
@@ -191,8 +208,10 @@ def _child(model: str | None, field: Path | None) -> None:
     _upload_and_analyze(at, name, data)
     at.switch_page("pages/review.py").run()
     at.toggle(key="gradcam_on").set_value(True).run()
-    if at.exception or at.error:
-        raise SystemExit(f"the app failed: {[e.value for e in [*at.exception, *at.error]]}")
+    from ui.workspace import GALLERY, VIEW_KEY
+
+    at.radio(key=VIEW_KEY).set_value(GALLERY).run()  # every card with its heatmap: the most
+    _check(at)
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
@@ -232,8 +251,9 @@ def main(argv: list[str] | None = None) -> int:
         "found": found,
         "upload_to_counts_s": round(statistics.median(app_seconds), 3),
         "upload_to_counts_runs_s": [round(s, 3) for s in app_seconds],
-        "label_action_s": round(statistics.median(label_seconds), 3),
-        "label_action_max_s": round(max(label_seconds), 3),
+        "label_action_s": round(statistics.median(label_seconds["one_by_one"]), 3),
+        "label_action_max_s": round(max(label_seconds["one_by_one"]), 3),
+        "gallery_label_action_s": round(statistics.median(label_seconds["gallery"]), 3),
         "pipeline_s": round(statistics.median(pipeline), 3),
         "stages_s": stages,
         "heatmaps_s": heatmaps,
