@@ -160,6 +160,14 @@ def main(argv: list[str] | None = None) -> int:
     analyze.add_argument(
         "--single-cells", action="store_true", help="each image shows one cell (a crop)"
     )
+    analyze.add_argument("--engine", choices=("local", "ray"), default="local",
+                         help="local: this process (default); ray: tasks and classifier actors "
+                         "on Ray (pip install -r requirements-ray.txt)")  # fmt: skip
+    analyze.add_argument("--address", help="Ray cluster address (default: a local instance)")
+    analyze.add_argument("--num-workers", type=_positive, default=1,
+                         help="Ray classifier actors, each with the model loaded (default 1)")  # fmt: skip
+    analyze.add_argument("--gpus-per-worker", type=float, default=0.0,
+                         help="GPUs each Ray classifier actor reserves (default 0)")  # fmt: skip
     users_cli.add_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "analyze":
@@ -179,29 +187,52 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failures == len(args.images) else 0
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return value
+
+
 def _analyze(args) -> int:
     from leukemia_core.batch import analyze_files  # imports TensorFlow
-    from leukemia_core.classify import Classifier
-    from leukemia_core.models.folder import load_model
+    from leukemia_core.models.folder import models_dir, read_config
 
     try:
         prepare_output_folder(args.out)
-        classifier = Classifier(load_model(args.model))
+        if args.engine == "ray":
+            from leukemia_core.batch_ray import analyze_files_ray
+
+            read_config(args.model)  # a missing model is a clear message before Ray starts
+            failures, summary = analyze_files_ray(
+                args.images, args.out, args.model, models_dir().resolve(),
+                single_cells=args.single_cells, address=args.address,
+                num_workers=args.num_workers, gpus_per_worker=args.gpus_per_worker,
+            )  # fmt: skip
+        else:
+            from leukemia_core.classify import Classifier
+            from leukemia_core.models.folder import load_model
+
+            classifier = Classifier(load_model(args.model))
+            failures, summary = analyze_files(
+                args.images, args.out, classifier, single_cells=args.single_cells
+            )
     except LeukemiaCoreError as error:
         return _error(error)
-    failures, summary = analyze_files(
-        args.images, args.out, classifier, single_cells=args.single_cells
-    )
     count = summary["count"]
+    model_name = summary["model"]
     print(
-        f"{summary['images_analysed']} image(s) analysed with {classifier.model.name}: "
+        f"{summary['images_analysed']} image(s) analysed with {model_name}: "
         f"{count['n_blasts']} blasts of {count['n_counted']} cells counted. "
         f"{count['interpretation']} Wrote {args.out}. Research use only.",
         file=sys.stderr,
     )
     domain = summary["domain"]
     if domain is None:
-        print(f"{classifier.model.name} has no domain reference: no out-of-domain check was made.",
+        print(f"{model_name} has no domain reference: no out-of-domain check was made.",
               file=sys.stderr)  # fmt: skip
     else:
         warned = ", ".join(summary["warned_images"])

@@ -5,6 +5,12 @@ Writes ``cells.csv`` (one row per cell of every image), ``<image stem>.json`` pe
 and skipped without stopping the batch. When the model has a domain reference, each cell gets its
 domain score and each image and the whole set an out-of-domain assessment; a warned image (or a
 warned set: all its images) has every cell labelled ``uncertain``, for review.
+
+Each image is analysed on its own (:func:`analyze_image`, the same :func:`~leukemia_core.pipeline.
+analyze` the app calls) into a part file under ``.parts/``; the outputs are then assembled from
+the parts (:func:`write_outputs`). So a rerun into the same folder skips the images already done
+with the same model, and an engine that analyses images elsewhere (``batch_ray``) gives the same
+rows: only the place where :func:`analyze_image` runs differs.
 """
 
 from __future__ import annotations
@@ -13,26 +19,65 @@ import csv
 import io
 import json
 import sys
-from dataclasses import asdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from tqdm import tqdm
 
 from leukemia_core.classify import Classifier
-from leukemia_core.counting import CellLabel
+from leukemia_core.counting import CellLabel, summarize_labels
+from leukemia_core.domain import DomainAssessment
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.imaging import PreparedImage
 from leukemia_core.io import read_image
+from leukemia_core.labellers import Labeller, labeller_for, send_to_review
 from leukemia_core.outputs import output_stems, renamed_note, spreadsheet_text, write_text_atomic
-from leukemia_core.pipeline import MODE_CELLS, MODE_FIELDS, Analysis, ImageFailure, analyze
+from leukemia_core.pipeline import MODE_CELLS, MODE_FIELDS, Analysis, analyze
 from leukemia_core.types import BlastCount, Field
 
 SUMMARY_FILE = "summary.json"
+PARTS_DIR = ".parts"  # one finished image per file: what a rerun skips
 RESEARCH_USE = (
     "Research use only; not for diagnosis. Every cell needs review by a qualified person."
 )
 CELL_COLUMNS = ("image", "cell_id", "x0", "y0", "x1", "y1", "blast_probability", "label",
                 "uncertain", "touches_border", "domain_score", "field_warnings")  # fmt: skip
+_LABEL, _UNCERTAIN = CELL_COLUMNS.index("label"), CELL_COLUMNS.index("uncertain")
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """One image's share of the outputs, before the whole set's domain check.
+
+    Attributes:
+        file: The input path.
+        stem: Its output name (unique in the batch).
+        model_sha256: The weights that labelled it (a rerun with other weights redoes it).
+        single_cells: The mode it was analysed in.
+        rows: Its ``cells.csv`` rows.
+        summary: Its ``<stem>.json`` (None when it failed).
+        scores: Each cell's domain score (None without a reference).
+        messages: Notes and warnings for the console.
+        failure: Why it could not be analysed (None when it was).
+        failed_as: How the failure names the image: its path when it could not be read, else
+            its name.
+    """
+
+    file: str
+    stem: str
+    model_sha256: str
+    single_cells: bool
+    rows: list[list] = ()
+    summary: dict | None = None
+    scores: list[float | None] = ()
+    messages: list[str] = ()
+    failure: str | None = None
+    failed_as: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.stem}{Path(self.file).suffix}"
 
 
 def count_dict(count: BlastCount) -> dict:
@@ -57,76 +102,134 @@ def _image_summary(analysis: Analysis, field: Field) -> dict:
     }
 
 
+def analyze_image(path: Path, stem: str, labeller: Labeller, *, single_cells: bool) -> ImageResult:
+    """Read and analyse one image (never raises for a bad image: the result says why)."""
+    result = ImageResult(str(path), stem, labeller.checksum, single_cells)
+    try:
+        loaded = read_image(path)
+    except (LeukemiaCoreError, OSError) as error:
+        return replace(result, failure=str(error), failed_as=str(path))
+    image = PreparedImage(loaded.rgb, result.name, (loaded.width, loaded.height),
+                          notes=loaded.notes)  # fmt: skip
+    analysis = analyze([image], labeller, mode=MODE_CELLS if single_cells else MODE_FIELDS)
+    if analysis.failures:
+        return replace(result, failure=analysis.failures[0].message, failed_as=result.name)
+    (field,) = analysis.fields
+    messages = [f"{field.name}: {note}" for note in field.notes]
+    if field.domain is not None and field.domain.warned:
+        messages.append(f"{field.name}: WARNING: {field.domain.message}")
+    messages += [f"{field.name}: WARNING: {w.message}" for w in field.quality]
+    warned = "; ".join(w.check for w in field.quality)
+    rows = []
+    for cell in analysis.cells:
+        score = "" if cell.domain_score is None else round(cell.domain_score, 4)
+        rows.append([spreadsheet_text(field.name), cell.cell_id, *cell.bbox,
+                     round(cell.blast_probability, 4), cell.model_label.value,
+                     cell.model_label == CellLabel.UNCERTAIN, cell.touches_border, score, warned])  # fmt: skip
+    summary = {**_image_summary(analysis, field), "file": str(path)}
+    scores = [c.domain_score for c in analysis.cells]
+    return replace(result, rows=rows, summary=summary, scores=scores, messages=messages)
+
+
+def plan(paths: Sequence[Path], out: Path, checksum: str, *, single_cells: bool):
+    """``(path, stem)`` of every input and the results of those a previous run finished with
+    the same weights and mode (read from ``out/.parts``); failed images are tried again."""
+    (out / PARTS_DIR).mkdir(parents=True, exist_ok=True)
+    planned, done = [], {}
+    for path, stem in zip(paths, output_stems(paths, reserved=[Path(SUMMARY_FILE).stem]),
+                          strict=True):  # fmt: skip
+        if note := renamed_note(path, stem):
+            tqdm.write(note, file=sys.stderr)
+        planned.append((path, stem))
+        part = out / PARTS_DIR / f"{stem}.json"
+        try:
+            result = ImageResult(**json.loads(part.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError):
+            continue
+        same = (result.file, result.model_sha256, result.single_cells) == (
+            str(path), checksum, single_cells)  # fmt: skip
+        if same and result.failure is None:
+            done[stem] = result
+    return planned, done
+
+
+def keep_part(out: Path, result: ImageResult) -> None:
+    """Store one finished image (atomically: a killed run leaves whole parts only)."""
+    write_text_atomic(out / PARTS_DIR / f"{result.stem}.json", json.dumps(asdict(result)) + "\n")
+    for message in result.messages:
+        tqdm.write(message, file=sys.stderr)
+    if result.failure is not None:
+        tqdm.write(f"skipped {result.failed_as}: {result.failure}", file=sys.stderr)
+
+
 def analyze_files(
-    paths: list[Path], out: Path, classifier: Classifier, *, single_cells: bool = False
+    paths: list[Path], out: Path, classifier: Classifier | Labeller, *, single_cells: bool = False
 ) -> tuple[int, dict]:
-    """Analyse every image into ``out``; returns (number of failed images, set summary).
+    """Analyse every image into ``out`` in this process; returns (number of failed images, set
+    summary).
 
     Outputs are named after each file's stem, made unique (:func:`~leukemia_core.outputs.output_stems`)
     when two inputs share a name; the image JSON names the file it came from. In ``cells.csv``
     an image name that starts like a spreadsheet formula gets a leading apostrophe.
     """
-    out.mkdir(parents=True, exist_ok=True)
-    images, failures, stems, files = [], [], {}, {}
-    reserved = [Path(SUMMARY_FILE).stem]
-    for path, stem in zip(paths, output_stems(paths, reserved=reserved), strict=True):
-        if note := renamed_note(path, stem):
-            tqdm.write(note, file=sys.stderr)
-        name = f"{stem}{path.suffix}"
-        try:
-            loaded = read_image(path)
-        except (LeukemiaCoreError, OSError) as error:
-            failures.append(ImageFailure(str(path), str(error)))
-            continue
-        size = (loaded.width, loaded.height)
-        images.append(PreparedImage(loaded.rgb, name, size, notes=loaded.notes))
-        stems[name], files[name] = stem, str(path)
-    with tqdm(total=len(images), desc="analysing", unit="image", file=sys.stderr) as bar:
+    labeller = labeller_for(classifier)
+    planned, done = plan(paths, out, labeller.checksum, single_cells=single_cells)
+    for path, stem in tqdm(planned, desc="analysing", unit="image", file=sys.stderr):
+        if stem not in done:
+            done[stem] = analyze_image(path, stem, labeller, single_cells=single_cells)
+            keep_part(out, done[stem])
+    results = [done[stem] for _, stem in planned]
+    return write_outputs(out, results, labeller.assess, model={
+        "model": labeller.name, "model_sha256": labeller.checksum,
+        "model_calibration": labeller.decision_settings()}, single_cells=single_cells)  # fmt: skip
 
-        def progress(index: int, total: int, stage: str, done: int, of: int) -> None:
-            bar.n = index + (stage == "counting")
-            bar.refresh()
 
-        analysis = analyze(images, classifier, mode=MODE_CELLS if single_cells else MODE_FIELDS,
-                           failures=failures, progress=progress)  # fmt: skip
-    for failure in analysis.failures:
-        tqdm.write(f"skipped {failure.name}: {failure.message}", file=sys.stderr)
+def write_outputs(
+    out: Path,
+    results: Sequence[ImageResult],
+    assess: Callable[[list[float | None]], DomainAssessment | None],
+    *,
+    model: dict,
+    single_cells: bool,
+) -> tuple[int, dict]:
+    """Write ``cells.csv``, each image's JSON and ``summary.json`` from the images' results,
+    after the whole set's domain check (``assess``: the labeller's); returns (number of failed
+    images, set summary)."""
+    analysed = [r for r in results if r.failure is None]
+    domain = assess([s for r in analysed for s in r.scores])
     rows = []
-    for field in analysis.fields:
-        for note in field.notes:
-            tqdm.write(f"{field.name}: {note}", file=sys.stderr)
-        if field.domain is not None and field.domain.warned:
-            tqdm.write(f"{field.name}: WARNING: {field.domain.message}", file=sys.stderr)
-        for warning in field.quality:
-            tqdm.write(f"{field.name}: WARNING: {warning.message}", file=sys.stderr)
-        warned = "; ".join(w.check for w in field.quality)
-        for cell in analysis.field_cells(field.index):
-            score = "" if cell.domain_score is None else round(cell.domain_score, 4)
-            rows.append((spreadsheet_text(field.name), cell.cell_id, *cell.bbox, round(cell.blast_probability, 4),
-                         cell.model_label.value, cell.model_label == CellLabel.UNCERTAIN,
-                         cell.touches_border, score, warned))  # fmt: skip
-        summary = {**_image_summary(analysis, field), "file": files[field.name]}
-        write_text_atomic(out / f"{stems[field.name]}.json", json.dumps(summary, indent=2) + "\n")
+    for result in analysed:
+        image_rows, summary = result.rows, dict(result.summary)
+        if domain is not None and domain.warned:  # the whole set differs: every cell to review
+            image_rows = [_to_review(row) for row in image_rows]
+            labels = [CellLabel(row[_LABEL]) for row in image_rows]
+            summary["uncertain"] = labels.count(CellLabel.UNCERTAIN)
+            summary["count"] = count_dict(summarize_labels(labels))
+        rows += image_rows
+        write_text_atomic(out / f"{result.stem}.json", json.dumps(summary, indent=2) + "\n")
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(CELL_COLUMNS)
     writer.writerows(rows)
     write_text_atomic(out / "cells.csv", buffer.getvalue())
-    domain = analysis.domain
+    failed = [r for r in results if r.failure is not None]
     total = {
-        "images_analysed": len(analysis.fields),
-        "images_failed": [{"image": f.name, "error": f.message} for f in analysis.failures],
-        "model": classifier.model.name,
-        "model_sha256": classifier.model.checksum,
-        "model_calibration": classifier.model.config.decision_settings(),
+        "images_analysed": len(analysed),
+        "images_failed": [{"image": r.failed_as, "error": r.failure} for r in failed],
+        **model,
         "mode": "single cells" if single_cells else "whole fields",
-        "count": count_dict(analysis.count()),
+        "count": count_dict(summarize_labels([CellLabel(row[_LABEL]) for row in rows])),
         "domain": None if domain is None else domain.to_dict(),
-        "warned_images": [
-            f.name for f in analysis.fields if f.domain is not None and f.domain.warned
-        ],
-        "quality_warned_images": [f.name for f in analysis.fields if f.quality],
+        "warned_images": [r.name for r in analysed if (r.summary["domain"] or {}).get("warned")],
+        "quality_warned_images": [r.name for r in analysed if r.summary["quality_warnings"]],
         "research_use": RESEARCH_USE,
     }
     write_text_atomic(out / SUMMARY_FILE, json.dumps(total, indent=2) + "\n")
-    return len(analysis.failures), total
+    return len(failed), total
+
+
+def _to_review(row: list) -> list:
+    label = send_to_review(CellLabel(row[_LABEL])).value
+    row = list(row)
+    row[_LABEL], row[_UNCERTAIN] = label, label == CellLabel.UNCERTAIN
+    return row

@@ -1,0 +1,163 @@
+"""The Ray engine of ``python -m leukemia_core analyze ... --engine ray``: an archive on many cores.
+
+Each image is a Ray task (read, segment, crop: :func:`leukemia_core.batch.analyze_image`, the
+local engine's own function), and its crops are classified by a pool of actors that each load
+the model once (:class:`ClassifierWorker`). The driver is the one writer: it keeps each finished
+image as a part file and assembles ``cells.csv``, the image JSONs and ``summary.json`` exactly as
+the local engine does, so both give the same rows, and a rerun skips the images already done.
+
+A killed classifier worker is restarted once and its calls retried once; a task whose worker
+died is retried once; an image that still fails gets a failure entry, never a failed job.
+
+Ray is optional (``pip install -r requirements-ray.txt``); the app and the local engine never
+import it. On an existing cluster: ``ray start --head`` on one machine, ``ray start --address
+HEAD:6379`` on the others, then ``--address HEAD:6379`` here; every node needs this project and
+the model folder at the same path.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from tqdm import tqdm
+
+from leukemia_core.batch import ImageResult, analyze_image, keep_part, plan, write_outputs
+from leukemia_core.errors import LeukemiaCoreError
+from leukemia_core.labellers import CropCalls, ModelLabeller
+
+
+class RayUnavailableError(LeukemiaCoreError, RuntimeError):
+    """``--engine ray`` was asked for, but Ray is not installed or the cluster cannot be reached."""
+
+
+class ClassifierWorker:
+    """A Ray actor: the model loaded once, labelling batches of crops."""
+
+    def __init__(self, model_name: str | None, models_root: str) -> None:
+        from leukemia_core.classify import Classifier
+        from leukemia_core.models.folder import load_model
+
+        self.labeller = ModelLabeller(Classifier(load_model(model_name, Path(models_root))))
+
+    def describe(self) -> dict:
+        labeller = self.labeller
+        return {"name": labeller.name, "checksum": labeller.checksum,
+                "settings": labeller.decision_settings()}  # fmt: skip
+
+    def label(self, crops: list) -> CropCalls:
+        return self.labeller.label(crops)
+
+    def assess(self, scores: list):
+        return self.labeller.assess(scores)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+class RemoteLabeller:
+    """A :class:`~leukemia_core.labellers.Labeller` whose calls go to one classifier actor."""
+
+    def __init__(self, worker, described: dict) -> None:
+        self.worker = worker
+        self.name, self.checksum = described["name"], described["checksum"]
+        self._settings = described["settings"]
+
+    def decision_settings(self) -> dict:
+        return dict(self._settings)
+
+    def label(self, crops, progress=None) -> CropCalls:
+        import ray
+
+        return ray.get(self.worker.label.remote(list(crops)))
+
+    def assess(self, scores):
+        import ray
+
+        return ray.get(self.worker.assess.remote(list(scores)))
+
+
+def _analyze_task(path: str, stem: str, labeller: RemoteLabeller, single_cells: bool):
+    return analyze_image(Path(path), stem, labeller, single_cells=single_cells)
+
+
+def analyze_files_ray(
+    paths: Sequence[Path],
+    out: Path,
+    model_name: str | None,
+    models_root: Path,
+    *,
+    single_cells: bool = False,
+    address: str | None = None,
+    num_workers: int = 1,
+    gpus_per_worker: float = 0.0,
+) -> tuple[int, dict]:
+    """Analyse every image into ``out`` on Ray (a new local instance when ``address`` is
+    None); returns (number of failed images, set summary), as :func:`batch.analyze_files`.
+
+    Raises:
+        RayUnavailableError: Ray is not installed, or the cluster at ``address`` is not there.
+    """
+    ray = _ray()
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                 ignore_reinit_error=True)  # fmt: skip
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        raise RayUnavailableError(
+            f"Could not reach the Ray cluster at {address!r} ({error}); start it with "
+            "`ray start --head` there, or leave out --address for a local instance."
+        ) from None
+    # Classifier actors reserve no CPU, so every core can run reading and segmentation tasks
+    # (which wait, CPU released, while an actor classifies their crops).
+    worker_class = ray.remote(num_cpus=0, num_gpus=gpus_per_worker, max_restarts=1,
+                              max_task_retries=1)(ClassifierWorker)  # fmt: skip
+    workers = [worker_class.remote(model_name, str(models_root)) for _ in range(num_workers)]
+    described = ray.get(workers[0].describe.remote())
+    planned, done = plan(paths, out, described["checksum"], single_cells=single_cells)
+    task = ray.remote(num_cpus=1, max_retries=1)(_analyze_task)
+    pending = {}
+    for i, (path, stem) in enumerate(p for p in planned if p[1] not in done):
+        labeller = RemoteLabeller(workers[i % num_workers], described)
+        pending[task.remote(str(path), stem, labeller, single_cells)] = (path, stem)
+    with tqdm(total=len(planned), initial=len(done), desc="analysing", unit="image",
+              file=sys.stderr) as bar:  # fmt: skip
+        while pending:
+            finished, _ = ray.wait(list(pending), num_returns=1)
+            for ref in finished:
+                path, stem = pending.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.RayError as error:  # failed again after its retry
+                    result = ImageResult(str(path), stem, described["checksum"], single_cells,
+                                         failure=f"the Ray worker failed: {error}",
+                                         failed_as=str(path))  # fmt: skip
+                done[stem] = result
+                keep_part(out, result)
+                bar.update()
+    results = [done[stem] for _, stem in planned]
+    model = {"model": described["name"], "model_sha256": described["checksum"],
+             "model_calibration": described["settings"]}  # fmt: skip
+
+    def assess(scores):  # on a worker that is still alive, else on a new one
+        for worker in workers:
+            try:
+                return RemoteLabeller(worker, described).assess(scores)
+            except ray.exceptions.RayActorError:
+                continue
+        fresh = worker_class.remote(model_name, str(models_root))
+        return RemoteLabeller(fresh, described).assess(scores)
+
+    return write_outputs(out, results, assess, model=model, single_cells=single_cells)
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise RayUnavailableError(
+            "--engine ray needs Ray: pip install -r requirements-ray.txt (or use the default "
+            "--engine local)."
+        ) from None
+    return ray

@@ -1,0 +1,151 @@
+"""``analyze --engine ray`` on a local Ray instance: the local engine's rows, resumable, and a
+killed classifier worker costs no image (issue 14). Skipped where Ray is not installed."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from leukemia_core.__main__ import main as cli
+from leukemia_core.batch import PARTS_DIR
+
+pytestmark = [pytest.mark.data, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[1]
+PROBABILITY = 6  # column of blast_probability in cells.csv
+
+
+@pytest.fixture(scope="module")
+def ray_module():
+    ray = pytest.importorskip("ray", reason="Ray is optional: pip install -r requirements-ray.txt")
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def fields(shared_data) -> list[Path]:
+    """Four ALL-IDB1 fields (2592x1944, blasts) and four BCCD fields (640x480, normal)."""
+    paths = sorted((shared_data / "all_idb1" / "images").glob("*.jpg"))[:4]
+    paths += sorted((shared_data / "bccd" / "images").glob("*.jpg"))[:4]
+    if len(paths) < 8:
+        pytest.skip("ALL-IDB1 or BCCD fields are absent")
+    return paths
+
+
+@pytest.fixture(scope="module")
+def local_rows(fields, tmp_path_factory, tiny_models_dir_env) -> list[list[str]]:
+    out = tmp_path_factory.mktemp("local")
+    assert cli(["analyze", *map(str, fields), "--out", str(out)]) == 0
+    return _rows(out)
+
+
+@pytest.fixture(scope="module")
+def tiny_models_dir_env(tiny_models_dir):
+    """Both engines use the test model (the local engine here, Ray workers by inheritance)."""
+    before = os.environ.get("LEUKEMIA_MODELS_DIR")
+    os.environ["LEUKEMIA_MODELS_DIR"] = str(tiny_models_dir)
+    yield tiny_models_dir
+    if before is None:
+        del os.environ["LEUKEMIA_MODELS_DIR"]
+    else:
+        os.environ["LEUKEMIA_MODELS_DIR"] = before
+
+
+def _rows(out: Path) -> list[list[str]]:
+    with open(out / "cells.csv", newline="", encoding="utf-8") as stream:
+        return list(csv.reader(stream))
+
+
+def _same_rows(rows: list[list[str]], expected: list[list[str]]) -> None:
+    assert len(rows) == len(expected) and rows[0] == expected[0]
+    for row, want in zip(rows[1:], expected[1:], strict=True):
+        assert row[:PROBABILITY] == want[:PROBABILITY] and row[PROBABILITY + 1 :] == want[
+            PROBABILITY + 1 :]  # fmt: skip
+        assert abs(float(row[PROBABILITY]) - float(want[PROBABILITY])) <= 1e-4
+
+
+def test_the_ray_engine_gives_the_local_rows_and_a_rerun_skips_what_is_done(
+    ray_module, fields, local_rows, tmp_path
+):
+    out = tmp_path / "ray"
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not an image")
+    args = ["analyze", *map(str, fields), str(bad), "--out", str(out), "--engine", "ray",
+            "--num-workers", "2"]  # fmt: skip
+    assert cli(args) == 0
+    _same_rows(_rows(out), local_rows)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["images_analysed"] == len(fields)
+    assert [f["image"] for f in summary["images_failed"]] == [str(bad)]  # its row, not the job
+    assert all((out / f"{p.stem}.json").is_file() for p in fields)
+    parts = {p: p.stat().st_mtime_ns for p in (out / PARTS_DIR).glob("*.json")}
+    assert len(parts) == len(fields) + 1
+    assert cli(args) == 0  # the finished images are read back, not analysed again
+    again = {p: p.stat().st_mtime_ns for p in (out / PARTS_DIR).glob("*.json")}
+    assert [p for p in parts if again[p] != parts[p]] == [out / PARTS_DIR / "notes.json"]
+    _same_rows(_rows(out), local_rows)
+
+
+def test_a_killed_classifier_worker_is_retried_and_every_image_has_its_rows_once(
+    ray_module, fields, local_rows, tmp_path
+):
+    out = tmp_path / "killed"
+    many = [*fields, *fields[:4]]  # the ALL-IDB1 fields twice: a longer run to interrupt
+    command = [sys.executable, "-m", "leukemia_core", "analyze", *map(str, many), "--out",
+               str(out), "--engine", "ray"]  # fmt: skip
+    log = tmp_path / "run.log"
+    with open(log, "wb") as stream:
+        run = subprocess.Popen(command, cwd=ROOT, stdout=stream, stderr=subprocess.STDOUT)
+    killed = None
+    deadline = time.monotonic() + 240
+    while killed is None and run.poll() is None and time.monotonic() < deadline:
+        finished = list((out / PARTS_DIR).glob("*.json")) if (out / PARTS_DIR).is_dir() else []
+        if finished:  # mid-run: some images done, others still to classify
+            killed = _kill_one("ray::ClassifierWorker", run.pid)
+        time.sleep(0.2)
+    assert run.wait(timeout=300) == 0, log.read_text()[-3000:]
+    assert killed is not None, "no classifier worker was found to kill"
+    rows = _rows(out)
+    by_image: dict[str, list[list[str]]] = {}
+    for row in rows[1:]:
+        by_image.setdefault(row[0], []).append(row)
+    wanted: dict[str, list[list[str]]] = {}
+    for row in local_rows[1:]:
+        wanted.setdefault(row[0], []).append(row)
+    copies = {f"{p.stem}-2{p.suffix}": p.name for p in fields[:4]}  # the second of each name
+    assert set(by_image) == set(wanted) | {c for c, o in copies.items() if o in wanted}
+    for name, got in by_image.items():  # each image's rows exactly once, as the local engine's
+        want = [[name, *row[1:]] for row in wanted[copies.get(name, name)]]
+        _same_rows([rows[0], *got], [local_rows[0], *want])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["images_analysed"] == len(many) and summary["images_failed"] == []
+
+
+def _kill_one(title: str, ancestor: int) -> int | None:
+    """SIGKILL the first process below ``ancestor`` whose title starts with ``title`` (Ray
+    names its workers so; a local instance's workers descend from the driver)."""
+    parents, titles = {}, {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            titles[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    for pid, cmdline in titles.items():
+        up = pid
+        while up in parents and up not in (0, 1, ancestor):
+            up = parents[up]
+        if up == ancestor and cmdline.decode(errors="replace").startswith(title):
+            os.kill(pid, signal.SIGKILL)
+            return pid
+    return None
