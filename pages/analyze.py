@@ -22,7 +22,7 @@ from ui.common import (
     provisional_note,
     quality_warnings,
 )
-from ui.models import available_models, describe, model_config, no_model_help
+from ui.models import available_models, describe, get_classifier, model_config, no_model_help
 from ui.samples import CREDITS, sample_files
 
 MODE_NAMES = {
@@ -49,7 +49,7 @@ mode = st.radio(
 left, right = st.columns([3, 2], gap="large")
 with right:
     models = available_models()
-    model_name = None
+    model_name, model_broken = None, False
     if models:
         model_name = st.selectbox(
             "Classifier model",
@@ -63,6 +63,12 @@ with right:
         except LeukemiaCoreError as error:
             st.error(str(error))
             model_name = None
+        try:
+            if model_name:
+                get_classifier(model_name)  # loaded and warmed up before the first sample
+        except LeukemiaCoreError as error:
+            st.error(f"{error} Pick another model, or restore this one's folder.")
+            model_broken = True
     else:
         st.info(no_model_help())
     sample_id = st.text_input(
@@ -90,9 +96,11 @@ with left:
                     key=f"field_name_{i}_{uploaded.name}",
                 )  # fmt: skip
     run_uploads = st.button(
-        "Analyze", key="analyze", type="primary", disabled=not uploads, icon=":material/play_arrow:"
-    )
-    run_samples = st.button("Try the sample images", key="try_sample", icon=":material/science:")
+        "Analyze", key="analyze", type="primary", disabled=not uploads or model_broken,
+        icon=":material/play_arrow:",
+    )  # fmt: skip
+    run_samples = st.button("Try the sample images", key="try_sample",
+                            icon=":material/science:", disabled=model_broken)  # fmt: skip
     st.caption(CREDITS[mode])
 
 files = None

@@ -293,6 +293,23 @@ def test_a_very_large_field_is_downscaled_with_a_note_not_refused(db):
     assert metric(at, "White cells found") == str(found)
 
 
+def test_the_model_is_loaded_before_the_first_sample_and_damaged_weights_stop_analysis(
+    db, app_models, tmp_path, monkeypatch
+):
+    at = start()  # the Analyze page loads (and warms up) the default model as it opens
+    assert not errors(at) and not at.button(key="try_sample").disabled
+    root = tmp_path / "models"
+    shutil.copytree(app_models / "tiny", root / "tiny")
+    weights = root / "tiny" / "model.keras"
+    weights.write_bytes(weights.read_bytes()[:-64] + b"\0" * 64)  # damaged on disk
+    monkeypatch.setenv("LEUKEMIA_MODELS_DIR", str(root))
+    at = start()
+    assert any("tiny" in e for e in errors(at)), errors(at)
+    assert at.button(key="try_sample").disabled  # nothing is analysed with a broken model
+    at.file_uploader(key="upload").set_value([("f.png", b"x", "image/png")]).run()
+    assert at.button(key="analyze").disabled
+
+
 def test_the_chosen_model_labels_the_sample_and_is_recorded(db, demo_png, app_models):
     at = start()
     at.selectbox(key="model").set_value("tiny-b").run()

@@ -14,9 +14,11 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import streamlit as st
 
 from leukemia_core.classify import Classifier
+from leukemia_core.cropping import DEFAULT_CROP_SIZE
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.models.folder import (
     MODELS_ENV_VAR,
@@ -78,7 +80,10 @@ working memory grows with them: batches of 32 took the app past 3 GB (EfficientN
 @st.cache_resource(show_spinner="Loading the classifier model …", max_entries=4)
 def _classifier(name: str, version: str, root: str) -> Classifier:
     del version  # part of the cache key: a retrained or recalibrated folder is loaded again
-    return Classifier(load_model(name, Path(root)), batch_size=BATCH_SIZE)
+    classifier = Classifier(load_model(name, Path(root)), batch_size=BATCH_SIZE)
+    # One blank crop through the network traces its graph now, not on the first sample.
+    classifier.outputs(np.zeros((1, DEFAULT_CROP_SIZE, DEFAULT_CROP_SIZE, 3), np.uint8))
+    return classifier
 
 
 def get_classifier(name: str) -> Classifier:
