@@ -166,11 +166,14 @@ def main(argv: list[str] | None = None) -> int:
     analyze.add_argument("--address", help="Ray cluster address (default: a local instance)")
     analyze.add_argument("--num-workers", type=_positive, default=1,
                          help="Ray classifier actors, each with the model loaded (default 1)")  # fmt: skip
-    analyze.add_argument("--gpus-per-worker", type=float, default=0.0,
+    analyze.add_argument("--gpus-per-worker", type=_gpus, default=0.0,
                          help="GPUs each Ray classifier actor reserves (default 0)")  # fmt: skip
     users_cli.add_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "analyze":
+        ray_only = args.address or args.num_workers != 1 or args.gpus_per_worker
+        if args.engine == "local" and ray_only:
+            parser.error("--address, --num-workers and --gpus-per-worker need --engine ray")
         return _analyze(args)
     if args.command == "users":
         return users_cli.run(args)
@@ -194,6 +197,16 @@ def _positive(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return value
+
+
+def _gpus(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"must be a number of GPUs from 0 to 64, got {text!r}")
     return value
 
 

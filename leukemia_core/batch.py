@@ -16,6 +16,7 @@ rows: only the place where :func:`analyze_image` runs differs.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import sys
@@ -38,6 +39,7 @@ from leukemia_core.types import BlastCount, Field
 
 SUMMARY_FILE = "summary.json"
 PARTS_DIR = ".parts"  # one finished image per file: what a rerun skips
+PART_FORMAT = 1  # raise when the rows an image gives change, so older parts are redone
 RESEARCH_USE = (
     "Research use only; not for diagnosis. Every cell needs review by a qualified person."
 )
@@ -53,7 +55,9 @@ class ImageResult:
     Attributes:
         file: The input path.
         stem: Its output name (unique in the batch).
-        model_sha256: The weights that labelled it (a rerun with other weights redoes it).
+        model_fingerprint: The weights and decision settings that labelled it
+            (:func:`model_fingerprint`).
+        image_fingerprint: The file's size and modification time when it was read.
         single_cells: The mode it was analysed in.
         rows: Its ``cells.csv`` rows.
         summary: Its ``<stem>.json`` (None when it failed).
@@ -66,7 +70,8 @@ class ImageResult:
 
     file: str
     stem: str
-    model_sha256: str
+    model_fingerprint: str
+    image_fingerprint: str
     single_cells: bool
     rows: list[list] = ()
     summary: dict | None = None
@@ -102,16 +107,45 @@ def _image_summary(analysis: Analysis, field: Field) -> dict:
     }
 
 
+def model_fingerprint(labeller: Labeller) -> str:
+    """What a finished image depends on besides the image: the weights, the calibration, the
+    views, the domain limit and :data:`PART_FORMAT`."""
+    settings = {"weights": labeller.checksum, "settings": labeller.decision_settings(),
+                "format": PART_FORMAT}  # fmt: skip
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+def image_fingerprint(path: Path) -> str:
+    """The file's size and modification time ('' when it cannot be read)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return ""
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def failed_result(path: Path, stem: str, labeller: Labeller, single_cells: bool, why: str):
+    """The result of an image that could not be read or analysed at all."""
+    return ImageResult(str(path), stem, model_fingerprint(labeller), image_fingerprint(path),
+                       single_cells, failure=why, failed_as=str(path))  # fmt: skip
+
+
 def analyze_image(path: Path, stem: str, labeller: Labeller, *, single_cells: bool) -> ImageResult:
-    """Read and analyse one image (never raises for a bad image: the result says why)."""
-    result = ImageResult(str(path), stem, labeller.checksum, single_cells)
+    """Read and analyse one image (never raises for a bad image: the result says why).
+
+    The domain of the whole set is not checked here but by :func:`write_outputs`, over every
+    image's cells (as the app checks a sample's).
+    """
+    result = ImageResult(str(path), stem, model_fingerprint(labeller), image_fingerprint(path),
+                         single_cells)  # fmt: skip
     try:
         loaded = read_image(path)
     except (LeukemiaCoreError, OSError) as error:
         return replace(result, failure=str(error), failed_as=str(path))
     image = PreparedImage(loaded.rgb, result.name, (loaded.width, loaded.height),
                           notes=loaded.notes)  # fmt: skip
-    analysis = analyze([image], labeller, mode=MODE_CELLS if single_cells else MODE_FIELDS)
+    analysis = analyze([image], labeller, mode=MODE_CELLS if single_cells else MODE_FIELDS,
+                       sample_check=False)  # fmt: skip
     if analysis.failures:
         return replace(result, failure=analysis.failures[0].message, failed_as=result.name)
     (field,) = analysis.fields
@@ -131,9 +165,11 @@ def analyze_image(path: Path, stem: str, labeller: Labeller, *, single_cells: bo
     return replace(result, rows=rows, summary=summary, scores=scores, messages=messages)
 
 
-def plan(paths: Sequence[Path], out: Path, checksum: str, *, single_cells: bool):
-    """``(path, stem)`` of every input and the results of those a previous run finished with
-    the same weights and mode (read from ``out/.parts``); failed images are tried again."""
+def plan(paths: Sequence[Path], out: Path, labeller: Labeller, *, single_cells: bool):
+    """``(path, stem)`` of every input and the results of those a previous run finished from the
+    same file (size and time) with the same weights, decision settings and mode (read from
+    ``out/.parts``); failed images are tried again."""
+    fingerprint = model_fingerprint(labeller)
     (out / PARTS_DIR).mkdir(parents=True, exist_ok=True)
     planned, done = [], {}
     for path, stem in zip(paths, output_stems(paths, reserved=[Path(SUMMARY_FILE).stem]),
@@ -146,8 +182,9 @@ def plan(paths: Sequence[Path], out: Path, checksum: str, *, single_cells: bool)
             result = ImageResult(**json.loads(part.read_text(encoding="utf-8")))
         except (OSError, ValueError, TypeError):
             continue
-        same = (result.file, result.model_sha256, result.single_cells) == (
-            str(path), checksum, single_cells)  # fmt: skip
+        same = (result.file, result.model_fingerprint, result.image_fingerprint,
+                result.single_cells) == (str(path), fingerprint, image_fingerprint(path),
+                                         single_cells)  # fmt: skip
         if same and result.failure is None:
             done[stem] = result
     return planned, done
@@ -173,7 +210,7 @@ def analyze_files(
     an image name that starts like a spreadsheet formula gets a leading apostrophe.
     """
     labeller = labeller_for(classifier)
-    planned, done = plan(paths, out, labeller.checksum, single_cells=single_cells)
+    planned, done = plan(paths, out, labeller, single_cells=single_cells)
     for path, stem in tqdm(planned, desc="analysing", unit="image", file=sys.stderr):
         if stem not in done:
             done[stem] = analyze_image(path, stem, labeller, single_cells=single_cells)

@@ -24,9 +24,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from leukemia_core.batch import ImageResult, analyze_image, keep_part, plan, write_outputs
+from leukemia_core.batch import analyze_image, failed_result, keep_part, plan, write_outputs
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.labellers import CropCalls, ModelLabeller
+
+WORKER_START_TIMEOUT_S = 300  # loading the model; longer means the cluster cannot place them
+IN_FLIGHT_PER_CPU = 2
 
 
 class RayUnavailableError(LeukemiaCoreError, RuntimeError):
@@ -98,7 +101,8 @@ def analyze_files_ray(
     None); returns (number of failed images, set summary), as :func:`batch.analyze_files`.
 
     Raises:
-        RayUnavailableError: Ray is not installed, or the cluster at ``address`` is not there.
+        RayUnavailableError: Ray is not installed, the cluster at ``address`` is not there, or
+            the classifier workers cannot start (too few GPUs, a model that does not load).
     """
     ray = _ray()
     try:
@@ -114,42 +118,79 @@ def analyze_files_ray(
     worker_class = ray.remote(num_cpus=0, num_gpus=gpus_per_worker, max_restarts=1,
                               max_task_retries=1)(ClassifierWorker)  # fmt: skip
     workers = [worker_class.remote(model_name, str(models_root)) for _ in range(num_workers)]
-    described = ray.get(workers[0].describe.remote())
-    planned, done = plan(paths, out, described["checksum"], single_cells=single_cells)
+    try:
+        described = _start(ray, workers, gpus_per_worker)
+        labellers = [RemoteLabeller(worker, described) for worker in workers]
+        planned, done = plan(paths, out, labellers[0], single_cells=single_cells)
+        _run(ray, planned, done, labellers, out, single_cells)
+        model = {"model": described["name"], "model_sha256": described["checksum"],
+                 "model_calibration": described["settings"]}  # fmt: skip
+
+        def assess(scores):  # on a worker that is still alive, else on a new one
+            for labeller in labellers:
+                try:
+                    return labeller.assess(scores)
+                except ray.exceptions.RayActorError:
+                    continue
+            workers.append(worker_class.remote(model_name, str(models_root)))
+            return RemoteLabeller(workers[-1], described).assess(scores)
+
+        results = [done[stem] for _, stem in planned]
+        return write_outputs(out, results, assess, model=model, single_cells=single_cells)
+    finally:
+        for worker in workers:  # a second run in this process starts with fresh workers
+            ray.kill(worker)
+
+
+def _start(ray, workers: list, gpus_per_worker: float) -> dict:
+    """Wait until every classifier worker has loaded the model; its description."""
+    try:
+        ready, waiting = ray.wait([w.describe.remote() for w in workers],
+                                  num_returns=len(workers), timeout=WORKER_START_TIMEOUT_S)  # fmt: skip
+        if waiting:
+            raise RayUnavailableError(
+                f"{len(waiting)} of {len(workers)} classifier workers could not start within "
+                f"{WORKER_START_TIMEOUT_S} s: the cluster has {ray.cluster_resources()} and each "
+                f"worker needs {gpus_per_worker} GPU; ask for fewer --num-workers or "
+                "--gpus-per-worker."
+            )
+        return ray.get(ready[0])
+    except ray.exceptions.RayActorError as error:
+        raise RayUnavailableError(
+            f"The classifier workers could not load the model: {error.__cause__ or error}"
+        ) from None
+
+
+def _run(ray, planned, done: dict, labellers: list, out: Path, single_cells: bool) -> None:
+    """Analyse the images not done yet, at most a few per CPU in flight (each holds a field
+    and a worker process); keep each result as it arrives."""
     task = ray.remote(num_cpus=1, max_retries=1)(_analyze_task)
-    pending = {}
-    for i, (path, stem) in enumerate(p for p in planned if p[1] not in done):
-        labeller = RemoteLabeller(workers[i % num_workers], described)
-        pending[task.remote(str(path), stem, labeller, single_cells)] = (path, stem)
+    todo = iter([p for p in planned if p[1] not in done])
+    limit = IN_FLIGHT_PER_CPU * max(1, int(ray.cluster_resources().get("CPU", 1)))
+    pending: dict = {}
+
+    def submit() -> None:
+        for path, stem in todo:  # the next image, if any
+            labeller = labellers[(len(done) + len(pending)) % len(labellers)]
+            pending[task.remote(str(path), stem, labeller, single_cells)] = (path, stem)
+            return
+
+    for _ in range(limit):
+        submit()
     with tqdm(total=len(planned), initial=len(done), desc="analysing", unit="image",
               file=sys.stderr) as bar:  # fmt: skip
         while pending:
-            finished, _ = ray.wait(list(pending), num_returns=1)
-            for ref in finished:
-                path, stem = pending.pop(ref)
-                try:
-                    result = ray.get(ref)
-                except ray.exceptions.RayError as error:  # failed again after its retry
-                    result = ImageResult(str(path), stem, described["checksum"], single_cells,
-                                         failure=f"the Ray worker failed: {error}",
-                                         failed_as=str(path))  # fmt: skip
-                done[stem] = result
-                keep_part(out, result)
-                bar.update()
-    results = [done[stem] for _, stem in planned]
-    model = {"model": described["name"], "model_sha256": described["checksum"],
-             "model_calibration": described["settings"]}  # fmt: skip
-
-    def assess(scores):  # on a worker that is still alive, else on a new one
-        for worker in workers:
+            (ref,), _ = ray.wait(list(pending), num_returns=1)
+            path, stem = pending.pop(ref)
             try:
-                return RemoteLabeller(worker, described).assess(scores)
-            except ray.exceptions.RayActorError:
-                continue
-        fresh = worker_class.remote(model_name, str(models_root))
-        return RemoteLabeller(fresh, described).assess(scores)
-
-    return write_outputs(out, results, assess, model=model, single_cells=single_cells)
+                result = ray.get(ref)
+            except ray.exceptions.RayError as error:  # failed again after its retry
+                result = failed_result(path, stem, labellers[0], single_cells,
+                                       f"the Ray worker failed: {error}")  # fmt: skip
+            done[stem] = result
+            keep_part(out, result)
+            bar.update()
+            submit()
 
 
 def _ray():

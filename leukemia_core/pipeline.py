@@ -108,6 +108,7 @@ def analyze(
     crop_size: int = DEFAULT_CROP_SIZE,
     keep_segmentation: bool = False,
     progress: Progress | None = None,
+    sample_check: bool = True,
 ) -> Analysis:
     """Analyse the images of one sample.
 
@@ -125,6 +126,9 @@ def analyze(
         crop_size: Side of the classifier-domain crops.
         keep_segmentation: Keep each field's label images (for evaluation against experts).
         progress: ``progress(image_index, n_images, stage, done, total)``.
+        sample_check: Assess the domain of all the images' cells together and send every cell
+            to review when they differ (False when the caller assesses a larger set itself, as
+            the batch engines do image by image).
     """
     if mode not in MODES:
         raise AnalysisError(f"mode must be one of {MODES}, got {mode!r}.")
@@ -132,7 +136,7 @@ def analyze(
     prepared = [_prepared(image, i, names) for i, image in enumerate(images)]
     run = _cells_mode if mode == MODE_CELLS else _fields_mode
     fields, cells, failed = run(prepared, labeller, params, crop_size, keep_segmentation, progress)
-    domain = labeller.assess([c.domain_score for c in cells])
+    domain = labeller.assess([c.domain_score for c in cells]) if sample_check else None
     if domain is not None and domain.warned:  # the whole sample differs: every cell to review
         cells = [_to_review(c) for c in cells]
     return Analysis(mode, tuple(fields), tuple(cells), (*failures, *failed), domain,

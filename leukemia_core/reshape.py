@@ -177,8 +177,11 @@ class ReviewReshape:
         self._reload(store)
         return self.cell(*made.key)
 
-    def undo_reshape(self, store, field_index: int, cell_id: int, *, user: User) -> None:
-        """Undo the split or merge that made this cell: its pieces go, the old cells return."""
+    def undo_reshape(
+        self, store, field_index: int, cell_id: int, *, user: User
+    ) -> list[tuple[int, int]]:
+        """Undo the split or merge that made this cell: its pieces go, the old cells return
+        (their keys are returned)."""
         require(user, Permission.REVIEW)
         self._require_saved("the undo is recorded in it")
         cell = self.cell(field_index, cell_id)
@@ -192,6 +195,7 @@ class ReviewReshape:
         store.reshape_cells(self.case_id, retire=siblings, revive=originals, reviewer=user.name,
                             action=action, note=f"{cell.origin} undone")  # fmt: skip
         self._reload(store)
+        return originals
 
     # ---- helpers -----------------------------------------------------------------------------
     def _field_mask(self, cell: Cell, local: np.ndarray) -> np.ndarray:

@@ -165,14 +165,16 @@ class Review(ReviewReshape):
     ) -> np.ndarray:
         """The cell among its neighbours with its outline drawn (in ``colour``, e.g. its
         label's), ``size`` pixels square, for display; cached."""
-        key = (cell.key, cell.bbox, colour, size)
-        if key not in self._views:
-            context = 1.1 if self.mode == MODE_CELLS else 1.5
-            image = self.fields[cell.field_index].image
-            extra = {} if colour is None else {"colour": colour}
-            self._views[key] = cell_view(image, cell.bbox, cell.outline, context=context,
-                                         size=size, **extra)  # fmt: skip
-        return self._views[key]
+        key = (cell.key, cell.bbox, colour)
+        if size == VIEW_SIZE and key in self._views:
+            return self._views[key]
+        context = 1.1 if self.mode == MODE_CELLS else 1.5
+        image = self.fields[cell.field_index].image
+        extra = {} if colour is None else {"colour": colour}
+        view = cell_view(image, cell.bbox, cell.outline, context=context, size=size, **extra)
+        if size == VIEW_SIZE:  # the gallery's many small views; a large one is one cell's
+            self._views[key] = view
+        return view
 
     @property
     def is_saved(self) -> bool:

@@ -131,6 +131,10 @@ def _choose(page, label: str, option: str) -> None:
     box = page.locator("[data-testid=stSelectbox]").filter(
         has=page.locator("[data-testid=stWidgetLabel]").get_by_text(label, exact=True)
     )
+    shown = [*box.first.inner_text().splitlines(), box.first.locator("input").input_value(),
+             box.first.locator("input").get_attribute("placeholder") or ""]  # fmt: skip
+    if option in shown:  # already chosen
+        return
     box.first.locator("input").click()
     box.first.locator("input").fill(option)  # the list shows a few options at a time: filter
     page.get_by_role("option", name=option, exact=True).click()
@@ -181,8 +185,9 @@ def _open_cell(page) -> tuple[int, str]:
     return int(re.search(r"Cell (\d+)", line).group(1)), re.search(r"model: (\w+)", line).group(1)
 
 
-def _press(page, key: str) -> None:
-    page.evaluate("document.activeElement && document.activeElement.blur()")
+def _press(page, key: str, *, blur: bool = True) -> None:
+    if blur:  # as after a click on the page's background
+        page.evaluate("document.activeElement && document.activeElement.blur()")
     page.keyboard.press(key)
     _idle(page, 300)
 
@@ -201,13 +206,21 @@ def _review_by_keyboard(page, output_dir: Path) -> dict[int, str]:
             assert _open_cell(page)[0] != cell_id
             _press(page, back)
             assert _open_cell(page)[0] == cell_id
+        blur = True
+        if done == 4 and call != "Uncertain":  # mouse, then keys: focus stays on a button
+            page.get_by_role("button", name="Next").click()
+            _idle(page, 300)
+            page.get_by_role("button", name="Previous").click()
+            _idle(page, 300)
+            assert _open_cell(page)[0] == cell_id
+            blur = False
         if call == "Uncertain":
             key, relabelled[cell_id] = "n", "normal"
         elif done == 1:  # one change of the model's call
             key, relabelled[cell_id] = ("n", "normal") if call == "Blast" else ("b", "blast")
         else:
             key = "Space"  # accept the model's call
-        _press(page, key)
+        _press(page, key, blur=blur)
         assert _unreviewed(page) == waiting - 1, f"{key} on cell {cell_id} reviewed nothing"
         done += 1
         if done == 3:

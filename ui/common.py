@@ -39,6 +39,12 @@ LABEL_COLOURS = {
 _FLASH_KEY = "_flash"
 
 
+def label_rgb(label: CellLabel) -> tuple[int, int, int]:
+    """The label's colour as RGB (for outlines drawn into images)."""
+    colour = LABEL_COLOURS[label]
+    return tuple(int(colour[i : i + 2], 16) for i in (1, 3, 5))
+
+
 def research_use_banner() -> None:
     """Show the research-use-only disclaimer (app.py shows it above every page)."""
     st.warning(DISCLAIMER, icon=":material/science:")

@@ -17,7 +17,7 @@ from leukemia_core.imaging import side_by_side
 from leukemia_core.review import REVIEW_CHOICES, Review
 from leukemia_core.types import Cell
 from ui import state
-from ui.common import LABEL_COLOURS, LABEL_NAMES, flash
+from ui.common import LABEL_NAMES, flash, label_rgb
 
 PAGE_SIZE = 40
 _NO_CROP = np.zeros((8, 8, 3), np.uint8)  # cases stored without crops
@@ -143,7 +143,7 @@ def _page(group_key: str, cells: tuple[Cell, ...]) -> tuple[Cell, ...]:
 
 def _card(session: Review, cell: Cell, right: np.ndarray | None, editable: bool) -> None:
     shown = right if right is not None else cell.crop if cell.crop is not None else _NO_CROP
-    colour = tuple(int(LABEL_COLOURS[cell.label][i : i + 2], 16) for i in (1, 3, 5))
+    colour = label_rgb(cell.label)
     st.image(side_by_side([session.view(cell, colour), shown]),
              caption=_caption(session, cell), width="stretch")  # fmt: skip
     key = relabel_key(cell)

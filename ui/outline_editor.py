@@ -12,6 +12,7 @@ from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.review import Review
 from ui import state
 from ui.common import flash
+from ui.workspace import open_cell
 
 SPLIT_CHOICES = {"Split into 2 cells": 2, "Split into 3 cells": 3, "Split into 4 cells": 4}
 MERGE, UNDO = "Merge with another cell", "Undo the split or merge that made it"
@@ -54,15 +55,17 @@ def _apply(session: Review, field_index: int, cell_id: int, action: str, other) 
     try:
         if action in SPLIT_CHOICES:
             made = state.split(session, field_index, cell_id, SPLIT_CHOICES[action])
+            open_cell(made[0].key)  # review goes on with the first piece
             words = ", ".join(str(c.cell_id) for c in made)
             flash(f"Cell {cell_id} split into cells {words}; review each.", "success")
         elif action == MERGE:
             if other is None:
                 raise LeukemiaCoreError("Pick the cell to merge with.")
             made = state.merge(session, [(field_index, cell_id), (field_index, other)])
+            open_cell(made.key)
             flash(f"Cells {cell_id} and {other} merged into cell {made.cell_id}.", "success")
         else:
-            state.undo_reshape(session, field_index, cell_id)
+            open_cell(state.undo_reshape(session, field_index, cell_id)[0])
             flash(f"Undone: {cell_id} and the cells made with it are gone again.", "success")
     except LeukemiaCoreError as error:
         flash(str(error))

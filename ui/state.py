@@ -137,9 +137,9 @@ def merge(session: Review, keys: list[tuple[int, int]]):
     return session.merge(case_store(), keys, user=auth.user(), labeller=_labeller(session))
 
 
-def undo_reshape(session: Review, field_index: int, cell_id: int) -> None:
-    """Undo the split or merge that made this cell."""
-    session.undo_reshape(case_store(), field_index, cell_id, user=auth.user())
+def undo_reshape(session: Review, field_index: int, cell_id: int) -> list[tuple[int, int]]:
+    """Undo the split or merge that made this cell; the keys of the cells that return."""
+    return session.undo_reshape(case_store(), field_index, cell_id, user=auth.user())
 
 
 def _labeller(session: Review):

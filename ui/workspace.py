@@ -20,7 +20,7 @@ from leukemia_core.review import Review
 from leukemia_core.review_queue import step
 from leukemia_core.types import Cell
 from ui import state
-from ui.common import LABEL_COLOURS, LABEL_NAMES, flash
+from ui.common import LABEL_NAMES, flash, label_rgb
 from ui.figures import field_overview
 
 CURRENT_KEY = "workspace_cell"
@@ -46,6 +46,11 @@ def current_cell(session: Review) -> Cell | None:
     return None if key is None else session.cell(*key)
 
 
+def open_cell(key: tuple[int, int]) -> None:
+    """Make this cell the one open in the workspace (e.g. the first piece of a split)."""
+    st.session_state[CURRENT_KEY] = key
+
+
 def _on_decide(label: str | None) -> None:
     session = state.current()
     key = st.session_state.get(CURRENT_KEY)
@@ -67,11 +72,17 @@ def _on_step(offset: int) -> None:
 
 def _on_field_click(chart_key: str) -> None:
     event = st.session_state.get(chart_key)
-    points = [] if event is None else event.selection.points
+    session = state.current()
+    points = [] if event is None or session is None else event.selection.points
     for point in points:
         data = point.get("customdata")
         if isinstance(data, list) and len(data) >= 2:  # a cell's number, not an outline
-            st.session_state[CURRENT_KEY] = (int(data[0]), int(data[1]))
+            key = (int(data[0]), int(data[1]))
+            if key in session.queue():
+                open_cell(key)
+            else:
+                flash(f"Cell {key[1]} is cut by the image border: it is never counted, so it "
+                      "needs no review.", "info")  # fmt: skip
             return
 
 
@@ -90,7 +101,7 @@ def show_workspace(session: Review, *, heatmap: np.ndarray | None, editable: boo
     beside the field view; returns the open cell."""
     cell = current_cell(session)
     if cell is None:
-        st.info("No cells to review: every cell found was cut by the image border.")
+        st.info("No cells to review: none were found, or every one was cut by the image border.")
         return None
     queue = session.queue()
     position = queue.index(cell.key) + 1
@@ -105,7 +116,7 @@ def show_workspace(session: Review, *, heatmap: np.ndarray | None, editable: boo
     row = st.container(horizontal=True, wrap=True, gap="medium")  # the field wraps below
     left, right = row.container(width=CELL_PANEL_PX), row.container(width="stretch")
     with left:
-        colour = tuple(int(LABEL_COLOURS[cell.label][i : i + 2], 16) for i in (1, 3, 5))
+        colour = label_rgb(cell.label)
         second = heatmap if heatmap is not None else cell.crop
         images = [session.view(cell, colour, LARGE_SIDE)]
         if second is not None:
