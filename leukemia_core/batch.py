@@ -9,7 +9,7 @@ warned set: all its images) has every cell labelled ``uncertain``, for review.
 Each image is analysed on its own (:func:`analyze_image`, the same :func:`~leukemia_core.pipeline.
 analyze` the app calls) into a part file under ``.parts/``; the outputs are then assembled from
 the parts (:func:`write_outputs`). So a rerun into the same folder skips the images already done
-with the same model, and an engine that analyses images elsewhere (``batch_ray``) gives the same
+from the same file with the same weights and decision settings, and an engine that analyses images elsewhere (``batch_ray``) gives the same
 rows: only the place where :func:`analyze_image` runs differs.
 """
 
@@ -124,6 +124,12 @@ def image_fingerprint(path: Path) -> str:
     return f"{stat.st_size}:{stat.st_mtime_ns}"
 
 
+def model_summary(labeller: Labeller) -> dict:
+    """The model's part of ``summary.json``: its name, weights and decision settings."""
+    return {"model": labeller.name, "model_sha256": labeller.checksum,
+            "model_calibration": labeller.decision_settings()}  # fmt: skip
+
+
 def failed_result(path: Path, stem: str, labeller: Labeller, single_cells: bool, why: str):
     """The result of an image that could not be read or analysed at all."""
     return ImageResult(str(path), stem, model_fingerprint(labeller), image_fingerprint(path),
@@ -136,12 +142,12 @@ def analyze_image(path: Path, stem: str, labeller: Labeller, *, single_cells: bo
     The domain of the whole set is not checked here but by :func:`write_outputs`, over every
     image's cells (as the app checks a sample's).
     """
-    result = ImageResult(str(path), stem, model_fingerprint(labeller), image_fingerprint(path),
-                         single_cells)  # fmt: skip
     try:
         loaded = read_image(path)
     except (LeukemiaCoreError, OSError) as error:
-        return replace(result, failure=str(error), failed_as=str(path))
+        return failed_result(path, stem, labeller, single_cells, str(error))
+    result = ImageResult(str(path), stem, model_fingerprint(labeller), image_fingerprint(path),
+                         single_cells)  # fmt: skip
     image = PreparedImage(loaded.rgb, result.name, (loaded.width, loaded.height),
                           notes=loaded.notes)  # fmt: skip
     analysis = analyze([image], labeller, mode=MODE_CELLS if single_cells else MODE_FIELDS,
@@ -216,9 +222,8 @@ def analyze_files(
             done[stem] = analyze_image(path, stem, labeller, single_cells=single_cells)
             keep_part(out, done[stem])
     results = [done[stem] for _, stem in planned]
-    return write_outputs(out, results, labeller.assess, model={
-        "model": labeller.name, "model_sha256": labeller.checksum,
-        "model_calibration": labeller.decision_settings()}, single_cells=single_cells)  # fmt: skip
+    return write_outputs(out, results, labeller.assess, model=model_summary(labeller),
+                         single_cells=single_cells)  # fmt: skip
 
 
 def write_outputs(

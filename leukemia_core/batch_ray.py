@@ -17,14 +17,20 @@ the model folder at the same path.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from tqdm import tqdm
 
-from leukemia_core.batch import analyze_image, failed_result, keep_part, plan, write_outputs
+from leukemia_core.batch import (
+    analyze_image,
+    failed_result,
+    keep_part,
+    model_summary,
+    plan,
+    write_outputs,
+)
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.labellers import CropCalls, ModelLabeller
 
@@ -56,9 +62,6 @@ class ClassifierWorker:
     def assess(self, scores: list):
         return self.labeller.assess(scores)
 
-    def pid(self) -> int:
-        return os.getpid()
-
 
 class RemoteLabeller:
     """A :class:`~leukemia_core.labellers.Labeller` whose calls go to one classifier actor."""
@@ -80,10 +83,6 @@ class RemoteLabeller:
         import ray
 
         return ray.get(self.worker.assess.remote(list(scores)))
-
-
-def _analyze_task(path: str, stem: str, labeller: RemoteLabeller, single_cells: bool):
-    return analyze_image(Path(path), stem, labeller, single_cells=single_cells)
 
 
 def analyze_files_ray(
@@ -123,8 +122,6 @@ def analyze_files_ray(
         labellers = [RemoteLabeller(worker, described) for worker in workers]
         planned, done = plan(paths, out, labellers[0], single_cells=single_cells)
         _run(ray, planned, done, labellers, out, single_cells)
-        model = {"model": described["name"], "model_sha256": described["checksum"],
-                 "model_calibration": described["settings"]}  # fmt: skip
 
         def assess(scores):  # on a worker that is still alive, else on a new one
             for labeller in labellers:
@@ -136,7 +133,8 @@ def analyze_files_ray(
             return RemoteLabeller(workers[-1], described).assess(scores)
 
         results = [done[stem] for _, stem in planned]
-        return write_outputs(out, results, assess, model=model, single_cells=single_cells)
+        return write_outputs(out, results, assess, model=model_summary(labellers[0]),
+                             single_cells=single_cells)  # fmt: skip
     finally:
         for worker in workers:  # a second run in this process starts with fresh workers
             ray.kill(worker)
@@ -164,7 +162,7 @@ def _start(ray, workers: list, gpus_per_worker: float) -> dict:
 def _run(ray, planned, done: dict, labellers: list, out: Path, single_cells: bool) -> None:
     """Analyse the images not done yet, at most a few per CPU in flight (each holds a field
     and a worker process); keep each result as it arrives."""
-    task = ray.remote(num_cpus=1, max_retries=1)(_analyze_task)
+    task = ray.remote(num_cpus=1, max_retries=1)(analyze_image)
     todo = iter([p for p in planned if p[1] not in done])
     limit = IN_FLIGHT_PER_CPU * max(1, int(ray.cluster_resources().get("CPU", 1)))
     pending: dict = {}
@@ -172,7 +170,7 @@ def _run(ray, planned, done: dict, labellers: list, out: Path, single_cells: boo
     def submit() -> None:
         for path, stem in todo:  # the next image, if any
             labeller = labellers[(len(done) + len(pending)) % len(labellers)]
-            pending[task.remote(str(path), stem, labeller, single_cells)] = (path, stem)
+            pending[task.remote(path, stem, labeller, single_cells=single_cells)] = (path, stem)
             return
 
     for _ in range(limit):
