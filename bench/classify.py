@@ -9,6 +9,11 @@ Usage: ``python bench/classify.py [--model NAME] [--cells N] [--repeats R]``.
   of every cell) as ready float32 tensors at the model's input size, made outside the timing.
 - ``overhead``: how much slower the pipeline is than the bare predict (target <= 0.20).
 - ``single_view_cells_per_s``: the pipeline with one view per cell, for the cost of the views.
+- ``onnx_cells_per_s``: the pipeline on ONNX Runtime (what the app and the CLI use on a CPU),
+  ``onnx_speedup`` over Keras and ``onnx_max_abs_dp``, the largest difference of a calibrated
+  probability between the two on these cells (must be <= 1e-3).
+
+The figures above ``onnx_*`` are Keras' (``predict_on_batch``).
 
 The crops are real cells cut by the pipeline from synthetic smears (no data needed). Times are
 medians of R runs after one warm-up run.
@@ -73,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     one_view = Classifier(replace(classifier.model, config=replace(config, test_time_views=1)))
     single = median_seconds(lambda: one_view.probabilities(batch), args.repeats)
+    onnx = Classifier(classifier.model, runtime="onnx")
+    onnx_seconds = median_seconds(lambda: onnx.probabilities(batch), args.repeats)
+    max_dp = np.abs(onnx.probabilities(batch) - classifier.probabilities(batch)).max()
     result = {
         "model": config.name,
         "architecture": config.architecture,
@@ -84,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         "bare_predict_cells_per_s": args.cells / bare,
         "overhead": pipeline / bare - 1.0,
         "single_view_cells_per_s": args.cells / single,
+        "onnx_cells_per_s": args.cells / onnx_seconds,
+        "onnx_speedup": pipeline / onnx_seconds,
+        "onnx_max_abs_dp": float(max_dp),
         "cpu_count": os.cpu_count(),
         "machine": platform.processor() or platform.machine(),
     }
@@ -92,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{config.name}: {result['cells_per_s']:.1f} cells/s through the pipeline "
         f"({config.test_time_views} views each; {result['single_view_cells_per_s']:.1f} with one), "
         f"{result['bare_predict_cells_per_s']:.1f} cells/s bare predict, overhead "
-        f"{100 * result['overhead']:+.0f}% (target <= +20%)"
+        f"{100 * result['overhead']:+.0f}% (target <= +20%); ONNX Runtime "
+        f"{result['onnx_cells_per_s']:.1f} cells/s ({result['onnx_speedup']:.1f}x, max |dp| "
+        f"{max_dp:.0e})"
     )
     return 0
 

@@ -32,6 +32,7 @@ from leukemia_core.outputs import (
     renamed_note,
     spreadsheet_text,
 )
+from leukemia_core.runtime import RUNTIMES
 from leukemia_core.segmentation import segment_wbc
 
 CSV_FILE = "cells.csv"
@@ -163,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     analyze.add_argument("--engine", choices=("local", "ray"), default="local",
                          help="local: this process (default); ray: tasks and classifier actors "
                          "on Ray (pip install -r requirements-ray.txt)")  # fmt: skip
+    analyze.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                         help="what runs the network: auto (default) ONNX Runtime on a CPU when "
+                         "it matches Keras on a probe batch, else Keras; keras; onnx")  # fmt: skip
     analyze.add_argument("--address", help="Ray cluster address (default: a local instance)")
     analyze.add_argument("--num-workers", type=_positive, default=1,
                          help="Ray classifier actors, each with the model loaded (default 1)")  # fmt: skip
@@ -224,12 +228,13 @@ def _analyze(args) -> int:
                 args.images, args.out, args.model, models_dir().resolve(),
                 single_cells=args.single_cells, address=args.address,
                 num_workers=args.num_workers, gpus_per_worker=args.gpus_per_worker,
+                runtime=args.runtime,
             )  # fmt: skip
         else:
             from leukemia_core.classify import Classifier
             from leukemia_core.models.folder import load_model
 
-            classifier = Classifier(load_model(args.model))
+            classifier = Classifier(load_model(args.model), runtime=args.runtime)
             failures, summary = analyze_files(
                 args.images, args.out, classifier, single_cells=args.single_cells
             )

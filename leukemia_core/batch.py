@@ -125,9 +125,10 @@ def image_fingerprint(path: Path) -> str:
 
 
 def model_summary(labeller: Labeller) -> dict:
-    """The model's part of ``summary.json``: its name, weights and decision settings."""
+    """The model's part of ``summary.json``: its name, weights, decision settings and runtime."""
     return {"model": labeller.name, "model_sha256": labeller.checksum,
-            "model_calibration": labeller.decision_settings()}  # fmt: skip
+            "model_calibration": labeller.decision_settings(),
+            "model_runtime": labeller.runtime}  # fmt: skip
 
 
 def failed_result(path: Path, stem: str, labeller: Labeller, single_cells: bool, why: str):

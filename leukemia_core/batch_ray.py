@@ -45,16 +45,17 @@ class RayUnavailableError(LeukemiaCoreError, RuntimeError):
 class ClassifierWorker:
     """A Ray actor: the model loaded once, labelling batches of crops."""
 
-    def __init__(self, model_name: str | None, models_root: str) -> None:
+    def __init__(self, model_name: str | None, models_root: str, runtime: str = "auto") -> None:
         from leukemia_core.classify import Classifier
         from leukemia_core.models.folder import load_model
 
-        self.labeller = ModelLabeller(Classifier(load_model(model_name, Path(models_root))))
+        model = load_model(model_name, Path(models_root))
+        self.labeller = ModelLabeller(Classifier(model, runtime=runtime))
 
     def describe(self) -> dict:
         labeller = self.labeller
         return {"name": labeller.name, "checksum": labeller.checksum,
-                "settings": labeller.decision_settings()}  # fmt: skip
+                "settings": labeller.decision_settings(), "runtime": labeller.runtime}  # fmt: skip
 
     def label(self, crops: list) -> CropCalls:
         return self.labeller.label(crops)
@@ -69,6 +70,7 @@ class RemoteLabeller:
     def __init__(self, worker, described: dict) -> None:
         self.worker = worker
         self.name, self.checksum = described["name"], described["checksum"]
+        self.runtime = described["runtime"]
         self._settings = described["settings"]
 
     def decision_settings(self) -> dict:
@@ -95,6 +97,7 @@ def analyze_files_ray(
     address: str | None = None,
     num_workers: int = 1,
     gpus_per_worker: float = 0.0,
+    runtime: str = "auto",
 ) -> tuple[int, dict]:
     """Analyse every image into ``out`` on Ray (a new local instance when ``address`` is
     None); returns (number of failed images, set summary), as :func:`batch.analyze_files`.
@@ -116,7 +119,9 @@ def analyze_files_ray(
     # (which wait, CPU released, while an actor classifies their crops).
     worker_class = ray.remote(num_cpus=0, num_gpus=gpus_per_worker, max_restarts=1,
                               max_task_retries=1)(ClassifierWorker)  # fmt: skip
-    workers = [worker_class.remote(model_name, str(models_root)) for _ in range(num_workers)]
+    workers = [
+        worker_class.remote(model_name, str(models_root), runtime) for _ in range(num_workers)
+    ]
     try:
         described = _start(ray, workers, gpus_per_worker)
         labellers = [RemoteLabeller(worker, described) for worker in workers]
@@ -129,7 +134,7 @@ def analyze_files_ray(
                     return labeller.assess(scores)
                 except ray.exceptions.RayActorError:
                     continue
-            workers.append(worker_class.remote(model_name, str(models_root)))
+            workers.append(worker_class.remote(model_name, str(models_root), runtime))
             return RemoteLabeller(workers[-1], described).assess(scores)
 
         results = [done[stem] for _, stem in planned]

@@ -13,6 +13,14 @@ from leukemia_core.counting import CellLabel
 from leukemia_core.models.config import check_test_time_views
 from leukemia_core.models.folder import LoadedModel
 from leukemia_core.models.inputs import model_inputs
+from leukemia_core.models.onnx_runtime import (
+    Forward,
+    OnnxUnavailableError,
+    keras_forward,
+    onnx_forward,
+    tensorflow_sees_gpu,
+)
+from leukemia_core.runtime import RUNTIMES
 
 DEFAULT_BATCH_SIZE = 32
 
@@ -94,7 +102,14 @@ class Classifier:
         >>> classifier.probabilities([cell.crop for cell in cells])  # doctest: +SKIP
     """
 
-    def __init__(self, model: LoadedModel, batch_size: int = DEFAULT_BATCH_SIZE):
+    def __init__(
+        self, model: LoadedModel, batch_size: int = DEFAULT_BATCH_SIZE, runtime: str = "keras"
+    ):
+        """``runtime``: one of :data:`~leukemia_core.models.onnx_runtime.RUNTIMES`; ``auto``
+        picks ONNX Runtime on a CPU when it matches Keras on a probe batch, else Keras (the
+        choice and its reason are in :attr:`forward`)."""
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime is {runtime!r}; use one of {RUNTIMES}")
         self.model = model
         self.batch_size = batch_size
         keras_model = model.keras_model
@@ -103,6 +118,26 @@ class Classifier:
             keras_model.input,
             [keras_model.get_layer("logits").output, keras_model.get_layer("head_pool").output],
         )
+        self.forward = self._choose_forward(runtime)
+
+    def _choose_forward(self, runtime: str) -> Forward:
+        if runtime == "keras":
+            return keras_forward(self._outputs)
+        if runtime == "auto" and tensorflow_sees_gpu():
+            return keras_forward(self._outputs, "Keras (TensorFlow uses the GPU)")
+        config = self.model.config
+        try:
+            return onnx_forward(self._outputs, config.sha256, config.input_size,
+                                config.calibration.temperature)  # fmt: skip
+        except OnnxUnavailableError as error:
+            if runtime == "onnx":
+                raise
+            return keras_forward(self._outputs, f"Keras ({error})")
+
+    @property
+    def runtime(self) -> str:
+        """``keras`` or ``onnx``: what runs the network."""
+        return self.forward.runtime
 
     @property
     def input_size(self) -> int:
@@ -128,8 +163,7 @@ class Classifier:
         out, features = [], []
         for start in range(0, len(crops), self.batch_size):
             batch = model_inputs(crops[start : start + self.batch_size], config.input_spec)
-            # predict_on_batch runs a compiled graph; calling the model eagerly costs up to 2x.
-            logits, pooled = view_averaged_outputs(self._outputs.predict_on_batch, batch,
+            logits, pooled = view_averaged_outputs(self.forward.predict, batch,
                                                    config.test_time_views)  # fmt: skip
             out.append(logits)
             features.append(pooled)

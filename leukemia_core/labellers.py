@@ -41,6 +41,7 @@ class Labeller(Protocol):
 
     name: str
     checksum: str
+    runtime: str  # what runs the network: "keras", "onnx", or "none"
 
     def decision_settings(self) -> dict: ...
 
@@ -58,6 +59,7 @@ class ModelLabeller:
         self.classifier = classifier
         self.name = classifier.model.name
         self.checksum = classifier.model.checksum
+        self.runtime = classifier.runtime
 
     def decision_settings(self) -> dict:
         return self.classifier.model.config.decision_settings()
@@ -88,6 +90,7 @@ class ReviewerLabeller:
 
     name = NO_MODEL
     checksum = ""
+    runtime = "none"
 
     def decision_settings(self) -> dict:
         return {}

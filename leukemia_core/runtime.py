@@ -34,6 +34,11 @@ from collections.abc import Iterator, Mapping, MutableMapping
 DEVICE_CHOICES = ("auto", "cpu", "gpu")
 """Values of ``LEUKEMIA_DEVICE``: ``auto`` (default) uses a GPU when the machine has one."""
 
+RUNTIMES = ("auto", "keras", "onnx")
+"""What runs the classifier's network (:mod:`leukemia_core.models.onnx_runtime`): ``keras``,
+Keras' compiled graph; ``onnx``, ONNX Runtime or an error saying why not; ``auto``, ONNX Runtime
+where TensorFlow sees no GPU and the converted graph matches Keras on a probe batch, else Keras."""
+
 DEFAULT_TF_LOG_LEVEL = "1"
 """``TF_CPP_MIN_LOG_LEVEL`` unless the user set one: 0 all, 1 no info, 2 no warnings, 3 no errors."""
 

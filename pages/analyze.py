@@ -64,8 +64,8 @@ with right:
             st.error(str(error))
             model_name = None
         try:
-            if model_name:
-                get_classifier(model_name)  # loaded and warmed up before the first sample
+            if model_name:  # loaded and warmed up before the first sample
+                st.caption(f"Network run by {get_classifier(model_name).forward.note}.")
         except LeukemiaCoreError as error:
             st.error(f"{error} Pick another model, or restore this one's folder.")
             model_broken = True

@@ -68,7 +68,7 @@ def test_a_rerun_reads_finished_images_back_and_tries_failed_ones_again(
 class StubLabeller:
     """Labels every crop blast (p 0.9) with the domain scores it is given, one per call."""
 
-    name, checksum = "stub", "5" * 64
+    name, checksum, runtime = "stub", "5" * 64, "none"
 
     def __init__(self, scores):
         self.scores = list(scores)

@@ -82,7 +82,7 @@ def test_the_ray_engine_gives_the_local_rows_and_a_rerun_skips_what_is_done(
     assert cli(args) == 0
     _same_rows(_rows(out), local_rows)
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["images_analysed"] == len(fields)
+    assert summary["images_analysed"] == len(fields) and summary["model_runtime"] == "onnx"
     assert [f["image"] for f in summary["images_failed"]] == [str(bad)]  # its row, not the job
     assert all((out / f"{p.stem}.json").is_file() for p in fields)
     parts = {p: p.stat().st_mtime_ns for p in (out / PARTS_DIR).glob("*.json")}

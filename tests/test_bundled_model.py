@@ -9,12 +9,15 @@ day one is met the test says so.
 
 import json
 
+import numpy as np
 import pytest
 
 from leukemia_core.classify import Classifier
 from leukemia_core.models.folder import active_model_name, load_model, models_dir
+from leukemia_core.models.onnx_runtime import PROBE_TOLERANCE
 from train.data import load_allidb2, load_class_folders, load_cnmc
 from train.evaluate.classifier import evaluate_cells, evaluate_normals, evaluate_smears, seen_groups
+from train.fit import app_crop
 from train.records import CellTable
 
 pytestmark = [pytest.mark.data, pytest.mark.slow]
@@ -26,8 +29,19 @@ def bundled():
     name = active_model_name()
     if name is None:
         pytest.fail(f"no model folder in {models_dir()}: the repository must bundle one")
-    classifier = Classifier(load_model(name))
+    classifier = Classifier(load_model(name), runtime="auto")  # the figures of what the app runs
     return classifier, seen_groups(classifier.model.path)
+
+
+def test_app_runtime_gives_the_keras_probabilities_on_real_cells(bundled, shared_data):
+    """ONNX Runtime (the app's on a CPU) and Keras agree on another lab's real cells."""
+    classifier, _ = bundled
+    assert classifier.runtime == "onnx", classifier.forward.note
+    records = load_class_folders(shared_data / "deepapl").records[::40]
+    crops = [app_crop(record) for record in records]
+    assert len(crops) >= 40
+    keras_p = Classifier(classifier.model, runtime="keras").probabilities(crops)
+    assert np.abs(classifier.probabilities(crops) - keras_p).max() <= PROBE_TOLERANCE
 
 
 def test_bundled_folder_is_complete_small_and_checked():

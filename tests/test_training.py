@@ -111,6 +111,7 @@ def test_analyze_cli_on_a_real_field(trained, shared_data, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["images_analysed"] == 1 and len(summary["images_failed"]) == 1
     assert summary["model_calibration"] == load_model("smoke", root).config.decision_settings()
+    assert summary["model_runtime"] == "onnx"  # a CPU run: ONNX Runtime, verified on load
     per_image = json.loads((out / "Im020_1.json").read_text())
     counted = sum(r["label"] in ("blast", "normal") for r in rows)
     assert per_image["count"]["n_counted"] == counted == summary["count"]["n_counted"]

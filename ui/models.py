@@ -80,7 +80,7 @@ working memory grows with them: batches of 32 took the app past 3 GB (EfficientN
 @st.cache_resource(show_spinner="Loading the classifier model …", max_entries=4)
 def _classifier(name: str, version: str, root: str) -> Classifier:
     del version  # part of the cache key: a retrained or recalibrated folder is loaded again
-    classifier = Classifier(load_model(name, Path(root)), batch_size=BATCH_SIZE)
+    classifier = Classifier(load_model(name, Path(root)), batch_size=BATCH_SIZE, runtime="auto")
     # One blank crop through the network traces its graph now, not on the first sample.
     classifier.outputs(np.zeros((1, DEFAULT_CROP_SIZE, DEFAULT_CROP_SIZE, 3), np.uint8))
     return classifier

@@ -101,9 +101,11 @@ def _classifier_run(args) -> dict:
     if args.record and not args.held_out:
         raise ValueError("--record stores held-out figures only: add --held-out, so that no "
                          "cell the model was trained or calibrated on is counted.")  # fmt: skip
-    classifier = Classifier(load_model(args.model, args.models_dir))
+    # The runtime the app uses, so the figures are those of what it runs.
+    classifier = Classifier(load_model(args.model, args.models_dir), runtime="auto")
     seen = clf_eval.seen_groups(classifier.model.path) if args.held_out else None
-    common = {"model": classifier.model.name, "held_out": bool(args.held_out)}
+    common = {"model": classifier.model.name, "runtime": classifier.runtime,
+              "held_out": bool(args.held_out)}  # fmt: skip
     if args.command == "smears":
         figures = clf_eval.evaluate_smears(args.all_idb1, classifier, seen=seen, progress=_progress)
         data, sources = args.all_idb1, {"allidb1"}
