@@ -246,6 +246,22 @@ def test_sample_buttons_analyse_bundled_fields_and_cells_with_credits(db):
     assert len(relabel_keys(at)) == 4
 
 
+def test_app_runs_leave_keras_alone_and_the_model_keeps_working(db, monkeypatch):
+    """Streamlit clears Keras' session after every run (a full garbage collection and
+    TensorFlow's kernel cache: 0.17 s a rerun); the app, whose models are loaded once, stops it."""
+    import keras
+
+    cleared = []
+    monkeypatch.setattr(keras.backend, "clear_session", lambda *a, **k: cleared.append(1))
+    at = start()
+    at.button(key="try_sample").click().run()
+    go(at, "review")
+    at.toggle(key="gradcam_on").set_value(True).run()  # Keras (Grad-CAM) in a later run
+    assert not at.exception and not errors(at)
+    assert cleared == []
+    assert session_of(at).cells[0].blast_probability is not None
+
+
 def _huge_png_header(side: int = 100_000) -> bytes:
     ihdr = b"IHDR" + side.to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0])
     chunk = (13).to_bytes(4, "big") + ihdr + zlib.crc32(ihdr).to_bytes(4, "big")
