@@ -69,7 +69,7 @@ def test_held_out_fields_find_every_blast(field_figures):
     assert field_figures["count_mae"] <= 1.5
 
 
-@pytest.mark.xfail(strict=True, reason=NOT_YET.format("blast F1 0.714, field AUROC 0.884"))
+@pytest.mark.xfail(strict=True, reason=NOT_YET.format("blast F1 0.727, field AUROC 0.893"))
 def test_held_out_fields_target(field_figures):
     assert field_figures["blast_f1"] >= 0.92
     assert field_figures["field_auroc"] >= 0.99
@@ -88,7 +88,7 @@ def test_held_out_allidb2_crops(allidb2_figures):
     assert allidb2_figures["auroc"] >= 0.95
 
 
-@pytest.mark.xfail(strict=True, reason=NOT_YET.format("balanced accuracy 0.833"))
+@pytest.mark.xfail(strict=True, reason=NOT_YET.format("balanced accuracy 0.810"))
 def test_held_out_allidb2_target(allidb2_figures):
     assert allidb2_figures["balanced_accuracy"] >= 0.95
 
@@ -108,7 +108,7 @@ def test_held_out_deepapl_patients(deepapl_figures):
     assert deepapl_figures["ece"] <= 0.05
 
 
-@pytest.mark.xfail(strict=True, reason=NOT_YET.format("specificity 0.812"))
+@pytest.mark.xfail(strict=True, reason=NOT_YET.format("specificity 0.771"))
 def test_held_out_deepapl_target(deepapl_figures):
     assert deepapl_figures["specificity"] >= 0.95
 
@@ -133,3 +133,22 @@ def test_held_out_calibration(bundled, shared_data):
     assert figures["ece"] <= 0.05
     recorded = json.loads((models_dir() / active_model_name() / "metrics.json").read_text())
     assert recorded["test"]["ece"] <= 0.05  # the figure in the card, on the whole test split
+
+
+RECORDED = {"smears": ("field_figures", ["blast_recall", "field_auroc"]),
+            "allidb2_held_out": ("allidb2_figures", ["sensitivity", "auroc"]),
+            "deepapl_held_out": ("deepapl_figures", ["sensitivity", "specificity", "auroc"])}  # fmt: skip
+
+
+@pytest.mark.parametrize("key", RECORDED)
+def test_recorded_held_out_figures_are_what_the_code_computes(key, request):
+    """The figures in metrics.json (and so the card and the README) hold for today's code: a
+    change of the crop path (segmentation, cropping, model input) that moves them fails here.
+    The crops come from the segmentation, so a segmentation change needs the model retrained
+    or at least re-measured (``train.evaluate ... --held-out --record``)."""
+    fixture, names = RECORDED[key]
+    figures = request.getfixturevalue(fixture)
+    recorded = json.loads((models_dir() / active_model_name() / "metrics.json").read_text())[key]
+    drift = {n: (recorded[n], round(figures[n], 3)) for n in names
+             if abs(recorded[n] - figures[n]) > 0.015}  # fmt: skip
+    assert not drift, f"recorded vs now: {drift}"
