@@ -105,3 +105,21 @@ def test_an_unwritable_cache_only_costs_the_next_load_its_conversion(
     assert cache_dir() == blocked / "cache"
     assert Classifier(load_model("tiny", tiny_models_dir), runtime="onnx").runtime == "onnx"
     assert blocked.read_text().startswith("a file")
+
+
+def test_a_graph_that_fails_on_the_probe_batch_leaves_keras_in_charge(
+    tiny_models_dir, onnx_cache, monkeypatch
+):
+    """E.g. EfficientNet-B3's normalisation statistics, which tf2onnx leaves as extra inputs."""
+    import onnxruntime
+
+    def fail(self, *args, **kwargs):
+        raise ValueError("Required inputs (['normalization/Sub/y:0']) are missing")
+
+    monkeypatch.setattr(onnxruntime.InferenceSession, "run", fail)
+    model = load_model("tiny", tiny_models_dir)
+    auto = Classifier(model, runtime="auto")
+    assert auto.runtime == "keras" and "failed on the probe batch" in auto.forward.note
+    assert not list(onnx_cache.glob("*.onnx")), "a graph that failed is not cached"
+    with pytest.raises(OnnxUnavailableError, match="Required inputs"):
+        Classifier(model, runtime="onnx")

@@ -131,14 +131,20 @@ def _verified(
         session = onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
     except Exception as error:  # any failure means "use Keras", said why
         raise OnnxUnavailableError(f"ONNX Runtime refused the converted graph: {error}") from error
-    input_name = session.get_inputs()[0].name
+    inputs = [i.name for i in session.get_inputs()]
+    if len(inputs) != 1:  # e.g. a normalisation layer's statistics left out as inputs
+        raise OnnxUnavailableError(f"the converted graph wants {len(inputs)} inputs ({inputs})")
     order = _output_order(session, outputs_model)
 
     def predict(batch: np.ndarray) -> Outputs:
-        outputs = session.run(None, {input_name: np.ascontiguousarray(batch, np.float32)})
+        outputs = session.run(None, {inputs[0]: np.ascontiguousarray(batch, np.float32)})
         return outputs[order[0]], outputs[order[1]]
 
-    dp, dfeature = _disagreement(reference, predict(probe.astype(np.float32)), temperature)
+    try:
+        candidate = predict(probe.astype(np.float32))
+    except Exception as error:  # any failure means "use Keras", said why
+        raise OnnxUnavailableError(f"ONNX Runtime failed on the probe batch: {error}") from error
+    dp, dfeature = _disagreement(reference, candidate, temperature)
     if dp > PROBE_TOLERANCE or dfeature > FEATURE_TOLERANCE:
         raise OnnxUnavailableError(
             f"ONNX Runtime and Keras disagree on the probe batch (max |dp| {dp:.1e}, features "
