@@ -157,7 +157,10 @@ def _start(ray, workers: list, gpus_per_worker: float) -> dict:
                 f"worker needs {gpus_per_worker} GPU; ask for fewer --num-workers or "
                 "--gpus-per-worker."
             )
-        return ray.get(ready[0])
+        described = ray.get(ready)
+        # Each worker picks its runtime at load (ONNX Runtime or Keras): say every one used.
+        runtimes = sorted({d["runtime"] for d in described})
+        return {**described[0], "runtime": ", ".join(runtimes)}
     except ray.exceptions.RayActorError as error:
         raise RayUnavailableError(
             f"The classifier workers could not load the model: {error.__cause__ or error}"

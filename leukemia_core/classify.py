@@ -105,7 +105,7 @@ class Classifier:
     def __init__(
         self, model: LoadedModel, batch_size: int = DEFAULT_BATCH_SIZE, runtime: str = "keras"
     ):
-        """``runtime``: one of :data:`~leukemia_core.models.onnx_runtime.RUNTIMES`; ``auto``
+        """``runtime``: one of :data:`~leukemia_core.runtime.RUNTIMES`; ``auto``
         picks ONNX Runtime on a CPU when it matches Keras on a probe batch, else Keras (the
         choice and its reason are in :attr:`forward`)."""
         if runtime not in RUNTIMES:
@@ -131,8 +131,10 @@ class Classifier:
                                 config.calibration.temperature)  # fmt: skip
         except OnnxUnavailableError as error:
             if runtime == "onnx":
-                raise
-            return keras_forward(self._outputs, f"Keras ({error})")
+                raise OnnxUnavailableError(
+                    f"{error}. Use runtime auto or keras (--runtime) to run it on Keras."
+                ) from error
+            return keras_forward(self._outputs, f"Keras ({str(error).splitlines()[0]})")
 
     @property
     def runtime(self) -> str:

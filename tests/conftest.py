@@ -151,6 +151,18 @@ def _case_database_under_tmp(tmp_path_factory):
         os.environ["LEUKEMIA_CASE_DB"] = before
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _onnx_cache_under_tmp(tmp_path_factory):
+    """Graphs converted for the tests' random models stay out of the user's cache."""
+    before = os.environ.get("LEUKEMIA_CACHE_DIR")
+    os.environ["LEUKEMIA_CACHE_DIR"] = str(tmp_path_factory.mktemp("onnx-cache"))
+    yield
+    if before is None:
+        os.environ.pop("LEUKEMIA_CACHE_DIR", None)
+    else:
+        os.environ["LEUKEMIA_CACHE_DIR"] = before
+
+
 TEST_PASSWORD = "test password 123"
 
 

@@ -110,7 +110,7 @@ def test_an_unwritable_cache_only_costs_the_next_load_its_conversion(
 def test_a_graph_that_fails_on_the_probe_batch_leaves_keras_in_charge(
     tiny_models_dir, onnx_cache, monkeypatch
 ):
-    """E.g. EfficientNet-B3's normalisation statistics, which tf2onnx leaves as extra inputs."""
+    """Whatever the reason, a graph that fails on the probe batch is not used."""
     import onnxruntime
 
     def fail(self, *args, **kwargs):
@@ -123,3 +123,31 @@ def test_a_graph_that_fails_on_the_probe_batch_leaves_keras_in_charge(
     assert not list(onnx_cache.glob("*.onnx")), "a graph that failed is not cached"
     with pytest.raises(OnnxUnavailableError, match="Required inputs"):
         Classifier(model, runtime="onnx")
+
+
+def test_efficientnet_with_input_normalisation_runs_on_keras_and_is_not_tried_twice(
+    onnx_cache, tmp_path, cell_crops
+):
+    """Keras' EfficientNets (B0-B7) normalise their input in the graph; tf2onnx leaves those
+    statistics as graph inputs, so the load check refuses the graph and notes why."""
+    import keras
+
+    from leukemia_core.models import build_classifier
+    from leukemia_core.models.folder import save_model_folder
+
+    keras.utils.set_random_seed(0)
+    model = build_classifier("efficientnet_b0", input_size=32, weights=None)
+    config = {"architecture": "efficientnet_b0", "input_size": 32, "preprocessing": "efficientnet",
+              "class_names": ["blast", "normal"], "gradcam_layer": "top_activation",
+              "calibration": {"temperature": 1.0, "threshold": 0.5, "uncertain_low": 0.4,
+                              "uncertain_high": 0.6}, "training": {"data": "none"}}  # fmt: skip
+    save_model_folder(model, "b0", config, metrics={}, card="# b0\n", root=tmp_path)
+    loaded = load_model("b0", tmp_path)
+    auto = Classifier(loaded, runtime="auto")
+    assert auto.runtime == "keras" and "inputs" in auto.forward.note
+    assert [p.suffix for p in onnx_cache.iterdir()] == [".keras-only"]
+    again = Classifier(loaded, runtime="auto")
+    assert "an earlier load found this" in again.forward.note
+    np.testing.assert_allclose(again.probabilities(cell_crops), auto.probabilities(cell_crops))
+    with pytest.raises(OnnxUnavailableError, match="runtime auto or keras"):
+        Classifier(loaded, runtime="onnx")

@@ -1,10 +1,14 @@
 """The classifier's forward pass on ONNX Runtime: the same network, faster on a CPU.
 
-On two CPU cores ONNX Runtime runs EfficientNet-Lite0 about 2.8x faster than Keras'
+On two CPU cores ONNX Runtime runs EfficientNet-Lite0 about 2x faster than Keras'
 ``predict_on_batch`` (``bench/classify.py``). Keras stays the model's home: training, Grad-CAM
 and the weights file are Keras; the ONNX graph is derived from the loaded weights by ``tf2onnx``
-and kept in a cache keyed by the weights' SHA-256 (``$LEUKEMIA_CACHE_DIR``, default
-``~/.cache/leukemia-screen``), so only the first load of a model pays the conversion (seconds).
+and kept in a cache keyed by the weights' SHA-256, the input size and the converter's version
+(``$LEUKEMIA_CACHE_DIR``, default ``~/.cache/leukemia-screen``; the newest :data:`KEEP_GRAPHS`
+graphs are kept), so only the first load of a model pays the conversion (seconds). A network
+that cannot be run this way (EfficientNet-B3: tf2onnx leaves its input normalisation's
+statistics as graph inputs) leaves a ``.keras-only`` note with the reason, so later loads skip
+the attempt.
 
 Every load is verified, as a model folder is: a fixed probe batch goes through both runtimes and
 the ONNX graph is used only when every calibrated blast probability agrees within
@@ -18,6 +22,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import subprocess
+import sys
+import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +46,8 @@ FEATURE_TOLERANCE = 1e-3
 """Largest |difference| of a pooled feature, relative to the largest feature, allowed."""
 
 OPSET = 17
+CONVERT_TIMEOUT_S = 600
+KEEP_GRAPHS = 8  # converted graphs kept in the cache (about 13 MB each for Lite0)
 CACHE_ENV_VAR = "LEUKEMIA_CACHE_DIR"
 PROBE_CROPS = 6
 
@@ -71,6 +81,8 @@ def cache_dir() -> Path:
 
 
 def keras_forward(outputs_model: keras.Model, note: str = "Keras") -> Forward:
+    """The forward pass on Keras' compiled graph."""
+
     def predict(batch: np.ndarray) -> Outputs:
         # predict_on_batch runs a compiled graph; calling the model eagerly costs up to 2x.
         logits, features = outputs_model.predict_on_batch(batch)
@@ -80,6 +92,7 @@ def keras_forward(outputs_model: keras.Model, note: str = "Keras") -> Forward:
 
 
 def tensorflow_sees_gpu() -> bool:
+    """Whether TensorFlow has a GPU to run on (after ``LEUKEMIA_DEVICE`` was applied)."""
     import tensorflow as tf
 
     return bool(tf.config.list_physical_devices("GPU"))
@@ -103,18 +116,35 @@ def onnx_forward(
             differ by more than :data:`PROBE_TOLERANCE` / :data:`FEATURE_TOLERANCE`.
     """
     path = _cache_path(weights_sha256, input_size)
+    refused = path.with_suffix(".keras-only")
+    reason = _read(refused)
+    if reason is not None:  # a network this runtime failed before: not again
+        raise OnnxUnavailableError(f"{reason.decode()} (an earlier load found this)")
     if probe is None:
         probe = np.random.default_rng(0).uniform(-1, 1, (PROBE_CROPS, input_size, input_size, 3))
     reference = keras_forward(outputs_model).predict(probe.astype(np.float32))
-    if path.is_file():
+    cached = _read(path)
+    if cached is not None:
         try:
-            return _verified(path.read_bytes(), outputs_model, probe, reference, temperature)
+            return _verified(cached, outputs_model, probe, reference, temperature)
         except OnnxUnavailableError:
-            path.unlink(missing_ok=True)  # damaged, or not this model's: convert again
-    graph = _convert(outputs_model, input_size)
-    forward = _verified(graph, outputs_model, probe, reference, temperature)
+            with contextlib.suppress(OSError):  # damaged, or not this model's: convert again
+                path.unlink(missing_ok=True)
+    try:
+        graph = _convert(outputs_model, input_size)
+        forward = _verified(graph, outputs_model, probe, reference, temperature)
+    except OnnxUnavailableError as error:  # the same weights would fail the same way
+        _store(refused, str(error).splitlines()[0].encode())
+        raise
     _store(path, graph)  # only a verified graph is kept
     return forward
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:  # none yet, or removed by another process a moment ago
+        return None
 
 
 def _verified(
@@ -165,9 +195,13 @@ def _disagreement(
 
 def _output_order(session, outputs_model: keras.Model) -> tuple[int, int]:
     """Indices of the logits and the features among the session's outputs (by their width)."""
-    widths = [output.shape[-1] for output in session.get_outputs()]
+    widths = [(output.shape or [None])[-1] for output in session.get_outputs()]
     logits_width, features_width = (int(o.shape[-1]) for o in outputs_model.outputs)
-    if logits_width == features_width or sorted(widths) != sorted([logits_width, features_width]):
+    if (
+        not all(isinstance(w, int) for w in widths)  # a symbolic or unknown width
+        or logits_width == features_width
+        or sorted(widths) != sorted([logits_width, features_width])
+    ):
         raise OnnxUnavailableError(f"unexpected ONNX outputs of widths {widths}")
     return widths.index(logits_width), widths.index(features_width)
 
@@ -185,26 +219,59 @@ def _cache_path(weights_sha256: str, input_size: int) -> Path:
     return cache_dir() / name
 
 
-def _store(path: Path, graph: bytes) -> None:
-    partial = path.with_suffix(f".{os.getpid()}.part")
+def _store(path: Path, data: bytes) -> None:
+    """Write ``data`` atomically and keep the :data:`KEEP_GRAPHS` newest graphs."""
+    partial = path.with_suffix(f".{os.getpid()}-{threading.get_ident()}.part")
     try:  # a read-only or full cache only costs the next load its conversion
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial.write_bytes(graph)
+        partial.write_bytes(data)
         os.replace(partial, path)
+        graphs = sorted(path.parent.glob("*.onnx"), key=lambda p: p.stat().st_mtime)
+        for old in graphs[:-KEEP_GRAPHS]:
+            old.unlink(missing_ok=True)
     except OSError:
         with contextlib.suppress(OSError):
             partial.unlink(missing_ok=True)
 
 
 def _convert(outputs_model: keras.Model, input_size: int) -> bytes:
+    """The ONNX graph of ``outputs_model``, converted in a child process: tf2onnx leaves about
+    1 GB of heap behind, which the app's process would keep until it restarts."""
+    with tempfile.TemporaryDirectory() as folder:
+        model_path, graph_path = Path(folder) / "outputs.keras", Path(folder) / "graph.onnx"
+        outputs_model.save(model_path)
+        command = [
+            sys.executable,
+            "-m",
+            __name__,
+            str(model_path),
+            str(input_size),
+            str(graph_path),
+        ]
+        try:
+            run = subprocess.run(command, capture_output=True, text=True, timeout=CONVERT_TIMEOUT_S,
+                                 cwd=Path(__file__).parents[2])  # fmt: skip
+        except subprocess.TimeoutExpired as error:
+            raise OnnxUnavailableError(f"tf2onnx took over {CONVERT_TIMEOUT_S} s") from error
+        if run.returncode != 0 or not graph_path.is_file():
+            why = (run.stderr.strip().splitlines() or ["no message"])[-1]
+            raise OnnxUnavailableError(f"tf2onnx could not convert the model: {why}")
+        return graph_path.read_bytes()
+
+
+def _convert_here(model_path: str, input_size: int, graph_path: str) -> None:
+    """The child's side of :func:`_convert`."""
+    import keras
     import tensorflow as tf
     import tf2onnx
 
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
+    outputs_model = keras.models.load_model(model_path, compile=False, safe_mode=True)
     spec = [tf.TensorSpec([None, input_size, input_size, 3], tf.float32, name="crops")]
     function = tf.function(lambda x: outputs_model(x, training=False), input_signature=spec)
-    try:
-        proto, _ = tf2onnx.convert.from_function(function, input_signature=spec, opset=OPSET)
-    except Exception as error:  # any failure means "use Keras", said why
-        raise OnnxUnavailableError(f"tf2onnx could not convert the model: {error}") from error
-    return proto.SerializeToString()
+    proto, _ = tf2onnx.convert.from_function(function, input_signature=spec, opset=OPSET)
+    Path(graph_path).write_bytes(proto.SerializeToString())
+
+
+if __name__ == "__main__":
+    _convert_here(sys.argv[1], int(sys.argv[2]), sys.argv[3])
