@@ -9,8 +9,9 @@ warned set: all its images) has every cell labelled ``uncertain``, for review.
 Each image is analysed on its own (:func:`analyze_image`, the same :func:`~leukemia_core.pipeline.
 analyze` the app calls) into a part file under ``.parts/``; the outputs are then assembled from
 the parts (:func:`write_outputs`). So a rerun into the same folder skips the images already done
-from the same file with the same weights and decision settings, and an engine that analyses images elsewhere (``batch_ray``) gives the same
-rows: only the place where :func:`analyze_image` runs differs.
+from the same file with the same weights and decision settings, and an engine that analyses
+images elsewhere (``batch_ray``) gives the same rows: only the place where :func:`analyze_image`
+runs differs.
 """
 
 from __future__ import annotations

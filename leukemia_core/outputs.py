@@ -100,11 +100,20 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
 
     Readers see the old file or the whole new one, never a half-written one.
     """
+    return _write_atomic(path, text, "w", newline="")
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` as :func:`write_text_atomic` writes text."""
+    return _write_atomic(path, data, "wb")
+
+
+def _write_atomic(path: str | os.PathLike, content: str | bytes, mode: str, **options) -> Path:
     path = Path(path)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(handle, "w", newline="") as stream:
-            stream.write(text)
+        with os.fdopen(handle, mode, **options) as stream:
+            stream.write(content)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -25,7 +25,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ import numpy as np
 
 from leukemia_core.calibration import blast_probability
 from leukemia_core.errors import LeukemiaCoreError
+from leukemia_core.outputs import write_bytes_atomic
 
 if TYPE_CHECKING:  # Keras is imported by the caller; here for annotations only
     import keras
@@ -122,7 +122,8 @@ def onnx_forward(
         raise OnnxUnavailableError(f"{reason.decode()} (an earlier load found this)")
     if probe is None:
         probe = np.random.default_rng(0).uniform(-1, 1, (PROBE_CROPS, input_size, input_size, 3))
-    reference = keras_forward(outputs_model).predict(probe.astype(np.float32))
+    probe = probe.astype(np.float32)
+    reference = keras_forward(outputs_model).predict(probe)
     cached = _read(path)
     if cached is not None:
         try:
@@ -171,7 +172,7 @@ def _verified(
         return outputs[order[0]], outputs[order[1]]
 
     try:
-        candidate = predict(probe.astype(np.float32))
+        candidate = predict(probe)
     except Exception as error:  # any failure means "use Keras", said why
         raise OnnxUnavailableError(f"ONNX Runtime failed on the probe batch: {error}") from error
     dp, dfeature = _disagreement(reference, candidate, temperature)
@@ -221,17 +222,12 @@ def _cache_path(weights_sha256: str, input_size: int) -> Path:
 
 def _store(path: Path, data: bytes) -> None:
     """Write ``data`` atomically and keep the :data:`KEEP_GRAPHS` newest graphs."""
-    partial = path.with_suffix(f".{os.getpid()}-{threading.get_ident()}.part")
-    try:  # a read-only or full cache only costs the next load its conversion
+    with contextlib.suppress(OSError):  # a read-only or full cache only costs a conversion
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial.write_bytes(data)
-        os.replace(partial, path)
+        write_bytes_atomic(path, data)
         graphs = sorted(path.parent.glob("*.onnx"), key=lambda p: p.stat().st_mtime)
         for old in graphs[:-KEEP_GRAPHS]:
             old.unlink(missing_ok=True)
-    except OSError:
-        with contextlib.suppress(OSError):
-            partial.unlink(missing_ok=True)
 
 
 def _convert(outputs_model: keras.Model, input_size: int) -> bytes:
