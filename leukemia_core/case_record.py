@@ -55,6 +55,7 @@ class CaseHeader:
     signed_at: str | None
     first_signed_by: str | None = field(default=None, kw_only=True)
     first_signed_at: str | None = field(default=None, kw_only=True)
+    patient_id: str = field(default="", kw_only=True)  # optional; the lab's own identifier
 
     @property
     def is_signed(self) -> bool:

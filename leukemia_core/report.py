@@ -313,6 +313,7 @@ def case_report_html(record: CaseRecord, *, flagged_limit: int = 48) -> str:
     parent = f" (reopened from {_e(record.parent_id)})" if record.parent_id else ""
     meta = [
         ("Sample id", _e(record.sample_id)),
+        ("Patient id", _e(record.patient_id) if record.patient_id else "—"),
         ("Case", f"version {record.version}{parent}; status {_e(record.status)}"),
         ("Created", f"{_minute(record.created_at)} by {_e(record.created_by or '—')}"),
         ("Reviewed by", _e(", ".join(_reviewers(record)) or "—")),
@@ -409,6 +410,7 @@ def case_json(record: CaseRecord) -> str:
                 "version",
                 "parent_id",
                 "sample_id",
+                "patient_id",
                 "status",
                 "created_at",
                 "created_by",

@@ -356,6 +356,14 @@ class Review(ReviewReshape):
         self.refresh(store)
         return changed is not None
 
+    def set_patient_id(self, store: CaseStore, patient_id: str, *, user: User) -> bool:
+        """Set the case's optional patient id for the report; True when it changed."""
+        require(user, Permission.REVIEW)
+        self._require_saved("the patient id is kept in it")
+        changed = store.set_case_patient_id(self.case_id, patient_id, reviewer=user.name)
+        self.refresh(store)
+        return changed is not None
+
     def sign(self, store: CaseStore, *, user: User) -> bool:
         """Sign the case; True when it is now signed and frozen.
 

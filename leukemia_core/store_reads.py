@@ -18,7 +18,7 @@ from leukemia_core.types import REVIEWER_EDITABLE, CellLabel, live
 
 HEADER_COLUMNS = ("case_id", "version", "parent_id", "sample_id", "status", "created_at",
                   "created_by", "signed_by", "signed_at", "first_signed_by",
-                  "first_signed_at")  # fmt: skip
+                  "first_signed_at", "patient_id")  # fmt: skip
 
 
 def as_dict(row: sqlite3.Row, skip: str = "") -> dict[str, Any]:
@@ -125,7 +125,8 @@ class CaseReads:
         """Case versions, newest first, with counts of their current labels.
 
         Args:
-            search: Matches part of the sample id (case-insensitive) or the start of a case id.
+            search: Matches part of the sample id or the patient id (case-insensitive), or the
+                start of a case id.
             limit: Most rows returned, at least 1.
         """
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
@@ -135,13 +136,15 @@ class CaseReads:
             rows = conn.execute(
                 "SELECT c.case_id, c.version, c.parent_id, c.sample_id, c.status, c.created_at, "
                 "c.created_by, c.signed_by, c.signed_at, c.first_signed_by, c.first_signed_at, "
+                "c.patient_id, "
                 "COALESCE(SUM(x.label != 'replaced'), 0) AS n_cells, "
                 "COALESCE(SUM(x.label = 'blast'), 0) AS n_blasts, "
                 "COALESCE(SUM(x.label IN ('blast', 'normal')), 0) AS n_counted, "
                 "COALESCE(SUM(x.label = 'uncertain'), 0) AS n_uncertain "
                 "FROM cases AS c LEFT JOIN cells AS x ON x.case_id = c.case_id "
-                "WHERE c.sample_id LIKE ? ESCAPE '\\' OR c.case_id LIKE ? ESCAPE '\\' "
+                "WHERE c.sample_id LIKE ? ESCAPE '\\' OR c.patient_id LIKE ? ESCAPE '\\' "
+                "OR c.case_id LIKE ? ESCAPE '\\' "
                 "GROUP BY c.case_id ORDER BY c.created_at DESC, c.rowid DESC LIMIT ?",
-                (f"%{escaped}%", f"{escaped.lower()}%", limit),
+                (f"%{escaped}%", f"%{escaped}%", f"{escaped.lower()}%", limit),
             ).fetchall()
         return [CaseSummary(**as_dict(row)) for row in rows]

@@ -186,22 +186,33 @@ def _v3_to_v4(conn: sqlite3.Connection) -> None:
 
 
 def _v4_to_v5(conn: sqlite3.Connection) -> None:
-    """Field quality warnings (JSON list), and the origin of cells a reviewer split or merged.
-
-    The new cell column enters every case's digest, so each case gets one chained audit row
-    saying so: its earlier rows still verify, and the digest after the upgrade is recorded.
-    """
+    """Field quality warnings (JSON list), and the origin of cells a reviewer split or merged."""
     conn.execute("ALTER TABLE fields ADD COLUMN quality TEXT NOT NULL DEFAULT '[]'")
     conn.execute("ALTER TABLE cells ADD COLUMN origin TEXT NOT NULL DEFAULT ''")
+    _record_upgrade(conn, "database schema 5: cell origins (split and merge) and field quality "
+                    "warnings")  # fmt: skip
+
+
+def _v5_to_v6(conn: sqlite3.Connection) -> None:
+    """An optional patient id per case (the lab's own identifier, shown in the report)."""
+    conn.execute("ALTER TABLE cases ADD COLUMN patient_id TEXT NOT NULL DEFAULT ''")
+    conn.execute("CREATE INDEX cases_by_patient ON cases (patient_id)")
+    _record_upgrade(conn, "database schema 6: an optional patient id per case")
+
+
+def _record_upgrade(conn: sqlite3.Connection, note: str) -> None:
+    """One chained audit row per case for a new column that enters the case's digest.
+
+    The case's earlier rows still verify, and the digest after the upgrade is recorded.
+    """
     at = datetime.now(UTC).isoformat(timespec="microseconds")
     for case_id, version in conn.execute("SELECT case_id, version FROM cases").fetchall():
         last = conn.execute("SELECT chain FROM audit WHERE case_id = ? ORDER BY audit_id DESC "
                             "LIMIT 1", (case_id,)).fetchone()  # fmt: skip
         (next_id,) = conn.execute("SELECT COALESCE(MAX(audit_id), 0) + 1 FROM audit").fetchone()
         row = dict(zip(AUDIT_CHAINED, (next_id, case_id, version, "schema upgraded", "system",
-                                       at, None, None, None, None,
-                                       "database schema 5: cell origins (split and merge) and "
-                                       "field quality warnings"), strict=True))  # fmt: skip
+                                       at, None, None, None, None, note),
+                       strict=True))  # fmt: skip
         row["state"] = case_digest(conn, case_id)
         row["chain"] = chain_hash(last[0] if last else "", row, row["state"])
         conn.execute(f"INSERT INTO audit ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
@@ -214,6 +225,7 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     2: _v2_to_v3,
     3: _v3_to_v4,
     4: _v4_to_v5,
+    5: _v5_to_v6,
 }
 """``MIGRATIONS[n]`` brings a database from version ``n`` to ``n + 1``."""
 
@@ -276,12 +288,19 @@ AUDIT_CHAINED = ("audit_id", "case_id", "version", "action", "reviewer", "at", "
 """The audit columns the hash chain covers (``state`` and ``chain`` are the chain itself)."""
 
 
+DIGEST_HEADER = ("case_id", "version", "parent_id", "sample_id", "status", "created_by",
+                 "signed_by", "signed_at", "model_name", "model_checksum", "thresholds",
+                 "comment", "patient_id")  # fmt: skip
+"""The case columns a case's digest covers (those the database has: older schemas lack some)."""
+
+
 def case_digest(conn: sqlite3.Connection, case_id: str) -> str:
     """SHA-256 of what a case says: its header and every cell's labels and review flags."""
+    present = {r[1] for r in conn.execute("PRAGMA table_info(cases)")}
+    header = [c for c in DIGEST_HEADER if c in present]  # as of the schema being migrated
     case = conn.execute(
-        "SELECT case_id, version, parent_id, sample_id, status, created_by, signed_by, signed_at, "
-        "model_name, model_checksum, thresholds, comment FROM cases WHERE case_id = ?", (case_id,)
-    ).fetchone()  # fmt: skip
+        f"SELECT {', '.join(header)} FROM cases WHERE case_id = ?", (case_id,)
+    ).fetchone()
     columns = [r[1] for r in conn.execute("PRAGMA table_info(cells)")]
     said = [c for c in columns if c not in ("case_id", "crop_png", "overlay_png")]
     cells = conn.execute(

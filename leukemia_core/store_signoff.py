@@ -22,6 +22,7 @@ from leukemia_core.store_rows import (
 from leukemia_core.types import CellLabel
 
 MAX_COMMENT = 4000
+MAX_PATIENT_ID = 64
 
 
 class CaseSignoff:
@@ -121,6 +122,30 @@ class CaseSignoff:
                          (comment, case["case_id"]))  # fmt: skip
             return audit(conn, case, "comment", reviewer, comment[:200])
 
+    def set_case_patient_id(self, case_id: str, patient_id: str, *, reviewer: str) -> int | None:
+        """Set the case's optional patient id (shown in the report); None when unchanged.
+
+        Raises:
+            CaseInputError: Longer than :data:`MAX_PATIENT_ID` or not one line of text.
+            CaseSignedError: The case is signed.
+        """
+        reviewer = reviewer_name(reviewer)
+        patient_id = str(patient_id or "").strip()
+        if len(patient_id) > MAX_PATIENT_ID or not patient_id.isprintable():
+            raise CaseInputError(
+                f"The patient id {patient_id[:80]!r} is not one line of at most {MAX_PATIENT_ID} "
+                "printable characters; enter the identifier your laboratory uses (or leave it "
+                "empty)."
+            )
+        with self._transaction(write=True) as conn:
+            case = self._case(conn, case_id, open_only=True)
+            if case["patient_id"] == patient_id:
+                return None
+            conn.execute("UPDATE cases SET patient_id = ? WHERE case_id = ?",
+                         (patient_id, case["case_id"]))  # fmt: skip
+            was = case["patient_id"] or "none"
+            return audit(conn, case, "patient id", reviewer, f"{was} -> {patient_id or 'none'}")
+
     def reopen_case(self, case_id: str, *, reviewer: str) -> str:
         """Copies a signed case into a new open version (same sample, version + 1).
 
@@ -154,9 +179,9 @@ class CaseSignoff:
                 )
             conn.execute(
                 "INSERT INTO cases (case_id, version, parent_id, sample_id, status, created_at, "
-                "created_by, model_name, model_checksum, thresholds, domain, comment) SELECT ?, "
-                "version + 1, case_id, sample_id, ?, ?, ?, model_name, model_checksum, "
-                "thresholds, domain, comment "
+                "created_by, model_name, model_checksum, thresholds, domain, comment, patient_id) "
+                "SELECT ?, version + 1, case_id, sample_id, ?, ?, ?, model_name, model_checksum, "
+                "thresholds, domain, comment, patient_id "
                 "FROM cases WHERE case_id = ?",
                 (new_id, STATUS_OPEN, now(), reviewer, old["case_id"]),
             )

@@ -53,15 +53,22 @@ with st.expander("Details: identifiers, checksums and thresholds"):
     )  # fmt: skip
     st.code(json.dumps(record.thresholds, indent=2), language="json")
 
-st.subheader("Comment for the report", divider="gray")
+st.subheader("For the report", divider="gray")
+locked = record.is_signed or not account.can(Permission.REVIEW)
+patient_id = st.text_input(
+    "Patient id (optional)", value=record.patient_id, key=f"case_patient_{record.case_id}",
+    max_chars=64, disabled=locked, placeholder="your laboratory's identifier",
+    help="Printed on the report and searchable in the case list. Leave it empty where the "
+    "sample id is enough.",
+)  # fmt: skip
 comment = st.text_area(
     "Comment", value=record.comment, key=f"case_comment_{record.case_id}", max_chars=4000,
-    disabled=record.is_signed or not account.can(Permission.REVIEW),
-    label_visibility="collapsed", placeholder="e.g. morphology notes, what to repeat",
+    disabled=locked, placeholder="e.g. morphology notes, what to repeat",
 )  # fmt: skip
-changed = not record.is_signed and comment != record.comment
-if changed and st.button("Save comment", key="save_comment", icon=":material/save:"):
+changed = not locked and (comment != record.comment or patient_id.strip() != record.patient_id)
+if changed and st.button("Save for the report", key="save_comment", icon=":material/save:"):
     try:
+        state.set_patient_id(session, patient_id)
         state.set_comment(session, comment)
         st.rerun()
     except LeukemiaCoreError as error:

@@ -1,4 +1,4 @@
-"""Case list: find earlier cases by sample id, open one for review, or reopen a signed one."""
+"""Case list: find earlier cases by sample or patient id, open one, or reopen a signed one."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from ui import auth, state
 auth.require(Permission.ANALYZE)
 st.title("Case list")
 search = st.text_input(
-    "Find cases", key="case_search", placeholder="part of a sample id, or the start of a case id"
+    "Find cases",
+    key="case_search",
+    placeholder="part of a sample or patient id, or the start of a case id",
 )
 try:
     cases = state.case_store().list_cases(search)
@@ -27,9 +29,10 @@ reopened = {c.parent_id for c in cases if c.parent_id}
 rows = [
     {
         "Sample": c.sample_id,
+        "Patient": c.patient_id or "—",
         "Version": c.version,
         "Status": c.status + (" (reopened)" if c.case_id in reopened else ""),
-        "Created (UTC)": c.created_at[:19].replace("T", " "),
+        "Created (UTC)": c.created_at[:16].replace("T", " "),
         "Created by": c.created_by or "—",
         "Signed by": c.signed_by or "—",
         "Cells": c.n_cells,
@@ -37,7 +40,7 @@ rows = [
         "Blasts": c.n_blasts,
         "Blast %": f"{100 * c.n_blasts / c.n_counted:.1f}%" if c.n_counted else "—",
         "Uncertain": c.n_uncertain,
-        "Case id": c.case_id,
+        "Case": c.case_id[:8],
     }
     for c in cases
 ]

@@ -217,3 +217,11 @@ def test_json_round_trips(record: CaseRecord):
     assert [a["action"] for a in document["audit"]] == ["created", "relabel"]
     assert document["audit"][1]["reviewer"] == "Dr. <Eve>"
     assert document["signed_by"] is None and document["status"] == "open"
+
+
+def test_the_patient_id_is_in_the_report_and_the_json_escaped(store: CaseStore, case_id: str):
+    assert "<td>Patient id</td><td>—</td>" in case_report_html(store.load_case(case_id))
+    store.set_case_patient_id(case_id, "MRN <42> & co", reviewer="Dr. A")
+    record = store.load_case(case_id)
+    assert "<td>Patient id</td><td>MRN &lt;42&gt; &amp; co</td>" in case_report_html(record)
+    assert json.loads(case_json(record))["patient_id"] == "MRN <42> & co"

@@ -617,9 +617,14 @@ def test_a_database_of_release_2_migrates_without_loss(tmp_path: Path):
         assert {k: getattr(record, k) for k in old["header"]} == old["header"]
         assert record.thresholds == old["thresholds"]
         assert (None if record.domain is None else record.domain.to_dict()) == old["domain"]
-        # The trail, row for row, then the one row schema 5 adds (new cell column, new digest).
-        assert [a.__dict__ for a in record.audit[:-1]] == old["audit"]
-        assert record.audit[-1].action == "schema upgraded" and record.audit[-1].cell_id is None
+        # The trail, row for row, then one row each from schemas 5 and 6 (new columns, digest).
+        old_rows, upgrades = record.audit[: len(old["audit"])], record.audit[len(old["audit"]) :]
+        assert [a.__dict__ for a in old_rows] == old["audit"]
+        assert [(a.action, a.cell_id, a.note[:17]) for a in upgrades] == [
+            ("schema upgraded", None, "database schema 5"),
+            ("schema upgraded", None, "database schema 6"),
+        ]
+        assert record.altered == ()
         fields = [{"field_index": f.index, "name": f.name, "width": f.width, "height": f.height,
                    "image_png": hashlib.sha256(png_bytes(f.image, 1)).hexdigest(),
                    "domain": None if f.domain is None else f.domain.to_dict()}
@@ -657,8 +662,61 @@ def test_a_database_of_release_2_migrates_without_loss(tmp_path: Path):
     with sqlite3.connect(path) as conn, pytest.raises(sqlite3.IntegrityError, match="signed"):
         conn.execute("UPDATE cells SET label = 'normal' WHERE case_id = ?", (signed_id,))
     CaseStore(path)  # opening again migrates nothing twice
-    assert len(store.load_case(open_id).audit) == len(expected[open_id]["audit"]) + 2
+    assert len(store.load_case(open_id).audit) == len(expected[open_id]["audit"]) + 3
     assert [store.load_case(k).altered for k in expected] == [(), ()]  # chained as migrated
+
+
+# tests/fixtures/cases_release5.sqlite3 was written by the release before patient ids (schema 5,
+# commit cfe35b0, by tests/fixtures/make_cases_release5.py): sample R5-0001 relabelled, given a
+# comment, signed and reopened; sample R5-0002 saved only. The JSON is what it loaded then.
+def test_a_database_of_release_5_gains_patient_ids_and_keeps_every_case(tmp_path: Path):
+    path = tmp_path / "release5.sqlite3"
+    shutil.copy(FIXTURES / "cases_release5.sqlite3", path)
+    expected = json.loads((FIXTURES / "cases_release5.json").read_text())
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 5
+    store = CaseStore(path)
+    assert sorted(s.case_id for s in store.list_cases()) == sorted(expected)
+    for case_id, old in expected.items():
+        record = store.load_case(case_id)
+        assert (record.sample_id, record.version, record.status, record.comment) == (
+            old["sample_id"],
+            old["version"],
+            old["status"],
+            old["comment"],
+        )
+        assert [c.label.value for c in record.cells] == old["labels"]
+        rows = [[a.action, a.reviewer, a.cell_id] for a in record.audit]
+        assert rows == [*old["audit"], ["schema upgraded", "system", None]]
+        assert record.patient_id == "" and record.altered == ()
+    signed_id, reopened_id, saved_id = expected
+    store.set_case_patient_id(reopened_id, " P-123 ", reviewer="D. Reviewer")
+    with pytest.raises(CaseSignedError):
+        store.set_case_patient_id(signed_id, "P-123", reviewer="D. Reviewer")
+    record = store.load_case(reopened_id)
+    assert record.patient_id == "P-123" and record.altered == ()
+    assert (record.audit[-1].action, record.audit[-1].note) == ("patient id", "none -> P-123")
+    assert [c.case_id for c in store.list_cases("p-12")] == [reopened_id]
+    assert store.load_case(saved_id).patient_id == ""
+    CaseStore(path)  # opening again migrates nothing twice
+    assert len(store.load_case(saved_id).audit) == len(expected[saved_id]["audit"]) + 1
+
+
+def test_the_patient_id_is_checked_audited_kept_on_reopen_and_shown_altered(store: CaseStore):
+    case_id = new_case(store, [["normal"]])
+    for bad in ("x" * 65, "P-1\nP-2", "P\t1"):
+        with pytest.raises(CaseInputError, match="one line of at most 64 printable"):
+            store.set_case_patient_id(case_id, bad, reviewer="R")
+    assert store.set_case_patient_id(case_id, "", reviewer="R") is None  # unchanged: no row
+    assert store.set_case_patient_id(case_id, "MRN 0042", reviewer="R") is not None
+    assert store.set_case_patient_id(case_id, "MRN 0042", reviewer="R") is None
+    store.sign_case(case_id, reviewer="R")
+    reopened = store.load_case(store.reopen_case(case_id, reviewer="R"))
+    assert reopened.patient_id == "MRN 0042" and reopened.altered == ()
+    with sqlite3.connect(store.path) as conn:  # an edit outside the app breaks the chain
+        conn.execute("UPDATE cases SET patient_id = 'MRN 9999' WHERE case_id = ?",
+                     (reopened.case_id,))  # fmt: skip
+    assert store.load_case(reopened.case_id).altered != ()
 
 
 def test_reviewer_edits_and_the_state_token(store: CaseStore):

@@ -151,6 +151,11 @@ def _labeller(session: Review):
     return get_classifier(session.model_name)
 
 
+def set_patient_id(session: Review, patient_id: str) -> bool:
+    """Keep the case's optional patient id for the report, as the logged-in account."""
+    return session.set_patient_id(case_store(), patient_id, user=auth.user())
+
+
 def set_comment(session: Review, comment: str) -> bool:
     """Keep the case's comment for the report, as the logged-in account."""
     return session.set_comment(case_store(), comment, user=auth.user())
