@@ -22,7 +22,14 @@ from ui.common import (
     provisional_note,
     quality_warnings,
 )
-from ui.models import available_models, describe, get_classifier, model_config, no_model_help
+from ui.models import (
+    available_models,
+    describe,
+    get_classifier,
+    model_config,
+    no_model_help,
+    plain_summary,
+)
 from ui.samples import CREDITS, sample_files
 
 MODE_NAMES = {
@@ -58,23 +65,29 @@ with right:
             help="The first is the default model.",
             persist_state="session",
         )
+        details = []
         try:
-            st.caption(describe(model_config(model_name)))
+            config = model_config(model_name)
+            st.caption(plain_summary(config))
+            details.append(describe(config))
         except LeukemiaCoreError as error:
             st.error(str(error))
             model_name = None
         try:
             if model_name:  # loaded and warmed up before the first sample
-                st.caption(f"Network run by {get_classifier(model_name).forward.note}.")
+                details.append(f"Network run by {get_classifier(model_name).forward.note}.")
         except LeukemiaCoreError as error:
             st.error(f"{error} Pick another model, or restore this one's folder.")
             model_broken = True
+        if details:
+            with st.expander("Model details"):
+                st.caption("  \n".join(details))
     else:
         st.info(no_model_help())
     sample_id = st.text_input(
         "Sample id (optional)",
         key="sample_id",
-        placeholder="e.g. the lab's accession number",
+        placeholder="accession number",
         help="Identifies the specimen in the case record. No patient names are needed.",
         persist_state="session",
     )
@@ -143,30 +156,36 @@ def show_results(session: Review) -> None:
     if count.hint:
         st.warning(count.hint, icon=":material/rule:")
     if session.fields and session.mode == MODE_FIELDS:
-        st.dataframe(field_table(session), hide_index=True, width="stretch")
+        counts, processing = field_tables(session)
+        # Static tables wrap their text to the page: no sideways scrolling on a narrow screen.
+        st.table(counts, hide_index=True, border="horizontal")
+        with st.expander("Processing details per field"):
+            st.table(processing, hide_index=True, border="horizontal")
     if session.cells:
         st.page_link(
             "pages/review.py", label="**Next: review every cell**", icon=":material/arrow_forward:"
         )
 
 
-def field_table(session: Review) -> pd.DataFrame:
-    rows = []
+def field_tables(session: Review) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per field: the counts a reader needs, and the processing figures for the details."""
+    counts, processing = [], []
     for field, count in zip(session.fields, session.field_counts(), strict=True):
-        rows.append({
+        counts.append({
             "Field": field.name,
             "Cells found": len(session.field_cells(field.index)),
             "Counted": count.n_counted,
             "Blasts": count.n_blasts,
             "Blast %": percent_text(count),
             "95% CI": interval_text(count),
-            "Size (px)": f"{field.width}×{field.height}",
-            "Seconds": round(sum(field.seconds.values()), 2),
         })  # fmt: skip
+        processing.append({"Field": field.name, "Size (px)": f"{field.width}×{field.height}",
+                           "Seconds": f"{sum(field.seconds.values()):.2f}"})  # fmt: skip
         if field.domain is not None and field.domain.score is not None:
-            rows[-1]["Domain score"] = round(field.domain.score, 2)
-            rows[-1]["Out of domain"] = "yes: review every cell" if field.domain.warned else "no"
-    return pd.DataFrame(rows)
+            warned = "yes: review every cell" if field.domain.warned else "no"
+            counts[-1]["Unlike the training cells"] = warned
+            processing[-1]["Domain score"] = f"{field.domain.score:.2f}"
+    return pd.DataFrame(counts), pd.DataFrame(processing)
 
 
 session = state.current()

@@ -65,7 +65,8 @@ if session.mode == MODE_FIELDS:
         rows.append(count_row(name, field_count, uncertain_in(session, field.index)))
         scopes.append((name, field_count))
 st.subheader("Per field" if session.mode == MODE_FIELDS else "Sample", divider="gray")
-st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+# Static tables wrap their text to the page: no sideways scrolling on a narrow screen.
+st.table(pd.DataFrame(rows), hide_index=True, border="horizontal")
 if any(c.percent is not None for _, c in scopes):
     st.plotly_chart(counts_chart(scopes), key="counts_chart", config={"displaylogo": False})
     st.caption("Bars: blast %; whiskers: 95% Wilson interval; dashed lines: the 5% and 20% levels.")
@@ -81,7 +82,7 @@ table.append(
     {"Label": "Blast %", "Model": percent_text(model_count), "Reviewer": percent_text(count)}
 )
 left, right = st.columns([2, 3])
-left.dataframe(pd.DataFrame(table).astype(str), hide_index=True, width="stretch")
+left.table(pd.DataFrame(table).astype(str), hide_index=True, border="horizontal")
 left.caption(f"{session.n_changed} of {len(session.cells)} cells relabelled by the reviewer.")
 right.plotly_chart(model_vs_reviewer_chart(model_tally, tally), key="model_vs_reviewer",
                    config={"displaylogo": False})  # fmt: skip

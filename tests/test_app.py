@@ -231,7 +231,7 @@ def test_sample_buttons_analyse_bundled_fields_and_cells_with_credits(db):
     assert metric(at, "Images analysed") == "3"
     assert metric(at, "White cells found") == str(len(session.cells))
     assert len(session.field_cells(0)) == len(session.field_cells(1)) == 1  # one neutrophil each
-    assert at.dataframe[0].value["Field"].tolist() == [f.name for f in session.fields]
+    assert at.table[0].value["Field"].tolist() == [f.name for f in session.fields]
 
     at.radio(key="mode").set_value("cells").run()
     assert "C-NMC" in credits(at) and "CC BY 3.0" in credits(at)
@@ -291,7 +291,7 @@ def test_bad_files_get_clear_messages_and_the_rest_of_the_batch_is_analysed(db, 
     assert any("blank.png" in i.value and "No red cells found" in i.value for i in at.info)
     assert metric(at, "Images analysed") == "2"
     assert metric(at, "White cells found") == str(n_demo)
-    assert at.dataframe[0].value["Field"].tolist() == ["blank.png", "Field A (demo)"]
+    assert at.table[0].value["Field"].tolist() == ["blank.png", "Field A (demo)"]
 
 
 @pytest.mark.slow
@@ -370,7 +370,7 @@ def test_review_reclassify_recount_sign_reopen_and_export(db, demo_png, download
     assert metric(at, "Uncertain") == "1"
     go(at, "counts")
     assert int(metric(at, "Blasts")) == start_count.n_blasts + 1
-    table = at.dataframe[0].value
+    table = at.table[0].value
     assert table.loc[0, "Scope"] == "Whole sample"
     assert table.loc[0, "Blasts"] == start_count.n_blasts + 1
     assert table.loc[0, "Uncertain"] == 1
@@ -634,7 +634,14 @@ def test_a_colour_shifted_sample_is_warned_and_sent_to_review_a_normal_one_is_no
     demo = make_demo_smear().image
     cast = np.clip(demo * np.array([1.0, 0.8, 0.7]), 0, 255).astype(np.uint8)
     at = start()
-    assert any("out-of-domain warning above a median score of" in c.value for c in at.caption)
+    # the first screen says what the model is in words; numbers and hashes wait in its details
+    (details,) = [e for e in at.expander if e.label == "Model details"]
+    assert any("out-of-domain warning above a median score of" in c.value for c in details.caption)
+    assert any("sha256" in c.value and "Network run by" in c.value for c in details.caption)
+    details_text = {c.value for c in details.caption}
+    outside = [c.value for c in at.main.caption if c.value not in details_text]
+    assert any(" network" in c and "marked uncertain for your review" in c for c in outside)
+    assert not any(word in c for c in outside for word in ("sha256", "p ≥", "|dp|"))
     analyze(at, [("cast.png", _png(cast))])
     warnings = [w.value for w in at.warning if "training data" in w.value]
     assert len(warnings) == 1 and "These cells differ from the training data" in warnings[0]
@@ -642,7 +649,7 @@ def test_a_colour_shifted_sample_is_warned_and_sent_to_review_a_normal_one_is_no
     session = session_of(at)
     assert session.domain.warned and metric(at, "Awaiting review") == str(session.n_uncertain)
     assert metric(at, "Blasts") == "0" and session.count().n_counted == 0
-    assert at.dataframe[0].value["Out of domain"].tolist() == ["yes: review every cell"]
+    assert at.table[0].value["Unlike the training cells"].tolist() == ["yes: review every cell"]
     save_case(at)
     assert any("differ from the training data" in w.value for w in at.warning)  # review page
     assert CaseStore(tmp_path / "cases.sqlite3").load_case(session.case_id).domain.warned
@@ -675,7 +682,7 @@ def test_a_reviewer_saves_and_relabels_but_the_sign_button_is_a_signers(db, demo
     assert {a.reviewer for a in record.audit} == {"R. Eviewer"} and not record.is_signed
 
 
-def test_a_reload_brings_the_open_case_back_and_a_comment_reaches_the_report(
+def test_a_reload_brings_the_open_case_back_and_a_comment_and_patient_id_reach_the_report(
     db, demo_png, downloads
 ):
     at = start()
@@ -692,14 +699,25 @@ def test_a_reload_brings_the_open_case_back_and_a_comment_reaches_the_report(
     assert session_of(again).case_id == case_id and session_of(again).sample_id == "RELOAD-1"
     go(again, "review")
     assert len(relabel_keys(again)) == len(session_of(at).cells)
-    # the reopened case takes a comment on the Case page, and the report shows it
+    # the reloaded case takes a comment and a patient id on the Case page; the report shows them
     go(again, "case")
     again.text_area(key=f"case_comment_{case_id}").input("Repeat with a fresh smear").run()
+    again.text_input(key=f"case_patient_{case_id}").input("MRN\n77").run()
+    again.button(key="save_comment").click().run()
+    assert any("one line of at most 64" in e for e in errors(again))  # refused, nothing kept
+    assert CaseStore(db).load_case(case_id).patient_id == ""
+    again.text_input(key=f"case_patient_{case_id}").input("MRN-77").run()
     again.button(key="save_comment").click().run()
     assert not errors(again)
-    assert CaseStore(db).load_case(case_id).comment == "Repeat with a fresh smear"
+    record = CaseStore(db).load_case(case_id)
+    assert (record.comment, record.patient_id) == ("Repeat with a fresh smear", "MRN-77")
+    assert [a.action for a in record.audit[-2:]] == ["patient id", "comment"]
+    go(again, "cases")
+    again.text_input(key="case_search").input("mrn-7").run()
+    assert list(again.dataframe[0].value["Patient"]) == ["MRN-77"]
     go(again, "report")
-    assert "Repeat with a fresh smear" in downloads["RELOAD-1_v1_report.html"].decode()
+    html = downloads["RELOAD-1_v1_report.html"].decode()
+    assert "Repeat with a fresh smear" in html and "<td>Patient id</td><td>MRN-77</td>" in html
 
 
 @pytest.mark.data

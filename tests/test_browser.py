@@ -230,9 +230,15 @@ def _review_by_keyboard(page, output_dir: Path) -> dict[int, str]:
 
 
 def _no_overflow(page) -> None:
-    """Nothing wider than the window, and no metric value or button label cut short (cut
-    with an ellipsis)."""
+    """Nothing wider than the window, no table that scrolls sideways, and no metric value or
+    button label cut short (cut with an ellipsis)."""
     assert page.evaluate("document.documentElement.scrollWidth") <= page.viewport_size["width"]
+    sideways = page.evaluate("""() => [...document.querySelectorAll(
+        '[data-testid=stMain] [data-testid=stTable], [data-testid=stMain] [data-testid=stTable] *, '
+        + '[data-testid=stMain] [data-testid=stDataFrame] .dvn-scroller')]
+        .filter(e => e.scrollWidth > e.clientWidth + 1)
+        .map(e => e.closest('[data-testid]').getAttribute('data-testid'))""")
+    assert sideways == [], f"tables scrolling sideways at this width: {sideways}"
     cut = page.evaluate("""() => [...document.querySelectorAll(
         '[data-testid=stMetricValue], [data-testid=stMetricValue] *, ' +
         '[data-testid=stMain] button, [data-testid=stMain] button *')]

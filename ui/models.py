@@ -122,9 +122,37 @@ def get_classifier(name: str) -> Classifier:
     return _classifier(name, version, str(models_dir()))
 
 
+_ARCHITECTURE_WORDS = {"inception_v3": "Inception-v3", "simple_cnn": "small convolutional",
+                       "vgg16": "VGG-16", "vgg19": "VGG-19", "xception": "Xception"}  # fmt: skip
+
+
+def architecture_words(architecture: str) -> str:
+    """``efficientnet_lite0`` -> ``EfficientNet-Lite0``, ``resnet50`` -> ``ResNet-50``."""
+    if architecture in _ARCHITECTURE_WORDS:
+        return _ARCHITECTURE_WORDS[architecture]
+    for prefix, words in (("efficientnet_", "EfficientNet-"), ("resnet", "ResNet-")):
+        if architecture.startswith(prefix):
+            return words + architecture[len(prefix) :].capitalize()
+    return architecture
+
+
+def plain_summary(config: ModelConfig) -> str:
+    """The model in a hematology reader's words: what it is, what it learnt from, what it does
+    with the cells it is unsure of (the numbers are in :func:`describe`)."""
+    cells = (config.training.get("data_summary") or {}).get("n_cells")
+    trained = f", trained on {cells:,} expert-labelled cells" if cells else ""
+    c = config.calibration
+    unsure = (
+        "cells it is unsure of are marked uncertain for your review"
+        if c.uncertain_high > c.uncertain_low
+        else "every call is shown for review"
+    )
+    return f"{architecture_words(config.architecture)} network{trained}; {unsure}."
+
+
 def describe(config: ModelConfig) -> str:
-    """One line about a model: architecture, input size, decision threshold, review band and
-    out-of-domain check."""
+    """One line about a model for its details: architecture, input size, decision threshold,
+    review band and out-of-domain check."""
     c = config.calibration
     band = (
         f"uncertain {c.uncertain_low:.3g}–{c.uncertain_high:.3g}"
@@ -155,4 +183,4 @@ def model_status() -> None:
     except LeukemiaCoreError as error:
         st.error(str(error))
         return
-    st.caption(f"Default model: **{config.name}**  \n{describe(config)}")
+    st.caption(f"Default model: **{config.name}**  \n{plain_summary(config)}")
