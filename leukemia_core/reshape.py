@@ -1,7 +1,8 @@
 """Split and merge in review: a reviewer corrects how cells were outlined.
 
 A clump of pressed blasts outlined as one cell is split into ``N`` (a watershed from ``N``
-centres) or along a line the reviewer gives; two pieces of one cell are merged. The new cells
+centres), along a line the reviewer gives, or by an outline the reviewer draws around one of its
+cells; two pieces of one cell are merged. The new cells
 are cropped and classified exactly like the segmentation's (:func:`cropping.crop_cells`,
 :func:`pipeline.label_cells`), await review, and replace the old ones in the case record
 (:meth:`store_reshape.CaseReshape.reshape_cells`); undo brings the old ones back.
@@ -37,19 +38,29 @@ class ReshapeError(LeukemiaCoreError, ValueError):
 def split_masks(
     mask: np.ndarray, parts: int = 2, line: tuple[tuple[float, float], ...] | None = None
 ) -> list[np.ndarray]:
-    """A cell mask cut into ``parts`` pieces, or in two along ``line`` (mask coordinates).
+    """A cell mask cut into ``parts`` pieces, or in two by a drawn ``line`` (mask coordinates).
 
-    Without a line, the ``parts`` centres come from k-means on the cell's pixels and the
+    ``line`` of two points cuts along the straight line through them; of three or more, it is a
+    closed outline drawn around one of the cells: what lies inside is one piece, the rest the
+    other. Without a line, the ``parts`` centres come from k-means on the cell's pixels and the
     borders from a watershed on the distance to the edge, so cuts follow the necks between
     pressed cells.
     """
     if line is not None:
-        (x0, y0), (x1, y1) = line
+        points = np.asarray(line, dtype=np.float64)
+        if points.ndim != 2 or points.shape[1] != 2 or len(points) < 2:
+            raise ReshapeError(f"A cut is two or more (x, y) points, not {np.shape(line)}.")
         ys, xs = np.nonzero(mask)
-        side = (x1 - x0) * (ys - y0) - (y1 - y0) * (xs - x0)
+        if len(points) == 2:
+            (x0, y0), (x1, y1) = points
+            inside = (x1 - x0) * (ys - y0) - (y1 - y0) * (xs - x0) < 0
+        else:
+            drawn = np.zeros(mask.shape, np.uint8)
+            cv2.fillPoly(drawn, [np.round(points).astype(np.int32)], 1)
+            inside = drawn[ys, xs] > 0
         pieces = [np.zeros_like(mask) for _ in range(2)]
-        pieces[0][ys[side < 0], xs[side < 0]] = True
-        pieces[1][ys[side >= 0], xs[side >= 0]] = True
+        pieces[0][ys[inside], xs[inside]] = True
+        pieces[1][ys[~inside], xs[~inside]] = True
         return _largest_components(pieces)
     if not 2 <= parts <= MAX_PARTS:
         raise ReshapeError(f"Split into 2 to {MAX_PARTS} cells, not {parts}.")
@@ -123,7 +134,10 @@ def _largest_components(pieces: list[np.ndarray]) -> list[np.ndarray]:
     for piece in pieces:
         labels, n = ndi.label(piece)
         if n == 0:
-            raise ReshapeError("The cut leaves an empty piece: draw the line across the cell.")
+            raise ReshapeError(
+                "The cut leaves an empty piece: draw the line across the cell, or the outline "
+                "around one of its cells (part inside, part outside)."
+            )
         sizes = np.bincount(labels.ravel())
         sizes[0] = 0
         out.append(labels == int(sizes.argmax()))
@@ -137,7 +151,9 @@ class ReviewReshape:
         self, store, field_index: int, cell_id: int, *, user: User, labeller=None,
         parts: int = 2, line=None, crop_size: int = DEFAULT_CROP_SIZE,
     ) -> tuple[Cell, ...]:  # fmt: skip
-        """Replace one cell by ``parts`` cells (or two, cut along ``line`` in field pixels)."""
+        """Replace one cell by ``parts`` cells, or by two cut by a drawn ``line`` in field pixels
+        (two points: a straight cut; more: an outline around one of the cells, see
+        :func:`split_masks`)."""
         require(user, Permission.REVIEW)
         self._require_saved("the split is recorded in it")
         cell = self.cell(field_index, cell_id)
@@ -196,6 +212,32 @@ class ReviewReshape:
                             action=action, note=f"{cell.origin} undone")  # fmt: skip
         self._reload(store)
         return originals
+
+    def cell_cut_by(self, field_index: int, outline: Sequence[tuple[float, float]]) -> Cell:
+        """The cell an outline drawn on the field (field pixels) cuts in two: the one with most
+        of its pixels inside while some stay outside.
+
+        Raises:
+            ReshapeError: The outline has fewer than three points, or leaves every cell whole.
+        """
+        points = np.asarray(outline, dtype=np.float64).reshape(-1, 2)
+        if len(points) < 3:
+            raise ReshapeError("Draw an outline (three or more points) around one cell of a clump.")
+        best, most = None, 0
+        for cell in self.field_cells(field_index):
+            x0, y0, x1, y1 = cell.bbox
+            drawn = np.zeros((y1 - y0, x1 - x0), np.uint8)
+            cv2.fillPoly(drawn, [np.round(points - (x0, y0)).astype(np.int32)], 1)
+            mask = cell.mask()
+            inside = int((drawn.astype(bool) & mask).sum())
+            if 0.05 * mask.sum() <= inside <= 0.95 * mask.sum() and inside > most:
+                best, most = cell, inside
+        if best is None:
+            raise ReshapeError(
+                "The outline cuts no cell: draw around one of the cells of a clump, so that part "
+                "of the outlined clump is inside and part outside."
+            )
+        return best
 
     # ---- helpers -----------------------------------------------------------------------------
     def _field_mask(self, cell: Cell, local: np.ndarray) -> np.ndarray:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 import re
 import socket
@@ -141,9 +142,33 @@ def _choose(page, label: str, option: str) -> None:
     _idle(page, 500)
 
 
+def _lasso(page, outline: list[tuple[float, float]]) -> None:
+    """Draw ``outline`` (field pixels) with the lasso tool of the field view."""
+    chart = page.locator("[data-testid=stPlotlyChart]").first
+    chart.scroll_into_view_if_needed()
+    chart.hover()
+    chart.locator('[data-title="Lasso Select"]').click()
+    screen = chart.locator(".js-plotly-plot").first.evaluate(
+        """(gd, points) => {
+            const r = gd.getBoundingClientRect(), xa = gd._fullLayout.xaxis;
+            const ya = gd._fullLayout.yaxis;
+            return points.map(([x, y]) => [r.left + xa._offset + xa.d2p(x),
+                                           r.top + ya._offset + ya.d2p(y)]);
+        }""",
+        outline,
+    )
+    page.mouse.move(*screen[0])
+    page.mouse.down()
+    for point in screen[1:]:
+        page.mouse.move(*point, steps=3)
+    page.mouse.up()
+    _idle(page, 1500)
+
+
 def _split_and_undo_the_fused_clump(page, field: Path, server_db: Path, output_dir: Path) -> None:
     """Im051_1 holds two expert blasts, (905, 380) and (1004, 425), outlined as one cell: split
-    it in two on the Review page, see the tally grow and the audit row, then undo."""
+    it in two on the Review page, see the tally grow and the audit row, then undo; then cut one
+    blast out with an outline drawn around it (the lasso), and undo again."""
     analysis = analyze([read_image(field).rgb], None)  # the same segmentation as the server's
     (clump,) = [c for c in analysis.cells if c.bbox[0] <= 905 < c.bbox[2]
                 and c.bbox[1] <= 380 < c.bbox[3] and c.mask()[380 - c.bbox[1], 905 - c.bbox[0]]]  # fmt: skip
@@ -161,6 +186,27 @@ def _split_and_undo_the_fused_clump(page, field: Path, server_db: Path, output_d
     assert len(split) == 3 and split[0].reviewer == REVIEWER
     piece = next(c for c in record.cells if c.origin == f"split of {clump.cell_id}")
     _choose(page, "Cell", f"cell {piece.cell_id}")
+    _choose(page, "Action", "Undo the split or merge that made it")
+    page.get_by_role("button", name="Apply").click()
+    page.wait_for_selector("text=Undone", timeout=60_000)
+    _idle(page, 1500)
+    assert int(_metric(page, "Cells counted")) + int(_metric(page, "Uncertain")) == before
+    # the lasso: an outline around the blast at (905, 380) that leaves (1004, 425) outside
+    angles = [2 * math.pi * i / 24 for i in range(25)]
+    _lasso(page, [(905 + 45 * math.cos(a), 380 + 45 * math.sin(a)) for a in angles])
+    page.wait_for_selector(f"text=You drew around part of cell {clump.cell_id}", timeout=60_000)
+    _choose(page, "Action", "Cut out what I drew")  # offered first: already chosen
+    page.get_by_role("button", name="Apply").click()
+    page.wait_for_selector(f"text=Cell {clump.cell_id} cut into cells", timeout=120_000)
+    _idle(page, 1500)
+    assert int(_metric(page, "Cells counted")) + int(_metric(page, "Uncertain")) == before + 1
+    page.screenshot(path=str(output_dir / "2b-lasso-cut.png"))
+    record = CaseStore(server_db).load_case(case.case_id)
+    cut_out, rest = [c for c in record.cells if c.origin == f"split of {clump.cell_id}"
+                     and c.label != "replaced"]  # fmt: skip
+    assert cut_out.mask()[380 - cut_out.bbox[1], 905 - cut_out.bbox[0]]
+    assert rest.mask()[425 - rest.bbox[1], 1004 - rest.bbox[0]]
+    _choose(page, "Cell", f"cell {cut_out.cell_id}")
     _choose(page, "Action", "Undo the split or merge that made it")
     page.get_by_role("button", name="Apply").click()
     page.wait_for_selector("text=Undone", timeout=60_000)

@@ -44,6 +44,18 @@ def test_split_along_a_line_and_merge_back():
         split_masks(clump, 9)
 
 
+def test_split_by_an_outline_drawn_around_one_of_two_pressed_cells():
+    clump = _discs([(45, 50), (90, 50)])
+    around_left = [(20, 20), (68, 22), (70, 80), (22, 78)]  # a rough lasso, not a circle
+    inside, outside = split_masks(clump, line=around_left)
+    assert inside[50, 45] and outside[50, 90] and not (inside & outside).any()
+    assert (inside | outside).sum() == clump.sum()
+    with pytest.raises(ReshapeError, match=r"empty piece.*outline around one of its cells"):
+        split_masks(clump, line=[(0, 0), (5, 0), (5, 5)])  # drawn beside the cell
+    with pytest.raises(ReshapeError, match=r"two or more \(x, y\) points"):
+        split_masks(clump, line=[(1, 2, 3)])
+
+
 @pytest.fixture
 def fused(shared_data, tmp_path):
     """ALL-IDB1 Im013_1: expert blasts the segmentation outlines as one cell."""
@@ -85,6 +97,25 @@ def test_splitting_a_fused_clump_of_a_real_field(fused):
     review.undo_reshape(store, *pieces[0].key, user=ANA)
     assert len(review.cells) == n_before and _holder(review, 976, 549).key == clump.key
     assert store.load_case(review.case_id).audit[-1].action == "undo split"
+
+
+@pytest.mark.data
+def test_a_drawn_outline_cuts_one_blast_out_of_a_fused_clump(fused):
+    review, store, points = fused
+    clump = _holder(review, 976, 549)
+    target = (976, 549)
+    others = [p for p in points if _holder(review, *p) is clump and p != target]
+    assert others  # the expert blasts the outline must leave outside
+    radius = 0.35 * min(np.hypot(x - target[0], y - target[1]) for x, y in others) * 2
+    angles = np.linspace(0, 2 * np.pi, 24, endpoint=False)
+    lasso = [(target[0] + radius * np.cos(a), target[1] + radius * np.sin(a)) for a in angles]
+    assert review.cell_cut_by(0, lasso).key == clump.key
+    with pytest.raises(ReshapeError, match="cuts no cell"):
+        review.cell_cut_by(0, [(5, 5), (25, 5), (25, 25)])  # glass in the corner
+    cut_out, rest = review.split(store, *clump.key, user=ANA, line=lasso)
+    assert _holder(review, *target).key == cut_out.key
+    assert {_holder(review, *p).key for p in others} == {rest.key}
+    assert store.load_case(review.case_id).audit[-1].action == "split"
 
 
 @pytest.mark.data

@@ -12,7 +12,7 @@ from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.review import Review
 from ui import state
 from ui.common import flash
-from ui.workspace import open_cell
+from ui.workspace import CUT_KEY, CUT_WORDS, open_cell
 
 SPLIT_CHOICES = {"Split into 2 cells": 2, "Split into 3 cells": 3, "Split into 4 cells": 4}
 MERGE, UNDO = "Merge with another cell", "Undo the split or merge that made it"
@@ -32,15 +32,17 @@ def show_outline_editor(
                    "by the case's model, await review, and the change is recorded with your "
                    "name; undo brings the old cell back.")  # fmt: skip
         ids = [c.cell_id for c in cells]
+        drawn = st.session_state.get(CUT_KEY)  # a lasso outline, offered for the cell it cuts
         left, middle, right = st.columns([1, 2, 1])
         first = ids.index(cell_id) if cell_id in ids else 0
         cell_id = left.selectbox("Cell", ids, index=first, format_func=lambda i: f"cell {i}",
                                  key=f"outline_cell_{field_index}_{ids[first]}",
                                  disabled=not editable)  # fmt: skip
         cell = session.cell(field_index, cell_id)
-        actions = [*SPLIT_CHOICES, MERGE] + ([UNDO] if cell.origin else [])
-        action = middle.selectbox("Action", actions, key=f"outline_action_{field_index}",
-                                  disabled=not editable)  # fmt: skip
+        cut = drawn is not None and drawn[:2] == (field_index, cell_id)
+        actions = [CUT_WORDS] * cut + [*SPLIT_CHOICES, MERGE] + ([UNDO] if cell.origin else [])
+        action = middle.selectbox("Action", actions, disabled=not editable,
+                                  key=f"outline_action_{field_index}" + "_drawn" * cut)  # fmt: skip
         other = None
         if action == MERGE:
             others = [i for i in ids if i != cell_id]
@@ -48,12 +50,18 @@ def show_outline_editor(
                                     format_func=lambda i: f"cell {i}", disabled=not editable)  # fmt: skip
         if st.button("Apply", key=f"outline_apply_{field_index}", disabled=not editable,
                      icon=":material/content_cut:"):  # fmt: skip
-            _apply(session, field_index, cell_id, action, other)
+            _apply(session, field_index, cell_id, action, other, drawn[2] if cut else None)
 
 
-def _apply(session: Review, field_index: int, cell_id: int, action: str, other) -> None:
+def _apply(session: Review, field_index: int, cell_id: int, action: str, other, outline) -> None:
     try:
-        if action in SPLIT_CHOICES:
+        if action == CUT_WORDS:
+            made = state.split(session, field_index, cell_id, 2, outline=outline)
+            st.session_state.pop(CUT_KEY, None)
+            open_cell(made[0].key)
+            flash(f"Cell {cell_id} cut into cells {made[0].cell_id} (what you drew) and "
+                  f"{made[1].cell_id}; review each.", "success")  # fmt: skip
+        elif action in SPLIT_CHOICES:
             made = state.split(session, field_index, cell_id, SPLIT_CHOICES[action])
             open_cell(made[0].key)  # review goes on with the first piece
             words = ", ".join(str(c.cell_id) for c in made)

@@ -125,11 +125,11 @@ def accept(session: Review, keys: list[tuple[int, int]]) -> int:
     return session.accept(case_store(), keys, user=auth.user())
 
 
-def split(session: Review, field_index: int, cell_id: int, parts: int) -> tuple:
-    """Split one cell into ``parts`` cells, classified by the case's model (see
-    :meth:`Review.split`)."""
+def split(session: Review, field_index: int, cell_id: int, parts: int, outline=None) -> tuple:
+    """Split one cell into ``parts`` cells, or in two by a drawn ``outline`` (field pixels),
+    classified by the case's model (see :meth:`Review.split`)."""
     return session.split(case_store(), field_index, cell_id, user=auth.user(),
-                         labeller=_labeller(session), parts=parts)  # fmt: skip
+                         labeller=_labeller(session), parts=parts, line=outline)  # fmt: skip
 
 
 def merge(session: Review, keys: list[tuple[int, int]]):

@@ -3,7 +3,9 @@
 B blast, N normal, W not a white cell, X exclude, Space accepts the current label; a decision
 moves on to the next cell still waiting for review. Left and Right step through the queue
 (:meth:`leukemia_core.review.Review.queue`, which follows the model's call, so it never
-reshuffles). Clicking a cell's number in the field view opens that cell. The buttons carry the
+reshuffles). Clicking a cell's number in the field view opens that cell; an outline drawn there
+with the lasso around one cell of a clump is offered as a cut (:data:`CUT_KEY`, used by
+:mod:`ui.outline_editor`). The buttons carry the
 shortcuts (Streamlit's own ``shortcut``), so the keys work wherever the page has focus except
 in a text box, and the controls stay where they are from one cell to the next.
 """
@@ -24,10 +26,12 @@ from ui.common import LABEL_NAMES, flash, label_rgb
 from ui.figures import field_overview
 
 CURRENT_KEY = "workspace_cell"
+CUT_KEY = "workspace_drawn_cut"  # (field index, cell id, outline points) drawn with the lasso
 VIEW_KEY = "review_view"
 ONE_BY_ONE, GALLERY = "One cell at a time (keyboard)", "Gallery"  # the Review page's views
 LARGE_SIDE = 400  # the cell view's side on screen: a 2592x1944 field's cell at about 2x
 CELL_PANEL_PX = 460  # the cell and its controls; the field view takes the rest, or goes below
+CUT_WORDS = "Cut out what I drew"
 DECISIONS = (
     (CellLabel.BLAST, "Blast", "B"),
     (CellLabel.NORMAL, "Normal", "N"),
@@ -70,11 +74,16 @@ def _on_step(offset: int) -> None:
                                              offset)  # fmt: skip
 
 
-def _on_field_click(chart_key: str) -> None:
+def _on_field_click(chart_key: str, field_index: int) -> None:
     event = st.session_state.get(chart_key)
     session = state.current()
-    points = [] if event is None or session is None else event.selection.points
-    for point in points:
+    if event is None or session is None:
+        return
+    lassos = [s for s in event.selection.lasso if len(s.get("x", ())) >= 3]
+    if lassos:
+        _offer_cut(session, field_index, list(zip(lassos[-1]["x"], lassos[-1]["y"], strict=True)))
+        return
+    for point in event.selection.points:
         data = point.get("customdata")
         if isinstance(data, list) and len(data) >= 2:  # a cell's number, not an outline
             key = (int(data[0]), int(data[1]))
@@ -84,6 +93,23 @@ def _on_field_click(chart_key: str) -> None:
                 flash(f"Cell {key[1]} is cut by the image border: it is never counted, so it "
                       "needs no review.", "info")  # fmt: skip
             return
+
+
+def _offer_cut(session: Review, field_index: int, outline: list) -> None:
+    """Keep a lasso outline as a cut of the cell it divides, for the outline editor to apply."""
+    try:
+        cell = session.cell_cut_by(field_index, outline)
+    except LeukemiaCoreError as error:
+        flash(str(error))
+        return
+    if cell.key not in session.queue():
+        flash(f"Cell {cell.cell_id} is cut by the image border: it is never counted, so it "
+              "needs no cut.", "info")  # fmt: skip
+        return
+    st.session_state[CUT_KEY] = (field_index, cell.cell_id, tuple(outline))
+    open_cell(cell.key)
+    flash(f"You drew around part of cell {cell.cell_id}: apply “{CUT_WORDS}” under Correct an "
+          "outline to cut it there.", "info")  # fmt: skip
 
 
 def _describe(session: Review, cell: Cell) -> str:
@@ -131,11 +157,13 @@ def show_workspace(session: Review, *, heatmap: np.ndarray | None, editable: boo
         chart_key = f"workspace_field_{cell.field_index}_{cell.cell_id}"  # new key: no old pick
         st.plotly_chart(
             field_overview(field, session.field_cells(cell.field_index), cell.key),
-            key=chart_key, on_select=lambda: _on_field_click(chart_key),
-            selection_mode="points", config={"displaylogo": False, "scrollZoom": False},
+            key=chart_key, on_select=lambda: _on_field_click(chart_key, cell.field_index),
+            selection_mode=("points", "lasso"),
+            config={"displaylogo": False, "scrollZoom": False},
         )  # fmt: skip
         st.caption(f"{field.name}: click a cell's number to open it; drag to zoom, "
-                   "double-click to reset.")  # fmt: skip
+                   "double-click to reset. To cut a clump, pick the lasso (toolbar) and draw "
+                   "around one of its cells.")  # fmt: skip
     return cell
 
 
