@@ -41,6 +41,7 @@ import cv2
 import numpy as np
 
 from leukemia_core.errors import LeukemiaCoreError
+from leukemia_core.outputs import write_bytes_atomic
 
 STAIN_NAMES = ("L_mean", "a_mean", "b_mean", "L_std", "a_std", "b_std")
 STATISTIC = "median cell score"
@@ -315,15 +316,7 @@ class DomainReference:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write :meth:`to_bytes` to ``path`` atomically (temporary file, then rename)."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        try:
-            tmp.write_bytes(self.to_bytes())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        return path
+        return write_bytes_atomic(path, self.to_bytes())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> DomainReference:
