@@ -65,6 +65,7 @@ from leukemia_core.store_rows import (
     insert,
     label_value,
     now,
+    record_outside_changes,
     reviewer_name,
     text,
     whole,
@@ -199,6 +200,8 @@ class CaseStore(CaseReads, CaseSignoff, CaseReshape):
                 f"was signed by {row['signed_by']} at {row['signed_at']} and is frozen; reopen "
                 "it to create a new version that can be changed."
             )
+        if open_only:  # about to be written to: a change made outside the app stays on record
+            record_outside_changes(conn, row)
         return row
 
     def create_case(

@@ -13,7 +13,12 @@ from typing import Any
 
 from leukemia_core.case_record import AuditEntry, CaseRecord, CaseState, CaseSummary
 from leukemia_core.store_rows import CaseInputError, cell_from_row, domain_from_json, field_from_row
-from leukemia_core.store_schema import AUDIT_CHAINED, case_digest, chain_hash
+from leukemia_core.store_schema import (
+    ALTERED_OUTSIDE,
+    AUDIT_CHAINED,
+    case_digest,
+    chain_hash,
+)
 from leukemia_core.types import REVIEWER_EDITABLE, CellLabel, live
 
 HEADER_COLUMNS = ("case_id", "version", "parent_id", "sample_id", "status", "created_at",
@@ -112,6 +117,11 @@ class CaseReads:
                     f"audit row {values['audit_id']} ({values['action']} by "
                     f"{values['reviewer']}) does not follow the row before it: a row was "
                     "changed or removed"
+                )
+            if values["state"] == ALTERED_OUTSIDE:
+                problems.append(
+                    f"before audit row {values['audit_id']} ({values['action']}) the case "
+                    "differed from what its audit trail recorded: it was changed outside the app"
                 )
             previous = values["chain"]
         if not rows:

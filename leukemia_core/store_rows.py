@@ -24,6 +24,7 @@ from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.imaging import png_bytes, rgb_from_png
 from leukemia_core.quality import QualityWarning
 from leukemia_core.store_schema import (
+    ALTERED_OUTSIDE,
     AUDIT_CHAINED,
     case_digest,
     chain_hash,
@@ -221,11 +222,17 @@ def insert(conn: sqlite3.Connection, table: str, row: dict[str, Any]) -> None:
 
 
 def audit(
-    conn: sqlite3.Connection, case: sqlite3.Row, action: str, who: str, note: str, *cell: Any
+    conn: sqlite3.Connection,
+    case: sqlite3.Row,
+    action: str,
+    who: str,
+    note: str,
+    *cell: Any,
+    state: str | None = None,
 ) -> int:
     """Appends an audit row, chained to the case's previous one, and returns its id; ``cell`` is
-    ``(field_index, cell_id, from_label, to_label)``. Runs inside the caller's write transaction
-    (BEGIN IMMEDIATE), so the next id is this row's."""
+    ``(field_index, cell_id, from_label, to_label)``; ``state`` defaults to the case's digest now.
+    Runs inside the caller's write transaction (BEGIN IMMEDIATE), so the next id is this row's."""
     (last_id,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence "
                               "WHERE name = 'audit'").fetchone()  # fmt: skip
     row = dict(zip(AUDIT_CHAINED, (last_id + 1, case["case_id"], case["version"], action, who,
@@ -234,7 +241,19 @@ def audit(
         "SELECT chain FROM audit WHERE case_id = ? ORDER BY audit_id DESC LIMIT 1",
         (case["case_id"],),
     ).fetchone()
-    row["state"] = case_digest(conn, case["case_id"])
+    row["state"] = case_digest(conn, case["case_id"]) if state is None else state
     row["chain"] = chain_hash(previous["chain"] if previous else "", row, row["state"])
     insert(conn, "audit", row)
     return row["audit_id"]
+
+
+def record_outside_changes(conn: sqlite3.Connection, case: sqlite3.Row) -> None:
+    """Before the app writes to a case: if the case differs from its last audit row, it was
+    changed outside the app; a chained row says so for good, so the write's own row (which
+    records the case as it then is) cannot hide it."""
+    last = conn.execute("SELECT state FROM audit WHERE case_id = ? ORDER BY audit_id DESC LIMIT 1",
+                        (case["case_id"],)).fetchone()  # fmt: skip
+    if last is None or last[0] in (ALTERED_OUTSIDE, case_digest(conn, case["case_id"])):
+        return
+    audit(conn, case, "changed outside the app", "system", "found when the app next wrote to "
+          "the case: it differed from its last audit row", state=ALTERED_OUTSIDE)  # fmt: skip

@@ -187,33 +187,46 @@ def _v3_to_v4(conn: sqlite3.Connection) -> None:
 
 def _v4_to_v5(conn: sqlite3.Connection) -> None:
     """Field quality warnings (JSON list), and the origin of cells a reviewer split or merged."""
-    conn.execute("ALTER TABLE fields ADD COLUMN quality TEXT NOT NULL DEFAULT '[]'")
-    conn.execute("ALTER TABLE cells ADD COLUMN origin TEXT NOT NULL DEFAULT ''")
-    _record_upgrade(conn, "database schema 5: cell origins (split and merge) and field quality "
-                    "warnings")  # fmt: skip
+    _add_digested_columns(conn, (
+        "ALTER TABLE fields ADD COLUMN quality TEXT NOT NULL DEFAULT '[]'",
+        "ALTER TABLE cells ADD COLUMN origin TEXT NOT NULL DEFAULT ''",
+    ), "database schema 5: cell origins (split and merge) and field quality warnings")  # fmt: skip
 
 
 def _v5_to_v6(conn: sqlite3.Connection) -> None:
     """An optional patient id per case (the lab's own identifier, shown in the report)."""
-    conn.execute("ALTER TABLE cases ADD COLUMN patient_id TEXT NOT NULL DEFAULT ''")
-    conn.execute("CREATE INDEX cases_by_patient ON cases (patient_id)")
-    _record_upgrade(conn, "database schema 6: an optional patient id per case")
+    _add_digested_columns(conn, ("ALTER TABLE cases ADD COLUMN patient_id TEXT NOT NULL "
+                                 "DEFAULT ''",), "database schema 6: an optional patient id "
+                          "per case")  # fmt: skip
 
 
-def _record_upgrade(conn: sqlite3.Connection, note: str) -> None:
-    """One chained audit row per case for a new column that enters the case's digest.
+ALTERED_OUTSIDE = "changed outside the app before this row"
+"""The ``state`` of an audit row written when the app found its case changed without an audit
+row (at a schema upgrade, or before its next write): the mark stays in the trail for good."""
 
-    The case's earlier rows still verify, and the digest after the upgrade is recorded.
+
+def _add_digested_columns(conn: sqlite3.Connection, statements, note: str) -> None:
+    """Run ``statements`` (new columns that enter a case's digest), then one chained audit row
+    per case.
+
+    The case's earlier rows still verify, and the digest after the upgrade is recorded, unless
+    the case already differed from its last audit row: then the row keeps saying so
+    (:data:`ALTERED_OUTSIDE`), so an upgrade never launders a change made outside the app.
     """
+    cases = conn.execute("SELECT case_id, version FROM cases").fetchall()
+    before = {case_id: case_digest(conn, case_id) for case_id, _ in cases}
+    for statement in statements:
+        conn.execute(statement)
     at = datetime.now(UTC).isoformat(timespec="microseconds")
-    for case_id, version in conn.execute("SELECT case_id, version FROM cases").fetchall():
-        last = conn.execute("SELECT chain FROM audit WHERE case_id = ? ORDER BY audit_id DESC "
-                            "LIMIT 1", (case_id,)).fetchone()  # fmt: skip
+    for case_id, version in cases:
+        last = conn.execute("SELECT chain, state FROM audit WHERE case_id = ? ORDER BY audit_id "
+                            "DESC LIMIT 1", (case_id,)).fetchone()  # fmt: skip
         (next_id,) = conn.execute("SELECT COALESCE(MAX(audit_id), 0) + 1 FROM audit").fetchone()
         row = dict(zip(AUDIT_CHAINED, (next_id, case_id, version, "schema upgraded", "system",
                                        at, None, None, None, None, note),
                        strict=True))  # fmt: skip
-        row["state"] = case_digest(conn, case_id)
+        intact = last is None or last[1] in (before[case_id], ALTERED_OUTSIDE)
+        row["state"] = case_digest(conn, case_id) if intact else ALTERED_OUTSIDE
         row["chain"] = chain_hash(last[0] if last else "", row, row["state"])
         conn.execute(f"INSERT INTO audit ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
                      tuple(row.values()))  # fmt: skip

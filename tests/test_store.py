@@ -702,6 +702,21 @@ def test_a_database_of_release_5_gains_patient_ids_and_keeps_every_case(tmp_path
     assert len(store.load_case(saved_id).audit) == len(expected[saved_id]["audit"]) + 1
 
 
+def test_an_upgrade_never_hides_a_change_made_outside_the_app_before_it(tmp_path: Path):
+    path = tmp_path / "release5.sqlite3"
+    shutil.copy(FIXTURES / "cases_release5.sqlite3", path)
+    expected = json.loads((FIXTURES / "cases_release5.json").read_text())
+    _, reopened_id, saved_id = expected
+    with sqlite3.connect(path) as conn:  # raw SQL on the release-5 file, no audit row
+        conn.execute("UPDATE cells SET label = 'blast' WHERE case_id = ?", (saved_id,))
+    store = CaseStore(path)
+    (problem,) = [p for p in store.load_case(saved_id).altered if "(schema upgraded)" in p]
+    assert "changed outside the app" in problem
+    assert store.load_case(reopened_id).altered == ()  # the untouched case stays clean
+    store.relabel_cell(saved_id, 0, 1, "normal", reviewer="D. Reviewer")  # a later app edit
+    assert any("(schema upgraded)" in p for p in store.load_case(saved_id).altered)
+
+
 def test_the_patient_id_is_checked_audited_kept_on_reopen_and_shown_altered(store: CaseStore):
     case_id = new_case(store, [["normal"]])
     for bad in ("x" * 65, "P-1\nP-2", "P\t1"):
@@ -762,6 +777,21 @@ def test_changes_made_outside_the_app_are_refused_or_shown(store: CaseStore):
         conn.execute("DELETE FROM audit WHERE audit_id = ?", (first,))
     altered = store.load_case(case_id).altered
     assert any("does not follow the row before it" in p for p in altered)
+
+
+def test_a_later_edit_in_the_app_does_not_hide_a_change_made_outside_it(store: CaseStore):
+    case_id = new_case(store, [["blast", "normal", "normal"]])
+    with sqlite3.connect(store.path) as conn:  # raw SQL, no audit row
+        conn.execute("UPDATE cells SET label = 'blast' WHERE case_id = ? AND cell_id = 3",
+                     (case_id,))  # fmt: skip
+    store.relabel_cell(case_id, 0, 2, "blast", reviewer="R")  # the app writes next
+    record = store.load_case(case_id)
+    assert [a.action for a in record.audit[-2:]] == ["changed outside the app", "relabel"]
+    (problem,) = record.altered
+    assert "changed outside the app" in problem and "(changed outside the app)" in problem
+    store.relabel_cell(case_id, 0, 1, "normal", reviewer="R")  # and again: marked once, for good
+    assert len(store.load_case(case_id).altered) == 1
+    assert [a.action for a in store.load_case(case_id).audit].count("changed outside the app") == 1
 
 
 def test_sign_is_refused_until_every_counted_cell_is_reviewed(store: CaseStore):
