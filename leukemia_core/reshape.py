@@ -128,8 +128,14 @@ def _on_border(mask: np.ndarray) -> bool:
     return bool(mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
 
 
+# A piece may shed slivers (a few pixels where the cut grazes the outline), never a cell: a
+# second part above this share of the piece is refused rather than dropped.
+MAX_DROPPED_SHARE = 0.05
+
+
 def _largest_components(pieces: list[np.ndarray]) -> list[np.ndarray]:
-    """Each piece reduced to its largest connected part; empty pieces refused."""
+    """Each piece reduced to its largest connected part; empty pieces, and pieces in two or
+    more real parts (which would lose a cell), refused."""
     out = []
     for piece in pieces:
         labels, n = ndi.label(piece)
@@ -140,6 +146,12 @@ def _largest_components(pieces: list[np.ndarray]) -> list[np.ndarray]:
             )
         sizes = np.bincount(labels.ravel())
         sizes[0] = 0
+        if int(np.sort(sizes)[-2]) > MAX_DROPPED_SHARE * sizes.sum():
+            raise ReshapeError(
+                f"The cut leaves a piece in {int((sizes > MAX_DROPPED_SHARE * sizes.sum()).sum())} "
+                "separate parts, and one would be lost: draw around a cell at the end of the "
+                "clump, or use 'Split into N cells'."
+            )
         out.append(labels == int(sizes.argmax()))
     return out
 
@@ -214,8 +226,8 @@ class ReviewReshape:
         return originals
 
     def cell_cut_by(self, field_index: int, outline: Sequence[tuple[float, float]]) -> Cell:
-        """The cell an outline drawn on the field (field pixels) cuts in two: the one with most
-        of its pixels inside while some stay outside.
+        """The cell awaiting review that an outline drawn on the field (field pixels) cuts in
+        two: of those with part inside and part outside, the one with the most pixels inside.
 
         Raises:
             ReshapeError: The outline has fewer than three points, or leaves every cell whole.
@@ -224,7 +236,10 @@ class ReviewReshape:
         if len(points) < 3:
             raise ReshapeError("Draw an outline (three or more points) around one cell of a clump.")
         best, most = None, 0
+        queue = set(self.queue())  # cells cut by the border are never counted: nothing to cut
         for cell in self.field_cells(field_index):
+            if cell.key not in queue:
+                continue
             x0, y0, x1, y1 = cell.bbox
             drawn = np.zeros((y1 - y0, x1 - x0), np.uint8)
             cv2.fillPoly(drawn, [np.round(points - (x0, y0)).astype(np.int32)], 1)

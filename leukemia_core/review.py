@@ -348,21 +348,18 @@ class Review(ReviewReshape):
             return self.accept(store, [cell.key], user=user, note=note) > 0
         return self.relabel(store, field_index, cell_id, label, user=user, note=note)
 
-    def set_comment(self, store: CaseStore, comment: str, *, user: User) -> bool:
-        """Set the case's free-text comment for the report; True when it changed."""
+    def set_details(
+        self, store: CaseStore, *, user: User, comment: str | None = None,
+        patient_id: str | None = None,
+    ) -> bool:  # fmt: skip
+        """Set the case's comment and/or patient id for the report, together; True when either
+        changed (see :meth:`CaseStore.set_case_details`)."""
         require(user, Permission.REVIEW)
-        self._require_saved("the comment is kept in it")
-        changed = store.set_case_comment(self.case_id, comment, reviewer=user.name)
+        self._require_saved("the details are kept in it")
+        rows = store.set_case_details(self.case_id, reviewer=user.name, comment=comment,
+                                      patient_id=patient_id)  # fmt: skip
         self.refresh(store)
-        return changed is not None
-
-    def set_patient_id(self, store: CaseStore, patient_id: str, *, user: User) -> bool:
-        """Set the case's optional patient id for the report; True when it changed."""
-        require(user, Permission.REVIEW)
-        self._require_saved("the patient id is kept in it")
-        changed = store.set_case_patient_id(self.case_id, patient_id, reviewer=user.name)
-        self.refresh(store)
-        return changed is not None
+        return bool(rows)
 
     def sign(self, store: CaseStore, *, user: User) -> bool:
         """Sign the case; True when it is now signed and frozen.

@@ -103,48 +103,47 @@ class CaseSignoff:
             audit(conn, case, "signed", reviewer, f"signed at {at}")
         return True
 
-    def set_case_comment(self, case_id: str, comment: str, *, reviewer: str) -> int | None:
-        """Set the case's free-text comment (shown in the report); None when unchanged.
+    def set_case_details(
+        self, case_id: str, *, reviewer: str, comment: str | None = None,
+        patient_id: str | None = None,
+    ) -> list[int]:  # fmt: skip
+        """Set the case's free-text comment and/or optional patient id (both shown in the report)
+        in one transaction, one audit row per detail that changed; returns their ids.
 
         Raises:
+            CaseInputError: A comment over :data:`MAX_COMMENT` characters, or a patient id that
+                is not one line of at most :data:`MAX_PATIENT_ID` printable characters.
             CaseSignedError: The case is signed.
         """
         reviewer = reviewer_name(reviewer)
-        comment = str(comment or "").strip()
-        if len(comment) > MAX_COMMENT:
-            raise CaseInputError(f"The comment has {len(comment)} characters; keep it under "
-                                 f"{MAX_COMMENT}.")  # fmt: skip
+        new = {}
+        if comment is not None:
+            new["comment"] = str(comment).strip()
+            if len(new["comment"]) > MAX_COMMENT:
+                raise CaseInputError(f"The comment has {len(new['comment'])} characters; keep it "
+                                     f"under {MAX_COMMENT}.")  # fmt: skip
+        if patient_id is not None:
+            new["patient_id"] = value = str(patient_id).strip()
+            if len(value) > MAX_PATIENT_ID or not value.isprintable():
+                raise CaseInputError(
+                    f"The patient id {value[:80]!r} is not one line of at most {MAX_PATIENT_ID} "
+                    "printable characters; enter the identifier your laboratory uses (or leave "
+                    "it empty)."
+                )
+        rows = []
         with self._transaction(write=True) as conn:
             case = self._case(conn, case_id, open_only=True)
-            if case["comment"] == comment:
-                return None
-            conn.execute("UPDATE cases SET comment = ? WHERE case_id = ?",
-                         (comment, case["case_id"]))  # fmt: skip
-            return audit(conn, case, "comment", reviewer, comment[:200])
-
-    def set_case_patient_id(self, case_id: str, patient_id: str, *, reviewer: str) -> int | None:
-        """Set the case's optional patient id (shown in the report); None when unchanged.
-
-        Raises:
-            CaseInputError: Longer than :data:`MAX_PATIENT_ID` or not one line of text.
-            CaseSignedError: The case is signed.
-        """
-        reviewer = reviewer_name(reviewer)
-        patient_id = str(patient_id or "").strip()
-        if len(patient_id) > MAX_PATIENT_ID or not patient_id.isprintable():
-            raise CaseInputError(
-                f"The patient id {patient_id[:80]!r} is not one line of at most {MAX_PATIENT_ID} "
-                "printable characters; enter the identifier your laboratory uses (or leave it "
-                "empty)."
-            )
-        with self._transaction(write=True) as conn:
-            case = self._case(conn, case_id, open_only=True)
-            if case["patient_id"] == patient_id:
-                return None
-            conn.execute("UPDATE cases SET patient_id = ? WHERE case_id = ?",
-                         (patient_id, case["case_id"]))  # fmt: skip
-            was = case["patient_id"] or "none"
-            return audit(conn, case, "patient id", reviewer, f"{was} -> {patient_id or 'none'}")
+            for column, value in new.items():
+                if case[column] == value:
+                    continue
+                conn.execute(f"UPDATE cases SET {column} = ? WHERE case_id = ?",
+                             (value, case["case_id"]))  # fmt: skip
+                if column == "comment":
+                    rows.append(audit(conn, case, "comment", reviewer, value[:200]))
+                else:
+                    note = f"{case[column] or 'none'} -> {value or 'none'}"
+                    rows.append(audit(conn, case, "patient id", reviewer, note))
+        return rows
 
     def reopen_case(self, case_id: str, *, reviewer: str) -> str:
         """Copies a signed case into a new open version (same sample, version + 1).

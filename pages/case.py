@@ -68,8 +68,7 @@ comment = st.text_area(
 changed = not locked and (comment != record.comment or patient_id.strip() != record.patient_id)
 if changed and st.button("Save for the report", key="save_comment", icon=":material/save:"):
     try:
-        state.set_patient_id(session, patient_id)
-        state.set_comment(session, comment)
+        state.set_details(session, comment=comment, patient_id=patient_id)
         st.rerun()
     except LeukemiaCoreError as error:
         st.error(str(error))

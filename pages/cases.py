@@ -26,25 +26,29 @@ if not cases:
     st.stop()
 
 reopened = {c.parent_id for c in cases if c.parent_id}
+
+
+def blasts_text(case) -> str:
+    """``17 of 19 (89.5%); 2 uncertain``: blasts of the cells counted, and what awaits review."""
+    text = "—"
+    if case.n_counted:
+        text = f"{case.n_blasts} of {case.n_counted} ({100 * case.n_blasts / case.n_counted:.1f}%)"
+    return text + (f"; {case.n_uncertain} uncertain" if case.n_uncertain else "")
+
+
 rows = [
     {
         "Sample": c.sample_id,
         "Patient": c.patient_id or "—",
-        "Version": c.version,
-        "Status": c.status + (" (reopened)" if c.case_id in reopened else ""),
-        "Created (UTC)": c.created_at[:16].replace("T", " "),
-        "Created by": c.created_by or "—",
+        "Status": f"v{c.version} {c.status}" + (" (reopened)" if c.case_id in reopened else ""),
+        "Created (UTC)": f"{c.created_at[:16].replace('T', ' ')} by {c.created_by or '—'}",
         "Signed by": c.signed_by or "—",
-        "Cells": c.n_cells,
-        "Counted": c.n_counted,
-        "Blasts": c.n_blasts,
-        "Blast %": f"{100 * c.n_blasts / c.n_counted:.1f}%" if c.n_counted else "—",
-        "Uncertain": c.n_uncertain,
-        "Case": c.case_id[:8],
+        "Blasts": blasts_text(c),
     }
     for c in cases
 ]
-st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+# A static table wraps its text to the page: no sideways scrolling on a narrow screen.
+st.table(pd.DataFrame(rows), hide_index=True, border="horizontal")
 by_id = {c.case_id: c for c in cases}
 picked = st.selectbox(
     "Case",

@@ -498,9 +498,9 @@ def test_case_list_finds_opens_and_reopens_earlier_cases(db, demo_png):
     save_case(second, sample_id="BETA-2")
 
     at = go(start("Dr. B"), "cases")
-    assert at.dataframe[0].value["Sample"].tolist() == ["BETA-2", "ALPHA-1"]  # newest first
+    assert at.table[0].value["Sample"].tolist() == ["BETA-2", "ALPHA-1"]  # newest first
     at.text_input(key="case_search").input("alpha").run()
-    assert at.dataframe[0].value["Sample"].tolist() == ["ALPHA-1"]
+    assert at.table[0].value["Sample"].tolist() == ["ALPHA-1"]
     assert at.selectbox(key="case_pick").value == alpha.case_id
     at.button(key="open_case").click().run()
     opened = session_of(at)
@@ -516,9 +516,9 @@ def test_case_list_finds_opens_and_reopens_earlier_cases(db, demo_png):
     assert not errors(at)
     assert not at.segmented_control(key=relabel_keys(at)[0]).disabled
     go(at, "cases")
-    statuses = dict(zip(at.dataframe[0].value["Version"], at.dataframe[0].value["Status"],
-                        strict=True))  # fmt: skip
-    assert statuses == {2: "open", 1: "signed (reopened)"}
+    listed = at.table[0].value
+    alpha_rows = listed[listed["Sample"] == "ALPHA-1"]["Status"].tolist()
+    assert alpha_rows == ["v2 open", "v1 signed (reopened)"]
 
 
 def test_two_tabs_never_mix_their_cells(db, demo_png):
@@ -711,10 +711,10 @@ def test_a_reload_brings_the_open_case_back_and_a_comment_and_patient_id_reach_t
     assert not errors(again)
     record = CaseStore(db).load_case(case_id)
     assert (record.comment, record.patient_id) == ("Repeat with a fresh smear", "MRN-77")
-    assert [a.action for a in record.audit[-2:]] == ["patient id", "comment"]
+    assert [a.action for a in record.audit[-2:]] == ["comment", "patient id"]
     go(again, "cases")
     again.text_input(key="case_search").input("mrn-7").run()
-    assert list(again.dataframe[0].value["Patient"]) == ["MRN-77"]
+    assert list(again.table[0].value["Patient"]) == ["MRN-77"]
     go(again, "report")
     html = downloads["RELOAD-1_v1_report.html"].decode()
     assert "Repeat with a fresh smear" in html and "<td>Patient id</td><td>MRN-77</td>" in html
@@ -768,7 +768,7 @@ def test_split_a_fused_clump_of_a_real_field_undo_and_a_signed_case_refuses(db, 
     # cell it cuts (``_offer_cut``), and the outline editor offers that cut first.
     go(at, "review", view=ONE_BY_ONE)
     lasso = tuple((976 + 40 * np.cos(a), 549 + 40 * np.sin(a)) for a in np.linspace(0, 6.2, 20))
-    at.session_state[CUT_KEY] = (0, clump.cell_id, lasso)
+    at.session_state[CUT_KEY] = (session_of(at).case_id, 0, clump.cell_id, lasso)
     at.session_state[CURRENT_KEY] = clump.key
     at.run()
     assert at.selectbox(key="outline_action_0_drawn").value == CUT_WORDS

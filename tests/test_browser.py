@@ -417,6 +417,11 @@ def test_upload_review_by_keyboard_sign_and_download_the_pdf_in_a_real_browser(
         _idle(page)
         page.screenshot(path=str(output_dir / "5-counts-800.png"))
         _no_overflow(page)
+        page.locator("[data-testid=stSidebarNav]").get_by_text("Case list", exact=True).click()
+        page.wait_for_selector("text=Find cases", timeout=60_000)
+        _idle(page)
+        page.screenshot(path=str(output_dir / "6-case-list-800.png"))
+        _no_overflow(page)
         page.set_viewport_size({"width": 1440, "height": 900})
 
         # A signed case refuses changes; log out

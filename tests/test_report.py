@@ -221,7 +221,7 @@ def test_json_round_trips(record: CaseRecord):
 
 def test_the_patient_id_is_in_the_report_and_the_json_escaped(store: CaseStore, case_id: str):
     assert "<td>Patient id</td><td>—</td>" in case_report_html(store.load_case(case_id))
-    store.set_case_patient_id(case_id, "MRN <42> & co", reviewer="Dr. A")
+    store.set_case_details(case_id, patient_id="MRN <42> & co", reviewer="Dr. A")
     record = store.load_case(case_id)
     assert "<td>Patient id</td><td>MRN &lt;42&gt; &amp; co</td>" in case_report_html(record)
     assert json.loads(case_json(record))["patient_id"] == "MRN <42> & co"

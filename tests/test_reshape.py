@@ -54,6 +54,10 @@ def test_split_by_an_outline_drawn_around_one_of_two_pressed_cells():
         split_masks(clump, line=[(0, 0), (5, 0), (5, 5)])  # drawn beside the cell
     with pytest.raises(ReshapeError, match=r"two or more \(x, y\) points"):
         split_masks(clump, line=[(1, 2, 3)])
+    # around the middle cell of a chain of three: the rest would fall in two, losing a cell
+    chain = _discs([(30, 50), (67, 50), (104, 50)], 20)
+    with pytest.raises(ReshapeError, match=r"in 2 separate parts.*end of the clump"):
+        split_masks(chain, line=[(52, 20), (82, 20), (82, 80), (52, 80)])
 
 
 @pytest.fixture

@@ -426,8 +426,10 @@ def test_the_cell_view_outline_takes_the_colour_asked_for(session):
 
 def test_a_comment_is_kept_for_the_report_and_frozen_with_the_case(saved, store):
     user = account("A")
-    assert saved.set_comment(store, "  Nucleoli in <b>most</b> blasts  ", user=user)
-    assert not saved.set_comment(store, "Nucleoli in <b>most</b> blasts", user=user)  # unchanged
+    assert saved.set_details(store, comment="  Nucleoli in <b>most</b> blasts  ", user=user)
+    assert not saved.set_details(
+        store, comment="Nucleoli in <b>most</b> blasts", user=user
+    )  # unchanged
     record = store.load_case(saved.case_id)
     assert record.comment == "Nucleoli in <b>most</b> blasts" and record.altered == ()
     assert record.audit[-1].action == "comment"
@@ -439,6 +441,6 @@ def test_a_comment_is_kept_for_the_report_and_frozen_with_the_case(saved, store)
             saved.relabel(store, *cell.key, "normal", user=user)
     saved.sign(store, user=user)
     with pytest.raises(CaseSignedError):
-        saved.set_comment(store, "changed after signing", user=user)
+        saved.set_details(store, comment="changed after signing", user=user)
     reopened = store.load_case(saved.reopen(store, user=user))
     assert reopened.comment == "Nucleoli in <b>most</b> blasts"  # the new version keeps it

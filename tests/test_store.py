@@ -690,9 +690,9 @@ def test_a_database_of_release_5_gains_patient_ids_and_keeps_every_case(tmp_path
         assert rows == [*old["audit"], ["schema upgraded", "system", None]]
         assert record.patient_id == "" and record.altered == ()
     signed_id, reopened_id, saved_id = expected
-    store.set_case_patient_id(reopened_id, " P-123 ", reviewer="D. Reviewer")
+    store.set_case_details(reopened_id, patient_id=" P-123 ", reviewer="D. Reviewer")
     with pytest.raises(CaseSignedError):
-        store.set_case_patient_id(signed_id, "P-123", reviewer="D. Reviewer")
+        store.set_case_details(signed_id, patient_id="P-123", reviewer="D. Reviewer")
     record = store.load_case(reopened_id)
     assert record.patient_id == "P-123" and record.altered == ()
     assert (record.audit[-1].action, record.audit[-1].note) == ("patient id", "none -> P-123")
@@ -721,13 +721,18 @@ def test_the_patient_id_is_checked_audited_kept_on_reopen_and_shown_altered(stor
     case_id = new_case(store, [["normal"]])
     for bad in ("x" * 65, "P-1\nP-2", "P\t1"):
         with pytest.raises(CaseInputError, match="one line of at most 64 printable"):
-            store.set_case_patient_id(case_id, bad, reviewer="R")
-    assert store.set_case_patient_id(case_id, "", reviewer="R") is None  # unchanged: no row
-    assert store.set_case_patient_id(case_id, "MRN 0042", reviewer="R") is not None
-    assert store.set_case_patient_id(case_id, "MRN 0042", reviewer="R") is None
+            store.set_case_details(case_id, patient_id=bad, reviewer="R")
+    assert store.set_case_details(case_id, patient_id="", reviewer="R") == []  # unchanged: no row
+    assert len(store.set_case_details(case_id, patient_id="MRN 0042", reviewer="R")) == 1
+    assert store.set_case_details(case_id, patient_id="MRN 0042", reviewer="R") == []
+    # both details in one go: one row each; a bad one refuses both, nothing half-written
+    with pytest.raises(CaseInputError, match="comment has 4001 characters"):
+        store.set_case_details(case_id, patient_id="MRN 7", comment="x" * 4001, reviewer="R")
+    assert store.load_case(case_id).patient_id == "MRN 0042"
+    assert len(store.set_case_details(case_id, patient_id="MRN 7", comment="ok", reviewer="R")) == 2
     store.sign_case(case_id, reviewer="R")
     reopened = store.load_case(store.reopen_case(case_id, reviewer="R"))
-    assert reopened.patient_id == "MRN 0042" and reopened.altered == ()
+    assert reopened.patient_id == "MRN 7" and reopened.altered == ()
     with sqlite3.connect(store.path) as conn:  # an edit outside the app breaks the chain
         conn.execute("UPDATE cases SET patient_id = 'MRN 9999' WHERE case_id = ?",
                      (reopened.case_id,))  # fmt: skip

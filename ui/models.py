@@ -140,7 +140,7 @@ def plain_summary(config: ModelConfig) -> str:
     """The model in a hematology reader's words: what it is, what it learnt from, what it does
     with the cells it is unsure of (the numbers are in :func:`describe`)."""
     cells = (config.training.get("data_summary") or {}).get("n_cells")
-    trained = f", trained on {cells:,} expert-labelled cells" if cells else ""
+    trained = f", trained and checked on {cells:,} expert-labelled cells" if cells else ""
     c = config.calibration
     unsure = (
         "cells it is unsure of are marked uncertain for your review"

@@ -39,7 +39,7 @@ def show_outline_editor(
                                  key=f"outline_cell_{field_index}_{ids[first]}",
                                  disabled=not editable)  # fmt: skip
         cell = session.cell(field_index, cell_id)
-        cut = drawn is not None and drawn[:2] == (field_index, cell_id)
+        cut = drawn is not None and drawn[:3] == (session.case_id, field_index, cell_id)
         actions = [CUT_WORDS] * cut + [*SPLIT_CHOICES, MERGE] + ([UNDO] if cell.origin else [])
         action = middle.selectbox("Action", actions, disabled=not editable,
                                   key=f"outline_action_{field_index}" + "_drawn" * cut)  # fmt: skip
@@ -50,14 +50,14 @@ def show_outline_editor(
                                     format_func=lambda i: f"cell {i}", disabled=not editable)  # fmt: skip
         if st.button("Apply", key=f"outline_apply_{field_index}", disabled=not editable,
                      icon=":material/content_cut:"):  # fmt: skip
-            _apply(session, field_index, cell_id, action, other, drawn[2] if cut else None)
+            _apply(session, field_index, cell_id, action, other, drawn[3] if cut else None)
 
 
 def _apply(session: Review, field_index: int, cell_id: int, action: str, other, outline) -> None:
+    st.session_state.pop(CUT_KEY, None)  # a drawing serves one outline action, done or not
     try:
         if action == CUT_WORDS:
             made = state.split(session, field_index, cell_id, 2, outline=outline)
-            st.session_state.pop(CUT_KEY, None)
             open_cell(made[0].key)
             flash(f"Cell {cell_id} cut into cells {made[0].cell_id} (what you drew) and "
                   f"{made[1].cell_id}; review each.", "success")  # fmt: skip

@@ -69,10 +69,14 @@ def require_current(
     return session
 
 
+DRAWN_CUT_KEY = "workspace_drawn_cut"  # (case id, field, cell id, outline) drawn with the lasso
+
+
 def set_current(session: Review | None) -> None:
     """Make ``session`` the sample under review, forgetting the previous one's widgets."""
     for key in [k for k in st.session_state if str(k).startswith(RELABEL_PREFIX)]:
         del st.session_state[key]
+    st.session_state.pop(DRAWN_CUT_KEY, None)  # an outline drawn on the previous sample
     st.session_state[SESSION_KEY] = session
     remember(session)
 
@@ -151,14 +155,11 @@ def _labeller(session: Review):
     return get_classifier(session.model_name)
 
 
-def set_patient_id(session: Review, patient_id: str) -> bool:
-    """Keep the case's optional patient id for the report, as the logged-in account."""
-    return session.set_patient_id(case_store(), patient_id, user=auth.user())
-
-
-def set_comment(session: Review, comment: str) -> bool:
-    """Keep the case's comment for the report, as the logged-in account."""
-    return session.set_comment(case_store(), comment, user=auth.user())
+def set_details(session: Review, *, comment: str, patient_id: str) -> bool:
+    """Keep the case's comment and patient id for the report, together, as the logged-in
+    account."""
+    return session.set_details(case_store(), user=auth.user(), comment=comment,
+                               patient_id=patient_id)  # fmt: skip
 
 
 def sign(session: Review) -> None:

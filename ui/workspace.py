@@ -26,7 +26,7 @@ from ui.common import LABEL_NAMES, flash, label_rgb
 from ui.figures import field_overview
 
 CURRENT_KEY = "workspace_cell"
-CUT_KEY = "workspace_drawn_cut"  # (field index, cell id, outline points) drawn with the lasso
+CUT_KEY = state.DRAWN_CUT_KEY
 VIEW_KEY = "review_view"
 ONE_BY_ONE, GALLERY = "One cell at a time (keyboard)", "Gallery"  # the Review page's views
 LARGE_SIDE = 400  # the cell view's side on screen: a 2592x1944 field's cell at about 2x
@@ -100,13 +100,10 @@ def _offer_cut(session: Review, field_index: int, outline: list) -> None:
     try:
         cell = session.cell_cut_by(field_index, outline)
     except LeukemiaCoreError as error:
+        st.session_state.pop(CUT_KEY, None)
         flash(str(error))
         return
-    if cell.key not in session.queue():
-        flash(f"Cell {cell.cell_id} is cut by the image border: it is never counted, so it "
-              "needs no cut.", "info")  # fmt: skip
-        return
-    st.session_state[CUT_KEY] = (field_index, cell.cell_id, tuple(outline))
+    st.session_state[CUT_KEY] = (session.case_id, field_index, cell.cell_id, tuple(outline))
     open_cell(cell.key)
     flash(f"You drew around part of cell {cell.cell_id}: apply “{CUT_WORDS}” under Correct an "
           "outline to cut it there.", "info")  # fmt: skip
