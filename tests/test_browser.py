@@ -185,12 +185,7 @@ def _split_and_undo_the_fused_clump(page, field: Path, server_db: Path, output_d
     split = [a for a in record.audit if a.action == "split"]
     assert len(split) == 3 and split[0].reviewer == REVIEWER
     piece = next(c for c in record.cells if c.origin == f"split of {clump.cell_id}")
-    _choose(page, "Cell", f"cell {piece.cell_id}")
-    _choose(page, "Action", "Undo the split or merge that made it")
-    page.get_by_role("button", name="Apply").click()
-    page.wait_for_selector("text=Undone", timeout=60_000)
-    _idle(page, 1500)
-    assert int(_metric(page, "Cells counted")) + int(_metric(page, "Uncertain")) == before
+    _undo(page, piece.cell_id, before)
     # the lasso: an outline around the blast at (905, 380) that leaves (1004, 425) outside
     angles = [2 * math.pi * i / 24 for i in range(25)]
     _lasso(page, [(905 + 45 * math.cos(a), 380 + 45 * math.sin(a)) for a in angles])
@@ -206,12 +201,17 @@ def _split_and_undo_the_fused_clump(page, field: Path, server_db: Path, output_d
                      and c.label != "replaced"]  # fmt: skip
     assert cut_out.mask()[380 - cut_out.bbox[1], 905 - cut_out.bbox[0]]
     assert rest.mask()[425 - rest.bbox[1], 1004 - rest.bbox[0]]
-    _choose(page, "Cell", f"cell {cut_out.cell_id}")
+    _undo(page, cut_out.cell_id, before)
+
+
+def _undo(page, piece_id: int, shown_before: int) -> None:
+    """Undo the split that made cell ``piece_id``; the tally is back to ``shown_before``."""
+    _choose(page, "Cell", f"cell {piece_id}")
     _choose(page, "Action", "Undo the split or merge that made it")
     page.get_by_role("button", name="Apply").click()
     page.wait_for_selector("text=Undone", timeout=60_000)
     _idle(page, 1500)
-    assert int(_metric(page, "Cells counted")) + int(_metric(page, "Uncertain")) == before
+    assert int(_metric(page, "Cells counted")) + int(_metric(page, "Uncertain")) == shown_before
 
 
 def _unreviewed(page) -> int:

@@ -602,12 +602,17 @@ def _png_digest(image: np.ndarray | None) -> str | None:
     return hashlib.sha256(png_bytes(image)).hexdigest()
 
 
-def test_a_database_of_release_2_migrates_without_loss(tmp_path: Path):
-    path = tmp_path / "release2.sqlite3"
-    shutil.copy(FIXTURES / "cases_release2.sqlite3", path)
-    expected = json.loads((FIXTURES / "cases_release2.json").read_text())
+def _release_copy(tmp_path: Path, release: int) -> tuple[Path, dict]:
+    """A copy of the database a release wrote (at its own schema version) and what it loaded."""
+    path = tmp_path / f"release{release}.sqlite3"
+    shutil.copy(FIXTURES / f"cases_release{release}.sqlite3", path)
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == release
+    return path, json.loads((FIXTURES / f"cases_release{release}.json").read_text())
+
+
+def test_a_database_of_release_2_migrates_without_loss(tmp_path: Path):
+    path, expected = _release_copy(tmp_path, 2)
     store = CaseStore(path)
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
@@ -670,11 +675,7 @@ def test_a_database_of_release_2_migrates_without_loss(tmp_path: Path):
 # commit cfe35b0, by tests/fixtures/make_cases_release5.py): sample R5-0001 relabelled, given a
 # comment, signed and reopened; sample R5-0002 saved only. The JSON is what it loaded then.
 def test_a_database_of_release_5_gains_patient_ids_and_keeps_every_case(tmp_path: Path):
-    path = tmp_path / "release5.sqlite3"
-    shutil.copy(FIXTURES / "cases_release5.sqlite3", path)
-    expected = json.loads((FIXTURES / "cases_release5.json").read_text())
-    with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 5
+    path, expected = _release_copy(tmp_path, 5)
     store = CaseStore(path)
     assert sorted(s.case_id for s in store.list_cases()) == sorted(expected)
     for case_id, old in expected.items():
@@ -703,9 +704,7 @@ def test_a_database_of_release_5_gains_patient_ids_and_keeps_every_case(tmp_path
 
 
 def test_an_upgrade_never_hides_a_change_made_outside_the_app_before_it(tmp_path: Path):
-    path = tmp_path / "release5.sqlite3"
-    shutil.copy(FIXTURES / "cases_release5.sqlite3", path)
-    expected = json.loads((FIXTURES / "cases_release5.json").read_text())
+    path, expected = _release_copy(tmp_path, 5)
     _, reopened_id, saved_id = expected
     with sqlite3.connect(path) as conn:  # raw SQL on the release-5 file, no audit row
         conn.execute("UPDATE cells SET label = 'blast' WHERE case_id = ?", (saved_id,))
