@@ -76,3 +76,7 @@ class UnknownPreprocessingError(LeukemiaCoreError, ValueError):
 
 class ModelIntegrityError(LeukemiaCoreError):
     """A model folder is incomplete, or its weights do not match the checksum in its config."""
+
+
+class ReviewError(LeukemiaCoreError, ValueError):
+    """A review action cannot be done as asked (not saved yet, unknown cell, machine label)."""

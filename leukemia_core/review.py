@@ -45,13 +45,13 @@ from leukemia_core.counting import (
     provisional_text,
 )
 from leukemia_core.counting import summarize_labels as _summarize
-from leukemia_core.errors import LeukemiaCoreError
+from leukemia_core.errors import ReviewError
 from leukemia_core.imaging import VIEW_SIZE, cell_view
 from leukemia_core.labellers import NO_MODEL
 from leukemia_core.pipeline import MODE_CELLS, MODE_FIELDS, Analysis
 from leukemia_core.reshape import ReviewReshape
 from leukemia_core.review_queue import CellGroup, gallery_groups, next_to_review, review_queue
-from leukemia_core.runtime import setting_number
+from leukemia_core.review_signoff import ReviewSignoff
 from leukemia_core.store import CaseStore
 from leukemia_core.types import (
     REVIEWER_EDITABLE,
@@ -62,17 +62,12 @@ from leukemia_core.types import (
 )
 
 STATUS_UNSAVED = "unsaved"
-SECOND_SIGNER_ENV_VAR = "LEUKEMIA_SECOND_SIGNER_AT_PERCENT"
 REVIEW_CHOICES = (CellLabel.BLAST, CellLabel.NORMAL, CellLabel.NOT_WBC, CellLabel.EXCLUDED)
 """Labels a reviewer gives, in gallery order: all but ``types.MACHINE_ONLY_LABELS``, which the
 store refuses."""
 
 
-class ReviewError(LeukemiaCoreError, ValueError):
-    """A review action cannot be done as asked (not saved yet, unknown cell, machine label)."""
-
-
-class Review(ReviewReshape):
+class Review(ReviewReshape, ReviewSignoff):
     """A sample under review (mutable: labels change as the reviewer works).
 
     Attributes:
@@ -348,48 +343,6 @@ class Review(ReviewReshape):
             return self.accept(store, [cell.key], user=user, note=note) > 0
         return self.relabel(store, field_index, cell_id, label, user=user, note=note)
 
-    def set_details(
-        self, store: CaseStore, *, user: User, comment: str | None = None,
-        patient_id: str | None = None,
-    ) -> bool:  # fmt: skip
-        """Set the case's comment and/or patient id for the report, together; True when either
-        changed (see :meth:`CaseStore.set_case_details`)."""
-        require(user, Permission.REVIEW)
-        self._require_saved("the details are kept in it")
-        rows = store.set_case_details(self.case_id, reviewer=user.name, comment=comment,
-                                      patient_id=patient_id)  # fmt: skip
-        self.refresh(store)
-        return bool(rows)
-
-    def sign(self, store: CaseStore, *, user: User) -> bool:
-        """Sign the case; True when it is now signed and frozen.
-
-        Where the lab asks for a second signer above a blast level
-        (``$LEUKEMIA_SECOND_SIGNER_AT_PERCENT``, e.g. 5 or 20), a case at or above it needs the
-        signatures of two accounts: the first is recorded and the case stays open (False).
-
-        Raises:
-            PermissionDeniedError: The account may not sign.
-            ReviewError: Not saved.
-            SignOffBlockedError: Cells are still uncertain.
-            CaseStoreError: Already signed, no reviewer name, or another refusal of the record.
-        """
-        require(user, Permission.SIGN)
-        self._require_saved("the signature is recorded in it")
-        signed = store.sign_case(self.case_id, reviewer=user.name,
-                                 second_signer_at_percent=second_signer_at_percent())  # fmt: skip
-        self.refresh(store)
-        return signed
-
-    def reopen(self, store: CaseStore, *, user: User) -> str:
-        """Reopen a signed case as a new version, which becomes the one under review."""
-        require(user, Permission.SIGN)
-        self._require_saved("reopening makes a new version of it")
-        new_id = store.reopen_case(self.case_id, reviewer=user.name)
-        self.case_id = new_id
-        self._follow(store.case_state(new_id))
-        return new_id
-
     def refresh(self, store: CaseStore) -> bool:
         """Take any change made to the saved case elsewhere; True when something changed.
 
@@ -474,14 +427,6 @@ class Review(ReviewReshape):
 def _by_key(cells: Iterable[Cell]) -> dict[tuple[int, int], Cell]:
     """Cells by key, in field then cell-id order (the order every view shows them in)."""
     return {c.key: c for c in sorted(cells, key=lambda c: c.key)}
-
-
-def second_signer_at_percent() -> float | None:
-    """The lab's blast level (percent) from which two signers must sign; None when not asked."""
-    try:
-        return setting_number(SECOND_SIGNER_ENV_VAR, 0, 100, "a blast percentage")
-    except ValueError as error:
-        raise ReviewError(f"{error}; unset it to need one signer only.") from None
 
 
 __all__ = ["NO_MODEL", "REVIEW_CHOICES", "CellGroup", "Review", "ReviewError"]

@@ -1,0 +1,72 @@
+"""Sign-off of a review: the report's details, signing (by one or two accounts), reopening.
+
+Mixed into :class:`leukemia_core.review.Review`, as :mod:`leukemia_core.store_signoff` is into
+the case store: each action checks the account's role, goes to the record, and reads it back.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from leukemia_core.accounts import Permission, User, require
+from leukemia_core.errors import ReviewError
+from leukemia_core.runtime import setting_number
+
+if TYPE_CHECKING:
+    from leukemia_core.store import CaseStore
+
+SECOND_SIGNER_ENV_VAR = "LEUKEMIA_SECOND_SIGNER_AT_PERCENT"
+
+
+class ReviewSignoff:
+    """Details, sign and reopen on :class:`leukemia_core.review.Review` (mixed in)."""
+
+    def set_details(
+        self, store: CaseStore, *, user: User, comment: str | None = None,
+        patient_id: str | None = None,
+    ) -> bool:  # fmt: skip
+        """Set the case's comment and/or patient id for the report, together; True when either
+        changed (see :meth:`CaseStore.set_case_details`)."""
+        require(user, Permission.REVIEW)
+        self._require_saved("the details are kept in it")
+        rows = store.set_case_details(self.case_id, reviewer=user.name, comment=comment,
+                                      patient_id=patient_id)  # fmt: skip
+        self.refresh(store)
+        return bool(rows)
+
+    def sign(self, store: CaseStore, *, user: User) -> bool:
+        """Sign the case; True when it is now signed and frozen.
+
+        Where the lab asks for a second signer above a blast level
+        (``$LEUKEMIA_SECOND_SIGNER_AT_PERCENT``, e.g. 5 or 20), a case at or above it needs the
+        signatures of two accounts: the first is recorded and the case stays open (False).
+
+        Raises:
+            PermissionDeniedError: The account may not sign.
+            ReviewError: Not saved.
+            SignOffBlockedError: Cells are still uncertain.
+            CaseStoreError: Already signed, no reviewer name, or another refusal of the record.
+        """
+        require(user, Permission.SIGN)
+        self._require_saved("the signature is recorded in it")
+        signed = store.sign_case(self.case_id, reviewer=user.name,
+                                 second_signer_at_percent=second_signer_at_percent())  # fmt: skip
+        self.refresh(store)
+        return signed
+
+    def reopen(self, store: CaseStore, *, user: User) -> str:
+        """Reopen a signed case as a new version, which becomes the one under review."""
+        require(user, Permission.SIGN)
+        self._require_saved("reopening makes a new version of it")
+        new_id = store.reopen_case(self.case_id, reviewer=user.name)
+        self.case_id = new_id
+        self._follow(store.case_state(new_id))
+        return new_id
+
+
+def second_signer_at_percent() -> float | None:
+    """The lab's blast level (percent) from which two signers must sign; None when not asked."""
+    try:
+        return setting_number(SECOND_SIGNER_ENV_VAR, 0, 100, "a blast percentage")
+    except ValueError as error:
+        raise ReviewError(f"{error}; unset it to need one signer only.") from None
