@@ -139,28 +139,14 @@ def apptest_navigation(monkeypatch):
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _case_database_under_tmp(tmp_path_factory):
-    """Nothing a test does (model changes record who made them) touches the user's database;
-    tests that need their own set ``LEUKEMIA_CASE_DB`` again (monkeypatch)."""
-    before = os.environ.get("LEUKEMIA_CASE_DB")
-    os.environ["LEUKEMIA_CASE_DB"] = str(tmp_path_factory.mktemp("casedb") / "cases.sqlite3")
-    yield
-    if before is None:
-        os.environ.pop("LEUKEMIA_CASE_DB", None)
-    else:
-        os.environ["LEUKEMIA_CASE_DB"] = before
-
-
-@pytest.fixture(autouse=True, scope="session")
-def _onnx_cache_under_tmp(tmp_path_factory):
-    """Graphs converted for the tests' random models stay out of the user's cache."""
-    before = os.environ.get("LEUKEMIA_CACHE_DIR")
-    os.environ["LEUKEMIA_CACHE_DIR"] = str(tmp_path_factory.mktemp("onnx-cache"))
-    yield
-    if before is None:
-        os.environ.pop("LEUKEMIA_CACHE_DIR", None)
-    else:
-        os.environ["LEUKEMIA_CACHE_DIR"] = before
+def _user_files_under_tmp(tmp_path_factory):
+    """Nothing a test does touches the user's files: the case database (model changes record
+    who made them; tests that need their own set ``LEUKEMIA_CASE_DB`` again) and the ONNX
+    cache (graphs converted for the tests' random models)."""
+    with pytest.MonkeyPatch.context() as patch:  # restores both when the session ends
+        patch.setenv("LEUKEMIA_CASE_DB", str(tmp_path_factory.mktemp("casedb") / "cases.sqlite3"))
+        patch.setenv("LEUKEMIA_CACHE_DIR", str(tmp_path_factory.mktemp("onnx-cache")))
+        yield
 
 
 TEST_PASSWORD = "test password 123"
