@@ -1,4 +1,4 @@
-"""Binary-mask helpers shared by the segmentation stages."""
+"""Binary-mask helpers shared by the segmentation stages, the cell type and review."""
 
 from __future__ import annotations
 
@@ -16,3 +16,13 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     seeds = np.zeros((padded.shape[0] + 2, padded.shape[1] + 2), np.uint8)
     cv2.floodFill(padded, seeds, (0, 0), 1, flags=4)
     return mask.astype(bool) | (padded[1:-1, 1:-1] == 0)
+
+
+def outline_mask(outline: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Bool mask of ``shape`` filled inside the closed ``outline`` (``(K, 2)`` ``(x, y)`` points
+    in the mask's pixels); all False for an empty outline."""
+    mask = np.zeros(shape, np.uint8)
+    if len(outline):
+        points = np.round(np.asarray(outline, dtype=np.float64)).astype(np.int32)
+        cv2.fillPoly(mask, [points.reshape(-1, 1, 2)], 1)
+    return mask.astype(bool)

@@ -23,6 +23,7 @@ from leukemia_core.colour import nucleus_score
 from leukemia_core.cropping import DEFAULT_CROP_SIZE, crop_cells
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.labellers import Labeller, labeller_for
+from leukemia_core.masks import outline_mask
 from leukemia_core.pipeline import label_cells
 from leukemia_core.segmentation import DEFAULT_PARAMS, field_red_cell_diameter
 from leukemia_core.types import Cell, Segmentation
@@ -55,9 +56,7 @@ def split_masks(
             (x0, y0), (x1, y1) = points
             inside = (x1 - x0) * (ys - y0) - (y1 - y0) * (xs - x0) < 0
         else:
-            drawn = np.zeros(mask.shape, np.uint8)
-            cv2.fillPoly(drawn, [np.round(points).astype(np.int32)], 1)
-            inside = drawn[ys, xs] > 0
+            inside = outline_mask(points, mask.shape)[ys, xs]
         pieces = [np.zeros_like(mask) for _ in range(2)]
         pieces[0][ys[inside], xs[inside]] = True
         pieces[1][ys[~inside], xs[~inside]] = True
@@ -240,11 +239,8 @@ class ReviewReshape:
         for cell in self.field_cells(field_index):
             if cell.key not in queue:
                 continue
-            x0, y0, x1, y1 = cell.bbox
-            drawn = np.zeros((y1 - y0, x1 - x0), np.uint8)
-            cv2.fillPoly(drawn, [np.round(points - (x0, y0)).astype(np.int32)], 1)
-            mask = cell.mask()
-            inside = int((drawn.astype(bool) & mask).sum())
+            mask = cell.mask()  # the cell's box, from its top-left corner
+            inside = int((outline_mask(points - cell.bbox[:2], mask.shape) & mask).sum())
             if 0.05 * mask.sum() <= inside <= 0.95 * mask.sum() and inside > most:
                 best, most = cell, inside
         if best is None:

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from functools import cached_property
 
-import cv2
 import numpy as np
 
 from leukemia_core.domain import DomainAssessment
+from leukemia_core.masks import outline_mask
 from leukemia_core.quality import QualityWarning
 from leukemia_core.stain import StainEstimate
 
@@ -222,11 +222,8 @@ class Cell:
     def mask(self) -> np.ndarray:
         """Bool mask of the cell cropped to :attr:`bbox`, filled from its outline."""
         x0, y0, x1, y1 = self.bbox
-        mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
-        if len(self.outline):
-            points = np.round(np.asarray(self.outline) - (x0, y0)).astype(np.int32)
-            cv2.fillPoly(mask, [points.reshape(-1, 1, 2)], 1)
-        return mask.astype(bool)
+        local = np.asarray(self.outline).reshape(-1, 2) - (x0, y0)
+        return outline_mask(local, (y1 - y0, x1 - x0))
 
 
 def live(cells: Iterable[Cell]) -> tuple[Cell, ...]:
