@@ -32,7 +32,8 @@ from leukemia_core.review import Review
 from leukemia_core.store import CaseStore
 from leukemia_core.synthetic import make_demo_smear
 from ui.common import DISCLAIMER
-from ui.workspace import CURRENT_KEY, CUT_KEY, CUT_WORDS, GALLERY, ONE_BY_ONE, VIEW_KEY
+from ui.state import DRAWN_CUT_KEY
+from ui.workspace import CURRENT_KEY, CUT_WORDS, GALLERY, ONE_BY_ONE, VIEW_KEY
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
 TIMEOUT_S = 180  # one run may analyse several fields on 2 shared CPU cores
@@ -768,7 +769,7 @@ def test_split_a_fused_clump_of_a_real_field_undo_and_a_signed_case_refuses(db, 
     # cell it cuts (``_offer_cut``), and the outline editor offers that cut first.
     go(at, "review", view=ONE_BY_ONE)
     lasso = tuple((976 + 40 * np.cos(a), 549 + 40 * np.sin(a)) for a in np.linspace(0, 6.2, 20))
-    at.session_state[CUT_KEY] = (session_of(at).case_id, 0, clump.cell_id, lasso)
+    at.session_state[DRAWN_CUT_KEY] = (session_of(at).case_id, 0, clump.cell_id, lasso)
     at.session_state[CURRENT_KEY] = clump.key
     at.run()
     assert at.selectbox(key="outline_action_0_drawn").value == CUT_WORDS
@@ -777,7 +778,7 @@ def test_split_a_fused_clump_of_a_real_field_undo_and_a_signed_case_refuses(db, 
     cut_out, rest = [c for c in session_of(at).cells if c.origin == f"split of {clump.cell_id}"]
     assert cut_out.mask()[549 - cut_out.bbox[1], 976 - cut_out.bbox[0]]
     assert rest.mask()[467 - rest.bbox[1], 934 - rest.bbox[0]]
-    assert CUT_KEY not in at.session_state and at.session_state[CURRENT_KEY] == cut_out.key
+    assert DRAWN_CUT_KEY not in at.session_state and at.session_state[CURRENT_KEY] == cut_out.key
     assert shown(at) == before + 1
     accept_all(at)
     for key in keys_labelled(at, "uncertain"):

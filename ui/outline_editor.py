@@ -12,7 +12,7 @@ from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.review import Review
 from ui import state
 from ui.common import flash
-from ui.workspace import CUT_KEY, CUT_WORDS, open_cell
+from ui.workspace import CUT_WORDS, open_cell
 
 SPLIT_CHOICES = {"Split into 2 cells": 2, "Split into 3 cells": 3, "Split into 4 cells": 4}
 MERGE, UNDO = "Merge with another cell", "Undo the split or merge that made it"
@@ -32,7 +32,9 @@ def show_outline_editor(
                    "by the case's model, await review, and the change is recorded with your "
                    "name; undo brings the old cell back.")  # fmt: skip
         ids = [c.cell_id for c in cells]
-        drawn = st.session_state.get(CUT_KEY)  # a lasso outline, offered for the cell it cuts
+        drawn = st.session_state.get(
+            state.DRAWN_CUT_KEY
+        )  # a lasso outline, offered for the cell it cuts
         left, middle, right = st.columns([1, 2, 1])
         first = ids.index(cell_id) if cell_id in ids else 0
         cell_id = left.selectbox("Cell", ids, index=first, format_func=lambda i: f"cell {i}",
@@ -54,7 +56,9 @@ def show_outline_editor(
 
 
 def _apply(session: Review, field_index: int, cell_id: int, action: str, other, outline) -> None:
-    st.session_state.pop(CUT_KEY, None)  # a drawing serves one outline action, done or not
+    st.session_state.pop(
+        state.DRAWN_CUT_KEY, None
+    )  # a drawing serves one outline action, done or not
     try:
         if action == CUT_WORDS:
             made = state.split(session, field_index, cell_id, 2, outline=outline)

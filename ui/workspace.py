@@ -4,8 +4,8 @@ B blast, N normal, W not a white cell, X exclude, Space accepts the current labe
 moves on to the next cell still waiting for review. Left and Right step through the queue
 (:meth:`leukemia_core.review.Review.queue`, which follows the model's call, so it never
 reshuffles). Clicking a cell's number in the field view opens that cell; an outline drawn there
-with the lasso around one cell of a clump is offered as a cut (:data:`CUT_KEY`, used by
-:mod:`ui.outline_editor`). The buttons carry the
+with the lasso around one cell of a clump is offered as a cut (kept under
+:data:`ui.state.DRAWN_CUT_KEY` for :mod:`ui.outline_editor`). The buttons carry the
 shortcuts (Streamlit's own ``shortcut``), so the keys work wherever the page has focus except
 in a text box, and the controls stay where they are from one cell to the next.
 """
@@ -26,7 +26,6 @@ from ui.common import LABEL_NAMES, flash, label_rgb
 from ui.figures import field_overview
 
 CURRENT_KEY = "workspace_cell"
-CUT_KEY = state.DRAWN_CUT_KEY
 VIEW_KEY = "review_view"
 ONE_BY_ONE, GALLERY = "One cell at a time (keyboard)", "Gallery"  # the Review page's views
 LARGE_SIDE = 400  # the cell view's side on screen: a 2592x1944 field's cell at about 2x
@@ -100,10 +99,15 @@ def _offer_cut(session: Review, field_index: int, outline: list) -> None:
     try:
         cell = session.cell_cut_by(field_index, outline)
     except LeukemiaCoreError as error:
-        st.session_state.pop(CUT_KEY, None)
+        st.session_state.pop(state.DRAWN_CUT_KEY, None)
         flash(str(error))
         return
-    st.session_state[CUT_KEY] = (session.case_id, field_index, cell.cell_id, tuple(outline))
+    st.session_state[state.DRAWN_CUT_KEY] = (
+        session.case_id,
+        field_index,
+        cell.cell_id,
+        tuple(outline),
+    )
     open_cell(cell.key)
     flash(f"You drew around part of cell {cell.cell_id}: apply “{CUT_WORDS}” under Correct an "
           "outline to cut it there.", "info")  # fmt: skip
