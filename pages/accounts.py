@@ -8,6 +8,7 @@ import streamlit as st
 from leukemia_core.accounts import Permission, Role
 from leukemia_core.errors import LeukemiaCoreError
 from ui import auth
+from ui.common import minute_text
 
 admin = auth.require(Permission.MANAGE_USERS)
 st.title("Accounts")
@@ -20,7 +21,7 @@ ROLE_HELP = (
 users = accounts.list_users()
 rows = [
     {"Account": u.name, "Roles": ", ".join(sorted(u.roles)), "Disabled": u.disabled,
-     "Created (UTC)": u.created_at[:16].replace("T", " "), "By": u.created_by}
+     "Created (UTC)": minute_text(u.created_at), "By": u.created_by}
     for u in users
 ]  # fmt: skip
 st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")

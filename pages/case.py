@@ -11,7 +11,7 @@ from leukemia_core.accounts import Permission
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.store import DATABASE_ENV_VAR, default_database_path
 from ui import auth, state
-from ui.common import interval_text, percent_text, show_flashes
+from ui.common import interval_text, minute_text, percent_text, show_flashes
 from ui.record import current_record, save_form, status_line
 
 account = auth.require(Permission.ANALYZE)
@@ -39,7 +39,7 @@ count = record.counts()
 parent = " (reopened from the signed version before it)" if record.parent_id else ""
 st.markdown(
     f"- **Case:** {record.case_id[:8]}, version {record.version}{parent}\n"
-    f"- **Created:** {record.created_at[:16].replace('T', ' ')} UTC by "
+    f"- **Created:** {minute_text(record.created_at)} UTC by "
     f"{record.created_by or '—'}\n"
     f"- **Model:** {record.model_name}\n"
     f"- **Fields:** {len(record.fields)}; **cells:** {len(record.cells)}; **counted:** "
@@ -76,7 +76,8 @@ if changed and st.button("Save for the report", key="save_comment", icon=":mater
 st.subheader("Sign-off", divider="gray")
 if record.is_signed:
     st.success(
-        f"Signed by **{record.signed_by}** at {record.signed_at} (UTC). The record is frozen.",
+        f"Signed by **{record.signed_by}** at {minute_text(record.signed_at)} UTC. The record is "
+        "frozen.",
         icon=":material/verified:",
     )
     st.caption("To change it, reopen it: that makes a new version and keeps this one as signed.")

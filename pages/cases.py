@@ -8,6 +8,7 @@ import streamlit as st
 from leukemia_core.accounts import Permission
 from leukemia_core.errors import LeukemiaCoreError
 from ui import auth, state
+from ui.common import minute_text
 
 auth.require(Permission.ANALYZE)
 st.title("Case list")
@@ -41,7 +42,7 @@ rows = [
         "Sample": c.sample_id,
         "Patient": c.patient_id or "—",
         "Status": f"v{c.version} {c.status}" + (" (reopened)" if c.case_id in reopened else ""),
-        "Created (UTC)": f"{c.created_at[:16].replace('T', ' ')} by {c.created_by or '—'}",
+        "Created (UTC)": f"{minute_text(c.created_at)} by {c.created_by or '—'}",
         "Signed by": c.signed_by or "—",
         "Blasts": blasts_text(c),
     }
@@ -56,7 +57,7 @@ picked = st.selectbox(
     key="case_pick",
     format_func=lambda i: (
         f"{by_id[i].sample_id} · version {by_id[i].version} · "
-        f"{by_id[i].status} · {by_id[i].created_at[:16].replace('T', ' ')} · {i[:8]}"
+        f"{by_id[i].status} · {minute_text(by_id[i].created_at)} · {i[:8]}"
     ),
 )
 chosen = by_id[picked]

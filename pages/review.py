@@ -13,6 +13,7 @@ from ui.common import (
     domain_warning,
     interval_text,
     metric_row,
+    minute_text,
     percent_text,
     provisional_note,
     quality_warnings,
@@ -53,8 +54,8 @@ if not session.is_saved:
     save_form(session, prefix="review_")
 elif session.is_signed:
     st.success(
-        f"Signed by {session.signed_by} at {session.signed_at} (UTC); the record is frozen. "
-        "Reopen it as a new version on the Case page to change it."
+        f"Signed by {session.signed_by} at {minute_text(session.signed_at)} UTC; the record is "
+        "frozen. Reopen it as a new version on the Case page to change it."
     )
 elif not can_review:
     st.info("Your account may look at this case but not reclassify cells (reviewer role).")

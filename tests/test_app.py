@@ -788,3 +788,6 @@ def test_split_a_fused_clump_of_a_real_field_undo_and_a_signed_case_refuses(db, 
     assert session_of(at).is_signed, errors(at)
     go(at, "review")
     assert at.button(key="outline_apply_0").disabled  # a signed case refuses it
+    signed_at = session_of(at).signed_at  # shown to the minute, not the stored microseconds
+    (frozen,) = [s.value for s in at.success if "the record is frozen" in s.value]
+    assert f"at {signed_at[:10]} {signed_at[11:16]} UTC;" in frozen and "+00:00" not in frozen
