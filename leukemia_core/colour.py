@@ -18,6 +18,9 @@ from leukemia_core.masks import fill_holes
 STRONG_PURPLE = 60.0  # blue minus green above which a pixel is surely chromatin, never a red cell
 WEAK_PURPLE = 30.0  # pale chromatin and blue cytoplasm of white cells reach this; red cells rarely
 WHITE_CELL_GROWTH = 0.4  # white-cell blobs are grown by this fraction of their radius (cytoplasm)
+# White cells never fill most of a smear field; an exclusion that does has grown over red cells
+# (a bluish lamp makes their rims purple) and would leave only glass for the threshold search.
+MAX_EXCLUDED_SHARE = 0.5
 
 
 def nucleus_score(image: np.ndarray) -> np.ndarray:
@@ -80,7 +83,10 @@ def foreground(image: np.ndarray, exclude: np.ndarray | None = None) -> np.ndarr
     background = background_colour(image)
     darkness = cv2.GaussianBlur(background[1] - image[..., 1].astype(np.float32), (0, 0), 1.0)
     purple = nucleus_score(image) > STRONG_PURPLE
-    values = darkness[~(purple if exclude is None else purple | exclude)]
+    excluded = purple if exclude is None else purple | exclude
+    if excluded.mean() > MAX_EXCLUDED_SHARE:
+        excluded = purple
+    values = darkness[~excluded]
     if values.size < 100 or np.ptp(values) < 8:
         return purple
     threshold = max(float(threshold_otsu(values)), 6.0)
