@@ -8,7 +8,8 @@ not depend on the microscope (red-cell diameters, the reference stain):
   colour cast (how far the red cells' hue is from the reference);
 - magnification: the red-cell diameter in pixels, against the range the tool was built for;
 - white cells: too many per red cell means red cells were taken for white cells;
-- thick area: cells cover nearly all the glass, red cells overlap and white cells hide;
+- thick area: cells cover nearly all the glass, or red cells run together into one mass (a thick
+  area, an agglutinate, or blur), so white cells hide and sizes are unreliable;
 - red cells: none could be made out (badly out of focus, blank, not a smear).
 
 A field with any warning has its cells sent to review (:func:`leukemia_core.pipeline.analyze`).
@@ -26,6 +27,7 @@ import numpy as np
 
 from leukemia_core.colour import WEAK_PURPLE, foreground, nucleus_score
 from leukemia_core.resampling import resize
+from leukemia_core.scale import CONFLUENT_SHARE
 from leukemia_core.stain import normalise_stain
 
 if TYPE_CHECKING:  # types imports QualityWarning from here
@@ -56,6 +58,8 @@ class QualityLimits:
         red_cell_diameter_range: Red-cell diameters (input pixels) the segmentation supports.
         max_white_cells_per_red_cell: White cells per red-cell area of glass.
         max_cover: Share of the field covered by cells.
+        max_merged_red_cells: Share of the red-cell area in its largest connected mass; clean
+            bench fields reach 0.44, blur of 0.15 red-cell diameters merges them to 0.96-0.98.
     """
 
     max_edge_blur: float = 0.09
@@ -65,6 +69,7 @@ class QualityLimits:
     red_cell_diameter_range: tuple[float, float] = (12.0, 250.0)
     max_white_cells_per_red_cell: float = 0.1
     max_cover: float = 0.9
+    max_merged_red_cells: float = CONFLUENT_SHARE
 
 
 DEFAULT_LIMITS = QualityLimits()
@@ -116,6 +121,12 @@ def check_field(
         warnings.append(QualityWarning(THICK_AREA, cover, limits.max_cover,
             f"Thick area: cells cover {cover:.0%} of the field and overlap, so white cells can "
             "hide under red cells. Move to the thinner monolayer near the feathered edge."))  # fmt: skip
+    elif segmentation.red_cells_merged_share > limits.max_merged_red_cells:
+        warnings.append(QualityWarning(THICK_AREA, segmentation.red_cells_merged_share,
+            limits.max_merged_red_cells,
+            "Thick area or blur: the red cells run together into one mass, so white cells can "
+            "hide under them and cell sizes are unreliable. Check the focus, or move to the "
+            "thinner monolayer near the feathered edge."))  # fmt: skip
     red_cell_areas = image.shape[0] * image.shape[1] / (np.pi * diameter**2 / 4)
     density = segmentation.n_cells / max(red_cell_areas, 1.0)
     if density > limits.max_white_cells_per_red_cell:

@@ -7,6 +7,8 @@ uint8 check the segmentation stages start with (:func:`check_rgb`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 from scipy import ndimage as ndi
@@ -19,6 +21,9 @@ from leukemia_core.resampling import resize
 ESTIMATION_SIDE = 640  # px: the coarse view used to estimate the red-cell size
 PEAK_FOOTPRINT = 15  # px at ESTIMATION_SIDE: about a third of a typical red cell there
 MIN_RADIUS_FRACTION = 0.3  # of the 90th-percentile blob radius (measured on BCCD red-cell boxes)
+# Red cells of a thick area or agglutinate merge into one blob holding most of the red-cell
+# area; its inscribed circle is then a gap-free patch of the smear, not a red cell.
+CONFLUENT_SHARE = 0.75
 
 
 def check_rgb(image: np.ndarray, caller: str) -> None:
@@ -40,39 +45,60 @@ def check_rgb(image: np.ndarray, caller: str) -> None:
         )
 
 
+@dataclass(frozen=True)
+class RedCellScale:
+    """What a field's red cells say about its scale.
+
+    Attributes:
+        diameter: Typical red-cell diameter in pixels (None without red cells).
+        low_diameter: A lower estimate: the median radius at distance-transform peaks. Every red
+            cell counts once, so overlapping red cells cannot inflate it, while it tends to read
+            small where cells overlap; a size floor meant never to remove a white cell uses it.
+        merged_share: Share of the red-cell area in the largest connected mass. Above
+            :data:`CONFLUENT_SHARE` the red cells run together (thick area, agglutinate, blur) and
+            ``diameter`` is the low estimate.
+    """
+
+    diameter: float | None
+    low_diameter: float | None
+    merged_share: float = 0.0
+
+
+NO_RED_CELLS = RedCellScale(None, None)
+
+
 def estimate_red_cell_diameter(image: np.ndarray) -> float | None:
-    """Typical red-cell diameter in pixels, or None when no red cells are visible.
+    """Typical red-cell diameter in pixels, or None when no red cells are visible."""
+    return measure_red_cells(image).diameter
+
+
+def measure_red_cells(image: np.ndarray) -> RedCellScale:
+    """The field's red-cell diameters and how far its red cells run together.
 
     Red cells dominate any smear field, so the weighted median of the largest inscribed-circle
     radius of each red-cell blob is a robust size estimate even when red cells touch in chains.
-    """
-    return estimate_red_cell_diameters(image)[0]
-
-
-def estimate_red_cell_diameters(image: np.ndarray) -> tuple[float | None, float | None]:
-    """The typical red-cell diameter (see :func:`estimate_red_cell_diameter`) and a low one.
-
-    The low estimate is the median radius at distance-transform peaks: every red cell counts
-    once, so overlapping red cells that merge into large blobs (thick areas, high
-    magnification) cannot inflate it, while it tends to read small where cells overlap. A size
-    floor meant never to remove a white cell uses the lower of the two.
     """
     check_rgb(image, "estimate_red_cell_diameter")
     scale = min(1.0, ESTIMATION_SIDE / max(image.shape[:2]))
     # White cells are not red cells: leave them out of the size statistics.
     red_cells = red_cell_pixels(resize(image, scale))
     if red_cells.mean() < 0.01:
-        return None, None
+        return NO_RED_CELLS
     filled = fill_holes(red_cells)
     labels, n = ndi.label(filled)
     if n < 3:
-        return None, None
+        return NO_RED_CELLS
     distance = cv2.distanceTransform(filled.astype(np.uint8), cv2.DIST_L2, 5)
     typical = _inscribed_circle_diameter(distance, labels, n)
     if typical is None:
-        return None, None
+        return NO_RED_CELLS
     low = _peak_diameter(distance)
-    return typical / scale, min(typical, low if low is not None else typical) / scale
+    areas = np.bincount(labels.ravel())[1:]
+    merged = float(areas.max() / areas.sum())
+    if low is not None and merged > CONFLUENT_SHARE:
+        typical = low
+    low = min(typical, low if low is not None else typical)
+    return RedCellScale(typical / scale, low / scale, merged)
 
 
 def _inscribed_circle_diameter(distance, labels, n) -> float | None:

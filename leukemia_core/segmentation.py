@@ -33,8 +33,13 @@ from leukemia_core.clumps import merge_halves, split_clump
 from leukemia_core.colour import nucleus_score
 from leukemia_core.masks import fill_holes
 from leukemia_core.resampling import resize
-from leukemia_core.scale import check_rgb, estimate_red_cell_diameters
-from leukemia_core.stain import REFERENCE_RED_CELL_OD, estimate_stain, normalise_stain
+from leukemia_core.scale import RedCellScale, check_rgb, measure_red_cells
+from leukemia_core.stain import (
+    REFERENCE_RED_CELL_OD,
+    StainEstimate,
+    estimate_stain,
+    normalise_stain,
+)
 from leukemia_core.types import Segmentation
 
 
@@ -53,7 +58,7 @@ class SegmentationParams:
         min_nucleus_area: Smallest nucleus (after merging lobes) kept, in red-cell areas;
             platelets are about 0.05-0.1.
         min_cell_area: Smallest whole cell kept, in red-cell areas of the *lower* red-cell
-            size estimate (:func:`scale.estimate_red_cell_diameters`), so that a scale read
+            size estimate (:class:`scale.RedCellScale`), so that a scale read
             too large (overlapping red cells) never removes a white cell. Giant platelets and
             platelet clumps, which take the nucleus colour, are smaller.
         lobe_merge_distance: Nucleus fragments closer than this belong to one cell.
@@ -124,7 +129,8 @@ def segment_wbc(image: np.ndarray, params: SegmentationParams | None = None) -> 
     """
     params = params or DEFAULT_PARAMS
     check_rgb(image, "segment_wbc")
-    stain, image, diameter, low_diameter = _stain_and_scale(image, params)
+    stain, image, red_cells = _stain_and_scale(image, params)
+    diameter, low_diameter = red_cells.diameter, red_cells.low_diameter
     if diameter is None:
         # Without red cells there is no scale and, in practice, no smear: a blank slide, a photo
         # of something else, or a single-cell crop (which needs no segmentation).
@@ -174,23 +180,26 @@ def segment_wbc(image: np.ndarray, params: SegmentationParams | None = None) -> 
         notes=notes,
         stain=stain,
         low_red_cell_diameter_px=float(low_diameter),
+        red_cells_merged_share=red_cells.merged_share,
     )
 
 
 def field_red_cell_diameter(image: np.ndarray, params: SegmentationParams | None = None) -> float:
     """The red-cell diameter :func:`segment_wbc` uses for this field (0.0 without red cells)."""
-    return float(_stain_and_scale(image, params or DEFAULT_PARAMS)[2] or 0.0)
+    return float(_stain_and_scale(image, params or DEFAULT_PARAMS)[2].diameter or 0.0)
 
 
-def _stain_and_scale(image: np.ndarray, params: SegmentationParams):
+def _stain_and_scale(
+    image: np.ndarray, params: SegmentationParams
+) -> tuple[StainEstimate, np.ndarray, RedCellScale]:
     """The field's stain estimate, the field as segmented (normalised when asked), and its
-    typical and low red-cell diameters (both None without red cells)."""
+    red-cell scale."""
     stain = estimate_stain(image, params.reference_red_cell_od)
     if params.normalise_stain:
         image = normalise_stain(image, stain)
     if params.red_cell_diameter_px:
-        return stain, image, params.red_cell_diameter_px, params.red_cell_diameter_px
-    return stain, image, *estimate_red_cell_diameters(image)
+        return stain, image, RedCellScale(params.red_cell_diameter_px, params.red_cell_diameter_px)
+    return stain, image, measure_red_cells(image)
 
 
 def _detect_nuclei(

@@ -68,6 +68,8 @@ class Segmentation:
         low_red_cell_diameter_px: The lower red-cell size estimate (see
             :func:`leukemia_core.scale.estimate_red_cell_diameters`); blur and overlapping red
             cells inflate it less than ``red_cell_diameter_px``.
+        red_cells_merged_share: Share of the red-cell area in the largest connected mass (see
+            :class:`leukemia_core.scale.RedCellScale`); high in thick areas and blurred fields.
     """
 
     nucleus_labels: np.ndarray
@@ -78,6 +80,7 @@ class Segmentation:
     notes: tuple[str, ...] = ()
     stain: StainEstimate | None = None
     low_red_cell_diameter_px: float = 0.0
+    red_cells_merged_share: float = 0.0
 
     @property
     def n_cells(self) -> int:

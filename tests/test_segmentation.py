@@ -63,6 +63,14 @@ def test_estimates_red_cell_size_from_the_image(seed):
     assert estimate_red_cell_diameter(smear.image) == pytest.approx(40.0, rel=0.1)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_red_cell_size_holds_in_a_thick_area(seed):
+    """220 red cells overlap into one blob holding most of the red-cell area; its inscribed
+    circle read 70-286 px for these 40 px cells before the confluent rule."""
+    smear = make_smear(480, 640, n_rbc=220, red_cell_diameter_px=40.0, seed=seed)
+    assert estimate_red_cell_diameter(smear.image) == pytest.approx(40.0, rel=0.15)
+
+
 @pytest.mark.parametrize("seed", [0, 2])
 def test_splits_touching_white_cells(seed):
     smear = make_smear(480, 640, n_wbc=4, n_touching_pairs=1, n_rbc=60, seed=seed)
@@ -284,6 +292,19 @@ def test_fields_command_says_what_is_missing(tmp_path, capsys):
     Image.new("RGB", (64, 64), (200, 180, 190)).save(idb2 / "images" / "Im001_1.tif")
     assert main(args) == 2  # a crop, but no source_fields.csv pointing into idb1
     assert "no ALL-IDB2 crop" in capsys.readouterr().err
+
+
+@pytest.mark.data
+@pytest.mark.slow
+@pytest.mark.parametrize(("figures", "share"), [("other_microscope", 0.99), ("bccd_quality", 0.97)])
+def test_red_cell_size_agrees_with_the_annotators_red_cell_boxes(request, figures, share):
+    """The scale every size rule rests on, against the expert red-cell boxes of each field.
+
+    Before the glass-only guard and the confluent rule, 5 deepbionet fields (tinted lamp) and 9
+    BCCD fields (thick areas, agglutinates) read 1.5-6.7 times the median box side."""
+    result = request.getfixturevalue(figures)
+    assert result["n_fields_with_red_cell_boxes"] >= 250
+    assert result["red_cell_scale_within"] >= share, result["red_cell_scale_outliers"]
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from leukemia_core.quality import COLOUR_CAST, FOCUS, MAGNIFICATION, check_field
+from leukemia_core.quality import COLOUR_CAST, FOCUS, MAGNIFICATION, THICK_AREA, check_field
 from leukemia_core.segmentation import SegmentationParams, segment_wbc
 from leukemia_core.stain import REFERENCE_RED_CELL_OD, estimate_stain
 from leukemia_core.synthetic import make_smear
@@ -77,6 +77,13 @@ def test_a_blurred_field_is_out_of_focus(smear):
     warnings = check_field(blurred, segment_wbc(blurred))
     assert FOCUS in {w.check for w in warnings}
     assert "Out of focus" in next(w.message for w in warnings if w.check == FOCUS)
+
+
+def test_red_cells_running_together_are_a_thick_area():
+    thick = make_smear(480, 640, n_wbc=4, n_touching_pairs=0, n_rbc=220, seed=1).image
+    segmentation = segment_wbc(thick)
+    assert segmentation.red_cells_merged_share > 0.75
+    assert THICK_AREA in {w.check for w in check_field(thick, segmentation)}
 
 
 def test_a_thumbnail_is_outside_the_supported_magnification(smear):

@@ -155,14 +155,18 @@ def evaluate_wbc(
     """
     images = _images(root / "images")
     tp = n_detected = n_truth = 0
-    nucleus_dice, cell_dice, swapped = [], [], []
+    nucleus_dice, cell_dice, swapped, scale_ratios = [], [], [], {}
     for i, path in enumerate(images):
         xml = root / "annotations" / f"{path.stem}.xml"
         boxes = read_voc_boxes(xml) if xml.exists() else None
-        if boxes and labels_swapped(boxes, read_voc_boxes(xml, "RBC")):
+        red_boxes = read_voc_boxes(xml, "RBC") if xml.exists() else []
+        if boxes and labels_swapped(boxes, red_boxes):
             swapped.append(path.name)
             continue
         seg = _segment(path, params)
+        ratio = red_cell_scale_ratio(seg, red_boxes)
+        if ratio is not None:
+            scale_ratios[path.name] = ratio
         if boxes is not None:
             points = centroids(seg)
             assigned = assign_boxes(points, boxes)
@@ -189,7 +193,34 @@ def evaluate_wbc(
         "n_detections": n_detected,
         "n_images_with_masks": len(nucleus_dice),
         "fields_with_swapped_labels": swapped,
+        "red_cell_scale_within": _share_within(list(scale_ratios.values()), *SCALE_AGREEMENT),
+        "red_cell_scale_outliers": sorted(
+            name for name, r in scale_ratios.items() if not _share_within([r], *SCALE_AGREEMENT)
+        ),
+        "n_fields_with_red_cell_boxes": len(scale_ratios),
     }
+
+
+# The red-cell scale "agrees" with the annotators when it reads 0.6-1.5 times their median box
+# side: expert boxes are loose (BCCD's read about 1.2 times the cell), and every size rule of the
+# segmentation tolerates this much, while a failed estimate is off two- to sevenfold.
+SCALE_AGREEMENT = (0.6, 1.5)
+
+
+def red_cell_scale_ratio(seg: Segmentation, red_boxes: list[Box]) -> float | None:
+    """Estimated red-cell diameter over the median side of the expert red-cell boxes.
+
+    Boxes cut by the border are left out; None when fewer than 5 remain.
+    """
+    height, width = seg.cell_labels.shape
+    sides = [
+        max(b.x1 - b.x0, b.y1 - b.y0)
+        for b in red_boxes
+        if b.x0 > 2 and b.y0 > 2 and b.x1 < width - 3 and b.y1 < height - 3
+    ]
+    if len(sides) < 5 or not seg.red_cell_diameter_px:
+        return None
+    return float(seg.red_cell_diameter_px / np.median(sides))
 
 
 def _bccd_mask_path(root: Path, image: Path) -> Path | None:
@@ -353,9 +384,9 @@ def evaluate_cells_in_fields(
               for shape, _ in field_scale.values()}  # fmt: skip
     return {
         "field_scale_within_25pct": _share_within(
-            [d / camera[shape] for shape, d in field_scale.values()], 1.25
+            [d / camera[shape] for shape, d in field_scale.values()], 1 / 1.25, 1.25
         ),
-        "crop_scale_within_25pct": _share_within(crop_scale, 1.25),
+        "crop_scale_within_25pct": _share_within(crop_scale, 1 / 1.25, 1.25),
         "cell_dice_in_field": float(np.mean(dices)) if n else None,
         "split_rate": split / n if n else None,
         "n_split": split,
@@ -365,12 +396,12 @@ def evaluate_cells_in_fields(
     }
 
 
-def _share_within(ratios: list[float], factor: float) -> float | None:
-    """Share of ratios within ``1/factor``-``factor`` of 1 (None for no ratios)."""
+def _share_within(ratios: list[float], low: float, high: float) -> float | None:
+    """Share of ratios within ``low``-``high`` (None for no ratios)."""
     if not ratios:
         return None
     ratios = np.asarray(ratios, dtype=float)
-    return float(np.mean((ratios >= 1 / factor) & (ratios <= factor)))
+    return float(np.mean((ratios >= low) & (ratios <= high)))
 
 
 def _place(mask: np.ndarray, x: int, y: int, shape: tuple[int, int]) -> np.ndarray:
