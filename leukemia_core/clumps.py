@@ -52,9 +52,48 @@ def merge_halves(
             and contact >= min_contact * np.sqrt(min(cell_area[a], cell_area[b]))
         ):
             parent[parent == parent[b]] = parent[a]
-    _, new_ids = np.unique(parent, return_inverse=True)  # background (0) stays 0
-    new_ids = new_ids.astype(np.int32)
+    new_ids = _renumbered(parent)
     return new_ids[nuclei], new_ids[cells]
+
+
+def merge_slabs(
+    nuclei: np.ndarray, cells: np.ndarray, border: tuple[int, ...], min_contact: float
+) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+    """Rejoin slabs cut off one cell; returns (nuclei, cells, border ids), relabelled in place.
+
+    A piece whose shared border with a neighbour is at least ``min_contact`` times the square
+    root of its area is thinner than its cut is long: a lobe or a rim of the neighbour sliced off
+    by a watershed, never a cell of its own (pressed round cells meet along at most about 1.6).
+    Works inside each cell's box, so a field of 5 megapixels costs milliseconds.
+    """
+    boxes = ndi.find_objects(cells)
+    area = np.zeros(len(boxes) + 1)
+    for index, box in enumerate(boxes, start=1):
+        if box is not None:
+            area[index] = np.count_nonzero(cells[box] == index)
+    parent = np.arange(len(boxes) + 1)
+    for index, box in enumerate(boxes, start=1):
+        if box is None:
+            continue
+        window = tuple(slice(max(0, s.start - 1), s.stop + 1) for s in box)
+        for (a, b), contact in _contacts(cells[window]).items():
+            if index == min(a, b) and contact >= min_contact * np.sqrt(min(area[a], area[b])):
+                roots = parent[a], parent[b]
+                parent[np.isin(parent, roots)] = min(roots)  # a group's root is its lowest id
+    moved = {old: int(new) for old, new in enumerate(_renumbered(parent)) if old != new}
+    # Every id moves down to its group's rank, and lower ids move first, so no move overwrites
+    # a cell that has yet to move.
+    for old, new in sorted(moved.items()):
+        for labels in (cells, nuclei):
+            view = labels[boxes[old - 1]]
+            view[view == old] = new
+    return nuclei, cells, tuple(sorted({moved.get(i, i) for i in border}))
+
+
+def _renumbered(parent: np.ndarray) -> np.ndarray:
+    """Consecutive ids 1..k for the groups of ``parent``; background (0) stays 0."""
+    _, new_ids = np.unique(parent, return_inverse=True)
+    return new_ids.astype(np.int32)
 
 
 def _contacts(labels: np.ndarray) -> dict[tuple[int, int], int]:

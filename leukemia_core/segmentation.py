@@ -29,7 +29,7 @@ from skimage.filters import threshold_otsu
 from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
-from leukemia_core.clumps import merge_halves, split_clump
+from leukemia_core.clumps import merge_halves, merge_slabs, split_clump
 from leukemia_core.colour import nucleus_score
 from leukemia_core.masks import fill_holes
 from leukemia_core.resampling import resize
@@ -80,6 +80,8 @@ class SegmentationParams:
         clump_dented_solidity: Below this the outline is so dented that it holds several cells;
             chromatin cores then need only half of ``clump_split_depth`` to part them.
         min_split_nucleus_area: Each part of a split must keep this much nucleus (red-cell areas).
+        slab_contact: A piece meeting a neighbour along at least this times the square root of its
+            area is a slice of that cell and rejoins it (:func:`clumps.merge_slabs`).
         min_border_cell_area: A cell cut by the border must show at least this much area
             (red-cell areas); smaller slivers are dropped.
         border_margin_px: A cell within this many full-resolution pixels of the edge is flagged.
@@ -105,6 +107,7 @@ class SegmentationParams:
     clump_round_solidity: float = 0.95
     clump_dented_solidity: float = 0.9  # two touching discs: about 0.85
     min_split_nucleus_area: float = 0.8
+    slab_contact: float = 2.0
     min_border_cell_area: float = 0.5
     border_margin_px: int = 2
     normalise_stain: bool = True
@@ -165,6 +168,7 @@ def segment_wbc(image: np.ndarray, params: SegmentationParams | None = None) -> 
         params,
         min_cell_px=params.min_cell_area * np.pi * low_diameter**2 / 4,
     )
+    nuclei, cells, border = merge_slabs(nuclei, cells, border, params.slab_contact)
     notes = ()
     if cells.max() == 0:
         notes = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from leukemia_core.clumps import split_clump
+from leukemia_core.clumps import merge_slabs, split_clump
 from leukemia_core.cropping import CROP_FIELD_RED_CELLS, crop_cells, draw_overlay
 from leukemia_core.errors import SegmentationError
 from leukemia_core.scale import estimate_red_cell_diameter
@@ -248,6 +248,28 @@ def test_all_idb2_cells_stay_whole_in_their_fields(shared_data):
 def _disc(shape: tuple[int, int], centre: tuple[int, int], radius: int) -> np.ndarray:
     yy, xx = np.mgrid[: shape[0], : shape[1]]
     return (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= radius**2
+
+
+def test_a_slab_sliced_off_a_cell_rejoins_it_while_touching_cells_stay_apart():
+    shape = (120, 240)
+    cells = np.zeros(shape, np.int32)
+    one_cell = _disc(shape, (60, 60), 40)
+    cells[one_cell] = 1
+    cells[one_cell & (np.mgrid[:120, :240][1] > 88)] = 2  # a 12 px slab cut off along 60 px
+    cells[_disc(shape, (60, 160), 30)] = 3  # touches the slab's cell only at its rim
+    cells[_disc(shape, (60, 209), 20) & (cells == 0)] = 4  # pressed against cell 3
+    cells[_disc(shape, (60, 230), 12) & (shape[1] - 2 > np.mgrid[:120, :240][1])] = 5  # no contact
+    nuclei = cells.copy()
+    expected_one = cells <= 2
+    nuclei, merged, border = merge_slabs(nuclei, cells.copy(), (2, 5), 2.0)
+    assert set(np.unique(merged[one_cell])) == {1}, "the slab joins its cell"
+    assert merged[60, 160] != merged[60, 209], "pressed round cells stay apart"
+    assert list(np.unique(merged)) == [0, 1, 2, 3, 4], "ids stay consecutive"
+    assert np.array_equal(nuclei, merged) and np.array_equal(merged[~expected_one] > 0,
+                                                             cells[~expected_one] > 0)  # fmt: skip
+    assert border == (1, int(merged[60, 232]))
+    again = merge_slabs(merged.copy(), merged.copy(), border, 2.0)[1]
+    assert np.array_equal(again, merged), "nothing left to join"
 
 
 @pytest.mark.parametrize(
