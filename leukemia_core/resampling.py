@@ -1,4 +1,5 @@
-"""Downscale an image and its masks alike: one output size, area averaging (masks: nearest)."""
+"""Downscale an image and its masks alike (one output size, area averaging; masks: nearest), and
+map a box found at a working scale back onto the full-resolution image."""
 
 from __future__ import annotations
 
@@ -25,3 +26,49 @@ def resize_mask(mask: np.ndarray, scale: float) -> np.ndarray:
         return mask
     size = _scaled_size(mask.shape, scale)
     return cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
+
+
+def full_resolution_box(
+    box: tuple[slice, slice],
+    scale: float,
+    full_shape: tuple[int, int],
+    small_shape: tuple[int, ...],
+    pad: int = 2,
+) -> tuple[slice, slice, tuple[slice, slice]]:
+    """Rows and columns at full resolution of a working-scale ``box`` padded by ``pad`` working
+    pixels, and the working-scale box that covers them."""
+    height, width = full_shape
+    rows = slice(
+        max(0, int((box[0].start - pad) / scale)), min(height, int((box[0].stop + pad) / scale) + 1)
+    )
+    cols = slice(
+        max(0, int((box[1].start - pad) / scale)), min(width, int((box[1].stop + pad) / scale) + 1)
+    )
+    small = (
+        slice(int(rows.start * scale), min(small_shape[0], int(np.ceil(rows.stop * scale)) + 1)),
+        slice(int(cols.start * scale), min(small_shape[1], int(np.ceil(cols.stop * scale)) + 1)),
+    )
+    return rows, cols, small
+
+
+def upsample_patch(
+    mask_small: np.ndarray, rows: slice, cols: slice, small: tuple[slice, slice], scale: float
+) -> np.ndarray:
+    """A working-scale mask patch (over ``small``) resized smoothly onto the full box."""
+    if scale >= 0.999:
+        return mask_small[: rows.stop - rows.start, : cols.stop - cols.start]
+    patch = cv2.resize(
+        mask_small.astype(np.float32),
+        None,
+        fx=1 / scale,
+        fy=1 / scale,
+        interpolation=cv2.INTER_LINEAR,
+    )
+    # Offset between the full box and the upsampled small box (small box starts at a whole pixel).
+    dy = round(rows.start - small[0].start / scale)
+    dx = round(cols.start - small[1].start / scale)
+    h, w = rows.stop - rows.start, cols.stop - cols.start
+    out = np.zeros((h, w), dtype=bool)
+    view = patch[dy : dy + h, dx : dx + w] > 0.5
+    out[: view.shape[0], : view.shape[1]] = view
+    return out

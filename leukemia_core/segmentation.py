@@ -32,7 +32,7 @@ from skimage.segmentation import watershed
 from leukemia_core.clumps import merge_halves, merge_slabs, split_clump
 from leukemia_core.colour import nucleus_score
 from leukemia_core.masks import fill_holes
-from leukemia_core.resampling import resize
+from leukemia_core.resampling import full_resolution_box, resize, upsample_patch
 from leukemia_core.scale import RedCellScale, check_rgb, measure_red_cells
 from leukemia_core.stain import (
     REFERENCE_RED_CELL_OD,
@@ -327,14 +327,9 @@ def _refine_full_resolution(
     for index, box in enumerate(ndi.find_objects(cells_small), start=1):
         if box is None:
             continue
-        rows, cols = _full_box(box, scale, height, width, pad=2)
-        small_rows, small_cols = _small_box(rows, cols, scale, cells_small.shape)
-        territory = _upsample(
-            cells_small[small_rows, small_cols] == index, rows, cols, small_rows, small_cols, scale
-        )
-        nucleus_hint = _upsample(
-            nuclei_small[small_rows, small_cols] == index, rows, cols, small_rows, small_cols, scale
-        )
+        rows, cols, small = full_resolution_box(box, scale, (height, width), cells_small.shape)
+        territory = upsample_patch(cells_small[small] == index, rows, cols, small, scale)
+        nucleus_hint = upsample_patch(nuclei_small[small] == index, rows, cols, small, scale)
         patch = image[rows, cols]
         nucleus = territory & (nucleus_score(patch) > threshold)
         nucleus = _smooth_mask(nucleus | (nucleus_hint & territory), disk)
@@ -385,41 +380,3 @@ def _smooth_mask(mask: np.ndarray, disk: np.ndarray) -> np.ndarray:
     mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_CLOSE, disk)
     mask = fill_holes(mask).astype(np.uint8)
     return cv2.morphologyEx(mask, cv2.MORPH_OPEN, disk).astype(bool)
-
-
-def _full_box(box, scale, height, width, pad):
-    rows = slice(
-        max(0, int((box[0].start - pad) / scale)), min(height, int((box[0].stop + pad) / scale) + 1)
-    )
-    cols = slice(
-        max(0, int((box[1].start - pad) / scale)), min(width, int((box[1].stop + pad) / scale) + 1)
-    )
-    return rows, cols
-
-
-def _small_box(rows, cols, scale, shape):
-    return (
-        slice(int(rows.start * scale), min(shape[0], int(np.ceil(rows.stop * scale)) + 1)),
-        slice(int(cols.start * scale), min(shape[1], int(np.ceil(cols.stop * scale)) + 1)),
-    )
-
-
-def _upsample(mask_small, rows, cols, small_rows, small_cols, scale):
-    """Resize a working-resolution mask patch onto the full-resolution box, smoothly."""
-    if scale >= 0.999:
-        return mask_small[: rows.stop - rows.start, : cols.stop - cols.start]
-    patch = cv2.resize(
-        mask_small.astype(np.float32),
-        None,
-        fx=1 / scale,
-        fy=1 / scale,
-        interpolation=cv2.INTER_LINEAR,
-    )
-    # Offset between the full box and the upsampled small box (small box starts at a whole pixel).
-    dy = round(rows.start - small_rows.start / scale)
-    dx = round(cols.start - small_cols.start / scale)
-    h, w = rows.stop - rows.start, cols.stop - cols.start
-    out = np.zeros((h, w), dtype=bool)
-    view = patch[dy : dy + h, dx : dx + w] > 0.5
-    out[: view.shape[0], : view.shape[1]] = view
-    return out
