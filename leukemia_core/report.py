@@ -1,51 +1,25 @@
-"""Exports of a stored case: a printable HTML report, a per-cell CSV and a JSON record.
+"""The printable case report: one self-contained HTML page.
 
-The HTML page is self-contained (inline CSS with a print stylesheet, images as data URIs) so it
-can be saved, mailed or printed as it is. Every string that came from a user or a file is
-escaped. All three exports say what the model labelled and what the reviewer decided.
+The page carries inline CSS with a print stylesheet and images as data URIs, so it can be saved,
+mailed or printed as it is. Every string that came from a user or a file is escaped. Like the
+machine-readable exports (:mod:`leukemia_core.case_export`), it says what the model labelled and
+what the reviewer decided.
 """
 
 from __future__ import annotations
 
 import base64
-import csv
 import html
-import io
-import json
 from collections import Counter
-from dataclasses import asdict, fields
-from typing import Any
-
-import numpy as np
 
 from leukemia_core.counting import CellLabel, provisional_text
 from leukemia_core.imaging import png_bytes
-from leukemia_core.outputs import spreadsheet_text
 from leukemia_core.store import CaseRecord
 from leukemia_core.types import BlastCount, Cell
 
 RESEARCH_USE_STATEMENT = (
     "Research use only — not for diagnosis. The counts below are decision support for trained "
     "laboratory staff and must be confirmed by a hematologist."
-)
-CSV_COLUMNS = (
-    "case_id",
-    "version",
-    "sample_id",
-    "field_index",
-    "field_name",
-    "cell_id",
-    "x0",
-    "y0",
-    "x1",
-    "y1",
-    "centroid_x",
-    "centroid_y",
-    "blast_probability",
-    "model_label",
-    "label",
-    "changed_by_reviewer",
-    "domain_score",
 )
 _FLAGGED_LABELS = (CellLabel.BLAST.value, CellLabel.UNCERTAIN.value)
 _CSS = """
@@ -344,101 +318,3 @@ def case_report_html(record: CaseRecord, *, flagged_limit: int = 48) -> str:
         f"<title>Case report {_e(record.sample_id)} v{record.version}</title>"
         f"<style>{_CSS}</style></head><body>{body}</body></html>\n"
     )
-
-
-def cells_csv(record: CaseRecord) -> bytes:
-    """One row per cell (columns :data:`CSV_COLUMNS`) as UTF-8 CSV bytes.
-
-    ``changed_by_reviewer`` is ``true`` when the current label differs from the model's; an
-    empty ``blast_probability`` means the cell was not classified, an empty ``domain_score``
-    that no out-of-domain check was made. Sample ids and field names
-    starting with ``=``, ``+``, ``-`` or ``@`` get a leading apostrophe so that spreadsheets do
-    not run them as formulas.
-    """
-    names = {f.index: f.name for f in record.fields}
-    buffer = io.StringIO(newline="")
-    writer = csv.writer(buffer)
-    writer.writerow(CSV_COLUMNS)
-    for c in record.cells:
-        writer.writerow(
-            [
-                record.case_id,
-                record.version,
-                spreadsheet_text(record.sample_id),
-                c.field_index,
-                spreadsheet_text(names.get(c.field_index, "")),
-                c.cell_id,
-                *c.bbox,
-                *c.centroid,
-                "" if c.blast_probability is None else c.blast_probability,
-                c.model_label,
-                c.label,
-                "true" if c.changed_by_reviewer else "false",
-                "" if c.domain_score is None else c.domain_score,
-            ]
-        )
-    return buffer.getvalue().encode("utf-8")
-
-
-_JSON_CELL_SKIP = ("bbox", "centroid", "outline", "crop", "overlay")  # written apart or as flags
-
-
-def case_json(record: CaseRecord) -> str:
-    """The case as JSON text: metadata, counts, fields and cells (no image bytes), audit trail.
-
-    ``domain`` (sample) and each field's ``domain`` hold the out-of-domain assessment (score,
-    limit, warned, n_cells, statistic, message) or null; each cell has its ``domain_score``.
-    """
-    cells: list[dict[str, Any]] = []
-    for c in record.cells:
-        cell = {f.name: getattr(c, f.name) for f in fields(c) if f.name not in _JSON_CELL_SKIP}
-        cell.update(bbox=list(c.bbox), centroid=list(c.centroid))
-        cell.update(
-            outline=np.round(c.outline).astype(int).tolist(),
-            changed_by_reviewer=c.changed_by_reviewer,
-            has_crop=c.crop is not None,
-            has_overlay=c.overlay is not None,
-        )
-        cells.append(cell)
-    document = {
-        "format": "leukemia-screen case",
-        "research_use_only": RESEARCH_USE_STATEMENT,
-        **{
-            k: getattr(record, k)
-            for k in (
-                "case_id",
-                "version",
-                "parent_id",
-                "sample_id",
-                "patient_id",
-                "status",
-                "created_at",
-                "created_by",
-                "model_name",
-                "model_checksum",
-                "thresholds",
-                "signed_by",
-                "signed_at",
-            )
-        },
-        "domain": None if record.domain is None else record.domain.to_dict(),
-        "counts": asdict(record.counts()),
-        "model_counts": asdict(record.model_counts()),
-        "field_counts": [
-            {"field_index": f.index, **asdict(count)}
-            for f, count in zip(record.fields, record.field_counts(), strict=True)
-        ],
-        "fields": [
-            {
-                "field_index": f.index,
-                "name": f.name,
-                "width": f.width,
-                "height": f.height,
-                "domain": None if f.domain is None else f.domain.to_dict(),
-            }
-            for f in record.fields
-        ],
-        "cells": cells,
-        "audit": [asdict(a) for a in record.audit],
-    }
-    return json.dumps(document, indent=2, ensure_ascii=False)

@@ -7,9 +7,10 @@ import re
 import streamlit as st
 
 from leukemia_core.accounts import Permission
+from leukemia_core.case_export import case_json, cells_csv
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.pdf import html_to_pdf, pdf_available
-from leukemia_core.report import case_json, case_report_html, cells_csv
+from leukemia_core.report import case_report_html
 from ui import auth, state
 from ui.record import current_record, status_line
 

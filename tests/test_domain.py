@@ -18,6 +18,7 @@ import pytest
 from conftest import synthetic_cell_crops
 
 from leukemia_core.batch import analyze_files
+from leukemia_core.case_export import case_json, cells_csv
 from leukemia_core.classify import Classifier
 from leukemia_core.counting import CellLabel
 from leukemia_core.domain import (
@@ -34,7 +35,7 @@ from leukemia_core.labellers import ModelLabeller
 from leukemia_core.models.config import DOMAIN_FILE
 from leukemia_core.models.folder import load_model, read_config, sha256_of
 from leukemia_core.pipeline import MODE_CELLS, analyze
-from leukemia_core.report import case_json, case_report_html, cells_csv
+from leukemia_core.report import case_report_html
 from leukemia_core.review import Review
 from leukemia_core.store import CaseStore
 from leukemia_core.synthetic import make_demo_smear, make_smear
