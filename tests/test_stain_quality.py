@@ -82,7 +82,7 @@ def test_a_blurred_field_is_out_of_focus(smear):
 def test_red_cells_running_together_are_a_thick_area():
     thick = make_smear(480, 640, n_wbc=4, n_touching_pairs=0, n_rbc=220, seed=1).image
     segmentation = segment_wbc(thick)
-    assert segmentation.red_cells_merged_share > 0.75
+    assert segmentation.red_cells_merged_share > 0.85
     assert THICK_AREA in {w.check for w in check_field(thick, segmentation)}
 
 
