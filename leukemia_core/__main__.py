@@ -27,6 +27,7 @@ from leukemia_core.cropping import (
 from leukemia_core.errors import LeukemiaCoreError, SettingError
 from leukemia_core.io import read_image
 from leukemia_core.outputs import (
+    GEOMETRY_COLUMNS,
     output_stems,
     prepare_output_folder,
     renamed_note,
@@ -39,12 +40,7 @@ CSV_FILE = "cells.csv"
 CSV_COLUMNS = (
     "image",
     "cell_id",
-    "x0",
-    "y0",
-    "x1",
-    "y1",
-    "centroid_x",
-    "centroid_y",
+    *GEOMETRY_COLUMNS,
     "cell_area_px",
     "nucleus_area_px",
     "nucleus_cytoplasm_ratio",

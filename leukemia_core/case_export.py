@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from leukemia_core.outputs import spreadsheet_text
+from leukemia_core.outputs import GEOMETRY_COLUMNS, spreadsheet_text
 from leukemia_core.report import RESEARCH_USE_STATEMENT
 from leukemia_core.store import CaseRecord
 
@@ -25,12 +25,7 @@ CSV_COLUMNS = (
     "field_index",
     "field_name",
     "cell_id",
-    "x0",
-    "y0",
-    "x1",
-    "y1",
-    "centroid_x",
-    "centroid_y",
+    *GEOMETRY_COLUMNS,
     "blast_probability",
     "model_label",
     "label",

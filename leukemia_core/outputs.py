@@ -17,6 +17,10 @@ from leukemia_core import errors
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
+# A cell's box and centroid as CSV columns, in the order of Cell.bbox then Cell.centroid.
+GEOMETRY_COLUMNS = ("x0", "y0", "x1", "y1", "centroid_x", "centroid_y")
+
+
 def prepare_output_folder(path: str | os.PathLike) -> Path:
     """Create the folder ``path`` (with its parents) if missing and check a file can be written.
 
