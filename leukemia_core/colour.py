@@ -78,7 +78,8 @@ def foreground(image: np.ndarray, exclude: np.ndarray | None = None) -> np.ndarr
     Red cells absorb green light, so darkness in the green channel separates them from glass.
     Strongly purple pixels, and ``exclude`` (e.g. :func:`white_cells`), are left out of the
     threshold search: otherwise, in a field with many blasts, Otsu would split nuclei from
-    everything else instead of cells from glass.
+    everything else instead of cells from glass. An ``exclude`` covering over
+    :data:`MAX_EXCLUDED_SHARE` of the field has taken red cells for white ones and is ignored.
     """
     background = background_colour(image)
     darkness = cv2.GaussianBlur(background[1] - image[..., 1].astype(np.float32), (0, 0), 1.0)

@@ -56,7 +56,7 @@ class RedCellScale:
             small where cells overlap; a size floor meant never to remove a white cell uses it.
         merged_share: Share of the red-cell area in the largest connected mass. Above
             :data:`CONFLUENT_SHARE` the red cells run together (thick area, agglutinate, blur) and
-            ``diameter`` is the low estimate.
+            ``diameter`` is the low estimate, when there is one.
     """
 
     diameter: float | None
@@ -78,7 +78,7 @@ def measure_red_cells(image: np.ndarray) -> RedCellScale:
     Red cells dominate any smear field, so the weighted median of the largest inscribed-circle
     radius of each red-cell blob is a robust size estimate even when red cells touch in chains.
     """
-    check_rgb(image, "estimate_red_cell_diameter")
+    check_rgb(image, "measure_red_cells")
     scale = min(1.0, ESTIMATION_SIDE / max(image.shape[:2]))
     # White cells are not red cells: leave them out of the size statistics.
     red_cells = red_cell_pixels(resize(image, scale))

@@ -201,9 +201,11 @@ def _stain_and_scale(
     stain = estimate_stain(image, params.reference_red_cell_od)
     if params.normalise_stain:
         image = normalise_stain(image, stain)
-    if params.red_cell_diameter_px:
-        return stain, image, RedCellScale(params.red_cell_diameter_px, params.red_cell_diameter_px)
-    return stain, image, measure_red_cells(image)
+    measured = measure_red_cells(image)
+    if params.red_cell_diameter_px:  # the user's ruler; the merged share still warns of thick areas
+        known = params.red_cell_diameter_px
+        return stain, image, RedCellScale(known, known, measured.merged_share)
+    return stain, image, measured
 
 
 def _detect_nuclei(

@@ -66,7 +66,7 @@ class Segmentation:
         notes: Human-readable warnings (e.g. "no white cells found").
         stain: The field's glass and red-cell colour (:class:`leukemia_core.stain.StainEstimate`).
         low_red_cell_diameter_px: The lower red-cell size estimate (see
-            :func:`leukemia_core.scale.estimate_red_cell_diameters`); blur and overlapping red
+            :class:`leukemia_core.scale.RedCellScale`); blur and overlapping red
             cells inflate it less than ``red_cell_diameter_px``.
         red_cells_merged_share: Share of the red-cell area in the largest connected mass (see
             :class:`leukemia_core.scale.RedCellScale`); high in thick areas and blurred fields.

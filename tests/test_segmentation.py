@@ -251,25 +251,34 @@ def _disc(shape: tuple[int, int], centre: tuple[int, int], radius: int) -> np.nd
 
 
 def test_a_slab_sliced_off_a_cell_rejoins_it_while_touching_cells_stay_apart():
-    shape = (120, 240)
+    shape = (120, 300)
+    columns = np.mgrid[:120, :300][1]
     cells = np.zeros(shape, np.int32)
     one_cell = _disc(shape, (60, 60), 40)
     cells[one_cell] = 1
-    cells[one_cell & (np.mgrid[:120, :240][1] > 88)] = 2  # a 12 px slab cut off along 60 px
-    cells[_disc(shape, (60, 160), 30)] = 3  # touches the slab's cell only at its rim
+    cells[one_cell & (columns > 88)] = 2  # a 12 px slab cut off along 55 px of border
+    cells[_disc(shape, (60, 160), 30)] = 3  # a round cell alone
     cells[_disc(shape, (60, 209), 20) & (cells == 0)] = 4  # pressed against cell 3
-    cells[_disc(shape, (60, 230), 12) & (shape[1] - 2 > np.mgrid[:120, :240][1])] = 5  # no contact
+    cells[_disc(shape, (60, 275), 15)] = 5  # alone, at the right border
     nuclei = cells.copy()
-    expected_one = cells <= 2
     nuclei, merged, border = merge_slabs(nuclei, cells.copy(), (2, 5), 2.0)
     assert set(np.unique(merged[one_cell])) == {1}, "the slab joins its cell"
     assert merged[60, 160] != merged[60, 209], "pressed round cells stay apart"
     assert list(np.unique(merged)) == [0, 1, 2, 3, 4], "ids stay consecutive"
-    assert np.array_equal(nuclei, merged) and np.array_equal(merged[~expected_one] > 0,
-                                                             cells[~expected_one] > 0)  # fmt: skip
-    assert border == (1, int(merged[60, 232]))
+    assert np.array_equal(nuclei, merged), "nuclei follow their cells"
+    unchanged = ~one_cell
+    assert np.array_equal(merged[unchanged] > 0, cells[unchanged] > 0)
+    assert border == (1, int(merged[60, 275]))
     again = merge_slabs(merged.copy(), merged.copy(), border, 2.0)[1]
     assert np.array_equal(again, merged), "nothing left to join"
+
+
+def test_a_slab_between_two_cells_joins_one_of_them_not_both():
+    cells = np.zeros((40, 84), np.int32)
+    cells[:, :40], cells[:, 40:44], cells[:, 44:] = 1, 2, 3  # cell | thin strip | cell
+    merged = merge_slabs(cells.copy(), cells.copy(), (), 2.0)[1]
+    assert set(np.unique(merged)) == {1, 2}, "two cells, the strip inside one of them"
+    assert merged[20, 20] != merged[20, 60]
 
 
 @pytest.mark.parametrize(

@@ -210,7 +210,8 @@ SCALE_AGREEMENT = (0.6, 1.5)
 def red_cell_scale_ratio(seg: Segmentation, red_boxes: list[Box]) -> float | None:
     """Estimated red-cell diameter over the median side of the expert red-cell boxes.
 
-    Boxes cut by the border are left out; None when fewer than 5 remain.
+    Boxes cut by the border are left out; None when fewer than 5 remain. A field where no scale
+    was found scores 0.0, an outlier like any other failure.
     """
     height, width = seg.cell_labels.shape
     sides = [
@@ -218,9 +219,9 @@ def red_cell_scale_ratio(seg: Segmentation, red_boxes: list[Box]) -> float | Non
         for b in red_boxes
         if b.x0 > 2 and b.y0 > 2 and b.x1 < width - 3 and b.y1 < height - 3
     ]
-    if len(sides) < 5 or not seg.red_cell_diameter_px:
+    if len(sides) < 5:
         return None
-    return float(seg.red_cell_diameter_px / np.median(sides))
+    return float((seg.red_cell_diameter_px or 0.0) / np.median(sides))
 
 
 def _bccd_mask_path(root: Path, image: Path) -> Path | None:
