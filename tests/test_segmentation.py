@@ -13,6 +13,7 @@ from leukemia_core.segmentation import SegmentationParams, segment_wbc
 from leukemia_core.single_cell import single_cell_crop
 from leukemia_core.synthetic import make_smear
 from train.evaluate import segmentation as quality
+from train.evaluate.fields import evaluate_cells_in_fields
 
 
 def _centroids(labels: np.ndarray) -> list[tuple[float, float]]:
@@ -237,7 +238,7 @@ def test_all_idb2_cells_stay_whole_in_their_fields(shared_data):
     Before white cells were left out of the threshold, fields crowded with blasts came out at
     half scale (0.95 of fields agreed) and crops agreed 0.66 of the time.
     """
-    result = quality.evaluate_cells_in_fields(shared_data / "all_idb1", shared_data / "all_idb2")
+    result = evaluate_cells_in_fields(shared_data / "all_idb1", shared_data / "all_idb2")
     assert result["n_cells"] >= 150
     assert result["split_rate"] <= 0.03, result
     assert result["cell_dice_in_field"] >= 0.90, result

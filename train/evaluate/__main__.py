@@ -22,6 +22,7 @@ from leukemia_core.errors import LeukemiaCoreError
 from train.card import HELD_OUT_SUFFIX, record_figures
 from train.data import FORMATS, load_dataset
 from train.evaluate import segmentation as seg_eval
+from train.evaluate.fields import evaluate_cells_in_fields
 
 
 def _progress(done: int, total: int, name: str) -> None:
@@ -162,7 +163,7 @@ def _segmentation_run(args) -> dict:
         datasets = dict(zip(names, folders, strict=True))
         return {"command": "lodo", **leave_one_dataset_out(datasets, _progress)}
     if args.command == "fields":
-        result = seg_eval.evaluate_cells_in_fields(*folders, progress=_progress)
+        result = evaluate_cells_in_fields(*folders, progress=_progress)
         if not result["n_cells"]:
             raise ValueError(
                 f"no ALL-IDB2 crop of {args.all_idb2} (source_fields.csv, masks/) points to a "
