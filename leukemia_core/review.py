@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
@@ -42,20 +41,17 @@ from leukemia_core.case_record import STATUS_SIGNED, CaseRecord, CaseState
 from leukemia_core.counting import (
     INVESTIGATE_PERCENT,
     WHO_ACUTE_LEUKEMIA_PERCENT,
-    provisional_text,
 )
-from leukemia_core.counting import summarize_labels as _summarize
 from leukemia_core.errors import ReviewError
 from leukemia_core.imaging import VIEW_SIZE, cell_view
 from leukemia_core.labellers import NO_MODEL
 from leukemia_core.pipeline import MODE_CELLS, MODE_FIELDS, Analysis
 from leukemia_core.reshape import ReviewReshape
-from leukemia_core.review_queue import CellGroup, gallery_groups, next_to_review, review_queue
+from leukemia_core.review_queue import CellGroup, ReviewTallies
 from leukemia_core.review_signoff import ReviewSignoff
 from leukemia_core.store import CaseStore
 from leukemia_core.types import (
     REVIEWER_EDITABLE,
-    BlastCount,
     Cell,
     CellLabel,
     live,
@@ -67,7 +63,7 @@ REVIEW_CHOICES = (CellLabel.BLAST, CellLabel.NORMAL, CellLabel.NOT_WBC, CellLabe
 store refuses."""
 
 
-class Review(ReviewReshape, ReviewSignoff):
+class Review(ReviewTallies, ReviewReshape, ReviewSignoff):
     """A sample under review (mutable: labels change as the reviewer works).
 
     Attributes:
@@ -180,62 +176,10 @@ class Review(ReviewReshape, ReviewSignoff):
         return self.status == STATUS_SIGNED
 
     @property
-    def n_uncertain(self) -> int:
-        return sum(c.label == CellLabel.UNCERTAIN for c in self._cells.values())
-
-    @property
-    def n_unreviewed(self) -> int:
-        """Cells no reviewer has relabelled or accepted yet (border cells need no review)."""
-        return sum(c.awaits_review for c in self._cells.values())
-
-    @property
-    def provisional(self) -> str | None:
-        """What the counts are worth while cells wait for review (None once all are reviewed)."""
-        return provisional_text(self.n_unreviewed, len(self.cells))
-
-    @property
-    def n_changed(self) -> int:
-        """Cells whose current label differs from the machine's."""
-        return sum(c.changed_by_reviewer for c in self.cells)
-
-    @property
     def digest(self) -> str:
         """Content hash of all fields and cell boxes (cache key of the gallery's heatmaps)."""
         parts = [f.digest for f in self.fields] + [f"{c.key}{c.bbox}" for c in self.cells]
         return hashlib.blake2b("|".join(parts).encode(), digest_size=12).hexdigest()
-
-    # ---- counts ------------------------------------------------------------------------------
-    def count(self, field_index: int | None = None) -> BlastCount:
-        """Blast count from the current labels, of one field or (None) the whole sample."""
-        return _summarize([c.label for c in self._scope(field_index)])
-
-    def model_count(self, field_index: int | None = None) -> BlastCount:
-        """Blast count from the machine's labels, before review."""
-        return _summarize([c.model_label for c in self._scope(field_index)])
-
-    def field_counts(self) -> tuple[BlastCount, ...]:
-        return tuple(self.count(f.index) for f in self.fields)
-
-    def tally(self, *, model: bool = False) -> Counter[str]:
-        """Cells per label (current labels, or the machine's with ``model=True``)."""
-        return Counter((c.model_label if model else c.label).value for c in self.cells)
-
-    def _scope(self, field_index: int | None) -> tuple[Cell, ...]:
-        return self.cells if field_index is None else self.field_cells(field_index)
-
-    def groups(self) -> tuple[CellGroup, ...]:
-        """Gallery sections by the model's call: uncertain first, then blasts, normal cells,
-        left out; most blast-like first (see :mod:`leukemia_core.review_queue`)."""
-        return gallery_groups(self.cells)
-
-    def queue(self) -> tuple[tuple[int, int], ...]:
-        """Keys of the cells to review one by one, in gallery order (no border cells)."""
-        return review_queue(self.cells)
-
-    def next_to_review(self, after: tuple[int, int] | None = None) -> tuple[int, int] | None:
-        """The next cell after ``after`` in the queue still waiting for review (None: done)."""
-        waiting = [c.key for c in self.cells if c.awaits_review]
-        return next_to_review(self.queue(), waiting, after)
 
     def thresholds(self) -> dict:
         """What decided the labels, stored with the case (JSON values only)."""

@@ -1,4 +1,5 @@
-"""The order a reviewer meets the cells in: the gallery's sections and the cell-by-cell queue.
+"""The order a reviewer meets the cells in (the gallery's sections and the cell-by-cell queue),
+and the counts shown beside them (:class:`ReviewTallies`, mixed into the review).
 
 Both follow the model's call, never the current label, so a cell stays where it was after a
 relabel: the next cell never slides under the reviewer's pointer, and the queue does not
@@ -21,10 +22,13 @@ Example:
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from leukemia_core.types import Cell, CellLabel
+from leukemia_core.counting import provisional_text
+from leukemia_core.counting import summarize_labels as _summarize
+from leukemia_core.types import BlastCount, Cell, CellLabel
 
 LEFT_OUT = (CellLabel.EXCLUDED, CellLabel.NOT_WBC, CellLabel.BORDER)
 SECTIONS = (
@@ -90,3 +94,60 @@ def next_to_review(queue: Sequence[Key], waiting: Iterable[Key], after: Key | No
         if key in waiting:
             return key
     return None
+
+
+class ReviewTallies:
+    """Counts and order on :class:`leukemia_core.review.Review` (mixed in): all read the cells'
+    labels, so nothing can drift out of step with them."""
+
+    @property
+    def n_uncertain(self) -> int:
+        return sum(c.label == CellLabel.UNCERTAIN for c in self._cells.values())
+
+    @property
+    def n_unreviewed(self) -> int:
+        """Cells no reviewer has relabelled or accepted yet (border cells need no review)."""
+        return sum(c.awaits_review for c in self._cells.values())
+
+    @property
+    def provisional(self) -> str | None:
+        """What the counts are worth while cells wait for review (None once all are reviewed)."""
+        return provisional_text(self.n_unreviewed, len(self.cells))
+
+    @property
+    def n_changed(self) -> int:
+        """Cells whose current label differs from the machine's."""
+        return sum(c.changed_by_reviewer for c in self.cells)
+
+    # ---- counts ------------------------------------------------------------------------------
+    def count(self, field_index: int | None = None) -> BlastCount:
+        """Blast count from the current labels, of one field or (None) the whole sample."""
+        return _summarize([c.label for c in self._scope(field_index)])
+
+    def model_count(self, field_index: int | None = None) -> BlastCount:
+        """Blast count from the machine's labels, before review."""
+        return _summarize([c.model_label for c in self._scope(field_index)])
+
+    def field_counts(self) -> tuple[BlastCount, ...]:
+        return tuple(self.count(f.index) for f in self.fields)
+
+    def tally(self, *, model: bool = False) -> Counter[str]:
+        """Cells per label (current labels, or the machine's with ``model=True``)."""
+        return Counter((c.model_label if model else c.label).value for c in self.cells)
+
+    def _scope(self, field_index: int | None) -> tuple[Cell, ...]:
+        return self.cells if field_index is None else self.field_cells(field_index)
+
+    def groups(self) -> tuple[CellGroup, ...]:
+        """Gallery sections by the model's call: uncertain first, then blasts, normal cells,
+        left out; most blast-like first (see :mod:`leukemia_core.review_queue`)."""
+        return gallery_groups(self.cells)
+
+    def queue(self) -> tuple[tuple[int, int], ...]:
+        """Keys of the cells to review one by one, in gallery order (no border cells)."""
+        return review_queue(self.cells)
+
+    def next_to_review(self, after: tuple[int, int] | None = None) -> tuple[int, int] | None:
+        """The next cell after ``after`` in the queue still waiting for review (None: done)."""
+        waiting = [c.key for c in self.cells if c.awaits_review]
+        return next_to_review(self.queue(), waiting, after)
