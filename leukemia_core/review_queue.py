@@ -119,7 +119,6 @@ class ReviewTallies:
         """Cells whose current label differs from the machine's."""
         return sum(c.changed_by_reviewer for c in self.cells)
 
-    # ---- counts ------------------------------------------------------------------------------
     def count(self, field_index: int | None = None) -> BlastCount:
         """Blast count from the current labels, of one field or (None) the whole sample."""
         return _summarize([c.label for c in self._scope(field_index)])

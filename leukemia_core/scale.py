@@ -89,11 +89,11 @@ def measure_red_cells(image: np.ndarray) -> RedCellScale:
     if n < 3:
         return NO_RED_CELLS
     distance = cv2.distanceTransform(filled.astype(np.uint8), cv2.DIST_L2, 5)
-    typical = _inscribed_circle_diameter(distance, labels, n)
+    areas = np.bincount(labels.ravel())[1:].astype(np.float64)
+    typical = _inscribed_circle_diameter(distance, labels, areas)
     if typical is None:
         return NO_RED_CELLS
     low = _peak_diameter(distance)
-    areas = np.bincount(labels.ravel())[1:]
     merged = float(areas.max() / areas.sum())
     if low is not None and merged > CONFLUENT_SHARE:
         typical = low
@@ -101,12 +101,11 @@ def measure_red_cells(image: np.ndarray) -> RedCellScale:
     return RedCellScale(typical / scale, low / scale, merged)
 
 
-def _inscribed_circle_diameter(distance, labels, n) -> float | None:
+def _inscribed_circle_diameter(distance, labels, areas) -> float | None:
     # The largest inscribed circle of each blob is about one red-cell radius even for chains
     # of touching cells. Weighting by the square root of blob area lets specks (platelets, dust)
     # count less without letting a few large clumps decide (measured on BCCD red-cell boxes).
-    radii = _label_maxima(distance, labels, n)
-    areas = np.bincount(labels.ravel())[1:].astype(np.float64)
+    radii = _label_maxima(distance, labels, len(areas))
     usable = radii >= 2.0
     if usable.sum() < 3:
         return None

@@ -193,7 +193,9 @@ def evaluate_wbc(
         "fields_with_swapped_labels": swapped,
         "red_cell_scale_within": share_within(list(scale_ratios.values()), *SCALE_AGREEMENT),
         "red_cell_scale_outliers": sorted(
-            name for name, r in scale_ratios.items() if not share_within([r], *SCALE_AGREEMENT)
+            name
+            for name, r in scale_ratios.items()
+            if not SCALE_AGREEMENT[0] <= r <= SCALE_AGREEMENT[1]
         ),
         "n_fields_with_red_cell_boxes": len(scale_ratios),
     }
