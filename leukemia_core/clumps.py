@@ -1,4 +1,5 @@
-"""Touching white cells: rejoin the halves of one granulocyte, split clumps of pressed blasts.
+"""Touching white cells and clumps: rejoin the halves of one granulocyte, split clumps of pressed
+blasts, drop platelet clumps.
 
 Two opposite mistakes threaten a blast count. A bilobed eosinophil or a neutrophil with two fat
 lobes falls apart into two "cells" when its nucleus is split at the neck between the lobes; pressed
@@ -10,6 +11,8 @@ blasts with scant cytoplasm fuse into one because their joint nucleus has no nec
   which show only at a finer scale. :func:`split_clump` cuts along them, but only where the outline
   is dented: pressed round cells always leave notches where they meet, while pale chromatin inside
   a round outline is the texture of one blast (cutting it counts one blast twice).
+- Clumped platelets take the nucleus colour and can reach the size of a small lymphocyte, but a
+  cell that small is round; :func:`drop_platelet_clumps` removes the small, ragged ones.
 """
 
 from __future__ import annotations
@@ -99,6 +102,38 @@ def merge_slabs(
                 view = labels[found[old - 1]]
                 view[view == old] = new
     return nuclei, cells, tuple(sorted({moved.get(i, i) for i in border}))
+
+
+def drop_platelet_clumps(
+    nuclei: np.ndarray,
+    cells: np.ndarray,
+    border: tuple[int, ...],
+    max_area: float,
+    max_solidity: float,
+) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+    """Remove platelet clumps and smudged debris; returns relabelled (nuclei, cells, border ids).
+
+    A white cell smaller than ``max_area`` pixels (about a red cell) is a lymphocyte-sized round
+    cell; an object that small whose outline fills less than ``max_solidity`` of its convex hull
+    is a cluster of platelets or a smear of debris, which take the nucleus colour. Cells cut by
+    the border keep their straight edge and are left to the border rules.
+    """
+    boxes = ndi.find_objects(cells)
+    keep = np.zeros(len(boxes) + 1, dtype=bool)
+    cut = set(border)
+    for index, box in enumerate(boxes, start=1):
+        if box is None:
+            continue
+        mask = cells[box] == index
+        keep[index] = (
+            index in cut or np.count_nonzero(mask) >= max_area or solidity(mask) >= max_solidity
+        )
+    dropped = np.flatnonzero(~keep[1:]) + 1
+    if dropped.size == 0:
+        return nuclei, cells, border
+    new_ids = np.zeros(len(boxes) + 1, dtype=np.int32)
+    new_ids[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+    return new_ids[nuclei], new_ids[cells], tuple(int(new_ids[i]) for i in border)
 
 
 def _renumbered(parent: np.ndarray) -> np.ndarray:

@@ -15,7 +15,8 @@ Stages:
        glass are not) thresholded per image; fragments of one lobulated nucleus are merged;
        touching nuclei are split by a watershed on their distance transform;
     4. whole cells by a seeded watershed in which nuclei, red cells and the glass compete;
-    5. rejection of platelets and debris by size, and flagging of cells cut by the border.
+    5. rejection of platelets and debris by size, of platelet clumps by size and ragged outline,
+       and flagging of cells cut by the border.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from skimage.filters import threshold_otsu
 from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
-from leukemia_core.clumps import merge_halves, merge_slabs, split_clump
+from leukemia_core.clumps import drop_platelet_clumps, merge_halves, merge_slabs, split_clump
 from leukemia_core.colour import nucleus_score
 from leukemia_core.masks import fill_holes
 from leukemia_core.resampling import full_resolution_box, resize, upsample_patch
@@ -82,6 +83,9 @@ class SegmentationParams:
         min_split_nucleus_area: Each part of a split must keep this much nucleus (red-cell areas).
         slab_contact: A piece meeting a neighbour along at least this times the square root of its
             area is a slice of that cell and rejoins it (:func:`clumps.merge_slabs`).
+        platelet_clump_area: Objects smaller than this (red-cell areas of the lower estimate)...
+        platelet_clump_solidity: ...that fill less than this of their convex hull are platelet
+            clumps or debris and are dropped (:func:`clumps.drop_platelet_clumps`).
         min_border_cell_area: A cell cut by the border must show at least this much area
             (red-cell areas); smaller slivers are dropped.
         border_margin_px: A cell within this many full-resolution pixels of the edge is flagged.
@@ -108,6 +112,8 @@ class SegmentationParams:
     clump_dented_solidity: float = 0.9  # two touching discs: about 0.85
     min_split_nucleus_area: float = 0.8
     slab_contact: float = 2.0
+    platelet_clump_area: float = 1.0
+    platelet_clump_solidity: float = 0.9
     min_border_cell_area: float = 0.5
     border_margin_px: int = 2
     normalise_stain: bool = True
@@ -169,6 +175,13 @@ def segment_wbc(image: np.ndarray, params: SegmentationParams | None = None) -> 
         min_cell_px=params.min_cell_area * np.pi * low_diameter**2 / 4,
     )
     nuclei, cells, border = merge_slabs(nuclei, cells, border, params.slab_contact)
+    nuclei, cells, border = drop_platelet_clumps(
+        nuclei,
+        cells,
+        border,
+        params.platelet_clump_area * np.pi * low_diameter**2 / 4,
+        params.platelet_clump_solidity,
+    )
     notes = ()
     if cells.max() == 0:
         notes = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from leukemia_core.clumps import merge_slabs, split_clump
+from leukemia_core.clumps import drop_platelet_clumps, merge_slabs, split_clump
 from leukemia_core.cropping import CROP_FIELD_RED_CELLS, crop_cells, draw_overlay
 from leukemia_core.errors import SegmentationError
 from leukemia_core.scale import estimate_red_cell_diameter
@@ -209,7 +209,7 @@ def bccd_quality(shared_data):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("figure", "floor"),
-    [("wbc_recall", 0.99), ("wbc_precision", 0.95), ("nucleus_dice", 0.92), ("cell_dice", 0.85)],
+    [("wbc_recall", 0.99), ("wbc_precision", 0.955), ("nucleus_dice", 0.92), ("cell_dice", 0.85)],
 )
 def test_bccd_quality_floor(bccd_quality, figure, floor):
     assert bccd_quality[figure] >= floor
@@ -280,6 +280,26 @@ def test_a_slab_between_two_cells_joins_one_of_them_not_both():
     merged = merge_slabs(cells.copy(), cells.copy(), (), 2.0)[1]
     assert set(np.unique(merged)) == {1, 2}, "two cells, the strip inside one of them"
     assert merged[20, 20] != merged[20, 60]
+
+
+def test_small_ragged_objects_are_dropped_as_platelet_clumps_round_and_large_cells_kept():
+    shape = (140, 400)
+    cells = np.zeros(shape, np.int32)
+    cells[_disc(shape, (70, 40), 22)] = 1  # a round lymphocyte-sized cell
+    cells[65:76, 90:131] = cells[50:91, 105:116] = 2  # platelets clumped in a ragged cross
+    cells[_disc(shape, (70, 200), 30) | _disc(shape, (70, 250), 30)] = 3  # a large bilobed cell
+    for centre in ((10, 330), (30, 338), (8, 350)):  # a ragged object cut by the top border
+        cells[_disc(shape, centre, 7)] = 4
+    cells[_disc(shape, (70, 350), 18)] = 5
+    max_area = np.pi * 30**2  # a red cell 60 px wide
+    nuclei, kept, border = drop_platelet_clumps(cells.copy(), cells.copy(), (4,), max_area, 0.8)
+    assert not kept[50:91, 90:131].any(), "the platelet clump is gone"
+    assert list(np.unique(kept)) == [0, 1, 2, 3, 4], "ids stay consecutive"
+    assert kept[70, 40] == 1 and kept[70, 200] == kept[70, 250] == 2
+    assert border == (3,) and kept[10, 330] == 3, "cut objects are left to the border rules"
+    assert kept[70, 350] == 4 and np.array_equal(nuclei, kept)
+    same = drop_platelet_clumps(kept.copy(), kept.copy(), border, max_area, 0.8)
+    assert np.array_equal(same[1], kept) and same[2] == border, "nothing left to drop"
 
 
 @pytest.mark.parametrize(
@@ -355,7 +375,21 @@ def test_another_microscope_is_found_after_stain_normalisation(other_microscope)
 
 @pytest.mark.data
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 17 target not met: deepbionet precision 0.949 "
-                   "(platelet clumps, unboxed white cells); see README, Quality")  # fmt: skip
 def test_another_microscope_precision_target(other_microscope):
+    """Issue 17's floor; 0.949 before the platelet-clump rule."""
     assert other_microscope["wbc_precision"] >= 0.95
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_platelet_clump_rule_drops_false_detections_only(shared_data, other_microscope):
+    """Against the same fields without the rule: fewer detections, not one expert cell fewer."""
+    without = quality.evaluate_wbc(
+        shared_data / "deepbionet", SegmentationParams(platelet_clump_area=0.0)
+    )
+
+    def found(result):
+        return round(result["wbc_recall"] * result["n_wbc_boxes"])
+
+    assert found(other_microscope) == found(without)
+    assert other_microscope["n_detections"] <= without["n_detections"] - 3
