@@ -47,11 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--misses", type=Path,
                          help="also write each missed expert cell and false detection to this CSV")  # fmt: skip
     lodo = commands.add_parser(
-        "lodo", help="segmentation figures with each dataset left out of the stain reference"
+        "lodo",
+        help="segmentation figures with each dataset left out of the stain reference and clump rule",
     )
     for name in _LODO_NAMES:
         lodo.add_argument(f"--{name.replace('_', '-')}", type=Path,
                           help=f"{name} folder (BCCD / ALL-IDB layout)")  # fmt: skip
+    lodo.add_argument("--workers", type=int, default=2, help="processes (each runs one dataset)")
     crops = commands.add_parser("crops", help="centre-cell masks on ALL-IDB2-layout crops")
     crops.add_argument(
         "--all-idb2", type=Path, required=True, help="folder with images/ and masks/"
@@ -161,7 +163,7 @@ def _segmentation_run(args) -> dict:
         from train.evaluate.lodo import leave_one_dataset_out
 
         datasets = dict(zip(names, folders, strict=True))
-        return {"command": "lodo", **leave_one_dataset_out(datasets, _progress)}
+        return {"command": "lodo", **leave_one_dataset_out(datasets, _progress, args.workers)}
     if args.command == "fields":
         result = evaluate_cells_in_fields(*folders, progress=_progress)
         if not result["n_cells"]:
