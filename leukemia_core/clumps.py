@@ -11,6 +11,8 @@ blasts with scant cytoplasm fuse into one because their joint nucleus has no nec
   which show only at a finer scale. :func:`split_clump` cuts along them, but only where the outline
   is dented: pressed round cells always leave notches where they meet, while pale chromatin inside
   a round outline is the texture of one blast (cutting it counts one blast twice).
+- A round cell cut in two by a watershed leaves a union as solid as its pieces; pressed cells
+  leave notches, so their union is less solid. :func:`merge_round_unions` rejoins the former.
 - Clumped platelets take the nucleus colour and can reach the size of a small lymphocyte, but a
   cell that small is round; :func:`drop_platelet_clumps` removes the small, ragged ones.
 """
@@ -104,21 +106,107 @@ def merge_slabs(
     return nuclei, cells, tuple(sorted({moved.get(i, i) for i in border}))
 
 
+def merge_round_unions(
+    nuclei: np.ndarray,
+    cells: np.ndarray,
+    border: tuple[int, ...],
+    margin: float,
+    min_contact: float,
+    boxes: list | None = None,
+) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+    """Rejoin the pieces of one round cell cut in two; returns (nuclei, cells, border ids).
+
+    Pressed cells leave notches where they meet, so their union fills less of its convex hull
+    than either cell does (ALL-IDB1's touching blasts lose at least 0.028). Two touching pieces
+    whose union is at most ``margin`` less solid than the more solid piece, and whose cut is at
+    least ``min_contact`` times the square root of the smaller piece's area, are one cell. A
+    negative ``margin`` turns the step off. ``boxes`` (``ndi.find_objects(cells)``, a full-image
+    pass) is reused when given and kept up to date in place.
+    """
+    boxes = ndi.find_objects(cells) if boxes is None else boxes
+    if margin < 0 or len(boxes) < 2:
+        return nuclei, cells, border
+    gone_ids = []
+    while (pair := _round_pair(cells, boxes, margin, min_contact)) is not None:
+        keep, gone = pair
+        for labels in (cells, nuclei):  # a nucleus can reach beyond its cell's box: own boxes
+            found = boxes[gone - 1] if labels is cells else None
+            found = found or ndi.find_objects(labels, max_label=gone)[gone - 1]
+            if found is not None:
+                view = labels[found]
+                view[view == gone] = keep
+        boxes[keep - 1] = _joint_box(boxes[keep - 1], boxes[gone - 1])
+        boxes[gone - 1] = None
+        border = tuple(sorted({keep if i == gone else i for i in border}))
+        gone_ids.append(gone)
+    if not gone_ids:
+        return nuclei, cells, border
+    kept = np.ones(len(boxes) + 1, dtype=bool)
+    kept[gone_ids] = False
+    return _keep_only(nuclei, cells, border, kept, boxes)
+
+
+def _joint_box(first: tuple, second: tuple) -> tuple:
+    """The smallest box holding two boxes."""
+    pairs = zip(first, second, strict=True)
+    return tuple(slice(min(p.start, q.start), max(p.stop, q.stop)) for p, q in pairs)
+
+
+def _round_pair(cells: np.ndarray, boxes: list, margin: float, min_contact: float):
+    """The first touching pair (ids) :func:`merge_round_unions` should join, or None."""
+    hulls: dict[int, tuple[np.ndarray, int]] = {}
+
+    def hull(k: int) -> tuple[np.ndarray, int]:
+        # The hull of a union is the hull of the pieces' hull points: a few dozen points each.
+        if k not in hulls:
+            box = boxes[k - 1]
+            mask = (cells[box] == k).astype(np.uint8)
+            contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+            offset = np.array([box[1].start, box[0].start])
+            points = np.concatenate(contours).reshape(-1, 2) + offset
+            hulls[k] = (cv2.convexHull(points.astype(np.int32)).reshape(-1, 2), int(mask.sum()))
+        return hulls[k]
+
+    for index, box in enumerate(boxes, start=1):
+        if box is None:
+            continue
+        window = tuple(slice(max(0, s.start - 1), s.stop + 1) for s in box)
+        for (a, b), contact in _contacts(cells[window]).items():
+            if index != a:  # each pair once, from its lower id
+                continue
+            (points_a, area_a), (points_b, area_b) = hull(a), hull(b)
+            if contact < min_contact * np.sqrt(min(area_a, area_b)):
+                continue
+            union = cv2.convexHull(np.concatenate([points_a, points_b]))
+            pieces = max(_hull_fill(area_a, points_a), _hull_fill(area_b, points_b))
+            if _hull_fill(area_a + area_b, union) >= pieces - margin:
+                return a, b
+    return None
+
+
+def _hull_fill(area: int, hull: np.ndarray) -> float:
+    """Area over convex-hull area, the hull widened by half a pixel all round (as in solidity)."""
+    hull = hull.reshape(-1, 1, 2)
+    return area / (cv2.contourArea(hull) + 0.5 * cv2.arcLength(hull, True) + 1.0)
+
+
 def drop_platelet_clumps(
     nuclei: np.ndarray,
     cells: np.ndarray,
     border: tuple[int, ...],
     max_area: float,
     max_solidity: float,
+    boxes: list | None = None,
 ) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
     """Remove platelet clumps and smudged debris; returns relabelled (nuclei, cells, border ids).
 
     A white cell smaller than ``max_area`` pixels (about a red cell) is a lymphocyte-sized round
     cell; an object that small whose outline fills less than ``max_solidity`` of its convex hull
     is a cluster of platelets or a smear of debris, which take the nucleus colour. Cells cut by
-    the border keep their straight edge and are left to the border rules.
+    the border keep their straight edge and are left to the border rules. ``boxes`` as in
+    :func:`merge_round_unions`.
     """
-    boxes = ndi.find_objects(cells)
+    boxes = ndi.find_objects(cells) if boxes is None else boxes
     keep = np.zeros(len(boxes) + 1, dtype=bool)
     cut = set(border)
     for index, box in enumerate(boxes, start=1):
@@ -128,11 +216,18 @@ def drop_platelet_clumps(
         keep[index] = (
             index in cut or np.count_nonzero(mask) >= max_area or solidity(mask) >= max_solidity
         )
-    dropped = np.flatnonzero(~keep[1:]) + 1
-    if dropped.size == 0:
+    if keep[1:].all():
         return nuclei, cells, border
-    new_ids = np.zeros(len(boxes) + 1, dtype=np.int32)
-    new_ids[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+    return _keep_only(nuclei, cells, border, keep, boxes)
+
+
+def _keep_only(nuclei, cells, border, kept: np.ndarray, boxes: list):
+    """Labels (and border ids) with only the ids where ``kept`` is True, renumbered 1..k;
+    ``boxes`` follows in place."""
+    kept[0] = False
+    new_ids = np.zeros(len(kept), dtype=np.int32)
+    new_ids[kept] = np.arange(1, int(kept.sum()) + 1, dtype=np.int32)
+    boxes[:] = [box for box, keep in zip(boxes, kept[1:], strict=True) if keep]
     return new_ids[nuclei], new_ids[cells], tuple(int(new_ids[i]) for i in border)
 
 

@@ -26,3 +26,22 @@ def outline_mask(outline: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         points = np.round(np.asarray(outline, dtype=np.float64)).astype(np.int32)
         cv2.fillPoly(mask, [points.reshape(-1, 1, 2)], 1)
     return mask.astype(bool)
+
+
+def touches_border(mask, rows, cols, height, width, margin) -> bool:
+    """Whether a box-cropped mask comes within ``margin`` pixels of the image edge."""
+    top, left = margin - rows.start, margin - cols.start
+    bottom, right = rows.stop - (height - margin), cols.stop - (width - margin)
+    return bool(
+        (top > 0 and mask[:top].any())
+        or (bottom > 0 and mask[-bottom:].any())
+        or (left > 0 and mask[:, :left].any())
+        or (right > 0 and mask[:, -right:].any())
+    )
+
+
+def smooth_mask(mask: np.ndarray, disk: np.ndarray) -> np.ndarray:
+    """Close small gaps, fill holes and drop thin spurs, as an expert's outline would."""
+    mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_CLOSE, disk)
+    mask = fill_holes(mask).astype(np.uint8)
+    return cv2.morphologyEx(mask, cv2.MORPH_OPEN, disk).astype(bool)

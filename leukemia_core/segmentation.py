@@ -15,8 +15,9 @@ Stages:
        glass are not) thresholded per image; fragments of one lobulated nucleus are merged;
        touching nuclei are split by a watershed on their distance transform;
     4. whole cells by a seeded watershed in which nuclei, red cells and the glass compete;
-    5. rejection of platelets and debris by size, of platelet clumps by size and ragged outline,
-       and flagging of cells cut by the border.
+    5. pieces of one cell rejoined (slabs; halves whose union is as round as they are),
+       rejection of platelets and debris by size, of platelet clumps by size and ragged
+       outline, and flagging of cells cut by the border.
 """
 
 from __future__ import annotations
@@ -30,9 +31,15 @@ from skimage.filters import threshold_otsu
 from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
-from leukemia_core.clumps import drop_platelet_clumps, merge_halves, merge_slabs, split_clump
+from leukemia_core.clumps import (
+    drop_platelet_clumps,
+    merge_halves,
+    merge_round_unions,
+    merge_slabs,
+    split_clump,
+)
 from leukemia_core.colour import nucleus_score
-from leukemia_core.masks import fill_holes
+from leukemia_core.masks import fill_holes, smooth_mask, touches_border
 from leukemia_core.resampling import full_resolution_box, resize, upsample_patch
 from leukemia_core.scale import RedCellScale, check_rgb, measure_red_cells
 from leukemia_core.stain import (
@@ -83,6 +90,11 @@ class SegmentationParams:
         min_split_nucleus_area: Each part of a split must keep this much nucleus (red-cell areas).
         slab_contact: A piece meeting a neighbour along at least this times the square root of its
             area is a slice of that cell and rejoins it (:func:`clumps.merge_slabs`).
+        round_union_margin: Two touching pieces whose union is at most this much less solid
+            than the more solid piece are one round cell cut in two (pressed cells leave
+            notches) and rejoin (:func:`clumps.merge_round_unions`); negative turns it off...
+        round_union_contact: ...when their cut is at least this times the square root of the
+            smaller piece's area.
         platelet_clump_area: Objects smaller than this (red-cell areas of the lower estimate)...
         platelet_clump_solidity: ...that fill less than this of their convex hull are platelet
             clumps or debris and are dropped (:func:`clumps.drop_platelet_clumps`).
@@ -112,6 +124,8 @@ class SegmentationParams:
     clump_dented_solidity: float = 0.9  # two touching discs: about 0.85
     min_split_nucleus_area: float = 0.8
     slab_contact: float = 2.0
+    round_union_margin: float = 0.01
+    round_union_contact: float = 1.0
     platelet_clump_area: float = 1.0
     platelet_clump_solidity: float = 0.9
     min_border_cell_area: float = 0.5
@@ -175,12 +189,13 @@ def segment_wbc(image: np.ndarray, params: SegmentationParams | None = None) -> 
         min_cell_px=params.min_cell_area * np.pi * low_diameter**2 / 4,
     )
     nuclei, cells, border = merge_slabs(nuclei, cells, border, params.slab_contact)
+    boxes = ndi.find_objects(cells)  # one full-image pass for the two steps below
+    nuclei, cells, border = merge_round_unions(
+        nuclei, cells, border, params.round_union_margin, params.round_union_contact, boxes
+    )
+    clump_px = params.platelet_clump_area * np.pi * low_diameter**2 / 4
     nuclei, cells, border = drop_platelet_clumps(
-        nuclei,
-        cells,
-        border,
-        params.platelet_clump_area * np.pi * low_diameter**2 / 4,
-        params.platelet_clump_solidity,
+        nuclei, cells, border, clump_px, params.platelet_clump_solidity, boxes
     )
     notes = ()
     if cells.max() == 0:
@@ -347,9 +362,9 @@ def _refine_full_resolution(
         nucleus_hint = upsample_patch(nuclei_small[small] == index, rows, cols, small, scale)
         patch = image[rows, cols]
         nucleus = territory & (nucleus_score(patch) > threshold)
-        nucleus = _smooth_mask(nucleus | (nucleus_hint & territory), disk)
+        nucleus = smooth_mask(nucleus | (nucleus_hint & territory), disk)
         cytoplasm = cytoplasm_score(patch, reference_b) > params.cytoplasm_blueness
-        cell = (_smooth_mask(territory & (cytoplasm | nucleus), disk) & territory) | nucleus
+        cell = (smooth_mask(territory & (cytoplasm | nucleus), disk) & territory) | nucleus
         parts = [(cell, nucleus)]
         if nucleus.sum() >= params.split_min_nucleus_fraction * max(1, cell.sum()):
             parts = split_clump(
@@ -366,7 +381,7 @@ def _refine_full_resolution(
             area = part_cell.sum()
             if area < min_cell_px or part_nucleus.sum() < min_nucleus:
                 continue
-            on_border = _touches_border(part_cell, rows, cols, height, width, margin)
+            on_border = touches_border(part_cell, rows, cols, height, width, margin)
             # A sliver of a cell at the field edge can be neither classified nor reviewed.
             if on_border and area < min_border_cell:
                 continue
@@ -376,22 +391,3 @@ def _refine_full_resolution(
                 border.append(next_id)
             next_id += 1
     return nuclei, cells, tuple(border)
-
-
-def _touches_border(mask, rows, cols, height, width, margin) -> bool:
-    """Whether a box-cropped mask comes within ``margin`` pixels of the image edge."""
-    top, left = margin - rows.start, margin - cols.start
-    bottom, right = rows.stop - (height - margin), cols.stop - (width - margin)
-    return bool(
-        (top > 0 and mask[:top].any())
-        or (bottom > 0 and mask[-bottom:].any())
-        or (left > 0 and mask[:, :left].any())
-        or (right > 0 and mask[:, -right:].any())
-    )
-
-
-def _smooth_mask(mask: np.ndarray, disk: np.ndarray) -> np.ndarray:
-    """Close small gaps, fill holes and drop thin spurs, as an expert's outline would."""
-    mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_CLOSE, disk)
-    mask = fill_holes(mask).astype(np.uint8)
-    return cv2.morphologyEx(mask, cv2.MORPH_OPEN, disk).astype(bool)

@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from leukemia_core.clumps import drop_platelet_clumps, merge_slabs, split_clump
+from leukemia_core.clumps import (
+    drop_platelet_clumps,
+    merge_round_unions,
+    merge_slabs,
+    split_clump,
+)
 from leukemia_core.cropping import CROP_FIELD_RED_CELLS, crop_cells, draw_overlay
 from leukemia_core.errors import SegmentationError
 from leukemia_core.scale import estimate_red_cell_diameter
@@ -280,6 +285,28 @@ def test_a_slab_between_two_cells_joins_one_of_them_not_both():
     merged = merge_slabs(cells.copy(), cells.copy(), (), 2.0)[1]
     assert set(np.unique(merged)) == {1, 2}, "two cells, the strip inside one of them"
     assert merged[20, 20] != merged[20, 60]
+
+
+def test_a_round_cell_cut_in_two_rejoins_while_pressed_cells_stay_apart():
+    shape = (140, 420)
+    columns = np.mgrid[:140, :420][1]
+    cells = np.zeros(shape, np.int32)
+    round_cell = _disc(shape, (70, 70), 45)
+    cells[round_cell] = 1
+    cells[round_cell & (columns > 75)] = 2  # cut along a chord: two pieces, no notch between
+    cells[_disc(shape, (70, 200), 35)] = 3
+    cells[_disc(shape, (70, 262), 35) & (cells == 0)] = 4  # pressed against cell 3: notches
+    cells[_disc(shape, (70, 380), 40)] = 5  # alone, at the right border
+    nuclei, merged, border = merge_round_unions(cells.copy(), cells.copy(), (2, 5), 0.01, 1.0)
+    assert set(np.unique(merged[round_cell])) == {1}, "the halves of the round cell rejoin"
+    assert merged[70, 200] != merged[70, 262], "pressed cells stay apart"
+    assert list(np.unique(merged)) == [0, 1, 2, 3, 4] and np.array_equal(nuclei, merged)
+    assert border == (1, 4), "border ids follow the renumbering"
+    off = merge_round_unions(cells.copy(), cells.copy(), (), -1.0, 1.0)[1]
+    assert np.array_equal(off, cells), "a negative margin turns the step off"
+    halves = np.where(round_cell, np.where(columns > 75, 2, 1), 0).astype(np.int32)
+    _, whole, _ = merge_round_unions(halves.copy(), halves.copy(), (), 0.01, 1.0)
+    assert np.array_equal(whole, round_cell.astype(np.int32)), "the last id can merge away"
 
 
 def test_small_ragged_objects_are_dropped_as_platelet_clumps_round_and_large_cells_kept():
