@@ -62,7 +62,11 @@ def merge_halves(
 
 
 def merge_slabs(
-    nuclei: np.ndarray, cells: np.ndarray, border: tuple[int, ...], min_contact: float
+    nuclei: np.ndarray,
+    cells: np.ndarray,
+    border: tuple[int, ...],
+    min_contact: float,
+    boxes: list | None = None,
 ) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
     """Rejoin slabs cut off one cell; returns (nuclei, cells, border ids), relabelled in place.
 
@@ -71,8 +75,10 @@ def merge_slabs(
     by a watershed, never a cell of its own (pressed round cells meet along at most about 1.6).
     It joins the neighbour it shares most border with, so a slab between two cells never fuses
     them. Works inside each cell's box, so a field of 5 megapixels costs milliseconds.
+    ``boxes`` (``ndi.find_objects(cells)``, a full-image pass) is reused when given and kept up
+    to date in place, for the steps that follow.
     """
-    boxes = ndi.find_objects(cells)
+    boxes = ndi.find_objects(cells) if boxes is None else boxes
     area = np.zeros(len(boxes) + 1)
     for index, box in enumerate(boxes, start=1):
         if box is not None:
@@ -92,7 +98,8 @@ def merge_slabs(
     for slab, (_, other) in sorted(joins.items()):
         roots = parent[slab], parent[other]
         parent[np.isin(parent, roots)] = min(roots)  # a group's root is its lowest id
-    moved = {old: int(new) for old, new in enumerate(_renumbered(parent)) if old != new}
+    new_ids = _renumbered(parent)
+    moved = {old: int(new) for old, new in enumerate(new_ids) if old != new}
     # A nucleus pixel can lie outside its cell's box (a later cell drawn over it): nuclei get
     # boxes of their own.
     nucleus_boxes = ndi.find_objects(nuclei, max_label=len(boxes))
@@ -103,6 +110,12 @@ def merge_slabs(
             if found[old - 1] is not None:
                 view = labels[found[old - 1]]
                 view[view == old] = new
+    joined: list = [None] * int(new_ids.max())
+    for old, box in enumerate(boxes, start=1):
+        new = int(new_ids[old])
+        if box is not None:
+            joined[new - 1] = box if joined[new - 1] is None else _joint_box(joined[new - 1], box)
+    boxes[:] = joined
     return nuclei, cells, tuple(sorted({moved.get(i, i) for i in border}))
 
 
@@ -129,11 +142,11 @@ def merge_round_unions(
     gone_ids = []
     while (pair := _round_pair(cells, boxes, margin, min_contact)) is not None:
         keep, gone = pair
-        for labels in (cells, nuclei):  # a nucleus can reach beyond its cell's box: own boxes
-            found = boxes[gone - 1] if labels is cells else None
-            found = found or ndi.find_objects(labels, max_label=gone)[gone - 1]
-            if found is not None:
-                view = labels[found]
+        # A nucleus can reach beyond its cell's box (merge_slabs): it is found in its own box.
+        nucleus_box = ndi.find_objects(nuclei, max_label=gone)[gone - 1]
+        for labels, box in ((cells, boxes[gone - 1]), (nuclei, nucleus_box)):
+            if box is not None:
+                view = labels[box]
                 view[view == gone] = keep
         boxes[keep - 1] = _joint_box(boxes[keep - 1], boxes[gone - 1])
         boxes[gone - 1] = None
@@ -185,8 +198,9 @@ def _round_pair(cells: np.ndarray, boxes: list, margin: float, min_contact: floa
 
 
 def _hull_fill(area: int, hull: np.ndarray) -> float:
-    """Area over convex-hull area, the hull widened by half a pixel all round (as in solidity)."""
+    """Area over the area of a convex hull through pixel centres."""
     hull = hull.reshape(-1, 1, 2)
+    # The hull through pixel centres falls short of the pixels' area by half a pixel all round.
     return area / (cv2.contourArea(hull) + 0.5 * cv2.arcLength(hull, True) + 1.0)
 
 
@@ -314,9 +328,7 @@ def solidity(mask: np.ndarray) -> float:
         return 1.0
     largest = 1 + int(stats[1:, cv2.CC_STAT_AREA].argmax())
     hull = cv2.convexHull(cv2.findNonZero((parts == largest).astype(np.uint8)))
-    # The hull through pixel centres falls short of the pixels' area by half a pixel all round.
-    hull_area = cv2.contourArea(hull) + 0.5 * cv2.arcLength(hull, True) + 1.0
-    return min(1.0, float(stats[largest, cv2.CC_STAT_AREA]) / hull_area)
+    return min(1.0, _hull_fill(int(stats[largest, cv2.CC_STAT_AREA]), hull))
 
 
 def _split_regions(patch, cell, nucleus, diameter, min_part_nucleus_area, depth):

@@ -188,8 +188,8 @@ def segment_wbc(image: np.ndarray, params: SegmentationParams | None = None) -> 
         params,
         min_cell_px=params.min_cell_area * np.pi * low_diameter**2 / 4,
     )
-    nuclei, cells, border = merge_slabs(nuclei, cells, border, params.slab_contact)
-    boxes = ndi.find_objects(cells)  # one full-image pass for the two steps below
+    boxes = ndi.find_objects(cells)  # one full-image pass for the three steps below
+    nuclei, cells, border = merge_slabs(nuclei, cells, border, params.slab_contact, boxes)
     nuclei, cells, border = merge_round_unions(
         nuclei, cells, border, params.round_union_margin, params.round_union_contact, boxes
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 
 from leukemia_core.clumps import (
     drop_platelet_clumps,
@@ -267,7 +268,9 @@ def test_a_slab_sliced_off_a_cell_rejoins_it_while_touching_cells_stay_apart():
     cells[_disc(shape, (60, 209), 20) & (cells == 0)] = 4  # pressed against cell 3
     cells[_disc(shape, (60, 275), 15)] = 5  # alone, at the right border
     nuclei = cells.copy()
-    nuclei, merged, border = merge_slabs(nuclei, cells.copy(), (2, 5), 2.0)
+    boxes = ndi.find_objects(cells)
+    nuclei, merged, border = merge_slabs(nuclei, cells.copy(), (2, 5), 2.0, boxes)
+    assert boxes == ndi.find_objects(merged), "the boxes follow the relabelling"
     assert set(np.unique(merged[one_cell])) == {1}, "the slab joins its cell"
     assert merged[60, 160] != merged[60, 209], "pressed round cells stay apart"
     assert list(np.unique(merged)) == [0, 1, 2, 3, 4], "ids stay consecutive"
@@ -297,7 +300,11 @@ def test_a_round_cell_cut_in_two_rejoins_while_pressed_cells_stay_apart():
     cells[_disc(shape, (70, 200), 35)] = 3
     cells[_disc(shape, (70, 262), 35) & (cells == 0)] = 4  # pressed against cell 3: notches
     cells[_disc(shape, (70, 380), 40)] = 5  # alone, at the right border
-    nuclei, merged, border = merge_round_unions(cells.copy(), cells.copy(), (2, 5), 0.01, 1.0)
+    boxes = ndi.find_objects(cells)
+    nuclei, merged, border = merge_round_unions(
+        cells.copy(), cells.copy(), (2, 5), 0.01, 1.0, boxes
+    )
+    assert boxes == ndi.find_objects(merged), "the boxes follow the relabelling"
     assert set(np.unique(merged[round_cell])) == {1}, "the halves of the round cell rejoin"
     assert merged[70, 200] != merged[70, 262], "pressed cells stay apart"
     assert list(np.unique(merged)) == [0, 1, 2, 3, 4] and np.array_equal(nuclei, merged)
@@ -319,7 +326,11 @@ def test_small_ragged_objects_are_dropped_as_platelet_clumps_round_and_large_cel
         cells[_disc(shape, centre, 7)] = 4
     cells[_disc(shape, (70, 350), 18)] = 5
     max_area = np.pi * 30**2  # a red cell 60 px wide
-    nuclei, kept, border = drop_platelet_clumps(cells.copy(), cells.copy(), (4,), max_area, 0.8)
+    boxes = ndi.find_objects(cells)
+    nuclei, kept, border = drop_platelet_clumps(
+        cells.copy(), cells.copy(), (4,), max_area, 0.8, boxes
+    )
+    assert boxes == ndi.find_objects(kept), "the boxes follow the relabelling"
     assert not kept[50:91, 90:131].any(), "the platelet clump is gone"
     assert list(np.unique(kept)) == [0, 1, 2, 3, 4], "ids stay consecutive"
     assert kept[70, 40] == 1 and kept[70, 200] == kept[70, 250] == 2
