@@ -1,0 +1,1 @@
+"""Research scripts whose figures the README quotes (not part of the app)."""
