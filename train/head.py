@@ -37,10 +37,13 @@ def _head_model(features: int, dropout: float, seed: int) -> keras.Model:
 
 def backbone_features(
     model: keras.Model, images: np.ndarray, config: FitConfig, *, views: int = 1,
-    progress: ProgressCallback | None = None,
+    progress: ProgressCallback | None = None, layer: str = "head_pool",
 ) -> np.ndarray:  # fmt: skip
-    """Pooled backbone features ``(views, N, F)``; view 0 is the plain image, others augmented."""
-    extractor = keras.Model(model.input, model.get_layer("head_pool").output)
+    """Pooled backbone features ``(views, N, F)``; view 0 is the plain image, others augmented.
+
+    ``layer`` names another layer whose output to return instead (``(views, N, ...)``).
+    """
+    extractor = keras.Model(model.input, model.get_layer(layer).output)
     scheme = PREPROCESSING_SCHEMES[get_architecture(config.architecture).preprocessing]
     out = []
     for view in range(views):

@@ -21,19 +21,14 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from leukemia_core.calibration import BLAST_INDEX
-from leukemia_core.models.architectures import (
-    PREPROCESSING_SCHEMES,
-    build_classifier,
-    get_architecture,
-)
-from train.augmentation import AUGMENTATIONS, augment
+from leukemia_core.models.architectures import build_classifier
 from train.batches import balanced_indices
 from train.data import load_manifest
 from train.evaluate.metrics import auroc, sensitivity_at_specificity
 from train.fit import FitConfig, labels_of, load_crops
+from train.head import backbone_features
 from train.splits import leave_one_source_out
 
 
@@ -54,27 +49,6 @@ def top_of(model: keras.Model, cut: str) -> tuple[keras.Model, list[keras.layers
     for layer in layers:
         x = layer(x)
     return keras.Model(inputs, x), layers
-
-
-def activations(model, cut, images, views, augmentations, seed=0) -> np.ndarray:
-    """``(views, N, ...)`` float16 activations at ``cut``; view 0 is the plain cell."""
-    extractor = keras.Model(model.input, model.get_layer(cut).output)
-    scheme = PREPROCESSING_SCHEMES[get_architecture(model.name).preprocessing]
-    out = []
-    for view in range(views):
-        seeds = tf.data.Dataset.random(seed=seed * 1000 + view).batch(2)
-
-        def load(image, pair, augmented=view > 0):
-            image = tf.cast(image, tf.float32)
-            if augmented:
-                image = tf.round(augment(image, pair, augmentations))
-            return scheme(image)
-
-        batches = tf.data.Dataset.zip(tf.data.Dataset.from_tensor_slices(images), seeds)
-        batches = batches.map(load).batch(64)
-        out.append(np.concatenate([extractor.predict_on_batch(b).astype(np.float16)
-                                   for b in batches]))  # fmt: skip
-    return np.stack(out)
 
 
 def figures(top: keras.Model, x: np.ndarray, labels: np.ndarray) -> dict:
@@ -106,8 +80,9 @@ def main(argv: list[str] | None = None) -> None:
     model = build_classifier(config.architecture, input_size=config.size, weights="imagenet")
     sides = {s: getattr(split, s) for s in ("train", "val", "test")}
     y = {s: labels_of(r) for s, r in sides.items()}
-    x = {s: activations(model, args.cut, load_crops(r, config.input_spec),
-                        args.views if s == "train" else 1, AUGMENTATIONS)
+    x = {s: backbone_features(model, load_crops(r, config.input_spec), config,
+                              views=args.views if s == "train" else 1,
+                              layer=args.cut).astype(np.float16)  # half the memory
          for s, r in sides.items()}  # fmt: skip
     train_x = x["train"].reshape(-1, *x["train"].shape[2:])
     train_y = np.tile(y["train"], args.views)
