@@ -15,27 +15,23 @@ from leukemia_core.calibration import THRESHOLD_RULES
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.models import list_architectures
 from leukemia_core.models.config import TEST_TIME_VIEWS
-from leukemia_core.models.folder import list_models, models_dir
+from leukemia_core.models.folder import list_models
 from leukemia_core.models.inputs import STAIN_NORMALISATIONS
 from train import jobs
 from train.archives import extract_zip
 from train.augmentation import ALL_AUGMENTATIONS
 from train.batches import BALANCING
-from train.compare import planned_splits, promote
+from train.compare import planned_splits
 from train.compare_settings import (
     MISSING_WEIGHTS,
-    MODELS_SUBDIR,
     PRESETS,
     PROTOCOLS,
-    SIZE_BASELINE,
-    TABLE_FILE,
     CompareSettings,
 )
-from train.data_roots import NOT_CONFIGURED, data_roots, resolve_under_roots, shorten
+from train.data_roots import NOT_CONFIGURED, data_roots, resolve_under_roots
 from train.inspection import DatasetSource, inspect_datasets
 from train.reviewed_cases import export_reviewed_cases
-from ui import auth, state
-from ui import comparison as view
+from ui import auth, retrain_jobs, state
 from ui.adaptation import adapt_section
 from ui.common import flash, show_flashes
 
@@ -64,18 +60,6 @@ def _defaults() -> None:
     if "preset" not in st.session_state:
         st.session_state["preset"] = "quick_cpu"
         _apply_preset()
-
-
-def _shown(text: str) -> str:
-    """``text`` with the server's folders (jobs and uploads, models, data roots) replaced by
-    names relative to them, for messages on the page."""
-    return shorten(text, (jobs.runs_dir(), models_dir(), *data_roots()))
-
-
-def _details(text: str) -> None:
-    """The full text, server paths and all, folded away for the administrator."""
-    with st.expander("Details for the administrator"):
-        st.code(text, language=None)
 
 
 def _inspect(locations: list[str], allow_ungrouped: bool, roots: tuple | None = None) -> None:
@@ -136,7 +120,7 @@ def dataset_section() -> dict | None:
             try:
                 folder = extract_zip(upload, uploads)
             except (LeukemiaCoreError, OSError) as error:
-                st.error(f"The zip was not unpacked: {_shown(str(error))}")
+                st.error(f"The zip was not unpacked: {retrain_jobs.shown(str(error))}")
             else:  # named relative to the uploads folder, like server folders to their root
                 _inspect([str(folder)], allow, (uploads,))
     else:
@@ -148,7 +132,7 @@ def dataset_section() -> dict | None:
             try:
                 export_reviewed_cases(state.case_store(), out)
             except (LeukemiaCoreError, OSError) as error:
-                st.error(_shown(str(error)))
+                st.error(retrain_jobs.shown(str(error)))
             else:
                 _inspect([str(out / "manifest.csv")], allow, (out.parent,))
     picked = st.session_state.get(DATASET_KEY)
@@ -252,162 +236,6 @@ def settings_section(picked: dict | None) -> None:
         st.rerun()
 
 
-def _cancel(job_id: str) -> None:
-    jobs.cancel_job(job_id)
-    flash(f"Cancel requested for job {job_id}.", "info")
-
-
-@st.fragment(run_every=2.0)
-def live_status(job_id: str, shown_state: str) -> None:
-    """Progress of one job, refreshed every 2 s while it is queued or running; when its state
-    changes (queued -> running -> done/failed/cancelled) the whole page is drawn again, so the
-    job list never shows a state the job has left."""
-    status = jobs.job_status(job_id)
-    if status.state != shown_state:
-        st.rerun()
-    if status.state == jobs.QUEUED:
-        position = jobs.queue_position(job_id, jobs.list_jobs())
-        st.info(f"Queued: position {position}. One job trains at a time on this server.")
-        jobs.ensure_worker()  # e.g. after a server restart
-        st.button("Cancel job", key=f"cancel_queued_{job_id}", on_click=_cancel, args=(job_id,))
-    elif status.state == jobs.RUNNING:
-        event = status.event
-        st.progress(
-            min(status.overall, 1.0),
-            text=f"Overall {100 * status.overall:.0f}% · {view.eta_text(status.eta_s)}",
-        )
-        if event.get("model"):
-            st.progress(
-                min(1.0, (event.get("model_index", 1) - 1) / max(event.get("n_models", 1), 1)),
-                text=f"Model {event.get('model_index')} of {event.get('n_models')}: "
-                     f"{event.get('model')} · fold {event.get('fold') or '–'} of "
-                     f"{event.get('n_folds')}",
-            )  # fmt: skip
-        stage = event.get("stage", "")
-        done, total = event.get("done", 0), event.get("total") or 1
-        epoch = f"epoch {event['epoch']} of {event['epochs']}, " if "epochs" in event else ""
-        st.progress(
-            min(done / total, 1.0),
-            text=f"{view.STAGE_NAMES.get(stage, stage)}: {epoch}{done} of {total}",
-        )
-        if status.curves:
-            st.plotly_chart(view.curves_figure(status.curves), key=f"live_curves_{job_id}")
-        st.button("Cancel job", key=f"cancel_{job_id}", on_click=_cancel, args=(job_id,),
-                  icon=":material/stop:")  # fmt: skip
-    else:
-        st.rerun()  # finished: redraw the whole page with the results
-
-
-def _default_name(job_id: str) -> None:
-    """Name the folder after the picked model and the job (a callback of the model picker)."""
-    picked = st.session_state[f"promote_model_{job_id}"]
-    st.session_state[f"promote_name_{job_id}"] = f"{picked}-{job_id[:15]}"
-
-
-def _promote(job_id: str) -> None:
-    architecture = st.session_state[f"promote_model_{job_id}"]
-    name = st.session_state[f"promote_name_{job_id}"].strip()
-    try:
-        promote(jobs.runs_dir() / job_id, architecture, name, user=auth.user())
-    except (LeukemiaCoreError, OSError, ValueError) as error:
-        flash(f"Not promoted: {_shown(str(error))}")
-        return
-    st.session_state["model"] = name  # the Analyze page's model picker
-    flash(f"{architecture} is now the active model `{name}`; the Analyze page uses it from now "
-          "on.", "success")  # fmt: skip
-
-
-def results_section(status: jobs.JobStatus) -> None:
-    results = status.results()
-    rows = results["table"]
-    st.markdown(f"**{results['n_tested']} test cells** of {results['n_cells']}, split "
-                f"{results['split']}; figures with 95% bootstrap intervals over groups. "
-                f"Best by balanced accuracy: **{results['best'] or 'none'}**.")  # fmt: skip
-    st.dataframe(view.table_frame(rows), hide_index=True, width="stretch")
-    st.caption(
-        "McNemar p: exact test of each model against the best on the same test cells "
-        "(cells of one subject are not independent: read it as indicative). The "
-        f"`{SIZE_BASELINE}` row uses nothing but the cell's area in its crop: a model "
-        "that does not beat it clearly may have learned only that blasts are larger."
-    )
-    st.download_button("Download the table (CSV)", (status.folder / TABLE_FILE).read_bytes(),
-                       file_name=f"comparison-{status.job_id}.csv", mime="text/csv",
-                       key=f"download_{status.job_id}")  # fmt: skip
-    models = results["models"]
-    charts = st.tabs(["ROC", "Reliability", "Confusion matrices", "Training curves",
-                      "Per source"])  # fmt: skip
-    charts[0].plotly_chart(view.roc_figure(models), key=f"roc_{status.job_id}")
-    charts[1].plotly_chart(view.reliability_figure(models), key=f"rel_{status.job_id}")
-    cols = charts[2].columns(3)
-    for i, (name, values) in enumerate(models.items()):
-        cols[i % 3].plotly_chart(view.confusion_figure(name, values["confusion"]),
-                                 key=f"cm_{status.job_id}_{name}")  # fmt: skip
-    curves = {name: values["history"] for name, values in models.items() if values["history"]}
-    if curves:
-        charts[3].plotly_chart(view.curves_figure(curves), key=f"curves_{status.job_id}")
-    charts[4].dataframe(view.per_source_frame(models), hide_index=True, width="stretch")
-
-    promotable = [
-        r["model"]
-        for r in rows
-        if r["status"] == "done"
-        and r["model"] != SIZE_BASELINE
-        and (status.folder / MODELS_SUBDIR / r["model"] / "config.json").is_file()
-    ]
-    if not promotable:
-        return
-    st.subheader("Promote a model")
-    st.caption(
-        "Writes a complete model folder (the previous one of that name is kept as "
-        "<name>.previous) and makes it the active model of the Analyze page."
-    )
-    cols = st.columns([2, 2, 1])
-    pick_key, name_key = f"promote_model_{status.job_id}", f"promote_name_{status.job_id}"
-    if pick_key not in st.session_state:
-        st.session_state[pick_key] = (
-            results["best"] if results["best"] in promotable else promotable[0]
-        )
-        _default_name(status.job_id)
-    cols[0].selectbox("Model", promotable, key=pick_key, on_change=_default_name,
-                      args=(status.job_id,))  # fmt: skip
-    cols[1].text_input("Model folder name", key=name_key,
-                       help="Letters, digits, - and _; an existing folder of that name is kept "
-                            "as <name>.previous.")  # fmt: skip
-    cols[2].button("Promote", key=f"promote_{status.job_id}", type="primary",
-                   on_click=_promote, args=(status.job_id,))  # fmt: skip
-
-
-def jobs_section() -> None:
-    st.subheader("3. Jobs")
-    all_jobs = jobs.list_jobs()
-    if not all_jobs:
-        st.info("No comparison jobs yet.")
-        return
-    by_id = {j.job_id: j for j in all_jobs}
-    if st.session_state.get("job") not in by_id:
-        st.session_state["job"] = all_jobs[0].job_id
-    job_id = st.selectbox(
-        "Job", list(by_id), key="job",
-        format_func=lambda i: f"{i} · {by_id[i].title or 'custom'} · {by_id[i].state}"
-        + (f" (queue position {jobs.queue_position(i, all_jobs)})"
-           if by_id[i].state == jobs.QUEUED else ""),
-    )  # fmt: skip
-    status = by_id[job_id]
-    with st.expander("Job settings and command"):
-        st.code(status.spec().command(status.folder), language="bash")
-    if status.active:
-        live_status(job_id, status.state)
-    elif status.state == jobs.DONE:
-        results_section(status)
-    elif status.state == jobs.FAILED:
-        st.error(f"This job failed: {_shown(status.error or '')}")
-        if status.message:
-            st.caption(_shown(status.message))
-        _details(f"{status.error}\n{status.message}")
-    else:
-        st.info(status.message or "This job was cancelled.")
-
-
 auth.require(Permission.MANAGE_MODELS)
 st.title("Retrain & compare models")
 st.caption("Train several architectures on your labelled cells with subject-level (grouped) "
@@ -419,5 +247,5 @@ jobs.ensure_worker()  # queued jobs need a worker, e.g. after a server restart
 st.caption(f"Installed models: {', '.join(list_models()) or 'none'}")
 picked = dataset_section()
 settings_section(picked)
-jobs_section()
+retrain_jobs.jobs_section()
 adapt_section()
