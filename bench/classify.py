@@ -70,7 +70,8 @@ def untrained_model(architecture: str, input_size: int | None, root: Path, mixed
 
     from leukemia_core.models import build_classifier
     from leukemia_core.models.architectures import get_architecture
-    from leukemia_core.models.folder import load_model, save_model_folder
+    from leukemia_core.models.folder import load_model
+    from leukemia_core.models.writing import save_model_folder
 
     if mixed:
         keras.mixed_precision.set_global_policy("mixed_float16")

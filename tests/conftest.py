@@ -45,7 +45,7 @@ def tiny_models_dir(tmp_path_factory) -> Path:
     import keras
 
     from leukemia_core.models import build_classifier
-    from leukemia_core.models.folder import save_model_folder
+    from leukemia_core.models.writing import save_model_folder
 
     keras.utils.set_random_seed(0)
     root = tmp_path_factory.mktemp("models")
@@ -102,7 +102,8 @@ def ood_models_dir(tiny_models_dir, tmp_path_factory) -> Path:
 
     from leukemia_core.classify import Classifier
     from leukemia_core.domain import DomainReference, stain_statistics
-    from leukemia_core.models.folder import load_model, write_domain_reference
+    from leukemia_core.models.folder import load_model
+    from leukemia_core.models.writing import write_domain_reference
 
     root = tmp_path_factory.mktemp("ood_models")
     shutil.copytree(tiny_models_dir / "tiny", root / "tiny-ood")

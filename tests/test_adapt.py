@@ -32,9 +32,8 @@ from leukemia_core.models.folder import (
     load_model,
     read_config,
     set_active_model,
-    write_config,
-    write_domain_reference,
 )
+from leukemia_core.models.writing import write_config, write_domain_reference
 from leukemia_core.store import CaseStore
 from leukemia_core.types import Cell, Field
 from train.__main__ import main as train_cli

@@ -26,7 +26,8 @@ from leukemia_core.accounts import User
 from leukemia_core.classify import Classifier
 from leukemia_core.counting import CellLabel
 from leukemia_core.imaging import prepare_field
-from leukemia_core.models.folder import load_model, read_config, set_active_model, write_config
+from leukemia_core.models.folder import load_model, read_config, set_active_model
+from leukemia_core.models.writing import write_config
 from leukemia_core.report import RESEARCH_USE_STATEMENT
 from leukemia_core.review import Review
 from leukemia_core.store import CaseStore

@@ -46,9 +46,8 @@ from leukemia_core.models.folder import (
     list_models,
     load_model,
     read_config,
-    write_config,
-    write_domain_reference,
 )
+from leukemia_core.models.writing import write_config, write_domain_reference
 from leukemia_core.outputs import output_stems, spreadsheet_text
 from leukemia_core.pipeline import MODE_CELLS, analyze
 from leukemia_core.segmentation import segment_wbc

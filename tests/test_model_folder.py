@@ -19,9 +19,9 @@ from leukemia_core.models.folder import (
     load_model,
     read_config,
     set_active_model,
-    write_config,
 )
 from leukemia_core.models.inputs import model_inputs
+from leukemia_core.models.writing import write_config
 from leukemia_core.pipeline import MODE_CELLS, analyze
 from leukemia_core.segmentation import segment_wbc
 from leukemia_core.synthetic import make_demo_smear

@@ -133,7 +133,7 @@ def test_efficientnet_with_input_normalisation_runs_on_keras_and_is_not_tried_tw
     import keras
 
     from leukemia_core.models import build_classifier
-    from leukemia_core.models.folder import save_model_folder
+    from leukemia_core.models.writing import save_model_folder
 
     keras.utils.set_random_seed(0)
     model = build_classifier("efficientnet_b0", input_size=32, weights=None)

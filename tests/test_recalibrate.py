@@ -11,7 +11,8 @@ from leukemia_core.classify import Classifier
 from leukemia_core.cropping import crop_cells
 from leukemia_core.errors import ModelIntegrityError
 from leukemia_core.imaging import png_bytes
-from leukemia_core.models.folder import load_model, write_config
+from leukemia_core.models.folder import load_model
+from leukemia_core.models.writing import write_config
 from leukemia_core.segmentation import segment_wbc
 from leukemia_core.synthetic import make_smear
 from train.__main__ import main as train_cli

@@ -34,9 +34,9 @@ from leukemia_core.models.folder import (
     check_model_name,
     load_model,
     models_dir,
-    save_model_folder,
     set_active_model,
 )
+from leukemia_core.models.writing import save_model_folder
 from leukemia_core.single_cell import single_cell_crop
 from leukemia_core.store import CaseStore
 from train.adapt import Adaptation, adapt_from_arrays, check_cells, worse_than_before

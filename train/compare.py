@@ -27,13 +27,9 @@ from leukemia_core.calibration import (
 from leukemia_core.classify import dihedral_view
 from leukemia_core.domain import stain_statistics
 from leukemia_core.models import build_classifier, get_architecture
-from leukemia_core.models.folder import (
-    check_model_name,
-    load_model,
-    save_model_folder,
-    set_active_model,
-)
+from leukemia_core.models.folder import check_model_name, load_model, set_active_model
 from leukemia_core.models.inputs import InputSpec
+from leukemia_core.models.writing import save_model_folder
 from leukemia_core.outputs import write_text_atomic
 from train.batches import balancing_strata
 from train.card import model_card

@@ -27,7 +27,8 @@ from leukemia_core.domain import (
     stain_statistics,
 )
 from leukemia_core.io import read_image
-from leukemia_core.models.folder import load_model, write_domain_reference
+from leukemia_core.models.folder import load_model
+from leukemia_core.models.writing import write_domain_reference
 from leukemia_core.single_cell import single_cell_crop
 from train.cellbank import bank_group
 from train.evaluate.classifier import SPLIT_FILE

@@ -27,7 +27,8 @@ from leukemia_core.calibration import (
 from leukemia_core.classify import Classifier
 from leukemia_core.models import get_architecture
 from leukemia_core.models.architectures import imagenet_weights
-from leukemia_core.models.folder import CONFIG_FILE, load_model, save_model_folder, write_config
+from leukemia_core.models.folder import CONFIG_FILE, load_model
+from leukemia_core.models.writing import save_model_folder, write_config
 from leukemia_core.outputs import write_text_atomic
 from train.card import held_out_sections, model_card
 from train.cellbank import bank_group

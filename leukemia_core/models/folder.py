@@ -7,8 +7,9 @@ and checked before Keras reads the file, which it does in safe mode (no arbitrar
 optional ``domain.npz`` (:class:`~leukemia_core.domain.DomainReference`, the out-of-domain check)
 is declared and checksummed in the config the same way; folders without one still load.
 The config itself is covered by ``config_sha256`` (:func:`config_checksum`), written by
-:func:`write_config`, which every writer of a ``config.json`` calls, and every value is checked
-against its range on reading, so a hand-edited config (a negative temperature, a threshold of 2)
+:func:`leukemia_core.models.writing.write_config`, which every writer of a ``config.json``
+calls (that module writes folders; this one finds, reads and verifies them), and every value is
+checked against its range on reading, so a hand-edited config (a negative temperature, a threshold of 2)
 is refused with the field named instead of silently changing every call.
 
 Model names are folder names directly inside the models folder; a name that would lead
@@ -24,8 +25,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import tempfile
 import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,12 +32,11 @@ from pathlib import Path
 import keras
 
 from leukemia_core.accounts import Accounts, Permission, User, require
-from leukemia_core.domain import STATISTIC, DomainReference, DomainReferenceError
+from leukemia_core.domain import DomainReference, DomainReferenceError
 from leukemia_core.errors import ModelIntegrityError, ModelNotFoundError, WeightsFileError
 from leukemia_core.models.config import (
     CONFIG_CHECKSUM,
     DOMAIN_FILE,
-    FORMAT_VERSION,
     WEIGHTS_FILE,
     ModelConfig,
     config_checksum,
@@ -207,37 +205,6 @@ def _unknown(name: str, root: Path) -> str:
     return f"no model named {name!r} in the models folder; valid names: {_valid_names(root)}"
 
 
-def write_config(folder: Path, values: dict, *, name: str | None = None) -> Path:
-    """Check ``values`` and write them as ``folder/config.json`` with their checksum (atomic).
-
-    Every writer of a model's config goes through here, so the config it writes loads.
-
-    Raises:
-        ModelIntegrityError: A value is missing or out of range (named); nothing is written.
-    """
-    name = name or folder.name
-    try:
-        parse_config(name, values)
-    except (KeyError, TypeError, ValueError) as error:
-        raise ModelIntegrityError(f"not writing config.json of model {name!r}: {error}") from error
-    body = {k: v for k, v in values.items() if k != CONFIG_CHECKSUM}
-    text = json.dumps({**body, CONFIG_CHECKSUM: config_checksum(body)}, indent=2) + "\n"
-    return write_text_atomic(folder / CONFIG_FILE, text)
-
-
-def seal_config(name: str, root: Path | None = None) -> Path:
-    """Check a model folder's config and write its :data:`CONFIG_CHECKSUM` (for folders written
-    before configs were checksummed, after a person has checked the values).
-
-    Raises:
-        ModelNotFoundError, ModelIntegrityError: No such folder, or a value out of range.
-    """
-    root = root or models_dir()
-    config = read_config(name, root, verify=False)
-    folder = root / config.name
-    return write_config(folder, json.loads((folder / CONFIG_FILE).read_text()))
-
-
 def read_config(
     name: str | None = None, root: Path | None = None, *, verify: bool = True
 ) -> ModelConfig:
@@ -344,100 +311,3 @@ def _load_domain(config: ModelConfig, folder: Path) -> DomainReference | None:
         said = str(error).replace(str(path), DOMAIN_FILE)  # the file's name, not its path
         raise ModelIntegrityError(f"model {config.name!r}: {said}") from error
     return replace(reference, limit=float(config.domain["threshold"]))
-
-
-def write_domain_reference(
-    name: str, reference: DomainReference, *, root: Path | None = None, data: str = ""
-) -> Path:
-    """Add or replace the domain reference of an existing model folder; weights stay as they are.
-
-    The ``.npz`` is written to a temporary file and renamed into place, then ``config.json``
-    is rewritten atomically with the file's checksum and the reference's limit.
-
-    Args:
-        name: Model folder.
-        reference: The fitted reference (its ``limit`` becomes the config's threshold).
-        root: Parent of model folders.
-        data: Plain words about the cells it was fitted on, for the config.
-
-    Returns:
-        The path of ``domain.npz``.
-
-    Raises:
-        ModelNotFoundError, ModelIntegrityError: No such folder, or a broken config.
-    """
-    root = root or models_dir()
-    config = read_config(name, root)
-    folder = root / config.name
-    path = reference.save(folder / DOMAIN_FILE)
-    values = json.loads((folder / CONFIG_FILE).read_text())
-    values["domain"] = {
-        "file": DOMAIN_FILE, "sha256": sha256_of(path), "threshold": float(reference.limit),
-        "statistic": STATISTIC, "limit_source": reference.limit_source,
-        "n_train_cells": reference.n_train, "n_components": int(reference.components.shape[0]),
-        "bank_cells": int(reference.feature_bank.shape[0]), "neighbours": reference.neighbours,
-        "data": data,
-    }  # fmt: skip
-    write_config(folder, values)
-    return path
-
-
-def save_model_folder(
-    model: keras.Model,
-    name: str,
-    config: dict,
-    *,
-    metrics: dict | None = None,
-    card: str = "",
-    root: Path | None = None,
-    extra_files: dict[str, str | bytes] | None = None,
-) -> Path:
-    """Write a complete model folder atomically; an existing one is kept as ``<name>.previous``.
-
-    Args:
-        model: Trained classifier.
-        name: Folder name.
-        config: Everything of :class:`ModelConfig` but the checksum, plus training details.
-        metrics: Written to ``metrics.json``.
-        card: Markdown model card.
-        root: Parent folder (:func:`models_dir` by default).
-        extra_files: More files to write into the folder (e.g. ``split.csv``): text, or
-            bytes written as they are.
-
-    Returns:
-        The folder path.
-    """
-    check_model_name(name)
-    root = root or models_dir()
-    root.mkdir(parents=True, exist_ok=True)
-    pointer = root / ACTIVE_FILE
-    if pointer.is_file() and pointer.read_text().strip() == f"{name}{PREVIOUS}":
-        raise ValueError(
-            f"{name}{PREVIOUS} is the active model; saving {name} again would "
-            "delete it. Make another model active first, or use another name."
-        )
-    staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
-    try:
-        # An uncompiled copy: the optimizer's slots would double the file and are not needed.
-        clean = keras.Model.from_config(model.get_config())
-        clean.set_weights(model.get_weights())
-        clean.save(staging / WEIGHTS_FILE)
-        values = {"format_version": FORMAT_VERSION, **config, "weights_file": WEIGHTS_FILE,
-                  "sha256": sha256_of(staging / WEIGHTS_FILE)}  # fmt: skip
-        write_config(staging, values, name=name)
-        (staging / "metrics.json").write_text(json.dumps(metrics or {}, indent=2) + "\n")
-        (staging / "card.md").write_text(card)
-        for file_name, content in (extra_files or {}).items():
-            if isinstance(content, bytes):
-                (staging / file_name).write_bytes(content)
-            else:
-                (staging / file_name).write_text(content)
-        target, previous = root / name, root / f"{name}{PREVIOUS}"
-        if target.exists():
-            shutil.rmtree(previous, ignore_errors=True)
-            os.replace(target, previous)
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return target
