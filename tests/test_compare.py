@@ -16,10 +16,11 @@ from train import jobs
 from train.__main__ import build_parser
 from train.augmentation import AUGMENTATIONS, augment
 from train.cli_compare import settings_from_args
-from train.compare import _logistic_fit, cell_area_fraction, comparison_splits
+from train.compare import comparison_splits
 from train.compare_settings import PRESETS, CompareSettings, initial_weights
 from train.evaluate.metrics import auroc, mcnemar, roc_points
 from train.records import LabelledCrop
+from train.size_baseline import cell_area_fraction, logistic_fit
 from train.splits import SplitError, folds_per_source
 
 
@@ -87,7 +88,7 @@ def test_size_baseline_sees_bigger_cells_and_nothing_else():
         crops[i][(yy - 16) ** 2 + (xx - 16) ** 2 <= r * r] = (150, 80, 170)
     area = cell_area_fraction(crops)
     assert np.all(area[is_blast].min() > area[~is_blast].max())
-    beta = _logistic_fit((area - area.mean()) / area.std(), is_blast.astype(float))
+    beta = logistic_fit((area - area.mean()) / area.std(), is_blast.astype(float))
     assert beta[1] > 0  # larger -> more likely blast
     p = 1 / (1 + np.exp(-(beta[0] + beta[1] * (area - area.mean()) / area.std())))
     assert auroc(is_blast, p) == 1.0

@@ -53,11 +53,13 @@ from train.loso import adaptation_check, domain_check
 from train.progress import ProgressCallback
 from train.records import LabelledCrop
 from train.run import calibrate_cells, model_folder_config, split_csv
+from train.size_baseline import size_only_baseline
 from train.splits import (
     SplitResult,
     folds_per_source,
     leave_one_source_out,
     split_per_source,
+    split_rows,
 )
 
 
@@ -93,32 +95,6 @@ def planned_splits(
     return records, splits
 
 
-def cell_area_fraction(crops: np.ndarray) -> np.ndarray:
-    """Share of each crop covered by the cell (non-black pixels): the size-only feature."""
-    return (crops.max(axis=-1) > 4).mean(axis=(1, 2)).astype(np.float64)
-
-
-def _logistic_fit(x: np.ndarray, y: np.ndarray, iterations: int = 50) -> np.ndarray:
-    """Intercept and slope of a class-balanced, lightly ridged logistic regression (Newton)."""
-    design = np.column_stack([np.ones_like(x), x])
-    weights = np.where(y, 0.5 / max(y.mean(), 1e-9), 0.5 / max(1 - y.mean(), 1e-9))
-    beta = np.zeros(2)
-    for _ in range(iterations):
-        p = 1 / (1 + np.exp(-design @ beta))
-        gradient = design.T @ (weights * (p - y)) + 1e-3 * beta
-        hessian = (design * (weights * p * (1 - p))[:, None]).T @ design + 1e-3 * np.eye(2)
-        beta -= np.linalg.solve(hessian, gradient)
-    return beta
-
-
-def _size_logits(beta: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Two-column logits whose softmax blast probability is the logistic output."""
-    z = beta[0] + beta[1] * x
-    logits = np.zeros((len(x), 2), np.float32)
-    logits[:, BLAST_INDEX] = z
-    return logits
-
-
 class _Reporter:
     """Adds model and fold to every progress event and turns a cancel request into an exception."""
 
@@ -145,12 +121,6 @@ def _inference_speed(model, crops: np.ndarray, config: FitConfig) -> float:
     start = time.perf_counter()
     predict_logits(model, sample, config)
     return len(sample) / max(time.perf_counter() - start, 1e-9)
-
-
-def split_rows(split: SplitResult, index: dict[int, int]) -> dict[str, np.ndarray]:
-    """Row numbers (into the comparison's records) of each side of a split."""
-    return {side: np.array([index[id(r)] for r in getattr(split, side)], dtype=int)
-            for side in ("train", "val", "test")}  # fmt: skip
 
 
 def _fold_model(config: FitConfig, split: SplitResult, index: dict, crops, features, report):
@@ -289,27 +259,6 @@ def _stage_model(model, config: FitConfig, calibration: Calibration, split: Spli
                              extra_files={SPLIT_FILE: split_csv(split)})  # fmt: skip
 
 
-def _size_baseline(settings, records, splits, index, crops) -> ModelOutcome:
-    area = cell_area_fraction(crops)
-    outcome = ModelOutcome(SIZE_BASELINE, "logistic regression on cell area", params=2,
-                           p=np.full(len(records), np.nan),
-                           thresholds=np.full(len(records), np.nan),
-                           review_low=np.full(len(records), np.nan))  # fmt: skip
-    start = time.perf_counter()
-    for _, split in splits:
-        rows = split_rows(split, index)
-        y = {s: labels_of(getattr(split, s)) == BLAST_INDEX for s in rows}
-        mean, std = area[rows["train"]].mean(), area[rows["train"]].std() + 1e-9
-        beta = _logistic_fit((area[rows["train"]] - mean) / std, y["train"].astype(float))
-        logits = {s: _size_logits(beta, (area[rows[s]] - mean) / std) for s in ("val", "test")}
-        calibration = calibrate_cells(logits["val"], split.val, settings.threshold_rule)
-        outcome.p[rows["test"]] = blast_probability(logits["test"], calibration.temperature)
-        outcome.thresholds[rows["test"]] = calibration.threshold
-        outcome.review_low[rows["test"]] = calibration.uncertain_low
-    outcome.training_seconds = time.perf_counter() - start
-    return outcome
-
-
 def compare_models(
     records: Sequence[LabelledCrop],
     settings: CompareSettings,
@@ -362,7 +311,7 @@ def compare_models(
     spec = next(iter(crops_by_size), None) or InputSpec(settings.input_size or 128, "unit")
     if spec not in crops_by_size:
         crops_by_size[spec] = load_crops(records, spec, report)
-    outcomes.append(_size_baseline(settings, records, splits, index, crops_by_size[spec]))
+    outcomes.append(size_only_baseline(settings, records, splits, index, crops_by_size[spec]))
     comparison = Comparison(settings, records, fold_of, outcomes, data_description,
                             time.perf_counter() - start,
                             fold_names=tuple(name for name, _ in splits))  # fmt: skip

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from train.data import LABELS, DatasetError, LabelledCrop
 
 SIDES = ("train", "val", "test")
@@ -337,3 +339,9 @@ def leave_one_source_out(
         test = tuple(r for r in records if unit_of[r.source] == unit)
         splits.append((unit, SplitResult(inner.train, inner.val, test, seed=seed)))
     return splits
+
+
+def split_rows(split: SplitResult, index: dict[int, int]) -> dict[str, np.ndarray]:
+    """Row numbers (into the comparison's records) of each side of a split."""
+    return {side: np.array([index[id(r)] for r in getattr(split, side)], dtype=int)
+            for side in ("train", "val", "test")}  # fmt: skip
