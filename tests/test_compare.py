@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from leukemia_core.errors import LeukemiaCoreError
-from train import jobs
+from train import job_worker, jobs
 from train.__main__ import build_parser
 from train.augmentation import AUGMENTATIONS, augment
 from train.cli_compare import settings_from_args
@@ -166,9 +166,9 @@ def test_overall_progress_grows_through_a_model_and_across_models():
         {"stage": "head", "epoch": 5, "epochs": 10, "done": 1, "total": 10, "fold": 3},
         {"stage": "model_done", "done": 1, "total": 2},
     ]
-    values = [jobs.overall_fraction({**base, **e}) for e in events]
+    values = [job_worker.overall_fraction({**base, **e}) for e in events]
     assert values == sorted(values) and values[0] == 0.0 and values[-1] == 0.5
-    assert jobs.overall_fraction({**base, "model_index": 2, "stage": "model_done", "done": 2,
+    assert job_worker.overall_fraction({**base, "model_index": 2, "stage": "model_done", "done": 2,
                                   "total": 2}) == 1.0  # fmt: skip
 
 
@@ -187,10 +187,10 @@ def test_queue_order_is_submission_order_and_cancel_before_start(tmp_path):
 
 
 def test_one_worker_per_runs_folder(tmp_path):
-    held = jobs._try_lock(tmp_path)  # another worker, as far as the lock can tell
+    held = jobs.try_lock(tmp_path)  # another worker, as far as the lock can tell
     try:
         assert jobs.worker_alive(tmp_path)
-        assert jobs.run_worker(tmp_path, lock_wait_s=0.3) == 0
+        assert job_worker.run_worker(tmp_path, lock_wait_s=0.3) == 0
     finally:
         held.close()
     assert not jobs.worker_alive(tmp_path)

@@ -798,7 +798,7 @@ def test_the_retrain_page_shows_a_failed_job_without_server_folders(retrain_page
                         CompareSettings(("simple_cnn",), input_size=32), title="t")  # fmt: skip
     job_id = jobs.submit(spec, runs)
     folder = runs / job_id
-    jobs._write_status(folder, {
+    jobs.write_status(folder, {
         "state": jobs.FAILED, "title": "t", "created": "2026-01-01T00:00:00+00:00",
         "error": f"DatasetError: {tmp_path / 'data' / 'a.png'} cannot be read",
         "message": f"Failed; the traceback is in {folder / jobs.ERROR_FILE}.",

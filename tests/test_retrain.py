@@ -31,7 +31,7 @@ from leukemia_core.models.folder import (
     load_model,
     set_active_model,
 )
-from train import jobs
+from train import job_worker, jobs
 from train.__main__ import main as train_cli
 from train.cellbank import bank_group
 from train.compare import promote
@@ -347,7 +347,7 @@ def test_killing_the_worker_mid_run_leaves_registry_and_active_model_intact(cell
     jobs.cancel_job(queued)  # the queued job never starts
     assert jobs.job_status(queued).state == jobs.CANCELLED
     assert not jobs.ensure_worker()  # nothing queued: no worker
-    assert jobs.run_worker(idle_s=0) == 0  # a later worker files the orphan away, for good
+    assert job_worker.run_worker(idle_s=0) == 0  # a later worker files the orphan away, for good
     assert json.loads((folder / jobs.STATUS_FILE).read_text())["state"] == jobs.FAILED
     assert not (folder / "models").exists() and _registry(models_root) == before
     at = start()

@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             seal_config(args.name, args.models_dir)
             print(f"{args.name}: config.json checked and sealed (config_sha256 written)")
         elif args.command == "worker":
-            from train.jobs import run_worker
+            from train.job_worker import run_worker
 
             print(f"worker ran {run_worker(args.runs)} job(s)", file=sys.stderr)
         else:

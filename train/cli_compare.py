@@ -183,7 +183,8 @@ def compare_command(args: argparse.Namespace) -> int:
     """``compare``: run the comparison, print its table, promote a model if asked."""
     from train.compare import compare_models, promote
     from train.compare_tables import comparison_markdown, per_source_markdown
-    from train.jobs import JobSpec, load_job_data, record_finished_job, runs_dir
+    from train.job_worker import load_job_data
+    from train.jobs import JobSpec, record_finished_job, runs_dir
 
     if args.promote and not args.name:
         raise ValueError("--promote needs --name for the model folder.")

@@ -13,16 +13,12 @@ a user promotes a model.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
 import shlex
-import shutil
 import subprocess
 import sys
-import time
-import traceback
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -30,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from leukemia_core.outputs import write_text_atomic
-from train.compare_settings import MODELS_SUBDIR, RESULTS_FILE, CompareCancelled, CompareSettings
+from train.compare_settings import RESULTS_FILE, CompareSettings
 
 RUNS_ENV_VAR = "LEUKEMIA_RUNS_DIR"
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
@@ -42,7 +38,6 @@ WORKER_GONE = (
     "restarted or ran out of memory). Nothing was promoted and the model registry is unchanged. "
     "Start the job again; its log is runs/worker.log."
 )
-_WRITE_EVERY_S = 0.5
 _spawned: dict[str, list[subprocess.Popen]] = {}  # runs folder -> workers started here
 
 
@@ -52,7 +47,7 @@ def runs_dir() -> Path:
     return Path(configured) if configured else Path(__file__).resolve().parents[1] / "runs"
 
 
-def _now() -> str:
+def now_text() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
@@ -148,11 +143,11 @@ class JobStatus:
         return json.loads((self.folder / RESULTS_FILE).read_text())
 
 
-def _write_status(folder: Path, values: dict) -> None:
+def write_status(folder: Path, values: dict) -> None:
     write_text_atomic(folder / STATUS_FILE, json.dumps(values, indent=1) + "\n")
 
 
-def _read_status(folder: Path) -> dict:
+def read_status(folder: Path) -> dict:
     try:
         return json.loads((folder / STATUS_FILE).read_text())
     except (OSError, ValueError):
@@ -168,7 +163,7 @@ def submit(spec: JobSpec, root: Path | None = None) -> str:
     staging = root / f".{job_id}.partial"
     staging.mkdir()
     write_text_atomic(staging / JOB_FILE, json.dumps(spec.to_dict(), indent=1) + "\n")
-    _write_status(staging, {"state": QUEUED, "created": _now(), "title": spec.title})
+    write_status(staging, {"state": QUEUED, "created": now_text(), "title": spec.title})
     os.replace(staging, root / job_id)
     return job_id
 
@@ -180,13 +175,13 @@ def record_finished_job(folder: Path, spec: JobSpec, comparison) -> None:
     """
     write_text_atomic(folder / JOB_FILE, json.dumps(spec.to_dict(), indent=1) + "\n")
     best = comparison.best()
-    _write_status(folder, {"state": DONE, "created": _now(), "finished": _now(), "overall": 1.0,
+    write_status(folder, {"state": DONE, "created": now_text(), "finished": now_text(), "overall": 1.0,
                            "title": spec.title, "best": best.name if best else None,
                            "message": f"Finished in {comparison.seconds:.0f} s."})  # fmt: skip
 
 
 def _status(folder: Path, worker_running: bool) -> JobStatus:
-    values = _read_status(folder)
+    values = read_status(folder)
     state = values.get("state", FAILED)
     error = values.get("error")
     if state == RUNNING and not worker_running:
@@ -222,16 +217,16 @@ def cancel_job(job_id: str, root: Path | None = None) -> None:
     root = root or runs_dir()
     folder = root / job_id
     (folder / CANCEL_FILE).touch()
-    values = _read_status(folder)
+    values = read_status(folder)
     if values.get("state") == QUEUED:
-        _write_status(folder, {**values, "state": CANCELLED, "finished": _now(),
+        write_status(folder, {**values, "state": CANCELLED, "finished": now_text(),
                                "message": "Cancelled before it started."})  # fmt: skip
 
 
-# --------------------------------------------------------------------------- the worker
+# --------------------------------------------------------------------------- the worker lock
 
 
-def _try_lock(root: Path):
+def try_lock(root: Path):
     """The worker lock's open file when this process got the lock, else None."""
     root.mkdir(parents=True, exist_ok=True)
     handle = open(root / LOCK_FILE, "a+")  # noqa: SIM115  (held open for the worker's life)
@@ -245,7 +240,7 @@ def _try_lock(root: Path):
 
 def worker_alive(root: Path | None = None) -> bool:
     """True while a worker process holds the lock of ``root``."""
-    handle = _try_lock(root or runs_dir())
+    handle = try_lock(root or runs_dir())
     if handle is None:
         return True
     handle.close()  # closing drops the lock we just took to look
@@ -269,163 +264,6 @@ def ensure_worker(root: Path | None = None) -> bool:
         )  # fmt: skip
     spawned.append(process)
     return True
-
-
-class _StatusWriter:
-    """Turns progress events into ``status.json`` (throttled) and reads cancel requests."""
-
-    def __init__(self, folder: Path, values: dict):
-        self.folder, self.values = folder, values
-        self.start = time.monotonic()
-        self.last_write = 0.0
-
-    def cancelled(self) -> bool:
-        return (self.folder / CANCEL_FILE).exists()
-
-    def __call__(self, event: dict) -> None:
-        stage = event.get("stage", "")
-        values = self.values
-        values["event"] = {k: v for k, v in event.items() if isinstance(v, int | float | str)}
-        if stage.endswith("_epoch"):
-            row = {
-                k: v
-                for k, v in event.items()
-                if k in ("fold", "phase", "epoch", "loss", "accuracy", "val_loss", "val_accuracy")
-            }
-            values.setdefault("curves", {}).setdefault(event.get("model", "?"), []).append(row)
-        # Never backwards: a fine-tuning phase or the baseline restarts its own counters.
-        values["overall"] = max(values.get("overall") or 0.0, overall_fraction(event))
-        elapsed = time.monotonic() - self.start
-        done = values["overall"]
-        values["eta_s"] = elapsed * (1 - done) / done if done > 0.02 else None
-        now = time.monotonic()
-        if (
-            now - self.last_write >= _WRITE_EVERY_S
-            or stage in ("model", "model_done")
-            or stage.endswith("_epoch")
-        ):
-            values["heartbeat"] = _now()
-            _write_status(self.folder, values)
-            self.last_write = now
-
-
-def overall_fraction(event: dict) -> float:
-    """Share of the whole comparison done, from one progress event (0..1).
-
-    Each model counts as ``n_folds + 1`` equal steps: loading and features, then one per fold.
-    """
-    n_models, n_folds = event.get("n_models") or 1, event.get("n_folds") or 1
-    model = (event.get("model_index") or 1) - 1
-    stage, done, total = event.get("stage", ""), event.get("done", 0), event.get("total") or 1
-    if stage == "model_done":
-        return min(1.0, done / n_models)
-    if stage == "model":
-        return model / n_models
-    fold = event.get("fold") or 0
-    if stage in ("loading", "features"):
-        within = done / total
-    elif "epoch" in event and "epochs" in event:  # batch events carry their epoch
-        within = ((event["epoch"] - 1) + done / total) / max(event["epochs"], 1)
-    elif stage.endswith("_epoch"):
-        within = done / total
-    else:
-        within = 0.0
-    step = (fold + min(within, 1.0)) if fold else min(within, 1.0)
-    return min(1.0, (model + step / (n_folds + 1)) / n_models)
-
-
-def load_job_data(spec: JobSpec):
-    """``(records, words about them)`` of a job's datasets, with the picker's checks."""
-    from train.inspection import DatasetSource, inspect_datasets
-
-    table, summary = inspect_datasets([DatasetSource(d, spec.format) for d in spec.data],
-                                      verify=False, allow_ungrouped=spec.allow_ungrouped)  # fmt: skip
-    classes = ", ".join(f"{n} {label}" for label, n in summary.per_class.items())
-    words = (f"{summary.n_cells} cells ({classes}) in {summary.n_groups} groups from "
-             f"{', '.join(spec.data)} ({summary.format})")  # fmt: skip
-    return table.records, words
-
-
-def run_job(folder: Path) -> str:
-    """Run one queued job in this process; returns its final state."""
-    from train.compare import compare_models  # imports TensorFlow
-
-    values = {**_read_status(folder), "state": RUNNING, "started": _now(), "pid": os.getpid(),
-              "message": "Loading the data."}  # fmt: skip
-    _write_status(folder, values)
-    writer = _StatusWriter(folder, values)
-    try:  # a job file that no longer parses fails this job, not the whole queue
-        spec = JobSpec.from_dict(json.loads((folder / JOB_FILE).read_text()))
-        records, words = load_job_data(spec)
-        comparison = compare_models(records, spec.settings, run_dir=folder, data_description=words,
-                                    progress=writer, cancelled=writer.cancelled)  # fmt: skip
-        best = comparison.best()
-        values |= {"state": DONE, "best": best.name if best else None, "overall": 1.0,
-                   "eta_s": 0, "message": f"Finished in {comparison.seconds:.0f} s."}  # fmt: skip
-    except CompareCancelled:
-        values |= {"state": CANCELLED, "message": "Cancelled; nothing was kept."}
-    except Exception as error:  # any failure must end as a readable status, never a hang
-        write_text_atomic(folder / ERROR_FILE, traceback.format_exc())
-        values |= {"state": FAILED, "error": f"{type(error).__name__}: {error}",
-                   "message": f"Failed; the traceback is in {folder / ERROR_FILE}."}  # fmt: skip
-    if values["state"] != DONE:
-        shutil.rmtree(folder / MODELS_SUBDIR, ignore_errors=True)  # no half-finished models
-    values["finished"] = _now()
-    _write_status(folder, values)
-    return values["state"]
-
-
-def _mark_orphans(root: Path) -> None:
-    """Jobs left ``running`` by a dead worker are failed, for good."""
-    for folder in (d for d in root.iterdir() if (d / JOB_FILE).is_file()):
-        values = _read_status(folder)
-        if values.get("state") == RUNNING:
-            shutil.rmtree(folder / MODELS_SUBDIR, ignore_errors=True)
-            _write_status(folder, {**values, "state": FAILED, "error": WORKER_GONE,
-                                   "finished": _now()})  # fmt: skip
-
-
-def _next_queued(root: Path) -> Path | None:
-    queued = [j for j in list_jobs(root) if j.state == QUEUED]
-    return min(queued, key=lambda j: j.job_id).folder if queued else None
-
-
-def run_worker(root: Path | None = None, *, idle_s: float = 2.0, lock_wait_s: float = 5.0) -> int:
-    """The worker loop: run queued jobs one by one, then exit once the queue stays empty.
-
-    Returns the number of jobs run; 0 at once when another worker holds the lock.
-    """
-    root = root or runs_dir()
-    with contextlib.suppress(OSError):
-        os.nice(5)  # training yields to the app's own requests
-    ran = 0
-    while True:
-        deadline = time.monotonic() + lock_wait_s
-        while (lock := _try_lock(root)) is None:  # a page may be peeking at the lock right now
-            if time.monotonic() > deadline:
-                return ran
-            time.sleep(0.2)
-        with contextlib.closing(lock):
-            _mark_orphans(root)
-            ran += _drain(root, idle_s)
-        # A job queued after the last look but before the lock was dropped found this worker
-        # still alive and started none: take it too.
-        if _next_queued(root) is None:
-            return ran
-
-
-def _drain(root: Path, idle_s: float) -> int:
-    """Run queued jobs until the queue has stayed empty for ``idle_s``; returns how many ran."""
-    ran, idle_since = 0, time.monotonic()
-    while True:
-        folder = _next_queued(root)
-        if folder is None:
-            if time.monotonic() - idle_since > idle_s:
-                return ran
-            time.sleep(0.2)
-            continue
-        run_job(folder)
-        ran, idle_since = ran + 1, time.monotonic()
 
 
 def queue_position(job_id: str, jobs: Sequence[JobStatus]) -> int | None:

@@ -1,0 +1,195 @@
+"""The comparison worker: runs queued jobs one at a time and reports their progress.
+
+Started by :func:`train.jobs.ensure_worker` as ``python -m train worker``; holds the worker lock
+while it lives (see :mod:`train.jobs` for the queue on disk and the lock).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+import traceback
+from pathlib import Path
+
+from leukemia_core.outputs import write_text_atomic
+from train.compare_settings import MODELS_SUBDIR, CompareCancelled
+from train.jobs import (
+    CANCEL_FILE,
+    CANCELLED,
+    DONE,
+    ERROR_FILE,
+    FAILED,
+    JOB_FILE,
+    QUEUED,
+    RUNNING,
+    WORKER_GONE,
+    JobSpec,
+    list_jobs,
+    now_text,
+    read_status,
+    runs_dir,
+    try_lock,
+    write_status,
+)
+
+_WRITE_EVERY_S = 0.5
+
+
+class _StatusWriter:
+    """Turns progress events into ``status.json`` (throttled) and reads cancel requests."""
+
+    def __init__(self, folder: Path, values: dict):
+        self.folder, self.values = folder, values
+        self.start = time.monotonic()
+        self.last_write = 0.0
+
+    def cancelled(self) -> bool:
+        return (self.folder / CANCEL_FILE).exists()
+
+    def __call__(self, event: dict) -> None:
+        stage = event.get("stage", "")
+        values = self.values
+        values["event"] = {k: v for k, v in event.items() if isinstance(v, int | float | str)}
+        if stage.endswith("_epoch"):
+            row = {
+                k: v
+                for k, v in event.items()
+                if k in ("fold", "phase", "epoch", "loss", "accuracy", "val_loss", "val_accuracy")
+            }
+            values.setdefault("curves", {}).setdefault(event.get("model", "?"), []).append(row)
+        # Never backwards: a fine-tuning phase or the baseline restarts its own counters.
+        values["overall"] = max(values.get("overall") or 0.0, overall_fraction(event))
+        elapsed = time.monotonic() - self.start
+        done = values["overall"]
+        values["eta_s"] = elapsed * (1 - done) / done if done > 0.02 else None
+        now = time.monotonic()
+        if (
+            now - self.last_write >= _WRITE_EVERY_S
+            or stage in ("model", "model_done")
+            or stage.endswith("_epoch")
+        ):
+            values["heartbeat"] = now_text()
+            write_status(self.folder, values)
+            self.last_write = now
+
+
+def overall_fraction(event: dict) -> float:
+    """Share of the whole comparison done, from one progress event (0..1).
+
+    Each model counts as ``n_folds + 1`` equal steps: loading and features, then one per fold.
+    """
+    n_models, n_folds = event.get("n_models") or 1, event.get("n_folds") or 1
+    model = (event.get("model_index") or 1) - 1
+    stage, done, total = event.get("stage", ""), event.get("done", 0), event.get("total") or 1
+    if stage == "model_done":
+        return min(1.0, done / n_models)
+    if stage == "model":
+        return model / n_models
+    fold = event.get("fold") or 0
+    if stage in ("loading", "features"):
+        within = done / total
+    elif "epoch" in event and "epochs" in event:  # batch events carry their epoch
+        within = ((event["epoch"] - 1) + done / total) / max(event["epochs"], 1)
+    elif stage.endswith("_epoch"):
+        within = done / total
+    else:
+        within = 0.0
+    step = (fold + min(within, 1.0)) if fold else min(within, 1.0)
+    return min(1.0, (model + step / (n_folds + 1)) / n_models)
+
+
+def load_job_data(spec: JobSpec):
+    """``(records, words about them)`` of a job's datasets, with the picker's checks."""
+    from train.inspection import DatasetSource, inspect_datasets
+
+    table, summary = inspect_datasets([DatasetSource(d, spec.format) for d in spec.data],
+                                      verify=False, allow_ungrouped=spec.allow_ungrouped)  # fmt: skip
+    classes = ", ".join(f"{n} {label}" for label, n in summary.per_class.items())
+    words = (f"{summary.n_cells} cells ({classes}) in {summary.n_groups} groups from "
+             f"{', '.join(spec.data)} ({summary.format})")  # fmt: skip
+    return table.records, words
+
+
+def run_job(folder: Path) -> str:
+    """Run one queued job in this process; returns its final state."""
+    from train.compare import compare_models  # imports TensorFlow
+
+    values = {**read_status(folder), "state": RUNNING, "started": now_text(), "pid": os.getpid(),
+              "message": "Loading the data."}  # fmt: skip
+    write_status(folder, values)
+    writer = _StatusWriter(folder, values)
+    try:  # a job file that no longer parses fails this job, not the whole queue
+        spec = JobSpec.from_dict(json.loads((folder / JOB_FILE).read_text()))
+        records, words = load_job_data(spec)
+        comparison = compare_models(records, spec.settings, run_dir=folder, data_description=words,
+                                    progress=writer, cancelled=writer.cancelled)  # fmt: skip
+        best = comparison.best()
+        values |= {"state": DONE, "best": best.name if best else None, "overall": 1.0,
+                   "eta_s": 0, "message": f"Finished in {comparison.seconds:.0f} s."}  # fmt: skip
+    except CompareCancelled:
+        values |= {"state": CANCELLED, "message": "Cancelled; nothing was kept."}
+    except Exception as error:  # any failure must end as a readable status, never a hang
+        write_text_atomic(folder / ERROR_FILE, traceback.format_exc())
+        values |= {"state": FAILED, "error": f"{type(error).__name__}: {error}",
+                   "message": f"Failed; the traceback is in {folder / ERROR_FILE}."}  # fmt: skip
+    if values["state"] != DONE:
+        shutil.rmtree(folder / MODELS_SUBDIR, ignore_errors=True)  # no half-finished models
+    values["finished"] = now_text()
+    write_status(folder, values)
+    return values["state"]
+
+
+def _mark_orphans(root: Path) -> None:
+    """Jobs left ``running`` by a dead worker are failed, for good."""
+    for folder in (d for d in root.iterdir() if (d / JOB_FILE).is_file()):
+        values = read_status(folder)
+        if values.get("state") == RUNNING:
+            shutil.rmtree(folder / MODELS_SUBDIR, ignore_errors=True)
+            write_status(folder, {**values, "state": FAILED, "error": WORKER_GONE,
+                                   "finished": now_text()})  # fmt: skip
+
+
+def _next_queued(root: Path) -> Path | None:
+    queued = [j for j in list_jobs(root) if j.state == QUEUED]
+    return min(queued, key=lambda j: j.job_id).folder if queued else None
+
+
+def run_worker(root: Path | None = None, *, idle_s: float = 2.0, lock_wait_s: float = 5.0) -> int:
+    """The worker loop: run queued jobs one by one, then exit once the queue stays empty.
+
+    Returns the number of jobs run; 0 at once when another worker holds the lock.
+    """
+    root = root or runs_dir()
+    with contextlib.suppress(OSError):
+        os.nice(5)  # training yields to the app's own requests
+    ran = 0
+    while True:
+        deadline = time.monotonic() + lock_wait_s
+        while (lock := try_lock(root)) is None:  # a page may be peeking at the lock right now
+            if time.monotonic() > deadline:
+                return ran
+            time.sleep(0.2)
+        with contextlib.closing(lock):
+            _mark_orphans(root)
+            ran += _drain(root, idle_s)
+        # A job queued after the last look but before the lock was dropped found this worker
+        # still alive and started none: take it too.
+        if _next_queued(root) is None:
+            return ran
+
+
+def _drain(root: Path, idle_s: float) -> int:
+    """Run queued jobs until the queue has stayed empty for ``idle_s``; returns how many ran."""
+    ran, idle_since = 0, time.monotonic()
+    while True:
+        folder = _next_queued(root)
+        if folder is None:
+            if time.monotonic() - idle_since > idle_s:
+                return ran
+            time.sleep(0.2)
+            continue
+        run_job(folder)
+        ran, idle_since = ran + 1, time.monotonic()
