@@ -21,34 +21,36 @@ st.set_page_config(
     layout="wide",
     initial_sidebar_state=SIDEBAR_WIDTH_PX,
 )
-user = auth.gate()  # no page, no case data, no button before a login
-sections = {
-    "Sample": [
-        st.Page("pages/analyze.py", title="Analyze", icon=":material/upload:", default=True),
-        st.Page("pages/review.py", title="Review cells", icon=":material/grid_view:"),
-        st.Page("pages/counts.py", title="Counts", icon=":material/percent:"),
-    ],
-    "Record": [
-        st.Page("pages/case.py", title="Case & sign-off", icon=":material/verified:"),
-        st.Page("pages/cases.py", title="Case list", icon=":material/folder_open:"),
-        st.Page("pages/report.py", title="Report", icon=":material/description:"),
-    ],
-}
+sample_pages = [
+    st.Page("pages/analyze.py", title="Analyze", icon=":material/upload:", default=True),
+    st.Page("pages/review.py", title="Review cells", icon=":material/grid_view:"),
+    st.Page("pages/counts.py", title="Counts", icon=":material/percent:"),
+]
+record_pages = [
+    st.Page("pages/case.py", title="Case & sign-off", icon=":material/verified:"),
+    st.Page("pages/cases.py", title="Case list", icon=":material/folder_open:"),
+    st.Page("pages/report.py", title="Report", icon=":material/description:"),
+]
+model_pages = [
+    st.Page("pages/retrain.py", title="Retrain & compare", icon=":material/model_training:")
+]
+admin_pages = [st.Page("pages/accounts.py", title="Accounts", icon=":material/group:")]
+every_page = sample_pages + record_pages + model_pages + admin_pages
+# No page, no case data, no button before a login; a reload of any page comes back to it.
+user = auth.gate([page.url_path for page in every_page if page.url_path])  # "" is the default
+sections = {"Sample": sample_pages, "Record": record_pages}
 if not user.can(Permission.ANALYZE):  # e.g. an account that only manages accounts
     sections = {}
 if user.can(Permission.MANAGE_MODELS):
-    sections["Models"] = [
-        st.Page("pages/retrain.py", title="Retrain & compare", icon=":material/model_training:")
-    ]
+    sections["Models"] = model_pages
 if user.can(Permission.MANAGE_USERS):
-    sections["Admin"] = [
-        st.Page("pages/accounts.py", title="Accounts", icon=":material/group:"),
-    ]
+    sections["Admin"] = admin_pages
 navigation = st.navigation(sections)
 with st.sidebar:
     st.markdown("**ALL blast screening**  \n:red[Research use only]")
     auth.sidebar()
     session = state.current()
+    state.remember(session)  # the address names the open case on every page: a reload keeps it
     if session is not None:
         st.caption(
             f"Sample **{session.sample_id}** · {len(session.fields)} image(s) · "

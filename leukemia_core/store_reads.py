@@ -131,6 +131,15 @@ class CaseReads:
                             "recorded: they were changed without an audit row")  # fmt: skip
         return tuple(problems)
 
+    def cases_of_sample(self, sample_id: str) -> list[CaseSummary]:
+        """Every case version saved under exactly this sample id (ignoring case and the
+        spaces around it), newest first: two samples must not share an accession number."""
+        wanted = str(sample_id).strip().casefold()
+        if not wanted:
+            return []
+        return [c for c in self.list_cases(wanted, limit=10_000)
+                if c.sample_id.strip().casefold() == wanted]  # fmt: skip
+
     def list_cases(self, search: str = "", limit: int = 200) -> list[CaseSummary]:
         """Case versions, newest first, with counts of their current labels.
 

@@ -61,9 +61,9 @@ class CaseSignoff:
             if n_uncertain:
                 cells = "cell is" if n_uncertain == 1 else "cells are"
                 raise SignOffBlockedError(
-                    f"Cannot sign case {case['case_id']}: {n_uncertain} {cells} still labelled "
-                    "uncertain; they must be reviewed first (label each as blast, normal, "
-                    "excluded, not_wbc or border)."
+                    f"Cannot sign case {case['case_id'][:8]}: {n_uncertain} {cells} still "
+                    "labelled uncertain; they must be reviewed first (label each one blast, "
+                    "normal or not a white cell, or exclude it, on the Review page)."
                 )
             (n_unreviewed,) = conn.execute(
                 "SELECT COUNT(*) FROM cells WHERE case_id = ? AND reviewed = 0 "
@@ -73,7 +73,7 @@ class CaseSignoff:
             if n_unreviewed:
                 cells = "cell has" if n_unreviewed == 1 else "cells have"
                 raise SignOffBlockedError(
-                    f"Cannot sign case {case['case_id']}: {n_unreviewed} {cells} not been "
+                    f"Cannot sign case {case['case_id'][:8]}: {n_unreviewed} {cells} not been "
                     "reviewed yet; relabel each or accept the model's call for it (Review page)."
                 )
             blasts, counted = (

@@ -36,6 +36,7 @@ MODE_NAMES = {
     MODE_FIELDS: "Whole fields (smear photographs)",
     MODE_CELLS: "Single cells (one cell per image)",
 }
+CLEAR_SAMPLE_ID = "analyze_clear_sample_id"  # set after an analysis: the id box starts empty
 
 auth.require(Permission.ANALYZE)
 st.title("Analyze a sample")
@@ -84,6 +85,8 @@ with right:
                 st.caption("  \n".join(details))
     else:
         st.info(no_model_help())
+    if st.session_state.pop(CLEAR_SAMPLE_ID, False):  # the last sample's id is not the next's
+        st.session_state["sample_id"] = ""
     sample_id = st.text_input(
         "Sample id (optional)",
         key="sample_id",
@@ -125,6 +128,7 @@ if files:
     sample = sample_id.strip() or f"S-{datetime.now():%Y%m%d-%H%M%S}"
     try:
         state.set_current(run_analysis(files, mode=mode, model_name=model_name, sample_id=sample))
+        st.session_state[CLEAR_SAMPLE_ID] = True
         st.rerun()  # so the sidebar, drawn before this page, shows the new sample too
     except LeukemiaCoreError as error:
         st.error(str(error))

@@ -116,9 +116,13 @@ else:
         if may_sign
         else f"Your account ({account.name}) may review but not sign: a signer signs."
     )
+    if changed and may_sign:
+        st.caption("Signing also saves the patient id and comment above.")
     if st.button("Sign case", key="sign", type="primary", icon=":material/signature:",
                  disabled=not may_sign or session.first_signed_by == account.name):  # fmt: skip
         try:
+            if changed:  # what the form shows is what gets signed
+                state.set_details(session, comment=comment, patient_id=patient_id)
             state.sign(session)
             st.rerun()
         except LeukemiaCoreError as error:

@@ -722,6 +722,39 @@ def test_a_reload_brings_the_open_case_back_and_a_comment_and_patient_id_reach_t
     assert "Repeat with a fresh smear" in html and "<td>Patient id</td><td>MRN-77</td>" in html
 
 
+def test_signing_keeps_unsaved_details_and_the_next_sample_gets_its_own_id(db, demo_png):
+    at = start()
+    at.text_input(key="sample_id").input("ACC-7").run()
+    analyze(at, [("field.png", demo_png)])
+    assert session_of(at).sample_id == "ACC-7"
+    assert at.text_input(key="sample_id").value == ""  # the box is for the next sample
+    save_case(at)
+    case_id = session_of(at).case_id
+    for key in keys_labelled(at, "uncertain"):
+        relabel(at, key, "normal")
+    accept_all(at)
+    # typed on the Case page but never saved with "Save for the report": signing keeps them
+    go(at, "case")
+    at.text_input(key=f"case_patient_{case_id}").input("MRN-9").run()
+    at.text_area(key=f"case_comment_{case_id}").input("Signed straight away").run()
+    assert any("Signing also saves" in c.value for c in at.main.caption)
+    at.button(key="sign").click().run()
+    assert not errors(at)
+    record = CaseStore(db).load_case(case_id)
+    assert record.is_signed
+    assert (record.patient_id, record.comment) == ("MRN-9", "Signed straight away")
+    assert [a.action for a in record.audit[-3:]] == ["comment", "patient id", "signed"]
+    # the next sample starts without the signed one's id; reusing it is warned before saving
+    go(at, "analyze").button(key="try_sample").click().run()
+    assert session_of(at).sample_id != "ACC-7"
+    go(at, "review")
+    assert at.text_input(key="review_sample_id").value == session_of(at).sample_id
+    assert not [w for w in at.warning if "already has a case" in w.value]
+    at.text_input(key="review_sample_id").input(" acc-7").run()
+    (warned,) = [w.value for w in at.warning if "already has a case" in w.value]
+    assert "ACC-7" in warned and "version 1, signed" in warned
+
+
 @pytest.mark.data
 def test_split_a_fused_clump_of_a_real_field_undo_and_a_signed_case_refuses(db, shared_data):
     """ALL-IDB1 Im013_1: three pressed expert blasts, (976, 549), (934, 467) and (842, 505),

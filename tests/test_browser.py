@@ -293,6 +293,12 @@ def _no_overflow(page) -> None:
     assert cut == [], f"cut at this width: {cut}"
 
 
+def _log_in(page) -> None:
+    page.get_by_role("textbox", name="Account name").fill(REVIEWER)
+    page.get_by_role("textbox", name="Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+
+
 def test_upload_review_by_keyboard_sign_and_download_the_pdf_in_a_real_browser(
     shared_data, chromium, server, server_db, output_dir
 ):
@@ -308,9 +314,7 @@ def test_upload_review_by_keyboard_sign_and_download_the_pdf_in_a_real_browser(
         page.wait_for_selector("text=Log in", timeout=120_000)  # nothing else without a login
         _idle(page)
         assert page.locator("[data-testid=stFileUploader]").count() == 0
-        page.get_by_role("textbox", name="Account name").fill(REVIEWER)
-        page.get_by_role("textbox", name="Password").fill(PASSWORD)
-        page.get_by_role("button", name="Log in").click()
+        _log_in(page)
         page.wait_for_selector("text=Analyze a sample", timeout=120_000)
         _idle(page)
 
@@ -387,9 +391,16 @@ def test_upload_review_by_keyboard_sign_and_download_the_pdf_in_a_real_browser(
         ).click()
         page.wait_for_selector("text=Sign-off", timeout=60_000)
         _idle(page)
+        # What the form shows is what gets signed, without pressing "Save for the report"
+        page.get_by_role("textbox", name="Patient id (optional)").fill("MRN-55")
+        page.get_by_role("textbox", name="Comment").fill("Reviewed in the browser test")
+        page.keyboard.press("Tab")
+        _idle(page)
         page.get_by_role("button", name="Sign case").click()
         page.wait_for_selector(f"text=Signed by {REVIEWER}", timeout=60_000)
         _idle(page)
+        signed = CaseStore(server_db).load_case(case.case_id)
+        assert (signed.patient_id, signed.comment) == ("MRN-55", "Reviewed in the browser test")
         page.screenshot(path=str(output_dir / "3-signed-1440.png"))
         page.locator("[data-testid=stSidebarNav]").get_by_text("Report", exact=True).click()
         page.wait_for_selector("text=Make PDF", timeout=60_000)
@@ -405,6 +416,7 @@ def test_upload_review_by_keyboard_sign_and_download_the_pdf_in_a_real_browser(
         assert (round(width), round(height)) == (595, 842)  # A4
         text = " ".join(p.extract_text() for p in document.pages).replace("\n", " ")
         assert record.sample_id in text and "Research use only" in text and REVIEWER in text
+        assert "MRN-55" in text and "Reviewed in the browser test" in text
         flagged = flagged_cells(record)
         assert flagged and sum(len(p.images) for p in document.pages) >= len(flagged)
         page.screenshot(path=str(output_dir / "4-report-1440.png"))
@@ -417,6 +429,16 @@ def test_upload_review_by_keyboard_sign_and_download_the_pdf_in_a_real_browser(
         _idle(page)
         page.screenshot(path=str(output_dir / "5-counts-800.png"))
         _no_overflow(page)
+        # A reload (after moving by the sidebar) asks for a login and comes back to the case
+        assert f"case={case.case_id}" in page.url
+        page.reload()
+        page.wait_for_selector("text=Log in", timeout=60_000)
+        _idle(page)
+        assert page.get_by_text("Page not found").count() == 0
+        _log_in(page)
+        page.wait_for_selector("text=Blast %", timeout=60_000)  # the same page again
+        _idle(page)
+        assert page.locator("[data-testid=stSidebar]").get_by_text(record.sample_id).count()
         page.locator("[data-testid=stSidebarNav]").get_by_text("Case list", exact=True).click()
         page.wait_for_selector("text=Find cases", timeout=60_000)
         _idle(page)

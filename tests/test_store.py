@@ -273,9 +273,11 @@ def test_sign_is_blocked_while_cells_are_uncertain(store: CaseStore):
     case_id = new_case(store, [["blast", "uncertain"], ["uncertain", "normal"]])
     with pytest.raises(
         SignOffBlockedError,
-        match="2 cells are still labelled uncertain; they must be reviewed first",
-    ):
+        match=f"case {case_id[:8]}: 2 cells are still labelled uncertain; they must be reviewed "
+        "first .label each one",
+    ) as refused:
         store.sign_case(case_id, reviewer="R")
+    assert case_id not in str(refused.value)  # a short id a person can read, not 32 characters
     store.relabel_cell(case_id, 0, 2, "normal", reviewer="R")
     with pytest.raises(SignOffBlockedError, match="1 cell is still labelled uncertain"):
         store.sign_case(case_id, reviewer="R")
@@ -807,3 +809,12 @@ def test_sign_is_refused_until_every_counted_cell_is_reviewed(store: CaseStore):
         store.sign_case(case_id, reviewer="R")
     store.mark_reviewed(case_id, [(0, 2)], reviewer="R")  # accepting the model's call counts
     assert store.sign_case(case_id, reviewer="R")  # the border cell is never counted
+
+
+def test_cases_of_sample_match_the_whole_id_only(store: CaseStore):
+    first = new_case(store, [["blast"]], sample_id="ACC-1")
+    new_case(store, [["normal"]], sample_id="ACC-10")  # contains "ACC-1": another sample
+    new_case(store, [["normal"]], sample_id="X_ACC-1")
+    again = new_case(store, [["normal"]], sample_id="acc-1")
+    assert [c.case_id for c in store.cases_of_sample(" Acc-1 ")] == [again, first]
+    assert store.cases_of_sample("ACC-2") == [] and store.cases_of_sample("  ") == []

@@ -7,6 +7,7 @@ Pages call :func:`require` for what they need; the core checks the same roles ag
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import streamlit as st
@@ -50,11 +51,17 @@ def user() -> User:
     return found
 
 
-def gate() -> User:
+def gate(url_paths: Sequence[str] = ()) -> User:
     """The logged-in account; otherwise shows the first-start message or the login form and
-    stops the page."""
+    stops the page.
+
+    Args:
+        url_paths: The app's page addresses (``"review"``, ...). Before a login each one shows
+            the login form, so a reload of any page asks for a login instead of saying "page
+            not found", and keeps its address (and the open case in it) for after the login.
+    """
     if not accounts().has_users():
-        _only_this_page()
+        _only_this_page(url_paths)
         st.title("No accounts yet")
         st.info(
             "This app needs an account for everyone who uses it. On the server, in the app's "
@@ -72,14 +79,17 @@ def gate() -> User:
             accounts().record(login.user.name, "timeout", str(error))
             _forget_session()
             st.warning(str(error))
-    _only_this_page()
+    _only_this_page(url_paths)
     _login_form()
     st.stop()
 
 
-def _only_this_page() -> None:
-    """Replace the app's navigation (which the browser keeps from an earlier run) by none."""
-    st.navigation([st.Page(lambda: None, title="Log in", url_path="login")], position="hidden")
+def _only_this_page(url_paths: Sequence[str]) -> None:
+    """Replace the app's navigation (which the browser keeps from an earlier run) by none: every
+    address is the login page, drawn by the caller."""
+    paths = ["login", *(p for p in url_paths if p != "login")]
+    st.navigation([st.Page(lambda: None, title="Log in", url_path=path, default=path == "login")
+                   for path in paths], position="hidden")  # fmt: skip
 
 
 def _login_form() -> None:

@@ -8,7 +8,7 @@ from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.review import Review
 from leukemia_core.store import CaseRecord
 from ui import heatmaps, state
-from ui.common import flash
+from ui.common import flash, minute_text
 
 STATUS_TEXT = {
     "unsaved": ":orange-badge[not saved]",
@@ -49,12 +49,23 @@ def save_form(session: Review, *, prefix: str) -> None:
             "cell, the model and its thresholds; from then on each reclassification is recorded "
             "with your name and the time."
         )
-        sample_key = f"{prefix}sample_id"
-        if sample_key not in st.session_state:
+        sample_key, owner_key = f"{prefix}sample_id", f"{prefix}sample_id_of"
+        if st.session_state.get(owner_key) != session.token:  # a new sample: its own id
             st.session_state[sample_key] = session.sample_id
+            st.session_state[owner_key] = session.token
         sample_id = st.text_input(
             "Sample id", key=sample_key, help="The specimen's identifier; no patient names needed."
         )
+        earlier = state.case_store().cases_of_sample(sample_id)
+        if earlier:
+            latest = earlier[0]
+            st.warning(
+                f"Sample id **{latest.sample_id}** already has a case (version {latest.version}, "
+                f"{latest.status}, saved {minute_text(latest.created_at)} UTC by "
+                f"{latest.created_by or '—'}). Saving makes a second case with the same id: "
+                "check the id, or open that case from the case list to change it.",
+                icon=":material/content_copy:",
+            )
         st.caption(f"Saved as **{state.reviewer()}** (recorded as the case's creator).")
         if st.button("Save case", key=f"{prefix}save_case", type="primary"):
             _save(session, sample_id)
