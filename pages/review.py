@@ -66,24 +66,26 @@ else:
     )
 
 reason = heatmaps.unavailable_reason(session)
-c0, c1, c2, c3 = st.columns([3, 2, 2, 2], vertical_alignment="center")
-view = c0.radio(
+# One row that wraps on a narrow screen instead of cutting the labels short.
+controls = st.container(horizontal=True, wrap=True, vertical_alignment="center", gap="medium")
+view = controls.radio(
     "Review", (ONE_BY_ONE, GALLERY), key=VIEW_KEY, persist_state="session",
-    label_visibility="collapsed",
+    label_visibility="collapsed", width="content",
 )  # fmt: skip
-show_maps = c1.toggle(
+show_maps = controls.toggle(
     "Show heatmaps", key="gradcam_on", disabled=reason is not None, persist_state="session",
     help="Where the model looked in the crop as shown: warm colours pushed it towards its "
     "call. A model that averages over turned copies of each cell shows the upright copy's map.",
+    width="content",
 )  # fmt: skip
-method = c2.selectbox(
+method = controls.selectbox(
     "Method", heatmaps.methods() or tuple(heatmaps.METHOD_NAMES), key="gradcam_method",
     format_func=lambda m: heatmaps.METHOD_NAMES.get(m, m), disabled=reason is not None,
-    persist_state="session",
+    persist_state="session", width=190,
 )  # fmt: skip
-opacity = c3.slider(
+opacity = controls.slider(
     "Heatmap opacity", 0.0, 1.0, heatmaps.DEFAULT_OPACITY, 0.05, key="gradcam_opacity",
-    disabled=reason is not None, persist_state="session",
+    disabled=reason is not None, persist_state="session", width=190,
 )  # fmt: skip
 right_images = {}
 if reason is not None:

@@ -825,3 +825,16 @@ def test_split_a_fused_clump_of_a_real_field_undo_and_a_signed_case_refuses(db, 
     signed_at = session_of(at).signed_at  # shown to the minute, not the stored microseconds
     (frozen,) = [s.value for s in at.success if "the record is frozen" in s.value]
     assert f"at {signed_at[:10]} {signed_at[11:16]} UTC;" in frozen and "+00:00" not in frozen
+
+
+def test_the_5_and_20_percent_words_sit_beside_the_bars_not_over_them():
+    from leukemia_core.counting import count_blasts
+    from ui.figures import counts_chart
+
+    figure = counts_chart([("Whole sample", count_blasts(12, 13)), ("Field 1", count_blasts(3, 3))])
+    words = {a.text: a for a in figure.layout.annotations}
+    assert set(words) == {"5% investigate", "20% WHO acute leukemia"}
+    for annotation in words.values():  # right of the plot area, level with its dashed line
+        assert (annotation.xref, annotation.x, annotation.xanchor) == ("paper", 1.0, "left")
+    assert words["5% investigate"].y == 5 and words["20% WHO acute leukemia"].y == 20
+    assert figure.layout.margin.r >= 140  # room for them

@@ -75,16 +75,20 @@ def metric_row(*metrics: tuple) -> None:
 
 
 def flash(message: str, kind: str = "error") -> None:
-    """Keep a message for the next run of the page (for callbacks, which cannot render)."""
+    """Keep a message for the next run of the page (for callbacks, which cannot render).
+
+    ``kind`` is error, success, info, warning, or toast: a passing note in the corner that
+    takes no room on the page, so nothing below it moves when it goes (e.g. above the cell
+    under review)."""
     st.session_state.setdefault(_FLASH_KEY, []).append((kind, message))
 
 
 def show_flashes() -> None:
     """Show and forget the messages kept by :func:`flash`."""
     for kind, message in st.session_state.pop(_FLASH_KEY, []):
-        {"error": st.error, "success": st.success, "info": st.info, "warning": st.warning}[kind](
-            message
-        )
+        show = {"error": st.error, "success": st.success, "info": st.info,
+                "warning": st.warning, "toast": st.toast}[kind]  # fmt: skip
+        show(message)
 
 
 def provisional_note(session: Review) -> bool:

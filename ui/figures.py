@@ -106,11 +106,14 @@ def counts_chart(rows: Sequence[tuple[str, BlastCount]]) -> go.Figure:
     ))  # fmt: skip
     for level, words in ((INVESTIGATE_PERCENT, "investigate"),
                          (WHO_ACUTE_LEUKEMIA_PERCENT, "WHO acute leukemia")):  # fmt: skip
-        figure.add_hline(y=level, line_dash="dash", line_color="#b00020",
-                         annotation_text=f"{level:.0f}% {words}", annotation_position="top left")  # fmt: skip
+        figure.add_hline(y=level, line_dash="dash", line_color="#b00020")
+        # The words sit right of the plot, level with their line: over the bars they were lost.
+        figure.add_annotation(xref="paper", x=1.0, xanchor="left", y=level, yanchor="middle",
+                              text=f"{level:.0f}% {words}", showarrow=False,
+                              font={"color": "#b00020", "size": 13})  # fmt: skip
     top = max([WHO_ACUTE_LEUKEMIA_PERCENT + 5, *[c.ci_high_percent + 3 for c in counts]])
     figure.update_yaxes(title="Blasts (% of counted cells)", range=[0, min(100, top)])
-    figure.update_layout(margin={"l": 0, "r": 0, "t": 20, "b": 0}, height=360, showlegend=False)
+    figure.update_layout(margin={"l": 0, "r": 150, "t": 20, "b": 0}, height=360, showlegend=False)
     return figure
 
 

@@ -50,7 +50,8 @@ def save_form(session: Review, *, prefix: str) -> None:
             "with your name and the time."
         )
         sample_key, owner_key = f"{prefix}sample_id", f"{prefix}sample_id_of"
-        if st.session_state.get(owner_key) != session.token:  # a new sample: its own id
+        # A new sample starts from its own id (and a page switch drops the box's state).
+        if sample_key not in st.session_state or st.session_state.get(owner_key) != session.token:
             st.session_state[sample_key] = session.sample_id
             st.session_state[owner_key] = session.token
         sample_id = st.text_input(
@@ -85,6 +86,6 @@ def _save(session: Review, sample_id: str) -> None:
         except LeukemiaCoreError as error:
             st.error(str(error))
             return
-    flash(f"Case saved (id {case_id[:8]}…): reclassify cells below; each change is recorded.",
-          "success")  # fmt: skip
+    # A toast: a banner here would vanish at the first label and pull the cell up the page.
+    flash(f"Case saved (id {case_id[:8]}): each change is now recorded.", "toast")
     st.rerun()
