@@ -150,7 +150,12 @@ def show_results(session: Review) -> None:
         ("White cells found", len(session.cells)),
         ("Blasts", count.n_blasts),
         ("Blast %", percent_text(count), "Of the cells counted (blast + normal)."),
-        ("Awaiting review", session.n_uncertain, "Cells the model is unsure of."),
+        (
+            "Uncertain",
+            session.n_uncertain,
+            "Cells the model is unsure of: each needs a label. "
+            "Every cell is reviewed before signing.",
+        ),
     )
     provisional_note(session)
     if count.percent is None:

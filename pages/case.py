@@ -118,8 +118,10 @@ else:
     )
     if changed and may_sign:
         st.caption("Signing also saves the patient id and comment above.")
+    blocked = session.n_uncertain or session.n_unreviewed  # said in the warnings above
     if st.button("Sign case", key="sign", type="primary", icon=":material/signature:",
-                 disabled=not may_sign or session.first_signed_by == account.name):  # fmt: skip
+                 disabled=not may_sign or blocked
+                 or session.first_signed_by == account.name):  # fmt: skip
         try:
             if changed:  # what the form shows is what gets signed
                 state.set_details(session, comment=comment, patient_id=patient_id)
