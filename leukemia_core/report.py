@@ -186,7 +186,7 @@ def _cells_section(record: CaseRecord, limit: int) -> str:
 def _audit_section(record: CaseRecord) -> str:
     rows = [
         (
-            _e(a.at),
+            _minute(a.at).removesuffix(" UTC"),  # the column says UTC
             _e(a.reviewer or "—"),
             _e(a.action),
             "" if a.field_index is None else str(a.field_index + 1),
@@ -205,9 +205,9 @@ def _sign_off(record: CaseRecord) -> str:
     first = ""
     if record.first_signed_by:
         first = (f" First signed by {_e(record.first_signed_by)} at "
-                 f"{_e(record.first_signed_at)} (UTC); two signers were required.")  # fmt: skip
+                 f"{_minute(record.first_signed_at)}; two signers were required.")  # fmt: skip
     if record.is_signed:
-        text = f"Signed by {_e(record.signed_by)} at {_e(record.signed_at)} (UTC).{first}"
+        text = f"Signed by {_e(record.signed_by)} at {_minute(record.signed_at)}.{first}"
         return f'<h2>Sign-off</h2><p class="signed">{text}</p>'
     if first:
         return (f'<h2>Sign-off</h2><p class="unsigned">NOT SIGNED YET — awaiting the second '

@@ -100,7 +100,13 @@ class CaseSignoff:
                 "UPDATE cases SET status = ?, signed_by = ?, signed_at = ? WHERE case_id = ?",
                 (STATUS_SIGNED, reviewer, at, case["case_id"]),
             )
-            audit(conn, case, "signed", reviewer, f"signed at {at}")
+            audit(
+                conn,
+                case,
+                "signed",
+                reviewer,
+                f"blasts {percent:.1f}% of {counted} cells; record frozen",
+            )
         return True
 
     def set_case_details(

@@ -16,11 +16,6 @@ from ui.record import current_record, save_form, status_line
 
 account = auth.require(Permission.ANALYZE)
 st.title("Case record")
-if account.can(Permission.MANAGE_USERS):  # server paths only for admins
-    st.caption(
-        f"Cases are kept in `{default_database_path()}` (set `{DATABASE_ENV_VAR}` to use another "
-        "file, e.g. a shared one)."
-    )
 session = state.require_current(
     "No case open: analyze a sample, or open an earlier case from the case list.",
     ("pages/cases.py", "Case list", ":material/folder_open:"),
@@ -130,11 +125,18 @@ else:
         except LeukemiaCoreError as error:
             st.error(str(error))
 
+if account.can(Permission.MANAGE_USERS):  # server paths only for admins, folded away
+    with st.expander("Details for the administrator"):
+        st.caption(
+            f"Cases are kept in `{default_database_path()}` (set `{DATABASE_ENV_VAR}` to use "
+            "another file, e.g. a shared one)."
+        )
+
 st.subheader("Audit trail", divider="gray")
 audit = pd.DataFrame(
     [
         {
-            "Time (UTC)": a.at,
+            "Time (UTC)": minute_text(a.at),
             "Who": a.reviewer or "—",
             "Action": a.action,
             "Field": "" if a.field_index is None else a.field_index + 1,

@@ -196,7 +196,9 @@ def test_a_reviewer_cannot_sign_or_open_retrain(db, apptest_navigation):
 
 
 def test_an_admin_adds_an_account_on_the_accounts_page(db, apptest_navigation):
-    at = log_in(_app(apptest_navigation), "boss", ("admin",)).run()
+    at = log_in(_app(apptest_navigation), "boss", ("admin", "model_admin")).run()
+    (who,) = [m.value for m in at.sidebar.markdown if "Logged in as" in m.value]
+    assert who.endswith("account administrator, model administrator")  # words, not role ids
     at.switch_page("pages/accounts.py").run()
     assert not at.exception and at.title[0].value == "Accounts"
     at.text_input(key="new_name").input("newbie")

@@ -17,6 +17,7 @@ from leukemia_core.accounts import (
     Accounts,
     LoginSession,
     Permission,
+    Role,
     SessionExpiredError,
     User,
 )
@@ -124,12 +125,21 @@ def _forget_session() -> None:
         del st.session_state[key]
 
 
+ROLE_WORDS = {Role.REVIEWER: "reviewer", Role.SIGNER: "signer",
+              Role.MODEL_ADMIN: "model administrator", Role.ADMIN: "account administrator"}  # fmt: skip
+
+
+def roles_text(account: User) -> str:
+    """The account's roles in words, e.g. ``reviewer, model administrator``."""
+    return ", ".join(ROLE_WORDS.get(r, r) for r in sorted(account.roles))
+
+
 def require(permission: Permission) -> User:
     """The account when it may do this; else says which role is needed and stops the page."""
     found = user()
     if not found.can(permission):
-        roles = ", ".join(sorted(found.roles))
-        st.error(f"Your account ({found.name}: {roles}) may not {permission.value}; ask an admin.")
+        st.error(f"Your account ({found.name}: {roles_text(found)}) may not {permission.value}; "
+                 "ask an administrator.")  # fmt: skip
         st.stop()
     return found
 
@@ -137,7 +147,7 @@ def require(permission: Permission) -> User:
 def sidebar() -> None:
     """Who is logged in, and the logout button."""
     found = user()
-    st.markdown(f"Logged in as **{found.name}**  \n{', '.join(sorted(found.roles))}")
+    st.markdown(f"Logged in as **{found.name}**  \n{roles_text(found)}")
     if st.button("Log out", key="logout", icon=":material/logout:"):
         logout()
         st.rerun()
