@@ -361,7 +361,7 @@ ERRORS = [
         lambda r: make_folders(r, ("Benign", "Early")),
         load_class_folders,
         UnknownClassFolderError,
-        r"folder\(s\) Benign, Early .*Pass label_map",
+        r"folder\(s\) Benign, Early .*Name each class folder .*CSV manifest",
     ),
     (
         lambda r: make_folders(r, ("Benign", "Early")),

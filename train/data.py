@@ -253,10 +253,10 @@ def load_class_folders(
     if unknown:
         raise UnknownClassFolderError(
             f"Cannot tell whether folder(s) {_listed(unknown)} in {root} hold blasts or normal "
-            f"cells. Pass label_map with a label for each, e.g. label_map={{{unknown[0]!r}: "
-            "'normal'} ('blast', 'normal', or None to leave a folder out). Recognised: names "
-            f"with 'blast', 'all' or 'leuk' -> blast; {', '.join(sorted(NORMAL_CELL_TYPES))} "
-            "-> normal."
+            "cells. Name each class folder for what it holds (names with 'blast', 'all' or "
+            f"'leuk' -> blast; {', '.join(sorted(NORMAL_CELL_TYPES))} -> normal), or list the "
+            "images in a CSV manifest (path,label,group). From Python, pass label_map, e.g. "
+            f"label_map={{{unknown[0]!r}: 'normal'}} (None leaves a folder out)."
         )
     records, loose, subjects = [], 0, set()
     for name, files in folders.items():
