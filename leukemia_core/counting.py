@@ -269,6 +269,19 @@ def count_blasts(
         )
     left_out = n_excluded + n_uncertain
     if n_counted == 0:
+        if n_uncertain:  # cells were found: the count waits for the reviewer, not the image
+            cells = "cell found awaits" if n_uncertain == 1 else f"{n_uncertain} cells found await"
+            reading = (
+                f"No cell is counted yet: the {cells} review (uncertain cells are left out of "
+                "the count until labelled). Label them on the Review page to get a blast "
+                "percentage."
+            )
+        else:
+            reading = (
+                "No white cells were counted, so no blast percentage can be given. Check that "
+                "the image is a stained blood smear with white cells in focus, add more "
+                "fields, or review the cells that were left out."
+            )
         return BlastCount(
             n_blasts=0,
             n_counted=0,
@@ -276,12 +289,8 @@ def count_blasts(
             percent=None,
             ci_low_percent=None,
             ci_high_percent=None,
-            interpretation=(
-                "No white cells were counted, so no blast percentage can be given. Check that "
-                "the image is a stained blood smear with white cells in focus, add more fields, "
-                "or review the cells that were left out."
-            ),
-            hint=_review_text(0, 0, n_uncertain) if n_uncertain else None,
+            interpretation=reading,
+            hint=None,
         )
     low, high = wilson_interval(n_blasts, n_counted)
     percent = 100.0 * n_blasts / n_counted
