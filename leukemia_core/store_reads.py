@@ -26,6 +26,20 @@ HEADER_COLUMNS = ("case_id", "version", "parent_id", "sample_id", "status", "cre
                   "first_signed_at", "patient_id")  # fmt: skip
 
 
+# One line per case version with counts of its current labels; {where} picks the cases.
+_SUMMARIES = (
+    "SELECT c.case_id, c.version, c.parent_id, c.sample_id, c.status, c.created_at, "
+    "c.created_by, c.signed_by, c.signed_at, c.first_signed_by, c.first_signed_at, "
+    "c.patient_id, "
+    "COALESCE(SUM(x.label != 'replaced'), 0) AS n_cells, "
+    "COALESCE(SUM(x.label = 'blast'), 0) AS n_blasts, "
+    "COALESCE(SUM(x.label IN ('blast', 'normal')), 0) AS n_counted, "
+    "COALESCE(SUM(x.label = 'uncertain'), 0) AS n_uncertain "
+    "FROM cases AS c LEFT JOIN cells AS x ON x.case_id = c.case_id "
+    "WHERE {where} GROUP BY c.case_id ORDER BY c.created_at DESC, c.rowid DESC LIMIT ?"
+)
+
+
 def as_dict(row: sqlite3.Row, skip: str = "") -> dict[str, Any]:
     return {key: row[key] for key in row.keys() if key != skip}  # noqa: SIM118 (Row is no dict)
 
@@ -137,8 +151,16 @@ class CaseReads:
         wanted = str(sample_id).strip().casefold()
         if not wanted:
             return []
-        return [c for c in self.list_cases(wanted, limit=10_000)
-                if c.sample_id.strip().casefold() == wanted]  # fmt: skip
+        with self._transaction(write=False) as conn:
+            # casefold in Python: SQLite's lower() and LIKE fold ASCII letters only
+            ids = [case_id for case_id, sample in conn.execute("SELECT case_id, sample_id FROM cases")
+                   if str(sample).strip().casefold() == wanted]  # fmt: skip
+            if not ids:
+                return []
+            marks = ", ".join("?" * len(ids))
+            rows = conn.execute(_SUMMARIES.format(where=f"c.case_id IN ({marks})"),
+                                (*ids, len(ids))).fetchall()  # fmt: skip
+        return [CaseSummary(**as_dict(row)) for row in rows]
 
     def list_cases(self, search: str = "", limit: int = 200) -> list[CaseSummary]:
         """Case versions, newest first, with counts of their current labels.
@@ -152,18 +174,10 @@ class CaseReads:
             raise CaseInputError(f"limit must be a whole number of 1 or more, got {limit!r}.")
         escaped = str(search).strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         with self._transaction(write=False) as conn:
+            where = ("c.sample_id LIKE ? ESCAPE '\\' OR c.patient_id LIKE ? ESCAPE '\\' "
+                     "OR c.case_id LIKE ? ESCAPE '\\'")  # fmt: skip
             rows = conn.execute(
-                "SELECT c.case_id, c.version, c.parent_id, c.sample_id, c.status, c.created_at, "
-                "c.created_by, c.signed_by, c.signed_at, c.first_signed_by, c.first_signed_at, "
-                "c.patient_id, "
-                "COALESCE(SUM(x.label != 'replaced'), 0) AS n_cells, "
-                "COALESCE(SUM(x.label = 'blast'), 0) AS n_blasts, "
-                "COALESCE(SUM(x.label IN ('blast', 'normal')), 0) AS n_counted, "
-                "COALESCE(SUM(x.label = 'uncertain'), 0) AS n_uncertain "
-                "FROM cases AS c LEFT JOIN cells AS x ON x.case_id = c.case_id "
-                "WHERE c.sample_id LIKE ? ESCAPE '\\' OR c.patient_id LIKE ? ESCAPE '\\' "
-                "OR c.case_id LIKE ? ESCAPE '\\' "
-                "GROUP BY c.case_id ORDER BY c.created_at DESC, c.rowid DESC LIMIT ?",
+                _SUMMARIES.format(where=where),
                 (f"%{escaped}%", f"%{escaped}%", f"{escaped.lower()}%", limit),
             ).fetchall()
         return [CaseSummary(**as_dict(row)) for row in rows]

@@ -111,11 +111,16 @@ else:
         if may_sign
         else f"Your account ({account.name}) may review but not sign: a signer signs."
     )
+    # Said in the warnings above; and a second signer signs what the first one saw, so a
+    # change to the report's details after a first signature is saved on its own first.
+    blocked = bool(session.n_uncertain or session.n_unreviewed)
+    unsaved_after_first = changed and bool(session.first_signed_by)
     if changed and may_sign:
-        st.caption("Signing also saves the patient id and comment above.")
-    blocked = session.n_uncertain or session.n_unreviewed  # said in the warnings above
+        st.caption("Save the patient id and comment above before the second signature."
+                   if unsaved_after_first else
+                   "Signing also saves the patient id and comment above.")  # fmt: skip
     if st.button("Sign case", key="sign", type="primary", icon=":material/signature:",
-                 disabled=not may_sign or blocked
+                 disabled=not may_sign or blocked or unsaved_after_first
                  or session.first_signed_by == account.name):  # fmt: skip
         try:
             if changed:  # what the form shows is what gets signed

@@ -753,6 +753,42 @@ def test_signing_keeps_unsaved_details_and_the_next_sample_gets_its_own_id(db, d
     assert "ACC-7" in warned and "version 1, signed" in warned
 
 
+def test_logout_takes_the_case_out_of_the_address(db, demo_png):
+    at = start()
+    analyze(at, [("field.png", demo_png)])
+    save_case(at, sample_id="OUT-1")
+    assert "case" in at.query_params
+    at.button(key="logout").click().run()
+    assert "case" not in at.query_params  # the next account to log in here starts clean
+    again = log_in(at, "Dr. Next", ("signer",)).run()
+    assert "review_session" not in again.session_state or session_of(again) is None
+
+
+def test_a_second_signer_signs_details_the_first_one_saw(db, demo_png, monkeypatch):
+    monkeypatch.setenv("LEUKEMIA_SECOND_SIGNER_AT_PERCENT", "0")  # every case needs two
+    at = start()
+    analyze(at, [("field.png", demo_png)])
+    save_case(at, sample_id="TWO-1")
+    case_id = session_of(at).case_id
+    for key in keys_labelled(at, "uncertain"):
+        relabel(at, key, "normal")
+    accept_all(at)
+    go(at, "case").button(key="sign").click().run()
+    assert CaseStore(db).load_case(case_id).first_signed_by == REVIEWER
+    second = start("Dr. Second")
+    second.query_params["case"] = case_id
+    go(second.run(), "case")
+    assert not second.button(key="sign").disabled
+    second.text_area(key=f"case_comment_{case_id}").input("Added after the first signature").run()
+    assert second.button(key="sign").disabled  # not signed in passing: saved (and seen) first
+    assert any("before the second signature" in c.value for c in second.main.caption)
+    second.button(key="save_comment").click().run()
+    second.button(key="sign").click().run()
+    record = CaseStore(db).load_case(case_id)
+    assert record.is_signed and record.signed_by == "Dr. Second"
+    assert record.comment == "Added after the first signature"
+
+
 @pytest.mark.data
 def test_split_a_fused_clump_of_a_real_field_undo_and_a_signed_case_refuses(db, shared_data):
     """ALL-IDB1 Im013_1: three pressed expert blasts, (976, 549), (934, 467) and (842, 505),

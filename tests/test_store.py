@@ -288,6 +288,7 @@ def test_sign_is_blocked_while_cells_are_uncertain(store: CaseStore):
     assert (record.status, record.signed_by, record.is_signed) == ("signed", "Dr. Bo", True)
     assert datetime.fromisoformat(record.signed_at).utcoffset().total_seconds() == 0
     assert (record.audit[-1].action, record.audit[-1].reviewer) == ("signed", "Dr. Bo")
+    assert record.audit[-1].note == "blasts 33.3% of 3 cells; record frozen"  # what was signed
 
 
 def test_sign_needs_a_reviewer_and_a_case(store: CaseStore):
@@ -818,3 +819,5 @@ def test_cases_of_sample_match_the_whole_id_only(store: CaseStore):
     again = new_case(store, [["normal"]], sample_id="acc-1")
     assert [c.case_id for c in store.cases_of_sample(" Acc-1 ")] == [again, first]
     assert store.cases_of_sample("ACC-2") == [] and store.cases_of_sample("  ") == []
+    umlaut = new_case(store, [["normal"]], sample_id="ÄRZT-5")  # beyond ASCII: casefold
+    assert [c.case_id for c in store.cases_of_sample("ärzt-5")] == [umlaut]

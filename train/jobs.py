@@ -175,9 +175,11 @@ def record_finished_job(folder: Path, spec: JobSpec, comparison) -> None:
     """
     write_text_atomic(folder / JOB_FILE, json.dumps(spec.to_dict(), indent=1) + "\n")
     best = comparison.best()
-    write_status(folder, {"state": DONE, "created": now_text(), "finished": now_text(), "overall": 1.0,
-                           "title": spec.title, "best": best.name if best else None,
-                           "message": f"Finished in {comparison.seconds:.0f} s."})  # fmt: skip
+    finished = now_text()
+    write_status(folder, {"state": DONE, "created": finished, "finished": finished,
+                          "overall": 1.0, "title": spec.title,
+                          "best": best.name if best else None,
+                          "message": f"Finished in {comparison.seconds:.0f} s."})  # fmt: skip
 
 
 def _status(folder: Path, worker_running: bool) -> JobStatus:

@@ -113,11 +113,13 @@ def _login_form() -> None:
 
 
 def logout() -> None:
-    """End the login (recorded) and forget this tab's sample."""
+    """End the login (recorded) and forget this tab's sample, also in the page address (the
+    next account to log in here must not get this one's case; a timeout keeps it)."""
     found = current_user()
     if found is not None:
         accounts().record(found.name, "logout")
     _forget_session()
+    st.query_params.pop("case", None)  # ui.state.CASE_PARAM (ui.state imports this module)
 
 
 def _forget_session() -> None:
@@ -125,8 +127,12 @@ def _forget_session() -> None:
         del st.session_state[key]
 
 
-ROLE_WORDS = {Role.REVIEWER: "reviewer", Role.SIGNER: "signer",
-              Role.MODEL_ADMIN: "model administrator", Role.ADMIN: "account administrator"}  # fmt: skip
+ROLE_WORDS = {
+    Role.REVIEWER: "reviewer",
+    Role.SIGNER: "signer",
+    Role.MODEL_ADMIN: "model administrator",
+    Role.ADMIN: "account administrator",
+}
 
 
 def roles_text(account: User) -> str:

@@ -57,7 +57,10 @@ def save_form(session: Review, *, prefix: str) -> None:
         sample_id = st.text_input(
             "Sample id", key=sample_key, help="The specimen's identifier; no patient names needed."
         )
-        earlier = state.case_store().cases_of_sample(sample_id)
+        try:
+            earlier = state.case_store().cases_of_sample(sample_id)
+        except LeukemiaCoreError:  # an unusable store is reported when Save is clicked
+            earlier = []
         if earlier:
             latest = earlier[0]
             st.warning(

@@ -1,6 +1,7 @@
 """The Retrain page's job list: live progress, results with charts, cancel and promote.
 
-Jobs run in ``train.jobs``' worker process; these widgets only read their status and files.
+Jobs run in the worker process of ``train.job_worker``; these widgets only read their status
+and files.
 """
 
 from __future__ import annotations

@@ -213,7 +213,7 @@ def read_config(
     Args:
         name: Model folder (the active one when None).
         root: Parent of model folders.
-        verify: Check the config's own checksum (only :func:`seal_config` skips it).
+        verify: Check the config's own checksum (only :func:`~leukemia_core.models.writing.seal_config` skips it).
 
     Raises:
         ModelNotFoundError: No such folder, or a name that is not a plain folder name.
