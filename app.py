@@ -17,7 +17,8 @@ SIDEBAR_WIDTH_PX = 240  # leaves an 800 px screen room to review (hidden on phon
 
 st.set_page_config(
     page_title="ALL blast screening (research use only)",
-    page_icon=":material/biotech:",
+    page_icon="🔬",  # an emoji: a material icon as favicon is fetched from fonts.gstatic.com,
+    # which a lab server without internet cannot reach
     layout="wide",
     initial_sidebar_state=SIDEBAR_WIDTH_PX,
 )

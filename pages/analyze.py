@@ -16,11 +16,13 @@ from ui.analysis import run_analysis
 from ui.common import (
     UPLOAD_TYPES,
     domain_warning,
+    flash,
     interval_text,
     metric_row,
     percent_text,
     provisional_note,
     quality_warnings,
+    show_flashes,
 )
 from ui.models import (
     available_models,
@@ -40,6 +42,7 @@ CLEAR_SAMPLE_ID = "analyze_clear_sample_id"  # set after an analysis: the id box
 
 auth.require(Permission.ANALYZE)
 st.title("Analyze a sample")
+show_flashes()
 st.markdown(
     "Upload the photographs of **one** stained blood smear. The app finds every white cell, "
     "the model pre-classifies each one as blast or normal, and you review every cell before "
@@ -127,8 +130,12 @@ elif run_samples:
 if files:
     sample = sample_id.strip() or f"S-{datetime.now():%Y%m%d-%H%M%S}"
     try:
-        state.set_current(run_analysis(files, mode=mode, model_name=model_name, sample_id=sample))
+        analysed = run_analysis(files, mode=mode, model_name=model_name, sample_id=sample)
+        state.set_current(analysed)
         st.session_state[CLEAR_SAMPLE_ID] = True
+        # The results are drawn below the upload box, often below the screen's edge: say so.
+        flash(f"Sample {analysed.sample_id}: {len(analysed.cells)} white cells found in "
+              f"{len(analysed.fields)} image(s); the results are below.", "toast")  # fmt: skip
         st.rerun()  # so the sidebar, drawn before this page, shows the new sample too
     except LeukemiaCoreError as error:
         st.error(str(error))
