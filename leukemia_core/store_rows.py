@@ -111,7 +111,9 @@ def _image_png(image: object, where: str) -> bytes | None:
             f"{where} must be an (H, W, 3) uint8 RGB array or None, got "
             f"{array.dtype} {array.shape}."
         )
-    return png_bytes(array)
+    # zlib level 1: a 2592x1944 field encodes in 0.35 s instead of 0.58 s (level 3) for a file
+    # 5% larger; saving a case is the slowest click of the review, and PNG stays lossless.
+    return png_bytes(array, compression=1)
 
 
 def field_row(index: int, entry: Field) -> dict[str, Any]:
