@@ -15,6 +15,7 @@ from collections import Counter
 from leukemia_core.counting import CellLabel, provisional_text
 from leukemia_core.imaging import png_bytes
 from leukemia_core.store import CaseRecord
+from leukemia_core.store_rows import minute_text
 from leukemia_core.types import BlastCount, Cell
 
 RESEARCH_USE_STATEMENT = (
@@ -186,7 +187,7 @@ def _cells_section(record: CaseRecord, limit: int) -> str:
 def _audit_section(record: CaseRecord) -> str:
     rows = [
         (
-            _minute(a.at).removesuffix(" UTC"),  # the column says UTC
+            _e(minute_text(a.at)),  # the column says UTC
             _e(a.reviewer or "—"),
             _e(a.action),
             "" if a.field_index is None else str(a.field_index + 1),
@@ -233,7 +234,7 @@ def _domain_section(record: CaseRecord) -> str:
 
 def _minute(timestamp: str | None) -> str:
     """``2026-12-04T23:40:28.75+00:00`` as ``2026-12-04 23:40 UTC``."""
-    return "—" if not timestamp else f"{_e(timestamp[:16].replace('T', ' '))} UTC"
+    return "—" if not timestamp else f"{_e(minute_text(timestamp))} UTC"
 
 
 def _reviewers(record: CaseRecord) -> list[str]:

@@ -153,8 +153,8 @@ class CaseReads:
             return []
         with self._transaction(write=False) as conn:
             # casefold in Python: SQLite's lower() and LIKE fold ASCII letters only
-            ids = [case_id for case_id, sample in conn.execute("SELECT case_id, sample_id FROM cases")
-                   if str(sample).strip().casefold() == wanted]  # fmt: skip
+            every = conn.execute("SELECT case_id, sample_id FROM cases")
+            ids = [case_id for case_id, sample in every if str(sample).strip().casefold() == wanted]
             if not ids:
                 return []
             marks = ", ".join("?" * len(ids))

@@ -213,6 +213,12 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
+def minute_text(timestamp: str | None) -> str:
+    """A stored UTC time stamp (as :func:`now` writes it) to the minute, as a reader wants it:
+    ``2026-12-05 10:28``; "—" for none."""
+    return "—" if not timestamp else timestamp[:16].replace("T", " ")
+
+
 def reviewer_name(value: object) -> str:
     return text(value, "The reviewer name", "enter your name so the audit trail records who did it")
 

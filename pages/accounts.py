@@ -7,8 +7,8 @@ import streamlit as st
 
 from leukemia_core.accounts import Permission, Role
 from leukemia_core.errors import LeukemiaCoreError
+from leukemia_core.store_rows import minute_text
 from ui import auth
-from ui.common import minute_text
 
 admin = auth.require(Permission.MANAGE_USERS)
 st.title("Accounts")

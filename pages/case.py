@@ -10,8 +10,9 @@ import streamlit as st
 from leukemia_core.accounts import Permission
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.store import DATABASE_ENV_VAR, default_database_path
+from leukemia_core.store_rows import minute_text
 from ui import auth, state
-from ui.common import interval_text, minute_text, percent_text, show_flashes
+from ui.common import interval_text, percent_text, show_flashes
 from ui.record import current_record, save_form, status_line
 
 account = auth.require(Permission.ANALYZE)

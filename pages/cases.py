@@ -7,8 +7,8 @@ import streamlit as st
 
 from leukemia_core.accounts import Permission
 from leukemia_core.errors import LeukemiaCoreError
+from leukemia_core.store_rows import minute_text
 from ui import auth, state
-from ui.common import minute_text
 
 auth.require(Permission.ANALYZE)
 st.title("Case list")

@@ -8,12 +8,12 @@ import streamlit as st
 from leukemia_core.accounts import Permission
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.pipeline import MODE_FIELDS
+from leukemia_core.store_rows import minute_text
 from ui import auth, heatmaps, state
 from ui.common import (
     domain_warning,
     interval_text,
     metric_row,
-    minute_text,
     percent_text,
     provisional_note,
     quality_warnings,

@@ -50,11 +50,6 @@ def research_use_banner() -> None:
     st.warning(DISCLAIMER, icon=":material/science:")
 
 
-def minute_text(timestamp: str | None) -> str:
-    """A stored UTC timestamp to the minute, as a reader wants it: ``2026-12-05 10:28``."""
-    return "—" if not timestamp else timestamp[:16].replace("T", " ")
-
-
 def percent_text(count: BlastCount) -> str:
     return "—" if count.percent is None else f"{count.percent:.1f}%"
 

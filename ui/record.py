@@ -7,8 +7,9 @@ import streamlit as st
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.review import Review
 from leukemia_core.store import CaseRecord
+from leukemia_core.store_rows import minute_text
 from ui import heatmaps, state
-from ui.common import flash, minute_text
+from ui.common import flash
 
 STATUS_TEXT = {
     "unsaved": ":orange-badge[not saved]",

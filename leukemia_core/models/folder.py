@@ -9,8 +9,8 @@ is declared and checksummed in the config the same way; folders without one stil
 The config itself is covered by ``config_sha256`` (:func:`config_checksum`), written by
 :func:`leukemia_core.models.writing.write_config`, which every writer of a ``config.json``
 calls (that module writes folders; this one finds, reads and verifies them), and every value is
-checked against its range on reading, so a hand-edited config (a negative temperature, a threshold of 2)
-is refused with the field named instead of silently changing every call.
+checked against its range on reading, so a hand-edited config (a negative temperature, a
+threshold of 2) is refused with the field named instead of silently changing every call.
 
 Model names are folder names directly inside the models folder; a name that would lead
 elsewhere (``../..``, an absolute path, a link pointing out) is refused.
@@ -213,7 +213,8 @@ def read_config(
     Args:
         name: Model folder (the active one when None).
         root: Parent of model folders.
-        verify: Check the config's own checksum (only :func:`~leukemia_core.models.writing.seal_config` skips it).
+        verify: Check the config's own checksum (only
+            :func:`~leukemia_core.models.writing.seal_config` skips it).
 
     Raises:
         ModelNotFoundError: No such folder, or a name that is not a plain folder name.
