@@ -113,7 +113,7 @@ def counts_chart(rows: Sequence[tuple[str, BlastCount]]) -> go.Figure:
                               font={"color": "#b00020", "size": 13})  # fmt: skip
     top = max([WHO_ACUTE_LEUKEMIA_PERCENT + 5, *[c.ci_high_percent + 3 for c in counts]])
     figure.update_yaxes(title="Blasts (% of counted cells)", range=[0, min(100, top)])
-    figure.update_layout(margin={"l": 0, "r": 150, "t": 20, "b": 0}, height=360, showlegend=False)
+    figure.update_layout(margin={"l": 0, "r": 190, "t": 20, "b": 0}, height=360, showlegend=False)
     return figure
 
 
