@@ -55,7 +55,7 @@ def field_bytes(path: Path | None) -> tuple[str, bytes]:
 
 def _navigation_for_apptest() -> None:
     """AppTest in Streamlit 1.67 re-detects ``pages/`` on every run and then skips ``app.py``;
-    ``streamlit run`` does not (see tests/test_app.py)."""
+    ``streamlit run`` does not (see tests/conftest.py, apptest_navigation)."""
     from streamlit.runtime.pages_manager import PagesManager
 
     original = PagesManager.__init__

@@ -174,3 +174,60 @@ def log_in(at, name: str = "Dr. A. Reviewer", roles=("signer",)):
     now = datetime.now(UTC)
     at.session_state["login"] = LoginSession(make_user(name, roles), now, now)
     return at
+
+
+@pytest.fixture(scope="module")
+def demo_png() -> bytes:
+    """The synthetic demo smear as PNG bytes."""
+    import cv2
+
+    from leukemia_core.synthetic import make_demo_smear
+
+    return cv2.imencode(".png", make_demo_smear().image[:, :, ::-1])[1].tobytes()
+
+
+@pytest.fixture(scope="module")
+def app_models(tiny_models_dir, tmp_path_factory) -> Path:
+    """The page tests' models: ``tiny``, calibrated on the demo smear so that its cells get every
+    label, and ``tiny-b`` with the default calibration."""
+    import json
+    import shutil
+
+    from leukemia_core import pipeline
+    from leukemia_core.accounts import User
+    from leukemia_core.classify import Classifier
+    from leukemia_core.counting import CellLabel
+    from leukemia_core.imaging import prepare_field
+    from leukemia_core.models.folder import load_model, set_active_model
+    from leukemia_core.models.writing import write_config
+    from leukemia_core.review import Review
+    from leukemia_core.synthetic import make_demo_smear
+
+    root = tmp_path_factory.mktemp("app_models")
+    for name in ("tiny", "tiny-b"):
+        shutil.copytree(tiny_models_dir / "tiny", root / name)
+    classifier = Classifier(load_model("tiny", root))
+    field = prepare_field(make_demo_smear().image, "demo.png")
+    session = Review(pipeline.analyze([field], classifier), sample_id="calibration")
+    p = sorted(c.blast_probability for c in session.cells if c.model_label != CellLabel.BORDER)
+    m = len(p) // 2  # p[:m-1] normal, p[m-1] and p[m] uncertain, p[m+1:] blast
+    calibration = {"temperature": 1.0, "threshold": (p[m - 1] + p[m]) / 2,
+                   "uncertain_low": (p[m - 2] + p[m - 1]) / 2,
+                   "uncertain_high": (p[m] + p[m + 1]) / 2}  # fmt: skip
+    config_path = root / "tiny" / "config.json"
+    config = json.loads(config_path.read_text())
+    write_config(root / "tiny", {**config, "calibration": calibration})
+    set_active_model("tiny", root, user=User.shell())
+    return root
+
+
+@pytest.fixture
+def db(app_models, monkeypatch, tmp_path) -> Path:
+    """A fresh case database for a page test; the app uses :func:`app_models`.
+
+    (test_accounts has a ``db`` of its own.)
+    """
+    monkeypatch.setenv("LEUKEMIA_MODELS_DIR", str(app_models))
+    path = tmp_path / "cases.sqlite3"
+    monkeypatch.setenv("LEUKEMIA_CASE_DB", str(path))
+    return path

@@ -1,0 +1,208 @@
+"""Pages before a sample, and the Analyze page, driven through AppTest by widget key.
+
+Fixtures ``db``, ``app_models`` and ``demo_png`` are in conftest, helpers in apptest_kit.
+"""
+
+from __future__ import annotations
+
+import shutil
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+from apptest_kit import (
+    PAGES,
+    REVIEWER,
+    analyze,
+    analyze_sample,
+    credits,
+    errors,
+    go,
+    keys_labelled,
+    metric,
+    png,
+    relabel,
+    relabel_keys,
+    save_case,
+    session_of,
+    start,
+)
+
+from leukemia_core.imaging import prepare_field
+from leukemia_core.models.folder import read_config
+from leukemia_core.store import CaseStore
+from leukemia_core.synthetic import make_demo_smear
+from ui.common import DISCLAIMER
+
+
+@pytest.fixture(autouse=True)
+def _apptest_runs_the_navigation_script(apptest_navigation):
+    """Every page test here runs the app's navigation (see conftest.apptest_navigation)."""
+
+
+# ---- pages without a sample -----------------------------------------------------------------
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_shows_the_banner_and_a_clear_start(db, page):
+    at = go(start(), page)
+    assert at.warning[0].value == DISCLAIMER
+    assert not errors(at)
+    assert at.title[0].value
+    assert any(f"Logged in as **{REVIEWER}**" in m.value for m in at.sidebar.markdown)
+    if page == "analyze":
+        assert at.button(key="try_sample").label == "Try the sample images"
+        assert at.button(key="analyze").disabled  # nothing uploaded yet
+        uploader = at.file_uploader(key="upload")
+        assert uploader.accept_multiple_files
+        assert {t.lstrip(".") for t in uploader.allowed_type} == {"jpg", "jpeg", "png", "tif",
+                                                                  "tiff", "bmp"}  # fmt: skip
+        assert at.selectbox(key="model").options == ["tiny", "tiny-b"]
+        assert len(at.metric) == 0
+    elif page == "cases":
+        assert "No cases saved yet" in at.info[0].value
+    else:
+        assert any("analyze a sample" in i.value or "save the case" in i.value for i in at.info)
+
+
+def test_without_any_model_the_app_says_how_to_get_one_and_still_finds_cells(db, monkeypatch):
+    monkeypatch.setenv("LEUKEMIA_MODELS_DIR", str(db.parent / "no-models-here"))
+    at = start()
+    info = " ".join(i.value for i in at.info)
+    assert "No classifier model is installed" in info and "python -m train fit" in info
+    assert "LEUKEMIA_MODELS_DIR" in info
+    assert "No classifier model installed" in " ".join(w.value for w in at.sidebar.warning)
+    at.button(key="try_sample").click().run()
+    assert not at.exception and not errors(at)
+    session = session_of(at)
+    assert session.model_name is None and len(session.cells) > 0
+    assert metric(at, "Blasts") == "0"
+    assert int(metric(at, "Uncertain")) == session.n_uncertain > 0
+    go(at, "review")
+    assert at.toggle(key="gradcam_on").disabled
+    assert any("need a classifier model" in c.value for c in at.caption)
+    save_case(at)
+    key = keys_labelled(at, "uncertain")[0]
+    relabel(at, key, "blast")  # the reviewer labels what the machine could not
+    assert metric(at, "Blasts") == "1" and metric(at, "Cells counted") == "1"
+
+
+# ---- analysis -------------------------------------------------------------------------------
+def test_sample_buttons_analyse_bundled_fields_and_cells_with_credits(db):
+    at = start()
+    assert "BCCD" in credits(at) and "MIT" in credits(at)
+    at.button(key="try_sample").click().run()
+    assert not at.exception and not errors(at)
+    session = session_of(at)
+    assert [f.name for f in session.fields] == [
+        "BloodImage_00000.jpg", "BloodImage_00006.jpg", "synthetic-demo-smear.png"]  # fmt: skip
+    assert metric(at, "Images analysed") == "3"
+    assert metric(at, "White cells found") == str(len(session.cells))
+    assert len(session.field_cells(0)) == len(session.field_cells(1)) == 1  # one neutrophil each
+    assert at.table[0].value["Field"].tolist() == [f.name for f in session.fields]
+
+    at.radio(key="mode").set_value("cells").run()
+    assert "C-NMC" in credits(at) and "CC BY 3.0" in credits(at)
+    at.button(key="try_sample").click().run()
+    assert not at.exception and not errors(at)
+    session = session_of(at)
+    assert session.mode == "cells" and len(session.fields) == len(session.cells) == 4
+    assert {f.name for f in session.fields} == {
+        "UID_3_1_1_all.png", "UID_4_1_2_all.png", "UID_H11_1_1_hem.png", "UID_H6_1_1_hem.png"}  # fmt: skip
+    assert metric(at, "White cells found") == "4"
+    go(at, "review")
+    assert len(relabel_keys(at)) == 4
+
+
+def test_app_runs_leave_keras_alone_and_the_model_keeps_working(db, monkeypatch):
+    """Streamlit clears Keras' session after every run (a full garbage collection and
+    TensorFlow's kernel cache: 0.17 s a rerun); the app, whose models are loaded once, stops it."""
+    import keras
+
+    cleared = []
+    monkeypatch.setattr(keras.backend, "clear_session", lambda *a, **k: cleared.append(1))
+    at = start()
+    at.button(key="try_sample").click().run()
+    go(at, "review")
+    at.toggle(key="gradcam_on").set_value(True).run()  # Keras (Grad-CAM) in a later run
+    assert not at.exception and not errors(at)
+    assert cleared == []
+    assert session_of(at).cells[0].blast_probability is not None
+
+
+def _huge_png_header(side: int = 100_000) -> bytes:
+    ihdr = b"IHDR" + side.to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0])
+    chunk = (13).to_bytes(4, "big") + ihdr + zlib.crc32(ihdr).to_bytes(4, "big")
+    return b"\x89PNG\r\n\x1a\n" + chunk + b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
+
+def test_bad_files_get_clear_messages_and_the_rest_of_the_batch_is_analysed(db, demo_png):
+    n_demo = len(analyze_sample([prepare_field(make_demo_smear().image, "d")], None,
+                                sample_id="x").cells)  # fmt: skip
+    at = start()
+    at.file_uploader(key="upload").set_value([
+        ("notes.png", b"these are field notes, not pixels", "image/png"),
+        ("empty.jpg", b"", "image/jpeg"),
+        ("cut.png", demo_png[: len(demo_png) // 3], "image/png"),
+        ("bomb.png", _huge_png_header(), "image/png"),
+        ("blank.png", png(np.full((480, 640, 3), 232, np.uint8)), "image/png"),
+        ("field.png", demo_png, "image/png"),
+    ]).run()  # fmt: skip
+    at.text_input(key="field_name_5_field.png").input("Field A (demo)").run()
+    at.button(key="analyze").click().run()
+    assert not at.exception
+    messages = errors(at)
+    assert len(messages) == 4
+    for name, words in (("notes.png", "not an image file"), ("empty.jpg", "is empty"),
+                        ("cut.png", "ends before its pixel data"), ("bomb.png", "over the limit")):  # fmt: skip
+        assert any(name in m and words in m for m in messages), (name, messages)
+    assert any("blank.png" in i.value and "No red cells found" in i.value for i in at.info)
+    assert metric(at, "Images analysed") == "2"
+    assert metric(at, "White cells found") == str(n_demo)
+    assert at.table[0].value["Field"].tolist() == ["blank.png", "Field A (demo)"]
+
+
+@pytest.mark.slow
+def test_a_very_large_field_is_downscaled_with_a_note_not_refused(db):
+    demo = make_demo_smear().image
+    big = cv2.resize(demo, None, fx=5, fy=5, interpolation=cv2.INTER_LINEAR)  # 20 megapixels
+    at = start()
+    analyze(at, [("huge.png", png(big))])
+    assert not errors(at)
+    notes = [i.value for i in at.info if "huge.png" in i.value]
+    assert notes and "downscaled" in notes[0] and "model's scale" in notes[0]
+    session = session_of(at)
+    assert session.fields[0].original_size == (5120, 3840) and session.fields[0].scale < 0.5
+    found = len(analyze_sample([prepare_field(demo, "d")], None, sample_id="x").cells)
+    assert metric(at, "White cells found") == str(found)
+
+
+def test_the_model_is_loaded_before_the_first_sample_and_damaged_weights_stop_analysis(
+    db, app_models, tmp_path, monkeypatch
+):
+    at = start()  # the Analyze page loads (and warms up) the default model as it opens
+    assert not errors(at) and not at.button(key="try_sample").disabled
+    root = tmp_path / "models"
+    shutil.copytree(app_models / "tiny", root / "tiny")
+    weights = root / "tiny" / "model.keras"
+    weights.write_bytes(weights.read_bytes()[:-64] + b"\0" * 64)  # damaged on disk
+    monkeypatch.setenv("LEUKEMIA_MODELS_DIR", str(root))
+    at = start()
+    assert any("tiny" in e for e in errors(at)), errors(at)
+    assert at.button(key="try_sample").disabled  # nothing is analysed with a broken model
+    at.file_uploader(key="upload").set_value([("f.png", b"x", "image/png")]).run()
+    assert at.button(key="analyze").disabled
+
+
+def test_the_chosen_model_labels_the_sample_and_is_recorded(db, demo_png, app_models):
+    at = start()
+    at.selectbox(key="model").set_value("tiny-b").run()
+    analyze(at, [("field.png", demo_png)])
+    session = session_of(at)
+    assert session.model_name == "tiny-b"
+    assert session.model_checksum == read_config("tiny-b", app_models).sha256
+    assert session.calibration["threshold"] == 0.5  # tiny-b keeps the default calibration
+    save_case(at, sample_id="S-MODEL")
+    record = CaseStore(db).load_case(session_of(at).case_id)
+    assert (record.model_name, record.model_checksum) == ("tiny-b", session.model_checksum)
+    assert record.thresholds["model_calibration"]["threshold"] == 0.5
+    assert record.thresholds["model_calibration"]["test_time_views"] == 1

@@ -1,0 +1,256 @@
+"""Review, counts, sign-off, reopening and export, driven through AppTest by widget key.
+
+Fixtures ``db``, ``app_models`` and ``demo_png`` are in conftest, helpers in apptest_kit.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+from apptest_kit import (
+    REVIEWER,
+    accept_all,
+    analyze,
+    errors,
+    go,
+    keys_labelled,
+    metric,
+    relabel,
+    relabel_keys,
+    save_case,
+    session_of,
+    start,
+)
+
+from leukemia_core.report import RESEARCH_USE_STATEMENT
+from leukemia_core.store import CaseStore
+from ui.workspace import CURRENT_KEY, ONE_BY_ONE
+
+
+@pytest.fixture(autouse=True)
+def _apptest_runs_the_navigation_script(apptest_navigation):
+    """Every page test here runs the app's navigation (see conftest.apptest_navigation)."""
+
+
+# ---- review, counts, sign-off, reopen, export -----------------------------------------------
+def test_review_reclassify_recount_sign_reopen_and_export(db, demo_png, downloads):
+    at = start()
+    analyze(at, [("field.png", demo_png)])
+    session = session_of(at)
+    n_cells, start_count = len(session.cells), session.count()
+    assert session.n_uncertain == 2  # by the calibration of app_models
+    assert metric(at, "Uncertain") == "2"
+
+    go(at, "review")
+    assert len(relabel_keys(at)) == n_cells
+    uncertain = keys_labelled(at, "uncertain")
+    assert relabel_keys(at)[:2] == sorted(uncertain, key=relabel_keys(at).index)  # queue first
+    assert at.segmented_control(key=uncertain[0]).disabled  # nothing is recorded before saving
+    assert at.button(key="review_save_case").label == "Save case"
+    assert any(f"Saved as **{REVIEWER}**" in c.value for c in at.main.caption)  # the account
+    assert session_of(at).case_id is None
+
+    save_case(at, sample_id="S-0042")
+    session = session_of(at)
+    assert session.case_id and session.status == "open" and session.sample_id == "S-0042"
+    assert not at.segmented_control(key=uncertain[0]).disabled
+
+    relabel(at, uncertain[0], "blast")  # one click: every count follows
+    assert int(metric(at, "Blasts")) == start_count.n_blasts + 1
+    assert int(metric(at, "Cells counted")) == start_count.n_counted + 1
+    assert metric(at, "Uncertain") == "1"
+    go(at, "counts")
+    assert int(metric(at, "Blasts")) == start_count.n_blasts + 1
+    table = at.table[0].value
+    assert table.loc[0, "Scope"] == "Whole sample"
+    assert table.loc[0, "Blasts"] == start_count.n_blasts + 1
+    assert table.loc[0, "Uncertain"] == 1
+    assert "1 of" in at.main.caption[-1].value  # one cell relabelled by the reviewer
+
+    go(at, "case")  # signing waits for every cell (the store refuses it too: test_store)
+    assert at.button(key="sign").disabled
+    assert any("1 cell is still uncertain" in w.value for w in at.warning)
+
+    go(at, "review")
+    relabel(at, uncertain[1], "normal")
+    assert metric(at, "Uncertain") == "0"
+    go(at, "counts")  # every cell labelled, but not every one reviewed: still provisional
+    assert any(i.value.startswith("Provisional: ") for i in at.info) and not at.error
+    go(at, "case")
+    assert at.button(key="sign").disabled
+    assert any("have not been reviewed yet" in w.value for w in at.warning)
+    accept_all(at)
+    assert not any("not reviewed yet" in c.value for c in at.main.caption)
+    go(at, "counts")
+    assert not any(i.value.startswith("Provisional: ") for i in at.info)
+    go(at, "case")
+    at.button(key="sign").click().run()
+    assert not errors(at)
+    assert any(f"Signed by **{REVIEWER}**" in s.value for s in at.success)
+    record = CaseStore(db).load_case(session.case_id)
+    assert record.is_signed and record.signed_by == REVIEWER
+    changes = [(a.action, a.reviewer, a.from_label, a.to_label) for a in record.audit
+               if a.action != "reviewed"]  # fmt: skip
+    accepted = [a for a in record.audit if a.action == "reviewed"]
+    assert len(accepted) == n_cells - 2 - len([c for c in record.cells if c.label == "border"])
+    assert changes == [("created", REVIEWER, None, None),
+                       ("relabel", REVIEWER, "uncertain", "blast"),
+                       ("relabel", REVIEWER, "uncertain", "normal"),
+                       ("signed", REVIEWER, None, None)]  # fmt: skip
+    go(at, "review")
+    assert all(at.segmented_control(key=k).disabled for k in relabel_keys(at))  # frozen
+
+    go(at, "report")
+    assert not errors(at)
+    stem = "S-0042_v1"
+    html = downloads[f"{stem}_report.html"].decode()
+    assert RESEARCH_USE_STATEMENT in html and f"Signed by {REVIEWER}" in html
+    rows = list(csv.DictReader(io.StringIO(downloads[f"{stem}_cells.csv"].decode())))
+    assert len(rows) == n_cells
+    labels = {(int(r["field_index"]), int(r["cell_id"])): r["label"] for r in rows}
+    assert labels == {c.key: c.label.value for c in session_of(at).cells}
+    assert sum(r["changed_by_reviewer"] == "true" for r in rows) == 2
+    document = json.loads(downloads[f"{stem}_case.json"])
+    assert document["status"] == "signed" and document["counts"]["n_blasts"] == (
+        start_count.n_blasts + 1)  # fmt: skip
+
+    go(at, "case")
+    at.button(key="reopen").click().run()
+    assert not errors(at)
+    reopened = session_of(at)
+    assert reopened.version == 2 and reopened.status == "open" and reopened.case_id != (
+        record.case_id)  # fmt: skip
+    assert CaseStore(db).load_case(record.case_id).is_signed  # the signed version stays
+    go(at, "review")
+    relabel(at, uncertain[0], "normal")
+    assert CaseStore(db).load_case(reopened.case_id).counts().n_blasts == start_count.n_blasts
+
+
+def test_one_cell_at_a_time_labels_accepts_moves_on_and_never_reshuffles(db, demo_png):
+    """The keyboard workspace (issue 13): its buttons carry B/N/W/X/Space/arrows; a decision
+    moves on to the next cell waiting for review; the queue keeps its order throughout."""
+    at = start()
+    analyze(at, [("field.png", demo_png)])
+    go(at, "review", view=ONE_BY_ONE)
+    shortcuts = {b.key: b.proto.shortcut for b in at.button if b.key and b.key.startswith(
+        ("decide_", "workspace_"))}  # fmt: skip
+    assert shortcuts == {"decide_blast": "b", "decide_normal": "n", "decide_not_wbc": "w",
+                         "decide_excluded": "x", "decide_accept": "space",
+                         "workspace_previous": "left", "workspace_next": "right"}  # fmt: skip
+    assert at.button(key="decide_blast").disabled  # nothing is recorded before saving
+    save_case(at, sample_id="S-KEYS")
+    go(at, "review", view=ONE_BY_ONE)
+    session = session_of(at)
+    queue = session.queue()
+    first = at.session_state[CURRENT_KEY]
+    assert first == queue[0] and session.cell(*first).label == "uncertain"  # uncertain first
+    assert at.button(key="decide_accept").disabled  # an uncertain cell needs a call
+    at.button(key="decide_blast").click().run()
+    assert session.cell(*first).label == "blast" and session.cell(*first).reviewed
+    assert at.session_state[CURRENT_KEY] == queue[1]  # moved on
+    at.button(key="workspace_previous").click().run()
+    assert at.session_state[CURRENT_KEY] == first
+    at.button(key="workspace_next").click().run()
+    reviewed = 1
+    while session.n_unreviewed:
+        cell = session.cell(*at.session_state[CURRENT_KEY])
+        assert not cell.reviewed
+        decision = "decide_normal" if cell.label == "uncertain" else "decide_accept"
+        at.button(key=decision).click().run()
+        assert not at.exception and not errors(at), errors(at)
+        assert session.cell(*cell.key).reviewed and session.queue() == queue
+        reviewed += 1
+    assert reviewed == len(queue) and metric(at, "Uncertain") == "0"
+    assert at.session_state[CURRENT_KEY] == cell.key  # nothing left: it stays
+    assert not any(i.value.startswith("Provisional: ") for i in at.info)
+    record = CaseStore(db).load_case(session.case_id)
+    assert [a.action for a in record.audit].count("reviewed") == len(queue) - 2
+    assert [(a.from_label, a.to_label) for a in record.audit if a.action == "relabel"] == [
+        ("uncertain", "blast"), ("uncertain", "normal")]  # fmt: skip
+    go(at, "case")
+    at.button(key="sign").click().run()
+    assert not errors(at) and CaseStore(db).load_case(session.case_id).is_signed
+
+
+def test_case_list_finds_opens_and_reopens_earlier_cases(db, demo_png):
+    first = start()
+    analyze(first, [("field.png", demo_png)])
+    save_case(first, sample_id="ALPHA-1")
+    alpha = session_of(first)
+    for key in keys_labelled(first, "uncertain"):
+        relabel(first, key, "normal")
+    accept_all(first)
+    go(first, "case").button(key="sign").click().run()
+    assert session_of(first).is_signed
+    second = start()
+    second.button(key="try_sample").click().run()
+    save_case(second, sample_id="BETA-2")
+
+    at = go(start("Dr. B"), "cases")
+    assert at.table[0].value["Sample"].tolist() == ["BETA-2", "ALPHA-1"]  # newest first
+    at.text_input(key="case_search").input("alpha").run()
+    assert at.table[0].value["Sample"].tolist() == ["ALPHA-1"]
+    assert at.selectbox(key="case_pick").value == alpha.case_id
+    at.button(key="open_case").click().run()
+    opened = session_of(at)
+    assert opened.case_id == alpha.case_id and opened.is_signed
+    assert opened.count() == session_of(first).count()
+    assert [c.key for c in opened.cells] == [c.key for c in alpha.cells]
+
+    at.button(key="reopen_case").click().run()
+    assert not errors(at)
+    reopened = session_of(at)
+    assert reopened.version == 2 and reopened.status == "open"
+    go(at, "review")
+    assert not errors(at)
+    assert not at.segmented_control(key=relabel_keys(at)[0]).disabled
+    go(at, "cases")
+    listed = at.table[0].value
+    alpha_rows = listed[listed["Sample"] == "ALPHA-1"]["Status"].tolist()
+    assert alpha_rows == ["v2 open", "v1 signed (reopened)"]
+
+
+def test_two_tabs_never_mix_their_cells(db, demo_png):
+    one, two = start(), start()
+    analyze(one, [("field.png", demo_png)])
+    two.button(key="try_sample").click().run()
+    save_case(one, sample_id="TAB-1")
+    save_case(two, sample_id="TAB-2")
+    before_two = session_of(two).count()
+    relabel(one, keys_labelled(one, "uncertain")[0], "blast")
+    go(two, "counts")
+    assert session_of(two).count() == before_two
+    store = CaseStore(db)
+    cases = {c.sample_id: store.load_case(c.case_id) for c in store.list_cases()}
+    assert len(cases["TAB-1"].cells) == len(session_of(one).cells)
+    assert len(cases["TAB-2"].cells) == len(session_of(two).cells)
+    assert [a.action for a in cases["TAB-2"].audit] == ["created"]
+    assert cases["TAB-2"].counts() == before_two
+
+    # a third tab opens TAB-1: a change made in one tab shows in the other on its next run
+    three = go(start("Dr. C"), "cases")
+    three.text_input(key="case_search").input("TAB-1").run()
+    three.button(key="open_case").click().run()
+    go(three, "review")
+    relabel(three, keys_labelled(three, "uncertain")[0], "normal")
+    go(one, "review")
+    assert any("changed in another window" in i.value for i in one.info)
+    assert [c.label for c in session_of(one).cells] == [c.label for c in session_of(three).cells]
+    assert session_of(one).n_uncertain == 0
+
+
+def test_a_long_queue_is_paged_and_single_cells_need_no_model(db, monkeypatch):
+    monkeypatch.setenv("LEUKEMIA_MODELS_DIR", str(db.parent / "no-models-here"))
+    cell = (Path(__file__).resolve().parents[1] / "samples/cells/UID_3_1_1_all.png").read_bytes()
+    at = start()
+    at.radio(key="mode").set_value("cells").run()
+    analyze(at, [(f"cell-{i:02d}.png", cell) for i in range(45)])
+    assert metric(at, "White cells found") == "45" and metric(at, "Uncertain") == "45"
+    go(at, "review")
+    assert len(relabel_keys(at)) == 40  # the first page of the uncertain queue
+    at.number_input(key="page_uncertain").set_value(2).run()
+    assert relabel_keys(at) == [f"relabel_{i}_1" for i in range(40, 45)]
