@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+import warnings
 from pathlib import Path
 
 import cv2
@@ -25,7 +26,8 @@ from leukemia_core.cropping import (
     draw_overlay,
 )
 from leukemia_core.errors import LeukemiaCoreError, SettingError
-from leukemia_core.io import read_image
+from leukemia_core.imaging import read_for_analysis
+from leukemia_core.io import MultiFrameImageWarning
 from leukemia_core.outputs import (
     GEOMETRY_COLUMNS,
     output_stems,
@@ -65,8 +67,10 @@ def segment_files(paths: list[Path], out: Path, crop_size: int = DEFAULT_CROP_SI
     for path, stem in bar:
         if note := renamed_note(path, stem):
             tqdm.write(note, file=sys.stderr)
-        try:
-            loaded = read_image(path)
+        try:  # the app's reader: the same pixels (a huge field is downscaled, with a note)
+            with warnings.catch_warnings():  # several pages: said in the notes instead
+                warnings.simplefilter("ignore", MultiFrameImageWarning)
+                loaded = read_for_analysis(path)
         except (LeukemiaCoreError, OSError) as error:
             tqdm.write(f"skipped {path}: {error}", file=sys.stderr)
             failures += 1
@@ -128,7 +132,7 @@ def _folder(text: str) -> Path:
     return Path(text)
 
 
-def _error(error: Exception) -> int:
+def _error(error: Exception | str) -> int:
     print(f"error: {error}", file=sys.stderr)
     return 2
 
@@ -236,16 +240,26 @@ def _analyze(args) -> int:
             )
     except LeukemiaCoreError as error:
         return _error(error)
-    count = summary["count"]
-    model_name = summary["model"]
+    except OSError as error:  # e.g. the disk filled up while writing: what was written is whole
+        return _error(f"could not write the results to {args.out}: {error}. Free some space or "
+                      "choose another --out folder, then run the same command again (finished "
+                      "images are kept and skipped).")  # fmt: skip
+    count, model_name = summary["count"], summary["model"]
+    skipped = len(summary["images_failed"])
+    skipped_text = f" {skipped} image(s) skipped: see above and summary.json." if skipped else ""
+    if summary["images_analysed"] == 0:
+        print(f"No image could be analysed.{skipped_text} Research use only.", file=sys.stderr)
+        return 1
     print(
         f"{summary['images_analysed']} image(s) analysed with {model_name}: "
         f"{count['n_blasts']} blasts of {count['n_counted']} cells counted. "
-        f"{count['interpretation']} Wrote {args.out}. Research use only.",
+        f"{count['interpretation']} Wrote {args.out}.{skipped_text} Research use only.",
         file=sys.stderr,
     )
     domain = summary["domain"]
-    if domain is None:
+    if domain is None and summary["cells_found"] == 0:
+        print("No cells were found, so no out-of-domain check was made.", file=sys.stderr)
+    elif domain is None:
         print(f"{model_name} has no domain reference: no out-of-domain check was made.",
               file=sys.stderr)  # fmt: skip
     else:

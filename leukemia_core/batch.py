@@ -21,6 +21,7 @@ import hashlib
 import io
 import json
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -31,8 +32,8 @@ from leukemia_core.classify import Classifier
 from leukemia_core.counting import CellLabel, summarize_labels
 from leukemia_core.domain import DomainAssessment
 from leukemia_core.errors import LeukemiaCoreError
-from leukemia_core.imaging import PreparedImage
-from leukemia_core.io import read_image
+from leukemia_core.imaging import read_for_analysis
+from leukemia_core.io import MultiFrameImageWarning
 from leukemia_core.labellers import Labeller, labeller_for, send_to_review
 from leukemia_core.outputs import output_stems, renamed_note, spreadsheet_text, write_text_atomic
 from leukemia_core.pipeline import MODE_CELLS, MODE_FIELDS, Analysis, analyze
@@ -144,14 +145,14 @@ def analyze_image(path: Path, stem: str, labeller: Labeller, *, single_cells: bo
     The domain of the whole set is not checked here but by :func:`write_outputs`, over every
     image's cells (as the app checks a sample's).
     """
-    try:
-        loaded = read_image(path)
-    except (LeukemiaCoreError, OSError) as error:
-        return failed_result(path, stem, labeller, single_cells, str(error))
     result = ImageResult(str(path), stem, model_fingerprint(labeller), image_fingerprint(path),
                          single_cells)  # fmt: skip
-    image = PreparedImage(loaded.rgb, result.name, (loaded.width, loaded.height),
-                          notes=loaded.notes)  # fmt: skip
+    try:  # the app's reader: the same pixels (and the same downscaling of a huge field)
+        with warnings.catch_warnings():  # several pages: said in the image's notes instead
+            warnings.simplefilter("ignore", MultiFrameImageWarning)
+            image = read_for_analysis(path, result.name, input_size=labeller.input_size)
+    except (LeukemiaCoreError, OSError) as error:
+        return failed_result(path, stem, labeller, single_cells, str(error))
     analysis = analyze([image], labeller, mode=MODE_CELLS if single_cells else MODE_FIELDS,
                        sample_check=False)  # fmt: skip
     if analysis.failures:
@@ -179,12 +180,21 @@ def plan(paths: Sequence[Path], out: Path, labeller: Labeller, *, single_cells: 
     ``out/.parts``); failed images are tried again."""
     fingerprint = model_fingerprint(labeller)
     (out / PARTS_DIR).mkdir(parents=True, exist_ok=True)
-    planned, done = [], {}
+    planned, done, first_of = [], {}, {}
     for path, stem in zip(paths, output_stems(paths, reserved=[Path(SUMMARY_FILE).stem]),
                           strict=True):  # fmt: skip
         if note := renamed_note(path, stem):
             tqdm.write(note, file=sys.stderr)
         planned.append((path, stem))
+        digest = _content_digest(path)
+        if digest is not None and digest in first_of:  # counted once, whatever its name
+            why = (f"the same file as {first_of[digest]} (given twice?): analysed once, so its "
+                   "cells are not counted twice")  # fmt: skip
+            done[stem] = failed_result(path, stem, labeller, single_cells, why)
+            tqdm.write(f"skipped {path}: {why}", file=sys.stderr)
+            continue
+        if digest is not None:
+            first_of[digest] = str(path)
         part = out / PARTS_DIR / f"{stem}.json"
         try:
             result = ImageResult(**json.loads(part.read_text(encoding="utf-8")))
@@ -196,6 +206,20 @@ def plan(paths: Sequence[Path], out: Path, labeller: Labeller, *, single_cells: 
         if same and result.failure is None:
             done[stem] = result
     return planned, done
+
+
+def _content_digest(path: Path) -> str | None:
+    """SHA-256 of the file's bytes (None when it cannot be read: its analysis will say why)."""
+    try:
+        if not path.is_file():
+            return None
+        digest = hashlib.sha256()
+        with path.open("rb") as stream:
+            while chunk := stream.read(1 << 20):
+                digest.update(chunk)
+        return digest.hexdigest()
+    except OSError:
+        return None
 
 
 def keep_part(out: Path, result: ImageResult) -> None:
@@ -256,10 +280,12 @@ def write_outputs(
     writer.writerow(CELL_COLUMNS)
     writer.writerows(rows)
     write_text_atomic(out / "cells.csv", buffer.getvalue())
+    _remove_stale_image_files(out, {r.stem for r in analysed})
     failed = [r for r in results if r.failure is not None]
     total = {
         "images_analysed": len(analysed),
         "images_failed": [{"image": r.failed_as, "error": r.failure} for r in failed],
+        "cells_found": len(rows),
         **model,
         "mode": "single cells" if single_cells else "whole fields",
         "count": count_dict(summarize_labels([CellLabel(row[_LABEL]) for row in rows])),
@@ -270,6 +296,16 @@ def write_outputs(
     }
     write_text_atomic(out / SUMMARY_FILE, json.dumps(total, indent=2) + "\n")
     return len(failed), total
+
+
+def _remove_stale_image_files(out: Path, current: set[str]) -> None:
+    """Remove the ``<stem>.json`` an earlier run wrote (it has a part file) for an image this run
+    did not analyse, so the folder's image files match its ``summary.json``; the parts stay, so
+    a later run with that image still skips it."""
+    for part in (out / PARTS_DIR).glob("*.json"):
+        stale = out / part.name
+        if part.stem not in current and stale.is_file():
+            stale.unlink()
 
 
 def _to_review(row: list) -> list:

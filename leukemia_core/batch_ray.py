@@ -55,7 +55,8 @@ class ClassifierWorker:
     def describe(self) -> dict:
         labeller = self.labeller
         return {"name": labeller.name, "checksum": labeller.checksum,
-                "settings": labeller.decision_settings(), "runtime": labeller.runtime}  # fmt: skip
+                "settings": labeller.decision_settings(), "runtime": labeller.runtime,
+                "input_size": labeller.input_size}  # fmt: skip
 
     def label(self, crops: list) -> CropCalls:
         return self.labeller.label(crops)
@@ -71,6 +72,7 @@ class RemoteLabeller:
         self.worker = worker
         self.name, self.checksum = described["name"], described["checksum"]
         self.runtime = described["runtime"]
+        self.input_size = described["input_size"]
         self._settings = described["settings"]
 
     def decision_settings(self) -> dict:

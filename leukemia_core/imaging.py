@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import warnings
 from dataclasses import dataclass
 
@@ -26,7 +27,13 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from leukemia_core import errors
-from leukemia_core.io import DEFAULT_MAX_PIXELS, jpeg_damage, jpeg_damage_note, read_image
+from leukemia_core.io import (
+    DEFAULT_MAX_PIXELS,
+    jpeg_damage,
+    jpeg_damage_note,
+    read_bytes,
+    read_image,
+)
 from leukemia_core.scale import estimate_red_cell_diameter
 
 ANALYSIS_MAX_PIXELS = 16_000_000
@@ -71,17 +78,20 @@ class PreparedImage:
 
 
 def read_for_analysis(
-    data: bytes,
-    name: str,
+    data: bytes | str | os.PathLike,
+    name: str | None = None,
     *,
     input_size: int | None = None,
     max_pixels: int = ANALYSIS_MAX_PIXELS,
 ) -> PreparedImage:
-    """Read an uploaded file and fit it for analysis (see :func:`prepare_field`).
+    """Read an uploaded file (or a path) and fit it for analysis (see :func:`prepare_field`).
+
+    The app and ``python -m leukemia_core analyze`` both read images here, so a file gives the
+    same pixels in both.
 
     Args:
-        data: The file's bytes.
-        name: File name, used in messages.
+        data: The file's bytes, or its path.
+        name: File name, used in messages (default: the path's name).
         input_size: Side of the classifier's input, which sets the model's scale; None when no
             model is used (then only ``max_pixels`` applies).
         max_pixels: Pixel budget of the analysis.
@@ -89,7 +99,9 @@ def read_for_analysis(
     Raises:
         errors.InvalidImageError: A subclass naming what is wrong with the file (empty, not an
             image, truncated, too large even for reduced decoding, ...).
+        FileNotFoundError: ``data`` is a path that does not exist.
     """
+    data, name = read_bytes(data, name=name)
     size, fmt = _peek(data)
     if size is not None and size[0] * size[1] > DEFAULT_MAX_PIXELS and fmt == "JPEG":
         rgb, original, notes = _read_reduced_jpeg(data, name, size)
@@ -115,6 +127,10 @@ def prepare_field(
     can see is lost. When that is not small enough the field goes down to ``max_pixels`` and the
     note says that fine detail was lost.
     """
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 4096:
+        raise errors.SettingError(
+            f"max_pixels must be a whole number of at least 4096 (64x64), got {max_pixels!r}."
+        )
     height, width = rgb.shape[:2]
     pixels = width * height
     if pixels <= max_pixels:

@@ -79,7 +79,7 @@ def read_image(
             truncated, unsupported, too small, too large) with a message for the user.
         FileNotFoundError: ``source`` is a path that does not exist.
     """
-    data, name = _read_source(source, name, max_bytes)
+    data, name = read_bytes(source, name=name, max_bytes=max_bytes)
     if not data:
         raise errors.EmptyFileError(
             f"'{name}' is empty (0 bytes): the upload or copy did not finish. Choose it again."
@@ -106,15 +106,38 @@ def read_image(
     return LoadedImage(rgb, name, fmt, mode, size, n_frames, notes=tuple(notes))
 
 
-def _read_source(source: object, name: str | None, max_bytes: int) -> tuple[bytes, str]:
+def read_bytes(
+    source: str | os.PathLike | bytes | bytearray | memoryview | BinaryIO,
+    *,
+    name: str | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> tuple[bytes, str]:
+    """The bytes of an image source (see :func:`read_image`) and the name messages use.
+
+    Raises:
+        errors.InvalidImageError: Not a regular file, or over ``max_bytes``.
+        FileNotFoundError: ``source`` is a path that does not exist (the message says so).
+        TypeError: ``source`` is neither a path, bytes nor a binary file.
+    """
     if isinstance(source, (bytes, bytearray, memoryview)):
         data, name = bytes(source), name or "<bytes>"
     elif isinstance(source, (str, os.PathLike)):
+        if not os.fspath(source):
+            raise errors.NotAnImageError(
+                "The image path is empty; give the path of a picture file."
+            )
         name = name or Path(source).name
         data = _read_path(Path(source), name, max_bytes)
     elif hasattr(source, "getvalue") or hasattr(source, "read"):
-        data = source.getvalue() if hasattr(source, "getvalue") else source.read(max_bytes + 1)
-        own = getattr(source, "name", None)  # a text-mode file fails in bytes() below: str data
+        text_mode = isinstance(source, io.TextIOBase)
+        data = "" if text_mode else (source.getvalue() if hasattr(source, "getvalue")
+                                     else source.read(max_bytes + 1))  # fmt: skip
+        if isinstance(data, str):
+            raise TypeError(
+                "read_image got text from a file opened in text mode; open it with "
+                "open(path, 'rb'), or pass the path itself."
+            )
+        own = getattr(source, "name", None)
         data, name = bytes(data), name or (Path(own).name if isinstance(own, str) else "<bytes>")
     else:
         raise TypeError(
@@ -127,7 +150,12 @@ def _read_source(source: object, name: str | None, max_bytes: int) -> tuple[byte
 
 def _read_path(path: Path, name: str, max_bytes: int) -> bytes:
     """The bytes of a regular file of at most ``max_bytes`` (checked before and while reading)."""
-    info = path.stat()
+    try:
+        info = path.stat()
+    except FileNotFoundError as error:
+        raise FileNotFoundError(
+            f"'{path}' does not exist: check the path and its spelling."
+        ) from error
     if not stat.S_ISREG(info.st_mode):
         kind = "a folder" if stat.S_ISDIR(info.st_mode) else "a device, pipe or socket"
         raise errors.NotAnImageError(

@@ -42,6 +42,7 @@ class Labeller(Protocol):
     name: str
     checksum: str
     runtime: str  # what runs the network: "keras", "onnx", or "none"
+    input_size: int | None  # the model's input side, which sets how far a large field may shrink
 
     def decision_settings(self) -> dict: ...
 
@@ -60,6 +61,7 @@ class ModelLabeller:
         self.name = classifier.model.name
         self.checksum = classifier.model.checksum
         self.runtime = classifier.runtime
+        self.input_size = classifier.input_size
 
     def decision_settings(self) -> dict:
         return self.classifier.model.config.decision_settings()
@@ -91,6 +93,7 @@ class ReviewerLabeller:
     name = NO_MODEL
     checksum = ""
     runtime = "none"
+    input_size = None
 
     def decision_settings(self) -> dict:
         return {}

@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -35,7 +36,7 @@ from leukemia_core.imaging import PreparedImage, mask_outline
 from leukemia_core.labellers import NO_MODEL, CropCalls, Labeller, labeller_for, send_to_review
 from leukemia_core.quality import check_field
 from leukemia_core.segmentation import SegmentationParams, segment_wbc
-from leukemia_core.single_cell import single_cell_crop
+from leukemia_core.single_cell import WHOLE_IMAGE, single_cell_crop
 from leukemia_core.types import BlastCount, Cell, CellLabel, Field
 
 MODE_FIELDS = "fields"
@@ -132,10 +133,15 @@ def analyze(
     """
     if mode not in MODES:
         raise AnalysisError(f"mode must be one of {MODES}, got {mode!r}.")
+    if names is not None and len(names) != len(images):
+        raise AnalysisError(
+            f"{len(names)} names for {len(images)} images: give one name per image."
+        )
     labeller = labeller_for(classifier)
-    prepared = [_prepared(image, i, names) for i, image in enumerate(images)]
+    prepared, repeated = _without_repeats([_prepared(im, i, names) for i, im in enumerate(images)])
     run = _cells_mode if mode == MODE_CELLS else _fields_mode
     fields, cells, failed = run(prepared, labeller, params, crop_size, keep_segmentation, progress)
+    failed = [*repeated, *failed]
     domain = labeller.assess([c.domain_score for c in cells]) if sample_check else None
     if domain is not None and domain.warned:  # the whole sample differs: every cell to review
         cells = [_to_review(c) for c in cells]
@@ -146,9 +152,30 @@ def analyze(
 def _prepared(image: PreparedImage | np.ndarray, index: int, names) -> PreparedImage:
     if isinstance(image, PreparedImage):
         return image
-    rgb = np.asarray(image)
     name = names[index] if names is not None else f"image {index + 1}"
-    return PreparedImage(rgb, name, (int(rgb.shape[1]), int(rgb.shape[0])))
+    if not isinstance(image, np.ndarray) or image.ndim not in (2, 3):
+        raise AnalysisError(
+            f"{name} is a {type(image).__name__}, not an image array: read files with "
+            "leukemia_core.imaging.read_for_analysis(path) and pass what it returns."
+        )
+    return PreparedImage(image, name, (int(image.shape[1]), int(image.shape[0])))
+
+
+def _without_repeats(images: list[PreparedImage]) -> tuple[list[PreparedImage], list]:
+    """The images, each picture once; a repeat (the same pixels, whatever its name) is a
+    failure, so that no cell of one picture is counted twice."""
+    kept, failures, first_of = [], [], {}
+    for image in images:
+        rgb = np.ascontiguousarray(image.rgb)
+        key = (rgb.shape, str(rgb.dtype), hashlib.blake2b(rgb.data, digest_size=16).digest())
+        if key in first_of:
+            failures.append(ImageFailure(image.name, (
+                f"'{image.name}' has the same pixels as '{first_of[key]}' (uploaded twice?): it "
+                "was analysed once, so its cells are not counted twice.")))  # fmt: skip
+            continue
+        first_of[key] = image.name
+        kept.append(image)
+    return kept, failures
 
 
 def label_cells(
@@ -237,7 +264,9 @@ def _cells_mode(images, labeller, params, crop_size, keep_segmentation, progress
         bbox = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
         cell = Cell(1, bbox, (float(xs.mean()), float(ys.mean())), mask_outline(crop.cell_mask),
                     crop.crop, cell_area_px=len(xs))  # fmt: skip
-        cells.append(_labelled(cell, calls, index, index))
+        cell = _labelled(cell, calls, index, index)
+        # No cell found: the model saw the whole picture, whatever it shows; a person decides.
+        cells.append(_to_review(cell) if crop.method == WHOLE_IMAGE else cell)
         # One cell per image: no field assessment (a median of one cell is too noisy for the
         # limit); the sample's, over all its cells, decides (analyze).
         fields.append(Field(index, image.name, image.rgb, image.original_size, image.scale,

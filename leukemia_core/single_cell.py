@@ -32,6 +32,7 @@ MIN_BLACK_FRACTION = 0.25  # a cut-out cell leaves at least this much of its ima
 NEAR_BLACK_LEVEL = 32  # an image whose 99th percentile of the brightest channel is below: no cell
 MIN_CELL_FRACTION = 0.005  # a cut-out cell covers at least this much of its image
 CENTRE_TOLERANCE = 0.25  # the chosen cell lies within this fraction of the image side of the centre
+WHOLE_IMAGE = "whole_image"  # the crop method when no cell was found: the image as it is
 # A cut-out cell shows no red cells to measure, so its frame is taken to span as many red-cell
 # diameters as our own crops do (cropping.CROP_FIELD_RED_CELLS). For C-NMC 2019 (450 px frames
 # at one magnification, lymphoid cells 160-250 px across) that means red cells of 150 px, an
@@ -47,7 +48,8 @@ class SingleCellCrop:
         crop: ``(size, size, 3)`` uint8, the cell centred on black.
         cell_mask: Bool mask of the cell in the input image (all True when no cell was found).
         method: ``"cutout"`` (cell already on black), ``"segmented"`` (centre cell of a
-            segmented crop) or ``"whole_image"`` (nothing found; the image was used as it is).
+            segmented crop) or :data:`WHOLE_IMAGE` (nothing found; the image was used as it
+            is, and the pipeline sends its cell to review).
         notes: Human-readable warnings.
     """
 
@@ -138,13 +140,14 @@ def single_cell_crop(
         notes = ("the cell in the middle touches the image border",) if cell_id in border else ()
         mask = segmentation.cell_labels == cell_id
         return _crop(image, mask, size, "segmented", notes, segmentation.red_cell_diameter_px)
+    # The segmentation's own notes speak of fields (red cells, magnification): not said here.
     note = (
         "No white cell was found in the middle of this image, so the whole image was classified "
-        "as it is; check that it shows one stained white cell."
+        "as it is and sent to review; check that it shows one stained white cell."
     )
     whole = np.ones(image.shape[:2], dtype=bool)
     resized = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
-    return SingleCellCrop(resized, whole, "whole_image", (note, *segmentation.notes))
+    return SingleCellCrop(resized, whole, WHOLE_IMAGE, (note,))
 
 
 def _crop(image, mask, size, method, notes, red_cell_px) -> SingleCellCrop:

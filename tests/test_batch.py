@@ -16,6 +16,7 @@ from leukemia_core.batch import PARTS_DIR, analyze_files
 from leukemia_core.classify import CellPrediction, Classifier
 from leukemia_core.counting import CellLabel
 from leukemia_core.domain import DomainAssessment
+from leukemia_core.imaging import read_for_analysis
 from leukemia_core.labellers import CropCalls
 from leukemia_core.models.folder import load_model
 from leukemia_core.pipeline import MODE_CELLS, analyze
@@ -68,7 +69,7 @@ def test_a_rerun_reads_finished_images_back_and_tries_failed_ones_again(
 class StubLabeller:
     """Labels every crop blast (p 0.9) with the domain scores it is given, one per call."""
 
-    name, checksum, runtime = "stub", "5" * 64, "none"
+    name, checksum, runtime, input_size = "stub", "5" * 64, "none", 64
 
     def __init__(self, scores):
         self.scores = list(scores)
@@ -106,8 +107,9 @@ def test_single_cells_are_checked_for_domain_as_one_set_like_the_app(tmp_path, s
 
 
 def _single_cell(seed: int) -> np.ndarray:
-    """A purple nucleus in pink cytoplasm on a pale background, 160 px (one cell per image)."""
-    image = np.full((160, 160, 3), (235, 225, 230), np.uint8)
+    """A purple nucleus in pink cytoplasm cut out on black, 160 px (one cell per image, as C-NMC
+    gives them; a cell that is not found would be classified whole and sent to review)."""
+    image = np.zeros((160, 160, 3), np.uint8)
     cv2.circle(image, (80 + seed, 80), 52, (215, 160, 190), -1)
     cv2.circle(image, (80 + seed, 78), 34, (110, 60, 150), -1)
     return image
@@ -126,3 +128,126 @@ def test_a_negative_gpu_count_is_refused(tmp_path, capsys):
         cli(["analyze", str(tmp_path / "a.png"), "--out", str(tmp_path / "o"), "--engine", "ray",
              "--gpus-per-worker", "-1"])  # fmt: skip
     assert "number of GPUs from 0 to 64, got '-1'" in capsys.readouterr().err
+
+
+# ---- what a lab gets wrong at the command line (a probe of bad inputs, 2026-12-06) ------------
+def _run(args, capsys) -> tuple[int, str]:
+    code = cli(["analyze", *map(str, args)])
+    return code, capsys.readouterr().err
+
+
+def test_the_same_file_twice_is_analysed_once_and_its_cells_are_not_counted_twice(
+    tiny_models_dir, images, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("LEUKEMIA_MODELS_DIR", str(tiny_models_dir))
+    twin = tmp_path / "elsewhere" / "copy-of-field1.png"
+    twin.parent.mkdir()
+    twin.write_bytes(images[0].read_bytes())  # the same bytes under another name and folder
+    code, err = _run([images[0], images[1], images[0], twin, "--out", tmp_path / "out"], capsys)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert code == 0 and summary["images_analysed"] == 2
+    repeats = [f["image"] for f in summary["images_failed"]]
+    assert repeats == [str(images[0]), str(twin)]
+    assert all("the same file as" in f["error"] for f in summary["images_failed"])
+    with open(tmp_path / "out" / "cells.csv", newline="") as stream:
+        named = {row["image"] for row in csv.DictReader(stream)}
+    assert named == {"field1.png", "field2.png"}
+    assert "2 image(s) skipped: see above and summary.json." in err
+
+
+def test_a_rerun_leaves_no_image_file_that_its_summary_does_not_list(
+    tiny_models_dir, images, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("LEUKEMIA_MODELS_DIR", str(tiny_models_dir))
+    out = tmp_path / "out"
+    assert _run([images[0], images[1], "--out", out], capsys)[0] == 0
+    assert (out / "field2.json").is_file()
+    images[1].write_text("the file was overwritten by notes")  # now a bad file
+    code, err = _run([images[0], images[1], "--out", out], capsys)
+    assert code == 0 and "1 image(s) skipped" in err
+    assert not (out / "field2.json").exists()  # the first run's analysis of the old file is gone
+    assert (out / "field1.json").is_file()
+    assert _run([images[0], "--out", out], capsys)[0] == 0  # an input left out of the rerun
+    assert sorted(p.name for p in out.glob("*.json")) == ["field1.json", "summary.json"]
+
+
+def test_no_readable_image_says_so_and_claims_nothing_about_the_model(
+    tiny_models_dir, images, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("LEUKEMIA_MODELS_DIR", str(tiny_models_dir))
+    code, err = _run([images[2], tmp_path / "missing.png", "--out", tmp_path / "out"], capsys)
+    assert code == 1
+    assert "No image could be analysed. 2 image(s) skipped" in err
+    assert "missing.png' does not exist: check the path" in err
+    assert "domain reference" not in err and "stained blood smear" not in err
+
+
+def test_a_field_without_cells_is_not_blamed_on_a_missing_domain_reference(
+    tiny_models_dir, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("LEUKEMIA_MODELS_DIR", str(tiny_models_dir))
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((480, 640, 3), 232, np.uint8))
+    code, err = _run([blank, "--out", tmp_path / "out"], capsys)
+    assert code == 0 and "No cells were found, so no out-of-domain check was made." in err
+    assert "has no domain reference" not in err
+
+
+def test_a_write_that_fails_mid_run_is_a_clear_message_not_a_traceback(
+    tiny_models_dir, images, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("LEUKEMIA_MODELS_DIR", str(tiny_models_dir))
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(batch, "write_text_atomic", full_disk)
+    code, err = _run([images[0], "--out", tmp_path / "out"], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert "could not write the results to" in err and "No space left on device" in err
+    assert "run the same command again" in err
+
+
+def test_a_multi_page_tiff_is_noted_once_without_python_warnings(
+    tiny_models_dir, tmp_path, monkeypatch, capsys
+):
+    from PIL import Image
+
+    monkeypatch.setenv("LEUKEMIA_MODELS_DIR", str(tiny_models_dir))
+    smear = make_smear(480, 640, n_wbc=2, n_touching_pairs=0, n_rbc=80, seed=3).image
+    pages = tmp_path / "pages.tif"
+    Image.fromarray(smear).save(pages, save_all=True, append_images=[Image.fromarray(smear[::-1])])
+    code, err = _run([pages, "--out", tmp_path / "out"], capsys)
+    assert code == 0 and err.count("took the first of 2 pages") == 1
+    assert "MultiFrameImageWarning" not in err and "warnings.warn" not in err
+
+
+def test_a_huge_field_is_read_as_the_app_reads_it(tiny_models_dir, tmp_path, monkeypatch, capsys):
+    """The command line used to refuse (or analyse at full size) what the app downscales."""
+    monkeypatch.setenv("LEUKEMIA_MODELS_DIR", str(tiny_models_dir))
+    smear = make_smear(480, 640, n_wbc=2, n_touching_pairs=0, n_rbc=80, seed=4).image
+    huge = tmp_path / "huge.jpg"
+    cv2.imwrite(str(huge), cv2.resize(smear, (9600, 7200)), [cv2.IMWRITE_JPEG_QUALITY, 80])
+    code, err = _run([huge, "--out", tmp_path / "out"], capsys)
+    summary = json.loads((tmp_path / "out" / "huge.json").read_text())
+    app_read = read_for_analysis(huge.read_bytes(), "huge.jpg", input_size=32)  # the tiny model's
+    n_read = len(app_read.notes)  # the reader's notes first, then the analysis's
+    assert code == 0 and summary["notes"][:n_read] == list(app_read.notes)
+    assert any("downscaled" in note for note in summary["notes"]), summary["notes"]
+    assert "decoded at 1/2 of its 9600×7200 px" in err and "over the limit" not in err
+
+
+def test_a_single_cell_image_without_a_cell_goes_to_review_not_into_the_count(classifier, tmp_path):
+    no_cell = tmp_path / "glass.png"
+    cv2.imwrite(str(no_cell), np.full((160, 160, 3), 225, np.uint8))  # glass, no cell
+    cut_out = tmp_path / "cell.png"
+    cv2.imwrite(str(cut_out), cv2.cvtColor(_single_cell(0), cv2.COLOR_RGB2BGR))
+    failed, _ = analyze_files([no_cell, cut_out], tmp_path / "out", classifier,
+                                    single_cells=True)  # fmt: skip
+    with open(tmp_path / "out" / "cells.csv", newline="") as stream:
+        labels = {row["image"]: row["label"] for row in csv.DictReader(stream)}
+    assert failed == 0 and labels["glass.png"] == "uncertain"
+    assert labels["cell.png"] in ("blast", "normal", "uncertain")  # the model's call, kept
+    notes = json.loads((tmp_path / "out" / "glass.json").read_text())["notes"]
+    assert any("sent to review" in n for n in notes)
+    assert not any("single-cell mode" in n for n in notes)  # field-mode advice is not given here

@@ -13,9 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from leukemia_core.__main__ import main as cli
 from leukemia_core.batch import PARTS_DIR
+from leukemia_core.io import read_image
 
 pytestmark = [pytest.mark.data, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,7 +99,12 @@ def test_a_killed_classifier_worker_is_retried_and_every_image_has_its_rows_once
     ray_module, fields, local_rows, tmp_path
 ):
     out = tmp_path / "killed"
-    many = [*fields, *fields[:4]]  # the ALL-IDB1 fields twice: a longer run to interrupt
+    (tmp_path / "copies").mkdir()
+    copies = []  # the ALL-IDB1 fields again, as PNG files: a longer run to interrupt (the same
+    for path in fields[:4]:  # file twice would be analysed once)
+        copies.append(tmp_path / "copies" / f"{path.stem}.png")
+        Image.fromarray(read_image(path).rgb).save(copies[-1])  # the same pixels
+    many = [*fields, *copies]
     command = [sys.executable, "-m", "leukemia_core", "analyze", *map(str, many), "--out",
                str(out), "--engine", "ray"]  # fmt: skip
     log = tmp_path / "run.log"
@@ -119,7 +126,7 @@ def test_a_killed_classifier_worker_is_retried_and_every_image_has_its_rows_once
     wanted: dict[str, list[list[str]]] = {}
     for row in local_rows[1:]:
         wanted.setdefault(row[0], []).append(row)
-    copies = {f"{p.stem}-2{p.suffix}": p.name for p in fields[:4]}  # the second of each name
+    copies = {f"{p.stem}-2.png": p.name for p in fields[:4]}  # the second of each name
     assert set(by_image) == set(wanted) | {c for c, o in copies.items() if o in wanted}
     for name, got in by_image.items():  # each image's rows exactly once, as the local engine's
         want = [[name, *row[1:]] for row in wanted[copies.get(name, name)]]

@@ -41,7 +41,7 @@ from leukemia_core.errors import InvalidImageError
 from leukemia_core.io import read_image
 from leukemia_core.outputs import write_text_atomic
 from leukemia_core.segmentation import segment_wbc
-from leukemia_core.single_cell import single_cell_crop
+from leukemia_core.single_cell import WHOLE_IMAGE, single_cell_crop
 from train.data import load_allidb2, load_class_folders, load_cnmc
 from train.evaluate.segmentation import cells_at_points, read_voc_boxes, read_xyc
 from train.records import BLAST, NORMAL
@@ -128,7 +128,7 @@ def _single_cell_rows(table, size, progress, group_of=bank_group):
         except InvalidImageError as error:  # one damaged file must not stop a 2,000-cell bank
             yield SkippedImage(record.path, str(error))
             continue
-        if crop.method != "whole_image":
+        if crop.method != WHOLE_IMAGE:
             yield BankRow(
                 crop.crop,
                 record.path.stem,

@@ -1,0 +1,71 @@
+"""pipeline.analyze and the readers refuse what they cannot use with a message that says what
+arrived and what to pass instead (found by a probe of bad inputs, 2026-12-06)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+from leukemia_core.errors import NotAnImageError, SettingError
+from leukemia_core.imaging import prepare_field, read_for_analysis
+from leukemia_core.io import read_image
+from leukemia_core.pipeline import AnalysisError, analyze
+from leukemia_core.synthetic import make_smear
+
+
+@pytest.fixture(scope="module")
+def field() -> np.ndarray:
+    return make_smear(480, 640, n_wbc=3, n_touching_pairs=0, n_rbc=80, seed=5).image
+
+
+def test_the_same_picture_twice_in_a_sample_is_analysed_once(field):
+    analysis = analyze([field, field.copy(), field[::-1].copy()], None, names=["a", "b", "c"])
+    assert [f.name for f in analysis.fields] == ["a", "c"]
+    (repeat,) = analysis.failures
+    assert repeat.name == "b" and "has the same pixels as 'a'" in repeat.message
+    once = analyze([field], None)
+    assert len(analysis.field_cells(0)) == len(once.cells)
+    assert len(analysis.cells) == 2 * len(once.cells)  # the mirrored field is another picture
+
+
+@pytest.mark.parametrize(
+    ("images", "names", "words"),
+    [
+        (["/data/field.jpg"], None, r"image 1 is a str, not an image array: read files with "
+                                    r"leukemia_core\.imaging\.read_for_analysis"),
+        ([None], ["slide 7"], "slide 7 is a NoneType, not an image array"),
+        ("two", ["a"], "1 names for 3 images: give one name per image"),
+    ],
+)  # fmt: skip
+def test_analyze_says_what_it_takes(field, images, names, words):
+    images = [field] * 3 if images == "two" else images
+    with pytest.raises(AnalysisError, match=words):
+        analyze(images, None, names=names)
+
+
+@pytest.mark.parametrize("max_pixels", [0, -5, 100, 2.5, True])
+def test_a_pixel_budget_below_one_small_image_is_refused(field, max_pixels):
+    with pytest.raises(SettingError, match="max_pixels must be a whole number of at least 4096"):
+        prepare_field(field, "f", max_pixels=max_pixels)
+
+
+def test_readers_name_the_real_problem(tmp_path, field):
+    with pytest.raises(NotAnImageError, match="The image path is empty"):
+        read_image("")
+    with pytest.raises(FileNotFoundError, match="does not exist: check the path"):
+        read_for_analysis(tmp_path / "nowhere.png")
+    text = tmp_path / "field.png"
+    text.write_bytes(b"\x89PNG")
+    with open(text) as stream, pytest.raises(TypeError, match=r"open it with open\(path, 'rb'\)"):
+        read_image(stream)
+    buffer = io.BytesIO()
+    from PIL import Image
+
+    Image.fromarray(field).save(buffer, format="PNG")
+    (tmp_path / "ok.png").write_bytes(buffer.getvalue())
+    from_path = read_for_analysis(tmp_path / "ok.png")
+    from_bytes = read_for_analysis(buffer.getvalue(), "ok.png")
+    assert from_path.name == from_bytes.name == "ok.png"
+    assert np.array_equal(from_path.rgb, from_bytes.rgb)
