@@ -33,6 +33,10 @@ _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", *_T
 _DEEP_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 _PLAIN_MODES = ("RGB", "RGBX", "L", "1", "P", "CMYK", "YCbCr")
 _DECODE_ERRORS = (OSError, SyntaxError, EOFError, ValueError, IndexError)
+GREY_NOTE = (
+    "greyscale image: the stain's colours that tell white cells from red cells are missing, so "
+    "cells may be missed and results are unreliable; photograph or export the smear in colour"
+)
 DAMAGED = "damaged image: results unreliable"
 """How a note about pixels that were decoded from damaged data starts."""
 # EXIF orientation -> transpose, as in PIL.ImageOps.exif_transpose; applied after conversion so
@@ -94,6 +98,8 @@ def read_image(
         finally:
             Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = saved
     rgb, notes = _to_rgb(arr, name)
+    if _is_grey(rgb):
+        notes.append(GREY_NOTE)
     if fmt == "JPEG" and (damage := jpeg_damage(data)):
         notes.insert(0, jpeg_damage_note(damage))
     if orientation in _UPRIGHT:
@@ -374,6 +380,13 @@ def _to_rgb(arr: np.ndarray, name: str) -> tuple[np.ndarray, list[str]]:
     if channels != 3:
         raise errors.UnsupportedFormatError(f"'{name}' has pixel shape {arr.shape}; save as RGB.")
     return arr, notes
+
+
+def _is_grey(rgb: np.ndarray) -> bool:
+    """True when the three channels are equal everywhere (a greyscale picture)."""
+    return bool(
+        np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2])
+    )
 
 
 def _damaged(name: str, data: bytes, exc: BaseException) -> errors.TruncatedImageError:

@@ -17,7 +17,7 @@ import tifffile
 from PIL import Image, ImageFile
 
 from leukemia_core import errors
-from leukemia_core.io import DEFAULT_MAX_PIXELS, MultiFrameImageWarning, read_image
+from leukemia_core.io import DEFAULT_MAX_PIXELS, GREY_NOTE, MultiFrameImageWarning, read_image
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
 
@@ -428,7 +428,7 @@ def test_accepted_files_become_rgb_uint8(make, fmt, mode, check):
 def test_dark_12bit_data_is_noted_not_black():
     loaded = read_image(encode(Image.fromarray(GRADIENT16 >> 4), "TIFF"))
     assert loaded.rgb.max() == 255
-    assert loaded.notes == ("samples fit in 12 bits: 0..4095 mapped to 0..255",)
+    assert loaded.notes == ("samples fit in 12 bits: 0..4095 mapped to 0..255", GREY_NOTE)
 
 
 @pytest.mark.parametrize(

@@ -69,3 +69,13 @@ def test_readers_name_the_real_problem(tmp_path, field):
     from_bytes = read_for_analysis(buffer.getvalue(), "ok.png")
     assert from_path.name == from_bytes.name == "ok.png"
     assert np.array_equal(from_path.rgb, from_bytes.rgb)
+
+
+def test_a_greyscale_picture_is_read_with_a_note_that_its_colours_are_missing(field):
+    from PIL import Image
+
+    grey, colour = io.BytesIO(), io.BytesIO()
+    Image.fromarray(field).convert("L").save(grey, format="PNG")
+    Image.fromarray(field).save(colour, format="PNG")
+    assert any("greyscale image" in note for note in read_image(grey.getvalue()).notes)
+    assert not any("greyscale" in note for note in read_image(colour.getvalue()).notes)
