@@ -219,11 +219,11 @@ def _analyze(args) -> int:
     from leukemia_core.models.folder import models_dir, read_config
 
     try:
+        read_config(args.model)  # a missing model is a clear message before any folder is made
         prepare_output_folder(args.out)
         if args.engine == "ray":
             from leukemia_core.batch_ray import analyze_files_ray
 
-            read_config(args.model)  # a missing model is a clear message before Ray starts
             failures, summary = analyze_files_ray(
                 args.images, args.out, args.model, models_dir().resolve(),
                 single_cells=args.single_cells, address=args.address,

@@ -251,3 +251,12 @@ def test_a_single_cell_image_without_a_cell_goes_to_review_not_into_the_count(cl
     notes = json.loads((tmp_path / "out" / "glass.json").read_text())["notes"]
     assert any("sent to review" in n for n in notes)
     assert not any("single-cell mode" in n for n in notes)  # field-mode advice is not given here
+
+
+def test_an_unknown_model_is_refused_before_the_output_folder_is_made(
+    tiny_models_dir, images, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("LEUKEMIA_MODELS_DIR", str(tiny_models_dir))
+    code, err = _run([images[0], "--out", tmp_path / "out", "--model", "nosuch"], capsys)
+    assert code == 2 and "nosuch" in err and "tiny" in err  # names the models there are
+    assert not (tmp_path / "out").exists()
