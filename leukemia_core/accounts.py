@@ -3,8 +3,9 @@
 Passwords are stored only as argon2id hashes. A name that fails :data:`LOCKOUT_FAILURES` times
 within :data:`LOCKOUT_WINDOW` is locked until the window has passed; every login, failure,
 lockout, logout and idle timeout is an ``account_events`` row (time and user name, never a
-password). Roles say what an account may do; the core workflow asks :meth:`User.require`
-before acting, so a page that forgot a check still cannot sign or promote.
+password); an admin's new password lifts a lockout. Roles say what an account may do; the core
+workflow asks :meth:`User.require` before acting, so a page that forgot a check still cannot
+sign or promote. The last enabled admin can be neither disabled nor demoted.
 
 Example:
     >>> import pathlib, tempfile
@@ -226,6 +227,8 @@ class Accounts:
         roles = parse_roles(roles)
         with self._transaction(write=True) as conn:
             self._row(conn, name)
+            if Role.ADMIN not in roles:
+                _keep_an_admin(conn, name, "take the admin role from")
             conn.execute(
                 "UPDATE users SET roles = ? WHERE name = ?", (",".join(sorted(roles)), name)
             )
@@ -245,8 +248,12 @@ class Accounts:
     def set_disabled(self, name: str, disabled: bool, *, by: User | None = None) -> None:
         actor = by or User.shell()
         actor.require(Permission.MANAGE_USERS)
+        if disabled and actor.name == name:
+            raise AccountInputError("You cannot disable your own account; ask another admin.")
         with self._transaction(write=True) as conn:
             self._row(conn, name)
+            if disabled:
+                _keep_an_admin(conn, name, "disable")
             conn.execute("UPDATE users SET disabled = ? WHERE name = ?", (int(disabled), name))
             _event(conn, name, "disabled" if disabled else "enabled", f"by {actor.name}")
 
@@ -270,7 +277,7 @@ class Accounts:
             failures = conn.execute(
                 "SELECT COUNT(*) FROM account_events WHERE user_name = ? AND event = "
                 "'login_failed' AND at > ? AND at > COALESCE((SELECT MAX(at) FROM "
-                "account_events WHERE user_name = ? AND event = 'login'), '')",
+                "account_events WHERE user_name = ? AND event IN ('login', 'password')), '')",
                 (name, since, name),
             ).fetchone()[0]
             locked = failures >= LOCKOUT_FAILURES
@@ -341,6 +348,17 @@ class Accounts:
         if row is None:
             raise AccountInputError(f"No account named {name!r}; see `users list`.")
         return row
+
+
+def _keep_an_admin(conn: sqlite3.Connection, name: str, action: str) -> None:
+    """Refuse a change that would leave no enabled admin (nobody could manage accounts)."""
+    admins = [r["name"] for r in conn.execute("SELECT name, roles FROM users WHERE disabled = 0")
+              if Role.ADMIN.value in r["roles"].split(",")]  # fmt: skip
+    if admins == [name]:
+        raise AccountInputError(
+            f"Cannot {action} {name!r}: it is the only enabled admin, and nobody could manage "
+            "accounts. Give another account the admin role first."
+        )
 
 
 def _event(

@@ -42,30 +42,45 @@ with left.form("add_account", clear_on_submit=True):
         except (LeukemiaCoreError, ValueError) as error:
             st.error(str(error))
 
-with right.form("change_account"):
-    st.subheader("Change an account")
-    names = [u.name for u in users]
-    chosen = st.selectbox("Account", names, key="change_name")
-    current = next((u for u in users if u.name == chosen), None)
-    new_roles = st.multiselect("Roles", [r.value for r in Role], key="change_roles",
+right.subheader("Change an account")
+names = [u.name for u in users]
+if said := st.session_state.pop("change_account_said", None):  # from the save before the rerun
+    getattr(right, said[0])(said[1])
+# The picker is outside the form, and the fields are keyed by the account and a save counter:
+# they always show the chosen account's stored values, and nothing typed for one account (a
+# password, roles) is kept for another or for the next save.
+chosen = right.selectbox("Account", names, key="change_name")
+current = next((u for u in users if u.name == chosen), None)
+key = f"{chosen}_{st.session_state.get('change_account_saves', 0)}"
+with right.form(f"change_account_{key}"):
+    new_roles = st.multiselect("Roles", [r.value for r in Role], key=f"change_roles_{key}",
                                default=sorted(current.roles) if current else [], help=ROLE_HELP)  # fmt: skip
-    new_password = st.text_input("New password (leave empty to keep)", type="password",
-                                 key="change_password")  # fmt: skip
+    new_password = st.text_input("New password (leave empty to keep; also lifts a lockout)",
+                                 type="password", key=f"change_password_{key}")  # fmt: skip
     disabled = st.checkbox("Disabled (cannot log in)", value=bool(current and current.disabled),
-                           key="change_disabled")  # fmt: skip
-    if st.form_submit_button("Save changes") and current is not None:
+                           key=f"change_disabled_{key}")  # fmt: skip
+    if st.form_submit_button(f"Save changes to {chosen}") and current is not None:
+        done = []
         try:
             if set(new_roles) != set(current.roles):
                 accounts.set_roles(chosen, new_roles, by=admin)
+                before, after = ", ".join(sorted(current.roles)), ", ".join(sorted(new_roles))
+                done.append(f"roles {before or 'none'} → {after or 'none'}")
             if new_password:
                 accounts.set_password(chosen, new_password, by=admin)
+                done.append("new password")
             if disabled != current.disabled:
-                if chosen == admin.name and disabled:
-                    raise ValueError("You cannot disable your own account.")
                 accounts.set_disabled(chosen, disabled, by=admin)
-            st.success(f"Account {chosen!r} saved.")
-        except (LeukemiaCoreError, ValueError) as error:
-            st.error(str(error))
+                done.append("disabled" if disabled else "enabled again")
+            said = ("success", f"{chosen}: {'; '.join(done) or 'nothing changed'}.")
+        except LeukemiaCoreError as error:
+            before = f" (saved before this: {'; '.join(done)})" if done else ""
+            said = ("error", f"{chosen}: {error}{before}")
+        st.session_state["change_account_said"] = said
+        st.session_state["change_account_saves"] = (
+            st.session_state.get("change_account_saves", 0) + 1
+        )
+        st.rerun()  # the table and the fields show what is stored now
 
 st.subheader("Logins and account changes", divider="gray")
 st.dataframe(pd.DataFrame(accounts.events(200)).astype(str), hide_index=True, width="stretch")

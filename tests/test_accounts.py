@@ -254,3 +254,63 @@ def test_users_init_asks_for_the_first_admin_at_a_terminal(db):
     assert b"first admin pw" not in seen
     admin = Accounts().authenticate("admin", "first admin pw")
     assert admin.roles == {Role.ADMIN, Role.SIGNER, Role.MODEL_ADMIN}
+
+
+def test_an_admins_new_password_lifts_a_lockout(db):
+    accounts = Accounts()
+    accounts.add_user("bo", "a long secret 1", ["reviewer"])
+    start = datetime.now(UTC)
+    for i in range(LOCKOUT_FAILURES):
+        with pytest.raises(LoginError):
+            accounts.authenticate("bo", "wrong password", now=start + timedelta(seconds=i))
+    with pytest.raises(AccountLockedError, match="ask an admin to reset the password"):
+        accounts.authenticate("bo", "a long secret 1")
+    accounts.set_password("bo", "a brand new secret")  # what the lockout message asks for
+    assert accounts.authenticate("bo", "a brand new secret").name == "bo"
+
+
+def test_the_last_admin_is_neither_demoted_nor_disabled_and_nobody_disables_themself(db):
+    accounts = Accounts()
+    accounts.add_user("boss", "a long secret 1", ["admin", "signer"])
+    accounts.add_user("ana", "a long secret 2", ["reviewer"])
+    boss = User("boss", frozenset({Role.ADMIN, Role.SIGNER}))
+    with pytest.raises(AccountInputError, match="'boss': it is the only enabled admin"):
+        accounts.set_roles("boss", ["signer"], by=boss)
+    with pytest.raises(AccountInputError, match="cannot disable your own account"):
+        accounts.set_disabled("boss", True, by=boss)
+    with pytest.raises(AccountInputError, match="Cannot disable 'boss'"):
+        accounts.set_disabled("boss", True)  # the server's shell, not boss itself
+    accounts.set_roles("ana", ["reviewer", "signer"], by=boss)  # other accounts: as before
+    accounts.set_roles("ana", ["admin"], by=boss)
+    accounts.set_roles("boss", ["signer"], by=boss)  # now another admin remains
+    assert {u.name: set(u.roles) for u in accounts.list_users()} == {
+        "ana": {Role.ADMIN}, "boss": {Role.SIGNER}}  # fmt: skip
+
+
+def test_changing_another_account_on_the_page_shows_and_saves_that_accounts_values(
+    db, apptest_navigation
+):
+    """A walkthrough found the form kept the first account's roles (admin) for the next one,
+    and the typed password for the next save: a password reset made a reviewer an admin."""
+    accounts = Accounts()
+    accounts.add_user("boss", "a long secret 1", ["admin", "model_admin", "signer"])
+    accounts.add_user("bo", "a long secret 2", ["reviewer"])
+    at = log_in(_app(apptest_navigation), "boss", ("admin", "model_admin", "signer")).run()
+    at.switch_page("pages/accounts.py").run()
+    assert at.selectbox(key="change_name").value == "bo"  # names in order: bo, boss
+    at.selectbox(key="change_name").set_value("boss").run()
+    at.selectbox(key="change_name").set_value("bo").run()
+    (roles,) = [m for m in at.multiselect if m.key and m.key.startswith("change_roles_bo")]
+    assert roles.value == ["reviewer"]  # bo's own roles, not the account shown before
+    (password,) = [t for t in at.text_input if t.key and t.key.startswith("change_password_bo")]
+    password.input("bo's new password")
+    next(b for b in at.button if b.label == "Save changes to bo").click().run()
+    assert not at.exception and [s.value for s in at.success] == ["bo: new password."]
+    assert {u.name: set(u.roles) for u in accounts.list_users()}["bo"] == {Role.REVIEWER}
+    assert accounts.authenticate("bo", "bo's new password").name == "bo"
+    at.selectbox(key="change_name").set_value("boss").run()
+    (password,) = [t for t in at.text_input if t.key and t.key.startswith("change_password_boss")]
+    assert password.value == ""  # the password typed for bo is not offered for boss
+    next(b for b in at.button if b.label == "Save changes to boss").click().run()
+    assert [s.value for s in at.success] == ["boss: nothing changed."]
+    assert accounts.authenticate("boss", "a long secret 1").name == "boss"
