@@ -16,7 +16,7 @@ from leukemia_core.counting import CellLabel, provisional_text
 from leukemia_core.imaging import png_bytes
 from leukemia_core.store import CaseRecord
 from leukemia_core.store_rows import minute_text
-from leukemia_core.types import BlastCount, Cell
+from leukemia_core.types import LABEL_WORDS, BlastCount, Cell
 
 RESEARCH_USE_STATEMENT = (
     "Research use only — not for diagnosis. The counts below are decision support for trained "
@@ -41,10 +41,10 @@ figure img { width: 100%; image-rendering: pixelated; } .changed { border-color:
 .signed { font-size: 1.1rem; font-weight: 700; color: #0b6b2b; }
 .unsigned { font-size: 1.4rem; font-weight: 800; color: #b00020; letter-spacing: .05em; }
 code { font-size: .85rem; word-break: break-all; }
-@page { size: A4; margin: 14mm 12mm; }
+table.counts td:last-child { width: 42%; } table.keep { break-inside: avoid; }
 @media print {
   body { margin: 0; max-width: none; font-size: 11pt; }
-  h2 { break-after: avoid; } tr, figure, .ruo { break-inside: avoid; }
+  h2 { break-after: avoid; } tr, figure, .ruo, table.keep { break-inside: avoid; }
   .ruo { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
   a { color: inherit; text-decoration: none; }
 }
@@ -70,6 +70,50 @@ def _interval(count: BlastCount) -> str:
 def flagged_cells(record: CaseRecord) -> tuple[Cell, ...]:
     """Cells a reader should see: labelled blast or uncertain, or relabelled by the reviewer."""
     return tuple(c for c in record.cells if c.label in _FLAGGED_LABELS or c.changed_by_reviewer)
+
+
+def _page_css(record: CaseRecord) -> str:
+    """A4 pages whose margins repeat the sample, the version, the sign-off state and the page
+    number, so that any one printed page says whose it is and whether it was signed."""
+    who = f"Sample {record.sample_id}" + (
+        f" · patient {record.patient_id}" if record.patient_id else ""
+    )
+    box = "font: 8.5pt system-ui, sans-serif; color: #333;"
+    state = _status_words(record)
+    colour = "#0b6b2b" if record.is_signed else "#b00020"
+    return (
+        "@page { size: A4; margin: 17mm 12mm 15mm;"
+        f" @top-left {{ content: {_css_text(who + f' · version {record.version}')}; {box} }}"
+        f" @top-right {{ content: {_css_text(state)}; {box} color: {colour}; font-weight: 700; }}"
+        f" @bottom-left {{ content: {_css_text('Research use only — not for diagnosis')}; {box} }}"
+        f' @bottom-right {{ content: "Page " counter(page) " of " counter(pages); {box} }} }}'
+    )
+
+
+def _css_text(text: str) -> str:
+    """``text`` as a CSS string; every character but letters, digits and spaces is escaped,
+    so nothing typed into a sample id can end the string or the style sheet."""
+    # An escape ends at its one space, which CSS consumes, so a space after it survives.
+    return '"' + "".join(c if c.isalnum() or c == " " else f"\\{ord(c):x} " for c in text) + '"'
+
+
+def _status_words(record: CaseRecord) -> str:
+    if record.is_signed:
+        return f"SIGNED by {record.signed_by} at {minute_text(record.signed_at)} UTC"
+    if record.first_signed_by:
+        return "NOT SIGNED YET — awaiting the second signer"
+    return "NOT SIGNED — draft, not reviewed and signed"
+
+
+def _result_words(record: CaseRecord) -> str:
+    count = record.counts()
+    if count.percent is None:
+        result = f"no cells counted yet ({len(record.cells)} found)"
+    else:
+        result = (f"{_percent(count)} blasts (95% CI {_interval(count)}): {count.n_blasts} of "
+                  f"{count.n_counted} cells counted")  # fmt: skip
+    provisional = provisional_text(record.n_unreviewed, len(record.cells))
+    return _e(result + (f"; {provisional}" if provisional else ""))
 
 
 def _table(header: tuple[str, ...], rows: list[tuple[str, ...]], numeric: set[int]) -> str:
@@ -121,7 +165,8 @@ def _counts_section(record: CaseRecord) -> str:
     )
     provisional = provisional_text(record.n_unreviewed, len(record.cells))
     note = f'<p class="unsigned">{_e(provisional)}</p>' if provisional else ""
-    return "<h2>Blast count (reviewed labels)</h2>" + note + _table(header, rows, {1, 2, 3, 4, 5})
+    table = _table(header, rows, {1, 2, 3, 4, 5}).replace("<table>", '<table class="counts">', 1)
+    return "<h2>Blast count (reviewed labels)</h2>" + note + table
 
 
 def _model_vs_reviewer(record: CaseRecord) -> str:
@@ -130,7 +175,7 @@ def _model_vs_reviewer(record: CaseRecord) -> str:
         Counter(c.label for c in record.cells),
     )
     rows = [
-        (_e(label.value), str(model[label.value]), str(reviewer[label.value]))
+        (_e(LABEL_WORDS[label]), str(model[label.value]), str(reviewer[label.value]))
         for label in CellLabel
         if label != CellLabel.REPLACED
     ]
@@ -141,7 +186,9 @@ def _model_vs_reviewer(record: CaseRecord) -> str:
     return (
         "<h2>Model versus reviewer</h2>"
         f"<p>{n_changed} of {len(record.cells)} cells were relabelled by the reviewer.</p>"
-        + _table(("Label", "Model", "Reviewer"), rows, {1, 2})
+        + _table(("Label", "Model", "Reviewer"), rows, {1, 2}).replace(
+            "<table>", '<table class="keep">', 1
+        )
     )
 
 
@@ -286,7 +333,10 @@ def case_report_html(record: CaseRecord, *, flagged_limit: int = 48) -> str:
             f"flagged_limit must be a whole number of 0 or more, got {flagged_limit!r}."
         )
     parent = f" (reopened from {_e(record.parent_id)})" if record.parent_id else ""
+    status_css = "signed" if record.is_signed else "unsigned"
     meta = [
+        ("Status", f'<span class="{status_css}">{_e(_status_words(record))}</span>'),
+        ("Result", _result_words(record)),
         ("Sample id", _e(record.sample_id)),
         ("Patient id", _e(record.patient_id) if record.patient_id else "—"),
         ("Case", f"version {record.version}{parent}; status {_e(record.status)}"),
@@ -317,5 +367,5 @@ def case_report_html(record: CaseRecord, *, flagged_limit: int = 48) -> str:
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>Case report {_e(record.sample_id)} v{record.version}</title>"
-        f"<style>{_CSS}</style></head><body>{body}</body></html>\n"
+        f"<style>{_CSS}{_page_css(record)}</style></head><body>{body}</body></html>\n"
     )

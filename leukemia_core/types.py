@@ -121,6 +121,17 @@ class CellLabel(StrEnum):
     REPLACED = "replaced"
 
 
+LABEL_WORDS = {
+    CellLabel.BLAST: "Blast",
+    CellLabel.NORMAL: "Normal",
+    CellLabel.UNCERTAIN: "Uncertain",
+    CellLabel.EXCLUDED: "Excluded",
+    CellLabel.NOT_WBC: "Not a white cell",
+    CellLabel.BORDER: "Cut by the border",
+}
+"""Each shown label in words, for the pages and the report."""
+
+
 def as_label(value: object) -> CellLabel:
     """A :class:`CellLabel` from its value in any case and spacing.
 

@@ -10,6 +10,8 @@ import io
 import json
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from apptest_kit import (
     REVIEWER,
@@ -245,10 +247,14 @@ def test_two_tabs_never_mix_their_cells(db, demo_png):
 
 def test_a_long_queue_is_paged_and_single_cells_need_no_model(db, monkeypatch):
     monkeypatch.setenv("LEUKEMIA_MODELS_DIR", str(db.parent / "no-models-here"))
-    cell = (Path(__file__).resolve().parents[1] / "samples/cells/UID_3_1_1_all.png").read_bytes()
+    cell = cv2.imread(str(Path(__file__).resolve().parents[1] / "samples/cells/UID_3_1_1_all.png"))
+    # 45 pictures of one cut-out cell, each moved by a pixel (the same picture twice would be
+    # analysed once)
+    files = [(f"cell-{i:02d}.png", cv2.imencode(".png", np.roll(cell, i, axis=1))[1].tobytes())
+             for i in range(45)]  # fmt: skip
     at = start()
     at.radio(key="mode").set_value("cells").run()
-    analyze(at, [(f"cell-{i:02d}.png", cell) for i in range(45)])
+    analyze(at, files)
     assert metric(at, "White cells found") == "45" and metric(at, "Uncertain") == "45"
     go(at, "review")
     assert len(relabel_keys(at)) == 40  # the first page of the uncertain queue

@@ -70,3 +70,11 @@ def test_the_case_report_pdf_is_a4_and_holds_the_flagged_cells_crops(monkeypatch
     assert f"cell {first.cell_id}" in text and "reviewer: normal" in text.replace("\n", " ")
     images = sum(len(page.images) for page in document.pages)
     assert images >= len(flagged)  # one crop per flagged cell (heatmaps only where stored)
+    # Every printed page says whose it is, that it is not signed, and which page of how many
+    # (a walkthrough found "NOT SIGNED" only on the last of 8 pages).
+    pages = [page.extract_text().replace("\n", " ") for page in document.pages]
+    for number, page in enumerate(pages, start=1):
+        assert "Sample PDF-7" in page and "version 1" in page, page[:200]
+        assert "NOT SIGNED" in page and f"Page {number} of {len(pages)}" in page
+        assert "Research use only" in page
+    assert "Result" in pages[0] and "blasts (95% CI" in pages[0]

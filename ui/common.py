@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import streamlit as st
 
 from leukemia_core.counting import CellLabel
-from leukemia_core.types import BlastCount
+from leukemia_core.types import LABEL_WORDS, BlastCount
 
 if TYPE_CHECKING:
     from leukemia_core.review import Review
@@ -20,14 +20,7 @@ DISCLAIMER = (
     "Every result must be reviewed by a qualified person."
 )
 UPLOAD_TYPES = ("jpg", "jpeg", "png", "tif", "tiff", "bmp")
-LABEL_NAMES = {
-    CellLabel.BLAST: "Blast",
-    CellLabel.NORMAL: "Normal",
-    CellLabel.UNCERTAIN: "Uncertain",
-    CellLabel.EXCLUDED: "Excluded",
-    CellLabel.NOT_WBC: "Not a white cell",
-    CellLabel.BORDER: "Cut by the border",
-}
+LABEL_NAMES = LABEL_WORDS  # one home for the words: leukemia_core.types
 LABEL_COLOURS = {
     CellLabel.BLAST: "#c62828",
     CellLabel.NORMAL: "#2e7d32",
