@@ -194,3 +194,37 @@ def test_one_worker_per_runs_folder(tmp_path):
     finally:
         held.close()
     assert not jobs.worker_alive(tmp_path)
+
+
+def test_promotion_concerns_name_what_a_lab_should_weigh():
+    """A walkthrough promoted, in one click, a model tested on one patient that called every
+    cell blast, scored below the size-only baseline and had no out-of-domain reference."""
+    from train.compare_tables import promotion_concerns, row_interval_text
+
+    row = {"model": "lite", "status": "done", "balanced_accuracy": 0.5, "sensitivity": 1.0,
+           "specificity": 0.0, "balanced_accuracy_low": 0.5, "balanced_accuracy_high": 0.5}  # fmt: skip
+    results = {
+        "table": [
+            row,
+            {"model": "size_only_baseline", "status": "done", "balanced_accuracy": 0.583},
+        ],
+        "models": {"lite": {"metrics": {"n": 12, "n_groups": 1}}},
+    }
+    concerns = promotion_concerns(results, "lite", has_domain_reference=False)
+    assert len(concerns) == 4
+    assert "rest on 1 test group(s)" in concerns[0]
+    assert concerns[1] == "it calls (nearly) every test cell blast"
+    assert (
+        "does not beat the size-only baseline (balanced accuracy 0.500 against 0.583)"
+        in concerns[2]
+    )
+    assert "no out-of-domain reference" in concerns[3]
+    assert (
+        row_interval_text(row, "balanced_accuracy", groups=1)
+        == "0.500 (interval n/a: 1 test group)"
+    )
+    assert row_interval_text(row, "balanced_accuracy", groups=6) == "0.500 (0.500-0.500)"
+    good = {**row, "balanced_accuracy": 0.9, "sensitivity": 0.9, "specificity": 0.9}
+    results = {"table": [good, results["table"][1]],
+               "models": {"lite": {"metrics": {"n": 300, "n_groups": 12}}}}  # fmt: skip
+    assert promotion_concerns(results, "lite", has_domain_reference=True) == []

@@ -313,6 +313,10 @@ def test_pick_train_watch_compare_promote_then_analyze_uses_it(
     assert "(" in table.loc[0, "Balanced accuracy"]  # the interval
     assert f"comparison-{job.job_id}.csv" in downloads
     at.text_input(key=f"promote_name_{job.job_id}").input("lab-model").run()
+    assert at.button(key=f"promote_{job.job_id}").disabled  # not before the figures are checked
+    warned = " ".join(w.value for w in at.warning)  # a walkthrough promoted such a model blind
+    assert "Before promoting `simple_cnn`" in warned and "no out-of-domain reference" in warned
+    at.checkbox(key=f"promote_confirm_{job.job_id}").check().run()
     at.button(key=f"promote_{job.job_id}").click().run()
     assert any("lab-model" in s.value for s in at.success), [e.value for e in at.error]
     assert active_model_name(models_root) == "lab-model"

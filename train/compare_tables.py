@@ -69,9 +69,12 @@ def interval_text(metrics: dict, key: str, dash: str = "-") -> str:
     return _figure(metrics.get(key), (metrics.get("intervals") or {}).get(key), dash)
 
 
-def row_interval_text(row: dict, key: str, dash: str = "-") -> str:
-    """``value (low-high)`` of a figure of a flat table row (``<key>_low``, ``<key>_high``)."""
+def row_interval_text(row: dict, key: str, dash: str = "-", groups: int | None = None) -> str:
+    """``value (low-high)`` of a figure of a flat table row (``<key>_low``, ``<key>_high``);
+    with one test group a bootstrap over groups has no spread to give: "interval n/a"."""
     low = row.get(f"{key}_low")
+    if groups is not None and groups < 2 and row.get(key) is not None:
+        return f"{_num(row[key])} (interval n/a: {groups} test group)"
     return _figure(row.get(key), None if low is None else (low, row.get(f"{key}_high")), dash)
 
 
@@ -86,3 +89,43 @@ def _num(value, digits: int = 3) -> str:
 
 def _count(value) -> str:
     return "n/a" if value is None else f"{value / 1e6:.1f} M" if value >= 1e5 else str(value)
+
+
+MIN_TEST_GROUPS = 5
+"""With fewer test groups (subjects, field blocks) a comparison cannot tell models apart."""
+
+
+def test_groups(results: dict, model: str) -> int | None:
+    """How many groups the model's test cells came from (None when the run does not say)."""
+    return ((results.get("models") or {}).get(model) or {}).get("metrics", {}).get("n_groups")
+
+
+def promotion_concerns(results: dict, model: str, *, has_domain_reference: bool) -> list[str]:
+    """What a model administrator should weigh before making ``model`` of a finished comparison
+    the lab's active model (empty when nothing stands out)."""
+    rows = {row["model"]: row for row in results["table"]}
+    row, concerns = rows[model], []
+    groups = test_groups(results, model)
+    if groups is not None and groups < MIN_TEST_GROUPS:
+        concerns.append(
+            f"its figures rest on {groups} test group(s) (subjects or field blocks); with fewer "
+            f"than {MIN_TEST_GROUPS} they cannot tell models apart: add labelled cells from "
+            "more subjects"
+        )
+    sensitivity, specificity = row.get("sensitivity"), row.get("specificity")
+    if sensitivity is not None and specificity is not None and min(sensitivity, specificity) < 0.05:
+        called = "blast" if sensitivity > specificity else "normal"
+        concerns.append(f"it calls (nearly) every test cell {called}")
+    baseline = rows.get("size_only_baseline", {})
+    ours, theirs = row.get("balanced_accuracy"), baseline.get("balanced_accuracy")
+    if ours is not None and theirs is not None and ours <= theirs:
+        concerns.append(
+            f"it does not beat the size-only baseline (balanced accuracy {ours:.3f} against "
+            f"{theirs:.3f}): it may have learned no more than cell size"
+        )
+    if not has_domain_reference:
+        concerns.append(
+            "it has no out-of-domain reference, so the Analyze page cannot warn about cells "
+            "unlike its training cells (`python -m train domain NAME --data ...` adds one)"
+        )
+    return concerns

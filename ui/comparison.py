@@ -44,9 +44,10 @@ def eta_text(seconds: float | None) -> str:
     return f"about {minutes} min {secs:02d} s left" if minutes else f"about {secs} s left"
 
 
-def table_frame(rows: Sequence[dict]) -> pd.DataFrame:
-    """The comparison table for display: each figure with its 95% interval."""
-    shown = []
+def table_frame(rows: Sequence[dict], groups: dict[str, int | None] | None = None) -> pd.DataFrame:
+    """The comparison table for display: each figure with its 95% interval (``groups``: each
+    model's number of test groups, which decides whether an interval can be given)."""
+    shown, groups = [], groups or {}
     for row in rows:
         item = {
             "Model": row["model"] + (" ★" if row.get("best") else ""),
@@ -57,7 +58,9 @@ def table_frame(rows: Sequence[dict]) -> pd.DataFrame:
             shown.append(item)
             continue
         item["Cells"] = row["n_cells"]
-        item |= {METRIC_NAMES[k]: row_interval_text(row, k, dash="–") for k in TABLE_METRICS}
+        n_groups = groups.get(row["model"])
+        item |= {METRIC_NAMES[k]: row_interval_text(row, k, dash="–", groups=n_groups)
+                 for k in TABLE_METRICS}  # fmt: skip
         item["Parameters"] = row.get("params")
         item["Training s"] = round(row["training_seconds"], 1)
         speed = row.get("cells_per_second")

@@ -13,6 +13,7 @@ from leukemia_core.models.folder import models_dir
 from train import jobs
 from train.compare import promote
 from train.compare_settings import MODELS_SUBDIR, SIZE_BASELINE, TABLE_FILE
+from train.compare_tables import promotion_concerns, test_groups
 from train.data_roots import data_roots, shorten
 from ui import auth
 from ui import comparison as view
@@ -92,6 +93,7 @@ def _promote(job_id: str) -> None:
         flash(f"Not promoted: {shown(str(error))}")
         return
     st.session_state["model"] = name  # the Analyze page's model picker
+    st.session_state[f"promote_confirm_{job_id}"] = False
     flash(f"{architecture} is now the active model `{name}`; the Analyze page uses it from now "
           "on.", "success")  # fmt: skip
 
@@ -102,7 +104,8 @@ def results_section(status: jobs.JobStatus) -> None:
     st.markdown(f"**{results['n_tested']} test cells** of {results['n_cells']}, split "
                 f"{results['split']}; figures with 95% bootstrap intervals over groups. "
                 f"Best by balanced accuracy: **{results['best'] or 'none'}**.")  # fmt: skip
-    st.dataframe(view.table_frame(rows), hide_index=True, width="stretch")
+    groups = {r["model"]: test_groups(results, r["model"]) for r in rows}
+    st.dataframe(view.table_frame(rows, groups), hide_index=True, width="stretch")
     st.caption(
         "McNemar p: exact test of each model against the best on the same test cells "
         "(cells of one subject are not independent: read it as indicative). The "
@@ -140,7 +143,7 @@ def results_section(status: jobs.JobStatus) -> None:
         "Writes a complete model folder (the previous one of that name is kept as "
         "<name>.previous) and makes it the active model of the Analyze page."
     )
-    cols = st.columns([2, 2, 1])
+    cols = st.columns(2)
     pick_key, name_key = f"promote_model_{status.job_id}", f"promote_name_{status.job_id}"
     if pick_key not in st.session_state:
         st.session_state[pick_key] = (
@@ -152,8 +155,16 @@ def results_section(status: jobs.JobStatus) -> None:
     cols[1].text_input("Model folder name", key=name_key,
                        help="Letters, digits, - and _; an existing folder of that name is kept "
                             "as <name>.previous.")  # fmt: skip
-    cols[2].button("Promote", key=f"promote_{status.job_id}", type="primary",
-                   on_click=_promote, args=(status.job_id,))  # fmt: skip
+    picked = st.session_state[pick_key]
+    staged = status.folder / MODELS_SUBDIR / picked
+    concerns = promotion_concerns(results, picked,
+                                  has_domain_reference=(staged / "domain.npz").is_file())  # fmt: skip
+    if concerns:
+        st.warning(f"Before promoting `{picked}`: " + "; ".join(concerns) + ".")
+    confirmed = st.checkbox(f"I checked these figures; make `{picked}` the model every new "
+                            "analysis uses.", key=f"promote_confirm_{status.job_id}")  # fmt: skip
+    st.button("Promote", key=f"promote_{status.job_id}", type="primary", disabled=not confirmed,
+              on_click=_promote, args=(status.job_id,))  # fmt: skip
 
 
 def jobs_section() -> None:
