@@ -34,6 +34,7 @@ from train.reviewed_cases import export_reviewed_cases
 from ui import auth, retrain_jobs, state
 from ui.adaptation import adapt_section
 from ui.common import flash, show_flashes
+from ui.models import active_model_section
 
 DATASET_KEY = "retrain_dataset"  # {"locations": [...], "allow_ungrouped": bool, "summary": ...}
 CUSTOM = "custom"
@@ -249,3 +250,4 @@ picked = dataset_section()
 settings_section(picked)
 retrain_jobs.jobs_section()
 adapt_section()
+active_model_section()

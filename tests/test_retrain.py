@@ -389,3 +389,20 @@ def test_a_one_group_dataset_is_refused_before_it_is_queued(models_root, tmp_pat
     ]
     assert at.button(key="start").disabled
     assert len(jobs.list_jobs()) == queued  # nothing was queued
+
+
+def test_another_installed_model_is_made_active_only_after_a_confirmation(models_root):
+    """The way back after a promotion that did not convince (a walkthrough had to use the
+    server's command line): pick, confirm, make active; the change is recorded."""
+    shutil.copytree(models_root / "tiny", models_root / "tiny-old")
+    at = start()
+    assert any("New analyses use **tiny**" in m.value for m in at.markdown)
+    at.selectbox(key="activate_pick").set_value("tiny-old").run()
+    assert at.button(key="activate_model").disabled
+    at.checkbox(key="activate_confirm").check().run()
+    at.button(key="activate_model").click().run()
+    assert not at.exception and active_model_name(models_root) == "tiny-old"
+    assert any("`tiny-old` is now the active model" in s.value for s in at.success)
+    change = Accounts().model_changes(1)[0]
+    assert (change["user_name"], change["action"], change["to_model"]) == (
+        "Dr. M", "activate", "tiny-old")  # fmt: skip

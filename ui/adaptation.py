@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from leukemia_core.errors import LeukemiaCoreError
-from leukemia_core.models.folder import list_models, read_config, set_active_model
+from leukemia_core.models.folder import list_models, read_config
 from train import jobs
 from train.adapt import (
     MIN_HEAD_CELLS_PER_CLASS,
@@ -34,7 +34,7 @@ from train.data_roots import (
 from train.records import BLAST, CellTable
 from train.reviewed_cases import export_reviewed_cases
 from ui import auth, state
-from ui.common import flash
+from ui.models import activate
 
 CELLS_KEY = "adapt_cells"  # {"table": CellTable, "words": str}
 ADAPTED_KEY = "adapt_result"  # name of the version made in this session
@@ -111,17 +111,6 @@ def _run(base: str, name: str) -> None:
     st.rerun()
 
 
-def _activate(name: str) -> None:
-    try:
-        set_active_model(name, user=auth.user())
-    except LeukemiaCoreError as error:
-        flash(f"Not made active: {error}")
-        return
-    st.session_state["model"] = name  # the Analyze page's model picker
-    st.session_state["adapt_confirm"] = False
-    flash(f"`{name}` is now the active model; the Analyze page uses it from now on.", "success")
-
-
 def _result(name: str) -> None:
     """Before/after figures of the version made here, and its "Make active" button."""
     try:
@@ -146,8 +135,8 @@ def _result(name: str) -> None:
                    "check cannot show (e.g. few samples).")  # fmt: skip
     confirmed = st.checkbox(f"I checked these figures; make `{name}` the model every new "
                             "analysis uses.", key="adapt_confirm")  # fmt: skip
-    st.button("Make active", key="adapt_activate", disabled=not confirmed, on_click=_activate,
-              args=(name,), icon=":material/published_with_changes:")  # fmt: skip
+    st.button("Make active", key="adapt_activate", disabled=not confirmed, on_click=activate,
+              args=(name, "adapt_confirm"), icon=":material/published_with_changes:")  # fmt: skip
 
 
 def adapt_section() -> None:

@@ -23,11 +23,15 @@ from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.models.folder import (
     MODELS_ENV_VAR,
     ModelConfig,
+    active_model_name,
     list_models,
     load_model,
     models_dir,
     read_config,
+    set_active_model,
 )
+from ui import auth
+from ui.common import flash
 
 
 def _fewer_malloc_arenas(arenas: int = 2) -> None:
@@ -184,3 +188,43 @@ def model_status() -> None:
         st.error(str(error))
         return
     st.caption(f"Default model: **{config.name}**  \n{plain_summary(config)}")
+
+
+def activate(name: str, confirm_key: str) -> None:
+    """Make ``name`` the active model (a button's callback; the core checks the account's role
+    and records the change), and clear the confirmation box ``confirm_key``."""
+    try:
+        set_active_model(name, user=auth.user())
+    except LeukemiaCoreError as error:
+        flash(f"Not made active: {error}")
+        return
+    st.session_state["model"] = name  # the Analyze page's model picker
+    st.session_state[confirm_key] = False
+    flash(f"`{name}` is now the active model; the Analyze page uses it from now on.", "success")
+
+
+def active_model_section() -> None:
+    """Which model new analyses use, and another one made active with a confirmation: the way
+    back after a promotion or adaptation that did not convince."""
+    st.subheader("5. Active model")
+    names = available_models()
+    if not names:
+        st.info(no_model_help())
+        return
+    active = active_model_name(names=names)
+    st.markdown(f"New analyses use **{active}**.")
+    others = [name for name in names if name != active]
+    if not others:
+        st.caption("No other model is installed.")
+        return
+    picked = st.selectbox("Make another model active", others, key="activate_pick")
+    try:
+        config = model_config(picked)
+    except LeukemiaCoreError as error:
+        st.error(f"`{picked}` cannot be used: {error}")
+        return
+    st.caption(f"{plain_summary(config)} {describe(config)}")
+    confirmed = st.checkbox(f"Make `{picked}` the model every new analysis uses.",
+                            key="activate_confirm")  # fmt: skip
+    st.button("Make active", key="activate_model", disabled=not confirmed, on_click=activate,
+              args=(picked, "activate_confirm"), icon=":material/published_with_changes:")  # fmt: skip
