@@ -101,6 +101,7 @@ class CaseRecord(CaseHeader):
     including every case stored before the check existed). ``altered`` lists what the audit hash
     chain says was changed outside the app (empty for an intact record). ``cells`` are the live
     cells; ``replaced`` those a reviewer split or merged into others (kept for the audit trail).
+    ``superseded_by`` is the newer version a signed record was reopened as (None: none).
     """
 
     model_name: str
@@ -113,6 +114,7 @@ class CaseRecord(CaseHeader):
     altered: tuple[str, ...] = ()
     comment: str = ""
     replaced: tuple[Cell, ...] = ()
+    superseded_by: CaseHeader | None = None  # the version this one was reopened as, if any
 
     @property
     def token(self) -> int:

@@ -98,6 +98,10 @@ def _css_text(text: str) -> str:
 
 
 def _status_words(record: CaseRecord) -> str:
+    newer = record.superseded_by
+    if record.is_signed and newer is not None:
+        return (f"SIGNED by {record.signed_by} at {minute_text(record.signed_at)} UTC; "
+                f"SUPERSEDED by version {newer.version} ({minute_text(newer.created_at)} UTC)")  # fmt: skip
     if record.is_signed:
         return f"SIGNED by {record.signed_by} at {minute_text(record.signed_at)} UTC"
     if record.first_signed_by:

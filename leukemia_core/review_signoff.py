@@ -54,11 +54,12 @@ class ReviewSignoff:
         self.refresh(store)
         return signed
 
-    def reopen(self, store: CaseStore, *, user: User) -> str:
-        """Reopen a signed case as a new version, which becomes the one under review."""
+    def reopen(self, store: CaseStore, *, user: User, reason: str = "") -> str:
+        """Reopen a signed case as a new version, which becomes the one under review; the
+        reason goes into the new version's audit trail."""
         require(user, Permission.SIGN)
         self._require_saved("reopening makes a new version of it")
-        new_id = store.reopen_case(self.case_id, reviewer=user.name)
+        new_id = store.reopen_case(self.case_id, reviewer=user.name, reason=reason)
         self.case_id = new_id
         self._follow(store.case_state(new_id))
         return new_id

@@ -11,7 +11,7 @@ import sqlite3
 from contextlib import AbstractContextManager
 from typing import Any
 
-from leukemia_core.case_record import AuditEntry, CaseRecord, CaseState, CaseSummary
+from leukemia_core.case_record import AuditEntry, CaseHeader, CaseRecord, CaseState, CaseSummary
 from leukemia_core.store_rows import CaseInputError, cell_from_row, domain_from_json, field_from_row
 from leukemia_core.store_schema import (
     ALTERED_OUTSIDE,
@@ -70,6 +70,9 @@ class CaseReads:
             ).fetchall()
             audit = self._audit_rows(conn, case["case_id"])
             altered = self._alterations(conn, case["case_id"])
+            child = conn.execute(
+                f"SELECT {', '.join(HEADER_COLUMNS)} FROM cases WHERE parent_id = ?", key
+            ).fetchone()
         plain = {k: v for k, v in as_dict(case).items() if k not in ("thresholds", "domain")}
         cells = [cell_from_row(c) for c in cells]
         return CaseRecord(
@@ -81,6 +84,9 @@ class CaseReads:
             replaced=tuple(c for c in cells if c.label == CellLabel.REPLACED),
             audit=audit,
             altered=altered,
+            superseded_by=None
+            if child is None
+            else CaseHeader(**{k: child[k] for k in HEADER_COLUMNS}),
         )
 
     def case_state(self, case_id: str) -> CaseState:

@@ -151,11 +151,12 @@ class CaseSignoff:
                     rows.append(audit(conn, case, "patient id", reviewer, note))
         return rows
 
-    def reopen_case(self, case_id: str, *, reviewer: str) -> str:
+    def reopen_case(self, case_id: str, *, reviewer: str, reason: str = "") -> str:
         """Copies a signed case into a new open version (same sample, version + 1).
 
         The new version keeps each cell's model label and current label; the signed original
-        stays unchanged.
+        stays unchanged (:attr:`CaseRecord.superseded_by` then names the new version). The
+        reason, when given, is in the new version's audit trail.
 
         Returns:
             The id of the new version.
@@ -200,5 +201,6 @@ class CaseSignoff:
                 )
             new = self._case(conn, new_id, open_only=True)
             note = f"reopened from case {old['case_id']} (version {old['version']})"
+            note += f": {reason.strip()[:500]}" if reason.strip() else ""
             audit(conn, new, "reopened", reviewer, note)
         return new_id

@@ -13,7 +13,7 @@ from leukemia_core.store import DATABASE_ENV_VAR, default_database_path
 from leukemia_core.store_rows import minute_text
 from ui import auth, state
 from ui.common import interval_text, percent_text, show_flashes
-from ui.record import current_record, save_form, status_line
+from ui.record import current_record, reopen_reason, save_form, status_line, superseded_note
 
 account = auth.require(Permission.ANALYZE)
 st.title("Case record")
@@ -76,14 +76,18 @@ if record.is_signed:
         "frozen.",
         icon=":material/verified:",
     )
-    st.caption("To change it, reopen it: that makes a new version and keeps this one as signed.")
-    if st.button("Reopen as a new version", key="reopen", icon=":material/edit_document:",
-                 disabled=not auth.user().can(Permission.SIGN)):  # fmt: skip
-        try:
-            state.reopen(session)
-            st.rerun()
-        except LeukemiaCoreError as error:
-            st.error(str(error))
+    if not superseded_note(record):
+        st.caption("To change it, reopen it: that makes a new version and keeps this one as "
+                   "signed.")  # fmt: skip
+        may_sign = auth.user().can(Permission.SIGN)
+        reason = reopen_reason("reopen_reason") if may_sign else ""
+        if st.button("Reopen as a new version", key="reopen", icon=":material/edit_document:",
+                     disabled=not may_sign or not reason):  # fmt: skip
+            try:
+                state.reopen(session, reason)
+                st.rerun()
+            except LeukemiaCoreError as error:
+                st.error(str(error))
 else:
     if session.n_uncertain:
         st.warning(

@@ -9,6 +9,7 @@ from leukemia_core.accounts import Permission
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.store_rows import minute_text
 from ui import auth, state
+from ui.record import reopen_reason
 
 auth.require(Permission.ANALYZE)
 st.title("Case list")
@@ -70,12 +71,16 @@ if left.button("Open", key="open_case", type="primary", icon=":material/folder_o
     except LeukemiaCoreError as error:
         st.error(str(error))
 can_reopen = chosen.status == "signed" and chosen.case_id not in reopened
+reason = reopen_reason("reopen_case_reason", right) if can_reopen else ""
 if can_reopen and right.button(
-    "Reopen as a new version", key="reopen_case", icon=":material/edit_document:"
+    "Reopen as a new version",
+    key="reopen_case",
+    icon=":material/edit_document:",
+    disabled=not reason,
 ):
     try:
         session = state.open_case(chosen.case_id)
-        state.reopen(session)
+        state.reopen(session, reason)
         st.success(f"Sample {chosen.sample_id} reopened as version {session.version}.")
         st.page_link("pages/review.py", label="Review its cells", icon=":material/arrow_forward:")
     except LeukemiaCoreError as error:

@@ -29,6 +29,7 @@ from apptest_kit import (
 )
 
 from leukemia_core.report import RESEARCH_USE_STATEMENT
+from leukemia_core.review import Review
 from leukemia_core.store import CaseStore
 from ui.workspace import CURRENT_KEY, ONE_BY_ONE
 
@@ -121,12 +122,22 @@ def test_review_reclassify_recount_sign_reopen_and_export(db, demo_png, download
         start_count.n_blasts + 1)  # fmt: skip
 
     go(at, "case")
+    assert at.button(key="reopen").disabled  # not without a reason
+    at.text_input(key="reopen_reason").input("second opinion on cell 3").run()
     at.button(key="reopen").click().run()
     assert not errors(at)
     reopened = session_of(at)
+    assert "second opinion on cell 3" in CaseStore(db).load_case(reopened.case_id).audit[-1].note
     assert reopened.version == 2 and reopened.status == "open" and reopened.case_id != (
         record.case_id)  # fmt: skip
-    assert CaseStore(db).load_case(record.case_id).is_signed  # the signed version stays
+    old = CaseStore(db).load_case(record.case_id)
+    assert old.is_signed and old.superseded_by.version == 2  # the signed version stays
+    state_key = at.session_state  # reopen the old version's Case page: it says it was replaced
+    state_key["review_session"] = Review.open(CaseStore(db), record.case_id)
+    go(at, "case")
+    assert any("Superseded: reopened as version 2" in w.value for w in at.warning)
+    assert not [b for b in at.button if b.key == "reopen"]
+    state_key["review_session"] = Review.open(CaseStore(db), reopened.case_id)
     go(at, "review")
     relabel(at, uncertain[0], "normal")
     assert CaseStore(db).load_case(reopened.case_id).counts().n_blasts == start_count.n_blasts
@@ -203,6 +214,7 @@ def test_case_list_finds_opens_and_reopens_earlier_cases(db, demo_png):
     assert opened.count() == session_of(first).count()
     assert [c.key for c in opened.cells] == [c.key for c in alpha.cells]
 
+    at.text_input(key="reopen_case_reason").input("the patient id was wrong").run()
     at.button(key="reopen_case").click().run()
     assert not errors(at)
     reopened = session_of(at)

@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pytest
 from leukemia_core.counting import summarize_labels
 from leukemia_core.domain import DomainAssessment
 from leukemia_core.imaging import png_bytes, rgb_from_png
+from leukemia_core.report import case_report_html
 from leukemia_core.store import (
     DATABASE_ENV_VAR,
     SCHEMA_VERSION,
@@ -320,7 +322,7 @@ def test_reopen_creates_a_new_version_and_keeps_the_signed_one(store: CaseStore)
     store.sign_case(case_id, reviewer="Dr. A")
     signed = store.load_case(case_id)
 
-    new_id = store.reopen_case(case_id, reviewer="Dr. B")
+    new_id = store.reopen_case(case_id, reviewer="Dr. B", reason="cell 2 is a blast after all")
     reopened = store.load_case(new_id)
     assert new_id != case_id
     assert (reopened.version, reopened.parent_id, reopened.sample_id) == (2, case_id, "S-7")
@@ -328,10 +330,17 @@ def test_reopen_creates_a_new_version_and_keeps_the_signed_one(store: CaseStore)
     assert reopened.cells == signed.cells  # labels, model labels and images copied
     assert reopened.fields == signed.fields
     assert [(a.action, a.case_id, a.version) for a in reopened.audit] == [("reopened", new_id, 2)]
-    assert case_id in reopened.audit[0].note
+    assert (
+        case_id in reopened.audit[0].note
+        and "cell 2 is a blast after all" in reopened.audit[0].note
+    )
 
     store.relabel_cell(new_id, 0, 1, "normal", reviewer="Dr. B")
-    assert store.load_case(case_id) == signed
+    old = store.load_case(case_id)
+    assert replace(old, superseded_by=None) == signed  # unchanged, but it says it was replaced
+    assert (old.superseded_by.case_id, old.superseded_by.version) == (new_id, 2)
+    assert reopened.superseded_by is None and signed.superseded_by is None
+    assert "SUPERSEDED by version 2" in case_report_html(old)
     assert store.load_case(new_id).counts().n_blasts == 0
 
     with pytest.raises(

@@ -93,3 +93,21 @@ def _save(session: Review, sample_id: str) -> None:
     # A toast: a banner here would vanish at the first label and pull the cell up the page.
     flash(f"Case saved (id {case_id[:8]}): each change is now recorded.", "toast")
     st.rerun()
+
+
+def superseded_note(record: CaseRecord) -> bool:
+    """Say that a signed version was reopened as a newer one; True when it was."""
+    newer = record.superseded_by
+    if newer is None:
+        return False
+    st.warning(f"Superseded: reopened as version {newer.version} by {newer.created_by or '—'} at "
+               f"{minute_text(newer.created_at)} UTC. This signed version stays as it was; open "
+               "the latest version on the Cases page.", icon=":material/history:")  # fmt: skip
+    return True
+
+
+def reopen_reason(key: str, container=st) -> str:
+    """The reason for reopening a signed case (kept in the new version's audit trail)."""
+    return container.text_input("Why reopen it? (kept in the audit trail)", key=key,
+                                max_chars=500, placeholder="e.g. second opinion: cell 7 "
+                                "looks like a blast").strip()  # fmt: skip

@@ -167,9 +167,9 @@ def sign(session: Review) -> None:
     session.sign(case_store(), user=auth.user())
 
 
-def reopen(session: Review) -> str:
+def reopen(session: Review, reason: str = "") -> str:
     """Reopen a signed case as a new version, which becomes the one under review."""
-    new_id = session.reopen(case_store(), user=auth.user())
+    new_id = session.reopen(case_store(), user=auth.user(), reason=reason)
     remember(session)
     return new_id
 
