@@ -38,7 +38,7 @@ def export_reviewed_cases(store: CaseStore, out_dir: Path) -> CellTable:
     """
     out_dir = Path(out_dir).expanduser()
     _check_export_target(out_dir)
-    chosen = _newest_signed(store)
+    chosen, being_corrected = _newest_signed(store)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:
@@ -85,11 +85,16 @@ def export_reviewed_cases(store: CaseStore, out_dir: Path) -> CellTable:
         f"sample(s); left out {skipped['other']} cell(s) not labelled blast/normal and "
         f"{skipped['no_crop']} without a crop image."
     )
+    if being_corrected:
+        note += (f" Left out {being_corrected} signed case(s) reopened and not signed again "
+                 "(their labels are being corrected).")  # fmt: skip
     return CellTable(records, (note,))
 
 
-def _newest_signed(store: CaseStore) -> list[CaseSummary]:
-    """The newest signed version of each case lineage, in (sample, creation) order."""
+def _newest_signed(store: CaseStore) -> tuple[list[CaseSummary], int]:
+    """The newest version of each case lineage where it is signed, in (sample, creation) order;
+    a lineage whose newest version was reopened and is not signed again is left out (its labels
+    are being corrected)."""
     cases = {c.case_id: c for c in store.list_cases(limit=sys.maxsize)}
 
     def lineage(case_id: str) -> str:
@@ -99,11 +104,12 @@ def _newest_signed(store: CaseStore) -> list[CaseSummary]:
 
     newest: dict[str, CaseSummary] = {}
     for case in cases.values():
-        if case.status == STATUS_SIGNED:
-            root = lineage(case.case_id)
-            if root not in newest or case.version > newest[root].version:
-                newest[root] = case
-    return sorted(newest.values(), key=lambda c: (c.sample_id, c.created_at, c.case_id))
+        root = lineage(case.case_id)
+        if root not in newest or case.version > newest[root].version:
+            newest[root] = case
+    signed = [c for c in newest.values() if c.status == STATUS_SIGNED]
+    reopened = sum(c.status != STATUS_SIGNED and c.parent_id in cases for c in newest.values())
+    return sorted(signed, key=lambda c: (c.sample_id, c.created_at, c.case_id)), reopened
 
 
 def _is_export(folder: Path) -> bool:
