@@ -228,3 +228,18 @@ def test_promotion_concerns_name_what_a_lab_should_weigh():
     results = {"table": [good, results["table"][1]],
                "models": {"lite": {"metrics": {"n": 300, "n_groups": 12}}}}  # fmt: skip
     assert promotion_concerns(results, "lite", has_domain_reference=True) == []
+
+
+def test_the_page_table_puts_figures_before_notes_whatever_row_comes_first():
+    """At 800 px a skipped model's note (the first row) pushed every figure out of sight."""
+    from ui.comparison import table_frame
+
+    done = {"model": "lite", "status": "done", "init": "ImageNet", "n_cells": 40,
+            "balanced_accuracy": 0.8, "training_seconds": 3.0}  # fmt: skip
+    skipped = {"model": "b3", "status": "skipped", "init": None,
+               "note": "not run: ImageNet weights unavailable offline. Put them in the cache."}  # fmt: skip
+    frame = table_frame([skipped, done])
+    assert list(frame.columns)[:4] == ["Model", "Initial weights", "Cells", "Accuracy"]
+    assert frame.columns[-1] == "Note"
+    assert frame.loc[0, "Note"] == "skipped: not run: ImageNet weights unavailable offline"
+    assert frame.loc[0, "Cells"] == "—" and frame.loc[1, "Balanced accuracy"] == "0.800"

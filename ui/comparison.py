@@ -69,7 +69,12 @@ def table_frame(rows: Sequence[dict], groups: dict[str, int | None] | None = Non
         item["McNemar p vs best"] = "—" if p is None else f"{p:.3g}"
         item["Note"] = "size only: a model must beat this" if row["model"] == SIZE_BASELINE else ""
         shown.append(item)
-    return pd.DataFrame(shown)
+    # Figures first and the note last, whichever row comes first (a skipped model's row has
+    # only a note): at 800 px the note pushed every figure out of sight.
+    columns = ["Model", "Initial weights", "Cells", *(METRIC_NAMES[k] for k in TABLE_METRICS),
+               "Parameters", "Training s", "Cells/s", "McNemar p vs best", "Note"]  # fmt: skip
+    frame = pd.DataFrame(shown).reindex(columns=columns)
+    return frame.astype(object).where(frame.notna(), "—")
 
 
 def roc_figure(models: dict) -> go.Figure:
