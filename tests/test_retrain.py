@@ -357,6 +357,8 @@ def test_killing_the_worker_mid_run_leaves_registry_and_active_model_intact(cell
     at = start()
     at.selectbox(key="job").set_value(job_id).run()
     assert any("worker process stopped" in e.value for e in at.error)
+    (said,) = [c.value for c in at.caption if c.value.startswith("This job:")]
+    assert said.startswith("This job: **failed**. All jobs:") and "cancelled 1" in said
 
 
 def test_cancel_stops_a_running_job_and_keeps_nothing(cells, models_root):

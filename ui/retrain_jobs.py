@@ -176,13 +176,14 @@ def jobs_section() -> None:
     by_id = {j.job_id: j for j in all_jobs}
     if st.session_state.get("job") not in by_id:
         st.session_state["job"] = all_jobs[0].job_id
-    job_id = st.selectbox(
-        "Job", list(by_id), key="job",
-        format_func=lambda i: f"{i} · {by_id[i].title or 'custom'} · {by_id[i].state}"
-        + (f" (queue position {jobs.queue_position(i, all_jobs)})"
-           if by_id[i].state == jobs.QUEUED else ""),
-    )  # fmt: skip
+    # The state is not in the picker's label: a closed picker kept showing the label it was
+    # picked with ("queued" after the job had run or been cancelled); it is said below instead.
+    job_id = st.selectbox("Job", list(by_id), key="job",
+                          format_func=lambda i: f"{i} · {by_id[i].title or 'custom'}")  # fmt: skip
     status = by_id[job_id]
+    others = [f"{j.state} {sum(o.state == j.state for o in all_jobs)}"
+              for j in {j.state: j for j in all_jobs}.values()]  # fmt: skip
+    st.caption(f"This job: **{status.state}**. All jobs: {', '.join(others)}.")
     with st.expander("Job settings and command"):
         st.code(status.spec().command(status.folder), language="bash")
     if status.active:
