@@ -82,11 +82,24 @@ with right.form(f"change_account_{key}"):
         )
         st.rerun()  # the table and the fields show what is stored now
 
+
+def _log_table(rows: list[dict], names: dict[str, str]) -> pd.DataFrame:
+    """A log for reading: times to the minute, columns in words, empty cells as dashes."""
+    frame = pd.DataFrame(rows).rename(columns=names)
+    frame["Time (UTC)"] = frame["Time (UTC)"].map(minute_text)
+    return frame.fillna("—").astype(str)
+
+
 st.subheader("Logins and account changes", divider="gray")
-st.dataframe(pd.DataFrame(accounts.events(200)).astype(str), hide_index=True, width="stretch")
+events = accounts.events(200)
+if events:
+    st.dataframe(_log_table(events, {"at": "Time (UTC)", "user_name": "Account", "event": "Event",
+                                     "detail": "Detail"}), hide_index=True, width="stretch")  # fmt: skip
 st.subheader("Model changes", divider="gray")
 changes = accounts.model_changes(200)
 if changes:
-    st.dataframe(pd.DataFrame(changes).astype(str), hide_index=True, width="stretch")
+    names = {"at": "Time (UTC)", "user_name": "By", "action": "Action", "from_model": "From",
+             "to_model": "To", "note": "Note"}  # fmt: skip
+    st.dataframe(_log_table(changes, names), hide_index=True, width="stretch")
 else:
     st.caption("No model was promoted, adapted or activated from this app or its commands yet.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -314,3 +315,6 @@ def test_changing_another_account_on_the_page_shows_and_saves_that_accounts_valu
     next(b for b in at.button if b.label == "Save changes to boss").click().run()
     assert [s.value for s in at.success] == ["boss: nothing changed."]
     assert accounts.authenticate("boss", "a long secret 1").name == "boss"
+    log = next(d.value for d in at.dataframe if "Event" in d.value.columns)  # for reading
+    assert list(log.columns) == ["Time (UTC)", "Account", "Event", "Detail"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", log["Time (UTC)"].iloc[0])
