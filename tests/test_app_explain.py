@@ -242,6 +242,8 @@ def test_logout_takes_the_case_out_of_the_address(db, demo_png):
     assert "case" in at.query_params
     at.button(key="logout").click().run()
     assert "case" not in at.query_params  # the next account to log in here starts clean
+    assert [i.value for i in at.info] == ["You are logged out."]
+    assert any("research use only" in c.value for c in at.caption)
     again = log_in(at, "Dr. Next", ("signer",)).run()
     assert "review_session" not in again.session_state or session_of(again) is None
 

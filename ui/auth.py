@@ -24,6 +24,7 @@ from leukemia_core.accounts import (
 from leukemia_core.store import default_database_path
 
 LOGIN_KEY = "login"
+LOGGED_OUT_KEY = "logged_out"
 FIRST_ADMIN_COMMAND = (
     "python -m leukemia_core users add admin --role admin --role signer --role model_admin"
 )
@@ -95,6 +96,10 @@ def _only_this_page(url_paths: Sequence[str]) -> None:
 
 def _login_form() -> None:
     st.title("Log in")
+    st.caption("ALL blast screening from blood-smear images · research use only, not for "
+               "diagnosis.")  # fmt: skip
+    if st.session_state.pop(LOGGED_OUT_KEY, False):
+        st.info("You are logged out.")
     with st.form("login_form"):
         name = st.text_input("Account name", key="login_name", autocomplete="username")
         password = st.text_input("Password", type="password", key="login_password",
@@ -119,6 +124,7 @@ def logout() -> None:
     if found is not None:
         accounts().record(found.name, "logout")
     _forget_session()
+    st.session_state[LOGGED_OUT_KEY] = True  # said once on the login form
     st.query_params.pop("case", None)  # ui.state.CASE_PARAM (ui.state imports this module)
 
 
