@@ -57,10 +57,26 @@ def _apply_preset() -> None:
         st.session_state[key] = list(value) if isinstance(value, tuple) else value
 
 
+KEPT_KEY = "retrain_settings_kept"
+KEPT_WIDGETS = ("preset", "architectures", *SETTING_KEYS, "data_source", "data_paths")
+
+
 def _defaults() -> None:
+    """The settings of this tab's last visit (Streamlit forgets the widgets of a page left for
+    another), else the quick CPU preset."""
     if "preset" not in st.session_state:
-        st.session_state["preset"] = "quick_cpu"
-        _apply_preset()
+        kept = st.session_state.get(KEPT_KEY)
+        if kept:
+            st.session_state.update(kept)
+        else:
+            st.session_state["preset"] = "quick_cpu"
+            _apply_preset()
+
+
+def _keep() -> None:
+    st.session_state[KEPT_KEY] = {
+        key: st.session_state[key] for key in KEPT_WIDGETS if key in st.session_state
+    }
 
 
 def _inspect(locations: list[str], allow_ungrouped: bool, roots: tuple | None = None) -> None:
@@ -248,6 +264,7 @@ jobs.ensure_worker()  # queued jobs need a worker, e.g. after a server restart
 st.caption(f"Installed models: {', '.join(list_models()) or 'none'}")
 picked = dataset_section()
 settings_section(picked)
+_keep()
 retrain_jobs.jobs_section()
 adapt_section()
 active_model_section()

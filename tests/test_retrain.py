@@ -408,3 +408,17 @@ def test_another_installed_model_is_made_active_only_after_a_confirmation(models
     change = Accounts().model_changes(1)[0]
     assert (change["user_name"], change["action"], change["to_model"]) == (
         "Dr. M", "activate", "tiny-old")  # fmt: skip
+
+
+def test_the_settings_are_kept_when_the_page_is_left_and_opened_again(models_root):
+    """A walkthrough lost its epochs and architectures on a visit to another page."""
+    at = start()
+    at.selectbox(key="preset").set_value("custom").run()
+    at.multiselect(key="architectures").set_value(["simple_cnn"]).run()
+    at.number_input(key="epochs").set_value(3).run()
+    at.switch_page("pages/analyze.py").run()
+    at.switch_page("pages/retrain.py").run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="preset").value == "custom"
+    assert at.multiselect(key="architectures").value == ["simple_cnn"]
+    assert at.number_input(key="epochs").value == 3
