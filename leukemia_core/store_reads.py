@@ -21,6 +21,16 @@ from leukemia_core.store_schema import (
 )
 from leukemia_core.types import REVIEWER_EDITABLE, CellLabel, live
 
+_SEPARATORS = " -/._"  # in a search, each matches any one of them
+
+
+def _spaced(column: str) -> str:
+    """SQL for ``column`` with every separator a space (as the search is made)."""
+    for separator in _SEPARATORS[1:]:
+        column = f"REPLACE({column}, '{separator}', ' ')"
+    return column
+
+
 HEADER_COLUMNS = ("case_id", "version", "parent_id", "sample_id", "status", "created_at",
                   "created_by", "signed_by", "signed_at", "first_signed_by",
                   "first_signed_at", "patient_id")  # fmt: skip
@@ -173,15 +183,18 @@ class CaseReads:
 
         Args:
             search: Matches part of the sample id or the patient id (case-insensitive), or the
-                start of a case id.
+                start of a case id; a space, hyphen, slash, dot or underscore in it matches any
+                one of them ("HEM 24 0101" finds "HEM-24-0101").
             limit: Most rows returned, at least 1.
         """
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise CaseInputError(f"limit must be a whole number of 1 or more, got {limit!r}.")
-        escaped = str(search).strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        escaped = "".join(
+            " " if c in _SEPARATORS else "\\" + c if c in "%_\\" else c for c in str(search).strip()
+        )
         with self._transaction(write=False) as conn:
-            where = ("c.sample_id LIKE ? ESCAPE '\\' OR c.patient_id LIKE ? ESCAPE '\\' "
-                     "OR c.case_id LIKE ? ESCAPE '\\'")  # fmt: skip
+            where = (f"{_spaced('c.sample_id')} LIKE ? ESCAPE '\\' OR "
+                     f"{_spaced('c.patient_id')} LIKE ? ESCAPE '\\' OR c.case_id LIKE ? ESCAPE '\\'")  # fmt: skip
             rows = conn.execute(
                 _SUMMARIES.format(where=where),
                 (f"%{escaped}%", f"%{escaped}%", f"{escaped.lower()}%", limit),

@@ -370,8 +370,11 @@ def test_list_cases_newest_first_with_counts_and_search(store: CaseStore):
     assert [s.case_id for s in store.list_cases("all-2024")] == [second, first]
     assert [s.case_id for s in store.list_cases(second[:6])] == [second]
     assert [s.case_id for s in store.list_cases(" 001 ")] == [first]
-    assert [s.case_id for s in store.list_cases("_")] == [third]  # no SQL wildcard
-    assert store.list_cases("%") == []
+    # A separator matches any separator, as a lab types ids ("HEM 24 0101" for "HEM-24-0101"),
+    # and nothing else: no SQL wildcard.
+    assert [s.case_id for s in store.list_cases("ALL 2024 001")] == [first]
+    assert [s.case_id for s in store.list_cases("ctrl-9")] == [third]
+    assert store.list_cases("ALLx2024") == [] and store.list_cases("%") == []
     assert [s.case_id for s in store.list_cases(limit=1)] == [third]
     with pytest.raises(CaseInputError, match="limit must be a whole number of 1 or more, got 0"):
         store.list_cases(limit=0)
