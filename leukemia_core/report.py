@@ -23,6 +23,7 @@ RESEARCH_USE_STATEMENT = (
     "laboratory staff and must be confirmed by a hematologist."
 )
 _FLAGGED_LABELS = (CellLabel.BLAST.value, CellLabel.UNCERTAIN.value)
+_CARD_ORDER = {CellLabel.BLAST: 0, CellLabel.UNCERTAIN: 1, CellLabel.NORMAL: 2}  # blasts first
 _CSS = """
 body { font: 14px/1.45 system-ui, sans-serif; color: #111; margin: 2rem auto; max-width: 60rem; }
 h1 { font-size: 1.6rem; margin-bottom: .2rem; } h2 { font-size: 1.2rem; margin-top: 1.8rem;
@@ -35,7 +36,9 @@ th { background: #f2f2f2; } td.num { text-align: right; font-variant-numeric: ta
 .reading { font-size: .92rem; } .hint { color: #6a4a00; }
 .cells { display: flex; flex-wrap: wrap; gap: .6rem; }
 figure { margin: 0; width: 9.5rem; border: 1px solid #ccc; padding: .3rem; font-size: .8rem; }
-figure img { width: 100%; image-rendering: pixelated; } .changed { border-color: #b00020; }
+figure img { width: 100%; image-rendering: pixelated; } figure.changed { border-style: dashed; }
+figure.blast { border: 2px solid #c62828; } figure.uncertain { border: 2px solid #ef8f00; }
+h3 { font-size: 1rem; margin: .8rem 0 .3rem; }
 .domain { border: 2px solid #8a5a00; background: #fff8e6; color: #5a3b00; font-weight: 600;
   padding: .5rem .8rem; margin: .8rem 0; }
 .signed { font-size: 1.1rem; font-weight: 700; color: #0b6b2b; }
@@ -203,8 +206,8 @@ def _data_uri(png: bytes) -> str:
 def _cells_section(record: CaseRecord, limit: int) -> str:
     names = {f.index: f.name for f in record.fields}
     flagged = flagged_cells(record)
-    shown = flagged[:limit]
-    figures = []
+    shown = sorted(flagged[:limit], key=lambda c: _CARD_ORDER.get(c.label, len(_CARD_ORDER)))
+    groups: dict[str, list[str]] = {}
     for cell in shown:
         where = (
             f"Field {cell.field_index + 1} ({names.get(cell.field_index, '')}), cell {cell.cell_id}"
@@ -221,17 +224,21 @@ def _cells_section(record: CaseRecord, limit: int) -> str:
             if cell.changed_by_reviewer
             else _e(cell.label)
         )
-        css = "changed" if cell.changed_by_reviewer else ""
-        figures.append(
+        css = f"{_e(cell.label)} changed" if cell.changed_by_reviewer else _e(cell.label)
+        groups.setdefault(LABEL_WORDS.get(cell.label, str(cell.label)), []).append(
             f'<figure class="{css}">{image}<figcaption>{_e(where)}<br>{change}<br>'
             f"blast probability {probability}</figcaption></figure>"
         )
     more = (
         f" Showing the first {len(shown)} of {len(flagged)}." if len(shown) < len(flagged) else ""
     )
+    sections = "".join(
+        f'<h3>{_e(words)} ({len(cards)})</h3><div class="cells">{"".join(cards)}</div>'
+        for words, cards in groups.items()
+    )
     return (
         "<h2>Flagged cells</h2><p>Cells labelled blast or uncertain, or relabelled by the "
-        f"reviewer: {len(flagged)}.{more}</p>" + f'<div class="cells">{"".join(figures)}</div>'
+        f"reviewer (dashed frame): {len(flagged)}, by their final label.{more}</p>" + sections
     )
 
 

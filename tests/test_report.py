@@ -134,6 +134,9 @@ def test_html_embeds_flagged_cell_images(record: CaseRecord):
     np.testing.assert_array_equal(embedded[1], pixels(250))  # ... and its overlay beside it
     np.testing.assert_array_equal(embedded[2], pixels(1))
     assert "model: normal → reviewer: blast" in page
+    # by final label, blasts first (a walkthrough found the one relabelled blast as card 8 of 10)
+    assert page.index("<h3>Blast (5)</h3>") < page.index("<h3>Uncertain (1)</h3>")
+    assert page.count('class="blast changed"') == 1
     assert "{" not in page.split("<body>")[1]  # no raw JSON: the settings in words
     assert "blast when the calibrated probability is at least" in page or "no model" in page
     limited = case_report_html(record, flagged_limit=2)
