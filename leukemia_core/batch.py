@@ -181,12 +181,14 @@ def plan(paths: Sequence[Path], out: Path, labeller: Labeller, *, single_cells: 
     fingerprint = model_fingerprint(labeller)
     (out / PARTS_DIR).mkdir(parents=True, exist_ok=True)
     planned, done, first_of = [], {}, {}
-    for path, stem in zip(paths, output_stems(paths, reserved=[Path(SUMMARY_FILE).stem]),
-                          strict=True):  # fmt: skip
+    sizes = [_size(path) for path in paths]
+    shared = {s for s in sizes if s is not None and sizes.count(s) > 1}  # only these can repeat
+    for path, stem, size in zip(paths, output_stems(paths, reserved=[Path(SUMMARY_FILE).stem]),
+                                sizes, strict=True):  # fmt: skip
         if note := renamed_note(path, stem):
             tqdm.write(note, file=sys.stderr)
         planned.append((path, stem))
-        digest = _content_digest(path)
+        digest = _content_digest(path) if size in shared else None
         if digest is not None and digest in first_of:  # counted once, whatever its name
             why = (f"the same file as {first_of[digest]} (given twice?): analysed once, so its "
                    "cells are not counted twice")  # fmt: skip
@@ -208,11 +210,17 @@ def plan(paths: Sequence[Path], out: Path, labeller: Labeller, *, single_cells: 
     return planned, done
 
 
+def _size(path: Path) -> int | None:
+    """The size of a regular file (None otherwise: its analysis will say why)."""
+    try:
+        return path.stat().st_size if path.is_file() else None
+    except OSError:
+        return None
+
+
 def _content_digest(path: Path) -> str | None:
     """SHA-256 of the file's bytes (None when it cannot be read: its analysis will say why)."""
     try:
-        if not path.is_file():
-            return None
         digest = hashlib.sha256()
         with path.open("rb") as stream:
             while chunk := stream.read(1 << 20):

@@ -164,6 +164,8 @@ def _prepared(image: PreparedImage | np.ndarray, index: int, names) -> PreparedI
 def _without_repeats(images: list[PreparedImage]) -> tuple[list[PreparedImage], list]:
     """The images, each picture once; a repeat (the same pixels, whatever its name) is a
     failure, so that no cell of one picture is counted twice."""
+    if len(images) < 2:  # nothing to compare: no hashing of the usual one-field sample
+        return images, []
     kept, failures, first_of = [], [], {}
     for image in images:
         rgb = np.ascontiguousarray(image.rgb)

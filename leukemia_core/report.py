@@ -36,8 +36,9 @@ th { background: #f2f2f2; } td.num { text-align: right; font-variant-numeric: ta
 .reading { font-size: .92rem; } .hint { color: #6a4a00; }
 .cells { display: flex; flex-wrap: wrap; gap: .6rem; }
 figure { margin: 0; width: 9.5rem; border: 1px solid #ccc; padding: .3rem; font-size: .8rem; }
-figure img { width: 100%; image-rendering: pixelated; } figure.changed { border-style: dashed; }
+figure img { width: 100%; image-rendering: pixelated; }
 figure.blast { border: 2px solid #c62828; } figure.uncertain { border: 2px solid #ef8f00; }
+figure.changed { border-style: dashed; }
 h3 { font-size: 1rem; margin: .8rem 0 .3rem; }
 .domain { border: 2px solid #8a5a00; background: #fff8e6; color: #5a3b00; font-weight: 600;
   padding: .5rem .8rem; margin: .8rem 0; }
@@ -101,12 +102,13 @@ def _css_text(text: str) -> str:
 
 
 def _status_words(record: CaseRecord) -> str:
-    newer = record.superseded_by
-    if record.is_signed and newer is not None:
-        return (f"SIGNED by {record.signed_by} at {minute_text(record.signed_at)} UTC; "
-                f"SUPERSEDED by version {newer.version} ({minute_text(newer.created_at)} UTC)")  # fmt: skip
     if record.is_signed:
-        return f"SIGNED by {record.signed_by} at {minute_text(record.signed_at)} UTC"
+        signed = f"SIGNED by {record.signed_by} at {minute_text(record.signed_at)} UTC"
+        newer = record.superseded_by
+        if newer is None:
+            return signed
+        return (f"{signed}; SUPERSEDED by version {newer.version} "
+                f"({minute_text(newer.created_at)} UTC)")  # fmt: skip
     if record.first_signed_by:
         return "NOT SIGNED YET — awaiting the second signer"
     return "NOT SIGNED — draft, not reviewed and signed"

@@ -137,6 +137,8 @@ def test_html_embeds_flagged_cell_images(record: CaseRecord):
     # by final label, blasts first (a walkthrough found the one relabelled blast as card 8 of 10)
     assert page.index("<h3>Blast (5)</h3>") < page.index("<h3>Uncertain (1)</h3>")
     assert page.count('class="blast changed"') == 1
+    # the dashed frame of a relabelled card comes after the label colours, which would reset it
+    assert page.index("figure.changed {") > page.index("figure.blast {")
     assert "{" not in page.split("<body>")[1]  # no raw JSON: the settings in words
     assert "blast when the calibrated probability is at least" in page or "no model" in page
     limited = case_report_html(record, flagged_limit=2)

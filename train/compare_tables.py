@@ -6,6 +6,8 @@ import csv
 import io
 from collections.abc import Sequence
 
+from train.compare_settings import SIZE_BASELINE
+
 SOURCE_COLUMNS = ("sensitivity", "specificity", "auroc", "ece", "confident_miss_rate")
 
 
@@ -116,7 +118,7 @@ def promotion_concerns(results: dict, model: str, *, has_domain_reference: bool)
     if sensitivity is not None and specificity is not None and min(sensitivity, specificity) < 0.05:
         called = "blast" if sensitivity > specificity else "normal"
         concerns.append(f"it calls (nearly) every test cell {called}")
-    baseline = rows.get("size_only_baseline", {})
+    baseline = rows.get(SIZE_BASELINE, {})
     ours, theirs = row.get("balanced_accuracy"), baseline.get("balanced_accuracy")
     if ours is not None and theirs is not None and ours <= theirs:
         concerns.append(

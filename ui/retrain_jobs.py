@@ -6,6 +6,8 @@ and files.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import streamlit as st
 
 from leukemia_core.errors import LeukemiaCoreError
@@ -181,9 +183,8 @@ def jobs_section() -> None:
     job_id = st.selectbox("Job", list(by_id), key="job",
                           format_func=lambda i: f"{i} · {by_id[i].title or 'custom'}")  # fmt: skip
     status = by_id[job_id]
-    others = [f"{j.state} {sum(o.state == j.state for o in all_jobs)}"
-              for j in {j.state: j for j in all_jobs}.values()]  # fmt: skip
-    st.caption(f"This job: **{status.state}**. All jobs: {', '.join(others)}.")
+    per_state = ", ".join(f"{s} {n}" for s, n in Counter(j.state for j in all_jobs).items())
+    st.caption(f"This job: **{status.state}**. All jobs: {per_state}.")
     with st.expander("Job settings and command"):
         st.code(status.spec().command(status.folder), language="bash")
     if status.active:
