@@ -128,8 +128,8 @@ def image_fingerprint(path: Path) -> str:
 
 def model_summary(labeller: Labeller) -> dict:
     """The model's part of ``summary.json``: its name, weights, decision settings and runtime."""
-    return {"model": labeller.name, "model_sha256": labeller.checksum,
-            "model_calibration": labeller.decision_settings(),
+    return {"model": labeller.name, "model_description": labeller.description,
+            "model_sha256": labeller.checksum, "model_calibration": labeller.decision_settings(),
             "model_runtime": labeller.runtime}  # fmt: skip
 
 

@@ -56,7 +56,8 @@ class ClassifierWorker:
         labeller = self.labeller
         return {"name": labeller.name, "checksum": labeller.checksum,
                 "settings": labeller.decision_settings(), "runtime": labeller.runtime,
-                "input_size": labeller.input_size}  # fmt: skip
+                "input_size": labeller.input_size,
+                "description": labeller.description}  # fmt: skip
 
     def label(self, crops: list) -> CropCalls:
         return self.labeller.label(crops)
@@ -73,6 +74,7 @@ class RemoteLabeller:
         self.name, self.checksum = described["name"], described["checksum"]
         self.runtime = described["runtime"]
         self.input_size = described["input_size"]
+        self.description = described["description"]
         self._settings = described["settings"]
 
     def decision_settings(self) -> dict:

@@ -122,6 +122,11 @@ class CaseRecord(CaseHeader):
         return self.audit[-1].audit_id if self.audit else 0
 
     @property
+    def model_words(self) -> str:
+        """The model in words (name, network, dates); its folder name for older cases."""
+        return str(self.thresholds.get("model_description") or self.model_name)
+
+    @property
     def n_unreviewed(self) -> int:
         """Cells no reviewer has relabelled or accepted (border cells need no review)."""
         return sum(c.awaits_review for c in self.cells)

@@ -43,6 +43,7 @@ class Labeller(Protocol):
     checksum: str
     runtime: str  # what runs the network: "keras", "onnx", or "none"
     input_size: int | None  # the model's input side, which sets how far a large field may shrink
+    description: str  # the model in words for records and reports ("" without a model)
 
     def decision_settings(self) -> dict: ...
 
@@ -62,6 +63,7 @@ class ModelLabeller:
         self.checksum = classifier.model.checksum
         self.runtime = classifier.runtime
         self.input_size = classifier.input_size
+        self.description = classifier.model.config.description
 
     def decision_settings(self) -> dict:
         return self.classifier.model.config.decision_settings()
@@ -94,6 +96,7 @@ class ReviewerLabeller:
     checksum = ""
     runtime = "none"
     input_size = None
+    description = ""
 
     def decision_settings(self) -> dict:
         return {}

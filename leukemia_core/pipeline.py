@@ -74,6 +74,7 @@ class Analysis:
         model_name: Model that labelled the cells; :data:`NO_MODEL` when none did.
         model_checksum: SHA-256 of the model's weights ('' without a model).
         calibration: The model's threshold, review band and test-time views.
+        model_description: The model in words (name, network, dates); '' without a model.
     """
 
     mode: str
@@ -84,6 +85,7 @@ class Analysis:
     model_name: str = NO_MODEL
     model_checksum: str = ""
     calibration: dict = field(default_factory=dict)
+    model_description: str = ""
 
     @property
     def has_model(self) -> bool:
@@ -146,7 +148,8 @@ def analyze(
     if domain is not None and domain.warned:  # the whole sample differs: every cell to review
         cells = [_to_review(c) for c in cells]
     return Analysis(mode, tuple(fields), tuple(cells), (*failures, *failed), domain,
-                    labeller.name, labeller.checksum, labeller.decision_settings())  # fmt: skip
+                    labeller.name, labeller.checksum, labeller.decision_settings(),
+                    labeller.description)  # fmt: skip
 
 
 def _prepared(image: PreparedImage | np.ndarray, index: int, names) -> PreparedImage:

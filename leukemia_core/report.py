@@ -355,7 +355,7 @@ def case_report_html(record: CaseRecord, *, flagged_limit: int = 48) -> str:
         ("Case", f"version {record.version}{parent}; status {_e(record.status)}"),
         ("Created", f"{_minute(record.created_at)} by {_e(record.created_by or '—')}"),
         ("Reviewed by", _e(", ".join(_reviewers(record)) or "—")),
-        ("Model", _e(record.model_name)),
+        ("Model", _e(record.model_words)),
         ("How cells were labelled", _e(_decision_words(record.thresholds))),
         ("Comment", _e(record.comment) if record.comment else "—"),
         ("Details", f"case id <code>{_e(record.case_id)}</code>; model weights "

@@ -183,10 +183,12 @@ class Review(ReviewTallies, ReviewReshape, ReviewSignoff):
 
     def thresholds(self) -> dict:
         """What decided the labels, stored with the case (JSON values only)."""
+        described = self.analysis.model_description
         return {
             "model_calibration": dict(self.calibration),
             "blast_percent_thresholds": [INVESTIGATE_PERCENT, WHO_ACUTE_LEUKEMIA_PERCENT],
             "mode": self.mode,
+            **({"model_description": described} if described else {}),
         }
 
     # ---- the workflow: record first, then the screen ----------------------------------------
@@ -310,6 +312,7 @@ class Review(ReviewTallies, ReviewReshape, ReviewSignoff):
             thresholds.get("mode", MODE_FIELDS), record.fields, record.cells, (), record.domain,
             record.model_name, record.model_checksum,
             dict(thresholds.get("model_calibration", {})),
+            str(thresholds.get("model_description", "")),
         )  # fmt: skip
         review = cls(analysis, sample_id=record.sample_id)
         review._cells = _by_key((*record.cells, *record.replaced))

@@ -37,7 +37,7 @@ st.markdown(
     f"- **Case:** {record.case_id[:8]}, version {record.version}{parent}\n"
     f"- **Created:** {minute_text(record.created_at)} UTC by "
     f"{record.created_by or '—'}\n"
-    f"- **Model:** {record.model_name}\n"
+    f"- **Model:** {record.model_words}\n"
     f"- **Fields:** {len(record.fields)}; **cells:** {len(record.cells)}; **counted:** "
     f"{count.n_counted}; **blasts:** {count.n_blasts} ({percent_text(count)}, 95% CI "
     f"{interval_text(count)})"

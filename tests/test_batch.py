@@ -70,6 +70,7 @@ class StubLabeller:
     """Labels every crop blast (p 0.9) with the domain scores it is given, one per call."""
 
     name, checksum, runtime, input_size = "stub", "5" * 64, "none", 64
+    description = "stub: a test labeller"
 
     def __init__(self, scores):
         self.scores = list(scores)

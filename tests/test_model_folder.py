@@ -13,6 +13,7 @@ from leukemia_core.cropping import crop_cells
 from leukemia_core.errors import ModelIntegrityError, ModelNotFoundError
 from leukemia_core.imaging import png_bytes
 from leukemia_core.models import preprocess
+from leukemia_core.models.config import ModelConfig
 from leukemia_core.models.folder import (
     active_model_name,
     list_models,
@@ -174,3 +175,16 @@ def test_config_json_records_checksum_and_calibration(models):
     values = json.loads((models / "tiny" / "config.json").read_text())
     assert values["sha256"] == load_model("tiny", models).checksum
     assert values["calibration"]["uncertain_low"] == 0.45
+
+
+def test_a_model_is_described_in_words_with_its_dates():
+    values = {"architecture": "efficientnet_lite0", "input_size": 224, "preprocessing": "lite",
+              "class_names": ["blast", "normal"], "sha256": "a" * 64,
+              "training": {"created": "2026-12-04T21:39:15+00:00",
+                           "recalibrated": {"date": "2026-12-05T08:00:00+00:00"}}}  # fmt: skip
+    config = ModelConfig.from_dict("lite0_blast_v2", values)
+    assert config.description == (
+        "lite0_blast_v2: EfficientNet-Lite0 network, trained 2026-12-04, recalibrated 2026-12-05"
+    )
+    bare = ModelConfig.from_dict("mine", {**values, "architecture": "resnet50", "training": {}})
+    assert bare.description == "mine: ResNet-50 network"

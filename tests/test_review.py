@@ -90,6 +90,15 @@ def test_every_segmented_cell_is_in_the_review_with_the_models_call(session, fie
         assert len(cell.outline) >= 4
 
 
+def test_the_model_is_named_in_words_in_the_record_and_the_report(saved, store, classifier):
+    described = classifier.model.config.description
+    assert described.startswith("tiny: ") and "network" in described
+    record = store.load_case(saved.case_id)
+    assert record.thresholds["model_description"] == described == record.model_words
+    assert f"<td>{described}</td>" in case_report_html(record)
+    assert Review.from_record(record).thresholds()["model_description"] == described
+
+
 def test_counts_follow_the_labels_and_a_relabel_changes_every_count_at_once(saved, store):
     session = saved
     labels = [c.label for c in session.cells]

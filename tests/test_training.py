@@ -110,7 +110,9 @@ def test_analyze_cli_on_a_real_field(trained, shared_data, tmp_path):
     assert len(rows) >= 2 and all(r["image"] == "Im020_1.jpg" for r in rows)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["images_analysed"] == 1 and len(summary["images_failed"]) == 1
-    assert summary["model_calibration"] == load_model("smoke", root).config.decision_settings()
+    config = load_model("smoke", root).config
+    assert summary["model_calibration"] == config.decision_settings()
+    assert summary["model_description"] == config.description
     assert summary["model_runtime"] == "onnx"  # a CPU run: ONNX Runtime, verified on load
     per_image = json.loads((out / "Im020_1.json").read_text())
     counted = sum(r["label"] in ("blast", "normal") for r in rows)

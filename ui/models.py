@@ -20,6 +20,7 @@ import streamlit as st
 from leukemia_core.classify import Classifier
 from leukemia_core.cropping import DEFAULT_CROP_SIZE
 from leukemia_core.errors import LeukemiaCoreError
+from leukemia_core.models.config import architecture_words
 from leukemia_core.models.folder import (
     MODELS_ENV_VAR,
     ModelConfig,
@@ -124,20 +125,6 @@ def get_classifier(name: str) -> Classifier:
     config = read_config(name)
     version = f"{config.sha256} {config.decision_settings()}"
     return _classifier(name, version, str(models_dir()))
-
-
-_ARCHITECTURE_WORDS = {"inception_v3": "Inception-v3", "simple_cnn": "small convolutional",
-                       "vgg16": "VGG-16", "vgg19": "VGG-19", "xception": "Xception"}  # fmt: skip
-
-
-def architecture_words(architecture: str) -> str:
-    """``efficientnet_lite0`` -> ``EfficientNet-Lite0``, ``resnet50`` -> ``ResNet-50``."""
-    if architecture in _ARCHITECTURE_WORDS:
-        return _ARCHITECTURE_WORDS[architecture]
-    for prefix, words in (("efficientnet_", "EfficientNet-"), ("resnet", "ResNet-")):
-        if architecture.startswith(prefix):
-            return words + architecture[len(prefix) :].capitalize()
-    return architecture
 
 
 def plain_summary(config: ModelConfig) -> str:

@@ -35,6 +35,20 @@ def check_test_time_views(value: object) -> int:
     return value
 
 
+_ARCHITECTURE_WORDS = {"inception_v3": "Inception-v3", "simple_cnn": "small convolutional",
+                       "vgg16": "VGG-16", "vgg19": "VGG-19", "xception": "Xception"}  # fmt: skip
+
+
+def architecture_words(architecture: str) -> str:
+    """``efficientnet_lite0`` -> ``EfficientNet-Lite0``, ``resnet50`` -> ``ResNet-50``."""
+    if architecture in _ARCHITECTURE_WORDS:
+        return _ARCHITECTURE_WORDS[architecture]
+    for prefix, words in (("efficientnet_", "EfficientNet-"), ("resnet", "ResNet-")):
+        if architecture.startswith(prefix):
+            return words + architecture[len(prefix) :].capitalize()
+    return architecture
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """The parsed ``config.json`` of a model folder."""
@@ -77,6 +91,18 @@ class ModelConfig:
     def input_spec(self) -> InputSpec:
         """The crop -> model-input path this model was trained with."""
         return InputSpec(self.input_size, self.preprocessing, self.stain_normalisation)
+
+    @property
+    def description(self) -> str:
+        """The model in words for records and reports: name, network and dates, e.g.
+        ``lite0_blast_v2: EfficientNet-Lite0 network, trained 2026-12-04``."""
+        parts = [f"{architecture_words(self.architecture)} network"]
+        if "created" in self.training:
+            parts.append(f"trained {str(self.training['created'])[:10]}")
+        recalibrated = self.training.get("recalibrated")
+        if isinstance(recalibrated, dict) and "date" in recalibrated:
+            parts.append(f"recalibrated {str(recalibrated['date'])[:10]}")
+        return f"{self.name}: {', '.join(parts)}"
 
     def decision_settings(self) -> dict:
         """What turns the model's logits into labels (calibration, test-time views and, when the
