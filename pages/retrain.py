@@ -176,7 +176,11 @@ def settings_section(picked: dict | None) -> None:
     preset = st.selectbox("Preset", list(names), key="preset", format_func=names.get,
                           on_change=_apply_preset)  # fmt: skip
     if preset != CUSTOM:
-        st.caption(PRESETS[preset].description)
+        left_out = PRESETS[preset].runnable()[1]
+        st.caption(PRESETS[preset].description + (
+            f" Left out, as their ImageNet weights are not on this server: {', '.join(left_out)} "
+            "(put their files in the Keras cache, `$KERAS_HOME/models/`, to run them)."
+            if left_out else ""))  # fmt: skip
     architectures = st.multiselect("Architectures", list_architectures(), key="architectures")
     cols = st.columns(4)
     cols[0].number_input("Input size (px)", 32, 600, key="input_size")

@@ -115,6 +115,18 @@ def test_presets_name_registry_architectures_and_follow_the_papers():
     assert set(AUGMENTATIONS) == set(quick.augmentations)
 
 
+def test_the_quick_preset_runs_only_what_needs_no_download(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # an empty Keras cache
+    ready, left_out = PRESETS["quick_cpu"].runnable()
+    assert "simple_cnn" in ready and "efficientnet_lite0" in ready  # random init; a pip package
+    assert {"efficientnet_b3", "vgg16", "resnet50"} <= set(left_out)
+    assert CompareSettings.from_preset("quick_cpu").architectures == ready
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5").write_bytes(b"0")
+    assert "vgg16" in PRESETS["quick_cpu"].runnable()[0]
+    assert PRESETS["paper_a"].runnable() == (PRESETS["paper_a"].architectures, ())
+
+
 @pytest.mark.parametrize("bad, message", [
     ({"architectures": ()}, "at least one"),
     ({"architectures": ("vgg16", "vgg16")}, "twice"),

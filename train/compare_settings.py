@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from leukemia_core.calibration import THRESHOLD_RULES
 from leukemia_core.errors import ImageNetWeightsUnavailableError
 from leukemia_core.models import get_architecture, list_architectures
-from leukemia_core.models.architectures import imagenet_weights
+from leukemia_core.models.architectures import imagenet_weights, runs_offline
 from leukemia_core.models.config import check_test_time_views
 from train.augmentation import AUGMENTATIONS
 from train.batches import BALANCING
@@ -41,12 +41,21 @@ class CompareCancelled(Exception):
 
 @dataclass(frozen=True)
 class Preset:
-    """A named set of architectures and settings."""
+    """A named set of architectures and settings; ``installed_only`` keeps the architectures
+    that can start here without a download (:func:`runs_offline`), checked when applied."""
 
     title: str
     description: str
     architectures: tuple[str, ...]
     settings: dict = field(default_factory=dict)
+    installed_only: bool = False
+
+    def runnable(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """``(architectures it runs, architectures left out for want of ImageNet weights)``."""
+        if not self.installed_only:
+            return self.architectures, ()
+        ready = tuple(a for a in self.architectures if runs_offline(a))
+        return ready, tuple(a for a in self.architectures if a not in ready)
 
 
 PRESETS = {
@@ -78,9 +87,10 @@ PRESETS = {
     ),
     "quick_cpu": Preset(
         "Quick CPU comparison",
-        "Every registry architecture with a frozen backbone at 128 px; the head is trained on "
-        "backbone features computed once (2 views per cell), so a CPU finishes in minutes; "
-        "the plain CNN has no pretrained weights and is trained whole (most of the time).",
+        "Every registry architecture whose ImageNet weights are on this server, with a frozen "
+        "backbone at 128 px; the head is trained on backbone features computed once (2 views "
+        "per cell), so a CPU finishes in minutes; the plain CNN has no pretrained weights and "
+        "is trained whole (most of the time).",
         tuple(list_architectures()),
         {
             "input_size": 128,
@@ -89,6 +99,7 @@ PRESETS = {
             "cached_features": True,
             "feature_views": 2,
         },
+        installed_only=True,
     ),
 }
 
@@ -176,7 +187,7 @@ class CompareSettings:
         if name not in PRESETS:
             raise ValueError(f"Unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")
         preset = PRESETS[name]
-        return cls(**{"architectures": preset.architectures, **preset.settings, **overrides})
+        return cls(**{"architectures": preset.runnable()[0], **preset.settings, **overrides})
 
     @classmethod
     def from_dict(cls, values: dict) -> CompareSettings:

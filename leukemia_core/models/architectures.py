@@ -240,6 +240,12 @@ def imagenet_weights(name: str) -> Path:
     )
 
 
+def runs_offline(name: str) -> bool:
+    """True when ``name`` can start training here without a download: it has no pretrained
+    weights (trained whole), or its ImageNet weights are installed (:func:`imagenet.installed`)."""
+    return get_architecture(name).imagenet_source is None or imagenet.installed(name)
+
+
 def build_classifier(
     name: str,
     *,

