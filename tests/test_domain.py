@@ -18,6 +18,7 @@ import pytest
 from conftest import synthetic_cell_crops
 
 from leukemia_core.batch import analyze_files
+from leukemia_core.calibration import Calibration
 from leukemia_core.case_export import case_json, cells_csv
 from leukemia_core.classify import Classifier
 from leukemia_core.counting import CellLabel
@@ -316,6 +317,21 @@ def test_loso_domain_check_tells_a_shifted_source_on_cached_arrays():
     assert shifted["in_domain_samples_warned"] <= 0.5
     same = domain_check(train, in_domain, (parts[0][0][:80], parts[0][1][:80], groups[:80]))
     assert same["cell_auroc"] < 0.75  # cells like the training ones are not told apart
+
+    # Every blast called normal and every normal cell called blast, with confidence: the
+    # warned source's errors all reach a reviewer, the unwarned source's do not.
+    band = Calibration(threshold=0.5, uncertain_low=0.2, uncertain_high=0.8)
+    is_blast = np.arange(240) % 2 == 0
+    wrong = (np.where(is_blast, 0.01, 0.99), is_blast, band)
+    shifted = domain_check(train, in_domain, (*parts[2], groups), wrong)
+    assert shifted["missed_blasts_unreviewed"]["no_check"] == 1.0
+    assert shifted["missed_blasts_unreviewed"]["sample_check"] == 0.0
+    assert shifted["false_blasts_unreviewed"]["sample_check"] == 0.0
+    same = domain_check(train, in_domain, (parts[0][0][:80], parts[0][1][:80], groups[:80]),
+                        (wrong[0][:80], is_blast[:80], band))  # fmt: skip
+    assert same["missed_blasts_unreviewed"]["sample_check"] == 1.0
+    assert 0.9 <= same["missed_blasts_unreviewed"]["cell_limit_99"] <= 1.0
+    assert 0.0 <= same["in_domain_cells_over_cell_limit"]["99"] <= 0.1
 
 
 def test_the_domain_command_fits_on_the_model_split_and_writes_the_folder(

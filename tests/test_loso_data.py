@@ -61,11 +61,19 @@ def test_loso_tests_each_source_with_a_model_that_never_saw_it(mixed, tmp_path, 
     assert set(extras) == {"allidb2", "deepapl", "pbc"}
     for values in extras.values():
         assert 0.0 <= values["domain"]["cell_auroc"] <= 1.0
+    # Confident misses no reviewer sees: with no domain check, the per-source figure itself;
+    # the sample check can only send more of them to review.
+    for source in ("allidb2", "deepapl"):
+        missed = extras[source]["domain"]["missed_blasts_unreviewed"]
+        assert missed["no_check"] == pytest.approx(per_source[source]["confident_miss_rate"])
+        assert missed["cell_limit_99"] <= missed["sample_check"] <= missed["no_check"]
+    assert extras["pbc"]["domain"]["missed_blasts_unreviewed"]["no_check"] is None
     assert "one class" in extras["pbc"]["adaptation"]["skipped"]
     assert set(extras["deepapl"]["adaptation"]) == {"50", "200"}
     # A LOSO model lacks a source: none is staged for promotion.
     assert not (out / MODELS_SUBDIR).exists() or not any((out / MODELS_SUBDIR).iterdir())
     assert "| efficientnet_lite0 | deepapl |" in printed and "domain AUROC" in printed
+    assert "blasts missed unreviewed" in printed
 
 
 def test_evaluate_cells_reads_the_deepapl_folder_layout(shared_data, tiny_models_dir, tmp_path,

@@ -215,7 +215,9 @@ def _run_architecture(
         outcome.thresholds[test_rows] = calibration.threshold
         outcome.review_low[test_rows] = calibration.uncertain_low
         if settings.protocol == "leave_one_source_out" and features is not None:
-            outcome.loso[fold_name] = _loso_extras(features, take, model, calibration)
+            outcome.loso[fold_name] = _loso_extras(
+                features, take, model, calibration, outcome.p[test_rows]
+            )
         if fold == 0:
             outcome.params = int(model.count_params())
             outcome.cells_per_second = _inference_speed(model, crops, config)
@@ -227,7 +229,9 @@ def _run_architecture(
     return outcome
 
 
-def _loso_extras(features: dict, take: dict, model, calibration: Calibration) -> dict:
+def _loso_extras(
+    features: dict, take: dict, model, calibration: Calibration, p_test: np.ndarray
+) -> dict:
     """Domain score and adaptation checks of one left-out source (see :mod:`train.loso`)."""
     plain, averaged, stain = features["x"][0], features["averaged"], features["stain"]
     groups, is_blast, t = features["groups"], features["is_blast"], take["test"]
@@ -236,7 +240,7 @@ def _loso_extras(features: dict, take: dict, model, calibration: Calibration) ->
         "domain": domain_check(
             (plain[take["train"]], stain[take["train"]]),
             (plain[take["val"]], stain[take["val"]], groups[take["val"]]),
-            (plain[t], stain[t], groups[t])),
+            (plain[t], stain[t], groups[t]), (p_test, is_blast[t], calibration)),
         "adaptation": adaptation_check(averaged[t], is_blast[t], groups[t], (kernel, bias),
                                        calibration),
     }  # fmt: skip

@@ -37,6 +37,7 @@ def domain_check(
     train: tuple[np.ndarray, np.ndarray],
     in_domain: tuple[np.ndarray, np.ndarray, np.ndarray],
     left_out: tuple[np.ndarray, np.ndarray, np.ndarray],
+    calls: tuple[np.ndarray, np.ndarray, Calibration] | None = None,
 ) -> dict:
     """AUROC of the domain score for left-out vs in-domain cells and samples.
 
@@ -45,6 +46,9 @@ def domain_check(
         in_domain: ``(features, stain, groups)`` of in-domain cells not fitted on; half of
             their groups set the warning limit, the other half are scored.
         left_out: ``(features, stain, groups)`` of the left-out source.
+        calls: ``(p, is_blast, calibration)`` of the left-out cells: adds how many confident
+            errors (a blast below the review band, a normal cell above it) no reviewer would
+            see, with no domain check, with the sample check, and with a per-cell limit too.
     """
     x_in, stain_in, groups_in = in_domain
     names = np.unique(groups_in)
@@ -60,7 +64,12 @@ def domain_check(
     m_out = _sample_medians(s_out, left_out[2])
     is_out = np.r_[np.zeros(len(s_in), bool), np.ones(len(s_out), bool)]
     group_out = np.r_[np.zeros(len(m_in), bool), np.ones(len(m_out), bool)]
-    return {
+    unseen = {}
+    if calls is not None:
+        warned = _warned_cells(s_out, left_out[2], reference.limit)
+        unseen = _unreviewed_errors(calls, warned, s_out, s_in, stain_in, x_in, for_limit,
+                                    reference)  # fmt: skip
+    return unseen | {
         "cell_auroc": auroc(is_out, np.r_[s_in, s_out]),
         "sample_auroc": auroc(group_out, np.r_[m_in, m_out]),
         "left_out_samples_warned": float((m_out > reference.limit).mean()),
@@ -69,6 +78,37 @@ def domain_check(
         "n_cells": [len(s_in), len(s_out)],
         "n_samples": [len(m_in), len(m_out)],
     }
+
+
+CELL_PERCENTILES = (99.0, 97.5, 95.0)  # per-cell limits measured, of in-domain cell scores
+
+
+def _warned_cells(scores: np.ndarray, groups: np.ndarray, limit: float) -> np.ndarray:
+    """True for each cell whose sample (one-cell groups pooled) has a median above ``limit``."""
+    pooled = pool_small_groups(groups)
+    medians = group_medians(scores, pooled)
+    return np.array([medians[g] > limit for g in pooled], bool)
+
+
+def _unreviewed_errors(calls, warned, s_out, s_in, stain_in, x_in, for_limit, reference) -> dict:
+    """Confident errors no reviewer would see: blasts below the review band (over the blasts)
+    and normal cells above it (over the normal cells), with no domain check, with the sample
+    check the app makes, and with a per-cell limit added at each of :data:`CELL_PERCENTILES`
+    (with the share of in-domain cells that limit would send to review)."""
+    p, is_blast, calibration = calls
+    p, y = np.asarray(p, np.float64), np.asarray(is_blast, bool)
+    limit_cells = reference.cell_scores(x_in[for_limit], stain_in[for_limit])
+    cell_limits = {f"{q:g}": float(np.percentile(limit_cells, q)) for q in CELL_PERCENTILES}
+    rules = {"no_check": np.ones_like(y), "sample_check": ~warned}
+    rules |= {f"cell_limit_{q}": ~warned & (s_out <= v) for q, v in cell_limits.items()}
+    out = {"in_domain_cells_over_cell_limit": {q: float((s_in > v).mean())
+                                               for q, v in cell_limits.items()}}  # fmt: skip
+    for key, cells, confident in (("missed_blasts_unreviewed", y, p < calibration.uncertain_low),
+                                  ("false_blasts_unreviewed", ~y,
+                                   p >= calibration.uncertain_high)):  # fmt: skip
+        out[key] = {name: float((confident & seen)[cells].mean()) if cells.any() else None
+                    for name, seen in rules.items()}  # fmt: skip
+    return out
 
 
 def adaptation_check(
@@ -144,12 +184,18 @@ def _mean_of(runs: list[dict]) -> dict:
 def extras_markdown(extras: dict) -> str:
     """The domain-score and adaptation figures per left-out source, as Markdown tables."""
     lines = ["| left out | domain AUROC, cells | domain AUROC, samples | its samples warned | "
-             "in-domain samples warned |", "|---|---|---|---|---|"]  # fmt: skip
+             "in-domain samples warned | blasts missed unreviewed: no check -> sample check | "
+             "normal called blast unreviewed: no check -> sample check |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
     for source, values in extras.items():
         d = values.get("domain") or {}
+        missed, false = (d.get(k) or {} for k in ("missed_blasts_unreviewed",
+                                                   "false_blasts_unreviewed"))  # fmt: skip
         lines.append(f"| {source} | {_n(d.get('cell_auroc'))} | {_n(d.get('sample_auroc'))} | "
                      f"{_n(d.get('left_out_samples_warned'))} | "
-                     f"{_n(d.get('in_domain_samples_warned'))} |")  # fmt: skip
+                     f"{_n(d.get('in_domain_samples_warned'))} | "
+                     f"{_n(missed.get('no_check'))} -> {_n(missed.get('sample_check'))} | "
+                     f"{_n(false.get('no_check'))} -> {_n(false.get('sample_check'))} |")  # fmt: skip
     lines += ["", "| left out | adaptation cells | balanced accuracy before -> after | ECE before "
               "-> after | confident misses before -> after | variants |",
               "|---|---|---|---|---|---|"]  # fmt: skip
