@@ -173,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     analyze.add_argument("--gpus-per-worker", type=_gpus, default=0.0,
                          help="GPUs each Ray classifier actor reserves (default 0)")  # fmt: skip
     users_cli.add_parser(commands)
+    backup = commands.add_parser("backup", help="copy the case database safely, app running")
+    backup.add_argument(
+        "target", type=Path, help="the new backup file, e.g. cases-2026-12-06.sqlite3"
+    )
     args = parser.parse_args(argv)
     if args.command == "analyze":
         ray_only = args.address or args.num_workers != 1 or args.gpus_per_worker
@@ -181,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         return _analyze(args)
     if args.command == "users":
         return users_cli.run(args)
+    if args.command == "backup":
+        return _backup(args.target)
     try:
         prepare_output_folder(args.out)
     except LeukemiaCoreError as error:
@@ -192,6 +198,20 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
     )
     return 1 if failures == len(args.images) else 0
+
+
+def _backup(target: Path) -> int:
+    """``backup``: the case database (``$LEUKEMIA_CASE_DB``) copied whole to ``target``."""
+    from leukemia_core.store import CaseStore
+
+    try:
+        store = CaseStore()
+        written = store.backup(target)
+    except LeukemiaCoreError as error:
+        return _error(error)
+    print(f"backed up {store.path} to {written} ({written.stat().st_size:,} bytes; checked)",
+          file=sys.stderr)  # fmt: skip
+    return 0
 
 
 def _positive(text: str) -> int:

@@ -272,6 +272,10 @@ class Accounts:
         """
         now = now or _now()
         name = str(name or "").strip()
+        user = None
+        # One write transaction (BEGIN IMMEDIATE) from the failure count to the recorded
+        # outcome: logins of one database are serialised, so parallel guesses cannot all be
+        # checked before any failure is counted.
         with self._transaction(write=True) as conn:
             since = (now - LOCKOUT_WINDOW).isoformat()
             failures = conn.execute(
@@ -281,33 +285,43 @@ class Accounts:
                 (name, since, name),
             ).fetchone()[0]
             locked = failures >= LOCKOUT_FAILURES
-            if locked:
-                _event(conn, name, "locked", "login refused while locked", at=now)
-        if locked:  # raised after the commit, so the lockout itself is recorded
-            minutes = round(LOCKOUT_WINDOW.total_seconds() / 60)
-            raise AccountLockedError(
-                f"Too many failed logins for {name!r}: try again in {minutes} minutes, or "
-                "ask an admin to reset the password."
-            )
-        with self._transaction(write=True) as conn:
-            row = conn.execute("SELECT * FROM users WHERE name = ?", (name,)).fetchone()
-            user = None
+            row = None if locked else conn.execute(
+                "SELECT * FROM users WHERE name = ?", (name,)).fetchone()  # fmt: skip
             if row is not None and not row["disabled"]:
                 try:
                     _HASHER.verify(row["password_hash"], str(password or ""))
                     user = User(name, parse_roles(row["roles"].split(",")))
                 except (VerificationError, InvalidHashError):
                     user = None
-            if user is None:
+            if locked:
+                _event(conn, name, "locked", "login refused while locked", at=now)
+            elif user is None:
                 _event(conn, name, "login_failed", "", at=now)
+            else:
+                _event(conn, name, "login", "", at=now)
+                if _HASHER.check_needs_rehash(row["password_hash"]):
+                    conn.execute("UPDATE users SET password_hash = ? WHERE name = ?",
+                                 (_HASHER.hash(password), name))  # fmt: skip
+        if locked:  # raised after the commit, so the lockout itself is recorded
+            minutes = round(LOCKOUT_WINDOW.total_seconds() / 60)
+            raise AccountLockedError(
+                f"Too many failed logins for {name!r}: try again in {minutes} minutes, or "
+                "ask an admin to reset the password."
+            )
         if user is None:  # the failure is stored before the refusal is raised
             raise LoginError("The name or password is wrong (or the account is disabled).")
-        with self._transaction(write=True) as conn:
-            _event(conn, name, "login", "", at=now)
-            if _HASHER.check_needs_rehash(row["password_hash"]):
-                conn.execute("UPDATE users SET password_hash = ? WHERE name = ?",
-                             (_HASHER.hash(password), name))  # fmt: skip
         return user
+
+    def current(self, user: User) -> User | None:
+        """``user`` as the accounts now say: its roles of now, or None when the account was
+        disabled or removed since the login (a page asks this on every run, so a change by an
+        admin reaches sessions already logged in)."""
+        with self._transaction(write=False) as conn:
+            row = conn.execute("SELECT roles, disabled FROM users WHERE name = ?",
+                               (user.name,)).fetchone()  # fmt: skip
+        if row is None or row["disabled"]:
+            return None
+        return User(user.name, parse_roles(row["roles"].split(",")))
 
     def record(self, name: str, event: str, detail: str = "") -> None:
         """Record ``logout`` or ``timeout`` (or another account event) for ``name``."""

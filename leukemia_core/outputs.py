@@ -8,6 +8,7 @@ before they reach a CSV.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 from leukemia_core import errors
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_AFTER_SEPARATOR = re.compile(r"([;\t])([=+\-@])")
 
 
 # A cell's box and centroid as CSV columns, in the order of Cell.bbox then Cell.centroid.
@@ -91,11 +93,14 @@ def renamed_note(path: Path, stem: str) -> str | None:
 
 def spreadsheet_text(value: str) -> str:
     """``value`` for a CSV cell: a leading apostrophe when it starts like a formula (``=``,
-    ``+``, ``-``, ``@``, tab or carriage return), so spreadsheets show it instead of running it.
+    ``+``, ``-``, ``@``, tab or carriage return), so spreadsheets show it instead of running it;
+    the same after a ``;`` or tab inside it, where a spreadsheet set to split on those (as in
+    many European locales) would start a new cell.
 
-    >>> spreadsheet_text("=HYPERLINK(1).png"), spreadsheet_text("field 1.png")
-    ("'=HYPERLINK(1).png", 'field 1.png')
+    >>> spreadsheet_text("=HYPERLINK(1).png"), spreadsheet_text("S-7;=cmd")
+    ("'=HYPERLINK(1).png", "S-7;'=cmd")
     """
+    value = _FORMULA_AFTER_SEPARATOR.sub(r"\1'\2", value)
     return "'" + value if value.startswith(_FORMULA_START) else value
 
 

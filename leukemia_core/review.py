@@ -253,8 +253,14 @@ class Review(ReviewTallies, ReviewReshape, ReviewSignoff):
         require(user, Permission.REVIEW)
         self._require_saved("every change is recorded in it")
         cell = self.cell(field_index, cell_id)
-        ids = store.edit_cell(self.case_id, *cell.key, reviewer=user.name, note=note, **changes)
-        self.refresh(store)
+        # The label this review shows: another reviewer's newer call is refused, not
+        # overwritten unseen (the review then shows it).
+        seen = {"label": cell.label} if "label" in changes else None
+        try:
+            ids = store.edit_cell(self.case_id, *cell.key, reviewer=user.name, note=note,
+                                  expected=seen, **changes)  # fmt: skip
+        finally:
+            self.refresh(store)
         return bool(ids)
 
     def accept(

@@ -23,19 +23,30 @@ class ReviewSignoff:
 
     def set_details(
         self, store: CaseStore, *, user: User, comment: str | None = None,
-        patient_id: str | None = None,
+        patient_id: str | None = None, seen_token: int | None = None,
     ) -> bool:  # fmt: skip
         """Set the case's comment and/or patient id for the report, together; True when either
-        changed (see :meth:`CaseStore.set_case_details`)."""
+        changed (see :meth:`CaseStore.set_case_details`). ``seen_token`` is as in :meth:`sign`."""
         require(user, Permission.REVIEW)
         self._require_saved("the details are kept in it")
-        rows = store.set_case_details(self.case_id, reviewer=user.name, comment=comment,
-                                      patient_id=patient_id)  # fmt: skip
-        self.refresh(store)
+        try:
+            rows = store.set_case_details(
+                self.case_id, reviewer=user.name, comment=comment, patient_id=patient_id,
+                expected_token=self.audit_token if seen_token is None else seen_token)  # fmt: skip
+        finally:
+            self.refresh(store)
         return bool(rows)
 
-    def sign(self, store: CaseStore, *, user: User) -> bool:
+    def sign(
+        self, store: CaseStore, *, user: User, seen_token: int | None = None,
+        comment: str | None = None, patient_id: str | None = None,
+    ) -> bool:  # fmt: skip
         """Sign the case; True when it is now signed and frozen.
+
+        The signer signs what they saw: a case changed since ``seen_token`` (the audit token of
+        the case as shown to them; default: as this review last read it) is refused with
+        :class:`CaseChangedError`, and this review then shows the change. A ``comment`` or
+        ``patient_id`` given is saved first, as part of the same signature.
 
         Where the lab asks for a second signer above a blast level
         (``$LEUKEMIA_SECOND_SIGNER_AT_PERCENT``, e.g. 5 or 20), a case at or above it needs the
@@ -45,13 +56,22 @@ class ReviewSignoff:
             PermissionDeniedError: The account may not sign.
             ReviewError: Not saved.
             SignOffBlockedError: Cells are still uncertain.
+            CaseChangedError: The case changed since ``seen_token``.
             CaseStoreError: Already signed, no reviewer name, or another refusal of the record.
         """
         require(user, Permission.SIGN)
         self._require_saved("the signature is recorded in it")
-        signed = store.sign_case(self.case_id, reviewer=user.name,
-                                 second_signer_at_percent=second_signer_at_percent())  # fmt: skip
-        self.refresh(store)
+        expected = self.audit_token if seen_token is None else seen_token
+        try:
+            if comment is not None or patient_id is not None:
+                rows = store.set_case_details(self.case_id, reviewer=user.name, comment=comment,
+                                              patient_id=patient_id, expected_token=expected)  # fmt: skip
+                expected = rows[-1] if rows else expected
+            signed = store.sign_case(self.case_id, reviewer=user.name,
+                                     second_signer_at_percent=second_signer_at_percent(),
+                                     expected_token=expected)  # fmt: skip
+        finally:
+            self.refresh(store)
         return signed
 
     def reopen(self, store: CaseStore, *, user: User, reason: str = "") -> str:

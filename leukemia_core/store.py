@@ -33,7 +33,7 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,7 @@ from leukemia_core.domain import DomainAssessment
 from leukemia_core.store_reads import CaseReads
 from leukemia_core.store_reshape import CaseReshape
 from leukemia_core.store_rows import (
+    CaseChangedError,
     CaseInputError,
     CaseNotFoundError,
     CaseNotReopenableError,
@@ -64,10 +65,13 @@ from leukemia_core.store_rows import (
     field_row,
     insert,
     label_value,
+    minute_text,
     now,
     record_outside_changes,
     reviewer_name,
+    server_trouble,
     text,
+    unusable_database,
     whole,
 )
 from leukemia_core.store_schema import (
@@ -82,6 +86,7 @@ __all__ = [
     "STATUS_OPEN",
     "STATUS_SIGNED",
     "AuditEntry",
+    "CaseChangedError",
     "CaseHeader",
     "CaseInputError",
     "CaseNotFoundError",
@@ -99,6 +104,7 @@ __all__ = [
 ]  # the record types live in leukemia_core.case_record, rows in leukemia_core.store_rows
 DATABASE_ENV_VAR = "LEUKEMIA_CASE_DB"
 _BUSY_TIMEOUT_S = 30.0
+MAX_SAMPLE_ID = 64  # one line, as the patient id (store_signoff.MAX_PATIENT_ID)
 
 
 def default_database_path() -> Path:
@@ -162,6 +168,8 @@ class CaseStore(CaseReads, CaseSignoff, CaseReshape):
             finally:
                 conn.close()
         except sqlite3.DatabaseError as error:
+            if server_trouble(error):  # the file may be fine: its disk, lock or rights are not
+                raise unusable_database(self.path, error, "opened") from error
             raise CaseStoreError(
                 f"Cannot open {self.path} as a case database ({error}); point {DATABASE_ENV_VAR} "
                 "at a case database written by this app or at a new file."
@@ -175,7 +183,12 @@ class CaseStore(CaseReads, CaseSignoff, CaseReshape):
 
     @contextmanager
     def _transaction(self, *, write: bool) -> Iterator[sqlite3.Connection]:
-        conn = self._connect()
+        """One transaction; an SQLite failure (full disk, busy, read-only) rolls it back and
+        becomes a :class:`CaseStoreError` that says what to do."""
+        try:
+            conn = self._connect()
+        except sqlite3.OperationalError as error:
+            raise unusable_database(self.path, error, "opened") from error
         try:
             conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
@@ -184,6 +197,10 @@ class CaseStore(CaseReads, CaseSignoff, CaseReshape):
                 conn.rollback()
                 raise
             conn.execute("COMMIT")
+        except sqlite3.OperationalError as error:
+            if conn.in_transaction:
+                conn.rollback()
+            raise unusable_database(self.path, error, "written" if write else "read") from error
         finally:
             conn.close()
 
@@ -229,6 +246,11 @@ class CaseStore(CaseReads, CaseSignoff, CaseReshape):
             CaseInputError: An argument cannot be stored (bad label, field index, image, ...).
         """
         sample_id = text(sample_id, "sample_id", "enter the sample (specimen) identifier")
+        if len(sample_id) > MAX_SAMPLE_ID or not sample_id.isprintable():
+            raise CaseInputError(
+                f"The sample id {sample_id[:80]!r} is not one line of at most {MAX_SAMPLE_ID} "
+                "printable characters; enter the specimen identifier your laboratory uses."
+            )
         model_name = text(model_name, "model_name", "pass the name of the model that labelled")
         created_by = reviewer_name(created_by)
         if not isinstance(model_checksum, str):
@@ -307,13 +329,15 @@ class CaseStore(CaseReads, CaseSignoff, CaseReshape):
 
     def edit_cell(
         self, case_id: str, field_index: int, cell_id: int, *, reviewer: str, note: str = "",
-        **changes: Any,
+        expected: Mapping[str, Any] | None = None, **changes: Any,
     ) -> list[int]:  # fmt: skip
         """Changes reviewer-editable attributes of one cell (``types.REVIEWER_EDITABLE``).
 
         A new label is a ``relabel`` audit row and marks the cell reviewed; ``reviewed=True`` is
         a ``reviewed`` row; any other attribute an ``edit`` row whose note names it. Values
-        equal to the stored ones write nothing.
+        equal to the stored ones write nothing. ``expected`` holds the values the reviewer saw
+        (e.g. ``{"label": "normal"}``): when another reviewer has changed one since, nothing is
+        written (:class:`CaseChangedError` says who), so no call is overwritten unseen.
 
         Returns:
             The new audit ids.
@@ -328,9 +352,11 @@ class CaseStore(CaseReads, CaseSignoff, CaseReshape):
             )
         with self._transaction(write=True) as conn:
             case = self._case(conn, case_id, open_only=True)
-            return self._edit(conn, case, field_index, cell_id, reviewer, note, changes)
+            return self._edit(conn, case, field_index, cell_id, reviewer, note, changes,
+                              expected)  # fmt: skip
 
-    def _edit(self, conn, case, field_index, cell_id, reviewer, note, changes) -> list[int]:
+    def _edit(self, conn, case, field_index, cell_id, reviewer, note, changes,
+              expected=None) -> list[int]:  # fmt: skip
         key = (case["case_id"], field_index, cell_id)
         row = conn.execute(
             "SELECT * FROM cells WHERE case_id = ? AND field_index = ? AND cell_id = ?", key
@@ -339,6 +365,20 @@ class CaseStore(CaseReads, CaseSignoff, CaseReshape):
             raise CellNotFoundError(
                 f"Case {case['case_id']} has no cell {cell_id!r} in field {field_index!r}; "
                 "use the field index and cell id shown in the case."
+            )
+        stale = {
+            k: v for k, v in (expected or {}).items() if k in REVIEWER_EDITABLE and row[k] != v
+        }
+        if stale:
+            last = conn.execute(
+                "SELECT reviewer, at FROM audit WHERE case_id = ? AND field_index = ? AND "
+                "cell_id = ? ORDER BY audit_id DESC LIMIT 1", key).fetchone()  # fmt: skip
+            who = f" by {last['reviewer']} at {minute_text(last['at'])} UTC" if last else ""
+            now_is = ", ".join(f"{k} {row[k]!r}" for k in stale)
+            raise CaseChangedError(
+                f"Cell {cell_id} of field {field_index + 1} was changed{who} since you read it "
+                f"(now {now_is}); nothing was written. Look at it again and repeat your call "
+                "if you still disagree."
             )
         if row["label"] == CellLabel.REPLACED:
             raise CaseInputError(

@@ -7,17 +7,25 @@ connection handling and the writes); every read is one short transaction.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, closing
+from pathlib import Path
 from typing import Any
 
 from leukemia_core.case_record import AuditEntry, CaseHeader, CaseRecord, CaseState, CaseSummary
-from leukemia_core.store_rows import CaseInputError, cell_from_row, domain_from_json, field_from_row
+from leukemia_core.store_rows import (
+    CaseInputError,
+    cell_from_row,
+    domain_from_json,
+    field_from_row,
+    unusable_database,
+)
 from leukemia_core.store_schema import (
     ALTERED_OUTSIDE,
     AUDIT_CHAINED,
-    case_digest,
     chain_hash,
+    state_matches,
 )
 from leukemia_core.types import REVIEWER_EDITABLE, CellLabel, live
 
@@ -120,6 +128,37 @@ class CaseReads:
             edits[(c["field_index"], c["cell_id"])] = values
         return CaseState(**{k: case[k] for k in HEADER_COLUMNS}, edits=edits, audit=audit)
 
+    def backup(self, target: str | os.PathLike) -> Path:
+        """A consistent copy of the whole database at ``target`` (a new file), taken with
+        SQLite's online backup while the app may be writing; a plain file copy can miss the
+        newest changes (kept in the ``-wal`` file beside it). Checked before it is kept.
+
+        Raises:
+            CaseInputError: ``target`` exists, or its folder does not.
+            CaseStoreError: The copy failed or does not read back whole.
+        """
+        target = Path(target).expanduser()
+        if target.exists() or not target.parent.is_dir():
+            raise CaseInputError(
+                f"{target} {'exists' if target.exists() else 'is in a folder that does not exist'}"
+                "; give a new file name in an existing folder (backups are never overwritten)."
+            )
+        partial = target.with_name(target.name + ".partial")
+        try:
+            with closing(sqlite3.connect(self.path, timeout=30)) as source, closing(
+                sqlite3.connect(partial)
+            ) as copy:  # fmt: skip
+                source.backup(copy)
+                (check,) = copy.execute("PRAGMA integrity_check").fetchone()
+            if check != "ok":
+                raise sqlite3.DatabaseError(f"the copy fails SQLite's integrity check: {check}")
+            os.replace(partial, target)
+        except sqlite3.Error as error:
+            raise unusable_database(self.path, error, "backed up") from error
+        finally:
+            partial.unlink(missing_ok=True)
+        return target
+
     def last_audit_id(self, case_id: str) -> int:
         """The newest audit id of a case: it changes with every change to the case (0: none)."""
         with self._transaction(write=False) as conn:
@@ -156,7 +195,7 @@ class CaseReads:
             previous = values["chain"]
         if not rows:
             problems.append("the case has no audit trail")
-        elif rows[-1]["state"] != case_digest(conn, case_id):
+        elif not state_matches(conn, case_id, rows[-1]["state"]):
             problems.append("the case's labels or details differ from what its last audit row "
                             "recorded: they were changed without an audit row")  # fmt: skip
         return tuple(problems)

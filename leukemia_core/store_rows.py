@@ -30,6 +30,7 @@ from leukemia_core.store_schema import (
     chain_hash,
     outline_from_json,
     outline_json,
+    state_matches,
 )
 from leukemia_core.types import Cell, CellLabel, Field
 
@@ -65,6 +66,35 @@ class SignOffBlockedError(CaseStoreError):
 
 class CaseNotReopenableError(CaseStoreError):
     """Only a signed case that has not been reopened already can be reopened."""
+
+
+class CaseChangedError(CaseStoreError):
+    """The case (or cell) changed since the caller read it: read it again and check."""
+
+
+def server_trouble(error: sqlite3.Error) -> bool:
+    """True for SQLite errors of the server, not of the file: a full disk, a lock held too long,
+    a read-only file or folder."""
+    message = str(error).lower()
+    return isinstance(error, sqlite3.OperationalError) and any(
+        word in message for word in ("full", "locked", "busy", "readonly", "unable to open",
+                                     "permission"))  # fmt: skip
+
+
+def unusable_database(path: object, error: sqlite3.Error, what: str) -> CaseStoreError:
+    """The words for a database the server cannot use now (``what``: opened, read, written)."""
+    message = str(error).lower()
+    if "full" in message:
+        cause = "the disk that holds it is full; free space on the server"
+    elif "locked" in message or "busy" in message:
+        cause = "another change to it is taking long; try again in a moment"
+    elif any(word in message for word in ("readonly", "unable to open", "permission")):
+        cause = ("it or its folder cannot be written (read-only, or no permission); ask the "
+                 "administrator to check the file's permissions")  # fmt: skip
+    else:
+        cause = f"SQLite says {error}; ask the administrator"
+    return CaseStoreError(f"The case database {path} could not be {what}: {cause}. Nothing "
+                          "half-done was kept; the record is as before.")  # fmt: skip
 
 
 def whole(value: object, what: str) -> int:
@@ -255,13 +285,29 @@ def audit(
     return row["audit_id"]
 
 
+def require_unchanged(conn: sqlite3.Connection, case: sqlite3.Row, expected_token: int | None,
+                      doing: str) -> None:  # fmt: skip
+    """Refuse ``doing`` (e.g. "signing") when the case's last audit id is not
+    ``expected_token``, the one its reader saw: nobody signs or edits what they did not see."""
+    if expected_token is None:
+        return
+    last = conn.execute("SELECT audit_id, action, reviewer, at FROM audit WHERE case_id = ? "
+                        "ORDER BY audit_id DESC LIMIT 1", (case["case_id"],)).fetchone()  # fmt: skip
+    if last is not None and last["audit_id"] != expected_token:
+        raise CaseChangedError(
+            f"Not {doing}: case {case['case_id'][:8]} (sample {case['sample_id']!r}) changed "
+            f"since you read it (last change: {last['action']} by {last['reviewer'] or 'system'} "
+            f"at {minute_text(last['at'])} UTC). Look at it again, then repeat {doing}."
+        )
+
+
 def record_outside_changes(conn: sqlite3.Connection, case: sqlite3.Row) -> None:
     """Before the app writes to a case: if the case differs from its last audit row, it was
     changed outside the app; a chained row says so for good, so the write's own row (which
     records the case as it then is) cannot hide it."""
     last = conn.execute("SELECT state FROM audit WHERE case_id = ? ORDER BY audit_id DESC LIMIT 1",
                         (case["case_id"],)).fetchone()  # fmt: skip
-    if last is None or last[0] in (ALTERED_OUTSIDE, case_digest(conn, case["case_id"])):
+    if last is None or last[0] == ALTERED_OUTSIDE or state_matches(conn, case["case_id"], last[0]):
         return
     audit(conn, case, "changed outside the app", "system", "found when the app next wrote to "
           "the case: it differed from its last audit row", state=ALTERED_OUTSIDE)  # fmt: skip

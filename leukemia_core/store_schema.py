@@ -214,7 +214,12 @@ def _add_digested_columns(conn: sqlite3.Connection, statements, note: str) -> No
     (:data:`ALTERED_OUTSIDE`), so an upgrade never launders a change made outside the app.
     """
     cases = conn.execute("SELECT case_id, version FROM cases").fetchall()
-    before = {case_id: case_digest(conn, case_id) for case_id, _ in cases}
+    last_states = {case_id: conn.execute(
+        "SELECT state FROM audit WHERE case_id = ? ORDER BY audit_id DESC LIMIT 1", (case_id,)
+    ).fetchone() for case_id, _ in cases}  # fmt: skip
+    intact = {case_id: last is None or last[0] == ALTERED_OUTSIDE
+              or state_matches(conn, case_id, last[0])
+              for case_id, last in last_states.items()}  # fmt: skip
     for statement in statements:
         conn.execute(statement)
     at = datetime.now(UTC).isoformat(timespec="microseconds")
@@ -225,8 +230,7 @@ def _add_digested_columns(conn: sqlite3.Connection, statements, note: str) -> No
         row = dict(zip(AUDIT_CHAINED, (next_id, case_id, version, "schema upgraded", "system",
                                        at, None, None, None, None, note),
                        strict=True))  # fmt: skip
-        intact = last is None or last[1] in (before[case_id], ALTERED_OUTSIDE)
-        row["state"] = case_digest(conn, case_id) if intact else ALTERED_OUTSIDE
+        row["state"] = case_digest(conn, case_id) if intact[case_id] else ALTERED_OUTSIDE
         row["chain"] = chain_hash(last[0] if last else "", row, row["state"])
         conn.execute(f"INSERT INTO audit ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
                      tuple(row.values()))  # fmt: skip
@@ -307,21 +311,51 @@ DIGEST_HEADER = ("case_id", "version", "parent_id", "sample_id", "status", "crea
 """The case columns a case's digest covers (those the database has: older schemas lack some)."""
 
 
+DIGEST_HEADER_2 = (*DIGEST_HEADER, "created_at", "domain", "first_signed_by", "first_signed_at")
+"""Digest version 2 (audit rows from 2026-12-06) also covers these, the fields and the images."""
+_VERSION_2 = "2:"  # the prefix of a version-2 ``state``; version 1 states are bare hex
+_IMAGES = ("image_png", "crop_png", "overlay_png")
+
+
 def case_digest(conn: sqlite3.Connection, case_id: str) -> str:
-    """SHA-256 of what a case says: its header and every cell's labels and review flags."""
+    """What a case says, as the ``state`` of a new audit row: SHA-256 of its header (with its
+    dates, out-of-domain result and first signature), its fields and every cell's values, each
+    image by its own SHA-256 (version 2)."""
+    return _VERSION_2 + _digest(conn, case_id, DIGEST_HEADER_2, ("fields", "cells"))
+
+
+def state_matches(conn: sqlite3.Connection, case_id: str, state: str) -> bool:
+    """True when the case still says what ``state`` recorded, by that state's digest version
+    (audit rows written before version 2 keep verifying as they were written)."""
+    if state.startswith(_VERSION_2):
+        return state == case_digest(conn, case_id)
+    return state == _digest(conn, case_id, DIGEST_HEADER, ("cells",), images=False)
+
+
+def _digest(conn: sqlite3.Connection, case_id: str, header_columns, tables, *,
+            images: bool = True) -> str:  # fmt: skip
     present = {r[1] for r in conn.execute("PRAGMA table_info(cases)")}
-    header = [c for c in DIGEST_HEADER if c in present]  # as of the schema being migrated
+    header = [c for c in header_columns if c in present]  # as of the schema being migrated
     case = conn.execute(
         f"SELECT {', '.join(header)} FROM cases WHERE case_id = ?", (case_id,)
     ).fetchone()
-    columns = [r[1] for r in conn.execute("PRAGMA table_info(cells)")]
-    said = [c for c in columns if c not in ("case_id", "crop_png", "overlay_png")]
-    cells = conn.execute(
-        f"SELECT {', '.join(said)} FROM cells WHERE case_id = ? ORDER BY field_index, cell_id",
-        (case_id,),
-    ).fetchall()
-    text = json.dumps([list(case or ()), [list(c) for c in cells]], separators=(",", ":"))
+    parts = [list(case or ())]
+    for table in tables:
+        columns = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+        said = [c for c in columns if c != "case_id" and (images or c not in _IMAGES)]
+        order = "field_index, cell_id" if table == "cells" else "field_index"
+        rows = conn.execute(f"SELECT {', '.join(said)} FROM {table} WHERE case_id = ? "
+                            f"ORDER BY {order}", (case_id,)).fetchall()  # fmt: skip
+        parts.append([[_plain(v) for v in row] for row in rows])
+    text = json.dumps(parts, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _plain(value: object) -> object:
+    """A value for the digest's JSON: an image (bytes) by its SHA-256."""
+    if isinstance(value, bytes):
+        return "sha256:" + hashlib.sha256(value).hexdigest()
+    return value
 
 
 def chain_hash(previous: str, row: dict, state: str) -> str:

@@ -17,6 +17,7 @@ from leukemia_core.store_rows import (
     SignOffBlockedError,
     audit,
     now,
+    require_unchanged,
     reviewer_name,
 )
 from leukemia_core.types import CellLabel
@@ -35,10 +36,13 @@ class CaseSignoff:
         raise NotImplementedError  # provided by CaseStore
 
     def sign_case(
-        self, case_id: str, *, reviewer: str, second_signer_at_percent: float | None = None
-    ) -> bool:
+        self, case_id: str, *, reviewer: str, second_signer_at_percent: float | None = None,
+        expected_token: int | None = None,
+    ) -> bool:  # fmt: skip
         """Signs the case; returns True when it is now signed and frozen.
 
+        With ``expected_token`` (the case's last audit id when the signer read it) a case that
+        changed since is refused (:class:`CaseChangedError`): a signer signs what they saw.
         With ``second_signer_at_percent`` (a lab's rule) a case whose blast percentage reaches
         it needs two signers: the first signature is recorded and the case stays open (False);
         another account's signature then freezes it. A relabel in between withdraws the first.
@@ -53,6 +57,7 @@ class CaseSignoff:
         reviewer = reviewer_name(reviewer)
         with self._transaction(write=True) as conn:
             case = self._case(conn, case_id, open_only=True)
+            require_unchanged(conn, case, expected_token, "signing")
             counts = dict(conn.execute(
                 "SELECT label, COUNT(*) FROM cells WHERE case_id = ? GROUP BY label",
                 (case["case_id"],),
@@ -111,10 +116,12 @@ class CaseSignoff:
 
     def set_case_details(
         self, case_id: str, *, reviewer: str, comment: str | None = None,
-        patient_id: str | None = None,
+        patient_id: str | None = None, expected_token: int | None = None,
     ) -> list[int]:  # fmt: skip
         """Set the case's free-text comment and/or optional patient id (both shown in the report)
-        in one transaction, one audit row per detail that changed; returns their ids.
+        in one transaction, one audit row per detail that changed; returns their ids. A change
+        withdraws a first signature (a second signer signs what the first one saw);
+        ``expected_token`` refuses a case changed since it was read, as in :meth:`sign_case`.
 
         Raises:
             CaseInputError: A comment over :data:`MAX_COMMENT` characters, or a patient id that
@@ -139,6 +146,7 @@ class CaseSignoff:
         rows = []
         with self._transaction(write=True) as conn:
             case = self._case(conn, case_id, open_only=True)
+            require_unchanged(conn, case, expected_token, "saving the details")
             for column, value in new.items():
                 if case[column] == value:
                     continue
@@ -149,6 +157,11 @@ class CaseSignoff:
                 else:
                     note = f"{case[column] or 'none'} -> {value or 'none'}"
                     rows.append(audit(conn, case, "patient id", reviewer, note))
+            if rows and case["first_signed_by"] is not None:  # the second signer signs anew
+                conn.execute("UPDATE cases SET first_signed_by = NULL, first_signed_at = NULL "
+                             "WHERE case_id = ?", (case["case_id"],))  # fmt: skip
+                rows.append(audit(conn, case, "first signature withdrawn", reviewer,
+                                  "by the change of the report's details"))  # fmt: skip
         return rows
 
     def reopen_case(self, case_id: str, *, reviewer: str, reason: str = "") -> str:

@@ -93,6 +93,7 @@ with right:
     sample_id = st.text_input(
         "Sample id (optional)",
         key="sample_id",
+        max_chars=64,
         placeholder="accession number",
         help="Identifies the specimen in the case record. No patient names are needed.",
         persist_state="session",

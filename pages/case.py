@@ -28,6 +28,7 @@ if not session.is_saved:
     save_form(session, prefix="case_")
     st.stop()
 
+seen_token = session.audit_token  # the case as this account last saw it, before this read
 record = current_record(session)
 
 status_line(session)
@@ -64,7 +65,8 @@ comment = st.text_area(
 changed = not locked and (comment != record.comment or patient_id.strip() != record.patient_id)
 if changed and st.button("Save for the report", key="save_comment", icon=":material/save:"):
     try:
-        state.set_details(session, comment=comment, patient_id=patient_id)
+        state.set_details(session, comment=comment, patient_id=patient_id,
+                          seen_token=seen_token)  # fmt: skip
         st.rerun()
     except LeukemiaCoreError as error:
         st.error(str(error))
@@ -127,10 +129,9 @@ else:
     if st.button("Sign case", key="sign", type="primary", icon=":material/signature:",
                  disabled=not may_sign or blocked or unsaved_after_first
                  or session.first_signed_by == account.name):  # fmt: skip
-        try:
-            if changed:  # what the form shows is what gets signed
-                state.set_details(session, comment=comment, patient_id=patient_id)
-            state.sign(session)
+        try:  # what the page showed is what gets signed, with the details the form shows
+            details = {"comment": comment, "patient_id": patient_id} if changed else {}
+            state.sign(session, seen_token, **details)
             st.rerun()
         except LeukemiaCoreError as error:
             st.error(str(error))

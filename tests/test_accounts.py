@@ -79,6 +79,33 @@ def test_lockout_after_five_failures_in_fifteen_minutes(db):
     assert all("secret" not in str(e) for e in accounts.events())
 
 
+def test_parallel_guesses_get_no_more_than_the_five_failures(db):
+    import threading
+
+    accounts = Accounts()
+    accounts.add_user("ana", "a long secret 1", ["reviewer"])
+    outcomes, start = [], threading.Barrier(12)
+
+    def guess() -> None:
+        start.wait()
+        try:
+            accounts.authenticate("ana", "wrong password")
+        except AccountLockedError:
+            outcomes.append("locked")
+        except LoginError:
+            outcomes.append("wrong")
+
+    threads = [threading.Thread(target=guess) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # each guess is counted before the next is checked: five checked, the rest refused unread
+    assert sorted(outcomes) == ["locked"] * 7 + ["wrong"] * LOCKOUT_FAILURES
+    events = [e["event"] for e in accounts.events()]
+    assert events.count("login_failed") == LOCKOUT_FAILURES and events.count("locked") == 7
+
+
 def test_disabled_accounts_and_unknown_names_get_the_same_refusal(db):
     accounts = Accounts()
     accounts.add_user("ana", "a long secret 1", ["reviewer"])
@@ -218,6 +245,21 @@ def test_an_idle_login_is_ended(db, apptest_navigation):
     assert any("without activity" in w.value for w in at.warning)
     assert [t.value for t in at.title] == ["Log in"]
     assert Accounts().events(1)[0]["event"] == "timeout"
+
+
+def test_an_admins_change_reaches_a_session_already_logged_in(db, apptest_navigation):
+    at = log_in(_app(apptest_navigation), "ana", ("signer",)).run()
+    assert not at.exception and at.session_state["login"].user.roles == {Role.SIGNER}
+    admin = make_user("boss", ("admin",))
+    Accounts().set_roles("ana", ["reviewer"], by=admin)
+    at.run()  # the next click: ana's session now has the reviewer role only
+    assert at.session_state["login"].user.roles == {Role.REVIEWER}
+    assert Accounts().current(User("ana", frozenset({Role.SIGNER}))).roles == {Role.REVIEWER}
+    Accounts().set_disabled("ana", True, by=admin)
+    at.run()
+    assert any("disabled by an administrator" in w.value for w in at.warning)
+    assert [t.value for t in at.title] == ["Log in"]
+    assert Accounts().current(User("ana", frozenset({Role.REVIEWER}))) is None
 
 
 def test_users_init_on_first_start(db):

@@ -91,6 +91,14 @@ def test_review_reclassify_recount_sign_reopen_and_export(db, demo_png, download
     go(at, "counts")
     assert not any(i.value.startswith("Provisional: ") for i in at.info)
     go(at, "case")
+    # While the signer looks at the page, another reviewer changes a cell in another tab: the
+    # signature is refused, the page shows the change, and the next click signs what it shows.
+    other = next(c for c in session.cells if c.label == "normal")
+    CaseStore(db).relabel_cell(session.case_id, *other.key, "excluded", reviewer="B. Other")
+    at.button(key="sign").click().run()
+    assert any("changed since you read it" in e for e in errors(at))
+    assert not CaseStore(db).load_case(session.case_id).is_signed
+    assert session_of(at).cell(*other.key).label == "excluded"
     at.button(key="sign").click().run()
     assert not errors(at)
     assert any(f"Signed by **{REVIEWER}**" in s.value for s in at.success)
@@ -103,6 +111,7 @@ def test_review_reclassify_recount_sign_reopen_and_export(db, demo_png, download
     assert changes == [("created", REVIEWER, None, None),
                        ("relabel", REVIEWER, "uncertain", "blast"),
                        ("relabel", REVIEWER, "uncertain", "normal"),
+                       ("relabel", "B. Other", "normal", "excluded"),
                        ("signed", REVIEWER, None, None)]  # fmt: skip
     go(at, "review")
     assert all(at.segmented_control(key=k).disabled for k in relabel_keys(at))  # frozen
@@ -116,7 +125,7 @@ def test_review_reclassify_recount_sign_reopen_and_export(db, demo_png, download
     assert len(rows) == n_cells
     labels = {(int(r["field_index"]), int(r["cell_id"])): r["label"] for r in rows}
     assert labels == {c.key: c.label.value for c in session_of(at).cells}
-    assert sum(r["changed_by_reviewer"] == "true" for r in rows) == 2
+    assert sum(r["changed_by_reviewer"] == "true" for r in rows) == 3  # with B. Other's
     document = json.loads(downloads[f"{stem}_case.json"])
     assert document["status"] == "signed" and document["counts"]["n_blasts"] == (
         start_count.n_blasts + 1)  # fmt: skip

@@ -23,7 +23,12 @@ from leukemia_core.pipeline import MODE_CELLS, ImageFailure, analyze
 from leukemia_core.report import case_report_html
 from leukemia_core.review import Review, ReviewError
 from leukemia_core.segmentation import segment_wbc
-from leukemia_core.store import CaseSignedError, CaseStore, SignOffBlockedError
+from leukemia_core.store import (
+    CaseChangedError,
+    CaseSignedError,
+    CaseStore,
+    SignOffBlockedError,
+)
 from leukemia_core.synthetic import make_demo_smear, make_smear
 
 
@@ -423,6 +428,55 @@ def test_a_change_after_the_first_signature_withdraws_it(session, store, monkeyp
     monkeypatch.setenv("LEUKEMIA_SECOND_SIGNER_AT_PERCENT", "101")
     with pytest.raises(ReviewError, match="not a blast percentage from 0 to 100"):
         session.sign(store, user=signer)
+
+
+def _ready_to_sign(review: Review, store, user) -> None:
+    for cell in review.cells:
+        if cell.label == CellLabel.UNCERTAIN:
+            review.relabel(store, *cell.key, "normal", user=user)
+    review.accept(store, [c.key for c in review.cells], user=user)
+
+
+def test_nobody_signs_or_overwrites_what_they_did_not_see(session, store):
+    """Two reviewers on one case: a change made after one of them last read it is refused to
+    them (signature or relabel), their review then shows it, and a second try goes through."""
+    reviewer, signer = account("R. Eve", ("reviewer",)), account("S. Sig")
+    session.save(store, user=reviewer)
+    _ready_to_sign(session, store, reviewer)
+    signer_view = Review.open(store, session.case_id)  # the signer reads the case ...
+    cell = next(c for c in session.cells if c.label == CellLabel.NORMAL)
+    session.relabel(store, *cell.key, "blast", user=reviewer)  # ... then the reviewer changes it
+    with pytest.raises(CaseChangedError, match=r"changed since you read it.*relabel by R\. Eve"):
+        signer_view.sign(store, user=signer)
+    assert not store.load_case(session.case_id).is_signed
+    assert signer_view.cell(*cell.key).label == CellLabel.BLAST  # now shown to the signer
+    stale = Review.from_record(store.load_case(session.case_id))
+    session.relabel(store, *cell.key, "normal", user=reviewer)  # the reviewer changes mind ...
+    with pytest.raises(CaseChangedError, match=f"Cell {cell.cell_id} of field 1 was changed by "
+                                               "R. Eve.*nothing was written"):  # fmt: skip
+        stale.relabel(store, *cell.key, "excluded", user=signer)  # ... after this view was read
+    assert store.load_case(session.case_id).audit[-1].to_label == "normal"
+    assert stale.cell(*cell.key).label == CellLabel.NORMAL  # and the stale view caught up
+    seen = signer_view.audit_token
+    signer_view.refresh(store)
+    with pytest.raises(CaseChangedError):  # the page passes the token the signer saw
+        signer_view.sign(store, user=signer, seen_token=seen)
+    assert signer_view.sign(store, user=signer, seen_token=signer_view.audit_token)
+    assert store.load_case(session.case_id).signed_by == "S. Sig"
+
+
+def test_new_report_details_withdraw_a_first_signature(session, store, monkeypatch):
+    monkeypatch.setenv("LEUKEMIA_SECOND_SIGNER_AT_PERCENT", "0")
+    first = account("S. One")
+    session.save(store, user=first)
+    _ready_to_sign(session, store, first)
+    assert session.sign(store, user=first, patient_id="P-111") is False
+    assert store.load_case(session.case_id).patient_id == "P-111"
+    assert session.set_details(store, user=account("R. Two", ("reviewer",)), patient_id="P-999")
+    assert session.first_signed_by is None
+    record = store.load_case(session.case_id)
+    assert [a.action for a in record.audit][-2:] == ["patient id", "first signature withdrawn"]
+    assert session.sign(store, user=account("S. Two")) is False  # a first signature again
 
 
 def test_the_cell_view_outline_takes_the_colour_asked_for(session):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import shutil
@@ -833,3 +834,104 @@ def test_cases_of_sample_match_the_whole_id_only(store: CaseStore):
     assert store.cases_of_sample("ACC-2") == [] and store.cases_of_sample("  ") == []
     umlaut = new_case(store, [["normal"]], sample_id="ÄRZT-5")  # beyond ASCII: casefold
     assert [c.case_id for c in store.cases_of_sample("ärzt-5")] == [umlaut]
+
+
+def test_a_full_disk_or_a_held_lock_is_a_message_and_nothing_half_written(
+    store: CaseStore, tmp_path: Path, monkeypatch
+):
+    case_id = new_case(store, [["normal", "blast"]])
+    before = row_counts(store.path)
+    connect = CaseStore._connect
+
+    def full_disk(self):  # SQLite's own "database or disk is full" at the present size
+        conn = connect(self)
+        (pages,) = conn.execute("PRAGMA page_count").fetchone()
+        conn.execute(f"PRAGMA max_page_count = {pages}")
+        return conn
+
+    monkeypatch.setattr(CaseStore, "_connect", full_disk)
+    with pytest.raises(CaseStoreError, match=r"disk that holds it is full; free space.*as before"):
+        new_case(store, [["normal"] * 40], sample_id="S-2")
+    monkeypatch.setattr(CaseStore, "_connect", connect)
+    assert row_counts(store.path) == before and len(store.list_cases()) == 1
+
+    monkeypatch.setattr("leukemia_core.store._BUSY_TIMEOUT_S", 0.2)
+    holder = sqlite3.connect(store.path)
+    holder.execute("BEGIN EXCLUSIVE")  # another process in the middle of a long write
+    try:
+        with pytest.raises(CaseStoreError, match="taking long; try again in a moment"):
+            store.relabel_cell(case_id, 0, 1, "blast", reviewer="A")
+    finally:
+        holder.rollback()
+        holder.close()
+    assert store.load_case(case_id).cells[0].label == "normal"
+    assert store.relabel_cell(case_id, 0, 1, "blast", reviewer="A")  # works once it is free
+
+
+@pytest.mark.parametrize("sample_id", ["S-1\nPatient: SOMEONE ELSE", "S-\u202eFDP.exe", "S" * 65])
+def test_a_sample_id_is_one_short_line_of_printable_characters(store: CaseStore, sample_id):
+    with pytest.raises(CaseInputError, match="not one line of at most 64 printable"):
+        new_case(store, [["normal"]], sample_id=sample_id)
+    assert store.list_cases() == []
+
+
+def test_an_exported_text_cannot_become_a_formula_in_a_spreadsheet_that_splits_on_semicolons(
+    store: CaseStore,
+):
+    from leukemia_core.case_export import cells_csv
+
+    case_id = new_case(store, [["normal"]], sample_id="S-7;=cmd|' /C calc'!A0")
+    text = cells_csv(store.load_case(case_id)).decode()
+    row = text.splitlines()[1]
+    (cells,) = list(csv.reader([row], delimiter=";"))  # a ';'-splitting spreadsheet, quotes kept
+    assert not any(c.startswith(("=", "+", "-", "@")) for c in cells), cells
+
+
+def test_a_backup_taken_while_the_app_writes_holds_every_committed_case(
+    store: CaseStore, tmp_path: Path, monkeypatch
+):
+    from leukemia_core.__main__ import main
+
+    signed = new_case(store, [["normal", "blast"]], sample_id="S-BEFORE")
+    store.sign_case(signed, reviewer="S. Sig")
+    holder = sqlite3.connect(store.path)  # the app, with the database open (its -wal in use)
+    holder.execute("SELECT COUNT(*) FROM cases").fetchone()
+    try:
+        target = store.backup(tmp_path / "backup.sqlite3")
+        new_case(store, [["normal"]], sample_id="S-AFTER")
+        monkeypatch.setenv("LEUKEMIA_CASE_DB", str(store.path))
+        assert main(["backup", str(tmp_path / "later.sqlite3")]) == 0
+        assert main(["backup", str(tmp_path / "later.sqlite3")]) == 2  # never overwritten
+    finally:
+        holder.close()
+    copy = CaseStore(target)
+    assert [c.sample_id for c in copy.list_cases()] == ["S-BEFORE"]
+    record = copy.load_case(signed)
+    assert record.is_signed and record.altered == () and record.signed_by == "S. Sig"
+    later = CaseStore(tmp_path / "later.sqlite3")
+    assert sorted(c.sample_id for c in later.list_cases()) == ["S-AFTER", "S-BEFORE"]
+    assert not list(tmp_path.glob("*.partial"))
+
+
+@pytest.mark.parametrize("edit", [
+    "UPDATE cases SET created_at = '2020-01-01T00:00:00' WHERE case_id = :id",
+    "UPDATE cases SET domain = NULL WHERE case_id = :id",
+    "UPDATE cases SET first_signed_by = 'nobody' WHERE case_id = :id",
+    "UPDATE fields SET name = 'other.png' WHERE case_id = :id",
+    "UPDATE fields SET image_png = (SELECT image_png FROM fields WHERE field_index = 1 AND "
+    "case_id = :id) WHERE field_index = 0 AND case_id = :id",
+    "UPDATE cells SET crop_png = NULL WHERE case_id = :id AND cell_id = 1",
+])  # fmt: skip
+def test_what_the_report_shows_is_covered_by_the_audit_chain(store: CaseStore, edit: str):
+    """Dates, the out-of-domain result, the first signature, field names and every image are in
+    the digest of the rows written from 2026-12-06 (cell labels and details always were)."""
+    domain = DomainAssessment(2.5, 1.58, 3)
+    case_id = store.create_case(
+        "S-1", [field("a.png", value=10), field("b.png", value=200)],
+        cells_for([["normal", "blast"], ["normal"]]), model_name="m", model_checksum="sha256:0",
+        thresholds=THRESHOLDS, created_by="R", domain=domain,
+    )  # fmt: skip
+    assert store.load_case(case_id).altered == ()
+    with sqlite3.connect(store.path) as conn:
+        conn.execute(edit, {"id": case_id})
+    assert store.load_case(case_id).altered != ()

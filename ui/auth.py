@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 import streamlit as st
 
 from leukemia_core.accounts import (
-    AccountError,
     Accounts,
     LoginSession,
     Permission,
@@ -21,6 +20,7 @@ from leukemia_core.accounts import (
     SessionExpiredError,
     User,
 )
+from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.store import default_database_path
 
 LOGIN_KEY = "login"
@@ -62,6 +62,14 @@ def gate(url_paths: Sequence[str] = ()) -> User:
             the login form, so a reload of any page asks for a login instead of saying "page
             not found", and keeps its address (and the open case in it) for after the login.
     """
+    try:
+        return _gate(url_paths)
+    except LeukemiaCoreError as error:  # e.g. the database's disk is full: say so, and stop
+        st.error(str(error))
+        st.stop()
+
+
+def _gate(url_paths: Sequence[str]) -> User:
     if not accounts().has_users():
         _only_this_page(url_paths)
         st.title("No accounts yet")
@@ -76,7 +84,13 @@ def gate(url_paths: Sequence[str] = ()) -> User:
     if isinstance(login, LoginSession):
         try:
             login.touch()
-            return login.user
+            now = accounts().current(login.user)  # an admin's change reaches this session
+            if now is not None:
+                login.user = now
+                return now
+            accounts().record(login.user.name, "logout", "the account was disabled")
+            _forget_session()
+            st.warning("Your account was disabled by an administrator: you are logged out.")
         except SessionExpiredError as error:
             accounts().record(login.user.name, "timeout", str(error))
             _forget_session()
@@ -108,7 +122,7 @@ def _login_form() -> None:
     if submitted:
         try:
             found = accounts().authenticate(name, password)
-        except AccountError as error:
+        except LeukemiaCoreError as error:  # a refusal, or a database the server cannot use
             st.error(str(error))
             return
         now = datetime.now(UTC)

@@ -56,7 +56,10 @@ def save_form(session: Review, *, prefix: str) -> None:
             st.session_state[sample_key] = session.sample_id
             st.session_state[owner_key] = session.token
         sample_id = st.text_input(
-            "Sample id", key=sample_key, help="The specimen's identifier; no patient names needed."
+            "Sample id",
+            key=sample_key,
+            max_chars=64,
+            help="The specimen's identifier; no patient names needed.",
         )
         try:
             earlier = state.case_store().cases_of_sample(sample_id)

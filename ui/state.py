@@ -155,16 +155,17 @@ def _labeller(session: Review):
     return get_classifier(session.model_name)
 
 
-def set_details(session: Review, *, comment: str, patient_id: str) -> bool:
+def set_details(session: Review, *, comment: str, patient_id: str, seen_token: int) -> bool:
     """Keep the case's comment and patient id for the report, together, as the logged-in
-    account."""
+    account, if the case is still as shown (``seen_token``)."""
     return session.set_details(case_store(), user=auth.user(), comment=comment,
-                               patient_id=patient_id)  # fmt: skip
+                               patient_id=patient_id, seen_token=seen_token)  # fmt: skip
 
 
-def sign(session: Review) -> None:
-    """Sign and freeze the case as the logged-in account (see :meth:`Review.sign`)."""
-    session.sign(case_store(), user=auth.user())
+def sign(session: Review, seen_token: int, **details: str) -> None:
+    """Sign and freeze the case as the logged-in account, as it was shown (``seen_token``), with
+    the report's details (``comment``, ``patient_id``) when given (see :meth:`Review.sign`)."""
+    session.sign(case_store(), user=auth.user(), seen_token=seen_token, **details)
 
 
 def reopen(session: Review, reason: str = "") -> str:
