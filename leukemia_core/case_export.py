@@ -31,6 +31,7 @@ CSV_COLUMNS = (
     "label",
     "changed_by_reviewer",
     "domain_score",
+    "field_warnings",
 )
 
 
@@ -44,6 +45,7 @@ def cells_csv(record: CaseRecord) -> bytes:
     not run them as formulas.
     """
     names = {f.index: f.name for f in record.fields}
+    warned = {f.index: "; ".join(w.check for w in f.quality) for f in record.fields}
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer)
     writer.writerow(CSV_COLUMNS)
@@ -63,6 +65,7 @@ def cells_csv(record: CaseRecord) -> bytes:
                 c.label,
                 "true" if c.changed_by_reviewer else "false",
                 "" if c.domain_score is None else c.domain_score,
+                warned.get(c.field_index, ""),
             ]
         )
     return buffer.getvalue().encode("utf-8")
@@ -123,6 +126,7 @@ def case_json(record: CaseRecord) -> str:
                 "width": f.width,
                 "height": f.height,
                 "domain": None if f.domain is None else f.domain.to_dict(),
+                "quality_warnings": [asdict(w) for w in f.quality],
             }
             for f in record.fields
         ],

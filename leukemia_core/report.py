@@ -292,6 +292,16 @@ def _domain_section(record: CaseRecord) -> str:
             "features and stain), about 1 for cells like the training data.</p>")  # fmt: skip
 
 
+def _quality_section(record: CaseRecord) -> str:
+    """Fields that failed a quality check (focus, stain, magnification, ...), in plain words."""
+    items = "".join(f"<li>Field {f.index + 1} ({_e(f.name)}): {_e(w.message)}</li>"
+                    for f in record.fields for w in f.quality)  # fmt: skip
+    if not items:
+        return ""
+    return ('<h2>Field quality</h2><p class="domain">These fields failed a quality check; every '
+            f"cell of them was sent to review:</p><ul>{items}</ul>")  # fmt: skip
+
+
 def _minute(timestamp: str | None) -> str:
     """``2026-12-04T23:40:28.75+00:00`` as ``2026-12-04 23:40 UTC``."""
     return "—" if not timestamp else f"{_e(minute_text(timestamp))} UTC"
@@ -346,7 +356,7 @@ def case_report_html(record: CaseRecord, *, flagged_limit: int = 48) -> str:
             f"flagged_limit must be a whole number of 0 or more, got {flagged_limit!r}."
         )
     parent = f" (reopened from {_e(record.parent_id)})" if record.parent_id else ""
-    status_css = "signed" if record.is_signed else "unsigned"
+    status_css = "signed" if record.is_signed and record.superseded_by is None else "unsigned"
     meta = [
         ("Status", f'<span class="{status_css}">{_e(_status_words(record))}</span>'),
         ("Result", _result_words(record)),
@@ -368,6 +378,7 @@ def case_report_html(record: CaseRecord, *, flagged_limit: int = 48) -> str:
             ruo,
             _table(("Item", "Value"), meta, set()),
             _domain_section(record),
+            _quality_section(record),
             _counts_section(record),
             _model_vs_reviewer(record),
             _cells_section(record, flagged_limit),

@@ -32,6 +32,12 @@ from leukemia_core.types import REVIEWER_EDITABLE, CellLabel, live
 _SEPARATORS = " -/._"  # in a search, each matches any one of them
 
 
+def _child(conn: sqlite3.Connection, case_id: str) -> CaseHeader | None:
+    row = conn.execute(f"SELECT {', '.join(HEADER_COLUMNS)} FROM cases WHERE parent_id = ?",
+                       (case_id,)).fetchone()  # fmt: skip
+    return None if row is None else CaseHeader(**{k: row[k] for k in HEADER_COLUMNS})
+
+
 def _spaced(column: str) -> str:
     """SQL for ``column`` with every separator a space (as the search is made)."""
     for separator in _SEPARATORS[1:]:
@@ -88,9 +94,7 @@ class CaseReads:
             ).fetchall()
             audit = self._audit_rows(conn, case["case_id"])
             altered = self._alterations(conn, case["case_id"])
-            child = conn.execute(
-                f"SELECT {', '.join(HEADER_COLUMNS)} FROM cases WHERE parent_id = ?", key
-            ).fetchone()
+            newer = _child(conn, case["case_id"])
         plain = {k: v for k, v in as_dict(case).items() if k not in ("thresholds", "domain")}
         cells = [cell_from_row(c) for c in cells]
         return CaseRecord(
@@ -102,10 +106,14 @@ class CaseReads:
             replaced=tuple(c for c in cells if c.label == CellLabel.REPLACED),
             audit=audit,
             altered=altered,
-            superseded_by=None
-            if child is None
-            else CaseHeader(**{k: child[k] for k in HEADER_COLUMNS}),
+            superseded_by=newer,
         )
+
+    def newer_version(self, case_id: str) -> CaseHeader | None:
+        """The version a signed case was reopened as (None: not reopened); one small query,
+        for pages that show a signed case without loading it whole."""
+        with self._transaction(write=False) as conn:
+            return _child(conn, str(case_id))
 
     def case_state(self, case_id: str) -> CaseState:
         """Status, reviewer-editable cell attributes and audit trail of a case (no images).

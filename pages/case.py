@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pandas as pd
@@ -13,7 +14,7 @@ from leukemia_core.store import DATABASE_ENV_VAR, default_database_path
 from leukemia_core.store_rows import minute_text
 from ui import auth, state
 from ui.common import interval_text, percent_text, show_flashes
-from ui.record import current_record, reopen_reason, save_form, status_line, superseded_note
+from ui.record import current_record, reopen_reason, save_form, status_line
 
 account = auth.require(Permission.ANALYZE)
 st.title("Case record")
@@ -31,7 +32,7 @@ if not session.is_saved:
 seen_token = session.audit_token  # the case as this account last saw it, before this read
 record = current_record(session)
 
-status_line(session)
+newer = status_line(session)
 count = record.counts()
 parent = " (reopened from the signed version before it)" if record.parent_id else ""
 st.markdown(
@@ -52,14 +53,18 @@ with st.expander("Details: identifiers, checksums and thresholds"):
 
 st.subheader("For the report", divider="gray")
 locked = record.is_signed or not account.can(Permission.REVIEW)
+# Keyed by the case's status and stored details too: once signed, or once someone saves new
+# details, the boxes show what is stored (and would be signed), not what they last held.
+stored = hashlib.blake2b(f"{record.patient_id}\n{record.comment}".encode(), digest_size=4)
+details_key = f"{record.case_id}_{record.status}_{stored.hexdigest()}"
 patient_id = st.text_input(
-    "Patient id (optional)", value=record.patient_id, key=f"case_patient_{record.case_id}",
+    "Patient id (optional)", value=record.patient_id, key=f"case_patient_{details_key}",
     max_chars=64, disabled=locked, placeholder="your laboratory's identifier",
     help="Printed on the report and searchable in the case list. Leave it empty where the "
     "sample id is enough.",
 )  # fmt: skip
 comment = st.text_area(
-    "Comment", value=record.comment, key=f"case_comment_{record.case_id}", max_chars=4000,
+    "Comment", value=record.comment, key=f"case_comment_{details_key}", max_chars=4000,
     disabled=locked, placeholder="e.g. morphology notes, what to repeat",
 )  # fmt: skip
 changed = not locked and (comment != record.comment or patient_id.strip() != record.patient_id)
@@ -78,13 +83,15 @@ if record.is_signed:
         "frozen.",
         icon=":material/verified:",
     )
-    if not superseded_note(record):
+    if newer is None:
         st.caption("To change it, reopen it: that makes a new version and keeps this one as "
                    "signed.")  # fmt: skip
         may_sign = auth.user().can(Permission.SIGN)
         reason = reopen_reason("reopen_reason") if may_sign else ""
+        # Enabled before a reason is typed: a box's text reaches the page when the box loses
+        # focus, and the first click would otherwise land on a disabled button.
         if st.button("Reopen as a new version", key="reopen", icon=":material/edit_document:",
-                     disabled=not may_sign or not reason):  # fmt: skip
+                     disabled=not may_sign):  # fmt: skip
             try:
                 state.reopen(session, reason)
                 st.rerun()

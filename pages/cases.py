@@ -76,7 +76,6 @@ if can_reopen and right.button(
     "Reopen as a new version",
     key="reopen_case",
     icon=":material/edit_document:",
-    disabled=not reason,
 ):
     try:
         session = state.open_case(chosen.case_id)

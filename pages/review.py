@@ -35,7 +35,7 @@ try:
 except LeukemiaCoreError as error:
     st.error(str(error))
 show_flashes()
-status_line(session)
+newer = status_line(session)
 quality_warnings(session)
 domain_warning(session)
 count = session.count()
@@ -55,7 +55,7 @@ if not session.is_saved:
 elif session.is_signed:
     st.success(
         f"Signed by {session.signed_by} at {minute_text(session.signed_at)} UTC; the record is "
-        "frozen. Reopen it as a new version on the Case page to change it."
+        "frozen." + ("" if newer else " Reopen it as a new version on the Case page to change it.")
     )
 elif not can_review:
     st.info("Your account may look at this case but not reclassify cells (reviewer role).")

@@ -181,12 +181,12 @@ def test_a_reload_brings_the_open_case_back_and_a_comment_and_patient_id_reach_t
     assert len(relabel_keys(again)) == len(session_of(at).cells)
     # the reloaded case takes a comment and a patient id on the Case page; the report shows them
     go(again, "case")
-    again.text_area(key=f"case_comment_{case_id}").input("Repeat with a fresh smear").run()
-    again.text_input(key=f"case_patient_{case_id}").input("MRN\n77").run()
+    details_box(again, "comment", case_id, "open").input("Repeat with a fresh smear").run()
+    details_box(again, "patient", case_id, "open").input("MRN\n77").run()
     again.button(key="save_comment").click().run()
     assert any("one line of at most 64" in e for e in errors(again))  # refused, nothing kept
     assert CaseStore(db).load_case(case_id).patient_id == ""
-    again.text_input(key=f"case_patient_{case_id}").input("MRN-77").run()
+    details_box(again, "patient", case_id, "open").input("MRN-77").run()
     again.button(key="save_comment").click().run()
     assert not errors(again)
     record = CaseStore(db).load_case(case_id)
@@ -215,14 +215,17 @@ def test_signing_keeps_unsaved_details_and_the_next_sample_gets_its_own_id(db, d
     accept_all(at)
     # typed on the Case page but never saved with "Save for the report": signing keeps them
     go(at, "case")
-    at.text_input(key=f"case_patient_{case_id}").input("MRN-9").run()
-    at.text_area(key=f"case_comment_{case_id}").input("Signed straight away").run()
+    details_box(at, "patient", case_id, "open").input("MRN-9").run()
+    details_box(at, "comment", case_id, "open").input("Signed straight away").run()
     assert any("Signing also saves" in c.value for c in at.main.caption)
     at.button(key="sign").click().run()
     assert not errors(at)
     record = CaseStore(db).load_case(case_id)
     assert record.is_signed
     assert (record.patient_id, record.comment) == ("MRN-9", "Signed straight away")
+    # and the signed page shows what was signed, in read-only boxes
+    signed_box = details_box(at, "comment", case_id, "signed")
+    assert signed_box.value == "Signed straight away" and signed_box.disabled
     assert [a.action for a in record.audit[-3:]] == ["comment", "patient id", "signed"]
     # the next sample starts without the signed one's id; reusing it is warned before saving
     go(at, "analyze").button(key="try_sample").click().run()
@@ -233,6 +236,12 @@ def test_signing_keeps_unsaved_details_and_the_next_sample_gets_its_own_id(db, d
     at.text_input(key="review_sample_id").input(" acc-7").run()
     (warned,) = [w.value for w in at.warning if "already has a case" in w.value]
     assert "ACC-7" in warned and "version 1, signed" in warned
+
+
+def details_box(at, kind: str, case_id: str, status: str):
+    """The Case page's patient id or comment box (keyed by case, status and stored details)."""
+    boxes = at.text_area if kind == "comment" else at.text_input
+    return next(b for b in boxes if b.key.startswith(f"case_{kind}_{case_id}_{status}_"))
 
 
 def test_logout_takes_the_case_out_of_the_address(db, demo_png):
@@ -248,7 +257,7 @@ def test_logout_takes_the_case_out_of_the_address(db, demo_png):
     assert "review_session" not in again.session_state or session_of(again) is None
 
 
-def test_a_second_signer_signs_details_the_first_one_saw(db, demo_png, monkeypatch):
+def test_a_second_signer_signs_details_the_first_one_saw_or_signs_first(db, demo_png, monkeypatch):
     monkeypatch.setenv("LEUKEMIA_SECOND_SIGNER_AT_PERCENT", "0")  # every case needs two
     at = start()
     analyze(at, [("field.png", demo_png)])
@@ -263,13 +272,17 @@ def test_a_second_signer_signs_details_the_first_one_saw(db, demo_png, monkeypat
     second.query_params["case"] = case_id
     go(second.run(), "case")
     assert not second.button(key="sign").disabled
-    second.text_area(key=f"case_comment_{case_id}").input("Added after the first signature").run()
+    details_box(second, "comment", case_id, "open").input("Added after the first signature").run()
     assert second.button(key="sign").disabled  # not signed in passing: saved (and seen) first
     assert any("before the second signature" in c.value for c in second.main.caption)
     second.button(key="save_comment").click().run()
+    record = CaseStore(db).load_case(case_id)  # the first signer did not see the new comment
+    assert record.first_signed_by is None and record.audit[-1].action == "first signature withdrawn"
     second.button(key="sign").click().run()
+    assert CaseStore(db).load_case(case_id).first_signed_by == "Dr. Second"
+    go(at, "case").button(key="sign").click().run()  # the first signer signs what is there now
     record = CaseStore(db).load_case(case_id)
-    assert record.is_signed and record.signed_by == "Dr. Second"
+    assert record.is_signed and record.signed_by == REVIEWER
     assert record.comment == "Added after the first signature"
 
 

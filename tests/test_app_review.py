@@ -131,7 +131,9 @@ def test_review_reclassify_recount_sign_reopen_and_export(db, demo_png, download
         start_count.n_blasts + 1)  # fmt: skip
 
     go(at, "case")
-    assert at.button(key="reopen").disabled  # not without a reason
+    at.button(key="reopen").click().run()  # not without a reason: it asks for one
+    assert any("Say why you reopen it" in e for e in errors(at))
+    assert session_of(at).is_signed and session_of(at).version == 1
     at.text_input(key="reopen_reason").input("second opinion on cell 3").run()
     at.button(key="reopen").click().run()
     assert not errors(at)
@@ -143,8 +145,11 @@ def test_review_reclassify_recount_sign_reopen_and_export(db, demo_png, download
     assert old.is_signed and old.superseded_by.version == 2  # the signed version stays
     state_key = at.session_state  # reopen the old version's Case page: it says it was replaced
     state_key["review_session"] = Review.open(CaseStore(db), record.case_id)
+    for page in ("case", "review", "counts", "report"):  # wherever the old version is shown
+        go(at, page)
+        assert any("Superseded: reopened as version 2" in w.value for w in at.warning), page
+        assert not any("Reopen it as a new version" in s.value for s in at.success), page
     go(at, "case")
-    assert any("Superseded: reopened as version 2" in w.value for w in at.warning)
     assert not [b for b in at.button if b.key == "reopen"]
     state_key["review_session"] = Review.open(CaseStore(db), reopened.case_id)
     go(at, "review")

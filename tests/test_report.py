@@ -226,3 +226,25 @@ def test_the_patient_id_is_in_the_report_and_the_json_escaped(store: CaseStore, 
     record = store.load_case(case_id)
     assert "<td>Patient id</td><td>MRN &lt;42&gt; &amp; co</td>" in case_report_html(record)
     assert json.loads(case_json(record))["patient_id"] == "MRN <42> & co"
+
+
+def test_a_fields_quality_warning_is_in_the_report_the_json_and_the_csv(store: CaseStore):
+    from leukemia_core.quality import QualityWarning
+
+    blur = QualityWarning("focus", 0.31, 0.2, "Out of focus: results unreliable.")
+    image = np.zeros((48, 64, 3), np.uint8)
+    cells = [Cell(1, (1, 1, 5, 5), (3.0, 3.0), crop=pixels(1), field_index=f,
+                  blast_probability=0.1, model_label="uncertain") for f in (0, 1)]  # fmt: skip
+    case_id = store.create_case(
+        "S-Q", [Field(0, "sharp.png", image), Field(1, "blurred.png", image, quality=(blur,))],
+        cells, model_name="m", model_checksum="sha256:0", thresholds={}, created_by="R",
+    )  # fmt: skip
+    record = store.load_case(case_id)
+    page = case_report_html(record)
+    assert "<h2>Field quality</h2>" in page
+    assert "Field 2 (blurred.png): Out of focus: results unreliable." in page
+    assert "sharp.png): Out of focus" not in page
+    fields_json = json.loads(case_json(record))["fields"]
+    assert [f["quality_warnings"] for f in fields_json] == [[], [asdict(blur)]]
+    rows = list(csv.DictReader(io.StringIO(cells_csv(record).decode())))
+    assert [r["field_warnings"] for r in rows] == ["", "focus"]

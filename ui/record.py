@@ -6,7 +6,7 @@ import streamlit as st
 
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.review import Review
-from leukemia_core.store import CaseRecord
+from leukemia_core.store import CaseHeader, CaseRecord
 from leukemia_core.store_rows import minute_text
 from ui import heatmaps, state
 from ui.common import flash
@@ -18,16 +18,29 @@ STATUS_TEXT = {
 }
 
 
-def status_line(session: Review) -> None:
-    """Sample id, case version and status as one line."""
+def status_line(session: Review) -> CaseHeader | None:
+    """Sample id, case version and status as one line, and a warning when this signed version
+    was reopened as a newer one (returned: pages then point to it, not to reopening)."""
     version = f" · version {session.version}" if session.is_saved else ""
     st.markdown(f"Sample **{session.sample_id}**{version} {STATUS_TEXT[session.status]}")
+    newer = None
+    if session.is_signed:
+        try:
+            newer = state.case_store().newer_version(session.case_id)
+        except LeukemiaCoreError as error:
+            st.error(str(error))
+    if newer is not None:
+        st.warning(f"Superseded: reopened as version {newer.version} by "
+                   f"{newer.created_by or '—'} at {minute_text(newer.created_at)} UTC. This "
+                   "signed version stays as it was and is not the current result; open the "
+                   "latest version on the Cases page.", icon=":material/history:")  # fmt: skip
     if session.altered:
         st.error(
             "This record was altered outside the app: " + "; ".join(session.altered) + ". Do "
             "not rely on it; ask the administrator to restore the database from a backup.",
             icon=":material/gpp_bad:",
         )
+    return newer
 
 
 def current_record(session: Review) -> CaseRecord:
@@ -96,17 +109,6 @@ def _save(session: Review, sample_id: str) -> None:
     # A toast: a banner here would vanish at the first label and pull the cell up the page.
     flash(f"Case saved (id {case_id[:8]}): each change is now recorded.", "toast")
     st.rerun()
-
-
-def superseded_note(record: CaseRecord) -> bool:
-    """Say that a signed version was reopened as a newer one; True when it was."""
-    newer = record.superseded_by
-    if newer is None:
-        return False
-    st.warning(f"Superseded: reopened as version {newer.version} by {newer.created_by or '—'} at "
-               f"{minute_text(newer.created_at)} UTC. This signed version stays as it was; open "
-               "the latest version on the Cases page.", icon=":material/history:")  # fmt: skip
-    return True
 
 
 def reopen_reason(key: str, container=st) -> str:
