@@ -27,7 +27,8 @@ DEFAULT_MAX_BYTES = 1 << 30
 """Largest file read (1 GiB: an uncompressed 60-megapixel 16-bit RGB TIFF has 360 MB)."""
 #: Pillow format names accepted (MPO, the multi-picture JPEG of phone cameras, counts as JPEG).
 SUPPORTED_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "GIF", "WEBP")
-_FORMATS_TEXT = "JPEG, PNG, BMP, TIFF, GIF or WebP"
+FORMATS_TEXT = "JPEG, PNG, BMP, TIFF, GIF or WebP"
+"""The picture formats read, in words (upload boxes and messages say the same)."""
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", *_TIFF_MAGIC)
 _DEEP_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
@@ -180,6 +181,17 @@ def _too_many_bytes(name: str, size: str, max_bytes: int) -> errors.ImageTooLarg
     )
 
 
+def _what_it_holds(data: bytes) -> str:
+    """What a file that is no picture seems to hold, in words (not its raw bytes)."""
+    try:
+        head = data[:256].decode("utf-8")
+    except UnicodeDecodeError:
+        return "its first bytes match no picture format"
+    if all(c.isprintable() or c in "\r\n\t" for c in head):
+        return "it holds text, not a picture"
+    return "its first bytes match no picture format"
+
+
 def _decode(data: bytes, name: str, max_pixels: int, min_side: int) -> _Decoded:
     try:
         im = Image.open(io.BytesIO(data))
@@ -190,8 +202,8 @@ def _decode(data: bytes, name: str, max_pixels: int, min_side: int) -> _Decoded:
             raise _damaged(name, data, exc) from exc
         hint = " A PDF? Export the page as PNG or JPEG." if b"%PDF-" in data[:8] else ""
         raise errors.NotAnImageError(
-            f"'{name}' is not an image file (it starts with {data[:8]!r}).{hint} "
-            f"Upload a picture of the smear as {_FORMATS_TEXT}."
+            f"'{name}' is not an image file ({_what_it_holds(data)}).{hint} "
+            f"Upload a picture of the smear as {FORMATS_TEXT}."
         ) from exc
     except _DECODE_ERRORS as exc:
         raise _damaged(name, data, exc) from exc
@@ -200,7 +212,7 @@ def _decode(data: bytes, name: str, max_pixels: int, min_side: int) -> _Decoded:
         if fmt not in SUPPORTED_FORMATS:
             raise errors.UnsupportedFormatError(
                 f"'{name}' is a {im.format} image ({im.width}x{im.height}), a format this app "
-                f"does not read. Save or export it as {_FORMATS_TEXT}."
+                f"does not read. Save or export it as {FORMATS_TEXT}."
             )
         _check_size(im.size, name, max_pixels, min_side)
         if fmt == "TIFF" and _is_deep_colour(im, data):  # Pillow would keep only the high byte

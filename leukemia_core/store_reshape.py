@@ -34,8 +34,9 @@ class CaseReshape:
         Args:
             retire: Keys of live cells that become ``replaced``.
             add: New cells (ids not used in their field yet), stored as they are.
-            revive: Keys of ``replaced`` cells brought back (undo): they get the model's
-                label again and await review.
+            revive: Keys of ``replaced`` cells brought back (undo), as they were before: the
+                label they had when replaced, and their review (a cell replaced before that
+                was recorded gets the model's label and awaits review).
             reviewer: Who did it.
             action: The audit action (``split``, ``merge``, ``undo split``...).
             note: What happened, in words.
@@ -63,8 +64,15 @@ class CaseReshape:
             for key in revive:
                 if self._label(conn, case, key) != CellLabel.REPLACED:
                     raise CaseInputError(f"Cell {key[1]} of field {key[0]} is not replaced.")
-                updates.append((key, CellLabel.REPLACED.value, None,
-                                "label = model_label, reviewed = 0"))  # fmt: skip
+                before = conn.execute(  # the label the cell had when it was replaced
+                    "SELECT from_label FROM audit WHERE case_id = ? AND field_index = ? AND "
+                    "cell_id = ? AND to_label = ? ORDER BY audit_id DESC LIMIT 1",
+                    (case["case_id"], *key, CellLabel.REPLACED.value)).fetchone()  # fmt: skip
+                if before is None or before[0] in (None, CellLabel.REPLACED.value):
+                    updates.append((key, CellLabel.REPLACED.value, None,
+                                    "label = model_label, reviewed = 0"))  # fmt: skip
+                else:
+                    updates.append((key, CellLabel.REPLACED.value, before[0], "label = ?"))
             for row in rows:
                 if self._label(conn, case, (row["field_index"], row["cell_id"]), missing=True):
                     raise CaseInputError(

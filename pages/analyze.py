@@ -9,6 +9,7 @@ import streamlit as st
 
 from leukemia_core.accounts import Permission
 from leukemia_core.errors import LeukemiaCoreError
+from leukemia_core.io import FORMATS_TEXT
 from leukemia_core.pipeline import MODE_CELLS, MODE_FIELDS
 from leukemia_core.review import Review
 from ui import auth, state
@@ -100,7 +101,7 @@ with right:
     )
 with left:
     uploads = st.file_uploader(
-        "Images of one sample: JPEG, PNG, TIFF or BMP",
+        f"Images of one sample: {FORMATS_TEXT}",
         type=list(UPLOAD_TYPES),
         accept_multiple_files=True,
         key="upload",

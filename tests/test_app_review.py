@@ -63,6 +63,14 @@ def test_review_reclassify_recount_sign_reopen_and_export(db, demo_png, download
     assert not at.segmented_control(key=uncertain[0]).disabled
 
     relabel(at, uncertain[0], "blast")  # one click: every count follows
+    # a click on the model's call shown on an unreviewed card accepts it (a second click on a
+    # segmented control deselects: the label stays)
+    normal = keys_labelled(at, "normal")[0]
+    f, c = map(int, normal.removeprefix("relabel_").split("_"))
+    assert not session_of(at).cell(f, c).reviewed
+    at.segmented_control(key=normal).set_value(None).run()
+    assert session_of(at).cell(f, c).reviewed and session_of(at).cell(f, c).label == "normal"
+    assert at.segmented_control(key=normal).value == "normal" and not errors(at)
     assert int(metric(at, "Blasts")) == start_count.n_blasts + 1
     assert int(metric(at, "Cells counted")) == start_count.n_counted + 1
     assert metric(at, "Uncertain") == "1"

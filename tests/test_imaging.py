@@ -88,7 +88,12 @@ def test_a_huge_jpeg_is_decoded_reduced_not_refused():
     ("data", "error", "match"),
     [
         (b"", errors.EmptyFileError, r"'f' is empty \(0 bytes\)"),
-        (b"field notes, not pixels", errors.NotAnImageError, "not an image file"),
+        (
+            b"field notes, not pixels",
+            errors.NotAnImageError,
+            r"not an image file \(it holds text, not a picture\).*JPEG, PNG, BMP, TIFF, GIF or WebP",
+        ),
+        (bytes(range(200, 256)) * 4, errors.NotAnImageError, "first bytes match no picture format"),
         ("truncated", errors.TruncatedImageError, "ends before its pixel data"),
         ("bomb", errors.ImageTooLargeError, "over the limit"),
     ],

@@ -86,6 +86,8 @@ def test_splitting_a_fused_clump_of_a_real_field(fused):
     clump = _holder(review, 976, 549)
     inside = [p for p in points if _holder(review, *p) is clump]
     assert len(inside) >= 2  # pressed blasts, one outline: the failure split exists for
+    review.relabel(store, *clump.key, "blast", user=ANA)  # reviewed before someone splits it
+    clump = review.cell(*clump.key)
     n_before = len(review.cells)
     pieces = review.split(store, *clump.key, user=ANA, parts=len(inside))
     assert len(review.cells) == n_before + len(inside) - 1
@@ -100,6 +102,8 @@ def test_splitting_a_fused_clump_of_a_real_field(fused):
     assert review.n_unreviewed == sum(c.label != CellLabel.BORDER for c in review.cells)
     review.undo_reshape(store, *pieces[0].key, user=ANA)
     assert len(review.cells) == n_before and _holder(review, 976, 549).key == clump.key
+    back = review.cell(*clump.key)  # as it was before the split: its label and its review
+    assert (back.label, back.reviewed) == (CellLabel.BLAST, True)
     assert store.load_case(review.case_id).audit[-1].action == "undo split"
 
 

@@ -19,7 +19,7 @@ DISCLAIMER = (
     "**Research use only.** This is decision support for research; it is not a diagnosis. "
     "Every result must be reviewed by a qualified person."
 )
-UPLOAD_TYPES = ("jpg", "jpeg", "png", "tif", "tiff", "bmp")
+UPLOAD_TYPES = ("jpg", "jpeg", "png", "tif", "tiff", "bmp", "gif", "webp")  # io.FORMATS_TEXT
 LABEL_NAMES = LABEL_WORDS  # one home for the words: leukemia_core.types
 LABEL_COLOURS = {
     CellLabel.BLAST: "#c62828",

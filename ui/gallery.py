@@ -46,10 +46,14 @@ def _on_relabel(field_index: int, cell_id: int) -> None:
     cell = session.cell(field_index, cell_id)
     key = relabel_key(cell)
     chosen = st.session_state.get(key)
-    if chosen is None:  # a second click on the chosen option: keep the label
+    if chosen is None:  # a click on the option already shown: keep the label, and accept it
         st.session_state[key] = _shown_value(session, cell)
-        return
+        if cell.reviewed or cell.label not in REVIEW_CHOICES:
+            return
     try:
+        if chosen is None:  # the model's call, not reviewed yet: this click says "yes, that"
+            state.accept(session, [cell.key])
+            return
         state.relabel(session, field_index, cell_id, chosen)
     except LeukemiaCoreError as error:
         flash(str(error))

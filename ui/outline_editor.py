@@ -10,6 +10,7 @@ import streamlit as st
 
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.review import Review
+from leukemia_core.types import LABEL_WORDS
 from ui import state
 from ui.common import flash
 from ui.workspace import CUT_WORDS, open_cell
@@ -77,8 +78,15 @@ def _apply(session: Review, field_index: int, cell_id: int, action: str, other, 
             open_cell(made.key)
             flash(f"Cells {cell_id} and {other} merged into cell {made.cell_id}.", "success")
         else:
-            open_cell(state.undo_reshape(session, field_index, cell_id)[0])
-            flash(f"Undone: {cell_id} and the cells made with it are gone again.", "success")
+            back = [session.cell(*key) for key in state.undo_reshape(session, field_index, cell_id)]
+            open_cell(back[0].key)
+            words = "; ".join(f"cell {c.cell_id} {LABEL_WORDS[c.label].lower()}, "
+                              f"{'reviewed' if c.reviewed else 'to review'}" for c in back)  # fmt: skip
+            flash(
+                f"Undone: cell {cell_id} and the cells made with it are gone; back as they "
+                f"were: {words}.",
+                "success",
+            )
     except LeukemiaCoreError as error:
         flash(str(error))
     st.rerun()
