@@ -12,7 +12,12 @@ import base64
 import html
 from collections import Counter
 
-from leukemia_core.counting import CellLabel, provisional_text
+from leukemia_core.counting import (
+    INVESTIGATE_PERCENT,
+    WHO_ACUTE_LEUKEMIA_PERCENT,
+    CellLabel,
+    provisional_text,
+)
 from leukemia_core.imaging import png_bytes
 from leukemia_core.store import CaseRecord
 from leukemia_core.store_rows import minute_text
@@ -46,6 +51,7 @@ h3 { font-size: 1rem; margin: .8rem 0 .3rem; }
 .unsigned { font-size: 1.4rem; font-weight: 800; color: #b00020; letter-spacing: .05em; }
 code { font-size: .85rem; word-break: break-all; }
 table.counts td:last-child { width: 42%; } table.keep { break-inside: avoid; }
+table.audit { font-size: .8rem; } table.audit td:first-child { white-space: nowrap; }
 @media print {
   body { margin: 0; max-width: none; font-size: 11pt; }
   h2 { break-after: avoid; } tr, figure, .ruo, table.keep { break-inside: avoid; }
@@ -144,7 +150,18 @@ def _reading(count: BlastCount) -> str:
     return f'<span class="reading">{_e(count.interpretation)}{hint}</span>'
 
 
-def _count_row(scope: str, count: BlastCount) -> tuple[str, ...]:
+def _level(count: BlastCount) -> str:
+    """A field's reading in a few words (the sample's full reading is the one to act on)."""
+    if count.percent is None:
+        return "no cells counted"
+    if count.percent >= WHO_ACUTE_LEUKEMIA_PERCENT:
+        return f"at or above {WHO_ACUTE_LEUKEMIA_PERCENT:.0f}%"
+    if count.percent >= INVESTIGATE_PERCENT:
+        return f"{INVESTIGATE_PERCENT:.0f}% to {WHO_ACUTE_LEUKEMIA_PERCENT:.0f}%"
+    return "no blasts" if count.n_blasts == 0 else f"below {INVESTIGATE_PERCENT:.0f}%"
+
+
+def _count_row(scope: str, count: BlastCount, reading: str) -> tuple[str, ...]:
     return (
         _e(scope),
         str(count.n_blasts),
@@ -152,15 +169,15 @@ def _count_row(scope: str, count: BlastCount) -> tuple[str, ...]:
         str(count.n_excluded),
         _percent(count),
         _interval(count),
-        _reading(count),
+        reading,
     )
 
 
 def _counts_section(record: CaseRecord) -> str:
     names = {f.index: f.name for f in record.fields}
-    rows = [_count_row("Whole sample", record.counts())]
+    rows = [_count_row("Whole sample", record.counts(), _reading(record.counts()))]
     rows += [
-        _count_row(f"Field {f.index + 1}: {names[f.index]}", count)
+        _count_row(f"Field {f.index + 1}: {names[f.index]}", count, _e(_level(count)))
         for f, count in zip(record.fields, record.field_counts(), strict=True)
     ]
     header = (
@@ -259,7 +276,8 @@ def _audit_section(record: CaseRecord) -> str:
         for a in record.audit
     ]
     header = ("Time (UTC)", "Who", "Action", "Field", "Cell", "From", "To", "Note")
-    return "<h2>Audit trail</h2>" + _table(header, rows, set())
+    table = _table(header, rows, set()).replace("<table>", '<table class="audit">', 1)
+    return "<h2>Audit trail</h2>" + table
 
 
 def _sign_off(record: CaseRecord) -> str:

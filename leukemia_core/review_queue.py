@@ -150,3 +150,19 @@ class ReviewTallies:
         """The next cell after ``after`` in the queue still waiting for review (None: done)."""
         waiting = [c.key for c in self.cells if c.awaits_review]
         return next_to_review(self.queue(), waiting, after)
+
+    def sent_to_review_because(self, cell: Cell) -> str:
+        """Why the model's call of an uncertain cell is "uncertain" when its probability alone
+        would have decided it: its field failed a quality check, or its field or the whole
+        sample differs from the training data ('' otherwise, or for other labels)."""
+        if cell.model_label != CellLabel.UNCERTAIN:
+            return ""
+        field = self.fields[cell.field_index]
+        if field.quality:
+            return "its field failed a quality check (" + ", ".join(
+                w.check for w in field.quality) + ")"  # fmt: skip
+        if field.domain is not None and field.domain.warned:
+            return "its field differs from the training data"
+        if self.domain is not None and self.domain.warned:
+            return "the sample differs from the training data"
+        return ""

@@ -248,3 +248,11 @@ def test_a_fields_quality_warning_is_in_the_report_the_json_and_the_csv(store: C
     assert [f["quality_warnings"] for f in fields_json] == [[], [asdict(blur)]]
     rows = list(csv.DictReader(io.StringIO(cells_csv(record).decode())))
     assert [r["field_warnings"] for r in rows] == ["", "focus"]
+
+
+def test_the_full_reading_is_given_once_for_the_sample_and_fields_get_their_level(
+    record: CaseRecord,
+):
+    page = case_report_html(record)
+    assert page.count("the WHO uses for acute leukemia") == 1  # the whole sample's reading
+    assert page.count("at or above 20%</td>") == 2  # each field: its level in a few words

@@ -507,3 +507,25 @@ def test_a_comment_is_kept_for_the_report_and_frozen_with_the_case(saved, store)
         saved.set_details(store, comment="changed after signing", user=user)
     reopened = store.load_case(saved.reopen(store, user=user))
     assert reopened.comment == "Nucleoli in <b>most</b> blasts"  # the new version keeps it
+
+
+def test_a_cell_sent_to_review_with_its_field_says_why():
+    from leukemia_core.domain import DomainAssessment
+    from leukemia_core.pipeline import Analysis
+    from leukemia_core.quality import QualityWarning
+    from leukemia_core.types import Cell, Field
+
+    blur = QualityWarning("focus", 0.3, 0.2, "Out of focus: results unreliable.")
+    image = np.zeros((40, 40, 3), np.uint8)
+    fields = (Field(0, "a.png", image, quality=(blur,)), Field(1, "b.png", image),
+              Field(2, "c.png", image, domain=DomainAssessment(3.0, 1.5, 4)))  # fmt: skip
+    cells = tuple(Cell(1, (1, 1, 9, 9), (5.0, 5.0), field_index=f, blast_probability=0.01,
+                       model_label=label) for f, label in ((0, "uncertain"), (1, "uncertain"),
+                                                           (1, "normal"), (2, "uncertain")))  # fmt: skip
+    review = Review(Analysis("fields", fields, cells), sample_id="S")
+    why = [review.sent_to_review_because(c) for c in cells]
+    assert why == ["its field failed a quality check (focus)", "", "",
+                   "its field differs from the training data"]  # fmt: skip
+    warned = Analysis("fields", fields, cells, domain=DomainAssessment(3.0, 1.5, 4))
+    assert Review(warned, sample_id="S").sent_to_review_because(cells[1]) == (
+        "the sample differs from the training data")  # fmt: skip

@@ -70,6 +70,8 @@ def _caption(session: Review, cell: Cell) -> str:
         text += f" · model: {LABEL_NAMES[cell.model_label]} → {LABEL_NAMES[label]}"
     else:
         text += f" · model: {LABEL_NAMES[cell.model_label]}"
+    if because := session.sent_to_review_because(cell):
+        text += f" ({because})"
     if label != CellLabel.BORDER:
         text += " · ✓ reviewed" if cell.reviewed else " · not reviewed yet"
     return text

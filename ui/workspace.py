@@ -118,6 +118,8 @@ def _describe(session: Review, cell: Cell) -> str:
     where = session.fields[cell.field_index].name
     text = f"**Cell {cell.cell_id}** of {where} · P(blast) {p} · model: "
     text += LABEL_NAMES[cell.model_label]
+    if because := session.sent_to_review_because(cell):
+        text += f" ({because})"
     if cell.label != cell.model_label:
         text += f" · now: **{LABEL_NAMES[cell.label]}**"
     return text + (" · ✓ reviewed" if cell.reviewed else " · not reviewed yet")
