@@ -26,7 +26,7 @@ from leukemia_core.labellers import Labeller, labeller_for
 from leukemia_core.masks import outline_mask
 from leukemia_core.pipeline import label_cells
 from leukemia_core.segmentation import DEFAULT_PARAMS, field_red_cell_diameter
-from leukemia_core.types import Cell, Segmentation
+from leukemia_core.types import Cell, CellLabel, Segmentation
 
 MAX_PARTS = 6
 SPLIT_PREFIX, MERGE_PREFIX = "split of ", "merge of "
@@ -167,7 +167,8 @@ class ReviewReshape:
         :func:`split_masks`)."""
         require(user, Permission.REVIEW)
         self._require_saved("the split is recorded in it")
-        cell = self.cell(field_index, cell_id)
+        self.refresh(store)  # new ids after those another reviewer may have added
+        cell = self._live(field_index, cell_id)
         x0, y0 = cell.bbox[:2]
         local = None if line is None else tuple((x - x0, y - y0) for x, y in line)
         pieces = split_masks(cell.mask(), parts, local)
@@ -188,7 +189,8 @@ class ReviewReshape:
         """Replace two or more touching cells of one field by one cell."""
         require(user, Permission.REVIEW)
         self._require_saved("the merge is recorded in it")
-        cells = [self.cell(*key) for key in keys]
+        self.refresh(store)
+        cells = [self._live(*key) for key in keys]
         if len(cells) < 2 or len({c.field_index for c in cells}) != 1:
             raise ReshapeError("Merge needs two or more cells of the same field.")
         field_index = cells[0].field_index
@@ -257,6 +259,15 @@ class ReviewReshape:
         x0, y0, x1, y1 = cell.bbox
         mask[y0:y1, x0:x1] = local
         return mask
+
+    def _live(self, field_index: int, cell_id: int) -> Cell:
+        cell = self.cell(field_index, cell_id)
+        if cell.label == CellLabel.REPLACED:
+            raise ReshapeError(
+                f"Cell {cell_id} was split or merged since you last looked (the field now "
+                "shows its pieces): look at the field again, then correct what is left."
+            )
+        return cell
 
     def _next_id(self, field_index: int) -> int:
         ids = [key[1] for key in self._cells if key[0] == field_index]

@@ -529,3 +529,16 @@ def test_a_cell_sent_to_review_with_its_field_says_why():
     warned = Analysis("fields", fields, cells, domain=DomainAssessment(3.0, 1.5, 4))
     assert Review(warned, sample_id="S").sent_to_review_because(cells[1]) == (
         "the sample differs from the training data")  # fmt: skip
+
+
+def test_a_split_on_a_stale_view_takes_the_other_reviewers_split_first(saved, store):
+    from leukemia_core.reshape import ReshapeError
+
+    other = Review.open(store, saved.case_id)  # a second reviewer reads the case ...
+    first, second = [c for c in saved.cells if c.label != CellLabel.BORDER][:2]
+    made = saved.split(store, *first.key, user=account("A"))  # ... then the first one splits
+    with pytest.raises(ReshapeError, match="was split or merged since you last looked"):
+        other.split(store, *first.key, user=account("B"))
+    pieces = other.split(store, *second.key, user=account("B"))  # new ids after A's pieces
+    assert not {c.key for c in pieces} & {c.key for c in made}
+    assert store.load_case(saved.case_id).altered == ()
