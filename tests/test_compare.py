@@ -121,6 +121,8 @@ def test_the_quick_preset_runs_only_what_needs_no_download(tmp_path, monkeypatch
     assert "simple_cnn" in ready and "efficientnet_lite0" in ready  # random init; a pip package
     assert {"efficientnet_b3", "vgg16", "resnet50"} <= set(left_out)
     assert CompareSettings.from_preset("quick_cpu").architectures == ready
+    every = CompareSettings.from_preset("quick_cpu", missing_weights="random").architectures
+    assert every == PRESETS["quick_cpu"].architectures  # the README's comparison, reproduced
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5").write_bytes(b"0")
     assert "vgg16" in PRESETS["quick_cpu"].runnable()[0]

@@ -187,7 +187,10 @@ class CompareSettings:
         if name not in PRESETS:
             raise ValueError(f"Unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")
         preset = PRESETS[name]
-        return cls(**{"architectures": preset.runnable()[0], **preset.settings, **overrides})
+        # Starting from random weights where ImageNet's are missing runs every one of them.
+        every = overrides.get("missing_weights") == "random"
+        architectures = preset.architectures if every else preset.runnable()[0]
+        return cls(**{"architectures": architectures, **preset.settings, **overrides})
 
     @classmethod
     def from_dict(cls, values: dict) -> CompareSettings:
