@@ -65,9 +65,9 @@ from leukemia_core.store_rows import (
     field_row,
     insert,
     label_value,
-    minute_text,
     now,
     record_outside_changes,
+    require_cell_unchanged,
     reviewer_name,
     server_trouble,
     text,
@@ -366,20 +366,7 @@ class CaseStore(CaseReads, CaseSignoff, CaseReshape):
                 f"Case {case['case_id']} has no cell {cell_id!r} in field {field_index!r}; "
                 "use the field index and cell id shown in the case."
             )
-        stale = {
-            k: v for k, v in (expected or {}).items() if k in REVIEWER_EDITABLE and row[k] != v
-        }
-        if stale:
-            last = conn.execute(
-                "SELECT reviewer, at FROM audit WHERE case_id = ? AND field_index = ? AND "
-                "cell_id = ? ORDER BY audit_id DESC LIMIT 1", key).fetchone()  # fmt: skip
-            who = f" by {last['reviewer']} at {minute_text(last['at'])} UTC" if last else ""
-            now_is = ", ".join(f"{k} {row[k]!r}" for k in stale)
-            raise CaseChangedError(
-                f"Cell {cell_id} of field {field_index + 1} was changed{who} since you read it "
-                f"(now {now_is}); nothing was written. Look at it again and repeat your call "
-                "if you still disagree."
-            )
+        require_cell_unchanged(conn, row, expected)
         if row["label"] == CellLabel.REPLACED:
             raise CaseInputError(
                 f"Cell {cell_id} of field {field_index} was split or merged into other cells; "

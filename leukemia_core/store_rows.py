@@ -32,7 +32,7 @@ from leukemia_core.store_schema import (
     outline_json,
     state_matches,
 )
-from leukemia_core.types import Cell, CellLabel, Field
+from leukemia_core.types import REVIEWER_EDITABLE, Cell, CellLabel, Field
 
 _VALID_LABELS = ", ".join(label.value for label in CellLabel)
 _EMPTY_FIELD_GREY = 235  # shown for a field stored without its image
@@ -299,6 +299,23 @@ def require_unchanged(conn: sqlite3.Connection, case: sqlite3.Row, expected_toke
             f"since you read it (last change: {last['action']} by {last['reviewer'] or 'system'} "
             f"at {minute_text(last['at'])} UTC). Look at it again, then repeat {doing}."
         )
+
+
+def require_cell_unchanged(conn: sqlite3.Connection, row: sqlite3.Row, expected) -> None:
+    """Refuse a reviewer's change to a cell whose stored values differ from ``expected`` (what
+    the reviewer saw), naming who changed it last: no call is overwritten unseen."""
+    stale = {k: v for k, v in (expected or {}).items() if k in REVIEWER_EDITABLE and row[k] != v}
+    if not stale:
+        return
+    key = (row["case_id"], row["field_index"], row["cell_id"])
+    last = conn.execute("SELECT reviewer, at FROM audit WHERE case_id = ? AND field_index = ? "
+                        "AND cell_id = ? ORDER BY audit_id DESC LIMIT 1", key).fetchone()  # fmt: skip
+    who = f" by {last['reviewer']} at {minute_text(last['at'])} UTC" if last else ""
+    raise CaseChangedError(
+        f"Cell {row['cell_id']} of field {row['field_index'] + 1} was changed{who} since you "
+        f"read it (now {', '.join(f'{k} {row[k]!r}' for k in stale)}); nothing was written. "
+        "Look at it again and repeat your call if you still disagree."
+    )
 
 
 def record_outside_changes(conn: sqlite3.Connection, case: sqlite3.Row) -> None:
