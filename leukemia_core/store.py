@@ -76,6 +76,7 @@ from leukemia_core.store_rows import (
 )
 from leukemia_core.store_schema import (
     SCHEMA_VERSION,
+    fields_digest,
     migrate,
 )
 from leukemia_core.store_signoff import CaseSignoff
@@ -286,6 +287,8 @@ class CaseStore(CaseReads, CaseSignoff, CaseReshape):
                 insert(conn, "fields", {"case_id": case_id, **row})
             for row in cell_rows:
                 insert(conn, "cells", {"case_id": case_id, **row})
+            conn.execute("UPDATE cases SET fields_sha256 = ? WHERE case_id = ?",
+                         (fields_digest(conn, case_id), case_id))  # fmt: skip
             stored = self._case(conn, case_id, open_only=True)
             note = f"{len(seen)} cells in {len(fields)} fields labelled by {model_name}"
             audit(conn, stored, "created", created_by, note)

@@ -25,6 +25,8 @@ from leukemia_core.store_schema import (
     ALTERED_OUTSIDE,
     AUDIT_CHAINED,
     chain_hash,
+    changed_images,
+    fields_digest,
     state_matches,
 )
 from leukemia_core.types import REVIEWER_EDITABLE, CellLabel, live
@@ -95,7 +97,8 @@ class CaseReads:
             audit = self._audit_rows(conn, case["case_id"])
             altered = self._alterations(conn, case["case_id"])
             newer = _child(conn, case["case_id"])
-        plain = {k: v for k, v in as_dict(case).items() if k not in ("thresholds", "domain")}
+        plain = {k: v for k, v in as_dict(case).items()
+                 if k not in ("thresholds", "domain", "fields_sha256")}  # fmt: skip
         cells = [cell_from_row(c) for c in cells]
         return CaseRecord(
             **plain,
@@ -206,6 +209,13 @@ class CaseReads:
         elif not state_matches(conn, case_id, rows[-1]["state"]):
             problems.append("the case's labels or details differ from what its last audit row "
                             "recorded: they were changed without an audit row")  # fmt: skip
+        problems += [f"{what} differs from the one recorded with it: it was replaced outside "
+                     "the app" for what in changed_images(conn, case_id)]  # fmt: skip
+        (recorded,) = conn.execute("SELECT fields_sha256 FROM cases WHERE case_id = ?",
+                                   (case_id,)).fetchone()  # fmt: skip
+        if recorded != fields_digest(conn, case_id):
+            problems.append("the fields (names, sizes, warnings or images) differ from those "
+                            "recorded when the case was made: changed outside the app")  # fmt: skip
         return tuple(problems)
 
     def cases_of_sample(self, sample_id: str) -> list[CaseSummary]:

@@ -28,6 +28,7 @@ from leukemia_core.store_schema import (
     AUDIT_CHAINED,
     case_digest,
     chain_hash,
+    image_sha256,
     outline_from_json,
     outline_json,
     state_matches,
@@ -151,8 +152,9 @@ def field_row(index: int, entry: Field) -> dict[str, Any]:
     where = f"Field {index}"
     if not isinstance(entry, Field):
         raise CaseInputError(f"{where} is a {type(entry).__name__}; pass Field objects.")
+    image = _image_png(entry.image, f"{where} image")
     return {"field_index": index, "name": str(entry.name), "width": entry.width,
-            "height": entry.height, "image_png": _image_png(entry.image, f"{where} image"),
+            "height": entry.height, "image_png": image, "image_sha256": image_sha256(image),
             "domain": domain_json(entry.domain, f"{where} domain"),
             "quality": json.dumps([dataclasses.asdict(w) for w in entry.quality])}  # fmt: skip
 
@@ -193,6 +195,10 @@ def cell_row(position: int, cell: Cell, n_fields: int) -> dict[str, Any]:
            "overlay_png": _image_png(cell.overlay, f"{where} overlay"),
            "model_label": label_value(cell.model_label, f"{where}: model_label"),
            "label": label_value(cell.label, f"{where}: label")}  # fmt: skip
+    row |= {
+        "crop_sha256": image_sha256(row["crop_png"]),
+        "overlay_sha256": image_sha256(row["overlay_png"]),
+    }
     for spec in dataclasses.fields(Cell):
         if spec.name not in _CELL_SPECIAL:
             row[spec.name] = _plain(getattr(cell, spec.name), spec.name, where)

@@ -200,6 +200,64 @@ def _v5_to_v6(conn: sqlite3.Connection) -> None:
                           "per case")  # fmt: skip
 
 
+IMAGE_DIGESTS = {
+    "fields": (("image_png", "image_sha256"),),
+    "cells": (("crop_png", "crop_sha256"), ("overlay_png", "overlay_sha256")),
+}
+"""Per table, each image column and the column holding its SHA-256 (schema 7): the audit
+chain's digest covers the digests, and reading a case checks them against the images."""
+
+
+def image_sha256(data: bytes | None) -> str:
+    """The stored digest of an image column ('' for none)."""
+    return "" if data is None else hashlib.sha256(data).hexdigest()
+
+
+def changed_images(conn: sqlite3.Connection, case_id: str) -> list[str]:
+    """The images of a case that differ from the SHA-256 stored beside them, in words."""
+    conn.create_function("sha256_of", 1, image_sha256, deterministic=True)
+    found = []
+    for table, pairs in IMAGE_DIGESTS.items():
+        keys = "field_index" + (", cell_id" if table == "cells" else "")
+        for image, digest in pairs:
+            for row in conn.execute(f"SELECT {keys} FROM {table} WHERE case_id = ? AND "
+                                    f"{digest} != sha256_of({image})", (case_id,)):  # fmt: skip
+                where = f"field {row[0] + 1}" + (f" cell {row[1]}" if len(row) > 1 else "")
+                found.append(f"the {image.removesuffix('_png')} image of {where}")
+    return found
+
+
+def _fill_fields_digests(conn: sqlite3.Connection) -> None:
+    for (case_id,) in conn.execute("SELECT case_id FROM cases").fetchall():
+        conn.execute("UPDATE cases SET fields_sha256 = ? WHERE case_id = ?",
+                     (fields_digest(conn, case_id), case_id))  # fmt: skip
+
+
+def _v6_to_v7(conn: sqlite3.Connection) -> None:
+    """Each stored image's SHA-256 beside it, so a case's digest covers every image cheaply."""
+    conn.create_function("sha256_of", 1, image_sha256, deterministic=True)
+    statements = []
+    for table, pairs in IMAGE_DIGESTS.items():
+        trigger = f"signed_{table}_are_frozen"  # lifted for this one-time fill, then put back
+        statements.append(f"DROP TRIGGER {trigger}")
+        for image, digest in pairs:
+            statements += [f"ALTER TABLE {table} ADD COLUMN {digest} TEXT NOT NULL DEFAULT ''",
+                           f"UPDATE {table} SET {digest} = sha256_of({image})"]  # fmt: skip
+        statements.append(
+            f"CREATE TRIGGER {trigger} BEFORE UPDATE ON {table} WHEN (SELECT status FROM cases "
+            "WHERE case_id = OLD.case_id) = 'signed' BEGIN SELECT RAISE(ABORT, 'the case is "
+            "signed; reopen it to change it'); END"
+        )
+    statements += ["DROP TRIGGER signed_cases_are_frozen",
+                   "ALTER TABLE cases ADD COLUMN fields_sha256 TEXT NOT NULL DEFAULT ''",
+                   _fill_fields_digests,
+                   "CREATE TRIGGER signed_cases_are_frozen BEFORE UPDATE ON cases WHEN "
+                   "OLD.status = 'signed' BEGIN SELECT RAISE(ABORT, 'the case is signed; reopen "
+                   "it to change it'); END"]  # fmt: skip
+    _add_digested_columns(conn, statements, "database schema 7: every image's SHA-256 in the "
+                          "audit chain's digest")  # fmt: skip
+
+
 ALTERED_OUTSIDE = "changed outside the app before this row"
 """The ``state`` of an audit row written when the app found its case changed without an audit
 row (at a schema upgrade, or before its next write): the mark stays in the trail for good."""
@@ -220,8 +278,8 @@ def _add_digested_columns(conn: sqlite3.Connection, statements, note: str) -> No
     intact = {case_id: last is None or last[0] == ALTERED_OUTSIDE
               or state_matches(conn, case_id, last[0])
               for case_id, last in last_states.items()}  # fmt: skip
-    for statement in statements:
-        conn.execute(statement)
+    for statement in statements:  # SQL, or a function that fills what SQL cannot
+        statement(conn) if callable(statement) else conn.execute(statement)
     at = datetime.now(UTC).isoformat(timespec="microseconds")
     for case_id, version in cases:
         last = conn.execute("SELECT chain, state FROM audit WHERE case_id = ? ORDER BY audit_id "
@@ -243,6 +301,7 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     3: _v3_to_v4,
     4: _v4_to_v5,
     5: _v5_to_v6,
+    6: _v6_to_v7,
 }
 """``MIGRATIONS[n]`` brings a database from version ``n`` to ``n + 1``."""
 
@@ -311,8 +370,12 @@ DIGEST_HEADER = ("case_id", "version", "parent_id", "sample_id", "status", "crea
 """The case columns a case's digest covers (those the database has: older schemas lack some)."""
 
 
-DIGEST_HEADER_2 = (*DIGEST_HEADER, "created_at", "domain", "first_signed_by", "first_signed_at")
-"""Digest version 2 (audit rows from 2026-12-06) also covers these, the fields and the images."""
+DIGEST_HEADER_2 = (*DIGEST_HEADER, "created_at", "domain", "first_signed_by", "first_signed_at",
+                   "fields_sha256")  # fmt: skip
+"""Digest version 2 (audit rows from 2026-12-06) also covers these: the dates, the
+out-of-domain result, the first signature and the fields (names, warnings, images) by
+``fields_sha256``, and each cell's images by the digests stored beside them
+(:data:`IMAGE_DIGESTS`)."""
 _VERSION_2 = "2:"  # the prefix of a version-2 ``state``; version 1 states are bare hex
 _IMAGES = ("image_png", "crop_png", "overlay_png")
 
@@ -320,8 +383,19 @@ _IMAGES = ("image_png", "crop_png", "overlay_png")
 def case_digest(conn: sqlite3.Connection, case_id: str) -> str:
     """What a case says, as the ``state`` of a new audit row: SHA-256 of its header (with its
     dates, out-of-domain result and first signature), its fields and every cell's values, each
-    image by its own SHA-256 (version 2)."""
-    return _VERSION_2 + _digest(conn, case_id, DIGEST_HEADER_2, ("fields", "cells"))
+    image by its stored SHA-256 (version 2; no image is read, so a write stays fast)."""
+    return _VERSION_2 + _digest(conn, case_id, DIGEST_HEADER_2, ("cells",))
+
+
+def fields_digest(conn: sqlite3.Connection, case_id: str) -> str:
+    """SHA-256 of a case's fields (names, sizes, warnings, image digests), kept in
+    ``cases.fields_sha256`` when the case is made: fields never change after that, and their
+    images sit before the other columns, so reading those on every write would read the images."""
+    columns = [r[1] for r in conn.execute("PRAGMA table_info(fields)")]
+    said = [c for c in columns if c not in ("case_id", *_IMAGES)]
+    rows = conn.execute(f"SELECT {', '.join(said)} FROM fields WHERE case_id = ? "
+                        "ORDER BY field_index", (case_id,)).fetchall()  # fmt: skip
+    return hashlib.sha256(json.dumps([list(r) for r in rows]).encode()).hexdigest()
 
 
 def state_matches(conn: sqlite3.Connection, case_id: str, state: str) -> bool:
@@ -329,11 +403,10 @@ def state_matches(conn: sqlite3.Connection, case_id: str, state: str) -> bool:
     (audit rows written before version 2 keep verifying as they were written)."""
     if state.startswith(_VERSION_2):
         return state == case_digest(conn, case_id)
-    return state == _digest(conn, case_id, DIGEST_HEADER, ("cells",), images=False)
+    return state == _digest(conn, case_id, DIGEST_HEADER, ("cells",))
 
 
-def _digest(conn: sqlite3.Connection, case_id: str, header_columns, tables, *,
-            images: bool = True) -> str:  # fmt: skip
+def _digest(conn: sqlite3.Connection, case_id: str, header_columns, tables) -> str:
     present = {r[1] for r in conn.execute("PRAGMA table_info(cases)")}
     header = [c for c in header_columns if c in present]  # as of the schema being migrated
     case = conn.execute(
@@ -342,20 +415,12 @@ def _digest(conn: sqlite3.Connection, case_id: str, header_columns, tables, *,
     parts = [list(case or ())]
     for table in tables:
         columns = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
-        said = [c for c in columns if c != "case_id" and (images or c not in _IMAGES)]
-        order = "field_index, cell_id" if table == "cells" else "field_index"
+        said = [c for c in columns if c != "case_id" and c not in _IMAGES]
         rows = conn.execute(f"SELECT {', '.join(said)} FROM {table} WHERE case_id = ? "
-                            f"ORDER BY {order}", (case_id,)).fetchall()  # fmt: skip
-        parts.append([[_plain(v) for v in row] for row in rows])
+                            "ORDER BY field_index, cell_id", (case_id,)).fetchall()  # fmt: skip
+        parts.append([list(row) for row in rows])
     text = json.dumps(parts, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _plain(value: object) -> object:
-    """A value for the digest's JSON: an image (bytes) by its SHA-256."""
-    if isinstance(value, bytes):
-        return "sha256:" + hashlib.sha256(value).hexdigest()
-    return value
 
 
 def chain_hash(previous: str, row: dict, state: str) -> str:

@@ -198,9 +198,10 @@ class CaseSignoff:
                 )
             conn.execute(
                 "INSERT INTO cases (case_id, version, parent_id, sample_id, status, created_at, "
-                "created_by, model_name, model_checksum, thresholds, domain, comment, patient_id) "
+                "created_by, model_name, model_checksum, thresholds, domain, comment, patient_id, "
+                "fields_sha256) "
                 "SELECT ?, version + 1, case_id, sample_id, ?, ?, ?, model_name, model_checksum, "
-                "thresholds, domain, comment, patient_id "
+                "thresholds, domain, comment, patient_id, fields_sha256 "
                 "FROM cases WHERE case_id = ?",
                 (new_id, STATUS_OPEN, now(), reviewer, old["case_id"]),
             )

@@ -638,12 +638,13 @@ def test_a_database_of_release_2_migrates_without_loss(tmp_path: Path):
         assert {k: getattr(record, k) for k in old["header"]} == old["header"]
         assert record.thresholds == old["thresholds"]
         assert (None if record.domain is None else record.domain.to_dict()) == old["domain"]
-        # The trail, row for row, then one row each from schemas 5 and 6 (new columns, digest).
+        # The trail, row for row, then one row each from schemas 5, 6 and 7 (new columns, digest).
         old_rows, upgrades = record.audit[: len(old["audit"])], record.audit[len(old["audit"]) :]
         assert [a.__dict__ for a in old_rows] == old["audit"]
         assert [(a.action, a.cell_id, a.note[:17]) for a in upgrades] == [
             ("schema upgraded", None, "database schema 5"),
             ("schema upgraded", None, "database schema 6"),
+            ("schema upgraded", None, "database schema 7"),
         ]
         assert record.altered == ()
         fields = [{"field_index": f.index, "name": f.name, "width": f.width, "height": f.height,
@@ -683,7 +684,7 @@ def test_a_database_of_release_2_migrates_without_loss(tmp_path: Path):
     with sqlite3.connect(path) as conn, pytest.raises(sqlite3.IntegrityError, match="signed"):
         conn.execute("UPDATE cells SET label = 'normal' WHERE case_id = ?", (signed_id,))
     CaseStore(path)  # opening again migrates nothing twice
-    assert len(store.load_case(open_id).audit) == len(expected[open_id]["audit"]) + 3
+    assert len(store.load_case(open_id).audit) == len(expected[open_id]["audit"]) + 4
     assert [store.load_case(k).altered for k in expected] == [(), ()]  # chained as migrated
 
 
@@ -704,7 +705,7 @@ def test_a_database_of_release_5_gains_patient_ids_and_keeps_every_case(tmp_path
         )
         assert [c.label.value for c in record.cells] == old["labels"]
         rows = [[a.action, a.reviewer, a.cell_id] for a in record.audit]
-        assert rows == [*old["audit"], ["schema upgraded", "system", None]]
+        assert rows == [*old["audit"], *[["schema upgraded", "system", None]] * 2]  # 6, 7
         assert record.patient_id == "" and record.altered == ()
     signed_id, reopened_id, saved_id = expected
     store.set_case_details(reopened_id, patient_id=" P-123 ", reviewer="D. Reviewer")
@@ -716,7 +717,7 @@ def test_a_database_of_release_5_gains_patient_ids_and_keeps_every_case(tmp_path
     assert [c.case_id for c in store.list_cases("p-12")] == [reopened_id]
     assert store.load_case(saved_id).patient_id == ""
     CaseStore(path)  # opening again migrates nothing twice
-    assert len(store.load_case(saved_id).audit) == len(expected[saved_id]["audit"]) + 1
+    assert len(store.load_case(saved_id).audit) == len(expected[saved_id]["audit"]) + 2
 
 
 def test_an_upgrade_never_hides_a_change_made_outside_the_app_before_it(tmp_path: Path):
