@@ -123,6 +123,10 @@ def test_review_reclassify_recount_sign_reopen_and_export(db, demo_png, download
                        ("signed", REVIEWER, None, None)]  # fmt: skip
     go(at, "review")
     assert all(at.segmented_control(key=k).disabled for k in relabel_keys(at))  # frozen
+    go(at, "review", view=ONE_BY_ONE)
+    assert any("signed: every cell was reviewed" in c.value for c in at.main.caption)
+    assert not any("not reviewed yet" in c.value for c in at.main.caption)
+    go(at, "review")
 
     go(at, "report")
     assert not errors(at)

@@ -137,11 +137,15 @@ def show_workspace(session: Review, *, heatmap: np.ndarray | None, editable: boo
     if not session.n_unreviewed and not session.is_signed:
         st.success("Every cell is reviewed: the counts are final once the case is signed.")
         st.page_link("pages/case.py", label="Sign the case", icon=":material/verified:")
-    st.caption(
-        f"{position} of {len(queue)} cells to review · {session.n_unreviewed} not reviewed yet · keys: "
-        "**B** blast, **N** normal, **W** not a white cell, **X** exclude, **Space** accept, "
-        "**←/→** previous/next"
-    )
+    if session.is_signed:  # nothing is left to review: the keys only move between cells
+        st.caption(f"Cell {position} of {len(queue)} · signed: every cell was reviewed · keys: "
+                   "**←/→** previous/next")  # fmt: skip
+    else:
+        st.caption(
+            f"{position} of {len(queue)} cells to review · {session.n_unreviewed} not reviewed "
+            "yet · keys: **B** blast, **N** normal, **W** not a white cell, **X** exclude, "
+            "**Space** accept, **←/→** previous/next"
+        )
     row = st.container(horizontal=True, wrap=True, gap="medium")  # the field wraps below
     left, right = row.container(width=CELL_PANEL_PX), row.container(width="stretch")
     with left:
