@@ -26,7 +26,7 @@ from leukemia_core.store_schema import (
     AUDIT_CHAINED,
     chain_hash,
     changed_images,
-    fields_digest,
+    digest_of_fields,
     state_matches,
 )
 from leukemia_core.types import REVIEWER_EDITABLE, CellLabel, live
@@ -95,7 +95,7 @@ class CaseReads:
                 "SELECT * FROM cells WHERE case_id = ? ORDER BY field_index, cell_id", key
             ).fetchall()
             audit = self._audit_rows(conn, case["case_id"])
-            altered = self._alterations(conn, case["case_id"])
+            altered = self._alterations(conn, case, fields, cells)
             newer = _child(conn, case["case_id"])
         plain = {k: v for k, v in as_dict(case).items()
                  if k not in ("thresholds", "domain", "fields_sha256")}  # fmt: skip
@@ -184,8 +184,10 @@ class CaseReads:
         return tuple(AuditEntry(**{k: a[k] for k in AUDIT_CHAINED}) for a in rows.fetchall())
 
     @staticmethod
-    def _alterations(conn: sqlite3.Connection, case_id: str) -> tuple[str, ...]:
-        """What the audit chain says was changed outside the app (empty when nothing was)."""
+    def _alterations(conn: sqlite3.Connection, case: sqlite3.Row, fields, cells) -> tuple[str, ...]:
+        """What the audit chain says was changed outside the app (empty when nothing was); the
+        images and fields are checked on the ``fields`` and ``cells`` rows already read."""
+        case_id = case["case_id"]
         rows = conn.execute(
             "SELECT * FROM audit WHERE case_id = ? ORDER BY audit_id", (case_id,)
         ).fetchall()
@@ -210,10 +212,8 @@ class CaseReads:
             problems.append("the case's labels or details differ from what its last audit row "
                             "recorded: they were changed without an audit row")  # fmt: skip
         problems += [f"{what} differs from the one recorded with it: it was replaced outside "
-                     "the app" for what in changed_images(conn, case_id)]  # fmt: skip
-        (recorded,) = conn.execute("SELECT fields_sha256 FROM cases WHERE case_id = ?",
-                                   (case_id,)).fetchone()  # fmt: skip
-        if recorded != fields_digest(conn, case_id):
+                     "the app" for what in changed_images({"fields": fields, "cells": cells})]  # fmt: skip
+        if case["fields_sha256"] != digest_of_fields(fields):
             problems.append("the fields (names, sizes, warnings or images) differ from those "
                             "recorded when the case was made: changed outside the app")  # fmt: skip
         return tuple(problems)

@@ -73,27 +73,33 @@ class CaseChangedError(CaseStoreError):
     """The case (or cell) changed since the caller read it: read it again and check."""
 
 
-def server_trouble(error: sqlite3.Error) -> bool:
-    """True for SQLite errors of the server, not of the file: a full disk, a lock held too long,
-    a read-only file or folder."""
+_SERVER_CAUSES = (  # words in SQLite's message -> what the user is told
+    (("full",), "the disk that holds it is full; free space on the server"),
+    (("locked", "busy"), "another change to it is taking long; try again in a moment"),
+    (("readonly", "unable to open", "permission"), "it or its folder cannot be written "
+     "(read-only, or no permission); ask the administrator to check the file's permissions"),
+)  # fmt: skip
+
+
+def _server_cause(error: sqlite3.Error) -> str | None:
+    """What is wrong with the server, not the file (full disk, a lock held too long, a
+    read-only file or folder), in words; None for other errors."""
     message = str(error).lower()
-    return isinstance(error, sqlite3.OperationalError) and any(
-        word in message for word in ("full", "locked", "busy", "readonly", "unable to open",
-                                     "permission"))  # fmt: skip
+    if isinstance(error, sqlite3.OperationalError):
+        for words, cause in _SERVER_CAUSES:
+            if any(word in message for word in words):
+                return cause
+    return None
+
+
+def server_trouble(error: sqlite3.Error) -> bool:
+    """True for SQLite errors of the server, not of the file (see :func:`_server_cause`)."""
+    return _server_cause(error) is not None
 
 
 def unusable_database(path: object, error: sqlite3.Error, what: str) -> CaseStoreError:
     """The words for a database the server cannot use now (``what``: opened, read, written)."""
-    message = str(error).lower()
-    if "full" in message:
-        cause = "the disk that holds it is full; free space on the server"
-    elif "locked" in message or "busy" in message:
-        cause = "another change to it is taking long; try again in a moment"
-    elif any(word in message for word in ("readonly", "unable to open", "permission")):
-        cause = ("it or its folder cannot be written (read-only, or no permission); ask the "
-                 "administrator to check the file's permissions")  # fmt: skip
-    else:
-        cause = f"SQLite says {error}; ask the administrator"
+    cause = _server_cause(error) or f"SQLite says {error}; ask the administrator"
     return CaseStoreError(f"The case database {path} could not be {what}: {cause}. Nothing "
                           "half-done was kept; the record is as before.")  # fmt: skip
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 import cv2
@@ -213,17 +213,17 @@ def image_sha256(data: bytes | None) -> str:
     return "" if data is None else hashlib.sha256(data).hexdigest()
 
 
-def changed_images(conn: sqlite3.Connection, case_id: str) -> list[str]:
-    """The images of a case that differ from the SHA-256 stored beside them, in words."""
-    conn.create_function("sha256_of", 1, image_sha256, deterministic=True)
+def changed_images(rows_by_table: dict[str, Sequence[sqlite3.Row]]) -> list[str]:
+    """The images that differ from the SHA-256 stored beside them, in words, among rows already
+    read whole (``{"fields": [...], "cells": [...]}``, as a case is loaded)."""
     found = []
     for table, pairs in IMAGE_DIGESTS.items():
-        keys = "field_index" + (", cell_id" if table == "cells" else "")
-        for image, digest in pairs:
-            for row in conn.execute(f"SELECT {keys} FROM {table} WHERE case_id = ? AND "
-                                    f"{digest} != sha256_of({image})", (case_id,)):  # fmt: skip
-                where = f"field {row[0] + 1}" + (f" cell {row[1]}" if len(row) > 1 else "")
-                found.append(f"the {image.removesuffix('_png')} image of {where}")
+        for row in rows_by_table[table]:
+            for image, digest in pairs:
+                if image_sha256(row[image]) != row[digest]:
+                    where = f"field {row['field_index'] + 1}" + (
+                        f" cell {row['cell_id']}" if table == "cells" else "")  # fmt: skip
+                    found.append(f"the {image.removesuffix('_png')} image of {where}")
     return found
 
 
@@ -384,18 +384,23 @@ def case_digest(conn: sqlite3.Connection, case_id: str) -> str:
     """What a case says, as the ``state`` of a new audit row: SHA-256 of its header (with its
     dates, out-of-domain result and first signature), its fields and every cell's values, each
     image by its stored SHA-256 (version 2; no image is read, so a write stays fast)."""
-    return _VERSION_2 + _digest(conn, case_id, DIGEST_HEADER_2, ("cells",))
+    return _VERSION_2 + _digest(conn, case_id, DIGEST_HEADER_2)
 
 
 def fields_digest(conn: sqlite3.Connection, case_id: str) -> str:
     """SHA-256 of a case's fields (names, sizes, warnings, image digests), kept in
     ``cases.fields_sha256`` when the case is made: fields never change after that, and their
     images sit before the other columns, so reading those on every write would read the images."""
-    columns = [r[1] for r in conn.execute("PRAGMA table_info(fields)")]
-    said = [c for c in columns if c not in ("case_id", *_IMAGES)]
-    rows = conn.execute(f"SELECT {', '.join(said)} FROM fields WHERE case_id = ? "
-                        "ORDER BY field_index", (case_id,)).fetchall()  # fmt: skip
-    return hashlib.sha256(json.dumps([list(r) for r in rows]).encode()).hexdigest()
+    rows = conn.execute("SELECT * FROM fields WHERE case_id = ? ORDER BY field_index",
+                        (case_id,)).fetchall()  # fmt: skip
+    return digest_of_fields(rows)
+
+
+def digest_of_fields(rows: Sequence[sqlite3.Row]) -> str:
+    """:func:`fields_digest` of field rows already read whole (``SELECT *``, by field index)."""
+    said = [[value for name, value in zip(row.keys(), row, strict=True)  # a Row iterates values
+             if name not in ("case_id", *_IMAGES)] for row in rows]  # fmt: skip
+    return hashlib.sha256(json.dumps(said).encode()).hexdigest()
 
 
 def state_matches(conn: sqlite3.Connection, case_id: str, state: str) -> bool:
@@ -403,23 +408,24 @@ def state_matches(conn: sqlite3.Connection, case_id: str, state: str) -> bool:
     (audit rows written before version 2 keep verifying as they were written)."""
     if state.startswith(_VERSION_2):
         return state == case_digest(conn, case_id)
-    return state == _digest(conn, case_id, DIGEST_HEADER, ("cells",))
+    return state == _digest(conn, case_id, DIGEST_HEADER)
 
 
-def _digest(conn: sqlite3.Connection, case_id: str, header_columns, tables) -> str:
+def _digest(conn: sqlite3.Connection, case_id: str, header_columns) -> str:
+    """SHA-256 of the case's ``header_columns`` (those the schema has) and every cell's values
+    but its images."""
     present = {r[1] for r in conn.execute("PRAGMA table_info(cases)")}
     header = [c for c in header_columns if c in present]  # as of the schema being migrated
     case = conn.execute(
         f"SELECT {', '.join(header)} FROM cases WHERE case_id = ?", (case_id,)
     ).fetchone()
-    parts = [list(case or ())]
-    for table in tables:
-        columns = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
-        said = [c for c in columns if c != "case_id" and c not in _IMAGES]
-        rows = conn.execute(f"SELECT {', '.join(said)} FROM {table} WHERE case_id = ? "
-                            "ORDER BY field_index, cell_id", (case_id,)).fetchall()  # fmt: skip
-        parts.append([list(row) for row in rows])
-    text = json.dumps(parts, separators=(",", ":"))
+    columns = [r[1] for r in conn.execute("PRAGMA table_info(cells)")]
+    said = [c for c in columns if c != "case_id" and c not in _IMAGES]
+    cells = conn.execute(
+        f"SELECT {', '.join(said)} FROM cells WHERE case_id = ? ORDER BY field_index, cell_id",
+        (case_id,),
+    ).fetchall()
+    text = json.dumps([list(case or ()), [list(c) for c in cells]], separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
