@@ -32,7 +32,7 @@ if not session.is_saved:
 seen_token = session.audit_token  # the case as this account last saw it, before this read
 record = current_record(session)
 
-newer = status_line(session)
+newer = status_line(session, record)
 count = record.counts()
 parent = " (reopened from the signed version before it)" if record.parent_id else ""
 st.markdown(

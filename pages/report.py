@@ -29,7 +29,7 @@ if session is None or not session.is_saved:
 
 record = current_record(session)
 
-status_line(session)
+status_line(session, record)
 if not record.is_signed:
     st.warning(
         "This case is not signed: the report says so on every copy. Sign it on the Case page "

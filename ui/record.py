@@ -18,13 +18,14 @@ STATUS_TEXT = {
 }
 
 
-def status_line(session: Review) -> CaseHeader | None:
+def status_line(session: Review, record: CaseRecord | None = None) -> CaseHeader | None:
     """Sample id, case version and status as one line, and a warning when this signed version
-    was reopened as a newer one (returned: pages then point to it, not to reopening)."""
+    was reopened as a newer one (returned: pages then point to it, not to reopening). A page
+    that has loaded the ``record`` passes it: it already names the newer version."""
     version = f" · version {session.version}" if session.is_saved else ""
     st.markdown(f"Sample **{session.sample_id}**{version} {STATUS_TEXT[session.status]}")
-    newer = None
-    if session.is_signed:
+    newer = None if record is None else record.superseded_by
+    if session.is_signed and record is None:
         try:
             newer = state.case_store().newer_version(session.case_id)
         except LeukemiaCoreError as error:
