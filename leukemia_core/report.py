@@ -131,7 +131,9 @@ def _result_words(record: CaseRecord) -> str:
     return _e(result + (f"; {provisional}" if provisional else ""))
 
 
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]], numeric: set[int]) -> str:
+def _table(
+    header: tuple[str, ...], rows: list[tuple[str, ...]], numeric: set[int], css: str = ""
+) -> str:
     head = "".join(f"<th>{h}</th>" for h in header)
     body = "".join(
         "<tr>"
@@ -142,7 +144,8 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]], numeric: set[in
         + "</tr>"
         for row in rows
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    table = f'<table class="{css}">' if css else "<table>"
+    return f"{table}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _reading(count: BlastCount) -> str:
@@ -191,7 +194,7 @@ def _counts_section(record: CaseRecord) -> str:
     )
     provisional = provisional_text(record.n_unreviewed, len(record.cells))
     note = f'<p class="unsigned">{_e(provisional)}</p>' if provisional else ""
-    table = _table(header, rows, {1, 2, 3, 4, 5}).replace("<table>", '<table class="counts">', 1)
+    table = _table(header, rows, {1, 2, 3, 4, 5}, css="counts")
     return "<h2>Blast count (reviewed labels)</h2>" + note + table
 
 
@@ -212,9 +215,7 @@ def _model_vs_reviewer(record: CaseRecord) -> str:
     return (
         "<h2>Model versus reviewer</h2>"
         f"<p>{n_changed} of {len(record.cells)} cells were relabelled by the reviewer.</p>"
-        + _table(("Label", "Model", "Reviewer"), rows, {1, 2}).replace(
-            "<table>", '<table class="keep">', 1
-        )
+        + _table(("Label", "Model", "Reviewer"), rows, {1, 2}, css="keep")
     )
 
 
@@ -276,7 +277,7 @@ def _audit_section(record: CaseRecord) -> str:
         for a in record.audit
     ]
     header = ("Time (UTC)", "Who", "Action", "Field", "Cell", "From", "To", "Note")
-    table = _table(header, rows, set()).replace("<table>", '<table class="audit">', 1)
+    table = _table(header, rows, set(), css="audit")
     return "<h2>Audit trail</h2>" + table
 
 
