@@ -90,7 +90,7 @@ def _page_css(record: CaseRecord) -> str:
     )
     box = "font: 8.5pt system-ui, sans-serif; color: #333;"
     state = _status_words(record)
-    colour = "#0b6b2b" if record.is_signed else "#b00020"
+    colour = "#0b6b2b" if _signed_and_current(record) else "#b00020"
     return (
         "@page { size: A4; margin: 17mm 12mm 15mm;"
         f" @top-left {{ content: {_css_text(who + f' · version {record.version}')}; {box} }}"
@@ -105,6 +105,11 @@ def _css_text(text: str) -> str:
     so nothing typed into a sample id can end the string or the style sheet."""
     # An escape ends at its one space, which CSS consumes, so a space after it survives.
     return '"' + "".join(c if c.isalnum() or c == " " else f"\\{ord(c):x} " for c in text) + '"'
+
+
+def _signed_and_current(record: CaseRecord) -> bool:
+    """Signed and not reopened since: the one state the report shows in green."""
+    return record.is_signed and record.superseded_by is None
 
 
 def _status_words(record: CaseRecord) -> str:
@@ -375,7 +380,7 @@ def case_report_html(record: CaseRecord, *, flagged_limit: int = 48) -> str:
             f"flagged_limit must be a whole number of 0 or more, got {flagged_limit!r}."
         )
     parent = f" (reopened from {_e(record.parent_id)})" if record.parent_id else ""
-    status_css = "signed" if record.is_signed and record.superseded_by is None else "unsigned"
+    status_css = "signed" if _signed_and_current(record) else "unsigned"
     meta = [
         ("Status", f'<span class="{status_css}">{_e(_status_words(record))}</span>'),
         ("Result", _result_words(record)),

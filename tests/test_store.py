@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -342,6 +343,11 @@ def test_reopen_creates_a_new_version_and_keeps_the_signed_one(store: CaseStore)
     assert (old.superseded_by.case_id, old.superseded_by.version) == (new_id, 2)
     assert reopened.superseded_by is None and signed.superseded_by is None
     assert "SUPERSEDED by version 2" in case_report_html(old)
+    # not shown as a valid signature: neither the status nor the page margins in green
+    assert '<span class="unsigned">SIGNED by' in case_report_html(old)
+    margin = re.compile(r"@top-right \{[^}]*color: #(\w+); font-weight")
+    assert margin.search(case_report_html(old))[1] == "b00020"
+    assert margin.search(case_report_html(signed))[1] == "0b6b2b"
     assert store.load_case(new_id).counts().n_blasts == 0
 
     with pytest.raises(
