@@ -11,6 +11,7 @@ from collections import Counter
 import streamlit as st
 
 from leukemia_core.errors import LeukemiaCoreError
+from leukemia_core.models.config import DOMAIN_FILE
 from leukemia_core.models.folder import models_dir
 from train import jobs
 from train.compare import promote
@@ -160,7 +161,7 @@ def results_section(status: jobs.JobStatus) -> None:
     picked = st.session_state[pick_key]
     staged = status.folder / MODELS_SUBDIR / picked
     concerns = promotion_concerns(results, picked,
-                                  has_domain_reference=(staged / "domain.npz").is_file())  # fmt: skip
+                                  has_domain_reference=(staged / DOMAIN_FILE).is_file())  # fmt: skip
     if concerns:
         st.warning(f"Before promoting `{picked}`: " + "; ".join(concerns) + ".")
     confirmed = st.checkbox(f"I checked these figures; make `{picked}` the model every new "

