@@ -61,12 +61,14 @@ def domain_check(
     s_in = reference.cell_scores(x_in[~for_limit], stain_in[~for_limit])
     s_out = reference.cell_scores(left_out[0], left_out[1])
     m_in = _sample_medians(s_in, groups_in[~for_limit])
-    m_out = _sample_medians(s_out, left_out[2])
+    pooled_out = pool_small_groups(left_out[2])
+    medians_out = group_medians(s_out, pooled_out)  # per sample of the left-out source
+    m_out = np.array(list(medians_out.values()))
     is_out = np.r_[np.zeros(len(s_in), bool), np.ones(len(s_out), bool)]
     group_out = np.r_[np.zeros(len(m_in), bool), np.ones(len(m_out), bool)]
     unseen = {}
     if calls is not None:
-        warned = _warned_cells(s_out, left_out[2], reference.limit)
+        warned = np.array([medians_out[g] > reference.limit for g in pooled_out], bool)
         unseen = _unreviewed_errors(calls, warned, s_out, s_in, stain_in, x_in, for_limit,
                                     reference)  # fmt: skip
     return unseen | {
@@ -81,13 +83,6 @@ def domain_check(
 
 
 CELL_PERCENTILES = (99.0, 97.5, 95.0)  # per-cell limits measured, of in-domain cell scores
-
-
-def _warned_cells(scores: np.ndarray, groups: np.ndarray, limit: float) -> np.ndarray:
-    """True for each cell whose sample (one-cell groups pooled) has a median above ``limit``."""
-    pooled = pool_small_groups(groups)
-    medians = group_medians(scores, pooled)
-    return np.array([medians[g] > limit for g in pooled], bool)
 
 
 def _unreviewed_errors(calls, warned, s_out, s_in, stain_in, x_in, for_limit, reference) -> dict:
