@@ -23,7 +23,16 @@ from ui.figures import field_overview
 from ui.gallery import show_gallery
 from ui.outline_editor import show_outline_editor
 from ui.record import save_form, status_line
-from ui.workspace import GALLERY, ONE_BY_ONE, VIEW_KEY, current_cell, show_workspace
+from ui.workspace import (
+    GALLERY,
+    ONE_BY_ONE,
+    SHOWN,
+    SHOWN_KEY,
+    VIEW_KEY,
+    current_cell,
+    keep_keys_after_clicks,
+    show_workspace,
+)
 
 auth.require(Permission.ANALYZE)
 st.title("Review cells")
@@ -66,26 +75,29 @@ else:
     )
 
 reason = heatmaps.unavailable_reason(session)
-# One row that wraps on a narrow screen instead of cutting the labels short.
+# One row that wraps on a narrow screen instead of cutting the labels short. Segmented controls,
+# not a radio or a switch, which would keep the focus and the review keys after a click.
 controls = st.container(horizontal=True, wrap=True, vertical_alignment="center", gap="medium")
-view = controls.radio(
-    "Review", (ONE_BY_ONE, GALLERY), key=VIEW_KEY, persist_state="session",
-    label_visibility="collapsed", width="content",
+keep_keys_after_clicks()
+view = controls.segmented_control(
+    "Review", (ONE_BY_ONE, GALLERY), key=VIEW_KEY, persist_state="session", required=True,
+    default=ONE_BY_ONE, label_visibility="collapsed",
 )  # fmt: skip
-show_maps = controls.toggle(
-    "Show heatmaps", key="gradcam_on", disabled=reason is not None, persist_state="session",
-    help="Where the model looked in the crop as shown: warm colours pushed it towards its "
-    "call. A model that averages over turned copies of each cell shows the upright copy's map.",
-    width="content",
+show_maps = SHOWN[1] == controls.segmented_control(
+    "Beside each cell", SHOWN, key=SHOWN_KEY, persist_state="session", required=True,
+    default=SHOWN[0], disabled=reason is not None,
+    help="The crop the model classified, or where the model looked in it: warm colours "
+    "pushed it towards its call. A model that averages over turned copies of each cell shows "
+    "the upright copy's map.",
 )  # fmt: skip
 method = controls.selectbox(
     "Method", heatmaps.methods() or tuple(heatmaps.METHOD_NAMES), key="gradcam_method",
-    format_func=lambda m: heatmaps.METHOD_NAMES.get(m, m), disabled=reason is not None,
-    persist_state="session", width=190,
+    format_func=lambda m: heatmaps.METHOD_NAMES.get(m, m), persist_state="session", width=190,
+    disabled=reason is not None or not show_maps,
 )  # fmt: skip
 opacity = controls.slider(
     "Heatmap opacity", 0.0, 1.0, heatmaps.DEFAULT_OPACITY, 0.05, key="gradcam_opacity",
-    disabled=reason is not None, persist_state="session", width=190,
+    disabled=reason is not None or not show_maps, persist_state="session", width=190,
 )  # fmt: skip
 right_images = {}
 if reason is not None:

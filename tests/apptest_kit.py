@@ -40,7 +40,9 @@ def go(at: AppTest, page: str, *, view: str = GALLERY) -> AppTest:
     """Switch to ``page`` (on Review, to ``view``: the gallery unless asked)."""
     at.switch_page(f"pages/{page}.py").run()
     assert not at.exception, at.exception
-    views = [r for r in at.radio if r.key == VIEW_KEY]  # none before a sample is analysed
+    views = [
+        r for r in at.segmented_control if r.key == VIEW_KEY
+    ]  # none before a sample is analysed
     if page == "review" and views and views[0].value != view:
         views[0].set_value(view).run()
         assert not at.exception, at.exception

@@ -34,6 +34,7 @@ from leukemia_core.models.folder import read_config
 from leukemia_core.store import CaseStore
 from leukemia_core.synthetic import make_demo_smear
 from ui.common import DISCLAIMER
+from ui.workspace import SHOWN_KEY
 
 
 @pytest.fixture(autouse=True)
@@ -79,7 +80,7 @@ def test_without_any_model_the_app_says_how_to_get_one_and_still_finds_cells(db,
     assert metric(at, "Blasts") == "0"
     assert int(metric(at, "Uncertain")) == session.n_uncertain > 0
     go(at, "review")
-    assert at.toggle(key="gradcam_on").disabled
+    assert at.segmented_control(key=SHOWN_KEY).disabled
     assert any("need a classifier model" in c.value for c in at.caption)
     save_case(at)
     key = keys_labelled(at, "uncertain")[0]
@@ -124,7 +125,9 @@ def test_app_runs_leave_keras_alone_and_the_model_keeps_working(db, monkeypatch)
     at = start()
     at.button(key="try_sample").click().run()
     go(at, "review")
-    at.toggle(key="gradcam_on").set_value(True).run()  # Keras (Grad-CAM) in a later run
+    at.segmented_control(key=SHOWN_KEY).set_value(
+        "Heatmap"
+    ).run()  # Keras (Grad-CAM) in a later run
     assert not at.exception and not errors(at)
     assert cleared == []
     assert session_of(at).cells[0].blast_probability is not None

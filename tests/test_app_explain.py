@@ -35,7 +35,7 @@ from leukemia_core.models.writing import write_config
 from leukemia_core.store import CaseStore
 from leukemia_core.synthetic import make_demo_smear
 from ui.state import DRAWN_CUT_KEY
-from ui.workspace import CURRENT_KEY, CUT_WORDS, ONE_BY_ONE
+from ui.workspace import CURRENT_KEY, CUT_WORDS, ONE_BY_ONE, SHOWN_KEY
 
 
 @pytest.fixture(autouse=True)
@@ -67,7 +67,7 @@ def test_heatmaps_for_the_whole_gallery_in_one_batched_cached_call(db, monkeypat
 
     plain = gallery_urls()
     assert len(plain) == n_cells
-    at.toggle(key="gradcam_on").set_value(True).run()
+    at.segmented_control(key=SHOWN_KEY).set_value("Heatmap").run()
     assert not errors(at)
     with_maps = gallery_urls()
     assert len(with_maps) == n_cells and set(with_maps).isdisjoint(plain)
@@ -79,7 +79,10 @@ def test_heatmaps_for_the_whole_gallery_in_one_batched_cached_call(db, monkeypat
     at.selectbox(key="gradcam_method").set_value("gradcam").run()  # cached: no new call
     assert calls == [(n_cells, "gradcam", 8), (n_cells, "gradcam++", 8), (n_cells, "scorecam", 8)]
     go(go(at, "counts"), "review")  # the settings outlive a page switch
-    assert at.toggle(key="gradcam_on").value and at.slider(key="gradcam_opacity").value == 0.8
+    assert (
+        at.segmented_control(key=SHOWN_KEY).value == "Heatmap"
+        and at.slider(key="gradcam_opacity").value == 0.8
+    )
 
     save_case(at)  # the record keeps the overlays the reviewer saw
     record = CaseStore(db).load_case(session_of(at).case_id)

@@ -7,7 +7,8 @@ reshuffles). Clicking a cell's number in the field view opens that cell; an outl
 with the lasso around one cell of a clump is offered as a cut (kept under
 :data:`ui.state.DRAWN_CUT_KEY` for :mod:`ui.outline_editor`). The buttons carry the
 shortcuts (Streamlit's own ``shortcut``), so the keys work wherever the page has focus except
-in a text box, and the controls stay where they are from one cell to the next.
+in a text box or a list (which is why the page's own switches are buttons), and the controls stay
+where they are from one cell to the next.
 """
 
 from __future__ import annotations
@@ -28,15 +29,35 @@ from ui.figures import field_overview
 CURRENT_KEY = "workspace_cell"
 VIEW_KEY = "review_view"
 ONE_BY_ONE, GALLERY = "One cell at a time (keyboard)", "Gallery"  # the Review page's views
+SHOWN_KEY, SHOWN = "beside_cell", ("Crop", "Heatmap")  # what the Review page shows beside a cell
 LARGE_SIDE = 400  # the cell view's side on screen: a 2592x1944 field's cell at about 2x
 CELL_PANEL_PX = 460  # the cell and its controls; the field view takes the rest, or goes below
 CUT_WORDS = "Cut out what I drew"
+# Streamlit's shortcuts stay silent while a form control has the focus, and a segmented
+# control keeps it after a click and takes Space and the arrows itself. A mouse click on one
+# (detail > 0; a key press that activates it has detail 0) gives the focus back to the page.
+_FOCUS_BACK_AFTER_CLICK = """<script>
+if (!window.leukemiaFocusBack) {
+  window.leukemiaFocusBack = true;
+  document.addEventListener("click", (event) => {
+    if (event.detail > 0 && event.target.closest?.("[data-testid=stButtonGroup]")) {
+      setTimeout(() => document.activeElement?.blur(), 0);
+    }
+  }, true);
+}
+</script>"""
 DECISIONS = (
     (CellLabel.BLAST, "Blast", "B"),
     (CellLabel.NORMAL, "Normal", "N"),
     (CellLabel.NOT_WBC, "Not a white cell", "W"),
     (CellLabel.EXCLUDED, "Exclude", "X"),
 )
+
+
+def keep_keys_after_clicks() -> None:
+    """After a mouse click on a segmented control (the Review page's switches), the review keys
+    work again at once."""
+    st.html(_FOCUS_BACK_AFTER_CLICK, unsafe_allow_javascript=True)
 
 
 def current_cell(session: Review) -> Cell | None:
