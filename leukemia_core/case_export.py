@@ -23,6 +23,7 @@ CSV_COLUMNS = (
     "version",
     "sample_id",
     "field_index",
+    "field_number",
     "field_name",
     "cell_id",
     *GEOMETRY_COLUMNS,
@@ -38,6 +39,8 @@ CSV_COLUMNS = (
 def cells_csv(record: CaseRecord) -> bytes:
     """One row per cell (columns :data:`CSV_COLUMNS`) as UTF-8 CSV bytes.
 
+    ``field_number`` counts from 1, as the app and the report name fields ("Field 1");
+    ``field_index`` is the same field counted from 0, as the JSON and the library do.
     ``changed_by_reviewer`` is ``true`` when the current label differs from the model's; an
     empty ``blast_probability`` means the cell was not classified, an empty ``domain_score``
     that no out-of-domain check was made. Sample ids and field names
@@ -56,6 +59,7 @@ def cells_csv(record: CaseRecord) -> bytes:
                 record.version,
                 spreadsheet_text(record.sample_id),
                 c.field_index,
+                c.field_index + 1,
                 spreadsheet_text(names.get(c.field_index, "")),
                 c.cell_id,
                 *c.bbox,
@@ -116,12 +120,13 @@ def case_json(record: CaseRecord) -> str:
         "counts": asdict(record.counts()),
         "model_counts": asdict(record.model_counts()),
         "field_counts": [
-            {"field_index": f.index, **asdict(count)}
+            {"field_index": f.index, "field_number": f.index + 1, **asdict(count)}
             for f, count in zip(record.fields, record.field_counts(), strict=True)
         ],
         "fields": [
             {
                 "field_index": f.index,
+                "field_number": f.index + 1,
                 "name": f.name,
                 "width": f.width,
                 "height": f.height,

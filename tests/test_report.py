@@ -175,6 +175,8 @@ def test_csv_has_one_row_per_cell_and_flags_reviewer_changes(record: CaseRecord)
     assert len(rows) == len(record.cells) == 22
     changed = [(r["field_index"], r["cell_id"]) for r in rows if r["changed_by_reviewer"] == "true"]
     assert changed == [("1", "2")]
+    # the report calls it "Field 2"; the CSV says so beside the library's 0-based index
+    assert {(r["field_index"], r["field_number"]) for r in rows} == {("0", "1"), ("1", "2")}
     assert {r["changed_by_reviewer"] for r in rows} == {"true", "false"}
     row = rows[-9]  # field 1, cell 2
     assert (row["model_label"], row["label"], row["blast_probability"]) == (
@@ -210,6 +212,7 @@ def test_json_round_trips(record: CaseRecord):
     assert document["counts"] == asdict(record.counts())
     assert document["model_counts"] == asdict(record.model_counts())
     assert [f["n_blasts"] for f in document["field_counts"]] == [3, 2]
+    assert [f["field_number"] for f in document["fields"]] == [1, 2]
     assert len(document["cells"]) == 22
     assert all("crop_png" not in c and "overlay_png" not in c for c in document["cells"])
     assert [c["has_overlay"] for c in document["cells"]].count(True) == 1
