@@ -11,7 +11,7 @@ import streamlit as st
 from leukemia_core.accounts import Permission
 from ui import auth, state
 from ui.common import research_use_banner
-from ui.models import model_status
+from ui.models import model_status, warm_up_in_background
 
 SIDEBAR_WIDTH_PX = 240  # leaves an 800 px screen room to review (hidden on phones)
 
@@ -37,6 +37,7 @@ model_pages = [
 ]
 admin_pages = [st.Page("pages/accounts.py", title="Accounts", icon=":material/group:")]
 every_page = sample_pages + record_pages + model_pages + admin_pages
+warm_up_in_background()  # while the first user logs in, not when they analyse
 # No page, no case data, no button before a login; a reload of any page comes back to it.
 user = auth.gate([page.url_path for page in every_page if page.url_path])  # "" is the default
 sections = {"Sample": sample_pages, "Record": record_pages}

@@ -143,10 +143,12 @@ def apptest_navigation(monkeypatch):
 def _user_files_under_tmp(tmp_path_factory):
     """Nothing a test does touches the user's files: the case database (model changes record
     who made them; tests that need their own set ``LEUKEMIA_CASE_DB`` again) and the ONNX
-    cache (graphs converted for the tests' random models)."""
-    with pytest.MonkeyPatch.context() as patch:  # restores both when the session ends
+    cache (graphs converted for the tests' random models). The app's background model load is
+    off: each test names the models it loads (tests/test_model_warm_up.py tests the load)."""
+    with pytest.MonkeyPatch.context() as patch:  # restores all when the session ends
         patch.setenv("LEUKEMIA_CASE_DB", str(tmp_path_factory.mktemp("casedb") / "cases.sqlite3"))
         patch.setenv("LEUKEMIA_CACHE_DIR", str(tmp_path_factory.mktemp("onnx-cache")))
+        patch.setenv("LEUKEMIA_WARM_UP", "0")
         yield
 
 

@@ -77,7 +77,7 @@ def server_db(tmp_path_factory) -> Path:
 def server(tiny_models_dir, tmp_path_factory, server_db):
     """``streamlit run app.py`` on a free port; yields its URL."""
     port = _free_port()
-    env = {**os.environ, "LEUKEMIA_CASE_DB": str(server_db),
+    env = {**os.environ, "LEUKEMIA_CASE_DB": str(server_db), "LEUKEMIA_WARM_UP": "1",
            "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false", "TF_CPP_MIN_LOG_LEVEL": "2"}  # fmt: skip
     if not list_models(models_dir()):
         env["LEUKEMIA_MODELS_DIR"] = str(tiny_models_dir)

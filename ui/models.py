@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import os
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -107,13 +108,57 @@ BATCH_SIZE = 8
 working memory grows with them: batches of 32 took the app past 3 GB (EfficientNet-Lite0)."""
 
 
-@st.cache_resource(show_spinner="Loading the classifier model …", max_entries=4)
-def _classifier(name: str, version: str, root: str) -> Classifier:
-    del version  # part of the cache key: a retrained or recalibrated folder is loaded again
+WARM_UP_ENV_VAR = "LEUKEMIA_WARM_UP"
+WARM_UP_WAIT_S = 300  # a conversion on a busy 2-core server took 25-30 s; never wait forever
+_warm_up_started, _warm_up_finished = threading.Event(), threading.Event()
+_warmed: dict[tuple[str, str, str], Classifier] = {}  # handed to the cache, then dropped
+
+
+def warm_up_in_background() -> threading.Thread | None:
+    """Load the active model in a background thread, once per server process (the first page
+    request starts it), so that the first analysis finds TensorFlow imported and the network
+    converted for ONNX Runtime: with an empty cache that took 11 s of a first analysis on 2
+    idle cores and 25-30 s on a busy server. ``LEUKEMIA_WARM_UP=0`` turns it off.
+    """
+    if os.environ.get(WARM_UP_ENV_VAR, "1").strip() == "0" or _warm_up_started.is_set():
+        return None
+    _warm_up_started.set()
+    thread = threading.Thread(target=_warm_up, name="model-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
+def _warm_up() -> None:
+    try:
+        name = active_model_name()
+        if name is not None:
+            key = _cache_key(name)
+            _warmed[key] = _load(name, key[2])
+    except Exception:  # the page that uses the model says what is wrong
+        pass
+    finally:
+        _warm_up_finished.set()
+
+
+def _load(name: str, root: str) -> Classifier:
     classifier = Classifier(load_model(name, Path(root)), batch_size=BATCH_SIZE, runtime="auto")
     # One blank crop through the network traces its graph now, not on the first sample.
     classifier.outputs(np.zeros((1, DEFAULT_CROP_SIZE, DEFAULT_CROP_SIZE, 3), np.uint8))
     return classifier
+
+
+@st.cache_resource(show_spinner="Loading the classifier model …", max_entries=4)
+def _classifier(name: str, version: str, root: str) -> Classifier:
+    if _warm_up_started.is_set():  # the same network is not converted twice at once
+        _warm_up_finished.wait(WARM_UP_WAIT_S)
+    warmed = _warmed.pop((name, version, root), None)
+    return warmed if warmed is not None else _load(name, root)
+
+
+def _cache_key(name: str) -> tuple[str, str, str]:
+    # A retrained or recalibrated folder changes the key, and is loaded again.
+    config = read_config(name)
+    return name, f"{config.sha256} {config.decision_settings()}", str(models_dir())
 
 
 def get_classifier(name: str) -> Classifier:
@@ -122,9 +167,7 @@ def get_classifier(name: str) -> Classifier:
     Raises:
         ModelNotFoundError, ModelIntegrityError: Missing folder or damaged weights.
     """
-    config = read_config(name)
-    version = f"{config.sha256} {config.decision_settings()}"
-    return _classifier(name, version, str(models_dir()))
+    return _classifier(*_cache_key(name))
 
 
 def plain_summary(config: ModelConfig) -> str:

@@ -1,0 +1,58 @@
+"""The app loads the active model in the background while the first user logs in."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+import ui.models as models
+from leukemia_core.classify import Classifier
+from leukemia_core.errors import ModelIntegrityError
+
+
+@pytest.fixture
+def fresh_process(monkeypatch):
+    """The module's once-per-process state as in a server that has just started."""
+    monkeypatch.setattr(models, "_warm_up_started", type(models._warm_up_started)())
+    monkeypatch.setattr(models, "_warm_up_finished", type(models._warm_up_finished)())
+    monkeypatch.setattr(models, "_warmed", {})
+    monkeypatch.setenv(models.WARM_UP_ENV_VAR, "1")
+    models._classifier.clear()
+    yield
+    models._classifier.clear()
+
+
+def test_the_first_analysis_gets_the_model_loaded_in_the_background(
+    fresh_process, monkeypatch, tiny_models_dir
+):
+    monkeypatch.setenv("LEUKEMIA_MODELS_DIR", str(tiny_models_dir))
+    thread = models.warm_up_in_background()
+    assert thread is not None and thread.name == "model-warm-up"
+    assert models.warm_up_in_background() is None  # once per process, not per page run
+    thread.join(timeout=120)
+    (warmed,) = models._warmed.values()
+    assert isinstance(warmed, Classifier) and warmed.model.config.name == "tiny"
+    assert models.get_classifier("tiny") is warmed  # handed over, not loaded a second time
+    assert models._warmed == {}
+    assert models.get_classifier("tiny") is warmed  # and cached from then on
+
+
+def test_warm_up_can_be_turned_off(fresh_process, monkeypatch):
+    monkeypatch.setenv(models.WARM_UP_ENV_VAR, "0")
+    assert models.warm_up_in_background() is None
+    assert not models._warm_up_started.is_set()
+
+
+def test_a_damaged_model_fails_where_it_is_used_not_in_the_background(
+    fresh_process, monkeypatch, tiny_models_dir, tmp_path
+):
+    root = tmp_path / "models"
+    shutil.copytree(tiny_models_dir, root)
+    (root / "tiny" / "model.keras").write_bytes(b"not a model")
+    monkeypatch.setenv("LEUKEMIA_MODELS_DIR", str(root))
+    thread = models.warm_up_in_background()
+    thread.join(timeout=120)
+    assert models._warm_up_finished.is_set() and models._warmed == {}
+    with pytest.raises(ModelIntegrityError, match="tiny"):
+        models.get_classifier("tiny")
