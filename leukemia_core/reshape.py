@@ -29,6 +29,7 @@ from leukemia_core.segmentation import DEFAULT_PARAMS, field_red_cell_diameter
 from leukemia_core.types import Cell, CellLabel, Segmentation
 
 MAX_PARTS = 6
+NUCLEUS_BLUR_PX = 2.0  # smooths chromatin texture, keeps the pale line between two nuclei
 SPLIT_PREFIX, MERGE_PREFIX = "split of ", "merge of "
 
 
@@ -37,49 +38,67 @@ class ReshapeError(LeukemiaCoreError, ValueError):
 
 
 def split_masks(
-    mask: np.ndarray, parts: int = 2, line: tuple[tuple[float, float], ...] | None = None
+    mask: np.ndarray,
+    parts: int = 2,
+    line: tuple[tuple[float, float], ...] | None = None,
+    image: np.ndarray | None = None,
 ) -> list[np.ndarray]:
     """A cell mask cut into ``parts`` pieces, or in two by a drawn ``line`` (mask coordinates).
 
     ``line`` of two points cuts along the straight line through them; of three or more, it is a
     closed outline drawn around one of the cells: what lies inside is one piece, the rest the
-    other. Without a line, the ``parts`` centres come from k-means on the cell's pixels and the
-    borders from a watershed on the distance to the edge, so cuts follow the necks between
-    pressed cells.
+    other. Without a line, the ``parts`` centres come from k-means on the nucleus pixels when
+    ``image`` (the RGB pixels under ``mask``) is given, else on all the cell's pixels, and the
+    borders from a watershed on the distance to the edge plus the nucleus evidence, so cuts
+    follow the necks and the pale lines between pressed cells.
     """
     if line is not None:
-        points = np.asarray(line, dtype=np.float64)
-        if points.ndim != 2 or points.shape[1] != 2 or len(points) < 2:
-            raise ReshapeError(f"A cut is two or more (x, y) points, not {np.shape(line)}.")
-        ys, xs = np.nonzero(mask)
-        if len(points) == 2:
-            (x0, y0), (x1, y1) = points
-            inside = (x1 - x0) * (ys - y0) - (y1 - y0) * (xs - x0) < 0
-        else:
-            inside = outline_mask(points, mask.shape)[ys, xs]
-        pieces = [np.zeros_like(mask) for _ in range(2)]
-        pieces[0][ys[inside], xs[inside]] = True
-        pieces[1][ys[~inside], xs[~inside]] = True
-        return _largest_components(pieces)
+        return _cut_along(mask, line)
     if not 2 <= parts <= MAX_PARTS:
         raise ReshapeError(f"Split into 2 to {MAX_PARTS} cells, not {parts}.")
-    ys, xs = np.nonzero(mask)
-    if len(xs) < 20 * parts:
+    if int(mask.sum()) < 20 * parts:
         raise ReshapeError("This cell is too small to split.")
+    distance = ndi.distance_transform_edt(mask)
+    elevation = -distance / distance.max()
+    seeds = mask
+    if image is not None:
+        # Pressed blasts meet cytoplasm to cytoplasm: the nuclei say where the cells are.
+        score = cv2.GaussianBlur(nucleus_score(image), (0, 0), NUCLEUS_BLUR_PX)
+        nuclei = mask & (score > _nucleus_level(score, mask))
+        if nuclei.sum() >= 20 * parts:
+            seeds = nuclei
+            elevation -= np.clip(score, 0, None) / max(float(score[mask].max()), 1.0)
+    ys, xs = np.nonzero(seeds)
     points = np.column_stack([xs, ys]).astype(np.float32)
     criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 50, 0.5)
     cv2.setRNGSeed(0)  # the same click gives the same split
     _, assigned, _ = cv2.kmeans(points, parts, None, criteria, 5, cv2.KMEANS_PP_CENTERS)
-    markers = np.zeros(mask.shape, np.int32)
-    markers[ys, xs] = assigned.ravel() + 1
-    distance = ndi.distance_transform_edt(mask)
+    clusters = np.zeros(mask.shape, np.int32)
+    clusters[ys, xs] = assigned.ravel() + 1
+    depth = ndi.distance_transform_edt(seeds)
     # Seeds are each cluster's core (its innermost half); the watershed decides the rest.
-    cores = np.zeros_like(markers)
+    cores = np.zeros_like(clusters)
     for k in range(1, parts + 1):
-        inside = markers == k
-        cores[inside & (distance >= np.median(distance[inside]))] = k
-    labels = watershed(-distance, cores, mask=mask)
+        inside = clusters == k
+        cores[inside & (depth >= np.median(depth[inside]))] = k
+    labels = watershed(elevation, cores, mask=mask)
     return _largest_components([labels == k for k in range(1, parts + 1)])
+
+
+def _cut_along(mask: np.ndarray, line) -> list[np.ndarray]:
+    points = np.asarray(line, dtype=np.float64)
+    if points.ndim != 2 or points.shape[1] != 2 or len(points) < 2:
+        raise ReshapeError(f"A cut is two or more (x, y) points, not {np.shape(line)}.")
+    ys, xs = np.nonzero(mask)
+    if len(points) == 2:
+        (x0, y0), (x1, y1) = points
+        inside = (x1 - x0) * (ys - y0) - (y1 - y0) * (xs - x0) < 0
+    else:
+        inside = outline_mask(points, mask.shape)[ys, xs]
+    pieces = [np.zeros_like(mask) for _ in range(2)]
+    pieces[0][ys[inside], xs[inside]] = True
+    pieces[1][ys[~inside], xs[~inside]] = True
+    return _largest_components(pieces)
 
 
 def merge_masks(masks: Sequence[np.ndarray]) -> np.ndarray:
@@ -171,7 +190,9 @@ class ReviewReshape:
         cell = self._live(field_index, cell_id)
         x0, y0 = cell.bbox[:2]
         local = None if line is None else tuple((x - x0, y - y0) for x, y in line)
-        pieces = split_masks(cell.mask(), parts, local)
+        x1, y1 = cell.bbox[2:]
+        pixels = self.fields[field_index].image[y0:y1, x0:x1]
+        pieces = split_masks(cell.mask(), parts, local, pixels)
         masks = [self._field_mask(cell, piece) for piece in pieces]
         made = new_cells(self.fields[field_index].image, masks, first_id=self._next_id(field_index),
                          field_index=field_index, labeller=labeller,
