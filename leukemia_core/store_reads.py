@@ -94,8 +94,9 @@ class CaseReads:
             cells = conn.execute(
                 "SELECT * FROM cells WHERE case_id = ? ORDER BY field_index, cell_id", key
             ).fetchall()
-            audit = self._audit_rows(conn, case["case_id"])
-            altered = self._alterations(conn, case, fields, cells)
+            audit_rows = _audit_query(conn, case["case_id"]).fetchall()
+            audit = _audit_entries(audit_rows)
+            altered = self._alterations(conn, case, fields, cells, audit_rows)
             newer = _child(conn, case["case_id"])
         plain = {k: v for k, v in as_dict(case).items()
                  if k not in ("thresholds", "domain", "fields_sha256")}  # fmt: skip
@@ -131,7 +132,7 @@ class CaseReads:
                 f"SELECT field_index, cell_id, {', '.join(editable)} FROM cells WHERE case_id = ?",
                 (case["case_id"],),
             ).fetchall()
-            audit = self._audit_rows(conn, case["case_id"])
+            audit = _audit_entries(_audit_query(conn, case["case_id"]))
         edits = {}
         for c in cells:
             values = {name: c[name] for name in editable}
@@ -179,18 +180,12 @@ class CaseReads:
         return int(row[0] or 0)
 
     @staticmethod
-    def _audit_rows(conn: sqlite3.Connection, case_id: str) -> tuple[AuditEntry, ...]:
-        rows = conn.execute("SELECT * FROM audit WHERE case_id = ? ORDER BY audit_id", (case_id,))
-        return tuple(AuditEntry(**{k: a[k] for k in AUDIT_CHAINED}) for a in rows.fetchall())
-
-    @staticmethod
-    def _alterations(conn: sqlite3.Connection, case: sqlite3.Row, fields, cells) -> tuple[str, ...]:
-        """What the audit chain says was changed outside the app (empty when nothing was); the
-        images and fields are checked on the ``fields`` and ``cells`` rows already read."""
+    def _alterations(
+        conn: sqlite3.Connection, case: sqlite3.Row, fields, cells, rows
+    ) -> tuple[str, ...]:
+        """What the audit chain says was changed outside the app (empty when nothing was),
+        checked on the ``fields``, ``cells`` and audit ``rows`` already read."""
         case_id = case["case_id"]
-        rows = conn.execute(
-            "SELECT * FROM audit WHERE case_id = ? ORDER BY audit_id", (case_id,)
-        ).fetchall()
         problems, previous = [], ""
         for row in rows:
             values = dict(row)
@@ -257,3 +252,11 @@ class CaseReads:
                 (f"%{escaped}%", f"%{escaped}%", f"{escaped.lower()}%", limit),
             ).fetchall()
         return [CaseSummary(**as_dict(row)) for row in rows]
+
+
+def _audit_query(conn: sqlite3.Connection, case_id: str) -> sqlite3.Cursor:
+    return conn.execute("SELECT * FROM audit WHERE case_id = ? ORDER BY audit_id", (case_id,))
+
+
+def _audit_entries(rows) -> tuple[AuditEntry, ...]:
+    return tuple(AuditEntry(**{k: a[k] for k in AUDIT_CHAINED}) for a in rows)
