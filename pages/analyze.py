@@ -124,6 +124,14 @@ with left:
                             icon=":material/science:", disabled=model_broken)  # fmt: skip
     st.caption(CREDITS[mode])
 
+
+def show_failures(session: Review) -> None:
+    """One plain error per file that could not be analysed."""
+    for failure in session.failures:
+        prefix = "" if failure.name in failure.message else f"{failure.name}: "
+        st.error(f"{prefix}{failure.message}", icon=":material/broken_image:")
+
+
 files = None
 if run_uploads and uploads:
     files = [(names.get(i) or f.name, f.getvalue()) for i, f in enumerate(uploads)]
@@ -133,21 +141,25 @@ if files:
     sample = sample_id.strip() or f"S-{datetime.now():%Y%m%d-%H%M%S}"
     try:
         analysed = run_analysis(files, mode=mode, model_name=model_name, sample_id=sample)
+    except LeukemiaCoreError as error:
+        st.error(str(error))
+        analysed = None
+    if analysed is not None and not analysed.fields:  # no image could be read: no empty sample
+        show_failures(analysed)
+        st.info("Nothing was analysed, so no sample was made: fix or replace the files named "
+                "above and analyse again.", icon=":material/info:")  # fmt: skip
+    elif analysed is not None:
         state.set_current(analysed)
         st.session_state[CLEAR_SAMPLE_ID] = True
         # The results are drawn below the upload box, often below the screen's edge: say so.
         flash(f"Sample {analysed.sample_id}: {len(analysed.cells)} white cells found in "
               f"{len(analysed.fields)} image(s); the results are below.", "toast")  # fmt: skip
         st.rerun()  # so the sidebar, drawn before this page, shows the new sample too
-    except LeukemiaCoreError as error:
-        st.error(str(error))
 
 
 def show_results(session: Review) -> None:
     st.subheader(f"Sample {session.sample_id}", divider="gray")
-    for failure in session.failures:
-        prefix = "" if failure.name in failure.message else f"{failure.name}: "
-        st.error(f"{prefix}{failure.message}", icon=":material/broken_image:")
+    show_failures(session)
     for field in session.fields:
         for note in field.notes:
             st.info(f"**{field.name}**: {note}", icon=":material/info:")

@@ -165,6 +165,21 @@ def test_bad_files_get_clear_messages_and_the_rest_of_the_batch_is_analysed(db, 
     assert at.table[0].value["Field"].tolist() == ["blank.png", "Field A (demo)"]
 
 
+def test_a_batch_of_unreadable_files_makes_no_sample_and_keeps_the_open_one(db, demo_png):
+    at = start()
+    analyze(at, [("field.png", demo_png)])
+    sample = session_of(at).sample_id
+    analyze(at, [("notes.png", b"field notes, not pixels"), ("cut.png", demo_png[:300])])
+    messages = errors(at)
+    assert len(messages) == 2 and "notes.png" in messages[0] and "cut.png" in messages[1]
+    assert any("no sample was made" in i.value for i in at.info)
+    assert session_of(at).sample_id == sample  # no empty sample in its place
+    assert not any("0 white cells found" in t.value for t in at.toast)
+    analyze(at, [("blank.png", png(np.full((480, 640, 3), 232, np.uint8)))])
+    assert metric(at, "White cells found") == "0"  # no cells: no word on a domain check
+    assert not any("no domain reference" in c.value for c in at.main.caption)
+
+
 @pytest.mark.slow
 def test_a_very_large_field_is_downscaled_with_a_note_not_refused(db):
     demo = make_demo_smear().image

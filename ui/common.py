@@ -100,7 +100,7 @@ def domain_warning(session: Review) -> None:
 
     Shows nothing for a sample without a model; says so when the model has no domain check.
     """
-    if not session.has_model:
+    if not session.has_model or not session.cells:  # no cells: nothing to compare
         return
     domain = session.domain
     if domain is None:
