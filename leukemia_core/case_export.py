@@ -21,6 +21,7 @@ from leukemia_core.store import CaseRecord
 CSV_COLUMNS = (
     "case_id",
     "version",
+    "case_status",
     "sample_id",
     "field_index",
     "field_number",
@@ -30,6 +31,7 @@ CSV_COLUMNS = (
     "blast_probability",
     "model_label",
     "label",
+    "reviewed",
     "changed_by_reviewer",
     "domain_score",
     "field_warnings",
@@ -41,9 +43,11 @@ def cells_csv(record: CaseRecord) -> bytes:
 
     ``field_number`` counts from 1, as the app and the report name fields ("Field 1");
     ``field_index`` is the same field counted from 0, as the JSON and the library do.
-    ``changed_by_reviewer`` is ``true`` when the current label differs from the model's; an
-    empty ``blast_probability`` means the cell was not classified, an empty ``domain_score``
-    that no out-of-domain check was made. Sample ids and field names
+    ``case_status`` is ``signed`` only for a signed case (``open``: a draft whose counts may
+    still change); ``reviewed`` is ``true`` once a person has decided on the cell (until then
+    ``label`` is the model's call); ``changed_by_reviewer`` is ``true`` when the current label
+    differs from the model's. An empty ``blast_probability`` means the cell was not classified,
+    an empty ``domain_score`` that no out-of-domain check was made. Sample ids and field names
     starting with ``=``, ``+``, ``-`` or ``@`` get a leading apostrophe so that spreadsheets do
     not run them as formulas.
     """
@@ -57,6 +61,7 @@ def cells_csv(record: CaseRecord) -> bytes:
             [
                 record.case_id,
                 record.version,
+                record.status,
                 spreadsheet_text(record.sample_id),
                 c.field_index,
                 c.field_index + 1,
@@ -67,6 +72,7 @@ def cells_csv(record: CaseRecord) -> bytes:
                 "" if c.blast_probability is None else c.blast_probability,
                 c.model_label,
                 c.label,
+                "true" if c.reviewed else "false",
                 "true" if c.changed_by_reviewer else "false",
                 "" if c.domain_score is None else c.domain_score,
                 warned.get(c.field_index, ""),

@@ -7,7 +7,7 @@ import csv
 import io
 import json
 import re
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -175,6 +175,13 @@ def test_csv_has_one_row_per_cell_and_flags_reviewer_changes(record: CaseRecord)
     assert len(rows) == len(record.cells) == 22
     changed = [(r["field_index"], r["cell_id"]) for r in rows if r["changed_by_reviewer"] == "true"]
     assert changed == [("1", "2")]
+    assert {(r["case_status"], r["reviewed"]) for r in rows} == {("open", "true")}
+    # a draft's unreviewed cell says so, and a signed case says it is signed
+    first, *rest = record.cells
+    draft = replace(record, cells=(replace(first, reviewed=False), *rest))
+    assert next(csv.DictReader(io.StringIO(cells_csv(draft).decode())))["reviewed"] == "false"
+    signed = replace(record, status="signed")
+    assert next(csv.DictReader(io.StringIO(cells_csv(signed).decode())))["case_status"] == "signed"
     # the report calls it "Field 2"; the CSV says so beside the library's 0-based index
     assert {(r["field_index"], r["field_number"]) for r in rows} == {("0", "1"), ("1", "2")}
     assert {r["changed_by_reviewer"] for r in rows} == {"true", "false"}
