@@ -214,6 +214,15 @@ class Accounts:
         with self._transaction(write=True) as conn:
             if conn.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
                 raise AccountInputError(f"An account named {name!r} exists already.")
+            # casefold in Python: SQLite's lower() folds ASCII letters only
+            for (other,) in conn.execute("SELECT name FROM users"):
+                if _reads_as(other) == _reads_as(name):
+                    raise AccountInputError(
+                        f"An account named {other!r} exists already, and {name!r} differs from "
+                        "it only in capitals or spaces: in the audit trail and on signed "
+                        "reports the two would read as one person. Use that account, or choose "
+                        "a clearly different name."
+                    )
             conn.execute(
                 "INSERT INTO users (name, password_hash, roles, created_at, created_by) "
                 "VALUES (?, ?, ?, ?, ?)",
@@ -400,3 +409,8 @@ def _check_password(password: object) -> str:
             f"The password must have at least {MIN_PASSWORD_LENGTH} characters."
         )
     return password
+
+
+def _reads_as(name: str) -> str:
+    """A name as a reader tells people apart: capitals and runs of spaces do not count."""
+    return " ".join(str(name).split()).casefold()
