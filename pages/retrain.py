@@ -36,7 +36,7 @@ from ui.adaptation import adapt_section
 from ui.common import flash, show_flashes
 from ui.models import active_model_section
 
-DATASET_KEY = "retrain_dataset"  # {"locations": [...], "allow_ungrouped": bool, "summary": ...}
+DATASET_KEY = "retrain_dataset"  # {"locations": [...], "options": {...}, "summary": ...}
 CUSTOM = "custom"
 SETTING_KEYS = ("input_size", "epochs", "batch_size", "fine_tune_epochs", "fine_tune_layers",
                 "augment", "augmentations", "balance", "cached_features", "feature_views",
@@ -79,24 +79,24 @@ def _keep() -> None:
     }
 
 
-def _inspect(locations: list[str], allow_ungrouped: bool, roots: tuple | None = None) -> None:
-    """Check the picked locations; typed server paths (``roots`` given) only under the roots."""
+def _inspect(locations: list[str], options: dict, roots: tuple | None = None) -> None:
+    """Check the picked locations; typed server paths (``roots`` given) only under the roots.
+    ``options``: ``allow_ungrouped`` and ``skip_unreadable`` of :func:`inspect_datasets`."""
     try:
         if roots is not None:  # the job's worker reads exactly the folders checked here
             locations = [str(resolve_under_roots(x, roots)) for x in locations]
         with st.spinner("Reading and checking every image …"):
             table, summary = inspect_datasets([DatasetSource(x) for x in locations],
-                                          allow_ungrouped=allow_ungrouped,
-                                          roots=roots)  # fmt: skip
+                                              roots=roots, **options)  # fmt: skip
     except (LeukemiaCoreError, OSError) as error:
         st.session_state.pop(DATASET_KEY, None)
         st.error(f"This dataset cannot be used: {error}")
         return
-    st.session_state[DATASET_KEY] = {"locations": locations, "allow_ungrouped": allow_ungrouped,
+    st.session_state[DATASET_KEY] = {"locations": locations, "options": options,
                                      "summary": summary, "records": table.records}  # fmt: skip
 
 
-def _server_folders(allow_ungrouped: bool) -> None:
+def _server_folders(options: dict) -> None:
     """Typed dataset paths, read only under the data roots (none configured: say how)."""
     roots = data_roots()
     if not roots:
@@ -114,7 +114,7 @@ def _server_folders(allow_ungrouped: bool) -> None:
         if not locations:
             st.error("Type the path of a dataset folder or manifest first.")
         else:
-            _inspect(locations, allow_ungrouped, roots)
+            _inspect(locations, options, roots)
 
 
 def dataset_section() -> dict | None:
@@ -126,8 +126,14 @@ def dataset_section() -> dict | None:
              "split, and the scores will be optimistic. Prefer <class>/<subject>/ folders or a "
              "manifest with a group column.",
     )  # fmt: skip
+    skip = st.checkbox(
+        "Leave out images that cannot be read", key="skip_unreadable",
+        help="Damaged or truncated files are listed under the summary and left out of "
+             "training and testing, instead of stopping the check.",
+    )  # fmt: skip
+    options = {"allow_ungrouped": allow, "skip_unreadable": skip}
     if source == SOURCES[0]:
-        _server_folders(allow)
+        _server_folders(options)
     elif source == SOURCES[1]:
         upload = st.file_uploader("Zip of a dataset folder", type=["zip"], key="data_zip",
                                   help="Up to the server's upload limit; larger sets: copy them "
@@ -139,7 +145,7 @@ def dataset_section() -> dict | None:
             except (LeukemiaCoreError, OSError) as error:
                 st.error(f"The zip was not unpacked: {retrain_jobs.shown(str(error))}")
             else:  # named relative to the uploads folder, like server folders to their root
-                _inspect([str(folder)], allow, (uploads,))
+                _inspect([str(folder)], options, (uploads,))
     else:
         st.caption("Cells of signed cases, with the labels the reviewer confirmed or corrected; "
                    "each sample is one group.")  # fmt: skip
@@ -151,7 +157,7 @@ def dataset_section() -> dict | None:
             except (LeukemiaCoreError, OSError) as error:
                 st.error(retrain_jobs.shown(str(error)))
             else:
-                _inspect([str(out / "manifest.csv")], allow, (out.parent,))
+                _inspect([str(out / "manifest.csv")], options, (out.parent,))
     picked = st.session_state.get(DATASET_KEY)
     if picked:
         summary = picked["summary"]
@@ -237,8 +243,8 @@ def settings_section(picked: dict | None) -> None:
     if picked is None:
         st.info("Check a dataset first (step 1).")
         return
-    spec = jobs.JobSpec(tuple(picked["locations"]), settings,
-                        allow_ungrouped=picked["allow_ungrouped"], title=names[preset])  # fmt: skip
+    spec = jobs.JobSpec(tuple(picked["locations"]), settings, title=names[preset],
+                        **picked["options"])  # fmt: skip
     with st.expander("Equivalent command"):
         st.code(spec.command(jobs.runs_dir() / "<job id>"), language="bash")
     try:  # the job's own splits, made now: what cannot run is refused before it is queued

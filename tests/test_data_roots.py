@@ -21,6 +21,7 @@ from streamlit.testing.v1 import AppTest
 from leukemia_core.accounts import User
 from leukemia_core.models.folder import set_active_model
 from train.__main__ import main as train_cli
+from train.compare_settings import CompareSettings
 from train.data_roots import (
     ROOTS_ENV_VAR,
     DataRootError,
@@ -33,6 +34,8 @@ from train.data_roots import (
     shorten,
 )
 from train.inspection import inspect_datasets
+from train.job_worker import load_job_data
+from train.jobs import JobSpec
 from train.records import DatasetNotFoundError, UnreadableFileError
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
@@ -171,6 +174,10 @@ def test_loader_messages_name_paths_relative_to_the_root(tree):
     with pytest.raises(UnreadableFileError, match="cannot be decoded") as e:
         inspect_datasets(["cells"], roots=[tree["root"]])
     assert "cells/blast/P0/broken.png" in str(e.value) and str(tree["tmp"]) not in str(e.value)
+    table, summary = inspect_datasets(["cells"], roots=[tree["root"]], skip_unreadable=True)
+    assert summary.n_cells == 4 and all(r.path.name != "broken.png" for r in table)
+    (note,) = [n for n in summary.notes if "cannot be decoded and were left out" in n]
+    assert note.startswith("1 image(s)") and "cells/blast/P0/broken.png" in note
 
 
 def test_the_command_line_is_not_restricted(tree, monkeypatch, capsys):
@@ -244,6 +251,25 @@ def test_the_page_refuses_paths_outside_the_roots_and_inspects_nothing(app_env):
     _check(at, "missing")
     assert any("Dataset folder missing does not exist" in e.value for e in at.error)
     assert str(app_env["tmp"]) not in _shown(at)
+
+
+@pytest.mark.slow
+def test_the_page_leaves_out_unreadable_images_when_asked_and_the_job_does_too(app_env):
+    (app_env["root"] / "cells" / "normal" / "P1" / "cut.png").write_bytes(b"\x89PNG\r\n")
+    at = _check(_page(), "cells")
+    assert any("cannot be decoded" in e.value and "Leave out images" in e.value for e in at.error)
+    assert "retrain_dataset" not in at.session_state
+    at.checkbox(key="skip_unreadable").check().run()
+    at = _check(at, "cells")
+    assert {m.label: m.value for m in at.metric}["Cells"] == "4"
+    assert "cells/normal/P1/cut.png" in _shown(at)  # the summary names what was left out
+    picked = at.session_state["retrain_dataset"]
+    assert picked["options"] == {"allow_ungrouped": False, "skip_unreadable": True}
+    spec = JobSpec(tuple(picked["locations"]), CompareSettings.from_preset("quick_cpu"),
+                   **picked["options"])  # fmt: skip
+    assert JobSpec.from_dict(spec.to_dict()) == spec and "--skip-unreadable" in spec.command("x")
+    records, _ = load_job_data(spec)  # what the job's worker trains and tests on
+    assert len(records) == 4 and all(r.path.name != "cut.png" for r in records)
 
 
 @pytest.mark.slow

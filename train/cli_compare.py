@@ -32,7 +32,8 @@ def input_size_arg(value: str) -> int:
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--data``, ``--format``, ``--allow-ungrouped`` and ``--reviewed-cases`` (inspect, compare)."""
+    """``--data``, ``--format``, ``--allow-ungrouped``, ``--skip-unreadable`` and
+    ``--reviewed-cases`` (inspect, compare)."""
     parser.add_argument("--data", type=Path, action="append", default=[],
                         help="dataset folder or CSV manifest; repeat to combine")  # fmt: skip
     parser.add_argument("--format", choices=FORMATS, help="layout (detected when omitted)")
@@ -40,6 +41,11 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         "--allow-ungrouped",
         action="store_true",
         help="accept cells without subject/field ids (scores may be inflated)",
+    )
+    parser.add_argument(
+        "--skip-unreadable",
+        action="store_true",
+        help="leave out images that cannot be decoded (listed) instead of stopping",
     )
     parser.add_argument(
         "--reviewed-cases",
@@ -152,7 +158,8 @@ def inspect_command(args: argparse.Namespace) -> int:
     from train.inspection import DatasetSource, inspect_datasets
 
     _, summary = inspect_datasets([DatasetSource(d, args.format) for d in data_locations(args)],
-                                  allow_ungrouped=args.allow_ungrouped)  # fmt: skip
+                                  allow_ungrouped=args.allow_ungrouped,
+                                  skip_unreadable=args.skip_unreadable)  # fmt: skip
     values = summary.to_dict()
     values["groups"] = values["groups"][:20]  # the largest; the page shows them all
     print(json.dumps(values, indent=2))
@@ -191,7 +198,8 @@ def compare_command(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     out = args.out or runs_dir() / f"cli-{time.strftime('%Y%m%d-%H%M%S')}"
     args.out = out
-    spec = JobSpec(tuple(data_locations(args)), settings, args.format, args.allow_ungrouped)
+    spec = JobSpec(tuple(data_locations(args)), settings, args.format, args.allow_ungrouped,
+                   skip_unreadable=args.skip_unreadable)  # fmt: skip
     records, words = load_job_data(spec)
     print(f"note: {words}; results go to {out}", file=sys.stderr)
     comparison = compare_models(records, settings, run_dir=out, data_description=words,

@@ -32,6 +32,7 @@ from train.records import (
     MissingGroupError,
     SingleClassError,
     _listed,
+    unreadable_images,
     verify_images,
 )
 
@@ -144,6 +145,7 @@ def inspect_datasets(
     verify: bool = True,
     allow_ungrouped: bool = False,
     roots: Sequence[str | os.PathLike[str]] | None = None,
+    skip_unreadable: bool = False,
 ) -> tuple[CellTable, DatasetSummary]:
     """Load several datasets as one; both classes are needed in the union only.
 
@@ -152,6 +154,8 @@ def inspect_datasets(
         verify: Decode every image with PIL (:func:`train.records.verify_images`).
         allow_ungrouped: Accept cells without a subject or field id (each its own group);
             the summary then says ``groups_known=False`` and notes the risk.
+        skip_unreadable: With ``verify``, leave out images that cannot be decoded (the
+            summary's notes say how many and which) instead of refusing the dataset.
         roots: Read only under these data roots (:func:`train.data_roots.load_under_roots`):
             locations may be relative to a root, and the summary and every message name
             paths relative to their root. None (the command line): any readable path.
@@ -163,16 +167,17 @@ def inspect_datasets(
         EmptyDatasetError: No locations, or a location holds no usable images.
         SingleClassError: The union holds blast or normal cells only.
         MissingGroupError: Some cells have no group and ``allow_ungrouped`` is False.
-        UnreadableFileError: Some images cannot be decoded (``verify=True``).
+        UnreadableFileError: Some images cannot be decoded (``verify=True`` without
+            ``skip_unreadable``).
         DatasetError: Any other problem of a layout (see :mod:`train.data`).
     """
     sources = [s if isinstance(s, DatasetSource) else DatasetSource(s) for s in locations]
     if not sources:
         raise EmptyDatasetError("No dataset location was given; pick at least one folder.")
     if roots is None:
-        return _inspect(sources, verify, allow_ungrouped, None)
+        return _inspect(sources, verify, allow_ungrouped, None, skip_unreadable)
     with relative_messages(roots):
-        return _inspect(sources, verify, allow_ungrouped, roots)
+        return _inspect(sources, verify, allow_ungrouped, roots, skip_unreadable)
 
 
 def _inspect(
@@ -180,6 +185,7 @@ def _inspect(
     verify: bool,
     allow_ungrouped: bool,
     roots: Sequence[str | os.PathLike[str]] | None,
+    skip_unreadable: bool = False,
 ) -> tuple[CellTable, DatasetSummary]:
     tables, formats, ungrouped, names = [], [], [], []
     for source in sources:
@@ -196,6 +202,10 @@ def _inspect(
         formats += [fmt] if fmt not in formats else []
         ungrouped += [] if table.groups_known else [names[-1]]
     table = _without_duplicates(CellTable.concat(*tables))
+    if verify and skip_unreadable:  # before the class and group checks: they count what is left
+        table = _readable(table)
+    elif verify:
+        verify_images(table)
     where = "; ".join(names)
     classes = Counter(r.label for r in table)
     if len(classes) < 2:
@@ -218,9 +228,19 @@ def _inspect(
             "both sides of the split, so test scores are likely optimistic."
         )
         table = CellTable(table.records, (*table.notes, note), table.groups_known)
-    if verify:
-        verify_images(table)
     return table, summarize_table(table, where, "+".join(formats))
+
+
+def _readable(table: CellTable) -> CellTable:
+    """The cells whose image decodes; the notes name those left out."""
+    bad = unreadable_images(table)
+    if not bad:
+        return table
+    left_out = {id(record) for record, _ in bad}
+    kept = tuple(r for r in table if id(r) not in left_out)
+    note = (f"{len(bad)} image(s) cannot be decoded and were left out: "
+            f"{_listed([why for _, why in bad])}.")  # fmt: skip
+    return CellTable(kept, (*table.notes, note), table.groups_known)
 
 
 def _without_duplicates(table: CellTable) -> CellTable:

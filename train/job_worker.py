@@ -105,8 +105,11 @@ def load_job_data(spec: JobSpec):
     """``(records, words about them)`` of a job's datasets, with the picker's checks."""
     from train.inspection import DatasetSource, inspect_datasets
 
+    # Images are decoded only to leave out the unreadable ones the picker left out too.
     table, summary = inspect_datasets([DatasetSource(d, spec.format) for d in spec.data],
-                                      verify=False, allow_ungrouped=spec.allow_ungrouped)  # fmt: skip
+                                      verify=spec.skip_unreadable,
+                                      skip_unreadable=spec.skip_unreadable,
+                                      allow_ungrouped=spec.allow_ungrouped)  # fmt: skip
     classes = ", ".join(f"{n} {label}" for label, n in summary.per_class.items())
     words = (f"{summary.n_cells} cells ({classes}) in {summary.n_groups} groups from "
              f"{', '.join(spec.data)} ({summary.format})")  # fmt: skip

@@ -60,6 +60,7 @@ class JobSpec:
         settings: The comparison's settings.
         format: Layout of every dataset (detected when None).
         allow_ungrouped: Accept cells without subject or field ids (each its own group).
+        skip_unreadable: Leave out images that cannot be decoded (the worker decodes each).
         title: Words for the queue, e.g. the preset's name.
     """
 
@@ -68,6 +69,7 @@ class JobSpec:
     format: str | None = None
     allow_ungrouped: bool = False
     title: str = ""
+    skip_unreadable: bool = False
 
     def __post_init__(self) -> None:
         # Absolute paths: the worker process runs from the repository folder, not the caller's.
@@ -81,7 +83,7 @@ class JobSpec:
     def from_dict(cls, values: dict) -> JobSpec:
         return cls(tuple(values["data"]), CompareSettings.from_dict(values["settings"]),
                    values.get("format"), values.get("allow_ungrouped", False),
-                   values.get("title", ""))  # fmt: skip
+                   values.get("title", ""), values.get("skip_unreadable", False))  # fmt: skip
 
     def command(self, out: str | Path) -> str:
         """The ``python -m train compare`` command line that runs the same comparison."""
@@ -90,6 +92,7 @@ class JobSpec:
         parts += [f"--data {shlex.quote(d)}" for d in self.data]
         parts += [f"--format {self.format}"] * bool(self.format)
         parts += ["--allow-ungrouped"] * self.allow_ungrouped
+        parts += ["--skip-unreadable"] * self.skip_unreadable
         parts += ["--architectures " + " ".join(s.architectures)]
         parts += [f"--input-size {s.input_size or 'default'}"]
         parts += [f"--epochs {s.epochs}", f"--batch-size {s.batch_size}",

@@ -157,19 +157,25 @@ def default_label(folder_name: str) -> str | None:
     return hits.pop() if len(hits) == 1 else None
 
 
-def verify_images(records: Iterable[LabelledCrop]) -> None:
-    """Decode every image fully with PIL; raise :class:`UnreadableFileError` listing failures."""
+def unreadable_images(records: Iterable[LabelledCrop]) -> list[tuple[LabelledCrop, str]]:
+    """Every record whose image PIL cannot decode fully, with why."""
     bad = []
     for record in records:
         try:
             with Image.open(record.path) as image:
                 image.load()
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-            bad.append(f"{record.path} ({type(error).__name__}: {error})")
-    if bad:
+            bad.append((record, f"{record.path} ({type(error).__name__}: {error})"))
+    return bad
+
+
+def verify_images(records: Iterable[LabelledCrop]) -> None:
+    """Decode every image fully with PIL; raise :class:`UnreadableFileError` listing failures."""
+    if bad := unreadable_images(records):
         raise UnreadableFileError(
-            f"{len(bad)} image(s) cannot be decoded: {_listed(bad)}. "
-            "Re-copy them or leave them out."
+            f"{len(bad)} image(s) cannot be decoded: {_listed([why for _, why in bad])}. "
+            "Re-copy them, or leave them out (the Retrain page's \"Leave out images that "
+            'cannot be read", --skip-unreadable, or skip_unreadable=True).'
         )
 
 
