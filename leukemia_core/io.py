@@ -181,6 +181,9 @@ def _too_many_bytes(name: str, size: str, max_bytes: int) -> errors.ImageTooLarg
     )
 
 
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
 def _what_it_holds(data: bytes) -> str:
     """What a file that is no picture seems to hold, in words (not its raw bytes)."""
     try:
@@ -200,7 +203,11 @@ def _decode(data: bytes, name: str, max_pixels: int, min_side: int) -> _Decoded:
             return _read_tiff(data, name, max_pixels, min_side)
         if data.startswith(_IMAGE_MAGIC):  # a known signature, but the header is cut or broken
             raise _damaged(name, data, exc) from exc
-        hint = " A PDF? Export the page as PNG or JPEG." if b"%PDF-" in data[:8] else ""
+        hint = ""
+        if b"%PDF-" in data[:8]:
+            hint = " A PDF? Export the page as PNG or JPEG."
+        elif data.startswith(_ZIP_MAGIC):
+            hint = " A zip archive? Unpack it and upload the pictures inside, several at once."
         raise errors.NotAnImageError(
             f"'{name}' is not an image file ({_what_it_holds(data)}).{hint} "
             f"Upload a picture of the smear as {FORMATS_TEXT}."

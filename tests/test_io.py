@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import struct
 import warnings
+import zipfile
 import zlib
 
 import cv2
@@ -58,6 +59,14 @@ _PNG = encode(
 )
 _TIFF = encode(Image.fromarray(quadrants(300, 200)), "TIFF")
 
+
+def _zip_of(data: bytes) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("field1.jpg", data)
+    return buffer.getvalue()
+
+
 REFUSALS = [
     pytest.param(b"", {}, errors.EmptyFileError, r"empty \(0 bytes\)", id="empty"),
     pytest.param(
@@ -70,6 +79,7 @@ REFUSALS = [
         "PDF",
         id="pdf",
     ),
+    pytest.param(_zip_of(_JPEG), {}, errors.NotAnImageError, "zip archive.*Unpack it", id="zip"),
     pytest.param(
         np.random.default_rng(1).bytes(4096),
         {},
