@@ -155,3 +155,4 @@ class CaseSummary(CaseHeader):
     n_blasts: int
     n_counted: int
     n_uncertain: int
+    n_unreviewed: int = 0  # cells no person has decided on yet: the counts are provisional

@@ -60,7 +60,9 @@ _SUMMARIES = (
     "COALESCE(SUM(x.label != 'replaced'), 0) AS n_cells, "
     "COALESCE(SUM(x.label = 'blast'), 0) AS n_blasts, "
     "COALESCE(SUM(x.label IN ('blast', 'normal')), 0) AS n_counted, "
-    "COALESCE(SUM(x.label = 'uncertain'), 0) AS n_uncertain "
+    "COALESCE(SUM(x.label = 'uncertain'), 0) AS n_uncertain, "
+    # the rule of Cell.awaits_review: border and replaced cells are never reviewed
+    "COALESCE(SUM(x.reviewed = 0 AND x.label NOT IN ('border', 'replaced')), 0) AS n_unreviewed "
     "FROM cases AS c LEFT JOIN cells AS x ON x.case_id = c.case_id "
     "WHERE {where} GROUP BY c.case_id ORDER BY c.created_at DESC, c.rowid DESC LIMIT ?"
 )

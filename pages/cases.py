@@ -31,11 +31,13 @@ reopened = {c.parent_id for c in cases if c.parent_id}
 
 
 def blasts_text(case) -> str:
-    """``17 of 19 (89.5%); 2 uncertain``: blasts of the cells counted, and what awaits review."""
+    """``17 of 19 (89.5%); 2 uncertain; provisional: 5 not reviewed``: blasts of the cells
+    counted, and what awaits review."""
     text = "—"
     if case.n_counted:
         text = f"{case.n_blasts} of {case.n_counted} ({100 * case.n_blasts / case.n_counted:.1f}%)"
-    return text + (f"; {case.n_uncertain} uncertain" if case.n_uncertain else "")
+    text += f"; {case.n_uncertain} uncertain" if case.n_uncertain else ""
+    return text + (f"; provisional: {case.n_unreviewed} not reviewed" if case.n_unreviewed else "")
 
 
 rows = [

@@ -231,6 +231,10 @@ def test_case_list_finds_opens_and_reopens_earlier_cases(db, demo_png):
 
     at = go(start("Dr. B"), "cases")
     assert at.table[0].value["Sample"].tolist() == ["BETA-2", "ALPHA-1"]  # newest first
+    beta, alpha_blasts = at.table[0].value["Blasts"].tolist()
+    waiting = session_of(second).n_unreviewed
+    assert waiting and beta.endswith(f"provisional: {waiting} not reviewed")  # nobody looked yet
+    assert "provisional" not in alpha_blasts  # signed: every cell reviewed
     at.text_input(key="case_search").input("alpha").run()
     assert at.table[0].value["Sample"].tolist() == ["ALPHA-1"]
     assert at.selectbox(key="case_pick").value == alpha.case_id

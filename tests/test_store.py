@@ -361,7 +361,8 @@ def test_reopen_creates_a_new_version_and_keeps_the_signed_one(store: CaseStore)
 
 
 def test_list_cases_newest_first_with_counts_and_search(store: CaseStore):
-    first = new_case(store, [["blast", "normal", "uncertain", "border"]], sample_id="ALL-2024-001")
+    first = new_case(store, [["blast", "normal", "uncertain", "border"]], sample_id="ALL-2024-001",
+                     reviewed=False)  # fmt: skip
     second = new_case(store, [["normal"], ["blast", "blast"]], sample_id="all-2024-002")
     third = new_case(store, [["normal"]], sample_id="CTRL_9")
     listed = store.list_cases()
@@ -374,6 +375,9 @@ def test_list_cases_newest_first_with_counts_and_search(store: CaseStore):
         1,
     )
     assert (summary.version, summary.status, summary.sample_id) == (1, "open", "ALL-2024-001")
+    assert summary.n_unreviewed == 3  # the border cell needs no review
+    store.edit_cell(first, 0, 1, reviewed=True, reviewer="Dr. A")  # accepted as it is
+    assert store.list_cases("001")[0].n_unreviewed == 2
     assert [s.case_id for s in store.list_cases("all-2024")] == [second, first]
     assert [s.case_id for s in store.list_cases(second[:6])] == [second]
     assert [s.case_id for s in store.list_cases(" 001 ")] == [first]
