@@ -7,6 +7,7 @@ their progress and results, and promotes a model. Research use only.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import streamlit as st
 
@@ -36,6 +37,7 @@ from ui.adaptation import adapt_section
 from ui.common import flash, show_flashes
 from ui.models import active_model_section
 
+SETTING_WIDTH_PX = 170  # one setting's box: five to a row at 1440 px, two at 800 px
 DATASET_KEY = "retrain_dataset"  # {"locations": [...], "options": {...}, "summary": ...}
 CUSTOM = "custom"
 SETTING_KEYS = ("input_size", "epochs", "batch_size", "fine_tune_epochs", "fine_tune_layers",
@@ -188,31 +190,32 @@ def settings_section(picked: dict | None) -> None:
             "(put their files in the Keras cache, `$KERAS_HOME/models/`, to run them)."
             if left_out else ""))  # fmt: skip
     architectures = st.multiselect("Architectures", list_architectures(), key="architectures")
-    cols = st.columns(4)
-    cols[0].number_input("Input size (px)", 32, 600, key="input_size")
-    cols[1].number_input("Epochs", 1, 200, key="epochs")
-    cols[2].number_input("Batch size", 1, 512, key="batch_size")
-    cols[3].number_input("Grouped folds", 1, 10, key="folds",
-                         help="1: one 70/10/20 split of groups per source; k ≥ 3: every cell is "
-                              "tested once (test one part, validate on the next).")  # fmt: skip
-    cols = st.columns(5)
-    cols[0].number_input("Fine-tune epochs", 0, 100, key="fine_tune_epochs")
-    cols[1].number_input("Fine-tune depth (layers)", 1, 500, key="fine_tune_layers")
-    cols[2].number_input("Feature views", 1, 16, key="feature_views",
-                         help="Augmented views per cell in cached-feature mode.")  # fmt: skip
-    cols[3].number_input("Early-stopping patience", 1, 1000, key="patience")
-    cols[4].number_input("Seed", 0, 2**31 - 1, key="seed")
-    cols = st.columns(5)
-    cols[0].selectbox("Balancing", BALANCING, key="balance")
-    cols[1].selectbox("Without ImageNet weights offline", MISSING_WEIGHTS, key="missing_weights",
-                      help="skip: the row says why; random: train from random weights, "
-                           "which the row says.")  # fmt: skip
-    cols[2].checkbox("Augmentation", key="augment")
-    cols[3].checkbox("Cached features (frozen, fast)", key="cached_features")
-    cols[4].selectbox("Test-time views", TEST_TIME_VIEWS, key="test_time_views",
-                      help="Each cell is classified as it is (1), in its 4 quarter turns (4) or "
-                           "also their mirror images (8); the logits are averaged. More views: "
-                           "steadier answers, proportionally slower classification.")  # fmt: skip
+    # One row that wraps: on a narrow screen the boxes move down instead of cutting their words.
+    row = st.container(horizontal=True, wrap=True, gap="small", vertical_alignment="bottom")
+    box = {"width": SETTING_WIDTH_PX}
+    row.number_input("Input size (px)", 32, 600, key="input_size", **box)
+    row.number_input("Epochs", 1, 200, key="epochs", **box)
+    row.number_input("Batch size", 1, 512, key="batch_size", **box)
+    row.number_input("Grouped folds", 1, 10, key="folds", **box,
+                     help="1: one 70/10/20 split of groups per source; k ≥ 3: every cell is "
+                          "tested once (test one part, validate on the next).")  # fmt: skip
+    row.number_input("Fine-tune epochs", 0, 100, key="fine_tune_epochs", **box)
+    row.number_input("Fine-tune depth (layers)", 1, 500, key="fine_tune_layers", **box)
+    row.number_input("Feature views", 1, 16, key="feature_views", **box,
+                     help="Augmented views per cell in cached-feature mode.")  # fmt: skip
+    row.number_input("Early-stopping patience", 1, 1000, key="patience", **box)
+    row.number_input("Seed", 0, 2**31 - 1, key="seed", **box)
+    row.selectbox("Balancing", BALANCING, key="balance", **box)
+    row.selectbox("Without ImageNet weights offline", MISSING_WEIGHTS, key="missing_weights",
+                  **box, help="skip: the row says why; random: train from random weights, "
+                              "which the row says.")  # fmt: skip
+    row.selectbox("Test-time views", TEST_TIME_VIEWS, key="test_time_views", **box,
+                  help="Each cell is classified as it is (1), in its 4 quarter turns (4) or "
+                       "also their mirror images (8); the logits are averaged. More views: "
+                       "steadier answers, proportionally slower classification.")  # fmt: skip
+    row = st.container(horizontal=True, wrap=True, gap="medium")
+    row.checkbox("Augmentation", key="augment")
+    row.checkbox("Cached features (frozen, fast)", key="cached_features")
     st.multiselect("Augmentations", ALL_AUGMENTATIONS, key="augmentations",
                    disabled=not st.session_state["augment"],
                    help="hflip/vflip: flips; rotate90: quarter turns; scale: ±10%; colour: "
@@ -243,8 +246,9 @@ def settings_section(picked: dict | None) -> None:
     if picked is None:
         st.info("Check a dataset first (step 1).")
         return
-    spec = jobs.JobSpec(tuple(picked["locations"]), settings, title=names[preset],
-                        **picked["options"])  # fmt: skip
+    data_names = ", ".join(Path(x).name for x in picked["locations"])  # tells jobs apart
+    spec = jobs.JobSpec(tuple(picked["locations"]), settings, **picked["options"],
+                        title=f"{names[preset]} on {data_names}")  # fmt: skip
     with st.expander("Equivalent command"):
         st.code(spec.command(jobs.runs_dir() / "<job id>"), language="bash")
     try:  # the job's own splits, made now: what cannot run is refused before it is queued
