@@ -219,7 +219,7 @@ class Accounts:
                 if _reads_as(other) == _reads_as(name):
                     raise AccountInputError(
                         f"An account named {other!r} exists already, and {name!r} differs from "
-                        "it only in capitals or spaces: in the audit trail and on signed "
+                        "it only in capitals, spaces or dots: in the audit trail and on signed "
                         "reports the two would read as one person. Use that account, or choose "
                         "a clearly different name."
                     )
@@ -412,5 +412,5 @@ def _check_password(password: object) -> str:
 
 
 def _reads_as(name: str) -> str:
-    """A name as a reader tells people apart: capitals and runs of spaces do not count."""
-    return " ".join(str(name).split()).casefold()
+    """A name as a reader tells people apart: capitals, spaces, dots, dashes do not count."""
+    return " ".join(re.sub(r"[._-]", " ", str(name)).split()).casefold()

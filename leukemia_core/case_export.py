@@ -17,24 +17,26 @@ import numpy as np
 from leukemia_core.outputs import GEOMETRY_COLUMNS, spreadsheet_text
 from leukemia_core.report import RESEARCH_USE_STATEMENT
 from leukemia_core.store import CaseRecord
+from leukemia_core.types import CellLabel
 
 CSV_COLUMNS = (
     "case_id",
     "version",
-    "case_status",
     "sample_id",
     "field_index",
-    "field_number",
     "field_name",
     "cell_id",
     *GEOMETRY_COLUMNS,
     "blast_probability",
     "model_label",
     "label",
-    "reviewed",
     "changed_by_reviewer",
     "domain_score",
     "field_warnings",
+    # added later, at the end: imports that read columns by position keep working
+    "case_status",
+    "field_number",
+    "reviewed",
 )
 
 
@@ -45,7 +47,8 @@ def cells_csv(record: CaseRecord) -> bytes:
     ``field_index`` is the same field counted from 0, as the JSON and the library do.
     ``case_status`` is ``signed`` only for a signed case (``open``: a draft whose counts may
     still change); ``reviewed`` is ``true`` once a person has decided on the cell (until then
-    ``label`` is the model's call); ``changed_by_reviewer`` is ``true`` when the current label
+    ``label`` is the model's call), empty for a cell cut by the border, which is never counted
+    and needs no review; ``changed_by_reviewer`` is ``true`` when the current label
     differs from the model's. An empty ``blast_probability`` means the cell was not classified,
     an empty ``domain_score`` that no out-of-domain check was made. Sample ids and field names
     starting with ``=``, ``+``, ``-`` or ``@`` get a leading apostrophe so that spreadsheets do
@@ -61,10 +64,8 @@ def cells_csv(record: CaseRecord) -> bytes:
             [
                 record.case_id,
                 record.version,
-                record.status,
                 spreadsheet_text(record.sample_id),
                 c.field_index,
-                c.field_index + 1,
                 spreadsheet_text(names.get(c.field_index, "")),
                 c.cell_id,
                 *c.bbox,
@@ -72,10 +73,12 @@ def cells_csv(record: CaseRecord) -> bytes:
                 "" if c.blast_probability is None else c.blast_probability,
                 c.model_label,
                 c.label,
-                "true" if c.reviewed else "false",
                 "true" if c.changed_by_reviewer else "false",
                 "" if c.domain_score is None else c.domain_score,
                 warned.get(c.field_index, ""),
+                record.status,
+                c.field_index + 1,
+                "" if c.label == CellLabel.BORDER else ("true" if c.reviewed else "false"),
             ]
         )
     return buffer.getvalue().encode("utf-8")

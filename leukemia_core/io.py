@@ -206,8 +206,9 @@ def _decode(data: bytes, name: str, max_pixels: int, min_side: int) -> _Decoded:
         hint = ""
         if b"%PDF-" in data[:8]:
             hint = " A PDF? Export the page as PNG or JPEG."
-        elif data.startswith(_ZIP_MAGIC):
-            hint = " A zip archive? Unpack it and upload the pictures inside, several at once."
+        elif data.startswith(_ZIP_MAGIC):  # also the container of docx, xlsx and odt files
+            hint = (" A zip archive or an office document? Unpack or open it and upload the "
+                    "pictures inside as image files.")  # fmt: skip
         raise errors.NotAnImageError(
             f"'{name}' is not an image file ({_what_it_holds(data)}).{hint} "
             f"Upload a picture of the smear as {FORMATS_TEXT}."

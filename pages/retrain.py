@@ -60,7 +60,15 @@ def _apply_preset() -> None:
 
 
 KEPT_KEY = "retrain_settings_kept"
-KEPT_WIDGETS = ("preset", "architectures", *SETTING_KEYS, "data_source", "data_paths")
+KEPT_WIDGETS = (
+    "preset",
+    "architectures",
+    *SETTING_KEYS,
+    "data_source",
+    "data_paths",
+    "allow_ungrouped",
+    "skip_unreadable",
+)  # as the dataset checked with them
 
 
 def _defaults() -> None:
@@ -246,7 +254,9 @@ def settings_section(picked: dict | None) -> None:
     if picked is None:
         st.info("Check a dataset first (step 1).")
         return
-    data_names = ", ".join(Path(x).name for x in picked["locations"])  # tells jobs apart
+    # tells jobs apart: a folder's name, or a manifest's folder ("reviewed-<time>")
+    data_names = ", ".join((p.parent if p.suffix else p).name
+                           for p in map(Path, picked["locations"]))  # fmt: skip
     spec = jobs.JobSpec(tuple(picked["locations"]), settings, **picked["options"],
                         title=f"{names[preset]} on {data_names}")  # fmt: skip
     with st.expander("Equivalent command"):

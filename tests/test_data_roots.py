@@ -36,7 +36,12 @@ from train.data_roots import (
 from train.inspection import inspect_datasets
 from train.job_worker import load_job_data
 from train.jobs import JobSpec
-from train.records import DatasetNotFoundError, UnreadableFileError
+from train.records import (
+    DatasetNotFoundError,
+    EmptyDatasetError,
+    SingleClassError,
+    UnreadableFileError,
+)
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
 ONLY_UNDER = "only folders under the data roots"
@@ -178,6 +183,17 @@ def test_loader_messages_name_paths_relative_to_the_root(tree):
     assert summary.n_cells == 4 and all(r.path.name != "broken.png" for r in table)
     (note,) = [n for n in summary.notes if "cannot be decoded and were left out" in n]
     assert note.startswith("1 image(s)") and "cells/blast/P0/broken.png" in note
+    assert str(tree["tmp"]) not in note  # named relative to the root, as every message
+    for picture in (tree["root"] / "cells" / "normal").rglob("normal.png"):
+        picture.write_bytes(b"\x89PNG\r\n")  # every normal cell damaged: one class is left
+    with pytest.raises(
+        SingleClassError, match=r"only blast cells \(2\) and 3 unreadable image\(s\), left out;"
+    ):
+        inspect_datasets(["cells"], roots=[tree["root"]], skip_unreadable=True)
+    for picture in (tree["root"] / "cells").rglob("*.png"):
+        picture.write_bytes(b"version https://git-lfs.github.com/spec/v1\n")  # LFS pointers
+    with pytest.raises(EmptyDatasetError, match="None of the 5 images of cells can be decoded"):
+        inspect_datasets(["cells"], roots=[tree["root"]], skip_unreadable=True)
 
 
 def test_the_command_line_is_not_restricted(tree, monkeypatch, capsys):

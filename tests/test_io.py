@@ -60,10 +60,10 @@ _PNG = encode(
 _TIFF = encode(Image.fromarray(quadrants(300, 200)), "TIFF")
 
 
-def _zip_of(data: bytes) -> bytes:
+def _zip_of(data: bytes, name: str = "field1.jpg") -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("field1.jpg", data)
+        archive.writestr(name, data)
     return buffer.getvalue()
 
 
@@ -79,7 +79,16 @@ REFUSALS = [
         "PDF",
         id="pdf",
     ),
-    pytest.param(_zip_of(_JPEG), {}, errors.NotAnImageError, "zip archive.*Unpack it", id="zip"),
+    pytest.param(
+        _zip_of(_JPEG), {}, errors.NotAnImageError, "zip archive.*Unpack or open it", id="zip"
+    ),
+    pytest.param(
+        _zip_of(_JPEG, "word/media/image1.jpg"),
+        {},
+        errors.NotAnImageError,
+        "office document",
+        id="docx",
+    ),
     pytest.param(
         np.random.default_rng(1).bytes(4096),
         {},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 
 import pytest
 
@@ -17,6 +18,7 @@ def fresh_process(monkeypatch):
     monkeypatch.setattr(models, "_warm_up_started", type(models._warm_up_started)())
     monkeypatch.setattr(models, "_warm_up_finished", type(models._warm_up_finished)())
     monkeypatch.setattr(models, "_warmed", {})
+    monkeypatch.setattr(models, "_warming", [])
     monkeypatch.setenv(models.WARM_UP_ENV_VAR, "1")
     models._classifier.clear()
     yield
@@ -38,8 +40,9 @@ def test_the_first_analysis_gets_the_model_loaded_in_the_background(
     assert models.get_classifier("tiny") is warmed  # and cached from then on
 
 
-def test_warm_up_can_be_turned_off(fresh_process, monkeypatch):
-    monkeypatch.setenv(models.WARM_UP_ENV_VAR, "0")
+@pytest.mark.parametrize("off", ["0", "false", " Off ", "no"])
+def test_warm_up_can_be_turned_off(fresh_process, monkeypatch, off):
+    monkeypatch.setenv(models.WARM_UP_ENV_VAR, off)
     assert models.warm_up_in_background() is None
     assert not models._warm_up_started.is_set()
 
@@ -56,3 +59,40 @@ def test_a_damaged_model_fails_where_it_is_used_not_in_the_background(
     assert models._warm_up_finished.is_set() and models._warmed == {}
     with pytest.raises(ModelIntegrityError, match="tiny"):
         models.get_classifier("tiny")
+
+
+def test_the_first_analysis_waits_for_the_load_in_flight_instead_of_loading_again(
+    fresh_process, monkeypatch, tiny_models_dir
+):
+    import threading
+
+    monkeypatch.setenv("LEUKEMIA_MODELS_DIR", str(tiny_models_dir))
+    release, loads, real_load = threading.Event(), [], models._load
+
+    def slow_load(name, root):
+        loads.append(name)
+        release.wait(60)  # the conversion is still running when the analysis asks
+        return real_load(name, root)
+
+    monkeypatch.setattr(models, "_load", slow_load)
+    thread = models.warm_up_in_background()
+    for _ in range(600):  # until the background load is under way
+        if loads:
+            break
+        time.sleep(0.05)
+    got = []
+    asking = threading.Thread(target=lambda: got.append(models.get_classifier("tiny")))
+    asking.start()
+    asking.join(timeout=1)
+    assert asking.is_alive() and loads == ["tiny"]  # waiting, not loading a second copy
+    release.set()
+    asking.join(timeout=120)
+    thread.join(timeout=120)
+    assert loads == ["tiny"] and isinstance(got[0], Classifier) and models._warmed == {}
+
+
+def test_a_model_warmed_for_nobody_is_not_kept(fresh_process, monkeypatch, tiny_models_dir):
+    monkeypatch.setenv("LEUKEMIA_MODELS_DIR", str(tiny_models_dir))
+    models._warmed[("another", "v", str(tiny_models_dir))] = object()  # e.g. made inactive since
+    classifier = models.get_classifier("tiny")
+    assert isinstance(classifier, Classifier) and models._warmed == {}

@@ -175,7 +175,8 @@ def test_csv_has_one_row_per_cell_and_flags_reviewer_changes(record: CaseRecord)
     assert len(rows) == len(record.cells) == 22
     changed = [(r["field_index"], r["cell_id"]) for r in rows if r["changed_by_reviewer"] == "true"]
     assert changed == [("1", "2")]
-    assert {(r["case_status"], r["reviewed"]) for r in rows} == {("open", "true")}
+    assert {(r["case_status"], r["reviewed"]) for r in rows} == {("open", "true"), ("open", "")}
+    assert all((r["reviewed"] == "") == (r["label"] == "border") for r in rows)  # no review
     # a draft's unreviewed cell says so, and a signed case says it is signed
     first, *rest = record.cells
     draft = replace(record, cells=(replace(first, reviewed=False), *rest))

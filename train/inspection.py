@@ -22,6 +22,7 @@ from train.data_roots import (
     relative_messages,
     relative_name,
     resolve_under_roots,
+    shorten,
 )
 from train.records import (
     BLAST,
@@ -202,18 +203,23 @@ def _inspect(
         formats += [fmt] if fmt not in formats else []
         ungrouped += [] if table.groups_known else [names[-1]]
     table = _without_duplicates(CellTable.concat(*tables))
-    if verify and skip_unreadable:  # before the class and group checks: they count what is left
-        table = _readable(table)
-    elif verify:
-        verify_images(table)
     where = "; ".join(names)
+    n_read = len(table)
+    if verify and skip_unreadable:  # before the class checks: they count what is left
+        table = _readable(table, roots)
+        if not table:
+            raise EmptyDatasetError(
+                f"None of the {n_read} images of {where} can be decoded: re-copy the dataset "
+                "(an incomplete copy, or Git LFS pointers instead of pictures?)."
+            )
+    left_out = f" and {n_read - len(table)} unreadable image(s), left out" * (len(table) < n_read)
     classes = Counter(r.label for r in table)
     if len(classes) < 2:
         ((label, n),) = classes.items()
         other = NORMAL if label == BLAST else BLAST
         raise SingleClassError(
-            f"{where} holds only {label} cells ({n}); a classifier needs blast and normal "
-            f"cells. Add a dataset with {other} cells (several locations can be combined)."
+            f"{where} holds only {label} cells ({n}){left_out}; a classifier needs blast and "
+            f"normal cells. Add a dataset with {other} cells (several locations can be combined)."
         )
     if ungrouped and not allow_ungrouped:
         raise MissingGroupError(
@@ -228,11 +234,13 @@ def _inspect(
             "both sides of the split, so test scores are likely optimistic."
         )
         table = CellTable(table.records, (*table.notes, note), table.groups_known)
+    if verify and not skip_unreadable:  # last: decoding every image is the slow check
+        verify_images(table)
     return table, summarize_table(table, where, "+".join(formats))
 
 
-def _readable(table: CellTable) -> CellTable:
-    """The cells whose image decodes; the notes name those left out."""
+def _readable(table: CellTable, roots) -> CellTable:
+    """The cells whose image decodes; the notes name those left out (relative to ``roots``)."""
     bad = unreadable_images(table)
     if not bad:
         return table
@@ -240,6 +248,7 @@ def _readable(table: CellTable) -> CellTable:
     kept = tuple(r for r in table if id(r) not in left_out)
     note = (f"{len(bad)} image(s) cannot be decoded and were left out: "
             f"{_listed([why for _, why in bad])}.")  # fmt: skip
+    note = note if roots is None else shorten(note, roots)  # no server paths on the page
     return CellTable(kept, (*table.notes, note), table.groups_known)
 
 
@@ -266,6 +275,7 @@ def inspect_dataset(
     verify: bool = True,
     allow_ungrouped: bool = False,
     label_map: Mapping[str, str | None] | None = None,
+    skip_unreadable: bool = False,
 ) -> tuple[CellTable, DatasetSummary]:
     """Load one dataset folder (or CSV manifest), check it can train a model, and describe it.
 
@@ -277,4 +287,5 @@ def inspect_dataset(
         ({'blast': 6, 'normal': 6}, 6)
     """
     source = DatasetSource(location, format, label_map)
-    return inspect_datasets([source], verify=verify, allow_ungrouped=allow_ungrouped)
+    return inspect_datasets([source], verify=verify, allow_ungrouped=allow_ungrouped,
+                            skip_unreadable=skip_unreadable)  # fmt: skip

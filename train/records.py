@@ -175,7 +175,7 @@ def verify_images(records: Iterable[LabelledCrop]) -> None:
         raise UnreadableFileError(
             f"{len(bad)} image(s) cannot be decoded: {_listed([why for _, why in bad])}. "
             "Re-copy them, or leave them out (the Retrain page's \"Leave out images that "
-            'cannot be read", --skip-unreadable, or skip_unreadable=True).'
+            'cannot be read", --skip-unreadable, or inspect_datasets(skip_unreadable=True)).'
         )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
 import sys
 import threading
@@ -110,19 +111,25 @@ working memory grows with them: batches of 32 took the app past 3 GB (EfficientN
 
 WARM_UP_ENV_VAR = "LEUKEMIA_WARM_UP"
 WARM_UP_WAIT_S = 300  # a conversion on a busy 2-core server took 25-30 s; never wait forever
+_warm_up_lock = threading.Lock()
 _warm_up_started, _warm_up_finished = threading.Event(), threading.Event()
-_warmed: dict[tuple[str, str, str], Classifier] = {}  # handed to the cache, then dropped
+_warming: list[tuple[str, str, str]] = []  # the cache key being loaded in the background
+_warmed: dict[tuple[str, str, str], Classifier] = {}  # handed to the cache, or dropped
 
 
 def warm_up_in_background() -> threading.Thread | None:
     """Load the active model in a background thread, once per server process (the first page
-    request starts it), so that the first analysis finds TensorFlow imported and the network
-    converted for ONNX Runtime: with an empty cache that took 11 s of a first analysis on 2
-    idle cores and 25-30 s on a busy server. ``LEUKEMIA_WARM_UP=0`` turns it off.
+    request starts it), so that the first analysis finds the network loaded and converted for
+    ONNX Runtime: with an empty cache that took 11 s of a first analysis on 2 idle cores and
+    25-30 s on a busy server. ``LEUKEMIA_WARM_UP=0`` (or ``false``, ``off``, ``no``) turns it
+    off.
     """
-    if os.environ.get(WARM_UP_ENV_VAR, "1").strip() == "0" or _warm_up_started.is_set():
+    if os.environ.get(WARM_UP_ENV_VAR, "1").strip().lower() in ("0", "false", "off", "no"):
         return None
-    _warm_up_started.set()
+    with _warm_up_lock:  # two first requests at once start one load
+        if _warm_up_started.is_set():
+            return None
+        _warm_up_started.set()
     thread = threading.Thread(target=_warm_up, name="model-warm-up", daemon=True)
     thread.start()
     return thread
@@ -133,9 +140,10 @@ def _warm_up() -> None:
         name = active_model_name()
         if name is not None:
             key = _cache_key(name)
+            _warming.append(key)
             _warmed[key] = _load(name, key[2])
-    except Exception:  # the page that uses the model says what is wrong
-        pass
+    except Exception:  # the page that uses the model says what is wrong; the log says it now
+        logging.getLogger(__name__).warning("Loading the active model failed", exc_info=True)
     finally:
         _warm_up_finished.set()
 
@@ -149,9 +157,12 @@ def _load(name: str, root: str) -> Classifier:
 
 @st.cache_resource(show_spinner="Loading the classifier model …", max_entries=4)
 def _classifier(name: str, version: str, root: str) -> Classifier:
-    if _warm_up_started.is_set():  # the same network is not converted twice at once
+    key = (name, version, root)
+    if key in _warming:  # the same network is not loaded and converted twice at once
         _warm_up_finished.wait(WARM_UP_WAIT_S)
-    warmed = _warmed.pop((name, version, root), None)
+    warmed = _warmed.pop(key, None)
+    _warmed.clear()  # a model warmed for a key nobody asks for (another model made active,
+    # or the folder recalibrated meanwhile) is not kept beside the cache
     return warmed if warmed is not None else _load(name, root)
 
 

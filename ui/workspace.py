@@ -34,18 +34,19 @@ LARGE_SIDE = 400  # the cell view's side on screen: a 2592x1944 field's cell at 
 CELL_PANEL_PX = 460  # the cell and its controls; the field view takes the rest, or goes below
 CUT_WORDS = "Cut out what I drew"
 # Streamlit's shortcuts stay silent while a form control has the focus, and a segmented
-# control keeps it after a click and takes Space and the arrows itself. A mouse click on one
-# (detail > 0; a key press that activates it has detail 0) gives the focus back to the page.
+# control keeps it after a click and takes Space and the arrows itself. A mouse click on one of
+# the Review page's two (detail > 0; a key press that activates it has detail 0) gives the focus
+# back to the page; other pages' controls keep theirs.
 _FOCUS_BACK_AFTER_CLICK = """<script>
 if (!window.leukemiaFocusBack) {
   window.leukemiaFocusBack = true;
   document.addEventListener("click", (event) => {
-    if (event.detail > 0 && event.target.closest?.("[data-testid=stButtonGroup]")) {
+    if (event.detail > 0 && event.target.closest?.("SWITCHES")) {
       setTimeout(() => document.activeElement?.blur(), 0);
     }
   }, true);
 }
-</script>"""
+</script>""".replace("SWITCHES", f".st-key-{VIEW_KEY}, .st-key-{SHOWN_KEY}")
 DECISIONS = (
     (CellLabel.BLAST, "Blast", "B"),
     (CellLabel.NORMAL, "Normal", "N"),
