@@ -304,7 +304,7 @@ def test_pick_train_watch_compare_promote_then_analyze_uses_it(
     at.button(key="start").click().run()
     assert not at.exception, at.exception
     (job,) = jobs.list_jobs()
-    assert job.title == f"Custom on {cells.name}"  # jobs told apart by their data
+    assert job.title == f"Custom on {cells.parent.name}"  # a manifest: named by its folder
     _wait(lambda: jobs.job_status(job.job_id).state in jobs.FINISHED, "the job to finish")
     assert jobs.job_status(job.job_id).state == jobs.DONE, jobs.job_status(job.job_id).error
     at.run()
