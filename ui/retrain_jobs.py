@@ -177,8 +177,10 @@ def jobs_section() -> None:
         st.info("No comparison jobs yet.")
         return
     by_id = {j.job_id: j for j in all_jobs}
-    if st.session_state.get("job") not in by_id:
-        st.session_state["job"] = all_jobs[0].job_id
+    if st.session_state.get("job") not in by_id:  # the newest job that was not cancelled:
+        # a job cancelled before it ran must not hide the results of the one before it
+        opened = next((j for j in all_jobs if j.state != jobs.CANCELLED), all_jobs[0])
+        st.session_state["job"] = opened.job_id
     # The state is not in the picker's label: a closed picker kept showing the label it was
     # picked with ("queued" after the job had run or been cancelled); it is said below instead.
     job_id = st.selectbox("Job", list(by_id), key="job",
