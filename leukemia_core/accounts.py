@@ -212,10 +212,10 @@ class Accounts:
         name, roles = _check_name(name), parse_roles(roles)
         hashed = _HASHER.hash(_check_password(password))
         with self._transaction(write=True) as conn:
-            if conn.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
-                raise AccountInputError(f"An account named {name!r} exists already.")
             # casefold in Python: SQLite's lower() folds ASCII letters only
             for (other,) in conn.execute("SELECT name FROM users"):
+                if other == name:
+                    raise AccountInputError(f"An account named {name!r} exists already.")
                 if _reads_as(other) == _reads_as(name):
                     raise AccountInputError(
                         f"An account named {other!r} exists already, and {name!r} differs from "

@@ -188,9 +188,8 @@ class ReviewReshape:
         self._require_saved("the split is recorded in it")
         self.refresh(store)  # new ids after those another reviewer may have added
         cell = self._live(field_index, cell_id)
-        x0, y0 = cell.bbox[:2]
+        x0, y0, x1, y1 = cell.bbox
         local = None if line is None else tuple((x - x0, y - y0) for x, y in line)
-        x1, y1 = cell.bbox[2:]
         pixels = self.fields[field_index].image[y0:y1, x0:x1]
         pieces = split_masks(cell.mask(), parts, local, pixels)
         masks = [self._field_mask(cell, piece) for piece in pieces]

@@ -143,18 +143,18 @@ if files:
         analysed = run_analysis(files, mode=mode, model_name=model_name, sample_id=sample)
     except LeukemiaCoreError as error:
         st.error(str(error))
-        analysed = None
-    if analysed is not None and not analysed.fields:  # no image could be read: no empty sample
-        show_failures(analysed)
-        st.info("Nothing was analysed, so no sample was made: fix or replace the files named "
-                "above and analyse again.", icon=":material/info:")  # fmt: skip
-    elif analysed is not None:
-        state.set_current(analysed)
-        st.session_state[CLEAR_SAMPLE_ID] = True
-        # The results are drawn below the upload box, often below the screen's edge: say so.
-        flash(f"Sample {analysed.sample_id}: {len(analysed.cells)} white cells found in "
-              f"{len(analysed.fields)} image(s); the results are below.", "toast")  # fmt: skip
-        st.rerun()  # so the sidebar, drawn before this page, shows the new sample too
+    else:
+        if not analysed.fields:  # no image could be read: no empty sample; the open one stays
+            show_failures(analysed)
+            st.info("Nothing was analysed, so no sample was made: fix or replace the files "
+                    "named above and analyse again.", icon=":material/info:")  # fmt: skip
+        else:
+            state.set_current(analysed)
+            st.session_state[CLEAR_SAMPLE_ID] = True
+            # The results are drawn below the upload box, often below the screen's edge: say so.
+            flash(f"Sample {analysed.sample_id}: {len(analysed.cells)} white cells found in "
+                  f"{len(analysed.fields)} image(s); the results are below.", "toast")  # fmt: skip
+            st.rerun()  # so the sidebar, drawn before this page, shows the new sample too
 
 
 def show_results(session: Review) -> None:

@@ -212,7 +212,8 @@ def _inspect(
                 f"None of the {n_read} images of {where} can be decoded: re-copy the dataset "
                 "(an incomplete copy, or Git LFS pointers instead of pictures?)."
             )
-    left_out = f" and {n_read - len(table)} unreadable image(s), left out" * (len(table) < n_read)
+    n_left_out = n_read - len(table)
+    left_out = f" and {n_left_out} unreadable image(s), left out" if n_left_out else ""
     classes = Counter(r.label for r in table)
     if len(classes) < 2:
         ((label, n),) = classes.items()
