@@ -321,6 +321,8 @@ def test_pick_train_watch_compare_promote_then_analyze_uses_it(
     at.button(key=f"promote_{job.job_id}").click().run()
     assert any("lab-model" in s.value for s in at.success), [e.value for e in at.error]
     assert active_model_name(models_root) == "lab-model"
+    at.run()  # the next click: the message at the top is gone, the note by the button stays
+    assert any("promoted as `lab-model`, the active model" in s.value for s in at.success)
     change = Accounts().model_changes(1)[0]  # who promoted what, from which model
     assert (change["user_name"], change["action"], change["to_model"]) == ("Dr. M", "promote",
                                                                           "lab-model")  # fmt: skip

@@ -12,11 +12,11 @@ import streamlit as st
 
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.models.config import DOMAIN_FILE
-from leukemia_core.models.folder import models_dir
+from leukemia_core.models.folder import active_model_name, models_dir
 from train import jobs
 from train.compare import promote
 from train.compare_settings import MODELS_SUBDIR, SIZE_BASELINE, TABLE_FILE
-from train.compare_tables import promotion_concerns, test_groups
+from train.compare_tables import promotion_concerns, promotions_of, test_groups
 from train.data_roots import data_roots, shorten
 from ui import auth
 from ui import comparison as view
@@ -101,6 +101,20 @@ def _promote(job_id: str) -> None:
           "on.", "success")  # fmt: skip
 
 
+def promoted_note(status: jobs.JobStatus) -> None:
+    """What was promoted from this job and whether it is still the active model: it stays on
+    the page (a message at the top of the page is out of sight down here, and gone at the next
+    click)."""
+    active = active_model_name()
+    for name, architecture in promotions_of(status.folder, models_dir()):
+        if name == active:
+            st.success(f"`{architecture}` of this job was promoted as `{name}`, the active "
+                       "model: every new analysis uses it.", icon=":material/check_circle:")  # fmt: skip
+        else:
+            st.info(f"`{architecture}` of this job was promoted as `{name}`; the active model "
+                    f"is now `{active}`.")  # fmt: skip
+
+
 def results_section(status: jobs.JobStatus) -> None:
     results = status.results()
     rows = results["table"]
@@ -146,6 +160,7 @@ def results_section(status: jobs.JobStatus) -> None:
         "Writes a complete model folder (the previous one of that name is kept as "
         "<name>.previous) and makes it the active model of the Analyze page."
     )
+    promoted_note(status)
     cols = st.columns(2)
     pick_key, name_key = f"promote_model_{status.job_id}", f"promote_name_{status.job_id}"
     if pick_key not in st.session_state:
