@@ -372,6 +372,11 @@ def test_cancel_stops_a_running_job_and_keeps_nothing(cells, models_root):
     assert (jobs.runs_dir() / job_id / "models" / "efficientnet_lite0").is_dir()
     at = start()
     at.button(key=f"cancel_{job_id}").click().run()
+    said = next(c.value for c in at.caption if c.value.startswith("This job:"))
+    assert said.startswith(("This job: **cancelling**", "This job: **cancelled**")), said
+    if "cancelling" in said:  # until the worker stops the page says so, with no second button
+        assert any(w.value.startswith("Cancelling") for w in at.warning)
+        assert not [b for b in at.button if b.key == f"cancel_{job_id}"]
     _wait(lambda: jobs.job_status(job_id).state in jobs.FINISHED, "the job to stop", 60)
     status = jobs.job_status(job_id)
     assert status.state == jobs.CANCELLED and not (status.folder / RESULTS_FILE).exists()

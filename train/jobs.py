@@ -138,6 +138,16 @@ class JobStatus:
     def active(self) -> bool:
         return self.state in (QUEUED, RUNNING)
 
+    @property
+    def cancelling(self) -> bool:
+        """Cancel was asked for and the worker has yet to stop (it stops at its next batch)."""
+        return self.state == RUNNING and (self.folder / CANCEL_FILE).exists()
+
+    @property
+    def state_text(self) -> str:
+        """The state in words: ``cancelling`` while a running job has yet to stop."""
+        return "cancelling" if self.cancelling else self.state
+
     def spec(self) -> JobSpec:
         return JobSpec.from_dict(json.loads((self.folder / JOB_FILE).read_text()))
 

@@ -37,7 +37,6 @@ def admin_details(text: str) -> None:
 
 def _cancel(job_id: str) -> None:
     jobs.cancel_job(job_id)
-    flash(f"Cancel requested for job {job_id}.", "info")
 
 
 @st.fragment(run_every=2.0)
@@ -75,8 +74,12 @@ def live_status(job_id: str, shown_state: str) -> None:
         )
         if status.curves:
             st.plotly_chart(view.curves_figure(status.curves), key=f"live_curves_{job_id}")
-        st.button("Cancel job", key=f"cancel_{job_id}", on_click=_cancel, args=(job_id,),
-                  icon=":material/stop:")  # fmt: skip
+        if status.cancelling:
+            st.warning("Cancelling: the job stops after the batch it is training (a few "
+                       "seconds); nothing of it is kept.", icon=":material/hourglass_top:")  # fmt: skip
+        else:
+            st.button("Cancel job", key=f"cancel_{job_id}", on_click=_cancel, args=(job_id,),
+                      icon=":material/stop:")  # fmt: skip
     else:
         st.rerun()  # finished: redraw the whole page with the results
 
@@ -201,8 +204,8 @@ def jobs_section() -> None:
     job_id = st.selectbox("Job", list(by_id), key="job",
                           format_func=lambda i: f"{i} · {by_id[i].title or 'custom'}")  # fmt: skip
     status = by_id[job_id]
-    per_state = ", ".join(f"{s} {n}" for s, n in Counter(j.state for j in all_jobs).items())
-    st.caption(f"This job: **{status.state}**. All jobs: {per_state}.")
+    per_state = ", ".join(f"{s} {n}" for s, n in Counter(j.state_text for j in all_jobs).items())
+    st.caption(f"This job: **{status.state_text}**. All jobs: {per_state}.")
     with st.expander("Job settings and command"):
         st.code(status.spec().command(status.folder), language="bash")
     if status.active:
