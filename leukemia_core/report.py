@@ -38,7 +38,7 @@ h1 { font-size: 1.6rem; margin-bottom: .2rem; } h2 { font-size: 1.2rem; margin-t
 table { border-collapse: collapse; width: 100%; margin: .5rem 0; }
 th, td { border: 1px solid #ccc; padding: .25rem .45rem; text-align: left; vertical-align: top; }
 th { background: #f2f2f2; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.reading { font-size: .92rem; } .hint { color: #6a4a00; }
+.hint { color: #6a4a00; }
 .cells { display: flex; flex-wrap: wrap; gap: .6rem; }
 figure { margin: 0; width: 9.5rem; border: 1px solid #ccc; padding: .3rem; font-size: .8rem; }
 figure img { width: 100%; image-rendering: pixelated; }
@@ -50,11 +50,11 @@ h3 { font-size: 1rem; margin: .8rem 0 .3rem; }
 .signed { font-size: 1.1rem; font-weight: 700; color: #0b6b2b; }
 .unsigned { font-size: 1.4rem; font-weight: 800; color: #b00020; letter-spacing: .05em; }
 code { font-size: .85rem; word-break: break-all; }
-table.counts td:last-child { width: 42%; } table.keep { break-inside: avoid; }
+table.keep { break-inside: avoid; } p.reading { break-before: avoid; }
 table.audit { font-size: .8rem; } table.audit td:first-child { white-space: nowrap; }
 @media print {
   body { margin: 0; max-width: none; font-size: 11pt; }
-  h2 { break-after: avoid; } tr, figure, .ruo, table.keep { break-inside: avoid; }
+  h2, h3 { break-after: avoid; } tr, figure, .ruo, table.keep { break-inside: avoid; }
   .ruo { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
   a { color: inherit; text-decoration: none; }
 }
@@ -154,8 +154,10 @@ def _table(
 
 
 def _reading(count: BlastCount) -> str:
+    """The sample's reading in full, as a paragraph the width of the page (in the table's last
+    column it was a narrow strip of a dozen lines on A4)."""
     hint = f'<br><span class="hint">{_e(count.hint)}</span>' if count.hint else ""
-    return f'<span class="reading">{_e(count.interpretation)}{hint}</span>'
+    return f'<p class="reading"><b>Reading:</b> {_e(count.interpretation)}{hint}</p>'
 
 
 def _level(count: BlastCount) -> str:
@@ -183,7 +185,7 @@ def _count_row(scope: str, count: BlastCount, reading: str) -> tuple[str, ...]:
 
 def _counts_section(record: CaseRecord) -> str:
     names = {f.index: f.name for f in record.fields}
-    rows = [_count_row("Whole sample", record.counts(), _reading(record.counts()))]
+    rows = [_count_row("Whole sample", record.counts(), _e(_level(record.counts())))]
     rows += [
         _count_row(f"Field {f.index + 1}: {names[f.index]}", count, _e(_level(count)))
         for f, count in zip(record.fields, record.field_counts(), strict=True)
@@ -195,12 +197,12 @@ def _counts_section(record: CaseRecord) -> str:
         "Left out",
         "Blast %",
         "95% CI (Wilson)",
-        "Reading",
+        "Level",
     )
     provisional = provisional_text(record.n_unreviewed, len(record.cells))
     note = f'<p class="unsigned">{_e(provisional)}</p>' if provisional else ""
     table = _table(header, rows, {1, 2, 3, 4, 5}, css="counts")
-    return "<h2>Blast count (reviewed labels)</h2>" + note + table
+    return "<h2>Blast count (reviewed labels)</h2>" + note + table + _reading(record.counts())
 
 
 def _model_vs_reviewer(record: CaseRecord) -> str:

@@ -266,4 +266,7 @@ def test_the_full_reading_is_given_once_for_the_sample_and_fields_get_their_leve
 ):
     page = case_report_html(record)
     assert page.count("the WHO uses for acute leukemia") == 1  # the whole sample's reading
-    assert page.count("at or above 20%</td>") == 2  # each field: its level in a few words
+    assert page.count("at or above 20%</td>") == 3  # the sample and each field: a few words
+    counts_table_end = page.index("</table>", page.index("<h2>Blast count"))
+    reading = page.index('<p class="reading"><b>Reading:</b>')
+    assert counts_table_end < reading < page.index("the WHO uses")  # below it, the page's width
