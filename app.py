@@ -22,31 +22,40 @@ st.set_page_config(
     layout="wide",
     initial_sidebar_state=SIDEBAR_WIDTH_PX,
 )
-sample_pages = [
-    st.Page("pages/analyze.py", title="Analyze", icon=":material/upload:", default=True),
-    st.Page("pages/review.py", title="Review cells", icon=":material/grid_view:"),
-    st.Page("pages/counts.py", title="Counts", icon=":material/percent:"),
-]
-record_pages = [
-    st.Page("pages/case.py", title="Case & sign-off", icon=":material/verified:"),
-    st.Page("pages/cases.py", title="Case list", icon=":material/folder_open:"),
-    st.Page("pages/report.py", title="Report", icon=":material/description:"),
-]
-model_pages = [
-    st.Page("pages/retrain.py", title="Retrain & compare", icon=":material/model_training:")
-]
-admin_pages = [st.Page("pages/accounts.py", title="Accounts", icon=":material/group:")]
-every_page = sample_pages + record_pages + model_pages + admin_pages
+
+
+def pages(*specs: tuple[str, str, str], hidden: bool = False) -> list:
+    """``st.Page``s of ``(file, title, icon)``; hidden ones are left out of the menu."""
+    visibility = "hidden" if hidden else "visible"
+    return [st.Page(f"pages/{file}", title=title, icon=icon, visibility=visibility,
+                    default=file == "analyze.py" and not hidden)
+            for file, title, icon in specs]  # fmt: skip
+
+
+SECTIONS = {  # section -> (the permission that shows it, its pages)
+    "Sample": (Permission.ANALYZE, (("analyze.py", "Analyze", ":material/upload:"),
+                                    ("review.py", "Review cells", ":material/grid_view:"),
+                                    ("counts.py", "Counts", ":material/percent:"))),
+    "Record": (Permission.ANALYZE, (("case.py", "Case & sign-off", ":material/verified:"),
+                                    ("cases.py", "Case list", ":material/folder_open:"),
+                                    ("report.py", "Report", ":material/description:"))),
+    "Models": (Permission.MANAGE_MODELS, (("retrain.py", "Retrain & compare",
+                                           ":material/model_training:"),)),
+    "Admin": (Permission.MANAGE_USERS, (("accounts.py", "Accounts", ":material/group:"),)),
+}  # fmt: skip
 warm_up_in_background()  # while the first user logs in, not when they analyse
 # No page, no case data, no button before a login; a reload of any page comes back to it.
-user = auth.gate([page.url_path for page in every_page if page.url_path])  # "" is the default
-sections = {"Sample": sample_pages, "Record": record_pages}
-if not user.can(Permission.ANALYZE):  # e.g. an account that only manages accounts
-    sections = {}
-if user.can(Permission.MANAGE_MODELS):
-    sections["Models"] = model_pages
-if user.can(Permission.MANAGE_USERS):
-    sections["Admin"] = admin_pages
+user = auth.gate([file.removesuffix(".py") for _, specs in SECTIONS.values()
+                  for file, _, _ in specs if file != "analyze.py"])  # fmt: skip
+sections = {name: pages(*specs) for name, (permission, specs) in SECTIONS.items()
+            if user.can(permission)}  # fmt: skip
+# Pages the account may not use are in no menu, but their address still opens them, where
+# they say which role is needed (without them an address typed or bookmarked landed silently
+# on another page).
+refused = [page for name, (permission, specs) in SECTIONS.items()
+           if not user.can(permission) for page in pages(*specs, hidden=True)]  # fmt: skip
+if refused:
+    sections.setdefault(next(iter(sections), "Sample"), []).extend(refused)
 navigation = st.navigation(sections)
 with st.sidebar:
     st.markdown("**ALL blast screening**  \n:red[Research use only]")
