@@ -31,6 +31,7 @@ from train.compare_settings import (
 )
 from train.data_roots import NOT_CONFIGURED, data_roots, resolve_under_roots
 from train.inspection import DatasetSource, inspect_datasets
+from train.records import UnknownClassFolderError, default_label
 from train.reviewed_cases import export_reviewed_cases
 from ui import auth, retrain_jobs, state
 from ui.adaptation import adapt_section
@@ -39,6 +40,7 @@ from ui.models import active_model_section
 
 SETTING_WIDTH_PX = 170  # one setting's box: five to a row at 1440 px, two at 800 px
 DATASET_KEY = "retrain_dataset"  # {"locations": [...], "options": {...}, "summary": ...}
+LABELS_KEY = "retrain_class_labels"  # a dataset waiting for its class folders' labels
 CUSTOM = "custom"
 SETTING_KEYS = ("input_size", "epochs", "batch_size", "fine_tune_epochs", "fine_tune_layers",
                 "augment", "augmentations", "balance", "cached_features", "feature_views",
@@ -91,19 +93,62 @@ def _keep() -> None:
 
 def _inspect(locations: list[str], options: dict, roots: tuple | None = None) -> None:
     """Check the picked locations; typed server paths (``roots`` given) only under the roots.
-    ``options``: ``allow_ungrouped`` and ``skip_unreadable`` of :func:`inspect_datasets`."""
+    ``options``: ``allow_ungrouped``, ``skip_unreadable`` and ``class_labels`` of
+    :func:`inspect_datasets`."""
     try:
         if roots is not None:  # the job's worker reads exactly the folders checked here
             locations = [str(resolve_under_roots(x, roots)) for x in locations]
         with st.spinner("Reading and checking every image …"):
             table, summary = inspect_datasets([DatasetSource(x) for x in locations],
                                               roots=roots, **options)  # fmt: skip
+    except UnknownClassFolderError as error:  # the labels are asked for below
+        st.session_state.pop(DATASET_KEY, None)
+        st.session_state[LABELS_KEY] = {"locations": locations, "options": options,
+                                        "roots": roots, "folders": error.folders,
+                                        "unknown": error.unknown}  # fmt: skip
+        return
     except (LeukemiaCoreError, OSError) as error:
         st.session_state.pop(DATASET_KEY, None)
+        if "class_labels" not in options:  # else the labels stay on show, to be changed
+            st.session_state.pop(LABELS_KEY, None)
         st.error(f"This dataset cannot be used: {error}")
         return
+    st.session_state.pop(LABELS_KEY, None)
     st.session_state[DATASET_KEY] = {"locations": locations, "options": options,
                                      "summary": summary, "records": table.records}  # fmt: skip
+
+
+LABEL_CHOICES = {"blast": "Blasts", "normal": "Normal cells", "none": "Leave out"}
+
+
+def _class_labels_form() -> None:
+    """Ask what each class folder holds when some folder names say neither (e.g. ``Pre``,
+    ``Benign``), then check the dataset again with those labels."""
+    pending = st.session_state.get(LABELS_KEY)
+    if not pending:
+        return
+    st.warning("The names of these class folders do not say whether they hold blasts or normal "
+               f"cells: {', '.join(pending['unknown'])}. Say what each folder holds; the labels "
+               "go with the job and its command line.", icon=":material/label:")  # fmt: skip
+    with st.form("class_labels_form", border=False):
+        row = st.container(horizontal=True, wrap=True, gap="small")
+        for name in pending["folders"]:
+            implied = None if name in pending["unknown"] else (default_label(name) or "none")
+            row.selectbox(name, list(LABEL_CHOICES), format_func=LABEL_CHOICES.get,
+                          index=None if implied is None else list(LABEL_CHOICES).index(implied),
+                          placeholder="Choose", key=f"class_label_{name}",
+                          width=SETTING_WIDTH_PX)  # fmt: skip
+        submitted = st.form_submit_button("Check with these labels", type="primary")
+    if not submitted:
+        return
+    chosen = {name: st.session_state[f"class_label_{name}"] for name in pending["folders"]}
+    unset = [name for name, label in chosen.items() if label is None]
+    if unset:
+        st.error(f"Choose what each folder holds first: {', '.join(unset)}.")
+        return
+    labels = {name: None if label == "none" else label for name, label in chosen.items()}
+    _inspect(pending["locations"], {**pending["options"], "class_labels": labels},
+             pending["roots"])  # fmt: skip
 
 
 def _server_folders(options: dict) -> None:
@@ -168,6 +213,7 @@ def dataset_section() -> dict | None:
                 st.error(retrain_jobs.shown(str(error)))
             else:
                 _inspect([str(out / "manifest.csv")], options, (out.parent,))
+    _class_labels_form()
     picked = st.session_state.get(DATASET_KEY)
     if picked:
         summary = picked["summary"]

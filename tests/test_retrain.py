@@ -430,3 +430,50 @@ def test_the_settings_are_kept_when_the_page_is_left_and_opened_again(models_roo
     assert at.selectbox(key="preset").value == "custom"
     assert at.multiselect(key="architectures").value == ["simple_cnn"]
     assert at.number_input(key="epochs").value == 3
+
+
+def _unnamed_class_folders(root: Path) -> Path:
+    """``Pre/`` and ``Benign/`` (as in a B-ALL set) and ``Other/``, 3 subjects each: names
+    that say neither blast nor normal."""
+    for cls, shade in (("Pre", 60), ("Benign", 120), ("Other", 180)):
+        for subject in ("P1", "P2", "P3"):
+            folder = root / "bll" / cls / subject
+            folder.mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (24, 24), (shade, 80 + 20 * i, 160)).save(folder / f"{i}.png")
+    return root / "bll"
+
+
+def test_class_folders_named_neither_blast_nor_normal_get_their_labels_on_the_page(
+    models_root, tmp_path
+):
+    at = pick_folder(start(), _unnamed_class_folders(tmp_path))
+    assert not at.error, [e.value for e in at.error]  # asked for, not refused
+    (asked,) = [w.value for w in at.warning if "class folders" in w.value]
+    assert "Benign, Other, Pre" in asked
+    assert "start" not in [b.key for b in at.button]
+    at.selectbox(key="class_label_Pre").set_value("blast")
+    at.selectbox(key="class_label_Benign").set_value("normal")
+    at.button(key="FormSubmitter:class_labels_form-Check with these labels").click().run()
+    assert any("Choose what each folder holds first: Other" in e.value for e in at.error)
+    at.selectbox(key="class_label_Other").set_value("none")  # left out
+    at.button(key="FormSubmitter:class_labels_form-Check with these labels").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    metrics = {m.label: m.value for m in at.metric}
+    assert (metrics["Cells"], metrics["Blasts"], metrics["Normal"]) == ("12", "6", "6")
+    command = " ".join(c.value for c in at.code)  # the job carries the labels
+    assert "--class-label Pre=blast" in command and "--class-label Other=none" in command
+
+
+def test_class_labels_travel_with_the_job_to_the_worker_and_the_command_line(tmp_path):
+    data = _unnamed_class_folders(tmp_path)
+    labels = {"Pre": "blast", "Benign": "normal", "Other": None}
+    spec = jobs.JobSpec((str(data),), CompareSettings(("simple_cnn",)), class_labels=labels)
+    again = jobs.JobSpec.from_dict(json.loads(json.dumps(spec.to_dict())))  # as job.json
+    assert again.class_labels == labels
+    records, words = job_worker.load_job_data(again)
+    assert {(r.cell_type, r.label) for r in records} == {("Pre", "blast"), ("Benign", "normal")}
+    assert "12 cells" in words
+    assert train_cli(["inspect", "--data", str(data)]) != 0  # the names alone say nothing
+    assert train_cli(["inspect", "--data", str(data), "--class-label", "Pre=blast",
+                      "--class-label", "Benign=normal", "--class-label", "Other=none"]) == 0  # fmt: skip

@@ -31,9 +31,20 @@ def input_size_arg(value: str) -> int:
     return 0 if value == "default" else int(value)
 
 
+def class_label_arg(value: str) -> tuple[str, str | None]:
+    """``FOLDER=blast``, ``FOLDER=normal`` or ``FOLDER=none`` (leave the folder out)."""
+    name, sep, label = value.partition("=")
+    label = label.strip().lower()
+    if not sep or not name.strip() or label not in ("blast", "normal", "none"):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not FOLDER=blast, FOLDER=normal or FOLDER=none (e.g. Pre=blast)."
+        )
+    return name.strip(), None if label == "none" else label
+
+
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--data``, ``--format``, ``--allow-ungrouped``, ``--skip-unreadable`` and
-    ``--reviewed-cases`` (inspect, compare)."""
+    """``--data``, ``--format``, ``--allow-ungrouped``, ``--skip-unreadable``,
+    ``--class-label`` and ``--reviewed-cases`` (inspect, compare)."""
     parser.add_argument("--data", type=Path, action="append", default=[],
                         help="dataset folder or CSV manifest; repeat to combine")  # fmt: skip
     parser.add_argument("--format", choices=FORMATS, help="layout (detected when omitted)")
@@ -46,6 +57,15 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         "--skip-unreadable",
         action="store_true",
         help="leave out images that cannot be decoded (listed) instead of stopping",
+    )
+    parser.add_argument(
+        "--class-label",
+        type=class_label_arg,
+        action="append",
+        default=[],
+        metavar="FOLDER=LABEL",
+        help="label of a class folder whose name says neither: blast, normal or none (left "
+        "out); repeat for each folder",
     )
     parser.add_argument(
         "--reviewed-cases",
@@ -159,7 +179,8 @@ def inspect_command(args: argparse.Namespace) -> int:
 
     _, summary = inspect_datasets([DatasetSource(d, args.format) for d in data_locations(args)],
                                   allow_ungrouped=args.allow_ungrouped,
-                                  skip_unreadable=args.skip_unreadable)  # fmt: skip
+                                  skip_unreadable=args.skip_unreadable,
+                                  class_labels=dict(args.class_label))  # fmt: skip
     values = summary.to_dict()
     values["groups"] = values["groups"][:20]  # the largest; the page shows them all
     print(json.dumps(values, indent=2))
@@ -199,7 +220,8 @@ def compare_command(args: argparse.Namespace) -> int:
     out = args.out or runs_dir() / f"cli-{time.strftime('%Y%m%d-%H%M%S')}"
     args.out = out
     spec = JobSpec(tuple(data_locations(args)), settings, args.format, args.allow_ungrouped,
-                   skip_unreadable=args.skip_unreadable)  # fmt: skip
+                   skip_unreadable=args.skip_unreadable,
+                   class_labels=dict(args.class_label))  # fmt: skip
     records, words = load_job_data(spec)
     print(f"note: {words}; results go to {out}", file=sys.stderr)
     comparison = compare_models(records, settings, run_dir=out, data_description=words,

@@ -255,8 +255,11 @@ def load_class_folders(
             f"Cannot tell whether folder(s) {_listed(unknown)} in {root} hold blasts or normal "
             "cells. Name each class folder for what it holds (names with 'blast', 'all' or "
             f"'leuk' -> blast; {', '.join(sorted(NORMAL_CELL_TYPES))} -> normal), or list the "
-            "images in a CSV manifest (path,label,group). From Python, pass label_map, e.g. "
-            f"label_map={{{unknown[0]!r}: 'normal'}} (None leaves a folder out)."
+            "images in a CSV manifest (path,label,group), or give each folder its label: on the "
+            f"Retrain page, or --class-label {unknown[0]}=normal (blast, normal or none to leave "
+            f"it out) at the command line, or label_map={{{unknown[0]!r}: 'normal'}} in Python.",
+            tuple(folders),
+            tuple(unknown),
         )
     records, loose, subjects = [], 0, set()
     for name, files in folders.items():

@@ -163,7 +163,9 @@ def relative_messages(roots: Sequence[str | os.PathLike[str]]) -> Iterator[None]
     try:
         yield
     except DatasetError as error:
-        raise type(error)(shorten(str(error), roots)) from None
+        shortened = type(error)(shorten(str(error), roots))
+        shortened.__dict__.update(error.__dict__)  # what the error carries besides its words
+        raise shortened from None
     except OSError as error:
         what = relative_name(error.filename, roots) if error.filename else "a file"
         raise DatasetError(f"{what} cannot be read: {error.strerror or error}.") from None

@@ -147,6 +147,7 @@ def inspect_datasets(
     allow_ungrouped: bool = False,
     roots: Sequence[str | os.PathLike[str]] | None = None,
     skip_unreadable: bool = False,
+    class_labels: Mapping[str, str | None] | None = None,
 ) -> tuple[CellTable, DatasetSummary]:
     """Load several datasets as one; both classes are needed in the union only.
 
@@ -160,6 +161,9 @@ def inspect_datasets(
         roots: Read only under these data roots (:func:`train.data_roots.load_under_roots`):
             locations may be relative to a root, and the summary and every message name
             paths relative to their root. None (the command line): any readable path.
+        class_labels: Class-folder name -> ``"blast"``, ``"normal"`` or None (leave out), for
+            every class-folder location without a ``label_map`` of its own; names a location
+            has no folder of are ignored there.
 
     Raises:
         NoDataRootsError, OutsideDataRootsError: ``roots`` is given and empty, or a location
@@ -175,10 +179,11 @@ def inspect_datasets(
     sources = [s if isinstance(s, DatasetSource) else DatasetSource(s) for s in locations]
     if not sources:
         raise EmptyDatasetError("No dataset location was given; pick at least one folder.")
+    labels = dict(class_labels or {})
     if roots is None:
-        return _inspect(sources, verify, allow_ungrouped, None, skip_unreadable)
+        return _inspect(sources, verify, allow_ungrouped, None, skip_unreadable, labels)
     with relative_messages(roots):
-        return _inspect(sources, verify, allow_ungrouped, roots, skip_unreadable)
+        return _inspect(sources, verify, allow_ungrouped, roots, skip_unreadable, labels)
 
 
 def _inspect(
@@ -187,17 +192,23 @@ def _inspect(
     allow_ungrouped: bool,
     roots: Sequence[str | os.PathLike[str]] | None,
     skip_unreadable: bool = False,
+    class_labels: Mapping[str, str | None] | None = None,
 ) -> tuple[CellTable, DatasetSummary]:
     tables, formats, ungrouped, names = [], [], [], []
     for source in sources:
-        options = {"label_map": source.label_map, "require_both_classes": False}
+        path = (
+            Path(source.location) if roots is None else resolve_under_roots(source.location, roots)
+        )
+        fmt = source.format or detect_format(path)
+        label_map = source.label_map
+        if label_map is None and class_labels and fmt == "folders":  # its own folders only
+            label_map = {k: v for k, v in class_labels.items() if (path / k).is_dir()} or None
+        options = {"label_map": label_map, "require_both_classes": False}
         if roots is None:
-            fmt = source.format or detect_format(source.location)
             table = load_dataset(source.location, fmt, **options)
             names.append(str(source.location))
         else:
-            path = resolve_under_roots(source.location, roots)
-            table, fmt = load_under_roots(path, roots, source.format, **options)
+            table, fmt = load_under_roots(path, roots, fmt, **options)
             names.append(relative_name(path, roots))
         tables.append(table)
         formats += [fmt] if fmt not in formats else []

@@ -32,6 +32,7 @@ RUNS_ENV_VAR = "LEUKEMIA_RUNS_DIR"
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 FINISHED = (DONE, FAILED, CANCELLED)
 JOB_FILE, STATUS_FILE, CANCEL_FILE, ERROR_FILE = "job.json", "status.json", "cancel", "error.txt"
+NO_LABEL = "none"  # a class folder left out, in --class-label FOLDER=none
 LOCK_FILE, LOG_FILE = "worker.lock", "worker.log"
 WORKER_GONE = (
     "The worker process stopped while this job was running (it was killed, or the server "
@@ -62,6 +63,8 @@ class JobSpec:
         allow_ungrouped: Accept cells without subject or field ids (each its own group).
         skip_unreadable: Leave out images that cannot be decoded (the worker decodes each).
         title: Words for the queue, e.g. the preset's name.
+        class_labels: Class-folder name -> ``"blast"``, ``"normal"`` or None (left out), for
+            folders whose names say neither (see :func:`train.inspection.inspect_datasets`).
     """
 
     data: tuple[str, ...]
@@ -70,6 +73,7 @@ class JobSpec:
     allow_ungrouped: bool = False
     title: str = ""
     skip_unreadable: bool = False
+    class_labels: dict[str, str | None] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Absolute paths: the worker process runs from the repository folder, not the caller's.
@@ -83,7 +87,8 @@ class JobSpec:
     def from_dict(cls, values: dict) -> JobSpec:
         return cls(tuple(values["data"]), CompareSettings.from_dict(values["settings"]),
                    values.get("format"), values.get("allow_ungrouped", False),
-                   values.get("title", ""), values.get("skip_unreadable", False))  # fmt: skip
+                   values.get("title", ""), values.get("skip_unreadable", False),
+                   dict(values.get("class_labels") or {}))  # fmt: skip
 
     def command(self, out: str | Path) -> str:
         """The ``python -m train compare`` command line that runs the same comparison."""
@@ -93,6 +98,8 @@ class JobSpec:
         parts += [f"--format {self.format}"] * bool(self.format)
         parts += ["--allow-ungrouped"] * self.allow_ungrouped
         parts += ["--skip-unreadable"] * self.skip_unreadable
+        parts += [f"--class-label {shlex.quote(f'{name}={label or NO_LABEL}')}"
+                  for name, label in self.class_labels.items()]  # fmt: skip
         parts += ["--architectures " + " ".join(s.architectures)]
         parts += [f"--input-size {s.input_size or 'default'}"]
         parts += [f"--epochs {s.epochs}", f"--batch-size {s.batch_size}",

@@ -58,7 +58,15 @@ class MissingGroupError(DatasetError):
 
 
 class UnknownClassFolderError(DatasetError):
-    """Class-folder names that cannot be mapped to ``blast``/``normal`` automatically."""
+    """Class-folder names that cannot be mapped to ``blast``/``normal`` automatically.
+
+    ``folders``: every class folder with images, and ``unknown``: those without a label, so a
+    caller (the Retrain page) can ask for the labels.
+    """
+
+    def __init__(self, message: str, folders: tuple[str, ...] = (), unknown: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.folders, self.unknown = folders, unknown
 
 
 class ManifestError(DatasetError):
