@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from leukemia_core import errors
+from leukemia_core.jpeg_check import DAMAGED, jpeg_damage, jpeg_damage_note
 from leukemia_core.types import LoadedImage
 
 DEFAULT_MAX_PIXELS = 60_000_000
@@ -38,8 +39,6 @@ GREY_NOTE = (
     "greyscale image: the stain's colours that tell white cells from red cells are missing, so "
     "cells may be missed and results are unreliable; photograph or export the smear in colour"
 )
-DAMAGED = "damaged image: results unreliable"
-"""How a note about pixels that were decoded from damaged data starts."""
 # EXIF orientation -> transpose, as in PIL.ImageOps.exif_transpose; applied after conversion so
 # that 16-bit data read by tifffile or OpenCV is turned upright the same way.
 _T = Image.Transpose
@@ -251,71 +250,6 @@ def _decode(data: bytes, name: str, max_pixels: int, min_side: int) -> _Decoded:
                 f"'{name}' has pixel mode {im.mode}, which this app does not read: save it as RGB."
             )
         return arr, fmt, im.mode, im.size, n_frames, orientation
-
-
-def jpeg_damage(data: bytes) -> str | None:
-    """Where the structure of a JPEG file is broken; None for a sound one.
-
-    libjpeg decodes corrupt image data silently (Pillow drops its warnings), leaving part of the
-    picture wrong. This walks the file's segments up to its end marker and the image data
-    between them, where only stuffed ``FF00`` bytes and restart markers ``RST0``-``RST7`` in
-    turn may appear: bytes overwritten in the middle of a file nearly always break that.
-
-    >>> jpeg_damage(bytes.fromhex("ffd8 ffda0002 12ff0034ffd056 ffd9"))  # SOI, SOS, data, EOI
-    >>> jpeg_damage(bytes.fromhex("ffd8 ffda0002 12ffd356 ffd9"))
-    'restart markers out of order at byte 7'
-    """
-    size, pos = len(data), 2
-    if not data.startswith(b"\xff\xd8"):
-        return "no start marker"
-    while True:
-        if pos < size and data[pos] != 0xFF:
-            return f"bytes outside any segment at byte {pos:,}"
-        while pos < size and data[pos] == 0xFF:  # fill bytes may precede a marker
-            pos += 1
-        if pos + 1 > size:
-            return "the file ends before its end marker"
-        marker, pos = data[pos], pos + 1
-        if marker == 0xD9:  # EOI: later bytes (e.g. an MPO's other pictures) are not ours
-            return None
-        if marker == 0x01:  # TEM: no length
-            continue
-        if marker < 0xC0 or 0xD0 <= marker <= 0xD7:
-            return f"an unexpected marker 0xFF{marker:02X} at byte {pos - 2:,}"
-        length = int.from_bytes(data[pos : pos + 2], "big")
-        if length < 2 or pos + length > size:
-            return f"a segment running past the end of the file at byte {pos - 2:,}"
-        pos += length
-        if marker == 0xDA:  # SOS: entropy-coded data up to the next marker
-            pos = _after_scan(data, pos)
-            if isinstance(pos, str):
-                return pos
-
-
-def _after_scan(data: bytes, pos: int) -> int | str:
-    """Position of the marker that ends the scan data at ``pos``, or what is wrong in it."""
-    expected = 0xD0
-    while True:
-        pos = data.find(b"\xff", pos)
-        if pos < 0 or pos + 1 >= len(data):
-            return "the file ends inside the image data"
-        following = data[pos + 1]
-        if following == 0xFF:  # fill byte
-            pos += 1
-        elif following == 0x00:  # stuffed 0xFF data byte
-            pos += 2
-        elif 0xD0 <= following <= 0xD7:
-            if following != expected:
-                return f"restart markers out of order at byte {pos:,}"
-            expected, pos = 0xD0 + (following - 0xCF) % 8, pos + 2
-        else:
-            return pos
-
-
-def jpeg_damage_note(damage: str) -> str:
-    """The per-image note for a JPEG whose structure :func:`jpeg_damage` found broken."""
-    return (f"{DAMAGED}: the JPEG data is corrupt ({damage}), so part of the picture was "
-            "decoded wrong; use an undamaged copy of the file")  # fmt: skip
 
 
 def _check_size(size: tuple[int, int], name: str, max_pixels: int, min_side: int) -> None:

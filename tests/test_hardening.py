@@ -38,7 +38,8 @@ from leukemia_core.errors import (
     WeightsFileError,
 )
 from leukemia_core.imaging import PreparedImage, read_for_analysis
-from leukemia_core.io import jpeg_damage, read_image
+from leukemia_core.io import read_image
+from leukemia_core.jpeg_check import jpeg_damage
 from leukemia_core.models.folder import (
     CONFIG_FILE,
     WEIGHTS_FILE,

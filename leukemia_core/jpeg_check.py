@@ -1,0 +1,76 @@
+"""Structure check of JPEG files: libjpeg decodes corrupt image data silently.
+
+Pillow drops libjpeg's warnings, so a JPEG with bytes overwritten in the middle decodes without
+complaint and part of the picture is wrong. :func:`jpeg_damage` walks the file's markers to find
+such damage; :mod:`leukemia_core.io` turns it into a per-image note.
+"""
+
+from __future__ import annotations
+
+DAMAGED = "damaged image: results unreliable"
+"""How a note about pixels that were decoded from damaged data starts."""
+
+
+def jpeg_damage(data: bytes) -> str | None:
+    """Where the structure of a JPEG file is broken; None for a sound one.
+
+    libjpeg decodes corrupt image data silently (Pillow drops its warnings), leaving part of the
+    picture wrong. This walks the file's segments up to its end marker and the image data
+    between them, where only stuffed ``FF00`` bytes and restart markers ``RST0``-``RST7`` in
+    turn may appear: bytes overwritten in the middle of a file nearly always break that.
+
+    >>> jpeg_damage(bytes.fromhex("ffd8 ffda0002 12ff0034ffd056 ffd9"))  # SOI, SOS, data, EOI
+    >>> jpeg_damage(bytes.fromhex("ffd8 ffda0002 12ffd356 ffd9"))
+    'restart markers out of order at byte 7'
+    """
+    size, pos = len(data), 2
+    if not data.startswith(b"\xff\xd8"):
+        return "no start marker"
+    while True:
+        if pos < size and data[pos] != 0xFF:
+            return f"bytes outside any segment at byte {pos:,}"
+        while pos < size and data[pos] == 0xFF:  # fill bytes may precede a marker
+            pos += 1
+        if pos + 1 > size:
+            return "the file ends before its end marker"
+        marker, pos = data[pos], pos + 1
+        if marker == 0xD9:  # EOI: later bytes (e.g. an MPO's other pictures) are not ours
+            return None
+        if marker == 0x01:  # TEM: no length
+            continue
+        if marker < 0xC0 or 0xD0 <= marker <= 0xD7:
+            return f"an unexpected marker 0xFF{marker:02X} at byte {pos - 2:,}"
+        length = int.from_bytes(data[pos : pos + 2], "big")
+        if length < 2 or pos + length > size:
+            return f"a segment running past the end of the file at byte {pos - 2:,}"
+        pos += length
+        if marker == 0xDA:  # SOS: entropy-coded data up to the next marker
+            pos = _after_scan(data, pos)
+            if isinstance(pos, str):
+                return pos
+
+
+def _after_scan(data: bytes, pos: int) -> int | str:
+    """Position of the marker that ends the scan data at ``pos``, or what is wrong in it."""
+    expected = 0xD0
+    while True:
+        pos = data.find(b"\xff", pos)
+        if pos < 0 or pos + 1 >= len(data):
+            return "the file ends inside the image data"
+        following = data[pos + 1]
+        if following == 0xFF:  # fill byte
+            pos += 1
+        elif following == 0x00:  # stuffed 0xFF data byte
+            pos += 2
+        elif 0xD0 <= following <= 0xD7:
+            if following != expected:
+                return f"restart markers out of order at byte {pos:,}"
+            expected, pos = 0xD0 + (following - 0xCF) % 8, pos + 2
+        else:
+            return pos
+
+
+def jpeg_damage_note(damage: str) -> str:
+    """The per-image note for a JPEG whose structure :func:`jpeg_damage` found broken."""
+    return (f"{DAMAGED}: the JPEG data is corrupt ({damage}), so part of the picture was "
+            "decoded wrong; use an undamaged copy of the file")  # fmt: skip
