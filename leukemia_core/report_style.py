@@ -1,0 +1,32 @@
+"""The case report's stylesheet: screen, and A4 print through Chromium (page breaks, colours)."""
+
+REPORT_CSS = """
+body { font: 14px/1.45 system-ui, sans-serif; color: #111; margin: 2rem auto; max-width: 60rem; }
+h1 { font-size: 1.6rem; margin-bottom: .2rem; } h2 { font-size: 1.2rem; margin-top: 1.8rem;
+  border-bottom: 1px solid #ccc; }
+.ruo { border: 3px solid #b00020; background: #fff4f4; color: #b00020; font-weight: 700;
+  padding: .6rem .9rem; margin: 1rem 0; }
+table { border-collapse: collapse; width: 100%; margin: .5rem 0; }
+th, td { border: 1px solid #ccc; padding: .25rem .45rem; text-align: left; vertical-align: top; }
+th { background: #f2f2f2; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.hint { color: #6a4a00; }
+.cells { display: flex; flex-wrap: wrap; gap: .6rem; }
+figure { margin: 0; width: 9.5rem; border: 1px solid #ccc; padding: .3rem; font-size: .8rem; }
+figure img { width: 100%; image-rendering: pixelated; }
+figure.blast { border: 2px solid #c62828; } figure.uncertain { border: 2px solid #ef8f00; }
+figure.changed { border-style: dashed; }
+h3 { font-size: 1rem; margin: .8rem 0 .3rem; }
+.domain { border: 2px solid #8a5a00; background: #fff8e6; color: #5a3b00; font-weight: 600;
+  padding: .5rem .8rem; margin: .8rem 0; }
+.signed { font-size: 1.1rem; font-weight: 700; color: #0b6b2b; }
+.unsigned { font-size: 1.4rem; font-weight: 800; color: #b00020; letter-spacing: .05em; }
+code { font-size: .85rem; word-break: break-all; }
+table.keep { break-inside: avoid; } p.reading { break-before: avoid; }
+table.audit { font-size: .8rem; } table.audit td:first-child { white-space: nowrap; }
+@media print {
+  body { margin: 0; max-width: none; font-size: 11pt; }
+  h2, h3 { break-after: avoid; } tr, figure, .ruo, table.keep { break-inside: avoid; }
+  .ruo { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
+  a { color: inherit; text-decoration: none; }
+}
+"""
