@@ -25,12 +25,17 @@ from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from leukemia_core.errors import LeukemiaCoreError
+# Roles live in leukemia_core.roles; accounts re-exports them, so a page imports one module.
+from leukemia_core.roles import AccountError as AccountError
+from leukemia_core.roles import Permission as Permission
+from leukemia_core.roles import PermissionDeniedError as PermissionDeniedError
+from leukemia_core.roles import Role as Role
+from leukemia_core.roles import User as User
+from leukemia_core.roles import require as require
 from leukemia_core.runtime import setting_number
 from leukemia_core.store import CaseStore
 
@@ -41,38 +46,6 @@ DEFAULT_IDLE_TIMEOUT = timedelta(minutes=30)
 MIN_PASSWORD_LENGTH = 10
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}$")
 _HASHER = PasswordHasher()
-
-
-class Role(StrEnum):
-    """What an account is for; an account may hold several."""
-
-    REVIEWER = "reviewer"  # analyze, review, relabel
-    SIGNER = "signer"  # also sign and reopen
-    MODEL_ADMIN = "model_admin"  # retrain and compare, promote, adapt, choose the active model
-    ADMIN = "admin"  # accounts
-
-
-class Permission(StrEnum):
-    ANALYZE = "analyze samples"
-    REVIEW = "review and relabel cells"
-    SIGN = "sign and reopen cases"
-    MANAGE_MODELS = "retrain, promote, adapt or activate models"
-    MANAGE_USERS = "manage accounts"
-
-
-ROLE_PERMISSIONS = {
-    Role.REVIEWER: frozenset({Permission.ANALYZE, Permission.REVIEW}),
-    Role.SIGNER: frozenset({Permission.ANALYZE, Permission.REVIEW, Permission.SIGN}),
-    Role.MODEL_ADMIN: frozenset({Permission.ANALYZE, Permission.MANAGE_MODELS}),
-    Role.ADMIN: frozenset({Permission.MANAGE_USERS}),
-}
-_NEEDED_ROLE = {Permission.ANALYZE: Role.REVIEWER, Permission.REVIEW: Role.REVIEWER,
-                Permission.SIGN: Role.SIGNER, Permission.MANAGE_MODELS: Role.MODEL_ADMIN,
-                Permission.MANAGE_USERS: Role.ADMIN}  # fmt: skip
-
-
-class AccountError(LeukemiaCoreError):
-    """An account action was refused (see the subclasses)."""
 
 
 class AccountInputError(AccountError, ValueError):
@@ -89,47 +62,6 @@ class AccountLockedError(LoginError):
 
 class SessionExpiredError(AccountError):
     """The login was idle for longer than the timeout."""
-
-
-class PermissionDeniedError(AccountError, PermissionError):
-    """The account lacks the role an action needs."""
-
-
-@dataclass(frozen=True)
-class User:
-    """A logged-in account (or, for the command line, the shell user: see :meth:`shell`)."""
-
-    name: str
-    roles: frozenset[Role]
-
-    def can(self, permission: Permission) -> bool:
-        return any(permission in ROLE_PERMISSIONS[role] for role in self.roles)
-
-    def require(self, permission: Permission) -> None:
-        """Raises :class:`PermissionDeniedError` unless the account may do this."""
-        if not self.can(permission):
-            roles = ", ".join(sorted(self.roles)) or "no role"
-            raise PermissionDeniedError(
-                f"{self.name} ({roles}) may not {permission.value}: that needs the "
-                f"{_NEEDED_ROLE[permission].value} role; ask an admin."
-            )
-
-    @classmethod
-    def shell(cls) -> User:
-        """Whoever runs the command-line tools on the server (has the server's files anyway)."""
-        name = os.environ.get("USER") or os.environ.get("USERNAME") or "shell"
-        return cls(f"shell:{name}", frozenset(Role))
-
-
-def require(user: object, permission: Permission) -> User:
-    """``user`` when it is an account allowed to do this; else :class:`PermissionDeniedError`."""
-    if not isinstance(user, User):
-        raise PermissionDeniedError(
-            f"Only a logged-in account may {permission.value}; got {user!r} "
-            f"({type(user).__name__}): pass the accounts.User of whoever acts."
-        )
-    user.require(permission)
-    return user
 
 
 @dataclass(frozen=True)

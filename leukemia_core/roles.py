@@ -1,0 +1,87 @@
+"""Roles and permissions: what an account may do, checked in the core before it acts.
+
+The core workflow calls :func:`require` (or :meth:`User.require`) before signing, relabelling,
+promoting or managing accounts, so a page that forgot a check still cannot do these. Accounts
+themselves (passwords, logins, lockout) are :mod:`leukemia_core.accounts`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from enum import StrEnum
+
+from leukemia_core.errors import LeukemiaCoreError
+
+
+class Role(StrEnum):
+    """What an account is for; an account may hold several."""
+
+    REVIEWER = "reviewer"  # analyze, review, relabel
+    SIGNER = "signer"  # also sign and reopen
+    MODEL_ADMIN = "model_admin"  # retrain and compare, promote, adapt, choose the active model
+    ADMIN = "admin"  # accounts
+
+
+class Permission(StrEnum):
+    ANALYZE = "analyze samples"
+    REVIEW = "review and relabel cells"
+    SIGN = "sign and reopen cases"
+    MANAGE_MODELS = "retrain, promote, adapt or activate models"
+    MANAGE_USERS = "manage accounts"
+
+
+ROLE_PERMISSIONS = {
+    Role.REVIEWER: frozenset({Permission.ANALYZE, Permission.REVIEW}),
+    Role.SIGNER: frozenset({Permission.ANALYZE, Permission.REVIEW, Permission.SIGN}),
+    Role.MODEL_ADMIN: frozenset({Permission.ANALYZE, Permission.MANAGE_MODELS}),
+    Role.ADMIN: frozenset({Permission.MANAGE_USERS}),
+}
+_NEEDED_ROLE = {Permission.ANALYZE: Role.REVIEWER, Permission.REVIEW: Role.REVIEWER,
+                Permission.SIGN: Role.SIGNER, Permission.MANAGE_MODELS: Role.MODEL_ADMIN,
+                Permission.MANAGE_USERS: Role.ADMIN}  # fmt: skip
+
+
+class AccountError(LeukemiaCoreError):
+    """An account action was refused (see the subclasses)."""
+
+
+class PermissionDeniedError(AccountError, PermissionError):
+    """The account lacks the role an action needs."""
+
+
+@dataclass(frozen=True)
+class User:
+    """A logged-in account (or, for the command line, the shell user: see :meth:`shell`)."""
+
+    name: str
+    roles: frozenset[Role]
+
+    def can(self, permission: Permission) -> bool:
+        return any(permission in ROLE_PERMISSIONS[role] for role in self.roles)
+
+    def require(self, permission: Permission) -> None:
+        """Raises :class:`PermissionDeniedError` unless the account may do this."""
+        if not self.can(permission):
+            roles = ", ".join(sorted(self.roles)) or "no role"
+            raise PermissionDeniedError(
+                f"{self.name} ({roles}) may not {permission.value}: that needs the "
+                f"{_NEEDED_ROLE[permission].value} role; ask an admin."
+            )
+
+    @classmethod
+    def shell(cls) -> User:
+        """Whoever runs the command-line tools on the server (has the server's files anyway)."""
+        name = os.environ.get("USER") or os.environ.get("USERNAME") or "shell"
+        return cls(f"shell:{name}", frozenset(Role))
+
+
+def require(user: object, permission: Permission) -> User:
+    """``user`` when it is an account allowed to do this; else :class:`PermissionDeniedError`."""
+    if not isinstance(user, User):
+        raise PermissionDeniedError(
+            f"Only a logged-in account may {permission.value}; got {user!r} "
+            f"({type(user).__name__}): pass the accounts.User of whoever acts."
+        )
+    user.require(permission)
+    return user
