@@ -27,8 +27,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from leukemia_core import errors
-from leukemia_core.io import DEFAULT_MAX_PIXELS, read_bytes, read_image
-from leukemia_core.jpeg_check import jpeg_damage, jpeg_damage_note
+from leukemia_core.io import DEFAULT_MAX_PIXELS, jpeg_damage_note, read_bytes, read_image
+from leukemia_core.jpeg_check import jpeg_damage
 from leukemia_core.scale import estimate_red_cell_diameter
 
 ANALYSIS_MAX_PIXELS = 16_000_000

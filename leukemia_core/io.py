@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from leukemia_core import errors
-from leukemia_core.jpeg_check import DAMAGED, jpeg_damage, jpeg_damage_note
+from leukemia_core.jpeg_check import jpeg_damage
 from leukemia_core.types import LoadedImage
 
 DEFAULT_MAX_PIXELS = 60_000_000
@@ -39,6 +39,8 @@ GREY_NOTE = (
     "greyscale image: the stain's colours that tell white cells from red cells are missing, so "
     "cells may be missed and results are unreliable; photograph or export the smear in colour"
 )
+DAMAGED = "damaged image: results unreliable"
+"""How a note about pixels that were decoded from damaged data starts."""
 # EXIF orientation -> transpose, as in PIL.ImageOps.exif_transpose; applied after conversion so
 # that 16-bit data read by tifffile or OpenCV is turned upright the same way.
 _T = Image.Transpose
@@ -348,3 +350,9 @@ def _damaged(name: str, data: bytes, exc: BaseException) -> errors.TruncatedImag
         f"'{name}' ends before its pixel data does or is damaged ({len(data):,} bytes; decoder "
         f"said: {exc}). The upload or copy was probably cut off: copy or export it again."
     )
+
+
+def jpeg_damage_note(damage: str) -> str:
+    """The per-image note for a JPEG whose structure :func:`jpeg_damage` found broken."""
+    return (f"{DAMAGED}: the JPEG data is corrupt ({damage}), so part of the picture was "
+            "decoded wrong; use an undamaged copy of the file")  # fmt: skip

@@ -2,13 +2,10 @@
 
 Pillow drops libjpeg's warnings, so a JPEG with bytes overwritten in the middle decodes without
 complaint and part of the picture is wrong. :func:`jpeg_damage` walks the file's markers to find
-such damage; :mod:`leukemia_core.io` turns it into a per-image note.
+such damage; :func:`leukemia_core.io.jpeg_damage_note` says it in a per-image note.
 """
 
 from __future__ import annotations
-
-DAMAGED = "damaged image: results unreliable"
-"""How a note about pixels that were decoded from damaged data starts."""
 
 
 def jpeg_damage(data: bytes) -> str | None:
@@ -68,9 +65,3 @@ def _after_scan(data: bytes, pos: int) -> int | str:
             expected, pos = 0xD0 + (following - 0xCF) % 8, pos + 2
         else:
             return pos
-
-
-def jpeg_damage_note(damage: str) -> str:
-    """The per-image note for a JPEG whose structure :func:`jpeg_damage` found broken."""
-    return (f"{DAMAGED}: the JPEG data is corrupt ({damage}), so part of the picture was "
-            "decoded wrong; use an undamaged copy of the file")  # fmt: skip

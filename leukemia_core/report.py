@@ -132,7 +132,8 @@ def _reading(count: BlastCount) -> str:
 
 
 def _level(count: BlastCount) -> str:
-    """A field's reading in a few words (the sample's full reading is the one to act on)."""
+    """A count's reading in a few words, for the table (the sample's full reading, under it,
+    is the one to act on)."""
     if count.percent is None:
         return "no cells counted"
     if count.percent >= WHO_ACUTE_LEUKEMIA_PERCENT:
@@ -142,7 +143,7 @@ def _level(count: BlastCount) -> str:
     return "no blasts" if count.n_blasts == 0 else f"below {INVESTIGATE_PERCENT:.0f}%"
 
 
-def _count_row(scope: str, count: BlastCount, reading: str) -> tuple[str, ...]:
+def _count_row(scope: str, count: BlastCount) -> tuple[str, ...]:
     return (
         _e(scope),
         str(count.n_blasts),
@@ -150,15 +151,16 @@ def _count_row(scope: str, count: BlastCount, reading: str) -> tuple[str, ...]:
         str(count.n_excluded),
         _percent(count),
         _interval(count),
-        reading,
+        _e(_level(count)),
     )
 
 
 def _counts_section(record: CaseRecord) -> str:
     names = {f.index: f.name for f in record.fields}
-    rows = [_count_row("Whole sample", record.counts(), _e(_level(record.counts())))]
+    sample = record.counts()
+    rows = [_count_row("Whole sample", sample)]
     rows += [
-        _count_row(f"Field {f.index + 1}: {names[f.index]}", count, _e(_level(count)))
+        _count_row(f"Field {f.index + 1}: {names[f.index]}", count)
         for f, count in zip(record.fields, record.field_counts(), strict=True)
     ]
     header = (
@@ -173,7 +175,7 @@ def _counts_section(record: CaseRecord) -> str:
     provisional = provisional_text(record.n_unreviewed, len(record.cells))
     note = f'<p class="unsigned">{_e(provisional)}</p>' if provisional else ""
     table = _table(header, rows, {1, 2, 3, 4, 5}, css="counts")
-    return "<h2>Blast count (reviewed labels)</h2>" + note + table + _reading(record.counts())
+    return "<h2>Blast count (reviewed labels)</h2>" + note + table + _reading(sample)
 
 
 def _model_vs_reviewer(record: CaseRecord) -> str:

@@ -18,13 +18,13 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
-from leukemia_core.accounts import Permission, User, require
 from leukemia_core.colour import nucleus_score
 from leukemia_core.cropping import DEFAULT_CROP_SIZE, crop_cells
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.labellers import Labeller, labeller_for
 from leukemia_core.masks import outline_mask
 from leukemia_core.pipeline import label_cells
+from leukemia_core.roles import Permission, User, require
 from leukemia_core.segmentation import DEFAULT_PARAMS, field_red_cell_diameter
 from leukemia_core.types import Cell, CellLabel, Segmentation
 

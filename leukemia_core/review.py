@@ -12,7 +12,7 @@ them with :func:`leukemia_core.counting.summarize_labels`, so nothing can drift 
 
 Example:
     >>> import pathlib, tempfile
-    >>> from leukemia_core.accounts import Role, User
+    >>> from leukemia_core.roles import Role, User
     >>> from leukemia_core.pipeline import analyze
     >>> from leukemia_core.store import CaseStore
     >>> from leukemia_core.synthetic import make_demo_smear
@@ -36,7 +36,6 @@ from dataclasses import replace
 
 import numpy as np
 
-from leukemia_core.accounts import Permission, User, require
 from leukemia_core.case_record import STATUS_SIGNED, CaseRecord, CaseState
 from leukemia_core.counting import (
     INVESTIGATE_PERCENT,
@@ -49,6 +48,7 @@ from leukemia_core.pipeline import MODE_CELLS, MODE_FIELDS, Analysis
 from leukemia_core.reshape import ReviewReshape
 from leukemia_core.review_queue import CellGroup, ReviewTallies
 from leukemia_core.review_signoff import ReviewSignoff
+from leukemia_core.roles import Permission, User, require
 from leukemia_core.store import CaseStore
 from leukemia_core.types import (
     REVIEWER_EDITABLE,

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from leukemia_core.accounts import Permission, User, require
 from leukemia_core.errors import ReviewError
+from leukemia_core.roles import Permission, User, require
 from leukemia_core.runtime import setting_number
 
 if TYPE_CHECKING:

@@ -37,7 +37,7 @@ ROLE_PERMISSIONS = {
     Role.MODEL_ADMIN: frozenset({Permission.ANALYZE, Permission.MANAGE_MODELS}),
     Role.ADMIN: frozenset({Permission.MANAGE_USERS}),
 }
-_NEEDED_ROLE = {Permission.ANALYZE: Role.REVIEWER, Permission.REVIEW: Role.REVIEWER,
+NEEDED_ROLE = {Permission.ANALYZE: Role.REVIEWER, Permission.REVIEW: Role.REVIEWER,
                 Permission.SIGN: Role.SIGNER, Permission.MANAGE_MODELS: Role.MODEL_ADMIN,
                 Permission.MANAGE_USERS: Role.ADMIN}  # fmt: skip
 
@@ -66,7 +66,7 @@ class User:
             roles = ", ".join(sorted(self.roles)) or "no role"
             raise PermissionDeniedError(
                 f"{self.name} ({roles}) may not {permission.value}: that needs the "
-                f"{_NEEDED_ROLE[permission].value} role; ask an admin."
+                f"{NEEDED_ROLE[permission].value} role; ask an admin."
             )
 
     @classmethod

@@ -31,7 +31,7 @@ from train.compare_settings import (
 )
 from train.data_roots import NOT_CONFIGURED, data_roots, resolve_under_roots
 from train.inspection import DatasetSource, inspect_datasets
-from train.records import UnknownClassFolderError, default_label
+from train.records import BLAST, NO_LABEL, NORMAL, UnknownClassFolderError, default_label
 from train.reviewed_cases import export_reviewed_cases
 from ui import auth, retrain_jobs, state
 from ui.adaptation import adapt_section
@@ -118,12 +118,12 @@ def _inspect(locations: list[str], options: dict, roots: tuple | None = None) ->
                                      "summary": summary, "records": table.records}  # fmt: skip
 
 
-LABEL_CHOICES = {"blast": "Blasts", "normal": "Normal cells", "none": "Leave out"}
+LABEL_CHOICES = {BLAST: "Blasts", NORMAL: "Normal cells", NO_LABEL: "Leave out"}
 
 
-def _class_labels_form() -> None:
+def _class_labels_form(options: dict) -> None:
     """Ask what each class folder holds when some folder names say neither (e.g. ``Pre``,
-    ``Benign``), then check the dataset again with those labels."""
+    ``Benign``), then check the dataset again with those labels and today's ``options``."""
     pending = st.session_state.get(LABELS_KEY)
     if not pending:
         return
@@ -133,7 +133,7 @@ def _class_labels_form() -> None:
     with st.form("class_labels_form", border=False):
         row = st.container(horizontal=True, wrap=True, gap="small")
         for name in pending["folders"]:
-            implied = None if name in pending["unknown"] else (default_label(name) or "none")
+            implied = None if name in pending["unknown"] else (default_label(name) or NO_LABEL)
             row.selectbox(name, list(LABEL_CHOICES), format_func=LABEL_CHOICES.get,
                           index=None if implied is None else list(LABEL_CHOICES).index(implied),
                           placeholder="Choose", key=f"class_label_{name}",
@@ -146,9 +146,13 @@ def _class_labels_form() -> None:
     if unset:
         st.error(f"Choose what each folder holds first: {', '.join(unset)}.")
         return
-    labels = {name: None if label == "none" else label for name, label in chosen.items()}
-    _inspect(pending["locations"], {**pending["options"], "class_labels": labels},
-             pending["roots"])  # fmt: skip
+    # With several locations each may ask in turn: the labels given before stay.
+    labels = {**pending["options"].get("class_labels", {}),
+              **{name: None if label == NO_LABEL else label for name, label in chosen.items()}}  # fmt: skip
+    _inspect(pending["locations"], {**options, "class_labels": labels}, pending["roots"])
+    asked_again = st.session_state.get(LABELS_KEY) not in (None, pending)  # another dataset
+    if DATASET_KEY in st.session_state or asked_again:
+        st.rerun()  # draw the page again: without the question, or with the new one
 
 
 def _server_folders(options: dict) -> None:
@@ -213,7 +217,7 @@ def dataset_section() -> dict | None:
                 st.error(retrain_jobs.shown(str(error)))
             else:
                 _inspect([str(out / "manifest.csv")], options, (out.parent,))
-    _class_labels_form()
+    _class_labels_form(options)
     picked = st.session_state.get(DATASET_KEY)
     if picked:
         summary = picked["summary"]

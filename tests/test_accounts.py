@@ -31,6 +31,7 @@ from leukemia_core.accounts import (
 )
 from leukemia_core.models.folder import set_active_model
 from train.compare import promote
+from ui.navigation import menu
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "app.py"
@@ -224,6 +225,27 @@ def test_login_form_logout_and_a_wrong_password(db, apptest_navigation):
     assert events[:3] == [("ana", "logout"), ("ana", "login"), ("ana", "login_failed")]
 
 
+@pytest.mark.parametrize(
+    ("roles", "shown", "hidden"),
+    [
+        ((Role.REVIEWER,), ["Sample", "Record"], {"Retrain & compare", "Accounts"}),
+        ((Role.ADMIN,), ["Admin"], {"Analyze", "Review cells", "Counts", "Case & sign-off",
+                                     "Case list", "Report", "Retrain & compare"}),
+        ((Role.MODEL_ADMIN,), ["Sample", "Record", "Models"], {"Accounts"}),
+        ((Role.SIGNER, Role.MODEL_ADMIN, Role.ADMIN), ["Sample", "Record", "Models", "Admin"],
+         set()),
+    ],
+)  # fmt: skip
+def test_the_menu_shows_what_an_account_may_use_and_hides_the_rest(roles, shown, hidden):
+    sections = menu(User("x", frozenset(roles)))
+    assert list(sections) == shown  # no section of hidden pages alone
+    pages = [p for section in sections.values() for p in section]
+    assert {p.title for p in pages if p.hidden} == hidden
+    assert len(pages) == 8  # every page is in the navigation: its address always opens it
+    first = sections[shown[0]][0]
+    assert not first.hidden  # the default page is one the account may use
+
+
 def test_a_reviewer_cannot_sign_or_open_retrain(db, apptest_navigation):
     at = log_in(_app(apptest_navigation), "rev", ("reviewer",)).run()
     # Not in the reviewer's menu, but the address opens them, where they say what is needed
@@ -231,6 +253,7 @@ def test_a_reviewer_cannot_sign_or_open_retrain(db, apptest_navigation):
     for page, words in (("retrain", "may not retrain, promote"), ("accounts", "may not manage")):
         at.switch_page(f"pages/{page}.py").run()
         assert not at.exception and any(words in e.value for e in at.error), page
+        assert any("that needs the" in e.value for e in at.error)  # the role, in words
         assert len(at.text_area) == 0 and len(at.dataframe) == 0 and len(at.text_input) == 0
     # and the pages themselves refuse, run alone
     for page, words in (("retrain", "may not retrain, promote"), ("accounts", "may not manage")):

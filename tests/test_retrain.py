@@ -470,10 +470,32 @@ def test_class_labels_travel_with_the_job_to_the_worker_and_the_command_line(tmp
     labels = {"Pre": "blast", "Benign": "normal", "Other": None}
     spec = jobs.JobSpec((str(data),), CompareSettings(("simple_cnn",)), class_labels=labels)
     again = jobs.JobSpec.from_dict(json.loads(json.dumps(spec.to_dict())))  # as job.json
-    assert again.class_labels == labels
+    assert dict(again.class_labels) == labels
     records, words = job_worker.load_job_data(again)
     assert {(r.cell_type, r.label) for r in records} == {("Pre", "blast"), ("Benign", "normal")}
     assert "12 cells" in words
     assert train_cli(["inspect", "--data", str(data)]) != 0  # the names alone say nothing
     assert train_cli(["inspect", "--data", str(data), "--class-label", "Pre=blast",
                       "--class-label", "Benign=normal", "--class-label", "Other=none"]) == 0  # fmt: skip
+
+
+def test_two_datasets_with_unnamed_class_folders_are_labelled_in_turn(models_root, tmp_path):
+    for name, folders in (("a", ("Pre", "Benign")), ("b", ("Early", "Late"))):
+        for k, cls in enumerate(folders):
+            for subject in ("P1", "P2", "P3"):
+                folder = tmp_path / name / cls / subject
+                folder.mkdir(parents=True)
+                Image.new("RGB", (24, 24), (60 + 60 * k, 90, 160)).save(folder / "0.png")
+    at = pick_folder(start(), f"{tmp_path / 'a'}\n{tmp_path / 'b'}")
+    submit = "FormSubmitter:class_labels_form-Check with these labels"
+    at.selectbox(key="class_label_Pre").set_value("blast")
+    at.selectbox(key="class_label_Benign").set_value("normal")
+    at.button(key=submit).click().run()  # the first dataset passes; the second asks
+    (asked,) = [w.value for w in at.warning if "class folders" in w.value]
+    assert "Early, Late" in asked and "Pre" not in asked
+    at.selectbox(key="class_label_Early").set_value("blast")
+    at.selectbox(key="class_label_Late").set_value("normal")
+    at.button(key=submit).click().run()
+    assert not at.error and not [w for w in at.warning if "class folders" in w.value]
+    metrics = {m.label: m.value for m in at.metric}
+    assert (metrics["Cells"], metrics["Blasts"], metrics["Normal"]) == ("12", "6", "6")

@@ -25,10 +25,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from leukemia_core.accounts import User
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.models.folder import models_dir, read_config, set_active_model
 from leukemia_core.models.writing import seal_config
+from leukemia_core.roles import User
 from train.adapt_model import adapt_command, add_adapt_arguments
 from train.card import model_card
 from train.cellbank import SKIPPED_FILE, SOURCES, build_bank

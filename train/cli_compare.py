@@ -14,16 +14,17 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from leukemia_core.accounts import User
 from leukemia_core.calibration import THRESHOLD_RULES
 from leukemia_core.models import list_architectures
 from leukemia_core.models.config import TEST_TIME_VIEWS
 from leukemia_core.models.inputs import STAIN_NORMALISATIONS
+from leukemia_core.roles import User
 from train.augmentation import ALL_AUGMENTATIONS
 from train.batches import BALANCING
 from train.compare_settings import MISSING_WEIGHTS, PRESETS, PROTOCOLS
 from train.data import FORMATS, DatasetError
 from train.progress import ProgressBars
+from train.records import parse_class_label
 
 
 def input_size_arg(value: str) -> int:
@@ -32,14 +33,11 @@ def input_size_arg(value: str) -> int:
 
 
 def class_label_arg(value: str) -> tuple[str, str | None]:
-    """``FOLDER=blast``, ``FOLDER=normal`` or ``FOLDER=none`` (leave the folder out)."""
-    name, sep, label = value.partition("=")
-    label = label.strip().lower()
-    if not sep or not name.strip() or label not in ("blast", "normal", "none"):
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is not FOLDER=blast, FOLDER=normal or FOLDER=none (e.g. Pre=blast)."
-        )
-    return name.strip(), None if label == "none" else label
+    """``--class-label`` values: see :func:`train.records.parse_class_label`."""
+    try:
+        return parse_class_label(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:

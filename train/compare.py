@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 
-from leukemia_core.accounts import Permission, User, require
 from leukemia_core.calibration import (
     BLAST_INDEX,
     Calibration,
@@ -27,10 +26,16 @@ from leukemia_core.calibration import (
 from leukemia_core.classify import dihedral_view
 from leukemia_core.domain import stain_statistics
 from leukemia_core.models import build_classifier, get_architecture
-from leukemia_core.models.folder import check_model_name, load_model, set_active_model
+from leukemia_core.models.folder import (
+    PROMOTED_FROM,
+    check_model_name,
+    load_model,
+    set_active_model,
+)
 from leukemia_core.models.inputs import InputSpec
 from leukemia_core.models.writing import save_model_folder
 from leukemia_core.outputs import write_text_atomic
+from leukemia_core.roles import Permission, User, require
 from train.batches import balancing_strata
 from train.card import model_card
 from train.cellbank import bank_group
@@ -376,7 +381,7 @@ def promote(
     config = json.loads((folder / "config.json").read_text())
     for key in ("sha256", "weights_file", "format_version"):
         config.pop(key, None)
-    config["training"]["promoted_from"] = str(Path(run_dir).resolve())
+    config["training"][PROMOTED_FROM] = str(Path(run_dir).resolve())
     metrics = json.loads((folder / "metrics.json").read_text())
     extra = (
         {SPLIT_FILE: (folder / SPLIT_FILE).read_text()} if (folder / SPLIT_FILE).exists() else {}

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Sequence
-from pathlib import Path
 
 from train.compare_settings import SIZE_BASELINE
 
@@ -133,18 +131,3 @@ def promotion_concerns(results: dict, model: str, *, has_domain_reference: bool)
             "unlike its training cells (`python -m train domain NAME --data ...` adds one)"
         )
     return concerns
-
-
-def promotions_of(run_dir: Path, root: Path) -> list[tuple[str, str]]:
-    """``(model folder, architecture)`` of each model promoted from this run, found by the
-    ``promoted_from`` its folder's config records (a kept ``.previous`` folder included)."""
-    source = str(Path(run_dir).resolve())
-    found = []
-    for config_file in sorted(Path(root).glob("*/config.json")):
-        try:
-            config = json.loads(config_file.read_text())
-        except (OSError, ValueError):
-            continue  # a damaged folder is reported where it is loaded
-        if config.get("training", {}).get("promoted_from") == source:
-            found.append((config_file.parent.name, str(config.get("architecture", "?"))))
-    return found

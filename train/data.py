@@ -256,8 +256,8 @@ def load_class_folders(
             "cells. Name each class folder for what it holds (names with 'blast', 'all' or "
             f"'leuk' -> blast; {', '.join(sorted(NORMAL_CELL_TYPES))} -> normal), or list the "
             "images in a CSV manifest (path,label,group), or give each folder its label: on the "
-            f"Retrain page, or --class-label {unknown[0]}=normal (blast, normal or none to leave "
-            f"it out) at the command line, or label_map={{{unknown[0]!r}: 'normal'}} in Python.",
+            f"Retrain page, with --class-label '{unknown[0]}=<blast|normal|none>' for python -m "
+            "train inspect or compare (none leaves the folder out), or label_map in Python.",
             tuple(folders),
             tuple(unknown),
         )

@@ -29,6 +29,7 @@ from train.records import (
     LABELS,
     NORMAL,
     CellTable,
+    DatasetError,
     EmptyDatasetError,
     MissingGroupError,
     SingleClassError,
@@ -195,14 +196,9 @@ def _inspect(
     class_labels: Mapping[str, str | None] | None = None,
 ) -> tuple[CellTable, DatasetSummary]:
     tables, formats, ungrouped, names = [], [], [], []
-    for source in sources:
-        path = (
-            Path(source.location) if roots is None else resolve_under_roots(source.location, roots)
-        )
-        fmt = source.format or detect_format(path)
-        label_map = source.label_map
-        if label_map is None and class_labels and fmt == "folders":  # its own folders only
-            label_map = {k: v for k, v in class_labels.items() if (path / k).is_dir()} or None
+    located = [_located(source, roots, class_labels or {}) for source in sources]
+    _check_class_labels(class_labels or {}, located)
+    for source, (path, fmt, label_map, _) in zip(sources, located, strict=True):
         options = {"label_map": label_map, "require_both_classes": False}
         if roots is None:
             table = load_dataset(source.location, fmt, **options)
@@ -278,6 +274,29 @@ def _without_duplicates(table: CellTable) -> CellTable:
     note = (f"{len(table) - len(kept)} image(s) were named by more than one location; each is "
             "used once (its first listing).")  # fmt: skip
     return CellTable(tuple(kept), (*table.notes, note), table.groups_known)
+
+
+def _located(source: DatasetSource, roots, class_labels: Mapping[str, str | None]):
+    """``(path, layout, label map, class folders)`` of a source: the class labels that name
+    one of its own folders, when it is a class-folder dataset without a label map of its own."""
+    path = (Path(source.location).expanduser() if roots is None
+            else resolve_under_roots(source.location, roots))  # fmt: skip
+    fmt = source.format or detect_format(path)
+    if source.label_map is not None or not class_labels or fmt != "folders":
+        return path, fmt, source.label_map, set()
+    found = {p.name for p in path.iterdir() if p.is_dir()}
+    return path, fmt, {k: v for k, v in class_labels.items() if k in found} or None, found
+
+
+def _check_class_labels(class_labels: Mapping[str, str | None], located: list) -> None:
+    """Refuse class labels that name no class folder (a typo would be silently ignored)."""
+    labelled = {name for _, _, label_map, found in located if found for name in label_map or ()}
+    if unmatched := sorted(set(class_labels) - labelled):
+        folders = sorted(set().union(*(found for *_, found in located)))
+        raise DatasetError(
+            f"Class label(s) for {_listed(unmatched)} name no class folder of these datasets "
+            f"(names are case-sensitive); the class folders are: {_listed(folders) or 'none'}."
+        )
 
 
 def inspect_dataset(

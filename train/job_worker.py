@@ -110,7 +110,7 @@ def load_job_data(spec: JobSpec):
                                       verify=spec.skip_unreadable,
                                       skip_unreadable=spec.skip_unreadable,
                                       allow_ungrouped=spec.allow_ungrouped,
-                                      class_labels=spec.class_labels)  # fmt: skip
+                                      class_labels=dict(spec.class_labels))  # fmt: skip
     classes = ", ".join(f"{n} {label}" for label, n in summary.per_class.items())
     words = (f"{summary.n_cells} cells ({classes}) in {summary.n_groups} groups from "
              f"{', '.join(spec.data)} ({summary.format})")  # fmt: skip

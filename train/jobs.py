@@ -20,19 +20,19 @@ import shlex
 import subprocess
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from leukemia_core.outputs import write_text_atomic
 from train.compare_settings import RESULTS_FILE, CompareSettings
+from train.records import NO_LABEL
 
 RUNS_ENV_VAR = "LEUKEMIA_RUNS_DIR"
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 FINISHED = (DONE, FAILED, CANCELLED)
 JOB_FILE, STATUS_FILE, CANCEL_FILE, ERROR_FILE = "job.json", "status.json", "cancel", "error.txt"
-NO_LABEL = "none"  # a class folder left out, in --class-label FOLDER=none
 LOCK_FILE, LOG_FILE = "worker.lock", "worker.log"
 WORKER_GONE = (
     "The worker process stopped while this job was running (it was killed, or the server "
@@ -73,12 +73,15 @@ class JobSpec:
     allow_ungrouped: bool = False
     title: str = ""
     skip_unreadable: bool = False
-    class_labels: dict[str, str | None] = field(default_factory=dict)
+    class_labels: tuple[tuple[str, str | None], ...] = ()
 
     def __post_init__(self) -> None:
         # Absolute paths: the worker process runs from the repository folder, not the caller's.
         object.__setattr__(self, "data", tuple(str(Path(d).expanduser().resolve())
                                                for d in self.data))  # fmt: skip
+        labels = self.class_labels  # a mapping or pairs; kept as sorted pairs (frozen, hashable)
+        pairs = labels.items() if isinstance(labels, Mapping) else labels
+        object.__setattr__(self, "class_labels", tuple(sorted((str(k), v) for k, v in pairs)))
 
     def to_dict(self) -> dict:
         return {**asdict(self), "data": list(self.data), "settings": self.settings.to_dict()}
@@ -88,7 +91,7 @@ class JobSpec:
         return cls(tuple(values["data"]), CompareSettings.from_dict(values["settings"]),
                    values.get("format"), values.get("allow_ungrouped", False),
                    values.get("title", ""), values.get("skip_unreadable", False),
-                   dict(values.get("class_labels") or {}))  # fmt: skip
+                   tuple(map(tuple, values.get("class_labels") or ())))  # fmt: skip
 
     def command(self, out: str | Path) -> str:
         """The ``python -m train compare`` command line that runs the same comparison."""
@@ -99,7 +102,7 @@ class JobSpec:
         parts += ["--allow-ungrouped"] * self.allow_ungrouped
         parts += ["--skip-unreadable"] * self.skip_unreadable
         parts += [f"--class-label {shlex.quote(f'{name}={label or NO_LABEL}')}"
-                  for name, label in self.class_labels.items()]  # fmt: skip
+                  for name, label in self.class_labels]  # fmt: skip
         parts += ["--architectures " + " ".join(s.architectures)]
         parts += [f"--input-size {s.input_size or 'default'}"]
         parts += [f"--epochs {s.epochs}", f"--batch-size {s.batch_size}",

@@ -21,6 +21,7 @@ from leukemia_core.errors import LeukemiaCoreError
 BLAST = "blast"
 NORMAL = "normal"
 LABELS = (BLAST, NORMAL)
+NO_LABEL = "none"  # a class folder left out (--class-label FOLDER=none; "Leave out" on the page)
 NORMAL_CELL_TYPES = frozenset(
     {
         "neutrophil",
@@ -163,6 +164,22 @@ def default_label(folder_name: str) -> str | None:
         elif token and ("blast" in token or token == "all" or token.startswith("leuk")):
             hits.add(BLAST)
     return hits.pop() if len(hits) == 1 else None
+
+
+def parse_class_label(text: str) -> tuple[str, str | None]:
+    """``"Pre=blast"`` -> ``("Pre", "blast")``; ``FOLDER=none`` leaves the folder out (None).
+
+    >>> parse_class_label("Benign = normal"), parse_class_label("Other=none")
+    (('Benign', 'normal'), ('Other', None))
+    """
+    name, sep, label = text.partition("=")
+    name, label = name.strip(), label.strip().lower()
+    if not sep or not name or label not in (*LABELS, NO_LABEL):
+        raise ValueError(
+            f"{text!r} is not FOLDER=blast, FOLDER=normal or FOLDER={NO_LABEL} (leave it out), "
+            "e.g. Pre=blast."
+        )
+    return name, None if label == NO_LABEL else label
 
 
 def unreadable_images(records: Iterable[LabelledCrop]) -> list[tuple[LabelledCrop, str]]:

@@ -21,6 +21,7 @@ from leukemia_core.accounts import (
     User,
 )
 from leukemia_core.errors import LeukemiaCoreError
+from leukemia_core.roles import NEEDED_ROLE
 from leukemia_core.store import default_database_path
 
 LOGIN_KEY = "login"
@@ -164,8 +165,9 @@ def require(permission: Permission) -> User:
     """The account when it may do this; else says which role is needed and stops the page."""
     found = user()
     if not found.can(permission):
-        st.error(f"Your account ({found.name}: {roles_text(found)}) may not {permission.value}; "
-                 "ask an administrator.")  # fmt: skip
+        needed = ROLE_WORDS[NEEDED_ROLE[permission]]
+        st.error(f"Your account ({found.name}: {roles_text(found)}) may not {permission.value}: "
+                 f"that needs the {needed} role; ask an account administrator.")  # fmt: skip
         st.stop()
     return found
 

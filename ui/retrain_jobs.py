@@ -12,11 +12,11 @@ import streamlit as st
 
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.models.config import DOMAIN_FILE
-from leukemia_core.models.folder import active_model_name, models_dir
+from leukemia_core.models.folder import PREVIOUS, active_model_name, models_dir, promotions_of
 from train import jobs
 from train.compare import promote
 from train.compare_settings import MODELS_SUBDIR, SIZE_BASELINE, TABLE_FILE
-from train.compare_tables import promotion_concerns, promotions_of, test_groups
+from train.compare_tables import promotion_concerns, test_groups
 from train.data_roots import data_roots, shorten
 from ui import auth
 from ui import comparison as view
@@ -45,7 +45,7 @@ def live_status(job_id: str, shown_state: str) -> None:
     changes (queued -> running -> done/failed/cancelled) the whole page is drawn again, so the
     job list never shows a state the job has left."""
     status = jobs.job_status(job_id)
-    if status.state != shown_state:
+    if status.state_text != shown_state:  # "cancelling" too: the caption above must say so
         st.rerun()
     if status.state == jobs.QUEUED:
         position = jobs.queue_position(job_id, jobs.list_jobs())
@@ -75,8 +75,9 @@ def live_status(job_id: str, shown_state: str) -> None:
         if status.curves:
             st.plotly_chart(view.curves_figure(status.curves), key=f"live_curves_{job_id}")
         if status.cancelling:
-            st.warning("Cancelling: the job stops after the batch it is training (a few "
-                       "seconds); nothing of it is kept.", icon=":material/hourglass_top:")  # fmt: skip
+            st.warning("Cancelling: the job stops at its next step (after the batch it is "
+                       "training, or once its data are loaded); nothing of it is kept.",
+                       icon=":material/hourglass_top:")  # fmt: skip
         else:
             st.button("Cancel job", key=f"cancel_{job_id}", on_click=_cancel, args=(job_id,),
                       icon=":material/stop:")  # fmt: skip
@@ -109,13 +110,16 @@ def promoted_note(status: jobs.JobStatus) -> None:
     the page (a message at the top of the page is out of sight down here, and gone at the next
     click)."""
     active = active_model_name()
-    for name, architecture in promotions_of(status.folder, models_dir()):
+    for name, architecture in promotions_of(status.folder):
         if name == active:
             st.success(f"`{architecture}` of this job was promoted as `{name}`, the active "
                        "model: every new analysis uses it.", icon=":material/check_circle:")  # fmt: skip
+        elif name.endswith(PREVIOUS):
+            st.info(f"`{architecture}` of this job was promoted as `{name.removesuffix(PREVIOUS)}`"
+                    f" and replaced since (kept as `{name}`).")  # fmt: skip
         else:
-            st.info(f"`{architecture}` of this job was promoted as `{name}`; the active model "
-                    f"is now `{active}`.")  # fmt: skip
+            now = f"the active model is now `{active}`" if active else "no model is active"
+            st.info(f"`{architecture}` of this job was promoted as `{name}`; {now}.")
 
 
 def results_section(status: jobs.JobStatus) -> None:
@@ -209,7 +213,7 @@ def jobs_section() -> None:
     with st.expander("Job settings and command"):
         st.code(status.spec().command(status.folder), language="bash")
     if status.active:
-        live_status(job_id, status.state)
+        live_status(job_id, status.state_text)
     elif status.state == jobs.DONE:
         results_section(status)
     elif status.state == jobs.FAILED:

@@ -48,6 +48,7 @@ MODELS_ENV_VAR = "LEUKEMIA_MODELS_DIR"
 CONFIG_FILE = "config.json"
 ACTIVE_FILE = "ACTIVE"
 PREVIOUS = ".previous"  # suffix of the folder a re-saved model's old version is kept in
+PROMOTED_FROM = "promoted_from"  # config["training"] key: the comparison run a model came from
 
 
 def models_dir() -> Path:
@@ -168,6 +169,25 @@ def list_models(root: Path | None = None) -> list[str]:
     ) if root.is_dir() else []  # fmt: skip
     active = active_model_name(root, names)
     return sorted(names, key=lambda n: n != active)
+
+
+def promotions_of(run_dir: Path, root: Path | None = None) -> list[tuple[str, str]]:
+    """``(model folder, architecture)`` of each model promoted from this comparison run, found
+    by the :data:`PROMOTED_FROM` its config records; a kept ``<name>.previous`` folder counts
+    (it was replaced since), hidden staging folders and unreadable configs do not."""
+    root, source = root or models_dir(), str(Path(run_dir).resolve())
+    found = []
+    for folder in sorted(root.iterdir()) if root.is_dir() else ():
+        if folder.name.startswith(".") or not _is_model_folder(folder):
+            continue
+        try:
+            config = json.loads((folder / CONFIG_FILE).read_text())
+        except (OSError, ValueError):
+            continue  # a damaged folder is reported where it is loaded
+        training = config.get("training") if isinstance(config, dict) else None
+        if isinstance(training, dict) and training.get(PROMOTED_FROM) == source:
+            found.append((folder.name, str(config.get("architecture", "?"))))
+    return found
 
 
 def active_model_name(root: Path | None = None, names: list[str] | None = None) -> str | None:

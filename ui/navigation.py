@@ -1,0 +1,51 @@
+"""Which pages each account sees: the menu by role, and the pages it may not use hidden.
+
+Pure (no Streamlit calls): ``app.py`` turns the entries into ``st.Page``s. A page an account may
+not use is left out of its menu but kept, hidden, in the navigation, so its address opens it and
+the page itself says which role it needs (an address typed or bookmarked used to land silently
+on another page).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from leukemia_core.accounts import Permission, User
+
+
+@dataclass(frozen=True)
+class PageEntry:
+    file: str  # under pages/
+    title: str
+    icon: str
+    hidden: bool = False  # in the navigation (its address opens it) but in no menu
+
+
+SECTIONS: dict[str, tuple[Permission, tuple[PageEntry, ...]]] = {
+    "Sample": (Permission.ANALYZE, (PageEntry("analyze.py", "Analyze", ":material/upload:"),
+                                    PageEntry("review.py", "Review cells", ":material/grid_view:"),
+                                    PageEntry("counts.py", "Counts", ":material/percent:"))),
+    "Record": (Permission.ANALYZE, (PageEntry("case.py", "Case & sign-off", ":material/verified:"),
+                                    PageEntry("cases.py", "Case list", ":material/folder_open:"),
+                                    PageEntry("report.py", "Report", ":material/description:"))),
+    "Models": (Permission.MANAGE_MODELS, (PageEntry("retrain.py", "Retrain & compare",
+                                                    ":material/model_training:"),)),
+    "Admin": (Permission.MANAGE_USERS, (PageEntry("accounts.py", "Accounts", ":material/group:"),)),
+}  # fmt: skip
+DEFAULT_PAGE = "analyze.py"
+
+
+def every_page() -> list[PageEntry]:
+    return [page for _, pages in SECTIONS.values() for page in pages]
+
+
+def menu(user: User) -> dict[str, list[PageEntry]]:
+    """Sections of the account's menu; the pages it may not use follow, hidden, in the first."""
+    sections = {name: list(pages) for name, (permission, pages) in SECTIONS.items()
+                if user.can(permission)}  # fmt: skip
+    refused = [PageEntry(p.file, p.title, p.icon, hidden=True)
+               for name, (permission, pages) in SECTIONS.items() if not user.can(permission)
+               for p in pages]  # fmt: skip
+    if refused:
+        sections.setdefault(next(iter(sections), "Sample"), []).extend(refused)
+    return sections
