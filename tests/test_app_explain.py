@@ -372,3 +372,23 @@ def test_the_5_and_20_percent_words_sit_beside_the_bars_not_over_them():
         assert (annotation.xref, annotation.x, annotation.xanchor) == ("paper", 1.0, "left")
     assert words["5% investigate"].y == 5 and words["20% WHO acute leukemia"].y == 20
     assert figure.layout.margin.r >= 180  # room for them ("20% WHO acute leukemia" was cut at 150)
+
+
+def test_a_warned_sample_with_warned_fields_gets_one_warning_box_naming_them():
+    """Two boxes for one finding pushed the cell under review below the fold at 800 px."""
+
+    def page():
+        from types import SimpleNamespace as NS
+
+        from ui.common import domain_warning
+
+        field = lambda name, warned: NS(name=name, domain=NS(warned=warned))  # noqa: E731
+        session = NS(has_model=True, cells=[object()],
+                     domain=NS(warned=True, message="These cells differ from the training data."),
+                     fields=[field("a.png", True), field("b.png", False)])  # fmt: skip
+        domain_warning(session)
+
+    at = AppTest.from_function(page).run()
+    (box,) = [w.value for w in at.warning]
+    assert box.startswith("These cells differ") and "Out of domain: a.png." in box
+    assert "b.png" not in box

@@ -107,14 +107,12 @@ def domain_warning(session: Review) -> None:
         st.caption("This model has no domain reference, so no out-of-domain check was made.")
         return
     warned = [f for f in session.fields if f.domain is not None and f.domain.warned]
-    if domain.warned:
-        st.warning(domain.message, icon=":material/warning:")
-    if warned and (not domain.warned or len(warned) < len(session.fields)):
-        names = ", ".join(f.name for f in warned)
-        st.warning(
-            f"Out of domain: {names}. These fields' cells differ from the training data; every "
-            "cell of them was sent to review.",
-            icon=":material/warning:",
-        )
     if not domain.warned and not warned:
         st.caption(domain.message)
+        return
+    # One box, not two: on a narrow screen every warning pushes the cells further down.
+    parts = [domain.message] if domain.warned else []
+    if warned and (not domain.warned or len(warned) < len(session.fields)):
+        parts.append(f"Out of domain: {', '.join(f.name for f in warned)}. These fields' cells "
+                     "differ from the training data; every cell of them was sent to review.")  # fmt: skip
+    st.warning(" ".join(parts), icon=":material/warning:")
