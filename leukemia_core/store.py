@@ -48,6 +48,9 @@ from leukemia_core.case_record import (
     CaseSummary,
 )
 from leukemia_core.domain import DomainAssessment
+from leukemia_core.store_digest import (
+    fields_digest,
+)
 from leukemia_core.store_reads import CaseReads
 from leukemia_core.store_reshape import CaseReshape
 from leukemia_core.store_rows import (
@@ -76,7 +79,6 @@ from leukemia_core.store_rows import (
 )
 from leukemia_core.store_schema import (
     SCHEMA_VERSION,
-    fields_digest,
     migrate,
 )
 from leukemia_core.store_signoff import CaseSignoff

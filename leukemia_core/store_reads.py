@@ -14,6 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from leukemia_core.case_record import AuditEntry, CaseHeader, CaseRecord, CaseState, CaseSummary
+from leukemia_core.store_digest import (
+    AUDIT_CHAINED,
+    chain_hash,
+    changed_images,
+    digest_of_fields,
+    state_matches,
+)
 from leukemia_core.store_rows import (
     CaseInputError,
     cell_from_row,
@@ -23,11 +30,6 @@ from leukemia_core.store_rows import (
 )
 from leukemia_core.store_schema import (
     ALTERED_OUTSIDE,
-    AUDIT_CHAINED,
-    chain_hash,
-    changed_images,
-    digest_of_fields,
-    state_matches,
 )
 from leukemia_core.types import REVIEWER_EDITABLE, CellLabel, live
 

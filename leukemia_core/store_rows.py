@@ -23,15 +23,17 @@ from leukemia_core.domain import DomainAssessment
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.imaging import png_bytes, rgb_from_png
 from leukemia_core.quality import QualityWarning
-from leukemia_core.store_schema import (
-    ALTERED_OUTSIDE,
+from leukemia_core.store_digest import (
     AUDIT_CHAINED,
     case_digest,
     chain_hash,
     image_sha256,
+    state_matches,
+)
+from leukemia_core.store_schema import (
+    ALTERED_OUTSIDE,
     outline_from_json,
     outline_json,
-    state_matches,
 )
 from leukemia_core.types import REVIEWER_EDITABLE, Cell, CellLabel, Field
 
