@@ -25,8 +25,8 @@ from leukemia_core.store_rows import minute_text
 from leukemia_core.types import LABEL_WORDS, BlastCount, Cell
 
 RESEARCH_USE_STATEMENT = (
-    "Research use only — not for diagnosis. The counts below are decision support for trained "
-    "laboratory staff and must be confirmed by a hematologist."
+    "Research use only — not for diagnosis. The counts in this report are decision support for "
+    "trained laboratory staff and must be confirmed by a hematologist."
 )
 _FLAGGED_LABELS = (CellLabel.BLAST.value, CellLabel.UNCERTAIN.value)
 _CARD_ORDER = {CellLabel.BLAST: 0, CellLabel.UNCERTAIN: 1, CellLabel.NORMAL: 2}  # blasts first

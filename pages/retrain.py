@@ -41,6 +41,7 @@ from ui.models import active_model_section
 SETTING_WIDTH_PX = 170  # one setting's box: five to a row at 1440 px, two at 800 px
 DATASET_KEY = "retrain_dataset"  # {"locations": [...], "options": {...}, "summary": ...}
 LABELS_KEY = "retrain_class_labels"  # a dataset waiting for its class folders' labels
+GIVEN_LABELS_KEY = "retrain_given_labels"  # folder -> the label chosen for it last
 CUSTOM = "custom"
 SETTING_KEYS = ("input_size", "epochs", "batch_size", "fine_tune_epochs", "fine_tune_layers",
                 "augment", "augmentations", "balance", "cached_features", "feature_views",
@@ -105,7 +106,7 @@ def _inspect(locations: list[str], options: dict, roots: tuple | None = None) ->
         st.session_state.pop(DATASET_KEY, None)
         st.session_state[LABELS_KEY] = {"locations": locations, "options": options,
                                         "roots": roots, "folders": error.folders,
-                                        "unknown": error.unknown}  # fmt: skip
+                                        "unknown": error.unknown, "dataset": error.dataset}  # fmt: skip
         return
     except (LeukemiaCoreError, OSError) as error:
         st.session_state.pop(DATASET_KEY, None)
@@ -127,13 +128,16 @@ def _class_labels_form(options: dict) -> None:
     pending = st.session_state.get(LABELS_KEY)
     if not pending:
         return
-    st.warning("The names of these class folders do not say whether they hold blasts or normal "
-               f"cells: {', '.join(pending['unknown'])}. Say what each folder holds; the labels "
-               "go with the job and its command line.", icon=":material/label:")  # fmt: skip
+    where = f" of **{pending['dataset']}**" if pending.get("dataset") else ""
+    st.warning(f"The names of these class folders{where} do not say whether they hold blasts or "
+               f"normal cells: {', '.join(pending['unknown'])}. Say what each folder holds; the "
+               "labels go with the job and its command line.", icon=":material/label:")  # fmt: skip
+    given = st.session_state.get(GIVEN_LABELS_KEY, {})  # this tab's earlier answers
     with st.form("class_labels_form", border=False):
         row = st.container(horizontal=True, wrap=True, gap="small")
         for name in pending["folders"]:
-            implied = None if name in pending["unknown"] else (default_label(name) or NO_LABEL)
+            implied = given.get(name) if name in pending["unknown"] else (
+                default_label(name) or NO_LABEL)  # fmt: skip
             row.selectbox(name, list(LABEL_CHOICES), format_func=LABEL_CHOICES.get,
                           index=None if implied is None else list(LABEL_CHOICES).index(implied),
                           placeholder="Choose", key=f"class_label_{name}",
@@ -147,6 +151,7 @@ def _class_labels_form(options: dict) -> None:
         st.error(f"Choose what each folder holds first: {', '.join(unset)}.")
         return
     # With several locations each may ask in turn: the labels given before stay.
+    st.session_state[GIVEN_LABELS_KEY] = {**given, **chosen}  # offered again on a new check
     labels = {**pending["options"].get("class_labels", {}),
               **{name: None if label == NO_LABEL else label for name, label in chosen.items()}}  # fmt: skip
     _inspect(pending["locations"], {**options, "class_labels": labels}, pending["roots"])

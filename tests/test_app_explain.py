@@ -390,5 +390,5 @@ def test_a_warned_sample_with_warned_fields_gets_one_warning_box_naming_them():
 
     at = AppTest.from_function(page).run()
     (box,) = [w.value for w in at.warning]
-    assert box.startswith("These cells differ") and "Out of domain: a.png." in box
+    assert box.startswith("These cells differ") and "The fields least like it: a.png." in box
     assert "b.png" not in box

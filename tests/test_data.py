@@ -210,7 +210,7 @@ def test_class_folders_group_by_subject_subfolder_across_classes(tmp_path):
         ("c.png", "normal", "P01", "normal"),
     ]
     assert table.groups_known and table.notes == (
-        "Grouped by the subfolders of the class folders (<class>/<subject>/): 3 subject(s); "
+        "lab: grouped by the subfolders of the class folders (<class>/<subject>/): 3 subject(s); "
         "a subject's cells stay on one side of a split.",
     )
 

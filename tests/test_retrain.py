@@ -450,7 +450,7 @@ def test_class_folders_named_neither_blast_nor_normal_get_their_labels_on_the_pa
     at = pick_folder(start(), _unnamed_class_folders(tmp_path))
     assert not at.error, [e.value for e in at.error]  # asked for, not refused
     (asked,) = [w.value for w in at.warning if "class folders" in w.value]
-    assert "Benign, Other, Pre" in asked
+    assert "Benign, Other, Pre" in asked and "class folders of **bll**" in asked
     assert "start" not in [b.key for b in at.button]
     at.selectbox(key="class_label_Pre").set_value("blast")
     at.selectbox(key="class_label_Benign").set_value("normal")
@@ -492,10 +492,13 @@ def test_two_datasets_with_unnamed_class_folders_are_labelled_in_turn(models_roo
     at.selectbox(key="class_label_Benign").set_value("normal")
     at.button(key=submit).click().run()  # the first dataset passes; the second asks
     (asked,) = [w.value for w in at.warning if "class folders" in w.value]
-    assert "Early, Late" in asked and "Pre" not in asked
+    assert "Early, Late" in asked and "Pre" not in asked and "of **b**" in asked
     at.selectbox(key="class_label_Early").set_value("blast")
     at.selectbox(key="class_label_Late").set_value("normal")
     at.button(key=submit).click().run()
     assert not at.error and not [w for w in at.warning if "class folders" in w.value]
     metrics = {m.label: m.value for m in at.metric}
     assert (metrics["Cells"], metrics["Blasts"], metrics["Normal"]) == ("12", "6", "6")
+    at.button(key="inspect").click().run()  # checked again: the answers are offered, not lost
+    assert at.selectbox(key="class_label_Pre").value == "blast"
+    assert at.selectbox(key="class_label_Benign").value == "normal"

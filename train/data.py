@@ -260,6 +260,7 @@ def load_class_folders(
             "train inspect or compare (none leaves the folder out), or label_map in Python.",
             tuple(folders),
             tuple(unknown),
+            root.name,
         )
     records, loose, subjects = [], 0, set()
     for name, files in folders.items():
@@ -276,7 +277,7 @@ def load_class_folders(
     notes = []
     if subjects:
         notes.append(
-            f"Grouped by the subfolders of the class folders (<class>/<subject>/): "
+            f"{root.name}: grouped by the subfolders of the class folders (<class>/<subject>/): "
             f"{len(subjects)} subject(s); a subject's cells stay on one side of a split."
         )
     if records and loose == len(records):

@@ -61,13 +61,17 @@ class MissingGroupError(DatasetError):
 class UnknownClassFolderError(DatasetError):
     """Class-folder names that cannot be mapped to ``blast``/``normal`` automatically.
 
-    ``folders``: every class folder with images, and ``unknown``: those without a label, so a
-    caller (the Retrain page) can ask for the labels.
+    ``folders``: every class folder with images, ``unknown``: those without a label, and
+    ``dataset``: the name of the folder holding them, so a caller (the Retrain page) can ask for
+    the labels.
     """
 
-    def __init__(self, message: str, folders: tuple[str, ...] = (), unknown: tuple[str, ...] = ()):
+    def __init__(
+        self, message: str, folders: tuple[str, ...] = (), unknown: tuple[str, ...] = (),
+        dataset: str = "",
+    ) -> None:  # fmt: skip
         super().__init__(message)
-        self.folders, self.unknown = folders, unknown
+        self.folders, self.unknown, self.dataset = folders, unknown, dataset
 
 
 class ManifestError(DatasetError):

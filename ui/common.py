@@ -111,8 +111,14 @@ def domain_warning(session: Review) -> None:
         st.caption(domain.message)
         return
     # One box, not two: on a narrow screen every warning pushes the cells further down.
-    parts = [domain.message] if domain.warned else []
-    if warned and (not domain.warned or len(warned) < len(session.fields)):
-        parts.append(f"Out of domain: {', '.join(f.name for f in warned)}. These fields' cells "
-                     "differ from the training data; every cell of them was sent to review.")  # fmt: skip
+    names = ", ".join(f.name for f in warned)
+    if not domain.warned:
+        parts = [
+            f"Out of domain: {names}. These fields' cells differ from the training data; "
+            "every cell of them was sent to review."
+        ]
+    else:
+        parts = [domain.message]
+        if warned and len(warned) < len(session.fields):
+            parts.append(f"The fields least like it: {names}.")
     st.warning(" ".join(parts), icon=":material/warning:")
