@@ -21,8 +21,6 @@ st.set_page_config(
     layout="wide",
     initial_sidebar_state=SIDEBAR_WIDTH_PX,
 )
-
-
 warm_up_in_background()  # while the first user logs in, not when they analyse
 # No page, no case data, no button before a login; a reload of any page comes back to it.
 user = auth.gate([st.Page(f"pages/{p.file}").url_path for p in navigation.every_page()

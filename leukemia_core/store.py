@@ -48,9 +48,7 @@ from leukemia_core.case_record import (
     CaseSummary,
 )
 from leukemia_core.domain import DomainAssessment
-from leukemia_core.store_digest import (
-    fields_digest,
-)
+from leukemia_core.store_digest import fields_digest
 from leukemia_core.store_reads import CaseReads
 from leukemia_core.store_reshape import CaseReshape
 from leukemia_core.store_rows import (
@@ -77,10 +75,7 @@ from leukemia_core.store_rows import (
     unusable_database,
     whole,
 )
-from leukemia_core.store_schema import (
-    SCHEMA_VERSION,
-    migrate,
-)
+from leukemia_core.store_schema import SCHEMA_VERSION, migrate
 from leukemia_core.store_signoff import CaseSignoff
 from leukemia_core.types import MACHINE_ONLY_LABELS, REVIEWER_EDITABLE, Cell, CellLabel, Field
 

@@ -28,9 +28,7 @@ from leukemia_core.store_rows import (
     field_from_row,
     unusable_database,
 )
-from leukemia_core.store_schema import (
-    ALTERED_OUTSIDE,
-)
+from leukemia_core.store_schema import ALTERED_OUTSIDE
 from leukemia_core.types import REVIEWER_EDITABLE, CellLabel, live
 
 _SEPARATORS = " -/._"  # in a search, each matches any one of them

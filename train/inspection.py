@@ -192,12 +192,12 @@ def _inspect(
     verify: bool,
     allow_ungrouped: bool,
     roots: Sequence[str | os.PathLike[str]] | None,
-    skip_unreadable: bool = False,
-    class_labels: Mapping[str, str | None] | None = None,
+    skip_unreadable: bool,
+    class_labels: Mapping[str, str | None],
 ) -> tuple[CellTable, DatasetSummary]:
     tables, formats, ungrouped, names = [], [], [], []
-    located = [_located(source, roots, class_labels or {}) for source in sources]
-    _check_class_labels(class_labels or {}, located)
+    located = [_located(source, roots, class_labels) for source in sources]
+    _check_class_labels(class_labels, located)
     for source, (path, fmt, label_map, _) in zip(sources, located, strict=True):
         options = {"label_map": label_map, "require_both_classes": False}
         if roots is None:

@@ -8,7 +8,7 @@ on another page).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from leukemia_core.accounts import Permission, User
 
@@ -43,7 +43,7 @@ def menu(user: User) -> dict[str, list[PageEntry]]:
     """Sections of the account's menu; the pages it may not use follow, hidden, in the first."""
     sections = {name: list(pages) for name, (permission, pages) in SECTIONS.items()
                 if user.can(permission)}  # fmt: skip
-    refused = [PageEntry(p.file, p.title, p.icon, hidden=True)
+    refused = [replace(p, hidden=True)
                for name, (permission, pages) in SECTIONS.items() if not user.can(permission)
                for p in pages]  # fmt: skip
     if refused:
