@@ -23,8 +23,8 @@ st.set_page_config(
 )
 warm_up_in_background()  # while the first user logs in, not when they analyse
 # No page, no case data, no button before a login; a reload of any page comes back to it.
-user = auth.gate([st.Page(f"pages/{p.file}").url_path for p in navigation.every_page()
-                  if p.file != navigation.DEFAULT_PAGE])  # as Streamlit names them  # fmt: skip
+# Every address, the default page's "analyze" too (Streamlit serves it at both "/" and there).
+user = auth.gate([st.Page(f"pages/{p.file}").url_path for p in navigation.every_page()])
 sections = {
     name: [st.Page(f"pages/{p.file}", title=p.title, icon=p.icon,
                    visibility="hidden" if p.hidden else "visible",

@@ -37,9 +37,10 @@ from leukemia_core.models.writing import write_config, write_domain_reference
 from leukemia_core.store import CaseStore
 from leukemia_core.types import Cell, Field
 from train.__main__ import main as train_cli
-from train.adapt import AdaptationError, adapt_from_arrays, adaptation_split, figures
+from train.adapt import AdaptationError, adapt_from_arrays, figures
 from train.adapt_model import ModelExistsError, adapt_model, next_site_name
 from train.data import load_manifest
+from train.loso import adaptation_split
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
 F = 32  # synthetic feature width

@@ -317,8 +317,8 @@ def test_upload_review_by_keyboard_sign_and_download_the_pdf_in_a_real_browser(
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, headless=True)
         page = browser.new_page(viewport={"width": 1440, "height": 900}, accept_downloads=True)
-        page.goto(server)
-        page.wait_for_selector("text=Log in", timeout=120_000)  # nothing else without a login
+        page.goto(f"{server}/analyze")  # a typed address of the first page: the login form,
+        page.wait_for_selector("text=Log in", timeout=120_000)  # not "Page not found"
         _idle(page)
         assert page.locator("[data-testid=stFileUploader]").count() == 0
         _log_in(page)

@@ -376,30 +376,3 @@ def worse_than_before(check: dict) -> list[str]:
             for key, words, sign in (("balanced_accuracy", "balanced accuracy", 1),
                                      ("ece", "ECE", -1))
             if sign * (after[key] - before[key]) < 0]  # fmt: skip
-
-
-def adaptation_split(
-    is_blast: np.ndarray, groups: np.ndarray, n_cells: int, seed: int = 0, spread: int = 8
-) -> tuple[np.ndarray, np.ndarray]:
-    """Cells of one source to adapt on, and the groups to test the adaptation on (for LOSO).
-
-    Groups are taken in a seeded random order, at most ``ceil(n_cells / spread)`` random cells
-    of each (so a lab's cells come from several samples, as signed cases would), until
-    ``n_cells`` are chosen with :data:`MIN_CELLS_PER_CLASS` of each class; the test side is
-    every group none of whose cells was taken, so no group is on both sides.
-
-    Returns:
-        ``(adapt, test)`` boolean masks over the cells.
-    """
-    y, groups = np.asarray(is_blast, bool), np.asarray(groups).astype(str)
-    rng = np.random.default_rng(seed)
-    per_group = -(-n_cells // spread)
-    adapt, used = np.zeros(len(y), bool), []
-    for group in rng.permutation(sorted(set(groups))):
-        members = rng.permutation(np.flatnonzero(groups == group))
-        adapt[members[: min(per_group, n_cells - adapt.sum())]] = True
-        used.append(group)
-        fewest = min(y[adapt].sum(), (~y[adapt]).sum())
-        if adapt.sum() >= n_cells and fewest >= MIN_CELLS_PER_CLASS:
-            break
-    return adapt, ~np.isin(groups, used)

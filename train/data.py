@@ -15,6 +15,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from train.manifest import load_manifest as load_manifest  # re-exported
+from train.manifest import read_csv
 from train.records import (
     BLAST,
     LABELS,
@@ -25,7 +27,6 @@ from train.records import (
     DatasetNotFoundError,
     EmptyDatasetError,
     LabelledCrop,
-    ManifestError,
     MissingGroupError,
     SingleClassError,
     UnknownClassFolderError,
@@ -33,6 +34,7 @@ from train.records import (
     default_label,
     verify_images,
 )
+from train.records import ManifestError as ManifestError  # re-exported
 from train.records import UnreadableFileError as UnreadableFileError  # re-exported
 from train.records import summarize as summarize  # re-exported
 
@@ -60,17 +62,6 @@ def _images_in(folder: Path, recursive: bool = False, suffixes=IMAGE_SUFFIXES) -
         for p in found
         if p.suffix.lower() in suffixes and not p.name.startswith(".") and p.is_file()
     )
-
-
-def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
-    """Header and rows of a CSV, with lower-cased column names and stripped values."""
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        rows = [
-            {k.strip().lower(): (v or "").strip() for k, v in row.items() if k is not None}
-            for row in reader
-        ]  # cells beyond the header (key None) are ignored
-        return [(c or "").strip().lower() for c in reader.fieldnames or []], rows
 
 
 def _csvs_with_columns(paths: Iterable[Path], *columns: str) -> list[Path]:
@@ -110,7 +101,7 @@ def _cnmc_test(
         for c in label_csvs
         if c.parent == folder or c.stem.lower().startswith(folder.name.lower())
     ):
-        by_name = {r["new_names"]: r for r in _read_csv(csv_path)[1] if r.get("new_names") in names}
+        by_name = {r["new_names"]: r for r in read_csv(csv_path)[1] if r.get("new_names") in names}
         if not by_name:
             continue
         records, unlabelled = [], []
@@ -193,7 +184,7 @@ def load_allidb2(root: str | Path) -> CellTable:
         )
     fields_csv = next(iter(_csvs_with_columns(root.glob("*.csv"), "crop", "idb1_field")), None)
     fields = {}
-    for row in _read_csv(fields_csv)[1] if fields_csv else []:
+    for row in read_csv(fields_csv)[1] if fields_csv else []:
         if row.get("idb1_field"):
             fields[row["crop"]] = fields[Path(row["crop"]).stem] = row["idb1_field"]
     records, ungrouped, notes = [], [], []
@@ -293,62 +284,6 @@ def load_class_folders(
     left_out = [n for n in folders if labels[n] is None]
     notes += [f"Left out folder(s) by label_map: {_listed(left_out)}."] if left_out else []
     return CellTable(tuple(records), tuple(notes), groups_known=not loose)
-
-
-def load_manifest(csv_path: str | Path) -> CellTable:
-    """Load a CSV with columns ``path,label,group`` (optional ``source,subset,cell_type``).
-
-    Relative paths are resolved against the CSV's folder; labels are ``blast``/``normal``.
-    """
-    csv_path = Path(csv_path).expanduser()
-    if not csv_path.is_file():
-        kind = "is a folder, not a CSV file" if csv_path.is_dir() else "does not exist"
-        raise DatasetNotFoundError(f"Manifest {csv_path} {kind}; check the path.")
-    header, rows = _read_csv(csv_path)
-    missing = [c for c in ("path", "label", "group") if c not in header]
-    if missing:
-        raise ManifestError(
-            f"Manifest {csv_path} lacks column(s) {', '.join(missing)} "
-            f"(found: {', '.join(header) or 'none'}); needed: path,label,group."
-        )
-    if not rows:
-        raise EmptyDatasetError(f"Manifest {csv_path} has a header but no rows.")
-    problems: dict[str, list[str]] = {}
-    records = []
-    for line, row in enumerate(rows, start=2):
-        path = csv_path.parent / row["path"] if row["path"] else None  # absolute paths stay
-        label = row["label"].lower()
-        bad = {
-            "file not found": path is None or not path.is_file(),
-            "label not blast/normal": label not in LABELS,
-            "no group": not row["group"],
-        }
-        for kind in (k for k, is_bad in bad.items() if is_bad):
-            value = row["label"] if kind.startswith("label") else row["path"]
-            problems.setdefault(kind, []).append(f"line {line} ({value!r})")
-        if not any(bad.values()):
-            records.append(
-                LabelledCrop(
-                    path,
-                    label,
-                    row["group"],
-                    row.get("source") or "manifest",
-                    row.get("subset") or None,
-                    row.get("cell_type") or None,
-                )
-            )
-    if problems.keys() == {"no group"}:
-        raise MissingGroupError(
-            f"Rows without a group in {csv_path}: {_listed(problems['no group'])}. Every cell "
-            "needs a group (subject or smear-field id); use the file name if nothing better."
-        )
-    if problems:
-        raise ManifestError(
-            f"Bad rows in {csv_path}: "
-            + "; ".join(f"{kind}: {_listed(where)}" for kind, where in problems.items())
-            + "."
-        )
-    return CellTable(tuple(records))
 
 
 def detect_format(root: str | Path) -> str:

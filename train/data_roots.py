@@ -31,7 +31,8 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from train.data import _read_csv, detect_format, load_dataset
+from train.data import detect_format, load_dataset
+from train.manifest import read_csv
 from train.records import CellTable, DatasetError, ManifestError, _listed
 
 ROOTS_ENV_VAR = "LEUKEMIA_DATA_ROOTS"
@@ -197,7 +198,7 @@ def check_manifest_rows(csv_path: Path, roots: Sequence[str | os.PathLike[str]])
     """
     name = relative_name(csv_path, roots)
     try:
-        _, rows = _read_csv(csv_path)
+        _, rows = read_csv(csv_path)
     except (UnicodeDecodeError, csv.Error) as error:
         raise ManifestError(f"Manifest {name} is not a UTF-8 CSV file ({error}).") from None
     resolved_roots = _resolved_roots(roots)

@@ -7,7 +7,7 @@ For every left-out source, on the fold's cached features:
   in-domain cells the reference never saw (the fold's validation side), and how many of the
   left-out source's samples it warns.
 - **Site adaptation**: 50 (or 200) cells of the left-out source, a few from each of several
-  of its groups (:func:`train.adapt.adaptation_split`), adapt the fold's model
+  of its groups (:func:`adaptation_split`), adapt the fold's model
   (:func:`train.adapt.adapt_from_arrays`); the source's *other* groups are classified before
   and after.
 
@@ -20,12 +20,45 @@ import numpy as np
 
 from leukemia_core.calibration import Calibration, blast_probability
 from leukemia_core.domain import DomainReference, pool_small_groups
-from train.adapt import FIGURES, AdaptationError, adapt_from_arrays, adaptation_split, figures
+from train.adapt import (
+    FIGURES,
+    MIN_CELLS_PER_CLASS,
+    AdaptationError,
+    adapt_from_arrays,
+    figures,
+)
 from train.domain import group_medians
 from train.evaluate.metrics import auroc
 
 ADAPTATION_SIZES = (50, 200)
 ADAPTATION_DRAWS = 3  # random draws of adaptation groups per size; figures are their mean
+
+
+def adaptation_split(
+    is_blast: np.ndarray, groups: np.ndarray, n_cells: int, seed: int = 0, spread: int = 8
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cells of one source to adapt on, and the groups to test the adaptation on (for LOSO).
+
+    Groups are taken in a seeded random order, at most ``ceil(n_cells / spread)`` random cells
+    of each (so a lab's cells come from several samples, as signed cases would), until
+    ``n_cells`` are chosen with :data:`train.adapt.MIN_CELLS_PER_CLASS` of each class; the test side is
+    every group none of whose cells was taken, so no group is on both sides.
+
+    Returns:
+        ``(adapt, test)`` boolean masks over the cells.
+    """
+    y, groups = np.asarray(is_blast, bool), np.asarray(groups).astype(str)
+    rng = np.random.default_rng(seed)
+    per_group = -(-n_cells // spread)
+    adapt, used = np.zeros(len(y), bool), []
+    for group in rng.permutation(sorted(set(groups))):
+        members = rng.permutation(np.flatnonzero(groups == group))
+        adapt[members[: min(per_group, n_cells - adapt.sum())]] = True
+        used.append(group)
+        fewest = min(y[adapt].sum(), (~y[adapt]).sum())
+        if adapt.sum() >= n_cells and fewest >= MIN_CELLS_PER_CLASS:
+            break
+    return adapt, ~np.isin(groups, used)
 
 
 def _sample_medians(scores: np.ndarray, groups: np.ndarray) -> np.ndarray:
