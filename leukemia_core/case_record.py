@@ -12,7 +12,7 @@ from typing import Any
 
 from leukemia_core.counting import summarize_labels
 from leukemia_core.domain import DomainAssessment
-from leukemia_core.types import BlastCount, Cell, CellLabel, Field
+from leukemia_core.types import MODE_CELLS, BlastCount, Cell, CellLabel, Field
 
 STATUS_OPEN = "open"
 STATUS_SIGNED = "signed"
@@ -93,6 +93,9 @@ class CaseState(CaseHeader):
         return self.audit[-1].audit_id if self.audit else 0
 
 
+REVIEW_ACTIONS = ("relabel", "reviewed", "edit")  # audit actions of a person reviewing cells
+
+
 @dataclass(frozen=True)
 class CaseRecord(CaseHeader):
     """A whole case version as stored: metadata, fields, cells and audit trail.
@@ -115,6 +118,9 @@ class CaseRecord(CaseHeader):
     comment: str = ""
     replaced: tuple[Cell, ...] = ()
     superseded_by: CaseHeader | None = None  # the version this one was reopened as, if any
+    # (version, reviewer) of the earlier versions this one was reopened from: a reopened case
+    # keeps their reviewed cells, and the report names who reviewed them
+    earlier_reviewers: tuple[tuple[int, str], ...] = ()
 
     @property
     def token(self) -> int:
@@ -131,20 +137,28 @@ class CaseRecord(CaseHeader):
         """Cells no reviewer has relabelled or accepted (border cells need no review)."""
         return sum(c.awaits_review for c in self.cells)
 
+    @property
+    def single_cells(self) -> bool:
+        """The images were single-cell crops, not smear fields (the analysis mode kept with
+        the thresholds)."""
+        return self.thresholds.get("mode") == MODE_CELLS
+
     def counts(self) -> BlastCount:
         """Blast count of the whole sample from the current (reviewed) labels."""
-        return summarize_labels([cell.label for cell in self.cells])
+        return self._count(self.cells)
 
     def model_counts(self) -> BlastCount:
         """Blast count of the whole sample from the model's labels, before review."""
-        return summarize_labels([cell.model_label for cell in self.cells])
+        return summarize_labels([c.model_label for c in self.cells], single_cells=self.single_cells)
 
     def field_counts(self) -> tuple[BlastCount, ...]:
         """Blast count of each field from the current labels, in field order."""
-        return tuple(
-            summarize_labels([c.label for c in self.cells if c.field_index == f.index])
-            for f in self.fields
-        )
+        return tuple(self._count([c for c in self.cells if c.field_index == f.index])
+                     for f in self.fields)  # fmt: skip
+
+    def _count(self, cells: list[Cell] | tuple[Cell, ...]) -> BlastCount:
+        return summarize_labels([c.label for c in cells], single_cells=self.single_cells,
+                                n_unreviewed=sum(c.awaits_review for c in cells))  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -236,7 +236,13 @@ def _hint(
 
 
 def count_blasts(
-    n_blasts: int, n_counted: int, n_excluded: int = 0, *, n_uncertain: int = 0
+    n_blasts: int,
+    n_counted: int,
+    n_excluded: int = 0,
+    *,
+    n_uncertain: int = 0,
+    n_unreviewed: int = 0,
+    single_cells: bool = False,
 ) -> BlastCount:
     """Blast percentage with its 95% Wilson interval and a plain-language reading.
 
@@ -251,6 +257,11 @@ def count_blasts(
         n_excluded: Cells left out of the denominator (border, not a white cell, excluded).
         n_uncertain: Cells awaiting review; they are added to ``n_excluded`` of the result and
             named in the hint, never counted silently.
+        n_unreviewed: Cells no person has reviewed yet: the reading starts "Before review of
+            N cells", so the model's threshold reading never reads as a reviewed result.
+        single_cells: The cells are single-cell images picked by hand, not every cell of
+            smear fields: their percentage is not a differential, so the reading gives no
+            threshold and the hint asks for no more cells.
 
     Returns:
         A :class:`BlastCount`; ``percent`` and the interval are None when nothing was counted.
@@ -301,12 +312,31 @@ def count_blasts(
         percent=percent,
         ci_low_percent=100.0 * low,
         ci_high_percent=100.0 * high,
-        interpretation=_reading(percent, n_blasts, n_counted),
-        hint=_hint(n_blasts, n_counted, 100.0 * low, 100.0 * high, n_uncertain),
+        interpretation=_before_review(n_unreviewed)
+        + (_crops_reading if single_cells else _reading)(percent, n_blasts, n_counted),
+        hint=(_review_text(n_blasts, n_counted, n_uncertain) if n_uncertain else None)
+        if single_cells
+        else _hint(n_blasts, n_counted, 100.0 * low, 100.0 * high, n_uncertain),
     )
 
 
-def summarize_labels(labels: Iterable[str]) -> BlastCount:
+def _before_review(n_unreviewed: int) -> str:
+    if n_unreviewed <= 0:
+        return ""
+    return f"Before review of {n_unreviewed} cell{'s' * (n_unreviewed != 1)}: "
+
+
+def _crops_reading(percent: float, n_blasts: int, n_counted: int) -> str:
+    return (
+        f"{n_blasts} of {n_counted} single-cell images counted are blasts ({percent:.1f}%). "
+        "Cells picked one by one are not a blood differential, so no blast threshold applies; "
+        "analyse whole smear fields for a blast percentage."
+    )
+
+
+def summarize_labels(
+    labels: Iterable[str], *, n_unreviewed: int = 0, single_cells: bool = False
+) -> BlastCount:
     """Counts a list of cell labels (see :class:`CellLabel`) into a :class:`BlastCount`.
 
     ``blast`` and ``normal`` are counted; ``excluded``, ``not_wbc`` and ``border`` leave the
@@ -315,6 +345,7 @@ def summarize_labels(labels: Iterable[str]) -> BlastCount:
 
     Args:
         labels: One label per detected object; strings are matched case-insensitively.
+        n_unreviewed, single_cells: Passed to :func:`count_blasts`.
 
     Raises:
         ValueError: A label is not in the vocabulary, or a single string was passed.
@@ -340,6 +371,8 @@ def summarize_labels(labels: Iterable[str]) -> BlastCount:
         n_counted=tally[CellLabel.BLAST] + tally[CellLabel.NORMAL],
         n_excluded=tally[CellLabel.EXCLUDED] + tally[CellLabel.NOT_WBC] + tally[CellLabel.BORDER],
         n_uncertain=tally[CellLabel.UNCERTAIN],
+        n_unreviewed=n_unreviewed,
+        single_cells=single_cells,
     )
 
 

@@ -37,11 +37,7 @@ from leukemia_core.labellers import NO_MODEL, CropCalls, Labeller, labeller_for,
 from leukemia_core.quality import check_field
 from leukemia_core.segmentation import SegmentationParams, segment_wbc
 from leukemia_core.single_cell import WHOLE_IMAGE, single_cell_crop
-from leukemia_core.types import BlastCount, Cell, CellLabel, Field
-
-MODE_FIELDS = "fields"
-MODE_CELLS = "cells"
-MODES = (MODE_FIELDS, MODE_CELLS)
+from leukemia_core.types import MODE_CELLS, MODE_FIELDS, MODES, BlastCount, Cell, CellLabel, Field
 
 # progress(image_index, n_images, stage, done, total)
 Progress = Callable[[int, int, str, int, int], None]
@@ -97,7 +93,7 @@ class Analysis:
     def count(self, field_index: int | None = None) -> BlastCount:
         """Blast count of one field or (None) the whole sample, from the cells' labels."""
         cells = self.cells if field_index is None else self.field_cells(field_index)
-        return summarize_labels([c.label for c in cells])
+        return summarize_labels([c.label for c in cells], single_cells=self.mode == MODE_CELLS)
 
 
 def analyze(

@@ -12,6 +12,7 @@ import base64
 import html
 from collections import Counter
 
+from leukemia_core.case_record import REVIEW_ACTIONS, CaseRecord
 from leukemia_core.counting import (
     INVESTIGATE_PERCENT,
     WHO_ACUTE_LEUKEMIA_PERCENT,
@@ -20,7 +21,6 @@ from leukemia_core.counting import (
 )
 from leukemia_core.imaging import png_bytes
 from leukemia_core.report_style import REPORT_CSS
-from leukemia_core.store import CaseRecord
 from leukemia_core.store_rows import minute_text
 from leukemia_core.types import LABEL_WORDS, BlastCount, Cell
 
@@ -307,8 +307,9 @@ def _minute(timestamp: str | None) -> str:
 
 
 def _reviewers(record: CaseRecord) -> list[str]:
-    actions = ("relabel", "reviewed", "edit")
-    return sorted({a.reviewer for a in record.audit if a.action in actions and a.reviewer})
+    """Who reviewed cells: in this version, then in the versions it was reopened from."""
+    here = sorted({a.reviewer for a in record.audit if a.action in REVIEW_ACTIONS and a.reviewer})
+    return here + [f"{name} (version {version})" for version, name in record.earlier_reviewers]
 
 
 def _decision_words(thresholds: dict) -> str:

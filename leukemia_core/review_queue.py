@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from leukemia_core.counting import provisional_text
 from leukemia_core.counting import summarize_labels as _summarize
-from leukemia_core.types import BlastCount, Cell, CellLabel
+from leukemia_core.types import MODE_CELLS, BlastCount, Cell, CellLabel
 
 LEFT_OUT = (CellLabel.EXCLUDED, CellLabel.NOT_WBC, CellLabel.BORDER)
 SECTIONS = (
@@ -121,11 +121,14 @@ class ReviewTallies:
 
     def count(self, field_index: int | None = None) -> BlastCount:
         """Blast count from the current labels, of one field or (None) the whole sample."""
-        return _summarize([c.label for c in self._scope(field_index)])
+        cells = self._scope(field_index)
+        return _summarize([c.label for c in cells], single_cells=self.mode == MODE_CELLS,
+                          n_unreviewed=sum(c.awaits_review for c in cells))  # fmt: skip
 
     def model_count(self, field_index: int | None = None) -> BlastCount:
         """Blast count from the machine's labels, before review."""
-        return _summarize([c.model_label for c in self._scope(field_index)])
+        return _summarize([c.model_label for c in self._scope(field_index)],
+                          single_cells=self.mode == MODE_CELLS)  # fmt: skip
 
     def field_counts(self) -> tuple[BlastCount, ...]:
         return tuple(self.count(f.index) for f in self.fields)

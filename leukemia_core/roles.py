@@ -66,7 +66,7 @@ class User:
             roles = ", ".join(sorted(self.roles)) or "no role"
             raise PermissionDeniedError(
                 f"{self.name} ({roles}) may not {permission.value}: that needs the "
-                f"{NEEDED_ROLE[permission].value} role; ask an admin."
+                f"{NEEDED_ROLE[permission].value} role; ask an account administrator."
             )
 
     @classmethod

@@ -13,7 +13,14 @@ from contextlib import AbstractContextManager, closing
 from pathlib import Path
 from typing import Any
 
-from leukemia_core.case_record import AuditEntry, CaseHeader, CaseRecord, CaseState, CaseSummary
+from leukemia_core.case_record import (
+    REVIEW_ACTIONS,
+    AuditEntry,
+    CaseHeader,
+    CaseRecord,
+    CaseState,
+    CaseSummary,
+)
 from leukemia_core.store_digest import (
     AUDIT_CHAINED,
     chain_hash,
@@ -68,6 +75,18 @@ _SUMMARIES = (
 )
 
 
+# Who reviewed cells in the versions a case was reopened from (its parent, their parent, ...).
+_EARLIER_REVIEWERS = (
+    "WITH RECURSIVE earlier(case_id, parent_id) AS ("
+    "SELECT case_id, parent_id FROM cases WHERE case_id = (SELECT parent_id FROM cases "
+    "WHERE case_id = ?) UNION ALL SELECT c.case_id, c.parent_id FROM cases AS c "
+    "JOIN earlier AS e ON c.case_id = e.parent_id) "
+    "SELECT DISTINCT a.version, a.reviewer FROM audit AS a JOIN earlier AS e "
+    f"ON a.case_id = e.case_id WHERE a.action IN ({', '.join('?' * len(REVIEW_ACTIONS))}) "
+    "ORDER BY a.version, a.reviewer"
+)
+
+
 def as_dict(row: sqlite3.Row, skip: str = "") -> dict[str, Any]:
     return {key: row[key] for key in row.keys() if key != skip}  # noqa: SIM118 (Row is no dict)
 
@@ -100,6 +119,8 @@ class CaseReads:
             audit = _audit_entries(audit_rows)
             altered = self._alterations(conn, case, fields, cells, audit_rows)
             newer = _child(conn, case["case_id"])
+            earlier = conn.execute(_EARLIER_REVIEWERS, (case["case_id"], *REVIEW_ACTIONS))
+            earlier = tuple((row["version"], row["reviewer"]) for row in earlier)
         plain = {k: v for k, v in as_dict(case).items()
                  if k not in ("thresholds", "domain", "fields_sha256")}  # fmt: skip
         cells = [cell_from_row(c) for c in cells]
@@ -113,6 +134,7 @@ class CaseReads:
             audit=audit,
             altered=altered,
             superseded_by=newer,
+            earlier_reviewers=earlier,
         )
 
     def newer_version(self, case_id: str) -> CaseHeader | None:

@@ -145,6 +145,10 @@ def as_label(value: object) -> CellLabel:
         raise ValueError(f"{value!r} is not a cell label; expected one of: {valid}.") from None
 
 
+MODE_FIELDS = "fields"  # the images are smear fields: every white cell in them is counted
+MODE_CELLS = "cells"  # the images are single-cell crops, picked by hand
+MODES = (MODE_FIELDS, MODE_CELLS)
+
 MACHINE_ONLY_LABELS = frozenset({CellLabel.UNCERTAIN, CellLabel.BORDER, CellLabel.REPLACED})
 """Labels only the machine gives: a reviewer decides, border cells are never counted, and
 replaced cells change only by a split, merge or undo (:mod:`leukemia_core.reshape`)."""

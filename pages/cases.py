@@ -11,6 +11,8 @@ from leukemia_core.store_rows import minute_text
 from ui import auth, state
 from ui.record import reopen_reason
 
+OPENED_KEY = "cases_opened"  # (message, case id) of an Open or Reopen, for the next run
+
 auth.require(Permission.ANALYZE)
 st.title("Case list")
 search = st.text_input(
@@ -54,6 +56,12 @@ rows = [
 # A static table wraps its text to the page: no sideways scrolling on a narrow screen.
 st.table(pd.DataFrame(rows), hide_index=True, border="horizontal")
 by_id = {c.case_id: c for c in cases}
+# After Open or Reopen the page runs again, so the table, the picker (on the version opened)
+# and the sidebar all show it; the reason typed for a reopen is not offered again.
+opened = st.session_state.pop(OPENED_KEY, None)
+if opened and opened[1] in by_id:
+    st.session_state["case_pick"] = opened[1]
+    st.session_state.pop("reopen_case_reason", None)
 picked = st.selectbox(
     "Case",
     list(by_id),
@@ -64,12 +72,18 @@ picked = st.selectbox(
     ),
 )
 chosen = by_id[picked]
+if opened:
+    st.success(opened[0])
+    st.page_link("pages/review.py", label="Review its cells", icon=":material/arrow_forward:")
 left, right = st.columns(2)
 if left.button("Open", key="open_case", type="primary", icon=":material/folder_open:"):
     try:
         state.open_case(chosen.case_id)
-        st.success(f"Opened sample {chosen.sample_id}, version {chosen.version}.")
-        st.page_link("pages/review.py", label="Review its cells", icon=":material/arrow_forward:")
+        st.session_state[OPENED_KEY] = (
+            f"Opened sample {chosen.sample_id}, version {chosen.version}.",
+            chosen.case_id,
+        )
+        st.rerun()
     except LeukemiaCoreError as error:
         st.error(str(error))
 can_reopen = chosen.status == "signed" and chosen.case_id not in reopened
@@ -82,7 +96,10 @@ if can_reopen and right.button(
     try:
         session = state.open_case(chosen.case_id)
         state.reopen(session, reason)
-        st.success(f"Sample {chosen.sample_id} reopened as version {session.version}.")
-        st.page_link("pages/review.py", label="Review its cells", icon=":material/arrow_forward:")
+        st.session_state[OPENED_KEY] = (
+            f"Sample {chosen.sample_id} reopened as version {session.version}.",
+            session.case_id,
+        )
+        st.rerun()
     except LeukemiaCoreError as error:
         st.error(str(error))

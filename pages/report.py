@@ -21,10 +21,10 @@ st.title("Report")
 session = state.current()
 if session is None or not session.is_saved:
     st.info(
-        "The report is made from the case record: save the case first (Review or Case page), "
+        "The report is made from the case record: save the case first (on the Review cells or Case & sign-off page), "
         "or open a saved case from the case list."
     )
-    st.page_link("pages/case.py", label="Case record", icon=":material/folder:")
+    st.page_link("pages/case.py", label="Case & sign-off", icon=":material/verified:")
     st.stop()
 
 record = current_record(session)
@@ -32,7 +32,7 @@ record = current_record(session)
 status_line(session, record)
 if not record.is_signed:
     st.warning(
-        "This case is not signed: the report says so on every copy. Sign it on the Case page "
+        "This case is not signed: the report says so on every copy. Sign it on the Case & sign-off page "
         "once every cell is reviewed.",
         icon=":material/pending:",
     )

@@ -59,15 +59,20 @@ provisional_note(session)
 
 can_review = auth.user().can(Permission.REVIEW)
 editable = session.is_saved and not session.is_signed and can_review
-if not session.is_saved:
+if not session.is_saved and can_review:
     save_form(session, prefix="review_")
+elif not session.is_saved:
+    st.info("Your account may analyze samples and look at their cells, but saving and "
+            f"reviewing a case needs the reviewer role ({auth.ask_for_role_text()}).")  # fmt: skip
 elif session.is_signed:
     st.success(
         f"Signed by {session.signed_by} at {minute_text(session.signed_at)} UTC; the record is "
-        "frozen." + ("" if newer else " Reopen it as a new version on the Case page to change it.")
+        "frozen."
+        + ("" if newer else " Reopen it as a new version on the Case & sign-off page to change it.")
     )
 elif not can_review:
-    st.info("Your account may look at this case but not reclassify cells (reviewer role).")
+    st.info("Your account may look at this case but not reclassify cells: that needs the "
+            f"reviewer role ({auth.ask_for_role_text()}).")  # fmt: skip
 else:
     st.caption(
         "Give each cell its label (keys or buttons, one cell at a time, or under each card in "

@@ -249,6 +249,12 @@ def test_case_list_finds_opens_and_reopens_earlier_cases(db, demo_png):
     assert not errors(at)
     reopened = session_of(at)
     assert reopened.version == 2 and reopened.status == "open"
+    # the page ran again: its list, picker and sidebar show the new version, the reason is gone
+    assert any("reopened as version 2" in s.value for s in at.success)
+    assert at.table[0].value["Status"].tolist()[:1] == ["v2 open"]
+    assert at.selectbox(key="case_pick").value == reopened.case_id
+    assert "reopen_case_reason" not in [w.key for w in at.text_input]  # v2 is open: no reopen
+    assert any("ALPHA-1" in c.value and c.value.endswith("· open") for c in at.sidebar.caption)
     go(at, "review")
     assert not errors(at)
     assert not at.segmented_control(key=relabel_keys(at)[0]).disabled
@@ -302,3 +308,25 @@ def test_a_long_queue_is_paged_and_single_cells_need_no_model(db, monkeypatch):
     assert len(relabel_keys(at)) == 40  # the first page of the uncertain queue
     at.number_input(key="page_uncertain").set_value(2).run()
     assert relabel_keys(at) == [f"relabel_{i}_1" for i in range(40, 45)]
+    # Hand-picked cells are no differential: their reading names no threshold and asks for no
+    # more fields, and says it comes before review while cells wait for a person
+    save_case(at)
+    for key in relabel_keys(at)[:3]:
+        relabel(at, key, "blast")
+    relabel(at, relabel_keys(at)[3], "normal")
+    go(at, "analyze")
+    shown = " ".join(m.value for m in at.markdown) + " ".join(w.value for w in at.warning)
+    assert "Before review of 41 cells: 3 of 4 single-cell images counted are blasts" in shown
+    assert "WHO" not in shown and "add fields" not in shown
+
+
+def test_accounts_without_the_reviewer_role_are_told_what_to_ask_for(db, demo_png):
+    at = start("M. Models", ("model_admin",))  # may analyze, not save or review
+    analyze(at, [("field.png", demo_png)])
+    go(at, "review")
+    assert "review_save_case" not in [b.key for b in at.button]  # no button that is refused
+    assert any("saving and reviewing a case needs the reviewer role (an account administrator "
+               "gives it on the Accounts page)" in i.value for i in at.info)  # fmt: skip
+    boss = go(start("A. Boss", ("admin",)), "review")  # an admin is told to give it themself
+    assert any("needs the reviewer role (give it to your account on the Accounts page)"
+               in e.value for e in boss.error)  # fmt: skip

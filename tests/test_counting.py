@@ -250,6 +250,31 @@ def test_uncertain_cells_await_review_and_are_not_counted():
     assert "1 uncertain cell awaits review and is left out" in single.hint
 
 
+def test_the_reading_says_before_review_while_cells_wait_for_a_person():
+    labels = ["blast"] * 20 + ["normal"] * 1
+    reviewed = summarize_labels(labels)
+    waiting = summarize_labels(labels, n_unreviewed=24)
+    assert waiting.interpretation == f"Before review of 24 cells: {reviewed.interpretation}"
+    assert "the WHO uses for acute leukemia" in waiting.interpretation  # the numbers stay
+    assert (waiting.percent, waiting.hint) == (reviewed.percent, reviewed.hint)
+    one = summarize_labels(labels, n_unreviewed=1).interpretation
+    assert one.startswith("Before review of 1 cell: ")
+
+
+def test_hand_picked_single_cells_get_no_threshold_and_no_call_for_more_fields():
+    labels = ["blast"] * 3 + ["normal", "uncertain"]
+    result = summarize_labels(labels, single_cells=True)
+    assert result.percent == pytest.approx(75.0)  # the numbers are the same as for fields
+    assert result.interpretation.startswith("3 of 4 single-cell images counted are blasts (75.0%)")
+    assert "not a blood differential" in result.interpretation
+    for words in ("WHO", "threshold the", "investigation", "add fields", "more cells"):
+        assert words not in result.interpretation + result.hint
+    assert result.hint.startswith("1 uncertain cell awaits review")
+    assert summarize_labels(labels[:4], single_cells=True).hint is None
+    fields = summarize_labels(labels)
+    assert "the WHO uses" in fields.interpretation and "add fields" in fields.hint
+
+
 def test_labels_accept_enum_members_and_loose_case():
     result = summarize_labels([CellLabel.BLAST, " Normal ", "NOT_WBC", CellLabel.NORMAL])
     assert (result.n_blasts, result.n_counted, result.n_excluded) == (1, 3, 1)

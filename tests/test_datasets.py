@@ -478,8 +478,18 @@ def test_export_refusals_write_nothing(tmp_path):
     add_case(store, "S-3", ["blast", "uncertain"])
     with pytest.raises(
         EmptyDatasetError,
-        match=r"No signed case with reviewed blast or normal cells .*0 signed case\(s\).*"
-        r"review its cells on the Case page .* and sign the case",
+        match=r"No signed case with reviewed blast or normal cells .*0 signed case\(s\) to "
+        r"read\. .*review its cells on the Review cells page .* and sign the case on the Case & "
+        r"sign-off page",
+    ):
+        export_reviewed_cases(store, tmp_path / "out")
+    signed = add_case(store, "S-4", ["blast", "normal"])
+    store.sign_case(signed, reviewer="Dr. A")
+    store.reopen_case(signed, reviewer="Dr. B")  # its only signed version is being corrected
+    with pytest.raises(
+        EmptyDatasetError,
+        match=r"0 signed case\(s\) to read \(1 more case\(s\) had a signed version but were "
+        r"reopened and are not signed again: sign them to use their cells\)",
     ):
         export_reviewed_cases(store, tmp_path / "out")
     assert not (tmp_path / "out").exists()

@@ -160,6 +160,22 @@ def test_html_sign_off(store: CaseStore, case_id: str, record: CaseRecord):
         assert f"<td>{action}</td>" in page
 
 
+def test_a_reopened_version_names_who_reviewed_its_cells_in_earlier_versions(
+    store: CaseStore, case_id: str
+):
+    store.relabel_cell(case_id, 0, 11, "normal", reviewer="Dr. <Eve>")  # the uncertain cell
+    store.sign_case(case_id, reviewer="Dr. Ann Lee")
+    second = store.reopen_case(case_id, reviewer="Dr. Bo", reason="a second look")
+    store.sign_case(second, reviewer="Dr. Bo")  # signed again without relabelling a cell
+    third = store.reopen_case(second, reviewer="Dr. Cy", reason="a third look")
+    store.relabel_cell(third, 0, 1, "normal", reviewer="Dr. Cy")
+    assert store.load_case(second).earlier_reviewers == ((1, "Dr. <Eve>"),)
+    page = case_report_html(store.load_case(third))
+    # this version's reviewer, then version 1's (version 2 reviewed no cell), escaped
+    assert "<td>Reviewed by</td><td>Dr. Cy, Dr. &lt;Eve&gt; (version 1)</td>" in page
+    assert "<td>Reviewed by</td><td>—</td>" not in case_report_html(store.load_case(second))
+
+
 @pytest.mark.parametrize("limit", [-1, 1.5, True])
 def test_html_refuses_bad_flagged_limit(record: CaseRecord, limit):
     with pytest.raises(ValueError, match="flagged_limit must be a whole number of 0 or more"):

@@ -126,10 +126,11 @@ def test_create_and_load_round_trip(store: CaseStore):
     assert record.cells[2].blast_probability is None
     assert all(c.label == c.model_label and not c.changed_by_reviewer for c in record.cells)
     assert [(a.action, a.reviewer) for a in record.audit] == [("created", "tech")]
-    assert record.counts() == summarize_labels(["blast", "normal", "uncertain"])
+    # cells 2 of field 0 and 1 of field 1 await review: the reading says so
+    assert record.counts() == summarize_labels(["blast", "normal", "uncertain"], n_unreviewed=2)
     assert record.field_counts() == (
-        summarize_labels(["blast", "normal"]),
-        summarize_labels(["uncertain"]),
+        summarize_labels(["blast", "normal"], n_unreviewed=1),
+        summarize_labels(["uncertain"], n_unreviewed=1),
     )
 
 

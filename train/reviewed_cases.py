@@ -58,11 +58,15 @@ def export_reviewed_cases(store: CaseStore, out_dir: Path) -> CellTable:
                 kind = "corrected" if cell.changed_by_reviewer else "confirmed"
                 rows.append((relative, cell.label, case.sample_id, case.case_id, kind))
         if not rows:
+            corrected = (f" ({being_corrected} more case(s) had a signed version but were reopened "
+                         "and are not signed again: sign them to use their cells)"
+                         if being_corrected else "")  # fmt: skip
             raise EmptyDatasetError(
                 f"No signed case with reviewed blast or normal cells (with crop images) in the "
-                f"case database {store.path.name}: {len(chosen)} signed case(s) to read. To get "
-                "some, analyze a smear, review its cells on the Case page (relabel what the "
-                "model got wrong) and sign the case; then export again."
+                f"case database {store.path.name}: {len(chosen)} signed case(s) to read"
+                f"{corrected}. To get some, analyze a smear, review its cells on the Review "
+                "cells page (relabel what the model got wrong) and sign the case on the Case & "
+                "sign-off page; then try again."
             )
         text = io.StringIO()
         writer = csv.writer(text, lineterminator="\n")

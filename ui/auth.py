@@ -167,9 +167,18 @@ def require(permission: Permission) -> User:
     if not found.can(permission):
         needed = ROLE_WORDS[NEEDED_ROLE[permission]]
         st.error(f"Your account ({found.name}: {roles_text(found)}) may not {permission.value}: "
-                 f"that needs the {needed} role; ask an account administrator.")  # fmt: skip
+                 f"that needs the {needed} role ({ask_for_role_text(found)}).")  # fmt: skip
+        if found.can(Permission.MANAGE_USERS):
+            st.page_link("pages/accounts.py", label="Accounts", icon=":material/group:")
         st.stop()
     return found
+
+
+def ask_for_role_text(account: User | None = None) -> str:
+    """Who gives a role: the account itself when it administers accounts."""
+    if (account or user()).can(Permission.MANAGE_USERS):
+        return "give it to your account on the Accounts page"
+    return "an account administrator gives it on the Accounts page"
 
 
 def sidebar() -> None:

@@ -34,7 +34,7 @@ def status_line(session: Review, record: CaseRecord | None = None) -> CaseHeader
         st.warning(f"Superseded: reopened as version {newer.version} by "
                    f"{newer.created_by or '—'} at {minute_text(newer.created_at)} UTC. This "
                    "signed version stays as it was and is not the current result; open the "
-                   "latest version on the Cases page.", icon=":material/history:")  # fmt: skip
+                   "latest version from the Case list.", icon=":material/history:")  # fmt: skip
     if session.altered:
         st.error(
             "This record was altered outside the app: " + "; ".join(session.altered) + ". Do "
