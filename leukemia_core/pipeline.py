@@ -34,6 +34,7 @@ from leukemia_core.domain import DomainAssessment
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.imaging import PreparedImage, mask_outline
 from leukemia_core.labellers import NO_MODEL, CropCalls, Labeller, labeller_for, send_to_review
+from leukemia_core.pressed import clump_note, possible_clumps
 from leukemia_core.quality import check_field
 from leukemia_core.segmentation import SegmentationParams, segment_wbc
 from leukemia_core.single_cell import WHOLE_IMAGE, single_cell_crop
@@ -230,15 +231,20 @@ def _fields_mode(images, labeller, params, crop_size, keep_segmentation, progres
             failures.append(ImageFailure(image.name, str(error)))
             continue
         index = len(fields)
+        notes = (*image.notes, *segmentation.notes)
+        clumps = {c.cell_id for c in possible_clumps(labelled)}  # a reviewer decides on a split
+        if clumps:
+            labelled = [_to_review(c) if c.cell_id in clumps else c for c in labelled]
+            notes += (clump_note(clumps),)
         domain = labeller.assess([c.domain_score for c in labelled])
         # Cells of a field that fails a quality check, or looks unlike the training data, are
         # not trusted to the model's confident calls: a reviewer sees every one.
         if quality or (domain is not None and domain.warned):
             labelled = [_to_review(c) for c in labelled]
         cells += labelled
-        fields.append(Field(index, image.name, image.rgb, image.original_size, image.scale,
-                            (*image.notes, *segmentation.notes), seconds, domain,
-                            segmentation if keep_segmentation else None, quality))  # fmt: skip
+        fields.append(Field(index, image.name, image.rgb, image.original_size, image.scale, notes,
+                            seconds, domain, segmentation if keep_segmentation else None,
+                            quality))  # fmt: skip
         report("counting", 1, 1)
     return fields, cells, failures
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from leukemia_core.counting import provisional_text
 from leukemia_core.counting import summarize_labels as _summarize
+from leukemia_core.pressed import possible_clumps
 from leukemia_core.types import MODE_CELLS, BlastCount, Cell, CellLabel
 
 LEFT_OUT = (CellLabel.EXCLUDED, CellLabel.NOT_WBC, CellLabel.BORDER)
@@ -156,8 +157,9 @@ class ReviewTallies:
 
     def sent_to_review_because(self, cell: Cell) -> str:
         """Why the model's call of an uncertain cell is "uncertain" when its probability alone
-        would have decided it: its field failed a quality check, or its field or the whole
-        sample differs from the training data ('' otherwise, or for other labels)."""
+        would have decided it: its field failed a quality check, its field or the whole sample
+        differs from the training data, or its outline may hold several pressed cells (''
+        otherwise, or for other labels)."""
         if cell.model_label != CellLabel.UNCERTAIN:
             return ""
         field = self.fields[cell.field_index]
@@ -168,4 +170,6 @@ class ReviewTallies:
             return "its field differs from the training data"
         if self.domain is not None and self.domain.warned:
             return "the sample differs from the training data"
+        if any(c.key == cell.key for c in possible_clumps(self._scope(cell.field_index))):
+            return "it may be two or more cells pressed together: split it if so"
         return ""
