@@ -4,7 +4,8 @@ A clump of pressed blasts outlined as one cell is split into ``N`` (a watershed 
 centres), along a line the reviewer gives, or by an outline the reviewer draws around one of its
 cells; two pieces of one cell are merged. The new cells
 are cropped and classified exactly like the segmentation's (:func:`cropping.crop_cells`,
-:func:`pipeline.label_cells`), await review, and replace the old ones in the case record
+:func:`pipeline.label_cells`), wait as uncertain for the reviewer's label, and replace the old
+ones in the case record
 (:meth:`store_reshape.CaseReshape.reshape_cells`); undo brings the old ones back.
 """
 
@@ -21,7 +22,7 @@ from skimage.segmentation import watershed
 from leukemia_core.colour import nucleus_score
 from leukemia_core.cropping import DEFAULT_CROP_SIZE, crop_cells
 from leukemia_core.errors import LeukemiaCoreError
-from leukemia_core.labellers import Labeller, labeller_for
+from leukemia_core.labellers import Labeller, labeller_for, send_to_review
 from leukemia_core.masks import outline_mask
 from leukemia_core.pipeline import label_cells
 from leukemia_core.roles import Permission, User, require
@@ -132,7 +133,11 @@ def new_cells(
                                 field_red_cell_diameter(image), 1.0, border)  # fmt: skip
     found = [c for c in crop_cells(image, segmentation, size=crop_size) if c.cell_id >= first_id]
     cells = label_cells(found, labeller_for(labeller), field_index)
-    return [replace(c, origin=origin) for c in cells]
+    # The model's probability is kept, but a cell a reviewer cut or joined is one its
+    # calibration never saw: its call is the reviewer's, so it waits as uncertain (one key
+    # accepting a confident "blast" on half a cell would count it twice).
+    return [replace(c, origin=origin, model_label=send_to_review(c.model_label),
+                    label=send_to_review(c.model_label)) for c in cells]  # fmt: skip
 
 
 def _nucleus_level(score: np.ndarray, inside: np.ndarray) -> float:

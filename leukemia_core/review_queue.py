@@ -162,6 +162,8 @@ class ReviewTallies:
         otherwise, or for other labels)."""
         if cell.model_label != CellLabel.UNCERTAIN:
             return ""
+        if cell.origin:
+            return f"a reviewer made it ({cell.origin}): label it yourself"
         field = self.fields[cell.field_index]
         if field.quality:
             return "its field failed a quality check (" + ", ".join(

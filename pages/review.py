@@ -45,7 +45,7 @@ except LeukemiaCoreError as error:
     st.error(str(error))
 show_flashes()
 newer = status_line(session)
-quality_warnings(session)
+quality_warnings(session, folded=True)
 domain_warning(session)
 count = session.count()
 metric_row(

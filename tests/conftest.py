@@ -233,3 +233,23 @@ def db(app_models, monkeypatch, tmp_path) -> Path:
     path = tmp_path / "cases.sqlite3"
     monkeypatch.setenv("LEUKEMIA_CASE_DB", str(path))
     return path
+
+
+class EveryCellABlast:
+    """A labeller calling every crop a blast at p 0.95, with no domain check."""
+
+    name, checksum, runtime, input_size = "all-blast", "7" * 64, "none", 64
+    description = "test labeller: every cell a blast"
+
+    def decision_settings(self) -> dict:
+        return {"threshold": 0.5}
+
+    def label(self, crops, progress=None):
+        from leukemia_core.classify import CellPrediction
+        from leukemia_core.labellers import CropCalls
+        from leukemia_core.types import CellLabel
+
+        return CropCalls([CellPrediction(0.95, CellLabel.BLAST) for _ in crops], None)
+
+    def assess(self, scores):
+        return None

@@ -320,6 +320,8 @@ def test_split_a_fused_clump_of_a_real_field_undo_and_a_signed_case_refuses(db, 
     assert len(pieces) == 3 and len(session.cells) == n_before + 2
     assert at.session_state[CURRENT_KEY] == pieces[0].key  # review goes on with the pieces
     assert any(f"Cell {clump.cell_id} split into cells" in s.value for s in at.success)
+    assert at.selectbox(key="outline_action_0").value is None  # chosen afresh: no repeat split
+    assert at.button(key="outline_apply_0").disabled
     assert all(c.blast_probability is not None for c in pieces)  # classified like the others
     # The pieces enter the count (or the review queue) at once: two more cells in the tally.
     assert shown(at) == before + 2

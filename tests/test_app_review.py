@@ -330,3 +330,24 @@ def test_accounts_without_the_reviewer_role_are_told_what_to_ask_for(db, demo_pn
     boss = go(start("A. Boss", ("admin",)), "review")  # an admin is told to give it themself
     assert any("needs the reviewer role (give it to your account on the Accounts page)"
                in e.value for e in boss.error)  # fmt: skip
+
+
+def test_quality_warnings_are_in_full_on_analyze_and_folded_on_review(db, demo_png):
+    field = cv2.imdecode(np.frombuffer(demo_png, np.uint8), cv2.IMREAD_COLOR)
+    blurred = cv2.imencode(".png", cv2.GaussianBlur(field, (0, 0), 8))[1].tobytes()
+    at = start()
+    analyze(at, [("blurred.png", blurred)])
+    (field,) = session_of(at).fields
+    assert field.quality  # out of focus
+    shown = [w.value for w in at.warning if w.value.startswith("**blurred.png**")]
+    assert len(shown) == len(field.quality)
+    assert all(text.endswith("Every cell of this field was sent to review.") for text in shown)
+    go(at, "review", view=ONE_BY_ONE)  # one closed box: the cell under review stays in sight
+    assert not [w for w in at.warning if w.value.startswith("**blurred.png**")]
+    (box,) = [e for e in at.expander if "quality warning" in e.label]
+    assert (
+        box.label.startswith(f"{len(field.quality)} quality warning") and "blurred.png" in box.label
+    )
+    assert [m.value for m in box.markdown] == [
+        f"**blurred.png**: {w.message}" for w in field.quality
+    ]

@@ -317,8 +317,10 @@ def test_upload_review_by_keyboard_sign_and_download_the_pdf_in_a_real_browser(
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, headless=True)
         page = browser.new_page(viewport={"width": 1440, "height": 900}, accept_downloads=True)
-        page.goto(f"{server}/analyze")  # a typed address of the first page: the login form,
-        page.wait_for_selector("text=Log in", timeout=120_000)  # not "Page not found"
+        # The first visit to a fresh server, at a page's address (a bookmark): the login form,
+        # not "Page not found" nor a blank page run outside app.py (ui.auth._through_the_app)
+        page.goto(f"{server}/analyze")
+        page.wait_for_selector("text=Log in", timeout=120_000)
         _idle(page)
         assert page.locator("[data-testid=stFileUploader]").count() == 0
         _log_in(page)

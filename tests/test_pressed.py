@@ -8,29 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import EveryCellABlast
 
-from leukemia_core.classify import CellPrediction
 from leukemia_core.imaging import mask_outline, read_for_analysis
-from leukemia_core.labellers import CropCalls
 from leukemia_core.pipeline import analyze
 from leukemia_core.pressed import clump_note, possible_clumps
 from leukemia_core.types import Cell, CellLabel
-
-
-class EveryCellABlast:
-    """A labeller calling every crop a blast at p 0.95, with no domain check."""
-
-    name, checksum, runtime, input_size = "all-blast", "7" * 64, "none", 64
-    description = "test labeller: every cell a blast"
-
-    def decision_settings(self) -> dict:
-        return {"threshold": 0.5}
-
-    def label(self, crops, progress=None) -> CropCalls:
-        return CropCalls([CellPrediction(0.95, CellLabel.BLAST) for _ in crops], None)
-
-    def assess(self, scores):
-        return None
 
 
 def discs(centres: list[tuple[int, int]], radius: int) -> np.ndarray:

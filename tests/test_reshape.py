@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import EveryCellABlast
 
 from leukemia_core.accounts import Role, User
 from leukemia_core.io import read_image
@@ -108,10 +109,16 @@ def test_splitting_a_fused_clump_of_a_real_field(fused):
     review.relabel(store, *clump.key, "blast", user=ANA)  # reviewed before someone splits it
     clump = review.cell(*clump.key)
     n_before = len(review.cells)
-    pieces = review.split(store, *clump.key, user=ANA, parts=len(inside))
+    pieces = review.split(store, *clump.key, user=ANA, parts=len(inside),
+                          labeller=EveryCellABlast())  # fmt: skip
     assert len(review.cells) == n_before + len(inside) - 1
     assert {_holder(review, *p).key for p in inside} == {c.key for c in pieces}
     assert all(c.origin == f"split of {clump.cell_id}" and c.awaits_review for c in pieces)
+    # classified like the others, but the call on a piece is the reviewer's: none is counted
+    # as a blast on the model's word (a key press accepting it would count one blast twice)
+    assert all(c.blast_probability == 0.95 and c.label == CellLabel.UNCERTAIN for c in pieces)
+    because = review.sent_to_review_because(pieces[0])
+    assert because == f"a reviewer made it (split of {clump.cell_id}): label it yourself"
     record = store.load_case(review.case_id)
     assert record.altered == ()
     last = record.audit[-(len(inside) + 1) :]

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import streamlit as st
+from streamlit.runtime.pages_manager import PagesManager
 
 from leukemia_core.accounts import (
     Accounts,
@@ -48,10 +49,24 @@ def current_user() -> User | None:
 
 def user() -> User:
     """The logged-in account (the gate guarantees one on every page)."""
+    _through_the_app()
     found = current_user()
     if found is None:
         st.stop()
     return found
+
+
+def _through_the_app() -> None:
+    """Run this page through ``app.py`` (login, menu), never on its own.
+
+    A page's address opened first on a freshly started server (a bookmark, a reload) is run by
+    Streamlit's old pages-folder routing, which it keeps until ``app.py`` first calls
+    ``st.navigation``: the page ran alone and showed a blank screen. Switch that routing off and
+    run again, through ``app.py``, at the same address.
+    """
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
 
 
 def gate(url_paths: Sequence[str] = ()) -> User:

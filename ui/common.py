@@ -87,12 +87,24 @@ def provisional_note(session: Review) -> bool:
     return text is not None
 
 
-def quality_warnings(session: Review) -> None:
-    """One warning per field quality check that failed (their cells were sent to review)."""
-    for field in session.fields:
-        for warning in field.quality:
+def quality_warnings(session: Review, *, folded: bool = False) -> None:
+    """One warning per field quality check that failed (their cells were sent to review);
+    ``folded``: one closed box listing them (the Review page, where they would push the cell
+    under review a screen down on a narrow display)."""
+    warned = [(field, warning) for field in session.fields for warning in field.quality]
+    if not warned:
+        return
+    if not folded:
+        for field, warning in warned:
             st.warning(f"**{field.name}**: {warning.message} Every cell of this field was sent "
                        "to review.", icon=":material/warning:")  # fmt: skip
+        return
+    names = ", ".join(dict.fromkeys(field.name for field, _ in warned))
+    label = (f"{len(warned)} quality warning{'s' * (len(warned) > 1)} ({names}): every cell of "
+             "the field was sent to review")  # fmt: skip
+    with st.expander(label, icon=":material/warning:"):
+        for field, warning in warned:
+            st.markdown(f"**{field.name}**: {warning.message}")
 
 
 def domain_warning(session: Review) -> None:

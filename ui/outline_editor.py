@@ -44,22 +44,25 @@ def show_outline_editor(
         cell = session.cell(field_index, cell_id)
         cut = drawn is not None and drawn[:3] == (session.case_id, field_index, cell_id)
         actions = [CUT_WORDS] * cut + [*SPLIT_CHOICES, MERGE] + ([UNDO] if cell.origin else [])
+        # Nothing chosen until the reviewer picks (a drawing offers its cut): after an Apply the
+        # box is empty again, so a second Apply cannot repeat the split on a new piece.
         action = middle.selectbox("Action", actions, disabled=not editable,
+                                  index=0 if cut else None, placeholder="Choose…",
                                   key=f"outline_action_{field_index}" + "_drawn" * cut)  # fmt: skip
         other = None
         if action == MERGE:
             others = [i for i in ids if i != cell_id]
             other = right.selectbox("With", others, key=f"outline_other_{field_index}",
                                     format_func=lambda i: f"cell {i}", disabled=not editable)  # fmt: skip
-        if st.button("Apply", key=f"outline_apply_{field_index}", disabled=not editable,
-                     icon=":material/content_cut:"):  # fmt: skip
+        if st.button("Apply", key=f"outline_apply_{field_index}", icon=":material/content_cut:",
+                     disabled=not editable or action is None):  # fmt: skip
             _apply(session, field_index, cell_id, action, other, drawn[3] if cut else None)
 
 
 def _apply(session: Review, field_index: int, cell_id: int, action: str, other, outline) -> None:
-    st.session_state.pop(
-        state.DRAWN_CUT_KEY, None
-    )  # a drawing serves one outline action, done or not
+    st.session_state.pop(state.DRAWN_CUT_KEY, None)  # a drawing serves one action, done or not
+    for drawn in ("", "_drawn"):  # the next outline action is chosen afresh
+        st.session_state.pop(f"outline_action_{field_index}{drawn}", None)
     try:
         if action == CUT_WORDS:
             made = state.split(session, field_index, cell_id, 2, outline=outline)
