@@ -113,9 +113,16 @@ def check_field(
     cells = foreground(small)
     blur = edge_blur(small, cells, ruler * scale)
     if blur is not None and blur > limits.max_edge_blur:
+        # Below the working size the image has fewer pixels per cell than the check is made
+        # at: a small or downscaled image blurs edges as a bad focus does, and refocusing
+        # would not help.
+        advice = ("Refocus and capture the field again." if ruler >= WORKING_RED_CELL_DIAMETER
+                  else f"Red cells are only {ruler:.0f} px wide, so the image may simply be too "
+                  "small or downscaled: use the camera's full-resolution image, and refocus "
+                  "if it is still blurred.")  # fmt: skip
         warnings.append(QualityWarning(FOCUS, blur, limits.max_edge_blur,
             "Out of focus: cell edges are blurred, so white cells may be missed or merged. "
-            "Refocus and capture the field again."))  # fmt: skip
+            + advice))  # fmt: skip
     warnings += _stain_warnings(stain, limits)
     cover = float(cells.mean())
     if cover > limits.max_cover:

@@ -12,6 +12,7 @@ from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.io import FORMATS_TEXT
 from leukemia_core.pipeline import MODE_CELLS, MODE_FIELDS
 from leukemia_core.review import Review
+from leukemia_core.types import CellLabel
 from ui import auth, state
 from ui.analysis import run_analysis
 from ui.common import (
@@ -200,11 +201,16 @@ def show_results(session: Review) -> None:
 def field_tables(session: Review) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per field: the counts a reader needs, and the processing figures for the details."""
     counts, processing = [], []
+    sample_warned = session.domain is not None and session.domain.warned
     for field, count in zip(session.fields, session.field_counts(), strict=True):
+        cells = session.field_cells(field.index)
+        uncertain = sum(c.label == CellLabel.UNCERTAIN for c in cells)
         counts.append({
             "Field": field.name,
-            "Cells found": len(session.field_cells(field.index)),
+            "Cells found": len(cells),
             "Counted": count.n_counted,
+            "Uncertain": uncertain,  # out of the count until labelled
+            "Left out": count.n_excluded - uncertain,  # cut by the border, not white cells, ...
             "Blasts": count.n_blasts,
             "Blast %": percent_text(count),
             "95% CI": interval_text(count),
@@ -212,7 +218,9 @@ def field_tables(session: Review) -> tuple[pd.DataFrame, pd.DataFrame]:
         processing.append({"Field": field.name, "Size (px)": f"{field.width}×{field.height}",
                            "Seconds": f"{sum(field.seconds.values()):.2f}"})  # fmt: skip
         if field.domain is not None and field.domain.score is not None:
-            warned = "yes: review every cell" if field.domain.warned else "no"
+            warned = ("yes: review every cell" if field.domain.warned
+                      else "no, but the sample is: review every cell" if sample_warned
+                      else "no")  # fmt: skip
             counts[-1]["Unlike the training cells"] = warned
             processing[-1]["Domain score"] = f"{field.domain.score:.2f}"
     return pd.DataFrame(counts), pd.DataFrame(processing)

@@ -104,7 +104,14 @@ def test_sample_buttons_analyse_bundled_fields_and_cells_with_credits(db):
     )  # a neutrophil, a lymphocyte
     assert not session.fields[0].quality and not session.fields[1].quality  # a first try warns of
     # nothing that is not there (a bundled field once read "out of focus")
-    assert at.table[0].value["Field"].tolist() == [f.name for f in session.fields]
+    table = at.table[0].value
+    assert table["Field"].tolist() == [f.name for f in session.fields]
+    # every cell found is counted, uncertain (awaiting a label) or left out, and the row says so
+    found = table["Counted"] + table["Uncertain"] + table["Left out"]
+    assert found.tolist() == table["Cells found"].tolist()
+    assert table["Uncertain"].tolist() == [
+        sum(c.label == "uncertain" for c in session.field_cells(f.index)) for f in session.fields
+    ]
 
     at.radio(key="mode").set_value("cells").run()
     assert "C-NMC" in credits(at) and "CC BY 3.0" in credits(at)

@@ -137,6 +137,15 @@ def test_a_colour_shifted_sample_is_warned_and_sent_to_review_a_normal_one_is_no
     assert any("differ from the training data" in w.value for w in at.warning)  # review page
     assert CaseStore(tmp_path / "cases.sqlite3").load_case(session.case_id).domain.warned
 
+    # a field like the training data in a sample that is not: its row says why it is reviewed
+    at = start()
+    shifted = np.roll(cast, 7, axis=1)  # another field of the cast smear (not the same pixels)
+    analyze(at, [("cast.png", png(cast)), ("cast-2.png", png(shifted)), ("field.png", demo_png)])
+    assert session_of(at).domain.warned
+    assert at.table[0].value["Unlike the training cells"].tolist() == [
+        "yes: review every cell", "yes: review every cell",
+        "no, but the sample is: review every cell"]  # fmt: skip
+
     at = start()
     analyze(at, [("field.png", demo_png)])
     assert not [w.value for w in at.warning if "training data" in w.value]
