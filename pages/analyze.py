@@ -150,6 +150,11 @@ if files:
             st.info("Nothing was analysed, so no sample was made: fix or replace the files "
                     "named above and analyse again.", icon=":material/info:")  # fmt: skip
         else:
+            previous = state.current()
+            if previous is not None and not previous.is_saved and previous.cells:
+                # The new sample replaces it: say so, rather than let it vanish unremarked.
+                flash(f"Sample {previous.sample_id}, which was not saved, was replaced by "
+                      f"{analysed.sample_id}; analyse its images again to get it back.", "info")  # fmt: skip
             state.set_current(analysed)
             st.session_state[CLEAR_SAMPLE_ID] = True
             # The results are drawn below the upload box, often below the screen's edge: say so.

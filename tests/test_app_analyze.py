@@ -236,3 +236,17 @@ def test_the_chosen_model_labels_the_sample_and_is_recorded(db, demo_png, app_mo
     assert (record.model_name, record.model_checksum) == ("tiny-b", session.model_checksum)
     assert record.thresholds["model_calibration"]["threshold"] == 0.5
     assert record.thresholds["model_calibration"]["test_time_views"] == 1
+
+
+def test_a_new_analysis_says_which_unsaved_sample_it_replaced(db, demo_png):
+    at = start()
+    analyze(at, [("field.png", demo_png)])
+    first = session_of(at).sample_id
+    at.button(key="try_sample").click().run()
+    replaced = [i.value for i in at.info if "was not saved, was replaced by" in i.value]
+    assert replaced == [f"Sample {first}, which was not saved, was replaced by "
+                        f"{session_of(at).sample_id}; analyse its images again to get it back."]  # fmt: skip
+    save_case(at)  # a saved sample is in the case list: replacing it loses nothing
+    go(at, "analyze")
+    analyze(at, [("field.png", demo_png)])
+    assert not [i for i in at.info if "was not saved" in i.value]
