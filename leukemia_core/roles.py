@@ -37,6 +37,16 @@ ROLE_PERMISSIONS = {
     Role.MODEL_ADMIN: frozenset({Permission.ANALYZE, Permission.MANAGE_MODELS}),
     Role.ADMIN: frozenset({Permission.MANAGE_USERS}),
 }
+
+
+def role_text(role: Role) -> str:
+    """``reviewer: analyze samples, review and relabel cells``: what a role allows, from
+    :data:`ROLE_PERMISSIONS` (so the words cannot drift from the checks)."""
+    allowed = [p.value for p in Permission if p in ROLE_PERMISSIONS[role]]
+    return f"{role.value}: {', '.join(allowed)}"
+
+
+SHELL_PREFIX = "shell:"  # the name of whoever runs the command-line tools: shell:<user>
 NEEDED_ROLE = {Permission.ANALYZE: Role.REVIEWER, Permission.REVIEW: Role.REVIEWER,
                 Permission.SIGN: Role.SIGNER, Permission.MANAGE_MODELS: Role.MODEL_ADMIN,
                 Permission.MANAGE_USERS: Role.ADMIN}  # fmt: skip
@@ -73,7 +83,7 @@ class User:
     def shell(cls) -> User:
         """Whoever runs the command-line tools on the server (has the server's files anyway)."""
         name = os.environ.get("USER") or os.environ.get("USERNAME") or "shell"
-        return cls(f"shell:{name}", frozenset(Role))
+        return cls(f"{SHELL_PREFIX}{name}", frozenset(Role))
 
 
 def require(user: object, permission: Permission) -> User:

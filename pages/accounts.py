@@ -7,21 +7,28 @@ import streamlit as st
 
 from leukemia_core.accounts import Permission, Role
 from leukemia_core.errors import LeukemiaCoreError
+from leukemia_core.roles import SHELL_PREFIX, role_text
 from leukemia_core.store_rows import minute_text
 from ui import auth
 
 admin = auth.require(Permission.MANAGE_USERS)
 st.title("Accounts")
 accounts = auth.accounts()
-ROLE_HELP = (
-    "reviewer: analyze, review and relabel · signer: also sign and reopen · model_admin: "
-    "retrain, promote, adapt and choose the active model · admin: accounts"
-)
+ROLE_HELP = "  \n".join(role_text(role) for role in Role)  # what each role may do, exactly
+
+
+def by_words(by: str | None) -> str:
+    """Who made an account: a name, or the server's command line (``shell:<user>``)."""
+    if by and by.startswith(SHELL_PREFIX):
+        return f"command line on the server ({by.removeprefix(SHELL_PREFIX)})"
+    return by or "—"
+
 
 users = accounts.list_users()
 rows = [
-    {"Account": u.name, "Roles": ", ".join(sorted(u.roles)), "Disabled": u.disabled,
-     "Created (UTC)": minute_text(u.created_at), "By": u.created_by}
+    {"Account": u.name, "Roles": ", ".join(sorted(u.roles)),
+     "Disabled": "yes: cannot log in" if u.disabled else "no",  # words: a box looked editable
+     "Created (UTC)": minute_text(u.created_at), "By": by_words(u.created_by)}
     for u in users
 ]  # fmt: skip
 st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
@@ -30,7 +37,9 @@ left, right = st.columns(2)
 with left.form("add_account", clear_on_submit=True):
     st.subheader("Add an account")
     name = st.text_input("Account name", key="new_name")
-    roles = st.multiselect("Roles", [r.value for r in Role], default=["reviewer"], help=ROLE_HELP)
+    roles = st.multiselect(
+        "Roles", [r.value for r in Role], default=["reviewer"], help=ROLE_HELP, key="new_roles"
+    )
     first = st.text_input("Password", type="password", key="new_password")
     second = st.text_input("Password again", type="password", key="new_password_again")
     if st.form_submit_button("Add account", type="primary"):

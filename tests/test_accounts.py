@@ -30,6 +30,7 @@ from leukemia_core.accounts import (
     User,
 )
 from leukemia_core.models.folder import set_active_model
+from leukemia_core.roles import role_text
 from train.compare import promote
 from ui.navigation import menu
 
@@ -277,6 +278,17 @@ def test_an_admin_adds_an_account_on_the_accounts_page(db, apptest_navigation):
     next(b for b in at.button if b.label == "Add account").click().run()
     assert any("newbie" in s.value for s in at.success), [e.value for e in at.error]
     assert Accounts().authenticate("newbie", "newbie password").roles == {Role.REVIEWER}
+    at.run()
+    table = at.dataframe[0].value.set_index("Account")
+    assert table.loc["newbie", "By"] == "boss" and table.loc["newbie", "Disabled"] == "no"
+    Accounts().add_user("cli-made", "cli password!", ["reviewer"], by=User.shell())
+    Accounts().set_disabled("cli-made", True, by=make_user("boss", ("admin",)))
+    table = at.run().dataframe[0].value.set_index("Account")
+    assert table.loc["cli-made", "By"].startswith("command line on the server (")
+    assert table.loc["cli-made", "Disabled"] == "yes: cannot log in"
+    # the role help is made from the permissions the core checks
+    assert role_text(Role.MODEL_ADMIN) in at.multiselect(key="new_roles").help
+    assert role_text(Role.MODEL_ADMIN).startswith("model_admin: analyze samples, retrain")
 
 
 def test_an_idle_login_is_ended(db, apptest_navigation):
