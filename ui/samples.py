@@ -14,14 +14,17 @@ SAMPLES_DIR = Path(__file__).resolve().parents[1] / "samples"
 DEMO_NAME = "synthetic-demo-smear.png"
 CREDITS = {
     MODE_FIELDS: (
-        "Sample fields: two normal-blood fields from the BCCD Dataset (MIT license, "
-        "github.com/Shenggan/BCCD_Dataset) and a synthetic smear drawn by this app. "
-        "Credits in `samples/CREDITS.md`."
+        "Sample fields: two normal-blood fields from the BCCD Dataset (no blasts; MIT license, "
+        "github.com/Shenggan/BCCD_Dataset) and a smear drawn by this app, half its white cells "
+        "blast-like. A drawing is no photograph: the model's calls on it mean nothing, and "
+        "the out-of-domain check may send the sample to review, as it does for an unfamiliar "
+        "stain or microscope. No photograph with blasts may be redistributed here. Credits in "
+        "the app's `samples/CREDITS.md`."
     ),
     MODE_CELLS: (
         "Sample cells: four C-NMC 2019 cells (SBILab, IIIT-Delhi / AIIMS; CC BY 3.0; Gupta & "
         "Gupta (eds.), ISBI 2019 C-NMC Challenge), two labelled ALL and two normal (`hem`) by the "
-        "dataset. Credits in `samples/CREDITS.md`."
+        "dataset. Credits in the app's `samples/CREDITS.md`."
     ),
 }
 
