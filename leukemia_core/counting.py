@@ -305,6 +305,12 @@ def count_blasts(
         )
     low, high = wilson_interval(n_blasts, n_counted)
     percent = 100.0 * n_blasts / n_counted
+    if single_cells:  # hand-picked cells: no threshold, and more of them would not help
+        reading = _crops_reading(percent, n_blasts, n_counted)
+        hint = _review_text(n_blasts, n_counted, n_uncertain) if n_uncertain else None
+    else:
+        reading = _reading(percent, n_blasts, n_counted)
+        hint = _hint(n_blasts, n_counted, 100.0 * low, 100.0 * high, n_uncertain)
     return BlastCount(
         n_blasts=n_blasts,
         n_counted=n_counted,
@@ -312,11 +318,8 @@ def count_blasts(
         percent=percent,
         ci_low_percent=100.0 * low,
         ci_high_percent=100.0 * high,
-        interpretation=_before_review(n_unreviewed)
-        + (_crops_reading if single_cells else _reading)(percent, n_blasts, n_counted),
-        hint=(_review_text(n_blasts, n_counted, n_uncertain) if n_uncertain else None)
-        if single_cells
-        else _hint(n_blasts, n_counted, 100.0 * low, 100.0 * high, n_uncertain),
+        interpretation=_before_review(n_unreviewed) + reading,
+        hint=hint,
     )
 
 

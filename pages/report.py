@@ -21,8 +21,8 @@ st.title("Report")
 session = state.current()
 if session is None or not session.is_saved:
     st.info(
-        "The report is made from the case record: save the case first (on the Review cells or Case & sign-off page), "
-        "or open a saved case from the case list."
+        "The report is made from the case record: save the case first (on the Review cells "
+        "or Case & sign-off page), or open a saved case from the Case list."
     )
     st.page_link("pages/case.py", label="Case & sign-off", icon=":material/verified:")
     st.stop()
@@ -32,8 +32,8 @@ record = current_record(session)
 status_line(session, record)
 if not record.is_signed:
     st.warning(
-        "This case is not signed: the report says so on every copy. Sign it on the Case & sign-off page "
-        "once every cell is reviewed.",
+        "This case is not signed: the report says so on every copy. Sign it on the Case & "
+        "sign-off page once every cell is reviewed.",
         icon=":material/pending:",
     )
 stem = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{record.sample_id}_v{record.version}").strip("_")
