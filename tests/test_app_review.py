@@ -187,6 +187,8 @@ def test_one_cell_at_a_time_labels_accepts_moves_on_and_never_reshuffles(db, dem
     queue = session.queue()
     first = at.session_state[CURRENT_KEY]
     assert first == queue[0] and session.cell(*first).label == "uncertain"  # uncertain first
+    line = f"**Cell {first[1]}** of field 1 (field.png) · P(blast) "  # named as in the gallery
+    assert any(m.value.startswith(line) for m in at.main.markdown)
     assert at.button(key="decide_accept").disabled  # an uncertain cell needs a call
     at.button(key="decide_blast").click().run()
     assert session.cell(*first).label == "blast" and session.cell(*first).reviewed

@@ -137,9 +137,9 @@ def _offer_cut(session: Review, field_index: int, outline: list) -> None:
 
 def _describe(session: Review, cell: Cell) -> str:
     p = "—" if cell.blast_probability is None else f"{cell.blast_probability:.2f}"
-    where = session.fields[cell.field_index].name
-    text = f"**Cell {cell.cell_id}** of {where} · P(blast) {p} · model: "
-    text += LABEL_NAMES[cell.model_label]
+    name = session.fields[cell.field_index].name  # field numbered as the gallery and audit do
+    text = f"**Cell {cell.cell_id}** of field {cell.field_index + 1} ({name}) · P(blast) {p} · "
+    text += f"model: {LABEL_NAMES[cell.model_label]}"
     if because := session.sent_to_review_because(cell):
         text += f" ({because})"
     if cell.label != cell.model_label:
