@@ -73,9 +73,10 @@ def field_overview(
     figure.update_xaxes(visible=False, range=[0, field.width])
     figure.update_yaxes(visible=False, range=[field.height, 0], scaleanchor="x")
     figure.update_layout(
-        margin={"l": 0, "r": 0, "t": 30, "b": 0},
+        margin={"l": 0, "r": 0, "t": 30, "b": 30},
         height=560,
-        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
+        # Under the field: above it, the chart's toolbar covered the legend on a narrow screen.
+        legend={"orientation": "h", "y": -0.01, "yanchor": "top", "x": 0},
         dragmode="zoom",
     )
     return figure
