@@ -52,9 +52,13 @@ class CellGroup:
     cells: tuple[Cell, ...]
 
 
-def _order(cell: Cell) -> tuple[float, int, int]:
+def _order(cell: Cell) -> tuple[bool, float, int, int]:
+    """Most blast-like first; a reviewer's pieces (a split's, a merge's) before every other
+    cell, side by side in the order they were made, so labelling one leads to the next."""
+    if cell.origin:
+        return (False, 0.0, cell.field_index, cell.cell_id)
     p = -1.0 if cell.blast_probability is None else cell.blast_probability
-    return (-p, cell.field_index, cell.cell_id)
+    return (True, -p, cell.field_index, cell.cell_id)
 
 
 def gallery_groups(cells: Iterable[Cell]) -> tuple[CellGroup, ...]:

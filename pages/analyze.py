@@ -41,6 +41,9 @@ MODE_NAMES = {
     MODE_CELLS: "Single cells (one cell per image)",
 }
 CLEAR_SAMPLE_ID = "analyze_clear_sample_id"  # set after an analysis: the id box starts empty
+# Files of one sample: after an analysis, or when the mode changes, the upload box starts empty
+# (a new key), so a field never joins the next sample's single cells unseen.
+UPLOADS_KEY = "analyze_uploads"
 
 auth.require(Permission.ANALYZE)
 st.title("Analyze a sample")
@@ -101,11 +104,14 @@ with right:
         persist_state="session",
     )
 with left:
+    emptied = st.session_state.setdefault(UPLOADS_KEY, {"mode": mode, "count": 0})
+    if emptied["mode"] != mode:
+        emptied.update(mode=mode, count=emptied["count"] + 1)
     uploads = st.file_uploader(
         f"Images of one sample: {FORMATS_TEXT}",
         type=list(UPLOAD_TYPES),
         accept_multiple_files=True,
-        key="upload",
+        key="upload" + f"_{emptied['count']}" * bool(emptied["count"]),
         help="Several fields of the same smear add up to one count. Very large images are "
         "downscaled to the model's scale, with a note.",
     )
@@ -157,6 +163,8 @@ if files:
                       f"{analysed.sample_id}; analyse its images again to get it back.", "info")  # fmt: skip
             state.set_current(analysed)
             st.session_state[CLEAR_SAMPLE_ID] = True
+            if run_uploads:
+                st.session_state[UPLOADS_KEY]["count"] += 1
             # The results are drawn below the upload box, often below the screen's edge: say so.
             flash(f"Sample {analysed.sample_id}: {len(analysed.cells)} white cells found in "
                   f"{len(analysed.fields)} image(s); the results are below.", "toast")  # fmt: skip
@@ -187,8 +195,8 @@ def show_results(session: Review) -> None:
     provisional_note(session)
     if count.percent is None:
         st.markdown(count.interpretation)
-    else:
-        st.markdown(f"**95% interval (Wilson):** {interval_text(count)}. {count.interpretation}")
+    else:  # the reading first: it says whether the figures are before review
+        st.markdown(f"{count.interpretation}  \n**95% interval (Wilson):** {interval_text(count)}.")
     if count.hint:
         st.warning(count.hint, icon=":material/rule:")
     if session.fields and session.mode == MODE_FIELDS:
@@ -223,10 +231,9 @@ def field_tables(session: Review) -> tuple[pd.DataFrame, pd.DataFrame]:
         processing.append({"Field": field.name, "Size (px)": f"{field.width}×{field.height}",
                            "Seconds": f"{sum(field.seconds.values()):.2f}"})  # fmt: skip
         if field.domain is not None and field.domain.score is not None:
-            warned = ("yes: review every cell" if field.domain.warned
-                      else "no, but the sample is: review every cell" if sample_warned
+            warned = ("yes" if field.domain.warned else "no, the sample is" if sample_warned
                       else "no")  # fmt: skip
-            counts[-1]["Unlike the training cells"] = warned
+            counts[-1]["Unlike training data"] = warned  # short: the table fits 800 px
             processing[-1]["Domain score"] = f"{field.domain.score:.2f}"
     return pd.DataFrame(counts), pd.DataFrame(processing)
 

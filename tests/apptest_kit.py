@@ -77,9 +77,8 @@ def relabel_keys(at: AppTest) -> list[str]:
 
 
 def analyze(at: AppTest, files: list[tuple[str, bytes]]) -> AppTest:
-    at.file_uploader(key="upload").set_value(
-        [(name, data, "image/png") for name, data in files]
-    ).run()
+    (uploader,) = at.file_uploader  # its key changes after each analysis (it starts empty)
+    uploader.set_value([(name, data, "image/png") for name, data in files]).run()
     at.button(key="analyze").click().run()
     assert not at.exception, at.exception
     return at

@@ -250,3 +250,16 @@ def test_a_new_analysis_says_which_unsaved_sample_it_replaced(db, demo_png):
     go(at, "analyze")
     analyze(at, [("field.png", demo_png)])
     assert not [i for i in at.info if "was not saved" in i.value]
+
+
+def test_the_upload_box_starts_empty_after_an_analysis_and_a_change_of_mode(db, demo_png):
+    """One sample's files never join the next one's unseen (a field among single cells)."""
+    at = start()
+    analyze(at, [("field.png", demo_png)])
+    (uploader,) = at.file_uploader
+    assert not uploader.value and at.button(key="analyze").disabled
+    uploader.set_value([("field.png", demo_png, "image/png")]).run()
+    assert not at.button(key="analyze").disabled
+    at.radio(key="mode").set_value("cells").run()
+    (uploader,) = at.file_uploader
+    assert not uploader.value and at.button(key="analyze").disabled

@@ -135,7 +135,8 @@ def test_the_analyze_page_reports_a_black_single_cell_image_and_analyses_the_res
     at.radio(key="mode").set_value("cells").run()
     black = cv2.imencode(".png", np.zeros((120, 120, 3), np.uint8))[1].tobytes()
     files = [("black.png", black, "image/png"), ("cell.png", CELL.read_bytes(), "image/png")]
-    at.file_uploader(key="upload").set_value(files).run()
+    (uploader,) = at.file_uploader  # a new key after the change of mode: it starts empty
+    uploader.set_value(files).run()
     at.button(key="analyze").click().run()
     assert not at.exception, at.exception
     errors = [e.value for e in at.error]

@@ -17,6 +17,7 @@ from ui.workspace import CUT_WORDS, open_cell
 
 SPLIT_CHOICES = {"Split into 2 cells": 2, "Split into 3 cells": 3, "Split into 4 cells": 4}
 MERGE, UNDO = "Merge with another cell", "Undo the split or merge that made it"
+APPLIED_KEY = "outline_actions_applied"  # part of the Action box's key
 
 
 def show_outline_editor(
@@ -46,9 +47,11 @@ def show_outline_editor(
         actions = [CUT_WORDS] * cut + [*SPLIT_CHOICES, MERGE] + ([UNDO] if cell.origin else [])
         # Nothing chosen until the reviewer picks (a drawing offers its cut): after an Apply the
         # box is empty again, so a second Apply cannot repeat the split on a new piece.
+        # (A new key each time: a popped key came back with the browser's old value.)
+        applied = st.session_state.get(APPLIED_KEY, 0)
         action = middle.selectbox("Action", actions, disabled=not editable,
                                   index=0 if cut else None, placeholder="Choose…",
-                                  key=f"outline_action_{field_index}" + "_drawn" * cut)  # fmt: skip
+                                  key=f"outline_action_{field_index}_{applied}" + "_drawn" * cut)  # fmt: skip
         other = None
         if action == MERGE:
             others = [i for i in ids if i != cell_id]
@@ -61,8 +64,7 @@ def show_outline_editor(
 
 def _apply(session: Review, field_index: int, cell_id: int, action: str, other, outline) -> None:
     st.session_state.pop(state.DRAWN_CUT_KEY, None)  # a drawing serves one action, done or not
-    for drawn in ("", "_drawn"):  # the next outline action is chosen afresh
-        st.session_state.pop(f"outline_action_{field_index}{drawn}", None)
+    st.session_state[APPLIED_KEY] = st.session_state.get(APPLIED_KEY, 0) + 1  # chosen afresh
     try:
         if action == CUT_WORDS:
             made = state.split(session, field_index, cell_id, 2, outline=outline)
