@@ -218,12 +218,12 @@ def field_tables(session: Review) -> tuple[pd.DataFrame, pd.DataFrame]:
     for field, count in zip(session.fields, session.field_counts(), strict=True):
         cells = session.field_cells(field.index)
         uncertain = sum(c.label == CellLabel.UNCERTAIN for c in cells)
+        # Where every found cell went, in one column that wraps: a table of 800 px holds no
+        # more columns than it had
         counts.append({
             "Field": field.name,
-            "Cells found": len(cells),
-            "Counted": count.n_counted,
-            "Uncertain": uncertain,  # out of the count until labelled
-            "Left out": count.n_excluded - uncertain,  # cut by the border, not white cells, ...
+            "Cells found": f"{len(cells)}: {count.n_counted} counted, {uncertain} uncertain, "
+            f"{count.n_excluded - uncertain} left out",
             "Blasts": count.n_blasts,
             "Blast %": percent_text(count),
             "95% CI": interval_text(count),
