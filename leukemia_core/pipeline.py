@@ -37,7 +37,7 @@ from leukemia_core.labellers import NO_MODEL, CropCalls, Labeller, labeller_for,
 from leukemia_core.pressed import clump_note, possible_clumps
 from leukemia_core.quality import check_field
 from leukemia_core.segmentation import SegmentationParams, segment_wbc
-from leukemia_core.single_cell import WHOLE_IMAGE, single_cell_crop
+from leukemia_core.single_cell import single_cell_crop
 from leukemia_core.types import MODE_CELLS, MODE_FIELDS, MODES, BlastCount, Cell, CellLabel, Field
 
 # progress(image_index, n_images, stage, done, total)
@@ -272,8 +272,9 @@ def _cells_mode(images, labeller, params, crop_size, keep_segmentation, progress
         cell = Cell(1, bbox, (float(xs.mean()), float(ys.mean())), mask_outline(crop.cell_mask),
                     crop.crop, cell_area_px=len(xs))  # fmt: skip
         cell = _labelled(cell, calls, index, index)
-        # No cell found: the model saw the whole picture, whatever it shows; a person decides.
-        cells.append(_to_review(cell) if crop.method == WHOLE_IMAGE else cell)
+        # No cell found (the model saw the whole picture), or a field given as a cell: a
+        # person decides.
+        cells.append(_to_review(cell) if crop.to_review else cell)
         # One cell per image: no field assessment (a median of one cell is too noisy for the
         # limit); the sample's, over all its cells, decides (analyze).
         fields.append(Field(index, image.name, image.rgb, image.original_size, image.scale,

@@ -10,7 +10,7 @@ serves both modes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -31,6 +31,15 @@ BLACK_LEVEL = 12  # brightest channel value still counted as black background
 MIN_BLACK_FRACTION = 0.25  # a cut-out cell leaves at least this much of its image black
 NEAR_BLACK_LEVEL = 32  # an image whose 99th percentile of the brightest channel is below: no cell
 MIN_CELL_FRACTION = 0.005  # a cut-out cell covers at least this much of its image
+# A crop of a stained field shows its cell and at most a neighbour or two whole (ALL-IDB2: at
+# most 2), over a few red-cell diameters (CellaVision crops about 8). An image with more whole
+# white cells than this, over more red-cell diameters than that, is a field, not a crop (an
+# ALL-IDB1 field spans about 37), in an image no smaller than the smallest camera field seen
+# (aria, 224 px). Each alone misfires: a crop can hold a neighbour or two, and small
+# single-cell images (Zheng, 120 px) fall into pieces and read their red cells too small.
+FIELD_LIKE_CELLS = 3
+FIELD_LIKE_SPAN = 12.0
+FIELD_LIKE_MIN_SIDE = 200
 CENTRE_TOLERANCE = 0.25  # the chosen cell lies within this fraction of the image side of the centre
 WHOLE_IMAGE = "whole_image"  # the crop method when no cell was found: the image as it is
 # A cut-out cell shows no red cells to measure, so its frame is taken to span as many red-cell
@@ -51,12 +60,15 @@ class SingleCellCrop:
             segmented crop) or :data:`WHOLE_IMAGE` (nothing found; the image was used as it
             is, and the pipeline sends its cell to review).
         notes: Human-readable warnings.
+        to_review: The model's call on it is not to be trusted alone (no cell found, or the
+            image looks like a whole field): the pipeline sends it to review.
     """
 
     crop: np.ndarray
     cell_mask: np.ndarray
     method: str
     notes: tuple[str, ...] = ()
+    to_review: bool = False
 
 
 def is_cutout(image: np.ndarray) -> bool:
@@ -138,8 +150,17 @@ def single_cell_crop(
     cell_id = _centre_cell_id(segmentation.cell_labels, set())
     if cell_id:
         notes = ("the cell in the middle touches the image border",) if cell_id in border else ()
+        whole = len(set(np.unique(segmentation.cell_labels)) - border - {0})
+        span = max(image.shape[:2]) / max(segmentation.red_cell_diameter_px, 1e-6)
+        field_like = (whole >= FIELD_LIKE_CELLS and span >= FIELD_LIKE_SPAN
+                      and min(image.shape[:2]) >= FIELD_LIKE_MIN_SIDE)  # fmt: skip
+        if field_like:  # e.g. a smear field uploaded among single cells
+            notes += (f"this image shows {whole} whole white cells, more like a smear field than "
+                      "one cell: only the cell in the middle was classified, and it was sent to "
+                      "review. Analyse fields in the smear-fields mode to count every cell.",)  # fmt: skip
         mask = segmentation.cell_labels == cell_id
-        return _crop(image, mask, size, "segmented", notes, segmentation.red_cell_diameter_px)
+        crop = _crop(image, mask, size, "segmented", notes, segmentation.red_cell_diameter_px)
+        return replace(crop, to_review=field_like)
     # The segmentation's own notes speak of fields (red cells, magnification): not said here.
     note = (
         "No white cell was found in the middle of this image, so the whole image was classified "
@@ -147,7 +168,7 @@ def single_cell_crop(
     )
     whole = np.ones(image.shape[:2], dtype=bool)
     resized = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
-    return SingleCellCrop(resized, whole, WHOLE_IMAGE, (note,))
+    return SingleCellCrop(resized, whole, WHOLE_IMAGE, (note,), to_review=True)
 
 
 def _crop(image, mask, size, method, notes, red_cell_px) -> SingleCellCrop:

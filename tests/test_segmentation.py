@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import EveryCellABlast
 from scipy import ndimage as ndi
 
 from leukemia_core.clumps import (
@@ -145,6 +146,35 @@ def test_single_cell_crop_of_a_crop_is_the_same_crop():
         assert again.method == "cutout"
         overlap = (again.crop.max(axis=2) > 0) == (cell.crop.max(axis=2) > 0)
         assert overlap.mean() > 0.97
+
+
+def test_a_smear_field_given_as_a_single_cell_is_noted_and_sent_to_review():
+    """A field among single cells (the upload box kept it) must not count as one cell."""
+    from leukemia_core.pipeline import MODE_CELLS, analyze
+
+    field = make_smear(480, 640, n_wbc=6, n_touching_pairs=0, seed=4)
+    crop = single_cell_crop(field.image)
+    assert crop.to_review and crop.method == "segmented"
+    (note,) = [n for n in crop.notes if "more like a smear field" in n]
+    assert note.startswith("this image shows 6 whole white cells")
+    one = make_smear(480, 640, n_wbc=6, n_touching_pairs=0, seed=4)
+    cutout = crop_cells(one.image, segment_wbc(one.image), size=128)[0].crop
+    assert not single_cell_crop(cutout).to_review  # a cut-out cell is a cell
+    analysis = analyze([field.image, cutout], EveryCellABlast(), mode=MODE_CELLS)
+    assert [c.label for c in analysis.cells] == ["uncertain", "blast"]
+    assert any("more like a smear field" in n for n in analysis.fields[0].notes)
+    assert not analysis.fields[1].notes
+
+
+@pytest.mark.data
+def test_real_single_cell_crops_are_not_taken_for_fields(shared_data):
+    """ALL-IDB2 crops show their cell and at most a neighbour or two whole."""
+    from leukemia_core.io import read_image
+
+    crops = sorted((shared_data / "all_idb2" / "images").glob("*.tif"))
+    assert len(crops) >= 100
+    notes = [n for p in crops for n in single_cell_crop(read_image(p).rgb).notes]
+    assert not [n for n in notes if "more like a smear field" in n]
 
 
 @pytest.mark.parametrize(
