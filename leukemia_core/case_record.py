@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from leukemia_core.counting import summarize_labels
+from leukemia_core.counting import count_cells
 from leukemia_core.domain import DomainAssessment
 from leukemia_core.types import MODE_CELLS, BlastCount, Cell, CellLabel, Field
 
@@ -145,20 +145,16 @@ class CaseRecord(CaseHeader):
 
     def counts(self) -> BlastCount:
         """Blast count of the whole sample from the current (reviewed) labels."""
-        return self._count(self.cells)
+        return count_cells(self.cells, single_cells=self.single_cells)
 
     def model_counts(self) -> BlastCount:
         """Blast count of the whole sample from the model's labels, before review."""
-        return summarize_labels([c.model_label for c in self.cells], single_cells=self.single_cells)
+        return count_cells(self.cells, single_cells=self.single_cells, model=True)
 
     def field_counts(self) -> tuple[BlastCount, ...]:
         """Blast count of each field from the current labels, in field order."""
-        return tuple(self._count([c for c in self.cells if c.field_index == f.index])
-                     for f in self.fields)  # fmt: skip
-
-    def _count(self, cells: list[Cell] | tuple[Cell, ...]) -> BlastCount:
-        return summarize_labels([c.label for c in cells], single_cells=self.single_cells,
-                                n_unreviewed=sum(c.awaits_review for c in cells))  # fmt: skip
+        return tuple(count_cells([c for c in self.cells if c.field_index == f.index],
+                                 single_cells=self.single_cells) for f in self.fields)  # fmt: skip
 
 
 @dataclass(frozen=True)

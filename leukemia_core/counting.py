@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Iterable
 from statistics import NormalDist
 
-from leukemia_core.types import BlastCount, CellLabel
+from leukemia_core.types import BlastCount, Cell, CellLabel
 
 INVESTIGATE_PERCENT = 5.0
 """Blasts in peripheral blood at or above this level call for investigation / hematology review."""
@@ -377,6 +377,21 @@ def summarize_labels(
         n_unreviewed=n_unreviewed,
         single_cells=single_cells,
     )
+
+
+def count_cells(
+    cells: Iterable[Cell], *, single_cells: bool = False, model: bool = False
+) -> BlastCount:
+    """The count of these cells by their current labels, its reading saying "Before review"
+    while any waits for a person; ``model=True``: by the model's calls, as made.
+
+    The one home of that rule for the review workflow and the case record.
+    """
+    cells = tuple(cells)
+    if model:
+        return summarize_labels([c.model_label for c in cells], single_cells=single_cells)
+    return summarize_labels([c.label for c in cells], single_cells=single_cells,
+                            n_unreviewed=sum(c.awaits_review for c in cells))  # fmt: skip
 
 
 def provisional_text(n_unreviewed: int, n_cells: int) -> str | None:

@@ -8,7 +8,7 @@ and is then read back, so the screen never runs ahead of the record. A review fo
 made elsewhere (another tab) by an exact token: the case's last audit id.
 
 Labels live on the cells (:class:`~leukemia_core.types.Cell`); every count is recomputed from
-them with :func:`leukemia_core.counting.summarize_labels`, so nothing can drift out of step.
+them with :func:`leukemia_core.counting.count_cells`, so nothing can drift out of step.
 
 Example:
     >>> import pathlib, tempfile

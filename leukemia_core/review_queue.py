@@ -26,8 +26,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from leukemia_core.counting import provisional_text
-from leukemia_core.counting import summarize_labels as _summarize
+from leukemia_core.counting import count_cells, provisional_text
 from leukemia_core.pressed import possible_clumps
 from leukemia_core.types import MODE_CELLS, BlastCount, Cell, CellLabel
 
@@ -126,14 +125,12 @@ class ReviewTallies:
 
     def count(self, field_index: int | None = None) -> BlastCount:
         """Blast count from the current labels, of one field or (None) the whole sample."""
-        cells = self._scope(field_index)
-        return _summarize([c.label for c in cells], single_cells=self.mode == MODE_CELLS,
-                          n_unreviewed=sum(c.awaits_review for c in cells))  # fmt: skip
+        return count_cells(self._scope(field_index), single_cells=self.mode == MODE_CELLS)
 
     def model_count(self, field_index: int | None = None) -> BlastCount:
         """Blast count from the machine's labels, before review."""
-        return _summarize([c.model_label for c in self._scope(field_index)],
-                          single_cells=self.mode == MODE_CELLS)  # fmt: skip
+        return count_cells(self._scope(field_index), single_cells=self.mode == MODE_CELLS,
+                           model=True)  # fmt: skip
 
     def field_counts(self) -> tuple[BlastCount, ...]:
         return tuple(self.count(f.index) for f in self.fields)

@@ -150,12 +150,12 @@ def single_cell_crop(
     cell_id = _centre_cell_id(segmentation.cell_labels, set())
     if cell_id:
         notes = ("the cell in the middle touches the image border",) if cell_id in border else ()
-        whole = len(set(np.unique(segmentation.cell_labels)) - border - {0})
+        n_whole = len(set(np.unique(segmentation.cell_labels)) - border - {0})
         span = max(image.shape[:2]) / max(segmentation.red_cell_diameter_px, 1e-6)
-        field_like = (whole >= FIELD_LIKE_CELLS and span >= FIELD_LIKE_SPAN
+        field_like = (n_whole >= FIELD_LIKE_CELLS and span >= FIELD_LIKE_SPAN
                       and min(image.shape[:2]) >= FIELD_LIKE_MIN_SIDE)  # fmt: skip
         if field_like:  # e.g. a smear field uploaded among single cells
-            notes += (f"this image shows {whole} whole white cells, more like a smear field than "
+            notes += (f"this image shows {n_whole} whole white cells, more like a smear field than "
                       "one cell: only the cell in the middle was classified, and it was sent to "
                       "review. Analyse fields in the smear-fields mode to count every cell.",)  # fmt: skip
         mask = segmentation.cell_labels == cell_id
