@@ -280,7 +280,7 @@ def write_outputs(
             image_rows = [_to_review(row) for row in image_rows]
             labels = [CellLabel(row[_LABEL]) for row in image_rows]
             summary["uncertain"] = labels.count(CellLabel.UNCERTAIN)
-            summary["count"] = count_dict(summarize_labels(labels))
+            summary["count"] = count_dict(summarize_labels(labels, single_cells=single_cells))
         rows += image_rows
         write_text_atomic(out / f"{result.stem}.json", json.dumps(summary, indent=2) + "\n")
     buffer = io.StringIO()
@@ -296,7 +296,9 @@ def write_outputs(
         "cells_found": len(rows),
         **model,
         "mode": "single cells" if single_cells else "whole fields",
-        "count": count_dict(summarize_labels([CellLabel(row[_LABEL]) for row in rows])),
+        "count": count_dict(
+            summarize_labels([CellLabel(row[_LABEL]) for row in rows], single_cells=single_cells)
+        ),  # as the app reads them
         "domain": None if domain is None else domain.to_dict(),
         "warned_images": [r.name for r in analysed if (r.summary["domain"] or {}).get("warned")],
         "quality_warned_images": [r.name for r in analysed if r.summary["quality_warnings"]],

@@ -105,6 +105,11 @@ def test_single_cells_are_checked_for_domain_as_one_set_like_the_app(tmp_path, s
     app = analyze([cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in paths],
                   StubLabeller(scores), mode=MODE_CELLS)  # fmt: skip
     assert [c.label.value for c in app.cells] == labels  # the app's one call over the sample
+    if labels[0] == "blast":  # hand-picked cells: the set's reading is the app's, no threshold
+        reading = summary["count"]["interpretation"]
+        assert reading == app.count().interpretation
+        assert reading.startswith("3 of 3 single-cell images counted are blasts")
+        assert "WHO" not in reading and summary["count"]["hint"] is None
 
 
 def _single_cell(seed: int) -> np.ndarray:
