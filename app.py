@@ -25,16 +25,19 @@ warm_up_in_background()  # while the first user logs in, not when they analyse
 # No page, no case data, no button before a login; a reload of any page comes back to it.
 # Every address, the default page's "analyze" too (Streamlit serves it at both "/" and there).
 user = auth.gate([st.Page(f"pages/{p.file}").url_path for p in navigation.every_page()])
+menu = navigation.menu(user)
 sections = {
     name: [st.Page(f"pages/{p.file}", title=p.title, icon=p.icon,
                    visibility="hidden" if p.hidden else "visible",
                    default=p.file == navigation.DEFAULT_PAGE and not p.hidden) for p in pages]
-    for name, pages in navigation.menu(user).items()
+    for name, pages in menu.items()
 }  # fmt: skip
 chosen = st.navigation(sections)
 with st.sidebar:
     st.markdown("**ALL blast screening**  \n:red[Research use only]")
     auth.sidebar()
+    if note := navigation.lone_page_note(menu):
+        st.caption(note)
     session = state.current()
     state.remember(session)  # the address names the open case on every page: a reload keeps it
     if session is not None:

@@ -266,6 +266,18 @@ def test_a_reviewer_cannot_sign_or_open_retrain(db, apptest_navigation):
     assert not at.exception  # no case yet: nothing to sign, but the page is open to reviewers
 
 
+def test_an_account_with_one_page_lands_on_it_and_is_told_why_there_is_no_menu(
+    db, apptest_navigation
+):
+    at = log_in(_app(apptest_navigation), "keeper", ("admin",)).run()
+    assert not at.exception and at.title[0].value == "Accounts"
+    notes = [c.value for c in at.sidebar.caption if "no menu" in c.value]
+    assert notes == ["Your account opens one page, Accounts, so there is no menu. Analysing and "
+                     "reviewing samples need the reviewer role."]  # fmt: skip
+    reviewer = log_in(_app(apptest_navigation), "rev", ("reviewer",)).run()
+    assert not [c for c in reviewer.sidebar.caption if "no menu" in c.value]
+
+
 def test_an_admin_adds_an_account_on_the_accounts_page(db, apptest_navigation):
     at = log_in(_app(apptest_navigation), "boss", ("admin", "model_admin")).run()
     (who,) = [m.value for m in at.sidebar.markdown if "Logged in as" in m.value]

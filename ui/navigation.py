@@ -49,3 +49,12 @@ def menu(user: User) -> dict[str, list[PageEntry]]:
     if refused:
         sections.setdefault(next(iter(sections), "Sample"), []).extend(refused)
     return sections
+
+
+def lone_page_note(sections: dict[str, list[PageEntry]]) -> str | None:
+    """Why there is no menu, when the account may use one page only (Streamlit then shows none)."""
+    visible = [p.title for pages in sections.values() for p in pages if not p.hidden]
+    if len(visible) != 1:
+        return None
+    return (f"Your account opens one page, {visible[0]}, so there is no menu. Analysing and "
+            "reviewing samples need the reviewer role.")  # fmt: skip
