@@ -24,7 +24,7 @@ class Role(StrEnum):
 
 
 class Permission(StrEnum):
-    ANALYZE = "analyze samples"
+    ANALYZE = "analyze and open samples"
     REVIEW = "review and relabel cells"
     SIGN = "sign and reopen cases"
     MANAGE_MODELS = "retrain, promote, adapt or activate models"
@@ -40,7 +40,7 @@ ROLE_PERMISSIONS = {
 
 
 def role_text(role: Role) -> str:
-    """``reviewer: analyze samples, review and relabel cells``: what a role allows, from
+    """``reviewer: analyze and open samples, review and relabel cells``: what a role allows, from
     :data:`ROLE_PERMISSIONS` (so the words cannot drift from the checks)."""
     allowed = [p.value for p in Permission if p in ROLE_PERMISSIONS[role]]
     return f"{role.value}: {', '.join(allowed)}"

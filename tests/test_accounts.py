@@ -300,7 +300,7 @@ def test_an_admin_adds_an_account_on_the_accounts_page(db, apptest_navigation):
     assert table.loc["cli-made", "Disabled"] == "yes: cannot log in"
     # the role help is made from the permissions the core checks
     assert role_text(Role.MODEL_ADMIN) in at.multiselect(key="new_roles").help
-    assert role_text(Role.MODEL_ADMIN).startswith("model_admin: analyze samples, retrain")
+    assert role_text(Role.MODEL_ADMIN).startswith("model_admin: analyze and open samples, retrain")
 
 
 def test_an_idle_login_is_ended(db, apptest_navigation):

@@ -115,5 +115,5 @@ def _save(session: Review, sample_id: str) -> None:
 def reopen_reason(key: str, container=st) -> str:
     """The reason for reopening a signed case (kept in the new version's audit trail)."""
     return container.text_input("Why reopen it? (kept in the audit trail)", key=key,
-                                max_chars=500, placeholder="e.g. second opinion: cell 7 "
-                                "looks like a blast").strip()  # fmt: skip
+                                max_chars=500,
+                                placeholder="e.g. second opinion on cell 7").strip()  # fmt: skip
