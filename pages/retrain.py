@@ -306,14 +306,23 @@ def settings_section(picked: dict | None) -> None:
     except (LeukemiaCoreError, ValueError) as error:
         st.warning(str(error))
         return
+    if skipped := settings.skipped_here():
+        words = (f"{', '.join(skipped)}: their ImageNet weights are not on this server (put "
+                 "the files in the Keras cache, `$KERAS_HOME/models/`, or choose 'random' under "
+                 "'Without ImageNet weights offline').")  # fmt: skip
+        if len(skipped) == len(settings.architectures):
+            st.error(f"None of the chosen architectures can run here: {words}")
+            return
+        st.warning(f"Skipped when the job runs: {words}")
     if picked is None:
         st.info("Check a dataset first (step 1).")
         return
     # tells jobs apart: a folder's name, or a manifest's folder ("reviewed-<time>")
     data_names = ", ".join((p.parent if p.suffix else p).name
                            for p in map(Path, picked["locations"]))  # fmt: skip
+    as_preset = preset != CUSTOM and settings == CompareSettings.from_preset(preset)
     spec = jobs.JobSpec(tuple(picked["locations"]), settings, **picked["options"],
-                        title=f"{names[preset]} on {data_names}")  # fmt: skip
+                        title=f"{names[preset if as_preset else CUSTOM]} on {data_names}")  # fmt: skip
     with st.expander("Equivalent command"):
         st.code(spec.command(jobs.runs_dir() / "<job id>"), language="bash")
     try:  # the job's own splits, made now: what cannot run is refused before it is queued

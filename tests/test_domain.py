@@ -333,6 +333,16 @@ def test_loso_domain_check_tells_a_shifted_source_on_cached_arrays():
     assert 0.9 <= same["missed_blasts_unreviewed"]["cell_limit_99"] <= 1.0
     assert 0.0 <= same["in_domain_cells_over_cell_limit"]["99"] <= 0.1
 
+    # A small lab's set can leave one in-domain validation group: no limit can be set and
+    # tested, so the check says so (it used to raise IndexError and fail the whole model).
+    one_group = (in_domain[0][:40], in_domain[1][:40], np.full(40, "only"))
+    skipped = domain_check(train, one_group, (*parts[2], groups), wrong)
+    assert "1 in-domain validation group(s)" in skipped["skipped"]
+    from train.loso import extras_markdown
+
+    table = extras_markdown({"lab": {"domain": skipped, "adaptation": {"skipped": "few"}}})
+    assert "| lab | not measured: 1 in-domain validation group(s)" in table
+
 
 def test_the_domain_command_fits_on_the_model_split_and_writes_the_folder(
     ood_models, tmp_path, capsys

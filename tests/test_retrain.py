@@ -401,6 +401,30 @@ def test_a_one_group_dataset_is_refused_before_it_is_queued(models_root, tmp_pat
     assert len(jobs.list_jobs()) == queued  # nothing was queued
 
 
+def test_a_comparison_that_trains_no_model_fails_with_each_reason(
+    cells, models_root, tmp_path, monkeypatch, capsys
+):
+    """A walkthrough's job read 'done' with every model skipped, the reasons off-screen."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty-keras-cache"))
+    out = tmp_path / "run"
+    code = train_cli(["compare", "--data", str(cells), "--architectures", "vgg16", "--epochs",
+                      "1", "--out", str(out)])  # fmt: skip
+    assert code == 1
+    assert "No model was trained (vgg16: not run: ImageNet weights unavailable offline" in (
+        capsys.readouterr().err
+    )
+    status = jobs.read_status(out)
+    assert status["state"] == jobs.FAILED and status["error"].startswith("No model was trained")
+    # The page refuses such settings before anything is queued, and names what would be skipped.
+    at = start()
+    at.selectbox(key="preset").set_value("paper_b").run()
+    assert any("None of the chosen architectures can run here: vgg16, vgg19" in e.value
+               for e in at.error), [e.value for e in at.error]  # fmt: skip
+    assert "start" not in [b.key for b in at.button]
+    at.multiselect(key="architectures").set_value(["vgg16", "simple_cnn"]).run()
+    assert any("Skipped when the job runs: vgg16:" in w.value for w in at.warning)
+
+
 def test_another_installed_model_is_made_active_only_after_a_confirmation(models_root):
     """The way back after a promotion that did not convince (a walkthrough had to use the
     server's command line): pick, confirm, make active; the change is recorded."""

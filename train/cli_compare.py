@@ -235,6 +235,9 @@ def compare_command(args: argparse.Namespace) -> int:
             if outcome.loso:
                 print(f"\n{outcome.name}: out-of-domain score and site adaptation\n")
                 print(extras_markdown(outcome.loso))
+    if reason := comparison.untrained_reason():
+        print(f"error: {reason}", file=sys.stderr)
+        return 1
     if args.promote:
         folder = promote(out, args.promote, args.name, root=args.models_dir, user=User.shell())
         print(f"promoted {args.promote} as {folder} (now the active model)")

@@ -60,7 +60,7 @@ class Preset:
 
 PRESETS = {
     "paper_a": Preset(
-        "Source paper A",
+        "Source paper A: EfficientNet-B3, VGG16, a plain CNN, InceptionV3",
         "EfficientNet-B3 against VGG16, a plain CNN and InceptionV3 at 128 px, with minority "
         "oversampling, rotation/flip/scale augmentation and fine-tuning of the top layers.",
         ("efficientnet_b3", "vgg16", "simple_cnn", "inception_v3"),
@@ -73,7 +73,7 @@ PRESETS = {
         },
     ),
     "paper_b": Preset(
-        "Source paper B",
+        "Source paper B: seven frozen ImageNet backbones",
         "Seven frozen ImageNet backbones with global max pooling, dropout 0.5 and a 2-way head; "
         "Adamax 1e-3, batch 40, up to 15 epochs, early stopping with patience 5, flips.",
         ("vgg16", "vgg19", "inception_v3", "xception", "efficientnet_b0", "resnet50", "resnet101"),
@@ -200,6 +200,13 @@ class CompareSettings:
     def to_dict(self) -> dict:
         return {**asdict(self), "architectures": list(self.architectures),
                 "augmentations": list(self.augmentations)}  # fmt: skip
+
+    def skipped_here(self) -> tuple[str, ...]:
+        """Architectures this server would skip: ImageNet weights not installed, and
+        ``missing_weights="skip"``."""
+        if self.missing_weights == "random":
+            return ()
+        return tuple(a for a in self.architectures if not runs_offline(a))
 
     def fit_config(self, architecture: str, weights: str | None) -> FitConfig:
         """The :class:`FitConfig` of one architecture under these settings."""

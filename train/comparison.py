@@ -110,6 +110,14 @@ class Comparison:
             return None
         return max(done, key=lambda o: self.metrics(o)["balanced_accuracy"] or 0.0)
 
+    def untrained_reason(self) -> str | None:
+        """Why no requested model gave figures (each model's reason), or None when one did."""
+        tried = [o for o in self.outcomes if o.name != SIZE_BASELINE]
+        if any(o.status == "done" for o in tried):
+            return None
+        reasons = "; ".join(f"{o.name}: {o.reason or o.status}" for o in tried)
+        return f"No model was trained ({reasons or 'none was asked for'})."
+
     def table(self) -> list[dict]:
         """One flat row per model: figures with interval bounds, size, time, speed, McNemar."""
         best = self.best()
@@ -176,8 +184,9 @@ class Comparison:
 
     def split_words(self) -> str:
         if self.settings.protocol == "leave_one_source_out":
-            return ("leave one source out: each source (ALL-IDB1 with ALL-IDB2) tested by a model "
-                    "trained on the others, validated on 20% of the others' groups")  # fmt: skip
+            sources = ", ".join(self.fold_names) or "none"  # ALL-IDB1 and 2 share fields: one
+            return (f"leave one source out: each source ({sources}) tested by a model trained "
+                    "on the others, validated on 20% of the others' groups")  # fmt: skip
         return "grouped within each source " + (
             "(70/10/20 of groups)" if self.settings.folds == 1
             else f"({self.settings.folds} folds: test one part, validate on the next)")  # fmt: skip

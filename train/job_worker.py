@@ -27,6 +27,7 @@ from train.jobs import (
     RUNNING,
     WORKER_GONE,
     JobSpec,
+    finished_status,
     list_jobs,
     now_text,
     read_status,
@@ -130,9 +131,7 @@ def run_job(folder: Path) -> str:
         records, words = load_job_data(spec)
         comparison = compare_models(records, spec.settings, run_dir=folder, data_description=words,
                                     progress=writer, cancelled=writer.cancelled)  # fmt: skip
-        best = comparison.best()
-        values |= {"state": DONE, "best": best.name if best else None, "overall": 1.0,
-                   "eta_s": 0, "message": f"Finished in {comparison.seconds:.0f} s."}  # fmt: skip
+        values |= finished_status(comparison)
     except CompareCancelled:
         values |= {"state": CANCELLED, "message": "Cancelled; nothing was kept."}
     except Exception as error:  # any failure must end as a readable status, never a hang

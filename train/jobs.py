@@ -197,12 +197,22 @@ def record_finished_job(folder: Path, spec: JobSpec, comparison) -> None:
     Written only at the end: a command stopped half-way leaves no job behind.
     """
     write_text_atomic(folder / JOB_FILE, json.dumps(spec.to_dict(), indent=1) + "\n")
-    best = comparison.best()
     finished = now_text()
-    write_status(folder, {"state": DONE, "created": finished, "finished": finished,
-                          "overall": 1.0, "title": spec.title,
-                          "best": best.name if best else None,
-                          "message": f"Finished in {comparison.seconds:.0f} s."})  # fmt: skip
+    write_status(folder, {"created": finished, "finished": finished, "title": spec.title,
+                          **finished_status(comparison)})  # fmt: skip
+
+
+def finished_status(comparison) -> dict:
+    """Status values of a comparison that ran to its end: done, or failed when no requested
+    model was trained (every one skipped or failed), with each model's reason."""
+    values = {"overall": 1.0, "eta_s": 0}
+    if reason := comparison.untrained_reason():
+        return values | {"state": FAILED, "error": reason, "best": None,
+                         "message": f"Ran for {comparison.seconds:.0f} s; the size-only "
+                         "baseline's figures are in the run folder."}  # fmt: skip
+    best = comparison.best()
+    return values | {"state": DONE, "best": best.name if best else None,
+                     "message": f"Finished in {comparison.seconds:.0f} s."}  # fmt: skip
 
 
 def _status(folder: Path, worker_running: bool) -> JobStatus:

@@ -85,6 +85,9 @@ def domain_check(
     """
     x_in, stain_in, groups_in = in_domain
     names = np.unique(groups_in)
+    if len(names) < 2:  # one half sets the limit, the other is scored: a small lab's set
+        return {"skipped": f"{len(names)} in-domain validation group(s); the check needs 2 or "
+                           "more (one to set the warning limit, one to score)"}  # fmt: skip
     rng = np.random.default_rng(0)
     limit_groups = set(rng.permutation(names)[: len(names) // 2])
     for_limit = np.isin(groups_in, list(limit_groups))
@@ -217,6 +220,9 @@ def extras_markdown(extras: dict) -> str:
              "|---|---|---|---|---|---|---|"]  # fmt: skip
     for source, values in extras.items():
         d = values.get("domain") or {}
+        if "skipped" in d:
+            lines.append(f"| {source} | not measured: {d['skipped']} | | | | | |")
+            continue
         missed, false = (d.get(k) or {} for k in ("missed_blasts_unreviewed",
                                                    "false_blasts_unreviewed"))  # fmt: skip
         lines.append(f"| {source} | {_n(d.get('cell_auroc'))} | {_n(d.get('sample_auroc'))} | "
@@ -235,7 +241,7 @@ def extras_markdown(extras: dict) -> str:
         for size, a in adaptation.items():
             if "before" not in a:
                 lines.append(f"| {source} | {size} | not measured: "
-                             f"{'; '.join(a.get('failures', [])) or 'no draw'} | | | |")  # fmt: skip
+                             f"{'; '.join(dict.fromkeys(a.get('failures', []))) or 'no draw'} | | | |")  # fmt: skip
                 continue
             b, f = a["before"], a["after"]
             lines.append(
