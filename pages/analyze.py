@@ -33,6 +33,7 @@ from ui.models import (
     model_config,
     no_model_help,
     plain_summary,
+    show_model_card,
 )
 from ui.samples import CREDITS, sample_files
 
@@ -91,6 +92,7 @@ with right:
         if details:
             with st.expander("Model details"):
                 st.caption("  \n".join(details))
+                show_model_card(model_name or "")
     else:
         st.info(no_model_help())
     if st.session_state.pop(CLEAR_SAMPLE_ID, False):  # the last sample's id is not the next's

@@ -212,8 +212,10 @@ def test_one_worker_per_runs_folder(tmp_path):
 
 def test_promotion_concerns_name_what_a_lab_should_weigh():
     """A walkthrough promoted, in one click, a model tested on one patient that called every
-    cell blast, scored below the size-only baseline and had no out-of-domain reference."""
-    from train.compare_tables import promotion_concerns, row_interval_text
+    cell blast, scored below the size-only baseline and had no out-of-domain reference: a model
+    that calls every cell one class is now refused (a second walk promoted one through the
+    warning and got 100% blasts on normal fields), the rest are weighed."""
+    from train.compare_tables import promotion_concerns, promotion_refusals, row_interval_text
 
     row = {"model": "lite", "status": "done", "balanced_accuracy": 0.5, "sensitivity": 1.0,
            "specificity": 0.0, "balanced_accuracy_low": 0.5, "balanced_accuracy_high": 0.5}  # fmt: skip
@@ -224,15 +226,17 @@ def test_promotion_concerns_name_what_a_lab_should_weigh():
         ],
         "models": {"lite": {"metrics": {"n": 12, "n_groups": 1}}},
     }
+    assert promotion_refusals(results, "lite") == [
+        "it calls (nearly) every test cell blast (sensitivity 1.00, specificity 0.00)"
+    ]
     concerns = promotion_concerns(results, "lite", has_domain_reference=False)
-    assert len(concerns) == 4
+    assert len(concerns) == 3
     assert "rest on 1 test group(s)" in concerns[0]
-    assert concerns[1] == "it calls (nearly) every test cell blast"
     assert (
         "does not beat the size-only baseline (balanced accuracy 0.500 against 0.583)"
-        in concerns[2]
+        in concerns[1]
     )
-    assert "no out-of-domain reference" in concerns[3]
+    assert "no out-of-domain reference" in concerns[2]
     assert (
         row_interval_text(row, "balanced_accuracy", groups=1)
         == "0.500 (interval n/a: 1 test group)"
@@ -242,6 +246,7 @@ def test_promotion_concerns_name_what_a_lab_should_weigh():
     results = {"table": [good, results["table"][1]],
                "models": {"lite": {"metrics": {"n": 300, "n_groups": 12}}}}  # fmt: skip
     assert promotion_concerns(results, "lite", has_domain_reference=True) == []
+    assert promotion_refusals(results, "lite") == []
 
 
 def test_the_page_table_puts_figures_before_notes_whatever_row_comes_first():
@@ -257,3 +262,21 @@ def test_the_page_table_puts_figures_before_notes_whatever_row_comes_first():
     assert frame.columns[-1] == "Note"
     assert frame.loc[0, "Note"] == "skipped: not run: ImageNet weights unavailable offline"
     assert frame.loc[0, "Cells"] == "—" and frame.loc[1, "Balanced accuracy"] == "0.800"
+
+
+def test_a_lab_models_card_speaks_of_the_labs_cells_not_public_datasets():
+    """A walkthrough's model trained on a lab's cells alone had a card naming ALL-IDB and C-NMC
+    as its blasts, and ALL-IDB1's field grouping."""
+    from train.card import model_card
+
+    config = {"training": {"data_summary": {"per_source": {"lab6": 113}}}}
+    limits = model_card("lab-model", config, {}).split("## Known limits")[1]
+    assert "Blasts in the training data come from lab6 (this lab's own labels)" in limits
+    assert "Normal cells come from one source" in limits
+    assert "ALL-IDB" not in limits and "C-NMC" not in limits
+    public = {"allidb1": 418, "allidb2": 165, "cnmc": 12, "deepapl": 1947, "pbc": 1049}
+    config = {"training": {"data_summary": {"per_source": public}}}
+    limits = model_card("bundled", config, {}).split("## Known limits")[1]
+    assert "ALL-IDB (lymphoblasts; one lab, two cameras), a handful of C-NMC" in limits
+    assert "deepapl (myeloid blasts" in limits and "PBC" not in limits.split(";")[0]
+    assert "blocks of four consecutive numbers" in limits

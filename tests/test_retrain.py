@@ -181,6 +181,7 @@ def test_promote_writes_a_complete_active_folder_and_keeps_the_previous(
     assert loaded.config.architecture == "simple_cnn" and loaded.config.input_size == 32
     card = (folder / "card.md").read_text()
     assert "Research use only" in card and "comparison" in card and "efficientnet_lite0" in card
+    assert "ALL-IDB (lymphoblasts" in card and "blocks of four" not in card  # no ALL-IDB1 here
     assert {p.name for p in folder.iterdir()} >= {"model.keras", "config.json", "metrics.json",
                                                   "card.md", "split.csv"}  # fmt: skip
     promote(compared, "efficientnet_lite0", "mine", root=models_root, user=User.shell())
@@ -196,6 +197,21 @@ def test_promote_writes_a_complete_active_folder_and_keeps_the_previous(
     logits = Classifier(lite).logits([app_crop(r) for r in val])
     refit = fit_calibration(logits, labels_of(val) == BLAST_INDEX, mixed_sources(val))
     assert refit.temperature == pytest.approx(lite.config.calibration.temperature, rel=1e-3)
+
+
+def test_a_model_that_calls_every_cell_one_class_is_never_promoted(models_root, tmp_path):
+    """A walkthrough promoted such a model through the page's warning: normal fields then read
+    100% blasts. The rule is in the promotion itself, so the command line refuses it too."""
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [{"model": "simple_cnn", "status": "done", "sensitivity": 1.0, "specificity": 0.0,
+             "balanced_accuracy": 0.5},
+            {"model": SIZE_BASELINE, "status": "done", "balanced_accuracy": 0.77}]  # fmt: skip
+    (run / RESULTS_FILE).write_text(json.dumps({"table": rows}))
+    before = _registry(models_root)
+    with pytest.raises(ValueError, match=r"calls \(nearly\) every test cell blast"):
+        promote(run, "simple_cnn", "everything-blast", root=models_root, user=User.shell())
+    assert _registry(models_root) == before and active_model_name(models_root) == "tiny"
 
 
 # Each bad dataset of the issue, and the words its message must contain.
@@ -331,6 +347,10 @@ def test_pick_train_watch_compare_promote_then_analyze_uses_it(
     picker = at.selectbox(key="model")
     assert picker.value == "lab-model" and "tiny" in picker.options
     assert "simple_cnn, 32 px" in " ".join(c.value for c in at.caption)
+    (details,) = [e for e in at.expander if e.label == "Model details"]  # the card, readable
+    card = " ".join(m.value for m in details.markdown)
+    assert "#### Model card: `lab-model`" in card and "##### Known limits" in card
+    assert "ALL-IDB (lymphoblasts" in card  # these cells are ALL-IDB2 crops
 
 
 def test_killing_the_worker_mid_run_leaves_registry_and_active_model_intact(cells, models_root):

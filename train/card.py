@@ -220,20 +220,33 @@ def _block(value) -> str:
     return "\n".join(lines)
 
 
+BLAST_SOURCE_WORDS = {
+    "allidb": "ALL-IDB (lymphoblasts; one lab, two cameras)",
+    "cnmc": "a handful of C-NMC cells (lymphoblasts)",
+    "deepapl": "deepapl (myeloid blasts of AML/APL patients; another lab's CellaVision)",
+}
+NORMAL_ONLY_SOURCES = ("pbc", "bccd", "zheng")  # public sets of normal blood only
+
+
 def _limits(sources: list[str]) -> list[str]:
-    blasts = ("Blasts in the training data come from ALL-IDB (lymphoblasts; one lab, two "
-              "cameras), deepapl (myeloid blasts of AML/APL patients; another lab's CellaVision) "
-              "and a handful of C-NMC cells" if "deepapl" in sources else
-              "Blasts in the training data come from ALL-IDB (one lab, two cameras) and a "
-              "handful of C-NMC cells")  # fmt: skip
-    return [
-        f"{blasts}; blasts from other labs, stains or scanners may be scored lower. Check "
-        "per-source figures (and the leave-one-source-out table, where there is one) on your "
-        "own data before relying on it.",
-        "Normal cells come from several sources; hematogones, reactive lymphocytes and other "
-        "blast mimics are barely represented, so expect false blasts among them.",
+    """What the card warns about, from the sources the model was trained on (a lab's own set
+    gets no words about public datasets it never saw)."""
+    named = {"allidb" if s in ("allidb1", "allidb2") else s for s in sources}
+    blast_sources = [BLAST_SOURCE_WORDS.get(s, f"{s} (this lab's own labels)")
+                     for s in sorted(named) if s not in NORMAL_ONLY_SOURCES]  # fmt: skip
+    limits = [
+        f"Blasts in the training data come from {', '.join(blast_sources) or 'no source'}; "
+        "blasts from other labs, stains or scanners may be scored lower. Check per-source "
+        "figures (and the leave-one-source-out table, where there is one) on your own data "
+        "before relying on it.",
+        f"Normal cells come from {'one source' if len(named) == 1 else 'several sources'}; "
+        "hematogones, reactive lymphocytes and other blast mimics are barely represented, so "
+        "expect false blasts among them.",
         "Trained on cells cut out by this app's segmentation; cells the segmentation fuses or "
         "splits are classified as the piece it found.",
-        "ALL-IDB1 fields carry no patient ids; fields were grouped in blocks of four consecutive "
-        "numbers as a proxy, so two blocks may still come from one patient.",
     ]
+    if "allidb1" in sources:
+        limits.append("ALL-IDB1 fields carry no patient ids; fields were grouped in blocks of "
+                      "four consecutive numbers as a proxy, so two blocks may still come from "
+                      "one patient.")  # fmt: skip
+    return limits

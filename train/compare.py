@@ -49,7 +49,7 @@ from train.compare_settings import (
     CompareSettings,
     initial_weights,
 )
-from train.compare_tables import comparison_markdown
+from train.compare_tables import comparison_markdown, promotion_refusals
 from train.comparison import Comparison, ModelOutcome
 from train.evaluate.classifier import SPLIT_FILE
 from train.fit import FitConfig, fit, labels_of, load_crops, predict_logits
@@ -374,6 +374,12 @@ def promote(
         raise ValueError(
             f"{architecture!r} did not finish in this run; promotable: {', '.join(done) or 'none'}."
         )
+    if refusals := promotion_refusals(json.loads(results_file.read_text()), architecture):
+        raise ValueError(
+            f"{architecture} of this run cannot become the active model: "
+            + "; ".join(refusals) + ". Train on labelled cells from more subjects and compare "
+            "again, or keep the current model."
+        )  # fmt: skip
     check_model_name(name)
     staged = Path(run_dir) / MODELS_SUBDIR
     loaded = load_model(architecture, root=staged)

@@ -102,11 +102,24 @@ def test_groups(results: dict, model: str) -> int | None:
     return ((results.get("models") or {}).get(model) or {}).get("metrics", {}).get("n_groups")
 
 
+def promotion_refusals(results: dict, model: str) -> list[str]:
+    """Why ``model`` of a finished comparison must not become the lab's active model (empty
+    when it may): it calls (nearly) every test cell one class, so every analysis would read
+    about 0% or 100% blasts whatever the smear."""
+    row = {row["model"]: row for row in results["table"]}[model]
+    sensitivity, specificity = row.get("sensitivity"), row.get("specificity")
+    if sensitivity is None or specificity is None or min(sensitivity, specificity) >= 0.05:
+        return []
+    called = "blast" if sensitivity > specificity else "normal"
+    return [f"it calls (nearly) every test cell {called} (sensitivity {sensitivity:.2f}, "
+            f"specificity {specificity:.2f})"]  # fmt: skip
+
+
 def promotion_concerns(results: dict, model: str, *, has_domain_reference: bool) -> list[str]:
-    """What a model administrator should weigh before making ``model`` of a finished comparison
-    the lab's active model (empty when nothing stands out)."""
+    """What a model administrator should weigh before promoting a model that
+    :func:`promotion_refusals` lets through (empty when nothing stands out)."""
     rows = {row["model"]: row for row in results["table"]}
-    row, concerns = rows[model], []
+    concerns = []
     groups = test_groups(results, model)
     if groups is not None and groups < MIN_TEST_GROUPS:
         concerns.append(
@@ -114,12 +127,8 @@ def promotion_concerns(results: dict, model: str, *, has_domain_reference: bool)
             f"than {MIN_TEST_GROUPS} they cannot tell models apart: add labelled cells from "
             "more subjects"
         )
-    sensitivity, specificity = row.get("sensitivity"), row.get("specificity")
-    if sensitivity is not None and specificity is not None and min(sensitivity, specificity) < 0.05:
-        called = "blast" if sensitivity > specificity else "normal"
-        concerns.append(f"it calls (nearly) every test cell {called}")
     baseline = rows.get(SIZE_BASELINE, {})
-    ours, theirs = row.get("balanced_accuracy"), baseline.get("balanced_accuracy")
+    ours, theirs = rows[model].get("balanced_accuracy"), baseline.get("balanced_accuracy")
     if ours is not None and theirs is not None and ours <= theirs:
         concerns.append(
             f"it does not beat the size-only baseline (balanced accuracy {ours:.3f} against "

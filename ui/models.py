@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import re
 import sys
 import threading
 from pathlib import Path
@@ -104,6 +105,14 @@ def model_config(name: str) -> ModelConfig:
     return read_config(name)
 
 
+def show_model_card(name: str) -> None:
+    """The model folder's card (data, training, figures, limits), headings made small enough
+    to sit inside an expander; nothing when the folder has no card."""
+    card = models_dir() / name / "card.md" if name else None
+    if card is not None and card.is_file():
+        st.markdown(re.sub(r"^(#+) ", r"\1### ", card.read_text(encoding="utf-8"), flags=re.M))
+
+
 BATCH_SIZE = 8
 """Cells per network call in the app. Larger batches are no faster on a CPU, but TensorFlow's
 working memory grows with them: batches of 32 took the app past 3 GB (EfficientNet-Lite0)."""
@@ -185,7 +194,7 @@ def plain_summary(config: ModelConfig) -> str:
     """The model in a hematology reader's words: what it is, what it learnt from, what it does
     with the cells it is unsure of (the numbers are in :func:`describe`)."""
     cells = (config.training.get("data_summary") or {}).get("n_cells")
-    trained = f", trained and checked on {cells:,} expert-labelled cells" if cells else ""
+    trained = f", trained and checked on {cells:,} labelled cells" if cells else ""
     c = config.calibration
     unsure = (
         "cells it is unsure of are marked uncertain for your review"
@@ -254,6 +263,9 @@ def active_model_section() -> None:
         return
     active = active_model_name(names=names)
     st.markdown(f"New analyses use **{active}**.")
+    if active:
+        with st.expander(f"Model card of {active}: data, figures, limits"):
+            show_model_card(active)
     others = [name for name in names if name != active]
     if not others:
         st.caption("No other model is installed.")

@@ -16,7 +16,7 @@ from leukemia_core.models.folder import PREVIOUS, active_model_name, models_dir,
 from train import jobs
 from train.compare import promote
 from train.compare_settings import MODELS_SUBDIR, SIZE_BASELINE, TABLE_FILE
-from train.compare_tables import promotion_concerns, test_groups
+from train.compare_tables import promotion_concerns, promotion_refusals, test_groups
 from train.data_roots import data_roots, shorten
 from ui import auth
 from ui import comparison as view
@@ -97,7 +97,8 @@ def _promote(job_id: str) -> None:
     try:
         promote(jobs.runs_dir() / job_id, architecture, name, user=auth.user())
     except (LeukemiaCoreError, OSError, ValueError) as error:
-        flash(f"Not promoted: {shown(str(error))}")
+        # beside the button (a message at the top of the page is out of sight down here)
+        st.session_state[f"promote_error_{job_id}"] = f"Not promoted: {shown(str(error))}"
         return
     st.session_state["model"] = name  # the Analyze page's model picker
     st.session_state[f"promote_confirm_{job_id}"] = False
@@ -128,6 +129,13 @@ def results_section(status: jobs.JobStatus) -> None:
     st.markdown(f"**{results['n_tested']} test cells** of {results['n_cells']}, split "
                 f"{results['split']}; figures with 95% bootstrap intervals over groups. "
                 f"Best by balanced accuracy: **{results['best'] or 'none'}**.")  # fmt: skip
+    by_model = {r["model"]: r for r in rows}
+    best = by_model.get(results["best"] or "", {}).get("balanced_accuracy")
+    baseline = by_model.get(SIZE_BASELINE, {}).get("balanced_accuracy")
+    if best is not None and baseline is not None and best <= baseline:
+        st.warning(f"No model beats the size-only baseline (balanced accuracy {baseline:.3f}): "
+                   "they may have learned no more than cell size. Add labelled cells from "
+                   "more subjects before promoting any of them.")  # fmt: skip
     groups = {r["model"]: test_groups(results, r["model"]) for r in rows}
     st.dataframe(view.table_frame(rows, groups), hide_index=True, width="stretch")
     st.caption(
@@ -181,6 +189,10 @@ def results_section(status: jobs.JobStatus) -> None:
                        help="Letters, digits, - and _; an existing folder of that name is kept "
                             "as <name>.previous.")  # fmt: skip
     picked = st.session_state[pick_key]
+    if refusals := promotion_refusals(results, picked):
+        st.error(f"`{picked}` cannot become the active model: " + "; ".join(refusals) + ". "
+                 "Train on labelled cells from more subjects and compare again.")  # fmt: skip
+        return
     staged = status.folder / MODELS_SUBDIR / picked
     concerns = promotion_concerns(results, picked,
                                   has_domain_reference=(staged / DOMAIN_FILE).is_file())  # fmt: skip
@@ -190,6 +202,8 @@ def results_section(status: jobs.JobStatus) -> None:
                             "analysis uses.", key=f"promote_confirm_{status.job_id}")  # fmt: skip
     st.button("Promote", key=f"promote_{status.job_id}", type="primary", disabled=not confirmed,
               on_click=_promote, args=(status.job_id,))  # fmt: skip
+    if error := st.session_state.pop(f"promote_error_{status.job_id}", None):
+        st.error(error)
 
 
 def jobs_section() -> None:
