@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -117,10 +118,21 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     return _write_atomic(path, data, "wb")
 
 
+def readable_as_folder(path: Path) -> int:
+    """Permission bits for a new file at ``path``: those of the file it replaces, else its
+    folder's without the execute bits. ``mkstemp`` makes files only their owner can read, so a
+    model or status file written by the app was unreadable to a service running as another
+    account, where a plain ``open`` would have followed the folder (and the umask)."""
+    if path.exists():
+        return stat.S_IMODE(path.stat().st_mode)
+    return stat.S_IMODE(path.parent.stat().st_mode) & 0o666
+
+
 def _write_atomic(path: str | os.PathLike, content: str | bytes, mode: str, **options) -> Path:
     path = Path(path)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        os.fchmod(handle, readable_as_folder(path))
         with os.fdopen(handle, mode, **options) as stream:
             stream.write(content)
         os.replace(tmp, path)

@@ -1,6 +1,7 @@
 """Model folders: save, list, load with checksum verification, active model, classification."""
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -188,3 +189,31 @@ def test_a_model_is_described_in_words_with_its_dates():
     )
     bare = ModelConfig.from_dict("mine", {**values, "architecture": "resnet50", "training": {}})
     assert bare.description == "mine: ResNet-50 network"
+
+
+def test_a_saved_model_folder_is_as_readable_as_the_models_folder(models):
+    """A walkthrough found promoted folders at 0700 and config.json at 0600 (mkdtemp, mkstemp):
+    a service running as another account could not load them. They follow the models folder."""
+    from leukemia_core.models.writing import save_model_folder
+
+    models.chmod(0o755)
+    loaded = load_model("tiny", models)
+    config = json.loads((models / "tiny" / "config.json").read_text())
+    for key in ("sha256", "weights_file", "format_version"):
+        config.pop(key)
+    folder = save_model_folder(loaded.keras_model, "shared", config, metrics={}, card="# s\n",
+                               root=models)  # fmt: skip
+    set_active_model("shared", models, user=User.shell())
+    assert folder.stat().st_mode & 0o777 == 0o755
+    assert (folder / "config.json").stat().st_mode & 0o777 == 0o644  # written atomically
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("metrics.json", "card.md", "model.keras"):  # written plainly: as the umask says
+        assert (folder / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+    assert (models / "ACTIVE").stat().st_mode & 0o777 == 0o644
+    models.chmod(0o700)  # a private models folder keeps new files private
+    set_active_model("tiny", models, user=User.shell())
+    assert (models / "ACTIVE").stat().st_mode & 0o777 == 0o644  # a replaced file keeps its mode
+    (models / "ACTIVE").unlink()
+    set_active_model("tiny", models, user=User.shell())
+    assert (models / "ACTIVE").stat().st_mode & 0o777 == 0o600

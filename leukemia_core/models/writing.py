@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
@@ -140,6 +141,7 @@ def save_model_folder(
         )
     staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
     try:
+        staging.chmod(stat.S_IMODE(root.stat().st_mode))  # mkdtemp's 0700: as the other folders
         # An uncompiled copy: the optimizer's slots would double the file and are not needed.
         clean = keras.Model.from_config(model.get_config())
         clean.set_weights(model.get_weights())
