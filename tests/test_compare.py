@@ -262,6 +262,10 @@ def test_the_page_table_puts_figures_before_notes_whatever_row_comes_first():
     assert frame.columns[-1] == "Note"
     assert frame.loc[0, "Note"] == "skipped: not run: ImageNet weights unavailable offline"
     assert frame.loc[0, "Cells"] == "—" and frame.loc[1, "Balanced accuracy"] == "0.800"
+    assert frame.loc[1, "Cells"] == "40" and frame.loc[1, "Training s"] == "3.0"
+    import pyarrow as pa
+
+    pa.Table.from_pandas(frame)  # what Streamlit does; mixed columns raised ArrowInvalid
 
 
 def test_a_lab_models_card_speaks_of_the_labs_cells_not_public_datasets():

@@ -57,14 +57,14 @@ def table_frame(rows: Sequence[dict], groups: dict[str, int | None] | None = Non
             item["Note"] = f"{row['status']}: {row['note'].split('. ')[0]}"
             shown.append(item)
             continue
-        item["Cells"] = row["n_cells"]
+        item["Cells"] = f"{row['n_cells']:,}"
         n_groups = groups.get(row["model"])
         item |= {METRIC_NAMES[k]: row_interval_text(row, k, dash="–", groups=n_groups)
                  for k in TABLE_METRICS}  # fmt: skip
-        item["Parameters"] = row.get("params")
-        item["Training s"] = round(row["training_seconds"], 1)
-        speed = row.get("cells_per_second")
-        item["Cells/s"] = round(speed, 1) if speed else None
+        params, speed = row.get("params"), row.get("cells_per_second")
+        item["Parameters"] = None if params is None else f"{params:,}"
+        item["Training s"] = f"{row['training_seconds']:.1f}"
+        item["Cells/s"] = f"{speed:.1f}" if speed else None
         p = row.get("mcnemar_vs_best_p")
         item["McNemar p vs best"] = "—" if p is None else f"{p:.3g}"
         item["Note"] = "size only: a model must beat this" if row["model"] == SIZE_BASELINE else ""
@@ -73,8 +73,10 @@ def table_frame(rows: Sequence[dict], groups: dict[str, int | None] | None = Non
     # only a note): at 800 px the note pushed every figure out of sight.
     columns = ["Model", "Initial weights", "Cells", *(METRIC_NAMES[k] for k in TABLE_METRICS),
                "Parameters", "Training s", "Cells/s", "McNemar p vs best", "Note"]  # fmt: skip
-    frame = pd.DataFrame(shown).reindex(columns=columns)
-    return frame.astype(object).where(frame.notna(), "—")
+    # Text throughout, "—" where a row has no figure: a column mixing numbers and dashes
+    # cannot become an Arrow table, and Streamlit logged a traceback at every rerun.
+    frame = pd.DataFrame(shown).reindex(columns=columns).astype(object)
+    return frame.where(frame.notna(), "—").astype(str)
 
 
 def roc_figure(models: dict) -> go.Figure:
