@@ -207,6 +207,7 @@ def dataset_section() -> dict | None:
             try:
                 folder = extract_zip(upload, uploads)
             except (LeukemiaCoreError, OSError) as error:
+                st.session_state.pop(DATASET_KEY, None)  # Start must not use the set before
                 st.error(f"The zip was not unpacked: {retrain_jobs.shown(str(error))}")
             else:  # named relative to the uploads folder, like server folders to their root
                 _inspect([str(folder)], options, (uploads,))
@@ -219,6 +220,7 @@ def dataset_section() -> dict | None:
             try:
                 export_reviewed_cases(state.case_store(), out)
             except (LeukemiaCoreError, OSError) as error:
+                st.session_state.pop(DATASET_KEY, None)  # Start must not use the set before
                 st.error(retrain_jobs.shown(str(error)))
             else:
                 _inspect([str(out / "manifest.csv")], options, (out.parent,))

@@ -328,6 +328,13 @@ def _allidb1(root: Path) -> Path:
     return root
 
 
+def _notes(root: Path) -> Path:
+    """A folder holding only a text file: not empty, but no layout either."""
+    _empty(root)
+    (root / "README.txt").write_text("cells to come")
+    return root
+
+
 def _missing(root: Path) -> Path:
     return root / "nowhere"
 
@@ -336,7 +343,13 @@ ERRORS = [
     (_missing, load_dataset, DatasetNotFoundError, r"nowhere does not exist"),
     (_missing, load_cnmc, DatasetNotFoundError, r"does not exist; check the path"),
     (lambda r: write_image(r / "a.bmp"), load_allidb2, DatasetNotFoundError, r"is a file"),
-    (_empty, load_dataset, EmptyDatasetError, r"No C-NMC, ALL-IDB2 or class-folder layout"),
+    (_empty, load_dataset, EmptyDatasetError, r"is empty: copy the labelled cells into it"),
+    (
+        lambda r: _empty(r) / ".." / _notes(r),
+        load_dataset,
+        EmptyDatasetError,
+        r"No C-NMC, ALL-IDB2 or class-folder layout",
+    ),
     (_empty, load_cnmc, EmptyDatasetError, r"expected training_data/fold_<n>"),
     (_empty, load_allidb2, EmptyDatasetError, r"No ALL-IDB2 crops"),
     (_empty, load_class_folders, EmptyDatasetError, r"No class subfolders with images"),

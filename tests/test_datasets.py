@@ -178,7 +178,7 @@ def _empty(root: Path) -> Path:
 
 REFUSALS = [
     (lambda r: r / "nowhere", {}, DatasetNotFoundError, r"nowhere does not exist; check the path"),
-    (_empty, {}, EmptyDatasetError, r"No C-NMC, ALL-IDB2 or class-folder layout"),
+    (_empty, {}, EmptyDatasetError, r"is empty: copy the labelled cells into it"),
     (
         _single_class,
         {},
@@ -193,7 +193,7 @@ REFUSALS = [
         MissingGroupError,
         r"carry no subject or field id .*both sides of the split and the test scores would be "
         r"inflated\. Put each subject's cells in <class>/<subject>/ .*CSV manifest .*"
-        r"allow_ungrouped=True",
+        r"--allow-ungrouped on the command line",
     ),
     (
         lambda r: make_subjects(r, {**SUBJECTS, "normal": ["loose.png"]}),

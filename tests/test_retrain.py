@@ -217,7 +217,7 @@ def test_a_model_that_calls_every_cell_one_class_is_never_promoted(models_root, 
 # Each bad dataset of the issue, and the words its message must contain.
 BAD_DATASETS = [
     (lambda d: d / "missing", "does not exist"),
-    (lambda d: (d / "empty").mkdir() or d / "empty", "No C-NMC"),
+    (lambda d: (d / "empty").mkdir() or d / "empty", "is empty"),
     (lambda d: _class_folders(d, ("blast",)), "only blast"),
     (lambda d: _class_folders(d, ("normal",)), "only normal"),
     (lambda d: _class_folders(d, ("blast", "normal"), corrupt=True), "cannot be decoded"),
@@ -291,17 +291,30 @@ def test_reviewed_cases_become_a_dataset_grouped_by_sample(models_root):
 
 
 def test_unsafe_zip_is_refused_in_the_page(models_root):
+    good = io.BytesIO()
+    with zipfile.ZipFile(good, "w") as archive:
+        for i, (label, subject) in enumerate([("blast", "P0"), ("normal", "P0"),
+                                              ("blast", "P1"), ("normal", "P1")]):  # fmt: skip
+            image = io.BytesIO()
+            Image.new("RGB", (16, 16), (120, 60 + 10 * i, 160)).save(image, "PNG")
+            archive.writestr(f"lab/{label}/{subject}/{i}.png", image.getvalue())
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("../evil.png", b"x")
     at = start()
     at.radio(key="data_source").set_value("Upload a zip").run()
+    at.file_uploader(key="data_zip").set_value([("cells.zip", good.getvalue(),
+                                                 "application/zip")]).run()  # fmt: skip
+    at.button(key="unpack").click().run()
+    assert {m.label: m.value for m in at.metric}["Cells"] == "4"
     at.file_uploader(key="data_zip").set_value([("cells.zip", buffer.getvalue(),
                                                  "application/zip")]).run()  # fmt: skip
     at.button(key="unpack").click().run()
     assert any("evil.png" in e.value for e in at.error), [e.value for e in at.error]
+    assert not at.metric  # the set checked before is gone: Start would have trained on it
     uploads = jobs.runs_dir() / "uploads"
-    assert not uploads.exists() or not any(uploads.iterdir())
+    (unpacked,) = uploads.iterdir()  # the good zip's; nothing of the refused one
+    assert unpacked.name.startswith("cells-") and not list(uploads.rglob("evil.png"))
 
 
 def test_pick_train_watch_compare_promote_then_analyze_uses_it(

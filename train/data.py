@@ -306,6 +306,8 @@ def detect_format(root: str | Path) -> str:
     if any(d.is_dir() and _images_in(d, recursive=True) for d in path.iterdir()):
         return "folders"
     loose = " (images lie directly in it: use one subfolder per class)" * bool(_images_in(path))
+    if not any(path.iterdir()):
+        raise EmptyDatasetError(f"{path} is empty: copy the labelled cells into it first.")
     raise EmptyDatasetError(
         f"No C-NMC, ALL-IDB2 or class-folder layout in {path}{loose}; or "
         "pass a CSV manifest (path,label,group)."

@@ -40,8 +40,8 @@ from train.records import (
 
 _UNGROUPED_FIX = (
     "Put each subject's cells in <class>/<subject>/ subfolders, or give a CSV manifest with "
-    "columns path,label,group, or allow ungrouped data explicitly (allow_ungrouped=True) and "
-    "read the scores as optimistic."
+    "columns path,label,group, or allow cells without subject ids (the Retrain page's box, "
+    "--allow-ungrouped on the command line) and read the scores as optimistic."
 )
 
 

@@ -203,8 +203,8 @@ def verify_images(records: Iterable[LabelledCrop]) -> None:
     if bad := unreadable_images(records):
         raise UnreadableFileError(
             f"{len(bad)} image(s) cannot be decoded: {_listed([why for _, why in bad])}. "
-            "Re-copy them, or leave them out (the Retrain page's \"Leave out images that "
-            'cannot be read", --skip-unreadable, or inspect_datasets(skip_unreadable=True)).'
+            'Re-copy them, or leave them out ("Leave out images that cannot be read" on the '
+            "Retrain page, --skip-unreadable on the command line)."
         )
 
 

@@ -330,7 +330,8 @@ def leave_one_source_out(
     if len(units) < 2:
         raise SplitError(
             f"Leave-one-source-out needs cells of at least two sources; these come from "
-            f"{units or 'none'}. Add another dataset, or use the grouped protocol."
+            f"{', '.join(units) or 'none'} only. Add another dataset, or use the grouped "
+            "protocol."
         )
     splits = []
     for unit in units:
