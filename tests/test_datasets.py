@@ -512,3 +512,19 @@ def test_real_allidb2_summary_agrees_with_the_loader(shared_data):
     frame = summary.group_frame()
     assert dict(zip(frame["group"], frame["total"], strict=True)) == expected["per_group"]
     assert frame["total"].is_monotonic_decreasing and not summary.notes
+
+
+def test_a_source_of_one_class_and_a_rare_class_are_noted(tmp_path):
+    """A walkthrough combined a lab's 30 blasts with 1,200 PBC normal cells from another
+    instrument and was told nothing: the shortcut behind the confident misses on other labs."""
+    both = make_subjects(tmp_path / "lab", SUBJECTS)  # 3 blasts, 4 normal cells
+    normals = {f"normal/D{i:02d}": [f"n{i}a.png", f"n{i}b.png"] for i in range(30)}
+    only_normal = make_subjects(tmp_path / "donors", normals)
+    _, summary = inspect_datasets([both, only_normal])
+    assert summary.per_class == {"blast": 3, "normal": 64}
+    shortcut, rare = summary.notes[-2:]  # after how each folder was grouped
+    assert shortcut.startswith("One class only in donors (60 normal): a model can learn")
+    assert "leave-one-source-out protocol" in shortcut
+    assert rare.startswith("Blast cells are 3 of 67 (4%)")
+    _, alone = inspect_datasets([both])  # one source with both classes: nothing to say
+    assert not [n for n in alone.notes if "One class only" in n or "cells are" in n]

@@ -242,9 +242,43 @@ def _inspect(
             "both sides of the split, so test scores are likely optimistic."
         )
         table = CellTable(table.records, (*table.notes, note), table.groups_known)
+    if notes := _mix_notes(table):
+        table = CellTable(table.records, (*table.notes, *notes), table.groups_known)
     if verify and not skip_unreadable:  # last: decoding every image is the slow check
         verify_images(table)
     return table, summarize_table(table, where, "+".join(formats))
+
+
+MINORITY_SHARE = 0.10  # below this share of the cells, one class's figures rest on few cells
+
+
+def _mix_notes(table: CellTable) -> tuple[str, ...]:
+    """What the mix of classes and sources risks: a source giving one class teaches "this
+    source's look = that class" (shortcut learning, the cause of confident misses on another
+    lab's cells), and a rare class leaves its figures resting on few cells."""
+    per_source: dict[str, Counter] = {}
+    for r in table:
+        per_source.setdefault(r.source, Counter())[r.label] += 1
+    notes = []
+    one_class = {s: next(iter(c)) for s, c in per_source.items() if len(c) == 1}
+    if len(per_source) > 1 and one_class:
+        listed = ", ".join(f"{s} ({per_source[s][label]:,} {label})"
+                           for s, label in sorted(one_class.items()))  # fmt: skip
+        notes.append(
+            f"One class only in {listed}: a model can learn that a source's look means its "
+            "class (shortcut learning), and that source's figures say nothing about the other "
+            "class. Add cells of both classes from each source where you can, and choose "
+            "recipes with the leave-one-source-out protocol."
+        )
+    classes = Counter(r.label for r in table)
+    rare, n_rare = min(classes.items(), key=lambda item: item[1])
+    if len(classes) == 2 and n_rare < MINORITY_SHARE * len(table):
+        notes.append(
+            f"{rare.capitalize()} cells are {n_rare:,} of {len(table):,} "
+            f"({n_rare / len(table):.0%}): training balances the classes, but the {rare} "
+            "figures rest on few cells and their intervals are wide."
+        )
+    return tuple(notes)
 
 
 def _readable(table: CellTable, roots) -> CellTable:
