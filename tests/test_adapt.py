@@ -424,3 +424,19 @@ def test_adapt_section_of_the_retrain_page(models, apptest_navigation):
     assert not at.exception, at.exception
     assert active_model_name(models) == "tiny-site1"
     assert any("tiny-site1" in s.value for s in at.success), [s.value for s in at.success]
+
+
+def test_a_version_that_misses_more_blasts_is_called_worse():
+    """A walkthrough's adaptation lowered sensitivity 1 -> 0.9 and raised confident misses
+    0 -> 0.033 while balanced accuracy rose: the page offered it without a word."""
+    from train.adapt import worse_than_before
+
+    before = {"balanced_accuracy": 0.50, "sensitivity": 1.0, "ece": 0.20,
+              "confident_miss_rate": 0.0}  # fmt: skip
+    after = {"balanced_accuracy": 0.516, "sensitivity": 0.9, "ece": 0.15,
+             "confident_miss_rate": 0.033}  # fmt: skip
+    assert worse_than_before({"before": before, "after": after}) == [
+        "blast sensitivity 1.000 -> 0.900", "confident misses 0.000 -> 0.033"]  # fmt: skip
+    assert worse_than_before({"before": after, "after": after}) == []
+    no_blasts = {**after, "sensitivity": None, "confident_miss_rate": None}
+    assert worse_than_before({"before": no_blasts, "after": no_blasts}) == []

@@ -365,7 +365,8 @@ def _choose(check: dict, variants: tuple[str, ...]) -> tuple[str, str]:
 
 def worse_than_before(check: dict) -> list[str]:
     """What the chosen adaptation does worse than the base model on the grouped check, in words
-    (empty when balanced accuracy did not fall and ECE did not rise).
+    (empty when balanced accuracy and blast sensitivity did not fall, and ECE and confident
+    misses, the error no reviewer sees, did not rise).
 
     >>> worse_than_before({"before": {"balanced_accuracy": 0.8, "ece": 0.1},
     ...                    "after": {"balanced_accuracy": 0.7, "ece": 0.05}})
@@ -374,5 +375,8 @@ def worse_than_before(check: dict) -> list[str]:
     before, after = check["before"], check["after"]
     return [f"{words} {before[key]:.3f} -> {after[key]:.3f}"
             for key, words, sign in (("balanced_accuracy", "balanced accuracy", 1),
-                                     ("ece", "ECE", -1))
-            if sign * (after[key] - before[key]) < 0]  # fmt: skip
+                                     ("sensitivity", "blast sensitivity", 1),
+                                     ("ece", "ECE", -1),
+                                     ("confident_miss_rate", "confident misses", -1))
+            if before.get(key) is not None and after.get(key) is not None
+            and sign * (after[key] - before[key]) < 0]  # fmt: skip
