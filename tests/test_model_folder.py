@@ -217,3 +217,19 @@ def test_a_saved_model_folder_is_as_readable_as_the_models_folder(models):
     (models / "ACTIVE").unlink()
     set_active_model("tiny", models, user=User.shell())
     assert (models / "ACTIVE").stat().st_mode & 0o777 == 0o600
+
+
+def test_promotions_of_a_run_leave_out_versions_adapted_from_them(models, tmp_path):
+    """A walkthrough read "efficientnet_lite0 of this job was promoted as ...-site1": an adapted
+    version keeps its base's training record, but Adapt made it, not the promotion."""
+    from leukemia_core.models.folder import PROMOTED_FROM, promotions_of
+
+    run = tmp_path / "runs" / "job-1"
+    run.mkdir(parents=True)
+    values = json.loads((models / "tiny" / "config.json").read_text())
+    values["training"] = {**values["training"], PROMOTED_FROM: str(run.resolve())}
+    write_config(models / "tiny", values)
+    shutil.copytree(models / "tiny", models / "tiny-site1")
+    write_config(models / "tiny-site1",
+                 {**values, "training": {**values["training"], "adapted": {"base": "tiny"}}})  # fmt: skip
+    assert promotions_of(run, models) == [("tiny", "simple_cnn")]

@@ -350,6 +350,8 @@ def test_pick_train_watch_compare_promote_then_analyze_uses_it(
     at.button(key=f"promote_{job.job_id}").click().run()
     assert any("lab-model" in s.value for s in at.success), [e.value for e in at.error]
     assert active_model_name(models_root) == "lab-model"
+    next_name = at.text_input(key=f"promote_name_{job.job_id}").value
+    assert next_name != "lab-model" and not (models_root / next_name).exists()  # never replaces
     at.run()  # the next click: the message at the top is gone, the note by the button stays
     assert any("promoted as `lab-model`, the active model" in s.value for s in at.success)
     change = Accounts().model_changes(1)[0]  # who promoted what, from which model

@@ -6,6 +6,7 @@ and files.
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 
 import streamlit as st
@@ -88,7 +89,12 @@ def live_status(job_id: str, shown_state: str) -> None:
 def _default_name(job_id: str) -> None:
     """Name the folder after the picked model and the job (a callback of the model picker)."""
     picked = st.session_state[f"promote_model_{job_id}"]
-    st.session_state[f"promote_name_{job_id}"] = f"{picked}-{job_id[:15]}"
+    base = name = f"{picked}-{job_id[:15]}"
+    for n in itertools.count(2):  # a free name: promoting again must not replace unasked
+        if not (models_dir() / name).exists():
+            break
+        name = f"{base}-{n}"
+    st.session_state[f"promote_name_{job_id}"] = name
 
 
 def _promote(job_id: str) -> None:
@@ -102,6 +108,7 @@ def _promote(job_id: str) -> None:
         return
     st.session_state["model"] = name  # the Analyze page's model picker
     st.session_state[f"promote_confirm_{job_id}"] = False
+    _default_name(job_id)  # the next promotion gets a new folder unless renamed on purpose
     flash(f"{architecture} is now the active model `{name}`; the Analyze page uses it from now "
           "on.", "success")  # fmt: skip
 
@@ -116,8 +123,9 @@ def promoted_note(status: jobs.JobStatus) -> None:
             st.success(f"`{architecture}` of this job was promoted as `{name}`, the active "
                        "model: every new analysis uses it.", icon=":material/check_circle:")  # fmt: skip
         elif name.endswith(PREVIOUS):
-            st.info(f"`{architecture}` of this job was promoted as `{name.removesuffix(PREVIOUS)}`"
-                    f" and replaced since (kept as `{name}`).")  # fmt: skip
+            st.info(f"An earlier promotion of `{architecture}` as "
+                    f"`{name.removesuffix(PREVIOUS)}` was replaced by a later one of that name "
+                    f"(kept as `{name}`).")  # fmt: skip
         else:
             now = f"the active model is now `{active}`" if active else "no model is active"
             st.info(f"`{architecture}` of this job was promoted as `{name}`; {now}.")

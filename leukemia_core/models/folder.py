@@ -185,7 +185,9 @@ def promotions_of(run_dir: Path, root: Path | None = None) -> list[tuple[str, st
         except (OSError, ValueError):
             continue  # a damaged folder is reported where it is loaded
         training = config.get("training") if isinstance(config, dict) else None
-        if isinstance(training, dict) and training.get(PROMOTED_FROM) == source:
+        # An adapted version inherits its base's training record: it was made by Adapt.
+        if (isinstance(training, dict) and training.get(PROMOTED_FROM) == source
+                and "adapted" not in training):  # fmt: skip
             found.append((folder.name, str(config.get("architecture", "?"))))
     return found
 
