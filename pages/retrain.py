@@ -36,6 +36,7 @@ from train.reviewed_cases import export_reviewed_cases
 from ui import auth, retrain_jobs, state
 from ui.adaptation import adapt_section
 from ui.common import flash, show_flashes
+from ui.comparison import BALANCING_WORDS, MISSING_WEIGHTS_WORDS, STAIN_WORDS, THRESHOLD_WORDS
 from ui.models import active_model_section
 
 SETTING_WIDTH_PX = 170  # one setting's box: five to a row at 1440 px, two at 800 px
@@ -265,15 +266,21 @@ def settings_section(picked: dict | None) -> None:
                      help="1: one 70/10/20 split of groups per source; k ≥ 3: every cell is "
                           "tested once (test one part, validate on the next).")  # fmt: skip
     row.number_input("Fine-tune epochs", 0, 100, key="fine_tune_epochs", **box)
-    row.number_input("Fine-tune depth (layers)", 1, 500, key="fine_tune_layers", **box)
+    row.number_input("Layers fine-tuned", 1, 500, key="fine_tune_layers", **box,
+                     help="How many layers from the top of the backbone the fine-tune epochs "
+                          "train (with fine-tune epochs above 0).")  # fmt: skip
     row.number_input("Feature views", 1, 16, key="feature_views", **box,
                      help="Augmented views per cell in cached-feature mode.")  # fmt: skip
     row.number_input("Early-stopping patience", 1, 1000, key="patience", **box)
     row.number_input("Seed", 0, 2**31 - 1, key="seed", **box)
-    row.selectbox("Balancing", BALANCING, key="balance", **box)
+    row.selectbox("Balancing", BALANCING, key="balance", **box, format_func=BALANCING_WORDS.get,
+                  help="How training evens out rare classes: every source's blasts and normal "
+                       "cells equally often is the choice that keeps a source from being one "
+                       "class in effect.")  # fmt: skip
     row.selectbox("Without ImageNet weights offline", MISSING_WEIGHTS, key="missing_weights",
-                  **box, help="skip: the row says why; random: train from random weights, "
-                              "which the row says.")  # fmt: skip
+                  **box, format_func=MISSING_WEIGHTS_WORDS.get,
+                  help="Skip: the architecture's row says why; random: it trains from random "
+                       "weights, which its row says (a floor, not its real result).")  # fmt: skip
     row.selectbox("Test-time views", TEST_TIME_VIEWS, key="test_time_views", **box,
                   help="Each cell is classified as it is (1), in its 4 quarter turns (4) or "
                        "also their mirror images (8); the logits are averaged. More views: "
@@ -296,12 +303,14 @@ def settings_section(picked: dict | None) -> None:
                            "it: how a new lab's cells are met. Choose recipes by it; its "
                            "models are not promotable (each lacks one source).")  # fmt: skip
     cols[1].selectbox("Stain normalisation", list(STAIN_NORMALISATIONS),
-                      key="stain_normalisation",
-                      help="none; grey: luminance only; cell_lab: the cell's colours mapped to "
-                           "a reference (Reinhard, on the cell pixels).")  # fmt: skip
+                      key="stain_normalisation", format_func=STAIN_WORDS.get,
+                      help="None; grey: brightness only, no colour; the cell's colours mapped "
+                           "to a reference (Reinhard, on the cell pixels).")  # fmt: skip
     cols[2].selectbox("Threshold rule", list(THRESHOLD_RULES), key="threshold_rule",
-                      help="sensitivity_first: blast sensitivity >= 0.95 on validation in every "
-                           "source with blasts; balanced_accuracy: the older rule.")  # fmt: skip
+                      format_func=THRESHOLD_WORDS.get,
+                      help="Blasts first: the threshold keeps blast sensitivity >= 0.95 on the "
+                           "validation cells of every source with blasts; balanced accuracy: "
+                           "the older rule.")  # fmt: skip
     try:
         settings = CompareSettings(architectures=tuple(architectures), **{
             k: st.session_state[k] for k in SETTING_KEYS})  # fmt: skip

@@ -284,3 +284,16 @@ def test_a_lab_models_card_speaks_of_the_labs_cells_not_public_datasets():
     assert "ALL-IDB (lymphoblasts; one lab, two cameras), a handful of C-NMC" in limits
     assert "deepapl (myeloid blasts" in limits and "PBC" not in limits.split(";")[0]
     assert "blocks of four consecutive numbers" in limits
+
+
+def test_every_setting_value_has_words_on_the_page():
+    """The Retrain page showed raw values (oversample / source_class / cell_lab ...)."""
+    from leukemia_core.calibration import THRESHOLD_RULES
+    from leukemia_core.models.inputs import STAIN_NORMALISATIONS
+    from train.batches import BALANCING
+    from train.compare_settings import MISSING_WEIGHTS
+    from ui.comparison import BALANCING_WORDS, MISSING_WEIGHTS_WORDS, STAIN_WORDS, THRESHOLD_WORDS
+
+    for values, words in ((BALANCING, BALANCING_WORDS), (MISSING_WEIGHTS, MISSING_WEIGHTS_WORDS),
+                          (STAIN_NORMALISATIONS, STAIN_WORDS), (THRESHOLD_RULES, THRESHOLD_WORDS)):  # fmt: skip
+        assert set(words) == set(values) and all(words.values())

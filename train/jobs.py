@@ -109,7 +109,9 @@ class JobSpec:
                   f"--fine-tune-epochs {s.fine_tune_epochs}",
                   f"--fine-tune-layers {s.fine_tune_layers}", f"--balance {s.balance}"]  # fmt: skip
         parts += ["--no-augment"] * (not s.augment)
-        parts += ["--augmentations " + " ".join(s.augmentations)] * bool(s.augmentations)
+        parts += ["--augmentations " + " ".join(s.augmentations)] * (
+            s.augment and bool(s.augmentations)
+        )
         parts += ["--cached-features" if s.cached_features else "--no-cached-features"]
         parts += [f"--feature-views {s.feature_views}", f"--test-time-views {s.test_time_views}",
                   f"--patience {s.patience}",
