@@ -354,6 +354,13 @@ ERRORS = [
     (_empty, load_allidb2, EmptyDatasetError, r"No ALL-IDB2 crops"),
     (_empty, load_class_folders, EmptyDatasetError, r"No class subfolders with images"),
     (_images_loose, load_class_folders, EmptyDatasetError, r"lie directly in it"),
+    (
+        lambda r: make_folders(r, ("blast/Patient_01", "blast/Patient_02")) / "blast",
+        load_dataset,
+        EmptyDatasetError,
+        r"blast looks like one class folder \(blast: blast cells\), its "
+        r"subfolders \(Patient_01, Patient_02\) subjects: pick the folder above it",
+    ),
     (_images_loose, detect_format, EmptyDatasetError, r"lie directly in it"),
     (
         lambda r: make_folders(r, ("lymphocyte", "ig")),

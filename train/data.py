@@ -241,6 +241,13 @@ def load_class_folders(
         raise EmptyDatasetError(f"No class subfolders with images in {root}{loose}.")
     labels = {n: label_map[n] if n in label_map else default_label(n) for n in folders}
     unknown = [n for n in folders if n not in label_map and labels[n] is None]
+    if unknown and len(unknown) == len(folders) and default_label(root.name) is not None:
+        # e.g. lab/blast picked instead of lab: its subject folders look like classes
+        raise EmptyDatasetError(
+            f"{root} looks like one class folder ({root.name}: {default_label(root.name)} "
+            f"cells), its subfolders ({_listed(unknown)}) subjects: pick the folder above it, "
+            f"{root.parent}, which holds the class folders."
+        )
     if unknown:
         raise UnknownClassFolderError(
             f"Cannot tell whether folder(s) {_listed(unknown)} in {root} hold blasts or normal "
