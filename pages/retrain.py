@@ -331,9 +331,9 @@ def settings_section(picked: dict | None) -> None:
     # tells jobs apart: a folder's name, or a manifest's folder ("reviewed-<time>")
     data_names = ", ".join((p.parent if p.suffix else p).name
                            for p in map(Path, picked["locations"]))  # fmt: skip
-    as_preset = preset != CUSTOM and settings == CompareSettings.from_preset(preset)
+    title = settings.title(preset if preset != CUSTOM else None)
     spec = jobs.JobSpec(tuple(picked["locations"]), settings, **picked["options"],
-                        title=f"{names[preset if as_preset else CUSTOM]} on {data_names}")  # fmt: skip
+                        title=f"{title} on {data_names}")  # fmt: skip
     with st.expander("Equivalent command"):
         st.code(spec.command(jobs.runs_dir() / "<job id>"), language="bash")
     try:  # the job's own splits, made now: what cannot run is refused before it is queued

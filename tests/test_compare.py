@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -297,3 +298,11 @@ def test_every_setting_value_has_words_on_the_page():
     for values, words in ((BALANCING, BALANCING_WORDS), (MISSING_WEIGHTS, MISSING_WEIGHTS_WORDS),
                           (STAIN_NORMALISATIONS, STAIN_WORDS), (THRESHOLD_RULES, THRESHOLD_WORDS)):  # fmt: skip
         assert set(words) == set(values) and all(words.values())
+
+
+def test_a_job_from_an_edited_preset_is_titled_custom():
+    """A walkthrough's 60-epoch plain-CNN job was titled "Quick CPU comparison"."""
+    quick = CompareSettings.from_preset("quick_cpu")
+    assert quick.title("quick_cpu") == PRESETS["quick_cpu"].title
+    assert replace(quick, epochs=quick.epochs + 1).title("quick_cpu") == "Custom"
+    assert quick.title(None) == "Custom"

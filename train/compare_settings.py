@@ -201,6 +201,13 @@ class CompareSettings:
         return {**asdict(self), "architectures": list(self.architectures),
                 "augmentations": list(self.augmentations)}  # fmt: skip
 
+    def title(self, preset: str | None) -> str:
+        """The preset's title while these are its settings, else "Custom" (a job started from
+        a preset and then edited must not carry the preset's name)."""
+        if preset in PRESETS and self == CompareSettings.from_preset(preset):
+            return PRESETS[preset].title
+        return "Custom"
+
     def skipped_here(self) -> tuple[str, ...]:
         """Architectures this server would skip: ImageNet weights not installed, and
         ``missing_weights="skip"``."""
