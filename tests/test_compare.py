@@ -306,3 +306,13 @@ def test_a_job_from_an_edited_preset_is_titled_custom():
     assert quick.title("quick_cpu") == PRESETS["quick_cpu"].title
     assert replace(quick, epochs=quick.epochs + 1).title("quick_cpu") == "Custom"
     assert quick.title(None) == "Custom"
+
+
+def test_one_test_group_gives_no_interval_in_any_table():
+    """The Per source tab showed "0.500 (0.500-0.500)" where the main table said n/a."""
+    from train.compare_tables import interval_text
+
+    one = {"sensitivity": 0.5, "n_groups": 1, "intervals": {"sensitivity": (0.5, 0.5)}}
+    assert interval_text(one, "sensitivity") == "0.500 (interval n/a: 1 test group)"
+    many = {**one, "n_groups": 6, "intervals": {"sensitivity": (0.3, 0.7)}}
+    assert interval_text(many, "sensitivity") == "0.500 (0.300-0.700)"

@@ -67,7 +67,11 @@ def per_source_markdown(per_source: dict[str, dict[str, dict]]) -> str:
 
 
 def interval_text(metrics: dict, key: str, dash: str = "-") -> str:
-    """``value (low-high)`` of a figure of a metrics dict with ``intervals``, or the value."""
+    """``value (low-high)`` of a figure of a metrics dict with ``intervals``, or the value;
+    "interval n/a" when its ``n_groups`` is below 2 (as :func:`row_interval_text` says)."""
+    groups = metrics.get("n_groups")
+    if groups is not None and groups < 2 and metrics.get(key) is not None:
+        return f"{_num(metrics[key])} (interval n/a: {groups} test group)"
     return _figure(metrics.get(key), (metrics.get("intervals") or {}).get(key), dash)
 
 
