@@ -21,6 +21,14 @@ from leukemia_core.resampling import resize
 ESTIMATION_SIDE = 640  # px: the coarse view used to estimate the red-cell size
 PEAK_FOOTPRINT = 15  # px at ESTIMATION_SIDE: about a third of a typical red cell there
 MIN_RADIUS_FRACTION = 0.3  # of the 90th-percentile blob radius (measured on BCCD red-cell boxes)
+# Distance peaks narrower than this share of the 90th-percentile peak are ridges, not cells:
+# broken pallor rings of cells cut by the border, a granulocyte's pink cytoplasm. At 0.3 they
+# pulled the low estimate below 0.37 of the expert red-cell boxes in 5% of BCCD fields (and
+# 0.37 of the typical estimate on BloodImage_00382, where single platelets then passed the
+# white-cell size floor); at 0.5 its 5th percentile is 0.65 of the boxes on BCCD, 0.77 on
+# deepbionet, and it stays below the typical estimate (`python bench/red_cell_scale.py`). Not
+# in a confluent field: there the cells are the narrower peaks of one mass (MIN_RADIUS_FRACTION).
+PEAK_MIN_FRACTION = 0.5
 # Red cells of a thick area or agglutinate merge into one blob holding most of the red-cell
 # area; its inscribed circle is then a gap-free patch of the smear, not a red cell.
 CONFLUENT_SHARE = 0.75
@@ -93,10 +101,12 @@ def measure_red_cells(image: np.ndarray) -> RedCellScale:
     typical = _inscribed_circle_diameter(distance, labels, areas)
     if typical is None:
         return NO_RED_CELLS
-    low = _peak_diameter(distance)
     merged = float(areas.max() / areas.sum())
-    if low is not None and merged > CONFLUENT_SHARE:
-        typical = low
+    if merged > CONFLUENT_SHARE:  # one mass: its narrower peaks are the cells in it
+        low = _peak_diameter(distance, MIN_RADIUS_FRACTION)
+        typical = low if low is not None else typical
+    else:
+        low = _peak_diameter(distance, PEAK_MIN_FRACTION)
     low = min(typical, low if low is not None else typical)
     return RedCellScale(typical / scale, low / scale, merged)
 
@@ -117,14 +127,15 @@ def _inscribed_circle_diameter(distance, labels, areas) -> float | None:
     return float(2.0 * _weighted_median(radii[usable], np.sqrt(areas[usable])))
 
 
-def _peak_diameter(distance: np.ndarray) -> float | None:
-    """Median diameter at local maxima of the distance transform (one per red cell)."""
+def _peak_diameter(distance: np.ndarray, min_fraction: float) -> float | None:
+    """Median diameter at local maxima of the distance transform (one per red cell), of those
+    at least ``min_fraction`` of the 90th-percentile one."""
     peaks = (distance == ndi.maximum_filter(distance, size=PEAK_FOOTPRINT)) & (distance >= 2.0)
     labels, n = ndi.label(peaks)
     if n < 3:
         return None
     radii = _label_maxima(distance, labels, n)
-    radii = radii[radii >= MIN_RADIUS_FRACTION * np.percentile(radii, 90)]
+    radii = radii[radii >= min_fraction * np.percentile(radii, 90)]
     return float(2.0 * np.median(radii))
 
 

@@ -245,9 +245,10 @@ def bccd_quality(shared_data):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("figure", "floor"),
-    [("wbc_recall", 0.99), ("wbc_precision", 0.955), ("nucleus_dice", 0.92), ("cell_dice", 0.85)],
+    [("wbc_recall", 0.99), ("wbc_precision", 0.97), ("nucleus_dice", 0.92), ("cell_dice", 0.85)],
 )
 def test_bccd_quality_floor(bccd_quality, figure, floor):
+    """Issue 17's targets; precision 0.965 before the low red-cell estimate left ridges out."""
     assert bccd_quality[figure] >= floor
 
 
@@ -461,3 +462,26 @@ def test_platelet_clump_rule_drops_false_detections_only(shared_data, other_micr
 
     assert found(other_microscope) == found(without)
     assert other_microscope["n_detections"] <= without["n_detections"] - 3
+
+
+def test_ridges_of_red_cell_colour_do_not_shrink_the_low_red_cell_estimate():
+    """On BCCD a granulocyte's pink cytoplasm and the open pallor rings of border cells gave
+    narrow distance peaks that pulled the low estimate to 0.43 of the typical one (00382),
+    and single platelets then passed the white-cell size floor. Open arcs drawn as wide as
+    those ridges over a synthetic field must not move it far."""
+    import cv2
+
+    from leukemia_core.scale import measure_red_cells
+    from leukemia_core.synthetic import STAINS
+
+    smear = make_smear(n_wbc=0, n_touching_pairs=0, n_rbc=20, n_platelets=0,
+                       red_cell_diameter_px=40, seed=3)  # fmt: skip
+    image, rng = smear.image.copy(), np.random.default_rng(0)
+    colour = tuple(int(c) for c in STAINS["wright"]["rbc"])
+    for x, y, start, end in zip(rng.uniform(20, 620, 20), rng.uniform(20, 460, 20),
+                                rng.uniform(0, 90, 20), rng.uniform(220, 260, 20), strict=True):  # fmt: skip
+        cv2.ellipse(image, (int(x), int(y)), (26, 26), 0, int(start), int(end), colour, 13)
+    clean, ridged = measure_red_cells(smear.image), measure_red_cells(image)
+    assert 36 <= clean.low_diameter <= clean.diameter <= 42
+    assert ridged.low_diameter >= 0.85 * clean.low_diameter  # the old rule read 0.41 of it
+    assert ridged.low_diameter <= ridged.diameter  # still the lower of the two
