@@ -316,3 +316,13 @@ def test_one_test_group_gives_no_interval_in_any_table():
     assert interval_text(one, "sensitivity") == "0.500 (interval n/a: 1 test group)"
     many = {**one, "n_groups": 6, "intervals": {"sensitivity": (0.3, 0.7)}}
     assert interval_text(many, "sensitivity") == "0.500 (0.300-0.700)"
+
+
+def test_the_model_bar_shows_the_current_models_progress():
+    """A job's only model showed an empty "Model 1 of 1" bar while it trained."""
+    from ui.comparison import model_fraction
+
+    assert model_fraction(0.55, 1, 1) == pytest.approx(0.55)
+    assert model_fraction(0.55, 2, 2) == pytest.approx(0.1)  # the second of two, just begun
+    assert model_fraction(0.4, 1, 2) == pytest.approx(0.8)
+    assert model_fraction(1.0, 3, 3) == 1.0 and model_fraction(0.2, None, None) == 0.2

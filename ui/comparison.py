@@ -45,6 +45,13 @@ STAGE_NAMES = {
 }
 
 
+def model_fraction(overall: float, model_index: int | None, n_models: int | None) -> float:
+    """Share of the current model done, from the job's overall share (models weigh the same;
+    the bar of a job's only model stayed empty while it trained)."""
+    n, index = max(n_models or 1, 1), max(model_index or 1, 1)
+    return min(max(overall * n - (index - 1), 0.0), 1.0)
+
+
 def eta_text(seconds: float | None) -> str:
     if seconds is None:
         return "estimating …"

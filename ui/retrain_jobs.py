@@ -61,7 +61,8 @@ def live_status(job_id: str, shown_state: str) -> None:
         )
         if event.get("model"):
             st.progress(
-                min(1.0, (event.get("model_index", 1) - 1) / max(event.get("n_models", 1), 1)),
+                view.model_fraction(status.overall, event.get("model_index"),
+                                    event.get("n_models")),
                 text=f"Model {event.get('model_index')} of {event.get('n_models')}: "
                      f"{event.get('model')} · fold {event.get('fold') or '–'} of "
                      f"{event.get('n_folds')}",
