@@ -72,13 +72,14 @@ with right:
             "Classifier model",
             models,
             key="model",
-            help="The first is the default model.",
+            help="The active model (chosen on the Retrain page) is the default.",
             persist_state="session",
         )
         details = []
         try:
             config = model_config(model_name)
-            st.caption(plain_summary(config))
+            # the full name: a narrow picker cuts long ones (a model and its -site1 version)
+            st.caption(f"**{model_name}**: {plain_summary(config)}")
             details.append(describe(config))
         except LeukemiaCoreError as error:
             st.error(str(error))

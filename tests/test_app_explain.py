@@ -130,6 +130,7 @@ def test_a_colour_shifted_sample_is_warned_and_sent_to_review_a_normal_one_is_no
     details_text = {c.value for c in details.caption}
     outside = [c.value for c in at.main.caption if c.value not in details_text]
     assert any(" network" in c and "marked uncertain for your review" in c for c in outside)
+    assert any(c.startswith("**tiny-ood**: ") for c in outside)  # the name a picker may cut
     assert not any(word in c for c in outside for word in ("sha256", "p ≥", "|dp|"))
     analyze(at, [("cast.png", png(cast))])
     warnings = [w.value for w in at.warning if "training data" in w.value]
