@@ -326,3 +326,16 @@ def test_the_model_bar_shows_the_current_models_progress():
     assert model_fraction(0.55, 2, 2) == pytest.approx(0.1)  # the second of two, just begun
     assert model_fraction(0.4, 1, 2) == pytest.approx(0.8)
     assert model_fraction(1.0, 3, 3) == 1.0 and model_fraction(0.2, None, None) == 0.2
+
+
+def test_the_charts_keep_their_width_at_800_px_and_count_whole_epochs():
+    """A walkthrough saw the legends squeeze the plots at 800 px and epoch ticks at 0.5."""
+    from ui.comparison import curves_figure, reliability_figure, roc_figure
+
+    model = {"metrics": {"auroc": 0.9}, "roc": {"fpr": [0, 1], "tpr": [0, 1]},
+             "reliability": [{"mean_p": 0.5, "blast_share": 0.5, "n": 3}]}  # fmt: skip
+    curves = curves_figure({"lite": [{"fold": 1, "epoch": 1, "loss": 0.7},
+                                     {"fold": 1, "epoch": 2, "loss": 0.5}]})  # fmt: skip
+    for figure in (roc_figure({"lite": model}), reliability_figure({"lite": model}), curves):
+        assert figure.layout.legend.orientation == "h" and figure.layout.legend.y < 0
+    assert curves.layout.xaxis.tickformat == "d"

@@ -37,7 +37,7 @@ def comparison_markdown(rows: Sequence[dict]) -> str:
         cells = [row_interval_text(row, k) for k in keys]
         p = row.get("mcnemar_vs_best_p")
         lines.append(
-            f"| {row['model']}{' (best)' * bool(row.get('best'))} | {row['init']} | "
+            f"| {row['model']}{' (best model)' * bool(row.get('best'))} | {row['init']} | "
             f"{row['n_cells']} | " + " | ".join(cells) + f" | {_count(row.get('params'))} | "
             f"{row['training_seconds']:.0f} | {_num(row.get('cells_per_second'), 1)} | "
             f"{'-' if p is None else f'{p:.3g}'} |"

@@ -45,6 +45,10 @@ STAGE_NAMES = {
 }
 
 
+# Under the plot, not beside it: at 800 px a legend on the right squeezed the plot.
+LEGEND_BELOW = {"orientation": "h", "yanchor": "top", "y": -0.2, "x": 0}
+
+
 def model_fraction(overall: float, model_index: int | None, n_models: int | None) -> float:
     """Share of the current model done, from the job's overall share (models weigh the same;
     the bar of a job's only model stayed empty while it trained)."""
@@ -102,8 +106,9 @@ def roc_figure(models: dict) -> go.Figure:
         auc = values["metrics"].get("auroc")
         label = f"{name} (AUROC {auc:.3f})" if auc is not None else name
         figure.add_scatter(x=values["roc"]["fpr"], y=values["roc"]["tpr"], mode="lines", name=label)
-    figure.update_layout(title="ROC on out-of-fold test cells", xaxis_title="1 − specificity",
-                         yaxis_title="Sensitivity (blast)", height=420)  # fmt: skip
+    figure.update_layout(title="ROC on the test cells (never trained on)",
+                         xaxis_title="1 − specificity", yaxis_title="Sensitivity (blast)",
+                         height=460, legend=LEGEND_BELOW)  # fmt: skip
     return figure
 
 
@@ -118,7 +123,8 @@ def reliability_figure(models: dict) -> go.Figure:
                            text=[f"{b['n']} cells" for b in bins])  # fmt: skip
     figure.update_layout(title="Reliability (calibrated blast probability)",
                          xaxis_title="Mean predicted blast probability",
-                         yaxis_title="Observed blast share", height=420)  # fmt: skip
+                         yaxis_title="Observed blast share", height=460,
+                         legend=LEGEND_BELOW)  # fmt: skip
     return figure
 
 
@@ -151,7 +157,8 @@ def curves_figure(curves: dict[str, list[dict]], metric: str = "loss") -> go.Fig
                         line={"dash": dash},
                     )  # fmt: skip
     figure.update_layout(title=f"{metric.capitalize()} per epoch", xaxis_title="Epoch",
-                         yaxis_title=metric, height=380)  # fmt: skip
+                         yaxis_title=metric, height=420, legend=LEGEND_BELOW)  # fmt: skip
+    figure.update_xaxes(tickformat="d")  # whole epochs: a short run had ticks at 0.5
     return figure
 
 
