@@ -368,13 +368,14 @@ def promote(
             f"{run_dir} holds no finished comparison ({RESULTS_FILE} is missing): "
             "only models of a finished run can be promoted."
         )
-    rows = {row["model"]: row for row in json.loads(results_file.read_text())["table"]}
+    results = json.loads(results_file.read_text())
+    rows = {row["model"]: row for row in results["table"]}
     if rows.get(architecture, {}).get("status") != "done" or architecture == SIZE_BASELINE:
         done = [m for m, row in rows.items() if row["status"] == "done" and m != SIZE_BASELINE]
         raise ValueError(
             f"{architecture!r} did not finish in this run; promotable: {', '.join(done) or 'none'}."
         )
-    if refusals := promotion_refusals(json.loads(results_file.read_text()), architecture):
+    if refusals := promotion_refusals(results, architecture):
         raise ValueError(
             f"{architecture} of this run cannot become the active model: "
             + "; ".join(refusals) + ". Train on labelled cells from more subjects and compare "

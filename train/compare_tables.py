@@ -69,19 +69,25 @@ def per_source_markdown(per_source: dict[str, dict[str, dict]]) -> str:
 def interval_text(metrics: dict, key: str, dash: str = "-") -> str:
     """``value (low-high)`` of a figure of a metrics dict with ``intervals``, or the value;
     "interval n/a" when its ``n_groups`` is below 2 (as :func:`row_interval_text` says)."""
-    groups = metrics.get("n_groups")
-    if groups is not None and groups < 2 and metrics.get(key) is not None:
-        return f"{_num(metrics[key])} (interval n/a: {groups} test group)"
+    if text := _one_group_text(metrics.get(key), metrics.get("n_groups")):
+        return text
     return _figure(metrics.get(key), (metrics.get("intervals") or {}).get(key), dash)
 
 
 def row_interval_text(row: dict, key: str, dash: str = "-", groups: int | None = None) -> str:
     """``value (low-high)`` of a figure of a flat table row (``<key>_low``, ``<key>_high``);
     with one test group a bootstrap over groups has no spread to give: "interval n/a"."""
+    if text := _one_group_text(row.get(key), groups):
+        return text
     low = row.get(f"{key}_low")
-    if groups is not None and groups < 2 and row.get(key) is not None:
-        return f"{_num(row[key])} (interval n/a: {groups} test group)"
     return _figure(row.get(key), None if low is None else (low, row.get(f"{key}_high")), dash)
+
+
+def _one_group_text(value: float | None, groups: int | None) -> str | None:
+    """With fewer than 2 test groups a bootstrap over groups has no spread to give."""
+    if groups is None or groups >= 2 or value is None:
+        return None
+    return f"{_num(value)} (interval n/a: {groups} test group)"
 
 
 def _figure(value, interval, dash: str) -> str:
@@ -119,10 +125,18 @@ def promotion_refusals(results: dict, model: str) -> list[str]:
             f"specificity {specificity:.2f})"]  # fmt: skip
 
 
+def size_baseline_not_beaten(results: dict, model: str) -> tuple[float, float] | None:
+    """``(its balanced accuracy, the size-only baseline's)`` when ``model`` does no better than
+    the cell's area alone, else None (also when either figure is missing)."""
+    rows = {row["model"]: row for row in results["table"]}
+    ours = (rows.get(model) or {}).get("balanced_accuracy")
+    theirs = (rows.get(SIZE_BASELINE) or {}).get("balanced_accuracy")
+    return (ours, theirs) if ours is not None and theirs is not None and ours <= theirs else None
+
+
 def promotion_concerns(results: dict, model: str, *, has_domain_reference: bool) -> list[str]:
     """What a model administrator should weigh before promoting a model that
     :func:`promotion_refusals` lets through (empty when nothing stands out)."""
-    rows = {row["model"]: row for row in results["table"]}
     concerns = []
     groups = test_groups(results, model)
     if groups is not None and groups < MIN_TEST_GROUPS:
@@ -131,9 +145,8 @@ def promotion_concerns(results: dict, model: str, *, has_domain_reference: bool)
             f"than {MIN_TEST_GROUPS} they cannot tell models apart: add labelled cells from "
             "more subjects"
         )
-    baseline = rows.get(SIZE_BASELINE, {})
-    ours, theirs = rows[model].get("balanced_accuracy"), baseline.get("balanced_accuracy")
-    if ours is not None and theirs is not None and ours <= theirs:
+    if beaten_by := size_baseline_not_beaten(results, model):
+        ours, theirs = beaten_by
         concerns.append(
             f"it does not beat the size-only baseline (balanced accuracy {ours:.3f} against "
             f"{theirs:.3f}): it may have learned no more than cell size"

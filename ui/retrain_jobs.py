@@ -17,7 +17,12 @@ from leukemia_core.models.folder import PREVIOUS, active_model_name, models_dir,
 from train import jobs
 from train.compare import promote
 from train.compare_settings import MODELS_SUBDIR, SIZE_BASELINE, TABLE_FILE
-from train.compare_tables import promotion_concerns, promotion_refusals, test_groups
+from train.compare_tables import (
+    promotion_concerns,
+    promotion_refusals,
+    size_baseline_not_beaten,
+    test_groups,
+)
 from train.data_roots import data_roots, shorten
 from ui import auth
 from ui import comparison as view
@@ -138,11 +143,8 @@ def results_section(status: jobs.JobStatus) -> None:
     st.markdown(f"**{results['n_tested']} test cells** of {results['n_cells']}, split "
                 f"{results['split']}; figures with 95% bootstrap intervals over groups. "
                 f"Best by balanced accuracy: **{results['best'] or 'none'}**.")  # fmt: skip
-    by_model = {r["model"]: r for r in rows}
-    best = by_model.get(results["best"] or "", {}).get("balanced_accuracy")
-    baseline = by_model.get(SIZE_BASELINE, {}).get("balanced_accuracy")
-    if best is not None and baseline is not None and best <= baseline:
-        st.warning(f"No model beats the size-only baseline (balanced accuracy {baseline:.3f}): "
+    if beaten_by := size_baseline_not_beaten(results, results["best"] or ""):
+        st.warning(f"No model beats the size-only baseline (balanced accuracy {beaten_by[1]:.3f}): "
                    "they may have learned no more than cell size. Add labelled cells from "
                    "more subjects before promoting any of them.")  # fmt: skip
     groups = {r["model"]: test_groups(results, r["model"]) for r in rows}
