@@ -30,10 +30,10 @@ from ui.models import (
     available_models,
     describe,
     get_classifier,
+    model_card_dialog,
     model_config,
     no_model_help,
     plain_summary,
-    show_model_card,
 )
 from ui.samples import CREDITS, sample_files
 
@@ -93,7 +93,9 @@ with right:
         if details:
             with st.expander("Model details"):
                 st.caption("  \n".join(details))
-                show_model_card(model_name or "")
+                if st.button("Read the model card", key="model_card",
+                             icon=":material/description:", disabled=not model_name):  # fmt: skip
+                    model_card_dialog(model_name)
     else:
         st.info(no_model_help())
     if st.session_state.pop(CLEAR_SAMPLE_ID, False):  # the last sample's id is not the next's

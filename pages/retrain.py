@@ -274,9 +274,10 @@ def settings_section(picked: dict | None) -> None:
     row.number_input("Early-stopping patience", 1, 1000, key="patience", **box)
     row.number_input("Seed", 0, 2**31 - 1, key="seed", **box)
     row.selectbox("Balancing", BALANCING, key="balance", **box, format_func=BALANCING_WORDS.get,
-                  help="How training evens out rare classes: every source's blasts and normal "
-                       "cells equally often is the choice that keeps a source from being one "
-                       "class in effect.")  # fmt: skip
+                  help="How training evens out rare classes. Oversample: the rarer class "
+                       "more often; even per source: every source's blasts and normal cells "
+                       "equally often, which keeps a source from being one class in effect; "
+                       "class weights: the rarer class's errors count more.")  # fmt: skip
     row.selectbox("Without ImageNet weights offline", MISSING_WEIGHTS, key="missing_weights",
                   **box, format_func=MISSING_WEIGHTS_WORDS.get,
                   help="Skip: the architecture's row says why; random: it trains from random "

@@ -362,8 +362,9 @@ def test_pick_train_watch_compare_promote_then_analyze_uses_it(
     picker = at.selectbox(key="model")
     assert picker.value == "lab-model" and "tiny" in picker.options
     assert "simple_cnn, 32 px" in " ".join(c.value for c in at.caption)
-    (details,) = [e for e in at.expander if e.label == "Model details"]  # the card, readable
-    card = " ".join(m.value for m in details.markdown)
+    at.button(key="model_card").click().run()  # the card, readable, in a wide dialog
+    assert not at.exception, at.exception
+    card = " ".join(m.value for m in at.markdown)
     assert "#### Model card: `lab-model`" in card and "##### Known limits" in card
     assert "ALL-IDB (lymphoblasts" in card  # these cells are ALL-IDB2 crops
 

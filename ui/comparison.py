@@ -22,12 +22,12 @@ METRIC_NAMES = {
     "sensitivity_at_specificity_90": "Sensitivity at specificity 0.90",
 }
 # The settings' values in words, for the Retrain page's boxes (the values stay in the command).
-BALANCING_WORDS = {"oversample": "Oversample the rarer class",
-                   "source_class": "Even per source and class",
-                   "class_weight": "Weight the rarer class", "none": "None"}  # fmt: skip
+# Short enough for a 170 px box at 800 px; each box's help says more.
+BALANCING_WORDS = {"oversample": "Oversample", "source_class": "Even per source",
+                   "class_weight": "Class weights", "none": "None"}  # fmt: skip
 MISSING_WEIGHTS_WORDS = {"skip": "Skip it", "random": "Train from random weights"}
 STAIN_WORDS = {"none": "None", "grey": "Grey", "cell_lab": "Colours to a reference"}
-THRESHOLD_WORDS = {"sensitivity_first": "Blasts first (sensitivity ≥ 0.95)",
+THRESHOLD_WORDS = {"sensitivity_first": "Blasts first",
                    "balanced_accuracy": "Balanced accuracy"}  # fmt: skip
 STAGE_NAMES = {
     "loading": "reading and cropping cells",

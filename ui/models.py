@@ -107,10 +107,17 @@ def model_config(name: str) -> ModelConfig:
 
 def show_model_card(name: str) -> None:
     """The model folder's card (data, training, figures, limits), headings made small enough
-    to sit inside an expander; nothing when the folder has no card."""
+    to sit under a page's own; nothing when the folder has no card."""
     card = models_dir() / name / "card.md" if name else None
     if card is not None and card.is_file():
         st.markdown(re.sub(r"^(#+) ", r"\1### ", card.read_text(encoding="utf-8"), flags=re.M))
+
+
+@st.dialog("Model card", width="large")
+def model_card_dialog(name: str) -> None:
+    """The card in a wide dialog: its tables made the narrow column beside the upload box,
+    and so the whole page, scroll sideways."""
+    show_model_card(name)
 
 
 BATCH_SIZE = 8
@@ -263,9 +270,9 @@ def active_model_section() -> None:
         return
     active = active_model_name(names=names)
     st.markdown(f"New analyses use **{active}**.")
-    if active:
-        with st.expander(f"Model card of {active}: data, figures, limits"):
-            show_model_card(active)
+    if active and st.button(f"Read the model card of {active}", key="active_model_card",
+                            icon=":material/description:"):  # fmt: skip
+        model_card_dialog(active)
     others = [name for name in names if name != active]
     if not others:
         st.caption("No other model is installed.")
