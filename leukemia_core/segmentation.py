@@ -160,9 +160,9 @@ def segment_wbc(image: np.ndarray, params: SegmentationParams | None = None) -> 
         empty = np.zeros(image.shape[:2], dtype=np.int32)
         note = (
             "No red cells found, so this does not look like a blood smear field (blank slide, "
-            "out of focus, or another kind of image). No white blood cells found. For single-cell "
-            "crops use single-cell mode; for a smear with unusual red cells set "
-            "SegmentationParams.red_cell_diameter_px."
+            "out of focus, or another kind of image). No white blood cells found. If these are "
+            "images of one cell each, analyse them as single cells ('Single cells' on the Analyze "
+            "page, --single-cells on the command line)."
         )
         return Segmentation(empty, empty.copy(), 0.0, 1.0, (), (note,), stain)
     scale = min(1.0, params.working_red_cell_diameter / diameter)

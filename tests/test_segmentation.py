@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import EveryCellABlast
@@ -15,6 +17,7 @@ from leukemia_core.clumps import (
 )
 from leukemia_core.cropping import CROP_FIELD_RED_CELLS, crop_cells, draw_overlay
 from leukemia_core.errors import SegmentationError
+from leukemia_core.io import read_image
 from leukemia_core.scale import estimate_red_cell_diameter
 from leukemia_core.segmentation import SegmentationParams, segment_wbc
 from leukemia_core.single_cell import single_cell_crop
@@ -169,7 +172,6 @@ def test_a_smear_field_given_as_a_single_cell_is_noted_and_sent_to_review():
 @pytest.mark.data
 def test_real_single_cell_crops_are_not_taken_for_fields(shared_data):
     """ALL-IDB2 crops show their cell and at most a neighbour or two whole."""
-    from leukemia_core.io import read_image
 
     crops = sorted((shared_data / "all_idb2" / "images").glob("*.tif"))
     assert len(crops) >= 100
@@ -195,6 +197,15 @@ def test_no_cells_gives_an_empty_result_with_a_note(image):
     assert segmentation.n_cells == 0
     assert segmentation.cell_labels.shape == image.shape[:2]
     assert any("No white blood cells" in note for note in segmentation.notes)
+
+
+def test_a_single_cell_crop_analysed_as_a_field_says_how_to_analyse_it_as_a_cell():
+    crop = read_image(
+        Path(__file__).parents[1] / "samples" / "cells" / "UID_H6_1_1_hem.png"
+    ).rgb  # C-NMC: cell on black
+    (note,) = [n for n in segment_wbc(crop).notes if "No red cells found" in n]
+    assert "'Single cells' on the Analyze page" in note and "--single-cells" in note
+    assert "SegmentationParams" not in note  # a library setting no page or flag offers
 
 
 def test_a_photo_of_something_else_finds_no_cells():
