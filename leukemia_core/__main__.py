@@ -177,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     backup.add_argument(
         "target", type=Path, help="the new backup file, e.g. cases-2026-12-06.sqlite3"
     )
+    restore = commands.add_parser(
+        "restore", help="put a backup in place of the case database (stop the app first)"
+    )
+    restore.add_argument("backup", type=Path, help="a file written by the backup command")
     args = parser.parse_args(argv)
     if args.command == "analyze":
         ray_only = args.address or args.num_workers != 1 or args.gpus_per_worker
@@ -187,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         return users_cli.run(args)
     if args.command == "backup":
         return _backup(args.target)
+    if args.command == "restore":
+        return _restore(args.backup)
     try:
         prepare_output_folder(args.out)
     except LeukemiaCoreError as error:
@@ -205,13 +211,41 @@ def _backup(target: Path) -> int:
     from leukemia_core.store import CaseStore
 
     try:
-        store = CaseStore()
+        store = CaseStore(create=False)  # a mistyped path must not back up a new, empty file
         written = store.backup(target)
+        held = CaseStore(written, create=False).contents()
     except LeukemiaCoreError as error:
         return _error(error)
-    print(f"backed up {store.path} to {written} ({written.stat().st_size:,} bytes; checked)",
-          file=sys.stderr)  # fmt: skip
+    print(f"backed up {store.path} to {written} ({written.stat().st_size:,} bytes; checked): "
+          f"{_contents_words(held)}")  # fmt: skip
     return 0
+
+
+def _restore(backup: Path) -> int:
+    """``restore``: ``backup`` in place of the case database; the replaced one set aside."""
+    from leukemia_core.store import default_database_path
+    from leukemia_core.store_restore import restore_database
+
+    try:
+        restored = restore_database(backup, default_database_path())
+    except LeukemiaCoreError as error:
+        return _error(error)
+    print(f"restored {backup} to {restored.database}: {_contents_words(restored.contents)}")
+    if restored.set_aside:
+        print(f"the database it replaced is kept as {restored.set_aside[0]} (with its -wal and "
+              "-shm files, if any): delete it once the restored cases are checked")  # fmt: skip
+    return 0
+
+
+def _contents_words(held: dict[str, int]) -> str:
+    return (
+        f"{_count(held['samples'], 'sample')} in {_count(held['case_versions'], 'case version')} "
+        f"({held['signed']} signed), {_count(held['accounts'], 'account')}"
+    )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _positive(text: str) -> int:

@@ -124,8 +124,8 @@ def _now() -> datetime:
 class Accounts:
     """Accounts and login events in the case database at ``path`` (see :class:`CaseStore`)."""
 
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
-        self._store = CaseStore(path)  # creates or migrates the database
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, create: bool = True) -> None:
+        self._store = CaseStore(path, create=create)  # creates (if allowed) or migrates it
         self.path = self._store.path
 
     def _transaction(self, *, write: bool) -> AbstractContextManager[sqlite3.Connection]:

@@ -105,17 +105,18 @@ _BUSY_TIMEOUT_S = 30.0
 MAX_SAMPLE_ID = 64  # one line, as the patient id (store_signoff.MAX_PATIENT_ID)
 
 
-def default_database_path() -> Path:
+def default_database_path(*, create_folder: bool = True) -> Path:
     """The case database: ``$LEUKEMIA_CASE_DB`` if set, else ``~/.local/share/leukemia-screen/``.
 
-    The parent folder is created if missing.
+    The parent folder is created if missing (unless ``create_folder`` is False).
     """
     configured = os.environ.get(DATABASE_ENV_VAR, "").strip()
     if configured:
         path = Path(configured).expanduser()
     else:
         path = Path.home() / ".local" / "share" / "leukemia-screen" / "cases.sqlite3"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if create_folder:
+        path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
 
@@ -136,19 +137,31 @@ class CaseStore(CaseReads, CaseSignoff, CaseReshape):
     """The case database; every method is one short transaction, safe across threads/processes.
 
     Args:
-        path: SQLite file; None uses :func:`default_database_path`. Created if missing.
+        path: SQLite file; None uses :func:`default_database_path`.
+        create: Create the database if missing. Commands that only read or copy an existing
+            one pass False, so a mistyped path is an error, not a new empty database.
 
     Raises:
-        CaseStoreError: The file is not a case database, or one written by a newer version.
+        CaseStoreError: The file is not a case database, or one written by a newer version,
+            or (``create=False``) there is no file.
     """
 
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, create: bool = True) -> None:
         if str(path) == ":memory:":
             raise CaseInputError(
                 "Each call opens its own connection, so ':memory:' cannot hold "
                 "cases; pass a file path (e.g. under tmp_path in tests)."
             )
-        self.path = Path(path).expanduser() if path is not None else default_database_path()
+        if path is None:
+            self.path = default_database_path(create_folder=create)
+        else:
+            self.path = Path(path).expanduser()
+        if not create and not self.path.is_file():
+            raise CaseStoreError(
+                f"No case database at {self.path}. Check the path (and the spelling of "
+                f"{DATABASE_ENV_VAR}, which the app's server uses too); the app creates the "
+                "database on its first start."
+            )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             conn = self._connect()

@@ -11,6 +11,7 @@ import getpass
 import sys
 
 from leukemia_core.accounts import AccountError, Accounts, Role
+from leukemia_core.errors import LeukemiaCoreError
 
 ROLE_CHOICES = [r.value for r in Role]
 
@@ -39,7 +40,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run one ``users`` action; ``error: ...`` and exit code 2 on a refusal."""
     try:
-        accounts = Accounts()
+        # Only creating an account may create the database: a mistyped $LEUKEMIA_CASE_DB must
+        # not answer "list" or "disable" from a new, empty one.
+        accounts = Accounts(create=args.action in ("init", "add"))
         if args.action == "init":
             return _init(accounts)
         if args.action == "add":
@@ -55,18 +58,22 @@ def run(args: argparse.Namespace) -> int:
             accounts.set_disabled(args.name, args.action == "disable")
             print(f"account {args.name!r} {args.action}d")
         else:
-            for user in accounts.list_users():
+            users = accounts.list_users()
+            for user in users:
                 state = " (disabled)" if user.disabled else ""
                 print(f"{user.name}\t{', '.join(sorted(user.roles))}{state}")
+            if not users:
+                print(f"no accounts yet in {accounts.path}; create the first administrator with "
+                      "`python -m leukemia_core users init`", file=sys.stderr)  # fmt: skip
         return 0
-    except (AccountError, EOFError, KeyboardInterrupt) as error:
+    except (LeukemiaCoreError, EOFError, KeyboardInterrupt) as error:
         print(f"error: {error or 'cancelled'}", file=sys.stderr)
         return 2
 
 
 def _init(accounts: Accounts) -> int:
     """Create the first administrator (all roles) when there is no account; else do nothing."""
-    if accounts.has_users():
+    if accounts.has_users():  # silent: the README's start command runs this every time
         return 0
     roles = [Role.ADMIN, Role.SIGNER, Role.MODEL_ADMIN]
     if not sys.stdin.isatty():

@@ -1,0 +1,115 @@
+"""Backups and restores of the case database from the server's shell, as a lab runs them."""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+from test_store import _SCHEMA_V1, new_case
+
+from leukemia_core.__main__ import main
+from leukemia_core.accounts import Accounts
+from leukemia_core.store import CaseStore
+from leukemia_core.store_restore import restore_database
+from leukemia_core.store_rows import CaseStoreError
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch) -> CaseStore:
+    path = tmp_path / "db" / "cases.sqlite3"
+    monkeypatch.setenv("LEUKEMIA_CASE_DB", str(path))
+    return CaseStore(path)
+
+
+def test_a_mistyped_database_path_is_refused_not_backed_up_empty(store, tmp_path, monkeypatch,
+                                                                  capsys):  # fmt: skip
+    new_case(store, [["normal", "blast"]], sample_id="S-1")
+    Accounts(store.path).add_user("ana", "a long password", ["admin"])
+    assert main(["backup", str(tmp_path / "good.sqlite3")]) == 0
+    said = capsys.readouterr().out
+    assert "1 sample in 1 case version (0 signed), 1 account" in said
+    typo = tmp_path / "nodir" / "cases.sqlte3"
+    monkeypatch.setenv("LEUKEMIA_CASE_DB", str(typo))
+    assert main(["backup", str(tmp_path / "empty.sqlite3")]) == 2
+    assert "No case database at" in capsys.readouterr().err
+    assert main(["users", "list"]) == 2 and main(["users", "disable", "ana"]) == 2
+    assert "LEUKEMIA_CASE_DB" in capsys.readouterr().err
+    assert not typo.parent.exists() and not (tmp_path / "empty.sqlite3").exists()
+
+
+def test_users_list_on_a_database_without_accounts_says_so(store, capsys):
+    assert main(["users", "list"]) == 0
+    assert "no accounts yet" in capsys.readouterr().err
+
+
+def _leave_a_crashed_writers_wal(database: Path) -> None:
+    """What a killed process leaves: committed changes only in ``-wal``, not yet folded in."""
+    conn = sqlite3.connect(database)
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    conn.execute("CREATE TABLE written_after_the_backup (x)")
+    conn.commit()
+    kept = {s: Path(f"{database}{s}").read_bytes() for s in ("-wal", "-shm")}
+    conn.close()  # a clean close folds the -wal in and deletes it; a crash would not
+    for suffix, data in kept.items():
+        Path(f"{database}{suffix}").write_bytes(data)
+
+
+def test_restore_sets_the_crashed_database_aside_whole_and_puts_the_backup_in_place(
+    store, tmp_path, capsys
+):
+    before = new_case(store, [["normal"]], sample_id="S-BEFORE")
+    store.sign_case(before, reviewer="S. Sig")
+    assert main(["backup", str(tmp_path / "backup.sqlite3")]) == 0
+    new_case(store, [["blast"]], sample_id="S-AFTER")
+    _leave_a_crashed_writers_wal(store.path)
+
+    assert main(["restore", str(tmp_path / "backup.sqlite3")]) == 0
+    said = capsys.readouterr().out
+    assert "1 sample in 1 case version (1 signed)" in said and "before-restore" in said
+    restored = CaseStore(store.path)
+    assert [c.sample_id for c in restored.list_cases()] == ["S-BEFORE"]
+    assert restored.load_case(before).altered == ()  # its audit chain intact
+    with sqlite3.connect(store.path) as conn:  # the stale -wal was not replayed onto it
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    assert "written_after_the_backup" not in tables
+    (aside,) = store.path.parent.glob("cases.sqlite3.before-restore-*[0-9]")
+    old = CaseStore(aside)  # the replaced database opens with its own -wal: nothing lost
+    assert sorted(c.sample_id for c in old.list_cases()) == ["S-AFTER", "S-BEFORE"]
+
+
+def test_restore_refuses_what_is_not_a_backup_and_changes_nothing(store, tmp_path, capsys):
+    new_case(store, [["normal"]], sample_id="S-1")
+    before = store.path.read_bytes()
+    text = tmp_path / "notes.sqlite3"
+    text.write_text("not a database")
+    other = tmp_path / "other.sqlite3"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE t (x)")
+    for bad, words in ((text, "cannot be read as a case database"),
+                       (other, "not a case database"),
+                       (tmp_path / "missing.sqlite3", "No backup file")):  # fmt: skip
+        assert main(["restore", str(bad)]) == 2
+        assert words in capsys.readouterr().err
+    assert store.path.read_bytes() == before
+    assert not list(store.path.parent.glob("*before-restore*"))
+    assert not list(store.path.parent.glob("*.restoring"))
+
+
+def test_restore_of_the_database_onto_itself_is_refused(store):
+    with pytest.raises(CaseStoreError, match="is the case database itself"):
+        restore_database(store.path, store.path)
+
+
+def test_a_backup_of_the_first_release_is_restored_and_migrated(store, tmp_path):
+    old = tmp_path / "old.sqlite3"
+    with closing(sqlite3.connect(old, isolation_level=None)) as conn:
+        conn.executescript(_SCHEMA_V1)
+        conn.executescript(
+            "BEGIN; INSERT INTO cases VALUES ('c1', 1, NULL, 'S-OLD', 'open', "
+            "'2026-01-01T00:00:00', 'tech', 'old-model', 'sha', '{}', NULL, NULL); COMMIT;"
+        )
+    restored = restore_database(old, store.path)
+    assert restored.contents == {"samples": 1, "case_versions": 1, "signed": 0, "accounts": 0}
+    assert CaseStore(store.path).load_case("c1").sample_id == "S-OLD"
