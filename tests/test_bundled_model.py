@@ -176,3 +176,27 @@ def test_one_cell_of_drift_is_allowed_only_for_figures_over_few_cells():
     assert _allowed_drift("blast_precision", recorded) > 0.5714 - 20 / 36
     assert _allowed_drift("blast_precision", recorded) < 0.5714 - 20 / 37  # two cells fail
     assert _allowed_drift("specificity", recorded) == 0.015
+
+
+def test_a_renamed_copy_of_training_patients_is_not_counted_as_held_out(shared_data, tmp_path,
+                                                                         capsys):  # fmt: skip
+    """A lab's copy of deepapl under another folder name: its patients were trained on."""
+    from train.evaluate.__main__ import main
+
+    trained = {g.partition(":")[2] for g in seen_groups(models_dir() / "lite0_blast_v2")
+               if g.startswith("deepapl:")}  # fmt: skip
+    patient = sorted(trained)[0]
+    for cell_type in ("blast", "lymphocyte"):
+        source = shared_data / "deepapl" / cell_type / patient
+        target = tmp_path / "dapl" / cell_type / patient
+        target.mkdir(parents=True)
+        for image in sorted(source.iterdir())[:2]:
+            (target / image.name).write_bytes(image.read_bytes())
+    command = ["cells", "--data", str(tmp_path / "dapl"), "--format", "folders",
+               "--model", "lite0_blast_v2"]  # fmt: skip
+    assert main([*command, "--held-out"]) == 2
+    said = capsys.readouterr().err
+    assert "nothing to test" in said and "'dapl' is not a dataset the model was split on" in said
+    assert main(command) == 0
+    notes = json.loads(capsys.readouterr().out)["notes"]
+    assert any("4 of 4 cells come from groups the model was trained" in n for n in notes)

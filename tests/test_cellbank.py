@@ -1,6 +1,7 @@
 """The crop bank: every source through the app's own pipeline, grouped so nothing leaks."""
 
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -57,3 +58,19 @@ def test_bank_from_real_sets(shared_data, tmp_path):
             "subset",
             "cell_type",
         ]
+
+
+def test_held_out_matching_catches_a_renamed_copy_of_a_training_set_by_group_name():
+    from train.evaluate.classifier import seen_in_training
+
+    seen = {"deepapl:Patient_00", "pbc:pbc/lymphocyte/LY_1.jpg"}
+    records = [
+        LabelledCrop(Path("a.jpg"), "blast", "Patient_00", "dapl"),  # deepapl, renamed
+        LabelledCrop(Path("b.jpg"), "blast", "Patient_07", "dapl"),  # a patient never seen
+        LabelledCrop(Path("c.jpg"), "normal", "Patient_00", "pbc"),  # a known set: exact only
+        LabelledCrop(Path("d.jpg"), "blast", "Patient_00", "deepapl"),
+    ]
+    flags, notes = seen_in_training(records, seen)
+    assert flags == [True, False, False, True]
+    (note,) = notes
+    assert "'dapl' is not a dataset the model was split on" in note and "Patient_00" in note

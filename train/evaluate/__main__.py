@@ -88,12 +88,12 @@ def _record_key(command: str, figures: dict, sources: set[str]) -> tuple[str, di
         return "smears", figures
     if command == "normals":
         flat = {k: v for k, v in figures.items()
-                if k not in ("per_class", "n_skipped_seen_in_training", "false_blasts")}  # fmt: skip
+                if k not in ("per_class", "n_skipped_seen_in_training", "false_blasts", "notes")}  # fmt: skip
         for cell_type, values in figures.get("per_class", {}).items():
             flat[f"false_blast_rate_{cell_type}"] = values["false_blast_rate"]
         return "normals", flat
     name = next(iter(sources)) if len(sources) == 1 else "cells"
-    return f"{name}{HELD_OUT_SUFFIX}", figures
+    return f"{name}{HELD_OUT_SUFFIX}", {k: v for k, v in figures.items() if k != "notes"}
 
 
 def _classifier_run(args) -> dict:
@@ -118,6 +118,15 @@ def _classifier_run(args) -> dict:
         run = clf_eval.evaluate_cells if args.command == "cells" else clf_eval.evaluate_normals
         figures = run(table, classifier, seen=seen, progress=_progress)
         data, sources = args.data, {r.source for r in table.records}
+        if not args.held_out:
+            trained = clf_eval.seen_groups(classifier.model.path)
+            flags, _ = clf_eval.seen_in_training(table.records, trained)
+            if any(flags):
+                figures["notes"].append(
+                    f"{sum(flags)} of {len(flags)} cells come from groups the model was trained "
+                    "or calibrated on (or named as such): these figures are not held-out. Add "
+                    "--held-out to leave those cells out."
+                )
     if args.record:
         key, values = _record_key(args.command, figures, sources)
         record_figures(classifier.model.path, {key: values})

@@ -55,9 +55,41 @@ def _crop_probabilities(records, classifier: Classifier, progress: Progress | No
     return (np.concatenate(out) if out else np.zeros(0)), kept, unreadable
 
 
-def _keep(table: CellTable, seen: set[str] | None) -> tuple[list, int]:
-    records = [r for r in table.records if not seen or bank_group(r) not in seen]
-    return records, len(table) - len(records)
+def seen_in_training(records, seen: set[str]) -> tuple[list[bool], list[str]]:
+    """Which records belong to a group the model was trained or calibrated on, and notes.
+
+    A group is matched by its dataset and name (``deepapl:Patient_00``). Data whose dataset
+    name is none the model was split on (a renamed copy: ``dapl/``) is matched by group name
+    alone, so a copy of a training set is never counted as new patients; other patients who
+    happen to share a name are then left out too, and the note says so.
+    """
+    known = {g.partition(":")[0] for g in seen}
+    names = {g.partition(":")[2] for g in seen}
+    flags, by_name = [], {}
+    for record in records:
+        group = bank_group(record)
+        source, _, name = group.partition(":")
+        hit = group in seen or (source not in known and name in names)
+        if hit and group not in seen:
+            by_name.setdefault(source, set()).add(name)
+        flags.append(hit)
+    notes = [
+        f"{source!r} is not a dataset the model was split on, so its groups were matched by name "
+        f"alone: {len(groups)} of them ({', '.join(sorted(groups)[:3])}"
+        f"{', ...' if len(groups) > 3 else ''}) are named as groups the model was trained on. "
+        "A renamed copy of a training set is caught this way; if these are other patients, "
+        "their names merely coincide and they are left out of held-out figures too."
+        for source, groups in sorted(by_name.items())
+    ]
+    return flags, notes
+
+
+def _keep(table: CellTable, seen: set[str] | None) -> tuple[list, int, list[str]]:
+    if not seen:
+        return list(table.records), 0, []
+    flags, notes = seen_in_training(table.records, seen)
+    records = [r for r, hit in zip(table.records, flags, strict=True) if not hit]
+    return records, len(table) - len(records), notes
 
 
 def evaluate_cells(
@@ -65,9 +97,12 @@ def evaluate_cells(
     progress: Progress | None = None, n_boot: int = 1000,
 ) -> dict:  # fmt: skip
     """Blast-vs-normal figures on labelled single cells, overall and per source."""
-    records, skipped = _keep(table, seen)
+    records, skipped, notes = _keep(table, seen)
     if not records:
-        raise ValueError("Every cell belongs to a group the model was trained on; nothing to test.")
+        raise ValueError(
+            "Every cell belongs to a group the model was trained on; nothing to test. "
+            + " ".join(notes)
+        )
     p, records, unreadable = _crop_probabilities(records, classifier, progress)
     y = np.array([r.label == BLAST for r in records])
     groups = [bank_group(r) for r in records]
@@ -78,6 +113,7 @@ def evaluate_cells(
     uncertain = (p >= calibration.uncertain_low) & (p < calibration.uncertain_high)
     result["uncertain_fraction"] = float(uncertain.mean())
     result["n_skipped_seen_in_training"] = skipped
+    result["notes"] = notes
     result["unreadable_files"] = unreadable
     sources = np.array([r.source for r in records])
     if len(set(sources)) > 1:
@@ -100,8 +136,11 @@ def evaluate_normals(
     progress: Progress | None = None,
 ) -> dict:  # fmt: skip
     """False-blast rate on folders of normal cells, overall and per cell type (Wilson 95%)."""
-    records, skipped = _keep(table, seen)
+    records, skipped, notes = _keep(table, seen)
+    blasts = sum(r.label == BLAST for r in records)
     records = [r for r in records if r.label != BLAST]
+    if blasts:
+        notes.append(f"{blasts} blast cell(s) left out: this command measures normal cells only.")
     if not records:
         raise ValueError("No normal cells to test (all were blasts or seen in training).")
     p, records, unreadable = _crop_probabilities(records, classifier, progress)
@@ -118,6 +157,7 @@ def evaluate_normals(
         **overall,
         "per_class": {t: rate(types == t) for t in sorted(set(types))},
         "n_skipped_seen_in_training": skipped,
+        "notes": notes,
         "unreadable_files": unreadable,
     }
 
