@@ -304,23 +304,22 @@ def _analyze(args) -> int:
     if summary["images_analysed"] == 0:
         print(f"No image could be analysed.{skipped_text} Research use only.", file=sys.stderr)
         return 1
-    print(
-        f"{summary['images_analysed']} image(s) analysed with {model_name}: "
-        f"{count['n_blasts']} blasts of {count['n_counted']} cells counted. "
-        f"{count['interpretation']} Wrote {args.out}.{skipped_text} Research use only.",
-        file=sys.stderr,
+    hint = f" {count['hint']}" if count.get("hint") else ""
+    print(  # the result: on standard output, so that `analyze ... > result.txt` keeps it
+        f"{_count(summary['images_analysed'], 'image')} analysed with {model_name}: "
+        f"{_count(count['n_blasts'], 'blast')} of {_count(count['n_counted'], 'cell')} counted. "
+        f"{count['interpretation']}{hint} Wrote {args.out}.{skipped_text} Research use only."
     )
     domain = summary["domain"]
     if domain is None and summary["cells_found"] == 0:
-        print("No cells were found, so no out-of-domain check was made.", file=sys.stderr)
+        print("No cells were found, so no out-of-domain check was made.")
     elif domain is None:
-        print(f"{model_name} has no domain reference: no out-of-domain check was made.",
-              file=sys.stderr)  # fmt: skip
+        print(f"{model_name} has no domain reference: no out-of-domain check was made.")
     else:
         warned = ", ".join(summary["warned_images"])
         prefix = "WARNING: " if domain["warned"] or warned else ""
         images = f" Images warned (every cell sent to review): {warned}." if warned else ""
-        print(f"{prefix}{domain['message']}{images}", file=sys.stderr)
+        print(f"{prefix}{domain['message']}{images}")
     return 1 if failures == len(args.images) else 0
 
 

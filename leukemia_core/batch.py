@@ -280,7 +280,7 @@ def write_outputs(
             image_rows = [_to_review(row) for row in image_rows]
             labels = [CellLabel(row[_LABEL]) for row in image_rows]
             summary["uncertain"] = labels.count(CellLabel.UNCERTAIN)
-            summary["count"] = count_dict(summarize_labels(labels, single_cells=single_cells))
+            summary["count"] = count_dict(_unreviewed_count(labels, single_cells))
         rows += image_rows
         write_text_atomic(out / f"{result.stem}.json", json.dumps(summary, indent=2) + "\n")
     buffer = io.StringIO()
@@ -297,8 +297,8 @@ def write_outputs(
         **model,
         "mode": "single cells" if single_cells else "whole fields",
         "count": count_dict(
-            summarize_labels([CellLabel(row[_LABEL]) for row in rows], single_cells=single_cells)
-        ),  # as the app reads them
+            _unreviewed_count([CellLabel(row[_LABEL]) for row in rows], single_cells)
+        ),  # as the app reads them before review
         "domain": None if domain is None else domain.to_dict(),
         "warned_images": [r.name for r in analysed if (r.summary["domain"] or {}).get("warned")],
         "quality_warned_images": [r.name for r in analysed if r.summary["quality_warnings"]],
@@ -316,6 +316,13 @@ def _remove_stale_image_files(out: Path, current: set[str]) -> None:
         stale = out / part.name
         if part.stem not in current and stale.is_file():
             stale.unlink()
+
+
+def _unreviewed_count(labels: list[CellLabel], single_cells: bool) -> BlastCount:
+    """The set's count by the model's labels: no person has reviewed any cell yet, so the
+    reading says "Before review of N cells" (border cells are never counted nor reviewed)."""
+    waiting = sum(label is not CellLabel.BORDER for label in labels)
+    return summarize_labels(labels, n_unreviewed=waiting, single_cells=single_cells)
 
 
 def _to_review(row: list) -> list:

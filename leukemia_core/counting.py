@@ -155,7 +155,8 @@ def cells_needed(
 
 
 def _reading(percent: float, n_blasts: int, n_counted: int) -> str:
-    count = f"{percent:.1f}% blasts ({n_blasts} of {n_counted} white cells counted)"
+    cells = "white cell" if n_counted == 1 else "white cells"
+    count = f"{percent:.1f}% blasts ({n_blasts} of {n_counted} {cells} counted)"
     if percent >= WHO_ACUTE_LEUKEMIA_PERCENT:
         return (
             f"{count}: at or above the {WHO_ACUTE_LEUKEMIA_PERCENT:.0f}% blast threshold the WHO "
@@ -227,7 +228,8 @@ def _hint(
         )
     if n_counted < MANUAL_DIFFERENTIAL_CELLS:
         parts.append(
-            f"Only {n_counted} white cells were counted; a manual differential counts 100-200, "
+            f"Only {n_counted} white {'cell was' if n_counted == 1 else 'cells were'} counted; a "
+            "manual differential counts 100-200, "
             f"so count at least {MANUAL_DIFFERENTIAL_CELLS - n_counted} more (add fields)."
         )
     if n_uncertain:

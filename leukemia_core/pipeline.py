@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from leukemia_core.classify import Classifier
-from leukemia_core.counting import summarize_labels
+from leukemia_core.counting import count_cells
 from leukemia_core.cropping import DEFAULT_CROP_SIZE, crop_cells
 from leukemia_core.domain import DomainAssessment
 from leukemia_core.errors import LeukemiaCoreError
@@ -92,9 +92,10 @@ class Analysis:
         return tuple(c for c in self.cells if c.field_index == field_index)
 
     def count(self, field_index: int | None = None) -> BlastCount:
-        """Blast count of one field or (None) the whole sample, from the cells' labels."""
+        """Blast count of one field or (None) the whole sample, from the cells' labels; its
+        reading says "Before review of N cells" while any awaits a person, as the app's."""
         cells = self.cells if field_index is None else self.field_cells(field_index)
-        return summarize_labels([c.label for c in cells], single_cells=self.mode == MODE_CELLS)
+        return count_cells(cells, single_cells=self.mode == MODE_CELLS)
 
 
 def analyze(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -108,7 +109,7 @@ def test_single_cells_are_checked_for_domain_as_one_set_like_the_app(tmp_path, s
     if labels[0] == "blast":  # hand-picked cells: the set's reading is the app's, no threshold
         reading = summary["count"]["interpretation"]
         assert reading == app.count().interpretation
-        assert reading.startswith("3 of 3 single-cell images counted are blasts")
+        assert reading.startswith("Before review of 3 cells: 3 of 3 single-cell images counted")
         assert "WHO" not in reading and summary["count"]["hint"] is None
 
 
@@ -138,8 +139,26 @@ def test_a_negative_gpu_count_is_refused(tmp_path, capsys):
 
 # ---- what a lab gets wrong at the command line (a probe of bad inputs, 2026-12-06) ------------
 def _run(args, capsys) -> tuple[int, str]:
+    """Exit code and what was printed (the result on stdout, progress and notes on stderr)."""
     code = cli(["analyze", *map(str, args)])
-    return code, capsys.readouterr().err
+    printed = capsys.readouterr()
+    return code, printed.out + printed.err
+
+
+def test_the_printed_result_is_on_stdout_says_it_is_before_review_and_asks_for_more_cells(
+    tmp_path, capsys
+):
+    """The bundled model on a bundled normal field (one white cell): what a lab reads first."""
+    field = Path(__file__).parents[1] / "samples" / "fields" / "BloodImage_00000.jpg"
+    assert cli(["analyze", str(field), "--out", str(tmp_path / "out")]) == 0
+    result = capsys.readouterr().out
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    count = summary["count"]
+    assert count["n_counted"] > 0 and count["hint"]  # a few cells: the hint asks for more
+    assert count["interpretation"].startswith(f"Before review of {summary['cells_found']} cell")
+    assert count["interpretation"] in result and count["hint"] in result
+    assert result.startswith("1 image analysed with") and "Research use only." in result
+    assert "Only 1 white cell was counted" in result and "1 white cells" not in result
 
 
 def test_the_same_file_twice_is_analysed_once_and_its_cells_are_not_counted_twice(
