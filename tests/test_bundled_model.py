@@ -200,3 +200,4 @@ def test_a_renamed_copy_of_training_patients_is_not_counted_as_held_out(shared_d
     assert main(command) == 0
     notes = json.loads(capsys.readouterr().out)["notes"]
     assert any("4 of 4 cells come from groups the model was trained" in n for n in notes)
+    assert any("intervals come from 1 group(s) only" in n for n in notes)  # one patient

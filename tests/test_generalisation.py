@@ -30,7 +30,12 @@ from train.augmentation import ALL_AUGMENTATIONS, augment
 from train.batches import balanced_indices, balancing_strata
 from train.compare import comparison_splits
 from train.compare_settings import CompareSettings
-from train.evaluate.metrics import binary_metrics, sensitivity_at_specificity
+from train.evaluate.metrics import (
+    FEW_GROUPS_FOR_INTERVALS,
+    binary_metrics,
+    few_groups_note,
+    sensitivity_at_specificity,
+)
 from train.records import LabelledCrop
 from train.splits import SplitError, leave_one_source_out, loso_units
 
@@ -117,6 +122,19 @@ def test_confident_miss_rate_and_sensitivity_at_specificity():
     # Specificity >= 0.9 of 10 normals allows one above the cut (0.7): blasts above 0.5 count.
     assert sensitivity_at_specificity(y, p) == pytest.approx(0.5)
     assert binary_metrics(y, p, 0.5, n_boot=0)["confident_miss_rate"] is None
+
+
+def test_intervals_over_two_patients_are_narrow_and_flagged_as_unknown():
+    """Two patients, cells alike within each: the bootstrap interval is narrow, not honest."""
+    rng = np.random.default_rng(0)
+    y = np.tile([True, False], 20)
+    p = np.where(y, rng.uniform(0.6, 0.9, 40), rng.uniform(0.1, 0.4, 40))
+    groups = ["patient-1"] * 20 + ["patient-2"] * 20
+    m = binary_metrics(y, p, 0.5, groups=groups, n_boot=200)
+    low, high = m["intervals"]["balanced_accuracy"]
+    assert m["n_groups"] == 2 and high - low < 0.05  # looks precise
+    assert "from 2 group(s) only" in few_groups_note(m["n_groups"])
+    assert few_groups_note(FEW_GROUPS_FOR_INTERVALS) is None
 
 
 def _crops() -> list[np.ndarray]:

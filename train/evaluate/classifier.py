@@ -18,7 +18,7 @@ from leukemia_core.errors import InvalidImageError
 from leukemia_core.io import read_image
 from leukemia_core.pipeline import analyze
 from train.cellbank import bank_group, idb1_group
-from train.evaluate.metrics import auroc, binary_metrics
+from train.evaluate.metrics import auroc, binary_metrics, few_groups_note
 from train.evaluate.segmentation import _images, cells_at_points, read_xyc
 from train.fit import app_crop
 from train.records import BLAST, CellTable
@@ -113,6 +113,8 @@ def evaluate_cells(
     uncertain = (p >= calibration.uncertain_low) & (p < calibration.uncertain_high)
     result["uncertain_fraction"] = float(uncertain.mean())
     result["n_skipped_seen_in_training"] = skipped
+    if note := few_groups_note(result.get("n_groups")):
+        notes.append(note)
     result["notes"] = notes
     result["unreadable_files"] = unreadable
     sources = np.array([r.source for r in records])

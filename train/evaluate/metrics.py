@@ -16,6 +16,9 @@ from leukemia_core.calibration import expected_calibration_error
 INTERVAL_METRICS = ("accuracy", "balanced_accuracy", "weighted_f1", "sensitivity",
                     "specificity", "auroc", "ece", "confident_miss_rate")  # fmt: skip
 SCREENING_SPECIFICITY = 0.90  # operating point for "sensitivity at specificity" (ROC)
+# A bootstrap over fewer groups (patients, field blocks) cannot show how much the next group
+# may differ: its intervals come out narrow, not wide.
+FEW_GROUPS_FOR_INTERVALS = 5
 
 
 def auroc(is_blast: np.ndarray, p: np.ndarray) -> float | None:
@@ -26,6 +29,18 @@ def auroc(is_blast: np.ndarray, p: np.ndarray) -> float | None:
         return None
     ranks = rankdata(np.asarray(p, dtype=np.float64))
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def few_groups_note(n_groups: int | None, unit: str = "group") -> str | None:
+    """A warning for intervals bootstrapped over too few groups; None when there are enough."""
+    if n_groups is None or n_groups >= FEW_GROUPS_FOR_INTERVALS:
+        return None
+    return (
+        f"The 95% intervals come from {n_groups} {unit}(s) only: a bootstrap over fewer than "
+        f"{FEW_GROUPS_FOR_INTERVALS} cannot show how much another patient or field would "
+        "differ, so they look narrower than the truth. Treat them as unknown; test cells of "
+        "more patients."
+    )
 
 
 def _ratio(a: float, b: float) -> float | None:
