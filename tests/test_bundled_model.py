@@ -8,6 +8,7 @@ day one is met the test says so.
 """
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -201,3 +202,9 @@ def test_a_renamed_copy_of_training_patients_is_not_counted_as_held_out(shared_d
     notes = json.loads(capsys.readouterr().out)["notes"]
     assert any("4 of 4 cells come from groups the model was trained" in n for n in notes)
     assert any("intervals come from 1 group(s) only" in n for n in notes)  # one patient
+    shutil.rmtree(tmp_path / "dapl" / "lymphocyte")  # blasts alone: sensitivity only
+    assert main(command) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["n"] == 2 and figures["specificity"] is None and figures["auroc"] is None
+    assert any("Only blast cells: sensitivity and the confident-miss rate" in n
+               for n in figures["notes"])  # fmt: skip

@@ -358,8 +358,9 @@ def load_dataset(
     if require_both_classes and len(classes) < 2:
         ((label, n),) = classes.items()
         raise SingleClassError(
-            f"{root} holds only {label} cells ({n}); a classifier needs blast and normal cells. "
-            "Combine it with another set (CellTable.concat) or pass require_both_classes=False."
+            f"{root} holds only {label} cells ({n}); training and comparing need blast and "
+            "normal cells. Add a dataset of the other class beside it (another --data, or "
+            "another dataset on the Retrain page)."
         )
     if verify:
         verify_images(table)

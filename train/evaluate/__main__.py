@@ -113,8 +113,9 @@ def _classifier_run(args) -> dict:
         figures = clf_eval.evaluate_smears(args.all_idb1, classifier, seen=seen, progress=_progress)
         data, sources = args.all_idb1, {"allidb1"}
     else:
-        require_both = args.command == "cells"
-        table = load_dataset(args.data, args.format, require_both_classes=require_both)
+        # One class is allowed: a folder of blasts alone measures sensitivity (a note says what
+        # cannot be measured), and normals are the point of the "normals" command.
+        table = load_dataset(args.data, args.format, require_both_classes=False)
         run = clf_eval.evaluate_cells if args.command == "cells" else clf_eval.evaluate_normals
         figures = run(table, classifier, seen=seen, progress=_progress)
         data, sources = args.data, {r.source for r in table.records}

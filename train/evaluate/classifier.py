@@ -115,6 +115,17 @@ def evaluate_cells(
     result["n_skipped_seen_in_training"] = skipped
     if note := few_groups_note(result.get("n_groups")):
         notes.append(note)
+    if y.all() or not y.any():
+        present, missing = ("blast", "normal") if y.all() else ("normal", "blast")
+        notes.append(
+            f"Only {present} cells: "
+            + (
+                "sensitivity and the confident-miss rate are measured; specificity and AUROC "
+                if y.all()
+                else "specificity is measured; sensitivity and AUROC "
+            )
+            + f"need {missing} cells too."
+        )
     result["notes"] = notes
     result["unreadable_files"] = unreadable
     sources = np.array([r.source for r in records])
