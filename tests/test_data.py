@@ -366,7 +366,7 @@ ERRORS = [
         lambda r: make_folders(r, ("lymphocyte", "ig")),
         load_dataset,
         SingleClassError,
-        r"only normal cells \(4\).*require_both_classes=False",
+        r"only normal cells \(4\); training and comparing need blast and normal cells.*--data",
     ),
     (
         _corrupt,
