@@ -1,9 +1,14 @@
-"""``python -m leukemia_core {segment,analyze} IMAGE... --out DIR``: batch commands.
+"""Batch commands of the ALL screening app (research use only).
 
-``segment`` writes, for each image, the classifier crops (``<stem>/cell_<id>.png``), an overlay
-PNG and one row per cell in ``cells.csv``. ``analyze`` runs the whole pipeline (segment, crop,
-classify, count) and writes ``cells.csv``, one JSON summary per image and ``summary.json``.
-Progress goes to stderr; a bad file is reported and skipped. Research use only.
+  python -m leukemia_core analyze IMAGES_OR_FOLDERS... --out DIR   segment, classify and count
+  python -m leukemia_core segment IMAGES... --out DIR    white cells only: crops, CSV, overlays
+  python -m leukemia_core users ...                      accounts (see the README)
+  python -m leukemia_core backup FILE / restore FILE     the case database
+
+analyze writes cells.csv, one JSON per image and summary.json, and prints the result on
+standard output; progress and notes go to standard error. A bad file is reported and skipped.
+Exit codes: 0 all analysed, 3 results written but some images skipped, 1 nothing could be
+analysed, 2 a refused command (the message says why).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from leukemia_core.cropping import (
 )
 from leukemia_core.errors import LeukemiaCoreError, SettingError
 from leukemia_core.imaging import read_for_analysis
-from leukemia_core.io import MultiFrameImageWarning
+from leukemia_core.io import FILE_SUFFIXES, FORMATS_TEXT, MultiFrameImageWarning
 from leukemia_core.outputs import (
     GEOMETRY_COLUMNS,
     output_stems,
@@ -132,6 +137,9 @@ def _folder(text: str) -> Path:
     return Path(text)
 
 
+PARTLY_FAILED = 3  # results written, but some images could not be analysed (summary.json)
+
+
 def _error(error: Exception | str) -> int:
     print(f"error: {error}", file=sys.stderr)
     return 2
@@ -155,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         f"(default {DEFAULT_CROP_SIZE})",
     )
     analyze = commands.add_parser("analyze", help="segment, classify and count blasts")
-    analyze.add_argument("images", nargs="+", type=Path, help="smear fields or single-cell images")
+    analyze.add_argument("images", nargs="+", type=Path,
+                         help="smear fields or single-cell images, or folders of them")  # fmt: skip
     analyze.add_argument("--out", type=_folder, required=True, help="output folder")
     analyze.add_argument("--model", help="model folder name (default: the active model)")
     analyze.add_argument(
@@ -268,11 +277,33 @@ def _gpus(text: str) -> float:
     return value
 
 
+def images_in(paths: list[Path]) -> list[Path]:
+    """The paths with each folder replaced by the image files directly in it (by name).
+
+    Raises:
+        SettingError: A folder holds no image file.
+    """
+    out = []
+    for path in paths:
+        if not path.is_dir():
+            out.append(path)
+            continue
+        found = sorted(p for p in path.iterdir() if p.suffix.lower() in FILE_SUFFIXES)
+        if not found:
+            raise SettingError(
+                f"The folder {path} holds no image file ({FORMATS_TEXT}) directly in it; give "
+                "a folder of images, or the images themselves (e.g. folder/*.jpg)."
+            )
+        out += found
+    return out
+
+
 def _analyze(args) -> int:
     from leukemia_core.batch import analyze_files  # imports TensorFlow
     from leukemia_core.models.folder import models_dir, read_config
 
     try:
+        args.images = images_in(args.images)
         read_config(args.model)  # a missing model is a clear message before any folder is made
         prepare_output_folder(args.out)
         if args.engine == "ray":
@@ -301,6 +332,8 @@ def _analyze(args) -> int:
     count, model_name = summary["count"], summary["model"]
     skipped = len(summary["images_failed"])
     skipped_text = f" {skipped} image(s) skipped: see above and summary.json." if skipped else ""
+    if repeated := len(summary["images_repeated"]):
+        skipped_text += f" {repeated} file(s) given twice were analysed once."
     if summary["images_analysed"] == 0:
         print(f"No image could be analysed.{skipped_text} Research use only.", file=sys.stderr)
         return 1
@@ -320,7 +353,7 @@ def _analyze(args) -> int:
         prefix = "WARNING: " if domain["warned"] or warned else ""
         images = f" Images warned (every cell sent to review): {warned}." if warned else ""
         print(f"{prefix}{domain['message']}{images}")
-    return 1 if failures == len(args.images) else 0
+    return PARTLY_FAILED if failures else 0
 
 
 if __name__ == "__main__":

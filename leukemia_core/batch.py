@@ -68,6 +68,9 @@ class ImageResult:
         failure: Why it could not be analysed (None when it was).
         failed_as: How the failure names the image: its path when it could not be read, else
             its name.
+        repeat_of: The input it repeats byte for byte (then it is not analysed, and not a
+            failure either: its cells are counted once, under that input).
+        reused: Taken from an earlier run into the same folder (not stored in the part).
     """
 
     file: str
@@ -81,6 +84,8 @@ class ImageResult:
     messages: list[str] = ()
     failure: str | None = None
     failed_as: str = ""
+    repeat_of: str | None = None
+    reused: bool = False
 
     @property
     def name(self) -> str:
@@ -185,16 +190,17 @@ def plan(paths: Sequence[Path], out: Path, labeller: Labeller, *, single_cells: 
     shared = {s for s in sizes if s is not None and sizes.count(s) > 1}  # only these can repeat
     for path, stem, size in zip(paths, output_stems(paths, reserved=[Path(SUMMARY_FILE).stem]),
                                 sizes, strict=True):  # fmt: skip
-        if note := renamed_note(path, stem):
-            tqdm.write(note, file=sys.stderr)
         planned.append((path, stem))
         digest = _content_digest(path) if size in shared else None
         if digest is not None and digest in first_of:  # counted once, whatever its name
             why = (f"the same file as {first_of[digest]} (given twice?): analysed once, so its "
                    "cells are not counted twice")  # fmt: skip
-            done[stem] = failed_result(path, stem, labeller, single_cells, why)
+            repeat = failed_result(path, stem, labeller, single_cells, why)
+            done[stem] = replace(repeat, repeat_of=first_of[digest])
             tqdm.write(f"skipped {path}: {why}", file=sys.stderr)
             continue
+        if note := renamed_note(path, stem):
+            tqdm.write(note, file=sys.stderr)
         if digest is not None:
             first_of[digest] = str(path)
         part = out / PARTS_DIR / f"{stem}.json"
@@ -206,7 +212,11 @@ def plan(paths: Sequence[Path], out: Path, labeller: Labeller, *, single_cells: 
                 result.single_cells) == (str(path), fingerprint, image_fingerprint(path),
                                          single_cells)  # fmt: skip
         if same and result.failure is None:
-            done[stem] = result
+            done[stem] = replace(result, reused=True)
+    if reused := sum(r.reused for r in done.values()):
+        tqdm.write(f"{reused} of {len(paths)} image(s) were analysed by an earlier run into "
+                   f"{out} (same file, model and settings): their results are reused.",
+                   file=sys.stderr)  # fmt: skip
     return planned, done
 
 
@@ -232,7 +242,8 @@ def _content_digest(path: Path) -> str | None:
 
 def keep_part(out: Path, result: ImageResult) -> None:
     """Store one finished image (atomically: a killed run leaves whole parts only)."""
-    write_text_atomic(out / PARTS_DIR / f"{result.stem}.json", json.dumps(asdict(result)) + "\n")
+    stored = {k: v for k, v in asdict(result).items() if k != "reused"}
+    write_text_atomic(out / PARTS_DIR / f"{result.stem}.json", json.dumps(stored) + "\n")
     for message in result.messages:
         tqdm.write(message, file=sys.stderr)
     if result.failure is not None:
@@ -289,10 +300,13 @@ def write_outputs(
     writer.writerows(rows)
     write_text_atomic(out / "cells.csv", buffer.getvalue())
     _remove_stale_image_files(out, {r.stem for r in analysed})
-    failed = [r for r in results if r.failure is not None]
+    failed = [r for r in results if r.failure is not None and r.repeat_of is None]
     total = {
         "images_analysed": len(analysed),
         "images_failed": [{"image": r.failed_as, "error": r.failure} for r in failed],
+        "images_repeated": [
+            {"image": r.file, "same_as": r.repeat_of} for r in results if r.repeat_of is not None
+        ],
         "cells_found": len(rows),
         **model,
         "mode": "single cells" if single_cells else "whole fields",

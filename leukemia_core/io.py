@@ -29,6 +29,7 @@ DEFAULT_MAX_BYTES = 1 << 30
 #: Pillow format names accepted (MPO, the multi-picture JPEG of phone cameras, counts as JPEG).
 SUPPORTED_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "GIF", "WEBP")
 FORMATS_TEXT = "JPEG, PNG, BMP, TIFF, GIF or WebP"
+FILE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp")  # of those
 """The picture formats read, in words (upload boxes and messages say the same)."""
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", *_TIFF_MAGIC)

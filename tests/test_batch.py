@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from leukemia_core import batch
+from leukemia_core.__main__ import PARTLY_FAILED
 from leukemia_core.__main__ import main as cli
 from leukemia_core.batch import PARTS_DIR, analyze_files
 from leukemia_core.classify import CellPrediction, Classifier
@@ -170,14 +171,15 @@ def test_the_same_file_twice_is_analysed_once_and_its_cells_are_not_counted_twic
     twin.write_bytes(images[0].read_bytes())  # the same bytes under another name and folder
     code, err = _run([images[0], images[1], images[0], twin, "--out", tmp_path / "out"], capsys)
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert code == 0 and summary["images_analysed"] == 2
-    repeats = [f["image"] for f in summary["images_failed"]]
-    assert repeats == [str(images[0]), str(twin)]
-    assert all("the same file as" in f["error"] for f in summary["images_failed"])
+    assert code == 0 and summary["images_analysed"] == 2  # a repeat is no failure
+    assert summary["images_failed"] == []
+    assert summary["images_repeated"] == [{"image": str(images[0]), "same_as": str(images[0])},
+                                          {"image": str(twin), "same_as": str(images[0])}]  # fmt: skip
+    assert err.count("the same file as") == 2 and "its outputs are named" not in err
     with open(tmp_path / "out" / "cells.csv", newline="") as stream:
         named = {row["image"] for row in csv.DictReader(stream)}
     assert named == {"field1.png", "field2.png"}
-    assert "2 image(s) skipped: see above and summary.json." in err
+    assert "2 file(s) given twice were analysed once." in err and "skipped: see above" not in err
 
 
 def test_a_rerun_leaves_no_image_file_that_its_summary_does_not_list(
@@ -189,11 +191,29 @@ def test_a_rerun_leaves_no_image_file_that_its_summary_does_not_list(
     assert (out / "field2.json").is_file()
     images[1].write_text("the file was overwritten by notes")  # now a bad file
     code, err = _run([images[0], images[1], "--out", out], capsys)
-    assert code == 0 and "1 image(s) skipped" in err
+    assert code == PARTLY_FAILED and "1 image(s) skipped" in err  # a script can tell
+    assert "1 of 2 image(s) were analysed by an earlier run" in err  # field1: reused
     assert not (out / "field2.json").exists()  # the first run's analysis of the old file is gone
     assert (out / "field1.json").is_file()
     assert _run([images[0], "--out", out], capsys)[0] == 0  # an input left out of the rerun
     assert sorted(p.name for p in out.glob("*.json")) == ["field1.json", "summary.json"]
+
+
+def test_a_folder_is_analysed_as_the_images_in_it(tiny_models_dir, images, tmp_path,
+                                                  monkeypatch, capsys):  # fmt: skip
+    monkeypatch.setenv("LEUKEMIA_MODELS_DIR", str(tiny_models_dir))
+    folder = tmp_path / "fields"
+    folder.mkdir()
+    for image in images[:2]:
+        (folder / image.name).write_bytes(image.read_bytes())
+    (folder / "notes.txt").write_text("not an image: left alone")
+    code, _ = _run([folder, "--out", tmp_path / "out"], capsys)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert code == 0 and summary["images_analysed"] == 2 and summary["images_failed"] == []
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, err = _run([empty, "--out", tmp_path / "out2"], capsys)
+    assert code == 2 and "holds no image file" in err
 
 
 def test_no_readable_image_says_so_and_claims_nothing_about_the_model(

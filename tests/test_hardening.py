@@ -117,7 +117,7 @@ def test_the_command_line_skips_a_black_single_cell_image(tiny_env, tmp_path, ca
     cell = _write(tmp_path / "in" / "cell.png", _cell_rgb())
     code = cli(["analyze", str(black), str(cell), "--single-cells", "--model", "tiny",
                 "--out", str(tmp_path / "out")])  # fmt: skip
-    assert code == 0
+    assert code == 3  # results written for the cell; the black image skipped
     assert "skipped black.png: this image is black or nearly black" in capsys.readouterr().err
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["images_analysed"] == 1

@@ -103,8 +103,9 @@ def test_analyze_cli_on_a_real_field(trained, shared_data, tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=300,
         env={**os.environ, "LEUKEMIA_MODELS_DIR": str(root)},
     )  # fmt: skip
-    assert run.returncode == 0, run.stderr
+    assert run.returncode == 3, run.stderr  # results written, one image skipped
     assert "skipped" in run.stderr and "junk.jpg" in run.stderr
+    assert "1 image analysed with smoke" in run.stdout
     with open(out / "cells.csv", newline="") as stream:
         rows = list(csv.DictReader(stream))
     assert len(rows) >= 2 and all(r["image"] == "Im020_1.jpg" for r in rows)
