@@ -89,7 +89,7 @@ def read_image(
     data, name = read_bytes(source, name=name, max_bytes=max_bytes)
     if not data:
         raise errors.EmptyFileError(
-            f"'{name}' is empty (0 bytes): the upload or copy did not finish. Choose it again."
+            f"'{name}' is empty (0 bytes): the upload or copy did not finish. Copy or upload it again."
         )
     with _PILLOW_GLOBALS:
         saved = Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
@@ -209,11 +209,11 @@ def _decode(data: bytes, name: str, max_pixels: int, min_side: int) -> _Decoded:
         if b"%PDF-" in data[:8]:
             hint = " A PDF? Export the page as PNG or JPEG."
         elif data.startswith(_ZIP_MAGIC):  # also the container of docx, xlsx and odt files
-            hint = (" A zip archive or an office document? Unpack or open it and upload the "
+            hint = (" A zip archive or an office document? Unpack or open it and use the "
                     "pictures inside as image files.")  # fmt: skip
         raise errors.NotAnImageError(
             f"'{name}' is not an image file ({_what_it_holds(data)}).{hint} "
-            f"Upload a picture of the smear as {FORMATS_TEXT}."
+            f"Use a picture of the smear saved as {FORMATS_TEXT}."
         ) from exc
     except _DECODE_ERRORS as exc:
         raise _damaged(name, data, exc) from exc
@@ -349,7 +349,7 @@ def _is_grey(rgb: np.ndarray) -> bool:
 def _damaged(name: str, data: bytes, exc: BaseException) -> errors.TruncatedImageError:
     return errors.TruncatedImageError(
         f"'{name}' ends before its pixel data does or is damaged ({len(data):,} bytes; decoder "
-        f"said: {exc}). The upload or copy was probably cut off: copy or export it again."
+        f"said: {exc}). It was probably cut off or corrupted in an upload or copy: copy or export it again."
     )
 
 
