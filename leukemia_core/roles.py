@@ -82,8 +82,18 @@ class User:
     @classmethod
     def shell(cls) -> User:
         """Whoever runs the command-line tools on the server (has the server's files anyway)."""
-        name = os.environ.get("USER") or os.environ.get("USERNAME") or "shell"
-        return cls(f"{SHELL_PREFIX}{name}", frozenset(Role))
+        return cls(f"{SHELL_PREFIX}{_system_user()}", frozenset(Role))
+
+
+def _system_user() -> str:
+    """The operating system's name for this process's user: the audit trail must not take it
+    from $USER, which anyone can set and which cron and services leave unset."""
+    try:
+        import pwd  # POSIX only
+
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except (ImportError, KeyError, AttributeError):  # Windows, or a uid without a passwd entry
+        return os.environ.get("USERNAME") or os.environ.get("USER") or "unknown"
 
 
 def require(user: object, permission: Permission) -> User:

@@ -166,6 +166,18 @@ def test_roles_are_checked_in_the_core(db, tiny_models_dir, tmp_path):
                                                                           "tiny")  # fmt: skip
 
 
+def test_the_command_line_user_in_the_audit_trail_is_the_system_s_not_user_variable(
+    monkeypatch,
+):
+    import pwd
+
+    monkeypatch.setenv("USER", "someone-else")
+    real = pwd.getpwuid(os.geteuid()).pw_name
+    assert User.shell().name == f"shell:{real}" != "shell:someone-else"
+    monkeypatch.delenv("USER")  # as under cron or a service
+    assert User.shell().name == f"shell:{real}"
+
+
 def test_users_cli_prompts_no_password_on_the_command_line(db):
     env = {**os.environ, "LEUKEMIA_CASE_DB": str(db)}
     run = subprocess.run(
