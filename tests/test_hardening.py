@@ -6,6 +6,7 @@ Each test feeds one kind of bad input and checks the clear message (a typed erro
 
 from __future__ import annotations
 
+import argparse
 import csv
 import errno
 import hashlib
@@ -813,3 +814,16 @@ def test_the_retrain_page_shows_a_failed_job_without_server_folders(retrain_page
     assert not [t for t in _shown_texts(at) if str(runs) in t]
     details = [x for x in at.expander if x.label == "Details for the administrator"]
     assert details and str(folder / jobs.ERROR_FILE) in details[0].code[0].value
+
+
+def test_train_help_lists_every_command_it_accepts(capsys):
+    import train.__main__ as train_main
+
+    parser = train_main.build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    listed = {line.split()[0] for line in train_main.__doc__.splitlines()
+              if line.startswith("    ") and line.strip()}  # fmt: skip
+    assert set(commands.choices) == listed
+    with pytest.raises(SystemExit):
+        train_cli(["--help"])
+    assert "``" not in capsys.readouterr().out  # plain words, not reStructuredText

@@ -1,17 +1,18 @@
-"""``python -m train COMMAND``: build a crop bank, train a model folder, re-render its card.
+"""python -m train COMMAND: build a crop bank, train, compare and adapt model folders.
 
 Commands:
-    bank     turn public datasets into classifier-domain crops plus manifest.csv
-    fit      train one architecture on one or more datasets; writes models/<name>/
-    card     re-render models/<name>/card.md from its config.json and metrics.json
-    inspect  check datasets for training: layout, cells per class and group, problems
-    compare  train several architectures on the same grouped splits and compare them
-    promote  make a compared model the active one (models/<name>/ + models/ACTIVE)
-    adapt    re-fit a model on a lab's signed cells as a new version <name>-site<k>
-    activate make a model folder the active one (models/ACTIVE)
-    domain   fit a model folder's out-of-domain reference (domain.npz) on its own split
-    seal     check a model folder's config.json and write its checksum (config_sha256)
-    worker   run the queued comparison jobs of the Retrain page (started by the app)
+    bank      turn public datasets into classifier-domain crops plus manifest.csv
+    fit       train one architecture on one or more datasets; writes models/<name>/
+    calibrate re-fit a model folder's temperature, threshold and review band (weights kept)
+    card      re-render models/<name>/card.md from its config.json and metrics.json
+    inspect   check datasets for training: layout, cells per class and group, problems
+    compare   train several architectures on the same grouped splits and compare them
+    promote   make a compared model the active one (models/<name>/ + models/ACTIVE)
+    adapt     re-fit a model on a lab's signed cells as a new version <name>-site<k>
+    activate  make a model folder the active one (models/ACTIVE)
+    domain    fit a model folder's out-of-domain reference (domain.npz) on its own split
+    seal      check a model folder's config.json and write its checksum (config_sha256)
+    worker    run the queued comparison jobs of the Retrain page (started by the app)
 
 Progress goes to stderr. Research use only.
 """
