@@ -179,6 +179,7 @@ def test_loader_messages_name_paths_relative_to_the_root(tree):
     with pytest.raises(UnreadableFileError, match="cannot be decoded") as e:
         inspect_datasets(["cells"], roots=[tree["root"]])
     assert "cells/blast/P0/broken.png" in str(e.value) and str(tree["tmp"]) not in str(e.value)
+    assert "not a picture file" in str(e.value) and "Error:" not in str(e.value)  # no class names
     table, summary = inspect_datasets(["cells"], roots=[tree["root"]], skip_unreadable=True)
     assert summary.n_cells == 4 and all(r.path.name != "broken.png" for r in table)
     (note,) = [n for n in summary.notes if "cannot be decoded and were left out" in n]

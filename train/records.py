@@ -194,8 +194,20 @@ def unreadable_images(records: Iterable[LabelledCrop]) -> list[tuple[LabelledCro
             with Image.open(record.path) as image:
                 image.load()
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-            bad.append((record, f"{record.path} ({type(error).__name__}: {error})"))
+            bad.append((record, f"{record.path} ({_why_unreadable(error)})"))
     return bad
+
+
+def _why_unreadable(error: BaseException) -> str:
+    """What is wrong with a file PIL could not decode, in words (not an exception's name)."""
+    text = str(error)
+    if isinstance(error, Image.DecompressionBombError):
+        return "too many pixels to be a cell image"
+    if isinstance(error, Image.UnidentifiedImageError):
+        return "not a picture file: empty, or text or another kind of file with an image name"
+    if "truncated" in text.lower() or isinstance(error, (SyntaxError, EOFError)):
+        return "cut off or damaged: the file ends before its pixel data does"
+    return f"cannot be decoded: {text}"
 
 
 def verify_images(records: Iterable[LabelledCrop]) -> None:
