@@ -41,6 +41,7 @@ GREY_NOTE = (
     "cells may be missed and results are unreliable; photograph or export the smear in colour"
 )
 DAMAGED = "damaged image: results unreliable"
+GREY_TAIL_MIN_FRACTION = 0.02  # of the rows: a cut-off file's grey fill (:func:`grey_filled_tail`)
 """How a note about pixels that were decoded from damaged data starts."""
 # EXIF orientation -> transpose, as in PIL.ImageOps.exif_transpose; applied after conversion so
 # that 16-bit data read by tifffile or OpenCV is turned upright the same way.
@@ -105,6 +106,9 @@ def read_image(
         notes.append(GREY_NOTE)
     if fmt == "JPEG" and (damage := jpeg_damage(data)):
         notes.insert(0, jpeg_damage_note(damage))
+    elif (flat := grey_filled_tail(rgb)) >= GREY_TAIL_MIN_FRACTION:
+        notes.insert(0, f"{DAMAGED}: the lower {flat:.0%} of the picture is flat grey, as when a "
+                        "file cut off in a copy is decoded; use an undamaged copy of the file")  # fmt: skip
     if orientation in _UPRIGHT:
         rgb = np.asarray(Image.fromarray(rgb).transpose(_UPRIGHT[orientation]))
         notes.append(f"turned upright from EXIF orientation {orientation}")
@@ -351,6 +355,23 @@ def _damaged(name: str, data: bytes, exc: BaseException) -> errors.TruncatedImag
         f"'{name}' ends before its pixel data does or is damaged ({len(data):,} bytes; decoder "
         f"said: {exc}). It was probably cut off or corrupted in an upload or copy: copy or export it again."
     )
+
+
+def grey_filled_tail(rgb: np.ndarray) -> float:
+    """Share of the picture's rows, from the bottom, that are one flat mid-grey colour.
+
+    A JPEG cut off and closed with an end marker passes the structure check, and libjpeg fills
+    the missing rows with grey (128); no camera gives rows of one exact colour. Black or white
+    margins are left alone (they may be real), and so is a picture flat all over.
+    """
+    last = rgb[-1, 0].astype(int)
+    if not (np.all(np.abs(last - 128) <= 24) and np.all(rgb[-1] == rgb[-1, 0])):
+        return 0.0
+    flat_rows = np.all(rgb == rgb[-1, 0], axis=(1, 2))
+    other = np.flatnonzero(~flat_rows)
+    if not len(other):  # one flat picture: not a cut-off photo (other checks say what it is)
+        return 0.0
+    return (len(flat_rows) - (other[-1] + 1)) / len(flat_rows)
 
 
 def jpeg_damage_note(damage: str) -> str:

@@ -577,3 +577,26 @@ def test_real_files(shared_data, pattern, fmt):
     assert loaded.format == fmt and loaded.name == files[0].name
     assert loaded.rgb.dtype == np.uint8 and loaded.rgb.shape[2] == 3
     assert (loaded.rgb == expected).all() and loaded.rgb.std() > 10
+
+
+def test_a_jpeg_cut_off_and_closed_with_an_end_marker_is_noted_as_damaged():
+    """It passes the structure check; libjpeg fills the missing rows with flat grey."""
+    from leukemia_core.synthetic import make_demo_smear
+
+    buffer = io.BytesIO()
+    Image.fromarray(make_demo_smear().image).save(buffer, "JPEG", quality=90)
+    whole = buffer.getvalue()
+    cut = whole[: len(whole) // 2] + b"\xff\xd9"
+    (note,) = read_image(cut, name="cut.jpg").notes
+    assert note.startswith("damaged image: results unreliable: the lower")
+    assert "flat grey" in note and "cut off" in note
+    assert read_image(whole, name="whole.jpg").notes == ()
+    margin = make_demo_smear().image.copy()
+    margin[-80:] = 0  # a black margin may be real: left alone
+    assert read_image(_png(margin), name="margin.png").notes == ()
+
+
+def _png(rgb: np.ndarray) -> bytes:
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    assert ok
+    return encoded.tobytes()
