@@ -218,11 +218,12 @@ def main(argv: list[str] | None = None) -> int:
 def _backup(target: Path) -> int:
     """``backup``: the case database (``$LEUKEMIA_CASE_DB``) copied whole to ``target``."""
     from leukemia_core.store import CaseStore
+    from leukemia_core.store_backup import backup_contents
 
     try:
         store = CaseStore(create=False)  # a mistyped path must not back up a new, empty file
         written = store.backup(target)
-        held = CaseStore(written, create=False).contents()
+        held = backup_contents(written)  # read only: the backup stays as written
     except LeukemiaCoreError as error:
         return _error(error)
     print(f"backed up {store.path} to {written} ({written.stat().st_size:,} bytes; checked): "
@@ -233,7 +234,7 @@ def _backup(target: Path) -> int:
 def _restore(backup: Path) -> int:
     """``restore``: ``backup`` in place of the case database; the replaced one set aside."""
     from leukemia_core.store import default_database_path
-    from leukemia_core.store_restore import restore_database
+    from leukemia_core.store_backup import restore_database
 
     try:
         restored = restore_database(backup, default_database_path())

@@ -91,6 +91,15 @@ def as_dict(row: sqlite3.Row, skip: str = "") -> dict[str, Any]:
     return {key: row[key] for key in row.keys() if key != skip}  # noqa: SIM118 (Row is no dict)
 
 
+def database_contents(conn: sqlite3.Connection) -> dict[str, int]:
+    """Samples, case versions, signed versions and accounts of an open case database."""
+    samples, versions, signed = conn.execute(
+        "SELECT COUNT(DISTINCT sample_id), COUNT(*), COALESCE(SUM(status = 'signed'), 0) FROM cases"
+    ).fetchone()
+    (accounts,) = conn.execute("SELECT COUNT(*) FROM users").fetchone()
+    return {"samples": samples, "case_versions": versions, "signed": signed, "accounts": accounts}
+
+
 class CaseReads:
     """Reads of the case database (mixed into :class:`~leukemia_core.store.CaseStore`)."""
 
@@ -185,6 +194,8 @@ class CaseReads:
                 sqlite3.connect(partial)
             ) as copy:  # fmt: skip
                 source.backup(copy)
+                # One self-contained file: readable on read-only storage, no -wal to lose.
+                copy.execute("PRAGMA journal_mode = DELETE")
                 (check,) = copy.execute("PRAGMA integrity_check").fetchone()
             if check != "ok":
                 raise sqlite3.DatabaseError(f"the copy fails SQLite's integrity check: {check}")
@@ -199,13 +210,7 @@ class CaseReads:
         """What the database holds, in words a backup report can use: samples, case versions
         (each reopening adds one), signed versions and accounts."""
         with self._transaction(write=False) as conn:
-            samples, versions, signed = conn.execute(
-                "SELECT COUNT(DISTINCT sample_id), COUNT(*), "
-                "COALESCE(SUM(status = 'signed'), 0) FROM cases"
-            ).fetchone()
-            (accounts,) = conn.execute("SELECT COUNT(*) FROM users").fetchone()
-        return {"samples": samples, "case_versions": versions, "signed": signed,
-                "accounts": accounts}  # fmt: skip
+            return database_contents(conn)
 
     def last_audit_id(self, case_id: str) -> int:
         """The newest audit id of a case: it changes with every change to the case (0: none)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -12,7 +13,7 @@ from test_store import _SCHEMA_V1, new_case
 from leukemia_core.__main__ import main
 from leukemia_core.accounts import Accounts
 from leukemia_core.store import CaseStore
-from leukemia_core.store_restore import restore_database
+from leukemia_core.store_backup import restore_database
 from leukemia_core.store_rows import CaseStoreError
 
 
@@ -75,8 +76,70 @@ def test_restore_sets_the_crashed_database_aside_whole_and_puts_the_backup_in_pl
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
     assert "written_after_the_backup" not in tables
     (aside,) = store.path.parent.glob("cases.sqlite3.before-restore-*[0-9]")
-    old = CaseStore(aside)  # the replaced database opens with its own -wal: nothing lost
+    assert Path(f"{aside}-wal").is_file()  # set aside together with its file
+    with closing(sqlite3.connect(aside)) as conn:  # it opens with its own -wal: nothing lost
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    assert "written_after_the_backup" in tables
+    old = CaseStore(aside)
     assert sorted(c.sample_id for c in old.list_cases()) == ["S-AFTER", "S-BEFORE"]
+
+
+def test_two_restores_in_a_row_keep_both_databases_they_replaced(store, tmp_path):
+    new_case(store, [["normal"]], sample_id="S-ORIGINAL")
+    store.backup(tmp_path / "one.sqlite3")
+    new_case(store, [["normal"]], sample_id="S-LATER")
+    first = restore_database(tmp_path / "one.sqlite3", store.path)
+    second = restore_database(tmp_path / "one.sqlite3", store.path)  # the same second
+    assert first.set_aside[0] != second.set_aside[0]
+    assert sorted(c.sample_id for c in CaseStore(first.set_aside[0]).list_cases()) == [
+        "S-LATER", "S-ORIGINAL"]  # fmt: skip
+
+
+def test_a_restore_that_cannot_put_the_copy_in_place_leaves_the_database_as_it_was(
+    store, tmp_path, monkeypatch
+):
+    import leukemia_core.store_backup as store_backup
+
+    new_case(store, [["normal"]], sample_id="S-LIVE")
+    store.backup(tmp_path / "b.sqlite3")
+    real = os.replace
+
+    def refuse_the_copy(source, target):
+        if str(source).endswith(".restoring"):
+            raise PermissionError(13, "Permission denied")
+        return real(source, target)
+
+    monkeypatch.setattr(store_backup.os, "replace", refuse_the_copy)
+    with pytest.raises(CaseStoreError, match="the database was left as it was"):
+        restore_database(tmp_path / "b.sqlite3", store.path)
+    assert [c.sample_id for c in CaseStore(store.path).list_cases()] == ["S-LIVE"]
+    assert sorted(p.name for p in store.path.parent.iterdir()
+                  if "before-restore" in p.name or "restoring" in p.name) == []  # fmt: skip
+
+
+def test_a_backup_on_read_only_storage_is_restored_and_left_untouched(store, tmp_path):
+    """A backup is one self-contained file (no -wal), read without writing into or beside it.
+    (As root the folder's mode is not enforced; what is written beside the file is checked.)"""
+    new_case(store, [["normal"]], sample_id="S-1")
+    shelf = tmp_path / "shelf"
+    shelf.mkdir()
+    backup = store.backup(shelf / "b.sqlite3")
+    written = backup.read_bytes()
+    shelf.chmod(0o555)
+    backup.chmod(0o444)
+    try:
+        restored = restore_database(backup, store.path)
+    finally:
+        shelf.chmod(0o755)
+    assert restored.contents["samples"] == 1
+    assert backup.read_bytes() == written and sorted(p.name for p in shelf.iterdir()) == [
+        "b.sqlite3"]  # fmt: skip
+
+
+def test_a_restore_into_a_missing_folder_blames_the_folder_not_the_backup(store, tmp_path):
+    store.backup(tmp_path / "b.sqlite3")
+    with pytest.raises(CaseStoreError, match=r"folder .*nodir does not exist or cannot be written"):
+        restore_database(tmp_path / "b.sqlite3", tmp_path / "nodir" / "cases.sqlite3")
 
 
 def test_restore_refuses_what_is_not_a_backup_and_changes_nothing(store, tmp_path, capsys):
@@ -87,7 +150,7 @@ def test_restore_refuses_what_is_not_a_backup_and_changes_nothing(store, tmp_pat
     other = tmp_path / "other.sqlite3"
     with sqlite3.connect(other) as conn:
         conn.execute("CREATE TABLE t (x)")
-    for bad, words in ((text, "cannot be read as a case database"),
+    for bad, words in ((text, "cannot be read as a database"),
                        (other, "not a case database"),
                        (tmp_path / "missing.sqlite3", "No backup file")):  # fmt: skip
         assert main(["restore", str(bad)]) == 2

@@ -1,0 +1,173 @@
+"""Backups of the case database read back, and a backup put back in place (``restore``).
+
+A plain copy over the database file is unsafe: SQLite keeps recent changes in ``<file>-wal``
+and ``<file>-shm`` beside it, and after a crash those are replayed onto whatever file now has
+the name, mixing two databases' pages. So the backup is read (never written), checked and
+copied first; then the database it replaces is set aside whole (file, ``-wal`` and ``-shm``
+renamed together under a new name, so it still opens with its own changes); only then is the
+copy put in its place. A step that fails puts everything back as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from contextlib import closing
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from leukemia_core.errors import LeukemiaCoreError
+from leukemia_core.store import CaseStore
+from leukemia_core.store_reads import database_contents
+from leukemia_core.store_rows import CaseInputError, CaseStoreError
+from leukemia_core.store_schema import SCHEMA_VERSION
+
+SIDE_FILES = ("", "-wal", "-shm")  # SQLite's database file and the two it keeps beside it
+FROM_BACKUP = "give a file written by `python -m leukemia_core backup`"
+
+
+@dataclass(frozen=True)
+class Restored:
+    """What a restore did: the database now in place, what it holds, and where the one it
+    replaced was set aside (empty when there was none)."""
+
+    database: Path
+    contents: dict[str, int]
+    set_aside: tuple[Path, ...]
+
+
+def open_read_only(path: Path) -> sqlite3.Connection:
+    """``path`` opened for reading only: nothing is written into or beside it (a backup on
+    read-only storage opens too; an older backup in WAL mode is read as it stands)."""
+    uri = Path(path).resolve().as_uri()
+    try:
+        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True)
+        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError:  # WAL mode with no -shm that may be made: read it whole
+        conn = sqlite3.connect(f"{uri}?immutable=1", uri=True)
+        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        return conn
+
+
+def backup_contents(path: Path) -> dict[str, int]:
+    """What a backup file holds (samples, case versions, signed, accounts), read only."""
+    with closing(open_read_only(path)) as conn:
+        return database_contents(conn)
+
+
+def restore_database(backup: str | os.PathLike, database: str | os.PathLike) -> Restored:
+    """Replace ``database`` by a checked copy of ``backup``; the replaced one is kept beside it.
+
+    Stop the app first: it would otherwise go on writing to the file set aside.
+
+    Raises:
+        CaseInputError: No backup file, or it is the database itself.
+        CaseStoreError: The backup is not a whole case database of this or an older version,
+            or the database's folder cannot take the copy (nothing was changed then).
+    """
+    backup, database = Path(backup).expanduser(), Path(database).expanduser()
+    if not backup.is_file():
+        raise CaseInputError(f"No backup file at {backup}; {FROM_BACKUP}.")
+    if database.exists() and backup.resolve() == database.resolve():
+        raise CaseInputError(f"{backup} is the case database itself; {FROM_BACKUP}.")
+    folder = database.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise CaseStoreError(
+            f"The database's folder {folder} does not exist or cannot be written; create it "
+            "or fix its rights (as the app's server account), then restore again."
+        )
+    partial = database.with_name(f"{database.name}.restoring")
+    try:
+        _checked_copy(backup, partial)
+        set_aside = _set_aside(database)
+        try:
+            os.replace(partial, database)
+        except OSError:
+            _put_back(set_aside, database)
+            raise
+    except OSError as error:
+        raise CaseStoreError(
+            f"Could not put {backup} in place of {database} ({error}); the database was left "
+            f"as it was. Check the disk space and rights of {folder}, then restore again."
+        ) from error
+    finally:
+        partial.unlink(missing_ok=True)
+    try:
+        contents = CaseStore(database, create=False).contents()  # migrates an older backup
+    except LeukemiaCoreError as error:
+        raise CaseStoreError(
+            f"{backup} was put in place of {database} but does not open ({error}). The "
+            f"database it replaced is kept as {set_aside[0] if set_aside else 'nothing'}."
+        ) from error
+    return Restored(database, contents, tuple(moved for _, moved in set_aside))
+
+
+def _checked_copy(backup: Path, partial: Path) -> None:
+    """Copy ``backup`` to ``partial`` through SQLite, after and before checking it."""
+    try:
+        source = open_read_only(backup)
+    except sqlite3.DatabaseError as error:
+        message = f"{backup} cannot be read as a database ({error}); {FROM_BACKUP}."
+        raise CaseStoreError(message) from error
+    with closing(source):
+        try:
+            _check_backup(source, backup)
+        except sqlite3.DatabaseError as error:
+            message = f"{backup} is not a case database ({error}); {FROM_BACKUP}."
+            raise CaseStoreError(message) from error
+        partial.unlink(missing_ok=True)
+        try:
+            with closing(sqlite3.connect(partial)) as copy:
+                source.backup(copy)
+                (check,) = copy.execute("PRAGMA integrity_check").fetchone()
+        except sqlite3.Error as error:
+            raise OSError(f"writing the copy {partial.name} failed: {error}") from error
+    if check != "ok":
+        raise CaseStoreError(f"The copy of {backup} fails SQLite's integrity check: {check}.")
+
+
+def _check_backup(conn: sqlite3.Connection, backup: Path) -> None:
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    if not {"cases", "audit"} <= tables:
+        raise CaseStoreError(
+            f"{backup} is an SQLite file but not a case database (no cases or audit table); "
+            f"{FROM_BACKUP}."
+        )
+    if version > SCHEMA_VERSION:
+        raise CaseStoreError(
+            f"{backup} was written by a newer version of the app (schema {version}, this app "
+            f"{SCHEMA_VERSION}); update the app before restoring it."
+        )
+    (check,) = conn.execute("PRAGMA integrity_check").fetchone()
+    if check != "ok":
+        raise CaseStoreError(f"{backup} fails SQLite's integrity check ({check}); use another.")
+
+
+def _set_aside(database: Path) -> list[tuple[Path, Path]]:
+    """Rename the database and its -wal/-shm together to a new ``<name>.before-restore-<time>``
+    (never over an earlier one); ``(original, new)`` pairs. A failed rename puts back those
+    already moved and raises."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    base, n = Path(f"{database}.before-restore-{stamp}"), 1
+    while any(Path(f"{base}{suffix}").exists() for suffix in SIDE_FILES):
+        base, n = Path(f"{database}.before-restore-{stamp}-{n}"), n + 1
+    moved = []
+    try:
+        for suffix in SIDE_FILES:
+            current = Path(f"{database}{suffix}")
+            if current.exists():
+                os.replace(current, Path(f"{base}{suffix}"))
+                moved.append((current, Path(f"{base}{suffix}")))
+    except OSError:
+        _put_back(moved, database)
+        raise
+    return moved
+
+
+def _put_back(moved: list[tuple[Path, Path]], database: Path) -> None:
+    """Undo :func:`_set_aside` (last renamed first)."""
+    for original, new in reversed(moved):
+        os.replace(new, original)
