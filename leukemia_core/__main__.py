@@ -289,7 +289,11 @@ def images_in(paths: list[Path]) -> list[Path]:
         if not path.is_dir():
             out.append(path)
             continue
-        found = sorted(p for p in path.iterdir() if p.suffix.lower() in FILE_SUFFIXES)
+        try:  # hidden files: e.g. the ._NAME.jpg a Mac leaves on a USB stick
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in FILE_SUFFIXES
+                           and p.is_file() and not p.name.startswith("."))  # fmt: skip
+        except OSError as error:
+            raise SettingError(f"The folder {path} cannot be read ({error.strerror}).") from error
         if not found:
             raise SettingError(
                 f"The folder {path} holds no image file ({FORMATS_TEXT}) directly in it; give "
@@ -333,8 +337,10 @@ def _analyze(args) -> int:
     count, model_name = summary["count"], summary["model"]
     skipped = len(summary["images_failed"])
     skipped_text = f" {skipped} image(s) skipped: see above and summary.json." if skipped else ""
-    if repeated := len(summary["images_repeated"]):
-        skipped_text += f" {repeated} file(s) given twice were analysed once."
+    if repeats := summary["images_repeated"]:
+        files = len({r["same_as"] for r in repeats})
+        skipped_text += (f" {files} file(s) given more than once were analysed once "
+                         f"({len(repeats)} repeat(s) left out).")  # fmt: skip
     if summary["images_analysed"] == 0:
         print(f"No image could be analysed.{skipped_text} Research use only.", file=sys.stderr)
         return 1

@@ -197,7 +197,7 @@ def plan(paths: Sequence[Path], out: Path, labeller: Labeller, *, single_cells: 
                    "cells are not counted twice")  # fmt: skip
             repeat = failed_result(path, stem, labeller, single_cells, why)
             done[stem] = replace(repeat, repeat_of=first_of[digest])
-            tqdm.write(f"skipped {path}: {why}", file=sys.stderr)
+            tqdm.write(f"repeat left out: {path} is {why}", file=sys.stderr)
             continue
         if note := renamed_note(path, stem):
             tqdm.write(note, file=sys.stderr)

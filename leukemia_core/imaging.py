@@ -27,8 +27,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from leukemia_core import errors
-from leukemia_core.io import DEFAULT_MAX_PIXELS, jpeg_damage_note, read_bytes, read_image
-from leukemia_core.jpeg_check import jpeg_damage
+from leukemia_core.io import DEFAULT_MAX_PIXELS, jpeg_damage_notes, read_bytes, read_image
 from leukemia_core.scale import estimate_red_cell_diameter
 
 ANALYSIS_MAX_PIXELS = 16_000_000
@@ -194,9 +193,8 @@ def _read_reduced_jpeg(
     turned = (rgb.shape[1] >= rgb.shape[0]) != (width >= height)  # EXIF rotated it by 90°
     original = (height, width) if turned else (width, height)
     note = f"'{name}' was decoded at 1/{factor} of its {width}×{height} px to save memory."
-    damage = jpeg_damage(data)
-    notes = [jpeg_damage_note(damage), note] if damage else [note]
-    return np.ascontiguousarray(rgb), original, notes
+    # (turned upright already: a cut-off file whose EXIF turns it shows its grey rows at a side)
+    return np.ascontiguousarray(rgb), original, [*jpeg_damage_notes(data, rgb), note]
 
 
 def png_bytes(rgb: np.ndarray, compression: int = 3) -> bytes:

@@ -29,8 +29,8 @@ DEFAULT_MAX_BYTES = 1 << 30
 #: Pillow format names accepted (MPO, the multi-picture JPEG of phone cameras, counts as JPEG).
 SUPPORTED_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "GIF", "WEBP")
 FORMATS_TEXT = "JPEG, PNG, BMP, TIFF, GIF or WebP"
-FILE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp")  # of those
 """The picture formats read, in words (upload boxes and messages say the same)."""
+FILE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp")  # of those
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", *_TIFF_MAGIC)
 _DEEP_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
@@ -41,8 +41,8 @@ GREY_NOTE = (
     "cells may be missed and results are unreliable; photograph or export the smear in colour"
 )
 DAMAGED = "damaged image: results unreliable"
-GREY_TAIL_MIN_FRACTION = 0.02  # of the rows: a cut-off file's grey fill (:func:`grey_filled_tail`)
 """How a note about pixels that were decoded from damaged data starts."""
+GREY_TAIL_MIN_FRACTION = 0.02  # of the rows: a cut-off JPEG's grey fill (:func:`grey_filled_tail`)
 # EXIF orientation -> transpose, as in PIL.ImageOps.exif_transpose; applied after conversion so
 # that 16-bit data read by tifffile or OpenCV is turned upright the same way.
 _T = Image.Transpose
@@ -104,11 +104,8 @@ def read_image(
     rgb, notes = _to_rgb(arr, name)
     if _is_grey(rgb):
         notes.append(GREY_NOTE)
-    if fmt == "JPEG" and (damage := jpeg_damage(data)):
-        notes.insert(0, jpeg_damage_note(damage))
-    elif (flat := grey_filled_tail(rgb)) >= GREY_TAIL_MIN_FRACTION:
-        notes.insert(0, f"{DAMAGED}: the lower {flat:.0%} of the picture is flat grey, as when a "
-                        "file cut off in a copy is decoded; use an undamaged copy of the file")  # fmt: skip
+    if fmt == "JPEG":
+        notes[:0] = jpeg_damage_notes(data, rgb)
     if orientation in _UPRIGHT:
         rgb = np.asarray(Image.fromarray(rgb).transpose(_UPRIGHT[orientation]))
         notes.append(f"turned upright from EXIF orientation {orientation}")
@@ -374,7 +371,14 @@ def grey_filled_tail(rgb: np.ndarray) -> float:
     return (len(flat_rows) - (other[-1] + 1)) / len(flat_rows)
 
 
-def jpeg_damage_note(damage: str) -> str:
-    """The per-image note for a JPEG whose structure :func:`jpeg_damage` found broken."""
-    return (f"{DAMAGED}: the JPEG data is corrupt ({damage}), so part of the picture was "
-            "decoded wrong; use an undamaged copy of the file")  # fmt: skip
+def jpeg_damage_notes(data: bytes, rgb: np.ndarray) -> list[str]:
+    """The note for a damaged JPEG (none for a sound one): its structure broken
+    (:func:`jpeg_damage`), or cut off and closed, which leaves rows of flat grey at the bottom
+    of the picture as stored (:func:`grey_filled_tail`)."""
+    if damage := jpeg_damage(data):
+        return [f"{DAMAGED}: the JPEG data is corrupt ({damage}), so part of the picture was "
+                "decoded wrong; use an undamaged copy of the file"]  # fmt: skip
+    if (flat := grey_filled_tail(rgb)) >= GREY_TAIL_MIN_FRACTION:
+        return [f"{DAMAGED}: the lower {flat:.0%} of the picture is flat grey, as when a file "
+                "cut off in a copy is decoded; use an undamaged copy of the file"]  # fmt: skip
+    return []

@@ -2,7 +2,7 @@
 
 Pillow drops libjpeg's warnings, so a JPEG with bytes overwritten in the middle decodes without
 complaint and part of the picture is wrong. :func:`jpeg_damage` walks the file's markers to find
-such damage; :func:`leukemia_core.io.jpeg_damage_note` says it in a per-image note.
+such damage; :func:`leukemia_core.io.jpeg_damage_notes` says it in a per-image note.
 """
 
 from __future__ import annotations

@@ -175,11 +175,12 @@ def test_the_same_file_twice_is_analysed_once_and_its_cells_are_not_counted_twic
     assert summary["images_failed"] == []
     assert summary["images_repeated"] == [{"image": str(images[0]), "same_as": str(images[0])},
                                           {"image": str(twin), "same_as": str(images[0])}]  # fmt: skip
-    assert err.count("the same file as") == 2 and "its outputs are named" not in err
+    assert err.count("repeat left out") == 2 and "its outputs are named" not in err
     with open(tmp_path / "out" / "cells.csv", newline="") as stream:
         named = {row["image"] for row in csv.DictReader(stream)}
     assert named == {"field1.png", "field2.png"}
-    assert "2 file(s) given twice were analysed once." in err and "skipped: see above" not in err
+    assert "1 file(s) given more than once were analysed once (2 repeat(s) left out)." in err
+    assert "skipped" not in err
 
 
 def test_a_rerun_leaves_no_image_file_that_its_summary_does_not_list(
@@ -207,6 +208,8 @@ def test_a_folder_is_analysed_as_the_images_in_it(tiny_models_dir, images, tmp_p
     for image in images[:2]:
         (folder / image.name).write_bytes(image.read_bytes())
     (folder / "notes.txt").write_text("not an image: left alone")
+    (folder / "._field1.png").write_bytes(b"\x00\x05\x16\x07")  # a Mac's resource fork
+    (folder / "sub.png").mkdir()
     code, _ = _run([folder, "--out", tmp_path / "out"], capsys)
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert code == 0 and summary["images_analysed"] == 2 and summary["images_failed"] == []
