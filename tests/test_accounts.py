@@ -169,8 +169,7 @@ def test_roles_are_checked_in_the_core(db, tiny_models_dir, tmp_path):
 def test_the_command_line_user_in_the_audit_trail_is_the_system_s_not_user_variable(
     monkeypatch,
 ):
-    import pwd
-
+    pwd = pytest.importorskip("pwd", reason="POSIX accounts only (not on Windows)")
     monkeypatch.setenv("USER", "someone-else")
     real = pwd.getpwuid(os.geteuid()).pw_name
     assert User.shell().name == f"shell:{real}" != "shell:someone-else"

@@ -193,7 +193,7 @@ def unreadable_images(records: Iterable[LabelledCrop]) -> list[tuple[LabelledCro
         try:
             with Image.open(record.path) as image:
                 image.load()
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        except (OSError, SyntaxError, EOFError, ValueError, Image.DecompressionBombError) as error:
             bad.append((record, f"{record.path} ({_why_unreadable(error)})"))
     return bad
 

@@ -141,6 +141,9 @@ def evaluate_cells(
             )
             for s in sorted(set(sources))
         }
+        for source, figures in result["per_source"].items():
+            if note := few_groups_note(figures.get("n_groups")):
+                notes.append(f"{source}: {note}")
     return result
 
 
