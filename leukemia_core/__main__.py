@@ -23,6 +23,7 @@ import cv2
 from tqdm import tqdm
 
 from leukemia_core import users_cli
+from leukemia_core.cli_parser import WholeNameParser
 from leukemia_core.cropping import (
     CROP_SIZE_RANGE,
     DEFAULT_CROP_SIZE,
@@ -146,7 +147,7 @@ def _error(error: Exception | str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = WholeNameParser(
         prog="python -m leukemia_core",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -827,3 +827,17 @@ def test_train_help_lists_every_command_it_accepts(capsys):
     with pytest.raises(SystemExit):
         train_cli(["--help"])
     assert "``" not in capsys.readouterr().out  # plain words, not reStructuredText
+
+
+def test_options_must_be_written_whole_so_a_typo_is_not_read_as_another_option(capsys):
+    """With abbreviations, '--mode cells' was read as '--model cells'."""
+    from train.evaluate.__main__ import main as evaluate_cli
+
+    for run, argv in ((cli, ["analyze", "a.png", "--out", "o", "--mode", "cells"]),
+                      (cli, ["users", "add", "ana", "--rol", "admin"]),
+                      (train_cli, ["inspect", "--dat", "x"]),
+                      (evaluate_cli, ["cells", "--data", "x", "--mod", "tiny"])):  # fmt: skip
+        with pytest.raises(SystemExit) as stop:
+            run(argv)
+        err = capsys.readouterr().err  # not taken for the whole option: unknown, or missing
+        assert stop.value.code == 2 and ("unrecognized arguments" in err or "required" in err)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from leukemia_core.cli_parser import WholeNameParser
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.models.folder import models_dir, read_config, set_active_model
 from leukemia_core.models.writing import seal_config
@@ -50,7 +51,7 @@ from train.cli_model import (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m train", description=__doc__,
+    parser = WholeNameParser(prog="python -m train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     commands = parser.add_subparsers(dest="command", required=True)
 

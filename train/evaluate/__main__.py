@@ -18,6 +18,7 @@ import json
 import sys
 from pathlib import Path
 
+from leukemia_core.cli_parser import WholeNameParser
 from leukemia_core.errors import LeukemiaCoreError
 from train.card import HELD_OUT_SUFFIX, record_figures
 from train.data import FORMATS, load_dataset
@@ -36,7 +37,7 @@ def _progress(done: int, total: int, name: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__)
+    parser = WholeNameParser(prog="python -m train.evaluate", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     wbc = commands.add_parser("wbc", help="WBC detection and masks on a BCCD-layout folder")
     wbc.add_argument(
