@@ -37,7 +37,7 @@ from leukemia_core.io import MultiFrameImageWarning
 from leukemia_core.labellers import Labeller, labeller_for, send_to_review
 from leukemia_core.outputs import output_stems, renamed_note, spreadsheet_text, write_text_atomic
 from leukemia_core.pipeline import MODE_CELLS, MODE_FIELDS, Analysis, analyze
-from leukemia_core.types import BlastCount, Field
+from leukemia_core.types import NO_REVIEW_LABELS, BlastCount, Field
 
 SUMMARY_FILE = "summary.json"
 PARTS_DIR = ".parts"  # one finished image per file: what a rerun skips
@@ -335,7 +335,7 @@ def _remove_stale_image_files(out: Path, current: set[str]) -> None:
 def _unreviewed_count(labels: list[CellLabel], single_cells: bool) -> BlastCount:
     """The set's count by the model's labels: no person has reviewed any cell yet, so the
     reading says "Before review of N cells" (border cells are never counted nor reviewed)."""
-    waiting = sum(label is not CellLabel.BORDER for label in labels)
+    waiting = sum(label not in NO_REVIEW_LABELS for label in labels)
     return summarize_labels(labels, n_unreviewed=waiting, single_cells=single_cells)
 
 

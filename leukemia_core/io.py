@@ -90,7 +90,8 @@ def read_image(
     data, name = read_bytes(source, name=name, max_bytes=max_bytes)
     if not data:
         raise errors.EmptyFileError(
-            f"'{name}' is empty (0 bytes): the upload or copy did not finish. Copy or upload it again."
+            f"'{name}' is empty (0 bytes): the upload or copy did not finish. Copy or upload it "
+            "again."
         )
     with _PILLOW_GLOBALS:
         saved = Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
@@ -350,7 +351,8 @@ def _is_grey(rgb: np.ndarray) -> bool:
 def _damaged(name: str, data: bytes, exc: BaseException) -> errors.TruncatedImageError:
     return errors.TruncatedImageError(
         f"'{name}' ends before its pixel data does or is damaged ({len(data):,} bytes; decoder "
-        f"said: {exc}). It was probably cut off or corrupted in an upload or copy: copy or export it again."
+        f"said: {exc}). It was probably cut off or corrupted in an upload or copy: copy or "
+        "export it again."
     )
 
 

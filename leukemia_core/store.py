@@ -152,8 +152,10 @@ class CaseStore(CaseReads, CaseSignoff, CaseReshape):
                 "Each call opens its own connection, so ':memory:' cannot hold "
                 "cases; pass a file path (e.g. under tmp_path in tests)."
             )
-        given = Path(path).expanduser() if path is not None else None
-        self.path = given or default_database_path(create_folder=create)
+        if path is None:
+            self.path = default_database_path(create_folder=create)
+        else:
+            self.path = Path(path).expanduser()
         if not create and not self.path.is_file():
             raise CaseStoreError(
                 f"No case database at {self.path}. Check the path (and the spelling of "

@@ -105,7 +105,8 @@ def restore_database(backup: str | os.PathLike, database: str | os.PathLike) -> 
 
 
 def _checked_copy(backup: Path, partial: Path) -> None:
-    """Copy ``backup`` to ``partial`` through SQLite, after and before checking it."""
+    """Copy ``backup`` to ``partial`` through SQLite, checking it is a case database first and
+    the copy whole after (a page damaged in the backup is damaged in the copy)."""
     try:
         source = open_read_only(backup)
     except sqlite3.DatabaseError as error:
@@ -125,7 +126,7 @@ def _checked_copy(backup: Path, partial: Path) -> None:
         except sqlite3.Error as error:
             raise OSError(f"writing the copy {partial.name} failed: {error}") from error
     if check != "ok":
-        raise CaseStoreError(f"The copy of {backup} fails SQLite's integrity check: {check}.")
+        raise CaseStoreError(f"{backup} fails SQLite's integrity check ({check}); use another.")
 
 
 def _check_backup(conn: sqlite3.Connection, backup: Path) -> None:
@@ -141,9 +142,6 @@ def _check_backup(conn: sqlite3.Connection, backup: Path) -> None:
             f"{backup} was written by a newer version of the app (schema {version}, this app "
             f"{SCHEMA_VERSION}); update the app before restoring it."
         )
-    (check,) = conn.execute("PRAGMA integrity_check").fetchone()
-    if check != "ok":
-        raise CaseStoreError(f"{backup} fails SQLite's integrity check ({check}); use another.")
 
 
 def _set_aside(database: Path) -> list[tuple[Path, Path]]:

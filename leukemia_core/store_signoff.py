@@ -20,7 +20,7 @@ from leukemia_core.store_rows import (
     require_unchanged,
     reviewer_name,
 )
-from leukemia_core.types import CellLabel
+from leukemia_core.types import NO_REVIEW_LABELS, CellLabel
 
 MAX_COMMENT = 4000
 MAX_PATIENT_ID = 64
@@ -73,7 +73,7 @@ class CaseSignoff:
             (n_unreviewed,) = conn.execute(
                 "SELECT COUNT(*) FROM cells WHERE case_id = ? AND reviewed = 0 "
                 "AND label NOT IN (?, ?)",
-                (case["case_id"], CellLabel.BORDER.value, CellLabel.REPLACED.value),
+                (case["case_id"], *sorted(label.value for label in NO_REVIEW_LABELS)),
             ).fetchone()
             if n_unreviewed:
                 cells = "cell has" if n_unreviewed == 1 else "cells have"

@@ -153,6 +153,9 @@ MACHINE_ONLY_LABELS = frozenset({CellLabel.UNCERTAIN, CellLabel.BORDER, CellLabe
 """Labels only the machine gives: a reviewer decides, border cells are never counted, and
 replaced cells change only by a split, merge or undo (:mod:`leukemia_core.reshape`)."""
 
+NO_REVIEW_LABELS = frozenset({CellLabel.BORDER, CellLabel.REPLACED})
+"""Cells no person reviews: border cells are never counted, replaced ones are gone."""
+
 REVIEWER_EDITABLE = frozenset({"label", "reviewed"})
 """Cell attributes a reviewer may change (each change is audited); the rest are the machine's."""
 
@@ -225,7 +228,7 @@ class Cell:
     def awaits_review(self) -> bool:
         """Not yet relabelled or accepted by a reviewer (border cells are never counted, so they
         need no review; the store's sign-off applies the same rule)."""
-        return not self.reviewed and self.label not in (CellLabel.BORDER, CellLabel.REPLACED)
+        return not self.reviewed and self.label not in NO_REVIEW_LABELS
 
     @property
     def changed_by_reviewer(self) -> bool:

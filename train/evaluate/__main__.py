@@ -89,8 +89,8 @@ def _record_key(command: str, figures: dict, sources: set[str]) -> tuple[str, di
     if command == "smears":
         return "smears", figures
     if command == "normals":
-        flat = {k: v for k, v in figures.items()
-                if k not in ("per_class", "n_skipped_seen_in_training", "false_blasts", "notes")}  # fmt: skip
+        left_out = ("per_class", "n_skipped_seen_in_training", "false_blasts", "notes")
+        flat = {k: v for k, v in figures.items() if k not in left_out}
         for cell_type, values in figures.get("per_class", {}).items():
             flat[f"false_blast_rate_{cell_type}"] = values["false_blast_rate"]
         return "normals", flat

@@ -115,17 +115,12 @@ def evaluate_cells(
     result["n_skipped_seen_in_training"] = skipped
     if note := few_groups_note(result.get("n_groups")):
         notes.append(note)
-    if y.all() or not y.any():
-        present, missing = ("blast", "normal") if y.all() else ("normal", "blast")
-        notes.append(
-            f"Only {present} cells: "
-            + (
-                "sensitivity and the confident-miss rate are measured; specificity and AUROC "
-                if y.all()
-                else "specificity is measured; sensitivity and AUROC "
-            )
-            + f"need {missing} cells too."
-        )
+    if y.all():
+        notes.append("Only blast cells: sensitivity and the confident-miss rate are measured; "
+                     "specificity and AUROC need normal cells too.")  # fmt: skip
+    elif not y.any():
+        notes.append("Only normal cells: specificity is measured; sensitivity and AUROC need "
+                     "blast cells too.")  # fmt: skip
     result["notes"] = notes
     result["unreadable_files"] = unreadable
     sources = np.array([r.source for r in records])

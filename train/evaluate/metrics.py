@@ -31,12 +31,12 @@ def auroc(is_blast: np.ndarray, p: np.ndarray) -> float | None:
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def few_groups_note(n_groups: int | None, unit: str = "group") -> str | None:
+def few_groups_note(n_groups: int | None) -> str | None:
     """A warning for intervals bootstrapped over too few groups; None when there are enough."""
     if n_groups is None or n_groups >= FEW_GROUPS_FOR_INTERVALS:
         return None
     return (
-        f"The 95% intervals come from {n_groups} {unit}(s) only: a bootstrap over fewer than "
+        f"The 95% intervals come from {n_groups} group(s) only: a bootstrap over fewer than "
         f"{FEW_GROUPS_FOR_INTERVALS} cannot show how much another patient or field would "
         "differ, so they look narrower than the truth. Treat them as unknown; test cells of "
         "more patients."
