@@ -202,6 +202,12 @@ def test_a_renamed_copy_of_training_patients_is_not_counted_as_held_out(shared_d
     notes = json.loads(capsys.readouterr().out)["notes"]
     assert any("4 of 4 cells come from groups the model was trained" in n for n in notes)
     assert any("intervals come from 1 group(s) only" in n for n in notes)  # one patient
+    assert main(["normals", *command[1:]]) == 0  # measures the 2 lymphocytes, not the blasts
+    notes = json.loads(capsys.readouterr().out)["notes"]
+    assert any("2 of 2 cells come from groups the model was trained" in n for n in notes)
+    assert any("2 blast cell(s) left out" in n for n in notes)
+    assert main(["normals", *command[1:], "--held-out"]) == 2
+    assert "all were blasts or seen in training" in capsys.readouterr().err
     shutil.rmtree(tmp_path / "dapl" / "lymphocyte")  # blasts alone: sensitivity only
     assert main(command) == 0
     figures = json.loads(capsys.readouterr().out)

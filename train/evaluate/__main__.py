@@ -24,7 +24,6 @@ from train.card import HELD_OUT_SUFFIX, record_figures
 from train.data import FORMATS, load_dataset
 from train.evaluate import segmentation as seg_eval
 from train.evaluate.fields import evaluate_cells_in_fields
-from train.records import BLAST
 
 
 def _progress(done: int, total: int, name: str) -> None:
@@ -121,17 +120,6 @@ def _classifier_run(args) -> dict:
         run = clf_eval.evaluate_cells if args.command == "cells" else clf_eval.evaluate_normals
         figures = run(table, classifier, seen=seen, progress=_progress)
         data, sources = args.data, {r.source for r in table.records}
-        if not args.held_out:
-            trained = clf_eval.seen_groups(classifier.model.path)
-            measured = [r for r in table.records  # "normals" leaves blasts out
-                        if args.command == "cells" or r.label != BLAST]  # fmt: skip
-            flags, _ = clf_eval.seen_in_training(measured, trained)
-            if any(flags):
-                figures["notes"].append(
-                    f"{sum(flags)} of {len(flags)} cells come from groups the model was trained "
-                    "or calibrated on (or named as such): these figures are not held-out. Add "
-                    "--held-out to leave those cells out."
-                )
     if args.record:
         key, values = _record_key(args.command, figures, sources)
         record_figures(classifier.model.path, {key: values})

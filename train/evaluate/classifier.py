@@ -84,12 +84,25 @@ def seen_in_training(records, seen: set[str]) -> tuple[list[bool], list[str]]:
     return flags, notes
 
 
-def _keep(table: CellTable, seen: set[str] | None) -> tuple[list, int, list[str]]:
-    if not seen:
-        return list(table.records), 0, []
-    flags, notes = seen_in_training(table.records, seen)
-    records = [r for r, hit in zip(table.records, flags, strict=True) if not hit]
-    return records, len(table) - len(records), notes
+def _held_out(records, seen: set[str] | None, model_folder: Path) -> tuple[list, int, list[str]]:
+    """``(records to measure, how many were left out, notes)``.
+
+    With ``seen`` (held-out figures), records of those groups are left out. Without it every
+    record is measured, and a note says how many come from the model's own training groups.
+    """
+    if seen is not None:
+        flags, notes = seen_in_training(records, seen)
+        kept = [r for r, hit in zip(records, flags, strict=True) if not hit]
+        return kept, len(records) - len(kept), notes
+    flags, _ = seen_in_training(records, seen_groups(model_folder))
+    notes = []
+    if any(flags):
+        notes.append(
+            f"{sum(flags)} of {len(flags)} cells come from groups the model was trained or "
+            "calibrated on (or named as such): these figures are not held-out. Add --held-out "
+            "to leave those cells out."
+        )
+    return list(records), 0, notes
 
 
 def evaluate_cells(
@@ -97,7 +110,7 @@ def evaluate_cells(
     progress: Progress | None = None, n_boot: int = 1000,
 ) -> dict:  # fmt: skip
     """Blast-vs-normal figures on labelled single cells, overall and per source."""
-    records, skipped, notes = _keep(table, seen)
+    records, skipped, notes = _held_out(table.records, seen, classifier.model.path)
     if not records:
         raise ValueError(
             "Every cell belongs to a group the model was trained on; nothing to test. "
@@ -147,9 +160,9 @@ def evaluate_normals(
     progress: Progress | None = None,
 ) -> dict:  # fmt: skip
     """False-blast rate on folders of normal cells, overall and per cell type (Wilson 95%)."""
-    records, skipped, notes = _keep(table, seen)
-    blasts = sum(r.label == BLAST for r in records)
-    records = [r for r in records if r.label != BLAST]
+    normals = [r for r in table.records if r.label != BLAST]
+    blasts = len(table.records) - len(normals)
+    records, skipped, notes = _held_out(normals, seen, classifier.model.path)
     if blasts:
         notes.append(f"{blasts} blast cell(s) left out: this command measures normal cells only.")
     if not records:
