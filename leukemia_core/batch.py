@@ -46,7 +46,7 @@ RESEARCH_USE = (
     "Research use only; not for diagnosis. Every cell needs review by a qualified person."
 )
 CELL_COLUMNS = ("image", "cell_id", "x0", "y0", "x1", "y1", "blast_probability", "label",
-                "uncertain", "touches_border", "domain_score", "field_warnings")  # fmt: skip
+                "uncertain", "touches_border", "domain_score", "field_warnings", "file")  # fmt: skip
 _LABEL, _UNCERTAIN = CELL_COLUMNS.index("label"), CELL_COLUMNS.index("uncertain")
 
 
@@ -292,7 +292,9 @@ def write_outputs(
             labels = [CellLabel(row[_LABEL]) for row in image_rows]
             summary["uncertain"] = labels.count(CellLabel.UNCERTAIN)
             summary["count"] = count_dict(_unreviewed_count(labels, single_cells))
-        rows += image_rows
+        # The input's path, added here rather than kept in the parts: fields of several patients
+        # often share file names, and the name column alone then needs the JSON to trace back.
+        rows += [[*row, spreadsheet_text(result.file)] for row in image_rows]
         write_text_atomic(out / f"{result.stem}.json", json.dumps(summary, indent=2) + "\n")
     buffer = io.StringIO()
     writer = csv.writer(buffer)

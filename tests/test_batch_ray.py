@@ -129,8 +129,10 @@ def test_a_killed_classifier_worker_is_retried_and_every_image_has_its_rows_once
         wanted.setdefault(row[0], []).append(row)
     copies = {f"{p.stem}-2.png": p.name for p in fields[:4]}  # the second of each name
     assert set(by_image) == set(wanted) | {c for c, o in copies.items() if o in wanted}
+    copy_files = {f"{p.stem}-2.png": str(tmp_path / "copies" / f"{p.stem}.png") for p in fields[:4]}
     for name, got in by_image.items():  # each image's rows exactly once, as the local engine's
-        want = [[name, *row[1:]] for row in wanted[copies.get(name, name)]]
+        file = copy_files.get(name)  # a copy's rows name the copy's file
+        want = [[name, *row[1:-1], file or row[-1]] for row in wanted[copies.get(name, name)]]
         _same_rows([rows[0], *got], [local_rows[0], *want])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["images_analysed"] == len(many) and summary["images_failed"] == []

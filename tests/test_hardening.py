@@ -331,6 +331,9 @@ def test_analyze_gives_inputs_of_the_same_name_their_own_json(tiny_env, same_nam
     assert summary["images_analysed"] == 3 and summary["images_failed"] == []
     rows = list(csv.DictReader((out / "cells.csv").open()))
     assert {r["image"] for r in rows} == {"field.png", "field-2.png", "summary-2.png"}
+    files = {r["image"]: r["file"] for r in rows}  # each row traces back to its input file
+    assert files == {"field.png": str(same_names[0]), "field-2.png": str(same_names[1]),
+                     "summary-2.png": str(same_names[2])}  # fmt: skip
 
 
 def test_output_stems_are_unique_regardless_of_case():
@@ -444,6 +447,7 @@ def test_formula_like_names_are_text_in_the_command_lines_csv(tiny_env, tmp_path
     assert cli(["analyze", str(path), "--out", str(tmp_path / "out")]) == 0
     rows = list(csv.DictReader((tmp_path / "out" / "cells.csv").open()))
     assert rows and {r["image"] for r in rows} == {"'" + FORMULA_NAME}
+    assert {r["file"] for r in rows} == {str(path)}  # a path starting "/" is no formula
 
 
 @pytest.mark.parametrize(
