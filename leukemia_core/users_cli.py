@@ -10,10 +10,11 @@ import argparse
 import getpass
 import sys
 
-from leukemia_core.accounts import AccountError, Accounts, Role
+from leukemia_core.accounts import MIN_PASSWORD_LENGTH, AccountError, Accounts, Role
 from leukemia_core.errors import LeukemiaCoreError
 
 ROLE_CHOICES = [r.value for r in Role]
+_TRIES = 3
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -34,7 +35,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                           ("enable", "let a disabled account log in again")):  # fmt: skip
         actions.add_parser(action, help=words).add_argument("name")
     actions.add_parser("list", help="list accounts and their roles")
-    actions.add_parser("init", help="on first start: ask for the first administrator's password")
+    init = actions.add_parser(
+        "init", help="on first start: ask for the first administrator's name and password"
+    )
+    init.add_argument("--name", help="the administrator's account name (default: asked, admin)")
+    init.add_argument("--password-stdin", action="store_true",
+                      help="read the password from stdin (for scripts; no terminal needed)")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         # not answer "list" or "disable" from a new, empty one.
         accounts = Accounts(create=args.action in ("init", "add"))
         if args.action == "init":
-            return _init(accounts)
+            return _init(accounts, args.name, args.password_stdin)
         if args.action == "add":
             accounts.add_user(args.name, _password(args.password_stdin), args.role)
             print(f"account {args.name!r} created with roles {', '.join(sorted(set(args.role)))}")
@@ -71,30 +77,44 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
 
-def _init(accounts: Accounts) -> int:
+def _init(accounts: Accounts, name: str | None, password_stdin: bool) -> int:
     """Create the first administrator (all roles) when there is no account; else do nothing."""
     if accounts.has_users():  # silent: the README's start command runs this every time
         return 0
     roles = [Role.ADMIN, Role.SIGNER, Role.MODEL_ADMIN]
-    if not sys.stdin.isatty():
+    if not password_stdin and not sys.stdin.isatty():
+        # Exit 0 all the same: the README's line goes on to start the app, whose first page
+        # says the same, rather than stopping with no app at all.
         print(
-            "No accounts yet. Create the first administrator with:\n  python -m leukemia_core "
-            "users add admin " + " ".join(f"--role {r.value}" for r in roles),
+            "No accounts yet, and no terminal to ask for the administrator's password (the "
+            "input is piped or redirected). In a terminal, in the app's folder with its "
+            "environment active (. .venv/bin/activate), run:\n  python -m leukemia_core users "
+            "init\nor, in a script, give the password on standard input:\n  python -m "
+            "leukemia_core users init --name admin --password-stdin < password-file\nUntil then "
+            "the app shows a 'No accounts yet' page.",
             file=sys.stderr,
         )
         return 0
-    print("First start: create the administrator account (it may analyze, review, sign, manage "
-          "models and add the other accounts).")  # fmt: skip
-    name = input("Administrator name [admin]: ").strip() or "admin"
-    accounts.add_user(name, _password(False), roles)
-    print(f"account {name!r} created; log in with it in the browser")
+    if not password_stdin:
+        print("First start: create the administrator account (it may analyze, review, sign, "
+              "manage models and add the other accounts).")  # fmt: skip
+    if name is None:
+        name = "admin" if password_stdin else input("Administrator name [admin]: ").strip()
+    accounts.add_user(name or "admin", _password(password_stdin), roles)
+    print(f"account {name or 'admin'!r} created; log in with it in the browser")
     return 0
 
 
 def _password(from_stdin: bool) -> str:
+    """The password from stdin, or asked twice at the terminal (up to three tries)."""
     if from_stdin:
         return sys.stdin.readline().rstrip("\n")
-    first = getpass.getpass("Password: ")
-    if first != getpass.getpass("Password again: "):
-        raise AccountError("The two passwords differ; nothing was changed.")
-    return first
+    for _ in range(_TRIES):
+        first = getpass.getpass(f"Password (at least {MIN_PASSWORD_LENGTH} characters): ")
+        if len(first) < MIN_PASSWORD_LENGTH:
+            print(f"Too short: {len(first)} characters. Try again.", file=sys.stderr)
+        elif first != getpass.getpass("Password again: "):
+            print("The two passwords differ. Try again.", file=sys.stderr)
+        else:
+            return first
+    raise AccountError(f"No password set after {_TRIES} tries; nothing was changed.")

@@ -202,7 +202,8 @@ def test_first_start_shows_only_how_to_create_the_first_admin(db, apptest_naviga
     at = _app(apptest_navigation).run()
     assert not at.exception
     assert at.title[0].value == "No accounts yet"
-    assert "users add admin --role admin" in at.info[0].value
+    assert "python -m leukemia_core users init" in at.info[0].value
+    assert ". .venv/bin/activate" in at.info[0].value
     assert len(at.button) == 0 and len(at.text_input) == 0 and len(at.file_uploader) == 0
 
 
@@ -344,9 +345,15 @@ def test_users_init_on_first_start(db):
     command = [sys.executable, "-m", "leukemia_core", "users", "init"]
     first = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                            env=env, cwd=ROOT, timeout=120)  # fmt: skip
-    assert first.returncode == 0 and "users add admin --role admin" in first.stderr
+    assert first.returncode == 0 and "no terminal to ask for the administrator's" in first.stderr
+    assert "users init --name admin --password-stdin < password-file" in first.stderr
     assert not Accounts().has_users()  # without a terminal it only says how
-    make_user("ana", ("admin",))
+    scripted = subprocess.run([*command, "--name", "ana", "--password-stdin"],
+                              input="scripted secret 1\n", capture_output=True, text=True,
+                              env=env, cwd=ROOT, timeout=120)  # fmt: skip
+    assert scripted.returncode == 0 and "account 'ana' created" in scripted.stdout
+    ana = Accounts().authenticate("ana", "scripted secret 1")
+    assert ana.roles == {Role.ADMIN, Role.SIGNER, Role.MODEL_ADMIN}
     again = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                            env=env, cwd=ROOT, timeout=120)  # fmt: skip
     assert again.returncode == 0 and again.stderr == ""  # accounts exist: nothing to do
@@ -359,16 +366,20 @@ def test_users_init_asks_for_the_first_admin_at_a_terminal(db):
     if pid == 0:  # the child: the command, at a terminal
         os.environ["LEUKEMIA_CASE_DB"] = str(db)
         os.execv(sys.executable, [sys.executable, "-m", "leukemia_core", "users", "init"])
-    seen = b""
-    for prompt, answer in ((b"name [admin]:", b"\n"), (b"Password: ", b"first admin pw\n"),
-                           (b"again: ", b"first admin pw\n"), (b"log in with it", b"")):  # fmt: skip
+    seen, start = b"", 0  # each prompt is looked for after the previous one
+    password = b"(at least 10 characters): "
+    for prompt, answer in ((b"name [admin]:", b"\n"), (password, b"short\n"),
+                           (b"Too short: 5 characters. Try again.", b""),
+                           (password, b"first admin pw\n"), (b"again: ", b"first admin pw\n"),
+                           (b"log in with it", b"")):  # fmt: skip
         deadline = time.monotonic() + 120
-        while prompt not in seen and time.monotonic() < deadline:
+        while prompt not in seen[start:] and time.monotonic() < deadline:
             try:
                 seen += os.read(fd, 1024)
             except OSError:
                 break
-        assert prompt in seen, seen.decode(errors="replace")
+        assert prompt in seen[start:], seen.decode(errors="replace")
+        start = seen.index(prompt, start) + len(prompt)
         os.write(fd, answer)
     os.waitpid(pid, 0)
     assert b"first admin pw" not in seen

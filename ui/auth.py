@@ -27,9 +27,7 @@ from leukemia_core.store import default_database_path
 
 LOGIN_KEY = "login"
 LOGGED_OUT_KEY = "logged_out"
-FIRST_ADMIN_COMMAND = (
-    "python -m leukemia_core users add admin --role admin --role signer --role model_admin"
-)
+FIRST_ADMIN_COMMAND = "python -m leukemia_core users init"
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
@@ -91,9 +89,11 @@ def _gate(url_paths: Sequence[str]) -> User:
         st.title("No accounts yet")
         st.info(
             "This app needs an account for everyone who uses it. On the server, in the app's "
-            f"folder, create the first administrator:\n\n```\n{FIRST_ADMIN_COMMAND}\n```\n\n"
-            "It asks for a password. Then reload this page and log in; administrators add the "
-            "other accounts on the Accounts page."
+            "folder, with its Python environment active (`. .venv/bin/activate` after the "
+            f"README's install), create the first administrator:\n\n```\n{FIRST_ADMIN_COMMAND}\n```\n\n"
+            "It asks for the administrator's name and password (in a script: add `--password-stdin` "
+            "and give the password on standard input). Then reload this page and log in; "
+            "administrators add the other accounts on the Accounts page."
         )
         st.stop()
     login = st.session_state.get(LOGIN_KEY)
