@@ -28,6 +28,7 @@ from leukemia_core.store import default_database_path
 LOGIN_KEY = "login"
 LOGGED_OUT_KEY = "logged_out"
 FIRST_ADMIN_COMMAND = "python -m leukemia_core users init"
+APP_LINE = "ALL blast screening from blood-smear images · research use only, not for diagnosis."
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
@@ -87,6 +88,7 @@ def _gate(url_paths: Sequence[str]) -> User:
     if not accounts().has_users():
         _only_this_page(url_paths)
         st.title("No accounts yet")
+        st.caption(APP_LINE)
         st.info(
             "This app needs an account for everyone who uses it. On the server, in the app's "
             "folder, with its Python environment active (`. .venv/bin/activate` after the "
@@ -126,8 +128,7 @@ def _only_this_page(url_paths: Sequence[str]) -> None:
 
 def _login_form() -> None:
     st.title("Log in")
-    st.caption("ALL blast screening from blood-smear images · research use only, not for "
-               "diagnosis.")  # fmt: skip
+    st.caption(APP_LINE)
     if st.session_state.pop(LOGGED_OUT_KEY, False):
         st.info("You are logged out.")
     with st.form("login_form"):
