@@ -1,7 +1,8 @@
 """Blast percentage, its Wilson interval, and a plain-language reading against thresholds.
 
 The reading is decision support for laboratory staff: it says where the count stands against
-the 5% and 20% blast levels and when the count is too small to say so with confidence.
+the 5% and 20% blast levels and when the count is too small to say so with confidence. The
+interval itself is computed in :mod:`leukemia_core.wilson`.
 
 Example:
     >>> result = count_blasts(n_blasts=1, n_counted=200)
@@ -13,13 +14,11 @@ Example:
 
 from __future__ import annotations
 
-import math
-import operator
 from collections import Counter
 from collections.abc import Iterable
-from statistics import NormalDist
 
 from leukemia_core.types import BlastCount, Cell, CellLabel
+from leukemia_core.wilson import as_count, cells_needed, straddles, wilson_interval
 
 INVESTIGATE_PERCENT = 5.0
 """Blasts in peripheral blood at or above this level call for investigation / hematology review."""
@@ -32,129 +31,8 @@ THRESHOLDS_PERCENT = (INVESTIGATE_PERCENT, WHO_ACUTE_LEUKEMIA_PERCENT)
 MANUAL_DIFFERENTIAL_CELLS = 100
 """A manual differential counts 100-200 white cells; fewer than this gets a hint."""
 
-_MAX_CELLS_SEARCHED = 1_000_000
 
-
-def _as_count(value: int, name: str) -> int:
-    """Returns ``value`` as a non-negative int, or raises a ValueError naming ``name``."""
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be a whole number of cells, got the boolean {value!r}.")
-    try:
-        number = operator.index(value)
-    except TypeError:
-        raise ValueError(
-            f"{name} must be a whole number of cells, got {value!r} ({type(value).__name__})."
-        ) from None
-    if number < 0:
-        raise ValueError(f"{name} must be 0 or more, got {number}.")
-    return number
-
-
-def _z_score(confidence: float) -> float:
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(
-            f"confidence must be strictly between 0 and 1 (e.g. 0.95), got {confidence!r}."
-        )
-    return NormalDist().inv_cdf(0.5 + confidence / 2.0)
-
-
-def _wilson_bounds(proportion: float, n: float, z: float) -> tuple[float, float]:
-    """Wilson score interval for an observed ``proportion`` of ``n`` trials (n may be any > 0)."""
-    z2 = z * z
-    denominator = 1.0 + z2 / n
-    centre = (proportion + z2 / (2.0 * n)) / denominator
-    half = z / denominator * math.sqrt(proportion * (1.0 - proportion) / n + z2 / (4.0 * n * n))
-    low = 0.0 if proportion <= 0.0 else max(0.0, centre - half)
-    high = 1.0 if proportion >= 1.0 else min(1.0, centre + half)
-    return low, high
-
-
-def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for ``k`` successes out of ``n``, as proportions in ``[0, 1]``.
-
-    Unlike the textbook ``p +/- 1.96 * se`` interval, it stays inside ``[0, 1]`` and behaves at
-    0 and ``n`` successes, which is where blast counts usually are.
-
-    Args:
-        k: Successes (e.g. blasts), ``0 <= k <= n``.
-        n: Trials (e.g. white cells counted), at least 1.
-        confidence: Two-sided confidence level, strictly between 0 and 1.
-
-    Returns:
-        ``(low, high)``; ``low`` is exactly 0.0 when ``k == 0`` and ``high`` exactly 1.0 when
-        ``k == n``.
-
-    Raises:
-        ValueError: ``n`` is 0, ``k`` is outside ``0..n``, or ``confidence`` is outside (0, 1).
-
-    Example:
-        >>> low, high = wilson_interval(5, 100)
-        >>> round(low, 4), round(high, 4)
-        (0.0215, 0.1118)
-    """
-    k = _as_count(k, "k")
-    n = _as_count(n, "n")
-    if n == 0:
-        raise ValueError(
-            "n is 0: no cells were counted, so there is no proportion and no interval; "
-            "count at least one cell."
-        )
-    if k > n:
-        raise ValueError(f"k ({k}) cannot be larger than n ({n}): check the two counts.")
-    return _wilson_bounds(k / n, n, _z_score(confidence))
-
-
-def _straddles(low: float, high: float, threshold: float) -> bool:
-    """True when ``[low, high]`` neither lies wholly below nor wholly at-or-above ``threshold``."""
-    return low < threshold <= high
-
-
-def cells_needed(
-    n_blasts: int, n_counted: int, threshold_percent: float, confidence: float = 0.95
-) -> int | None:
-    """Total cells needed for the interval to clear a threshold if the proportion stays the same.
-
-    Searches the smallest total ``m >= n_counted`` for which the Wilson interval of the current
-    proportion ``n_blasts / n_counted`` over ``m`` cells lies wholly below the threshold or
-    wholly at or above it.
-
-    Args:
-        n_blasts: Blasts counted so far.
-        n_counted: White cells counted so far, at least 1.
-        threshold_percent: Threshold in percent, e.g. :data:`INVESTIGATE_PERCENT`.
-        confidence: Two-sided confidence level.
-
-    Returns:
-        The total number of cells, or None when no count can clear it: the proportion sits
-        exactly on the threshold, or more than a million cells would be needed.
-    """
-    wilson_interval(n_blasts, n_counted, confidence)  # validates the arguments
-    z = _z_score(confidence)
-    proportion = n_blasts / n_counted
-    threshold = threshold_percent / 100.0
-
-    def clears(m: int) -> bool:
-        return not _straddles(*_wilson_bounds(proportion, m, z), threshold)
-
-    if proportion == threshold:
-        return None
-    if clears(n_counted):
-        return n_counted
-    low, high = n_counted, 2 * n_counted
-    while not clears(high):  # the interval shrinks around the proportion as m grows
-        if high > _MAX_CELLS_SEARCHED:
-            return None
-        low, high = high, 2 * high
-    while high - low > 1:  # invariant: clears(high) and not clears(low)
-        middle = (low + high) // 2
-        if clears(middle):
-            high = middle
-        else:
-            low = middle
-    return high
-
-
-def _reading(percent: float, n_blasts: int, n_counted: int) -> str:
+def _reading(percent: float, n_blasts: int, n_counted: int, high_percent: float) -> str:
     cells = "white cell" if n_counted == 1 else "white cells"
     count = f"{percent:.1f}% blasts ({n_blasts} of {n_counted} {cells} counted)"
     if percent >= WHO_ACUTE_LEUKEMIA_PERCENT:
@@ -168,6 +46,13 @@ def _reading(percent: float, n_blasts: int, n_counted: int) -> str:
             f"{count}: at or above the {INVESTIGATE_PERCENT:.0f}% level at which blasts in "
             "peripheral blood call for investigation (smear review, flow cytometry). Below the "
             f"{WHO_ACUTE_LEUKEMIA_PERCENT:.0f}% WHO threshold for acute leukemia."
+        )
+    found = "no blasts found" if n_blasts == 0 else f"under {INVESTIGATE_PERCENT:.0f}%"
+    if high_percent >= INVESTIGATE_PERCENT:  # "below" would reassure more than the count can
+        return (
+            f"{count}: {found}, but too few cells to rule out the {INVESTIGATE_PERCENT:.0f}% "
+            f"level that calls for investigation (the 95% interval reaches {high_percent:.1f}%)."
+            + (" Review the cells marked as blasts." if n_blasts else "")
         )
     if n_blasts == 0:
         return (
@@ -218,7 +103,7 @@ def _hint(
     n_blasts: int, n_counted: int, low_percent: float, high_percent: float, n_uncertain: int
 ) -> str | None:
     parts = []
-    straddled = [t for t in THRESHOLDS_PERCENT if _straddles(low_percent, high_percent, t)]
+    straddled = [t for t in THRESHOLDS_PERCENT if straddles(low_percent, high_percent, t)]
     if straddled:
         names = " and ".join(f"{t:.0f}%" for t in straddled)
         details = "; ".join(_more_cells_text(n_blasts, n_counted, t) for t in straddled)
@@ -271,10 +156,10 @@ def count_blasts(
     Raises:
         ValueError: A count is negative or not a whole number, or ``n_blasts > n_counted``.
     """
-    n_blasts = _as_count(n_blasts, "n_blasts")
-    n_counted = _as_count(n_counted, "n_counted")
-    n_excluded = _as_count(n_excluded, "n_excluded")
-    n_uncertain = _as_count(n_uncertain, "n_uncertain")
+    n_blasts = as_count(n_blasts, "n_blasts")
+    n_counted = as_count(n_counted, "n_counted")
+    n_excluded = as_count(n_excluded, "n_excluded")
+    n_uncertain = as_count(n_uncertain, "n_uncertain")
     if n_blasts > n_counted:
         raise ValueError(
             f"n_blasts ({n_blasts}) cannot be larger than n_counted ({n_counted}): the counted "
@@ -311,7 +196,7 @@ def count_blasts(
         reading = _crops_reading(percent, n_blasts, n_counted)
         hint = _review_text(n_blasts, n_counted, n_uncertain) if n_uncertain else None
     else:
-        reading = _reading(percent, n_blasts, n_counted)
+        reading = _reading(percent, n_blasts, n_counted, 100.0 * high)
         hint = _hint(n_blasts, n_counted, 100.0 * low, 100.0 * high, n_uncertain)
     return BlastCount(
         n_blasts=n_blasts,

@@ -113,7 +113,16 @@ def test_wilson_errors(args, match):
     ("n_blasts", "present", "absent"),
     [
         (0, ["0.0% blasts", "0 of 100", "no blasts found", "below the 5% level"], ["WHO", "Refer"]),
-        (4, ["4.0% blasts", "below the 5% level", "review the cells marked"], ["WHO", "Refer"]),
+        (
+            4,
+            [
+                "4.0% blasts",
+                "under 5%, but too few cells to rule out the 5% level",
+                "interval reaches 9.8%",
+                "Review the cells marked",
+            ],
+            ["WHO", "Refer", "below"],
+        ),
         (5, ["5.0% blasts", "at or above the 5% level", "call for investigation"], ["Refer"]),
         (12, ["12.0%", "call for investigation", "Below the 20% WHO threshold"], ["Refer"]),
         (20, ["20.0%", "at or above the 20% blast threshold the WHO", "flow cytometry"], ["Below"]),
@@ -131,6 +140,23 @@ def test_interpretation_wording(n_blasts, present, absent):
         assert phrase in result.interpretation
     for phrase in absent:
         assert phrase not in result.interpretation
+
+
+@pytest.mark.parametrize(
+    ("n_blasts", "n_counted", "said"),
+    [
+        (0, 3, "no blasts found, but too few cells to rule out the 5% level"),
+        (0, 60, "no blasts found, but too few cells to rule out the 5% level"),
+        (0, 80, "no blasts found; below the 5% level"),  # Wilson upper bound 4.6%
+        (2, 400, "below the 5% level that calls for investigation. Blasts are not normally"),
+    ],
+)
+def test_below_the_investigation_level_is_said_only_when_the_interval_is_below_it(
+    n_blasts, n_counted, said
+):
+    result = count_blasts(n_blasts, n_counted)
+    assert said in result.interpretation
+    assert (result.ci_high_percent >= 5.0) == ("too few cells" in result.interpretation)
 
 
 def test_thresholds_are_the_documented_levels():

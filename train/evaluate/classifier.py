@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from leukemia_core.classify import Classifier
-from leukemia_core.counting import wilson_interval
 from leukemia_core.errors import InvalidImageError
 from leukemia_core.io import read_image
 from leukemia_core.pipeline import analyze
+from leukemia_core.wilson import wilson_interval
 from train.cellbank import bank_group, idb1_group
 from train.evaluate.metrics import auroc, binary_metrics, few_groups_note
 from train.evaluate.segmentation import _images, cells_at_points, read_xyc
