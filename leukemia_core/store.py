@@ -65,6 +65,7 @@ from leukemia_core.store_rows import (
     SignOffBlockedError,
     audit,
     cell_row,
+    create_private,
     domain_json,
     field_row,
     insert,
@@ -164,6 +165,7 @@ class CaseStore(CaseEdits, CaseReads, CaseSignoff, CaseReshape):
             )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            create_private(self.path)
             conn = self._connect()
             try:
                 _use_wal(conn)

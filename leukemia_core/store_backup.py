@@ -20,7 +20,7 @@ from pathlib import Path
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.store import CaseStore
 from leukemia_core.store_reads import database_contents
-from leukemia_core.store_rows import CaseInputError, CaseStoreError
+from leukemia_core.store_rows import CaseInputError, CaseStoreError, create_private
 from leukemia_core.store_schema import SCHEMA_VERSION
 
 SIDE_FILES = ("", "-wal", "-shm")  # SQLite's database file and the two it keeps beside it
@@ -120,6 +120,7 @@ def _checked_copy(backup: Path, partial: Path) -> None:
             raise CaseStoreError(message) from error
         partial.unlink(missing_ok=True)
         try:
+            create_private(partial)
             with closing(sqlite3.connect(partial)) as copy:
                 source.backup(copy)
                 (check,) = copy.execute("PRAGMA integrity_check").fetchone()

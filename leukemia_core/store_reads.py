@@ -31,6 +31,7 @@ from leukemia_core.store_digest import (
 from leukemia_core.store_rows import (
     CaseInputError,
     cell_from_row,
+    create_private,
     domain_from_json,
     field_from_row,
     unusable_database,
@@ -190,6 +191,7 @@ class CaseReads:
             )
         partial = target.with_name(target.name + ".partial")
         try:
+            create_private(partial)
             with closing(sqlite3.connect(self.path, timeout=30)) as source, closing(
                 sqlite3.connect(partial)
             ) as copy:  # fmt: skip

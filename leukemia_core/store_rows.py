@@ -9,10 +9,12 @@ whole or not at all.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import operator
+import os
 import sqlite3
 from datetime import UTC, datetime
 from typing import Any
@@ -104,6 +106,15 @@ def unusable_database(path: object, error: sqlite3.Error, what: str) -> CaseStor
     cause = _server_cause(error) or f"SQLite says {error}; ask the administrator"
     return CaseStoreError(f"The case database {path} could not be {what}: {cause}. Nothing "
                           "half-done was kept; the record is as before.")  # fmt: skip
+
+
+def create_private(path: os.PathLike) -> None:
+    """Create ``path`` empty, readable by its owner only, when missing (SQLite's journal and
+    WAL files take the database file's mode): the database holds patient ids, images and
+    password hashes, which other accounts on the server have no business reading."""
+    # When it exists its mode is the admin's choice; when it cannot be made, SQLite says why.
+    with contextlib.suppress(OSError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
 
 def whole(value: object, what: str) -> int:

@@ -35,7 +35,7 @@ from ui.models import (
     no_model_help,
     plain_summary,
 )
-from ui.samples import CREDITS, sample_files
+from ui.samples import CREDITS, DRAWING_NOTE, drawing_files, sample_files
 
 MODE_NAMES = {
     MODE_FIELDS: "Whole fields (smear photographs)",
@@ -135,6 +135,11 @@ with left:
     run_samples = st.button("Try the sample images", key="try_sample",
                             icon=":material/science:", disabled=model_broken)  # fmt: skip
     st.caption(CREDITS[mode])
+    run_drawing = False
+    if mode == MODE_FIELDS:
+        run_drawing = st.button("Try a synthetic smear", key="try_drawing",
+                                icon=":material/draw:", disabled=model_broken)  # fmt: skip
+        st.caption(DRAWING_NOTE)
 
 
 def show_failures(session: Review) -> None:
@@ -149,6 +154,8 @@ if run_uploads and uploads:
     files = [(names.get(i) or f.name, f.getvalue()) for i, f in enumerate(uploads)]
 elif run_samples:
     files = sample_files(mode)
+elif run_drawing:
+    files = drawing_files()
 if files:
     sample = sample_id.strip() or f"S-{datetime.now():%Y%m%d-%H%M%S}"
     try:

@@ -176,3 +176,19 @@ def test_a_backup_of_the_first_release_is_restored_and_migrated(store, tmp_path)
     restored = restore_database(old, store.path)
     assert restored.contents == {"samples": 1, "case_versions": 1, "signed": 0, "accounts": 0}
     assert CaseStore(store.path).load_case("c1").sample_id == "S-OLD"
+
+
+def test_the_database_its_side_files_and_backups_are_readable_by_their_owner_only(store, tmp_path):
+    """They hold patient ids, images and password hashes; the server may have other users."""
+    new_case(store, [["normal", "blast"]], sample_id="S-1")
+    side = [store.path.with_name(store.path.name + s) for s in ("-wal", "-shm")]
+    assert [p.stat().st_mode & 0o777 for p in [store.path, *side] if p.exists()] == [0o600] * (
+        1 + sum(p.exists() for p in side)
+    )
+    backup = store.backup(tmp_path / "copy.sqlite3")
+    assert backup.stat().st_mode & 0o777 == 0o600
+    loose = tmp_path / "loose.sqlite3"  # a database an admin made readable keeps its mode
+    loose.touch(mode=0o640)
+    loose.chmod(0o640)
+    CaseStore(loose)
+    assert loose.stat().st_mode & 0o777 == 0o640

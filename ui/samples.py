@@ -14,12 +14,9 @@ SAMPLES_DIR = Path(__file__).resolve().parents[1] / "samples"
 DEMO_NAME = "synthetic-demo-smear.png"
 CREDITS = {
     MODE_FIELDS: (
-        "Sample fields: two normal-blood fields from the BCCD Dataset (no blasts; MIT license, "
-        "github.com/Shenggan/BCCD_Dataset) and a smear drawn by this app, half its white cells "
-        "blast-like. A drawing is no photograph: the model's calls on it mean nothing, and "
-        "the out-of-domain check may send the sample to review, as it does for an unfamiliar "
-        "stain or microscope. No photograph with blasts may be redistributed here. Credits in "
-        "the app's `samples/CREDITS.md`."
+        "Sample photographs: two normal-blood fields from the BCCD Dataset (no blasts; MIT "
+        "license, github.com/Shenggan/BCCD_Dataset). No photograph with blasts may be "
+        "redistributed here. Credits in the app's `samples/CREDITS.md`."
     ),
     MODE_CELLS: (
         "Sample cells: four C-NMC 2019 cells (SBILab, IIIT-Delhi / AIIMS; CC BY 3.0; Gupta & "
@@ -27,6 +24,12 @@ CREDITS = {
         "dataset. Credits in the app's `samples/CREDITS.md`."
     ),
 }
+DRAWING_NOTE = (
+    "The synthetic smear is a drawing made by this app, half its white cells drawn blast-like: "
+    "a sample to practise the review on. A drawing is no photograph, so the model's calls on it "
+    "mean nothing, and the out-of-domain check sends every cell to review, as it would for an "
+    "unfamiliar stain or microscope."
+)
 
 
 @st.cache_data(show_spinner=False, max_entries=1)
@@ -35,9 +38,12 @@ def _demo_png() -> bytes:
 
 
 def sample_files(mode: str) -> list[tuple[str, bytes]]:
-    """``(name, bytes)`` of the bundled samples for ``mode`` (fields or single cells)."""
+    """``(name, bytes)`` of the bundled photographs for ``mode`` (fields or single cells)."""
     folder = SAMPLES_DIR / ("cells" if mode == MODE_CELLS else "fields")
-    files = [(p.name, p.read_bytes()) for p in sorted(folder.glob("*")) if p.is_file()]
-    if mode == MODE_FIELDS:
-        files.append((DEMO_NAME, _demo_png()))
-    return files
+    return [(p.name, p.read_bytes()) for p in sorted(folder.glob("*")) if p.is_file()]
+
+
+def drawing_files() -> list[tuple[str, bytes]]:
+    """The synthetic demo smear, a sample of its own: a drawing analysed beside photographs
+    would make the whole sample look out of domain, photographs included."""
+    return [(DEMO_NAME, _demo_png())]
