@@ -168,11 +168,14 @@ def count_blasts(
     left_out = n_excluded + n_uncertain
     if n_counted == 0:
         if n_uncertain:  # cells were found: the count waits for the reviewer, not the image
-            cells = "cell found awaits" if n_uncertain == 1 else f"{n_uncertain} cells found await"
+            cells = (
+                "1 uncertain cell awaits"
+                if n_uncertain == 1
+                else f"{n_uncertain} uncertain cells await"
+            )
             reading = (
-                f"No cell is counted yet: the {cells} review (uncertain cells are left out of "
-                "the count until labelled). Label them on the Review page to get a blast "
-                "percentage."
+                f"No cell is counted yet: {cells} review (uncertain cells are left out of the "
+                "count until labelled). Label them on the Review page to get a blast percentage."
             )
         else:
             reading = (

@@ -22,7 +22,7 @@ from leukemia_core.counting import (
 from leukemia_core.imaging import png_bytes
 from leukemia_core.report_style import REPORT_CSS
 from leukemia_core.store_rows import minute_text
-from leukemia_core.types import LABEL_WORDS, BlastCount, Cell
+from leukemia_core.types import LABEL_WORDS, NO_REVIEW_LABELS, BlastCount, Cell
 
 RESEARCH_USE_STATEMENT = (
     "Research use only — not for diagnosis. The counts in this report are decision support for "
@@ -312,17 +312,33 @@ def _reviewers(record: CaseRecord) -> list[str]:
     return here + [f"{name} (version {version})" for version, name in record.earlier_reviewers]
 
 
+def _reviewed_words(record: CaseRecord) -> str:
+    """Who reviewed, and how much is left: a name alone reads as a review of every cell."""
+    names = ", ".join(_reviewers(record)) or "—"
+    waiting = record.n_unreviewed
+    if not waiting:
+        return _e(names)
+    cells = sum(c.label not in NO_REVIEW_LABELS for c in record.cells)
+    return _e(f"{names} ({waiting} of {cells} cells not reviewed yet)")
+
+
 def _decision_words(thresholds: dict) -> str:
     """The stored decision settings in words (no raw JSON in a report)."""
     model = thresholds.get("model_calibration") or {}
     if not model:
         return "no model: every cell was labelled by the reviewer"
     parts = []
-    if "threshold" in model:
-        parts.append(f"blast when the calibrated probability is at least {model['threshold']:.2f}")
-    if "uncertain_low" in model and "uncertain_high" in model:
-        parts.append(f"sent to review between {model['uncertain_low']:.2f} and "
-                     f"{model['uncertain_high']:.2f}")  # fmt: skip
+    t, low, high = (model.get(k) for k in ("threshold", "uncertain_low", "uncertain_high"))
+    if None not in (t, low, high) and low <= t < high:  # the band holds the threshold: say
+        # what a cell gets on each side, not two ranges that seem to overlap
+        parts.append(f"called blast at a calibrated probability of {high:.2f} or more and normal "
+                     f"below {low:.2f}; between the two (around the decision threshold "
+                     f"{t:.2f}) sent to review")  # fmt: skip
+    else:
+        if t is not None:
+            parts.append(f"blast when the calibrated probability is at least {t:.2f}")
+        if low is not None and high is not None and high > low:
+            parts.append(f"sent to review between {low:.2f} and {high:.2f}")
     views = model.get("test_time_views")
     if views and views > 1:
         parts.append(f"each cell classified in {views} orientations, averaged")
@@ -364,7 +380,7 @@ def case_report_html(record: CaseRecord, *, flagged_limit: int = 48) -> str:
         ("Patient id", _e(record.patient_id) if record.patient_id else "—"),
         ("Case", f"version {record.version}{parent}; status {_e(record.status)}"),
         ("Created", f"{_minute(record.created_at)} by {_e(record.created_by or '—')}"),
-        ("Reviewed by", _e(", ".join(_reviewers(record)) or "—")),
+        ("Reviewed by", _reviewed_words(record)),
         ("Model", _e(record.model_words)),
         ("How cells were labelled", _e(_decision_words(record.thresholds))),
         ("Comment", _e(record.comment) if record.comment else "—"),

@@ -21,6 +21,24 @@ SECOND_SIGNER_ENV_VAR = "LEUKEMIA_SECOND_SIGNER_AT_PERCENT"
 class ReviewSignoff:
     """Details, sign and reopen on :class:`leukemia_core.review.Review` (mixed in)."""
 
+    n_unreviewed: int  # from ReviewTallies, mixed into the same Review
+    n_uncertain: int
+
+    @property
+    def sign_blockers(self) -> str | None:
+        """What stands before signing, in one sentence; None when nothing does."""
+        n, u = self.n_unreviewed, self.n_uncertain
+        unreviewed = f"{n} cell{'s have' if n != 1 else ' has'} not been reviewed yet"
+        if n and u:
+            return (f"Before signing: {unreviewed}, {u} of them still uncertain. On the Review "
+                    "page, label each uncertain cell and relabel or accept the others.")  # fmt: skip
+        if n:
+            return f"Before signing: {unreviewed}: relabel each or accept its label on the Review page."
+        if u:
+            return (f"Before signing: {u} cell{'s are' if u != 1 else ' is'} still uncertain: "
+                    "label each one on the Review page.")  # fmt: skip
+        return None
+
     def set_details(
         self, store: CaseStore, *, user: User, comment: str | None = None,
         patient_id: str | None = None, seen_token: int | None = None,

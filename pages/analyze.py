@@ -243,7 +243,7 @@ def field_tables(session: Review) -> tuple[pd.DataFrame, pd.DataFrame]:
         processing.append({"Field": field.name, "Size (px)": f"{field.width}×{field.height}",
                            "Seconds": f"{sum(field.seconds.values()):.2f}"})  # fmt: skip
         if field.domain is not None and field.domain.score is not None:
-            warned = ("yes" if field.domain.warned else "no, the sample is" if sample_warned
+            warned = ("yes" if field.domain.warned else "no, but the sample is" if sample_warned
                       else "no")  # fmt: skip
             counts[-1]["Unlike training data"] = warned  # short: the table fits 800 px
             processing[-1]["Domain score"] = f"{field.domain.score:.2f}"

@@ -98,19 +98,8 @@ if record.is_signed:
             except LeukemiaCoreError as error:
                 st.error(str(error))
 else:
-    if session.n_uncertain:
-        st.warning(
-            f"{session.n_uncertain} cell{'s are' if session.n_uncertain != 1 else ' is'} still "
-            "uncertain: label each one on the Review page before signing.",
-            icon=":material/pending:",
-        )
-    if session.n_unreviewed:
-        st.warning(
-            f"{session.n_unreviewed} cell{'s have' if session.n_unreviewed != 1 else ' has'} not "
-            "been reviewed yet: relabel each or accept its label on the Review page before "
-            "signing.",
-            icon=":material/pending:",
-        )
+    if session.sign_blockers:
+        st.warning(session.sign_blockers, icon=":material/pending:")
     may_sign = account.can(Permission.SIGN)
     if session.first_signed_by:
         st.info(

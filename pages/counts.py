@@ -71,18 +71,20 @@ if any(c.percent is not None for _, c in scopes):
     st.plotly_chart(counts_chart(scopes), key="counts_chart", config={"displaylogo": False})
     st.caption("Bars: blast %; whiskers: 95% Wilson interval; dashed lines: the 5% and 20% levels.")
 
-st.subheader("What the model said and what the reviewer decided", divider="gray")
+st.subheader("The model's calls and the labels now", divider="gray")
 model_count, model_tally, tally = session.model_count(), session.tally(model=True), session.tally()
 table = [
     {"Label": LABEL_NAMES[label], "Model": model_tally.get(label.value, 0),
-     "Reviewer": tally.get(label.value, 0)}
+     "Now": tally.get(label.value, 0)}
     for label in LABEL_NAMES
 ]  # fmt: skip
-table.append(
-    {"Label": "Blast %", "Model": percent_text(model_count), "Reviewer": percent_text(count)}
-)
+table.append({"Label": "Blast %", "Model": percent_text(model_count), "Now": percent_text(count)})
 left, right = st.columns([2, 3])
 left.table(pd.DataFrame(table).astype(str), hide_index=True, border="horizontal")
-left.caption(f"{session.n_changed} of {len(session.cells)} cells relabelled by the reviewer.")
+# Before review "now" is the model's call: say so, or the column reads as a reviewer's verdict.
+left.caption(
+    f"{session.n_changed} of {len(session.cells)} cells relabelled by the reviewer; "
+    f"{session.n_unreviewed} not reviewed yet keep the model's call."
+)
 right.plotly_chart(model_vs_reviewer_chart(model_tally, tally), key="model_vs_reviewer",
                    config={"displaylogo": False})  # fmt: skip

@@ -149,7 +149,11 @@ def test_a_colour_shifted_sample_is_warned_and_sent_to_review_a_normal_one_is_no
     shifted = np.roll(cast, 7, axis=1)  # another field of the cast smear (not the same pixels)
     analyze(at, [("cast.png", png(cast)), ("cast-2.png", png(shifted)), ("field.png", demo_png)])
     assert session_of(at).domain.warned
-    assert at.table[0].value["Unlike training data"].tolist() == ["yes", "yes", "no, the sample is"]
+    assert at.table[0].value["Unlike training data"].tolist() == [
+        "yes",
+        "yes",
+        "no, but the sample is",
+    ]
 
     at = start()
     analyze(at, [("field.png", demo_png)])

@@ -84,7 +84,8 @@ def test_review_reclassify_recount_sign_reopen_and_export(db, demo_png, download
 
     go(at, "case")  # signing waits for every cell (the store refuses it too: test_store)
     assert at.button(key="sign").disabled
-    assert any("1 cell is still uncertain" in w.value for w in at.warning)
+    said = [w.value for w in at.warning if w.value.startswith("Before signing")]
+    assert len(said) == 1 and "1 of them still uncertain" in said[0]  # one warning, not two
 
     go(at, "review")
     relabel(at, uncertain[1], "normal")

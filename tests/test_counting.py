@@ -186,10 +186,10 @@ def test_nothing_counted_yet_because_every_cell_awaits_review():
     """All cells uncertain (e.g. an out-of-domain sample) is not a bad image: say what to do."""
     result = count_blasts(0, 0, n_excluded=1, n_uncertain=6)
     assert result.percent is None and result.n_excluded == 7
-    assert result.interpretation.startswith("No cell is counted yet: the 6 cells found await")
+    assert result.interpretation.startswith("No cell is counted yet: 6 uncertain cells await")
     assert "stained blood smear" not in result.interpretation and result.hint is None
     one = count_blasts(0, 0, n_uncertain=1).interpretation
-    assert "the cell found awaits review" in one
+    assert "1 uncertain cell awaits review" in one
 
 
 # --- count_blasts: hints ---------------------------------------------------------------------
@@ -311,7 +311,7 @@ def test_labels_accept_enum_members_and_loose_case():
 def test_only_uncertain_cells():
     result = summarize_labels(["uncertain", "uncertain"])
     assert result.percent is None
-    assert "the 2 cells found await review" in result.interpretation and result.hint is None
+    assert "2 uncertain cells await review" in result.interpretation and result.hint is None
 
 
 @pytest.mark.parametrize(

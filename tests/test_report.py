@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import dataclasses
 import io
 import json
 import re
@@ -148,6 +149,14 @@ def test_html_embeds_flagged_cell_images(record: CaseRecord):
 
 def test_html_sign_off(store: CaseStore, case_id: str, record: CaseRecord):
     assert "NOT SIGNED" in case_report_html(record)
+    assert "<td>Reviewed by</td><td>Dr. &lt;Eve&gt;</td>" in case_report_html(record)
+    # a draft names its reviewer with what is left, or the name reads as a review of every cell
+    first = next(i for i, c in enumerate(record.cells) if c.label != "border")
+    cells = list(record.cells)
+    cells[first] = dataclasses.replace(cells[first], reviewed=False)
+    draft = dataclasses.replace(record, cells=tuple(cells))
+    waiting = f"(1 of {sum(c.label != 'border' for c in cells)} cells not reviewed yet)"
+    assert f"<td>Reviewed by</td><td>Dr. &lt;Eve&gt; {waiting}</td>" in case_report_html(draft)
     store.relabel_cell(case_id, 0, 11, "normal", reviewer="Dr. A")
     store.sign_case(case_id, reviewer="Dr. Ann Lee")
     signed = store.load_case(case_id)
@@ -286,3 +295,23 @@ def test_the_full_reading_is_given_once_for_the_sample_and_fields_get_their_leve
     counts_table_end = page.index("</table>", page.index("<h2>Blast count"))
     reading = page.index('<p class="reading"><b>Reading:</b>')
     assert counts_table_end < reading < page.index("the WHO uses")  # below it, the page's width
+
+
+@pytest.mark.parametrize(
+    ("calibration", "said", "unsaid"),
+    [
+        ({"threshold": 0.13, "uncertain_low": 0.02, "uncertain_high": 0.39},
+         "called blast at a calibrated probability of 0.39 or more and normal below 0.02; "
+         "between the two (around the decision threshold 0.13) sent to review", "at least"),
+        ({"threshold": 0.5, "uncertain_low": 0.5, "uncertain_high": 0.5},
+         "blast when the calibrated probability is at least 0.50", "review"),
+        ({"threshold": 0.66, "uncertain_low": 0.2, "uncertain_high": 0.5},
+         "at least 0.66; sent to review between 0.20 and 0.50", "called blast"),
+    ],
+)  # fmt: skip
+def test_the_decision_rule_reads_as_what_each_cell_gets(calibration, said, unsaid):
+    """A band holding the threshold once read 'blast at 0.13 or more; review 0.02-0.39'."""
+    from leukemia_core.report import _decision_words
+
+    words = _decision_words({"model_calibration": calibration})
+    assert said in words and unsaid not in words

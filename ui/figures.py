@@ -119,12 +119,13 @@ def counts_chart(rows: Sequence[tuple[str, BlastCount]]) -> go.Figure:
 
 
 def model_vs_reviewer_chart(model: dict[str, int], reviewer: dict[str, int]) -> go.Figure:
-    """Cells per label: what the model said next to what the reviewer decided."""
+    """Cells per label: the model's calls next to the labels now (the reviewer's where
+    reviewed)."""
     names = list(LABEL_NAMES.values())
     figure = go.Figure([
         go.Bar(name="Model", x=names, y=[model.get(x.value, 0) for x in LABEL_NAMES],
                marker_color="#9e9ac8"),
-        go.Bar(name="Reviewer", x=names, y=[reviewer.get(x.value, 0) for x in LABEL_NAMES],
+        go.Bar(name="Now", x=names, y=[reviewer.get(x.value, 0) for x in LABEL_NAMES],
                marker_color="#5b3f8c"),
     ])  # fmt: skip
     figure.update_layout(barmode="group", height=320, margin={"l": 0, "r": 0, "t": 20, "b": 0},
