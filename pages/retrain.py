@@ -184,7 +184,9 @@ def _server_folders(options: dict) -> None:
 
 def dataset_section() -> dict | None:
     st.subheader("1. Labelled cells")
-    source = st.radio("Where are the cells?", SOURCES, key="data_source", horizontal=True)
+    # Without data roots the server's folders cannot be read: open on the upload instead.
+    source = st.radio("Where are the cells?", SOURCES, key="data_source", horizontal=True,
+                      index=0 if data_roots() else SOURCES.index("Upload a zip"))  # fmt: skip
     allow = st.checkbox(
         "Allow cells without subject or field ids", key="allow_ungrouped",
         help="Then each file is its own group, cells of one donor can be on both sides of the "

@@ -215,6 +215,7 @@ def test_without_login_every_page_shows_only_the_login_form(db, apptest_navigati
     assert [t.value for t in at.title] == ["Log in"]
     assert [w.label for w in at.text_input] == ["Account name", "Password"]
     assert len(at.file_uploader) == 0 and len(at.dataframe) == 0 and len(at.metric) == 0
+    assert len(at.table) == 0
     assert [b.label for b in at.button] == ["Log in"]  # the form's submit button only
     for page in PAGES:  # no page script is even registered before a login: every address
         with pytest.raises(ValueError, match=f"Could not find a navigation page for .*{page}"):
@@ -269,12 +270,13 @@ def test_a_reviewer_cannot_sign_or_open_retrain(db, apptest_navigation):
         assert not at.exception and any(words in e.value for e in at.error), page
         assert any("that needs the" in e.value for e in at.error)  # the role, in words
         assert len(at.text_area) == 0 and len(at.dataframe) == 0 and len(at.text_input) == 0
+        assert len(at.table) == 0
     # and the pages themselves refuse, run alone
     for page, words in (("retrain", "may not retrain, promote"), ("accounts", "may not manage")):
         alone = log_in(AppTest.from_file(str(ROOT / "pages" / f"{page}.py")), "rev",
                        ("reviewer",)).run()  # fmt: skip
         assert any(words in e.value for e in alone.error)
-        assert len(alone.text_area) == 0 and len(alone.dataframe) == 0
+        assert len(alone.text_area) == 0 and len(alone.dataframe) == 0 and len(alone.table) == 0
     at.switch_page("pages/case.py").run()
     assert not at.exception  # no case yet: nothing to sign, but the page is open to reviewers
 
@@ -304,11 +306,11 @@ def test_an_admin_adds_an_account_on_the_accounts_page(db, apptest_navigation):
     assert any("newbie" in s.value for s in at.success), [e.value for e in at.error]
     assert Accounts().authenticate("newbie", "newbie password").roles == {Role.REVIEWER}
     at.run()
-    table = at.dataframe[0].value.set_index("Account")
+    table = at.table[0].value.set_index("Account")
     assert table.loc["newbie", "By"] == "boss" and table.loc["newbie", "Disabled"] == "no"
     Accounts().add_user("cli-made", "cli password!", ["reviewer"], by=User.shell())
     Accounts().set_disabled("cli-made", True, by=make_user("boss", ("admin",)))
-    table = at.run().dataframe[0].value.set_index("Account")
+    table = at.run().table[0].value.set_index("Account")
     assert table.loc["cli-made", "By"].startswith("command line on the server (")
     assert table.loc["cli-made", "Disabled"] == "yes: cannot log in"
     # the role help is made from the permissions the core checks

@@ -293,6 +293,8 @@ def test_the_page_leaves_out_unreadable_images_when_asked_and_the_job_does_too(a
 def test_without_roots_the_page_offers_no_server_folder_and_says_how(app_env, monkeypatch):
     monkeypatch.delenv(ROOTS_ENV_VAR)
     at = _page()
+    assert at.radio(key="data_source").value == "Upload a zip"  # what can be used, first
+    at.radio(key="data_source").set_value("Folder on this server").run()
     assert "data_paths" not in [t.key for t in at.text_area]
     assert "inspect" not in [b.key for b in at.button]
     assert any(f"setting {ROOTS_ENV_VAR}" in i.value for i in at.info), [i.value for i in at.info]

@@ -55,8 +55,9 @@ def field_overview(
         figure.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=name, legendgroup=label.value,
                                     line={"color": colour, "width": 2.5, "dash": dash},
                                     hoverinfo="skip"))  # fmt: skip
+        badges = [_badge_point(c) for c in members]
         figure.add_trace(go.Scatter(
-            x=[c.bbox[0] for c in members], y=[c.bbox[1] for c in members],
+            x=[x for x, _ in badges], y=[y for _, y in badges],
             mode="markers+text", text=[str(c.cell_id) for c in members],
             textposition="middle center", textfont={"color": "white", "size": 12},
             marker={"color": colour, "size": 22, "line": {"color": "white", "width": 1.5}},
@@ -80,6 +81,16 @@ def field_overview(
         dragmode="zoom",
     )
     return figure
+
+
+def _badge_point(cell: Cell) -> tuple[float, float]:
+    """Where a cell's number sits: on the top of its own outline. The corner of its box lies
+    outside a round cell, over a neighbour in a crowded field."""
+    if len(cell.outline):
+        top = int(np.argmin(cell.outline[:, 1]))
+        return float(cell.outline[top, 0]), float(cell.outline[top, 1])
+    x0, y0, x1, _ = cell.bbox
+    return (x0 + x1) / 2, float(y0)
 
 
 def _hover(cell: Cell) -> str:
