@@ -6,14 +6,13 @@ row in the same transaction; a change to a case with a first signature withdraws
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Mapping
-from contextlib import AbstractContextManager
 from typing import Any
 
 from leukemia_core.store_rows import (
     CaseInputError,
     CellNotFoundError,
+    StorePart,
     audit,
     label_value,
     require_cell_unchanged,
@@ -23,14 +22,8 @@ from leukemia_core.store_rows import (
 from leukemia_core.types import MACHINE_ONLY_LABELS, REVIEWER_EDITABLE, CellLabel
 
 
-class CaseEdits:
+class CaseEdits(StorePart):
     """Cell edits of the case database (mixed into :class:`~leukemia_core.store.CaseStore`)."""
-
-    def _transaction(self, *, write: bool) -> AbstractContextManager[sqlite3.Connection]:
-        raise NotImplementedError  # provided by CaseStore
-
-    def _case(self, conn: sqlite3.Connection, case_id: object, *, open_only: bool) -> sqlite3.Row:
-        raise NotImplementedError  # provided by CaseStore
 
     def relabel_cell(
         self, case_id: str, field_index: int, cell_id: int, new_label: str, *,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from contextlib import AbstractContextManager, closing
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from leukemia_core.store_digest import (
 )
 from leukemia_core.store_rows import (
     CaseInputError,
+    StorePart,
     cell_from_row,
     create_private,
     domain_from_json,
@@ -101,14 +102,8 @@ def database_contents(conn: sqlite3.Connection) -> dict[str, int]:
     return {"samples": samples, "case_versions": versions, "signed": signed, "accounts": accounts}
 
 
-class CaseReads:
+class CaseReads(StorePart):
     """Reads of the case database (mixed into :class:`~leukemia_core.store.CaseStore`)."""
-
-    def _transaction(self, *, write: bool) -> AbstractContextManager[sqlite3.Connection]:
-        raise NotImplementedError  # provided by CaseStore
-
-    def _case(self, conn: sqlite3.Connection, case_id: object, *, open_only: bool) -> sqlite3.Row:
-        raise NotImplementedError  # provided by CaseStore
 
     def load_case(self, case_id: str) -> CaseRecord:
         """The whole case version, with its images and audit trail.

@@ -8,22 +8,22 @@ transaction with one audit row per cell it touches, so the trail says who split 
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Sequence
-from contextlib import AbstractContextManager
 
-from leukemia_core.store_rows import CaseInputError, audit, cell_row, insert, reviewer_name, whole
+from leukemia_core.store_rows import (
+    CaseInputError,
+    StorePart,
+    audit,
+    cell_row,
+    insert,
+    reviewer_name,
+    whole,
+)
 from leukemia_core.types import Cell, CellLabel
 
 
-class CaseReshape:
+class CaseReshape(StorePart):
     """Split, merge and undo in the case database."""
-
-    def _transaction(self, *, write: bool) -> AbstractContextManager[sqlite3.Connection]:
-        raise NotImplementedError  # provided by CaseStore
-
-    def _case(self, conn: sqlite3.Connection, case_id: object, *, open_only: bool) -> sqlite3.Row:
-        raise NotImplementedError  # provided by CaseStore
 
     def reshape_cells(
         self, case_id: str, *, retire: Iterable[tuple[int, int]], add: Sequence[Cell] = (),

@@ -16,6 +16,7 @@ import math
 import operator
 import os
 import sqlite3
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -106,6 +107,17 @@ def unusable_database(path: object, error: sqlite3.Error, what: str) -> CaseStor
     cause = _server_cause(error) or f"SQLite says {error}; ask the administrator"
     return CaseStoreError(f"The case database {path} could not be {what}: {cause}. Nothing "
                           "half-done was kept; the record is as before.")  # fmt: skip
+
+
+class StorePart:
+    """Base of the case store's parts (reads, edits, sign-off, reshape): what each uses of
+    :class:`~leukemia_core.store.CaseStore`, which provides it."""
+
+    def _transaction(self, *, write: bool) -> AbstractContextManager[sqlite3.Connection]:
+        raise NotImplementedError  # provided by CaseStore
+
+    def _case(self, conn: sqlite3.Connection, case_id: object, *, open_only: bool) -> sqlite3.Row:
+        raise NotImplementedError  # provided by CaseStore
 
 
 def create_private(path: os.PathLike) -> None:

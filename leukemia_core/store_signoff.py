@@ -6,15 +6,14 @@ A signed case is frozen; a lab may ask for two signers above a blast level (see
 
 from __future__ import annotations
 
-import sqlite3
 import uuid
-from contextlib import AbstractContextManager
 
 from leukemia_core.case_record import STATUS_OPEN, STATUS_SIGNED
 from leukemia_core.store_rows import (
     CaseInputError,
     CaseNotReopenableError,
     SignOffBlockedError,
+    StorePart,
     audit,
     now,
     require_unchanged,
@@ -26,14 +25,8 @@ MAX_COMMENT = 4000
 MAX_PATIENT_ID = 64
 
 
-class CaseSignoff:
+class CaseSignoff(StorePart):
     """Sign-off of the case database (mixed into :class:`~leukemia_core.store.CaseStore`)."""
-
-    def _transaction(self, *, write: bool) -> AbstractContextManager[sqlite3.Connection]:
-        raise NotImplementedError  # provided by CaseStore
-
-    def _case(self, conn: sqlite3.Connection, case_id: object, *, open_only: bool) -> sqlite3.Row:
-        raise NotImplementedError  # provided by CaseStore
 
     def sign_case(
         self, case_id: str, *, reviewer: str, second_signer_at_percent: float | None = None,
