@@ -54,6 +54,7 @@ CSV_COLUMNS = (
     "nucleus_cytoplasm_ratio",
     "touches_border",
     "crop_path",
+    "file",
 )
 
 
@@ -102,6 +103,7 @@ def segment_files(paths: list[Path], out: Path, crop_size: int = DEFAULT_CROP_SI
                     round(cell.nucleus_cytoplasm_ratio, 3),
                     cell.touches_border,
                     spreadsheet_text(crop_path.relative_to(out).as_posix()),
+                    spreadsheet_text(str(path)),
                 )
             )
         overlay = draw_overlay(rgb, segmentation)

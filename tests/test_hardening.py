@@ -308,6 +308,8 @@ def test_segment_gives_inputs_of_the_same_name_their_own_outputs(same_names, tmp
     assert overlays == {"field_overlay.png", "field-2_overlay.png", "summary_overlay.png"}
     rows = list(csv.DictReader((out / "cells.csv").open()))
     assert {r["image"] for r in rows} == {"field.png", "field-2.png", "summary.png"}
+    assert {(r["image"], r["file"]) for r in rows} == {("field.png", str(same_names[0])),
+        ("field-2.png", str(same_names[1])), ("summary.png", str(same_names[2]))}  # fmt: skip
     for row in rows:  # every crop row points at its own image's folder, and the crop exists
         assert row["crop_path"].startswith(Path(row["image"]).stem + "/")
         assert (out / row["crop_path"]).is_file()
