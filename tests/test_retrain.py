@@ -25,12 +25,17 @@ from streamlit.testing.v1 import AppTest
 from leukemia_core.accounts import Accounts, User
 from leukemia_core.calibration import BLAST_INDEX, fit_calibration
 from leukemia_core.classify import Classifier
+from leukemia_core.cropping import crop_cells
+from leukemia_core.domain import stain_statistics
+from leukemia_core.models.config import DOMAIN_FILE
 from leukemia_core.models.folder import (
     active_model_name,
     list_models,
     load_model,
     set_active_model,
 )
+from leukemia_core.segmentation import segment_wbc
+from leukemia_core.synthetic import make_demo_smear
 from train import job_worker, jobs
 from train.__main__ import main as train_cli
 from train.cellbank import bank_group
@@ -197,6 +202,22 @@ def test_promote_writes_a_complete_active_folder_and_keeps_the_previous(
     logits = Classifier(lite).logits([app_crop(r) for r in val])
     refit = fit_calibration(logits, labels_of(val) == BLAST_INDEX, mixed_sources(val))
     assert refit.temperature == pytest.approx(lite.config.calibration.temperature, rel=1e-3)
+    # Its out-of-domain reference, fitted by the comparison on its own training cells, came with
+    # it (a promoted model without one silently turned the Analyze page's check off): its
+    # validation cells score about 1, the synthetic drawing higher.
+    assert lite.domain is not None and (models_root / "mine" / DOMAIN_FILE).is_file()
+
+    def assessed(crops):
+        features = Classifier(lite).outputs(crops).features
+        return lite.domain.assess(lite.domain.cell_scores(features, stain_statistics(crops)))
+
+    smear = make_demo_smear()
+    drawing = assessed([c.crop for c in crop_cells(smear.image, segment_wbc(smear.image))])
+    own = assessed([app_crop(r) for r in val])
+    # 34 cells at 32 px tell little apart; what holds: scores are scaled to about 1 in domain,
+    # the drawing lies further out and is warned of, and the limit is the config's.
+    assert 0.7 < own.score < 1.5 and drawing.score > own.score and drawing.warned
+    assert lite.config.domain["threshold"] == pytest.approx(lite.domain.limit)
 
 
 def test_a_model_that_calls_every_cell_one_class_is_never_promoted(models_root, tmp_path):

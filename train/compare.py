@@ -26,6 +26,7 @@ from leukemia_core.calibration import (
 from leukemia_core.classify import dihedral_view
 from leukemia_core.domain import stain_statistics
 from leukemia_core.models import build_classifier, get_architecture
+from leukemia_core.models.config import DOMAIN_FILE
 from leukemia_core.models.folder import (
     PROMOTED_FROM,
     check_model_name,
@@ -51,6 +52,7 @@ from train.compare_settings import (
 )
 from train.compare_tables import comparison_markdown, promotion_refusals
 from train.comparison import Comparison, ModelOutcome
+from train.domain import staged_domain_reference
 from train.evaluate.classifier import SPLIT_FILE
 from train.fit import FitConfig, fit, labels_of, load_crops, predict_logits
 from train.head import backbone_features, train_head
@@ -192,17 +194,17 @@ def _run_architecture(
         turned = [backbone_features(model, dihedral_view(crops, k), config)[0]
                   for k in range(1, config.test_time_views)]  # fmt: skip
         features = {"model": model, "x": x, "test_views": np.stack([x[0], *turned])}
-        if settings.protocol == "leave_one_source_out":
-            # Per-cell arrays every left-out source's checks read, made once. The domain
-            # score's stain part reads the cells' own colours, before any stain step.
-            raw = replace(config.input_spec, stain_normalisation="none")
-            features |= {
-                "stain": stain_statistics(
-                    crops if raw == config.input_spec else load_crops(records, raw, report)),
-                "averaged": features["test_views"].mean(axis=0),
-                "groups": np.array([r.group for r in records]),  # bank groups (see compare_models)
-                "is_blast": labels_of(records) == BLAST_INDEX,
-            }  # fmt: skip
+        # Per-cell arrays the domain checks (every left-out source's) and the staged model's
+        # domain reference read, made once. The domain score's stain part reads the cells' own
+        # colours, before any stain step; the app averages features over the test-time views.
+        raw = replace(config.input_spec, stain_normalisation="none")
+        features |= {
+            "stain": stain_statistics(
+                crops if raw == config.input_spec else load_crops(records, raw, report)),
+            "averaged": features["test_views"].mean(axis=0),
+            "groups": np.array([r.group for r in records]),  # bank groups (see compare_models)
+            "is_blast": labels_of(records) == BLAST_INDEX,
+        }  # fmt: skip
         outcome.training_seconds += time.perf_counter() - start
         if frozen_random:
             outcome.init = FROZEN_RANDOM_WORDS
@@ -231,6 +233,9 @@ def _run_architecture(
                 mode = FROZEN_RANDOM_WORDS if frozen_random else None
                 outcome.folder = str(_stage_model(model, config, calibration, split, records,
                                                   staging, data_description, init, mode))  # fmt: skip
+                if features is not None:  # so the Analyze page can warn, once it is promoted
+                    staged_domain_reference(config.architecture, features, take,
+                                            staging / MODELS_SUBDIR, data_description)  # fmt: skip
     return outcome
 
 
@@ -390,9 +395,10 @@ def promote(
         config.pop(key, None)
     config["training"][PROMOTED_FROM] = str(Path(run_dir).resolve())
     metrics = json.loads((folder / "metrics.json").read_text())
-    extra = (
-        {SPLIT_FILE: (folder / SPLIT_FILE).read_text()} if (folder / SPLIT_FILE).exists() else {}
-    )
+    extra: dict[str, str | bytes] = {
+        file: (folder / file).read_bytes() for file in (SPLIT_FILE, DOMAIN_FILE)
+        if (folder / file).exists()
+    }  # fmt: skip
     target = save_model_folder(loaded.keras_model, name, config, metrics=metrics,
                                card=model_card(name, config, metrics), root=root,
                                extra_files=extra)  # fmt: skip

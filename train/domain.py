@@ -23,6 +23,7 @@ from leukemia_core.domain import (
     DEFAULT_COMPONENTS,
     DEFAULT_PERCENTILE,
     DomainReference,
+    DomainReferenceError,
     pool_small_groups,
     stain_statistics,
 )
@@ -157,3 +158,21 @@ def group_medians(scores: np.ndarray, groups: Sequence[str]) -> dict[str, float]
     """Median cell score per group (the statistic a field or sample is judged by)."""
     groups = np.asarray(list(groups))
     return {str(g): float(np.median(scores[groups == g])) for g in np.unique(groups)}
+
+
+def staged_domain_reference(
+    name: str, features: dict, rows: dict, root: Path, data_description: str = ""
+) -> Path | None:
+    """Fit and write the domain reference of a comparison's staged model folder ``name`` from
+    the per-cell arrays the comparison already holds (view-averaged pooled features, stain
+    statistics, groups; ``rows``: the fold's ``train``/``val`` row indices), as
+    :func:`fit_domain` does from images. None when too few cells give no reference: the
+    promotion then warns that the model has none."""
+    x, stain, groups = features["averaged"], features["stain"], features["groups"]
+    train, val = rows["train"], rows["val"]
+    try:
+        reference = DomainReference.fit(x[train], stain[train], val_features=x[val],
+                                        val_stain=stain[val], val_groups=groups[val])  # fmt: skip
+    except DomainReferenceError:
+        return None
+    return write_domain_reference(name, reference, root=root, data=data_description)

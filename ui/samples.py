@@ -27,8 +27,8 @@ CREDITS = {
 DRAWING_NOTE = (
     "The synthetic smear is a drawing made by this app, half its white cells drawn blast-like: "
     "a sample to practise the review on. A drawing is no photograph, so the model's calls on it "
-    "mean nothing, and the out-of-domain check sends every cell to review, as it would for an "
-    "unfamiliar stain or microscope."
+    "mean nothing, and a model's out-of-domain check (the bundled model has one) sends every "
+    "cell to review, as it would for an unfamiliar stain or microscope."
 )
 
 
