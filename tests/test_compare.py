@@ -248,6 +248,11 @@ def test_promotion_concerns_name_what_a_lab_should_weigh():
                "models": {"lite": {"metrics": {"n": 300, "n_groups": 12}}}}  # fmt: skip
     assert promotion_concerns(results, "lite", has_domain_reference=True) == []
     assert promotion_refusals(results, "lite") == []
+    # 240 one-file groups of a normal-only source hid that the blasts came from 4 fields
+    results["models"]["lite"]["per_source"] = {
+        "allidb2": {"n_groups": 4, "sensitivity": 0.9}, "pbc": {"n_groups": 240, "sensitivity": None}}  # fmt: skip
+    (concern,) = promotion_concerns(results, "lite", has_domain_reference=True)
+    assert "blast figures on allidb2 (4) rest on fewer than 5 test groups" in concern
 
 
 def test_the_page_table_puts_figures_before_notes_whatever_row_comes_first():

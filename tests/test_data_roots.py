@@ -285,8 +285,9 @@ def test_the_page_leaves_out_unreadable_images_when_asked_and_the_job_does_too(a
     spec = JobSpec(tuple(picked["locations"]), CompareSettings.from_preset("quick_cpu"),
                    **picked["options"])  # fmt: skip
     assert JobSpec.from_dict(spec.to_dict()) == spec and "--skip-unreadable" in spec.command("x")
-    records, _ = load_job_data(spec)  # what the job's worker trains and tests on
+    records, _, notes = load_job_data(spec)  # what the job's worker trains and tests on
     assert len(records) == 4 and all(r.path.name != "cut.png" for r in records)
+    assert any("cut.png" in note for note in notes)  # carried to the promotion, as said here
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from train import jobs
 from train.__main__ import main as train_cli
 from train.compare_settings import MODELS_SUBDIR, RESULTS_FILE
 from train.data import load_allidb2, load_class_folders
@@ -41,7 +42,11 @@ def test_loso_tests_each_source_with_a_model_that_never_saw_it(mixed, tmp_path, 
                       "--balance", "source_class", "--augmentations", "hflip", "stain", "blur",
                       "--out", str(out)])  # fmt: skip
     assert code == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
+    # The dataset check's shortcut note is said, and kept for the page's promotion panel.
+    assert "note: One class only in pbc" in captured.err
+    assert any("One class only in pbc" in n for n in jobs.read_status(out)["data_notes"])
     results = json.loads((out / RESULTS_FILE).read_text())
     assert results["protocol"] == "leave_one_source_out"
     assert results["folds"] == ["allidb2", "deepapl", "pbc"]

@@ -367,6 +367,12 @@ def test_pick_train_watch_compare_promote_then_analyze_uses_it(
     assert at.button(key=f"promote_{job.job_id}").disabled  # not before the figures are checked
     warned = " ".join(w.value for w in at.warning)  # a walkthrough promoted such a model blind
     assert "Before promoting `simple_cnn`" in warned and "no out-of-domain reference" in warned
+    assert jobs.job_status(job.job_id).data_notes == []  # this check noted nothing; had it:
+    folder = jobs.job_status(job.job_id).folder
+    note = "One class only in pbc (9 normal): a model can learn that a source's look means"
+    jobs.write_status(folder, {**jobs.read_status(folder), "data_notes": [note]})
+    at.run()  # it is said again before promotion, hours after the check perhaps
+    assert any("The dataset check said" in w.value and note in w.value for w in at.warning)
     at.checkbox(key=f"promote_confirm_{job.job_id}").check().run()
     at.button(key=f"promote_{job.job_id}").click().run()
     assert any("lab-model" in s.value for s in at.success), [e.value for e in at.error]
@@ -552,7 +558,7 @@ def test_class_labels_travel_with_the_job_to_the_worker_and_the_command_line(tmp
     spec = jobs.JobSpec((str(data),), CompareSettings(("simple_cnn",)), class_labels=labels)
     again = jobs.JobSpec.from_dict(json.loads(json.dumps(spec.to_dict())))  # as job.json
     assert dict(again.class_labels) == labels
-    records, words = job_worker.load_job_data(again)
+    records, words, _ = job_worker.load_job_data(again)
     assert {(r.cell_type, r.label) for r in records} == {("Pre", "blast"), ("Benign", "normal")}
     assert "12 cells" in words
     assert train_cli(["inspect", "--data", str(data)]) != 0  # the names alone say nothing

@@ -220,11 +220,13 @@ def compare_command(args: argparse.Namespace) -> int:
     spec = JobSpec(tuple(data_locations(args)), settings, args.format, args.allow_ungrouped,
                    skip_unreadable=args.skip_unreadable,
                    class_labels=dict(args.class_label))  # fmt: skip
-    records, words = load_job_data(spec)
+    records, words, notes = load_job_data(spec)
     print(f"note: {words}; results go to {out}", file=sys.stderr)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     comparison = compare_models(records, settings, run_dir=out, data_description=words,
                                 progress=ProgressBars())  # fmt: skip
-    record_finished_job(out, replace(spec, title="command line"), comparison)
+    record_finished_job(out, replace(spec, title="command line"), comparison, notes)
     print(comparison_markdown(comparison.table()))
     if settings.protocol == "leave_one_source_out":
         from train.loso import extras_markdown

@@ -145,6 +145,16 @@ def promotion_concerns(results: dict, model: str, *, has_domain_reference: bool)
             f"than {MIN_TEST_GROUPS} they cannot tell models apart: add labelled cells from "
             "more subjects"
         )
+    else:  # many one-cell groups of a normal-only source can hide a source of few groups
+        per_source = ((results.get("models") or {}).get(model) or {}).get("per_source") or {}
+        few = sorted(f"{source} ({m['n_groups']})" for source, m in per_source.items()
+                     if m.get("sensitivity") is not None and m.get("n_groups") is not None
+                     and m["n_groups"] < MIN_TEST_GROUPS)  # fmt: skip
+        if few:
+            concerns.append(
+                f"its blast figures on {', '.join(few)} rest on fewer than {MIN_TEST_GROUPS} "
+                "test groups: add labelled cells from more subjects of that source"
+            )
     if beaten_by := size_baseline_not_beaten(results, model):
         ours, theirs = beaten_by
         concerns.append(

@@ -103,7 +103,8 @@ def overall_fraction(event: dict) -> float:
 
 
 def load_job_data(spec: JobSpec):
-    """``(records, words about them)`` of a job's datasets, with the picker's checks."""
+    """``(records, words about them, the check's notes)`` of a job's datasets, with the
+    picker's checks."""
     from train.inspection import DatasetSource, inspect_datasets
 
     # Images are decoded only to leave out the unreadable ones the picker left out too.
@@ -115,7 +116,7 @@ def load_job_data(spec: JobSpec):
     classes = ", ".join(f"{n} {label}" for label, n in summary.per_class.items())
     words = (f"{summary.n_cells} cells ({classes}) in {summary.n_groups} groups from "
              f"{', '.join(spec.data)} ({summary.format})")  # fmt: skip
-    return table.records, words
+    return table.records, words, list(table.notes)
 
 
 def run_job(folder: Path) -> str:
@@ -128,7 +129,8 @@ def run_job(folder: Path) -> str:
     writer = _StatusWriter(folder, values)
     try:  # a job file that no longer parses fails this job, not the whole queue
         spec = JobSpec.from_dict(json.loads((folder / JOB_FILE).read_text()))
-        records, words = load_job_data(spec)
+        records, words, notes = load_job_data(spec)
+        values["data_notes"] = notes  # shown with the results and before promotion
         comparison = compare_models(records, spec.settings, run_dir=folder, data_description=words,
                                     progress=writer, cancelled=writer.cancelled)  # fmt: skip
         values |= finished_status(comparison)

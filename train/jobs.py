@@ -141,6 +141,7 @@ class JobStatus:
     eta_s: float | None = None
     curves: dict = field(default_factory=dict)  # model -> epoch rows (loss, accuracy, ...)
     best: str | None = None
+    data_notes: list = field(default_factory=list)  # what the dataset check said of its cells
 
     @property
     def finished_ok(self) -> bool:
@@ -193,15 +194,18 @@ def submit(spec: JobSpec, root: Path | None = None) -> str:
     return job_id
 
 
-def record_finished_job(folder: Path, spec: JobSpec, comparison) -> None:
-    """Make a finished command-line comparison a done job, so the page lists and promotes it.
+def record_finished_job(
+    folder: Path, spec: JobSpec, comparison, data_notes: Sequence[str] = ()
+) -> None:
+    """Make a finished command-line comparison a done job, so the page lists and promotes it
+    (``data_notes``: what the dataset check said, shown before promotion).
 
     Written only at the end: a command stopped half-way leaves no job behind.
     """
     write_text_atomic(folder / JOB_FILE, json.dumps(spec.to_dict(), indent=1) + "\n")
     finished = now_text()
     write_status(folder, {"created": finished, "finished": finished, "title": spec.title,
-                          **finished_status(comparison)})  # fmt: skip
+                          "data_notes": list(data_notes), **finished_status(comparison)})  # fmt: skip
 
 
 def finished_status(comparison) -> dict:
@@ -224,7 +228,7 @@ def _status(folder: Path, worker_running: bool) -> JobStatus:
     if state == RUNNING and not worker_running:
         state, error = FAILED, WORKER_GONE
     known = {"title", "created", "started", "finished", "message", "event", "overall", "eta_s",
-             "curves", "best"}  # fmt: skip
+             "curves", "best", "data_notes"}  # fmt: skip
     return JobStatus(folder.name, folder, state, error=error,
                      **{k: v for k, v in values.items() if k in known})  # fmt: skip
 
