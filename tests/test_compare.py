@@ -187,6 +187,20 @@ def test_overall_progress_grows_through_a_model_and_across_models():
                                   "total": 2}) == 1.0  # fmt: skip
 
 
+def test_progress_of_a_cached_features_model_follows_where_its_time_goes():
+    """Cutting the cells out takes most of it: equal steps sat at 50% for a third of a job and
+    then jumped to 100% (one fold, deepapl on 2 cores)."""
+    base = {"n_models": 1, "n_folds": 1, "model_index": 1, "cached_features": True}
+    halfway_loading = job_worker.overall_fraction({**base, "stage": "loading", "done": 50,
+                                                   "total": 100})  # fmt: skip
+    features_done = job_worker.overall_fraction({**base, "stage": "features", "done": 100,
+                                                 "total": 100})  # fmt: skip
+    head_half = job_worker.overall_fraction({**base, "stage": "head", "epoch": 1, "epochs": 2,
+                                             "done": 10, "total": 10, "fold": 1})  # fmt: skip
+    assert halfway_loading == pytest.approx(0.4) and features_done == pytest.approx(0.95)
+    assert head_half == pytest.approx(0.975) and features_done < head_half < 1.0
+
+
 def test_queue_order_is_submission_order_and_cancel_before_start(tmp_path):
     settings = CompareSettings(("simple_cnn",))
     ids = [jobs.submit(jobs.JobSpec(("x",), settings, title=f"job {i}"), tmp_path)

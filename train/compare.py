@@ -170,6 +170,13 @@ def _run_architecture(
     if skip:
         return ModelOutcome(name, init, status="skipped", reason=skip)
     config = settings.fit_config(name, weights)
+    frozen_random = (
+        settings.cached_features
+        and weights is None
+        and settings.epochs > 0
+        and get_architecture(name).imagenet_source is not None
+    )
+    report.at(cached_features=bool(config.cached_features or frozen_random))  # progress shares
     if config.input_spec not in crops_by_size:
         crops_by_size[config.input_spec] = load_crops(records, config.input_spec,
                                                       report.at(model=name))  # fmt: skip
@@ -178,12 +185,6 @@ def _run_architecture(
                            thresholds=np.full(len(records), np.nan),
                            review_low=np.full(len(records), np.nan))  # fmt: skip
     features = None
-    frozen_random = (
-        settings.cached_features
-        and weights is None
-        and settings.epochs > 0
-        and get_architecture(name).imagenet_source is not None
-    )
     if config.cached_features or frozen_random:
         start = time.perf_counter()
         model = build_classifier(name, input_size=config.size, weights=weights)

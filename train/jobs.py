@@ -37,7 +37,8 @@ LOCK_FILE, LOG_FILE = "worker.lock", "worker.log"
 WORKER_GONE = (
     "The worker process stopped while this job was running (it was killed, or the server "
     "restarted or ran out of memory). Nothing was promoted and the model registry is unchanged. "
-    "Start the job again; its log is runs/worker.log."
+    "Start the job again; the worker's log is worker.log in the runs folder ($LEUKEMIA_RUNS_DIR, "
+    "default runs/)."
 )
 _spawned: dict[str, list[subprocess.Popen]] = {}  # runs folder -> workers started here
 

@@ -69,10 +69,11 @@ def live_status(job_id: str, shown_state: str) -> None:
                 view.model_fraction(status.overall, event.get("model_index"),
                                     event.get("n_models")),
                 text=f"Model {event.get('model_index')} of {event.get('n_models')}: "
-                     f"{event.get('model')} · fold {event.get('fold') or '–'} of "
-                     f"{event.get('n_folds')}",
+                     f"{event.get('model')} · "
+                     + (f"fold {event['fold']} of {event.get('n_folds')}" if event.get("fold")
+                        else "preparing its cells"),
             )  # fmt: skip
-        stage = event.get("stage", "")
+        stage = event.get("stage") or "model"  # before the first event: the job is starting
         done, total = event.get("done", 0), event.get("total") or 1
         epoch = f"epoch {event['epoch']} of {event['epochs']}, " if "epochs" in event else ""
         st.progress(
