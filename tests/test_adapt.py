@@ -386,8 +386,8 @@ def test_adapt_command_failures_write_nothing(models, cells, tmp_path, capsys):
 # ---- the Retrain page -----------------------------------------------------------------------
 
 
-def _sign_cases(store: CaseStore, samples: int) -> None:
-    for s in range(samples):
+def _sign_cases(store: CaseStore, samples: int, first: int = 0) -> None:
+    for s in range(first, first + samples):
         cells = [Cell(i + 1, (10 * i, 0, 10 * i + 96, 96), (10 * i + 48.0, 48.0),
                       crop=_cell_crop(label, 5 * s + i), blast_probability=0.5, model_label=label,
                       reviewed=True)
@@ -404,7 +404,11 @@ def test_adapt_section_of_the_retrain_page(models, apptest_navigation):
     assert not at.exception, at.exception
     at.button(key="adapt_count").click().run()
     assert any("No signed case" in e.value for e in at.error), [e.value for e in at.error]
-    _sign_cases(CaseStore(os.environ["LEUKEMIA_CASE_DB"]), 6)
+    _sign_cases(CaseStore(os.environ["LEUKEMIA_CASE_DB"]), 1)  # 2 blasts: too few to adapt on
+    at.button(key="adapt_count").click().run()
+    assert any("at least 5 signed blasts" in w.value for w in at.warning)
+    assert at.button(key="adapt_run").disabled  # the button would only repeat the warning
+    _sign_cases(CaseStore(os.environ["LEUKEMIA_CASE_DB"]), 5, first=1)
     at.button(key="adapt_count").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     values = {m.label: m.value for m in at.metric}

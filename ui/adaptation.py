@@ -64,8 +64,8 @@ def _gather(source: str, path: str) -> None:
     st.session_state[CELLS_KEY] = {"table": table, "words": words}
 
 
-def _counts(table: CellTable) -> None:
-    """Cells and samples per class, and whether they are enough."""
+def _counts(table: CellTable) -> bool:
+    """Cells and samples per class; True when they are enough to adapt on."""
     is_blast = np.array([r.label == BLAST for r in table.records])
     groups = np.array([bank_group(r) for r in table.records])
     cols = st.columns(4)
@@ -80,13 +80,14 @@ def _counts(table: CellTable) -> None:
         check_cells(is_blast, groups)
     except AdaptationError as error:
         st.warning(str(error))
-        return
+        return False
     fewest = min(is_blast.sum(), (~is_blast).sum())
     head = len(is_blast) >= MIN_HEAD_CELLS and fewest >= MIN_HEAD_CELLS_PER_CLASS
     st.caption("Enough cells to try re-fitting the classifier head too." if head else
                f"The classifier head is re-fitted from {MIN_HEAD_CELLS} cells with "
                f"{MIN_HEAD_CELLS_PER_CLASS} of each class; with fewer, the calibration and the "
                "logits' offset only.")  # fmt: skip
+    return True
 
 
 def _run(base: str, name: str) -> None:
@@ -166,12 +167,14 @@ def adapt_section() -> None:
         _gather(source, path)
     picked = st.session_state.get(CELLS_KEY)
     if picked:
-        _counts(picked["table"])
+        enough = _counts(picked["table"])
         if "adapt_name" not in st.session_state:
             st.session_state["adapt_name"] = next_site_name(base)
         st.text_input("New model folder", key="adapt_name",
                       help="A new folder; an existing one is never overwritten.")  # fmt: skip
-        if st.button("Adapt", key="adapt_run", type="primary", icon=":material/tune:"):
+        # Too few cells: the warning above says what is missing; the button would only repeat it.
+        if st.button("Adapt", key="adapt_run", type="primary", icon=":material/tune:",
+                     disabled=not enough):  # fmt: skip
             _run(base, st.session_state["adapt_name"])
     adapted = st.session_state.get(ADAPTED_KEY)
     if adapted:
