@@ -358,8 +358,8 @@ ERRORS = [
         lambda r: make_folders(r, ("blast/Patient_01", "blast/Patient_02")) / "blast",
         load_dataset,
         EmptyDatasetError,
-        r"blast looks like one class folder \(blast: blast cells\), its "
-        r"subfolders \(Patient_01, Patient_02\) subjects: pick the folder above it",
+        r"blast looks like one class folder \(it holds blast cells\), and its "
+        r"subfolders \(Patient_01, Patient_02\) look like subjects: pick the folder above it",
     ),
     (_images_loose, detect_format, EmptyDatasetError, r"lie directly in it"),
     (

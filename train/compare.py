@@ -94,7 +94,7 @@ def planned_splits(
     splits = comparison_splits(records, settings.folds, settings.seed, settings.protocol)
     if not any(s.test for _, s in splits) or not all(s.val for _, s in splits):
         n_groups = len({r.group for r in records})
-        fix = "add cells from more subjects or fields"
+        fix = "add cells from more subjects or fields (reviewed cases: sign cases of more samples)"
         if settings.folds > 1 and settings.protocol != "leave_one_source_out":
             fix += f", or use fewer folds than {settings.folds}"
         raise ValueError(f"The cells come from {n_groups} group(s), too few for a grouped split "

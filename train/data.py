@@ -244,9 +244,9 @@ def load_class_folders(
     if unknown and len(unknown) == len(folders) and default_label(root.name) is not None:
         # e.g. lab/blast picked instead of lab: its subject folders look like classes
         raise EmptyDatasetError(
-            f"{root} looks like one class folder ({root.name}: {default_label(root.name)} "
-            f"cells), its subfolders ({_listed(unknown)}) subjects: pick the folder above it, "
-            f"{root.parent}, which holds the class folders."
+            f"{root} looks like one class folder (it holds {default_label(root.name)} cells), "
+            f"and its subfolders ({_listed(unknown)}) look like subjects: pick the folder above "
+            f"it, {root.parent}, which holds the class folders."
         )
     if unknown:
         raise UnknownClassFolderError(

@@ -215,7 +215,7 @@ def set_active_model(
     _model_folder(name, root)
     previous = active_model_name(root)
     write_text_atomic(root / ACTIVE_FILE, name + "\n")
-    Accounts().record_model_change(user, action, previous, name, note=f"models folder {root.name}")
+    Accounts().record_model_change(user, action, previous, name, note=f"in {root.resolve()}")
 
 
 def _valid_names(root: Path) -> str:
