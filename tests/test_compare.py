@@ -278,7 +278,8 @@ def test_the_page_table_puts_figures_before_notes_whatever_row_comes_first():
     skipped = {"model": "b3", "status": "skipped", "init": None,
                "note": "not run: ImageNet weights unavailable offline. Put them in the cache."}  # fmt: skip
     frame = table_frame([skipped, done])
-    assert list(frame.columns)[:4] == ["Model", "Initial weights", "Cells", "Accuracy"]
+    assert list(frame.columns)[:5] == ["Model", "Balanced accuracy", "Sensitivity (blast)",
+                                       "Specificity (normal)", "AUROC"]  # fmt: skip
     assert frame.columns[-1] == "Note"
     assert frame.loc[0, "Note"] == "skipped: not run: ImageNet weights unavailable offline"
     assert frame.loc[0, "Cells"] == "—" and frame.loc[1, "Balanced accuracy"] == "0.800"
