@@ -11,6 +11,7 @@ import csv
 import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -421,6 +422,9 @@ def test_adapt_section_of_the_retrain_page(models, apptest_navigation):
     assert active_model_name(models) == "tiny"
     table = at.dataframe[-1].value
     assert list(table.index) == ["before", "after"] and "balanced accuracy" in table.columns
+    assert all(v == "—" or re.fullmatch(r"\d\.\d{3}", v) for v in table.to_numpy().ravel())
+    said = " ".join(c.value for c in at.caption)
+    assert "Chosen on that check: calibration" in said and "calibration_only" not in said
     activate = at.button(key="adapt_activate")
     assert activate.disabled  # until the confirmation is ticked
     at.checkbox(key="adapt_confirm").check().run()

@@ -53,6 +53,10 @@ VARIANT_WORDS = {
 }
 
 
+VARIANT_NAMES = {CALIBRATION_ONLY: "calibration only", OFFSET: "calibration and offset",
+                 HEAD: "calibration and head"}  # fmt: skip
+
+
 class AdaptationError(DatasetError):
     """The cells cannot adapt a model: too few, one class only, or too few samples."""
 
@@ -358,9 +362,10 @@ def _choose(check: dict, variants: tuple[str, ...]) -> tuple[str, str]:
         if (candidate["nll"] < check[best]["nll"] - MIN_LOGLOSS_GAIN
                 and candidate["balanced_accuracy"] >= floor):  # fmt: skip
             best = variant
-    words = "; ".join(f"{v}: log-loss {check[v]['nll']:.3f}, balanced accuracy "
-                      f"{check[v]['balanced_accuracy']:.3f}" for v in variants)  # fmt: skip
-    return best, f"{best} chosen on the grouped check ({words})"
+    words = "; ".join(f"{VARIANT_NAMES[v]}: balanced accuracy "
+                      f"{check[v]['balanced_accuracy']:.3f}, log-loss {check[v]['nll']:.3f}"
+                      for v in variants)  # fmt: skip
+    return best, f"Chosen on that check: {VARIANT_NAMES[best]} ({words})"
 
 
 def worse_than_before(check: dict) -> list[str]:

@@ -124,7 +124,8 @@ def _result(name: str) -> None:
     st.markdown(f"**New version `{name}`** from `{done['base']}`: {words}.")
     frame = pd.DataFrame({what: {label: check[what][key] for key, label in FIGURES.items()}
                           for what in ("before", "after")}).T  # fmt: skip
-    st.dataframe(frame.round(3))
+    # One format (it showed 1 beside 0.889); a figure the check could not give is a dash.
+    st.dataframe(frame.map(lambda v: "—" if v is None or v != v else f"{v:.3f}"))
     st.caption(f"Grouped internal check on the lab's cells: {check['cells']} cells of "
                f"{check['groups']} samples, {check['folds']} folds, each sample scored by a fit "
                f"without it. {done['decision']}. Confident misses: blasts below the review band, "
