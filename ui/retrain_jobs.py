@@ -14,6 +14,7 @@ import streamlit as st
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.models.config import DOMAIN_FILE
 from leukemia_core.models.folder import PREVIOUS, active_model_name, models_dir, promotions_of
+from leukemia_core.store_rows import minute_text
 from train import jobs
 from train.compare import promote
 from train.compare_settings import MODELS_SUBDIR, SIZE_BASELINE, TABLE_FILE
@@ -234,12 +235,16 @@ def jobs_section() -> None:
         st.session_state["job"] = opened.job_id
     # The state is not in the picker's label: a closed picker kept showing the label it was
     # picked with ("queued" after the job had run or been cancelled); it is said below instead.
+    # Named by what it trained on and when it was submitted; the id is in the settings below.
     job_id = st.selectbox("Job", list(by_id), key="job",
-                          format_func=lambda i: f"{i} · {by_id[i].title or 'custom'}")  # fmt: skip
+                          format_func=lambda i: f"{by_id[i].title or 'custom'} · "
+                                                f"{minute_text(by_id[i].created)} UTC")  # fmt: skip
     status = by_id[job_id]
     per_state = ", ".join(f"{s} {n}" for s, n in Counter(j.state_text for j in all_jobs).items())
-    st.caption(f"This job: **{status.state_text}**. All jobs: {per_state}.")
+    done = f" {status.message}" if status.state == jobs.DONE and status.message else ""
+    st.caption(f"This job: **{status.state_text}**.{done} All jobs: {per_state}.")
     with st.expander("Job settings and command"):
+        st.caption(f"Job {job_id}")
         st.code(status.spec().command(status.folder), language="bash")
     if status.active:
         live_status(job_id, status.state_text)
@@ -247,7 +252,8 @@ def jobs_section() -> None:
         results_section(status)
     elif status.state == jobs.FAILED:
         st.error(f"This job failed: {shown(status.error or '')}")
-        if status.message:
+        # A worker that died leaves its last progress message ("Loading the data."): not news.
+        if status.message and status.error != jobs.WORKER_GONE:
             st.caption(shown(status.message))
         admin_details(f"{status.error}\n{status.message}")
     else:
