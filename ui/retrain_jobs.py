@@ -213,7 +213,7 @@ def results_section(status: jobs.JobStatus) -> None:
         st.warning(f"Before promoting `{picked}`: " + "; ".join(concerns) + ".")
     if status.data_notes:  # said at the check, hours ago perhaps: they hold for every model here
         st.warning("The dataset check said of these cells:\n\n"
-                   + "\n".join(f"- {note}" for note in status.data_notes))  # fmt: skip
+                   + "\n".join(f"- {shown(note)}" for note in status.data_notes))  # fmt: skip
     confirmed = st.checkbox(f"I checked these figures; make `{picked}` the model every new "
                             "analysis uses.", key=f"promote_confirm_{status.job_id}")  # fmt: skip
     st.button("Promote", key=f"promote_{status.job_id}", type="primary", disabled=not confirmed,
