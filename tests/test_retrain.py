@@ -187,6 +187,9 @@ def test_promote_writes_a_complete_active_folder_and_keeps_the_previous(
     card = (folder / "card.md").read_text()
     assert "Research use only" in card and "comparison" in card and "efficientnet_lite0" in card
     assert "ALL-IDB (lymphoblasts" in card and "blocks of four" not in card  # no ALL-IDB1 here
+    # How many cells a lab would review one by one: it read "n/a" for every compared model.
+    share = json.loads((folder / "metrics.json").read_text())["test_uncertain_fraction"]
+    assert 0.0 <= share <= 1.0 and f"uncertain band: {share:.3f}" in card
     assert {p.name for p in folder.iterdir()} >= {"model.keras", "config.json", "metrics.json",
                                                   "card.md", "split.csv"}  # fmt: skip
     promote(compared, "efficientnet_lite0", "mine", root=models_root, user=User.shell())

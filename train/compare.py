@@ -183,7 +183,8 @@ def _run_architecture(
     crops = crops_by_size[config.input_spec]
     outcome = ModelOutcome(name, init, p=np.full(len(records), np.nan),
                            thresholds=np.full(len(records), np.nan),
-                           review_low=np.full(len(records), np.nan))  # fmt: skip
+                           review_low=np.full(len(records), np.nan),
+                           review_high=np.full(len(records), np.nan))  # fmt: skip
     features = None
     if config.cached_features or frozen_random:
         start = time.perf_counter()
@@ -222,6 +223,7 @@ def _run_architecture(
         outcome.p[test_rows] = blast_probability(logits_test, calibration.temperature)
         outcome.thresholds[test_rows] = calibration.threshold
         outcome.review_low[test_rows] = calibration.uncertain_low
+        outcome.review_high[test_rows] = calibration.uncertain_high
         if settings.protocol == "leave_one_source_out" and features is not None:
             outcome.loso[fold_name] = _loso_extras(
                 features, take, model, calibration, outcome.p[test_rows]
@@ -346,6 +348,7 @@ def _write_cards(comparison: Comparison, results: dict) -> None:
         metrics = {
             "test": results["models"][outcome.name]["metrics"],
             "test_per_source": results["models"][outcome.name]["per_source"],
+            "test_uncertain_fraction": comparison.uncertain_fraction(outcome),
             "training_seconds": outcome.training_seconds,
             "history": outcome.history,
             "comparison": (f"Trained in a comparison of {len(comparison.outcomes) - 1} "

@@ -40,6 +40,7 @@ class ModelOutcome:
     p: np.ndarray | None = None  # calibrated blast probability per cell (out of fold)
     thresholds: np.ndarray | None = None  # decision threshold of the fold that tested the cell
     review_low: np.ndarray | None = None  # lower end of that fold's review band
+    review_high: np.ndarray | None = None  # and its upper end
     loso: dict = field(default_factory=dict)  # left-out source -> domain and adaptation checks
     params: int | None = None
     training_seconds: float = 0.0
@@ -76,6 +77,15 @@ class Comparison:
                 self.is_blast()[t], outcome.p[t], outcome.thresholds[t], groups=groups,
                 seed=self.settings.seed, review_low=outcome.review_low[t])  # fmt: skip
         return self._metrics[outcome.name]
+
+    def uncertain_fraction(self, outcome: ModelOutcome) -> float | None:
+        """Share of the tested cells whose probability fell in their fold's review band (the
+        cells a lab would review one by one); None when the bands were not kept."""
+        t = self.tested()
+        if outcome.review_high is None or not t.any():
+            return None
+        p, low, high = outcome.p[t], outcome.review_low[t], outcome.review_high[t]
+        return float(((p >= low) & (p < high)).mean())
 
     def source_units(self) -> np.ndarray:
         """Per cell, the unit figures are reported by: the left-out unit under LOSO (ALL-IDB1
