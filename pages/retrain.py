@@ -49,6 +49,7 @@ SETTING_KEYS = ("input_size", "epochs", "batch_size", "fine_tune_epochs", "fine_
                 "test_time_views", "patience", "folds", "seed", "missing_weights", "protocol",
                 "stain_normalisation", "threshold_rule")  # fmt: skip
 SOURCES = ("Folder on this server", "Upload a zip", "Reviewed cases")
+FOLD_CHOICES = (1, *range(3, 11))
 
 
 def _apply_preset() -> None:
@@ -61,6 +62,11 @@ def _apply_preset() -> None:
     for key in SETTING_KEYS:
         value = getattr(settings, key)
         st.session_state[key] = list(value) if isinstance(value, tuple) else value
+
+
+def _to_custom() -> None:
+    """A setting changed by hand: the preset box says Custom, as the job's title will."""
+    st.session_state["preset"] = CUSTOM
 
 
 KEPT_KEY = "retrain_settings_kept"
@@ -257,16 +263,18 @@ def settings_section(picked: dict | None) -> None:
             f" Left out, as their ImageNet weights are not on this server: {', '.join(left_out)} "
             "(put their files in the Keras cache, `$KERAS_HOME/models/`, to run them)."
             if left_out else ""))  # fmt: skip
-    architectures = st.multiselect("Architectures", list_architectures(), key="architectures")
+    architectures = st.multiselect("Architectures", list_architectures(), key="architectures",
+                                   on_change=_to_custom)  # fmt: skip
     # One row that wraps: on a narrow screen the boxes move down instead of cutting their words.
     row = st.container(horizontal=True, wrap=True, gap="small", vertical_alignment="bottom")
-    box = {"width": SETTING_WIDTH_PX}
+    box = {"width": SETTING_WIDTH_PX, "on_change": _to_custom}
     row.number_input("Input size (px)", 32, 600, key="input_size", **box)
     row.number_input("Epochs", 1, 200, key="epochs", **box)
     row.number_input("Batch size", 1, 512, key="batch_size", **box)
-    row.number_input("Grouped folds", 1, 10, key="folds", **box,
-                     help="1: one 70/10/20 split of groups per source; k ≥ 3: every cell is "
-                          "tested once (test one part, validate on the next).")  # fmt: skip
+    # Only the counts a split can have: 2 folds leave no part to validate on.
+    row.selectbox("Grouped folds", FOLD_CHOICES, key="folds", **box,
+                  help="1: one 70/10/20 split of groups per source; k ≥ 3: every cell is "
+                       "tested once (test one part, validate on the next).")  # fmt: skip
     row.number_input("Fine-tune epochs", 0, 100, key="fine_tune_epochs", **box)
     row.number_input("Layers fine-tuned", 1, 500, key="fine_tune_layers", **box,
                      help="How many layers from the top of the backbone the fine-tune epochs "
@@ -289,16 +297,16 @@ def settings_section(picked: dict | None) -> None:
                        "also their mirror images (8); the logits are averaged. More views: "
                        "steadier answers, proportionally slower classification.")  # fmt: skip
     row = st.container(horizontal=True, wrap=True, gap="medium")
-    row.checkbox("Augmentation", key="augment")
-    row.checkbox("Cached features (frozen, fast)", key="cached_features")
-    st.multiselect("Augmentations", ALL_AUGMENTATIONS, key="augmentations",
+    row.checkbox("Augmentation", key="augment", on_change=_to_custom)
+    row.checkbox("Cached features (frozen, fast)", key="cached_features", on_change=_to_custom)
+    st.multiselect("Augmentations", ALL_AUGMENTATIONS, key="augmentations", on_change=_to_custom,
                    disabled=not st.session_state["augment"],
                    help="hflip/vflip: flips; rotate90: quarter turns; scale: ±10%; colour: "
                         "mild brightness, contrast, hue and saturation jitter; stain: strong "
                         "stain (HED) and colour jitter, as between labs; blur: defocus and "
                         "lower resolution; jpeg: compression artefacts.")  # fmt: skip
     cols = st.columns(3)
-    cols[0].selectbox("Evaluation protocol", PROTOCOLS, key="protocol",
+    cols[0].selectbox("Evaluation protocol", PROTOCOLS, key="protocol", on_change=_to_custom,
                       format_func=lambda p: {"grouped": "Grouped",
                                              "leave_one_source_out": "Leave one source out"}[p],
                       help="Grouped: every source on every side. Leave one source out tests each "
@@ -306,10 +314,11 @@ def settings_section(picked: dict | None) -> None:
                            "it: how a new lab's cells are met. Choose recipes by it; its "
                            "models are not promotable (each lacks one source).")  # fmt: skip
     cols[1].selectbox("Stain normalisation", list(STAIN_NORMALISATIONS),
-                      key="stain_normalisation", format_func=STAIN_WORDS.get,
+                      key="stain_normalisation", format_func=STAIN_WORDS.get, on_change=_to_custom,
                       help="None; grey: brightness only, no colour; the cell's colours mapped "
                            "to a reference (Reinhard, on the cell pixels).")  # fmt: skip
     cols[2].selectbox("Threshold rule", list(THRESHOLD_RULES), key="threshold_rule",
+                      on_change=_to_custom,
                       format_func=THRESHOLD_WORDS.get,
                       help="Blasts first: the threshold keeps blast sensitivity >= 0.95 on the "
                            "validation cells of every source with blasts; balanced accuracy: "
