@@ -65,7 +65,7 @@ class CaseSignoff(StorePart):
                 )
             (n_unreviewed,) = conn.execute(
                 "SELECT COUNT(*) FROM cells WHERE case_id = ? AND reviewed = 0 "
-                "AND label NOT IN (?, ?)",
+                f"AND label NOT IN ({', '.join('?' * len(NO_REVIEW_LABELS))})",
                 (case["case_id"], *sorted(label.value for label in NO_REVIEW_LABELS)),
             ).fetchone()
             if n_unreviewed:
