@@ -200,9 +200,10 @@ def _run_architecture(
         # domain reference read, made once. The domain score's stain part reads the cells' own
         # colours, before any stain step; the app averages features over the test-time views.
         raw = replace(config.input_spec, stain_normalisation="none")
+        if raw not in crops_by_size:  # cut out once for every architecture of this size
+            crops_by_size[raw] = load_crops(records, raw, report)
         features |= {
-            "stain": stain_statistics(
-                crops if raw == config.input_spec else load_crops(records, raw, report)),
+            "stain": stain_statistics(crops_by_size[raw]),
             "averaged": features["test_views"].mean(axis=0),
             "groups": np.array([r.group for r in records]),  # bank groups (see compare_models)
             "is_blast": labels_of(records) == BLAST_INDEX,
