@@ -41,6 +41,7 @@ from train.__main__ import main as train_cli
 from train.cellbank import bank_group
 from train.compare import promote
 from train.compare_settings import RESULTS_FILE, SIZE_BASELINE, TABLE_FILE, CompareSettings
+from train.crop_cache import CACHE_FOLDER
 from train.data import load_allidb2, load_manifest
 from train.fit import app_crop, labels_of
 from train.run import mixed_sources
@@ -164,6 +165,13 @@ def test_compare_cli_writes_the_table_with_intervals_and_baseline(compared, caps
         assert sum(b["n"] for b in model["reliability"]) == N_CELLS
         assert sum(model["confusion"].values()) == N_CELLS
         assert {row["fold"] for row in model["history"]} == {1, 2, 3}
+
+
+def test_each_cell_is_cut_out_once_for_every_input_path_and_model(compared):
+    # Two architectures, the stain-free crops of the domain checks and the size baseline
+    # all read the cells the first cut; a later job reads them from disk (test_crop_cache).
+    stored = list((compared.parent / CACHE_FOLDER).rglob("*.png"))
+    assert len(stored) == N_CELLS
 
 
 def test_every_group_is_tested_in_exactly_one_fold(compared):

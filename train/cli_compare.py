@@ -209,6 +209,7 @@ def compare_command(args: argparse.Namespace) -> int:
     """``compare``: run the comparison, print its table, promote a model if asked."""
     from train.compare import compare_models, promote
     from train.compare_tables import comparison_markdown, per_source_markdown
+    from train.crop_cache import CACHE_FOLDER, CropCache
     from train.job_worker import load_job_data
     from train.jobs import JobSpec, record_finished_job, runs_dir
 
@@ -225,7 +226,8 @@ def compare_command(args: argparse.Namespace) -> int:
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     comparison = compare_models(records, settings, run_dir=out, data_description=words,
-                                progress=ProgressBars())  # fmt: skip
+                                progress=ProgressBars(),
+                                crop_cache=CropCache(out.parent / CACHE_FOLDER))  # fmt: skip
     record_finished_job(out, replace(spec, title="command line"), comparison, notes)
     print(comparison_markdown(comparison.table()))
     if settings.protocol == "leave_one_source_out":

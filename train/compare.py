@@ -52,9 +52,10 @@ from train.compare_settings import (
 )
 from train.compare_tables import comparison_markdown, promotion_refusals
 from train.comparison import Comparison, ModelOutcome
+from train.crop_cache import CropCache, ReadyCrops
 from train.domain import staged_domain_reference
 from train.evaluate.classifier import SPLIT_FILE
-from train.fit import FitConfig, fit, labels_of, load_crops, predict_logits
+from train.fit import FitConfig, fit, labels_of, predict_logits
 from train.head import backbone_features, train_head
 from train.loso import adaptation_check, domain_check
 from train.progress import ProgressCallback
@@ -177,10 +178,7 @@ def _run_architecture(
         and get_architecture(name).imagenet_source is not None
     )
     report.at(cached_features=bool(config.cached_features or frozen_random))  # progress shares
-    if config.input_spec not in crops_by_size:
-        crops_by_size[config.input_spec] = load_crops(records, config.input_spec,
-                                                      report.at(model=name))  # fmt: skip
-    crops = crops_by_size[config.input_spec]
+    crops = crops_by_size.get(config.input_spec, report.at(model=name))
     outcome = ModelOutcome(name, init, p=np.full(len(records), np.nan),
                            thresholds=np.full(len(records), np.nan),
                            review_low=np.full(len(records), np.nan),
@@ -200,10 +198,8 @@ def _run_architecture(
         # domain reference read, made once. The domain score's stain part reads the cells' own
         # colours, before any stain step; the app averages features over the test-time views.
         raw = replace(config.input_spec, stain_normalisation="none")
-        if raw not in crops_by_size:  # cut out once for every architecture of this size
-            crops_by_size[raw] = load_crops(records, raw, report)
         features |= {
-            "stain": stain_statistics(crops_by_size[raw]),
+            "stain": stain_statistics(crops_by_size.get(raw, report)),
             "averaged": features["test_views"].mean(axis=0),
             "groups": np.array([r.group for r in records]),  # bank groups (see compare_models)
             "is_blast": labels_of(records) == BLAST_INDEX,
@@ -285,6 +281,7 @@ def compare_models(
     data_description: str = "",
     progress: ProgressCallback | None = None,
     cancelled: Callable[[], bool] | None = None,
+    crop_cache: CropCache | None = None,
 ) -> Comparison:
     """Train every architecture of ``settings`` on the same grouped splits and compare them.
 
@@ -298,6 +295,7 @@ def compare_models(
             ``{"stage": "model", ...}`` and ``{"stage": "model_done", ...}``.
         cancelled: Polled before every event; returning True stops the comparison with
             :class:`CompareCancelled` and writes nothing.
+        crop_cache: Where cut-out cells are kept between jobs (none: cut out every time).
 
     Returns:
         The :class:`Comparison`; also written to ``run_dir`` when given.
@@ -309,7 +307,7 @@ def compare_models(
     for fold, (_, split) in enumerate(splits):
         fold_of[[index[id(r)] for r in split.test]] = fold + 1
     report = _Reporter(progress, len(settings.architectures), len(splits), cancelled)
-    crops_by_size: dict = {}  # InputSpec -> ready crops
+    crops_by_size = ReadyCrops(records, crop_cache)
     outcomes = []
     for i, name in enumerate(settings.architectures):
         report.at(model=name, model_index=i + 1, fold=0)(
@@ -327,9 +325,8 @@ def compare_models(
         report({"stage": "model_done", "done": i + 1, "total": len(settings.architectures),
                 "status": outcome.status})  # fmt: skip
     spec = next(iter(crops_by_size), None) or InputSpec(settings.input_size or 128, "unit")
-    if spec not in crops_by_size:
-        crops_by_size[spec] = load_crops(records, spec, report)
-    outcomes.append(size_only_baseline(settings, records, splits, index, crops_by_size[spec]))
+    outcomes.append(size_only_baseline(settings, records, splits, index,
+                                       crops_by_size.get(spec, report)))  # fmt: skip
     comparison = Comparison(settings, records, fold_of, outcomes, data_description,
                             time.perf_counter() - start,
                             fold_names=tuple(name for name, _ in splits))  # fmt: skip

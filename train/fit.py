@@ -13,7 +13,7 @@ a CPU. Augmentation is :mod:`train.augmentation`, balancing and batches :mod:`tr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -134,18 +134,24 @@ def labels_of(records: Sequence[LabelledCrop]) -> np.ndarray:
 
 
 def load_crops(
-    records: Sequence[LabelledCrop], spec: InputSpec, progress: ProgressCallback | None = None
+    records: Sequence[LabelledCrop],
+    spec: InputSpec,
+    progress: ProgressCallback | None = None,
+    *,
+    cut: Callable[[LabelledCrop], np.ndarray] | None = None,
 ) -> np.ndarray:
     """Every record as the model sees it in the app, up to preprocessing: ``(N, S, S, 3)`` uint8.
 
     Each image is cut at the app's crop size (cell on black) and then goes through the model's
     declared input path (:func:`leukemia_core.models.inputs.ready_crops`), exactly as
     ``analyze`` does: cropping straight at the input size resamples differently, and the
-    model's answer on a borderline cell can move by 0.1 with the resampling alone.
+    model's answer on a borderline cell can move by 0.1 with the resampling alone. ``cut``
+    replaces :func:`app_crop` (a :class:`train.crop_cache.CropCache` reads it from disk).
     """
+    cut = cut or app_crop
     out = np.zeros((len(records), spec.input_size, spec.input_size, 3), dtype=np.uint8)
     for i, record in enumerate(records):
-        out[i] = ready_crops([app_crop(record)], spec)[0]
+        out[i] = ready_crops([cut(record)], spec)[0]
         if progress and (i + 1 == len(records) or i % 50 == 0):
             progress({"stage": "loading", "done": i + 1, "total": len(records)})
     return out

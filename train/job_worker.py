@@ -134,6 +134,7 @@ def load_job_data(spec: JobSpec):
 def run_job(folder: Path) -> str:
     """Run one queued job in this process; returns its final state."""
     from train.compare import compare_models  # imports TensorFlow
+    from train.crop_cache import CACHE_FOLDER, CropCache
 
     values = {**read_status(folder), "state": RUNNING, "started": now_text(), "pid": os.getpid(),
               "message": "Loading the data."}  # fmt: skip
@@ -144,7 +145,8 @@ def run_job(folder: Path) -> str:
         records, words, notes = load_job_data(spec)
         values["data_notes"] = notes  # shown with the results and before promotion
         comparison = compare_models(records, spec.settings, run_dir=folder, data_description=words,
-                                    progress=writer, cancelled=writer.cancelled)  # fmt: skip
+                                    progress=writer, cancelled=writer.cancelled,
+                                    crop_cache=CropCache(folder.parent / CACHE_FOLDER))  # fmt: skip
         values |= finished_status(comparison)
     except CompareCancelled:
         values |= {"state": CANCELLED, "message": "Cancelled; nothing was kept."}
