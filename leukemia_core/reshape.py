@@ -215,9 +215,9 @@ class ReviewReshape:
         require(user, Permission.REVIEW)
         self._require_saved("the merge is recorded in it")
         self.refresh(store)
-        cells = [self._live(*key) for key in keys]
+        cells = list({c.key: c for c in (self._live(*key) for key in keys)}.values())
         if len(cells) < 2 or len({c.field_index for c in cells}) != 1:
-            raise ReshapeError("Merge needs two or more cells of the same field.")
+            raise ReshapeError("Merge needs two or more different cells of the same field.")
         field_index = cells[0].field_index
         merged = merge_masks([self._field_mask(c, c.mask()) for c in cells])
         ids = "+".join(str(c.cell_id) for c in cells)
@@ -241,11 +241,20 @@ class ReviewReshape:
         cell = self.cell(field_index, cell_id)
         if not cell.origin:
             raise ReshapeError(f"Cell {cell_id} was found by the segmentation: nothing to undo.")
-        siblings = [c.key for c in self.cells
-                    if c.field_index == field_index and c.origin == cell.origin]  # fmt: skip
+        kind = "split" if cell.origin.startswith(SPLIT_PREFIX) else "merge"
+        made = [c for c in self._cells.values()  # every piece of that split or merge
+                if c.field_index == field_index and c.origin == cell.origin]  # fmt: skip
+        if later := [c.cell_id for c in made if c.label == CellLabel.REPLACED]:
+            # Reviving the old cells beside the later pieces would count one cell twice.
+            which = "Cells " + ", ".join(map(str, later)) if len(later) > 1 else f"Cell {later[0]}"
+            raise ReshapeError(
+                f"{which} of this {kind} {'were' if len(later) > 1 else 'was'} split or merged "
+                "again since; undo that change first (on the cells it made)."
+            )
+        siblings = [c.key for c in made]
         words = cell.origin.removeprefix(SPLIT_PREFIX).removeprefix(MERGE_PREFIX)
         originals = [(field_index, int(i)) for i in words.split("+")]
-        action = "undo split" if cell.origin.startswith(SPLIT_PREFIX) else "undo merge"
+        action = f"undo {kind}"
         store.reshape_cells(self.case_id, retire=siblings, revive=originals, reviewer=user.name,
                             action=action, note=f"{cell.origin} undone")  # fmt: skip
         self._reload(store)

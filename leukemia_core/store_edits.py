@@ -18,6 +18,7 @@ from leukemia_core.store_rows import (
     require_cell_unchanged,
     reviewer_name,
     whole,
+    withdraw_first_signature,
 )
 from leukemia_core.types import MACHINE_ONLY_LABELS, REVIEWER_EDITABLE, CellLabel
 
@@ -49,7 +50,8 @@ class CaseEdits(StorePart):
     ) -> list[int]:
         """Accepts the current label of each cell (``(field_index, cell_id)``) in one transaction.
 
-        Cells already reviewed are left as they are. Returns the new audit ids.
+        Cells already reviewed are left as they are, and so are uncertain ones: a reviewer
+        decides those with a label (:meth:`relabel_cell`). Returns the new audit ids.
         """
         reviewer = reviewer_name(reviewer)
         keys = [(whole(f, "field_index"), whole(c, "cell_id")) for f, c in keys]
@@ -57,6 +59,12 @@ class CaseEdits(StorePart):
         with self._transaction(write=True) as conn:
             case = self._case(conn, case_id, open_only=True)
             for field_index, cell_id in keys:
+                label = conn.execute(
+                    "SELECT label FROM cells WHERE case_id = ? AND field_index = ? AND cell_id = ?",
+                    (case["case_id"], field_index, cell_id),
+                ).fetchone()
+                if label is not None and label[0] == CellLabel.UNCERTAIN:
+                    continue
                 ids += self._edit(conn, case, field_index, cell_id, reviewer, note,
                                   {"reviewed": True})  # fmt: skip
         return ids
@@ -106,6 +114,16 @@ class CaseEdits(StorePart):
                 f"Cell {cell_id} of field {field_index} was split or merged into other cells; "
                 "undo that on the Review page to change it again."
             )
+        if (
+            changes.get("reviewed")
+            and "label" not in changes
+            and row["label"] == (CellLabel.UNCERTAIN)
+        ):
+            raise CaseInputError(
+                f"Cell {cell_id} of field {field_index} is uncertain: review it by giving it a "
+                "label (blast, normal, not a white cell or excluded); accepting it would leave "
+                "it undecided."
+            )
         if "label" in changes:
             changes = {**changes, "label": label_value(changes["label"], "new_label")}
             if changes["label"] in MACHINE_ONLY_LABELS:
@@ -126,17 +144,16 @@ class CaseEdits(StorePart):
             if name == "label":
                 entries.append(("relabel", str(note), row["label"], value))
             elif name == "reviewed" and "label" not in changes:
-                entries.append(("reviewed", str(note), row["label"], row["label"]))
+                action = "reviewed" if value else "review withdrawn"
+                entries.append((action, str(note), row["label"], row["label"]))
             elif name != "reviewed":
                 what = f"{name}: {row[name]!r} -> {value!r}" + (f"; {note}" if note else "")
                 entries.append(("edit", what, None, None))
-        if entries and case["first_signed_by"] is not None:  # a change voids the first signature
-            conn.execute("UPDATE cases SET first_signed_by = NULL, first_signed_at = NULL "
-                         "WHERE case_id = ?", (case["case_id"],))  # fmt: skip
-            entries.append(("first signature withdrawn", f"by the change of cell {cell_id}",
-                            None, None))  # fmt: skip
         ids = []
         for action, words, before, after in entries:
             ids.append(audit(conn, case, action, reviewer, words, field_index, cell_id, before,
                               after))  # fmt: skip
+        if entries:
+            ids += withdraw_first_signature(conn, case, reviewer, f"by the change of cell "
+                                            f"{cell_id}", field_index, cell_id, None, None)  # fmt: skip
         return ids

@@ -18,6 +18,7 @@ from leukemia_core.store_rows import (
     insert,
     reviewer_name,
     whole,
+    withdraw_first_signature,
 )
 from leukemia_core.types import Cell, CellLabel
 
@@ -83,9 +84,6 @@ class CaseReshape(StorePart):
                 values = (to_label,) if to_label else ()
                 conn.execute(f"UPDATE cells SET {assignment} WHERE case_id = ? AND field_index = ? "
                              "AND cell_id = ?", (*values, case["case_id"], *key))  # fmt: skip
-            if case["first_signed_by"] is not None:  # any change voids a first signature
-                conn.execute("UPDATE cases SET first_signed_by = NULL, first_signed_at = NULL "
-                             "WHERE case_id = ?", (case["case_id"],))  # fmt: skip
             ids = []
             for key, before, _, _ in updates:
                 after = self._label(conn, case, key)
@@ -93,6 +91,7 @@ class CaseReshape(StorePart):
             for row in rows:
                 ids.append(audit(conn, case, action, reviewer, note, row["field_index"],
                                  row["cell_id"], None, row["label"]))  # fmt: skip
+            ids += withdraw_first_signature(conn, case, reviewer, f"by the {action}: {note}")
         return ids
 
     @staticmethod

@@ -119,6 +119,14 @@ class StorePart:
     def _case(self, conn: sqlite3.Connection, case_id: object, *, open_only: bool) -> sqlite3.Row:
         raise NotImplementedError  # provided by CaseStore
 
+    def _settle_outside_changes(self, case_id: object, expected_token: int | None) -> None:
+        """Put a change made outside the app on record in a transaction of its own before a
+        write that checks the reader's token: the token check refusing (and rolling back) the
+        write must not take that record with it, or every try would be refused again."""
+        if expected_token is not None:
+            with self._transaction(write=True) as conn:
+                self._case(conn, case_id, open_only=True)
+
 
 def create_private(path: os.PathLike) -> None:
     """Create ``path`` empty, readable by its owner only, when missing (SQLite's journal and
@@ -320,6 +328,17 @@ def audit(
     row["chain"] = chain_hash(previous["chain"] if previous else "", row, row["state"])
     insert(conn, "audit", row)
     return row["audit_id"]
+
+
+def withdraw_first_signature(conn: sqlite3.Connection, case: sqlite3.Row, who: str,
+                             why: str, *cell: Any) -> list[int]:  # fmt: skip
+    """After a change, a first signature (of two required) no longer covers the case: it is
+    withdrawn, on the record, and the second signer's signature becomes a first one again."""
+    if case["first_signed_by"] is None:
+        return []
+    conn.execute("UPDATE cases SET first_signed_by = NULL, first_signed_at = NULL "
+                 "WHERE case_id = ?", (case["case_id"],))  # fmt: skip
+    return [audit(conn, case, "first signature withdrawn", who, why, *cell)]
 
 
 def require_unchanged(conn: sqlite3.Connection, case: sqlite3.Row, expected_token: int | None,

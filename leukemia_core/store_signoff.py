@@ -18,6 +18,7 @@ from leukemia_core.store_rows import (
     now,
     require_unchanged,
     reviewer_name,
+    withdraw_first_signature,
 )
 from leukemia_core.types import NO_REVIEW_LABELS, CellLabel
 
@@ -48,6 +49,7 @@ class CaseSignoff(StorePart):
                 border, never counted, need no review), or the second signer is the first.
         """
         reviewer = reviewer_name(reviewer)
+        self._settle_outside_changes(case_id, expected_token)
         with self._transaction(write=True) as conn:
             case = self._case(conn, case_id, open_only=True)
             require_unchanged(conn, case, expected_token, "signing")
@@ -137,6 +139,7 @@ class CaseSignoff(StorePart):
                     "it empty)."
                 )
         rows = []
+        self._settle_outside_changes(case_id, expected_token)
         with self._transaction(write=True) as conn:
             case = self._case(conn, case_id, open_only=True)
             require_unchanged(conn, case, expected_token, "saving the details")
@@ -150,11 +153,9 @@ class CaseSignoff(StorePart):
                 else:
                     note = f"{case[column] or 'none'} -> {value or 'none'}"
                     rows.append(audit(conn, case, "patient id", reviewer, note))
-            if rows and case["first_signed_by"] is not None:  # the second signer signs anew
-                conn.execute("UPDATE cases SET first_signed_by = NULL, first_signed_at = NULL "
-                             "WHERE case_id = ?", (case["case_id"],))  # fmt: skip
-                rows.append(audit(conn, case, "first signature withdrawn", reviewer,
-                                  "by the change of the report's details"))  # fmt: skip
+            if rows:
+                rows += withdraw_first_signature(conn, case, reviewer,
+                                                 "by the change of the report's details")  # fmt: skip
         return rows
 
     def reopen_case(self, case_id: str, *, reviewer: str, reason: str = "") -> str:

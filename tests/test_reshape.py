@@ -171,6 +171,40 @@ def test_merge_and_a_signed_case_refuses_both(fused):
 
 
 @pytest.mark.data
+def test_an_undo_under_a_later_split_is_refused_so_no_cell_is_counted_twice(fused):
+    review, store, _ = fused
+    clump = _holder(review, 976, 549)
+    first, second = review.split(store, *clump.key, user=ANA, parts=2)
+    review.split(store, *first.key, user=ANA, parts=2)  # a piece split again
+    n_cells = len(review.cells)
+    # Reviving the clump beside the later pieces would count its blasts twice over.
+    with pytest.raises(ReshapeError, match=f"Cell {first.cell_id} of this split was split"):
+        review.undo_reshape(store, *second.key, user=ANA)
+    assert len(review.cells) == n_cells and clump.key not in {c.key for c in review.cells}
+    later = next(c for c in review.cells if c.origin == f"split of {first.cell_id}")
+    review.undo_reshape(store, *later.key, user=ANA)  # newest first, then the older one
+    review.undo_reshape(store, *second.key, user=ANA)
+    assert _holder(review, 976, 549).key == clump.key
+    with pytest.raises(ReshapeError, match="two or more different cells"):
+        review.merge(store, [clump.key, clump.key], user=ANA)
+
+
+@pytest.mark.data
+def test_a_split_withdraws_a_first_signature_on_the_record(fused, monkeypatch):
+    monkeypatch.setenv("LEUKEMIA_SECOND_SIGNER_AT_PERCENT", "20")
+    review, store, _ = fused
+    for cell in review.cells:
+        if cell.label != CellLabel.BORDER:
+            review.relabel(store, *cell.key, "blast", user=ANA)  # 100%: two signers needed
+    assert not review.sign(store, user=ANA)
+    assert review.first_signed_by == ANA.name
+    review.split(store, *_holder(review, 976, 549).key, user=ANA, parts=2)
+    assert review.first_signed_by is None
+    actions = [a.action for a in store.load_case(review.case_id).audit]
+    assert actions[-1] == "first signature withdrawn"
+
+
+@pytest.mark.data
 def test_split_into_n_separates_the_blasts_of_every_fused_clump_of_all_idb1(shared_data):
     """Every ALL-IDB1 cell outlined around two or more expert blasts, split into that many from
     its pixels, gives each blast its own piece; touching cells merged back and split again come

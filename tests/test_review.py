@@ -9,6 +9,7 @@ from dataclasses import replace
 import cv2
 import numpy as np
 import pytest
+from conftest import EveryCellABlast
 from PIL import Image
 
 from leukemia_core.accounts import PermissionDeniedError, User, parse_roles
@@ -328,15 +329,28 @@ def test_two_changes_that_cancel_out_elsewhere_are_still_seen(saved, store):
     assert saved.count() == counts and not saved.refresh(store)
 
 
-def test_accepting_cells_marks_them_reviewed(saved, store):
+def test_accepting_cells_marks_them_reviewed(fields, store):
+    saved = analyze_sample(fields, EveryCellABlast(), sample_id="S-3")
+    saved.save(store, user=account("Tech"))
     counted = [c for c in saved.cells if c.label != CellLabel.BORDER]  # border: never reviewed
     keys = [c.key for c in counted[:3]]
     assert saved.n_unreviewed == len(counted) and saved.provisional.startswith("Provisional:")
     assert saved.accept(store, keys, user=account("A")) == 3
     assert saved.accept(store, keys, user=account("A")) == 0
-    assert saved.n_unreviewed == len(counted) - 3 and saved.count() == saved.model_count()
+    assert saved.n_unreviewed == len(counted) - 3
+    now, model = saved.count(), saved.model_count()  # accepting keeps every call
+    assert (now.n_blasts, now.n_counted) == (model.n_blasts, model.n_counted) == (11, 11)
     saved.accept(store, [c.key for c in counted], user=account("A"))
     assert saved.n_unreviewed == 0 and saved.provisional is None
+
+
+def test_an_uncertain_cell_is_decided_with_a_label_never_accepted_undecided(saved, store):
+    uncertain = [c for c in saved.cells if c.label == CellLabel.UNCERTAIN]
+    assert uncertain  # the tiny model leaves the demo's cells to the reviewer
+    assert saved.accept(store, [c.key for c in uncertain], user=account("A")) == 0
+    assert saved.n_unreviewed >= len(uncertain) and saved.provisional.startswith("Provisional:")
+    saved.relabel(store, *uncertain[0].key, "normal", user=account("A"))
+    assert saved.cell(*uncertain[0].key).reviewed
 
 
 def _iou(a: np.ndarray, b: np.ndarray, bbox) -> float:

@@ -25,6 +25,7 @@ from leukemia_core.report import case_report_html
 from leukemia_core.store import (
     DATABASE_ENV_VAR,
     SCHEMA_VERSION,
+    CaseChangedError,
     CaseInputError,
     CaseNotFoundError,
     CaseNotReopenableError,
@@ -824,6 +825,43 @@ def test_a_later_edit_in_the_app_does_not_hide_a_change_made_outside_it(store: C
     store.relabel_cell(case_id, 0, 1, "normal", reviewer="R")  # and again: marked once, for good
     assert len(store.load_case(case_id).altered) == 1
     assert [a.action for a in store.load_case(case_id).audit].count("changed outside the app") == 1
+
+
+def test_a_case_changed_outside_the_app_is_refused_once_then_signed_when_seen(store: CaseStore):
+    case_id = new_case(store, [["blast", "normal"]])
+    seen = store.case_state(case_id).token
+    with sqlite3.connect(store.path) as conn:  # raw SQL, no audit row
+        conn.execute("UPDATE cells SET label = 'blast' WHERE case_id = ? AND cell_id = 2",
+                     (case_id,))  # fmt: skip
+    for doing in ("saving the details", "signing"):
+        with pytest.raises(CaseChangedError, match=f"Not {doing}.*changed outside the app"):
+            if doing == "signing":
+                store.sign_case(case_id, reviewer="R", expected_token=seen)
+            else:
+                store.set_case_details(case_id, reviewer="R", comment="x", expected_token=seen)
+    # The refusal kept the row it cites: the signer looks again and can sign what they see.
+    after = store.case_state(case_id).token
+    assert after != seen and store.load_case(case_id).audit[-1].action == (
+        "changed outside the app"
+    )
+    assert store.sign_case(case_id, reviewer="R", expected_token=after)
+
+
+def test_uncertain_cells_are_not_accepted_unlabelled_and_a_review_taken_back_says_so(
+    store: CaseStore,
+):
+    case_id = new_case(store, [["border", "uncertain", "normal"]], reviewed=False)
+    token = store.case_state(case_id).token
+    with pytest.raises(CaseInputError, match="uncertain: review it by giving it a label"):
+        store.edit_cell(case_id, 0, 2, reviewer="R", reviewed=True)
+    assert store.mark_reviewed(case_id, [(0, 2)], reviewer="R") == []  # skipped, not accepted
+    assert store.case_state(case_id).token == token  # nothing written
+    store.mark_reviewed(case_id, [(0, 3)], reviewer="R")
+    store.edit_cell(case_id, 0, 3, reviewer="R", reviewed=False)  # taken back, and said so
+    assert [a.action for a in store.load_case(case_id).audit[-2:]] == [
+        "reviewed",
+        "review withdrawn",
+    ]
 
 
 def test_sign_is_refused_until_every_counted_cell_is_reviewed(store: CaseStore):
