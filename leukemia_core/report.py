@@ -206,7 +206,8 @@ def _data_uri(png: bytes) -> str:
 def _cells_section(record: CaseRecord, limit: int) -> str:
     names = {f.index: f.name for f in record.fields}
     flagged = flagged_cells(record)
-    shown = sorted(flagged[:limit], key=lambda c: _CARD_ORDER.get(c.label, len(_CARD_ORDER)))
+    # Sorted before the cut: a long list of relabelled normal cells must not push the blasts out.
+    shown = sorted(flagged, key=lambda c: _CARD_ORDER.get(c.label, len(_CARD_ORDER)))[:limit]
     groups: dict[str, list[str]] = {}
     for cell in shown:
         where = (
@@ -230,7 +231,9 @@ def _cells_section(record: CaseRecord, limit: int) -> str:
             f"blast probability {probability}</figcaption></figure>"
         )
     more = (
-        f" Showing the first {len(shown)} of {len(flagged)}." if len(shown) < len(flagged) else ""
+        f" Showing {len(shown)} of {len(flagged)}: blasts first, then uncertain cells."
+        if len(shown) < len(flagged)
+        else ""
     )
     sections = "".join(
         f'<h3>{_e(words)} ({len(cards)})</h3><div class="cells">{"".join(cards)}</div>'
