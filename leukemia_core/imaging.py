@@ -27,7 +27,14 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from leukemia_core import errors
-from leukemia_core.io import DEFAULT_MAX_PIXELS, jpeg_damage_notes, read_bytes, read_image
+from leukemia_core.io import (
+    DEFAULT_MAX_PIXELS,
+    GREY_NOTE,
+    is_grey,
+    jpeg_damage_notes,
+    read_bytes,
+    read_image,
+)
 from leukemia_core.scale import estimate_red_cell_diameter
 
 ANALYSIS_MAX_PIXELS = 16_000_000
@@ -194,7 +201,8 @@ def _read_reduced_jpeg(
     original = (height, width) if turned else (width, height)
     note = f"'{name}' was decoded at 1/{factor} of its {width}×{height} px to save memory."
     # (turned upright already: a cut-off file whose EXIF turns it shows its grey rows at a side)
-    return np.ascontiguousarray(rgb), original, [*jpeg_damage_notes(data, rgb), note]
+    grey = [GREY_NOTE] if is_grey(rgb) else []  # as read_image says of smaller files
+    return np.ascontiguousarray(rgb), original, [*jpeg_damage_notes(data, rgb), *grey, note]
 
 
 def png_bytes(rgb: np.ndarray, compression: int = 3) -> bytes:

@@ -103,7 +103,7 @@ def read_image(
         finally:
             Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = saved
     rgb, notes = _to_rgb(arr, name)
-    if _is_grey(rgb):
+    if is_grey(rgb):
         notes.append(GREY_NOTE)
     if fmt == "JPEG":
         notes[:0] = jpeg_damage_notes(data, rgb)
@@ -298,6 +298,11 @@ def _read_tiff(data: bytes, name: str, max_pixels: int, min_side: int) -> _Decod
         raise _damaged(name, data, exc) from exc
     if page.planarconfig == 2 and arr.ndim == 3:  # separate planes arrive as (C, H, W)
         arr = np.moveaxis(arr, 0, -1)
+    if page.photometric.name == "SEPARATED" and arr.ndim == 3 and arr.shape[-1] == 4:
+        # Ink separations (CMYK), not RGBA: to 8 bits by depth, then Pillow's CMYK -> RGB, the
+        # conversion 8-bit CMYK files get.
+        shift = max(int(page.bitspersample) - 8, 0)
+        arr = np.asarray(Image.fromarray((arr >> shift).astype(np.uint8), "CMYK").convert("RGB"))
     return arr, "TIFF", mode, size, n_pages, int(orientation)
 
 
@@ -341,7 +346,7 @@ def _to_rgb(arr: np.ndarray, name: str) -> tuple[np.ndarray, list[str]]:
     return arr, notes
 
 
-def _is_grey(rgb: np.ndarray) -> bool:
+def is_grey(rgb: np.ndarray) -> bool:
     """True when the three channels are equal everywhere (a greyscale picture)."""
     return bool(
         np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2])

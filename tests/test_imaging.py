@@ -23,6 +23,7 @@ from leukemia_core.imaging import (
     rgb_from_png,
     side_by_side,
 )
+from leukemia_core.io import GREY_NOTE
 from leukemia_core.segmentation import segment_wbc
 from leukemia_core.synthetic import make_demo_smear, make_smear
 
@@ -73,15 +74,18 @@ def test_without_a_model_only_the_pixel_budget_applies(demo):
     assert "analysis limit of 2 megapixels" in prepared.notes[0]
 
 
-def test_a_huge_jpeg_is_decoded_reduced_not_refused():
+@pytest.mark.parametrize("stain", [(90, 40, 160), (90, 90, 90)], ids=["colour", "greyscale"])
+def test_a_huge_jpeg_is_decoded_reduced_not_refused(stain):
     rgb = np.full((7000, 9000, 3), 225, np.uint8)  # 63 MP: over read_image's 60 MP limit
-    rgb[3000:3400, 4000:4400] = (90, 40, 160)
+    rgb[3000:3400, 4000:4400] = stain
     data = _encode(rgb, "JPEG", quality=70)
     prepared = read_for_analysis(data, "scan.jpg", input_size=224)
     assert prepared.original_size == (9000, 7000)
     assert prepared.rgb.shape[0] * prepared.rgb.shape[1] <= ANALYSIS_MAX_PIXELS
     assert prepared.scale == pytest.approx(prepared.rgb.shape[1] / 9000)
     assert any("decoded at 1/2" in note for note in prepared.notes)
+    # the greyscale warning of smaller files, on this path too
+    assert (GREY_NOTE in prepared.notes) == (len(set(stain)) == 1)
 
 
 @pytest.mark.parametrize(

@@ -408,6 +408,15 @@ ACCEPTED = [
         "RGB;16",
         _close_to(RGB16_AS_8, 0),
     ),
+    (  # ink separations, not RGBA: Pillow reads 8-bit CMYK, tifffile the 16-bit ones
+        "tiff-cmyk16",
+        lambda: tiff_bytes(
+            np.full((80, 100, 4), (0, 65535, 65535, 0), np.uint16), photometric="separated"
+        ),
+        "TIFF",
+        "SEPARATED;16",
+        _close_to(np.full((80, 100, 3), RED, np.uint8), 0),
+    ),
     (
         "tiff-rgb-float32-only-tifffile",
         lambda: tiff_bytes((RGB16 / 65535).astype(np.float32), photometric="rgb"),
