@@ -14,7 +14,7 @@ from leukemia_core.cropping import crop_cells
 from leukemia_core.errors import ModelIntegrityError, ModelNotFoundError
 from leukemia_core.imaging import png_bytes
 from leukemia_core.models import preprocess
-from leukemia_core.models.config import ModelConfig
+from leukemia_core.models.config import CONFIG_CHECKSUM, ModelConfig, config_checksum
 from leukemia_core.models.folder import (
     active_model_name,
     list_models,
@@ -61,6 +61,22 @@ def test_missing_weights_and_broken_config(models):
     (models / "tiny" / "config.json").write_text("{not json")
     with pytest.raises(ModelIntegrityError, match="not a valid model config"):
         read_config("tiny", models)
+
+
+@pytest.mark.parametrize(("change", "words"), [
+    ({"input_size": 64}, r"its input is \(32, 32, 3\) where config.json says 64x64 RGB"),
+    ({"architecture": "vgg16"}, "the network is simple_cnn where config.json says vgg16"),
+    ({"gradcam_layer": "block9_relu"}, r"lacks the layer\(s\) \['block9_relu'\]"),
+    ({"class_names": 5}, r"class_names is 5; expected a list of names"),
+])  # fmt: skip
+def test_weights_that_do_not_fit_their_config_are_refused_by_name(models, change, words):
+    """A folder whose files were mixed up fails on load, in words, not at its first cell."""
+    path = models / "tiny" / "config.json"
+    values = {k: v for k, v in json.loads(path.read_text()).items() if k != CONFIG_CHECKSUM}
+    values |= change
+    path.write_text(json.dumps({**values, CONFIG_CHECKSUM: config_checksum(values)}))  # sealed
+    with pytest.raises(ModelIntegrityError, match=words):
+        load_model("tiny", models)
 
 
 def test_unknown_name_lists_the_valid_ones(models):

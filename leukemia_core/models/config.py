@@ -120,7 +120,7 @@ class ModelConfig:
             architecture=values["architecture"],
             input_size=values["input_size"],
             preprocessing=values["preprocessing"],
-            class_names=tuple(values["class_names"]),
+            class_names=_names(values["class_names"]),
             sha256=values["sha256"],
             calibration=Calibration.from_dict(
                 _object(values.get("calibration", {}), "calibration")
@@ -135,6 +135,13 @@ class ModelConfig:
 
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _names(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"class_names is {value!r}; expected a list of names, e.g. "
+                         '["blast", "normal"]')  # fmt: skip
+    return tuple(value)
 
 
 def _object(value: object, key: str) -> dict:

@@ -289,7 +289,39 @@ def load_model(name: str | None = None, root: Path | None = None) -> LoadedModel
     )
     domain = _load_domain(config, root / config.name)
     model = _load_keras(weights, config.name)
+    _check_weights_fit_config(model, config)
     return LoadedModel(config, root / config.name, model, domain)
+
+
+def _check_weights_fit_config(model: keras.Model, config: ModelConfig) -> None:
+    """The network in the weights file is the one ``config.json`` describes: a folder whose
+    files were mixed up fails here, named, not at its first cell with Keras' words."""
+    from leukemia_core.models.architectures import ARCHITECTURES
+
+    size = config.input_size
+    layers = {layer.name for layer in model.layers}
+    found = {
+        "input": tuple(model.input_shape[1:]) if model.input_shape else None,
+        "outputs": model.output_shape[-1] if model.output_shape else None,
+    }
+    problems = []
+    if found["input"] not in ((size, size, 3), (None, None, 3)):
+        problems.append(f"its input is {found['input']} where config.json says "
+                        f"{size}x{size} RGB")  # fmt: skip
+    if found["outputs"] != len(config.class_names):
+        problems.append(f"it has {found['outputs']} outputs for the "
+                        f"{len(config.class_names)} classes {list(config.class_names)}")  # fmt: skip
+    missing = sorted({"logits", "head_pool", config.gradcam_layer or "logits"} - layers)
+    if missing:
+        problems.append(f"it lacks the layer(s) {missing} a classifier of this app has")
+    if model.name in ARCHITECTURES and model.name != config.architecture:
+        problems.append(f"the network is {model.name} where config.json says {config.architecture}")
+    if problems:
+        raise ModelIntegrityError(
+            f"The weights of model {config.name!r} ({WEIGHTS_FILE}) do not fit its config.json: "
+            f"{'; '.join(problems)}. The folder's files were mixed up; restore the folder from "
+            "its source or retrain it."
+        )
 
 
 _KERAS_LOAD_ERRORS = (ValueError, TypeError, KeyError, AttributeError, RuntimeError, OSError,
