@@ -30,6 +30,7 @@ from leukemia_core.segmentation import DEFAULT_PARAMS, field_red_cell_diameter
 from leukemia_core.types import Cell, CellLabel, Segmentation
 
 MAX_PARTS = 6
+ROUNDER_BY = 0.05  # mean isoperimetric quotient by which a split from the whole outline wins
 NUCLEUS_BLUR_PX = 2.0  # smooths chromatin texture, keeps the pale line between two nuclei
 SPLIT_PREFIX, MERGE_PREFIX = "split of ", "merge of "
 
@@ -49,9 +50,10 @@ def split_masks(
     ``line`` of two points cuts along the straight line through them; of three or more, it is a
     closed outline drawn around one of the cells: what lies inside is one piece, the rest the
     other. Without a line, the ``parts`` centres come from k-means on the nucleus pixels when
-    ``image`` (the RGB pixels under ``mask``) is given, else on all the cell's pixels, and the
-    borders from a watershed on the distance to the edge plus the nucleus evidence, so cuts
-    follow the necks and the pale lines between pressed cells.
+    ``image`` (the RGB pixels under ``mask``) is given, and on all the cell's pixels (kept
+    instead when its pieces are clearly rounder), and the borders from a watershed on the
+    distance to the edge plus the nucleus evidence, so cuts follow the necks and the pale lines
+    between pressed cells.
     """
     if line is not None:
         return _cut_along(mask, line)
@@ -61,14 +63,32 @@ def split_masks(
         raise ReshapeError("This cell is too small to split.")
     distance = ndi.distance_transform_edt(mask)
     elevation = -distance / distance.max()
-    seeds = mask
+    seedings = [mask]  # where the pieces' centres are looked for
     if image is not None:
-        # Pressed blasts meet cytoplasm to cytoplasm: the nuclei say where the cells are.
+        # Pressed blasts meet cytoplasm to cytoplasm: the nuclei say where the cells are. But a
+        # cell much darker than its neighbours can fall below the nucleus level and get no
+        # centre, so the whole outline is tried too and the rounder set of pieces kept.
         score = cv2.GaussianBlur(nucleus_score(image), (0, 0), NUCLEUS_BLUR_PX)
         nuclei = mask & (score > _nucleus_level(score, mask))
         if nuclei.sum() >= 20 * parts:
-            seeds = nuclei
+            seedings.insert(0, nuclei)
             elevation -= np.clip(score, 0, None) / max(float(score[mask].max()), 1.0)
+    splits = []
+    for seeds in seedings:
+        try:
+            splits.append(_largest_components(_watershed_split(mask, seeds, elevation, parts)))
+        except ReshapeError as error:  # a piece in two parts: the other seeding may do better
+            splits.append(error)
+    kept = [pieces for pieces in splits if not isinstance(pieces, ReshapeError)]
+    if not kept:
+        raise splits[0]
+    # The nuclei's split unless the outline's is clearly rounder (a cell left without a centre
+    # leaves a sliver beside it, or one piece holding two cells).
+    return kept[-1] if _roundness(kept[-1]) > _roundness(kept[0]) + ROUNDER_BY else kept[0]
+
+
+def _watershed_split(mask, seeds, elevation, parts: int) -> list[np.ndarray]:
+    """``parts`` centres by k-means on the ``seeds`` pixels; borders by a watershed."""
     ys, xs = np.nonzero(seeds)
     points = np.column_stack([xs, ys]).astype(np.float32)
     criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 50, 0.5)
@@ -76,14 +96,27 @@ def split_masks(
     _, assigned, _ = cv2.kmeans(points, parts, None, criteria, 5, cv2.KMEANS_PP_CENTERS)
     clusters = np.zeros(mask.shape, np.int32)
     clusters[ys, xs] = assigned.ravel() + 1
-    depth = ndi.distance_transform_edt(seeds)
-    # Seeds are each cluster's core (its innermost half); the watershed decides the rest.
+    # Seeds are each cluster's core (its innermost half, measured inside the cluster: depth in
+    # the whole clump would pull every core towards the junction); the watershed does the rest.
     cores = np.zeros_like(clusters)
     for k in range(1, parts + 1):
         inside = clusters == k
+        depth = ndi.distance_transform_edt(inside)
         cores[inside & (depth >= np.median(depth[inside]))] = k
     labels = watershed(elevation, cores, mask=mask)
-    return _largest_components([labels == k for k in range(1, parts + 1)])
+    return [labels == k for k in range(1, parts + 1)]
+
+
+def _roundness(pieces: list[np.ndarray]) -> float:
+    """Mean isoperimetric quotient of the pieces (1 for discs): pressed cells are round, a
+    sliver or a piece holding two cells is not."""
+    quotients = []
+    for piece in pieces:
+        contours, _ = cv2.findContours(piece.astype(np.uint8), cv2.RETR_EXTERNAL,
+                                       cv2.CHAIN_APPROX_NONE)  # fmt: skip
+        perimeter = sum(cv2.arcLength(c, True) for c in contours)
+        quotients.append(4 * np.pi * piece.sum() / max(perimeter, 1.0) ** 2)
+    return float(np.mean(quotients))
 
 
 def _cut_along(mask: np.ndarray, line) -> list[np.ndarray]:

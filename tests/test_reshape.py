@@ -171,6 +171,22 @@ def test_merge_and_a_signed_case_refuses_both(fused):
 
 
 @pytest.mark.data
+def test_split_into_three_gives_each_of_three_pressed_cells_its_piece(fused):
+    """Im013_1's clump is three round cells, the darkest below the nuclei's level: split into
+    three, no piece holds two cells and none is a sliver (a walk found a sliver beside the top
+    cell and both lower cells in one piece)."""
+    review, store, points = fused
+    clump = _holder(review, 976, 549)
+    pieces = review.split(store, *clump.key, user=ANA, parts=3)
+    areas = np.array([c.cell_area_px for c in pieces]) / clump.cell_area_px
+    assert areas.max() < 0.45 and areas.min() > 0.2  # about a third each
+    inside = [p for p in points if clump.bbox[0] <= p[0] < clump.bbox[2]
+              and clump.bbox[1] <= p[1] < clump.bbox[3]]  # fmt: skip
+    owners = {_holder(review, *p).key for p in inside if _holder(review, *p) in pieces}
+    assert len(owners) == 2  # the two expert blasts apart
+
+
+@pytest.mark.data
 def test_an_undo_under_a_later_split_is_refused_so_no_cell_is_counted_twice(fused):
     review, store, _ = fused
     clump = _holder(review, 976, 549)
