@@ -119,6 +119,11 @@ def _roundness(pieces: list[np.ndarray]) -> float:
     return float(np.mean(quotients))
 
 
+def _origin_ids(origin: str) -> list[int]:
+    """The ids of the cells a split or merge replaced, from a cell's ``origin``."""
+    return [int(i) for i in origin.removeprefix(SPLIT_PREFIX).removeprefix(MERGE_PREFIX).split("+")]
+
+
 def _cut_along(mask: np.ndarray, line) -> list[np.ndarray]:
     points = np.asarray(line, dtype=np.float64)
     if points.ndim != 2 or points.shape[1] != 2 or len(points) < 2:
@@ -275,18 +280,28 @@ class ReviewReshape:
         if not cell.origin:
             raise ReshapeError(f"Cell {cell_id} was found by the segmentation: nothing to undo.")
         kind = "split" if cell.origin.startswith(SPLIT_PREFIX) else "merge"
-        made = [c for c in self._cells.values()  # every piece of that split or merge
-                if c.field_index == field_index and c.origin == cell.origin]  # fmt: skip
-        if later := [c.cell_id for c in made if c.label == CellLabel.REPLACED]:
-            # Reviving the old cells beside the later pieces would count one cell twice.
-            which = "Cells " + ", ".join(map(str, later)) if len(later) > 1 else f"Cell {later[0]}"
+        if cell.label == CellLabel.REPLACED:
+            raise ReshapeError(f"Cell {cell_id} is no longer in the case (split or merged again, "
+                               f"or its {kind} undone): undo on a cell shown.")  # fmt: skip
+        in_field = [c for c in self._cells.values() if c.field_index == field_index]
+        made = {c.cell_id for c in in_field if c.origin == cell.origin}  # undone ones too
+        # Cells made since from these pieces (and from those, and so on): reviving the old
+        # cells beside a live one would count one cell twice.
+        later, grown = set(), True
+        while grown:
+            found = {c.cell_id for c in in_field
+                     if c.origin and set(_origin_ids(c.origin)) & (made | later)} - made  # fmt: skip
+            grown, later = bool(found - later), later | found
+        if live_later := sorted(c.cell_id for c in self.cells if c.cell_id in later
+                                and c.field_index == field_index):  # fmt: skip
+            which = ", ".join(map(str, live_later))
             raise ReshapeError(
-                f"{which} of this {kind} {'were' if len(later) > 1 else 'was'} split or merged "
-                "again since; undo that change first (on the cells it made)."
+                f"Cell{'s' if len(live_later) > 1 else ''} {which} came from a later split or "
+                f"merge of this {kind}'s pieces; undo that first (on cell {live_later[0]})."
             )
-        siblings = [c.key for c in made]
-        words = cell.origin.removeprefix(SPLIT_PREFIX).removeprefix(MERGE_PREFIX)
-        originals = [(field_index, int(i)) for i in words.split("+")]
+        siblings = [c.key for c in self.cells
+                    if c.field_index == field_index and c.origin == cell.origin]  # fmt: skip
+        originals = [(field_index, i) for i in _origin_ids(cell.origin)]
         action = f"undo {kind}"
         store.reshape_cells(self.case_id, retire=siblings, revive=originals, reviewer=user.name,
                             action=action, note=f"{cell.origin} undone")  # fmt: skip

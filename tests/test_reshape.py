@@ -7,6 +7,7 @@ import pytest
 from conftest import EveryCellABlast
 
 from leukemia_core.accounts import Role, User
+from leukemia_core.errors import PossibleClumpError
 from leukemia_core.io import read_image
 from leukemia_core.pipeline import analyze
 from leukemia_core.reshape import ReshapeError, merge_masks, split_masks
@@ -106,7 +107,10 @@ def test_splitting_a_fused_clump_of_a_real_field(fused):
     clump = _holder(review, 976, 549)
     inside = [p for p in points if _holder(review, *p) is clump]
     assert len(inside) >= 2  # pressed blasts, one outline: the failure split exists for
-    review.relabel(store, *clump.key, "blast", user=ANA)  # reviewed before someone splits it
+    with pytest.raises(PossibleClumpError, match=r"Split it first .* or give it blast again"):
+        review.relabel(store, *clump.key, "blast", user=ANA)  # it would count 2 blasts as 1
+    assert not review.cell(*clump.key).reviewed
+    review.relabel(store, *clump.key, "blast", user=ANA, as_one_cell=True)  # then split
     clump = review.cell(*clump.key)
     n_before = len(review.cells)
     pieces = review.split(store, *clump.key, user=ANA, parts=len(inside),
@@ -194,8 +198,10 @@ def test_an_undo_under_a_later_split_is_refused_so_no_cell_is_counted_twice(fuse
     review.split(store, *first.key, user=ANA, parts=2)  # a piece split again
     n_cells = len(review.cells)
     # Reviving the clump beside the later pieces would count its blasts twice over.
-    with pytest.raises(ReshapeError, match=f"Cell {first.cell_id} of this split was split"):
+    with pytest.raises(ReshapeError, match=r"came from a later split or merge of this split's"):
         review.undo_reshape(store, *second.key, user=ANA)
+    with pytest.raises(ReshapeError, match=f"Cell {first.cell_id} is no longer in the case"):
+        review.undo_reshape(store, *first.key, user=ANA)
     assert len(review.cells) == n_cells and clump.key not in {c.key for c in review.cells}
     later = next(c for c in review.cells if c.origin == f"split of {first.cell_id}")
     review.undo_reshape(store, *later.key, user=ANA)  # newest first, then the older one
@@ -211,7 +217,7 @@ def test_a_split_withdraws_a_first_signature_on_the_record(fused, monkeypatch):
     review, store, _ = fused
     for cell in review.cells:
         if cell.label != CellLabel.BORDER:
-            review.relabel(store, *cell.key, "blast", user=ANA)  # 100%: two signers needed
+            review.relabel(store, *cell.key, "blast", user=ANA, as_one_cell=True)  # 100%
     assert not review.sign(store, user=ANA)
     assert review.first_signed_by == ANA.name
     review.split(store, *_holder(review, 976, 549).key, user=ANA, parts=2)
