@@ -80,3 +80,8 @@ class ModelIntegrityError(LeukemiaCoreError):
 
 class ReviewError(LeukemiaCoreError, ValueError):
     """A review action cannot be done as asked (not saved yet, unknown cell, machine label)."""
+
+
+class PossibleClumpError(ReviewError):
+    """A counted label for an outline that may hold several pressed cells, not confirmed as one
+    cell: it would count them once. Split it, or give the label again with ``as_one_cell``."""

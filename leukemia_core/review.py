@@ -41,7 +41,7 @@ from leukemia_core.counting import (
     INVESTIGATE_PERCENT,
     WHO_ACUTE_LEUKEMIA_PERCENT,
 )
-from leukemia_core.errors import ReviewError
+from leukemia_core.errors import PossibleClumpError, ReviewError
 from leukemia_core.imaging import VIEW_SIZE, cell_view
 from leukemia_core.labellers import NO_MODEL
 from leukemia_core.pipeline import MODE_CELLS, MODE_FIELDS, Analysis
@@ -61,6 +61,7 @@ STATUS_UNSAVED = "unsaved"
 REVIEW_CHOICES = (CellLabel.BLAST, CellLabel.NORMAL, CellLabel.NOT_WBC, CellLabel.EXCLUDED)
 """Labels a reviewer gives, in gallery order: all but ``types.MACHINE_ONLY_LABELS``, which the
 store refuses."""
+COUNTED_LABELS = frozenset({CellLabel.BLAST.value, CellLabel.NORMAL.value})
 
 
 class Review(ReviewTallies, ReviewReshape, ReviewSignoff):
@@ -231,16 +232,28 @@ class Review(ReviewTallies, ReviewReshape, ReviewSignoff):
 
     def relabel(
         self, store: CaseStore, field_index: int, cell_id: int, label: str | CellLabel, *,
-        user: User, note: str = "review gallery",
+        user: User, note: str = "review gallery", as_one_cell: bool = False,
     ) -> bool:  # fmt: skip
         """Reclassify one cell (which marks it reviewed); False when it already had the label.
 
+        A possible clump of pressed cells (:meth:`is_possible_clump`) labelled blast or normal
+        would be counted once: that needs ``as_one_cell=True`` (the reviewer saw it is one cell),
+        else :class:`PossibleClumpError` asks to split it or confirm.
+
         Raises:
             PermissionDeniedError: The account may not review.
-            ReviewError: Not saved, or an unknown cell.
+            ReviewError: Not saved, or an unknown cell; PossibleClumpError (above).
             CaseStoreError: The record refused it (signed case, a label only the machine
                 gives, ...).
         """
+        cell = self.cell(field_index, cell_id)
+        counted = str(label).strip().lower() in COUNTED_LABELS
+        if counted and not as_one_cell and self.is_possible_clump(cell):
+            raise PossibleClumpError(
+                f"Cell {cell_id} may be two or more cells pressed together, and one label counts "
+                f"it as one cell. Split it first (Correct an outline), or give it {label} again "
+                "to count it as one cell."
+            )
         changed = self.edit(store, field_index, cell_id, user=user, note=note, label=label)
         return changed and self.cell(field_index, cell_id).label == str(label).strip().lower()
 
@@ -277,7 +290,7 @@ class Review(ReviewTallies, ReviewReshape, ReviewSignoff):
 
     def decide(
         self, store: CaseStore, field_index: int, cell_id: int, label: str | None = None, *,
-        user: User, note: str = "reviewed cell by cell",
+        user: User, note: str = "reviewed cell by cell", as_one_cell: bool = False,
     ) -> bool:  # fmt: skip
         """Review one cell: give it ``label``, or accept its current label (``label`` None or
         the same); True when something was written.
@@ -293,7 +306,8 @@ class Review(ReviewTallies, ReviewReshape, ReviewSignoff):
                     "or normal (or not a white cell, or exclude it)."
                 )
             return self.accept(store, [cell.key], user=user, note=note) > 0
-        return self.relabel(store, field_index, cell_id, label, user=user, note=note)
+        return self.relabel(store, field_index, cell_id, label, user=user, note=note,
+                            as_one_cell=as_one_cell)  # fmt: skip
 
     def refresh(self, store: CaseStore) -> bool:
         """Take any change made to the saved case elsewhere; True when something changed.

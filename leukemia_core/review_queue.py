@@ -173,6 +173,16 @@ class ReviewTallies:
             return "its field differs from the training data"
         if self.domain is not None and self.domain.warned:
             return "the sample differs from the training data"
-        if any(c.key == cell.key for c in possible_clumps(self._scope(cell.field_index))):
+        if self.is_possible_clump(cell):
             return "it may be two or more cells pressed together: split it if so"
         return ""
+
+    def is_possible_clump(self, cell: Cell) -> bool:
+        """True for an outline of the segmentation flagged as possibly several pressed cells
+        (:mod:`leukemia_core.pressed`) while no reviewer has decided it."""
+        return (
+            cell.model_label == CellLabel.UNCERTAIN
+            and not cell.origin
+            and not cell.reviewed
+            and any(c.key == cell.key for c in possible_clumps(self._scope(cell.field_index)))
+        )

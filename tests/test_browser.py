@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FIELD = "all_idb1/images/Im051_1.jpg"
 REVIEWER = "Dr. Browser Test"
 PASSWORD = "browser test password"
+CLUMP_QUESTION = "may be two or more cells pressed together, and one label counts"
 
 pytestmark = [pytest.mark.browser, pytest.mark.data, pytest.mark.slow]
 
@@ -241,7 +242,7 @@ def _press(page, key: str, *, blur: bool = True) -> None:
 def _review_by_keyboard(page, output_dir: Path) -> dict[int, str]:
     """Review every cell from the keyboard only; returns the cells relabelled and to what."""
     relabelled: dict[int, str] = {}
-    done = 0
+    done, asked = 0, []
     while (waiting := _unreviewed(page)) > 0:
         cell_id, call = _open_cell(page)
         if done == 2:  # step away and back: the arrows move through the queue
@@ -274,11 +275,15 @@ def _review_by_keyboard(page, output_dir: Path) -> dict[int, str]:
         else:
             key = "Space"  # accept the model's call
         _press(page, key, blur=blur)
+        if _unreviewed(page) == waiting and page.get_by_text(CLUMP_QUESTION).count():
+            asked.append(cell_id)  # a possible clump: one key would count its cells once
+            _press(page, key)  # the same key again: the reviewer says it is one cell
         assert _unreviewed(page) == waiting - 1, f"{key} on cell {cell_id} reviewed nothing"
         done += 1
         if done == 3:
             page.screenshot(path=str(output_dir / "2-review-keyboard-1440.png"))
     assert done >= 10  # issue 13: at least ten cells reviewed by keyboard only
+    assert len(asked) == 1  # the field's flagged clump (split and undone above) asked once
     return relabelled
 
 

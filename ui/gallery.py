@@ -12,7 +12,7 @@ import numpy as np
 import streamlit as st
 
 from leukemia_core.counting import CellLabel
-from leukemia_core.errors import LeukemiaCoreError
+from leukemia_core.errors import LeukemiaCoreError, PossibleClumpError
 from leukemia_core.imaging import side_by_side
 from leukemia_core.review import REVIEW_CHOICES, Review
 from leukemia_core.types import Cell
@@ -55,8 +55,8 @@ def _on_relabel(field_index: int, cell_id: int) -> None:
             state.accept(session, [cell.key])
             return
         state.relabel(session, field_index, cell_id, chosen)
-    except LeukemiaCoreError as error:
-        flash(str(error))
+    except LeukemiaCoreError as error:  # a possible clump: the same choice again confirms
+        flash(str(error), "warning" if isinstance(error, PossibleClumpError) else "error")
         st.session_state[key] = _shown_value(session, cell)
 
 

@@ -9,17 +9,19 @@ the case database and the sidebar's reviewer name; the workflow owns every rule.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import contextmanager
 
 import numpy as np
 import streamlit as st
 
-from leukemia_core.errors import LeukemiaCoreError, ReviewError
+from leukemia_core.errors import LeukemiaCoreError, PossibleClumpError, ReviewError
 from leukemia_core.review import Review
 from leukemia_core.store import CaseStore, default_database_path
 from ui import auth
 
 SESSION_KEY = "review_session"
 RELABEL_PREFIX = "relabel_"
+CLUMP_QUESTION_KEY = "clump_question"  # the label a possible clump was last given, unconfirmed
 
 
 CASE_PARAM = "case"  # the open case's id in the page address, so a reload brings it back
@@ -113,14 +115,33 @@ def save_case(
 
 
 def relabel(session: Review, field_index: int, cell_id: int, label: str) -> None:
-    """Reclassify one cell as the logged-in account (see :meth:`Review.relabel`)."""
-    session.relabel(case_store(), field_index, cell_id, label, user=auth.user())
+    """Reclassify one cell as the logged-in account (see :meth:`Review.relabel`); a possible
+    clump asks once, and the same label given again counts it as one cell."""
+    key = (field_index, cell_id)
+    with _clump_question(session, key, label) as confirmed:
+        session.relabel(case_store(), field_index, cell_id, label, user=auth.user(),
+                        as_one_cell=confirmed)  # fmt: skip
 
 
 def decide(session: Review, key: tuple[int, int], label: str | None) -> bool:
     """Review one cell as the logged-in account: give it ``label`` or (None) accept its label
-    (see :meth:`Review.decide`)."""
-    return session.decide(case_store(), *key, label, user=auth.user())
+    (see :meth:`Review.decide`); a possible clump asks once, as :func:`relabel`."""
+    with _clump_question(session, key, label) as confirmed:
+        return session.decide(case_store(), *key, label, user=auth.user(),
+                              as_one_cell=confirmed)  # fmt: skip
+
+
+@contextmanager
+def _clump_question(session: Review, key: tuple[int, int], label: str | None):
+    """Yields whether this label for this cell was asked about just before (the reviewer gives
+    it again: one cell); a :class:`PossibleClumpError` is remembered as that question."""
+    question = (session.case_id, key, label)
+    asked = st.session_state.pop(CLUMP_QUESTION_KEY, None) == question
+    try:
+        yield asked
+    except PossibleClumpError:
+        st.session_state[CLUMP_QUESTION_KEY] = question
+        raise
 
 
 def accept(session: Review, keys: list[tuple[int, int]]) -> int:

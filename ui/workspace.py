@@ -17,7 +17,7 @@ import numpy as np
 import streamlit as st
 
 from leukemia_core.counting import CellLabel
-from leukemia_core.errors import LeukemiaCoreError
+from leukemia_core.errors import LeukemiaCoreError, PossibleClumpError
 from leukemia_core.imaging import side_by_side
 from leukemia_core.review import Review
 from leukemia_core.review_queue import step
@@ -84,6 +84,8 @@ def _on_decide(label: str | None) -> None:
     try:
         state.decide(session, key, label)
         st.session_state[CURRENT_KEY] = session.next_to_review(after=key) or key
+    except PossibleClumpError as error:  # the same key again counts it as one cell
+        flash(str(error), "warning")
     except LeukemiaCoreError as error:
         flash(str(error))
 
