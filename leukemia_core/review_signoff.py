@@ -23,6 +23,7 @@ class ReviewSignoff:
 
     n_unreviewed: int  # from ReviewTallies, mixed into the same Review
     n_uncertain: int
+    first_signed_by: str | None  # from Review
 
     @property
     def sign_blockers(self) -> str | None:
@@ -38,6 +39,25 @@ class ReviewSignoff:
             return (f"Before signing: {u} cell{'s are' if u != 1 else ' is'} still uncertain: "
                     "label each one on the Review page.")  # fmt: skip
         return None
+
+    def what_signing_does(self, user: User) -> str:
+        """What signing the case as ``user`` does now, in one sentence (with the lab's
+        two-signer rule, ``$LEUKEMIA_SECOND_SIGNER_AT_PERCENT``)."""
+        if not user.can(Permission.SIGN):
+            if user.can(Permission.REVIEW):
+                return f"Your account ({user.name}) may review but not sign: a signer signs."
+            return f"Your account ({user.name}) may look at this case but not review or sign it."
+        frozen = "confirms that you reviewed every cell; the record is then frozen"
+        if self.first_signed_by == user.name:
+            return "You signed first: the record is frozen when another signer signs too."
+        if self.first_signed_by:
+            return f"Signing as {user.name}, the second signer, {frozen}."
+        limit, percent = second_signer_at_percent(), self.count().percent
+        if limit is not None and percent is not None and percent >= limit:
+            return (f"Signing as {user.name} is the first of two signatures: blasts are "
+                    f"{percent:.1f}%, at or above the lab's {limit:g}%, so another signer signs "
+                    "too before the record is frozen.")  # fmt: skip
+        return f"Signing as {user.name} {frozen}."
 
     def set_details(
         self, store: CaseStore, *, user: User, comment: str | None = None,

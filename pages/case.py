@@ -78,9 +78,11 @@ if changed and st.button("Save for the report", key="save_comment", icon=":mater
 
 st.subheader("Sign-off", divider="gray")
 if record.is_signed:
+    first = (f" (first signature: **{record.first_signed_by}** at "
+             f"{minute_text(record.first_signed_at)} UTC)" if record.first_signed_by else "")  # fmt: skip
     st.success(
-        f"Signed by **{record.signed_by}** at {minute_text(record.signed_at)} UTC. The record is "
-        "frozen.",
+        f"Signed by **{record.signed_by}** at {minute_text(record.signed_at)} UTC{first}. The "
+        "record is frozen.",
         icon=":material/verified:",
     )
     if newer is None:
@@ -108,12 +110,7 @@ else:
             "signature.",
             icon=":material/group:",
         )
-    st.markdown(
-        f"Signing as **{account.name}** confirms that you reviewed every cell; the record is "
-        "then frozen."
-        if may_sign
-        else f"Your account ({account.name}) may review but not sign: a signer signs."
-    )
+    st.markdown(session.what_signing_does(account))
     # Said in the warnings above; and a second signer signs what the first one saw, so a
     # change to the report's details after a first signature is saved on its own first.
     blocked = bool(session.n_uncertain or session.n_unreviewed)

@@ -42,13 +42,25 @@ def blasts_text(case) -> str:
     return text + (f"; provisional: {case.n_unreviewed} not reviewed" if case.n_unreviewed else "")
 
 
+def signers_text(case) -> str:
+    """``A, then B`` where the lab's rule asked for two signers; ``A (first of two)`` while
+    the second is awaited."""
+    if case.awaits_second_signature:
+        return f"{case.first_signed_by} (first of two)"
+    if case.first_signed_by and case.signed_by:
+        return f"{case.first_signed_by}, then {case.signed_by}"
+    return case.signed_by or "—"
+
+
 rows = [
     {
         "Sample": c.sample_id,
         "Patient": c.patient_id or "—",
-        "Status": f"v{c.version} {c.status}" + (" (reopened)" if c.case_id in reopened else ""),
+        "Status": f"v{c.version} {c.status}"
+        + (" (reopened)" if c.case_id in reopened else "")
+        + (", awaiting a second signer" if c.awaits_second_signature else ""),
         "Created (UTC)": f"{minute_text(c.created_at)} by {c.created_by or '—'}",
-        "Signed by": c.signed_by or "—",
+        "Signed by": signers_text(c),
         "Blasts": blasts_text(c),
     }
     for c in cases
@@ -87,11 +99,14 @@ if left.button("Open", key="open_case", type="primary", icon=":material/folder_o
     except LeukemiaCoreError as error:
         st.error(str(error))
 can_reopen = chosen.status == "signed" and chosen.case_id not in reopened
-reason = reopen_reason("reopen_case_reason", right) if can_reopen else ""
+may_sign = auth.user().can(Permission.SIGN)  # reopening is a signer's, as on the Case page
+reason = reopen_reason("reopen_case_reason", right) if can_reopen and may_sign else ""
 if can_reopen and right.button(
     "Reopen as a new version",
     key="reopen_case",
     icon=":material/edit_document:",
+    disabled=not may_sign,
+    help=None if may_sign else "Reopening a signed case needs the signer role.",
 ):
     try:
         session = state.open_case(chosen.case_id)

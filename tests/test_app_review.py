@@ -247,6 +247,11 @@ def test_case_list_finds_opens_and_reopens_earlier_cases(db, demo_png):
     assert opened.count() == session_of(first).count()
     assert [c.key for c in opened.cells] == [c.key for c in alpha.cells]
 
+    # reopening is a signer's: a reviewer sees the button greyed, with no reason box to fill
+    tech = go(start("T. Tech", roles=("reviewer",)), "cases")
+    tech.selectbox(key="case_pick").set_value(alpha.case_id).run()
+    assert tech.button(key="reopen_case").disabled
+    assert "reopen_case_reason" not in [w.key for w in tech.text_input]
     at.text_input(key="reopen_case_reason").input("the patient id was wrong").run()
     at.button(key="reopen_case").click().run()
     assert not errors(at)

@@ -434,7 +434,13 @@ def test_a_change_after_the_first_signature_withdraws_it(session, store, monkeyp
         if cell.label == CellLabel.UNCERTAIN:
             session.relabel(store, *cell.key, "blast", user=signer)
     session.accept(store, [c.key for c in session.cells], user=signer)
+    second = account("R. Two")
+    assert session.what_signing_does(signer).startswith("Signing as S. One is the first of two")
     assert not session.sign(store, user=signer)
+    assert session.what_signing_does(signer).startswith("You signed first")
+    assert session.what_signing_does(second).startswith("Signing as R. Two, the second signer")
+    assert "may review but not sign" in session.what_signing_does(account("T", ("reviewer",)))
+    assert "not review or sign" in session.what_signing_does(account("V", ("model_admin",)))
     cell = next(c for c in session.cells if c.label == CellLabel.BLAST)
     session.relabel(store, *cell.key, "normal", user=account("R. Two"))
     assert session.first_signed_by is None and not session.is_signed
