@@ -37,6 +37,7 @@ CSV_COLUMNS = (
     "case_status",
     "field_number",
     "reviewed",
+    "origin",
 )
 
 
@@ -49,7 +50,9 @@ def cells_csv(record: CaseRecord) -> bytes:
     still change); ``reviewed`` is ``true`` once a person has decided on the cell (until then
     ``label`` is the model's call), empty for a cell cut by the border, which is never counted
     and needs no review; ``changed_by_reviewer`` is ``true`` when the current label
-    differs from the model's. An empty ``blast_probability`` means the cell was not classified,
+    differs from the model's; ``origin`` names the reviewer's split or merge that made the cell
+    (``split of 6``, ``merge of 3+4``), empty for a cell of the segmentation. An empty
+    ``blast_probability`` means the cell was not classified,
     an empty ``domain_score`` that no out-of-domain check was made. Sample ids and field names
     starting with ``=``, ``+``, ``-`` or ``@`` get a leading apostrophe so that spreadsheets do
     not run them as formulas.
@@ -79,6 +82,7 @@ def cells_csv(record: CaseRecord) -> bytes:
                 record.status,
                 c.field_index + 1,
                 "" if c.label == CellLabel.BORDER else ("true" if c.reviewed else "false"),
+                c.origin,
             ]
         )
     return buffer.getvalue().encode("utf-8")
@@ -123,6 +127,8 @@ def case_json(record: CaseRecord) -> str:
                 "thresholds",
                 "signed_by",
                 "signed_at",
+                "first_signed_by",
+                "first_signed_at",
             )
         },
         "domain": None if record.domain is None else record.domain.to_dict(),

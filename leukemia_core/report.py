@@ -86,6 +86,8 @@ def _signed_and_current(record: CaseRecord) -> bool:
 def _status_words(record: CaseRecord) -> str:
     if record.is_signed:
         signed = f"SIGNED by {record.signed_by} at {minute_text(record.signed_at)} UTC"
+        if record.first_signed_by:  # the lab's rule asked for two signers
+            signed = f"SIGNED by {record.first_signed_by} and {signed.removeprefix('SIGNED by ')}"
         newer = record.superseded_by
         if newer is None:
             return signed
@@ -225,6 +227,8 @@ def _cells_section(record: CaseRecord, limit: int) -> str:
             if cell.changed_by_reviewer
             else _e(cell.label)
         )
+        if cell.origin:  # a piece of a reviewer's split or merge
+            change += f"<br>made by the reviewer ({_e(cell.origin)})"
         css = f"{_e(cell.label)} changed" if cell.changed_by_reviewer else _e(cell.label)
         groups.setdefault(LABEL_WORDS.get(cell.label, str(cell.label)), []).append(
             f'<figure class="{css}">{image}<figcaption>{_e(where)}<br>{change}<br>'

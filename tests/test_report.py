@@ -236,6 +236,12 @@ def test_csv_has_one_row_per_cell_and_flags_reviewer_changes(record: CaseRecord)
     border = rows[11]
     assert (border["label"], border["blast_probability"]) == ("border", "")
     assert row["field_name"] == "'=HYPERLINK(1)"  # not run as a spreadsheet formula
+    assert {r["origin"] for r in rows} == {""}  # every cell the segmentation's
+    pieces = replace(record, cells=(replace(first, origin="split of 9"), *rest))
+    assert next(csv.DictReader(io.StringIO(cells_csv(pieces).decode())))["origin"] == "split of 9"
+    assert "made by the reviewer (split of 9)" in case_report_html(
+        replace(pieces, cells=(replace(pieces.cells[0], label="blast"), *rest))
+    )
 
 
 def test_json_round_trips(record: CaseRecord):
@@ -259,6 +265,11 @@ def test_json_round_trips(record: CaseRecord):
     assert [a["action"] for a in document["audit"]] == ["created", "relabel"]
     assert document["audit"][1]["reviewer"] == "Dr. <Eve>"
     assert document["signed_by"] is None and document["status"] == "open"
+    assert document["first_signed_by"] is None
+    two = replace(record, status="signed", signed_by="Dr. B", signed_at=record.created_at,
+                  first_signed_by="Dr. A", first_signed_at=record.created_at)  # fmt: skip
+    assert json.loads(case_json(two))["first_signed_by"] == "Dr. A"
+    assert "SIGNED by Dr. A and Dr. B at" in case_report_html(two)  # the page header too
 
 
 def test_the_patient_id_is_in_the_report_and_the_json_escaped(store: CaseStore, case_id: str):
