@@ -178,8 +178,12 @@ if files:
             if run_uploads:
                 st.session_state[UPLOADS_KEY]["count"] += 1
             # The results are drawn below the upload box, often below the screen's edge: say so.
-            flash(f"Sample {analysed.sample_id}: {len(analysed.cells)} white cells found in "
-                  f"{len(analysed.fields)} image(s); the results are below.", "toast")  # fmt: skip
+            # A box, not a toast: a toast covered the figures on an 800 px screen and the next
+            # page's research-use banner.
+            n_cells, n_images = len(analysed.cells), len(analysed.fields)
+            flash(f"Sample {analysed.sample_id}: {n_cells} white cell{'s' * (n_cells != 1)} "
+                  f"found in {n_images} image{'s' * (n_images != 1)}; the results are below.",
+                  "success")  # fmt: skip
             st.rerun()  # so the sidebar, drawn before this page, shows the new sample too
 
 

@@ -196,7 +196,7 @@ def test_a_batch_of_unreadable_files_makes_no_sample_and_keeps_the_open_one(db, 
     assert len(messages) == 2 and "notes.png" in messages[0] and "cut.png" in messages[1]
     assert any("no sample was made" in i.value for i in at.info)
     assert session_of(at).sample_id == sample  # no empty sample in its place
-    assert not any("0 white cells found" in t.value for t in at.toast)
+    assert not any("0 white cells found" in t.value for t in at.success)
     analyze(at, [("blank.png", png(np.full((480, 640, 3), 232, np.uint8)))])
     assert metric(at, "White cells found") == "0"  # no cells: no word on a domain check
     assert not any("no domain reference" in c.value for c in at.main.caption)
