@@ -109,7 +109,8 @@ def read_for_analysis(
     else:
         loaded = read_image(data, name=name)
         rgb, original, notes = loaded.rgb, (loaded.width, loaded.height), list(loaded.notes)
-    prepared = prepare_field(rgb, name, input_size=input_size, max_pixels=max_pixels)
+    prepared = prepare_field(rgb, name, input_size=input_size, max_pixels=max_pixels,
+                             original_size=original)  # fmt: skip
     scale = prepared.scale * rgb.shape[1] / original[0]
     return PreparedImage(prepared.rgb, name, original, scale, (*notes, *prepared.notes))
 
@@ -120,8 +121,12 @@ def prepare_field(
     *,
     input_size: int | None = None,
     max_pixels: int = ANALYSIS_MAX_PIXELS,
+    original_size: tuple[int, int] | None = None,
 ) -> PreparedImage:
     """Downscale a field over ``max_pixels``: to the model's scale where that is enough.
+
+    ``original_size`` (width, height) is the file's, when ``rgb`` was decoded reduced: the
+    note then speaks of the file and of the downscaling in all.
 
     The model's scale is where a red cell spans ``0.9 * input_size / WBC_PER_RED_CELL`` pixels:
     there even the smallest white cell still fills the classifier's input, so nothing the model
@@ -154,10 +159,12 @@ def prepare_field(
             f"fit the analysis limit of {max_pixels / 1e6:.0f} megapixels; fine detail may be "
             "lost, so a field photographed at lower magnification or cut into parts works better"
         )
+    file_width, file_height = original_size or (width, height)
+    in_all = " in all" if original_size and original_size[0] != width else ""
     note = (
-        f"'{name}' is {width}×{height} px ({pixels / 1e6:.0f} megapixels), so it was downscaled "
-        f"{1 / scale:.1f}× to {size[0]}×{size[1]} px to {why}. Cell positions refer to the "
-        "downscaled image."
+        f"'{name}' is {file_width}×{file_height} px ({file_width * file_height / 1e6:.0f} "
+        f"megapixels), so it was downscaled {file_width / size[0]:.1f}×{in_all} to "
+        f"{size[0]}×{size[1]} px to {why}. Cell positions refer to the downscaled image."
     )
     return PreparedImage(small, name, (width, height), size[0] / width, (note,))
 

@@ -84,6 +84,10 @@ def test_a_huge_jpeg_is_decoded_reduced_not_refused(stain):
     assert prepared.rgb.shape[0] * prepared.rgb.shape[1] <= ANALYSIS_MAX_PIXELS
     assert prepared.scale == pytest.approx(prepared.rgb.shape[1] / 9000)
     assert any("decoded at 1/2" in note for note in prepared.notes)
+    # one story of the file's size: the downscaling note speaks of the file, not the decode
+    smaller = read_for_analysis(data, "scan.jpg", input_size=224, max_pixels=8_000_000)
+    (downscaled,) = [n for n in smaller.notes if "downscaled" in n]
+    assert "is 9000×7000 px (63 megapixels)" in downscaled and " in all to " in downscaled
     # the greyscale warning of smaller files, on this path too
     assert (GREY_NOTE in prepared.notes) == (len(set(stain)) == 1)
 
