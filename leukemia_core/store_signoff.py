@@ -149,7 +149,7 @@ class CaseSignoff(StorePart):
                 conn.execute(f"UPDATE cases SET {column} = ? WHERE case_id = ?",
                              (value, case["case_id"]))  # fmt: skip
                 if column == "comment":
-                    rows.append(audit(conn, case, "comment", reviewer, value[:200]))
+                    rows.append(audit(conn, case, "comment", reviewer, value))  # all of it
                 else:
                     note = f"{case[column] or 'none'} -> {value or 'none'}"
                     rows.append(audit(conn, case, "patient id", reviewer, note))

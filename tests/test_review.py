@@ -516,6 +516,10 @@ def test_a_comment_is_kept_for_the_report_and_frozen_with_the_case(saved, store)
     record = store.load_case(saved.case_id)
     assert record.comment == "Nucleoli in <b>most</b> blasts" and record.altered == ()
     assert record.audit[-1].action == "comment"
+    longer = "Nucleoli in most blasts. " * 20  # 500 characters: the trail keeps them all
+    saved.set_details(store, comment=longer, user=user)
+    assert store.load_case(saved.case_id).audit[-1].note == longer.strip()
+    saved.set_details(store, comment="Nucleoli in <b>most</b> blasts", user=user)
     page = case_report_html(record)
     assert "Nucleoli in &lt;b&gt;most&lt;/b&gt; blasts" in page and "<b>most" not in page
     saved.accept(store, [c.key for c in saved.cells], user=user)
