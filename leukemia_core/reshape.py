@@ -49,13 +49,16 @@ def split_masks(
 
     ``line`` of two points cuts along the straight line through them; of three or more, it is a
     closed outline drawn around one of the cells: what lies inside is one piece, the rest the
-    other. Without a line, the ``parts`` centres come from k-means on the nucleus pixels when
+    other, the border moved (within a margin of the drawing) onto the neck or pale line
+    between the cells. Without a line, the ``parts`` centres come from k-means on the nucleus pixels when
     ``image`` (the RGB pixels under ``mask``) is given, and on all the cell's pixels (kept
     instead when its pieces are clearly rounder), and the borders from a watershed on the
     distance to the edge plus the nucleus evidence, so cuts follow the necks and the pale lines
     between pressed cells.
     """
     if line is not None:
+        if np.ndim(line) == 2 and len(line) >= 3 and np.shape(line)[1] == 2:
+            return _cut_around(mask, line, image)
         return _cut_along(mask, line)
     if not 2 <= parts <= MAX_PARTS:
         raise ReshapeError(f"Split into 2 to {MAX_PARTS} cells, not {parts}.")
@@ -117,6 +120,29 @@ def _roundness(pieces: list[np.ndarray]) -> float:
         perimeter = sum(cv2.arcLength(c, True) for c in contours)
         quotients.append(4 * np.pi * piece.sum() / max(perimeter, 1.0) ** 2)
     return float(np.mean(quotients))
+
+
+def _cut_around(mask: np.ndarray, outline, image: np.ndarray | None) -> list[np.ndarray]:
+    """The cell drawn around and the rest of the outline. A hand-drawn line is near the border,
+    not on it: a band of 15% of the drawn cell's radius either side of it goes to whichever
+    side the watershed (necks, and the pale lines between nuclei) gives it, so a line drawn
+    just inside a cell's edge leaves no rim behind."""
+    drawn = outline_mask(np.asarray(outline, dtype=np.float64), mask.shape) & mask
+    margin = round(0.15 * float(np.sqrt(drawn.sum() / np.pi)))
+    if margin < 2:
+        return _cut_along(mask, outline)
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))
+    inner = cv2.erode(drawn.astype(np.uint8), disc).astype(bool)
+    outer = mask & ~cv2.dilate(drawn.astype(np.uint8), disc).astype(bool)
+    if not inner.any() or not outer.any():  # drawn around (nearly) all of it, or a sliver
+        return _cut_along(mask, outline)
+    distance = ndi.distance_transform_edt(mask)
+    elevation = -distance / distance.max()
+    if image is not None:
+        score = cv2.GaussianBlur(nucleus_score(image), (0, 0), NUCLEUS_BLUR_PX)
+        elevation -= np.clip(score, 0, None) / max(float(score[mask].max()), 1.0)
+    labels = watershed(elevation, inner * 1 + outer * 2, mask=mask)
+    return _largest_components([labels == 1, labels == 2])
 
 
 def _origin_ids(origin: str) -> list[int]:
@@ -210,8 +236,9 @@ def _largest_components(pieces: list[np.ndarray]) -> list[np.ndarray]:
         if int(np.sort(sizes)[-2]) > MAX_DROPPED_SHARE * sizes.sum():
             raise ReshapeError(
                 f"The cut leaves a piece in {int((sizes > MAX_DROPPED_SHARE * sizes.sum()).sum())} "
-                "separate parts, and one would be lost: draw around a cell at the end of the "
-                "clump, or use 'Split into N cells'."
+                "separate parts, and one would be lost: draw around a whole cell at the end of "
+                "the clump, outside its outline but where it meets the others (a line just "
+                "inside its edge leaves a rim behind), or use 'Split into N cells'."
             )
         out.append(labels == int(sizes.argmax()))
     return out

@@ -75,6 +75,13 @@ def test_split_by_an_outline_drawn_around_one_of_two_pressed_cells():
         split_masks(clump, line=[(0, 0), (5, 0), (5, 5)])  # drawn beside the cell
     with pytest.raises(ReshapeError, match=r"two or more \(x, y\) points"):
         split_masks(clump, line=[(1, 2, 3)])
+    # drawn just inside the left cell's edge (a walk's lasso was refused so): the rim comes
+    # along, and the border follows the neck
+    rim = [(45 + 21 * np.cos(a), 50 + 21 * np.sin(a)) for a in np.linspace(0, 2 * np.pi, 40)]
+    drawn, rest = split_masks(clump, line=rim)
+    left = _discs([(45, 50)])
+    assert (drawn & left).sum() / (drawn | left).sum() > 0.93 and drawn[50, 22]
+    assert rest[50, 90] and 64 <= np.nonzero(drawn[50])[0].max() <= 72
     # around the middle cell of a chain of three: the rest would fall in two, losing a cell
     chain = _discs([(30, 50), (67, 50), (104, 50)], 20)
     with pytest.raises(ReshapeError, match=r"in 2 separate parts.*end of the clump"):

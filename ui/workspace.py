@@ -194,7 +194,8 @@ def show_workspace(session: Review, *, heatmap: np.ndarray | None, editable: boo
         )  # fmt: skip
         st.caption(f"{field.name}: click a cell's number to open it; drag to zoom, "
                    "double-click to reset. To cut a clump, pick the lasso (toolbar) and draw "
-                   "around one of its cells.")  # fmt: skip
+                   "around one of its cells, outline and all: outside the clump everywhere but "
+                   "across the line where that cell meets the others.")  # fmt: skip
     return cell
 
 
