@@ -291,8 +291,10 @@ def provisional_text(n_unreviewed: int, n_cells: int) -> str | None:
     """
     if n_unreviewed <= 0:
         return None
-    cells = "cell has" if n_unreviewed == 1 else "cells have"
+    # "1 of 34 cells has", "2 of 34 cells have", "1 cell has" (of one)
+    cells = f"{n_unreviewed} of {n_cells} cells" if n_cells > 1 else f"{n_unreviewed} cell"
+    verb = "has" if n_unreviewed == 1 else "have"
     return (
-        f"Provisional: {n_unreviewed} of {n_cells} {cells} not been reviewed yet, so these "
-        "counts and their reading may change."
+        f"Provisional: {cells} {verb} not been reviewed yet, so these counts and their reading "
+        "may change."
     )

@@ -14,6 +14,7 @@ from leukemia_core.counting import (
     CellLabel,
     cells_needed,
     count_blasts,
+    provisional_text,
     summarize_labels,
     wilson_interval,
 )
@@ -330,3 +331,13 @@ def test_only_uncertain_cells():
 def test_count_errors(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize(("waiting", "cells", "words"), [
+    (1, 34, "Provisional: 1 of 34 cells has not been reviewed yet"),
+    (2, 34, "Provisional: 2 of 34 cells have not been reviewed yet"),
+    (1, 1, "Provisional: 1 cell has not been reviewed yet"),
+])  # fmt: skip
+def test_the_provisional_line_reads_as_english(waiting, cells, words):
+    assert provisional_text(waiting, cells).startswith(words)  # a walk read "1 of 34 cell has"
+    assert provisional_text(0, cells) is None

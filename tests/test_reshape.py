@@ -198,6 +198,24 @@ def test_split_into_three_gives_each_of_three_pressed_cells_its_piece(fused):
 
 
 @pytest.mark.data
+def test_the_numbers_of_a_clumps_pieces_stay_apart_in_the_field_view(fused):
+    """Pieces of a split share the top of the old outline: their numbers (the field view's
+    click targets) must not sit on one spot, as two did after a walk's split into 4."""
+    from ui.figures import BADGE_GAP, badge_points
+
+    review, store, _ = fused
+    pieces = review.split(store, *_holder(review, 976, 549).key, user=ANA, parts=4)
+    field = review.fields[0]
+    gap = BADGE_GAP * max(field.width, field.height)
+    at = badge_points(review.field_cells(0), gap)
+    points = np.array([at[c.key] for c in pieces])
+    apart = np.linalg.norm(points[:, None] - points[None], axis=2)[np.triu_indices(len(pieces), 1)]
+    assert apart.min() >= 0.5 * gap  # at most half covered: both seen and clickable
+    for piece in pieces:  # each number on its own cell's outline
+        assert np.min(np.linalg.norm(piece.outline - np.array(at[piece.key]), axis=1)) < 1e-6
+
+
+@pytest.mark.data
 def test_an_undo_under_a_later_split_is_refused_so_no_cell_is_counted_twice(fused):
     review, store, _ = fused
     clump = _holder(review, 976, 549)

@@ -25,6 +25,9 @@ def _jpeg_uri(rgb: np.ndarray) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(data.tobytes()).decode("ascii")
 
 
+BADGE_GAP = 0.045  # of the field's longer side: about a number's width in the field view
+
+
 def field_overview(
     field: Field, cells: Sequence[Cell], current: tuple[int, int] | None = None
 ) -> go.Figure:
@@ -37,6 +40,7 @@ def field_overview(
     shown, scale = display_copy(field.image, OVERVIEW_MAX_SIDE)
     figure = go.Figure(go.Image(source=_jpeg_uri(shown), dx=1 / scale, dy=1 / scale,
                                 hoverinfo="skip"))  # fmt: skip
+    badge_at = badge_points(cells, BADGE_GAP * max(field.width, field.height))
     for label in CellLabel:
         members = [c for c in cells if c.label == label]
         if not members:
@@ -55,7 +59,7 @@ def field_overview(
         figure.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=name, legendgroup=label.value,
                                     line={"color": colour, "width": 2.5, "dash": dash},
                                     hoverinfo="skip"))  # fmt: skip
-        badges = [_badge_point(c) for c in members]
+        badges = [badge_at[c.key] for c in members]
         figure.add_trace(go.Scatter(
             x=[x for x, _ in badges], y=[y for _, y in badges],
             mode="markers+text", text=[str(c.cell_id) for c in members],
@@ -83,14 +87,30 @@ def field_overview(
     return figure
 
 
-def _badge_point(cell: Cell) -> tuple[float, float]:
-    """Where a cell's number sits: on the top of its own outline. The corner of its box lies
-    outside a round cell, over a neighbour in a crowded field."""
-    if len(cell.outline):
-        top = int(np.argmin(cell.outline[:, 1]))
-        return float(cell.outline[top, 0]), float(cell.outline[top, 1])
-    x0, y0, x1, _ = cell.bbox
-    return (x0 + x1) / 2, float(y0)
+def badge_points(cells: Sequence[Cell], gap: float) -> dict[tuple[int, int], tuple[float, float]]:
+    """Where each cell's number sits: on the top of its own outline (the corner of its box lies
+    outside a round cell, over a neighbour in a crowded field), or, where that is within
+    ``gap`` of a number placed before (pieces of a split share their top), the highest point
+    of its outline clear of them, else the one farthest from them: two numbers on one spot
+    could not be told apart or clicked."""
+    placed: list[tuple[float, float]] = []
+    points = {}
+    for cell in cells:
+        x0, y0, x1, y1 = cell.bbox
+        outline = cell.outline if len(cell.outline) else np.array(
+            [((x0 + x1) / 2, y0), (x1, (y0 + y1) / 2), ((x0 + x1) / 2, y1), (x0, (y0 + y1) / 2)])  # fmt: skip
+        outline = np.asarray(outline, dtype=np.float64)
+        order = np.argsort(outline[:, 1], kind="stable")  # top first
+        if placed:
+            nearest = np.min(np.linalg.norm(outline[order, None, :] - np.array(placed)[None],
+                                            axis=2), axis=1)  # fmt: skip
+            clear = np.nonzero(nearest >= gap)[0]
+            best = order[clear[0]] if len(clear) else order[int(np.argmax(nearest))]
+        else:
+            best = order[0]
+        points[cell.key] = (float(outline[best, 0]), float(outline[best, 1]))
+        placed.append(points[cell.key])
+    return points
 
 
 def _hover(cell: Cell) -> str:
