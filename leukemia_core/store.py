@@ -302,6 +302,8 @@ class CaseStore(CaseEdits, CaseReads, CaseSignoff, CaseReshape):
             conn.execute("UPDATE cases SET fields_sha256 = ? WHERE case_id = ?",
                          (fields_digest(conn, case_id), case_id))  # fmt: skip
             stored = self._case(conn, case_id, open_only=True)
-            note = f"{len(seen)} cells in {len(fields)} fields labelled by {model_name}"
+            n_cells, n_fields = len(seen), len(fields)
+            note = (f"{n_cells} cell{'s' * (n_cells != 1)} in {n_fields} field"
+                    f"{'s' * (n_fields != 1)} labelled by {model_name}")  # fmt: skip
             audit(conn, stored, "created", created_by, note)
         return case_id

@@ -143,16 +143,17 @@ audit = pd.DataFrame(
             "Time (UTC)": minute_text(a.at),
             "Who": a.reviewer or "—",
             "Action": a.action,
+            "Note": a.note,
             "Field": "" if a.field_index is None else a.field_index + 1,
             "Cell": "" if a.cell_id is None else a.cell_id,
             "From": a.from_label or "",
             "To": a.to_label or "",
-            "Note": a.note,
         }
         for a in record.audit
     ]
 )
-# The note says why: the narrow columns give it the room on an 800 px screen.
+# The note says why: beside the action, before the narrow columns, so an 800 px screen shows it
+# (last, it was off the table's right edge).
 narrow = {
     name: st.column_config.TextColumn(width="small") for name in ("Field", "Cell", "From", "To")
 }

@@ -127,6 +127,10 @@ def test_create_and_load_round_trip(store: CaseStore):
     assert record.cells[2].blast_probability is None
     assert all(c.label == c.model_label and not c.changed_by_reviewer for c in record.cells)
     assert [(a.action, a.reviewer) for a in record.audit] == [("created", "tech")]
+    assert record.audit[0].note == "3 cells in 2 fields labelled by m"
+    one = store.create_case("S-43", fields[:1], cells[:1], model_name="m", model_checksum="c",
+                            thresholds=THRESHOLDS, created_by="tech")  # fmt: skip
+    assert store.load_case(one).audit[0].note == "1 cell in 1 field labelled by m"
     # cells 2 of field 0 and 1 of field 1 await review: the reading says so
     assert record.counts() == summarize_labels(["blast", "normal", "uncertain"], n_unreviewed=2)
     assert record.field_counts() == (
