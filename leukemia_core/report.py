@@ -145,12 +145,13 @@ def _level(count: BlastCount) -> str:
     return "no blasts" if count.n_blasts == 0 else f"below {INVESTIGATE_PERCENT:.0f}%"
 
 
-def _count_row(scope: str, count: BlastCount) -> tuple[str, ...]:
+def _count_row(scope: str, count: BlastCount, n_uncertain: int) -> tuple[str, ...]:
     return (
         _e(scope),
         str(count.n_blasts),
         str(count.n_counted),
-        str(count.n_excluded),
+        str(n_uncertain),
+        str(count.n_excluded - n_uncertain),  # as the Counts page: uncertain apart
         _percent(count),
         _interval(count),
         _e(_level(count)),
@@ -160,15 +161,17 @@ def _count_row(scope: str, count: BlastCount) -> tuple[str, ...]:
 def _counts_section(record: CaseRecord) -> str:
     names = {f.index: f.name for f in record.fields}
     sample = record.counts()
-    rows = [_count_row("Whole sample", sample)]
+    uncertain = Counter(c.field_index for c in record.cells if c.label == CellLabel.UNCERTAIN)
+    rows = [_count_row("Whole sample", sample, sum(uncertain.values()))]
     rows += [
-        _count_row(f"Field {f.index + 1}: {names[f.index]}", count)
+        _count_row(f"Field {f.index + 1}: {names[f.index]}", count, uncertain[f.index])
         for f, count in zip(record.fields, record.field_counts(), strict=True)
     ]
     header = (
         "Scope",
         "Blasts",
         "Cells counted",
+        "Uncertain",
         "Left out",
         "Blast %",
         "95% CI (Wilson)",
@@ -176,7 +179,7 @@ def _counts_section(record: CaseRecord) -> str:
     )
     provisional = provisional_text(record.n_unreviewed, len(record.cells))
     note = f'<p class="unsigned">{_e(provisional)}</p>' if provisional else ""
-    table = _table(header, rows, {1, 2, 3, 4, 5}, css="counts")
+    table = _table(header, rows, {1, 2, 3, 4, 5, 6}, css="counts")
     return "<h2>Blast count (reviewed labels)</h2>" + note + table + _reading(sample)
 
 

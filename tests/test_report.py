@@ -331,3 +331,15 @@ def test_the_decision_rule_reads_as_what_each_cell_gets(calibration, said, unsai
 
     words = _decision_words({"model_calibration": calibration})
     assert said in words and unsaid not in words
+
+
+def test_the_counts_table_keeps_uncertain_cells_apart_from_those_left_out(record: CaseRecord):
+    # as the Counts page does: an uncertain cell awaits a decision, it is not left out
+    page = case_report_html(record)
+    assert "<th>Cells counted</th><th>Uncertain</th><th>Left out</th>" in page
+    row = re.search(r"<tr><td>Whole sample</td>(.*?)</tr>", page).group(1)
+    values = [int(v) for v in re.findall(r'<td class="num">(\d+)</td>', row)[:4]]
+    n_uncertain = sum(c.label == "uncertain" for c in record.cells)
+    count = record.counts()
+    assert n_uncertain and values == [
+        count.n_blasts, count.n_counted, n_uncertain, count.n_excluded - n_uncertain]  # fmt: skip
