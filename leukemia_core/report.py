@@ -8,8 +8,6 @@ what the reviewer decided.
 
 from __future__ import annotations
 
-import base64
-import html
 from collections import Counter
 
 from leukemia_core.case_record import REVIEW_ACTIONS, CaseRecord
@@ -19,21 +17,16 @@ from leukemia_core.counting import (
     CellLabel,
     provisional_text,
 )
-from leukemia_core.imaging import png_bytes
+from leukemia_core.report_cells import cells_section
+from leukemia_core.report_cells import html_text as _e
 from leukemia_core.report_style import REPORT_CSS
 from leukemia_core.store_rows import minute_text
-from leukemia_core.types import LABEL_WORDS, NO_REVIEW_LABELS, BlastCount, Cell
+from leukemia_core.types import LABEL_WORDS, NO_REVIEW_LABELS, BlastCount
 
 RESEARCH_USE_STATEMENT = (
     "Research use only — not for diagnosis. The counts in this report are decision support for "
     "trained laboratory staff and must be confirmed by a hematologist."
 )
-_FLAGGED_LABELS = (CellLabel.BLAST.value, CellLabel.UNCERTAIN.value)
-_CARD_ORDER = {CellLabel.BLAST: 0, CellLabel.UNCERTAIN: 1, CellLabel.NORMAL: 2}  # blasts first
-
-
-def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
 
 
 def _percent(count: BlastCount) -> str:
@@ -46,11 +39,6 @@ def _interval(count: BlastCount) -> str:
     if count.ci_low_percent is None or count.ci_high_percent is None:
         return "—"
     return f"{count.ci_low_percent:.1f}% – {count.ci_high_percent:.1f}%"
-
-
-def flagged_cells(record: CaseRecord) -> tuple[Cell, ...]:
-    """Cells a reader should see: labelled blast or uncertain, or relabelled by the reviewer."""
-    return tuple(c for c in record.cells if c.label in _FLAGGED_LABELS or c.changed_by_reviewer)
 
 
 def _page_css(record: CaseRecord) -> str:
@@ -201,54 +189,6 @@ def _model_vs_reviewer(record: CaseRecord) -> str:
         "<h2>Model versus reviewer</h2>"
         f"<p>{n_changed} of {len(record.cells)} cells were relabelled by the reviewer.</p>"
         + _table(("Label", "Model", "Reviewer"), rows, {1, 2}, css="keep")
-    )
-
-
-def _data_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
-def _cells_section(record: CaseRecord, limit: int) -> str:
-    names = {f.index: f.name for f in record.fields}
-    flagged = flagged_cells(record)
-    # Sorted before the cut: a long list of relabelled normal cells must not push the blasts out.
-    shown = sorted(flagged, key=lambda c: _CARD_ORDER.get(c.label, len(_CARD_ORDER)))[:limit]
-    groups: dict[str, list[str]] = {}
-    for cell in shown:
-        where = (
-            f"Field {cell.field_index + 1} ({names.get(cell.field_index, '')}), cell {cell.cell_id}"
-        )
-        images = [
-            f'<img src="{_data_uri(png_bytes(image))}" alt="{_e(where)}{what}">'
-            for image, what in ((cell.crop, ""), (cell.overlay, ": where the model looked"))
-            if image is not None
-        ]
-        image = "".join(images) if images else "<p>(no image stored)</p>"
-        probability = "—" if cell.blast_probability is None else f"{cell.blast_probability:.2f}"
-        change = (
-            f"model: {_e(cell.model_label)} → reviewer: {_e(cell.label)}"
-            if cell.changed_by_reviewer
-            else _e(cell.label)
-        )
-        if cell.origin:  # a piece of a reviewer's split or merge
-            change += f"<br>made by the reviewer ({_e(cell.origin)})"
-        css = f"{_e(cell.label)} changed" if cell.changed_by_reviewer else _e(cell.label)
-        groups.setdefault(LABEL_WORDS.get(cell.label, str(cell.label)), []).append(
-            f'<figure class="{css}">{image}<figcaption>{_e(where)}<br>{change}<br>'
-            f"blast probability {probability}</figcaption></figure>"
-        )
-    more = (
-        f" Showing {len(shown)} of {len(flagged)}: blasts first, then uncertain cells."
-        if len(shown) < len(flagged)
-        else ""
-    )
-    sections = "".join(
-        f'<h3>{_e(words)} ({len(cards)})</h3><div class="cells">{"".join(cards)}</div>'
-        for words, cards in groups.items()
-    )
-    return (
-        "<h2>Flagged cells</h2><p>Cells labelled blast or uncertain, or relabelled by the "
-        f"reviewer (dashed frame): {len(flagged)}, by their final label.{more}</p>" + sections
     )
 
 
@@ -407,7 +347,7 @@ def case_report_html(record: CaseRecord, *, flagged_limit: int = 48) -> str:
             _quality_section(record),
             _counts_section(record),
             _model_vs_reviewer(record),
-            _cells_section(record, flagged_limit),
+            cells_section(record, flagged_limit),
             _audit_section(record),
             _sign_off(record),
             ruo,

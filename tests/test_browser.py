@@ -29,7 +29,7 @@ from leukemia_core.io import read_image
 from leukemia_core.models.folder import list_models, models_dir
 from leukemia_core.pdf import chromium_path
 from leukemia_core.pipeline import analyze
-from leukemia_core.report import flagged_cells
+from leukemia_core.report_cells import flagged_cells
 from leukemia_core.store import CaseStore
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -45,7 +45,8 @@ def test_the_case_report_pdf_is_a4_and_holds_the_flagged_cells_crops(monkeypatch
         pytest.skip("no Chromium installed (apt-get install chromium); the PDF export is optional")
     from leukemia_core.accounts import Role, User
     from leukemia_core.pipeline import analyze
-    from leukemia_core.report import case_report_html, flagged_cells
+    from leukemia_core.report import case_report_html
+    from leukemia_core.report_cells import flagged_cells
     from leukemia_core.review import Review
     from leukemia_core.store import CaseStore
     from leukemia_core.synthetic import make_demo_smear

@@ -17,7 +17,8 @@ import pytest
 from leukemia_core.case_export import CSV_COLUMNS, case_json, cells_csv
 from leukemia_core.counting import count_blasts
 from leukemia_core.imaging import rgb_from_png
-from leukemia_core.report import RESEARCH_USE_STATEMENT, case_report_html, flagged_cells
+from leukemia_core.report import RESEARCH_USE_STATEMENT, case_report_html
+from leukemia_core.report_cells import flagged_cells
 from leukemia_core.store import CaseRecord, CaseStore
 from leukemia_core.types import Cell, Field
 

@@ -1,0 +1,75 @@
+"""The report's flagged cells: each one's crop (and where the model looked), by final label,
+blasts first. Part of :mod:`leukemia_core.report`."""
+
+from __future__ import annotations
+
+import base64
+import html
+
+from leukemia_core.case_record import CaseRecord
+from leukemia_core.imaging import png_bytes
+from leukemia_core.types import LABEL_WORDS, Cell, CellLabel
+
+_FLAGGED_LABELS = (CellLabel.BLAST.value, CellLabel.UNCERTAIN.value)
+_CARD_ORDER = {CellLabel.BLAST: 0, CellLabel.UNCERTAIN: 1, CellLabel.NORMAL: 2}  # blasts first
+
+
+def html_text(value: object) -> str:
+    """``value`` as text safe inside HTML (attributes included)."""
+    return html.escape(str(value), quote=True)
+
+
+_e = html_text
+
+
+def flagged_cells(record: CaseRecord) -> tuple[Cell, ...]:
+    """Cells a reader should see: labelled blast or uncertain, or relabelled by the reviewer."""
+    return tuple(c for c in record.cells if c.label in _FLAGGED_LABELS or c.changed_by_reviewer)
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def cells_section(record: CaseRecord, limit: int) -> str:
+    names = {f.index: f.name for f in record.fields}
+    flagged = flagged_cells(record)
+    # Sorted before the cut: a long list of relabelled normal cells must not push the blasts out.
+    shown = sorted(flagged, key=lambda c: _CARD_ORDER.get(c.label, len(_CARD_ORDER)))[:limit]
+    groups: dict[str, list[str]] = {}
+    for cell in shown:
+        where = (
+            f"Field {cell.field_index + 1} ({names.get(cell.field_index, '')}), cell {cell.cell_id}"
+        )
+        images = [
+            f'<img src="{_data_uri(png_bytes(image))}" alt="{_e(where)}{what}">'
+            for image, what in ((cell.crop, ""), (cell.overlay, ": where the model looked"))
+            if image is not None
+        ]
+        image = "".join(images) if images else "<p>(no image stored)</p>"
+        probability = "—" if cell.blast_probability is None else f"{cell.blast_probability:.2f}"
+        change = (
+            f"model: {_e(cell.model_label)} → reviewer: {_e(cell.label)}"
+            if cell.changed_by_reviewer
+            else _e(cell.label)
+        )
+        if cell.origin:  # a piece of a reviewer's split or merge
+            change += f"<br>made by the reviewer ({_e(cell.origin)})"
+        css = f"{_e(cell.label)} changed" if cell.changed_by_reviewer else _e(cell.label)
+        groups.setdefault(LABEL_WORDS.get(cell.label, str(cell.label)), []).append(
+            f'<figure class="{css}">{image}<figcaption>{_e(where)}<br>{change}<br>'
+            f"blast probability {probability}</figcaption></figure>"
+        )
+    more = (
+        f" Showing {len(shown)} of {len(flagged)}: blasts first, then uncertain cells."
+        if len(shown) < len(flagged)
+        else ""
+    )
+    sections = "".join(
+        f'<h3>{_e(words)} ({len(cards)})</h3><div class="cells">{"".join(cards)}</div>'
+        for words, cards in groups.items()
+    )
+    return (
+        "<h2>Flagged cells</h2><p>Cells labelled blast or uncertain, or relabelled by the "
+        f"reviewer (dashed frame): {len(flagged)}, by their final label.{more}</p>" + sections
+    )
