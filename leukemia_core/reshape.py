@@ -266,7 +266,9 @@ class ReviewReshape:
         made = new_cells(self.fields[field_index].image, masks, first_id=self._next_id(field_index),
                          field_index=field_index, labeller=labeller,
                          origin=f"{SPLIT_PREFIX}{cell_id}", crop_size=crop_size)  # fmt: skip
-        note = f"cell {cell_id} split into cells {', '.join(str(c.cell_id) for c in made)}"
+        how = ("by its nuclei" if line is None else
+               "along a drawn line" if len(line) == 2 else "around a drawn outline")  # fmt: skip
+        note = f"cell {cell_id} split into cells {', '.join(str(c.cell_id) for c in made)} {how}"
         store.reshape_cells(self.case_id, retire=[cell.key], add=made, reviewer=user.name,
                             action="split", note=note)  # fmt: skip
         self._reload(store)

@@ -135,6 +135,7 @@ def test_splitting_a_fused_clump_of_a_real_field(fused):
     last = record.audit[-(len(inside) + 1) :]
     assert [a.action for a in last] == ["split"] * (len(inside) + 1)
     assert last[0].to_label == CellLabel.REPLACED and "split into cells" in last[0].note
+    assert last[0].note.endswith("by its nuclei")  # the audit says how it was cut
     # Counts follow: the replaced cell is neither counted nor left to review.
     assert review.n_unreviewed == sum(c.label != CellLabel.BORDER for c in review.cells)
     review.undo_reshape(store, *pieces[0].key, user=ANA)
@@ -161,6 +162,7 @@ def test_a_drawn_outline_cuts_one_blast_out_of_a_fused_clump(fused):
     assert _holder(review, *target).key == cut_out.key
     assert {_holder(review, *p).key for p in others} == {rest.key}
     assert store.load_case(review.case_id).audit[-1].action == "split"
+    assert store.load_case(review.case_id).audit[-1].note.endswith("around a drawn outline")
 
 
 @pytest.mark.data
