@@ -158,6 +158,10 @@ def analyze_image(path: Path, stem: str, labeller: Labeller, *, single_cells: bo
             image = read_for_analysis(path, result.name, input_size=labeller.input_size)
     except (LeukemiaCoreError, OSError) as error:
         return failed_result(path, stem, labeller, single_cells, str(error))
+    except Exception as error:  # a reader's untyped failure must fail this image, not the batch
+        return failed_result(path, stem, labeller, single_cells,
+                             f"{result.name} could not be read ({type(error).__name__}: {error}); "
+                             "copy or export it again.")  # fmt: skip
     analysis = analyze([image], labeller, mode=MODE_CELLS if single_cells else MODE_FIELDS,
                        sample_check=False)  # fmt: skip
     if analysis.failures:

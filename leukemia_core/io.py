@@ -289,21 +289,23 @@ def _read_tiff(data: bytes, name: str, max_pixels: int, min_side: int) -> _Decod
             size = (int(page.imagewidth), int(page.imagelength))
             _check_size(size, name, max_pixels, min_side)
             arr = page.asarray()
-            orientation = page.tags[274].value if 274 in page.tags else 1
-            mode = f"{page.photometric.name};{page.bitspersample}"
+            orientation = int(page.tags[274].value if 274 in page.tags else 1)
+            photometric = getattr(page.photometric, "name", str(page.photometric))
+            mode = f"{photometric};{page.bitspersample}"
             n_pages = len(tif.pages)
+            if page.planarconfig == 2 and arr.ndim == 3:  # separate planes come as (C, H, W)
+                arr = np.moveaxis(arr, 0, -1)
+            if photometric == "SEPARATED" and arr.ndim == 3 and arr.shape[-1] == 4:
+                # Ink separations (CMYK), not RGBA: to 8 bits by depth, then Pillow's CMYK ->
+                # RGB, the conversion 8-bit CMYK files get.
+                shift = max(int(page.bitspersample) - 8, 0)
+                arr = np.asarray(Image.fromarray((arr >> shift).astype(np.uint8), "CMYK")
+                                 .convert("RGB"))  # fmt: skip
     except errors.InvalidImageError:
         raise
-    except _DECODE_ERRORS as exc:
+    except Exception as exc:  # a damaged TIFF's tags can break tifffile in any way
         raise _damaged(name, data, exc) from exc
-    if page.planarconfig == 2 and arr.ndim == 3:  # separate planes arrive as (C, H, W)
-        arr = np.moveaxis(arr, 0, -1)
-    if page.photometric.name == "SEPARATED" and arr.ndim == 3 and arr.shape[-1] == 4:
-        # Ink separations (CMYK), not RGBA: to 8 bits by depth, then Pillow's CMYK -> RGB, the
-        # conversion 8-bit CMYK files get.
-        shift = max(int(page.bitspersample) - 8, 0)
-        arr = np.asarray(Image.fromarray((arr >> shift).astype(np.uint8), "CMYK").convert("RGB"))
-    return arr, "TIFF", mode, size, n_pages, int(orientation)
+    return arr, "TIFF", mode, size, n_pages, orientation
 
 
 def _on_white(im: Image.Image) -> np.ndarray:

@@ -609,3 +609,16 @@ def _png(rgb: np.ndarray) -> bytes:
     ok, encoded = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     assert ok
     return encoded.tobytes()
+
+
+def test_a_tiff_with_an_unknown_photometric_value_is_read_not_a_crash():
+    """A damaged tag (a fuzzing helper flipped bytes) made tifffile hand back a bare number where
+    the reader expected a named value: an AttributeError stopped a whole batch."""
+    data = bytearray(tiff_bytes(np.full((80, 100, 3), 30000, np.uint16), photometric="rgb"))
+    first_ifd = struct.unpack("<I", data[4:8])[0]
+    for i in range(struct.unpack("<H", data[first_ifd : first_ifd + 2])[0]):
+        entry = first_ifd + 2 + 12 * i
+        if struct.unpack("<H", data[entry : entry + 2])[0] == 262:  # PhotometricInterpretation
+            data[entry + 8 : entry + 10] = struct.pack("<H", 99)  # no such value
+    loaded = read_image(bytes(data), name="odd.tif")
+    assert loaded.rgb.shape == (80, 100, 3) and loaded.original_mode == "99;16"
