@@ -172,6 +172,17 @@ def test_allidb2_without_fields_groups_by_crop_and_says_so(tmp_path):
         ("Early", None),
         ("Benign", None),
         ("blast_vs_normal", None),
+        # a negation, an erythroid "blast" or any white cell: the lab is asked (a review found
+        # all of these labelled blast)
+        ("non_blast", None),
+        ("nonblast", None),
+        ("no_blasts", None),
+        ("non_ALL", None),
+        ("ALL_negative", None),
+        ("normoblasts", "normal"),
+        ("megaloblast", None),
+        ("leukocytes", None),
+        ("B-ALL", "blast"),
     ],
 )
 def test_default_label(name, label):

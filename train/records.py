@@ -22,8 +22,12 @@ BLAST = "blast"
 NORMAL = "normal"
 LABELS = (BLAST, NORMAL)
 NO_LABEL = "none"  # a class folder left out (--class-label FOLDER=none; "Leave out" on the page)
+NEGATIONS = frozenset({"non", "no", "not", "neg", "negative", "without", "free"})
+NOT_LEUKEMIC_BLASTS = ("megaloblast",)  # erythroid, not a leukemic blast: ask
+LEUKEMIA_WORDS = ("leukemi", "leukaemi", "leukemic", "leukaemic")
 NORMAL_CELL_TYPES = frozenset(
     {
+        "normoblast",
         "neutrophil",
         "lymphocyte",
         "monocyte",
@@ -156,16 +160,26 @@ def _listed(items: Iterable[object], limit: int = 8) -> str:
 def default_label(folder_name: str) -> str | None:
     """Label implied by a class-folder name, or None when it is unknown or ambiguous.
 
+    A negation (``non_blast``, ``ALL_negative``), a blast that is not a leukemic one
+    (``megaloblast``) or a word for any white cell (``leukocytes``) is unknown, so the lab is
+    asked: guessing "blast" there would teach the model the opposite of the folder.
+
     >>> default_label("lymphoblast"), default_label("Erythroblasts"), default_label("Early")
     ('blast', 'normal', None)
+    >>> default_label("non_blast"), default_label("ALL negative"), default_label("leukocytes")
+    (None, None, None)
     """
     hits = set()
     for token in re.split(r"[^a-z0-9]+", folder_name.lower()):
         if token.endswith("s") and token[:-1] in NORMAL_CELL_TYPES:
             token = token[:-1]
+        if token in NEGATIONS or re.match(r"(non|not|no)blast", token):
+            return None
         if token in NORMAL_CELL_TYPES:
             hits.add(NORMAL)
-        elif token and ("blast" in token or token == "all" or token.startswith("leuk")):
+        elif token.startswith(NOT_LEUKEMIC_BLASTS) or token.startswith("leukocyte"):
+            return None
+        elif token and ("blast" in token or token == "all" or token.startswith(LEUKEMIA_WORDS)):
             hits.add(BLAST)
     return hits.pop() if len(hits) == 1 else None
 
