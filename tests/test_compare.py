@@ -262,6 +262,12 @@ def test_promotion_concerns_name_what_a_lab_should_weigh():
                "models": {"lite": {"metrics": {"n": 300, "n_groups": 12}}}}  # fmt: skip
     assert promotion_concerns(results, "lite", has_domain_reference=True) == []
     assert promotion_refusals(results, "lite") == []
+    # a test side without blasts never measured how it calls them (a review promoted one)
+    blind = {"table": [{**good, "sensitivity": None, "balanced_accuracy": None}]}
+    assert promotion_refusals(blind, "lite") == [
+        "its test cells hold no blast cell, so how it calls them was never measured: label "
+        "cells of that class from more subjects"
+    ]
     # 240 one-file groups of a normal-only source hid that the blasts came from 4 fields
     results["models"]["lite"]["per_source"] = {
         "allidb2": {"n_groups": 4, "sensitivity": 0.9}, "pbc": {"n_groups": 240, "sensitivity": None}}  # fmt: skip

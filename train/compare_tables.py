@@ -115,10 +115,16 @@ def test_groups(results: dict, model: str) -> int | None:
 def promotion_refusals(results: dict, model: str) -> list[str]:
     """Why ``model`` of a finished comparison must not become the lab's active model (empty
     when it may): it calls (nearly) every test cell one class, so every analysis would read
-    about 0% or 100% blasts whatever the smear."""
+    about 0% or 100% blasts whatever the smear; or its test cells lacked a class, so that was
+    never measured."""
     row = {row["model"]: row for row in results["table"]}[model]
     sensitivity, specificity = row.get("sensitivity"), row.get("specificity")
-    if sensitivity is None or specificity is None or min(sensitivity, specificity) >= 0.05:
+    missing = [side for side, value in (("blast", sensitivity), ("normal", specificity))
+               if value is None]  # fmt: skip
+    if missing:  # its sensitivity or specificity was never measured
+        return [f"its test cells hold no {' or '.join(missing)} cell, so how it calls them was "
+                "never measured: label cells of that class from more subjects"]  # fmt: skip
+    if min(sensitivity, specificity) >= 0.05:
         return []
     called = "blast" if sensitivity > specificity else "normal"
     return [f"it calls (nearly) every test cell {called} (sensitivity {sensitivity:.2f}, "
