@@ -458,6 +458,18 @@ def test_cancel_stops_a_running_job_and_keeps_nothing(cells, models_root):
     _wait(lambda: not jobs.worker_alive(), "the worker to exit", 30)
 
 
+def test_a_job_whose_settings_file_does_not_parse_fails_and_the_page_still_opens(models_root):
+    spec = jobs.JobSpec(("/nowhere",), CompareSettings(("simple_cnn",), input_size=32, epochs=1))
+    job = jobs.submit(spec)
+    (jobs.runs_dir() / job / jobs.JOB_FILE).write_text('{"data": ["/x"], "settings": ')  # cut off
+    assert job_worker.run_worker(idle_s=0.1) == 1  # it ran the one job, which failed
+    assert jobs.job_status(job).state == jobs.FAILED
+    at = log_in(AppTest.from_file(str(APP), default_timeout=120), "Dr. M", ("model_admin",))
+    at.run().switch_page("pages/retrain.py").run()
+    assert not at.exception  # a review found the page raising JSONDecodeError
+    assert any("settings file cannot be read" in c.value for c in at.caption)
+
+
 def test_a_one_group_dataset_is_refused_before_it_is_queued(models_root, tmp_path):
     data = tmp_path / "cells"
     for c in ("blast", "normal"):  # both classes, but every cell from one subject

@@ -245,7 +245,11 @@ def jobs_section() -> None:
     st.caption(f"This job: **{status.state_text}**.{done} All jobs: {per_state}.")
     with st.expander("Job settings and command"):
         st.caption(f"Job {job_id}")
-        st.code(status.spec().command(status.folder), language="bash")
+        try:
+            st.code(status.spec().command(status.folder), language="bash")
+        except (OSError, ValueError, KeyError, TypeError) as error:  # the worker fails it too
+            st.caption(f"The job's settings file cannot be read ({type(error).__name__}: "
+                       f"{shown(str(error))}).")  # fmt: skip
     if status.active:
         live_status(job_id, status.state_text)
     elif status.state == jobs.DONE:
