@@ -32,6 +32,7 @@ from leukemia_core.classify import Classifier
 from leukemia_core.counting import CellLabel, summarize_labels
 from leukemia_core.domain import DomainAssessment
 from leukemia_core.errors import LeukemiaCoreError
+from leukemia_core.fingerprints import code_fingerprint, file_fingerprint
 from leukemia_core.imaging import read_for_analysis
 from leukemia_core.io import MultiFrameImageWarning
 from leukemia_core.labellers import Labeller, labeller_for, send_to_review
@@ -116,19 +117,16 @@ def _image_summary(analysis: Analysis, field: Field) -> dict:
 
 def model_fingerprint(labeller: Labeller) -> str:
     """What a finished image depends on besides the image: the weights, the calibration, the
-    views, the domain limit and :data:`PART_FORMAT`."""
+    views, the domain limit, :data:`PART_FORMAT` and the code (a run resumed after an upgrade
+    redoes its images: the segmentation may find other cells)."""
     settings = {"weights": labeller.checksum, "settings": labeller.decision_settings(),
-                "format": PART_FORMAT}  # fmt: skip
+                "format": PART_FORMAT, "code": code_fingerprint()}  # fmt: skip
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
 
 def image_fingerprint(path: Path) -> str:
-    """The file's size and modification time ('' when it cannot be read)."""
-    try:
-        stat = path.stat()
-    except OSError:
-        return ""
-    return f"{stat.st_size}:{stat.st_mtime_ns}"
+    """The file's size, time and edge bytes (:func:`fingerprints.file_fingerprint`)."""
+    return file_fingerprint(path)
 
 
 def model_summary(labeller: Labeller) -> dict:

@@ -201,6 +201,23 @@ def test_a_rerun_leaves_no_image_file_that_its_summary_does_not_list(
     assert sorted(p.name for p in out.glob("*.json")) == ["field1.json", "summary.json"]
 
 
+def test_a_run_resumed_after_an_upgrade_analyses_its_images_again(
+    tiny_models_dir, images, tmp_path, monkeypatch, capsys
+):
+    """Parts of an older release may have other cells (the segmentation changed): a review
+    found a resumed run reusing them, with nothing said."""
+    import leukemia_core.batch as batch
+
+    monkeypatch.setenv("LEUKEMIA_MODELS_DIR", str(tiny_models_dir))
+    out = tmp_path / "out"
+    assert _run([images[0], "--out", out], capsys)[0] == 0
+    _, err = _run([images[0], "--out", out], capsys)
+    assert "1 of 1 image(s) were analysed by an earlier run" in err  # same code: reused
+    monkeypatch.setattr(batch, "code_fingerprint", lambda: "another release")
+    _, err = _run([images[0], "--out", out], capsys)
+    assert "analysed by an earlier run" not in err  # analysed again
+
+
 def test_a_folder_is_analysed_as_the_images_in_it(tiny_models_dir, images, tmp_path,
                                                   monkeypatch, capsys):  # fmt: skip
     monkeypatch.setenv("LEUKEMIA_MODELS_DIR", str(tiny_models_dir))

@@ -3,13 +3,15 @@ only while the image and the cutting code are unchanged."""
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import numpy as np
 import pytest
 
+from leukemia_core.fingerprints import code_fingerprint
 from leukemia_core.models.inputs import InputSpec
-from train.crop_cache import CropCache, code_fingerprint
+from train.crop_cache import CropCache
 from train.data import load_allidb2
 from train.fit import app_crop, load_crops
 from train.records import LabelledCrop
@@ -45,7 +47,10 @@ def test_a_changed_image_is_cut_again(real_cells, tmp_path):
     record = LabelledCrop(image, real_cells[0].label, "g", "lab")
     cache = CropCache(tmp_path / ".crop_cache")
     before = cache.crop(record)
-    shutil.copy(real_cells[2].path, image)  # the lab replaced the file
+    kept = image.stat()
+    shutil.copy(real_cells[2].path, image)  # the lab replaced the file, keeping its time
+    os.utime(image, ns=(kept.st_atime_ns, kept.st_mtime_ns))  # as cp -p or rsync -a do
+    assert image.stat().st_size == kept.st_size  # ALL-IDB2 crops: one size, so only bytes tell
     after = cache.crop(record)
     assert cache.misses == 2 and cache.hits == 0
     assert not np.array_equal(before, after)

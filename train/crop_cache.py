@@ -3,9 +3,9 @@
 Every comparison cuts each labelled image out as the app does (segmentation, cell on black),
 which takes about 0.1 s a cell on 2 cores: 3 minutes for deepapl's 1,982 cells, again at every
 job. The app crop depends only on the image file and on the cutting code, so it is kept as a
-lossless PNG keyed by the file (its path, size and modification time) under a folder named by
-the code (the ``leukemia_core`` sources and the imaging packages' versions): any change to
-either starts a new folder and the old one is removed, so a stale crop is never read.
+lossless PNG keyed by the file (its path, size, modification time and edge bytes) under a
+folder named by the code (:mod:`leukemia_core.fingerprints`): any change to either starts a
+new entry or folder, and other code's folders are removed, so a stale crop is never read.
 """
 
 from __future__ import annotations
@@ -14,31 +14,16 @@ import hashlib
 import os
 import shutil
 import tempfile
-from importlib.metadata import version
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-import leukemia_core
+from leukemia_core.fingerprints import code_fingerprint, file_fingerprint
 from train.fit import app_crop, load_crops
 from train.records import LabelledCrop
 
 CACHE_FOLDER = ".crop_cache"  # beside the run folders; the dot keeps it out of the job list
-IMAGING_PACKAGES = ("numpy", "opencv-python-headless", "opencv-python", "scikit-image", "scipy")
-
-
-def code_fingerprint() -> str:
-    """Hash of what an app crop depends on besides its image."""
-    digest = hashlib.sha256()
-    for source in sorted(Path(leukemia_core.__file__).parent.rglob("*.py")):
-        digest.update(source.name.encode() + source.read_bytes())
-    for package in IMAGING_PACKAGES:
-        try:
-            digest.update(f"{package}={version(package)}".encode())
-        except Exception:  # a package that is not installed has no version to pin
-            digest.update(f"{package}=absent".encode())
-    return digest.hexdigest()[:16]
 
 
 class CropCache:
@@ -55,11 +40,10 @@ class CropCache:
     def crop(self, record: LabelledCrop) -> np.ndarray:
         """``record``'s image as the app crops it, from disk when this code cut it before."""
         path = Path(record.path).resolve()
-        try:
-            stat = path.stat()
-        except OSError:  # the reader says what is wrong with the file
+        fingerprint = file_fingerprint(path)
+        if not fingerprint:  # the reader says what is wrong with the file
             return app_crop(record)
-        key = hashlib.sha256(f"{path}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
+        key = hashlib.sha256(f"{path}|{fingerprint}".encode()).hexdigest()
         stored = self.folder / key[:2] / f"{key}.png"
         if stored.is_file():
             bgr = cv2.imread(str(stored), cv2.IMREAD_COLOR)
