@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{failures} skipped",
         file=sys.stderr,
     )
-    return 1 if failures == len(args.images) else 0
+    return 1 if failures == len(args.images) else PARTLY_FAILED if failures else 0  # as analyze
 
 
 def _backup(target: Path) -> int:
