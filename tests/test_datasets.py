@@ -440,11 +440,27 @@ def test_export_takes_signed_cases_only(tmp_path, reviewed):
             assert np.asarray(image.convert("RGB"))[0, 0].tolist() == [value] * 3
     assert load_manifest(out / "manifest.csv").records == table.records
     assert table.notes == (
-        "3 reviewed cell(s) of 1 signed case(s), 1 sample(s); left out 2 cell(s) not labelled "
+        "3 reviewed cell(s) of 1 signed case(s), 1 patient(s) or sample(s); left out 2 cell(s) not labelled "
         "blast/normal and 1 without a crop image.",
     )
     assert sorted(p.name for p in out.parent.iterdir()) == ["reviewed"]
     assert summarize(table)["per_group"] == {"S-1": 3}
+
+
+def test_two_smears_of_one_patient_are_one_group_named_without_the_patient_id(tmp_path):
+    store = CaseStore(tmp_path / "cases.sqlite3")
+    for sample in ("HEM-24-0101", "HEM-24-0188", "HEM-24-0200"):
+        case_id = add_case(store, sample, ["blast", "normal"])
+        if sample != "HEM-24-0200":  # the third names no patient: its sample is its group
+            store.set_case_details(case_id, reviewer="Dr. A", patient_id="PAT-7")
+        store.sign_case(case_id, reviewer="Dr. A")
+    table = export_reviewed_cases(store, tmp_path / "reviewed")
+    groups = {r.subset: r.group for r in table}
+    patient = {g for g in groups.values() if g != "HEM-24-0200"}
+    assert len(patient) == 1 and len(set(groups.values())) == 2  # a review found two groups
+    (name,) = patient
+    assert name.startswith("patient-") and "PAT-7" not in (tmp_path / "reviewed" /
+                                                           "manifest.csv").read_text()  # fmt: skip
 
 
 def test_export_uses_the_newest_signed_version_of_a_reopened_case(tmp_path, reviewed):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import os
 import secrets
@@ -20,14 +21,24 @@ REVIEWED_SOURCE = "reviewed_cases"
 MANIFEST_COLUMNS = ("path", "label", "group", "source", "subset", "cell_type")
 
 
+def case_group(case) -> str:
+    """The split group of a case's cells: its patient where the case names one (two smears of
+    one patient on both sides of a split would flatter the model), else its sample. The
+    patient id is hashed: the manifest travels with training data and must not name anyone."""
+    if case.patient_id:
+        return "patient-" + hashlib.sha256(case.patient_id.encode()).hexdigest()[:12]
+    return case.sample_id
+
+
 def export_reviewed_cases(store: CaseStore, out_dir: Path) -> CellTable:
     """Write the reviewed blast/normal cells of signed cases as a manifest dataset.
 
     Takes the newest signed version of each case lineage (reopening creates a version whose
     ``parent_id`` is the old one); a signed case confirms every label. Each cell labelled
     blast or normal with a crop becomes ``out_dir/cells/<case>_f<field>_c<cell>.png`` and a
-    row of ``out_dir/manifest.csv`` (columns :data:`MANIFEST_COLUMNS`): group = the sample id
-    (a sample stays on one side of a split), source ``"reviewed_cases"``, subset = case id,
+    row of ``out_dir/manifest.csv`` (columns :data:`MANIFEST_COLUMNS`): group = the patient
+    (:func:`case_group`: one patient's smears stay on one side of a split), source
+    ``"reviewed_cases"``, subset = case id,
     cell_type ``"corrected"`` where the reviewer changed the model's label, else
     ``"confirmed"``. Everything is written to a temporary folder and renamed into place; an
     earlier export in ``out_dir`` is replaced.
@@ -56,7 +67,7 @@ def export_reviewed_cases(store: CaseStore, out_dir: Path) -> CellTable:
                 (tmp / relative).parent.mkdir(exist_ok=True)
                 (tmp / relative).write_bytes(png_bytes(cell.crop))
                 kind = "corrected" if cell.changed_by_reviewer else "confirmed"
-                rows.append((relative, cell.label, case.sample_id, case.case_id, kind))
+                rows.append((relative, cell.label, case_group(case), case.case_id, kind))
         if not rows:
             corrected = (f" ({being_corrected} more case(s) had a signed version but were reopened "
                          "and are not signed again: sign them to use their cells)"
@@ -83,10 +94,10 @@ def export_reviewed_cases(store: CaseStore, out_dir: Path) -> CellTable:
         LabelledCrop(out_dir / p, label, g, REVIEWED_SOURCE, case_id, kind)
         for p, label, g, case_id, kind in rows
     )
-    n_samples = len({r.group for r in records})
+    n_groups = len({r.group for r in records})
     note = (
-        f"{len(records)} reviewed cell(s) of {len(chosen)} signed case(s), {n_samples} "
-        f"sample(s); left out {skipped['other']} cell(s) not labelled blast/normal and "
+        f"{len(records)} reviewed cell(s) of {len(chosen)} signed case(s), {n_groups} "
+        f"patient(s) or sample(s); left out {skipped['other']} cell(s) not labelled blast/normal and "
         f"{skipped['no_crop']} without a crop image."
     )
     if being_corrected:
