@@ -41,9 +41,11 @@ with st.sidebar:
     session = state.current()
     state.remember(session)  # the address names the open case on every page: a reload keeps it
     if session is not None:
+        images, cells = len(session.fields), len(session.cells)
         st.caption(
-            f"Sample **{session.sample_id}** · {len(session.fields)} image(s) · "
-            f"{len(session.cells)} cells · {session.n_uncertain} uncertain · {session.status}"
+            f"Sample **{session.sample_id}** · {images} image{'s' * (images != 1)} · "
+            f"{cells} cell{'s' * (cells != 1)} · {session.n_uncertain} uncertain · "
+            f"{session.status}"
         )
     model_status()
 

@@ -23,7 +23,10 @@ def status_line(session: Review, record: CaseRecord | None = None) -> CaseHeader
     was reopened as a newer one (returned: pages then point to it, not to reopening). A page
     that has loaded the ``record`` passes it: it already names the newer version."""
     version = f" · version {session.version}" if session.is_saved else ""
-    st.markdown(f"Sample **{session.sample_id}**{version} {STATUS_TEXT[session.status]}")
+    badge = STATUS_TEXT[session.status]
+    if session.status == "open" and session.first_signed_by:  # as the case list says it
+        badge = ":violet-badge[open: awaiting a second signer]"
+    st.markdown(f"Sample **{session.sample_id}**{version} {badge}")
     newer = None if record is None else record.superseded_by
     if session.is_signed and record is None:
         try:
