@@ -30,6 +30,7 @@ from leukemia_core.segmentation import DEFAULT_PARAMS, field_red_cell_diameter
 from leukemia_core.types import Cell, CellLabel, Segmentation
 
 MAX_PARTS = 6
+LASSO_MARGIN = 0.3  # of the drawn cell's radius, either side of a lasso line: the watershed decides
 ROUNDER_BY = 0.05  # mean isoperimetric quotient by which a split from the whole outline wins
 NUCLEUS_BLUR_PX = 2.0  # smooths chromatin texture, keeps the pale line between two nuclei
 SPLIT_PREFIX, MERGE_PREFIX = "split of ", "merge of "
@@ -124,11 +125,11 @@ def _roundness(pieces: list[np.ndarray]) -> float:
 
 def _cut_around(mask: np.ndarray, outline, image: np.ndarray | None) -> list[np.ndarray]:
     """The cell drawn around and the rest of the outline. A hand-drawn line is near the border,
-    not on it: a band of 15% of the drawn cell's radius either side of it goes to whichever
+    not on it: a band of :data:`LASSO_MARGIN` of the drawn cell's radius either side of it goes to whichever
     side the watershed (necks, and the pale lines between nuclei) gives it, so a line drawn
     just inside a cell's edge leaves no rim behind."""
     drawn = outline_mask(np.asarray(outline, dtype=np.float64), mask.shape) & mask
-    margin = round(0.15 * float(np.sqrt(drawn.sum() / np.pi)))
+    margin = round(LASSO_MARGIN * float(np.sqrt(drawn.sum() / np.pi)))
     if margin < 2:
         return _cut_along(mask, outline)
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))

@@ -81,6 +81,9 @@ def test_split_by_an_outline_drawn_around_one_of_two_pressed_cells():
     drawn, rest = split_masks(clump, line=rim)
     left = _discs([(45, 50)])
     assert (drawn & left).sum() / (drawn | left).sum() > 0.93 and drawn[50, 22]
+    deeper = [(45 + 19 * np.cos(a), 50 + 19 * np.sin(a)) for a in np.linspace(0, 2 * np.pi, 40)]
+    drawn, _ = split_masks(clump, line=deeper)  # a fifth of the way in: the rim still follows
+    assert (drawn & left).sum() / (drawn | left).sum() > 0.93  # (a walk left a crescent behind)
     assert rest[50, 90] and 64 <= np.nonzero(drawn[50])[0].max() <= 72
     # around the middle cell of a chain of three: the rest would fall in two, losing a cell
     chain = _discs([(30, 50), (67, 50), (104, 50)], 20)
