@@ -58,6 +58,28 @@ CSV_COLUMNS = (
 )
 
 
+def _write_png(path: Path, rgb) -> None:
+    """Write an RGB image as PNG; OSError when it cannot be (OpenCV only returns False)."""
+    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"could not write {path}")
+
+
+def _cell_row(cell, stem: str, path: Path, crop_path: Path, out: Path) -> tuple:
+    return (
+        spreadsheet_text(f"{stem}{path.suffix}"),
+        cell.cell_id,
+        *cell.bbox,
+        round(cell.centroid[0], 1),
+        round(cell.centroid[1], 1),
+        cell.cell_area_px,
+        cell.nucleus_area_px,
+        round(cell.nucleus_cytoplasm_ratio, 3),
+        cell.touches_border,
+        spreadsheet_text(crop_path.relative_to(out).as_posix()),
+        spreadsheet_text(str(path)),
+    )
+
+
 def segment_files(paths: list[Path], out: Path, crop_size: int = DEFAULT_CROP_SIZE) -> int:
     """Segment each image into ``out``; returns the number of images that failed.
 
@@ -87,27 +109,20 @@ def segment_files(paths: list[Path], out: Path, crop_size: int = DEFAULT_CROP_SI
         for note in (*loaded.notes, *segmentation.notes):
             tqdm.write(f"{stem}{path.suffix}: {note}", file=sys.stderr)
         folder = out / stem
-        folder.mkdir(exist_ok=True)
-        for cell in crop_cells(rgb, segmentation, size=crop_size):
-            crop_path = folder / f"cell_{cell.cell_id:03d}.png"
-            cv2.imwrite(str(crop_path), cv2.cvtColor(cell.crop, cv2.COLOR_RGB2BGR))
-            rows.append(
-                (
-                    spreadsheet_text(f"{stem}{path.suffix}"),
-                    cell.cell_id,
-                    *cell.bbox,
-                    round(cell.centroid[0], 1),
-                    round(cell.centroid[1], 1),
-                    cell.cell_area_px,
-                    cell.nucleus_area_px,
-                    round(cell.nucleus_cytoplasm_ratio, 3),
-                    cell.touches_border,
-                    spreadsheet_text(crop_path.relative_to(out).as_posix()),
-                    spreadsheet_text(str(path)),
-                )
-            )
-        overlay = draw_overlay(rgb, segmentation)
-        cv2.imwrite(str(out / f"{stem}_overlay.png"), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+        image_rows = []
+        try:
+            folder.mkdir(exist_ok=True)
+            for cell in crop_cells(rgb, segmentation, size=crop_size):
+                crop_path = folder / f"cell_{cell.cell_id:03d}.png"
+                _write_png(crop_path, cell.crop)
+                image_rows.append(_cell_row(cell, stem, path, crop_path, out))
+            _write_png(out / f"{stem}_overlay.png", draw_overlay(rgb, segmentation))
+        except OSError as error:  # this image's files, not the run: the others go on
+            tqdm.write(f"skipped {path}: its outputs could not be written ({error})",
+                       file=sys.stderr)  # fmt: skip
+            failures += 1
+            continue
+        rows += image_rows
     # Written last and atomically, so an interrupted run never leaves a half-written table.
     table = out / CSV_FILE
     partial = table.with_suffix(".csv.partial")

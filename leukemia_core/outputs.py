@@ -7,6 +7,7 @@ before they reach a CSV.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import stat
@@ -66,28 +67,49 @@ def output_stems(paths: Sequence[Path], reserved: Iterable[str] = ()) -> list[st
     ['x', 'x-3', 'x-2', 'summary-2']
     """
     blocked = {r.casefold() for r in reserved}
+    names = [short_stem(path.stem) for path in paths]
     first: dict[str, int] = {}
-    for index, path in enumerate(paths):
-        first.setdefault(path.stem.casefold(), index)
+    for index, name in enumerate(names):
+        first.setdefault(name.casefold(), index)
     taken = blocked | first.keys()
     stems = []
-    for index, path in enumerate(paths):
-        key = path.stem.casefold()
+    for index, name in enumerate(names):
+        key = name.casefold()
         if first[key] == index and key not in blocked:
-            stems.append(path.stem)
+            stems.append(name)
             continue
         number = 2
         while f"{key}-{number}" in taken:
             number += 1
         taken.add(f"{key}-{number}")
-        stems.append(f"{path.stem}-{number}")
+        stems.append(f"{name}-{number}")
     return stems
+
+
+MAX_STEM_BYTES = 120
+"""Longest output name stem: ``.<stem>.json.XXXXXXXX`` and ``<stem>_overlay.png`` must stay
+under the file systems' 255-byte names (a 250-byte name, legal, stopped a whole batch)."""
+
+
+def short_stem(stem: str) -> str:
+    """``stem``, or when over :data:`MAX_STEM_BYTES` its start and a hash of the whole.
+
+    >>> len(short_stem("é" * 200).encode()) <= MAX_STEM_BYTES, short_stem("field1")
+    (True, 'field1')
+    """
+    if len(stem.encode()) <= MAX_STEM_BYTES:
+        return stem
+    start = stem.encode()[: MAX_STEM_BYTES - 10].decode(errors="ignore")  # whole characters
+    return f"{start}-{hashlib.sha256(stem.encode()).hexdigest()[:8]}"
 
 
 def renamed_note(path: Path, stem: str) -> str | None:
     """What to tell the user when ``path``'s outputs are named ``stem`` (None: its own stem)."""
     if stem == path.stem:
         return None
+    if stem.startswith(short_stem(path.stem)) and short_stem(path.stem) != path.stem:
+        return (f"{path}: its name is too long for its outputs' file names, so they are named "
+                f"{stem} and it is {stem}{path.suffix} in the tables")  # fmt: skip
     return (f"{path}: another input (or an output of this command) has the same name, so its "
             f"outputs are named {stem} and it is {stem}{path.suffix} in the tables")  # fmt: skip
 

@@ -299,6 +299,25 @@ def same_names(tmp_path) -> list[Path]:
             _write(tmp_path / "c" / "summary.png", np.ascontiguousarray(demo[:, ::-1]))]  # fmt: skip
 
 
+@pytest.mark.parametrize("command", ["segment", "analyze"])
+def test_an_input_with_a_long_legal_name_gets_shorter_output_names(
+    command, tiny_models_dir, tmp_path, monkeypatch, capsys
+):
+    """A 250-byte name is legal, but its outputs' names were not: a review saw it stop the whole
+    batch (exit 2, nothing written) and segment drop its overlay while reporting success."""
+    demo = make_demo_smear().image
+    long_name = _write(tmp_path / "in" / ("P" * 246 + ".png"), demo)
+    other = _write(tmp_path / "in" / "field.png", demo[::-1].copy())
+    out = tmp_path / "out"
+    monkeypatch.setenv("LEUKEMIA_MODELS_DIR", str(tiny_models_dir))
+    assert cli([command, str(long_name), str(other), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "its name is too long for its outputs' file names, so they are named" in err
+    rows = list(csv.DictReader((out / "cells.csv").open()))
+    assert {r["image"][:3] for r in rows} == {"PPP", "fie"}  # both images' cells, in full
+    assert all(len(p.name.encode()) <= 255 for p in out.rglob("*"))
+
+
 def test_segment_gives_inputs_of_the_same_name_their_own_outputs(same_names, tmp_path, capsys):
     out = tmp_path / "out"
     assert cli(["segment", *map(str, same_names), "--out", str(out)]) == 0
