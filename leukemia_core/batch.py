@@ -181,6 +181,21 @@ def analyze_image(path: Path, stem: str, labeller: Labeller, *, single_cells: bo
     return replace(result, rows=rows, summary=summary, scores=scores, messages=messages)
 
 
+def foreign_json_stems(out: Path) -> list[str]:
+    """Stems of JSON files in ``out`` that this command did not write (a lab's sidecar files
+    beside its images, when ``--out`` is the image folder): never overwritten, so an image of
+    that stem gets ``-2`` outputs."""
+    return [path.stem for path in out.glob("*.json") if not _written_here(path)]
+
+
+def _written_here(path: Path) -> bool:
+    """True for a results JSON of this command (it carries the research-use statement)."""
+    try:
+        return json.loads(path.read_text()).get("research_use") == RESEARCH_USE
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def plan(paths: Sequence[Path], out: Path, labeller: Labeller, *, single_cells: bool):
     """``(path, stem)`` of every input and the results of those a previous run finished from the
     same file (size and time) with the same weights, decision settings and mode (read from
@@ -190,8 +205,9 @@ def plan(paths: Sequence[Path], out: Path, labeller: Labeller, *, single_cells: 
     planned, done, first_of = [], {}, {}
     sizes = [_size(path) for path in paths]
     shared = {s for s in sizes if s is not None and sizes.count(s) > 1}  # only these can repeat
-    for path, stem, size in zip(paths, output_stems(paths, reserved=[Path(SUMMARY_FILE).stem]),
-                                sizes, strict=True):  # fmt: skip
+    reserved = [Path(SUMMARY_FILE).stem, *foreign_json_stems(out)]
+    for path, stem, size in zip(paths, output_stems(paths, reserved=reserved), sizes,
+                                strict=True):  # fmt: skip
         planned.append((path, stem))
         digest = _content_digest(path) if size in shared else None
         if digest is not None and digest in first_of:  # counted once, whatever its name
@@ -332,7 +348,7 @@ def _remove_stale_image_files(out: Path, current: set[str]) -> None:
     a later run with that image still skips it."""
     for part in (out / PARTS_DIR).glob("*.json"):
         stale = out / part.name
-        if part.stem not in current and stale.is_file():
+        if part.stem not in current and stale.is_file() and _written_here(stale):
             stale.unlink()
 
 

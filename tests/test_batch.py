@@ -218,6 +218,21 @@ def test_a_run_resumed_after_an_upgrade_analyses_its_images_again(
     assert "analysed by an earlier run" not in err  # analysed again
 
 
+def test_a_labs_own_json_beside_its_images_is_never_overwritten(
+    tiny_models_dir, images, tmp_path, monkeypatch, capsys
+):
+    """--out set to the image folder: a review saw field1.json, the scanner's notes, replaced."""
+    monkeypatch.setenv("LEUKEMIA_MODELS_DIR", str(tiny_models_dir))
+    sidecar = tmp_path / "field1.json"
+    sidecar.write_text('{"scanner": "DM96"}')
+    for _ in range(2):  # and a rerun neither overwrites nor removes it
+        code, err = _run([images[0], images[1], "--out", tmp_path], capsys)
+        assert code == 0 and sidecar.read_text() == '{"scanner": "DM96"}'
+    assert "its outputs are named field1-2" in err
+    assert json.loads((tmp_path / "field1-2.json").read_text())["image"] == "field1-2.png"
+    assert (tmp_path / "field2.json").is_file()
+
+
 def test_a_folder_is_analysed_as_the_images_in_it(tiny_models_dir, images, tmp_path,
                                                   monkeypatch, capsys):  # fmt: skip
     monkeypatch.setenv("LEUKEMIA_MODELS_DIR", str(tiny_models_dir))
