@@ -6,6 +6,7 @@ counts, labels and groups have a known answer.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -34,9 +35,12 @@ from train.data import (
 
 
 def write_image(path: Path, color: tuple[int, int, int] = (200, 100, 150)) -> Path:
-    """A real 8x8 RGB image in the format given by the suffix."""
+    """A real 8x8 RGB image in the format given by the suffix; its corner pixel comes from
+    its path, so no two are the same picture (identical pictures are used once)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (8, 8), color).save(path)
+    image = Image.new("RGB", (8, 8), color)
+    image.putpixel((7, 7), tuple(hashlib.sha256(str(path).encode()).digest()[:3]))
+    image.save(path)
     return path
 
 

@@ -53,7 +53,9 @@ def _cells(folder: Path) -> Path:
         for subject in ("P0", "P1"):
             (folder / label / subject).mkdir(parents=True, exist_ok=True)
             colour = (120, 60, 160) if label == "blast" else (200, 160, 180)
-            Image.new("RGB", (16, 16), colour).save(folder / label / subject / f"{label}.png")
+            image = Image.new("RGB", (16, 16), colour)
+            image.putpixel((0, 0), (int(subject[1]), 0, 0))  # two subjects, two pictures
+            image.save(folder / label / subject / f"{label}.png")
     return folder
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
 import stat
 import struct
 import zipfile
@@ -33,6 +34,7 @@ from train.inspection import (
     inspect_datasets,
 )
 from train.records import (
+    CellTable,
     DatasetError,
     DatasetNotFoundError,
     EmptyDatasetError,
@@ -520,14 +522,37 @@ def test_export_refusals_write_nothing(tmp_path):
 @pytest.mark.data
 def test_real_allidb2_summary_agrees_with_the_loader(shared_data):
     table, summary = inspect_dataset(shared_data / "all_idb2")
-    expected = summarize(load_dataset(shared_data / "all_idb2"))
-    assert isinstance(summary, DatasetSummary) and len(table) == expected["n_cells"] == 167
-    assert (summary.n_cells, summary.per_class) == (167, expected["per_class"])
+    # Im257_0.tif is byte for byte Im223_0.tif (a healthy crop): the check uses it once, so
+    # the one picture cannot sit in training and test at once; the loader lists both.
+    loaded = load_dataset(shared_data / "all_idb2")
+    once = [r for r in loaded if r.path.name != "Im257_0.tif"]
+    expected = summarize(CellTable(tuple(once), loaded.notes, loaded.groups_known))
+    assert isinstance(summary, DatasetSummary) and len(table) == expected["n_cells"] == 166
+    assert (summary.n_cells, summary.per_class) == (166, expected["per_class"])
     assert (summary.n_groups, summary.groups_known) == (expected["n_groups"], True)
-    assert summary.per_source == expected["per_source"] == {"allidb2": 167}
+    assert summary.per_source == expected["per_source"] == {"allidb2": 166}
     frame = summary.group_frame()
     assert dict(zip(frame["group"], frame["total"], strict=True)) == expected["per_group"]
-    assert frame["total"].is_monotonic_decreasing and not summary.notes
+    assert frame["total"].is_monotonic_decreasing
+    assert summary.notes == ("1 image(s) repeated a picture listed before (the same file or the "
+                             "same bytes under another name); each picture is used once, so it "
+                             "cannot sit in training and test at once.",)  # fmt: skip
+
+
+def test_one_picture_is_used_once_and_a_picture_with_two_labels_is_left_out(tmp_path):
+    """A review put one picture, copied under two subjects, in training and validation, and a
+    picture filed as blast and as normal in training, without a word."""
+    root = make_subjects(tmp_path / "lab", SUBJECTS)
+    shutil.copy(root / "blast/P01/a.png", root / "blast/P02/a_copy.png")  # another subject
+    (root / "normal/P04").mkdir()
+    shutil.copy(root / "blast/P02/c.png", root / "normal/P04/same_cell.png")  # two labels
+    table, summary = inspect_datasets([root])
+    names = sorted(r.path.name for r in table)
+    assert names == ["a.png", "b.png", "d.png", "e.png", "f.png", "g.png"]
+    repeated, conflicting = [n for n in summary.notes if "picture" in n]
+    assert repeated.startswith("1 image(s) repeated a picture listed before")
+    assert conflicting.startswith("2 image(s) are one picture labelled both blast and normal")
+    assert "c.png" in conflicting and "same_cell.png" in conflicting
 
 
 def test_a_source_of_one_class_and_a_rare_class_are_noted(tmp_path):

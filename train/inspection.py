@@ -8,6 +8,7 @@ app does; the command line does not), it reads only under them (:mod:`train.data
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -209,7 +210,7 @@ def _inspect(
         tables.append(table)
         formats += [fmt] if fmt not in formats else []
         ungrouped += [] if table.groups_known else [names[-1]]
-    table = _without_duplicates(CellTable.concat(*tables))
+    table = CellTable.concat(*tables)
     where = "; ".join(names)
     n_read = len(table)
     if verify and skip_unreadable:  # before the class checks: they count what is left
@@ -220,6 +221,7 @@ def _inspect(
                 "(an incomplete copy, or Git LFS pointers instead of pictures?)."
             )
     n_left_out = n_read - len(table)
+    table = _without_duplicates(table)  # after: identical damaged stubs are each left out
     left_out = f" and {n_left_out} unreadable image(s), left out" if n_left_out else ""
     classes = Counter(r.label for r in table)
     if len(classes) < 2:
@@ -295,19 +297,42 @@ def _readable(table: CellTable, roots) -> CellTable:
 
 
 def _without_duplicates(table: CellTable) -> CellTable:
-    """Each image file once: two locations naming one file could put it in train and test."""
-    seen: set[Path] = set()
-    kept = []
+    """Each picture once, by its bytes: one file named by two locations, or the same picture
+    copied under two names or subjects, could sit in train and test at once. A picture
+    labelled both blast and normal is left out: either label would teach the model a wrong
+    lesson."""
+    copies: dict[object, list] = {}
     for record in table:
-        path = Path(record.path).resolve()
-        if path not in seen:
-            seen.add(path)
-            kept.append(record)
-    if len(kept) == len(table):
+        copies.setdefault(_picture_key(record.path), []).append(record)
+    kept, n_repeats, conflicting = set(), 0, []
+    for records in copies.values():
+        if len({r.label for r in records}) > 1:
+            conflicting += records
+            continue
+        kept.add(id(records[0]))
+        n_repeats += len(records) - 1
+    if not n_repeats and not conflicting:
         return table
-    note = (f"{len(table) - len(kept)} image(s) were named by more than one location; each is "
-            "used once (its first listing).")  # fmt: skip
-    return CellTable(tuple(kept), (*table.notes, note), table.groups_known)
+    notes = []
+    if n_repeats:
+        notes.append(f"{n_repeats} image(s) repeated a picture listed before (the same file or "
+                     "the same bytes under another name); each picture is used once, so it "
+                     "cannot sit in training and test at once.")  # fmt: skip
+    if conflicting:
+        names = sorted({Path(r.path).name for r in conflicting})
+        notes.append(f"{len(conflicting)} image(s) are one picture labelled both blast and "
+                     f"normal and were left out: {_listed(names)}. Label each picture once.")  # fmt: skip
+    return CellTable(tuple(r for r in table if id(r) in kept), (*table.notes, *notes),
+                     table.groups_known)  # fmt: skip
+
+
+def _picture_key(path) -> object:
+    """The file's bytes' hash; its resolved path when it cannot be read (the check that
+    decodes images names it)."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return Path(path).resolve()
 
 
 def _located(source: DatasetSource, roots, class_labels: Mapping[str, str | None]):
