@@ -17,6 +17,7 @@ the model folder at the same path.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -195,8 +196,10 @@ def _run(ray, planned, done: dict, labellers: list, out: Path, single_cells: boo
             try:
                 result = ray.get(ref)
             except ray.exceptions.RayError as error:  # failed again after its retry
+                # Ray's text is a coloured traceback: summary.json keeps its last line, plain.
+                last = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip().splitlines() or [""]
                 result = failed_result(path, stem, labellers[0], single_cells,
-                                       f"the Ray worker failed: {error}")  # fmt: skip
+                                       f"the Ray worker failed: {last[-1]}")  # fmt: skip
             done[stem] = result
             keep_part(out, result)
             bar.update()
