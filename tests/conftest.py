@@ -155,6 +155,21 @@ def _user_files_under_tmp(tmp_path_factory):
 TEST_PASSWORD = "test password 123"
 
 
+def save_picture(path: Path, size: int, colour: tuple[int, int, int]) -> Path:
+    """A ``size``-square RGB picture of ``colour`` saved at ``path`` (format by suffix), with
+    one corner pixel from the path: the dataset check uses each picture once by its bytes, so
+    test pictures meant as different cells must differ."""
+    import hashlib
+
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.new("RGB", (size, size), colour)
+    image.putpixel((size - 1, size - 1), tuple(hashlib.sha256(str(path).encode()).digest()[:3]))
+    image.save(path)
+    return path
+
+
 def make_user(name: str = "Dr. A. Reviewer", roles=("signer",)):
     """An account in the current case database (created once) and its User."""
     from leukemia_core.accounts import AccountInputError, Accounts, User, parse_roles

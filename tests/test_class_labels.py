@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from conftest import save_picture
 
 from train import jobs
 from train.cli_compare import class_label_arg
@@ -21,7 +21,7 @@ def _class_folders(root: Path, names: tuple[str, ...]) -> Path:
         for subject in ("P1", "P2"):
             folder = root / name / subject
             folder.mkdir(parents=True)
-            Image.new("RGB", (16, 16), (40 * k + 20, 90, 160)).save(folder / "0.png")
+            save_picture(folder / "0.png", 16, (40 * k + 20, 90, 160))
     return root
 
 

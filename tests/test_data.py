@@ -6,11 +6,10 @@ counts, labels and groups have a known answer.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from conftest import save_picture
 
 from train import data
 from train.data import (
@@ -35,13 +34,8 @@ from train.data import (
 
 
 def write_image(path: Path, color: tuple[int, int, int] = (200, 100, 150)) -> Path:
-    """A real 8x8 RGB image in the format given by the suffix; its corner pixel comes from
-    its path, so no two are the same picture (identical pictures are used once)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image = Image.new("RGB", (8, 8), color)
-    image.putpixel((7, 7), tuple(hashlib.sha256(str(path).encode()).digest()[:3]))
-    image.save(path)
-    return path
+    """A real 8x8 RGB image in the format given by the suffix, a picture of its own."""
+    return save_picture(path, 8, color)
 
 
 def write_text(path: Path, text: str) -> Path:

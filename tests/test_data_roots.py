@@ -14,8 +14,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import log_in
-from PIL import Image
+from conftest import log_in, save_picture
 from streamlit.testing.v1 import AppTest
 
 from leukemia_core.accounts import User
@@ -53,9 +52,7 @@ def _cells(folder: Path) -> Path:
         for subject in ("P0", "P1"):
             (folder / label / subject).mkdir(parents=True, exist_ok=True)
             colour = (120, 60, 160) if label == "blast" else (200, 160, 180)
-            image = Image.new("RGB", (16, 16), colour)
-            image.putpixel((0, 0), (int(subject[1]), 0, 0))  # two subjects, two pictures
-            image.save(folder / label / subject / f"{label}.png")
+            save_picture(folder / label / subject / f"{label}.png", 16, colour)
     return folder
 
 

@@ -553,6 +553,11 @@ def test_one_picture_is_used_once_and_a_picture_with_two_labels_is_left_out(tmp_
     assert repeated.startswith("1 image(s) repeated a picture listed before")
     assert conflicting.startswith("2 image(s) are one picture labelled both blast and normal")
     assert "c.png" in conflicting and "same_cell.png" in conflicting
+    both = make_subjects(tmp_path / "both", {"blast/P1": ["x.png"]})
+    (both / "normal/P2").mkdir(parents=True)
+    shutil.copy(both / "blast/P1/x.png", both / "normal/P2/x.png")
+    with pytest.raises(EmptyDatasetError, match="filed both as blast and as normal"):
+        inspect_datasets([both])
 
 
 def test_a_source_of_one_class_and_a_rare_class_are_noted(tmp_path):

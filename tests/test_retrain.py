@@ -18,7 +18,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import log_in
+from conftest import log_in, save_picture
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -269,7 +269,7 @@ def _class_folders(root: Path, classes, *, corrupt=False, subjects=True) -> Path
         for s in range(2):
             folder = data / c / f"P{s}" if subjects else data / c
             folder.mkdir(parents=True, exist_ok=True)
-            Image.new("RGB", (16, 16), (120, 60, 160)).save(folder / f"{c}{s}.png")
+            save_picture(folder / f"{c}{s}.png", 16, (120, 60, 160))
     if corrupt:
         (data / classes[0] / "P0" / "broken.png").write_bytes(b"not a png")
     return data
@@ -476,7 +476,7 @@ def test_a_one_group_dataset_is_refused_before_it_is_queued(models_root, tmp_pat
         folder = data / c / "P0"
         folder.mkdir(parents=True)
         for i in range(4):
-            Image.new("RGB", (16, 16), (120, 60 + 10 * i, 160)).save(folder / f"{c}{i}.png")
+            save_picture(folder / f"{c}{i}.png", 16, (120, 60 + 10 * i, 160))
     at = pick_folder(start(), data)
     assert not any("cannot be used" in e.value for e in at.error)  # the dataset itself reads
     queued = len(jobs.list_jobs())
@@ -552,7 +552,7 @@ def _unnamed_class_folders(root: Path) -> Path:
             folder = root / "bll" / cls / subject
             folder.mkdir(parents=True)
             for i in range(2):
-                Image.new("RGB", (24, 24), (shade, 80 + 20 * i, 160)).save(folder / f"{i}.png")
+                save_picture(folder / f"{i}.png", 24, (shade, 80 + 20 * i, 160))
     return root / "bll"
 
 
@@ -597,7 +597,7 @@ def test_two_datasets_with_unnamed_class_folders_are_labelled_in_turn(models_roo
             for subject in ("P1", "P2", "P3"):
                 folder = tmp_path / name / cls / subject
                 folder.mkdir(parents=True)
-                Image.new("RGB", (24, 24), (60 + 60 * k, 90, 160)).save(folder / "0.png")
+                save_picture(folder / "0.png", 24, (60 + 60 * k, 90, 160))
     at = pick_folder(start(), f"{tmp_path / 'a'}\n{tmp_path / 'b'}")
     submit = "FormSubmitter:class_labels_form-Check with these labels"
     at.selectbox(key="class_label_Pre").set_value("blast")

@@ -222,6 +222,11 @@ def _inspect(
             )
     n_left_out = n_read - len(table)
     table = _without_duplicates(table)  # after: identical damaged stubs are each left out
+    if not table:
+        raise EmptyDatasetError(
+            f"Every picture of {where} is filed both as blast and as normal: label each picture "
+            "once (the same bytes under both labels can teach either lesson)."
+        )
     left_out = f" and {n_left_out} unreadable image(s), left out" if n_left_out else ""
     classes = Counter(r.label for r in table)
     if len(classes) < 2:
