@@ -204,7 +204,7 @@ def test_class_folders_labels_groups_and_cell_types(tmp_path):
         "lymphocyte/a1.jpg",
         "lymphocyte/b1.png",
     ]
-    assert set(frame["source"]) == {"pbcish"} and "each file is its own group" in table.notes[0]
+    assert set(frame["source"]) == {"pbcish"} and "each file is its own group" in table.notes[1]
     assert not table.groups_known
 
 
@@ -219,6 +219,9 @@ def test_class_folders_group_by_subject_subfolder_across_classes(tmp_path):
         ("c.png", "normal", "P01", "normal"),
     ]
     assert table.groups_known and table.notes == (
+        # which folder became which label: a review found non_blast/ read as blast, unsaid
+        "lab: class folders as labels (read from the folder names: check them): blast: blast; "
+        "normal: hem, normal.",
         "lab: grouped by the subfolders of the class folders (<class>/<subject>/): 3 subject(s); "
         "a subject's cells stay on one side of a split.",
     )
@@ -230,7 +233,7 @@ def test_class_folders_with_some_loose_files_say_groups_are_unknown(tmp_path):
     table = load_class_folders(tmp_path)
     assert [r.group for r in table] == ["P01", "normal/loose.png"]
     assert not table.groups_known
-    assert "1 of 2 file(s) lie directly in a class folder" in table.notes[1]
+    assert "1 of 2 file(s) lie directly in a class folder" in table.notes[2]
 
 
 def test_class_folders_label_map_overrides_and_leaves_out(tmp_path):
@@ -284,7 +287,7 @@ def test_load_dataset_dispatches_and_verifies(tmp_path):
     table = load_dataset(make_cnmc(tmp_path), verify=True)
     assert len(table) == 9 and table.notes
     both = CellTable.concat(table, load_class_folders(make_folders(tmp_path / "f")))
-    assert len(both) == 15 and len(both.notes) == 2
+    assert len(both) == 15 and len(both.notes) == 3
     assert table.groups_known and not both.groups_known
 
 

@@ -272,7 +272,7 @@ def load_class_folders(
             records.append(
                 LabelledCrop(p, labels[name], group, source or root.name, cell_type=name)
             )
-    notes = []
+    notes = [_folder_labels_note(root.name, labels, label_map)]
     if subjects:
         notes.append(
             f"{root.name}: grouped by the subfolders of the class folders (<class>/<subject>/): "
@@ -291,6 +291,15 @@ def load_class_folders(
     left_out = [n for n in folders if labels[n] is None]
     notes += [f"Left out folder(s) by label_map: {_listed(left_out)}."] if left_out else []
     return CellTable(tuple(records), tuple(notes), groups_known=not loose)
+
+
+def _folder_labels_note(name: str, labels: Mapping[str, str | None], given) -> str:
+    """Which class folder became which label, so a lab can check the guesses from names."""
+    parts = [f"{label}: {_listed(sorted(f for f, lab in labels.items() if lab == label))}"
+             for label in LABELS if label in labels.values()]  # fmt: skip
+    guessed = [f for f, label in labels.items() if label and f not in given]
+    by_name = " (read from the folder names: check them)" if guessed else ""
+    return f"{name}: class folders as labels{by_name}: {'; '.join(parts)}."
 
 
 def detect_format(root: str | Path) -> str:
