@@ -32,7 +32,7 @@ from leukemia_core.classify import Classifier
 from leukemia_core.counting import CellLabel, summarize_labels
 from leukemia_core.domain import DomainAssessment
 from leukemia_core.errors import LeukemiaCoreError
-from leukemia_core.fingerprints import code_fingerprint, file_fingerprint
+from leukemia_core.fingerprints import code_fingerprint, content_digest, file_fingerprint
 from leukemia_core.imaging import read_for_analysis
 from leukemia_core.io import MultiFrameImageWarning
 from leukemia_core.labellers import Labeller, labeller_for, send_to_review
@@ -60,7 +60,8 @@ class ImageResult:
         stem: Its output name (unique in the batch).
         model_fingerprint: The weights and decision settings that labelled it
             (:func:`model_fingerprint`).
-        image_fingerprint: The file's size and modification time when it was read.
+        image_fingerprint: The file's :func:`~leukemia_core.fingerprints.file_fingerprint`
+            when it was read.
         single_cells: The mode it was analysed in.
         rows: Its ``cells.csv`` rows.
         summary: Its ``<stem>.json`` (None when it failed).
@@ -124,11 +125,6 @@ def model_fingerprint(labeller: Labeller) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
 
-def image_fingerprint(path: Path) -> str:
-    """The file's size, time and edge bytes (:func:`fingerprints.file_fingerprint`)."""
-    return file_fingerprint(path)
-
-
 def model_summary(labeller: Labeller) -> dict:
     """The model's part of ``summary.json``: its name, weights, decision settings and runtime."""
     return {"model": labeller.name, "model_description": labeller.description,
@@ -138,7 +134,7 @@ def model_summary(labeller: Labeller) -> dict:
 
 def failed_result(path: Path, stem: str, labeller: Labeller, single_cells: bool, why: str):
     """The result of an image that could not be read or analysed at all."""
-    return ImageResult(str(path), stem, model_fingerprint(labeller), image_fingerprint(path),
+    return ImageResult(str(path), stem, model_fingerprint(labeller), file_fingerprint(path),
                        single_cells, failure=why, failed_as=str(path))  # fmt: skip
 
 
@@ -148,7 +144,7 @@ def analyze_image(path: Path, stem: str, labeller: Labeller, *, single_cells: bo
     The domain of the whole set is not checked here but by :func:`write_outputs`, over every
     image's cells (as the app checks a sample's).
     """
-    result = ImageResult(str(path), stem, model_fingerprint(labeller), image_fingerprint(path),
+    result = ImageResult(str(path), stem, model_fingerprint(labeller), file_fingerprint(path),
                          single_cells)  # fmt: skip
     try:  # the app's reader: the same pixels (and the same downscaling of a huge field)
         with warnings.catch_warnings():  # several pages: said in the image's notes instead
@@ -198,8 +194,9 @@ def _written_here(path: Path) -> bool:
 
 def plan(paths: Sequence[Path], out: Path, labeller: Labeller, *, single_cells: bool):
     """``(path, stem)`` of every input and the results of those a previous run finished from the
-    same file (size and time) with the same weights, decision settings and mode (read from
-    ``out/.parts``); failed images are tried again."""
+    same file (:func:`~leukemia_core.fingerprints.file_fingerprint`) with the same weights,
+    decision settings, code and mode (read from ``out/.parts``); failed images are tried
+    again."""
     fingerprint = model_fingerprint(labeller)
     (out / PARTS_DIR).mkdir(parents=True, exist_ok=True)
     planned, done, first_of = [], {}, {}
@@ -209,7 +206,7 @@ def plan(paths: Sequence[Path], out: Path, labeller: Labeller, *, single_cells: 
     for path, stem, size in zip(paths, output_stems(paths, reserved=reserved), sizes,
                                 strict=True):  # fmt: skip
         planned.append((path, stem))
-        digest = _content_digest(path) if size in shared else None
+        digest = content_digest(path) if size in shared else None
         if digest is not None and digest in first_of:  # counted once, whatever its name
             why = (f"the same file as {first_of[digest]} (given twice?): analysed once, so its "
                    "cells are not counted twice")  # fmt: skip
@@ -227,7 +224,7 @@ def plan(paths: Sequence[Path], out: Path, labeller: Labeller, *, single_cells: 
         except (OSError, ValueError, TypeError):
             continue
         same = (result.file, result.model_fingerprint, result.image_fingerprint,
-                result.single_cells) == (str(path), fingerprint, image_fingerprint(path),
+                result.single_cells) == (str(path), fingerprint, file_fingerprint(path),
                                          single_cells)  # fmt: skip
         if same and result.failure is None:
             done[stem] = replace(result, reused=True)
@@ -242,18 +239,6 @@ def _size(path: Path) -> int | None:
     """The size of a regular file (None otherwise: its analysis will say why)."""
     try:
         return path.stat().st_size if path.is_file() else None
-    except OSError:
-        return None
-
-
-def _content_digest(path: Path) -> str | None:
-    """SHA-256 of the file's bytes (None when it cannot be read: its analysis will say why)."""
-    try:
-        digest = hashlib.sha256()
-        with path.open("rb") as stream:
-            while chunk := stream.read(1 << 20):
-                digest.update(chunk)
-        return digest.hexdigest()
     except OSError:
         return None
 

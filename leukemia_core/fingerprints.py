@@ -1,6 +1,6 @@
 """What a stored result depends on, as short hashes: the code that made it and the file it
 was made from. A resumed batch (``.parts``) and the comparison jobs' crop cache reuse a result
-only while both are unchanged."""
+only while both are unchanged; :func:`content_digest` tells one picture under two names."""
 
 from __future__ import annotations
 
@@ -44,3 +44,16 @@ def file_fingerprint(path: Path) -> str:
         return ""
     edges = hashlib.sha256(head + tail).hexdigest()[:16]
     return f"{stat.st_size}:{stat.st_mtime_ns}:{edges}"
+
+
+def content_digest(path: Path) -> str | None:
+    """SHA-256 of the file's bytes, read in 1 MB chunks (None when it cannot be read): the same
+    picture under two names has one digest."""
+    try:
+        digest = hashlib.sha256()
+        with open(path, "rb") as stream:
+            while chunk := stream.read(1 << 20):
+                digest.update(chunk)
+        return digest.hexdigest()
+    except OSError:
+        return None

@@ -8,7 +8,6 @@ app does; the command line does not), it reads only under them (:mod:`train.data
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from leukemia_core.fingerprints import content_digest
 from train.data import detect_format, load_dataset
 from train.data_roots import (
     load_under_roots,
@@ -334,10 +334,7 @@ def _without_duplicates(table: CellTable) -> CellTable:
 def _picture_key(path) -> object:
     """The file's bytes' hash; its resolved path when it cannot be read (the check that
     decodes images names it)."""
-    try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    except OSError:
-        return Path(path).resolve()
+    return content_digest(Path(path)) or Path(path).resolve()
 
 
 def _located(source: DatasetSource, roots, class_labels: Mapping[str, str | None]):
