@@ -65,18 +65,18 @@ def split_masks(
         raise ReshapeError(f"Split into 2 to {MAX_PARTS} cells, not {parts}.")
     if int(mask.sum()) < 20 * parts:
         raise ReshapeError("This cell is too small to split.")
-    distance = ndi.distance_transform_edt(mask)
-    elevation = -distance / distance.max()
-    seedings = [mask]  # where the pieces' centres are looked for
+    seedings, score = [mask], None  # where the pieces' centres are looked for
     if image is not None:
         # Pressed blasts meet cytoplasm to cytoplasm: the nuclei say where the cells are. But a
         # cell much darker than its neighbours can fall below the nucleus level and get no
         # centre, so the whole outline is tried too and the rounder set of pieces kept.
-        score = cv2.GaussianBlur(nucleus_score(image), (0, 0), NUCLEUS_BLUR_PX)
+        score = _blurred_nucleus_score(image)
         nuclei = mask & (score > _nucleus_level(score, mask))
         if nuclei.sum() >= 20 * parts:
             seedings.insert(0, nuclei)
-            elevation -= np.clip(score, 0, None) / max(float(score[mask].max()), 1.0)
+        else:  # too little nucleus to go by
+            score = None
+    elevation = _elevation(mask, score)
     splits = []
     for seeds in seedings:
         try:
@@ -89,6 +89,20 @@ def split_masks(
     # The nuclei's split unless the outline's is clearly rounder (a cell left without a centre
     # leaves a sliver beside it, or one piece holding two cells).
     return kept[-1] if _roundness(kept[-1]) > _roundness(kept[0]) + ROUNDER_BY else kept[0]
+
+
+def _blurred_nucleus_score(image: np.ndarray) -> np.ndarray:
+    return cv2.GaussianBlur(nucleus_score(image), (0, 0), NUCLEUS_BLUR_PX)
+
+
+def _elevation(mask: np.ndarray, score: np.ndarray | None) -> np.ndarray:
+    """What a watershed floods inside ``mask``: low at the cells' centres (far from the edge,
+    and, given the nucleus ``score``, dark chromatin), high at necks and pale lines."""
+    distance = ndi.distance_transform_edt(mask)
+    elevation = -distance / distance.max()
+    if score is not None:
+        elevation -= np.clip(score, 0, None) / max(float(score[mask].max()), 1.0)
+    return elevation
 
 
 def _watershed_split(mask, seeds, elevation, parts: int) -> list[np.ndarray]:
@@ -137,12 +151,8 @@ def _cut_around(mask: np.ndarray, outline, image: np.ndarray | None) -> list[np.
     outer = mask & ~cv2.dilate(drawn.astype(np.uint8), disc).astype(bool)
     if not inner.any() or not outer.any():  # drawn around (nearly) all of it, or a sliver
         return _cut_along(mask, outline)
-    distance = ndi.distance_transform_edt(mask)
-    elevation = -distance / distance.max()
-    if image is not None:
-        score = cv2.GaussianBlur(nucleus_score(image), (0, 0), NUCLEUS_BLUR_PX)
-        elevation -= np.clip(score, 0, None) / max(float(score[mask].max()), 1.0)
-    labels = watershed(elevation, inner * 1 + outer * 2, mask=mask)
+    score = None if image is None else _blurred_nucleus_score(image)
+    labels = watershed(_elevation(mask, score), inner * 1 + outer * 2, mask=mask)
     return _largest_components([labels == 1, labels == 2])
 
 

@@ -59,14 +59,8 @@ class CaseEdits(StorePart):
         with self._transaction(write=True) as conn:
             case = self._case(conn, case_id, open_only=True)
             for field_index, cell_id in keys:
-                label = conn.execute(
-                    "SELECT label FROM cells WHERE case_id = ? AND field_index = ? AND cell_id = ?",
-                    (case["case_id"], field_index, cell_id),
-                ).fetchone()
-                if label is not None and label[0] == CellLabel.UNCERTAIN:
-                    continue
                 ids += self._edit(conn, case, field_index, cell_id, reviewer, note,
-                                  {"reviewed": True})  # fmt: skip
+                                  {"reviewed": True}, skip_uncertain=True)  # fmt: skip
         return ids
 
     def edit_cell(
@@ -98,7 +92,9 @@ class CaseEdits(StorePart):
                               expected)  # fmt: skip
 
     def _edit(self, conn, case, field_index, cell_id, reviewer, note, changes,
-              expected=None) -> list[int]:  # fmt: skip
+              expected=None, *, skip_uncertain: bool = False) -> list[int]:  # fmt: skip
+        """Apply ``changes`` to one cell and audit them; an uncertain cell only marked reviewed
+        is refused, or passed over with ``skip_uncertain`` (a batch accept)."""
         key = (case["case_id"], field_index, cell_id)
         row = conn.execute(
             "SELECT * FROM cells WHERE case_id = ? AND field_index = ? AND cell_id = ?", key
@@ -114,11 +110,10 @@ class CaseEdits(StorePart):
                 f"Cell {cell_id} of field {field_index} was split or merged into other cells; "
                 "undo that on the Review page to change it again."
             )
-        if (
-            changes.get("reviewed")
-            and "label" not in changes
-            and row["label"] == (CellLabel.UNCERTAIN)
-        ):
+        accepting = changes.get("reviewed") and "label" not in changes
+        if accepting and row["label"] == CellLabel.UNCERTAIN:
+            if skip_uncertain:
+                return []
             raise CaseInputError(
                 f"Cell {cell_id} of field {field_index} is uncertain: review it by giving it a "
                 "label (blast, normal, not a white cell or excluded); accepting it would leave "

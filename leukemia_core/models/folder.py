@@ -300,17 +300,14 @@ def _check_weights_fit_config(model: keras.Model, config: ModelConfig) -> None:
 
     size = config.input_size
     layers = {layer.name for layer in model.layers}
-    found = {
-        "input": tuple(model.input_shape[1:]) if model.input_shape else None,
-        "outputs": model.output_shape[-1] if model.output_shape else None,
-    }
+    inputs = tuple(model.input_shape[1:]) if model.input_shape else None
+    outputs = model.output_shape[-1] if model.output_shape else None
     problems = []
-    if found["input"] not in ((size, size, 3), (None, None, 3)):
-        problems.append(f"its input is {found['input']} where config.json says "
-                        f"{size}x{size} RGB")  # fmt: skip
-    if found["outputs"] != len(config.class_names):
-        problems.append(f"it has {found['outputs']} outputs for the "
-                        f"{len(config.class_names)} classes {list(config.class_names)}")  # fmt: skip
+    if inputs not in ((size, size, 3), (None, None, 3)):
+        problems.append(f"its input is {inputs} where config.json says {size}x{size} RGB")
+    if outputs != len(config.class_names):
+        problems.append(f"it has {outputs} outputs for the {len(config.class_names)} classes "
+                        f"{list(config.class_names)}")  # fmt: skip
     missing = sorted({"logits", "head_pool", config.gradcam_layer or "logits"} - layers)
     if missing:
         problems.append(f"it lacks the layer(s) {missing} a classifier of this app has")
