@@ -81,9 +81,6 @@ class ReadyCrops:
         self.cut = cache.crop if cache is not None else app_crop
         self._by_spec: dict = {}
 
-    def __contains__(self, spec) -> bool:
-        return spec in self._by_spec
-
     def __iter__(self):
         return iter(self._by_spec)
 

@@ -24,7 +24,7 @@ LABELS = (BLAST, NORMAL)
 NO_LABEL = "none"  # a class folder left out (--class-label FOLDER=none; "Leave out" on the page)
 NEGATIONS = frozenset({"non", "no", "not", "neg", "negative", "without", "free"})
 NOT_LEUKEMIC_BLASTS = ("megaloblast",)  # erythroid, not a leukemic blast: ask
-LEUKEMIA_WORDS = ("leukemi", "leukaemi", "leukemic", "leukaemic")
+LEUKEMIA_WORDS = ("leukemi", "leukaemi")  # leukemia, leukemic, leukaemic, ...
 NORMAL_CELL_TYPES = frozenset(
     {
         "normoblast",

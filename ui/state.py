@@ -21,7 +21,7 @@ from ui import auth
 
 SESSION_KEY = "review_session"
 RELABEL_PREFIX = "relabel_"
-CLUMP_QUESTION_KEY = "clump_question"  # the label a possible clump was last given, unconfirmed
+CLUMP_QUESTION_KEY = "clump_question"  # ((case, cell, label), words): a clump's unanswered label
 
 
 CASE_PARAM = "case"  # the open case's id in the page address, so a reload brings it back
@@ -136,12 +136,18 @@ def _clump_question(session: Review, key: tuple[int, int], label: str | None):
     """Yields whether this label for this cell was asked about just before (the reviewer gives
     it again: one cell); a :class:`PossibleClumpError` is remembered as that question."""
     question = (session.case_id, key, label)
-    asked = st.session_state.pop(CLUMP_QUESTION_KEY, None) == question
+    asked = st.session_state.pop(CLUMP_QUESTION_KEY, None)
     try:
-        yield asked
-    except PossibleClumpError:
-        st.session_state[CLUMP_QUESTION_KEY] = question
+        yield asked is not None and asked[0] == question
+    except PossibleClumpError as error:
+        st.session_state[CLUMP_QUESTION_KEY] = (question, str(error))
         raise
+
+
+def clump_question(session: Review, key: tuple[int, int]) -> str | None:
+    """The question put about this cell, a possible clump, while it waits for the answer."""
+    asked = st.session_state.get(CLUMP_QUESTION_KEY)
+    return asked[1] if asked and asked[0][:2] == (session.case_id, key) else None
 
 
 def accept(session: Review, keys: list[tuple[int, int]]) -> int:

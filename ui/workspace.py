@@ -27,7 +27,6 @@ from ui.common import LABEL_NAMES, flash, label_rgb
 from ui.figures import field_overview
 
 CURRENT_KEY = "workspace_cell"
-CLUMP_WORDS_KEY = "clump_question_words"  # (cell key, question) after a label for a clump
 VIEW_KEY = "review_view"
 ONE_BY_ONE, GALLERY = "One cell at a time (keyboard)", "Gallery"  # the Review page's views
 SHOWN_KEY, SHOWN = "beside_cell", ("Crop", "Heatmap")  # what the Review page shows beside a cell
@@ -85,8 +84,8 @@ def _on_decide(label: str | None) -> None:
     try:
         state.decide(session, key, label)
         st.session_state[CURRENT_KEY] = session.next_to_review(after=key) or key
-    except PossibleClumpError as error:  # the same key again counts it as one cell
-        st.session_state[CLUMP_WORDS_KEY] = (key, str(error))  # shown by the cell's buttons
+    except PossibleClumpError:  # asked beside the cell's buttons; the same key again answers
+        pass
     except LeukemiaCoreError as error:
         flash(str(error))
 
@@ -184,9 +183,8 @@ def show_workspace(session: Review, *, heatmap: np.ndarray | None, editable: boo
                  + ("where the model looked." if heatmap is not None else "the model's crop."))  # fmt: skip
         st.markdown(_describe(session, cell))
         _controls(cell, editable)
-        asked = st.session_state.pop(CLUMP_WORDS_KEY, None)
-        if asked and asked[0] == cell.key:  # beside the keys, not at the page's top, off screen
-            st.warning(asked[1], icon=":material/call_split:")
+        if asked := state.clump_question(session, cell.key):  # beside the keys, not off screen
+            st.warning(asked, icon=":material/call_split:")
     with right:
         field = session.fields[cell.field_index]
         chart_key = f"workspace_field_{cell.field_index}_{cell.cell_id}"  # new key: no old pick
