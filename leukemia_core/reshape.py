@@ -1,17 +1,15 @@
 """Split and merge in review: a reviewer corrects how cells were outlined.
 
 A clump of pressed blasts outlined as one cell is split into ``N`` (a watershed from ``N``
-centres), along a line the reviewer gives, or by an outline the reviewer draws around one of its
-cells; two pieces of one cell are merged. The new cells
-are cropped and classified exactly like the segmentation's (:func:`cropping.crop_cells`,
-:func:`pipeline.label_cells`), wait as uncertain for the reviewer's label, and replace the old
-ones in the case record
-(:meth:`store_reshape.CaseReshape.reshape_cells`); undo brings the old ones back.
-"""
+centres), along a line the reviewer gives, or by an outline drawn around one of its cells; two
+pieces of one cell are merged. The new cells are cropped and classified exactly like the
+segmentation's (:func:`cropping.crop_cells`, :func:`pipeline.label_cells`), wait as uncertain
+for the reviewer's label, and replace the old ones in the case record
+(:meth:`store_reshape.CaseReshape.reshape_cells`); undo brings the old ones back."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 
 import cv2
@@ -34,6 +32,8 @@ LASSO_MARGIN = 0.3  # of the drawn cell's radius, either side of a lasso line: t
 ROUNDER_BY = 0.05  # mean isoperimetric quotient by which a split from the whole outline wins
 NUCLEUS_BLUR_PX = 2.0  # smooths chromatin texture, keeps the pale line between two nuclei
 SPLIT_PREFIX, MERGE_PREFIX = "split of ", "merge of "
+# Crops -> the explanation overlays kept with them (the heatmaps the case was saved with).
+Explainer = Callable[[list[np.ndarray]], list[np.ndarray | None]]
 
 
 class ReshapeError(LeukemiaCoreError, ValueError):
@@ -196,8 +196,10 @@ def new_cells(
     labeller: Labeller,
     origin: str,
     crop_size: int = DEFAULT_CROP_SIZE,
+    explainer: Explainer | None = None,
 ) -> list[Cell]:
-    """Cells for full-field masks, cropped and classified like the segmentation's cells."""
+    """Cells for full-field masks, cropped and classified like the segmentation's cells, with
+    the overlay ``explainer`` makes of each crop (the report shows it as it shows the others')."""
     cell_labels = np.zeros(image.shape[:2], np.int32)
     for k, mask in enumerate(masks):
         cell_labels[mask] = first_id + k
@@ -208,6 +210,9 @@ def new_cells(
                                 field_red_cell_diameter(image), 1.0, border)  # fmt: skip
     found = [c for c in crop_cells(image, segmentation, size=crop_size) if c.cell_id >= first_id]
     cells = label_cells(found, labeller_for(labeller), field_index)
+    if explainer is not None and cells:
+        overlays = explainer([c.crop for c in cells])
+        cells = [replace(c, overlay=o) for c, o in zip(cells, overlays, strict=True)]
     # The model's probability is kept, but a cell a reviewer cut or joined is one its
     # calibration never saw: its call is the reviewer's, so it waits as uncertain (one key
     # accepting a confident "blast" on half a cell would count it twice).
@@ -260,7 +265,7 @@ class ReviewReshape:
 
     def split(
         self, store, field_index: int, cell_id: int, *, user: User, labeller=None,
-        parts: int = 2, line=None, crop_size: int = DEFAULT_CROP_SIZE,
+        parts: int = 2, line=None, crop_size: int = DEFAULT_CROP_SIZE, explainer=None,
     ) -> tuple[Cell, ...]:  # fmt: skip
         """Replace one cell by ``parts`` cells, or by two cut by a drawn ``line`` in field pixels
         (two points: a straight cut; more: an outline around one of the cells, see
@@ -276,7 +281,8 @@ class ReviewReshape:
         masks = [self._field_mask(cell, piece) for piece in pieces]
         made = new_cells(self.fields[field_index].image, masks, first_id=self._next_id(field_index),
                          field_index=field_index, labeller=labeller,
-                         origin=f"{SPLIT_PREFIX}{cell_id}", crop_size=crop_size)  # fmt: skip
+                         origin=f"{SPLIT_PREFIX}{cell_id}", crop_size=crop_size,
+                         explainer=explainer)  # fmt: skip
         how = ("by its nuclei" if line is None else
                "along a drawn line" if len(line) == 2 else "around a drawn outline")  # fmt: skip
         note = f"cell {cell_id} split into cells {', '.join(str(c.cell_id) for c in made)} {how}"
@@ -287,7 +293,7 @@ class ReviewReshape:
 
     def merge(
         self, store, keys: Iterable[tuple[int, int]], *, user: User, labeller=None,
-        crop_size: int = DEFAULT_CROP_SIZE,
+        crop_size: int = DEFAULT_CROP_SIZE, explainer=None,
     ) -> Cell:  # fmt: skip
         """Replace two or more touching cells of one field by one cell."""
         require(user, Permission.REVIEW)
@@ -302,7 +308,7 @@ class ReviewReshape:
         (made,) = new_cells(self.fields[field_index].image, [merged],
                             first_id=self._next_id(field_index), field_index=field_index,
                             labeller=labeller, origin=f"{MERGE_PREFIX}{ids}",
-                            crop_size=crop_size)  # fmt: skip
+                            crop_size=crop_size, explainer=explainer)  # fmt: skip
         store.reshape_cells(self.case_id, retire=[c.key for c in cells], add=[made],
                             reviewer=user.name, action="merge",
                             note=f"cells {ids.replace('+', ', ')} merged into cell {made.cell_id}")  # fmt: skip

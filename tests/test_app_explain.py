@@ -346,6 +346,8 @@ def test_split_a_fused_clump_of_a_real_field_undo_and_a_signed_case_refuses(db, 
     at.button(key="decide_blast").click().run()
     assert at.session_state[CURRENT_KEY] == pieces[1].key
     assert all(c.blast_probability is not None for c in pieces)  # classified like the others
+    stored = {c.key: c for c in CaseStore(db).load_case(session.case_id).cells}
+    assert all(stored[c.key].overlay is not None for c in pieces)  # Grad-CAM for the report
     # The pieces enter the count (or the review queue) at once: two more cells in the tally.
     assert shown(at) == before + 2
     go(at, "case")

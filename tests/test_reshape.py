@@ -187,6 +187,29 @@ def test_merge_and_a_signed_case_refuses_both(fused):
 
 
 @pytest.mark.data
+def test_the_cells_a_split_and_a_merge_make_keep_their_heatmap_overlay_in_the_record(fused):
+    review, store, _ = fused
+    clump = _holder(review, 976, 549)
+    made = []
+
+    def inverted(crops):  # stands in for Grad-CAM: an overlay the test can recompute
+        made.append(len(crops))
+        return [255 - crop for crop in crops]
+
+    pieces = review.split(store, *clump.key, user=ANA, parts=2, explainer=inverted)
+    merged = review.merge(store, [p.key for p in pieces], user=ANA, explainer=inverted)
+    assert made == [2, 1]  # one batched call per split or merge, for its new cells only
+    stored = {c.key: c for c in store.load_case(review.case_id).cells}
+    assert set(stored) >= {merged.key}
+    np.testing.assert_array_equal(stored[merged.key].overlay, 255 - stored[merged.key].crop)
+    replaced = {c.key: c for c in store.load_case(review.case_id).replaced}
+    for piece in pieces:  # kept with the replaced pieces too, for the audit trail's report
+        np.testing.assert_array_equal(replaced[piece.key].overlay, 255 - replaced[piece.key].crop)
+    untouched = next(c for c in review.cells if not c.origin)
+    assert stored[untouched.key].overlay is None  # saved without heatmaps: none made up
+
+
+@pytest.mark.data
 def test_split_into_three_gives_each_of_three_pressed_cells_its_piece(fused):
     """Im013_1's clump is three round cells, the darkest below the nuclei's level: split into
     three, no piece holds two cells and none is a sliver (a walk found a sliver beside the top

@@ -73,6 +73,27 @@ def overlay(crop: np.ndarray, heatmap: np.ndarray, opacity: float) -> np.ndarray
     return np.asarray(explain.overlay_heatmap(crop, heat, opacity=opacity))
 
 
+def record_explainer(session: Review):
+    """Overlays for the cells a split or merge makes, as :func:`overlays_for_record` makes the
+    saved ones (the reviewer's method and opacity); None when heatmaps are unavailable. A failed
+    heatmap leaves the new cell without one rather than stopping the split."""
+    if unavailable_reason(session) is not None:
+        return None
+    method = st.session_state.get("gradcam_method", DEFAULT_METHOD)
+    opacity = st.session_state.get("gradcam_opacity", DEFAULT_OPACITY)
+
+    def explain_crops(crops: list[np.ndarray]) -> list[np.ndarray | None]:
+        try:
+            maps = explain.compute_heatmaps(get_classifier(session.model_name).model, crops,
+                                            method=method, score_maps=SCORE_MAPS)  # fmt: skip
+        except LeukemiaCoreError:
+            return [None] * len(crops)
+        return [np.asarray(explain.overlay_heatmap(c, m, opacity=opacity))
+                for c, m in zip(crops, maps, strict=True)]  # fmt: skip
+
+    return explain_crops
+
+
 def overlays_for_record(session: Review, method: str, opacity: float) -> dict:
     """Overlays of every cell to keep in the case record; empty when heatmaps are unavailable."""
     if unavailable_reason(session) is not None:

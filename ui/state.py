@@ -160,12 +160,14 @@ def split(session: Review, field_index: int, cell_id: int, parts: int, outline=N
     """Split one cell into ``parts`` cells, or in two by a drawn ``outline`` (field pixels),
     classified by the case's model (see :meth:`Review.split`)."""
     return session.split(case_store(), field_index, cell_id, user=auth.user(),
-                         labeller=_labeller(session), parts=parts, line=outline)  # fmt: skip
+                         labeller=_labeller(session), parts=parts, line=outline,
+                         explainer=_explainer(session))  # fmt: skip
 
 
 def merge(session: Review, keys: list[tuple[int, int]]):
     """Merge touching cells of one field into one (see :meth:`Review.merge`)."""
-    return session.merge(case_store(), keys, user=auth.user(), labeller=_labeller(session))
+    return session.merge(case_store(), keys, user=auth.user(), labeller=_labeller(session),
+                         explainer=_explainer(session))  # fmt: skip
 
 
 def undo_reshape(session: Review, field_index: int, cell_id: int) -> list[tuple[int, int]]:
@@ -180,6 +182,13 @@ def _labeller(session: Review):
     from ui.models import get_classifier  # imports TensorFlow only when a split needs it
 
     return get_classifier(session.model_name)
+
+
+def _explainer(session: Review):
+    """The heatmap overlays new cells are stored with (None without a usable model)."""
+    from ui.heatmaps import record_explainer  # imports TensorFlow only when a split needs it
+
+    return record_explainer(session)
 
 
 def set_details(session: Review, *, comment: str, patient_id: str, seen_token: int) -> bool:
