@@ -64,7 +64,7 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         choices=ALL_AUGMENTATIONS,
         default=AUGMENTATIONS,
-        help="which augmentations (default: all)",
+        help=f"which augmentations (default: {' '.join(AUGMENTATIONS)})",
     )
     parser.add_argument("--cached-features", action="store_true",
                         help="train the head on cached frozen-backbone features (fast on CPU)")  # fmt: skip
