@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import sys
 import warnings
 from pathlib import Path
@@ -40,6 +41,7 @@ from leukemia_core.outputs import (
     prepare_output_folder,
     renamed_note,
     spreadsheet_text,
+    write_text_atomic,
 )
 from leukemia_core.runtime import RUNTIMES
 from leukemia_core.segmentation import segment_wbc
@@ -124,13 +126,9 @@ def segment_files(paths: list[Path], out: Path, crop_size: int = DEFAULT_CROP_SI
             continue
         rows += image_rows
     # Written last and atomically, so an interrupted run never leaves a half-written table.
-    table = out / CSV_FILE
-    partial = table.with_suffix(".csv.partial")
-    with partial.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(CSV_COLUMNS)
-        writer.writerows(rows)
-    partial.replace(table)
+    text = io.StringIO()
+    csv.writer(text).writerows([CSV_COLUMNS, *rows])
+    write_text_atomic(out / CSV_FILE, text.getvalue())
     return failures
 
 

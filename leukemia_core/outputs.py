@@ -97,10 +97,21 @@ def short_stem(stem: str) -> str:
     >>> len(short_stem("é" * 200).encode()) <= MAX_STEM_BYTES, short_stem("field1")
     (True, 'field1')
     """
+    stem = printable(stem)
     if len(stem.encode()) <= MAX_STEM_BYTES:
         return stem
     start = stem.encode()[: MAX_STEM_BYTES - 10].decode(errors="ignore")  # whole characters
     return f"{start}-{hashlib.sha256(stem.encode()).hexdigest()[:8]}"
+
+
+def printable(name: str) -> str:
+    """``name`` with the bytes of a name that is not UTF-8 (Latin-1 from an old share arrives
+    as surrogate escapes) spelled ``?``, so every writer, CSV and JSON included, can write it.
+
+    >>> printable(os.fsdecode(b"M\\xfcller")), printable("Müller")
+    ('M?ller', 'Müller')
+    """
+    return os.fsencode(name).decode(errors="replace").replace("\ufffd", "?")
 
 
 def renamed_note(path: Path, stem: str) -> str | None:
@@ -108,10 +119,13 @@ def renamed_note(path: Path, stem: str) -> str | None:
     if stem == path.stem:
         return None
     if stem.startswith(short_stem(path.stem)) and short_stem(path.stem) != path.stem:
-        return (f"{path}: its name is too long for its outputs' file names, so they are named "
-                f"{stem} and it is {stem}{path.suffix} in the tables")  # fmt: skip
-    return (f"{path}: another input (or an output of this command) has the same name, so its "
-            f"outputs are named {stem} and it is {stem}{path.suffix} in the tables")  # fmt: skip
+        why = ("is not UTF-8 text (its odd bytes are written as ?)"
+               if printable(path.stem) != path.stem
+               else "is too long for its outputs' file names")  # fmt: skip
+        return (f"{printable(str(path))}: its name {why}, so its outputs are named {stem} and "
+                f"it is {stem}{path.suffix} in the tables")  # fmt: skip
+    return (f"{printable(str(path))}: another input (or an output of this command) has the "
+            f"same name, so its outputs are named {stem} and it is {stem}{path.suffix} in the tables")  # fmt: skip
 
 
 def spreadsheet_text(value: str) -> str:
@@ -130,9 +144,10 @@ def spreadsheet_text(value: str) -> str:
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to ``path`` through a temporary file in the same folder, then rename.
 
-    Readers see the old file or the whole new one, never a half-written one.
+    Readers see the old file or the whole new one, never a half-written one. UTF-8; a file
+    name that is not (surrogate escapes) is written with ``?`` for its odd bytes.
     """
-    return _write_atomic(path, text, "w", newline="")
+    return _write_atomic(path, text, "w", newline="", encoding="utf-8", errors="replace")
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
@@ -147,7 +162,22 @@ def readable_as_folder(path: Path) -> int:
     account, where a plain ``open`` would have followed the folder (and the umask)."""
     if path.exists():
         return stat.S_IMODE(path.stat().st_mode)
-    return stat.S_IMODE(path.parent.stat().st_mode) & 0o666
+    # The umask still applies, as it would to ``open``: a shared drop folder (0777) must not
+    # make results any local account can change.
+    return stat.S_IMODE(path.parent.stat().st_mode) & 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where ``/proc`` says it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore (a moment, at start of a write)
+    os.umask(mask)
+    return mask
 
 
 def _write_atomic(path: str | os.PathLike, content: str | bytes, mode: str, **options) -> Path:

@@ -312,10 +312,30 @@ def test_an_input_with_a_long_legal_name_gets_shorter_output_names(
     monkeypatch.setenv("LEUKEMIA_MODELS_DIR", str(tiny_models_dir))
     assert cli([command, str(long_name), str(other), "--out", str(out)]) == 0
     err = capsys.readouterr().err
-    assert "its name is too long for its outputs' file names, so they are named" in err
+    assert "its name is too long for its outputs' file names, so its outputs are named" in err
     rows = list(csv.DictReader((out / "cells.csv").open()))
     assert {r["image"][:3] for r in rows} == {"PPP", "fie"}  # both images' cells, in full
     assert all(len(p.name.encode()) <= 255 for p in out.rglob("*"))
+
+
+@pytest.mark.parametrize("command", ["segment", "analyze"])
+def test_an_input_whose_name_is_not_utf8_is_analysed_with_the_others(
+    command, tiny_models_dir, tmp_path, monkeypatch, capsys
+):
+    """A Latin-1 name copied from an old share stopped the whole batch with a traceback."""
+    demo = make_demo_smear().image
+    folder = tmp_path / "in"
+    folder.mkdir()
+    latin1 = Path(os.fsdecode(bytes(folder) + b"/Patient_M\xfcller_1.png"))
+    latin1.write_bytes(cv2.imencode(".png", cv2.cvtColor(demo, cv2.COLOR_RGB2BGR))[1].tobytes())
+    other = _write(folder / "field.png", demo[::-1].copy())
+    out = tmp_path / "out"
+    monkeypatch.setenv("LEUKEMIA_MODELS_DIR", str(tiny_models_dir))
+    assert cli([command, str(latin1), str(other), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "its name is not UTF-8 text (its odd bytes are written as ?)" in err
+    rows = list(csv.DictReader((out / "cells.csv").open(encoding="utf-8")))
+    assert {r["image"] for r in rows} == {"Patient_M?ller_1.png", "field.png"}
 
 
 def test_segment_gives_inputs_of_the_same_name_their_own_outputs(same_names, tmp_path, capsys):

@@ -235,6 +235,24 @@ def test_a_saved_model_folder_is_as_readable_as_the_models_folder(models):
     assert (models / "ACTIVE").stat().st_mode & 0o777 == 0o600
 
 
+def test_a_file_written_into_a_shared_drop_folder_follows_the_umask(tmp_path):
+    """A review found results written 0666 into a 0777 (or /tmp-like 1777) folder: any local
+    account could change counts a rerun reuses. The umask applies, as it does to ``open``."""
+    from leukemia_core.outputs import write_text_atomic
+
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    drop.chmod(0o1777)
+    previous = os.umask(0o022)
+    try:
+        written = write_text_atomic(drop / "summary.json", "{}\n")
+        plain = drop / "plain.txt"
+        plain.write_text("x")
+    finally:
+        os.umask(previous)
+    assert written.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777 == 0o644
+
+
 def test_promotions_of_a_run_leave_out_versions_adapted_from_them(models, tmp_path):
     """A walkthrough read "efficientnet_lite0 of this job was promoted as ...-site1": an adapted
     version keeps its base's training record, but Adapt made it, not the promotion."""
