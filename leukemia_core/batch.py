@@ -32,7 +32,12 @@ from leukemia_core.classify import Classifier
 from leukemia_core.counting import CellLabel, summarize_labels
 from leukemia_core.domain import DomainAssessment
 from leukemia_core.errors import LeukemiaCoreError
-from leukemia_core.fingerprints import code_fingerprint, content_digest, file_fingerprint
+from leukemia_core.fingerprints import (
+    code_fingerprint,
+    content_digest,
+    file_fingerprint,
+    pixel_digest,
+)
 from leukemia_core.imaging import read_for_analysis
 from leukemia_core.io import MultiFrameImageWarning
 from leukemia_core.labellers import Labeller, labeller_for, send_to_review
@@ -42,7 +47,7 @@ from leukemia_core.types import NO_REVIEW_LABELS, BlastCount, Field
 
 SUMMARY_FILE = "summary.json"
 PARTS_DIR = ".parts"  # one finished image per file: what a rerun skips
-PART_FORMAT = 1  # raise when the rows an image gives change, so older parts are redone
+PART_FORMAT = 2  # raise when the rows an image gives change, so older parts are redone
 RESEARCH_USE = (
     "Research use only; not for diagnosis. Every cell needs review by a qualified person."
 )
@@ -70,8 +75,10 @@ class ImageResult:
         failure: Why it could not be analysed (None when it was).
         failed_as: How the failure names the image: its path when it could not be read, else
             its name.
-        repeat_of: The input it repeats byte for byte (then it is not analysed, and not a
-            failure either: its cells are counted once, under that input).
+        repeat_of: The input it repeats, byte for byte (then it is not analysed) or pixel for
+            pixel (then its cells are left out when the outputs are written): not a failure
+            either, its cells are counted once, under that input.
+        pixel_digest: :func:`~leukemia_core.fingerprints.pixel_digest` of the decoded image.
         reused: Taken from an earlier run into the same folder (not stored in the part).
     """
 
@@ -87,6 +94,7 @@ class ImageResult:
     failure: str | None = None
     failed_as: str = ""
     repeat_of: str | None = None
+    pixel_digest: str = ""
     reused: bool = False
 
     @property
@@ -158,6 +166,7 @@ def analyze_image(path: Path, stem: str, labeller: Labeller, *, single_cells: bo
                              "copy or export it again.")  # fmt: skip
     analysis = analyze([image], labeller, mode=MODE_CELLS if single_cells else MODE_FIELDS,
                        sample_check=False)  # fmt: skip
+    result = replace(result, pixel_digest=pixel_digest(image.rgb))
     if analysis.failures:
         return replace(result, failure=analysis.failures[0].message, failed_as=result.name)
     (field,) = analysis.fields
@@ -169,8 +178,9 @@ def analyze_image(path: Path, stem: str, labeller: Labeller, *, single_cells: bo
     rows = []
     for cell in analysis.cells:
         score = "" if cell.domain_score is None else round(cell.domain_score, 4)
-        rows.append([spreadsheet_text(field.name), cell.cell_id, *cell.bbox,
-                     round(cell.blast_probability, 4), cell.model_label.value,
+        p = "" if cell.blast_probability is None else round(cell.blast_probability, 4)
+        rows.append([spreadsheet_text(field.name), cell.cell_id, *cell.bbox, p,
+                     cell.model_label.value,
                      cell.model_label == CellLabel.UNCERTAIN, cell.touches_border, score, warned])  # fmt: skip
     summary = {**_image_summary(analysis, field), "file": str(path)}
     scores = [c.domain_score for c in analysis.cells]
@@ -285,6 +295,7 @@ def write_outputs(
     """Write ``cells.csv``, each image's JSON and ``summary.json`` from the images' results,
     after the whole set's domain check (``assess``: the labeller's); returns (number of failed
     images, set summary)."""
+    results = _without_pixel_repeats(results)
     analysed = [r for r in results if r.failure is None]
     domain = assess([s for r in analysed for s in r.scores])
     rows = []
@@ -325,6 +336,24 @@ def write_outputs(
     }
     write_text_atomic(out / SUMMARY_FILE, json.dumps(total, indent=2) + "\n")
     return len(failed), total
+
+
+def _without_pixel_repeats(results: Sequence[ImageResult]) -> list[ImageResult]:
+    """The results, a picture given twice in different files (two exports of one capture: other
+    bytes, the same pixels) counted once, as the app counts an upload."""
+    first_of, kept = {}, []
+    for result in results:
+        digest = result.pixel_digest if result.failure is None else ""
+        if digest and digest in first_of:
+            why = (f"the same picture as {first_of[digest]} (other bytes, the same pixels): "
+                   "counted once, so its cells are not counted twice")  # fmt: skip
+            tqdm.write(f"repeat left out: {result.file} is {why}", file=sys.stderr)
+            result = replace(result, failure=why, failed_as=result.file,
+                             repeat_of=first_of[digest])  # fmt: skip
+        elif digest:
+            first_of[digest] = result.file
+        kept.append(result)
+    return kept
 
 
 def _remove_stale_image_files(out: Path, current: set[str]) -> None:

@@ -1,6 +1,7 @@
 """What a stored result depends on, as short hashes: the code that made it and the file it
 was made from. A resumed batch (``.parts``) and the comparison jobs' crop cache reuse a result
-only while both are unchanged; :func:`content_digest` tells one picture under two names."""
+only while both are unchanged; :func:`content_digest` tells one file under two names, and
+:func:`pixel_digest` one picture in two files (two exports of one capture)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import hashlib
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+
+import numpy as np
 
 IMAGING_PACKAGES = ("numpy", "opencv-python-headless", "opencv-python", "scikit-image", "scipy",
                     "pillow", "tifffile")  # fmt: skip
@@ -57,3 +60,11 @@ def content_digest(path: Path) -> str | None:
         return digest.hexdigest()
     except OSError:
         return None
+
+
+def pixel_digest(rgb) -> str:
+    """Hash of a decoded image's shape, type and pixels: equal for one picture saved twice."""
+    pixels = np.ascontiguousarray(rgb)
+    digest = hashlib.blake2b(f"{pixels.shape}{pixels.dtype}".encode(), digest_size=16)
+    digest.update(pixels.data)
+    return digest.hexdigest()

@@ -20,7 +20,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -32,6 +31,7 @@ from leukemia_core.counting import count_cells
 from leukemia_core.cropping import DEFAULT_CROP_SIZE, crop_cells
 from leukemia_core.domain import DomainAssessment
 from leukemia_core.errors import LeukemiaCoreError
+from leukemia_core.fingerprints import pixel_digest
 from leukemia_core.imaging import PreparedImage, mask_outline
 from leukemia_core.labellers import NO_MODEL, CropCalls, Labeller, labeller_for, send_to_review
 from leukemia_core.pressed import clump_note, possible_clumps
@@ -169,8 +169,7 @@ def _without_repeats(images: list[PreparedImage]) -> tuple[list[PreparedImage], 
         return images, []
     kept, failures, first_of = [], [], {}
     for image in images:
-        rgb = np.ascontiguousarray(image.rgb)
-        key = (rgb.shape, str(rgb.dtype), hashlib.blake2b(rgb.data, digest_size=16).digest())
+        key = pixel_digest(image.rgb)
         if key in first_of:
             failures.append(ImageFailure(image.name, (
                 f"'{image.name}' has the same pixels as '{first_of[key]}' (uploaded twice?): it "

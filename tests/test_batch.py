@@ -19,7 +19,7 @@ from leukemia_core.classify import CellPrediction, Classifier
 from leukemia_core.counting import CellLabel
 from leukemia_core.domain import DomainAssessment
 from leukemia_core.imaging import read_for_analysis
-from leukemia_core.labellers import CropCalls
+from leukemia_core.labellers import CropCalls, ReviewerLabeller
 from leukemia_core.models.folder import load_model
 from leukemia_core.pipeline import MODE_CELLS, analyze
 from leukemia_core.synthetic import make_smear
@@ -182,6 +182,36 @@ def test_the_same_file_twice_is_analysed_once_and_its_cells_are_not_counted_twic
     assert named == {"field1.png", "field2.png"}
     assert "1 file(s) given more than once were analysed once (2 repeat(s) left out)." in err
     assert "skipped" not in err
+
+
+def test_one_picture_in_two_files_of_other_bytes_is_counted_once_as_the_app_counts_it(
+    tiny_models_dir, images, tmp_path, monkeypatch, capsys
+):
+    """Two exports of one capture (PNG at two compression levels): the bytes differ, the pixels
+    do not; the app left the second out, the command line counted every cell twice."""
+    monkeypatch.setenv("LEUKEMIA_MODELS_DIR", str(tiny_models_dir))
+    export = tmp_path / "export" / "field1-export.png"
+    export.parent.mkdir()
+    cv2.imwrite(str(export), cv2.imread(str(images[0])), [cv2.IMWRITE_PNG_COMPRESSION, 0])
+    assert export.read_bytes() != images[0].read_bytes()
+    code, err = _run([images[0], export, images[1], "--out", tmp_path / "out"], capsys)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    alone = analyze([read_for_analysis(p, p.name) for p in images[:2]], None)
+    assert code == 0 and summary["images_analysed"] == 2 and summary["images_failed"] == []
+    assert summary["images_repeated"] == [{"image": str(export), "same_as": str(images[0])}]
+    assert summary["cells_found"] == len(alone.cells)  # each picture's cells once
+    assert "(other bytes, the same pixels)" in err
+    assert not (tmp_path / "out" / "field1-export.json").exists()
+
+
+def test_a_batch_without_a_model_lists_its_cells_for_review(images, tmp_path):
+    """The no-model labeller is a Labeller like any: its cells have no probability to round."""
+    failures, summary = analyze_files(images[:1], tmp_path / "out", ReviewerLabeller())
+    with open(tmp_path / "out" / "cells.csv", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert failures == 0 and rows and summary["count"]["n_counted"] == 0
+    assert {r["blast_probability"] for r in rows} == {""}
+    assert {r["label"] for r in rows} <= {"uncertain", "border"}
 
 
 def test_a_rerun_leaves_no_image_file_that_its_summary_does_not_list(
