@@ -262,7 +262,9 @@ def _check_size(size: tuple[int, int], name: str, max_pixels: int, min_side: int
     if width * height > max_pixels:
         raise errors.ImageTooLargeError(
             f"'{name}' is {width}x{height} = {width * height:,} pixels, over the limit of "
-            f"{max_pixels:,}: downscale it, or raise max_pixels if the machine has the memory."
+            f"{max_pixels:,} this app reads: save it at most {max_pixels // 1_000_000} MP (for "
+            "example halved on each side, or as a JPEG, which is read reduced), or split a "
+            "stitched scan into fields."
         )
     if min(width, height) < min_side:
         raise errors.ImageTooSmallError(
@@ -391,3 +393,8 @@ def jpeg_damage_notes(data: bytes, rgb: np.ndarray) -> list[str]:
         return [f"{DAMAGED}: the lower {flat:.0%} of the picture is flat grey, as when a file "
                 "cut off in a copy is decoded; use an undamaged copy of the file"]  # fmt: skip
     return []
+
+
+def is_damaged(notes) -> bool:
+    """True when an image's notes say it was decoded damaged (its cells go to review)."""
+    return any(note.startswith(DAMAGED) for note in notes)

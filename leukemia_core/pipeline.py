@@ -33,6 +33,7 @@ from leukemia_core.domain import DomainAssessment
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.fingerprints import pixel_digest
 from leukemia_core.imaging import PreparedImage, mask_outline
+from leukemia_core.io import is_damaged
 from leukemia_core.labellers import NO_MODEL, CropCalls, Labeller, labeller_for, send_to_review
 from leukemia_core.pressed import clump_note, possible_clumps
 from leukemia_core.quality import check_field
@@ -237,9 +238,9 @@ def _fields_mode(images, labeller, params, crop_size, keep_segmentation, progres
             labelled = [_to_review(c) if c.cell_id in clumps else c for c in labelled]
             notes += (clump_note(clumps),)
         domain = labeller.assess([c.domain_score for c in labelled])
-        # Cells of a field that fails a quality check, or looks unlike the training data, are
-        # not trusted to the model's confident calls: a reviewer sees every one.
-        if quality or (domain is not None and domain.warned):
+        # Cells of a field that fails a quality check, was decoded damaged, or looks unlike the
+        # training data, are not trusted to the model's confident calls: a reviewer sees each.
+        if quality or is_damaged(image.notes) or (domain is not None and domain.warned):
             labelled = [_to_review(c) for c in labelled]
         cells += labelled
         fields.append(Field(index, image.name, image.rgb, image.original_size, image.scale, notes,
@@ -274,7 +275,7 @@ def _cells_mode(images, labeller, params, crop_size, keep_segmentation, progress
         cell = _labelled(cell, calls, index, index)
         # No cell found (the model saw the whole picture), or a field given as a cell: a
         # person decides.
-        cells.append(_to_review(cell) if crop.to_review else cell)
+        cells.append(_to_review(cell) if crop.to_review or is_damaged(image.notes) else cell)
         # One cell per image: no field assessment (a median of one cell is too noisy for the
         # limit); the sample's, over all its cells, decides (analyze).
         fields.append(Field(index, image.name, image.rgb, image.original_size, image.scale,

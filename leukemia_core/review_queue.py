@@ -27,6 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from leukemia_core.counting import count_cells, provisional_text
+from leukemia_core.io import is_damaged
 from leukemia_core.pressed import possible_clumps
 from leukemia_core.types import MODE_CELLS, BlastCount, Cell, CellLabel
 
@@ -158,9 +159,9 @@ class ReviewTallies:
 
     def sent_to_review_because(self, cell: Cell) -> str:
         """Why the model's call of an uncertain cell is "uncertain" when its probability alone
-        would have decided it: its field failed a quality check, its field or the whole sample
-        differs from the training data, or its outline may hold several pressed cells (''
-        otherwise, or for other labels)."""
+        would have decided it: its field failed a quality check or was decoded damaged, its
+        field or the whole sample differs from the training data, or its outline may hold
+        several pressed cells ('' otherwise, or for other labels)."""
         if cell.model_label != CellLabel.UNCERTAIN:
             return ""
         if cell.origin:
@@ -169,6 +170,8 @@ class ReviewTallies:
         if field.quality:
             return "its field failed a quality check (" + ", ".join(
                 w.check for w in field.quality) + ")"  # fmt: skip
+        if is_damaged(field.notes):
+            return "its image file is damaged (see the field's notes)"
         if field.domain is not None and field.domain.warned:
             return "its field differs from the training data"
         if self.domain is not None and self.domain.warned:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import errno
 import hashlib
 import io
@@ -23,6 +24,7 @@ import cv2
 import numpy as np
 import pytest
 import tifffile
+from conftest import EveryCellABlast
 from PIL import Image
 
 from leukemia_core.__main__ import main as cli
@@ -52,9 +54,11 @@ from leukemia_core.models.folder import (
 from leukemia_core.models.writing import write_config, write_domain_reference
 from leukemia_core.outputs import output_stems, spreadsheet_text
 from leukemia_core.pipeline import MODE_CELLS, analyze
+from leukemia_core.review import Review
 from leukemia_core.segmentation import segment_wbc
 from leukemia_core.single_cell import single_cell_crop
 from leukemia_core.synthetic import make_demo_smear
+from leukemia_core.types import CellLabel
 from train.__main__ import main as train_cli
 from train.archives import UnsafeArchiveError, extract_zip
 
@@ -415,6 +419,23 @@ def test_corrupt_jpeg_data_is_noted_as_damaged():
     assert loaded.notes[0].startswith("damaged image: results unreliable: the JPEG data is corrupt")
     prepared = read_for_analysis(damaged, "field.jpg")  # the app's path: notes become field notes
     assert analyze([prepared], None).fields[0].notes[0] == loaded.notes[0]
+
+
+def test_cells_of_an_image_decoded_damaged_wait_for_review_as_a_warned_fields_do():
+    """A review saw a corrupt JPEG counted "100% blasts" on the model's word under its own
+    "damaged image: results unreliable" note."""
+    sound = read_for_analysis(_jpeg(make_demo_smear().image), "field.jpg")
+    note = "damaged image: results unreliable: the JPEG data is corrupt (test)"
+    counted = analyze([sound], EveryCellABlast())
+    analysis = analyze([dataclasses.replace(sound, notes=(note,))], EveryCellABlast())
+    assert counted.fields[0].quality == analysis.fields[0].quality == ()  # no other warning
+    assert CellLabel.BLAST in {c.label for c in counted.cells}
+    assert {c.label for c in analysis.cells} <= {CellLabel.UNCERTAIN, CellLabel.BORDER}
+    review = Review(analysis, sample_id="S-1")
+    (waiting, *_) = [c for c in review.cells if c.label == CellLabel.UNCERTAIN]
+    assert review.sent_to_review_because(waiting) == (
+        "its image file is damaged (see the field's notes)"
+    )
 
 
 @pytest.mark.parametrize(
