@@ -125,7 +125,8 @@ def renamed_note(path: Path, stem: str) -> str | None:
         return (f"{printable(str(path))}: its name {why}, so its outputs are named {stem} and "
                 f"it is {stem}{path.suffix} in the tables")  # fmt: skip
     return (f"{printable(str(path))}: another input (or an output of this command) has the "
-            f"same name, so its outputs are named {stem} and it is {stem}{path.suffix} in the tables")  # fmt: skip
+            f"same name, so its outputs are named {stem} and it is {stem}{path.suffix} in the "
+            "tables")  # fmt: skip
 
 
 def spreadsheet_text(value: str) -> str:
