@@ -114,6 +114,10 @@ def _image_summary(analysis: Analysis, field: Field) -> dict:
         "image": field.name,
         "model": analysis.model_name,
         "cells_found": len(cells),
+        # Boxes are in the analysed pixels: divide by scale to place them on the file's own.
+        "original_size": list(field.original_size),
+        "analysed_size": [field.width, field.height],
+        "scale": round(field.scale, 6),
         "uncertain": labels.count(CellLabel.UNCERTAIN),
         "border": labels.count(CellLabel.BORDER),
         "count": count_dict(analysis.count(field.index)),

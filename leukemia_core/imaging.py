@@ -206,7 +206,8 @@ def _read_reduced_jpeg(
         ) from error
     turned = (rgb.shape[1] >= rgb.shape[0]) != (width >= height)  # EXIF rotated it by 90°
     original = (height, width) if turned else (width, height)
-    note = f"'{name}' was decoded at 1/{factor} of its {width}×{height} px to save memory."
+    note = (f"'{name}' was decoded at 1/{factor} of its {width}×{height} px to save memory; "
+            "cell positions refer to the reduced image.")  # fmt: skip
     # (turned upright already: a cut-off file whose EXIF turns it shows its grey rows at a side)
     grey = [GREY_NOTE] if is_grey(rgb) else []  # as read_image says of smaller files
     return np.ascontiguousarray(rgb), original, [*jpeg_damage_notes(data, rgb), *grey, note]

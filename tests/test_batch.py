@@ -346,6 +346,10 @@ def test_a_huge_field_is_read_as_the_app_reads_it(tiny_models_dir, tmp_path, mon
     assert code == 0 and summary["notes"][:n_read] == list(app_read.notes)
     assert any("downscaled" in note for note in summary["notes"]), summary["notes"]
     assert "decoded at 1/2 of its 9600×7200 px" in err and "over the limit" not in err
+    # The boxes are in the analysed pixels; the JSON says how to map them back to the file's.
+    assert summary["original_size"] == [9600, 7200]
+    assert summary["analysed_size"] == list(app_read.rgb.shape[1::-1])
+    assert summary["scale"] == pytest.approx(app_read.rgb.shape[1] / 9600, abs=1e-6)
 
 
 def test_a_single_cell_image_without_a_cell_goes_to_review_not_into_the_count(classifier, tmp_path):
