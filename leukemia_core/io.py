@@ -79,8 +79,11 @@ def read_image(
             such as ``/dev/zero``, a pipe) is refused before it is opened.
 
     Returns:
-        The pixels and what was read. Transparent pixels are composited on white, the colour of
-        a smear's background.
+        The pixels and what was read. Transparent pixels are composited on black: "nothing
+        here", as a cut-out cell's background is by convention (C-NMC) and as the dark surround
+        an eyepiece leaves around a field, which the segmentation paints as glass
+        (:mod:`leukemia_core.field_stop`). On white, a cut-out read as a field of glass with no
+        cell in its middle.
 
     Raises:
         errors.InvalidImageError: a subclass (empty, not an image, not a regular file,
@@ -247,7 +250,7 @@ def _decode(data: bytes, name: str, max_pixels: int, min_side: int) -> _Decoded:
         if im.mode in _DEEP_GRAY_MODES:
             arr = np.asarray(im)
         elif im.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in im.info:
-            arr = _on_white(im)
+            arr = _on_black(im)
         elif im.mode in _PLAIN_MODES:
             arr = np.asarray(im.convert("RGB"))
         else:
@@ -262,9 +265,8 @@ def _check_size(size: tuple[int, int], name: str, max_pixels: int, min_side: int
     if width * height > max_pixels:
         raise errors.ImageTooLargeError(
             f"'{name}' is {width}x{height} = {width * height:,} pixels, over the limit of "
-            f"{max_pixels:,} this app reads: save it at most {max_pixels // 1_000_000} MP (for "
-            "example halved on each side, or as a JPEG, which is read reduced), or split a "
-            "stitched scan into fields."
+            f"{max_pixels:,} this app reads: save it smaller (for example halved on each side, "
+            "or as a JPEG, which is read reduced), or split a stitched scan into fields."
         )
     if min(width, height) < min_side:
         raise errors.ImageTooSmallError(
@@ -310,9 +312,9 @@ def _read_tiff(data: bytes, name: str, max_pixels: int, min_side: int) -> _Decod
     return arr, "TIFF", mode, size, n_pages, orientation
 
 
-def _on_white(im: Image.Image) -> np.ndarray:
-    white = Image.new("RGBA", im.size, "white")
-    return np.asarray(Image.alpha_composite(white, im.convert("RGBA")).convert("RGB"))
+def _on_black(im: Image.Image) -> np.ndarray:
+    black = Image.new("RGBA", im.size, "black")
+    return np.asarray(Image.alpha_composite(black, im.convert("RGBA")).convert("RGB"))
 
 
 def _to_rgb(arr: np.ndarray, name: str) -> tuple[np.ndarray, list[str]]:
@@ -344,7 +346,7 @@ def _to_rgb(arr: np.ndarray, name: str) -> tuple[np.ndarray, list[str]]:
     if channels == 1:
         return np.repeat(arr.reshape(arr.shape[:2])[..., None], 3, axis=2), notes
     if channels in (2, 4):
-        return _on_white(Image.fromarray(arr)), notes
+        return _on_black(Image.fromarray(arr)), notes
     if channels != 3:
         raise errors.UnsupportedFormatError(f"'{name}' has pixel shape {arr.shape}; save as RGB.")
     return arr, notes
