@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import errno
 import io
 import sys
 import warnings
@@ -169,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     segment = commands.add_parser("segment", help="find white cells and write crops, CSV, overlays")
-    segment.add_argument("images", nargs="+", type=Path, help="smear field images")
+    segment.add_argument("images", nargs="+", type=Path,
+                         help="smear field images, or folders of them")  # fmt: skip
     segment.add_argument("--out", type=_folder, required=True, help="output folder")
     segment.add_argument(
         "--crop-size",
@@ -219,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "restore":
         return _restore(args.backup)
     try:
+        args.images = images_in(args.images)  # folders, as analyze takes them
         prepare_output_folder(args.out)
     except LeukemiaCoreError as error:
         return _error(error)
@@ -347,9 +350,11 @@ def _analyze(args) -> int:
     except LeukemiaCoreError as error:
         return _error(error)
     except OSError as error:  # e.g. the disk filled up while writing: what was written is whole
-        return _error(f"could not write the results to {args.out}: {error}. Free some space or "
-                      "choose another --out folder, then run the same command again (finished "
-                      "images are kept and skipped).")  # fmt: skip
+        fix = ("Make the folder writable" if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+               else "Free some space")  # fmt: skip
+        return _error(f"could not write the results to {args.out}: {error}. {fix} or choose "
+                      "another --out folder, then run the same command again (finished images "
+                      "are kept and skipped).")  # fmt: skip
     count, model_name = summary["count"], summary["model"]
     skipped = len(summary["images_failed"])
     skipped_text = f" {skipped} image(s) skipped: see above and summary.json." if skipped else ""

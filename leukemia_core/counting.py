@@ -175,7 +175,8 @@ def count_blasts(
             )
             reading = (
                 f"No cell is counted yet: {cells} review (uncertain cells are left out of the "
-                "count until labelled). Label them on the Review page to get a blast percentage."
+                "count until labelled). Label them in review (the app's Review page) to get a blast "
+                "percentage."
             )
         else:
             reading = (

@@ -280,6 +280,10 @@ def test_a_folder_is_analysed_as_the_images_in_it(tiny_models_dir, images, tmp_p
     empty.mkdir()
     code, err = _run([empty, "--out", tmp_path / "out2"], capsys)
     assert code == 2 and "holds no image file" in err
+    # segment takes folders too (it said "'fields' is a folder, not an image file")
+    assert cli(["segment", str(folder), "--out", str(tmp_path / "crops")]) == 0
+    with open(tmp_path / "crops" / "cells.csv", newline="") as stream:
+        assert {row["image"] for row in csv.DictReader(stream)} == {"field1.png", "field2.png"}
 
 
 def test_no_readable_image_says_so_and_claims_nothing_about_the_model(
@@ -304,19 +308,24 @@ def test_a_field_without_cells_is_not_blamed_on_a_missing_domain_reference(
     assert "has no domain reference" not in err
 
 
+@pytest.mark.parametrize(
+    ("error", "advice"),
+    [(OSError(28, "No space left on device"), "Free some space or choose another --out folder"),
+     (OSError(30, "Read-only file system"), "Make the folder writable or choose another --out")],
+)  # fmt: skip
 def test_a_write_that_fails_mid_run_is_a_clear_message_not_a_traceback(
-    tiny_models_dir, images, tmp_path, monkeypatch, capsys
+    tiny_models_dir, images, tmp_path, monkeypatch, capsys, error, advice
 ):
     monkeypatch.setenv("LEUKEMIA_MODELS_DIR", str(tiny_models_dir))
 
-    def full_disk(*args, **kwargs):
-        raise OSError(28, "No space left on device")
+    def failing_write(*args, **kwargs):
+        raise error
 
-    monkeypatch.setattr(batch, "write_text_atomic", full_disk)
+    monkeypatch.setattr(batch, "write_text_atomic", failing_write)
     code, err = _run([images[0], "--out", tmp_path / "out"], capsys)
     assert code == 2 and "Traceback" not in err
-    assert "could not write the results to" in err and "No space left on device" in err
-    assert "run the same command again" in err
+    assert "could not write the results to" in err and error.strerror in err
+    assert advice in err and "run the same command again" in err
 
 
 def test_a_multi_page_tiff_is_noted_once_without_python_warnings(
