@@ -115,6 +115,8 @@ def segment_files(paths: list[Path], out: Path, crop_size: int = DEFAULT_CROP_SI
         image_rows = []
         try:
             folder.mkdir(exist_ok=True)
+            for stale in folder.glob("cell_[0-9][0-9][0-9]*.png"):  # an earlier run's crops
+                stale.unlink()
             for cell in crop_cells(rgb, segmentation, size=crop_size):
                 crop_path = folder / f"cell_{cell.cell_id:03d}.png"
                 _write_png(crop_path, cell.crop)

@@ -342,6 +342,18 @@ def test_an_input_whose_name_is_not_utf8_is_analysed_with_the_others(
     assert {r["image"] for r in rows} == {"Patient_M?ller_1.png", "field.png"}
 
 
+def test_segment_run_again_on_a_field_with_fewer_cells_leaves_no_crop_of_the_first_run(tmp_path):
+    """Crops named cell_###.png of an earlier run stayed beside the new ones and the table."""
+    out, field = tmp_path / "out", tmp_path / "field.png"
+    cv2.imwrite(str(field), cv2.cvtColor(make_demo_smear().image, cv2.COLOR_RGB2BGR))
+    assert cli(["segment", str(field), "--out", str(out)]) == 0
+    first = sorted(p.name for p in (out / "field").glob("cell_*.png"))
+    assert len(first) >= 2
+    cv2.imwrite(str(field), np.full((480, 640, 3), 230, np.uint8))  # now blank: no cell
+    cli(["segment", str(field), "--out", str(out)])
+    assert list((out / "field").glob("cell_*.png")) == []
+
+
 def test_segment_gives_inputs_of_the_same_name_their_own_outputs(same_names, tmp_path, capsys):
     out = tmp_path / "out"
     assert cli(["segment", *map(str, same_names), "--out", str(out)]) == 0
