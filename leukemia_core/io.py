@@ -82,7 +82,7 @@ def read_image(
         The pixels and what was read. Transparent pixels are composited on black: "nothing
         here", as a cut-out cell's background is by convention (C-NMC) and as the dark surround
         an eyepiece leaves around a field, which the segmentation paints as glass
-        (:mod:`leukemia_core.field_stop`). On white, a cut-out read as a field of glass with no
+        (:mod:`leukemia_core.illumination`). On white, a cut-out read as a field of glass with no
         cell in its middle.
 
     Raises:

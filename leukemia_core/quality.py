@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from leukemia_core.colour import WEAK_PURPLE, foreground, nucleus_score
-from leukemia_core.field_stop import without_surround
+from leukemia_core.illumination import even_field
 from leukemia_core.resampling import resize
 from leukemia_core.stain import normalise_stain
 
@@ -91,7 +91,7 @@ def check_field(
     image: np.ndarray, segmentation: Segmentation, limits: QualityLimits = DEFAULT_LIMITS
 ) -> tuple[QualityWarning, ...]:
     """Every check that fails on one segmented field (empty when the field looks fit)."""
-    image, _ = without_surround(image)  # measured as the segmentation measured it
+    image, _ = even_field(image)  # measured as the segmentation measured it
     diameter = segmentation.red_cell_diameter_px
     if diameter <= 0:  # heavy blur, a blank slide or no smear at all: nothing to measure by
         return (QualityWarning(NO_RED_CELLS, 0.0, 0.0,

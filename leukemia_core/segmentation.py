@@ -39,7 +39,7 @@ from leukemia_core.clumps import (
     split_clump,
 )
 from leukemia_core.colour import nucleus_score
-from leukemia_core.field_stop import cut_by_surround, without_surround
+from leukemia_core.illumination import cut_by_surround, even_field
 from leukemia_core.masks import fill_holes, smooth_mask, touches_border
 from leukemia_core.resampling import full_resolution_box, resize, upsample_patch
 from leukemia_core.scale import RedCellScale, check_rgb, measure_red_cells
@@ -153,7 +153,7 @@ def segment_wbc(image: np.ndarray, params: SegmentationParams | None = None) -> 
     """
     params = params or DEFAULT_PARAMS
     check_rgb(image, "segment_wbc")
-    image, outside = without_surround(image)  # an eyepiece's black corners are not cells
+    image, outside = even_field(image)  # an eyepiece's black corners are not cells
     stain, image, red_cells = _stain_and_scale(image, params)
     diameter, low_diameter = red_cells.diameter, red_cells.low_diameter
     if diameter is None:

@@ -1,4 +1,4 @@
-"""A field photographed through an eyepiece or a phone adapter: black outside a round stop."""
+"""A field as the camera lit it: black outside an eyepiece's round stop, light falling off."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from leukemia_core.field_stop import dark_surround
+from leukemia_core.illumination import MAX_FALLOFF, dark_surround, even_field
 from leukemia_core.io import read_image
 from leukemia_core.quality import check_field
 from leukemia_core.segmentation import segment_wbc
@@ -103,3 +103,39 @@ def test_a_cell_cut_out_on_a_transparent_background_is_read_as_a_cut_out():
     loaded = read_image(buffer.getvalue(), name="cell.png").rgb
     assert single_cell_crop(loaded).method == single_cell_crop(on_black).method == "cutout"
     np.testing.assert_array_equal(single_cell_crop(loaded).crop, single_cell_crop(on_black).crop)
+
+
+def _vignetted(rgb: np.ndarray, corners: float) -> np.ndarray:
+    """``rgb`` lit as a lens that falls off from 40% of the way out to ``corners`` at them."""
+    height, width = rgb.shape[:2]
+    yy, xx = np.mgrid[:height, :width]
+    r = np.hypot(xx - width / 2, yy - height / 2) / np.hypot(width / 2, height / 2)
+    gain = 1 - (1 - corners) * np.clip((r - 0.4) / 0.6, 0, 1) ** 2
+    return np.clip(rgb * gain[..., None], 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("name", ["BloodImage_00000.jpg", "BloodImage_00020.jpg"])
+@pytest.mark.parametrize("corners", [0.8, 0.7, 0.6])
+def test_a_crowded_field_whose_light_falls_off_keeps_its_red_cell_scale(name, corners):
+    """With corners at 80% of the centre's light, BCCD fields read their red cells 1.6 times
+    too large (86 -> 134 px), and at 60% lost their white cell to a magnification warning."""
+    rgb = np.asarray(Image.open(SAMPLES / "fields" / name).convert("RGB"))
+    before, after = segment_wbc(rgb), segment_wbc(_vignetted(rgb, corners))
+    assert after.red_cell_diameter_px == pytest.approx(before.red_cell_diameter_px, rel=0.15)
+    assert len(_whole_cells(after)) == len(_whole_cells(before))
+
+
+def test_an_evenly_lit_field_is_measured_as_it_is():
+    """The development fields' glass falls off to 0.78-0.93: left alone, so their figures hold."""
+    rgb = np.asarray(Image.open(SAMPLES / "fields" / "BloodImage_00000.jpg").convert("RGB"))
+    evened, outside = even_field(rgb)
+    assert evened is rgb and outside is None
+    dim = _vignetted(rgb, MAX_FALLOFF - 0.15)
+    lit, _ = even_field(dim)
+
+    def glass(image, rows, cols):  # the brightest pixels of a patch: its glass
+        return np.percentile(image[rows, cols].max(axis=2), 95)
+
+    corner, centre = (slice(0, 80), slice(0, 80)), (slice(200, 280), slice(280, 360))
+    assert glass(dim, *corner) < 0.75 * glass(dim, *centre)
+    assert glass(lit, *corner) > 0.9 * glass(lit, *centre)  # the corners' glass lit again
