@@ -29,7 +29,7 @@ from train.data import load_manifest
 from train.evaluate.metrics import auroc, sensitivity_at_specificity
 from train.fit import FitConfig, labels_of, load_crops
 from train.head import backbone_features
-from train.splits import leave_one_source_out
+from train.splits import SplitResult, leave_one_source_out
 
 
 def top_of(model: keras.Model, cut: str) -> tuple[keras.Model, list[keras.layers.Layer]]:
@@ -61,20 +61,30 @@ def figures(top: keras.Model, x: np.ndarray, labels: np.ndarray) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def fold_parser(doc: str) -> argparse.ArgumentParser:
+    """The arguments every LOSO-fold experiment takes: the crop bank and the source left out."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="crop-bank manifest.csv")
     parser.add_argument("--left-out", required=True, help="source unit (or part of its name)")
+    return parser
+
+
+def left_out_fold(data: Path, left_out: str) -> tuple[str, SplitResult]:
+    """``(unit, split)`` of the leave-one-source-out fold whose unit names ``left_out``."""
+    folds = dict(leave_one_source_out(load_manifest(data).records))
+    unit = next(u for u in folds if left_out in u)
+    return unit, folds[unit]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = fold_parser(__doc__)
     parser.add_argument("--cut", default="block6d_add", help="train the layers after this one")
     parser.add_argument("--views", type=int, default=4, help="views per training cell")
     parser.add_argument("--epochs", type=int, default=4, help="epochs of phase two")
     parser.add_argument("--rate", type=float, default=1e-4, help="Adam rate of phase two")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    records = load_manifest(args.data).records
-    folds = dict(leave_one_source_out(records))
-    unit = next(u for u in folds if args.left_out in u)
-    split = folds[unit]
+    unit, split = left_out_fold(args.data, args.left_out)
     config = FitConfig(architecture="efficientnet_lite0", input_size=224, cached_features=True)
     keras.utils.set_random_seed(0)
     model = build_classifier(config.architecture, input_size=config.size, weights="imagenet")
