@@ -311,6 +311,37 @@ def test_zip_without_single_top_folder_returns_the_new_folder(tmp_path):
     assert sorted(p.name for p in first.iterdir()) == ["blast", "normal"]
 
 
+def test_a_zip_holding_its_folder_beside_a_readme_is_read_from_that_folder(tmp_path):
+    """A lab zipped leukemia_cells/{blast,normal}/<patient>/ with a README: the loader took
+    leukemia_cells for one class folder named like leukemia and called every normal cell a blast."""
+    members = {f"leukemia_cells/{k.removeprefix('mydata/')}": v
+               for k, v in DATASET_ZIP.items() if k.startswith("mydata/")}  # fmt: skip
+    root = extract_zip(zip_bytes({"README.txt": b"cells of our lab\n", **members}), tmp_path)
+    assert root.name == "leukemia_cells"
+    _, summary = inspect_dataset(root)
+    assert summary.per_class == {"blast": 2, "normal": 1} and summary.n_groups == 3
+
+
+def test_a_class_folder_that_holds_class_folders_is_refused_naming_the_right_folder(tmp_path):
+    """The folder above the dataset picked: its one "class folder" leukemia_cells read as blast."""
+    inner = tmp_path / "upload" / "leukemia_cells"
+    write_image(inner / "blast" / "P01" / "a.png", (220, 60, 60))
+    write_image(inner / "normal" / "P02" / "b.png", (90, 90, 200))
+    with pytest.raises(DatasetError, match=r"holds class folders itself \(blast, normal\): pick "
+                       r".*leukemia_cells, the folder that holds the class folders"):  # fmt: skip
+        inspect_dataset(tmp_path / "upload")
+
+
+def test_cells_saved_as_webp_are_read_as_the_app_reads_them(tmp_path):
+    """Training skipped .webp and .gif cells unsaid (the app reads them)."""
+    write_image(tmp_path / "set" / "blast" / "P01" / "a.png", (220, 60, 60))
+    Image.new("RGB", (8, 8), (90, 90, 200)).save(tmp_path / "set" / "normal.webp", "WEBP")
+    (tmp_path / "set" / "normal" / "P02").mkdir(parents=True)
+    (tmp_path / "set" / "normal.webp").rename(tmp_path / "set" / "normal" / "P02" / "b.webp")
+    _, summary = inspect_dataset(tmp_path / "set")
+    assert summary.per_class == {"blast": 1, "normal": 1}
+
+
 BOMB = b"\0" * (2 << 20)  # 2 MiB of zeros deflate ~1000-fold
 FIVE = {f"d/{i}.png": png_bytes() for i in range(5)}
 ZIP_REFUSALS = [

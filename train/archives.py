@@ -20,6 +20,7 @@ import zlib
 from pathlib import Path
 from typing import BinaryIO, NoReturn
 
+from leukemia_core.io import FILE_SUFFIXES
 from train.records import DatasetError, DatasetNotFoundError, EmptyDatasetError
 
 MiB = 1 << 20
@@ -160,9 +161,12 @@ def _unpacked(dest_root: Path, digest: str) -> Path | None:
 
 
 def _top(folder: Path) -> Path:
-    """The single top-level folder of an unpacked archive if it has exactly one, else itself."""
-    top = list(folder.iterdir())
-    return top[0] if len(top) == 1 and top[0].is_dir() else folder
+    """The single top-level folder of an unpacked archive if it has exactly one beside files
+    that are not images (a README, a licence), else the archive's own folder."""
+    top = [p for p in folder.iterdir() if not p.name.startswith((".", "__MACOSX"))]
+    folders = [p for p in top if p.is_dir()]
+    loose_images = [p for p in top if p.is_file() and p.suffix.lower() in FILE_SUFFIXES]
+    return folders[0] if len(folders) == 1 and not loose_images else folder
 
 
 def _check_total_ratio(

@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from leukemia_core.io import FILE_SUFFIXES
 from train.manifest import load_manifest as load_manifest  # re-exported
 from train.manifest import read_csv
 from train.records import (
@@ -39,7 +40,7 @@ from train.records import UnreadableFileError as UnreadableFileError  # re-expor
 from train.records import summarize as summarize  # re-exported
 
 FORMATS = ("cnmc", "allidb2", "folders", "manifest")
-IMAGE_SUFFIXES = frozenset({".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff"})
+IMAGE_SUFFIXES = frozenset(FILE_SUFFIXES)  # what the app reads (a .webp cell was skipped unsaid)
 _CNMC_SUBJECT = re.compile(r"^UID_([A-Za-z]*\d+)_", re.IGNORECASE)
 _CNMC_CLASS_DIRS = {"all": BLAST, "hem": NORMAL}
 _CNMC_LAYOUT = "training_data/fold_<n>/{all,hem}/UID_<subject>_<image>_<cell>_{all,hem}.bmp"
@@ -206,6 +207,23 @@ def load_allidb2(root: str | Path) -> CellTable:
     return CellTable(tuple(records), tuple(notes), groups_known=not ungrouped)
 
 
+def _refuse_nested_classes(root: Path, labels: Mapping[str, str | None]) -> None:
+    """Refuse a class folder holding class folders of another label: the folder above the
+    dataset was picked (or a zip held it with a README), and ``leukemia_cells/normal/...``
+    would be read as blasts."""
+    for name, label in labels.items():
+        inner = {d.name: default_label(d.name) for d in (root / name).iterdir()
+                 if d.is_dir() and not d.name.startswith(".")}  # fmt: skip
+        other = sorted(n for n, inner_label in inner.items()
+                       if inner_label is not None and inner_label != label)  # fmt: skip
+        if other:
+            raise DatasetError(
+                f"{root / name} is read as a class folder ({label or 'no label'}), but it holds "
+                f"class folders itself ({_listed(sorted(n for n in inner if inner[n]))}): pick "
+                f"{root / name}, the folder that holds the class folders, as the dataset."
+            )
+
+
 def load_class_folders(
     root: str | Path, label_map: Mapping[str, str | None] | None = None, source: str | None = None
 ) -> CellTable:
@@ -240,6 +258,7 @@ def load_class_folders(
         loose = " (images lie directly in it: use one subfolder per class)" * bool(_images_in(root))
         raise EmptyDatasetError(f"No class subfolders with images in {root}{loose}.")
     labels = {n: label_map[n] if n in label_map else default_label(n) for n in folders}
+    _refuse_nested_classes(root, labels)
     unknown = [n for n in folders if n not in label_map and labels[n] is None]
     if unknown and len(unknown) == len(folders) and default_label(root.name) is not None:
         # e.g. lab/blast picked instead of lab: its subject folders look like classes
