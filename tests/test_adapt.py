@@ -40,8 +40,11 @@ from leukemia_core.types import Cell, Field
 from train.__main__ import main as train_cli
 from train.adapt import AdaptationError, adapt_from_arrays, figures
 from train.adapt_model import ModelExistsError, adapt_model, next_site_name
+from train.cellbank import bank_group
 from train.data import load_manifest
+from train.evaluate.classifier import seen_groups
 from train.loso import adaptation_split
+from train.splits import read_split_file
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
 F = 32  # synthetic feature width
@@ -280,8 +283,14 @@ def test_adaptation_writes_new_versions_and_never_overwrites(models, cells):
     after = _snapshot(models)
     assert {k: v for k, v in after.items() if k in before} == before  # base and ACTIVE as they were
     assert active_model_name(models) == "tiny"
-    for name in ("split.csv", "extra.bin"):
-        assert (first / name).read_bytes() == (models / "tiny" / name).read_bytes()
+    assert (first / "extra.bin").read_bytes() == (models / "tiny" / "extra.bin").read_bytes()
+    # The lab's samples set the new calibration: on the seen side, so --held-out skips them
+    # (a review saw an adapted model's own cells recorded as held-out figures).
+    assert read_split_file(first / "split.csv") == {
+        "x:1": "train",
+        **{f"lab:S-{s}": "val" for s in range(6)},
+    }
+    assert seen_groups(first) >= {bank_group(r) for r in records}
     config = json.loads((first / "config.json").read_text())
     done = config["training"]["adapted"]
     base_sha = json.loads((models / "tiny" / "config.json").read_text())["sha256"]

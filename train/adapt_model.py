@@ -10,6 +10,8 @@ the Retrain page's "Adapt to this lab" call.
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import re
 import sys
@@ -99,6 +101,19 @@ def _extra_files(folder: Path) -> dict[str, str | bytes]:
             if p.is_file() and p.name not in MANAGED_FILES}  # fmt: skip
 
 
+def _split_with_adaptation(base_split: bytes, groups) -> bytes:
+    """The base's ``split.csv`` with the adaptation's groups on the validation side (they set
+    the new calibration), so ``--held-out`` never counts the lab's own cells as unseen."""
+    rows = list(csv.DictReader(io.StringIO(base_split.decode()))) if base_split else []
+    named = {row["group"] for row in rows}
+    rows += [{"group": g, "side": "val"} for g in sorted(set(groups)) if g not in named]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, ["group", "side"], extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue().encode()
+
+
 def adapt_model(
     model_name: str,
     records: Sequence[LabelledCrop],
@@ -148,7 +163,7 @@ def adapt_model(
         features, is_blast, groups, kernel, bias, calibration=loaded.config.calibration,
         n_views_logits=logits, min_head_cells=min_head_cells, seed=seed,
     )  # fmt: skip
-    return _save(loaded, name, adaptation, root, data_description, user)
+    return _save(loaded, name, adaptation, root, data_description, user, sorted(set(groups)))
 
 
 def _classify(
@@ -169,8 +184,9 @@ def _classify(
 
 
 def _save(
-    loaded, name: str, adaptation: Adaptation, root: Path, data_description: str, user: User
-) -> Path:
+    loaded, name: str, adaptation: Adaptation, root: Path, data_description: str, user: User,
+    groups: list[str],
+) -> Path:  # fmt: skip
     """Write the adapted version; ``ACTIVE`` keeps naming the model it named."""
     base = loaded.path
     values = json.loads((base / "config.json").read_text())
@@ -197,8 +213,10 @@ def _save(
         if active is not None:
             set_active_model(active, root, user=user, action="keep default")
     _check_new_name(name, root)  # once more, right before writing
+    extra = _extra_files(base)
+    extra["split.csv"] = _split_with_adaptation(extra.get("split.csv", b""), groups)
     folder = save_model_folder(model, name, config, metrics=metrics, card=card, root=root,
-                               extra_files=_extra_files(base))  # fmt: skip
+                               extra_files=extra)  # fmt: skip
     Accounts().record_model_change(user, "adapt", loaded.name, name, note=data_description)
     return folder
 
