@@ -44,7 +44,8 @@ from train.cellbank import bank_group
 from train.data import load_manifest
 from train.evaluate.classifier import seen_groups
 from train.loso import adaptation_split
-from train.splits import read_split_file
+from train.run import recalibrate
+from train.splits import SplitError, read_split_file
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
 F = 32  # synthetic feature width
@@ -291,6 +292,8 @@ def test_adaptation_writes_new_versions_and_never_overwrites(models, cells):
         **{f"lab:S-{s}": "val" for s in range(6)},
     }
     assert seen_groups(first) >= {bank_group(r) for r in records}
+    with pytest.raises(SplitError, match=r"adapted to a lab .* Adapt the base model again"):
+        recalibrate("tiny-site1", records, root=models)  # would undo the lab's calibration
     config = json.loads((first / "config.json").read_text())
     done = config["training"]["adapted"]
     base_sha = json.loads((models / "tiny" / "config.json").read_text())["sha256"]

@@ -260,11 +260,21 @@ def recalibrate(
         progress: Event callback for loading the crops.
 
     Raises:
-        SplitError: The folder has no readable ``split.csv``, or no cell of ``records``
-            belongs to its validation or test groups.
+        SplitError: The folder has no readable ``split.csv``, no cell of ``records`` belongs
+            to its validation or test groups, or it is an adapted version (its calibration is
+            a lab's).
     """
     loaded = load_model(name, root)
     folder = loaded.path
+    adapted = (json.loads((folder / "config.json").read_text()).get("training") or {}).get(
+        "adapted"
+    )
+    if adapted:  # its calibration is the lab's: the public validation cells would undo it
+        raise SplitError(
+            f"model {name!r} was adapted to a lab (from {adapted.get('base', 'its base')}); its "
+            "calibration was fitted on that lab's signed cells. Adapt the base model again "
+            "(python -m train adapt) instead of recalibrating this version."
+        )
     if not (folder / SPLIT_FILE).is_file():
         raise SplitError(f"model {name!r} has no {SPLIT_FILE}, so which groups it was validated "
                          "and tested on is unknown and it cannot be recalibrated; retrain it "
