@@ -39,7 +39,7 @@ from leukemia_core.synthetic import make_demo_smear
 from train import job_worker, jobs
 from train.__main__ import main as train_cli
 from train.cellbank import bank_group
-from train.compare import promote
+from train.compare import CompareCancelled, compare_models, promote
 from train.compare_settings import RESULTS_FILE, SIZE_BASELINE, TABLE_FILE, CompareSettings
 from train.crop_cache import CACHE_FOLDER
 from train.data import load_allidb2, load_manifest
@@ -229,6 +229,22 @@ def test_promote_writes_a_complete_active_folder_and_keeps_the_previous(
     # the drawing lies further out and is warned of, and the limit is the config's.
     assert 0.7 < own.score < 1.5 and drawing.score > own.score and drawing.warned
     assert lite.config.domain["threshold"] == pytest.approx(lite.domain.limit)
+
+
+def test_a_run_again_into_a_finished_runs_folder_leaves_nothing_of_it_promotable(
+    compared, cells, models_root, tmp_path
+):
+    """A rerun into the same --out stopped in its second fold left its first-fold model staged
+    beside the old results.json: promote installed the unevaluated model on the old figures."""
+    run = tmp_path / "run"
+    shutil.copytree(compared, run)
+    stops = iter([False] * 3 + [True] * 10_000)  # stopped a few events in, as Ctrl-C would
+    with pytest.raises(CompareCancelled):
+        compare_models(load_manifest(cells).records, CompareSettings(("simple_cnn",),
+                       input_size=32, epochs=1), run_dir=run, cancelled=lambda: next(stops))  # fmt: skip
+    assert not (run / RESULTS_FILE).exists() and not (run / "models").exists()
+    with pytest.raises(ValueError, match="holds no finished comparison"):
+        promote(run, "simple_cnn", "stale", root=models_root, user=User.shell())
 
 
 def test_a_model_that_calls_every_cell_one_class_is_never_promoted(models_root, tmp_path):

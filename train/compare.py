@@ -11,6 +11,7 @@ What ``python -m train compare`` and the Retrain page run. Research use only.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -288,7 +289,8 @@ def compare_models(
     Args:
         records: Labelled cells with groups.
         settings: Architectures and training settings.
-        run_dir: Where results and each model's first-fold folder go (written at the end).
+        run_dir: Where results and each model's first-fold folder go (written at the end;
+            those of an earlier run there are removed first, so none is promoted half-run).
         data_description: Plain words about the data, for the results and model cards.
         progress: Receives the training events of :func:`train.fit.fit` plus ``model``,
             ``fold``, ``n_models`` and ``n_folds``; model starts and ends come as
@@ -302,6 +304,9 @@ def compare_models(
     """
     start = time.perf_counter()
     records, splits = planned_splits(records, settings)
+    if run_dir is not None:
+        (Path(run_dir) / RESULTS_FILE).unlink(missing_ok=True)
+        shutil.rmtree(Path(run_dir) / MODELS_SUBDIR, ignore_errors=True)
     index = {id(r): i for i, r in enumerate(records)}
     fold_of = np.full(len(records), -1)
     for fold, (_, split) in enumerate(splits):
