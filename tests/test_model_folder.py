@@ -267,3 +267,24 @@ def test_promotions_of_a_run_leave_out_versions_adapted_from_them(models, tmp_pa
     write_config(models / "tiny-site1",
                  {**values, "training": {**values["training"], "adapted": {"base": "tiny"}}})  # fmt: skip
     assert promotions_of(run, models) == [("tiny", "simple_cnn")]
+
+
+def test_saving_a_name_three_times_keeps_every_earlier_version(models):
+    """A third promotion under one name deleted the first version, which signed cases may name."""
+    from leukemia_core.models.folder import replaced_model_name
+    from leukemia_core.models.writing import save_model_folder
+
+    loaded = load_model("tiny", models)
+    config = json.loads((models / "tiny" / "config.json").read_text())
+    for key in ("sha256", "weights_file", "format_version", "config_sha256"):
+        config.pop(key, None)
+    for version in (1, 2, 3):
+        save_model_folder(loaded.keras_model, "lab", {**config, "description": f"v{version}"},
+                          root=models)  # fmt: skip
+    kept = {p.name: json.loads((p / "config.json").read_text())["description"]
+            for p in models.iterdir() if p.name.startswith("lab")}  # fmt: skip
+    assert kept == {"lab": "v3", "lab.previous": "v2", "lab.1.previous": "v1"}
+    assert "lab.1.previous" not in list_models(models) and "lab" in list_models(models)
+    assert [
+        replaced_model_name(n) for n in ("lab.previous", "lab.1.previous", "lab", "x.prev")
+    ] == ["lab", "lab", None, None]

@@ -13,7 +13,12 @@ import streamlit as st
 
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.models.config import DOMAIN_FILE
-from leukemia_core.models.folder import PREVIOUS, active_model_name, models_dir, promotions_of
+from leukemia_core.models.folder import (
+    active_model_name,
+    models_dir,
+    promotions_of,
+    replaced_model_name,
+)
 from leukemia_core.store_rows import minute_text
 from train import jobs
 from train.compare import promote
@@ -130,10 +135,9 @@ def promoted_note(status: jobs.JobStatus) -> None:
         if name == active:
             st.success(f"`{architecture}` of this job was promoted as `{name}`, the active "
                        "model: every new analysis uses it.", icon=":material/check_circle:")  # fmt: skip
-        elif name.endswith(PREVIOUS):
-            st.info(f"An earlier promotion of `{architecture}` as "
-                    f"`{name.removesuffix(PREVIOUS)}` was replaced by a later one of that name "
-                    f"(kept as `{name}`).")  # fmt: skip
+        elif replaced := replaced_model_name(name):
+            st.info(f"An earlier promotion of `{architecture}` as `{replaced}` was replaced by "
+                    f"a later one of that name (kept as `{name}`).")  # fmt: skip
         else:
             now = f"the active model is now `{active}`" if active else "no model is active"
             st.info(f"`{architecture}` of this job was promoted as `{name}`; {now}.")

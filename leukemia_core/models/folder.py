@@ -48,6 +48,15 @@ MODELS_ENV_VAR = "LEUKEMIA_MODELS_DIR"
 CONFIG_FILE = "config.json"
 ACTIVE_FILE = "ACTIVE"
 PREVIOUS = ".previous"  # suffix of the folder a re-saved model's old version is kept in
+
+
+def replaced_model_name(folder_name: str) -> str | None:
+    """The model a kept old version (``<name>.previous``, ``<name>.<k>.previous``) belongs to;
+    None for any other folder name."""
+    match = re.fullmatch(rf"(.+?)(?:\.\d+)?{re.escape(PREVIOUS)}", folder_name)
+    return match.group(1) if match else None
+
+
 PROMOTED_FROM = "promoted_from"  # config["training"] key: the comparison run a model came from
 
 

@@ -115,7 +115,8 @@ def save_model_folder(
     root: Path | None = None,
     extra_files: dict[str, str | bytes] | None = None,
 ) -> Path:
-    """Write a complete model folder atomically; an existing one is kept as ``<name>.previous``.
+    """Write a complete model folder atomically; an existing one is kept as ``<name>.previous``
+    (and one kept before that as ``<name>.<k>.previous``, k = 1, 2, ... in the order replaced).
 
     Args:
         model: Trained classifier.
@@ -158,7 +159,11 @@ def save_model_folder(
                 (staging / file_name).write_text(content)
         target, previous = root / name, root / f"{name}{PREVIOUS}"
         if target.exists():
-            shutil.rmtree(previous, ignore_errors=True)
+            if previous.exists():  # older versions are kept too: a signed case may name one
+                number = 1
+                while (root / f"{name}.{number}{PREVIOUS}").exists():
+                    number += 1
+                os.replace(previous, root / f"{name}.{number}{PREVIOUS}")
             os.replace(target, previous)
         os.replace(staging, target)
     except BaseException:
