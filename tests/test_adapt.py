@@ -386,7 +386,7 @@ def test_adapt_command_failures_write_nothing(models, cells, tmp_path, capsys):
     for argv, message in [
         (["--model", "nope", "--data", str(cells)], "valid names: tiny"),
         (["--model", "tiny", "--data", str(tmp_path / "cells_copy" / "normal.csv")],
-         "0 blast(s)"),
+         "holds only normal cells (9)"),
         (["--model", "tiny", "--data", str(cells), "--name", "tiny"], "never overwrites"),
         (["--model", "tiny", "--reviewed-cases", str(tmp_path / "empty.sqlite3")],
          "No signed case"),

@@ -342,6 +342,23 @@ def test_cells_saved_as_webp_are_read_as_the_app_reads_them(tmp_path):
     assert summary.per_class == {"blast": 1, "normal": 1}
 
 
+def test_fit_calibrate_and_adapt_read_datasets_with_the_checks_compare_uses(tmp_path):
+    """train fit read datasets without the dataset check: a picture filed under two patients
+    went to both sides of its split, and cells without patient ids trained unsaid."""
+    from train.cli_model import load_tables
+
+    write_image(tmp_path / "set" / "blast" / "P01" / "a.png", (220, 60, 60))
+    write_image(tmp_path / "set" / "normal" / "P02" / "b.png", (90, 90, 200))
+    (tmp_path / "set" / "normal" / "P03").mkdir()
+    shutil.copy(tmp_path / "set" / "normal" / "P02" / "b.png", tmp_path / "set" / "normal" / "P03")
+    table = load_tables([tmp_path / "set"], None)
+    assert sorted(r.group for r in table.records) == ["P01", "P02"]  # the copy left out
+    write_image(tmp_path / "loose" / "blast" / "a.png", (220, 60, 60))
+    write_image(tmp_path / "loose" / "normal" / "b.png", (90, 90, 200))
+    with pytest.raises(DatasetError, match="subject"):
+        load_tables([tmp_path / "loose"], None, allow_ungrouped=False)
+
+
 BOMB = b"\0" * (2 << 20)  # 2 MiB of zeros deflate ~1000-fold
 FIVE = {f"d/{i}.png": png_bytes() for i in range(5)}
 ZIP_REFUSALS = [

@@ -44,9 +44,10 @@ from leukemia_core.store import CaseStore
 from train.adapt import Adaptation, adapt_from_arrays, check_cells, worse_than_before
 from train.card import model_card
 from train.cellbank import bank_group
-from train.data import FORMATS, load_dataset
+from train.cli_model import load_tables
+from train.data import FORMATS
 from train.progress import ProgressCallback
-from train.records import BLAST, CellTable, LabelledCrop
+from train.records import BLAST, LabelledCrop
 from train.reviewed_cases import export_reviewed_cases
 
 SITE_SUFFIX = re.compile(r"-site\d+$")
@@ -251,10 +252,9 @@ def adapt_command(args: argparse.Namespace) -> int:
             table = export_reviewed_cases(store, Path(tmp) / "reviewed_cases")
             words = f"signed cases of {store.path}"
         else:
-            table = CellTable.concat(*(load_dataset(d, args.format, require_both_classes=False)
-                                       for d in args.data))  # fmt: skip
+            table = load_tables(args.data, args.format)  # each picture once, as compare
             words = ", ".join(str(d) for d in args.data)
-        for note in table.notes:
+        for note in table.notes if args.reviewed_cases is not None else ():
             print(f"note: {note}", file=sys.stderr)
         folder = adapt_model(args.model, table.records, root=args.models_dir, new_name=args.name,
                              user=User.shell(),

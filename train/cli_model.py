@@ -17,7 +17,7 @@ from leukemia_core.models.config import TEST_TIME_VIEWS
 from leukemia_core.models.inputs import STAIN_NORMALISATIONS
 from train.augmentation import ALL_AUGMENTATIONS, AUGMENTATIONS
 from train.batches import BALANCING
-from train.data import FORMATS, load_dataset
+from train.data import FORMATS
 from train.fit import FitConfig
 from train.progress import ProgressBars
 from train.records import CellTable
@@ -40,6 +40,8 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, action="append", required=True,
                         help="dataset folder or CSV manifest; repeat to train on several")  # fmt: skip
     parser.add_argument("--format", choices=FORMATS, help="layout (detected when omitted)")
+    parser.add_argument("--allow-ungrouped", action="store_true",
+                        help="accept cells without subject/field ids (scores may be inflated)")  # fmt: skip
     parser.add_argument("--name", required=True, help="model folder name")
     parser.add_argument("--models-dir", type=Path, help="parent folder (default: models/)")
     parser.add_argument("--architecture", default="efficientnet_b3", choices=list_architectures())
@@ -123,7 +125,7 @@ def fit_command(args: argparse.Namespace) -> int:
     """``fit``: split, train, calibrate and write the model folder; prints its test figures."""
     from train.run import train_model  # imports TensorFlow
 
-    table = load_tables(args.data, args.format)
+    table = load_tables(args.data, args.format, allow_ungrouped=args.allow_ungrouped)
     config = FitConfig(
         architecture=args.architecture, input_size=args.input_size, weights=args.weights,
         epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs,
@@ -147,12 +149,17 @@ def fit_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_tables(locations: list[Path], layout: str | None) -> CellTable:
-    """The datasets as one table (both classes needed only in the union); notes to stderr."""
-    table = CellTable.concat(*(load_dataset(d, layout) if len(locations) == 1
-                               else load_dataset(d, layout, require_both_classes=False)
-                               for d in locations))  # fmt: skip
-    for note in table.notes:
+def load_tables(
+    locations: list[Path], layout: str | None, *, allow_ungrouped: bool = True
+) -> CellTable:
+    """The datasets as one table, with the dataset check's rules (``inspect``, ``compare``):
+    both classes in the union, each picture once by its bytes, cells without a subject or field
+    id refused unless ``allow_ungrouped``; notes to stderr."""
+    from train.inspection import DatasetSource, inspect_datasets
+
+    table, summary = inspect_datasets([DatasetSource(d, layout) for d in locations],
+                                      verify=False, allow_ungrouped=allow_ungrouped)  # fmt: skip
+    for note in summary.notes:
         print(f"note: {note}", file=sys.stderr)
     return table
 
