@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import shutil
 import stat
 import struct
@@ -357,6 +358,19 @@ def test_fit_calibrate_and_adapt_read_datasets_with_the_checks_compare_uses(tmp_
     write_image(tmp_path / "loose" / "normal" / "b.png", (90, 90, 200))
     with pytest.raises(DatasetError, match="subject"):
         load_tables([tmp_path / "loose"], None, allow_ungrouped=False)
+
+
+def test_a_cell_that_cannot_be_read_in_training_is_named_by_its_whole_path(tmp_path):
+    """Every patient folder holds a c1.png: the compare command named only 'c1.png'."""
+    from train.fit import app_crop
+    from train.records import LabelledCrop, UnreadableFileError
+
+    cut = tmp_path / "blast" / "P03" / "c1.png"
+    cut.parent.mkdir(parents=True)
+    cut.write_bytes(png_bytes()[:40])
+    with pytest.raises(UnreadableFileError, match=rf"^{re.escape(str(cut))}: .*python -m train "
+                       r"inspect.*--skip-unreadable"):  # fmt: skip
+        app_crop(LabelledCrop(cut, "blast", "P03", "lab"))
 
 
 BOMB = b"\0" * (2 << 20)  # 2 MiB of zeros deflate ~1000-fold

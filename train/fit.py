@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from leukemia_core.calibration import CLASS_NAMES
 from leukemia_core.classify import view_averaged_logits
+from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.io import read_image
 from leukemia_core.models import build_classifier, get_architecture, preprocess
 from leukemia_core.models.config import check_test_time_views
@@ -32,7 +33,7 @@ from train.augmentation import ALL_AUGMENTATIONS, AUGMENTATIONS
 from train.batches import BALANCING, balancing_strata, class_weights, make_dataset, steps_per_epoch
 from train.head import fit_cached
 from train.progress import EpochProgress, ProgressCallback
-from train.records import LabelledCrop
+from train.records import LabelledCrop, UnreadableFileError
 
 HEAD_LAYERS = ("head_pool", "head_dropout", "logits", "predictions")
 
@@ -158,8 +159,19 @@ def load_crops(
 
 
 def app_crop(record: LabelledCrop) -> np.ndarray:
-    """The record's image as the app crops it (cell on black, at the app's crop size)."""
-    return single_cell_crop(read_image(record.path).rgb).crop
+    """The record's image as the app crops it (cell on black, at the app's crop size).
+
+    Raises:
+        UnreadableFileError: The image cannot be read; the message names its whole path (many
+            patients' folders hold a ``c1.png``) and the option that leaves such files out.
+    """
+    try:
+        return single_cell_crop(read_image(record.path).rgb).crop
+    except LeukemiaCoreError as error:
+        raise UnreadableFileError(
+            f"{record.path}: {error} Check the dataset first (python -m train inspect, or the "
+            "Retrain page's check), or leave unreadable images out with --skip-unreadable."
+        ) from error
 
 
 def _set_backbone_trainable(model: keras.Model, top_layers: int | None) -> None:
