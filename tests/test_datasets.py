@@ -516,7 +516,9 @@ def test_two_smears_of_one_patient_are_one_group_named_without_the_patient_id(tm
     for sample in ("HEM-24-0101", "HEM-24-0188", "HEM-24-0200"):
         case_id = add_case(store, sample, ["blast", "normal"])
         if sample != "HEM-24-0200":  # the third names no patient: its sample is its group
-            store.set_case_details(case_id, reviewer="Dr. A", patient_id="PAT-7")
+            # typed two ways on two cases (MRN1 and mrn1 made two groups): still one patient
+            patient_id = "PAT-7" if sample == "HEM-24-0101" else " pat 7"
+            store.set_case_details(case_id, reviewer="Dr. A", patient_id=patient_id)
         store.sign_case(case_id, reviewer="Dr. A")
     table = export_reviewed_cases(store, tmp_path / "reviewed")
     groups = {r.subset: r.group for r in table}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import re
 import io
 import os
 import secrets
@@ -25,8 +26,11 @@ def case_group(case) -> str:
     """The split group of a case's cells: its patient where the case names one (two smears of
     one patient on both sides of a split would flatter the model), else its sample. The
     patient id is hashed: the manifest travels with training data and must not name anyone."""
-    if case.patient_id:
-        return "patient-" + hashlib.sha256(case.patient_id.encode()).hexdigest()[:12]
+    # One patient typed "MRN-1" on one case and "mrn 1" on another is still one patient (two
+    # ids that differ only so are taken as one: a coarser group never leaks across a split).
+    patient = re.sub(r"[\W_]+", "", case.patient_id or "").casefold()
+    if patient:
+        return "patient-" + hashlib.sha256(patient.encode()).hexdigest()[:12]
     return case.sample_id
 
 
