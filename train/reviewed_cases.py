@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import re
 import io
 import os
+import re
 import secrets
 import shutil
 import sys
