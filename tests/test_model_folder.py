@@ -288,3 +288,27 @@ def test_saving_a_name_three_times_keeps_every_earlier_version(models):
     assert [
         replaced_model_name(n) for n in ("lab.previous", "lab.1.previous", "lab", "x.prev")
     ] == ["lab", "lab", None, None]
+
+
+def test_a_domain_reference_the_config_refuses_leaves_the_model_as_it_was(models):
+    """The .npz was replaced before its limit was checked: a refused limit left the folder's
+    checksum broken, so the model (the active one, say) no longer loaded."""
+    import dataclasses
+
+    import numpy as np
+
+    from leukemia_core.domain import DomainReference
+    from leukemia_core.errors import ModelIntegrityError
+    from leukemia_core.models.writing import write_domain_reference
+
+    width = load_model("tiny", models).keras_model.get_layer("head_pool").output.shape[-1]
+    rng = np.random.default_rng(0)
+    reference = DomainReference.fit(rng.normal(size=(60, width)), rng.normal(size=(60, 6)),
+                                    n_components=4)  # fmt: skip
+    write_domain_reference("tiny", reference, root=models, data="random, for tests")
+    before = {p.name: p.read_bytes() for p in (models / "tiny").iterdir()}
+    broken = dataclasses.replace(reference, limit=float("nan"))
+    with pytest.raises(ModelIntegrityError, match="not writing the domain reference"):
+        write_domain_reference("tiny", broken, root=models)
+    assert {p.name: p.read_bytes() for p in (models / "tiny").iterdir()} == before
+    assert load_model("tiny", models).domain is not None

@@ -7,6 +7,7 @@ temporary name and renamed into place, so a crash never leaves half a model.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -35,7 +36,7 @@ from leukemia_core.models.folder import (
     read_config,
     sha256_of,
 )
-from leukemia_core.outputs import write_text_atomic
+from leukemia_core.outputs import write_bytes_atomic, write_text_atomic
 
 
 def write_config(folder: Path, values: dict, *, name: str | None = None) -> Path:
@@ -92,15 +93,23 @@ def write_domain_reference(
     root = root or models_dir()
     config = read_config(name, root)
     folder = root / config.name
-    path = reference.save(folder / DOMAIN_FILE)
+    content = reference.to_bytes()
     values = json.loads((folder / CONFIG_FILE).read_text())
     values["domain"] = {
-        "file": DOMAIN_FILE, "sha256": sha256_of(path), "threshold": float(reference.limit),
+        "file": DOMAIN_FILE, "sha256": hashlib.sha256(content).hexdigest(),
+        "threshold": float(reference.limit),
         "statistic": STATISTIC, "limit_source": reference.limit_source,
         "n_train_cells": reference.n_train, "n_components": int(reference.components.shape[0]),
         "bank_cells": int(reference.feature_bank.shape[0]), "neighbours": reference.neighbours,
         "data": data,
     }  # fmt: skip
+    try:  # checked before the file is replaced: a refused limit leaves the folder loadable
+        parse_config(config.name, values)
+    except (KeyError, TypeError, ValueError) as error:
+        raise ModelIntegrityError(
+            f"not writing the domain reference of {name!r}: {error}"
+        ) from error
+    path = write_bytes_atomic(folder / DOMAIN_FILE, content)
     write_config(folder, values)
     return path
 
