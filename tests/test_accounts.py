@@ -31,7 +31,7 @@ from leukemia_core.accounts import (
 )
 from leukemia_core.models.folder import set_active_model
 from leukemia_core.roles import role_text
-from train.compare import promote
+from train.promote import promote
 from ui.navigation import menu
 
 ROOT = Path(__file__).resolve().parents[1]

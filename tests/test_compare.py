@@ -199,6 +199,12 @@ def test_progress_of_a_cached_features_model_follows_where_its_time_goes():
                                              "done": 10, "total": 10, "fold": 1})  # fmt: skip
     assert halfway_loading == pytest.approx(0.4) and features_done == pytest.approx(0.95)
     assert head_half == pytest.approx(0.975) and features_done < head_half < 1.0
+    # Cells read back from the crop cache load in seconds: the bar gives loading little.
+    warm = {**base, "crops_cached": True}
+    loaded = job_worker.overall_fraction({**warm, "stage": "loading", "done": 100, "total": 100})
+    features = job_worker.overall_fraction({**warm, "stage": "features", "done": 50,
+                                            "total": 100})  # fmt: skip
+    assert loaded < 0.1 and loaded < features < 0.5
 
 
 def test_queue_order_is_submission_order_and_cancel_before_start(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 
 from leukemia_core.fingerprints import code_fingerprint
 from leukemia_core.models.inputs import InputSpec
-from train.crop_cache import CropCache
+from train.crop_cache import CropCache, ReadyCrops
 from train.data import load_allidb2
 from train.fit import app_crop, load_crops
 from train.records import LabelledCrop
@@ -78,3 +78,11 @@ def test_a_missing_image_gets_the_readers_message_not_a_cache_error(tmp_path):
         CropCache(tmp_path / ".crop_cache").crop(record)
     with pytest.raises(type(caught.value)):
         app_crop(record)
+
+
+def test_a_job_over_cells_an_earlier_job_cut_out_knows_it_before_loading(real_cells, tmp_path):
+    """The progress shares need it before the first cell is read (the bar must not go back)."""
+    cache = CropCache(tmp_path / "cache")
+    assert not ReadyCrops(real_cells, cache).warm and not ReadyCrops(real_cells).warm
+    cache.crop(real_cells[0])
+    assert ReadyCrops(real_cells, cache).warm

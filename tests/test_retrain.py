@@ -39,11 +39,12 @@ from leukemia_core.synthetic import make_demo_smear
 from train import job_worker, jobs
 from train.__main__ import main as train_cli
 from train.cellbank import bank_group
-from train.compare import CompareCancelled, compare_models, promote
+from train.compare import CompareCancelled, compare_models
 from train.compare_settings import RESULTS_FILE, SIZE_BASELINE, TABLE_FILE, CompareSettings
 from train.crop_cache import CACHE_FOLDER
 from train.data import load_allidb2, load_manifest
 from train.fit import app_crop, labels_of
+from train.promote import promote
 from train.run import mixed_sources
 from train.splits import read_split_file
 

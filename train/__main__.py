@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "compare":
             return compare_command(args)
         elif args.command == "promote":
-            from train.compare import promote
+            from train.promote import promote
 
             folder = promote(
                 args.run, args.architecture, args.name, root=args.models_dir, user=User.shell()

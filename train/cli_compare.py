@@ -207,11 +207,12 @@ def settings_from_args(args: argparse.Namespace):
 
 def compare_command(args: argparse.Namespace) -> int:
     """``compare``: run the comparison, print its table, promote a model if asked."""
-    from train.compare import compare_models, promote
+    from train.compare import compare_models
     from train.compare_tables import comparison_markdown, per_source_markdown
     from train.crop_cache import CACHE_FOLDER, CropCache
     from train.job_worker import load_job_data
     from train.jobs import JobSpec, record_finished_job, runs_dir
+    from train.promote import promote
 
     if args.promote and not args.name:
         raise ValueError("--promote needs --name for the model folder.")

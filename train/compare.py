@@ -27,17 +27,9 @@ from leukemia_core.calibration import (
 from leukemia_core.classify import dihedral_view
 from leukemia_core.domain import stain_statistics
 from leukemia_core.models import build_classifier, get_architecture
-from leukemia_core.models.config import DOMAIN_FILE
-from leukemia_core.models.folder import (
-    PROMOTED_FROM,
-    check_model_name,
-    load_model,
-    set_active_model,
-)
 from leukemia_core.models.inputs import InputSpec
 from leukemia_core.models.writing import save_model_folder
 from leukemia_core.outputs import write_text_atomic
-from leukemia_core.roles import Permission, User, require
 from train.batches import balancing_strata
 from train.card import model_card
 from train.cellbank import bank_group
@@ -45,13 +37,12 @@ from train.compare_settings import (
     FROZEN_RANDOM_WORDS,
     MODELS_SUBDIR,
     RESULTS_FILE,
-    SIZE_BASELINE,
     SPEED_CELLS,
     CompareCancelled,
     CompareSettings,
     initial_weights,
 )
-from train.compare_tables import comparison_markdown, promotion_refusals
+from train.compare_tables import comparison_markdown
 from train.comparison import Comparison, ModelOutcome
 from train.crop_cache import CropCache, ReadyCrops
 from train.domain import staged_domain_reference
@@ -178,7 +169,10 @@ def _run_architecture(
         and settings.epochs > 0
         and get_architecture(name).imagenet_source is not None
     )
-    report.at(cached_features=bool(config.cached_features or frozen_random))  # progress shares
+    report.at(
+        cached_features=bool(config.cached_features or frozen_random),
+        crops_cached=crops_by_size.warm,
+    )  # progress shares
     crops = crops_by_size.get(config.input_spec, report.at(model=name))
     outcome = ModelOutcome(name, init, p=np.full(len(records), np.nan),
                            thresholds=np.full(len(records), np.nan),
@@ -361,53 +355,3 @@ def _write_cards(comparison: Comparison, results: dict) -> None:
         }  # fmt: skip
         write_text_atomic(folder / "metrics.json", json.dumps(metrics, indent=1) + "\n")
         write_text_atomic(folder / "card.md", model_card(folder.name, config, metrics))
-
-
-def promote(
-    run_dir: Path, architecture: str, name: str, *, user: User, root: Path | None = None
-) -> Path:
-    """Make a compared model the active one: a complete model folder under ``root``.
-
-    The staged folder is loaded (checksum verified) and written again atomically as
-    ``root/name``; an existing folder of that name is kept as ``name.previous``; ``ACTIVE``
-    then names it, so the Analyze page uses it from its next run without a restart. Needs an
-    account allowed to manage models; recorded with who and when.
-    """
-    require(user, Permission.MANAGE_MODELS)
-    results_file = Path(run_dir) / RESULTS_FILE
-    if not results_file.is_file():
-        raise ValueError(
-            f"{run_dir} holds no finished comparison ({RESULTS_FILE} is missing): "
-            "only models of a finished run can be promoted."
-        )
-    results = json.loads(results_file.read_text())
-    rows = {row["model"]: row for row in results["table"]}
-    if rows.get(architecture, {}).get("status") != "done" or architecture == SIZE_BASELINE:
-        done = [m for m, row in rows.items() if row["status"] == "done" and m != SIZE_BASELINE]
-        raise ValueError(
-            f"{architecture!r} did not finish in this run; promotable: {', '.join(done) or 'none'}."
-        )
-    if refusals := promotion_refusals(results, architecture):
-        raise ValueError(
-            f"{architecture} of this run cannot become the active model: "
-            + "; ".join(refusals) + ". Train on labelled cells from more subjects and compare "
-            "again, or keep the current model."
-        )  # fmt: skip
-    check_model_name(name)
-    staged = Path(run_dir) / MODELS_SUBDIR
-    loaded = load_model(architecture, root=staged)
-    folder = staged / architecture
-    config = json.loads((folder / "config.json").read_text())
-    for key in ("sha256", "weights_file", "format_version"):
-        config.pop(key, None)
-    config["training"][PROMOTED_FROM] = str(Path(run_dir).resolve())
-    metrics = json.loads((folder / "metrics.json").read_text())
-    extra: dict[str, str | bytes] = {
-        file: (folder / file).read_bytes() for file in (SPLIT_FILE, DOMAIN_FILE)
-        if (folder / file).exists()
-    }  # fmt: skip
-    target = save_model_folder(loaded.keras_model, name, config, metrics=metrics,
-                               card=model_card(name, config, metrics), root=root,
-                               extra_files=extra)  # fmt: skip
-    set_active_model(name, root, user=user, action="promote")
-    return target

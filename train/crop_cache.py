@@ -37,14 +37,24 @@ class CropCache:
                     shutil.rmtree(old, ignore_errors=True)
         self.hits = self.misses = 0
 
-    def crop(self, record: LabelledCrop) -> np.ndarray:
-        """``record``'s image as the app crops it, from disk when this code cut it before."""
+    def holds(self, record: LabelledCrop) -> bool:
+        """Whether ``record``'s crop is on disk (then cutting the set out takes seconds)."""
+        stored = self._stored(record)
+        return stored is not None and stored.is_file()
+
+    def _stored(self, record: LabelledCrop) -> Path | None:
         path = Path(record.path).resolve()
         fingerprint = file_fingerprint(path)
-        if not fingerprint:  # the reader says what is wrong with the file
-            return app_crop(record)
+        if not fingerprint:
+            return None
         key = hashlib.sha256(f"{path}|{fingerprint}".encode()).hexdigest()
-        stored = self.folder / key[:2] / f"{key}.png"
+        return self.folder / key[:2] / f"{key}.png"
+
+    def crop(self, record: LabelledCrop) -> np.ndarray:
+        """``record``'s image as the app crops it, from disk when this code cut it before."""
+        stored = self._stored(record)
+        if stored is None:  # the reader says what is wrong with the file
+            return app_crop(record)
         if stored.is_file():
             bgr = cv2.imread(str(stored), cv2.IMREAD_COLOR)
             if bgr is not None:  # an unreadable entry is cut again and overwritten
@@ -79,6 +89,9 @@ class ReadyCrops:
     def __init__(self, records, cache: CropCache | None = None):
         self.records = records
         self.cut = cache.crop if cache is not None else app_crop
+        # Cut out by an earlier job (its first cell tells): loading then takes seconds, which
+        # the progress bar's shares follow.
+        self.warm = bool(cache is not None and records and cache.holds(records[0]))
         self._by_spec: dict = {}
 
     def __iter__(self):

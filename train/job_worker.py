@@ -79,10 +79,12 @@ class _StatusWriter:
 
 
 # Shares of one model's time when its backbone's features are cached, as measured on 2 CPU
-# cores (deepapl, 1,952 cells, the quick CPU preset: cutting the cells out 155 s, features 20 s,
-# the head of a fold 8 s); its folds share what is left. A model trained whole spends its time
-# in its folds: then loading is one fold's share, as each fold is.
+# cores (deepapl, 1,952 cells, the quick CPU preset: cutting the cells out 155 s, or 4 s from
+# the crop cache (bench/crop_cache.py), features 20 s, the head of a fold 8 s, 5 folds); its
+# folds share what is left. A model trained whole spends its time in its folds: then loading
+# is one fold's share, as each fold is.
 CACHED_SHARES = {"loading": 0.8, "features": 0.15}
+WARM_CACHED_SHARES = {"loading": 0.06, "features": 0.31}  # the cells read from the crop cache
 
 
 def overall_fraction(event: dict) -> float:
@@ -95,7 +97,8 @@ def overall_fraction(event: dict) -> float:
     if stage == "model":
         return model / n_models
     if event.get("cached_features"):
-        loading, features = CACHED_SHARES["loading"], CACHED_SHARES["features"]
+        shares = WARM_CACHED_SHARES if event.get("crops_cached") else CACHED_SHARES
+        loading, features = shares["loading"], shares["features"]
         per_fold = (1.0 - loading - features) / n_folds
     else:
         loading, features, per_fold = 1 / (n_folds + 1), 0.0, 1 / (n_folds + 1)

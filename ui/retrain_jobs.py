@@ -21,7 +21,6 @@ from leukemia_core.models.folder import (
 )
 from leukemia_core.store_rows import minute_text
 from train import jobs
-from train.compare import promote
 from train.compare_settings import MODELS_SUBDIR, SIZE_BASELINE, TABLE_FILE
 from train.compare_tables import (
     promotion_concerns,
@@ -30,6 +29,7 @@ from train.compare_tables import (
     test_groups,
 )
 from train.data_roots import data_roots, shorten
+from train.promote import promote
 from ui import auth
 from ui import comparison as view
 from ui.common import flash

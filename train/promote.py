@@ -1,0 +1,74 @@
+"""Promotion: a compared model of a finished run becomes the active model of the app.
+
+The run's ``results.json`` is what a promotion is judged by (:func:`~train.compare_tables.
+promotion_refusals`); its staged first-fold folder is what is installed, written again whole.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from leukemia_core.models.config import DOMAIN_FILE
+from leukemia_core.models.folder import (
+    PROMOTED_FROM,
+    check_model_name,
+    load_model,
+    set_active_model,
+)
+from leukemia_core.models.writing import save_model_folder
+from leukemia_core.roles import Permission, User, require
+from train.card import model_card
+from train.compare_settings import MODELS_SUBDIR, RESULTS_FILE, SIZE_BASELINE
+from train.compare_tables import promotion_refusals
+from train.evaluate.classifier import SPLIT_FILE
+
+
+def promote(
+    run_dir: Path, architecture: str, name: str, *, user: User, root: Path | None = None
+) -> Path:
+    """Make a compared model the active one: a complete model folder under ``root``.
+
+    The staged folder is loaded (checksum verified) and written again atomically as
+    ``root/name``; an existing folder of that name is kept as ``name.previous``; ``ACTIVE``
+    then names it, so the Analyze page uses it from its next run without a restart. Needs an
+    account allowed to manage models; recorded with who and when.
+    """
+    require(user, Permission.MANAGE_MODELS)
+    results_file = Path(run_dir) / RESULTS_FILE
+    if not results_file.is_file():
+        raise ValueError(
+            f"{run_dir} holds no finished comparison ({RESULTS_FILE} is missing): "
+            "only models of a finished run can be promoted."
+        )
+    results = json.loads(results_file.read_text())
+    rows = {row["model"]: row for row in results["table"]}
+    if rows.get(architecture, {}).get("status") != "done" or architecture == SIZE_BASELINE:
+        done = [m for m, row in rows.items() if row["status"] == "done" and m != SIZE_BASELINE]
+        raise ValueError(
+            f"{architecture!r} did not finish in this run; promotable: {', '.join(done) or 'none'}."
+        )
+    if refusals := promotion_refusals(results, architecture):
+        raise ValueError(
+            f"{architecture} of this run cannot become the active model: "
+            + "; ".join(refusals) + ". Train on labelled cells from more subjects and compare "
+            "again, or keep the current model."
+        )  # fmt: skip
+    check_model_name(name)
+    staged = Path(run_dir) / MODELS_SUBDIR
+    loaded = load_model(architecture, root=staged)
+    folder = staged / architecture
+    config = json.loads((folder / "config.json").read_text())
+    for key in ("sha256", "weights_file", "format_version"):
+        config.pop(key, None)
+    config["training"][PROMOTED_FROM] = str(Path(run_dir).resolve())
+    metrics = json.loads((folder / "metrics.json").read_text())
+    extra: dict[str, str | bytes] = {
+        file: (folder / file).read_bytes() for file in (SPLIT_FILE, DOMAIN_FILE)
+        if (folder / file).exists()
+    }  # fmt: skip
+    target = save_model_folder(loaded.keras_model, name, config, metrics=metrics,
+                               card=model_card(name, config, metrics), root=root,
+                               extra_files=extra)  # fmt: skip
+    set_active_model(name, root, user=user, action="promote")
+    return target
