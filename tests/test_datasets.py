@@ -362,7 +362,8 @@ def test_fit_calibrate_and_adapt_read_datasets_with_the_checks_compare_uses(tmp_
 
 def test_a_cell_that_cannot_be_read_in_training_is_named_by_its_whole_path(tmp_path):
     """Every patient folder holds a c1.png: the compare command named only 'c1.png'."""
-    from train.fit import app_crop
+    from leukemia_core.models.inputs import InputSpec
+    from train.fit import load_crops
     from train.records import LabelledCrop, UnreadableFileError
 
     cut = tmp_path / "blast" / "P03" / "c1.png"
@@ -370,7 +371,7 @@ def test_a_cell_that_cannot_be_read_in_training_is_named_by_its_whole_path(tmp_p
     cut.write_bytes(png_bytes()[:40])
     with pytest.raises(UnreadableFileError, match=rf"^{re.escape(str(cut))}: .*python -m train "
                        r"inspect.*--skip-unreadable"):  # fmt: skip
-        app_crop(LabelledCrop(cut, "blast", "P03", "lab"))
+        load_crops([LabelledCrop(cut, "blast", "P03", "lab")], InputSpec(32, "unit"))
 
 
 BOMB = b"\0" * (2 << 20)  # 2 MiB of zeros deflate ~1000-fold

@@ -148,30 +148,29 @@ def load_crops(
     ``analyze`` does: cropping straight at the input size resamples differently, and the
     model's answer on a borderline cell can move by 0.1 with the resampling alone. ``cut``
     replaces :func:`app_crop` (a :class:`train.crop_cache.CropCache` reads it from disk).
+
+    Raises:
+        UnreadableFileError: A record's image cannot be read (named by its whole path).
     """
     cut = cut or app_crop
     out = np.zeros((len(records), spec.input_size, spec.input_size, 3), dtype=np.uint8)
     for i, record in enumerate(records):
-        out[i] = ready_crops([cut(record)], spec)[0]
+        try:
+            out[i] = ready_crops([cut(record)], spec)[0]
+        except LeukemiaCoreError as error:  # named by its whole path: many folders hold a c1.png
+            raise UnreadableFileError(
+                f"{record.path}: {error} Check the dataset first (python -m train inspect, or "
+                "the Retrain page's check), or leave unreadable images out with "
+                "--skip-unreadable."
+            ) from error
         if progress and (i + 1 == len(records) or i % 50 == 0):
             progress({"stage": "loading", "done": i + 1, "total": len(records)})
     return out
 
 
 def app_crop(record: LabelledCrop) -> np.ndarray:
-    """The record's image as the app crops it (cell on black, at the app's crop size).
-
-    Raises:
-        UnreadableFileError: The image cannot be read; the message names its whole path (many
-            patients' folders hold a ``c1.png``) and the option that leaves such files out.
-    """
-    try:
-        return single_cell_crop(read_image(record.path).rgb).crop
-    except LeukemiaCoreError as error:
-        raise UnreadableFileError(
-            f"{record.path}: {error} Check the dataset first (python -m train inspect, or the "
-            "Retrain page's check), or leave unreadable images out with --skip-unreadable."
-        ) from error
+    """The record's image as the app crops it (cell on black, at the app's crop size)."""
+    return single_cell_crop(read_image(record.path).rgb).crop
 
 
 def _set_backbone_trainable(model: keras.Model, top_layers: int | None) -> None:
