@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -312,3 +313,21 @@ def test_a_domain_reference_the_config_refuses_leaves_the_model_as_it_was(models
         write_domain_reference("tiny", broken, root=models)
     assert {p.name: p.read_bytes() for p in (models / "tiny").iterdir()} == before
     assert load_model("tiny", models).domain is not None
+
+
+def test_a_model_read_while_a_save_swaps_its_folder_in_is_found(models):
+    """Saving under an existing name swaps folders by two renames; a read between them (the
+    app opening the active model while a promotion lands) failed with "no model named"."""
+    import threading
+
+    staging = models / ".tiny.k2j4x"
+    (models / "tiny").rename(staging)  # between the renames: the name is missing
+
+    def land():
+        time.sleep(0.3)
+        staging.rename(models / "tiny")
+
+    threading.Thread(target=land).start()
+    assert read_config("tiny", models).name == "tiny"  # waited for the swap, not refused
+    with pytest.raises(ModelNotFoundError):
+        read_config("nope", models)  # no save under way: refused at once

@@ -21,10 +21,12 @@ Messages name a model and its files, never the server's folders (shown to every 
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
 import re
+import time
 import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -48,6 +50,7 @@ MODELS_ENV_VAR = "LEUKEMIA_MODELS_DIR"
 CONFIG_FILE = "config.json"
 ACTIVE_FILE = "ACTIVE"
 PREVIOUS = ".previous"  # suffix of the folder a re-saved model's old version is kept in
+_REPLACING_TRIES, _REPLACING_WAIT_S = 20, 0.05  # a save's two renames take microseconds
 
 
 def replaced_model_name(folder_name: str) -> str | None:
@@ -154,6 +157,12 @@ def _model_folder(name: object, root: Path) -> Path:
             f"folder, not by a path; valid names: {_valid_names(root)}"
         )
     folder = root / name
+    for _ in range(_REPLACING_TRIES):
+        # A save under this name swaps the new folder in by two renames: between them the
+        # name is briefly missing while its staging folder (".<name>.*") exists. Wait it out.
+        if _is_model_folder(folder) or not any(root.glob(f".{glob.escape(name)}.*")):
+            break
+        time.sleep(_REPLACING_WAIT_S)
     if not _is_model_folder(folder):
         raise ModelNotFoundError(_unknown(name, root))
     if not _inside(folder, root):
