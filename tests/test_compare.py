@@ -221,6 +221,19 @@ def test_queue_order_is_submission_order_and_cancel_before_start(tmp_path):
     assert not any(p.name.endswith(".partial") for p in tmp_path.iterdir())
 
 
+def test_a_job_cancelled_as_the_worker_picks_it_up_loads_no_data(tmp_path, monkeypatch):
+    """The worker had already started reading the job's cells (a minute on a real set) when it
+    saw the cancel; the Retrain page said "Cancelled before it started" meanwhile."""
+    job_id = jobs.submit(jobs.JobSpec(("x",), CompareSettings(("simple_cnn",))), tmp_path)
+    (tmp_path / job_id / jobs.CANCEL_FILE).touch()  # after the worker took it off the queue
+
+    def loading(spec):
+        raise AssertionError("the data of a cancelled job was loaded")
+
+    monkeypatch.setattr(job_worker, "load_job_data", loading)
+    assert job_worker.run_job(tmp_path / job_id) == jobs.CANCELLED
+
+
 def test_one_worker_per_runs_folder(tmp_path):
     held = jobs.try_lock(tmp_path)  # another worker, as far as the lock can tell
     try:

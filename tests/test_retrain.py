@@ -446,7 +446,8 @@ def test_killing_the_worker_mid_run_leaves_registry_and_active_model_intact(cell
     assert jobs.job_status(queued).state == jobs.CANCELLED
     assert not jobs.ensure_worker()  # nothing queued: no worker
     assert job_worker.run_worker(idle_s=0) == 0  # a later worker files the orphan away, for good
-    assert json.loads((folder / jobs.STATUS_FILE).read_text())["state"] == jobs.FAILED
+    filed = json.loads((folder / jobs.STATUS_FILE).read_text())
+    assert filed["state"] == jobs.FAILED and filed["message"].startswith("Failed: its worker")
     assert not (folder / "models").exists() and _registry(models_root) == before
     at = start()
     assert at.selectbox(key="job").value == job_id  # opens on it, not on the newer cancelled one

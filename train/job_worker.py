@@ -145,6 +145,8 @@ def run_job(folder: Path) -> str:
     writer = _StatusWriter(folder, values)
     try:  # a job file that no longer parses fails this job, not the whole queue
         spec = JobSpec.from_dict(json.loads((folder / JOB_FILE).read_text()))
+        if writer.cancelled():  # cancelled as the worker picked it up: not a minute of loading
+            raise CompareCancelled("The comparison was cancelled before it started.")
         records, words, notes = load_job_data(spec)
         values["data_notes"] = notes  # shown with the results and before promotion
         comparison = compare_models(records, spec.settings, run_dir=folder, data_description=words,
@@ -171,6 +173,7 @@ def _mark_orphans(root: Path) -> None:
         if values.get("state") == RUNNING:
             shutil.rmtree(folder / MODELS_SUBDIR, ignore_errors=True)
             write_status(folder, {**values, "state": FAILED, "error": WORKER_GONE,
+                                   "message": "Failed: its worker stopped; nothing was kept.",
                                    "finished": now_text()})  # fmt: skip
 
 
