@@ -35,8 +35,9 @@ from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.fingerprints import (
     code_fingerprint,
     content_digest,
+    field_signature,
     file_fingerprint,
-    pixel_digest,
+    same_field,
 )
 from leukemia_core.imaging import read_for_analysis
 from leukemia_core.io import MultiFrameImageWarning
@@ -78,7 +79,8 @@ class ImageResult:
         repeat_of: The input it repeats, byte for byte (then it is not analysed) or pixel for
             pixel (then its cells are left out when the outputs are written): not a failure
             either, its cells are counted once, under that input.
-        pixel_digest: :func:`~leukemia_core.fingerprints.pixel_digest` of the decoded image.
+        field_signature: :func:`~leukemia_core.fingerprints.field_signature` of the decoded
+            image (a small view: one field in two files is counted once).
         reused: Taken from an earlier run into the same folder (not stored in the part).
     """
 
@@ -94,7 +96,7 @@ class ImageResult:
     failure: str | None = None
     failed_as: str = ""
     repeat_of: str | None = None
-    pixel_digest: str = ""
+    field_signature: str = ""
     reused: bool = False
 
     @property
@@ -170,7 +172,7 @@ def analyze_image(path: Path, stem: str, labeller: Labeller, *, single_cells: bo
                              "copy or export it again.")  # fmt: skip
     analysis = analyze([image], labeller, mode=MODE_CELLS if single_cells else MODE_FIELDS,
                        sample_check=False)  # fmt: skip
-    result = replace(result, pixel_digest=pixel_digest(image.rgb))
+    result = replace(result, field_signature=field_signature(image.rgb))
     if analysis.failures:
         return replace(result, failure=analysis.failures[0].message, failed_as=result.name)
     (field,) = analysis.fields
@@ -299,7 +301,7 @@ def write_outputs(
     """Write ``cells.csv``, each image's JSON and ``summary.json`` from the images' results,
     after the whole set's domain check (``assess``: the labeller's); returns (number of failed
     images, set summary)."""
-    results = _without_pixel_repeats(results)
+    results = _without_repeated_fields(results)
     analysed = [r for r in results if r.failure is None]
     domain = assess([s for r in analysed for s in r.scores])
     rows = []
@@ -342,20 +344,21 @@ def write_outputs(
     return len(failed), total
 
 
-def _without_pixel_repeats(results: Sequence[ImageResult]) -> list[ImageResult]:
-    """The results, a picture given twice in different files (two exports of one capture: other
-    bytes, the same pixels) counted once, as the app counts an upload."""
-    first_of, kept = {}, []
+def _without_repeated_fields(results: Sequence[ImageResult]) -> list[ImageResult]:
+    """The results, a field given twice in different files (two exports of one capture, saved
+    again at another quality or size) counted once, as the app counts an upload."""
+    seen, kept = [], []
     for result in results:
-        digest = result.pixel_digest if result.failure is None else ""
-        if digest and digest in first_of:
-            why = (f"the same picture as {first_of[digest]} (other bytes, the same pixels): "
+        signature = result.field_signature if result.failure is None else ""
+        first = next((f for f, other in seen if same_field(
+            signature, other, exact=result.single_cells)), None) if signature else None  # fmt: skip
+        if first is not None:
+            why = (f"the same field as {first} (saved again, at another quality or size?): "
                    "counted once, so its cells are not counted twice")  # fmt: skip
             tqdm.write(f"repeat left out: {result.file} is {why}", file=sys.stderr)
-            result = replace(result, failure=why, failed_as=result.file,
-                             repeat_of=first_of[digest])  # fmt: skip
-        elif digest:
-            first_of[digest] = result.file
+            result = replace(result, failure=why, failed_as=result.file, repeat_of=first)
+        elif signature:
+            seen.append((result.file, signature))
         kept.append(result)
     return kept
 

@@ -31,7 +31,7 @@ from leukemia_core.counting import count_cells
 from leukemia_core.cropping import DEFAULT_CROP_SIZE, crop_cells
 from leukemia_core.domain import DomainAssessment
 from leukemia_core.errors import LeukemiaCoreError
-from leukemia_core.fingerprints import pixel_digest
+from leukemia_core.fingerprints import field_signature, same_field
 from leukemia_core.imaging import PreparedImage, mask_outline
 from leukemia_core.io import is_damaged
 from leukemia_core.labellers import NO_MODEL, CropCalls, Labeller, labeller_for, send_to_review
@@ -139,7 +139,8 @@ def analyze(
             f"{len(names)} names for {len(images)} images: give one name per image."
         )
     labeller = labeller_for(classifier)
-    prepared, repeated = _without_repeats([_prepared(im, i, names) for i, im in enumerate(images)])
+    prepared, repeated = _without_repeats([_prepared(im, i, names) for i, im in enumerate(images)],
+                                          exact=mode == MODE_CELLS)  # fmt: skip
     run = _cells_mode if mode == MODE_CELLS else _fields_mode
     fields, cells, failed = run(prepared, labeller, params, crop_size, keep_segmentation, progress)
     failed = [*repeated, *failed]
@@ -163,20 +164,26 @@ def _prepared(image: PreparedImage | np.ndarray, index: int, names) -> PreparedI
     return PreparedImage(image, name, (int(image.shape[1]), int(image.shape[0])))
 
 
-def _without_repeats(images: list[PreparedImage]) -> tuple[list[PreparedImage], list]:
-    """The images, each picture once; a repeat (the same pixels, whatever its name) is a
-    failure, so that no cell of one picture is counted twice."""
-    if len(images) < 2:  # nothing to compare: no hashing of the usual one-field sample
+def _without_repeats(images: list[PreparedImage], *, exact: bool) -> tuple[list, list]:
+    """The images, each field once; a repeat (the same picture, whatever its name, also saved
+    again at another quality or size; only the very same picture when ``exact``) is a
+    failure, so that no cell is counted twice."""
+    if len(images) < 2:  # nothing to compare: no view of the usual one-field sample
         return images, []
-    kept, failures, first_of = [], [], {}
+    kept, failures, seen = [], [], []
     for image in images:
-        key = pixel_digest(image.rgb)
-        if key in first_of:
+        signature = field_signature(image.rgb)
+        first = next((name for name, other in seen
+                      if same_field(signature, other, exact=exact)), None)  # fmt: skip
+        if first is not None:
+            what = ("was given twice" if first == image.name else
+                    f"shows the same field as '{first}' (uploaded twice, or saved again at "
+                    "another quality or size?)")  # fmt: skip
             failures.append(ImageFailure(image.name, (
-                f"'{image.name}' has the same pixels as '{first_of[key]}' (uploaded twice?): it "
-                "was analysed once, so its cells are not counted twice.")))  # fmt: skip
+                f"'{image.name}' {what}: it was analysed once, so its cells are not counted "
+                "twice. Different fields that look alike go in separate samples.")))  # fmt: skip
             continue
-        first_of[key] = image.name
+        seen.append((image.name, signature))
         kept.append(image)
     return kept, failures
 

@@ -200,7 +200,7 @@ def test_one_picture_in_two_files_of_other_bytes_is_counted_once_as_the_app_coun
     assert code == 0 and summary["images_analysed"] == 2 and summary["images_failed"] == []
     assert summary["images_repeated"] == [{"image": str(export), "same_as": str(images[0])}]
     assert summary["cells_found"] == len(alone.cells)  # each picture's cells once
-    assert "(other bytes, the same pixels)" in err
+    assert "is the same field as" in err and "saved again, at another quality or size?" in err
     assert not (tmp_path / "out" / "field1-export.json").exists()
 
 

@@ -24,7 +24,9 @@ def test_the_same_picture_twice_in_a_sample_is_analysed_once(field):
     analysis = analyze([field, field.copy(), field[::-1].copy()], None, names=["a", "b", "c"])
     assert [f.name for f in analysis.fields] == ["a", "c"]
     (repeat,) = analysis.failures
-    assert repeat.name == "b" and "has the same pixels as 'a'" in repeat.message
+    assert repeat.name == "b" and "'b' shows the same field as 'a'" in repeat.message
+    again = analyze([field, field], None, names=["a", "a"]).failures[0].message
+    assert again.startswith("'a' was given twice: it was analysed once")
     once = analyze([field], None)
     assert len(analysis.field_cells(0)) == len(once.cells)
     assert len(analysis.cells) == 2 * len(once.cells)  # the mirrored field is another picture
@@ -79,3 +81,34 @@ def test_a_greyscale_picture_is_read_with_a_note_that_its_colours_are_missing(fi
     Image.fromarray(field).save(colour, format="PNG")
     assert any("greyscale image" in note for note in read_image(grey.getvalue()).notes)
     assert not any("greyscale" in note for note in read_image(colour.getvalue()).notes)
+
+
+def test_one_field_saved_again_as_a_jpeg_or_smaller_is_analysed_once(field):
+    """A walk counted Im013_1 twice when it came as the JPEG and the same JPEG saved again at
+    quality 90: other pixels, one field, every cell counted twice."""
+    from PIL import Image
+
+    def resaved(rgb, quality, scale=1.0):
+        size = (round(rgb.shape[1] * scale), round(rgb.shape[0] * scale))
+        buffer = io.BytesIO()
+        Image.fromarray(rgb).resize(size).save(buffer, "JPEG", quality=quality)
+        return np.asarray(Image.open(buffer).convert("RGB"))
+
+    other = make_smear(480, 640, n_wbc=3, n_touching_pairs=0, n_rbc=80, seed=6).image
+    images = [field, resaved(field, 90), resaved(field, 75, 0.5), other]
+    analysis = analyze(images, None, names=["a", "a-q90", "a-small", "b"])
+    assert [f.name for f in analysis.fields] == ["a", "b"]
+    assert [f.name for f in analysis.failures] == ["a-q90", "a-small"]
+
+
+@pytest.mark.data
+def test_two_different_cut_out_cells_are_never_taken_for_one_picture(shared_data):
+    """Cut-out cells on black differ little at a glance (C-NMC UID_5_1_2 and UID_H11_1_1 by a
+    mean of 1.5 levels in a 32-px view): in single-cell mode only the very same picture is a
+    repeat."""
+    folder = shared_data / "cnmc"
+    paths = [next(folder.rglob(f"{stem}.bmp")) for stem in ("UID_5_1_2_all", "UID_H11_1_1_hem")]
+    cells = [read_image(p).rgb for p in paths]
+    analysis = analyze([*cells, cells[0]], None, mode="cells", names=["a", "b", "a again"])
+    assert [f.name for f in analysis.fields] == ["a", "b"]
+    assert [f.name for f in analysis.failures] == ["a again"]
