@@ -69,7 +69,14 @@ def cells_section(record: CaseRecord, limit: int) -> str:
         f'<h3>{_e(words)} ({len(cards)})</h3><div class="cells">{"".join(cards)}</div>'
         for words, cards in groups.items()
     )
+    maps = (
+        " Beside a crop, where the model looked (Grad-CAM): warm colours pushed it towards its "
+        "call. Warmth on the black around a cell is not part of the cell: a map that dwells "
+        "there says the call rests on little of the cell, so weigh that call less."
+        if any(c.overlay is not None for c in shown)
+        else ""
+    )
     return (
         "<h2>Flagged cells</h2><p>Cells labelled blast or uncertain, or relabelled by the "
-        f"reviewer (dashed frame): {len(flagged)}, by their final label.{more}</p>" + sections
+        f"reviewer (dashed frame): {len(flagged)}, by their final label.{more}{maps}</p>" + sections
     )

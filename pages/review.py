@@ -92,8 +92,9 @@ show_maps = SHOWN[1] == controls.segmented_control(
     "Beside each cell", SHOWN, key=SHOWN_KEY, persist_state="session", required=True,
     default=SHOWN[0], disabled=reason is not None,
     help="The crop the model classified, or where the model looked in it: warm colours "
-    "pushed it towards its call. A model that averages over turned copies of each cell shows "
-    "the upright copy's map.",
+    "pushed it towards its call. Warmth on the black around a cell is not the cell: a map that "
+    "dwells there says the call rests on little of the cell. A model that averages over turned "
+    "copies of each cell shows the upright copy's map.",
 )  # fmt: skip
 method = controls.selectbox(
     "Method", heatmaps.methods() or tuple(heatmaps.METHOD_NAMES), key="gradcam_method",

@@ -135,6 +135,8 @@ def test_html_embeds_flagged_cell_images(record: CaseRecord):
     np.testing.assert_array_equal(embedded[0], pixels(0))  # cell (0, 1): the crop ...
     np.testing.assert_array_equal(embedded[1], pixels(250))  # ... and its overlay beside it
     np.testing.assert_array_equal(embedded[2], pixels(1))
+    # how to read a map, said where there is one (a walk read warmth on the black as the cell's)
+    assert "Warmth on the black around a cell is not part of the cell" in page
     assert "model: normal → reviewer: blast" in page
     # by final label, blasts first (a walkthrough found the one relabelled blast as card 8 of 10)
     assert page.index("<h3>Blast (5)</h3>") < page.index("<h3>Uncertain (1)</h3>")
