@@ -185,9 +185,14 @@ def _model_vs_reviewer(record: CaseRecord) -> str:
     rows.append(("Blast %", _percent(model_count), _percent(reviewed)))
     rows.append(("95% CI", _interval(model_count), _interval(reviewed)))
     n_changed = sum(c.changed_by_reviewer for c in record.cells)
+    made = sum(bool(c.origin) for c in record.cells)
+    made_words = (f" {made} {'cell was' if made == 1 else 'cells were'} made by the reviewer's "
+                  "splits or merges and labelled by the reviewer (the model's column shows them "
+                  "as uncertain)." if made else "")  # fmt: skip
     return (
         "<h2>Model versus reviewer</h2>"
-        f"<p>{n_changed} of {len(record.cells)} cells were relabelled by the reviewer.</p>"
+        f"<p>{n_changed} of {len(record.cells) - made} cells the model labelled were relabelled "
+        f"by the reviewer.{made_words}</p>"
         + _table(("Label", "Model", "Reviewer"), rows, {1, 2}, css="keep")
     )
 

@@ -23,8 +23,10 @@ _e = html_text
 
 
 def flagged_cells(record: CaseRecord) -> tuple[Cell, ...]:
-    """Cells a reader should see: labelled blast or uncertain, or relabelled by the reviewer."""
-    return tuple(c for c in record.cells if c.label in _FLAGGED_LABELS or c.changed_by_reviewer)
+    """Cells a reader should see: labelled blast or uncertain, relabelled by the reviewer, or
+    made by the reviewer's split or merge."""
+    return tuple(c for c in record.cells
+                 if c.label in _FLAGGED_LABELS or c.changed_by_reviewer or c.origin)  # fmt: skip
 
 
 def _data_uri(png: bytes) -> str:

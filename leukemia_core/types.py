@@ -232,8 +232,10 @@ class Cell:
 
     @property
     def changed_by_reviewer(self) -> bool:
-        """True when the current label differs from the model's."""
-        return self.label != self.model_label
+        """True when the current label differs from the model's own call. A cell a reviewer
+        made by a split or merge (:attr:`origin`) waits as uncertain by rule, not by the model:
+        labelling it is no disagreement with the model (False)."""
+        return self.label != self.model_label and not self.origin
 
     @property
     def nucleus_cytoplasm_ratio(self) -> float:

@@ -113,7 +113,7 @@ def test_html_counts_match_count_blasts(record: CaseRecord):
     assert sample.hint and sample.hint in page
     # model said 4 of 20
     assert ci_text(4, 20) in page
-    assert "1 of 22 cells were relabelled by the reviewer" in page
+    assert "1 of 22 cells the model labelled were relabelled by the reviewer." in page
 
 
 def test_html_embeds_flagged_cell_images(record: CaseRecord):

@@ -10,6 +10,7 @@ from leukemia_core.accounts import Role, User
 from leukemia_core.errors import PossibleClumpError
 from leukemia_core.io import read_image
 from leukemia_core.pipeline import analyze
+from leukemia_core.report import case_report_html
 from leukemia_core.reshape import ReshapeError, merge_masks, split_masks
 from leukemia_core.review import Review
 from leukemia_core.store import CaseStore
@@ -207,6 +208,14 @@ def test_the_cells_a_split_and_a_merge_make_keep_their_heatmap_overlay_in_the_re
         np.testing.assert_array_equal(replaced[piece.key].overlay, 255 - replaced[piece.key].crop)
     untouched = next(c for c in review.cells if not c.origin)
     assert stored[untouched.key].overlay is None  # saved without heatmaps: none made up
+    # Labelling a reviewer-made cell is no disagreement with the model (a walk saw every split
+    # counted as "model: uncertain -> reviewer: blast" in the report's agreement figures).
+    review.relabel(store, *merged.key, "blast", user=ANA)
+    assert not review.cell(*merged.key).changed_by_reviewer and review.n_changed == 0
+    page = case_report_html(store.load_case(review.case_id))
+    assert f"0 of {len(review.cells) - 1} cells the model labelled were relabelled" in page
+    assert "1 cell was made by the reviewer's splits or merges" in page
+    assert "made by the reviewer (merge of" in page and "model: uncertain →" not in page
 
 
 @pytest.mark.data
