@@ -47,7 +47,10 @@ class ReviewSignoff:
             if user.can(Permission.REVIEW):
                 return f"Your account ({user.name}) may review but not sign: a signer signs."
             return f"Your account ({user.name}) may look at this case but not review or sign it."
-        frozen = "confirms that you reviewed every cell; the record is then frozen"
+        # The cells may have been reviewed by another account (a technician): the signer
+        # answers for the result, not for having labelled each cell.
+        frozen = ("confirms that every cell has been reviewed and that you checked the result; "
+                  "the record is then frozen")  # fmt: skip
         if self.first_signed_by == user.name:
             return "You signed first: the record is frozen when another signer signs too."
         if self.first_signed_by:

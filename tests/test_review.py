@@ -439,6 +439,11 @@ def test_a_change_after_the_first_signature_withdraws_it(session, store, monkeyp
     assert not session.sign(store, user=signer)
     assert session.what_signing_does(signer).startswith("You signed first")
     assert session.what_signing_does(second).startswith("Signing as R. Two, the second signer")
+    # the cells may be a technician's work: the signer answers for the result (a walk read
+    # "confirms that you reviewed every cell" as a signer who had reviewed none)
+    assert "every cell has been reviewed and that you checked the result" in (
+        session.what_signing_does(second)
+    )
     assert "may review but not sign" in session.what_signing_does(account("T", ("reviewer",)))
     assert "not review or sign" in session.what_signing_does(account("V", ("model_admin",)))
     cell = next(c for c in session.cells if c.label == CellLabel.BLAST)
