@@ -14,7 +14,7 @@ from leukemia_core.store import DATABASE_ENV_VAR, default_database_path
 from leukemia_core.store_rows import minute_text
 from ui import auth, state
 from ui.common import interval_text, percent_text, show_flashes
-from ui.record import current_record, reopen_reason, save_form, status_line
+from ui.record import REOPEN_NEEDS_SIGNER, current_record, reopen_reason, save_form, status_line
 
 account = auth.require(Permission.ANALYZE)
 st.title("Case record")
@@ -93,7 +93,8 @@ if record.is_signed:
         # Enabled before a reason is typed: a box's text reaches the page when the box loses
         # focus, and the first click would otherwise land on a disabled button.
         if st.button("Reopen as a new version", key="reopen", icon=":material/edit_document:",
-                     disabled=not may_sign):  # fmt: skip
+                     disabled=not may_sign,
+                     help=None if may_sign else REOPEN_NEEDS_SIGNER):  # fmt: skip
             try:
                 state.reopen(session, reason)
                 st.rerun()

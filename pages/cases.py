@@ -9,7 +9,7 @@ from leukemia_core.accounts import Permission
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.store_rows import minute_text
 from ui import auth, state
-from ui.record import reopen_reason
+from ui.record import REOPEN_NEEDS_SIGNER, reopen_reason
 
 OPENED_KEY = "cases_opened"  # (message, case id) of an Open or Reopen, for the next run
 
@@ -106,7 +106,7 @@ if can_reopen and right.button(
     key="reopen_case",
     icon=":material/edit_document:",
     disabled=not may_sign,
-    help=None if may_sign else "Reopening a signed case needs the signer role.",
+    help=None if may_sign else REOPEN_NEEDS_SIGNER,
 ):
     try:
         session = state.open_case(chosen.case_id)

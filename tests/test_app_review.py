@@ -251,6 +251,7 @@ def test_case_list_finds_opens_and_reopens_earlier_cases(db, demo_png):
     tech = go(start("T. Tech", roles=("reviewer",)), "cases")
     tech.selectbox(key="case_pick").set_value(alpha.case_id).run()
     assert tech.button(key="reopen_case").disabled
+    assert "needs the signer role: ask a signer" in tech.button(key="reopen_case").help
     assert "reopen_case_reason" not in [w.key for w in tech.text_input]
     at.text_input(key="reopen_case_reason").input("the patient id was wrong").run()
     at.button(key="reopen_case").click().run()

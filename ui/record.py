@@ -115,6 +115,12 @@ def _save(session: Review, sample_id: str) -> None:
     st.rerun()
 
 
+REOPEN_NEEDS_SIGNER = (
+    "Reopening a signed case needs the signer role: ask a signer, or an account administrator "
+    "for the role."
+)
+
+
 def reopen_reason(key: str, container=st) -> str:
     """The reason for reopening a signed case (kept in the new version's audit trail)."""
     return container.text_input("Why reopen it? (kept in the audit trail)", key=key,
