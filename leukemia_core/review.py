@@ -224,6 +224,7 @@ class Review(ReviewTallies, ReviewReshape, ReviewSignoff):
             self.sample_id if sample_id is None else sample_id, self.fields, cells,
             model_name=self.analysis.model_name, model_checksum=self.model_checksum,
             thresholds=self.thresholds(), created_by=user.name, domain=self.domain,
+            left_out=[f.message for f in self.analysis.failures],
         )  # fmt: skip
         self._cells = {c.key: c for c in cells}
         self.case_id = case_id

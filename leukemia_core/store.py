@@ -245,8 +245,11 @@ class CaseStore(CaseEdits, CaseReads, CaseSignoff, CaseReshape):
         thresholds: dict[str, Any],
         created_by: str,
         domain: DomainAssessment | None = None,
+        left_out: Sequence[str] = (),
     ) -> str:
-        """Stores a new case (version 1) in one transaction: all of it or nothing.
+        """Stores a new case (version 1) in one transaction: all of it or nothing; ``left_out``
+        (why each image of the upload was not analysed: a repeat, unreadable) goes into the
+        "created" audit row, so the record says what the sample did not include.
 
         Fields are stored in the given order (their position is their index); each cell is
         stored as it is (model label, current label, reviewed flag, outline, crop, ...).
@@ -305,5 +308,7 @@ class CaseStore(CaseEdits, CaseReads, CaseSignoff, CaseReshape):
             n_cells, n_fields = len(seen), len(fields)
             note = (f"{n_cells} cell{'s' * (n_cells != 1)} in {n_fields} field"
                     f"{'s' * (n_fields != 1)} labelled by {model_name}")  # fmt: skip
+            if left_out:
+                note += "; left out of the upload: " + " ".join(left_out)
             audit(conn, stored, "created", created_by, note)
         return case_id

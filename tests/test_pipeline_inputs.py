@@ -32,6 +32,23 @@ def test_the_same_picture_twice_in_a_sample_is_analysed_once(field):
     assert len(analysis.cells) == 2 * len(once.cells)  # the mirrored field is another picture
 
 
+def test_the_case_record_says_which_uploaded_image_was_left_out(field, tmp_path):
+    """A walk saw the "same field" message on the Analyze page and nowhere after: the case
+    record and its report did not say that the upload held a second file."""
+    from leukemia_core.accounts import Role, User
+    from leukemia_core.review import Review
+    from leukemia_core.store import CaseStore
+
+    analysis = analyze([field, field.copy()], None, names=["a.jpg", "a-export.png"])
+    store = CaseStore(tmp_path / "cases.sqlite3")
+    review = Review(analysis, sample_id="S-1")
+    review.save(store, user=User("Dr. A", frozenset({Role.REVIEWER})))
+    (created,) = [a for a in store.load_case(review.case_id).audit if a.action == "created"]
+    assert "left out of the upload: 'a-export.png' shows the same field as 'a.jpg'" in (
+        created.note
+    )
+
+
 @pytest.mark.parametrize(
     ("images", "names", "words"),
     [
