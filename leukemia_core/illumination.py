@@ -33,14 +33,27 @@ _GLASS_PERCENTILE = 95
 _NO_GLASS = 0.93  # a block this far below the fit holds no glass (cells cover it): refitted without
 
 
-def even_field(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+SURROUND_NOTE = (
+    "a dark surround (an eyepiece's or a camera adapter's round field stop) was "
+    "left out of the measures; cells it cuts are border cells, not counted"
+)
+EVENED_NOTE = (
+    "the light falls off towards the edges of this field (vignetting): it was "
+    "evened for finding cells; the crops keep the picture's own pixels"
+)
+
+
+def even_field(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...]]:
     """``(the field with its black surround painted as glass and its light evened, the surround
-    or None)``: what segmentation and the quality checks measure (crops keep the pixels)."""
+    or None, notes saying what was done)``: what segmentation and the quality checks measure
+    (crops keep the pixels)."""
     image, outside = without_surround(image)
+    notes = () if outside is None else (SURROUND_NOTE,)
     gain = _light_falloff(image)
     if gain is not None:
         image = np.clip(image.astype(np.float32) / gain[..., None], 0, 255).astype(np.uint8)
-    return image, outside
+        notes += (EVENED_NOTE,)
+    return image, outside, notes
 
 
 def _light_falloff(image: np.ndarray) -> np.ndarray | None:

@@ -91,7 +91,7 @@ def check_field(
     image: np.ndarray, segmentation: Segmentation, limits: QualityLimits = DEFAULT_LIMITS
 ) -> tuple[QualityWarning, ...]:
     """Every check that fails on one segmented field (empty when the field looks fit)."""
-    image, _ = even_field(image)  # measured as the segmentation measured it
+    image, _, _ = even_field(image)  # measured as the segmentation measured it
     diameter = segmentation.red_cell_diameter_px
     if diameter <= 0:  # heavy blur, a blank slide or no smear at all: nothing to measure by
         return (QualityWarning(NO_RED_CELLS, 0.0, 0.0,

@@ -153,7 +153,7 @@ def segment_wbc(image: np.ndarray, params: SegmentationParams | None = None) -> 
     """
     params = params or DEFAULT_PARAMS
     check_rgb(image, "segment_wbc")
-    image, outside = even_field(image)  # an eyepiece's black corners are not cells
+    image, outside, light_notes = even_field(image)  # an eyepiece's black corners: no cells
     stain, image, red_cells = _stain_and_scale(image, params)
     diameter, low_diameter = red_cells.diameter, red_cells.low_diameter
     if diameter is None:
@@ -201,9 +201,9 @@ def segment_wbc(image: np.ndarray, params: SegmentationParams | None = None) -> 
     )
     if outside is not None:  # a cell the field stop cuts is a border cell
         border = tuple(sorted({*border, *cut_by_surround(cells, outside, params.border_margin_px)}))
-    notes = ()
+    notes = light_notes
     if cells.max() == 0:
-        notes = (
+        notes += (
             "No white blood cells found. Check that this is a Romanowsky-stained (Wright, Giemsa, "
             "May-Grunwald) blood smear field with visible white cells.",
         )

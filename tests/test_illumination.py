@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from leukemia_core.illumination import MAX_FALLOFF, dark_surround, even_field
+from leukemia_core.illumination import (
+    EVENED_NOTE,
+    MAX_FALLOFF,
+    SURROUND_NOTE,
+    dark_surround,
+    even_field,
+)
 from leukemia_core.io import read_image
 from leukemia_core.quality import check_field
 from leukemia_core.segmentation import segment_wbc
@@ -54,6 +60,7 @@ def _check_field_through_a_stop(rgb: np.ndarray, black_share: float) -> None:
     for k in set(np.unique(after.cell_labels)) - {0}:
         if ((after.cell_labels == k) & ~inside).any():
             assert k in after.border_cell_ids
+    assert SURROUND_NOTE in after.notes and SURROUND_NOTE not in before.notes
     assert {w.check for w in check_field(framed, after)} <= {
         w.check for w in check_field(rgb, before)
     }
@@ -128,10 +135,11 @@ def test_a_crowded_field_whose_light_falls_off_keeps_its_red_cell_scale(name, co
 def test_an_evenly_lit_field_is_measured_as_it_is():
     """The development fields' glass falls off to 0.78-0.93: left alone, so their figures hold."""
     rgb = np.asarray(Image.open(SAMPLES / "fields" / "BloodImage_00000.jpg").convert("RGB"))
-    evened, outside = even_field(rgb)
-    assert evened is rgb and outside is None
+    evened, outside, notes = even_field(rgb)
+    assert evened is rgb and outside is None and notes == ()
     dim = _vignetted(rgb, MAX_FALLOFF - 0.15)
-    lit, _ = even_field(dim)
+    lit, _, notes = even_field(dim)
+    assert notes == (EVENED_NOTE,)  # the field's notes say what was done
 
     def glass(image, rows, cols):  # the brightest pixels of a patch: its glass
         return np.percentile(image[rows, cols].max(axis=2), 95)
