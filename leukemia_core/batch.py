@@ -375,7 +375,7 @@ def _remove_stale_image_files(out: Path, current: set[str]) -> None:
 
 def _unreviewed_count(labels: list[CellLabel], single_cells: bool) -> BlastCount:
     """The set's count by the model's labels: no person has reviewed any cell yet, so the
-    reading says "Before review of N cells" (border cells are never counted nor reviewed)."""
+    reading says "With N cells still to review" (border cells are never counted nor reviewed)."""
     waiting = sum(label not in NO_REVIEW_LABELS for label in labels)
     return summarize_labels(labels, n_unreviewed=waiting, single_cells=single_cells)
 

@@ -144,8 +144,8 @@ def count_blasts(
         n_excluded: Cells left out of the denominator (border, not a white cell, excluded).
         n_uncertain: Cells awaiting review; they are added to ``n_excluded`` of the result and
             named in the hint, never counted silently.
-        n_unreviewed: Cells no person has reviewed yet: the reading starts "Before review of
-            N cells", so the model's threshold reading never reads as a reviewed result.
+        n_unreviewed: Cells no person has reviewed yet: the reading starts "With N cells still
+            to review", so the model's threshold reading never reads as a reviewed result.
         single_cells: The cells are single-cell images picked by hand, not every cell of
             smear fields: their percentage is not a differential, so the reading gives no
             threshold and the hint asks for no more cells.
@@ -217,7 +217,8 @@ def count_blasts(
 def _before_review(n_unreviewed: int) -> str:
     if n_unreviewed <= 0:
         return ""
-    return f"Before review of {n_unreviewed} cell{'s' * (n_unreviewed != 1)}: "
+    # "Before review of 9 cells" read to a lab as 9 cells reviewed: say they are waiting.
+    return f"With {n_unreviewed} cell{'s' * (n_unreviewed != 1)} still to review: "
 
 
 def _crops_reading(percent: float, n_blasts: int, n_counted: int) -> str:
@@ -273,8 +274,8 @@ def summarize_labels(
 def count_cells(
     cells: Iterable[Cell], *, single_cells: bool = False, model: bool = False
 ) -> BlastCount:
-    """The count of these cells by their current labels, its reading saying "Before review"
-    while any waits for a person; ``model=True``: by the model's calls, as made.
+    """The count of these cells by their current labels, its reading saying "With N cells still
+    to review" while any waits for a person; ``model=True``: by the model's calls, as made.
 
     The one home of that rule for the review workflow and the case record.
     """

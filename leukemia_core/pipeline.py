@@ -94,7 +94,7 @@ class Analysis:
 
     def count(self, field_index: int | None = None) -> BlastCount:
         """Blast count of one field or (None) the whole sample, from the cells' labels; its
-        reading says "Before review of N cells" while any awaits a person, as the app's."""
+        reading says "With N cells still to review" while any awaits a person, as the app's."""
         cells = self.cells if field_index is None else self.field_cells(field_index)
         return count_cells(cells, single_cells=self.mode == MODE_CELLS)
 

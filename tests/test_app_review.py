@@ -325,7 +325,7 @@ def test_a_long_queue_is_paged_and_single_cells_need_no_model(db, monkeypatch):
     relabel(at, relabel_keys(at)[3], "normal")
     go(at, "analyze")
     shown = " ".join(m.value for m in at.markdown) + " ".join(w.value for w in at.warning)
-    assert "Before review of 41 cells: 3 of 4 single-cell images counted are blasts" in shown
+    assert "With 41 cells still to review: 3 of 4 single-cell images counted are blasts" in shown
     assert "WHO" not in shown and "add fields" not in shown
 
 

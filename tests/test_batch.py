@@ -110,7 +110,7 @@ def test_single_cells_are_checked_for_domain_as_one_set_like_the_app(tmp_path, s
     if labels[0] == "blast":  # hand-picked cells: the set's reading is the app's, no threshold
         reading = summary["count"]["interpretation"]
         assert reading == app.count().interpretation
-        assert reading.startswith("Before review of 3 cells: 3 of 3 single-cell images counted")
+        assert reading.startswith("With 3 cells still to review: 3 of 3 single-cell images counted")
         assert "WHO" not in reading and summary["count"]["hint"] is None
 
 
@@ -156,7 +156,7 @@ def test_the_printed_result_is_on_stdout_says_it_is_before_review_and_asks_for_m
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     count = summary["count"]
     assert count["n_counted"] > 0 and count["hint"]  # a few cells: the hint asks for more
-    assert count["interpretation"].startswith(f"Before review of {summary['cells_found']} cell")
+    assert count["interpretation"].startswith(f"With {summary['cells_found']} cell")
     assert count["interpretation"] in result and count["hint"] in result
     assert result.startswith("1 image analysed with") and "Research use only." in result
     assert "Only 1 white cell was counted" in result and "1 white cells" not in result

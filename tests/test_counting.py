@@ -281,11 +281,11 @@ def test_the_reading_says_before_review_while_cells_wait_for_a_person():
     labels = ["blast"] * 20 + ["normal"] * 1
     reviewed = summarize_labels(labels)
     waiting = summarize_labels(labels, n_unreviewed=24)
-    assert waiting.interpretation == f"Before review of 24 cells: {reviewed.interpretation}"
+    assert waiting.interpretation == f"With 24 cells still to review: {reviewed.interpretation}"
     assert "the WHO uses for acute leukemia" in waiting.interpretation  # the numbers stay
     assert (waiting.percent, waiting.hint) == (reviewed.percent, reviewed.hint)
     one = summarize_labels(labels, n_unreviewed=1).interpretation
-    assert one.startswith("Before review of 1 cell: ")
+    assert one.startswith("With 1 cell still to review: ")
 
 
 def test_hand_picked_single_cells_get_no_threshold_and_no_call_for_more_fields():
