@@ -79,6 +79,7 @@ def cells_section(record: CaseRecord, limit: int) -> str:
         else ""
     )
     return (
-        "<h2>Flagged cells</h2><p>Cells labelled blast or uncertain, or relabelled by the "
-        f"reviewer (dashed frame): {len(flagged)}, by their final label.{more}{maps}</p>" + sections
+        "<h2>Flagged cells</h2><p>Cells labelled blast or uncertain, relabelled by the reviewer "
+        "(dashed frame), or made by the reviewer's split or merge: "
+        f"{len(flagged)}, by their final label.{more}{maps}</p>" + sections
     )

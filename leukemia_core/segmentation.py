@@ -166,7 +166,7 @@ def segment_wbc(image: np.ndarray, params: SegmentationParams | None = None) -> 
             "images of one cell each, analyse them as single cells ('Single cells' on the Analyze "
             "page, --single-cells on the command line)."
         )
-        return Segmentation(empty, empty.copy(), 0.0, 1.0, (), (note,), stain)
+        return Segmentation(empty, empty.copy(), 0.0, 1.0, (), (*light_notes, note), stain)
     scale = min(1.0, params.working_red_cell_diameter / diameter)
     small = resize(image, scale)
     d_small = diameter * scale
