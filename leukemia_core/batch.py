@@ -76,9 +76,10 @@ class ImageResult:
         failure: Why it could not be analysed (None when it was).
         failed_as: How the failure names the image: its path when it could not be read, else
             its name.
-        repeat_of: The input it repeats, byte for byte (then it is not analysed) or pixel for
-            pixel (then its cells are left out when the outputs are written): not a failure
-            either, its cells are counted once, under that input.
+        repeat_of: The input it repeats, byte for byte (then it is not analysed) or as the
+            same field in another file (:func:`~leukemia_core.fingerprints.same_field`: then its
+            cells are left out when the outputs are written): not a failure either, its cells
+            are counted once, under that input.
         field_signature: :func:`~leukemia_core.fingerprints.field_signature` of the decoded
             image (a small view: one field in two files is counted once).
         reused: Taken from an earlier run into the same folder (not stored in the part).
@@ -350,8 +351,10 @@ def _without_repeated_fields(results: Sequence[ImageResult]) -> list[ImageResult
     seen, kept = [], []
     for result in results:
         signature = result.field_signature if result.failure is None else ""
-        first = next((f for f, other in seen if same_field(
-            signature, other, exact=result.single_cells)), None) if signature else None  # fmt: skip
+        first = None
+        if signature:
+            first = next((file for file, other in seen
+                          if same_field(signature, other, exact=result.single_cells)), None)  # fmt: skip
         if first is not None:
             why = (f"the same field as {first} (saved again, at another quality or size?): "
                    "counted once, so its cells are not counted twice")  # fmt: skip

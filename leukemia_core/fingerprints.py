@@ -84,10 +84,15 @@ def same_field(first: str, second: str, *, exact: bool = False) -> bool:
     """Whether two :func:`field_signature` values show one picture (saved twice, re-encoded or
     resized): the same aspect, and views within :data:`SAME_FIELD_MAX_DIFFERENCE`, or equal
     views with ``exact`` (single cells: two cut-out cells on black can differ by 1.5 only)."""
-    (aspect_a, view_a), (aspect_b, view_b) = first.split(":", 1), second.split(":", 1)
-    if abs(float(aspect_a) - float(aspect_b)) > 0.01 * float(aspect_a):
+    (aspect_a, a), (aspect_b, b) = _decoded(first), _decoded(second)
+    if abs(aspect_a - aspect_b) > 0.01 * aspect_a:
         return False
-    a = np.frombuffer(base64.b64decode(view_a), np.uint8).astype(np.float32)
-    b = np.frombuffer(base64.b64decode(view_b), np.uint8).astype(np.float32)
     limit = 1e-6 if exact else SAME_FIELD_MAX_DIFFERENCE
     return a.shape == b.shape and float(np.abs(a - b).mean()) < limit
+
+
+@lru_cache(maxsize=4096)
+def _decoded(signature: str) -> tuple[float, np.ndarray]:
+    """A signature's aspect and view, decoded once: a batch compares each with every other."""
+    aspect, view = signature.split(":", 1)
+    return float(aspect), np.frombuffer(base64.b64decode(view), np.uint8).astype(np.float32)

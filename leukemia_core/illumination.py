@@ -123,9 +123,8 @@ def _surround(image: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """``(the surround at full size, the glass colour of the rest)``, found on a small view."""
     height, width = image.shape[:2]
     rim = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
-    if not (
-        rim.max(axis=1) < SURROUND_MAX_LEVEL
-    ).any():  # the usual field: nothing dark at its edge
+    dark_rim = rim.max(axis=1) < SURROUND_MAX_LEVEL
+    if not dark_rim.any():  # the usual field: nothing dark at its edge
         return None
     step = max(1, round(max(height, width) / _FIND_SIDE))
     small = np.ascontiguousarray(image[::step, ::step])

@@ -118,7 +118,8 @@ def renamed_note(path: Path, stem: str) -> str | None:
     """What to tell the user when ``path``'s outputs are named ``stem`` (None: its own stem)."""
     if stem == path.stem:
         return None
-    if stem.startswith(short_stem(path.stem)) and short_stem(path.stem) != path.stem:
+    short = short_stem(path.stem)
+    if stem.startswith(short) and short != path.stem:
         why = ("is not UTF-8 text (its odd bytes are written as ?)"
                if printable(path.stem) != path.stem
                else "is too long for its outputs' file names")  # fmt: skip

@@ -251,11 +251,11 @@ def adapt_command(args: argparse.Namespace) -> int:
             store = CaseStore(args.reviewed_cases or None)
             table = export_reviewed_cases(store, Path(tmp) / "reviewed_cases")
             words = f"signed cases of {store.path}"
+            for note in table.notes:
+                print(f"note: {note}", file=sys.stderr)
         else:
-            table = load_tables(args.data, args.format)  # each picture once, as compare
+            table = load_tables(args.data, args.format)  # as compare reads them; prints notes
             words = ", ".join(str(d) for d in args.data)
-        for note in table.notes if args.reviewed_cases is not None else ():
-            print(f"note: {note}", file=sys.stderr)
         folder = adapt_model(args.model, table.records, root=args.models_dir, new_name=args.name,
                              user=User.shell(),
                              min_head_cells=args.min_head_cells, seed=args.seed,

@@ -266,9 +266,7 @@ def recalibrate(
     """
     loaded = load_model(name, root)
     folder = loaded.path
-    adapted = (json.loads((folder / "config.json").read_text()).get("training") or {}).get(
-        "adapted"
-    )
+    adapted = loaded.config.training.get("adapted")
     if adapted:  # its calibration is the lab's: the public validation cells would undo it
         raise SplitError(
             f"model {name!r} was adapted to a lab (from {adapted.get('base', 'its base')}); its "

@@ -46,11 +46,16 @@ def _heatmaps(
     model_name: str, checksum: str, sample_digest: str, method: str, _crops: tuple
 ) -> np.ndarray:
     del checksum, sample_digest  # cache key: the crops are identified by the sample digest
+    return _maps(model_name, method, _crops)
+
+
+def _maps(model_name: str, method: str, crops) -> np.ndarray:
+    """Heatmaps of crops by the model, as uint8 0-255 (a quarter of float32's memory)."""
     model = get_classifier(model_name).model
     maps = explain.compute_heatmaps(
-        model, list(_crops), method=method, score_maps=SCORE_MAPS, batch_size=BATCH_SIZE
+        model, list(crops), method=method, score_maps=SCORE_MAPS, batch_size=BATCH_SIZE
     )
-    return np.rint(np.asarray(maps) * 255).astype(np.uint8)  # a quarter of float32's memory
+    return np.rint(np.asarray(maps) * 255).astype(np.uint8)
 
 
 def gallery_heatmaps(session: Review, method: str) -> dict[tuple[int, int], np.ndarray]:
@@ -84,12 +89,10 @@ def record_explainer(session: Review):
 
     def explain_crops(crops: list[np.ndarray]) -> list[np.ndarray | None]:
         try:
-            maps = explain.compute_heatmaps(get_classifier(session.model_name).model, crops,
-                                            method=method, score_maps=SCORE_MAPS)  # fmt: skip
+            maps = _maps(session.model_name, method, crops)
         except LeukemiaCoreError:
             return [None] * len(crops)
-        return [np.asarray(explain.overlay_heatmap(c, m, opacity=opacity))
-                for c, m in zip(crops, maps, strict=True)]  # fmt: skip
+        return [overlay(c, m, opacity) for c, m in zip(crops, maps, strict=True)]
 
     return explain_crops
 

@@ -19,7 +19,7 @@ import time
 import keras
 import numpy as np
 
-from leukemia_core.calibration import BLAST_INDEX
+from leukemia_core.calibration import BLAST_INDEX, blast_probability
 from leukemia_core.models.architectures import build_classifier
 from train.batches import balancing_strata
 from train.evaluate.metrics import auroc, sensitivity_at_specificity
@@ -36,9 +36,8 @@ from train.head import fit_cached
 
 
 def figures(model: keras.Model, images: np.ndarray, labels: np.ndarray, config) -> dict:
-    """AUROC, sensitivity at 90% specificity and specificity at p = 0.5 (softmax of logits)."""
-    logits = predict_logits(model, images, config)
-    p = np.exp(logits[:, BLAST_INDEX]) / np.exp(logits).sum(axis=1)
+    """AUROC, sensitivity at 90% specificity and specificity at p = 0.5 (uncalibrated)."""
+    p = blast_probability(predict_logits(model, images, config))
     is_blast = labels == BLAST_INDEX
     normal = ~is_blast
     return {
