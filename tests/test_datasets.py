@@ -512,6 +512,30 @@ def test_export_takes_signed_cases_only(tmp_path, reviewed):
     assert summarize(table)["per_group"] == {"S-1": 3}
 
 
+def test_export_calls_a_split_piece_redrawn_not_confirmed(tmp_path):
+    """A cell a reviewer's split made was never called by the model: its label is neither a
+    confirmation nor a correction of the model."""
+    store = CaseStore(tmp_path / "cases.sqlite3")
+    case_id = add_case(store, "S-1", ["blast", "normal"])
+    pieces = [
+        Cell(cell_id, (0, 0, 6, 6), (3.0, 3.0), crop=crop(value), blast_probability=0.7,
+             model_label="uncertain", origin="split of 1")
+        for cell_id, value in ((3, 70), (4, 80))
+    ]  # fmt: skip
+    store.reshape_cells(case_id, retire=[(0, 1)], add=pieces, reviewer="Dr. A", action="split",
+                        note="cell 1 split in two")  # fmt: skip
+    store.relabel_cell(case_id, 0, 3, "blast", reviewer="Dr. A")
+    store.relabel_cell(case_id, 0, 4, "normal", reviewer="Dr. A")
+    store.relabel_cell(case_id, 0, 2, "blast", reviewer="Dr. A")
+    store.sign_case(case_id, reviewer="Dr. A")
+    table = export_reviewed_cases(store, tmp_path / "reviewed")
+    assert sorted((r.path.name, r.label, r.cell_type) for r in table) == [
+        (f"{case_id}_f0_c2.png", "blast", "corrected"),
+        (f"{case_id}_f0_c3.png", "blast", "redrawn"),
+        (f"{case_id}_f0_c4.png", "normal", "redrawn"),
+    ]
+
+
 def test_two_smears_of_one_patient_are_one_group_named_without_the_patient_id(tmp_path):
     store = CaseStore(tmp_path / "cases.sqlite3")
     for sample in ("HEM-24-0101", "HEM-24-0188", "HEM-24-0200"):

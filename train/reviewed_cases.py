@@ -43,8 +43,8 @@ def export_reviewed_cases(store: CaseStore, out_dir: Path) -> CellTable:
     row of ``out_dir/manifest.csv`` (columns :data:`MANIFEST_COLUMNS`): group = the patient
     (:func:`case_group`: one patient's smears stay on one side of a split), source
     ``"reviewed_cases"``, subset = case id,
-    cell_type ``"corrected"`` where the reviewer changed the model's label, else
-    ``"confirmed"``. Everything is written to a temporary folder and renamed into place; an
+    cell_type ``"corrected"`` where the reviewer changed the model's label, ``"redrawn"`` for a
+    cell a reviewer's split or merge made (the model never called it), else ``"confirmed"``. Everything is written to a temporary folder and renamed into place; an
     earlier export in ``out_dir`` is replaced.
 
     Raises:
@@ -70,7 +70,8 @@ def export_reviewed_cases(store: CaseStore, out_dir: Path) -> CellTable:
                 relative = f"cells/{case.case_id}_f{cell.field_index}_c{cell.cell_id}.png"
                 (tmp / relative).parent.mkdir(exist_ok=True)
                 (tmp / relative).write_bytes(png_bytes(cell.crop))
-                kind = "corrected" if cell.changed_by_reviewer else "confirmed"
+                kind = ("redrawn" if cell.origin
+                        else "corrected" if cell.changed_by_reviewer else "confirmed")  # fmt: skip
                 rows.append((relative, cell.label, case_group(case), case.case_id, kind))
         if not rows:
             corrected = (f" ({being_corrected} more case(s) had a signed version but were reopened "
