@@ -38,7 +38,12 @@ CSV_COLUMNS = (
     "field_number",
     "reviewed",
     "origin",
+    "superseded_by_version",
+    "record_altered",
+    "research_use",
 )
+
+RESEARCH_USE_CELL = "research use only; not for diagnosis"
 
 
 def cells_csv(record: CaseRecord) -> bytes:
@@ -51,7 +56,11 @@ def cells_csv(record: CaseRecord) -> bytes:
     ``label`` is the model's call), empty for a cell cut by the border, which is never counted
     and needs no review; ``changed_by_reviewer`` is ``true`` when the current label
     differs from the model's; ``origin`` names the reviewer's split or merge that made the cell
-    (``split of 6``, ``merge of 3+4``), empty for a cell of the segmentation. An empty
+    (``split of 6``, ``merge of 3+4``), empty for a cell of the segmentation.
+    ``superseded_by_version`` names the version a signed case was reopened as (its counts, not
+    these, are the current result; empty while this version is current); ``record_altered`` is
+    ``true`` when the audit hash chain found the record changed outside the app (do not rely
+    on it); ``research_use`` repeats on every row that the file is not for diagnosis. An empty
     ``blast_probability`` means the cell was not classified,
     an empty ``domain_score`` that no out-of-domain check was made. Sample ids and field names
     starting with ``=``, ``+``, ``-`` or ``@`` get a leading apostrophe so that spreadsheets do
@@ -59,6 +68,8 @@ def cells_csv(record: CaseRecord) -> bytes:
     """
     names = {f.index: f.name for f in record.fields}
     warned = {f.index: "; ".join(w.check for w in f.quality) for f in record.fields}
+    superseded = "" if record.superseded_by is None else record.superseded_by.version
+    altered = "true" if record.altered else "false"
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer)
     writer.writerow(CSV_COLUMNS)
@@ -83,6 +94,9 @@ def cells_csv(record: CaseRecord) -> bytes:
                 c.field_index + 1,
                 "" if c.label == CellLabel.BORDER else ("true" if c.reviewed else "false"),
                 c.origin,
+                superseded,
+                altered,
+                RESEARCH_USE_CELL,
             ]
         )
     return buffer.getvalue().encode("utf-8")
@@ -96,6 +110,9 @@ def case_json(record: CaseRecord) -> str:
 
     ``domain`` (sample) and each field's ``domain`` hold the out-of-domain assessment (score,
     limit, warned, n_cells, statistic, message) or null; each cell has its ``domain_score``.
+    ``superseded_by`` is the version a signed case was reopened as (case_id, version,
+    created_at, created_by; null while this one is current); ``altered`` lists what the audit
+    hash chain found changed outside the app (empty: intact).
     """
     cells: list[dict[str, Any]] = []
     for c in record.cells:
@@ -131,6 +148,13 @@ def case_json(record: CaseRecord) -> str:
                 "first_signed_at",
             )
         },
+        "superseded_by": None
+        if record.superseded_by is None
+        else {
+            k: getattr(record.superseded_by, k)
+            for k in ("case_id", "version", "created_at", "created_by")
+        },
+        "altered": list(record.altered),
         "domain": None if record.domain is None else record.domain.to_dict(),
         "counts": asdict(record.counts()),
         "model_counts": asdict(record.model_counts()),

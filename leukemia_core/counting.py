@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 
-from leukemia_core.types import BlastCount, Cell, CellLabel
+from leukemia_core.types import NO_REVIEW_LABELS, BlastCount, Cell, CellLabel
 from leukemia_core.wilson import as_count, cells_needed, straddles, wilson_interval
 
 INVESTIGATE_PERCENT = 5.0
@@ -28,13 +28,25 @@ WHO_ACUTE_LEUKEMIA_PERCENT = 20.0
 
 THRESHOLDS_PERCENT = (INVESTIGATE_PERCENT, WHO_ACUTE_LEUKEMIA_PERCENT)
 
+
+def percent_figure(percent: float, thresholds: Iterable[float] = THRESHOLDS_PERCENT) -> str:
+    """``percent`` to one decimal, or to as many more as keep it on its side of every threshold:
+    10 of 201 cells (4.975%) reads "4.98", never "5.0" beside "under 5%"."""
+    thresholds = tuple(thresholds)
+    for decimals in (1, 2, 3):
+        text = f"{percent:.{decimals}f}"
+        if all((float(text) >= t) == (percent >= t) for t in thresholds):
+            return text
+    return f"{percent:.4f}"
+
+
 MANUAL_DIFFERENTIAL_CELLS = 100
 """A manual differential counts 100-200 white cells; fewer than this gets a hint."""
 
 
 def _reading(percent: float, n_blasts: int, n_counted: int, high_percent: float) -> str:
     cells = "white cell" if n_counted == 1 else "white cells"
-    count = f"{percent:.1f}% blasts ({n_blasts} of {n_counted} {cells} counted)"
+    count = f"{percent_figure(percent)}% blasts ({n_blasts} of {n_counted} {cells} counted)"
     if percent >= WHO_ACUTE_LEUKEMIA_PERCENT:
         return (
             f"{count}: at or above the {WHO_ACUTE_LEUKEMIA_PERCENT:.0f}% blast threshold the WHO "
@@ -51,7 +63,7 @@ def _reading(percent: float, n_blasts: int, n_counted: int, high_percent: float)
     if high_percent >= INVESTIGATE_PERCENT:  # "below" would reassure more than the count can
         return (
             f"{count}: {found}, but too few cells to rule out the {INVESTIGATE_PERCENT:.0f}% "
-            f"level that calls for investigation (the 95% interval reaches {high_percent:.1f}%)."
+            f"level that calls for investigation (the 95% interval reaches {percent_figure(high_percent)}%)."
             + (" Review the cells marked as blasts." if n_blasts else "")
         )
     if n_blasts == 0:
@@ -93,7 +105,8 @@ def _review_text(n_blasts: int, n_counted: int, n_uncertain: int) -> str:
     if crossed:
         names = " and ".join(f"{t:.0f}%" for t in crossed)
         text += (
-            f" Depending on them the result lies between {lowest:.1f}% and {highest:.1f}%, "
+            f" Depending on them the result lies between {percent_figure(lowest)}% and "
+            f"{percent_figure(highest)}%, "
             f"across the {names} threshold{'s' if len(crossed) > 1 else ''}."
         )
     return text
@@ -108,7 +121,8 @@ def _hint(
         names = " and ".join(f"{t:.0f}%" for t in straddled)
         details = "; ".join(_more_cells_text(n_blasts, n_counted, t) for t in straddled)
         parts.append(
-            f"Count more cells: the 95% interval ({low_percent:.1f}% to {high_percent:.1f}%) "
+            f"Count more cells: the 95% interval ({percent_figure(low_percent)}% to "
+            f"{percent_figure(high_percent)}%) "
             f"spans the {names} threshold{'s' if len(straddled) > 1 else ''}; {details}."
         )
     if n_counted < MANUAL_DIFFERENTIAL_CELLS:
@@ -286,17 +300,20 @@ def count_cells(
                             n_unreviewed=sum(c.awaits_review for c in cells))  # fmt: skip
 
 
-def provisional_text(n_unreviewed: int, n_cells: int) -> str | None:
-    """ "Provisional: ..." while cells wait for a reviewer; None once every cell is reviewed.
-
-    Cells cut by the image border are never counted and need no review.
+def provisional_text(cells: Iterable[Cell]) -> str | None:
+    """ "Provisional: N of M cells ..." while cells wait for a reviewer; None once every cell is
+    reviewed. Cells cut by the image border are never counted and need no review, so they are
+    in neither number.
     """
+    reviewable = [c for c in cells if c.label not in NO_REVIEW_LABELS]
+    n_unreviewed = sum(c.awaits_review for c in reviewable)
     if n_unreviewed <= 0:
         return None
     # "1 of 34 cells has", "2 of 34 cells have", "1 cell has" (of one)
-    cells = f"{n_unreviewed} of {n_cells} cells" if n_cells > 1 else f"{n_unreviewed} cell"
+    n_cells = len(reviewable)
+    cells_text = f"{n_unreviewed} of {n_cells} cells" if n_cells > 1 else f"{n_unreviewed} cell"
     verb = "has" if n_unreviewed == 1 else "have"
     return (
-        f"Provisional: {cells} {verb} not been reviewed yet, so these counts and their reading "
-        "may change."
+        f"Provisional: {cells_text} {verb} not been reviewed yet, so these counts and their "
+        "reading may change."
     )

@@ -15,13 +15,22 @@ from leukemia_core.counting import (
     INVESTIGATE_PERCENT,
     WHO_ACUTE_LEUKEMIA_PERCENT,
     CellLabel,
+    percent_figure,
     provisional_text,
 )
 from leukemia_core.report_cells import cells_section
 from leukemia_core.report_cells import html_text as _e
+from leukemia_core.report_signoff import (
+    altered_box,
+    minute_words,
+    page_css,
+    sign_off_section,
+    signed_and_current,
+    status_words,
+)
 from leukemia_core.report_style import REPORT_CSS
 from leukemia_core.store_rows import minute_text
-from leukemia_core.types import LABEL_WORDS, NO_REVIEW_LABELS, BlastCount
+from leukemia_core.types import LABEL_WORDS, MODE_CELLS, NO_REVIEW_LABELS, BlastCount
 
 RESEARCH_USE_STATEMENT = (
     "Research use only — not for diagnosis. The counts in this report are decision support for "
@@ -32,68 +41,25 @@ RESEARCH_USE_STATEMENT = (
 def _percent(count: BlastCount) -> str:
     if count.percent is None:
         return "—"
-    return f"{count.percent:.1f}%"
+    return f"{percent_figure(count.percent)}%"
 
 
 def _interval(count: BlastCount) -> str:
     if count.ci_low_percent is None or count.ci_high_percent is None:
         return "—"
-    return f"{count.ci_low_percent:.1f}% – {count.ci_high_percent:.1f}%"
-
-
-def _page_css(record: CaseRecord) -> str:
-    """A4 pages whose margins repeat the sample, the version, the sign-off state and the page
-    number, so that any one printed page says whose it is and whether it was signed."""
-    who = f"Sample {record.sample_id}" + (
-        f" · patient {record.patient_id}" if record.patient_id else ""
-    )
-    box = "font: 8.5pt system-ui, sans-serif; color: #333;"
-    state = _status_words(record)
-    colour = "#0b6b2b" if _signed_and_current(record) else "#b00020"
-    return (
-        "@page { size: A4; margin: 17mm 12mm 15mm;"
-        f" @top-left {{ content: {_css_text(who + f' · version {record.version}')}; {box} }}"
-        f" @top-right {{ content: {_css_text(state)}; {box} color: {colour}; font-weight: 700; }}"
-        f" @bottom-left {{ content: {_css_text('Research use only — not for diagnosis')}; {box} }}"
-        f' @bottom-right {{ content: "Page " counter(page) " of " counter(pages); {box} }} }}'
-    )
-
-
-def _css_text(text: str) -> str:
-    """``text`` as a CSS string; every character but letters, digits and spaces is escaped,
-    so nothing typed into a sample id can end the string or the style sheet."""
-    # An escape ends at its one space, which CSS consumes, so a space after it survives.
-    return '"' + "".join(c if c.isalnum() or c == " " else f"\\{ord(c):x} " for c in text) + '"'
-
-
-def _signed_and_current(record: CaseRecord) -> bool:
-    """Signed and not reopened since: the one state the report shows in green."""
-    return record.is_signed and record.superseded_by is None
-
-
-def _status_words(record: CaseRecord) -> str:
-    if record.is_signed:
-        signed = f"SIGNED by {record.signed_by} at {minute_text(record.signed_at)} UTC"
-        if record.first_signed_by:  # the lab's rule asked for two signers
-            signed = f"SIGNED by {record.first_signed_by} and {signed.removeprefix('SIGNED by ')}"
-        newer = record.superseded_by
-        if newer is None:
-            return signed
-        return (f"{signed}; SUPERSEDED by version {newer.version} "
-                f"({minute_text(newer.created_at)} UTC)")  # fmt: skip
-    if record.first_signed_by:
-        return "NOT SIGNED YET — awaiting the second signer"
-    return "NOT SIGNED — draft, not reviewed and signed"
+    low, high = (percent_figure(p) for p in (count.ci_low_percent, count.ci_high_percent))
+    return f"{low}% – {high}%"
 
 
 def _result_words(record: CaseRecord) -> str:
     count = record.counts()
     if count.percent is None:
-        result = f"no cells counted yet ({len(record.cells)} found)"
+        waiting = " yet" if record.n_unreviewed else ""
+        result = f"no cells counted{waiting} ({len(record.cells)} found)"
     else:
         result = (f"{_percent(count)} blasts (95% CI {_interval(count)}): {count.n_blasts} of "
                   f"{count.n_counted} cells counted")  # fmt: skip
-    provisional = provisional_text(record.n_unreviewed, len(record.cells))
+    provisional = provisional_text(record.cells)
     return _e(result + (f"; {provisional}" if provisional else ""))
 
 
@@ -121,11 +87,13 @@ def _reading(count: BlastCount) -> str:
     return f'<p class="reading"><b>Reading:</b> {_e(count.interpretation)}{hint}</p>'
 
 
-def _level(count: BlastCount) -> str:
+def _level(count: BlastCount, single_cells: bool) -> str:
     """A count's reading in a few words, for the table (the sample's full reading, under it,
     is the one to act on)."""
     if count.percent is None:
         return "no cells counted"
+    if single_cells:  # hand-picked cells are no differential: the reading gives no threshold
+        return "no threshold (single cells)"
     if count.percent >= WHO_ACUTE_LEUKEMIA_PERCENT:
         return f"at or above {WHO_ACUTE_LEUKEMIA_PERCENT:.0f}%"
     if count.percent >= INVESTIGATE_PERCENT:
@@ -133,7 +101,9 @@ def _level(count: BlastCount) -> str:
     return "no blasts" if count.n_blasts == 0 else f"below {INVESTIGATE_PERCENT:.0f}%"
 
 
-def _count_row(scope: str, count: BlastCount, n_uncertain: int) -> tuple[str, ...]:
+def _count_row(
+    scope: str, count: BlastCount, n_uncertain: int, single_cells: bool
+) -> tuple[str, ...]:
     return (
         _e(scope),
         str(count.n_blasts),
@@ -142,7 +112,7 @@ def _count_row(scope: str, count: BlastCount, n_uncertain: int) -> tuple[str, ..
         str(count.n_excluded - n_uncertain),  # as the Counts page: uncertain apart
         _percent(count),
         _interval(count),
-        _e(_level(count)),
+        _e(_level(count, single_cells)),
     )
 
 
@@ -150,11 +120,13 @@ def _counts_section(record: CaseRecord) -> str:
     names = {f.index: f.name for f in record.fields}
     sample = record.counts()
     uncertain = Counter(c.field_index for c in record.cells if c.label == CellLabel.UNCERTAIN)
-    rows = [_count_row("Whole sample", sample, sum(uncertain.values()))]
-    rows += [
-        _count_row(f"Field {f.index + 1}: {names[f.index]}", count, uncertain[f.index])
-        for f, count in zip(record.fields, record.field_counts(), strict=True)
-    ]
+    single = record.single_cells
+    rows = [_count_row("Whole sample", sample, sum(uncertain.values()), single)]
+    if not single:  # one image per cell: a row each would repeat the cells section
+        rows += [
+            _count_row(f"Field {f.index + 1}: {names[f.index]}", count, uncertain[f.index], False)
+            for f, count in zip(record.fields, record.field_counts(), strict=True)
+        ]
     header = (
         "Scope",
         "Blasts",
@@ -165,7 +137,7 @@ def _counts_section(record: CaseRecord) -> str:
         "95% CI (Wilson)",
         "Level",
     )
-    provisional = provisional_text(record.n_unreviewed, len(record.cells))
+    provisional = provisional_text(record.cells)
     note = f'<p class="unsigned">{_e(provisional)}</p>' if provisional else ""
     table = _table(header, rows, {1, 2, 3, 4, 5, 6}, css="counts")
     return "<h2>Blast count (reviewed labels)</h2>" + note + table + _reading(sample)
@@ -216,20 +188,6 @@ def _audit_section(record: CaseRecord) -> str:
     return "<h2>Audit trail</h2>" + table
 
 
-def _sign_off(record: CaseRecord) -> str:
-    first = ""
-    if record.first_signed_by:
-        first = (f" First signed by {_e(record.first_signed_by)} at "
-                 f"{_minute(record.first_signed_at)}; two signers were required.")  # fmt: skip
-    if record.is_signed:
-        text = f"Signed by {_e(record.signed_by)} at {_minute(record.signed_at)}.{first}"
-        return f'<h2>Sign-off</h2><p class="signed">{text}</p>'
-    if first:
-        return (f'<h2>Sign-off</h2><p class="unsigned">NOT SIGNED YET — awaiting the second '
-                f"signer.{first}</p>")  # fmt: skip
-    return '<h2>Sign-off</h2><p class="unsigned">NOT SIGNED — this case has not been reviewed and signed.</p>'
-
-
 def _domain_section(record: CaseRecord) -> str:
     """The out-of-domain check of the sample and its fields, in plain words."""
     if record.domain is None:
@@ -254,11 +212,6 @@ def _quality_section(record: CaseRecord) -> str:
         return ""
     return ('<h2>Field quality</h2><p class="domain">These fields failed a quality check; every '
             f"cell of them was sent to review:</p><ul>{items}</ul>")  # fmt: skip
-
-
-def _minute(timestamp: str | None) -> str:
-    """``2026-12-04T23:40:28.75+00:00`` as ``2026-12-04 23:40 UTC``."""
-    return "—" if not timestamp else f"{_e(minute_text(timestamp))} UTC"
 
 
 def _reviewers(record: CaseRecord) -> list[str]:
@@ -302,7 +255,7 @@ def _decision_words(thresholds: dict) -> str:
         parts.append(f"a field or sample whose cells differ from the training data (median "
                      f"domain score above {domain['threshold']:.2f}) sent to review")  # fmt: skip
     levels = thresholds.get("blast_percent_thresholds")
-    if levels:
+    if levels and thresholds.get("mode") != MODE_CELLS:
         parts.append("counts read against the " + " and ".join(f"{v:g}%" for v in levels)
                      + " blast levels")  # fmt: skip
     return "; ".join(parts) + "."
@@ -327,18 +280,18 @@ def case_report_html(record: CaseRecord, *, flagged_limit: int = 48) -> str:
             f"flagged_limit must be a whole number of 0 or more, got {flagged_limit!r}."
         )
     parent = f" (reopened from {_e(record.parent_id)})" if record.parent_id else ""
-    status_css = "signed" if _signed_and_current(record) else "unsigned"
+    status_css = "signed" if signed_and_current(record) else "unsigned"
     meta = [
-        ("Status", f'<span class="{status_css}">{_e(_status_words(record))}</span>'),
+        ("Status", f'<span class="{status_css}">{_e(status_words(record))}</span>'),
         ("Result", _result_words(record)),
         ("Sample id", _e(record.sample_id)),
         ("Patient id", _e(record.patient_id) if record.patient_id else "—"),
         ("Case", f"version {record.version}{parent}; status {_e(record.status)}"),
-        ("Created", f"{_minute(record.created_at)} by {_e(record.created_by or '—')}"),
+        ("Created", f"{minute_words(record.created_at)} by {_e(record.created_by or '—')}"),
         ("Reviewed by", _reviewed_words(record)),
         ("Model", _e(record.model_words)),
         ("How cells were labelled", _e(_decision_words(record.thresholds))),
-        ("Comment", _e(record.comment) if record.comment else "—"),
+        ("Comment", _e(record.comment).replace("\n", "<br>") if record.comment else "—"),
         ("Details", f"case id <code>{_e(record.case_id)}</code>; model weights "
                     f"<code>{_e(record.model_checksum or '—')}</code>"),
     ]  # fmt: skip
@@ -347,14 +300,15 @@ def case_report_html(record: CaseRecord, *, flagged_limit: int = 48) -> str:
         [
             f"<h1>Blast screening report — sample {_e(record.sample_id)}</h1>",
             ruo,
-            _table(("Item", "Value"), meta, set()),
+            altered_box(record),
+            _table(("Item", "Value"), meta, set(), css="meta"),
             _domain_section(record),
             _quality_section(record),
             _counts_section(record),
             _model_vs_reviewer(record),
             cells_section(record, flagged_limit),
             _audit_section(record),
-            _sign_off(record),
+            sign_off_section(record),
             ruo,
         ]
     )
@@ -362,5 +316,5 @@ def case_report_html(record: CaseRecord, *, flagged_limit: int = 48) -> str:
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>Case report {_e(record.sample_id)} v{record.version}</title>"
-        f"<style>{REPORT_CSS}{_page_css(record)}</style></head><body>{body}</body></html>\n"
+        f"<style>{REPORT_CSS}{page_css(record)}</style></head><body>{body}</body></html>\n"
     )

@@ -8,6 +8,20 @@ h1 { font-size: 1.6rem; margin-bottom: .2rem; } h2 { font-size: 1.2rem; margin-t
   padding: .6rem .9rem; margin: 1rem 0; }
 table { border-collapse: collapse; width: 100%; margin: .5rem 0; }
 th, td { border: 1px solid #ccc; padding: .25rem .45rem; text-align: left; vertical-align: top; }
+/* An instrument's file name or a pasted id has no break point: the tables keep set column
+   widths and such a word wraps inside its cell rather than pushing the counts off the page. */
+td, p, li, figcaption { overflow-wrap: anywhere; }
+table.counts, table.meta, table.audit { table-layout: fixed; }
+table.counts { font-size: .92em; } table.counts th, table.counts td { padding: .25rem .3rem; }
+table.counts th:nth-child(1) { width: 17%; } table.counts th:nth-child(2) { width: 10%; }
+table.counts th:nth-child(3) { width: 11%; } table.counts th:nth-child(4) { width: 12%; }
+table.counts th:nth-child(5) { width: 8%; } table.counts th:nth-child(6) { width: 9%; }
+table.counts th:nth-child(7) { width: 18%; } table.counts th:nth-child(8) { width: 15%; }
+table.meta th:nth-child(1) { width: 11rem; }
+table.audit th:nth-child(1) { width: 13%; } table.audit th:nth-child(2) { width: 13%; }
+table.audit th:nth-child(3) { width: 11%; } table.audit th:nth-child(4) { width: 6%; }
+table.audit th:nth-child(5) { width: 6%; } table.audit th:nth-child(6) { width: 9%; }
+table.audit th:nth-child(7) { width: 9%; } table.audit th:nth-child(8) { width: 33%; }
 th { background: #f2f2f2; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .hint { color: #6a4a00; }
 .cells { display: flex; flex-wrap: wrap; gap: .6rem; }
@@ -22,7 +36,7 @@ h3 { font-size: 1rem; margin: .8rem 0 .3rem; }
 .unsigned { font-size: 1.4rem; font-weight: 800; color: #b00020; letter-spacing: .05em; }
 code { font-size: .85rem; word-break: break-all; }
 table.keep { break-inside: avoid; } p.reading { break-before: avoid; }
-table.audit { font-size: .8rem; } table.audit td:first-child { white-space: nowrap; }
+table.audit { font-size: .8rem; }
 @media print {
   body { margin: 0; max-width: none; font-size: 11pt; }
   h2, h3 { break-after: avoid; } tr, figure, .ruo, table.keep { break-inside: avoid; }

@@ -117,7 +117,7 @@ class ReviewTallies:
     @property
     def provisional(self) -> str | None:
         """What the counts are worth while cells wait for review (None once all are reviewed)."""
-        return provisional_text(self.n_unreviewed, len(self.cells))
+        return provisional_text(self.cells)
 
     @property
     def n_changed(self) -> int:

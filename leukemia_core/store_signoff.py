@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 
 from leukemia_core.case_record import STATUS_OPEN, STATUS_SIGNED
+from leukemia_core.counting import THRESHOLDS_PERCENT, percent_figure
 from leukemia_core.store_rows import (
     CaseInputError,
     CaseNotReopenableError,
@@ -81,6 +82,8 @@ class CaseSignoff(StorePart):
                 counts.get("blast", 0) + counts.get("normal", 0),
             )
             percent = 100.0 * blasts / counted if counted else 0.0
+            limits = () if second_signer_at_percent is None else (second_signer_at_percent,)
+            shown = percent_figure(percent, (*THRESHOLDS_PERCENT, *limits))
             at = now()
             if second_signer_at_percent is not None and percent >= second_signer_at_percent:
                 first = case["first_signed_by"]
@@ -88,12 +91,12 @@ class CaseSignoff(StorePart):
                     conn.execute("UPDATE cases SET first_signed_by = ?, first_signed_at = ? "
                                  "WHERE case_id = ?", (reviewer, at, case["case_id"]))  # fmt: skip
                     audit(conn, case, "first signature", reviewer,
-                           f"blasts {percent:.1f}% >= {second_signer_at_percent:g}%: a second "
+                           f"blasts {shown}% >= {second_signer_at_percent:g}%: a second "
                            "signer must sign too")  # fmt: skip
                     return False
                 if first == reviewer:
                     raise SignOffBlockedError(
-                        f"{reviewer} signed this case first; blasts are {percent:.1f}% (at or "
+                        f"{reviewer} signed this case first; blasts are {shown}% (at or "
                         f"above {second_signer_at_percent:g}%), so another signer must sign it."
                     )
             conn.execute(
@@ -105,7 +108,7 @@ class CaseSignoff(StorePart):
                 case,
                 "signed",
                 reviewer,
-                f"blasts {percent:.1f}% of {counted} cells; record frozen",
+                f"blasts {shown}% of {counted} cells; record frozen",
             )
         return True
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 import streamlit as st
@@ -36,7 +37,11 @@ if not record.is_signed:
         "sign-off page once every cell is reviewed.",
         icon=":material/pending:",
     )
-stem = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{record.sample_id}_v{record.version}").strip("_")
+# Letters of any script stay (two Japanese sample ids made the same "v1_report.pdf"); what a
+# file system or a download dialog would refuse goes.
+stem = re.sub(r"[^\w.-]+", "_", f"{record.sample_id}_v{record.version}").strip("_.")
+if not stem.removesuffix(f"v{record.version}").strip("_"):
+    stem = f"case-{record.case_id[:8]}_v{record.version}"
 html = case_report_html(record)
 row = st.container(horizontal=True, wrap=True)  # buttons wrap on a narrow screen, never cut
 row.download_button(
@@ -52,7 +57,9 @@ row.download_button(
     key="download_json", icon=":material/data_object:", on_click="ignore",
 )  # fmt: skip
 with row:
-    pdf_key = f"pdf_{record.case_id}_{len(record.audit)}"
+    # Keyed on the report itself: a reopen elsewhere, an alteration found or a newer report
+    # changes the page without adding an audit row to this version.
+    pdf_key = "pdf_" + hashlib.sha256(html.encode("utf-8")).hexdigest()[:24]
     if not pdf_available():
         st.caption("PDF: print the HTML report from your browser (no Chromium here).")
     elif pdf_key in st.session_state:

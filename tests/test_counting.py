@@ -14,10 +14,12 @@ from leukemia_core.counting import (
     CellLabel,
     cells_needed,
     count_blasts,
+    percent_figure,
     provisional_text,
     summarize_labels,
     wilson_interval,
 )
+from leukemia_core.types import Cell
 
 Z95 = 1.959963984540054
 
@@ -339,5 +341,38 @@ def test_count_errors(call, match):
     (1, 1, "Provisional: 1 cell has not been reviewed yet"),
 ])  # fmt: skip
 def test_the_provisional_line_reads_as_english(waiting, cells, words):
-    assert provisional_text(waiting, cells).startswith(words)  # a walk read "1 of 34 cell has"
-    assert provisional_text(0, cells) is None
+    def case(n_waiting):
+        return [Cell(i, (0, 0, 1, 1), (0.0, 0.0), model_label="normal", reviewed=i >= n_waiting)
+                for i in range(cells)]  # fmt: skip
+
+    assert provisional_text(case(waiting)).startswith(words)  # a walk read "1 of 34 cell has"
+    assert provisional_text(case(0)) is None
+
+
+def test_the_provisional_line_leaves_border_cells_out_of_both_numbers():
+    """A report said "3 of 12 cells" here and "3 of 8 cells not reviewed yet" two lines on:
+    the 4 border cells need no review and are in neither number."""
+    cells = [Cell(i, (0, 0, 1, 1), (0.0, 0.0), model_label="border") for i in range(4)]
+    cells += [Cell(4 + i, (0, 0, 1, 1), (0.0, 0.0), model_label="normal", reviewed=i >= 3)
+              for i in range(8)]  # fmt: skip
+    assert provisional_text(cells).startswith("Provisional: 3 of 8 cells have not been reviewed")
+
+
+@pytest.mark.parametrize(("n_blasts", "n_counted", "shown", "side"), [
+    (10, 201, "4.98", "under 5%"),  # 4.975%: "5.0%" printed beside "under 5%" before
+    (80, 401, "19.95", "Below the 20% WHO threshold"),  # 19.950%: "20.0%" beside "5% to 20%"
+    (10, 200, "5.0", "at or above the 5% level"),
+    (1, 3, "33.3", "at or above the 20% blast threshold"),
+])  # fmt: skip
+def test_a_printed_percentage_never_lands_on_the_other_side_of_a_threshold(
+    n_blasts, n_counted, shown, side
+):
+    count = count_blasts(n_blasts, n_counted)
+    assert percent_figure(count.percent) == shown
+    assert count.interpretation.startswith(f"{shown}% blasts ({n_blasts} of {n_counted} ")
+    assert side in count.interpretation
+    for bound in (count.ci_low_percent, count.ci_high_percent):
+        figure = float(percent_figure(bound))
+        assert all((figure >= t) == (bound >= t) for t in (5.0, 20.0))
+    assert percent_figure(29.99, (30.0,)) == "29.99"  # a lab's own limit (second signer)
+    assert percent_figure(29.999, (30.0,)) == "29.999"

@@ -79,3 +79,37 @@ def test_the_case_report_pdf_is_a4_and_holds_the_flagged_cells_crops(monkeypatch
         assert "NOT SIGNED" in page and f"Page {number} of {len(pages)}" in page
         assert "Research use only" in page
     assert "Result" in pages[0] and "blasts (95% CI" in pages[0]
+
+
+def test_a_long_unbroken_field_name_leaves_every_count_on_the_printed_page(monkeypatch, tmp_path):
+    """An instrument's 200-character file name without break points pushed the counts table's
+    CI and Level columns off the A4 page (Chromium clips what it cannot shrink)."""
+    pypdf = pytest.importorskip("pypdf", reason="pypdf is a dev requirement")
+    monkeypatch.delenv(CHROMIUM_ENV_VAR, raising=False)
+    if chromium_path() is None:
+        pytest.skip("no Chromium installed (apt-get install chromium); the PDF export is optional")
+    import numpy as np
+
+    from leukemia_core.report import case_report_html
+    from leukemia_core.store import CaseStore
+    from leukemia_core.types import Cell, Field
+
+    name = ("ALL_patient_smear_slide3_field07_x100_oil_CellaVision_DM96_export_" * 4)[:200]
+    cells = [Cell(i, (0, 0, 4, 4), (2.0, 2.0), crop=np.full((4, 4, 3), 7 * i, np.uint8),
+                  blast_probability=0.5, model_label="blast" if i < 3 else "normal",
+                  reviewed=True) for i in range(33)]  # fmt: skip
+    store = CaseStore(tmp_path / "cases.sqlite3")
+    case_id = store.create_case(
+        "S-0042", [Field(0, name + ".png", np.zeros((48, 64, 3), np.uint8))], cells,
+        model_name="m", model_checksum="sha256:0", thresholds={}, created_by="Dr. A",
+    )  # fmt: skip
+    document = pypdf.PdfReader(io.BytesIO(html_to_pdf(case_report_html(store.load_case(case_id)))))
+    width = float(document.pages[0].mediabox[2])
+    placed: list[tuple[float, str]] = []
+    for page in document.pages:
+        page.extract_text(visitor_text=lambda text, cm, tm, *_: placed.append(
+            (cm[4] + tm[4] * cm[0], text)) if text.strip() else None)  # fmt: skip
+    off_page = [text for x, text in placed if x > width - 20]
+    assert not off_page, off_page[:5]
+    words = " ".join(text for _, text in placed)
+    assert "Level" in words and "(Wilson)" in words and "9.1%" in words

@@ -8,6 +8,7 @@ import dataclasses
 import io
 import json
 import re
+import sqlite3
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -346,3 +347,99 @@ def test_the_counts_table_keeps_uncertain_cells_apart_from_those_left_out(record
     count = record.counts()
     assert n_uncertain and values == [
         count.n_blasts, count.n_counted, n_uncertain, count.n_excluded - n_uncertain]  # fmt: skip
+
+
+def _alter_outside_the_app(path: Path, case_id: str) -> None:
+    """What a hand edit of the database does: the signed-case guard dropped, labels changed."""
+    with sqlite3.connect(path) as conn:
+        for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'cells'"
+        ).fetchall():
+            conn.execute(f'DROP TRIGGER "{name}"')
+        conn.execute("UPDATE cells SET label = 'blast' WHERE case_id = ? AND cell_id <= 6",
+                     (case_id,))  # fmt: skip
+
+
+def test_a_record_altered_outside_the_app_says_so_in_every_export(store: CaseStore, case_id):
+    """A signed case edited in the database exported as an ordinary signed result, green."""
+    store.relabel_cell(case_id, 0, 11, "normal", reviewer="Dr. A")
+    store.sign_case(case_id, reviewer="Dr. A")
+    assert store.load_case(case_id).altered == ()
+    intact = case_report_html(store.load_case(case_id))
+    assert '<p class="signed">' in intact and "changed outside the app" not in intact
+    _alter_outside_the_app(store.path, case_id)
+    record = store.load_case(case_id)
+    assert record.altered
+    page = case_report_html(record)
+    assert page.count("This record was changed outside the app") == 2  # top and sign-off
+    assert 'class="signed"' not in page and "ALTERED OUTSIDE THE APP" in page
+    assert "ALTERED OUTSIDE THE APP \\2014  do not use" in page  # every printed page's margin
+    document = json.loads(case_json(record))
+    assert document["altered"] == list(record.altered) and document["status"] == "signed"
+    rows = list(csv.DictReader(io.StringIO(cells_csv(record).decode())))
+    assert {r["record_altered"] for r in rows} == {"true"}
+    intact_rows = csv.DictReader(io.StringIO(cells_csv(store.load_case(case_id)).decode()))
+    assert "record_altered" in intact_rows.fieldnames
+
+
+def test_a_superseded_version_is_no_current_result_in_any_export(store: CaseStore, case_id):
+    store.relabel_cell(case_id, 0, 11, "normal", reviewer="Dr. A")
+    store.sign_case(case_id, reviewer="Dr. A")
+    current = json.loads(case_json(store.load_case(case_id)))
+    assert current["superseded_by"] is None and current["altered"] == []
+    newer = store.reopen_case(case_id, reviewer="Dr. B", reason="second look")
+    old = store.load_case(case_id)
+    sign_off = case_report_html(old).split("<h2>Sign-off</h2>")[1]
+    assert sign_off.startswith('<p class="unsigned">Signed by Dr. A at ')
+    assert "SUPERSEDED: reopened as version 2" in sign_off and "not the current result" in sign_off
+    assert "SUPERSEDED by version 2" in case_report_html(old)  # the status row
+    document = json.loads(case_json(old))
+    assert document["superseded_by"]["case_id"] == newer
+    assert document["superseded_by"]["version"] == 2
+    rows = list(csv.DictReader(io.StringIO(cells_csv(old).decode())))
+    assert {r["superseded_by_version"] for r in rows} == {"2"}
+    assert {r["research_use"] for r in rows} == {"research use only; not for diagnosis"}
+    rows = list(csv.DictReader(io.StringIO(cells_csv(store.load_case(newer)).decode())))
+    assert {r["superseded_by_version"] for r in rows} == {""}
+
+
+def test_the_printed_percentage_and_its_level_agree_next_to_a_threshold(store: CaseStore):
+    """10 of 201 is 4.975%: the table printed "5.0%" beside "below 5%"."""
+    cells = [Cell(i, (0, 0, 4, 4), (2.0, 2.0), crop=pixels(i % 200), blast_probability=0.5,
+                  model_label="blast" if i < 10 else "normal", reviewed=True)
+             for i in range(201)]  # fmt: skip
+    image = np.zeros((48, 64, 3), np.uint8)
+    case_id = store.create_case("S-201", [Field(0, "f.png", image)], cells, model_name="m",
+                                model_checksum="sha256:0", thresholds={}, created_by="Dr. A")  # fmt: skip
+    page = case_report_html(store.load_case(case_id))
+    row = re.search(r"<tr><td>Whole sample</td>(.*?)</tr>", page).group(1)
+    assert '<td class="num">4.98%</td>' in row and "<td>below 5%</td>" in row
+    assert "5.0%" not in page
+
+
+def test_single_cell_images_get_no_threshold_level_and_no_row_each(store: CaseStore):
+    cells = [Cell(1, (0, 0, 4, 4), (2.0, 2.0), crop=pixels(i), field_index=i,
+                  blast_probability=0.9 if i < 3 else 0.1,
+                  model_label="blast" if i < 3 else "normal", reviewed=True)
+             for i in range(6)]  # fmt: skip
+    image = np.zeros((8, 8, 3), np.uint8)
+    case_id = store.create_case(
+        "S-cells", [Field(i, f"cell{i}.png", image) for i in range(6)], cells, model_name="m",
+        model_checksum="sha256:0", thresholds={"mode": "cells",
+                                               "blast_percent_thresholds": [5.0, 20.0]}, created_by="Dr. A",
+    )  # fmt: skip
+    page = case_report_html(store.load_case(case_id))
+    assert "<td>no threshold (single cells)</td>" in page and "at or above 20%" not in page
+    assert "Field 1: cell0.png" not in page and "blast levels" not in page
+
+
+def test_long_unbroken_names_wrap_instead_of_pushing_the_counts_off_the_page(record: CaseRecord):
+    """Instrument file names without break points cut the CI and Level columns off the A4 PDF
+    (the print is checked with Chromium in test_pdf); here the rules that prevent it."""
+    from leukemia_core.report_style import REPORT_CSS
+
+    assert "td, p, li, figcaption { overflow-wrap: anywhere; }" in REPORT_CSS
+    long_id = "S" + "_x" * 60
+    page = case_report_html(replace(record, sample_id=long_id, patient_id="P" * 80))
+    margin = re.search(r"@top-left \{ content: \"(.*?)\";", page).group(1)
+    assert len(re.sub(r"\\[0-9a-f]+ ", "_", margin)) < 80  # one short line, cut with an ellipsis

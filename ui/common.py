@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import streamlit as st
 
-from leukemia_core.counting import CellLabel
+from leukemia_core.counting import CellLabel, percent_figure
 from leukemia_core.types import LABEL_WORDS, BlastCount
 
 if TYPE_CHECKING:
@@ -44,13 +44,13 @@ def research_use_banner() -> None:
 
 
 def percent_text(count: BlastCount) -> str:
-    return "—" if count.percent is None else f"{count.percent:.1f}%"
+    return "—" if count.percent is None else f"{percent_figure(count.percent)}%"
 
 
 def interval_text(count: BlastCount) -> str:
     if count.ci_low_percent is None or count.ci_high_percent is None:
         return "—"
-    return f"{count.ci_low_percent:.1f}–{count.ci_high_percent:.1f}%"
+    return f"{percent_figure(count.ci_low_percent)}–{percent_figure(count.ci_high_percent)}%"
 
 
 def metric_row(*metrics: tuple) -> None:

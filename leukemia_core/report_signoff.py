@@ -1,0 +1,117 @@
+"""The report's sign-off state, said the same way in every place: each printed page's margins,
+the status line, the sign-off section and the warning for a record altered outside the app.
+A signed, current and intact record is the one state shown in green."""
+
+from __future__ import annotations
+
+from leukemia_core.case_record import CaseRecord
+from leukemia_core.report_cells import html_text as _e
+from leukemia_core.store_rows import minute_text
+
+
+def page_css(record: CaseRecord) -> str:
+    """A4 pages whose margins repeat the sample, the version, the sign-off state and the page
+    number, so that any one printed page says whose it is and whether it was signed. Kept to
+    one short line each (long ids are cut): a margin box that wraps runs off the paper's edge."""
+    who = f"Sample {_cut(record.sample_id, 28)}" + (
+        f" · patient {_cut(record.patient_id, 16)}" if record.patient_id else ""
+    )
+    box = "font: 8.5pt system-ui, sans-serif; color: #333;"
+    colour = "#0b6b2b" if signed_and_current(record) else "#b00020"
+    return (
+        "@page { size: A4; margin: 17mm 12mm 15mm;"
+        f" @top-left {{ content: {_css_text(who + f' · version {record.version}')}; {box} }}"
+        f" @top-right {{ content: {_css_text(_margin_state(record))}; {box} color: {colour};"
+        " font-weight: 700; }"
+        f" @bottom-left {{ content: {_css_text('Research use only — not for diagnosis')}; {box} }}"
+        f' @bottom-right {{ content: "Page " counter(page) " of " counter(pages); {box} }} }}'
+    )
+
+
+def _cut(text: str, length: int) -> str:
+    return text if len(text) <= length else text[: length - 1] + "…"
+
+
+def _margin_state(record: CaseRecord) -> str:
+    """The sign-off state in a few words for every page's margin (names and times are in the
+    body); what makes the record unsafe to use comes first."""
+    if record.altered:
+        return "ALTERED OUTSIDE THE APP — do not use"
+    if record.is_signed and record.superseded_by is not None:
+        return f"SUPERSEDED by version {record.superseded_by.version}"
+    if record.is_signed:
+        return f"SIGNED by {_cut(record.signed_by or '', 24)}"
+    if record.first_signed_by:
+        return "NOT SIGNED YET — awaiting the second signer"
+    return "NOT SIGNED — draft"
+
+
+def _css_text(text: str) -> str:
+    """``text`` as a CSS string; every character but letters, digits and spaces is escaped,
+    so nothing typed into a sample id can end the string or the style sheet."""
+    # An escape ends at its one space, which CSS consumes, so a space after it survives.
+    return '"' + "".join(c if c.isalnum() or c == " " else f"\\{ord(c):x} " for c in text) + '"'
+
+
+def signed_and_current(record: CaseRecord) -> bool:
+    """Signed, not reopened since and intact: the one state the report shows in green."""
+    return record.is_signed and record.superseded_by is None and not record.altered
+
+
+def status_words(record: CaseRecord) -> str:
+    altered = "ALTERED OUTSIDE THE APP; " if record.altered else ""
+    return altered + _sign_off_words(record)
+
+
+def _sign_off_words(record: CaseRecord) -> str:
+    if record.is_signed:
+        signed = f"SIGNED by {record.signed_by} at {minute_text(record.signed_at)} UTC"
+        if record.first_signed_by:  # the lab's rule asked for two signers
+            signed = f"SIGNED by {record.first_signed_by} and {signed.removeprefix('SIGNED by ')}"
+        newer = record.superseded_by
+        if newer is None:
+            return signed
+        return (f"{signed}; SUPERSEDED by version {newer.version} "
+                f"({minute_text(newer.created_at)} UTC)")  # fmt: skip
+    if record.first_signed_by:
+        return "NOT SIGNED YET — awaiting the second signer"
+    return "NOT SIGNED — draft, not reviewed and signed"
+
+
+def sign_off_section(record: CaseRecord) -> str:
+    first = ""
+    if record.first_signed_by:
+        first = (f" First signed by {_e(record.first_signed_by)} at "
+                 f"{minute_words(record.first_signed_at)}; two signers were required.")  # fmt: skip
+    warning = altered_box(record)
+    if record.is_signed:
+        text = f"Signed by {_e(record.signed_by)} at {minute_words(record.signed_at)}.{first}"
+        newer = record.superseded_by
+        if newer is None:
+            css = "unsigned" if record.altered else "signed"
+            return f'<h2>Sign-off</h2>{warning}<p class="{css}">{text}</p>'
+        return (f'<h2>Sign-off</h2>{warning}<p class="unsigned">{text} SUPERSEDED: reopened as '
+                f"version {newer.version} at {minute_words(newer.created_at)} by "
+                f"{_e(newer.created_by or '—')}; this is not the current result.</p>")  # fmt: skip
+    if first:
+        return (f'<h2>Sign-off</h2>{warning}<p class="unsigned">NOT SIGNED YET — awaiting the '
+                f"second signer.{first}</p>")  # fmt: skip
+    return (f'<h2>Sign-off</h2>{warning}<p class="unsigned">NOT SIGNED — this case has not been '
+            "reviewed and signed.</p>")  # fmt: skip
+
+
+def altered_box(record: CaseRecord) -> str:
+    """What the audit hash chain found changed outside the app, in a warning box (empty for an
+    intact record): the counts below may not be what was reviewed and signed."""
+    if not record.altered:
+        return ""
+    found = "".join(f"<li>{_e(text)}</li>" for text in record.altered)
+    return ('<div class="domain"><p>This record was changed outside the app after it was '
+            "written: its counts and labels may not be what was reviewed and signed. Do not "
+            "rely on it; ask the lab's administrator to check the case database.</p>"
+            f"<ul>{found}</ul></div>")  # fmt: skip
+
+
+def minute_words(timestamp: str | None) -> str:
+    """``2026-12-04T23:40:28.75+00:00`` as ``2026-12-04 23:40 UTC``."""
+    return "—" if not timestamp else f"{_e(minute_text(timestamp))} UTC"
