@@ -17,6 +17,7 @@ the model folder at the same path.
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from collections.abc import Sequence
@@ -111,6 +112,10 @@ def analyze_files_ray(
         RayUnavailableError: Ray is not installed, the cluster at ``address`` is not there, or
             the classifier workers cannot start (too few GPUs, a model that does not load).
     """
+    from leukemia_core.models.folder import read_config
+
+    # Named here, not by each node's ACTIVE file: every worker loads the model the run names.
+    model_name = read_config(model_name, Path(models_root)).name
     ray = _ray()
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False,
@@ -163,6 +168,18 @@ def _start(ray, workers: list, gpus_per_worker: float) -> dict:
                 "--gpus-per-worker."
             )
         described = ray.get(ready)
+        # Each worker loads the model from its own node's models folder: one with another
+        # version (or another ACTIVE) would label its share of the images by other rules.
+        models = {(d["name"], d["checksum"], json.dumps(d["settings"], sort_keys=True))
+                  for d in described}  # fmt: skip
+        if len(models) > 1:
+            found = "; ".join(f"{name} (weights {checksum[:12]})" for name, checksum, _ in
+                              sorted(models))  # fmt: skip
+            raise RayUnavailableError(
+                f"The classifier workers loaded different models: {found}. Give every node "
+                "the same model folder (and ACTIVE file) at the same path, or name the model "
+                "with --model."
+            )
         # Each worker picks its runtime at load (ONNX Runtime or Keras): say every one used.
         runtimes = sorted({d["runtime"] for d in described})
         return {**described[0], "runtime": ", ".join(runtimes)}

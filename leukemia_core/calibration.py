@@ -82,14 +82,25 @@ class Calibration:
 
     @classmethod
     def from_dict(cls, values: dict) -> Calibration:
-        """From a config's ``calibration`` object; missing keys keep their defaults."""
+        """From a config's ``calibration`` object: all four values, or none (an uncalibrated
+        model: temperature 1, threshold 0.5, no review band). A misspelt or missing key is
+        refused, not filled with a default that moves every call."""
+        keys = tuple(asdict(cls()))
+        unknown = sorted(set(values) - set(keys))
+        missing = [k for k in keys if k not in values]
+        if unknown or (values and missing):
+            raise ValueError(f"calibration holds {sorted(values)}; expected all of "
+                             f"{', '.join(keys)} (or none)")  # fmt: skip
         numbers = {}
-        for key in asdict(cls()):
+        for key in keys:
             if key in values:
                 value = values[key]
                 if isinstance(value, bool) or not isinstance(value, int | float):
                     raise ValueError(f"calibration.{key} is {value!r}; expected a number")
-                numbers[key] = float(value)
+                try:
+                    numbers[key] = float(value)
+                except OverflowError:  # a hand-typed integer of hundreds of digits
+                    raise ValueError(f"calibration.{key} is too large") from None
         return cls(**numbers)
 
 

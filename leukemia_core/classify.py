@@ -128,7 +128,8 @@ class Classifier:
         config = self.model.config
         try:
             return onnx_forward(self._outputs, config.sha256, config.input_size,
-                                config.calibration.temperature)  # fmt: skip
+                                config.calibration.temperature,
+                                retry_refused=runtime == "onnx")  # fmt: skip
         except OnnxUnavailableError as error:
             if runtime == "onnx":
                 raise OnnxUnavailableError(

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import io
 import os
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -335,7 +336,7 @@ class DomainReference:
                 *(values[k].astype(np.float32) for k in _ARRAYS), int(values["neighbours"]),
                 float(values["limit"]), int(values["n_train"]), str(values["limit_source"]),
             )  # fmt: skip
-        except (OSError, KeyError, ValueError) as error:
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as error:
             raise DomainReferenceError(
                 f"{path} is not a domain reference ({error}); {fix}."
             ) from error

@@ -384,3 +384,24 @@ def test_an_unknown_model_is_refused_before_the_output_folder_is_made(
     code, err = _run([images[0], "--out", tmp_path / "out", "--model", "nosuch"], capsys)
     assert code == 2 and "nosuch" in err and "tiny" in err  # names the models there are
     assert not (tmp_path / "out").exists()
+
+
+def test_ray_workers_that_loaded_different_models_stop_the_run():
+    """Each Ray worker loads the model from its own node: one holding another version labelled
+    its share of the images by other rules, under the first worker's name in summary.json."""
+    from types import SimpleNamespace
+
+    from leukemia_core.batch_ray import RayUnavailableError, _start
+
+    def worker(name, checksum, threshold):
+        described = {"name": name, "checksum": checksum, "settings": {"threshold": threshold},
+                     "runtime": "onnx", "input_size": 224, "description": name}  # fmt: skip
+        return SimpleNamespace(describe=SimpleNamespace(remote=lambda: described))
+
+    ray = SimpleNamespace(wait=lambda refs, num_returns, timeout: (refs, []),
+                          get=lambda refs: refs, cluster_resources=dict,
+                          exceptions=SimpleNamespace(RayActorError=RuntimeError))  # fmt: skip
+    same = _start(ray, [worker("v2", "ab" * 32, 0.13), worker("v2", "ab" * 32, 0.13)], 0.0)
+    assert same["name"] == "v2" and same["runtime"] == "onnx"
+    with pytest.raises(RayUnavailableError, match=r"different models: v1 \(weights cdcd.*v2"):
+        _start(ray, [worker("v2", "ab" * 32, 0.13), worker("v1", "cd" * 32, 0.42)], 0.0)

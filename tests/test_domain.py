@@ -394,3 +394,12 @@ def test_single_cell_images_are_judged_as_one_sample(ood_classifier, tiny_models
             ["uncertain"] * len(crops) if warned else [c.model_label for c in unchecked.cells]
         )
         assert [c.model_label for c in session.cells] == expected
+
+
+def test_a_cut_off_reference_file_is_a_typed_error(tmp_path):
+    """A truncated domain.npz raised zipfile's BadZipFile, which the app shows as a traceback."""
+    path = tmp_path / "domain.npz"
+    np.savez(path, format=np.array(1), feature_bank=np.zeros((500, 8), np.float32))
+    path.write_bytes(path.read_bytes()[:900])
+    with pytest.raises(DomainReferenceError, match="is not a domain reference"):
+        DomainReference.load(path)

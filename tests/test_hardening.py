@@ -590,6 +590,10 @@ BAD_VALUES = [
     ({"calibration": {"uncertain_high": 0.3}}, "review band is .* uncertain_high 0.3"),
     ({"calibration": {"uncertain_high": 1.5}}, "review band"),
     ({"calibration": 0.5}, "calibration is 0.5; expected an object"),
+    # misspelt or missing keys filled with defaults: a band of 0.02-0.5, one view of four
+    ({"calibration": {"uncertain_hi": 0.9}}, r"calibration holds .*'uncertain_hi'.*expected all"),
+    ({"test_time_view": 4}, r"unknown key\(s\) 'test_time_view'"),
+    ({"calibration": {"temperature": 10**400}}, "calibration.temperature is too large"),
     ({"input_size": 20000}, "input_size is 20000; use a whole number from 32 to 1024"),
     ({"input_size": 8}, "input_size is 8"),
     ({"input_size": "224"}, "input_size is '224'"),
@@ -784,7 +788,12 @@ def _model_messages(root: Path, tmp_path: Path) -> list[str]:
     attempt()  # missing weights
     (root / "tiny" / WEIGHTS_FILE).write_bytes(weights)
     values = _config(root)
-    entry = {"file": "domain.npz", "sha256": "0" * 64, "threshold": 1.5, "statistic": "median"}
+    entry = {
+        "file": "domain.npz",
+        "sha256": "0" * 64,
+        "threshold": 1.5,
+        "statistic": "median cell score",
+    }
     write_config(root / "tiny", {**values, "domain": entry})
     attempt()  # missing domain reference
     (root / "tiny" / "domain.npz").write_bytes(b"not an npz")

@@ -257,7 +257,8 @@ def test_a_file_written_into_a_shared_drop_folder_follows_the_umask(tmp_path):
 def test_promotions_of_a_run_leave_out_versions_adapted_from_them(models, tmp_path):
     """A walkthrough read "efficientnet_lite0 of this job was promoted as ...-site1": an adapted
     version keeps its base's training record, but Adapt made it, not the promotion."""
-    from leukemia_core.models.folder import PROMOTED_FROM, promotions_of
+    from leukemia_core.models.folder import PROMOTED_FROM
+    from train.promote import promotions_of
 
     run = tmp_path / "runs" / "job-1"
     run.mkdir(parents=True)
@@ -280,15 +281,69 @@ def test_saving_a_name_three_times_keeps_every_earlier_version(models):
     for key in ("sha256", "weights_file", "format_version", "config_sha256"):
         config.pop(key, None)
     for version in (1, 2, 3):
-        save_model_folder(loaded.keras_model, "lab", {**config, "description": f"v{version}"},
+        save_model_folder(loaded.keras_model, "lab", {**config, "training": {**config["training"], "note": f"v{version}"}},
                           root=models)  # fmt: skip
-    kept = {p.name: json.loads((p / "config.json").read_text())["description"]
+    kept = {p.name: json.loads((p / "config.json").read_text())["training"]["note"]
             for p in models.iterdir() if p.name.startswith("lab")}  # fmt: skip
     assert kept == {"lab": "v3", "lab.previous": "v2", "lab.1.previous": "v1"}
     assert "lab.1.previous" not in list_models(models) and "lab" in list_models(models)
     assert [
         replaced_model_name(n) for n in ("lab.previous", "lab.1.previous", "lab", "x.prev")
     ] == ["lab", "lab", None, None]
+
+
+def test_rolling_back_to_a_kept_version_makes_that_version_the_active_model(models):
+    """ACTIVE naming lab.previous was ignored: the app and every command without --model used
+    the first folder by name, while `train activate` said the rollback was done."""
+    from leukemia_core.models.writing import save_model_folder
+
+    loaded = load_model("tiny", models)
+    config = json.loads((models / "tiny" / "config.json").read_text())
+    for key in ("sha256", "weights_file", "format_version", "config_sha256"):
+        config.pop(key, None)
+    for version in (1, 2):
+        save_model_folder(loaded.keras_model, "lab", {**config, "training": {**config["training"], "note": f"v{version}"}},
+                          root=models)  # fmt: skip
+    set_active_model("lab.previous", models, user=User.shell())
+    assert active_model_name(models) == "lab.previous"
+    assert (
+        json.loads((models / "lab.previous" / "config.json").read_text())["training"]["note"]
+        == "v1"
+    )
+    assert read_config(None, models).name == "lab.previous"
+    assert list_models(models)[0] == "lab.previous" and "lab" in list_models(models)
+    assert load_model(None, models).config.name == "lab.previous"
+
+
+def test_a_model_saved_again_while_it_loads_is_never_mixed_from_two_versions(models, monkeypatch):
+    """The weights were hashed, then read again by path: a save in between gave one version's
+    config (checksum, threshold) with the other version's network."""
+    from leukemia_core.models import folder
+    from leukemia_core.models.writing import save_model_folder
+
+    loaded = load_model("tiny", models)
+    config = json.loads((models / "tiny" / "config.json").read_text())
+    for key in ("sha256", "weights_file", "format_version", "config_sha256"):
+        config.pop(key, None)
+    network = loaded.keras_model
+    save_model_folder(network, "lab", config, root=models)
+    changed = [w + 0.5 for w in network.get_weights()]
+    original_load_domain = folder._load_domain
+
+    def save_during_the_load(*args):
+        if changed:  # once: the Retrain page saves "lab" while the app reads it
+            network.set_weights(changed)
+            changed.clear()
+            save_model_folder(network, "lab", {**config, "calibration": {
+                **config["calibration"], "threshold": 0.52}}, root=models)  # fmt: skip
+        return original_load_domain(*args)
+
+    monkeypatch.setattr(folder, "_load_domain", save_during_the_load)
+    raced = load_model("lab", models)
+    assert raced.config.sha256 == read_config("lab", models).sha256
+    assert raced.config.calibration.threshold == 0.52
+    for got, want in zip(raced.keras_model.get_weights(), network.get_weights(), strict=True):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_a_domain_reference_the_config_refuses_leaves_the_model_as_it_was(models):

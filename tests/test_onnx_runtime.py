@@ -151,3 +151,19 @@ def test_efficientnet_with_input_normalisation_runs_on_keras_and_is_not_tried_tw
     np.testing.assert_allclose(again.probabilities(cell_crops), auto.probabilities(cell_crops))
     with pytest.raises(OnnxUnavailableError, match="runtime auto or keras"):
         Classifier(loaded, runtime="onnx")
+
+
+def test_a_timed_out_conversion_is_tried_again_at_the_next_load(
+    onnx_cache, tiny_models_dir, monkeypatch
+):
+    """One timeout on a busy server left a note that kept these weights on Keras for good (and
+    refused --runtime onnx) until someone deleted it by hand."""
+    from leukemia_core.models import onnx_runtime
+
+    model = load_model("tiny", tiny_models_dir)
+    monkeypatch.setattr(onnx_runtime, "CONVERT_TIMEOUT_S", 0.01)
+    busy = Classifier(model, runtime="auto")
+    assert busy.runtime == "keras" and "took over" in busy.forward.note
+    assert not list(onnx_cache.glob("*")), "a timeout is not remembered"
+    monkeypatch.undo()
+    assert Classifier(model, runtime="auto").runtime == "onnx"

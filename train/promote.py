@@ -11,9 +11,11 @@ from pathlib import Path
 
 from leukemia_core.models.config import DOMAIN_FILE
 from leukemia_core.models.folder import (
+    CONFIG_FILE,
     PROMOTED_FROM,
     check_model_name,
     load_model,
+    models_dir,
     set_active_model,
 )
 from leukemia_core.models.writing import save_model_folder
@@ -72,3 +74,24 @@ def promote(
                                extra_files=extra)  # fmt: skip
     set_active_model(name, root, user=user, action="promote")
     return target
+
+
+def promotions_of(run_dir: Path, root: Path | None = None) -> list[tuple[str, str]]:
+    """``(model folder, architecture)`` of each model promoted from this comparison run, found
+    by the :data:`PROMOTED_FROM` its config records; a kept ``<name>.previous`` folder counts
+    (it was replaced since), hidden staging folders and unreadable configs do not."""
+    root, source = root or models_dir(), str(Path(run_dir).resolve())
+    found = []
+    for folder in sorted(root.iterdir()) if root.is_dir() else ():
+        if folder.name.startswith(".") or not (folder / CONFIG_FILE).is_file():
+            continue
+        try:
+            config = json.loads((folder / CONFIG_FILE).read_text())
+        except (OSError, ValueError):
+            continue  # a damaged folder is reported where it is loaded
+        training = config.get("training") if isinstance(config, dict) else None
+        # An adapted version inherits its base's training record: it was made by Adapt.
+        if (isinstance(training, dict) and training.get(PROMOTED_FROM) == source
+                and "adapted" not in training):  # fmt: skip
+            found.append((folder.name, str(config.get("architecture", "?"))))
+    return found

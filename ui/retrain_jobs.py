@@ -16,7 +16,6 @@ from leukemia_core.models.config import DOMAIN_FILE
 from leukemia_core.models.folder import (
     active_model_name,
     models_dir,
-    promotions_of,
     replaced_model_name,
 )
 from leukemia_core.store_rows import minute_text
@@ -29,7 +28,7 @@ from train.compare_tables import (
     test_groups,
 )
 from train.data_roots import data_roots, shorten
-from train.promote import promote
+from train.promote import promote, promotions_of
 from ui import auth
 from ui import comparison as view
 from ui.common import flash

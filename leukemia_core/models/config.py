@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 
 from leukemia_core.calibration import CLASS_NAMES, Calibration
+from leukemia_core.domain import STATISTIC as DOMAIN_STATISTIC
 from leukemia_core.models.architectures import ARCHITECTURES
 from leukemia_core.models.inputs import InputSpec
 
@@ -23,6 +24,10 @@ DOMAIN_FILE = "domain.npz"
 CONFIG_CHECKSUM = "config_sha256"  # the key of the config's own checksum in config.json
 FORMAT_VERSION = 1
 _REQUIRED = ("architecture", "input_size", "preprocessing", "class_names", "sha256")
+# Every key a config may hold: a misspelt one ("test_time_view") would otherwise leave its
+# setting at a default that changes every call without a word.
+_KNOWN = (*_REQUIRED, "calibration", "gradcam_layer", "training", "test_time_views", "domain",
+          "stain_normalisation", "format_version", "weights_file", CONFIG_CHECKSUM)  # fmt: skip
 # A cell has no up or down: its logits can be averaged over quarter turns (4) and their mirror
 # images (8). 1 classifies the crop as it is.
 TEST_TIME_VIEWS = (1, 4, 8)
@@ -105,10 +110,12 @@ class ModelConfig:
         return f"{self.name}: {', '.join(parts)}"
 
     def decision_settings(self) -> dict:
-        """What turns the model's logits into labels (calibration, test-time views and, when the
-        folder has one, the out-of-domain limit), as JSON."""
+        """What turns a crop into a label besides the weights, as JSON: the input path (size,
+        preprocessing, stain step: a resealed edit of one moves every probability), the
+        calibration, test-time views and, when the folder has one, the out-of-domain limit.
+        Results and cached classifiers are keyed on it."""
         settings = {**self.calibration.to_dict(), "test_time_views": self.test_time_views,
-                    "stain_normalisation": self.stain_normalisation}  # fmt: skip
+                    **self.input_spec.to_dict()}  # fmt: skip
         if self.domain is not None:
             settings["domain"] = {k: self.domain[k] for k in ("threshold", "statistic", "sha256")}
         return settings
@@ -158,6 +165,9 @@ def _check_domain_entry(entry: object) -> None:
     if entry["file"] != DOMAIN_FILE or not isinstance(entry["threshold"], int | float):
         raise ValueError(f"its 'domain' entry names file {entry['file']!r} and threshold "
                          f"{entry['threshold']!r}; expected {DOMAIN_FILE!r} and a number")  # fmt: skip
+    if entry["statistic"] != DOMAIN_STATISTIC:
+        raise ValueError(f"domain.statistic is {entry['statistic']!r}; this app computes "
+                         f"{DOMAIN_STATISTIC!r}")  # fmt: skip
     threshold = entry["threshold"]
     if isinstance(threshold, bool) or not math.isfinite(threshold) or threshold <= 0:
         raise ValueError(f"domain.threshold is {threshold!r}; use a positive number (the median "
@@ -180,6 +190,10 @@ def parse_config(name: str, values: object) -> ModelConfig:
     missing = [k for k in _REQUIRED if k not in values]
     if missing:
         raise ValueError(f"it lacks {', '.join(missing)}")
+    unknown = sorted(k for k in values if k not in _KNOWN)
+    if unknown:
+        raise ValueError(f"it has unknown key(s) {', '.join(map(repr, unknown))}; a config holds "
+                         f"{', '.join(_KNOWN)}")  # fmt: skip
     version = values.get("format_version", FORMAT_VERSION)
     if isinstance(version, bool) or version not in range(1, FORMAT_VERSION + 1):
         raise ValueError(f"format_version is {version!r}; this version reads 1 to {FORMAT_VERSION}")

@@ -21,6 +21,7 @@ Messages name a model and its files, never the server's folders (shown to every 
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
@@ -176,8 +177,8 @@ def _model_folder(name: object, root: Path) -> Path:
 def list_models(root: Path | None = None) -> list[str]:
     """Names of the model folders under ``root`` (see :func:`models_dir`), active one first.
 
-    Kept ``<name>.previous`` folders and hidden staging folders are not listed; a previous
-    folder still loads by its full name, for rolling back.
+    Kept ``<name>.previous`` folders and hidden staging folders are not listed, unless a kept
+    version was made active (a rollback); a previous folder still loads by its full name.
     """
     root = root or models_dir()
     names = sorted(
@@ -186,38 +187,29 @@ def list_models(root: Path | None = None) -> list[str]:
         and _inside(p, root)
     ) if root.is_dir() else []  # fmt: skip
     active = active_model_name(root, names)
+    if active is not None and active not in names:  # a kept version rolled back to
+        names.append(active)
     return sorted(names, key=lambda n: n != active)
 
 
-def promotions_of(run_dir: Path, root: Path | None = None) -> list[tuple[str, str]]:
-    """``(model folder, architecture)`` of each model promoted from this comparison run, found
-    by the :data:`PROMOTED_FROM` its config records; a kept ``<name>.previous`` folder counts
-    (it was replaced since), hidden staging folders and unreadable configs do not."""
-    root, source = root or models_dir(), str(Path(run_dir).resolve())
-    found = []
-    for folder in sorted(root.iterdir()) if root.is_dir() else ():
-        if folder.name.startswith(".") or not _is_model_folder(folder):
-            continue
-        try:
-            config = json.loads((folder / CONFIG_FILE).read_text())
-        except (OSError, ValueError):
-            continue  # a damaged folder is reported where it is loaded
-        training = config.get("training") if isinstance(config, dict) else None
-        # An adapted version inherits its base's training record: it was made by Adapt.
-        if (isinstance(training, dict) and training.get(PROMOTED_FROM) == source
-                and "adapted" not in training):  # fmt: skip
-            found.append((folder.name, str(config.get("architecture", "?"))))
-    return found
-
-
 def active_model_name(root: Path | None = None, names: list[str] | None = None) -> str | None:
-    """The model named in ``ACTIVE`` if it exists, else the first folder, else None."""
+    """The model named in ``ACTIVE`` if it exists (a kept ``.previous`` version too: a
+    rollback), else the first folder, else None."""
     root = root or models_dir()
     if names is None:
         names = list_models(root)
     pointer = root / ACTIVE_FILE
     chosen = pointer.read_text().strip() if pointer.is_file() else ""
-    return chosen if chosen in names else (sorted(names)[0] if names else None)
+    if chosen in names or _is_kept_version(root, chosen):
+        return chosen
+    return sorted(names)[0] if names else None
+
+
+def _is_kept_version(root: Path, name: str) -> bool:
+    """``name`` is a kept ``<name>.previous`` model folder inside ``root``."""
+    folder = root / name
+    return (name.endswith(PREVIOUS) and not name.startswith(".") and "/" not in name
+            and _is_model_folder(folder) and _inside(folder, root))  # fmt: skip
 
 
 def set_active_model(
@@ -270,7 +262,8 @@ def read_config(
     try:
         values = json.loads(path.read_text())
         config = parse_config(name, values)
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError,
+            ArithmeticError, RecursionError) as error:  # fmt: skip
         raise ModelIntegrityError(
             f"config.json of model {name!r} is not a valid model config: {error}. {fix}"
         ) from error
@@ -295,20 +288,36 @@ def load_model(name: str | None = None, root: Path | None = None) -> LoadedModel
             code such as a Lambda layer, which safe mode does not run).
     """
     root = root or models_dir()
-    config = read_config(name, root)
-    weights = root / config.name / WEIGHTS_FILE
-    _verify_file(
-        weights,
-        config.sha256,
-        missing=f"model {config.name!r} has no weights file {WEIGHTS_FILE}; the folder is "
-        "incomplete.",
-        changed=f"weights of model {config.name!r} ({WEIGHTS_FILE}) do not",
-        fix="retrain",
+    name = name or active_model_name(root)
+    for _ in range(3):
+        before = _config_bytes(root, name)
+        config = read_config(name, root)
+        weights = root / config.name / WEIGHTS_FILE
+        _verify_file(
+            weights,
+            config.sha256,
+            missing=f"model {config.name!r} has no weights file {WEIGHTS_FILE}; the folder is "
+            "incomplete.",
+            changed=f"weights of model {config.name!r} ({WEIGHTS_FILE}) do not",
+            fix="retrain",
+        )
+        domain = _load_domain(config, root / config.name)
+        model = _load_keras(weights, config.name)
+        # Saved again while it was read (Retrain, train fit): the files read may be of two
+        # versions, one's config with the other's network. Every save changes config.json.
+        if _config_bytes(root, config.name) == before:
+            _check_weights_fit_config(model, config)
+            return LoadedModel(config, root / config.name, model, domain)
+    raise ModelIntegrityError(
+        f"model {name!r} was saved again each of 3 times it was read; try again once the save "
+        "has finished."
     )
-    domain = _load_domain(config, root / config.name)
-    model = _load_keras(weights, config.name)
-    _check_weights_fit_config(model, config)
-    return LoadedModel(config, root / config.name, model, domain)
+
+
+def _config_bytes(root: Path, name: str | None) -> bytes | None:
+    with contextlib.suppress(OSError, TypeError):
+        return (root / name / CONFIG_FILE).read_bytes()
+    return None
 
 
 def _check_weights_fit_config(model: keras.Model, config: ModelConfig) -> None:

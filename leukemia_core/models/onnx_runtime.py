@@ -48,6 +48,7 @@ FEATURE_TOLERANCE = 1e-3
 OPSET = 17
 CONVERT_TIMEOUT_S = 600
 KEEP_GRAPHS = 8  # converted graphs kept in the cache (about 13 MB each for Lite0)
+REFUSED_SUFFIX = ".keras-only"  # a note that these weights run on Keras, and why
 CACHE_ENV_VAR = "LEUKEMIA_CACHE_DIR"
 PROBE_CROPS = 6
 
@@ -57,6 +58,11 @@ Outputs = tuple[np.ndarray, np.ndarray]  # (logits, pooled features) of one batc
 class OnnxUnavailableError(LeukemiaCoreError):
     """The ONNX runtime cannot run this model here (not installed, not convertible, or not
     matching Keras on the probe batch)."""
+
+
+class OnnxTransientError(OnnxUnavailableError):
+    """The conversion may work another time (it timed out on a busy machine, or the converter
+    was killed): unlike a refusal, it is not remembered for these weights."""
 
 
 @dataclass(frozen=True)
@@ -100,9 +106,13 @@ def tensorflow_sees_gpu() -> bool:
 
 def onnx_forward(
     outputs_model: keras.Model, weights_sha256: str, input_size: int, temperature: float,
-    probe: np.ndarray | None = None,
+    probe: np.ndarray | None = None, retry_refused: bool = False,
 ) -> Forward:  # fmt: skip
     """The ONNX Runtime forward pass of ``outputs_model``, verified against it on a probe batch.
+
+    Weights (at this temperature) that failed conversion or the probe are remembered and run on
+    Keras without trying again, unless ``retry_refused`` (ONNX asked for by name); a timeout
+    or a killed converter is not remembered.
 
     Args:
         outputs_model: the Keras model with outputs ``(logits, pooled features)``.
@@ -116,8 +126,9 @@ def onnx_forward(
             differ by more than :data:`PROBE_TOLERANCE` / :data:`FEATURE_TOLERANCE`.
     """
     path = _cache_path(weights_sha256, input_size)
-    refused = path.with_suffix(".keras-only")
-    reason = _read(refused)
+    # the probe compares calibrated probabilities: a recalibration may pass where this failed
+    refused = path.parent / f"{path.stem}-T{temperature:.6g}{REFUSED_SUFFIX}"
+    reason = None if retry_refused else _read(refused)
     if reason is not None:  # a network this runtime failed before: not again
         raise OnnxUnavailableError(f"{reason.decode()} (an earlier load found this)")
     if probe is None:
@@ -134,10 +145,14 @@ def onnx_forward(
     try:
         graph = _convert(outputs_model, input_size)
         forward = _verified(graph, outputs_model, probe, reference, temperature)
+    except OnnxTransientError:
+        raise
     except OnnxUnavailableError as error:  # the same weights would fail the same way
         _store(refused, str(error).splitlines()[0].encode())
         raise
     _store(path, graph)  # only a verified graph is kept
+    with contextlib.suppress(OSError):
+        refused.unlink(missing_ok=True)
     return forward
 
 
@@ -225,9 +240,10 @@ def _store(path: Path, data: bytes) -> None:
     with contextlib.suppress(OSError):  # a read-only or full cache only costs a conversion
         path.parent.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(path, data)
-        graphs = sorted(path.parent.glob("*.onnx"), key=lambda p: p.stat().st_mtime)
-        for old in graphs[:-KEEP_GRAPHS]:
-            old.unlink(missing_ok=True)
+        for pattern in ("*.onnx", f"*{REFUSED_SUFFIX}"):
+            kept = sorted(path.parent.glob(pattern), key=lambda p: p.stat().st_mtime)
+            for old in kept[:-KEEP_GRAPHS]:
+                old.unlink(missing_ok=True)
 
 
 def _convert(outputs_model: keras.Model, input_size: int) -> bytes:
@@ -248,7 +264,9 @@ def _convert(outputs_model: keras.Model, input_size: int) -> bytes:
             run = subprocess.run(command, capture_output=True, text=True, timeout=CONVERT_TIMEOUT_S,
                                  cwd=Path(__file__).parents[2])  # fmt: skip
         except subprocess.TimeoutExpired as error:
-            raise OnnxUnavailableError(f"tf2onnx took over {CONVERT_TIMEOUT_S} s") from error
+            raise OnnxTransientError(f"tf2onnx took over {CONVERT_TIMEOUT_S} s") from error
+        if run.returncode < 0:  # killed (out of memory, a restart): may work another time
+            raise OnnxTransientError(f"tf2onnx was stopped by signal {-run.returncode}")
         if run.returncode != 0 or not graph_path.is_file():
             why = (run.stderr.strip().splitlines() or ["no message"])[-1]
             raise OnnxUnavailableError(f"tf2onnx could not convert the model: {why}")

@@ -50,7 +50,7 @@ def write_config(folder: Path, values: dict, *, name: str | None = None) -> Path
     name = name or folder.name
     try:
         parse_config(name, values)
-    except (KeyError, TypeError, ValueError) as error:
+    except (KeyError, TypeError, ValueError, ArithmeticError, RecursionError) as error:
         raise ModelIntegrityError(f"not writing config.json of model {name!r}: {error}") from error
     body = {k: v for k, v in values.items() if k != CONFIG_CHECKSUM}
     text = json.dumps({**body, CONFIG_CHECKSUM: config_checksum(body)}, indent=2) + "\n"
