@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -187,7 +188,9 @@ class Classifier:
 def label_probability(p: float, model: LoadedModel) -> CellPrediction:
     """The label a calibrated probability gets under the model's threshold and review band."""
     calibration = model.config.calibration
-    if calibration.uncertain_low <= p < calibration.uncertain_high:
+    # A probability that is no number (a broken input or runtime) is no call: both comparisons
+    # below are False for NaN, which would have read as normal.
+    if not math.isfinite(p) or calibration.uncertain_low <= p < calibration.uncertain_high:
         label = CellLabel.UNCERTAIN
     else:
         label = CellLabel.BLAST if p >= calibration.threshold else CellLabel.NORMAL

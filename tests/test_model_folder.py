@@ -114,6 +114,7 @@ def test_labels_follow_threshold_and_band(models):
     assert label_probability(0.9, model).label == CellLabel.BLAST
     assert label_probability(0.5, model).label == CellLabel.UNCERTAIN
     assert label_probability(0.2, model).label == CellLabel.NORMAL
+    assert label_probability(float("nan"), model).label == CellLabel.UNCERTAIN  # was normal
 
 
 def test_analyze_field_counts_what_it_labels(models):
