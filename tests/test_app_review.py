@@ -360,3 +360,33 @@ def test_quality_warnings_are_in_full_on_analyze_and_folded_on_review(db, demo_p
     assert [m.value for m in box.markdown] == [
         f"**blurred.png**: {w.message}" for w in field.quality
     ]
+
+
+@pytest.mark.parametrize("change", ["disabled", "demoted", "idle"])
+def test_a_click_after_the_account_changed_records_nothing(db, demo_png, change):
+    """Widget callbacks run before the login check: an account disabled or stripped of the
+    reviewer role by an admin, or idle past the timeout, still accepted cells once."""
+    from datetime import timedelta
+
+    from leukemia_core.accounts import Accounts
+
+    at = start()
+    analyze(at, [("field.png", demo_png)])
+    save_case(at, sample_id="S-GATE")
+    case_id = session_of(at).case_id
+    before = CaseStore(db).load_case(case_id).audit
+    accounts = Accounts()
+    if change == "disabled":
+        accounts.set_disabled(REVIEWER, True)
+    elif change == "demoted":
+        accounts.set_roles(REVIEWER, ["model_admin"])
+    else:
+        at.session_state["login"].last_seen -= timedelta(hours=2)
+    keys = [b.key for b in at.button if b.key and b.key.startswith("accept_")]
+    at.button(key=keys[0]).click().run()
+    assert not at.exception, at.exception
+    assert CaseStore(db).load_case(case_id).audit == before  # nothing recorded in her name
+    if change != "demoted":
+        assert [t.value for t in at.title] == ["Log in"]
+    else:
+        assert any("may not" in e for e in errors(at)), errors(at)

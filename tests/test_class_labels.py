@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import save_picture
 
+from leukemia_core.roles import User
 from train import jobs
 from train.cli_compare import class_label_arg
 from train.compare_settings import CompareSettings
@@ -63,7 +64,7 @@ def test_a_job_of_an_earlier_release_without_class_labels_still_loads(tmp_path):
 
 def test_cancelling_is_said_only_while_a_running_job_has_yet_to_stop(tmp_path):
     job_id = jobs.submit(jobs.JobSpec((str(tmp_path),), CompareSettings(("simple_cnn",))),
-                         root=tmp_path)  # fmt: skip
+                         root=tmp_path, user=User.shell())  # fmt: skip
     folder = tmp_path / job_id
     jobs.write_status(folder, {**jobs.read_status(folder), "state": jobs.RUNNING})
     (folder / jobs.CANCEL_FILE).touch()

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from leukemia_core.errors import LeukemiaCoreError
+from leukemia_core.roles import User
 from train import job_worker, jobs
 from train.__main__ import build_parser
 from train.augmentation import AUGMENTATIONS, augment
@@ -209,12 +210,12 @@ def test_progress_of_a_cached_features_model_follows_where_its_time_goes():
 
 def test_queue_order_is_submission_order_and_cancel_before_start(tmp_path):
     settings = CompareSettings(("simple_cnn",))
-    ids = [jobs.submit(jobs.JobSpec(("x",), settings, title=f"job {i}"), tmp_path)
+    ids = [jobs.submit(jobs.JobSpec(("x",), settings, title=f"job {i}"), tmp_path, user=User.shell())
            for i in range(3)]  # fmt: skip
     listed = jobs.list_jobs(tmp_path)
     assert [j.job_id for j in listed] == ids[::-1]  # newest first
     assert [jobs.queue_position(i, listed) for i in ids] == [1, 2, 3]
-    jobs.cancel_job(ids[0], tmp_path)
+    jobs.cancel_job(ids[0], tmp_path, user=User.shell())
     listed = jobs.list_jobs(tmp_path)
     assert jobs.job_status(ids[0], tmp_path).state == jobs.CANCELLED
     assert [jobs.queue_position(i, listed) for i in ids] == [None, 1, 2]
@@ -224,7 +225,8 @@ def test_queue_order_is_submission_order_and_cancel_before_start(tmp_path):
 def test_a_job_cancelled_as_the_worker_picks_it_up_loads_no_data(tmp_path, monkeypatch):
     """The worker had already started reading the job's cells (a minute on a real set) when it
     saw the cancel; the Retrain page said "Cancelled before it started" meanwhile."""
-    job_id = jobs.submit(jobs.JobSpec(("x",), CompareSettings(("simple_cnn",))), tmp_path)
+    job_id = jobs.submit(jobs.JobSpec(("x",), CompareSettings(("simple_cnn",))), tmp_path,
+                         user=User.shell())  # fmt: skip
     (tmp_path / job_id / jobs.CANCEL_FILE).touch()  # after the worker took it off the queue
 
     def loading(spec):

@@ -55,6 +55,7 @@ from leukemia_core.models.writing import write_config, write_domain_reference
 from leukemia_core.outputs import output_stems, spreadsheet_text
 from leukemia_core.pipeline import MODE_CELLS, analyze
 from leukemia_core.review import Review
+from leukemia_core.roles import User
 from leukemia_core.segmentation import segment_wbc
 from leukemia_core.single_cell import single_cell_crop
 from leukemia_core.synthetic import make_demo_smear
@@ -890,7 +891,7 @@ def test_the_retrain_page_shows_a_failed_job_without_server_folders(retrain_page
     runs = tmp_path / "runs"
     spec = jobs.JobSpec((str(tmp_path / "data" / "manifest.csv"),),
                         CompareSettings(("simple_cnn",), input_size=32), title="t")  # fmt: skip
-    job_id = jobs.submit(spec, runs)
+    job_id = jobs.submit(spec, runs, user=User.shell())
     folder = runs / job_id
     jobs.write_status(folder, {
         "state": jobs.FAILED, "title": "t", "created": "2026-01-01T00:00:00+00:00",

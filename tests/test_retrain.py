@@ -112,7 +112,7 @@ def _long_job(cells: Path) -> str:
     """A quick first model (staged once its fold is done), then minutes of the plain CNN."""
     settings = CompareSettings(("efficientnet_lite0", "simple_cnn"), input_size=32, epochs=300,
                                patience=300, batch_size=8, feature_views=1)  # fmt: skip
-    return jobs.submit(jobs.JobSpec((str(cells),), settings, title="long"))
+    return jobs.submit(jobs.JobSpec((str(cells),), settings, title="long"), user=User.shell())
 
 
 def _second_model_training(job_id: str) -> bool:
@@ -442,7 +442,7 @@ def test_killing_the_worker_mid_run_leaves_registry_and_active_model_intact(cell
     assert load_model(active, models_root).config.name == "tiny"
     with pytest.raises(ValueError, match="no finished comparison"):
         promote(folder, "efficientnet_lite0", "half", root=models_root, user=User.shell())
-    jobs.cancel_job(queued)  # the queued job never starts
+    jobs.cancel_job(queued, user=User.shell())  # the queued job never starts
     assert jobs.job_status(queued).state == jobs.CANCELLED
     assert not jobs.ensure_worker()  # nothing queued: no worker
     assert job_worker.run_worker(idle_s=0) == 0  # a later worker files the orphan away, for good
@@ -478,7 +478,7 @@ def test_cancel_stops_a_running_job_and_keeps_nothing(cells, models_root):
 
 def test_a_job_whose_settings_file_does_not_parse_fails_and_the_page_still_opens(models_root):
     spec = jobs.JobSpec(("/nowhere",), CompareSettings(("simple_cnn",), input_size=32, epochs=1))
-    job = jobs.submit(spec)
+    job = jobs.submit(spec, user=User.shell())
     (jobs.runs_dir() / job / jobs.JOB_FILE).write_text('{"data": ["/x"], "settings": ')  # cut off
     assert job_worker.run_worker(idle_s=0.1) == 1  # it ran the one job, which failed
     assert jobs.job_status(job).state == jobs.FAILED

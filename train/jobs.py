@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from leukemia_core.outputs import write_text_atomic
+from leukemia_core.roles import Permission, User, require
 from train.compare_settings import RESULTS_FILE, CompareSettings
 from train.records import NO_LABEL
 
@@ -181,8 +182,10 @@ def read_status(folder: Path) -> dict:
         return {}
 
 
-def submit(spec: JobSpec, root: Path | None = None) -> str:
-    """Queue a job (its folder is complete before it becomes visible); returns its id."""
+def submit(spec: JobSpec, root: Path | None = None, *, user: User) -> str:
+    """Queue a job (its folder is complete before it becomes visible); returns its id. Needs an
+    account allowed to manage models; who queued it is kept in its status."""
+    require(user, Permission.MANAGE_MODELS)
     root = root or runs_dir()
     root.mkdir(parents=True, exist_ok=True)
     # Sortable ids: the queue runs in id order, which is submission order.
@@ -190,7 +193,8 @@ def submit(spec: JobSpec, root: Path | None = None) -> str:
     staging = root / f".{job_id}.partial"
     staging.mkdir()
     write_text_atomic(staging / JOB_FILE, json.dumps(spec.to_dict(), indent=1) + "\n")
-    write_status(staging, {"state": QUEUED, "created": now_text(), "title": spec.title})
+    write_status(staging, {"state": QUEUED, "created": now_text(), "title": spec.title,
+                           "submitted_by": user.name})  # fmt: skip
     os.replace(staging, root / job_id)
     return job_id
 
@@ -254,15 +258,18 @@ def list_jobs(root: Path | None = None) -> list[JobStatus]:
     return sorted(statuses, key=lambda j: (j.created, j.job_id), reverse=True)
 
 
-def cancel_job(job_id: str, root: Path | None = None) -> None:
-    """Stop a job: a queued one never starts; a running one stops at its next batch."""
+def cancel_job(job_id: str, root: Path | None = None, *, user: User) -> None:
+    """Stop a job: a queued one never starts; a running one stops at its next batch. Needs an
+    account allowed to manage models; who cancelled it is kept in its status."""
+    require(user, Permission.MANAGE_MODELS)
     root = root or runs_dir()
     folder = root / job_id
-    (folder / CANCEL_FILE).touch()
+    (folder / CANCEL_FILE).write_text(user.name + "\n")
     values = read_status(folder)
     if values.get("state") == QUEUED:
         write_status(folder, {**values, "state": CANCELLED, "finished": now_text(),
-                               "message": "Cancelled before it started."})  # fmt: skip
+                               "message": f"Cancelled by {user.name} before it started.",
+                               "cancelled_by": user.name})  # fmt: skip
 
 
 # --------------------------------------------------------------------------- the worker lock

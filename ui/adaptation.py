@@ -100,7 +100,7 @@ def _run(base: str, name: str) -> None:
 
     try:
         folder = adapt_model(base, picked["table"].records, new_name=name.strip() or None,
-                             user=auth.user(),
+                             user=auth.acting_user(),
                              min_head_cells=MIN_HEAD_CELLS, data_description=picked["words"],
                              progress=report)  # fmt: skip
     except (LeukemiaCoreError, OSError, ValueError) as error:

@@ -22,7 +22,7 @@ from leukemia_core.accounts import (
     User,
 )
 from leukemia_core.errors import LeukemiaCoreError
-from leukemia_core.roles import NEEDED_ROLE
+from leukemia_core.roles import NEEDED_ROLE, PermissionDeniedError
 from leukemia_core.store import default_database_path
 
 LOGIN_KEY = "login"
@@ -53,6 +53,31 @@ def user() -> User:
     if found is None:
         st.stop()
     return found
+
+
+def acting_user() -> User:
+    """The account doing an action, checked now against the accounts and the idle timeout.
+
+    Widget callbacks run before :func:`gate`: with the login as the last run left it, an
+    account disabled, stripped of a role or idle past the timeout since then still acted once.
+    Here a disabled or expired login acts not at all (the gate then logs it out, saying why),
+    and the core checks the roles the account has now.
+
+    Raises:
+        SessionExpiredError: Idle longer than the timeout.
+        PermissionDeniedError: Logged out, or the account was disabled.
+    """
+    login = st.session_state.get(LOGIN_KEY)
+    if not isinstance(login, LoginSession):
+        raise PermissionDeniedError("You are logged out: log in again; nothing was changed.")
+    login.touch()
+    now = accounts().current(login.user)
+    if now is None:
+        raise PermissionDeniedError(
+            "Your account was disabled by an administrator; nothing was changed."
+        )
+    login.user = now
+    return now
 
 
 def _through_the_app() -> None:

@@ -251,7 +251,7 @@ def activate(name: str, confirm_key: str) -> None:
     """Make ``name`` the active model (a button's callback; the core checks the account's role
     and records the change), and clear the confirmation box ``confirm_key``."""
     try:
-        set_active_model(name, user=auth.user())
+        set_active_model(name, user=auth.acting_user())
     except LeukemiaCoreError as error:
         flash(f"Not made active: {error}")
         return

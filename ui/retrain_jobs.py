@@ -47,7 +47,10 @@ def admin_details(text: str) -> None:
 
 
 def _cancel(job_id: str) -> None:
-    jobs.cancel_job(job_id)
+    try:
+        jobs.cancel_job(job_id, user=auth.acting_user())
+    except LeukemiaCoreError as error:  # logged out, disabled, or no longer a model admin
+        flash(str(error))
 
 
 @st.fragment(run_every=2.0)
@@ -113,7 +116,7 @@ def _promote(job_id: str) -> None:
     architecture = st.session_state[f"promote_model_{job_id}"]
     name = st.session_state[f"promote_name_{job_id}"].strip()
     try:
-        promote(jobs.runs_dir() / job_id, architecture, name, user=auth.user())
+        promote(jobs.runs_dir() / job_id, architecture, name, user=auth.acting_user())
     except (LeukemiaCoreError, OSError, ValueError) as error:
         # beside the button (a message at the top of the page is out of sight down here)
         st.session_state[f"promote_error_{job_id}"] = f"Not promoted: {shown(str(error))}"

@@ -109,7 +109,9 @@ def save_case(
     overlays: Mapping[tuple[int, int], np.ndarray] | None = None,
 ) -> str:
     """Store the sample as a new case (see :meth:`Review.save`)."""
-    case_id = session.save(case_store(), user=auth.user(), sample_id=sample_id, overlays=overlays)
+    case_id = session.save(
+        case_store(), user=auth.acting_user(), sample_id=sample_id, overlays=overlays
+    )
     remember(session)
     return case_id
 
@@ -119,7 +121,7 @@ def relabel(session: Review, field_index: int, cell_id: int, label: str) -> None
     clump asks once, and the same label given again counts it as one cell."""
     key = (field_index, cell_id)
     with _clump_question(session, key, label) as confirmed:
-        session.relabel(case_store(), field_index, cell_id, label, user=auth.user(),
+        session.relabel(case_store(), field_index, cell_id, label, user=auth.acting_user(),
                         as_one_cell=confirmed)  # fmt: skip
 
 
@@ -127,7 +129,7 @@ def decide(session: Review, key: tuple[int, int], label: str | None) -> bool:
     """Review one cell as the logged-in account: give it ``label`` or (None) accept its label
     (see :meth:`Review.decide`); a possible clump asks once, as :func:`relabel`."""
     with _clump_question(session, key, label) as confirmed:
-        return session.decide(case_store(), *key, label, user=auth.user(),
+        return session.decide(case_store(), *key, label, user=auth.acting_user(),
                               as_one_cell=confirmed)  # fmt: skip
 
 
@@ -153,26 +155,26 @@ def clump_question(session: Review, key: tuple[int, int]) -> str | None:
 def accept(session: Review, keys: list[tuple[int, int]]) -> int:
     """Accept the current label of these cells as the logged-in account (see
     :meth:`Review.accept`); returns how many were newly marked reviewed."""
-    return session.accept(case_store(), keys, user=auth.user())
+    return session.accept(case_store(), keys, user=auth.acting_user())
 
 
 def split(session: Review, field_index: int, cell_id: int, parts: int, outline=None) -> tuple:
     """Split one cell into ``parts`` cells, or in two by a drawn ``outline`` (field pixels),
     classified by the case's model (see :meth:`Review.split`)."""
-    return session.split(case_store(), field_index, cell_id, user=auth.user(),
+    return session.split(case_store(), field_index, cell_id, user=auth.acting_user(),
                          labeller=_labeller(session), parts=parts, line=outline,
                          explainer=_explainer(session))  # fmt: skip
 
 
 def merge(session: Review, keys: list[tuple[int, int]]):
     """Merge touching cells of one field into one (see :meth:`Review.merge`)."""
-    return session.merge(case_store(), keys, user=auth.user(), labeller=_labeller(session),
+    return session.merge(case_store(), keys, user=auth.acting_user(), labeller=_labeller(session),
                          explainer=_explainer(session))  # fmt: skip
 
 
 def undo_reshape(session: Review, field_index: int, cell_id: int) -> list[tuple[int, int]]:
     """Undo the split or merge that made this cell; the keys of the cells that return."""
-    return session.undo_reshape(case_store(), field_index, cell_id, user=auth.user())
+    return session.undo_reshape(case_store(), field_index, cell_id, user=auth.acting_user())
 
 
 def _labeller(session: Review):
@@ -194,14 +196,14 @@ def _explainer(session: Review):
 def set_details(session: Review, *, comment: str, patient_id: str, seen_token: int) -> bool:
     """Keep the case's comment and patient id for the report, together, as the logged-in
     account, if the case is still as shown (``seen_token``)."""
-    return session.set_details(case_store(), user=auth.user(), comment=comment,
+    return session.set_details(case_store(), user=auth.acting_user(), comment=comment,
                                patient_id=patient_id, seen_token=seen_token)  # fmt: skip
 
 
 def sign(session: Review, seen_token: int, **details: str) -> None:
     """Sign and freeze the case as the logged-in account, as it was shown (``seen_token``), with
     the report's details (``comment``, ``patient_id``) when given (see :meth:`Review.sign`)."""
-    session.sign(case_store(), user=auth.user(), seen_token=seen_token, **details)
+    session.sign(case_store(), user=auth.acting_user(), seen_token=seen_token, **details)
 
 
 def reopen(session: Review, reason: str) -> str:
@@ -210,7 +212,7 @@ def reopen(session: Review, reason: str) -> str:
     if not reason.strip():
         raise ReviewError("Say why you reopen it in the box above (it is kept in the audit "
                           "trail), then press the button again.")  # fmt: skip
-    new_id = session.reopen(case_store(), user=auth.user(), reason=reason)
+    new_id = session.reopen(case_store(), user=auth.acting_user(), reason=reason)
     remember(session)
     return new_id
 
