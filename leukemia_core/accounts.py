@@ -18,8 +18,10 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+import secrets
 import sqlite3
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
@@ -228,12 +230,14 @@ class Accounts:
             locked = failures >= LOCKOUT_FAILURES
             row = None if locked else conn.execute(
                 "SELECT * FROM users WHERE name = ?", (name,)).fetchone()  # fmt: skip
-            if row is not None and not row["disabled"]:
-                try:
-                    _HASHER.verify(row["password_hash"], str(password or ""))
-                    user = User(name, parse_roles(row["roles"].split(",")))
-                except (VerificationError, InvalidHashError):
-                    user = None
+            # Every refusal costs one hash check: a fast "no" told which names exist.
+            usable = row is not None and not row["disabled"]
+            try:
+                _HASHER.verify(row["password_hash"] if usable else _dummy_hash(),
+                               str(password or ""))  # fmt: skip
+                user = User(name, parse_roles(row["roles"].split(","))) if usable else None
+            except (VerificationError, InvalidHashError):
+                user = None
             if locked:
                 _event(conn, name, "locked", "login refused while locked", at=now)
             elif user is None:
@@ -253,14 +257,20 @@ class Accounts:
             raise LoginError("The name or password is wrong (or the account is disabled).")
         return user
 
-    def current(self, user: User) -> User | None:
+    def current(self, user: User, logged_in_at: datetime | None = None) -> User | None:
         """``user`` as the accounts now say: its roles of now, or None when the account was
-        disabled or removed since the login (a page asks this on every run, so a change by an
-        admin reaches sessions already logged in)."""
+        disabled or removed since the login, or (given ``logged_in_at``) its password was set
+        by someone else since (an admin's reset after a leak ends the sessions of the old
+        password). A page asks this on every run, so a change by an admin reaches sessions
+        already logged in."""
         with self._transaction(write=False) as conn:
             row = conn.execute("SELECT roles, disabled FROM users WHERE name = ?",
                                (user.name,)).fetchone()  # fmt: skip
-        if row is None or row["disabled"]:
+            reset = logged_in_at is not None and conn.execute(
+                "SELECT 1 FROM account_events WHERE user_name = ? AND event = 'password' AND "
+                "at > ? AND detail != ?", (user.name, logged_in_at.isoformat(),
+                                           f"set by {user.name}")).fetchone()  # fmt: skip
+        if row is None or row["disabled"] or reset:
             return None
         return User(user.name, parse_roles(row["roles"].split(",")))
 
@@ -336,11 +346,24 @@ def _check_name(name: object) -> str:
 
 
 def _check_password(password: object) -> str:
-    if not isinstance(password, str) or len(password) < MIN_PASSWORD_LENGTH:
+    # Ten spaces were a password; a line end pasted with it could never be typed at login.
+    if not isinstance(password, str) or len(password.strip()) < MIN_PASSWORD_LENGTH:
         raise AccountInputError(
-            f"The password must have at least {MIN_PASSWORD_LENGTH} characters."
+            f"The password must have at least {MIN_PASSWORD_LENGTH} characters, not counting "
+            "spaces at its ends."
+        )
+    if password != password.strip(" ") or any(c in password for c in "\r\n\t"):
+        raise AccountInputError(
+            "The password must not start or end with a space or hold a line end or tab: they "
+            "are easily lost when typed or pasted at login."
         )
     return password
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash no password matches, checked for unknown and disabled names."""
+    return _HASHER.hash(secrets.token_hex(16))
 
 
 def _reads_as(name: str) -> str:

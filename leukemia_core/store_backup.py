@@ -97,9 +97,14 @@ def restore_database(backup: str | os.PathLike, database: str | os.PathLike) -> 
     try:
         contents = CaseStore(database, create=False).contents()  # migrates an older backup
     except LeukemiaCoreError as error:
+        # The copy passed the checks but does not open as a case database: take it away and put
+        # the replaced database back, so the app keeps working as before.
+        for suffix in SIDE_FILES:
+            Path(f"{database}{suffix}").unlink(missing_ok=True)
+        _put_back(set_aside, database)
         raise CaseStoreError(
-            f"{backup} was put in place of {database} but does not open ({error}). The "
-            f"database it replaced is kept as {set_aside[0] if set_aside else 'nothing'}."
+            f"{backup} does not open as a case database ({error}); the database was put back "
+            f"as it was. {FROM_BACKUP[0].upper()}{FROM_BACKUP[1:]}."
         ) from error
     return Restored(database, contents, tuple(moved for _, moved in set_aside))
 

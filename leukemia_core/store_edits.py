@@ -110,15 +110,6 @@ class CaseEdits(StorePart):
                 f"Cell {cell_id} of field {field_index} was split or merged into other cells; "
                 "undo that on the Review page to change it again."
             )
-        accepting = changes.get("reviewed") and "label" not in changes
-        if accepting and row["label"] == CellLabel.UNCERTAIN:
-            if skip_uncertain:
-                return []
-            raise CaseInputError(
-                f"Cell {cell_id} of field {field_index} is uncertain: review it by giving it a "
-                "label (blast, normal, not a white cell or excluded); accepting it would leave "
-                "it undecided."
-            )
         if "label" in changes:
             changes = {**changes, "label": label_value(changes["label"], "new_label")}
             if changes["label"] in MACHINE_ONLY_LABELS:
@@ -128,6 +119,17 @@ class CaseEdits(StorePart):
                 )
             if changes["label"] != row["label"]:
                 changes["reviewed"] = True
+            else:  # the label it has: what is left is an accept (or a withdrawal), audited so
+                changes = {k: v for k, v in changes.items() if k != "label"}
+        accepting = changes.get("reviewed") and "label" not in changes
+        if accepting and row["label"] == CellLabel.UNCERTAIN:
+            if skip_uncertain:
+                return []
+            raise CaseInputError(
+                f"Cell {cell_id} of field {field_index} is uncertain: review it by giving it a "
+                "label (blast, normal, not a white cell or excluded); accepting it would leave "
+                "it undecided."
+            )
         if "reviewed" in changes:
             changes["reviewed"] = int(bool(changes["reviewed"]))
         entries = []  # every update first, then the audit rows (each records the state after)

@@ -108,7 +108,7 @@ def _init(accounts: Accounts, name: str | None, password_stdin: bool) -> int:
 def _password(from_stdin: bool) -> str:
     """The password from stdin, or asked twice at the terminal (up to three tries)."""
     if from_stdin:
-        return sys.stdin.readline().rstrip("\n")
+        return sys.stdin.readline().rstrip("\r\n")
     for _ in range(_TRIES):
         first = getpass.getpass(f"Password (at least {MIN_PASSWORD_LENGTH} characters): ")
         if len(first) < MIN_PASSWORD_LENGTH:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from leukemia_core.accounts import Permission, Role
+from leukemia_core.accounts import AccountInputError, Permission, Role
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.roles import SHELL_PREFIX, role_text
 from leukemia_core.store_rows import minute_text
@@ -62,6 +62,10 @@ if said := st.session_state.pop("change_account_said", None):  # from the save b
 chosen = right.selectbox("Account", names, key="change_name")
 current = next((u for u in users if u.name == chosen), None)
 key = f"{chosen}_{st.session_state.get('change_account_saves', 0)}"
+# What the fields were filled with when drawn: another administrator may change the account
+# while this form is open, and its unchanged fields would then write the old values back.
+stored = (sorted(current.roles), current.disabled) if current else None
+shown = st.session_state.setdefault(f"change_account_shown_{key}", stored)
 with right.form(f"change_account_{key}"):
     new_roles = st.multiselect("Roles", [r.value for r in Role], key=f"change_roles_{key}",
                                default=sorted(current.roles) if current else [], help=ROLE_HELP)  # fmt: skip
@@ -72,6 +76,12 @@ with right.form(f"change_account_{key}"):
     if st.form_submit_button(f"Save changes to {chosen}") and current is not None:
         done = []
         try:
+            if shown != stored:
+                raise AccountInputError(
+                    "another administrator changed this account since the form was drawn "
+                    "(its roles or whether it is disabled); nothing was saved: look at the "
+                    "stored values below and save again"
+                )
             if set(new_roles) != set(current.roles):
                 accounts.set_roles(chosen, new_roles, by=admin)
                 before, after = ", ".join(sorted(current.roles)), ", ".join(sorted(new_roles))

@@ -192,3 +192,21 @@ def test_the_database_its_side_files_and_backups_are_readable_by_their_owner_onl
     loose.chmod(0o640)
     CaseStore(loose)
     assert loose.stat().st_mode & 0o777 == 0o640
+
+
+def test_a_backup_that_passes_the_checks_but_does_not_open_puts_the_database_back(store, tmp_path):
+    """Two tables named cases and audit passed; the file did not open, and the working
+    database was left renamed aside, so the app could no longer start."""
+    from leukemia_core.store_schema import SCHEMA_VERSION
+
+    before = store.contents()
+    bad = tmp_path / "not-a-backup.sqlite3"
+    with closing(sqlite3.connect(bad)) as conn:
+        conn.execute("CREATE TABLE cases (id INTEGER)")
+        conn.execute("CREATE TABLE audit (id INTEGER)")
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.commit()
+    with pytest.raises(CaseStoreError, match=r"does not open as a case database.*put back"):
+        restore_database(bad, store.path)
+    assert CaseStore(store.path, create=False).contents() == before
+    assert not [p for p in store.path.parent.iterdir() if "before-restore" in p.name]

@@ -989,3 +989,16 @@ def test_what_the_report_shows_is_covered_by_the_audit_chain(store: CaseStore, e
     with sqlite3.connect(store.path) as conn:
         conn.execute(edit, {"id": case_id})
     assert store.load_case(case_id).altered != ()
+
+
+def test_an_edit_giving_a_cell_its_own_label_and_reviewed_is_audited(store: CaseStore):
+    """edit_cell(label=<its label>, reviewed=True) marked the cell reviewed with no audit row:
+    the case then read as changed outside the app, for good."""
+    case_id = new_case(store, [["blast", "normal"]], reviewed=False)
+    ids = store.edit_cell(case_id, 0, 1, reviewer="R", label="blast", reviewed=True)
+    record = store.load_case(case_id)
+    assert ids and [a.action for a in record.audit] == ["created", "reviewed"]
+    assert record.altered == () and record.cells[0].reviewed
+    store.edit_cell(case_id, 0, 1, reviewer="R", label="blast", reviewed=False)
+    assert store.load_case(case_id).audit[-1].action == "review withdrawn"
+    assert store.load_case(case_id).altered == ()

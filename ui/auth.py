@@ -71,10 +71,11 @@ def acting_user() -> User:
     if not isinstance(login, LoginSession):
         raise PermissionDeniedError("You are logged out: log in again; nothing was changed.")
     login.touch()
-    now = accounts().current(login.user)
+    now = accounts().current(login.user, login.started)
     if now is None:
         raise PermissionDeniedError(
-            "Your account was disabled by an administrator; nothing was changed."
+            "Your account was disabled or its password reset by an administrator; nothing was "
+            "changed."
         )
     login.user = now
     return now
@@ -127,13 +128,16 @@ def _gate(url_paths: Sequence[str]) -> User:
     if isinstance(login, LoginSession):
         try:
             login.touch()
-            now = accounts().current(login.user)  # an admin's change reaches this session
+            # an admin's change reaches this session
+            now = accounts().current(login.user, login.started)
             if now is not None:
                 login.user = now
                 return now
-            accounts().record(login.user.name, "logout", "the account was disabled")
+            accounts().record(login.user.name, "logout",
+                              "the account was disabled or its password reset")  # fmt: skip
             _forget_session()
-            st.warning("Your account was disabled by an administrator: you are logged out.")
+            st.warning("Your account was disabled or its password reset by an administrator: "
+                       "you are logged out.")  # fmt: skip
         except SessionExpiredError as error:
             accounts().record(login.user.name, "timeout", str(error))
             _forget_session()
