@@ -460,3 +460,14 @@ def test_a_version_that_misses_more_blasts_is_called_worse():
     assert worse_than_before({"before": after, "after": after}) == []
     no_blasts = {**after, "sensitivity": None, "confident_miss_rate": None}
     assert worse_than_before({"before": no_blasts, "after": no_blasts}) == []
+
+
+def test_an_adaptation_group_the_base_tested_on_is_seen_by_the_adapted_model():
+    """Groups the base had on its test side kept "test": --held-out then counted the cells the
+    adaptation was fitted on as unseen."""
+    from train.adapt_model import _split_with_adaptation
+
+    base = b"group,side\nx:1,train\ndeepapl:Patient_07,test\ndeepapl:Patient_09,test\n"
+    split = _split_with_adaptation(base, ["deepapl:Patient_07", "lab:S-1"]).decode()
+    assert split.splitlines() == ["group,side", "x:1,train", "deepapl:Patient_07,val",
+                                  "deepapl:Patient_09,test", "lab:S-1,val"]  # fmt: skip

@@ -365,6 +365,21 @@ def test_one_test_group_gives_no_interval_in_any_table():
     assert interval_text(many, "sensitivity") == "0.500 (0.300-0.700)"
 
 
+def test_a_class_from_one_group_gives_no_interval_for_its_figures():
+    """The card printed C-NMC balanced accuracy "0.750 (0.750-0.750)" from one blast and one
+    normal subject: every replicate held the same cells of each class."""
+    from train.compare_tables import interval_text
+    from train.evaluate.metrics import binary_metrics
+
+    cells = binary_metrics([True, True, False, False, False, False], [0.9, 0.2, 0.3, 0.1, 0.6, 0.2],
+                           0.5, groups=["a", "a", "b", "b", "c", "c"])  # fmt: skip
+    assert cells["class_groups"] == {"blast": 1, "normal": 2}
+    assert cells["intervals"]["sensitivity"] is None and cells["intervals"]["auroc"] is None
+    assert cells["intervals"]["specificity"] is not None  # two normal groups
+    assert interval_text(cells, "sensitivity") == "0.500 (interval n/a: 1 blast group)"
+    assert "interval n/a" not in interval_text(cells, "specificity")
+
+
 def test_the_model_bar_shows_the_current_models_progress():
     """A job's only model showed an empty "Model 1 of 1" bar while it trained."""
     from ui.comparison import model_fraction

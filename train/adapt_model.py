@@ -106,8 +106,11 @@ def _split_with_adaptation(base_split: bytes, groups) -> bytes:
     """The base's ``split.csv`` with the adaptation's groups on the validation side (they set
     the new calibration), so ``--held-out`` never counts the lab's own cells as unseen."""
     rows = list(csv.DictReader(io.StringIO(base_split.decode()))) if base_split else []
+    adapted = set(groups)
+    # A group the base tested on but the adaptation fitted on is no longer unseen: val, too.
+    rows = [{**row, "side": "val"} if row["group"] in adapted else row for row in rows]
     named = {row["group"] for row in rows}
-    rows += [{"group": g, "side": "val"} for g in sorted(set(groups)) if g not in named]
+    rows += [{"group": g, "side": "val"} for g in sorted(adapted - named)]
     out = io.StringIO()
     writer = csv.DictWriter(out, ["group", "side"], extrasaction="ignore", lineterminator="\n")
     writer.writeheader()

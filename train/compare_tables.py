@@ -7,6 +7,7 @@ import io
 from collections.abc import Sequence
 
 from train.compare_settings import SIZE_BASELINE
+from train.evaluate.metrics import INTERVAL_CLASSES
 
 SOURCE_COLUMNS = ("sensitivity", "specificity", "auroc", "ece", "confident_miss_rate")
 
@@ -71,7 +72,11 @@ def interval_text(metrics: dict, key: str, dash: str = "-") -> str:
     "interval n/a" when its ``n_groups`` is below 2 (as :func:`row_interval_text` says)."""
     if text := _one_group_text(metrics.get(key), metrics.get("n_groups")):
         return text
-    return _figure(metrics.get(key), (metrics.get("intervals") or {}).get(key), dash)
+    value, groups = metrics.get(key), metrics.get("class_groups") or {}
+    thin = [f"{groups[c]} {c} group" for c in INTERVAL_CLASSES.get(key, ()) if groups.get(c, 2) < 2]
+    if thin and value is not None:
+        return f"{_num(value)} (interval n/a: {', '.join(thin)})"
+    return _figure(value, (metrics.get("intervals") or {}).get(key), dash)
 
 
 def row_interval_text(row: dict, key: str, dash: str = "-", groups: int | None = None) -> str:

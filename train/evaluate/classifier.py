@@ -155,6 +155,9 @@ def evaluate_cells(
     return result
 
 
+NOT_WHITE_CELLS = ("platelet",)  # normal cell folders (PBC) that hold no white cell
+
+
 def evaluate_normals(
     table: CellTable, classifier: Classifier, *, seen: set[str] | None = None,
     progress: Progress | None = None,
@@ -162,9 +165,15 @@ def evaluate_normals(
     """False-blast rate on folders of normal cells, overall and per cell type (Wilson 95%)."""
     normals = [r for r in table.records if r.label != BLAST]
     blasts = len(table.records) - len(normals)
-    records, skipped, notes = _held_out(normals, seen, classifier.model.path)
+    # Not white cells: never in training (the crop bank leaves them out), and a rate over them
+    # would read as the rate over the white cells the model is for.
+    white = [r for r in normals if r.cell_type not in NOT_WHITE_CELLS]
+    records, skipped, notes = _held_out(white, seen, classifier.model.path)
     if blasts:
         notes.append(f"{blasts} blast cell(s) left out: this command measures normal cells only.")
+    if len(white) < len(normals):
+        notes.append(f"{len(normals) - len(white)} image(s) of {', '.join(NOT_WHITE_CELLS)} left "
+                     "out: the model classifies white cells.")  # fmt: skip
     if not records:
         raise ValueError("No normal cells to test (all were blasts or seen in training).")
     p, records, unreadable = _crop_probabilities(records, classifier, progress)

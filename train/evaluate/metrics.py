@@ -15,6 +15,11 @@ from leukemia_core.calibration import expected_calibration_error
 
 INTERVAL_METRICS = ("accuracy", "balanced_accuracy", "weighted_f1", "sensitivity",
                     "specificity", "auroc", "ece", "confident_miss_rate")  # fmt: skip
+# The class(es) each figure is measured on: with one group of a class every bootstrap replicate
+# holds the same cells of it, and the interval collapses to the point, looking precise.
+INTERVAL_CLASSES = {"sensitivity": ("blast",), "confident_miss_rate": ("blast",),
+                    "specificity": ("normal",), "balanced_accuracy": ("blast", "normal"),
+                    "auroc": ("blast", "normal")}  # fmt: skip
 SCREENING_SPECIFICITY = 0.90  # operating point for "sensitivity at specificity" (ROC)
 # A bootstrap over fewer groups (patients, field blocks) cannot show how much the next group
 # may differ: its intervals come out narrow, not wide.
@@ -146,10 +151,14 @@ def binary_metrics(
         for k in INTERVAL_METRICS:
             if replicate[k] is not None:
                 samples[k].append(replicate[k])
+    class_groups = {"blast": len(np.unique(group_ids[y])), "normal": len(np.unique(group_ids[~y]))}
     result["intervals"] = {
-        k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if v else None
+        k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))]
+        if v and all(class_groups[c] >= 2 for c in INTERVAL_CLASSES.get(k, ()))
+        else None
         for k, v in samples.items()
     }
+    result["class_groups"] = class_groups
     result["interval_unit"] = "group" if groups is not None else "cell"
     result["n_groups"] = len(members)
     return result
