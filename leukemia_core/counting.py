@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from collections.abc import Iterable
 
@@ -116,21 +117,29 @@ def _hint(
     n_blasts: int, n_counted: int, low_percent: float, high_percent: float, n_uncertain: int
 ) -> str | None:
     parts = []
+    # One number to act on first (a walk read three: 69, 12 and 96 more); a threshold's own
+    # arithmetic only where it asks for more than the 100 cells a differential counts.
+    few = n_counted < MANUAL_DIFFERENTIAL_CELLS
+    if few:
+        parts.append(
+            f"Count more cells: at least {MANUAL_DIFFERENTIAL_CELLS - n_counted} more. Only "
+            f"{n_counted} white {'cell was' if n_counted == 1 else 'cells were'} counted, and a "
+            "manual differential counts 100-200: analyse more fields of the smear together with "
+            "these, in one upload."
+        )
     straddled = [t for t in THRESHOLDS_PERCENT if straddles(low_percent, high_percent, t)]
     if straddled:
         names = " and ".join(f"{t:.0f}%" for t in straddled)
-        details = "; ".join(_more_cells_text(n_blasts, n_counted, t) for t in straddled)
-        parts.append(
-            f"Count more cells: the 95% interval ({percent_figure(low_percent)}% to "
-            f"{percent_figure(high_percent)}%) "
-            f"spans the {names} threshold{'s' if len(straddled) > 1 else ''}; {details}."
-        )
-    if n_counted < MANUAL_DIFFERENTIAL_CELLS:
-        parts.append(
-            f"Only {n_counted} white {'cell was' if n_counted == 1 else 'cells were'} counted; a "
-            "manual differential counts 100-200, "
-            f"so count at least {MANUAL_DIFFERENTIAL_CELLS - n_counted} more (add fields)."
-        )
+        details = "; ".join(
+            _more_cells_text(n_blasts, n_counted, t) for t in straddled
+            if not few or (cells_needed(n_blasts, n_counted, t) or sys.maxsize)
+            > MANUAL_DIFFERENTIAL_CELLS
+        )  # fmt: skip
+        interval = (f"the 95% interval ({percent_figure(low_percent)}% to "
+                    f"{percent_figure(high_percent)}%) spans the {names} "
+                    f"threshold{'s' if len(straddled) > 1 else ''}")  # fmt: skip
+        interval += f"; {details}." if details else "."
+        parts.append(interval[0].upper() + interval[1:] if few else f"Count more cells: {interval}")
     if n_uncertain:
         parts.append(_review_text(n_blasts, n_counted, n_uncertain))
     return " ".join(parts) or None
@@ -300,11 +309,32 @@ def count_cells(
                             n_unreviewed=sum(c.awaits_review for c in cells))  # fmt: skip
 
 
+def review_changes_text(cells: Iterable[Cell]) -> str:
+    """What the reviewer changed, in words, for the Counts page and the report: the model's
+    calls changed, apart from the cells it left uncertain (labelling one is no correction) and
+    those a reviewer's split or merge made."""
+    cells = tuple(cells)
+    called = [c for c in cells if not c.origin
+              and c.model_label not in (CellLabel.UNCERTAIN, CellLabel.BORDER)]  # fmt: skip
+    left = [c for c in cells if not c.origin and c.model_label == CellLabel.UNCERTAIN]
+    made = sum(bool(c.origin) for c in cells)
+    parts = [f"{sum(c.label != c.model_label for c in called)} of the {len(called)} cells the "
+             "model called were changed by the reviewer"]  # fmt: skip
+    if left:
+        parts.append(f"{sum(c.label != CellLabel.UNCERTAIN for c in left)} of the {len(left)} it "
+                     "left uncertain were labelled")  # fmt: skip
+    if made:
+        parts.append(f"{made} {'was' if made == 1 else 'were'} made by the reviewer's splits or "
+                     "merges")  # fmt: skip
+    return "; ".join(parts) + "."
+
+
 def provisional_text(cells: Iterable[Cell]) -> str | None:
     """ "Provisional: N of M cells ..." while cells wait for a reviewer; None once every cell is
     reviewed. Cells cut by the image border are never counted and need no review, so they are
     in neither number.
     """
+    cells = tuple(cells)
     reviewable = [c for c in cells if c.label not in NO_REVIEW_LABELS]
     n_unreviewed = sum(c.awaits_review for c in reviewable)
     if n_unreviewed <= 0:
@@ -313,7 +343,10 @@ def provisional_text(cells: Iterable[Cell]) -> str | None:
     n_cells = len(reviewable)
     cells_text = f"{n_unreviewed} of {n_cells} cells" if n_cells > 1 else f"{n_unreviewed} cell"
     verb = "has" if n_unreviewed == 1 else "have"
+    border = sum(c.label == CellLabel.BORDER for c in cells)  # beside "20 found", say where
+    aside = (f" ({border} more, cut by the image border, are never counted and need no "
+             "review)" if border else "")  # fmt: skip
     return (
         f"Provisional: {cells_text} {verb} not been reviewed yet, so these counts and their "
-        "reading may change."
+        f"reading may change{aside}."
     )

@@ -250,7 +250,7 @@ def _decode(data: bytes, name: str, max_pixels: int, min_side: int) -> _Decoded:
         if im.mode in _DEEP_GRAY_MODES:
             arr = np.asarray(im)
         elif im.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in im.info:
-            arr = _on_black(im)
+            arr = np.asarray(im.convert("RGBA"))  # put on black by _to_rgb, which says so
         elif im.mode in _PLAIN_MODES:
             arr = np.asarray(im.convert("RGB"))
         else:
@@ -346,6 +346,10 @@ def _to_rgb(arr: np.ndarray, name: str) -> tuple[np.ndarray, list[str]]:
     if channels == 1:
         return np.repeat(arr.reshape(arr.shape[:2])[..., None], 3, axis=2), notes
     if channels in (2, 4):
+        if (see_through := float(np.mean(arr[..., -1] < 255))) > 0:  # else it reads as the slide
+            notes.append(f"{see_through:.0%} of the image is transparent or see-through: put on "
+                         "black; save it without transparency (JPEG, or PNG without alpha) to "
+                         "analyse what the camera saw")  # fmt: skip
         return _on_black(Image.fromarray(arr)), notes
     if channels != 3:
         raise errors.UnsupportedFormatError(f"'{name}' has pixel shape {arr.shape}; save as RGB.")

@@ -36,8 +36,8 @@ from leukemia_core.imaging import PreparedImage, mask_outline
 from leukemia_core.io import is_damaged
 from leukemia_core.labellers import NO_MODEL, CropCalls, Labeller, labeller_for, send_to_review
 from leukemia_core.pressed import clump_note, possible_clumps
-from leukemia_core.quality import check_field
-from leukemia_core.segmentation import SegmentationParams, segment_wbc
+from leukemia_core.quality import NO_RED_CELLS, check_field
+from leukemia_core.segmentation import NO_RED_CELLS_NOTE, SegmentationParams, segment_wbc
 from leukemia_core.single_cell import single_cell_crop
 from leukemia_core.types import MODE_CELLS, MODE_FIELDS, MODES, BlastCount, Cell, CellLabel, Field
 
@@ -240,6 +240,8 @@ def _fields_mode(images, labeller, params, crop_size, keep_segmentation, progres
             continue
         index = len(fields)
         notes = (*image.notes, *segmentation.notes)
+        if any(w.check == NO_RED_CELLS for w in quality):  # said once, by the quality warning
+            notes = tuple(n for n in notes if not n.startswith(NO_RED_CELLS_NOTE))
         clumps = {c.cell_id for c in possible_clumps(labelled)}  # a reviewer decides on a split
         if clumps:
             labelled = [_to_review(c) if c.cell_id in clumps else c for c in labelled]

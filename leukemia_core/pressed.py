@@ -55,6 +55,9 @@ def possible_clumps(cells: Sequence[Cell], rule: ClumpRule = DEFAULT_CLUMP_RULE)
     ]  # fmt: skip
 
 
+CLUMP_NOTE_END = "split it on the Review page (Correct an outline)."
+
+
 def clump_note(cell_ids: Collection[int]) -> str:
     """The field note naming the flagged cells."""
     ids = sorted(cell_ids)
@@ -63,5 +66,5 @@ def clump_note(cell_ids: Collection[int]) -> str:
     return (
         f"{which} several times the size of this field's other white cells, nearly all nucleus "
         "and notched: possibly two or more cells pressed together, so sent to review. If so, "
-        "split it on the Review page (Correct an outline)."
+        + CLUMP_NOTE_END
     )

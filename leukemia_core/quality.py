@@ -96,7 +96,8 @@ def check_field(
     if diameter <= 0:  # heavy blur, a blank slide or no smear at all: nothing to measure by
         return (QualityWarning(NO_RED_CELLS, 0.0, 0.0,
             "No red cells could be made out: the field is badly out of focus, blank, or not a "
-            "blood smear. Nothing in it can be counted reliably; capture it again."),)  # fmt: skip
+            "blood smear. Nothing in it can be counted reliably; capture it again. If these are "
+            "images of one cell each, analyse them as single cells."),)  # fmt: skip
     warnings = []
     low, high = limits.red_cell_diameter_range
     if not low <= diameter <= high:

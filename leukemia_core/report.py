@@ -17,6 +17,7 @@ from leukemia_core.counting import (
     CellLabel,
     percent_figure,
     provisional_text,
+    review_changes_text,
 )
 from leukemia_core.report_cells import cells_section
 from leukemia_core.report_cells import html_text as _e
@@ -98,7 +99,11 @@ def _level(count: BlastCount, single_cells: bool) -> str:
         return f"at or above {WHO_ACUTE_LEUKEMIA_PERCENT:.0f}%"
     if count.percent >= INVESTIGATE_PERCENT:
         return f"{INVESTIGATE_PERCENT:.0f}% to {WHO_ACUTE_LEUKEMIA_PERCENT:.0f}%"
-    return "no blasts" if count.n_blasts == 0 else f"below {INVESTIGATE_PERCENT:.0f}%"
+    found = "no blasts" if count.n_blasts == 0 else f"below {INVESTIGATE_PERCENT:.0f}%"
+    if count.ci_high_percent is not None and count.ci_high_percent >= INVESTIGATE_PERCENT:
+        # as the reading says: "no blasts" in 4 cells read as a negative screen in a walk
+        return f"{found}, too few cells to rule out {INVESTIGATE_PERCENT:.0f}%"
+    return found
 
 
 def _count_row(
@@ -156,17 +161,23 @@ def _model_vs_reviewer(record: CaseRecord) -> str:
     model_count, reviewed = record.model_counts(), record.counts()
     rows.append(("Blast %", _percent(model_count), _percent(reviewed)))
     rows.append(("95% CI", _interval(model_count), _interval(reviewed)))
-    n_changed = sum(c.changed_by_reviewer for c in record.cells)
-    made = sum(bool(c.origin) for c in record.cells)
-    made_words = (f" {made} {'cell was' if made == 1 else 'cells were'} made by the reviewer's "
-                  "splits or merges and labelled by the reviewer (the model's column shows them "
-                  "as uncertain)." if made else "")  # fmt: skip
+    made = (" The model's column shows the cells a reviewer's split or merge made as "
+            "uncertain." if any(c.origin for c in record.cells) else "")  # fmt: skip
     return (
         "<h2>Model versus reviewer</h2>"
-        f"<p>{n_changed} of {len(record.cells) - made} cells the model labelled were relabelled "
-        f"by the reviewer.{made_words}</p>"
+        f"<p>{_e(review_changes_text(record.cells))}{made}</p>"
         + _table(("Label", "Model", "Reviewer"), rows, {1, 2}, css="keep")
     )
+
+
+def _label_words(label: str | None) -> str:
+    """A label as the pages name it ("Not a white cell", not ``not_wbc``)."""
+    if not label:
+        return ""
+    try:
+        return LABEL_WORDS[CellLabel(label)]
+    except (ValueError, KeyError):
+        return label
 
 
 def _audit_section(record: CaseRecord) -> str:
@@ -177,8 +188,8 @@ def _audit_section(record: CaseRecord) -> str:
             _e(a.action),
             "" if a.field_index is None else str(a.field_index + 1),
             "" if a.cell_id is None else str(a.cell_id),
-            _e(a.from_label or ""),
-            _e(a.to_label or ""),
+            _e(_label_words(a.from_label)),
+            _e(_label_words(a.to_label)),
             _e(a.note),
         )
         for a in record.audit
@@ -309,7 +320,7 @@ def case_report_html(record: CaseRecord, *, flagged_limit: int = 48) -> str:
             cells_section(record, flagged_limit),
             _audit_section(record),
             sign_off_section(record),
-            ruo,
+            ruo.replace('class="ruo"', 'class="ruo closing"'),
         ]
     )
     return (

@@ -18,10 +18,10 @@ table.counts th:nth-child(3) { width: 11%; } table.counts th:nth-child(4) { widt
 table.counts th:nth-child(5) { width: 8%; } table.counts th:nth-child(6) { width: 9%; }
 table.counts th:nth-child(7) { width: 18%; } table.counts th:nth-child(8) { width: 15%; }
 table.meta th:nth-child(1) { width: 11rem; }
-table.audit th:nth-child(1) { width: 13%; } table.audit th:nth-child(2) { width: 13%; }
-table.audit th:nth-child(3) { width: 11%; } table.audit th:nth-child(4) { width: 6%; }
-table.audit th:nth-child(5) { width: 6%; } table.audit th:nth-child(6) { width: 9%; }
-table.audit th:nth-child(7) { width: 9%; } table.audit th:nth-child(8) { width: 33%; }
+table.audit th:nth-child(1) { width: 12%; } table.audit th:nth-child(2) { width: 12%; }
+table.audit th:nth-child(3) { width: 10%; } table.audit th:nth-child(4) { width: 6%; }
+table.audit th:nth-child(5) { width: 5%; } table.audit th:nth-child(6) { width: 12%; }
+table.audit th:nth-child(7) { width: 12%; } table.audit th:nth-child(8) { width: 31%; }
 th { background: #f2f2f2; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .hint { color: #6a4a00; }
 .cells { display: flex; flex-wrap: wrap; gap: .6rem; }
@@ -36,6 +36,7 @@ h3 { font-size: 1rem; margin: .8rem 0 .3rem; }
 .unsigned { font-size: 1.4rem; font-weight: 800; color: #b00020; letter-spacing: .05em; }
 code { font-size: .85rem; word-break: break-all; }
 table.keep { break-inside: avoid; } p.reading { break-before: avoid; }
+.ruo.closing { break-before: avoid; }
 table.audit { font-size: .8rem; }
 @media print {
   body { margin: 0; max-width: none; font-size: 11pt; }

@@ -164,8 +164,10 @@ class ReviewTallies:
         several pressed cells ('' otherwise, or for other labels)."""
         if cell.model_label != CellLabel.UNCERTAIN:
             return ""
-        if cell.origin:
-            return f"a reviewer made it ({cell.origin}): label it yourself"
+        if cell.origin:  # the request to label it goes once it is labelled
+            return f"a reviewer made it ({cell.origin})" + (
+                "" if cell.reviewed else ": label it yourself"
+            )
         field = self.fields[cell.field_index]
         if field.quality:
             return "its field failed a quality check (" + ", ".join(

@@ -51,6 +51,8 @@ from leukemia_core.stain import (
 )
 from leukemia_core.types import Segmentation
 
+NO_RED_CELLS_NOTE = "No red cells found"  # how the note of a field with none starts
+
 
 @dataclass(frozen=True)
 class SegmentationParams:
@@ -161,7 +163,7 @@ def segment_wbc(image: np.ndarray, params: SegmentationParams | None = None) -> 
         # of something else, or a single-cell crop (which needs no segmentation).
         empty = np.zeros(image.shape[:2], dtype=np.int32)
         note = (
-            "No red cells found, so this does not look like a blood smear field (blank slide, "
+            f"{NO_RED_CELLS_NOTE}, so this does not look like a blood smear field (blank slide, "
             "out of focus, or another kind of image). No white blood cells found. If these are "
             "images of one cell each, analyse them as single cells ('Single cells' on the Analyze "
             "page, --single-cells on the command line)."

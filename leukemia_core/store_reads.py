@@ -71,7 +71,14 @@ _SUMMARIES = (
     "COALESCE(SUM(x.label IN ('blast', 'normal')), 0) AS n_counted, "
     "COALESCE(SUM(x.label = 'uncertain'), 0) AS n_uncertain, "
     # the rule of Cell.awaits_review: border and replaced cells are never reviewed
-    "COALESCE(SUM(x.reviewed = 0 AND x.label NOT IN ('border', 'replaced')), 0) AS n_unreviewed "
+    "COALESCE(SUM(x.reviewed = 0 AND x.label NOT IN ('border', 'replaced')), 0) AS n_unreviewed, "
+    # what sent fields to review, for the list: the sample or a field unlike the training data,
+    # or a field that failed a quality check
+    "(COALESCE(json_extract(c.domain, '$.warned'), 0) OR EXISTS (SELECT 1 FROM fields AS f "
+    "WHERE f.case_id = c.case_id AND COALESCE(json_extract(f.domain, '$.warned'), 0))) "
+    "AS out_of_domain, "
+    "(SELECT COUNT(*) FROM fields AS f WHERE f.case_id = c.case_id AND f.quality NOT IN "
+    "('', '[]')) AS n_fields_failing_quality "
     "FROM cases AS c LEFT JOIN cells AS x ON x.case_id = c.case_id "
     "WHERE {where} GROUP BY c.case_id ORDER BY c.created_at DESC, c.rowid DESC LIMIT ?"
 )

@@ -84,12 +84,15 @@ class CaseReshape(StorePart):
                 values = (to_label,) if to_label else ()
                 conn.execute(f"UPDATE cells SET {assignment} WHERE case_id = ? AND field_index = ? "
                              "AND cell_id = ?", (*values, case["case_id"], *key))  # fmt: skip
-            ids = []
+            ids = []  # one row per cell, each saying what became of that cell (4 rows read alike)
             for key, before, _, _ in updates:
                 after = self._label(conn, case, key)
-                ids.append(audit(conn, case, action, reviewer, note, *key, before, after))
+                what = "set aside" if after == CellLabel.REPLACED else "back"
+                ids.append(audit(conn, case, action, reviewer, f"{note}: cell {key[1]} {what}",
+                                 *key, before, after))  # fmt: skip
             for row in rows:
-                ids.append(audit(conn, case, action, reviewer, note, row["field_index"],
+                ids.append(audit(conn, case, action, reviewer,
+                                 f"{note}: cell {row['cell_id']} made", row["field_index"],
                                  row["cell_id"], None, row["label"]))  # fmt: skip
             ids += withdraw_first_signature(conn, case, reviewer, f"by the {action}: {note}")
         return ids

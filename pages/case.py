@@ -12,8 +12,15 @@ from leukemia_core.accounts import Permission
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.store import DATABASE_ENV_VAR, default_database_path
 from leukemia_core.store_rows import minute_text
+from leukemia_core.types import LABEL_WORDS
 from ui import auth, state
-from ui.common import interval_text, percent_text, show_flashes
+from ui.common import (
+    domain_warning,
+    interval_text,
+    percent_text,
+    quality_warnings,
+    show_flashes,
+)
 from ui.record import REOPEN_NEEDS_SIGNER, current_record, reopen_reason, save_form, status_line
 
 account = auth.require(Permission.ANALYZE)
@@ -103,6 +110,13 @@ if record.is_signed:
 else:
     if session.sign_blockers:
         st.warning(session.sign_blockers, icon=":material/pending:")
+    # What the signer answers for, where it is signed (a walk signed a 4-cell sample from an
+    # unfamiliar camera here without seeing any of it): the checks and the count's reading.
+    domain_warning(session)
+    quality_warnings(session, folded=True)
+    reading = session.count()
+    st.markdown(f"**Reading:** {reading.interpretation}"
+                + (f"  \n:orange[{reading.hint}]" if reading.hint else ""))  # fmt: skip
     may_sign = account.can(Permission.SIGN)
     if session.first_signed_by:
         st.info(
@@ -138,24 +152,24 @@ if account.can(Permission.MANAGE_USERS):  # server paths only for admins, folded
         )
 
 st.subheader("Audit trail", divider="gray")
+
+
+def _change(entry) -> str:
+    """Which cell and what became of it, in one short column ("field 1 · cell 6: Blast →
+    Normal"): four narrow columns were off the grid's right edge at 800 px."""
+    where = "" if entry.field_index is None else f"field {entry.field_index + 1}"
+    if entry.cell_id is not None:
+        where += f" · cell {entry.cell_id}"
+    labels = [LABEL_WORDS.get(x, x) if x else "—" for x in (entry.from_label, entry.to_label)]
+    what = " → ".join(labels) if entry.from_label or entry.to_label else ""
+    return f"{where}: {what}" if where and what else where or what
+
+
 audit = pd.DataFrame(
     [
-        {
-            "Time (UTC)": minute_text(a.at),
-            "Who": a.reviewer or "—",
-            "Action": a.action,
-            "Note": a.note,
-            "Field": "" if a.field_index is None else a.field_index + 1,
-            "Cell": "" if a.cell_id is None else a.cell_id,
-            "From": a.from_label or "",
-            "To": a.to_label or "",
-        }
+        {"Time (UTC)": minute_text(a.at), "Who": a.reviewer or "—", "Action": a.action,
+         "Change": _change(a), "Note": a.note}
         for a in record.audit
     ]
-)
-# The note says why: beside the action, before the narrow columns, so an 800 px screen shows it
-# (last, it was off the table's right edge).
-narrow = {
-    name: st.column_config.TextColumn(width="small") for name in ("Field", "Cell", "From", "To")
-}
-st.dataframe(audit.astype(str), hide_index=True, width="stretch", column_config=narrow)
+)  # fmt: skip
+st.dataframe(audit.astype(str), hide_index=True, width="stretch")

@@ -42,6 +42,15 @@ def blasts_text(case) -> str:
     return text + (f"; provisional: {case.n_unreviewed} not reviewed" if case.n_unreviewed else "")
 
 
+def checks_text(case) -> str:
+    """What sent cells to review besides the model: the domain check and field quality."""
+    parts = ["unlike the training data"] if case.out_of_domain else []
+    if case.n_fields_failing_quality:
+        n = case.n_fields_failing_quality
+        parts.append(f"{n} field{'s' * (n != 1)} failed a quality check")
+    return "; ".join(parts) or "—"
+
+
 def signers_text(case) -> str:
     """``A, then B`` where the lab's rule asked for two signers; ``A (first of two)`` while
     the second is awaited."""
@@ -58,7 +67,16 @@ rows = [
         "Patient": c.patient_id or "—",
         "Status": f"v{c.version} {c.status}"
         + (" (reopened)" if c.case_id in reopened else "")
-        + (", awaiting a second signer" if c.awaits_second_signature else ""),
+        + (", awaiting a second signer" if c.awaits_second_signature else "")
+        + (
+            ", every cell reviewed: ready to sign"
+            if c.status == "open"
+            and c.n_cells
+            and not c.n_unreviewed
+            and not c.awaits_second_signature
+            else ""
+        ),
+        "Checks": checks_text(c),
         "Created (UTC)": f"{minute_text(c.created_at)} by {c.created_by or '—'}",
         "Signed by": signers_text(c),
         "Blasts": blasts_text(c),

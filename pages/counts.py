@@ -6,7 +6,12 @@ import pandas as pd
 import streamlit as st
 
 from leukemia_core.accounts import Permission
-from leukemia_core.counting import INVESTIGATE_PERCENT, WHO_ACUTE_LEUKEMIA_PERCENT, CellLabel
+from leukemia_core.counting import (
+    INVESTIGATE_PERCENT,
+    WHO_ACUTE_LEUKEMIA_PERCENT,
+    CellLabel,
+    review_changes_text,
+)
 from leukemia_core.pipeline import MODE_FIELDS
 from leukemia_core.review import Review
 from leukemia_core.types import BlastCount
@@ -82,11 +87,9 @@ table.append({"Label": "Blast %", "Model": percent_text(model_count), "Now": per
 left, right = st.columns([2, 3])
 left.table(pd.DataFrame(table).astype(str), hide_index=True, border="horizontal")
 # Before review "now" is the model's call: say so, or the column reads as a reviewer's verdict.
-made = sum(bool(c.origin) for c in session.cells)  # a reviewer's pieces: the model never called
 left.caption(
-    f"{session.n_changed} of {len(session.cells) - made} cells the model labelled were relabelled "
-    f"by the reviewer; {session.n_unreviewed} not reviewed yet keep the model's call."
-    + (f" {made} made by the reviewer's splits or merges." if made else "")
+    review_changes_text(session.cells)
+    + f" {session.n_unreviewed} not reviewed yet keep the model's call."
 )
 right.plotly_chart(model_vs_reviewer_chart(model_tally, tally), key="model_vs_reviewer",
                    config={"displaylogo": False})  # fmt: skip

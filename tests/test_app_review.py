@@ -260,7 +260,9 @@ def test_case_list_finds_opens_and_reopens_earlier_cases(db, demo_png):
     assert reopened.version == 2 and reopened.status == "open"
     # the page ran again: its list, picker and sidebar show the new version, the reason is gone
     assert any("reopened as version 2" in s.value for s in at.success)
-    assert at.table[0].value["Status"].tolist()[:1] == ["v2 open"]
+    assert at.table[0].value["Status"].tolist()[:1] == [
+        "v2 open, every cell reviewed: ready to sign"
+    ]
     assert at.selectbox(key="case_pick").value == reopened.case_id
     assert "reopen_case_reason" not in [w.key for w in at.text_input]  # v2 is open: no reopen
     assert any("ALPHA-1" in c.value and c.value.endswith("· open") for c in at.sidebar.caption)
@@ -270,7 +272,7 @@ def test_case_list_finds_opens_and_reopens_earlier_cases(db, demo_png):
     go(at, "cases")
     listed = at.table[0].value
     alpha_rows = listed[listed["Sample"] == "ALPHA-1"]["Status"].tolist()
-    assert alpha_rows == ["v2 open", "v1 signed (reopened)"]
+    assert alpha_rows == ["v2 open, every cell reviewed: ready to sign", "v1 signed (reopened)"]
 
 
 def test_two_tabs_never_mix_their_cells(db, demo_png):
@@ -326,7 +328,7 @@ def test_a_long_queue_is_paged_and_single_cells_need_no_model(db, monkeypatch):
     go(at, "analyze")
     shown = " ".join(m.value for m in at.markdown) + " ".join(w.value for w in at.warning)
     assert "With 41 cells still to review: 3 of 4 single-cell images counted are blasts" in shown
-    assert "WHO" not in shown and "add fields" not in shown
+    assert "WHO" not in shown and "more fields" not in shown
 
 
 def test_accounts_without_the_reviewer_role_are_told_what_to_ask_for(db, demo_png):

@@ -216,13 +216,14 @@ def _undo(page, piece_id: int, shown_before: int) -> None:
 
 
 def _unreviewed(page) -> int:
-    caption = page.get_by_text(re.compile(r"cells to review · \d+ not reviewed yet")).first
-    return int(re.search(r"(\d+) not reviewed yet", caption.inner_text()).group(1))
+    caption = page.get_by_text(re.compile(r"Cell \d+ of \d+ · (\d+ not reviewed yet|all reviewed)"))
+    found = re.search(r"(\d+) not reviewed yet", caption.first.inner_text())
+    return int(found.group(1)) if found else 0
 
 
 def _position(page) -> tuple[int, int]:
-    caption = page.get_by_text(re.compile(r"\d+ of \d+ cells to review")).first.inner_text()
-    position, total = re.search(r"(\d+) of (\d+) cells to review", caption).groups()
+    caption = page.get_by_text(re.compile(r"Cell \d+ of \d+ · ")).first.inner_text()
+    position, total = re.search(r"Cell (\d+) of (\d+) · ", caption).groups()
     return int(position), int(total)
 
 

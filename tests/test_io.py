@@ -514,6 +514,16 @@ def test_rgba16_tiff_is_composited_on_black():
     _left_right(BLACK, RED)(read_image(data).rgb)
 
 
+def test_a_transparent_image_says_it_was_put_on_black():
+    """A half-transparent PNG was read as a dark slide: vignetting and "no red cells", with
+    nothing about the transparency."""
+    loaded = read_image(encode(_alpha_image("RGBA"), "PNG"), name="see-through.png")
+    assert any(n.startswith("50% of the image is transparent") for n in loaded.notes)
+    opaque = np.zeros((80, 100, 4), np.uint8)
+    opaque[..., :] = (200, 120, 160, 255)
+    assert read_image(encode(Image.fromarray(opaque, "RGBA"), "PNG")).notes == ()
+
+
 def test_five_channel_float_tiff_is_refused():  # Pillow cannot open it; tifffile can
     data = tiff_bytes(np.zeros((80, 100, 5), np.float32), photometric="rgb", extrasamples=[0, 0])
     with pytest.raises(errors.UnsupportedFormatError, match=r"shape \(80, 100, 5\)"):

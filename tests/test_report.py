@@ -114,7 +114,9 @@ def test_html_counts_match_count_blasts(record: CaseRecord):
     assert sample.hint and sample.hint in page
     # model said 4 of 20
     assert ci_text(4, 20) in page
-    assert "1 of 22 cells the model labelled were relabelled by the reviewer." in page
+    # the cell the model left uncertain is no correction of the model when labelled (a walk)
+    assert ("1 of the 20 cells the model called were changed by the reviewer; 0 of the 1 it "
+            "left uncertain were labelled.") in page  # fmt: skip
 
 
 def test_html_embeds_flagged_cell_images(record: CaseRecord):
@@ -413,7 +415,8 @@ def test_the_printed_percentage_and_its_level_agree_next_to_a_threshold(store: C
                                 model_checksum="sha256:0", thresholds={}, created_by="Dr. A")  # fmt: skip
     page = case_report_html(store.load_case(case_id))
     row = re.search(r"<tr><td>Whole sample</td>(.*?)</tr>", page).group(1)
-    assert '<td class="num">4.98%</td>' in row and "<td>below 5%</td>" in row
+    assert '<td class="num">4.98%</td>' in row
+    assert "<td>below 5%, too few cells to rule out 5%</td>" in row  # as the reading says
     assert "5.0%" not in page
 
 
@@ -443,3 +446,12 @@ def test_long_unbroken_names_wrap_instead_of_pushing_the_counts_off_the_page(rec
     page = case_report_html(replace(record, sample_id=long_id, patient_id="P" * 80))
     margin = re.search(r"@top-left \{ content: \"(.*?)\";", page).group(1)
     assert len(re.sub(r"\\[0-9a-f]+ ", "_", margin)) < 80  # one short line, cut with an ellipsis
+
+
+def test_the_level_of_a_small_count_says_it_cannot_rule_out_the_5_percent_level():
+    """ "no blasts" for 0 of 4 cells (interval to 49%) read as a negative screen in a walk."""
+    from leukemia_core.report import _level
+
+    assert _level(count_blasts(0, 4), False) == "no blasts, too few cells to rule out 5%"
+    assert _level(count_blasts(0, 300), False) == "no blasts"
+    assert _level(count_blasts(1, 400), False) == "below 5%"

@@ -139,7 +139,10 @@ def test_splitting_a_fused_clump_of_a_real_field(fused):
     last = record.audit[-(len(inside) + 1) :]
     assert [a.action for a in last] == ["split"] * (len(inside) + 1)
     assert last[0].to_label == CellLabel.REPLACED and "split into cells" in last[0].note
-    assert last[0].note.endswith("by its nuclei")  # the audit says how it was cut
+    assert last[0].note.endswith(f"by its nuclei: cell {clump.cell_id} set aside")  # and how
+    # each row names the cell it is about (4 rows read alike in a walk)
+    assert [a.note.rsplit(": ", 1)[1] for a in last[1:]] == [f"cell {c.cell_id} made"
+                                                             for c in pieces]  # fmt: skip
     # Counts follow: the replaced cell is neither counted nor left to review.
     assert review.n_unreviewed == sum(c.label != CellLabel.BORDER for c in review.cells)
     review.undo_reshape(store, *pieces[0].key, user=ANA)
@@ -166,7 +169,7 @@ def test_a_drawn_outline_cuts_one_blast_out_of_a_fused_clump(fused):
     assert _holder(review, *target).key == cut_out.key
     assert {_holder(review, *p).key for p in others} == {rest.key}
     assert store.load_case(review.case_id).audit[-1].action == "split"
-    assert store.load_case(review.case_id).audit[-1].note.endswith("around a drawn outline")
+    assert "around a drawn outline: cell " in store.load_case(review.case_id).audit[-1].note
 
 
 @pytest.mark.data
@@ -213,8 +216,8 @@ def test_the_cells_a_split_and_a_merge_make_keep_their_heatmap_overlay_in_the_re
     review.relabel(store, *merged.key, "blast", user=ANA)
     assert not review.cell(*merged.key).changed_by_reviewer and review.n_changed == 0
     page = case_report_html(store.load_case(review.case_id))
-    assert f"0 of {len(review.cells) - 1} cells the model labelled were relabelled" in page
-    assert "1 cell was made by the reviewer's splits or merges" in page
+    assert "0 of the " in page and " cells the model called were changed by the reviewer" in page
+    assert "1 was made by the reviewer&#x27;s splits or merges" in page
     assert "made by the reviewer (merge of" in page and "model: uncertain →" not in page
 
 

@@ -21,6 +21,7 @@ import pytest
 from leukemia_core.counting import summarize_labels
 from leukemia_core.domain import DomainAssessment
 from leukemia_core.imaging import png_bytes, rgb_from_png
+from leukemia_core.quality import QualityWarning
 from leukemia_core.report import case_report_html
 from leukemia_core.store import (
     DATABASE_ENV_VAR,
@@ -596,6 +597,15 @@ def test_domain_assessments_and_cell_scores_are_stored_and_kept_on_reopen(store:
     record = store.load_case(case_id)
     assert record.domain == sample and record.domain.warned
     assert [f.domain for f in record.fields] == [warned, fine]
+    # the case list says what sent the cells to review (a walk saw no flag there)
+    (listed,) = store.list_cases("S-D")
+    assert listed.out_of_domain and listed.n_fields_failing_quality == 0
+    blur = QualityWarning("focus", 9.0, 4.0, "Out of focus.")
+    plain = store.create_case("S-Q", [field("c.png", quality=(blur,))], [cell(0, 1, "normal")],
+                              model_name="m", model_checksum="", thresholds={},
+                              created_by="tech")  # fmt: skip
+    (listed,) = store.list_cases(plain[:8])
+    assert not listed.out_of_domain and listed.n_fields_failing_quality == 1
     assert [c.domain_score for c in record.cells] == [3.0, 3.4, 1.1]
     for c in record.cells:
         store.relabel_cell(case_id, c.field_index, c.cell_id, "normal", reviewer="A")

@@ -16,13 +16,14 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+from leukemia_core.accounts import Permission
 from leukemia_core.counting import CellLabel
 from leukemia_core.errors import LeukemiaCoreError, PossibleClumpError
 from leukemia_core.imaging import side_by_side
 from leukemia_core.review import Review
 from leukemia_core.review_queue import step
 from leukemia_core.types import Cell
-from ui import state
+from ui import auth, state
 from ui.common import LABEL_NAMES, flash, label_rgb
 from ui.figures import field_overview
 
@@ -160,15 +161,19 @@ def show_workspace(session: Review, *, heatmap: np.ndarray | None, editable: boo
     position = queue.index(cell.key) + 1
     if not session.n_unreviewed and not session.is_signed:
         st.success("Every cell is reviewed: the counts are final once the case is signed.")
-        st.page_link("pages/case.py", label="Sign the case", icon=":material/verified:")
+        if auth.user().can(Permission.SIGN):
+            st.page_link("pages/case.py", label="Sign the case", icon=":material/verified:")
+        else:  # a link to a disabled button would only disappoint
+            st.caption("Ready for a signer: an account with the signer role signs it.")
     if session.is_signed:  # nothing is left to review: the keys only move between cells
         st.caption(f"Cell {position} of {len(queue)} · signed: every cell was reviewed · keys: "
                    "**←/→** previous/next")  # fmt: skip
     else:
+        waiting = (f"{session.n_unreviewed} not reviewed yet" if session.n_unreviewed
+                   else "all reviewed")  # fmt: skip
         st.caption(
-            f"{position} of {len(queue)} cells to review · {session.n_unreviewed} not reviewed "
-            "yet · keys: **B** blast, **N** normal, **W** not a white cell, **X** exclude, "
-            "**Space** accept, **←/→** previous/next"
+            f"Cell {position} of {len(queue)} · {waiting} · keys: **B** blast, **N** normal, "
+            "**W** not a white cell, **X** exclude, **Space** accept, **←/→** previous/next"
         )
     row = st.container(horizontal=True, wrap=True, gap="medium")  # the field wraps below
     left, right = row.container(width=CELL_PANEL_PX), row.container(width="stretch")
@@ -194,10 +199,11 @@ def show_workspace(session: Review, *, heatmap: np.ndarray | None, editable: boo
             selection_mode=("points", "lasso"),
             config={"displaylogo": False, "scrollZoom": False},
         )  # fmt: skip
+        cut = (" To cut a clump, pick the lasso (toolbar) and draw around one of its cells, "
+               "outline and all: outside the clump everywhere but across the line where that "
+               "cell meets the others." if editable else "")  # fmt: skip
         st.caption(f"{field.name}: click a cell's number to open it; drag to zoom, "
-                   "double-click to reset. To cut a clump, pick the lasso (toolbar) and draw "
-                   "around one of its cells, outline and all: outside the clump everywhere but "
-                   "across the line where that cell meets the others.")  # fmt: skip
+                   f"double-click to reset.{cut}")  # fmt: skip
     return cell
 
 
@@ -214,6 +220,9 @@ def _controls(cell: Cell, editable: bool) -> None:
         disabled=not editable or cell.label == CellLabel.UNCERTAIN, icon=":material/done:",
         help="Keep the current label: counts as reviewing this cell.",
     )  # fmt: skip
+    if editable and cell.label == CellLabel.UNCERTAIN:  # Space did nothing, and said nothing
+        st.caption("The model left this cell uncertain: give it a label (**B**, **N**, **W** or "
+                   "**X**); **Space** accepts only a label a cell has.")  # fmt: skip
     row = st.container(horizontal=True, gap="small")
     row.button("Previous", key="workspace_previous", shortcut="Left", on_click=_on_step,
                args=(-1,), icon=":material/arrow_back:")  # fmt: skip
