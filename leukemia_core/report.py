@@ -31,7 +31,13 @@ from leukemia_core.report_signoff import (
 )
 from leukemia_core.report_style import REPORT_CSS
 from leukemia_core.store_rows import minute_text
-from leukemia_core.types import LABEL_WORDS, MODE_CELLS, NO_REVIEW_LABELS, BlastCount
+from leukemia_core.types import (
+    AUDIT_LABEL_WORDS,
+    LABEL_WORDS,
+    MODE_CELLS,
+    NO_REVIEW_LABELS,
+    BlastCount,
+)
 
 RESEARCH_USE_STATEMENT = (
     "Research use only — not for diagnosis. The counts in this report are decision support for "
@@ -172,12 +178,7 @@ def _model_vs_reviewer(record: CaseRecord) -> str:
 
 def _label_words(label: str | None) -> str:
     """A label as the pages name it ("Not a white cell", not ``not_wbc``)."""
-    if not label:
-        return ""
-    try:
-        return LABEL_WORDS[CellLabel(label)]
-    except (ValueError, KeyError):
-        return label
+    return AUDIT_LABEL_WORDS.get(label, label or "")
 
 
 def _audit_section(record: CaseRecord) -> str:

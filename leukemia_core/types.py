@@ -131,6 +131,9 @@ LABEL_WORDS = {
 }
 """Each shown label in words, for the pages and the report."""
 
+AUDIT_LABEL_WORDS = {**LABEL_WORDS, CellLabel.REPLACED: "Split or merged"}
+"""Every label in words, for audit trails (a cell a split or merge replaced is named there)."""
+
 
 def as_label(value: object) -> CellLabel:
     """A :class:`CellLabel` from its value in any case and spacing.

@@ -12,7 +12,7 @@ from leukemia_core.accounts import Permission
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.store import DATABASE_ENV_VAR, default_database_path
 from leukemia_core.store_rows import minute_text
-from leukemia_core.types import LABEL_WORDS
+from leukemia_core.types import AUDIT_LABEL_WORDS
 from ui import auth, state
 from ui.common import (
     domain_warning,
@@ -160,7 +160,7 @@ def _change(entry) -> str:
     where = "" if entry.field_index is None else f"field {entry.field_index + 1}"
     if entry.cell_id is not None:
         where += f" · cell {entry.cell_id}"
-    labels = [LABEL_WORDS.get(x, x) if x else "—" for x in (entry.from_label, entry.to_label)]
+    labels = [AUDIT_LABEL_WORDS.get(x, x) if x else "—" for x in (entry.from_label, entry.to_label)]
     what = " → ".join(labels) if entry.from_label or entry.to_label else ""
     return f"{where}: {what}" if where and what else where or what
 
