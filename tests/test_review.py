@@ -255,7 +255,10 @@ def test_a_field_without_cells_is_kept_with_its_note(classifier):
     blank = prepare_field(np.full((480, 640, 3), 230, np.uint8), "blank.png")
     session = analyze_sample([blank], classifier, sample_id="S-4")
     assert session.cells == () and len(session.fields) == 1
-    assert any("No white blood cells found" in note for note in session.fields[0].notes)
+    # said once, by the field's quality warning (the segmentation's note said it again)
+    (warning,) = session.fields[0].quality
+    assert "No red cells could be made out" in warning.message
+    assert not any("No red cells found" in note for note in session.fields[0].notes)
     assert session.count().percent is None
 
 
