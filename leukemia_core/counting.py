@@ -14,7 +14,6 @@ Example:
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from collections.abc import Iterable
 
@@ -34,11 +33,11 @@ def percent_figure(percent: float, thresholds: Iterable[float] = THRESHOLDS_PERC
     """``percent`` to one decimal, or to as many more as keep it on its side of every threshold:
     10 of 201 cells (4.975%) reads "4.98", never "5.0" beside "under 5%"."""
     thresholds = tuple(thresholds)
-    for decimals in (1, 2, 3):
+    for decimals in range(1, 10):
         text = f"{percent:.{decimals}f}"
         if all((float(text) >= t) == (percent >= t) for t in thresholds):
             return text
-    return f"{percent:.4f}"
+    return repr(float(percent))
 
 
 MANUAL_DIFFERENTIAL_CELLS = 100
@@ -132,8 +131,7 @@ def _hint(
         names = " and ".join(f"{t:.0f}%" for t in straddled)
         details = "; ".join(
             _more_cells_text(n_blasts, n_counted, t) for t in straddled
-            if not few or (cells_needed(n_blasts, n_counted, t) or sys.maxsize)
-            > MANUAL_DIFFERENTIAL_CELLS
+            if not few or (cells_needed(n_blasts, n_counted, t) or 0) > MANUAL_DIFFERENTIAL_CELLS
         )  # fmt: skip
         interval = (f"the 95% interval ({percent_figure(low_percent)}% to "
                     f"{percent_figure(high_percent)}%) spans the {names} "

@@ -11,6 +11,8 @@ th, td { border: 1px solid #ccc; padding: .25rem .45rem; text-align: left; verti
 /* An instrument's file name or a pasted id has no break point: the tables keep set column
    widths and such a word wraps inside its cell rather than pushing the counts off the page. */
 td, p, li, figcaption { overflow-wrap: anywhere; }
+/* set widths where there is room (print, a wide window); a narrow frame keeps auto layout */
+@media print, (min-width: 700px) {
 table.counts, table.meta, table.audit { table-layout: fixed; }
 table.counts { font-size: .92em; } table.counts th, table.counts td { padding: .25rem .3rem; }
 table.counts th:nth-child(1) { width: 17%; } table.counts th:nth-child(2) { width: 10%; }
@@ -22,6 +24,7 @@ table.audit th:nth-child(1) { width: 12%; } table.audit th:nth-child(2) { width:
 table.audit th:nth-child(3) { width: 10%; } table.audit th:nth-child(4) { width: 6%; }
 table.audit th:nth-child(5) { width: 5%; } table.audit th:nth-child(6) { width: 12%; }
 table.audit th:nth-child(7) { width: 12%; } table.audit th:nth-child(8) { width: 31%; }
+}
 th { background: #f2f2f2; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .hint { color: #6a4a00; }
 .cells { display: flex; flex-wrap: wrap; gap: .6rem; }

@@ -169,7 +169,12 @@ def domain_json(domain: DomainAssessment | None, where: str = "domain") -> str |
 
 
 def domain_from_json(value: str | None) -> DomainAssessment | None:
-    return None if value is None else DomainAssessment.from_dict(json.loads(value))
+    """The stored assessment; None for none, or for text that is no assessment (changed
+    outside the app: the audit chain reports that, and the case still opens)."""
+    try:
+        return None if value is None else DomainAssessment.from_dict(json.loads(value))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def _image_png(image: object, where: str) -> bytes | None:

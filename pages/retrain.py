@@ -356,12 +356,16 @@ def settings_section(picked: dict | None) -> None:
         st.error(f"This comparison cannot run on these cells: {problem}")
     if st.button("Start comparison", key="start", type="primary", icon=":material/play_arrow:",
                  disabled=problem is not None):  # fmt: skip
-        job_id = jobs.submit(spec, user=auth.acting_user())
-        jobs.ensure_worker()
-        st.session_state["job"] = job_id
-        flash(f"Job {job_id} queued; it runs in the background, even if you leave this page.",
-              "success")  # fmt: skip
-        st.rerun()
+        try:  # the account as it is now: an admin may have changed it since the page was drawn
+            job_id = jobs.submit(spec, user=auth.acting_user())
+        except LeukemiaCoreError as error:
+            st.error(str(error))
+        else:
+            jobs.ensure_worker()
+            st.session_state["job"] = job_id
+            flash(f"Job {job_id} queued; it runs in the background, even if you leave this "
+                  "page.", "success")  # fmt: skip
+            st.rerun()
 
 
 auth.require(Permission.MANAGE_MODELS)

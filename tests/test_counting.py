@@ -378,3 +378,4 @@ def test_a_printed_percentage_never_lands_on_the_other_side_of_a_threshold(
         assert all((figure >= t) == (bound >= t) for t in (5.0, 20.0))
     assert percent_figure(29.99, (30.0,)) == "29.99"  # a lab's own limit (second signer)
     assert percent_figure(29.999, (30.0,)) == "29.999"
+    assert percent_figure(4.99996) == "4.99996"  # an interval bound: never "5.0000"

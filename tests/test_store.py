@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from contextlib import closing
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -1012,3 +1013,19 @@ def test_an_edit_giving_a_cell_its_own_label_and_reviewed_is_audited(store: Case
     store.edit_cell(case_id, 0, 1, reviewer="R", label="blast", reviewed=False)
     assert store.load_case(case_id).audit[-1].action == "review withdrawn"
     assert store.load_case(case_id).altered == ()
+
+
+def test_one_record_with_a_mangled_domain_leaves_the_case_list_and_itself_readable(
+    store: CaseStore,
+):
+    """The case list's out-of-domain flag read every record's JSON: one edited by hand stopped
+    the whole list, and opening that case raised a raw JSONDecodeError."""
+    good = new_case(store, [["blast", "normal"]], sample_id="GOOD-1")
+    bad = new_case(store, [["normal"]], sample_id="TAMPERED-2")
+    with closing(sqlite3.connect(store.path)) as conn, conn:
+        conn.execute("UPDATE fields SET domain = 'warned' WHERE case_id = ?", (bad,))
+        conn.execute("UPDATE cases SET domain = '{not json' WHERE case_id = ?", (bad,))
+    assert [c.sample_id for c in store.list_cases()] == ["TAMPERED-2", "GOOD-1"]
+    record = store.load_case(bad)
+    assert record.domain is None and record.altered  # the chain says it was changed
+    assert store.load_case(good).altered == ()

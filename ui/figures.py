@@ -9,7 +9,12 @@ import cv2
 import numpy as np
 import plotly.graph_objects as go
 
-from leukemia_core.counting import INVESTIGATE_PERCENT, WHO_ACUTE_LEUKEMIA_PERCENT, CellLabel
+from leukemia_core.counting import (
+    INVESTIGATE_PERCENT,
+    WHO_ACUTE_LEUKEMIA_PERCENT,
+    CellLabel,
+    percent_figure,
+)
 from leukemia_core.imaging import display_copy
 from leukemia_core.types import BlastCount, Cell, Field
 from ui.common import LABEL_COLOURS, LABEL_NAMES
@@ -132,9 +137,10 @@ def counts_chart(rows: Sequence[tuple[str, BlastCount]]) -> go.Figure:
         error_y={"type": "data", "symmetric": False,
                  "array": [c.ci_high_percent - c.percent for c in counts],
                  "arrayminus": [c.percent - c.ci_low_percent for c in counts]},
-        customdata=[f"{c.n_blasts} of {c.n_counted} cells; 95% CI {c.ci_low_percent:.1f}–"
-                    f"{c.ci_high_percent:.1f}%" for c in counts],
-        hovertemplate="%{x}: %{y:.1f}% blasts<br>%{customdata}<extra></extra>",
+        customdata=[[percent_figure(c.percent), f"{c.n_blasts} of {c.n_counted} cells; 95% CI "
+                     f"{percent_figure(c.ci_low_percent)}–{percent_figure(c.ci_high_percent)}%"]
+                    for c in counts],
+        hovertemplate="%{x}: %{customdata[0]}% blasts<br>%{customdata[1]}<extra></extra>",
     ))  # fmt: skip
     for level, words in ((INVESTIGATE_PERCENT, "investigate"),
                          (WHO_ACUTE_LEUKEMIA_PERCENT, "WHO acute leukemia")):  # fmt: skip
