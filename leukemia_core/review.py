@@ -46,6 +46,7 @@ from leukemia_core.imaging import VIEW_SIZE, cell_view
 from leukemia_core.labellers import NO_MODEL
 from leukemia_core.pipeline import MODE_CELLS, MODE_FIELDS, Analysis
 from leukemia_core.reshape import ReviewReshape
+from leukemia_core.review_fields import ReviewFields
 from leukemia_core.review_queue import CellGroup, ReviewTallies
 from leukemia_core.review_signoff import ReviewSignoff
 from leukemia_core.roles import Permission, User, require
@@ -64,7 +65,7 @@ store refuses."""
 COUNTED_LABELS = frozenset({CellLabel.BLAST.value, CellLabel.NORMAL.value})
 
 
-class Review(ReviewTallies, ReviewReshape, ReviewSignoff):
+class Review(ReviewTallies, ReviewReshape, ReviewSignoff, ReviewFields):
     """A sample under review (mutable: labels change as the reviewer works).
 
     Attributes:

@@ -52,6 +52,7 @@ from leukemia_core.case_record import (
 from leukemia_core.domain import DomainAssessment
 from leukemia_core.store_digest import fields_digest
 from leukemia_core.store_edits import CaseEdits
+from leukemia_core.store_fields import CaseFields
 from leukemia_core.store_reads import CaseReads
 from leukemia_core.store_reshape import CaseReshape
 from leukemia_core.store_rows import (
@@ -134,7 +135,7 @@ def _use_wal(conn: sqlite3.Connection) -> None:
             time.sleep(0.05)
 
 
-class CaseStore(CaseEdits, CaseReads, CaseSignoff, CaseReshape):
+class CaseStore(CaseEdits, CaseReads, CaseSignoff, CaseReshape, CaseFields):
     """The case database; every method is one short transaction, safe across threads/processes.
 
     Args:

@@ -69,8 +69,9 @@ def case_digest(conn: sqlite3.Connection, case_id: str) -> str:
 
 def fields_digest(conn: sqlite3.Connection, case_id: str) -> str:
     """SHA-256 of a case's fields (names, sizes, warnings, image digests), kept in
-    ``cases.fields_sha256`` when the case is made: fields never change after that, and their
-    images sit before the other columns, so reading those on every write would read the images."""
+    ``cases.fields_sha256`` when the case is made or fields are added (they change no other
+    way), as their images sit before the other columns: reading those on every write would read
+    the images."""
     rows = conn.execute("SELECT * FROM fields WHERE case_id = ? ORDER BY field_index",
                         (case_id,)).fetchall()  # fmt: skip
     return digest_of_fields(rows)

@@ -133,6 +133,18 @@ with left:
         "Analyze", key="analyze", type="primary", disabled=not uploads or model_broken,
         icon=":material/play_arrow:",
     )  # fmt: skip
+    # More fields of the smear for the case under review ("count more cells"), with the case's
+    # model: the labels given so far are kept.
+    open_case = state.current()
+    add_to_case = False
+    if (open_case is not None and open_case.is_saved and not open_case.is_signed
+            and open_case.mode == mode and open_case.model_name == model_name):  # fmt: skip
+        add_to_case = st.button(
+            f"Add to the open case {open_case.sample_id} (version {open_case.version})",
+            key="add_to_case", disabled=not uploads or model_broken, icon=":material/add:",
+            help="Analyse these images and add them as more fields of that case, keeping every "
+            "label given so far; for more cells of the same smear.",
+        )  # fmt: skip
     run_samples = st.button("Try the sample images", key="try_sample",
                             icon=":material/science:", disabled=model_broken)  # fmt: skip
     st.caption(CREDITS[mode])
@@ -151,7 +163,29 @@ def show_failures(session: Review) -> None:
 
 
 files = None
-if run_uploads and uploads:
+if add_to_case and uploads:
+    session = state.current()
+    uploaded = [(names.get(i) or f.name, f.getvalue()) for i, f in enumerate(uploads)]
+    analysed = None
+    try:
+        analysed = run_analysis(uploaded, mode=mode, model_name=model_name,
+                                sample_id=session.sample_id)  # fmt: skip
+        n_cells = state.add_fields(session, analysed)
+    except LeukemiaCoreError as error:
+        if analysed is not None:
+            show_failures(analysed)
+        st.error(str(error))
+    else:
+        for failure in analysed.failures:  # said after the rerun, beside the success
+            flash(failure.message if failure.name in failure.message
+                  else f"{failure.name}: {failure.message}")  # fmt: skip
+        n_fields = len(analysed.fields)
+        flash(f"{n_fields} field{'s' * (n_fields != 1)} with {n_cells} cell"
+              f"{'s' * (n_cells != 1)} added to {session.sample_id}; review the new cells.",
+              "success")  # fmt: skip
+        st.session_state[UPLOADS_KEY]["count"] += 1
+        st.rerun()
+elif run_uploads and uploads:
     files = [(names.get(i) or f.name, f.getvalue()) for i, f in enumerate(uploads)]
 elif run_samples:
     files = sample_files(mode)

@@ -278,3 +278,33 @@ def test_the_upload_box_starts_empty_after_an_analysis_and_a_change_of_mode(db, 
     at.radio(key="mode").set_value("cells").run()
     (uploader,) = at.file_uploader
     assert not uploader.value and at.button(key="analyze").disabled
+
+
+def test_more_fields_are_added_to_the_open_case_keeping_its_labels(db, demo_png):
+    """The count's hint asks for more fields; they go into the case under review, not into a
+    second case under the same sample id."""
+    from leukemia_core.synthetic import make_smear
+
+    at = start()
+    analyze(at, [("field.png", demo_png)])
+    save_case(at, sample_id="S-MORE")
+    session = session_of(at)
+    first = keys_labelled(at, "uncertain")[0]
+    relabel(at, first, "blast")
+    n_cells = len(session.cells)
+    go(at, "analyze")
+    second = make_smear(480, 640, n_wbc=3, n_touching_pairs=0, n_rbc=80, seed=3).image
+    (uploader,) = at.file_uploader
+    uploader.set_value([("second.png", png(second), "image/png")]).run()
+    at.button(key="add_to_case").click().run()
+    assert not at.exception and not errors(at), errors(at)
+    assert any("added to S-MORE" in s.value for s in at.success)
+    now = session_of(at)
+    assert now.case_id == session.case_id and [f.name for f in now.fields] == ["field.png",
+                                                                                 "second.png"]  # fmt: skip
+    assert len(now.cells) > n_cells
+    field, cell = (int(x) for x in first.split("_")[1:])
+    assert now.cell(field, cell).label == "blast"  # the review so far is kept
+    record = CaseStore(db).load_case(session.case_id)
+    assert record.audit[-1].action == "fields added" and record.altered == ()
+    assert len(CaseStore(db).list_cases("S-MORE")) == 1  # one case, not two

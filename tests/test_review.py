@@ -574,3 +574,52 @@ def test_a_split_on_a_stale_view_takes_the_other_reviewers_split_first(saved, st
     pieces = other.split(store, *second.key, user=account("B"))  # new ids after A's pieces
     assert not {c.key for c in pieces} & {c.key for c in made}
     assert store.load_case(saved.case_id).altered == ()
+
+
+# ---- more fields for an open case -----------------------------------------------------------
+def test_fields_added_to_an_open_case_keep_its_labels_and_are_audited(fields, classifier, store):
+    """ "Count at least 60 more cells" led nowhere: fields could not be added to a case, and
+    analysing them under the same sample id made a second case."""
+    ana = account("Ana", ("reviewer",))
+    first = analyze_sample(fields[:1], classifier, sample_id="S-ADD")
+    first.save(store, user=ana)
+    relabelled = next(c for c in first.cells if c.label != CellLabel.BORDER)
+    first.relabel(store, *relabelled.key, "blast", user=ana)
+    n_before = len(first.cells)
+    more = analyze(fields[1:], classifier)
+    added = first.add_fields(store, more, classifier, user=ana)
+    assert added == len(more.cells) > 0
+    assert [f.name for f in first.fields] == ["demo.png", "second.png"]
+    assert [f.index for f in first.fields] == [0, 1]
+    assert len(first.cells) == n_before + added
+    assert {c.field_index for c in first.cells} == {0, 1}
+    assert first.cell(*relabelled.key).label == CellLabel.BLAST  # the review so far is kept
+    record = store.load_case(first.case_id)
+    assert record.altered == () and len(record.fields) == 2
+    assert record.audit[-1].action == "fields added" and "second.png" in record.audit[-1].note
+    assert [c.key for c in record.cells] == [c.key for c in first.cells]
+    # the same picture again, another model's cells, or a signed case: refused, nothing stored
+    with pytest.raises(ReviewError, match=r"second\.png is the field second\.png the case holds"):
+        first.add_fields(store, more, classifier, user=ana)
+    other = replace(more, model_checksum="0" * 64, model_name="other")
+    with pytest.raises(ReviewError, match="labelled by other, the case by tiny"):
+        first.add_fields(store, other, classifier, user=ana)
+    with pytest.raises(PermissionDeniedError):
+        first.add_fields(store, more, classifier, user=account("Viewer", ("model_admin",)))
+    assert len(store.load_case(first.case_id).fields) == 2
+
+
+def test_a_signed_case_takes_no_more_fields(fields, classifier, store):
+    ana = account("Ana", ("signer",))
+    case = analyze_sample(fields[:1], classifier, sample_id="S-SIGNED")
+    case.save(store, user=ana)
+    case.accept(store, [c.key for c in case.cells], user=ana)
+    for cell in case.cells:
+        if cell.awaits_review:
+            case.relabel(store, *cell.key, "normal", user=ana)
+    case.sign(store, user=ana)
+    with pytest.raises(ReviewError, match="signed: reopen it to add fields"):
+        case.add_fields(store, analyze(fields[1:], classifier), classifier, user=ana)
+    with pytest.raises(LeukemiaCoreError, match="signed"):  # the store refuses it too
+        store.add_fields(case.case_id, [fields[1]], [], reviewer="Ana", domain=None,
+                         model_checksum=case.model_checksum)  # fmt: skip

@@ -172,6 +172,13 @@ def merge(session: Review, keys: list[tuple[int, int]]):
                          explainer=_explainer(session))  # fmt: skip
 
 
+def add_fields(session: Review, analysed: Review) -> int:
+    """Add the fields ``analysed`` found to the open case (see :meth:`Review.add_fields`);
+    returns how many cells came with them."""
+    return session.add_fields(case_store(), analysed.analysis, _labeller(session),
+                              user=auth.acting_user())  # fmt: skip
+
+
 def undo_reshape(session: Review, field_index: int, cell_id: int) -> list[tuple[int, int]]:
     """Undo the split or merge that made this cell; the keys of the cells that return."""
     return session.undo_reshape(case_store(), field_index, cell_id, user=auth.acting_user())

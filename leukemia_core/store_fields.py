@@ -1,0 +1,77 @@
+"""Adding fields to an open case (mixed into :class:`~leukemia_core.store.CaseStore`).
+
+A count of 40 cells asks for more fields of the same smear; a lab adds them to the case it has
+begun reviewing rather than analysing every field again. The new fields and their cells are
+stored in one transaction with one audit row, the sample's out-of-domain assessment is replaced
+by the one over all its cells, and the fields' digest is written again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from leukemia_core.domain import DomainAssessment
+from leukemia_core.store_digest import fields_digest
+from leukemia_core.store_rows import (
+    CaseInputError,
+    StorePart,
+    audit,
+    cell_row,
+    domain_json,
+    field_row,
+    insert,
+    reviewer_name,
+    withdraw_first_signature,
+)
+from leukemia_core.types import Cell, Field
+
+
+class CaseFields(StorePart):
+    """More fields for an open case."""
+
+    def add_fields(
+        self, case_id: str, fields: Sequence[Field], cells: Sequence[Cell], *, reviewer: str,
+        domain: DomainAssessment | None, model_checksum: str,
+    ) -> list[int]:  # fmt: skip
+        """Append ``fields`` (numbered after the case's own) and their ``cells`` (their
+        ``field_index`` counted within ``fields``); returns the audit ids.
+
+        Args:
+            domain: The sample's out-of-domain assessment over all its cells now (None: none).
+            model_checksum: The weights that labelled the new cells: the case's, or refused.
+
+        Raises:
+            CaseSignedError: The case is signed.
+            CaseInputError: No fields, another model's cells, or a value that cannot be stored.
+        """
+        reviewer = reviewer_name(reviewer)
+        if not fields:
+            raise CaseInputError("No fields to add; choose at least one field image.")
+        with self._transaction(write=True) as conn:
+            case = self._case(conn, case_id, open_only=True)
+            if model_checksum != case["model_checksum"]:
+                raise CaseInputError(
+                    "These fields were labelled by another model than the case's; analyse them "
+                    "with the case's model (the one named on the Case page) to add them."
+                )
+            (first,) = conn.execute(
+                "SELECT COUNT(*) FROM fields WHERE case_id = ?", (case["case_id"],)
+            ).fetchone()
+            total = first + len(fields)
+            for offset, entry in enumerate(fields):
+                insert(conn, "fields", {"case_id": case["case_id"],
+                                        **field_row(first + offset, entry)})  # fmt: skip
+            for position, cell in enumerate(cells):
+                moved = replace(cell, field_index=first + cell.field_index)
+                insert(conn, "cells", {"case_id": case["case_id"],
+                                       **cell_row(position, moved, total)})  # fmt: skip
+            conn.execute("UPDATE cases SET fields_sha256 = ?, domain = ? WHERE case_id = ?",
+                         (fields_digest(conn, case["case_id"]), domain_json(domain),
+                          case["case_id"]))  # fmt: skip
+            names = ", ".join(f.name for f in fields)
+            note = (f"{len(fields)} field{'s' * (len(fields) != 1)} added ({names}) with "
+                    f"{len(cells)} cell{'s' * (len(cells) != 1)}")  # fmt: skip
+            ids = [audit(conn, case, "fields added", reviewer, note)]
+            ids += withdraw_first_signature(conn, case, reviewer, f"by the {note}")
+        return ids
