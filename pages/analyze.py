@@ -140,11 +140,13 @@ with left:
     if (open_case is not None and open_case.is_saved and not open_case.is_signed
             and open_case.mode == mode and open_case.model_name == model_name):  # fmt: skip
         add_to_case = st.button(
-            f"Add to the open case {open_case.sample_id} (version {open_case.version})",
-            key="add_to_case", disabled=not uploads or model_broken, icon=":material/add:",
+            "Add to the open case", key="add_to_case", disabled=not uploads or model_broken,
+            icon=":material/add:",
             help="Analyse these images and add them as more fields of that case, keeping every "
             "label given so far; for more cells of the same smear.",
         )  # fmt: skip
+        # the sample's id below, not in the label: a long id cut the button short at 800 px
+        st.caption(f"The open case: {open_case.sample_id}, version {open_case.version}.")
     run_samples = st.button("Try the sample images", key="try_sample",
                             icon=":material/science:", disabled=model_broken)  # fmt: skip
     st.caption(CREDITS[mode])
