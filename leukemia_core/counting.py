@@ -29,10 +29,11 @@ WHO_ACUTE_LEUKEMIA_PERCENT = 20.0
 THRESHOLDS_PERCENT = (INVESTIGATE_PERCENT, WHO_ACUTE_LEUKEMIA_PERCENT)
 
 
-def percent_figure(percent: float, thresholds: Iterable[float] = THRESHOLDS_PERCENT) -> str:
-    """``percent`` to one decimal, or to as many more as keep it on its side of every threshold:
-    10 of 201 cells (4.975%) reads "4.98", never "5.0" beside "under 5%"."""
-    thresholds = tuple(thresholds)
+def percent_figure(percent: float, limits: Iterable[float] = ()) -> str:
+    """``percent`` to one decimal, or to as many more as keep it on its side of the 5% and 20%
+    levels and of any of a lab's own ``limits``: 10 of 201 cells (4.975%) reads "4.98", never
+    "5.0" beside "under 5%"."""
+    thresholds = (*THRESHOLDS_PERCENT, *limits)
     for decimals in range(1, 10):
         text = f"{percent:.{decimals}f}"
         if all((float(text) >= t) == (percent >= t) for t in thresholds):

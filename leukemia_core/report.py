@@ -176,6 +176,10 @@ def _model_vs_reviewer(record: CaseRecord) -> str:
     )
 
 
+def _research_use_box(*css: str) -> str:
+    return f'<p class="{" ".join(("ruo", *css))}">{_e(RESEARCH_USE_STATEMENT)}</p>'
+
+
 def _label_words(label: str | None) -> str:
     """A label as the pages name it ("Not a white cell", not ``not_wbc``)."""
     return AUDIT_LABEL_WORDS.get(label, label or "")
@@ -307,11 +311,10 @@ def case_report_html(record: CaseRecord, *, flagged_limit: int = 48) -> str:
         ("Details", f"case id <code>{_e(record.case_id)}</code>; model weights "
                     f"<code>{_e(record.model_checksum or '—')}</code>"),
     ]  # fmt: skip
-    ruo = f'<p class="ruo">{_e(RESEARCH_USE_STATEMENT)}</p>'
     body = "".join(
         [
             f"<h1>Blast screening report — sample {_e(record.sample_id)}</h1>",
-            ruo,
+            _research_use_box(),
             altered_box(record),
             _table(("Item", "Value"), meta, set(), css="meta"),
             _domain_section(record),
@@ -321,7 +324,7 @@ def case_report_html(record: CaseRecord, *, flagged_limit: int = 48) -> str:
             cells_section(record, flagged_limit),
             _audit_section(record),
             sign_off_section(record),
-            ruo.replace('class="ruo"', 'class="ruo closing"'),
+            _research_use_box("closing"),  # kept with the sign-off on the printed page
         ]
     )
     return (

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from leukemia_core.counting import THRESHOLDS_PERCENT, percent_figure
+from leukemia_core.counting import percent_figure
 from leukemia_core.errors import ReviewError
 from leukemia_core.roles import Permission, User, require
 from leukemia_core.runtime import setting_number
@@ -59,7 +59,7 @@ class ReviewSignoff:
         limit, percent = second_signer_at_percent(), self.count().percent
         if limit is not None and percent is not None and percent >= limit:
             return (f"Signing as {user.name} is the first of two signatures: blasts are "
-                    f"{percent_figure(percent, (*THRESHOLDS_PERCENT, limit))}%, at or above the lab's {limit:g}%, so another signer signs "
+                    f"{percent_figure(percent, (limit,))}%, at or above the lab's {limit:g}%, so another signer signs "
                     "too before the record is frozen.")  # fmt: skip
         return f"Signing as {user.name} {frozen}."
 

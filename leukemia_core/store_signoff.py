@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 
 from leukemia_core.case_record import STATUS_OPEN, STATUS_SIGNED
-from leukemia_core.counting import THRESHOLDS_PERCENT, percent_figure
+from leukemia_core.counting import percent_figure
 from leukemia_core.store_rows import (
     CaseInputError,
     CaseNotReopenableError,
@@ -83,7 +83,7 @@ class CaseSignoff(StorePart):
             )
             percent = 100.0 * blasts / counted if counted else 0.0
             limits = () if second_signer_at_percent is None else (second_signer_at_percent,)
-            shown = percent_figure(percent, (*THRESHOLDS_PERCENT, *limits))
+            shown = percent_figure(percent, limits)
             at = now()
             if second_signer_at_percent is not None and percent >= second_signer_at_percent:
                 first = case["first_signed_by"]

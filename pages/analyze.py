@@ -157,33 +157,36 @@ with left:
         st.caption(DRAWING_NOTE)
 
 
+def failure_text(failure) -> str:
+    """Why a file was not analysed, naming the file once."""
+    prefix = "" if failure.name in failure.message else f"{failure.name}: "
+    return f"{prefix}{failure.message}"
+
+
 def show_failures(session: Review) -> None:
     """One plain error per file that could not be analysed."""
     for failure in session.failures:
-        prefix = "" if failure.name in failure.message else f"{failure.name}: "
-        st.error(f"{prefix}{failure.message}", icon=":material/broken_image:")
+        st.error(failure_text(failure), icon=":material/broken_image:")
 
 
 files = None
 if add_to_case and uploads:
-    session = state.current()
     uploaded = [(names.get(i) or f.name, f.getvalue()) for i, f in enumerate(uploads)]
     analysed = None
     try:
         analysed = run_analysis(uploaded, mode=mode, model_name=model_name,
-                                sample_id=session.sample_id)  # fmt: skip
-        n_cells = state.add_fields(session, analysed)
+                                sample_id=open_case.sample_id)  # fmt: skip
+        n_cells = state.add_fields(open_case, analysed)
     except LeukemiaCoreError as error:
         if analysed is not None:
             show_failures(analysed)
         st.error(str(error))
     else:
         for failure in analysed.failures:  # said after the rerun, beside the success
-            flash(failure.message if failure.name in failure.message
-                  else f"{failure.name}: {failure.message}")  # fmt: skip
+            flash(failure_text(failure))
         n_fields = len(analysed.fields)
         flash(f"{n_fields} field{'s' * (n_fields != 1)} with {n_cells} cell"
-              f"{'s' * (n_cells != 1)} added to {session.sample_id}; review the new cells.",
+              f"{'s' * (n_cells != 1)} added to {open_case.sample_id}; review the new cells.",
               "success")  # fmt: skip
         st.session_state[UPLOADS_KEY]["count"] += 1
         st.rerun()

@@ -70,14 +70,23 @@ def acting_user() -> User:
     login = st.session_state.get(LOGIN_KEY)
     if not isinstance(login, LoginSession):
         raise PermissionDeniedError("You are logged out: log in again; nothing was changed.")
+    now = _refreshed(login)
+    if now is None:
+        raise PermissionDeniedError(f"{ENDED_BY_ADMIN}; nothing was changed.")
+    return now
+
+
+ENDED_BY_ADMIN = "Your account was disabled or its password reset by an administrator"
+
+
+def _refreshed(login: LoginSession) -> User | None:
+    """The login's account as the accounts say now (its roles of now, kept in the login), or
+    None when an administrator disabled it or reset its password since; idle past the timeout
+    raises :class:`SessionExpiredError`. The one check of the gate and of every action."""
     login.touch()
     now = accounts().current(login.user, login.started)
-    if now is None:
-        raise PermissionDeniedError(
-            "Your account was disabled or its password reset by an administrator; nothing was "
-            "changed."
-        )
-    login.user = now
+    if now is not None:
+        login.user = now
     return now
 
 
@@ -127,17 +136,12 @@ def _gate(url_paths: Sequence[str]) -> User:
     login = st.session_state.get(LOGIN_KEY)
     if isinstance(login, LoginSession):
         try:
-            login.touch()
-            # an admin's change reaches this session
-            now = accounts().current(login.user, login.started)
-            if now is not None:
-                login.user = now
+            if (now := _refreshed(login)) is not None:  # an admin's change reaches this session
                 return now
             accounts().record(login.user.name, "logout",
                               "the account was disabled or its password reset")  # fmt: skip
             _forget_session()
-            st.warning("Your account was disabled or its password reset by an administrator: "
-                       "you are logged out.")  # fmt: skip
+            st.warning(f"{ENDED_BY_ADMIN}: you are logged out.")
         except SessionExpiredError as error:
             accounts().record(login.user.name, "timeout", str(error))
             _forget_session()
