@@ -2,7 +2,8 @@
 
 "Count at least 60 more cells" means more fields of the same smear: they are analysed with the
 case's model and added to the open case, with the labels already given kept. The sample's
-out-of-domain assessment is made again over all its cells; a field the case holds already
+out-of-domain assessment is made again over all its cells (warned, its unreviewed cells all go
+to review, the held ones too); a field the case holds already
 (the same picture saved again) is refused, as the upload refuses it.
 """
 
@@ -61,11 +62,12 @@ class ReviewFields:
         cells = list(analysis.cells)
         scores = [c.domain_score for c in (*self.cells, *cells)]
         domain = labeller_for(classifier).assess(scores)
-        if domain is not None and domain.warned:  # the sample as a whole differs now
+        warned = domain is not None and domain.warned  # the sample as a whole differs now
+        if warned:
             cells = [replace(c, model_label=(label := send_to_review(c.model_label)),
                              label=label) for c in cells]  # fmt: skip
-        store.add_fields(self.case_id, analysis.fields, cells, reviewer=user.name,
-                         domain=domain, model_checksum=analysis.model_checksum)  # fmt: skip
+        store.add_fields(self.case_id, analysis.fields, cells, reviewer=user.name, domain=domain,
+                         model_checksum=analysis.model_checksum, send_held_to_review=warned)  # fmt: skip
         self._take_record(store.load_case(self.case_id))
         return len(cells)
 

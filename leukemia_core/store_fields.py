@@ -3,7 +3,9 @@
 A count of 40 cells asks for more fields of the same smear; a lab adds them to the case it has
 begun reviewing rather than analysing every field again. The new fields and their cells are
 stored in one transaction with one audit row, the sample's out-of-domain assessment is replaced
-by the one over all its cells, and the fields' digest is written again.
+by the one over all its cells, and the fields' digest is written again. When the sample differs
+from the training data with the new cells, the cells held already that nobody has reviewed go to
+review too, as every cell of a warned sample does when it is analysed.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ class CaseFields(StorePart):
 
     def add_fields(
         self, case_id: str, fields: Sequence[Field], cells: Sequence[Cell], *, reviewer: str,
-        domain: DomainAssessment | None, model_checksum: str,
+        domain: DomainAssessment | None, model_checksum: str, send_held_to_review: bool = False,
     ) -> list[int]:  # fmt: skip
         """Append ``fields`` (numbered after the case's own) and their ``cells`` (their
         ``field_index`` counted within ``fields``); returns the audit ids.
@@ -40,6 +42,8 @@ class CaseFields(StorePart):
         Args:
             domain: The sample's out-of-domain assessment over all its cells now (None: none).
             model_checksum: The weights that labelled the new cells: the case's, or refused.
+            send_held_to_review: Make the cells held already that are unreviewed and called
+                blast or normal ``uncertain`` (the sample is out of domain now).
 
         Raises:
             CaseSignedError: The case is signed.
@@ -72,6 +76,19 @@ class CaseFields(StorePart):
             names = ", ".join(f.name for f in fields)
             note = (f"{len(fields)} field{'s' * (len(fields) != 1)} added ({names}) with "
                     f"{len(cells)} cell{'s' * (len(cells) != 1)}")  # fmt: skip
+            if send_held_to_review and (sent := _send_to_review(conn, case["case_id"], first)):
+                note += (f"; the sample now differs from the training data, so {sent} unreviewed "
+                         f"cell{'s' * (sent != 1)} already in the case went to review")  # fmt: skip
             ids = [audit(conn, case, "fields added", reviewer, note)]
             ids += withdraw_first_signature(conn, case, reviewer, f"by the {note}")
         return ids
+
+
+def _send_to_review(conn, case_id: str, n_held_fields: int) -> int:
+    """Make the unreviewed model calls of the first ``n_held_fields`` fields ``uncertain``;
+    returns how many cells changed (a reviewer's label is kept)."""
+    return conn.execute(
+        "UPDATE cells SET model_label = 'uncertain', label = 'uncertain' WHERE case_id = ? "
+        "AND field_index < ? AND reviewed = 0 AND label = model_label "
+        "AND label IN ('blast', 'normal')", (case_id, n_held_fields),
+    ).rowcount  # fmt: skip

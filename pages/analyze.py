@@ -188,6 +188,11 @@ if add_to_case and uploads:
         flash(f"{n_fields} field{'s' * (n_fields != 1)} with {n_cells} cell"
               f"{'s' * (n_cells != 1)} added to {open_case.sample_id}; review the new cells.",
               "success")  # fmt: skip
+        if open_case.domain is not None and open_case.domain.warned:
+            domain = open_case.domain
+            flash(f"With the new fields the sample differs from the training data (domain "
+                  f"score {domain.score:.2f}, limit {domain.limit:.2f}): every unreviewed cell "
+                  "of the case is now in the review queue.", "warning")  # fmt: skip
         st.session_state[UPLOADS_KEY]["count"] += 1
         st.rerun()
 elif run_uploads and uploads:

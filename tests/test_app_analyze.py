@@ -280,7 +280,7 @@ def test_the_upload_box_starts_empty_after_an_analysis_and_a_change_of_mode(db, 
     assert not uploader.value and at.button(key="analyze").disabled
 
 
-def test_more_fields_are_added_to_the_open_case_keeping_its_labels(db, demo_png):
+def test_more_fields_are_added_to_the_open_case_keeping_its_labels(db, demo_png, monkeypatch):
     """The count's hint asks for more fields; they go into the case under review, not into a
     second case under the same sample id."""
     from leukemia_core.synthetic import make_smear
@@ -308,3 +308,18 @@ def test_more_fields_are_added_to_the_open_case_keeping_its_labels(db, demo_png)
     record = CaseStore(db).load_case(session.case_id)
     assert record.audit[-1].action == "fields added" and record.altered == ()
     assert len(CaseStore(db).list_cases("S-MORE")) == 1  # one case, not two
+    assert not any("review queue" in w.value for w in at.warning)
+    # a field that makes the sample out of domain: the user is told every cell goes to review
+    from leukemia_core.domain import DomainAssessment
+    from leukemia_core.labellers import ModelLabeller
+
+    monkeypatch.setattr(ModelLabeller, "assess", lambda self, s: DomainAssessment(3.0, 1.5, len(s)))
+    third = make_smear(480, 640, n_wbc=3, n_touching_pairs=0, n_rbc=80, seed=4).image
+    (uploader,) = at.file_uploader
+    uploader.set_value([("third.png", png(third), "image/png")]).run()
+    at.button(key="add_to_case").click().run()
+    assert not at.exception and not errors(at), errors(at)
+    assert any("every unreviewed cell of the case is now in the review queue" in w.value
+               for w in at.warning)  # fmt: skip
+    assert all(c.label in ("uncertain", "border") for c in session_of(at).cells
+               if not c.reviewed)  # fmt: skip

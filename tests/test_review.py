@@ -16,6 +16,7 @@ from leukemia_core.accounts import PermissionDeniedError, User, parse_roles
 from leukemia_core.classify import Classifier
 from leukemia_core.counting import CellLabel, summarize_labels
 from leukemia_core.cropping import crop_cells
+from leukemia_core.domain import DomainAssessment
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.imaging import prepare_field, read_for_analysis
 from leukemia_core.labellers import NO_MODEL
@@ -607,6 +608,40 @@ def test_fields_added_to_an_open_case_keep_its_labels_and_are_audited(fields, cl
     with pytest.raises(PermissionDeniedError):
         first.add_fields(store, more, classifier, user=account("Viewer", ("model_admin",)))
     assert len(store.load_case(first.case_id).fields) == 2
+
+
+class _WarnedSample(EveryCellABlast):
+    """The case's labeller, finding the sample out of domain with the new cells."""
+
+    def assess(self, scores):
+        return DomainAssessment(3.0, 1.5, len(scores))
+
+
+def test_fields_that_make_the_sample_out_of_domain_send_its_held_cells_to_review(
+    fields, store
+):
+    """Only the new cells went to review: the unreviewed calls already in the case still
+    counted in the provisional figures of a sample now out of domain."""
+    ana = account("Ana", ("reviewer",))
+    case = analyze_sample(fields[:1], EveryCellABlast(), sample_id="S-OOD")
+    case.save(store, user=ana)
+    called = [c for c in case.cells if c.label in (CellLabel.BLAST, CellLabel.NORMAL)]
+    assert len(called) >= 2
+    kept = called[0]
+    case.relabel(store, *kept.key, "normal", user=ana)  # a reviewer's label stays
+    case.add_fields(store, analyze(fields[1:], EveryCellABlast()), _WarnedSample(), user=ana)
+    record = store.load_case(case.case_id)
+    held = {c.key: c for c in record.cells if c.field_index == 0}
+    assert held[kept.key].label == CellLabel.NORMAL and held[kept.key].reviewed
+    for cell in called[1:]:
+        assert held[cell.key].label == held[cell.key].model_label == CellLabel.UNCERTAIN
+        assert held[cell.key].blast_probability == cell.blast_probability  # the score is kept
+    new = [c for c in record.cells if c.field_index == 1]
+    assert new and all(c.label in (CellLabel.UNCERTAIN, CellLabel.BORDER) for c in new)
+    assert record.domain.warned and record.altered == ()
+    note = record.audit[-1].note
+    assert f"{len(called) - 1} unreviewed cells already in the case went to review" in note
+    assert case.count().n_counted == 1  # only the reviewer's cell is counted until review
 
 
 def test_a_signed_case_takes_no_more_fields(fields, classifier, store):
