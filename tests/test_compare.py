@@ -401,3 +401,28 @@ def test_the_charts_keep_their_width_at_800_px_and_count_whole_epochs():
     for figure in (roc_figure({"lite": model}), reliability_figure({"lite": model}), curves):
         assert figure.layout.legend.orientation == "h" and figure.layout.legend.y < 0
     assert curves.layout.xaxis.tickformat == "d"
+
+
+def test_the_loso_domain_check_scores_the_features_the_app_scores(monkeypatch):
+    """With test-time views the app scores view-averaged features, but the LOSO domain figure
+    was measured on the plain view alone."""
+    from train import compare
+
+    rng = np.random.default_rng(0)
+    views, n, width = 4, 12, 5
+    x = rng.normal(size=(1, n, width)).astype(np.float32)
+    test_views = np.concatenate([x, rng.normal(size=(views - 1, n, width))]).astype(np.float32)
+    features = {"x": x, "test_views": test_views, "averaged": test_views.mean(axis=0),
+                "stain": rng.normal(size=(n, 6)), "groups": np.array(list("aabbccddeeff")),
+                "is_blast": np.arange(n) % 2 == 0}  # fmt: skip
+    take = {"train": np.arange(0, 6), "val": np.arange(6, 9), "test": np.arange(9, 12)}
+    inputs = tf.keras.Input((width,))
+    model = tf.keras.Model(inputs, tf.keras.layers.Dense(2, name="logits")(inputs))
+    seen = {}
+    monkeypatch.setattr(compare, "domain_check", lambda *args: seen.setdefault("domain", args))
+    monkeypatch.setattr(compare, "adaptation_check", lambda *args: seen.setdefault("adapt", args))
+    compare._loso_extras(features, take, model, calibration=None, p_test=np.zeros(3))
+    (train_x, _), (val_x, _, _), (test_x, _, _), _ = seen["domain"]
+    for got, rows in ((train_x, take["train"]), (val_x, take["val"]), (test_x, take["test"])):
+        np.testing.assert_array_equal(got, features["averaged"][rows])
+    np.testing.assert_array_equal(seen["adapt"][0], features["averaged"][take["test"]])

@@ -237,15 +237,16 @@ def _run_architecture(
 def _loso_extras(
     features: dict, take: dict, model, calibration: Calibration, p_test: np.ndarray
 ) -> dict:
-    """Domain score and adaptation checks of one left-out source (see :mod:`train.loso`)."""
-    plain, averaged, stain = features["x"][0], features["averaged"], features["stain"]
+    """Domain score and adaptation checks of one left-out source (see :mod:`train.loso`), on
+    the features the app scores: averaged over the model's test-time views."""
+    averaged, stain = features["averaged"], features["stain"]
     groups, is_blast, t = features["groups"], features["is_blast"], take["test"]
     kernel, bias = model.get_layer("logits").get_weights()
     return {
         "domain": domain_check(
-            (plain[take["train"]], stain[take["train"]]),
-            (plain[take["val"]], stain[take["val"]], groups[take["val"]]),
-            (plain[t], stain[t], groups[t]), (p_test, is_blast[t], calibration)),
+            (averaged[take["train"]], stain[take["train"]]),
+            (averaged[take["val"]], stain[take["val"]], groups[take["val"]]),
+            (averaged[t], stain[t], groups[t]), (p_test, is_blast[t], calibration)),
         "adaptation": adaptation_check(averaged[t], is_blast[t], groups[t], (kernel, bias),
                                        calibration),
     }  # fmt: skip
