@@ -41,6 +41,18 @@ def percent_figure(percent: float, limits: Iterable[float] = ()) -> str:
     return repr(float(percent))
 
 
+def percent_text(count: BlastCount) -> str:
+    """The blast percentage as the app and the report print it ("—" when nothing was counted)."""
+    return "—" if count.percent is None else f"{percent_figure(count.percent)}%"
+
+
+def interval_text(count: BlastCount) -> str:
+    """The 95% interval as the app and the report print it ("4.1–9.8%"; "—" when none)."""
+    if count.ci_low_percent is None or count.ci_high_percent is None:
+        return "—"
+    return f"{percent_figure(count.ci_low_percent)}–{percent_figure(count.ci_high_percent)}%"
+
+
 MANUAL_DIFFERENTIAL_CELLS = 100
 """A manual differential counts 100-200 white cells; fewer than this gets a hint."""
 

@@ -15,7 +15,8 @@ from leukemia_core.counting import (
     INVESTIGATE_PERCENT,
     WHO_ACUTE_LEUKEMIA_PERCENT,
     CellLabel,
-    percent_figure,
+    interval_text,
+    percent_text,
     provisional_text,
     review_changes_text,
 )
@@ -45,26 +46,13 @@ RESEARCH_USE_STATEMENT = (
 )
 
 
-def _percent(count: BlastCount) -> str:
-    if count.percent is None:
-        return "—"
-    return f"{percent_figure(count.percent)}%"
-
-
-def _interval(count: BlastCount) -> str:
-    if count.ci_low_percent is None or count.ci_high_percent is None:
-        return "—"
-    low, high = (percent_figure(p) for p in (count.ci_low_percent, count.ci_high_percent))
-    return f"{low}% – {high}%"
-
-
 def _result_words(record: CaseRecord) -> str:
     count = record.counts()
     if count.percent is None:
         waiting = " yet" if record.n_unreviewed else ""
         result = f"no cells counted{waiting} ({len(record.cells)} found)"
     else:
-        result = (f"{_percent(count)} blasts (95% CI {_interval(count)}): {count.n_blasts} of "
+        result = (f"{percent_text(count)} blasts (95% CI {interval_text(count)}): {count.n_blasts} of "
                   f"{count.n_counted} cells counted")  # fmt: skip
     provisional = provisional_text(record.cells)
     return _e(result + (f"; {provisional}" if provisional else ""))
@@ -121,8 +109,8 @@ def _count_row(
         str(count.n_counted),
         str(n_uncertain),
         str(count.n_excluded - n_uncertain),  # as the Counts page: uncertain apart
-        _percent(count),
-        _interval(count),
+        percent_text(count),
+        interval_text(count),
         _e(_level(count, single_cells)),
     )
 
@@ -165,8 +153,8 @@ def _model_vs_reviewer(record: CaseRecord) -> str:
         if label != CellLabel.REPLACED
     ]
     model_count, reviewed = record.model_counts(), record.counts()
-    rows.append(("Blast %", _percent(model_count), _percent(reviewed)))
-    rows.append(("95% CI", _interval(model_count), _interval(reviewed)))
+    rows.append(("Blast %", percent_text(model_count), percent_text(reviewed)))
+    rows.append(("95% CI", interval_text(model_count), interval_text(reviewed)))
     made = (" The model's column shows the cells a reviewer's split or merge made as "
             "uncertain." if any(c.origin for c in record.cells) else "")  # fmt: skip
     return (

@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from leukemia_core.accounts import Permission
+from leukemia_core.counting import interval_text, percent_text
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.io import FORMATS_TEXT
 from leukemia_core.pipeline import MODE_CELLS, MODE_FIELDS
@@ -20,9 +21,7 @@ from ui.common import (
     UPLOAD_TYPES,
     domain_warning,
     flash,
-    interval_text,
     metric_row,
-    percent_text,
     provisional_note,
     quality_warnings,
     show_flashes,

@@ -9,18 +9,13 @@ import pandas as pd
 import streamlit as st
 
 from leukemia_core.accounts import Permission
+from leukemia_core.counting import interval_text, percent_text
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.store import DATABASE_ENV_VAR, default_database_path
 from leukemia_core.store_rows import minute_text
 from leukemia_core.types import AUDIT_LABEL_WORDS
 from ui import auth, state
-from ui.common import (
-    domain_warning,
-    interval_text,
-    percent_text,
-    quality_warnings,
-    show_flashes,
-)
+from ui.common import domain_warning, quality_warnings, show_flashes
 from ui.record import REOPEN_NEEDS_SIGNER, current_record, reopen_reason, save_form, status_line
 
 account = auth.require(Permission.ANALYZE)

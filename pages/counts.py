@@ -10,13 +10,15 @@ from leukemia_core.counting import (
     INVESTIGATE_PERCENT,
     WHO_ACUTE_LEUKEMIA_PERCENT,
     CellLabel,
+    interval_text,
+    percent_text,
     review_changes_text,
 )
 from leukemia_core.pipeline import MODE_FIELDS
 from leukemia_core.review import Review
 from leukemia_core.types import BlastCount
 from ui import auth, state
-from ui.common import LABEL_NAMES, interval_text, metric_row, percent_text, provisional_note
+from ui.common import LABEL_NAMES, metric_row, provisional_note
 from ui.figures import counts_chart, model_vs_reviewer_chart
 from ui.record import status_line
 

@@ -6,19 +6,12 @@ from __future__ import annotations
 import streamlit as st
 
 from leukemia_core.accounts import Permission
+from leukemia_core.counting import interval_text, percent_text
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.pipeline import MODE_FIELDS
 from leukemia_core.store_rows import minute_text
 from ui import auth, heatmaps, state
-from ui.common import (
-    domain_warning,
-    interval_text,
-    metric_row,
-    percent_text,
-    provisional_note,
-    quality_warnings,
-    show_flashes,
-)
+from ui.common import domain_warning, metric_row, provisional_note, quality_warnings, show_flashes
 from ui.figures import field_overview
 from ui.gallery import show_gallery
 from ui.outline_editor import show_outline_editor

@@ -14,7 +14,9 @@ from leukemia_core.counting import (
     CellLabel,
     cells_needed,
     count_blasts,
+    interval_text,
     percent_figure,
+    percent_text,
     provisional_text,
     summarize_labels,
     wilson_interval,
@@ -379,3 +381,12 @@ def test_a_printed_percentage_never_lands_on_the_other_side_of_a_threshold(
     assert percent_figure(29.99, (30.0,)) == "29.99"  # a lab's own limit (second signer)
     assert percent_figure(29.999, (30.0,)) == "29.999"
     assert percent_figure(4.99996) == "4.99996"  # an interval bound: never "5.0000"
+
+
+def test_the_app_and_the_report_print_a_count_one_way():
+    """The report printed "2.1% – 9.8%" where the pages printed "2.1–9.8%"."""
+    count = count_blasts(10, 201)  # 4.975%: the figures keep their side of 5%
+    assert percent_text(count) == "4.98%"
+    low, high = (percent_figure(p) for p in (count.ci_low_percent, count.ci_high_percent))
+    assert interval_text(count) == f"{low}–{high}%"
+    assert percent_text(count_blasts(0, 0)) == interval_text(count_blasts(0, 0)) == "—"

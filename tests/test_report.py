@@ -37,7 +37,7 @@ def pixels(value: int) -> np.ndarray:
 
 def ci_text(n_blasts: int, n_counted: int) -> str:
     expected = count_blasts(n_blasts, n_counted)
-    return f"{expected.ci_low_percent:.1f}% – {expected.ci_high_percent:.1f}%"
+    return f"{expected.ci_low_percent:.1f}–{expected.ci_high_percent:.1f}%"
 
 
 @pytest.fixture

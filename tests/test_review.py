@@ -617,9 +617,7 @@ class _WarnedSample(EveryCellABlast):
         return DomainAssessment(3.0, 1.5, len(scores))
 
 
-def test_fields_that_make_the_sample_out_of_domain_send_its_held_cells_to_review(
-    fields, store
-):
+def test_fields_that_make_the_sample_out_of_domain_send_its_held_cells_to_review(fields, store):
     """Only the new cells went to review: the unreviewed calls already in the case still
     counted in the provisional figures of a sample now out of domain."""
     ana = account("Ana", ("reviewer",))

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 import streamlit as st
 
-from leukemia_core.counting import CellLabel, percent_figure
-from leukemia_core.types import LABEL_WORDS, BlastCount
+from leukemia_core.counting import CellLabel
+from leukemia_core.types import LABEL_WORDS
 
 if TYPE_CHECKING:
     from leukemia_core.review import Review
@@ -41,16 +41,6 @@ def label_rgb(label: CellLabel) -> tuple[int, int, int]:
 def research_use_banner() -> None:
     """Show the research-use-only disclaimer (app.py shows it above every page)."""
     st.warning(DISCLAIMER, icon=":material/science:")
-
-
-def percent_text(count: BlastCount) -> str:
-    return "—" if count.percent is None else f"{percent_figure(count.percent)}%"
-
-
-def interval_text(count: BlastCount) -> str:
-    if count.ci_low_percent is None or count.ci_high_percent is None:
-        return "—"
-    return f"{percent_figure(count.ci_low_percent)}–{percent_figure(count.ci_high_percent)}%"
 
 
 def metric_row(*metrics: tuple) -> None:
