@@ -66,11 +66,6 @@ elif session.is_signed:
 elif not can_review:
     st.info("Your account may look at this case but not reclassify cells: that needs the "
             f"reviewer role ({auth.ask_for_role_text()}).")  # fmt: skip
-else:
-    st.caption(
-        "Give each cell its label (keys or buttons, one cell at a time, or under each card in "
-        "the gallery); every count updates at once and the change is recorded with your name."
-    )
 
 reason = heatmaps.unavailable_reason(session)
 # One row that wraps on a narrow screen instead of cutting the labels short. Segmented controls,
@@ -117,6 +112,9 @@ elif show_maps:
         st.error(str(error))
 
 field_index = opened_id = None
+if view == GALLERY and editable:  # one cell at a time, the key line under the controls says it
+    st.caption("Give each cell its label under its card; every count updates at once and the "
+               "change is recorded with your name.")  # fmt: skip
 if view == ONE_BY_ONE:
     opened = current_cell(session)
     heatmap = None if opened is None else right_images.get(opened.key)
