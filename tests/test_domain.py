@@ -34,7 +34,8 @@ from leukemia_core.errors import ModelIntegrityError
 from leukemia_core.imaging import prepare_field
 from leukemia_core.labellers import ModelLabeller
 from leukemia_core.models.config import DOMAIN_FILE
-from leukemia_core.models.folder import load_model, read_config, sha256_of
+from leukemia_core.models.files_check import sha256_of
+from leukemia_core.models.folder import load_model, read_config
 from leukemia_core.pipeline import MODE_CELLS, analyze
 from leukemia_core.report import case_report_html
 from leukemia_core.review import Review

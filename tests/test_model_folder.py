@@ -97,6 +97,47 @@ def test_active_model_pointer(models):
         set_active_model("missing", models, user=User.shell())
 
 
+def test_a_damaged_model_is_not_made_active(models):
+    """`train activate` took a folder with cut weights or an edited config: every analysis
+    then failed."""
+    shutil.copytree(models / "tiny", models / "damaged")
+    shutil.copytree(models / "tiny", models / "edited")
+    set_active_model("tiny", models, user=User.shell())
+    weights = models / "damaged" / "model.keras"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    config = models / "edited" / "config.json"
+    config.write_text(config.read_text().replace('"input_size": 32', '"input_size": 33'))
+    for name, words in (("damaged", "do not match the checksum"), ("edited", "config_sha256")):
+        with pytest.raises(ModelIntegrityError, match=words):
+            set_active_model(name, models, user=User.shell())
+        assert active_model_name(models) == "tiny"
+
+
+def test_an_activation_that_cannot_be_recorded_changes_nothing(models, monkeypatch):
+    """ACTIVE was written before the record; a busy case database left the new model active
+    with no line in the model-change record, and the command said it had failed."""
+    from leukemia_core.accounts import Accounts
+    from leukemia_core.store_rows import CaseStoreError
+
+    shutil.copytree(models / "tiny", models / "other")
+    set_active_model("tiny", models, user=User.shell())
+    n_changes = len(Accounts().model_changes())
+
+    def busy(*args, **kwargs):
+        raise CaseStoreError("The case database could not be written: try again in a moment")
+
+    monkeypatch.setattr(Accounts, "record_model_change", busy)
+    with pytest.raises(CaseStoreError, match="try again"):
+        set_active_model("other", models, user=User.shell())
+    assert active_model_name(models) == "tiny"
+    (models / "ACTIVE").unlink()  # no pointer before: none after
+    with pytest.raises(CaseStoreError):
+        set_active_model("other", models, user=User.shell())
+    assert not (models / "ACTIVE").exists()
+    monkeypatch.undo()
+    assert len(Accounts().model_changes()) == n_changes
+
+
 def test_classifier_is_deterministic_and_resizes(models):
     classifier = Classifier(load_model("tiny", models))
     rng = np.random.default_rng(0)

@@ -23,12 +23,10 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import hashlib
 import json
 import os
 import re
 import time
-import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -36,7 +34,7 @@ import keras
 
 from leukemia_core.accounts import Accounts, Permission, User, require
 from leukemia_core.domain import DomainReference, DomainReferenceError
-from leukemia_core.errors import ModelIntegrityError, ModelNotFoundError, WeightsFileError
+from leukemia_core.errors import ModelIntegrityError, ModelNotFoundError
 from leukemia_core.models.config import (
     CONFIG_CHECKSUM,
     DOMAIN_FILE,
@@ -45,6 +43,7 @@ from leukemia_core.models.config import (
     config_checksum,
     parse_config,
 )
+from leukemia_core.models.files_check import check_weights_fit_config, load_keras, verify_file
 from leukemia_core.outputs import write_text_atomic
 
 MODELS_ENV_VAR = "LEUKEMIA_MODELS_DIR"
@@ -86,35 +85,6 @@ class LoadedModel:
     @property
     def checksum(self) -> str:
         return self.config.sha256
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _verify_file(path: Path, expected: str, missing: str, changed: str, fix: str) -> None:
-    """Raise :class:`ModelIntegrityError` unless ``path`` exists with the sha256 ``expected``.
-
-    Args:
-        path: A file of a model folder.
-        expected: Its checksum as ``config.json`` declares it.
-        missing: The whole message when the file is absent.
-        changed: The start of the mismatch message, up to "match the checksum".
-        fix: What to do besides restoring the folder.
-    """
-    if not path.is_file():
-        raise ModelIntegrityError(missing)
-    actual = sha256_of(path)
-    if actual != expected:
-        raise ModelIntegrityError(
-            f"{changed} match the checksum in its config.json (expected sha256 {expected[:12]}..., "
-            f"found {actual[:12]}...): the file was changed or damaged. Restore the folder "
-            f"(git checkout models/) or {fix}."
-        )
 
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -217,15 +187,26 @@ def set_active_model(
 ) -> None:
     """Make ``name`` the model the app and commands use when none is named (atomic).
 
-    Needs an account allowed to manage models; the change is recorded with who and when
-    (``model_events`` of the case database).
+    Needs an account allowed to manage models; a folder whose files fail their checksums is
+    refused (every analysis would fail). The change is recorded with who and when
+    (``model_events`` of the case database); when that record cannot be written, the active
+    model stays as it was.
     """
     require(user, Permission.MANAGE_MODELS)
     root = root or models_dir()
-    _model_folder(name, root)
+    verify_model_files(name, root)
     previous = active_model_name(root)
-    write_text_atomic(root / ACTIVE_FILE, name + "\n")
-    Accounts().record_model_change(user, action, previous, name, note=f"in {root.resolve()}")
+    pointer = root / ACTIVE_FILE
+    before = pointer.read_text() if pointer.is_file() else None
+    write_text_atomic(pointer, name + "\n")
+    try:
+        Accounts().record_model_change(user, action, previous, name, note=f"in {root.resolve()}")
+    except BaseException:  # unrecorded, so undone: no model change outside the trail
+        if before is None:
+            pointer.unlink(missing_ok=True)
+        else:
+            write_text_atomic(pointer, before)
+        raise
 
 
 def _valid_names(root: Path) -> str:
@@ -292,26 +273,48 @@ def load_model(name: str | None = None, root: Path | None = None) -> LoadedModel
     for _ in range(3):
         before = _config_bytes(root, name)
         config = read_config(name, root)
-        weights = root / config.name / WEIGHTS_FILE
-        _verify_file(
-            weights,
-            config.sha256,
-            missing=f"model {config.name!r} has no weights file {WEIGHTS_FILE}; the folder is "
-            "incomplete.",
-            changed=f"weights of model {config.name!r} ({WEIGHTS_FILE}) do not",
-            fix="retrain",
-        )
+        weights = _verify_weights(config, root / config.name)
         domain = _load_domain(config, root / config.name)
-        model = _load_keras(weights, config.name)
+        model = load_keras(weights, config.name)
         # Saved again while it was read (Retrain, train fit): the files read may be of two
         # versions, one's config with the other's network. Every save changes config.json.
         if _config_bytes(root, config.name) == before:
-            _check_weights_fit_config(model, config)
+            check_weights_fit_config(model, config)
             return LoadedModel(config, root / config.name, model, domain)
     raise ModelIntegrityError(
         f"model {name!r} was saved again each of 3 times it was read; try again once the save "
         "has finished."
     )
+
+
+def verify_model_files(name: str, root: Path | None = None) -> ModelConfig:
+    """The checked config of model folder ``name`` whose weights and domain reference match
+    its checksums, without loading the network (what activating a model checks).
+
+    Raises:
+        ModelNotFoundError: No such folder.
+        ModelIntegrityError: The config, the weights or the domain reference is damaged.
+    """
+    root = root or models_dir()
+    config = read_config(name, root)
+    _verify_weights(config, root / config.name)
+    if config.domain is not None:
+        _load_domain(config, root / config.name)
+    return config
+
+
+def _verify_weights(config: ModelConfig, folder: Path) -> Path:
+    """The weights file of ``folder``, checked against the config's checksum."""
+    weights = folder / WEIGHTS_FILE
+    verify_file(
+        weights,
+        config.sha256,
+        missing=f"model {config.name!r} has no weights file {WEIGHTS_FILE}; the folder is "
+        "incomplete.",
+        changed=f"weights of model {config.name!r} ({WEIGHTS_FILE}) do not",
+        fix="retrain",
+    )
+    return weights
 
 
 def _config_bytes(root: Path, name: str | None) -> bytes | None:
@@ -320,63 +323,13 @@ def _config_bytes(root: Path, name: str | None) -> bytes | None:
     return None
 
 
-def _check_weights_fit_config(model: keras.Model, config: ModelConfig) -> None:
-    """The network in the weights file is the one ``config.json`` describes: a folder whose
-    files were mixed up fails here, named, not at its first cell with Keras' words."""
-    from leukemia_core.models.architectures import ARCHITECTURES
-
-    size = config.input_size
-    layers = {layer.name for layer in model.layers}
-    inputs = tuple(model.input_shape[1:]) if model.input_shape else None
-    outputs = model.output_shape[-1] if model.output_shape else None
-    problems = []
-    if inputs not in ((size, size, 3), (None, None, 3)):
-        problems.append(f"its input is {inputs} where config.json says {size}x{size} RGB")
-    if outputs != len(config.class_names):
-        problems.append(f"it has {outputs} outputs for the {len(config.class_names)} classes "
-                        f"{list(config.class_names)}")  # fmt: skip
-    missing = sorted({"logits", "head_pool", config.gradcam_layer or "logits"} - layers)
-    if missing:
-        problems.append(f"it lacks the layer(s) {missing} a classifier of this app has")
-    if model.name in ARCHITECTURES and model.name != config.architecture:
-        problems.append(f"the network is {model.name} where config.json says {config.architecture}")
-    if problems:
-        raise ModelIntegrityError(
-            f"The weights of model {config.name!r} ({WEIGHTS_FILE}) do not fit its config.json: "
-            f"{'; '.join(problems)}. The folder's files were mixed up; restore the folder from "
-            "its source or retrain it."
-        )
-
-
-_KERAS_LOAD_ERRORS = (ValueError, TypeError, KeyError, AttributeError, RuntimeError, OSError,
-                      zipfile.BadZipFile)  # fmt: skip
-
-
-def _load_keras(path: Path, name: str) -> keras.Model:
-    """The Keras model of ``path`` read in safe mode; a typed error when Keras refuses it."""
-    if not zipfile.is_zipfile(path):
-        raise WeightsFileError(
-            f"the weights file {path.name} of model {name!r} is not a Keras .keras file (not a "
-            "zip archive); restore the folder from its source or retrain the model."
-        )
-    try:
-        return keras.models.load_model(path, compile=False, safe_mode=True)
-    except _KERAS_LOAD_ERRORS as error:
-        said = str(error).strip("'\"").split(". ")[0].replace(str(path), path.name)[:300]
-        raise WeightsFileError(
-            f"the weights file {path.name} of model {name!r} cannot be loaded safely (Keras: "
-            f"{said}). It must be a Keras .keras file without code (Lambda layers and custom "
-            "objects are refused); restore the folder from its source or retrain the model."
-        ) from error
-
-
 def _load_domain(config: ModelConfig, folder: Path) -> DomainReference | None:
     """The folder's verified domain reference, its limit the config's threshold; None without."""
     if config.domain is None:
         return None
     path = folder / DOMAIN_FILE
     fix = f"write it again with `python -m train domain {config.name} --data BANK_MANIFEST`"
-    _verify_file(
+    verify_file(
         path,
         config.domain["sha256"],
         missing=f"model {config.name!r} declares a domain reference {DOMAIN_FILE} that is "

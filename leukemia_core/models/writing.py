@@ -27,6 +27,7 @@ from leukemia_core.models.config import (
     config_checksum,
     parse_config,
 )
+from leukemia_core.models.files_check import sha256_of
 from leukemia_core.models.folder import (
     ACTIVE_FILE,
     CONFIG_FILE,
@@ -34,7 +35,6 @@ from leukemia_core.models.folder import (
     check_model_name,
     models_dir,
     read_config,
-    sha256_of,
 )
 from leukemia_core.outputs import write_bytes_atomic, write_text_atomic
 
