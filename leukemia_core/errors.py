@@ -62,6 +62,10 @@ class ModelNotFoundError(LeukemiaCoreError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class ModelExistsError(LeukemiaCoreError, FileExistsError):
+    """A model folder of the asked name exists already, and this save never replaces one."""
+
+
 class ImageNetWeightsUnavailableError(LeukemiaCoreError):
     """Pretrained ImageNet weights are neither cached nor downloadable (e.g. no network)."""
 

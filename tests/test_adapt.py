@@ -327,6 +327,24 @@ def test_adaptation_writes_new_versions_and_never_overwrites(models, cells):
     assert _snapshot(models) == after  # refused: nothing written
 
 
+def test_an_adaptation_saved_meanwhile_under_the_same_name_is_never_replaced(
+    models, cells, monkeypatch
+):
+    """Two admins adapting one base at once both took the next free name; the later save moved
+    the earlier one's model aside to ``.previous``."""
+    import train.adapt_model as adapting
+
+    records = load_manifest(cells).records
+    first = adapt_model("tiny", records, user=User.shell(), root=models)
+    before = _snapshot(models)
+    # the other save checked the name before this one wrote it (both ran at once)
+    monkeypatch.setattr(adapting, "_check_new_name", lambda name, root: name)
+    with pytest.raises(ModelExistsError, match="never replaces one"):
+        adapt_model("tiny", records[:25], user=User.shell(), root=models, new_name=first.name)
+    assert _snapshot(models) == before  # the first version stays; no staging folder is left
+    assert not [p for p in models.iterdir() if p.name.startswith(".")]
+
+
 def test_the_domain_reference_comes_along(models, cells):
     width = load_model("tiny", models).keras_model.get_layer("head_pool").output.shape[-1]
     rng = np.random.default_rng(0)

@@ -26,7 +26,7 @@ import numpy as np
 
 from leukemia_core.accounts import Accounts, Permission, User, require
 from leukemia_core.classify import Classifier
-from leukemia_core.errors import LeukemiaCoreError
+from leukemia_core.errors import ModelExistsError
 from leukemia_core.io import read_image
 from leukemia_core.models.folder import (
     ACTIVE_FILE,
@@ -54,10 +54,6 @@ SITE_SUFFIX = re.compile(r"-site\d+$")
 MANAGED_FILES = frozenset({WEIGHTS_FILE, "config.json", "metrics.json", "card.md"})
 _NOT_COPIED = ("format_version", "weights_file", "sha256")  # written afresh on saving
 CHUNK = 64  # crops held in memory at once (300 x 300 x 3 bytes each)
-
-
-class ModelExistsError(LeukemiaCoreError, FileExistsError):
-    """A model folder of the asked name exists already; adaptation never overwrites one."""
 
 
 def next_site_name(base: str, root: Path | None = None) -> str:
@@ -89,7 +85,7 @@ def _check_new_name(name: str, root: Path) -> str:
     check_model_name(name)
     if (root / name).exists() or (root / f"{name}{PREVIOUS}").exists():
         raise ModelExistsError(
-            f"A model folder {root / name} exists already; adaptation writes a new version and "
+            f"A model folder {name!r} exists already; adaptation writes a new version and "
             "never overwrites one. Choose another name, or leave the name out for the next "
             "free <base>-site<k>."
         )
@@ -220,7 +216,7 @@ def _save(
     extra = _extra_files(base)
     extra["split.csv"] = _split_with_adaptation(extra.get("split.csv", b""), groups)
     folder = save_model_folder(model, name, config, metrics=metrics, card=card, root=root,
-                               extra_files=extra)  # fmt: skip
+                               extra_files=extra, replace=False)  # fmt: skip
     Accounts().record_model_change(user, "adapt", loaded.name, name, note=data_description)
     return folder
 

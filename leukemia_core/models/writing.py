@@ -7,6 +7,7 @@ temporary name and renamed into place, so a crash never leaves half a model.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -18,7 +19,7 @@ from pathlib import Path
 import keras
 
 from leukemia_core.domain import STATISTIC, DomainReference
-from leukemia_core.errors import ModelIntegrityError
+from leukemia_core.errors import ModelExistsError, ModelIntegrityError
 from leukemia_core.models.config import (
     CONFIG_CHECKSUM,
     DOMAIN_FILE,
@@ -123,6 +124,7 @@ def save_model_folder(
     card: str = "",
     root: Path | None = None,
     extra_files: dict[str, str | bytes] | None = None,
+    replace: bool = True,
 ) -> Path:
     """Write a complete model folder atomically; an existing one is kept as ``<name>.previous``
     (and one kept before that as ``<name>.<k>.previous``, k = 1, 2, ... in the order replaced).
@@ -136,9 +138,14 @@ def save_model_folder(
         root: Parent folder (:func:`models_dir` by default).
         extra_files: More files to write into the folder (e.g. ``split.csv``): text, or
             bytes written as they are.
+        replace: False: never replace a folder of that name, even one another save wrote
+            while this one was writing (a new version, as adaptation makes).
 
     Returns:
         The folder path.
+
+    Raises:
+        ModelExistsError: ``replace`` is False and the name is taken; nothing is written.
     """
     check_model_name(name)
     root = root or models_dir()
@@ -167,6 +174,9 @@ def save_model_folder(
             else:
                 (staging / file_name).write_text(content)
         target, previous = root / name, root / f"{name}{PREVIOUS}"
+        if not replace:
+            _rename_new(staging, target, previous)
+            return target
         if target.exists():
             if previous.exists():  # older versions are kept too: a signed case may name one
                 number = 1
@@ -179,3 +189,20 @@ def save_model_folder(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
+
+
+def _rename_new(staging: Path, target: Path, previous: Path) -> None:
+    """Move ``staging`` to ``target`` only where no folder of that name (nor a kept version)
+    exists: the rename itself refuses a model folder another save put there meanwhile."""
+    taken = ModelExistsError(
+        f"A model folder {target.name!r} exists already (another save wrote it meanwhile?); "
+        "a new version never replaces one. Choose another name."
+    )
+    if target.exists() or previous.exists():
+        raise taken
+    try:
+        os.rename(staging, target)  # onto a folder with files: refused by the system
+    except OSError as error:
+        if error.errno in (errno.EEXIST, errno.ENOTEMPTY) or target.exists():
+            raise taken from error
+        raise
