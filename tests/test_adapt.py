@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -223,7 +224,8 @@ def _disc(radius: int, colour: tuple[int, int, int], seed: int) -> np.ndarray:
     """A cell cut out on black (the C-NMC convention), 96 px."""
     image = np.zeros((96, 96, 3), np.uint8)
     cv2.circle(image, (48 + seed % 5, 48 - seed % 3), radius, colour, -1)
-    return image
+    grain = np.random.default_rng(seed).integers(-4, 5, image.shape)  # each cell its own picture
+    return np.where(image > 0, np.clip(image + grain, 1, 255), 0).astype(np.uint8)
 
 
 def _cell_crop(label: str, i: int) -> np.ndarray:
@@ -345,6 +347,20 @@ def test_an_adaptation_saved_meanwhile_under_the_same_name_is_never_replaced(
     assert not [p for p in models.iterdir() if p.name.startswith(".")]
 
 
+def test_adaptation_uses_each_picture_once_and_none_labelled_both_ways(models, cells):
+    """The same smear signed as two cases, or a file listed twice, counted twice in the
+    adaptation and its check (the comparison's dataset check keeps each picture once)."""
+    records = load_manifest(cells).records
+    flipped = replace(records[1], label="normal" if records[1].label == "blast" else "blast")
+    folder = adapt_model("tiny", [*records, records[0], flipped], user=User.shell(), root=models,
+                         data_description="lab cells")  # fmt: skip
+    done = json.loads((folder / "config.json").read_text())["training"]["adapted"]
+    assert done["counts"]["cells"] == len(records) - 1  # the repeat once, the conflict left out
+    assert done["data"].startswith("lab cells ")
+    assert "1 image(s) repeated a picture" in done["data"]
+    assert "labelled both blast and normal" in done["data"]
+
+
 def test_the_domain_reference_comes_along(models, cells):
     width = load_model("tiny", models).keras_model.get_layer("head_pool").output.shape[-1]
     rng = np.random.default_rng(0)
@@ -404,7 +420,7 @@ def test_adapt_command_failures_write_nothing(models, cells, tmp_path, capsys):
     for argv, message in [
         (["--model", "nope", "--data", str(cells)], "valid names: tiny"),
         (["--model", "tiny", "--data", str(tmp_path / "cells_copy" / "normal.csv")],
-         "holds only normal cells (9)"),
+         "holds only normal cells (18)"),
         (["--model", "tiny", "--data", str(cells), "--name", "tiny"], "never overwrites"),
         (["--model", "tiny", "--reviewed-cases", str(tmp_path / "empty.sqlite3")],
          "No signed case"),

@@ -46,8 +46,9 @@ from train.card import model_card
 from train.cellbank import bank_group
 from train.cli_model import load_tables
 from train.data import FORMATS
+from train.inspection import without_duplicates
 from train.progress import ProgressCallback
-from train.records import BLAST, LabelledCrop
+from train.records import BLAST, CellTable, LabelledCrop
 from train.reviewed_cases import export_reviewed_cases
 
 SITE_SUFFIX = re.compile(r"-site\d+$")
@@ -153,7 +154,11 @@ def adapt_model(
     root = root or models_dir()
     loaded = load_model(model_name, root)
     name = _check_new_name(new_name or next_site_name(loaded.name, root), root)
-    records = [replace(r, group=bank_group(r)) for r in records]
+    # Each picture once (the same smear signed as two cases, a file listed twice), and none
+    # labelled both ways, as the comparison's dataset check does; said in the card.
+    once = without_duplicates(CellTable(tuple(replace(r, group=bank_group(r)) for r in records)))
+    records = list(once.records)
+    data_description = " ".join((data_description, *once.notes)).strip()
     is_blast = np.array([r.label == BLAST for r in records], dtype=bool)
     groups = np.array([r.group for r in records])
     check_cells(is_blast, groups)  # before minutes of loading crops

@@ -221,7 +221,7 @@ def _inspect(
                 "(an incomplete copy, or Git LFS pointers instead of pictures?)."
             )
     n_left_out = n_read - len(table)
-    table = _without_duplicates(table)  # after: identical damaged stubs are each left out
+    table = without_duplicates(table)  # after: identical damaged stubs are each left out
     if not table:
         raise EmptyDatasetError(
             f"Every picture of {where} is filed both as blast and as normal: label each picture "
@@ -301,7 +301,7 @@ def _readable(table: CellTable, roots) -> CellTable:
     return CellTable(kept, (*table.notes, note), table.groups_known)
 
 
-def _without_duplicates(table: CellTable) -> CellTable:
+def without_duplicates(table: CellTable) -> CellTable:
     """Each picture once, by its bytes: one file named by two locations, or the same picture
     copied under two names or subjects, could sit in train and test at once. A picture
     labelled both blast and normal is left out: either label would teach the model a wrong
