@@ -512,6 +512,27 @@ def test_export_takes_signed_cases_only(tmp_path, reviewed):
     assert summarize(table)["per_group"] == {"S-1": 3}
 
 
+def test_export_leaves_out_a_signed_case_changed_outside_the_app(tmp_path, reviewed):
+    """A label edited in the database, or an open case marked signed by hand, became training
+    data though the record reports itself altered."""
+    import sqlite3
+
+    store, signed, open_case = reviewed
+    with sqlite3.connect(store.path) as conn:
+        conn.execute("UPDATE cases SET status = 'signed' WHERE case_id = ?", (open_case,))
+    assert store.load_case(open_case).altered
+    table = export_reviewed_cases(store, tmp_path / "reviewed")
+    assert {r.subset for r in table} == {signed}
+    assert "Left out 1 case(s) whose record was changed outside the app (S-2)" in table.notes[0]
+    with sqlite3.connect(store.path) as conn:  # past the store's guards, as a tamperer would
+        for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'"):
+            conn.execute(f'DROP TRIGGER "{name}"')
+        conn.execute("UPDATE cells SET label = 'normal' WHERE case_id = ? AND cell_id = 1",
+                     (signed,))  # fmt: skip
+    with pytest.raises(EmptyDatasetError, match=r"2 signed case\(s\) were changed outside the app"):
+        export_reviewed_cases(store, tmp_path / "again")
+
+
 def test_export_calls_a_split_piece_redrawn_not_confirmed(tmp_path):
     """A cell a reviewer's split made was never called by the model: its label is neither a
     confirmation nor a correction of the model."""

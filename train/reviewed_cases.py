@@ -57,9 +57,12 @@ def export_reviewed_cases(store: CaseStore, out_dir: Path) -> CellTable:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:
-        rows, skipped = [], Counter()
+        rows, skipped, altered = [], Counter(), []
         for summary in chosen:
             case = store.load_case(summary.case_id)
+            if case.altered:  # changed outside the app: its labels are not the signer's
+                altered.append(case.sample_id)
+                continue
             for cell in case.cells:
                 if cell.label not in LABELS:
                     skipped["other"] += 1
@@ -77,6 +80,9 @@ def export_reviewed_cases(store: CaseStore, out_dir: Path) -> CellTable:
             corrected = (f" ({being_corrected} more case(s) had a signed version but were reopened "
                          "and are not signed again: sign them to use their cells)"
                          if being_corrected else "")  # fmt: skip
+            if altered:
+                corrected += (f" ({len(altered)} signed case(s) were changed outside the app "
+                              "and are left out)")  # fmt: skip
             raise EmptyDatasetError(
                 f"No signed case with reviewed blast or normal cells (with crop images) in the "
                 f"case database {store.path.name}: {len(chosen)} signed case(s) to read"
@@ -108,6 +114,10 @@ def export_reviewed_cases(store: CaseStore, out_dir: Path) -> CellTable:
     if being_corrected:
         note += (f" Left out {being_corrected} signed case(s) reopened and not signed again "
                  "(their labels are being corrected).")  # fmt: skip
+    if altered:
+        note += (f" Left out {len(altered)} case(s) whose record was changed outside the app "
+                 f"({', '.join(sorted(altered))}): their audit chain no longer matches them; "
+                 "see the Case list.")  # fmt: skip
     return CellTable(records, (note,))
 
 
