@@ -283,6 +283,9 @@ def test_adaptation_writes_new_versions_and_never_overwrites(models, cells):
     second = adapt_model("tiny", records, user=User.shell(), root=models)
     assert (first.name, second.name) == ("tiny-site1", "tiny-site2")
     assert next_site_name("tiny-site2", models) == "tiny-site3"
+    # a rollback makes a kept version the base: its suggested name must be one that is allowed
+    assert next_site_name("tiny.previous", models) == next_site_name("tiny.2.previous", models)
+    assert next_site_name("tiny.previous", models) == "tiny-site3"
     after = _snapshot(models)
     assert {k: v for k, v in after.items() if k in before} == before  # base and ACTIVE as they were
     assert active_model_name(models) == "tiny"
@@ -407,7 +410,9 @@ def test_adapt_command_on_the_signed_cases(models, tmp_path, capsys):
     assert printed["folder"] == str(models / "tiny-lab")
     assert printed["counts"]["cells"] == 30 and printed["counts"]["groups"] == 6
     done = read_config("tiny-lab", models).training["adapted"]
-    assert done["data"] == f"signed cases of {database}"
+    # the card is shown to every user: the database's file, not the server's folders
+    assert done["data"] == "signed cases of the case record lab.sqlite3 (6 case(s))"
+    assert str(tmp_path) not in (models / "tiny-lab" / "card.md").read_text()
 
 
 def test_adapt_command_failures_write_nothing(models, cells, tmp_path, capsys):
@@ -494,6 +499,13 @@ def test_a_version_that_misses_more_blasts_is_called_worse():
     assert worse_than_before({"before": after, "after": after}) == []
     no_blasts = {**after, "sensitivity": None, "confident_miss_rate": None}
     assert worse_than_before({"before": no_blasts, "after": no_blasts}) == []
+    # a change in the ninth decimal printed "ECE 0.025 -> 0.025" as worse
+    noise = {
+        **after,
+        "ece": after["ece"] + 1e-9,
+        "balanced_accuracy": after["balanced_accuracy"] - 1e-9,
+    }
+    assert worse_than_before({"before": after, "after": noise}) == []
 
 
 def test_an_adaptation_group_the_base_tested_on_is_seen_by_the_adapted_model():

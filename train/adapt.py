@@ -371,11 +371,14 @@ def _choose(check: dict, variants: tuple[str, ...]) -> tuple[str, str]:
 def worse_than_before(check: dict) -> list[str]:
     """What the chosen adaptation does worse than the base model on the grouped check, in words
     (empty when balanced accuracy and blast sensitivity did not fall, and ECE and confident
-    misses, the error no reviewer sees, did not rise).
+    misses, the error no reviewer sees, did not rise, as printed to 3 decimals: a change in the
+    ninth is noise, not "worse").
 
     >>> worse_than_before({"before": {"balanced_accuracy": 0.8, "ece": 0.1},
     ...                    "after": {"balanced_accuracy": 0.7, "ece": 0.05}})
     ['balanced accuracy 0.800 -> 0.700']
+    >>> worse_than_before({"before": {"ece": 0.025227112}, "after": {"ece": 0.025227113}})
+    []
     """
     before, after = check["before"], check["after"]
     return [f"{words} {before[key]:.3f} -> {after[key]:.3f}"
@@ -384,4 +387,4 @@ def worse_than_before(check: dict) -> list[str]:
                                      ("ece", "ECE", -1),
                                      ("confident_miss_rate", "confident misses", -1))
             if before.get(key) is not None and after.get(key) is not None
-            and sign * (after[key] - before[key]) < 0]  # fmt: skip
+            and sign * (round(after[key], 3) - round(before[key], 3)) < 0]  # fmt: skip

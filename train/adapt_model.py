@@ -36,6 +36,7 @@ from leukemia_core.models.folder import (
     check_model_name,
     load_model,
     models_dir,
+    replaced_model_name,
     set_active_model,
 )
 from leukemia_core.models.writing import save_model_folder
@@ -49,7 +50,7 @@ from train.data import FORMATS
 from train.inspection import without_duplicates
 from train.progress import ProgressCallback
 from train.records import BLAST, CellTable, LabelledCrop
-from train.reviewed_cases import export_reviewed_cases
+from train.reviewed_cases import export_reviewed_cases, signed_cases_words
 
 SITE_SUFFIX = re.compile(r"-site\d+$")
 MANAGED_FILES = frozenset({WEIGHTS_FILE, "config.json", "metrics.json", "card.md"})
@@ -61,13 +62,15 @@ def next_site_name(base: str, root: Path | None = None) -> str:
     """``<base>-site<k>`` with the smallest ``k`` no folder (nor kept ``.previous``) uses.
 
     An adapted model's name loses its ``-site<k>`` first, so adapting ``m-site1`` again gives
-    ``m-site2``.
+    ``m-site2``, and a kept version (a rollback) its ``.previous``.
 
     >>> next_site_name("lite0_blast_v1", Path("/nonexistent"))
     'lite0_blast_v1-site1'
+    >>> next_site_name("lab.2.previous", Path("/nonexistent"))
+    'lab-site1'
     """
     root = root or models_dir()
-    stem = SITE_SUFFIX.sub("", base)
+    stem = SITE_SUFFIX.sub("", replaced_model_name(base) or base)
     k = 1
     while True:
         suffix = f"-site{k}"
@@ -254,7 +257,7 @@ def adapt_command(args: argparse.Namespace) -> int:
         if args.reviewed_cases is not None:
             store = CaseStore(args.reviewed_cases or None)
             table = export_reviewed_cases(store, Path(tmp) / "reviewed_cases")
-            words = f"signed cases of {store.path}"
+            words = signed_cases_words(store, table)
             for note in table.notes:
                 print(f"note: {note}", file=sys.stderr)
         else:

@@ -34,6 +34,13 @@ def case_group(case) -> str:
     return case.sample_id
 
 
+def signed_cases_words(store: CaseStore, table: CellTable) -> str:
+    """What an adapted model was fitted on, for its config and card (shown to every user, so
+    it names the database's file, never the server's folders)."""
+    n_cases = len({r.subset for r in table})
+    return f"signed cases of the case record {store.path.name} ({n_cases} case(s))"
+
+
 def export_reviewed_cases(store: CaseStore, out_dir: Path) -> CellTable:
     """Write the reviewed blast/normal cells of signed cases as a manifest dataset.
 

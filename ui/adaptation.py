@@ -32,7 +32,7 @@ from train.data_roots import (
     resolve_under_roots,
 )
 from train.records import BLAST, CellTable
-from train.reviewed_cases import export_reviewed_cases
+from train.reviewed_cases import export_reviewed_cases, signed_cases_words
 from ui import auth, state
 from ui.models import activate
 
@@ -52,7 +52,7 @@ def _gather(source: str, path: str) -> None:
             stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
             store = state.case_store()
             table = export_reviewed_cases(store, jobs.runs_dir() / "datasets" / f"adapt-{stamp}")
-            words = f"signed cases of {store.path}"
+            words = signed_cases_words(store, table)
         else:  # a typed server path: only under the data roots
             roots = data_roots()
             table, _ = load_under_roots(path, roots, require_both_classes=False)
