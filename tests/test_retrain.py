@@ -248,6 +248,16 @@ def test_a_run_again_into_a_finished_runs_folder_leaves_nothing_of_it_promotable
         promote(run, "simple_cnn", "stale", root=models_root, user=User.shell())
 
 
+def test_the_command_line_runs_no_comparison_into_a_listed_job(compared, cells, capsys):
+    """A run again into a folder the page lists cleared its results while its status still
+    said done: the Retrain page raised FileNotFoundError for every model admin."""
+    before = (compared / RESULTS_FILE).read_bytes()
+    code = train_cli(["compare", "--data", str(cells), "--architectures", "simple_cnn",
+                      "--out", str(compared)])  # fmt: skip
+    assert code == 2 and "holds a comparison already" in capsys.readouterr().err
+    assert (compared / RESULTS_FILE).read_bytes() == before
+
+
 def test_a_model_that_calls_every_cell_one_class_is_never_promoted(models_root, tmp_path):
     """A walkthrough promoted such a model through the page's warning: normal fields then read
     100% blasts. The rule is in the promotion itself, so the command line refuses it too."""

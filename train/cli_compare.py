@@ -211,13 +211,18 @@ def compare_command(args: argparse.Namespace) -> int:
     from train.compare_tables import comparison_markdown, per_source_markdown
     from train.crop_cache import CACHE_FOLDER, CropCache
     from train.job_worker import load_job_data
-    from train.jobs import JobSpec, record_finished_job, runs_dir
+    from train.jobs import JOB_FILE, JobSpec, record_finished_job, runs_dir
     from train.promote import promote
 
     if args.promote and not args.name:
         raise ValueError("--promote needs --name for the model folder.")
     settings = settings_from_args(args)
     out = args.out or runs_dir() / f"cli-{time.strftime('%Y%m%d-%H%M%S')}"
+    if (Path(out) / JOB_FILE).is_file():  # clearing it would leave the page a "done" job
+        raise ValueError(  # without results while this one runs, or if stopped
+            f"{out} holds a comparison already (the Retrain page lists it, and models may have "
+            "been promoted from it); give --out a new folder."
+        )
     args.out = out
     spec = JobSpec(tuple(data_locations(args)), settings, args.format, args.allow_ungrouped,
                    skip_unreadable=args.skip_unreadable,

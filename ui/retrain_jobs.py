@@ -146,7 +146,12 @@ def promoted_note(status: jobs.JobStatus) -> None:
 
 
 def results_section(status: jobs.JobStatus) -> None:
-    results = status.results()
+    try:
+        results = status.results()
+    except (OSError, ValueError) as error:  # removed or cut short outside the app
+        st.error(f"The results of this job cannot be read ({type(error).__name__}); run the "
+                 "comparison again.")  # fmt: skip
+        return
     rows = results["table"]
     st.markdown(f"**{results['n_tested']} test cells** of {results['n_cells']}, split "
                 f"{results['split']}; figures with 95% bootstrap intervals over groups. "
