@@ -38,6 +38,7 @@ from train.jobs import JobSpec
 from train.records import (
     DatasetNotFoundError,
     EmptyDatasetError,
+    ManifestError,
     SingleClassError,
     UnreadableFileError,
 )
@@ -160,6 +161,14 @@ def test_a_manifest_naming_files_outside_is_refused_without_saying_which_exist(t
         inspect_datasets(["manifest.csv"], roots=[tree["root"]])
     assert "line 3" in str(e.value) and "line 4" in str(e.value) and "line 5" in str(e.value)
     assert "not found" not in str(e.value)  # the same refusal whether a file exists or not
+
+
+def test_a_manifest_cut_short_with_nul_bytes_is_refused_in_words(tree):
+    """A zero-filled tail (a write cut short) raised 'embedded null byte' on the Retrain page."""
+    manifest = tree["root"] / "manifest.csv"
+    manifest.write_bytes(b"path,label,group\ncells/blast/P0/blast.png,blast,P0\n" + b"\0" * 40)
+    with pytest.raises(ManifestError, match=r"NUL bytes on line\(s\) 3 .*write the manifest again"):
+        inspect_datasets(["manifest.csv"], roots=[tree["root"]])
 
 
 def test_a_dataset_under_a_root_is_read_and_named_relative_to_it(tree):

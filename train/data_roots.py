@@ -88,7 +88,7 @@ def _real_under(path: Path, roots: Sequence[Path]) -> bool:
     """Whether ``path``, links and ``..`` resolved, lies under a root (False for a link loop)."""
     try:
         return _under(path.resolve(), roots)
-    except (OSError, RuntimeError):
+    except (OSError, RuntimeError, ValueError):  # ValueError: a NUL byte in the path
         return False
 
 
@@ -194,13 +194,20 @@ def check_manifest_rows(csv_path: Path, roots: Sequence[str | os.PathLike[str]])
 
     Raises:
         OutsideDataRootsError: Naming the rows (and the paths as the manifest writes them).
-        ManifestError: The file is not a UTF-8 CSV.
+        ManifestError: The file is not a UTF-8 CSV, or holds NUL bytes.
     """
     name = relative_name(csv_path, roots)
     try:
         _, rows = read_csv(csv_path)
     except (UnicodeDecodeError, csv.Error) as error:
         raise ManifestError(f"Manifest {name} is not a UTF-8 CSV file ({error}).") from None
+    if damaged := [
+        line for line, row in enumerate(rows, start=2) if "\0" in "".join(map(str, row.values()))
+    ]:
+        raise ManifestError(
+            f"Manifest {name} holds NUL bytes on line(s) {_listed([str(n) for n in damaged])} "
+            "(a write cut short?); write the manifest again."
+        )
     resolved_roots = _resolved_roots(roots)
     outside = [
         f"line {line} ({row['path']!r})"
