@@ -166,5 +166,6 @@ class CaseSummary(CaseHeader):
     n_counted: int
     n_uncertain: int
     n_unreviewed: int = 0  # cells no person has decided on yet: the counts are provisional
-    out_of_domain: bool = False  # the sample or a field unlike the training data
+    out_of_domain: bool = False  # the sample as a whole unlike the training data
+    n_fields_out_of_domain: int = 0  # fields unlike it (the sample may still resemble it)
     n_fields_failing_quality: int = 0

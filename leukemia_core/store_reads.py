@@ -75,10 +75,11 @@ _SUMMARIES = (
     # what sent fields to review, for the list: the sample or a field unlike the training data,
     # or a field that failed a quality check
     # (json_valid first: one record altered outside the app must not stop the whole list)
-    "(COALESCE(CASE WHEN json_valid(c.domain) THEN json_extract(c.domain, '$.warned') END, 0) "
-    "OR EXISTS (SELECT 1 FROM fields AS f WHERE f.case_id = c.case_id AND COALESCE(CASE WHEN "
-    "json_valid(f.domain) THEN json_extract(f.domain, '$.warned') END, 0))) "
+    "COALESCE(CASE WHEN json_valid(c.domain) THEN json_extract(c.domain, '$.warned') END, 0) "
     "AS out_of_domain, "
+    "(SELECT COUNT(*) FROM fields AS f WHERE f.case_id = c.case_id AND COALESCE(CASE WHEN "
+    "json_valid(f.domain) THEN json_extract(f.domain, '$.warned') END, 0)) "
+    "AS n_fields_out_of_domain, "
     "(SELECT COUNT(*) FROM fields AS f WHERE f.case_id = c.case_id AND f.quality NOT IN "
     "('', '[]')) AS n_fields_failing_quality "
     "FROM cases AS c LEFT JOIN cells AS x ON x.case_id = c.case_id "

@@ -20,6 +20,7 @@ from ui.analysis import run_analysis
 from ui.common import (
     UPLOAD_TYPES,
     domain_warning,
+    field_warning_text,
     flash,
     metric_row,
     provisional_note,
@@ -176,10 +177,11 @@ if add_to_case and uploads:
         analysed = run_analysis(uploaded, mode=mode, model_name=model_name,
                                 sample_id=open_case.sample_id)  # fmt: skip
         n_cells = state.add_fields(open_case, analysed)
-    except LeukemiaCoreError as error:
-        if analysed is not None:
-            show_failures(analysed)
-        st.error(str(error))
+    except LeukemiaCoreError as error:  # said at the top, where the user looks after the click
+        for failure in analysed.failures if analysed is not None else ():
+            flash(failure_text(failure))
+        flash(f"Nothing was added to {open_case.sample_id}: {error}")
+        st.rerun()
     else:
         for failure in analysed.failures:  # said after the rerun, beside the success
             flash(failure_text(failure))
@@ -187,6 +189,10 @@ if add_to_case and uploads:
         flash(f"{n_fields} field{'s' * (n_fields != 1)} with {n_cells} cell"
               f"{'s' * (n_cells != 1)} added to {open_case.sample_id}; review the new cells.",
               "success")  # fmt: skip
+        for field in analysed.fields:  # a field of another smear or microscope stands out
+            if reasons := field_warning_text(field):
+                flash(f"**{field.name}**: {reasons} Its cells were sent to review; if it is not "
+                      "of this smear, exclude them there.", "warning")  # fmt: skip
         if open_case.domain is not None and open_case.domain.warned:
             domain = open_case.domain
             flash(f"With the new fields the sample differs from the training data (domain "

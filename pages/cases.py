@@ -46,7 +46,9 @@ def blasts_text(case) -> str:
 
 def checks_text(case) -> str:
     """What sent cells to review besides the model: the domain check and field quality."""
-    parts = ["unlike the training data"] if case.out_of_domain else []
+    parts = ["sample unlike the training data"] if case.out_of_domain else []
+    if (n := case.n_fields_out_of_domain) and not case.out_of_domain:
+        parts.append(f"{n} field{'s' * (n != 1)} unlike the training data")
     if case.n_fields_failing_quality:
         n = case.n_fields_failing_quality
         parts.append(f"{n} field{'s' * (n != 1)} failed a quality check")

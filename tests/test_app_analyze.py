@@ -309,6 +309,12 @@ def test_more_fields_are_added_to_the_open_case_keeping_its_labels(db, demo_png,
     assert record.audit[-1].action == "fields added" and record.altered == ()
     assert len(CaseStore(db).list_cases("S-MORE")) == 1  # one case, not two
     assert not any("review queue" in w.value for w in at.warning)
+    # the same picture again: refused, said at the top of the page (it was drawn a screen down)
+    (uploader,) = at.file_uploader
+    uploader.set_value([("second.png", png(second), "image/png")]).run()
+    at.button(key="add_to_case").click().run()
+    assert any("Nothing was added to S-MORE" in e and "holds already" in e for e in errors(at))
+    assert len(session_of(at).fields) == 2
     # a field that makes the sample out of domain: the user is told every cell goes to review
     from leukemia_core.domain import DomainAssessment
     from leukemia_core.labellers import ModelLabeller
@@ -320,6 +326,8 @@ def test_more_fields_are_added_to_the_open_case_keeping_its_labels(db, demo_png,
     at.button(key="add_to_case").click().run()
     assert not at.exception and not errors(at), errors(at)
     assert any("every unreviewed cell of the case is now in the review queue" in w.value
+               for w in at.warning)  # fmt: skip
+    assert any("**third.png**" in w.value and "differ from the training data" in w.value
                for w in at.warning)  # fmt: skip
     assert all(c.label in ("uncertain", "border") for c in session_of(at).cells
                if not c.reviewed)  # fmt: skip

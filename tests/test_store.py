@@ -600,7 +600,14 @@ def test_domain_assessments_and_cell_scores_are_stored_and_kept_on_reopen(store:
     assert [f.domain for f in record.fields] == [warned, fine]
     # the case list says what sent the cells to review (a walk saw no flag there)
     (listed,) = store.list_cases("S-D")
-    assert listed.out_of_domain and listed.n_fields_failing_quality == 0
+    assert listed.out_of_domain and listed.n_fields_out_of_domain == 1
+    assert listed.n_fields_failing_quality == 0
+    # one field unlike the training data in a sample that resembles it: the list says which
+    mixed = store.create_case("S-F", fields, cells, model_name="m", model_checksum="",
+                              thresholds={}, domain=DomainAssessment(1.2, 1.8, 3),
+                              created_by="tech")  # fmt: skip
+    (listed,) = store.list_cases(mixed[:8])
+    assert not listed.out_of_domain and listed.n_fields_out_of_domain == 1
     blur = QualityWarning("focus", 9.0, 4.0, "Out of focus.")
     plain = store.create_case("S-Q", [field("c.png", quality=(blur,))], [cell(0, 1, "normal")],
                               model_name="m", model_checksum="", thresholds={},

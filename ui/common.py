@@ -14,6 +14,7 @@ from leukemia_core.types import LABEL_WORDS
 
 if TYPE_CHECKING:
     from leukemia_core.review import Review
+    from leukemia_core.types import Field
 
 DISCLAIMER = (
     "**Research use only.** This is decision support for research; it is not a diagnosis. "
@@ -95,6 +96,15 @@ def quality_warnings(session: Review, *, folded: bool = False) -> None:
     with st.expander(label, icon=":material/warning:"):
         for field, warning in warned:
             st.markdown(f"**{field.name}**: {warning.message}")
+
+
+def field_warning_text(field: Field) -> str:
+    """Why a field's cells went to review, in words ('' when its checks passed)."""
+    reasons = [warning.message for warning in field.quality]
+    if field.domain is not None and field.domain.warned:
+        reasons.append("Its cells differ from the training data (another microscope, stain or "
+                       "magnification?).")  # fmt: skip
+    return " ".join(reasons)
 
 
 def domain_warning(session: Review) -> None:
