@@ -33,8 +33,7 @@ from leukemia_core.types import MODE_CELLS, BlastCount, Cell, CellLabel
 
 LEFT_OUT = (CellLabel.EXCLUDED, CellLabel.NOT_WBC, CellLabel.BORDER)
 SECTIONS = (
-    ("uncertain", "Left uncertain by the model: for the reviewer to label",
-     (CellLabel.UNCERTAIN,)),
+    ("uncertain", "Left uncertain by the model", (CellLabel.UNCERTAIN,)),
     ("blast", "Called blast by the model", (CellLabel.BLAST,)),
     ("normal", "Called normal by the model", (CellLabel.NORMAL,)),
     ("left_out", "Left out of the count by the machine", LEFT_OUT),

@@ -87,6 +87,8 @@ if record.is_signed:
         "record is frozen.",
         icon=":material/verified:",
     )
+    st.page_link("pages/report.py", label="Open the report (PDF, CSV, JSON)",
+                 icon=":material/description:")  # fmt: skip
     if newer is None:
         st.caption("To change it, reopen it: that makes a new version and keeps this one as "
                    "signed.")  # fmt: skip
@@ -102,6 +104,8 @@ if record.is_signed:
                 st.rerun()
             except LeukemiaCoreError as error:
                 st.error(str(error))
+        if not may_sign:  # said, not only in the disabled button's tooltip
+            st.caption(REOPEN_NEEDS_SIGNER)
 else:
     if session.sign_blockers:
         st.warning(session.sign_blockers, icon=":material/pending:")

@@ -18,7 +18,7 @@ from leukemia_core.pipeline import MODE_FIELDS
 from leukemia_core.review import Review
 from leukemia_core.types import BlastCount
 from ui import auth, state
-from ui.common import LABEL_NAMES, metric_row, provisional_note
+from ui.common import LABEL_NAMES, domain_warning, metric_row, provisional_note, quality_warnings
 from ui.figures import counts_chart, model_vs_reviewer_chart
 from ui.record import status_line
 
@@ -27,7 +27,7 @@ st.title("Blast counts")
 session = state.require_current("No counts yet: analyze a sample first.")
 
 
-def count_row(scope: str, count: BlastCount, n_uncertain: int) -> dict:
+def count_row(scope: str, count: BlastCount, n_uncertain: int, checks: str = "") -> dict:
     return {
         "Scope": scope,
         "Cells counted": count.n_counted,
@@ -36,7 +36,16 @@ def count_row(scope: str, count: BlastCount, n_uncertain: int) -> dict:
         "95% CI (Wilson)": interval_text(count),
         "Uncertain": n_uncertain,
         "Left out": count.n_excluded - n_uncertain,
+        "Checks": checks or "—",
     }
+
+
+def field_checks(field) -> str:
+    """What sent a field's cells to review, in two words each (the warnings above say more)."""
+    failed = list(dict.fromkeys(w.check for w in field.quality))  # e.g. "focus", "colour cast"
+    if field.domain is not None and field.domain.warned:
+        failed.append("unlike the training data")
+    return ", ".join(failed)
 
 
 def uncertain_in(session: Review, field_index: int | None) -> int:
@@ -45,6 +54,8 @@ def uncertain_in(session: Review, field_index: int | None) -> int:
 
 
 status_line(session)
+quality_warnings(session, folded=True)  # a field's count is only as good as the field
+domain_warning(session)
 count = session.count()
 st.caption("From the current labels: the model's calls as corrected by the reviewer.")
 metric_row(
@@ -69,7 +80,8 @@ scopes = [("Whole sample", count)]
 if session.mode == MODE_FIELDS:
     for field, field_count in zip(session.fields, session.field_counts(), strict=True):
         name = f"Field {field.index + 1}: {field.name}"
-        rows.append(count_row(name, field_count, uncertain_in(session, field.index)))
+        rows.append(count_row(name, field_count, uncertain_in(session, field.index),
+                              field_checks(field)))  # fmt: skip
         scopes.append((name, field_count))
 st.subheader("Per field" if session.mode == MODE_FIELDS else "Sample", divider="gray")
 # Static tables wrap their text to the page: no sideways scrolling on a narrow screen.
@@ -95,3 +107,8 @@ left.caption(
 )
 right.plotly_chart(model_vs_reviewer_chart(model_tally, tally), key="model_vs_reviewer",
                    config={"displaylogo": False})  # fmt: skip
+if session.is_signed:
+    st.page_link("pages/report.py", label="Open the report", icon=":material/description:")
+elif session.is_saved and not session.n_unreviewed and auth.user().can(Permission.SIGN):
+    st.page_link("pages/case.py", label="Every cell is reviewed: sign the case",
+                 icon=":material/verified:")  # fmt: skip

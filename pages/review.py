@@ -22,6 +22,7 @@ from ui.workspace import (
     SHOWN,
     SHOWN_KEY,
     VIEW_KEY,
+    all_reviewed_note,
     current_cell,
     keep_keys_after_clicks,
     show_workspace,
@@ -115,6 +116,7 @@ field_index = opened_id = None
 if view == GALLERY and editable:  # one cell at a time, the key line under the controls says it
     st.caption("Give each cell its label under its card; every count updates at once and the "
                "change is recorded with your name.")  # fmt: skip
+all_reviewed_note(session)
 if view == ONE_BY_ONE:
     opened = current_cell(session)
     heatmap = None if opened is None else right_images.get(opened.key)

@@ -331,3 +331,8 @@ def test_more_fields_are_added_to_the_open_case_keeping_its_labels(db, demo_png,
                for w in at.warning)  # fmt: skip
     assert all(c.label in ("uncertain", "border") for c in session_of(at).cells
                if not c.reviewed)  # fmt: skip
+    go(at, "counts")  # the counts page showed the field's row with no flag
+    table = at.table[0].value
+    assert table.loc[3, "Scope"] == "Field 3: third.png"
+    assert table.loc[3, "Checks"] == "unlike the training data" and table.loc[0, "Checks"] == "—"
+    assert any("differ from the training data" in w.value for w in at.warning)

@@ -97,6 +97,11 @@ def test_review_reclassify_recount_sign_reopen_and_export(db, demo_png, download
     assert any("have not been reviewed yet" in w.value for w in at.warning)
     accept_all(at)
     assert not any("not reviewed yet" in c.value for c in at.main.caption)
+    # the gallery says so too (only the one-cell view did), and its first section no longer
+    # asks for labels it has
+    assert any(s.value.startswith("Every cell is reviewed") for s in at.success)
+    assert any(h.value.startswith("Left uncertain by the model (2; none still to label)")
+               for h in at.subheader)  # fmt: skip
     go(at, "counts")
     assert not any(i.value.startswith("Provisional: ") for i in at.info)
     go(at, "case")

@@ -108,6 +108,9 @@ def show_gallery(
         if group.key != "uncertain" and not group.cells:
             continue
         title = f"{group.title} ({len(group.cells)})"
+        if group.key == "uncertain" and group.cells:  # the section keeps them once labelled
+            waiting = sum(c.label == CellLabel.UNCERTAIN for c in group.cells)
+            title = f"{group.title} ({len(group.cells)}; {waiting or 'none'} still to label)"
         if group.key == "left_out":
             container = st.expander(title, expanded=False)
         else:

@@ -150,6 +150,17 @@ def _describe(session: Review, cell: Cell) -> str:
     return text + (" · ✓ reviewed" if cell.reviewed else " · not reviewed yet")
 
 
+def all_reviewed_note(session: Review) -> None:
+    """Once every cell of a saved case is reviewed: say so, and where to sign (both views)."""
+    if session.n_unreviewed or session.is_signed or not session.is_saved or not session.cells:
+        return
+    st.success("Every cell is reviewed: the counts are final once the case is signed.")
+    if auth.user().can(Permission.SIGN):
+        st.page_link("pages/case.py", label="Sign the case", icon=":material/verified:")
+    else:  # a link to a disabled button would only disappoint
+        st.caption("Ready for a signer: an account with the signer role signs it.")
+
+
 def show_workspace(session: Review, *, heatmap: np.ndarray | None, editable: bool) -> Cell | None:
     """One cell large (view with outline, and its heatmap or crop) with the keyboard controls,
     beside the field view; returns the open cell."""
@@ -159,12 +170,6 @@ def show_workspace(session: Review, *, heatmap: np.ndarray | None, editable: boo
         return None
     queue = session.queue()
     position = queue.index(cell.key) + 1
-    if not session.n_unreviewed and not session.is_signed:
-        st.success("Every cell is reviewed: the counts are final once the case is signed.")
-        if auth.user().can(Permission.SIGN):
-            st.page_link("pages/case.py", label="Sign the case", icon=":material/verified:")
-        else:  # a link to a disabled button would only disappoint
-            st.caption("Ready for a signer: an account with the signer role signs it.")
     if session.is_signed:  # nothing is left to review: the keys only move between cells
         st.caption(f"Cell {position} of {len(queue)} · signed: every cell was reviewed · keys: "
                    "**←/→** previous/next")  # fmt: skip
