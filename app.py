@@ -33,6 +33,10 @@ sections = {
     for name, pages in menu.items()
 }  # fmt: skip
 chosen = st.navigation(sections)
+hidden = {st.Page(f"pages/{p.file}").url_path for pages in menu.values() for p in pages if p.hidden}
+if auth.just_logged_in() and chosen.url_path in hidden:  # left open by the account before
+    first = next(p for pages in menu.values() for p in pages if not p.hidden)
+    st.switch_page(f"pages/{first.file}")
 with st.sidebar:
     st.markdown("**ALL blast screening**  \n:red[Research use only]")
     auth.sidebar()

@@ -240,6 +240,25 @@ def test_login_form_logout_and_a_wrong_password(db, apptest_navigation):
     assert events[:3] == [("ana", "logout"), ("ana", "login"), ("ana", "login_failed")]
 
 
+def test_an_account_logging_in_where_another_left_lands_on_a_page_it_may_use(
+    db, apptest_navigation
+):
+    """A reviewer logged out on the Case page; the administrator who logged in next in that
+    tab was greeted there with a red 'may not analyze' error."""
+    make_user("rita", ("reviewer",))
+    make_user("adam", ("admin",))
+    at = _app(apptest_navigation).run()
+    for name in ("rita", "adam"):
+        at.text_input(key="login_name").input(name)
+        at.text_input(key="login_password").input(TEST_PASSWORD)
+        at.button[0].click().run()
+        if name == "rita":
+            at.switch_page("pages/case.py").run()
+            at.button(key="logout").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.title[0].value == "Accounts"
+
+
 @pytest.mark.parametrize(
     ("roles", "shown", "hidden"),
     [

@@ -26,6 +26,7 @@ from leukemia_core.roles import NEEDED_ROLE, PermissionDeniedError
 from leukemia_core.store import default_database_path
 
 LOGIN_KEY = "login"
+JUST_LOGGED_IN_KEY = "_just_logged_in"
 LOGGED_OUT_KEY = "logged_out"
 FIRST_ADMIN_COMMAND = "python -m leukemia_core users init"
 APP_LINE = "ALL blast screening from blood-smear images · research use only, not for diagnosis."
@@ -177,8 +178,15 @@ def _login_form() -> None:
             return
         now = datetime.now(UTC)
         st.session_state[LOGIN_KEY] = LoginSession(found, now, now)
+        st.session_state[JUST_LOGGED_IN_KEY] = True
         st.session_state.pop("login_password", None)
         st.rerun()
+
+
+def just_logged_in() -> bool:
+    """True on the first run after a login (once): the page the address names may be one this
+    account cannot use (another account logged out there)."""
+    return bool(st.session_state.pop(JUST_LOGGED_IN_KEY, False))
 
 
 def logout() -> None:
