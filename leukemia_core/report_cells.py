@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import html
+from collections import Counter
 
 from leukemia_core.case_record import CaseRecord
 from leukemia_core.imaging import png_bytes
@@ -67,17 +68,23 @@ def cells_section(record: CaseRecord, limit: int) -> str:
         if len(shown) < len(flagged)
         else ""
     )
-    sections = "".join(
-        f'<h3>{_e(words)} ({len(cards)})</h3><div class="cells">{"".join(cards)}</div>'
+    in_all = Counter(LABEL_WORDS.get(c.label, str(c.label)) for c in flagged)
+    sections = "".join(  # "48 of 59 shown": the heading must not read as the blast count
+        f"<h3>{_e(words)} ({len(cards)}"
+        + (f" of {in_all[words]} shown" if len(cards) < in_all[words] else "")
+        + f')</h3><div class="cells">{"".join(cards)}</div>'
         for words, cards in groups.items()
     )
+    with_maps = sum(c.overlay is not None for c in shown)
     maps = (
         " Beside a crop, where the model looked (Grad-CAM): warm colours pushed it towards its "
         "call. Warmth on the black around a cell is not part of the cell: a map that dwells "
         "there says the call rests on little of the cell, so weigh that call less."
-        if any(c.overlay is not None for c in shown)
+        + (f" Maps are kept for the cells they were shown for during review ({with_maps} of "
+           f"{len(shown)} here)." if with_maps < len(shown) else "")
+        if with_maps
         else ""
-    )
+    )  # fmt: skip
     return (
         "<h2>Flagged cells</h2><p>Cells labelled blast or uncertain, relabelled by the reviewer "
         "(dashed frame), or made by the reviewer's split or merge: "

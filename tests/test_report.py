@@ -151,6 +151,9 @@ def test_html_embeds_flagged_cell_images(record: CaseRecord):
     limited = case_report_html(record, flagged_limit=2)
     assert limited.count("data:image/png;base64,") == 3
     assert "Showing 2 of 6: blasts first" in limited
+    # a cut section says so in its heading, which read as the blast count (48 beside 59)
+    assert "<h3>Blast (2 of 5 shown)</h3>" in limited
+    assert "Maps are kept for the cells they were shown for during review (1 of 2 here)" in limited
     # cut after sorting: the blasts of a later field are not pushed out by an earlier field's
     # uncertain or relabelled cells (a review found a report of 53 flagged cells showing none)
     five = case_report_html(record, flagged_limit=5)
