@@ -375,6 +375,16 @@ def test_split_a_fused_clump_of_a_real_field_undo_and_a_signed_case_refuses(db, 
     assert rest.mask()[467 - rest.bbox[1], 934 - rest.bbox[0]]
     assert DRAWN_CUT_KEY not in at.session_state and at.session_state[CURRENT_KEY] == cut_out.key
     assert shown(at) == before + 1
+    # Merge the two pieces back: the nearest cell is offered first (cell 1, a far border cell,
+    # was, and the merge was refused off screen)
+    action_box(at).set_value("Merge with another cell").run()
+    (with_box,) = [b for b in at.selectbox if str(b.key).startswith("outline_other_0_")]
+    assert with_box.value == rest.cell_id
+    at.button(key="outline_apply_0").click().run()
+    assert not at.exception and not errors(at), errors(at)
+    (merged,) = [c for c in session_of(at).cells if c.origin.startswith("merge of")]
+    assert merged.origin == f"merge of {cut_out.cell_id}+{rest.cell_id}"
+    assert shown(at) == before
     accept_all(at)
     for key in keys_labelled(at, "uncertain"):
         relabel(at, key, "normal")

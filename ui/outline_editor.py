@@ -30,9 +30,11 @@ def show_outline_editor(
         return
     with st.container(border=True):
         st.markdown("**Correct an outline** (split a clump, merge two pieces)")
-        st.caption("Cell numbers are those in the field view above. New cells are classified "
-                   "by the case's model, await review, and the change is recorded with your "
-                   "name; undo brings the old cell back.")  # fmt: skip
+        field = session.fields[field_index]
+        st.caption(f"Cell numbers are those of field {field_index + 1} ({field.name}) in the "
+                   "field view above. New cells are classified by the case's model, await "
+                   "review, and the change is recorded with your name; undo brings the old cell "
+                   "back.")  # fmt: skip
         ids = [c.cell_id for c in cells]
         drawn = st.session_state.get(
             state.DRAWN_CUT_KEY
@@ -53,10 +55,16 @@ def show_outline_editor(
                                   index=0 if cut else None, placeholder="Choose…",
                                   key=f"outline_action_{field_index}_{applied}" + "_drawn" * cut)  # fmt: skip
         other = None
-        if action == MERGE:
-            others = [i for i in ids if i != cell_id]
-            other = right.selectbox("With", others, key=f"outline_other_{field_index}",
-                                    format_func=lambda i: f"cell {i}", disabled=not editable)  # fmt: skip
+        if action == MERGE:  # the nearest cells first: the piece to merge lies beside it
+            x, y = cell.centroid
+            others = [c.cell_id for c in sorted(
+                (c for c in cells if c.cell_id != cell_id),
+                key=lambda c: (c.centroid[0] - x) ** 2 + (c.centroid[1] - y) ** 2)]  # fmt: skip
+            other = right.selectbox(
+                "With", others, key=f"outline_other_{field_index}_{cell_id}",
+                format_func=lambda i: f"cell {i}" + " (nearest)" * (i == others[0]),
+                disabled=not editable,
+            )  # fmt: skip
         if st.button("Apply", key=f"outline_apply_{field_index}", icon=":material/content_cut:",
                      disabled=not editable or action is None):  # fmt: skip
             _apply(session, field_index, cell_id, action, other, drawn[3] if cut else None)
