@@ -102,4 +102,5 @@ def _apply(session: Review, field_index: int, cell_id: int, action: str, other, 
             )
     except LeukemiaCoreError as error:
         flash(str(error))
+        flash(f"Not done: {error}", "toast")  # seen beside the Apply button, far below the top
     st.rerun()
