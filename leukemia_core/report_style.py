@@ -11,6 +11,8 @@ th, td { border: 1px solid #ccc; padding: .25rem .45rem; text-align: left; verti
 /* An instrument's file name or a pasted id has no break point: the tables keep set column
    widths and such a word wraps inside its cell rather than pushing the counts off the page. */
 td, p, li, figcaption { overflow-wrap: anywhere; }
+/* ... but a label is words: "Reviewed by" broke as "Review ed by" in a narrow preview */
+table.meta td:first-child { overflow-wrap: normal; min-width: 6.5rem; }
 /* set widths where there is room (print, a wide window); a narrow frame keeps auto layout */
 @media print, (min-width: 700px) {
 table.counts, table.meta, table.audit { table-layout: fixed; }
