@@ -129,19 +129,22 @@ with left:
                     f"Name of {uploaded.name}", value=uploaded.name,
                     key=f"field_name_{i}_{uploaded.name}",
                 )  # fmt: skip
+    # More fields of the smear for the case under review ("count more cells"), with the case's
+    # model: the labels given so far are kept. With such a case open, adding is the main action
+    # (a walk pressed the highlighted Analyze and got a new unsaved sample instead).
+    open_case = state.current()
+    can_add = (open_case is not None and open_case.is_saved and not open_case.is_signed
+               and open_case.mode == mode and open_case.model_name == model_name)  # fmt: skip
     run_uploads = st.button(
-        "Analyze", key="analyze", type="primary", disabled=not uploads or model_broken,
+        "Analyze as a new sample" if can_add else "Analyze", key="analyze",
+        type="secondary" if can_add else "primary", disabled=not uploads or model_broken,
         icon=":material/play_arrow:",
     )  # fmt: skip
-    # More fields of the smear for the case under review ("count more cells"), with the case's
-    # model: the labels given so far are kept.
-    open_case = state.current()
     add_to_case = False
-    if (open_case is not None and open_case.is_saved and not open_case.is_signed
-            and open_case.mode == mode and open_case.model_name == model_name):  # fmt: skip
+    if can_add:
         add_to_case = st.button(
             "Add to the open case", key="add_to_case", disabled=not uploads or model_broken,
-            icon=":material/add:",
+            icon=":material/add:", type="primary",
             help="Analyse these images and add them as more fields of that case, keeping every "
             "label given so far; for more cells of the same smear.",
         )  # fmt: skip
