@@ -79,8 +79,11 @@ def fields_digest(conn: sqlite3.Connection, case_id: str) -> str:
 
 def digest_of_fields(rows: Sequence[sqlite3.Row]) -> str:
     """:func:`fields_digest` of field rows already read whole (``SELECT *``, by field index)."""
+    # No notes ('[]', the default of schema 8's column) are left out: a case stored before
+    # that column keeps its digest, and notes added or cleared outside the app still show.
     said = [[value for name, value in zip(row.keys(), row, strict=True)  # a Row iterates values
-             if name not in ("case_id", *_IMAGES)] for row in rows]  # fmt: skip
+             if name not in ("case_id", *_IMAGES) and (name, value) != ("notes", "[]")]
+            for row in rows]  # fmt: skip
     return hashlib.sha256(json.dumps(said).encode()).hexdigest()
 
 

@@ -177,6 +177,18 @@ def domain_from_json(value: str | None) -> DomainAssessment | None:
         return None
 
 
+def _notes_from_json(value: str) -> tuple[str, ...]:
+    """A field's stored notes; text that is no list of notes (changed outside the app: the
+    audit chain reports it) reads as one note saying so, and the case still opens."""
+    try:
+        notes = json.loads(value)
+        if isinstance(notes, list) and all(isinstance(n, str) for n in notes):
+            return tuple(notes)
+    except (ValueError, TypeError):
+        pass
+    return ("The notes stored with this field cannot be read.",)
+
+
 def _image_png(image: object, where: str) -> bytes | None:
     if image is None:
         return None
@@ -200,7 +212,8 @@ def field_row(index: int, entry: Field) -> dict[str, Any]:
     return {"field_index": index, "name": str(entry.name), "width": entry.width,
             "height": entry.height, "image_png": image, "image_sha256": image_sha256(image),
             "domain": domain_json(entry.domain, f"{where} domain"),
-            "quality": json.dumps([dataclasses.asdict(w) for w in entry.quality])}  # fmt: skip
+            "quality": json.dumps([dataclasses.asdict(w) for w in entry.quality]),
+            "notes": json.dumps([str(note) for note in entry.notes])}  # fmt: skip
 
 
 def field_from_row(row: sqlite3.Row) -> Field:
@@ -210,7 +223,8 @@ def field_from_row(row: sqlite3.Row) -> Field:
         image = np.full((row["height"], row["width"], 3), _EMPTY_FIELD_GREY, np.uint8)
     quality = tuple(QualityWarning(**w) for w in json.loads(row["quality"]))
     return Field(row["field_index"], row["name"], image, (row["width"], row["height"]),
-                 domain=domain_from_json(row["domain"]), quality=quality)  # fmt: skip
+                 notes=_notes_from_json(row["notes"]), domain=domain_from_json(row["domain"]),
+                 quality=quality)  # fmt: skip
 
 
 def cell_row(position: int, cell: Cell, n_fields: int) -> dict[str, Any]:

@@ -276,6 +276,13 @@ def _add_digested_columns(conn: sqlite3.Connection, statements, note: str) -> No
                      tuple(row.values()))  # fmt: skip
 
 
+def _v7_to_v8(conn: sqlite3.Connection) -> None:
+    """Each field's notes (how its image was read or downscaled, possible clumps): they were
+    lost once a case was saved. ``'[]'`` stays out of the fields' digest
+    (:func:`~leukemia_core.store_digest.digest_of_fields`), so no case's digest changes."""
+    conn.execute("ALTER TABLE fields ADD COLUMN notes TEXT NOT NULL DEFAULT '[]'")
+
+
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     0: _v0_to_v1,
     1: _v1_to_v2,
@@ -284,6 +291,7 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     4: _v4_to_v5,
     5: _v5_to_v6,
     6: _v6_to_v7,
+    7: _v7_to_v8,
 }
 """``MIGRATIONS[n]`` brings a database from version ``n`` to ``n + 1``."""
 

@@ -587,6 +587,42 @@ def test_a_database_of_the_previous_release_opens_and_gains_the_domain_columns(t
     new_case(store, [["blast"]])  # and new cases are stored alongside
 
 
+def test_field_notes_are_kept_with_the_case_and_their_change_outside_shows(store: CaseStore):
+    """A possible clump's note, or how a damaged file was read, was gone once the case was
+    saved (the Analyze page dropped the clump note after fields were added)."""
+    clump = "Cell 6 is several times the size of this field's other white cells"
+    damaged = "the file ends early: the missing rows are grey"
+    case_id = store.create_case(
+        "S-N", [field("a.png", notes=(clump,)), field("b.png")], [cell(0, 1, "uncertain")],
+        model_name="m", model_checksum="", thresholds={}, created_by="tech",
+    )  # fmt: skip
+    store.add_fields(case_id, [field("c.png", notes=(damaged,))], [], reviewer="tech",
+                     domain=None, model_checksum="")  # fmt: skip
+    record = store.load_case(case_id)
+    assert [f.notes for f in record.fields] == [(clump,), (), (damaged,)]
+    assert record.altered == ()
+    store.relabel_cell(case_id, 0, 1, "normal", reviewer="tech")
+    store.sign_case(case_id, reviewer="tech")
+    reopened = store.load_case(store.reopen_case(case_id, reviewer="tech"))
+    assert [f.notes for f in reopened.fields] == [(clump,), (), (damaged,)]
+    assert reopened.altered == ()
+    for notes in ("[]", '["a note nobody wrote"]', "not json"):  # cleared, added, garbled
+        with sqlite3.connect(store.path) as conn:
+            conn.execute("UPDATE fields SET notes = ? WHERE case_id = ? AND field_index = ?",
+                         (notes, reopened.case_id, 2 if notes == "[]" else 0))  # fmt: skip
+        changed = store.load_case(reopened.case_id)
+        assert changed.altered != ()
+        with sqlite3.connect(store.path) as conn:  # put back for the next change
+            for index, kept in enumerate(reopened.fields):
+                conn.execute("UPDATE fields SET notes = ? WHERE case_id = ? AND field_index = ?",
+                             (json.dumps(list(kept.notes)), reopened.case_id, index))  # fmt: skip
+    assert store.load_case(reopened.case_id).altered == ()
+    with sqlite3.connect(store.path) as conn:
+        conn.execute("UPDATE fields SET notes = 'not json' WHERE case_id = ?", (reopened.case_id,))
+    assert store.load_case(reopened.case_id).fields[0].notes == (
+        "The notes stored with this field cannot be read.",)  # fmt: skip
+
+
 def test_domain_assessments_and_cell_scores_are_stored_and_kept_on_reopen(store: CaseStore):
     warned, fine = DomainAssessment(3.2, 1.8, 2), DomainAssessment(1.1, 1.8, 1)
     fields = [field("a.png", domain=warned), field("b.png", domain=fine)]
