@@ -222,7 +222,8 @@ def dataset_section() -> dict | None:
                 _inspect([str(folder)], options, (uploads,))
     else:
         st.caption("Cells of signed cases, with the labels the reviewer confirmed or corrected; "
-                   "each sample is one group.")  # fmt: skip
+                   "one patient's samples are one group (a sample without a patient id is its "
+                   "own).")  # fmt: skip
         if st.button("Use reviewed cases", key="use_reviewed"):
             stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
             out = jobs.runs_dir() / "datasets" / f"reviewed-{stamp}"

@@ -426,3 +426,15 @@ def test_the_loso_domain_check_scores_the_features_the_app_scores(monkeypatch):
     for got, rows in ((train_x, take["train"]), (val_x, take["val"]), (test_x, take["test"])):
         np.testing.assert_array_equal(got, features["averaged"][rows])
     np.testing.assert_array_equal(seen["adapt"][0], features["averaged"][take["test"]])
+
+
+def test_the_equivalent_command_of_a_job_with_no_augmentation_chosen_trains_without_any():
+    """Augmentation ticked with every kind removed trains with none; the command printed for
+    it left out both flags, so the command line applied the default five."""
+    from train.jobs import JobSpec
+
+    settings = replace(CompareSettings.from_preset("quick_cpu", missing_weights="random"),
+                       augmentations=())  # fmt: skip
+    argv = shlex.split(JobSpec(("/data/x",), settings).command("/runs/j").replace("\\\n", " "))
+    back = settings_from_args(build_parser().parse_args(argv[3:]))
+    assert not back.augment or not back.augmentations

@@ -258,6 +258,16 @@ def test_the_command_line_runs_no_comparison_into_a_listed_job(compared, cells, 
     assert (compared / RESULTS_FILE).read_bytes() == before
 
 
+def test_a_leave_one_source_out_run_is_refused_for_promotion_in_words(models_root, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [{"model": "simple_cnn", "status": "done", "balanced_accuracy": 0.9}]
+    (run / RESULTS_FILE).write_text(json.dumps({"table": rows, "settings": {
+        "protocol": "leave_one_source_out"}}))  # fmt: skip
+    with pytest.raises(ValueError, match=r"leave-one-source-out run: .* none is promotable"):
+        promote(run, "simple_cnn", "loso", root=models_root, user=User.shell())
+
+
 def test_a_model_that_calls_every_cell_one_class_is_never_promoted(models_root, tmp_path):
     """A walkthrough promoted such a model through the page's warning: normal fields then read
     100% blasts. The rule is in the promotion itself, so the command line refuses it too."""

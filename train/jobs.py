@@ -110,7 +110,9 @@ class JobSpec:
         parts += [f"--epochs {s.epochs}", f"--batch-size {s.batch_size}",
                   f"--fine-tune-epochs {s.fine_tune_epochs}",
                   f"--fine-tune-layers {s.fine_tune_layers}", f"--balance {s.balance}"]  # fmt: skip
-        parts += ["--no-augment"] * (not s.augment)
+        # Augmentation on with none chosen trains with none: on the command line, --no-augment
+        # (left out, the command would apply the default five).
+        parts += ["--no-augment"] * (not s.augment or not s.augmentations)
         parts += ["--augmentations " + " ".join(s.augmentations)] * (
             s.augment and bool(s.augmentations)
         )

@@ -44,6 +44,12 @@ def promote(
             "only models of a finished run can be promoted."
         )
     results = json.loads(results_file.read_text())
+    if (results.get("settings") or {}).get("protocol") == "leave_one_source_out":
+        raise ValueError(
+            f"{run_dir} is a leave-one-source-out run: each of its models lacks one source, so "
+            "it measures a recipe and none is promotable. Run a grouped comparison (the default "
+            "protocol) of the recipe you chose and promote from that."
+        )
     rows = {row["model"]: row for row in results["table"]}
     if rows.get(architecture, {}).get("status") != "done" or architecture == SIZE_BASELINE:
         done = [m for m, row in rows.items() if row["status"] == "done" and m != SIZE_BASELINE]
