@@ -517,3 +517,13 @@ def test_an_adaptation_group_the_base_tested_on_is_seen_by_the_adapted_model():
     split = _split_with_adaptation(base, ["deepapl:Patient_07", "lab:S-1"]).decode()
     assert split.splitlines() == ["group,side", "x:1,train", "deepapl:Patient_07,val",
                                   "deepapl:Patient_09,test", "lab:S-1,val"]  # fmt: skip
+
+
+def test_fit_into_the_active_model_is_refused_unless_asked(models, tmp_path, capsys):
+    """`train fit --name <the active model>` put new weights under every analysis with no
+    promotion and no line in the model-change record."""
+    before = _snapshot(models)
+    code = train_cli(["fit", "--data", str(tmp_path / "cells"), "--name", "tiny",
+                      "--models-dir", str(models)])  # fmt: skip
+    assert code == 2 and "tiny is the active model" in capsys.readouterr().err
+    assert _snapshot(models) == before  # refused before any data was read

@@ -11,9 +11,11 @@ import json
 import sys
 from pathlib import Path
 
+from leukemia_core.accounts import Accounts, User
 from leukemia_core.calibration import THRESHOLD_RULES
 from leukemia_core.models import list_architectures
 from leukemia_core.models.config import TEST_TIME_VIEWS
+from leukemia_core.models.folder import active_model_name, models_dir
 from leukemia_core.models.inputs import STAIN_NORMALISATIONS
 from train.augmentation import ALL_AUGMENTATIONS, AUGMENTATIONS
 from train.batches import BALANCING
@@ -44,6 +46,9 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
                         help="accept cells without subject/field ids (scores may be inflated)")  # fmt: skip
     parser.add_argument("--name", required=True, help="model folder name")
     parser.add_argument("--models-dir", type=Path, help="parent folder (default: models/)")
+    parser.add_argument("--replace-active", action="store_true",
+                        help="allow --name to be the active model: every new analysis then uses "
+                        "the new weights (the old ones are kept as <name>.previous; recorded)")  # fmt: skip
     parser.add_argument("--architecture", default="efficientnet_b3", choices=list_architectures())
     parser.add_argument("--input-size", type=int)
     parser.add_argument("--weights", type=weights_arg, default="imagenet",
@@ -125,6 +130,16 @@ def fit_command(args: argparse.Namespace) -> int:
     """``fit``: split, train, calibrate and write the model folder; prints its test figures."""
     from train.run import train_model  # imports TensorFlow
 
+    active = active_model_name(args.models_dir)
+    replacing = (
+        args.name == active and (args.models_dir or models_dir()).joinpath(args.name).exists()
+    )
+    if replacing and not args.replace_active:  # checked before minutes of training
+        raise ValueError(
+            f"{args.name} is the active model: training into it changes what every new analysis "
+            "uses, without a promotion. Give --name a new folder (and promote or activate it "
+            "after comparing), or add --replace-active."
+        )
     table = load_tables(args.data, args.format, allow_ungrouped=args.allow_ungrouped)
     config = FitConfig(
         architecture=args.architecture, input_size=args.input_size, weights=args.weights,
@@ -143,6 +158,10 @@ def fit_command(args: argparse.Namespace) -> int:
                          fractions=tuple(args.fractions), data_description=args.describe,
                          checkpoint_dir=args.checkpoints, progress=ProgressBars(),
                          split_file=args.split_from)  # fmt: skip
+    if replacing:  # a change of the model in use, in the model-change record like the others
+        Accounts().record_model_change(User.shell(), "fit", args.name, args.name,
+                                       note="retrained in place; the old version is kept as a "
+                                       ".previous folder")  # fmt: skip
     test = result.metrics["test"]
     print(json.dumps({"folder": str(result.folder), "test": {k: test[k] for k in (
         "n", "accuracy", "balanced_accuracy", "weighted_f1", "auroc", "ece")}}, indent=2))  # fmt: skip
