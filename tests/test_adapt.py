@@ -527,3 +527,21 @@ def test_fit_into_the_active_model_is_refused_unless_asked(models, tmp_path, cap
                       "--models-dir", str(models)])  # fmt: skip
     assert code == 2 and "tiny is the active model" in capsys.readouterr().err
     assert _snapshot(models) == before  # refused before any data was read
+
+
+def test_cells_without_sample_ids_are_refused_for_adaptation_unless_allowed(
+    models, tmp_path, capsys
+):
+    """Class folders without sample folders gave 30 cells in '30 samples' and a check split by
+    cell; the comparison refuses such cells unless allowed."""
+    loose = tmp_path / "loose"
+    for label in ("blast", "normal"):
+        (loose / label).mkdir(parents=True)
+        for i in range(15):
+            (loose / label / f"{label}{i}.png").write_bytes(png_bytes(_cell_crop(label, i)))
+    before = _snapshot(models)
+    argv = ["adapt", "--model", "tiny", "--data", str(loose), "--models-dir", str(models)]
+    assert train_cli(argv) == 2
+    assert "carry no sample or patient id" in capsys.readouterr().err
+    assert _snapshot(models) == before
+    assert train_cli([*argv, "--allow-ungrouped", "--name", "tiny-loose"]) == 0

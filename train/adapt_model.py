@@ -42,7 +42,13 @@ from leukemia_core.models.folder import (
 from leukemia_core.models.writing import save_model_folder
 from leukemia_core.single_cell import single_cell_crop
 from leukemia_core.store import CaseStore
-from train.adapt import Adaptation, adapt_from_arrays, check_cells, worse_than_before
+from train.adapt import (
+    Adaptation,
+    AdaptationError,
+    adapt_from_arrays,
+    check_cells,
+    worse_than_before,
+)
 from train.card import model_card
 from train.cellbank import bank_group
 from train.cli_model import load_tables
@@ -56,6 +62,20 @@ SITE_SUFFIX = re.compile(r"-site\d+$")
 MANAGED_FILES = frozenset({WEIGHTS_FILE, "config.json", "metrics.json", "card.md"})
 _NOT_COPIED = ("format_version", "weights_file", "sha256")  # written afresh on saving
 CHUNK = 64  # crops held in memory at once (300 x 300 x 3 bytes each)
+
+
+def require_sample_ids(table: CellTable, *, allowed: bool = False) -> None:
+    """Refuse cells that carry no sample (group) id unless ``allowed``: each would count as a
+    sample of its own, so the adaptation's check, split by sample, would be optimistic and its
+    card would claim as many samples as cells."""
+    if not table.groups_known and not allowed:
+        raise AdaptationError(
+            "Some of these cells carry no sample or patient id (images directly in the class "
+            "folders), so each would count as its own sample and the check of the adaptation "
+            "would be optimistic. Put each sample's cells in <class>/<sample>/ folders, or give "
+            "a manifest with a group column (on the command line, --allow-ungrouped accepts "
+            "them)."
+        )
 
 
 def next_site_name(base: str, root: Path | None = None) -> str:
@@ -239,6 +259,8 @@ def add_adapt_arguments(parser: argparse.ArgumentParser) -> None:
     cells.add_argument("--data", type=Path, action="append",
                        help="a folder or CSV manifest of the lab's labelled cells; repeatable")  # fmt: skip
     parser.add_argument("--format", choices=FORMATS, help="layout of --data (detected if omitted)")
+    parser.add_argument("--allow-ungrouped", action="store_true",
+                        help="accept --data cells without sample ids (the check is optimistic)")  # fmt: skip
     parser.add_argument("--name", help="new model folder (default: <model>-site<k>, next free)")
     parser.add_argument("--min-head-cells", type=int, default=200,
                         help="re-fit the head too from this many cells (default 200)")  # fmt: skip
@@ -262,6 +284,7 @@ def adapt_command(args: argparse.Namespace) -> int:
                 print(f"note: {note}", file=sys.stderr)
         else:
             table = load_tables(args.data, args.format)  # as compare reads them; prints notes
+            require_sample_ids(table, allowed=args.allow_ungrouped)
             words = ", ".join(str(d) for d in args.data)
         folder = adapt_model(args.model, table.records, root=args.models_dir, new_name=args.name,
                              user=User.shell(),

@@ -22,7 +22,7 @@ from train.adapt import (
     check_cells,
     worse_than_before,
 )
-from train.adapt_model import adapt_model, next_site_name
+from train.adapt_model import adapt_model, next_site_name, require_sample_ids
 from train.cellbank import bank_group
 from train.data_roots import (
     NOT_CONFIGURED,
@@ -56,6 +56,7 @@ def _gather(source: str, path: str) -> None:
         else:  # a typed server path: only under the data roots
             roots = data_roots()
             table, _ = load_under_roots(path, roots, require_both_classes=False)
+            require_sample_ids(table)
             words = relative_name(resolve_under_roots(path, roots), roots)
     except (LeukemiaCoreError, OSError) as error:
         st.session_state.pop(CELLS_KEY, None)
