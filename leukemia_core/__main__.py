@@ -299,6 +299,13 @@ def _gpus(text: str) -> float:
     return value
 
 
+OTHER_PICTURE_SUFFIXES = (".jp2", ".j2k", ".jpx", ".heic", ".heif", ".avif", ".jxl", ".dng",
+                          ".cr2", ".nef", ".arw", ".svs", ".ndpi", ".czi", ".mrxs", ".scn",
+                          ".vsi", ".psd")  # fmt: skip
+"""Microscope, camera and scanner formats a folder may hold that are not read: said, not
+silently left out."""
+
+
 def images_in(paths: list[Path]) -> list[Path]:
     """The paths with each folder replaced by the image files directly in it (by name).
 
@@ -311,10 +318,16 @@ def images_in(paths: list[Path]) -> list[Path]:
             out.append(path)
             continue
         try:  # hidden files: e.g. the ._NAME.jpg a Mac leaves on a USB stick
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in FILE_SUFFIXES
-                           and p.is_file() and not p.name.startswith("."))  # fmt: skip
+            entries = sorted(p for p in path.iterdir() if not p.name.startswith("."))
+            # not is_dir(): a broken link (a share not mounted) reaches the reader and is named
+            found = [p for p in entries if p.suffix.lower() in FILE_SUFFIXES and not p.is_dir()]
         except OSError as error:
             raise SettingError(f"The folder {path} cannot be read ({error.strerror}).") from error
+        if other := [p.name for p in entries if p.suffix.lower() in OTHER_PICTURE_SUFFIXES]:
+            print(f"note: {path}: left out {len(other)} picture(s) in a format this app does "
+                  f"not read ({FORMATS_TEXT} are read): {', '.join(other[:8])}"
+                  + (" ..." if len(other) > 8 else "") + "; save them as PNG or TIFF to "
+                  "include them.", file=sys.stderr)  # fmt: skip
         if not found:
             raise SettingError(
                 f"The folder {path} holds no image file ({FORMATS_TEXT}) directly in it; give "

@@ -276,6 +276,21 @@ def test_a_folder_is_analysed_as_the_images_in_it(tiny_models_dir, images, tmp_p
     code, _ = _run([folder, "--out", tmp_path / "out"], capsys)
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert code == 0 and summary["images_analysed"] == 2 and summary["images_failed"] == []
+    # a .jfif is read, a broken link (a share not mounted) and a format not read are named: a
+    # folder's files were left out unsaid and the run ended 0
+    smear = make_smear(480, 640, n_wbc=3, n_touching_pairs=0, n_rbc=80, seed=3)
+    _, jpeg = cv2.imencode(".jpg", cv2.cvtColor(smear.image, cv2.COLOR_RGB2BGR))
+    (folder / "field3.jfif").write_bytes(jpeg.tobytes())
+    (folder / "gone.jpg").symlink_to(tmp_path / "unmounted" / "gone.jpg")
+    (folder / "scan.jp2").write_bytes(b"\x00\x00\x00\x0cjP  ")
+    code, err = _run([folder, "--out", tmp_path / "out3"], capsys)
+    summary = json.loads((tmp_path / "out3" / "summary.json").read_text())
+    assert code == PARTLY_FAILED and summary["images_analysed"] == 3
+    assert [Path(f["image"]).name for f in summary["images_failed"]] == ["gone.jpg"]
+    assert "left out 1 picture(s) in a format this app does not read" in err and "scan.jp2" in err
+    (folder / "gone.jpg").unlink()
+    (folder / "field3.jfif").unlink()
+    (folder / "scan.jp2").unlink()
     empty = tmp_path / "empty"
     empty.mkdir()
     code, err = _run([empty, "--out", tmp_path / "out2"], capsys)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import streamlit as st
 
 from leukemia_core.counting import CellLabel
+from leukemia_core.io import FILE_SUFFIXES
 from leukemia_core.types import LABEL_WORDS
 
 if TYPE_CHECKING:
@@ -20,7 +21,7 @@ DISCLAIMER = (
     "**Research use only.** This is decision support for research; it is not a diagnosis. "
     "Every result must be reviewed by a qualified person."
 )
-UPLOAD_TYPES = ("jpg", "jpeg", "png", "tif", "tiff", "bmp", "gif", "webp")  # io.FORMATS_TEXT
+UPLOAD_TYPES = tuple(suffix.lstrip(".") for suffix in FILE_SUFFIXES)  # io.FORMATS_TEXT
 LABEL_NAMES = LABEL_WORDS  # one home for the words: leukemia_core.types
 LABEL_COLOURS = {
     CellLabel.BLAST: "#c62828",
