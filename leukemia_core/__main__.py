@@ -393,9 +393,15 @@ def _analyze(args) -> int:
         print(f"{model_name} has no domain reference: no out-of-domain check was made.")
     else:
         warned = ", ".join(summary["warned_images"])
-        prefix = "WARNING: " if domain["warned"] or warned else ""
-        images = f" Images warned (every cell sent to review): {warned}." if warned else ""
-        print(f"{prefix}{domain['message']}{images}")
+        if domain["warned"]:  # the set as a whole: every image's cells, not only those named
+            images = f" The images least like it: {warned}." if warned else ""
+            print(f"WARNING: {domain['message']} Every cell of every image was sent to "
+                  f"review.{images}")  # fmt: skip
+        elif warned:  # the set resembles the training data, some of its images do not
+            print(f"WARNING: images unlike the training data (every cell of them sent to "
+                  f"review): {warned}. {domain['message']}")  # fmt: skip
+        else:
+            print(domain["message"])
     return PARTLY_FAILED if failures else 0
 
 

@@ -40,20 +40,28 @@ from leukemia_core.fingerprints import (
     same_field,
 )
 from leukemia_core.imaging import read_for_analysis
-from leukemia_core.io import MultiFrameImageWarning
+from leukemia_core.io import MultiFrameImageWarning, is_damaged
 from leukemia_core.labellers import Labeller, labeller_for, send_to_review
-from leukemia_core.outputs import output_stems, renamed_note, spreadsheet_text, write_text_atomic
+from leukemia_core.outputs import (
+    RESEARCH_USE_CELL,
+    output_stems,
+    renamed_note,
+    spreadsheet_text,
+    write_text_atomic,
+)
 from leukemia_core.pipeline import MODE_CELLS, MODE_FIELDS, Analysis, analyze
 from leukemia_core.types import NO_REVIEW_LABELS, BlastCount, Field
 
 SUMMARY_FILE = "summary.json"
 PARTS_DIR = ".parts"  # one finished image per file: what a rerun skips
-PART_FORMAT = 2  # raise when the rows an image gives change, so older parts are redone
+PART_FORMAT = 3  # raise when the rows an image gives change, so older parts are redone
 RESEARCH_USE = (
     "Research use only; not for diagnosis. Every cell needs review by a qualified person."
 )
 CELL_COLUMNS = ("image", "cell_id", "x0", "y0", "x1", "y1", "blast_probability", "label",
-                "uncertain", "touches_border", "domain_score", "field_warnings", "file")  # fmt: skip
+                "uncertain", "touches_border", "domain_score", "field_warnings", "file",
+                "research_use")  # fmt: skip
+DAMAGED = "damaged file"  # the field_warnings word of an image that decoded damaged
 _LABEL, _UNCERTAIN = CELL_COLUMNS.index("label"), CELL_COLUMNS.index("uncertain")
 
 
@@ -126,6 +134,7 @@ def _image_summary(analysis: Analysis, field: Field) -> dict:
         "count": count_dict(analysis.count(field.index)),
         "notes": list(field.notes),
         "quality_warnings": [asdict(w) for w in field.quality],
+        "damaged": is_damaged(field.notes),  # decoded with missing or grey parts: cells reviewed
         "domain": None if field.domain is None else field.domain.to_dict(),
         "research_use": RESEARCH_USE,
     }
@@ -177,11 +186,12 @@ def analyze_image(path: Path, stem: str, labeller: Labeller, *, single_cells: bo
     if analysis.failures:
         return replace(result, failure=analysis.failures[0].message, failed_as=result.name)
     (field,) = analysis.fields
-    messages = [f"{field.name}: {note}" for note in field.notes]
+    damaged = is_damaged(field.notes)  # every cell was sent to review: said as a warning
+    messages = [f"{field.name}: {'WARNING: ' * damaged}{note}" for note in field.notes]
     if field.domain is not None and field.domain.warned:
         messages.append(f"{field.name}: WARNING: {field.domain.message}")
     messages += [f"{field.name}: WARNING: {w.message}" for w in field.quality]
-    warned = "; ".join(w.check for w in field.quality)
+    warned = "; ".join([DAMAGED] * damaged + [w.check for w in field.quality])
     rows = []
     for cell in analysis.cells:
         score = "" if cell.domain_score is None else round(cell.domain_score, 4)
@@ -313,9 +323,13 @@ def write_outputs(
             labels = [CellLabel(row[_LABEL]) for row in image_rows]
             summary["uncertain"] = labels.count(CellLabel.UNCERTAIN)
             summary["count"] = count_dict(_unreviewed_count(labels, single_cells))
+            # said in the image's own file too, whose "domain" may read "resemble" on its own
+            summary["set_domain"] = domain.to_dict() | {
+                "note": "The images of this run as a whole differ from the training data: every "
+                "cell of every image was sent to review."}  # fmt: skip
         # The input's path, added here rather than kept in the parts: fields of several patients
         # often share file names, and the name column alone then needs the JSON to trace back.
-        rows += [[*row, spreadsheet_text(result.file)] for row in image_rows]
+        rows += [[*row, spreadsheet_text(result.file), RESEARCH_USE_CELL] for row in image_rows]
         write_text_atomic(out / f"{result.stem}.json", json.dumps(summary, indent=2) + "\n")
     buffer = io.StringIO()
     writer = csv.writer(buffer)
@@ -339,6 +353,7 @@ def write_outputs(
         "domain": None if domain is None else domain.to_dict(),
         "warned_images": [r.name for r in analysed if (r.summary["domain"] or {}).get("warned")],
         "quality_warned_images": [r.name for r in analysed if r.summary["quality_warnings"]],
+        "damaged_images": [r.name for r in analysed if r.summary.get("damaged")],
         "research_use": RESEARCH_USE,
     }
     write_text_atomic(out / SUMMARY_FILE, json.dumps(total, indent=2) + "\n")

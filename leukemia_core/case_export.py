@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from leukemia_core.outputs import GEOMETRY_COLUMNS, spreadsheet_text
+from leukemia_core.outputs import GEOMETRY_COLUMNS, RESEARCH_USE_CELL, spreadsheet_text
 from leukemia_core.report import RESEARCH_USE_STATEMENT
 from leukemia_core.store import CaseRecord
 from leukemia_core.types import CellLabel
@@ -42,8 +42,6 @@ CSV_COLUMNS = (
     "record_altered",
     "research_use",
 )
-
-RESEARCH_USE_CELL = "research use only; not for diagnosis"
 
 
 def cells_csv(record: CaseRecord) -> bytes:

@@ -23,6 +23,9 @@ _FORMULA_AFTER_SEPARATOR = re.compile(r"([;\t])([=+\-@])")
 
 # A cell's box and centroid as CSV columns, in the order of Cell.bbox then Cell.centroid.
 GEOMETRY_COLUMNS = ("x0", "y0", "x1", "y1", "centroid_x", "centroid_y")
+RESEARCH_USE_CELL = "research use only; not for diagnosis"
+"""The ``research_use`` column of every per-cell CSV (the app's export and the CLI's): a row
+copied on its own into another sheet still says it."""
 
 
 def prepare_output_folder(path: str | os.PathLike) -> Path:

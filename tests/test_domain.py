@@ -290,6 +290,9 @@ def test_the_command_line_writes_and_says_the_warning(
     assert {r["label"] for r in rows} <= {"uncertain", "border"}
     image_json = json.loads((tmp_path / "one" / "cast.json").read_text())
     assert image_json["domain"]["warned"] is True
+    # the set's warning is in each image's own file (one that passed alone read "resemble")
+    assert image_json["set_domain"]["warned"] is True
+    assert "every cell of every image was sent to review" in image_json["set_domain"]["note"]
 
     monkeypatch.setenv("LEUKEMIA_MODELS_DIR", str(ood_models_dir))
     code = main(["analyze", str(tmp_path / "demo.png"), "--out", str(tmp_path / "two"),
@@ -297,7 +300,14 @@ def test_the_command_line_writes_and_says_the_warning(
     assert code == 0
     summary = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert summary["domain"]["warned"] is False and summary["warned_images"] == []
-    assert "resemble the training data" in capsys.readouterr().out  # part of the result
+    said = capsys.readouterr().out
+    assert "resemble the training data" in said and "WARNING" not in said  # part of the result
+    assert "set_domain" not in json.loads((tmp_path / "two" / "demo.json").read_text())
+    code = main(["analyze", str(tmp_path / "cast.png"), "--out", str(tmp_path / "three"),
+                 "--model", "tiny-ood"])  # fmt: skip
+    said = capsys.readouterr().out
+    assert said.startswith("WARNING: These cells differ") or "\nWARNING: These cells differ" in said
+    assert "Every cell of every image was sent to review" in said
 
 
 # ---- training side ---------------------------------------------------------------------------

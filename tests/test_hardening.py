@@ -505,11 +505,19 @@ def test_the_command_line_says_which_images_are_damaged(tiny_env, tmp_path, caps
     assert "bad.jpg: damaged image: results unreliable" in capsys.readouterr().err
     assert cli(["analyze", str(bad), str(good), "--out", str(tmp_path / "out")]) == 0
     err = capsys.readouterr().err
-    assert "bad.jpg: damaged image: results unreliable" in err
+    assert "bad.jpg: WARNING: damaged image: results unreliable" in err
     assert "good.png: damaged" not in err
     notes = json.loads((tmp_path / "out" / "bad.json").read_text())["notes"]
     assert notes[0].startswith("damaged image: results unreliable: the JPEG data is corrupt")
     assert json.loads((tmp_path / "out" / "good.json").read_text())["notes"] == []
+    # why its cells went to review is in the table and the summary too, not only in its notes
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["damaged_images"] == ["bad.jpg"]
+    with open(tmp_path / "out" / "cells.csv", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert {r["field_warnings"] for r in rows if r["image"] == "bad.jpg"} == {"damaged file"}
+    assert {r["field_warnings"] for r in rows if r["image"] == "good.png"} == {""}
+    assert {r["research_use"] for r in rows} == {"research use only; not for diagnosis"}
 
 
 # ---- 5. formula-like image names in the command line's cells.csv ------------------------------
