@@ -72,8 +72,13 @@ def run(args: argparse.Namespace) -> int:
                 print(f"no accounts yet in {accounts.path}; create the first administrator with "
                       "`python -m leukemia_core users init`", file=sys.stderr)  # fmt: skip
         return 0
-    except (LeukemiaCoreError, EOFError, KeyboardInterrupt) as error:
-        print(f"error: {error or 'cancelled'}", file=sys.stderr)
+    except (EOFError, KeyboardInterrupt):  # their words are empty: "error: " said nothing
+        print("\nerror: no password was entered (cancelled, or no terminal to type it in: in a "
+              "script, give it on standard input with --password-stdin); nothing was changed.",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    except LeukemiaCoreError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
 
 

@@ -193,6 +193,24 @@ def test_users_cli_prompts_no_password_on_the_command_line(db):
     assert bad.returncode == 2 and "error: No account named 'nobody'" in bad.stderr
 
 
+def test_users_cli_says_what_happened_when_no_password_is_typed(db, monkeypatch, capsys):
+    """Ctrl-C or Ctrl-D at the prompt, or no terminal, printed a bare 'error: '."""
+    import getpass
+
+    from leukemia_core.__main__ import main as cli
+
+    make_user("admin", ("admin",))
+    for stop in (KeyboardInterrupt, EOFError):
+        monkeypatch.setattr(
+            getpass, "getpass", lambda prompt="", stop=stop: (_ for _ in ()).throw(stop)
+        )
+        assert cli(["users", "password", "admin"]) == 2
+        err = capsys.readouterr().err
+        assert "no password was entered" in err and "--password-stdin" in err
+        assert "nothing was changed" in err
+    assert Accounts().authenticate("admin", TEST_PASSWORD).name == "admin"
+
+
 # ---- the app's gate ---------------------------------------------------------------------------
 def _app(apptest_navigation) -> AppTest:
     return AppTest.from_file(str(APP), default_timeout=120)
