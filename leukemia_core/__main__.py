@@ -8,7 +8,8 @@
 analyze writes cells.csv, one JSON per image and summary.json, and prints the result on
 standard output; progress and notes go to standard error. A bad file is reported and skipped.
 Exit codes: 0 all analysed, 3 results written but some images skipped, 1 nothing could be
-analysed, 2 a refused command (the message says why).
+analysed, 2 a refused command (the message says why), 130 interrupted (Ctrl-C; run it again to
+go on).
 """
 
 from __future__ import annotations
@@ -157,6 +158,7 @@ def _folder(text: str) -> Path:
 
 
 PARTLY_FAILED = 3  # results written, but some images could not be analysed (summary.json)
+INTERRUPTED = 130  # Ctrl-C, as a shell reports it: the finished images are kept
 
 
 def _error(error: Exception | str) -> int:
@@ -215,7 +217,12 @@ def main(argv: list[str] | None = None) -> int:
         ray_only = args.address or args.num_workers != 1 or args.gpus_per_worker
         if args.engine == "local" and ray_only:
             parser.error("--address, --num-workers and --gpus-per-worker need --engine ray")
-        return _analyze(args)
+        try:
+            return _analyze(args)
+        except KeyboardInterrupt:  # a traceback of 40 lines said nothing of what was kept
+            print(f"\ninterrupted: the images finished so far are kept in {args.out}; run the "
+                  "same command again to go on from there.", file=sys.stderr)  # fmt: skip
+            return INTERRUPTED
     if args.command == "users":
         return users_cli.run(args)
     if args.command == "backup":
@@ -227,7 +234,12 @@ def main(argv: list[str] | None = None) -> int:
         prepare_output_folder(args.out)
     except LeukemiaCoreError as error:
         return _error(error)
-    failures = segment_files(args.images, args.out, args.crop_size)
+    try:
+        failures = segment_files(args.images, args.out, args.crop_size)
+    except KeyboardInterrupt:
+        print("\ninterrupted: run the same command again to segment every image.",
+              file=sys.stderr)  # fmt: skip
+        return INTERRUPTED
     print(
         f"wrote {args.out / 'cells.csv'}; {len(args.images) - failures} images segmented, "
         f"{failures} skipped",

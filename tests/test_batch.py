@@ -420,3 +420,17 @@ def test_ray_workers_that_loaded_different_models_stop_the_run():
     assert same["name"] == "v2" and same["runtime"] == "onnx"
     with pytest.raises(RayUnavailableError, match=r"different models: v1 \(weights cdcd.*v2"):
         _start(ray, [worker("v2", "ab" * 32, 0.13), worker("v1", "cd" * 32, 0.42)], 0.0)
+
+
+def test_ctrl_c_says_what_was_kept_and_how_to_go_on(tiny_models_dir, images, tmp_path,
+                                                    monkeypatch, capsys):  # fmt: skip
+    """Ctrl-C printed a 40-line traceback and exit status -2."""
+    monkeypatch.setenv("LEUKEMIA_MODELS_DIR", str(tiny_models_dir))
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(batch, "analyze_files", interrupted)
+    code, err = _run([images[0], "--out", tmp_path / "out"], capsys)
+    assert code == 130 and "interrupted" in err and "run the same command again" in err
+    assert "Traceback" not in err
