@@ -31,7 +31,7 @@ from tqdm import tqdm
 from leukemia_core.classify import Classifier
 from leukemia_core.counting import CellLabel, summarize_labels
 from leukemia_core.domain import DomainAssessment
-from leukemia_core.errors import LeukemiaCoreError
+from leukemia_core.errors import LeukemiaCoreError, SettingError
 from leukemia_core.fingerprints import (
     code_fingerprint,
     content_digest,
@@ -219,11 +219,35 @@ def _written_here(path: Path) -> bool:
         return False
 
 
+def _refuse_a_labs_own_tables(out: Path) -> None:
+    """A ``summary.json`` or ``cells.csv`` in ``out`` that this command did not write (a lab's
+    own, when ``--out`` is a folder of its files) is never replaced."""
+    table = out / "cells.csv"
+    header: list[str] = []
+    if table.is_file():
+        try:
+            with table.open(newline="", encoding="utf-8") as stream:
+                header = next(csv.reader(stream), [])
+        except (OSError, UnicodeDecodeError, csv.Error):
+            pass
+    summary = out / SUMMARY_FILE
+    foreign = [path.name for path, ours in (
+        (summary, not summary.exists() or _written_here(summary)),
+        (table, not table.exists() or ("cell_id" in header and "blast_probability" in header)),
+    ) if not ours]  # fmt: skip
+    if foreign:
+        raise SettingError(
+            f"{out} holds {' and '.join(foreign)} that this command did not write; it would "
+            "replace them. Give --out another folder (e.g. a new results/ folder)."
+        )
+
+
 def plan(paths: Sequence[Path], out: Path, labeller: Labeller, *, single_cells: bool):
     """``(path, stem)`` of every input and the results of those a previous run finished from the
     same file (:func:`~leukemia_core.fingerprints.file_fingerprint`) with the same weights,
     decision settings, code and mode (read from ``out/.parts``); failed images are tried
     again."""
+    _refuse_a_labs_own_tables(out)
     fingerprint = model_fingerprint(labeller)
     (out / PARTS_DIR).mkdir(parents=True, exist_ok=True)
     planned, done, first_of = [], {}, {}

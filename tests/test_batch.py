@@ -434,3 +434,22 @@ def test_ctrl_c_says_what_was_kept_and_how_to_go_on(tiny_models_dir, images, tmp
     code, err = _run([images[0], "--out", tmp_path / "out"], capsys)
     assert code == 130 and "interrupted" in err and "run the same command again" in err
     assert "Traceback" not in err
+
+
+def test_a_labs_own_summary_or_table_in_the_output_folder_is_never_replaced(
+    tiny_models_dir, images, tmp_path, monkeypatch, capsys
+):
+    """With --out the lab's folder, its summary.json and its own cells.csv (a manual count)
+    were overwritten without a word (its sidecar JSONs were kept)."""
+    monkeypatch.setenv("LEUKEMIA_MODELS_DIR", str(tiny_models_dir))
+    for name, text in (("summary.json", '{"slide": "S-1", "counted_by": "tech"}'),
+                       ("cells.csv", "cell,type\n1,blast\n")):  # fmt: skip
+        folder = tmp_path / name.replace(".", "_")
+        folder.mkdir()
+        (folder / name).write_text(text)
+        code, err = _run([images[0], "--out", folder], capsys)
+        assert code == 2 and f"holds {name} that this command did not write" in err
+        assert (folder / name).read_text() == text
+    ours = tmp_path / "ours"  # a rerun into its own results goes on as before
+    for _ in range(2):
+        assert _run([images[0], "--out", ours], capsys)[0] == 0
