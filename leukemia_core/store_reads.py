@@ -6,8 +6,10 @@ connection handling and the writes); every read is one short transaction.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -195,8 +197,12 @@ class CaseReads(StorePart):
                 "; give a new file name in an existing folder (backups are never overwritten)."
             )
         partial = target.with_name(target.name + ".partial")
+        if not os.access(target.parent, os.W_OK):  # a write-protected stick, a read-only share
+            raise CaseInputError(f"The backup cannot be written in {target.parent} (read-only, "
+                                 "or no permission): choose a folder this account can write "
+                                 "to.")  # fmt: skip
+        create_private(partial)
         try:
-            create_private(partial)
             with closing(sqlite3.connect(self.path, timeout=30)) as source, closing(
                 sqlite3.connect(partial)
             ) as copy:  # fmt: skip
@@ -208,9 +214,20 @@ class CaseReads(StorePart):
                 raise sqlite3.DatabaseError(f"the copy fails SQLite's integrity check: {check}")
             os.replace(partial, target)
         except sqlite3.Error as error:
+            if _target_at_fault(error, target.parent, self.path):
+                raise CaseInputError(
+                    f"The backup could not be written to {target} ({error}); check the target "
+                    "disk's free space and that this account can write there."
+                ) from error
             raise unusable_database(self.path, error, "backed up") from error
+        except OSError as error:  # the copy's disk filled up, or went read-only
+            raise CaseInputError(
+                f"The backup could not be written to {target} ({error.strerror or error}); "
+                "check the target disk's free space and that it can be written."
+            ) from error
         finally:
-            partial.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # a read-only target refuses this too
+                partial.unlink(missing_ok=True)
         return target
 
     def contents(self) -> dict[str, int]:
@@ -308,3 +325,16 @@ def _audit_query(conn: sqlite3.Connection, case_id: str) -> sqlite3.Cursor:
 
 def _audit_entries(rows) -> tuple[AuditEntry, ...]:
     return tuple(AuditEntry(**{k: a[k] for k in AUDIT_CHAINED}) for a in rows)
+
+
+def _target_at_fault(error: sqlite3.Error, folder: Path, database: Path) -> bool:
+    """Whether a failed backup is the target's doing (its disk full or read-only), not the
+    case database's, which the usual message would blame."""
+    said = str(error).lower()
+    if "readonly" in said or "read-only" in said:
+        return True
+    try:
+        small = shutil.disk_usage(folder).free < 2 * database.stat().st_size + (1 << 20)
+    except OSError:
+        return False
+    return "full" in said and small

@@ -210,3 +210,21 @@ def test_a_backup_that_passes_the_checks_but_does_not_open_puts_the_database_bac
         restore_database(bad, store.path)
     assert CaseStore(store.path, create=False).contents() == before
     assert not [p for p in store.path.parent.iterdir() if "before-restore" in p.name]
+
+
+def test_a_backup_to_a_folder_it_cannot_write_blames_the_target_not_the_database(
+    store, tmp_path, monkeypatch
+):
+    """A write-protected stick gave a traceback that said the case database could not be
+    written."""
+    from leukemia_core import store_reads
+
+    new_case(store, [["blast", "normal"]])
+    stick = tmp_path / "stick"
+    stick.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(store_reads.os, "access",
+                        lambda path, mode: Path(path) != stick and real_access(path, mode))  # fmt: skip
+    with pytest.raises(store_reads.CaseInputError, match=r"cannot be written in .*stick"):
+        store.backup(stick / "cases.sqlite3")
+    assert list(stick.iterdir()) == []
