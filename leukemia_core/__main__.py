@@ -122,7 +122,9 @@ def segment_files(paths: list[Path], out: Path, crop_size: int = DEFAULT_CROP_SI
                 crop_path = folder / f"cell_{cell.cell_id:03d}.png"
                 _write_png(crop_path, cell.crop)
                 image_rows.append(_cell_row(cell, stem, path, crop_path, out))
-            _write_png(out / f"{stem}_overlay.png", draw_overlay(rgb, segmentation))
+            # beside its crops, not in --out itself: with --out the image folder, a second run
+            # took the overlays for fields and cut crops from the drawn outlines
+            _write_png(folder / OVERLAY_FILE, draw_overlay(rgb, segmentation))
         except OSError as error:  # this image's files, not the run: the others go on
             tqdm.write(f"skipped {path}: its outputs could not be written ({error})",
                        file=sys.stderr)  # fmt: skip
@@ -158,6 +160,7 @@ def _folder(text: str) -> Path:
 
 
 PARTLY_FAILED = 3  # results written, but some images could not be analysed (summary.json)
+OVERLAY_FILE = "overlay.png"  # segment: the field with its outlines, in the image's crop folder
 INTERRUPTED = 130  # Ctrl-C, as a shell reports it: the finished images are kept
 
 

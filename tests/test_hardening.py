@@ -358,14 +358,27 @@ def test_segment_run_again_on_a_field_with_fewer_cells_leaves_no_crop_of_the_fir
     assert list((out / "field").glob("cell_*.png")) == []
 
 
+def test_segment_run_again_into_its_image_folder_segments_only_the_images(tmp_path, capsys):
+    """With --out the image folder, a second run took its own overlays for fields."""
+    folder = tmp_path / "fields"
+    folder.mkdir()
+    _write(folder / "field.png", make_demo_smear().image)
+    for _ in range(2):
+        assert cli(["segment", str(folder), "--out", str(folder)]) == 0
+    rows = list(csv.DictReader((folder / "cells.csv").open()))
+    assert {r["image"] for r in rows} == {"field.png"} and (
+        folder / "field" / "overlay.png"
+    ).is_file()
+
+
 def test_segment_gives_inputs_of_the_same_name_their_own_outputs(same_names, tmp_path, capsys):
     out = tmp_path / "out"
     assert cli(["segment", *map(str, same_names), "--out", str(out)]) == 0
     err = capsys.readouterr().err
     assert f"{same_names[1]}: another input (or an output of this command) has the same " in err
     assert "its outputs are named field-2 and it is field-2.png in the tables" in err
-    overlays = {p.name for p in out.glob("*_overlay.png")}
-    assert overlays == {"field_overlay.png", "field-2_overlay.png", "summary_overlay.png"}
+    overlays = {str(p.relative_to(out)) for p in out.glob("*/overlay.png")}
+    assert overlays == {"field/overlay.png", "field-2/overlay.png", "summary/overlay.png"}
     rows = list(csv.DictReader((out / "cells.csv").open()))
     assert {r["image"] for r in rows} == {"field.png", "field-2.png", "summary.png"}
     assert {(r["image"], r["file"]) for r in rows} == {("field.png", str(same_names[0])),
@@ -373,7 +386,7 @@ def test_segment_gives_inputs_of_the_same_name_their_own_outputs(same_names, tmp
     for row in rows:  # every crop row points at its own image's folder, and the crop exists
         assert row["crop_path"].startswith(Path(row["image"]).stem + "/")
         assert (out / row["crop_path"]).is_file()
-    first, second = (cv2.imread(str(out / f"{s}_overlay.png")) for s in ("field", "field-2"))
+    first, second = (cv2.imread(str(out / s / "overlay.png")) for s in ("field", "field-2"))
     assert not np.array_equal(first, second)  # the second did not overwrite the first
 
 
