@@ -85,6 +85,9 @@ def test_unknown_name_lists_the_valid_ones(models):
         load_model("nope", models)
     with pytest.raises(ModelNotFoundError, match=r"none \(train one"):
         load_model("x", models / "empty")
+    # no name, no model at all (a mistyped LEUKEMIA_MODELS_DIR): it named a model "''"
+    with pytest.raises(ModelNotFoundError, match=r"holds no model folder; .*LEUKEMIA_MODELS_DIR"):
+        load_model(None, models / "empty")
 
 
 def test_active_model_pointer(models):

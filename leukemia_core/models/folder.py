@@ -236,8 +236,11 @@ def read_config(
     """
     root = root or models_dir()
     name = name or active_model_name(root)
-    if name is None:
-        raise ModelNotFoundError(_unknown("", root))
+    if name is None:  # no model asked for, and none there to be the active one
+        raise ModelNotFoundError(
+            f"the models folder holds no model folder; if the models are elsewhere, set "
+            f"{MODELS_ENV_VAR} to their folder, else train one with `python -m train fit`"
+        )
     path = _model_folder(name, root) / CONFIG_FILE
     fix = "Restore the folder from its source or retrain it."
     try:
