@@ -142,10 +142,12 @@ def _image_summary(analysis: Analysis, field: Field) -> dict:
 
 def model_fingerprint(labeller: Labeller) -> str:
     """What a finished image depends on besides the image: the weights, the calibration, the
-    views, the domain limit, :data:`PART_FORMAT` and the code (a run resumed after an upgrade
-    redoes its images: the segmentation may find other cells)."""
+    views, the domain limit, what runs the network (Keras and ONNX Runtime differ in the fifth
+    decimal, and summary.json names one), :data:`PART_FORMAT` and the code (a run resumed after
+    an upgrade redoes its images: the segmentation may find other cells)."""
     settings = {"weights": labeller.checksum, "settings": labeller.decision_settings(),
-                "format": PART_FORMAT, "code": code_fingerprint()}  # fmt: skip
+                "format": PART_FORMAT, "code": code_fingerprint(),
+                "runtime": labeller.runtime}  # fmt: skip
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
 

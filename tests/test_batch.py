@@ -453,3 +453,13 @@ def test_a_labs_own_summary_or_table_in_the_output_folder_is_never_replaced(
     ours = tmp_path / "ours"  # a rerun into its own results goes on as before
     for _ in range(2):
         assert _run([images[0], "--out", ours], capsys)[0] == 0
+
+
+def test_a_run_resumed_with_another_runtime_redoes_its_images(classifier):
+    """A resumed run reused the Keras rows under --runtime onnx, and summary.json named ONNX."""
+    from leukemia_core.labellers import labeller_for
+
+    keras_labeller = labeller_for(classifier)
+    onnx_labeller = labeller_for(classifier)
+    onnx_labeller.runtime = "onnx"
+    assert batch.model_fingerprint(keras_labeller) != batch.model_fingerprint(onnx_labeller)
