@@ -15,6 +15,7 @@ go on).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import errno
 import io
@@ -363,12 +364,15 @@ def _analyze(args) -> int:
         if args.engine == "ray":
             from leukemia_core.batch_ray import analyze_files_ray
 
-            failures, summary = analyze_files_ray(
-                args.images, args.out, args.model, models_dir().resolve(),
-                single_cells=args.single_cells, address=args.address,
-                num_workers=args.num_workers, gpus_per_worker=args.gpus_per_worker,
-                runtime=args.runtime,
-            )  # fmt: skip
+            # Ray's own messages ("(raylet) A worker died ...") go with the progress on
+            # standard error: standard output holds the result alone (result.txt).
+            with contextlib.redirect_stdout(sys.stderr):
+                failures, summary = analyze_files_ray(
+                    args.images, args.out, args.model, models_dir().resolve(),
+                    single_cells=args.single_cells, address=args.address,
+                    num_workers=args.num_workers, gpus_per_worker=args.gpus_per_worker,
+                    runtime=args.runtime,
+                )  # fmt: skip
         else:
             from leukemia_core.classify import Classifier
             from leukemia_core.models.folder import load_model

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -112,19 +113,27 @@ def analyze_files_ray(
         RayUnavailableError: Ray is not installed, the cluster at ``address`` is not there, or
             the classifier workers cannot start (too few GPUs, a model that does not load).
     """
-    from leukemia_core.models.folder import read_config
+    from leukemia_core.models.folder import verify_model_files
 
-    # Named here, not by each node's ACTIVE file: every worker loads the model the run names.
-    model_name = read_config(model_name, Path(models_root)).name
+    # Named here, not by each node's ACTIVE file: every worker loads the model the run names;
+    # checked here too, so a damaged folder is one line, not every worker's traceback.
+    model_name = verify_model_files(model_name, Path(models_root)).name
     ray = _ray()
+    unreachable = (f"Could not reach the Ray cluster at {address!r} ({{}}); start it with "
+                   "`ray start --head` there, or leave out --address for a local instance.")  # fmt: skip
+    if address and (why := _not_listening(address)):  # Ray itself retries for minutes
+        raise RayUnavailableError(unreachable.format(why))
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False,
                  ignore_reinit_error=True)  # fmt: skip
     except (ConnectionError, RuntimeError, ValueError) as error:
-        raise RayUnavailableError(
-            f"Could not reach the Ray cluster at {address!r} ({error}); start it with "
-            "`ray start --head` there, or leave out --address for a local instance."
-        ) from None
+        raise RayUnavailableError(unreachable.format(error)) from None
+    if (gpus := ray.cluster_resources().get("GPU", 0)) < num_workers * gpus_per_worker:
+        raise RayUnavailableError(  # said now, not after the workers' start timeout
+            f"{num_workers} classifier worker(s) with {gpus_per_worker} GPU each need "
+            f"{num_workers * gpus_per_worker:g} GPUs; the cluster has {gpus:g}. Ask for fewer "
+            "--num-workers or --gpus-per-worker."
+        )
     # Classifier actors reserve no CPU, so every core can run reading and segmentation tasks
     # (which wait, CPU released, while an actor classifies their crops).
     worker_class = ray.remote(num_cpus=0, num_gpus=gpus_per_worker, max_restarts=1,
@@ -185,7 +194,7 @@ def _start(ray, workers: list, gpus_per_worker: float) -> dict:
         return {**described[0], "runtime": ", ".join(runtimes)}
     except ray.exceptions.RayActorError as error:
         raise RayUnavailableError(
-            f"The classifier workers could not load the model: {error.__cause__ or error}"
+            f"The classifier workers could not load the model: {_last_line(error)}"
         ) from None
 
 
@@ -213,10 +222,8 @@ def _run(ray, planned, done: dict, labellers: list, out: Path, single_cells: boo
             try:
                 result = ray.get(ref)
             except ray.exceptions.RayError as error:  # failed again after its retry
-                # Ray's text is a coloured traceback: summary.json keeps its last line, plain.
-                last = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip().splitlines() or [""]
                 result = failed_result(path, stem, labellers[0], single_cells,
-                                       f"the Ray worker failed: {last[-1]}")  # fmt: skip
+                                       f"the Ray worker failed: {_last_line(error)}")  # fmt: skip
             done[stem] = result
             keep_part(out, result)
             bar.update()
@@ -232,3 +239,22 @@ def _ray():
             "--engine local)."
         ) from None
     return ray
+
+
+def _last_line(error: BaseException) -> str:
+    """Ray's text is a coloured traceback: its last line, plain (the cause's where it has one)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error.__cause__ or error)).strip()
+    return (text.splitlines() or [""])[-1]
+
+
+def _not_listening(address: str) -> str | None:
+    """Why nothing answers at a ``host:port`` address (None when something does, or for the
+    other address forms, which Ray checks itself)."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or "://" in address:
+        return None
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as error:
+        return f"nothing answers at {host}:{port}: {error.strerror or error}"
+    return None

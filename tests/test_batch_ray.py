@@ -157,3 +157,35 @@ def _kill_one(title: str, ancestor: int) -> int | None:
             os.kill(pid, signal.SIGKILL)
             return pid
     return None
+
+
+def test_an_address_with_nothing_listening_or_too_few_gpus_is_said_at_once(
+    ray_module, fields, tiny_models_dir_env, tmp_path, capsys
+):
+    """A mistyped --address waited about 14 minutes of Ray's retries, and more GPUs than the
+    machine has 300 s, before the message."""
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    started = time.monotonic()
+    code = cli(["analyze", str(fields[0]), "--out", str(tmp_path / "a"), "--engine", "ray",
+                "--address", f"127.0.0.1:{port}"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "Could not reach the Ray cluster" in err and "nothing answers" in err
+    code = cli(
+        [
+            "analyze",
+            str(fields[0]),
+            "--out",
+            str(tmp_path / "b"),
+            "--engine",
+            "ray",
+            "--gpus-per-worker",
+            "64",
+        ]
+    )  # fmt: skip (more than any machine here has)
+    err = capsys.readouterr().err
+    assert code == 2 and "need 64 GPUs; the cluster has" in err
+    assert time.monotonic() - started < 120
