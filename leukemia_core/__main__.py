@@ -16,15 +16,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import errno
-import io
 import sys
-import warnings
 from pathlib import Path
-
-import cv2
-from tqdm import tqdm
 
 from leukemia_core import users_cli
 from leukemia_core.cli_parser import WholeNameParser
@@ -32,111 +26,14 @@ from leukemia_core.cropping import (
     CROP_SIZE_RANGE,
     DEFAULT_CROP_SIZE,
     check_crop_size,
-    crop_cells,
-    draw_overlay,
 )
 from leukemia_core.errors import LeukemiaCoreError, SettingError
-from leukemia_core.imaging import read_for_analysis
-from leukemia_core.io import FILE_SUFFIXES, FORMATS_TEXT, MultiFrameImageWarning
+from leukemia_core.io import FILE_SUFFIXES, FORMATS_TEXT
 from leukemia_core.outputs import (
-    GEOMETRY_COLUMNS,
-    output_stems,
     prepare_output_folder,
-    renamed_note,
-    spreadsheet_text,
-    write_text_atomic,
 )
 from leukemia_core.runtime import RUNTIMES
-from leukemia_core.segmentation import segment_wbc
-
-CSV_FILE = "cells.csv"
-CSV_COLUMNS = (
-    "image",
-    "cell_id",
-    *GEOMETRY_COLUMNS,
-    "cell_area_px",
-    "nucleus_area_px",
-    "nucleus_cytoplasm_ratio",
-    "touches_border",
-    "crop_path",
-    "file",
-)
-
-
-def _write_png(path: Path, rgb) -> None:
-    """Write an RGB image as PNG; OSError when it cannot be (OpenCV only returns False)."""
-    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"could not write {path}")
-
-
-def _cell_row(cell, stem: str, path: Path, crop_path: Path, out: Path) -> tuple:
-    return (
-        spreadsheet_text(f"{stem}{path.suffix}"),
-        cell.cell_id,
-        *cell.bbox,
-        round(cell.centroid[0], 1),
-        round(cell.centroid[1], 1),
-        cell.cell_area_px,
-        cell.nucleus_area_px,
-        round(cell.nucleus_cytoplasm_ratio, 3),
-        cell.touches_border,
-        spreadsheet_text(crop_path.relative_to(out).as_posix()),
-        spreadsheet_text(str(path)),
-    )
-
-
-def segment_files(paths: list[Path], out: Path, crop_size: int = DEFAULT_CROP_SIZE) -> int:
-    """Segment each image into ``out``; returns the number of images that failed.
-
-    Outputs are named after each file's stem, made unique (:func:`~leukemia_core.outputs.output_stems`)
-    when two inputs share a name. In ``cells.csv`` a name or crop path that starts like a
-    spreadsheet formula gets a leading apostrophe.
-    """
-    out.mkdir(parents=True, exist_ok=True)
-    failures = 0
-    rows = []
-    stems = output_stems(paths, reserved=[CSV_FILE])
-    bar = tqdm(zip(paths, stems, strict=True), total=len(paths), desc="segmenting", unit="image",
-               file=sys.stderr)  # fmt: skip
-    for path, stem in bar:
-        if note := renamed_note(path, stem):
-            tqdm.write(note, file=sys.stderr)
-        try:  # the app's reader: the same pixels (a huge field is downscaled, with a note)
-            with warnings.catch_warnings():  # several pages: said in the notes instead
-                warnings.simplefilter("ignore", MultiFrameImageWarning)
-                loaded = read_for_analysis(path)
-        except (LeukemiaCoreError, OSError) as error:
-            tqdm.write(f"skipped {path}: {error}", file=sys.stderr)
-            failures += 1
-            continue
-        rgb = loaded.rgb
-        segmentation = segment_wbc(rgb)
-        for note in (*loaded.notes, *segmentation.notes):
-            tqdm.write(f"{stem}{path.suffix}: {note}", file=sys.stderr)
-        folder = out / stem
-        image_rows = []
-        try:
-            folder.mkdir(exist_ok=True)
-            for stale in folder.glob("cell_[0-9][0-9][0-9]*.png"):  # an earlier run's crops
-                stale.unlink()
-            for cell in crop_cells(rgb, segmentation, size=crop_size):
-                crop_path = folder / f"cell_{cell.cell_id:03d}.png"
-                _write_png(crop_path, cell.crop)
-                image_rows.append(_cell_row(cell, stem, path, crop_path, out))
-            # beside its crops, not in --out itself: with --out the image folder, a second run
-            # took the overlays for fields and cut crops from the drawn outlines
-            _write_png(folder / OVERLAY_FILE, draw_overlay(rgb, segmentation))
-        except OSError as error:  # this image's files, not the run: the others go on
-            tqdm.write(f"skipped {path}: its outputs could not be written ({error})",
-                       file=sys.stderr)  # fmt: skip
-            failures += 1
-            continue
-        rows += image_rows
-    # Written last and atomically, so an interrupted run never leaves a half-written table.
-    text = io.StringIO()
-    csv.writer(text).writerows([CSV_COLUMNS, *rows])
-    write_text_atomic(out / CSV_FILE, text.getvalue())
-    return failures
+from leukemia_core.segment_cli import segment_files
 
 
 def _crop_size(text: str) -> int:
@@ -161,7 +58,6 @@ def _folder(text: str) -> Path:
 
 
 PARTLY_FAILED = 3  # results written, but some images could not be analysed (summary.json)
-OVERLAY_FILE = "overlay.png"  # segment: the field with its outlines, in the image's crop folder
 INTERRUPTED = 130  # Ctrl-C, as a shell reports it: the finished images are kept
 
 
@@ -240,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         return _error(error)
     try:
         failures = segment_files(args.images, args.out, args.crop_size)
+    except OSError as error:
+        return _write_error(error, args.out, "")
     except KeyboardInterrupt:
         print("\ninterrupted: run the same command again to segment every image.",
               file=sys.stderr)  # fmt: skip
@@ -250,6 +148,17 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
     )
     return 1 if failures == len(args.images) else PARTLY_FAILED if failures else 0  # as analyze
+
+
+def _write_error(error: OSError, out: Path, kept: str) -> int:
+    """A run stopped by its output folder (full, read-only): what to do, exit 2."""
+    fix = ("Make the folder writable" if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+           else "Free some space")  # fmt: skip
+    return _error(
+        f"could not write the results to {out}: {error}. {fix} or choose another "
+        f"--out folder, then run the same command again {kept}".rstrip()
+        + "."
+    )
 
 
 def _backup(target: Path) -> int:
@@ -384,11 +293,7 @@ def _analyze(args) -> int:
     except LeukemiaCoreError as error:
         return _error(error)
     except OSError as error:  # e.g. the disk filled up while writing: what was written is whole
-        fix = ("Make the folder writable" if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
-               else "Free some space")  # fmt: skip
-        return _error(f"could not write the results to {args.out}: {error}. {fix} or choose "
-                      "another --out folder, then run the same command again (finished images "
-                      "are kept and skipped).")  # fmt: skip
+        return _write_error(error, args.out, "(finished images are kept and skipped)")
     count, model_name = summary["count"], summary["model"]
     skipped = len(summary["images_failed"])
     skipped_text = f" {skipped} image(s) skipped: see above and summary.json." if skipped else ""

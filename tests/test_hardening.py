@@ -954,3 +954,24 @@ def test_options_must_be_written_whole_so_a_typo_is_not_read_as_another_option(c
             run(argv)
         err = capsys.readouterr().err  # not taken for the whole option: unknown, or missing
         assert stop.value.code == 2 and ("unrecognized arguments" in err or "required" in err)
+
+
+def test_segment_on_a_full_disk_stops_with_what_to_do_and_leaves_no_crops(tmp_path, capsys,
+                                                                         monkeypatch):  # fmt: skip
+    """Each image was reported 'skipped ... could not write', its crops were left behind, and
+    writing cells.csv then raised a traceback."""
+    import errno
+
+    from leukemia_core import segment_cli
+
+    field = _write(tmp_path / "field.png", make_demo_smear().image)
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(segment_cli, "_write_png", lambda path, rgb: full(path, b""))
+    out = tmp_path / "out"
+    assert cli(["segment", str(field), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "could not write the results" in err and "Free some space" in err
+    assert "Traceback" not in err and not (out / "field").exists()

@@ -1,0 +1,132 @@
+"""``python -m leukemia_core segment``: white cells found and cut out, without a model.
+
+Each image gets a folder of crops (``cell_001.png`` ...) and ``overlay.png``, the field with its
+outlines; ``cells.csv`` lists every cell. Written last and atomically, the table never holds a
+half-done run; an image whose files cannot be written is skipped, a full or read-only disk
+stops the run.
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import io
+import shutil
+import sys
+import warnings
+from pathlib import Path
+
+import cv2
+from tqdm import tqdm
+
+from leukemia_core.cropping import DEFAULT_CROP_SIZE, crop_cells, draw_overlay
+from leukemia_core.errors import LeukemiaCoreError
+from leukemia_core.imaging import read_for_analysis
+from leukemia_core.io import MultiFrameImageWarning
+from leukemia_core.outputs import (
+    GEOMETRY_COLUMNS,
+    output_stems,
+    renamed_note,
+    spreadsheet_text,
+    write_text_atomic,
+)
+from leukemia_core.segmentation import segment_wbc
+
+OVERLAY_FILE = "overlay.png"  # the field with its outlines, in the image's crop folder
+CSV_FILE = "cells.csv"
+CSV_COLUMNS = (
+    "image",
+    "cell_id",
+    *GEOMETRY_COLUMNS,
+    "cell_area_px",
+    "nucleus_area_px",
+    "nucleus_cytoplasm_ratio",
+    "touches_border",
+    "crop_path",
+    "file",
+)
+
+
+def _write_png(path: Path, rgb) -> None:
+    """Write an RGB image as PNG; the system's OSError when it cannot be (a full disk says so:
+    OpenCV's imwrite only returns False)."""
+    encoded, data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not encoded:
+        raise OSError(f"could not encode {path.name} as PNG")
+    path.write_bytes(data.tobytes())
+
+
+_STOP_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)  # no later image can be written either
+
+
+def _cell_row(cell, stem: str, path: Path, crop_path: Path, out: Path) -> tuple:
+    return (
+        spreadsheet_text(f"{stem}{path.suffix}"),
+        cell.cell_id,
+        *cell.bbox,
+        round(cell.centroid[0], 1),
+        round(cell.centroid[1], 1),
+        cell.cell_area_px,
+        cell.nucleus_area_px,
+        round(cell.nucleus_cytoplasm_ratio, 3),
+        cell.touches_border,
+        spreadsheet_text(crop_path.relative_to(out).as_posix()),
+        spreadsheet_text(str(path)),
+    )
+
+
+def segment_files(paths: list[Path], out: Path, crop_size: int = DEFAULT_CROP_SIZE) -> int:
+    """Segment each image into ``out``; returns the number of images that failed.
+
+    Outputs are named after each file's stem, made unique (:func:`~leukemia_core.outputs.output_stems`)
+    when two inputs share a name. In ``cells.csv`` a name or crop path that starts like a
+    spreadsheet formula gets a leading apostrophe.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    failures = 0
+    rows = []
+    stems = output_stems(paths, reserved=[CSV_FILE])
+    bar = tqdm(zip(paths, stems, strict=True), total=len(paths), desc="segmenting", unit="image",
+               file=sys.stderr)  # fmt: skip
+    for path, stem in bar:
+        if note := renamed_note(path, stem):
+            tqdm.write(note, file=sys.stderr)
+        try:  # the app's reader: the same pixels (a huge field is downscaled, with a note)
+            with warnings.catch_warnings():  # several pages: said in the notes instead
+                warnings.simplefilter("ignore", MultiFrameImageWarning)
+                loaded = read_for_analysis(path)
+        except (LeukemiaCoreError, OSError) as error:
+            tqdm.write(f"skipped {path}: {error}", file=sys.stderr)
+            failures += 1
+            continue
+        rgb = loaded.rgb
+        segmentation = segment_wbc(rgb)
+        for note in (*loaded.notes, *segmentation.notes):
+            tqdm.write(f"{stem}{path.suffix}: {note}", file=sys.stderr)
+        folder = out / stem
+        image_rows = []
+        try:
+            folder.mkdir(exist_ok=True)
+            for stale in folder.glob("cell_[0-9][0-9][0-9]*.png"):  # an earlier run's crops
+                stale.unlink()
+            for cell in crop_cells(rgb, segmentation, size=crop_size):
+                crop_path = folder / f"cell_{cell.cell_id:03d}.png"
+                _write_png(crop_path, cell.crop)
+                image_rows.append(_cell_row(cell, stem, path, crop_path, out))
+            # beside its crops, not in --out itself: with --out the image folder, a second run
+            # took the overlays for fields and cut crops from the drawn outlines
+            _write_png(folder / OVERLAY_FILE, draw_overlay(rgb, segmentation))
+        except OSError as error:  # this image's files, not the run: the others go on
+            shutil.rmtree(folder, ignore_errors=True)  # no crops of an image said skipped
+            if error.errno in _STOP_ERRNOS:
+                raise
+            tqdm.write(f"skipped {path}: its outputs could not be written ({error})",
+                       file=sys.stderr)  # fmt: skip
+            failures += 1
+            continue
+        rows += image_rows
+    # Written last and atomically, so an interrupted run never leaves a half-written table.
+    text = io.StringIO()
+    csv.writer(text).writerows([CSV_COLUMNS, *rows])
+    write_text_atomic(out / CSV_FILE, text.getvalue())
+    return failures
