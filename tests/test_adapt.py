@@ -545,3 +545,15 @@ def test_cells_without_sample_ids_are_refused_for_adaptation_unless_allowed(
     assert "carry no sample or patient id" in capsys.readouterr().err
     assert _snapshot(models) == before
     assert train_cli([*argv, "--allow-ungrouped", "--name", "tiny-loose"]) == 0
+
+
+def test_adapting_again_on_the_same_cells_says_the_before_figures_are_not_held_out(models, cells):
+    """The second adaptation scored the first one on the cells it was calibrated on, unsaid."""
+    records = load_manifest(cells).records
+    first = adapt_model("tiny", records, user=User.shell(), root=models, data_description="lab")
+    assert "not held-out" not in read_config(first.name, models).training["adapted"]["data"]
+    again = adapt_model(first.name, records, user=User.shell(), root=models,
+                        data_description="lab")  # fmt: skip
+    said = read_config(again.name, models).training["adapted"]["data"]
+    assert f"{len(records)} of the {len(records)} cells belong to samples the base model" in said
+    assert "not held-out" in (models / again.name / "card.md").read_text()

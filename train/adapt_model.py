@@ -53,6 +53,7 @@ from train.card import model_card
 from train.cellbank import bank_group
 from train.cli_model import load_tables
 from train.data import FORMATS
+from train.evaluate.classifier import seen_groups, seen_in_training
 from train.inspection import without_duplicates
 from train.progress import ProgressCallback
 from train.records import BLAST, CellTable, LabelledCrop
@@ -181,7 +182,12 @@ def adapt_model(
     # labelled both ways, as the comparison's dataset check does; said in the card.
     once = without_duplicates(CellTable(tuple(replace(r, group=bank_group(r)) for r in records)))
     records = list(once.records)
-    data_description = " ".join((data_description, *once.notes)).strip()
+    # Cells of samples the base was fitted or calibrated on: its "before" is in-sample there.
+    n_seen = sum(seen_in_training(records, seen_groups(loaded.path))[0])
+    seen = (f"{n_seen} of the {len(records)} cells belong to samples the base model was trained "
+            "or calibrated on, so its 'before' figures are not held-out there."
+            if n_seen else "")  # fmt: skip
+    data_description = " ".join((data_description, *once.notes, seen)).strip()
     is_blast = np.array([r.label == BLAST for r in records], dtype=bool)
     groups = np.array([r.group for r in records])
     check_cells(is_blast, groups)  # before minutes of loading crops
