@@ -135,13 +135,8 @@ with left:
     open_case = state.current()
     can_add = (open_case is not None and open_case.is_saved and not open_case.is_signed
                and open_case.mode == mode and open_case.model_name == model_name)  # fmt: skip
-    run_uploads = st.button(
-        "Analyze as a new sample" if can_add else "Analyze", key="analyze",
-        type="secondary" if can_add else "primary", disabled=not uploads or model_broken,
-        icon=":material/play_arrow:",
-    )  # fmt: skip
     add_to_case = False
-    if can_add:
+    if can_add:  # first: the main action while a case is open
         add_to_case = st.button(
             "Add to the open case", key="add_to_case", disabled=not uploads or model_broken,
             icon=":material/add:", type="primary",
@@ -150,6 +145,11 @@ with left:
         )  # fmt: skip
         # the sample's id below, not in the label: a long id cut the button short at 800 px
         st.caption(f"The open case: {open_case.sample_id}, version {open_case.version}.")
+    run_uploads = st.button(
+        "Analyze as a new sample" if can_add else "Analyze", key="analyze",
+        type="secondary" if can_add else "primary", disabled=not uploads or model_broken,
+        icon=":material/play_arrow:",
+    )  # fmt: skip
     run_samples = st.button("Try the sample images", key="try_sample",
                             icon=":material/science:", disabled=model_broken)  # fmt: skip
     st.caption(CREDITS[mode])

@@ -57,7 +57,7 @@ def test_every_page_shows_the_banner_and_a_clear_start(db, page):
         uploader = at.file_uploader(key="upload")
         assert uploader.accept_multiple_files
         assert {t.lstrip(".") for t in uploader.allowed_type} == {  # what the core reads
-            "jpg", "jpeg", "png", "tif", "tiff", "bmp", "gif", "webp"}  # fmt: skip
+            "jpg", "jpeg", "jpe", "jfif", "png", "tif", "tiff", "bmp", "gif", "webp"}  # fmt: skip
         assert uploader.label.endswith("JPEG, PNG, BMP, TIFF, GIF or WebP")
         assert at.selectbox(key="model").options == ["tiny", "tiny-b"]
         assert len(at.metric) == 0
