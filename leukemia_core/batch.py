@@ -28,10 +28,18 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from leukemia_core.batch_folder import (
+    PARTS_DIR,
+    RESEARCH_USE,
+    SUMMARY_FILE,
+    foreign_json_stems,
+    refuse_a_labs_own_tables,
+    remove_stale_image_files,
+)
 from leukemia_core.classify import Classifier
 from leukemia_core.counting import CellLabel, summarize_labels
 from leukemia_core.domain import DomainAssessment
-from leukemia_core.errors import LeukemiaCoreError, SettingError
+from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.fingerprints import (
     code_fingerprint,
     content_digest,
@@ -52,12 +60,7 @@ from leukemia_core.outputs import (
 from leukemia_core.pipeline import MODE_CELLS, MODE_FIELDS, Analysis, analyze
 from leukemia_core.types import NO_REVIEW_LABELS, BlastCount, Field
 
-SUMMARY_FILE = "summary.json"
-PARTS_DIR = ".parts"  # one finished image per file: what a rerun skips
 PART_FORMAT = 3  # raise when the rows an image gives change, so older parts are redone
-RESEARCH_USE = (
-    "Research use only; not for diagnosis. Every cell needs review by a qualified person."
-)
 CELL_COLUMNS = ("image", "cell_id", "x0", "y0", "x1", "y1", "blast_probability", "label",
                 "uncertain", "touches_border", "domain_score", "field_warnings", "file",
                 "research_use")  # fmt: skip
@@ -206,50 +209,12 @@ def analyze_image(path: Path, stem: str, labeller: Labeller, *, single_cells: bo
     return replace(result, rows=rows, summary=summary, scores=scores, messages=messages)
 
 
-def foreign_json_stems(out: Path) -> list[str]:
-    """Stems of JSON files in ``out`` that this command did not write (a lab's sidecar files
-    beside its images, when ``--out`` is the image folder): never overwritten, so an image of
-    that stem gets ``-2`` outputs."""
-    return [path.stem for path in out.glob("*.json") if not _written_here(path)]
-
-
-def _written_here(path: Path) -> bool:
-    """True for a results JSON of this command (it carries the research-use statement)."""
-    try:
-        return json.loads(path.read_text()).get("research_use") == RESEARCH_USE
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def _refuse_a_labs_own_tables(out: Path) -> None:
-    """A ``summary.json`` or ``cells.csv`` in ``out`` that this command did not write (a lab's
-    own, when ``--out`` is a folder of its files) is never replaced."""
-    table = out / "cells.csv"
-    header: list[str] = []
-    if table.is_file():
-        try:
-            with table.open(newline="", encoding="utf-8") as stream:
-                header = next(csv.reader(stream), [])
-        except (OSError, UnicodeDecodeError, csv.Error):
-            pass
-    summary = out / SUMMARY_FILE
-    foreign = [path.name for path, ours in (
-        (summary, not summary.exists() or _written_here(summary)),
-        (table, not table.exists() or ("cell_id" in header and "blast_probability" in header)),
-    ) if not ours]  # fmt: skip
-    if foreign:
-        raise SettingError(
-            f"{out} holds {' and '.join(foreign)} that this command did not write; it would "
-            "replace them. Give --out another folder (e.g. a new results/ folder)."
-        )
-
-
 def plan(paths: Sequence[Path], out: Path, labeller: Labeller, *, single_cells: bool):
     """``(path, stem)`` of every input and the results of those a previous run finished from the
     same file (:func:`~leukemia_core.fingerprints.file_fingerprint`) with the same weights,
     decision settings, code and mode (read from ``out/.parts``); failed images are tried
     again."""
-    _refuse_a_labs_own_tables(out)
+    refuse_a_labs_own_tables(out)
     fingerprint = model_fingerprint(labeller)
     (out / PARTS_DIR).mkdir(parents=True, exist_ok=True)
     planned, done, first_of = [], {}, {}
@@ -362,7 +327,7 @@ def write_outputs(
     writer.writerow(CELL_COLUMNS)
     writer.writerows(rows)
     write_text_atomic(out / "cells.csv", buffer.getvalue())
-    _remove_stale_image_files(out, {r.stem for r in analysed})
+    remove_stale_image_files(out, {r.stem for r in analysed})
     failed = [r for r in results if r.failure is not None and r.repeat_of is None]
     total = {
         "images_analysed": len(analysed),
@@ -405,16 +370,6 @@ def _without_repeated_fields(results: Sequence[ImageResult]) -> list[ImageResult
             seen.append((result.file, signature))
         kept.append(result)
     return kept
-
-
-def _remove_stale_image_files(out: Path, current: set[str]) -> None:
-    """Remove the ``<stem>.json`` an earlier run wrote (it has a part file) for an image this run
-    did not analyse, so the folder's image files match its ``summary.json``; the parts stay, so
-    a later run with that image still skips it."""
-    for part in (out / PARTS_DIR).glob("*.json"):
-        stale = out / part.name
-        if part.stem not in current and stale.is_file() and _written_here(stale):
-            stale.unlink()
 
 
 def _unreviewed_count(labels: list[CellLabel], single_cells: bool) -> BlastCount:
