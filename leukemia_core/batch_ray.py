@@ -254,7 +254,7 @@ def _not_listening(address: str) -> str | None:
     if not host or not port.isdigit() or "://" in address:
         return None
     try:
-        socket.create_connection((host, int(port)), timeout=5).close()
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()  # [::1]
     except OSError as error:
         return f"nothing answers at {host}:{port}: {error.strerror or error}"
     return None
