@@ -99,7 +99,10 @@ def save_form(session: Review, *, prefix: str) -> None:
 def _save(session: Review, sample_id: str) -> None:
     method = st.session_state.get("gradcam_method", heatmaps.DEFAULT_METHOD)
     opacity = st.session_state.get("gradcam_opacity", heatmaps.DEFAULT_OPACITY)
-    with st.spinner(f"Saving {len(session.cells)} cells …"):
+    maps = " and where the model looked in each, for the report" * (
+        heatmaps.unavailable_reason(session) is None
+    )  # most of the seconds, on a CPU
+    with st.spinner(f"Saving {len(session.cells)} cells{maps} …"):
         try:  # the record keeps each cell's heatmap overlay for the report, when there is one
             overlays = heatmaps.overlays_for_record(session, method, opacity)
         except LeukemiaCoreError as error:
