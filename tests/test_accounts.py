@@ -221,7 +221,7 @@ def test_first_start_shows_only_how_to_create_the_first_admin(db, apptest_naviga
     assert not at.exception
     assert at.title[0].value == "No accounts yet"
     assert "python -m leukemia_core users init" in at.info[0].value
-    assert ". .venv/bin/activate" in at.info[0].value
+    assert "`source .venv/bin/activate`" in at.info[0].value  # ". " was trimmed out of the code
     assert "research use only" in at.caption[0].value
     assert len(at.button) == 0 and len(at.text_input) == 0 and len(at.file_uploader) == 0
 

@@ -127,7 +127,7 @@ def _gate(url_paths: Sequence[str]) -> User:
         st.caption(APP_LINE)
         st.info(
             "This app needs an account for everyone who uses it. On the server, in the app's "
-            "folder, with its Python environment active (`. .venv/bin/activate` after the "
+            "folder, with its Python environment active (`source .venv/bin/activate` after the "
             f"README's install), create the first administrator:\n\n```\n{FIRST_ADMIN_COMMAND}\n```\n\n"
             "It asks for the administrator's name and password (in a script: add `--password-stdin` "
             "and give the password on standard input). Then reload this page and log in; "
