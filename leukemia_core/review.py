@@ -355,13 +355,16 @@ class Review(ReviewTallies, ReviewReshape, ReviewSignoff, ReviewFields):
     def _reload(self, store: CaseStore) -> None:
         """Take the whole stored case: cells were split or merged (here or elsewhere)."""
         record = store.load_case(self.case_id)
-        if [(f.name, f.width, f.height) for f in record.fields] != [
-            (f.name, f.width, f.height) for f in self.fields
-        ]:
+        screen = [(f.name, f.width, f.height) for f in self.fields]
+        stored = [(f.name, f.width, f.height) for f in record.fields]
+        if stored[: len(screen)] != screen:
             raise ReviewError(
                 f"Case {record.case_id} holds other cells than the sample on screen; open it "
                 "from the case list instead."
             )
+        if len(stored) > len(screen):  # fields added in another window: the case whole
+            self._take_record(record)
+            return
         self._cells = _by_key((*record.cells, *record.replaced))
         self._views.clear()
         self._follow(record)

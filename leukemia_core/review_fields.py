@@ -41,6 +41,7 @@ class ReviewFields:
         """
         require(user, Permission.REVIEW)
         self._require_saved("fields are added to a saved case")
+        self.refresh(store)  # fields another window added count as held (and are refused again)
         if self.is_signed:
             raise ReviewError("The case is signed: reopen it to add fields.")
         if analysis.mode != self.mode:

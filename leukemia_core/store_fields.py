@@ -59,13 +59,19 @@ class CaseFields(StorePart):
                     "These fields were labelled by another model than the case's; analyse them "
                     "with the case's model (the one named on the Case page) to add them."
                 )
-            (first,) = conn.execute(
-                "SELECT COUNT(*) FROM fields WHERE case_id = ?", (case["case_id"],)
-            ).fetchone()
+            rows = conn.execute("SELECT image_sha256, name FROM fields WHERE case_id = ?",
+                                (case["case_id"],)).fetchall()  # fmt: skip
+            held, first = dict(rows), len(rows)
             total = first + len(fields)
             for offset, entry in enumerate(fields):
-                insert(conn, "fields", {"case_id": case["case_id"],
-                                        **field_row(first + offset, entry)})  # fmt: skip
+                row = field_row(first + offset, entry)
+                if row["image_sha256"] and (same := held.get(row["image_sha256"])):
+                    raise CaseInputError(  # two windows adding one picture: checked here, at once
+                        f"{entry.name} is the field {same} the case holds already (the same "
+                        "picture); leave it out and add the others."
+                    )
+                held[row["image_sha256"]] = entry.name
+                insert(conn, "fields", {"case_id": case["case_id"], **row})
             for position, cell in enumerate(cells):
                 moved = replace(cell, field_index=first + cell.field_index)
                 insert(conn, "cells", {"case_id": case["case_id"],

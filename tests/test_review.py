@@ -610,6 +610,24 @@ def test_fields_added_to_an_open_case_keep_its_labels_and_are_audited(fields, cl
     assert len(store.load_case(first.case_id).fields) == 2
 
 
+def test_a_window_opened_before_fields_were_added_takes_them_and_adds_none_twice(fields, store):
+    """Window B, opened before A added a field, added the same picture again (counted twice)
+    and could not refresh at all."""
+    ana, bob = account("Ana", ("reviewer",)), account("Bob", ("reviewer",))
+    a = analyze_sample(fields[:1], EveryCellABlast(), sample_id="S-TWO")
+    a.save(store, user=ana)
+    b = Review.open(store, a.case_id)
+    more = analyze(fields[1:], EveryCellABlast())
+    a.add_fields(store, more, EveryCellABlast(), user=ana)
+    assert b.refresh(store) and [f.name for f in b.fields] == ["demo.png", "second.png"]
+    with pytest.raises(ReviewError, match="the case holds already"):
+        b.add_fields(store, more, EveryCellABlast(), user=bob)
+    with pytest.raises(LeukemiaCoreError, match="the case holds already"):  # two clicks at once
+        store.add_fields(a.case_id, more.fields, more.cells, reviewer="Bob", domain=None,
+                         model_checksum=a.model_checksum)  # fmt: skip
+    assert len(store.load_case(a.case_id).fields) == 2
+
+
 class _WarnedSample(EveryCellABlast):
     """The case's labeller, finding the sample out of domain with the new cells."""
 
