@@ -20,6 +20,7 @@ from skimage.segmentation import watershed
 from leukemia_core.colour import nucleus_score
 from leukemia_core.cropping import DEFAULT_CROP_SIZE, crop_cells
 from leukemia_core.errors import LeukemiaCoreError
+from leukemia_core.illumination import cut_by_surround, dark_surround
 from leukemia_core.labellers import Labeller, labeller_for, send_to_review
 from leukemia_core.masks import outline_mask
 from leukemia_core.pipeline import label_cells
@@ -205,7 +206,11 @@ def new_cells(
         cell_labels[mask] = first_id + k
     score = nucleus_score(image)
     nuclei = np.where(score > _nucleus_level(score, cell_labels > 0), cell_labels, 0)
-    border = tuple(first_id + k for k, m in enumerate(masks) if _on_border(m))
+    margin = DEFAULT_PARAMS.border_margin_px  # the segmentation's rule: edge or field stop
+    outside = dark_surround(image)
+    stopped = set() if outside is None else cut_by_surround(cell_labels, outside, margin)
+    border = tuple(first_id + k for k, m in enumerate(masks)
+                   if _on_border(m, margin) or first_id + k in stopped)  # fmt: skip
     segmentation = Segmentation(nuclei.astype(np.int32), cell_labels,
                                 field_red_cell_diameter(image), 1.0, border)  # fmt: skip
     found = [c for c in crop_cells(image, segmentation, size=crop_size) if c.cell_id >= first_id]
@@ -227,8 +232,9 @@ def _nucleus_level(score: np.ndarray, inside: np.ndarray) -> float:
     return max(floor, float(np.percentile(values, 40))) if values.size else floor
 
 
-def _on_border(mask: np.ndarray) -> bool:
-    return bool(mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
+def _on_border(mask: np.ndarray, margin: int) -> bool:
+    m = max(1, margin)
+    return bool(mask[:m].any() or mask[-m:].any() or mask[:, :m].any() or mask[:, -m:].any())
 
 
 # A piece may shed slivers (a few pixels where the cut grazes the outline), never a cell: a
@@ -395,6 +401,9 @@ class ReviewReshape:
                 f"Cell {cell_id} was split or merged since you last looked (the field now "
                 "shows its pieces): look at the field again, then correct what is left."
             )
+        if cell.touches_border or cell.label == CellLabel.BORDER:  # its pieces would count
+            raise ReshapeError(f"Cell {cell_id} is cut by the image edge or the field stop and "
+                               "is never counted: there is nothing to split or merge.")  # fmt: skip
         return cell
 
     def _next_id(self, field_index: int) -> int:

@@ -222,6 +222,28 @@ def test_the_cells_a_split_and_a_merge_make_keep_their_heatmap_overlay_in_the_re
 
 
 @pytest.mark.data
+def test_a_cell_cut_by_the_border_is_neither_split_nor_merged(fused):
+    """Splitting a border cell (never counted) gave pieces that joined the review and the
+    count."""
+    review, store, _ = fused
+    border = next(c for c in review.cells if c.touches_border)
+    with pytest.raises(ReshapeError, match="cut by the image edge or the field stop"):
+        review.split(store, *border.key, user=ANA, parts=2)
+    neighbour = next(c for c in review.cells if not c.touches_border)
+    with pytest.raises(ReshapeError, match="never counted"):
+        review.merge(store, [border.key, neighbour.key], user=ANA)
+    assert store.load_case(review.case_id).audit[-1].action == "created"
+
+
+def test_a_piece_within_the_segmentations_border_margin_is_a_border_cell():
+    from leukemia_core.reshape import _on_border
+
+    mask = np.zeros((50, 50), bool)
+    mask[1:10, 20:30] = True  # one pixel in from the edge: inside the 2-pixel margin
+    assert _on_border(mask, 2) and not _on_border(mask, 1)
+
+
+@pytest.mark.data
 def test_split_into_three_gives_each_of_three_pressed_cells_its_piece(fused):
     """Im013_1's clump is three round cells, the darkest below the nuclei's level: split into
     three, no piece holds two cells and none is a sliver (a walk found a sliver beside the top

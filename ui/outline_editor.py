@@ -10,7 +10,7 @@ import streamlit as st
 
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.review import Review
-from leukemia_core.types import LABEL_WORDS
+from leukemia_core.types import LABEL_WORDS, CellLabel
 from ui import state
 from ui.common import flash
 from ui.workspace import CUT_WORDS, open_cell
@@ -45,6 +45,10 @@ def show_outline_editor(
                                  key=f"outline_cell_{field_index}_{ids[first]}",
                                  disabled=not editable)  # fmt: skip
         cell = session.cell(field_index, cell_id)
+        if cell.touches_border or cell.label == CellLabel.BORDER:  # the core refuses it too
+            st.caption(f"Cell {cell_id} is cut by the image edge or the field stop and is never "
+                       "counted: there is nothing to split or merge. Pick another cell.")  # fmt: skip
+            return
         cut = drawn is not None and drawn[:3] == (session.case_id, field_index, cell_id)
         actions = [CUT_WORDS] * cut + [*SPLIT_CHOICES, MERGE] + ([UNDO] if cell.origin else [])
         # Nothing chosen until the reviewer picks (a drawing offers its cut): after an Apply the
