@@ -285,8 +285,10 @@ class Review(ReviewTallies, ReviewReshape, ReviewSignoff, ReviewFields):
         """Mark cells reviewed with their current labels; returns how many were newly marked."""
         require(user, Permission.REVIEW)
         self._require_saved("every review is recorded in it")
-        keys = [self.cell(*key).key for key in keys]
-        ids = store.mark_reviewed(self.case_id, keys, reviewer=user.name, note=note)
+        cells = [self.cell(*key) for key in keys]
+        seen = {c.key: {"label": c.label.value} for c in cells}  # a call changed since: refused
+        ids = store.mark_reviewed(self.case_id, list(seen), reviewer=user.name, note=note,
+                                  expected=seen)  # fmt: skip
         self.refresh(store)
         return len(ids)
 

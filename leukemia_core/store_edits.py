@@ -46,12 +46,16 @@ class CaseEdits(StorePart):
         return ids[0] if ids else None
 
     def mark_reviewed(
-        self, case_id: str, keys: Iterable[tuple[int, int]], *, reviewer: str, note: str = ""
-    ) -> list[int]:
+        self, case_id: str, keys: Iterable[tuple[int, int]], *, reviewer: str, note: str = "",
+        expected: Mapping[tuple[int, int], Mapping[str, Any]] | None = None,
+    ) -> list[int]:  # fmt: skip
         """Accepts the current label of each cell (``(field_index, cell_id)``) in one transaction.
 
         Cells already reviewed are left as they are, and so are uncertain ones: a reviewer
-        decides those with a label (:meth:`relabel_cell`). Returns the new audit ids.
+        decides those with a label (:meth:`relabel_cell`). ``expected`` holds, per key, what
+        the reviewer saw (as :meth:`edit_cell`'s): a label changed since refuses them all, so an
+        accept of a call another reviewer has just changed is never passed over unsaid.
+        Returns the new audit ids.
         """
         reviewer = reviewer_name(reviewer)
         keys = [(whole(f, "field_index"), whole(c, "cell_id")) for f, c in keys]
@@ -59,8 +63,9 @@ class CaseEdits(StorePart):
         with self._transaction(write=True) as conn:
             case = self._case(conn, case_id, open_only=True)
             for field_index, cell_id in keys:
+                seen = (expected or {}).get((field_index, cell_id))
                 ids += self._edit(conn, case, field_index, cell_id, reviewer, note,
-                                  {"reviewed": True}, skip_uncertain=True)  # fmt: skip
+                                  {"reviewed": True}, seen, skip_uncertain=True)  # fmt: skip
         return ids
 
     def edit_cell(

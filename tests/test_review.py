@@ -628,6 +628,29 @@ def test_a_window_opened_before_fields_were_added_takes_them_and_adds_none_twice
     assert len(store.load_case(a.case_id).fields) == 2
 
 
+def test_accepting_a_call_another_window_has_changed_is_refused_not_dropped(fields, store):
+    """A pressed B on a cell her screen showed as the model's blast after Bob had called it
+    normal: taken as an accept of a reviewed cell, nothing was written and nothing said."""
+    ana, bob = account("Ana", ("reviewer",)), account("Bob", ("reviewer",))
+    a = analyze_sample(fields[:1], EveryCellABlast(), sample_id="S-STALE")
+    a.save(store, user=ana)
+    b = Review.open(store, a.case_id)
+    first, second = [c for c in a.cells if c.label == CellLabel.BLAST][:2]
+    b.relabel(store, *first.key, "normal", user=bob)
+    b.relabel(store, *second.key, "normal", user=bob)
+    with pytest.raises(LeukemiaCoreError, match="was changed by Bob"):
+        a.decide(store, *first.key, "blast", user=ana)
+    a = Review.open(store, a.case_id)  # a second stale screen: its batch accept writes nothing
+    stale = Review.open(store, a.case_id)
+    third = next(c for c in a.cells if c.label == CellLabel.BLAST and not c.reviewed)
+    b.relabel(store, *third.key, "excluded", user=bob)
+    n_audit = len(store.load_case(a.case_id).audit)
+    others = [c.key for c in stale.cells if c.label == CellLabel.BLAST and c.key != third.key]
+    with pytest.raises(LeukemiaCoreError, match="changed by Bob"):
+        stale.accept(store, [*others, third.key], user=ana)
+    assert len(store.load_case(a.case_id).audit) == n_audit
+
+
 class _WarnedSample(EveryCellABlast):
     """The case's labeller, finding the sample out of domain with the new cells."""
 
