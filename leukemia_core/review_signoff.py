@@ -121,6 +121,9 @@ class ReviewSignoff:
         reason goes into the new version's audit trail."""
         require(user, Permission.SIGN)
         self._require_saved("reopening makes a new version of it")
+        if not str(reason).strip():  # the rule is the workflow's, not the page's
+            raise ReviewError("Say why you reopen it in the box above (it is kept in the audit "
+                              "trail), then press the button again.")  # fmt: skip
         new_id = store.reopen_case(self.case_id, reviewer=user.name, reason=reason)
         self.case_id = new_id
         self._follow(store.case_state(new_id))

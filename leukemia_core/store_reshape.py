@@ -65,10 +65,8 @@ class CaseReshape(StorePart):
             for key in revive:
                 if self._label(conn, case, key) != CellLabel.REPLACED:
                     raise CaseInputError(f"Cell {key[1]} of field {key[0]} is not replaced.")
-                before = conn.execute(  # the label the cell had when it was replaced
-                    "SELECT from_label FROM audit WHERE case_id = ? AND field_index = ? AND "
-                    "cell_id = ? AND to_label = ? ORDER BY audit_id DESC LIMIT 1",
-                    (case["case_id"], *key, CellLabel.REPLACED.value)).fetchone()  # fmt: skip
+                before = conn.execute(_LABEL_WHEN_REPLACED,
+                                      (case["case_id"], *key, CellLabel.REPLACED.value)).fetchone()  # fmt: skip
                 if before is None or before[0] in (None, CellLabel.REPLACED.value):
                     updates.append((key, CellLabel.REPLACED.value, None,
                                     "label = model_label, reviewed = 0"))  # fmt: skip
@@ -106,3 +104,13 @@ class CaseReshape(StorePart):
         if row is None and not missing:
             raise CaseInputError(f"Case {case['case_id']} has no cell {key[1]} in field {key[0]}.")
         return None if row is None else row["label"]
+
+
+# The label a cell had when it was replaced, in this version or the versions it was reopened
+# from (a split made before signing and undone after reopening brings back the signed label).
+_LABEL_WHEN_REPLACED = (
+    "WITH RECURSIVE lineage(case_id) AS (SELECT ? UNION ALL SELECT c.parent_id FROM cases AS c "
+    "JOIN lineage AS l ON c.case_id = l.case_id WHERE c.parent_id IS NOT NULL) "
+    "SELECT from_label FROM audit WHERE case_id IN lineage AND field_index = ? AND cell_id = ? "
+    "AND to_label = ? ORDER BY audit_id DESC LIMIT 1"
+)

@@ -165,7 +165,7 @@ def test_only_signers_sign_and_reopen(session, store):
     session.sign(store, user=account("S. Igner"))
     assert session.signed_by == "S. Igner"
     with pytest.raises(PermissionDeniedError):
-        session.reopen(store, user=reviewer)
+        session.reopen(store, user=reviewer, reason="count again")
 
 
 def test_nothing_is_relabelled_before_the_case_is_saved(session, store):
@@ -389,7 +389,9 @@ def test_signed_sessions_are_frozen_and_records_must_match(session, fields, stor
     assert session.is_signed and session.signed_by == "A"
     with pytest.raises(CaseSignedError, match="is frozen; reopen"):
         session.relabel(store, *session.cells[0].key, "blast", user=account("A"))
-    new_id = session.reopen(store, user=account("B"))
+    with pytest.raises(ReviewError, match="Say why you reopen it"):  # the core asks, not the page
+        session.reopen(store, user=account("B"), reason="  ")
+    new_id = session.reopen(store, user=account("B"), reason="a blast was missed")
     assert (session.case_id, session.version, session.status) == (new_id, 2, "open")
     assert session.relabel(store, *session.cells[0].key, "blast", user=account("B"))
     assert Review.open(store, case_id).is_signed  # the signed version is unchanged
@@ -538,7 +540,7 @@ def test_a_comment_is_kept_for_the_report_and_frozen_with_the_case(saved, store)
     saved.sign(store, user=user)
     with pytest.raises(CaseSignedError):
         saved.set_details(store, comment="changed after signing", user=user)
-    reopened = store.load_case(saved.reopen(store, user=user))
+    reopened = store.load_case(saved.reopen(store, user=user, reason="patient id"))
     assert reopened.comment == "Nucleoli in <b>most</b> blasts"  # the new version keeps it
 
 
@@ -649,6 +651,27 @@ def test_accepting_a_call_another_window_has_changed_is_refused_not_dropped(fiel
     with pytest.raises(LeukemiaCoreError, match="changed by Bob"):
         stale.accept(store, [*others, third.key], user=ana)
     assert len(store.load_case(a.case_id).audit) == n_audit
+
+
+def test_an_undo_after_reopening_brings_back_the_label_signed_before(fields, store):
+    """A split made before signing and undone in the reopened version brought the cell back
+    with the model's call, unreviewed, not the label it was signed with."""
+    ana = account("Ana", ("signer",))
+    case = analyze_sample(fields[:1], EveryCellABlast(), sample_id="S-UNDO")
+    case.save(store, user=ana)
+    cell = next(c for c in case.cells if c.label == CellLabel.BLAST and c.cell_area_px > 400)
+    case.relabel(store, *cell.key, "normal", user=ana)
+    pieces = case.split(store, *cell.key, user=ana, parts=2, labeller=EveryCellABlast())
+    for piece in pieces:
+        case.relabel(store, *piece.key, "normal", user=ana)
+    case.accept(store, [c.key for c in case.cells if c.awaits_review], user=ana)
+    case.sign(store, user=ana)
+    case.reopen(store, user=ana, reason="the split was wrong")
+    case.undo_reshape(store, *pieces[0].key, user=ana)
+    back = store.load_case(case.case_id)
+    restored = next(c for c in back.cells if c.key == cell.key)
+    assert restored.label == CellLabel.NORMAL and restored.reviewed
+    assert back.altered == ()
 
 
 class _WarnedSample(EveryCellABlast):

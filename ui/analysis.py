@@ -35,8 +35,6 @@ def run_analysis(
     classifier = get_classifier(model_name) if model_name else None
     input_size = classifier.input_size if classifier else None
     n = len(files)
-    # the bars below sit under the buttons, off screen on a short window: said where it is seen
-    st.toast(f"Analysing {n} image{'s' if n != 1 else ''} …", icon=":material/hourglass_top:")
     overall = st.progress(0.0, text=f"Reading {n} image{'s' if n != 1 else ''} …")
     stage = st.progress(0.0, text="")
     prepared, failures = [], []

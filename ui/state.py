@@ -14,7 +14,7 @@ from contextlib import contextmanager
 import numpy as np
 import streamlit as st
 
-from leukemia_core.errors import LeukemiaCoreError, PossibleClumpError, ReviewError
+from leukemia_core.errors import LeukemiaCoreError, PossibleClumpError
 from leukemia_core.review import Review
 from leukemia_core.store import CaseStore, default_database_path
 from ui import auth
@@ -216,9 +216,6 @@ def sign(session: Review, seen_token: int, **details: str) -> None:
 def reopen(session: Review, reason: str) -> str:
     """Reopen a signed case as a new version, which becomes the one under review; the page asks
     why (kept in the new version's audit trail)."""
-    if not reason.strip():
-        raise ReviewError("Say why you reopen it in the box above (it is kept in the audit "
-                          "trail), then press the button again.")  # fmt: skip
     new_id = session.reopen(case_store(), user=auth.acting_user(), reason=reason)
     remember(session)
     return new_id
