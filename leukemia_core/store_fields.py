@@ -82,7 +82,8 @@ class CaseFields(StorePart):
             names = ", ".join(f.name for f in fields)
             note = (f"{len(fields)} field{'s' * (len(fields) != 1)} added ({names}) with "
                     f"{len(cells)} cell{'s' * (len(cells) != 1)}")  # fmt: skip
-            if send_held_to_review and (sent := _send_to_review(conn, case["case_id"], first)):
+            sent = _send_to_review(conn, case, first, reviewer) if send_held_to_review else 0
+            if sent:
                 note += (f"; the sample now differs from the training data, so {sent} unreviewed "
                          f"cell{'s' * (sent != 1)} already in the case went to review")  # fmt: skip
             ids = [audit(conn, case, "fields added", reviewer, note)]
@@ -90,11 +91,22 @@ class CaseFields(StorePart):
         return ids
 
 
-def _send_to_review(conn, case_id: str, n_held_fields: int) -> int:
-    """Make the unreviewed model calls of the first ``n_held_fields`` fields ``uncertain``;
-    returns how many cells changed (a reviewer's label is kept)."""
-    return conn.execute(
-        "UPDATE cells SET model_label = 'uncertain', label = 'uncertain' WHERE case_id = ? "
-        "AND field_index < ? AND reviewed = 0 AND label = model_label "
-        "AND label IN ('blast', 'normal')", (case_id, n_held_fields),
-    ).rowcount  # fmt: skip
+def _send_to_review(conn, case, n_held_fields: int, reviewer: str) -> int:
+    """Make the unreviewed model calls of the first ``n_held_fields`` fields ``uncertain``, one
+    audit row per cell; returns how many changed (a reviewer's label is kept). Unreviewed cells
+    a split or merge set aside get the same model call, so an undo brings them back to review."""
+    held = (case["case_id"], n_held_fields)
+    calls = conn.execute(
+        "SELECT field_index, cell_id, label FROM cells WHERE case_id = ? AND field_index < ? "
+        "AND reviewed = 0 AND label = model_label AND label IN ('blast', 'normal')", held,
+    ).fetchall()  # fmt: skip
+    for field_index, cell_id, label in calls:
+        conn.execute("UPDATE cells SET model_label = 'uncertain', label = 'uncertain' WHERE "
+                     "case_id = ? AND field_index = ? AND cell_id = ?",
+                     (case["case_id"], field_index, cell_id))  # fmt: skip
+        audit(conn, case, "sent to review", reviewer, "the sample differs from the training "
+              "data with the fields added", field_index, cell_id, label, "uncertain")  # fmt: skip
+    conn.execute("UPDATE cells SET model_label = 'uncertain' WHERE case_id = ? AND field_index < ? "
+                 "AND reviewed = 0 AND label = 'replaced' AND model_label IN ('blast', 'normal')",
+                 held)  # fmt: skip
+    return len(calls)

@@ -67,7 +67,12 @@ class CaseReshape(StorePart):
                     raise CaseInputError(f"Cell {key[1]} of field {key[0]} is not replaced.")
                 before = conn.execute(_LABEL_WHEN_REPLACED,
                                       (case["case_id"], *key, CellLabel.REPLACED.value)).fetchone()  # fmt: skip
-                if before is None or before[0] in (None, CellLabel.REPLACED.value):
+                (reviewed,) = conn.execute(
+                    "SELECT reviewed FROM cells WHERE case_id = ? AND field_index = ? AND "
+                    "cell_id = ?", (case["case_id"], *key)).fetchone()  # fmt: skip
+                # Unreviewed, it comes back with the model's call as it is now (a sample found
+                # out of domain since has sent it to review), not the one it was set aside with.
+                if not reviewed or before is None or before[0] in (None, CellLabel.REPLACED.value):
                     updates.append((key, CellLabel.REPLACED.value, None,
                                     "label = model_label, reviewed = 0"))  # fmt: skip
                 else:

@@ -703,6 +703,9 @@ def test_fields_that_make_the_sample_out_of_domain_send_its_held_cells_to_review
     assert record.domain.warned and record.altered == ()
     note = record.audit[-1].note
     assert f"{len(called) - 1} unreviewed cells already in the case went to review" in note
+    sent = [(e.cell_id, e.from_label, e.to_label) for e in record.audit
+            if e.action == "sent to review"]  # fmt: skip
+    assert sorted(sent) == sorted((c.cell_id, "blast", "uncertain") for c in called[1:])
     assert case.count().n_counted == 1  # only the reviewer's cell is counted until review
 
 
