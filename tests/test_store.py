@@ -596,7 +596,7 @@ def test_field_notes_are_kept_with_the_case_and_their_change_outside_shows(store
         "S-N", [field("a.png", notes=(clump,)), field("b.png")], [cell(0, 1, "uncertain")],
         model_name="m", model_checksum="", thresholds={}, created_by="tech",
     )  # fmt: skip
-    store.add_fields(case_id, [field("c.png", notes=(damaged,))], [], reviewer="tech",
+    store.add_fields(case_id, [field("c.png", value=7, notes=(damaged,))], [], reviewer="tech",
                      domain=None, model_checksum="")  # fmt: skip
     record = store.load_case(case_id)
     assert [f.notes for f in record.fields] == [(clump,), (), (damaged,)]
