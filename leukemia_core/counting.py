@@ -53,6 +53,12 @@ def interval_text(count: BlastCount) -> str:
     return f"{percent_figure(count.ci_low_percent)}–{percent_figure(count.ci_high_percent)}%"
 
 
+def needs_second_signer(percent: float | None, limit: float | None) -> bool:
+    """Whether a lab's second-signer level (``limit``, percent; None: one signer) asks for a
+    second signature at this blast ``percent`` (None: nothing counted, no blast level)."""
+    return limit is not None and percent is not None and percent >= limit
+
+
 MANUAL_DIFFERENTIAL_CELLS = 100
 """A manual differential counts 100-200 white cells; fewer than this gets a hint."""
 

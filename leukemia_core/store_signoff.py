@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 
 from leukemia_core.case_record import STATUS_OPEN, STATUS_SIGNED
-from leukemia_core.counting import percent_figure
+from leukemia_core.counting import needs_second_signer, percent_figure
 from leukemia_core.store_rows import (
     CaseInputError,
     CaseNotReopenableError,
@@ -81,11 +81,11 @@ class CaseSignoff(StorePart):
                 counts.get("blast", 0),
                 counts.get("blast", 0) + counts.get("normal", 0),
             )
-            percent = 100.0 * blasts / counted if counted else 0.0
+            percent = 100.0 * blasts / counted if counted else None
             limits = () if second_signer_at_percent is None else (second_signer_at_percent,)
-            shown = percent_figure(percent, limits)
+            shown = "—" if percent is None else percent_figure(percent, limits)
             at = now()
-            if second_signer_at_percent is not None and percent >= second_signer_at_percent:
+            if needs_second_signer(percent, second_signer_at_percent):
                 first = case["first_signed_by"]
                 if first is None:
                     conn.execute("UPDATE cases SET first_signed_by = ?, first_signed_at = ? "
@@ -108,7 +108,8 @@ class CaseSignoff(StorePart):
                 case,
                 "signed",
                 reviewer,
-                f"blasts {shown}% of {counted} cells; record frozen",
+                (f"blasts {shown}% of {counted} cells" if counted else "no cells counted")
+                + "; record frozen",
             )
         return True
 

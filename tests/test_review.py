@@ -723,3 +723,22 @@ def test_a_signed_case_takes_no_more_fields(fields, classifier, store):
     with pytest.raises(LeukemiaCoreError, match="signed"):  # the store refuses it too
         store.add_fields(case.case_id, [fields[1]], [], reviewer="Ana", domain=None,
                          model_checksum=case.model_checksum)  # fmt: skip
+
+
+def test_with_nothing_counted_one_signature_freezes_the_record_as_the_page_says(
+    fields, store, monkeypatch
+):
+    """At a second-signer level of 0% and every cell left out, the page said one signature
+    freezes the record while the store took 0.0% >= 0 and recorded a first signature only."""
+    monkeypatch.setenv("LEUKEMIA_SECOND_SIGNER_AT_PERCENT", "0")
+    signer = account("S. Igner")
+    case = analyze_sample(fields[:1], EveryCellABlast(), sample_id="S-NONE")
+    case.save(store, user=signer)
+    for cell in case.cells:
+        if cell.awaits_review:
+            case.relabel(store, *cell.key, "excluded", user=signer)
+    assert case.count().n_counted == 0
+    assert "the record is then frozen" in case.what_signing_does(signer)
+    case.sign(store, user=signer)
+    record = store.load_case(case.case_id)
+    assert record.is_signed and record.audit[-1].note == "no cells counted; record frozen"
