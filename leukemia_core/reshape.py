@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
+from numbers import Integral
 
 import cv2
 import numpy as np
@@ -62,8 +63,8 @@ def split_masks(
         if np.ndim(line) == 2 and len(line) >= 3 and np.shape(line)[1] == 2:
             return _cut_around(mask, line, image)
         return _cut_along(mask, line)
-    if not 2 <= parts <= MAX_PARTS:
-        raise ReshapeError(f"Split into 2 to {MAX_PARTS} cells, not {parts}.")
+    if isinstance(parts, bool) or not isinstance(parts, Integral) or not 2 <= parts <= MAX_PARTS:
+        raise ReshapeError(f"Split into 2 to {MAX_PARTS} cells (a whole number), not {parts!r}.")
     if int(mask.sum()) < 20 * parts:
         raise ReshapeError("This cell is too small to split.")
     seedings, score = [mask], None  # where the pieces' centres are looked for
@@ -305,7 +306,7 @@ class ReviewReshape:
         require(user, Permission.REVIEW)
         self._require_saved("the merge is recorded in it")
         self.refresh(store)
-        cells = list({c.key: c for c in (self._live(*key) for key in keys)}.values())
+        cells = list({c.key: self._live(*c.key) for c in self.cells_of(keys)}.values())
         if len(cells) < 2 or len({c.field_index for c in cells}) != 1:
             raise ReshapeError("Merge needs two or more different cells of the same field.")
         field_index = cells[0].field_index

@@ -136,6 +136,18 @@ class Review(ReviewTallies, ReviewReshape, ReviewSignoff, ReviewFields):
         return live(self._cells.values())
 
     # ---- lookups ----------------------------------------------------------------------------
+    def cells_of(self, keys: Iterable) -> list[Cell]:
+        """The cells of ``keys``, each a ``(field_index, cell_id)`` pair.
+
+        Raises:
+            ReviewError: A key that is no pair, or names no cell of this sample.
+        """
+        keys = list(keys)
+        if bad := [k for k in keys if not isinstance(k, tuple | list) or len(k) != 2]:
+            raise ReviewError(f"Cells are named by (field index, cell id) pairs, got {bad[0]!r}; "
+                              "pick cells shown in the gallery.")  # fmt: skip
+        return [self.cell(*key) for key in keys]
+
     def cell(self, field_index: int, cell_id: int) -> Cell:
         """The cell with this key.
 
@@ -285,7 +297,7 @@ class Review(ReviewTallies, ReviewReshape, ReviewSignoff, ReviewFields):
         """Mark cells reviewed with their current labels; returns how many were newly marked."""
         require(user, Permission.REVIEW)
         self._require_saved("every review is recorded in it")
-        cells = [self.cell(*key) for key in keys]
+        cells = self.cells_of(keys)
         seen = {c.key: {"label": c.label.value} for c in cells}  # a call changed since: refused
         ids = store.mark_reviewed(self.case_id, list(seen), reviewer=user.name, note=note,
                                   expected=seen)  # fmt: skip

@@ -135,8 +135,10 @@ class CaseEdits(StorePart):
                 "label (blast, normal, not a white cell or excluded); accepting it would leave "
                 "it undecided."
             )
-        if "reviewed" in changes:
-            changes["reviewed"] = int(bool(changes["reviewed"]))
+        if "reviewed" in changes:  # "no" is truthy: only a real yes or no is taken
+            if not isinstance(changes["reviewed"], bool | int) or changes["reviewed"] not in (0, 1):
+                raise CaseInputError(f"reviewed is True or False, got {changes['reviewed']!r}.")
+            changes["reviewed"] = int(changes["reviewed"])
         entries = []  # every update first, then the audit rows (each records the state after)
         for name, value in changes.items():
             if row[name] == value:

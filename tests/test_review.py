@@ -742,3 +742,23 @@ def test_with_nothing_counted_one_signature_freezes_the_record_as_the_page_says(
     case.sign(store, user=signer)
     record = store.load_case(case.case_id)
     assert record.is_signed and record.audit[-1].note == "no cells counted; record frozen"
+
+
+def test_bad_arguments_to_the_review_are_refused_in_words(fields, store):
+    """One key for a list, a key of three numbers, parts of "2" or 2.5 and reviewed="no" ended
+    in a bare TypeError or cv2.error, or marked the cell reviewed."""
+    from leukemia_core.reshape import ReshapeError
+
+    ana = account("Ana", ("reviewer",))
+    case = analyze_sample(fields[:1], EveryCellABlast(), sample_id="S-BAD")
+    case.save(store, user=ana)
+    cell = next(c for c in case.cells if c.label == CellLabel.BLAST)
+    for keys in (cell.key, [(*cell.key, 1)]):
+        with pytest.raises(ReviewError, match=r"\(field index, cell id\) pairs"):
+            case.accept(store, keys, user=ana)
+    for parts in ("2", 2.5, True):
+        with pytest.raises(ReshapeError, match="a whole number"):
+            case.split(store, *cell.key, user=ana, parts=parts, labeller=EveryCellABlast())
+    with pytest.raises(LeukemiaCoreError, match="reviewed is True or False"):
+        store.edit_cell(case.case_id, *cell.key, reviewer="Ana", reviewed="no")
+    assert not next(c for c in store.load_case(case.case_id).cells if c.key == cell.key).reviewed
