@@ -136,35 +136,6 @@ class Review(ReviewTallies, ReviewReshape, ReviewSignoff, ReviewFields):
         return live(self._cells.values())
 
     # ---- lookups ----------------------------------------------------------------------------
-    def cells_of(self, keys: Iterable) -> list[Cell]:
-        """The cells of ``keys``, each a ``(field_index, cell_id)`` pair.
-
-        Raises:
-            ReviewError: A key that is no pair, or names no cell of this sample.
-        """
-        keys = list(keys)
-        if bad := [k for k in keys if not isinstance(k, tuple | list) or len(k) != 2]:
-            raise ReviewError(f"Cells are named by (field index, cell id) pairs, got {bad[0]!r}; "
-                              "pick cells shown in the gallery.")  # fmt: skip
-        return [self.cell(*key) for key in keys]
-
-    def cell(self, field_index: int, cell_id: int) -> Cell:
-        """The cell with this key.
-
-        Raises:
-            ReviewError: No such cell in this sample.
-        """
-        try:
-            return self._cells[(int(field_index), int(cell_id))]
-        except (KeyError, TypeError, ValueError):
-            raise ReviewError(
-                f"This sample has no cell {cell_id!r} in field {field_index!r}; pick a cell "
-                "shown in the gallery."
-            ) from None
-
-    def field_cells(self, field_index: int) -> tuple[Cell, ...]:
-        return tuple(c for c in self.cells if c.field_index == field_index)
-
     def view(
         self, cell: Cell, colour: tuple[int, int, int] | None = None, size: int = VIEW_SIZE
     ) -> np.ndarray:

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from leukemia_core.counting import count_cells, provisional_text
+from leukemia_core.errors import ReviewError
 from leukemia_core.io import is_damaged
 from leukemia_core.pressed import possible_clumps
 from leukemia_core.types import MODE_CELLS, BlastCount, Cell, CellLabel
@@ -101,8 +102,37 @@ def next_to_review(queue: Sequence[Key], waiting: Iterable[Key], after: Key | No
 
 
 class ReviewTallies:
-    """Counts and order on :class:`leukemia_core.review.Review` (mixed in): all read the cells'
-    labels, so nothing can drift out of step with them."""
+    """Finding cells, counts and order on :class:`leukemia_core.review.Review` (mixed in): all
+    read the cells' labels, so nothing can drift out of step with them."""
+
+    def cells_of(self, keys: Iterable) -> list[Cell]:
+        """The cells of ``keys``, each a ``(field_index, cell_id)`` pair.
+
+        Raises:
+            ReviewError: A key that is no pair, or names no cell of this sample.
+        """
+        keys = list(keys)
+        if bad := [k for k in keys if not isinstance(k, tuple | list) or len(k) != 2]:
+            raise ReviewError(f"Cells are named by (field index, cell id) pairs, got {bad[0]!r}; "
+                              "pick cells shown in the gallery.")  # fmt: skip
+        return [self.cell(*key) for key in keys]
+
+    def cell(self, field_index: int, cell_id: int) -> Cell:
+        """The cell with this key.
+
+        Raises:
+            ReviewError: No such cell in this sample.
+        """
+        try:
+            return self._cells[(int(field_index), int(cell_id))]
+        except (KeyError, TypeError, ValueError):
+            raise ReviewError(
+                f"This sample has no cell {cell_id!r} in field {field_index!r}; pick a cell "
+                "shown in the gallery."
+            ) from None
+
+    def field_cells(self, field_index: int) -> tuple[Cell, ...]:
+        return tuple(c for c in self.cells if c.field_index == field_index)
 
     @property
     def n_uncertain(self) -> int:
