@@ -68,7 +68,8 @@ class ReviewFields:
             cells = [replace(c, model_label=(label := send_to_review(c.model_label)),
                              label=label) for c in cells]  # fmt: skip
         store.add_fields(self.case_id, analysis.fields, cells, reviewer=user.name, domain=domain,
-                         model_checksum=analysis.model_checksum, send_held_to_review=warned)  # fmt: skip
+                         model_checksum=analysis.model_checksum, send_held_to_review=warned,
+                         left_out=[f.message for f in analysis.failures])  # fmt: skip
         self._take_record(store.load_case(self.case_id))
         return len(cells)
 

@@ -35,6 +35,7 @@ class CaseFields(StorePart):
     def add_fields(
         self, case_id: str, fields: Sequence[Field], cells: Sequence[Cell], *, reviewer: str,
         domain: DomainAssessment | None, model_checksum: str, send_held_to_review: bool = False,
+        left_out: Sequence[str] = (),
     ) -> list[int]:  # fmt: skip
         """Append ``fields`` (numbered after the case's own) and their ``cells`` (their
         ``field_index`` counted within ``fields``); returns the audit ids.
@@ -44,6 +45,7 @@ class CaseFields(StorePart):
             model_checksum: The weights that labelled the new cells: the case's, or refused.
             send_held_to_review: Make the cells held already that are unreviewed and called
                 blast or normal ``uncertain`` (the sample is out of domain now).
+            left_out: Why each image of the upload that could not be analysed was left out.
 
         Raises:
             CaseSignedError: The case is signed.
@@ -82,6 +84,8 @@ class CaseFields(StorePart):
             names = ", ".join(f.name for f in fields)
             note = (f"{len(fields)} field{'s' * (len(fields) != 1)} added ({names}) with "
                     f"{len(cells)} cell{'s' * (len(cells) != 1)}")  # fmt: skip
+            if left_out:  # as the case's "created" row says of its first upload
+                note += "; left out of the upload: " + " ".join(left_out)
             sent = _send_to_review(conn, case, first, reviewer) if send_held_to_review else 0
             if sent:
                 note += (f"; the sample now differs from the training data, so {sent} unreviewed "

@@ -600,6 +600,7 @@ def test_fields_added_to_an_open_case_keep_its_labels_and_are_audited(fields, cl
     record = store.load_case(first.case_id)
     assert record.altered == () and len(record.fields) == 2
     assert record.audit[-1].action == "fields added" and "second.png" in record.audit[-1].note
+    assert "left out of the upload" not in record.audit[-1].note
     assert [c.key for c in record.cells] == [c.key for c in first.cells]
     # the same picture again, another model's cells, or a signed case: refused, nothing stored
     with pytest.raises(ReviewError, match=r"second\.png is the field second\.png the case holds"):
@@ -762,3 +763,17 @@ def test_bad_arguments_to_the_review_are_refused_in_words(fields, store):
     with pytest.raises(LeukemiaCoreError, match="reviewed is True or False"):
         store.edit_cell(case.case_id, *cell.key, reviewer="Ana", reviewed="no")
     assert not next(c for c in store.load_case(case.case_id).cells if c.key == cell.key).reviewed
+
+
+def test_an_image_left_out_of_added_fields_is_named_in_the_audit_trail(fields, store):
+    """The "created" row names images left out of the first upload; "fields added" did not."""
+    from leukemia_core.pipeline import ImageFailure
+
+    ana = account("Ana", ("reviewer",))
+    case = analyze_sample(fields[:1], EveryCellABlast(), sample_id="S-LEFT")
+    case.save(store, user=ana)
+    more = analyze(fields[1:], EveryCellABlast())
+    more = replace(more, failures=(ImageFailure("scan.png", "scan.png is not a picture"),))
+    case.add_fields(store, more, EveryCellABlast(), user=ana)
+    note = store.load_case(case.case_id).audit[-1].note
+    assert "left out of the upload: scan.png is not a picture" in note
