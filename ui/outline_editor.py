@@ -45,24 +45,26 @@ def show_outline_editor(
                                  key=f"outline_cell_{field_index}_{ids[first]}",
                                  disabled=not editable)  # fmt: skip
         cell = session.cell(field_index, cell_id)
-        if cell.touches_border or cell.label == CellLabel.BORDER:  # the core refuses it too
+        border = cell.touches_border or cell.label == CellLabel.BORDER  # the core refuses it too
+        if border and not cell.origin:
             st.caption(f"Cell {cell_id} is cut by the image edge or the field stop and is never "
                        "counted: there is nothing to split or merge. Pick another cell.")  # fmt: skip
             return
         cut = drawn is not None and drawn[:3] == (session.case_id, field_index, cell_id)
-        actions = [CUT_WORDS] * cut + [*SPLIT_CHOICES, MERGE] + ([UNDO] if cell.origin else [])
+        reshapes = [] if border else [CUT_WORDS] * cut + [*SPLIT_CHOICES, MERGE]
+        actions = reshapes + ([UNDO] if cell.origin else [])
         # Nothing chosen until the reviewer picks (a drawing offers its cut): after an Apply the
         # box is empty again, so a second Apply cannot repeat the split on a new piece.
         # (A new key each time: a popped key came back with the browser's old value.)
         applied = st.session_state.get(APPLIED_KEY, 0)
         action = middle.selectbox("Action", actions, disabled=not editable,
-                                  index=0 if cut else None, placeholder="Choose…",
+                                  index=0 if cut and not border else None, placeholder="Choose…",
                                   key=f"outline_action_{field_index}_{applied}" + "_drawn" * cut)  # fmt: skip
         other = None
         if action == MERGE:  # the nearest cells first: the piece to merge lies beside it
             x, y = cell.centroid
             others = [c.cell_id for c in sorted(
-                (c for c in cells if c.cell_id != cell_id),
+                (c for c in cells if c.cell_id != cell_id and not c.touches_border),
                 key=lambda c: (c.centroid[0] - x) ** 2 + (c.centroid[1] - y) ** 2)]  # fmt: skip
             other = right.selectbox(
                 "With", others, key=f"outline_other_{field_index}_{cell_id}",
