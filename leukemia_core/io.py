@@ -230,7 +230,7 @@ def _decode(data: bytes, name: str, max_pixels: int, min_side: int) -> _Decoded:
                 f"'{name}' is a {im.format} image ({im.width}x{im.height}), a format this app "
                 f"does not read. Save or export it as {FORMATS_TEXT}."
             )
-        _check_size(im.size, name, max_pixels, min_side)
+        _check_size(im.size, name, max_pixels, min_side, fmt)
         if fmt == "TIFF" and _is_deep_colour(im, data):  # Pillow would keep only the high byte
             return _read_tiff(data, name, max_pixels, min_side)
         try:
@@ -261,13 +261,18 @@ def _decode(data: bytes, name: str, max_pixels: int, min_side: int) -> _Decoded:
         return arr, fmt, im.mode, im.size, n_frames, orientation
 
 
-def _check_size(size: tuple[int, int], name: str, max_pixels: int, min_side: int) -> None:
+def _check_size(
+    size: tuple[int, int], name: str, max_pixels: int, min_side: int, fmt: str | None = None
+) -> None:
     width, height = size
     if width * height > max_pixels:
+        # a JPEG is read reduced up to a point: one past it is told so, not to save as JPEG
+        jpeg = ("a JPEG this large is past what is read reduced" if fmt == "JPEG"
+                else "or as a JPEG, which is read reduced")  # fmt: skip
         raise errors.ImageTooLargeError(
             f"'{name}' is {width}x{height} = {width * height:,} pixels, over the limit of "
-            f"{max_pixels:,} this app reads: save it smaller (for example halved on each side, "
-            "or as a JPEG, which is read reduced), or split a stitched scan into fields."
+            f"{max_pixels:,} this app reads: save it smaller (for example halved on each side; "
+            f"{jpeg}), or split a stitched scan into fields."
         )
     if min(width, height) < min_side:
         raise errors.ImageTooSmallError(

@@ -633,3 +633,16 @@ def test_a_tiff_with_an_unknown_photometric_value_is_read_not_a_crash():
             data[entry + 8 : entry + 10] = struct.pack("<H", 99)  # no such value
     loaded = read_image(bytes(data), name="odd.tif")
     assert loaded.rgb.shape == (80, 100, 3) and loaded.original_mode == "99;16"
+
+
+def test_a_jpeg_too_large_even_to_read_reduced_is_not_told_to_be_saved_as_a_jpeg():
+    """A JPEG over about 179 megapixels was told to "save it ... as a JPEG, which is read
+    reduced"."""
+    from leukemia_core import errors
+    from leukemia_core.io import _check_size
+
+    with pytest.raises(errors.ImageTooLargeError) as jpeg:
+        _check_size((20_000, 10_000), "scan.jpg", 60_000_000, 64, "JPEG")
+    assert "as a JPEG" not in str(jpeg.value) and "past what is read reduced" in str(jpeg.value)
+    with pytest.raises(errors.ImageTooLargeError, match="or as a JPEG, which is read reduced"):
+        _check_size((20_000, 10_000), "scan.tif", 60_000_000, 64, "TIFF")
