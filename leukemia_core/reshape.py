@@ -23,7 +23,7 @@ from leukemia_core.cropping import DEFAULT_CROP_SIZE, crop_cells
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.illumination import cut_by_surround, dark_surround
 from leukemia_core.labellers import Labeller, labeller_for, send_to_review
-from leukemia_core.masks import outline_mask
+from leukemia_core.masks import outline_mask, touches_border
 from leukemia_core.pipeline import label_cells
 from leukemia_core.roles import Permission, User, require
 from leukemia_core.segmentation import DEFAULT_PARAMS, field_red_cell_diameter
@@ -210,8 +210,11 @@ def new_cells(
     margin = DEFAULT_PARAMS.border_margin_px  # the segmentation's rule: edge or field stop
     outside = dark_surround(image)
     stopped = set() if outside is None else cut_by_surround(cell_labels, outside, margin)
+    height, width = image.shape[:2]
+    whole = (slice(0, height), slice(0, width))  # full-field masks: their box is the field
     border = tuple(first_id + k for k, m in enumerate(masks)
-                   if _on_border(m, margin) or first_id + k in stopped)  # fmt: skip
+                   if touches_border(m, *whole, height, width, margin)
+                   or first_id + k in stopped)  # fmt: skip
     segmentation = Segmentation(nuclei.astype(np.int32), cell_labels,
                                 field_red_cell_diameter(image), 1.0, border)  # fmt: skip
     found = [c for c in crop_cells(image, segmentation, size=crop_size) if c.cell_id >= first_id]
@@ -231,11 +234,6 @@ def _nucleus_level(score: np.ndarray, inside: np.ndarray) -> float:
     floor = DEFAULT_PARAMS.min_nucleus_score
     values = score[inside]
     return max(floor, float(np.percentile(values, 40))) if values.size else floor
-
-
-def _on_border(mask: np.ndarray, margin: int) -> bool:
-    m = max(1, margin)
-    return bool(mask[:m].any() or mask[-m:].any() or mask[:, :m].any() or mask[:, -m:].any())
 
 
 # A piece may shed slivers (a few pixels where the cut grazes the outline), never a cell: a

@@ -236,11 +236,12 @@ def test_a_cell_cut_by_the_border_is_neither_split_nor_merged(fused):
 
 
 def test_a_piece_within_the_segmentations_border_margin_is_a_border_cell():
-    from leukemia_core.reshape import _on_border
+    from leukemia_core.masks import touches_border  # the rule new_cells applies to its pieces
 
     mask = np.zeros((50, 50), bool)
     mask[1:10, 20:30] = True  # one pixel in from the edge: inside the 2-pixel margin
-    assert _on_border(mask, 2) and not _on_border(mask, 1)
+    whole = (slice(0, 50), slice(0, 50), 50, 50)
+    assert touches_border(mask, *whole, 2) and not touches_border(mask, *whole, 1)
 
 
 @pytest.mark.data

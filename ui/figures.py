@@ -13,6 +13,7 @@ from leukemia_core.counting import (
     INVESTIGATE_PERCENT,
     WHO_ACUTE_LEUKEMIA_PERCENT,
     CellLabel,
+    interval_text,
     percent_figure,
 )
 from leukemia_core.imaging import display_copy
@@ -137,8 +138,8 @@ def counts_chart(rows: Sequence[tuple[str, BlastCount]]) -> go.Figure:
         error_y={"type": "data", "symmetric": False,
                  "array": [c.ci_high_percent - c.percent for c in counts],
                  "arrayminus": [c.percent - c.ci_low_percent for c in counts]},
-        customdata=[[percent_figure(c.percent), f"{c.n_blasts} of {c.n_counted} cells; 95% CI "
-                     f"{percent_figure(c.ci_low_percent)}–{percent_figure(c.ci_high_percent)}%"]
+        customdata=[[percent_figure(c.percent),
+                     f"{c.n_blasts} of {c.n_counted} cells; 95% CI {interval_text(c)}"]
                     for c in counts],
         hovertemplate="%{x}: %{customdata[0]}% blasts<br>%{customdata[1]}<extra></extra>",
     ))  # fmt: skip
