@@ -48,10 +48,12 @@ from leukemia_core.fingerprints import (
     same_field,
 )
 from leukemia_core.imaging import read_for_analysis
-from leukemia_core.io import MultiFrameImageWarning, is_damaged
+from leukemia_core.io import MultiFrameImageWarning
+from leukemia_core.jpeg_check import is_damaged
 from leukemia_core.labellers import Labeller, labeller_for, send_to_review
 from leukemia_core.outputs import (
     RESEARCH_USE_CELL,
+    field_warnings_text,
     output_stems,
     renamed_note,
     spreadsheet_text,
@@ -64,7 +66,6 @@ PART_FORMAT = 3  # raise when the rows an image gives change, so older parts are
 CELL_COLUMNS = ("image", "cell_id", "x0", "y0", "x1", "y1", "blast_probability", "label",
                 "uncertain", "touches_border", "domain_score", "field_warnings", "file",
                 "research_use")  # fmt: skip
-DAMAGED = "damaged file"  # the field_warnings word of an image that decoded damaged
 _LABEL, _UNCERTAIN = CELL_COLUMNS.index("label"), CELL_COLUMNS.index("uncertain")
 
 
@@ -196,7 +197,7 @@ def analyze_image(path: Path, stem: str, labeller: Labeller, *, single_cells: bo
     if field.domain is not None and field.domain.warned:
         messages.append(f"{field.name}: WARNING: {field.domain.message}")
     messages += [f"{field.name}: WARNING: {w.message}" for w in field.quality]
-    warned = "; ".join([DAMAGED] * damaged + [w.check for w in field.quality])
+    warned = field_warnings_text(field)
     rows = []
     for cell in analysis.cells:
         score = "" if cell.domain_score is None else round(cell.domain_score, 4)

@@ -14,7 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from leukemia_core.outputs import GEOMETRY_COLUMNS, RESEARCH_USE_CELL, spreadsheet_text
+from leukemia_core.outputs import (
+    GEOMETRY_COLUMNS,
+    RESEARCH_USE_CELL,
+    field_warnings_text,
+    spreadsheet_text,
+)
 from leukemia_core.report import RESEARCH_USE_STATEMENT
 from leukemia_core.store import CaseRecord
 from leukemia_core.types import CellLabel
@@ -41,6 +46,9 @@ CSV_COLUMNS = (
     "superseded_by_version",
     "record_altered",
     "research_use",
+    "model_name",
+    "signed_by",
+    "signed_at_utc",
 )
 
 
@@ -58,14 +66,18 @@ def cells_csv(record: CaseRecord) -> bytes:
     ``superseded_by_version`` names the version a signed case was reopened as (its counts, not
     these, are the current result; empty while this version is current); ``record_altered`` is
     ``true`` when the audit hash chain found the record changed outside the app (do not rely
-    on it); ``research_use`` repeats on every row that the file is not for diagnosis. An empty
+    on it); ``research_use`` repeats on every row that the file is not for diagnosis;
+    ``model_name`` is the model that labelled the cells, ``signed_by`` and ``signed_at_utc``
+    the (second) signer and the time (ISO 8601, UTC; empty while unsigned). An empty
     ``blast_probability`` means the cell was not classified,
     an empty ``domain_score`` that no out-of-domain check was made. Sample ids and field names
     starting with ``=``, ``+``, ``-`` or ``@`` get a leading apostrophe so that spreadsheets do
     not run them as formulas.
     """
     names = {f.index: f.name for f in record.fields}
-    warned = {f.index: "; ".join(w.check for w in f.quality) for f in record.fields}
+    warned = {f.index: field_warnings_text(f) for f in record.fields}
+    signer = spreadsheet_text(record.signed_by or "") if record.is_signed else ""
+    signed_at = (record.signed_at or "") if record.is_signed else ""
     superseded = "" if record.superseded_by is None else record.superseded_by.version
     altered = "true" if record.altered else "false"
     buffer = io.StringIO(newline="")
@@ -95,6 +107,9 @@ def cells_csv(record: CaseRecord) -> bytes:
                 superseded,
                 altered,
                 RESEARCH_USE_CELL,
+                spreadsheet_text(record.model_name),
+                signer,
+                signed_at,
             ]
         )
     return buffer.getvalue().encode("utf-8")
@@ -109,8 +124,13 @@ def case_json(record: CaseRecord) -> str:
     ``domain`` (sample) and each field's ``domain`` hold the out-of-domain assessment (score,
     limit, warned, n_cells, statistic, message) or null; each cell has its ``domain_score``.
     ``superseded_by`` is the version a signed case was reopened as (case_id, version,
-    created_at, created_by; null while this one is current); ``altered`` lists what the audit
-    hash chain found changed outside the app (empty: intact).
+    created_at, created_by; null while this one is current), ``amends`` the signed version
+    this one was reopened from (with its signers and counts; null: none); ``altered`` lists
+    what the audit hash chain found changed outside the app (empty: intact). ``provisional``
+    is true while ``n_unreviewed`` cells await a person's review (the counts may change).
+    Each field has its ``notes`` (how it was read, possible clumps, damage), its size in the
+    file (``original_size``) and the ``scale`` it was analysed at (boxes are in analysed
+    pixels: divide by ``scale`` for the file's).
     """
     cells: list[dict[str, Any]] = []
     for c in record.cells:
@@ -144,8 +164,15 @@ def case_json(record: CaseRecord) -> str:
                 "signed_at",
                 "first_signed_by",
                 "first_signed_at",
+                "comment",
             )
         },
+        "earlier_reviewers": [
+            {"version": version, "reviewer": name} for version, name in record.earlier_reviewers
+        ],
+        "provisional": record.n_unreviewed > 0,
+        "n_unreviewed": record.n_unreviewed,
+        "amends": None if record.amends is None else asdict(record.amends),
         "superseded_by": None
         if record.superseded_by is None
         else {
@@ -169,6 +196,9 @@ def case_json(record: CaseRecord) -> str:
                 "height": f.height,
                 "domain": None if f.domain is None else f.domain.to_dict(),
                 "quality_warnings": [asdict(w) for w in f.quality],
+                "notes": list(f.notes),
+                "original_size": list(f.original_size),
+                "scale": f.scale,
             }
             for f in record.fields
         ],

@@ -104,7 +104,8 @@ class CaseRecord(CaseHeader):
     including every case stored before the check existed). ``altered`` lists what the audit hash
     chain says was changed outside the app (empty for an intact record). ``cells`` are the live
     cells; ``replaced`` those a reviewer split or merged into others (kept for the audit trail).
-    ``superseded_by`` is the newer version a signed record was reopened as (None: none).
+    ``superseded_by`` is the newer version a signed record was reopened as (None: none);
+    ``amends`` the signed version this one was reopened from, with its counts (None: none).
     """
 
     model_name: str
@@ -118,6 +119,7 @@ class CaseRecord(CaseHeader):
     comment: str = ""
     replaced: tuple[Cell, ...] = ()
     superseded_by: CaseHeader | None = None  # the version this one was reopened as, if any
+    amends: CaseSummary | None = None  # the version this one was reopened from, if any
     # (version, reviewer) of the earlier versions this one was reopened from: a reopened case
     # keeps their reviewed cells, and the report names who reviewed them
     earlier_reviewers: tuple[tuple[int, str], ...] = ()

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable
 
@@ -33,6 +34,8 @@ def percent_figure(percent: float, limits: Iterable[float] = ()) -> str:
     """``percent`` to one decimal, or to as many more as keep it on its side of the 5% and 20%
     levels and of any of a lab's own ``limits``: 10 of 201 cells (4.975%) reads "4.98", never
     "5.0" beside "under 5%"."""
+    if not math.isfinite(percent):
+        return repr(float(percent))
     thresholds = (*THRESHOLDS_PERCENT, *limits)
     for decimals in range(1, 10):
         text = f"{percent:.{decimals}f}"
@@ -41,9 +44,22 @@ def percent_figure(percent: float, limits: Iterable[float] = ()) -> str:
     return repr(float(percent))
 
 
+def blast_percent_figure(percent: float, limits: Iterable[float] = ()) -> str:
+    """A sample's or field's blast percentage as :func:`percent_figure` prints it, kept below
+    the next whole percent too (a lab's levels are whole numbers, and may be set after a case
+    was signed): 24 of 241 (9.959%) reads "9.96", never "10.0" beside a one-signer sign-off at
+    a 10% second-signer level.
+
+    >>> blast_percent_figure(100 * 24 / 241), blast_percent_figure(12.5)
+    ('9.96', '12.5')
+    """
+    whole = (math.ceil(percent),) if math.isfinite(percent) else ()
+    return percent_figure(percent, (*limits, *whole))
+
+
 def percent_text(count: BlastCount) -> str:
     """The blast percentage as the app and the report print it ("—" when nothing was counted)."""
-    return "—" if count.percent is None else f"{percent_figure(count.percent)}%"
+    return "—" if count.percent is None else f"{blast_percent_figure(count.percent)}%"
 
 
 def interval_text(count: BlastCount) -> str:
@@ -65,7 +81,7 @@ MANUAL_DIFFERENTIAL_CELLS = 100
 
 def _reading(percent: float, n_blasts: int, n_counted: int, high_percent: float) -> str:
     cells = "white cell" if n_counted == 1 else "white cells"
-    count = f"{percent_figure(percent)}% blasts ({n_blasts} of {n_counted} {cells} counted)"
+    count = f"{blast_percent_figure(percent)}% blasts ({n_blasts} of {n_counted} {cells} counted)"
     if percent >= WHO_ACUTE_LEUKEMIA_PERCENT:
         return (
             f"{count}: at or above the {WHO_ACUTE_LEUKEMIA_PERCENT:.0f}% blast threshold the WHO "
@@ -142,8 +158,8 @@ def _hint(
         parts.append(
             f"Count more cells: at least {MANUAL_DIFFERENTIAL_CELLS - n_counted} more. Only "
             f"{n_counted} white {'cell was' if n_counted == 1 else 'cells were'} counted, and a "
-            "manual differential counts 100-200: analyse more fields of the smear (once the case "
-            "is saved, the Analyze page adds them to it)."
+            "manual differential counts 100-200: analyse more fields of the smear (in the app, "
+            "the Analyze page adds them to a saved case)."
         )
     straddled = [t for t in THRESHOLDS_PERCENT if straddles(low_percent, high_percent, t)]
     if straddled:

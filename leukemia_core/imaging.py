@@ -31,10 +31,10 @@ from leukemia_core.io import (
     DEFAULT_MAX_PIXELS,
     GREY_NOTE,
     is_grey,
-    jpeg_damage_notes,
     read_bytes,
     read_image,
 )
+from leukemia_core.jpeg_check import jpeg_damage_notes
 from leukemia_core.scale import estimate_red_cell_diameter
 
 ANALYSIS_MAX_PIXELS = 16_000_000

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from leukemia_core import errors
-from leukemia_core.jpeg_check import jpeg_damage
+from leukemia_core.jpeg_check import DAMAGED, jpeg_damage_notes
 from leukemia_core.types import LoadedImage
 
 DEFAULT_MAX_PIXELS = 60_000_000
@@ -41,9 +41,6 @@ GREY_NOTE = (
     "greyscale image: the stain's colours that tell white cells from red cells are missing, so "
     "cells may be missed and results are unreliable; photograph or export the smear in colour"
 )
-DAMAGED = "damaged image: results unreliable"
-"""How a note about pixels that were decoded from damaged data starts."""
-GREY_TAIL_MIN_FRACTION = 0.02  # of the rows: a cut-off JPEG's grey fill (:func:`grey_filled_tail`)
 # EXIF orientation -> transpose, as in PIL.ImageOps.exif_transpose; applied after conversion so
 # that 16-bit data read by tifffile or OpenCV is turned upright the same way.
 _T = Image.Transpose
@@ -375,38 +372,3 @@ def _damaged(name: str, data: bytes, exc: BaseException) -> errors.TruncatedImag
         f"said: {exc}). It was probably cut off or corrupted in an upload or copy: copy or "
         "export it again."
     )
-
-
-def grey_filled_tail(rgb: np.ndarray) -> float:
-    """Share of the picture's rows, from the bottom, that are one flat mid-grey colour.
-
-    A JPEG cut off and closed with an end marker passes the structure check, and libjpeg fills
-    the missing rows with grey (128); no camera gives rows of one exact colour. Black or white
-    margins are left alone (they may be real), and so is a picture flat all over.
-    """
-    last = rgb[-1, 0].astype(int)
-    if not (np.all(np.abs(last - 128) <= 24) and np.all(rgb[-1] == rgb[-1, 0])):
-        return 0.0
-    flat_rows = np.all(rgb == rgb[-1, 0], axis=(1, 2))
-    other = np.flatnonzero(~flat_rows)
-    if not len(other):  # one flat picture: not a cut-off photo (other checks say what it is)
-        return 0.0
-    return (len(flat_rows) - (other[-1] + 1)) / len(flat_rows)
-
-
-def jpeg_damage_notes(data: bytes, rgb: np.ndarray) -> list[str]:
-    """The note for a damaged JPEG (none for a sound one): its structure broken
-    (:func:`jpeg_damage`), or cut off and closed, which leaves rows of flat grey at the bottom
-    of the picture as stored (:func:`grey_filled_tail`)."""
-    if damage := jpeg_damage(data):
-        return [f"{DAMAGED}: the JPEG data is corrupt ({damage}), so part of the picture was "
-                "decoded wrong; use an undamaged copy of the file"]  # fmt: skip
-    if (flat := grey_filled_tail(rgb)) >= GREY_TAIL_MIN_FRACTION:
-        return [f"{DAMAGED}: the lower {flat:.0%} of the picture is flat grey, as when a file "
-                "cut off in a copy is decoded; use an undamaged copy of the file"]  # fmt: skip
-    return []
-
-
-def is_damaged(notes) -> bool:
-    """True when an image's notes say it was decoded damaged (its cells go to review)."""
-    return any(note.startswith(DAMAGED) for note in notes)

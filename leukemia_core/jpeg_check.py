@@ -2,10 +2,16 @@
 
 Pillow drops libjpeg's warnings, so a JPEG with bytes overwritten in the middle decodes without
 complaint and part of the picture is wrong. :func:`jpeg_damage` walks the file's markers to find
-such damage; :func:`leukemia_core.io.jpeg_damage_notes` says it in a per-image note.
+such damage; :func:`jpeg_damage_notes` says it in a per-image note.
 """
 
 from __future__ import annotations
+
+import numpy as np
+
+DAMAGED = "damaged image: results unreliable"
+"""How a note about pixels that were decoded from damaged data starts."""
+GREY_TAIL_MIN_FRACTION = 0.02  # of the rows: a cut-off JPEG's grey fill (:func:`grey_filled_tail`)
 
 
 def jpeg_damage(data: bytes) -> str | None:
@@ -65,3 +71,38 @@ def _after_scan(data: bytes, pos: int) -> int | str:
             expected, pos = 0xD0 + (following - 0xCF) % 8, pos + 2
         else:
             return pos
+
+
+def grey_filled_tail(rgb: np.ndarray) -> float:
+    """Share of the picture's rows, from the bottom, that are one flat mid-grey colour.
+
+    A JPEG cut off and closed with an end marker passes the structure check, and libjpeg fills
+    the missing rows with grey (128); no camera gives rows of one exact colour. Black or white
+    margins are left alone (they may be real), and so is a picture flat all over.
+    """
+    last = rgb[-1, 0].astype(int)
+    if not (np.all(np.abs(last - 128) <= 24) and np.all(rgb[-1] == rgb[-1, 0])):
+        return 0.0
+    flat_rows = np.all(rgb == rgb[-1, 0], axis=(1, 2))
+    other = np.flatnonzero(~flat_rows)
+    if not len(other):  # one flat picture: not a cut-off photo (other checks say what it is)
+        return 0.0
+    return (len(flat_rows) - (other[-1] + 1)) / len(flat_rows)
+
+
+def jpeg_damage_notes(data: bytes, rgb: np.ndarray) -> list[str]:
+    """The note for a damaged JPEG (none for a sound one): its structure broken
+    (:func:`jpeg_damage`), or cut off and closed, which leaves rows of flat grey at the bottom
+    of the picture as stored (:func:`grey_filled_tail`)."""
+    if damage := jpeg_damage(data):
+        return [f"{DAMAGED}: the JPEG data is corrupt ({damage}), so part of the picture was "
+                "decoded wrong; use an undamaged copy of the file"]  # fmt: skip
+    if (flat := grey_filled_tail(rgb)) >= GREY_TAIL_MIN_FRACTION:
+        return [f"{DAMAGED}: the lower {flat:.0%} of the picture is flat grey, as when a file "
+                "cut off in a copy is decoded; use an undamaged copy of the file"]  # fmt: skip
+    return []
+
+
+def is_damaged(notes) -> bool:
+    """True when an image's notes say it was decoded damaged (its cells go to review)."""
+    return any(note.startswith(DAMAGED) for note in notes)

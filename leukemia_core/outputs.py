@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from leukemia_core import errors
+from leukemia_core.jpeg_check import is_damaged
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _FORMULA_AFTER_SEPARATOR = re.compile(r"([;\t])([=+\-@])")
@@ -197,3 +198,12 @@ def _write_atomic(path: str | os.PathLike, content: str | bytes, mode: str, **op
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+DAMAGED_WORDS = "damaged file"  # the ``field_warnings`` word of an image that decoded damaged
+
+
+def field_warnings_text(field) -> str:
+    """A field's ``field_warnings`` cell in every per-cell CSV: ``damaged file`` and the
+    names of the quality checks it failed, ``; ``-separated (empty: none)."""
+    return "; ".join([DAMAGED_WORDS] * is_damaged(field.notes) + [w.check for w in field.quality])

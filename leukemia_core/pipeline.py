@@ -33,7 +33,7 @@ from leukemia_core.domain import DomainAssessment
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.fingerprints import field_signature, same_field
 from leukemia_core.imaging import PreparedImage, mask_outline
-from leukemia_core.io import is_damaged
+from leukemia_core.jpeg_check import is_damaged
 from leukemia_core.labellers import NO_MODEL, CropCalls, Labeller, labeller_for, send_to_review
 from leukemia_core.pressed import clump_note, possible_clumps
 from leukemia_core.quality import NO_RED_CELLS, check_field

@@ -8,6 +8,7 @@ what the reviewer decided.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 from leukemia_core.case_record import REVIEW_ACTIONS, CaseRecord
@@ -50,7 +51,8 @@ def _result_words(record: CaseRecord) -> str:
     count = record.counts()
     if count.percent is None:
         waiting = " yet" if record.n_unreviewed else ""
-        result = f"no cells counted{waiting} ({len(record.cells)} found)"
+        result = f"no result: no cell counted{waiting} ({len(record.cells)} found)"
+        result += "; the comment says why" if record.is_signed and record.comment else ""
     else:
         result = (f"{percent_text(count)} blasts (95% CI {interval_text(count)}): {count.n_blasts} of "
                   f"{count.n_counted} cells counted")  # fmt: skip
@@ -139,7 +141,8 @@ def _counts_section(record: CaseRecord) -> str:
     provisional = provisional_text(record.cells)
     note = f'<p class="unsigned">{_e(provisional)}</p>' if provisional else ""
     table = _table(header, rows, {1, 2, 3, 4, 5, 6}, css="counts")
-    return "<h2>Blast count (reviewed labels)</h2>" + note + table + _reading(sample)
+    labels = "current labels, provisional" if provisional else "reviewed labels"
+    return f"<h2>Blast count ({labels})</h2>" + note + table + _reading(sample)
 
 
 def _model_vs_reviewer(record: CaseRecord) -> str:
@@ -157,10 +160,12 @@ def _model_vs_reviewer(record: CaseRecord) -> str:
     rows.append(("95% CI", interval_text(model_count), interval_text(reviewed)))
     made = (" The model's column shows the cells a reviewer's split or merge made as "
             "uncertain." if any(c.origin for c in record.cells) else "")  # fmt: skip
+    # "Reviewer" over labels nobody has looked at yet read as confirmed
+    now = "Now" if record.n_unreviewed else "Reviewer"
     return (
         "<h2>Model versus reviewer</h2>"
         f"<p>{_e(review_changes_text(record.cells))}{made}</p>"
-        + _table(("Label", "Model", "Reviewer"), rows, {1, 2}, css="keep")
+        + _table(("Label", "Model", now), rows, {1, 2}, css="keep")
     )
 
 
@@ -173,22 +178,46 @@ def _label_words(label: str | None) -> str:
     return AUDIT_LABEL_WORDS.get(label, label or "")
 
 
+_NOTE_CHARACTERS = 300  # a longer note (a pasted comment) is cut: the comment is printed above
+
+
+def _cell_ids_text(ids: list[int]) -> str:
+    """``1–4, 7, 9–10``: a run of cells accepted in one click, in one cell of the table."""
+    runs: list[list[int]] = []
+    for cell_id in ids:
+        if runs and cell_id == runs[-1][-1] + 1:
+            runs[-1].append(cell_id)
+        else:
+            runs.append([cell_id])
+    return ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}–{r[-1]}" for r in runs)
+
+
+def _audit_rows(record: CaseRecord) -> list[tuple[str, ...]]:
+    """One row per audit entry, but consecutive entries that differ only in their cell (a
+    page of cells accepted in one click) share one: a 300-cell case printed 16 pages of
+    "accepted as labelled"."""
+    groups: list[tuple[tuple, list[int]]] = []
+    for a in record.audit:
+        same = (minute_text(a.at), a.reviewer, a.action, a.field_index, a.from_label,
+                a.to_label, a.note)  # fmt: skip
+        if groups and a.cell_id is not None and groups[-1][0] == same and groups[-1][1]:
+            groups[-1][1].append(a.cell_id)
+        else:
+            groups.append((same, [] if a.cell_id is None else [a.cell_id]))
+    rows = []
+    for (at, who, action, field_index, from_label, to_label, note), ids in groups:
+        if len(note) > _NOTE_CHARACTERS:
+            note = note[: _NOTE_CHARACTERS - 1] + f"… ({len(note):,} characters in the record)"
+        rows.append((_e(at), _e(who or "—"), _e(action),  # the time column says UTC
+                     "" if field_index is None else str(field_index + 1),
+                     _e(_cell_ids_text(ids)), _e(_label_words(from_label)),
+                     _e(_label_words(to_label)), _e(note)))  # fmt: skip
+    return rows
+
+
 def _audit_section(record: CaseRecord) -> str:
-    rows = [
-        (
-            _e(minute_text(a.at)),  # the column says UTC
-            _e(a.reviewer or "—"),
-            _e(a.action),
-            "" if a.field_index is None else str(a.field_index + 1),
-            "" if a.cell_id is None else str(a.cell_id),
-            _e(_label_words(a.from_label)),
-            _e(_label_words(a.to_label)),
-            _e(a.note),
-        )
-        for a in record.audit
-    ]
     header = ("Time (UTC)", "Who", "Action", "Field", "Cell", "From", "To", "Note")
-    table = _table(header, rows, set(), css="audit")
+    table = _table(header, _audit_rows(record), set(), css="audit")
     return "<h2>Audit trail</h2>" + table
 
 
@@ -216,6 +245,14 @@ def _quality_section(record: CaseRecord) -> str:
         return ""
     return ('<h2>Field quality</h2><p class="domain">These fields failed a quality check; every '
             f"cell of them was sent to review:</p><ul>{items}</ul>")  # fmt: skip
+
+
+def _notes_section(record: CaseRecord) -> str:
+    """How each field was read (downscaled, damaged, a possible clump, ...), as the Analyze
+    page said it."""
+    items = "".join(f"<li>Field {f.index + 1} ({_e(f.name)}): {_e(note)}</li>"
+                    for f in record.fields for note in f.notes)  # fmt: skip
+    return f"<h2>Field notes</h2><ul>{items}</ul>" if items else ""
 
 
 def _reviewers(record: CaseRecord) -> list[str]:
@@ -265,6 +302,16 @@ def _decision_words(thresholds: dict) -> str:
     return "; ".join(parts) + "."
 
 
+def download_stem(record: CaseRecord) -> str:
+    """The start of the report's, CSV's and JSON's file names: sample, version, state and the
+    case id's start (``S-12_v2_signed_1a2b3c4d``), so that a draft saved earlier is never
+    taken for the signed copy and two ids that differ only in punctuation do not collide.
+    Letters of any script stay; what a file system or a download dialog refuses goes."""
+    state = "altered" if record.altered else "signed" if record.is_signed else "draft"
+    sample = re.sub(r"[^\w.-]+", "_", record.sample_id).strip("_.-") or "case"
+    return f"{sample}_v{record.version}_{state}_{record.case_id[:8]}"
+
+
 def case_report_html(record: CaseRecord, *, flagged_limit: int = 48) -> str:
     """A self-contained printable HTML report of one case version.
 
@@ -307,6 +354,7 @@ def case_report_html(record: CaseRecord, *, flagged_limit: int = 48) -> str:
             _table(("Item", "Value"), meta, set(), css="meta"),
             _domain_section(record),
             _quality_section(record),
+            _notes_section(record),
             _counts_section(record),
             _model_vs_reviewer(record),
             cells_section(record, flagged_limit),

@@ -34,11 +34,35 @@ def _data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
+def _by_label(cells) -> list[Cell]:
+    """Blasts first, then uncertain, then the rest; by field and cell within a label."""
+    return sorted(cells, key=lambda c: (_CARD_ORDER.get(c.label, len(_CARD_ORDER)), c.key))
+
+
+def shown_cells(flagged: tuple[Cell, ...], limit: int) -> list[Cell]:
+    """The flagged cells the report shows, at most ``limit``: the reviewer's changes first (a
+    second reader checks those), up to half the room, so that a long list of them never
+    pushes the blasts out; then blasts, then uncertain cells; in label order."""
+    changed = [c for c in _by_label(flagged) if c.changed_by_reviewer or c.origin]
+    first = changed[: max(limit // 2, min(limit, 1))]
+    taken = {c.key for c in first}
+    return _by_label((first + [c for c in _by_label(flagged) if c.key not in taken])[:limit])
+
+
+def _label_text(cell: Cell) -> str:
+    """The cell's label in the pages' words, and whose call it is."""
+    words = LABEL_WORDS.get(cell.label, str(cell.label)).lower()
+    if cell.changed_by_reviewer:
+        return f"model: {LABEL_WORDS.get(cell.model_label, cell.model_label).lower()} → reviewer: {words}"
+    if cell.awaits_review:  # a provisional report: nobody has looked at this call yet
+        return f"{words} (the model's call, not reviewed yet)"
+    return words
+
+
 def cells_section(record: CaseRecord, limit: int) -> str:
     names = {f.index: f.name for f in record.fields}
     flagged = flagged_cells(record)
-    # Sorted before the cut: a long list of relabelled normal cells must not push the blasts out.
-    shown = sorted(flagged, key=lambda c: _CARD_ORDER.get(c.label, len(_CARD_ORDER)))[:limit]
+    shown = shown_cells(flagged, limit)
     groups: dict[str, list[str]] = {}
     for cell in shown:
         where = (
@@ -51,11 +75,7 @@ def cells_section(record: CaseRecord, limit: int) -> str:
         ]
         image = "".join(images) if images else "<p>(no image stored)</p>"
         probability = "—" if cell.blast_probability is None else f"{cell.blast_probability:.2f}"
-        change = (
-            f"model: {_e(cell.model_label)} → reviewer: {_e(cell.label)}"
-            if cell.changed_by_reviewer
-            else _e(cell.label)
-        )
+        change = _e(_label_text(cell))
         if cell.origin:  # a piece of a reviewer's split or merge
             change += f"<br>made by the reviewer ({_e(cell.origin)})"
         css = f"{_e(cell.label)} changed" if cell.changed_by_reviewer else _e(cell.label)
@@ -64,7 +84,8 @@ def cells_section(record: CaseRecord, limit: int) -> str:
             f"blast probability {probability}</figcaption></figure>"
         )
     more = (
-        f" Showing {len(shown)} of {len(flagged)}: blasts first, then uncertain cells."
+        f" Showing {len(shown)} of {len(flagged)}: the reviewer's changes first, then blasts, "
+        "then uncertain cells."
         if len(shown) < len(flagged)
         else ""
     )

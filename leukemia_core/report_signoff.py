@@ -5,31 +5,41 @@ A signed, current and intact record is the one state shown in green."""
 from __future__ import annotations
 
 from leukemia_core.case_record import CaseRecord
+from leukemia_core.counting import blast_percent_figure
 from leukemia_core.report_cells import html_text as _e
 from leukemia_core.store_rows import minute_text
 
 
 def page_css(record: CaseRecord) -> str:
-    """A4 pages whose margins repeat the sample, the version, the sign-off state and the page
-    number, so that any one printed page says whose it is and whether it was signed. Kept to
-    one short line each (long ids are cut): a margin box that wraps runs off the paper's edge."""
-    who = f"Sample {_cut(record.sample_id, 28)}" + (
-        f" · patient {_cut(record.patient_id, 16)}" if record.patient_id else ""
-    )
+    """A4 pages whose margins repeat the sample, the version, the sign-off state, the patient
+    and the page number, so that any one printed page says whose it is and whether it was
+    signed. Kept to one line each (a margin box that wraps runs off the paper's edge): a long
+    id loses its middle past 48 characters (ids of one series differ at their end)."""
+    who = f"Sample {_cut(record.sample_id, 48)} · version {record.version}"
+    patient = f"Patient {_cut(record.patient_id, 24)}" if record.patient_id else ""
     box = "font: 8.5pt system-ui, sans-serif; color: #333;"
     colour = "#0b6b2b" if signed_and_current(record) else "#b00020"
     return (
         "@page { size: A4; margin: 17mm 12mm 15mm;"
-        f" @top-left {{ content: {_css_text(who + f' · version {record.version}')}; {box} }}"
+        f" @top-left {{ content: {_css_text(who)}; {box} }}"
         f" @top-right {{ content: {_css_text(_margin_state(record))}; {box} color: {colour};"
         " font-weight: 700; }"
         f" @bottom-left {{ content: {_css_text('Research use only — not for diagnosis')}; {box} }}"
-        f' @bottom-right {{ content: "Page " counter(page) " of " counter(pages); {box} }} }}'
+        + (f" @bottom-center {{ content: {_css_text(patient)}; {box} }}" if patient else "")
+        + f' @bottom-right {{ content: "Page " counter(page) " of " counter(pages); {box} }} }}'
     )
 
 
 def _cut(text: str, length: int) -> str:
-    return text if len(text) <= length else text[: length - 1] + "…"
+    """``text`` in at most ``length`` characters, its middle left out.
+
+    >>> _cut("HOSP-2026-12-07-PATIENT-00042-SLIDE-B", 20)
+    'HOSP-2026…42-SLIDE-B'
+    """
+    if len(text) <= length:
+        return text
+    end = (length - 1) // 2 + 1
+    return text[: length - 1 - end] + "…" + text[-end:]
 
 
 def _margin_state(record: CaseRecord) -> str:
@@ -39,6 +49,10 @@ def _margin_state(record: CaseRecord) -> str:
         return "ALTERED OUTSIDE THE APP — do not use"
     if record.is_signed and record.superseded_by is not None:
         return f"SUPERSEDED by version {record.superseded_by.version}"
+    if record.is_signed and record.first_signed_by:  # the lab's rule asked for two signers
+        return (
+            f"SIGNED by {_cut(record.first_signed_by, 14)} and {_cut(record.signed_by or '', 14)}"
+        )
     if record.is_signed:
         return f"SIGNED by {_cut(record.signed_by or '', 24)}"
     if record.first_signed_by:
@@ -60,7 +74,24 @@ def signed_and_current(record: CaseRecord) -> bool:
 
 def status_words(record: CaseRecord) -> str:
     altered = "ALTERED OUTSIDE THE APP; " if record.altered else ""
-    return altered + _sign_off_words(record)
+    amends = amends_words(record)
+    return altered + _sign_off_words(record) + (f"; {amends}" if amends else "")
+
+
+def amends_words(record: CaseRecord) -> str:
+    """``AMENDS version 1 (signed by A at ...: 12 of 16 cells blasts, 75.0%)``: what a
+    reopened version replaces, so a reader holding the earlier report sees the change."""
+    old = record.amends
+    if old is None or not old.is_signed:
+        return ""
+    signers = f"{old.first_signed_by} and {old.signed_by}" if old.first_signed_by else old.signed_by
+    result = ("no cells counted" if not old.n_counted else
+              f"{old.n_blasts} of {old.n_counted} cells blasts, "
+              f"{blast_percent_figure(100 * old.n_blasts / old.n_counted)}%")  # fmt: skip
+    return (
+        f"AMENDS version {old.version} (signed by {signers} at "
+        f"{minute_text(old.signed_at)} UTC: {result})"
+    )
 
 
 def _sign_off_words(record: CaseRecord) -> str:
@@ -84,6 +115,9 @@ def sign_off_section(record: CaseRecord) -> str:
         first = (f" First signed by {_e(record.first_signed_by)} at "
                  f"{minute_words(record.first_signed_at)}; two signers were required.")  # fmt: skip
     warning = altered_box(record)
+    amends = amends_words(record)
+    if amends:
+        first += f" This version {_e(amends)}: its result replaces that one."
     if record.is_signed:
         text = f"Signed by {_e(record.signed_by)} at {minute_words(record.signed_at)}.{first}"
         newer = record.superseded_by

@@ -10,7 +10,7 @@ table { border-collapse: collapse; width: 100%; margin: .5rem 0; }
 th, td { border: 1px solid #ccc; padding: .25rem .45rem; text-align: left; vertical-align: top; }
 /* An instrument's file name or a pasted id has no break point: the tables keep set column
    widths and such a word wraps inside its cell rather than pushing the counts off the page. */
-td, p, li, figcaption { overflow-wrap: anywhere; }
+td, p, li, figcaption, h1, h3 { overflow-wrap: anywhere; }
 /* ... but a label is words: "Reviewed by" broke as "Review ed by" in a narrow preview */
 table.meta td:first-child { overflow-wrap: normal; min-width: 6.5rem; }
 /* set widths where there is room (print, a wide window); a narrow frame keeps auto layout */

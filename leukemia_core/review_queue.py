@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from leukemia_core.counting import count_cells, provisional_text
 from leukemia_core.errors import ReviewError
-from leukemia_core.io import is_damaged
+from leukemia_core.jpeg_check import is_damaged
 from leukemia_core.pressed import possible_clumps
 from leukemia_core.types import MODE_CELLS, BlastCount, Cell, CellLabel
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from leukemia_core.counting import needs_second_signer, percent_figure
+from leukemia_core.counting import blast_percent_figure, needs_second_signer
 from leukemia_core.errors import ReviewError
 from leukemia_core.roles import Permission, User, require
 from leukemia_core.runtime import setting_number
@@ -59,7 +59,7 @@ class ReviewSignoff:
         limit, percent = second_signer_at_percent(), self.count().percent
         if needs_second_signer(percent, limit):
             return (f"Signing as {user.name} is the first of two signatures: blasts are "
-                    f"{percent_figure(percent, (limit,))}%, at or above the lab's {limit:g}%, so another signer signs "
+                    f"{blast_percent_figure(percent, (limit,))}%, at or above the lab's {limit:g}%, so another signer signs "
                     "too before the record is frozen.")  # fmt: skip
         return f"Signing as {user.name} {frozen}."
 

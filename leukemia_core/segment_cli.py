@@ -25,6 +25,7 @@ from leukemia_core.imaging import read_for_analysis
 from leukemia_core.io import MultiFrameImageWarning
 from leukemia_core.outputs import (
     GEOMETRY_COLUMNS,
+    RESEARCH_USE_CELL,
     output_stems,
     renamed_note,
     spreadsheet_text,
@@ -44,6 +45,7 @@ CSV_COLUMNS = (
     "touches_border",
     "crop_path",
     "file",
+    "research_use",
 )
 
 
@@ -72,6 +74,7 @@ def _cell_row(cell, stem: str, path: Path, crop_path: Path, out: Path) -> tuple:
         cell.touches_border,
         spreadsheet_text(crop_path.relative_to(out).as_posix()),
         spreadsheet_text(str(path)),
+        RESEARCH_USE_CELL,
     )
 
 

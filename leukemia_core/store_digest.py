@@ -58,6 +58,7 @@ out-of-domain result, the first signature and the fields (names, warnings, image
 (:data:`IMAGE_DIGESTS`)."""
 _VERSION_2 = "2:"  # the prefix of a version-2 ``state``; version 1 states are bare hex
 _IMAGES = ("image_png", "crop_png", "overlay_png")
+_LATER_DEFAULTS = {("notes", "[]"), ("original_width", 0), ("original_height", 0), ("scale", 1.0)}
 
 
 def case_digest(conn: sqlite3.Connection, case_id: str) -> str:
@@ -79,10 +80,11 @@ def fields_digest(conn: sqlite3.Connection, case_id: str) -> str:
 
 def digest_of_fields(rows: Sequence[sqlite3.Row]) -> str:
     """:func:`fields_digest` of field rows already read whole (``SELECT *``, by field index)."""
-    # No notes ('[]', the default of schema 8's column) are left out: a case stored before
-    # that column keeps its digest, and notes added or cleared outside the app still show.
+    # The defaults of columns added later (schema 8's notes '[]', schema 9's size and scale
+    # not known) are left out: a case stored before them keeps its digest, and a value set or
+    # cleared outside the app still shows.
     said = [[value for name, value in zip(row.keys(), row, strict=True)  # a Row iterates values
-             if name not in ("case_id", *_IMAGES) and (name, value) != ("notes", "[]")]
+             if name not in ("case_id", *_IMAGES) and (name, value) not in _LATER_DEFAULTS]
             for row in rows]  # fmt: skip
     return hashlib.sha256(json.dumps(said).encode()).hexdigest()
 

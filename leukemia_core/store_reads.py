@@ -39,7 +39,7 @@ from leukemia_core.store_rows import (
     field_from_row,
     unusable_database,
 )
-from leukemia_core.store_schema import ALTERED_OUTSIDE
+from leukemia_core.store_schema import ALTERED_OUTSIDE, PSEUDONYM_KEY
 from leukemia_core.types import REVIEWER_EDITABLE, CellLabel, live
 
 _SEPARATORS = " -/._"  # in a search, each matches any one of them
@@ -136,6 +136,11 @@ class CaseReads(StorePart):
             audit = _audit_entries(audit_rows)
             altered = self._alterations(conn, case, fields, cells, audit_rows)
             newer = _child(conn, case["case_id"])
+            amends = None
+            if case["parent_id"]:  # the signed version this one was reopened from
+                row = conn.execute(_SUMMARIES.format(where="c.case_id = ?"),
+                                   (case["parent_id"], 1)).fetchone()  # fmt: skip
+                amends = None if row is None else CaseSummary(**as_dict(row))
             earlier = conn.execute(_EARLIER_REVIEWERS, (case["case_id"], *REVIEW_ACTIONS))
             earlier = tuple((row["version"], row["reviewer"]) for row in earlier)
         plain = {k: v for k, v in as_dict(case).items()
@@ -151,8 +156,17 @@ class CaseReads(StorePart):
             audit=audit,
             altered=altered,
             superseded_by=newer,
+            amends=amends,
             earlier_reviewers=earlier,
         )
+
+    def pseudonym_key(self) -> bytes:
+        """This database's own random key for the pseudonyms that exports give patients and
+        samples (the same id gets the same pseudonym in every export of this database)."""
+        with self._transaction(write=False) as conn:
+            (value,) = conn.execute("SELECT value FROM installation WHERE key = ?",
+                                    (PSEUDONYM_KEY,)).fetchone()  # fmt: skip
+        return bytes.fromhex(value)
 
     def newer_version(self, case_id: str) -> CaseHeader | None:
         """The version a signed case was reopened as (None: not reopened); one small query,

@@ -213,7 +213,9 @@ def field_row(index: int, entry: Field) -> dict[str, Any]:
             "height": entry.height, "image_png": image, "image_sha256": image_sha256(image),
             "domain": domain_json(entry.domain, f"{where} domain"),
             "quality": json.dumps([dataclasses.asdict(w) for w in entry.quality]),
-            "notes": json.dumps([str(note) for note in entry.notes])}  # fmt: skip
+            "notes": json.dumps([str(note) for note in entry.notes]),
+            "original_width": int(entry.original_size[0]),
+            "original_height": int(entry.original_size[1]), "scale": float(entry.scale)}  # fmt: skip
 
 
 def field_from_row(row: sqlite3.Row) -> Field:
@@ -222,7 +224,8 @@ def field_from_row(row: sqlite3.Row) -> Field:
     else:
         image = np.full((row["height"], row["width"], 3), _EMPTY_FIELD_GREY, np.uint8)
     quality = tuple(QualityWarning(**w) for w in json.loads(row["quality"]))
-    return Field(row["field_index"], row["name"], image, (row["width"], row["height"]),
+    size = (row["original_width"], row["original_height"]) if row["original_width"] else None
+    return Field(row["field_index"], row["name"], image, size, row["scale"],
                  notes=_notes_from_json(row["notes"]), domain=domain_from_json(row["domain"]),
                  quality=quality)  # fmt: skip
 

@@ -13,6 +13,7 @@ audit chain records of a case (its digests) is :mod:`leukemia_core.store_digest`
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -283,6 +284,21 @@ def _v7_to_v8(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE fields ADD COLUMN notes TEXT NOT NULL DEFAULT '[]'")
 
 
+def _v8_to_v9(conn: sqlite3.Connection) -> None:
+    """Each field's size in its file and the scale it was analysed at (the boxes of a field
+    downscaled for analysis map back to the file with them), and this database's own random
+    key for the pseudonyms the reviewed-cases export gives patients and samples (a bare hash
+    of a record number is undone by hashing every number). The defaults (0, 0, 1.0: not
+    known) stay out of the fields' digest, so no case's digest changes."""
+    for column in ("original_width INTEGER NOT NULL DEFAULT 0",
+                   "original_height INTEGER NOT NULL DEFAULT 0", "scale REAL NOT NULL DEFAULT 1.0"):  # fmt: skip
+        conn.execute(f"ALTER TABLE fields ADD COLUMN {column}")
+    conn.execute("CREATE TABLE installation (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    conn.execute("INSERT INTO installation VALUES (?, ?)", (PSEUDONYM_KEY, secrets.token_hex(32)))
+
+
+PSEUDONYM_KEY = "pseudonym_key"  # the ``installation`` row of the export's pseudonym key
+
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     0: _v0_to_v1,
     1: _v1_to_v2,
@@ -292,6 +308,7 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     5: _v5_to_v6,
     6: _v6_to_v7,
     7: _v7_to_v8,
+    8: _v8_to_v9,
 }
 """``MIGRATIONS[n]`` brings a database from version ``n`` to ``n + 1``."""
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 
 from leukemia_core.case_record import STATUS_OPEN, STATUS_SIGNED
-from leukemia_core.counting import needs_second_signer, percent_figure
+from leukemia_core.counting import blast_percent_figure, needs_second_signer
 from leukemia_core.store_rows import (
     CaseInputError,
     CaseNotReopenableError,
@@ -25,6 +25,13 @@ from leukemia_core.types import NO_REVIEW_LABELS, CellLabel
 
 MAX_COMMENT = 4000
 MAX_PATIENT_ID = 64
+
+
+NOTHING_COUNTED_NEEDS_COMMENT = (
+    "Nothing in this case is counted (no cell is labelled blast or normal), so it has no blast "
+    "percentage: write in the case's comment why (e.g. \"inadequate sample: no white cells in "
+    'focus; new smear requested"), then sign; or add fields with countable cells.'
+)
 
 
 class CaseSignoff(StorePart):
@@ -47,7 +54,8 @@ class CaseSignoff(StorePart):
             CaseNotFoundError: No such case.
             CaseSignedError: Already signed.
             SignOffBlockedError: Cells are still uncertain or not reviewed (cells cut by the
-                border, never counted, need no review), or the second signer is the first.
+                border, never counted, need no review), the second signer is the first, or
+                nothing is counted and the comment does not say why.
         """
         reviewer = reviewer_name(reviewer)
         self._settle_outside_changes(case_id, expected_token)
@@ -81,9 +89,11 @@ class CaseSignoff(StorePart):
                 counts.get("blast", 0),
                 counts.get("blast", 0) + counts.get("normal", 0),
             )
+            if not counted and not case["comment"].strip():
+                raise SignOffBlockedError(NOTHING_COUNTED_NEEDS_COMMENT)
             percent = 100.0 * blasts / counted if counted else None
             limits = () if second_signer_at_percent is None else (second_signer_at_percent,)
-            shown = "—" if percent is None else percent_figure(percent, limits)
+            shown = "—" if percent is None else blast_percent_figure(percent, limits)
             at = now()
             if needs_second_signer(percent, second_signer_at_percent):
                 first = case["first_signed_by"]

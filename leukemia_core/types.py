@@ -252,6 +252,17 @@ class Cell:
         return outline_mask(local, (y1 - y0, x1 - x0))
 
 
+def plain_name(name: object) -> str:
+    """``name`` with every character that prints nothing (controls, bidirectional overrides,
+    line breaks, undecodable bytes) spelled ``?``: a right-to-left override in a file name
+    printed "cell 10" as "cell 01" in the report, and a line break splits a CSV row.
+
+    >>> plain_name("Im012_1\u202e.jpg"), plain_name("Müller 2.jpg")
+    ('Im012_1?.jpg', 'Müller 2.jpg')
+    """
+    return "".join(c if c.isprintable() else "?" for c in str(name))
+
+
 def live(cells: Iterable[Cell]) -> tuple[Cell, ...]:
     """The cells that are shown and counted (not replaced by a split or merge)."""
     return tuple(c for c in cells if c.label != CellLabel.REPLACED)
@@ -288,6 +299,8 @@ class Field:
     def __post_init__(self) -> None:
         if self.original_size is None:
             object.__setattr__(self, "original_size", (self.width, self.height))
+        # one cleaning for every way a field is made: the pipeline, a stored case, a test
+        object.__setattr__(self, "name", plain_name(self.name))
 
     def __eq__(self, other: object) -> bool:
         return _equal_records(self, other)

@@ -13,6 +13,7 @@ from leukemia_core.counting import interval_text, percent_text
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.store import DATABASE_ENV_VAR, default_database_path
 from leukemia_core.store_rows import minute_text
+from leukemia_core.store_signoff import NOTHING_COUNTED_NEEDS_COMMENT
 from leukemia_core.types import AUDIT_LABEL_WORDS
 from ui import auth, state
 from ui.common import domain_warning, quality_warnings, show_flashes
@@ -124,6 +125,9 @@ else:
             "signature.",
             icon=":material/group:",
         )
+    if not reading.n_counted and not session.n_uncertain and not session.n_unreviewed:
+        # the core refuses the signature until the comment says why there is no result
+        st.info(NOTHING_COUNTED_NEEDS_COMMENT, icon=":material/edit_note:")
     st.markdown(session.what_signing_does(account))
     # Said in the warnings above; and a second signer signs what the first one saw, so a
     # change to the report's details after a first signature is saved on its own first.

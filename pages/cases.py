@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from leukemia_core.accounts import Permission
-from leukemia_core.counting import percent_figure
+from leukemia_core.counting import blast_percent_figure
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.store_rows import minute_text
 from ui import auth, state
@@ -38,7 +38,7 @@ def blasts_text(case) -> str:
     counted, and what awaits review."""
     text = "—"
     if case.n_counted:
-        share = percent_figure(100 * case.n_blasts / case.n_counted)
+        share = blast_percent_figure(100 * case.n_blasts / case.n_counted)
         text = f"{case.n_blasts} of {case.n_counted} ({share}%)"
     text += f"; {case.n_uncertain} uncertain" if case.n_uncertain else ""
     return text + (f"; provisional: {case.n_unreviewed} not reviewed" if case.n_unreviewed else "")

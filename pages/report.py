@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import re
 
 import streamlit as st
 
@@ -11,7 +10,7 @@ from leukemia_core.accounts import Permission
 from leukemia_core.case_export import case_json, cells_csv
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.pdf import html_to_pdf, pdf_available
-from leukemia_core.report import case_report_html
+from leukemia_core.report import case_report_html, download_stem
 from ui import auth, state
 from ui.record import current_record, status_line
 
@@ -37,11 +36,7 @@ if not record.is_signed:
         "sign-off page once every cell is reviewed.",
         icon=":material/pending:",
     )
-# Letters of any script stay (two Japanese sample ids made the same "v1_report.pdf"); what a
-# file system or a download dialog would refuse goes.
-stem = re.sub(r"[^\w.-]+", "_", f"{record.sample_id}_v{record.version}").strip("_.")
-if not stem.removesuffix(f"v{record.version}").strip("_"):
-    stem = f"case-{record.case_id[:8]}_v{record.version}"
+stem = download_stem(record)
 html = case_report_html(record)
 row = st.container(horizontal=True, wrap=True)  # buttons wrap on a narrow screen, never cut
 row.download_button(

@@ -217,7 +217,7 @@ def test_a_reload_brings_the_open_case_back_and_a_comment_and_patient_id_reach_t
     again.text_input(key="case_search").input("mrn-7").run()
     assert list(again.table[0].value["Patient"]) == ["MRN-77"]
     go(again, "report")
-    html = downloads["RELOAD-1_v1_report.html"].decode()
+    html = downloads[f"RELOAD-1_v1_draft_{case_id[:8]}_report.html"].decode()
     assert "Repeat with a fresh smear" in html and "<td>Patient id</td><td>MRN-77</td>" in html
 
 

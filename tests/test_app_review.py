@@ -136,7 +136,7 @@ def test_review_reclassify_recount_sign_reopen_and_export(db, demo_png, download
 
     go(at, "report")
     assert not errors(at)
-    stem = "S-0042_v1"
+    stem = f"S-0042_v1_signed_{session_of(at).case_id[:8]}"  # the signed copy, never a draft
     html = downloads[f"{stem}_report.html"].decode()
     assert RESEARCH_USE_STATEMENT in html and f"Signed by {REVIEWER}" in html
     rows = list(csv.DictReader(io.StringIO(downloads[f"{stem}_cells.csv"].decode())))

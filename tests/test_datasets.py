@@ -43,7 +43,7 @@ from train.records import (
     SingleClassError,
     UnreadableFileError,
 )
-from train.reviewed_cases import export_reviewed_cases
+from train.reviewed_cases import case_group, export_reviewed_cases
 
 
 def make_subjects(root: Path, layout: dict[str, list[str]]) -> Path:
@@ -495,11 +495,14 @@ def test_export_takes_signed_cases_only(tmp_path, reviewed):
     out = tmp_path / "training" / "reviewed"
     table = export_reviewed_cases(store, out)
     got = [(r.path.name, r.label, r.group, r.source, r.subset, r.cell_type) for r in table]
+    group = case_group(store.load_case(signed), store.pseudonym_key())
     assert got == [
-        (f"{signed}_f0_c1.png", "blast", "S-1", "reviewed_cases", signed, "confirmed"),
-        (f"{signed}_f0_c2.png", "blast", "S-1", "reviewed_cases", signed, "corrected"),
-        (f"{signed}_f0_c3.png", "normal", "S-1", "reviewed_cases", signed, "confirmed"),
+        (f"{signed}_f0_c1.png", "blast", group, "reviewed_cases", signed, "confirmed"),
+        (f"{signed}_f0_c2.png", "blast", group, "reviewed_cases", signed, "corrected"),
+        (f"{signed}_f0_c3.png", "normal", group, "reviewed_cases", signed, "confirmed"),
     ]
+    # the sample id is an accession number: pseudonymous, and in nobody's spreadsheet formula
+    assert group.startswith("sample-") and "S-1" not in (out / "manifest.csv").read_text()
     for record, value in zip(table, (10, 20, 30), strict=True):
         with Image.open(record.path) as image:
             assert np.asarray(image.convert("RGB"))[0, 0].tolist() == [value] * 3
@@ -509,7 +512,7 @@ def test_export_takes_signed_cases_only(tmp_path, reviewed):
         "blast/normal and 1 without a crop image.",
     )
     assert sorted(p.name for p in out.parent.iterdir()) == ["reviewed"]
-    assert summarize(table)["per_group"] == {"S-1": 3}
+    assert summarize(table)["per_group"] == {group: 3}
 
 
 def test_export_leaves_out_a_signed_case_changed_outside_the_app(tmp_path, reviewed):
@@ -557,6 +560,20 @@ def test_export_calls_a_split_piece_redrawn_not_confirmed(tmp_path):
     ]
 
 
+def test_a_cell_the_model_left_uncertain_is_exported_as_decided_not_corrected(tmp_path):
+    """Labelling a cell the model left uncertain is no correction of the model (the report's own
+    rule); the export called it one, overstating the model's errors."""
+    store = CaseStore(tmp_path / "cases.sqlite3")
+    case_id = add_case(store, "S-3", ["uncertain", "normal"])
+    store.relabel_cell(case_id, 0, 1, "blast", reviewer="Dr. A")
+    store.sign_case(case_id, reviewer="Dr. A")
+    table = export_reviewed_cases(store, tmp_path / "reviewed")
+    assert [(r.label, r.cell_type) for r in table] == [
+        ("blast", "decided"),
+        ("normal", "confirmed"),
+    ]
+
+
 def test_two_smears_of_one_patient_are_one_group_named_without_the_patient_id(tmp_path):
     store = CaseStore(tmp_path / "cases.sqlite3")
     for sample in ("HEM-24-0101", "HEM-24-0188", "HEM-24-0200"):
@@ -568,11 +585,20 @@ def test_two_smears_of_one_patient_are_one_group_named_without_the_patient_id(tm
         store.sign_case(case_id, reviewer="Dr. A")
     table = export_reviewed_cases(store, tmp_path / "reviewed")
     groups = {r.subset: r.group for r in table}
-    patient = {g for g in groups.values() if g != "HEM-24-0200"}
+    patient = {g for g in groups.values() if g.startswith("patient-")}
     assert len(patient) == 1 and len(set(groups.values())) == 2  # a review found two groups
     (name,) = patient
-    assert name.startswith("patient-") and "PAT-7" not in (tmp_path / "reviewed" /
-                                                           "manifest.csv").read_text()  # fmt: skip
+    manifest = (tmp_path / "reviewed" / "manifest.csv").read_text()
+    assert "PAT-7" not in manifest and "HEM-24-0200" not in manifest
+    # keyed with the database's own key: a bare hash of "pat7" (of every record number, as
+    # one tries them) does not give the pseudonym, another lab's database gives another one,
+    # and the same database gives the same one in every export
+    assert hashlib.sha256(b"pat7").hexdigest()[:12] not in name
+    other = CaseStore(tmp_path / "other.sqlite3")
+    assert case_group(store.load_case(case_id), other.pseudonym_key()) != case_group(
+        store.load_case(case_id), store.pseudonym_key())  # fmt: skip
+    again = export_reviewed_cases(store, tmp_path / "reviewed")
+    assert {r.subset: r.group for r in again} == groups
 
 
 def test_export_uses_the_newest_signed_version_of_a_reopened_case(tmp_path, reviewed):
@@ -584,13 +610,13 @@ def test_export_uses_the_newest_signed_version_of_a_reopened_case(tmp_path, revi
         export_reviewed_cases(store, out)
     store.sign_case(add_case(store, "S-9", ["normal", "blast"]), reviewer="Dr. A")  # signed
     being_corrected = export_reviewed_cases(store, out)
-    assert {r.group for r in being_corrected} == {"S-9"}
+    (s9,) = {r.group for r in being_corrected}
     assert being_corrected.notes[0].endswith(
         "Left out 1 signed case(s) reopened and not signed again (their labels are being "
         "corrected).")  # fmt: skip
     store.sign_case(reopened, reviewer="Dr. B")
     table = export_reviewed_cases(store, out)  # replaces the earlier export
-    table = [r for r in table if r.group != "S-9"]
+    table = [r for r in table if r.group != s9]
     assert [(r.subset, r.path.name[-6:], r.label, r.cell_type) for r in table] == [
         (reopened, "c1.png", "blast", "confirmed"),
         (reopened, "c2.png", "blast", "corrected"),

@@ -150,7 +150,7 @@ def test_html_embeds_flagged_cell_images(record: CaseRecord):
     assert "blast when the calibrated probability is at least" in page or "no model" in page
     limited = case_report_html(record, flagged_limit=2)
     assert limited.count("data:image/png;base64,") == 3
-    assert "Showing 2 of 6: blasts first" in limited
+    assert "Showing 2 of 6: the reviewer's changes first, then blasts" in limited
     # a cut section says so in its heading, which read as the blast count (48 beside 59)
     assert "<h3>Blast (2 of 5 shown)</h3>" in limited
     assert "Maps are kept for the cells they were shown for during review (1 of 2 here)" in limited
@@ -444,7 +444,7 @@ def test_long_unbroken_names_wrap_instead_of_pushing_the_counts_off_the_page(rec
     (the print is checked with Chromium in test_pdf); here the rules that prevent it."""
     from leukemia_core.report_style import REPORT_CSS
 
-    assert "td, p, li, figcaption { overflow-wrap: anywhere; }" in REPORT_CSS
+    assert "td, p, li, figcaption, h1, h3 { overflow-wrap: anywhere; }" in REPORT_CSS
     long_id = "S" + "_x" * 60
     page = case_report_html(replace(record, sample_id=long_id, patient_id="P" * 80))
     margin = re.search(r"@top-left \{ content: \"(.*?)\";", page).group(1)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-import hashlib
+import hmac
 import io
 import os
 import re
@@ -16,22 +16,24 @@ from pathlib import Path
 
 from leukemia_core.imaging import png_bytes
 from leukemia_core.store import STATUS_SIGNED, CaseStore, CaseSummary
+from leukemia_core.types import CellLabel
 from train.records import LABELS, CellTable, DatasetError, EmptyDatasetError, LabelledCrop
 
 REVIEWED_SOURCE = "reviewed_cases"
 MANIFEST_COLUMNS = ("path", "label", "group", "source", "subset", "cell_type")
 
 
-def case_group(case) -> str:
+def case_group(case, key: bytes) -> str:
     """The split group of a case's cells: its patient where the case names one (two smears of
-    one patient on both sides of a split would flatter the model), else its sample. The
-    patient id is hashed: the manifest travels with training data and must not name anyone."""
+    one patient on both sides of a split would flatter the model), else its sample. Both as
+    pseudonyms keyed with the database's own key (:meth:`CaseStore.pseudonym_key`): the
+    manifest travels with training data and must not name anyone, and a bare hash of a record
+    number is undone by hashing every number."""
     # One patient typed "MRN-1" on one case and "mrn 1" on another is still one patient (two
     # ids that differ only so are taken as one: a coarser group never leaks across a split).
     patient = re.sub(r"[\W_]+", "", case.patient_id or "").casefold()
-    if patient:
-        return "patient-" + hashlib.sha256(patient.encode()).hexdigest()[:12]
-    return case.sample_id
+    kind, said = ("patient", patient) if patient else ("sample", case.sample_id)
+    return f"{kind}-" + hmac.new(key, f"{kind}:{said}".encode(), "sha256").hexdigest()[:16]
 
 
 def signed_cases_words(store: CaseStore, table: CellTable) -> str:
@@ -39,6 +41,17 @@ def signed_cases_words(store: CaseStore, table: CellTable) -> str:
     it names the database's file, never the server's folders)."""
     n_cases = len({r.subset for r in table})
     return f"signed cases of the case record {store.path.name} ({n_cases} case(s))"
+
+
+def _cell_type(cell) -> str:
+    """How a person came to the cell's label: ``redrawn`` (made by a split or merge),
+    ``decided`` (the model left it uncertain: no correction), ``corrected`` (the model said
+    otherwise), ``confirmed``."""
+    if cell.origin:
+        return "redrawn"
+    if cell.model_label == CellLabel.UNCERTAIN:
+        return "decided"
+    return "corrected" if cell.changed_by_reviewer else "confirmed"
 
 
 def export_reviewed_cases(store: CaseStore, out_dir: Path) -> CellTable:
@@ -50,8 +63,8 @@ def export_reviewed_cases(store: CaseStore, out_dir: Path) -> CellTable:
     row of ``out_dir/manifest.csv`` (columns :data:`MANIFEST_COLUMNS`): group = the patient
     (:func:`case_group`: one patient's smears stay on one side of a split), source
     ``"reviewed_cases"``, subset = case id,
-    cell_type ``"corrected"`` where the reviewer changed the model's label, ``"redrawn"`` for a
-    cell a reviewer's split or merge made (the model never called it), else ``"confirmed"``. Everything is written to a temporary folder and renamed into place; an
+    cell_type as :func:`_cell_type` says (``confirmed``, ``corrected``, ``decided``,
+    ``redrawn``). Everything is written to a temporary folder and renamed into place; an
     earlier export in ``out_dir`` is replaced.
 
     Raises:
@@ -61,6 +74,7 @@ def export_reviewed_cases(store: CaseStore, out_dir: Path) -> CellTable:
     out_dir = Path(out_dir).expanduser()
     _check_export_target(out_dir)
     chosen, being_corrected = _newest_signed(store)
+    key = store.pseudonym_key()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:
@@ -80,9 +94,8 @@ def export_reviewed_cases(store: CaseStore, out_dir: Path) -> CellTable:
                 relative = f"cells/{case.case_id}_f{cell.field_index}_c{cell.cell_id}.png"
                 (tmp / relative).parent.mkdir(exist_ok=True)
                 (tmp / relative).write_bytes(png_bytes(cell.crop))
-                kind = ("redrawn" if cell.origin
-                        else "corrected" if cell.changed_by_reviewer else "confirmed")  # fmt: skip
-                rows.append((relative, cell.label, case_group(case), case.case_id, kind))
+                rows.append((relative, cell.label, case_group(case, key), case.case_id,
+                             _cell_type(cell)))  # fmt: skip
         if not rows:
             corrected = (f" ({being_corrected} more case(s) had a signed version but were reopened "
                          "and are not signed again: sign them to use their cells)"

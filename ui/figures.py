@@ -13,8 +13,8 @@ from leukemia_core.counting import (
     INVESTIGATE_PERCENT,
     WHO_ACUTE_LEUKEMIA_PERCENT,
     CellLabel,
+    blast_percent_figure,
     interval_text,
-    percent_figure,
 )
 from leukemia_core.imaging import display_copy
 from leukemia_core.types import BlastCount, Cell, Field
@@ -138,7 +138,7 @@ def counts_chart(rows: Sequence[tuple[str, BlastCount]]) -> go.Figure:
         error_y={"type": "data", "symmetric": False,
                  "array": [c.ci_high_percent - c.percent for c in counts],
                  "arrayminus": [c.percent - c.ci_low_percent for c in counts]},
-        customdata=[[percent_figure(c.percent),
+        customdata=[[blast_percent_figure(c.percent),
                      f"{c.n_blasts} of {c.n_counted} cells; 95% CI {interval_text(c)}"]
                     for c in counts],
         hovertemplate="%{x}: %{customdata[0]}% blasts<br>%{customdata[1]}<extra></extra>",
