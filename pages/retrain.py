@@ -91,6 +91,18 @@ def _defaults() -> None:
         else:
             st.session_state["preset"] = "quick_cpu"
             _apply_preset()
+    # A click before the page's first run ended cut that run short: Streamlit dropped the
+    # values of the widgets it had not drawn yet, and they came back at their minimums (input
+    # 32 px, 1 epoch, no augmentation) under a preset box still naming the preset. Each one
+    # missing is taken from this tab's kept settings, else from the preset.
+    missing = [key for key in ("architectures", *SETTING_KEYS) if key not in st.session_state]
+    if missing:
+        kept = st.session_state.get(KEPT_KEY) or {}
+        preset = st.session_state["preset"]
+        settings = CompareSettings.from_preset("quick_cpu" if preset == CUSTOM else preset)
+        for key in missing:
+            value = kept[key] if key in kept else getattr(settings, key)
+            st.session_state[key] = list(value) if isinstance(value, tuple) else value
 
 
 def _keep() -> None:

@@ -582,6 +582,21 @@ def test_the_settings_are_kept_when_the_page_is_left_and_opened_again(models_roo
     assert at.number_input(key="epochs").value == 3
 
 
+def test_settings_dropped_by_a_cut_short_first_run_come_back_from_the_preset(models_root):
+    """A click before the page's first run ended queued a job at input 32 px, 1 epoch and no
+    augmentation under a preset box still saying "Quick CPU comparison"."""
+    expected = {key: start().session_state[key] for key in ("input_size", "epochs", "augment")}
+    # the preset box drawn before the cut kept its value; the widgets after it lost theirs
+    at = log_in(AppTest.from_file(str(APP), default_timeout=TIMEOUT_S), "Dr. M", ("model_admin",))
+    at.session_state["preset"] = "quick_cpu"
+    at.switch_page("pages/retrain.py").run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="preset").value == "quick_cpu"
+    assert {key: at.session_state[key] for key in expected} == expected
+    assert expected["input_size"] > 32 and expected["augment"]
+    assert at.multiselect(key="architectures").value
+
+
 def _unnamed_class_folders(root: Path) -> Path:
     """``Pre/`` and ``Benign/`` (as in a B-ALL set) and ``Other/``, 3 subjects each: names
     that say neither blast nor normal."""
