@@ -66,14 +66,23 @@ mode = st.radio(
 )
 left, right = st.columns([3, 2], gap="large")
 with right:
-    models = available_models()
+    models = available_models()  # the active model first
+    chooses_models = auth.user().can(Permission.MANAGE_MODELS)
+    if not chooses_models:
+        # A model no model administrator made active (an adaptation not yet checked, a test
+        # trained on a few cells) is no model a lab's sample is analysed with.
+        models = models[:1]
     model_name, model_broken = None, False
     if models:
         model_name = st.selectbox(
             "Classifier model",
             models,
             key="model",
-            help="The active model (chosen on the Retrain page) is the default.",
+            format_func=lambda name: f"{name} (active)" if name == models[0] else name,
+            help="The lab's active model (a model administrator chooses it on the Retrain "
+            "page); model administrators may try the others here."
+            if chooses_models
+            else "The lab's active model: a model administrator chooses it on the Retrain page.",
             persist_state="session",
         )
         details = []
