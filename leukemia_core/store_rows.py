@@ -30,6 +30,7 @@ from leukemia_core.store_digest import (
     AUDIT_CHAINED,
     case_digest,
     chain_hash,
+    fields_digest,
     image_sha256,
     state_matches,
 )
@@ -402,7 +403,12 @@ def record_outside_changes(conn: sqlite3.Connection, case: sqlite3.Row) -> None:
     records the case as it then is) cannot hide it."""
     last = conn.execute("SELECT state FROM audit WHERE case_id = ? ORDER BY audit_id DESC LIMIT 1",
                         (case["case_id"],)).fetchone()  # fmt: skip
-    if last is None or last[0] == ALTERED_OUTSIDE or state_matches(conn, case["case_id"], last[0]):
+    if last is None or last[0] == ALTERED_OUTSIDE:
+        return
+    # the fields too: adding fields writes their digest afresh, which would hide a field
+    # changed before it
+    fields_kept = case["fields_sha256"] == fields_digest(conn, case["case_id"])
+    if fields_kept and state_matches(conn, case["case_id"], last[0]):
         return
     audit(conn, case, "changed outside the app", "system", "found when the app next wrote to "
           "the case: it differed from its last audit row", state=ALTERED_OUTSIDE)  # fmt: skip

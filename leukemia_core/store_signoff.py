@@ -185,7 +185,8 @@ class CaseSignoff(StorePart):
         Raises:
             CaseInputError: Empty reviewer name.
             CaseNotFoundError: No such case.
-            CaseNotReopenableError: The case is not signed, or was already reopened.
+            CaseNotReopenableError: The case is not signed, was already reopened, or was
+                changed outside the app.
         """
         reviewer = reviewer_name(reviewer)
         new_id = uuid.uuid4().hex
@@ -203,6 +204,26 @@ class CaseSignoff(StorePart):
                 raise CaseNotReopenableError(
                     f"Case {old['case_id']} was already reopened as {child['case_id']} (version "
                     f"{child['version']}); open the latest version instead."
+                )
+            # A copy of a record changed outside the app would start a clean audit trail: the
+            # change would pass for reviewed, and be signed and exported as training data.
+            key = (old["case_id"],)
+            altered = self._alterations(
+                conn, old,
+                conn.execute("SELECT * FROM fields WHERE case_id = ? ORDER BY field_index",
+                             key).fetchall(),
+                conn.execute("SELECT * FROM cells WHERE case_id = ? ORDER BY field_index, cell_id",
+                             key).fetchall(),
+                conn.execute("SELECT * FROM audit WHERE case_id = ? ORDER BY audit_id",
+                             key).fetchall(),
+            )  # fmt: skip
+            if altered:
+                raise CaseNotReopenableError(
+                    f"Case {old['case_id'][:8]} (sample {old['sample_id']!r}) was changed outside "
+                    f"the app after it was written ({altered[0]}), so it is not reopened: a new "
+                    "version would carry that change as if it had been reviewed. Ask the lab's "
+                    "administrator to restore the case database from a backup taken before the "
+                    "change."
                 )
             conn.execute(
                 "INSERT INTO cases (case_id, version, parent_id, sample_id, status, created_at, "

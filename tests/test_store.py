@@ -885,6 +885,34 @@ def test_a_later_edit_in_the_app_does_not_hide_a_change_made_outside_it(store: C
     assert [a.action for a in store.load_case(case_id).audit].count("changed outside the app") == 1
 
 
+def test_a_signed_case_changed_outside_the_app_is_not_reopened_into_a_clean_version(
+    store: CaseStore,
+):
+    """A reopen copied the edited cells into a version whose audit trail began clean: signed
+    again, the edit passed for reviewed and went out as training data."""
+    case_id = new_case(store, [["blast", "blast", "normal"]])
+    store.sign_case(case_id, reviewer="R")
+    with sqlite3.connect(store.path) as conn:
+        conn.execute("DROP TRIGGER signed_cells_are_frozen")
+        conn.execute("UPDATE cells SET label = 'normal' WHERE case_id = ?", (case_id,))
+    with pytest.raises(CaseNotReopenableError, match=r"changed outside the app.*backup"):
+        store.reopen_case(case_id, reviewer="R", reason="recount")
+    assert store.load_case(case_id).superseded_by is None  # nothing was made
+
+
+def test_a_field_changed_outside_the_app_stays_on_record_when_fields_are_added(store: CaseStore):
+    """Adding fields wrote the fields' digest afresh from the edited rows: the change vanished."""
+    case_id = new_case(store, [["blast", "normal"]])
+    with sqlite3.connect(store.path) as conn:  # raw SQL, no audit row
+        conn.execute("UPDATE fields SET name = 'other.png' WHERE case_id = ?", (case_id,))
+    assert store.load_case(case_id).altered
+    store.add_fields(case_id, [field("c.png", value=7)], [], reviewer="tech", domain=None,
+                     model_checksum=store.load_case(case_id).model_checksum)  # fmt: skip
+    record = store.load_case(case_id)
+    assert any("changed outside the app" in p for p in record.altered)
+    assert "changed outside the app" in [a.action for a in record.audit]
+
+
 def test_a_case_changed_outside_the_app_is_refused_once_then_signed_when_seen(store: CaseStore):
     case_id = new_case(store, [["blast", "normal"]])
     seen = store.case_state(case_id).token
