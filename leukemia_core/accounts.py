@@ -23,6 +23,7 @@ import os
 import re
 import secrets
 import sqlite3
+import threading
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -215,21 +216,24 @@ class Accounts:
         """
         now = now or _now()
         name = str(name or "").strip()
+        said = _logged_name(name)  # what the event log keeps of what was typed
         user = None
-        # One write transaction (BEGIN IMMEDIATE) from the failure count to the recorded
-        # outcome: logins of one database are serialised, so parallel guesses cannot all be
-        # checked before any failure is counted.
-        with self._transaction(write=True) as conn:
-            since = (now - LOCKOUT_WINDOW).isoformat()
-            failures = conn.execute(
-                "SELECT COUNT(*) FROM account_events WHERE user_name = ? AND event = "
-                "'login_failed' AND at > ? AND at > COALESCE((SELECT MAX(at) FROM "
-                "account_events WHERE user_name = ? AND event IN ('login', 'password')), '')",
-                (name, since, name),
-            ).fetchone()[0]
-            locked = failures >= LOCKOUT_FAILURES
-            row = None if locked else conn.execute(
-                "SELECT * FROM users WHERE name = ?", (name,)).fetchone()  # fmt: skip
+        # The hash check (a third of a second, 64 MiB) runs outside any transaction: inside
+        # one, failed logins held the database's write lock and every relabel in the lab
+        # waited. Guesses at one name are taken one at a time by this process (the app's),
+        # so parallel ones cannot all be checked before any failure is counted.
+        with _LOGIN_LOCKS[hash(said) % len(_LOGIN_LOCKS)]:
+            with self._transaction(write=False) as conn:
+                since = (now - LOCKOUT_WINDOW).isoformat()
+                failures = conn.execute(
+                    "SELECT COUNT(*) FROM account_events WHERE user_name = ? AND event = "
+                    "'login_failed' AND at > ? AND at > COALESCE((SELECT MAX(at) FROM "
+                    "account_events WHERE user_name = ? AND event IN ('login', 'password')), '')",
+                    (said, since, said),
+                ).fetchone()[0]
+                locked = failures >= LOCKOUT_FAILURES
+                row = None if locked or said != name else conn.execute(
+                    "SELECT * FROM users WHERE name = ?", (name,)).fetchone()  # fmt: skip
             # Every refusal costs one hash check: a fast "no" told which names exist.
             usable = row is not None and not row["disabled"]
             try:
@@ -238,19 +242,24 @@ class Accounts:
                 user = User(name, parse_roles(row["roles"].split(","))) if usable else None
             except (VerificationError, InvalidHashError):
                 user = None
-            if locked:
-                _event(conn, name, "locked", "login refused while locked", at=now)
-            elif user is None:
-                _event(conn, name, "login_failed", "", at=now)
-            else:
-                _event(conn, name, "login", "", at=now)
-                if _HASHER.check_needs_rehash(row["password_hash"]):
-                    conn.execute("UPDATE users SET password_hash = ? WHERE name = ?",
-                                 (_HASHER.hash(password), name))  # fmt: skip
+            rehash = user is not None and _HASHER.check_needs_rehash(row["password_hash"])
+            new_hash = _HASHER.hash(password) if rehash else None
+            with self._transaction(write=True) as conn:
+                if locked:
+                    _event(conn, said, "locked", "login refused while locked", at=now)
+                elif user is None:
+                    disabled = row is not None and row["disabled"]
+                    _event(conn, said, "login_failed", "account disabled" if disabled else "",
+                           at=now)  # fmt: skip
+                else:
+                    _event(conn, said, "login", "", at=now)
+                    if new_hash:
+                        conn.execute("UPDATE users SET password_hash = ? WHERE name = ?",
+                                     (new_hash, name))  # fmt: skip
         if locked:  # raised after the commit, so the lockout itself is recorded
             minutes = round(LOCKOUT_WINDOW.total_seconds() / 60)
             raise AccountLockedError(
-                f"Too many failed logins for {name!r}: try again in {minutes} minutes, or "
+                f"Too many failed logins for {said!r}: try again in {minutes} minutes, or "
                 "ask an admin to reset the password."
             )
         if user is None:  # the failure is stored before the refusal is raised
@@ -260,16 +269,17 @@ class Accounts:
     def current(self, user: User, logged_in_at: datetime | None = None) -> User | None:
         """``user`` as the accounts now say: its roles of now, or None when the account was
         disabled or removed since the login, or (given ``logged_in_at``) its password was set
-        by someone else since (an admin's reset after a leak ends the sessions of the old
-        password). A page asks this on every run, so a change by an admin reaches sessions
+        or the account disabled since (a reset after a leak ends the sessions of the old
+        password, one's own change too; re-enabling brings no session back). A page asks this on every run, so a change by an admin reaches sessions
         already logged in."""
         with self._transaction(write=False) as conn:
             row = conn.execute("SELECT roles, disabled FROM users WHERE name = ?",
                                (user.name,)).fetchone()  # fmt: skip
+            # A password set since, by anyone (one's own change after a leak too: the session
+            # that made it is stamped anew, see restamp), or a disabling since, even one undone.
             reset = logged_in_at is not None and conn.execute(
-                "SELECT 1 FROM account_events WHERE user_name = ? AND event = 'password' AND "
-                "at > ? AND detail != ?", (user.name, logged_in_at.isoformat(),
-                                           f"set by {user.name}")).fetchone()  # fmt: skip
+                "SELECT 1 FROM account_events WHERE user_name = ? AND event IN ('password', "
+                "'disabled') AND at > ?", (user.name, logged_in_at.isoformat())).fetchone()  # fmt: skip
         if row is None or row["disabled"] or reset:
             return None
         return User(user.name, parse_roles(row["roles"].split(",")))
@@ -324,6 +334,18 @@ def _keep_an_admin(conn: sqlite3.Connection, name: str, action: str) -> None:
             f"Cannot {action} {name!r}: it is the only enabled admin, and nobody could manage "
             "accounts. Give another account the admin role first."
         )
+
+
+_LOGIN_LOCKS = tuple(threading.Lock() for _ in range(64))  # by the name's hash
+_LOGGED_NAME_CHARACTERS = 64  # an account name's most
+
+
+def _logged_name(typed: str) -> str:
+    """What the event log keeps of a typed login name: a name of megabytes, or with control
+    characters that would draw on an admin's terminal, is no account name, so its start is
+    kept, spelled plainly."""
+    plain = "".join(c if c.isprintable() else "?" for c in typed)
+    return plain[:_LOGGED_NAME_CHARACTERS] + ("…" * (len(plain) > _LOGGED_NAME_CHARACTERS))
 
 
 def _event(

@@ -88,6 +88,8 @@ with right.form(f"change_account_{key}"):
                 done.append(f"roles {before or 'none'} → {after or 'none'}")
             if new_password:
                 accounts.set_password(chosen, new_password, by=admin)
+                if chosen == admin.name:  # this session goes on; the account's others end
+                    auth.restamp()
                 done.append("new password")
             if disabled != current.disabled:
                 accounts.set_disabled(chosen, disabled, by=admin)

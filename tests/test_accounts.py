@@ -375,7 +375,7 @@ def test_an_admins_change_reaches_a_session_already_logged_in(db, apptest_naviga
     assert Accounts().current(User("ana", frozenset({Role.SIGNER}))).roles == {Role.REVIEWER}
     Accounts().set_disabled("ana", True, by=admin)
     at.run()
-    assert any("disabled or its password reset by an administrator" in w.value for w in at.warning)
+    assert any("password was set anew, or the account disabled" in w.value for w in at.warning)
     assert [t.value for t in at.title] == ["Log in"]
     assert Accounts().current(User("ana", frozenset({Role.REVIEWER}))) is None
 
@@ -540,12 +540,65 @@ def test_an_admins_password_reset_ends_the_sessions_of_the_old_password(db):
     ana = accounts.authenticate("ana", "a long secret 2")
     logged_in = datetime.now(UTC)
     assert accounts.current(ana, logged_in) == ana
-    accounts.set_password("ana", "her own new secret", by=ana)  # her own change: kept
-    assert accounts.current(ana, logged_in) == ana
     boss = accounts.authenticate("boss", "a long secret 1")
     accounts.set_password("ana", "reset after a leak", by=boss)
     assert accounts.current(ana, logged_in) is None
     assert accounts.current(ana, datetime.now(UTC)) == ana  # a login after the reset
+
+
+def test_ones_own_new_password_and_a_disabling_undone_end_the_other_sessions_too(db):
+    """An admin who changed their own password after a leak kept every other session of the old
+    one; a re-enabled account's old sessions came back."""
+    accounts = Accounts()
+    accounts.add_user("ana", "a long secret 2", ["admin"])
+    ana = accounts.authenticate("ana", "a long secret 2")
+    logged_in = datetime.now(UTC)
+    accounts.set_password("ana", "her own new secret", by=ana)
+    assert accounts.current(ana, logged_in) is None  # the session elsewhere, of the old one
+    later = datetime.now(UTC)  # the session that set it is stamped anew (ui.auth.restamp)
+    assert accounts.current(ana, later) == ana
+    accounts.add_user("bo", "a long secret 3", ["reviewer"])
+    bo = accounts.authenticate("bo", "a long secret 3")
+    since = datetime.now(UTC)
+    accounts.set_disabled("bo", True, by=ana)
+    accounts.set_disabled("bo", False, by=ana)
+    assert accounts.current(bo, since) is None
+
+
+def test_a_login_name_of_megabytes_or_control_characters_is_logged_short_and_plain(db):
+    accounts = Accounts()
+    for typed in ("x" * 2_000_000, "ana\x1b[31m\nFAKE login ok"):
+        with pytest.raises(LoginError):
+            accounts.authenticate(typed, "a wrong password")
+    logged = [e["user_name"] for e in accounts.events() if e["event"] == "login_failed"]
+    assert all(len(name) <= 65 and name.isprintable() for name in logged), logged
+    assert "ana?[31m?FAKE login ok" in logged
+
+
+def test_failed_logins_do_not_hold_the_case_databases_write_lock(db, monkeypatch):
+    """The password check ran inside the write transaction: three browsers guessing held every
+    relabel in the lab for seconds."""
+    from leukemia_core import accounts as accounts_module
+
+    accounts = Accounts()
+    accounts.add_user("ana", "a long secret 2", ["reviewer"])
+    real = accounts_module._HASHER
+    written = []
+
+    class WritingHasher:  # while the password is checked, another writer gets through at once
+        def verify(self, *args):
+            with accounts._transaction(write=True) as conn:
+                conn.execute("CREATE TABLE IF NOT EXISTS probe (x)")
+            written.append(True)
+            return real.verify(*args)
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    monkeypatch.setattr(accounts_module, "_HASHER", WritingHasher())
+    with pytest.raises(LoginError):
+        accounts.authenticate("ana", "a wrong password")
+    assert written == [True]
 
 
 def test_every_refused_login_costs_one_password_check(db, monkeypatch):

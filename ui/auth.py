@@ -77,7 +77,16 @@ def acting_user() -> User:
     return now
 
 
-ENDED_BY_ADMIN = "Your account was disabled or its password reset by an administrator"
+ENDED_BY_ADMIN = ("Your account's password was set anew, or the account disabled, since you "
+                  "logged in here")  # fmt: skip
+
+
+def restamp() -> None:
+    """This login outlives the password it just set for its own account (the account's other
+    sessions end: :meth:`Accounts.current`)."""
+    login = st.session_state.get(LOGIN_KEY)
+    if isinstance(login, LoginSession):
+        login.started = datetime.now(UTC)
 
 
 def _refreshed(login: LoginSession) -> User | None:
