@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -187,9 +188,19 @@ def _restore(backup: Path) -> int:
     except LeukemiaCoreError as error:
         return _error(error)
     print(f"restored {backup} to {restored.database}: {_contents_words(restored.contents)}")
+    if not restored.contents["accounts"]:
+        print("note: the restored database has no accounts, so nobody can log in: run "
+              "python -m leukemia_core users init")  # fmt: skip
     if restored.set_aside:
-        print(f"the database it replaced is kept as {restored.set_aside[0]} (with its -wal and "
-              "-shm files, if any): delete it once the restored cases are checked")  # fmt: skip
+        from leukemia_core.store_backup import backup_contents
+
+        try:  # what the restore took out of use, so that nobody deletes it unread
+            replaced = f"held {_contents_words(backup_contents(restored.set_aside[0]))}; "
+        except (LeukemiaCoreError, sqlite3.Error):
+            replaced = ""
+        print(f"the database it replaced {replaced}it is kept as {restored.set_aside[0]} (with "
+              "its -wal and -shm files, if any): cases, signatures and accounts written after "
+              "the backup are only there, so keep it")  # fmt: skip
     return 0
 
 

@@ -67,6 +67,7 @@ from leukemia_core.store_rows import (
     audit,
     cell_row,
     create_private,
+    damaged_database,
     domain_json,
     field_row,
     insert,
@@ -135,6 +136,15 @@ def _use_wal(conn: sqlite3.Connection) -> None:
             time.sleep(0.05)
 
 
+def _file_id(path: Path) -> tuple[int, int] | None:
+    """The file at ``path`` (device, inode); None when there is none."""
+    try:
+        found = path.stat()
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
 class CaseStore(CaseEdits, CaseReads, CaseSignoff, CaseReshape, CaseFields):
     """The case database; every method is one short transaction, safe across threads/processes.
 
@@ -158,9 +168,12 @@ class CaseStore(CaseEdits, CaseReads, CaseSignoff, CaseReshape, CaseFields):
             self.path = default_database_path(create_folder=create)
         else:
             self.path = Path(path).expanduser()
-        if not create and not self.path.is_file():
+        wal = self.path.with_name(self.path.name + "-wal")  # holds all of a new one, at first
+        if not create and not (self.path.is_file() and (self.path.stat().st_size or (
+                wal.is_file() and wal.stat().st_size))):  # fmt: skip
+            what = "Only an empty file is" if self.path.is_file() else "No case database"
             raise CaseStoreError(
-                f"No case database at {self.path}. Check the path (and the spelling of "
+                f"{what} at {self.path}. Check the path (and the spelling of "
                 f"{DATABASE_ENV_VAR}, which the app's server uses too); the app creates the "
                 "database on its first start."
             )
@@ -169,7 +182,8 @@ class CaseStore(CaseEdits, CaseReads, CaseSignoff, CaseReshape, CaseFields):
             create_private(self.path)
             conn = self._connect()
             try:
-                _use_wal(conn)
+                # Read before anything is changed: a newer database or another program's is
+                # refused as it was found (switching it to WAL first changed it).
                 found = conn.execute("PRAGMA user_version").fetchone()[0]
                 if found > SCHEMA_VERSION:
                     raise CaseStoreError(
@@ -177,6 +191,15 @@ class CaseStore(CaseEdits, CaseReads, CaseSignoff, CaseReshape, CaseFields):
                         f"this app's {SCHEMA_VERSION}; update the app or set {DATABASE_ENV_VAR} "
                         "to another file."
                     )
+                tables = [r[0] for r in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'")]  # fmt: skip
+                if found == 0 and tables:
+                    raise CaseStoreError(
+                        f"{self.path} is another program's SQLite database (tables "
+                        f"{', '.join(tables[:5])}), not a case database, and is left as it "
+                        f"is; point {DATABASE_ENV_VAR} at a case database or at a new file."
+                    )
+                _use_wal(conn)
                 if found < SCHEMA_VERSION:
                     migrate(conn)
             finally:
@@ -199,6 +222,7 @@ class CaseStore(CaseEdits, CaseReads, CaseSignoff, CaseReshape, CaseFields):
     def _transaction(self, *, write: bool) -> Iterator[sqlite3.Connection]:
         """One transaction; an SQLite failure (full disk, busy, read-only) rolls it back and
         becomes a :class:`CaseStoreError` that says what to do."""
+        file = _file_id(self.path)
         try:
             conn = self._connect()
         except sqlite3.OperationalError as error:
@@ -206,7 +230,9 @@ class CaseStore(CaseEdits, CaseReads, CaseSignoff, CaseReshape, CaseFields):
         try:
             conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
+                self._same_file(file, write)
                 yield conn
+                self._same_file(file, write)
             except BaseException:
                 conn.rollback()
                 raise
@@ -215,8 +241,25 @@ class CaseStore(CaseEdits, CaseReads, CaseSignoff, CaseReshape, CaseFields):
             if conn.in_transaction:
                 conn.rollback()
             raise unusable_database(self.path, error, "written" if write else "read") from error
+        except sqlite3.DatabaseError as error:
+            if type(error) is not sqlite3.DatabaseError:  # a refusal (a trigger's): said above
+                raise
+            if conn.in_transaction:
+                conn.rollback()
+            raise damaged_database(self.path, error) from error  # "disk image is malformed"
         finally:
             conn.close()
+
+    def _same_file(self, file: tuple[int, int] | None, write: bool) -> None:
+        """A write goes to the file at the database's path, or nowhere: a restore that put a
+        backup in its place meanwhile left this connection on the file set aside, where a
+        signature was written, reported done, and lost."""
+        if write and _file_id(self.path) != file:
+            raise CaseStoreError(
+                f"The case database {self.path} was replaced (restored from a backup) while "
+                "this change was being made; nothing was written. Do it again on the case as "
+                "it now is."
+            )
 
     def _case(self, conn: sqlite3.Connection, case_id: object, *, open_only: bool) -> sqlite3.Row:
         row = conn.execute("SELECT * FROM cases WHERE case_id = ?", (str(case_id),)).fetchone()

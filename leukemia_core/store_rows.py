@@ -84,6 +84,9 @@ _SERVER_CAUSES = (  # words in SQLite's message -> what the user is told
     (("locked", "busy"), "another change to it is taking long; try again in a moment"),
     (("readonly", "unable to open", "permission"), "it or its folder cannot be written "
      "(read-only, or no permission); ask the administrator to check the file's permissions"),
+    # what a full disk says when SQLite's shared memory or journal cannot grow
+    (("disk i/o",), "the server could not read or write its disk (a full disk or a disk "
+     "fault); free space on the server, or ask the administrator to check the disk"),
 )  # fmt: skip
 
 
@@ -101,6 +104,13 @@ def _server_cause(error: sqlite3.Error) -> str | None:
 def server_trouble(error: sqlite3.Error) -> bool:
     """True for SQLite errors of the server, not of the file (see :func:`_server_cause`)."""
     return _server_cause(error) is not None
+
+
+def damaged_database(path: object, error: sqlite3.Error) -> CaseStoreError:
+    """The words for a case database whose file SQLite finds damaged."""
+    return CaseStoreError(f"The case database {path} is damaged ({error}). Stop the app and "
+                          "ask the administrator to restore the latest backup (python -m "
+                          "leukemia_core restore); nothing was written.")  # fmt: skip
 
 
 def unusable_database(path: object, error: sqlite3.Error, what: str) -> CaseStoreError:

@@ -228,3 +228,73 @@ def test_a_backup_to_a_folder_it_cannot_write_blames_the_target_not_the_database
     with pytest.raises(store_reads.CaseInputError, match=r"cannot be written in .*stick"):
         store.backup(stick / "cases.sqlite3")
     assert list(stick.iterdir()) == []
+
+
+def test_a_change_in_flight_while_a_backup_is_restored_is_refused_not_lost(store, tmp_path):
+    """A signature written while the restore put the backup in place was reported done and
+    kept only in the database set aside."""
+    case_id = new_case(store, [["normal"]], sample_id="S-1")
+    store.backup(tmp_path / "backup.sqlite3")
+    with (
+        pytest.raises(CaseStoreError, match=r"was replaced \(restored from a backup\) while"),
+        store._transaction(write=True) as conn,
+    ):
+        conn.execute("UPDATE cases SET comment = 'late' WHERE case_id = ?", (case_id,))
+        restore_database(tmp_path / "backup.sqlite3", store.path)
+    assert store.load_case(case_id).comment == ""
+    store.set_case_details(case_id, reviewer="R", comment="again")  # done again: it holds
+    assert store.load_case(case_id).comment == "again"
+
+
+def test_a_restore_says_what_the_database_it_replaced_held_and_to_keep_it(store, tmp_path, capsys):
+    new_case(store, [["normal"]], sample_id="S-1")
+    assert main(["backup", str(tmp_path / "backup.sqlite3")]) == 0
+    new_case(store, [["normal"]], sample_id="S-2")
+    capsys.readouterr()
+    assert main(["restore", str(tmp_path / "backup.sqlite3")]) == 0
+    said = capsys.readouterr().out
+    assert "the database it replaced held 2 samples in 2 case versions" in said
+    assert "so keep it" in said and "delete" not in said
+    assert "nobody can log in" in said  # the backup held no account
+
+
+def test_another_programs_database_or_an_empty_file_is_never_made_a_case_database(tmp_path):
+    lims = tmp_path / "lims.sqlite3"
+    with closing(sqlite3.connect(lims)) as conn:
+        conn.execute("CREATE TABLE specimens (id)")
+        conn.commit()
+    before = lims.read_bytes()
+    for create in (True, False):
+        with pytest.raises(CaseStoreError, match="another program's SQLite database"):
+            CaseStore(lims, create=create)
+    assert lims.read_bytes() == before and not Path(f"{lims}-wal").exists()
+    empty = tmp_path / "empty.sqlite3"
+    empty.touch()
+    with pytest.raises(CaseStoreError, match="Only an empty file is at"):
+        CaseStore(empty, create=False)
+
+
+def test_a_newer_database_is_refused_as_it_was_found(tmp_path):
+    newer = tmp_path / "newer.sqlite3"
+    with closing(sqlite3.connect(newer)) as conn:
+        conn.execute("PRAGMA user_version = 99")
+        conn.execute("CREATE TABLE cases (x)")
+        conn.commit()
+    before = newer.read_bytes()
+    with pytest.raises(CaseStoreError, match="newer than"):
+        CaseStore(newer)
+    assert newer.read_bytes() == before  # not switched to WAL first
+
+
+def test_a_damaged_database_says_to_restore_a_backup_not_a_traceback(store):
+    new_case(store, [["normal"]] * 1, sample_id="S-1")
+    for i in range(30):  # pages enough that a later one can be damaged
+        new_case(store, [["normal"] * 20], sample_id=f"S-{i + 2}")
+    data = bytearray(store.path.read_bytes())
+    page = 4096
+    for start in range(3 * page, len(data), page):
+        data[start : start + 64] = b"\xff" * 64
+    store.path.write_bytes(bytes(data))
+    with pytest.raises(CaseStoreError, match=r"is damaged.*restore the latest backup"):
+        for summary in store.list_cases():
+            store.load_case(summary.case_id)

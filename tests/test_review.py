@@ -740,7 +740,9 @@ def test_with_nothing_counted_one_signature_freezes_the_record_as_the_page_says(
             case.relabel(store, *cell.key, "excluded", user=signer)
     assert case.count().n_counted == 0
     assert "the record is then frozen" in case.what_signing_does(signer)
-    case.sign(store, user=signer)
+    with pytest.raises(SignOffBlockedError, match="comment why"):  # no result, and no reason
+        case.sign(store, user=signer)
+    case.sign(store, user=signer, comment="Every cell left out: a thick area; smear again.")
     record = store.load_case(case.case_id)
     assert record.is_signed and record.audit[-1].note == "no cells counted; record frozen"
 
