@@ -197,8 +197,10 @@ def _read_reduced_jpeg(
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as im:
                 im.draft("RGB", (width // factor, height // factor))
-                upright = ImageOps.exif_transpose(im)
-                rgb = np.asarray(upright.convert("RGB"))
+                as_stored = im.convert("RGB")
+                # a cut-off file's grey rows are at the bottom of the picture as stored
+                damage = jpeg_damage_notes(data, np.asarray(as_stored))
+                rgb = np.asarray(ImageOps.exif_transpose(as_stored) if _turns(im) else as_stored)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise errors.TruncatedImageError(
             f"'{name}' could not be decoded ({len(data):,} bytes; decoder said: {error}). The "
@@ -208,9 +210,14 @@ def _read_reduced_jpeg(
     original = (height, width) if turned else (width, height)
     note = (f"'{name}' was decoded at 1/{factor} of its {width}×{height} px to save memory; "
             "cell positions refer to the reduced image.")  # fmt: skip
-    # (turned upright already: a cut-off file whose EXIF turns it shows its grey rows at a side)
     grey = [GREY_NOTE] if is_grey(rgb) else []  # as read_image says of smaller files
-    return np.ascontiguousarray(rgb), original, [*jpeg_damage_notes(data, rgb), *grey, note]
+    return np.ascontiguousarray(rgb), original, [*damage, *grey, note]
+
+
+def _turns(im: Image.Image) -> bool:
+    """Whether the picture's EXIF orientation turns or flips it (the converted copy has lost
+    the tag that :func:`ImageOps.exif_transpose` reads, so it is read here)."""
+    return im.getexif().get(0x0112, 1) in range(2, 9)
 
 
 def png_bytes(rgb: np.ndarray, compression: int = 3) -> bytes:

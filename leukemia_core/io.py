@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+import struct
 import threading
 import warnings
 from pathlib import Path
@@ -34,9 +35,12 @@ FILE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".tif", ".tif
                  ".webp")  # of those  # fmt: skip
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", *_TIFF_MAGIC)
+_HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"avif")
 _DEEP_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 _PLAIN_MODES = ("RGB", "RGBX", "L", "1", "P", "CMYK", "YCbCr")
-_DECODE_ERRORS = (OSError, SyntaxError, EOFError, ValueError, IndexError)
+# what Pillow's decoders raise on damaged data (a TIFF whose second page has no size: TypeError)
+_DECODE_ERRORS = (OSError, SyntaxError, EOFError, ValueError, IndexError, TypeError, KeyError,
+                  struct.error)  # fmt: skip
 GREY_NOTE = (
     "greyscale image: the stain's colours that tell white cells from red cells are missing, so "
     "cells may be missed and results are unreliable; photograph or export the smear in colour"
@@ -211,6 +215,9 @@ def _decode(data: bytes, name: str, max_pixels: int, min_side: int) -> _Decoded:
         hint = ""
         if b"%PDF-" in data[:8]:
             hint = " A PDF? Export the page as PNG or JPEG."
+        elif data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
+            hint = (" It is a HEIC/HEIF photo (as phones save them): export it as JPEG, or set "
+                    "the phone's camera to its most compatible format.")  # fmt: skip
         elif data.startswith(_ZIP_MAGIC):  # also the container of docx, xlsx and odt files
             hint = (" A zip archive or an office document? Unpack or open it and use the "
                     "pictures inside as image files.")  # fmt: skip
@@ -233,7 +240,7 @@ def _decode(data: bytes, name: str, max_pixels: int, min_side: int) -> _Decoded:
         try:
             # An MPO's extra pictures are previews or depth maps of the same photo, not pages.
             n_frames = 1 if im.format == "MPO" else getattr(im, "n_frames", 1)
-            orientation = im.getexif().get(0x0112, 1)
+            orientation = im.getexif().get(0x0112, 1)  # OpenCV below does not apply it
             if _is_deep_colour(im, data):  # the same for PNG, where OpenCV reads all 16 bits
                 import cv2
 
@@ -243,6 +250,9 @@ def _decode(data: bytes, name: str, max_pixels: int, min_side: int) -> _Decoded:
                 arr = arr[..., [2, 1, 0, 3][: arr.shape[2]]]  # OpenCV gives BGR(A)
                 return arr, fmt, f"{im.mode};16", im.size, n_frames, orientation
             im.load()
+            # Asked again once loaded: Pillow turns a TIFF upright as it loads it and drops the
+            # tag, which turned it a second time here.
+            orientation = im.getexif().get(0x0112, 1) if fmt == "TIFF" else orientation
         except _DECODE_ERRORS as exc:
             raise _damaged(name, data, exc) from exc
         if im.mode in _DEEP_GRAY_MODES:
@@ -348,6 +358,13 @@ def _to_rgb(arr: np.ndarray, name: str) -> tuple[np.ndarray, list[str]]:
     channels = {2: 1, 3: arr.shape[-1]}.get(arr.ndim)
     if channels == 1:
         return np.repeat(arr.reshape(arr.shape[:2])[..., None], 3, axis=2), notes
+    if channels in (2, 4) and not arr[..., -1].any():
+        # transparent everywhere: no picture is meant to be, so the channel is no transparency
+        # (an export that wrote zeros there); on black it was a black field
+        notes.append("its transparency channel is empty (fully transparent everywhere), so it "
+                     "was ignored")  # fmt: skip
+        rgb = arr[..., :-1]
+        return (np.repeat(rgb, 3, axis=2) if channels == 2 else np.ascontiguousarray(rgb)), notes
     if channels in (2, 4):
         if (see_through := float(np.mean(arr[..., -1] < 255))) > 0:  # else it reads as the slide
             notes.append(f"{see_through:.0%} of the image is transparent or see-through: put on "
