@@ -9,7 +9,7 @@ from __future__ import annotations
 import streamlit as st
 
 from ui import auth, navigation, state
-from ui.common import research_use_banner
+from ui.common import flash, research_use_banner
 from ui.models import model_status, warm_up_in_background
 
 SIDEBAR_WIDTH_PX = 240  # leaves an 800 px screen room to review (hidden on phones)
@@ -36,6 +36,9 @@ chosen = st.navigation(sections)
 hidden = {st.Page(f"pages/{p.file}").url_path for pages in menu.values() for p in pages if p.hidden}
 if auth.just_logged_in() and chosen.url_path in hidden:  # left open by the account before
     first = next(p for pages in menu.values() for p in pages if not p.hidden)
+    asked = next(p for pages in menu.values() for p in pages
+                 if st.Page(f"pages/{p.file}").url_path == chosen.url_path)  # fmt: skip
+    flash(navigation.refused_note(asked, user, first), "info")  # a bookmark landed silently
     st.switch_page(f"pages/{first.file}")
 with st.sidebar:
     st.markdown("**ALL blast screening**  \n:red[Research use only]")

@@ -10,9 +10,11 @@ from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.roles import SHELL_PREFIX, role_text
 from leukemia_core.store_rows import minute_text
 from ui import auth
+from ui.common import show_flashes
 
 admin = auth.require(Permission.MANAGE_USERS)
 st.title("Accounts")
+show_flashes()
 accounts = auth.accounts()
 ROLE_HELP = "  \n".join(role_text(role) for role in Role)  # what each role may do, exactly
 
@@ -48,9 +50,15 @@ with left.form("add_account", clear_on_submit=True):
             if first != second:
                 raise ValueError("The two passwords differ; type the same one twice.")
             accounts.add_user(name, first, roles, by=admin)
-            st.success(f"Account {name!r} added.")
+            # said after the rerun, so the table above lists the new account at once
+            st.session_state["add_account_said"] = f"Account {name.strip()!r} added."
+            st.rerun()
         except (LeukemiaCoreError, ValueError) as error:
             st.error(str(error))
+    if added := st.session_state.pop("add_account_said", None):
+        st.success(added)
+left.caption("Accounts are never deleted, so that the audit trails keep naming who did what: "
+             "disable one instead (Change an account).")  # fmt: skip
 
 right.subheader("Change an account")
 names = [u.name for u in users]

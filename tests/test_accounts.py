@@ -277,6 +277,20 @@ def test_an_account_logging_in_where_another_left_lands_on_a_page_it_may_use(
     assert at.title[0].value == "Accounts"
 
 
+def test_logging_in_at_a_pages_address_the_account_may_not_use_says_why_it_landed_elsewhere(
+    db, apptest_navigation
+):
+    """A reviewer's bookmark of the Retrain page asked for a login, then showed Analyze without
+    a word."""
+    at = log_in(AppTest.from_file(str(APP), default_timeout=60), "rev", ("reviewer",))
+    at.session_state["_just_logged_in"] = True  # as the login form leaves it
+    at.switch_page("pages/retrain.py").run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == "Analyze a sample"
+    (note,) = [i.value for i in at.info if "The address you opened" in i.value]
+    assert "**Retrain & compare**" in note and "retrain, promote, adapt or activate models" in note
+
+
 @pytest.mark.parametrize(
     ("roles", "shown", "hidden"),
     [
@@ -342,8 +356,7 @@ def test_an_admin_adds_an_account_on_the_accounts_page(db, apptest_navigation):
     next(b for b in at.button if b.label == "Add account").click().run()
     assert any("newbie" in s.value for s in at.success), [e.value for e in at.error]
     assert Accounts().authenticate("newbie", "newbie password").roles == {Role.REVIEWER}
-    at.run()
-    table = at.table[0].value.set_index("Account")
+    table = at.table[0].value.set_index("Account")  # listed at once, not on the next click
     assert table.loc["newbie", "By"] == "boss" and table.loc["newbie", "Disabled"] == "no"
     Accounts().add_user("cli-made", "cli password!", ["reviewer"], by=User.shell())
     Accounts().set_disabled("cli-made", True, by=make_user("boss", ("admin",)))

@@ -124,6 +124,19 @@ def test_a_thumbnail_is_outside_the_supported_magnification(smear):
     assert MAGNIFICATION in {w.check for w in check_field(small, segment_wbc(small))}
 
 
+def test_red_cells_under_30_px_are_below_what_the_classifier_supports(smear):
+    """At 17 px a field's blasts were called normal with confidence, with no warning (the floor
+    was the segmentation's 12 px); the development fields measure 44 px and more."""
+    assert MAGNIFICATION not in {
+        w.check for w in check_field(smear.image, segment_wbc(smear.image))
+    }
+    small = cv2.resize(smear.image, None, fx=0.625, fy=0.625, interpolation=cv2.INTER_AREA)
+    segmentation = segment_wbc(small)
+    assert 20 < segmentation.red_cell_diameter_px < 30
+    (warning,) = [w for w in check_field(small, segmentation) if w.check == MAGNIFICATION]
+    assert "full-resolution image" in warning.message and warning.limit == 30
+
+
 def test_a_tinted_lamp_is_a_colour_cast(smear):
     tinted = np.clip(smear.image * np.array([0.35, 0.8, 1.0]), 0, 255).astype(np.uint8)
     assert COLOUR_CAST in {w.check for w in check_field(tinted, segment_wbc(tinted))}

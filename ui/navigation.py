@@ -51,6 +51,16 @@ def menu(user: User) -> dict[str, list[PageEntry]]:
     return sections
 
 
+def refused_note(page: PageEntry, user: User, instead: PageEntry) -> str:
+    """Why the page an address named is not the one shown after logging in there."""
+    needed = next(permission for permission, pages in SECTIONS.values()
+                  if any(p.file == page.file for p in pages))  # fmt: skip
+    return (
+        f"The address you opened is **{page.title}**, which needs an account that may "
+        f"{needed.value}; yours ({user.name}) may not, so {instead.title} opened instead."
+    )
+
+
 def lone_page_note(sections: dict[str, list[PageEntry]]) -> str | None:
     """Why there is no menu, when the account may use one page only (Streamlit then shows none)."""
     visible = [p.title for pages in sections.values() for p in pages if not p.hidden]
