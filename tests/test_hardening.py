@@ -922,11 +922,13 @@ def test_the_retrain_page_shows_a_failed_job_without_server_folders(retrain_page
     at = retrain_page.run()
     assert not at.exception, at.exception
     (error,) = [e.value for e in at.error if "This job failed" in e.value]
-    assert "DatasetError: a.png cannot be read" in error and str(tmp_path) not in error
+    assert "This job failed: a.png cannot be read" in error and str(tmp_path) not in error
+    assert "DatasetError" not in error  # the class name is for the administrator's details
     assert any(f"{job_id}/error.txt" in c.value for c in at.caption)
     assert not [t for t in _shown_texts(at) if str(runs) in t]
     details = [x for x in at.expander if x.label == "Details for the administrator"]
     assert details and str(folder / jobs.ERROR_FILE) in details[0].code[0].value
+    assert "DatasetError" in details[0].code[0].value
 
 
 def test_train_help_lists_every_command_it_accepts(capsys):
@@ -975,3 +977,12 @@ def test_segment_on_a_full_disk_stops_with_what_to_do_and_leaves_no_crops(tmp_pa
     err = capsys.readouterr().err
     assert "could not write the results" in err and "Free some space" in err
     assert "Traceback" not in err and not (out / "field").exists()
+
+
+def test_a_failed_jobs_reason_is_said_without_the_exception_class_and_says_what_to_do():
+    from ui.retrain_jobs import failure_words
+
+    said = failure_words("DatasetNotFoundError: No dataset at cells/manifest.csv")
+    assert said.startswith("No dataset at cells/manifest.csv") and "Error" not in said
+    assert "moved or deleted after it was checked" in said
+    assert failure_words("the worker stopped") == "the worker stopped"

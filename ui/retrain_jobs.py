@@ -233,6 +233,19 @@ def results_section(status: jobs.JobStatus) -> None:
         st.error(error)
 
 
+def failure_words(error: str) -> str:
+    """The worker's ``"<ExceptionName>: <message>"`` as a lab admin reads it: the message, and
+    for a dataset gone since it was checked, what to do (the class name and the traceback's
+    path are under the administrator's details)."""
+    name, _, message = error.partition(": ")
+    if not message or not name.isidentifier():
+        return shown(error)
+    if name in ("DatasetNotFoundError", "FileNotFoundError"):
+        message += (" The data was moved or deleted after it was checked: check it again in "
+                    "step 1 and start a new job.")  # fmt: skip
+    return shown(message)
+
+
 def jobs_section() -> None:
     st.subheader("3. Jobs")
     all_jobs = jobs.list_jobs()
@@ -240,9 +253,11 @@ def jobs_section() -> None:
         st.info("No comparison jobs yet.")
         return
     by_id = {j.job_id: j for j in all_jobs}
-    if st.session_state.get("job") not in by_id:  # the newest job that was not cancelled:
-        # a job cancelled before it ran must not hide the results of the one before it
-        opened = next((j for j in all_jobs if j.state != jobs.CANCELLED), all_jobs[0])
+    if st.session_state.get("job") not in by_id:  # the running job, else the newest one that
+        # was not cancelled: a job queued behind it, or one cancelled before it ran, must not
+        # hide its progress or the results of the one before
+        opened = next((j for j in all_jobs if j.state == jobs.RUNNING),
+                      next((j for j in all_jobs if j.state != jobs.CANCELLED), all_jobs[0]))  # fmt: skip
         st.session_state["job"] = opened.job_id
     # The state is not in the picker's label: a closed picker kept showing the label it was
     # picked with ("queued" after the job had run or been cancelled); it is said below instead.
@@ -266,7 +281,7 @@ def jobs_section() -> None:
     elif status.state == jobs.DONE:
         results_section(status)
     elif status.state == jobs.FAILED:
-        st.error(f"This job failed: {shown(status.error or '')}")
+        st.error(f"This job failed: {failure_words(status.error or '')}")
         # A worker that died leaves its last progress message ("Loading the data."): not news.
         if status.message and status.error != jobs.WORKER_GONE:
             st.caption(shown(status.message))
