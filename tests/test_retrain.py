@@ -564,6 +564,12 @@ def test_another_installed_model_is_made_active_only_after_a_confirmation(models
     change = Accounts().model_changes(1)[0]
     assert (change["user_name"], change["action"], change["to_model"]) == (
         "Dr. M", "activate", "tiny-old")  # fmt: skip
+    # the way back is offered first, and a version kept when a model was saved over its name
+    # is offered too (a promotion into the active model's name could not be undone here)
+    shutil.copytree(models_root / "tiny", models_root / "tiny.previous")
+    options = start().selectbox(key="activate_pick").options
+    assert options[0] == "tiny (active before the last change)"
+    assert "tiny.previous (kept version, replaced by a newer one)" in options
 
 
 def test_the_settings_are_kept_when_the_page_is_left_and_opened_again(models_root):

@@ -28,6 +28,7 @@ from leukemia_core.models.folder import (
     MODELS_ENV_VAR,
     ModelConfig,
     active_model_name,
+    kept_versions,
     list_models,
     load_model,
     models_dir,
@@ -273,11 +274,22 @@ def active_model_section() -> None:
     if active and st.button(f"Read the model card of {active}", key="active_model_card",
                             icon=":material/description:"):  # fmt: skip
         model_card_dialog(active)
-    others = [name for name in names if name != active]
+    # The model active before the last change first (the way back it is for), then the kept
+    # versions a promotion or adaptation into the same name set aside, named as such.
+    kept = [name for name in kept_versions() if name != active]
+    others = [name for name in names if name != active] + kept
     if not others:
         st.caption("No other model is installed.")
         return
-    picked = st.selectbox("Make another model active", others, key="activate_pick")
+    changes = auth.accounts().model_changes(1)
+    before = changes[0]["from_model"] if changes else None
+    others.sort(key=lambda name: name != before)
+    picked = st.selectbox(
+        "Make another model active", others, key="activate_pick",
+        format_func=lambda name: name + (" (active before the last change)" if name == before
+                                         else " (kept version, replaced by a newer one)"
+                                         if name in kept else ""),
+    )  # fmt: skip
     try:
         config = model_config(picked)
     except LeukemiaCoreError as error:

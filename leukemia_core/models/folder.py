@@ -162,6 +162,16 @@ def list_models(root: Path | None = None) -> list[str]:
     return sorted(names, key=lambda n: n != active)
 
 
+def kept_versions(root: Path | None = None) -> list[str]:
+    """The ``<name>.previous`` folders a re-saved model's old version is kept in: the way back
+    after a promotion or adaptation into the same name (:func:`list_models` leaves them out)."""
+    root = root or models_dir()
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.name.endswith(PREVIOUS)
+                  and _is_model_folder(p) and _inside(p, root))  # fmt: skip
+
+
 def active_model_name(root: Path | None = None, names: list[str] | None = None) -> str | None:
     """The model named in ``ACTIVE`` if it exists (a kept ``.previous`` version too: a
     rollback), else the first folder, else None."""
