@@ -476,6 +476,8 @@ def test_adapt_section_of_the_retrain_page(models, apptest_navigation):
     assert all(v == "—" or re.fullmatch(r"\d\.\d{3}", v) for v in table.to_numpy().ravel())
     said = " ".join(c.value for c in at.caption)
     assert "Chosen on that check: calibration" in said and "calibration_only" not in said
+    # six samples: more than promotion's floor of five, so no few-samples warning
+    assert not any("even a perfect score here is no evidence" in w.value for w in at.warning)
     activate = at.button(key="adapt_activate")
     assert activate.disabled  # until the confirmation is ticked
     at.checkbox(key="adapt_confirm").check().run()
@@ -483,6 +485,10 @@ def test_adapt_section_of_the_retrain_page(models, apptest_navigation):
     assert not at.exception, at.exception
     assert active_model_name(models) == "tiny-site1"
     assert any("tiny-site1" in s.value for s in at.success), [s.value for s in at.success]
+    # said beside the figures too, where the confirmation no longer stands
+    assert any(s.value == "`tiny-site1` is the active model: new analyses use it."
+               for s in at.success)  # fmt: skip
+    assert not [c for c in at.checkbox if c.key == "adapt_confirm"]
 
 
 def test_a_version_that_misses_more_blasts_is_called_worse():
@@ -557,3 +563,18 @@ def test_adapting_again_on_the_same_cells_says_the_before_figures_are_not_held_o
     said = read_config(again.name, models).training["adapted"]["data"]
     assert f"{len(records)} of the {len(records)} cells belong to samples the base model" in said
     assert "not held-out" in (models / again.name / "card.md").read_text()
+
+
+def test_an_adaptation_checked_on_few_samples_says_its_figures_are_no_evidence(
+    models, apptest_navigation
+):
+    """21 cells of 4 samples scored 1.000 / 1.000 / 1.000 and "Make active" was offered without
+    a word; promotion warns below five test groups."""
+    _sign_cases(CaseStore(os.environ["LEUKEMIA_CASE_DB"]), 3)  # 6 blasts of 3 samples
+    at = log_in(AppTest.from_file(str(APP), default_timeout=240), "Dr. M", ("model_admin",)).run()
+    at.switch_page("pages/retrain.py").run()
+    at.button(key="adapt_count").click().run()
+    at.button(key="adapt_run").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    (warning,) = [w.value for w in at.warning if "no evidence" in w.value]
+    assert warning.startswith("These figures rest on 3 samples")
