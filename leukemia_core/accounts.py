@@ -145,7 +145,7 @@ class Accounts:
         actor = by or User.shell()
         actor.require(Permission.MANAGE_USERS)
         name, roles = _check_name(name), parse_roles(roles)
-        hashed = _HASHER.hash(_check_password(password))
+        hashed = _HASHER.hash(_check_password(password, name))
         with self._transaction(write=True) as conn:
             # casefold in Python: SQLite's lower() folds ASCII letters only
             for (other,) in conn.execute("SELECT name FROM users"):
@@ -183,7 +183,7 @@ class Accounts:
         actor = by or User.shell()
         if actor.name != name:
             actor.require(Permission.MANAGE_USERS)
-        hashed = _HASHER.hash(_check_password(password))
+        hashed = _HASHER.hash(_check_password(password, name))
         with self._transaction(write=True) as conn:
             self._row(conn, name)
             conn.execute("UPDATE users SET password_hash = ? WHERE name = ?", (hashed, name))
@@ -367,12 +367,43 @@ def _check_name(name: object) -> str:
     return text
 
 
-def _check_password(password: object) -> str:
+# The commonest passwords of ten or more characters (and their stems, "password" of
+# "password12"): the first ones tried by anyone guessing.
+_COMMON_PASSWORDS = frozenset({
+    "password", "passw0rd", "qwertyuiop", "iloveyou", "letmein", "welcome", "administrator",
+    "changeme", "trustno1", "sunshine", "football", "baseball", "princess", "superman",
+    "starwars", "whatever", "qwerty", "laboratory", "hematology", "haematology", "leukemia",
+})  # fmt: skip
+_RUNS = ("01234567890123456789", "abcdefghijklmnopqrstuvwxyz", "qwertyuiopasdfghjklzxcvbnm")
+
+
+def _too_easy(password: str, name: str) -> str | None:
+    """Why ``password`` would be among the first guesses for account ``name`` (None: it is not)."""
+    plain = password.casefold()
+    stem = re.sub(r"[\W\d_]+$", "", plain)  # "Password123!" -> "password"
+    if len(set(plain)) <= 2:
+        return "uses one or two different characters only"
+    if any(plain in run or plain in run[::-1] for run in _RUNS):
+        return "is a run of keys or digits"
+    if plain in _COMMON_PASSWORDS or stem in _COMMON_PASSWORDS:
+        return "is one of the commonest passwords"
+    account = re.sub(r"[\W_]+", "", _reads_as(name)) if name else ""
+    if len(account) >= 4 and account in re.sub(r"[\W_]+", "", plain):
+        return "contains the account name"
+    return None
+
+
+def _check_password(password: object, name: str = "") -> str:
     # Ten spaces were a password; a line end pasted with it could never be typed at login.
     if not isinstance(password, str) or len(password.strip()) < MIN_PASSWORD_LENGTH:
         raise AccountInputError(
             f"The password must have at least {MIN_PASSWORD_LENGTH} characters, not counting "
             "spaces at its ends."
+        )
+    if why := _too_easy(password, name):
+        raise AccountInputError(
+            f"That password {why}, so it would be among the first guesses: choose another, "
+            "e.g. three or four unrelated words."
         )
     if password != password.strip(" ") or any(c in password for c in "\r\n\t"):
         raise AccountInputError(

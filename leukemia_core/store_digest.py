@@ -35,7 +35,7 @@ def changed_images(rows_by_table: dict[str, Sequence[sqlite3.Row]]) -> list[str]
                 if image_sha256(row[image]) != row[digest]:
                     where = f"field {row['field_index'] + 1}" + (
                         f" cell {row['cell_id']}" if table == "cells" else "")  # fmt: skip
-                    found.append(f"the {image.removesuffix('_png')} image of {where}")
+                    found.append(f"the {_IMAGE_WORDS[image]} of {where}")
     return found
 
 
@@ -58,6 +58,7 @@ out-of-domain result, the first signature and the fields (names, warnings, image
 (:data:`IMAGE_DIGESTS`)."""
 _VERSION_2 = "2:"  # the prefix of a version-2 ``state``; version 1 states are bare hex
 _IMAGES = ("image_png", "crop_png", "overlay_png")
+_IMAGE_WORDS = {"image_png": "picture", "crop_png": "cropped image", "overlay_png": "heatmap"}
 _LATER_DEFAULTS = {("notes", "[]"), ("original_width", 0), ("original_height", 0), ("scale", 1.0)}
 
 

@@ -85,6 +85,9 @@ def run(args: argparse.Namespace) -> int:
 def _init(accounts: Accounts, name: str | None, password_stdin: bool) -> int:
     """Create the first administrator (all roles) when there is no account; else do nothing."""
     if accounts.has_users():  # silent: the README's start command runs this every time
+        if name is not None or password_stdin:  # ... but not when asked for an account
+            print("Accounts exist already, so init created none; add one with: python -m "
+                  "leukemia_core users add NAME --role ROLE", file=sys.stderr)  # fmt: skip
         return 0
     roles = [Role.ADMIN, Role.SIGNER, Role.MODEL_ADMIN]
     if not password_stdin and not sys.stdin.isatty():

@@ -182,11 +182,11 @@ def test_users_cli_prompts_no_password_on_the_command_line(db):
     run = subprocess.run(
         [sys.executable, "-m", "leukemia_core", "users", "add", "admin", "--role", "admin",
          "--role", "signer", "--password-stdin"],
-        input="an admin password\n", capture_output=True, text=True, env=env, cwd=ROOT,
+        input="an office password\n", capture_output=True, text=True, env=env, cwd=ROOT,
         timeout=120,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
-    assert Accounts().authenticate("admin", "an admin password").can(Permission.MANAGE_USERS)
+    assert Accounts().authenticate("admin", "an office password").can(Permission.MANAGE_USERS)
     bad = subprocess.run([sys.executable, "-m", "leukemia_core", "users", "roles", "nobody",
                           "--role", "signer"], capture_output=True, text=True, env=env, cwd=ROOT,
                          timeout=120)  # fmt: skip
@@ -351,11 +351,11 @@ def test_an_admin_adds_an_account_on_the_accounts_page(db, apptest_navigation):
     at.switch_page("pages/accounts.py").run()
     assert not at.exception and at.title[0].value == "Accounts"
     at.text_input(key="new_name").input("newbie")
-    at.text_input(key="new_password").input("newbie password")
-    at.text_input(key="new_password_again").input("newbie password")
+    at.text_input(key="new_password").input("a fresh start 42")
+    at.text_input(key="new_password_again").input("a fresh start 42")
     next(b for b in at.button if b.label == "Add account").click().run()
     assert any("newbie" in s.value for s in at.success), [e.value for e in at.error]
-    assert Accounts().authenticate("newbie", "newbie password").roles == {Role.REVIEWER}
+    assert Accounts().authenticate("newbie", "a fresh start 42").roles == {Role.REVIEWER}
     table = at.table[0].value.set_index("Account")  # listed at once, not on the next click
     assert table.loc["newbie", "By"] == "boss" and table.loc["newbie", "Disabled"] == "no"
     Accounts().add_user("cli-made", "cli password!", ["reviewer"], by=User.shell())
@@ -410,6 +410,10 @@ def test_users_init_on_first_start(db):
     again = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                            env=env, cwd=ROOT, timeout=120)  # fmt: skip
     assert again.returncode == 0 and again.stderr == ""  # accounts exist: nothing to do
+    asked = subprocess.run([*command, "--name", "bob", "--password-stdin"],
+                           input="scripted secret 2\n", capture_output=True, text=True,
+                           env=env, cwd=ROOT, timeout=120)  # fmt: skip
+    assert asked.returncode == 0 and "init created none; add one with" in asked.stderr
 
 
 def test_users_init_asks_for_the_first_admin_at_a_terminal(db):
@@ -423,7 +427,7 @@ def test_users_init_asks_for_the_first_admin_at_a_terminal(db):
     password = b"(at least 10 characters): "
     for prompt, answer in ((b"name [admin]:", b"\n"), (password, b"short\n"),
                            (b"Too short: 5 characters. Try again.", b""),
-                           (password, b"first admin pw\n"), (b"again: ", b"first admin pw\n"),
+                           (password, b"first office pw\n"), (b"again: ", b"first office pw\n"),
                            (b"log in with it", b"")):  # fmt: skip
         deadline = time.monotonic() + 120
         while prompt not in seen[start:] and time.monotonic() < deadline:
@@ -435,8 +439,8 @@ def test_users_init_asks_for_the_first_admin_at_a_terminal(db):
         start = seen.index(prompt, start) + len(prompt)
         os.write(fd, answer)
     os.waitpid(pid, 0)
-    assert b"first admin pw" not in seen
-    admin = Accounts().authenticate("admin", "first admin pw")
+    assert b"first office pw" not in seen
+    admin = Accounts().authenticate("admin", "first office pw")
     assert admin.roles == {Role.ADMIN, Role.SIGNER, Role.MODEL_ADMIN}
 
 
@@ -639,3 +643,15 @@ def test_every_refused_login_costs_one_password_check(db, monkeypatch):
         with pytest.raises(LoginError):
             accounts.authenticate(name, "a wrong password")
     assert len(checks) == 3
+
+
+@pytest.mark.parametrize(
+    ("password", "why"),
+    [("aaaaaaaaaaaa", "one or two different characters"), ("1234567890", "run of keys"),
+     ("qwertyuiop", "run of keys"), ("Password123!", "commonest"),
+     ("hematology2026", "commonest"), ("marta's secret", "account name")],
+)  # fmt: skip
+def test_passwords_among_the_first_guesses_are_refused_in_words(db, password, why):
+    with pytest.raises(AccountInputError, match=f"That password .*{why}"):
+        Accounts().add_user("Marta", password, ["reviewer"])
+    Accounts().add_user("Marta", "three unrelated words", ["reviewer"])  # what it advises
