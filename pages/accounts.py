@@ -19,6 +19,11 @@ accounts = auth.accounts()
 ROLE_HELP = "  \n".join(role_text(role) for role in Role)  # what each role may do, exactly
 
 
+def role_words(role: str) -> str:
+    """A role as the sidebar names it ("model administrator", not ``model_admin``)."""
+    return auth.ROLE_WORDS.get(Role(role), role)
+
+
 def by_words(by: str | None) -> str:
     """Who made an account: a name, or the server's command line (``shell:<user>``)."""
     if by and by.startswith(SHELL_PREFIX):
@@ -28,7 +33,7 @@ def by_words(by: str | None) -> str:
 
 users = accounts.list_users()
 rows = [
-    {"Account": u.name, "Roles": ", ".join(sorted(u.roles)),
+    {"Account": u.name, "Roles": auth.roles_text(u),
      "Disabled": "yes: cannot log in" if u.disabled else "no",  # words: a box looked editable
      "Created (UTC)": minute_text(u.created_at), "By": by_words(u.created_by)}
     for u in users
@@ -41,7 +46,12 @@ with left.form("add_account", clear_on_submit=True):
     st.subheader("Add an account")
     name = st.text_input("Account name", key="new_name")
     roles = st.multiselect(
-        "Roles", [r.value for r in Role], default=["reviewer"], help=ROLE_HELP, key="new_roles"
+        "Roles",
+        [r.value for r in Role],
+        default=["reviewer"],
+        help=ROLE_HELP,
+        key="new_roles",
+        format_func=role_words,
     )
     first = st.text_input("Password", type="password", key="new_password")
     second = st.text_input("Password again", type="password", key="new_password_again")
@@ -76,6 +86,7 @@ stored = (sorted(current.roles), current.disabled) if current else None
 shown = st.session_state.setdefault(f"change_account_shown_{key}", stored)
 with right.form(f"change_account_{key}"):
     new_roles = st.multiselect("Roles", [r.value for r in Role], key=f"change_roles_{key}",
+                               format_func=role_words,
                                default=sorted(current.roles) if current else [], help=ROLE_HELP)  # fmt: skip
     new_password = st.text_input("New password (leave empty to keep; also lifts a lockout)",
                                  type="password", key=f"change_password_{key}")  # fmt: skip
@@ -92,7 +103,8 @@ with right.form(f"change_account_{key}"):
                 )
             if set(new_roles) != set(current.roles):
                 accounts.set_roles(chosen, new_roles, by=admin)
-                before, after = ", ".join(sorted(current.roles)), ", ".join(sorted(new_roles))
+                before, after = (", ".join(map(role_words, sorted(roles_of)))
+                                 for roles_of in (current.roles, new_roles))  # fmt: skip
                 done.append(f"roles {before or 'none'} → {after or 'none'}")
             if new_password:
                 accounts.set_password(chosen, new_password, by=admin)
