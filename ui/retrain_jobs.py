@@ -153,10 +153,14 @@ def results_section(status: jobs.JobStatus) -> None:
                  "comparison again.")  # fmt: skip
         return
     rows = results["table"]
+    beaten_by = size_baseline_not_beaten(results, results["best"] or "")
+    best = (f"Best of the trained models by balanced accuracy: **{results['best']}**, though it "
+            "does not beat the size-only baseline" if beaten_by and results["best"] else
+            f"Best by balanced accuracy: **{results['best'] or 'none'}**")  # fmt: skip
     st.markdown(f"**{results['n_tested']} test cells** of {results['n_cells']}, split "
                 f"{results['split']}; figures with 95% bootstrap intervals over groups. "
-                f"Best by balanced accuracy: **{results['best'] or 'none'}**.")  # fmt: skip
-    if beaten_by := size_baseline_not_beaten(results, results["best"] or ""):
+                f"{best}.")  # fmt: skip
+    if beaten_by:
         st.warning(f"No model beats the size-only baseline (balanced accuracy {beaten_by[1]:.3f}): "
                    "they may have learned no more than cell size. Add labelled cells from "
                    "more subjects before promoting any of them.")  # fmt: skip
