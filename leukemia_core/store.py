@@ -34,6 +34,7 @@ import json
 import os
 import sqlite3
 import time
+import unicodedata
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -306,6 +307,8 @@ class CaseStore(CaseEdits, CaseReads, CaseSignoff, CaseReshape, CaseFields):
             CaseInputError: An argument cannot be stored (bad label, field index, image, ...).
         """
         sample_id = text(sample_id, "sample_id", "enter the sample (specimen) identifier")
+        # one spelling of one id: a full-width "Ｓ-1" typed on another keyboard is "S-1"
+        sample_id = unicodedata.normalize("NFKC", sample_id)
         if len(sample_id) > MAX_SAMPLE_ID or not sample_id.isprintable():
             raise CaseInputError(
                 f"The sample id {sample_id[:80]!r} is not one line of at most {MAX_SAMPLE_ID} "

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import sqlite3
+import unicodedata
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -295,13 +296,13 @@ class CaseReads(StorePart):
     def cases_of_sample(self, sample_id: str) -> list[CaseSummary]:
         """Every case version saved under exactly this sample id (ignoring case and the
         spaces around it), newest first: two samples must not share an accession number."""
-        wanted = str(sample_id).strip().casefold()
+        wanted = _id_key(sample_id)
         if not wanted:
             return []
         with self._transaction(write=False) as conn:
             # casefold in Python: SQLite's lower() and LIKE fold ASCII letters only
             every = conn.execute("SELECT case_id, sample_id FROM cases")
-            ids = [case_id for case_id, sample in every if str(sample).strip().casefold() == wanted]
+            ids = [case_id for case_id, sample in every if _id_key(sample) == wanted]
             if not ids:
                 return []
             marks = ", ".join("?" * len(ids))
@@ -331,6 +332,12 @@ class CaseReads(StorePart):
                 (f"%{escaped}%", f"%{escaped}%", f"{escaped.lower()}%", limit),
             ).fetchall()
         return [CaseSummary(**as_dict(row)) for row in rows]
+
+
+def _id_key(sample_id: object) -> str:
+    """A sample id as two spellings of one id compare: full-width and ligature forms folded
+    (NFKC; ids saved before that rule are folded here), case and outer spaces ignored."""
+    return unicodedata.normalize("NFKC", str(sample_id)).strip().casefold()
 
 
 def _audit_query(conn: sqlite3.Connection, case_id: str) -> sqlite3.Cursor:

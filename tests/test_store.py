@@ -970,6 +970,10 @@ def test_cases_of_sample_match_the_whole_id_only(store: CaseStore):
     assert store.cases_of_sample("ACC-2") == [] and store.cases_of_sample("  ") == []
     umlaut = new_case(store, [["normal"]], sample_id="ÄRZT-5")  # beyond ASCII: casefold
     assert [c.case_id for c in store.cases_of_sample("ärzt-5")] == [umlaut]
+    # a full-width id typed on another keyboard is the same id, stored in one spelling
+    wide = new_case(store, [["normal"]], sample_id="ＡＣＣ－１")
+    assert store.load_case(wide).sample_id == "ACC-1"
+    assert [c.case_id for c in store.cases_of_sample("ACC-1")] == [wide, again, first]
 
 
 def test_a_full_disk_or_a_held_lock_is_a_message_and_nothing_half_written(
