@@ -115,13 +115,15 @@ def _checked_copy(backup: Path, partial: Path) -> None:
     try:
         source = open_read_only(backup)
     except sqlite3.DatabaseError as error:
-        message = f"{backup} cannot be read as a database ({error}); {FROM_BACKUP}."
+        message = (f"{backup} is damaged ({error}); use an older backup." if _damaged(error)
+                   else f"{backup} cannot be read as a database ({error}); {FROM_BACKUP}.")  # fmt: skip
         raise CaseStoreError(message) from error
     with closing(source):
         try:
             _check_backup(source, backup)
         except sqlite3.DatabaseError as error:
-            message = f"{backup} is not a case database ({error}); {FROM_BACKUP}."
+            message = (f"{backup} is damaged ({error}); use an older backup." if _damaged(error)
+                       else f"{backup} is not a case database ({error}); {FROM_BACKUP}.")  # fmt: skip
             raise CaseStoreError(message) from error
         partial.unlink(missing_ok=True)
         try:
@@ -130,9 +132,18 @@ def _checked_copy(backup: Path, partial: Path) -> None:
                 source.backup(copy)
                 (check,) = copy.execute("PRAGMA integrity_check").fetchone()
         except sqlite3.Error as error:
+            if _damaged(error):  # the backup's pages, not the disk the copy goes to
+                message = f"{backup} is damaged ({error}); use an older backup."
+                raise CaseStoreError(message) from error
             raise OSError(f"writing the copy {partial.name} failed: {error}") from error
     if check != "ok":
         raise CaseStoreError(f"{backup} fails SQLite's integrity check ({check}); use another.")
+
+
+def _damaged(error: sqlite3.Error) -> bool:
+    """SQLite's words for a database file whose pages are broken."""
+    said = str(error).lower()
+    return "malformed" in said or "corrupt" in said  # "not a database": not one at all
 
 
 def _check_backup(conn: sqlite3.Connection, backup: Path) -> None:

@@ -140,8 +140,11 @@ if events:
 st.subheader("Model changes", divider="gray")
 changes = accounts.model_changes(200)
 if changes:
-    names = {"at": "Time (UTC)", "user_name": "By", "action": "Action", "from_model": "From",
-             "to_model": "To", "note": "Note"}  # fmt: skip
-    st.dataframe(_log_table(changes, names), hide_index=True, width="stretch")
+    names = {"at": "Time (UTC)", "action": "Action", "to_model": "To", "from_model": "From",
+             "user_name": "By", "note": "Note"}  # fmt: skip
+    # Which model became active first, in a table that wraps: at 800 px "To" and "Note" were
+    # off a scrolling grid's edge, and long model names were cut.
+    frame = _log_table([{key: row[key] for key in names} for row in changes], names)
+    st.table(frame, hide_index=True, border="horizontal")
 else:
     st.caption("No model was promoted, adapted or activated from this app or its commands yet.")

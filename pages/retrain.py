@@ -260,6 +260,11 @@ def dataset_section() -> dict | None:
                    + ", ".join(f"{k} {v}" for k, v in summary.per_source.items()))  # fmt: skip
         for note in summary.notes:
             st.info(note)
+        if summary.n_groups < 2 or len([n for n in summary.per_class.values() if n]) < 2:
+            # said here, at the check: the refusal beside Start sat a screen further down
+            st.warning("No comparison can run on these cells: a model is tested on subjects it "
+                       "never saw, which needs cells of both classes from at least two subjects "
+                       "(groups). Add labelled cells of more subjects.")  # fmt: skip
         with st.expander(f"Cells per group ({summary.n_groups})"):
             st.dataframe(summary.group_frame(), hide_index=True, width="stretch")
     return picked
@@ -376,8 +381,9 @@ def settings_section(picked: dict | None) -> None:
         else:
             jobs.ensure_worker()
             st.session_state["job"] = job_id
-            flash(f"Job {job_id} queued; it runs in the background, even if you leave this "
-                  "page.", "success")  # fmt: skip
+            # named as the job list names it (its id is in the job's settings, below)
+            flash(f"Job \"{spec.title or 'custom'}\" queued; it runs in the background, even "
+                  "if you leave this page (step 3 shows it).", "success")  # fmt: skip
             st.rerun()
 
 

@@ -469,6 +469,16 @@ def test_adapt_section_of_the_retrain_page(models, apptest_navigation):
     at.button(key="adapt_run").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert (models / "tiny-site1" / "config.json").is_file()
+    from leukemia_core.models.folder import read_config
+    from ui.models import adapted_check_words, plain_summary
+
+    # the Analyze page's words for it say it is this lab's version, not the base alone; its
+    # check is read from its folder, so a later session deciding on it sees it too
+    said = plain_summary(read_config("tiny-site1", models))
+    assert "then adapted on 30 of this lab's cells (6 samples) from tiny" in said
+    check = adapted_check_words(read_config("tiny-site1", models))
+    assert check.startswith("Its adaptation's check on 30 of the lab's cells (6 samples)")
+    assert "balanced accuracy" in check and "→" in check
     assert at.text_input(key="adapt_name").value == "tiny-site2"  # the next one never overwrites
     assert active_model_name(models) == "tiny"
     table = at.dataframe[-1].value

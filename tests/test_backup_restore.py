@@ -298,3 +298,18 @@ def test_a_damaged_database_says_to_restore_a_backup_not_a_traceback(store):
     with pytest.raises(CaseStoreError, match=r"is damaged.*restore the latest backup"):
         for summary in store.list_cases():
             store.load_case(summary.case_id)
+
+
+def test_a_damaged_backup_is_called_damaged_not_blamed_on_the_disk(store, tmp_path):
+    for i in range(30):
+        new_case(store, [["normal"] * 20], sample_id=f"S-{i}")
+    store.backup(tmp_path / "backup.sqlite3")
+    data = bytearray((tmp_path / "backup.sqlite3").read_bytes())
+    for start in range(3 * 4096, len(data), 4096):
+        data[start : start + 64] = b"\xff" * 64
+    (tmp_path / "backup.sqlite3").write_bytes(bytes(data))
+    before = store.path.read_bytes()
+    with pytest.raises(CaseStoreError, match=r"backup\.sqlite3 is damaged .*older backup") as said:
+        restore_database(tmp_path / "backup.sqlite3", store.path)
+    assert "disk space" not in str(said.value)
+    assert store.path.read_bytes() == before

@@ -517,6 +517,8 @@ def test_a_one_group_dataset_is_refused_before_it_is_queued(models_root, tmp_pat
             save_picture(folder / f"{c}{i}.png", 16, (120, 60 + 10 * i, 160))
     at = pick_folder(start(), data)
     assert not any("cannot be used" in e.value for e in at.error)  # the dataset itself reads
+    # said at the check already (the refusal beside Start sat a screen further down)
+    assert any("No comparison can run on these cells" in w.value for w in at.warning)
     queued = len(jobs.list_jobs())
     assert any("cannot run on these cells" in e.value for e in at.error), [
         e.value for e in at.error

@@ -209,7 +209,31 @@ def plain_summary(config: ModelConfig) -> str:
         if c.uncertain_high > c.uncertain_low
         else "every call is shown for review"
     )
+    adapted = config.training.get("adapted") or {}
+    if adapted.get("base"):  # a lab's version: what it was adapted on, not only its base
+        check = adapted.get("check") or {}
+        on = (f" on {check['cells']:,} of this lab's cells ({check['groups']} samples)"
+              if check.get("cells") and check.get("groups") else " on this lab's cells")  # fmt: skip
+        trained += f", then adapted{on} from {adapted['base']}"
     return f"{architecture_words(config.architecture)} network{trained}; {unsure}."
+
+
+def adapted_check_words(config: ModelConfig) -> str:
+    """An adapted version's grouped check in one line ("" for other models): the figures its
+    adaptation was judged by, from its folder, for whoever decides later."""
+    check = (config.training.get("adapted") or {}).get("check") or {}
+    before, after = check.get("before") or {}, check.get("after") or {}
+    figures = [(label, before.get(key), after.get(key)) for key, label in (
+        ("balanced_accuracy", "balanced accuracy"), ("sensitivity", "sensitivity"),
+        ("confident_miss_rate", "confident misses"))]  # fmt: skip
+    shown = [f"{label} {b:.3f} → {a:.3f}" for label, b, a in figures
+             if isinstance(b, int | float) and isinstance(a, int | float)]  # fmt: skip
+    if not shown:
+        return ""
+    return (
+        f"Its adaptation's check on {check.get('cells', '?')} of the lab's cells "
+        f"({check.get('groups', '?')} samples), before → after: {'; '.join(shown)}."
+    )
 
 
 def describe(config: ModelConfig) -> str:
@@ -296,6 +320,8 @@ def active_model_section() -> None:
         st.error(f"`{picked}` cannot be used: {error}")
         return
     st.caption(f"{plain_summary(config)} {describe(config)}")
+    if said := adapted_check_words(config):  # kept in the folder: shown in any later session
+        st.caption(said)
     confirmed = st.checkbox(f"Make `{picked}` the model every new analysis uses.",
                             key="activate_confirm")  # fmt: skip
     st.button("Make active", key="activate_model", disabled=not confirmed, on_click=activate,

@@ -210,7 +210,9 @@ def set_active_model(
     before = pointer.read_text() if pointer.is_file() else None
     write_text_atomic(pointer, name + "\n")
     try:
-        Accounts().record_model_change(user, action, previous, name, note=f"in {root.resolve()}")
+        Accounts().record_model_change(
+            user, action, previous, name, note=f"in the models folder {root.name}"
+        )
     except BaseException:  # unrecorded, so undone: no model change outside the trail
         if before is None:
             pointer.unlink(missing_ok=True)
