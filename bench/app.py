@@ -71,7 +71,8 @@ def _navigation_for_apptest() -> None:
 
 
 def _app(model: str | None):
-    """The app, logged in as a signer of the bench's own case database."""
+    """The app, logged in as a signer of the bench's own case database (also a model
+    administrator, who may pick a model that is not the active one)."""
     from datetime import UTC, datetime
 
     from streamlit.testing.v1 import AppTest
@@ -80,10 +81,11 @@ def _app(model: str | None):
 
     _navigation_for_apptest()
     with contextlib.suppress(AccountInputError):  # a second app in the same run
-        Accounts().add_user("bench", "bench password", ["signer"])
+        Accounts().add_user("bench", "quiet river stones 7", ["signer", "model_admin"])
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
     now = datetime.now(UTC)
-    at.session_state["login"] = LoginSession(User("bench", frozenset({"signer"})), now, now)
+    roles = frozenset({"signer", "model_admin"})
+    at.session_state["login"] = LoginSession(User("bench", roles), now, now)
     at.run()
     if model:
         at.selectbox(key="model").set_value(model).run()
