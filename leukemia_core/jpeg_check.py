@@ -29,6 +29,7 @@ def jpeg_damage(data: bytes) -> str | None:
     size, pos = len(data), 2
     if not data.startswith(b"\xff\xd8"):
         return "no start marker"
+    refined: dict[int, set[int]] | None = None  # progressive: coefficients final per component
     while True:
         if pos < size and data[pos] != 0xFF:
             return f"bytes outside any segment at byte {pos:,}"
@@ -38,6 +39,10 @@ def jpeg_damage(data: bytes) -> str | None:
             return "the file ends before its end marker"
         marker, pos = data[pos], pos + 1
         if marker == 0xD9:  # EOI: later bytes (e.g. an MPO's other pictures) are not ours
+            if refined and any(len(done) < 64 for done in refined.values()):
+                # a progressive file cut off and closed: each scan refines the whole picture,
+                # so the cut leaves no grey rows, only a blur (blasts then look normal)
+                return "a progressive JPEG that ends before its last scans"
             return None
         if marker == 0x01:  # TEM: no length
             continue
@@ -46,11 +51,34 @@ def jpeg_damage(data: bytes) -> str | None:
         length = int.from_bytes(data[pos : pos + 2], "big")
         if length < 2 or pos + length > size:
             return f"a segment running past the end of the file at byte {pos - 2:,}"
+        segment = data[pos + 2 : pos + length]
         pos += length
+        if marker in (0xC2, 0xC6, 0xCA, 0xCE) and len(segment) >= 6:  # SOF of a progressive file
+            count = segment[5]
+            refined = {segment[6 + 3 * i]: set() for i in range(count) if 6 + 3 * i < len(segment)}
+        if marker == 0xDA and refined is not None:
+            _note_scan(segment, refined)
         if marker == 0xDA:  # SOS: entropy-coded data up to the next marker
             pos = _after_scan(data, pos)
             if isinstance(pos, str):
                 return pos
+
+
+def _note_scan(header: bytes, refined: dict[int, set[int]]) -> None:
+    """Mark the coefficients a progressive scan makes final (its low bit ``Al`` is 0)."""
+    if not header:
+        return
+    count = header[0]
+    tail = 1 + 2 * count
+    if len(header) < tail + 3:
+        return
+    first, last, low_bit = header[tail], header[tail + 1], header[tail + 2] & 0x0F
+    if low_bit:
+        return
+    for i in range(count):
+        component = header[1 + 2 * i]
+        if component in refined:
+            refined[component].update(range(first, min(last, 63) + 1))
 
 
 def _after_scan(data: bytes, pos: int) -> int | str:

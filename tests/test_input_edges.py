@@ -99,3 +99,20 @@ def test_a_splits_pieces_are_measured_with_the_segmentations_own_ruler():
     smear[outside] = 0
     assert outside.mean() > 0.02
     assert field_red_cell_diameter(smear) == pytest.approx(segment_wbc(smear).red_cell_diameter_px)
+
+
+def test_a_progressive_jpeg_cut_off_and_closed_is_damaged_and_a_whole_one_is_not():
+    """Each scan of a progressive file refines the whole picture: cut off and closed, it decodes
+    as a blur with no grey rows, and its blasts were called normal without a word."""
+    from leukemia_core.jpeg_check import jpeg_damage
+
+    rgb = np.random.default_rng(1).integers(0, 255, (240, 320, 3), dtype=np.uint8)
+    for options in ({"quality": 90}, {"quality": 60, "subsampling": 0}, {"optimize": True}):
+        whole = _saved(rgb, "JPEG", progressive=True, **options)
+        assert jpeg_damage(whole) is None, options
+        scans = [i for i in range(len(whole) - 1) if whole[i : i + 2] == b"\xff\xda"]
+        assert len(scans) > 3
+        cut = whole[: scans[3]] + b"\xff\xd9"  # three whole scans, then closed
+        assert jpeg_damage(cut) == "a progressive JPEG that ends before its last scans"
+        prepared = imaging.read_for_analysis(cut, "cut.jpg")
+        assert any(note.startswith(DAMAGED) for note in prepared.notes)
