@@ -19,6 +19,13 @@ from leukemia_core.masks import fill_holes
 from leukemia_core.resampling import resize
 
 ESTIMATION_SIDE = 640  # px: the coarse view used to estimate the red-cell size
+# Where red cells measure under MERGING_VIEW_DIAMETER px on that view, they may have merged
+# there: the middle CROP_SIDE px of the field are measured at twice the view's resolution, and
+# a size SMALLER times the first or less replaces it (ALL-IDB1's largest fields, 2592 px,
+# measure 18 px and more on the view and the same in the middle; BCCD and deepbionet are 640 px).
+MERGING_VIEW_DIAMETER = 20.0
+CROP_SIDE = 2 * ESTIMATION_SIDE
+SMALLER = 0.85
 PEAK_FOOTPRINT = 15  # px at ESTIMATION_SIDE: about a third of a typical red cell there
 MIN_RADIUS_FRACTION = 0.3  # of the 90th-percentile blob radius (measured on BCCD red-cell boxes)
 # Distance peaks narrower than this share of the 90th-percentile peak are ridges, not cells:
@@ -85,9 +92,29 @@ def measure_red_cells(image: np.ndarray) -> RedCellScale:
 
     Red cells dominate any smear field, so the weighted median of the largest inscribed-circle
     radius of each red-cell blob is a robust size estimate even when red cells touch in chains.
+    Measured on a view :data:`ESTIMATION_SIDE` px wide, and in a large field whose red cells
+    are small on it, again in its middle at twice that resolution.
     """
     check_rgb(image, "measure_red_cells")
-    scale = min(1.0, ESTIMATION_SIDE / max(image.shape[:2]))
+    side = max(image.shape[:2])
+    first = _measured(image, min(1.0, ESTIMATION_SIDE / side))
+    if first.diameter is None or side <= CROP_SIDE:
+        return first
+    if first.diameter * ESTIMATION_SIDE / side >= MERGING_VIEW_DIAMETER:
+        return first
+    # Small on the view, red cells merge and read too large (a 3424 px field of 34 px cells
+    # read 47 px, its blasts cropped small and called normal): the middle of the field at
+    # twice the view's resolution says; a clearly smaller size there is the right one.
+    top, left = (image.shape[0] - CROP_SIDE) // 2, (image.shape[1] - CROP_SIDE) // 2
+    middle = image[max(0, top) : max(0, top) + CROP_SIDE, max(0, left) : max(0, left) + CROP_SIDE]
+    closer = _measured(middle, min(1.0, ESTIMATION_SIDE / max(middle.shape[:2])))
+    if closer.diameter is not None and closer.diameter < SMALLER * first.diameter:
+        return closer
+    return first
+
+
+def _measured(image: np.ndarray, scale: float) -> RedCellScale:
+    """:func:`measure_red_cells` on the view of ``image`` at ``scale``."""
     # White cells are not red cells: leave them out of the size statistics.
     red_cells = red_cell_pixels(resize(image, scale))
     if red_cells.mean() < 0.01:

@@ -15,7 +15,7 @@ from leukemia_core import errors, imaging
 from leukemia_core.io import read_image
 from leukemia_core.jpeg_check import DAMAGED
 from leukemia_core.segmentation import field_red_cell_diameter, segment_wbc
-from leukemia_core.synthetic import make_demo_smear
+from leukemia_core.synthetic import make_demo_smear, make_smear
 
 
 def _quadrants() -> np.ndarray:
@@ -116,3 +116,27 @@ def test_a_progressive_jpeg_cut_off_and_closed_is_damaged_and_a_whole_one_is_not
         assert jpeg_damage(cut) == "a progressive JPEG that ends before its last scans"
         prepared = imaging.read_for_analysis(cut, "cut.jpg")
         assert any(note.startswith(DAMAGED) for note in prepared.notes)
+
+
+def test_small_red_cells_of_a_large_field_are_measured_where_they_do_not_merge():
+    """The ruler of a field came from a 640 px view, where red cells under ~7 px merge: a
+    3424 px field of 34 px red cells read 47 px, a 70 MP one 49 instead of 32, its blasts
+    cropped small and called normal."""
+    from leukemia_core.scale import measure_red_cells
+
+    dense = make_smear(480, 640, n_wbc=2, n_touching_pairs=0, n_rbc=160, seed=3)
+    assert dense.red_cell_diameter_px == 40
+    tiled = np.tile(dense.image, (5, 5, 1))  # 2400 x 3200: red cells 8 px on the view
+    assert measure_red_cells(tiled).diameter < 1.25 * 40  # read 90 before
+
+
+@pytest.mark.data
+def test_the_development_fields_keep_their_ruler(shared_data):
+    """The closer look changes no ALL-IDB1 field (its largest measure 18 px and more on the
+    view), so the segmentation figures measured on them stand."""
+    from leukemia_core.scale import ESTIMATION_SIDE, _measured, measure_red_cells
+
+    for path in sorted((shared_data / "all_idb1" / "images").glob("Im0[3-9]*_1.jpg"))[:12]:
+        rgb = imaging.read_for_analysis(path.read_bytes(), path.name).rgb
+        view = _measured(rgb, ESTIMATION_SIDE / max(rgb.shape[:2]))
+        assert measure_red_cells(rgb) == view, path.name
