@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 import secrets
 import sqlite3
 import threading
@@ -33,7 +32,10 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 # Roles live in leukemia_core.roles; accounts re-exports them, so a page imports one module.
+from leukemia_core.account_rules import MIN_PASSWORD_LENGTH as MIN_PASSWORD_LENGTH
+from leukemia_core.account_rules import check_name, check_password, reads_as
 from leukemia_core.roles import AccountError as AccountError
+from leukemia_core.roles import AccountInputError as AccountInputError
 from leukemia_core.roles import Permission as Permission
 from leukemia_core.roles import PermissionDeniedError as PermissionDeniedError
 from leukemia_core.roles import Role as Role
@@ -46,13 +48,7 @@ LOCKOUT_FAILURES = 5
 LOCKOUT_WINDOW = timedelta(minutes=15)
 IDLE_TIMEOUT_ENV_VAR = "LEUKEMIA_IDLE_TIMEOUT_MINUTES"
 DEFAULT_IDLE_TIMEOUT = timedelta(minutes=30)
-MIN_PASSWORD_LENGTH = 10
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}$")
 _HASHER = PasswordHasher()
-
-
-class AccountInputError(AccountError, ValueError):
-    """A name, password or role cannot be used as given."""
 
 
 class LoginError(AccountError):
@@ -144,14 +140,14 @@ class Accounts:
         """Create an account; ``by`` must be an admin (None: the server's shell)."""
         actor = by or User.shell()
         actor.require(Permission.MANAGE_USERS)
-        name, roles = _check_name(name), parse_roles(roles)
-        hashed = _HASHER.hash(_check_password(password, name))
+        name, roles = check_name(name), parse_roles(roles)
+        hashed = _HASHER.hash(check_password(password, name))
         with self._transaction(write=True) as conn:
             # casefold in Python: SQLite's lower() folds ASCII letters only
             for (other,) in conn.execute("SELECT name FROM users"):
                 if other == name:
                     raise AccountInputError(f"An account named {name!r} exists already.")
-                if _reads_as(other) == _reads_as(name):
+                if reads_as(other) == reads_as(name):
                     raise AccountInputError(
                         f"An account named {other!r} exists already, and {name!r} differs from "
                         "it only in capitals, spaces or dots: in the audit trail and on signed "
@@ -183,7 +179,7 @@ class Accounts:
         actor = by or User.shell()
         if actor.name != name:
             actor.require(Permission.MANAGE_USERS)
-        hashed = _HASHER.hash(_check_password(password, name))
+        hashed = _HASHER.hash(check_password(password, name))
         with self._transaction(write=True) as conn:
             self._row(conn, name)
             conn.execute("UPDATE users SET password_hash = ? WHERE name = ?", (hashed, name))
@@ -357,68 +353,7 @@ def _event(
     )
 
 
-def _check_name(name: object) -> str:
-    text = str(name or "").strip()
-    if not _NAME.match(text):
-        raise AccountInputError(
-            f"{name!r} cannot be an account name: use 1-64 letters, digits, spaces or . _ @ -, "
-            "starting with a letter or digit."
-        )
-    return text
-
-
-# The commonest passwords of ten or more characters (and their stems, "password" of
-# "password12"): the first ones tried by anyone guessing.
-_COMMON_PASSWORDS = frozenset({
-    "password", "passw0rd", "qwertyuiop", "iloveyou", "letmein", "welcome", "administrator",
-    "changeme", "trustno1", "sunshine", "football", "baseball", "princess", "superman",
-    "starwars", "whatever", "qwerty", "laboratory", "hematology", "haematology", "leukemia",
-})  # fmt: skip
-_RUNS = ("01234567890123456789", "abcdefghijklmnopqrstuvwxyz", "qwertyuiopasdfghjklzxcvbnm")
-
-
-def _too_easy(password: str, name: str) -> str | None:
-    """Why ``password`` would be among the first guesses for account ``name`` (None: it is not)."""
-    plain = password.casefold()
-    stem = re.sub(r"[\W\d_]+$", "", plain)  # "Password123!" -> "password"
-    if len(set(plain)) <= 2:
-        return "uses one or two different characters only"
-    if any(plain in run or plain in run[::-1] for run in _RUNS):
-        return "is a run of keys or digits"
-    if plain in _COMMON_PASSWORDS or stem in _COMMON_PASSWORDS:
-        return "is one of the commonest passwords"
-    account = re.sub(r"[\W_]+", "", _reads_as(name)) if name else ""
-    if len(account) >= 4 and account in re.sub(r"[\W_]+", "", plain):
-        return "contains the account name"
-    return None
-
-
-def _check_password(password: object, name: str = "") -> str:
-    # Ten spaces were a password; a line end pasted with it could never be typed at login.
-    if not isinstance(password, str) or len(password.strip()) < MIN_PASSWORD_LENGTH:
-        raise AccountInputError(
-            f"The password must have at least {MIN_PASSWORD_LENGTH} characters, not counting "
-            "spaces at its ends."
-        )
-    if why := _too_easy(password, name):
-        raise AccountInputError(
-            f"That password {why}, so it would be among the first guesses: choose another, "
-            "e.g. three or four unrelated words."
-        )
-    if password != password.strip(" ") or any(c in password for c in "\r\n\t"):
-        raise AccountInputError(
-            "The password must not start or end with a space or hold a line end or tab: they "
-            "are easily lost when typed or pasted at login."
-        )
-    return password
-
-
 @functools.cache
 def _dummy_hash() -> str:
     """A hash no password matches, checked for unknown and disabled names."""
     return _HASHER.hash(secrets.token_hex(16))
-
-
-def _reads_as(name: str) -> str:
-    """A name as a reader tells people apart: capitals, spaces, dots, dashes do not count."""
-    return " ".join(re.sub(r"[._-]", " ", str(name)).split()).casefold()

@@ -56,6 +56,10 @@ class AccountError(LeukemiaCoreError):
     """An account action was refused (see the subclasses)."""
 
 
+class AccountInputError(AccountError, ValueError):
+    """A name, password or role cannot be used as given."""
+
+
 class PermissionDeniedError(AccountError, PermissionError):
     """The account lacks the role an action needs."""
 
