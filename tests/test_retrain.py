@@ -411,7 +411,11 @@ def test_pick_train_watch_compare_promote_then_analyze_uses_it(
     assert {m.rstrip(" ★") for m in table["Model"]} == {"simple_cnn", SIZE_BASELINE}
     assert "(" in table.loc[0, "Balanced accuracy"]  # the interval
     assert f"comparison-{job.job_id}.csv" in downloads
+    at.text_input(key=f"promote_name_{job.job_id}").input("tiny").run()  # the active model
+    assert any("`tiny` (the active model) exists: promoting replaces it" in w.value
+               and "`tiny.previous`" in w.value for w in at.warning)  # fmt: skip
     at.text_input(key=f"promote_name_{job.job_id}").input("lab-model").run()
+    assert not any("exists: promoting replaces it" in w.value for w in at.warning)
     assert at.button(key=f"promote_{job.job_id}").disabled  # not before the figures are checked
     warned = " ".join(w.value for w in at.warning)  # a walkthrough promoted such a model blind
     assert "Before promoting `simple_cnn`" in warned and "no out-of-domain reference" in warned

@@ -15,6 +15,7 @@ from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.models.config import DOMAIN_FILE
 from leukemia_core.models.folder import (
     active_model_name,
+    list_models,
     models_dir,
     replaced_model_name,
 )
@@ -226,6 +227,12 @@ def results_section(status: jobs.JobStatus) -> None:
                                   has_domain_reference=(staged / DOMAIN_FILE).is_file())  # fmt: skip
     if concerns:
         st.warning(f"Before promoting `{picked}`: " + "; ".join(concerns) + ".")
+    name = str(st.session_state.get(name_key) or "").strip()
+    if name and name in list_models():  # said before the click, not only in the field's help
+        active = " (the active model)" if name == active_model_name() else ""
+        st.warning(f"`{name}`{active} exists: promoting replaces it. Its current version is "
+                   f"kept as `{name}.previous`, which step 5 can make active again; choose "
+                   "another name to keep both as they are.")  # fmt: skip
     if status.data_notes:  # said at the check, hours ago perhaps: they hold for every model here
         st.warning("The dataset check said of these cells:\n\n"
                    + "\n".join(f"- {shown(note)}" for note in status.data_notes))  # fmt: skip
