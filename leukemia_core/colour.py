@@ -94,3 +94,10 @@ def foreground(image: np.ndarray, exclude: np.ndarray | None = None) -> np.ndarr
     mask = (darkness > threshold) | purple
     mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
     return fill_holes(mask)
+
+
+def is_grey(rgb: np.ndarray) -> bool:
+    """True when the three channels are equal everywhere (a greyscale picture)."""
+    return bool(
+        np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2])
+    )

@@ -27,10 +27,10 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from leukemia_core import errors
+from leukemia_core.colour import is_grey
 from leukemia_core.io import (
     DEFAULT_MAX_PIXELS,
     GREY_NOTE,
-    is_grey,
     read_bytes,
     read_image,
 )

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from leukemia_core import errors
+from leukemia_core.colour import is_grey
 from leukemia_core.jpeg_check import DAMAGED, jpeg_damage_notes
 from leukemia_core.types import LoadedImage
 
@@ -374,13 +375,6 @@ def _to_rgb(arr: np.ndarray, name: str) -> tuple[np.ndarray, list[str]]:
     if channels != 3:
         raise errors.UnsupportedFormatError(f"'{name}' has pixel shape {arr.shape}; save as RGB.")
     return arr, notes
-
-
-def is_grey(rgb: np.ndarray) -> bool:
-    """True when the three channels are equal everywhere (a greyscale picture)."""
-    return bool(
-        np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2])
-    )
 
 
 def _damaged(name: str, data: bytes, exc: BaseException) -> errors.TruncatedImageError:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from leukemia_core.colour import WEAK_PURPLE, foreground, nucleus_score
+from leukemia_core.colour import WEAK_PURPLE, foreground, is_grey, nucleus_score
 from leukemia_core.illumination import even_field
 from leukemia_core.resampling import resize
 from leukemia_core.stain import normalise_stain
@@ -134,7 +134,13 @@ def check_field(
         warnings.append(QualityWarning(FOCUS, blur, limits.max_edge_blur,
             "Out of focus: cell edges are blurred, so white cells may be missed or merged. "
             + advice))  # fmt: skip
-    warnings += _stain_warnings(stain, limits)
+    if is_grey(image):  # said as what it is: a grey field read as "over-stained 5.8 times"
+        warnings.append(QualityWarning(STAIN, 0.0, 0.0,
+            "No colour: a greyscale picture has none of the stain's colours that tell white "
+            "cells from red cells and blasts from normal cells; photograph or export the smear "
+            "in colour."))  # fmt: skip
+    else:
+        warnings += _stain_warnings(stain, limits)
     cover = float(cells.mean())
     if cover > limits.max_cover:
         warnings.append(QualityWarning(THICK_AREA, cover, limits.max_cover,

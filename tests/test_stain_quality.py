@@ -137,6 +137,15 @@ def test_red_cells_under_30_px_are_below_what_the_classifier_supports(smear):
     assert "full-resolution image" in warning.message and warning.limit == 30
 
 
+def test_a_greyscale_field_is_said_to_have_no_colour_not_to_be_over_stained(smear):
+    """A grey picture read "Over-stained: red cells are 5.8 times as dense as the reference"."""
+    grey = np.repeat(cv2.cvtColor(smear.image, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
+    warnings = check_field(grey, segment_wbc(grey))
+    said = " ".join(w.message for w in warnings)
+    assert "No colour: a greyscale picture" in said
+    assert "Over-stained" not in said and "colour cast" not in said.lower()
+
+
 def test_a_tinted_lamp_is_a_colour_cast(smear):
     tinted = np.clip(smear.image * np.array([0.35, 0.8, 1.0]), 0, 255).astype(np.uint8)
     assert COLOUR_CAST in {w.check for w in check_field(tinted, segment_wbc(tinted))}
