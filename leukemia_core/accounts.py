@@ -43,6 +43,7 @@ from leukemia_core.roles import User as User
 from leukemia_core.roles import require as require
 from leukemia_core.runtime import setting_number
 from leukemia_core.store import CaseStore
+from leukemia_core.types import plain_name
 
 LOCKOUT_FAILURES = 5
 LOCKOUT_WINDOW = timedelta(minutes=15)
@@ -266,8 +267,8 @@ class Accounts:
         """``user`` as the accounts now say: its roles of now, or None when the account was
         disabled or removed since the login, or (given ``logged_in_at``) its password was set
         or the account disabled since (a reset after a leak ends the sessions of the old
-        password, one's own change too; re-enabling brings no session back). A page asks this on every run, so a change by an admin reaches sessions
-        already logged in."""
+        password, one's own change too; re-enabling brings no session back). A page asks this
+        on every run, so a change by an admin reaches sessions already logged in."""
         with self._transaction(write=False) as conn:
             row = conn.execute("SELECT roles, disabled FROM users WHERE name = ?",
                                (user.name,)).fetchone()  # fmt: skip
@@ -340,7 +341,7 @@ def _logged_name(typed: str) -> str:
     """What the event log keeps of a typed login name: a name of megabytes, or with control
     characters that would draw on an admin's terminal, is no account name, so its start is
     kept, spelled plainly."""
-    plain = "".join(c if c.isprintable() else "?" for c in typed)
+    plain = plain_name(typed)
     return plain[:_LOGGED_NAME_CHARACTERS] + ("…" * (len(plain) > _LOGGED_NAME_CHARACTERS))
 
 

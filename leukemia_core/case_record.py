@@ -171,3 +171,8 @@ class CaseSummary(CaseHeader):
     out_of_domain: bool = False  # the sample as a whole unlike the training data
     n_fields_out_of_domain: int = 0  # fields unlike it (the sample may still resemble it)
     n_fields_failing_quality: int = 0
+
+    @property
+    def blast_percent(self) -> float | None:
+        """Blasts of the cells counted, in percent (None: nothing counted)."""
+        return 100 * self.n_blasts / self.n_counted if self.n_counted else None

@@ -200,7 +200,7 @@ def _read_reduced_jpeg(
                 as_stored = im.convert("RGB")
                 # a cut-off file's grey rows are at the bottom of the picture as stored
                 damage = jpeg_damage_notes(data, np.asarray(as_stored))
-                rgb = np.asarray(ImageOps.exif_transpose(as_stored) if _turns(im) else as_stored)
+                rgb = np.asarray(ImageOps.exif_transpose(as_stored))  # convert keeps the tag
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise errors.TruncatedImageError(
             f"'{name}' could not be decoded ({len(data):,} bytes; decoder said: {error}). The "
@@ -212,12 +212,6 @@ def _read_reduced_jpeg(
             "cell positions refer to the reduced image.")  # fmt: skip
     grey = [GREY_NOTE] if is_grey(rgb) else []  # as read_image says of smaller files
     return np.ascontiguousarray(rgb), original, [*damage, *grey, note]
-
-
-def _turns(im: Image.Image) -> bool:
-    """Whether the picture's EXIF orientation turns or flips it (the converted copy has lost
-    the tag that :func:`ImageOps.exif_transpose` reads, so it is read here)."""
-    return im.getexif().get(0x0112, 1) in range(2, 9)
 
 
 def png_bytes(rgb: np.ndarray, compression: int = 3) -> bytes:

@@ -85,9 +85,9 @@ def amends_words(record: CaseRecord) -> str:
     if old is None or not old.is_signed:
         return ""
     signers = f"{old.first_signed_by} and {old.signed_by}" if old.first_signed_by else old.signed_by
-    result = ("no cells counted" if not old.n_counted else
+    result = ("no cells counted" if old.blast_percent is None else
               f"{old.n_blasts} of {old.n_counted} cells blasts, "
-              f"{blast_percent_figure(100 * old.n_blasts / old.n_counted)}%")  # fmt: skip
+              f"{blast_percent_figure(old.blast_percent)}%")  # fmt: skip
     return (
         f"AMENDS version {old.version} (signed by {signers} at "
         f"{minute_text(old.signed_at)} UTC: {result})"
@@ -115,8 +115,7 @@ def sign_off_section(record: CaseRecord) -> str:
         first = (f" First signed by {_e(record.first_signed_by)} at "
                  f"{minute_words(record.first_signed_at)}; two signers were required.")  # fmt: skip
     warning = altered_box(record)
-    amends = amends_words(record)
-    if amends:
+    if amends := amends_words(record):  # said with the signatures, as the first one is
         first += f" This version {_e(amends)}: its result replaces that one."
     if record.is_signed:
         text = f"Signed by {_e(record.signed_by)} at {minute_words(record.signed_at)}.{first}"

@@ -115,16 +115,12 @@ def _checked_copy(backup: Path, partial: Path) -> None:
     try:
         source = open_read_only(backup)
     except sqlite3.DatabaseError as error:
-        message = (f"{backup} is damaged ({error}); use an older backup." if _damaged(error)
-                   else f"{backup} cannot be read as a database ({error}); {FROM_BACKUP}.")  # fmt: skip
-        raise CaseStoreError(message) from error
+        raise _unreadable(backup, error, "cannot be read as a database") from error
     with closing(source):
         try:
             _check_backup(source, backup)
         except sqlite3.DatabaseError as error:
-            message = (f"{backup} is damaged ({error}); use an older backup." if _damaged(error)
-                       else f"{backup} is not a case database ({error}); {FROM_BACKUP}.")  # fmt: skip
-            raise CaseStoreError(message) from error
+            raise _unreadable(backup, error, "is not a case database") from error
         partial.unlink(missing_ok=True)
         try:
             create_private(partial)
@@ -133,11 +129,18 @@ def _checked_copy(backup: Path, partial: Path) -> None:
                 (check,) = copy.execute("PRAGMA integrity_check").fetchone()
         except sqlite3.Error as error:
             if _damaged(error):  # the backup's pages, not the disk the copy goes to
-                message = f"{backup} is damaged ({error}); use an older backup."
-                raise CaseStoreError(message) from error
+                raise _unreadable(backup, error, "could not be copied") from error
             raise OSError(f"writing the copy {partial.name} failed: {error}") from error
     if check != "ok":
         raise CaseStoreError(f"{backup} fails SQLite's integrity check ({check}); use another.")
+
+
+def _unreadable(backup: Path, error: sqlite3.Error, otherwise: str) -> CaseStoreError:
+    """What is wrong with a backup SQLite could not read: damaged pages, or else what
+    ``otherwise`` says."""
+    if _damaged(error):
+        return CaseStoreError(f"{backup} is damaged ({error}); use an older backup.")
+    return CaseStoreError(f"{backup} {otherwise} ({error}); {FROM_BACKUP}.")
 
 
 def _damaged(error: sqlite3.Error) -> bool:

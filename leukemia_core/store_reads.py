@@ -126,14 +126,7 @@ class CaseReads(StorePart):
         """
         with self._transaction(write=False) as conn:
             case = self._case(conn, case_id, open_only=False)
-            key = (case["case_id"],)
-            fields = conn.execute(
-                "SELECT * FROM fields WHERE case_id = ? ORDER BY field_index", key
-            ).fetchall()
-            cells = conn.execute(
-                "SELECT * FROM cells WHERE case_id = ? ORDER BY field_index, cell_id", key
-            ).fetchall()
-            audit_rows = _audit_query(conn, case["case_id"]).fetchall()
+            fields, cells, audit_rows = case_rows(conn, case["case_id"])
             audit = _audit_entries(audit_rows)
             altered = self._alterations(conn, case, fields, cells, audit_rows)
             newer = _child(conn, case["case_id"])
@@ -338,6 +331,17 @@ def _id_key(sample_id: object) -> str:
     """A sample id as two spellings of one id compare: full-width and ligature forms folded
     (NFKC; ids saved before that rule are folded here), case and outer spaces ignored."""
     return unicodedata.normalize("NFKC", str(sample_id)).strip().casefold()
+
+
+def case_rows(conn: sqlite3.Connection, case_id: str) -> tuple[list, list, list]:
+    """A case's field, cell and audit rows, whole and in order (what :meth:`CaseReads.
+    _alterations` checks)."""
+    key = (case_id,)
+    fields = conn.execute("SELECT * FROM fields WHERE case_id = ? ORDER BY field_index",
+                          key).fetchall()  # fmt: skip
+    cells = conn.execute("SELECT * FROM cells WHERE case_id = ? ORDER BY field_index, cell_id",
+                         key).fetchall()  # fmt: skip
+    return fields, cells, _audit_query(conn, case_id).fetchall()
 
 
 def _audit_query(conn: sqlite3.Connection, case_id: str) -> sqlite3.Cursor:

@@ -10,6 +10,7 @@ import uuid
 
 from leukemia_core.case_record import STATUS_OPEN, STATUS_SIGNED
 from leukemia_core.counting import blast_percent_figure, needs_second_signer
+from leukemia_core.store_reads import case_rows
 from leukemia_core.store_rows import (
     CaseInputError,
     CaseNotReopenableError,
@@ -207,16 +208,7 @@ class CaseSignoff(StorePart):
                 )
             # A copy of a record changed outside the app would start a clean audit trail: the
             # change would pass for reviewed, and be signed and exported as training data.
-            key = (old["case_id"],)
-            altered = self._alterations(
-                conn, old,
-                conn.execute("SELECT * FROM fields WHERE case_id = ? ORDER BY field_index",
-                             key).fetchall(),
-                conn.execute("SELECT * FROM cells WHERE case_id = ? ORDER BY field_index, cell_id",
-                             key).fetchall(),
-                conn.execute("SELECT * FROM audit WHERE case_id = ? ORDER BY audit_id",
-                             key).fetchall(),
-            )  # fmt: skip
+            altered = self._alterations(conn, old, *case_rows(conn, old["case_id"]))
             if altered:
                 raise CaseNotReopenableError(
                     f"Case {old['case_id'][:8]} (sample {old['sample_id']!r}) was changed outside "

@@ -38,7 +38,7 @@ def blasts_text(case) -> str:
     counted, and what awaits review."""
     text = "—"
     if case.n_counted:
-        share = blast_percent_figure(100 * case.n_blasts / case.n_counted)
+        share = blast_percent_figure(case.blast_percent)
         text = f"{case.n_blasts} of {case.n_counted} ({share}%)"
     text += f"; {case.n_uncertain} uncertain" if case.n_uncertain else ""
     return text + (f"; provisional: {case.n_unreviewed} not reviewed" if case.n_unreviewed else "")

@@ -57,11 +57,13 @@ def _apply_preset() -> None:
     name = st.session_state["preset"]
     if name == CUSTOM:
         return
-    settings = CompareSettings.from_preset(name)
-    st.session_state["architectures"] = list(settings.architectures)
-    for key in SETTING_KEYS:
-        value = getattr(settings, key)
-        st.session_state[key] = list(value) if isinstance(value, tuple) else value
+    st.session_state.update(_widget_values(CompareSettings.from_preset(name)))
+
+
+def _widget_values(settings: CompareSettings) -> dict:
+    """The settings widgets' values for ``settings`` (lists where the settings hold tuples)."""
+    values = {key: getattr(settings, key) for key in ("architectures", *SETTING_KEYS)}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
 
 def _to_custom() -> None:
@@ -97,12 +99,10 @@ def _defaults() -> None:
     # missing is taken from this tab's kept settings, else from the preset.
     missing = [key for key in ("architectures", *SETTING_KEYS) if key not in st.session_state]
     if missing:
-        kept = st.session_state.get(KEPT_KEY) or {}
         preset = st.session_state["preset"]
         settings = CompareSettings.from_preset("quick_cpu" if preset == CUSTOM else preset)
-        for key in missing:
-            value = kept[key] if key in kept else getattr(settings, key)
-            st.session_state[key] = list(value) if isinstance(value, tuple) else value
+        from_preset, kept = _widget_values(settings), st.session_state.get(KEPT_KEY) or {}
+        st.session_state.update({key: kept.get(key, from_preset[key]) for key in missing})
 
 
 def _keep() -> None:
