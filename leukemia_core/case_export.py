@@ -55,6 +55,9 @@ CSV_COLUMNS = (
 def cells_csv(record: CaseRecord) -> bytes:
     """One row per cell (columns :data:`CSV_COLUMNS`) as UTF-8 CSV bytes.
 
+    A field where no white cell was found gets one row with the cell columns (``cell_id`` to
+    ``origin``) empty, so the file names every field and its warnings.
+
     ``field_number`` counts from 1, as the app and the report name fields ("Field 1");
     ``field_index`` is the same field counted from 0, as the JSON and the library do.
     ``case_status`` is ``signed`` only for a signed case (``open``: a draft whose counts may
@@ -74,45 +77,57 @@ def cells_csv(record: CaseRecord) -> bytes:
     starting with ``=``, ``+``, ``-`` or ``@`` get a leading apostrophe so that spreadsheets do
     not run them as formulas.
     """
-    names = {f.index: f.name for f in record.fields}
-    warned = {f.index: field_warnings_text(f) for f in record.fields}
-    signer = spreadsheet_text(record.signed_by or "") if record.is_signed else ""
-    signed_at = (record.signed_at or "") if record.is_signed else ""
-    superseded = "" if record.superseded_by is None else record.superseded_by.version
-    altered = "true" if record.altered else "false"
-    buffer = io.StringIO(newline="")
-    writer = csv.writer(buffer)
-    writer.writerow(CSV_COLUMNS)
+    case_columns = {
+        "case_id": record.case_id,
+        "version": record.version,
+        "sample_id": spreadsheet_text(record.sample_id),
+        "case_status": record.status,
+        "superseded_by_version": (
+            "" if record.superseded_by is None else record.superseded_by.version
+        ),
+        "record_altered": "true" if record.altered else "false",
+        "research_use": RESEARCH_USE_CELL,
+        "model_name": spreadsheet_text(record.model_name),
+        "signed_by": spreadsheet_text(record.signed_by or "") if record.is_signed else "",
+        "signed_at_utc": (record.signed_at or "") if record.is_signed else "",
+    }
+    field_columns = {
+        f.index: {
+            "field_index": f.index,
+            "field_number": f.index + 1,
+            "field_name": spreadsheet_text(f.name),
+            "field_warnings": field_warnings_text(f),
+        }
+        for f in record.fields
+    }
+    cells_by_field: dict[int, list] = {}
     for c in record.cells:
-        writer.writerow(
-            [
-                record.case_id,
-                record.version,
-                spreadsheet_text(record.sample_id),
-                c.field_index,
-                spreadsheet_text(names.get(c.field_index, "")),
-                c.cell_id,
-                *c.bbox,
-                *c.centroid,
-                "" if c.blast_probability is None else c.blast_probability,
-                c.model_label,
-                c.label,
-                "true" if c.changed_by_reviewer else "false",
-                "" if c.domain_score is None else c.domain_score,
-                warned.get(c.field_index, ""),
-                record.status,
-                c.field_index + 1,
-                "" if c.label == CellLabel.BORDER else ("true" if c.reviewed else "false"),
-                c.origin,
-                superseded,
-                altered,
-                RESEARCH_USE_CELL,
-                spreadsheet_text(record.model_name),
-                signer,
-                signed_at,
-            ]
-        )
+        cells_by_field.setdefault(c.field_index, []).append(c)
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, CSV_COLUMNS, restval="")
+    writer.writeheader()
+    for index in sorted(field_columns.keys() | cells_by_field.keys()):
+        fixed = {**case_columns, **field_columns.get(index, {"field_index": index,
+                 "field_number": index + 1})}  # fmt: skip
+        # A field where no white cell was found still gets a row (its cell columns empty), so
+        # the file names every field and its warnings, and a case with no cell is not bare.
+        for c in cells_by_field.get(index) or [None]:
+            writer.writerow(fixed if c is None else {**fixed, **_cell_columns(c)})
     return buffer.getvalue().encode("utf-8")
+
+
+def _cell_columns(c) -> dict:
+    return {
+        "cell_id": c.cell_id,
+        **dict(zip(GEOMETRY_COLUMNS, (*c.bbox, *c.centroid), strict=True)),
+        "blast_probability": "" if c.blast_probability is None else c.blast_probability,
+        "model_label": c.model_label,
+        "label": c.label,
+        "changed_by_reviewer": "true" if c.changed_by_reviewer else "false",
+        "domain_score": "" if c.domain_score is None else c.domain_score,
+        "reviewed": "" if c.label == CellLabel.BORDER else ("true" if c.reviewed else "false"),
+        "origin": c.origin,
+    }
 
 
 _JSON_CELL_SKIP = ("bbox", "centroid", "outline", "crop", "overlay")  # written apart or as flags

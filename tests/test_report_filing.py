@@ -192,3 +192,19 @@ def test_a_page_of_cells_accepted_at_once_is_one_audit_row_and_long_notes_are_cu
     audit = page.split("<h2>Audit trail</h2>")[1]
     assert "<td>1–6, 8–30</td>" in audit
     assert "(2,000 characters in the record)" in audit and "x" * 301 not in audit
+
+
+def test_a_field_without_cells_still_has_its_row_in_the_csv(store):
+    notes = ((), (), (DAMAGED_NOTE,))
+    fields = [
+        Field(i, f"f{i}.png", np.zeros((48, 64, 3), np.uint8), notes=notes[i]) for i in range(3)
+    ]
+    case_id = store.create_case("S-9", fields, _cells(["blast", "normal"], field_index=1),
+                                model_name="lite0_blast_v2", model_checksum="sha256:ab",
+                                thresholds={}, created_by="pipeline")  # fmt: skip
+    rows = list(csv.DictReader(io.StringIO(cells_csv(store.load_case(case_id)).decode())))
+    assert [(r["field_number"], r["cell_id"], r["label"]) for r in rows] == [
+        ("1", "", ""), ("2", "1", "blast"), ("2", "2", "normal"), ("3", "", "")]  # fmt: skip
+    assert {r["sample_id"] for r in rows} == {"S-9"}
+    assert all(r["research_use"].startswith("research use only") for r in rows)
+    assert [r["field_warnings"] for r in rows] == ["", "", "", "damaged file"]
