@@ -28,6 +28,7 @@ from PIL import Image, ImageOps
 
 from leukemia_core import errors
 from leukemia_core.colour import is_grey
+from leukemia_core.colour_profile import to_srgb
 from leukemia_core.io import (
     DEFAULT_MAX_PIXELS,
     GREY_NOTE,
@@ -198,6 +199,7 @@ def _read_reduced_jpeg(
             with Image.open(io.BytesIO(data)) as im:
                 im.draft("RGB", (width // factor, height // factor))
                 as_stored = im.convert("RGB")
+                icc = im.info.get("icc_profile")
                 # a cut-off file's grey rows are at the bottom of the picture as stored
                 damage = jpeg_damage_notes(data, np.asarray(as_stored))
                 rgb = np.asarray(ImageOps.exif_transpose(as_stored))  # convert keeps the tag
@@ -210,8 +212,9 @@ def _read_reduced_jpeg(
     original = (height, width) if turned else (width, height)
     note = (f"'{name}' was decoded at 1/{factor} of its {width}×{height} px to save memory; "
             "cell positions refer to the reduced image.")  # fmt: skip
-    grey = [GREY_NOTE] if is_grey(rgb) else []  # as read_image says of smaller files
-    return np.ascontiguousarray(rgb), original, [*damage, *grey, note]
+    rgb, converted = to_srgb(rgb, icc)  # as read_image does for smaller files
+    notes = [*damage, *([GREY_NOTE] if is_grey(rgb) else []), *([converted] if converted else [])]
+    return np.ascontiguousarray(rgb), original, [*notes, note]
 
 
 def png_bytes(rgb: np.ndarray, compression: int = 3) -> bytes:

@@ -22,6 +22,7 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 
 from leukemia_core import errors
 from leukemia_core.colour import is_grey
+from leukemia_core.colour_profile import to_srgb
 from leukemia_core.jpeg_check import DAMAGED, jpeg_damage_notes
 from leukemia_core.types import LoadedImage
 
@@ -54,8 +55,8 @@ _UPRIGHT.update({6: _T.ROTATE_270, 7: _T.TRANSVERSE, 8: _T.ROTATE_90})
 # Pillow's bomb guard and truncation switch are process globals; we swap them under this lock.
 _PILLOW_GLOBALS = threading.Lock()
 
-# pixels, format, original mode, (width, height), frames, EXIF orientation
-_Decoded = tuple[np.ndarray, str, str, tuple[int, int], int, int]
+# pixels, format, original mode, (width, height), frames, EXIF orientation, ICC profile
+_Decoded = tuple[np.ndarray, str, str, tuple[int, int], int, int, bytes | None]
 
 
 class MultiFrameImageWarning(UserWarning):
@@ -105,10 +106,14 @@ def read_image(
         # Pillow's warning/error is off; truncated data must raise instead of being grey-filled.
         Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = None, False
         try:
-            arr, fmt, mode, size, n_frames, orientation = _decode(data, name, max_pixels, min_side)
+            arr, fmt, mode, size, n_frames, orientation, icc = _decode(
+                data, name, max_pixels, min_side
+            )
         finally:
             Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = saved
     rgb, notes = _to_rgb(arr, name)
+    rgb, converted = to_srgb(rgb, icc)
+    notes += [converted] if converted else []
     if is_grey(rgb):
         notes.append(GREY_NOTE)
     if fmt == "JPEG":
@@ -242,6 +247,7 @@ def _decode(data: bytes, name: str, max_pixels: int, min_side: int) -> _Decoded:
             # An MPO's extra pictures are previews or depth maps of the same photo, not pages.
             n_frames = 1 if im.format == "MPO" else getattr(im, "n_frames", 1)
             orientation = im.getexif().get(0x0112, 1)  # OpenCV below does not apply it
+            icc = im.info.get("icc_profile")
             if _is_deep_colour(im, data):  # the same for PNG, where OpenCV reads all 16 bits
                 import cv2
 
@@ -249,7 +255,7 @@ def _decode(data: bytes, name: str, max_pixels: int, min_side: int) -> _Decoded:
                 if arr is None:
                     raise OSError("OpenCV could not decode the 16-bit pixel data")
                 arr = arr[..., [2, 1, 0, 3][: arr.shape[2]]]  # OpenCV gives BGR(A)
-                return arr, fmt, f"{im.mode};16", im.size, n_frames, orientation
+                return arr, fmt, f"{im.mode};16", im.size, n_frames, orientation, icc
             im.load()
             # Asked again once loaded: Pillow turns a TIFF upright as it loads it and drops the
             # tag, which turned it a second time here.
@@ -266,7 +272,7 @@ def _decode(data: bytes, name: str, max_pixels: int, min_side: int) -> _Decoded:
             raise errors.UnsupportedFormatError(
                 f"'{name}' has pixel mode {im.mode}, which this app does not read: save it as RGB."
             )
-        return arr, fmt, im.mode, im.size, n_frames, orientation
+        return arr, fmt, im.mode, im.size, n_frames, orientation, icc
 
 
 def _check_size(
@@ -311,6 +317,7 @@ def _read_tiff(data: bytes, name: str, max_pixels: int, min_side: int) -> _Decod
             photometric = getattr(page.photometric, "name", str(page.photometric))
             mode = f"{photometric};{page.bitspersample}"
             n_pages = len(tif.pages)
+            icc = page.tags[34675].value if 34675 in page.tags else None  # InterColorProfile
             if page.planarconfig == 2 and arr.ndim == 3:  # separate planes come as (C, H, W)
                 arr = np.moveaxis(arr, 0, -1)
             if photometric == "SEPARATED" and arr.ndim == 3 and arr.shape[-1] == 4:
@@ -323,7 +330,7 @@ def _read_tiff(data: bytes, name: str, max_pixels: int, min_side: int) -> _Decod
         raise
     except Exception as exc:  # a damaged TIFF's tags can break tifffile in any way
         raise _damaged(name, data, exc) from exc
-    return arr, "TIFF", mode, size, n_pages, orientation
+    return arr, "TIFF", mode, size, n_pages, orientation, icc
 
 
 def _on_black(im: Image.Image) -> np.ndarray:
