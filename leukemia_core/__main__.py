@@ -137,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         return _error(error)
     try:
         failures = segment_files(args.images, args.out, args.crop_size)
+    except LeukemiaCoreError as error:  # --out holds a table it did not write
+        return _error(error)
     except OSError as error:
         return _write_error(error, args.out, "")
     except KeyboardInterrupt:
@@ -145,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         return INTERRUPTED
     print(
         f"wrote {args.out / 'cells.csv'}; {len(args.images) - failures} images segmented, "
-        f"{failures} skipped",
+        f"{failures} skipped (research use only)",
         file=sys.stderr,
     )
     return 1 if failures == len(args.images) else PARTLY_FAILED if failures else 0  # as analyze

@@ -36,27 +36,37 @@ def written_here(path: Path) -> bool:
         return False
 
 
-def refuse_a_labs_own_tables(out: Path) -> None:
-    """A ``summary.json`` or ``cells.csv`` in ``out`` that this command did not write (a lab's
-    own, when ``--out`` is a folder of its files) is never replaced."""
-    table = out / "cells.csv"
-    header: list[str] = []
-    if table.is_file():
-        try:
-            with table.open(newline="", encoding="utf-8") as stream:
-                header = next(csv.reader(stream), [])
-        except (OSError, UnicodeDecodeError, csv.Error):
-            pass
-    summary = out / SUMMARY_FILE
-    foreign = [path.name for path, ours in (
-        (summary, not summary.exists() or written_here(summary)),
-        (table, not table.exists() or ("cell_id" in header and "blast_probability" in header)),
-    ) if not ours]  # fmt: skip
+def table_header(table: Path) -> list[str] | None:
+    """The first row of a CSV file (``[]`` when unreadable), or None when there is no file."""
+    if not table.exists():
+        return None
+    try:
+        with table.open(newline="", encoding="utf-8") as stream:
+            return next(csv.reader(stream), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
+
+
+def refuse_foreign_files(out: Path, foreign: list[str]) -> None:
+    """Stop before writing when ``out`` holds files of these names that the command would
+    replace but did not write."""
     if foreign:
         raise SettingError(
             f"{out} holds {' and '.join(foreign)} that this command did not write; it would "
             "replace them. Give --out another folder (e.g. a new results/ folder)."
         )
+
+
+def refuse_a_labs_own_tables(out: Path) -> None:
+    """A ``summary.json`` or ``cells.csv`` in ``out`` that this command did not write (a lab's
+    own, when ``--out`` is a folder of its files) is never replaced."""
+    header = table_header(out / "cells.csv")
+    summary = out / SUMMARY_FILE
+    foreign = [name for name, ours in (
+        (SUMMARY_FILE, not summary.exists() or written_here(summary)),
+        ("cells.csv", header is None or ("cell_id" in header and "blast_probability" in header)),
+    ) if not ours]  # fmt: skip
+    refuse_foreign_files(out, foreign)
 
 
 def remove_stale_image_files(out: Path, current: set[str]) -> None:

@@ -3,15 +3,18 @@
 Each image gets a folder of crops (``cell_001.png`` ...) and ``overlay.png``, the field with its
 outlines; ``cells.csv`` lists every cell. Written last and atomically, the table never holds a
 half-done run; an image whose files cannot be written is skipped, a full or read-only disk
-stops the run.
+stops the run. Only the command's own files are replaced: a ``cells.csv`` it did not write
+(``analyze``'s, a lab's) stops the run, and a folder of the lab's that is named like an image
+is left alone (that image's folder gets ``-2``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import io
-import shutil
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -19,6 +22,7 @@ from pathlib import Path
 import cv2
 from tqdm import tqdm
 
+from leukemia_core.batch_folder import refuse_foreign_files, table_header
 from leukemia_core.cropping import DEFAULT_CROP_SIZE, crop_cells, draw_overlay
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.imaging import read_for_analysis
@@ -59,6 +63,14 @@ def _write_png(path: Path, rgb) -> None:
 
 
 _STOP_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)  # no later image can be written either
+_CROP_NAME = re.compile(r"cell_\d{3,}\.png")  # the crops this command writes, and only those
+
+
+def _others_folders(out: Path) -> list[str]:
+    """Names of folders in ``out`` that no run of this command made (it writes an overlay
+    into each of its own): never written into."""
+    return [path.name for path in out.iterdir() if path.is_dir() and
+            not (path / OVERLAY_FILE).is_file() and any(path.iterdir())]  # fmt: skip
 
 
 def _cell_row(cell, stem: str, path: Path, crop_path: Path, out: Path) -> tuple:
@@ -86,9 +98,11 @@ def segment_files(paths: list[Path], out: Path, crop_size: int = DEFAULT_CROP_SI
     spreadsheet formula gets a leading apostrophe.
     """
     out.mkdir(parents=True, exist_ok=True)
+    header = table_header(out / CSV_FILE)
+    refuse_foreign_files(out, [] if header is None or header == list(CSV_COLUMNS) else [CSV_FILE])
     failures = 0
     rows = []
-    stems = output_stems(paths, reserved=[CSV_FILE])
+    stems = output_stems(paths, reserved=[CSV_FILE, *_others_folders(out)])
     bar = tqdm(zip(paths, stems, strict=True), total=len(paths), desc="segmenting", unit="image",
                file=sys.stderr)  # fmt: skip
     for path, stem in bar:
@@ -107,20 +121,27 @@ def segment_files(paths: list[Path], out: Path, crop_size: int = DEFAULT_CROP_SI
         for note in (*loaded.notes, *segmentation.notes):
             tqdm.write(f"{stem}{path.suffix}: {note}", file=sys.stderr)
         folder = out / stem
-        image_rows = []
+        image_rows, written, made = [], [], not folder.exists()
         try:
             folder.mkdir(exist_ok=True)
-            for stale in folder.glob("cell_[0-9][0-9][0-9]*.png"):  # an earlier run's crops
-                stale.unlink()
+            for stale in folder.iterdir():  # an earlier run's crops and overlay
+                if _CROP_NAME.fullmatch(stale.name) or stale.name == OVERLAY_FILE:
+                    stale.unlink()
             for cell in crop_cells(rgb, segmentation, size=crop_size):
                 crop_path = folder / f"cell_{cell.cell_id:03d}.png"
+                written.append(crop_path)
                 _write_png(crop_path, cell.crop)
                 image_rows.append(_cell_row(cell, stem, path, crop_path, out))
             # beside its crops, not in --out itself: with --out the image folder, a second run
             # took the overlays for fields and cut crops from the drawn outlines
+            written.append(folder / OVERLAY_FILE)
             _write_png(folder / OVERLAY_FILE, draw_overlay(rgb, segmentation))
         except OSError as error:  # this image's files, not the run: the others go on
-            shutil.rmtree(folder, ignore_errors=True)  # no crops of an image said skipped
+            for done in written:  # no crops of an image said skipped; nothing else removed
+                done.unlink(missing_ok=True)
+            if made:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
             if error.errno in _STOP_ERRNOS:
                 raise
             tqdm.write(f"skipped {path}: its outputs could not be written ({error})",

@@ -986,3 +986,31 @@ def test_a_failed_jobs_reason_is_said_without_the_exception_class_and_says_what_
     assert said.startswith("No dataset at cells/manifest.csv") and "Error" not in said
     assert "moved or deleted after it was checked" in said
     assert failure_words("the worker stopped") == "the worker stopped"
+
+
+def test_segment_never_replaces_a_table_or_files_it_did_not_write(tiny_env, tmp_path, capsys):
+    """segment wrote over analyze's cells.csv (and a lab's), deleted a lab's
+    cell_001_reviewed_by_MK.png in a folder named like an image, and on a failed write removed
+    that whole folder."""
+    folder = tmp_path / "fields"
+    folder.mkdir()
+    _write(folder / "field.png", make_demo_smear().image)
+    results = tmp_path / "results"
+    assert cli(["analyze", str(folder), "--model", "tiny", "--out", str(results)]) == 0
+    analysed = (results / "cells.csv").read_bytes()
+    assert cli(["segment", str(folder), "--out", str(results)]) == 2
+    assert "holds cells.csv that this command did not write" in capsys.readouterr().err
+    assert (results / "cells.csv").read_bytes() == analysed
+    labs = tmp_path / "labs"
+    (labs / "field").mkdir(parents=True)
+    (labs / "field" / "cell_001_reviewed_by_MK.png").write_bytes(b"the lab's")
+    (labs / "cells.csv").write_text("patient,count\nP1,3\n")
+    assert cli(["segment", str(folder / "field.png"), "--out", str(labs)]) == 2
+    (labs / "cells.csv").unlink()
+    assert cli(["segment", str(folder / "field.png"), "--out", str(labs)]) == 0
+    assert (labs / "field" / "cell_001_reviewed_by_MK.png").read_bytes() == b"the lab's"
+    assert (labs / "field-2" / "overlay.png").is_file()
+    rows = list(csv.DictReader((labs / "cells.csv").open()))
+    assert {r["crop_path"].split("/")[0] for r in rows} == {"field-2"}
+    assert cli(["segment", str(folder / "field.png"), "--out", str(labs)]) == 0  # again: same
+    assert sorted(p.name for p in labs.iterdir()) == ["cells.csv", "field", "field-2"]
