@@ -5,7 +5,7 @@ Usage: ``python bench/quality.py [--all-idb1 DIR] [--deepbionet DIR] [--per-set 
 Takes ``N`` fields of each annotated set (ALL-IDB1 blast fields: expert blast centroids;
 deepbionet: white-cell boxes), evenly spread, none of them used to set the limits
 (:func:`calibration_field`). Each field is degraded synthetically at several
-strengths (blur in red-cell diameters, JPEG quality, colour cast, rescaling); for each
+strengths (blur in red-cell diameters, JPEG quality, colour cast, rescaling, exposure); for each
 degradation the script prints the detection recall against the clean fields and the share of
 fields that get any quality warning. A degradation that cuts recall by more than 5 points
 should be flagged in >= 95% of fields; clean fields in <= 5%.
@@ -45,6 +45,7 @@ CASTS = {"yellow": (1.0, 0.95, 0.7), "blue": (0.7, 0.9, 1.0), "green": (0.8, 1.0
          "magenta": (1.0, 0.75, 1.0)}  # fmt: skip
 CAST_STRENGTHS = (0.5, 1.0, 1.5)  # 0 = none, 1 = the gains above, 1.5 = stronger
 RESCALE = (0.5, 0.25, 2.0)
+EXPOSURE = (0.7, 0.5, 0.3)  # the picture's brightness times this: one to two stops under
 
 
 def degradations(rgb: np.ndarray, diameter: float) -> dict[str, np.ndarray]:
@@ -62,6 +63,8 @@ def degradations(rgb: np.ndarray, diameter: float) -> dict[str, np.ndarray]:
             )
     for factor in RESCALE:
         out[f"rescale {factor}"] = resize(rgb, factor)
+    for factor in EXPOSURE:
+        out[f"exposure {factor}"] = np.rint(rgb * factor).astype(np.uint8)
     return out
 
 

@@ -6,6 +6,7 @@ not depend on the microscope (red-cell diameters, the reference stain):
 - focus: the width of red-cell edges (a blurred edge is wide), in red-cell diameters;
 - stain: red-cell optical density against the reference stain (over- or under-stained), and the
   colour cast (how far the red cells' hue is from the reference);
+- exposure: the bare glass's brightness (a picture taken too dark);
 - magnification: the red-cell diameter in pixels, against the range the tool was built for;
 - white cells: too many per red cell means red cells were taken for white cells;
 - thick area: cells cover nearly all the glass, or red cells run together into one mass (a thick
@@ -28,7 +29,7 @@ import numpy as np
 from leukemia_core.colour import WEAK_PURPLE, foreground, is_grey, nucleus_score
 from leukemia_core.illumination import even_field
 from leukemia_core.resampling import resize
-from leukemia_core.stain import normalise_stain
+from leukemia_core.stain import MIN_GLASS_LEVEL, normalise_stain
 
 if TYPE_CHECKING:  # types imports QualityWarning from here
     from leukemia_core.types import Segmentation
@@ -41,6 +42,7 @@ MAGNIFICATION = "magnification"
 WHITE_CELLS = "white cells"
 THICK_AREA = "thick area"
 NO_RED_CELLS = "red cells"
+EXPOSURE = "exposure"
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,10 @@ class QualityLimits:
             channel needs twice the correction of another); development fields reach 1.4.
         max_glass_tint: log2 of the glass's brightest over its dimmest channel (white
             balance); development fields reach 0.1, the bluish microscope 0.7.
+        min_glass_level: Mean brightness (of 255) of the bare glass; development fields
+            measure 107 and more. A dimmer field is brightened for finding cells
+            (:data:`leukemia_core.stain.MIN_GLASS_LEVEL`), but the classifier sees its cells
+            as dark as they were photographed.
         red_cell_diameter_range: Red-cell diameters (input pixels) the segmentation and the
             classifier support. The development fields measure 44-120 px (deepbionet 44 the
             least, ALL-IDB1 62, BCCD 70); fields shrunk to 34 px lowered a blast's probability
@@ -73,6 +79,7 @@ class QualityLimits:
     density_range: tuple[float, float] = (0.4, 3.5)
     max_colour_cast: float = 2.0
     max_glass_tint: float = 1.0
+    min_glass_level: float = MIN_GLASS_LEVEL
     red_cell_diameter_range: tuple[float, float] = (30.0, 250.0)
     max_white_cells_per_red_cell: float = 0.1
     max_cover: float = 0.9
@@ -191,6 +198,12 @@ def _stain_warnings(stain, limits: QualityLimits) -> list[QualityWarning]:
     if stain is None:
         return []
     out = []
+    glass = float(np.mean(stain.glass_rgb))
+    if glass < limits.min_glass_level:
+        out.append(QualityWarning(EXPOSURE, glass, limits.min_glass_level,
+            f"Underexposed: the bare glass is only {glass / 255:.0%} as bright as white, so the "
+            "classifier sees cells darker than it learned (they were found on a brightened "
+            "copy). Raise the lamp or the camera's exposure and capture the field again."))  # fmt: skip
     low, high = limits.density_range
     if stain.density_ratio is not None and not low <= stain.density_ratio <= high:
         word = "Under-stained or overexposed" if stain.density_ratio < low else "Over-stained"

@@ -33,6 +33,15 @@ GAIN_LIMITS = (0.1, 5.0)
 # absorb green at least 0.87 times as much as blue (crops of one cell: 0.59). An estimate below
 # this did not find red cells (a crop filled by one cell, or no smear): white balance only.
 MIN_GREEN_TO_BLUE_DENSITY = 0.75
+# A field whose glass is dimmer than MIN_GLASS_LEVEL (of 255) is underexposed: its normalised
+# copy gets the glass at BRIGHTENED_GLASS_LEVEL (about the development sets' median). The
+# segmentation's thresholds are colour differences in grey levels, and a picture taken one stop
+# under halves them all: development fields kept 28% of their white cells, at two stops under 4%
+# (`python bench/quality.py`, exposure rows); brightened only to 100, a BCCD field at 0.3 of its
+# exposure still lost its white cell. The development fields' glass measures 107 and more
+# (ALL-IDB1's dimmest), so none is brightened; densities are unchanged.
+MIN_GLASS_LEVEL = 100.0
+BRIGHTENED_GLASS_LEVEL = 160.0
 
 
 @dataclass(frozen=True)
@@ -81,8 +90,7 @@ def estimate_stain(
     red = red_cell_pixels(white)
     if red.sum() < MIN_RED_CELL_PIXELS:
         return StainEstimate(_triple(glass), None, (1.0, 1.0, 1.0))
-    target = float(glass.mean())
-    density = -np.log10(np.clip(white[red].astype(np.float32), 1.0, None) / target)
+    density = -np.log10(np.clip(white[red].astype(np.float32), 1.0, None) / _target(glass))
     red_od = np.clip(np.median(density, axis=0), 1e-3, None)
     if red_od[1] < MIN_GREEN_TO_BLUE_DENSITY * red_od[2]:
         return StainEstimate(_triple(glass), None, (1.0, 1.0, 1.0))
@@ -98,10 +106,10 @@ def normalise_stain(image: np.ndarray, estimate: StainEstimate) -> np.ndarray:
 def _apply(image: np.ndarray, glass: np.ndarray, gains: np.ndarray) -> np.ndarray:
     """Per-channel lookup: white-balance on ``glass``, then scale optical density by ``gains``.
 
-    The glass keeps its mean brightness, so the intensity thresholds of the segmentation keep
-    their meaning.
+    The glass keeps its mean brightness (raised to :data:`BRIGHTENED_GLASS_LEVEL` in an
+    underexposed field), so the intensity thresholds of the segmentation keep their meaning.
     """
-    target = float(glass.mean())
+    target = _target(glass)
     values = np.arange(256, dtype=np.float32)
     tables = []
     for channel in range(3):
@@ -109,6 +117,11 @@ def _apply(image: np.ndarray, glass: np.ndarray, gains: np.ndarray) -> np.ndarra
         tables.append(np.clip(target * 10.0 ** (-gains[channel] * density), 0, 255))
     table = np.stack(tables, axis=-1).astype(np.uint8).reshape(256, 1, 3)
     return cv2.LUT(np.ascontiguousarray(image), table)
+
+
+def _target(glass: np.ndarray) -> float:
+    level = float(np.mean(glass))
+    return level if level >= MIN_GLASS_LEVEL else BRIGHTENED_GLASS_LEVEL
 
 
 def _triple(values) -> tuple[float, float, float]:
