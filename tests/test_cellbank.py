@@ -74,3 +74,38 @@ def test_held_out_matching_catches_a_renamed_copy_of_a_training_set_by_group_nam
     assert flags == [True, False, False, True]
     (note,) = notes
     assert "'dapl' is not a dataset the model was split on" in note and "Patient_00" in note
+
+
+def test_allidb2_crops_without_their_field_csv_are_not_taken_for_idb1_fields(tmp_path):
+    """Crop Im035_1 of field Im012_1 became 'allidb1:b008' (fields 32-35), a training block."""
+    record = LabelledCrop(tmp_path / "Im035_1.tif", "blast", "Im035_1.tif", "allidb2")
+    assert bank_group(record) == "allidb2:Im035_1"
+
+
+def _cell_picture(path: Path, colour) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rgb = np.zeros((96, 96, 3), np.uint8)
+    yy, xx = np.mgrid[:96, :96]
+    rgb[(yy - 48) ** 2 + (xx - 48) ** 2 < 30**2] = colour
+    Image.fromarray(rgb).save(path)
+
+
+def test_two_patients_files_of_one_name_keep_their_own_crops_and_labels(tmp_path):
+    """A blast patient's c1.jpg and a normal patient's c1.jpg wrote one crop, listed twice."""
+    source = tmp_path / "deepapl"
+    _cell_picture(source / "blast" / "P1" / "c1.png", (120, 60, 160))
+    _cell_picture(source / "lymphocyte" / "P2" / "c1.png", (90, 40, 140))
+    manifest = build_bank({"deepapl": source}, tmp_path / "bank", size=64)
+    rows = list(csv.DictReader(manifest.open()))
+    assert len({r["path"] for r in rows}) == 2
+    assert {(r["label"], r["group"]) for r in rows} == {("blast", "deepapl:P1"),
+                                                        ("normal", "deepapl:P2")}  # fmt: skip
+    crops = [np.asarray(Image.open(tmp_path / "bank" / r["path"])) for r in rows]
+    assert not np.array_equal(*crops)
+
+
+def test_a_missing_source_folder_is_named_before_any_crop_is_written(tmp_path):
+    _cell_picture(tmp_path / "pbc" / "neutrophil" / "a.png", (150, 90, 170))
+    with pytest.raises(FileNotFoundError, match=r"--deepapl .*nope"):
+        build_bank({"pbc": tmp_path / "pbc", "deepapl": tmp_path / "nope"}, tmp_path / "bank")
+    assert not (tmp_path / "bank").exists()

@@ -160,3 +160,61 @@ def test_record_starts_a_missing_metrics_file_and_refuses_a_broken_one(models, c
     assert evaluate_cli(command) == 0
     metrics = json.loads((models / "tiny" / "metrics.json").read_text())
     assert list(metrics) == ["synthetic_held_out"]
+
+
+def test_held_out_is_refused_where_the_held_out_groups_cannot_be_told(models, cells, capsys):
+    """--held-out on a model without split.csv measured every cell and recorded them as
+    held-out; on class folders without patient folders each image was its own 'group'."""
+    loose = cells.parent / "loose"
+    for label in ("blast", "normal"):
+        (loose / label).mkdir(parents=True, exist_ok=True)
+        for i in range(3):
+            shutil.copy(cells.parent / f"cell{i * 2 + (label == 'normal')}.png",
+                        loose / label / f"{label}{i}.png")  # fmt: skip
+    loose_command = ["cells", "--data", str(loose), "--format", "folders", "--model", "tiny",
+                     "--models-dir", str(models)]  # fmt: skip
+    assert evaluate_cli([*loose_command, "--held-out"]) == 2
+    assert "needs each cell's patient or field" in capsys.readouterr().err
+    assert evaluate_cli(loose_command) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["interval_unit"] == "cell" and printed["notes"]  # the loader's note kept
+    (models / "tiny" / "split.csv").unlink()
+    command = ["cells", "--data", str(cells), "--model", "tiny", "--models-dir", str(models)]
+    assert evaluate_cli([*command, "--held-out", "--record"]) == 2
+    assert "needs the model's split.csv" in capsys.readouterr().err
+    assert "synthetic_held_out" not in (models / "tiny" / "metrics.json").read_text()
+
+
+def test_all_unreadable_cells_stop_with_what_to_do_not_nan(models, tmp_path, capsys):
+    folder = tmp_path / "bad"
+    for label in ("blast", "normal"):
+        (folder / label / "P1").mkdir(parents=True)
+        (folder / label / "P1" / "c1.png").write_bytes(b"not a picture")
+        (folder / label / "P1" / "black.png").write_bytes(
+            png_bytes(np.zeros((80, 80, 3), np.uint8))
+        )
+    code = evaluate_cli(["cells", "--data", str(folder), "--format", "folders", "--model", "tiny",
+                         "--models-dir", str(models)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "None of the 4 image(s) could be read as a cell" in err
+    assert "NaN" not in err and "Traceback" not in err
+
+
+def test_smears_leave_out_an_all_field_without_expert_marks_and_say_so(models, tmp_path, capsys):
+    """A field with no .xyc counted every blast found in it as a false one, silently."""
+    from leukemia_core.synthetic import make_demo_smear
+
+    images = tmp_path / "idb1" / "images"
+    images.mkdir(parents=True)
+    (tmp_path / "idb1" / "xyc").mkdir()
+    for name in ("Im001_1.png", "Im002_0.png"):
+        (images / name).write_bytes(png_bytes(make_demo_smear().image))
+    code = evaluate_cli(["smears", "--all-idb1", str(tmp_path / "idb1"), "--model", "tiny",
+                         "--models-dir", str(models)])  # fmt: skip
+    printed = json.loads(capsys.readouterr().out)
+    assert code == 0 and printed["n_fields"] == 1 and printed["n_all_fields"] == 0
+    assert any("without expert marks" in n and "Im001_1.png" in n for n in printed["notes"])
+    code = evaluate_cli(["smears", "--all-idb1", str(tmp_path / "nope"), "--model", "tiny",
+                         "--models-dir", str(models)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and "nope" in err

@@ -37,13 +37,13 @@ import cv2
 import numpy as np
 
 from leukemia_core.cropping import DEFAULT_CROP_SIZE, crop_cells
-from leukemia_core.errors import InvalidImageError
+from leukemia_core.errors import InvalidImageError, NoCellError
 from leukemia_core.io import read_image
 from leukemia_core.outputs import write_text_atomic
 from leukemia_core.segmentation import segment_wbc
 from leukemia_core.single_cell import WHOLE_IMAGE, single_cell_crop
 from train.data import load_allidb2, load_class_folders, load_cnmc
-from train.evaluate.segmentation import cells_at_points, read_voc_boxes, read_xyc
+from train.evaluate.segmentation import cells_at_points, image_files, read_voc_boxes, read_xyc
 from train.records import BLAST, NORMAL
 
 MANIFEST_COLUMNS = ("path", "label", "group", "source", "subset", "cell_type")
@@ -90,6 +90,8 @@ def bank_group(record) -> str:
     if ":" in str(record.group):
         return str(record.group)
     if record.source == "allidb2":
+        if str(record.group) == record.path.name:  # no source-field CSV: its field is unknown
+            return f"allidb2:{record.path.stem}"  # (its own number is no ALL-IDB1 field's)
         return idb1_group(Path(record.group).stem)
     return f"{record.source}:{record.group}"
 
@@ -104,7 +106,7 @@ def _touching(labels: np.ndarray, ids: set[int]) -> set[int]:
 
 def allidb1_rows(root: Path, size: int, progress: Progress | None = None):
     """Crops of every ALL-IDB1 field (see the module docstring for the labelling rule)."""
-    fields = sorted((root / "images").glob("*.jpg")) + sorted((root / "images").glob("*.tif"))
+    fields = image_files(root / "images")  # every suffix the evaluation reads; none: an error
     for i, path in enumerate(fields):
         rgb = read_image(path).rgb
         seg = segment_wbc(rgb)
@@ -125,7 +127,7 @@ def _single_cell_rows(table, size, progress, group_of=bank_group):
     for i, record in enumerate(table.records):
         try:
             crop = single_cell_crop(read_image(record.path).rgb, size=size)
-        except InvalidImageError as error:  # one damaged file must not stop a 2,000-cell bank
+        except (InvalidImageError, NoCellError) as error:  # one bad file must not stop the bank
             yield SkippedImage(record.path, str(error))
             continue
         if crop.method != WHOLE_IMAGE:
@@ -161,7 +163,7 @@ def folder_rows(root: Path, size: int, progress: Progress | None = None):
 
 def bccd_rows(root: Path, size: int, progress: Progress | None = None):
     """Detected cells inside BCCD expert WBC boxes; all normal, grouped by field."""
-    fields = sorted((root / "images").glob("*.jpg"))
+    fields = image_files(root / "images")
     for i, path in enumerate(fields):
         boxes = read_voc_boxes(root / "annotations" / f"{path.stem}.xml")
         rgb = read_image(path).rgb
@@ -182,6 +184,18 @@ SOURCES = {
     "deepapl": folder_rows,
     "bccd": bccd_rows,
 }
+
+
+def _free_name(stem: str, group: str, taken: set[str]) -> str:
+    """``<stem>.png``, or with its group (then a number) added when another crop has that name:
+    two patients' ``c1.jpg`` wrote one crop, listed under both labels."""
+    name, number = stem, 1
+    while name.casefold() in taken:
+        number += 1
+        tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", group.partition(":")[2] or group)
+        name = f"{stem}__{tag}" + (f"-{number - 1}" if number > 2 else "")
+    taken.add(name.casefold())
+    return f"{name}.png"
 
 
 def build_bank(
@@ -206,15 +220,20 @@ def build_bank(
     unknown = sorted(set(sources) - set(SOURCES))
     if unknown:
         raise ValueError(f"Unknown source kind(s) {unknown}; known: {sorted(SOURCES)}.")
+    missing = [
+        f"--{kind} {folder}" for kind, folder in sources.items() if not Path(folder).is_dir()
+    ]
+    if missing:  # checked first: a typo in the last source stopped a bank hours in
+        raise FileNotFoundError(f"No such folder: {', '.join(missing)}. Check the path(s).")
     out.mkdir(parents=True, exist_ok=True)
-    rows, skipped = [], []
+    rows, skipped, taken = [], [], set()
     for kind, folder in sources.items():
         (out / kind).mkdir(exist_ok=True)
         for row in SOURCES[kind](Path(folder), size, progress(kind) if progress else None):
             if isinstance(row, SkippedImage):
                 skipped.append((str(row.path), row.reason))
                 continue
-            relative = f"{kind}/{row.name}.png"
+            relative = _free_name(f"{kind}/{row.name}", row.group, taken)
             cv2.imwrite(str(out / relative), cv2.cvtColor(row.crop, cv2.COLOR_RGB2BGR))
             rows.append((relative, row.label, row.group, row.source, kind, row.cell_type))
     buffer = io.StringIO()

@@ -108,6 +108,11 @@ def _classifier_run(args) -> dict:
     # The runtime the app uses, so the figures are those of what it runs.
     classifier = Classifier(load_model(args.model, args.models_dir), runtime="auto")
     seen = clf_eval.seen_groups(classifier.model.path) if args.held_out else None
+    if args.held_out and not (classifier.model.path / clf_eval.SPLIT_FILE).is_file():
+        raise ValueError(f"--held-out needs the model's {clf_eval.SPLIT_FILE} (the groups it was "
+                         f"trained and calibrated on); {classifier.model.name} has none, so no "
+                         "cell can be told held-out. Leave out --held-out for data the model "
+                         "cannot have seen.")  # fmt: skip
     common = {"model": classifier.model.name, "runtime": classifier.runtime,
               "held_out": bool(args.held_out)}  # fmt: skip
     if args.command == "smears":
@@ -117,6 +122,10 @@ def _classifier_run(args) -> dict:
         # One class is allowed: a folder of blasts alone measures sensitivity (a note says what
         # cannot be measured), and normals are the point of the "normals" command.
         table = load_dataset(args.data, args.format, require_both_classes=False)
+        if args.held_out and not table.groups_known:
+            raise ValueError("--held-out needs each cell's patient or field, to leave out those "
+                             "the model was trained on, and these data do not say: "
+                             + " ".join(table.notes))  # fmt: skip
         run = clf_eval.evaluate_cells if args.command == "cells" else clf_eval.evaluate_normals
         figures = run(table, classifier, seen=seen, progress=_progress)
         data, sources = args.data, {r.source for r in table.records}
@@ -136,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     ):
         try:
             result = _classifier_run(args)
-        except (LeukemiaCoreError, ValueError) as error:
+        except (LeukemiaCoreError, ValueError, FileNotFoundError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
         print(json.dumps(result, indent=2))

@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 
 from leukemia_core.classify import Classifier
-from leukemia_core.errors import InvalidImageError
+from leukemia_core.errors import InvalidImageError, NoCellError
 from leukemia_core.io import read_image
 from leukemia_core.pipeline import analyze
 from leukemia_core.wilson import wilson_interval
 from train.cellbank import bank_group, idb1_group
 from train.evaluate.metrics import auroc, binary_metrics, few_groups_note
-from train.evaluate.segmentation import _images, cells_at_points, read_xyc
+from train.evaluate.segmentation import cells_at_points, image_files, read_xyc
 from train.fit import app_crop
 from train.records import BLAST, CellTable
 from train.splits import read_split_file
@@ -45,7 +45,7 @@ def _crop_probabilities(records, classifier: Classifier, progress: Progress | No
         for record in records[start : start + chunk]:
             try:
                 crops.append(app_crop(record))
-            except InvalidImageError as error:  # a damaged file is reported, not fatal
+            except (InvalidImageError, NoCellError) as error:  # reported, not fatal
                 unreadable.append(f"{record.path}: {error}")
                 continue
             kept.append(record)
@@ -117,8 +117,11 @@ def evaluate_cells(
             + " ".join(notes)
         )
     p, records, unreadable = _crop_probabilities(records, classifier, progress)
+    _refuse_nothing_read(records, unreadable)
+    notes = [*table.notes, *notes]  # e.g. no patient folders: each image its own group
     y = np.array([r.label == BLAST for r in records])
-    groups = [bank_group(r) for r in records]
+    # Intervals by patient or field where the data say which; else by cell (and said so)
+    groups = [bank_group(r) for r in records] if table.groups_known else None
     calibration = classifier.model.config.calibration
     low = calibration.uncertain_low  # a blast below the review band is a confident miss
     result = binary_metrics(y, p, calibration.threshold, groups=groups, n_boot=n_boot,
@@ -143,7 +146,9 @@ def evaluate_cells(
                 y[sources == s],
                 p[sources == s],
                 calibration.threshold,
-                groups=[g for g, m in zip(groups, sources == s, strict=True) if m],
+                groups=None
+                if groups is None
+                else [g for g, m in zip(groups, sources == s, strict=True) if m],
                 n_boot=n_boot,
                 review_low=low,
             )
@@ -177,6 +182,10 @@ def evaluate_normals(
     if not records:
         raise ValueError("No normal cells to test (all were blasts or seen in training).")
     p, records, unreadable = _crop_probabilities(records, classifier, progress)
+    _refuse_nothing_read(records, unreadable)
+    notes = [*table.notes, *notes]
+    if table.groups_known and (note := few_groups_note(len({bank_group(r) for r in records}))):
+        notes.append(note)
     called = p >= classifier.model.config.calibration.threshold
     types = np.array([r.cell_type or r.source for r in records])
 
@@ -190,9 +199,19 @@ def evaluate_normals(
         **overall,
         "per_class": {t: rate(types == t) for t in sorted(set(types))},
         "n_skipped_seen_in_training": skipped,
+        "interval_unit": "cell",  # Wilson intervals over cells, not a bootstrap over patients
         "notes": notes,
         "unreadable_files": unreadable,
     }
+
+
+def _refuse_nothing_read(records, unreadable: list[str]) -> None:
+    if not records:
+        raise ValueError(
+            f"None of the {len(unreadable)} image(s) could be read as a cell, so there is "
+            f"nothing to measure; first: {unreadable[0] if unreadable else '-'}. Check the "
+            "files (copy or export them again)."
+        )
 
 
 def cells_at_points_all(points, labels: np.ndarray, ids: list[int]) -> set[int]:
@@ -215,9 +234,24 @@ def evaluate_smears(
     Cells cut by the image border are left out on both sides, as the app leaves them out of
     counts: they are never predicted blasts, and expert marks inside them are not expected.
     """
-    fields = [p for p in _images(root / "images") if not seen or idb1_group(p.stem) not in seen]
+    every = image_files(root / "images")
+    # An ALL field without its expert marks would count every blast found as a false one.
+    unmarked = [p.name for p in every if p.stem.endswith("_1")
+                and not (root / "xyc" / f"{p.stem}.xyc").is_file()]  # fmt: skip
+    every = [p for p in every if p.name not in unmarked]
+    fields = [p for p in every if not seen or idb1_group(p.stem) not in seen]
     if not fields:
-        raise ValueError(f"Every field in {root} belongs to a group the model was trained on.")
+        raise ValueError(f"Every field in {root} belongs to a group the model was trained on, "
+                         "or has no expert marks (xyc/).")  # fmt: skip
+    notes = []
+    if unmarked:
+        notes.append(f"{len(unmarked)} ALL field(s) without expert marks (no xyc/<name>.xyc) "
+                     f"left out: {', '.join(unmarked[:5])}{', ...' if len(unmarked) > 5 else ''}.")  # fmt: skip
+    trained = [p for p in fields if idb1_group(p.stem) in seen_groups(classifier.model.path)]
+    if seen is None and trained:
+        notes.append(f"{len(trained)} of {len(fields)} fields come from groups the model was "
+                     "trained or calibrated on: these figures are not held-out. Add --held-out "
+                     "to leave them out.")  # fmt: skip
     threshold = classifier.model.config.calibration.threshold
     review_low = classifier.model.config.calibration.uncertain_low
     tp = fp = fn = 0
@@ -270,5 +304,6 @@ def evaluate_smears(
         "n_expert_blasts_not_segmented": unsegmented,
         "n_expert_blasts": tp + fn,
         "n_predicted_blasts": tp + fp,
-        "n_skipped_seen_in_training": len(_images(root / "images")) - len(fields),
+        "n_skipped_seen_in_training": len(every) - len(fields),
+        "notes": notes,
     }

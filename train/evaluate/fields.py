@@ -15,10 +15,10 @@ from leukemia_core.io import read_image
 from leukemia_core.scale import estimate_red_cell_diameter
 from train.evaluate.segmentation import (
     Progress,
-    _images,
     _segment,
     _truth_masks,
     dice,
+    image_files,
     share_within,
 )
 
@@ -52,7 +52,7 @@ def evaluate_cells_in_fields(
     """
     sources = read_source_fields(all_idb2)
     by_field: dict[str, list[tuple[Path, int, int]]] = {}
-    for crop in _images(all_idb2 / "images"):
+    for crop in image_files(all_idb2 / "images"):
         if crop.name in sources and (all_idb1 / "images" / sources[crop.name][0]).is_file():
             field, x, y = sources[crop.name]
             by_field.setdefault(field, []).append((crop, x, y))

@@ -34,7 +34,7 @@ STAIN_SAMPLE = 40  # fields per dataset for the stain measurement (evenly spread
 
 def dataset_red_cell_od(folder: Path, sample: int = STAIN_SAMPLE) -> tuple[float, ...] | None:
     """Median red-cell optical density (R, G, B) over up to ``sample`` fields of a dataset."""
-    images = seg_eval._images(folder / "images")
+    images = seg_eval.image_files(folder / "images")
     step = max(1, len(images) // sample)
     values = []
     for path in images[::step][:sample]:

@@ -131,7 +131,7 @@ def match_points_to_cells(points: list[tuple[float, float]], labels: np.ndarray)
     return len(cells_at_points(points, labels))
 
 
-def _images(folder: Path) -> list[Path]:
+def image_files(folder: Path) -> list[Path]:
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise FileNotFoundError(f"No images ({', '.join(IMAGE_SUFFIXES)}) in {folder}.")
@@ -151,7 +151,7 @@ def evaluate_wbc(
     listed. ``outcomes``, when given, receives a :class:`detections.Outcome` per missed box and
     per false detection.
     """
-    images = _images(root / "images")
+    images = image_files(root / "images")
     tp = n_detected = n_truth = 0
     nucleus_dice, cell_dice, swapped, scale_ratios = [], [], [], {}
     for i, path in enumerate(images):
@@ -238,7 +238,7 @@ def iter_smears(
     root: Path, params=None
 ) -> Iterator[tuple[Path, np.ndarray, Segmentation, list, float]]:
     """Segment every ALL-IDB1 field: yields path, rgb, segmentation, expert points, seconds."""
-    for path in _images(root / "images"):
+    for path in image_files(root / "images"):
         rgb = read_image(path).rgb
         start = time.perf_counter()
         seg = segment_wbc(rgb, params)
@@ -255,7 +255,7 @@ def evaluate_smears(
 
     ``outcomes``, when given, receives a :class:`detections.Outcome` per missed expert blast.
     """
-    n_images = len(_images(root / "images"))
+    n_images = len(image_files(root / "images"))
     found = total = 0
     cells_per_field, seconds = [], []
     for i, (path, _, seg, points, secs) in enumerate(iter_smears(root, params)):
@@ -278,7 +278,7 @@ def evaluate_smears(
 
 def evaluate_crops(root: Path, params=None, progress: Progress | None = None) -> dict:
     """Centre-cell nucleus and whole-cell Dice on an ALL-IDB2-layout folder (images/, masks/)."""
-    images = _images(root / "images")
+    images = image_files(root / "images")
     nucleus_dice, cell_dice, missed = [], [], 0
     for i, path in enumerate(images):
         mask_path = next((root / "masks").glob(f"{path.stem}.*"), None)
