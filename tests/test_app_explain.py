@@ -35,7 +35,7 @@ from leukemia_core.models.writing import write_config
 from leukemia_core.store import CaseStore
 from leukemia_core.synthetic import make_demo_smear
 from ui.state import DRAWN_CUT_KEY
-from ui.workspace import CURRENT_KEY, CUT_WORDS, ONE_BY_ONE, SHOWN_KEY
+from ui.workspace import CURRENT_KEY, CUT_WORDS, ONE_BY_ONE, SHOWN_KEY, decision_button_key
 
 
 @pytest.fixture(autouse=True)
@@ -343,7 +343,7 @@ def test_split_a_fused_clump_of_a_real_field_undo_and_a_signed_case_refuses(db, 
     at.run()  # the next click: still nothing chosen (the browser kept a popped box's value)
     assert action_box(at).value is None and at.button(key="outline_apply_0").disabled
     # the pieces wait side by side: labelling one leads to the next
-    at.button(key="decide_blast").click().run()
+    at.button(key=decision_button_key("blast", pieces[0].key)).click().run()
     assert at.session_state[CURRENT_KEY] == pieces[1].key
     assert all(c.blast_probability is not None for c in pieces)  # classified like the others
     stored = {c.key: c for c in CaseStore(db).load_case(session.case_id).cells}

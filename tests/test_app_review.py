@@ -31,7 +31,7 @@ from apptest_kit import (
 from leukemia_core.report import RESEARCH_USE_STATEMENT
 from leukemia_core.review import Review
 from leukemia_core.store import CaseStore
-from ui.workspace import CURRENT_KEY, ONE_BY_ONE
+from ui.workspace import CURRENT_KEY, ONE_BY_ONE, decision_button_key
 
 
 @pytest.fixture(autouse=True)
@@ -181,12 +181,15 @@ def test_one_cell_at_a_time_labels_accepts_moves_on_and_never_reshuffles(db, dem
     at = start()
     analyze(at, [("field.png", demo_png)])
     go(at, "review", view=ONE_BY_ONE)
+    shown = at.session_state[CURRENT_KEY]
     shortcuts = {b.key: b.proto.shortcut for b in at.button if b.key and b.key.startswith(
         ("decide_", "workspace_"))}  # fmt: skip
-    assert shortcuts == {"decide_blast": "b", "decide_normal": "n", "decide_not_wbc": "w",
-                         "decide_excluded": "x", "decide_accept": "space",
+    buttons = {label: decision_button_key(label, shown)
+               for label in ("blast", "normal", "not_wbc", "excluded", "accept")}  # fmt: skip
+    assert shortcuts == {buttons["blast"]: "b", buttons["normal"]: "n", buttons["not_wbc"]: "w",
+                         buttons["excluded"]: "x", buttons["accept"]: "space",
                          "workspace_previous": "left", "workspace_next": "right"}  # fmt: skip
-    assert at.button(key="decide_blast").disabled  # nothing is recorded before saving
+    assert at.button(key=buttons["blast"]).disabled  # nothing is recorded before saving
     save_case(at, sample_id="S-KEYS")
     go(at, "review", view=ONE_BY_ONE)
     session = session_of(at)
@@ -195,8 +198,19 @@ def test_one_cell_at_a_time_labels_accepts_moves_on_and_never_reshuffles(db, dem
     assert first == queue[0] and session.cell(*first).label == "uncertain"  # uncertain first
     line = f"**Cell {first[1]}** of field 1 (field.png) · P(blast) "  # named as in the gallery
     assert any(m.value.startswith(line) for m in at.main.markdown)
-    assert at.button(key="decide_accept").disabled  # an uncertain cell needs a call
-    at.button(key="decide_blast").click().run()
+    assert at.button(key=decision_button_key("accept", first)).disabled  # needs a call
+    # A press sent while the page still showed this cell, after the workspace had moved on
+    # (a second key press during the redraw), is dropped: it labelled the next cell, which
+    # nobody had seen, and the signed report carried that label.
+    label_before = session.cell(*queue[1]).label
+    at.session_state[CURRENT_KEY] = queue[1]
+    at.button(key=decision_button_key("blast", first)).click().run()
+    assert at.session_state[CURRENT_KEY] == queue[1]
+    assert session.cell(*queue[1]).label == label_before and not session.cell(*queue[1]).reviewed
+    assert session.cell(*first).label == "uncertain" and not session.cell(*first).reviewed
+    at.session_state[CURRENT_KEY] = first
+    at.run()
+    at.button(key=decision_button_key("blast", first)).click().run()
     assert session.cell(*first).label == "blast" and session.cell(*first).reviewed
     assert at.session_state[CURRENT_KEY] == queue[1]  # moved on
     at.button(key="workspace_previous").click().run()
@@ -206,8 +220,8 @@ def test_one_cell_at_a_time_labels_accepts_moves_on_and_never_reshuffles(db, dem
     while session.n_unreviewed:
         cell = session.cell(*at.session_state[CURRENT_KEY])
         assert not cell.reviewed
-        decision = "decide_normal" if cell.label == "uncertain" else "decide_accept"
-        at.button(key=decision).click().run()
+        decision = "normal" if cell.label == "uncertain" else "accept"
+        at.button(key=decision_button_key(decision, cell.key)).click().run()
         assert not at.exception and not errors(at), errors(at)
         assert session.cell(*cell.key).reviewed and session.queue() == queue
         reviewed += 1

@@ -77,10 +77,18 @@ def open_cell(key: tuple[int, int]) -> None:
     st.session_state[CURRENT_KEY] = key
 
 
-def _on_decide(label: str | None) -> None:
+def decision_button_key(label: str, cell_key: tuple[int, int]) -> str:
+    """The key of a decision button: one per cell, so that a press made while the page was
+    still showing the previous cell reaches that cell's button, not the next cell's."""
+    return f"decide_{label}_{cell_key[0]}_{cell_key[1]}"
+
+
+def _on_decide(label: str | None, shown: tuple[int, int]) -> None:
     session = state.current()
     key = st.session_state.get(CURRENT_KEY)
-    if session is None or key is None:
+    if session is None or key is None or key != tuple(shown):
+        # Pressed on a cell the workspace has moved on from (a second press while the page was
+        # redrawing): labelling the cell now open would label one nobody saw. Dropped.
         return
     try:
         state.decide(session, key, label)
@@ -216,12 +224,13 @@ def _controls(cell: Cell, editable: bool) -> None:
     row = st.container(horizontal=True, gap="small")
     for label, words, key in DECISIONS:
         row.button(
-            words, key=f"decide_{label.value}", shortcut=key, on_click=_on_decide,
-            args=(label.value,), disabled=not editable,
+            words, key=decision_button_key(label.value, cell.key), shortcut=key,
+            on_click=_on_decide, args=(label.value, cell.key), disabled=not editable,
             type="primary" if cell.label == label else "secondary",
         )  # fmt: skip
     row.button(
-        "Accept", key="decide_accept", shortcut="Space", on_click=_on_decide, args=(None,),
+        "Accept", key=decision_button_key("accept", cell.key), shortcut="Space",
+        on_click=_on_decide, args=(None, cell.key),
         disabled=not editable or cell.label == CellLabel.UNCERTAIN, icon=":material/done:",
         help="Keep the current label: counts as reviewing this cell.",
     )  # fmt: skip
