@@ -20,6 +20,7 @@ from leukemia_core.outputs import (
     field_warnings_text,
     spreadsheet_text,
 )
+from leukemia_core.pressed import field_notes_now
 from leukemia_core.report import RESEARCH_USE_STATEMENT
 from leukemia_core.store import CaseRecord
 from leukemia_core.types import CellLabel
@@ -211,7 +212,7 @@ def case_json(record: CaseRecord) -> str:
                 "height": f.height,
                 "domain": None if f.domain is None else f.domain.to_dict(),
                 "quality_warnings": [asdict(w) for w in f.quality],
-                "notes": list(f.notes),
+                "notes": list(field_notes_now(f.notes, record.field_cells(f.index))),
                 "original_size": list(f.original_size),
                 "scale": f.scale,
             }

@@ -153,10 +153,14 @@ class CaseRecord(CaseHeader):
         """Blast count of the whole sample from the model's labels, before review."""
         return count_cells(self.cells, single_cells=self.single_cells, model=True)
 
+    def field_cells(self, field_index: int) -> tuple[Cell, ...]:
+        """The live cells of one field."""
+        return tuple(c for c in self.cells if c.field_index == field_index)
+
     def field_counts(self) -> tuple[BlastCount, ...]:
         """Blast count of each field from the current labels, in field order."""
-        return tuple(count_cells([c for c in self.cells if c.field_index == f.index],
-                                 single_cells=self.single_cells) for f in self.fields)  # fmt: skip
+        return tuple(count_cells(self.field_cells(f.index), single_cells=self.single_cells)
+                     for f in self.fields)  # fmt: skip
 
 
 @dataclass(frozen=True)

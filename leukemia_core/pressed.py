@@ -56,6 +56,23 @@ def possible_clumps(cells: Sequence[Cell], rule: ClumpRule = DEFAULT_CLUMP_RULE)
 
 
 CLUMP_NOTE_END = "split it on the Review page (Correct an outline)."
+DECIDED_WORDS = " A reviewer has decided it since (see the case's audit trail)."
+
+
+def undecided_clumps(cells: Sequence[Cell]) -> list[Cell]:
+    """The flagged outlines of one field (:func:`possible_clumps`) that no reviewer has split,
+    merged or labelled yet."""
+    return [c for c in possible_clumps(cells) if c.model_label == CellLabel.UNCERTAIN
+            and not c.origin and not c.reviewed]  # fmt: skip
+
+
+def field_notes_now(notes: Sequence[str], cells: Sequence[Cell]) -> tuple[str, ...]:
+    """A field's notes as they read now: the possible-clump note says when a reviewer has
+    decided every flagged outline since (a signed report told readers to split clumps that
+    had been split)."""
+    decided = any(n.endswith(CLUMP_NOTE_END) for n in notes) and not undecided_clumps(cells)
+    return tuple(n + DECIDED_WORDS if decided and n.endswith(CLUMP_NOTE_END) else n
+                 for n in notes)  # fmt: skip
 
 
 def clump_note(cell_ids: Collection[int]) -> str:

@@ -21,6 +21,7 @@ from leukemia_core.counting import (
     provisional_text,
     review_changes_text,
 )
+from leukemia_core.pressed import field_notes_now
 from leukemia_core.report_cells import cells_section
 from leukemia_core.report_cells import html_text as _e
 from leukemia_core.report_signoff import (
@@ -250,8 +251,8 @@ def _quality_section(record: CaseRecord) -> str:
 def _notes_section(record: CaseRecord) -> str:
     """How each field was read (downscaled, damaged, a possible clump, ...), as the Analyze
     page said it."""
-    items = "".join(f"<li>Field {f.index + 1} ({_e(f.name)}): {_e(note)}</li>"
-                    for f in record.fields for note in f.notes)  # fmt: skip
+    items = "".join(f"<li>Field {f.index + 1} ({_e(f.name)}): {_e(note)}</li>" for f in record.fields
+                    for note in field_notes_now(f.notes, record.field_cells(f.index)))  # fmt: skip
     return f"<h2>Field notes</h2><ul>{items}</ul>" if items else ""
 
 

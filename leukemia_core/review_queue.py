@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from leukemia_core.counting import count_cells, provisional_text
 from leukemia_core.errors import ReviewError
 from leukemia_core.jpeg_check import is_damaged
-from leukemia_core.pressed import possible_clumps
+from leukemia_core.pressed import undecided_clumps
 from leukemia_core.types import MODE_CELLS, BlastCount, Cell, CellLabel
 
 LEFT_OUT = (CellLabel.EXCLUDED, CellLabel.NOT_WBC, CellLabel.BORDER)
@@ -214,9 +214,4 @@ class ReviewTallies:
     def is_possible_clump(self, cell: Cell) -> bool:
         """True for an outline of the segmentation flagged as possibly several pressed cells
         (:mod:`leukemia_core.pressed`) while no reviewer has decided it."""
-        return (
-            cell.model_label == CellLabel.UNCERTAIN
-            and not cell.origin
-            and not cell.reviewed
-            and any(c.key == cell.key for c in possible_clumps(self._scope(cell.field_index)))
-        )
+        return any(c.key == cell.key for c in undecided_clumps(self._scope(cell.field_index)))

@@ -12,7 +12,7 @@ from leukemia_core.counting import interval_text, percent_text
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.io import FORMATS_TEXT
 from leukemia_core.pipeline import MODE_CELLS, MODE_FIELDS
-from leukemia_core.pressed import CLUMP_NOTE_END
+from leukemia_core.pressed import field_notes_now
 from leukemia_core.review import Review
 from leukemia_core.types import CellLabel
 from ui import auth, state
@@ -253,10 +253,7 @@ def show_results(session: Review) -> None:
     st.subheader(f"Sample {session.sample_id}", divider="gray")
     show_failures(session)
     for field in session.fields:
-        decided = not any(session.is_possible_clump(c) for c in session.field_cells(field.index))
-        for note in field.notes:
-            if note.endswith(CLUMP_NOTE_END) and decided:  # split or labelled in review since
-                note += " A reviewer has decided it since (see the case's audit trail)."
+        for note in field_notes_now(field.notes, session.field_cells(field.index)):
             st.info(f"**{field.name}**: {note}", icon=":material/info:")
     quality_warnings(session)
     domain_warning(session)

@@ -12,7 +12,7 @@ from conftest import EveryCellABlast
 
 from leukemia_core.imaging import mask_outline, read_for_analysis
 from leukemia_core.pipeline import analyze
-from leukemia_core.pressed import clump_note, possible_clumps
+from leukemia_core.pressed import DECIDED_WORDS, clump_note, field_notes_now, possible_clumps
 from leukemia_core.types import Cell, CellLabel
 
 
@@ -84,3 +84,18 @@ def test_a_fused_clump_of_two_expert_blasts_goes_to_review_with_its_reason(share
     assert sum(inside) == 2
     because = Review(analysis, sample_id="S-1").sent_to_review_because(clump)
     assert because == "it may be two or more cells pressed together: split it if so"
+
+
+def test_the_clump_note_says_when_a_reviewer_has_decided_it():
+    """A signed report still said "If so, split it on the Review page" of split clumps."""
+    from dataclasses import replace
+
+    pair = cell(20, discs([(100, 130), (127, 130)], 16), label=CellLabel.UNCERTAIN)
+    pair = replace(pair, model_label=CellLabel.UNCERTAIN)
+    notes = ("downscaled 2x", clump_note([20]))
+    assert field_notes_now(notes, field_of([pair])) == notes  # still waiting
+    decided = [replace(pair, label=CellLabel.BLAST, reviewed=True)]
+    now = field_notes_now(notes, field_of(decided))
+    assert now[0] == notes[0] and now[1] == notes[1] + DECIDED_WORDS
+    split = [replace(pair, label=CellLabel.REPLACED)]  # its pieces replace it
+    assert field_notes_now(notes, field_of(split))[1].endswith(DECIDED_WORDS)
