@@ -88,10 +88,11 @@ def amends_words(record: CaseRecord) -> str:
     result = ("no cells counted" if old.blast_percent is None else
               f"{old.n_blasts} of {old.n_counted} cells blasts, "
               f"{blast_percent_figure(old.blast_percent)}%")  # fmt: skip
-    return (
-        f"AMENDS version {old.version} (signed by {signers} at "
-        f"{minute_text(old.signed_at)} UTC: {result})"
+    said = (
+        f"version {old.version} (signed by {signers} at {minute_text(old.signed_at)} UTC: {result})"
     )
+    # a draft amends nothing yet: read as in force, "AMENDS" misled a reader of the draft
+    return f"AMENDS {said}" if record.is_signed else f"WOULD AMEND {said} once signed"
 
 
 def _sign_off_words(record: CaseRecord) -> str:
@@ -106,7 +107,15 @@ def _sign_off_words(record: CaseRecord) -> str:
                 f"({minute_text(newer.created_at)} UTC)")  # fmt: skip
     if record.first_signed_by:
         return "NOT SIGNED YET — awaiting the second signer"
-    return "NOT SIGNED — draft, not reviewed and signed"
+    return f"NOT SIGNED — draft, {_review_state(record)}"
+
+
+def _review_state(record: CaseRecord) -> str:
+    """How far the review of a draft has come (a reviewed draft read "not reviewed")."""
+    left = record.n_unreviewed
+    if left:
+        return f"{left} cell{'s' * (left != 1)} not reviewed yet"
+    return "every cell reviewed, not signed yet"
 
 
 def sign_off_section(record: CaseRecord) -> str:
@@ -116,9 +125,14 @@ def sign_off_section(record: CaseRecord) -> str:
                  f"{minute_words(record.first_signed_at)}; two signers were required.")  # fmt: skip
     warning = altered_box(record)
     if amends := amends_words(record):  # said with the signatures, as the first one is
-        first += f" This version {_e(amends)}: its result replaces that one."
+        replaces = "replaces" if record.is_signed else "will replace"
+        amended = f" This version {_e(amends)}: its result {replaces} that one."
+    else:
+        amended = ""
     if record.is_signed:
-        text = f"Signed by {_e(record.signed_by)} at {minute_words(record.signed_at)}.{first}"
+        text = (
+            f"Signed by {_e(record.signed_by)} at {minute_words(record.signed_at)}.{first}{amended}"
+        )
         newer = record.superseded_by
         if newer is None:
             css = "unsigned" if record.altered else "signed"
@@ -126,11 +140,11 @@ def sign_off_section(record: CaseRecord) -> str:
         return (f'<h2>Sign-off</h2>{warning}<p class="unsigned">{text} SUPERSEDED: reopened as '
                 f"version {newer.version} at {minute_words(newer.created_at)} by "
                 f"{_e(newer.created_by or '—')}; this is not the current result.</p>")  # fmt: skip
-    if first:
+    if first:  # an amended draft without a first signer is not "awaiting the second signer"
         return (f'<h2>Sign-off</h2>{warning}<p class="unsigned">NOT SIGNED YET — awaiting the '
-                f"second signer.{first}</p>")  # fmt: skip
-    return (f'<h2>Sign-off</h2>{warning}<p class="unsigned">NOT SIGNED — this case has not been '
-            "reviewed and signed.</p>")  # fmt: skip
+                f"second signer.{first}{amended}</p>")  # fmt: skip
+    return (f'<h2>Sign-off</h2>{warning}<p class="unsigned">NOT SIGNED — a draft: '
+            f"{_review_state(record)}.{amended}</p>")  # fmt: skip
 
 
 def altered_box(record: CaseRecord) -> str:

@@ -140,6 +140,10 @@ def test_a_reopened_and_resigned_version_says_what_it_amends(store):
     store.sign_case(first, reviewer="Dr. A")
     second = store.reopen_case(first, reviewer="Dr. B", reason="cell 1 is a monocyte")
     store.relabel_cell(second, 0, 1, "normal", reviewer="Dr. B")
+    draft = case_report_html(store.load_case(second))  # every cell reviewed, not signed
+    assert "NOT SIGNED — draft, every cell reviewed, not signed yet; WOULD AMEND version 1" in draft
+    assert "its result will replace that one" in draft and "AMENDS" not in draft
+    assert "awaiting the second signer" not in draft and "not reviewed and signed" not in draft
     store.sign_case(second, reviewer="Dr. B")
     record = store.load_case(second)
     page = case_report_html(record)
