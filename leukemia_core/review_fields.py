@@ -53,7 +53,9 @@ class ReviewFields:
                 f"{self.model_name}; analyse them with the case's model to add them."
             )
         if not analysis.fields:
-            raise ReviewError("None of the new images could be analysed; nothing was added.")
+            raise ReviewError(
+                "None of the new images could be analysed (each one's reason is said with it)."
+            )
         held = [(f.name, field_signature(f.image)) for f in self.fields]
         for new in analysis.fields:
             signature = field_signature(new.image)
