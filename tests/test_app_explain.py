@@ -325,6 +325,9 @@ def test_split_a_fused_clump_of_a_real_field_undo_and_a_signed_case_refuses(db, 
         return int(metric(at, "Cells counted")) + int(metric(at, "Uncertain"))
 
     before = shown(at)
+    go(at, "review")  # the gallery: no cell open, so the editor starts at the flagged clump
+    (picked,) = [b for b in at.selectbox if str(b.key).startswith("outline_cell_0_")]
+    assert picked.value == clump.cell_id  # (it opened on a border cell: "Pick another cell")
     go(at, "review", view=ONE_BY_ONE)
     at.session_state[CURRENT_KEY] = clump.key  # as a click on its number in the field view does
     at.run()

@@ -40,7 +40,12 @@ def show_outline_editor(
             state.DRAWN_CUT_KEY
         )  # a lasso outline, offered for the cell it cuts
         left, middle, right = st.columns([1, 2, 1])
-        first = ids.index(cell_id) if cell_id in ids else 0
+        if cell_id not in ids:  # none open (the gallery): a flagged clump, else a whole cell
+            clumps = [c.cell_id for c in cells if session.is_possible_clump(c)]
+            whole = [c.cell_id for c in cells
+                     if not (c.touches_border or c.label == CellLabel.BORDER)]  # fmt: skip
+            cell_id = (clumps or whole or ids)[0]
+        first = ids.index(cell_id)
         cell_id = left.selectbox("Cell", ids, index=first, format_func=lambda i: f"cell {i}",
                                  key=f"outline_cell_{field_index}_{ids[first]}",
                                  disabled=not editable)  # fmt: skip
