@@ -23,6 +23,7 @@ from pathlib import Path
 
 from leukemia_core import users_cli
 from leukemia_core.cli_parser import WholeNameParser
+from leukemia_core.counting import interval_text
 from leukemia_core.cropping import (
     CROP_SIZE_RANGE,
     DEFAULT_CROP_SIZE,
@@ -35,6 +36,7 @@ from leukemia_core.outputs import (
 )
 from leukemia_core.runtime import RUNTIMES
 from leukemia_core.segment_cli import segment_files
+from leukemia_core.types import BlastCount
 
 
 def _crop_size(text: str) -> int:
@@ -153,6 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failures == len(args.images) else PARTLY_FAILED if failures else 0  # as analyze
 
 
+def _interval(count: dict) -> str:
+    """`` (95% interval 4.1–9.8%)`` of a count's JSON, empty when there is none."""
+    text = interval_text(BlastCount(**count))
+    return "" if text == "—" else f" (95% interval {text})"
+
+
 def _write_error(error: OSError, out: Path, kept: str) -> int:
     """A run stopped by its output folder (full, read-only): what to do, exit 2."""
     fix = ("Make the folder writable" if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
@@ -242,6 +250,7 @@ OTHER_PICTURE_SUFFIXES = (".jp2", ".j2k", ".jpx", ".heic", ".heif", ".avif", ".j
                           ".vsi", ".psd")  # fmt: skip
 """Microscope, camera and scanner formats a folder may hold that are not read: said, not
 silently left out."""
+_ARCHIVES = (".zip", ".tar", ".tgz", ".gz", ".7z", ".rar")
 
 
 def images_in(paths: list[Path]) -> list[Path]:
@@ -266,6 +275,12 @@ def images_in(paths: list[Path]) -> list[Path]:
                   f"not read ({FORMATS_TEXT} are read): {', '.join(other[:8])}"
                   + (" ..." if len(other) > 8 else "") + "; save them as PNG or TIFF to "
                   "include them.", file=sys.stderr)  # fmt: skip
+        below = [p.name for p in entries if p.is_dir() or p.suffix.lower() in _ARCHIVES]
+        if below:  # a patient/slide/*.jpg layout gave a count over fewer fields, unsaid
+            print(f"note: {path}: left out {len(below)} subfolder(s) or archive(s) "
+                  f"({', '.join(below[:8])}{' ...' if len(below) > 8 else ''}): only the images "
+                  "directly in a folder are read; give each folder of images (and unpack "
+                  "archives) to include them.", file=sys.stderr)  # fmt: skip
         if not found:
             raise SettingError(
                 f"The folder {path} holds no image file ({FORMATS_TEXT}) directly in it; give "
@@ -320,9 +335,19 @@ def _analyze(args) -> int:
     hint = f" {count['hint']}" if count.get("hint") else ""
     print(  # the result: on standard output, so that `analyze ... > result.txt` keeps it
         f"{_count(summary['images_analysed'], 'image')} analysed with {model_name}: "
-        f"{_count(count['n_blasts'], 'blast')} of {_count(count['n_counted'], 'cell')} counted. "
-        f"{count['interpretation']}{hint} Wrote {args.out}.{skipped_text} Research use only."
+        f"{_count(count['n_blasts'], 'blast')} of {_count(count['n_counted'], 'cell')} counted"
+        f"{_interval(count)}. {count['interpretation']}{hint} Wrote {args.out}.{skipped_text} "
+        "Research use only."
     )
+    if by_folder := summary["count_by_folder"]:
+        print(f"WARNING: these images come from {len(by_folder)} folders and are counted above "
+              "as one sample. If the folders hold different samples, run one command per "
+              "sample. Each folder alone: " + "; ".join(
+                  f"{folder}: {c['n_blasts']} of {c['n_counted']}{_interval(c)}"
+                  for folder, c in by_folder.items()) + ".")  # fmt: skip
+    if warned := summary["quality_warned_images"]:
+        print(f"Fields that failed a quality check (their cells were sent to review): "
+              f"{', '.join(warned)}.")  # fmt: skip
     domain = summary["domain"]
     if domain is None and summary["cells_found"] == 0:
         print("No cells were found, so no out-of-domain check was made.")

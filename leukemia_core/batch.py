@@ -307,7 +307,7 @@ def write_outputs(
     results = _without_repeated_fields(results)
     analysed = [r for r in results if r.failure is None]
     domain = assess([s for r in analysed for s in r.scores])
-    rows = []
+    rows, by_folder = [], {}
     for result in analysed:
         image_rows, summary = result.rows, dict(result.summary)
         if domain is not None and domain.warned:  # the whole set differs: every cell to review
@@ -322,6 +322,9 @@ def write_outputs(
         # The input's path, added here rather than kept in the parts: fields of several patients
         # often share file names, and the name column alone then needs the JSON to trace back.
         rows += [[*row, spreadsheet_text(result.file), RESEARCH_USE_CELL] for row in image_rows]
+        by_folder.setdefault(str(Path(result.file).parent), []).extend(
+            CellLabel(row[_LABEL]) for row in image_rows
+        )
         write_text_atomic(out / f"{result.stem}.json", json.dumps(summary, indent=2) + "\n")
     buffer = io.StringIO()
     writer = csv.writer(buffer)
@@ -342,6 +345,7 @@ def write_outputs(
         "count": count_dict(
             _unreviewed_count([CellLabel(row[_LABEL]) for row in rows], single_cells)
         ),  # as the app reads them before review
+        "count_by_folder": _folder_counts(by_folder, single_cells),
         "domain": None if domain is None else domain.to_dict(),
         "warned_images": [r.name for r in analysed if (r.summary["domain"] or {}).get("warned")],
         "quality_warned_images": [r.name for r in analysed if r.summary["quality_warnings"]],
@@ -350,6 +354,14 @@ def write_outputs(
     }
     write_text_atomic(out / SUMMARY_FILE, json.dumps(total, indent=2) + "\n")
     return len(failed), total
+
+
+def _folder_counts(by_folder: dict[str, list], single_cells: bool) -> dict[str, dict]:
+    """Each folder's own count when the images come from several (empty for one folder)."""
+    if len(by_folder) < 2:
+        return {}
+    return {folder: count_dict(_unreviewed_count(labels, single_cells))
+            for folder, labels in by_folder.items()}  # fmt: skip
 
 
 def _without_repeated_fields(results: Sequence[ImageResult]) -> list[ImageResult]:

@@ -159,6 +159,7 @@ def test_the_printed_result_is_on_stdout_says_it_is_before_review_and_asks_for_m
     assert count["interpretation"].startswith(f"With {summary['cells_found']} cell")
     assert count["interpretation"] in result and count["hint"] in result
     assert result.startswith("1 image analysed with") and "Research use only." in result
+    assert " counted (95% interval 0" in result  # the interval is printed, not only in the JSON
     assert "Only 1 white cell was counted" in result and "1 white cells" not in result
 
 
@@ -273,9 +274,23 @@ def test_a_folder_is_analysed_as_the_images_in_it(tiny_models_dir, images, tmp_p
     (folder / "notes.txt").write_text("not an image: left alone")
     (folder / "._field1.png").write_bytes(b"\x00\x05\x16\x07")  # a Mac's resource fork
     (folder / "sub.png").mkdir()
-    code, _ = _run([folder, "--out", tmp_path / "out"], capsys)
+    (folder / "slides.zip").write_bytes(b"PK\x05\x06" + bytes(18))
+    code, err = _run([folder, "--out", tmp_path / "out"], capsys)
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert code == 0 and summary["images_analysed"] == 2 and summary["images_failed"] == []
+    assert "left out 2 subfolder(s) or archive(s) (slides.zip, sub.png)" in err
+    assert summary["count_by_folder"] == {}  # one folder: one sample
+    # images of two folders: counted as one sample, and each folder's own count beside it
+    other = tmp_path / "other"
+    other.mkdir()
+    smear = make_smear(480, 640, n_wbc=3, n_touching_pairs=0, n_rbc=80, seed=9)
+    cv2.imwrite(str(other / "field9.png"), cv2.cvtColor(smear.image, cv2.COLOR_RGB2BGR))
+    code, printed = _run([folder, other / "field9.png", "--out", tmp_path / "two"], capsys)
+    by_folder = json.loads((tmp_path / "two" / "summary.json").read_text())["count_by_folder"]
+    assert code == 0 and set(by_folder) == {str(folder), str(other)}
+    assert (
+        "WARNING: these images come from 2 folders and are counted above as one sample" in printed
+    )
     # a .jfif is read, a broken link (a share not mounted) and a format not read are named: a
     # folder's files were left out unsaid and the run ended 0
     smear = make_smear(480, 640, n_wbc=3, n_touching_pairs=0, n_rbc=80, seed=3)
