@@ -167,3 +167,20 @@ def test_a_timed_out_conversion_is_tried_again_at_the_next_load(
     assert not list(onnx_cache.glob("*")), "a timeout is not remembered"
     monkeypatch.undo()
     assert Classifier(model, runtime="auto").runtime == "onnx"
+
+
+def test_a_conversion_that_cannot_start_falls_back_to_keras_and_says_why(
+    onnx_cache, tiny_models_dir, monkeypatch
+):
+    """A full temporary folder (or a converter the account may not run) stopped analyze with
+    "could not write the results to --out: ... Free some space", blaming the output folder."""
+    import subprocess
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", sys.executable)
+
+    monkeypatch.setattr(subprocess, "run", refuse)
+    classifier = Classifier(load_model("tiny", tiny_models_dir), runtime="auto")
+    assert classifier.runtime == "keras"
+    assert "the ONNX conversion could not run" in classifier.forward.note
+    assert not list(onnx_cache.glob("*")), "not remembered: it may work another time"

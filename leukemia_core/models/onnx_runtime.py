@@ -143,7 +143,11 @@ def onnx_forward(
             with contextlib.suppress(OSError):  # damaged, or not this model's: convert again
                 path.unlink(missing_ok=True)
     try:
-        graph = _convert(outputs_model, input_size)
+        try:
+            graph = _convert(outputs_model, input_size)
+        except OSError as error:  # no room for the temporary copy, the converter not runnable:
+            # this machine's trouble, not the model's, nor the --out folder's (it was blamed)
+            raise OnnxTransientError(f"the ONNX conversion could not run ({error})") from error
         forward = _verified(graph, outputs_model, probe, reference, temperature)
     except OnnxTransientError:
         raise
