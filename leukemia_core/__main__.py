@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import os
 import sqlite3
 import sys
 from pathlib import Path
@@ -165,6 +166,10 @@ def _write_error(error: OSError, out: Path, kept: str) -> int:
     """A run stopped by its output folder (full, read-only): what to do, exit 2."""
     fix = ("Make the folder writable" if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
            else "Free some space")  # fmt: skip
+    where = Path(os.fsdecode(error.filename)).resolve() if error.filename else None
+    if where is not None and not where.is_relative_to(out.resolve()):  # not --out's doing
+        return _error(f"{error.strerror or error} at {where}. {fix} there, then run the same "
+                      f"command again {kept}".rstrip() + ".")  # fmt: skip
     return _error(
         f"could not write the results to {out}: {error}. {fix} or choose another "
         f"--out folder, then run the same command again {kept}".rstrip()
