@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import errno
 import os
+import signal
 import sqlite3
 import sys
 from pathlib import Path
@@ -31,7 +32,7 @@ from leukemia_core.cropping import (
     check_crop_size,
 )
 from leukemia_core.errors import LeukemiaCoreError, SettingError
-from leukemia_core.io import FILE_SUFFIXES, FORMATS_TEXT
+from leukemia_core.input_folders import images_in
 from leukemia_core.outputs import (
     prepare_output_folder,
 )
@@ -117,6 +118,37 @@ def main(argv: list[str] | None = None) -> int:
     )
     restore.add_argument("backup", type=Path, help="a file written by the backup command")
     args = parser.parse_args(argv)
+    if args.command in ("analyze", "segment"):
+        with _sigterm_as_ctrl_c():
+            return _run_images(parser, args)
+    if args.command == "users":
+        return users_cli.run(args)
+    if args.command == "backup":
+        return _backup(args.target)
+    return _restore(args.backup)
+
+
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c():
+    """A ``kill`` (or a batch scheduler's time limit) stops a run as Ctrl-C does: the finished
+    images kept and said so (it ended silently, or with a native stack dump on Ray)."""
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread (called from a library): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_images(parser, args) -> int:
+    """``analyze`` or ``segment``."""
     if args.command == "analyze":
         ray_only = args.address or args.num_workers != 1 or args.gpus_per_worker
         if args.engine == "local" and ray_only:
@@ -127,12 +159,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\ninterrupted: the images finished so far are kept in {args.out}; run the "
                   "same command again to go on from there.", file=sys.stderr)  # fmt: skip
             return INTERRUPTED
-    if args.command == "users":
-        return users_cli.run(args)
-    if args.command == "backup":
-        return _backup(args.target)
-    if args.command == "restore":
-        return _restore(args.backup)
     try:
         args.images = images_in(args.images)  # folders, as analyze takes them
         prepare_output_folder(args.out)
@@ -248,51 +274,6 @@ def _gpus(text: str) -> float:
     if not 0 <= value <= 64:
         raise argparse.ArgumentTypeError(f"must be a number of GPUs from 0 to 64, got {text!r}")
     return value
-
-
-OTHER_PICTURE_SUFFIXES = (".jp2", ".j2k", ".jpx", ".heic", ".heif", ".avif", ".jxl", ".dng",
-                          ".cr2", ".nef", ".arw", ".svs", ".ndpi", ".czi", ".mrxs", ".scn",
-                          ".vsi", ".psd")  # fmt: skip
-"""Microscope, camera and scanner formats a folder may hold that are not read: said, not
-silently left out."""
-_ARCHIVES = (".zip", ".tar", ".tgz", ".gz", ".7z", ".rar")
-
-
-def images_in(paths: list[Path]) -> list[Path]:
-    """The paths with each folder replaced by the image files directly in it (by name).
-
-    Raises:
-        SettingError: A folder holds no image file.
-    """
-    out = []
-    for path in paths:
-        if not path.is_dir():
-            out.append(path)
-            continue
-        try:  # hidden files: e.g. the ._NAME.jpg a Mac leaves on a USB stick
-            entries = sorted(p for p in path.iterdir() if not p.name.startswith("."))
-            # not is_dir(): a broken link (a share not mounted) reaches the reader and is named
-            found = [p for p in entries if p.suffix.lower() in FILE_SUFFIXES and not p.is_dir()]
-        except OSError as error:
-            raise SettingError(f"The folder {path} cannot be read ({error.strerror}).") from error
-        if other := [p.name for p in entries if p.suffix.lower() in OTHER_PICTURE_SUFFIXES]:
-            print(f"note: {path}: left out {len(other)} picture(s) in a format this app does "
-                  f"not read ({FORMATS_TEXT} are read): {', '.join(other[:8])}"
-                  + (" ..." if len(other) > 8 else "") + "; save them as PNG or TIFF to "
-                  "include them.", file=sys.stderr)  # fmt: skip
-        below = [p.name for p in entries if p.is_dir() or p.suffix.lower() in _ARCHIVES]
-        if below:  # a patient/slide/*.jpg layout gave a count over fewer fields, unsaid
-            print(f"note: {path}: left out {len(below)} subfolder(s) or archive(s) "
-                  f"({', '.join(below[:8])}{' ...' if len(below) > 8 else ''}): only the images "
-                  "directly in a folder are read; give each folder of images (and unpack "
-                  "archives) to include them.", file=sys.stderr)  # fmt: skip
-        if not found:
-            raise SettingError(
-                f"The folder {path} holds no image file ({FORMATS_TEXT}) directly in it; give "
-                "a folder of images, or the images themselves (e.g. folder/*.jpg)."
-            )
-        out += found
-    return out
 
 
 def _analyze(args) -> int:

@@ -481,3 +481,24 @@ def test_a_run_resumed_with_another_runtime_redoes_its_images(classifier):
     onnx_labeller = labeller_for(classifier)
     onnx_labeller.runtime = "onnx"
     assert batch.model_fingerprint(keras_labeller) != batch.model_fingerprint(onnx_labeller)
+
+
+def test_a_kill_stops_a_run_as_ctrl_c_does(tiny_models_dir, images, tmp_path, monkeypatch,
+                                           capsys):  # fmt: skip
+    """SIGTERM (kill, a scheduler's time limit) ended the run silently with status -15."""
+    import os
+    import signal
+    import time
+
+    monkeypatch.setenv("LEUKEMIA_MODELS_DIR", str(tiny_models_dir))
+
+    def killed(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler interrupts this
+        raise AssertionError("SIGTERM did not stop the run")
+
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(batch, "analyze_files", killed)
+    code, err = _run([images[0], "--out", tmp_path / "out"], capsys)
+    assert code == 130 and "interrupted: the images finished so far are kept" in err
+    assert signal.getsignal(signal.SIGTERM) == before  # the caller's handler is back
