@@ -36,8 +36,14 @@ from leukemia_core.batch_folder import (
     refuse_a_labs_own_tables,
     remove_stale_image_files,
 )
+from leukemia_core.batch_set import (
+    count_dict,
+    folder_counts,
+    unreviewed_count,
+    without_repeated_fields,
+)
 from leukemia_core.classify import Classifier
-from leukemia_core.counting import CellLabel, summarize_labels
+from leukemia_core.counting import CellLabel
 from leukemia_core.domain import DomainAssessment
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.fingerprints import (
@@ -45,13 +51,13 @@ from leukemia_core.fingerprints import (
     content_digest,
     field_signature,
     file_fingerprint,
-    same_field,
 )
 from leukemia_core.imaging import read_for_analysis
 from leukemia_core.io import MultiFrameImageWarning
 from leukemia_core.jpeg_check import is_damaged
 from leukemia_core.labellers import Labeller, labeller_for, send_to_review
 from leukemia_core.outputs import (
+    DAMAGED_WORDS,
     RESEARCH_USE_CELL,
     field_warnings_text,
     output_stems,
@@ -60,7 +66,7 @@ from leukemia_core.outputs import (
     write_text_atomic,
 )
 from leukemia_core.pipeline import MODE_CELLS, MODE_FIELDS, Analysis, analyze
-from leukemia_core.types import NO_REVIEW_LABELS, BlastCount, Field
+from leukemia_core.types import Field
 
 PART_FORMAT = 3  # raise when the rows an image gives change, so older parts are redone
 CELL_COLUMNS = ("image", "cell_id", "x0", "y0", "x1", "y1", "blast_probability", "label",
@@ -115,11 +121,6 @@ class ImageResult:
     @property
     def name(self) -> str:
         return f"{self.stem}{Path(self.file).suffix}"
-
-
-def count_dict(count: BlastCount) -> dict:
-    """A :class:`BlastCount` as JSON-ready values."""
-    return asdict(count)
 
 
 def _image_summary(analysis: Analysis, field: Field) -> dict:
@@ -304,32 +305,34 @@ def write_outputs(
     """Write ``cells.csv``, each image's JSON and ``summary.json`` from the images' results,
     after the whole set's domain check (``assess``: the labeller's); returns (number of failed
     images, set summary)."""
-    results = _without_repeated_fields(results)
+    results = without_repeated_fields(results)
     analysed = [r for r in results if r.failure is None]
     domain = assess([s for r in analysed for s in r.scores])
-    rows, by_folder = [], {}
+    rows, table, by_folder = [], [], {}
     for result in analysed:
         image_rows, summary = result.rows, dict(result.summary)
         if domain is not None and domain.warned:  # the whole set differs: every cell to review
             image_rows = [_to_review(row) for row in image_rows]
             labels = [CellLabel(row[_LABEL]) for row in image_rows]
             summary["uncertain"] = labels.count(CellLabel.UNCERTAIN)
-            summary["count"] = count_dict(_unreviewed_count(labels, single_cells))
+            summary["count"] = count_dict(unreviewed_count(labels, single_cells))
             # said in the image's own file too, whose "domain" may read "resemble" on its own
             summary["set_domain"] = domain.to_dict() | {
                 "note": "The images of this run as a whole differ from the training data: every "
                 "cell of every image was sent to review."}  # fmt: skip
         # The input's path, added here rather than kept in the parts: fields of several patients
         # often share file names, and the name column alone then needs the JSON to trace back.
-        rows += [[*row, spreadsheet_text(result.file), RESEARCH_USE_CELL] for row in image_rows]
+        image_rows = [
+            [*row, spreadsheet_text(result.file), RESEARCH_USE_CELL] for row in image_rows
+        ]
+        rows += image_rows
+        table += image_rows or [_no_cell_row(result, summary)]
         by_folder.setdefault(str(Path(result.file).parent), []).extend(
             CellLabel(row[_LABEL]) for row in image_rows
         )
         write_text_atomic(out / f"{result.stem}.json", json.dumps(summary, indent=2) + "\n")
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(CELL_COLUMNS)
-    writer.writerows(rows)
+    csv.writer(buffer).writerows([CELL_COLUMNS, *table])
     write_text_atomic(out / "cells.csv", buffer.getvalue())
     remove_stale_image_files(out, {r.stem for r in analysed})
     failed = [r for r in results if r.failure is not None and r.repeat_of is None]
@@ -343,9 +346,9 @@ def write_outputs(
         **model,
         "mode": "single cells" if single_cells else "whole fields",
         "count": count_dict(
-            _unreviewed_count([CellLabel(row[_LABEL]) for row in rows], single_cells)
+            unreviewed_count([CellLabel(row[_LABEL]) for row in rows], single_cells)
         ),  # as the app reads them before review
-        "count_by_folder": _folder_counts(by_folder, single_cells),
+        "count_by_folder": folder_counts(by_folder, single_cells),
         "domain": None if domain is None else domain.to_dict(),
         "warned_images": [r.name for r in analysed if (r.summary["domain"] or {}).get("warned")],
         "quality_warned_images": [r.name for r in analysed if r.summary["quality_warnings"]],
@@ -356,40 +359,13 @@ def write_outputs(
     return len(failed), total
 
 
-def _folder_counts(by_folder: dict[str, list], single_cells: bool) -> dict[str, dict]:
-    """Each folder's own count when the images come from several (empty for one folder)."""
-    if len(by_folder) < 2:
-        return {}
-    return {folder: count_dict(_unreviewed_count(labels, single_cells))
-            for folder, labels in by_folder.items()}  # fmt: skip
-
-
-def _without_repeated_fields(results: Sequence[ImageResult]) -> list[ImageResult]:
-    """The results, a field given twice in different files (two exports of one capture, saved
-    again at another quality or size) counted once, as the app counts an upload."""
-    seen, kept = [], []
-    for result in results:
-        signature = result.field_signature if result.failure is None else ""
-        first = None
-        if signature:
-            first = next((file for file, other in seen
-                          if same_field(signature, other, exact=result.single_cells)), None)  # fmt: skip
-        if first is not None:
-            why = (f"the same field as {first} (saved again, at another quality or size?): "
-                   "counted once, so its cells are not counted twice")  # fmt: skip
-            tqdm.write(f"repeat left out: {result.file} is {why}", file=sys.stderr)
-            result = replace(result, failure=why, failed_as=result.file, repeat_of=first)
-        elif signature:
-            seen.append((result.file, signature))
-        kept.append(result)
-    return kept
-
-
-def _unreviewed_count(labels: list[CellLabel], single_cells: bool) -> BlastCount:
-    """The set's count by the model's labels: no person has reviewed any cell yet, so the
-    reading says "With N cells still to review" (border cells are never counted nor reviewed)."""
-    waiting = sum(label not in NO_REVIEW_LABELS for label in labels)
-    return summarize_labels(labels, n_unreviewed=waiting, single_cells=single_cells)
+def _no_cell_row(result: ImageResult, summary: dict) -> list:
+    """The row of an image where no cell was found (cell columns empty): the table names it
+    and its warnings, and a run without cells is no bare header lacking the research-use line."""
+    warned = [DAMAGED_WORDS] * bool(summary.get("damaged")) + [
+        w["check"] for w in summary["quality_warnings"]]  # fmt: skip
+    return [spreadsheet_text(result.name), *[""] * (len(CELL_COLUMNS) - 4), "; ".join(warned),
+            spreadsheet_text(result.file), RESEARCH_USE_CELL]  # fmt: skip
 
 
 def _to_review(row: list) -> list:

@@ -336,6 +336,11 @@ def test_a_field_without_cells_is_not_blamed_on_a_missing_domain_reference(
     code, err = _run([blank, "--out", tmp_path / "out"], capsys)
     assert code == 0 and "No cells were found, so no out-of-domain check was made." in err
     assert "has no domain reference" not in err
+    # the table is no bare header: the image has its row, with the research-use line
+    (row,) = csv.DictReader((tmp_path / "out" / "cells.csv").open(encoding="utf-8"))
+    assert row["image"] == "blank.png" and row["cell_id"] == "" and row["label"] == ""
+    assert row["file"] == str(blank) and row["research_use"].startswith("research use only")
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["cells_found"] == 0
 
 
 @pytest.mark.parametrize(
