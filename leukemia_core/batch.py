@@ -248,6 +248,8 @@ def plan(paths: Sequence[Path], out: Path, labeller: Labeller, *, single_cells: 
                                          single_cells)  # fmt: skip
         if same and result.failure is None:
             done[stem] = replace(result, reused=True)
+            for message in result.messages:  # its notes and warnings hold for this run too
+                tqdm.write(message, file=sys.stderr)
     if reused := sum(r.reused for r in done.values()):
         tqdm.write(f"{reused} of {len(paths)} image(s) were analysed by an earlier run into "
                    f"{out} (same file, model and settings): their results are reused.",

@@ -507,3 +507,18 @@ def test_a_kill_stops_a_run_as_ctrl_c_does(tiny_models_dir, images, tmp_path, mo
     code, err = _run([images[0], "--out", tmp_path / "out"], capsys)
     assert code == 130 and "interrupted: the images finished so far are kept" in err
     assert signal.getsignal(signal.SIGTERM) == before  # the caller's handler is back
+
+
+def test_a_resumed_run_repeats_the_warnings_of_the_images_it_reuses(
+    classifier, images, tmp_path, capsys
+):
+    """After Ctrl-C, the rerun printed nothing of the reused images' notes and warnings."""
+    out = tmp_path / "out"
+    analyze_files(images[:2], out, classifier)
+    part = out / PARTS_DIR / "field1.json"
+    said = "field1.png: quality: Out of focus (a warning of the first run)"
+    part.write_text(json.dumps({**json.loads(part.read_text()), "messages": [said]}))
+    capsys.readouterr()
+    analyze_files(images[:2], out, classifier)
+    err = capsys.readouterr().err
+    assert "2 of 2 image(s) were analysed by an earlier run" in err and said in err
