@@ -19,6 +19,10 @@ class EmptyFileError(InvalidImageError):
     """The file has no bytes."""
 
 
+class UnreadableFileError(InvalidImageError):
+    """The file exists but cannot be read (no permission, a failing disk or share)."""
+
+
 class NotAnImageError(InvalidImageError):
     """The bytes are not an image format we know (e.g. a PDF or a text file)."""
 

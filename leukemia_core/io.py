@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import io
 import os
-import stat
 import struct
 import threading
 import warnings
-from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
@@ -23,12 +21,11 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 from leukemia_core import errors
 from leukemia_core.colour import is_grey
 from leukemia_core.colour_profile import to_srgb
+from leukemia_core.file_bytes import DEFAULT_MAX_BYTES, read_bytes
 from leukemia_core.jpeg_check import DAMAGED, jpeg_damage_notes
 from leukemia_core.types import LoadedImage
 
 DEFAULT_MAX_PIXELS = 60_000_000
-DEFAULT_MAX_BYTES = 1 << 30
-"""Largest file read (1 GiB: an uncompressed 60-megapixel 16-bit RGB TIFF has 360 MB)."""
 #: Pillow format names accepted (MPO, the multi-picture JPEG of phone cameras, counts as JPEG).
 SUPPORTED_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "GIF", "WEBP")
 FORMATS_TEXT = "JPEG, PNG, BMP, TIFF, GIF or WebP"
@@ -37,6 +34,7 @@ FILE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".tif", ".tif
                  ".webp")  # of those  # fmt: skip
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", *_TIFF_MAGIC)
+_ZIP_MAGIC = b"PK\x03\x04"
 _HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"avif")
 _DEEP_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 _PLAIN_MODES = ("RGB", "RGBX", "L", "1", "P", "CMYK", "YCbCr")
@@ -126,77 +124,6 @@ def read_image(
         warnings.warn(f"'{name}': {notes[0]}", MultiFrameImageWarning, stacklevel=2)
     rgb = np.require(rgb, np.uint8, ["C_CONTIGUOUS", "WRITEABLE", "OWNDATA"])  # copy only if needed
     return LoadedImage(rgb, name, fmt, mode, size, n_frames, notes=tuple(notes))
-
-
-def read_bytes(
-    source: str | os.PathLike | bytes | bytearray | memoryview | BinaryIO,
-    *,
-    name: str | None = None,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-) -> tuple[bytes, str]:
-    """The bytes of an image source (see :func:`read_image`) and the name messages use.
-
-    Raises:
-        errors.InvalidImageError: Not a regular file, or over ``max_bytes``.
-        FileNotFoundError: ``source`` is a path that does not exist (the message says so).
-        TypeError: ``source`` is neither a path, bytes nor a binary file.
-    """
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        data, name = bytes(source), name or "<bytes>"
-    elif isinstance(source, (str, os.PathLike)):
-        if not os.fspath(source):
-            raise errors.NotAnImageError(
-                "The image path is empty; give the path of a picture file."
-            )
-        name = name or Path(source).name
-        data = _read_path(Path(source), name, max_bytes)
-    elif hasattr(source, "getvalue") or hasattr(source, "read"):
-        text_mode = isinstance(source, io.TextIOBase)
-        data = "" if text_mode else (source.getvalue() if hasattr(source, "getvalue")
-                                     else source.read(max_bytes + 1))  # fmt: skip
-        if isinstance(data, str):
-            raise TypeError(
-                "read_image got text from a file opened in text mode; open it with "
-                "open(path, 'rb'), or pass the path itself."
-            )
-        own = getattr(source, "name", None)
-        data, name = bytes(data), name or (Path(own).name if isinstance(own, str) else "<bytes>")
-    else:
-        raise TypeError(
-            f"read_image takes a path, bytes or a binary file, not {type(source).__name__}"
-        )
-    if len(data) > max_bytes:
-        raise _too_many_bytes(name, f"over {len(data) - 1:,}", max_bytes)
-    return data, name
-
-
-def _read_path(path: Path, name: str, max_bytes: int) -> bytes:
-    """The bytes of a regular file of at most ``max_bytes`` (checked before and while reading)."""
-    try:
-        info = path.stat()
-    except FileNotFoundError as error:
-        raise FileNotFoundError(
-            f"'{path}' does not exist: check the path and its spelling."
-        ) from error
-    if not stat.S_ISREG(info.st_mode):
-        kind = "a folder" if stat.S_ISDIR(info.st_mode) else "a device, pipe or socket"
-        raise errors.NotAnImageError(
-            f"'{name}' is {kind}, not an image file; give the path of a picture file."
-        )
-    if info.st_size > max_bytes:
-        raise _too_many_bytes(name, f"{info.st_size:,}", max_bytes)
-    with path.open("rb") as stream:  # a file that grows while read stops one byte past the limit
-        return stream.read(max_bytes + 1)
-
-
-def _too_many_bytes(name: str, size: str, max_bytes: int) -> errors.ImageTooLargeError:
-    return errors.ImageTooLargeError(
-        f"'{name}' is {size} bytes, over the limit of {max_bytes:,} bytes for one image: "
-        "export it smaller (e.g. as JPEG) or cut it into fields."
-    )
-
-
-_ZIP_MAGIC = b"PK\x03\x04"
 
 
 def _what_it_holds(data: bytes) -> str:

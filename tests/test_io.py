@@ -646,3 +646,25 @@ def test_a_jpeg_too_large_even_to_read_reduced_is_not_told_to_be_saved_as_a_jpeg
     assert "as a JPEG" not in str(jpeg.value) and "past what is read reduced" in str(jpeg.value)
     with pytest.raises(errors.ImageTooLargeError, match="or as a JPEG, which is read reduced"):
         _check_size((20_000, 10_000), "scan.tif", 60_000_000, 64, "TIFF")
+
+
+@pytest.mark.parametrize(("error", "said"), [
+    (PermissionError(13, "Permission denied"), "this account may not read it (permission denied)"),
+    (OSError(5, "Input/output error"), "reading it failed (Input/output error): the disk"),
+])  # fmt: skip
+def test_a_file_that_cannot_be_read_says_why_and_what_to_do(tmp_path, monkeypatch, error, said):
+    """A file of mode 000 failed a batch image with a bare "[Errno 13] Permission denied"."""
+    from pathlib import Path
+
+    from leukemia_core.errors import UnreadableFileError
+
+    path = tmp_path / "field.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n")
+
+    def refuse(self, *args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(Path, "open", refuse)
+    with pytest.raises(UnreadableFileError, match=r"field\.png' cannot be read: ") as raised:
+        read_image(path)
+    assert said in str(raised.value)
