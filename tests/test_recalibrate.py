@@ -218,3 +218,21 @@ def test_smears_leave_out_an_all_field_without_expert_marks_and_say_so(models, t
                          "--models-dir", str(models)])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err and "nope" in err
+
+
+def test_a_class_folder_named_neither_way_is_labelled_with_class_label(models, cells, capsys):
+    """The message told users to pass --class-label, which train.evaluate did not take."""
+    data = cells.parent / "lab"
+    for folder, start in (("Pre", 0), ("normal", 1)):
+        (data / folder / "P1").mkdir(parents=True, exist_ok=True)
+        for i in range(2):
+            shutil.copy(
+                cells.parent / f"cell{start + 2 * i}.png", data / folder / "P1" / f"{i}.png"
+            )
+    command = ["cells", "--data", str(data), "--format", "folders", "--model", "tiny",
+               "--models-dir", str(models)]  # fmt: skip
+    assert evaluate_cli(command) == 2
+    assert "--class-label 'Pre=<blast|normal|none>'" in capsys.readouterr().err
+    assert evaluate_cli([*command, "--class-label", "Pre=blast"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["n"] == 4 and printed["per_class"]["blast"]["support"] == 2

@@ -274,7 +274,8 @@ def load_class_folders(
             f"'leuk' -> blast; {', '.join(sorted(NORMAL_CELL_TYPES))} -> normal), or list the "
             "images in a CSV manifest (path,label,group), or give each folder its label: on the "
             f"Retrain page, with --class-label '{unknown[0]}=<blast|normal|none>' for python -m "
-            "train inspect or compare (none leaves the folder out), or label_map in Python.",
+            "train inspect or compare, or python -m train.evaluate cells or normals (none leaves the "
+            "folder out), or label_map in Python.",
             tuple(folders),
             tuple(unknown),
             root.name,

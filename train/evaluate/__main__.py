@@ -21,6 +21,7 @@ from pathlib import Path
 from leukemia_core.cli_parser import WholeNameParser
 from leukemia_core.errors import LeukemiaCoreError
 from train.card import HELD_OUT_SUFFIX, record_figures
+from train.cli_compare import class_label_arg
 from train.data import FORMATS, load_dataset
 from train.evaluate import segmentation as seg_eval
 from train.evaluate.fields import evaluate_cells_in_fields
@@ -70,13 +71,24 @@ def build_parser() -> argparse.ArgumentParser:
     normals = commands.add_parser("normals", help="false-blast rate on folders of normal cells")
     for sub in (cells, normals):
         sub.add_argument("--data", type=Path, required=True, help="dataset folder or CSV manifest")
-        sub.add_argument("--format", choices=FORMATS, help="layout (detected when omitted)")
+        sub.add_argument(
+            "--format", choices=FORMATS,
+            help="layout, detected when omitted: folders (<class>/<patient>/image, class names "
+                 "such as blast, lymphocyte, neutrophil, monocyte), a CSV manifest "
+                 "(path,label,group[,source]), or a dataset's own (allidb2, cnmc)",
+        )  # fmt: skip
+        sub.add_argument("--class-label", type=class_label_arg, action="append", default=[],
+                         metavar="FOLDER=LABEL",
+                         help="label of a class folder whose name says neither: blast, normal "
+                              "or none (left out); repeat for each folder")  # fmt: skip
     for sub in (cells, normals, smears):
         sub.add_argument("--model", help="model folder name (default: the active model)")
         sub.add_argument("--models-dir", type=Path, help="parent of model folders")
         sub.add_argument(
-            "--held-out", action="store_true", help="skip groups the model was trained on"
-        )
+            "--held-out", action="store_true",
+            help="leave out the groups (patients, fields) the model was trained, validated or "
+                 "calibrated on (its split.csv)",
+        )  # fmt: skip
         sub.add_argument("--record", action="store_true",
                          help="also store the held-out figures in the model's metrics.json and "
                               "card (needs --held-out)")  # fmt: skip
@@ -121,7 +133,8 @@ def _classifier_run(args) -> dict:
     else:
         # One class is allowed: a folder of blasts alone measures sensitivity (a note says what
         # cannot be measured), and normals are the point of the "normals" command.
-        table = load_dataset(args.data, args.format, require_both_classes=False)
+        table = load_dataset(args.data, args.format, require_both_classes=False,
+                             label_map=dict(args.class_label) or None)  # fmt: skip
         if args.held_out and not table.groups_known:
             raise ValueError("--held-out needs each cell's patient or field, to leave out those "
                              "the model was trained on, and these data do not say: "
