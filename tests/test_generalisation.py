@@ -135,6 +135,11 @@ def test_intervals_over_two_patients_are_narrow_and_flagged_as_unknown():
     assert m["n_groups"] == 2 and high - low < 0.05  # looks precise
     assert "from 2 group(s) only" in few_groups_note(m["n_groups"])
     assert few_groups_note(FEW_GROUPS_FOR_INTERVALS) is None
+    # 10 patients, but the blasts of 2: sensitivity's interval rests on those 2
+    blasts_of_two = few_groups_note(10, {"blast": 2, "normal": 8})
+    assert "blast cells from 2 group(s)" in blasts_of_two and "normal" not in blasts_of_two
+    assert few_groups_note(10, {"blast": 5, "normal": 5}) is None
+    assert few_groups_note(10, {"blast": 0, "normal": 10}) is None  # no blasts: said elsewhere
 
 
 def _crops() -> list[np.ndarray]:

@@ -129,7 +129,7 @@ def evaluate_cells(
     uncertain = (p >= calibration.uncertain_low) & (p < calibration.uncertain_high)
     result["uncertain_fraction"] = float(uncertain.mean())
     result["n_skipped_seen_in_training"] = skipped
-    if note := few_groups_note(result.get("n_groups")):
+    if note := few_groups_note(result.get("n_groups"), result.get("class_groups")):
         notes.append(note)
     if y.all():
         notes.append("Only blast cells: sensitivity and the confident-miss rate are measured; "
@@ -155,7 +155,7 @@ def evaluate_cells(
             for s in sorted(set(sources))
         }
         for source, figures in result["per_source"].items():
-            if note := few_groups_note(figures.get("n_groups")):
+            if note := few_groups_note(figures.get("n_groups"), figures.get("class_groups")):
                 notes.append(f"{source}: {note}")
     return result
 

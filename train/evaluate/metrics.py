@@ -36,8 +36,18 @@ def auroc(is_blast: np.ndarray, p: np.ndarray) -> float | None:
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def few_groups_note(n_groups: int | None) -> str | None:
-    """A warning for intervals bootstrapped over too few groups; None when there are enough."""
+def few_groups_note(n_groups: int | None, class_groups: dict[str, int] | None = None) -> str | None:
+    """A warning for intervals bootstrapped over too few groups; None when there are enough.
+
+    ``class_groups`` (groups holding each class): sensitivity rests on the blast patients alone
+    and specificity on the normal ones, so 2 blast patients among 10 get the warning too.
+    """
+    few = {c: n for c, n in (class_groups or {}).items() if 0 < n < FEW_GROUPS_FOR_INTERVALS}
+    if (n_groups is None or n_groups >= FEW_GROUPS_FOR_INTERVALS) and few:
+        which = ", ".join(f"{c} cells from {n} group(s)" for c, n in sorted(few.items()))
+        return (f"The intervals of the figures of one class rest on few groups ({which}): a "
+                f"bootstrap over fewer than {FEW_GROUPS_FOR_INTERVALS} looks narrower than the "
+                "truth. Treat them as unknown; test cells of more patients.")  # fmt: skip
     if n_groups is None or n_groups >= FEW_GROUPS_FOR_INTERVALS:
         return None
     return (
