@@ -144,7 +144,11 @@ def test_calibrate_and_record_commands(models, cells, capsys):
     printed = json.loads(capsys.readouterr().out)
     metrics = json.loads((models / "tiny" / "metrics.json").read_text())
     assert printed["n"] == metrics["synthetic_held_out"]["n"] == 8  # the test side only
-    assert "## Held-out single cells" in (models / "tiny" / "card.md").read_text()
+    card = (models / "tiny" / "card.md").read_text()
+    assert "## Held-out single cells" in card
+    # what the command said of the figures is kept with them (4 blast patients: few groups)
+    assert metrics["synthetic_held_out"]["notes"] == printed["notes"] != []
+    assert f"- synthetic: {printed['notes'][0]}" in card
     code = train_cli(["calibrate", "nope", "--data", str(cells), "--models-dir", str(models)])
     assert code == 2 and "valid names: tiny" in capsys.readouterr().err
 

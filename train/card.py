@@ -176,6 +176,8 @@ def model_card(name: str, config: dict, metrics: dict) -> str:
     if held_out_cells:
         lines += ["", "## Held-out single cells", "",
                   *_cell_table({k[: -len(HELD_OUT_SUFFIX)]: metrics[k] for k in held_out_cells})]  # fmt: skip
+        lines += [f"- {k[: -len(HELD_OUT_SUFFIX)]}: {note}"  # e.g. intervals from few patients
+                  for k in held_out_cells for note in metrics[k].get("notes", [])]  # fmt: skip
     for title, key in (("Whole fields (ALL-IDB1, held-out fields)", "smears"),
                        ("Normal cells (false blasts)", "normals"),
                        ("Comparison", "comparison")):  # fmt: skip
@@ -213,6 +215,9 @@ def _block(value) -> str:
     lines = []
     for key, item in value.items():
         if isinstance(item, dict):
+            continue
+        if key == "notes":  # what the command said of its figures, each on its own line
+            lines += [f"- note: {note}" for note in item]
             continue
         if isinstance(item, list) and len(item) == 2 and all(isinstance(v, float) for v in item):
             item = f"{_fmt(item[0])}-{_fmt(item[1])}"  # a 95% interval

@@ -100,13 +100,13 @@ def _record_key(command: str, figures: dict, sources: set[str]) -> tuple[str, di
     if command == "smears":
         return "smears", figures
     if command == "normals":
-        left_out = ("per_class", "n_skipped_seen_in_training", "false_blasts", "notes")
+        left_out = ("per_class", "n_skipped_seen_in_training", "false_blasts")
         flat = {k: v for k, v in figures.items() if k not in left_out}
         for cell_type, values in figures.get("per_class", {}).items():
             flat[f"false_blast_rate_{cell_type}"] = values["false_blast_rate"]
         return "normals", flat
     name = next(iter(sources)) if len(sources) == 1 else "cells"
-    return f"{name}{HELD_OUT_SUFFIX}", {k: v for k, v in figures.items() if k != "notes"}
+    return f"{name}{HELD_OUT_SUFFIX}", figures  # with its notes: the card shows them too
 
 
 def _classifier_run(args) -> dict:
