@@ -27,7 +27,6 @@ import numpy as np
 from leukemia_core.accounts import Accounts, Permission, User, require
 from leukemia_core.classify import Classifier
 from leukemia_core.errors import ModelExistsError
-from leukemia_core.io import read_image
 from leukemia_core.models.folder import (
     ACTIVE_FILE,
     PREVIOUS,
@@ -40,7 +39,6 @@ from leukemia_core.models.folder import (
     set_active_model,
 )
 from leukemia_core.models.writing import save_model_folder
-from leukemia_core.single_cell import single_cell_crop
 from leukemia_core.store import CaseStore
 from train.adapt import (
     Adaptation,
@@ -54,6 +52,7 @@ from train.cellbank import bank_group
 from train.cli_model import load_tables
 from train.data import FORMATS
 from train.evaluate.classifier import seen_groups, seen_in_training
+from train.fit import app_crop
 from train.inspection import without_duplicates
 from train.progress import ProgressCallback
 from train.records import BLAST, CellTable, LabelledCrop
@@ -99,11 +98,6 @@ def next_site_name(base: str, root: Path | None = None) -> str:
         if not (root / name).exists() and not (root / f"{name}{PREVIOUS}").exists():
             return name
         k += 1
-
-
-def app_crops(records: Sequence[LabelledCrop]) -> list[np.ndarray]:
-    """Each record's image cut as the app cuts a cell (on black, at the app's crop size)."""
-    return [single_cell_crop(read_image(record.path).rgb).crop for record in records]
 
 
 def _check_new_name(name: str, root: Path) -> str:
@@ -208,7 +202,7 @@ def _classify(
     averaged over the views as the logits are), :data:`CHUNK` crops in memory at a time."""
     features, logits = [], []
     for start in range(0, len(records), CHUNK):
-        outputs = classifier.outputs(app_crops(records[start : start + CHUNK]))
+        outputs = classifier.outputs([app_crop(r) for r in records[start : start + CHUNK]])
         features.append(outputs.features)
         logits.append(outputs.logits)
         if progress:

@@ -27,12 +27,11 @@ from leukemia_core.domain import (
     pool_small_groups,
     stain_statistics,
 )
-from leukemia_core.io import read_image
 from leukemia_core.models.folder import load_model
 from leukemia_core.models.writing import write_domain_reference
-from leukemia_core.single_cell import single_cell_crop
 from train.cellbank import bank_group
 from train.evaluate.classifier import SPLIT_FILE
+from train.fit import app_crop
 from train.records import LabelledCrop
 from train.splits import SplitError, read_split_file, split_by_sides
 
@@ -71,9 +70,7 @@ def cell_inputs(
     """
     features, stains = [], []
     for start in range(0, len(records), CHUNK):
-        crops = [
-            single_cell_crop(read_image(r.path).rgb).crop for r in records[start : start + CHUNK]
-        ]
+        crops = [app_crop(r) for r in records[start : start + CHUNK]]  # the app's cut
         features.append(classifier.outputs(crops).features)
         stains.append(stain_statistics(crops))
         if progress:
