@@ -14,6 +14,7 @@ from collections import Counter
 from leukemia_core.case_record import REVIEW_ACTIONS, CaseRecord
 from leukemia_core.counting import (
     INVESTIGATE_PERCENT,
+    MANUAL_DIFFERENTIAL_CELLS,
     WHO_ACUTE_LEUKEMIA_PERCENT,
     CellLabel,
     interval_text,
@@ -57,6 +58,10 @@ def _result_words(record: CaseRecord) -> str:
     else:
         result = (f"{percent_text(count)} blasts (95% CI {interval_text(count)}): {count.n_blasts} of "
                   f"{count.n_counted} cells counted")  # fmt: skip
+        if count.n_counted < MANUAL_DIFFERENTIAL_CELLS and not record.single_cells:
+            # said at the top, beside the figure: "0.0%" of 2 cells under SIGNED read as clean
+            result += (f" (too few for a reliable percentage: a manual differential counts "
+                       f"{MANUAL_DIFFERENTIAL_CELLS}-200; see the reading below)")  # fmt: skip
     provisional = provisional_text(record.cells)
     return _e(result + (f"; {provisional}" if provisional else ""))
 

@@ -212,3 +212,11 @@ def test_a_field_without_cells_still_has_its_row_in_the_csv(store):
     assert {r["sample_id"] for r in rows} == {"S-9"}
     assert all(r["research_use"].startswith("research use only") for r in rows)
     assert [r["field_warnings"] for r in rows] == ["", "", "", "damaged file"]
+
+
+def test_the_result_line_says_when_too_few_cells_were_counted(store):
+    """'0.0% blasts: 0 of 2 cells counted' under a green SIGNED read as a clean result."""
+    few = case_report_html(store.load_case(_case(store, ["normal", "normal"], sample="S-2")))
+    assert "0 of 2 cells counted (too few for a reliable percentage" in few
+    enough = case_report_html(store.load_case(_case(store, ["normal"] * 100, sample="S-3")))
+    assert "0 of 100 cells counted" in enough and "too few for a reliable" not in enough
