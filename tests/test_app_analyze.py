@@ -339,3 +339,12 @@ def test_more_fields_are_added_to_the_open_case_keeping_its_labels(db, demo_png,
     assert table.loc[3, "Scope"] == "Field 3: third.png"
     assert table.loc[3, "Checks"] == "unlike the training data" and table.loc[0, "Checks"] == "—"
     assert any("differ from the training data" in w.value for w in at.warning)
+
+
+def test_model_details_say_what_a_cell_gets_on_each_side_of_the_review_band():
+    """'blast at p ≥ 0.13, uncertain 0.02–0.39' read wrong beside a cell of 0.38 left uncertain."""
+    from ui.models import describe
+
+    said = describe(read_config("lite0_blast_v2"))
+    assert "blast at p ≥ 0.39, normal below 0.02, between the two (around the threshold 0.13) " \
+           "sent to review" in said  # fmt: skip

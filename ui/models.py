@@ -240,11 +240,15 @@ def describe(config: ModelConfig) -> str:
     """One line about a model for its details: architecture, input size, decision threshold,
     review band and out-of-domain check."""
     c = config.calibration
-    band = (
-        f"uncertain {c.uncertain_low:.3g}–{c.uncertain_high:.3g}"
-        if c.uncertain_high > c.uncertain_low
-        else "no uncertain band"
-    )
+    if c.uncertain_low <= c.threshold < c.uncertain_high:  # the band holds the threshold: say
+        # what a cell gets on each side, as the report does ("blast at p ≥ 0.13" read wrong
+        # beside a cell of 0.38 left uncertain)
+        calls = (f"blast at p ≥ {c.uncertain_high:.3g}, normal below {c.uncertain_low:.3g}, "
+                 f"between the two (around the threshold {c.threshold:.3g}) sent to review")  # fmt: skip
+    else:
+        band = (f", uncertain {c.uncertain_low:.3g}–{c.uncertain_high:.3g}"
+                if c.uncertain_high > c.uncertain_low else ", no uncertain band")  # fmt: skip
+        calls = f"blast at p ≥ {c.threshold:.3g}{band}"
     views = config.test_time_views
     domain = (
         f"out-of-domain warning above a median score of {config.domain['threshold']:.2f}"
@@ -253,8 +257,8 @@ def describe(config: ModelConfig) -> str:
     )
     return (
         f"{config.architecture}, {config.input_size} px input"
-        f"{f', {views} views per cell' if views > 1 else ''}, blast at p ≥ {c.threshold:.3g}, "
-        f"{band}, {domain}; weights sha256 {config.sha256[:12]}…"
+        f"{f', {views} views per cell' if views > 1 else ''}, {calls}, {domain}; weights "
+        f"sha256 {config.sha256[:12]}…"
     )
 
 
