@@ -111,11 +111,13 @@ with right:
     if st.session_state.pop(CLEAR_SAMPLE_ID, False):  # the last sample's id is not the next's
         st.session_state["sample_id"] = ""
     sample_id = st.text_input(
-        "Sample id (optional)",
+        "Sample id for the next analysis (optional)",
         key="sample_id",
         max_chars=64,
         placeholder="accession number",
-        help="Identifies the specimen in the case record. No patient names are needed.",
+        help="Identifies the specimen in the case record; no patient names are needed. It names "
+        "the images analysed next: a sample already analysed is named when it is saved on the "
+        "Review page.",
         persist_state="session",
     )
 with left:
