@@ -285,10 +285,10 @@ def show_results(session: Review) -> None:
         st.table(counts, hide_index=True, border="horizontal")
         with st.expander("Processing details per field"):
             st.table(processing, hide_index=True, border="horizontal")
-    if session.cells:
-        st.page_link(
-            "pages/review.py", label="**Next: review every cell**", icon=":material/arrow_forward:"
-        )
+    if session.cells:  # a signed case is frozen: nothing is left to do there
+        label = ("Look at its cells (signed: frozen)" if session.is_signed
+                 else "**Next: review every cell**")  # fmt: skip
+        st.page_link("pages/review.py", label=label, icon=":material/arrow_forward:")
 
 
 def field_tables(session: Review) -> tuple[pd.DataFrame, pd.DataFrame]:
