@@ -21,7 +21,10 @@ CREDITS = {
     MODE_CELLS: (
         "Sample cells: four C-NMC 2019 cells (SBILab, IIIT-Delhi / AIIMS; CC BY 3.0; Gupta & "
         "Gupta (eds.), ISBI 2019 C-NMC Challenge), two labelled ALL and two normal (`hem`) by the "
-        "dataset. Credits in the app's `samples/CREDITS.md`."
+        "dataset. Their microscope and stain differ from the training data, so the bundled "
+        "model's out-of-domain check sends all four to review (nothing is counted until you "
+        "label them): a sample to practise the review on. Credits in the app's "
+        "`samples/CREDITS.md`."
     ),
 }
 DRAWING_NOTE = (
