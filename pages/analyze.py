@@ -302,7 +302,7 @@ def field_tables(session: Review) -> tuple[pd.DataFrame, pd.DataFrame]:
         # more columns than it had
         counts.append({
             "Field": field.name,
-            "Cells found": f"{len(cells)}: {count.n_counted} counted, {uncertain} uncertain, "
+            "Cells found": f"{len(cells)} found: {count.n_counted} counted, {uncertain} uncertain, "
             f"{count.n_excluded - uncertain} left out",
             "Blasts": count.n_blasts,
             "Blast %": percent_text(count),

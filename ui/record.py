@@ -91,7 +91,7 @@ def save_form(session: Review, *, prefix: str) -> None:
                 "check the id, or open that case from the case list to change it.",
                 icon=":material/content_copy:",
             )
-        st.caption(f"Saved as **{state.reviewer()}** (recorded as the case's creator).")
+        st.caption(f"Saving records you, **{state.reviewer()}**, as the case's creator.")
         if st.button("Save case", key=f"{prefix}save_case", type="primary"):
             _save(session, sample_id)
 
