@@ -411,3 +411,25 @@ def test_a_click_after_the_account_changed_records_nothing(db, demo_png, change)
         assert [t.value for t in at.title] == ["Log in"]
     else:
         assert any("may not" in e for e in errors(at)), errors(at)
+
+
+def test_a_repeat_of_a_call_already_written_moves_on_without_a_changed_error(db, demo_png):
+    """Two presses sent together: the second ran on the page's stale view and said "changed by
+    you since you read it", leaving the page on the cell just labelled."""
+    at = start()
+    analyze(at, [("field.png", demo_png)])
+    save_case(at, sample_id="S-TWICE")
+    go(at, "review", view=ONE_BY_ONE)
+    session = session_of(at)
+    first = at.session_state[CURRENT_KEY]
+    # the first press, written by the same account before this page's second press ran
+    CaseStore(db).relabel_cell(session.case_id, *first, "blast", reviewer=REVIEWER)
+    at.button(key=decision_button_key("blast", first)).click().run()
+    assert not errors(at), errors(at)
+    assert at.session_state[CURRENT_KEY] != first and session.cell(*first).label == "blast"
+    # a different call written meanwhile is still refused, with who made it
+    second = at.session_state[CURRENT_KEY]
+    CaseStore(db).relabel_cell(session.case_id, *second, "not_wbc", reviewer="Dr. Other")
+    at.button(key=decision_button_key("normal", second)).click().run()
+    assert any("since you read it" in e for e in errors(at))
+    assert at.session_state[CURRENT_KEY] == second

@@ -22,6 +22,7 @@ from leukemia_core.errors import LeukemiaCoreError, PossibleClumpError
 from leukemia_core.imaging import side_by_side
 from leukemia_core.review import Review
 from leukemia_core.review_queue import step
+from leukemia_core.store_errors import CaseChangedError
 from leukemia_core.types import Cell
 from ui import auth, state
 from ui.common import LABEL_NAMES, flash, label_rgb
@@ -95,6 +96,16 @@ def _on_decide(label: str | None, shown: tuple[int, int]) -> None:
         st.session_state[CURRENT_KEY] = session.next_to_review(after=key) or key
     except PossibleClumpError:  # asked beside the cell's buttons; the same key again answers
         pass
+    except CaseChangedError as error:
+        # Two presses sent together: the second ran on what the page read before the first
+        # was written. The cell already holds this call, so it is done; saying "changed by you
+        # since you read it" invited a third press.
+        state.refresh(session)
+        cell = session.cell(*key)
+        if cell.reviewed and (label is None or cell.label == label):
+            st.session_state[CURRENT_KEY] = session.next_to_review(after=key) or key
+        else:
+            flash(str(error))
     except LeukemiaCoreError as error:
         flash(str(error))
 
