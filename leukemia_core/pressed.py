@@ -56,7 +56,7 @@ def possible_clumps(cells: Sequence[Cell], rule: ClumpRule = DEFAULT_CLUMP_RULE)
 
 
 CLUMP_NOTE_END = "split it on the Review page (Correct an outline)."
-DECIDED_WORDS = " A reviewer has decided it since (see the case's audit trail)."
+DECIDED_WORDS = " A reviewer has decided it since (see the audit trail, of this version or of the one it was reopened from)."
 
 
 def undecided_clumps(cells: Sequence[Cell]) -> list[Cell]:
