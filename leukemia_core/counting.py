@@ -158,8 +158,8 @@ def _hint(
         parts.append(
             f"Count more cells: at least {MANUAL_DIFFERENTIAL_CELLS - n_counted} more. Only "
             f"{n_counted} white {'cell was' if n_counted == 1 else 'cells were'} counted, and a "
-            "manual differential counts 100-200: analyse more fields of the smear (the app's "
-            "Analyze page adds them to a saved case; a signed case is reopened first)."
+            "manual differential counts 100-200: analyse more fields of the smear (the Analyze "
+            "page of the app adds them to a saved case; a signed case is reopened first)."
         )
     straddled = [t for t in THRESHOLDS_PERCENT if straddles(low_percent, high_percent, t)]
     if straddled:

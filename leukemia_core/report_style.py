@@ -13,6 +13,8 @@ th, td { border: 1px solid #ccc; padding: .25rem .45rem; text-align: left; verti
 td, p, li, figcaption, h1, h3 { overflow-wrap: anywhere; }
 /* ... but a label is words: "Reviewed by" broke as "Review ed by" in a narrow preview */
 table.meta td:first-child { overflow-wrap: normal; min-width: 6.5rem; }
+/* and so are a time and an action ("reviewe / d", "2026-12- / 07" on A4) */
+table.audit td:nth-child(1), table.audit td:nth-child(3) { overflow-wrap: normal; }
 /* set widths where there is room (print, a wide window); a narrow frame keeps auto layout */
 @media print, (min-width: 700px) {
 table.counts, table.meta, table.audit { table-layout: fixed; }
@@ -22,10 +24,10 @@ table.counts th:nth-child(3) { width: 11%; } table.counts th:nth-child(4) { widt
 table.counts th:nth-child(5) { width: 8%; } table.counts th:nth-child(6) { width: 9%; }
 table.counts th:nth-child(7) { width: 18%; } table.counts th:nth-child(8) { width: 15%; }
 table.meta th:nth-child(1) { width: 11rem; }
-table.audit th:nth-child(1) { width: 12%; } table.audit th:nth-child(2) { width: 12%; }
-table.audit th:nth-child(3) { width: 10%; } table.audit th:nth-child(4) { width: 6%; }
-table.audit th:nth-child(5) { width: 5%; } table.audit th:nth-child(6) { width: 12%; }
-table.audit th:nth-child(7) { width: 12%; } table.audit th:nth-child(8) { width: 31%; }
+table.audit th:nth-child(1) { width: 15%; } table.audit th:nth-child(2) { width: 12%; }
+table.audit th:nth-child(3) { width: 13%; } table.audit th:nth-child(4) { width: 6%; }
+table.audit th:nth-child(5) { width: 5%; } table.audit th:nth-child(6) { width: 10%; }
+table.audit th:nth-child(7) { width: 10%; } table.audit th:nth-child(8) { width: 29%; }
 }
 th { background: #f2f2f2; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .hint { color: #6a4a00; }
