@@ -54,7 +54,7 @@ def test_review_reclassify_recount_sign_reopen_and_export(db, demo_png, download
     assert relabel_keys(at)[:2] == sorted(uncertain, key=relabel_keys(at).index)  # queue first
     assert at.segmented_control(key=uncertain[0]).disabled  # nothing is recorded before saving
     assert at.button(key="review_save_case").label == "Save case"
-    assert any(f"Saved as **{REVIEWER}**" in c.value for c in at.main.caption)  # the account
+    assert any(f"Saving records you, **{REVIEWER}**," in c.value for c in at.main.caption)
     assert session_of(at).case_id is None
 
     save_case(at, sample_id="S-0042")
@@ -433,3 +433,14 @@ def test_a_repeat_of_a_call_already_written_moves_on_without_a_changed_error(db,
     at.button(key=decision_button_key("normal", second)).click().run()
     assert any("since you read it" in e for e in errors(at))
     assert at.session_state[CURRENT_KEY] == second
+    # ... and so is an Accept of the label shown, when another label was written meanwhile
+    third = next(k for k in session.queue() if k not in (first, second)
+                 and session.cell(*k).label != "uncertain")  # fmt: skip
+    at.session_state[CURRENT_KEY] = third
+    at.run()
+    shown = session.cell(*third).label
+    other = "excluded" if shown != "excluded" else "not_wbc"
+    CaseStore(db).relabel_cell(session.case_id, *third, other, reviewer="Dr. Other")
+    at.button(key=decision_button_key("accept", third)).click().run()
+    assert any("since you read it" in e for e in errors(at))
+    assert at.session_state[CURRENT_KEY] == third

@@ -84,7 +84,7 @@ def decision_button_key(label: str, cell_key: tuple[int, int]) -> str:
     return f"decide_{label}_{cell_key[0]}_{cell_key[1]}"
 
 
-def _on_decide(label: str | None, shown: tuple[int, int]) -> None:
+def _on_decide(label: str | None, shown: tuple[int, int], shown_label: str) -> None:
     session = state.current()
     key = st.session_state.get(CURRENT_KEY)
     if session is None or key is None or key != tuple(shown):
@@ -98,11 +98,16 @@ def _on_decide(label: str | None, shown: tuple[int, int]) -> None:
         pass
     except CaseChangedError as error:
         # Two presses sent together: the second ran on what the page read before the first
-        # was written. The cell already holds this call, so it is done; saying "changed by you
-        # since you read it" invited a third press.
-        state.refresh(session)
-        cell = session.cell(*key)
-        if cell.reviewed and (label is None or cell.label == label):
+        # was written. When the cell already holds the call pressed (for Accept: the label the
+        # page showed), it is done; "changed by you since you read it" invited a third press.
+        # Any other label written meanwhile is said, never passed over.
+        try:
+            state.refresh(session)
+            cell = session.cell(*key)
+        except LeukemiaCoreError as reread:  # split or merged in another window
+            flash(f"{error} {reread}")
+            return
+        if cell.reviewed and cell.label == (label or shown_label):
             st.session_state[CURRENT_KEY] = session.next_to_review(after=key) or key
         else:
             flash(str(error))
@@ -236,12 +241,13 @@ def _controls(cell: Cell, editable: bool) -> None:
     for label, words, key in DECISIONS:
         row.button(
             words, key=decision_button_key(label.value, cell.key), shortcut=key,
-            on_click=_on_decide, args=(label.value, cell.key), disabled=not editable,
+            on_click=_on_decide, args=(label.value, cell.key, cell.label.value),
+            disabled=not editable,
             type="primary" if cell.label == label else "secondary",
         )  # fmt: skip
     row.button(
         "Accept", key=decision_button_key("accept", cell.key), shortcut="Space",
-        on_click=_on_decide, args=(None, cell.key),
+        on_click=_on_decide, args=(None, cell.key, cell.label.value),
         disabled=not editable or cell.label == CellLabel.UNCERTAIN, icon=":material/done:",
         help="Keep the current label: counts as reviewing this cell.",
     )  # fmt: skip
