@@ -67,10 +67,17 @@ _CROP_NAME = re.compile(r"cell_\d{3,}\.png")  # the crops this command writes, a
 
 
 def _others_folders(out: Path) -> list[str]:
-    """Names of folders in ``out`` that no run of this command made (it writes an overlay
-    into each of its own): never written into."""
-    return [path.name for path in out.iterdir() if path.is_dir() and
-            not (path / OVERLAY_FILE).is_file() and any(path.iterdir())]  # fmt: skip
+    """Names of folders in ``out`` that hold anything this command does not write (its crops
+    and overlay): never written into. (An interrupted run's folder, crops without an overlay
+    yet, is still the command's own.) A folder that cannot be listed counts as another's."""
+    return [path.name for path in out.iterdir() if path.is_dir() and not _own_folder(path)]
+
+
+def _own_folder(folder: Path) -> bool:
+    try:
+        return all(_CROP_NAME.fullmatch(p.name) or p.name == OVERLAY_FILE for p in folder.iterdir())
+    except OSError:
+        return False
 
 
 def _cell_row(cell, stem: str, path: Path, crop_path: Path, out: Path) -> tuple:
@@ -98,8 +105,9 @@ def segment_files(paths: list[Path], out: Path, crop_size: int = DEFAULT_CROP_SI
     spreadsheet formula gets a leading apostrophe.
     """
     out.mkdir(parents=True, exist_ok=True)
-    header = table_header(out / CSV_FILE)
-    refuse_foreign_files(out, [] if header is None or header == list(CSV_COLUMNS) else [CSV_FILE])
+    header = table_header(out / CSV_FILE)  # its own, of any version: image, cell_id, ... crop_path
+    ours = header is None or (header[:2] == ["image", "cell_id"] and "crop_path" in header)
+    refuse_foreign_files(out, [] if ours else [CSV_FILE])
     failures = 0
     rows = []
     stems = output_stems(paths, reserved=[CSV_FILE, *_others_folders(out)])

@@ -1014,3 +1014,14 @@ def test_segment_never_replaces_a_table_or_files_it_did_not_write(tiny_env, tmp_
     assert {r["crop_path"].split("/")[0] for r in rows} == {"field-2"}
     assert cli(["segment", str(folder / "field.png"), "--out", str(labs)]) == 0  # again: same
     assert sorted(p.name for p in labs.iterdir()) == ["cells.csv", "field", "field-2"]
+    # an interrupted run's folder (crops, no overlay yet) is still its own: no "-2" copy
+    crops = tmp_path / "crops"
+    (crops / "field").mkdir(parents=True)
+    (crops / "field" / "cell_007.png").write_bytes(b"a crop of the interrupted run")
+    assert cli(["segment", str(folder / "field.png"), "--out", str(crops)]) == 0
+    assert sorted(p.name for p in crops.iterdir()) == ["cells.csv", "field"]
+    assert not (crops / "field" / "cell_007.png").exists() or "cell_007" in (
+        crops / "cells.csv").read_text()  # fmt: skip
+    # a cells.csv of an older segment (fewer columns) is its own too
+    (crops / "cells.csv").write_text("image,cell_id,x0,y0,x1,y1,crop_path\n")
+    assert cli(["segment", str(folder / "field.png"), "--out", str(crops)]) == 0
