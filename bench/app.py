@@ -124,14 +124,14 @@ def _time_labels(at, n: int = 10) -> dict[str, list[float]]:
     (record written, counts redrawn): ``one_by_one``, a key's button in the cell-by-cell view
     (the cell and its field redrawn, the next cell opened); ``gallery``, a card's control (every
     card redrawn)."""
-    from ui.workspace import GALLERY, ONE_BY_ONE, VIEW_KEY
+    from ui.workspace import CURRENT_KEY, GALLERY, ONE_BY_ONE, VIEW_KEY, decision_button_key
 
     at.switch_page("pages/review.py").run()
     at.button(key="review_save_case").click().run()
     times: dict[str, list[float]] = {"one_by_one": [], "gallery": []}
     at.segmented_control(key=VIEW_KEY).set_value(ONE_BY_ONE).run()
     for i in range(n):
-        key = "decide_normal" if i % 2 else "decide_blast"
+        key = decision_button_key("normal" if i % 2 else "blast", at.session_state[CURRENT_KEY])
         start = time.perf_counter()
         at.button(key=key).click().run()
         times["one_by_one"].append(time.perf_counter() - start)
