@@ -15,7 +15,9 @@ from PIL import Image, ImageCms
 
 # 5 levels per channel: enough to tell a profile that moves colours from sRGB under another name
 _PROBE = np.stack(np.meshgrid(*[np.linspace(0, 255, 5)] * 3), -1).reshape(1, -1, 3).astype(np.uint8)
-_SAME = 2  # largest change (of 255) on the probe that still counts as sRGB: rounding in the CMM
+# Largest change (of 255) on the probe that still counts as sRGB: a camera's sRGB profile with a
+# plain gamma 2.2 curve moves it by 2 (rounding too); Display P3 by 71.
+_SAME = 4
 _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 

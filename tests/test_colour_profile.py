@@ -71,8 +71,14 @@ def test_a_display_p3_picture_is_read_in_srgb_with_more_saturated_stain(fmt):
     assert np.abs(tagged.rgb[2, 2].astype(int) - plain.rgb[2, 2]).max() <= 6  # glass stays glass
 
 
-def test_an_srgb_tagged_picture_keeps_its_pixels_and_gets_no_note():
-    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+# sRGB's colorants adapted to D50, as cameras embed them (here with a plain gamma 2.2 curve)
+SRGB_COLORANTS = ((0.4361, 0.2225, 0.0139), (0.3851, 0.7169, 0.0971), (0.1431, 0.0606, 0.7141))
+
+
+@pytest.mark.parametrize("profile", ["littlecms", "camera"])
+def test_an_srgb_tagged_picture_keeps_its_pixels_and_gets_no_note(profile):
+    srgb = (ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+            if profile == "littlecms" else _matrix_profile(SRGB_COLORANTS, "sRGB IEC61966-2.1"))  # fmt: skip
     plain = read_image(_saved(_field(), "PNG", None))
     tagged = read_image(_saved(_field(), "PNG", srgb))
     np.testing.assert_array_equal(tagged.rgb, plain.rgb)
