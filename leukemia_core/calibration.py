@@ -104,6 +104,21 @@ class Calibration:
         return cls(**numbers)
 
 
+def calls_in_words(threshold: float | None, low: float | None, high: float | None) -> str:
+    """What a cell gets at each calibrated probability, as the report and the app say it."""
+    if None not in (threshold, low, high) and low <= threshold < high:  # the band holds the
+        # threshold: what a cell gets on each side, not two ranges that seem to overlap
+        return (f"called blast at a calibrated probability of {high:.2f} or more and normal "
+                f"below {low:.2f}; between the two (around the decision threshold "
+                f"{threshold:.2f}) sent to review")  # fmt: skip
+    parts = []
+    if threshold is not None:
+        parts.append(f"blast when the calibrated probability is at least {threshold:.2f}")
+    if low is not None and high is not None and high > low:
+        parts.append(f"sent to review between {low:.2f} and {high:.2f}")
+    return "; ".join(parts)
+
+
 def blast_margin(logits: np.ndarray) -> np.ndarray:
     """Blast logit minus normal logit, per cell, from ``(N, 2)`` logits."""
     logits = np.asarray(logits, dtype=np.float64)

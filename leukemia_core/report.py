@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 
+from leukemia_core.calibration import calls_in_words
 from leukemia_core.case_record import REVIEW_ACTIONS, CaseRecord
 from leukemia_core.counting import (
     INVESTIGATE_PERCENT,
@@ -282,18 +283,10 @@ def _decision_words(thresholds: dict) -> str:
     model = thresholds.get("model_calibration") or {}
     if not model:
         return "no model: every cell was labelled by the reviewer"
-    parts = []
-    t, low, high = (model.get(k) for k in ("threshold", "uncertain_low", "uncertain_high"))
-    if None not in (t, low, high) and low <= t < high:  # the band holds the threshold: say
-        # what a cell gets on each side, not two ranges that seem to overlap
-        parts.append(f"called blast at a calibrated probability of {high:.2f} or more and normal "
-                     f"below {low:.2f}; between the two (around the decision threshold "
-                     f"{t:.2f}) sent to review")  # fmt: skip
-    else:
-        if t is not None:
-            parts.append(f"blast when the calibrated probability is at least {t:.2f}")
-        if low is not None and high is not None and high > low:
-            parts.append(f"sent to review between {low:.2f} and {high:.2f}")
+    calls = calls_in_words(
+        *(model.get(k) for k in ("threshold", "uncertain_low", "uncertain_high"))
+    )
+    parts = [calls] if calls else []
     views = model.get("test_time_views")
     if views and views > 1:
         parts.append(f"each cell classified in {views} orientations, averaged")

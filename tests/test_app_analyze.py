@@ -346,5 +346,7 @@ def test_model_details_say_what_a_cell_gets_on_each_side_of_the_review_band():
     from ui.models import describe
 
     said = describe(read_config("lite0_blast_v2"))
-    assert "blast at p ≥ 0.39, normal below 0.02, between the two (around the threshold 0.13) " \
-           "sent to review" in said  # fmt: skip
+    assert (
+        "called blast at a calibrated probability of 0.39 or more and normal below 0.02; "
+        "between the two (around the decision threshold 0.13) sent to review"
+    ) in said

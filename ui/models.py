@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
+from leukemia_core.calibration import calls_in_words
 from leukemia_core.classify import Classifier
 from leukemia_core.cropping import DEFAULT_CROP_SIZE
 from leukemia_core.errors import LeukemiaCoreError
@@ -240,15 +241,7 @@ def describe(config: ModelConfig) -> str:
     """One line about a model for its details: architecture, input size, decision threshold,
     review band and out-of-domain check."""
     c = config.calibration
-    if c.uncertain_low <= c.threshold < c.uncertain_high:  # the band holds the threshold: say
-        # what a cell gets on each side, as the report does ("blast at p ≥ 0.13" read wrong
-        # beside a cell of 0.38 left uncertain)
-        calls = (f"blast at p ≥ {c.uncertain_high:.3g}, normal below {c.uncertain_low:.3g}, "
-                 f"between the two (around the threshold {c.threshold:.3g}) sent to review")  # fmt: skip
-    else:
-        band = (f", uncertain {c.uncertain_low:.3g}–{c.uncertain_high:.3g}"
-                if c.uncertain_high > c.uncertain_low else ", no uncertain band")  # fmt: skip
-        calls = f"blast at p ≥ {c.threshold:.3g}{band}"
+    calls = calls_in_words(c.threshold, c.uncertain_low, c.uncertain_high) or "no threshold"
     views = config.test_time_views
     domain = (
         f"out-of-domain warning above a median score of {config.domain['threshold']:.2f}"
