@@ -1,6 +1,7 @@
 """Headless analysis of many images: ``python -m leukemia_core analyze IMAGE... --out DIR``.
 
-Writes ``cells.csv`` (one row per cell of every image), ``<image stem>.json`` per image and
+Writes ``cells.csv`` (one row per cell of every image, one with the cell columns empty for an
+image without cells), ``<image stem>.json`` per image and
 ``summary.json`` for the whole set; every file is written atomically, and a bad image is reported
 and skipped without stopping the batch. When the model has a domain reference, each cell gets its
 domain score and each image and the whole set an out-of-domain assessment; a warned image (or a
@@ -57,7 +58,6 @@ from leukemia_core.io import MultiFrameImageWarning
 from leukemia_core.jpeg_check import is_damaged
 from leukemia_core.labellers import Labeller, labeller_for, send_to_review
 from leukemia_core.outputs import (
-    DAMAGED_WORDS,
     RESEARCH_USE_CELL,
     field_warnings_text,
     output_stems,
@@ -68,7 +68,7 @@ from leukemia_core.outputs import (
 from leukemia_core.pipeline import MODE_CELLS, MODE_FIELDS, Analysis, analyze
 from leukemia_core.types import Field
 
-PART_FORMAT = 3  # raise when the rows an image gives change, so older parts are redone
+PART_FORMAT = 4  # raise when the rows an image gives change, so older parts are redone
 CELL_COLUMNS = ("image", "cell_id", "x0", "y0", "x1", "y1", "blast_probability", "label",
                 "uncertain", "touches_border", "domain_score", "field_warnings", "file",
                 "research_use")  # fmt: skip
@@ -139,6 +139,7 @@ def _image_summary(analysis: Analysis, field: Field) -> dict:
         "count": count_dict(analysis.count(field.index)),
         "notes": list(field.notes),
         "quality_warnings": [asdict(w) for w in field.quality],
+        "field_warnings": field_warnings_text(field),  # as its rows in cells.csv say them
         "damaged": is_damaged(field.notes),  # decoded with missing or grey parts: cells reviewed
         "domain": None if field.domain is None else field.domain.to_dict(),
         "research_use": RESEARCH_USE,
@@ -329,7 +330,7 @@ def write_outputs(
         ]
         rows += image_rows
         table += image_rows or [_no_cell_row(result, summary)]
-        by_folder.setdefault(str(Path(result.file).parent), []).extend(
+        by_folder.setdefault(str(Path(result.file).resolve().parent), []).extend(
             CellLabel(row[_LABEL]) for row in image_rows
         )
         write_text_atomic(out / f"{result.stem}.json", json.dumps(summary, indent=2) + "\n")
@@ -364,10 +365,8 @@ def write_outputs(
 def _no_cell_row(result: ImageResult, summary: dict) -> list:
     """The row of an image where no cell was found (cell columns empty): the table names it
     and its warnings, and a run without cells is no bare header lacking the research-use line."""
-    warned = [DAMAGED_WORDS] * bool(summary.get("damaged")) + [
-        w["check"] for w in summary["quality_warnings"]]  # fmt: skip
-    return [spreadsheet_text(result.name), *[""] * (len(CELL_COLUMNS) - 4), "; ".join(warned),
-            spreadsheet_text(result.file), RESEARCH_USE_CELL]  # fmt: skip
+    return [spreadsheet_text(result.name), *[""] * (len(CELL_COLUMNS) - 4),
+            summary["field_warnings"], spreadsheet_text(result.file), RESEARCH_USE_CELL]  # fmt: skip
 
 
 def _to_review(row: list) -> list:

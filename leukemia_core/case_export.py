@@ -56,8 +56,9 @@ CSV_COLUMNS = (
 def cells_csv(record: CaseRecord) -> bytes:
     """One row per cell (columns :data:`CSV_COLUMNS`) as UTF-8 CSV bytes.
 
-    A field where no white cell was found gets one row with the cell columns (``cell_id`` to
-    ``origin``) empty, so the file names every field and its warnings.
+    A field where no white cell was found gets one row whose cell columns (``cell_id``, the
+    box, ``blast_probability``, the labels, ``reviewed``, ``origin``) are empty, so the file
+    names every field and its warnings.
 
     ``field_number`` counts from 1, as the app and the report name fields ("Field 1");
     ``field_index`` is the same field counted from 0, as the JSON and the library do.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import stat
@@ -23,7 +24,8 @@ def read_bytes(
     """The bytes of an image source (see :func:`read_image`) and the name messages use.
 
     Raises:
-        errors.InvalidImageError: Not a regular file, or over ``max_bytes``.
+        errors.InvalidImageError: Not a regular file, or over ``max_bytes``;
+            :class:`~leukemia_core.errors.UnreadableFileError` when it cannot be read.
         FileNotFoundError: ``source`` is a path that does not exist (the message says so).
         TypeError: ``source`` is neither a path, bytes nor a binary file.
     """
@@ -81,7 +83,9 @@ def _read_path(path: Path, name: str, max_bytes: int) -> bytes:
 
 
 def _unreadable(path: Path, error: OSError) -> errors.UnreadableFileError:
-    if isinstance(error, PermissionError):
+    if error.errno in (errno.ENOTDIR, errno.ENAMETOOLONG, errno.ELOOP):
+        why = f"its path is not valid ({error.strerror}): check the path"
+    elif isinstance(error, PermissionError):
         why = ("this account may not read it (permission denied): ask for read access, or copy "
                "it into a folder the app can read")  # fmt: skip
     else:

@@ -23,7 +23,7 @@ from leukemia_core.colour import background_colour
 
 SURROUND_MAX_LEVEL = 40  # brightest channel: a field stop stays below it, stained cells do not
 MIN_SURROUND_SHARE = 0.002  # of the picture, each dark region touching its edge
-MIN_GLASS_LEVEL = 120  # the rest must be a lit field: an underexposed one is not cut out
+LIT_FIELD_GLASS_LEVEL = 120  # the rest must be a lit field: an underexposed one is not cut out
 EDGE_MARGIN = 0.01  # of the picture's larger side: the soft rim of the stop, painted too
 _FIND_SIDE = 800  # the regions are found on a view this large (fast), then refined
 MAX_FALLOFF = 0.75  # darkest glass over brightest, fitted, below which the light is evened
@@ -141,7 +141,7 @@ def _surround(image: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     if outside.mean() > 0.9:  # nearly all black: nothing to analyse, said elsewhere
         return None
     glass = background_colour(small[~outside][:, None])
-    if glass.max() < MIN_GLASS_LEVEL:
+    if glass.max() < LIT_FIELD_GLASS_LEVEL:
         return None
     margin = max(1, round(EDGE_MARGIN * max(height, width) / step))  # grown on the small view
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))

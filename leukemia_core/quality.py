@@ -29,7 +29,7 @@ import numpy as np
 from leukemia_core.colour import WEAK_PURPLE, foreground, is_grey, nucleus_score
 from leukemia_core.illumination import even_field
 from leukemia_core.resampling import resize
-from leukemia_core.stain import MIN_GLASS_LEVEL, normalise_stain
+from leukemia_core.stain import UNDEREXPOSED_GLASS_LEVEL, normalise_stain
 
 if TYPE_CHECKING:  # types imports QualityWarning from here
     from leukemia_core.types import Segmentation
@@ -59,7 +59,7 @@ class QualityLimits:
             balance); development fields reach 0.1, the bluish microscope 0.7.
         min_glass_level: Mean brightness (of 255) of the bare glass; development fields
             measure 107 and more. A dimmer field is brightened for finding cells
-            (:data:`leukemia_core.stain.MIN_GLASS_LEVEL`), but the classifier sees its cells
+            (:data:`leukemia_core.stain.UNDEREXPOSED_GLASS_LEVEL`), but the classifier sees its cells
             as dark as they were photographed.
         red_cell_diameter_range: Red-cell diameters (input pixels) the segmentation and the
             classifier support. The development fields measure 44-120 px (deepbionet 44 the
@@ -79,7 +79,7 @@ class QualityLimits:
     density_range: tuple[float, float] = (0.4, 3.5)
     max_colour_cast: float = 2.0
     max_glass_tint: float = 1.0
-    min_glass_level: float = MIN_GLASS_LEVEL
+    min_glass_level: float = UNDEREXPOSED_GLASS_LEVEL
     red_cell_diameter_range: tuple[float, float] = (30.0, 250.0)
     max_white_cells_per_red_cell: float = 0.1
     max_cover: float = 0.9
@@ -202,8 +202,8 @@ def _stain_warnings(stain, limits: QualityLimits) -> list[QualityWarning]:
     if glass < limits.min_glass_level:
         out.append(QualityWarning(EXPOSURE, glass, limits.min_glass_level,
             f"Underexposed: the bare glass is only {glass / 255:.0%} as bright as white, so the "
-            "classifier sees cells darker than it learned (they were found on a brightened "
-            "copy). Raise the lamp or the camera's exposure and capture the field again."))  # fmt: skip
+            "classifier sees cells darker than it learned and faint cells may be missed. Raise "
+            "the lamp or the camera's exposure and capture the field again."))  # fmt: skip
     low, high = limits.density_range
     if stain.density_ratio is not None and not low <= stain.density_ratio <= high:
         word = "Under-stained or overexposed" if stain.density_ratio < low else "Over-stained"

@@ -33,14 +33,14 @@ GAIN_LIMITS = (0.1, 5.0)
 # absorb green at least 0.87 times as much as blue (crops of one cell: 0.59). An estimate below
 # this did not find red cells (a crop filled by one cell, or no smear): white balance only.
 MIN_GREEN_TO_BLUE_DENSITY = 0.75
-# A field whose glass is dimmer than MIN_GLASS_LEVEL (of 255) is underexposed: its normalised
+# A field whose glass is dimmer than UNDEREXPOSED_GLASS_LEVEL (of 255) is underexposed: its normalised
 # copy gets the glass at BRIGHTENED_GLASS_LEVEL (about the development sets' median). The
 # segmentation's thresholds are colour differences in grey levels, and a picture taken one stop
 # under halves them all: development fields kept 28% of their white cells, at two stops under 4%
 # (`python bench/quality.py`, exposure rows); brightened only to 100, a BCCD field at 0.3 of its
 # exposure still lost its white cell. The development fields' glass measures 107 and more
 # (ALL-IDB1's dimmest), so none is brightened; densities are unchanged.
-MIN_GLASS_LEVEL = 100.0
+UNDEREXPOSED_GLASS_LEVEL = 100.0
 BRIGHTENED_GLASS_LEVEL = 160.0
 
 
@@ -121,7 +121,7 @@ def _apply(image: np.ndarray, glass: np.ndarray, gains: np.ndarray) -> np.ndarra
 
 def _target(glass: np.ndarray) -> float:
     level = float(np.mean(glass))
-    return level if level >= MIN_GLASS_LEVEL else BRIGHTENED_GLASS_LEVEL
+    return level if level >= UNDEREXPOSED_GLASS_LEVEL else BRIGHTENED_GLASS_LEVEL
 
 
 def _triple(values) -> tuple[float, float, float]:

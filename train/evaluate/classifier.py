@@ -18,7 +18,12 @@ from leukemia_core.io import read_image
 from leukemia_core.pipeline import analyze
 from leukemia_core.wilson import wilson_interval
 from train.cellbank import bank_group, idb1_group
-from train.evaluate.metrics import auroc, binary_metrics, few_groups_note
+from train.evaluate.metrics import (
+    FEW_GROUPS_FOR_INTERVALS,
+    auroc,
+    binary_metrics,
+    few_groups_note,
+)
 from train.evaluate.segmentation import cells_at_points, image_files, read_xyc
 from train.fit import app_crop
 from train.records import BLAST, CellTable
@@ -184,8 +189,11 @@ def evaluate_normals(
     p, records, unreadable = _crop_probabilities(records, classifier, progress)
     _refuse_nothing_read(records, unreadable)
     notes = [*table.notes, *notes]
-    if table.groups_known and (note := few_groups_note(len({bank_group(r) for r in records}))):
-        notes.append(note)
+    n_groups = len({bank_group(r) for r in records}) if table.groups_known else None
+    if n_groups is not None and n_groups < FEW_GROUPS_FOR_INTERVALS:
+        notes.append(f"These cells come from {n_groups} patient(s) or field(s) only; the "
+                     "interval is over cells, so it understates how much another patient "
+                     "would differ: treat it as unknown.")  # fmt: skip
     called = p >= classifier.model.config.calibration.threshold
     types = np.array([r.cell_type or r.source for r in records])
 
@@ -247,7 +255,8 @@ def evaluate_smears(
     if unmarked:
         notes.append(f"{len(unmarked)} ALL field(s) without expert marks (no xyc/<name>.xyc) "
                      f"left out: {', '.join(unmarked[:5])}{', ...' if len(unmarked) > 5 else ''}.")  # fmt: skip
-    trained = [p for p in fields if idb1_group(p.stem) in seen_groups(classifier.model.path)]
+    own = seen_groups(classifier.model.path)
+    trained = [p for p in fields if idb1_group(p.stem) in own]
     if seen is None and trained:
         notes.append(f"{len(trained)} of {len(fields)} fields come from groups the model was "
                      "trained or calibrated on: these figures are not held-out. Add --held-out "
