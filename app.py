@@ -8,11 +8,29 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ui import auth, navigation, state
+from ui import auth, navigation
 from ui.common import flash, research_use_banner
-from ui.models import model_status, warm_up_in_background
+from ui.startup import warm_up_model_soon
 
 SIDEBAR_WIDTH_PX = 240  # leaves an 800 px screen room to review (hidden on phones)
+
+
+def case_and_model_sidebar() -> None:
+    """The open sample and the model, under the account (once logged in)."""
+    from ui import state  # TensorFlow: imported after the login gate, so the form shows at once
+    from ui.models import model_status
+
+    session = state.current()
+    state.remember(session)  # the address names the open case on every page: a reload keeps it
+    if session is not None:
+        images, cells = len(session.fields), len(session.cells)
+        st.caption(
+            f"Sample **{session.sample_id}** · {images} image{'s' * (images != 1)} · "
+            f"{cells} cell{'s' * (cells != 1)} · {session.n_uncertain} uncertain · "
+            f"{session.status}"
+        )
+    model_status()
+
 
 st.set_page_config(
     page_title="ALL blast screening (research use only)",
@@ -21,7 +39,7 @@ st.set_page_config(
     layout="wide",
     initial_sidebar_state=SIDEBAR_WIDTH_PX,
 )
-warm_up_in_background()  # while the first user logs in, not when they analyse
+warm_up_model_soon()  # while the first user logs in, not when they analyse
 # No page, no case data, no button before a login; a reload of any page comes back to it.
 # Every address, the default page's "analyze" too (Streamlit serves it at both "/" and there).
 user = auth.gate([st.Page(f"pages/{p.file}").url_path for p in navigation.every_page()])
@@ -45,16 +63,7 @@ with st.sidebar:
     auth.sidebar()
     if note := navigation.lone_page_note(menu):
         st.caption(note)
-    session = state.current()
-    state.remember(session)  # the address names the open case on every page: a reload keeps it
-    if session is not None:
-        images, cells = len(session.fields), len(session.cells)
-        st.caption(
-            f"Sample **{session.sample_id}** · {images} image{'s' * (images != 1)} · "
-            f"{cells} cell{'s' * (cells != 1)} · {session.n_uncertain} uncertain · "
-            f"{session.status}"
-        )
-    model_status()
+    case_and_model_sidebar()
 
 research_use_banner()
 chosen.run()

@@ -10,6 +10,7 @@ import pytest
 import ui.models as models
 from leukemia_core.classify import Classifier
 from leukemia_core.errors import ModelIntegrityError
+from ui.startup import WARM_UP_ENV_VAR
 
 
 @pytest.fixture
@@ -19,7 +20,7 @@ def fresh_process(monkeypatch):
     monkeypatch.setattr(models, "_warm_up_finished", type(models._warm_up_finished)())
     monkeypatch.setattr(models, "_warmed", {})
     monkeypatch.setattr(models, "_warming", [])
-    monkeypatch.setenv(models.WARM_UP_ENV_VAR, "1")
+    monkeypatch.setenv(WARM_UP_ENV_VAR, "1")
     models._classifier.clear()
     yield
     models._classifier.clear()
@@ -42,7 +43,7 @@ def test_the_first_analysis_gets_the_model_loaded_in_the_background(
 
 @pytest.mark.parametrize("off", ["0", "false", " Off ", "no"])
 def test_warm_up_can_be_turned_off(fresh_process, monkeypatch, off):
-    monkeypatch.setenv(models.WARM_UP_ENV_VAR, off)
+    monkeypatch.setenv(WARM_UP_ENV_VAR, off)
     assert models.warm_up_in_background() is None
     assert not models._warm_up_started.is_set()
 
@@ -96,3 +97,26 @@ def test_a_model_warmed_for_nobody_is_not_kept(fresh_process, monkeypatch, tiny_
     models._warmed[("another", "v", str(tiny_models_dir))] = object()  # e.g. made inactive since
     classifier = models.get_classifier("tiny")
     assert isinstance(classifier, Classifier) and models._warmed == {}
+
+
+def test_what_the_login_page_imports_leaves_tensorflow_to_the_background():
+    """A fresh server's first request imported TensorFlow (5-10 s) before the login form showed:
+    the modules app.py imports at its top (before the login gate) do not import it."""
+    import ast
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    tree = ast.parse((root / "app.py").read_text())
+    modules = [a.name for n in tree.body if isinstance(n, ast.Import) for a in n.names]
+    modules += [f"{n.module}.{a.name}" if n.module == "ui" else n.module
+                for n in tree.body if isinstance(n, ast.ImportFrom) and n.module != "__future__"
+                for a in n.names]  # fmt: skip
+    assert "ui.auth" in modules and "ui.startup" in modules
+    probe = (f"import sys, importlib; [importlib.import_module(m) for m in {modules!r}]; "
+             "print('tensorflow' in sys.modules or 'keras' in sys.modules)")  # fmt: skip
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         cwd=root, timeout=120)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "False"

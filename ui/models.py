@@ -38,6 +38,7 @@ from leukemia_core.models.folder import (
 )
 from ui import auth
 from ui.common import flash
+from ui.startup import warm_up_wanted
 
 
 def _fewer_malloc_arenas(arenas: int = 2) -> None:
@@ -127,7 +128,6 @@ BATCH_SIZE = 8
 working memory grows with them: batches of 32 took the app past 3 GB (EfficientNet-Lite0)."""
 
 
-WARM_UP_ENV_VAR = "LEUKEMIA_WARM_UP"
 WARM_UP_WAIT_S = 300  # a conversion on a busy 2-core server took 25-30 s; never wait forever
 _warm_up_lock = threading.Lock()
 _warm_up_started, _warm_up_finished = threading.Event(), threading.Event()
@@ -142,7 +142,7 @@ def warm_up_in_background() -> threading.Thread | None:
     25-30 s on a busy server. ``LEUKEMIA_WARM_UP=0`` (or ``false``, ``off``, ``no``) turns it
     off.
     """
-    if os.environ.get(WARM_UP_ENV_VAR, "1").strip().lower() in ("0", "false", "off", "no"):
+    if not warm_up_wanted():
         return None
     with _warm_up_lock:  # two first requests at once start one load
         if _warm_up_started.is_set():
