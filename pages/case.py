@@ -175,4 +175,6 @@ audit = pd.DataFrame(
         for a in record.audit
     ]
 )  # fmt: skip
-st.dataframe(audit.astype(str), hide_index=True, width="stretch")
+# The note gets room first: at 1440 px it was cut after a few words
+st.dataframe(audit.astype(str), hide_index=True, width="stretch",
+             column_config={"Note": st.column_config.TextColumn(width="large")})  # fmt: skip
