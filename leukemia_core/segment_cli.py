@@ -75,9 +75,14 @@ def _others_folders(out: Path) -> list[str]:
 
 def _own_folder(folder: Path) -> bool:
     try:
-        return all(_CROP_NAME.fullmatch(p.name) or p.name == OVERLAY_FILE for p in folder.iterdir())
+        return all(_written_here(p.name) for p in folder.iterdir())
     except OSError:
         return False
+
+
+def _written_here(name: str) -> bool:
+    """A crop or overlay file name this command writes into an image's folder."""
+    return bool(_CROP_NAME.fullmatch(name)) or name == OVERLAY_FILE
 
 
 def _cell_row(cell, stem: str, path: Path, crop_path: Path, out: Path) -> tuple:
@@ -133,7 +138,7 @@ def segment_files(paths: list[Path], out: Path, crop_size: int = DEFAULT_CROP_SI
         try:
             folder.mkdir(exist_ok=True)
             for stale in folder.iterdir():  # an earlier run's crops and overlay
-                if _CROP_NAME.fullmatch(stale.name) or stale.name == OVERLAY_FILE:
+                if _written_here(stale.name):
                     stale.unlink()
             for cell in crop_cells(rgb, segmentation, size=crop_size):
                 crop_path = folder / f"cell_{cell.cell_id:03d}.png"

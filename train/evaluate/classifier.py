@@ -102,12 +102,15 @@ def _held_out(records, seen: set[str] | None, model_folder: Path) -> tuple[list,
     flags, _ = seen_in_training(records, seen_groups(model_folder))
     notes = []
     if any(flags):
-        notes.append(
-            f"{sum(flags)} of {len(flags)} cells come from groups the model was trained or "
-            "calibrated on (or named as such): these figures are not held-out. Add --held-out "
-            "to leave those cells out."
-        )
+        notes.append(_not_held_out_note(sum(flags), len(flags), "cells", " (or named as such)"))
     return list(records), 0, notes
+
+
+def _not_held_out_note(n: int, total: int, what: str, named: str = "") -> str:
+    """The note of figures measured without ``--held-out`` on the model's own groups."""
+    return (f"{n} of {total} {what} come from groups the model was trained or calibrated "
+            f"on{named}: these figures are not held-out. Add --held-out to leave those {what} "
+            "out.")  # fmt: skip
 
 
 def evaluate_cells(
@@ -255,12 +258,10 @@ def evaluate_smears(
     if unmarked:
         notes.append(f"{len(unmarked)} ALL field(s) without expert marks (no xyc/<name>.xyc) "
                      f"left out: {', '.join(unmarked[:5])}{', ...' if len(unmarked) > 5 else ''}.")  # fmt: skip
-    own = seen_groups(classifier.model.path)
-    trained = [p for p in fields if idb1_group(p.stem) in own]
-    if seen is None and trained:
-        notes.append(f"{len(trained)} of {len(fields)} fields come from groups the model was "
-                     "trained or calibrated on: these figures are not held-out. Add --held-out "
-                     "to leave them out.")  # fmt: skip
+    if seen is None:  # with --held-out those fields are already left out above
+        own = seen_groups(classifier.model.path)
+        if trained := sum(idb1_group(p.stem) in own for p in fields):
+            notes.append(_not_held_out_note(trained, len(fields), "fields"))
     threshold = classifier.model.config.calibration.threshold
     review_low = classifier.model.config.calibration.uncertain_low
     tp = fp = fn = 0
