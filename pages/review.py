@@ -41,15 +41,25 @@ show_flashes()
 newer = status_line(session)
 quality_warnings(session, folded=True)
 domain_warning(session)
-count = session.count()
-metric_row(
-    ("Cells counted", count.n_counted),
-    ("Blasts", count.n_blasts),
-    ("Blast %", percent_text(count)),
-    ("95% CI (Wilson)", interval_text(count)),
-    ("Uncertain", session.n_uncertain),
-)
-provisional_note(session)
+
+
+def show_counts() -> None:
+    count = session.count()
+    metric_row(
+        ("Cells counted", count.n_counted),
+        ("Blasts", count.n_blasts),
+        ("Blast %", percent_text(count)),
+        ("95% CI (Wilson)", interval_text(count)),
+        ("Uncertain", session.n_uncertain),
+    )
+    provisional_note(session)
+
+
+# One cell at a time: the counts go beside the cell, above its field, so that the cell and its
+# keys start on the first screen and the recount stays in sight while labelling.
+one_by_one = st.session_state.get(VIEW_KEY, ONE_BY_ONE) == ONE_BY_ONE
+if not one_by_one:
+    show_counts()
 
 can_review = auth.user().can(Permission.REVIEW)
 editable = session.is_saved and not session.is_signed and can_review
@@ -80,20 +90,22 @@ view = controls.segmented_control(
 show_maps = SHOWN[1] == controls.segmented_control(
     "Beside each cell", SHOWN, key=SHOWN_KEY, persist_state="session", required=True,
     default=SHOWN[0], disabled=reason is not None,
-    help="The crop the model classified, or where the model looked in it: warm colours "
+    help="One cell at a time: on the left the cell among its neighbours, outlined; on the right "
+    "the crop the model classified, or where the model looked in it: warm colours "
     "pushed it towards its call. Warmth on the black around a cell is not the cell: a map that "
     "dwells there says the call rests on little of the cell. A model that averages over turned "
     "copies of each cell shows the upright copy's map.",
 )  # fmt: skip
-method = controls.selectbox(
-    "Method", heatmaps.methods() or tuple(heatmaps.METHOD_NAMES), key="gradcam_method",
-    format_func=lambda m: heatmaps.METHOD_NAMES.get(m, m), persist_state="session", width=190,
-    disabled=reason is not None or not show_maps,
-)  # fmt: skip
-opacity = controls.slider(
-    "Heatmap opacity", 0.0, 1.0, heatmaps.DEFAULT_OPACITY, 0.05, key="gradcam_opacity",
-    disabled=reason is not None or not show_maps, persist_state="session", width=190,
-)  # fmt: skip
+if show_maps and reason is None:  # only then: on a narrow screen they take a row of their own
+    method = controls.selectbox(
+        "Method", heatmaps.methods() or tuple(heatmaps.METHOD_NAMES), key="gradcam_method",
+        format_func=lambda m: heatmaps.METHOD_NAMES.get(m, m), persist_state="session",
+        width=190,
+    )  # fmt: skip
+    opacity = controls.slider(
+        "Heatmap opacity", 0.0, 1.0, heatmaps.DEFAULT_OPACITY, 0.05, key="gradcam_opacity",
+        persist_state="session", width=190,
+    )  # fmt: skip
 right_images = {}
 if reason is not None:
     st.caption(reason)
@@ -120,7 +132,7 @@ all_reviewed_note(session)
 if view == ONE_BY_ONE:
     opened = current_cell(session)
     heatmap = None if opened is None else right_images.get(opened.key)
-    cell = show_workspace(session, heatmap=heatmap, editable=editable)
+    cell = show_workspace(session, heatmap=heatmap, editable=editable, beside=show_counts)
     if cell is not None and session.mode == MODE_FIELDS:
         field_index, opened_id = cell.key
 else:

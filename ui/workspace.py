@@ -13,6 +13,8 @@ where they are from one cell to the next.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import streamlit as st
 
@@ -185,11 +187,14 @@ def all_reviewed_note(session: Review) -> None:
         st.caption("Ready for a signer: an account with the signer role signs it.")
 
 
-def show_workspace(session: Review, *, heatmap: np.ndarray | None, editable: bool) -> Cell | None:
+def show_workspace(
+    session: Review, *, heatmap: np.ndarray | None, editable: bool, beside: Callable[[], None]
+) -> Cell | None:
     """One cell large (view with outline, and its heatmap or crop) with the keyboard controls,
-    beside the field view; returns the open cell."""
+    beside ``beside()`` (the page's counts) and the field view; returns the open cell."""
     cell = current_cell(session)
     if cell is None:
+        beside()
         st.info("No cells to review: none were found, or every one was cut by the image border.")
         return None
     queue = session.queue()
@@ -212,14 +217,15 @@ def show_workspace(session: Review, *, heatmap: np.ndarray | None, editable: boo
         images = [session.view(cell, colour, LARGE_SIDE)]
         if second is not None:
             images.append(second)
-        st.image(side_by_side(images, LARGE_SIDE), width="stretch",
-                 caption="The cell among its neighbours, and "
-                 + ("where the model looked." if heatmap is not None else "the model's crop."))  # fmt: skip
+        # No caption (the help of "Beside each cell" says what the two pictures are): every
+        # line here pushes the keys below the first screen.
+        st.image(side_by_side(images, LARGE_SIDE), width="stretch")
         st.markdown(_describe(session, cell))
         _controls(cell, editable)
         if asked := state.clump_question(session, cell.key):  # beside the keys, not off screen
             st.warning(asked, icon=":material/call_split:")
     with right:
+        beside()
         field = session.fields[cell.field_index]
         chart_key = f"workspace_field_{cell.field_index}_{cell.cell_id}"  # new key: no old pick
         st.plotly_chart(
