@@ -4,11 +4,15 @@ checks before anything is stored."""
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from leukemia_core.roles import AccountInputError
 
 MIN_PASSWORD_LENGTH = 10
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}$")
+# Names the app writes in audit trails itself ("changed outside the app", "schema upgraded"):
+# an account of that name would read as the app.
+RESERVED_NAMES = frozenset({"system"})
 
 
 def check_name(name: object) -> str:
@@ -19,7 +23,17 @@ def check_name(name: object) -> str:
             f"{name!r} cannot be an account name: use 1-64 letters, digits, spaces or . _ @ -, "
             "starting with a letter or digit."
         )
+    if reads_as(text) in RESERVED_NAMES:
+        raise AccountInputError(
+            f"{text!r} is the name the app signs its own audit rows with; choose another."
+        )
     return text
+
+
+def same_spelling(password: str) -> str:
+    """``password`` in one Unicode spelling (NFC): "ü" typed as one character on one keyboard
+    and as "u" plus a dot accent on another (or pasted) is one password."""
+    return unicodedata.normalize("NFC", password)
 
 
 # The commonest passwords of ten or more characters (and their stems, "password" of
@@ -66,7 +80,7 @@ def check_password(password: object, name: str = "") -> str:
             "The password must not start or end with a space or hold a line end or tab: they "
             "are easily lost when typed or pasted at login."
         )
-    return password
+    return same_spelling(password)
 
 
 def reads_as(name: str) -> str:

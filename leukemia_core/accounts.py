@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import secrets
 import sqlite3
@@ -33,7 +34,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 # Roles live in leukemia_core.roles; accounts re-exports them, so a page imports one module.
 from leukemia_core.account_rules import MIN_PASSWORD_LENGTH as MIN_PASSWORD_LENGTH
-from leukemia_core.account_rules import check_name, check_password, reads_as
+from leukemia_core.account_rules import check_name, check_password, reads_as, same_spelling
 from leukemia_core.roles import AccountError as AccountError
 from leukemia_core.roles import AccountInputError as AccountInputError
 from leukemia_core.roles import Permission as Permission
@@ -213,14 +214,18 @@ class Accounts:
         """
         now = now or _now()
         name = str(name or "").strip()
-        said = _logged_name(name)  # what the event log keeps of what was typed
-        user = None
+        typed = _logged_name(name)
         # The hash check (a third of a second, 64 MiB) runs outside any transaction: inside
         # one, failed logins held the database's write lock and every relabel in the lab
         # waited. Guesses at one name are taken one at a time by this process (the app's),
         # so parallel ones cannot all be checked before any failure is counted.
-        with _LOGIN_LOCKS[hash(said) % len(_LOGIN_LOCKS)]:
+        with _LOGIN_LOCKS[hash(typed) % len(_LOGIN_LOCKS)]:
             with self._transaction(write=False) as conn:
+                row = None if typed != name else conn.execute(
+                    "SELECT * FROM users WHERE name = ?", (name,)).fetchone()  # fmt: skip
+                # What the log keeps: an account's name, or a tag for anything else typed
+                # (a password typed in the name box must not be kept for admins to read).
+                said = name if row is not None else _unknown_name_tag(typed)
                 since = (now - LOCKOUT_WINDOW).isoformat()
                 failures = conn.execute(
                     "SELECT COUNT(*) FROM account_events WHERE user_name = ? AND event = "
@@ -229,18 +234,12 @@ class Accounts:
                     (said, since, said),
                 ).fetchone()[0]
                 locked = failures >= LOCKOUT_FAILURES
-                row = None if locked or said != name else conn.execute(
-                    "SELECT * FROM users WHERE name = ?", (name,)).fetchone()  # fmt: skip
             # Every refusal costs one hash check: a fast "no" told which names exist.
-            usable = row is not None and not row["disabled"]
-            try:
-                _HASHER.verify(row["password_hash"] if usable else _dummy_hash(),
-                               str(password or ""))  # fmt: skip
-                user = User(name, parse_roles(row["roles"].split(","))) if usable else None
-            except (VerificationError, InvalidHashError):
-                user = None
-            rehash = user is not None and _HASHER.check_needs_rehash(row["password_hash"])
-            new_hash = _HASHER.hash(password) if rehash else None
+            usable = row is not None and not row["disabled"] and not locked
+            stored = row["password_hash"] if usable else _dummy_hash()
+            with _HASH_CHECKS:
+                matched, new_hash = _verified(stored, str(password or ""))
+            user = User(name, parse_roles(row["roles"].split(","))) if usable and matched else None
             with self._transaction(write=True) as conn:
                 if locked:
                     _event(conn, said, "locked", "login refused while locked", at=now)
@@ -256,7 +255,7 @@ class Accounts:
         if locked:  # raised after the commit, so the lockout itself is recorded
             minutes = round(LOCKOUT_WINDOW.total_seconds() / 60)
             raise AccountLockedError(
-                f"Too many failed logins for {said!r}: try again in {minutes} minutes, or "
+                f"Too many failed logins for {typed!r}: try again in {minutes} minutes, or "
                 "ask an admin to reset the password."
             )
         if user is None:  # the failure is stored before the refusal is raised
@@ -267,7 +266,9 @@ class Accounts:
         """``user`` as the accounts now say: its roles of now, or None when the account was
         disabled or removed since the login, or (given ``logged_in_at``) its password was set
         or the account disabled since (a reset after a leak ends the sessions of the old
-        password, one's own change too; re-enabling brings no session back). A page asks this
+        password, one's own change too; re-enabling brings no session back; take
+        ``logged_in_at`` before :meth:`authenticate` reads the hash, so that a reset made while
+        it is checked ends the login too). A page asks this
         on every run, so a change by an admin reaches sessions already logged in."""
         with self._transaction(write=False) as conn:
             row = conn.execute("SELECT roles, disabled FROM users WHERE name = ?",
@@ -334,6 +335,32 @@ def _keep_an_admin(conn: sqlite3.Connection, name: str, action: str) -> None:
 
 
 _LOGIN_LOCKS = tuple(threading.Lock() for _ in range(64))  # by the name's hash
+# Hash checks at once, over all names: each takes 64 MiB, and 32 logins at once under
+# different names took the app's server from 77 MiB to 1.6 GiB. The others wait their turn.
+_HASH_CHECKS = threading.BoundedSemaphore(2)
+
+
+def _verified(stored: str, password: str) -> tuple[bool, str | None]:
+    """Whether ``password`` matches the ``stored`` hash, and a new hash to store when it does
+    and the stored one was made with older parameters or another spelling of the password."""
+    spelled = same_spelling(password)
+    for candidate in dict.fromkeys((spelled, password)):  # hashes set before spellings were one
+        try:
+            _HASHER.verify(stored, candidate)
+        except (VerificationError, InvalidHashError):
+            continue
+        renew = candidate != spelled or _HASHER.check_needs_rehash(stored)
+        return True, _HASHER.hash(spelled) if renew else None
+    return False, None
+
+
+def _unknown_name_tag(typed: str) -> str:
+    """How the log names a login under a name no account has: a tag that is the same for the
+    same name typed again (its failures count towards one lockout), without its letters."""
+    digest = hashlib.sha256(typed.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"(unknown name #{digest})"
+
+
 _LOGGED_NAME_CHARACTERS = 64  # an account name's most
 
 

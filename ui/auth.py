@@ -180,13 +180,15 @@ def _login_form() -> None:
                                  autocomplete="current-password")  # fmt: skip
         submitted = st.form_submit_button("Log in", type="primary")
     if submitted:
+        # Stamped before the password is read: a reset that lands while its hash is being
+        # checked is then later than the login, and ends it (Accounts.current).
+        started = datetime.now(UTC)
         try:
-            found = accounts().authenticate(name, password)
+            found = accounts().authenticate(name, password, now=started)
         except LeukemiaCoreError as error:  # a refusal, or a database the server cannot use
             st.error(str(error))
             return
-        now = datetime.now(UTC)
-        st.session_state[LOGIN_KEY] = LoginSession(found, now, now)
+        st.session_state[LOGIN_KEY] = LoginSession(found, started, datetime.now(UTC))
         st.session_state[JUST_LOGGED_IN_KEY] = True
         st.session_state.pop("login_password", None)
         st.rerun()
