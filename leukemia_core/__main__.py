@@ -209,7 +209,9 @@ def _backup(target: Path) -> int:
     from leukemia_core.store_backup import backup_contents
 
     try:
-        store = CaseStore(create=False)  # a mistyped path must not back up a new, empty file
+        # create=False: a mistyped path must not back up a new, empty file. upgrade=False: a
+        # backup taken before an update must still open in the release that wrote it.
+        store = CaseStore(create=False, upgrade=False)
         written = store.backup(target)
         held = backup_contents(written)  # read only: the backup stays as written
     except LeukemiaCoreError as error:
@@ -232,6 +234,10 @@ def _restore(backup: Path) -> int:
     if not restored.contents["accounts"]:
         print("note: the restored database has no accounts, so nobody can log in: run "
               "python -m leukemia_core users init")  # fmt: skip
+    if restored.account_changes:  # a reset or disabling after a leak must not come undone
+        print("WARNING: the restore changed accounts: " + "; ".join(restored.account_changes)
+              + ". Disable, reset or change them again if that was not meant (python -m "
+              "leukemia_core users disable/password/roles NAME).")  # fmt: skip
     if restored.set_aside:
         from leukemia_core.store_backup import backup_contents
 

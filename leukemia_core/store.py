@@ -153,13 +153,19 @@ class CaseStore(CaseEdits, CaseReads, CaseSignoff, CaseReshape, CaseFields):
         path: SQLite file; None uses :func:`default_database_path`.
         create: Create the database if missing. Commands that only read or copy an existing
             one pass False, so a mistyped path is an error, not a new empty database.
+        upgrade: Bring a database of an older release to this one's schema (the app does). A
+            backup passes False: a copy taken before an update must still open in the release
+            that wrote it, and the file is left exactly as it was found.
 
     Raises:
         CaseStoreError: The file is not a case database, or one written by a newer version,
             or (``create=False``) there is no file.
     """
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, *, create: bool = True) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str] | None = None, *, create: bool = True,
+        upgrade: bool = True,
+    ) -> None:  # fmt: skip
         if str(path) == ":memory:":
             raise CaseInputError(
                 "Each call opens its own connection, so ':memory:' cannot hold "
@@ -186,23 +192,25 @@ class CaseStore(CaseEdits, CaseReads, CaseSignoff, CaseReshape, CaseFields):
                 # Read before anything is changed: a newer database or another program's is
                 # refused as it was found (switching it to WAL first changed it).
                 found = conn.execute("PRAGMA user_version").fetchone()[0]
+                tables = [r[0] for r in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'")]  # fmt: skip
+                if tables and (not found or "cases" not in tables):
+                    raise CaseStoreError(
+                        f"{self.path} is another program's SQLite database (tables "
+                        f"{', '.join(tables[:5]) or 'none'}), not a case database, and is left "
+                        f"as it is; point {DATABASE_ENV_VAR} at a case database or at a new "
+                        "file."
+                    )
                 if found > SCHEMA_VERSION:
                     raise CaseStoreError(
                         f"The case database {self.path} has schema version {found}, newer than "
                         f"this app's {SCHEMA_VERSION}; update the app or set {DATABASE_ENV_VAR} "
                         "to another file."
                     )
-                tables = [r[0] for r in conn.execute(
-                    "SELECT name FROM sqlite_master WHERE type = 'table'")]  # fmt: skip
-                if found == 0 and tables:
-                    raise CaseStoreError(
-                        f"{self.path} is another program's SQLite database (tables "
-                        f"{', '.join(tables[:5])}), not a case database, and is left as it "
-                        f"is; point {DATABASE_ENV_VAR} at a case database or at a new file."
-                    )
-                _use_wal(conn)
-                if found < SCHEMA_VERSION:
-                    migrate(conn)
+                if upgrade or not tables:
+                    _use_wal(conn)
+                    if found < SCHEMA_VERSION:
+                        migrate(conn)
             finally:
                 conn.close()
         except sqlite3.DatabaseError as error:

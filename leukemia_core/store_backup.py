@@ -20,7 +20,7 @@ from pathlib import Path
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.store import CaseStore
 from leukemia_core.store_reads import database_contents
-from leukemia_core.store_rows import CaseInputError, CaseStoreError, create_private
+from leukemia_core.store_rows import CaseInputError, CaseStoreError, new_private_file
 from leukemia_core.store_schema import SCHEMA_VERSION
 
 SIDE_FILES = ("", "-wal", "-shm")  # SQLite's database file and the two it keeps beside it
@@ -29,12 +29,14 @@ FROM_BACKUP = "give a file written by `python -m leukemia_core backup`"
 
 @dataclass(frozen=True)
 class Restored:
-    """What a restore did: the database now in place, what it holds, and where the one it
-    replaced was set aside (empty when there was none)."""
+    """What a restore did: the database now in place, what it holds, where the one it
+    replaced was set aside (empty when there was none), and how its accounts differ from the
+    replaced one's (a password reset or a disabling made after the backup is undone)."""
 
     database: Path
     contents: dict[str, int]
     set_aside: tuple[Path, ...]
+    account_changes: tuple[str, ...] = ()
 
 
 def open_read_only(path: Path) -> sqlite3.Connection:
@@ -46,6 +48,13 @@ def open_read_only(path: Path) -> sqlite3.Connection:
         conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
         return conn
     except sqlite3.OperationalError:  # WAL mode with no -shm that may be made: read it whole
+        wal = Path(f"{path}-wal")
+        if wal.is_file() and wal.stat().st_size:  # read whole, its newest changes were lost
+            raise CaseStoreError(
+                f"{path} is on storage this account cannot write (a snapshot?) and keeps its "
+                f"newest changes in {wal.name} beside it, which cannot be read there; copy both "
+                "files to a writable folder and give the copy."
+            ) from None
         conn = sqlite3.connect(f"{uri}?immutable=1", uri=True)
         conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
         return conn
@@ -79,8 +88,11 @@ def restore_database(backup: str | os.PathLike, database: str | os.PathLike) -> 
             "or fix its rights (as the app's server account), then restore again."
         )
     partial = database.with_name(f"{database.name}.restoring")
+    owner = database.stat() if database.is_file() else None
+    accounts_before = _accounts(database) if owner else {}
     try:
         _checked_copy(backup, partial)
+        _same_owner(partial, owner)
         set_aside = _set_aside(database)
         try:
             os.replace(partial, database)
@@ -106,7 +118,46 @@ def restore_database(backup: str | os.PathLike, database: str | os.PathLike) -> 
             f"{backup} does not open as a case database ({error}); the database was put back "
             f"as it was. {FROM_BACKUP[0].upper()}{FROM_BACKUP[1:]}."
         ) from error
-    return Restored(database, contents, tuple(moved for _, moved in set_aside))
+    changes = account_changes(accounts_before, _accounts(database)) if owner else ()
+    return Restored(database, contents, tuple(moved for _, moved in set_aside), changes)
+
+
+def _same_owner(copy: Path, owner: os.stat_result | None) -> None:
+    """Give the copy the replaced database's owner: a restore run as root (sudo) left a file
+    only root could open, and the app's server account could not start on it."""
+    if owner is not None and hasattr(os, "geteuid") and os.geteuid() == 0:
+        os.chown(copy, owner.st_uid, owner.st_gid)
+
+
+def _accounts(database: Path) -> dict[str, tuple]:
+    """Each account's (roles, disabled, password hash), read only; empty when unreadable."""
+    try:
+        with closing(open_read_only(database)) as conn:
+            rows = conn.execute("SELECT name, roles, disabled, password_hash FROM users")
+            return {name: (roles, bool(off), hashed) for name, roles, off, hashed in rows}
+    except (sqlite3.Error, LeukemiaCoreError):  # an older release's file: no users table
+        return {}
+
+
+def account_changes(before: dict[str, tuple], after: dict[str, tuple]) -> tuple[str, ...]:
+    """What a restore did to accounts, in words an admin acts on (``before``/``after``:
+    :func:`_accounts` of the replaced and the restored database)."""
+    said = []
+    for name in sorted(before.keys() | after.keys()):
+        if name not in after:
+            said.append(f"{name!r} no longer exists (added after the backup)")
+            continue
+        if name not in before:
+            said.append(f"{name!r} is back (removed after the backup)")
+            continue
+        (roles, off, hashed), (roles_now, off_now, hashed_now) = before[name], after[name]
+        if off and not off_now:
+            said.append(f"{name!r} is enabled again (it was disabled after the backup)")
+        if hashed != hashed_now:
+            said.append(f"{name!r} has its password of the backup's time again")
+        if roles != roles_now:
+            said.append(f"{name!r} has the roles {roles_now} again (was {roles})")
+    return tuple(said)
 
 
 def _checked_copy(backup: Path, partial: Path) -> None:
@@ -121,9 +172,8 @@ def _checked_copy(backup: Path, partial: Path) -> None:
             _check_backup(source, backup)
         except sqlite3.DatabaseError as error:
             raise _unreadable(backup, error, "is not a case database") from error
-        partial.unlink(missing_ok=True)
         try:
-            create_private(partial)
+            new_private_file(partial)
             with closing(sqlite3.connect(partial)) as copy:
                 source.backup(copy)
                 (check,) = copy.execute("PRAGMA integrity_check").fetchone()

@@ -39,6 +39,22 @@ class CaseChangedError(CaseStoreError):
     """The case (or cell) changed since the caller read it: read it again and check."""
 
 
+class AlteredRecordError(CaseStoreError):
+    """A stored value of a case cannot be read: the record was changed or damaged outside
+    the app."""
+
+
+def unreadable_value(what: str, value: object) -> AlteredRecordError:
+    """The words for a stored ``what`` the app cannot read (a label no label is, an outline
+    that is no outline): such a value was written outside the app."""
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    return AlteredRecordError(
+        f"{what} cannot be read ({shown}): this record was changed or damaged outside the app. "
+        "Do not rely on it; ask the administrator to restore the database from a backup."
+    )
+
+
 _SERVER_CAUSES = (  # words in SQLite's message -> what the user is told
     (("full",), "the disk that holds it is full; free space on the server"),
     (("locked", "busy"), "another change to it is taking long; try again in a moment"),

@@ -35,9 +35,11 @@ from leukemia_core.store_rows import (
     CaseInputError,
     StorePart,
     cell_from_row,
-    create_private,
     domain_from_json,
     field_from_row,
+    new_private_file,
+    read_stored,
+    stored_label,
     unusable_database,
 )
 from leukemia_core.store_schema import ALTERED_OUTSIDE, PSEUDONYM_KEY
@@ -111,7 +113,9 @@ def database_contents(conn: sqlite3.Connection) -> dict[str, int]:
     samples, versions, signed = conn.execute(
         "SELECT COUNT(DISTINCT sample_id), COUNT(*), COALESCE(SUM(status = 'signed'), 0) FROM cases"
     ).fetchone()
-    (accounts,) = conn.execute("SELECT COUNT(*) FROM users").fetchone()
+    has_users = conn.execute(  # an older release's file (a backup before an update) has none
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'users'").fetchone()  # fmt: skip
+    (accounts,) = conn.execute("SELECT COUNT(*) FROM users").fetchone() if has_users else (0,)
     return {"samples": samples, "case_versions": versions, "signed": signed, "accounts": accounts}
 
 
@@ -142,7 +146,7 @@ class CaseReads(StorePart):
         cells = [cell_from_row(c) for c in cells]
         return CaseRecord(
             **plain,
-            thresholds=json.loads(case["thresholds"]),
+            thresholds=read_stored(json.loads, case["thresholds"], "The case's thresholds"),
             domain=domain_from_json(case["domain"]),
             fields=tuple(field_from_row(f) for f in fields),
             cells=live(cells),
@@ -185,7 +189,9 @@ class CaseReads(StorePart):
         edits = {}
         for c in cells:
             values = {name: c[name] for name in editable}
-            values.update(label=CellLabel(values["label"]), reviewed=bool(values["reviewed"]))
+            where = f"Cell {c['cell_id']} of field {c['field_index'] + 1}: its label"
+            values.update(label=stored_label(values["label"], where),
+                          reviewed=bool(values["reviewed"]))  # fmt: skip
             edits[(c["field_index"], c["cell_id"])] = values
         return CaseState(**{k: case[k] for k in HEADER_COLUMNS}, edits=edits, audit=audit)
 
@@ -209,8 +215,8 @@ class CaseReads(StorePart):
             raise CaseInputError(f"The backup cannot be written in {target.parent} (read-only, "
                                  "or no permission): choose a folder this account can write "
                                  "to.")  # fmt: skip
-        create_private(partial)
         try:
+            new_private_file(partial)
             with closing(sqlite3.connect(self.path, timeout=30)) as source, closing(
                 sqlite3.connect(partial)
             ) as copy:  # fmt: skip

@@ -43,6 +43,7 @@ from leukemia_core.store_errors import CellNotFoundError as CellNotFoundError
 from leukemia_core.store_errors import SignOffBlockedError as SignOffBlockedError
 from leukemia_core.store_errors import damaged_database as damaged_database
 from leukemia_core.store_errors import server_trouble as server_trouble
+from leukemia_core.store_errors import unreadable_value
 from leukemia_core.store_errors import unusable_database as unusable_database
 from leukemia_core.store_schema import (
     ALTERED_OUTSIDE,
@@ -83,6 +84,29 @@ def create_private(path: os.PathLike) -> None:
     # When it exists its mode is the admin's choice; when it cannot be made, SQLite says why.
     with contextlib.suppress(OSError):
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+
+
+def readable_by_others_note(path: os.PathLike) -> str | None:
+    """A note when the database at ``path`` may be read by other accounts of the server (made
+    beforehand with ``touch``, say): its mode is the admin's choice, so it is said, not changed."""
+    try:
+        mode = os.stat(path).st_mode & 0o777
+    except OSError:
+        return None
+    if not mode & 0o044:
+        return None
+    return (f"note: {path} may be read by other accounts on this server (mode {mode:o}), and it "
+            f"holds password hashes and patient ids; run `chmod 600 {path}` unless that is "
+            "meant.")  # fmt: skip
+
+
+def new_private_file(path: os.PathLike) -> None:
+    """Make ``path`` a new empty file readable by its owner only, whatever was at that name (a
+    scratch name of ours: a file left there could be world-readable, a link could send the
+    copy into another account's file). Raises OSError when it cannot be made."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)  # a link itself, not what it points to
+    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600))
 
 
 def whole(value: object, what: str) -> int:
@@ -171,7 +195,11 @@ def field_from_row(row: sqlite3.Row) -> Field:
         image = rgb_from_png(row["image_png"])
     else:
         image = np.full((row["height"], row["width"], 3), _EMPTY_FIELD_GREY, np.uint8)
-    quality = tuple(QualityWarning(**w) for w in json.loads(row["quality"]))
+    try:
+        quality = tuple(QualityWarning(**w) for w in json.loads(row["quality"]))
+    except (ValueError, TypeError) as error:
+        raise unreadable_value(f"Field {row['field_index'] + 1}'s quality checks",
+                               row["quality"]) from error  # fmt: skip
     size = (row["original_width"], row["original_height"]) if row["original_width"] else None
     return Field(row["field_index"], row["name"], image, size, row["scale"],
                  notes=_notes_from_json(row["notes"]), domain=domain_from_json(row["domain"]),
@@ -239,18 +267,32 @@ def cell_from_row(row: sqlite3.Row) -> Cell:
             value = row[spec.name]
             plain[spec.name] = bool(value) if spec.type in ("bool", bool) else value
     crop, overlay = row["crop_png"], row["overlay_png"]
+    where = f"Cell {row['cell_id']} of field {row['field_index'] + 1}"
     return Cell(
         cell_id=row["cell_id"],
         bbox=(row["x0"], row["y0"], row["x1"], row["y1"]),
         centroid=(row["centroid_x"], row["centroid_y"]),
-        outline=outline_from_json(row["outline"]),
+        outline=read_stored(outline_from_json, row["outline"], f"{where}: its outline"),
         crop=rgb_from_png(crop) if crop else None,
         overlay=rgb_from_png(overlay) if overlay else None,
         field_index=row["field_index"],
-        model_label=CellLabel(row["model_label"]),
-        label=CellLabel(row["label"]),
+        model_label=stored_label(row["model_label"], f"{where}: the model's label"),
+        label=stored_label(row["label"], f"{where}: its label"),
         **plain,
     )
+
+
+def stored_label(value: object, what: str) -> CellLabel:
+    """A label as stored; one no label is was written outside the app."""
+    return read_stored(CellLabel, value, what)
+
+
+def read_stored(parse, value: object, what: str):
+    """``parse(value)`` of a stored value; a value it cannot read was written outside the app."""
+    try:
+        return parse(value)
+    except (ValueError, TypeError, KeyError, IndexError) as error:
+        raise unreadable_value(what, value) from error
 
 
 # ---- writing rows: time stamps, names and the chained audit trail ---------------------------

@@ -63,6 +63,14 @@ class CaseSignoff(StorePart):
         with self._transaction(write=True) as conn:
             case = self._case(conn, case_id, open_only=True)
             require_unchanged(conn, case, expected_token, "signing")
+            # A signature would make a change made outside the app a signed result, as a
+            # reopened copy would (refused in reopen_case for the same reason).
+            if altered := self._alterations(conn, case, *case_rows(conn, case["case_id"])):
+                raise SignOffBlockedError(
+                    f"Cannot sign case {case['case_id'][:8]}: it was changed outside the app after "
+                    f"it was written ({altered[0]}). Ask the lab's administrator to restore the "
+                    "case database from a backup taken before the change."
+                )
             counts = dict(conn.execute(
                 "SELECT label, COUNT(*) FROM cells WHERE case_id = ? GROUP BY label",
                 (case["case_id"],),

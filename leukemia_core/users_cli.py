@@ -12,6 +12,7 @@ import sys
 
 from leukemia_core.accounts import MIN_PASSWORD_LENGTH, AccountError, Accounts, Role
 from leukemia_core.errors import LeukemiaCoreError
+from leukemia_core.store_rows import readable_by_others_note
 
 ROLE_CHOICES = [r.value for r in Role]
 _TRIES = 3
@@ -49,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
         # Only creating an account may create the database: a mistyped $LEUKEMIA_CASE_DB must
         # not answer "list" or "disable" from a new, empty one.
         accounts = Accounts(create=args.action in ("init", "add"))
+        if note := readable_by_others_note(accounts.path):
+            print(note, file=sys.stderr)
         if args.action == "init":
             return _init(accounts, args.name, args.password_stdin)
         if args.action == "add":

@@ -131,7 +131,7 @@ else:
     st.markdown(session.what_signing_does(account))
     # Said in the warnings above; and a second signer signs what the first one saw, so a
     # change to the report's details after a first signature is saved on its own first.
-    blocked = bool(session.n_uncertain or session.n_unreviewed)
+    blocked = bool(session.n_uncertain or session.n_unreviewed or session.altered)
     unsaved_after_first = changed and bool(session.first_signed_by)
     if changed and may_sign:
         st.caption("Save the patient id and comment above before the second signature."

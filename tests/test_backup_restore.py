@@ -313,3 +313,119 @@ def test_a_damaged_backup_is_called_damaged_not_blamed_on_the_disk(store, tmp_pa
         restore_database(tmp_path / "backup.sqlite3", store.path)
     assert "disk space" not in str(said.value)
     assert store.path.read_bytes() == before
+
+
+@pytest.mark.parametrize("left", ["world-readable file", "link"])
+def test_a_backup_never_writes_through_what_is_left_at_its_scratch_name(store, tmp_path, left):
+    """An empty 0644 `<target>.partial` gave a world-readable backup, password hashes and all;
+    a link there sent the whole database into another account's file."""
+    Accounts(store.path).add_user("ana", "a long password", ["admin"])
+    target = tmp_path / "nightly.sqlite3"
+    partial = tmp_path / "nightly.sqlite3.partial"
+    elsewhere = tmp_path / "elsewhere"
+    if left == "link":
+        elsewhere.touch(mode=0o666)
+        partial.symlink_to(elsewhere)
+    else:
+        partial.touch()
+        partial.chmod(0o644)
+    written = store.backup(target)
+    assert written.is_file() and not written.is_symlink()
+    assert written.stat().st_mode & 0o777 == 0o600 and not partial.exists()
+    assert not elsewhere.exists() or elsewhere.stat().st_size == 0
+
+
+def test_a_backup_leaves_an_older_releases_database_as_it_was_found(store, tmp_path, capsys):
+    """`backup` upgraded the live database before copying it: a backup taken before an update
+    no longer opened in the release that wrote it, and there was no way back."""
+    old = tmp_path / "old.sqlite3"
+    with closing(sqlite3.connect(old, isolation_level=None)) as conn:
+        conn.executescript(_SCHEMA_V1)
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+    os.environ["LEUKEMIA_CASE_DB"] = str(old)  # the store fixture's monkeypatch undoes it
+    before = old.read_bytes()
+    assert main(["backup", str(tmp_path / "before-update.sqlite3")]) == 0, capsys.readouterr()
+    assert old.read_bytes() == before
+    with closing(sqlite3.connect(tmp_path / "before-update.sqlite3")) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (version,)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
+                    reason="needs root: the case is a restore run with sudo")  # fmt: skip
+def test_a_restore_run_as_root_keeps_the_owner_of_the_database_it_replaces(store, tmp_path):
+    """The restored file was root's, mode 600: the app's account could not open it."""
+    new_case(store, [["normal"]], sample_id="S-1")
+    backup = store.backup(tmp_path / "b.sqlite3")
+    os.chown(store.path, 1234, 1234)
+    restore_database(backup, store.path)
+    assert (store.path.stat().st_uid, store.path.stat().st_gid) == (1234, 1234)
+    assert store.path.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_restore_says_which_accounts_it_changed(store, tmp_path, capsys):
+    """A password reset after a leak, and a disabling, came undone without a word."""
+    accounts = Accounts(store.path)
+    accounts.add_user("root", "a long password", ["admin"])
+    accounts.add_user("leaver", "the leaked password 1", ["signer"])
+    assert main(["backup", str(tmp_path / "b.sqlite3")]) == 0
+    accounts.set_password("leaver", "a fresh password 2")
+    accounts.set_disabled("leaver", True)
+    accounts.add_user("newbie", "a long password 3", ["reviewer"])
+    capsys.readouterr()
+    assert main(["restore", str(tmp_path / "b.sqlite3")]) == 0
+    said = capsys.readouterr().out
+    assert "WARNING: the restore changed accounts" in said
+    assert "'leaver' is enabled again" in said and "'leaver' has its password" in said
+    assert "'newbie' no longer exists" in said and "'root'" not in said
+
+
+def test_a_snapshot_whose_changes_sit_in_its_wal_is_refused_not_restored_short(
+    store, tmp_path, monkeypatch
+):
+    """On read-only storage the file was read without its -wal: 1 of 4 cases came back, and
+    the restore said nothing."""
+    from leukemia_core import store_backup
+
+    snap = tmp_path / "snap.sqlite3"
+    store.backup(snap)
+    Path(f"{snap}-wal").write_bytes(b"\0" * 4096)  # what a snapshot of a live database holds
+    real = sqlite3.connect
+
+    def read_only_storage(target, *args, **kwargs):  # mode=ro cannot make its -shm there
+        if "mode=ro" in str(target):
+            raise sqlite3.OperationalError("unable to open database file")
+        return real(target, *args, **kwargs)
+
+    monkeypatch.setattr(store_backup.sqlite3, "connect", read_only_storage)
+    with pytest.raises(CaseStoreError, match=r"snap.sqlite3-wal.*copy both files"):
+        restore_database(snap, store.path)
+
+
+def test_another_programs_database_with_a_schema_number_is_refused_unchanged(tmp_path):
+    """A file with a user_version of its own was switched to WAL before it was refused, or
+    called a newer case database ("update the app")."""
+    for version in (5, 52):
+        other = tmp_path / f"other{version}.sqlite3"
+        with closing(sqlite3.connect(other)) as conn:
+            conn.execute("CREATE TABLE moz_places (id)")
+            conn.execute(f"PRAGMA user_version = {version}")
+            conn.commit()
+        before = other.read_bytes()
+        with pytest.raises(CaseStoreError, match="another program's SQLite database"):
+            CaseStore(other)
+        assert other.read_bytes() == before and not Path(f"{other}-wal").exists()
+
+
+def test_the_users_command_says_when_the_database_may_be_read_by_others(tmp_path, monkeypatch,
+                                                                        capsys):  # fmt: skip
+    """An empty file made beforehand with `touch` (mode 644) became the case database, and
+    the password hashes readable by every account on the server, without a word."""
+    path = tmp_path / "pre.sqlite3"
+    path.touch()
+    path.chmod(0o644)
+    monkeypatch.setenv("LEUKEMIA_CASE_DB", str(path))
+    monkeypatch.setattr("sys.stdin", __import__("io").StringIO("quiet river stones 7\n"))
+    assert main(["users", "add", "ana", "--role", "signer", "--password-stdin"]) == 0
+    assert f"chmod 600 {path}" in capsys.readouterr().err
+    path.chmod(0o600)
+    assert main(["users", "list"]) == 0 and "chmod" not in capsys.readouterr().err

@@ -913,7 +913,9 @@ def test_a_field_changed_outside_the_app_stays_on_record_when_fields_are_added(s
     assert "changed outside the app" in [a.action for a in record.audit]
 
 
-def test_a_case_changed_outside_the_app_is_refused_once_then_signed_when_seen(store: CaseStore):
+def test_a_case_changed_outside_the_app_is_refused_then_never_signed(store: CaseStore):
+    """The second click signed it: the change became a signed result, though reopening such a
+    record is refused for that very reason."""
     case_id = new_case(store, [["blast", "normal"]])
     seen = store.case_state(case_id).token
     with sqlite3.connect(store.path) as conn:  # raw SQL, no audit row
@@ -930,7 +932,40 @@ def test_a_case_changed_outside_the_app_is_refused_once_then_signed_when_seen(st
     assert after != seen and store.load_case(case_id).audit[-1].action == (
         "changed outside the app"
     )
-    assert store.sign_case(case_id, reviewer="R", expected_token=after)
+    with pytest.raises(SignOffBlockedError, match=r"changed outside the app.*backup"):
+        store.sign_case(case_id, reviewer="R", expected_token=after)
+    assert store.load_case(case_id).status == "open"
+    assert store.set_case_details(case_id, reviewer="R", comment="x", expected_token=after)
+
+
+@pytest.mark.parametrize(
+    ("table", "column", "value", "said"),
+    [
+        ("cells", "label", "Blast", "Cell 1 of field 1: its label"),
+        ("cells", "model_label", "foo", "Cell 1 of field 1: the model's label"),
+        ("cells", "outline", "nope", "Cell 1 of field 1: its outline"),
+        ("fields", "quality", "x", "Field 1's quality checks"),
+        ("cases", "thresholds", "x", "The case's thresholds"),
+    ],
+)
+def test_a_value_no_app_wrote_is_said_as_altered_not_a_bare_error(store, table, column, value,
+                                                                    said):  # fmt: skip
+    """A label 'Blast' or an outline 'nope' written with SQL raised a bare ValueError on every
+    page that opened the case: the user was never told the record was altered."""
+    from leukemia_core.store_errors import AlteredRecordError
+
+    case_id = new_case(store, [["blast", "normal"]])
+    with sqlite3.connect(store.path) as conn:
+        for trigger in [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE "
+                                                   "type = 'trigger'")]:  # fmt: skip
+            conn.execute(f"DROP TRIGGER {trigger}")
+        where = " AND cell_id = 1" if table == "cells" else ""
+        conn.execute(f"UPDATE {table} SET {column} = ? WHERE case_id = ?{where}", (value, case_id))
+    with pytest.raises(AlteredRecordError, match=f"{re.escape(said)}.*outside the app.*backup"):
+        store.load_case(case_id)
+    if column == "label":
+        with pytest.raises(AlteredRecordError, match="outside the app"):
+            store.case_state(case_id)
 
 
 def test_uncertain_cells_are_not_accepted_unlabelled_and_a_review_taken_back_says_so(

@@ -17,6 +17,7 @@ import streamlit as st
 from leukemia_core.errors import LeukemiaCoreError, PossibleClumpError
 from leukemia_core.review import Review
 from leukemia_core.store import CaseStore, default_database_path
+from leukemia_core.store_errors import CaseNotFoundError
 from ui import auth
 
 SESSION_KEY = "review_session"
@@ -39,8 +40,10 @@ def current() -> Review | None:
         try:
             session = Review.open(case_store(), case_id)
             st.session_state[SESSION_KEY] = session
-        except LeukemiaCoreError:
+        except LeukemiaCoreError as error:
             del st.query_params[CASE_PARAM]  # a case that is gone (or another database)
+            if not isinstance(error, CaseNotFoundError):  # e.g. altered outside the app
+                st.error(str(error))
     return session
 
 
