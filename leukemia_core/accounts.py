@@ -24,8 +24,8 @@ import os
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterable
-from contextlib import AbstractContextManager
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -33,6 +33,12 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 # Roles live in leukemia_core.roles; accounts re-exports them, so a page imports one module.
+from leukemia_core.account_chain import (
+    account_alterations,
+    append_account_event,
+    append_model_event,
+    note_outside_change,
+)
 from leukemia_core.account_rules import MIN_PASSWORD_LENGTH as MIN_PASSWORD_LENGTH
 from leukemia_core.account_rules import check_name, check_password, reads_as, same_spelling
 from leukemia_core.roles import AccountError as AccountError
@@ -129,8 +135,14 @@ class Accounts:
         self._store = CaseStore(path, create=create)  # creates (if allowed) or migrates it
         self.path = self._store.path
 
-    def _transaction(self, *, write: bool) -> AbstractContextManager[sqlite3.Connection]:
-        return self._store._transaction(write=write)  # one short transaction, as the store's
+    @contextmanager
+    def _transaction(self, *, write: bool) -> Iterator[sqlite3.Connection]:
+        """One short transaction, as the store's; a write first notes accounts changed outside
+        the app (:func:`~leukemia_core.account_chain.note_outside_change`)."""
+        with self._store._transaction(write=write) as conn:
+            if write:
+                note_outside_change(conn, _now().isoformat())
+            yield conn
 
     def has_users(self) -> bool:
         with self._transaction(write=False) as conn:
@@ -248,10 +260,10 @@ class Accounts:
                     _event(conn, said, "login_failed", "account disabled" if disabled else "",
                            at=now)  # fmt: skip
                 else:
-                    _event(conn, said, "login", "", at=now)
-                    if new_hash:
+                    if new_hash:  # before the event, whose digest of the accounts includes it
                         conn.execute("UPDATE users SET password_hash = ? WHERE name = ?",
                                      (new_hash, name))  # fmt: skip
+                    _event(conn, said, "login", "", at=now)
         if locked:  # raised after the commit, so the lockout itself is recorded
             minutes = round(LOCKOUT_WINDOW.total_seconds() / 60)
             raise AccountLockedError(
@@ -282,6 +294,12 @@ class Accounts:
             return None
         return User(user.name, parse_roles(row["roles"].split(",")))
 
+    def altered(self) -> tuple[str, ...]:
+        """What was changed outside the app in the accounts or their logs (empty: nothing
+        found); see :mod:`leukemia_core.account_chain`."""
+        with self._transaction(write=False) as conn:
+            return account_alterations(conn)
+
     def record(self, name: str, event: str, detail: str = "") -> None:
         """Record ``logout`` or ``timeout`` (or another account event) for ``name``."""
         with self._transaction(write=True) as conn:
@@ -302,11 +320,9 @@ class Accounts:
         """Record who changed which model, when (promote, activate, adapt, ...)."""
         require(user, Permission.MANAGE_MODELS)
         with self._transaction(write=True) as conn:
-            conn.execute(
-                "INSERT INTO model_events (at, user_name, action, from_model, to_model, note) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (_now().isoformat(), user.name, action, from_model, to_model, note),
-            )
+            append_model_event(conn, {"at": _now().isoformat(), "user_name": user.name,
+                                      "action": action, "from_model": from_model,
+                                      "to_model": to_model, "note": note})  # fmt: skip
 
     def model_changes(self, limit: int = 200) -> list[dict]:
         with self._transaction(write=False) as conn:
@@ -375,10 +391,7 @@ def _logged_name(typed: str) -> str:
 def _event(
     conn: sqlite3.Connection, name: str, event: str, detail: str, at: datetime | None = None
 ) -> None:
-    conn.execute(
-        "INSERT INTO account_events (at, user_name, event, detail) VALUES (?, ?, ?, ?)",
-        ((at or _now()).isoformat(), name, event, detail),
-    )
+    append_account_event(conn, name, event, detail, (at or _now()).isoformat())
 
 
 @functools.cache

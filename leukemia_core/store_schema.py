@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 import cv2
 import numpy as np
 
+from leukemia_core.account_chain import append_account_event, chain_existing
 from leukemia_core.imaging import mask_outline
 from leukemia_core.store_digest import (
     AUDIT_CHAINED,
@@ -299,6 +300,28 @@ def _v8_to_v9(conn: sqlite3.Connection) -> None:
 
 PSEUDONYM_KEY = "pseudonym_key"  # the ``installation`` row of the export's pseudonym key
 
+
+def _v9_to_v10(conn: sqlite3.Connection) -> None:
+    """Account and model events chained by hash, each account event with a digest of the
+    accounts after it (:mod:`leukemia_core.account_chain`): a role granted or an account
+    enabled with SQL left no trace. Earlier events are chained as they stand, and one event
+    records the accounts as the upgrade found them."""
+    for table, column in (("account_events", "users_state"), ("account_events", "chain"),
+                          ("model_events", "chain")):  # fmt: skip
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
+    guards = ("account_events_are_append_only", "model_events_are_append_only")
+    kept = {name: sql for name, sql in conn.execute(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'trigger'") if name in guards}  # fmt: skip
+    for name in kept:
+        conn.execute(f"DROP TRIGGER {name}")
+    chain_existing(conn)
+    for sql in kept.values():
+        conn.execute(sql)
+    if conn.execute("SELECT 1 FROM users LIMIT 1").fetchone():  # not a new database
+        append_account_event(conn, "system", "schema upgraded", "database schema 10: account "
+                             "and model events chained", datetime.now(UTC).isoformat())  # fmt: skip
+
+
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     0: _v0_to_v1,
     1: _v1_to_v2,
@@ -309,6 +332,7 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     6: _v6_to_v7,
     7: _v7_to_v8,
     8: _v8_to_v9,
+    9: _v9_to_v10,
 }
 """``MIGRATIONS[n]`` brings a database from version ``n`` to ``n + 1``."""
 

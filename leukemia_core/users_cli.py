@@ -68,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"account {args.name!r} {args.action}d")
         else:
             users = accounts.list_users()
+            for change in accounts.altered():
+                print(f"WARNING: changed outside the app: {change}", file=sys.stderr)
             for user in users:
                 state = " (disabled)" if user.disabled else ""
                 print(f"{user.name}\t{', '.join(sorted(user.roles))}{state}")

@@ -16,6 +16,17 @@ admin = auth.require(Permission.MANAGE_USERS)
 st.title("Accounts")
 show_flashes()
 accounts = auth.accounts()
+try:
+    if altered := accounts.altered():
+        st.error(
+            "The accounts or their logs were changed outside the app: " + "; ".join(altered)
+            + ". Check every account's roles and whether it should be enabled below; ask the "
+            "server's administrator how the database file was changed, and restore a backup "
+            "from before it if needed.",
+            icon=":material/gpp_bad:",
+        )  # fmt: skip
+except LeukemiaCoreError as error:
+    st.error(str(error))
 ROLE_HELP = "  \n".join(role_text(role) for role in Role)  # what each role may do, exactly
 
 

@@ -759,3 +759,31 @@ def test_passwords_among_the_first_guesses_are_refused_in_words(db, password, wh
     with pytest.raises(AccountInputError, match=f"That password .*{why}"):
         Accounts().add_user("Marta", password, ["reviewer"])
     Accounts().add_user("Marta", "three unrelated words", ["reviewer"])  # what it advises
+
+
+def test_accounts_and_their_logs_changed_outside_the_app_are_shown(db, apptest_navigation,
+                                                                    capsys):  # fmt: skip
+    """A role granted with SQL, and failed logins deleted with the guard dropped, left no
+    trace: the case trail is chained, the accounts were not."""
+    from leukemia_core.__main__ import main
+
+    accounts = Accounts()
+    make_user("root", ("admin",))
+    accounts.add_user("ana", "a long secret 1", ["reviewer"])
+    accounts.record_model_change(User("root", {Role.MODEL_ADMIN}), "activate", None, "m")
+    assert accounts.altered() == ()
+    with sqlite3.connect(accounts.path) as conn:
+        conn.execute("UPDATE users SET roles = 'admin,signer' WHERE name = 'ana'")
+    (said,) = accounts.altered()
+    assert "accounts (names, roles, passwords or disablings) were changed" in said
+    assert main(["users", "list"]) == 0 and "changed outside the app" in capsys.readouterr().err
+    at = log_in(_app(apptest_navigation), "root", ("admin",))
+    at.switch_page("pages/accounts.py").run()
+    assert any("changed outside the app" in e.value for e in at.error)
+    with sqlite3.connect(accounts.path) as conn:
+        conn.execute("DROP TRIGGER model_events_are_kept")
+        conn.execute("DELETE FROM model_events")
+        conn.execute("INSERT INTO model_events (at, user_name, action) VALUES ('2026', 'x', 'y')")
+    assert any("model change" in p and "does not follow" in p for p in accounts.altered())
+    accounts.set_roles("ana", ["reviewer"], by=User("root", {Role.ADMIN}))  # the app writes next
+    assert any("found when the app next wrote" in p for p in accounts.altered())  # for good

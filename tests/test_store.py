@@ -790,6 +790,27 @@ def test_a_database_of_release_5_gains_patient_ids_and_keeps_every_case(tmp_path
     assert len(store.load_case(saved_id).audit) == len(expected[saved_id]["audit"]) + 2
 
 
+def test_a_database_of_schema_9_gets_its_account_events_chained_as_they_stood(tmp_path: Path):
+    from leukemia_core.accounts import Accounts
+    from leukemia_core.store_schema import MIGRATIONS
+
+    path = tmp_path / "v9.sqlite3"
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        for version in range(9):
+            MIGRATIONS[version](conn)
+        conn.execute("PRAGMA user_version = 9")
+        conn.execute("INSERT INTO users VALUES ('ana', 'h', 'signer', '2026-12-01', 'x', 1)")
+        for event in ("created", "disabled"):
+            conn.execute("INSERT INTO account_events (at, user_name, event) VALUES "
+                         "('2026-12-01', 'ana', ?)", (event,))  # fmt: skip
+    accounts = Accounts(path)
+    assert accounts.altered() == ()
+    assert [e["event"] for e in accounts.events()] == ["schema upgraded", "disabled", "created"]
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE users SET disabled = 0")
+    assert accounts.altered()
+
+
 def test_an_upgrade_never_hides_a_change_made_outside_the_app_before_it(tmp_path: Path):
     path, expected = _release_copy(tmp_path, 5)
     _, reopened_id, saved_id = expected
