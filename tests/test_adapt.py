@@ -41,9 +41,9 @@ from leukemia_core.types import Cell, Field
 from train.__main__ import main as train_cli
 from train.adapt import AdaptationError, adapt_from_arrays, figures
 from train.adapt_model import ModelExistsError, adapt_model, next_site_name
-from train.cellbank import bank_group
 from train.data import load_manifest
 from train.evaluate.classifier import seen_groups
+from train.groups import bank_group
 from train.loso import adaptation_split
 from train.run import recalibrate
 from train.splits import SplitError, read_split_file

@@ -1,8 +1,8 @@
 """The bundled (active) model against the acceptance floors, on the groups it never saw.
 
 Every figure here is recomputed from the real datasets (``data`` tests, run by CI): held-out
-ALL-IDB1 fields, ALL-IDB2 crops and deepapl patients (groups on the test side of the model's
-``split.csv``) and held-out PBC normal cells. The same commands print these figures (see the
+deepapl patients (groups on the test side of the model's ``split.csv``) and held-out PBC
+normal cells; ALL-IDB fields and crops only where no field of their smear run was trained on. The same commands print these figures (see the
 README). Floors the model does not reach yet are strict xfails with the measured value, so the
 day one is met the test says so.
 """
@@ -57,41 +57,41 @@ def test_bundled_folder_is_complete_small_and_checked():
     assert load_model("lite0_blast_v1").config.name == "lite0_blast_v1"  # still selectable
 
 
-@pytest.fixture(scope="module")
-def field_figures(bundled, shared_data):
+NO_ALLIDB_HELD_OUT = (
+    "lite0_blast_v2 holds no ALL-IDB smear run out: its split cut the fields in blocks of 4 "
+    "numbers and one run's blocks landed on all three sides, so its ALL-IDB held-out figures "
+    "were withdrawn (2026-12-07); a model split by smear runs is needed to measure these"
+)
+
+
+def test_no_allidb_field_or_crop_next_to_a_training_field_counts_as_held_out(bundled,
+                                                                           shared_data):  # fmt: skip
+    """v2's 'held-out' ALL-IDB fields and crops were blocks of smear runs it was trained and
+    calibrated on (Im020-033 on all three sides): none is held out now, and the code says so
+    rather than report them."""
     classifier, seen = bundled
-    return evaluate_smears(shared_data / "all_idb1", classifier, seen=seen)
+    with pytest.raises(ValueError, match="belongs to a group the model was trained on"):
+        evaluate_smears(shared_data / "all_idb1", classifier, seen=seen)
+    with pytest.raises(ValueError, match="belongs to a group the model was trained on"):
+        evaluate_cells(load_allidb2(shared_data / "all_idb2"), classifier, seen=seen, n_boot=0)
 
 
-def test_held_out_fields_find_every_blast(field_figures):
-    assert field_figures["n_all_fields"] >= 4 and field_figures["n_healthy_fields"] >= 4
-    assert field_figures["blast_recall"] >= 0.95
-    assert field_figures["confident_miss_rate"] <= 0.01
-    assert field_figures["count_mae"] <= 1.5
-
-
-@pytest.mark.xfail(strict=True, reason=NOT_YET.format("blast F1 0.727, field AUROC 0.893"))
-def test_held_out_fields_target(field_figures):
-    assert field_figures["blast_f1"] >= 0.92
-    assert field_figures["field_auroc"] >= 0.99
-
-
-@pytest.fixture(scope="module")
-def allidb2_figures(bundled, shared_data):
+@pytest.mark.xfail(strict=True, reason=NO_ALLIDB_HELD_OUT)
+def test_held_out_fields_target(bundled, shared_data):
     classifier, seen = bundled
-    return evaluate_cells(load_allidb2(shared_data / "all_idb2"), classifier, seen=seen, n_boot=0)
+    figures = evaluate_smears(shared_data / "all_idb1", classifier, seen=seen)
+    assert figures["blast_recall"] >= 0.95 and figures["confident_miss_rate"] <= 0.01
+    assert figures["blast_f1"] >= 0.92
+    assert figures["field_auroc"] >= 0.99
 
 
-def test_held_out_allidb2_crops(allidb2_figures):
-    assert allidb2_figures["n"] >= 20 and allidb2_figures["n_skipped_seen_in_training"] > 0
-    assert allidb2_figures["sensitivity"] >= 0.95
-    assert allidb2_figures["confident_miss_rate"] <= 0.01
-    assert allidb2_figures["auroc"] >= 0.95
-
-
-@pytest.mark.xfail(strict=True, reason=NOT_YET.format("balanced accuracy 0.810"))
-def test_held_out_allidb2_target(allidb2_figures):
-    assert allidb2_figures["balanced_accuracy"] >= 0.95
+@pytest.mark.xfail(strict=True, reason=NO_ALLIDB_HELD_OUT)
+def test_held_out_allidb2_target(bundled, shared_data):
+    classifier, seen = bundled
+    figures = evaluate_cells(load_allidb2(shared_data / "all_idb2"), classifier, seen=seen,
+                             n_boot=0)  # fmt: skip
+    assert figures["sensitivity"] >= 0.95 and figures["confident_miss_rate"] <= 0.01
+    assert figures["balanced_accuracy"] >= 0.95
 
 
 @pytest.fixture(scope="module")
@@ -140,9 +140,7 @@ def test_held_out_calibration(bundled, shared_data):
     assert recorded["test"]["ece"] <= 0.05  # the figure in the card, on the whole test split
 
 
-RECORDED = {"smears": ("field_figures", ["blast_precision", "blast_recall", "field_auroc"]),
-            "allidb2_held_out": ("allidb2_figures", ["sensitivity", "specificity", "auroc"]),
-            "deepapl_held_out": ("deepapl_figures", ["sensitivity", "specificity", "auroc"]),
+RECORDED = {"deepapl_held_out": ("deepapl_figures", ["sensitivity", "specificity", "auroc"]),
             "normals": ("pbc_figures", ["false_blast_rate"])}  # fmt: skip
 
 

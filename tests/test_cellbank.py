@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from train.cellbank import bank_group, build_bank, idb1_group
+from train.cellbank import build_bank
 from train.data import load_allidb2, load_manifest
+from train.groups import bank_group, idb1_group
 from train.records import LabelledCrop
 
 
@@ -109,3 +110,28 @@ def test_a_missing_source_folder_is_named_before_any_crop_is_written(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"--deepapl .*nope"):
         build_bank({"pbc": tmp_path / "pbc", "deepapl": tmp_path / "nope"}, tmp_path / "bank")
     assert not (tmp_path / "bank").exists()
+
+
+def test_allidb2_crops_of_one_cell_are_counted_once(tmp_path):
+    """ALL-IDB2 repeats cells of field Im093 as new crops (Im222 as Im256, 8 px apart): they
+    were counted twice in held-out figures, one false blast among them."""
+    import cv2
+    import numpy as np
+
+    from train.data import load_allidb2
+
+    (tmp_path / "images").mkdir()
+    rows = [("Im001_0", "F1.jpg", 100, 100), ("Im002_0", "F1.jpg", 108, 96),  # one cell twice
+            ("Im003_0", "F1.jpg", 400, 100),  # another cell of the field
+            ("Im004_1", "F2.jpg", 50, 50), ("Im005_0", "F2.jpg", 60, 52),  # one cell, two labels
+            ("Im006_0", "F3.jpg", 108, 96)]  # same place, another field  # fmt: skip
+    for stem, *_ in rows:
+        cv2.imwrite(str(tmp_path / "images" / f"{stem}.tif"), np.full((8, 8, 3), 200, np.uint8))
+    (tmp_path / "source_fields.csv").write_text(
+        "crop,idb1_field,x,y,match_score\n"
+        + "".join(f"{stem}.tif,{field},{x},{y},0.99\n" for stem, field, x, y in rows)
+    )
+    table = load_allidb2(tmp_path)
+    assert [r.path.stem for r in table.records] == ["Im001_0", "Im003_0", "Im006_0"]
+    assert any("Im002_0.tif (= Im001_0.tif)" in n for n in table.notes)
+    assert any("both blast and normal" in n and "Im004_1.tif" in n for n in table.notes)

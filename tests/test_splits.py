@@ -213,3 +213,52 @@ def test_split_from_file_trains_on_groups_it_does_not_know_and_refuses_bad_files
         split_from_file(make_records([(0, True)]), path)
     with pytest.raises(SplitError, match="Cannot read the split file"):
         split_from_file(make_records([(0, True)]), tmp_path / "absent.csv")
+
+
+def test_consecutive_allidb1_blocks_are_one_split_unit():
+    from train.groups import linked_groups
+
+    units = linked_groups({"allidb1:b003", "allidb1:b004", "allidb1:b006", "pbc:x", "allidb1:Im7"})
+    assert units == {"allidb1:b003": "allidb1:run003", "allidb1:b004": "allidb1:run003",
+                     "allidb1:b006": "allidb1:run006", "pbc:x": "pbc:x",
+                     "allidb1:Im7": "allidb1:Im7"}  # fmt: skip
+
+
+@settings(max_examples=60, deadline=None)
+@given(blocks=st.sets(st.integers(0, 30), min_size=4, max_size=25), seed=st.integers(0, 2**16))
+def test_no_smear_run_of_allidb1_is_ever_on_two_sides(blocks, seed):
+    """Blocks of 4 field numbers were the groups: one smear run (Im020-033) lay on the test,
+    validation and training sides of the bundled model's split."""
+    from train.groups import linked_groups
+    from train.splits import folds_per_source, split_per_source
+
+    records = [
+        LabelledCrop(Path(f"b{b}_{i}.png"), LABELS[(b + i) % 2], f"allidb1:b{b:03d}", "allidb1")
+        for b in sorted(blocks) for i in range(3)
+    ] + make_records([(g, g % 2 == 0) for g in range(12)])  # fmt: skip
+    unit_of = linked_groups({r.group for r in records})
+    for split in [split_per_source(records, seed=seed), *folds_per_source(records, 3, seed)]:
+        sides: dict[str, set[str]] = {}
+        for side, members in split.sides().items():
+            for r in members:
+                sides.setdefault(unit_of[r.group], set()).add(side)
+        assert all(len(s) == 1 for s in sides.values()), sides
+
+
+def test_a_block_numbered_next_to_a_seen_block_is_not_held_out(tmp_path):
+    from train.evaluate.classifier import seen_groups, seen_in_training
+
+    (tmp_path / "split.csv").write_text(
+        "group,side\nallidb1:b004,train\nallidb1:b005,test\nallidb1:b006,test\n"
+        "allidb1:b007,val\nallidb1:b011,test\ndeepapl:Patient_01,test\n"
+    )
+    seen = seen_groups(tmp_path)
+    records = [LabelledCrop(Path(f"{g}.png"), LABELS[1], g, "allidb1")
+               for g in ("allidb1:b005", "allidb1:b006", "allidb1:b011", "allidb1:b013")]  # fmt: skip
+    flags, _ = seen_in_training(records, seen)
+    # b005-b006 lie between training and validation blocks; b011 and b013 have no seen
+    # neighbour (b012 is in neither the split nor the data, so it links nothing)
+    assert flags == [True, True, False, False]
+    records.append(LabelledCrop(Path("x.png"), LABELS[1], "allidb1:b012", "allidb1"))
+    flags, _ = seen_in_training(records, seen)  # b012 evaluated: b011-b013 one run, no seen block
+    assert flags == [True, True, False, False, False]

@@ -48,11 +48,11 @@ from train.adapt import (
     worse_than_before,
 )
 from train.card import model_card
-from train.cellbank import bank_group
 from train.cli_model import load_tables
 from train.data import FORMATS
 from train.evaluate.classifier import seen_groups, seen_in_training
 from train.fit import app_crop
+from train.groups import bank_group
 from train.inspection import without_duplicates
 from train.progress import ProgressCallback
 from train.records import BLAST, CellTable, LabelledCrop

@@ -44,12 +44,11 @@ from leukemia_core.segmentation import segment_wbc
 from leukemia_core.single_cell import WHOLE_IMAGE, single_cell_crop
 from train.data import load_allidb2, load_class_folders, load_cnmc
 from train.evaluate.segmentation import cells_at_points, image_files, read_voc_boxes, read_xyc
+from train.groups import bank_group, idb1_group
 from train.records import BLAST, NORMAL
 
 MANIFEST_COLUMNS = ("path", "label", "group", "source", "subset", "cell_type")
 SKIPPED_FILE = "skipped.csv"  # unreadable source images, with the reader's message
-IDB1_BLOCK = 4  # consecutive ALL-IDB1 field numbers that form one group
-_IDB1_NAME = re.compile(r"^Im(\d+)_([01])$", re.IGNORECASE)
 
 Progress = Callable[[int, int, str], None]
 
@@ -72,28 +71,6 @@ class SkippedImage:
 
     path: Path
     reason: str
-
-
-def idb1_group(field_stem: str) -> str:
-    """Group of an ALL-IDB1 field: ``allidb1:b<k>`` for blocks of :data:`IDB1_BLOCK` numbers."""
-    match = _IDB1_NAME.match(field_stem)
-    number = int(match.group(1)) if match else 0
-    return f"allidb1:b{number // IDB1_BLOCK:03d}" if match else f"allidb1:{field_stem}"
-
-
-def bank_group(record) -> str:
-    """Group of a loaded record in the bank's namespace (shared by training and evaluation).
-
-    Groups that already carry a namespace (``source:...``, as in the bank's own manifest) are
-    kept as they are.
-    """
-    if ":" in str(record.group):
-        return str(record.group)
-    if record.source == "allidb2":
-        if str(record.group) == record.path.name:  # no source-field CSV: its field is unknown
-            return f"allidb2:{record.path.stem}"  # (its own number is no ALL-IDB1 field's)
-        return idb1_group(Path(record.group).stem)
-    return f"{record.source}:{record.group}"
 
 
 def _touching(labels: np.ndarray, ids: set[int]) -> set[int]:

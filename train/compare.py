@@ -32,7 +32,6 @@ from leukemia_core.models.writing import save_model_folder
 from leukemia_core.outputs import write_text_atomic
 from train.batches import balancing_strata
 from train.card import model_card
-from train.cellbank import bank_group
 from train.compare_settings import (
     FROZEN_RANDOM_WORDS,
     MODELS_SUBDIR,
@@ -48,6 +47,7 @@ from train.crop_cache import CropCache, ReadyCrops
 from train.domain import staged_domain_reference
 from train.evaluate.classifier import SPLIT_FILE
 from train.fit import FitConfig, fit, labels_of, predict_logits
+from train.groups import bank_group
 from train.head import backbone_features, train_head
 from train.loso import adaptation_check, domain_check
 from train.progress import ProgressCallback
@@ -343,16 +343,25 @@ def _write_cards(comparison: Comparison, results: dict) -> None:
             continue
         folder = Path(outcome.folder)
         config = json.loads((folder / "config.json").read_text())
+        # The folder holds fold 1's model: its test figures are fold 1's test cells. The
+        # pooled figures of every fold (other folds' tests hold this model's training cells)
+        # describe the recipe, and the best recipe was chosen on them.
+        own = len(comparison.fold_names) > 1
         metrics = {
-            "test": results["models"][outcome.name]["metrics"],
-            "test_per_source": results["models"][outcome.name]["per_source"],
+            "test": comparison.metrics(outcome, 1) if own else results["models"][outcome.name]["metrics"],
+            "test_per_source": (comparison.per_source(outcome, 1) if own
+                                else results["models"][outcome.name]["per_source"]),
             "test_uncertain_fraction": comparison.uncertain_fraction(outcome),
             "training_seconds": outcome.training_seconds,
             "history": outcome.history,
             "comparison": (f"Trained in a comparison of {len(comparison.outcomes) - 1} "
-                           f"architecture(s); split {results['split']}. The figures above pool "
-                           "the out-of-fold test predictions of every fold of this recipe; this "
-                           "folder holds the model of fold 1.\n\n" + table),
+                           f"architecture(s); split {results['split']}. "
+                           + ("The figures above are this folder's model (fold 1) on fold 1's "
+                              "test groups; the table below pools every fold's test cells "
+                              "(other folds' models), and the best recipe was chosen on it, "
+                              "so its figure is optimistic for the one chosen." if own else
+                              "The best recipe was chosen on these test figures, so they are "
+                              "optimistic for the one chosen.") + "\n\n" + table),
         }  # fmt: skip
         write_text_atomic(folder / "metrics.json", json.dumps(metrics, indent=1) + "\n")
         write_text_atomic(folder / "card.md", model_card(folder.name, config, metrics))

@@ -13,7 +13,6 @@ import numpy as np
 
 from leukemia_core.calibration import BLAST_INDEX, reliability_bins
 from leukemia_core.outputs import write_text_atomic
-from train.cellbank import bank_group
 from train.compare_settings import (
     PREDICTIONS_FILE,
     RESULTS_FILE,
@@ -25,6 +24,7 @@ from train.compare_settings import (
 from train.compare_tables import table_csv
 from train.evaluate.metrics import binary_metrics, mcnemar, roc_points
 from train.fit import labels_of
+from train.groups import bank_group
 from train.records import LabelledCrop
 from train.splits import loso_units
 
@@ -68,15 +68,17 @@ class Comparison:
     def is_blast(self) -> np.ndarray:
         return labels_of(self.records) == BLAST_INDEX
 
-    def metrics(self, outcome: ModelOutcome) -> dict:
-        """Pooled test metrics of one model with 95% group-bootstrap intervals."""
-        if outcome.name not in self._metrics:
-            t = self.tested()
+    def metrics(self, outcome: ModelOutcome, fold: int | None = None) -> dict:
+        """Pooled test metrics of one model with 95% group-bootstrap intervals; with ``fold``,
+        of that fold's test cells only (folds count from 1; the figures of the model it trained)."""
+        key = outcome.name if fold is None else f"{outcome.name}/fold{fold}"
+        if key not in self._metrics:
+            t = self.tested() if fold is None else self.fold_of == fold
             groups = [bank_group(r) for r, keep in zip(self.records, t, strict=True) if keep]
-            self._metrics[outcome.name] = binary_metrics(
+            self._metrics[key] = binary_metrics(
                 self.is_blast()[t], outcome.p[t], outcome.thresholds[t], groups=groups,
                 seed=self.settings.seed, review_low=outcome.review_low[t])  # fmt: skip
-        return self._metrics[outcome.name]
+        return self._metrics[key]
 
     def uncertain_fraction(self, outcome: ModelOutcome) -> float | None:
         """Share of the tested cells whose probability fell in their fold's review band (the
@@ -95,11 +97,13 @@ class Comparison:
             return np.array([unit_of[r.source] for r in self.records])
         return np.array([r.source for r in self.records])
 
-    def per_source(self, outcome: ModelOutcome) -> dict:
-        """Figures per source unit with 95% intervals by group (patient, field block)."""
-        key = f"{outcome.name}/per_source"
+    def per_source(self, outcome: ModelOutcome, fold: int | None = None) -> dict:
+        """Figures per source unit with 95% intervals by group (patient, field block); with
+        ``fold``, of that fold's test cells only."""
+        key = f"{outcome.name}/per_source" + ("" if fold is None else f"/fold{fold}")
         if key not in self._metrics:
-            t, units = self.tested(), self.source_units()
+            t = self.tested() if fold is None else self.fold_of == fold
+            units = self.source_units()
             groups = np.array([bank_group(r) for r in self.records])
             self._metrics[key] = {
                 s: binary_metrics(self.is_blast()[m], outcome.p[m], outcome.thresholds[m],

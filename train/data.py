@@ -38,6 +38,7 @@ from train.records import (
 from train.records import ManifestError as ManifestError  # re-exported
 from train.records import UnreadableFileError as UnreadableFileError  # re-exported
 from train.records import summarize as summarize  # re-exported
+from train.same_cell import crop_centre, each_cell_once
 
 FORMATS = ("cnmc", "allidb2", "folders", "manifest")
 IMAGE_SUFFIXES = frozenset(FILE_SUFFIXES)  # what the app reads (a .webp cell was skipped unsaid)
@@ -184,10 +185,11 @@ def load_allidb2(root: str | Path) -> CellTable:
             f"ALL-IDB2 label): {_listed(odd)}."
         )
     fields_csv = next(iter(_csvs_with_columns(root.glob("*.csv"), "crop", "idb1_field")), None)
-    fields = {}
+    fields, centres = {}, {}
     for row in read_csv(fields_csv)[1] if fields_csv else []:
         if row.get("idb1_field"):
             fields[row["crop"]] = fields[Path(row["crop"]).stem] = row["idb1_field"]
+            centres[Path(row["crop"]).stem] = crop_centre(row)
     records, ungrouped, notes = [], [], []
     for path in files:
         group = fields.get(path.name) or fields.get(path.stem)
@@ -195,6 +197,8 @@ def load_allidb2(root: str | Path) -> CellTable:
             ungrouped.append(path.name)
         label = BLAST if _IDB2_NAME.match(path.stem).group(1) == "1" else NORMAL
         records.append(LabelledCrop(path, label, group or path.name, "allidb2"))
+    records, repeats = each_cell_once(records, centres)
+    notes += repeats
     if fields_csv is None:
         notes.append(
             "No source-field CSV (crop,idb1_field): each crop is its own group, so crops "

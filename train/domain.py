@@ -29,9 +29,9 @@ from leukemia_core.domain import (
 )
 from leukemia_core.models.folder import load_model
 from leukemia_core.models.writing import write_domain_reference
-from train.cellbank import bank_group
 from train.evaluate.classifier import SPLIT_FILE
 from train.fit import app_crop
+from train.groups import bank_group
 from train.records import LabelledCrop
 from train.splits import SplitError, read_split_file, split_by_sides
 

@@ -31,10 +31,10 @@ from leukemia_core.models.folder import CONFIG_FILE, load_model
 from leukemia_core.models.writing import save_model_folder, write_config
 from leukemia_core.outputs import write_text_atomic
 from train.card import held_out_sections, model_card
-from train.cellbank import bank_group
 from train.evaluate.classifier import SPLIT_FILE
 from train.evaluate.metrics import binary_metrics
 from train.fit import FitConfig, app_crop, fit, labels_of, load_crops, predict_logits
+from train.groups import bank_group
 from train.progress import ProgressCallback
 from train.records import CellTable, LabelledCrop, summarize
 from train.splits import (

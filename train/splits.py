@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from train.data import LABELS, DatasetError, LabelledCrop
+from train.groups import linked_groups
 
 SIDES = ("train", "val", "test")
 
@@ -51,17 +52,21 @@ class SplitResult:
         return {r.group for r in getattr(self, side)}
 
 
-def _group_counts(records: Sequence[LabelledCrop]) -> dict[str, tuple[int, ...]]:
+def _unit_counts(records: Sequence[LabelledCrop]) -> tuple[dict[str, tuple[int, ...]], dict]:
+    """Per-class cell counts of each split unit (groups of one likely patient joined,
+    :func:`~train.groups.linked_groups`), and each group's unit."""
+    unit_of = linked_groups({r.group for r in records})
     counts: dict[str, list[int]] = {}
     for r in records:
-        counts.setdefault(r.group, [0] * len(LABELS))[LABELS.index(r.label)] += 1
-    return {g: tuple(c) for g, c in counts.items()}
+        counts.setdefault(unit_of[r.group], [0] * len(LABELS))[LABELS.index(r.label)] += 1
+    return {u: tuple(c) for u, c in counts.items()}, unit_of
 
 
 def assign_groups(
     records: Iterable[LabelledCrop], fractions: Sequence[float], seed: int = 0
 ) -> dict[str, int]:
-    """Map each group to a part index so that part ``i`` holds about ``fractions[i]`` of each class.
+    """Map each group to a part index so that part ``i`` holds about ``fractions[i]`` of each class;
+    groups of one split unit (one ALL-IDB1 smear run) always get the same part.
 
     Args:
         records: Cells with ``label`` and ``group``.
@@ -73,7 +78,7 @@ def assign_groups(
     """
     if not fractions or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
         raise SplitError(f"Fractions must be non-negative and sum to 1, got {tuple(fractions)}.")
-    counts = _group_counts(list(records))
+    counts, unit_of = _unit_counts(list(records))
     parts = [i for i, f in enumerate(fractions) if f > 0]
     if len(counts) < len(parts):
         raise SplitError(
@@ -120,7 +125,7 @@ def assign_groups(
 
     for group in sorted((g for g in order if g not in part_of), key=lambda g: -sum(counts[g])):
         put(group, min(parts, key=lambda i: (cost(group, i), -fractions[i], i)))
-    return part_of
+    return {group: part_of[unit] for group, unit in unit_of.items()}
 
 
 def grouped_split(

@@ -23,7 +23,6 @@ from train.adapt import (
     worse_than_before,
 )
 from train.adapt_model import adapt_model, next_site_name, require_sample_ids
-from train.cellbank import bank_group
 from train.compare_tables import MIN_TEST_GROUPS
 from train.data_roots import (
     NOT_CONFIGURED,
@@ -32,6 +31,7 @@ from train.data_roots import (
     relative_name,
     resolve_under_roots,
 )
+from train.groups import bank_group
 from train.records import BLAST, CellTable
 from train.reviewed_cases import export_reviewed_cases, signed_cases_words
 from ui import auth, state

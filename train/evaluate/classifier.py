@@ -17,7 +17,6 @@ from leukemia_core.errors import InvalidImageError, NoCellError
 from leukemia_core.io import read_image
 from leukemia_core.pipeline import analyze
 from leukemia_core.wilson import wilson_interval
-from train.cellbank import bank_group, idb1_group
 from train.evaluate.metrics import (
     FEW_GROUPS_FOR_INTERVALS,
     auroc,
@@ -26,6 +25,7 @@ from train.evaluate.metrics import (
 )
 from train.evaluate.segmentation import cells_at_points, image_files, read_xyc
 from train.fit import app_crop
+from train.groups import bank_group, idb1_group, linked_groups
 from train.records import BLAST, CellTable
 from train.splits import read_split_file
 
@@ -34,11 +34,22 @@ SPLIT_FILE = "split.csv"
 
 
 def seen_groups(model_folder: Path) -> set[str]:
-    """Groups on the train and val sides of the model's split (empty when it has no split.csv)."""
+    """Groups on the train and val sides of the model's split, and the groups of one split unit
+    with them (test blocks of an ALL-IDB1 smear run partly trained on; empty when the model
+    has no split.csv)."""
     path = Path(model_folder) / SPLIT_FILE
     if not path.is_file():
         return set()
-    return {group for group, side in read_split_file(path).items() if side != "test"}
+    sides = read_split_file(path)
+    return linked_seen({group for group, side in sides.items() if side != "test"}, sides)
+
+
+def linked_seen(seen: set[str], others) -> set[str]:
+    """``seen`` and every group of ``others`` in one split unit with a seen group (fields
+    numbered next to a training field of ALL-IDB1 are likely the same smear)."""
+    unit_of = linked_groups(set(seen) | set(others))
+    seen_units = {unit_of[g] for g in seen}
+    return {g for g, unit in unit_of.items() if unit in seen_units}
 
 
 def _crop_probabilities(records, classifier: Classifier, progress: Progress | None):
@@ -68,6 +79,7 @@ def seen_in_training(records, seen: set[str]) -> tuple[list[bool], list[str]]:
     alone, so a copy of a training set is never counted as new patients; other patients who
     happen to share a name are then left out too, and the note says so.
     """
+    seen = linked_seen(seen, {bank_group(record) for record in records})
     known = {g.partition(":")[0] for g in seen}
     names = {g.partition(":")[2] for g in seen}
     flags, by_name = [], {}
@@ -250,6 +262,8 @@ def evaluate_smears(
     unmarked = [p.name for p in every if p.stem.endswith("_1")
                 and not (root / "xyc" / f"{p.stem}.xyc").is_file()]  # fmt: skip
     every = [p for p in every if p.name not in unmarked]
+    if seen:  # a field numbered next to a training field is likely the same smear
+        seen = linked_seen(seen, {idb1_group(p.stem) for p in every})
     fields = [p for p in every if not seen or idb1_group(p.stem) not in seen]
     if not fields:
         raise ValueError(f"Every field in {root} belongs to a group the model was trained on, "
@@ -259,7 +273,7 @@ def evaluate_smears(
         notes.append(f"{len(unmarked)} ALL field(s) without expert marks (no xyc/<name>.xyc) "
                      f"left out: {', '.join(unmarked[:5])}{', ...' if len(unmarked) > 5 else ''}.")  # fmt: skip
     if seen is None:  # with --held-out those fields are already left out above
-        own = seen_groups(classifier.model.path)
+        own = linked_seen(seen_groups(classifier.model.path), {idb1_group(p.stem) for p in fields})
         if trained := sum(idb1_group(p.stem) in own for p in fields):
             notes.append(_not_held_out_note(trained, len(fields), "fields"))
     threshold = classifier.model.config.calibration.threshold

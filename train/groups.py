@@ -1,0 +1,59 @@
+"""Groups of cells that must share a side of every split: the dataset's subject, field or
+file, named ``source:name`` in the crop bank's namespace (shared by training and evaluation),
+and the split units that join groups of one likely patient (:func:`linked_groups`)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+IDB1_BLOCK = 4  # consecutive ALL-IDB1 field numbers that form one group
+_IDB1_NAME = re.compile(r"^Im(\d+)_([01])$", re.IGNORECASE)
+
+
+def idb1_group(field_stem: str) -> str:
+    """Group of an ALL-IDB1 field: ``allidb1:b<k>`` for blocks of :data:`IDB1_BLOCK` numbers."""
+    match = _IDB1_NAME.match(field_stem)
+    number = int(match.group(1)) if match else 0
+    return f"allidb1:b{number // IDB1_BLOCK:03d}" if match else f"allidb1:{field_stem}"
+
+
+_IDB1_BLOCK_GROUP = re.compile(r"^allidb1:b(\d+)$")
+
+
+def linked_groups(groups: Iterable[str]) -> dict[str, str]:
+    """Each group's split unit: the groups that must share a side.
+
+    ALL-IDB1 publishes no patient ids, and one smear's fields are numbered consecutively:
+    blocks of consecutive numbers that all hold fields are one run (likely one smear, so one
+    patient), and a run is one unit, named by its first block (``allidb1:run005``). Where a
+    healthy run meets an ALL run with no number between them they are merged too: that costs
+    groups, never a leak. Every other group is a unit of its own.
+    """
+    groups = set(groups)
+    numbers = sorted({int(m.group(1)) for g in groups if (m := _IDB1_BLOCK_GROUP.match(g))})
+    first_of, start = {}, None
+    for i, number in enumerate(numbers):
+        if i == 0 or number != numbers[i - 1] + 1:
+            start = number
+        first_of[number] = start
+    return {
+        g: f"allidb1:run{first_of[int(m.group(1))]:03d}" if (m := _IDB1_BLOCK_GROUP.match(g)) else g
+        for g in groups
+    }
+
+
+def bank_group(record) -> str:
+    """Group of a loaded record in the bank's namespace (shared by training and evaluation).
+
+    Groups that already carry a namespace (``source:...``, as in the bank's own manifest) are
+    kept as they are.
+    """
+    if ":" in str(record.group):
+        return str(record.group)
+    if record.source == "allidb2":
+        if str(record.group) == record.path.name:  # no source-field CSV: its field is unknown
+            return f"allidb2:{record.path.stem}"  # (its own number is no ALL-IDB1 field's)
+        return idb1_group(Path(record.group).stem)
+    return f"{record.source}:{record.group}"
