@@ -154,3 +154,19 @@ def test_fit_cli_says_where_imagenet_weights_go(shared_data, tmp_path):
         and str(tmp_path / "keras") in run.stderr
     )
     assert not (tmp_path / "x").exists()
+
+
+def test_an_interrupted_phase_is_resumed_only_by_the_same_cells_and_settings():
+    """A backup left by an interrupted run on other cells (another split, whose test side it
+    may have trained on) started the next run from its weights, without a word. (Keras
+    deletes a finished phase's backup; the folder is named by this digest.)"""
+    from train.fit import _run_key
+
+    images = np.zeros((4, 32, 32, 3), np.uint8)
+    data = (images, np.array([0, 1, 0, 1]), images[:2], np.array([0, 1]), None)
+    config = FitConfig(architecture="efficientnet_lite0", input_size=96)
+    assert _run_key(data, config) == _run_key(data, config)
+    other_split = (images, np.array([0, 1, 1, 1]), images[:2], np.array([0, 1]), None)
+    assert _run_key(other_split, config) != _run_key(data, config)
+    assert _run_key(data, FitConfig(architecture="efficientnet_lite0", input_size=64)) != (
+        _run_key(data, config))  # fmt: skip

@@ -13,6 +13,7 @@ a CPU. Augmentation is :mod:`train.augmentation`, balancing and batches :mod:`tr
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -201,8 +202,11 @@ def _fit_phase(model, data, config, phase, epochs, rate, checkpoint_dir, report)
             "val_loss", patience=config.patience, restore_best_weights=True))  # fmt: skip
     if checkpoint_dir is not None:
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        # Resumed only by the same run: a backup left by an interrupted run on other cells or
+        # another split would start this one from weights trained on what may be its test side.
+        backup = checkpoint_dir / f"{phase}_backup_{_run_key(data, config)}"
         callbacks += [
-            keras.callbacks.BackupAndRestore(str(checkpoint_dir / f"{phase}_backup")),
+            keras.callbacks.BackupAndRestore(str(backup)),
             keras.callbacks.ModelCheckpoint(
                 str(checkpoint_dir / f"{phase}_best.weights.h5"),
                 monitor="val_loss" if has_val else "loss",
@@ -223,6 +227,16 @@ def _fit_phase(model, data, config, phase, epochs, rate, checkpoint_dir, report)
         verbose=0,
     )
     return progress.history
+
+
+def _run_key(data, config) -> str:
+    """Which cells, split and settings a phase trains on, as a short digest."""
+    train_images, train_labels, val_images, val_labels, _ = data
+    digest = zlib.crc32(repr(config).encode())
+    for array in (train_images[:, ::16, ::16], train_labels, val_images[:, ::16, ::16],
+                  val_labels):  # fmt: skip
+        digest = zlib.crc32(np.ascontiguousarray(array).tobytes(), digest)
+    return f"{digest:08x}"
 
 
 def _best_val_loss(history: list[dict]) -> float:

@@ -128,7 +128,9 @@ def train_head(
 def fit_cached(model, data, config, report, checkpoint_dir=None) -> list[dict]:
     """Phase one on cached features; the trained head is copied into ``model``."""
     train_images, train_labels, val_images, val_labels, strata = data
-    recipe = zlib.crc32(f"{sorted(config.augmentations)} {config.stain_normalisation}".encode())
+    # The backbone's weights too: features of another backbone in the same folder are stale.
+    recipe = zlib.crc32(f"{sorted(config.augmentations)} {config.stain_normalisation} "
+                        f"{config.weights}".encode())  # fmt: skip
     key = (f"{config.architecture}_{config.size}_{config.seed}_{recipe:08x}_"
            f"{zlib.crc32(train_images[:, ::16, ::16].tobytes()):08x}")  # fmt: skip
     cache = (
