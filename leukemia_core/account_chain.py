@@ -72,8 +72,10 @@ def account_alterations(conn: sqlite3.Connection) -> tuple[str, ...]:
         previous, last = "", None
         for row in conn.execute(f"SELECT * FROM {table} ORDER BY event_id").fetchall():
             last = _as_dict(conn, table, row)
-            if table == "account_events" and (last["user_name"], last["event"]) == (SYSTEM,
-                                                                                    OUTSIDE):
+            if table == "account_events" and (last["user_name"], last["event"]) == (
+                SYSTEM,
+                OUTSIDE,
+            ):
                 found.append(f"the accounts were changed outside the app before "
                              f"{last['at'][:16]} (found when the app next wrote)")  # fmt: skip
             expected = _chain(previous, last, names)

@@ -86,6 +86,10 @@ class ModelIntegrityError(LeukemiaCoreError):
     """A model folder is incomplete, or its weights do not match the checksum in its config."""
 
 
+class ModelActivationRefused(LeukemiaCoreError):
+    """A model may not become the active one (an adapted version its own check calls worse)."""
+
+
 class ReviewError(LeukemiaCoreError, ValueError):
     """A review action cannot be done as asked (not saved yet, unknown cell, machine label)."""
 

@@ -243,7 +243,9 @@ class CaseSignoff(StorePart):
                     (new_id, old["case_id"]),
                 )
             new = self._case(conn, new_id, open_only=True)
-            note = f"reopened from case {old['case_id']} (version {old['version']})"
-            note += f": {reason.strip()[:500]}" if reason.strip() else ""
+            # The reason first: a table column showed the 32-character id and cut the reason.
+            # The full id of the version it came from is the case's parent_id.
+            came_from = f"reopened from version {old['version']} (case {old['case_id'][:8]})"
+            note = f"{reason.strip()[:500]} ({came_from})" if reason.strip() else came_from
             audit(conn, new, "reopened", reviewer, note)
         return new_id

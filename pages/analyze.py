@@ -263,6 +263,12 @@ def show_results(session: Review) -> None:
     metric_row(
         ("Images analysed", len(session.fields)),
         ("White cells found", len(session.cells)),
+        (
+            "Cells counted",
+            count.n_counted,
+            "Blast and normal cells: the percentage's "
+            "denominator (cells cut by the border, excluded or uncertain are not counted).",
+        ),
         ("Blasts", count.n_blasts),
         ("Blast %", percent_text(count), "Of the cells counted (blast + normal)."),
         (

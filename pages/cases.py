@@ -96,6 +96,9 @@ opened = st.session_state.pop(OPENED_KEY, None)
 if opened and opened[1] in by_id:
     st.session_state["case_pick"] = opened[1]
     st.session_state.pop("reopen_case_reason", None)
+elif (st.session_state.get("case_pick") not in by_id  # first visit: the case that is open
+      and (current := state.current()) is not None and current.case_id in by_id):  # fmt: skip
+    st.session_state["case_pick"] = current.case_id
 picked = st.selectbox(
     "Case",
     list(by_id),

@@ -26,7 +26,7 @@ from leukemia_core.accounts import User
 from leukemia_core.calibration import Calibration, blast_probability, fit_calibration
 from leukemia_core.classify import Classifier
 from leukemia_core.domain import DomainReference
-from leukemia_core.errors import ModelNotFoundError
+from leukemia_core.errors import LeukemiaCoreError, ModelNotFoundError
 from leukemia_core.imaging import png_bytes
 from leukemia_core.models.folder import (
     active_model_name,
@@ -579,12 +579,18 @@ def test_an_adaptation_checked_on_few_samples_says_its_figures_are_no_evidence(
     models, apptest_navigation
 ):
     """21 cells of 4 samples scored 1.000 / 1.000 / 1.000 and "Make active" was offered without
-    a word; promotion warns below five test groups."""
+    a word; a check on fewer than five samples now says so, and the version is never made
+    active (as promotion refuses below five test groups)."""
     _sign_cases(CaseStore(os.environ["LEUKEMIA_CASE_DB"]), 3)  # 6 blasts of 3 samples
     at = log_in(AppTest.from_file(str(APP), default_timeout=240), "Dr. M", ("model_admin",)).run()
     at.switch_page("pages/retrain.py").run()
     at.button(key="adapt_count").click().run()
     at.button(key="adapt_run").click().run()
-    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert not at.exception, at.exception
     (warning,) = [w.value for w in at.warning if "no evidence" in w.value]
     assert warning.startswith("These figures rest on 3 samples")
+    refused = [e.value for e in at.error if "cannot become the active model" in e.value]
+    assert refused and "its check rests on 3 sample(s)" in refused[0], [e.value for e in at.error]
+    assert not [b for b in at.button if b.key == "adapt_activate"]
+    with pytest.raises(LeukemiaCoreError, match="rests on 3 sample"):  # the core refuses too
+        set_active_model("tiny-site1", user=User.shell())

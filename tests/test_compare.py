@@ -262,17 +262,20 @@ def test_promotion_concerns_name_what_a_lab_should_weigh():
         ],
         "models": {"lite": {"metrics": {"n": 12, "n_groups": 1}}},
     }
-    assert promotion_refusals(results, "lite") == [
-        "it calls (nearly) every test cell blast (sensitivity 1.00, specificity 0.00)"
-    ]
-    concerns = promotion_concerns(results, "lite", has_domain_reference=False)
-    assert len(concerns) == 3
-    assert "rest on 1 test group(s)" in concerns[0]
-    assert (
-        "does not beat the size-only baseline (balanced accuracy 0.500 against 0.583)"
-        in concerns[1]
-    )
-    assert "no out-of-domain reference" in concerns[2]
+    refusals = promotion_refusals(results, "lite")
+    assert refusals[0] == ("it calls (nearly) every test cell blast (sensitivity 1.00, "
+                           "specificity 0.00)")  # fmt: skip
+    assert "does not beat the size-only baseline (balanced accuracy 0.500 against 0.583)" in (
+        refusals[1])  # fmt: skip
+    assert "rest on 1 test group(s)" in refusals[2] and len(refusals) == 3
+    (concern,) = promotion_concerns(results, "lite", has_domain_reference=False)
+    assert "no out-of-domain reference" in concern
+    # A second walk promoted one of AUROC 0.22 on one subject through the warnings.
+    chance = {"table": [{**row, "sensitivity": 0.9, "specificity": 0.4, "auroc": 0.22,
+                         "balanced_accuracy": 0.65}, results["table"][1]],
+              "models": {"lite": {"metrics": {"n": 200, "n_groups": 9}}}}  # fmt: skip
+    assert promotion_refusals(chance, "lite") == [
+        "it ranks test cells no better than chance (AUROC 0.22)"]  # fmt: skip
     assert (
         row_interval_text(row, "balanced_accuracy", groups=1)
         == "0.500 (interval n/a: 1 test group)"

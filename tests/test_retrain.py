@@ -201,7 +201,14 @@ def test_promote_writes_a_complete_active_folder_and_keeps_the_previous(
     compared, models_root, cells
 ):
     before = _registry(models_root)
-    folder = promote(compared, "simple_cnn", "mine", root=models_root, user=User.shell())
+    with pytest.raises(ValueError, match=r"cannot become the active model.*give your reason"):
+        promote(compared, "simple_cnn", "mine", root=models_root, user=User.shell())
+    assert _registry(models_root) == before
+    why = "the library's promotion path on 33 crops, 2 epochs"
+    folder = promote(compared, "simple_cnn", "mine", root=models_root, user=User.shell(),
+                     despite=why)  # fmt: skip
+    assert "Promoted despite the checks" in (folder / "card.md").read_text()
+    assert why in (folder / "card.md").read_text()
     assert active_model_name(models_root) == "mine" and list_models(models_root)[0] == "mine"
     loaded = load_model("mine", models_root)  # checksum verified
     assert loaded.config.architecture == "simple_cnn" and loaded.config.input_size == 32
@@ -213,7 +220,8 @@ def test_promote_writes_a_complete_active_folder_and_keeps_the_previous(
     assert 0.0 <= share <= 1.0 and f"uncertain band: {share:.3f}" in card
     assert {p.name for p in folder.iterdir()} >= {"model.keras", "config.json", "metrics.json",
                                                   "card.md", "split.csv"}  # fmt: skip
-    promote(compared, "efficientnet_lite0", "mine", root=models_root, user=User.shell())
+    promote(compared, "efficientnet_lite0", "mine", root=models_root, user=User.shell(),
+            despite=why)  # fmt: skip
     assert (models_root / "mine.previous" / "model.keras").is_file()
     lite = load_model("mine", models_root)
     assert lite.config.architecture == "efficientnet_lite0"
@@ -414,7 +422,8 @@ def test_pick_train_watch_compare_promote_then_analyze_uses_it(
     at.button(key="start").click().run()
     assert not at.exception, at.exception
     (job,) = jobs.list_jobs()
-    assert job.title == f"Custom on {cells.parent.name}"  # a manifest: named by its folder
+    # named by its protocol, models and data (a manifest: by its folder)
+    assert job.title == f"Custom (grouped split, 1 model) on {cells.parent.name}"
     _wait(lambda: jobs.job_status(job.job_id).state in jobs.FINISHED, "the job to finish")
     assert jobs.job_status(job.job_id).state == jobs.DONE, jobs.job_status(job.job_id).error
     at.run()
@@ -423,6 +432,13 @@ def test_pick_train_watch_compare_promote_then_analyze_uses_it(
     assert {m.rstrip(" ★") for m in table["Model"]} == {"simple_cnn", SIZE_BASELINE}
     assert "(" in table.loc[0, "Balanced accuracy"]  # the interval
     assert f"comparison-{job.job_id}.csv" in downloads
+    # Tested on a few fields' crops after 2 epochs: refused, unless a reason is typed (a walk
+    # promoted one of AUROC 0.22 on one subject through warnings alone).
+    (refused,) = [e.value for e in at.error if "should not become the active model" in e.value]
+    assert "test group(s)" in refused
+    assert not [c for c in at.checkbox if c.key == f"promote_confirm_{job.job_id}"]
+    reason = "smoke test of the page on 33 crops; never for a lab"
+    at.text_input(key=f"promote_despite_{job.job_id}_simple_cnn").input(reason).run()
     at.text_input(key=f"promote_name_{job.job_id}").input("tiny").run()  # the active model
     assert any("`tiny` (the active model) exists: promoting replaces it" in w.value
                and "`tiny.previous`" in w.value for w in at.warning)  # fmt: skip
@@ -445,9 +461,10 @@ def test_pick_train_watch_compare_promote_then_analyze_uses_it(
     assert next_name != "lab-model" and not (models_root / next_name).exists()  # never replaces
     at.run()  # the next click: the message at the top is gone, the note by the button stays
     assert any("promoted as `lab-model`, the active model" in s.value for s in at.success)
-    change = Accounts().model_changes(1)[0]  # who promoted what, from which model
+    change = Accounts().model_changes(1)[0]  # who promoted what, from which model, and why
     assert (change["user_name"], change["action"], change["to_model"]) == ("Dr. M", "promote",
                                                                           "lab-model")  # fmt: skip
+    assert "promoted by Dr. M despite:" in change["note"] and reason in change["note"]
     at.switch_page("pages/analyze.py").run()
     assert not at.exception, at.exception
     picker = at.selectbox(key="model")

@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("architecture")
     promote.add_argument("--name", required=True, help="model folder name")
     promote.add_argument("--models-dir", type=Path)
+    promote.add_argument("--despite", default="", metavar="REASON",
+                         help="promote a model the checks refuse, for this reason in words "
+                              "(kept in its card and the model changes)")  # fmt: skip
 
     adapt = commands.add_parser("adapt", help="adapt a model to a lab's signed cells (new version)")
     add_adapt_arguments(adapt)
@@ -136,9 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "promote":
             from train.promote import promote
 
-            folder = promote(
-                args.run, args.architecture, args.name, root=args.models_dir, user=User.shell()
-            )
+            folder = promote(args.run, args.architecture, args.name, root=args.models_dir,
+                             user=User.shell(), despite=args.despite)  # fmt: skip
             print(f"promoted {args.architecture} as {folder} (now the active model)")
         elif args.command == "adapt":
             return adapt_command(args)

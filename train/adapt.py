@@ -27,6 +27,7 @@ from leukemia_core.calibration import (
     blast_probability,
     fit_calibration,
 )
+from leukemia_core.models.adapted_check import worse_than_before as worse_than_before
 from train.evaluate.metrics import point_metrics
 from train.records import BLAST, NORMAL, DatasetError, LabelledCrop
 from train.splits import assign_groups
@@ -366,25 +367,3 @@ def _choose(check: dict, variants: tuple[str, ...]) -> tuple[str, str]:
                       f"{check[v]['balanced_accuracy']:.3f}, log-loss {check[v]['nll']:.3f}"
                       for v in variants)  # fmt: skip
     return best, f"Chosen on that check: {VARIANT_NAMES[best]} ({words})"
-
-
-def worse_than_before(check: dict) -> list[str]:
-    """What the chosen adaptation does worse than the base model on the grouped check, in words
-    (empty when balanced accuracy and blast sensitivity did not fall, and ECE and confident
-    misses, the error no reviewer sees, did not rise, as printed to 3 decimals: a change in the
-    ninth is noise, not "worse").
-
-    >>> worse_than_before({"before": {"balanced_accuracy": 0.8, "ece": 0.1},
-    ...                    "after": {"balanced_accuracy": 0.7, "ece": 0.05}})
-    ['balanced accuracy 0.800 -> 0.700']
-    >>> worse_than_before({"before": {"ece": 0.025227112}, "after": {"ece": 0.025227113}})
-    []
-    """
-    before, after = check["before"], check["after"]
-    return [f"{words} {before[key]:.3f} -> {after[key]:.3f}"
-            for key, words, sign in (("balanced_accuracy", "balanced accuracy", 1),
-                                     ("sensitivity", "blast sensitivity", 1),
-                                     ("ece", "ECE", -1),
-                                     ("confident_miss_rate", "confident misses", -1))
-            if before.get(key) is not None and after.get(key) is not None
-            and sign * (round(after[key], 3) - round(before[key], 3)) < 0]  # fmt: skip

@@ -151,6 +151,9 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
         help="afterwards, make this model the active one (needs --name)",
     )
     parser.add_argument("--name", help="model folder name for --promote")
+    parser.add_argument("--despite", default="", metavar="REASON",
+                        help="with --promote: promote it even where the checks refuse, for this "
+                             "reason in words (kept in its card and the model changes)")  # fmt: skip
     parser.add_argument("--models-dir", type=Path)
 
 
@@ -249,6 +252,7 @@ def compare_command(args: argparse.Namespace) -> int:
         print(f"error: {reason}", file=sys.stderr)
         return 1
     if args.promote:
-        folder = promote(out, args.promote, args.name, root=args.models_dir, user=User.shell())
+        folder = promote(out, args.promote, args.name, root=args.models_dir, user=User.shell(),
+                         despite=args.despite)  # fmt: skip
         print(f"promoted {args.promote} as {folder} (now the active model)")
     return 0

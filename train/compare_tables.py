@@ -119,9 +119,12 @@ def test_groups(results: dict, model: str) -> int | None:
 
 def promotion_refusals(results: dict, model: str) -> list[str]:
     """Why ``model`` of a finished comparison must not become the lab's active model (empty
-    when it may): it calls (nearly) every test cell one class, so every analysis would read
-    about 0% or 100% blasts whatever the smear; or its test cells lacked a class, so that was
-    never measured."""
+    when it may): its test cells lacked a class, so how it calls that class was never measured;
+    it calls (nearly) every test cell one class, so every analysis would read about 0% or 100%
+    blasts whatever the smear; it ranks cells no better than chance; it does no better than the
+    cell's area alone; or its figures rest on fewer than :data:`MIN_TEST_GROUPS` test groups,
+    which cannot show that it works (a review promoted one of AUROC 0.22 tested on one subject
+    through a warning, and every new analysis of the lab used it)."""
     row = {row["model"]: row for row in results["table"]}[model]
     sensitivity, specificity = row.get("sensitivity"), row.get("specificity")
     missing = [side for side, value in (("blast", sensitivity), ("normal", specificity))
@@ -129,11 +132,26 @@ def promotion_refusals(results: dict, model: str) -> list[str]:
     if missing:  # its sensitivity or specificity was never measured
         return [f"its test cells hold no {' or '.join(missing)} cell, so how it calls them was "
                 "never measured: label cells of that class from more subjects"]  # fmt: skip
-    if min(sensitivity, specificity) >= 0.05:
-        return []
-    called = "blast" if sensitivity > specificity else "normal"
-    return [f"it calls (nearly) every test cell {called} (sensitivity {sensitivity:.2f}, "
-            f"specificity {specificity:.2f})"]  # fmt: skip
+    refusals = []
+    if min(sensitivity, specificity) < 0.05:
+        called = "blast" if sensitivity > specificity else "normal"
+        refusals.append(f"it calls (nearly) every test cell {called} (sensitivity "
+                        f"{sensitivity:.2f}, specificity {specificity:.2f})")  # fmt: skip
+    auroc = row.get("auroc")
+    if auroc is not None and auroc <= 0.5:
+        refusals.append(f"it ranks test cells no better than chance (AUROC {auroc:.2f})")
+    if beaten_by := size_baseline_not_beaten(results, model):
+        ours, theirs = beaten_by
+        refusals.append(f"it does not beat the size-only baseline (balanced accuracy {ours:.3f} "
+                        f"against {theirs:.3f}): it may have learned no more than cell size")  # fmt: skip
+    groups = test_groups(results, model)
+    if groups is not None and groups < MIN_TEST_GROUPS:
+        refusals.append(
+            f"its figures rest on {groups} test group(s) (subjects or field blocks), too few to "
+            f"show that it works: label cells of more subjects (at least {MIN_TEST_GROUPS} on "
+            "the test side), or compare with more folds so that every subject is tested once"
+        )
+    return refusals
 
 
 def size_baseline_not_beaten(results: dict, model: str) -> tuple[float, float] | None:
@@ -149,28 +167,16 @@ def promotion_concerns(results: dict, model: str, *, has_domain_reference: bool)
     """What a model administrator should weigh before promoting a model that
     :func:`promotion_refusals` lets through (empty when nothing stands out)."""
     concerns = []
-    groups = test_groups(results, model)
-    if groups is not None and groups < MIN_TEST_GROUPS:
+    # Fewer test groups in all, and the size-only baseline, are refusals (above); many
+    # one-cell groups of a normal-only source can still hide a source of few groups.
+    per_source = ((results.get("models") or {}).get(model) or {}).get("per_source") or {}
+    few = sorted(f"{source} ({m['n_groups']})" for source, m in per_source.items()
+                 if m.get("sensitivity") is not None and m.get("n_groups") is not None
+                 and m["n_groups"] < MIN_TEST_GROUPS)  # fmt: skip
+    if few:
         concerns.append(
-            f"its figures rest on {groups} test group(s) (subjects or field blocks); with fewer "
-            f"than {MIN_TEST_GROUPS} they cannot tell models apart: add labelled cells from "
-            "more subjects"
-        )
-    else:  # many one-cell groups of a normal-only source can hide a source of few groups
-        per_source = ((results.get("models") or {}).get(model) or {}).get("per_source") or {}
-        few = sorted(f"{source} ({m['n_groups']})" for source, m in per_source.items()
-                     if m.get("sensitivity") is not None and m.get("n_groups") is not None
-                     and m["n_groups"] < MIN_TEST_GROUPS)  # fmt: skip
-        if few:
-            concerns.append(
-                f"its blast figures on {', '.join(few)} rest on fewer than {MIN_TEST_GROUPS} "
-                "test groups: add labelled cells from more subjects of that source"
-            )
-    if beaten_by := size_baseline_not_beaten(results, model):
-        ours, theirs = beaten_by
-        concerns.append(
-            f"it does not beat the size-only baseline (balanced accuracy {ours:.3f} against "
-            f"{theirs:.3f}): it may have learned no more than cell size"
+            f"its blast figures on {', '.join(few)} rest on fewer than {MIN_TEST_GROUPS} "
+            "test groups: add labelled cells from more subjects of that source"
         )
     if not has_domain_reference:
         concerns.append(

@@ -27,6 +27,7 @@ from train.jobs import (
     RUNNING,
     WORKER_GONE,
     JobSpec,
+    changed_since_check,
     finished_status,
     list_jobs,
     now_text,
@@ -121,6 +122,7 @@ def load_job_data(spec: JobSpec):
     """``(records, words about them, the check's notes)`` of a job's datasets, with the
     picker's checks."""
     from train.inspection import DatasetSource, inspect_datasets
+    from train.records import DatasetError
 
     # Images are decoded only to leave out the unreadable ones the picker left out too.
     table, summary = inspect_datasets([DatasetSource(d, spec.format) for d in spec.data],
@@ -128,6 +130,8 @@ def load_job_data(spec: JobSpec):
                                       skip_unreadable=spec.skip_unreadable,
                                       allow_ungrouped=spec.allow_ungrouped,
                                       class_labels=dict(spec.class_labels))  # fmt: skip
+    if changed := changed_since_check(spec, summary):
+        raise DatasetError(changed)
     classes = ", ".join(f"{n} {label}" for label, n in summary.per_class.items())
     words = (f"{summary.n_cells} cells ({classes}) in {summary.n_groups} groups from "
              f"{', '.join(spec.data)} ({summary.format})")  # fmt: skip

@@ -67,6 +67,8 @@ class JobSpec:
         title: Words for the queue, e.g. the preset's name.
         class_labels: Class-folder name -> ``"blast"``, ``"normal"`` or None (left out), for
             folders whose names say neither (see :func:`train.inspection.inspect_datasets`).
+        checked: What the dataset check found when the job was queued (:func:`data_counts`):
+            the worker refuses a set that changed since (files removed while it waited).
     """
 
     data: tuple[str, ...]
@@ -76,6 +78,7 @@ class JobSpec:
     title: str = ""
     skip_unreadable: bool = False
     class_labels: tuple[tuple[str, str | None], ...] = ()
+    checked: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         # Absolute paths: the worker process runs from the repository folder, not the caller's.
@@ -93,7 +96,8 @@ class JobSpec:
         return cls(tuple(values["data"]), CompareSettings.from_dict(values["settings"]),
                    values.get("format"), values.get("allow_ungrouped", False),
                    values.get("title", ""), values.get("skip_unreadable", False),
-                   tuple(map(tuple, values.get("class_labels") or ())))  # fmt: skip
+                   tuple(map(tuple, values.get("class_labels") or ())),
+                   tuple(map(tuple, values.get("checked") or ())))  # fmt: skip
 
     def command(self, out: str | Path) -> str:
         """The ``python -m train compare`` command line that runs the same comparison."""
@@ -182,6 +186,27 @@ def read_status(folder: Path) -> dict:
         return json.loads((folder / STATUS_FILE).read_text())
     except (OSError, ValueError):
         return {}
+
+
+def data_counts(summary) -> tuple[tuple[str, int], ...]:
+    """What a dataset check found, to compare with what the worker reads: cells, groups and
+    cells per class."""
+    return (("cells", summary.n_cells), ("groups", summary.n_groups),
+            *sorted(summary.per_class.items()))  # fmt: skip
+
+
+def changed_since_check(spec: JobSpec, summary) -> str | None:
+    """Why the job's data are not what was checked when it was queued (None: the same)."""
+    if not spec.checked or tuple(map(tuple, spec.checked)) == data_counts(summary):
+        return None
+
+    def words(counts) -> str:
+        return ", ".join(f"{n} {what}" for what, n in counts)
+
+    return (f"The dataset changed after it was checked (checked: {words(spec.checked)}; now: "
+            f"{words(data_counts(summary))}): files were added, moved or deleted while the job "
+            "waited. Check it again in step 1 and start a new comparison, so that the models "
+            "are trained on the cells you checked.")  # fmt: skip
 
 
 def submit(spec: JobSpec, root: Path | None = None, *, user: User) -> str:

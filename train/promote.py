@@ -25,16 +25,22 @@ from train.compare_settings import MODELS_SUBDIR, RESULTS_FILE, SIZE_BASELINE
 from train.compare_tables import promotion_refusals
 from train.evaluate.classifier import SPLIT_FILE
 
+MIN_REASON_CHARACTERS = 20  # "ok" is no reason
+
 
 def promote(
-    run_dir: Path, architecture: str, name: str, *, user: User, root: Path | None = None
-) -> Path:
+    run_dir: Path, architecture: str, name: str, *, user: User, root: Path | None = None,
+    despite: str = "",
+) -> Path:  # fmt: skip
     """Make a compared model the active one: a complete model folder under ``root``.
 
     The staged folder is loaded (checksum verified) and written again atomically as
     ``root/name``; an existing folder of that name is kept as ``name.previous``; ``ACTIVE``
     then names it, so the Analyze page uses it from its next run without a restart. Needs an
-    account allowed to manage models; recorded with who and when.
+    account allowed to manage models; recorded with who and when. A model the checks refuse
+    (:func:`~train.compare_tables.promotion_refusals`) is promoted only with ``despite``, the
+    administrator's reason in words, which its card and the model-change record keep with the
+    refusals it overrode.
     """
     require(user, Permission.MANAGE_MODELS)
     results_file = Path(run_dir) / RESULTS_FILE
@@ -56,11 +62,15 @@ def promote(
         raise ValueError(
             f"{architecture!r} did not finish in this run; promotable: {', '.join(done) or 'none'}."
         )
-    if refusals := promotion_refusals(results, architecture):
+    refusals = promotion_refusals(results, architecture)
+    despite = " ".join(str(despite or "").split())
+    if refusals and len(despite) < MIN_REASON_CHARACTERS:
         raise ValueError(
             f"{architecture} of this run cannot become the active model: "
             + "; ".join(refusals) + ". Train on labelled cells from more subjects and compare "
-            "again, or keep the current model."
+            "again, or keep the current model (to promote it all the same, give your reason in "
+            f"words, at least {MIN_REASON_CHARACTERS} characters: it is kept in its card and "
+            "the model changes)."
         )  # fmt: skip
     check_model_name(name)
     staged = Path(run_dir) / MODELS_SUBDIR
@@ -71,6 +81,11 @@ def promote(
         config.pop(key, None)
     config["training"][PROMOTED_FROM] = str(Path(run_dir).resolve())
     metrics = json.loads((folder / "metrics.json").read_text())
+    overridden = ""
+    if refusals:  # said in its card for every later reader, and in the model changes
+        overridden = f"promoted by {user.name} despite: {'; '.join(refusals)}. Reason: {despite}"
+        metrics.setdefault("card_sections", {})["Promoted despite the checks"] = (
+            overridden[0].upper() + overridden[1:])  # fmt: skip
     extra: dict[str, str | bytes] = {
         file: (folder / file).read_bytes() for file in (SPLIT_FILE, DOMAIN_FILE)
         if (folder / file).exists()
@@ -78,7 +93,7 @@ def promote(
     target = save_model_folder(loaded.keras_model, name, config, metrics=metrics,
                                card=model_card(name, config, metrics), root=root,
                                extra_files=extra)  # fmt: skip
-    set_active_model(name, root, user=user, action="promote")
+    set_active_model(name, root, user=user, action="promote", note=overridden)
     return target
 
 

@@ -13,6 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from leukemia_core.errors import LeukemiaCoreError
+from leukemia_core.models.adapted_check import activation_refusals
 from leukemia_core.models.folder import active_model_name, list_models, read_config
 from train import jobs
 from train.adapt import (
@@ -145,6 +146,10 @@ def _result(name: str) -> None:
     if active_model_name() == name:  # made active here: said here, not only at the page's top
         st.success(f"`{name}` is the active model: new analyses use it.",
                    icon=":material/published_with_changes:")  # fmt: skip
+        return
+    if refusals := activation_refusals(read_config(name).training):
+        st.error(f"`{name}` cannot become the active model: {'; '.join(refusals)}. It stays "
+                 "installed, and the current model stays active.")  # fmt: skip
         return
     confirmed = st.checkbox(f"I checked these figures; make `{name}` the model every new "
                             "analysis uses.", key="adapt_confirm")  # fmt: skip

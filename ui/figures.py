@@ -166,6 +166,8 @@ def model_vs_reviewer_chart(model: dict[str, int], reviewer: dict[str, int]) -> 
         go.Bar(name="Now", x=names, y=[reviewer.get(x.value, 0) for x in LABEL_NAMES],
                marker_color="#5b3f8c"),
     ])  # fmt: skip
-    figure.update_layout(barmode="group", height=320, margin={"l": 0, "r": 0, "t": 20, "b": 0},
-                         yaxis_title="Cells", legend={"orientation": "h", "y": 1.1})  # fmt: skip
+    # The legend below the bars: above them, Plotly's toolbar covered it at 800 px.
+    figure.update_layout(barmode="group", height=340, margin={"l": 0, "r": 0, "t": 20, "b": 0},
+                         yaxis_title="Cells",
+                         legend={"orientation": "h", "y": -0.18, "x": 0})  # fmt: skip
     return figure

@@ -24,6 +24,7 @@ from leukemia_core.calibration import calls_in_words
 from leukemia_core.classify import Classifier
 from leukemia_core.cropping import DEFAULT_CROP_SIZE
 from leukemia_core.errors import LeukemiaCoreError
+from leukemia_core.models.adapted_check import activation_refusals
 from leukemia_core.models.config import architecture_words
 from leukemia_core.models.folder import (
     MODELS_ENV_VAR,
@@ -266,7 +267,7 @@ def model_status() -> None:
     except LeukemiaCoreError as error:
         st.error(str(error))
         return
-    st.caption(f"Default model: **{config.name}**  \n{plain_summary(config)}")
+    st.caption(f"Active model: **{config.name}**  \n{plain_summary(config)}")
 
 
 def activate(name: str, confirm_key: str) -> None:
@@ -319,6 +320,9 @@ def active_model_section() -> None:
     st.caption(f"{plain_summary(config)} {describe(config)}")
     if said := adapted_check_words(config):  # kept in the folder: shown in any later session
         st.caption(said)
+    if refusals := activation_refusals(config.training):  # the core refuses it too
+        st.error(f"`{picked}` cannot become the active model: {'; '.join(refusals)}.")
+        return
     confirmed = st.checkbox(f"Make `{picked}` the model every new analysis uses.",
                             key="activate_confirm")  # fmt: skip
     st.button("Make active", key="activate_model", disabled=not confirmed, on_click=activate,

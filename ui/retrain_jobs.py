@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 
+import pandas as pd
 import streamlit as st
 
 from leukemia_core.errors import LeukemiaCoreError
@@ -29,7 +30,7 @@ from train.compare_tables import (
     test_groups,
 )
 from train.data_roots import data_roots, shorten
-from train.promote import promote, promotions_of
+from train.promote import MIN_REASON_CHARACTERS, promote, promotions_of
 from ui import auth
 from ui import comparison as view
 from ui.common import flash
@@ -117,7 +118,8 @@ def _promote(job_id: str) -> None:
     architecture = st.session_state[f"promote_model_{job_id}"]
     name = st.session_state[f"promote_name_{job_id}"].strip()
     try:
-        promote(jobs.runs_dir() / job_id, architecture, name, user=auth.acting_user())
+        promote(jobs.runs_dir() / job_id, architecture, name, user=auth.acting_user(),
+                despite=st.session_state.get(f"promote_despite_{job_id}_{architecture}", ""))  # fmt: skip
     except (LeukemiaCoreError, OSError, ValueError) as error:
         # beside the button (a message at the top of the page is out of sight down here)
         st.session_state[f"promote_error_{job_id}"] = f"Not promoted: {shown(str(error))}"
@@ -198,6 +200,10 @@ def results_section(status: jobs.JobStatus) -> None:
         and (status.folder / MODELS_SUBDIR / r["model"] / "config.json").is_file()
     ]
     if not promotable:
+        if results.get("protocol") == "leave_one_source_out":
+            st.caption("Nothing to promote: each model of a leave-one-source-out run lacks the "
+                       "source it was tested on. To promote one, compare again with the "
+                       "grouped protocol.")  # fmt: skip
         return
     st.subheader("Promote a model")
     st.caption(
@@ -218,10 +224,17 @@ def results_section(status: jobs.JobStatus) -> None:
                        help="Letters, digits, - and _; an existing folder of that name is kept "
                             "as <name>.previous.")  # fmt: skip
     picked = st.session_state[pick_key]
+    despite = ""
     if refusals := promotion_refusals(results, picked):
-        st.error(f"`{picked}` cannot become the active model: " + "; ".join(refusals) + ". "
+        st.error(f"`{picked}` should not become the active model: " + "; ".join(refusals) + ". "
                  "Train on labelled cells from more subjects and compare again.")  # fmt: skip
-        return
+        despite = st.text_input(
+            "To promote it all the same, your reason (kept in its model card and the model "
+            "changes, with your name)", key=f"promote_despite_{status.job_id}_{picked}",
+            placeholder=f"at least {MIN_REASON_CHARACTERS} characters",
+        )  # fmt: skip
+        if len(" ".join(despite.split())) < MIN_REASON_CHARACTERS:
+            return
     staged = status.folder / MODELS_SUBDIR / picked
     concerns = promotion_concerns(results, picked,
                                   has_domain_reference=(staged / DOMAIN_FILE).is_file())  # fmt: skip
@@ -257,6 +270,24 @@ def failure_words(error: str) -> str:
     return shown(message)
 
 
+@st.fragment(run_every=3.0)
+def _jobs_overview(job_id: str) -> None:
+    """This job's state and every job's, read again every 3 s: the line said "running 1" for
+    minutes after the jobs had finished while another job was picked."""
+    all_jobs = jobs.list_jobs()
+    status = next((j for j in all_jobs if j.job_id == job_id), None)
+    if status is None:
+        return
+    per_state = ", ".join(f"{s} {n}" for s, n in Counter(j.state_text for j in all_jobs).items())
+    done = f" {status.message}" if status.state == jobs.DONE and status.message else ""
+    st.caption(f"This job: **{status.state_text}**.{done} All jobs: {per_state}.")
+    with st.expander(f"Every job ({len(all_jobs)})"):
+        st.dataframe(pd.DataFrame([{
+            "Job": j.title or "custom", "Submitted (UTC)": minute_text(j.created),
+            "State": j.state_text, "Finished (UTC)": minute_text(j.finished) if j.finished else "—",
+        } for j in all_jobs]), hide_index=True, width="stretch")  # fmt: skip
+
+
 def jobs_section() -> None:
     st.subheader("3. Jobs")
     all_jobs = jobs.list_jobs()
@@ -277,9 +308,7 @@ def jobs_section() -> None:
                           format_func=lambda i: f"{by_id[i].title or 'custom'} · "
                                                 f"{minute_text(by_id[i].created)} UTC")  # fmt: skip
     status = by_id[job_id]
-    per_state = ", ".join(f"{s} {n}" for s, n in Counter(j.state_text for j in all_jobs).items())
-    done = f" {status.message}" if status.state == jobs.DONE and status.message else ""
-    st.caption(f"This job: **{status.state_text}**.{done} All jobs: {per_state}.")
+    _jobs_overview(job_id)
     with st.expander("Job settings and command"):
         st.caption(f"Job {job_id}")
         try:

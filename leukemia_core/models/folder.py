@@ -34,7 +34,8 @@ import keras
 
 from leukemia_core.accounts import Accounts, Permission, User, require
 from leukemia_core.domain import DomainReference, DomainReferenceError
-from leukemia_core.errors import ModelIntegrityError, ModelNotFoundError
+from leukemia_core.errors import ModelActivationRefused, ModelIntegrityError, ModelNotFoundError
+from leukemia_core.models.adapted_check import activation_refusals
 from leukemia_core.models.config import (
     CONFIG_CHECKSUM,
     DOMAIN_FILE,
@@ -193,7 +194,7 @@ def _is_kept_version(root: Path, name: str) -> bool:
 
 
 def set_active_model(
-    name: str, root: Path | None = None, *, user: User, action: str = "activate"
+    name: str, root: Path | None = None, *, user: User, action: str = "activate", note: str = ""
 ) -> None:
     """Make ``name`` the model the app and commands use when none is named (atomic).
 
@@ -205,13 +206,17 @@ def set_active_model(
     require(user, Permission.MANAGE_MODELS)
     root = root or models_dir()
     verify_model_files(name, root)
+    if refusals := activation_refusals(read_config(name, root).training):
+        raise ModelActivationRefused(f"{name!r} is not made active: " + "; ".join(refusals)
+                                     + ". The active model stays as it is.")  # fmt: skip
     previous = active_model_name(root)
     pointer = root / ACTIVE_FILE
     before = pointer.read_text() if pointer.is_file() else None
     write_text_atomic(pointer, name + "\n")
     try:
         Accounts().record_model_change(
-            user, action, previous, name, note=f"in the models folder {root.name}"
+            user, action, previous, name,
+            note=f"in the models folder {root.name}" + (f"; {note}" if note else ""),
         )
     except BaseException:  # unrecorded, so undone: no model change outside the trail
         if before is None:
