@@ -236,6 +236,26 @@ def test_a_job_cancelled_as_the_worker_picks_it_up_loads_no_data(tmp_path, monke
     assert job_worker.run_job(tmp_path / job_id) == jobs.CANCELLED
 
 
+def test_a_job_whose_cells_changed_after_the_check_fails_and_says_so(tmp_path):
+    """A class folder deleted while the job waited: it trained on 29 cells, not the 40
+    checked, finished "done" and rewrote its data notes without a word."""
+    from test_datasets import SUBJECTS, make_subjects
+
+    from train.inspection import inspect_dataset
+
+    data = make_subjects(tmp_path / "lab", SUBJECTS)
+    _, summary = inspect_dataset(data)
+    spec = jobs.JobSpec((str(data),), CompareSettings(("simple_cnn",)),
+                        checked=jobs.data_counts(summary))  # fmt: skip
+    assert jobs.JobSpec.from_dict(spec.to_dict()).checked == spec.checked  # kept in job.json
+    assert job_worker.load_job_data(spec)[0]  # the same cells: it runs
+    (data / "normal" / "P03" / "e.png").unlink()  # still a usable set, but not the one checked
+    job_id = jobs.submit(spec, tmp_path / "runs", user=User.shell())
+    assert job_worker.run_job(tmp_path / "runs" / job_id) == jobs.FAILED
+    error = jobs.job_status(job_id, tmp_path / "runs").error
+    assert "changed after it was checked" in error and "Check it again in step 1" in error
+
+
 def test_one_worker_per_runs_folder(tmp_path):
     held = jobs.try_lock(tmp_path)  # another worker, as far as the lock can tell
     try:
