@@ -54,6 +54,7 @@ from leukemia_core.domain import DomainAssessment
 from leukemia_core.store_digest import fields_digest
 from leukemia_core.store_edits import CaseEdits
 from leukemia_core.store_fields import CaseFields
+from leukemia_core.store_files import create_private
 from leukemia_core.store_reads import CaseReads
 from leukemia_core.store_reshape import CaseReshape
 from leukemia_core.store_rows import (
@@ -67,7 +68,6 @@ from leukemia_core.store_rows import (
     SignOffBlockedError,
     audit,
     cell_row,
-    create_private,
     damaged_database,
     domain_json,
     field_row,

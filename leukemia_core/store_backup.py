@@ -19,8 +19,9 @@ from pathlib import Path
 
 from leukemia_core.errors import LeukemiaCoreError
 from leukemia_core.store import CaseStore
+from leukemia_core.store_files import new_private_file
 from leukemia_core.store_reads import database_contents
-from leukemia_core.store_rows import CaseInputError, CaseStoreError, new_private_file
+from leukemia_core.store_rows import CaseInputError, CaseStoreError
 from leukemia_core.store_schema import SCHEMA_VERSION
 
 SIDE_FILES = ("", "-wal", "-shm")  # SQLite's database file and the two it keeps beside it

@@ -31,13 +31,13 @@ from leukemia_core.store_digest import (
     digest_of_fields,
     state_matches,
 )
+from leukemia_core.store_files import new_private_file
 from leukemia_core.store_rows import (
     CaseInputError,
     StorePart,
     cell_from_row,
     domain_from_json,
     field_from_row,
-    new_private_file,
     read_stored,
     stored_label,
     unusable_database,

@@ -12,7 +12,7 @@ import sys
 
 from leukemia_core.accounts import MIN_PASSWORD_LENGTH, AccountError, Accounts, Role
 from leukemia_core.errors import LeukemiaCoreError
-from leukemia_core.store_rows import readable_by_others_note
+from leukemia_core.store_files import readable_by_others_note
 
 ROLE_CHOICES = [r.value for r in Role]
 _TRIES = 3

@@ -362,13 +362,10 @@ def settings_section(picked: dict | None) -> None:
     data_names = ", ".join((p.parent if p.suffix else p).name
                            for p in map(Path, picked["locations"]))  # fmt: skip
     title = settings.title(preset if preset != CUSTOM else None)
-    protocol = "leave one source out" if settings.protocol == "leave_one_source_out" else (
-        f"{settings.folds} folds" if settings.folds > 1 else "grouped split")  # fmt: skip
-    n_models = len(settings.architectures)
+    n = len(settings.architectures)
     spec = jobs.JobSpec(tuple(picked["locations"]), settings, **picked["options"],
-                        title=f"{title} ({protocol}, {n_models} model{'s' * (n_models > 1)}) on "
-                              f"{data_names}",
-                        checked=jobs.data_counts(picked["summary"]))  # fmt: skip
+                        title=f"{title} ({settings.protocol_words()}, {n} model{'s' * (n > 1)}) "
+                              f"on {data_names}", checked=jobs.data_counts(picked["summary"]))  # fmt: skip
     with st.expander("Equivalent command"):
         st.code(spec.command(jobs.runs_dir() / "<job id>"), language="bash")
     try:  # the job's own splits, made now: what cannot run is refused before it is queued

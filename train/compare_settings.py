@@ -201,6 +201,12 @@ class CompareSettings:
         return {**asdict(self), "architectures": list(self.architectures),
                 "augmentations": list(self.augmentations)}  # fmt: skip
 
+    def protocol_words(self) -> str:
+        """How the cells are split, in words (job names tell jobs apart by it)."""
+        if self.protocol == "leave_one_source_out":
+            return "leave one source out"
+        return f"{self.folds} folds" if self.folds > 1 else "grouped split"
+
     def title(self, preset: str | None) -> str:
         """The preset's title while these are its settings, else "Custom" (a job started from
         a preset and then edited must not carry the preset's name)."""

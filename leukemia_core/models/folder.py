@@ -215,7 +215,10 @@ def set_active_model(
     write_text_atomic(pointer, name + "\n")
     try:
         Accounts().record_model_change(
-            user, action, previous, name,
+            user,
+            action,
+            previous,
+            name,
             note=f"in the models folder {root.name}" + (f"; {note}" if note else ""),
         )
     except BaseException:  # unrecorded, so undone: no model change outside the trail
