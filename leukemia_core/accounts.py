@@ -19,7 +19,6 @@ Example:
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import secrets
 import sqlite3
@@ -41,6 +40,7 @@ from leukemia_core.account_chain import (
 )
 from leukemia_core.account_rules import MIN_PASSWORD_LENGTH as MIN_PASSWORD_LENGTH
 from leukemia_core.account_rules import check_name, check_password, reads_as, same_spelling
+from leukemia_core.login_log import logged_name, tag_key, unknown_name_tag
 from leukemia_core.roles import AccountError as AccountError
 from leukemia_core.roles import AccountInputError as AccountInputError
 from leukemia_core.roles import Permission as Permission
@@ -50,7 +50,6 @@ from leukemia_core.roles import User as User
 from leukemia_core.roles import require as require
 from leukemia_core.runtime import setting_number
 from leukemia_core.store import CaseStore
-from leukemia_core.types import plain_name
 
 LOCKOUT_FAILURES = 5
 LOCKOUT_WINDOW = timedelta(minutes=15)
@@ -226,7 +225,7 @@ class Accounts:
         """
         now = now or _now()
         name = str(name or "").strip()
-        typed = _logged_name(name)
+        typed = logged_name(name)
         # The hash check (a third of a second, 64 MiB) runs outside any transaction: inside
         # one, failed logins held the database's write lock and every relabel in the lab
         # waited. Guesses at one name are taken one at a time by this process (the app's),
@@ -237,7 +236,7 @@ class Accounts:
                     "SELECT * FROM users WHERE name = ?", (name,)).fetchone()  # fmt: skip
                 # What the log keeps: an account's name, or a tag for anything else typed
                 # (a password typed in the name box must not be kept for admins to read).
-                said = name if row is not None else _unknown_name_tag(typed)
+                said = name if row is not None else unknown_name_tag(typed, tag_key(conn))
                 since = (now - LOCKOUT_WINDOW).isoformat()
                 failures = conn.execute(
                     "SELECT COUNT(*) FROM account_events WHERE user_name = ? AND event = "
@@ -249,8 +248,13 @@ class Accounts:
             # Every refusal costs one hash check: a fast "no" told which names exist.
             usable = row is not None and not row["disabled"] and not locked
             stored = row["password_hash"] if usable else _dummy_hash()
-            with _HASH_CHECKS:
+            if not _HASH_CHECKS.acquire(timeout=_HASH_WAIT_S):  # a flood: say so, count nothing
+                raise LoginError("The server is busy checking other logins; try again in a "
+                                 "minute.")  # fmt: skip
+            try:
                 matched, new_hash = _verified(stored, str(password or ""))
+            finally:
+                _HASH_CHECKS.release()
             user = User(name, parse_roles(row["roles"].split(","))) if usable and matched else None
             with self._transaction(write=True) as conn:
                 if locked:
@@ -354,6 +358,7 @@ _LOGIN_LOCKS = tuple(threading.Lock() for _ in range(64))  # by the name's hash
 # Hash checks at once, over all names: each takes 64 MiB, and 32 logins at once under
 # different names took the app's server from 77 MiB to 1.6 GiB. The others wait their turn.
 _HASH_CHECKS = threading.BoundedSemaphore(2)
+_HASH_WAIT_S = 30.0  # a login flood turns late logins away rather than hold them for minutes
 
 
 def _verified(stored: str, password: str) -> tuple[bool, str | None]:
@@ -368,24 +373,6 @@ def _verified(stored: str, password: str) -> tuple[bool, str | None]:
         renew = candidate != spelled or _HASHER.check_needs_rehash(stored)
         return True, _HASHER.hash(spelled) if renew else None
     return False, None
-
-
-def _unknown_name_tag(typed: str) -> str:
-    """How the log names a login under a name no account has: a tag that is the same for the
-    same name typed again (its failures count towards one lockout), without its letters."""
-    digest = hashlib.sha256(typed.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-    return f"(unknown name #{digest})"
-
-
-_LOGGED_NAME_CHARACTERS = 64  # an account name's most
-
-
-def _logged_name(typed: str) -> str:
-    """What the event log keeps of a typed login name: a name of megabytes, or with control
-    characters that would draw on an admin's terminal, is no account name, so its start is
-    kept, spelled plainly."""
-    plain = plain_name(typed)
-    return plain[:_LOGGED_NAME_CHARACTERS] + ("…" * (len(plain) > _LOGGED_NAME_CHARACTERS))
 
 
 def _event(

@@ -90,7 +90,7 @@ def restore_database(backup: str | os.PathLike, database: str | os.PathLike) -> 
         )
     partial = database.with_name(f"{database.name}.restoring")
     owner = database.stat() if database.is_file() else None
-    accounts_before = _accounts(database) if owner else {}
+    accounts_before = _accounts(database) if owner else None
     try:
         _checked_copy(backup, partial)
         _same_owner(partial, owner)
@@ -119,7 +119,9 @@ def restore_database(backup: str | os.PathLike, database: str | os.PathLike) -> 
             f"{backup} does not open as a case database ({error}); the database was put back "
             f"as it was. {FROM_BACKUP[0].upper()}{FROM_BACKUP[1:]}."
         ) from error
-    changes = account_changes(accounts_before, _accounts(database)) if owner else ()
+    accounts_after = _accounts(database)
+    changes = (account_changes(accounts_before, accounts_after)
+               if accounts_before is not None and accounts_after is not None else ())  # fmt: skip
     return Restored(database, contents, tuple(moved for _, moved in set_aside), changes)
 
 
@@ -130,14 +132,17 @@ def _same_owner(copy: Path, owner: os.stat_result | None) -> None:
         os.chown(copy, owner.st_uid, owner.st_gid)
 
 
-def _accounts(database: Path) -> dict[str, tuple]:
-    """Each account's (roles, disabled, password hash), read only; empty when unreadable."""
+def _accounts(database: Path) -> dict[str, tuple] | None:
+    """Each account's (roles, disabled, password hash), read only; ``{}`` for an older
+    release's file (no accounts yet), None when it cannot be read (nothing to compare)."""
     try:
         with closing(open_read_only(database)) as conn:
+            if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'users'").fetchone():
+                return {}
             rows = conn.execute("SELECT name, roles, disabled, password_hash FROM users")
             return {name: (roles, bool(off), hashed) for name, roles, off, hashed in rows}
-    except (sqlite3.Error, LeukemiaCoreError):  # an older release's file: no users table
-        return {}
+    except (sqlite3.Error, LeukemiaCoreError):
+        return None
 
 
 def account_changes(before: dict[str, tuple], after: dict[str, tuple]) -> tuple[str, ...]:

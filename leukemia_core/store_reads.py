@@ -31,6 +31,7 @@ from leukemia_core.store_digest import (
     digest_of_fields,
     state_matches,
 )
+from leukemia_core.store_errors import AlteredRecordError
 from leukemia_core.store_files import new_private_file
 from leukemia_core.store_rows import (
     CaseInputError,
@@ -119,6 +120,18 @@ def database_contents(conn: sqlite3.Connection) -> dict[str, int]:
     return {"samples": samples, "case_versions": versions, "signed": signed, "accounts": accounts}
 
 
+@contextlib.contextmanager
+def _naming_the_case(case: sqlite3.Row):
+    """An unreadable stored value names its case and sample: the page that met it drops the
+    case from its address, and the administrator needs to know which one to restore."""
+    try:
+        yield
+    except AlteredRecordError as error:
+        raise AlteredRecordError(
+            f"Case {case['case_id'][:8]} (sample {case['sample_id']!r}): {error}"
+        ) from error
+
+
 class CaseReads(StorePart):
     """Reads of the case database (mixed into :class:`~leukemia_core.store.CaseStore`)."""
 
@@ -143,12 +156,15 @@ class CaseReads(StorePart):
             earlier = tuple((row["version"], row["reviewer"]) for row in earlier)
         plain = {k: v for k, v in as_dict(case).items()
                  if k not in ("thresholds", "domain", "fields_sha256")}  # fmt: skip
-        cells = [cell_from_row(c) for c in cells]
+        with _naming_the_case(case):
+            cells = [cell_from_row(c) for c in cells]
+            thresholds = read_stored(json.loads, case["thresholds"], "its thresholds")
+            fields = tuple(field_from_row(f) for f in fields)
         return CaseRecord(
             **plain,
-            thresholds=read_stored(json.loads, case["thresholds"], "The case's thresholds"),
+            thresholds=thresholds,
             domain=domain_from_json(case["domain"]),
-            fields=tuple(field_from_row(f) for f in fields),
+            fields=fields,
             cells=live(cells),
             replaced=tuple(c for c in cells if c.label == CellLabel.REPLACED),
             audit=audit,
@@ -190,8 +206,9 @@ class CaseReads(StorePart):
         for c in cells:
             values = {name: c[name] for name in editable}
             where = f"Cell {c['cell_id']} of field {c['field_index'] + 1}: its label"
-            values.update(label=stored_label(values["label"], where),
-                          reviewed=bool(values["reviewed"]))  # fmt: skip
+            with _naming_the_case(case):
+                values.update(label=stored_label(values["label"], where),
+                              reviewed=bool(values["reviewed"]))  # fmt: skip
             edits[(c["field_index"], c["cell_id"])] = values
         return CaseState(**{k: case[k] for k in HEADER_COLUMNS}, edits=edits, audit=audit)
 

@@ -76,7 +76,7 @@ def test_no_allidb_field_or_crop_next_to_a_training_field_counts_as_held_out(bun
         evaluate_cells(load_allidb2(shared_data / "all_idb2"), classifier, seen=seen, n_boot=0)
 
 
-@pytest.mark.xfail(strict=True, reason=NO_ALLIDB_HELD_OUT)
+@pytest.mark.xfail(strict=True, raises=ValueError, reason=NO_ALLIDB_HELD_OUT)
 def test_held_out_fields_target(bundled, shared_data):
     classifier, seen = bundled
     figures = evaluate_smears(shared_data / "all_idb1", classifier, seen=seen)
@@ -85,7 +85,7 @@ def test_held_out_fields_target(bundled, shared_data):
     assert figures["field_auroc"] >= 0.99
 
 
-@pytest.mark.xfail(strict=True, reason=NO_ALLIDB_HELD_OUT)
+@pytest.mark.xfail(strict=True, raises=ValueError, reason=NO_ALLIDB_HELD_OUT)
 def test_held_out_allidb2_target(bundled, shared_data):
     classifier, seen = bundled
     figures = evaluate_cells(load_allidb2(shared_data / "all_idb2"), classifier, seen=seen,

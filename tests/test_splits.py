@@ -262,3 +262,23 @@ def test_a_block_numbered_next_to_a_seen_block_is_not_held_out(tmp_path):
     records.append(LabelledCrop(Path("x.png"), LABELS[1], "allidb1:b012", "allidb1"))
     flags, _ = seen_in_training(records, seen)  # b012 evaluated: b011-b013 one run, no seen block
     assert flags == [True, True, False, False, False]
+
+
+def test_runs_part_where_an_all_field_meets_a_healthy_one_and_a_torn_split_is_refused(tmp_path):
+    """On the full ALL-IDB1 download (Im001-Im108, no gaps) every block joined every other, so
+    ALL-IDB went to training whole; and re-using a split written before runs were kept whole
+    (`--split-from`) brought the leak back."""
+    from train.groups import idb1_fields, linked_groups
+
+    fields = idb1_fields(["Im043_0.jpg", "Im044_0.jpg", "Im047_0_cell001.png", "Im048_1.jpg"])
+    units = linked_groups({"allidb1:b010", "allidb1:b011", "allidb1:b012"}, fields)
+    assert units["allidb1:b010"] == units["allidb1:b011"] != units["allidb1:b012"]
+    full = idb1_fields(f"Im{n:03d}_{int(n < 60)}" for n in range(1, 109))  # ALL, then healthy
+    blocks = {f"allidb1:b{n // 4:03d}" for n in range(1, 109)}
+    assert len(set(linked_groups(blocks, full).values())) == 2  # Im059|Im060 parts them
+    records = [LabelledCrop(Path(f"Im{4 * b:03d}_1_cell001.png"), LABELS[b % 2],
+                            f"allidb1:b{b:03d}", "allidb1") for b in (4, 5, 6)]  # fmt: skip
+    path = tmp_path / "split.csv"
+    path.write_text("group,side\nallidb1:b004,train\nallidb1:b005,test\nallidb1:b006,val\n")
+    with pytest.raises(SplitError, match=r"1 smear run\(s\) on two sides \(allidb1:run004"):
+        split_from_file(records, path)

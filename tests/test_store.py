@@ -965,7 +965,7 @@ def test_a_case_changed_outside_the_app_is_refused_then_never_signed(store: Case
         ("cells", "model_label", "foo", "Cell 1 of field 1: the model's label"),
         ("cells", "outline", "nope", "Cell 1 of field 1: its outline"),
         ("fields", "quality", "x", "Field 1's quality checks"),
-        ("cases", "thresholds", "x", "The case's thresholds"),
+        ("cases", "thresholds", "x", "its thresholds"),
     ],
 )
 def test_a_value_no_app_wrote_is_said_as_altered_not_a_bare_error(store, table, column, value,
@@ -981,7 +981,8 @@ def test_a_value_no_app_wrote_is_said_as_altered_not_a_bare_error(store, table, 
             conn.execute(f"DROP TRIGGER {trigger}")
         where = " AND cell_id = 1" if table == "cells" else ""
         conn.execute(f"UPDATE {table} SET {column} = ? WHERE case_id = ?{where}", (value, case_id))
-    with pytest.raises(AlteredRecordError, match=f"{re.escape(said)}.*outside the app.*backup"):
+    named = re.escape(f"Case {case_id[:8]} (sample 'S-1'): {said}")  # which case to restore
+    with pytest.raises(AlteredRecordError, match=f"{named}.*outside the app.*backup"):
         store.load_case(case_id)
     if column == "label":
         with pytest.raises(AlteredRecordError, match="outside the app"):

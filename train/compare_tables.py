@@ -149,7 +149,7 @@ def promotion_refusals(results: dict, model: str) -> list[str]:
         refusals.append(
             f"its figures rest on {groups} test group(s) (subjects or field blocks), too few to "
             f"show that it works: label cells of more subjects (at least {MIN_TEST_GROUPS} on "
-            "the test side), or compare with more folds so that every subject is tested once"
+            "the test side)"
         )
     return refusals
 

@@ -20,22 +20,32 @@ def idb1_group(field_stem: str) -> str:
 
 
 _IDB1_BLOCK_GROUP = re.compile(r"^allidb1:b(\d+)$")
+_IDB1_FIELD = re.compile(r"^Im(\d+)_([01])", re.IGNORECASE)  # a field's stem, or a name after it
 
 
-def linked_groups(groups: Iterable[str]) -> dict[str, str]:
+def idb1_fields(names: Iterable[str]) -> dict[int, str]:
+    """Field number -> its label (``"1"`` ALL, ``"0"`` healthy) of the ALL-IDB1 field names
+    among ``names`` (``Im020_1.jpg``, ``Im020_1_cell003``); other names are ignored."""
+    return {int(m.group(1)): m.group(2) for n in names if (m := _IDB1_FIELD.match(Path(n).name))}
+
+
+def linked_groups(groups: Iterable[str], fields: dict[int, str] | None = None) -> dict[str, str]:
     """Each group's split unit: the groups that must share a side.
 
     ALL-IDB1 publishes no patient ids, and one smear's fields are numbered consecutively:
-    blocks of consecutive numbers that all hold fields are one run (likely one smear, so one
-    patient), and a run is one unit, named by its first block (``allidb1:run005``). Where a
-    healthy run meets an ALL run with no number between them they are merged too: that costs
-    groups, never a leak. Every other group is a unit of its own.
+    neighbouring blocks of field numbers are one run (likely one smear, so one patient), unless
+    ``fields`` (:func:`idb1_fields`) shows the two fields where they meet carry different
+    labels (an ALL field next to a healthy one: two people). Where the fields are not known
+    the blocks stay joined: that costs groups, never a leak. A run is one unit, named by its
+    first block (``allidb1:run005``); every other group is a unit of its own.
     """
-    groups = set(groups)
+    groups, fields = set(groups), fields or {}
     numbers = sorted({int(m.group(1)) for g in groups if (m := _IDB1_BLOCK_GROUP.match(g))})
     first_of, start = {}, None
     for i, number in enumerate(numbers):
-        if i == 0 or number != numbers[i - 1] + 1:
+        last, first = number * IDB1_BLOCK - 1, number * IDB1_BLOCK  # the fields where they meet
+        parted = last in fields and first in fields and fields[last] != fields[first]
+        if i == 0 or number != numbers[i - 1] + 1 or parted:
             start = number
         first_of[number] = start
     return {

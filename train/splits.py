@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from train.data import LABELS, DatasetError, LabelledCrop
-from train.groups import linked_groups
+from train.groups import idb1_fields, linked_groups
 
 SIDES = ("train", "val", "test")
 
@@ -52,10 +52,18 @@ class SplitResult:
         return {r.group for r in getattr(self, side)}
 
 
+def units_of(records: Sequence[LabelledCrop]) -> dict[str, str]:
+    """Each group's split unit (:func:`~train.groups.linked_groups`), told by the ALL-IDB1
+    fields the records name: an ALL-IDB1 cell by its file, an ALL-IDB2 crop by its field."""
+    fields = idb1_fields([r.path.name for r in records if r.source == "allidb1"]
+                         + [str(r.group) for r in records if r.source == "allidb2"])  # fmt: skip
+    return linked_groups({r.group for r in records}, fields)
+
+
 def _unit_counts(records: Sequence[LabelledCrop]) -> tuple[dict[str, tuple[int, ...]], dict]:
-    """Per-class cell counts of each split unit (groups of one likely patient joined,
-    :func:`~train.groups.linked_groups`), and each group's unit."""
-    unit_of = linked_groups({r.group for r in records})
+    """Per-class cell counts of each split unit (groups of one likely patient joined), and
+    each group's unit."""
+    unit_of = units_of(records)
     counts: dict[str, list[int]] = {}
     for r in records:
         counts.setdefault(unit_of[r.group], [0] * len(LABELS))[LABELS.index(r.label)] += 1
@@ -197,8 +205,9 @@ def _source_strata(records: Sequence[LabelledCrop]) -> dict[str, str]:
         return source
 
     first_source: dict[str, str] = {}
+    unit_of = units_of(records)  # one smear run's ALL-IDB1 fields and ALL-IDB2 crops: one stratum
     for r in records:
-        other = first_source.setdefault(r.group, r.source)
+        other = first_source.setdefault(unit_of[r.group], r.source)
         a, b = root(other), root(r.source)
         if a != b:
             parent[max(a, b)] = min(a, b)
@@ -258,9 +267,23 @@ def split_from_file(records: Iterable[LabelledCrop], path: Path) -> SplitResult:
     and test sides stay exactly those of the file.
 
     Raises:
-        SplitError: The file is missing or malformed.
+        SplitError: The file is missing or malformed, or puts one split unit (an ALL-IDB1 smear
+            run, :func:`units_of`) on two sides, as splits written before 2026-12-07 could.
     """
-    return split_by_sides(records, read_split_file(path))
+    split = split_by_sides(records, read_split_file(path))
+    sides_of: dict[str, set[str]] = {}
+    unit_of = units_of([*split.train, *split.val, *split.test])
+    for side in SIDES:
+        for r in getattr(split, side):
+            sides_of.setdefault(unit_of[r.group], set()).add(side)
+    if torn := sorted(u for u, sides in sides_of.items() if len(sides) > 1):
+        raise SplitError(
+            f"{path} puts {len(torn)} smear run(s) on two sides ({', '.join(torn[:3])}: ALL-IDB1 "
+            "blocks numbered next to each other, likely one patient each); it was written "
+            "before runs were kept whole. Split anew (leave out --split-from), or give each "
+            "run's blocks one side in the file."
+        )
+    return split
 
 
 def split_by_sides(records: Iterable[LabelledCrop], side_of: dict[str, str]) -> SplitResult:

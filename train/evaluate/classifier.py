@@ -25,7 +25,7 @@ from train.evaluate.metrics import (
 )
 from train.evaluate.segmentation import cells_at_points, image_files, read_xyc
 from train.fit import app_crop
-from train.groups import bank_group, idb1_group, linked_groups
+from train.groups import bank_group, idb1_fields, idb1_group, linked_groups
 from train.records import BLAST, CellTable
 from train.splits import read_split_file
 
@@ -44,10 +44,11 @@ def seen_groups(model_folder: Path) -> set[str]:
     return linked_seen({group for group, side in sides.items() if side != "test"}, sides)
 
 
-def linked_seen(seen: set[str], others) -> set[str]:
+def linked_seen(seen: set[str], others, fields: dict[int, str] | None = None) -> set[str]:
     """``seen`` and every group of ``others`` in one split unit with a seen group (fields
-    numbered next to a training field of ALL-IDB1 are likely the same smear)."""
-    unit_of = linked_groups(set(seen) | set(others))
+    numbered next to a training field of ALL-IDB1 are likely the same smear; ``fields``, where
+    known, part runs where an ALL field meets a healthy one)."""
+    unit_of = linked_groups(set(seen) | set(others), fields)
     seen_units = {unit_of[g] for g in seen}
     return {g for g, unit in unit_of.items() if unit in seen_units}
 
@@ -79,7 +80,9 @@ def seen_in_training(records, seen: set[str]) -> tuple[list[bool], list[str]]:
     alone, so a copy of a training set is never counted as new patients; other patients who
     happen to share a name are then left out too, and the note says so.
     """
-    seen = linked_seen(seen, {bank_group(record) for record in records})
+    fields = idb1_fields([r.path.name for r in records if r.source == "allidb1"]
+                         + [str(r.group) for r in records if r.source == "allidb2"])  # fmt: skip
+    seen = linked_seen(seen, {bank_group(record) for record in records}, fields)
     known = {g.partition(":")[0] for g in seen}
     names = {g.partition(":")[2] for g in seen}
     flags, by_name = [], {}
@@ -263,7 +266,8 @@ def evaluate_smears(
                 and not (root / "xyc" / f"{p.stem}.xyc").is_file()]  # fmt: skip
     every = [p for p in every if p.name not in unmarked]
     if seen:  # a field numbered next to a training field is likely the same smear
-        seen = linked_seen(seen, {idb1_group(p.stem) for p in every})
+        seen = linked_seen(seen, {idb1_group(p.stem) for p in every},
+                           idb1_fields(p.name for p in every))  # fmt: skip
     fields = [p for p in every if not seen or idb1_group(p.stem) not in seen]
     if not fields:
         raise ValueError(f"Every field in {root} belongs to a group the model was trained on, "
