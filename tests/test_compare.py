@@ -461,3 +461,22 @@ def test_the_equivalent_command_of_a_job_with_no_augmentation_chosen_trains_with
     argv = shlex.split(JobSpec(("/data/x",), settings).command("/runs/j").replace("\\\n", " "))
     back = settings_from_args(build_parser().parse_args(argv[3:]))
     assert not back.augment or not back.augmentations
+
+
+def test_a_smear_run_counts_once_in_group_counts_and_no_reason_overrides_an_unmeasured_class():
+    """One patient's run of six blocks passed the "5 test groups" floor as six groups; and a
+    typed reason could promote a model whose blast calls were never measured."""
+    from leukemia_core.models.adapted_check import activation_refusals
+    from train.compare_tables import NEVER_MEASURED, promotion_refusals
+    from train.data import LABELS, LabelledCrop
+    from train.groups import interval_units
+
+    records = [LabelledCrop(Path(f"Im{n:03d}_1_cell001.png"), LABELS[0], f"allidb1:b{n // 4:03d}",
+                            "allidb1") for n in range(20, 44)]  # fmt: skip
+    assert len(set(interval_units(records))) == 1  # blocks b005-b010: one run
+    blind = {"table": [{"model": "m", "status": "done", "sensitivity": None, "specificity": 0.9}]}
+    (refusal,) = promotion_refusals(blind, "m")
+    assert NEVER_MEASURED in refusal
+    # an adapted version whose folder lost its check is not vouched for
+    assert "does not hold the check" in activation_refusals({"adapted": {"base": "x"}})[0]
+    assert activation_refusals({}) == []

@@ -160,7 +160,8 @@ def model_card(name: str, config: dict, metrics: dict) -> str:
         *[f"- {LICENSES.get(s, s)}" for s in sources],
         "",
         f"Split: {training.get('split', 'n/a')}. No group (subject, smear field block or file) is "
-        "on two sides.",
+        "on two sides, and no ALL-IDB1 smear run (a split re-used with --split-from that tore one "
+        "is refused).",
         "",
         *_adapted(training),
         "## Evaluation on the held-out test groups",

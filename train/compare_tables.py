@@ -109,6 +109,7 @@ def _count(value) -> str:
 
 
 MIN_TEST_GROUPS = 5
+NEVER_MEASURED = "never measured"  # a refusal no typed reason overrides
 """With fewer test groups (subjects, field blocks) a comparison cannot tell models apart."""
 
 
@@ -129,9 +130,9 @@ def promotion_refusals(results: dict, model: str) -> list[str]:
     sensitivity, specificity = row.get("sensitivity"), row.get("specificity")
     missing = [side for side, value in (("blast", sensitivity), ("normal", specificity))
                if value is None]  # fmt: skip
-    if missing:  # its sensitivity or specificity was never measured
+    if missing:  # its sensitivity or specificity was never measured: no reason overrides it
         return [f"its test cells hold no {' or '.join(missing)} cell, so how it calls them was "
-                "never measured: label cells of that class from more subjects"]  # fmt: skip
+                f"{NEVER_MEASURED}: label cells of that class from more subjects"]  # fmt: skip
     refusals = []
     if min(sensitivity, specificity) < 0.05:
         called = "blast" if sensitivity > specificity else "normal"

@@ -24,7 +24,7 @@ from train.compare_settings import (
 from train.compare_tables import table_csv
 from train.evaluate.metrics import binary_metrics, mcnemar, roc_points
 from train.fit import labels_of
-from train.groups import bank_group
+from train.groups import bank_group, interval_units
 from train.records import LabelledCrop
 from train.splits import loso_units
 
@@ -68,13 +68,19 @@ class Comparison:
     def is_blast(self) -> np.ndarray:
         return labels_of(self.records) == BLAST_INDEX
 
+    def units(self) -> list[str]:
+        """Each cell's unit for intervals and group counts (a smear run counts once)."""
+        if "_units" not in self._metrics:
+            self._metrics["_units"] = interval_units(self.records)
+        return self._metrics["_units"]
+
     def metrics(self, outcome: ModelOutcome, fold: int | None = None) -> dict:
         """Pooled test metrics of one model with 95% group-bootstrap intervals; with ``fold``,
         of that fold's test cells only (folds count from 1; the figures of the model it trained)."""
         key = outcome.name if fold is None else f"{outcome.name}/fold{fold}"
         if key not in self._metrics:
             t = self.tested() if fold is None else self.fold_of == fold
-            groups = [bank_group(r) for r, keep in zip(self.records, t, strict=True) if keep]
+            groups = [u for u, keep in zip(self.units(), t, strict=True) if keep]
             self._metrics[key] = binary_metrics(
                 self.is_blast()[t], outcome.p[t], outcome.thresholds[t], groups=groups,
                 seed=self.settings.seed, review_low=outcome.review_low[t])  # fmt: skip
@@ -104,7 +110,7 @@ class Comparison:
         if key not in self._metrics:
             t = self.tested() if fold is None else self.fold_of == fold
             units = self.source_units()
-            groups = np.array([bank_group(r) for r in self.records])
+            groups = np.array(self.units())
             self._metrics[key] = {
                 s: binary_metrics(self.is_blast()[m], outcome.p[m], outcome.thresholds[m],
                                   groups=groups[m], seed=self.settings.seed,

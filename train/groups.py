@@ -67,3 +67,14 @@ def bank_group(record) -> str:
             return f"allidb2:{record.path.stem}"  # (its own number is no ALL-IDB1 field's)
         return idb1_group(Path(record.group).stem)
     return f"{record.source}:{record.group}"
+
+
+def interval_units(records) -> list[str]:
+    """Each record's unit for intervals and group counts: its group in the bank's namespace,
+    an ALL-IDB1 smear run's blocks joined (:func:`linked_groups`), so that one patient's run
+    of six blocks counts once, not six times."""
+    groups = [bank_group(r) for r in records]
+    fields = idb1_fields([Path(r.path).name for r in records if r.source == "allidb1"]
+                         + [str(r.group) for r in records if r.source == "allidb2"])  # fmt: skip
+    unit_of = linked_groups(groups, fields)
+    return [unit_of[g] for g in groups]

@@ -22,7 +22,7 @@ from leukemia_core.models.writing import save_model_folder
 from leukemia_core.roles import Permission, User, require
 from train.card import model_card
 from train.compare_settings import MODELS_SUBDIR, RESULTS_FILE, SIZE_BASELINE
-from train.compare_tables import promotion_refusals
+from train.compare_tables import NEVER_MEASURED, promotion_refusals
 from train.evaluate.classifier import SPLIT_FILE
 
 MIN_REASON_CHARACTERS = 20  # "ok" is no reason
@@ -64,7 +64,8 @@ def promote(
         )
     refusals = promotion_refusals(results, architecture)
     despite = " ".join(str(despite or "").split())
-    if refusals and len(despite) < MIN_REASON_CHARACTERS:
+    unmeasured = any(NEVER_MEASURED in refusal for refusal in refusals)
+    if refusals and (unmeasured or len(despite) < MIN_REASON_CHARACTERS):
         raise ValueError(
             f"{architecture} of this run cannot become the active model: "
             + "; ".join(refusals) + ". Train on labelled cells from more subjects and compare "

@@ -293,6 +293,12 @@ def active_model_section() -> None:
         return
     active = active_model_name(names=names)
     st.markdown(f"New analyses use **{active}**.")
+    try:  # made active before such versions were refused: said, so someone acts on it
+        if active and (refusals := activation_refusals(model_config(active).training)):
+            st.warning(f"`{active}` would not be made active today: {'; '.join(refusals)}. "
+                       "Make another model active below.")  # fmt: skip
+    except LeukemiaCoreError:
+        pass  # said where the model is loaded
     if active and st.button(f"Read the model card of {active}", key="active_model_card",
                             icon=":material/description:"):  # fmt: skip
         model_card_dialog(active)

@@ -24,6 +24,7 @@ from leukemia_core.store_rows import minute_text
 from train import jobs
 from train.compare_settings import MODELS_SUBDIR, SIZE_BASELINE, TABLE_FILE
 from train.compare_tables import (
+    NEVER_MEASURED,
     promotion_concerns,
     promotion_refusals,
     size_baseline_not_beaten,
@@ -228,6 +229,8 @@ def results_section(status: jobs.JobStatus) -> None:
     if refusals := promotion_refusals(results, picked):
         st.error(f"`{picked}` should not become the active model: " + "; ".join(refusals) + ". "
                  "Train on labelled cells from more subjects and compare again.")  # fmt: skip
+        if any(NEVER_MEASURED in refusal for refusal in refusals):  # no reason overrides it
+            return
         despite = st.text_input(
             "To promote it all the same, your reason (kept in its model card and the model "
             "changes, with your name)", key=f"promote_despite_{status.job_id}_{picked}",

@@ -32,9 +32,15 @@ def activation_refusals(training: dict) -> list[str]:
     """Why an adapted version (its config's ``training``) must not become the active model:
     its own check says it does worse than its base, or rests on too few samples to say
     anything (a walk made one active that its page called worse). Empty for other models."""
-    check = (training.get("adapted") or {}).get("check")
-    if not check:
+    adapted = training.get("adapted")
+    if adapted is None:
         return []
+    check = adapted.get("check") if isinstance(adapted, dict) else None
+    if not isinstance(check, dict) or not {"before", "after"} <= check.keys():
+        return [
+            "its folder does not hold the check its adaptation was judged by (damaged or "
+            "edited config.json): adapt it again"
+        ]  # an adapted version, unvouched for
     refusals = []
     if worse := worse_than_before(check):
         refusals.append(f"its check on the lab's cells says it does worse than its base model "

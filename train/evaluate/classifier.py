@@ -25,7 +25,7 @@ from train.evaluate.metrics import (
 )
 from train.evaluate.segmentation import cells_at_points, image_files, read_xyc
 from train.fit import app_crop
-from train.groups import bank_group, idb1_fields, idb1_group, linked_groups
+from train.groups import bank_group, idb1_fields, idb1_group, interval_units, linked_groups
 from train.records import BLAST, CellTable
 from train.splits import read_split_file
 
@@ -144,7 +144,7 @@ def evaluate_cells(
     notes = [*table.notes, *notes]  # e.g. no patient folders: each image its own group
     y = np.array([r.label == BLAST for r in records])
     # Intervals by patient or field where the data say which; else by cell (and said so)
-    groups = [bank_group(r) for r in records] if table.groups_known else None
+    groups = interval_units(records) if table.groups_known else None  # a smear run counts once
     calibration = classifier.model.config.calibration
     low = calibration.uncertain_low  # a blast below the review band is a confident miss
     result = binary_metrics(y, p, calibration.threshold, groups=groups, n_boot=n_boot,
