@@ -64,6 +64,8 @@ def too_easy(password: str, name: str) -> str | None:
 
 def check_password(password: object, name: str = "") -> str:
     """``password``, when it can be account ``name``'s password."""
+    # One spelling first: the rules judge the password that is stored.
+    password = same_spelling(password) if isinstance(password, str) else password
     # Ten spaces were a password; a line end pasted with it could never be typed at login.
     if not isinstance(password, str) or len(password.strip()) < MIN_PASSWORD_LENGTH:
         raise AccountInputError(
@@ -80,7 +82,7 @@ def check_password(password: object, name: str = "") -> str:
             "The password must not start or end with a space or hold a line end or tab: they "
             "are easily lost when typed or pasted at login."
         )
-    return same_spelling(password)
+    return password
 
 
 def reads_as(name: str) -> str:

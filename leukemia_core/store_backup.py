@@ -89,8 +89,10 @@ def restore_database(backup: str | os.PathLike, database: str | os.PathLike) -> 
             "or fix its rights (as the app's server account), then restore again."
         )
     partial = database.with_name(f"{database.name}.restoring")
-    owner = database.stat() if database.is_file() else None
-    accounts_before = _accounts(database) if owner else None
+    replacing = database.is_file()
+    # Whose file it is to be: the replaced one's owner, else (a fresh server) the folder's.
+    owner = database.stat() if replacing else folder.stat()
+    accounts_before = _accounts(database) if replacing else None
     try:
         _checked_copy(backup, partial)
         _same_owner(partial, owner)
@@ -126,8 +128,8 @@ def restore_database(backup: str | os.PathLike, database: str | os.PathLike) -> 
 
 
 def _same_owner(copy: Path, owner: os.stat_result | None) -> None:
-    """Give the copy the replaced database's owner: a restore run as root (sudo) left a file
-    only root could open, and the app's server account could not start on it."""
+    """Give the copy the replaced database's owner (or its folder's): a restore run as root
+    (sudo) left a file only root could open, and the app's server account could not start."""
     if owner is not None and hasattr(os, "geteuid") and os.geteuid() == 0:
         os.chown(copy, owner.st_uid, owner.st_gid)
 

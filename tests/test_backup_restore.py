@@ -362,6 +362,20 @@ def test_a_restore_run_as_root_keeps_the_owner_of_the_database_it_replaces(store
     assert store.path.stat().st_mode & 0o777 == 0o600
 
 
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
+                    reason="needs root: the case is a restore run with sudo")  # fmt: skip
+def test_a_restore_as_root_onto_a_fresh_server_gives_the_file_its_folders_owner(store, tmp_path):
+    """The disaster-recovery case: no database yet, `sudo ... restore`, and a root-only file the
+    app's account could not open."""
+    new_case(store, [["normal"]], sample_id="S-1")
+    backup = store.backup(tmp_path / "b.sqlite3")
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    os.chown(fresh, 1234, 1234)
+    restore_database(backup, fresh / "cases.sqlite3")
+    assert (fresh / "cases.sqlite3").stat().st_uid == 1234
+
+
 def test_a_restore_says_which_accounts_it_changed(store, tmp_path, capsys):
     """A password reset after a leak, and a disabling, came undone without a word."""
     accounts = Accounts(store.path)

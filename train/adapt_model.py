@@ -27,6 +27,7 @@ import numpy as np
 from leukemia_core.accounts import Accounts, Permission, User, require
 from leukemia_core.classify import Classifier
 from leukemia_core.errors import ModelExistsError
+from leukemia_core.models.adapted_check import activation_refusals
 from leukemia_core.models.folder import (
     ACTIVE_FILE,
     PREVIOUS,
@@ -298,7 +299,13 @@ def adapt_command(args: argparse.Namespace) -> int:
     if worse:
         print(f"note: on the grouped check the new version does worse than {done['base']}: "
               f"{'; '.join(worse)}.", file=sys.stderr)  # fmt: skip
-    print(f"note: {folder.name} is a new version and is not active; check it, then make it the "
-          f"active model with `python -m train activate {folder.name}` (or the Retrain page).",
-          file=sys.stderr)  # fmt: skip
+    if refusals := activation_refusals(
+        json.loads((folder / "config.json").read_text())["training"]
+    ):
+        print(f"note: {folder.name} is kept but cannot become the active model: "
+              f"{'; '.join(refusals)}.", file=sys.stderr)  # fmt: skip
+    else:
+        print(f"note: {folder.name} is a new version and is not active; check it, then make it "
+              f"the active model with `python -m train activate {folder.name}` (or the Retrain "
+              "page).", file=sys.stderr)  # fmt: skip
     return 0

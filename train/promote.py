@@ -28,6 +28,11 @@ from train.evaluate.classifier import SPLIT_FILE
 MIN_REASON_CHARACTERS = 20  # "ok" is no reason
 
 
+def reason_is_enough(text: str) -> bool:
+    """Whether a typed reason may override promotion's refusals (words, not "ok")."""
+    return len(" ".join(str(text or "").split())) >= MIN_REASON_CHARACTERS
+
+
 def promote(
     run_dir: Path, architecture: str, name: str, *, user: User, root: Path | None = None,
     despite: str = "",
@@ -65,7 +70,7 @@ def promote(
     refusals = promotion_refusals(results, architecture)
     despite = " ".join(str(despite or "").split())
     unmeasured = any(NEVER_MEASURED in refusal for refusal in refusals)
-    if refusals and (unmeasured or len(despite) < MIN_REASON_CHARACTERS):
+    if refusals and (unmeasured or not reason_is_enough(despite)):
         raise ValueError(
             f"{architecture} of this run cannot become the active model: "
             + "; ".join(refusals) + ". Train on labelled cells from more subjects and compare "

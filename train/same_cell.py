@@ -9,6 +9,8 @@ SAME_CELL_PX = 32  # crop centres this close in one field show one cell (cells a
 
 
 def crop_centre(row: dict) -> tuple[float, float] | None:
+    """A crop's centre in its field (``source_fields.csv``'s x, y); None when the row has none,
+    and such a crop is never taken for a repeat."""
     try:
         return float(row["x"]), float(row["y"])
     except (KeyError, TypeError, ValueError):

@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from leukemia_core.errors import LeukemiaCoreError
-from leukemia_core.models.adapted_check import activation_refusals
+from leukemia_core.models.adapted_check import MIN_CHECK_SAMPLES, activation_refusals
 from leukemia_core.models.folder import active_model_name, list_models, read_config
 from train import jobs
 from train.adapt import (
@@ -24,7 +24,6 @@ from train.adapt import (
     worse_than_before,
 )
 from train.adapt_model import adapt_model, next_site_name, require_sample_ids
-from train.compare_tables import MIN_TEST_GROUPS
 from train.data_roots import (
     NOT_CONFIGURED,
     data_roots,
@@ -133,16 +132,15 @@ def _result(name: str) -> None:
                f"{check['groups']} samples, {check['folds']} folds, each sample scored by a fit "
                f"without it. {done['decision']}. Confident misses: blasts below the review band, "
                "counted normal without review.")  # fmt: skip
-    if check["groups"] < MIN_TEST_GROUPS:  # as promotion warns
+    if check["groups"] < MIN_CHECK_SAMPLES:  # as promotion refuses fewer test groups
         st.warning(f"These figures rest on {check['groups']} samples ({check['cells']} cells): "
-                   f"with fewer than {MIN_TEST_GROUPS} they vary too much to tell the versions "
+                   f"with fewer than {MIN_CHECK_SAMPLES} they vary too much to tell the versions "
                    "apart, so even a perfect score here is no evidence. Adapt with cells of more "
                    "samples (at least 200 cells of many samples) before relying on it.")  # fmt: skip
     worse = worse_than_before(check)
     if worse:
         st.warning(f"On the check, the new version does worse than `{done['base']}`: "
-                   f"{'; '.join(worse)}. Keep the current model unless you have reasons the "
-                   "check cannot show (e.g. few samples).")  # fmt: skip
+                   f"{'; '.join(worse)}. Keep the current model.")  # fmt: skip
     if active_model_name() == name:  # made active here: said here, not only at the page's top
         st.success(f"`{name}` is the active model: new analyses use it.",
                    icon=":material/published_with_changes:")  # fmt: skip

@@ -31,7 +31,7 @@ from train.compare_tables import (
     test_groups,
 )
 from train.data_roots import data_roots, shorten
-from train.promote import MIN_REASON_CHARACTERS, promote, promotions_of
+from train.promote import MIN_REASON_CHARACTERS, promote, promotions_of, reason_is_enough
 from ui import auth
 from ui import comparison as view
 from ui.common import flash
@@ -236,7 +236,7 @@ def results_section(status: jobs.JobStatus) -> None:
             "changes, with your name)", key=f"promote_despite_{status.job_id}_{picked}",
             placeholder=f"at least {MIN_REASON_CHARACTERS} characters",
         )  # fmt: skip
-        if len(" ".join(despite.split())) < MIN_REASON_CHARACTERS:
+        if not reason_is_enough(despite):
             return
     staged = status.folder / MODELS_SUBDIR / picked
     concerns = promotion_concerns(results, picked,

@@ -40,10 +40,10 @@ def current() -> Review | None:
         try:
             session = Review.open(case_store(), case_id)
             st.session_state[SESSION_KEY] = session
-        except LeukemiaCoreError as error:
+        except CaseNotFoundError:
             del st.query_params[CASE_PARAM]  # a case that is gone (or another database)
-            if not isinstance(error, CaseNotFoundError):  # e.g. altered outside the app
-                st.error(str(error))
+        except LeukemiaCoreError as error:  # altered outside the app, a busy database: said,
+            st.error(str(error))  # and the address keeps naming the case for the next try
     return session
 
 
