@@ -594,3 +594,15 @@ def test_an_adaptation_checked_on_few_samples_says_its_figures_are_no_evidence(
     assert not [b for b in at.button if b.key == "adapt_activate"]
     with pytest.raises(LeukemiaCoreError, match="rests on 3 sample"):  # the core refuses too
         set_active_model("tiny-site1", user=User.shell())
+
+
+def test_the_adaptation_check_folds_smear_runs_not_blocks():
+    """Five ALL-IDB1 blocks of two smear runs asked for five folds of two units: the LOSO run's
+    site adaptation stopped with "4 group(s) cannot fill 5 parts"."""
+    from train.adapt import _folds
+
+    groups = np.array([f"allidb1:b{b:03d}" for b in (3, 4, 10, 11, 12) for _ in range(4)])
+    is_blast = np.array([i % 2 == 0 for i in range(len(groups))])
+    folds = _folds(is_blast, groups, seed=0)
+    assert len(set(folds)) == 2  # one per run
+    assert len(set(folds[:8])) == 1 and len(set(folds[8:])) == 1

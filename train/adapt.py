@@ -30,7 +30,7 @@ from leukemia_core.calibration import (
 from leukemia_core.models.adapted_check import worse_than_before as worse_than_before
 from train.evaluate.metrics import point_metrics
 from train.records import BLAST, NORMAL, DatasetError, LabelledCrop
-from train.splits import assign_groups
+from train.splits import assign_groups, units_of
 
 MIN_CELLS_PER_CLASS = 5  # fewer blasts or normal cells than this: nothing to fit on
 MIN_GROUPS = 2  # the internal check needs at least two samples
@@ -207,9 +207,10 @@ def figures(p: np.ndarray, is_blast: np.ndarray, threshold, uncertain_low) -> di
 
 def _folds(is_blast: np.ndarray, groups: np.ndarray, seed: int) -> np.ndarray:
     """Fold index per cell: groups shared out over up to :data:`CHECK_FOLDS` parts by class."""
-    k = min(CHECK_FOLDS, len(set(groups)))
     cells = [LabelledCrop(Path("."), BLAST if b else NORMAL, g, ADAPTATION_SOURCE)
              for b, g in zip(is_blast, groups, strict=True)]  # fmt: skip
+    # Parts are filled with split units (one ALL-IDB1 smear run's blocks together), not groups.
+    k = min(CHECK_FOLDS, len(set(units_of(cells).values())))
     part_of = assign_groups(cells, [1 / k] * k, seed)
     return np.array([part_of[g] for g in groups])
 
