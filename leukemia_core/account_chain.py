@@ -57,8 +57,7 @@ def chain_existing(conn: sqlite3.Connection) -> None:
     """Chain the events written before chains existed, as they stand (the schema upgrade)."""
     for table, names in (("account_events", ACCOUNT_CHAINED), ("model_events", MODEL_CHAINED)):
         previous = ""
-        for row in conn.execute(f"SELECT * FROM {table} ORDER BY event_id").fetchall():
-            values = _as_dict(conn, table, row)
+        for values in _rows(conn, table):
             previous = _chain(previous, values, names)
             conn.execute(f"UPDATE {table} SET chain = ? WHERE event_id = ?",
                          (previous, values["event_id"]))  # fmt: skip
@@ -74,8 +73,7 @@ def account_alterations(conn: sqlite3.Connection) -> tuple[str, ...]:
     for table, names, what in (("account_events", ACCOUNT_CHAINED, "account event"),
                                ("model_events", MODEL_CHAINED, "model change")):  # fmt: skip
         previous, last, broken = "", None, False
-        for row in conn.execute(f"SELECT * FROM {table} ORDER BY event_id").fetchall():
-            last = _as_dict(conn, table, row)
+        for last in _rows(conn, table):
             if table == "account_events" and (last["user_name"], last["event"]) == (
                 SYSTEM,
                 OUTSIDE,
@@ -115,11 +113,12 @@ def _chain(previous: str, row: dict, names: tuple[str, ...]) -> str:
     return _sha256([previous, [row[name] for name in names]])
 
 
-def _as_dict(conn: sqlite3.Connection, table: str, row) -> dict:
-    if hasattr(row, "keys"):
-        return {key: row[key] for key in row.keys()}  # noqa: SIM118 (Row is no dict)
-    columns = [c[1] for c in conn.execute(f"PRAGMA table_info({table})")]
-    return dict(zip(columns, row, strict=True))
+def _rows(conn: sqlite3.Connection, table: str) -> list[dict]:
+    """Every row of an event table in order, as dicts (with or without a row factory: the
+    schema upgrade's connection has none)."""
+    cursor = conn.execute(f"SELECT * FROM {table} ORDER BY event_id")
+    names = [column[0] for column in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
 def _sha256(value: object) -> str:

@@ -161,11 +161,8 @@ def field_from_row(row: sqlite3.Row) -> Field:
         image = rgb_from_png(row["image_png"])
     else:
         image = np.full((row["height"], row["width"], 3), _EMPTY_FIELD_GREY, np.uint8)
-    try:
-        quality = tuple(QualityWarning(**w) for w in json.loads(row["quality"]))
-    except (ValueError, TypeError) as error:
-        raise unreadable_value(f"Field {row['field_index'] + 1}'s quality checks",
-                               row["quality"]) from error  # fmt: skip
+    quality = read_stored(lambda text: tuple(QualityWarning(**w) for w in json.loads(text)),
+                          row["quality"], f"Field {row['field_index'] + 1}'s quality checks")  # fmt: skip
     size = (row["original_width"], row["original_height"]) if row["original_width"] else None
     return Field(row["field_index"], row["name"], image, size, row["scale"],
                  notes=_notes_from_json(row["notes"]), domain=domain_from_json(row["domain"]),

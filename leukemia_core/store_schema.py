@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 import cv2
 import numpy as np
 
-from leukemia_core.account_chain import append_account_event, chain_existing
+from leukemia_core.account_chain import SYSTEM, append_account_event, chain_existing
 from leukemia_core.imaging import mask_outline
 from leukemia_core.store_digest import (
     AUDIT_CHAINED,
@@ -318,7 +318,7 @@ def _v9_to_v10(conn: sqlite3.Connection) -> None:
     for sql in kept.values():
         conn.execute(sql)
     if conn.execute("SELECT 1 FROM users LIMIT 1").fetchone():  # not a new database
-        append_account_event(conn, "system", "schema upgraded", "database schema 10: account "
+        append_account_event(conn, SYSTEM, "schema upgraded", "database schema 10: account "
                              "and model events chained", datetime.now(UTC).isoformat())  # fmt: skip
 
 

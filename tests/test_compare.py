@@ -467,7 +467,7 @@ def test_a_smear_run_counts_once_in_group_counts_and_no_reason_overrides_an_unme
     """One patient's run of six blocks passed the "5 test groups" floor as six groups; and a
     typed reason could promote a model whose blast calls were never measured."""
     from leukemia_core.models.adapted_check import activation_refusals
-    from train.compare_tables import NEVER_MEASURED, promotion_refusals
+    from train.compare_tables import promotion_refusals, unmeasured_classes
     from train.data import LABELS, LabelledCrop
     from train.groups import interval_units
 
@@ -476,7 +476,23 @@ def test_a_smear_run_counts_once_in_group_counts_and_no_reason_overrides_an_unme
     assert len(set(interval_units(records))) == 1  # blocks b005-b010: one run
     blind = {"table": [{"model": "m", "status": "done", "sensitivity": None, "specificity": 0.9}]}
     (refusal,) = promotion_refusals(blind, "m")
-    assert NEVER_MEASURED in refusal
+    assert "never measured" in refusal and unmeasured_classes(blind, "m") == ["blast"]
     # an adapted version whose folder lost its check is not vouched for
     assert "does not hold the check" in activation_refusals({"adapted": {"base": "x"}})[0]
     assert activation_refusals({}) == []
+
+
+def test_promotion_of_a_model_never_tested_on_a_class_offers_no_typed_reason(tmp_path):
+    """The refusal said "give your reason" for a model whose blast calls were never measured,
+    which no reason overrides."""
+    import json
+
+    from train.compare_settings import RESULTS_FILE
+    from train.promote import promote
+
+    row = {"model": "m", "status": "done", "sensitivity": None, "specificity": 0.9}
+    (tmp_path / RESULTS_FILE).write_text(json.dumps({"table": [row], "settings": {}}))
+    for despite in ("", "a long enough reason for the record"):
+        with pytest.raises(ValueError, match="never measured") as refused:
+            promote(tmp_path, "m", "mine", user=User.shell(), despite=despite)
+        assert "give your reason" not in str(refused.value)

@@ -109,7 +109,6 @@ def _count(value) -> str:
 
 
 MIN_TEST_GROUPS = 5
-NEVER_MEASURED = "never measured"  # a refusal no typed reason overrides
 """With fewer test groups (subjects, field blocks) a comparison cannot tell models apart."""
 
 
@@ -128,11 +127,9 @@ def promotion_refusals(results: dict, model: str) -> list[str]:
     through a warning, and every new analysis of the lab used it)."""
     row = {row["model"]: row for row in results["table"]}[model]
     sensitivity, specificity = row.get("sensitivity"), row.get("specificity")
-    missing = [side for side, value in (("blast", sensitivity), ("normal", specificity))
-               if value is None]  # fmt: skip
-    if missing:  # its sensitivity or specificity was never measured: no reason overrides it
+    if missing := unmeasured_classes(results, model):
         return [f"its test cells hold no {' or '.join(missing)} cell, so how it calls them was "
-                f"{NEVER_MEASURED}: label cells of that class from more subjects"]  # fmt: skip
+                "never measured: label cells of that class from more subjects"]  # fmt: skip
     refusals = []
     if min(sensitivity, specificity) < 0.05:
         called = "blast" if sensitivity > specificity else "normal"
@@ -153,6 +150,14 @@ def promotion_refusals(results: dict, model: str) -> list[str]:
             "the test side)"
         )
     return refusals
+
+
+def unmeasured_classes(results: dict, model: str) -> list[str]:
+    """The classes (``blast``, ``normal``) whose calls ``model``'s test never measured: its
+    test cells held none. No typed reason overrides that refusal; the others it may."""
+    row = {row["model"]: row for row in results["table"]}[model]
+    return [side for side, key in (("blast", "sensitivity"), ("normal", "specificity"))
+            if row.get(key) is None]  # fmt: skip
 
 
 def size_baseline_not_beaten(results: dict, model: str) -> tuple[float, float] | None:

@@ -29,6 +29,13 @@ def idb1_fields(names: Iterable[str]) -> dict[int, str]:
     return {int(m.group(1)): m.group(2) for n in names if (m := _IDB1_FIELD.match(Path(n).name))}
 
 
+def idb1_fields_of(records) -> dict[int, str]:
+    """The ALL-IDB1 fields ``records`` name (:func:`idb1_fields`): an ALL-IDB1 cell by its
+    file, an ALL-IDB2 crop by its field (the group it was loaded with)."""
+    return idb1_fields([Path(r.path).name for r in records if r.source == "allidb1"]
+                       + [str(r.group) for r in records if r.source == "allidb2"])  # fmt: skip
+
+
 def linked_groups(groups: Iterable[str], fields: dict[int, str] | None = None) -> dict[str, str]:
     """Each group's split unit: the groups that must share a side.
 
@@ -74,7 +81,5 @@ def interval_units(records) -> list[str]:
     an ALL-IDB1 smear run's blocks joined (:func:`linked_groups`), so that one patient's run
     of six blocks counts once, not six times."""
     groups = [bank_group(r) for r in records]
-    fields = idb1_fields([Path(r.path).name for r in records if r.source == "allidb1"]
-                         + [str(r.group) for r in records if r.source == "allidb2"])  # fmt: skip
-    unit_of = linked_groups(groups, fields)
+    unit_of = linked_groups(groups, idb1_fields_of(records))
     return [unit_of[g] for g in groups]

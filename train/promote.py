@@ -22,7 +22,7 @@ from leukemia_core.models.writing import save_model_folder
 from leukemia_core.roles import Permission, User, require
 from train.card import model_card
 from train.compare_settings import MODELS_SUBDIR, RESULTS_FILE, SIZE_BASELINE
-from train.compare_tables import NEVER_MEASURED, promotion_refusals
+from train.compare_tables import promotion_refusals, unmeasured_classes
 from train.evaluate.classifier import SPLIT_FILE
 
 MIN_REASON_CHARACTERS = 20  # "ok" is no reason
@@ -69,14 +69,15 @@ def promote(
         )
     refusals = promotion_refusals(results, architecture)
     despite = " ".join(str(despite or "").split())
-    unmeasured = any(NEVER_MEASURED in refusal for refusal in refusals)
+    unmeasured = bool(unmeasured_classes(results, architecture))
     if refusals and (unmeasured or not reason_is_enough(despite)):
+        override = "" if unmeasured else (
+            " (to promote it all the same, give your reason in words, at least "
+            f"{MIN_REASON_CHARACTERS} characters: it is kept in its card and the model changes)")  # fmt: skip
         raise ValueError(
             f"{architecture} of this run cannot become the active model: "
             + "; ".join(refusals) + ". Train on labelled cells from more subjects and compare "
-            "again, or keep the current model (to promote it all the same, give your reason in "
-            f"words, at least {MIN_REASON_CHARACTERS} characters: it is kept in its card and "
-            "the model changes)."
+            f"again, or keep the current model{override}."
         )  # fmt: skip
     check_model_name(name)
     staged = Path(run_dir) / MODELS_SUBDIR

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from train.data import LABELS, DatasetError, LabelledCrop
-from train.groups import idb1_fields, linked_groups
+from train.groups import idb1_fields_of, linked_groups
 
 SIDES = ("train", "val", "test")
 
@@ -55,9 +55,7 @@ class SplitResult:
 def units_of(records: Sequence[LabelledCrop]) -> dict[str, str]:
     """Each group's split unit (:func:`~train.groups.linked_groups`), told by the ALL-IDB1
     fields the records name: an ALL-IDB1 cell by its file, an ALL-IDB2 crop by its field."""
-    fields = idb1_fields([r.path.name for r in records if r.source == "allidb1"]
-                         + [str(r.group) for r in records if r.source == "allidb2"])  # fmt: skip
-    return linked_groups({r.group for r in records}, fields)
+    return linked_groups({r.group for r in records}, idb1_fields_of(records))
 
 
 def _unit_counts(records: Sequence[LabelledCrop]) -> tuple[dict[str, tuple[int, ...]], dict]:

@@ -24,11 +24,11 @@ from leukemia_core.store_rows import minute_text
 from train import jobs
 from train.compare_settings import MODELS_SUBDIR, SIZE_BASELINE, TABLE_FILE
 from train.compare_tables import (
-    NEVER_MEASURED,
     promotion_concerns,
     promotion_refusals,
     size_baseline_not_beaten,
     test_groups,
+    unmeasured_classes,
 )
 from train.data_roots import data_roots, shorten
 from train.promote import MIN_REASON_CHARACTERS, promote, promotions_of, reason_is_enough
@@ -229,7 +229,7 @@ def results_section(status: jobs.JobStatus) -> None:
     if refusals := promotion_refusals(results, picked):
         st.error(f"`{picked}` should not become the active model: " + "; ".join(refusals) + ". "
                  "Train on labelled cells from more subjects and compare again.")  # fmt: skip
-        if any(NEVER_MEASURED in refusal for refusal in refusals):  # no reason overrides it
+        if unmeasured_classes(results, picked):  # no reason overrides it
             return
         despite = st.text_input(
             "To promote it all the same, your reason (kept in its model card and the model "
@@ -273,10 +273,10 @@ def failure_words(error: str) -> str:
     return shown(message)
 
 
-@st.fragment(run_every=3.0)
 def _jobs_overview(job_id: str) -> None:
-    """This job's state and every job's, read again every 3 s: the line said "running 1" for
-    minutes after the jobs had finished while another job was picked."""
+    """This job's state and every job's (read again every 3 s while a job is queued or running,
+    :func:`_live_jobs_overview`: the line said "running 1" for minutes after the jobs had
+    finished while another job was picked)."""
     all_jobs = jobs.list_jobs()
     status = next((j for j in all_jobs if j.job_id == job_id), None)
     if status is None:
@@ -289,6 +289,9 @@ def _jobs_overview(job_id: str) -> None:
             "Job": j.title or "custom", "Submitted (UTC)": minute_text(j.created),
             "State": j.state_text, "Finished (UTC)": minute_text(j.finished) if j.finished else "—",
         } for j in all_jobs]), hide_index=True, width="stretch")  # fmt: skip
+
+
+_live_jobs_overview = st.fragment(run_every=3.0)(_jobs_overview)
 
 
 def jobs_section() -> None:
@@ -311,7 +314,8 @@ def jobs_section() -> None:
                           format_func=lambda i: f"{by_id[i].title or 'custom'} · "
                                                 f"{minute_text(by_id[i].created)} UTC")  # fmt: skip
     status = by_id[job_id]
-    _jobs_overview(job_id)
+    # Read again every 3 s only while some job can still change its state.
+    (_live_jobs_overview if any(j.active for j in all_jobs) else _jobs_overview)(job_id)
     with st.expander("Job settings and command"):
         st.caption(f"Job {job_id}")
         try:

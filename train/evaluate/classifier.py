@@ -25,7 +25,14 @@ from train.evaluate.metrics import (
 )
 from train.evaluate.segmentation import cells_at_points, image_files, read_xyc
 from train.fit import app_crop
-from train.groups import bank_group, idb1_fields, idb1_group, interval_units, linked_groups
+from train.groups import (
+    bank_group,
+    idb1_fields,
+    idb1_fields_of,
+    idb1_group,
+    interval_units,
+    linked_groups,
+)
 from train.records import BLAST, CellTable
 from train.splits import read_split_file
 
@@ -80,9 +87,7 @@ def seen_in_training(records, seen: set[str]) -> tuple[list[bool], list[str]]:
     alone, so a copy of a training set is never counted as new patients; other patients who
     happen to share a name are then left out too, and the note says so.
     """
-    fields = idb1_fields([r.path.name for r in records if r.source == "allidb1"]
-                         + [str(r.group) for r in records if r.source == "allidb2"])  # fmt: skip
-    seen = linked_seen(seen, {bank_group(record) for record in records}, fields)
+    seen = linked_seen(seen, {bank_group(record) for record in records}, idb1_fields_of(records))
     known = {g.partition(":")[0] for g in seen}
     names = {g.partition(":")[2] for g in seen}
     flags, by_name = [], {}
