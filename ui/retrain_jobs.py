@@ -285,9 +285,11 @@ def _jobs_overview(job_id: str) -> None:
     done = f" {status.message}" if status.state == jobs.DONE and status.message else ""
     st.caption(f"This job: **{status.state_text}**.{done} All jobs: {per_state}.")
     with st.expander(f"Every job ({len(all_jobs)})"):
+        # The state first: at 800 px a long job name pushed it off the table's right edge.
         st.dataframe(pd.DataFrame([{
-            "Job": j.title or "custom", "Submitted (UTC)": minute_text(j.created),
-            "State": j.state_text, "Finished (UTC)": minute_text(j.finished) if j.finished else "—",
+            "State": j.state_text, "Job": j.title or "custom",
+            "Submitted (UTC)": minute_text(j.created),
+            "Finished (UTC)": minute_text(j.finished) if j.finished else "—",
         } for j in all_jobs]), hide_index=True, width="stretch")  # fmt: skip
 
 
