@@ -251,6 +251,12 @@ class CaseReads(StorePart):
                     "disk's free space and that this account can write there."
                 ) from error
             raise unusable_database(self.path, error, "backed up") from error
+        except PermissionError as error:  # e.g. a scratch file another account left there
+            raise CaseInputError(
+                f"The backup could not be written to {target}: this account may not write or "
+                f"replace {error.filename or partial} ({error.strerror}); choose another folder "
+                "or file name, or remove that file as its owner."
+            ) from error
         except OSError as error:  # the copy's disk filled up, or went read-only
             raise CaseInputError(
                 f"The backup could not be written to {target} ({error.strerror or error}); "

@@ -201,7 +201,7 @@ def _bad(name: str):
 
 @pytest.mark.parametrize("case, message", [
     ("one class", r"0 normal cell\(s\)"),
-    ("too few blasts", r"at least 5 signed blasts .* 4 blast\(s\)"),
+    ("too few blasts", r"at least 5 labelled blasts .* 4 blast\(s\)"),
     ("one sample", "at least 2 samples"),
     ("pure samples", "No grouped check is possible"),
     ("shapes", "do not fit"),
@@ -325,7 +325,7 @@ def test_adaptation_writes_new_versions_and_never_overwrites(models, cells):
         adapt_model("tiny", records, user=User.shell(), root=models, new_name="tiny")
     with pytest.raises(ModelNotFoundError, match="valid names"):
         adapt_model("nope", records, user=User.shell(), root=models)
-    with pytest.raises(AdaptationError, match="at least 5 signed blasts"):
+    with pytest.raises(AdaptationError, match="at least 5 labelled blasts"):
         adapt_model(
             "tiny", [r for r in records if r.label == "normal"], user=User.shell(), root=models
         )
@@ -458,7 +458,7 @@ def test_adapt_section_of_the_retrain_page(models, apptest_navigation):
     assert any("No signed case" in e.value for e in at.error), [e.value for e in at.error]
     _sign_cases(CaseStore(os.environ["LEUKEMIA_CASE_DB"]), 1)  # 2 blasts: too few to adapt on
     at.button(key="adapt_count").click().run()
-    assert any("at least 5 signed blasts" in w.value for w in at.warning)
+    assert any("at least 5 labelled blasts" in w.value for w in at.warning)
     assert at.button(key="adapt_run").disabled  # the button would only repeat the warning
     _sign_cases(CaseStore(os.environ["LEUKEMIA_CASE_DB"]), 5, first=1)
     at.button(key="adapt_count").click().run()

@@ -335,6 +335,25 @@ def test_a_backup_never_writes_through_what_is_left_at_its_scratch_name(store, t
     assert not elsewhere.exists() or elsewhere.stat().st_size == 0
 
 
+def test_a_scratch_file_another_account_left_is_named_not_blamed_on_disk_space(
+    store, tmp_path, monkeypatch
+):
+    """In a shared folder (sticky /tmp) another account's `<target>.partial` cannot be
+    removed: the message blamed the disk's free space."""
+    from leukemia_core import store_reads
+
+    def refused(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(store_reads, "new_private_file", refused)
+    with pytest.raises(store_reads.CaseInputError) as raised:
+        store.backup(tmp_path / "nightly.sqlite3")
+    said = str(raised.value)
+    assert "may not write or replace" in said and "nightly.sqlite3.partial" in said
+    assert "free space" not in said
+    assert not (tmp_path / "nightly.sqlite3").exists()
+
+
 def test_a_backup_leaves_an_older_releases_database_as_it_was_found(store, tmp_path, capsys):
     """`backup` upgraded the live database before copying it: a backup taken before an update
     no longer opened in the release that wrote it, and there was no way back."""

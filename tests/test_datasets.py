@@ -227,6 +227,18 @@ def test_union_refusals_name_the_problem(tmp_path):
         inspect_datasets([])
 
 
+def test_a_class_of_damaged_files_is_called_damaged_not_just_one_class(tmp_path):
+    """Three identical undecodable files under lymphocyte/ read as "only normal cells (1)"."""
+    root = make_subjects(tmp_path / "set", {"lymphocyte/P2": ["a.png"]})
+    for name in ("a.png", "b.png", "c.png"):
+        (root / "lymphocyte" / "P2" / name).write_bytes(b"not a picture")
+    with pytest.raises(SingleClassError, match=r"none of them decodes as a picture: .*\.png"):
+        inspect_dataset(root)
+    with pytest.raises(SingleClassError) as quick:  # without decoding, nothing is claimed
+        inspect_dataset(root, verify=False)
+    assert "decode" not in str(quick.value)
+
+
 # ----------------------------------------------------------------------------- zip archives
 def zip_bytes(members: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
     buffer = io.BytesIO()

@@ -112,11 +112,11 @@ def check_cells(is_blast: np.ndarray, groups: np.ndarray) -> dict:
     fewest = min(counts["per_class"].values())
     if fewest < MIN_CELLS_PER_CLASS:
         raise AdaptationError(
-            f"Adaptation needs at least {MIN_CELLS_PER_CLASS} signed blasts and "
-            f"{MIN_CELLS_PER_CLASS} signed normal cells; these cells hold "
+            f"Adaptation needs at least {MIN_CELLS_PER_CLASS} labelled blasts and "
+            f"{MIN_CELLS_PER_CLASS} labelled normal cells; these cells hold "
             f"{counts['per_class'][BLAST]} blast(s) and {counts['per_class'][NORMAL]} normal "
-            "cell(s). Review and sign more cases of this lab (blast-positive and negative "
-            "samples), then adapt again."
+            "cell(s). Add labelled cells of both classes (sign more of this lab's cases, "
+            "blast-positive and negative samples, or give a folder with both), then adapt again."
         )
     if counts["groups"] < MIN_GROUPS:
         raise AdaptationError(

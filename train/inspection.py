@@ -233,8 +233,9 @@ def _inspect(
         ((label, n),) = classes.items()
         other = NORMAL if label == BLAST else BLAST
         raise SingleClassError(
-            f"{where} holds only {label} cells ({n}){left_out}; a classifier needs blast and "
-            f"normal cells. Add a dataset with {other} cells (several locations can be combined)."
+            f"{where} holds only {label} cells ({n}){left_out}{_undecodable(table, verify)}; a "
+            f"classifier needs blast and normal cells. Add a dataset with {other} cells "
+            "(several locations can be combined)."
         )
     if ungrouped and not allow_ungrouped:
         raise MissingGroupError(
@@ -299,6 +300,15 @@ def _readable(table: CellTable, roots) -> CellTable:
             f"{_listed([why for _, why in bad])}.")  # fmt: skip
     note = note if roots is None else shorten(note, roots)  # no server paths on the page
     return CellTable(kept, (*table.notes, note), table.groups_known)
+
+
+def _undecodable(table: CellTable, verify: bool) -> str:
+    """`` (none of them decodes as a picture)`` and the like, when checking decodes the files:
+    a folder of damaged files read as "only normal cells (1)", not as what it is."""
+    if not verify or not (bad := unreadable_images(table)):
+        return ""
+    return (" (none of them decodes as a picture: " if len(bad) == len(table) else
+            f" ({len(bad)} of them cannot be decoded: ") + f"{_listed([w for _, w in bad])})"  # fmt: skip
 
 
 def without_duplicates(table: CellTable) -> CellTable:

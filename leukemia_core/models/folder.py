@@ -205,8 +205,8 @@ def set_active_model(
     """
     require(user, Permission.MANAGE_MODELS)
     root = root or models_dir()
-    verify_model_files(name, root)
-    if refusals := activation_refusals(read_config(name, root).training):
+    config = verify_model_files(name, root)  # the config read once: checked, then judged
+    if refusals := activation_refusals(config.training):
         raise ModelActivationRefused(f"{name!r} is not made active: " + "; ".join(refusals)
                                      + ". The active model stays as it is.")  # fmt: skip
     previous = active_model_name(root)
