@@ -51,6 +51,18 @@ def file_fingerprint(path: Path) -> str:
     return f"{stat.st_size}:{stat.st_mtime_ns}:{edges}"
 
 
+def array_digest(settings: str, *arrays: np.ndarray) -> str:
+    """BLAKE2b of ``settings`` and every byte of ``arrays`` (16 hex digits): what a training
+    checkpoint or cached feature file was made from. Every pixel counts (a key from a sample
+    of them read an edited crop's stale features as its own)."""
+    digest = hashlib.blake2b(settings.encode(), digest_size=8)
+    for array in arrays:
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
 def content_digest(path: Path) -> str | None:
     """SHA-256 of the file's bytes, read in 1 MB chunks (None when it cannot be read): the same
     picture under two names has one digest."""

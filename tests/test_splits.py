@@ -282,3 +282,23 @@ def test_runs_part_where_an_all_field_meets_a_healthy_one_and_a_torn_split_is_re
     path.write_text("group,side\nallidb1:b004,train\nallidb1:b005,test\nallidb1:b006,val\n")
     with pytest.raises(SplitError, match=r"1 smear run\(s\) on two sides \(allidb1:run004"):
         split_from_file(records, path)
+
+
+def test_a_run_next_to_a_trained_run_of_the_other_diagnosis_is_held_out(tmp_path):
+    """An ALL run (Im048-055) tested beside a trained healthy run (Im040-047) was counted as
+    seen: the split alone joined the neighbouring blocks, and the fields' labels, which part
+    them, came too late to undo it (a run-fold twin then had no ALL field to test)."""
+    from train.evaluate.classifier import seen_groups, seen_in_training, split_groups
+
+    (tmp_path / "split.csv").write_text(
+        "group,side\nallidb1:b010,train\nallidb1:b011,train\nallidb1:b012,test\nallidb1:b013,test\n"
+    )
+    records = [LabelledCrop(Path(f"Im{n:03d}_{int(n >= 48)}_cell1.png"), LABELS[n < 48],
+                            f"allidb1:b{n // 4:03d}", "allidb1")
+               for n in (44, 47, 48, 50, 53)]  # fmt: skip
+    flags, _ = seen_in_training(records, seen_groups(tmp_path), split_groups(tmp_path))
+    assert flags == [True, True, False, False, False]
+    # Without both fields where the runs meet, nothing says they are two people: joined.
+    unsure = [r for r in records if "Im047" not in str(r.path)]
+    flags, _ = seen_in_training(unsure, seen_groups(tmp_path), split_groups(tmp_path))
+    assert flags == [True, True, True, True]

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -170,3 +171,19 @@ def test_an_interrupted_phase_is_resumed_only_by_the_same_cells_and_settings():
     assert _run_key(other_split, config) != _run_key(data, config)
     assert _run_key(data, FitConfig(architecture="efficientnet_lite0", input_size=64)) != (
         _run_key(data, config))  # fmt: skip
+
+
+def test_cached_features_are_keyed_by_every_pixel_and_the_backbone_not_the_head():
+    """The key read a 1-in-16 sample of the pixels (crc32): a crop edited off that grid kept
+    its stale features."""
+    from train.head import feature_file_name
+
+    images = np.zeros((3, 32, 32, 3), np.uint8)
+    config = FitConfig(architecture="efficientnet_lite0", input_size=96)
+    edited = images.copy()
+    edited[1, 5, 7, 2] = 9  # off the every-16th-pixel grid
+    name = feature_file_name(config, images)
+    assert name == feature_file_name(config, images.copy())
+    assert feature_file_name(config, edited) != name
+    assert feature_file_name(replace(config, weights="random"), images) != name
+    assert feature_file_name(replace(config, epochs=config.epochs + 5), images) == name

@@ -51,7 +51,7 @@ from train.adapt import (
 from train.card import model_card
 from train.cli_model import load_tables
 from train.data import FORMATS
-from train.evaluate.classifier import seen_groups, seen_in_training
+from train.evaluate.classifier import seen_groups, seen_in_training, split_groups
 from train.fit import app_crop
 from train.groups import bank_group
 from train.inspection import without_duplicates
@@ -178,7 +178,7 @@ def adapt_model(
     once = without_duplicates(CellTable(tuple(replace(r, group=bank_group(r)) for r in records)))
     records = list(once.records)
     # Cells of samples the base was fitted or calibrated on: its "before" is in-sample there.
-    n_seen = sum(seen_in_training(records, seen_groups(loaded.path))[0])
+    n_seen = sum(seen_in_training(records, seen_groups(loaded.path), split_groups(loaded.path))[0])
     seen = (f"{n_seen} of the {len(records)} cells belong to samples the base model was trained "
             "or calibrated on, so its 'before' figures are not held-out there."
             if n_seen else "")  # fmt: skip

@@ -13,7 +13,6 @@ a CPU. Augmentation is :mod:`train.augmentation`, balancing and batches :mod:`tr
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ import tensorflow as tf
 from leukemia_core.calibration import CLASS_NAMES
 from leukemia_core.classify import view_averaged_logits
 from leukemia_core.errors import LeukemiaCoreError
+from leukemia_core.fingerprints import array_digest
 from leukemia_core.io import read_image
 from leukemia_core.models import build_classifier, get_architecture, preprocess
 from leukemia_core.models.config import check_test_time_views
@@ -232,10 +232,7 @@ def _fit_phase(model, data, config, phase, epochs, rate, checkpoint_dir, report)
 def _run_key(data, config) -> str:
     """Which cells, split and settings a phase trains on, as a short digest."""
     train_images, train_labels, val_images, val_labels, _ = data
-    digest = hashlib.blake2b(repr(config).encode(), digest_size=8)
-    for array in (train_images, train_labels, val_images, val_labels):
-        digest.update(np.ascontiguousarray(array).tobytes())
-    return digest.hexdigest()
+    return array_digest(repr(config), train_images, train_labels, val_images, val_labels)
 
 
 def _best_val_loss(history: list[dict]) -> float:

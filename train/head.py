@@ -8,7 +8,6 @@ is trained on those features: the frozen phase's result in minutes on a CPU.
 from __future__ import annotations
 
 import math
-import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from leukemia_core.calibration import CLASS_NAMES
+from leukemia_core.fingerprints import array_digest
 from leukemia_core.models import get_architecture
 from leukemia_core.models.architectures import PREPROCESSING_SCHEMES
 from train.augmentation import augment
@@ -125,17 +125,20 @@ def train_head(
     return head.get_layer("logits").get_weights(), progress.history
 
 
+def feature_file_name(config: FitConfig, train_images: np.ndarray) -> str:
+    """Name of the cached features of ``train_images``: what they depend on, the backbone's
+    weights too (another backbone's features in the same folder are stale), and every pixel,
+    but not the head's settings, so a new head reuses them."""
+    recipe = (f"{config.architecture} {config.size} {config.seed} {sorted(config.augmentations)} "
+              f"{config.stain_normalisation} {config.weights} {config.feature_views}")  # fmt: skip
+    return (f"features_{config.architecture}_{config.size}_{array_digest(recipe, train_images)}"
+            f"_v{config.feature_views}.npy")  # fmt: skip
+
+
 def fit_cached(model, data, config, report, checkpoint_dir=None) -> list[dict]:
     """Phase one on cached features; the trained head is copied into ``model``."""
     train_images, train_labels, val_images, val_labels, strata = data
-    # The backbone's weights too: features of another backbone in the same folder are stale.
-    recipe = zlib.crc32(f"{sorted(config.augmentations)} {config.stain_normalisation} "
-                        f"{config.weights}".encode())  # fmt: skip
-    key = (f"{config.architecture}_{config.size}_{config.seed}_{recipe:08x}_"
-           f"{zlib.crc32(train_images[:, ::16, ::16].tobytes()):08x}")  # fmt: skip
-    cache = (
-        checkpoint_dir / f"features_{key}_v{config.feature_views}.npy" if checkpoint_dir else None
-    )
+    cache = checkpoint_dir / feature_file_name(config, train_images) if checkpoint_dir else None
     train_x = _cached(cache, lambda: backbone_features(
         model, train_images, config, views=config.feature_views, progress=report))  # fmt: skip
     train_y = np.tile(train_labels, config.feature_views)

@@ -41,14 +41,22 @@ SPLIT_FILE = "split.csv"
 
 
 def seen_groups(model_folder: Path) -> set[str]:
-    """Groups on the train and val sides of the model's split, and the groups of one split unit
-    with them (test blocks of an ALL-IDB1 smear run partly trained on; empty when the model
-    has no split.csv)."""
+    """Groups on the train and val sides of the model's split (empty when the model has no
+    split.csv). Callers join the groups of one smear run to them (:func:`linked_seen`) with
+    the field labels their data show: the split alone cannot tell where an ALL run meets a
+    healthy one, so it would count a healthy run numbered next to a trained ALL run as seen."""
+    return {group for group, side in _split_sides(model_folder).items() if side != "test"}
+
+
+def split_groups(model_folder: Path) -> set[str]:
+    """Every group of the model's split: a test block between a seen block and the data's
+    links them into one run, even where the data hold no cell of it."""
+    return set(_split_sides(model_folder))
+
+
+def _split_sides(model_folder: Path) -> dict[str, str]:
     path = Path(model_folder) / SPLIT_FILE
-    if not path.is_file():
-        return set()
-    sides = read_split_file(path)
-    return linked_seen({group for group, side in sides.items() if side != "test"}, sides)
+    return read_split_file(path) if path.is_file() else {}
 
 
 def linked_seen(seen: set[str], others, fields: dict[int, str] | None = None) -> set[str]:
@@ -79,7 +87,9 @@ def _crop_probabilities(records, classifier: Classifier, progress: Progress | No
     return (np.concatenate(out) if out else np.zeros(0)), kept, unreadable
 
 
-def seen_in_training(records, seen: set[str]) -> tuple[list[bool], list[str]]:
+def seen_in_training(
+    records, seen: set[str], split: set[str] = frozenset()
+) -> tuple[list[bool], list[str]]:
     """Which records belong to a group the model was trained or calibrated on, and notes.
 
     A group is matched by its dataset and name (``deepapl:Patient_00``). Data whose dataset
@@ -87,7 +97,8 @@ def seen_in_training(records, seen: set[str]) -> tuple[list[bool], list[str]]:
     alone, so a copy of a training set is never counted as new patients; other patients who
     happen to share a name are then left out too, and the note says so.
     """
-    seen = linked_seen(seen, {bank_group(record) for record in records}, idb1_fields_of(records))
+    seen = linked_seen(seen, {bank_group(record) for record in records} | set(split),
+                       idb1_fields_of(records))  # fmt: skip
     known = {g.partition(":")[0] for g in seen}
     names = {g.partition(":")[2] for g in seen}
     flags, by_name = [], {}
@@ -116,10 +127,10 @@ def _held_out(records, seen: set[str] | None, model_folder: Path) -> tuple[list,
     record is measured, and a note says how many come from the model's own training groups.
     """
     if seen is not None:
-        flags, notes = seen_in_training(records, seen)
+        flags, notes = seen_in_training(records, seen, split_groups(model_folder))
         kept = [r for r, hit in zip(records, flags, strict=True) if not hit]
         return kept, len(records) - len(kept), notes
-    flags, _ = seen_in_training(records, seen_groups(model_folder))
+    flags, _ = seen_in_training(records, seen_groups(model_folder), split_groups(model_folder))
     notes = []
     if any(flags):
         notes.append(_not_held_out_note(sum(flags), len(flags), "cells", " (or named as such)"))
@@ -270,9 +281,10 @@ def evaluate_smears(
     unmarked = [p.name for p in every if p.stem.endswith("_1")
                 and not (root / "xyc" / f"{p.stem}.xyc").is_file()]  # fmt: skip
     every = [p for p in every if p.name not in unmarked]
+    labels = idb1_fields(p.name for p in every)
+    split = split_groups(classifier.model.path)
     if seen:  # a field numbered next to a training field is likely the same smear
-        seen = linked_seen(seen, {idb1_group(p.stem) for p in every},
-                           idb1_fields(p.name for p in every))  # fmt: skip
+        seen = linked_seen(seen, {idb1_group(p.stem) for p in every} | split, labels)
     fields = [p for p in every if not seen or idb1_group(p.stem) not in seen]
     if not fields:
         raise ValueError(f"Every field in {root} belongs to a group the model was trained on, "
@@ -282,7 +294,8 @@ def evaluate_smears(
         notes.append(f"{len(unmarked)} ALL field(s) without expert marks (no xyc/<name>.xyc) "
                      f"left out: {', '.join(unmarked[:5])}{', ...' if len(unmarked) > 5 else ''}.")  # fmt: skip
     if seen is None:  # with --held-out those fields are already left out above
-        own = linked_seen(seen_groups(classifier.model.path), {idb1_group(p.stem) for p in fields})
+        own = linked_seen(seen_groups(classifier.model.path),
+                          {idb1_group(p.stem) for p in fields} | split, labels)  # fmt: skip
         if trained := sum(idb1_group(p.stem) in own for p in fields):
             notes.append(_not_held_out_note(trained, len(fields), "fields"))
     threshold = classifier.model.config.calibration.threshold
