@@ -129,6 +129,9 @@ def model_card(name: str, config: dict, metrics: dict) -> str:
     fit = training.get("fit", {})
     calibration = config.get("calibration", {})
     sources = sorted((training.get("data_summary") or {}).get("per_source", {}))
+    # Hand-written words kept across re-renders, where a model's own history differs from what
+    # the code now does (v2's split tore a smear run, so its ALL-IDB figures were withdrawn).
+    notes = metrics.get("card_notes") or {}
     lines = [
         f"# Model card: `{name}`",
         "",
@@ -159,13 +162,19 @@ def model_card(name: str, config: dict, metrics: dict) -> str:
         "",
         *[f"- {LICENSES.get(s, s)}" for s in sources],
         "",
-        f"Split: {training.get('split', 'n/a')}. No group (subject, smear field block or file) is "
-        "on two sides, and no ALL-IDB1 smear run (a split re-used with --split-from that tore one "
-        "is refused).",
+        f"Split: {training.get('split', 'n/a')}. "
+        + notes.get(
+            "split",
+            "No group (subject, smear field block or file) is on two sides, and "
+            "no ALL-IDB1 smear run (a split re-used with --split-from that tore one is "
+            "refused).",
+        ),
         "",
         *_adapted(training),
         "## Evaluation on the held-out test groups",
-        "Figures with 95% bootstrap intervals over groups.",
+        " ".join(
+            ("Figures with 95% bootstrap intervals over groups.", notes.get("test", ""))
+        ).strip(),
         "",
         *_cell_table(
             {"all test cells": metrics.get("test", {}), **metrics.get("test_per_source", {})}
@@ -176,17 +185,19 @@ def model_card(name: str, config: dict, metrics: dict) -> str:
     held_out_cells = [k for k in metrics if k.endswith(HELD_OUT_SUFFIX)]
     if held_out_cells:
         lines += ["", "## Held-out single cells", "",
+                  *([notes["held_out_cells"], ""] if "held_out_cells" in notes else []),
                   *_cell_table({k[: -len(HELD_OUT_SUFFIX)]: metrics[k] for k in held_out_cells})]  # fmt: skip
         lines += [f"- {k[: -len(HELD_OUT_SUFFIX)]}: {note}"  # e.g. intervals from few patients
                   for k in held_out_cells for note in metrics[k].get("notes", [])]  # fmt: skip
     for title, key in (("Whole fields (ALL-IDB1, held-out fields)", "smears"),
                        ("Normal cells (false blasts)", "normals"),
                        ("Comparison", "comparison")):  # fmt: skip
-        if metrics.get(key):
-            lines += ["", f"## {title}", "", _block(metrics[key])]
+        if metrics.get(key) or key in notes:
+            lines += ["", f"## {title}", "", notes.get(key) or _block(metrics[key])]
     for title, text in (metrics.get("card_sections") or {}).items():  # hand-written, kept
         lines += ["", f"## {title}", "", text]
-    lines += ["", "## Known limits", *[f"- {x}" for x in _limits(sources)], "", RESEARCH_USE, ""]
+    limits = _limits(sources, notes.get("limits"))
+    lines += ["", "## Known limits", *[f"- {x}" for x in limits], "", RESEARCH_USE, ""]
     return "\n".join(lines)
 
 
@@ -234,9 +245,10 @@ BLAST_SOURCE_WORDS = {
 NORMAL_ONLY_SOURCES = ("pbc", "bccd", "zheng")  # public sets of normal blood only
 
 
-def _limits(sources: list[str]) -> list[str]:
+def _limits(sources: list[str], allidb_words: str | None = None) -> list[str]:
     """What the card warns about, from the sources the model was trained on (a lab's own set
-    gets no words about public datasets it never saw)."""
+    gets no words about public datasets it never saw); ``allidb_words`` replace the ALL-IDB1
+    grouping item."""
     named = {"allidb" if s in ("allidb1", "allidb2") else s for s in sources}
     blast_sources = [BLAST_SOURCE_WORDS.get(s, f"{s} (this lab's own labels)")
                      for s in sorted(named) if s not in NORMAL_ONLY_SOURCES]  # fmt: skip
@@ -252,7 +264,8 @@ def _limits(sources: list[str]) -> list[str]:
         "splits are classified as the piece it found.",
     ]
     if "allidb1" in sources:
-        limits.append("ALL-IDB1 fields carry no patient ids; fields were grouped in blocks of "
-                      "four consecutive numbers as a proxy, so two blocks may still come from "
-                      "one patient.")  # fmt: skip
+        limits.append(allidb_words or (
+            "ALL-IDB1 fields carry no patient ids; the split keeps each smear run (blocks of "
+            "consecutive field numbers, parted where an ALL field meets a healthy one) on one "
+            "side, a proxy: two runs may still come from one patient."))  # fmt: skip
     return limits
