@@ -57,9 +57,9 @@ def array_digest(settings: str, *arrays: np.ndarray) -> str:
     of them read an edited crop's stale features as its own)."""
     digest = hashlib.blake2b(settings.encode(), digest_size=8)
     for array in arrays:
-        array = np.ascontiguousarray(array)
+        array = np.ascontiguousarray(array)  # no copy when it is already (a fit's crops are)
         digest.update(f"{array.dtype}{array.shape}".encode())
-        digest.update(array.tobytes())
+        digest.update(array.reshape(-1).view(np.uint8))  # hashed in place, not copied to bytes
     return digest.hexdigest()
 
 

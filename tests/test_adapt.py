@@ -377,6 +377,20 @@ def test_the_domain_reference_comes_along(models, cells):
     assert load_model(folder.name, models).domain is not None  # declared, checksummed, loaded
 
 
+def test_an_adapted_card_keeps_what_the_base_card_says_of_its_split(models, cells):
+    """The base's split.csv is copied; an adapted v2's card said its split kept every smear
+    run whole, which v2's did not."""
+    metrics_path = models / "tiny" / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    torn = "No group is on two sides, but one ALL-IDB1 smear run's blocks are (see the base)."
+    metrics["card_notes"] = {"split": torn, "test": "not carried: the test is the base's"}
+    metrics_path.write_text(json.dumps(metrics))
+    folder = adapt_model("tiny", load_manifest(cells).records, user=User.shell(), root=models)
+    card = (folder / "card.md").read_text()
+    assert torn in card and "and no ALL-IDB1 smear run" not in card
+    assert "not carried" not in card and "labelled cells" in card
+
+
 def test_without_active_file_the_default_model_stays_the_default(models, cells):
     (models / "ACTIVE").unlink()
     assert active_model_name(models) == "tiny"

@@ -212,6 +212,13 @@ def _classify(
     return np.concatenate(features), np.concatenate(logits)
 
 
+def _base_metrics(base: Path) -> dict:
+    try:
+        return json.loads((base / "metrics.json").read_text())
+    except (OSError, ValueError):  # a base without readable metrics has no notes to carry
+        return {}
+
+
 def _save(
     loaded, name: str, adaptation: Adaptation, root: Path, data_description: str, user: User,
     groups: list[str],
@@ -232,6 +239,10 @@ def _save(
     }
     training["adapted"].pop("calibration")  # the new one is config["calibration"]
     metrics = {"adaptation_check": adaptation.check}
+    # The base's split.csv is copied, so are the card's words about it (v1's and v2's tore
+    # smear runs; without them the card would say they did not).
+    if notes := _base_metrics(base).get("card_notes"):
+        metrics["card_notes"] = {k: notes[k] for k in ("split", "limits") if k in notes}
     model = keras.Model.from_config(loaded.keras_model.get_config())
     model.set_weights(loaded.keras_model.get_weights())
     model.get_layer("logits").set_weights([adaptation.kernel, adaptation.bias])

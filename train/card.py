@@ -107,7 +107,7 @@ def _adapted(training: dict) -> list[str]:
         "## Adapted to a lab",
         f"Adapted {done.get('date', '')[:10]} from `{done['base']}` (weights sha256 "
         f"{done['base_sha256'][:12]}...) with `python -m train adapt` on {counts['cells']} "
-        f"signed cells ({counts['per_class']['blast']} blasts, "
+        f"labelled cells ({counts['per_class']['blast']} blasts, "
         f"{counts['per_class']['normal']} normal) of {counts['groups']} samples{data}; "
         f"{what}. Grouped internal check on these cells (each scored by a fit without its "
         f"sample; {check['folds']} folds):",

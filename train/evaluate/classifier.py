@@ -265,6 +265,15 @@ def cells_at_points_all(points, labels: np.ndarray, ids: list[int]) -> set[int]:
     }  # fmt: skip
 
 
+def fields_trained_on(images, model_folder: Path, seen: set[str] | None = None) -> set[str]:
+    """Groups of the ALL-IDB1 field files ``images`` in a smear run the model saw (``seen``,
+    default: the train and val sides of its split): runs told by the fields' labels (every
+    file, marked or not) and linked through the split's own test blocks."""
+    seen = seen_groups(model_folder) if seen is None else seen
+    groups = {idb1_group(Path(p).stem) for p in images} | split_groups(model_folder)
+    return linked_seen(seen, groups, idb1_fields(Path(p).name for p in images))
+
+
 def evaluate_smears(
     root: Path, classifier: Classifier, *, seen: set[str] | None = None,
     progress: Progress | None = None,
@@ -276,15 +285,13 @@ def evaluate_smears(
     Cells cut by the image border are left out on both sides, as the app leaves them out of
     counts: they are never predicted blasts, and expert marks inside them are not expected.
     """
-    every = image_files(root / "images")
+    images = image_files(root / "images")
     # An ALL field without its expert marks would count every blast found as a false one.
-    unmarked = [p.name for p in every if p.stem.endswith("_1")
+    unmarked = [p.name for p in images if p.stem.endswith("_1")
                 and not (root / "xyc" / f"{p.stem}.xyc").is_file()]  # fmt: skip
-    every = [p for p in every if p.name not in unmarked]
-    labels = idb1_fields(p.name for p in every)
-    split = split_groups(classifier.model.path)
+    every = [p for p in images if p.name not in unmarked]
     if seen:  # a field numbered next to a training field is likely the same smear
-        seen = linked_seen(seen, {idb1_group(p.stem) for p in every} | split, labels)
+        seen = fields_trained_on(images, classifier.model.path, seen)
     fields = [p for p in every if not seen or idb1_group(p.stem) not in seen]
     if not fields:
         raise ValueError(f"Every field in {root} belongs to a group the model was trained on, "
@@ -294,8 +301,7 @@ def evaluate_smears(
         notes.append(f"{len(unmarked)} ALL field(s) without expert marks (no xyc/<name>.xyc) "
                      f"left out: {', '.join(unmarked[:5])}{', ...' if len(unmarked) > 5 else ''}.")  # fmt: skip
     if seen is None:  # with --held-out those fields are already left out above
-        own = linked_seen(seen_groups(classifier.model.path),
-                          {idb1_group(p.stem) for p in fields} | split, labels)  # fmt: skip
+        own = fields_trained_on(images, classifier.model.path)
         if trained := sum(idb1_group(p.stem) in own for p in fields):
             notes.append(_not_held_out_note(trained, len(fields), "fields"))
     threshold = classifier.model.config.calibration.threshold
@@ -307,19 +313,19 @@ def evaluate_smears(
         analysis = analyze([read_image(path).rgb], classifier, names=[path.name],
                            keep_segmentation=True)  # fmt: skip
         xyc = root / "xyc" / f"{path.stem}.xyc"
-        labels = analysis.fields[0].segmentation.cell_labels
+        cell_labels = analysis.fields[0].segmentation.cell_labels
         border = [c.cell_id for c in analysis.cells if c.touches_border]
-        in_border = cells_at_points_all(read_xyc(xyc) if xyc.exists() else [], labels, border)
+        in_border = cells_at_points_all(read_xyc(xyc) if xyc.exists() else [], cell_labels, border)
         points = [
             p for i, p in enumerate(read_xyc(xyc) if xyc.exists() else []) if i not in in_border
         ]
         predicted = [c.cell_id for c in analysis.cells
                      if c.blast_probability >= threshold and not c.touches_border]  # fmt: skip
         below_band = [c.cell_id for c in analysis.cells if c.blast_probability < review_low]
-        confident_misses += len(cells_at_points_all(points, labels, below_band))
-        segmented = np.unique(labels[labels > 0]).tolist()
-        unsegmented += len(points) - len(cells_at_points_all(points, labels, segmented))
-        blast_labels = np.where(np.isin(labels, predicted), labels, 0)
+        confident_misses += len(cells_at_points_all(points, cell_labels, below_band))
+        segmented = np.unique(cell_labels[cell_labels > 0]).tolist()
+        unsegmented += len(points) - len(cells_at_points_all(points, cell_labels, segmented))
+        blast_labels = np.where(np.isin(cell_labels, predicted), cell_labels, 0)
         matched = len(cells_at_points(points, blast_labels))
         tp, fp, fn = tp + matched, fp + len(predicted) - matched, fn + len(points) - matched
         errors.append(abs(len(predicted) - len(points)))

@@ -13,7 +13,10 @@ ALL-IDB2 crop is tested once by a model that never saw its run. Prints one JSON 
         --like lite0_blast_v2 --all-idb1 ../shared/data/all_idb1 \\
         --all-idb2 ../shared/data/all_idb2 --out runs/run_folds
 
-About 6 minutes a twin on 2 CPU cores (the bundled recipe: head on cached features).
+About 10 minutes for both twins on 2 CPU cores (the bundled recipe: head on cached
+features). Each twin's threshold and review band come from the recipe's rule on its own
+validation side, which holds no ALL-IDB cell: they are printed beside its figures, as the
+operating-point figures (precision, confident misses) depend on them and AUROC does not.
 """
 
 from __future__ import annotations
@@ -66,6 +69,12 @@ def recipe_arguments(fit: dict) -> list[str]:
             "--stain-normalisation", fit["stain_normalisation"],
             "--threshold-rule", fit["threshold_rule"],
             "--test-time-views", str(fit["test_time_views"])]  # fmt: skip
+    if fit.get("weights") not in (None, "imagenet"):
+        raise SystemExit(f"the model started from weights {fit['weights']!r}: give them to "
+                         "train fit by hand; this script repeats ImageNet-started recipes")  # fmt: skip
+    args += ["--weights", "imagenet" if fit.get("weights") else "none",
+             "--fine-tune-epochs", str(fit.get("fine_tune_epochs", 0)),
+             "--fine-tune-layers", str(fit.get("fine_tune_layers", 30))]  # fmt: skip
     if fit.get("cached_features"):
         args += ["--cached-features", "--feature-views", str(fit["feature_views"])]
     if fit.get("augment", True):
@@ -87,9 +96,10 @@ def pooled(smears: list[dict]) -> dict:
     hits = sum(round((s["blast_recall"] or 0) * s["n_expert_blasts"]) for s in smears)
     experts = sum(s["n_expert_blasts"] for s in smears)
     called = sum(s["n_predicted_blasts"] for s in smears)
-    return {"blast_precision": hits / called, "blast_recall": hits / experts,
-            "blast_f1": 2 * hits / (experts + called), "n_expert_blasts": experts,
-            "n_fields": sum(s["n_fields"] for s in smears)}  # fmt: skip
+    return {"blast_precision": hits / called if called else None,
+            "blast_recall": hits / experts if experts else None,
+            "blast_f1": 2 * hits / (experts + called) if experts + called else None,
+            "n_expert_blasts": experts, "n_fields": sum(s["n_fields"] for s in smears)}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -118,7 +128,9 @@ def main(argv: list[str] | None = None) -> None:
         crops = ["train.evaluate", "cells", "--data", str(args.all_idb2), "--format", "allidb2"]
         metrics = json.loads((args.out / name / "metrics.json").read_text())
         held = sorted(g for g, s in sides.items() if s == "test" and g.startswith(ALLIDB))
+        calibration = json.loads((args.out / name / "config.json").read_text())["calibration"]
         result["twins"].append({"name": name, "held_out_groups": held,
+                                "calibration": calibration,
                                 "smears": _run(smears), "allidb2": _run([*crops, *where]),
                                 "test_per_source": metrics["test_per_source"]})  # fmt: skip
     result["pooled_smears"] = pooled([t["smears"] for t in result["twins"]])
