@@ -13,6 +13,7 @@ import csv
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import zip_longest
 from pathlib import Path
 
 import numpy as np
@@ -293,14 +294,19 @@ def split_by_sides(records: Iterable[LabelledCrop], side_of: dict[str, str]) -> 
     )
 
 
+MIN_UNITS_TO_TEST = 3  # test one unit, validate on one, train on at least one
+
+
 def folds_per_source(
     records: Iterable[LabelledCrop], k: int = 5, seed: int = 0
 ) -> list[SplitResult]:
     """``k`` grouped folds within each source; every cell is tested exactly once.
 
     Fold ``i`` tests on part ``i``, validates (early stopping, calibration) on part ``i + 1``
-    (mod ``k``) and trains on the rest. Sources that share groups are split together; a source
-    with fewer than ``k`` groups trains in every fold and is never tested.
+    (mod ``k``) and trains on the rest. Sources that share groups are split together. A source
+    with fewer split units than ``k`` but at least :data:`MIN_UNITS_TO_TEST` (ALL-IDB: 4 smear
+    runs) gets one unit in each of its first folds, so it is tested too, always trained on at
+    least one unit; a source with fewer trains in every fold and is never tested.
     """
     if k < 3:
         raise SplitError(f"Folds with a validation part need k >= 3, got k={k}; use 1 split.")
@@ -309,10 +315,12 @@ def folds_per_source(
     part: list[int | None] = [None] * len(records)
     for stratum in sorted(set(strata.values())):
         members = [i for i, r in enumerate(records) if strata[r.source] == stratum]
-        try:
-            part_of = assign_groups([records[i] for i in members], [1 / k] * k, seed)
-        except SplitError:
+        n_units = len(set(units_of([records[i] for i in members]).values()))
+        if n_units < MIN_UNITS_TO_TEST:
             continue
+        chosen = [records[i] for i in members]
+        part_of = assign_groups(chosen, [1 / k] * k, seed) if n_units >= k else (
+            _one_unit_per_part(chosen, seed))  # fmt: skip
         for i in members:
             part[i] = part_of[records[i].group]
     folds = []
@@ -323,6 +331,19 @@ def folds_per_source(
             sides[side if p is not None else "train"].append(record)
         folds.append(SplitResult(*(tuple(sides[s]) for s in SIDES), seed=seed))
     return folds
+
+
+def _one_unit_per_part(records: Sequence[LabelledCrop], seed: int) -> dict[str, int]:
+    """Group -> part for a source of fewer units than folds: one unit per part, units with
+    blasts and units without taking turns, so that every fold trains on both kinds where the
+    source has both (ALL-IDB: ALL run, healthy run, ALL run, healthy run)."""
+    unit_of = units_of(records)
+    with_blasts = {unit_of[r.group] for r in records if r.label == LABELS[0]}
+    kinds = [sorted(with_blasts), sorted(set(unit_of.values()) - with_blasts)]
+    for kind in kinds:
+        random.Random(seed).shuffle(kind)
+    order = [u for pair in zip_longest(*kinds) for u in pair if u is not None]
+    return {group: order.index(unit) for group, unit in unit_of.items()}
 
 
 def loso_units(records: Iterable[LabelledCrop]) -> dict[str, str]:
