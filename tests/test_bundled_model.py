@@ -77,9 +77,10 @@ def test_every_bundled_card_is_what_its_folder_renders():
 
 NO_ALLIDB_HELD_OUT = (
     "lite0_blast_v2 holds no ALL-IDB smear run out: its split cut the fields in blocks of 4 "
-    "numbers and one run's blocks landed on all three sides, so its ALL-IDB held-out figures "
-    "were withdrawn (2026-12-07); its recipe on runs it never saw misses these floors (run-fold "
-    "twins, README: blast F1 0.78-0.84, field AUROC 0.94-0.96, ALL-IDB2 balanced accuracy 0.74-0.86)"
+    "numbers, and three of ALL-IDB1's four smear runs landed on two or three sides, so its "
+    "ALL-IDB held-out figures were withdrawn (2026-12-07); its recipe on runs it never saw "
+    "misses these floors (run-fold twins, README: blast F1 0.78-0.84, field AUROC 0.94-0.96, "
+    "ALL-IDB2 balanced accuracy 0.74-0.86)"
 )
 
 
