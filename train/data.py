@@ -31,8 +31,8 @@ from train.records import (
     MissingGroupError,
     SingleClassError,
     UnknownClassFolderError,
-    _listed,
     default_label,
+    listed,
     verify_images,
 )
 from train.records import ManifestError as ManifestError  # re-exported
@@ -150,11 +150,11 @@ def load_cnmc(root: str | Path) -> CellTable:
     if no_subject:
         raise MissingGroupError(
             f"{len(no_subject)} file(s) under {root} are not named UID_<subject>_<image>_<cell>_"
-            f"{{all,hem}}.bmp, so their subject is unknown: {_listed(no_subject)}. Rename them "
+            f"{{all,hem}}.bmp, so their subject is unknown: {listed(no_subject)}. Rename them "
             "or list the cells in a CSV manifest (path,label,group)."
         )
     if mismatched:
-        raise DatasetError(f"File name and folder disagree on the class: {_listed(mismatched)}.")
+        raise DatasetError(f"File name and folder disagree on the class: {listed(mismatched)}.")
     for folder, images in tests.items():
         found, note = _cnmc_test(folder, images, label_csvs)
         records += found
@@ -182,7 +182,7 @@ def load_allidb2(root: str | Path) -> CellTable:
     if odd:
         raise DatasetError(
             f"{len(odd)} file(s) in {folder} do not end in _0 or _1 (the "
-            f"ALL-IDB2 label): {_listed(odd)}."
+            f"ALL-IDB2 label): {listed(odd)}."
         )
     fields_csv = next(iter(_csvs_with_columns(root.glob("*.csv"), "crop", "idb1_field")), None)
     fields, centres = {}, {}
@@ -206,7 +206,7 @@ def load_allidb2(root: str | Path) -> CellTable:
         )
     elif ungrouped:
         notes.append(
-            f"Crop(s) missing from {fields_csv.name}, each its own group: {_listed(ungrouped)}."
+            f"Crop(s) missing from {fields_csv.name}, each its own group: {listed(ungrouped)}."
         )
     return CellTable(tuple(records), tuple(notes), groups_known=not ungrouped)
 
@@ -223,7 +223,7 @@ def _refuse_nested_classes(root: Path, labels: Mapping[str, str | None]) -> None
         if other:
             raise DatasetError(
                 f"{root / name} is read as a class folder ({label or 'no label'}), but it holds "
-                f"class folders itself ({_listed(sorted(n for n in inner if inner[n]))}): pick "
+                f"class folders itself ({listed(sorted(n for n in inner if inner[n]))}): pick "
                 f"{root / name}, the folder that holds the class folders, as the dataset."
             )
 
@@ -255,7 +255,7 @@ def load_class_folders(
     if bad:
         raise DatasetError(
             f"label_map entries {bad} name no folder of {root} or no label "
-            f"('blast', 'normal' or None); the folders are: {_listed(folders)}."
+            f"('blast', 'normal' or None); the folders are: {listed(folders)}."
         )
     folders = {name: files for name, files in folders.items() if files}
     if not folders:
@@ -268,12 +268,12 @@ def load_class_folders(
         # e.g. lab/blast picked instead of lab: its subject folders look like classes
         raise EmptyDatasetError(
             f"{root} looks like one class folder (it holds {default_label(root.name)} cells), "
-            f"and its subfolders ({_listed(unknown)}) look like subjects: pick the folder above "
+            f"and its subfolders ({listed(unknown)}) look like subjects: pick the folder above "
             f"it, {root.parent}, which holds the class folders."
         )
     if unknown:
         raise UnknownClassFolderError(
-            f"Cannot tell whether folder(s) {_listed(unknown)} in {root} hold blasts or normal "
+            f"Cannot tell whether folder(s) {listed(unknown)} in {root} hold blasts or normal "
             "cells. Name each class folder for what it holds (names with 'blast', 'all' or "
             f"'leuk' -> blast; {', '.join(sorted(NORMAL_CELL_TYPES))} -> normal), or list the "
             "images in a CSV manifest (path,label,group), or give each folder its label: on the "
@@ -313,13 +313,13 @@ def load_class_folders(
             "<class>/<subject>/ subfolder: each of those is its own group."
         )
     left_out = [n for n in folders if labels[n] is None]
-    notes += [f"Left out folder(s) by label_map: {_listed(left_out)}."] if left_out else []
+    notes += [f"Left out folder(s) by label_map: {listed(left_out)}."] if left_out else []
     return CellTable(tuple(records), tuple(notes), groups_known=not loose)
 
 
 def _folder_labels_note(name: str, labels: Mapping[str, str | None], given) -> str:
     """Which class folder became which label, so a lab can check the guesses from names."""
-    parts = [f"{label}: {_listed(sorted(f for f, lab in labels.items() if lab == label))}"
+    parts = [f"{label}: {listed(sorted(f for f, lab in labels.items() if lab == label))}"
              for label in LABELS if label in labels.values()]  # fmt: skip
     guessed = [f for f, label in labels.items() if label and f not in given]
     by_name = " (read from the folder names: check them)" if guessed else ""

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from train.data import detect_format, load_dataset
 from train.manifest import read_csv
-from train.records import CellTable, DatasetError, ManifestError, _listed
+from train.records import CellTable, DatasetError, ManifestError, listed
 
 ROOTS_ENV_VAR = "LEUKEMIA_DATA_ROOTS"
 NOT_CONFIGURED = (
@@ -185,7 +185,7 @@ def check_within_roots(
     if outside:
         raise OutsideDataRootsError(
             f"{len(outside)} image(s) of {location} lead outside the data roots through "
-            f"symbolic links: {_listed(relative_name(p, roots) for p in outside)}; {_ONLY_UNDER}"
+            f"symbolic links: {listed(relative_name(p, roots) for p in outside)}; {_ONLY_UNDER}"
         )
 
 
@@ -205,7 +205,7 @@ def check_manifest_rows(csv_path: Path, roots: Sequence[str | os.PathLike[str]])
         line for line, row in enumerate(rows, start=2) if "\0" in "".join(map(str, row.values()))
     ]:
         raise ManifestError(
-            f"Manifest {name} holds NUL bytes on line(s) {_listed([str(n) for n in damaged])} "
+            f"Manifest {name} holds NUL bytes on line(s) {listed([str(n) for n in damaged])} "
             "(a write cut short?); write the manifest again."
         )
     resolved_roots = _resolved_roots(roots)
@@ -217,7 +217,7 @@ def check_manifest_rows(csv_path: Path, roots: Sequence[str | os.PathLike[str]])
     if outside:
         raise OutsideDataRootsError(
             f"Manifest {name} names {len(outside)} file(s) outside the data roots: "
-            f"{_listed(outside)}; {_ONLY_UNDER}"
+            f"{listed(outside)}; {_ONLY_UNDER}"
         )
 
 

@@ -34,7 +34,7 @@ from train.records import (
     EmptyDatasetError,
     MissingGroupError,
     SingleClassError,
-    _listed,
+    listed,
     unreadable_images,
     verify_images,
 )
@@ -239,14 +239,14 @@ def _inspect(
         )
     if ungrouped and not allow_ungrouped:
         raise MissingGroupError(
-            f"Cells in {_listed(ungrouped)} carry no subject or field id (images directly in "
+            f"Cells in {listed(ungrouped)} carry no subject or field id (images directly in "
             "the class folders, or ALL-IDB2 crops without source_fields.csv), so each file "
             "would be its own group: cells of one donor could land on both sides of the split "
             f"and the test scores would be inflated. {_UNGROUPED_FIX}"
         )
     if ungrouped:
         note = (
-            f"Groups unknown for {_listed(ungrouped)} (allowed): cells of one donor may be on "
+            f"Groups unknown for {listed(ungrouped)} (allowed): cells of one donor may be on "
             "both sides of the split, so test scores are likely optimistic."
         )
         table = CellTable(table.records, (*table.notes, note), table.groups_known)
@@ -297,7 +297,7 @@ def _readable(table: CellTable, roots) -> CellTable:
     left_out = {id(record) for record, _ in bad}
     kept = tuple(r for r in table if id(r) not in left_out)
     note = (f"{len(bad)} image(s) cannot be decoded and were left out: "
-            f"{_listed([why for _, why in bad])}.")  # fmt: skip
+            f"{listed([why for _, why in bad])}.")  # fmt: skip
     note = note if roots is None else shorten(note, roots)  # no server paths on the page
     return CellTable(kept, (*table.notes, note), table.groups_known)
 
@@ -308,7 +308,7 @@ def _undecodable(table: CellTable, verify: bool) -> str:
     if not verify or not (bad := unreadable_images(table)):
         return ""
     return (" (none of them decodes as a picture: " if len(bad) == len(table) else
-            f" ({len(bad)} of them cannot be decoded: ") + f"{_listed([w for _, w in bad])})"  # fmt: skip
+            f" ({len(bad)} of them cannot be decoded: ") + f"{listed([w for _, w in bad])})"  # fmt: skip
 
 
 def without_duplicates(table: CellTable) -> CellTable:
@@ -336,7 +336,7 @@ def without_duplicates(table: CellTable) -> CellTable:
     if conflicting:
         names = sorted({Path(r.path).name for r in conflicting})
         notes.append(f"{len(conflicting)} image(s) are one picture labelled both blast and "
-                     f"normal and were left out: {_listed(names)}. Label each picture once.")  # fmt: skip
+                     f"normal and were left out: {listed(names)}. Label each picture once.")  # fmt: skip
     return CellTable(tuple(r for r in table if id(r) in kept), (*table.notes, *notes),
                      table.groups_known)  # fmt: skip
 
@@ -365,8 +365,8 @@ def _check_class_labels(class_labels: Mapping[str, str | None], located: list) -
     if unmatched := sorted(set(class_labels) - labelled):
         folders = sorted(set().union(*(found for *_, found in located)))
         raise DatasetError(
-            f"Class label(s) for {_listed(unmatched)} name no class folder of these datasets "
-            f"(names are case-sensitive); the class folders are: {_listed(folders) or 'none'}."
+            f"Class label(s) for {listed(unmatched)} name no class folder of these datasets "
+            f"(names are case-sensitive); the class folders are: {listed(folders) or 'none'}."
         )
 
 

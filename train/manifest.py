@@ -17,7 +17,7 @@ from train.records import (
     LabelledCrop,
     ManifestError,
     MissingGroupError,
-    _listed,
+    listed,
 )
 
 
@@ -76,13 +76,13 @@ def load_manifest(csv_path: str | Path) -> CellTable:
             )
     if problems.keys() == {"no group"}:
         raise MissingGroupError(
-            f"Rows without a group in {csv_path}: {_listed(problems['no group'])}. Every cell "
+            f"Rows without a group in {csv_path}: {listed(problems['no group'])}. Every cell "
             "needs a group (subject or smear-field id); use the file name if nothing better."
         )
     if problems:
         raise ManifestError(
             f"Bad rows in {csv_path}: "
-            + "; ".join(f"{kind}: {_listed(where)}" for kind, where in problems.items())
+            + "; ".join(f"{kind}: {listed(where)}" for kind, where in problems.items())
             + "."
         )
     return CellTable(tuple(records))

@@ -151,7 +151,8 @@ class CellTable:
         return cls(records, notes, all(t.groups_known for t in tables))
 
 
-def _listed(items: Iterable[object], limit: int = 8) -> str:
+def listed(items: Iterable[object], limit: int = 8) -> str:
+    """``items`` for a message: the first ``limit``, then how many more."""
     items = [str(i) for i in items]
     more = f" ... and {len(items) - limit} more" if len(items) > limit else ""
     return ", ".join(items[:limit]) + more
@@ -228,7 +229,7 @@ def verify_images(records: Iterable[LabelledCrop]) -> None:
     """Decode every image fully with PIL; raise :class:`UnreadableFileError` listing failures."""
     if bad := unreadable_images(records):
         raise UnreadableFileError(
-            f"{len(bad)} image(s) cannot be decoded: {_listed([why for _, why in bad])}. "
+            f"{len(bad)} image(s) cannot be decoded: {listed([why for _, why in bad])}. "
             'Re-copy them, or leave them out ("Leave out images that cannot be read" on the '
             "Retrain page, --skip-unreadable on the command line)."
         )

@@ -3,7 +3,7 @@ of a field as new crops: Im222-227 as Im256-260, only one of them byte for byte)
 
 from __future__ import annotations
 
-from train.records import _listed
+from train.records import listed
 
 SAME_CELL_PX = 32  # crop centres this close in one field show one cell (cells are ~100 px)
 
@@ -40,7 +40,7 @@ def each_cell_once(records: list, centres: dict) -> tuple[list, list[str]]:
     notes = []
     if repeated:
         notes.append(f"{len(repeated)} crop(s) show a cell another crop shows (same field, "
-                     f"centres within {SAME_CELL_PX} px), each counted once: {_listed(repeated)}.")  # fmt: skip
+                     f"centres within {SAME_CELL_PX} px), each counted once: {listed(repeated)}.")  # fmt: skip
     if conflicting:
-        notes.append(f"One cell labelled both blast and normal, left out: {_listed(conflicting)}.")
+        notes.append(f"One cell labelled both blast and normal, left out: {listed(conflicting)}.")
     return kept, notes
