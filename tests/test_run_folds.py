@@ -45,14 +45,27 @@ def test_each_run_is_tested_once_whole_with_both_classes_and_other_sources_keep_
         assert "val" not in {s for g, s in sides.items() if g.startswith("allidb1")}
 
 
+def test_the_other_pairing_tests_each_all_run_with_the_other_healthy_run():
+    records = _records()
+    unit_of = units_of(records)
+
+    def pairs(shift):
+        return sorted(tuple(sorted({unit_of[g] for g, s in sides.items() if s == "test"}))
+                      for sides in run_folds(records, {}, shift=shift))  # fmt: skip
+
+    assert pairs(0) != pairs(1)
+    assert {u for pair in pairs(1) for u in pair} == {u for pair in pairs(0) for u in pair}
+
+
 def test_twins_repeat_the_models_recipe_and_pool_counts_not_scores():
     fit = {"architecture": "efficientnet_lite0", "input_size": 224, "epochs": 60, "patience": 8,
            "batch_size": 40, "learning_rate": 0.001, "balance": "oversample", "seed": 0,
            "stain_normalisation": "none", "threshold_rule": "sensitivity_first",
            "test_time_views": 4, "cached_features": True, "feature_views": 4, "augment": True,
            "augmentations": ["hflip", "colour"]}  # fmt: skip
-    args = recipe_arguments(fit)
+    args = recipe_arguments({**fit, "weights": "imagenet", "fine_tune_epochs": 0})
     assert args[args.index("--feature-views") + 1] == "4"
+    assert args[args.index("--weights") + 1] == "imagenet"
     assert args[args.index("--augmentations") + 1 :] == ["hflip", "colour"]
     one = {"blast_recall": 0.5, "n_expert_blasts": 10, "n_predicted_blasts": 10, "n_fields": 3}
     other = {"blast_recall": 1.0, "n_expert_blasts": 30, "n_predicted_blasts": 40, "n_fields": 4}
