@@ -315,12 +315,13 @@ def folds_per_source(
     part: list[int | None] = [None] * len(records)
     for stratum in sorted(set(strata.values())):
         members = [i for i, r in enumerate(records) if strata[r.source] == stratum]
-        n_units = len(set(units_of([records[i] for i in members]).values()))
+        chosen = [records[i] for i in members]
+        unit_of = units_of(chosen)
+        n_units = len(set(unit_of.values()))
         if n_units < MIN_UNITS_TO_TEST:
             continue
-        chosen = [records[i] for i in members]
         part_of = assign_groups(chosen, [1 / k] * k, seed) if n_units >= k else (
-            _one_unit_per_part(chosen, seed))  # fmt: skip
+            _one_unit_per_part(chosen, unit_of, seed))  # fmt: skip
         for i in members:
             part[i] = part_of[records[i].group]
     folds = []
@@ -333,13 +334,20 @@ def folds_per_source(
     return folds
 
 
-def _one_unit_per_part(records: Sequence[LabelledCrop], seed: int) -> dict[str, int]:
+def units_with_blasts(records: Sequence[LabelledCrop], unit_of: dict[str, str]):
+    """``(units holding a blast, units holding none)``, each sorted (ALL-IDB: the ALL smear
+    runs and the healthy ones); ``unit_of`` is :func:`units_of` of the records."""
+    with_blasts = {unit_of[r.group] for r in records if r.label == LABELS[0]}
+    return sorted(with_blasts), sorted({unit_of[r.group] for r in records} - with_blasts)
+
+
+def _one_unit_per_part(
+    records: Sequence[LabelledCrop], unit_of: dict[str, str], seed: int
+) -> dict[str, int]:
     """Group -> part for a source of fewer units than folds: one unit per part, units with
     blasts and units without taking turns, so that every fold trains on both kinds where the
     source has both (ALL-IDB: ALL run, healthy run, ALL run, healthy run)."""
-    unit_of = units_of(records)
-    with_blasts = {unit_of[r.group] for r in records if r.label == LABELS[0]}
-    kinds = [sorted(with_blasts), sorted(set(unit_of.values()) - with_blasts)]
+    kinds = list(units_with_blasts(records, unit_of))
     for kind in kinds:
         random.Random(seed).shuffle(kind)
     order = [u for pair in zip_longest(*kinds) for u in pair if u is not None]

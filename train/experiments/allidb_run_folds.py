@@ -32,8 +32,8 @@ import sys
 from pathlib import Path
 
 from leukemia_core.models.folder import models_dir, read_config
-from train.data import BLAST, load_dataset
-from train.splits import read_split_file, units_of
+from train.data import load_dataset
+from train.splits import read_split_file, units_of, units_with_blasts
 
 ALLIDB = ("allidb1", "allidb2")
 
@@ -45,13 +45,8 @@ def run_folds(
     (smear runs) dealt to test by class, ALL runs ``i::folds`` with healthy runs
     ``(i + shift)::folds`` in run order (``shift=1`` pairs them the other way round)."""
     unit_of = units_of(records)
-    has_blast: dict[str, bool] = {}
-    for r in records:
-        if r.source in ALLIDB:
-            has_blast[unit_of[r.group]] = has_blast.get(unit_of[r.group], False) or (
-                r.label == BLAST
-            )
-    runs = {kind: sorted(u for u, b in has_blast.items() if b is kind) for kind in (True, False)}
+    idb = [r for r in records if r.source in ALLIDB]
+    runs = dict(zip((True, False), units_with_blasts(idb, unit_of), strict=True))
     if min(len(r) for r in runs.values()) < folds:
         raise SystemExit(f"ALL-IDB holds {len(runs[True])} ALL and {len(runs[False])} healthy "
                          f"run(s): too few for {folds} run folds.")  # fmt: skip
@@ -129,12 +124,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     root = models_dir()
-    fit = read_config(args.like, root).training["fit"]
+    like = read_config(args.like, root)
+    fit = like.training["fit"]
     records = list(load_dataset(args.data).records)
     base = read_split_file(root / args.like / "split.csv")
     args.out.mkdir(parents=True, exist_ok=True)
     result = {"like": args.like, "twins": []}
-    like_calibration = read_config(args.like, root).calibration.to_dict()
+    like_calibration = like.calibration.to_dict()
     present = {r.group for r in records}
     for i, sides in enumerate(run_folds(records, base, shift=args.pairing)):
         name, split = f"run_fold_{i + 1}", args.out / f"split_{i + 1}.csv"
